@@ -1,0 +1,105 @@
+"""The ``netsim`` command line.
+
+Each subcommand lives in its own module of this package and registers itself on :data:`app`
+(see ``_COMMAND_MODULES``).  Every user error is a :class:`~netsim.errors.NetsimError`; the
+entry point :func:`main` prints it as one line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from netsim import __version__
+from netsim.errors import NetsimError
+
+app = typer.Typer(
+    name="netsim",
+    help="moe-netsim: simulate GPU/NPU cluster networks for large-model (MoE) training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"netsim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """moe-netsim: simulate GPU/NPU cluster networks for large-model (MoE) training."""
+
+
+# Subcommand modules; each defines ``register(app)``.  Order = order in --help.
+_COMMAND_MODULES = (
+    "netsim.cli.run_cmd",
+    "netsim.cli.topology_cmd",
+    "netsim.cli.flows_cmd",
+    "netsim.cli.collective_cmd",
+    "netsim.cli.calibrate_cmd",
+    "netsim.cli.lab_cmd",
+    "netsim.cli.study_cmd",
+    "netsim.cli.profile_cmd",
+    "netsim.cli.traces_cmd",
+    "netsim.cli.report_cmd",
+    "netsim.cli.sweep_cmd",
+    "netsim.cli.presets_cmd",
+)
+
+for _name in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:  # a subcommand still being written
+        if exc.name != _name:
+            raise
+        continue
+    _module.register(app)
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 2 (for CLI-level problems that are not NetsimErrors)."""
+    raise NetsimError(message)
+
+
+def _click_exceptions() -> tuple[type[BaseException], ...]:
+    """ClickException classes of click and of the click copy bundled with typer (>= 0.29)."""
+    found: list[type[BaseException]] = []
+    for mod in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            found.append(importlib.import_module(mod).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, map NetsimError to one stderr line + exit 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except NetsimError as exc:
+        print(f"error: {exc.one_line()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors (typer may vendor its own click)
+        if isinstance(exc, _click_exceptions()):
+            print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)  # type: ignore[attr-defined]
+            sys.exit(2)
+        raise
+    sys.exit(0)

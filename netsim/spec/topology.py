@@ -1,0 +1,540 @@
+"""The user-facing topology spec: what a topology YAML file may say, validated with pydantic.
+
+A topology file comes in one of two forms.
+
+**Templated** (all presets): a server template repeated ``num_nodes`` times, plus fabrics::
+
+    name: dgx-h100
+    num_nodes: 4                      # servers; `--nodes N` and `--set num_nodes=N` change it
+    accelerator: {name, role, peak_flops: {bf16: 989TFLOPS}, memory_bandwidth, memory}
+    node:                             # one server; `kind` selects the intra-node fabric
+      kind: nvswitch | hccs | pcie
+      ...                             # see NVSwitchNodeSpec, HCCSNodeSpec, PCIeNodeSpec
+      nic: {bandwidth, latency, attach: pcie | integrated, ...}   # one rail NIC per accelerator
+      host_nics: {count, bandwidth, latency, ...}                 # front-end ports of the host
+    backend:                          # the compute (east-west) fabric over the rail NICs
+      fabric: single-switch | leaf-spine | fat-tree | rail-optimized | multi-plane
+      link_class: ib | roce
+      ...
+      storage: {count, bandwidth, attach: leaf | spine | core}    # optional back-end storage
+    frontend:                         # optional Ethernet (north-south) network
+      fabric: single-switch | leaf-spine
+      storage: {count, bandwidth, attach: leaf | spine}
+
+**Explicit**: the graph itself, for shapes the templates cannot express::
+
+    name: two-boxes
+    accelerator: {...}
+    nodes:
+      - {name: n0.g0, kind: accelerator, node: 0, index: 0}
+      - {name: sw, kind: switch, role: leaf, network: backend, tier: 1, latency: 0.3us}
+    links:
+      - {a: n0.g0, b: sw, bandwidth: 400Gbps, latency: 0.1us, class: ib}
+
+Quantities accept unit strings (see :mod:`netsim.units`) and are stored as SI floats, so the
+validated spec (``model_dump()``) is the resolved spec recorded in ``G.graph["spec"]``.
+Bandwidths are per direction.  Cross-field rules (group sizes that must divide, keys that
+apply only to one fabric) are checked by :func:`check_topology_spec`, which names the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from netsim.errors import SpecError
+from netsim.spec.common import (
+    Bandwidth,
+    Bytes,
+    Duration,
+    Flops,
+    Ratio,
+    SpecModel,
+    apply_overrides,
+    load_mapping,
+    override_for,
+    validate_model,
+)
+
+__all__ = [
+    "AcceleratorSpec",
+    "BackendSpec",
+    "ExplicitLinkSpec",
+    "ExplicitNodeSpec",
+    "ExplicitTopologySpec",
+    "FrontendSpec",
+    "HostNicSpec",
+    "NicSpec",
+    "NodeSpec",
+    "TemplatedTopologySpec",
+    "TopologySpec",
+    "check_topology_spec",
+    "load_topology_spec",
+    "parse_topology_spec",
+]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class AcceleratorSpec(SpecModel):
+    """The GPU/NPU model: compute peaks and memory, used by the roofline and reports."""
+
+    name: str = Field(min_length=1)
+    role: Literal["gpu", "npu"] = "gpu"
+    peak_flops: dict[str, Flops] = Field(min_length=1)
+    """Dense peak per data type, e.g. ``{bf16: 989TFLOPS, fp8: 1979TFLOPS}`` (FLOP/s)."""
+    memory_bandwidth: Bandwidth
+    """HBM bandwidth in bytes/s."""
+    memory: Bytes
+    """HBM capacity in bytes."""
+
+
+class NicSpec(SpecModel):
+    """One back-end (rail) NIC per accelerator: ``n<k>.nic<i>`` serves ``n<k>.g<i>``."""
+
+    bandwidth: Bandwidth
+    """Port speed per direction (the NIC-to-leaf cable)."""
+    latency: Duration = 0.0
+    """Processing latency of the NIC (node attribute ``latency_s``)."""
+    attach: Literal["pcie", "integrated"] = "pcie"
+    """``pcie``: a PCIe link accelerator-NIC; ``integrated``: on-chip port (Ascend)."""
+    pcie_bandwidth: Bandwidth | None = None
+    """Accelerator-NIC PCIe link per direction (``attach: pcie``); default: the NIC bandwidth."""
+    pcie_latency: Duration = 0.0
+    """Latency of the accelerator-NIC link."""
+
+
+class HostNicSpec(SpecModel):
+    """Front-end NICs of the host: ``n<k>.hnic<j>``, attached to host ``n<k>``."""
+
+    count: PositiveInt = 1
+    bandwidth: Bandwidth
+    latency: Duration = 0.0
+    pcie_bandwidth: Bandwidth | None = None
+    """Host-NIC PCIe link per direction; default: the NIC bandwidth."""
+    pcie_latency: Duration = 0.0
+
+
+class _NodeCommon(SpecModel):
+    accelerators: PositiveInt = 8
+    """Accelerators per server."""
+    nic: NicSpec | None = None
+    """Rail NICs (required for a back-end fabric)."""
+    host_nics: HostNicSpec | None = None
+    """Host NICs (required for a front-end network)."""
+
+
+class NVSwitchNodeSpec(_NodeCommon):
+    """GPUs joined by NVSwitches, modelled as one switch ``n<k>.nvsw``.
+
+    Each GPU reaches the host through its own PCIe switch ``n<k>.pcie<i>``.
+    """
+
+    kind: Literal["nvswitch"]
+    nvlink_bandwidth: Bandwidth
+    """NVLink bandwidth per GPU per direction (all its links together), e.g. 450GB/s."""
+    nvlink_latency: Duration = 0.0
+    """Latency of the GPU-NVSwitch link."""
+    nvswitch_latency: Duration = 0.0
+    """Forwarding latency of the NVSwitch."""
+    pcie_bandwidth: Bandwidth
+    """GPU-PCIe-switch link per direction (the GPU's x16 link)."""
+    pcie_latency: Duration = 0.0
+    pcie_switch_latency: Duration = 0.0
+    host_bandwidth: Bandwidth | None = None
+    """PCIe-switch-host link per direction; default: ``pcie_bandwidth``."""
+
+
+class HCCSNodeSpec(_NodeCommon):
+    """Ascend server: groups of NPUs, each group a full mesh of HCCS links (Atlas 800).
+
+    Each group hangs off a PCIe switch ``n<k>.pcie<g>``; group switches are joined pairwise by
+    an inter-group PCIe link and the host attaches to every group switch.
+    """
+
+    kind: Literal["hccs"]
+    group_size: PositiveInt = 8
+    """NPUs per HCCS full-mesh group (must divide ``accelerators``)."""
+    hccs_bandwidth: Bandwidth
+    """Bandwidth of one HCCS link (between two NPUs), per direction."""
+    hccs_latency: Duration = 0.0
+    pcie_bandwidth: Bandwidth
+    """NPU-PCIe-switch link per direction (e.g. PCIe 4.0 x16)."""
+    pcie_latency: Duration = 0.0
+    pcie_switch_latency: Duration = 0.0
+    inter_group_bandwidth: Bandwidth | None = None
+    """Link between two group PCIe switches, per direction; default: ``pcie_bandwidth``."""
+    host_bandwidth: Bandwidth | None = None
+    """Host-PCIe-switch link per direction; default: ``pcie_bandwidth``."""
+
+
+class PCIeNodeSpec(_NodeCommon):
+    """Accelerators under PCIe switches only (no NVLink/HCCS); switches joined pairwise."""
+
+    kind: Literal["pcie"]
+    accelerators_per_switch: PositiveInt = 4
+    """Accelerators under one PCIe switch ``n<k>.pcie<j>`` (must divide ``accelerators``)."""
+    pcie_bandwidth: Bandwidth
+    """Accelerator-switch link per direction."""
+    pcie_latency: Duration = 0.0
+    pcie_switch_latency: Duration = 0.0
+    inter_switch_bandwidth: Bandwidth | None = None
+    """Link between two PCIe switches (through the root complex); default: ``pcie_bandwidth``."""
+    host_bandwidth: Bandwidth | None = None
+    """Host-switch link per direction; default: ``pcie_bandwidth``."""
+
+
+NodeSpec = Annotated[NVSwitchNodeSpec | HCCSNodeSpec | PCIeNodeSpec, Field(discriminator="kind")]
+
+
+class BackendStorageSpec(SpecModel):
+    """Storage targets ``bstorage<i>`` on the back-end fabric (round-robin over a tier)."""
+
+    count: PositiveInt = 1
+    bandwidth: Bandwidth
+    """Port speed of one target per direction (one port per plane in multi-plane fabrics)."""
+    latency: Duration | None = None
+    """Latency of the storage cable; default: ``backend.link_latency``."""
+    attach: Literal["leaf", "spine", "core"] = "spine"
+
+
+class _FabricCommon(SpecModel):
+    link_class: Literal["ib", "roce"] = "ib"
+    link_latency: Duration = 0.0
+    """Latency of every fabric cable (NIC-leaf, leaf-spine, spine-core)."""
+    switch_latency: Duration = 0.0
+    """Forwarding latency of every fabric switch."""
+    storage: BackendStorageSpec | None = None
+
+
+class _TwoTier(_FabricCommon):
+    nodes_per_leaf: PositiveInt
+    """Servers under one leaf (per rail / per plane for rail-optimized / multi-plane)."""
+    oversubscription: Ratio = 1.0
+    """Leaf downlink capacity / uplink capacity (1 = non-blocking)."""
+    spines: PositiveInt | None = None
+    """Spine switches (per plane); default: one per leaf uplink port of the fullest leaf."""
+
+
+class SingleSwitchFabricSpec(_FabricCommon):
+    """Every rail NIC on one switch ``leaf0``."""
+
+    fabric: Literal["single-switch"]
+
+
+class LeafSpineFabricSpec(_TwoTier):
+    """Two-tier leaf-spine: all NICs of ``nodes_per_leaf`` servers on a leaf; every leaf on every spine."""
+
+    fabric: Literal["leaf-spine"]
+
+
+class RailOptimizedFabricSpec(_TwoTier):
+    """Rail-optimised: NIC i of a group's servers on rail i's leaf ``r<i>.leaf<j>``; spines join rails."""
+
+    fabric: Literal["rail-optimized"]
+
+
+class MultiPlaneFabricSpec(_TwoTier):
+    """One independent leaf-spine fabric per NIC index (``p<i>.leaf<j>``, ``p<i>.spine<s>``)."""
+
+    fabric: Literal["multi-plane"]
+
+
+class FatTreeFabricSpec(_FabricCommon):
+    """Three-tier fat-tree: leaves in pods, each pod's spines joined by core switches.
+
+    Spine ``j`` of every pod connects to core group ``j`` (``cores / spines_per_pod`` cores).
+    """
+
+    fabric: Literal["fat-tree"]
+    nodes_per_leaf: PositiveInt
+    leaves_per_pod: PositiveInt
+    oversubscription: Ratio = 1.0
+    """Leaf tier: downlink / uplink capacity."""
+    core_oversubscription: Ratio = 1.0
+    """Spine tier: downlink / uplink capacity."""
+    spines_per_pod: PositiveInt | None = None
+    """Default: one per leaf uplink port of the fullest leaf."""
+    cores: PositiveInt | None = None
+    """A multiple of ``spines_per_pod``; default: ``spines_per_pod``."""
+
+
+BackendSpec = Annotated[
+    SingleSwitchFabricSpec
+    | LeafSpineFabricSpec
+    | RailOptimizedFabricSpec
+    | MultiPlaneFabricSpec
+    | FatTreeFabricSpec,
+    Field(discriminator="fabric"),
+]
+
+
+class FrontendStorageSpec(SpecModel):
+    """Storage targets ``storage<i>`` on the front-end network (round-robin over a tier)."""
+
+    count: PositiveInt = 1
+    bandwidth: Bandwidth
+    """Port speed of one target per direction."""
+    latency: Duration | None = None
+    """Latency of the storage cable; default: ``frontend.link_latency``."""
+    attach: Literal["leaf", "spine"] = "leaf"
+
+
+class _FrontendCommon(SpecModel):
+    link_latency: Duration = 0.0
+    switch_latency: Duration = 0.0
+    storage: FrontendStorageSpec | None = None
+
+
+class SingleSwitchFrontendSpec(_FrontendCommon):
+    """Every host NIC and storage target on one Ethernet switch ``fe.leaf0``."""
+
+    fabric: Literal["single-switch"]
+
+
+class LeafSpineFrontendSpec(_FrontendCommon):
+    """Ethernet leaf-spine: the host NICs of ``hosts_per_leaf`` servers per leaf ``fe.leaf<j>``."""
+
+    fabric: Literal["leaf-spine"]
+    hosts_per_leaf: PositiveInt
+    oversubscription: Ratio = 1.0
+    spines: PositiveInt | None = None
+
+
+FrontendSpec = Annotated[SingleSwitchFrontendSpec | LeafSpineFrontendSpec, Field(discriminator="fabric")]
+
+
+class TemplatedTopologySpec(SpecModel):
+    """A cluster of ``num_nodes`` identical servers with a back-end and a front-end fabric."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    num_nodes: PositiveInt = 1
+    accelerator: AcceleratorSpec
+    node: NodeSpec
+    backend: BackendSpec | None = None
+    frontend: FrontendSpec | None = None
+
+
+NodeKind = Literal["accelerator", "nic", "host", "switch", "storage"]
+Network = Literal["node", "backend", "frontend"]
+LinkClass = Literal["nvlink", "hccs", "pcie", "ib", "roce", "ethernet", "generic"]
+
+
+class ExplicitNodeSpec(SpecModel):
+    """One device of an explicit graph; attributes as in :mod:`netsim.topology.model`."""
+
+    name: str = Field(min_length=1)
+    kind: NodeKind
+    role: str | None = None
+    """Default by kind: gpu, rail-nic, host, switch, storage."""
+    node: int = Field(-1, ge=-1)
+    index: int = Field(-1, ge=-1)
+    network: Network | None = None
+    """Default: ``node`` for accelerators and hosts, ``backend`` otherwise."""
+    latency: Duration = 0.0
+    rail: int = Field(-1, ge=-1)
+    plane: int = Field(-1, ge=-1)
+    nic: str = ""
+    """For accelerators: the NIC for inter-node traffic; default ``n<node>.nic<index>`` if present."""
+    tier: int | None = Field(None, ge=0)
+    """Default: 1 for switches outside a server, 0 otherwise."""
+
+
+class ExplicitLinkSpec(SpecModel):
+    """A cable between ``a`` and ``b`` (both directions unless ``directed: true``)."""
+
+    a: str = Field(min_length=1)
+    b: str = Field(min_length=1)
+    bandwidth: Bandwidth
+    """Per direction."""
+    latency: Duration = 0.0
+    link_class: LinkClass = Field("generic", alias="class")
+    network: Network | None = None
+    """Default: ``node`` if both ends are in the same server, else the fabric's network."""
+    tier: str | None = None
+    """Default: the link class."""
+    directed: bool = False
+
+
+class ExplicitTopologySpec(SpecModel):
+    """A topology given as a list of devices and links."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    accelerator: AcceleratorSpec
+    nodes: list[ExplicitNodeSpec] = Field(min_length=1)
+    links: list[ExplicitLinkSpec] = Field(default_factory=list)
+
+
+TopologySpec = TemplatedTopologySpec | ExplicitTopologySpec
+
+
+def check_topology_spec(spec: TopologySpec, *, source: str | None) -> None:
+    """Cross-field rules that a single field cannot express; raise SpecError naming the field."""
+    if isinstance(spec, ExplicitTopologySpec):
+        _check_explicit(spec, source)
+        return
+    node = spec.node
+    if isinstance(node, HCCSNodeSpec) and node.accelerators % node.group_size:
+        raise SpecError(
+            f"must divide node.accelerators ({node.accelerators}), got {node.group_size}",
+            source=source,
+            field="node.group_size",
+        )
+    if isinstance(node, PCIeNodeSpec) and node.accelerators % node.accelerators_per_switch:
+        raise SpecError(
+            f"must divide node.accelerators ({node.accelerators}), got {node.accelerators_per_switch}",
+            source=source,
+            field="node.accelerators_per_switch",
+        )
+    if node.nic is not None and node.nic.attach == "integrated" and node.nic.pcie_bandwidth is not None:
+        raise SpecError(
+            "only used with node.nic.attach: pcie (an integrated NIC has no PCIe link)",
+            source=source,
+            field="node.nic.pcie_bandwidth",
+        )
+    backend = spec.backend
+    if backend is not None and node.nic is None:
+        raise SpecError("a back-end fabric needs rail NICs: add node.nic", source=source, field="node.nic")
+    if backend is None and spec.num_nodes > 1:
+        raise SpecError(
+            f"required when num_nodes > 1 (got num_nodes={spec.num_nodes}); servers need a back-end fabric",
+            source=source,
+            field="backend",
+        )
+    if isinstance(backend, FatTreeFabricSpec):
+        if backend.cores is not None and backend.spines_per_pod is None:
+            raise SpecError(
+                "set backend.spines_per_pod too (cores must be a multiple of it)",
+                source=source,
+                field="backend.cores",
+            )
+        if backend.cores is not None and backend.spines_per_pod and backend.cores % backend.spines_per_pod:
+            raise SpecError(
+                f"must be a multiple of spines_per_pod ({backend.spines_per_pod}), got {backend.cores}",
+                source=source,
+                field="backend.cores",
+            )
+    if backend is not None and backend.storage is not None:
+        attach = backend.storage.attach
+        if attach == "core" and not isinstance(backend, FatTreeFabricSpec):
+            raise SpecError(
+                f"'core' needs backend.fabric: fat-tree (this fabric is {backend.fabric}); use leaf or spine",
+                source=source,
+                field="backend.storage.attach",
+            )
+        if attach == "spine" and isinstance(backend, SingleSwitchFabricSpec):
+            raise SpecError(
+                "a single-switch fabric has no spines; use leaf",
+                source=source,
+                field="backend.storage.attach",
+            )
+    frontend = spec.frontend
+    if frontend is not None and node.host_nics is None:
+        raise SpecError(
+            "a front-end network needs host NICs: add node.host_nics", source=source, field="node.host_nics"
+        )
+    if (
+        frontend is not None
+        and frontend.storage is not None
+        and frontend.storage.attach == "spine"
+        and isinstance(frontend, SingleSwitchFrontendSpec)
+    ):
+        raise SpecError(
+            "a single-switch front-end has no spines; use leaf",
+            source=source,
+            field="frontend.storage.attach",
+        )
+
+
+def _check_explicit(spec: ExplicitTopologySpec, source: str | None) -> None:
+    names: dict[str, int] = {}
+    for i, n in enumerate(spec.nodes):
+        if n.name in names:
+            raise SpecError(
+                f"duplicate device name {n.name!r} (also nodes.{names[n.name]})",
+                source=source,
+                field=f"nodes.{i}.name",
+            )
+        names[n.name] = i
+    if not any(n.kind == "accelerator" for n in spec.nodes):
+        raise SpecError("needs at least one device of kind accelerator", source=source, field="nodes")
+    seen: dict[tuple[str, str], int] = {}
+    for i, link in enumerate(spec.links):
+        for end in ("a", "b"):
+            name = getattr(link, end)
+            if name not in names:
+                known = ", ".join(sorted(names)[:8]) + (", ..." if len(names) > 8 else "")
+                raise SpecError(
+                    f"unknown device {name!r}; devices are listed under nodes: ({known})",
+                    source=source,
+                    field=f"links.{i}.{end}",
+                )
+        if link.a == link.b:
+            raise SpecError(f"a link from {link.a!r} to itself", source=source, field=f"links.{i}.b")
+        pairs = [(link.a, link.b)] if link.directed else [(link.a, link.b), (link.b, link.a)]
+        for pair in pairs:
+            if pair in seen:
+                raise SpecError(
+                    f"duplicate link {pair[0]} -> {pair[1]} (also links.{seen[pair]}); "
+                    "merge parallel cables into one link with their total bandwidth",
+                    source=source,
+                    field=f"links.{i}",
+                )
+            seen[pair] = i
+
+
+def parse_topology_spec(
+    data: Any, *, source: str | None, overrides: Sequence[str] = (), num_nodes: int | None = None
+) -> TopologySpec:
+    """Validate plain data (a parsed YAML mapping) as a topology spec.
+
+    Args:
+        data: the mapping read from YAML.
+        source: where it came from, for messages.
+        overrides: ``key=value`` items applied before validation.
+        num_nodes: the server count to use instead of the file's (templated specs only).
+
+    Raises:
+        SpecError: schema or cross-field error, naming the file (or override) and the field.
+    """
+    if not isinstance(data, dict):
+        raise SpecError("the top level must be a mapping of keys to values", source=source)
+    data = apply_overrides(data, overrides)
+    explicit = "links" in data or isinstance(data.get("nodes"), list)
+    if explicit:
+        if num_nodes is not None:
+            raise SpecError(
+                "an explicit graph (nodes: / links:) fixes its servers; --nodes does not apply", source=source
+            )
+        spec: TopologySpec = validate_model(ExplicitTopologySpec, data, source=source, overrides=overrides)
+    else:
+        if num_nodes is not None:
+            if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+                raise SpecError(f"must be an integer >= 1 (got {num_nodes!r})", source="--nodes")
+            data["num_nodes"] = num_nodes
+        spec = validate_model(TemplatedTopologySpec, data, source=source, overrides=overrides)
+    try:
+        check_topology_spec(spec, source=source)
+    except SpecError as exc:
+        item = override_for(exc.field, overrides) if exc.field else None
+        if item is not None:
+            raise SpecError(exc.message, source=f"--set {item}", field=exc.field) from None
+        raise
+    return spec
+
+
+def load_topology_spec(
+    path: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    num_nodes: int | None = None,
+    source: str | None = None,
+) -> TopologySpec:
+    """Read and validate a topology YAML file (see :func:`parse_topology_spec`)."""
+    data = load_mapping(path)
+    return parse_topology_spec(data, source=source or str(path), overrides=overrides, num_nodes=num_nodes)

@@ -1,0 +1,569 @@
+"""The flow-level network engine: max-min fair sharing, event-driven inside simpy.
+
+A *flow* moves ``nbytes`` from one device to another along a routed path.  Active flows share
+link capacity max-min fairly (:mod:`netsim.network.sharing`).  Rates change only when a flow
+starts or drains, so between two such instants every rate is constant and the next event is the
+earliest drain; the engine jumps from event to event.  A flow is delivered ``path latency``
+after its last byte left (completion time = latency + drain time at its piecewise-constant
+rate), so one flow alone on a path takes exactly ``latency + nbytes / bottleneck``.
+
+Flows that start at the same instant are routed and added as one batch, and flows that drain
+at the same instant (within a relative 1e-9) are removed as one batch, so an all-to-all of N
+ranks costs a few vectorised recomputations, not N^2 separate ones.
+
+Use from a simpy process::
+
+    net = Network(graph, routing="ecmp", seed=1)
+    def proc(env):
+        yield net.transfer("n0.g0", "n1.g0", 64 * 2**20, traffic_class="ep")
+    net.env.process(proc(net.env))
+    net.run()
+
+or in bulk, without processes: ``net.submit_many(src, dst, nbytes, start_s)`` then ``net.run()``.
+Results are flat tables: :meth:`Network.flow_records`, :meth:`Network.link_records`,
+:meth:`Network.tier_timeseries`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import simpy
+
+from netsim.errors import NetsimError, RoutingError, SpecError
+from netsim.network.links import LinkTable
+from netsim.network.routing import Router, Routes
+
+#: simpy priority of the engine's own update events: after every ordinary event at the same
+#: instant, so all flows started at one instant are added in one batch.
+_ENGINE_PRIORITY = 2
+_TIME_REL_TOL = 1e-9
+
+_PENDING, _ACTIVE, _DONE = 0, 1, 2
+
+
+def _ranges(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Entry indices ptr[r]:ptr[r+1] of every row r in ``rows``, concatenated."""
+    from netsim.network.sharing import _gather
+
+    return _gather(ptr, rows)
+
+
+class _Column:
+    """A growable 1-D numpy array (amortised O(1) append of batches)."""
+
+    def __init__(self, dtype: Any, fill: Any = 0) -> None:
+        self.data = np.full(1024, fill, dtype=dtype)
+        self.size = 0
+        self.fill = fill
+
+    def extend(self, values: np.ndarray) -> None:
+        n = values.shape[0]
+        need = self.size + n
+        if need > self.data.shape[0]:
+            cap = max(need, 2 * self.data.shape[0])
+            new = np.full(cap, self.fill, dtype=self.data.dtype)
+            new[: self.size] = self.data[: self.size]
+            self.data = new
+        self.data[self.size : need] = values
+        self.size = need
+
+    @property
+    def view(self) -> np.ndarray:
+        return self.data[: self.size]
+
+
+class Network:
+    """A topology as a shared, max-min fair network of links, driven by a simpy environment.
+
+    Args:
+        graph: a topology graph (see :mod:`netsim.topology.model`).
+        env: the simpy environment to run in (a new one if ``None``).
+        routing: routing policy name (``shortest``, ``ecmp``, ``spray``, ``pxn``).
+        seed: seed of the ECMP hash.
+        efficiency: per link class, the fraction of nominal capacity payload gets.
+        flow_rate_cap_Bps: a cap on every flow's rate (e.g. a NIC's injection limit).
+    """
+
+    def __init__(
+        self,
+        graph: nx.DiGraph,
+        env: simpy.Environment | None = None,
+        *,
+        routing: str = "ecmp",
+        seed: int = 0,
+        efficiency: Mapping[str, float] | None = None,
+        flow_rate_cap_Bps: float | None = None,
+    ) -> None:
+        self.graph = graph
+        self.env = env if env is not None else simpy.Environment()
+        self.links = LinkTable.from_graph(graph, efficiency)
+        self.router = Router(graph, self.links, routing, seed)
+        if flow_rate_cap_Bps is not None and not flow_rate_cap_Bps > 0:
+            raise SpecError(f"flow_rate_cap_Bps must be > 0, got {flow_rate_cap_Bps!r}", field="flow_rate_cap_Bps")
+        self.flow_rate_cap_Bps = float(flow_rate_cap_Bps) if flow_rate_cap_Bps else np.inf
+        self._t0 = float(self.env.now)
+        # per-flow columns
+        self._src = _Column(np.int64)
+        self._dst = _Column(np.int64)
+        self._nbytes = _Column(np.float64)
+        self._start = _Column(np.float64)
+        self._end = _Column(np.float64, np.nan)
+        self._lat = _Column(np.float64)
+        self._hops = _Column(np.float64)
+        self._cls = _Column(np.int32)
+        self._label = _Column(np.int32)
+        self._cap = _Column(np.float64, np.inf)
+        self._state = _Column(np.int8)
+        self._class_names: dict[str, int] = {}
+        self._label_names: dict[str, int] = {}
+        self._events: dict[int, simpy.Event] = {}
+        self._pinned: dict[int, np.ndarray] = {}
+        # arrivals waiting to be started, by start time
+        self._arrivals: dict[float, list[np.ndarray]] = {}
+        # active flows and their incidence (global flow ids)
+        # Active flows (global ids, ascending) with aligned state; finished flows stay in these
+        # arrays as dead entries (``_alive`` False, rate 0) until compaction.  Their links are a
+        # CSR store: the entries of active flow i are ``_ptr[i]:_ptr[i+1]`` of ``_nz_link``/``_nz_w``.
+        # Bytes are tracked lazily: a row's remaining bytes at time t are
+        # ``_rem_at - _rate * (t - _t_at)``, and ``_t_fin`` is when it drains at its rate, so an
+        # event touches only the rows whose rate changed.
+        self._active = np.zeros(0, dtype=np.int64)
+        self._alive = np.zeros(0, dtype=bool)
+        self._rem_at = np.zeros(0)
+        self._t_at = np.zeros(0)
+        self._t_fin = np.zeros(0)
+        self._rate = np.zeros(0)
+        self._counts = np.zeros(0, dtype=np.int64)
+        self._ptr = np.zeros(1, dtype=np.int64)
+        self._nz_link = np.zeros(0, dtype=np.int64)
+        self._nz_w = np.zeros(0)
+        self._num_alive = 0
+        self._need_full = False  # new flows arrived: solve from level 0
+        self._refill_from = np.inf  # flows left: refill from the lowest rate among them
+        self._incremental_runs = 0
+        self._t_last = float(self.env.now)
+        self._wake_version = 0
+        self._wake_time = np.inf
+        self._wake_pending = False
+        # link statistics
+        nl = self.links.num_links
+        self._link_load = np.zeros(nl)
+        self._link_bytes = np.zeros(nl)
+        self._link_busy = np.zeros(nl)
+        self._link_peak = np.zeros(nl)
+        self._tier_rows: list[tuple[float, float, np.ndarray]] = []
+        self._t_end = float(self.env.now)
+        self.num_events = 0
+        self.num_rate_updates = 0
+
+    # ------------------------------------------------------------------ submission
+    def _code(self, table: dict[str, int], name: str) -> int:
+        code = table.get(name)
+        if code is None:
+            code = table[name] = len(table)
+        return code
+
+    def _device_ids(self, names: Sequence[str] | np.ndarray, field: str) -> np.ndarray:
+        index = self.links.index
+        try:
+            return np.fromiter((index[n] for n in names), dtype=np.int64, count=len(names))
+        except KeyError as exc:
+            raise NetsimError(f"unknown device {exc.args[0]!r}", field=field) from None
+
+    def submit_many(
+        self,
+        src: Sequence[str] | np.ndarray,
+        dst: Sequence[str] | np.ndarray,
+        nbytes: Sequence[float] | np.ndarray | float,
+        start_s: Sequence[float] | np.ndarray | float = 0.0,
+        *,
+        traffic_class: str = "other",
+        label: str = "",
+        rate_cap_Bps: float | None = None,
+    ) -> np.ndarray:
+        """Submit many flows at once (device names or ids); returns their flow ids."""
+        s = np.asarray(src) if isinstance(src, np.ndarray) and src.dtype.kind in "iu" else \
+            self._device_ids(list(src), "src")
+        d = np.asarray(dst) if isinstance(dst, np.ndarray) and dst.dtype.kind in "iu" else \
+            self._device_ids(list(dst), "dst")
+        n = s.shape[0]
+        if d.shape[0] != n:
+            raise SpecError("src and dst must have the same length", field="dst")
+        nb = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,)).copy()
+        st = np.broadcast_to(np.asarray(start_s, dtype=np.float64), (n,)).copy()
+        if (~np.isfinite(nb)).any() or (nb < 0).any():
+            raise SpecError("flow sizes must be finite and >= 0 bytes", field="bytes")
+        if (~np.isfinite(st)).any() or (st < self.env.now - 1e-15).any():
+            raise SpecError(f"flow start times must be finite and >= now ({self.env.now} s)", field="start_s")
+        first = self._src.size
+        ids = np.arange(first, first + n, dtype=np.int64)
+        self._src.extend(s.astype(np.int64))
+        self._dst.extend(d.astype(np.int64))
+        self._nbytes.extend(nb)
+        self._start.extend(st)
+        self._end.extend(np.full(n, np.nan))
+        self._lat.extend(np.zeros(n))
+        self._hops.extend(np.zeros(n))
+        self._cls.extend(np.full(n, self._code(self._class_names, traffic_class), dtype=np.int32))
+        self._label.extend(np.full(n, self._code(self._label_names, label), dtype=np.int32))
+        cap = self.flow_rate_cap_Bps if rate_cap_Bps is None else min(self.flow_rate_cap_Bps, float(rate_cap_Bps))
+        self._cap.extend(np.full(n, cap))
+        self._state.extend(np.zeros(n, dtype=np.int8))
+        for t in np.unique(st).tolist():
+            sel = ids[st == t] if n > 1 else ids
+            self._add_arrival(float(t), sel)
+        return ids
+
+    def submit(self, src: str, dst: str, nbytes: float, start_s: float = 0.0, *, traffic_class: str = "other",
+               label: str = "", path: Sequence[str] | None = None, rate_cap_Bps: float | None = None) -> int:
+        """Submit one flow starting at absolute time ``start_s``; returns its flow id."""
+        fid = int(self.submit_many([src], [dst], nbytes, start_s, traffic_class=traffic_class, label=label,
+                                   rate_cap_Bps=rate_cap_Bps)[0])
+        if path is not None:
+            self._pin(fid, src, dst, path)
+        return fid
+
+    def _pin(self, fid: int, src: str, dst: str, path: Sequence[str]) -> None:
+        path = list(path)
+        if not path or path[0] != src or path[-1] != dst:
+            raise RoutingError(f"pinned path {'>'.join(path)} must start at {src} and end at {dst}", field="path")
+        self._pinned[fid] = self.router.pinned(path)
+
+    def transfer(self, src: str, dst: str, nbytes: float, *, traffic_class: str = "other", label: str = "",
+                 path: Sequence[str] | None = None, rate_cap_Bps: float | None = None) -> simpy.Event:
+        """Start a flow now; the returned event fires (value: flow id) when its last byte arrives."""
+        fid = self.submit(src, dst, nbytes, float(self.env.now), traffic_class=traffic_class, label=label,
+                          path=path, rate_cap_Bps=rate_cap_Bps)
+        ev = self.env.event()
+        self._events[fid] = ev
+        return ev
+
+    def transfer_ids(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
+                     traffic_class: str = "other", label: str = "") -> list[simpy.Event]:
+        """Vectorised :meth:`transfer` for device-id arrays; one event per flow."""
+        ids = self.submit_many(src, dst, nbytes, float(self.env.now), traffic_class=traffic_class, label=label)
+        evs = []
+        for fid in ids.tolist():
+            ev = self.env.event()
+            self._events[fid] = ev
+            evs.append(ev)
+        return evs
+
+    # ------------------------------------------------------------------ event loop
+    def _add_arrival(self, t: float, ids: np.ndarray) -> None:
+        lst = self._arrivals.get(t)
+        if lst is None:
+            self._arrivals[t] = [ids]
+            self._schedule_update(t)
+        else:
+            lst.append(ids)
+
+    def _schedule_update(self, t: float) -> None:
+        """Make sure an engine update runs at time ``t`` (after ordinary events of that instant).
+
+        Exactly one wake-up is pending at any time: the earliest needed.  An earlier request
+        supersedes a later pending one (which is then ignored when it fires).
+        """
+        now = float(self.env.now)
+        t = max(t, now)
+        if self._wake_pending and self._wake_time <= t:
+            return
+        self._wake_version += 1
+        version = self._wake_version
+        ev = simpy.Event(self.env)
+        ev._ok = True
+        ev._value = None
+        ev.callbacks.append(lambda _e, v=version: self._on_wake(v))
+        self.env.schedule(ev, priority=_ENGINE_PRIORITY, delay=t - now)
+        self._wake_time = t
+        self._wake_pending = True
+
+    def _on_wake(self, version: int) -> None:
+        if version != self._wake_version:
+            return  # superseded by an earlier wake-up that already rescheduled
+        self._wake_pending = False
+        self._update()
+
+    def _update(self) -> None:
+        now = float(self.env.now)
+        self.num_events += 1
+        self._advance(now)
+        self._complete(now)
+        self._start_arrivals(now)
+        if self._need_full or np.isfinite(self._refill_from):
+            self._recompute()
+        # next wake: earliest drain or earliest future arrival
+        t_next = float(self._t_fin.min()) if self._num_alive else np.inf
+        future = [t for t in self._arrivals if t > now]
+        if future:
+            t_next = min(t_next, min(future))
+        if np.isfinite(t_next):
+            self._schedule_update(t_next)
+
+    def _advance(self, now: float) -> None:
+        dt = now - self._t_last
+        if dt > 0 and self._num_alive:
+            load = self._link_load
+            self._link_bytes += load * dt
+            busy = load > 0
+            self._link_busy[busy] += dt
+            tier_bytes = np.bincount(self.links.tier, weights=load * dt, minlength=len(self.links.tier_names))
+            self._tier_rows.append((self._t_last, now, tier_bytes))
+        self._t_last = now
+
+    def _complete(self, now: float) -> None:
+        if not self._num_alive:
+            return
+        # drained now, within a relative 1e-9 of the flow's own duration (batches completions
+        # that float rounding would otherwise split, without ending short flows early)
+        start = self._start.data[self._active]
+        with np.errstate(invalid="ignore"):
+            slack = np.maximum(_TIME_REL_TOL * (self._t_fin - start), 1e-15)
+        done = self._alive & (self._t_fin <= now + slack)
+        if not done.any():
+            return
+        rows = np.flatnonzero(done)
+        self._refill_from = min(self._refill_from, float(self._rate[rows].min()))
+        ent = _ranges(self._ptr, rows)
+        self._link_load -= np.bincount(self._nz_link[ent], weights=self._nz_w[ent] *
+                                       np.repeat(self._rate[rows], self._counts[rows]),
+                                       minlength=self.links.num_links)
+        self._alive[rows] = False
+        self._rate[rows] = 0.0
+        self._rem_at[rows] = 0.0
+        self._t_fin[rows] = np.inf
+        self._num_alive -= rows.size
+        self._deliver(self._active[rows], now)
+
+    def _deliver(self, fids: np.ndarray, now: float) -> None:
+        lat = self._lat.data[fids]
+        self._end.data[fids] = now + lat
+        self._state.data[fids] = _DONE
+        self._t_end = max(self._t_end, float((now + lat).max()) if fids.size else now)
+        if self._events:
+            for fid, la in zip(fids.tolist(), lat.tolist(), strict=True):
+                ev = self._events.pop(fid, None)
+                if ev is not None:
+                    ev._ok = True
+                    ev._value = fid
+                    self.env.schedule(ev, delay=la)
+
+    def _start_arrivals(self, now: float) -> bool:
+        due = sorted(t for t in self._arrivals if t <= now + 1e-18)
+        if not due:
+            return False
+        ids = np.concatenate([a for t in due for a in self._arrivals.pop(t)])
+        ids.sort()
+        src = self._src.data[ids]
+        dst = self._dst.data[ids]
+        pinned_mask = np.array([fid in self._pinned for fid in ids.tolist()], dtype=bool) if self._pinned \
+            else np.zeros(ids.size, dtype=bool)
+        routed = ids[~pinned_mask]
+        r = self.router.route(src[~pinned_mask], dst[~pinned_mask], routed)
+        nz_flow = routed[r.flow]
+        nz_link = r.link
+        nz_w = r.weight
+        self._lat.data[routed] = r.latency_s
+        self._hops.data[routed] = r.hops
+        if pinned_mask.any():
+            extra_f, extra_l = [], []
+            for fid in ids[pinned_mask].tolist():
+                lk = self._pinned.pop(fid)
+                extra_f.append(np.full(lk.size, fid, dtype=np.int64))
+                extra_l.append(lk)
+                self._lat.data[fid] = float(self.links.latency_s[lk].sum())
+                self._hops.data[fid] = float(lk.size)
+            nz_flow = np.concatenate([nz_flow, *extra_f])
+            nz_link = np.concatenate([nz_link, *extra_l])
+            nz_w = np.concatenate([nz_w, np.ones(sum(x.size for x in extra_l))])
+        nbytes = self._nbytes.data[ids]
+        has_links = np.zeros(self._src.size, dtype=bool)
+        has_links[nz_flow] = True
+        trivial = (nbytes <= 0) | ~has_links[ids]
+        if trivial.any():
+            self._deliver(ids[trivial], now)
+        act = ids[~trivial]
+        if act.size:
+            self._compact()
+            self._state.data[act] = _ACTIVE
+            keep = ~np.isin(nz_flow, ids[trivial]) if trivial.any() else slice(None)
+            nz_flow, nz_link, nz_w = nz_flow[keep], nz_link[keep], nz_w[keep]
+            order = np.argsort(nz_flow, kind="stable")  # group entries by flow (ids ascend)
+            counts = np.bincount(np.searchsorted(act, nz_flow), minlength=act.size)
+            self._active = np.concatenate([self._active, act])
+            self._alive = np.concatenate([self._alive, np.ones(act.size, dtype=bool)])
+            self._rem_at = np.concatenate([self._rem_at, nbytes[~trivial]])
+            self._t_at = np.concatenate([self._t_at, np.full(act.size, now)])
+            self._t_fin = np.concatenate([self._t_fin, np.full(act.size, np.inf)])
+            self._rate = np.concatenate([self._rate, np.zeros(act.size)])
+            self._counts = np.concatenate([self._counts, counts])
+            self._ptr = np.concatenate([self._ptr, self._ptr[-1] + np.cumsum(counts)])
+            self._nz_link = np.concatenate([self._nz_link, nz_link[order]])
+            self._nz_w = np.concatenate([self._nz_w, nz_w[order]])
+            self._num_alive += act.size
+            self._need_full = True
+        return True
+
+    def _compact(self) -> None:
+        """Drop finished flows from the active arrays (when they are at least half of them)."""
+        dead = self._active.size - self._num_alive
+        if dead == 0 or dead < self._num_alive:
+            return
+        rows = np.flatnonzero(self._alive)
+        ent = _ranges(self._ptr, rows)
+        self._nz_link = self._nz_link[ent]
+        self._nz_w = self._nz_w[ent]
+        self._counts = self._counts[rows]
+        self._ptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(self._counts, out=self._ptr[1:])
+        for name in ("_active", "_alive", "_rem_at", "_t_at", "_t_fin", "_rate"):
+            setattr(self, name, getattr(self, name)[rows])
+
+    #: after this many incremental refills, solve from scratch (bounds floating-point drift)
+    FULL_SOLVE_EVERY = 64
+
+    def _recompute(self) -> None:
+        from netsim.network.sharing import refill
+
+        self.num_rate_updates += 1
+        nl = self.links.num_links
+        now = float(self.env.now)
+        full = self._need_full or self._incremental_runs >= self.FULL_SOLVE_EVERY
+        self._need_full = False
+        level0 = self._refill_from
+        self._refill_from = np.inf
+        if not self._num_alive:
+            self._link_load = np.zeros(nl)
+            return
+        if full:
+            self._compact()
+            self._incremental_runs = 0
+            rows = np.flatnonzero(self._alive)
+            ent = _ranges(self._ptr, rows)
+            base = self.links.capacity_Bps
+            fixed = np.zeros(nl)
+            level0 = 0.0
+        else:
+            self._incremental_runs += 1
+            rows = np.flatnonzero(self._alive & (self._rate >= level0 * (1 - 1e-9)))
+            ent = _ranges(self._ptr, rows)
+            sub_load = np.bincount(self._nz_link[ent], weights=self._nz_w[ent] *
+                                   np.repeat(self._rate[rows], self._counts[rows]), minlength=nl)
+            fixed = np.maximum(self._link_load - sub_load, 0.0)
+            base = np.maximum(self.links.capacity_Bps - fixed, 0.0)
+        counts = self._counts[rows]
+        ptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
+        lk, w = self._nz_link[ent], self._nz_w[ent]
+        rate = refill(ptr, lk, w, base, self._cap.data[self._active[rows]], level0)
+        # settle the bytes sent at the old rates, then project the drain at the new ones
+        rem = np.maximum(self._rem_at[rows] - self._rate[rows] * (now - self._t_at[rows]), 0.0)
+        self._rem_at[rows] = rem
+        self._t_at[rows] = now
+        self._rate[rows] = rate
+        with np.errstate(divide="ignore"):
+            self._t_fin[rows] = np.where(rate > 0, now + rem / rate, np.inf)
+        self._link_load = fixed + np.bincount(lk, weights=w * np.repeat(rate, counts), minlength=nl)
+        np.maximum(self._link_peak, self._link_load / self.links.capacity_Bps, out=self._link_peak)
+
+    def run(self, until: float | None = None) -> None:
+        """Run the simulation (until no event is left, or until simulated time ``until``)."""
+        if until is None:
+            self.env.run()
+        else:
+            self.env.run(until=until)
+            self._advance(float(self.env.now))
+
+    # ------------------------------------------------------------------ results
+    @property
+    def now(self) -> float:
+        return float(self.env.now)
+
+    @property
+    def num_flows(self) -> int:
+        return self._src.size
+
+    def flow_end_s(self) -> np.ndarray:
+        """Delivery time of every flow (NaN while in flight)."""
+        return self._end.view.copy()
+
+    def flow_records(self) -> pd.DataFrame:
+        """One row per flow: ids, ends, size, times (s), class, label, weighted hop count, latency."""
+        names = np.array(self.links.names, dtype=object)
+        cls = np.array(list(self._class_names), dtype=object)
+        lab = np.array(list(self._label_names), dtype=object)
+        n = self._src.size
+        start = self._start.view
+        end = self._end.view
+        return pd.DataFrame({
+            "flow_id": np.arange(n, dtype=np.int64),
+            "src": names[self._src.view] if n else np.array([], dtype=object),
+            "dst": names[self._dst.view] if n else np.array([], dtype=object),
+            "bytes": self._nbytes.view.copy(),
+            "start_s": start.copy(),
+            "end_s": end.copy(),
+            "fct_s": end - start,
+            "traffic_class": cls[self._cls.view] if n else np.array([], dtype=object),
+            "label": lab[self._label.view] if n else np.array([], dtype=object),
+            "hops": self._hops.view.copy(),
+            "latency_s": self._lat.view.copy(),
+        })
+
+    @property
+    def makespan_s(self) -> float:
+        """Time of the last delivery relative to the network's creation."""
+        return self._t_end - self._t0
+
+    def link_records(self) -> pd.DataFrame:
+        """One row per directed link: capacity (nominal and effective), bytes carried, seconds
+        busy, peak and mean utilisation (load / effective capacity; mean over the makespan)."""
+        lt = self.links
+        names = np.array(lt.names, dtype=object)
+        span = max(self.makespan_s, 1e-300)
+        return pd.DataFrame({
+            "link": lt.link_names(),
+            "src": names[lt.src],
+            "dst": names[lt.dst],
+            "class": np.array(lt.class_names, dtype=object)[lt.link_class] if lt.num_links else [],
+            "tier": np.array(lt.tier_names, dtype=object)[lt.tier] if lt.num_links else [],
+            "network": np.array(lt.network_names, dtype=object)[lt.network] if lt.num_links else [],
+            "capacity_Bps": lt.nominal_Bps.copy(),
+            "effective_capacity_Bps": lt.capacity_Bps.copy(),
+            "bytes": self._link_bytes.copy(),
+            "busy_s": self._link_busy.copy(),
+            "peak_utilization": self._link_peak.copy(),
+            "mean_utilization": self._link_bytes / (lt.capacity_Bps * span),
+        })
+
+    def tier_timeseries(self) -> pd.DataFrame:
+        """Bytes carried per link tier in each interval between engine events.
+
+        Columns: t0_s, t1_s, tier, network, bytes, capacity_Bps (total effective capacity of the
+        tier's links).  Only intervals and tiers that carried bytes are listed.
+        """
+        lt = self.links
+        ntier = len(lt.tier_names)
+        cap = np.bincount(lt.tier, weights=lt.capacity_Bps, minlength=ntier)
+        net_of_tier = np.zeros(ntier, dtype=np.int64)
+        net_of_tier[lt.tier[::-1]] = lt.network[::-1]
+        rows: dict[str, list[Any]] = {"t0_s": [], "t1_s": [], "tier": [], "network": [], "bytes": [],
+                                      "capacity_Bps": []}
+        for t0, t1, tb in self._tier_rows:
+            for k in np.flatnonzero(tb > 0).tolist():
+                rows["t0_s"].append(t0)
+                rows["t1_s"].append(t1)
+                rows["tier"].append(lt.tier_names[k])
+                rows["network"].append(lt.network_names[net_of_tier[k]])
+                rows["bytes"].append(float(tb[k]))
+                rows["capacity_Bps"].append(float(cap[k]))
+        return pd.DataFrame(rows)
+
+    def routes_of(self, src: str, dst: str) -> Routes:
+        """The route a flow ``src -> dst`` with the next flow id would get (for inspection)."""
+        ids = self._device_ids([src, dst], "device")
+        return self.router.route(ids[:1], ids[1:], np.array([self._src.size]))

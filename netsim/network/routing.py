@@ -1,0 +1,594 @@
+"""Routing: which links a flow crosses, computed for whole batches of flows at once.
+
+A path is found in up to three legs, which is how traffic really moves in a cluster:
+
+1. **inside the source server** (NVLink/NVSwitch, HCCS, PCIe) from the source device to the
+   *gateway* it leaves through (its own rail NIC, the NIC on the destination's rail for PXN,
+   a host NIC for front-end traffic);
+2. **across the fabric** (leaf/spine/core switches, storage) from that gateway to the gateway
+   of the destination server, hop by hop: at each switch the candidates are the next hops on a
+   shortest path, and the strategy picks one (ECMP hash) or splits the flow over all of them
+   (adaptive routing / packet spraying, as InfiniBand does);
+3. **inside the destination server** from its gateway to the destination device.
+
+Two devices in the same server use the server's own links only.  Devices that belong to no
+server (storage targets, the devices of an explicit graph) are fabric nodes and are routed on
+the fabric directly.
+
+Everything is vectorised over flows: servers with identical internal wiring share one cache
+of intra-server paths, and the fabric walk groups flows by the switch they are at, so
+routing a million flows costs a few numpy passes per hop rather than a million graph searches.
+
+Strategies (the names used in specs, :data:`ROUTING_POLICIES`):
+
+``shortest``  deterministic: always the first shortest path (by device id).
+``ecmp``      per-flow hash of (flow id, source, destination, seed, hop) over equal-cost next
+              hops, as RoCE/Ethernet ECMP does; collisions happen, as on real fabrics.
+``spray``     a flow's bytes are split evenly over all equal-cost next hops at every hop
+              (InfiniBand adaptive routing / packet spraying): no collisions.
+``pxn``       as ``ecmp``, but inter-node traffic between accelerators on different rails
+              first crosses the intra-node fabric to the GPU whose NIC is on the destination's
+              rail (NCCL's PXN), so it never crosses rails in the fabric.
+
+The output is a sparse flow x link incidence with weights (1 on a single path, fractions for
+spraying) and the path latency of each flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import shortest_path
+
+from netsim.errors import RoutingError, SpecError
+from netsim.network.links import LinkTable
+
+ROUTING_POLICIES = ("shortest", "ecmp", "spray", "pxn")
+
+_UNREACH = np.int32(1 << 20)
+_MAX_INTRA_PATHS = 64
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _groups(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Positions of each distinct key, in key order: one sort instead of a scan per key."""
+    if keys.size == 0:
+        return []
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    cut = np.flatnonzero(sk[1:] != sk[:-1]) + 1
+    starts = np.concatenate(([0], cut))
+    ends = np.concatenate((cut, [sk.size]))
+    return [(int(sk[a]), order[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, vectorised over uint64 (wraps modulo 2**64)."""
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64, copy=True)
+        z ^= z >> np.uint64(30)
+        z *= np.uint64(0xBF58476D1CE4E5B9)
+        z ^= z >> np.uint64(27)
+        z *= np.uint64(0x94D049BB133111EB)
+        z ^= z >> np.uint64(31)
+    return z
+
+
+@dataclass
+class Routes:
+    """Sparse flow x link incidence of a batch of routed flows.
+
+    ``flow[i]`` (index into the batch), ``link[i]`` and ``weight[i]``: the fraction of the flow's
+    bytes that crosses ``link[i]``.  ``latency_s[f]``: weighted path latency of flow ``f``;
+    ``hops[f]``: weighted number of links.
+    """
+
+    flow: np.ndarray
+    link: np.ndarray
+    weight: np.ndarray
+    latency_s: np.ndarray
+    hops: np.ndarray
+
+
+@dataclass
+class _IntraCache:
+    """Paths inside servers of one wiring signature, shared by all servers with that wiring."""
+
+    members: list[str]  # local device suffixes, in local order
+    edges: list[tuple[int, int]]  # local edges (u, v)
+    links: np.ndarray  # [servers_in_group, n_local_edges] global link ids
+    graph: nx.DiGraph  # local graph over local indices
+    paths: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # -> [npaths, maxlen], -1 pad
+
+
+class Router:
+    """Routes batches of flows on one topology with one strategy and seed."""
+
+    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str = "ecmp", seed: int = 0) -> None:
+        if policy not in ROUTING_POLICIES:
+            raise SpecError(f"unknown routing policy {policy!r}; allowed: {', '.join(ROUTING_POLICIES)}",
+                            field="routing")
+        self.policy = policy
+        self.seed = int(seed)
+        self.links = links
+        n = links.num_devices
+        names = links.names
+        attrs = [graph.nodes[name] for name in names]
+        self.server = np.array([int(a.get("node", -1) if a.get("node") is not None else -1) for a in attrs],
+                               dtype=np.int64)
+        self.kind = [str(a.get("kind", "")) for a in attrs]
+        self.rail = np.array([int(a.get("rail", -1) if a.get("rail") is not None else -1) for a in attrs],
+                             dtype=np.int64)
+        nic = np.full(n, -1, dtype=np.int64)
+        for i, a in enumerate(attrs):
+            name = a.get("nic")
+            if name is not None and name in links.index:
+                nic[i] = links.index[name]
+        self.own_nic = nic
+        fabric = self.server < 0
+        self.is_fabric = fabric
+
+        # Out-adjacency (CSR, neighbours sorted by id for deterministic candidate order).
+        order = np.lexsort((links.dst, links.src))
+        self._adj_nbr = links.dst[order]
+        self._adj_link = order.astype(np.int64)
+        self._adj_ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(links.src, minlength=n), out=self._adj_ptr[1:])
+
+        # All-pairs hop distances between fabric nodes (fabric-induced subgraph).
+        self.fab_ids = np.flatnonzero(fabric)
+        self.fab_pos = np.full(n, -1, dtype=np.int64)
+        self.fab_pos[self.fab_ids] = np.arange(self.fab_ids.size)
+        s = self.fab_ids.size
+        if s:
+            mask = fabric[links.src] & fabric[links.dst]
+            a = csr_matrix((np.ones(int(mask.sum())), (self.fab_pos[links.src[mask]], self.fab_pos[links.dst[mask]])),
+                           shape=(s, s))
+            d = shortest_path(a, method="D", directed=True, unweighted=True)
+            d[~np.isfinite(d)] = _UNREACH
+            self.fab_dist = d.astype(np.int32)
+        else:
+            self.fab_dist = np.zeros((0, 0), dtype=np.int32)
+
+        # Gateways: server devices with a link into the fabric.  Per gateway: the fabric nodes
+        # it is reached from (for distance-to-target) and the network it serves.
+        up_mask = (~fabric[links.src]) & fabric[links.dst]
+        down_mask = fabric[links.src] & (~fabric[links.dst])
+        self.is_gateway = np.zeros(n, dtype=bool)
+        self.is_gateway[links.src[up_mask]] = True
+        self.gw_in = self._padded(n, links.dst[down_mask], self.fab_pos[links.src[down_mask]])
+        self.gw_out = self._padded(n, links.src[up_mask], self.fab_pos[links.dst[up_mask]])
+        net_names = links.network_names
+        gw_net = np.full(n, -1, dtype=np.int64)
+        gw_net[links.src[up_mask]] = links.network[up_mask]
+        self.gw_network = gw_net
+        self.device_network = np.full(n, -1, dtype=np.int64)  # network a fabric node belongs to
+        for i, a in enumerate(attrs):
+            if fabric[i] and str(a.get("network", "")) in net_names:
+                self.device_network[i] = net_names.index(str(a.get("network")))
+        self.backend_code = net_names.index("backend") if "backend" in net_names else -1
+        # Gateways of each (server, network), sorted by id.
+        self._server_gateways: dict[tuple[int, int], np.ndarray] = {}
+        gws = np.flatnonzero(self.is_gateway & (self.gw_network >= 0))
+        for g in gws.tolist():
+            self._server_gateways.setdefault((int(self.server[g]), int(self.gw_network[g])), []).append(g)  # type: ignore[arg-type]
+        for k, v in list(self._server_gateways.items()):
+            self._server_gateways[k] = np.array(sorted(v), dtype=np.int64)  # type: ignore[arg-type]
+        # rail -> NIC id per server, for PXN.
+        self._rail_nic: dict[tuple[int, int], int] = {}
+        for i in np.flatnonzero(self.is_gateway & (self.rail >= 0)).tolist():
+            self._rail_nic.setdefault((int(self.server[i]), int(self.rail[i])), i)
+
+        self._build_intra(graph)
+
+    @staticmethod
+    def _padded(n: int, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """[n, width] table of the sorted distinct values of each key, padded with -1."""
+        table: dict[int, set[int]] = {}
+        for k, v in zip(keys.tolist(), values.tolist(), strict=True):
+            table.setdefault(k, set()).add(v)
+        width = max((len(v) for v in table.values()), default=1)
+        out = np.full((n, width), -1, dtype=np.int64)
+        for k, vals in table.items():
+            lst = sorted(vals)
+            out[k, : len(lst)] = lst
+        return out
+
+    def _fabric_ends(self, dev: np.ndarray, outgoing: bool) -> np.ndarray:
+        """Fabric positions where a path from (``outgoing``) or to ``dev`` enters the fabric."""
+        tab = self.gw_out if outgoing else self.gw_in
+        ends = tab[dev].copy()
+        fab = self.is_fabric[dev]
+        ends[fab] = -1
+        ends[fab, 0] = self.fab_pos[dev[fab]]
+        return ends
+
+    def reachable(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Whether the fabric joins gateway/fabric node ``a`` to ``b`` (vectorised)."""
+        ea, eb = self._fabric_ends(a, True), self._fabric_ends(b, False)
+        ok = np.zeros(a.size, dtype=bool)
+        if not self.fab_dist.size:
+            return ok
+        for i in range(ea.shape[1]):
+            for j in range(eb.shape[1]):
+                va, vb = ea[:, i], eb[:, j]
+                m = (va >= 0) & (vb >= 0)
+                d = np.full(a.size, _UNREACH, dtype=np.int64)
+                d[m] = self.fab_dist[va[m], vb[m]]
+                ok |= d < _UNREACH
+        return ok
+
+    # ------------------------------------------------------------------ intra-server paths
+    def _build_intra(self, graph: nx.DiGraph) -> None:
+        """Group servers by wiring signature and number their devices and edges locally."""
+        names = self.links.names
+        n = self.links.num_devices
+        self.local_idx = np.full(n, -1, dtype=np.int64)
+        self.server_sig = {}
+        self.server_row = {}
+        servers: dict[int, list[int]] = {}
+        for i in np.flatnonzero(~self.is_fabric).tolist():
+            servers.setdefault(int(self.server[i]), []).append(i)
+        src, dst = self.links.src, self.links.dst
+        intra = (~self.is_fabric[src]) & (~self.is_fabric[dst]) & (self.server[src] == self.server[dst])
+        by_server: dict[int, list[int]] = {}
+        for k in np.flatnonzero(intra).tolist():
+            by_server.setdefault(int(self.server[src[k]]), []).append(k)
+        sig_index: dict[tuple, int] = {}
+        self._intra: list[_IntraCache] = []
+        rows: list[list[np.ndarray]] = []
+        for s in sorted(servers):
+            devs = servers[s]
+            sfx = []
+            for i in devs:
+                nm = names[i]
+                sfx.append(nm.split(".", 1)[1] if "." in nm else "")
+            if len(set(sfx)) != len(sfx):  # arbitrary naming: no sharing between servers
+                sfx = [names[i] for i in devs]
+            order = sorted(range(len(devs)), key=lambda j: sfx[j])
+            local = {devs[j]: r for r, j in enumerate(order)}
+            members = [sfx[j] for j in order]
+            for d, r in local.items():
+                self.local_idx[d] = r
+            ekeys = []
+            for k in by_server.get(s, []):
+                lu, lv = local[int(src[k])], local[int(dst[k])]
+                ekeys.append((lu, lv, k))
+            ekeys.sort()
+            edges = [(u, v) for u, v, _ in ekeys]
+            sig = (tuple(members), tuple(
+                (u, v, self.links.link_class[k], float(self.links.nominal_Bps[k]), float(self.links.latency_s[k]))
+                for u, v, k in ekeys))
+            gid = sig_index.get(sig)
+            link_row = np.array([k for _, _, k in ekeys], dtype=np.int64)
+            if gid is None:
+                gid = len(self._intra)
+                sig_index[sig] = gid
+                g = nx.DiGraph()
+                g.add_nodes_from(range(len(members)))
+                g.add_edges_from(edges)
+                self._intra.append(_IntraCache(members=members, edges=edges, links=np.empty(0), graph=g))
+                rows.append([])
+            self.server_sig[s] = gid
+            self.server_row[s] = len(rows[gid])
+            rows[gid].append(link_row)
+        for gid, r in enumerate(rows):
+            self._intra[gid].links = np.vstack(r) if r and r[0].size else np.zeros((len(r), 0), dtype=np.int64)
+        self._edge_local = [{e: j for j, e in enumerate(c.edges)} for c in self._intra]
+
+    def _intra_paths(self, gid: int, a: int, b: int) -> np.ndarray:
+        """Equal-cost local paths a -> b in wiring group ``gid`` as [npaths, maxlen] local edge ids."""
+        cache = self._intra[gid]
+        key = (a, b)
+        hit = cache.paths.get(key)
+        if hit is not None:
+            return hit
+        try:
+            paths = []
+            for p in nx.all_shortest_paths(cache.graph, a, b):
+                paths.append([self._edge_local[gid][(p[i], p[i + 1])] for i in range(len(p) - 1)])
+                if len(paths) >= _MAX_INTRA_PATHS:
+                    break
+        except nx.NetworkXNoPath:
+            paths = []
+        if not paths:
+            arr = np.zeros((0, 0), dtype=np.int64)
+        else:
+            width = max(len(p) for p in paths)
+            arr = np.full((len(paths), width), -1, dtype=np.int64)
+            for i, p in enumerate(sorted(paths)):
+                arr[i, : len(p)] = p
+        cache.paths[key] = arr
+        return arr
+
+    def _intra_leg(self, fidx: np.ndarray, a: np.ndarray, b: np.ndarray, h: np.ndarray,
+                   out: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Route intra-server legs a -> b (same server); returns a mask of legs with no path."""
+        failed = np.zeros(a.size, dtype=bool)
+        need = a != b
+        if not need.any():
+            return failed
+        idx = np.flatnonzero(need)
+        srv = self.server[a[idx]]
+        gid = np.array([self.server_sig[int(s)] for s in srv.tolist()], dtype=np.int64) if idx.size < 64 else \
+            self._sig_of_servers(srv)
+        la, lb = self.local_idx[a[idx]], self.local_idx[b[idx]]
+        m = max(len(c.members) for c in self._intra) + 1
+        key = (gid * m + la) * m + lb
+        for k, pos in _groups(key):
+            sel = idx[pos]
+            g, rest = divmod(k, m * m)
+            la_k, lb_k = divmod(rest, m)
+            paths = self._intra_paths(g, la_k, lb_k)
+            if paths.shape[0] == 0:
+                failed[sel] = True
+                continue
+            choice = (h[sel] % np.uint64(paths.shape[0])).astype(np.int64) if self.policy != "shortest" else \
+                np.zeros(sel.size, dtype=np.int64)
+            rows = np.array([self.server_row[int(s)] for s in self.server[a[sel]].tolist()], dtype=np.int64) \
+                if sel.size < 64 else self._row_of_servers(self.server[a[sel]])
+            if self.policy == "spray" and paths.shape[0] > 1:
+                w = 1.0 / paths.shape[0]
+                for p in range(paths.shape[0]):
+                    loc = paths[p][paths[p] >= 0]
+                    gl = self._intra[g].links[rows][:, loc]
+                    out.append((np.repeat(fidx[sel], loc.size), gl.ravel(), np.full(gl.size, w)))
+                continue
+            loc = paths[choice]  # [k, width] with -1 pad
+            valid = loc >= 0
+            gl = self._intra[g].links[rows[:, None], np.where(valid, loc, 0)]
+            rr = np.broadcast_to(fidx[sel][:, None], loc.shape)
+            out.append((rr[valid], gl[valid], np.ones(int(valid.sum()))))
+        return failed
+
+    def _sig_of_servers(self, srv: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "_sig_arr"):
+            top = int(max(self.server_sig)) + 1 if self.server_sig else 1
+            self._sig_arr = np.full(top, -1, dtype=np.int64)
+            self._row_arr = np.full(top, -1, dtype=np.int64)
+            for s, g in self.server_sig.items():
+                self._sig_arr[s] = g
+                self._row_arr[s] = self.server_row[s]
+        return self._sig_arr[srv]
+
+    def _row_of_servers(self, srv: np.ndarray) -> np.ndarray:
+        self._sig_of_servers(srv[:0])
+        return self._row_arr[srv]
+
+    # ------------------------------------------------------------------ gateways
+    def _target_network(self, dst: np.ndarray) -> np.ndarray:
+        """The network (code) a flow to ``dst`` travels on: the fabric node's own, backend for
+        devices with a rail NIC, else the network of the destination server's gateways."""
+        net = np.full(dst.size, -1, dtype=np.int64)
+        fab = self.is_fabric[dst]
+        net[fab] = self.device_network[dst[fab]]
+        has_nic = (~fab) & (self.own_nic[dst] >= 0)
+        net[has_nic] = self.gw_network[self.own_nic[dst[has_nic]]]
+        gw = (~fab) & self.is_gateway[dst]
+        net[gw] = self.gw_network[dst[gw]]
+        rest = np.flatnonzero(net < 0)
+        for i in rest.tolist():
+            s = int(self.server[dst[i]])
+            nets = sorted(k[1] for k in self._server_gateways if k[0] == s)
+            if nets:
+                fe = [x for x in nets if self.links.network_names[x] == "frontend"]
+                net[i] = fe[0] if fe else nets[0]
+        return net
+
+    def _gateway(self, dev: np.ndarray, net: np.ndarray, h: np.ndarray, peer: np.ndarray | None) -> np.ndarray:
+        """Gateway each server device uses on network ``net`` (its own NIC, PXN's rail NIC, or a
+        hashed choice among the server's gateways on that network); -1 if none."""
+        out = np.full(dev.size, -1, dtype=np.int64)
+        own = self.own_nic[dev]
+        ok = (own >= 0) & (self.gw_network[np.maximum(own, 0)] == net)
+        out[ok] = own[ok]
+        isgw = self.is_gateway[dev] & (self.gw_network[dev] == net)
+        out[isgw] = dev[isgw]
+        if self.policy == "pxn" and peer is not None:
+            peer_nic = self.own_nic[peer]
+            sel = np.flatnonzero(ok & (peer_nic >= 0) & (self.kind_is_acc(dev)))
+            for i in sel.tolist():
+                r = int(self.rail[peer_nic[i]])
+                alt = self._rail_nic.get((int(self.server[dev[i]]), r))
+                if alt is not None and self.gw_network[alt] == net[i]:
+                    out[i] = alt
+        rest = np.flatnonzero(out < 0)
+        for i in rest.tolist():
+            cands = self._server_gateways.get((int(self.server[dev[i]]), int(net[i])))
+            if cands is not None and cands.size:
+                out[i] = cands[int(h[i] % np.uint64(cands.size))] if self.policy != "shortest" else cands[0]
+        return out
+
+    def _reachable_gateway(self, dev: int, target: int, net: int) -> int:
+        """A gateway of ``dev``'s server from which the fabric reaches ``target``: the one on the
+        target's rail first (a rail-only fabric: cross-rail traffic crosses NVLink first), then
+        the lowest-numbered one that works.  Keeps the current one if none works (the fabric walk
+        then reports the missing route)."""
+        cands = self._server_gateways.get((int(self.server[dev]), net), np.zeros(0, dtype=np.int64))
+        rail = int(self.rail[target])
+        order = sorted(cands.tolist(), key=lambda g: (int(self.rail[g]) != rail, g))
+        for g in order:
+            if self.reachable(np.array([g]), np.array([target]))[0]:
+                return g
+        return int(self.own_nic[dev]) if self.own_nic[dev] >= 0 else dev
+
+    def kind_is_acc(self, dev: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "_acc"):
+            self._acc = np.array([k == "accelerator" for k in self.kind], dtype=bool)
+        return self._acc[dev]
+
+    # ------------------------------------------------------------------ fabric walk
+    def _fabric_walk(self, fidx: np.ndarray, start: np.ndarray, target: np.ndarray, h: np.ndarray,
+                     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Walk from ``start`` to ``target`` (gateways or fabric nodes) over fabric switches."""
+        if fidx.size == 0:
+            return
+        t_fab = self.is_fabric[target]
+        tsw = np.where(t_fab[:, None], -1, self.gw_in[target])
+        tsw[t_fab, 0] = self.fab_pos[target[t_fab]]
+        extra = np.where(t_fab, 0, 1).astype(np.int32)
+        if (tsw[:, 0] < 0).any():
+            bad = int(np.flatnonzero(tsw[:, 0] < 0)[0])
+            raise RoutingError(f"device {self.links.names[target[bad]]} is not connected to any fabric")
+        # rows: one per (flow, current node) with a weight (ECMP: one row per flow)
+        r_flow = np.arange(fidx.size)
+        r_node = start.copy()
+        r_w = np.ones(fidx.size)
+        hop = 0
+        names = self.links.names
+        while r_flow.size:
+            done = r_node == target[r_flow]
+            if done.any():
+                keep = ~done
+                r_flow, r_node, r_w = r_flow[keep], r_node[keep], r_w[keep]
+                if not r_flow.size:
+                    break
+            hop += 1
+            if hop > 64:
+                raise RoutingError("routing loop: a path exceeded 64 fabric hops")
+            nxt_flow: list[np.ndarray] = []
+            nxt_node: list[np.ndarray] = []
+            nxt_w: list[np.ndarray] = []
+            for c, rows in _groups(r_node):
+                fl = r_flow[rows]
+                lo, hi = self._adj_ptr[c], self._adj_ptr[c + 1]
+                nb = self._adj_nbr[lo:hi]
+                lk = self._adj_link[lo:hi]
+                nb_fab = self.fab_pos[nb]
+                # distance of each neighbour to each row's target: [deg, rows]
+                tpos = tsw[fl]  # [rows, m]
+                dm = np.full((nb.size, rows.size), _UNREACH, dtype=np.int32)
+                fab_n = nb_fab >= 0
+                if fab_n.any():
+                    sub = self.fab_dist[nb_fab[fab_n]]  # [k, S]
+                    valid_t = tpos >= 0
+                    d3 = sub[:, np.where(valid_t, tpos, 0)]  # [k, rows, m]
+                    d3 = np.where(valid_t[None, :, :], d3, _UNREACH)
+                    dm[fab_n] = d3.min(axis=2) + extra[fl][None, :]
+                is_t = nb[:, None] == target[fl][None, :]
+                dm[is_t] = 0
+                best = dm.min(axis=0)
+                if (best >= _UNREACH).any():
+                    bad = int(fl[best >= _UNREACH][0])
+                    raise RoutingError(
+                        f"no route from {names[start[bad]]} to {names[target[bad]]} through the fabric")
+                valid = dm == best[None, :]
+                cnt = valid.sum(axis=0)
+                if self.policy == "spray":
+                    ii, jj = np.nonzero(valid)
+                    w = r_w[rows][jj] / cnt[jj]
+                    out.append((fidx[fl[jj]], lk[ii], w))
+                    nxt_flow.append(fl[jj])
+                    nxt_node.append(nb[ii])
+                    nxt_w.append(w)
+                else:
+                    if self.policy == "shortest":
+                        k = np.zeros(rows.size, dtype=np.int64)
+                    else:
+                        with np.errstate(over="ignore"):
+                            hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
+                        k = (hk % cnt.astype(np.uint64)).astype(np.int64)
+                    pick = np.argmax(np.cumsum(valid, axis=0) > k[None, :], axis=0)
+                    out.append((fidx[fl], lk[pick], r_w[rows]))
+                    nxt_flow.append(fl)
+                    nxt_node.append(nb[pick])
+                    nxt_w.append(r_w[rows])
+            r_flow = np.concatenate(nxt_flow)
+            r_node = np.concatenate(nxt_node)
+            r_w = np.concatenate(nxt_w)
+            if self.policy == "spray" and r_flow.size:
+                key = r_flow.astype(np.int64) * (self.links.num_devices + 1) + r_node
+                uk, kinv = np.unique(key, return_inverse=True)
+                r_w = np.bincount(kinv, weights=r_w)
+                r_flow = (uk // (self.links.num_devices + 1)).astype(np.int64)
+                r_node = (uk % (self.links.num_devices + 1)).astype(np.int64)
+
+    # ------------------------------------------------------------------ public
+    def route(self, src: np.ndarray, dst: np.ndarray, flow_ids: np.ndarray) -> Routes:
+        """Route a batch of flows given as device-id arrays; ``flow_ids`` seed the ECMP hash."""
+        src = np.asarray(src, dtype=np.int64)
+        dst = np.asarray(dst, dtype=np.int64)
+        nflow = src.size
+        with np.errstate(over="ignore"):
+            h = mix64(np.asarray(flow_ids, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                      + mix64(src.astype(np.uint64) * np.uint64(1_000_003) + dst.astype(np.uint64))
+                      + np.uint64(self.seed & 0xFFFFFFFF) * np.uint64(0xD1B54A32D192ED03))
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        allf = np.arange(nflow)
+        same_server = (~self.is_fabric[src]) & (~self.is_fabric[dst]) & (self.server[src] == self.server[dst])
+        same_server &= src != dst
+        inter = (src != dst) & ~same_server
+        if same_server.any():
+            idx = np.flatnonzero(same_server)
+            failed = self._intra_leg(allf[idx], src[idx], dst[idx], h[idx], out)
+            inter[idx[failed]] = True  # no path inside the server: leave through the fabric
+        if inter.any():
+            idx = np.flatnonzero(inter)
+            s, d, hh = src[idx], dst[idx], h[idx]
+            net = self._target_network(d)
+            s_srv = ~self.is_fabric[s]
+            d_srv = ~self.is_fabric[d]
+            g_s = s.copy()
+            g_d = d.copy()
+            if s_srv.any():
+                g_s[s_srv] = self._gateway(s[s_srv], net[s_srv], hh[s_srv], d[s_srv])
+            if d_srv.any():
+                g_d[d_srv] = self._gateway(d[d_srv], net[d_srv], mix64(hh[d_srv]), None)
+            bad = np.flatnonzero((g_s < 0) | (g_d < 0))
+            if bad.size:
+                i = int(bad[0])
+                raise RoutingError(f"no route from {self.links.names[s[i]]} to {self.links.names[d[i]]}: "
+                                   "no gateway on the needed network")
+            unreach = np.flatnonzero(~self.reachable(g_s, g_d) & s_srv)
+            for i in unreach.tolist():
+                g_s[i] = self._reachable_gateway(int(s[i]), int(g_d[i]), int(net[i]))
+            leg = s_srv & (s != g_s)
+            if leg.any():
+                f = self._intra_leg(idx[leg], s[leg], g_s[leg], hh[leg], out)
+                if f.any():
+                    i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
+                    raise RoutingError(f"no route inside the server from {self.links.names[s[i]]} "
+                                       f"to {self.links.names[g_s[i]]}")
+            self._fabric_walk(idx, g_s, g_d, hh, out)
+            leg = d_srv & (d != g_d)
+            if leg.any():
+                with np.errstate(over="ignore"):
+                    h_in = mix64(hh[leg] + np.uint64(7))
+                f = self._intra_leg(idx[leg], g_d[leg], d[leg], h_in, out)
+                if f.any():
+                    i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
+                    raise RoutingError(f"no route inside the server from {self.links.names[g_d[i]]} "
+                                       f"to {self.links.names[d[i]]}")
+        if out:
+            fl = np.concatenate([o[0] for o in out]).astype(np.int64)
+            lk = np.concatenate([o[1] for o in out]).astype(np.int64)
+            w = np.concatenate([o[2] for o in out]).astype(np.float64)
+            order = np.argsort(fl, kind="stable")
+            fl, lk, w = fl[order], lk[order], w[order]
+        else:
+            fl = np.zeros(0, dtype=np.int64)
+            lk = np.zeros(0, dtype=np.int64)
+            w = np.zeros(0)
+        lat = np.bincount(fl, weights=w * self.links.latency_s[lk], minlength=nflow)
+        hops = np.bincount(fl, weights=w, minlength=nflow)
+        return Routes(flow=fl, link=lk, weight=w, latency_s=lat, hops=hops)
+
+    def pinned(self, path: Sequence[str]) -> np.ndarray:
+        """Link ids of a path given as device names; RoutingError if two are not linked."""
+        ids = []
+        for name in path:
+            if name not in self.links.index:
+                raise RoutingError(f"unknown device {name!r} in pinned path", field="path")
+            ids.append(self.links.index[name])
+        out = []
+        for u, v in zip(ids[:-1], ids[1:], strict=True):
+            k = self.links.edge_id.get((u, v))
+            if k is None:
+                raise RoutingError(f"pinned path {'>'.join(path)}: no link {self.links.names[u]}->"
+                                   f"{self.links.names[v]}", field="path")
+            out.append(k)
+        return np.array(out, dtype=np.int64)

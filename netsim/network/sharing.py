@@ -1,0 +1,177 @@
+"""Max-min fair bandwidth sharing by progressive filling, vectorised over a sparse incidence.
+
+Given the active flows, the links each crosses (with a weight: the fraction of the flow's
+bytes on that link, 1 for an ordinary path, less for a sprayed one), the link capacities and
+optional per-flow rate caps, :func:`max_min_rates` returns the max-min fair rates: no flow can
+get more without taking from a flow that has less.
+
+Progressive filling: every unfrozen flow's rate rises together from 0.  A link saturates when
+the weighted sum of the rates through it reaches its capacity; the flows through it freeze at
+the current level.  A flow also freezes when it reaches its cap.  The per-link weight sums of
+the unfrozen flows are kept up to date incrementally (subtracting each frozen flow once), so a
+round costs O(links) plus the entries of the flows it freezes, and the whole solve costs
+O(entries + rounds x links), with one round per distinct bottleneck level.
+
+:func:`refill` resumes the filling from a level: when flows leave, every flow whose rate was
+below the lowest rate among the leavers keeps its rate (a leaving flow crossed no link that
+saturated below its own rate, so nothing below that level changes), and only the flows at or
+above it are filled again.  This is what makes a long cascade of completions cheap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+_REL_TOL = 1e-9
+
+
+def _csc(flow_ptr: np.ndarray, nz_link: np.ndarray, num_links: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flows of each link: (pointer per link, flow per entry), by a linear-time CSR->CSC."""
+    n = flow_ptr.shape[0] - 1
+    m = csr_matrix((np.ones(nz_link.size, dtype=np.int8), nz_link, flow_ptr), shape=(n, num_links)).tocsc()
+    return m.indptr.astype(np.int64), m.indices.astype(np.int64)
+
+
+def _gather(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Concatenated index ranges ptr[r]:ptr[r+1] for every r in ``rows``."""
+    if rows.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = ptr[rows]
+    lens = ptr[rows + 1] - starts
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offs = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+    return np.arange(total, dtype=np.int64) + offs
+
+
+def _distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
+    """Distinct values of ``values`` (small ints) in O(len) with a scratch array, no sort."""
+    pos = np.arange(values.size, dtype=np.int64)
+    stamp[values] = pos
+    return values[stamp[values] == pos]
+
+
+def refill(
+    flow_ptr: np.ndarray,
+    nz_link: np.ndarray,
+    nz_weight: np.ndarray,
+    capacity_Bps: np.ndarray,
+    flow_cap_Bps: np.ndarray,
+    level0: float = 0.0,
+) -> np.ndarray:
+    """Progressive filling of a set of flows from ``level0`` on the capacity left to them.
+
+    Args:
+        flow_ptr: CSR pointer: the entries of flow ``i`` are ``flow_ptr[i]:flow_ptr[i+1]``.
+        nz_link, nz_weight: per entry, the link and the fraction of the flow's bytes on it.
+        capacity_Bps: capacity of every link left to these flows (others' load removed).
+        flow_cap_Bps: per-flow rate cap (``inf`` for none).
+        level0: the level every flow of the set already has (0 for a fresh solve).
+
+    Returns the rate of each flow (>= ``level0`` unless capped below it).
+    """
+    n = flow_ptr.shape[0] - 1
+    num_links = capacity_Bps.shape[0]
+    rate = np.zeros(n)
+    if n == 0:
+        return rate
+    counts = np.diff(flow_ptr)
+    load_w = np.bincount(nz_link, weights=nz_weight, minlength=num_links)
+    csc_ptr, csc_flow = _csc(flow_ptr, nz_link, num_links)
+    stamp = np.full(n, -1, dtype=np.int64)
+    frozen = np.zeros(n, dtype=bool)
+    level = float(level0)
+    rem = capacity_Bps - level * load_w
+    np.maximum(rem, 0.0, out=rem)
+    # flows without links are limited by their cap only
+    free = counts == 0
+    rate[free] = flow_cap_Bps[free]
+    frozen[free] = True
+    # caps in increasing order, consumed with a pointer
+    cap_order = np.argsort(flow_cap_Bps, kind="stable")
+    cap_sorted = flow_cap_Bps[cap_order]
+    cap_i = 0
+    live = int(n - free.sum())
+    while live > 0:
+        used = load_w > _REL_TOL * 1e-3
+        idx = np.flatnonzero(used)
+        d_link = np.inf
+        share = None
+        if idx.size:
+            share = rem[idx] / load_w[idx]
+            d_link = float(share.min())
+        while cap_i < n and frozen[cap_order[cap_i]]:
+            cap_i += 1
+        d_cap = float(cap_sorted[cap_i]) - level if cap_i < n else np.inf
+        delta = max(min(d_link, d_cap), 0.0)
+        if not np.isfinite(delta):
+            raise AssertionError("max-min filling found flows limited by nothing")
+        level += delta
+        newly_parts = []
+        if share is not None:
+            rem[idx] -= delta * load_w[idx]
+            if d_link <= delta * (1 + _REL_TOL) + 1e-300:
+                sat = idx[share <= d_link * (1 + _REL_TOL) + 1e-300]
+                rem[sat] = 0.0
+                cand = csc_flow[_gather(csc_ptr, sat)]
+                newly_parts.append(cand[~frozen[cand]])
+        if d_cap <= delta * (1 + _REL_TOL):
+            j = cap_i
+            lim = level * (1 + _REL_TOL)
+            while j < n and cap_sorted[j] <= lim:
+                f = cap_order[j]
+                if not frozen[f]:
+                    newly_parts.append(np.array([f], dtype=np.int64))
+                j += 1
+        newly = _distinct(np.concatenate(newly_parts), stamp) if newly_parts else np.zeros(0, dtype=np.int64)
+        if newly.size == 0:
+            # numerical corner: nothing froze; freeze the flows of the tightest link
+            assert share is not None
+            sat = idx[[int(np.argmin(share))]]
+            rem[sat] = 0.0
+            cand = csc_flow[_gather(csc_ptr, sat)]
+            newly = _distinct(cand[~frozen[cand]], stamp)
+        rate[newly] = np.minimum(level, flow_cap_Bps[newly])
+        frozen[newly] = True
+        live -= int(newly.size)
+        ent = _gather(flow_ptr, newly)
+        if ent.size:
+            load_w -= np.bincount(nz_link[ent], weights=nz_weight[ent], minlength=num_links)
+            # flows that froze below the level (capped) give back what they no longer take
+            below = rate[newly] < level
+            if below.any():
+                eb = _gather(flow_ptr, newly[below])
+                back = np.repeat(level - rate[newly[below]], np.diff(flow_ptr)[newly[below]])
+                rem += np.bincount(nz_link[eb], weights=nz_weight[eb] * back, minlength=num_links)
+        np.maximum(rem, 0.0, out=rem)
+        load_w[np.abs(load_w) < 1e-12] = 0.0
+    return rate
+
+
+def max_min_rates(
+    num_flows: int,
+    nz_flow: np.ndarray,
+    nz_link: np.ndarray,
+    nz_weight: np.ndarray | None,
+    capacity_Bps: np.ndarray,
+    flow_cap_Bps: np.ndarray | None = None,
+) -> np.ndarray:
+    """Max-min fair rate (bytes/s) of each flow, from a (flow, link, weight) incidence.
+
+    Args:
+        num_flows: number of flows (rates are indexed 0..num_flows-1).
+        nz_flow, nz_link, nz_weight: the sparse incidence, one entry per (flow, link) with the
+            fraction of the flow's bytes that cross the link (``None``: all ones).
+        capacity_Bps: capacity of every link.
+        flow_cap_Bps: per-flow rate cap, ``inf`` for none (``None``: no caps).
+
+    A flow that crosses no link gets its cap, or ``inf`` if it has none.
+    """
+    order = np.argsort(nz_flow, kind="stable")
+    ptr = np.zeros(num_flows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(nz_flow, minlength=num_flows), out=ptr[1:])
+    w = np.ones(nz_flow.size) if nz_weight is None else np.asarray(nz_weight, dtype=float)[order]
+    caps = np.full(num_flows, np.inf) if flow_cap_Bps is None else np.asarray(flow_cap_Bps, dtype=float)
+    return refill(ptr, np.asarray(nz_link)[order], w, np.asarray(capacity_Bps, dtype=float), caps)

@@ -1,0 +1,112 @@
+"""Hypothesis properties of the flow engine (DESIGN.md "Invariants that tests check")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from netsim.network import Network
+from tests.network.graphs import leaf_spine, star
+
+HOSTS = [f"h{lf}_{i}" for lf in range(3) for i in range(3)]
+
+flows_st = st.lists(
+    st.tuples(
+        st.sampled_from(HOSTS),
+        st.sampled_from(HOSTS),
+        st.floats(min_value=1.0, max_value=1e9),
+        st.sampled_from([0.0, 0.0, 0.25, 0.5, 1.0]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _run(flows, routing: str = "ecmp", scale: float = 1.0, seed: int = 0) -> Network:  # type: ignore[no-untyped-def]
+    g = leaf_spine(leaves=3, spines=2, hosts_per_leaf=3, bw=1e9 * scale, up_bw=1.5e9 * scale, lat=1e-6)
+    net = Network(g, routing=routing, seed=seed)
+    for s, d, b, t in flows:
+        net.submit(s, d, b, t)
+    net.run()
+    return net
+
+
+@SETTINGS
+@given(flows_st, st.sampled_from(["ecmp", "spray", "shortest"]))
+def test_every_byte_is_delivered_and_no_link_exceeds_capacity(flows, routing) -> None:  # type: ignore[no-untyped-def]
+    net = _run(flows, routing)
+    fr = net.flow_records()
+    assert fr["end_s"].notna().all()
+    lk = net.link_records()
+    # each flow's bytes cross each of its links once: sum over links = sum bytes x hops
+    expected = float((fr["bytes"] * fr["hops"]).sum())
+    assert lk["bytes"].sum() == np_approx(expected)
+    assert (lk["peak_utilization"] <= 1.0 + 1e-9).all()
+    # a flow never beats latency + bytes / bottleneck capacity (1 GB/s host links here)
+    remote = fr[fr["src"] != fr["dst"]]
+    assert (remote["fct_s"] >= remote["latency_s"] + remote["bytes"] / 1e9 * (1 - 1e-9) - 1e-15).all()
+    assert (fr.loc[fr["src"] == fr["dst"], "fct_s"] == 0).all()  # a local copy costs no network
+
+
+@SETTINGS
+@given(flows_st, st.floats(min_value=1.0, max_value=8.0))
+def test_more_capacity_never_slows_simultaneous_flows(flows, factor) -> None:  # type: ignore[no-untyped-def]
+    # All flows start together: rates scale with capacity, so every drain time shrinks.
+    flows = [(s, d, b, 0.0) for s, d, b, _ in flows]
+    base = _run(flows, scale=1.0).flow_records()
+    fast = _run(flows, scale=factor).flow_records()
+    assert (fast["fct_s"] <= base["fct_s"] * (1 + 1e-9) + 1e-15).all()
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(1, 6), st.floats(1e3, 1e9), st.floats(0.0, 2.0)), min_size=1, max_size=25),
+       st.floats(1.0, 4.0))
+def test_more_capacity_never_slows_a_shared_bottleneck(flows, factor) -> None:  # type: ignore[no-untyped-def]
+    # Processor sharing on one bottleneck (incast) is monotone in capacity, whatever the arrivals.
+    def run(scale: float) -> pd.DataFrame:
+        net = Network(star(7, bw=1e9 * scale, lat=1e-6))
+        for h, b, t in flows:
+            net.submit(f"h{h}", "h0", b, t)
+        net.run()
+        return net.flow_records()
+
+    base, fast = run(1.0), run(factor)
+    assert (fast["end_s"] <= base["end_s"] * (1 + 1e-9) + 1e-12).all()
+
+
+@SETTINGS
+@given(flows_st, st.integers(0, 2**31 - 1))
+def test_same_seed_gives_identical_tables(flows, seed) -> None:  # type: ignore[no-untyped-def]
+    a, b = _run(flows, seed=seed), _run(flows, seed=seed)
+    pd.testing.assert_frame_equal(a.flow_records(), b.flow_records())
+    pd.testing.assert_frame_equal(a.link_records(), b.link_records())
+    assert a.flow_records().to_csv().encode() == b.flow_records().to_csv().encode()
+
+
+def np_approx(x: float):  # type: ignore[no-untyped-def]
+    import pytest
+
+    return pytest.approx(x, rel=1e-6, abs=1e-3)
+
+
+def test_progressive_filling_matches_bruteforce_on_random_instances() -> None:
+    from netsim.network.sharing import max_min_rates
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        nl, nf = rng.integers(1, 6), rng.integers(1, 8)
+        inc = rng.random((nf, nl)) < 0.5
+        inc[np.arange(nf), rng.integers(0, nl, nf)] = True
+        cap = rng.uniform(1, 10, nl)
+        f, lk = np.nonzero(inc)
+        r = max_min_rates(nf, f, lk, None, cap)
+        load = inc.T.astype(float) @ r
+        assert (load <= cap * (1 + 1e-9)).all()
+        # max-min: every flow has a saturated link on which it has the largest rate
+        for i in range(nf):
+            links = np.flatnonzero(inc[i])
+            ok = [load[j] >= cap[j] * (1 - 1e-9) and r[i] >= r[inc[:, j]].max() * (1 - 1e-9) for j in links]
+            assert any(ok)

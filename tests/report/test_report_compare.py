@@ -1,0 +1,103 @@
+"""`compare_runs` / `write_compare`: ratios against a baseline, labels, files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_checks import external_references, html_figures, is_png, markdown_figures, parse_html
+from report_fixtures import make_run_dir
+
+from netsim.errors import NetsimError
+from netsim.report import compare_runs, load_run, write_compare
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cmp")
+    a = make_run_dir(root / "fast", layers=1, microbatches=1)
+    b = make_run_dir(root / "slow", layers=1, microbatches=1, time_scale=2.0, byte_scale=3.0)
+    return a, b
+
+
+def test_ratios_against_first_run(pair: tuple[Path, Path]) -> None:
+    a, b = pair
+    df = compare_runs([a, b])
+    assert list(df["label"]) == ["fast", "slow"]
+    assert list(df["baseline"]) == [True, False]
+    sa, sb = load_run(a).summary, load_run(b).summary
+    assert df.loc[0, "step_time_s"] == sa["step_time_s"]
+    assert df.loc[1, "step_time_s_ratio"] == pytest.approx(2.0)
+    assert df.loc[1, "compute_s_ratio"] == pytest.approx(2.0)
+    assert df.loc[1, "bytes_total_ratio"] == pytest.approx(3.0)
+    assert df.loc[1, "bytes_ep_ratio"] == pytest.approx(3.0)
+    assert df.loc[1, "ep_bytes_inter_node_ratio"] == pytest.approx(3.0)
+    assert df.loc[1, "alltoall_share_ratio"] == pytest.approx(1.0)
+    assert df.loc[1, "bytes_ep"] == pytest.approx(sb["bytes_by_class"]["ep"])
+    # the baseline's own ratios are 1 where defined, NaN where its value is 0 (tp bytes) or missing
+    assert df.loc[0, "step_time_s_ratio"] == 1.0
+    assert np.isnan(df.loc[0, "bytes_tp_ratio"]) and np.isnan(df.loc[1, "bytes_tp_ratio"])
+    assert np.isnan(df.loc[1, "checkpoint_time_s_ratio"])
+
+
+def test_explicit_baseline(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = pair
+    df = compare_runs([a, b], baseline=b)
+    assert list(df["baseline"]) == [False, True]
+    assert df.loc[0, "step_time_s_ratio"] == pytest.approx(0.5)
+    assert df.loc[0, "bytes_total_ratio"] == pytest.approx(1 / 3)
+    # a baseline not in the list is added first
+    c = make_run_dir(tmp_path / "mid", layers=1, microbatches=1, time_scale=4.0)
+    df2 = compare_runs([a, b], baseline=c)
+    assert list(df2["label"]) == ["mid", "fast", "slow"]
+    assert df2.loc[2, "step_time_s_ratio"] == pytest.approx(0.5)
+
+
+def test_labels_when_dir_names_collide(tmp_path: Path) -> None:
+    a = make_run_dir(tmp_path / "x" / "run", layers=1, microbatches=1, workload="w1")
+    b = make_run_dir(tmp_path / "y" / "run", layers=1, microbatches=1, workload="w2")
+    c = make_run_dir(tmp_path / "z" / "run", layers=1, microbatches=1, workload="w2")
+    assert list(compare_runs([a, b])["label"]) == ["synthetic-leafspine/w1", "synthetic-leafspine/w2"]
+    assert list(compare_runs([a, b, c])["label"]) == [
+        "synthetic-leafspine/w1",
+        "synthetic-leafspine/w2#1",
+        "synthetic-leafspine/w2#2",
+    ]
+
+
+def test_write_compare_files(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = pair
+    out = tmp_path / "cmp"
+    html = write_compare([a, b], out)
+    csv = pd.read_csv(out / "compare.csv")
+    pq = pd.read_parquet(out / "compare.parquet")
+    assert list(csv.columns) == list(pq.columns)
+    assert csv.loc[1, "step_time_s_ratio"] == pytest.approx(2.0)
+    assert pq.loc[1, "bytes_total_ratio"] == pytest.approx(3.0)
+    doc = parse_html(html.read_text())
+    assert doc.errors == [] and external_references(doc) == []
+    figs = html_figures(doc)
+    assert set(figs) == {
+        "figures/compare_breakdown.png",
+        "figures/compare_step_time.png",
+        "figures/compare_bytes.png",
+        "figures/compare_alltoall.png",
+    }
+    for rel, data in figs.items():
+        assert is_png(out / rel) and (out / rel).read_bytes() == data
+    md = (out / "report.md").read_text()
+    assert sorted(markdown_figures(md)) == sorted(figs)
+    assert "(2.000x)" in md  # the slow run's step time against the baseline
+    before = html.read_bytes()
+    write_compare([a, b], out)
+    assert html.read_bytes() == before  # deterministic
+
+
+def test_compare_needs_summaries(tmp_path: Path, pair: tuple[Path, Path]) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NetsimError, match=r"summary\.json is missing"):
+        compare_runs([pair[0], tmp_path / "empty"])
+    with pytest.raises(NetsimError, match="at least one"):
+        compare_runs([])

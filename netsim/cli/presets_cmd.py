@@ -1,0 +1,44 @@
+"""`netsim presets`: list the built-in topology and workload presets with their descriptions."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from netsim.cli.common import console
+
+
+def _first_comment_or_description(path: object) -> str:
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(str(path))
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    if isinstance(data, dict) and data.get("description"):
+        return " ".join(str(data["description"]).split())
+    return ""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("presets")
+    def presets_cmd() -> None:
+        """List the built-in topology presets, workload presets and scenarios."""
+        from netsim.spec.workload import list_workload_presets, workload_preset_path
+        from netsim.topology import list_presets, preset_path
+
+        t = Table(title="Topology presets (--topology NAME)", title_justify="left")
+        t.add_column("name")
+        t.add_column("description")
+        for name in list_presets():
+            t.add_row(name, _first_comment_or_description(preset_path(name)))
+        console.print(t)
+        w = Table(title="Workload presets (--workload NAME)", title_justify="left")
+        w.add_column("name")
+        w.add_column("description")
+        for name in list_workload_presets():
+            w.add_row(name, _first_comment_or_description(workload_preset_path(name)))
+        console.print(w)

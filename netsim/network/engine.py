@@ -27,6 +27,7 @@ Results are flat tables: :meth:`Network.flow_records`, :meth:`Network.link_recor
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import networkx as nx
@@ -278,12 +279,12 @@ class Network:
         ev = simpy.Event(self.env)
         ev._ok = True
         ev._value = None
-        ev.callbacks.append(lambda _e, v=version: self._on_wake(v))
-        self.env.schedule(ev, priority=_ENGINE_PRIORITY, delay=t - now)
+        ev.callbacks.append(partial(self._on_wake, version))
+        self.env.schedule(ev, priority=_ENGINE_PRIORITY, delay=t - now)  # type: ignore[arg-type]
         self._wake_time = t
         self._wake_pending = True
 
-    def _on_wake(self, version: int) -> None:
+    def _on_wake(self, version: int, _event: simpy.Event | None = None) -> None:
         if version != self._wake_version:
             return  # superseded by an earlier wake-up that already rescheduled
         self._wake_pending = False

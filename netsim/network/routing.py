@@ -102,7 +102,7 @@ class _IntraCache:
     edges: list[tuple[int, int]]  # local edges (u, v)
     links: np.ndarray  # [servers_in_group, n_local_edges] global link ids
     graph: nx.DiGraph  # local graph over local indices
-    paths: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # -> [npaths, maxlen], -1 pad
+    paths: dict[tuple[int, int, bool], np.ndarray] = field(default_factory=dict)  # [npaths, maxlen], -1 pad
 
 
 class Router:
@@ -172,12 +172,10 @@ class Router:
                 self.device_network[i] = net_names.index(str(a.get("network")))
         self.backend_code = net_names.index("backend") if "backend" in net_names else -1
         # Gateways of each (server, network), sorted by id.
-        self._server_gateways: dict[tuple[int, int], np.ndarray] = {}
-        gws = np.flatnonzero(self.is_gateway & (self.gw_network >= 0))
-        for g in gws.tolist():
-            self._server_gateways.setdefault((int(self.server[g]), int(self.gw_network[g])), []).append(g)  # type: ignore[arg-type]
-        for k, v in list(self._server_gateways.items()):
-            self._server_gateways[k] = np.array(sorted(v), dtype=np.int64)  # type: ignore[arg-type]
+        gw_lists: dict[tuple[int, int], list[int]] = {}
+        for g in np.flatnonzero(self.is_gateway & (self.gw_network >= 0)).tolist():
+            gw_lists.setdefault((int(self.server[g]), int(self.gw_network[g])), []).append(g)
+        self._server_gateways = {k: np.array(sorted(v), dtype=np.int64) for k, v in gw_lists.items()}
         # rail -> NIC id per server, for PXN.
         self._rail_nic: dict[tuple[int, int], int] = {}
         for i in np.flatnonzero(self.is_gateway & (self.rail >= 0)).tolist():
@@ -224,12 +222,18 @@ class Router:
 
     # ------------------------------------------------------------------ intra-server paths
     def _build_intra(self, graph: nx.DiGraph) -> None:
-        """Group servers by wiring signature and number their devices and edges locally."""
+        """Group servers by wiring signature and number their devices and edges locally.
+
+        Servers whose devices have the same name suffixes (``g3``, ``nic3``, ``nvsw``...) and
+        the same internal links share one cache of paths; ``_intra[g].links[row]`` maps a local
+        edge number to the global link id of server ``row`` of group ``g``.
+        """
         names = self.links.names
         n = self.links.num_devices
         self.local_idx = np.full(n, -1, dtype=np.int64)
-        self.server_sig = {}
-        self.server_row = {}
+        top = int(self.server.max()) + 1 if n and self.server.max() >= 0 else 0
+        self._sig_arr = np.full(top, -1, dtype=np.int64)
+        self._row_arr = np.full(top, -1, dtype=np.int64)
         servers: dict[int, list[int]] = {}
         for i in np.flatnonzero(~self.is_fabric).tolist():
             servers.setdefault(int(self.server[i]), []).append(i)
@@ -238,15 +242,13 @@ class Router:
         by_server: dict[int, list[int]] = {}
         for k in np.flatnonzero(intra).tolist():
             by_server.setdefault(int(self.server[src[k]]), []).append(k)
-        sig_index: dict[tuple, int] = {}
+        cap_max = float(self.links.nominal_Bps.max()) if self.links.num_links else 1.0
+        sig_index: dict[tuple[object, ...], int] = {}
         self._intra: list[_IntraCache] = []
         rows: list[list[np.ndarray]] = []
         for s in sorted(servers):
             devs = servers[s]
-            sfx = []
-            for i in devs:
-                nm = names[i]
-                sfx.append(nm.split(".", 1)[1] if "." in nm else "")
+            sfx = [names[i].split(".", 1)[1] if "." in names[i] else "" for i in devs]
             if len(set(sfx)) != len(sfx):  # arbitrary naming: no sharing between servers
                 sfx = [names[i] for i in devs]
             order = sorted(range(len(devs)), key=lambda j: sfx[j])
@@ -254,42 +256,48 @@ class Router:
             members = [sfx[j] for j in order]
             for d, r in local.items():
                 self.local_idx[d] = r
-            ekeys = []
-            for k in by_server.get(s, []):
-                lu, lv = local[int(src[k])], local[int(dst[k])]
-                ekeys.append((lu, lv, k))
-            ekeys.sort()
-            edges = [(u, v) for u, v, _ in ekeys]
+            ekeys = sorted((local[int(src[k])], local[int(dst[k])], k) for k in by_server.get(s, []))
             sig = (tuple(members), tuple(
-                (u, v, self.links.link_class[k], float(self.links.nominal_Bps[k]), float(self.links.latency_s[k]))
-                for u, v, k in ekeys))
+                (u, v, int(self.links.link_class[k]), float(self.links.nominal_Bps[k])) for u, v, k in ekeys))
             gid = sig_index.get(sig)
-            link_row = np.array([k for _, _, k in ekeys], dtype=np.int64)
             if gid is None:
                 gid = len(self._intra)
                 sig_index[sig] = gid
                 g = nx.DiGraph()
-                g.add_nodes_from(range(len(members)))
-                g.add_edges_from(edges)
-                self._intra.append(_IntraCache(members=members, edges=edges, links=np.empty(0), graph=g))
+                for r, j in enumerate(order):
+                    g.add_node(r, relay=self.kind[devs[j]] != "accelerator")
+                for u, v, k in ekeys:
+                    # hop count first; among equal hop counts the path with less serialisation
+                    # time (1/capacity summed) wins, e.g. NVLink over a PCIe detour via the host
+                    g.add_edge(u, v, w=1_000_000 + round(1000 * cap_max / float(self.links.nominal_Bps[k])))
+                self._intra.append(_IntraCache(members=members, edges=[(u, v) for u, v, _ in ekeys],
+                                               links=np.empty((0, 0), dtype=np.int64), graph=g))
                 rows.append([])
-            self.server_sig[s] = gid
-            self.server_row[s] = len(rows[gid])
-            rows[gid].append(link_row)
-        for gid, r in enumerate(rows):
-            self._intra[gid].links = np.vstack(r) if r and r[0].size else np.zeros((len(r), 0), dtype=np.int64)
+            self._sig_arr[s] = gid
+            self._row_arr[s] = len(rows[gid])
+            rows[gid].append(np.array([k for _, _, k in ekeys], dtype=np.int64))
+        for gid, group_rows in enumerate(rows):
+            self._intra[gid].links = (np.vstack(group_rows) if group_rows and group_rows[0].size
+                                      else np.zeros((len(group_rows), 0), dtype=np.int64))
         self._edge_local = [{e: j for j, e in enumerate(c.edges)} for c in self._intra]
 
-    def _intra_paths(self, gid: int, a: int, b: int) -> np.ndarray:
-        """Equal-cost local paths a -> b in wiring group ``gid`` as [npaths, maxlen] local edge ids."""
+    def _intra_paths(self, gid: int, a: int, b: int, relay: bool) -> np.ndarray:
+        """Equal-cost local paths a -> b in wiring group ``gid`` as [npaths, maxlen] local edge ids.
+
+        Only switches, NICs and hosts forward inside a server; with ``relay`` an accelerator may
+        forward too (PXN / DeepEP: NVLink to the GPU next to the NIC, which sends from there).
+        """
         cache = self._intra[gid]
-        key = (a, b)
+        key = (a, b, relay)
         hit = cache.paths.get(key)
         if hit is not None:
             return hit
+        g = cache.graph
+        if not relay:
+            g = nx.subgraph_view(g, filter_node=lambda v: v in (a, b) or cache.graph.nodes[v]["relay"])
+        paths: list[list[int]] = []
         try:
-            paths = []
-            for p in nx.all_shortest_paths(cache.graph, a, b):
+            for p in nx.all_shortest_paths(g, a, b, weight="w"):
                 paths.append([self._edge_local[gid][(p[i], p[i + 1])] for i in range(len(p) - 1)])
                 if len(paths) >= _MAX_INTRA_PATHS:
                     break
@@ -306,7 +314,7 @@ class Router:
         return arr
 
     def _intra_leg(self, fidx: np.ndarray, a: np.ndarray, b: np.ndarray, h: np.ndarray,
-                   out: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+                   out: list[tuple[np.ndarray, np.ndarray, np.ndarray]], relay: bool = False) -> np.ndarray:
         """Route intra-server legs a -> b (same server); returns a mask of legs with no path."""
         failed = np.zeros(a.size, dtype=bool)
         need = a != b
@@ -314,8 +322,7 @@ class Router:
             return failed
         idx = np.flatnonzero(need)
         srv = self.server[a[idx]]
-        gid = np.array([self.server_sig[int(s)] for s in srv.tolist()], dtype=np.int64) if idx.size < 64 else \
-            self._sig_of_servers(srv)
+        gid = self._sig_arr[srv]
         la, lb = self.local_idx[a[idx]], self.local_idx[b[idx]]
         m = max(len(c.members) for c in self._intra) + 1
         key = (gid * m + la) * m + lb
@@ -323,14 +330,13 @@ class Router:
             sel = idx[pos]
             g, rest = divmod(k, m * m)
             la_k, lb_k = divmod(rest, m)
-            paths = self._intra_paths(g, la_k, lb_k)
+            paths = self._intra_paths(g, la_k, lb_k, relay)
             if paths.shape[0] == 0:
                 failed[sel] = True
                 continue
             choice = (h[sel] % np.uint64(paths.shape[0])).astype(np.int64) if self.policy != "shortest" else \
                 np.zeros(sel.size, dtype=np.int64)
-            rows = np.array([self.server_row[int(s)] for s in self.server[a[sel]].tolist()], dtype=np.int64) \
-                if sel.size < 64 else self._row_of_servers(self.server[a[sel]])
+            rows = self._row_arr[self.server[a[sel]]]
             if self.policy == "spray" and paths.shape[0] > 1:
                 w = 1.0 / paths.shape[0]
                 for p in range(paths.shape[0]):
@@ -344,20 +350,6 @@ class Router:
             rr = np.broadcast_to(fidx[sel][:, None], loc.shape)
             out.append((rr[valid], gl[valid], np.ones(int(valid.sum()))))
         return failed
-
-    def _sig_of_servers(self, srv: np.ndarray) -> np.ndarray:
-        if not hasattr(self, "_sig_arr"):
-            top = int(max(self.server_sig)) + 1 if self.server_sig else 1
-            self._sig_arr = np.full(top, -1, dtype=np.int64)
-            self._row_arr = np.full(top, -1, dtype=np.int64)
-            for s, g in self.server_sig.items():
-                self._sig_arr[s] = g
-                self._row_arr[s] = self.server_row[s]
-        return self._sig_arr[srv]
-
-    def _row_of_servers(self, srv: np.ndarray) -> np.ndarray:
-        self._sig_of_servers(srv[:0])
-        return self._row_arr[srv]
 
     # ------------------------------------------------------------------ gateways
     def _target_network(self, dst: np.ndarray) -> np.ndarray:
@@ -435,9 +427,9 @@ class Router:
             bad = int(np.flatnonzero(tsw[:, 0] < 0)[0])
             raise RoutingError(f"device {self.links.names[target[bad]]} is not connected to any fabric")
         # rows: one per (flow, current node) with a weight (ECMP: one row per flow)
-        r_flow = np.arange(fidx.size)
-        r_node = start.copy()
-        r_w = np.ones(fidx.size)
+        r_flow: np.ndarray = np.arange(fidx.size)
+        r_node: np.ndarray = start.copy()
+        r_w: np.ndarray = np.ones(fidx.size)
         hop = 0
         names = self.links.names
         while r_flow.size:
@@ -548,7 +540,7 @@ class Router:
                 g_s[i] = self._reachable_gateway(int(s[i]), int(g_d[i]), int(net[i]))
             leg = s_srv & (s != g_s)
             if leg.any():
-                f = self._intra_leg(idx[leg], s[leg], g_s[leg], hh[leg], out)
+                f = self._intra_leg(idx[leg], s[leg], g_s[leg], hh[leg], out, relay=True)
                 if f.any():
                     i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
                     raise RoutingError(f"no route inside the server from {self.links.names[s[i]]} "
@@ -558,7 +550,7 @@ class Router:
             if leg.any():
                 with np.errstate(over="ignore"):
                     h_in = mix64(hh[leg] + np.uint64(7))
-                f = self._intra_leg(idx[leg], g_d[leg], d[leg], h_in, out)
+                f = self._intra_leg(idx[leg], g_d[leg], d[leg], h_in, out, relay=True)
                 if f.any():
                     i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
                     raise RoutingError(f"no route inside the server from {self.links.names[g_d[i]]} "

@@ -36,6 +36,7 @@ spraying) and the path latency of each flow.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -577,7 +578,7 @@ class Router:
                 raise RoutingError(f"unknown device {name!r} in pinned path", field="path")
             ids.append(self.links.index[name])
         out = []
-        for u, v in zip(ids[:-1], ids[1:], strict=True):
+        for u, v in itertools.pairwise(ids):
             k = self.links.edge_id.get((u, v))
             if k is None:
                 raise RoutingError(f"pinned path {'>'.join(path)}: no link {self.links.names[u]}->"

@@ -74,7 +74,7 @@ def test_pinned_path_column(tmp_path: Path, capsys) -> None:  # type: ignore[no-
 def test_bad_flow_files_exit_2_with_one_line(tmp_path: Path, capsys, text: str, needle: str) -> None:  # type: ignore[no-untyped-def]
     csv = write(tmp_path, text)
     out_dir = tmp_path / "out"
-    code, out, err = run_cli(["flows", str(csv), "-t", "dgx-h100", "-n", "2", "-o", str(out_dir)], capsys)
+    code, _out, err = run_cli(["flows", str(csv), "-t", "dgx-h100", "-n", "2", "-o", str(out_dir)], capsys)
     assert code == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1

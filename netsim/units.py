@@ -81,9 +81,7 @@ def parse_bandwidth(value: object, field: str = "bandwidth") -> float:
     if unit == "":
         return _finite(x, value, field, "bandwidth")
     u = unit
-    if u.endswith("/s"):
-        u = u[:-2]
-    elif u.endswith("ps"):
+    if u.endswith("/s") or u.endswith("ps"):
         u = u[:-2]
     else:
         raise UnitError(f"cannot read {value!r} as a bandwidth; allowed units: {_BW_HELP}", field=field)

@@ -138,6 +138,7 @@ class Network:
         self._rem_at = np.zeros(0)
         self._t_at = np.zeros(0)
         self._t_fin = np.zeros(0)
+        self._t_done = np.zeros(0)  # drain time minus the completion tolerance
         self._rate = np.zeros(0)
         self._counts = np.zeros(0, dtype=np.int64)
         self._ptr = np.zeros(1, dtype=np.int64)
@@ -320,12 +321,7 @@ class Network:
     def _complete(self, now: float) -> None:
         if not self._num_alive:
             return
-        # drained now, within a relative 1e-9 of the flow's own duration (batches completions
-        # that float rounding would otherwise split, without ending short flows early)
-        start = self._start.data[self._active]
-        with np.errstate(invalid="ignore"):
-            slack = np.maximum(_TIME_REL_TOL * (self._t_fin - start), 1e-15)
-        done = self._alive & (self._t_fin <= now + slack)
+        done = self._t_done <= now
         if not done.any():
             return
         rows = np.flatnonzero(done)
@@ -338,6 +334,7 @@ class Network:
         self._rate[rows] = 0.0
         self._rem_at[rows] = 0.0
         self._t_fin[rows] = np.inf
+        self._t_done[rows] = np.inf
         self._num_alive -= rows.size
         self._deliver(self._active[rows], now)
 
@@ -401,6 +398,7 @@ class Network:
             self._rem_at = np.concatenate([self._rem_at, nbytes[~trivial]])
             self._t_at = np.concatenate([self._t_at, np.full(act.size, now)])
             self._t_fin = np.concatenate([self._t_fin, np.full(act.size, np.inf)])
+            self._t_done = np.concatenate([self._t_done, np.full(act.size, np.inf)])
             self._rate = np.concatenate([self._rate, np.zeros(act.size)])
             self._counts = np.concatenate([self._counts, counts])
             self._ptr = np.concatenate([self._ptr, self._ptr[-1] + np.cumsum(counts)])
@@ -422,11 +420,12 @@ class Network:
         self._counts = self._counts[rows]
         self._ptr = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(self._counts, out=self._ptr[1:])
-        for name in ("_active", "_alive", "_rem_at", "_t_at", "_t_fin", "_rate"):
+        for name in ("_active", "_alive", "_rem_at", "_t_at", "_t_fin", "_t_done", "_rate"):
             setattr(self, name, getattr(self, name)[rows])
 
-    #: after this many incremental refills, solve from scratch (bounds floating-point drift)
-    FULL_SOLVE_EVERY = 64
+    #: after this many incremental refills, the link loads are summed afresh from the flow
+    #: rates (bounds floating-point drift of the incrementally maintained loads)
+    RESUM_LOADS_EVERY = 64
 
     def _recompute(self) -> None:
         from netsim.network.sharing import refill
@@ -434,7 +433,7 @@ class Network:
         self.num_rate_updates += 1
         nl = self.links.num_links
         now = float(self.env.now)
-        full = self._need_full or self._incremental_runs >= self.FULL_SOLVE_EVERY
+        full = self._need_full
         self._need_full = False
         level0 = self._refill_from
         self._refill_from = np.inf
@@ -451,7 +450,12 @@ class Network:
             level0 = 0.0
         else:
             self._incremental_runs += 1
+            if self._incremental_runs % self.RESUM_LOADS_EVERY == 0:
+                every = np.repeat(self._rate, self._counts)  # dead rows have rate 0
+                self._link_load = np.bincount(self._nz_link, weights=self._nz_w * every, minlength=nl)
             rows = np.flatnonzero(self._alive & (self._rate >= level0 * (1 - 1e-9)))
+            if rows.size == 0:
+                return  # every leaver was faster than everyone left: nobody's rate changes
             ent = _ranges(self._ptr, rows)
             sub_load = np.bincount(self._nz_link[ent], weights=self._nz_w[ent] *
                                    np.repeat(self._rate[rows], self._counts[rows]), minlength=nl)
@@ -467,8 +471,13 @@ class Network:
         self._rem_at[rows] = rem
         self._t_at[rows] = now
         self._rate[rows] = rate
-        with np.errstate(divide="ignore"):
-            self._t_fin[rows] = np.where(rate > 0, now + rem / rate, np.inf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_fin = np.where(rate > 0, now + rem / rate, np.inf)
+            # a flow counts as drained within a relative 1e-9 of its own duration: batches
+            # completions that float rounding would split, without ending short flows early
+            start = self._start.data[self._active[rows]]
+            self._t_fin[rows] = t_fin
+            self._t_done[rows] = t_fin - np.maximum(_TIME_REL_TOL * (t_fin - start), 1e-15)
         self._link_load = fixed + np.bincount(lk, weights=w * np.repeat(rate, counts), minlength=nl)
         np.maximum(self._link_peak, self._link_load / self.links.capacity_Bps, out=self._link_peak)
 

@@ -83,48 +83,44 @@ def refill(
     stamp = np.full(n, -1, dtype=np.int64)
     frozen = np.zeros(n, dtype=bool)
     level = float(level0)
-    rem = capacity_Bps - level * load_w
-    np.maximum(rem, 0.0, out=rem)
+    idx = np.flatnonzero(load_w > 0)  # links still carrying unfrozen flows
+    rem = np.maximum(capacity_Bps - level * load_w, 0.0)
     # flows without links are limited by their cap only
     free = counts == 0
     rate[free] = flow_cap_Bps[free]
     frozen[free] = True
-    # caps in increasing order, consumed with a pointer
-    cap_order = np.argsort(flow_cap_Bps, kind="stable")
+    # finite caps in increasing order, consumed with a pointer
+    finite = np.flatnonzero(np.isfinite(flow_cap_Bps))
+    cap_order = finite[np.argsort(flow_cap_Bps[finite], kind="stable")]
     cap_sorted = flow_cap_Bps[cap_order]
+    ncap = cap_order.size
     cap_i = 0
     live = int(n - free.sum())
     while live > 0:
-        used = load_w > _REL_TOL * 1e-3
-        idx = np.flatnonzero(used)
         d_link = np.inf
         share = None
         if idx.size:
             share = rem[idx] / load_w[idx]
             d_link = float(share.min())
-        while cap_i < n and frozen[cap_order[cap_i]]:
+        while cap_i < ncap and frozen[cap_order[cap_i]]:
             cap_i += 1
-        d_cap = float(cap_sorted[cap_i]) - level if cap_i < n else np.inf
+        d_cap = float(cap_sorted[cap_i]) - level if cap_i < ncap else np.inf
         delta = max(min(d_link, d_cap), 0.0)
         if not np.isfinite(delta):
             raise AssertionError("max-min filling found flows limited by nothing")
         level += delta
         newly_parts = []
         if share is not None:
-            rem[idx] -= delta * load_w[idx]
+            rem[idx] = np.maximum(rem[idx] - delta * load_w[idx], 0.0)
             if d_link <= delta * (1 + _REL_TOL) + 1e-300:
                 sat = idx[share <= d_link * (1 + _REL_TOL) + 1e-300]
                 rem[sat] = 0.0
                 cand = csc_flow[_gather(csc_ptr, sat)]
                 newly_parts.append(cand[~frozen[cand]])
         if d_cap <= delta * (1 + _REL_TOL):
-            j = cap_i
-            lim = level * (1 + _REL_TOL)
-            while j < n and cap_sorted[j] <= lim:
-                f = cap_order[j]
-                if not frozen[f]:
-                    newly_parts.append(np.array([f], dtype=np.int64))
-                j += 1
+            j_end = int(np.searchsorted(cap_sorted, level * (1 + _REL_TOL), side="right"))
+            cand = cap_order[cap_i:j_end]
+            newly_parts.append(cand[~frozen[cand]])
         newly = _distinct(np.concatenate(newly_parts), stamp) if newly_parts else np.zeros(0, dtype=np.int64)
         if newly.size == 0:
             # numerical corner: nothing froze; freeze the flows of the tightest link
@@ -138,15 +134,14 @@ def refill(
         live -= int(newly.size)
         ent = _gather(flow_ptr, newly)
         if ent.size:
-            load_w -= np.bincount(nz_link[ent], weights=nz_weight[ent], minlength=num_links)
+            np.subtract.at(load_w, nz_link[ent], nz_weight[ent])
             # flows that froze below the level (capped) give back what they no longer take
             below = rate[newly] < level
             if below.any():
                 eb = _gather(flow_ptr, newly[below])
-                back = np.repeat(level - rate[newly[below]], np.diff(flow_ptr)[newly[below]])
-                rem += np.bincount(nz_link[eb], weights=nz_weight[eb] * back, minlength=num_links)
-        np.maximum(rem, 0.0, out=rem)
-        load_w[np.abs(load_w) < 1e-12] = 0.0
+                back = np.repeat(level - rate[newly[below]], counts[newly[below]])
+                np.add.at(rem, nz_link[eb], nz_weight[eb] * back)
+            idx = idx[load_w[idx] > 1e-9]
     return rate
 
 

@@ -1,0 +1,159 @@
+"""``netsim lab``: train a small MoE language model with a router and record its routing trace.
+
+See :mod:`netsim.moe.lab` for what is trained and what is written.  Progress is rendered with
+rich on stderr; the summary table goes to stdout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from netsim.errors import SpecError
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    """``key=value`` strings -> dict; values are read as YAML scalars (``0.01``, ``true``, ``[1, 2]``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SpecError(f"expected key=value (got {item!r})", field="--param")
+        try:
+            out[key] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise SpecError(f"cannot read the value of {key!r}: {raw!r}", field="--param") from None
+    return out
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def summary_table(summary: dict[str, Any]) -> Any:
+    """A rich table of a lab summary (``lab.json``): final losses, load and locality, time."""
+    from rich.table import Table
+
+    final = summary["final"]
+    load = summary["load"]["final_window"]
+    steps = summary["config"]["steps"]
+    table = Table(
+        title=f"netsim lab: {summary['config']['router']}",
+        caption=f"means over the last {final['window_steps']} of {steps} steps",
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    skip = ("window_steps", "loss", "task_loss", "eval_loss", "eval_bits_per_byte")
+    rows = [
+        ("task loss (nats/byte)", final["task_loss"]),
+        ("eval loss (nats/byte)", final["eval_loss"]),
+        *((f"{k} loss", v) for k, v in final.items() if k not in skip),
+        ("drop rate", load["drop_rate"]),
+        ("expert load max/mean", load["expert_load_max_mean"]),
+        ("expert load cv", load["expert_load_cv"]),
+        ("unused experts", load["unused_experts"]),
+        ("dispatch share same rank", load["share_same_rank"]),
+        ("dispatch share same node", load["share_same_node"]),
+        ("dispatch share cross node", load["share_cross_node"]),
+        ("train time (s)", summary["timing"]["train_s"]),
+    ]
+    for name, value in rows:
+        table.add_row(name, _fmt(value))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``lab`` command to ``app``."""
+
+    @app.command("lab")
+    def lab(
+        router: str = typer.Option(
+            ...,
+            "--router",
+            help="Router: hash, rre, switch, gshard, mixtral, deepseek, expert_choice, locmoe.",
+        ),
+        out: Path = typer.Option(..., "--out", help="Output directory (routing.parquet, losses.*, lab.json)."),
+        experts: int = typer.Option(16, "--experts", help="Experts per MoE layer."),
+        ep: int = typer.Option(16, "--ep", help="Expert-parallel ranks (each gets its own slice of the batch)."),
+        ranks_per_node: int = typer.Option(8, "--ranks-per-node", help="EP ranks per node (defines locality)."),
+        layers: int = typer.Option(2, "--layers", help="Transformer blocks (each with a MoE FFN)."),
+        hidden: int = typer.Option(64, "--hidden", help="Hidden size d."),
+        heads: int = typer.Option(4, "--heads", help="Attention heads."),
+        ffn_hidden: int = typer.Option(128, "--ffn-hidden", help="Hidden width of every expert."),
+        steps: int = typer.Option(600, "--steps", help="Training steps."),
+        seq_len: int = typer.Option(64, "--seq-len", help="Sequence length in bytes."),
+        batch: int = typer.Option(2, "--batch", help="Sequences per rank per step."),
+        lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (AdamW, warm-up + cosine)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and routing."),
+        placement: str = typer.Option("contiguous", "--placement", help="contiguous or round_robin."),
+        sharding: str = typer.Option("contiguous", "--sharding", help="contiguous (rank shards) or random."),
+        param: list[str] = typer.Option(
+            [], "--param", help="Router parameter key=value (repeatable), e.g. capacity_factor=1.0, mu=0.05."
+        ),
+        corpus: list[Path] = typer.Option(
+            [],
+            "--corpus",
+            help="Text file or directory (repeatable); default: the Python standard library sources.",
+        ),
+        threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
+        force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Train a small MoE language model on real text with ROUTER and record its routing."""
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from netsim.moe.lab import LabConfig, LabProgress, require_torch, run_lab
+
+        cfg = LabConfig(
+            router=router,
+            experts=experts,
+            ep=ep,
+            ranks_per_node=ranks_per_node,
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            ffn_hidden=ffn_hidden,
+            steps=steps,
+            seq_len=seq_len,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+            placement=placement,
+            sharding=sharding,
+            router_params=_parse_params(param),
+            corpus=[str(c) for c in corpus],
+            threads=threads,
+        )
+        require_torch()
+        err = Console(stderr=True)
+        if quiet:
+            result = run_lab(cfg, out, overwrite=force)
+        else:
+            with Progress(
+                TextColumn(f"lab {router}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  drops {task.fields[drops]}"),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("train", total=steps, loss="-", drops="-")
+
+                def on_step(p: LabProgress) -> None:
+                    bar.update(task, completed=p.step, loss=f"{p.task_loss:.3f}", drops=f"{p.drop_rate:.1%}")
+
+                result = run_lab(cfg, out, progress=on_step, overwrite=force)
+
+        Console().print(summary_table(result.summary))
+        typer.echo(f"wrote {out}/routing.parquet, {out}/losses.csv, {out}/lab.json")

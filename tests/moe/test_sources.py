@@ -1,0 +1,121 @@
+"""Routing sources: trace, statistical model and router behind one interface for the replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netsim.errors import SpecError
+from netsim.moe import (
+    RoutingTrace,
+    TraceMeta,
+    contiguous_placement,
+    eplb_placements,
+    rank_nodes,
+    routing_source,
+    step_dispatch,
+    write_routing_trace,
+)
+from netsim.moe.sources import RouterSource, StatisticalSource, TraceSource, rescale_rows
+
+
+def test_rescale_rows_exact_totals() -> None:
+    m = np.array([[1, 1, 1], [0, 0, 0], [5, 0, 3]])
+    out = rescale_rows(m, np.array([10, 7, 16]))
+    assert out.tolist() == [[4, 3, 3], [0, 0, 0], [10, 0, 6]]
+
+
+def _trace() -> RoutingTrace:
+    meta = TraceMeta(experts=4, ep=2, ranks_per_node=1, hidden=8, top_k=1, router="switch")
+    a = np.array([[3, 1, 0, 0], [0, 0, 2, 2]])
+    b = np.array([[0, 0, 0, 4], [4, 0, 0, 0]])
+    return RoutingTrace.from_counts([(0, 0, 0, a, None), (0, 1, 0, b, None), (1, 0, 0, b, None)], meta)
+
+
+def test_trace_source_wraps_and_rescales(tmp_path: Path) -> None:
+    tr = _trace()
+    src = TraceSource(tr)
+    assert src.counts(0, 0)[0].tolist() == [[3, 1, 0, 0], [0, 0, 2, 2]]
+    assert np.array_equal(src.counts(2, 0)[0], src.counts(0, 0)[0])  # steps wrap
+    assert np.array_equal(src.counts(0, 3)[0], src.counts(0, 1)[0])  # layers wrap
+    # unknown recorded batch size: rows scaled to tokens_per_rank * top_k
+    scaled = TraceSource(tr, tokens_per_rank=8).counts(0, 0)[0]
+    assert scaled.tolist() == [[6, 2, 0, 0], [0, 0, 4, 4]]
+    # known recorded batch size (4 tokens per rank): rows scaled by 10 / 4, kept + dropped together
+    meta = TraceMeta(experts=4, ep=2, ranks_per_node=1, hidden=8, top_k=2, router="gshard", tokens_per_rank=4)
+    tr2 = RoutingTrace.from_counts([(0, 0, 0, np.array([[3, 1, 2, 0], [1, 1, 0, 0]]), np.eye(2, 4, dtype=int))], meta)
+    tok2, drp2 = TraceSource(tr2, tokens_per_rank=10).counts(0, 0)
+    assert (tok2 + drp2).sum(axis=1).tolist() == [18, 8]  # 7 * 2.5 = 17.5 -> 18, 3 * 2.5 = 7.5 -> 8
+    assert tok2.tolist() == [[8, 3, 5, 0], [3, 3, 0, 0]]  # ties in the remainder: lowest column
+    assert drp2.tolist() == [[2, 0, 0, 0], [0, 2, 0, 0]]
+    path = write_routing_trace(tr, tmp_path / "t.parquet")
+    from_file = routing_source(str(path), experts=4, ep=2, tokens_per_rank=4)
+    assert from_file.counts(0, 0)[0].tolist() == [[3, 1, 0, 0], [0, 0, 2, 2]]
+    with pytest.raises(SpecError, match="needs 8 on ep=2"):
+        routing_source(str(path), experts=8, ep=2, tokens_per_rank=4)
+
+
+def test_statistical_source_is_order_independent() -> None:
+    s1 = routing_source("zipf", experts=8, ep=4, tokens_per_rank=512, top_k=2, seed=3, params={"s": 1.2})
+    s2 = routing_source("zipf", experts=8, ep=4, tokens_per_rank=512, top_k=2, seed=3, params={"s": 1.2})
+    a = s1.counts(5, 1, 2)[0]
+    s2.counts(0, 0, 0)
+    assert np.array_equal(s2.counts(5, 1, 2)[0], a)
+    assert a.sum(axis=1).tolist() == [1024] * 4
+    assert not np.array_equal(s1.counts(5, 1, 3)[0], a)  # another micro-batch, another draw
+    # the hottest expert of a layer stays the same across steps
+    assert isinstance(s1, StatisticalSource)
+    hot = [int(np.argmax(s1.counts(step, 0)[0].sum(axis=0))) for step in range(5)]
+    assert len(set(hot)) == 1
+
+
+def test_statistical_source_capacity_drops() -> None:
+    s = routing_source("zipf", experts=4, ep=2, tokens_per_rank=400, seed=0, params={"s": 2.0, "capacity_factor": 1.0})
+    tok, drp = s.counts(0, 0)
+    assert tok.max() <= 100  # ceil(1.0 * 400 / 4)
+    assert (tok + drp).sum(axis=1).tolist() == [400, 400]
+    assert drp.sum() > 0
+
+
+def test_router_source_runs_real_gating() -> None:
+    pl = contiguous_placement(8, 4)
+    node = rank_nodes(4, 2)
+    src = routing_source(
+        "switch",
+        experts=8,
+        ep=4,
+        tokens_per_rank=256,
+        seed=1,
+        params={"capacity_factor": 1.0},
+        placement=pl,
+        rank_node=node,
+    )
+    assert isinstance(src, RouterSource) and src.top_k == 1
+    tok, drp = src.counts(0, 0)
+    assert ((tok + drp).sum(axis=1) == 256).all()
+    assert (tok <= 32).all()  # per-rank capacity ceil(256 / 8)
+    assert np.array_equal(src.counts(0, 0)[0], tok)
+    h = routing_source("hash", experts=8, ep=4, tokens_per_rank=256, seed=1)
+    t2, d2 = h.counts(0, 0)
+    assert t2.sum() == 1024 and d2.sum() == 0
+    loc = routing_source("locmoe", experts=8, ep=4, tokens_per_rank=64, seed=1, placement=pl, rank_node=node)
+    assert isinstance(loc, RouterSource) and "local_experts" in loc.params
+
+
+def test_unknown_routing_name() -> None:
+    with pytest.raises(SpecError, match=r"a routing-trace \.parquet path"):
+        routing_source("banana", experts=4, ep=2, tokens_per_rank=8)
+
+
+def test_step_dispatch_with_per_layer_placements() -> None:
+    src = routing_source("zipf", experts=8, ep=4, tokens_per_rank=1000, seed=0, params={"s": 1.5})
+    load = np.stack([src.counts(0, ly)[0].sum(axis=0) for ly in range(2)])
+    pls = eplb_placements(load, 4, num_redundant=4)
+    plan, tok, _ = step_dispatch(src, pls, step=0, layer=1, hidden=4096, bytes_per_element=2, ranks_per_node=2)
+    assert plan.dispatch_bytes.sum() == pytest.approx(tok.sum() * 4096 * 2)
+    assert np.array_equal(plan.combine_bytes, plan.dispatch_bytes.T)
+    assert plan.tokens.sum(axis=1).tolist() == tok.sum(axis=1).tolist()
+    contig, _, _ = step_dispatch(src, contiguous_placement(8, 4), step=0, layer=1, hidden=1, ranks_per_node=2)
+    assert plan.rank_tokens.max() < contig.rank_tokens.max()  # EPLB balances the ranks

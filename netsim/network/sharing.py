@@ -27,10 +27,20 @@ _REL_TOL = 1e-9
 
 
 def _csc(flow_ptr: np.ndarray, nz_link: np.ndarray, num_links: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flows of each link: (pointer per link, flow per entry), by a linear-time CSR->CSC."""
+    """Flows of each link: (pointer per link, flow per entry), entries grouped by link.
+
+    Large incidences use scipy's linear-time CSR->CSC; small ones a stable sort, which avoids
+    scipy's per-call overhead (most engine events touch a handful of flows).
+    """
     n = flow_ptr.shape[0] - 1
-    m = csr_matrix((np.ones(nz_link.size, dtype=np.int8), nz_link, flow_ptr), shape=(n, num_links)).tocsc()
-    return m.indptr.astype(np.int64), m.indices.astype(np.int64)
+    if nz_link.size > 20_000:
+        m = csr_matrix((np.ones(nz_link.size, dtype=np.int8), nz_link, flow_ptr), shape=(n, num_links)).tocsc()
+        return m.indptr.astype(np.int64), m.indices.astype(np.int64)
+    order = np.argsort(nz_link, kind="stable")
+    ptr = np.zeros(num_links + 1, dtype=np.int64)
+    np.cumsum(np.bincount(nz_link, minlength=num_links), out=ptr[1:])
+    flows = np.repeat(np.arange(n, dtype=np.int64), np.diff(flow_ptr))
+    return ptr, flows[order]
 
 
 def _gather(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:

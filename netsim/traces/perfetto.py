@@ -493,7 +493,7 @@ def write_chrome_trace(
     )
     out = Path(path)
     with atomic_file(out) as fh:
-        json.dump(trace, fh, separators=(",", ":"), allow_nan=False)
+        fh.write(json.dumps(trace, separators=(",", ":"), allow_nan=False))  # C encoder (dump is pure Python)
         fh.write("\n")
     mask = os.umask(0o022)
     os.umask(mask)

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from netsim.studies.locmoe import StudyConfig, conclude, run_study  # noqa: E402
+from netsim.studies.locmoe import StudyConfig, conclude, run_study
 
 pytestmark = pytest.mark.torch
 

@@ -85,7 +85,11 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map NetsimError to one stderr line + exit 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and rv != 0:  # click returns Exit codes (e.g. 130 on Ctrl-C)
+            if rv == 130:
+                print("error: interrupted", file=sys.stderr)
+            sys.exit(rv)
     except NetsimError as exc:
         print(f"error: {exc.one_line()}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -300,7 +300,7 @@ class Network:
         if self._need_full or np.isfinite(self._refill_from):
             self._recompute()
         # next wake: earliest drain or earliest future arrival
-        t_next = float(self._t_fin.min()) if self._num_alive else np.inf
+        t_next = float(self._t_fin.min()) if self._num_alive and self._t_fin.size else np.inf
         future = [t for t in self._arrivals if t > now]
         if future:
             t_next = min(t_next, min(future))

@@ -1,0 +1,163 @@
+"""``netsim run``: simulate training steps of a scenario and write its run directory.
+
+::
+
+    netsim run                                   # the built-in default scenario
+    netsim run SCENARIO.yaml [--out DIR] [--seed S] [--steps K] [--set key=value ...]
+    netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu [--router rre]
+               [--routing-trace FILE] [--kernels FILE] [--calibration CAL.yaml]
+
+``--set`` edits the scenario: ``topology.<field>=...`` the topology, ``workload.<field>=...``
+the workload, anything else the scenario (``seed=3``, ``options.routing=spray``).  The run
+directory defaults to ``runs/<scenario name>`` under the current directory; the command ends
+with a short summary and the path of the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from netsim.cli.common import console, err_console
+from netsim.errors import NetsimError
+from netsim.units import format_bytes, format_duration
+
+_STAGES = {
+    "plan": "planning ops",
+    "replay": "replaying",
+    "baseline": "checkpoint-free baseline",
+    "write": "writing results",
+    "report": "writing report",
+}
+
+
+def _scenario(
+    scenario: Path | None,
+    topology: str | None,
+    nodes: int | None,
+    workload: str | None,
+    sets: list[str],
+    seed: int | None,
+    steps: int | None,
+    options: dict[str, Any],
+) -> Any:
+    from netsim.spec.scenario import load_scenario
+
+    extra = list(sets)
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    if steps is not None:
+        extra.append(f"steps={steps}")
+    for key, value in options.items():
+        if value is not None:
+            extra.append(f"options.{key}={value}")
+    if scenario is not None:
+        if topology or workload:
+            raise NetsimError("give either a scenario file or --topology/--workload, not both", field="SCENARIO")
+        if nodes is not None:
+            extra.append(f"nodes={nodes}")
+        return load_scenario(scenario, extra)
+    if topology is None and workload is None:
+        if nodes is not None:
+            extra.append(f"nodes={nodes}")
+        return load_scenario(None, extra)
+    if topology is None or workload is None:
+        raise NetsimError("--topology and --workload go together (or give a scenario file)", field="--topology")
+    name = f"{Path(workload).stem}-{Path(topology).stem}" + (f"-{nodes}n" if nodes else "")
+    data: dict[str, Any] = {"name": name, "topology": topology, "workload": workload}
+    if nodes is not None:
+        data["nodes"] = nodes
+    return load_scenario(data, extra, source="command line")
+
+
+def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> None:
+    st = summary["step_time_s"]
+    par = summary["parallelism"]
+    console.print(
+        f"[bold]{summary['name']}[/bold]: {summary['workload']} on {summary['topology']} "
+        f"({summary['num_nodes']} nodes, {summary['num_ranks']} ranks: DP{par['dp']} PP{par['pp']} "
+        f"TP{par['tp']} EP{par['ep']}, {summary['schedule']}, {summary['num_microbatches']} micro-batches)"
+    )
+    console.print(f"step time: [bold]{format_duration(st)}[/bold] (mean of {summary['steps']} step(s))")
+    t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    t.add_column("breakdown (mean over ranks)")
+    t.add_column("time", justify="right")
+    t.add_column("share", justify="right")
+    for k, v in summary["breakdown_s"].items():
+        t.add_row(k, format_duration(v), f"{100 * v / st:.1f}%" if st > 0 else "-")
+    console.print(t)
+    b = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    b.add_column("traffic class")
+    b.add_column("bytes / step", justify="right")
+    b.add_column("exposed comm", justify="right")
+    exposed = summary.get("exposed_comm_s_by_class", {})
+    for k, v in summary["bytes_by_class"].items():
+        b.add_row(k, format_bytes(v), format_duration(exposed[k]) if k in exposed else "-")
+    console.print(b)
+    if summary.get("alltoall_share") is not None:
+        ep = [format_bytes(summary[f"ep_bytes_{k}"]) for k in ("local_rank", "intra_node", "inter_node")]
+        console.print(
+            f"expert all-to-all: {100 * summary['alltoall_share']:.1f}% of the step; EP bytes per step "
+            f"on-rank / intra-node / inter-node: {' / '.join(ep)}; expert load CV "
+            f"{summary['expert_load_cv']:.3f}, drop rate {100 * summary['drop_rate']:.2f}%"
+        )
+    if summary.get("checkpoint_time_s") is not None:
+        slow = summary.get("checkpoint_slowdown_s")
+        console.print(
+            f"checkpoint: {format_duration(summary['checkpoint_time_s'])} to write"
+            + (f", slows the step by {format_duration(slow)}" if slow is not None else "")
+        )
+    console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        scenario: Path | None = typer.Argument(None, help="Scenario YAML (default: the built-in scenario)."),
+        topology: str | None = typer.Option(None, "--topology", "-t", help="Topology preset or YAML file."),
+        nodes: int | None = typer.Option(None, "--nodes", "-n", min=1, help="Number of servers."),
+        workload: str | None = typer.Option(None, "--workload", "-w", help="Workload preset or YAML file."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<name>)."),
+        seed: int | None = typer.Option(None, "--seed", min=0, help="Random seed (routing samples, ECMP)."),
+        steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps to simulate."),
+        router: str | None = typer.Option(None, "--router", help="MoE router or statistical routing model."),
+        routing_trace: Path | None = typer.Option(None, "--routing-trace", help="Routing trace (.parquet)."),
+        kernels: Path | None = typer.Option(None, "--kernels", help="Measured kernel table (else roofline)."),
+        calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (CAL.yaml)."),
+        sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
+        no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    ) -> None:
+        """Simulate training steps and write a run directory (summary, tables, report)."""
+        from netsim.run import run_scenario
+
+        opts = {
+            "router": router,
+            "routing_trace": str(routing_trace.resolve()) if routing_trace else None,
+            "kernels": str(kernels.resolve()) if kernels else None,
+            "calibration": str(calibration.resolve()) if calibration else None,
+        }
+        spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
+        out_dir = out if out is not None else Path("runs") / spec.name
+        if quiet:
+            outcome = run_scenario(spec, out_dir, report=not no_report)
+        else:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("planning ops", total=1.0)
+
+                def progress(stage: str, fraction: float) -> None:
+                    bar.update(task, description=_STAGES.get(stage, stage), completed=fraction)
+
+                outcome = run_scenario(spec, out_dir, progress=progress, report=not no_report)
+        report = out_dir / "report.html"
+        _print_summary(outcome.summary, out_dir, report if report.exists() else None)

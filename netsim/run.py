@@ -1,0 +1,483 @@
+"""Scenario -> run directory: build, plan, replay, account, write (docs/CONTRACTS.md).
+
+:func:`run_scenario` is what ``netsim run`` calls:
+
+1. build the topology (:func:`netsim.topology.load_topology`) and the workload;
+2. the compute model: a measured kernel table (``options.kernels``) or the roofline of the
+   topology's accelerator with ``options.flops_efficiency`` / ``memory_efficiency``;
+3. plan the op graph of ``steps`` training steps (:func:`netsim.workload.graph.build_plan`);
+4. replay it on one :class:`~netsim.network.engine.Network` (:func:`netsim.replay.replay`);
+   with checkpoints, replay a second time without checkpoint traffic to measure the slowdown
+   the checkpoint causes (same seed, same routing: the difference is the checkpoint alone);
+5. account (per rank breakdown, bytes by class / link class / direction, MoE locality) and
+   write the run directory atomically (:func:`netsim.io.atomic_dir`), then the report when
+   :mod:`netsim.report` provides ``write_report``.
+
+Conventions of the outputs: ``summary.json`` numbers are *per step* (means over the simulated
+steps: times, and bytes divided by the number of steps); the tables cover the whole run (all
+steps), with times in seconds from the start of the first step.  The same scenario and seed
+give byte-identical files.
+
+Breakdown (per rank, per step; the LocMoE decomposition): over the step's window,
+``compute`` = computing with no communication in flight, ``communication`` = communicating
+while not computing (exposed communication), ``overlap`` = both at once, ``idle`` = neither
+(pipeline bubbles, waiting for peers at a collective, load imbalance).  The four add up to the
+step time exactly.  Communication counts the training collectives (dp, pp, ep, tp) of the rank
+from the moment all members have arrived; storage reads and checkpoint writes are background
+I/O shown through their bytes, ``checkpoint_time_s`` and the slowdown they cause.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import yaml
+
+from netsim.errors import NetsimError, SpecError
+from netsim.io import atomic_dir, write_json, write_table
+from netsim.replay import BREAKDOWN_CLASSES, ReplayResult, rank_breakdown, replay
+from netsim.spec.scenario import ScenarioSpec
+from netsim.spec.workload import WorkloadSpec, load_workload
+from netsim.workload.costs import TimeModel
+from netsim.workload.graph import TRAFFIC_CLASSES, StepPlan, build_plan
+
+__all__ = ["RunOutcome", "build_compute_model", "prepare", "run_scenario", "summarize_replay"]
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced: the run directory, the summary and the main tables."""
+
+    path: Path
+    summary: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    """A scenario made concrete: topology graph, workload, compute model, op graph."""
+
+    scenario: ScenarioSpec
+    graph: nx.DiGraph
+    workload: WorkloadSpec
+    compute: TimeModel
+    plan: StepPlan
+    engine_kwargs: dict[str, Any]
+    collective_kwargs: dict[str, Any]
+
+
+# ---------------------------------------------------------------------- setup
+
+
+def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -> TimeModel:
+    """The kernel-table model (``options.kernels``) or the accelerator's roofline."""
+    from netsim.calibration.compute import make_compute_model
+    from netsim.calibration.kernels import canonical_dtype
+
+    opts = scenario.options
+    if opts.kernels:
+        return make_compute_model(table=scenario.resolve_path(opts.kernels), default_dtype=dtype)
+    acc = dict(graph.graph.get("accelerator") or {})
+    if not acc:
+        raise NetsimError("the topology has no accelerator data (peak_flops, memory_Bps)", field="accelerator")
+    peaks = acc.get("peak_flops")
+    if isinstance(peaks, Mapping):
+        known: dict[str, Any] = {}
+        for k, v in peaks.items():
+            try:
+                canonical_dtype(k)
+            except SpecError:
+                continue  # e.g. fp64: no kernel of a training step runs in it
+            known[k] = v
+        acc["peak_flops"] = known
+    return make_compute_model(
+        acc, efficiency=opts.flops_efficiency, memory_efficiency=opts.memory_efficiency, default_dtype=dtype
+    )
+
+
+def _calibration(scenario: ScenarioSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Network engine and collective keywords from ``options.calibration`` and the options."""
+    engine: dict[str, Any] = {"routing": scenario.options.routing, "seed": scenario.seed}
+    coll: dict[str, Any] = {}
+    cal = scenario.options.calibration
+    if cal:
+        try:
+            from netsim.calibration.fit import load_calibration
+        except ModuleNotFoundError:
+            raise NetsimError(
+                "calibration files need netsim.calibration.fit, which this installation lacks",
+                field="options.calibration",
+            ) from None
+        loaded = load_calibration(scenario.resolve_path(cal))
+        engine.update(loaded.engine_kwargs())
+        latency = getattr(loaded, "step_latency_s", None)
+        if latency is not None:
+            coll["step_latency_s"] = float(latency)
+    if scenario.options.step_latency is not None:
+        coll["step_latency_s"] = scenario.options.step_latency
+    return engine, coll
+
+
+def load_scenario_workload(scenario: ScenarioSpec) -> WorkloadSpec:
+    """The scenario's workload (preset, path relative to the scenario, or inline) + overrides."""
+    ref = scenario.workload
+    if isinstance(ref, str):
+        return load_workload(scenario.resolve_path(ref), scenario.workload_overrides)
+    return load_workload(ref, scenario.workload_overrides, source=scenario.source or "<scenario>")
+
+
+def prepare(scenario: ScenarioSpec) -> Prepared:
+    """Build everything a replay needs (no simulation yet)."""
+    from netsim.topology import load_topology
+
+    graph = load_topology(
+        scenario.resolve_path(scenario.topology),
+        nodes=scenario.nodes,
+        overrides=tuple(scenario.topology_overrides),
+    )
+    workload = load_scenario_workload(scenario)
+    compute = build_compute_model(graph, scenario, workload.model.dtype)
+    opts = scenario.options
+    plan = build_plan(
+        workload,
+        graph,
+        compute,
+        seed=scenario.seed,
+        steps=scenario.steps,
+        router=opts.router,
+        routing_trace=scenario.resolve_path(opts.routing_trace) if opts.routing_trace else None,
+    )
+    engine, coll = _calibration(scenario)
+    return Prepared(scenario, graph, workload, compute, plan, engine, coll)
+
+
+def simulate(
+    prep: Prepared, *, skip_classes: tuple[str, ...] = (), progress: Progress | None = None
+) -> tuple[ReplayResult, Any]:
+    """Replay the plan on a fresh network; returns the result and the network."""
+    from netsim.network.engine import Network
+
+    net = Network(prep.graph, **prep.engine_kwargs)
+    total = len(prep.plan.ops)
+    cb = None
+    if progress is not None:
+
+        def cb(done: int, _total: int, _t: float) -> None:
+            progress("replay", done / max(total, 1))
+
+    res = replay(
+        prep.plan,
+        net,
+        algorithms=prep.scenario.options.algorithms,
+        skip_classes=skip_classes,
+        collective_kwargs=prep.collective_kwargs,
+        progress=cb,
+    )
+    return res, net
+
+
+# ---------------------------------------------------------------------- accounting
+
+
+def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str, float], float]:
+    """The ``ranks`` table (means over steps), exposed comm by class and the all-to-all share."""
+    L = plan.layout
+    world = L.world
+    compute: list[list[tuple[float, float]]] = [[] for _ in range(world)]
+    comm: list[dict[str, list[tuple[float, float]]]] = [{c: [] for c in BREAKDOWN_CLASSES} for _ in range(world)]
+    for op in plan.ops:
+        a, b = float(res.op_start[op.id]), float(res.op_end[op.id])
+        if op.kind == "compute":
+            if b > a:
+                compute[op.rank].append((a, b))
+        elif op.kind == "comm" and op.traffic_class in BREAKDOWN_CLASSES and b > a:
+            comm[op.rank][op.traffic_class].append((a, b))
+    rows = []
+    exposed = dict.fromkeys(BREAKDOWN_CLASSES, 0.0)
+    a2a_share = 0.0
+    starts, ends = res.step_start, res.step_end
+    n_steps = plan.steps
+    for r in range(world):
+        acc = np.zeros(4)
+        for s in range(n_steps):
+            bd = rank_breakdown((starts[s], ends[s]), compute[r], comm[r])
+            acc += (bd.compute_s, bd.communication_s, bd.overlap_s, bd.idle_s)
+            for c in BREAKDOWN_CLASSES:
+                exposed[c] += bd.exposed_s_by_class.get(c, 0.0) / (world * n_steps)
+            span = ends[s] - starts[s]
+            if span > 0:
+                a2a_share += bd.active_s_by_class.get("ep", 0.0) / span / (world * n_steps)
+        acc /= n_steps
+        p, d, t = L.coords(r)
+        _, e = L.ep_coords(r)
+        rows.append(
+            {
+                "rank": r,
+                "device": L.devices[r],
+                "node": L.nodes[r],
+                "compute_s": acc[0],
+                "communication_s": acc[1],
+                "overlap_s": acc[2],
+                "idle_s": acc[3],
+                "dp": d,
+                "pp": p,
+                "ep": e,
+                "tp": t,
+            }
+        )
+    return pd.DataFrame(rows), exposed, a2a_share
+
+
+def _ops_table(plan: StepPlan, res: ReplayResult) -> pd.DataFrame:
+    L = plan.layout
+    keep = [op for op in plan.ops if op.kind != "barrier"]
+    return pd.DataFrame(
+        {
+            "rank": np.array([o.rank for o in keep], dtype=np.int64),
+            "device": [L.devices[o.rank] for o in keep],
+            "node": np.array([L.nodes[o.rank] for o in keep], dtype=np.int64),
+            "stream": [o.stream for o in keep],
+            "name": [o.name for o in keep],
+            "kind": [o.kind for o in keep],
+            "traffic_class": [o.traffic_class for o in keep],
+            "layer": np.array([o.layer for o in keep], dtype=np.int64),
+            "microbatch": np.array([o.microbatch for o in keep], dtype=np.int64),
+            "step": np.array([o.step for o in keep], dtype=np.int64),
+            "start_s": res.op_start[[o.id for o in keep]],
+            "end_s": res.op_end[[o.id for o in keep]],
+        }
+    )
+
+
+def _alltoall_table(plan: StepPlan, res: ReplayResult) -> pd.DataFrame:
+    agg: dict[tuple[int, int, int, str], list[float]] = {}
+    for key, coll in plan.collectives.items():
+        if coll.traffic_class != "ep":
+            continue
+        k = (coll.step, coll.layer, coll.microbatch, coll.phase)
+        row = agg.setdefault(k, [math.inf, -math.inf, 0.0, 0.0])
+        row[0] = min(row[0], res.coll_start[key])
+        row[1] = max(row[1], res.coll_end[key])
+        row[2] += coll.nbytes
+        row[3] += coll.local_bytes
+    rows = [
+        {
+            "step": s,
+            "layer": ly,
+            "microbatch": mb,
+            "phase": ph,
+            "start_s": v[0],
+            "end_s": v[1],
+            "duration_s": v[1] - v[0],
+            "bytes": v[2],
+            "local_bytes": v[3],
+        }
+        for (s, ly, mb, ph), v in sorted(agg.items(), key=lambda kv: (kv[1][0], kv[0]))
+    ]
+    cols = ["step", "layer", "microbatch", "phase", "start_s", "end_s", "duration_s", "bytes", "local_bytes"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _node_of(graph: nx.DiGraph, names: pd.Series) -> np.ndarray:
+    lookup = {str(n): int(a.get("node", -1)) for n, a in graph.nodes(data=True)}
+    return np.array([lookup.get(str(x), -1) for x in names], dtype=np.int64)
+
+
+def _traffic_matrix(graph: nx.DiGraph, flows: pd.DataFrame) -> pd.DataFrame:
+    cols = ["src_node", "dst_node", "traffic_class", "bytes"]
+    if flows.empty:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(
+        {
+            "src_node": _node_of(graph, flows["src"]),
+            "dst_node": _node_of(graph, flows["dst"]),
+            "traffic_class": flows["traffic_class"].astype(str),
+            "bytes": flows["bytes"].astype(float),
+        }
+    )
+    out = df.groupby(["src_node", "dst_node", "traffic_class"], as_index=False, sort=True)["bytes"].sum()
+    return out[cols]
+
+
+def _checkpoint_times(plan: StepPlan, res: ReplayResult) -> list[float]:
+    spans: dict[int, list[float]] = {}
+    for key, coll in plan.collectives.items():
+        if coll.traffic_class == "checkpoint":
+            sp = spans.setdefault(coll.step, [math.inf, -math.inf])
+            sp[0] = min(sp[0], res.coll_start[key])
+            sp[1] = max(sp[1], res.coll_end[key])
+    return [v[1] - v[0] for _, v in sorted(spans.items())]
+
+
+def summarize_replay(
+    prep: Prepared, res: ReplayResult, net: Any, baseline: ReplayResult | None = None
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """The summary (per step) and the result tables of one replay."""
+    plan, graph = prep.plan, prep.graph
+    steps = plan.steps
+    ranks, exposed, a2a_share = _per_rank(plan, res)
+    flows = net.flow_records()
+    links = net.link_records()
+    step_times = res.step_times_s
+    step_time = float(np.mean(step_times))
+    by_class = {c: 0.0 for c in TRAFFIC_CLASSES}
+    if not flows.empty:
+        for c, v in flows.groupby("traffic_class", sort=True)["bytes"].sum().items():
+            by_class[str(c)] = by_class.get(str(c), 0.0) + float(v) / steps
+    by_link: dict[str, float] = {}
+    if not links.empty:
+        for c, v in links.groupby("class", sort=True)["bytes"].sum().items():
+            by_link[str(c)] = float(v) / steps
+    frontend = {str(n) for n, a in graph.nodes(data=True) if a.get("network") == "frontend"}
+    if flows.empty:
+        north = 0.0
+    else:
+        ns_mask = flows["src"].astype(str).isin(frontend) | flows["dst"].astype(str).isin(frontend)
+        north = float(flows.loc[ns_mask, "bytes"].sum()) / steps
+    total = float(flows["bytes"].sum()) / steps if not flows.empty else 0.0
+    ck_times = _checkpoint_times(plan, res)
+    L = plan.layout
+    sched = plan.schedule
+    summary: dict[str, Any] = {
+        "name": prep.scenario.name,
+        "topology": str(graph.graph.get("name", prep.scenario.topology)),
+        "workload": prep.workload.name,
+        "seed": prep.scenario.seed,
+        "steps": steps,
+        "num_nodes": int(graph.graph.get("num_nodes", len(set(L.nodes)))),
+        "num_ranks": L.world,
+        "parallelism": {
+            "dp": L.dp,
+            "pp": L.pp,
+            "tp": L.tp,
+            "ep": L.ep,
+            "zero_stage": prep.workload.parallelism.zero_stage,
+        },
+        "schedule": sched.name,
+        "num_microbatches": sched.m,
+        "step_time_s": step_time,
+        "step_times_s": [float(x) for x in step_times],
+        "breakdown_s": {
+            "compute": float(ranks["compute_s"].mean()),
+            "communication": float(ranks["communication_s"].mean()),
+            "overlap": float(ranks["overlap_s"].mean()),
+            "idle": float(ranks["idle_s"].mean()),
+        },
+        "exposed_comm_s_by_class": exposed,
+        "bytes_by_class": by_class,
+        "bytes_by_link_class": by_link,
+        "east_west_bytes": total - north,
+        "north_south_bytes": north,
+        "checkpoint_time_s": float(np.mean(ck_times)) if ck_times else None,
+        "checkpoint_slowdown_s": (
+            step_time - float(np.mean(baseline.step_times_s)) if baseline is not None and ck_times else None
+        ),
+        "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
+        "num_ops": len(plan.ops),
+        "num_flows": len(flows),
+    }
+    tables: dict[str, pd.DataFrame] = {
+        "ranks": ranks,
+        "links": links,
+        "ops": _ops_table(plan, res),
+        "tier_timeseries": net.tier_timeseries(),
+        "traffic_matrix": _traffic_matrix(graph, flows),
+    }
+    if prep.workload.model.moe is not None and plan.expert_load:
+        load = pd.DataFrame(plan.expert_load, columns=["step", "layer", "expert", "tokens", "dropped"])
+        demand = load.assign(demand=load["tokens"] + load["dropped"])
+        cvs = []
+        for _, g in demand.groupby(["step", "layer"], sort=True):
+            mean = float(g["demand"].mean())
+            cvs.append(float(g["demand"].std(ddof=0)) / mean if mean > 0 else 0.0)
+        requested = float(demand["demand"].sum())
+        summary.update(
+            {
+                "ep_bytes_local_rank": plan.ep_bytes["local_rank"] / steps,
+                "ep_bytes_intra_node": plan.ep_bytes["intra_node"] / steps,
+                "ep_bytes_inter_node": plan.ep_bytes["inter_node"] / steps,
+                "expert_load_cv": float(np.mean(cvs)) if cvs else 0.0,
+                "drop_rate": float(load["dropped"].sum()) / requested if requested > 0 else 0.0,
+                "alltoall_share": a2a_share,
+            }
+        )
+        tables["alltoall_layers"] = _alltoall_table(plan, res)
+        tables["expert_load"] = load
+    return summary, tables
+
+
+# ---------------------------------------------------------------------- run
+
+
+def resolved_spec(prep: Prepared) -> dict[str, Any]:
+    """The fully resolved inputs of a run (written as ``scenario.yaml``)."""
+    scen = prep.scenario.to_dict()
+    L = prep.plan.layout
+    return {
+        "scenario": scen,
+        "topology": prep.graph.graph.get("spec", {"name": prep.graph.graph.get("name")}),
+        "workload": prep.workload.to_dict(),
+        "resolved": {
+            "ranks": L.world,
+            "dp": L.dp,
+            "pp": L.pp,
+            "tp": L.tp,
+            "ep": L.ep,
+            "num_microbatches": prep.plan.schedule.m,
+            "steps": prep.plan.steps,
+            "layers_per_block": [len(b) for b in prep.plan.layers_of_block],
+            "devices": list(L.devices),
+            "compute_model": str(getattr(prep.compute, "name", "")),
+        },
+    }
+
+
+def run_scenario(
+    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None, report: bool = True
+) -> RunOutcome:
+    """Run ``scenario`` and write its run directory to ``out`` (atomically).
+
+    Args:
+        scenario: the validated scenario.
+        out: the run directory to create (replaced if it exists).
+        progress: ``fn(stage, fraction)`` for a progress display (stages: plan, replay,
+            baseline, write, report).
+        report: also write the report (``report.html`` ...) when netsim.report provides it.
+    """
+    note = progress or (lambda _s, _f: None)
+    note("plan", 0.0)
+    prep = prepare(scenario)
+    note("plan", 1.0)
+    res, net = simulate(prep, progress=progress)
+    baseline = None
+    if prep.plan.checkpoint_steps and scenario.options.checkpoint_baseline:
+        note("baseline", 0.0)
+        baseline, _ = simulate(prep, skip_classes=("checkpoint",))
+        note("baseline", 1.0)
+    note("write", 0.0)
+    summary, tables = summarize_replay(prep, res, net, baseline)
+    out_path = Path(out)
+    with atomic_dir(out_path) as tmp:
+        (tmp / "scenario.yaml").write_text(yaml.safe_dump(resolved_spec(prep), sort_keys=False, allow_unicode=True))
+        write_json(summary, tmp / "summary.json")
+        for name, df in tables.items():
+            write_table(df, tmp, name)
+        if report:
+            try:
+                import netsim.report as rep
+            except ModuleNotFoundError:
+                rep = None  # type: ignore[assignment]
+            if rep is not None and hasattr(rep, "write_report"):
+                note("report", 0.0)
+                rep.write_report(tmp)
+    note("write", 1.0)
+    return RunOutcome(out_path, summary, tables)

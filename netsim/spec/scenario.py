@@ -1,0 +1,163 @@
+"""Scenario specification: which topology, which workload, and how to simulate them.
+
+A scenario is the unit ``netsim run`` executes::
+
+    name: locmoe-64                     # the run directory is runs/<name> by default
+    topology: ascend-910a               # preset name or YAML path (relative to this file)
+    nodes: 8                            # servers (overrides the topology's num_nodes)
+    topology_overrides: ["backend.oversubscription=2"]
+    workload: locmoe-pangu              # preset name, YAML path, or an inline mapping
+    workload_overrides: ["num_microbatches=8"]
+    seed: 0
+    steps: 2                            # default: the workload's steps
+    options:
+      routing: ecmp                     # network routing: shortest, ecmp, spray, pxn
+      router: null                      # MoE router / statistical model override
+      routing_trace: null               # routing-trace file (replaces the router)
+      kernels: null                     # measured kernel table (else the roofline)
+      calibration: null                 # CAL.yaml: link efficiencies, collective step latency
+      flops_efficiency: 0.8             # roofline: achieved fraction of peak FLOP/s
+      memory_efficiency: 0.8            # roofline: achieved fraction of HBM bandwidth
+      algorithms: {all_to_allv: direct} # collective algorithm per op
+      step_latency: null                # collective per-step software latency ("2us")
+      checkpoint_baseline: true         # also replay without checkpoint traffic (slowdown)
+
+``--set key=value`` on the command line edits a scenario: keys starting with ``topology.`` go to
+the topology, ``workload.`` to the workload, anything else to the scenario itself (``seed=3``,
+``options.routing=spray``).  :func:`load_scenario` validates once and reports problems as one
+:class:`~netsim.errors.SpecError` line naming the file and the field.
+
+Roofline efficiency defaults: 0.8 of peak BF16 FLOP/s is what large GEMMs reach on Hopper (the
+project's H200 measured about 790 of 989 TFLOP/s dense BF16); 0.8 of HBM bandwidth is typical
+of streaming kernels.  Both are parameters; a measured kernel table (``--kernels``) replaces
+the roofline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, PrivateAttr
+
+from netsim.errors import SpecError
+from netsim.spec.common import Duration, SpecModel, apply_overrides, load_mapping, validate_model
+
+__all__ = [
+    "DEFAULT_SCENARIO_PATH",
+    "ScenarioOptions",
+    "ScenarioSpec",
+    "load_scenario",
+    "split_overrides",
+]
+
+#: The built-in scenario ``netsim run`` runs without arguments.
+DEFAULT_SCENARIO_PATH = Path(__file__).resolve().parent.parent / "data" / "scenarios" / "default.yaml"
+
+
+class ScenarioOptions(SpecModel):
+    """How to simulate (see the module docstring)."""
+
+    routing: str = "ecmp"
+    router: str | None = None
+    routing_trace: str | None = None
+    kernels: str | None = None
+    calibration: str | None = None
+    flops_efficiency: float = Field(default=0.8, gt=0, le=1)
+    memory_efficiency: float = Field(default=0.8, gt=0, le=1)
+    algorithms: dict[str, str] = Field(default_factory=dict)
+    step_latency: Duration | None = None
+    checkpoint_baseline: bool = True
+
+
+class ScenarioSpec(SpecModel):
+    """A topology + a workload + simulation options."""
+
+    name: str = "scenario"
+    description: str = ""
+    topology: str
+    nodes: int | None = Field(default=None, ge=1)
+    topology_overrides: list[str] = Field(default_factory=list)
+    workload: str | dict[str, Any]
+    workload_overrides: list[str] = Field(default_factory=list)
+    seed: int = Field(default=0, ge=0)
+    steps: int | None = Field(default=None, ge=1)
+    options: ScenarioOptions = Field(default_factory=ScenarioOptions)
+
+    _source: str | None = PrivateAttr(default=None)
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str | None:
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """Directory that relative paths in the scenario are resolved against."""
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def resolve_path(self, ref: str) -> str:
+        """``ref`` relative to :attr:`base_dir` if it names an existing file there, else as is."""
+        p = Path(ref)
+        if not p.is_absolute() and (self.base_dir / p).exists():
+            return str(self.base_dir / p)
+        return ref
+
+    def with_origin(self, source: str | None, base_dir: Path | None) -> ScenarioSpec:
+        self._source = source
+        self._base_dir = base_dir
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Split ``--set`` items into (scenario, topology, workload) overrides (prefix removed)."""
+    scen: list[str] = []
+    topo: list[str] = []
+    work: list[str] = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key.startswith("topology."):
+            topo.append(item.strip()[len("topology.") :])
+        elif key.startswith("workload."):
+            work.append(item.strip()[len("workload.") :])
+        else:
+            scen.append(item)
+    return scen, topo, work
+
+
+def load_scenario(
+    ref: str | Path | Mapping[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    source: str | None = None,
+) -> ScenarioSpec:
+    """Load a scenario from a YAML path, a mapping, or the built-in default (``ref=None``).
+
+    ``overrides`` are ``--set`` items: ``topology.*`` and ``workload.*`` are appended to the
+    scenario's ``topology_overrides`` / ``workload_overrides``; the rest edit the scenario.
+    """
+    if ref is None:
+        ref = DEFAULT_SCENARIO_PATH
+    if isinstance(ref, Mapping):
+        data = dict(ref)
+        where = source or "<scenario>"
+        base = Path.cwd()
+    else:
+        path = Path(ref)
+        data = load_mapping(path)
+        where = str(path)
+        base = path.resolve().parent
+    scen, topo, work = split_overrides(overrides)
+    data = apply_overrides(data, scen)
+    for key, extra in (("topology_overrides", topo), ("workload_overrides", work)):
+        if extra:
+            current = data.get(key) or []
+            if not isinstance(current, list):
+                raise SpecError("must be a list of key=value strings", source=where, field=key)
+            data[key] = [*current, *extra]
+    spec = validate_model(ScenarioSpec, data, source=where, overrides=scen)
+    return spec.with_origin(where, base)

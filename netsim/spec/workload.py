@@ -1,0 +1,332 @@
+"""Workload specification: the model, how it is parallelised, and what a training step does.
+
+A workload is a YAML mapping validated once, at the boundary, into a :class:`WorkloadSpec`
+(pydantic v2).  Presets live in ``netsim/data/workloads/`` (``workloads/`` at the repository
+root is a link to it); :func:`load_workload` takes a preset name, a YAML path or an inline
+mapping, applies ``key=value`` overrides and turns every problem into one
+:class:`~netsim.errors.SpecError` line that names the file, the field and what is allowed.
+
+Sizes in the YAML may carry units (``grad_bucket_bytes: 40MB``); inside they are floats in
+bytes.  The spec does no I/O and knows nothing of the cluster: checks that need the number of
+devices (``dp * pp * tp`` ranks, EP dividing the ranks of a stage, ...) live in
+:func:`netsim.workload.layout.build_layout`, which raises :class:`~netsim.errors.WorkloadError`
+naming the same fields.
+
+Field meanings (the units are in the names where they are not counts):
+
+* ``model``: transformer dimensions.  ``kv_heads`` gives grouped-query attention; ``mla`` gives
+  DeepSeek multi-head latent attention.  ``moe`` says which layers are mixture-of-experts and how
+  (``every_n`` counted from ``first_dense``, or an explicit ``layers`` list).
+* ``parallelism``: ``dp`` (``auto`` = whatever the devices leave), ``pp``, ``tp`` and ``ep``.
+  Ranks are ``dp * pp * tp``; the EP group is carved out of the ``dp * tp`` ranks of a pipeline
+  stage (with sequence parallelism each TP rank routes its own share of the tokens, the LocMoE /
+  Megatron "parallel folding" layout).
+* ``schedule``: a pipeline schedule from :data:`netsim.workload.schedules.SCHEDULES`.
+* ``router`` / ``placement``: the token->expert router and the expert->rank placement.
+* ``overlap``: DP gradient reduction overlapped with backward; LocMoE-style slicing of the
+  expert all-to-all so that slice *i*'s expert compute hides slice *i+1*'s communication.
+* ``device_placement``: rank -> device (topology-aware default, or an explicit list).
+* ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
+  written every K steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    PrivateAttr,
+    model_validator,
+)
+
+from netsim.errors import SpecError
+from netsim.spec.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
+
+__all__ = [
+    "WORKLOAD_PRESET_DIR",
+    "CheckpointSpec",
+    "DevicePlacementSpec",
+    "MLASpec",
+    "MoESpec",
+    "ModelSpec",
+    "OverlapSpec",
+    "ParallelSpec",
+    "PlacementSpec",
+    "RouterSpec",
+    "ScheduleSpec",
+    "StorageSpec",
+    "WorkloadSpec",
+    "list_workload_presets",
+    "load_workload",
+    "workload_preset_path",
+]
+
+#: Directory of the preset workload YAML files shipped with the package.
+WORKLOAD_PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "workloads"
+
+DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
+
+
+class MLASpec(SpecModel):
+    """DeepSeek multi-head latent attention dimensions (all counts of elements)."""
+
+    q_lora_rank: int = Field(gt=0)
+    kv_lora_rank: int = Field(gt=0)
+    qk_nope_head_dim: int = Field(gt=0)
+    qk_rope_head_dim: int = Field(gt=0)
+    v_head_dim: int = Field(gt=0)
+
+
+class MoESpec(SpecModel):
+    """Which layers are mixture-of-experts and how they route."""
+
+    experts: int = Field(ge=1, description="routed experts per MoE layer")
+    top_k: int = Field(ge=1, description="experts per token")
+    every_n: int = Field(default=1, ge=1, description="every n-th layer (from first_dense) is MoE")
+    first_dense: int = Field(default=0, ge=0, description="leading dense layers")
+    layers: list[int] | None = Field(default=None, description="explicit MoE layer indices")
+    capacity_factor: float | None = Field(default=None, gt=0, description="null = no token dropping")
+    shared_experts: int = Field(default=0, ge=0)
+    expert_ffn_hidden: int | None = Field(default=None, gt=0, description="default: model.ffn_hidden")
+    dispatch_bytes_per_element: int | None = Field(
+        default=None, gt=0, description="bytes/element of dispatched tokens (1 for FP8 dispatch)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MoESpec:
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k must be <= experts ({self.experts}), got {self.top_k}")
+        if self.layers is not None and any(x < 0 for x in self.layers):
+            raise ValueError("layers must be non-negative layer indices")
+        return self
+
+
+class ModelSpec(SpecModel):
+    """Transformer dimensions."""
+
+    layers: int = Field(ge=1)
+    hidden: int = Field(ge=1)
+    ffn_hidden: int = Field(ge=1)
+    heads: int = Field(ge=1)
+    kv_heads: int | None = Field(default=None, ge=1, description="default: heads (no GQA)")
+    head_dim: int | None = Field(default=None, ge=1, description="default: hidden / heads")
+    vocab: int = Field(ge=1)
+    seq_len: int = Field(ge=1)
+    dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
+    bytes_per_element: int | None = Field(default=None, ge=1, description="default: from dtype")
+    activation: Literal["swiglu", "gelu"] = "swiglu"
+    tie_embeddings: bool = False
+    mla: MLASpec | None = None
+    moe: MoESpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads}) or set head_dim")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.moe is not None and self.moe.layers is not None:
+            bad = [x for x in self.moe.layers if x >= self.layers]
+            if bad:
+                raise ValueError(f"moe.layers {bad} outside 0..{self.layers - 1}")
+        return self
+
+    @property
+    def bpe(self) -> int:
+        """Bytes per activation / weight element."""
+        return self.bytes_per_element if self.bytes_per_element is not None else DTYPE_BYTES[self.dtype]
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.kv_heads if self.kv_heads is not None else self.heads
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether transformer layer ``layer`` (0-based) has an MoE FFN."""
+        moe = self.moe
+        if moe is None:
+            return False
+        if moe.layers is not None:
+            return layer in moe.layers
+        return layer >= moe.first_dense and (layer - moe.first_dense) % moe.every_n == moe.every_n - 1
+
+    def moe_layers(self) -> list[int]:
+        return [x for x in range(self.layers) if self.is_moe_layer(x)]
+
+
+class ParallelSpec(SpecModel):
+    """Parallel sizes.  Ranks = dp * pp * tp; EP divides the dp * tp ranks of a stage."""
+
+    dp: int | Literal["auto"] = "auto"
+    pp: int = Field(default=1, ge=1)
+    tp: int = Field(default=1, ge=1)
+    ep: int = Field(default=1, ge=1)
+    zero_stage: Literal[0, 1, 2, 3] = 1
+    sequence_parallel: bool = Field(default=True, description="TP with sequence parallelism (Megatron)")
+
+    @model_validator(mode="after")
+    def _check(self) -> ParallelSpec:
+        if isinstance(self.dp, int) and self.dp < 1:
+            raise ValueError(f"dp must be >= 1 or 'auto', got {self.dp}")
+        return self
+
+
+class ScheduleSpec(SpecModel):
+    """A pipeline schedule by registry name (see netsim.workload.schedules)."""
+
+    name: str = "1f1b"
+    virtual_chunks: int = Field(default=1, ge=1, description="model chunks per stage (interleaved-1f1b)")
+
+
+class RouterSpec(SpecModel):
+    """The token->expert router: a name from netsim.moe (``uniform`` always exists) + options."""
+
+    name: str = "uniform"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PlacementSpec(SpecModel):
+    """Expert -> EP-rank placement: ``contiguous``, ``round-robin`` or ``eplb``."""
+
+    name: str = "contiguous"
+    redundant_experts: int = Field(default=0, ge=0, description="extra expert replicas (eplb)")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OverlapSpec(SpecModel):
+    """Communication / computation overlap."""
+
+    dp_overlap_backward: bool = True
+    ep_overlap_slices: int = Field(default=1, ge=1, description="LocMoE-style a2a/expert slicing")
+
+
+class DevicePlacementSpec(SpecModel):
+    """Rank -> device: ``topology-aware`` (TP, then EP inside nodes, PP stages on nearby nodes),
+    ``round-robin`` (consecutive ranks on different nodes, a deliberately bad baseline), or an
+    explicit ``devices`` list (one accelerator name per rank)."""
+
+    policy: Literal["topology-aware", "round-robin"] = "topology-aware"
+    devices: list[str] | None = None
+
+
+class StorageSpec(SpecModel):
+    """The training batch read from front-end storage every step (prefetched one step ahead)."""
+
+    enabled: bool = True
+    bytes_per_token: Bytes = Field(default=4.0, description="bytes read per token (int32 ids = 4)")
+
+
+class CheckpointSpec(SpecModel):
+    """A checkpoint written every ``every_steps`` steps (0 = never)."""
+
+    every_steps: int = Field(default=0, ge=0)
+    target: Literal["frontend", "backend"] = "frontend"
+    include_optimizer: bool = True
+    optimizer_bytes_per_param: Bytes = Field(
+        default=12.0, description="fp32 master weights + Adam m and v = 12 bytes/param"
+    )
+    asynchronous: bool = Field(default=True, description="written in the background during the next step")
+
+
+class WorkloadSpec(SpecModel):
+    """A training workload: model, parallelism, schedule, MoE routing, overlap, I/O."""
+
+    name: str = "workload"
+    description: str = ""
+    model: ModelSpec
+    parallelism: ParallelSpec = Field(default_factory=ParallelSpec)
+    micro_batch_size: int = Field(default=1, ge=1, description="sequences per micro-batch")
+    num_microbatches: int = Field(default=1, ge=1, description="micro-batches per step per DP replica")
+    global_batch_size: int | None = Field(
+        default=None, ge=1, description="if set, num_microbatches = global / (micro_batch_size * dp)"
+    )
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    router: RouterSpec = Field(default_factory=RouterSpec)
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    grad_bucket_bytes: Bytes = Field(default=40e6 * 4, description="DP gradient bucket size (bytes)")
+    grad_bytes_per_element: int = Field(default=4, ge=1, description="bytes/element of reduced gradients")
+    overlap: OverlapSpec = Field(default_factory=OverlapSpec)
+    device_placement: DevicePlacementSpec = Field(default_factory=DevicePlacementSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    steps: int = Field(default=1, ge=1, description="training steps to simulate")
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schedule_shorthand(cls, data: Any) -> Any:
+        """``schedule: 1f1b`` is short for ``schedule: {name: 1f1b}``; same for router/placement."""
+        if isinstance(data, Mapping):
+            data = dict(data)
+            for key in ("schedule", "router", "placement"):
+                if isinstance(data.get(key), str):
+                    data[key] = {"name": data[key]}
+        return data
+
+    @property
+    def source(self) -> str | None:
+        """The file (or preset) this spec came from, for error messages."""
+        return self._source
+
+    def with_source(self, source: str | None) -> WorkloadSpec:
+        self._source = source
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved spec as plain YAML-able data."""
+        return self.model_dump(mode="json")
+
+
+def list_workload_presets() -> list[str]:
+    """Names of the preset workloads shipped with netsim (sorted)."""
+    return sorted(p.stem for p in WORKLOAD_PRESET_DIR.glob("*.yaml"))
+
+
+def workload_preset_path(name: str) -> Path:
+    """The YAML file of preset ``name``; SpecError listing the presets if there is none."""
+    path = WORKLOAD_PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise SpecError(f"unknown workload preset {name!r}; presets: {', '.join(list_workload_presets())}")
+    return path
+
+
+def load_workload(
+    ref: str | Path | Mapping[str, Any] | WorkloadSpec,
+    overrides: Sequence[str] = (),
+    *,
+    source: str | None = None,
+) -> WorkloadSpec:
+    """Load and validate a workload from a preset name, a YAML path or a mapping.
+
+    Args:
+        ref: preset name (``mixtral-8x7b``), path to a YAML file, an inline mapping or a spec.
+        overrides: ``dotted.key=value`` strings applied before validation (values parsed as YAML).
+        source: the name used in error messages for an inline mapping (e.g. the scenario file).
+
+    Raises:
+        SpecError: one line naming the file, the field and what is allowed.
+    """
+    if isinstance(ref, WorkloadSpec):
+        if not overrides:
+            return ref
+        data: dict[str, Any] = ref.to_dict()
+        where = ref.source or source or "<workload>"
+    elif isinstance(ref, Mapping):
+        data = dict(ref)
+        where = source or "<workload>"
+    else:
+        text = str(ref)
+        looks_like_path = isinstance(ref, Path) or text.endswith((".yaml", ".yml")) or "/" in text
+        path = Path(text) if looks_like_path else workload_preset_path(text)
+        data = load_mapping(path)
+        where = str(path) if looks_like_path else f"workload preset {text}"
+    data = apply_overrides(data, overrides)
+    spec = validate_model(WorkloadSpec, data, source=where, overrides=overrides)
+    return spec.with_source(where)

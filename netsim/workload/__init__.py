@@ -1,0 +1,34 @@
+"""Workloads: model + parallelism -> per-rank op graphs of training steps.
+
+* :mod:`~netsim.workload.layout`: ranks and their (dp, pp, tp, ep) coordinates, process
+  groups, rank -> device placement;
+* :mod:`~netsim.workload.schedules`: pipeline schedules (GPipe, 1F1B, interleaved 1F1B,
+  DualPipe) as a registry of small classes;
+* :mod:`~netsim.workload.costs`: the kernels (and their shapes) of every layer part and the
+  parameters a rank holds;
+* :mod:`~netsim.workload.moe_traffic`: router + placement -> expert-parallel token matrices
+  (through :mod:`netsim.moe`);
+* :mod:`~netsim.workload.graph`: :func:`build_plan`, the op graph (compute ops, collectives,
+  pipeline transfers, storage reads, checkpoint writes, dependencies and streams).
+
+The plan is pure data; :mod:`netsim.replay` executes it on a network and :mod:`netsim.run`
+turns a scenario into a run directory.
+"""
+
+from netsim.workload.graph import Collective, Op, StepPlan, build_plan
+from netsim.workload.layout import ParallelLayout, build_layout
+from netsim.workload.schedules import SCHEDULES, Action, Schedule, get_schedule, register_schedule
+
+__all__ = [
+    "SCHEDULES",
+    "Action",
+    "Collective",
+    "Op",
+    "ParallelLayout",
+    "Schedule",
+    "StepPlan",
+    "build_layout",
+    "build_plan",
+    "get_schedule",
+    "register_schedule",
+]

@@ -1,0 +1,282 @@
+"""Model costs: the kernels a layer runs, their shapes, and the parameters a rank holds.
+
+Every compute op of the step is a list of :class:`KernelCall` (a kernel of the catalogue
+:data:`netsim.calibration.kernels.KERNELS` with its shape and pass); the compute model
+(:mod:`netsim.calibration.compute`, a measured table or the roofline) turns each call into
+seconds.  Shapes are per rank (``tp`` splits heads and FFN columns; with sequence parallelism
+norms, routers and token permutations run on the rank's ``1/tp`` share of the tokens).
+
+Per micro-batch of ``T = micro_batch_size * seq_len`` tokens, ``t = tp``, ``Ts = T / t``:
+
+=================  ==========================================================================
+part               kernels (forward; backward uses the same shapes with pass ``bwd``)
+=================  ==========================================================================
+attention          norm(Ts); GEMM QKV [T, (q+2kv)/t, h] (MLA: q/kv down and up projections);
+                   attention(batch, heads/t, seq, head_dim); GEMM out [T, h, q/t]
+dense MLP          norm(Ts); GEMM up [T, (2 if SwiGLU) f/t, h]; swiglu(T, f/t); GEMM down
+                   [T, h, f/t]
+MoE pre            norm(Ts); router_linear(Ts, h, E, k); permute(Ts, h, k)
+experts            grouped_gemm(R, E_local, (2) f_e, h); swiglu(R, f_e); grouped_gemm(R,
+                   E_local, h, f_e)  (R = tokens the rank's experts received)
+MoE post           unpermute(Ts, h, k); shared experts as GEMMs on Ts tokens
+LM head            norm(Ts); GEMM [T, V/t, h]  (last pipeline block)
+optimizer          adamw(params held by the rank, / dp with ZeRO >= 1)
+=================  ==========================================================================
+
+The embedding lookup and the loss are not timed (no catalogue kernel; both are small next to
+the GEMMs).  A backward GEMM computes the input gradient and the weight gradient, equal FLOPs;
+when a schedule defers the weight gradient (zero bubble, DualPipe) the ``B`` op takes half of
+every GEMM backward (``scale=0.5``) and the ``W`` op the other half.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from netsim.spec.workload import ModelSpec
+
+__all__ = [
+    "KernelCall",
+    "LayerParams",
+    "ModelCosts",
+    "TimeModel",
+    "kernels_time_s",
+]
+
+Pass = Literal["fwd", "bwd", "step"]
+Part = Literal["F", "B", "W", "BW"]
+
+_WEIGHT_KERNELS = frozenset({"gemm", "grouped_gemm"})
+
+
+class TimeModel(Protocol):
+    """What the op graph needs from a compute model (netsim.calibration.compute.ComputeModel)."""
+
+    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """One kernel call: ``scale`` multiplies its time (0.5 = one half of a GEMM backward)."""
+
+    kernel: str
+    pass_: Pass
+    shape: tuple[tuple[str, float], ...]
+    scale: float = 1.0
+
+    def time_s(self, model: TimeModel, dtype: str | None) -> float:
+        dt = None if self.kernel == "adamw" else dtype
+        return self.scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
+
+
+def kernels_time_s(
+    calls: Sequence[KernelCall],
+    model: TimeModel,
+    dtype: str | None,
+    cache: dict[tuple[KernelCall, str | None], float] | None = None,
+) -> float:
+    """Sum of the times of ``calls`` (seconds); ``cache`` memoises per call."""
+    total = 0.0
+    for c in calls:
+        if cache is not None:
+            key = (c, dtype)
+            t = cache.get(key)
+            if t is None:
+                t = c.time_s(model, dtype)
+                cache[key] = t
+        else:
+            t = c.time_s(model, dtype)
+        total += t
+    return total
+
+
+def _call(kernel: str, pass_: Pass, scale: float = 1.0, **shape: float) -> KernelCall:
+    return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale)
+
+
+def _split(calls: list[KernelCall], part: Part) -> list[KernelCall]:
+    """Forward calls -> the calls of a backward part (``B``, ``W`` or both ``BW``)."""
+    out: list[KernelCall] = []
+    for c in calls:
+        weighted = c.kernel in _WEIGHT_KERNELS
+        if part == "BW":
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale))
+        elif part == "B":
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * (0.5 if weighted else 1.0)))
+        elif part == "W" and weighted:
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5))
+    return out
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    """Parameters (elements) one rank holds for one layer: dense (DP-reduced) and expert."""
+
+    dense: float
+    expert: float
+
+
+class ModelCosts:
+    """Kernel calls and parameter counts of ``model`` for one rank.
+
+    Args:
+        model: the model dims.
+        micro_batch_size: sequences per micro-batch.
+        tp: tensor-parallel size.
+        sequence_parallel: norms / routers / permutation on ``1/tp`` of the tokens.
+        expert_slots_per_rank: physical expert slots per EP rank (0 for dense models).
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        micro_batch_size: int,
+        tp: int,
+        *,
+        sequence_parallel: bool = True,
+        expert_slots_per_rank: int = 0,
+    ) -> None:
+        self.m = model
+        self.mbs = micro_batch_size
+        self.tp = tp
+        self.tokens = micro_batch_size * model.seq_len
+        self.sp_tokens = self.tokens // tp if sequence_parallel and tp > 1 else self.tokens
+        self.slots = expert_slots_per_rank
+        self.gated = model.activation == "swiglu"
+        self.norm = "rmsnorm" if self.gated else "layernorm"
+        moe = model.moe
+        self.expert_ffn = (moe.expert_ffn_hidden or model.ffn_hidden) if moe is not None else 0
+
+    # ------------------------------------------------------------------ tokens
+
+    @property
+    def route_tokens(self) -> int:
+        """Tokens one rank routes per micro-batch (its sequence-parallel share)."""
+        return self.sp_tokens
+
+    # ------------------------------------------------------------------ kernels
+
+    def attention(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+        m, t, T = self.m, self.tp, self.tokens
+        h = m.hidden
+        heads = max(1, m.heads // t)
+        calls = [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=h)]
+        if m.mla is not None:
+            a = m.mla
+            qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+            calls += [
+                _call("gemm", "fwd", m=T, n=a.q_lora_rank, k=h),
+                _call("gemm", "fwd", m=T, n=heads * qk, k=a.q_lora_rank),
+                _call("gemm", "fwd", m=T, n=a.kv_lora_rank + a.qk_rope_head_dim, k=h),
+                _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
+                _call("attention", "fwd", batch=self.mbs, heads=heads, seq=m.seq_len, head_dim=qk),
+                _call("gemm", "fwd", m=T, n=h, k=heads * a.v_head_dim),
+            ]
+        else:
+            d = m.dim_per_head
+            kv = max(1, m.num_kv_heads // t)
+            calls += [
+                _call("gemm", "fwd", m=T, n=(heads + 2 * kv) * d, k=h),
+                _call("attention", "fwd", batch=self.mbs, heads=heads, seq=m.seq_len, head_dim=d),
+                _call("gemm", "fwd", m=T, n=h, k=heads * d),
+            ]
+        return calls if part == "F" else _split(calls, part)
+
+    def mlp(self, part: Part) -> list[KernelCall]:
+        m, T = self.m, self.tokens
+        f = max(1, m.ffn_hidden // self.tp)
+        calls = [
+            _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
+            _call("gemm", "fwd", m=T, n=(2 if self.gated else 1) * f, k=m.hidden),
+        ]
+        if self.gated:
+            calls.append(_call("swiglu", "fwd", tokens=T, hidden=f))
+        calls.append(_call("gemm", "fwd", m=T, n=m.hidden, k=f))
+        return calls if part == "F" else _split(calls, part)
+
+    def moe_pre(self, part: Part, router_kernel: str = "router_linear") -> list[KernelCall]:
+        m = self.m
+        assert m.moe is not None
+        ts = self.sp_tokens
+        calls = [
+            _call(self.norm, "fwd", tokens=ts, hidden=m.hidden),
+            _call(router_kernel, "fwd", tokens=ts, hidden=m.hidden, experts=m.moe.experts, topk=m.moe.top_k),
+            _call("permute", "fwd", tokens=ts, hidden=m.hidden, topk=m.moe.top_k),
+        ]
+        return calls if part == "F" else _split(calls, part)
+
+    def experts(self, part: Part, received_tokens: int) -> list[KernelCall]:
+        """The rank's expert FFNs on ``received_tokens`` (token, slot) rows; [] if none."""
+        if received_tokens <= 0 or self.slots <= 0:
+            return []
+        m, R, e = self.m, received_tokens, self.slots
+        f = self.expert_ffn
+        calls = [_call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden)]
+        if self.gated:
+            calls.append(_call("swiglu", "fwd", tokens=R, hidden=f))
+        calls.append(_call("grouped_gemm", "fwd", tokens=R, experts=e, n=m.hidden, k=f))
+        return calls if part == "F" else _split(calls, part)
+
+    def moe_post(self, part: Part) -> list[KernelCall]:
+        m = self.m
+        assert m.moe is not None
+        ts = self.sp_tokens
+        calls = [_call("unpermute", "fwd", tokens=ts, hidden=m.hidden, topk=m.moe.top_k)]
+        if m.moe.shared_experts:
+            f = self.expert_ffn * m.moe.shared_experts
+            calls.append(_call("gemm", "fwd", m=ts, n=(2 if self.gated else 1) * f, k=m.hidden))
+            if self.gated:
+                calls.append(_call("swiglu", "fwd", tokens=ts, hidden=f))
+            calls.append(_call("gemm", "fwd", m=ts, n=m.hidden, k=f))
+        return calls if part == "F" else _split(calls, part)
+
+    def head(self, part: Part) -> list[KernelCall]:
+        m = self.m
+        calls = [
+            _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
+            _call("gemm", "fwd", m=self.tokens, n=max(1, m.vocab // self.tp), k=m.hidden),
+        ]
+        return calls if part == "F" else _split(calls, part)
+
+    @staticmethod
+    def optimizer(params: float) -> list[KernelCall]:
+        return [_call("adamw", "step", params=params)] if params > 0 else []
+
+    # ------------------------------------------------------------------ parameters
+
+    def layer_params(self, layer: int) -> LayerParams:
+        """Parameters of ``layer`` held by one rank (elements)."""
+        m, t = self.m, self.tp
+        h = m.hidden
+        if m.mla is not None:
+            a = m.mla
+            qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+            attn = (
+                h * a.q_lora_rank
+                + a.q_lora_rank * m.heads * qk / t
+                + h * (a.kv_lora_rank + a.qk_rope_head_dim)
+                + a.kv_lora_rank * m.heads * (a.qk_nope_head_dim + a.v_head_dim) / t
+                + m.heads * a.v_head_dim * h / t
+            )
+        else:
+            d = m.dim_per_head
+            attn = h * (m.heads + 2 * m.num_kv_heads) * d / t + m.heads * d * h / t
+        mats = 3 if self.gated else 2
+        dense = attn + 2 * h  # two norms
+        expert = 0.0
+        if m.is_moe_layer(layer):
+            moe = m.moe
+            assert moe is not None
+            dense += h * moe.experts + moe.shared_experts * mats * h * self.expert_ffn
+            expert = self.slots * mats * h * self.expert_ffn
+        else:
+            dense += mats * h * m.ffn_hidden / t
+        return LayerParams(dense=dense, expert=expert)
+
+    def embedding_params(self) -> float:
+        return self.m.vocab * self.m.hidden / self.tp
+
+    def head_params(self) -> float:
+        return self.m.vocab * self.m.hidden / self.tp + self.m.hidden

@@ -1,0 +1,944 @@
+"""Per-rank op graphs of training steps: compute ops, collectives, dependencies and streams.
+
+:func:`build_plan` expands a :class:`~netsim.spec.workload.WorkloadSpec` on a topology into a
+:class:`StepPlan`: a flat list of :class:`Op` (pure data, no simulation) that
+:mod:`netsim.replay` executes.
+
+An op belongs to one rank and one *stream*.  Ops of an *ordered* stream start in issue order
+(like a CUDA stream): ``compute``, ``tp``, ``ep.dispatch``, ``ep.combine``, ``dp.<block>``.
+Point-to-point pipeline transfers (``pp``), storage reads and checkpoint writes are
+*unordered* (asynchronous ``isend``/``irecv``): only their dependencies hold them.  ``deps``
+are op ids (any rank: a stage's first forward waits for the storage read its node's host did).
+
+Comm ops carry a :class:`Collective` shared by all its members; the replay starts it when
+every member has reached it (a per-collective barrier, which is how NCCL behaves).
+
+What one step contains (REFERENCE.md section 1):
+
+* per micro-batch and layer, following the pipeline schedule's order of F / B / W actions:
+  compute (kernel calls, see :mod:`netsim.workload.costs`); with ``tp > 1`` the Megatron
+  sequence-parallel all-gather before and reduce-scatter after attention and the dense MLP;
+  for MoE layers the four expert all-to-all(v)s (``fwd-dispatch``, ``fwd-combine``,
+  ``bwd-dispatch`` = gradient of the combine, ``bwd-combine`` = gradient of the dispatch)
+  with the byte matrices of the router + placement, split into ``ep_overlap_slices`` slices
+  (slice *i+1*'s dispatch runs while slice *i*'s experts compute);
+* pipeline send/recv of activations (forward) and gradients (backward) between neighbouring
+  virtual stages, ``micro_batch_size * seq_len * hidden`` elements (``/ tp`` with sequence
+  parallelism);
+* DP gradient reduction per bucket of ``grad_bucket_bytes``, issued as the last micro-batch's
+  weight gradients of a block complete (or after the backward when not overlapped): all-reduce
+  (ZeRO 0) or reduce-scatter (ZeRO 1-3) over the DP group for dense parameters and over the
+  expert-DP group for expert parameters; then the optimizer; with ZeRO 1/2 the all-gather of
+  the updated parameters; with ZeRO 3 a parameter all-gather before every layer's forward and
+  backward;
+* a step barrier (the global gradient-norm reduction that clipping needs; negligible bytes);
+* storage: every step the hosts read the next step's batch from front-end storage
+  (prefetched: step s+1's first forward waits for the read issued at the start of step s);
+* checkpoint (every K steps): each rank's share of the model (and optimizer) state, from the
+  hosts to front-end storage or from the accelerators to back-end storage, written in the
+  background during the next step (or synchronously at the end of the step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from netsim.errors import WorkloadError
+from netsim.spec.workload import WorkloadSpec
+from netsim.workload.costs import KernelCall, ModelCosts, Part, TimeModel, kernels_time_s
+from netsim.workload.layout import ParallelLayout, build_layout
+from netsim.workload.moe_traffic import EPRouting
+from netsim.workload.schedules import Action, Schedule, get_schedule
+
+__all__ = ["TRAFFIC_CLASSES", "Collective", "Op", "StepPlan", "build_plan", "split_layers"]
+
+#: Traffic classes of a training step, in report order.
+TRAFFIC_CLASSES: tuple[str, ...] = ("dp", "pp", "ep", "tp", "storage", "checkpoint")
+
+COMPUTE = "compute"
+
+
+@dataclass(eq=False, slots=True)
+class Collective:
+    """One communication shared by its member ops.
+
+    Attributes:
+        key: unique identity (every member computes the same key).
+        op: a ``run_collective`` op (``all_reduce``, ``reduce_scatter``, ``all_gather``,
+            ``all_to_allv``), ``transfer`` (one point-to-point flow ``src -> dst``) or
+            ``barrier`` (synchronisation only, no bytes).
+        ranks: the members that must all arrive before it starts.
+        nbytes: size in the nccl-tests convention of ``op`` (bytes).
+        matrix: ``all_to_allv`` bytes ``[i][j]`` from ``ranks[i]`` to ``ranks[j]`` (zero
+            diagonal: bytes that stay on a rank never touch the network).
+        src, dst: device names of a ``transfer``.
+        local_bytes: EP bytes that stay on their rank (the matrix diagonal), for accounting.
+    """
+
+    key: tuple[Any, ...]
+    op: str
+    ranks: tuple[int, ...]
+    nbytes: float
+    traffic_class: str
+    label: str
+    matrix: np.ndarray | None = None
+    src: str | None = None
+    dst: str | None = None
+    phase: str = ""
+    layer: int = -1
+    microbatch: int = -1
+    step: int = 0
+    slice: int = 0
+    local_bytes: float = 0.0
+    network: str = "backend"
+
+
+@dataclass(eq=False, slots=True)
+class Op:
+    """One op of one rank's step (see the module docstring)."""
+
+    id: int
+    rank: int
+    step: int
+    kind: str  # compute | comm | barrier
+    stream: str
+    name: str
+    traffic_class: str = ""
+    layer: int = -1
+    microbatch: int = -1
+    deps: list[int] = field(default_factory=list)
+    duration_s: float = 0.0
+    ordered: bool = True
+    coll: Collective | None = None
+    issue: int = 0
+    background: bool = False  # asynchronous checkpoint write: not part of its step's barrier
+
+
+@dataclass
+class StepPlan:
+    """The op graph of all simulated steps plus what the summary needs from planning."""
+
+    spec: WorkloadSpec
+    layout: ParallelLayout
+    schedule: Schedule
+    steps: int
+    ops: list[Op]
+    collectives: dict[tuple[Any, ...], Collective]
+    layers_of_block: list[list[int]]
+    expert_load: list[tuple[int, int, int, int, int]]  # step, layer, expert, tokens, dropped
+    ep_bytes: dict[str, float]  # local_rank / intra_node / inter_node, all 4 phases, all steps
+    checkpoint_steps: list[int]
+    params_per_rank: list[float]  # parameters (elements) each rank holds
+    expert_params_per_rank: list[float]  # of which expert parameters
+    compute_cache_size: int = 0
+
+    def ops_of_rank(self, rank: int) -> list[Op]:
+        return [o for o in self.ops if o.rank == rank]
+
+
+def split_layers(num_layers: int, blocks: int) -> list[list[int]]:
+    """Cut ``num_layers`` into ``blocks`` contiguous blocks; the remainder goes to the blocks
+    after the first (the first block also holds the embedding, the last the LM head)."""
+    base, extra = divmod(num_layers, blocks)
+    sizes = [base] * blocks
+    for i in range(extra):
+        sizes[1 + i if blocks > 1 else 0] += 1
+    out: list[list[int]] = []
+    start = 0
+    for s in sizes:
+        out.append(list(range(start, start + s)))
+        start += s
+    return out
+
+
+Deps = list[int]
+
+
+class _Builder:
+    """Builds the ops of every rank for every step (see :func:`build_plan`).
+
+    Chain helpers take the ids an op must wait for and return the ids the next op must wait
+    for (the new op's id, or the input unchanged when nothing was emitted, e.g. a collective
+    over a group of one).
+    """
+
+    def __init__(
+        self,
+        spec: WorkloadSpec,
+        graph: nx.DiGraph,
+        layout: ParallelLayout,
+        schedule: Schedule,
+        compute: TimeModel,
+        routing: EPRouting | None,
+    ) -> None:
+        self.spec = spec
+        self.graph = graph
+        self.L = layout
+        self.S = schedule
+        self.compute = compute
+        self.routing = routing
+        m = spec.model
+        self.dtype = m.dtype
+        self.bpe = m.bpe
+        self.h = m.hidden
+        self.costs = ModelCosts(
+            m,
+            spec.micro_batch_size,
+            layout.tp,
+            sequence_parallel=spec.parallelism.sequence_parallel,
+            expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
+        )
+        moe = m.moe
+        router_name = routing.router_name if routing is not None else spec.router.name
+        self.router_kernel = "router_grap" if router_name == "locmoe" else "router_linear"
+        self.dispatch_bpe = (moe.dispatch_bytes_per_element or self.bpe) if moe is not None else self.bpe
+        self.V = schedule.num_virtual_stages
+        self.blocks = split_layers(m.layers, self.V)
+        self.slices = spec.overlap.ep_overlap_slices
+        self.zero = spec.parallelism.zero_stage
+        self.sp = spec.parallelism.sequence_parallel and layout.tp > 1
+        self.act_bytes = float(self.costs.sp_tokens * self.h * self.bpe)
+        self.bucket_elems = spec.grad_bucket_bytes / spec.grad_bytes_per_element
+        self.ops: list[Op] = []
+        self.colls: dict[tuple[Any, ...], Collective] = {}
+        self.issue = [0] * layout.world
+        self.seg = 0
+        self.time_cache: dict[Any, float] = {}
+        self.orders = [schedule.order(p) for p in range(layout.pp)]
+        self.final_w = [self._final_weight_actions(o) for o in self.orders]
+        self.data_ready: dict[tuple[int, int], Deps] = {}
+        self.load_acc: dict[tuple[int, int, int], list[int]] = {}
+        self.tok_cache: dict[tuple[int, int, int, int], list[np.ndarray]] = {}
+        self.ep_bytes = {"local_rank": 0.0, "intra_node": 0.0, "inter_node": 0.0}
+        self.moe_index = {ly: i for i, ly in enumerate(m.moe_layers())}
+        self.n_ep_groups = layout.pp * (layout.stage_size // layout.ep)
+        self.param_split: list[tuple[float, float]] = [(0.0, 0.0)] * layout.world  # (dense, expert)
+        self.seg_of: dict[int, int] = {}
+        # per (rank, step) state, reset by build_rank_step
+        self.fwd_end: dict[tuple[int, int], Deps] = {}
+        self.bwd_end: dict[tuple[int, int], Deps] = {}
+        self.buckets: dict[tuple[int, str], float] = {}
+        self.rank_buckets: list[tuple[int, str, float, int]] = []
+        self.rank_params = [0.0, 0.0]
+        self.dp_ops: Deps = []
+        self.last_grad: Deps = []
+
+    # ------------------------------------------------------------------ primitives
+
+    def _op(self, rank: int, step: int, kind: str, stream: str, name: str, deps: Deps, **kw: Any) -> Op:
+        op = Op(len(self.ops), rank, step, kind, stream, name, deps=sorted(set(deps)), **kw)
+        op.issue = self.issue[rank]
+        self.issue[rank] += 1
+        self.seg_of[op.id] = self.seg
+        self.ops.append(op)
+        return op
+
+    def _compute(
+        self, rank: int, step: int, name: str, calls: list[KernelCall], deps: Deps, layer: int, mb: int
+    ) -> Deps:
+        if not calls:
+            return deps
+        dur = kernels_time_s(calls, self.compute, self.dtype, self.time_cache)
+        return [self._op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb).id]
+
+    def _comm(
+        self,
+        rank: int,
+        step: int,
+        stream: str,
+        deps: Deps,
+        key: tuple[Any, ...],
+        make: Callable[[], Collective] | Collective,
+        *,
+        name: str | None = None,
+        ordered: bool = True,
+        background: bool = False,
+    ) -> Deps:
+        coll = self.colls.get(key)
+        if coll is None:
+            coll = make if isinstance(make, Collective) else make()
+            self.colls[key] = coll
+        op = self._op(
+            rank,
+            step,
+            "comm",
+            stream,
+            name or coll.label,
+            deps,
+            traffic_class=coll.traffic_class,
+            layer=coll.layer,
+            microbatch=coll.microbatch,
+            ordered=ordered,
+            coll=coll,
+            background=background,
+        )
+        return [op.id]
+
+    def _group_coll(
+        self,
+        rank: int,
+        step: int,
+        stream: str,
+        cls: str,
+        op: str,
+        group: tuple[int, ...],
+        nbytes: float,
+        deps: Deps,
+        key: tuple[Any, ...],
+        *,
+        layer: int = -1,
+        mb: int = -1,
+        phase: str = "",
+    ) -> Deps:
+        """A collective of ``op`` over ``group`` (nothing for a group of one)."""
+        if len(group) <= 1 or nbytes <= 0:
+            return deps
+        label = f"{cls}.{phase or op}"
+
+        def make() -> Collective:
+            return Collective(key, op, group, nbytes, cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
+
+        return self._comm(rank, step, stream, deps, key, make)
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _final_weight_actions(order: list[Action]) -> dict[int, int]:
+        """For every chunk, the index of the action that computes its last weight gradients."""
+        out: dict[int, int] = {}
+        for i, a in enumerate(order):
+            if a.kind == "W" or (a.kind == "B" and not a.split_w):
+                out[a.chunk] = i
+        return out
+
+    def _tp(self, rank: int, step: int, deps: Deps, phase: str, layer: int, mb: int, op: str) -> Deps:
+        """Megatron TP communication around a block: sequence-parallel all-gather before and
+        reduce-scatter after; without sequence parallelism one all-reduce after."""
+        if self.L.tp == 1:
+            return deps
+        if not self.sp:
+            if op == "all_gather":
+                return deps
+            op = "all_reduce"
+            phase = phase.replace("-rs", "-ar")
+        key = ("tp", step, phase, mb, layer, self.L.group_index("tp", rank))
+        nbytes = float(self.costs.tokens * self.h * self.bpe)
+        return self._group_coll(
+            rank,
+            step,
+            "tp",
+            "tp",
+            op,
+            self.L.tp_group(rank),
+            nbytes,
+            deps,
+            key,
+            layer=layer,
+            mb=mb,
+            phase=phase,
+        )
+
+    def _dp_group(self, rank: int, expert: bool) -> tuple[int, ...]:
+        """Ranks that reduce the gradients ``rank`` holds (DualPipe: with the mirrored stage)."""
+        base = self.L.expert_dp_group(rank) if expert else self.L.dp_group(rank)
+        if self.S.name != "dualpipe":
+            return base
+        p, d, t = self.L.coords(rank)
+        mirror = self.L.rank_of(self.L.pp - 1 - p, d, t)
+        other = self.L.expert_dp_group(mirror) if expert else self.L.dp_group(mirror)
+        return tuple(sorted(set(base) | set(other)))
+
+    def _block(self, rank: int, chunk: int) -> int:
+        return self.S.virtual_stage(self.L.coords(rank)[0], chunk)
+
+    # ------------------------------------------------------------------ layers
+
+    def _zero3(self, rank: int, step: int, layer: int, mb: int, pass_: str, deps: Deps, chunk: int) -> Deps:
+        if self.zero != 3:
+            return deps
+        # the all-gather's output buffer: the layer's (dense) parameters of this rank's TP shard
+        group = self._dp_group(rank, False)
+        nbytes = self.costs.layer_params(layer).dense * self.bpe
+        key = ("zero3", step, pass_, mb, layer, group)
+        return self._group_coll(
+            rank,
+            step,
+            f"dp.gather.{chunk}",
+            "dp",
+            "all_gather",
+            group,
+            nbytes,
+            deps,
+            key,
+            layer=layer,
+            mb=mb,
+            phase=f"{pass_}-param-gather",
+        )
+
+    def _forward_layer(self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int) -> Deps:
+        c = self.costs
+        deps = self._zero3(rank, step, layer, mb, "fwd", deps, chunk)
+        self.seg += 1
+        deps = self._tp(rank, step, deps, "fwd-attn-ag", layer, mb, "all_gather")
+        deps = self._compute(rank, step, "F.attn", c.attention("F"), deps, layer, mb)
+        deps = self._tp(rank, step, deps, "fwd-attn-rs", layer, mb, "reduce_scatter")
+        self.seg += 1
+        if self.spec.model.is_moe_layer(layer):
+            return self._moe(rank, step, mb, layer, deps, "F")
+        deps = self._tp(rank, step, deps, "fwd-mlp-ag", layer, mb, "all_gather")
+        deps = self._compute(rank, step, "F.mlp", c.mlp("F"), deps, layer, mb)
+        return self._tp(rank, step, deps, "fwd-mlp-rs", layer, mb, "reduce_scatter")
+
+    def _backward_layer(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, chunk: int) -> Deps:
+        c = self.costs
+        deps = self._zero3(rank, step, layer, mb, "bwd", deps, chunk)
+        self.seg += 1
+        if self.spec.model.is_moe_layer(layer):
+            deps = self._moe(rank, step, mb, layer, deps, part)
+        else:
+            deps = self._tp(rank, step, deps, "bwd-mlp-ag", layer, mb, "all_gather")
+            deps = self._compute(rank, step, f"{part}.mlp", c.mlp(part), deps, layer, mb)
+            deps = self._tp(rank, step, deps, "bwd-mlp-rs", layer, mb, "reduce_scatter")
+        self.seg += 1
+        deps = self._tp(rank, step, deps, "bwd-attn-ag", layer, mb, "all_gather")
+        deps = self._compute(rank, step, f"{part}.attn", c.attention(part), deps, layer, mb)
+        return self._tp(rank, step, deps, "bwd-attn-rs", layer, mb, "reduce_scatter")
+
+    def _moe(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part) -> Deps:
+        """Router, then per slice dispatch -> experts -> combine, then unpermute (+ shared)."""
+        c = self.costs
+        _, e_rank = self.L.ep_coords(rank)
+        tokens = self.ep_tokens(step, layer, mb, rank)
+        if part == "F":
+            deps = self._compute(rank, step, "F.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
+            first, second = "fwd-dispatch", "fwd-combine"
+        else:
+            deps = self._compute(rank, step, f"{part}.unpermute", c.moe_post(part), deps, layer, mb)
+            first, second = "bwd-dispatch", "bwd-combine"
+        ends: Deps = []
+        for k, tk in enumerate(tokens):
+            d1 = self._a2a(rank, step, mb, layer, k, first, tk, deps)
+            name = f"{part}.experts" if self.slices == 1 else f"{part}.experts.{k}"
+            d2 = self._compute(rank, step, name, c.experts(part, int(tk[:, e_rank].sum())), d1, layer, mb)
+            ends += self._a2a(rank, step, mb, layer, k, second, tk.T, d2)
+        if part == "F":
+            return self._compute(rank, step, "F.unpermute", c.moe_post("F"), ends, layer, mb)
+        return self._compute(rank, step, f"{part}.router", c.moe_pre(part, self.router_kernel), ends, layer, mb)
+
+    def _a2a(
+        self, rank: int, step: int, mb: int, layer: int, k: int, phase: str, tokens: np.ndarray, deps: Deps
+    ) -> Deps:
+        group = self.L.ep_group(rank)
+        if len(group) <= 1:
+            return deps
+        bpe = self.dispatch_bpe if phase == "fwd-dispatch" else self.bpe
+        key = ("ep", step, phase, mb, layer, k, self.L.group_index("ep", rank))
+
+        def make() -> Collective:
+            mat = tokens.astype(np.float64) * float(self.h * bpe)
+            self._account_ep(mat, group)
+            local = float(np.trace(mat))
+            np.fill_diagonal(mat, 0.0)
+            return Collective(
+                key,
+                "all_to_allv",
+                group,
+                float(mat.sum()),
+                "ep",
+                f"ep.{phase}",
+                matrix=mat,
+                phase=phase,
+                layer=layer,
+                microbatch=mb,
+                step=step,
+                slice=k,
+                local_bytes=local,
+            )
+
+        stream = "ep.dispatch" if phase.endswith("dispatch") else "ep.combine"
+        return self._comm(rank, step, stream, deps, key, make)
+
+    def _account_ep(self, mat: np.ndarray, group: tuple[int, ...]) -> None:
+        node = np.array([self.L.nodes[r] for r in group])
+        same = node[:, None] == node[None, :]
+        local = float(np.trace(mat))
+        intra = float(mat[same].sum()) - local
+        self.ep_bytes["local_rank"] += local
+        self.ep_bytes["intra_node"] += intra
+        self.ep_bytes["inter_node"] += float(mat.sum()) - local - intra
+
+    def ep_tokens(self, step: int, layer: int, mb: int, rank: int) -> list[np.ndarray]:
+        """Token matrices ``[ep, ep]`` of the EP group of ``rank``, one per slice (cached)."""
+        gid = self.L.group_index("ep", rank)
+        key = (step, layer, mb, gid)
+        hit = self.tok_cache.get(key)
+        if hit is not None:
+            return hit
+        assert self.routing is not None
+        group = self.L.ep_group(rank)
+        tok, kept, dropped = self.routing.tokens(
+            step, self.moe_index[layer], mb * self.n_ep_groups + gid, [self.L.nodes[r] for r in group]
+        )
+        for e in range(kept.size):
+            acc = self.load_acc.setdefault((step, layer, e), [0, 0])
+            acc[0] += int(kept[e])
+            acc[1] += int(dropped[e])
+        n = self.slices
+        parts = [tok // n + (tok % n > k).astype(tok.dtype) for k in range(n)]
+        self.tok_cache[key] = parts
+        return parts
+
+    # ------------------------------------------------------------------ actions
+
+    def _p2p(self, rank: int, step: int, direction: str, mb: int, src_vs: int, src: int, dst: int, deps: Deps) -> Deps:
+        key = ("pp", step, direction, mb, src_vs, src, dst)
+        label = "pp.act" if direction == "F" else "pp.grad"
+
+        def make() -> Collective:
+            return Collective(
+                key,
+                "transfer",
+                (src, dst),
+                self.act_bytes,
+                "pp",
+                label,
+                src=self.L.devices[src],
+                dst=self.L.devices[dst],
+                phase=direction,
+                microbatch=mb,
+                step=step,
+            )
+
+        name = ("pp.send" if rank == src else "pp.recv") + (".act" if direction == "F" else ".grad")
+        return self._comm(rank, step, "pp", deps, key, make, name=name, ordered=False)
+
+    def _forward(self, rank: int, step: int, a: Action) -> None:
+        p, d, t = self.L.coords(rank)
+        vs = self.S.virtual_stage(p, a.chunk)
+        mb = a.microbatch
+        if vs > 0:
+            ps, _ = self.S.locate(mb, vs - 1)
+            deps = self._p2p(rank, step, "F", mb, vs - 1, self.L.rank_of(ps, d, t), rank, [])
+        else:
+            deps = list(self.data_ready.get((step, rank), []))
+        for layer in self.blocks[vs]:
+            deps = self._forward_layer(rank, step, mb, layer, deps, a.chunk)
+        if vs == self.V - 1:
+            deps = self._compute(rank, step, "F.head", self.costs.head("F"), deps, -1, mb)
+        self.fwd_end[(mb, vs)] = deps
+        if vs < self.V - 1:
+            ns, _ = self.S.locate(mb, vs + 1)
+            self._p2p(rank, step, "F", mb, vs, rank, self.L.rank_of(ns, d, t), deps)
+
+    def _backward(self, rank: int, step: int, a: Action, final: bool) -> None:
+        p, d, t = self.L.coords(rank)
+        vs = self.S.virtual_stage(p, a.chunk)
+        mb = a.microbatch
+        part: Part = "B" if a.split_w else "BW"
+        grads = final and part == "BW"
+        if vs < self.V - 1:
+            ns, _ = self.S.locate(mb, vs + 1)
+            deps = self._p2p(rank, step, "B", mb, vs + 1, self.L.rank_of(ns, d, t), rank, [])
+        else:
+            deps = self._compute(rank, step, f"{part}.head", self.costs.head(part), self.fwd_end[(mb, vs)], -1, mb)
+            if grads:
+                self._grad_ready(rank, step, a.chunk, self.costs.head_params(), 0.0, deps)
+        self.bwd_end[(mb, -1)] = deps
+        for layer in reversed(self.blocks[vs]):
+            deps = self._backward_layer(rank, step, mb, layer, deps, part, a.chunk)
+            self.bwd_end[(mb, layer)] = deps
+            if grads:
+                lp = self.costs.layer_params(layer)
+                self._grad_ready(rank, step, a.chunk, lp.dense, lp.expert, deps)
+        if vs == 0 and grads:
+            self._grad_ready(rank, step, a.chunk, self.costs.embedding_params(), 0.0, deps)
+        if vs > 0:
+            ps, _ = self.S.locate(mb, vs - 1)
+            self._p2p(rank, step, "B", mb, vs, rank, self.L.rank_of(ps, d, t), deps)
+
+    def _weight(self, rank: int, step: int, a: Action, final: bool) -> None:
+        vs = self._block(rank, a.chunk)
+        mb = a.microbatch
+        c = self.costs
+        deps: Deps = []
+        if vs == self.V - 1:
+            deps = self._compute(rank, step, "W.head", c.head("W"), self.bwd_end[(mb, -1)], -1, mb)
+            if final:
+                self._grad_ready(rank, step, a.chunk, c.head_params(), 0.0, deps)
+        for layer in reversed(self.blocks[vs]):
+            calls = c.attention("W")
+            if self.spec.model.is_moe_layer(layer):
+                _, e_rank = self.L.ep_coords(rank)
+                recv = sum(int(tk[:, e_rank].sum()) for tk in self.ep_tokens(step, layer, mb, rank))
+                calls = calls + c.moe_post("W") + c.experts("W", recv)
+            else:
+                calls = calls + c.mlp("W")
+            deps = self._compute(rank, step, "W.layer", calls, deps + self.bwd_end[(mb, layer)], layer, mb)
+            if final:
+                lp = c.layer_params(layer)
+                self._grad_ready(rank, step, a.chunk, lp.dense, lp.expert, deps)
+        if vs == 0 and final:
+            self._grad_ready(rank, step, a.chunk, c.embedding_params(), 0.0, deps)
+
+    # ------------------------------------------------------------------ gradients
+
+    def _grad_ready(self, rank: int, step: int, chunk: int, dense: float, expert: float, deps: Deps) -> None:
+        """Weight gradients of ``dense`` + ``expert`` elements are final once ``deps`` ran."""
+        self.rank_params[0] += dense
+        self.rank_params[1] += expert
+        self.last_grad = deps
+        for kind, elems in (("dense", dense), ("expert", expert)):
+            if elems <= 0:
+                continue
+            fill = self.buckets.setdefault((chunk, kind), 0.0) + elems
+            self.buckets[(chunk, kind)] = fill
+            if fill >= self.bucket_elems:
+                self._emit_bucket(rank, step, chunk, kind, fill, deps)
+                self.buckets[(chunk, kind)] = 0.0
+
+    def _emit_bucket(self, rank: int, step: int, chunk: int, kind: str, elems: float, deps: Deps) -> None:
+        idx = sum(1 for b in self.rank_buckets if b[0] == chunk and b[1] == kind)
+        self.rank_buckets.append((chunk, kind, elems, idx))
+        if self.spec.overlap.dp_overlap_backward:
+            self._reduce_bucket(rank, step, chunk, kind, elems, idx, deps)
+
+    def _reduce_bucket(self, rank: int, step: int, chunk: int, kind: str, elems: float, idx: int, deps: Deps) -> None:
+        group = self._dp_group(rank, kind == "expert")
+        op = "all_reduce" if self.zero == 0 else "reduce_scatter"
+        key = ("dp", step, self._block(rank, chunk), kind, idx, group)
+        out = self._group_coll(
+            rank,
+            step,
+            f"dp.{chunk}",
+            "dp",
+            op,
+            group,
+            elems * self.spec.grad_bytes_per_element,
+            deps,
+            key,
+            phase=f"grad-{op.replace('_', '-')}",
+        )
+        if out is not deps:
+            self.dp_ops += out
+
+    # ------------------------------------------------------------------ per rank step
+
+    def build_rank_step(self, rank: int, step: int) -> list[int]:
+        """Emit every op of ``rank`` in ``step``; return the ids the step barrier waits for
+        besides the rank's sinks (the optimizer and the ZeRO parameter all-gathers)."""
+        p, _, _ = self.L.coords(rank)
+        order = self.orders[p]
+        final = self.final_w[p]
+        self.fwd_end, self.bwd_end, self.buckets = {}, {}, {}
+        self.rank_buckets, self.rank_params, self.dp_ops, self.last_grad = [], [0.0, 0.0], [], []
+        first = len(self.ops)
+        i = 0
+        while i < len(order):
+            a = order[i]
+            if a.kind == "F" and a.overlap and i + 1 < len(order) and order[i + 1].kind == "B":
+                lo = len(self.ops)
+                self._forward(rank, step, a)
+                mid = len(self.ops)
+                self._backward(rank, step, order[i + 1], final.get(order[i + 1].chunk) == i + 1)
+                self._interleave(lo, mid)
+                i += 2
+                continue
+            if a.kind == "F":
+                self._forward(rank, step, a)
+            elif a.kind == "B":
+                self._backward(rank, step, a, final.get(a.chunk) == i)
+            else:
+                self._weight(rank, step, a, final.get(a.chunk) == i)
+            i += 1
+        last_compute = [self._last_compute(rank, first)]
+        for (chunk, kind), fill in sorted(self.buckets.items()):
+            if fill > 0:
+                self._emit_bucket(rank, step, chunk, kind, fill, self.last_grad or last_compute)
+        if not self.spec.overlap.dp_overlap_backward:
+            for chunk, kind, elems, idx in self.rank_buckets:
+                self._reduce_bucket(rank, step, chunk, kind, elems, idx, last_compute)
+        dense, expert = self.rank_params
+        self.param_split[rank] = (dense, expert)
+        if self.zero >= 1:
+            shard = dense / len(self._dp_group(rank, False)) + expert / len(self._dp_group(rank, True))
+        else:
+            shard = dense + expert
+        tail = self._compute(rank, step, "optimizer", self.costs.optimizer(shard), last_compute + self.dp_ops, -1, -1)
+        out = list(tail)
+        if self.zero in (1, 2):
+            for chunk, kind, elems, idx in self.rank_buckets:
+                group = self._dp_group(rank, kind == "expert")
+                key = ("zero-gather", step, self._block(rank, chunk), kind, idx, group)
+                out += self._group_coll(
+                    rank,
+                    step,
+                    f"dp.{chunk}",
+                    "dp",
+                    "all_gather",
+                    group,
+                    elems * self.bpe,
+                    tail,
+                    key,
+                    phase="param-all-gather",
+                )
+        return out
+
+    def _last_compute(self, rank: int, first: int) -> int:
+        """The compute op of ``rank`` issued last among the ops from ``first`` on."""
+        best = None
+        for op in self.ops[first:]:
+            if op.kind == "compute" and (best is None or op.issue > best.issue):
+                best = op
+        return best.id if best is not None else -1
+
+    def _interleave(self, lo: int, mid: int) -> None:
+        """Re-issue the ops of a DualPipe F&B pair alternately by layer segment, so that one
+        micro-batch's communication can hide under the other's compute."""
+        ops = self.ops[lo:]
+        if not ops:
+            return
+        base = min(o.issue for o in ops)
+        f0 = min((self.seg_of[o.id] for o in self.ops[lo:mid]), default=0)
+        b0 = min((self.seg_of[o.id] for o in self.ops[mid:]), default=0)
+        keyed = [((self.seg_of[o.id] - (f0 if o.id < mid else b0)), int(o.id >= mid), o.id, o) for o in ops]
+        keyed.sort(key=lambda x: (x[0], x[1], x[2]))
+        for j, item in enumerate(keyed):
+            item[3].issue = base + j
+
+    # ------------------------------------------------------------------ steps
+
+    def storage_reads(self, step: int, start: dict[int, Deps]) -> None:
+        """The hosts read the batch of step ``step + 1`` from front-end storage (issued now)."""
+        st = self.spec.storage
+        if not st.enabled:
+            return
+        targets = _storage_targets(self.graph, "frontend")
+        if not targets:
+            raise WorkloadError(
+                "the topology has no front-end storage to read the batch from; set storage.enabled: false "
+                "or give the topology frontend.storage",
+                source=self.spec.source,
+                field="storage.enabled",
+            )
+        per_mb = self.spec.micro_batch_size * self.spec.model.seq_len * st.bytes_per_token
+        readers: dict[int, dict[int, int]] = {}  # node -> reader rank -> micro-batches
+        for d in range(self.L.dp):
+            for mb in range(self.S.m):
+                stage, _ = self.S.locate(mb, 0)
+                r = self.L.rank_of(stage, d, 0)
+                node_readers = readers.setdefault(self.L.nodes[r], {})
+                node_readers[r] = node_readers.get(r, 0) + 1
+        for node in sorted(readers):
+            ranks = readers[node]
+            owner = min(ranks)
+            nbytes = per_mb * sum(ranks.values())
+            src = targets[node % len(targets)]
+            dst = _host_of(self.graph, self.L.devices[owner])
+            key = ("storage", step, node)
+
+            coll = Collective(
+                key,
+                "transfer",
+                (owner,),
+                nbytes,
+                "storage",
+                "storage.read",
+                src=src,
+                dst=dst,
+                step=step,
+                network="frontend",
+            )
+            ids = self._comm(
+                owner, step, "storage", list(start.get(owner, [])), key, coll, ordered=False, background=True
+            )
+            for r in ranks:
+                for t in self.L.tp_group(r):
+                    self.data_ready.setdefault((step + 1, t), []).extend(ids)
+
+    def checkpoint(self, step: int, deps_of: dict[int, Deps], background: bool) -> dict[int, Deps]:
+        """Every rank writes its share of the model (+ optimizer) state."""
+        ck = self.spec.checkpoint
+        target = ck.target
+        targets = _storage_targets(self.graph, target)
+        if not targets:
+            hint = (
+                "frontend.storage"
+                if target == "frontend"
+                else "backend.storage (e.g. --set topology.backend.storage.bandwidth=400Gbps)"
+            )
+            raise WorkloadError(
+                f"the topology has no {target} storage to write the checkpoint to; give it {hint}",
+                source=self.spec.source,
+                field="checkpoint.target",
+            )
+        per_elem = self.bpe + (ck.optimizer_bytes_per_param if ck.include_optimizer else 0.0)
+        out: dict[int, Deps] = {}
+        for rank in range(self.L.world):
+            dense, expert = self.param_split[rank]
+            elems = dense / len(self._dp_group(rank, False)) + expert / len(self._dp_group(rank, True))
+            nbytes = elems * per_elem
+            dev = self.L.devices[rank]
+            src = _host_of(self.graph, dev) if target == "frontend" else dev
+            dst = targets[rank % len(targets)]
+            key = ("checkpoint", step, rank)
+
+            coll = Collective(
+                key,
+                "transfer",
+                (rank,),
+                nbytes,
+                "checkpoint",
+                "checkpoint.write",
+                src=src,
+                dst=dst,
+                step=step,
+                network=target,
+            )
+            out[rank] = self._comm(
+                rank,
+                step,
+                "checkpoint",
+                deps_of.get(rank, []),
+                key,
+                coll,
+                ordered=False,
+                background=background,
+            )
+        return out
+
+    def barrier(self, rank: int, step: int, first: int, extra: Deps) -> int:
+        """The step barrier of ``rank``: waits for every sink of the rank's ops of this step."""
+        mine = [o for o in self.ops[first:] if o.rank == rank and not o.background]
+        used = {d for o in mine for d in o.deps}
+        sinks = [o.id for o in mine if o.id not in used]
+        key = ("barrier", step)
+        world = tuple(range(self.L.world))
+
+        def make() -> Collective:
+            return Collective(key, "barrier", world, 0.0, "", "step.barrier", step=step)
+
+        coll = self.colls.setdefault(key, make())
+        op = self._op(rank, step, "barrier", "sync", "step.barrier", sinks + extra, coll=coll)
+        return op.id
+
+
+def _storage_targets(graph: nx.DiGraph, network: str) -> list[str]:
+    found = [
+        (int(a.get("index", 0)), str(n))
+        for n, a in graph.nodes(data=True)
+        if a.get("kind") == "storage" and a.get("network") == network
+    ]
+    return [n for _, n in sorted(found)]
+
+
+def _host_of(graph: nx.DiGraph, device: str) -> str:
+    from netsim.topology.model import host_name
+
+    node = int(graph.nodes[device].get("node", -1))
+    host = host_name(node)
+    if host not in graph:
+        raise WorkloadError(f"server {node} has no host device {host!r} in the topology", field="storage")
+    return host
+
+
+def effective_microbatches(spec: WorkloadSpec, dp: int) -> int:
+    """``num_microbatches``, or ``global_batch_size / (micro_batch_size * dp)`` when given."""
+    gbs = spec.global_batch_size
+    if gbs is None:
+        return spec.num_microbatches
+    per = spec.micro_batch_size * dp
+    if gbs % per:
+        raise WorkloadError(
+            f"global_batch_size {gbs} must be a multiple of micro_batch_size * dp = {spec.micro_batch_size} * {dp}",
+            source=spec.source,
+            field="global_batch_size",
+        )
+    return gbs // per
+
+
+def build_plan(
+    spec: WorkloadSpec,
+    graph: nx.DiGraph,
+    compute: TimeModel,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    router: str | None = None,
+    routing_trace: str | None = None,
+) -> StepPlan:
+    """Expand ``spec`` on ``graph`` into the op graph of ``steps`` training steps.
+
+    Args:
+        spec: the workload.
+        graph: the topology (accelerators in (server, index) order become ranks).
+        compute: seconds per kernel call (``netsim.calibration.compute.ComputeModel``).
+        seed: the scenario seed (routing samples).
+        steps: steps to plan (default ``spec.steps``).
+        router: router / statistical routing model name overriding ``spec.router.name``.
+        routing_trace: a routing-trace file replacing the router.
+
+    Raises:
+        WorkloadError: the workload does not fit the topology (one line naming the field).
+    """
+    n_steps = steps if steps is not None else spec.steps
+    layout = build_layout(spec, graph)
+    m = effective_microbatches(spec, layout.dp)
+    sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
+    routing = None
+    if spec.model.moe is not None and spec.model.moe_layers():
+        tokens = ModelCosts(
+            spec.model, spec.micro_batch_size, layout.tp, sequence_parallel=spec.parallelism.sequence_parallel
+        ).route_tokens
+        routing = EPRouting(
+            spec,
+            ep=layout.ep,
+            tokens_per_rank=tokens,
+            rank_node=[layout.nodes[r] for r in layout.ep_group(0)],
+            seed=seed,
+            router=router,
+            routing_trace=routing_trace,
+        )
+    b = _Builder(spec, graph, layout, sched, compute, routing)
+    ck = spec.checkpoint
+    ckpt_steps = [s for s in range(n_steps) if ck.every_steps and (s + 1) % ck.every_steps == 0]
+    prev: dict[int, Deps] = {}
+    for step in range(n_steps):
+        first = len(b.ops)
+        b.storage_reads(step, prev)
+        tails: dict[int, Deps] = {}
+        for rank in range(layout.world):
+            tails[rank] = b.build_rank_step(rank, step)
+        if prev:
+            for op in b.ops[first:]:
+                if not op.deps:
+                    op.deps = list(prev[op.rank])
+        write = step in ckpt_steps
+        extra: dict[int, Deps] = {r: tails[r] for r in range(layout.world)}
+        if write and not ck.asynchronous:
+            ck_ids = b.checkpoint(step, tails, background=False)
+            extra = {r: extra[r] + ck_ids[r] for r in extra}
+        bar = {r: b.barrier(r, step, first, extra[r]) for r in range(layout.world)}
+        if write and ck.asynchronous:
+            b.checkpoint(step, {r: [bar[r]] for r in bar}, background=True)
+        prev = {r: [bar[r]] for r in bar}
+    load = [(s, ly, e, v[0], v[1]) for (s, ly, e), v in sorted(b.load_acc.items())]
+    return StepPlan(
+        spec=spec,
+        layout=layout,
+        schedule=sched,
+        steps=n_steps,
+        ops=b.ops,
+        collectives=b.colls,
+        layers_of_block=b.blocks,
+        expert_load=load,
+        ep_bytes=dict(b.ep_bytes),
+        checkpoint_steps=ckpt_steps,
+        params_per_rank=[d + e for d, e in b.param_split],
+        expert_params_per_rank=[e for _, e in b.param_split],
+        compute_cache_size=len(b.time_cache),
+    )

@@ -1,0 +1,179 @@
+"""Expert-parallel traffic of a workload: router + placement -> token matrices per EP group.
+
+This is the glue between the workload and :mod:`netsim.moe`: it builds the routing source (a
+statistical model such as ``uniform``/``zipf``, a real router's gating math on a synthetic
+token stream, or a recorded routing trace; :func:`netsim.moe.sources.routing_source`) and the
+expert placement (``contiguous``, ``round-robin`` or ``eplb``;
+:func:`netsim.moe.placement.make_placement`), and answers, for one (step, MoE layer,
+micro-batch, EP group), the ``[ep, ep]`` matrix of tokens from each EP rank to the rank whose
+expert replica serves them (:func:`netsim.moe.sources.step_dispatch`).
+
+Every EP group routes its own tokens: the group index is folded into the micro-batch index the
+source is asked for, so groups see independent samples of the same per-layer expert
+popularity (statistical sources fix the popularity per layer and draw the noise per
+(step, layer, micro-batch)).
+
+EPLB needs expert loads: it gets the expected load of each layer (statistical models: the
+model's expert probabilities; traces: the trace's per-layer load; routers: the routing of step
+0, micro-batch 0), standing in for the load history DeepSeek feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from netsim.errors import SpecError, WorkloadError
+from netsim.moe.placement import Placement, make_placement
+from netsim.moe.routers import ROUTERS, router_param_names
+from netsim.moe.sources import StatisticalSource, TraceSource, routing_source, step_dispatch
+from netsim.moe.statistical import STAT_MODELS
+from netsim.spec.workload import WorkloadSpec
+
+__all__ = ["EPRouting"]
+
+
+class EPRouting:
+    """Routing + placement of a workload's MoE layers on EP groups of ``ep`` ranks.
+
+    Args:
+        spec: the workload (``model.moe``, ``router``, ``placement``).
+        ep: EP group size.
+        tokens_per_rank: tokens one EP rank routes per micro-batch (before top-k).
+        rank_node: server of each EP rank of a group (by position; the same for every group
+            under the default placement, used by locality-aware routers and EPLB).
+        seed: the scenario seed.
+        router: overrides ``spec.router.name``.
+        routing_trace: a routing-trace file that replaces the router.
+    """
+
+    def __init__(
+        self,
+        spec: WorkloadSpec,
+        *,
+        ep: int,
+        tokens_per_rank: int,
+        rank_node: Sequence[int],
+        seed: int,
+        router: str | None = None,
+        routing_trace: str | None = None,
+    ) -> None:
+        moe = spec.model.moe
+        if moe is None:
+            raise WorkloadError("the model has no MoE layers", source=spec.source, field="model.moe")
+        self.spec = spec
+        self.ep = ep
+        self.experts = moe.experts
+        self.top_k = moe.top_k
+        self.tokens_per_rank = tokens_per_rank
+        self.rank_node = np.asarray(rank_node, dtype=np.int64)
+        self.seed = seed
+        self.router_name = routing_trace or router or spec.router.name
+        self.num_moe_layers = len(spec.model.moe_layers())
+        pl = spec.placement
+        self.placement_name = pl.name.replace("-", "_")
+        self.replica_policy = str(pl.options.get("replica_policy", "even"))
+        params: dict[str, Any] = dict(spec.router.options)
+        name = self.router_name
+        if routing_trace is None and name in STAT_MODELS and moe.capacity_factor is not None:
+            params.setdefault("capacity_factor", moe.capacity_factor)
+        if routing_trace is None and name in ROUTERS:
+            accepted = router_param_names(name)
+            if "top_k" in accepted:
+                params.setdefault("top_k", moe.top_k)
+            if "capacity_factor" in accepted and moe.capacity_factor is not None:
+                params.setdefault("capacity_factor", moe.capacity_factor)
+        placement0 = self._simple_placement() if not self.placement_name.startswith("eplb") else None
+        try:
+            self.source = routing_source(
+                name,
+                experts=self.experts,
+                ep=ep,
+                tokens_per_rank=tokens_per_rank,
+                top_k=moe.top_k,
+                seed=seed,
+                params=params,
+                placement=placement0 or make_placement("contiguous", self.experts, ep),
+                rank_node=self.rank_node,
+            )
+        except SpecError as exc:
+            field = "router" if routing_trace is None else "routing_trace"
+            raise WorkloadError(exc.message, source=exc.source or spec.source, field=exc.field or field) from None
+        self.placements: list[Placement] = (
+            [placement0] * max(1, self.num_moe_layers) if placement0 is not None else self._eplb_placements()
+        )
+
+    # ------------------------------------------------------------------ placement
+
+    def _simple_placement(self) -> Placement:
+        pl = self.spec.placement
+        try:
+            return make_placement(self.placement_name, self.experts, self.ep, num_redundant=pl.redundant_experts)
+        except SpecError as exc:
+            raise WorkloadError(exc.message, source=self.spec.source, field="placement") from None
+
+    def _expected_load(self, layer: int) -> np.ndarray:
+        src = self.source
+        if isinstance(src, StatisticalSource):
+            return np.asarray(src.probabilities(layer).sum(axis=0) * self.tokens_per_rank * self.top_k)
+        if isinstance(src, TraceSource):
+            load = src.trace.expert_load()
+            return np.asarray(load[layer % load.shape[0]])
+        tokens, dropped = src.counts(0, layer, 0)
+        return np.asarray((tokens + dropped).sum(axis=0), dtype=np.float64)
+
+    def _eplb_placements(self) -> list[Placement]:
+        pl = self.spec.placement
+        nodes = len(set(self.rank_node.tolist()))
+        groups = int(pl.options.get("num_groups", self.spec.router.options.get("groups", 1)))
+        out: list[Placement] = []
+        for layer in range(max(1, self.num_moe_layers)):
+            try:
+                out.append(
+                    make_placement(
+                        self.placement_name,
+                        self.experts,
+                        self.ep,
+                        load=self._expected_load(layer),
+                        num_redundant=pl.redundant_experts,
+                        num_groups=groups,
+                        num_nodes=nodes,
+                    )
+                )
+            except SpecError as exc:
+                raise WorkloadError(exc.message, source=self.spec.source, field="placement") from None
+        return out
+
+    @property
+    def slots_per_rank(self) -> int:
+        return self.placements[0].slots_per_rank
+
+    # ------------------------------------------------------------------ routing
+
+    def tokens(
+        self, step: int, moe_layer: int, sample: int, group_nodes: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tokens ``[ep, ep]`` (src EP rank -> serving EP rank) of one all-to-all, plus the
+        kept and dropped (token, slot) assignments per logical expert (``[experts]`` each).
+
+        ``sample`` distinguishes micro-batches and EP groups; ``group_nodes`` is the server of
+        each rank of the group (for the ``nearest`` replica policy).
+        """
+        node = self.rank_node if group_nodes is None else np.asarray(group_nodes, dtype=np.int64)
+        try:
+            plan, kept, dropped = step_dispatch(
+                self.source,
+                self.placements,
+                step=step,
+                layer=moe_layer,
+                microbatch=sample,
+                hidden=1,
+                bytes_per_element=1.0,
+                replica_policy=self.replica_policy,
+                rank_node=node,
+            )
+        except SpecError as exc:
+            raise WorkloadError(exc.message, source=self.spec.source, field=exc.field or "router") from None
+        return plan.tokens, kept.sum(axis=0), dropped.sum(axis=0)

@@ -1,0 +1,306 @@
+"""Pipeline schedules: the order of forward (F), backward (B) and weight-gradient (W) work per stage.
+
+A schedule is a small class in :data:`SCHEDULES`, keyed by the name used in YAML.  It answers
+three questions, all pure data (no simulation):
+
+* :meth:`Schedule.order`: the list of :class:`Action` a pipeline stage executes, in order;
+* :meth:`Schedule.virtual_stage`: which block of layers a (stage, chunk) holds;
+* :meth:`Schedule.locate`: on which (stage, chunk) micro-batch ``mb`` runs virtual stage ``vs``
+  (the data dependencies between stages follow from it).
+
+Actions: ``F`` forward, ``B`` backward (input gradient, and the weight gradient too unless
+``split_w``), ``W`` a deferred weight gradient (zero-bubble / DualPipe).  ``overlap=True`` on an
+F marks it as the forward half of a DualPipe "F&B" pair with the B that follows: the op-graph
+builder interleaves their layers so that one micro-batch's all-to-all hides under the other's
+compute.
+
+Schedules (REFERENCE.md section 4; ``m`` micro-batches, ``p`` stages, ``v`` chunks per stage):
+
+==================  =========================================================================
+``gpipe``           all forwards, then all backwards; bubble (p-1)(F+B)
+``1f1b``            p-1-s warm-up forwards, then one-forward-one-backward; bubble (p-1)(F+B)
+``interleaved-1f1b``  Megatron's interleaved schedule with ``v`` chunks per stage (stage s holds
+                    virtual stages s, s+p, ...); bubble (p-1)(F+B)/v; needs m % p == 0
+``dualpipe``        DeepSeek-V3 DualPipe (deepseek-ai/DualPipe ``DualPipe.step``): stage s holds
+                    blocks s and p-1-s, half of the micro-batches flow each way, F&B overlap and
+                    zero-bubble W in the ramps; needs p even and m even, m >= 2p
+==================  =========================================================================
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from netsim.errors import WorkloadError
+
+__all__ = [
+    "SCHEDULES",
+    "Action",
+    "DualPipe",
+    "GPipe",
+    "Interleaved1F1B",
+    "OneFOneB",
+    "Schedule",
+    "get_schedule",
+    "register_schedule",
+]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One unit of pipeline work on a stage.
+
+    Attributes:
+        kind: ``F`` forward, ``B`` backward, ``W`` deferred weight gradient.
+        microbatch: micro-batch index (0-based, over the whole step).
+        chunk: model chunk on this stage (0 unless interleaved / DualPipe).
+        split_w: for ``B``: the weight gradient is deferred to a later ``W``.
+        overlap: for ``F``: overlapped with the ``B`` right after it (DualPipe F&B).
+    """
+
+    kind: Literal["F", "B", "W"]
+    microbatch: int
+    chunk: int = 0
+    split_w: bool = False
+    overlap: bool = False
+
+
+class Schedule(ABC):
+    """A pipeline schedule (subclass, set ``name``, decorate with :func:`register_schedule`)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, pp: int, microbatches: int, virtual_chunks: int = 1) -> None:
+        self.pp = pp
+        self.m = microbatches
+        self.v = virtual_chunks
+
+    def validate(self, source: str | None = None) -> None:  # noqa: B027 - optional hook
+        """Raise WorkloadError (naming the field) if the sizes do not suit the schedule."""
+
+    @property
+    def chunks_per_stage(self) -> int:
+        return 1
+
+    @property
+    def num_virtual_stages(self) -> int:
+        """Blocks of layers the model is cut into."""
+        return self.pp * self.chunks_per_stage
+
+    def virtual_stage(self, stage: int, chunk: int) -> int:
+        """The block of layers held by ``chunk`` of ``stage``."""
+        return chunk * self.pp + stage
+
+    def locate(self, microbatch: int, vstage: int) -> tuple[int, int]:
+        """``(stage, chunk)`` that runs virtual stage ``vstage`` for ``microbatch``."""
+        return vstage % self.pp, vstage // self.pp
+
+    def path(self, microbatch: int) -> list[int]:
+        """Virtual stages ``microbatch`` passes through, in forward order."""
+        return list(range(self.num_virtual_stages))
+
+    @abstractmethod
+    def order(self, stage: int) -> list[Action]:
+        """The actions of ``stage`` in execution order."""
+
+
+#: Registry of pipeline schedules by YAML name.
+SCHEDULES: dict[str, type[Schedule]] = {}
+
+
+def register_schedule(cls: type[Schedule]) -> type[Schedule]:
+    SCHEDULES[cls.name] = cls
+    return cls
+
+
+def get_schedule(
+    name: str, pp: int, microbatches: int, virtual_chunks: int = 1, *, source: str | None = None
+) -> Schedule:
+    """Instantiate and validate the schedule ``name``."""
+    cls = SCHEDULES.get(name)
+    if cls is None:
+        raise WorkloadError(
+            f"unknown schedule {name!r}; allowed: {', '.join(sorted(SCHEDULES))}",
+            source=source,
+            field="schedule.name",
+        )
+    if virtual_chunks > 1 and name != "interleaved-1f1b":
+        raise WorkloadError(
+            f"virtual_chunks > 1 needs schedule interleaved-1f1b (got {name})",
+            source=source,
+            field="schedule.virtual_chunks",
+        )
+    sched = cls(pp, microbatches, virtual_chunks)
+    sched.validate(source)
+    return sched
+
+
+@register_schedule
+class GPipe(Schedule):
+    """All forwards, then all backwards (Huang et al., 2019)."""
+
+    name = "gpipe"
+
+    def order(self, stage: int) -> list[Action]:
+        return [Action("F", i) for i in range(self.m)] + [Action("B", i) for i in range(self.m)]
+
+
+@register_schedule
+class OneFOneB(Schedule):
+    """PipeDream-flush / Megatron 1F1B: warm-up, steady one-forward-one-backward, cool-down."""
+
+    name = "1f1b"
+
+    def order(self, stage: int) -> list[Action]:
+        warm = min(self.pp - stage - 1, self.m)
+        out = [Action("F", i) for i in range(warm)]
+        for i in range(self.m - warm):
+            out.append(Action("F", warm + i))
+            out.append(Action("B", i))
+        out += [Action("B", i) for i in range(self.m - warm, self.m)]
+        return out
+
+
+@register_schedule
+class Interleaved1F1B(Schedule):
+    """Megatron-LM interleaved 1F1B (Narayanan et al., SC'21) with ``v`` model chunks per stage."""
+
+    name = "interleaved-1f1b"
+
+    @property
+    def chunks_per_stage(self) -> int:
+        return self.v
+
+    def validate(self, source: str | None = None) -> None:
+        if self.m % self.pp:
+            raise WorkloadError(
+                f"interleaved-1f1b needs num_microbatches to be a multiple of pp = {self.pp} (got {self.m})",
+                source=source,
+                field="num_microbatches",
+            )
+
+    def _chunk(self, k: int, forward: bool) -> int:
+        c = (k % (self.pp * self.v)) // self.pp
+        return c if forward else self.v - 1 - c
+
+    def _mb(self, k: int) -> int:
+        return (k // (self.pp * self.v)) * self.pp + k % self.pp
+
+    def order(self, stage: int) -> list[Action]:
+        total = self.m * self.v
+        # Megatron: with m == pp every micro-batch is a warm-up forward
+        warm = total if self.m == self.pp else min((self.pp - stage - 1) * 2 + (self.v - 1) * self.pp, total)
+        out = [Action("F", self._mb(k), self._chunk(k, True)) for k in range(warm)]
+        for k in range(total - warm):
+            f = warm + k
+            out.append(Action("F", self._mb(f), self._chunk(f, True)))
+            out.append(Action("B", self._mb(k), self._chunk(k, False)))
+        out += [Action("B", self._mb(k), self._chunk(k, False)) for k in range(total - warm, total)]
+        return out
+
+
+@register_schedule
+class DualPipe(Schedule):
+    """DeepSeek-V3 DualPipe (arXiv 2412.19437, github.com/deepseek-ai/DualPipe).
+
+    Stage ``s`` holds two blocks: ``s`` (chunk 0, for micro-batches ``0..m/2-1`` flowing from
+    stage 0 to p-1) and ``p-1-s`` (chunk 1, for micro-batches ``m/2..m-1`` flowing back).  The
+    order transcribes ``DualPipe.step``: eight phases with F&B overlap in the steady state and
+    zero-bubble deferred W in the ramps.
+    """
+
+    name = "dualpipe"
+
+    def validate(self, source: str | None = None) -> None:
+        if self.pp % 2:
+            raise WorkloadError(
+                f"dualpipe needs an even number of pipeline stages (got pp = {self.pp})",
+                source=source,
+                field="parallelism.pp",
+            )
+        if self.m % 2 or self.m < 2 * self.pp:
+            raise WorkloadError(
+                f"dualpipe needs an even num_microbatches >= 2 * pp = {2 * self.pp} (got {self.m})",
+                source=source,
+                field="num_microbatches",
+            )
+
+    def virtual_stage(self, stage: int, chunk: int) -> int:
+        return stage if chunk == 0 else self.pp - 1 - stage
+
+    def locate(self, microbatch: int, vstage: int) -> tuple[int, int]:
+        if microbatch < self.m // 2:
+            return vstage, 0
+        return self.pp - 1 - vstage, 1
+
+    def order(self, stage: int) -> list[Action]:
+        n = self.pp
+        half_ranks = n // 2
+        half_chunks = self.m // 2
+        h = min(stage, n - 1 - stage)
+        second = int(stage >= half_ranks)
+        middle = stage in (half_ranks - 1, half_ranks)
+        next_f = [0, 0]
+        next_b = [0, 0]
+        w_queue: deque[Action] = deque()
+        out: list[Action] = []
+
+        def mb(phase: int, idx: int) -> int:
+            return idx if phase == 0 else half_chunks + idx
+
+        def fwd(local: int, overlap: bool = False) -> None:
+            ph = local ^ second
+            out.append(Action("F", mb(ph, next_f[ph]), ph, overlap=overlap))
+            next_f[ph] += 1
+
+        def bwd(local: int, zb: bool = False) -> None:
+            ph = local ^ second
+            act = Action("B", mb(ph, next_b[ph]), ph, split_w=zb)
+            next_b[ph] += 1
+            out.append(act)
+            if zb:
+                w_queue.append(Action("W", act.microbatch, ph))
+
+        def fb(f_local: int, b_local: int) -> None:
+            fwd(f_local, overlap=True)
+            bwd(b_local)
+
+        def weight() -> None:
+            out.append(w_queue.popleft())
+
+        for _ in range((half_ranks - h - 1) * 2):  # step 1: nF0
+            fwd(0)
+        for _ in range(h + 1):  # step 2: nF0F1
+            fwd(0)
+            fwd(1)
+        for _ in range(half_ranks - h - 1):  # step 3: nB1W1F1 (zero bubble)
+            bwd(1, zb=True)
+            weight()
+            fwd(1)
+        for i in range(half_chunks - n + h + 1):  # step 4 (main): nF0B1F1B0
+            if i == 0 and middle:
+                fwd(0)
+                bwd(1)
+            else:
+                fb(0, 1)
+            fb(1, 0)
+        for _ in range(half_ranks - h - 1):  # step 5: nB1F1B0
+            bwd(1)
+            fb(1, 0)
+        zb = False
+        for i in range(h + 1):  # step 6: nB1B0, second half with zero bubble
+            if i == (h + 1) // 2 and h % 2 == 1:
+                zb = True
+            bwd(1, zb=zb)
+            if i == (h + 1) // 2 and h % 2 == 0:
+                zb = True
+            bwd(0, zb=zb)
+        for _ in range(half_ranks - h - 1):  # step 7: nWB0 (zero bubble)
+            weight()
+            bwd(0, zb=True)
+        while w_queue:  # step 8: nW
+            weight()
+        return out

@@ -1,0 +1,81 @@
+"""`netsim run` through the real entry point: the default scenario, and bad input exiting 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from netsim.cli import main
+
+from .conftest import tiny_scenario
+
+
+def _main(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return int(exc.value.code or 0)
+
+
+def test_default_scenario_runs_and_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert _main(["run", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "step time:" in text and "expert all-to-all" in text and str(out) in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["name"] == "default"
+    for cls in ("dp", "pp", "ep", "tp"):
+        assert summary["bytes_by_class"][cls] > 0
+    assert (out / "scenario.yaml").is_file() and (out / "ops.parquet").is_file()
+
+
+def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_ep_not_dividing_the_ranks_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scen = tmp_path / "bad-ep.yaml"
+    scen.write_text(yaml.safe_dump(tiny_scenario(name="bad-ep")))
+    code = _main(["run", str(scen), "--out", str(tmp_path / "o"), "--quiet", "--set", "workload.parallelism.ep=3"])
+    assert code == 2
+    err = _error_line(capsys)
+    assert "parallelism.ep" in err and "allowed: 1, 2, 4, 8" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_yaml_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scen = tmp_path / "broken.yaml"
+    scen.write_text("name: x\ntopology: [dgx-h100\nworkload: gpt-dense\n")
+    assert _main(["run", str(scen), "--quiet"]) == 2
+    assert "broken.yaml" in _error_line(capsys)
+
+
+def test_unknown_workload_field_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        _main(
+            [
+                "run",
+                "--topology",
+                "dgx-h100",
+                "--nodes",
+                "1",
+                "--workload",
+                "gpt-dense",
+                "--quiet",
+                "--set",
+                "workload.parallelism.ppp=2",
+            ]
+        )
+        == 2
+    )
+    err = _error_line(capsys)
+    assert "parallelism.ppp" in err and "allowed keys" in err
+
+
+def test_unknown_preset_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(["run", "--topology", "dgx-h100", "--workload", "no-such-model", "--quiet"]) == 2
+    assert "gpt-dense" in _error_line(capsys)

@@ -1,0 +1,122 @@
+"""Whole runs of a tiny MoE scenario: accounting invariants, checkpoints, determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netsim.run import prepare, run_scenario, simulate, summarize_replay
+from netsim.spec.scenario import load_scenario
+from netsim.workload.graph import StepPlan
+
+from .conftest import tiny_scenario
+
+
+def _summary(scenario: dict[str, Any], overrides: list[str] | None = None) -> tuple[dict[str, Any], Any, Any]:
+    prep = prepare(load_scenario(scenario, overrides or []))
+    res, net = simulate(prep)
+    base = simulate(prep, skip_classes=("checkpoint",))[0] if prep.plan.checkpoint_steps else None
+    summary, tables = summarize_replay(prep, res, net, base)
+    return summary, tables, (prep, res, net)
+
+
+@pytest.fixture(scope="module")
+def tiny_run() -> tuple[dict[str, Any], Any, Any]:
+    return _summary(tiny_scenario())
+
+
+def test_breakdown_parts_add_up_to_the_step_time_for_every_rank(tiny_run: Any) -> None:
+    summary, tables, _ = tiny_run
+    ranks = tables["ranks"]
+    total = ranks[["compute_s", "communication_s", "overlap_s", "idle_s"]].sum(axis=1).to_numpy()
+    np.testing.assert_allclose(total, summary["step_time_s"], rtol=1e-12)
+    assert (ranks[["compute_s", "communication_s", "overlap_s", "idle_s"]].to_numpy() >= -1e-15).all()
+    assert sum(summary["breakdown_s"].values()) == pytest.approx(summary["step_time_s"], rel=1e-12)
+    assert sum(summary["exposed_comm_s_by_class"].values()) == pytest.approx(
+        summary["breakdown_s"]["communication"], rel=1e-9
+    )
+
+
+def test_every_traffic_class_of_the_step_is_present(tiny_run: Any) -> None:
+    summary, _, _ = tiny_run
+    for cls in ("dp", "pp", "ep", "tp", "storage"):
+        assert summary["bytes_by_class"][cls] > 0, cls
+    assert summary["north_south_bytes"] == pytest.approx(summary["bytes_by_class"]["storage"])
+
+
+def test_ep_alltoall_bytes_equal_the_dispatch_matrices(tiny_run: Any) -> None:
+    summary, tables, (prep, _, net) = tiny_run
+    plan: StepPlan = prep.plan
+    flows = net.flow_records()
+    flow_ep = float(flows.loc[flows["traffic_class"] == "ep", "bytes"].sum())
+    colls = [c for c in plan.collectives.values() if c.traffic_class == "ep"]
+    matrices = [c.matrix for c in colls if c.matrix is not None]
+    assert len(matrices) == len(colls)
+    matrix_total = sum(float(m.sum()) for m in matrices)
+    assert flow_ep == pytest.approx(matrix_total, rel=1e-12)
+    assert summary["ep_bytes_intra_node"] + summary["ep_bytes_inter_node"] == pytest.approx(matrix_total)
+    # 4 all-to-alls per MoE layer per micro-batch per EP group; 2 MoE layers, one per stage
+    groups_per_stage = plan.layout.stage_size // plan.layout.ep
+    assert len(colls) == 4 * plan.schedule.m * groups_per_stage * plan.layout.pp
+    # dispatch bytes = tokens * top_k * hidden * bytes_per_element, summed over the group
+    one = next(c for c in colls if c.phase == "fwd-dispatch")
+    tokens = plan.spec.micro_batch_size * plan.spec.model.seq_len // plan.layout.tp
+    expect = plan.layout.ep * tokens * 2 * plan.spec.model.hidden * 2
+    assert one.matrix is not None
+    assert float(one.matrix.sum()) + one.local_bytes == pytest.approx(expect)
+    layers = tables["alltoall_layers"]
+    assert set(layers["phase"]) == {"fwd-dispatch", "fwd-combine", "bwd-dispatch", "bwd-combine"}
+    assert float(layers["bytes"].sum()) == pytest.approx(matrix_total)
+
+
+def test_doubling_a_link_never_slows_the_step() -> None:
+    summary, tables, (prep, _, _) = _summary(tiny_scenario())
+    links = tables["links"]
+    busiest = links.sort_values(["bytes", "link"], ascending=[False, True])
+    candidates = [*busiest["link"].head(3), *busiest.loc[busiest["class"] == "ib", "link"].head(2)]
+    for link in candidates:
+        src, dst = link.split("->")
+        graph = prep.graph.copy()
+        graph.edges[src, dst]["capacity_Bps"] *= 2
+        prep2 = prep.__class__(**{**prep.__dict__, "graph": graph})
+        res2, _ = simulate(prep2)
+        assert res2.step_times_s[0] <= summary["step_time_s"] * (1 + 1e-9), link
+
+
+@pytest.mark.parametrize(("target", "slows"), [("backend", True), ("frontend", False)])
+def test_checkpoint_on_the_backend_slows_the_step_and_on_the_frontend_does_not(target: str, slows: bool) -> None:
+    sets = [
+        "steps=2",
+        "workload.checkpoint.every_steps=1",
+        f"workload.checkpoint.target={target}",
+        "topology.backend.storage.bandwidth=400Gbps",
+    ]
+    summary, _, _ = _summary(tiny_scenario(), sets)
+    assert summary["checkpoint_time_s"] > 0
+    assert summary["bytes_by_class"]["checkpoint"] > 0
+    if slows:
+        assert summary["checkpoint_slowdown_s"] > 0
+    else:
+        assert summary["checkpoint_slowdown_s"] == pytest.approx(0.0, abs=1e-12 * summary["step_time_s"])
+
+
+def test_same_seed_gives_byte_identical_run_directories(tmp_path: Path) -> None:
+    spec = load_scenario(tiny_scenario())
+    a = run_scenario(spec, tmp_path / "a", report=False).path
+    b = run_scenario(spec, tmp_path / "b", report=False).path
+    files = sorted(p.name for p in a.iterdir())
+    assert files == sorted(p.name for p in b.iterdir())
+    for name in (
+        "summary.json",
+        "scenario.yaml",
+        "ranks.parquet",
+        "ops.csv",
+        "links.parquet",
+        "expert_load.csv",
+    ):
+        assert name in files
+    for name in files:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name

@@ -1,0 +1,95 @@
+"""MoE traffic of a workload: routers, placements and routing traces feed the all-to-all matrices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netsim.errors import WorkloadError
+from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
+from netsim.spec.workload import load_workload
+from netsim.topology import load_topology
+from netsim.workload.graph import StepPlan, build_plan
+
+from ..replay.helpers import FixedCompute
+
+MODEL = {
+    "layers": 2,
+    "hidden": 64,
+    "ffn_hidden": 128,
+    "heads": 4,
+    "vocab": 100,
+    "seq_len": 64,
+    "moe": {"experts": 8, "top_k": 1, "every_n": 1},
+}
+
+
+def _plan(sets: list[str] | None = None, **kw: Any) -> StepPlan:
+    graph = load_topology("dgx-h100", nodes=1)
+    spec = load_workload(
+        {
+            "model": MODEL,
+            "parallelism": {"pp": 1, "tp": 1, "ep": 8, "dp": 8},
+            "num_microbatches": 2,
+            "storage": {"enabled": False},
+        },
+        sets or [],
+        source="t",
+    )
+    return build_plan(spec, graph, FixedCompute(1e-3, 2e-3), **kw)
+
+
+def test_routing_trace_drives_the_dispatch_matrices(tmp_path: Path) -> None:
+    # every rank sends all its tokens to expert 3 (on EP rank 3 with the contiguous placement)
+    tokens = np.zeros((8, 8), dtype=np.int64)
+    tokens[:, 3] = 64
+    meta = TraceMeta(experts=8, ep=8, ranks_per_node=8, hidden=64, top_k=1, router="test")
+    trace = RoutingTrace.from_counts([(0, ly, 0, tokens, None) for ly in range(2)], meta)
+    path = write_routing_trace(trace, tmp_path / "t.parquet")
+    plan = _plan(routing_trace=str(path))
+    for coll in plan.collectives.values():
+        if coll.phase == "fwd-dispatch":
+            m = coll.matrix
+            assert m is not None
+            assert m[:, 3].sum() == pytest.approx(7 * 64 * 64 * 2) and m.sum() == m[:, 3].sum()
+            assert coll.local_bytes == pytest.approx(64 * 64 * 2)
+    load = {(ly, e): t for _, ly, e, t, _ in plan.expert_load}
+    assert load[(0, 3)] == 2 * 8 * 64 and load[(0, 0)] == 0
+
+
+def _dispatch(seed: int) -> list[np.ndarray]:
+    return [
+        c.matrix for c in _plan(seed=seed).collectives.values() if c.phase == "fwd-dispatch" and c.matrix is not None
+    ]
+
+
+def test_uniform_router_is_seeded() -> None:
+    a, b, c = _dispatch(1), _dispatch(1), _dispatch(2)
+    assert len(a) == 2 * 2  # 2 MoE layers x 2 micro-batches, one EP group
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_capacity_factor_drops_tokens() -> None:
+    plan = _plan(["model.moe.capacity_factor=0.5"])
+    kept = sum(t for *_, t, _ in plan.expert_load)
+    dropped = sum(d for *_, d in plan.expert_load)
+    assert dropped > 0 and kept + dropped == 2 * 2 * 8 * 64  # layers x micro-batches x ranks x tokens
+
+
+def test_eplb_with_redundant_experts_and_round_robin() -> None:
+    eplb = _plan(["placement.name=eplb", "placement.redundant_experts=8", "router.name=zipf", "router.options.s=1.5"])
+    assert eplb.expert_load
+    rr = _plan(["placement.name=round-robin"])
+    assert any(c.phase == "fwd-dispatch" for c in rr.collectives.values())
+    with pytest.raises(WorkloadError, match="placement"):
+        _plan(["placement.name=nowhere"])
+
+
+def test_unknown_router_is_a_workload_error() -> None:
+    with pytest.raises(WorkloadError) as exc:
+        _plan(["router.name=oracle"])
+    assert "uniform" in exc.value.one_line()

@@ -1,0 +1,76 @@
+"""Pipeline schedules: every micro-batch's F and B once per chunk, in a dependency-respecting order."""
+
+from __future__ import annotations
+
+import pytest
+
+from netsim.errors import WorkloadError
+from netsim.workload.schedules import SCHEDULES, get_schedule
+
+
+def test_registry() -> None:
+    assert {"gpipe", "1f1b", "interleaved-1f1b", "dualpipe"} <= set(SCHEDULES)
+    with pytest.raises(WorkloadError, match="allowed: 1f1b, dualpipe, gpipe, interleaved-1f1b"):
+        get_schedule("zigzag", 2, 4)
+
+
+def test_1f1b_order_by_hand() -> None:
+    s = get_schedule("1f1b", 4, 6)
+    seq = ["".join((a.kind, str(a.microbatch))) for a in s.order(1)]
+    # stage 1 of 4: 2 warm-up forwards, then 1F1B, then the remaining backwards
+    assert seq == ["F0", "F1", "F2", "B0", "F3", "B1", "F4", "B2", "F5", "B3", "B4", "B5"]
+    assert [a.kind for a in s.order(3)][:4] == ["F", "B", "F", "B"]
+
+
+@pytest.mark.parametrize(
+    ("name", "pp", "m", "v"),
+    [
+        ("gpipe", 4, 5, 1),
+        ("1f1b", 4, 3, 1),
+        ("1f1b", 3, 8, 1),
+        ("interleaved-1f1b", 4, 8, 2),
+        ("interleaved-1f1b", 2, 4, 3),
+        ("dualpipe", 4, 8, 1),
+        ("dualpipe", 8, 20, 1),
+    ],
+)
+def test_each_microbatch_once_per_chunk_and_backward_after_forward(name: str, pp: int, m: int, v: int) -> None:
+    s = get_schedule(name, pp, m, v)
+    for stage in range(pp):
+        order = s.order(stage)
+        chunks = {a.chunk for a in order}
+        for kind in ("F", "B"):
+            done = sorted((a.microbatch, a.chunk) for a in order if a.kind == kind)
+            mbs_of_chunk = {c: sorted(mb for mb, cc in done if cc == c) for c in chunks}
+            if name == "dualpipe":  # chunk 0 serves the first half of the micro-batches, chunk 1 the rest
+                assert mbs_of_chunk == {0: list(range(m // 2)), 1: list(range(m // 2, m))}
+            else:
+                assert all(v_ == list(range(m)) for v_ in mbs_of_chunk.values()) and len(chunks) == v
+        pos = {(a.kind, a.microbatch, a.chunk): i for i, a in enumerate(order)}
+        for (kind, mb, c), i in pos.items():
+            if kind == "B":
+                assert pos[("F", mb, c)] < i
+            if kind == "W":
+                assert pos[("B", mb, c)] < i
+        assert sum(a.kind == "W" for a in order) == sum(a.split_w for a in order)
+
+
+def test_virtual_stage_mapping() -> None:
+    inter = get_schedule("interleaved-1f1b", 4, 8, 2)
+    assert inter.num_virtual_stages == 8
+    assert [inter.locate(0, vs) for vs in (0, 3, 4, 7)] == [(0, 0), (3, 0), (0, 1), (3, 1)]
+    dual = get_schedule("dualpipe", 4, 8)
+    assert dual.num_virtual_stages == 4
+    assert dual.locate(0, 0) == (0, 0) and dual.locate(7, 0) == (3, 1)
+    assert dual.virtual_stage(0, 1) == 3
+
+
+def test_schedule_constraints() -> None:
+    with pytest.raises(WorkloadError, match="num_microbatches"):
+        get_schedule("interleaved-1f1b", 4, 6, 2)
+    with pytest.raises(WorkloadError, match=r"parallelism.pp"):
+        get_schedule("dualpipe", 3, 12)
+    with pytest.raises(WorkloadError, match="num_microbatches"):
+        get_schedule("dualpipe", 4, 6)
+    with pytest.raises(WorkloadError, match="virtual_chunks"):
+        get_schedule("1f1b", 4, 8, 2)

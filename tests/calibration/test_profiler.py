@@ -1,0 +1,163 @@
+"""Kernel profiler: timing logic, grids, and the profile / validate-kernels commands."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netsim.calibration.kernels import KERNELS, KernelTable
+from netsim.calibration.profiler import ProfileOptions, _Timer, default_grid, measure, require_torch
+from netsim.cli import main
+from netsim.errors import NetsimError
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs the torch extra")
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as ei:
+        main(args)
+    out = capsys.readouterr()
+    return int(ei.value.code or 0), out.out, out.err
+
+
+def test_measure_batches_short_calls_and_respects_repeat_bounds() -> None:
+    calls = 0
+
+    def fn() -> None:
+        nonlocal calls
+        calls += 1
+        t = time.perf_counter()
+        while time.perf_counter() - t < 20e-6:
+            pass
+
+    timer = _Timer(None, "cpu")  # type: ignore[arg-type]  # the CPU timer does not touch torch
+    t = measure(timer, fn, budget_s=0.05, min_repeats=4, max_repeats=50, warmup=2, sample_target_s=1e-3)
+    assert t.inner >= 10  # ~20 us calls batched into >= 1 ms samples
+    assert 4 <= t.repeats <= 50 and len(t.samples_s) == t.repeats
+    assert t.time_p10_s <= t.time_s <= t.time_p90_s
+    assert 15e-6 < t.time_s < 2e-3
+    slow = measure(
+        timer,
+        lambda: time.sleep(0.004),
+        budget_s=0.001,
+        min_repeats=3,
+        max_repeats=9,
+        warmup=1,
+        sample_target_s=1e-3,
+    )
+    assert slow.inner == 1 and slow.repeats == 3  # min_repeats wins over a too-small budget
+
+
+@pytest.mark.parametrize(("device", "quick"), [("cpu", False), ("cuda", False), ("cpu", True)])
+def test_default_grids_cover_the_catalogue_once(device: str, quick: bool) -> None:
+    pts = default_grid(device, quick)
+    assert {p.kernel for p in pts} == set(KERNELS)
+    keys = [(p.kernel, tuple(sorted(p.shape.items()))) for p in pts]
+    assert len(keys) == len(set(keys))
+    for p in pts:
+        KERNELS[p.kernel].check_shape(p.shape)
+        if p.kernel == "router_grap":
+            assert p.shape["hidden"] % p.shape["experts"] == 0
+
+
+def test_options_defaults() -> None:
+    assert ProfileOptions().resolved_dtypes() == ("float32",)
+    assert ProfileOptions(device="cuda").resolved_dtypes() == ("bfloat16",)
+    assert ProfileOptions(dtypes=("bf16", "bfloat16", "fp32")).resolved_dtypes() == ("bfloat16", "float32")
+    assert ProfileOptions(quick=True).resolved_budget_s() < ProfileOptions().resolved_budget_s()
+
+
+def test_missing_torch_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    with pytest.raises(NetsimError, match=r"pip install 'moe-netsim\[torch\]'"):
+        require_torch()
+    code, _, err = run_cli(["profile", "--quick", "--out", str(tmp_path / "t.csv")], capsys)
+    assert code == 2 and "pip install 'moe-netsim[torch]'" in err and err.count("\n") == 1
+    assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "--device: unknown device 'tpu'; allowed: cpu, cuda"),
+        (["--dtype", "int4"], "--dtype: unknown dtype 'int4'"),
+        (["--kernels", "gemm,conv"], "--kernels: unknown kernel 'conv'"),
+        (["--budget-s", "0"], "--budget-s: must be > 0"),
+    ],
+)
+def test_profile_rejects_bad_options(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["profile", "--quick", "--out", str(tmp_path / "t.csv"), *args], capsys)
+    assert code == 2 and message in err
+
+
+@pytest.mark.torch
+@needs_torch
+def test_profile_and_validate_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cpu-test.csv"
+    code, stdout, _ = run_cli(
+        [
+            "profile",
+            "--device",
+            "cpu",
+            "--quick",
+            "--kernels",
+            "gemm,rmsnorm,permute,adamw",
+            "--budget-s",
+            "0.01",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0 and f"wrote {out}" in stdout and "GFLOP/s" in stdout
+    t = KernelTable.load(out)
+    assert set(t.kernels()) == {"gemm", "rmsnorm", "permute", "adamw"}
+    assert len(t) == 2 * 2 + 2 * 2 + 2 * 2 + 2  # fwd+bwd x 2 shapes, adamw step x 2
+    meta = t.meta
+    assert meta["device"] == "cpu" and meta["torch"] and meta["threads"] >= 1 and meta["cpu_model"]
+    assert "profile" in meta["command"] and meta["options"]["quick"] is True and meta["date"]
+    assert (t.df["repeats"] >= 3).all() and (t.df["time_s"] > 0).all()
+    g = t.df[(t.df["kernel"] == "gemm") & (t.df["pass"] == "fwd")].iloc[0]
+    assert g["flops"] == 2 * g["m"] * g["n"] * g["k"]
+    # validate: re-measure gemm at the grid points and between them
+    res = tmp_path / "val.csv"
+    code, stdout, _ = run_cli(
+        [
+            "validate-kernels",
+            str(out),
+            "--quick",
+            "--kernels",
+            "gemm",
+            "--budget-s",
+            "0.01",
+            "--out",
+            str(res),
+        ],
+        capsys,
+    )
+    assert code == 0 and "median |error| over" in stdout and "grid:" in stdout and "mid:" in stdout
+    import pandas as pd
+
+    v = pd.read_csv(res)
+    assert set(v["point"]) == {"grid", "mid"} and set(v["pass"]) == {"fwd", "bwd"}
+    assert (v["measured_s"] > 0).all() and (v["predicted_s"] > 0).all()
+
+
+@pytest.mark.torch
+@needs_torch
+def test_profile_cuda_without_gpu_is_a_clean_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = run_cli(["profile", "--device", "cuda", "--quick", "--out", str(tmp_path / "t.csv")], capsys)
+    assert code == 2 and "torch sees no CUDA device" in err

@@ -82,8 +82,13 @@ def _click_exceptions() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+#: the arguments of the command being run (for provenance records such as kernel tables)
+invoked_args: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map NetsimError to one stderr line + exit 2."""
+    invoked_args[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int) and rv != 0:  # click returns Exit codes (e.g. 130 on Ctrl-C)

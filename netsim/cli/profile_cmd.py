@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -49,6 +48,12 @@ def _fmt_rate(x: float, unit: str) -> str:
         if x >= scale:
             return f"{x / scale:.3g} {prefix}{unit}"
     return f"{x:.3g} {unit}"
+
+
+def _invoked_args() -> list[str]:
+    from netsim.cli import invoked_args
+
+    return invoked_args
 
 
 def register(app: typer.Typer) -> None:
@@ -93,7 +98,7 @@ def register(app: typer.Typer) -> None:
             kernels=kern,
             budget_s=budget_s,
             threads=threads,
-            command="netsim " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            command="netsim " + " ".join(shlex.quote(a) for a in _invoked_args()),
         )
         options.resolved_dtypes()  # validate before importing torch
         if device not in ("cpu", "cuda"):

@@ -1,0 +1,92 @@
+"""``netsim calibrate nccl``: fit link efficiencies and the step latency to nccl-tests logs.
+
+::
+
+    netsim calibrate nccl all_reduce_1n.log all_reduce_2n.log --topology dgx-h100 --out cal.yaml
+        [--nodes N] [--algo ring] [--routing ecmp] [--set key=value ...] [--max-sizes 6]
+
+Every run in the logs (op, ranks and hosts from the log itself) is simulated on the topology
+with as many nodes as the run had hosts (``--nodes`` only for logs without ``#  Rank`` lines)
+and the ranks-per-host first GPUs of each node.  The fit (see :mod:`netsim.calibration.fit`)
+prints the error per message size and writes the calibration YAML atomically.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import typer
+
+from netsim.cli.common import load_graph, nodes_option, set_option, topology_option
+from netsim.errors import NetsimError
+
+
+def register(app: typer.Typer) -> None:
+    calibrate_app = typer.Typer(help="Fit model parameters to measurements.", no_args_is_help=True)
+
+    @calibrate_app.command("nccl")
+    def nccl_cmd(
+        logs: list[Path] = typer.Argument(..., help="nccl-tests logs (stdout of *_perf)."),
+        topology: str = topology_option(),
+        nodes: int | None = nodes_option(),
+        out: Path = typer.Option(..., "--out", "-o", help="Calibration YAML to write."),
+        algo: str | None = typer.Option(None, "--algo", "-a", help="Algorithm to simulate (default: the op's)."),
+        op: str | None = typer.Option(None, "--op", help="Collective of logs that do not say (e.g. all_reduce)."),
+        overrides: list[str] = set_option(),
+        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | spray | pxn"),
+        seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
+        max_sizes: int = typer.Option(6, "--max-sizes", min=2, help="Sizes per run used in the optimisation."),
+    ) -> None:
+        """Fit per-link-class efficiency and per-step latency to nccl-tests LOGS."""
+        from netsim.calibration.fit import FitCase, fit_calibration
+        from netsim.calibration.nccl import read_nccl_runs
+        from netsim.collectives.executor import accelerators
+        from netsim.collectives.registry import get_algorithm
+
+        runs = read_nccl_runs(logs, op=op)
+        graphs: dict[int, nx.DiGraph] = {}
+        cases = []
+        for run in runs:
+            get_algorithm(run.op, algo)
+            run_nodes = run.nnodes if run.hosts else (nodes or 1)
+            if run.hosts and nodes is not None and nodes != run.nnodes:
+                raise NetsimError(f"line {run.line}: the run has ranks on {run.nnodes} hosts but --nodes is {nodes}",
+                                  source=run.source)
+            if run.nranks % run_nodes:
+                raise NetsimError(f"line {run.line}: {run.nranks} ranks do not divide over {run_nodes} nodes",
+                                  source=run.source)
+            if run_nodes not in graphs:
+                graphs[run_nodes] = load_graph(topology, run_nodes, overrides)
+            graph = graphs[run_nodes]
+            per = run.nranks // run_nodes
+            devices = accelerators(graph, per_node=per)
+            if len(devices) != run.nranks:
+                raise NetsimError(f"line {run.line}: the run has {run.nranks} ranks ({per} per node) but "
+                                  f"{topology} with {run_nodes} nodes has {len(devices)} such GPUs", source=run.source)
+            df = run.rows[run.rows["size_bytes"] > 0]
+            if df.empty:
+                raise NetsimError(f"line {run.line}: no row with a size > 0", source=run.source)
+            cases.append(FitCase(graph=graph, op=run.op, devices=devices, algo=algo,
+                                 sizes_bytes=df["size_bytes"].to_numpy(dtype=np.int64),
+                                 measured_s=df["oop_time_us"].to_numpy(dtype=float) * 1e-6,
+                                 source=run.source, nnodes=run_nodes))
+        cal = fit_calibration(cases, routing=routing, seed=seed, max_sizes=max_sizes, topology=topology,
+                              nodes=max(graphs) if graphs else nodes, source_logs=[str(p) for p in logs],
+                              progress=lambda m: typer.echo(f"# {m}"))
+        typer.echo(f"# {'source':<28s} {'op':<14s} {'ranks':>5s} {'nodes':>5s} {'size':>12s} "
+                   f"{'measured_us':>12s} {'simulated_us':>12s} {'error':>8s}")
+        for p in cal.points:
+            src = p.source if len(p.source) <= 28 else "..." + p.source[-25:]
+            typer.echo(f"  {src:<28s} {p.op:<14s} {p.nranks:5d} {p.nnodes:5d} {p.size_bytes:12d} "
+                       f"{p.measured_us:12.2f} {p.simulated_us:12.2f} {p.rel_error * 100:7.2f}%")
+        eff = ", ".join(f"{k}={v:.4f}" for k, v in sorted(cal.link_efficiency.items())) or "none"
+        typer.echo(f"# link efficiency: {eff}; step latency: {cal.step_latency_s * 1e6:.4f} us; "
+                   f"rms log error: {cal.rms_log_error:.4f}")
+        if cal.unconstrained_classes:
+            typer.echo(f"# not constrained by these logs (left at 1.0): {', '.join(cal.unconstrained_classes)}")
+        cal.save(out)
+        typer.echo(f"# wrote {out}")
+
+    app.add_typer(calibrate_app, name="calibrate")

@@ -1,0 +1,604 @@
+"""The built-in collective algorithms (registered in :mod:`netsim.collectives.registry`).
+
+Cost of each on ``n`` ranks, size ``S``, per-hop latency ``a`` (path latency plus the per-step
+software latency), link bandwidth ``B``, when nothing else shares the links (alpha-beta model;
+the simulator reproduces these on ideal topologies, see the tests):
+
+================================  ================================================================
+algorithm                          time
+================================  ================================================================
+all_reduce ring                    ``2(n-1) a + 2(n-1)/n S/B``  (``k`` chunks: ``(2(n-1)+k-1) a``)
+all_reduce tree (double binary)    ``(2h + k - 1)(a + S/(2kB))``, ``h`` the tree height
+all_reduce halving_doubling        ``2 log2(p) a + 2(p-1)/p S/B`` (+ ``2(a + S/B)`` if ``n != p``)
+all_reduce hierarchical            ring reduce-scatter in servers, ring all-reduce of ``S/G``
+                                   among same-index GPUs across servers, ring all-gather
+all_reduce nvls (one server)       ``(k + 1)(a + S/(kB))``: up to the reducing switch and back
+all_reduce sharp / nvls (servers)  as hierarchical, the inter-server (sharp) or intra-server
+                                   (nvls) phase in the switches; phases pipelined per chunk
+reduce_scatter / all_gather ring   ``(n-1) a + (n-1)/n S/B``
+broadcast / reduce ring (chain)    ``(n - 1 + k - 1)(a + S/(kB))``
+all_to_all direct                  ``a + (n-1)/n S/B`` (every pair at once)
+all_to_all pairwise                ``(n-1)(a + S/(nB))``
+================================  ================================================================
+
+Conventions shared by all algorithms:
+
+* **Ranks** are the devices in the order given; a *server* (graph attribute ``node``) holds the
+  devices with the same ``node``.  Algorithms that need servers (hierarchical, sharp, nvls,
+  hierarchical/deepep all-to-all) take servers in order of first appearance and the devices
+  inside a server by local index, and need the same number of devices on every server.
+* **Channels** (rings): a ring collective that spans several servers runs one ring per GPU of
+  a server (as NCCL runs one channel per NIC), each on ``S / channels`` bytes.  Ring ``c``
+  visits the GPUs of even servers in the order ``c, c+1, ...`` and of odd servers in the
+  reverse order, so every server-to-server hop links two GPUs with the same local index
+  (the same rail; with an odd number of servers the closing hop changes rail).
+* **Chunks and pipelining**: the data of one step is split into ``k`` chunks.  Chunk ``j`` of
+  a step waits for chunk ``j`` of the previous step (the data it forwards) and for chunk
+  ``j-1`` of its own step on the same link (chunks leave in order), so chunks stream through
+  trees and chains; in multi-phase plans (hierarchical, sharp, nvls) chunk ``j`` enters the
+  next phase when it is through the previous one.  Trees, chains and in-network reductions
+  are pipelined by default
+  (chunks of :data:`~netsim.collectives.registry.DEFAULT_PIPELINE_CHUNK_BYTES`); rings are
+  not (in a flow model every link of a ring is busy at every step, so chunking a ring only
+  adds ``k - 1`` latencies), unless ``chunk_bytes`` is given.
+* **In-network reduction** is modelled as transfers to and from the switch that reduces:
+  each GPU sends its data up a tree of switches (the NVSwitch ``n<k>.nvsw`` for NVLS; the
+  back-end switches for SHARP, reduced at every switch) and receives the result back down.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from netsim.collectives.plan import CollectiveError, PlanBuilder, TopologyView
+from netsim.collectives.registry import PlanRequest, register_algorithm
+
+Frontier = dict[tuple[int, int], list[int]]
+"""(node index, chunk) -> transfer ids that must arrive before chunk ``j`` of that node's next
+phase may start.  Phases of one algorithm use the same number of chunks, so chunk ``j`` of a
+phase follows chunk ``j`` of the previous one: the phases pipeline, as NCCL's loop over slices
+of the buffer does."""
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------
+def _entry(frontier: Frontier | None, node: int, j: int) -> list[int]:
+    """Deps of chunk ``j`` of ``node``'s first transfer in a phase."""
+    if not frontier:
+        return []
+    return frontier.get((node, j), [])
+
+
+def _frontier_array(frontier: Frontier | None, size: int, k: int) -> np.ndarray | None:
+    """A frontier as a ``(size, k, w)`` id array, ``-1`` padded (for vectorised phases)."""
+    if not frontier:
+        return None
+    w = max(len(v) for v in frontier.values())
+    out = np.full((size, k, max(w, 1)), -1, dtype=np.int64)
+    for (node, j), ids in frontier.items():
+        if j < k:
+            out[node, j, : len(ids)] = ids
+    return out
+
+
+def _ring_phase(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: float, chunks: int,
+                step0: int, entry: Frontier | None = None) -> tuple[np.ndarray, Frontier | None]:
+    """Ring steps on ``R`` rings of ``L`` nodes at once (vectorised).
+
+    At step ``s`` the node at ring position ``p`` sends ``block_bytes`` (in ``chunks`` chunks) to
+    position ``p+1``.  Chunk ``j`` of step ``s`` waits for chunk ``j`` of step ``s-1`` from position
+    ``p-1`` and for chunk ``j-1`` of step ``s`` at ``p``; the first step waits for ``entry``.
+
+    Returns the ids ``(nsteps, R, L, chunks)`` and the exit frontier (per node, the last chunk
+    of the last step it received on each ring), or the entry unchanged when there are no steps.
+    """
+    rings = np.asarray(rings, dtype=np.int64)
+    r_count, length = rings.shape
+    k = int(chunks)
+    if nsteps <= 0 or length < 2 or r_count == 0:
+        return np.zeros((0, r_count, length, k), dtype=np.int64), entry
+    shape = (nsteps, r_count, length, k)
+    m = int(np.prod(shape))
+    ids = b.next_id + np.arange(m, dtype=np.int64).reshape(shape)
+    src = np.broadcast_to(rings[None, :, :, None], shape)
+    dst = np.broadcast_to(np.roll(rings, -1, axis=1)[None, :, :, None], shape)
+    ent = _frontier_array(entry, len(b.names), k)
+    ncols = 2 + (ent.shape[2] if ent is not None else 0)
+    deps = np.full((*shape, ncols), -1, dtype=np.int64)
+    deps[1:, :, :, :, 0] = np.roll(ids[:-1], 1, axis=2)
+    deps[:, :, :, 1:, 1] = ids[:, :, :, :-1]
+    if ent is not None:
+        deps[0, :, :, :, 2:] = ent[rings]
+    steps = np.broadcast_to((step0 + np.arange(nsteps, dtype=np.int64))[:, None, None, None], shape)
+    b.add_batch(src.ravel(), dst.ravel(), block_bytes / k, steps.ravel(), deps.reshape(m, ncols))
+    into = np.roll(ids[-1], 1, axis=1)  # (R, L, k): the last step's chunks arriving at rings[r, p]
+    exit_: Frontier = {}
+    for (r, p), node in np.ndenumerate(rings):
+        for j, t in enumerate(into[r, p].tolist()):
+            exit_.setdefault((int(node), j), []).append(t)
+    return ids, exit_
+
+
+def _tree_pipeline(b: PlanBuilder, members: list[int], parent: list[int], piece_bytes: float, chunks: int,
+                   *, reduce: bool, bcast: bool, step0: int = 0, entry: Frontier | None = None) -> Frontier:
+    """Pipelined reduce-to-root and/or broadcast-from-root on a tree.
+
+    ``members[x]`` is the node index of tree position ``x``; ``parent[x]`` its parent position
+    (``-1`` for the root).  Every edge carries ``piece_bytes`` in ``chunks`` chunks.  Returns the
+    exit frontier: per member and chunk, the transfer that delivered it (the root after a
+    reduce-only: the chunks from its children).
+    """
+    n = len(parent)
+    k = int(chunks)
+    c = piece_bytes / k
+    children: list[list[int]] = [[] for _ in range(n)]
+    root = -1
+    for x, p in enumerate(parent):
+        if p < 0:
+            root = x
+        else:
+            children[p].append(x)
+    depth = [0] * n
+    order = [root]
+    for x in order:  # BFS from the root
+        for ch in children[x]:
+            depth[ch] = depth[x] + 1
+            order.append(ch)
+    if len(order) != n:
+        raise AssertionError("tree parents do not form a tree")
+    height = max(depth)
+    up_order = sorted((x for x in range(n) if x != root), key=lambda x: -depth[x])
+    down_order = [x for x in order if children[x]]
+    up: list[list[int]] = [[-1] * k for _ in range(n)]
+    down: list[list[int]] = [[-1] * k for _ in range(n)]
+    for j in range(k):
+        if reduce:
+            for x in up_order:
+                deps = [up[ch][j] for ch in children[x]] + _entry(entry, members[x], j)
+                if j:
+                    deps.append(up[x][j - 1])
+                up[x][j] = b.add(members[x], members[parent[x]], c, deps, step0 + height - depth[x])
+        if bcast:
+            base = step0 + (height if reduce else 0)
+            for x in down_order:
+                for ch in children[x]:
+                    if x == root:
+                        deps = [up[cc][j] for cc in children[root]] if reduce else _entry(entry, members[root], j)
+                    else:
+                        deps = [down[x][j]]
+                    if j:
+                        deps.append(down[ch][j - 1])
+                    down[ch][j] = b.add(members[x], members[ch], c, deps, base + depth[x])
+    exit_: Frontier = {}
+    for x in range(n):
+        for j in range(k):
+            if bcast and x != root:
+                exit_[(members[x], j)] = [down[x][j]]
+            elif x == root and reduce:
+                exit_[(members[x], j)] = [up[ch][j] for ch in children[root]]
+    return exit_
+
+
+def _star_phase(b: PlanBuilder, groups: list[tuple[list[int], int]], up_bytes: float, down_bytes: float,
+                chunks: int, step0: int, entry: Frontier | None) -> Frontier:
+    """Members send ``up_bytes`` to their switch, which sends ``down_bytes`` back to each member
+    once it has every member's chunk (a reduction in the switch); pipelined in ``chunks``."""
+    k = int(chunks)
+    exit_: Frontier = {}
+    for members, sw in groups:
+        up_prev: dict[int, int] = {}
+        down_prev: dict[int, int] = {}
+        for j in range(k):
+            ups = []
+            for x in members:
+                deps = _entry(entry, x, j) + ([up_prev[x]] if j else [])
+                up_prev[x] = b.add(x, sw, up_bytes / k, deps, step0)
+                ups.append(up_prev[x])
+            for x in members:
+                deps = ups + ([down_prev[x]] if j else [])
+                down_prev[x] = b.add(sw, x, down_bytes / k, deps, step0 + 1)
+                exit_[(x, j)] = [down_prev[x]]
+    return exit_
+
+
+def _grid(req: PlanRequest, algo: str) -> np.ndarray:
+    return req.view.require_grid(req.devices, algo)
+
+
+def _ring_orders(req: PlanRequest) -> np.ndarray:
+    """``(channels, n)`` ring orders (rank indices), rail-aligned across servers (module doc)."""
+    n = req.n
+    grid = req.view.grid(req.devices, "ring")
+    if grid is None or grid.shape[0] == 1 or grid.shape[1] == 1:
+        base = grid.ravel() if grid is not None and grid.shape[0] > 1 else np.arange(n, dtype=np.int64)
+        return np.tile(base, (req.channels or 1, 1))
+    nodes, per = grid.shape
+    count = req.channels or per
+    rings = np.empty((count, n), dtype=np.int64)
+    for c in range(count):
+        up = (c + np.arange(per)) % per
+        downw = (c - 1 - np.arange(per)) % per
+        rings[c] = np.concatenate([grid[k, up if k % 2 == 0 else downw] for k in range(nodes)])
+    return rings
+
+
+def _btree_parents(n: int) -> list[int]:
+    """NCCL's binary tree over ranks 0..n-1 (``ncclGetBtree``), root 0."""
+    parent = [-1] * n
+    for r in range(1, n):
+        bit = 1
+        while bit < n and not (bit & r):
+            bit <<= 1
+        up = (r ^ bit) | (bit << 1)
+        if up >= n:
+            up = r ^ bit
+        parent[r] = up
+    return parent
+
+
+def double_binary_trees(n: int) -> tuple[list[int], list[int]]:
+    """NCCL's double binary tree: the btree and its mirror (even ``n``) or shift (odd ``n``),
+    so that a rank that is a leaf in one tree is an interior node in the other."""
+    t0 = _btree_parents(n)
+    if n % 2 == 0:
+        t1 = [-1 if t0[n - 1 - r] < 0 else n - 1 - t0[n - 1 - r] for r in range(n)]
+    else:
+        t1 = [-1 if t0[(r - 1) % n] < 0 else (t0[(r - 1) % n] + 1) % n for r in range(n)]
+    return t0, t1
+
+
+def _nvswitch(view: TopologyView, node: int) -> str:
+    name = f"n{node}.nvsw"
+    g = view.graph
+    if g is None or name in g:
+        return name
+    for v, a in g.nodes(data=True):
+        if a.get("kind") == "switch" and a.get("node") == node and a.get("role", "nvswitch") == "nvswitch":
+            return str(v)
+    raise CollectiveError(f"nvls needs an NVSwitch in server {node} (no device {name!r} in the topology)",
+                          field="algo")
+
+
+def switch_tree(graph: nx.DiGraph | None, devices: list[str]) -> tuple[str, dict[str, str], dict[str, str]]:
+    """The aggregation tree SHARP would use for ``devices``: ``(root, parent, attach)``.
+
+    The root is the back-end fabric switch closest to all devices (smallest maximum hop count,
+    then smallest total, then name); ``attach[d]`` is the first fabric switch on ``d``'s shortest
+    path to the root and ``parent[s]`` the next switch on the way up.
+    """
+    if graph is None:
+        raise CollectiveError("sharp needs the topology graph to find the switch tree", field="algo")
+    switches = sorted(str(v) for v, a in graph.nodes(data=True)
+                      if a.get("kind") == "switch" and int(a.get("node", -1) if a.get("node") is not None else -1) < 0
+                      and a.get("network", "backend") == "backend")
+    if not switches:
+        raise CollectiveError("sharp needs back-end fabric switches; the topology has none", field="algo")
+    ug = graph.to_undirected(as_view=True)
+    best: tuple[tuple[int, int, str], str] | None = None
+    for s in switches:
+        dist = nx.single_source_shortest_path_length(ug, s)
+        ds = [dist.get(d) for d in devices]
+        if any(x is None for x in ds):
+            continue
+        dd = [int(x) for x in ds if x is not None]
+        key = (max(dd), sum(dd), s)
+        if best is None or key < best[0]:
+            best = (key, s)
+    if best is None:
+        raise CollectiveError("sharp: no back-end switch reaches every device of the group", field="algo")
+    root = best[1]
+    pred = nx.predecessor(ug, root)
+    swset = set(switches)
+    parent: dict[str, str] = {}
+    attach: dict[str, str] = {}
+    for d in devices:
+        path = [d]
+        while path[-1] != root:
+            path.append(pred[path[-1]][0])
+        sws = [v for v in path if v in swset]
+        attach[d] = sws[0]
+        for a, bb in itertools.pairwise(sws):
+            parent.setdefault(a, bb)
+    return root, parent, attach
+
+
+def _sharp_phase(b: PlanBuilder, req: PlanRequest, groups: list[list[int]], piece_bytes: float, chunks: int,
+                 step0: int, entry: Frontier | None) -> Frontier:
+    """In-network all-reduce of ``piece_bytes`` inside each group through its switch tree."""
+    exit_: Frontier = {}
+    for grp in groups:
+        names = [req.devices[r] for r in grp]
+        root, parent, attach = switch_tree(req.view.graph, names)
+        members: list[int] = list(grp)
+        switches = sorted({*attach.values(), *parent.keys(), *parent.values(), root})
+        members += [b.node(s) for s in switches]
+        pos = {m: i for i, m in enumerate(members)}
+        par = [-1] * len(members)
+        for r, d in zip(grp, names, strict=True):
+            par[pos[r]] = pos[b.node(attach[d])]
+        for s, p in parent.items():
+            par[pos[b.node(s)]] = pos[b.node(p)]
+        ex = _tree_pipeline(b, members, par, piece_bytes, chunks, reduce=True, bcast=True, step0=step0,
+                            entry=entry)
+        exit_.update({key: ids for key, ids in ex.items() if key[0] < req.n})
+    return exit_
+
+
+# ---------------------------------------------------------------------------------------------
+# all-reduce, reduce-scatter, all-gather
+# ---------------------------------------------------------------------------------------------
+@register_algorithm("all_reduce", "ring", default=True,
+                    description="ring reduce-scatter + all-gather, one ring per channel")
+def ring_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    rings = _ring_orders(req)
+    count, n = rings.shape
+    block = req.nbytes / (count * n)
+    k = req.chunks(block, pipelined=False)
+    _ring_phase(b, rings, 2 * (n - 1), block, k, 0)
+    return {"channels": count, "chunks": k}
+
+
+@register_algorithm("reduce_scatter", "ring", default=True, description="ring reduce-scatter")
+def ring_reduce_scatter(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    rings = _ring_orders(req)
+    count, n = rings.shape
+    block = req.nbytes / (count * n)
+    k = req.chunks(block, pipelined=False)
+    _ring_phase(b, rings, n - 1, block, k, 0)
+    return {"channels": count, "chunks": k}
+
+
+@register_algorithm("all_gather", "ring", default=True, description="ring all-gather")
+def ring_all_gather(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    return ring_reduce_scatter(req, b) or {}  # same traffic: n-1 steps of nbytes/n per rank
+
+
+@register_algorithm("all_reduce", "tree", description="NCCL double binary tree, pipelined")
+def tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    n = req.n
+    half = req.nbytes / 2
+    k = req.chunks(half, pipelined=True)
+    for parents in double_binary_trees(n):
+        _tree_pipeline(b, list(range(n)), parents, half, k, reduce=True, bcast=True)
+    return {"chunks": k}
+
+
+@register_algorithm("all_reduce", "halving_doubling",
+                    description="recursive halving reduce-scatter + doubling all-gather (Rabenseifner)")
+def halving_doubling_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    n, size = req.n, req.nbytes
+    p = 1 << (n.bit_length() - 1)
+    extra = n - p
+    last: dict[int, list[int]] = {r: [] for r in range(n)}
+    step = 0
+    if extra:  # fold: the first 2*extra ranks pair up, even ranks hand their data to odd ones
+        for i in range(extra):
+            last[2 * i + 1] = [b.add(2 * i, 2 * i + 1, size, (), 0)]
+        step = 1
+    part = [2 * i + 1 for i in range(extra)] + list(range(2 * extra, n))
+    m = p.bit_length() - 1
+    dists = [p >> (q + 1) for q in range(m)]
+    sizes = [size / (2 << q) for q in range(m)]
+    for dist, chunk in [*zip(dists, sizes, strict=True), *reversed(list(zip(dists, sizes, strict=True)))]:
+        new: dict[int, list[int]] = {}
+        for v in range(p):
+            s, d = part[v], part[v ^ dist]
+            # an exchange (sendrecv): it starts when both partners finished their previous step
+            t = b.add(s, d, chunk, list(dict.fromkeys([*last[s], *last[d]])), step)
+            new.setdefault(s, []).append(t)
+            new.setdefault(d, []).append(t)
+        last.update(new)
+        step += 1
+    for i in range(extra):
+        b.add(2 * i + 1, 2 * i, size, last[2 * i + 1], step)
+    return {"power_of_two": p}
+
+
+def _hier_all_reduce(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, Any]:
+    """Reduce-scatter inside servers, all-reduce of ``S/G`` among same-index GPUs across servers
+    (``inter``: ``ring`` or ``sharp``), all-gather inside servers; with ``k`` chunks (the same
+    in every phase) chunk ``j`` moves to the next phase as soon as it is through the previous."""
+    grid = _grid(req, f"hierarchical/{inter}")
+    nodes, per = grid.shape
+    s = req.nbytes
+    k = req.chunks(s / per, pipelined=inter != "ring")
+    _, fr = _ring_phase(b, grid, per - 1, s / per, k, 0)
+    if inter == "ring":
+        _, fr = _ring_phase(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, fr)
+    else:
+        fr = _sharp_phase(b, req, [list(col) for col in grid.T.tolist()], s / per, k, b.next_step, fr)
+    _ring_phase(b, grid, per - 1, s / per, k, b.next_step, fr)
+    return {"servers": nodes, "per_server": per, "chunks": k}
+
+
+@register_algorithm("all_reduce", "hierarchical",
+                    description="intra-server reduce-scatter, inter-server ring all-reduce, intra all-gather")
+def hierarchical_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    return _hier_all_reduce(req, b, "ring")
+
+
+@register_algorithm("all_reduce", "sharp",
+                    description="in-network reduction in the back-end switches (InfiniBand SHARP)")
+def sharp_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    grid = _grid(req, "sharp")
+    if grid.shape[0] < 2:
+        raise CollectiveError("sharp reduces in the back-end fabric and needs devices on at least two servers "
+                              "(use nvls inside one server)", field="algo")
+    return _hier_all_reduce(req, b, "sharp")
+
+
+def _nvls(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, Any]:
+    grid = _grid(req, "nvls")
+    nodes, per = grid.shape
+    s = req.nbytes
+    sw = [b.node(_nvswitch(req.view, req.view.node_of[req.devices[int(row[0])]])) for row in grid]
+    if nodes == 1:
+        k = req.chunks(s, pipelined=True)
+        _star_phase(b, [(grid[0].tolist(), sw[0])], s, s, k, 0, None)
+        return {"chunks": k}
+    k = req.chunks(s / per, pipelined=True)
+    groups = [(row.tolist(), sw[i]) for i, row in enumerate(grid)]
+    fr = _star_phase(b, groups, s, s / per, k, 0, None)  # NVLS reduce-scatter
+    if inter == "ring":
+        _, fr2 = _ring_phase(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, fr)
+    else:
+        fr2 = _sharp_phase(b, req, [list(col) for col in grid.T.tolist()], s / per, k, b.next_step, fr)
+    _star_phase(b, groups, s / per, s, k, b.next_step, fr2)  # NVLS all-gather
+    return {"chunks": k, "servers": nodes}
+
+
+@register_algorithm("all_reduce", "nvls",
+                    description="NVLink SHARP: reduction in the NVSwitch (ring between servers)")
+def nvls_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    return _nvls(req, b, "ring")
+
+
+@register_algorithm("all_reduce", "nvls_sharp",
+                    description="NVLS inside servers, SHARP between servers")
+def nvls_sharp_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    return _nvls(req, b, "sharp")
+
+
+# ---------------------------------------------------------------------------------------------
+# broadcast and reduce (root = first device)
+# ---------------------------------------------------------------------------------------------
+@register_algorithm(("broadcast", "reduce"), "ring", default=True,
+                    description="pipelined chain through the ranks in order (NCCL ring broadcast/reduce)")
+def chain_rooted(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    n = req.n
+    k = req.chunks(req.nbytes, pipelined=True)
+    parent = [r - 1 for r in range(n)]
+    _tree_pipeline(b, list(range(n)), parent, req.nbytes, k, reduce=req.op == "reduce", bcast=req.op == "broadcast")
+    return {"chunks": k}
+
+
+@register_algorithm(("broadcast", "reduce"), "tree", description="pipelined binary tree rooted at the first rank")
+def tree_rooted(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    k = req.chunks(req.nbytes, pipelined=True)
+    _tree_pipeline(b, list(range(req.n)), _btree_parents(req.n), req.nbytes, k, reduce=req.op == "reduce",
+                   bcast=req.op == "broadcast")
+    return {"chunks": k}
+
+
+# ---------------------------------------------------------------------------------------------
+# all-to-all(v)
+# ---------------------------------------------------------------------------------------------
+_A2A = ("all_to_all", "all_to_allv")
+
+
+def _a2a_matrix(req: PlanRequest) -> np.ndarray:
+    n = req.n
+    m = req.matrix.copy() if req.matrix is not None else np.full((n, n), req.nbytes / n)
+    np.fill_diagonal(m, 0.0)
+    return m
+
+
+@register_algorithm(_A2A, "direct", default=True, description="every pair at once (NCCL grouped send/recv)")
+def direct_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    m = _a2a_matrix(req)
+    i, j = np.nonzero(m > 0)
+    b.add_batch(i, j, m[i, j], 0)
+    return {}
+
+
+@register_algorithm(_A2A, "pairwise", description="n-1 rounds; in round s rank i sends to rank i+s")
+def pairwise_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    n = req.n
+    m = _a2a_matrix(req)
+    ids = b.next_id + np.arange((n - 1) * n, dtype=np.int64).reshape(n - 1, n)
+    src = np.tile(np.arange(n, dtype=np.int64), (n - 1, 1))
+    shift = np.arange(1, n, dtype=np.int64)[:, None]
+    dst = (src + shift) % n
+    deps = np.full((n - 1, n, 2), -1, dtype=np.int64)
+    deps[1:, :, 0] = ids[:-1]  # my previous send
+    prev_from = (np.arange(n)[None, :] - shift[:-1]) % n  # who sent to me in the previous round
+    deps[1:, :, 1] = np.take_along_axis(ids[:-1], prev_from, axis=1)
+    steps = np.broadcast_to(np.arange(n - 1)[:, None], (n - 1, n))
+    b.add_batch(src.ravel(), dst.ravel(), m[src, dst].ravel(), steps.ravel(), deps.reshape(-1, 2))
+    return {}
+
+
+def _a2a_grid(req: PlanRequest, algo: str) -> tuple[np.ndarray, np.ndarray]:
+    grid = _grid(req, algo)
+    nodes, per = grid.shape
+    m = _a2a_matrix(req)
+    flat = grid.ravel()
+    return grid, m[np.ix_(flat, flat)].reshape(nodes, per, nodes, per)
+
+
+def _intra_direct(b: PlanBuilder, grid: np.ndarray, m4: np.ndarray) -> None:
+    a = np.arange(grid.shape[0])
+    intra = m4[a, :, a, :]  # (nodes, per, per)
+    aa, ii, jj = np.nonzero(intra > 0)
+    b.add_batch(grid[aa, ii], grid[aa, jj], intra[aa, ii, jj], 0)
+
+
+@register_algorithm(_A2A, "hierarchical",
+                    description="gather per destination server, one NIC per destination server, scatter")
+def hierarchical_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    grid, m4 = _a2a_grid(req, "hierarchical")
+    nodes, per = grid.shape
+    _intra_direct(b, grid, m4)
+    proxy = np.arange(nodes) % per  # local index that carries traffic to server b (same on both ends)
+    other = ~np.eye(nodes, dtype=bool)
+    # 1) gather: GPU (a, i) hands what it has for server b to the proxy (a, proxy[b])
+    g_bytes = m4.sum(axis=3)  # (a, i, b)
+    sel = (g_bytes > 0) & other[:, None, :] & (np.arange(per)[None, :, None] != proxy[None, None, :])
+    aa, ii, bb = np.nonzero(sel)
+    gid = np.full((nodes, per, nodes), -1, dtype=np.int64)
+    gid[aa, ii, bb] = b.add_batch(grid[aa, ii], grid[aa, proxy[bb]], g_bytes[aa, ii, bb], 0)
+    # 2) one transfer per server pair, proxy to proxy (same local index: same rail)
+    x_bytes = m4.sum(axis=(1, 3))  # (a, b)
+    aa, bb = np.nonzero((x_bytes > 0) & other)
+    xid = np.full((nodes, nodes), -1, dtype=np.int64)
+    xid[aa, bb] = b.add_batch(grid[aa, proxy[bb]], grid[bb, proxy[bb]], x_bytes[aa, bb], 1, gid[aa, :, bb])
+    # 3) scatter inside the destination server
+    s_bytes = m4.sum(axis=1)  # (a, b, j)
+    sel = (s_bytes > 0) & other[:, :, None] & (np.arange(per)[None, None, :] != proxy[None, :, None])
+    aa, bb, jj = np.nonzero(sel)
+    b.add_batch(grid[bb, proxy[bb]], grid[bb, jj], s_bytes[aa, bb, jj], 2, xid[aa, bb][:, None])
+    return {"servers": nodes}
+
+
+@register_algorithm(_A2A, "deepep",
+                    description="RDMA to the same-index GPU of the target server, then NVLink to the owner")
+def deepep_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    grid, m4 = _a2a_grid(req, "deepep")
+    nodes, per = grid.shape
+    _intra_direct(b, grid, m4)
+    other = ~np.eye(nodes, dtype=bool)
+    r_bytes = m4.sum(axis=3)  # (a, i, b)
+    aa, ii, bb = np.nonzero((r_bytes > 0) & other[:, None, :])
+    rid = np.full((nodes, per, nodes), -1, dtype=np.int64)
+    rid[aa, ii, bb] = b.add_batch(grid[aa, ii], grid[bb, ii], r_bytes[aa, ii, bb], 0)
+    sel = (m4 > 0) & other[:, None, :, None] & ~np.eye(per, dtype=bool)[None, :, None, :]
+    aa, ii, bb, jj = np.nonzero(sel)
+    b.add_batch(grid[bb, ii], grid[bb, jj], m4[aa, ii, bb, jj], 1, rid[aa, ii, bb][:, None])
+    return {"servers": nodes}
+
+
+# ---------------------------------------------------------------------------------------------
+# send/recv
+# ---------------------------------------------------------------------------------------------
+@register_algorithm("sendrecv", "shift", default=True,
+                    description="every rank sends to the next and receives from the previous (nccl-tests)")
+def shift_sendrecv(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    n = req.n
+    src = np.arange(n, dtype=np.int64)
+    b.add_batch(src, (src + 1) % n, req.nbytes, 0)
+    return {}
+
+
+@register_algorithm("sendrecv", "pairs", description="rank 2i sends to rank 2i+1 (one direction)")
+def pairs_sendrecv(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    n = req.n
+    if n % 2:
+        raise CollectiveError(f"sendrecv 'pairs' needs an even number of devices, got {n}", field="devices")
+    src = np.arange(0, n, 2, dtype=np.int64)
+    b.add_batch(src, src + 1, req.nbytes, 0)
+    return {}

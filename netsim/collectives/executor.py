@@ -1,0 +1,229 @@
+"""Running a plan on the network: transfers become flows, dependencies become waits.
+
+:func:`run_collective` plans a collective (:func:`~netsim.collectives.registry.build_plan`) and
+executes it on a :class:`~netsim.network.engine.Network`: a transfer starts ``step_latency_s``
+after the last of its dependencies has arrived (transfers without dependencies start
+``step_latency_s`` after the collective starts), as one flow of the network.  Collectives of
+different groups running at once are just more flows, so they contend for links as they
+would on the real cluster.
+
+The executor is event-driven, not process-per-transfer: the transfers that become ready at the
+same instant are submitted to the engine as one vectorised batch
+(:meth:`Network.transfer_ids`), so a plan whose transfers are all independent (a direct
+all-to-all of 1024 GPUs: ~1M transfers) is submitted in one call, and a ring step of ``n``
+transfers costs one batch, not ``n`` processes.  Arrivals at one instant are also processed as
+a batch (dependency counters are decremented with numpy).
+
+``step_latency_s`` models the per-step software overhead of a collective library (kernel
+launch, synchronisation, protocol handshakes; NCCL's per-step latency): calibrate it with
+``netsim calibrate nccl``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+import numpy as np
+import simpy
+
+from netsim.collectives.plan import CollectiveError, Plan
+from netsim.collectives.registry import build_plan
+
+if TYPE_CHECKING:
+    from netsim.network.engine import Network
+
+
+@dataclass(frozen=True)
+class CollectiveResult:
+    """The outcome of one executed collective (the value of the process
+    :func:`run_collective` returns).
+
+    Attributes:
+        op, algo: the collective and the algorithm that ran.
+        nbytes: its size in bytes.
+        num_devices: group size.
+        start_s, end_s: simulated start and end (seconds).
+        num_transfers: transfers (flows) it generated.
+    """
+
+    op: str
+    algo: str
+    nbytes: float
+    num_devices: int
+    start_s: float
+    end_s: float
+    num_transfers: int
+
+    @property
+    def time_s(self) -> float:
+        """Duration in seconds."""
+        return self.end_s - self.start_s
+
+
+class _Execution:
+    """State of one plan being executed (dependency counters, batching of arrivals)."""
+
+    def __init__(self, net: Network, plan: Plan, traffic_class: str, label: str, step_latency_s: float) -> None:
+        self.net = net
+        self.env: simpy.Environment = net.env
+        self.plan = plan
+        index = net.links.index
+        missing = [n for n in plan.nodes if n not in index]
+        if missing:
+            raise CollectiveError(f"unknown device {missing[0]!r} (not in the network's topology)", field="devices")
+        node_ids = np.array([index[n] for n in plan.nodes], dtype=np.int64)
+        self.src = node_ids[plan.src]
+        self.dst = node_ids[plan.dst]
+        self.size = plan.size
+        self.remaining = plan.num_deps.astype(np.int64, copy=True)
+        self.child_ptr, self.child_idx = plan.dependents()
+        self.total = len(plan)
+        self.done = 0
+        self.arrived: list[int] = []
+        self.flush_pending = False
+        self.traffic_class = traffic_class
+        self.label = label
+        self.step_latency_s = step_latency_s
+        self.finished = self.env.event()
+
+    def start(self) -> None:
+        self._schedule(np.flatnonzero(self.remaining == 0))
+
+    def _schedule(self, ready: np.ndarray) -> None:
+        if self.step_latency_s > 0:
+            ev = self.env.timeout(self.step_latency_s)
+            ev.callbacks.append(partial(self._launch_cb, ready))
+        else:
+            self._launch(ready)
+
+    def _launch_cb(self, ready: np.ndarray, _ev: simpy.Event) -> None:
+        self._launch(ready)
+
+    def _launch(self, ready: np.ndarray) -> None:
+        events = self.net.transfer_ids(self.src[ready], self.dst[ready], self.size[ready],
+                                       traffic_class=self.traffic_class, label=self.label)
+        cb = self._on_arrival
+        for ev, t in zip(events, ready.tolist(), strict=True):
+            ev.callbacks.append(partial(cb, t))
+
+    def _on_arrival(self, t: int, _ev: simpy.Event) -> None:
+        self.arrived.append(t)
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.env.timeout(0).callbacks.append(self._flush)
+
+    def _flush(self, _ev: simpy.Event) -> None:
+        self.flush_pending = False
+        done = np.array(self.arrived, dtype=np.int64)
+        self.arrived = []
+        self.done += done.size
+        ptr = self.child_ptr
+        starts = ptr[done]
+        counts = ptr[done + 1] - starts
+        total = int(counts.sum())
+        if total:
+            offs = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
+            kids, times = np.unique(self.child_idx[offs], return_counts=True)
+            self.remaining[kids] -= times
+            ready = kids[self.remaining[kids] == 0]
+            if ready.size:
+                self._schedule(ready)
+        if self.done == self.total:
+            self.finished.succeed()
+
+
+def result_of(proc: simpy.Process) -> CollectiveResult:
+    """The :class:`CollectiveResult` of a finished :func:`run_collective` process."""
+    if not proc.triggered or not isinstance(proc.value, CollectiveResult):
+        raise AssertionError("the collective did not complete: the network was not run to the end, or a "
+                             "dependency of its plan never arrived")
+    return proc.value
+
+
+def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", label: str = "",
+                 step_latency_s: float | None = None) -> simpy.Process:
+    """Execute ``plan`` on ``net`` starting now; returns a simpy process whose value is a
+    :class:`CollectiveResult`."""
+    lat = 0.0 if step_latency_s is None else float(step_latency_s)
+    if not math.isfinite(lat) or lat < 0:
+        raise CollectiveError(f"step_latency_s must be >= 0, got {step_latency_s!r}", field="step_latency_s")
+    ex = _Execution(net, plan, traffic_class, label or f"{plan.op}/{plan.algo}", lat)
+    env = net.env
+
+    def proc() -> Generator[simpy.Event, Any, CollectiveResult]:
+        t0 = float(env.now)
+        if ex.total:
+            ex.start()
+            yield ex.finished
+        return CollectiveResult(plan.op, plan.algo, plan.nbytes, len(plan.devices), t0, float(env.now), ex.total)
+
+    return env.process(proc())
+
+
+def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
+                   matrix: Any = None, traffic_class: str = "other", label: str = "",
+                   chunk_bytes: float | None = None, step_latency_s: float | None = None,
+                   channels: int | None = None) -> simpy.Process:
+    """Plan collective ``op`` over ``devices`` and run it on ``net`` (a ``Network``), starting now.
+
+    Args:
+        net: the network (its graph gives server membership and switches).
+        op: ``all_reduce``, ``reduce_scatter``, ``all_gather``, ``broadcast``, ``reduce``,
+            ``all_to_all``, ``all_to_allv`` or ``sendrecv``.
+        devices: the group in rank order.
+        nbytes: size in bytes (nccl-tests convention, see :mod:`netsim.collectives.registry`).
+        algo: algorithm name (``None``: ring for reductions and gathers, direct for
+            all-to-all, shift for sendrecv; in-network reduction only when asked).
+        matrix: ``matrix[i][j]`` bytes from ``devices[i]`` to ``devices[j]`` (all-to-all(v)).
+        traffic_class, label: tags of the flows (``label`` defaults to ``op/algo``).
+        chunk_bytes: pipeline chunk size in bytes (``None``: the algorithm's default).
+        step_latency_s: software latency before every transfer, seconds (``None``: 0).
+        channels: parallel rings of ring algorithms (``None``: automatic).
+
+    Returns:
+        A simpy process; ``yield`` it inside a process, or run the network and read
+        ``proc.value`` (a :class:`CollectiveResult`).
+    """
+    plan = build_plan(op, devices, nbytes, algo=algo, matrix=matrix, graph=net.graph, chunk_bytes=chunk_bytes,
+                      channels=channels)
+    return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s)
+
+
+def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbytes: float, *,
+                        algo: str | None = None, matrix: Any = None, chunk_bytes: float | None = None,
+                        step_latency_s: float | None = None, channels: int | None = None,
+                        traffic_class: str = "other", **engine_kwargs: Any) -> float:
+    """Time in seconds of one collective alone on a fresh ``Network(graph, **engine_kwargs)``
+    (``routing``, ``seed``, ``efficiency``, ``flow_rate_cap_Bps``)."""
+    from netsim.network.engine import Network
+
+    net = Network(graph, **engine_kwargs)
+    proc = run_collective(net, op, devices, nbytes, algo=algo, matrix=matrix, traffic_class=traffic_class,
+                          chunk_bytes=chunk_bytes, step_latency_s=step_latency_s, channels=channels)
+    net.run()
+    return result_of(proc).time_s
+
+
+def accelerators(graph: nx.DiGraph, *, per_node: int | None = None) -> list[str]:
+    """The accelerators of a topology in rank order (server, then local index); with
+    ``per_node``, only the first ``per_node`` of every server."""
+    accs = [(int(a.get("node", -1) if a.get("node") is not None else -1),
+             int(a.get("index", -1) if a.get("index") is not None else -1), str(v))
+            for v, a in graph.nodes(data=True) if a.get("kind") == "accelerator"]
+    accs.sort()
+    if per_node is None:
+        return [v for _, _, v in accs]
+    if per_node < 1:
+        raise CollectiveError(f"GPUs per node must be >= 1, got {per_node}", field="gpus_per_node")
+    out: list[str] = []
+    seen: dict[int, int] = {}
+    for node, _, v in accs:
+        if seen.get(node, 0) < per_node:
+            out.append(v)
+            seen[node] = seen.get(node, 0) + 1
+    return out

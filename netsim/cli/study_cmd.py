@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from netsim.cli.common import console, err_console
 
 
-def _csv(value: str, cast: type = str) -> tuple:  # type: ignore[type-arg]
+def _csv(value: str, cast: type = str) -> tuple:
     items = [v.strip() for v in value.split(",") if v.strip()]
     try:
         return tuple(cast(v) for v in items)

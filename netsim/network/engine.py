@@ -154,7 +154,7 @@ class Network:
         self._wake_pending = False
         # link statistics
         nl = self.links.num_links
-        self._link_load = np.zeros(nl)
+        self._link_load: np.ndarray = np.zeros(nl)
         self._link_bytes = np.zeros(nl)
         self._link_busy = np.zeros(nl)
         self._link_peak = np.zeros(nl)
@@ -452,7 +452,8 @@ class Network:
             self._incremental_runs += 1
             if self._incremental_runs % self.RESUM_LOADS_EVERY == 0:
                 every = np.repeat(self._rate, self._counts)  # dead rows have rate 0
-                self._link_load = np.bincount(self._nz_link, weights=self._nz_w * every, minlength=nl)
+                self._link_load = np.bincount(self._nz_link, weights=self._nz_w * every,
+                                              minlength=nl).astype(np.float64)
             rows = np.flatnonzero(self._alive & (self._rate >= level0 * (1 - 1e-9)))
             if rows.size == 0:
                 return  # every leaver was faster than everyone left: nobody's rate changes

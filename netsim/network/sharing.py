@@ -47,6 +47,9 @@ def _gather(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Concatenated index ranges ptr[r]:ptr[r+1] for every r in ``rows``."""
     if rows.size == 0:
         return np.zeros(0, dtype=np.int64)
+    if rows.size == 1:
+        r = int(rows[0])
+        return np.arange(ptr[r], ptr[r + 1], dtype=np.int64)
     starts = ptr[rows]
     lens = ptr[rows + 1] - starts
     total = int(lens.sum())

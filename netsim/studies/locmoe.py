@@ -231,7 +231,9 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
                          f"on average over {', '.join(str(n) for n in common)} nodes")
                 lines.append(
                     f"{topology} ({placement}): LocMoE vs {ROUTER_LABELS.get(other, other)} changes cross-node "
-                    f"EP bytes by {-saved.mean():+.1f}% and all-to-all time by {-a2a.mean():+.1f}% {where}.")
+                    f"EP bytes by {-saved.mean():+.1f}% and all-to-all time by {-a2a.mean():+.1f}% {where} "
+                    f"(drop rate {a.loc[common, 'drop_rate'].mean() * 100:.1f}% vs "
+                    f"{b.loc[common, 'drop_rate'].mean() * 100:.1f}%: dropped tokens are not sent).")
     stat = results[results["routing"] == "statistical"]
     if stat["router"].nunique() >= 2:
         for (topology, nodes), g in stat.groupby(["topology", "nodes"], sort=True):
@@ -239,11 +241,13 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
             lo, hi = g.iloc[0], g.iloc[-1]
             lines.append(
                 f"{topology}, {nodes} nodes: keeping {lo['router'].split()[-1]} instead of "
-                f"{hi['router'].split()[-1]} of tokens on their node cuts cross-node EP bytes from "
+                f"{hi['router'].split()[-1]} of tokens on their node changes cross-node EP bytes from "
                 f"{hi['ep_bytes_inter_node'] / 2**30:.2f} to {lo['ep_bytes_inter_node'] / 2**30:.2f} GiB per step and "
-                f"the all-to-all from {hi['alltoall_s'] * 1e3:.2f} to {lo['alltoall_s'] * 1e3:.2f} ms "
-                f"(step {hi['step_time_s'] * 1e3:.1f} -> {lo['step_time_s'] * 1e3:.1f} ms): the most a "
-                f"locality-aware router can save here.")
+                f"the all-to-all from {hi['alltoall_s'] * 1e3:.2f} to {lo['alltoall_s'] * 1e3:.2f} ms, the room a "
+                f"locality-aware router has on this fabric; the step goes from {hi['step_time_s'] * 1e3:.1f} to "
+                f"{lo['step_time_s'] * 1e3:.1f} ms"
+                + (f" (expert load CV {hi['expert_load_cv']:.2f} -> {lo['expert_load_cv']:.2f}: local tokens also "
+                   "load the local experts unevenly)." if lo["expert_load_cv"] > 1.1 * hi["expert_load_cv"] else "."))
     if len(lab):
         moe = lab.groupby("router")["expert_load_cv"].mean()
         lines.append("Expert load imbalance (coefficient of variation across experts, mean over configurations): "

@@ -61,7 +61,8 @@ def test_conclusion_is_computed_from_the_numbers() -> None:
     for router, inter, step in (("switch", 8.0, 1.0), ("locmoe", 2.0, 0.8)):
         rows.append({"topology": "t", "nodes": 4, "router": router, "placement": "contiguous",
                      "routing": "lab trace", "step_time_s": step, "alltoall_share": 0.1, "alltoall_s": 0.1 * step,
-                     "ep_bytes_inter_node": inter, "ep_inter_node_share": inter / 10, "expert_load_cv": 0.5})
+                     "ep_bytes_inter_node": inter, "ep_inter_node_share": inter / 10, "expert_load_cv": 0.5,
+                     "drop_rate": 0.0})
     lines = conclude(pd.DataFrame(rows), StudyConfig(routers=("switch", "locmoe")))
     assert any("LocMoE has the shortest step" in s and "25.0% faster than Switch" in s for s in lines)
     assert any("cross-node EP bytes by -75.0%" in s for s in lines)

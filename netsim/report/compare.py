@@ -25,7 +25,7 @@ from matplotlib.figure import Figure as MplFigure
 from netsim.errors import NetsimError
 from netsim.io import atomic_file
 from netsim.report import figures as F
-from netsim.report.files import publish, write_figures, write_text
+from netsim.report.files import write_figures, write_text
 from netsim.report.fmt import (
     DASH,
     byte_scale,
@@ -363,8 +363,6 @@ def write_compare(
         df.to_csv(fh, index=False, float_format="%.12g")
     with atomic_file(out_dir / "compare.parquet", "wb") as fh:
         df.to_parquet(fh, index=False)
-    publish(out_dir / "compare.csv")
-    publish(out_dir / "compare.parquet")
     write_figures(out_dir / "figures", figs)
     write_text(out_dir / "report.md", render_markdown(doc))
     return write_text(out_dir / "report.html", render_html(doc, figs))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -495,9 +494,6 @@ def write_chrome_trace(
     with atomic_file(out) as fh:
         fh.write(json.dumps(trace, separators=(",", ":"), allow_nan=False))  # C encoder (dump is pure Python)
         fh.write("\n")
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.chmod(out, 0o666 & ~mask)
     return TraceInfo(path=out, **stats)
 
 

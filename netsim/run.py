@@ -124,6 +124,8 @@ def _calibration(scenario: ScenarioSpec) -> tuple[dict[str, Any], dict[str, Any]
             coll["step_latency_s"] = float(latency)
     if scenario.options.step_latency is not None:
         coll["step_latency_s"] = scenario.options.step_latency
+    if scenario.options.collective_model != "exact":
+        coll["model"] = scenario.options.collective_model
     return engine, coll
 
 

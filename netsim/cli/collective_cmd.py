@@ -6,7 +6,7 @@
         [--min-bytes 1MiB --max-bytes 8GiB --step-factor 2] [--gpus-per-node K]
         [--csv out.csv] [--log sim.log] [--calibration CAL.yaml] [--set key=value ...]
         [--routing ecmp] [--chunk-bytes 512KiB] [--step-latency 5us] [--channels C]
-        [--pair n0.g0,n1.g0]
+        [--pair n0.g0,n1.g0] [--model exact|stream]
 
 Every size runs on a fresh network.  stdout is the nccl-tests table (size, count, type,
 redop, root, then time (us), algbw and busbw (GB/s) and #wrong for out-of-place and in-place)
@@ -50,12 +50,14 @@ def register(app: typer.Typer) -> None:
         step_latency: str | None = typer.Option(
             None, "--step-latency", help="Software latency per step (e.g. 5us); overrides the calibration's."),
         channels: int | None = typer.Option(None, "--channels", min=1, help="Parallel rings of ring algorithms."),
+        model: str = typer.Option("exact", "--model", help="Collective model: exact, or stream (ring phases as one "
+                                  "flow per link; for scale)."),
         pair: str | None = typer.Option(None, "--pair", help="sendrecv: the two devices, e.g. n0.g0,n1.g0 "
                                         "(default: first and last)."),
     ) -> None:
         """Simulate collective OP for a range of sizes and print the nccl-tests table."""
         from netsim.calibration.fit import load_calibration
-        from netsim.collectives.executor import accelerators
+        from netsim.collectives.executor import accelerators, check_model
         from netsim.collectives.nccl_tests import (
             HEADER_LINES,
             format_log,
@@ -72,6 +74,7 @@ def register(app: typer.Typer) -> None:
         if op not in CLI_OPS:
             raise NetsimError(f"unknown collective {op!r}; allowed: {', '.join(CLI_OPS)}", field="OP")
         alg = get_algorithm(op, algo)
+        check_model(model)
         sizes = sizes_between(parse_bytes(min_bytes, "--min-bytes"), parse_bytes(max_bytes, "--max-bytes"),
                               step_factor)
         chunk = parse_bytes(chunk_bytes, "--chunk-bytes") if chunk_bytes is not None else None
@@ -102,7 +105,7 @@ def register(app: typer.Typer) -> None:
         plural = "s" if n_nodes > 1 else ""
         comments = [
             f"netsim collective {op}: algo {alg.name}, {len(devices)} ranks on {n_nodes} node{plural} of {name}, "
-            f"routing {routing}",
+            f"routing {routing}" + (f", collective model {model}" if model != "exact" else ""),
             "calibration: " + (f"{calibration} (efficiency "
                                + (", ".join(f"{k}={v:.4g}" for k, v in sorted(cal.link_efficiency.items())) or "none")
                                + f", step latency {lat * 1e6:.4g} us)" if cal is not None
@@ -115,7 +118,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(h)
         rows = []
         for row in iter_sweep(graph, op, devices, sizes, algo=alg.name, chunk_bytes=chunk, step_latency_s=lat,
-                              channels=channels, **kw):
+                              channels=channels, model=model, **kw):
             rows.append(row)
             typer.echo(format_row(row))
         for t in format_trailer(rows):

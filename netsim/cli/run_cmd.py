@@ -6,6 +6,7 @@
     netsim run SCENARIO.yaml [--out DIR] [--seed S] [--steps K] [--set key=value ...]
     netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu [--router rre]
                [--routing-trace FILE] [--kernels FILE] [--calibration CAL.yaml]
+               [--collective-model exact|stream]
 
 ``--set`` edits the scenario: ``topology.<field>=...`` the topology, ``workload.<field>=...``
 the workload, anything else the scenario (``seed=3``, ``options.routing=spray``).  The run
@@ -128,6 +129,9 @@ def register(app: typer.Typer) -> None:
         routing_trace: Path | None = typer.Option(None, "--routing-trace", help="Routing trace (.parquet)."),
         kernels: Path | None = typer.Option(None, "--kernels", help="Measured kernel table (else roofline)."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (CAL.yaml)."),
+        collective_model: str | None = typer.Option(
+            None, "--collective-model", help="exact (default) or stream: ring phases as one flow per link "
+            "(much faster at scale; error in the README)."),
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -140,6 +144,7 @@ def register(app: typer.Typer) -> None:
             "routing_trace": str(routing_trace.resolve()) if routing_trace else None,
             "kernels": str(kernels.resolve()) if kernels else None,
             "calibration": str(calibration.resolve()) if calibration else None,
+            "collective_model": collective_model,
         }
         spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
         out_dir = out if out is not None else Path("runs") / spec.name

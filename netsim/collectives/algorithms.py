@@ -87,12 +87,17 @@ def _frontier_array(frontier: Frontier | None, size: int, k: int) -> np.ndarray 
 
 
 def _ring_phase(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: float, chunks: int,
-                step0: int, entry: Frontier | None = None) -> tuple[np.ndarray, Frontier | None]:
+                step0: int, entry: Frontier | None = None, *,
+                collapse: bool = True) -> tuple[np.ndarray, Frontier | None]:
     """Ring steps on ``R`` rings of ``L`` nodes at once (vectorised).
 
     At step ``s`` the node at ring position ``p`` sends ``block_bytes`` (in ``chunks`` chunks) to
     position ``p+1``.  Chunk ``j`` of step ``s`` waits for chunk ``j`` of step ``s-1`` from position
     ``p-1`` and for chunk ``j-1`` of step ``s`` at ``p``; the first step waits for ``entry``.
+
+    In a stream plan (``b.stream``) the phase collapses to one transfer per ring link
+    (:func:`_ring_stream`) when ``collapse`` is true: the caller passes false when the phase is
+    chunk-pipelined with the phases around it, whose frontiers need every chunk.
 
     Returns the ids ``(nsteps, R, L, chunks)`` and the exit frontier (per node, the last chunk
     of the last step it received on each ring), or the entry unchanged when there are no steps.
@@ -102,6 +107,8 @@ def _ring_phase(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: flo
     k = int(chunks)
     if nsteps <= 0 or length < 2 or r_count == 0:
         return np.zeros((0, r_count, length, k), dtype=np.int64), entry
+    if b.stream and collapse:
+        return _ring_stream(b, rings, nsteps, block_bytes, k, step0, entry)
     shape = (nsteps, r_count, length, k)
     m = int(np.prod(shape))
     ids = b.next_id + np.arange(m, dtype=np.int64).reshape(shape)
@@ -121,6 +128,25 @@ def _ring_phase(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: flo
     for (r, p), node in np.ndenumerate(rings):
         for j, t in enumerate(into[r, p].tolist()):
             exit_.setdefault((int(node), j), []).append(t)
+    return ids, exit_
+
+
+def _ring_stream(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: float, chunks: int, step0: int,
+                 entry: Frontier | None) -> tuple[np.ndarray, Frontier]:
+    """Stream form of :func:`_ring_phase`: every ring link carries its ``nsteps`` blocks as one
+    transfer standing for the chain of ``nsteps + chunks - 1`` transfers of the exact plan (a
+    ring link is busy at every step, so there is no pipeline fill)."""
+    r_count, length = rings.shape
+    shape = (1, r_count, length, 1)
+    ids = b.next_id + np.arange(r_count * length, dtype=np.int64).reshape(shape)
+    ent = _frontier_array(entry, len(b.names), 1)
+    deps = ent[rings].reshape(r_count * length, -1) if ent is not None else None
+    b.add_batch(rings.ravel(), np.roll(rings, -1, axis=1).ravel(), nsteps * block_bytes, step0, deps,
+                rounds=nsteps + chunks - 1)
+    into = np.roll(ids[0, :, :, 0], 1, axis=1)
+    exit_: Frontier = {}
+    for (r, p), node in np.ndenumerate(rings):
+        exit_.setdefault((int(node), 0), []).append(int(into[r, p]))
     return ids, exit_
 
 
@@ -407,12 +433,13 @@ def _hier_all_reduce(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, 
     nodes, per = grid.shape
     s = req.nbytes
     k = req.chunks(s / per, pipelined=inter != "ring")
-    _, fr = _ring_phase(b, grid, per - 1, s / per, k, 0)
+    one = k == 1  # phases that are not chunk-pipelined with each other may be collapsed
+    _, fr = _ring_phase(b, grid, per - 1, s / per, k, 0, collapse=one)
     if inter == "ring":
-        _, fr = _ring_phase(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, fr)
+        _, fr = _ring_phase(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, fr, collapse=one)
     else:
         fr = _sharp_phase(b, req, [list(col) for col in grid.T.tolist()], s / per, k, b.next_step, fr)
-    _ring_phase(b, grid, per - 1, s / per, k, b.next_step, fr)
+    _ring_phase(b, grid, per - 1, s / per, k, b.next_step, fr, collapse=one)
     return {"servers": nodes, "per_server": per, "chunks": k}
 
 
@@ -445,7 +472,7 @@ def _nvls(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, Any]:
     groups = [(row.tolist(), sw[i]) for i, row in enumerate(grid)]
     fr = _star_phase(b, groups, s, s / per, k, 0, None)  # NVLS reduce-scatter
     if inter == "ring":
-        _, fr2 = _ring_phase(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, fr)
+        _, fr2 = _ring_phase(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, fr, collapse=k == 1)
     else:
         fr2 = _sharp_phase(b, req, [list(col) for col in grid.T.tolist()], s / per, k, b.next_step, fr)
     _star_phase(b, groups, s / per, s, k, b.next_step, fr2)  # NVLS all-gather

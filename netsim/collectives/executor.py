@@ -17,6 +17,20 @@ a batch (dependency counters are decremented with numpy).
 ``step_latency_s`` models the per-step software overhead of a collective library (kernel
 launch, synchronisation, protocol handshakes; NCCL's per-step latency): calibrate it with
 ``netsim calibrate nccl``.
+
+**Collective models.**  ``model="exact"`` (default) runs the algorithm's exact plan: one flow
+per step, chunk and link.  ``model="stream"`` (opt-in, for scale) runs its stream plan (see
+:mod:`netsim.collectives.plan`): ring phases become one flow per ring link.  A stream transfer
+standing for a chain of ``rounds`` transfers starts at once; when every transfer of its phase
+has drained, it counts as arrived at the later of (a) its last byte's arrival and (b) the time
+the chain could have taken: ``rounds`` x (step latency + mean path latency of the phase) plus
+the phase's mean drain time.  On a uniform ring (b) is the exact alpha-beta time; on a ring
+with one slow link (a) of that link wins, as in the exact plan where its steps queue up.  A
+ring costs two engine events instead of ``2(n-1)``.  ``benchmarks/stream_error.py`` reports the
+error.
+
+Plans without a byte matrix are cached per network (:attr:`Network.plan_cache`): a training
+step issues the same tensor-parallel collective thousands of times.
 """
 
 from __future__ import annotations
@@ -89,17 +103,31 @@ class _Execution:
         self.traffic_class = traffic_class
         self.label = label
         self.step_latency_s = step_latency_s
+        self.stream = plan.stream
+        self.rounds = plan.rounds
+        if self.stream:
+            # transfers standing for chains are released per phase (step), once all have drained
+            chained = self.rounds > 1
+            self.phase_size = np.bincount(plan.step[chained], minlength=plan.num_steps)
+            self.held: dict[int, list[tuple[int, int, float]]] = {}
         self.finished = self.env.event()
 
     def start(self) -> None:
         self._schedule(np.flatnonzero(self.remaining == 0))
 
     def _schedule(self, ready: np.ndarray) -> None:
-        if self.step_latency_s > 0:
+        if self.stream:  # chained stream transfers count their step latencies in their chain
+            chained = self.rounds[ready] > 1
+            if chained.any():
+                self._launch(ready[chained])
+                ready = ready[~chained]
+                if not ready.size:
+                    return
+        if self.step_latency_s <= 0:
+            self._launch(ready)
+        else:
             ev = self.env.timeout(self.step_latency_s)
             ev.callbacks.append(partial(self._launch_cb, ready))
-        else:
-            self._launch(ready)
 
     def _launch_cb(self, ready: np.ndarray, _ev: simpy.Event) -> None:
         self._launch(ready)
@@ -111,7 +139,42 @@ class _Execution:
         for ev, t in zip(events, ready.tolist(), strict=True):
             ev.callbacks.append(partial(cb, t))
 
-    def _on_arrival(self, t: int, _ev: simpy.Event) -> None:
+    def _on_arrival(self, t: int, ev: simpy.Event) -> None:
+        if not (self.stream and self.rounds[t] > 1):
+            self._arrive(t)
+            return
+        step = int(self.plan.step[t])
+        held = self.held.setdefault(step, [])
+        fid = int(ev.value)  # type: ignore[arg-type]  # the engine's transfer events carry the flow id
+        held.append((t, fid, float(self.env.now)))
+        if len(held) == self.phase_size[step]:
+            self._release_phase(self.held.pop(step))
+
+    def _release_phase(self, held: list[tuple[int, int, float]]) -> None:
+        """A stream phase has fully drained: each transfer arrives when both its own bytes are
+        in (drain + path latency) and the chain it stands for could have completed, ``rounds``
+        times (step latency + mean path latency of the phase) after it started plus the mean
+        drain time of the phase (the chain walks round the ring, over every link's share)."""
+        ts = np.array([h[0] for h in held], dtype=np.int64)
+        fids = np.array([h[1] for h in held], dtype=np.int64)
+        arrived = np.array([h[2] for h in held])
+        lat = self.net.flow_latency_s(fids)
+        start = self.net.flow_start_s(fids)
+        drain = np.maximum(arrived - lat - start, 0.0)
+        chain = start + self.rounds[ts] * (self.step_latency_s + float(lat.mean())) + float(drain.mean())
+        now = float(self.env.now)
+        when = np.maximum(np.maximum(arrived, chain), now)
+        for d in np.unique(when).tolist():
+            sel = ts[when == d].tolist()
+            if d <= now:
+                for t in sel:
+                    self._arrive(t)
+            else:
+                ev = self.env.timeout(d - now)
+                for t in sel:
+                    ev.callbacks.append(partial(self._arrive, t))
+
+    def _arrive(self, t: int, _ev: simpy.Event | None = None) -> None:
         self.arrived.append(t)
         if not self.flush_pending:
             self.flush_pending = True
@@ -135,6 +198,18 @@ class _Execution:
                 self._schedule(ready)
         if self.done == self.total:
             self.finished.succeed()
+
+
+#: Collective models: exact plans, or stream plans (one flow per link and phase).
+MODELS: tuple[str, ...] = ("exact", "stream")
+
+
+def check_model(model: str) -> str:
+    """``model`` if it is a known collective model, else a :class:`CollectiveError`."""
+    if model not in MODELS:
+        raise CollectiveError(f"unknown collective model {model!r}; allowed: {', '.join(MODELS)}",
+                              field="collective_model")
+    return model
 
 
 def result_of(proc: simpy.Process) -> CollectiveResult:
@@ -168,7 +243,7 @@ def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", labe
 def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
                    matrix: Any = None, traffic_class: str = "other", label: str = "",
                    chunk_bytes: float | None = None, step_latency_s: float | None = None,
-                   channels: int | None = None) -> simpy.Process:
+                   channels: int | None = None, model: str = "exact") -> simpy.Process:
     """Plan collective ``op`` over ``devices`` and run it on ``net`` (a ``Network``), starting now.
 
     Args:
@@ -184,27 +259,37 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
         chunk_bytes: pipeline chunk size in bytes (``None``: the algorithm's default).
         step_latency_s: software latency before every transfer, seconds (``None``: 0).
         channels: parallel rings of ring algorithms (``None``: automatic).
+        model: ``exact`` (one flow per step, chunk and link) or ``stream`` (one flow per link
+            and phase; module doc).
 
     Returns:
         A simpy process; ``yield`` it inside a process, or run the network and read
         ``proc.value`` (a :class:`CollectiveResult`).
     """
-    plan = build_plan(op, devices, nbytes, algo=algo, matrix=matrix, graph=net.graph, chunk_bytes=chunk_bytes,
-                      channels=channels)
+    stream = check_model(model) == "stream"
+    if matrix is None:
+        key = (op, tuple(devices), float(nbytes), algo, chunk_bytes, channels, stream)
+        plan = net.plan_cache.get(key)
+        if plan is None:
+            plan = net.plan_cache[key] = build_plan(op, devices, nbytes, algo=algo, graph=net.graph,
+                                                    chunk_bytes=chunk_bytes, channels=channels, stream=stream)
+    else:
+        plan = build_plan(op, devices, nbytes, algo=algo, matrix=matrix, graph=net.graph, chunk_bytes=chunk_bytes,
+                          channels=channels, stream=stream)
     return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s)
 
 
 def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbytes: float, *,
                         algo: str | None = None, matrix: Any = None, chunk_bytes: float | None = None,
                         step_latency_s: float | None = None, channels: int | None = None,
-                        traffic_class: str = "other", **engine_kwargs: Any) -> float:
+                        traffic_class: str = "other", model: str = "exact", **engine_kwargs: Any) -> float:
     """Time in seconds of one collective alone on a fresh ``Network(graph, **engine_kwargs)``
     (``routing``, ``seed``, ``efficiency``, ``flow_rate_cap_Bps``)."""
     from netsim.network.engine import Network
 
     net = Network(graph, **engine_kwargs)
     proc = run_collective(net, op, devices, nbytes, algo=algo, matrix=matrix, traffic_class=traffic_class,
-                          chunk_bytes=chunk_bytes, step_latency_s=step_latency_s, channels=channels)
+                          chunk_bytes=chunk_bytes, step_latency_s=step_latency_s, channels=channels, model=model)
     net.run()
     return result_of(proc).time_s
 

@@ -116,14 +116,14 @@ def sweep(graph: nx.DiGraph, op: str, devices: Sequence[str], sizes: Sequence[in
 def iter_sweep(graph: nx.DiGraph, op: str, devices: Sequence[str], sizes: Sequence[int], *,
                algo: str | None = None, chunk_bytes: float | None = None, step_latency_s: float | None = None,
                channels: int | None = None, on_row: Callable[[SweepRow], None] | None = None,
-               **engine_kwargs: Any) -> Iterator[SweepRow]:
+               model: str = "exact", **engine_kwargs: Any) -> Iterator[SweepRow]:
     from netsim.collectives.executor import result_of, run_collective
     from netsim.network.engine import Network
 
     for size in sizes:
         net = Network(graph, **engine_kwargs)
         proc = run_collective(net, op, devices, float(size), algo=algo, chunk_bytes=chunk_bytes,
-                              step_latency_s=step_latency_s, channels=channels)
+                              step_latency_s=step_latency_s, channels=channels, model=model)
         net.run()
         res = result_of(proc)
         row = make_row(op, res.algo, len(devices), int(size), res.time_s)

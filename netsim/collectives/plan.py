@@ -17,6 +17,17 @@ objects are materialised only on demand (iteration, indexing), which tests and s
 inspections use; the executor reads the columns directly.  Algorithms build plans with a
 :class:`PlanBuilder`, either one transfer at a time (:meth:`PlanBuilder.add`) or as whole
 numpy batches (:meth:`PlanBuilder.add_batch`).
+
+**Stream plans** (``collective_model: stream``, opt-in): at scale an exact plan has a transfer
+per (step, chunk, link) (a ring all-reduce of 16384 GPUs: ~4 billion).  A stream plan collapses
+every ring phase to one transfer per ring link carrying all the phase's steps (each GPU streams
+its blocks to its neighbour as one flow), so the bandwidth term, the contention and the link
+loads stay those of the exact plan; the ``rounds`` column keeps the latency term: a transfer
+stands for a dependency chain of ``rounds`` transfers and pays ``rounds`` step latencies and
+``rounds`` path latencies (the mean over its phase, as the chain walks round the ring).  Trees,
+chains and in-network reductions are already one transfer per edge and chunk, and stay exact
+(as do ring phases chunk-pipelined with them).  Exact plans have ``rounds = 1``.
+``benchmarks/stream_error.py`` measures the error against exact plans.
 """
 
 from __future__ import annotations
@@ -70,6 +81,8 @@ class Plan:
         src, dst: int arrays, indices into ``nodes``.
         size: float array, bytes per transfer.
         step: int array, round per transfer.
+        rounds: int array, the dependency chain length each transfer stands for (1 in exact
+            plans; see the module doc).
         dep_ptr, dep_idx: dependencies in CSR form: the deps of transfer ``i`` are
             ``dep_idx[dep_ptr[i]:dep_ptr[i+1]]``.
         meta: algorithm parameters (chunks, channels, ...).
@@ -87,6 +100,17 @@ class Plan:
     dep_ptr: np.ndarray
     dep_idx: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    rounds: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self) -> None:
+        n = int(self.src.shape[0])
+        if self.rounds.shape[0] != n:  # not given: an exact plan
+            object.__setattr__(self, "rounds", np.ones(n, dtype=np.int64))
+
+    @property
+    def stream(self) -> bool:
+        """True for a stream plan (some transfer stands for more than one)."""
+        return bool((self.rounds > 1).any())
 
     def __len__(self) -> int:
         return int(self.src.shape[0])
@@ -169,14 +193,16 @@ class PlanBuilder:
     """Accumulates transfers for a :class:`Plan`, one by one or in numpy batches.
 
     Node indices: the group's devices are ``0..n-1`` in rank order; :meth:`node` adds (or looks
-    up) an extra device such as a reducing switch.
+    up) an extra device such as a reducing switch.  ``stream=True`` asks the algorithms for a
+    stream plan (module doc); they read :attr:`stream` and pass ``rounds``.
     """
 
-    def __init__(self, devices: Sequence[str]) -> None:
+    def __init__(self, devices: Sequence[str], *, stream: bool = False) -> None:
+        self.stream = bool(stream)
         self.devices = tuple(devices)
         self.names: list[str] = list(self.devices)
         self._index = {n: i for i, n in enumerate(self.names)}
-        self._batches: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._batches: list[tuple[np.ndarray, ...]] = []
         # pending scalar transfers (flushed into a batch before the next batch / at build)
         self._s_src: list[int] = []
         self._s_dst: list[int] = []
@@ -184,6 +210,7 @@ class PlanBuilder:
         self._s_step: list[int] = []
         self._s_ndeps: list[int] = []
         self._s_deps: list[int] = []
+        self._s_rounds: list[int] = []
         self._count = 0
         self.max_step = -1
 
@@ -205,8 +232,10 @@ class PlanBuilder:
             self.names.append(name)
         return k
 
-    def add(self, src: int, dst: int, nbytes: float, deps: Sequence[int] = (), step: int = 0) -> int:
+    def add(self, src: int, dst: int, nbytes: float, deps: Sequence[int] = (), step: int = 0, *,
+            rounds: int = 1) -> int:
         """Add one transfer between node indices; returns its id."""
+        self._s_rounds.append(rounds)
         self._s_src.append(src)
         self._s_dst.append(dst)
         self._s_size.append(nbytes)
@@ -225,11 +254,14 @@ class PlanBuilder:
             np.array(self._s_src, dtype=np.int64), np.array(self._s_dst, dtype=np.int64),
             np.array(self._s_size, dtype=np.float64), np.array(self._s_step, dtype=np.int64),
             np.array(self._s_ndeps, dtype=np.int64), np.array(self._s_deps, dtype=np.int64),
+            np.array(self._s_rounds, dtype=np.int64),
         ))
         self._s_src, self._s_dst, self._s_size, self._s_step, self._s_ndeps, self._s_deps = [], [], [], [], [], []
+        self._s_rounds = []
 
     def add_batch(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float,
-                  step: np.ndarray | int = 0, deps: np.ndarray | None = None) -> np.ndarray:
+                  step: np.ndarray | int = 0, deps: np.ndarray | None = None, *,
+                  rounds: int = 1) -> np.ndarray:
         """Add ``m`` transfers at once; returns their ids.
 
         Args:
@@ -237,6 +269,7 @@ class PlanBuilder:
             nbytes: bytes per transfer (array or one value for all).
             step: round per transfer (array or one value).
             deps: ``(m, w)`` int array of dependency ids, ``-1`` for none.
+            rounds: stream-plan chain length, one value for the whole batch.
         """
         self._flush()
         s = np.asarray(src, dtype=np.int64).ravel()
@@ -252,7 +285,7 @@ class PlanBuilder:
             valid = dm >= 0
             nd = valid.sum(axis=1).astype(np.int64)
             flat = dm[valid]
-        self._batches.append((s, d, size, st, nd, flat))
+        self._batches.append((s, d, size, st, nd, flat, np.full(m, int(rounds), dtype=np.int64)))
         if m:
             self.max_step = max(self.max_step, int(st.max()))
         ids = np.arange(self._count, self._count + m, dtype=np.int64)
@@ -269,8 +302,9 @@ class PlanBuilder:
             step = np.concatenate([b[3] for b in self._batches])
             nd = np.concatenate([b[4] for b in self._batches])
             dep_idx = np.concatenate([b[5] for b in self._batches])
+            rounds = np.concatenate([b[6] for b in self._batches])
         else:
-            src = dst = step = nd = dep_idx = np.zeros(0, dtype=np.int64)
+            src = dst = step = nd = dep_idx = rounds = np.zeros(0, dtype=np.int64)
             size = np.zeros(0)
         m = src.shape[0]
         dep_ptr = np.zeros(m + 1, dtype=np.int64)
@@ -285,7 +319,8 @@ class PlanBuilder:
             if dep_idx.size and ((dep_idx >= owner) | (dep_idx < 0)).any():
                 raise AssertionError(f"plan {op}/{algo}: a dependency does not precede its transfer")
         return Plan(op=op, algo=algo, nbytes=float(nbytes), devices=self.devices, nodes=tuple(self.names),
-                    src=src, dst=dst, size=size, step=step, dep_ptr=dep_ptr, dep_idx=dep_idx, meta=dict(meta))
+                    src=src, dst=dst, size=size, step=step, dep_ptr=dep_ptr, dep_idx=dep_idx, meta=dict(meta),
+                    rounds=rounds)
 
 
 _ACC_NAME = re.compile(r"^n(\d+)\.g(\d+)$")

@@ -163,7 +163,7 @@ def _check_matrix(matrix: Any, n: int) -> np.ndarray:
 
 def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
                matrix: Any = None, graph: nx.DiGraph | None = None, view: TopologyView | None = None,
-               chunk_bytes: float | None = None, channels: int | None = None) -> Plan:
+               chunk_bytes: float | None = None, channels: int | None = None, stream: bool = False) -> Plan:
     """Plan a collective.
 
     Args:
@@ -176,6 +176,8 @@ def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | No
         chunk_bytes: pipeline chunk size in bytes (``None``: the algorithm's default).
         channels: number of parallel rings for ring algorithms (``None``: one per GPU of a
             server when the group spans several servers, else 1).
+        stream: build a stream plan (one transfer per link and phase; see
+            :mod:`netsim.collectives.plan`) instead of the exact one.
     """
     check_op(op)
     devs = tuple(str(d) for d in devices)
@@ -201,6 +203,6 @@ def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | No
         view = TopologyView.from_graph(graph, devs) if graph is not None else TopologyView.from_names(devs)
     req = PlanRequest(op=op, devices=devs, nbytes=nb, matrix=mat, view=view, chunk_bytes=chunk_bytes,
                       channels=int(channels) if channels is not None else None)
-    b = PlanBuilder(devs)
+    b = PlanBuilder(devs, stream=stream)
     meta = alg.fn(req, b) if (len(devs) > 1 and (nb > 0 or mat is not None)) else None
     return b.build(op, alg.name, nb, **(meta or {}))

@@ -162,6 +162,8 @@ class Network:
         self._t_end = float(self.env.now)
         self.num_events = 0
         self.num_rate_updates = 0
+        #: collective plans by request, filled by :func:`netsim.collectives.run_collective`
+        self.plan_cache: dict[tuple[Any, ...], Any] = {}
 
     # ------------------------------------------------------------------ submission
     def _code(self, table: dict[str, int], name: str) -> int:
@@ -498,6 +500,14 @@ class Network:
     @property
     def num_flows(self) -> int:
         return self._src.size
+
+    def flow_start_s(self, fids: np.ndarray) -> np.ndarray:
+        """Start time (s) of the given flows."""
+        return self._start.data[np.asarray(fids, dtype=np.int64)]
+
+    def flow_latency_s(self, fids: np.ndarray) -> np.ndarray:
+        """Path latency (s) of the given flows (known once they have been routed)."""
+        return self._lat.data[np.asarray(fids, dtype=np.int64)]
 
     def flow_end_s(self) -> np.ndarray:
         """Delivery time of every flow (NaN while in flight)."""

@@ -120,3 +120,13 @@ def test_same_seed_gives_byte_identical_run_directories(tmp_path: Path) -> None:
         assert name in files
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_stream_collective_model_keeps_the_step_time_with_fewer_flows(tiny_run: Any) -> None:
+    exact, _, (_, _, net_exact) = tiny_run
+    stream, _, (_, _, net_stream) = _summary(tiny_scenario(), ["options.collective_model=stream"])
+    assert net_stream.num_flows < net_exact.num_flows
+    assert stream["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.02)
+    # the bytes on the wire do not change, only how they are grouped into flows
+    for key in ("east_west_bytes", "ep_bytes_inter_node", "ep_bytes_intra_node"):
+        assert stream[key] == pytest.approx(exact[key], rel=1e-9)

@@ -1,0 +1,83 @@
+"""Benchmark: the error of the stream collective model against the exact one, and what it saves.
+
+Part 1, collectives alone on dgx-h100 (ring all-reduce / reduce-scatter / all-gather and
+hierarchical all-reduce, 1 and 4 servers, three sizes, 2 us step latency): simulated time with
+exact and stream plans and the relative error.
+
+Part 2, training-step replays (built-in scenarios and presets): step time, flows and wall time
+with ``options.collective_model`` exact and stream.
+
+    python benchmarks/stream_error.py [--part collectives replays]
+
+Writes Markdown tables to stdout.  Not a test (wall times depend on the machine); the errors are
+deterministic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+COLLECTIVES = [("all_reduce", "ring"), ("reduce_scatter", "ring"), ("all_gather", "ring"),
+               ("all_reduce", "hierarchical")]
+SIZES = [64 * 2**10, 4 * 2**20, 256 * 2**20]
+REPLAYS = [
+    ("built-in default (Mixtral-style, 2 x dgx-h100)", []),
+    ("mixtral-8x7b, 4 x dgx-h100", ["topology=dgx-h100", "nodes=4", "workload=mixtral-8x7b"]),
+    ("locmoe-pangu, 2 x ascend-910a, global batch 8",
+     ["topology=ascend-910a", "nodes=2", "workload=locmoe-pangu", "workload.global_batch_size=8"]),
+    ("gpt-dense, 2 x dgx-h100", ["topology=dgx-h100", "nodes=2", "workload=gpt-dense"]),
+]
+
+
+def collectives() -> None:
+    from netsim.collectives import accelerators, simulate_collective
+    from netsim.topology import load_topology
+
+    print("| op | algo | servers | size | exact us | stream us | error |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for nodes in (1, 4):
+        g = load_topology("dgx-h100", nodes=nodes)
+        devs = accelerators(g)
+        for op, algo in COLLECTIVES:
+            if algo == "hierarchical" and nodes == 1:
+                continue
+            for size in SIZES:
+                e = simulate_collective(g, op, devs, size, algo=algo, step_latency_s=2e-6)
+                s = simulate_collective(g, op, devs, size, algo=algo, step_latency_s=2e-6, model="stream")
+                print(f"| {op} | {algo} | {nodes} | {size / 2**20:g} MiB | {e * 1e6:.1f} | {s * 1e6:.1f} "
+                      f"| {100 * (s - e) / e:+.1f}% |", flush=True)
+
+
+def replays() -> None:
+    from netsim.run import prepare, simulate
+    from netsim.spec.scenario import load_scenario
+
+    print("| run | exact step s | stream step s | error | exact flows | stream flows | exact wall s | "
+          "stream wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, overrides in REPLAYS:
+        out = {}
+        for model in ("exact", "stream"):
+            spec = load_scenario(None, [*overrides, f"options.collective_model={model}"])
+            t0 = time.perf_counter()
+            prep = prepare(spec)
+            res, net = simulate(prep)
+            out[model] = (res.step_times_s[0], net.num_flows, time.perf_counter() - t0)
+        (te, fe, we), (ts, fs, ws) = out["exact"], out["stream"]
+        print(f"| {name} | {te:.4f} | {ts:.4f} | {100 * (ts - te) / te:+.2f}% | {fe:,} | {fs:,} | {we:.1f} | "
+              f"{ws:.1f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", nargs="+", default=["collectives", "replays"], choices=["collectives", "replays"])
+    args = ap.parse_args()
+    if "collectives" in args.part:
+        collectives()
+    if "replays" in args.part:
+        replays()
+
+
+if __name__ == "__main__":
+    main()

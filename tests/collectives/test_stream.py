@@ -1,0 +1,125 @@
+"""Stream plans (``collective_model: stream``): one flow per ring link and phase.
+
+A stream plan must carry the same bytes over the same links as the exact plan, reproduce the
+exact time where the alpha-beta model is exact (uniform rings, hierarchical phases), stay close
+on rings with a slow link, and leave trees and in-network reductions exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netsim.collectives import CollectiveError, accelerators, build_plan, run_collective, simulate_collective
+from netsim.collectives.reference import star_topology, two_tier_topology
+from netsim.network.engine import Network
+
+MiB = 2**20
+
+
+def _pair_bytes(plan) -> dict[tuple[int, int], float]:  # type: ignore[no-untyped-def]
+    out: dict[tuple[int, int], float] = {}
+    for s, d, b in zip(plan.src.tolist(), plan.dst.tolist(), plan.size.tolist(), strict=True):
+        out[(s, d)] = out.get((s, d), 0.0) + b
+    return out
+
+
+@pytest.mark.parametrize("op", ["all_reduce", "reduce_scatter", "all_gather"])
+def test_stream_ring_is_one_transfer_per_link_with_the_same_bytes(op: str) -> None:
+    devs = [f"n0.g{i}" for i in range(8)]
+    exact = build_plan(op, devs, 64 * MiB)
+    stream = build_plan(op, devs, 64 * MiB, stream=True)
+    assert len(stream) == 8 and stream.stream and not exact.stream
+    steps = 14 if op == "all_reduce" else 7
+    assert stream.rounds.tolist() == [steps] * 8
+    assert stream.num_deps.sum() == 0
+    assert _pair_bytes(stream) == pytest.approx(_pair_bytes(exact))
+
+
+def test_stream_rounds_count_the_chunks_of_a_chunked_ring() -> None:
+    devs = [f"n0.g{i}" for i in range(4)]
+    plan = build_plan("reduce_scatter", devs, 64 * MiB, chunk_bytes=4 * MiB, stream=True)
+    # blocks of 16 MiB in 4 chunks: the exact chain is 3 steps + 4 chunks - 1
+    assert plan.rounds.tolist() == [6] * 4
+
+
+@pytest.mark.parametrize("nbytes", [4096, MiB, 256 * MiB])
+@pytest.mark.parametrize("latency", [0.0, 3e-6])
+def test_stream_ring_matches_exact_on_a_uniform_ring(nbytes: int, latency: float) -> None:
+    g = star_topology(8, 100e9, 0.5e-6)
+    devs = accelerators(g)
+    exact = simulate_collective(g, "all_reduce", devs, nbytes, step_latency_s=latency)
+    stream = simulate_collective(g, "all_reduce", devs, nbytes, step_latency_s=latency, model="stream")
+    assert stream == pytest.approx(exact, rel=1e-9)
+
+
+@pytest.mark.parametrize("nbytes", [64 * 1024, 4 * MiB, 256 * MiB])
+def test_stream_hierarchical_matches_exact(nbytes: int) -> None:
+    g = two_tier_topology(4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6,
+                          leaf_latency_s=0.3e-6)
+    devs = accelerators(g)
+    exact = simulate_collective(g, "all_reduce", devs, nbytes, algo="hierarchical", step_latency_s=2e-6)
+    stream = simulate_collective(g, "all_reduce", devs, nbytes, algo="hierarchical", step_latency_s=2e-6,
+                                 model="stream")
+    assert stream == pytest.approx(exact, rel=1e-6)
+
+
+@pytest.mark.parametrize("nbytes", [64 * 1024, 4 * MiB, 256 * MiB])
+def test_stream_ring_with_slow_links_stays_close_to_exact(nbytes: int) -> None:
+    # rings that cross servers: fast NVLink-like hops and slow NIC hops
+    g = two_tier_topology(4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6,
+                          leaf_latency_s=0.3e-6)
+    devs = accelerators(g)
+    exact = simulate_collective(g, "all_reduce", devs, nbytes, step_latency_s=2e-6)
+    stream = simulate_collective(g, "all_reduce", devs, nbytes, step_latency_s=2e-6, model="stream")
+    assert stream == pytest.approx(exact, rel=0.10)
+
+
+def test_trees_stay_exact_in_stream_mode() -> None:
+    devs = [f"n0.g{i}" for i in range(8)]
+    exact = build_plan("all_reduce", devs, 64 * MiB, algo="tree")
+    stream = build_plan("all_reduce", devs, 64 * MiB, algo="tree", stream=True)
+    assert len(stream) == len(exact) and not stream.stream
+
+
+def test_stream_costs_far_fewer_flows_and_events() -> None:
+    g = star_topology(16, 100e9, 0.5e-6)
+    devs = accelerators(g)
+    counts = {}
+    for model in ("exact", "stream"):
+        net = Network(g)
+        run_collective(net, "all_reduce", devs, 64 * MiB, model=model)
+        net.run()
+        counts[model] = (net.num_flows, net.num_events)
+    assert counts["stream"][0] == 16 and counts["exact"][0] == 16 * 30
+    assert counts["stream"][1] * 10 < counts["exact"][1]
+
+
+def test_contending_stream_rings_share_links_like_exact_ones() -> None:
+    # two rings over the same star at once: each gets half the bandwidth
+    g = star_topology(4, 100e9, 0.0)
+    devs = accelerators(g)
+    ends = {}
+    for model in ("exact", "stream"):
+        net = Network(g)
+        procs = [run_collective(net, "all_reduce", devs, 64 * MiB, model=model) for _ in range(2)]
+        net.run()
+        ends[model] = [p.value.end_s for p in procs]
+    assert np.allclose(ends["stream"], ends["exact"], rtol=1e-9)
+
+
+def test_plans_are_cached_per_network() -> None:
+    g = star_topology(4, 100e9, 0.5e-6)
+    net = Network(g)
+    devs = accelerators(g)
+    run_collective(net, "all_reduce", devs, MiB)
+    run_collective(net, "all_reduce", devs, MiB)
+    run_collective(net, "all_reduce", devs, 2 * MiB)
+    assert len(net.plan_cache) == 2
+    net.run()
+
+
+def test_unknown_model_is_an_error() -> None:
+    g = star_topology(4, 100e9, 0.5e-6)
+    with pytest.raises(CollectiveError, match="collective model"):
+        run_collective(Network(g), "all_reduce", accelerators(g), MiB, model="fluid")

@@ -110,3 +110,31 @@ def test_progressive_filling_matches_bruteforce_on_random_instances() -> None:
             links = np.flatnonzero(inc[i])
             ok = [load[j] >= cap[j] * (1 - 1e-9) and r[i] >= r[inc[:, j]].max() * (1 - 1e-9) for j in links]
             assert any(ok)
+
+
+def test_small_set_path_agrees_with_the_vectorised_filling() -> None:
+    """The pure-Python filling of small sets and the numpy one give the same rates (weights,
+    caps below and above the fair share, a resumed level, links without flows)."""
+    from netsim.network import sharing
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        nl, nf = int(rng.integers(1, 8)), int(rng.integers(1, 12))
+        inc = rng.random((nf, nl)) < 0.4
+        inc[np.arange(nf), rng.integers(0, nl, nf)] = rng.random(nf) < 0.9  # some flows cross nothing
+        f, lk = np.nonzero(inc)
+        ptr = np.zeros(nf + 1, dtype=np.int64)
+        np.cumsum(inc.sum(axis=1), out=ptr[1:])
+        w = np.where(rng.random(f.size) < 0.3, rng.uniform(0.1, 1.0, f.size), 1.0)
+        cap = rng.uniform(1, 10, nl + 2)  # two links nobody crosses
+        fcap = np.where(rng.random(nf) < 0.3, rng.uniform(0.2, 5.0, nf), np.inf)
+        fcap[(inc.sum(axis=1) == 0) & ~np.isfinite(fcap)] = 3.0  # a flow on no link needs a cap
+        level0 = float(rng.choice([0.0, 0.1]))
+        small = sharing._refill_small(ptr, lk, w, cap, fcap, level0)
+        old = sharing.SMALL_ENTRIES
+        try:
+            sharing.SMALL_ENTRIES = -1
+            big = sharing.refill(ptr, lk, w, cap, fcap, level0)
+        finally:
+            sharing.SMALL_ENTRIES = old
+        np.testing.assert_allclose(small, big, rtol=1e-9, atol=1e-12)

@@ -384,6 +384,7 @@ def summarize_replay(
             step_time - float(np.mean(baseline.step_times_s)) if baseline is not None and ck_times else None
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
+        "collective_model": prep.scenario.options.collective_model,
         "num_ops": len(plan.ops),
         "num_flows": len(flows),
     }

@@ -37,6 +37,8 @@ def register(app: typer.Typer) -> None:
         workload_set: list[str] = typer.Option([], "--set", help="Workload override, e.g. --set steps=2."),
         quick: bool = typer.Option(False, "--quick", help="A small version (one fabric, 2 nodes, short lab)."),
         seed: int = typer.Option(0, "--seed"),
+        collective_model: str = typer.Option("exact", "--collective-model",
+                                             help="exact, or stream (ring phases as one flow per link; faster)."),
     ) -> None:
         """Hash (RRE) vs Switch vs LocMoE (and EPLB) on Ascend 910A and DGX H100 clusters."""
         from netsim.moe.lab import require_torch
@@ -51,6 +53,7 @@ def register(app: typer.Typer) -> None:
                               seed=seed)
         if workload_set:
             cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
+        cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model})
         check_config(cfg)
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
                       transient=True) as bar:

@@ -55,6 +55,8 @@ class StudyConfig:
     lab_steps: int = 400
     lab_overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    #: ``exact`` or ``stream`` (ring phases as one flow per link: much faster, see the README)
+    collective_model: str = "exact"
 
     @classmethod
     def quick(cls) -> StudyConfig:
@@ -99,11 +101,13 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
     from netsim.spec.scenario import load_scenario
 
     summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
+    done = summary_path.is_file() and json.loads(summary_path.read_text()).get(
+        "collective_model", "exact") == cfg.collective_model
+    if not done:  # not run yet, or with the other collective model
         scenario = load_scenario({
             "name": run_dir.name, "topology": topology, "nodes": nodes, "workload": cfg.workload,
             "workload_overrides": list(cfg.workload_overrides) + list(workload_overrides), "seed": cfg.seed,
-            "options": options,
+            "options": {**options, "collective_model": cfg.collective_model},
         }, source=f"study config {run_dir.name}")
         run_scenario(scenario, run_dir)
     summary: dict[str, Any] = json.loads(summary_path.read_text())
@@ -132,6 +136,7 @@ def _row(summary: dict[str, Any], **keys: Any) -> dict[str, Any]:
         "ep_inter_node_share": ep_inter / ep_total if ep_total else math.nan,
         "expert_load_cv": float(summary.get("expert_load_cv") or 0.0),
         "drop_rate": float(summary.get("drop_rate") or 0.0),
+        "collective_model": str(summary.get("collective_model", "exact")),
     }
 
 
@@ -323,7 +328,8 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
                    header=[("workload", cfg.workload), ("fabrics", ", ".join(cfg.topologies)),
                            ("nodes", ", ".join(str(n) for n in cfg.nodes)),
                            ("routers", ", ".join(ROUTER_LABELS.get(r, r) for r in cfg.routers)),
-                           ("placements", ", ".join(cfg.placements)), ("seed", str(cfg.seed))])
+                           ("placements", ", ".join(cfg.placements)), ("seed", str(cfg.seed)),
+                           ("collective model", cfg.collective_model)])
     s = Section("Conclusion")
     for line in conclusion:
         s.add(Paragraph(line))
@@ -378,3 +384,6 @@ def check_config(cfg: StudyConfig) -> None:
     for f in cfg.locality:
         if not 0.0 <= f <= 1.0:
             raise NetsimError(f"locality fraction {f} must be in [0, 1]", field="--locality")
+    if cfg.collective_model not in ("exact", "stream"):
+        raise NetsimError(f"unknown collective model {cfg.collective_model!r}; allowed: exact, stream",
+                          field="--collective-model")

@@ -74,3 +74,28 @@ def test_resume_reuses_finished_runs(study, tmp_path: Path) -> None:  # type: ig
     after = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (study.out / "runs").iterdir()}
     assert before == after
     pd.testing.assert_frame_equal(again.results, study.results)
+
+
+def test_switching_the_collective_model_reruns_and_keeps_the_traffic(  # type: ignore[no-untyped-def]
+        study, tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    copy = tmp_path / "study"
+    shutil.copytree(study.out, copy)  # reuses the lab traces; the runs must be redone
+    stream = run_study(dataclasses.replace(TINY, collective_model="stream"), copy)
+    assert set(stream.results["collective_model"]) == {"stream"}
+    assert set(study.results["collective_model"]) == {"exact"}
+    # same bytes on the wire, step times within the stream model's error
+    pd.testing.assert_series_equal(stream.results["ep_bytes_inter_node"], study.results["ep_bytes_inter_node"])
+    assert (abs(stream.results["step_time_s"] / study.results["step_time_s"] - 1) < 0.05).all()
+
+
+def test_unknown_collective_model_is_rejected() -> None:
+    import dataclasses
+
+    from netsim.errors import NetsimError
+    from netsim.studies.locmoe import check_config
+
+    with pytest.raises(NetsimError, match="collective model"):
+        check_config(dataclasses.replace(TINY, collective_model="fluid"))

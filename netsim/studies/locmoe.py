@@ -57,6 +57,10 @@ class StudyConfig:
     seed: int = 0
     #: ``exact`` or ``stream`` (ring phases as one flow per link: much faster, see the README)
     collective_model: str = "exact"
+    #: redundant expert slots of the ``eplb`` placement, a multiple of the EP size (16: every
+    #: rank hosts its expert and one replica).  Without replicas and with one expert per rank
+    #: EPLB can only permute experts and balances nothing.
+    eplb_redundant: int = 16
 
     @classmethod
     def quick(cls) -> StudyConfig:
@@ -88,8 +92,30 @@ def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> Path:
     return trace
 
 
+def _placement_overrides(cfg: StudyConfig, placement: str) -> list[str]:
+    out = [f"placement.name={placement}"]
+    if placement.startswith("eplb"):
+        out.append(f"placement.redundant_experts={cfg.eplb_redundant}")
+    return out
+
+
 def _config_name(topology: str, nodes: int, router: str, placement: str) -> str:
     return f"{topology}-n{nodes}-{router}-{placement}"
+
+
+def _finished_with(run_dir: Path, overrides: list[str], collective_model: str) -> bool:
+    """Whether ``run_dir`` holds a finished run made with these workload overrides and this
+    collective model (a study resumed with other settings reruns the configuration)."""
+    import yaml
+
+    if not (run_dir / "summary.json").is_file() or not (run_dir / "scenario.yaml").is_file():
+        return False
+    try:
+        saved = yaml.safe_load((run_dir / "scenario.yaml").read_text())["scenario"]
+    except (yaml.YAMLError, KeyError, TypeError):
+        return False
+    return bool(list(saved.get("workload_overrides") or []) == overrides
+                and (saved.get("options") or {}).get("collective_model", "exact") == collective_model)
 
 
 def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Sequence[str], options: dict[str, Any],
@@ -101,12 +127,11 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
     from netsim.spec.scenario import load_scenario
 
     summary_path = run_dir / "summary.json"
-    done = summary_path.is_file() and json.loads(summary_path.read_text()).get(
-        "collective_model", "exact") == cfg.collective_model
-    if not done:  # not run yet, or with the other collective model
+    overrides = list(cfg.workload_overrides) + list(workload_overrides)
+    if not _finished_with(run_dir, overrides, cfg.collective_model):  # not run yet, or run differently
         scenario = load_scenario({
             "name": run_dir.name, "topology": topology, "nodes": nodes, "workload": cfg.workload,
-            "workload_overrides": list(cfg.workload_overrides) + list(workload_overrides), "seed": cfg.seed,
+            "workload_overrides": overrides, "seed": cfg.seed,
             "options": {**options, "collective_model": cfg.collective_model},
         }, source=f"study config {run_dir.name}")
         run_scenario(scenario, run_dir)
@@ -176,7 +201,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = Non
                 for placement in cfg.placements:
                     name = _config_name(topology, nodes, router, placement)
                     note(f"replay {name}", done / total)
-                    summary = _run_one(cfg, topology, nodes, [f"placement.name={placement}"],
+                    summary = _run_one(cfg, topology, nodes, _placement_overrides(cfg, placement),
                                        {"routing_trace": str(traces[router].resolve())}, out_path / "runs" / name)
                     rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
                                      router=router, placement=placement, routing="lab trace"))
@@ -340,7 +365,9 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
         f"ranks, 8 per node, {cfg.lab_steps} steps); its recorded token->expert counts drive the expert "
         f"all-to-all of the `{cfg.workload}` workload replayed on every cluster. EPLB placement is computed "
         "from the trace's expert loads. The `locality` rows use a statistical model instead of a router: a "
-        "fixed share of each rank's tokens goes to experts on its own node."))
+        "fixed share of each rank's tokens goes to experts on its own node."
+        + (f" EPLB places {cfg.eplb_redundant} redundant expert slots (replicas of the most loaded experts) "
+           "next to the 16 experts." if any(p.startswith("eplb") for p in cfg.placements) else "")))
     doc.sections.append(s)
     cols = ["topology", "nodes", "router", "placement", "step_time_s", "compute_s", "communication_s",
             "overlap_s", "idle_s", "alltoall_share", "ep_bytes_inter_node", "expert_load_cv", "drop_rate"]

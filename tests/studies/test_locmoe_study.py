@@ -99,3 +99,14 @@ def test_unknown_collective_model_is_rejected() -> None:
 
     with pytest.raises(NetsimError, match="collective model"):
         check_config(dataclasses.replace(TINY, collective_model="fluid"))
+
+
+def test_eplb_rows_use_replicas_and_differ_from_contiguous(study) -> None:  # type: ignore[no-untyped-def]
+    # with one expert per rank and no replicas EPLB could only permute experts: the study gives
+    # it redundant slots, so its traffic differs from the contiguous placement's
+    lab = study.results[study.results["routing"] == "lab trace"]
+    for router, g in lab.groupby("router"):
+        by = g.set_index("placement")
+        assert by.loc["eplb", "alltoall_s"] != by.loc["contiguous", "alltoall_s"], router
+    scen = (study.out / "runs" / "ascend-910a-n2-switch-eplb" / "scenario.yaml").read_text()
+    assert "placement.redundant_experts=16" in scen

@@ -143,6 +143,8 @@ class Network:
         self._counts = np.zeros(0, dtype=np.int64)
         self._ptr = np.zeros(1, dtype=np.int64)
         self._nz_link = np.zeros(0, dtype=np.int64)
+        self._owner = np.zeros(0, dtype=np.int64)  # row of every entry
+        self._dirty: list[np.ndarray] = []  # links whose flows started or left since the last refill
         self._nz_w = np.zeros(0)
         self._num_alive = 0
         self._need_full = False  # new flows arrived: solve from level 0
@@ -329,6 +331,7 @@ class Network:
         rows = np.flatnonzero(done)
         self._refill_from = min(self._refill_from, float(self._rate[rows].min()))
         ent = _ranges(self._ptr, rows)
+        self._dirty.append(self._nz_link[ent])
         self._link_load -= np.bincount(self._nz_link[ent], weights=self._nz_w[ent] *
                                        np.repeat(self._rate[rows], self._counts[rows]),
                                        minlength=self.links.num_links)
@@ -402,9 +405,12 @@ class Network:
             self._t_fin = np.concatenate([self._t_fin, np.full(act.size, np.inf)])
             self._t_done = np.concatenate([self._t_done, np.full(act.size, np.inf)])
             self._rate = np.concatenate([self._rate, np.zeros(act.size)])
+            first_row = self._counts.size
             self._counts = np.concatenate([self._counts, counts])
             self._ptr = np.concatenate([self._ptr, self._ptr[-1] + np.cumsum(counts)])
             self._nz_link = np.concatenate([self._nz_link, nz_link[order]])
+            self._owner = np.concatenate([self._owner, first_row + np.repeat(np.arange(act.size), counts)])
+            self._dirty.append(nz_link)
             self._nz_w = np.concatenate([self._nz_w, nz_w[order]])
             self._num_alive += act.size
             self._need_full = True
@@ -422,8 +428,49 @@ class Network:
         self._counts = self._counts[rows]
         self._ptr = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(self._counts, out=self._ptr[1:])
+        self._owner = np.repeat(np.arange(rows.size, dtype=np.int64), self._counts)
         for name in ("_active", "_alive", "_rem_at", "_t_at", "_t_fin", "_t_done", "_rate"):
             setattr(self, name, getattr(self, name)[rows])
+
+    #: a refill is restricted to the flows coupled (through shared links, transitively) to the
+    #: flows that started or left, unless that component holds more than this share of the
+    #: active flows (then finding it costs more than it saves)
+    COMPONENT_MAX_SHARE = 0.5
+
+    def _component(self, seed_links: np.ndarray) -> np.ndarray | None:
+        """Rows of the connected component of the flow-link graph around ``seed_links`` (a mask),
+        or ``None`` when it is most of the active flows.
+
+        Max-min fair rates decompose over these components: flows that share no link,
+        directly or through other flows, with a flow that started or left keep their rates.
+        Found by a breadth-first search over the CSR store, one vectorised pass per level.
+        """
+        nrows = self._alive.size
+        if seed_links.size == 0 or self._num_alive < 64:
+            return None
+        limit = self.COMPONENT_MAX_SHARE * self._num_alive
+        nl = self.links.num_links
+        mark = np.zeros(nl, dtype=bool)
+        mark[seed_links] = True
+        frontier = mark.copy()
+        in_comp = np.zeros(nrows, dtype=bool)
+        size = 0
+        while True:
+            cand = self._owner[frontier[self._nz_link]]
+            cand = cand[self._alive[cand] & ~in_comp[cand]]
+            if cand.size == 0:
+                return in_comp
+            in_comp[cand] = True
+            new_rows = np.unique(cand)
+            size += new_rows.size
+            if size > limit:
+                return None
+            frontier = np.zeros(nl, dtype=bool)
+            frontier[self._nz_link[_ranges(self._ptr, new_rows)]] = True
+            frontier &= ~mark
+            if not frontier.any():
+                return in_comp
+            mark |= frontier
 
     #: after this many incremental refills, the link loads are summed afresh from the flow
     #: rates (bounds floating-point drift of the incrementally maintained loads)
@@ -442,27 +489,36 @@ class Network:
         if not self._num_alive:
             self._link_load = np.zeros(nl)
             return
+        dirty = np.concatenate(self._dirty) if self._dirty else np.zeros(0, dtype=np.int64)
+        self._dirty = []
         if full:
             self._compact()
+            level0 = 0.0
+        comp = self._component(dirty)
+        if full and comp is None:
             self._incremental_runs = 0
             rows = np.flatnonzero(self._alive)
             ent = _ranges(self._ptr, rows)
             base = self.links.capacity_Bps
             fixed = np.zeros(nl)
-            level0 = 0.0
         else:
             self._incremental_runs += 1
             if self._incremental_runs % self.RESUM_LOADS_EVERY == 0:
                 every = np.repeat(self._rate, self._counts)  # dead rows have rate 0
                 self._link_load = np.bincount(self._nz_link, weights=self._nz_w * every,
                                               minlength=nl).astype(np.float64)
-            rows = np.flatnonzero(self._alive & (self._rate >= level0 * (1 - 1e-9)))
+            sel = self._alive & (self._rate >= level0 * (1 - 1e-9))
+            if comp is not None:
+                sel &= comp
+            rows = np.flatnonzero(sel)
             if rows.size == 0:
                 return  # every leaver was faster than everyone left: nobody's rate changes
             ent = _ranges(self._ptr, rows)
             sub_load = np.bincount(self._nz_link[ent], weights=self._nz_w[ent] *
                                    np.repeat(self._rate[rows], self._counts[rows]), minlength=nl)
             fixed = np.maximum(self._link_load - sub_load, 0.0)
+            if full:  # the component's links carry none of the other flows (closure)
+                fixed[self._nz_link[ent]] = 0.0
             base = np.maximum(self.links.capacity_Bps - fixed, 0.0)
         counts = self._counts[rows]
         ptr = np.zeros(rows.size + 1, dtype=np.int64)

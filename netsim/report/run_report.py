@@ -133,7 +133,8 @@ def _summary_section(b: _Builder) -> Section:
                 + (f", ZeRO-{par['zero_stage']}" if par.get("zero_stage") else ""),
             ]
         )
-    for key, label in (("schedule", "pipeline schedule"), ("compute_model", "compute model")):
+    for key, label in (("schedule", "pipeline schedule"), ("compute_model", "compute model"),
+                       ("collective_model", "collective model")):
         if s.get(key):
             rows.append([label, str(s[key])])
     if (m := summary_number(s, "num_microbatches")) is not None:

@@ -7,7 +7,7 @@ exact and stream plans and the relative error.
 Part 2, training-step replays (built-in scenarios and presets): step time, flows and wall time
 with ``options.collective_model`` exact and stream.
 
-    python benchmarks/stream_error.py [--part collectives replays]
+    python benchmarks/stream_error.py [--part collectives replays] [--large]
 
 Writes Markdown tables to stdout.  Not a test (wall times depend on the machine); the errors are
 deterministic.
@@ -27,6 +27,12 @@ REPLAYS = [
     ("locmoe-pangu, 2 x ascend-910a, global batch 8",
      ["topology=ascend-910a", "nodes=2", "workload=locmoe-pangu", "workload.global_batch_size=8"]),
     ("gpt-dense, 2 x dgx-h100", ["topology=dgx-h100", "nodes=2", "workload=gpt-dense"]),
+]
+#: ``--large``: the LocMoE step at 8 nodes, with packet spraying and with ECMP (minutes each)
+LARGE_REPLAYS = [
+    ("locmoe-pangu, 8 x ascend-910a, spray",
+     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.routing=spray"]),
+    ("locmoe-pangu, 8 x ascend-910a, ECMP", ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu"]),
 ]
 
 
@@ -49,14 +55,14 @@ def collectives() -> None:
                       f"| {100 * (s - e) / e:+.1f}% |", flush=True)
 
 
-def replays() -> None:
+def replays(runs: list[tuple[str, list[str]]]) -> None:
     from netsim.run import prepare, simulate
     from netsim.spec.scenario import load_scenario
 
     print("| run | exact step s | stream step s | error | exact flows | stream flows | exact wall s | "
           "stream wall s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, overrides in REPLAYS:
+    for name, overrides in runs:
         out = {}
         for model in ("exact", "stream"):
             spec = load_scenario(None, [*overrides, f"options.collective_model={model}"])
@@ -72,11 +78,12 @@ def replays() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", nargs="+", default=["collectives", "replays"], choices=["collectives", "replays"])
+    ap.add_argument("--large", action="store_true", help="also replay the LocMoE step at 8 nodes (minutes)")
     args = ap.parse_args()
     if "collectives" in args.part:
         collectives()
     if "replays" in args.part:
-        replays()
+        replays(REPLAYS + (LARGE_REPLAYS if args.large else []))
 
 
 if __name__ == "__main__":

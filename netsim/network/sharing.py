@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from netsim.network import _fill_kernel
+
 _REL_TOL = 1e-9
 
 
@@ -65,6 +67,11 @@ def _distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
     stamp[values] = pos
     return values[stamp[values] == pos]
 
+
+#: Use the compiled filling (:mod:`netsim.network._fill_kernel`) when numba is installed; the
+#: numpy and pure-Python paths below are the fallback (and the reference the tests compare it
+#: with).
+USE_COMPILED = True
 
 #: At most this many (flow, link) entries are filled by the pure-Python path: below it, numpy's
 #: per-call overhead (a dozen calls per round on arrays of a few elements) costs more than the
@@ -173,6 +180,10 @@ def refill(
     rate = np.zeros(n)
     if n == 0:
         return rate
+    if USE_COMPILED and _fill_kernel.HAVE_NUMBA:
+        return _fill_kernel.fill(flow_ptr.astype(np.int64, copy=False), nz_link.astype(np.int64, copy=False),
+                                 nz_weight.astype(np.float64, copy=False), capacity_Bps.astype(np.float64, copy=False),
+                                 flow_cap_Bps.astype(np.float64, copy=False), float(level0))
     if nz_link.size <= SMALL_ENTRIES:
         return _refill_small(flow_ptr, nz_link, nz_weight, capacity_Bps, flow_cap_Bps, level0)
     counts = np.diff(flow_ptr)

@@ -113,9 +113,10 @@ def test_progressive_filling_matches_bruteforce_on_random_instances() -> None:
 
 
 def test_small_set_path_agrees_with_the_vectorised_filling() -> None:
-    """The pure-Python filling of small sets and the numpy one give the same rates (weights,
-    caps below and above the fair share, a resumed level, links without flows)."""
-    from netsim.network import sharing
+    """The three implementations of the filling give the same rates (weights, caps below and
+    above the fair share, a resumed level, links without flows): pure Python for small sets,
+    numpy, and the compiled kernel (when numba is installed)."""
+    from netsim.network import _fill_kernel, sharing
 
     rng = np.random.default_rng(11)
     for _ in range(300):
@@ -131,10 +132,13 @@ def test_small_set_path_agrees_with_the_vectorised_filling() -> None:
         fcap[(inc.sum(axis=1) == 0) & ~np.isfinite(fcap)] = 3.0  # a flow on no link needs a cap
         level0 = float(rng.choice([0.0, 0.1]))
         small = sharing._refill_small(ptr, lk, w, cap, fcap, level0)
-        old = sharing.SMALL_ENTRIES
+        old = sharing.SMALL_ENTRIES, sharing.USE_COMPILED
         try:
-            sharing.SMALL_ENTRIES = -1
+            sharing.SMALL_ENTRIES, sharing.USE_COMPILED = -1, False
             big = sharing.refill(ptr, lk, w, cap, fcap, level0)
         finally:
-            sharing.SMALL_ENTRIES = old
+            sharing.SMALL_ENTRIES, sharing.USE_COMPILED = old
         np.testing.assert_allclose(small, big, rtol=1e-9, atol=1e-12)
+        if _fill_kernel.HAVE_NUMBA:
+            compiled = _fill_kernel.fill(ptr, lk.astype(np.int64), w, cap, fcap, level0)
+            np.testing.assert_allclose(compiled, big, rtol=1e-9, atol=1e-12)

@@ -145,6 +145,8 @@ class Network:
         self._nz_link = np.zeros(0, dtype=np.int64)
         self._owner = np.zeros(0, dtype=np.int64)  # row of every entry
         self._dirty: list[np.ndarray] = []  # links whose flows started or left since the last refill
+        self._comp_fails = 0  # consecutive component searches that found most of the flows
+        self._comp_skip = 0  # events to skip the search for
         self._nz_w = np.zeros(0)
         self._num_alive = 0
         self._need_full = False  # new flows arrived: solve from level 0
@@ -439,7 +441,8 @@ class Network:
 
     def _component(self, seed_links: np.ndarray) -> np.ndarray | None:
         """Rows of the connected component of the flow-link graph around ``seed_links`` (a mask),
-        or ``None`` when it is most of the active flows.
+        or ``None`` when it is most of the active flows (then the next searches back off
+        exponentially: one giant component, as in a large all-to-all, stays one).
 
         Max-min fair rates decompose over these components: flows that share no link,
         directly or through other flows, with a flow that started or left keep their rates.
@@ -447,6 +450,9 @@ class Network:
         """
         nrows = self._alive.size
         if seed_links.size == 0 or self._num_alive < 64:
+            return None
+        if self._comp_skip > 0:  # recent searches found one giant component: back off
+            self._comp_skip -= 1
             return None
         limit = self.COMPONENT_MAX_SHARE * self._num_alive
         nl = self.links.num_links
@@ -459,16 +465,23 @@ class Network:
             cand = self._owner[frontier[self._nz_link]]
             cand = cand[self._alive[cand] & ~in_comp[cand]]
             if cand.size == 0:
+                self._comp_fails = 0
                 return in_comp
-            in_comp[cand] = True
-            new_rows = np.unique(cand)
+            fresh = np.zeros(nrows, dtype=bool)
+            fresh[cand] = True
+            in_comp |= fresh
+            new_rows = np.flatnonzero(fresh)
             size += new_rows.size
             if size > limit:
+                # a search costs a pass over every entry: after a failure skip 1, 3, 7, ... events
+                self._comp_fails = min(self._comp_fails + 1, 10)
+                self._comp_skip = (1 << self._comp_fails) - 1
                 return None
             frontier = np.zeros(nl, dtype=bool)
             frontier[self._nz_link[_ranges(self._ptr, new_rows)]] = True
             frontier &= ~mark
             if not frontier.any():
+                self._comp_fails = 0
                 return in_comp
             mark |= frontier
 

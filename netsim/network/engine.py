@@ -436,7 +436,7 @@ class Network:
 
     #: a refill is restricted to the flows coupled (through shared links, transitively) to the
     #: flows that started or left, unless that component holds more than this share of the
-    #: active flows (then finding it costs more than it saves)
+    #: active flows (then finding it costs more than it saves); 0 disables the search
     COMPONENT_MAX_SHARE = 0.5
 
     def _component(self, seed_links: np.ndarray) -> np.ndarray | None:
@@ -449,7 +449,7 @@ class Network:
         Found by a breadth-first search over the CSR store, one vectorised pass per level.
         """
         nrows = self._alive.size
-        if seed_links.size == 0 or self._num_alive < 64:
+        if seed_links.size == 0 or self._num_alive < 64 or self.COMPONENT_MAX_SHARE <= 0:
             return None
         if self._comp_skip > 0:  # recent searches found one giant component: back off
             self._comp_skip -= 1

@@ -143,8 +143,10 @@ class Network:
         self._counts = np.zeros(0, dtype=np.int64)
         self._ptr = np.zeros(1, dtype=np.int64)
         self._nz_link = np.zeros(0, dtype=np.int64)
-        self._owner = np.zeros(0, dtype=np.int64)  # row of every entry
-        self._dirty: list[np.ndarray] = []  # links whose flows started or left since the last refill
+        self._owner = np.zeros(0, dtype=np.int32)  # row of every entry
+        # links whose flows started or left since the last refill, and how many flows started
+        self._dirty = np.zeros(0, dtype=bool)
+        self._new_rows = 0
         self._comp_fails = 0  # consecutive component searches that found most of the flows
         self._comp_skip = 0  # events to skip the search for
         self._nz_w = np.zeros(0)
@@ -333,7 +335,7 @@ class Network:
         rows = np.flatnonzero(done)
         self._refill_from = min(self._refill_from, float(self._rate[rows].min()))
         ent = _ranges(self._ptr, rows)
-        self._dirty.append(self._nz_link[ent])
+        self._mark_dirty(self._nz_link[ent])
         self._link_load -= np.bincount(self._nz_link[ent], weights=self._nz_w[ent] *
                                        np.repeat(self._rate[rows], self._counts[rows]),
                                        minlength=self.links.num_links)
@@ -369,12 +371,20 @@ class Network:
         pinned_mask = np.array([fid in self._pinned for fid in ids.tolist()], dtype=bool) if self._pinned \
             else np.zeros(ids.size, dtype=bool)
         routed = ids[~pinned_mask]
-        r = self.router.route(src[~pinned_mask], dst[~pinned_mask], routed)
-        nz_flow = routed[r.flow]
-        nz_link = r.link
-        nz_w = r.weight
-        self._lat.data[routed] = r.latency_s
-        self._hops.data[routed] = r.hops
+        r_src, r_dst = src[~pinned_mask], dst[~pinned_mask]
+        parts_f, parts_l, parts_w = [], [], []
+        for a in range(0, max(routed.size, 1), self.ROUTE_CHUNK):  # bounds routing's temporaries
+            b = min(a + self.ROUTE_CHUNK, routed.size)
+            r = self.router.route(r_src[a:b], r_dst[a:b], routed[a:b])
+            parts_f.append(routed[a:b][r.flow])
+            parts_l.append(r.link)
+            parts_w.append(r.weight)
+            self._lat.data[routed[a:b]] = r.latency_s
+            self._hops.data[routed[a:b]] = r.hops
+        nz_flow = parts_f[0] if len(parts_f) == 1 else np.concatenate(parts_f)
+        nz_link = parts_l[0] if len(parts_l) == 1 else np.concatenate(parts_l)
+        nz_w = parts_w[0] if len(parts_w) == 1 else np.concatenate(parts_w)
+        del parts_f, parts_l, parts_w
         if pinned_mask.any():
             extra_f, extra_l = [], []
             for fid in ids[pinned_mask].tolist():
@@ -398,8 +408,11 @@ class Network:
             self._state.data[act] = _ACTIVE
             keep = ~np.isin(nz_flow, ids[trivial]) if trivial.any() else slice(None)
             nz_flow, nz_link, nz_w = nz_flow[keep], nz_link[keep], nz_w[keep]
-            order = np.argsort(nz_flow, kind="stable")  # group entries by flow (ids ascend)
+            if pinned_mask.any():  # routed entries come grouped by flow; pinned ones were appended
+                order = np.argsort(nz_flow, kind="stable")
+                nz_link, nz_w = nz_link[order], nz_w[order]
             counts = np.bincount(np.searchsorted(act, nz_flow), minlength=act.size)
+            del nz_flow
             self._active = np.concatenate([self._active, act])
             self._alive = np.concatenate([self._alive, np.ones(act.size, dtype=bool)])
             self._rem_at = np.concatenate([self._rem_at, nbytes[~trivial]])
@@ -410,13 +423,23 @@ class Network:
             first_row = self._counts.size
             self._counts = np.concatenate([self._counts, counts])
             self._ptr = np.concatenate([self._ptr, self._ptr[-1] + np.cumsum(counts)])
-            self._nz_link = np.concatenate([self._nz_link, nz_link[order]])
-            self._owner = np.concatenate([self._owner, first_row + np.repeat(np.arange(act.size), counts)])
-            self._dirty.append(nz_link)
-            self._nz_w = np.concatenate([self._nz_w, nz_w[order]])
+            owner = np.repeat(np.arange(first_row, first_row + act.size, dtype=np.int32), counts)
+            self._mark_dirty(nz_link)
+            self._new_rows += act.size
+            if self._nz_link.size:
+                self._nz_link = np.concatenate([self._nz_link, nz_link])
+                self._nz_w = np.concatenate([self._nz_w, nz_w])
+                self._owner = np.concatenate([self._owner, owner])
+            else:  # the first batch (or after everything left): no copy
+                self._nz_link, self._nz_w, self._owner = nz_link, nz_w, owner
             self._num_alive += act.size
             self._need_full = True
         return True
+
+    def _mark_dirty(self, links: np.ndarray) -> None:
+        if self._dirty.size == 0:
+            self._dirty = np.zeros(self.links.num_links, dtype=bool)
+        self._dirty[links] = True
 
     def _compact(self) -> None:
         """Drop finished flows from the active arrays (when they are at least half of them)."""
@@ -430,7 +453,7 @@ class Network:
         self._counts = self._counts[rows]
         self._ptr = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(self._counts, out=self._ptr[1:])
-        self._owner = np.repeat(np.arange(rows.size, dtype=np.int64), self._counts)
+        self._owner = np.repeat(np.arange(rows.size, dtype=np.int32), self._counts)
         for name in ("_active", "_alive", "_rem_at", "_t_at", "_t_fin", "_t_done", "_rate"):
             setattr(self, name, getattr(self, name)[rows])
 
@@ -485,6 +508,9 @@ class Network:
                 return in_comp
             mark |= frontier
 
+    #: flows routed per call of the router when a batch starts (bounds its temporary arrays)
+    ROUTE_CHUNK = 1 << 20
+
     #: after this many incremental refills, the link loads are summed afresh from the flow
     #: rates (bounds floating-point drift of the incrementally maintained loads)
     RESUM_LOADS_EVERY = 64
@@ -502,16 +528,19 @@ class Network:
         if not self._num_alive:
             self._link_load = np.zeros(nl)
             return
-        dirty = np.concatenate(self._dirty) if self._dirty else np.zeros(0, dtype=np.int64)
-        self._dirty = []
+        dirty = np.flatnonzero(self._dirty) if self._dirty.size else np.zeros(0, dtype=np.int64)
+        self._dirty = np.zeros(0, dtype=bool)
+        new_rows, self._new_rows = self._new_rows, 0
         if full:
             self._compact()
             level0 = 0.0
-        comp = self._component(dirty)
+        # a component holds every flow that just started: skip the search when that is most
+        comp = None if new_rows > self.COMPONENT_MAX_SHARE * self._num_alive else self._component(dirty)
         if full and comp is None:
             self._incremental_runs = 0
             rows = np.flatnonzero(self._alive)
-            ent = _ranges(self._ptr, rows)
+            # after compaction the rows are usually all alive: use the store without a copy
+            ent = slice(None) if rows.size == self._counts.size else _ranges(self._ptr, rows)
             base = self.links.capacity_Bps
             fixed = np.zeros(nl)
         else:
@@ -533,10 +562,13 @@ class Network:
             if full:  # the component's links carry none of the other flows (closure)
                 fixed[self._nz_link[ent]] = 0.0
             base = np.maximum(self.links.capacity_Bps - fixed, 0.0)
-        counts = self._counts[rows]
-        ptr = np.zeros(rows.size + 1, dtype=np.int64)
-        np.cumsum(counts, out=ptr[1:])
-        lk, w = self._nz_link[ent], self._nz_w[ent]
+        if isinstance(ent, slice):
+            counts, ptr, lk, w = self._counts, self._ptr, self._nz_link, self._nz_w
+        else:
+            counts = self._counts[rows]
+            ptr = np.zeros(rows.size + 1, dtype=np.int64)
+            np.cumsum(counts, out=ptr[1:])
+            lk, w = self._nz_link[ent], self._nz_w[ent]
         rate = refill(ptr, lk, w, base, self._cap.data[self._active[rows]], level0)
         # settle the bytes sent at the old rates, then project the drain at the new ones
         rem = np.maximum(self._rem_at[rows] - self._rate[rows] * (now - self._t_at[rows]), 0.0)

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         algo: str | None = typer.Option(None, "--algo", "-a", help="Algorithm to simulate (default: the op's)."),
         op: str | None = typer.Option(None, "--op", help="Collective of logs that do not say (e.g. all_reduce)."),
         overrides: list[str] = set_option(),
-        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | spray | pxn"),
+        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         max_sizes: int = typer.Option(6, "--max-sizes", min=2, help="Sizes per run used in the optimisation."),
     ) -> None:

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         log: Path | None = typer.Option(None, "--log", help="Write a complete nccl-tests style log."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
         overrides: list[str] = set_option(),
-        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | spray | pxn"),
+        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         chunk_bytes: str | None = typer.Option(None, "--chunk-bytes", help="Pipeline chunk size (e.g. 512KiB)."),
         step_latency: str | None = typer.Option(

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         nodes: int | None = nodes_option(),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (flows.csv, links.csv, ...)."),
         overrides: list[str] = set_option(),
-        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | spray | pxn"),
+        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
     ) -> None:

@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         topology: str | None = topology_option(),
         nodes: int | None = nodes_option(),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (written atomically)."),
-        routing: str | None = typer.Option(None, "--routing", help="shortest, ecmp, spray or pxn."),
+        routing: str | None = typer.Option(None, "--routing", help="shortest, ecmp, ecmp-pair, spray or pxn."),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         ranks_per_node: int | None = typer.Option(
             None,

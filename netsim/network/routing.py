@@ -24,6 +24,9 @@ Strategies (the names used in specs, :data:`ROUTING_POLICIES`):
 ``shortest``  deterministic: always the first shortest path (by device id).
 ``ecmp``      per-flow hash of (flow id, source, destination, seed, hop) over equal-cost next
               hops, as RoCE/Ethernet ECMP does; collisions happen, as on real fabrics.
+``ecmp-pair`` as ``ecmp`` but hashed on (source, destination, seed, hop) only: every flow
+              between two devices takes the same path, as one NCCL connection (one QP, one UDP
+              source port) does for its whole life; exact and stream collectives hash alike.
 ``spray``     a flow's bytes are split evenly over all equal-cost next hops at every hop
               (InfiniBand adaptive routing / packet spraying): no collisions.
 ``pxn``       as ``ecmp``, but inter-node traffic between accelerators on different rails
@@ -48,7 +51,7 @@ from scipy.sparse.csgraph import shortest_path
 from netsim.errors import RoutingError, SpecError
 from netsim.network.links import LinkTable
 
-ROUTING_POLICIES = ("shortest", "ecmp", "spray", "pxn")
+ROUTING_POLICIES = ("shortest", "ecmp", "ecmp-pair", "spray", "pxn")
 
 _UNREACH = np.int32(1 << 20)
 _MAX_INTRA_PATHS = 64
@@ -506,8 +509,10 @@ class Router:
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         nflow = src.size
+        key = np.zeros(nflow, dtype=np.uint64) if self.policy == "ecmp-pair" else \
+            np.asarray(flow_ids, dtype=np.uint64)
         with np.errstate(over="ignore"):
-            h = mix64(np.asarray(flow_ids, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            h = mix64(key * np.uint64(0x9E3779B97F4A7C15)
                       + mix64(src.astype(np.uint64) * np.uint64(1_000_003) + dst.astype(np.uint64))
                       + np.uint64(self.seed & 0xFFFFFFFF) * np.uint64(0xD1B54A32D192ED03))
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []

@@ -11,7 +11,7 @@ A scenario is the unit ``netsim run`` executes::
     seed: 0
     steps: 2                            # default: the workload's steps
     options:
-      routing: ecmp                     # network routing: shortest, ecmp, spray, pxn
+      routing: ecmp                     # network routing: shortest, ecmp, ecmp-pair, spray, pxn
       router: null                      # MoE router / statistical model override
       routing_trace: null               # routing-trace file (replaces the router)
       kernels: null                     # measured kernel table (else the roofline)

@@ -123,3 +123,17 @@ def test_unknown_model_is_an_error() -> None:
     g = star_topology(4, 100e9, 0.5e-6)
     with pytest.raises(CollectiveError, match="collective model"):
         run_collective(Network(g), "all_reduce", accelerators(g), MiB, model="fluid")
+
+
+def test_ecmp_pair_routes_every_flow_of_a_pair_alike() -> None:
+    from netsim.topology import load_topology
+
+    g = load_topology("dgx-h100", nodes=8)
+    for routing, same in (("ecmp-pair", True), ("ecmp", False)):
+        net = Network(g, routing=routing, seed=0)
+        paths = set()
+        for _ in range(16):
+            r = net.routes_of("n0.g0", "n5.g3")
+            paths.add(tuple(sorted(r.link.tolist())))
+            net.submit("n0.g0", "n5.g3", 1.0)  # the next flow id
+        assert (len(paths) == 1) == same, routing

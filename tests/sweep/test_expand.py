@@ -144,7 +144,7 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         ),
         (
             {"grid": {"options.routing": ["ecmp", "sprey"]}},
-            ["grid.options.routing: unknown routing policy 'sprey'; allowed: shortest, ecmp, spray, pxn"],
+            ["grid.options.routing: unknown routing policy 'sprey'; allowed: shortest, ecmp, ecmp-pair, spray, pxn"],
         ),
         (
             {"grid": {"options.router": ["hash", "hashy"]}},

@@ -267,15 +267,13 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
         ``proc.value`` (a :class:`CollectiveResult`).
     """
     stream = check_model(model) == "stream"
-    if matrix is None:
-        key = (op, tuple(devices), float(nbytes), algo, chunk_bytes, channels, stream)
-        plan = net.plan_cache.get(key)
-        if plan is None:
-            plan = net.plan_cache[key] = build_plan(op, devices, nbytes, algo=algo, graph=net.graph,
-                                                    chunk_bytes=chunk_bytes, channels=channels, stream=stream)
-    else:
+    key = (op, tuple(devices), float(nbytes), algo, chunk_bytes, channels, stream) if matrix is None else None
+    plan = net.plan_cache.get(key) if key is not None else None
+    if plan is None:
         plan = build_plan(op, devices, nbytes, algo=algo, matrix=matrix, graph=net.graph, chunk_bytes=chunk_bytes,
                           channels=channels, stream=stream)
+        if key is not None:
+            net.plan_cache[key] = plan
     return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s)
 
 

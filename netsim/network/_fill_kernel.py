@@ -5,7 +5,7 @@ documents the algorithm); written with plain arrays and loops so that numba comp
 machine code: a round costs a few nanoseconds per active link instead of the dozen numpy calls
 (microseconds each) of the vectorised version, which is what a replay with tens of thousands
 of small rate updates needs.  ``HAVE_NUMBA`` is false when numba cannot be imported; the
-engine then uses the numpy and pure-Python paths of :mod:`netsim.network.sharing`.
+engine then uses the numpy path of :mod:`netsim.network.sharing`.
 """
 
 from __future__ import annotations

@@ -335,8 +335,9 @@ class Network:
         rows = np.flatnonzero(done)
         self._refill_from = min(self._refill_from, float(self._rate[rows].min()))
         ent = _ranges(self._ptr, rows)
-        self._mark_dirty(self._nz_link[ent])
-        self._link_load -= np.bincount(self._nz_link[ent], weights=self._nz_w[ent] *
+        links = self._nz_link[ent]
+        self._mark_dirty(links)
+        self._link_load -= np.bincount(links, weights=self._nz_w[ent] *
                                        np.repeat(self._rate[rows], self._counts[rows]),
                                        minlength=self.links.num_links)
         self._alive[rows] = False

@@ -17,10 +17,9 @@ below the lowest rate among the leavers keeps its rate (a leaving flow crossed n
 saturated below its own rate, so nothing below that level changes), and only the flows at or
 above it are filled again.  This is what makes a long cascade of completions cheap.
 
-Three implementations of the same rounds: the compiled loop of
-:mod:`netsim.network._fill_kernel` (used when numba is installed), the vectorised numpy one
-below, and a pure-Python one for small sets (numpy's per-call overhead dominates there); a
-randomized test checks that they agree.
+Two implementations of the same rounds: the compiled loop of
+:mod:`netsim.network._fill_kernel` (used when numba is installed) and the vectorised numpy one
+below (the fallback, and the reference a randomized test checks the compiled one against).
 """
 
 from __future__ import annotations
@@ -74,92 +73,8 @@ def _distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
 
 
 #: Use the compiled filling (:mod:`netsim.network._fill_kernel`) when numba is installed; the
-#: numpy and pure-Python paths below are the fallback (and the reference the tests compare it
-#: with).
+#: numpy path below is the fallback (and the reference the tests compare it with).
 USE_COMPILED = True
-
-#: At most this many (flow, link) entries are filled by the pure-Python path: below it, numpy's
-#: per-call overhead (a dozen calls per round on arrays of a few elements) costs more than the
-#: arithmetic.  Most engine events of a training-step replay touch a few dozen entries.
-SMALL_ENTRIES = 160
-
-
-def _refill_small(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capacity_Bps: np.ndarray,
-                  flow_cap_Bps: np.ndarray, level0: float) -> np.ndarray:
-    """:func:`refill` in pure Python for small sets (same rounds, same tolerances)."""
-    n = flow_ptr.shape[0] - 1
-    ptr = flow_ptr.tolist()
-    lk = nz_link.tolist()
-    wt = nz_weight.tolist()
-    fcap = flow_cap_Bps.tolist()
-    load: dict[int, float] = {}
-    flows_of: dict[int, list[int]] = {}
-    for i in range(n):
-        for e in range(ptr[i], ptr[i + 1]):
-            link = lk[e]
-            load[link] = load.get(link, 0.0) + wt[e]
-            flows_of.setdefault(link, []).append(i)
-    links = [link for link, lw in load.items() if lw > 0]
-    caps = capacity_Bps[np.array(links, dtype=np.int64)].tolist() if links else []
-    level = float(level0)
-    rem = {link: max(c - level * load[link], 0.0) for link, c in zip(links, caps, strict=True)}
-    rate = [0.0] * n
-    frozen = [False] * n
-    live = 0
-    for i in range(n):
-        if ptr[i] == ptr[i + 1]:
-            rate[i] = fcap[i]
-            frozen[i] = True
-        else:
-            live += 1
-    cap_order = sorted((c, i) for i, c in enumerate(fcap) if c != np.inf and not frozen[i])
-    cap_i = 0
-    active = links
-    tol = 1 + _REL_TOL
-    while live > 0:
-        shares = [rem[link] / load[link] for link in active]
-        d_link = min(shares) if shares else np.inf
-        while cap_i < len(cap_order) and frozen[cap_order[cap_i][1]]:
-            cap_i += 1
-        d_cap = cap_order[cap_i][0] - level if cap_i < len(cap_order) else np.inf
-        delta = max(min(d_link, d_cap), 0.0)
-        if delta == np.inf:
-            raise AssertionError("max-min filling found flows limited by nothing")
-        level += delta
-        for link in active:
-            rem[link] = max(rem[link] - delta * load[link], 0.0)
-        newly: list[int] = []
-        if shares and d_link <= delta * tol + 1e-300:
-            bound = d_link * tol + 1e-300
-            for link, sh in zip(active, shares, strict=True):
-                if sh <= bound:
-                    rem[link] = 0.0
-                    newly.extend(i for i in flows_of[link] if not frozen[i])
-        if d_cap <= delta * tol:
-            top = level * tol
-            j = cap_i
-            while j < len(cap_order) and cap_order[j][0] <= top:
-                if not frozen[cap_order[j][1]]:
-                    newly.append(cap_order[j][1])
-                j += 1
-        if not newly:  # numerical corner: freeze the flows of the tightest link
-            link = active[int(np.argmin(shares))]
-            rem[link] = 0.0
-            newly = [i for i in flows_of[link] if not frozen[i]]
-        for i in dict.fromkeys(newly):
-            r = min(level, fcap[i])
-            rate[i] = r
-            frozen[i] = True
-            live -= 1
-            back = level - r
-            for e in range(ptr[i], ptr[i + 1]):
-                link = lk[e]
-                load[link] -= wt[e]
-                if back > 0 and link in rem:
-                    rem[link] += wt[e] * back
-        active = [link for link in active if load[link] > 1e-9]
-    return np.array(rate, dtype=np.float64)
-
 
 def refill(
     flow_ptr: np.ndarray,
@@ -189,8 +104,6 @@ def refill(
         return _fill_kernel.fill(flow_ptr.astype(np.int64, copy=False), nz_link.astype(np.int64, copy=False),
                                  nz_weight.astype(np.float64, copy=False), capacity_Bps.astype(np.float64, copy=False),
                                  flow_cap_Bps.astype(np.float64, copy=False), float(level0))
-    if nz_link.size <= SMALL_ENTRIES:
-        return _refill_small(flow_ptr, nz_link, nz_weight, capacity_Bps, flow_cap_Bps, level0)
     counts = np.diff(flow_ptr)
     load_w = np.bincount(nz_link, weights=nz_weight, minlength=num_links)
     csc_ptr, csc_flow = _csc(flow_ptr, nz_link, num_links)

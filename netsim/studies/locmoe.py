@@ -411,6 +411,8 @@ def check_config(cfg: StudyConfig) -> None:
     for f in cfg.locality:
         if not 0.0 <= f <= 1.0:
             raise NetsimError(f"locality fraction {f} must be in [0, 1]", field="--locality")
-    if cfg.collective_model not in ("exact", "stream"):
-        raise NetsimError(f"unknown collective model {cfg.collective_model!r}; allowed: exact, stream",
+    from netsim.collectives.executor import MODELS
+
+    if cfg.collective_model not in MODELS:
+        raise NetsimError(f"unknown collective model {cfg.collective_model!r}; allowed: {', '.join(MODELS)}",
                           field="--collective-model")

@@ -11,7 +11,7 @@ B_nvlink + 2 (nodes-1)/nodes S/per / B_nic``).
 
 ``--model exact`` runs the exact plans (one flow per step and link: a ring of 16384 GPUs has
 ~4 billion, which no flow simulator runs in a minute); ``--model stream`` the stream plans
-(one flow per ring link and phase; error against exact in ``benchmarks/stream_error.py``).
+(one flow per ring link and phase; error against exact in ``benchmarks/collective_models.py``).
 Writes a Markdown table to stdout (and --out FILE.csv if given).  Not a test.
 """
 

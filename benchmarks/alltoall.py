@@ -8,6 +8,10 @@ least that many bytes / its bandwidth (intra-node NVLink needs (GPUs_per_node - 
 NVLink bandwidth; the bound is the larger).
 
     python benchmarks/alltoall.py --nodes 8 32 128 512 [--size 64MiB] [--routing ecmp] [--timeout 900]
+        [--model exact|coflow]
+
+``--model coflow`` moves the pairs as one coflow (the ``coflow`` collective model's direct
+all-to-all, :meth:`netsim.network.Network.transfer_coflow`): the cost is routing every pair once.
 
 Writes a Markdown table to stdout (and --out FILE.csv if given).  Not a test: timings depend on
 the machine; compare rows of one run.
@@ -23,7 +27,7 @@ import sys
 import time
 
 
-def one(nodes: int, size: float, routing: str, preset: str) -> dict[str, float | int | str]:
+def one(nodes: int, size: float, routing: str, preset: str, model: str) -> dict[str, float | int | str]:
     import numpy as np
 
     from netsim.network import Network
@@ -39,7 +43,10 @@ def one(nodes: int, size: float, routing: str, preset: str) -> dict[str, float |
     src = np.repeat(gpus, gpus.size)
     dst = np.tile(gpus, gpus.size)
     keep = src != dst
-    net.submit_many(src[keep], dst[keep], size)
+    if model == "coflow":  # the coflow collective model's direct all-to-all: one aggregate flow
+        net.transfer_coflow(src[keep], dst[keep], size)
+    else:
+        net.submit_many(src[keep], dst[keep], size)
     net.run()
     t2 = time.perf_counter()
     nic_bw = min(d["capacity_Bps"] for u, v, d in graph.edges(data=True) if d.get("tier") == "nic-leaf")
@@ -61,6 +68,8 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, nargs="+", default=[8, 32, 128, 512])
     ap.add_argument("--size", default="64MiB")
     ap.add_argument("--routing", default="ecmp")
+    ap.add_argument("--model", default="exact", choices=["exact", "coflow"],
+                    help="exact: one flow per pair; coflow: the pairs as one coflow (Network.transfer_coflow)")
     ap.add_argument("--preset", default="dgx-h100")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per size before giving up")
     ap.add_argument("--out", default=None, help="also write the rows as CSV")
@@ -70,16 +79,16 @@ def main() -> None:
 
     size = parse_bytes(args.size, "--size")
     if args.child is not None:
-        print(json.dumps(one(args.child, size, args.routing, args.preset)))
+        print(json.dumps(one(args.child, size, args.routing, args.preset, args.model)))
         return
     rows = []
-    print(f"# all-to-all {args.size} per pair on {args.preset}, routing {args.routing}")
+    print(f"# all-to-all {args.size} per pair on {args.preset}, routing {args.routing}, model {args.model}")
     print("| nodes | GPUs | flows | events | build s | simulate s | wall s | peak GiB | completion s | "
           "lower bound s | ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.nodes:
         cmd = [sys.executable, __file__, "--child", str(n), "--size", args.size, "--routing", args.routing,
-               "--preset", args.preset]
+               "--preset", args.preset, "--model", args.model]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
         except subprocess.TimeoutExpired:

@@ -6,7 +6,7 @@
         [--min-bytes 1MiB --max-bytes 8GiB --step-factor 2] [--gpus-per-node K]
         [--csv out.csv] [--log sim.log] [--calibration CAL.yaml] [--set key=value ...]
         [--routing ecmp] [--chunk-bytes 512KiB] [--step-latency 5us] [--channels C]
-        [--pair n0.g0,n1.g0] [--model exact|stream]
+        [--pair n0.g0,n1.g0] [--model exact|stream|coflow]
 
 Every size runs on a fresh network.  stdout is the nccl-tests table (size, count, type,
 redop, root, then time (us), algbw and busbw (GB/s) and #wrong for out-of-place and in-place)
@@ -50,8 +50,8 @@ def register(app: typer.Typer) -> None:
         step_latency: str | None = typer.Option(
             None, "--step-latency", help="Software latency per step (e.g. 5us); overrides the calibration's."),
         channels: int | None = typer.Option(None, "--channels", min=1, help="Parallel rings of ring algorithms."),
-        model: str = typer.Option("exact", "--model", help="Collective model: exact, or stream (ring phases as one "
-                                  "flow per link; for scale)."),
+        model: str = typer.Option("exact", "--model", help="Collective model: exact, stream (ring phases as one "
+                                  "flow per link) or coflow (stream, and all-to-all phases as one coflow); for scale."),
         pair: str | None = typer.Option(None, "--pair", help="sendrecv: the two devices, e.g. n0.g0,n1.g0 "
                                         "(default: first and last)."),
     ) -> None:

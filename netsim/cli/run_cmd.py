@@ -6,7 +6,7 @@
     netsim run SCENARIO.yaml [--out DIR] [--seed S] [--steps K] [--set key=value ...]
     netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu [--router rre]
                [--routing-trace FILE] [--kernels FILE] [--calibration CAL.yaml]
-               [--collective-model exact|stream]
+               [--collective-model exact|stream|coflow]
 
 ``--set`` edits the scenario: ``topology.<field>=...`` the topology, ``workload.<field>=...``
 the workload, anything else the scenario (``seed=3``, ``options.routing=spray``).  The run
@@ -130,8 +130,8 @@ def register(app: typer.Typer) -> None:
         kernels: Path | None = typer.Option(None, "--kernels", help="Measured kernel table (else roofline)."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (CAL.yaml)."),
         collective_model: str | None = typer.Option(
-            None, "--collective-model", help="exact (default) or stream: ring phases as one flow per link "
-            "(much faster at scale; error in the README)."),
+            None, "--collective-model", help="exact (default); stream: ring phases as one flow per link; "
+            "coflow: stream, and each all-to-all phase as one coflow (much faster at scale; error in the README)."),
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),

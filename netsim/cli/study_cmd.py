@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(False, "--quick", help="A small version (one fabric, 2 nodes, short lab)."),
         seed: int = typer.Option(0, "--seed"),
         collective_model: str = typer.Option("exact", "--collective-model",
-                                             help="exact, or stream (ring phases as one flow per link; faster)."),
+                                             help="exact, stream (ring phases as one flow per link) or coflow "
+                                             "(stream, and all-to-alls as coflows); faster."),
     ) -> None:
         """Hash (RRE) vs Switch vs LocMoE (and EPLB) on Ascend 910A and DGX H100 clusters."""
         from netsim.moe.lab import require_torch

@@ -26,8 +26,14 @@ has drained, it counts as arrived at the later of (a) its last byte's arrival an
 the chain could have taken: ``rounds`` x (step latency + mean path latency of the phase) plus
 the phase's mean drain time.  On a uniform ring (b) is the exact alpha-beta time; on a ring
 with one slow link (a) of that link wins, as in the exact plan where its steps queue up.  A
-ring costs two engine events instead of ``2(n-1)``.  ``benchmarks/stream_error.py`` reports the
-error.
+ring costs two engine events instead of ``2(n-1)``.  ``model="coflow"`` runs stream plans and
+moves the transfers of an all-to-all(v) that start together as one *coflow*
+(:meth:`Network.transfer_coflow`): one aggregate flow that loads every link with the bytes its
+transfers put there and drains when the most loaded link (relative to its capacity) has
+drained; against other traffic it weighs, on that link, as many fair shares as it has
+transfers there.  An all-to-all of ``n`` ranks then costs one engine event instead of up to
+``n(n-1)`` (one per distinct drain time, which skewed all-to-allv byte matrices produce).
+``benchmarks/collective_models.py`` reports the errors of both models.
 
 Plans without a byte matrix are cached per network (:attr:`Network.plan_cache`): a training
 step issues the same tensor-parallel collective thousands of times.
@@ -82,8 +88,10 @@ class CollectiveResult:
 class _Execution:
     """State of one plan being executed (dependency counters, batching of arrivals)."""
 
-    def __init__(self, net: Network, plan: Plan, traffic_class: str, label: str, step_latency_s: float) -> None:
+    def __init__(self, net: Network, plan: Plan, traffic_class: str, label: str, step_latency_s: float,
+                 coflow: bool = False) -> None:
         self.net = net
+        self.coflow = coflow and plan.op in COFLOW_OPS
         self.env: simpy.Environment = net.env
         self.plan = plan
         index = net.links.index
@@ -119,7 +127,7 @@ class _Execution:
         if self.stream:  # chained stream transfers count their step latencies in their chain
             chained = self.rounds[ready] > 1
             if chained.any():
-                self._launch(ready[chained])
+                self._launch(ready[chained], merge=False)  # already one flow per link and phase
                 ready = ready[~chained]
                 if not ready.size:
                     return
@@ -132,7 +140,13 @@ class _Execution:
     def _launch_cb(self, ready: np.ndarray, _ev: simpy.Event) -> None:
         self._launch(ready)
 
-    def _launch(self, ready: np.ndarray) -> None:
+    def _launch(self, ready: np.ndarray, merge: bool = True) -> None:
+        if merge and self.coflow and ready.size > 1:
+            ev = self.net.transfer_coflow(self.src[ready], self.dst[ready], self.size[ready],
+                                          traffic_class=self.traffic_class, label=self.label)
+            for t in ready.tolist():
+                ev.callbacks.append(partial(self._on_arrival, t))
+            return
         events = self.net.transfer_ids(self.src[ready], self.dst[ready], self.size[ready],
                                        traffic_class=self.traffic_class, label=self.label)
         cb = self._on_arrival
@@ -200,8 +214,13 @@ class _Execution:
             self.finished.succeed()
 
 
-#: Collective models: exact plans, or stream plans (one flow per link and phase).
-MODELS: tuple[str, ...] = ("exact", "stream")
+#: Collective models: exact plans; stream plans (one flow per link and phase); stream plans
+#: whose all-to-all transfers that start together move as one coflow.
+MODELS: tuple[str, ...] = ("exact", "stream", "coflow")
+
+#: Collectives whose phases the ``coflow`` model merges (their transfers of a phase finish
+#: together when the bottleneck drains; pipelined trees and chains are left to the stream plan).
+COFLOW_OPS: frozenset[str] = frozenset({"all_to_all", "all_to_allv"})
 
 
 def check_model(model: str) -> str:
@@ -221,13 +240,14 @@ def result_of(proc: simpy.Process) -> CollectiveResult:
 
 
 def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", label: str = "",
-                 step_latency_s: float | None = None) -> simpy.Process:
+                 step_latency_s: float | None = None, coflow: bool = False) -> simpy.Process:
     """Execute ``plan`` on ``net`` starting now; returns a simpy process whose value is a
-    :class:`CollectiveResult`."""
+    :class:`CollectiveResult`.  With ``coflow``, the transfers that start together move as one
+    coflow (:meth:`Network.transfer_coflow`)."""
     lat = 0.0 if step_latency_s is None else float(step_latency_s)
     if not math.isfinite(lat) or lat < 0:
         raise CollectiveError(f"step_latency_s must be >= 0, got {step_latency_s!r}", field="step_latency_s")
-    ex = _Execution(net, plan, traffic_class, label or f"{plan.op}/{plan.algo}", lat)
+    ex = _Execution(net, plan, traffic_class, label or f"{plan.op}/{plan.algo}", lat, coflow)
     env = net.env
 
     def proc() -> Generator[simpy.Event, Any, CollectiveResult]:
@@ -259,14 +279,15 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
         chunk_bytes: pipeline chunk size in bytes (``None``: the algorithm's default).
         step_latency_s: software latency before every transfer, seconds (``None``: 0).
         channels: parallel rings of ring algorithms (``None``: automatic).
-        model: ``exact`` (one flow per step, chunk and link) or ``stream`` (one flow per link
-            and phase; module doc).
+        model: ``exact`` (one flow per step, chunk and link), ``stream`` (one flow per link
+            and phase) or ``coflow`` (stream plans; transfers that start together move as one
+            coflow); module doc.
 
     Returns:
         A simpy process; ``yield`` it inside a process, or run the network and read
         ``proc.value`` (a :class:`CollectiveResult`).
     """
-    stream = check_model(model) == "stream"
+    stream = check_model(model) != "exact"
     key = (op, tuple(devices), float(nbytes), algo, chunk_bytes, channels, stream) if matrix is None else None
     plan = net.plan_cache.get(key) if key is not None else None
     if plan is None:
@@ -274,7 +295,8 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
                           channels=channels, stream=stream)
         if key is not None:
             net.plan_cache[key] = plan
-    return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s)
+    return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s,
+                        coflow=model == "coflow")
 
 
 def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbytes: float, *,

@@ -27,7 +27,7 @@ stands for a dependency chain of ``rounds`` transfers and pays ``rounds`` step l
 ``rounds`` path latencies (the mean over its phase, as the chain walks round the ring).  Trees,
 chains and in-network reductions are already one transfer per edge and chunk, and stay exact
 (as do ring phases chunk-pipelined with them).  Exact plans have ``rounds = 1``.
-``benchmarks/stream_error.py`` measures the error against exact plans.
+``benchmarks/collective_models.py`` measures the error against exact plans.
 """
 
 from __future__ import annotations

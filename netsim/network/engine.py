@@ -120,10 +120,17 @@ class Network:
         self._label = _Column(np.int32)
         self._cap = _Column(np.float64, np.inf)
         self._state = _Column(np.int8)
+        # bytes a flow must drain, in units of its rate (its size, except for coflow carriers)
+        self._work = _Column(np.float64)
         self._class_names: dict[str, int] = {}
         self._label_names: dict[str, int] = {}
         self._events: dict[int, simpy.Event] = {}
-        self._pinned: dict[int, np.ndarray] = {}
+        # pinned routes: flow id -> (links, weight per link, latency in s or None: the links' sum)
+        self._pinned: dict[int, tuple[np.ndarray, np.ndarray, float | None]] = {}
+        # coflows: carrier flow id -> (first member flow id, number of members)
+        self._members: dict[int, tuple[int, int]] = {}
+        self._carrier = _Column(np.bool_, False)
+        self._num_carriers = 0
         # arrivals waiting to be started, by start time
         self._arrivals: dict[float, list[np.ndarray]] = {}
         # active flows and their incidence (global flow ids)
@@ -197,6 +204,24 @@ class Network:
         rate_cap_Bps: float | None = None,
     ) -> np.ndarray:
         """Submit many flows at once (device names or ids); returns their flow ids."""
+        ids, st = self._append(src, dst, nbytes, start_s, traffic_class, label, rate_cap_Bps)
+        for t in np.unique(st).tolist():
+            sel = ids[st == t] if ids.size > 1 else ids
+            self._add_arrival(float(t), sel)
+        return ids
+
+    def _append(
+        self,
+        src: Sequence[str] | np.ndarray,
+        dst: Sequence[str] | np.ndarray,
+        nbytes: Sequence[float] | np.ndarray | float,
+        start_s: Sequence[float] | np.ndarray | float,
+        traffic_class: str,
+        label: str,
+        rate_cap_Bps: float | None,
+        carrier: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Validate flows and append them to the flow columns (not scheduled); ids, start times."""
         s = np.asarray(src) if isinstance(src, np.ndarray) and src.dtype.kind in "iu" else \
             self._device_ids(list(src), "src")
         d = np.asarray(dst) if isinstance(dst, np.ndarray) and dst.dtype.kind in "iu" else \
@@ -224,10 +249,10 @@ class Network:
         cap = self.flow_rate_cap_Bps if rate_cap_Bps is None else min(self.flow_rate_cap_Bps, float(rate_cap_Bps))
         self._cap.extend(np.full(n, cap))
         self._state.extend(np.zeros(n, dtype=np.int8))
-        for t in np.unique(st).tolist():
-            sel = ids[st == t] if n > 1 else ids
-            self._add_arrival(float(t), sel)
-        return ids
+        self._work.extend(nb)
+        self._carrier.extend(np.full(n, carrier, dtype=np.bool_))
+        self._num_carriers += n if carrier else 0
+        return ids, st
 
     def submit(self, src: str, dst: str, nbytes: float, start_s: float = 0.0, *, traffic_class: str = "other",
                label: str = "", path: Sequence[str] | None = None, rate_cap_Bps: float | None = None) -> int:
@@ -242,7 +267,8 @@ class Network:
         path = list(path)
         if not path or path[0] != src or path[-1] != dst:
             raise RoutingError(f"pinned path {'>'.join(path)} must start at {src} and end at {dst}", field="path")
-        self._pinned[fid] = self.router.pinned(path)
+        links = self.router.pinned(path)
+        self._pinned[fid] = (links, np.ones(links.size), None)
 
     def transfer(self, src: str, dst: str, nbytes: float, *, traffic_class: str = "other", label: str = "",
                  path: Sequence[str] | None = None, rate_cap_Bps: float | None = None) -> simpy.Event:
@@ -251,6 +277,60 @@ class Network:
                           path=path, rate_cap_Bps=rate_cap_Bps)
         ev = self.env.event()
         self._events[fid] = ev
+        return ev
+
+    def transfer_coflow(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
+                        traffic_class: str = "other", label: str = "") -> simpy.Event:
+        """Start many transfers now as one *coflow*; the event fires (value: the carrier's flow
+        id) when the last of them has arrived.
+
+        The transfers are routed as ordinary flows (and listed as such by :meth:`flow_records`),
+        but the engine moves them as one aggregate: a carrier flow whose load on every link is
+        the transfers' bytes there, progressing uniformly.  Alone it drains in
+        ``max over links of (bytes on the link / capacity)``, the bound an all-to-all reaches
+        when its flows finish together.  Against other traffic it competes, on its bottleneck
+        link, as the number of its transfers that cross that link (each one of them a
+        max-min fair flow there).  Transfers are delivered at the drain plus their own path
+        latency.  One engine event instead of one per transfer: what makes an all-to-all of
+        thousands of GPUs cheap (the ``coflow`` collective model; error in the README).
+        """
+        now = float(self.env.now)
+        ids, _ = self._append(np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64), nbytes, now,
+                              traffic_class, label, None)
+        first, n = int(ids[0]) if ids.size else self._src.size, int(ids.size)
+        nl = self.links.num_links
+        load_B = np.zeros(nl)
+        flows_on = np.zeros(nl)
+        nb = self._nbytes.data[first:first + n]
+        for a in range(0, max(n, 1), self.ROUTE_CHUNK):
+            b = min(a + self.ROUTE_CHUNK, n)
+            sel = slice(first + a, first + b)
+            r = self.router.route(self._src.data[sel], self._dst.data[sel], ids[a:b])
+            moving = nb[a:b][r.flow] > 0
+            load_B += np.bincount(r.link, weights=nb[a:b][r.flow] * r.weight, minlength=nl)
+            flows_on += np.bincount(r.link[moving], weights=r.weight[moving], minlength=nl)
+            self._lat.data[sel] = r.latency_s
+            self._hops.data[sel] = r.hops
+        self._state.data[first:first + n] = _ACTIVE
+        links = np.flatnonzero(load_B > 0)
+        # the carrier: total bytes (for the record); the network's flow rate cap applies per fair share
+        carrier = int(self._append(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), float(nb.sum()), now,
+                                   traffic_class, label, None, carrier=True)[0][0])
+        ev = self.env.event()
+        self._events[carrier] = ev
+        if links.size == 0:  # nothing crosses a link: every member arrives after its latency
+            self._lat.data[carrier] = float(self._lat.data[first:first + n].max()) if n else 0.0
+            self._work.data[carrier] = 0.0
+        else:
+            cap = self.links.capacity_Bps[links]
+            b = int(np.argmax(load_B[links] / cap))
+            size_B = float(load_B[links[b]])
+            share = max(float(flows_on[links[b]]), 1e-12)  # fair shares on the bottleneck link
+            self._work.data[carrier] = size_B / share
+            self._lat.data[carrier] = float(self._lat.data[first:first + n].max())
+            self._pinned[carrier] = (links, share * load_B[links] / size_B, self._lat.data[carrier])
+        self._members[carrier] = (first, n)
+        self._add_arrival(float(self.env.now), np.array([carrier], dtype=np.int64))
         return ev
 
     def transfer_ids(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
@@ -352,6 +432,12 @@ class Network:
         lat = self._lat.data[fids]
         self._end.data[fids] = now + lat
         self._state.data[fids] = _DONE
+        if self._members:
+            for fid in fids[self._carrier.data[fids]].tolist():
+                first, n = self._members.pop(fid)
+                members = slice(first, first + n)
+                self._end.data[members] = now + self._lat.data[members]
+                self._state.data[members] = _DONE
         self._t_end = max(self._t_end, float((now + lat).max()) if fids.size else now)
         if self._events:
             for fid, la in zip(fids.tolist(), lat.tolist(), strict=True):
@@ -388,16 +474,19 @@ class Network:
         del parts_f, parts_l, parts_w
         if pinned_mask.any():
             extra_f, extra_l = [], []
+            extra_w = []
             for fid in ids[pinned_mask].tolist():
-                lk = self._pinned.pop(fid)
+                lk, wt, lat = self._pinned.pop(fid)
                 extra_f.append(np.full(lk.size, fid, dtype=np.int64))
                 extra_l.append(lk)
-                self._lat.data[fid] = float(self.links.latency_s[lk].sum())
-                self._hops.data[fid] = float(lk.size)
+                extra_w.append(wt)
+                if lat is None:
+                    self._lat.data[fid] = float(self.links.latency_s[lk].sum())
+                    self._hops.data[fid] = float(lk.size)
             nz_flow = np.concatenate([nz_flow, *extra_f])
             nz_link = np.concatenate([nz_link, *extra_l])
-            nz_w = np.concatenate([nz_w, np.ones(sum(x.size for x in extra_l))])
-        nbytes = self._nbytes.data[ids]
+            nz_w = np.concatenate([nz_w, *extra_w])
+        nbytes = self._work.data[ids]
         has_links = np.zeros(self._src.size, dtype=bool)
         has_links[nz_flow] = True
         trivial = (nbytes <= 0) | ~has_links[ids]
@@ -601,7 +690,8 @@ class Network:
 
     @property
     def num_flows(self) -> int:
-        return self._src.size
+        """Flows submitted (coflow members count, their carriers do not)."""
+        return self._src.size - self._num_carriers
 
     def flow_start_s(self, fids: np.ndarray) -> np.ndarray:
         """Start time (s) of the given flows."""
@@ -620,21 +710,23 @@ class Network:
         names = np.array(self.links.names, dtype=object)
         cls = np.array(list(self._class_names), dtype=object)
         lab = np.array(list(self._label_names), dtype=object)
-        n = self._src.size
-        start = self._start.view
-        end = self._end.view
+        keep = ~self._carrier.view
+        ids = np.flatnonzero(keep) if not keep.all() else np.arange(self._src.size, dtype=np.int64)
+        n = ids.size
+        start = self._start.view[ids]
+        end = self._end.view[ids]
         return pd.DataFrame({
-            "flow_id": np.arange(n, dtype=np.int64),
-            "src": names[self._src.view] if n else np.array([], dtype=object),
-            "dst": names[self._dst.view] if n else np.array([], dtype=object),
-            "bytes": self._nbytes.view.copy(),
-            "start_s": start.copy(),
-            "end_s": end.copy(),
+            "flow_id": ids,
+            "src": names[self._src.view[ids]] if n else np.array([], dtype=object),
+            "dst": names[self._dst.view[ids]] if n else np.array([], dtype=object),
+            "bytes": self._nbytes.view[ids],
+            "start_s": start,
+            "end_s": end,
             "fct_s": end - start,
-            "traffic_class": cls[self._cls.view] if n else np.array([], dtype=object),
-            "label": lab[self._label.view] if n else np.array([], dtype=object),
-            "hops": self._hops.view.copy(),
-            "latency_s": self._lat.view.copy(),
+            "traffic_class": cls[self._cls.view[ids]] if n else np.array([], dtype=object),
+            "label": lab[self._label.view[ids]] if n else np.array([], dtype=object),
+            "hops": self._hops.view[ids],
+            "latency_s": self._lat.view[ids],
         })
 
     @property

@@ -194,7 +194,7 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "step_times_s": "list: the time of each simulated step (s)",
     "checkpoint_slowdown_s": "step time minus that of a replay without checkpoint traffic (s) or null",
     "compute_model": "where compute times come from (kernel table or roofline)",
-    "collective_model": "exact or stream (how collectives were turned into flows)",
+    "collective_model": "exact, stream or coflow (how collectives were turned into flows)",
     "num_ops": "ops in the op graph",
     "num_flows": "network flows simulated",
 }

@@ -20,8 +20,9 @@ A scenario is the unit ``netsim run`` executes::
       memory_efficiency: 0.8            # roofline: achieved fraction of HBM bandwidth
       algorithms: {all_to_allv: direct} # collective algorithm per op
       step_latency: null                # collective per-step software latency ("2us")
-      collective_model: exact           # exact, or stream (ring phases as one flow per link:
-                                        # much faster at scale; error in benchmarks/stream_error.py)
+      collective_model: exact           # exact; stream (ring phases as one flow per link); or
+                                        # coflow (stream + each all-to-all phase as one coflow):
+                                        # much faster at scale; error in benchmarks/collective_models.py
       checkpoint_baseline: true         # also replay without checkpoint traffic (slowdown)
 
 ``--set key=value`` on the command line edits a scenario: keys starting with ``topology.`` go to
@@ -70,7 +71,7 @@ class ScenarioOptions(SpecModel):
     memory_efficiency: float = Field(default=0.8, gt=0, le=1)
     algorithms: dict[str, str] = Field(default_factory=dict)
     step_latency: Duration | None = None
-    collective_model: Literal["exact", "stream"] = "exact"
+    collective_model: Literal["exact", "stream", "coflow"] = "exact"
     checkpoint_baseline: bool = True
 
 

@@ -55,7 +55,8 @@ class StudyConfig:
     lab_steps: int = 400
     lab_overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    #: ``exact`` or ``stream`` (ring phases as one flow per link: much faster, see the README)
+    #: ``exact``, ``stream`` (ring phases as one flow per link) or ``coflow`` (stream, and each
+    #: all-to-all phase as one coflow): much faster, error in the README
     collective_model: str = "exact"
     #: redundant expert slots of the ``eplb`` placement, a multiple of the EP size (16: every
     #: rank hosts its expert and one replica).  Without replicas and with one expert per rank

@@ -1,0 +1,115 @@
+"""Coflows (:meth:`Network.transfer_coflow`, the ``coflow`` collective model), worked on paper.
+
+A coflow drains when its most loaded link (relative to its capacity) has drained; against other
+traffic it weighs as many fair shares as it has transfers on that link; its transfers are listed
+as ordinary flows (bytes, ends), the carrier is not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from netsim.collectives import accelerators, run_collective, simulate_collective
+from netsim.collectives.executor import result_of
+from netsim.network import Network
+from netsim.topology import load_topology
+from tests.network.graphs import star
+
+GB = 1e9
+
+
+def _ids(net: Network, names: list[str]) -> np.ndarray:
+    return np.array([net.links.index[n] for n in names], dtype=np.int64)
+
+
+def test_coflow_alone_drains_at_its_bottleneck_and_lists_its_transfers() -> None:
+    net = Network(star(4, bw=GB, lat=1e-6))
+    # h0 -> h3 (1 GB), h1 -> h3 (2 GB), h2 -> h1 (0.5 GB): sw->h3 carries 3 GB, the bottleneck
+    ev = net.transfer_coflow(_ids(net, ["h0", "h1", "h2"]), _ids(net, ["h3", "h3", "h1"]),
+                             np.array([1.0, 2.0, 0.5]) * GB, traffic_class="ep", label="a2a")
+    net.run()
+    assert ev.triggered
+    flows = net.flow_records()
+    assert net.num_flows == 3 and len(flows) == 3
+    assert flows["bytes"].tolist() == [1 * GB, 2 * GB, 0.5 * GB]
+    assert set(flows["traffic_class"]) == {"ep"}
+    # every transfer is delivered at the drain (3 s) plus its own path latency (2 links x 1 us)
+    assert flows["end_s"].tolist() == pytest.approx([3.0 + 2e-6] * 3, rel=1e-12)
+    assert net.makespan_s == pytest.approx(3.0 + 2e-6, rel=1e-12)
+    links = net.link_records().set_index("link")
+    # each link carries exactly its transfers' bytes
+    assert links.loc["sw->h3", "bytes"] == pytest.approx(3 * GB)
+    assert links.loc["h2->sw", "bytes"] == pytest.approx(0.5 * GB)
+    assert links["bytes"].sum() == pytest.approx(2 * 3.5 * GB)
+
+
+def test_coflow_weighs_its_transfers_on_the_bottleneck_as_fair_shares() -> None:
+    # a coflow of 3 transfers into h3 and one ordinary flow into h3: per-flow max-min fairness on
+    # sw->h3 gives the coflow 3/4 of the link and the flow 1/4 while both are active
+    net = Network(star(5, bw=GB, lat=0.0))
+    net.transfer_coflow(_ids(net, ["h0", "h1", "h2"]), _ids(net, ["h3", "h3", "h3"]), GB)
+    fid = net.submit("h4", "h3", GB)
+    net.run()
+    ends = net.flow_end_s()
+    # 4 GB through a 1 GB/s link: all done at 4 s; the coflow (3 GB at 0.75 GB/s) also at 4 s
+    assert ends[fid] == pytest.approx(4.0)
+    assert ends[:3] == pytest.approx([4.0] * 3)
+    # with exact flows the four share equally and also end at 4 s
+    ref = Network(star(5, bw=GB, lat=0.0))
+    ref.submit_many(["h0", "h1", "h2", "h4"], ["h3"] * 4, GB)
+    ref.run()
+    assert ref.flow_end_s() == pytest.approx([4.0] * 4)
+
+
+def test_coflow_of_same_device_transfers_arrives_at_once() -> None:
+    net = Network(star(2))
+    ev = net.transfer_coflow(_ids(net, ["h0", "h1"]), _ids(net, ["h0", "h1"]), GB)
+    net.run()
+    assert ev.triggered and net.makespan_s == 0.0
+
+
+@pytest.mark.parametrize("nodes", [2, 4])
+def test_uniform_alltoall_coflow_matches_exact(nodes: int) -> None:
+    g = load_topology("dgx-h100", nodes=nodes)
+    devs = accelerators(g)
+    size = 64 * 2**20 * len(devs)
+    exact = simulate_collective(g, "all_to_all", devs, size)
+    coflow = simulate_collective(g, "all_to_all", devs, size, model="coflow")
+    assert coflow == pytest.approx(exact, rel=1e-6)
+
+
+def test_skewed_alltoallv_coflow_is_close_to_exact_and_never_above_it() -> None:
+    g = load_topology("dgx-h100", nodes=2)
+    devs = accelerators(g)
+    n = len(devs)
+    m = np.random.default_rng(1).gamma(0.5, 2.0, size=(n, n)) * 2**20
+    np.fill_diagonal(m, 0.0)
+    exact = simulate_collective(g, "all_to_allv", devs, float(m.sum()), matrix=m)
+    coflow = simulate_collective(g, "all_to_allv", devs, float(m.sum()), matrix=m, model="coflow")
+    # the coflow is the bottleneck bound: exact max-min can only be slower, here by < 5%
+    assert coflow <= exact * (1 + 1e-9)
+    assert coflow >= 0.95 * exact
+
+
+def test_coflow_model_leaves_rings_to_the_stream_plan() -> None:
+    g = load_topology("dgx-h100", nodes=2)
+    devs = accelerators(g)
+    stream = simulate_collective(g, "all_reduce", devs, 2**28, model="stream", step_latency_s=2e-6)
+    coflow = simulate_collective(g, "all_reduce", devs, 2**28, model="coflow", step_latency_s=2e-6)
+    assert coflow == stream
+
+
+def test_coflow_collective_records_one_flow_per_transfer() -> None:
+    g = load_topology("dgx-h100", nodes=2)
+    devs = accelerators(g)
+    net = Network(g)
+    proc = run_collective(net, "all_to_all", devs, 16 * 2**20 * len(devs), model="coflow", traffic_class="ep")
+    net.run()
+    res = result_of(proc)
+    n = len(devs)
+    assert res.num_transfers == n * (n - 1)
+    flows = net.flow_records()
+    assert len(flows) == n * (n - 1) and (flows["traffic_class"] == "ep").all()
+    assert flows["bytes"].sum() == pytest.approx(16 * 2**20 * n * (n - 1))
+    assert flows["end_s"].max() == pytest.approx(res.end_s)

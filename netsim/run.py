@@ -157,6 +157,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         steps=scenario.steps,
         router=opts.router,
         routing_trace=scenario.resolve_path(opts.routing_trace) if opts.routing_trace else None,
+        routing_samples=opts.routing_samples,
     )
     engine, coll = _calibration(scenario)
     return Prepared(scenario, graph, workload, compute, plan, engine, coll)
@@ -385,6 +386,7 @@ def summarize_replay(
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "collective_model": prep.scenario.options.collective_model,
+        "routing_samples": prep.scenario.options.routing_samples,
         "num_ops": len(plan.ops),
         "num_flows": len(flows),
     }

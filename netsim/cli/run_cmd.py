@@ -6,7 +6,7 @@
     netsim run SCENARIO.yaml [--out DIR] [--seed S] [--steps K] [--set key=value ...]
     netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu [--router rre]
                [--routing-trace FILE] [--kernels FILE] [--calibration CAL.yaml]
-               [--collective-model exact|stream|coflow]
+               [--collective-model exact|stream|coflow] [--routing-samples N]
 
 ``--set`` edits the scenario: ``topology.<field>=...`` the topology, ``workload.<field>=...``
 the workload, anything else the scenario (``seed=3``, ``options.routing=spray``).  The run
@@ -132,6 +132,9 @@ def register(app: typer.Typer) -> None:
         collective_model: str | None = typer.Option(
             None, "--collective-model", help="exact (default); stream: ring phases as one flow per link; "
             "coflow: stream, and each all-to-all phase as one coflow (much faster at scale; error in the README)."),
+        routing_samples: int | None = typer.Option(
+            None, "--routing-samples", min=1, help="Route at most N token samples per step and MoE layer and reuse "
+            "them across micro-batches and EP groups (for large clusters; default: every all-to-all its own)."),
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -145,6 +148,7 @@ def register(app: typer.Typer) -> None:
             "kernels": str(kernels.resolve()) if kernels else None,
             "calibration": str(calibration.resolve()) if calibration else None,
             "collective_model": collective_model,
+            "routing_samples": routing_samples,
         }
         spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
         out_dir = out if out is not None else Path("runs") / spec.name

@@ -65,6 +65,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 
 from netsim.errors import SpecError
+from netsim.moe import _select_kernel
 from netsim.moe.capacity import ceil_tokens, locmoe_min_capacity
 
 IntArray = NDArray[np.int64]
@@ -774,9 +775,16 @@ class DeepSeekRouter(_LinearRouter):
     def scores(self, x: FloatArray) -> FloatArray:
         return _sigmoid(x @ self.weight)
 
+    #: use the compiled selection (:mod:`netsim.moe._select_kernel`) when numba is installed
+    USE_COMPILED = True
+
     def select(self, scores: FloatArray) -> IntArray:
         """The ``[T, top_k]`` selected experts (node-limited, bias-adjusted)."""
         t, n = scores.shape
+        if self.USE_COMPILED and _select_kernel.HAVE_NUMBA and t:
+            return np.asarray(_select_kernel.select(np.ascontiguousarray(scores, dtype=np.float64),
+                                                    np.asarray(self.bias, dtype=np.float64), self.n_groups,
+                                                    self.topk_groups, self.top_k))
         biased = scores + self.bias
         gs = n // self.n_groups
         grouped = biased.reshape(t, self.n_groups, gs)

@@ -66,12 +66,25 @@ class _Column:
         n = values.shape[0]
         need = self.size + n
         if need > self.data.shape[0]:
-            cap = max(need, 2 * self.data.shape[0])
-            new = np.full(cap, self.fill, dtype=self.data.dtype)
-            new[: self.size] = self.data[: self.size]
-            self.data = new
+            self.reserve(n, factor=2)
         self.data[self.size : need] = values
         self.size = need
+
+    def extend_const(self, n: int, value: Any) -> None:
+        """Append ``n`` copies of ``value`` (no temporary array)."""
+        need = self.size + n
+        if need > self.data.shape[0]:
+            self.reserve(n, factor=2)
+        self.data[self.size : need] = value
+        self.size = need
+
+    def reserve(self, n: int, factor: int = 1) -> None:
+        """Make room for ``n`` more values (``factor`` 2: at least double, for amortised appends)."""
+        need = self.size + n
+        if need > self.data.shape[0]:
+            new = np.full(max(need, factor * self.data.shape[0]), self.fill, dtype=self.data.dtype)
+            new[: self.size] = self.data[: self.size]
+            self.data = new
 
     @property
     def view(self) -> np.ndarray:
@@ -177,6 +190,8 @@ class Network:
         self.num_rate_updates = 0
         #: collective plans by request, filled by :func:`netsim.collectives.run_collective`
         self.plan_cache: dict[tuple[Any, ...], Any] = {}
+        # routes of coflows by their (sources, destinations), see transfer_coflow
+        self._coflow_routes: dict[tuple[bytes, bytes], Routes] = {}
 
     # ------------------------------------------------------------------ submission
     def _code(self, table: dict[str, int], name: str) -> int:
@@ -210,6 +225,10 @@ class Network:
             self._add_arrival(float(t), sel)
         return ids
 
+    def _columns(self) -> tuple[_Column, ...]:
+        return (self._src, self._dst, self._nbytes, self._start, self._end, self._lat, self._hops, self._cls,
+                self._label, self._cap, self._state, self._work, self._carrier)
+
     def _append(
         self,
         src: Sequence[str] | np.ndarray,
@@ -229,28 +248,28 @@ class Network:
         n = s.shape[0]
         if d.shape[0] != n:
             raise SpecError("src and dst must have the same length", field="dst")
-        nb = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,)).copy()
-        st = np.broadcast_to(np.asarray(start_s, dtype=np.float64), (n,)).copy()
+        nb = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
+        st = np.broadcast_to(np.asarray(start_s, dtype=np.float64), (n,))
         if (~np.isfinite(nb)).any() or (nb < 0).any():
             raise SpecError("flow sizes must be finite and >= 0 bytes", field="bytes")
         if (~np.isfinite(st)).any() or (st < self.env.now - 1e-15).any():
             raise SpecError(f"flow start times must be finite and >= now ({self.env.now} s)", field="start_s")
         first = self._src.size
         ids = np.arange(first, first + n, dtype=np.int64)
-        self._src.extend(s.astype(np.int64))
-        self._dst.extend(d.astype(np.int64))
+        self._src.extend(s.astype(np.int64, copy=False))
+        self._dst.extend(d.astype(np.int64, copy=False))
         self._nbytes.extend(nb)
         self._start.extend(st)
-        self._end.extend(np.full(n, np.nan))
-        self._lat.extend(np.zeros(n))
-        self._hops.extend(np.zeros(n))
-        self._cls.extend(np.full(n, self._code(self._class_names, traffic_class), dtype=np.int32))
-        self._label.extend(np.full(n, self._code(self._label_names, label), dtype=np.int32))
+        self._end.extend_const(n, np.nan)
+        self._lat.extend_const(n, 0.0)
+        self._hops.extend_const(n, 0.0)
+        self._cls.extend_const(n, self._code(self._class_names, traffic_class))
+        self._label.extend_const(n, self._code(self._label_names, label))
         cap = self.flow_rate_cap_Bps if rate_cap_Bps is None else min(self.flow_rate_cap_Bps, float(rate_cap_Bps))
-        self._cap.extend(np.full(n, cap))
-        self._state.extend(np.zeros(n, dtype=np.int8))
+        self._cap.extend_const(n, cap)
+        self._state.extend_const(n, _PENDING)
         self._work.extend(nb)
-        self._carrier.extend(np.full(n, carrier, dtype=np.bool_))
+        self._carrier.extend_const(n, carrier)
         self._num_carriers += n if carrier else 0
         return ids, st
 
@@ -293,19 +312,33 @@ class Network:
         max-min fair flow there).  Transfers are delivered at the drain plus their own path
         latency.  One engine event instead of one per transfer: what makes an all-to-all of
         thousands of GPUs cheap (the ``coflow`` collective model; error in the README).
+
+        Coflows of up to :attr:`COFLOW_CACHE_MAX` transfers keep the routes (ECMP choices
+        included) of the first coflow over the same (source, destination) pairs, as the
+        persistent connections of a collective library keep their paths from call to call; a
+        training step's thousands of expert all-to-alls over one EP group are routed once.
         """
         now = float(self.env.now)
-        ids, _ = self._append(np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64), nbytes, now,
-                              traffic_class, label, None)
+        src = np.asarray(src, dtype=np.int64)
+        # room for the members and the carrier at once (appending the carrier to a full column
+        # after a huge batch of members would double it)
+        for col in self._columns():
+            if col.size + src.shape[0] + 1 > col.data.shape[0]:
+                col.reserve(src.shape[0] + 1, factor=1 if src.shape[0] > col.data.shape[0] else 2)
+        ids, _ = self._append(src, np.asarray(dst, dtype=np.int64), nbytes, now, traffic_class, label, None)
         first, n = int(ids[0]) if ids.size else self._src.size, int(ids.size)
         nl = self.links.num_links
         load_B = np.zeros(nl)
         flows_on = np.zeros(nl)
         nb = self._nbytes.data[first:first + n]
+        key = (src.tobytes(), self._dst.data[first:first + n].tobytes()) if n <= self.COFLOW_CACHE_MAX else None
+        cached = self._coflow_routes.get(key) if key is not None else None
         for a in range(0, max(n, 1), self.ROUTE_CHUNK):
             b = min(a + self.ROUTE_CHUNK, n)
             sel = slice(first + a, first + b)
-            r = self.router.route(self._src.data[sel], self._dst.data[sel], ids[a:b])
+            r = cached if cached is not None else self.router.route(self._src.data[sel], self._dst.data[sel], ids[a:b])
+            if key is not None and cached is None:
+                self._coflow_routes[key] = r
             moving = nb[a:b][r.flow] > 0
             load_B += np.bincount(r.link, weights=nb[a:b][r.flow] * r.weight, minlength=nl)
             flows_on += np.bincount(r.link[moving], weights=r.weight[moving], minlength=nl)
@@ -313,7 +346,7 @@ class Network:
             self._hops.data[sel] = r.hops
         self._state.data[first:first + n] = _ACTIVE
         links = np.flatnonzero(load_B > 0)
-        # the carrier: total bytes (for the record); the network's flow rate cap applies per fair share
+        # the carrier: the total bytes (its record); the network's flow rate cap applies per fair share
         carrier = int(self._append(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), float(nb.sum()), now,
                                    traffic_class, label, None, carrier=True)[0][0])
         ev = self.env.event()
@@ -332,6 +365,10 @@ class Network:
         self._members[carrier] = (first, n)
         self._add_arrival(float(self.env.now), np.array([carrier], dtype=np.int64))
         return ev
+
+    #: coflows of at most this many transfers keep the routes of the first coflow over the same
+    #: (source, destination) pairs (see :meth:`transfer_coflow`)
+    COFLOW_CACHE_MAX = 1 << 16
 
     def transfer_ids(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
                      traffic_class: str = "other", label: str = "") -> list[simpy.Event]:

@@ -195,6 +195,7 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "checkpoint_slowdown_s": "step time minus that of a replay without checkpoint traffic (s) or null",
     "compute_model": "where compute times come from (kernel table or roofline)",
     "collective_model": "exact, stream or coflow (how collectives were turned into flows)",
+    "routing_samples": "token samples routed per step and MoE layer, reused (null: every all-to-all its own)",
     "num_ops": "ops in the op graph",
     "num_flows": "network flows simulated",
 }

@@ -23,6 +23,9 @@ A scenario is the unit ``netsim run`` executes::
       collective_model: exact           # exact; stream (ring phases as one flow per link); or
                                         # coflow (stream + each all-to-all phase as one coflow):
                                         # much faster at scale; error in benchmarks/collective_models.py
+      routing_samples: null             # route at most N token samples per (step, MoE layer) and
+                                        # reuse them across micro-batches and EP groups (null:
+                                        # every all-to-all routes its own tokens)
       checkpoint_baseline: true         # also replay without checkpoint traffic (slowdown)
 
 ``--set key=value`` on the command line edits a scenario: keys starting with ``topology.`` go to
@@ -72,6 +75,7 @@ class ScenarioOptions(SpecModel):
     algorithms: dict[str, str] = Field(default_factory=dict)
     step_latency: Duration | None = None
     collective_model: Literal["exact", "stream", "coflow"] = "exact"
+    routing_samples: int | None = Field(default=None, ge=1)
     checkpoint_baseline: bool = True
 
 

@@ -31,9 +31,10 @@ every GEMM backward (``scale=0.5``) and the ``W`` op the other half.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from netsim.spec.workload import ModelSpec
 
@@ -92,6 +93,22 @@ def kernels_time_s(
     return total
 
 
+def _memo(method: Callable[..., list[KernelCall]]) -> Callable[..., list[KernelCall]]:
+    """Memoise a :class:`ModelCosts` kernel-list method per arguments (the lists are shared:
+    callers must not mutate them).  A training step asks for the same layer's kernels millions
+    of times at scale; the same list object also lets the op builder cache its duration."""
+
+    @functools.wraps(method)
+    def wrapper(self: ModelCosts, *args: Any, **kwargs: Any) -> list[KernelCall]:
+        key = (method.__name__, *args, *sorted(kwargs.items()))
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = method(self, *args, **kwargs)
+        return hit
+
+    return wrapper
+
+
 def _call(kernel: str, pass_: Pass, scale: float = 1.0, **shape: float) -> KernelCall:
     return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale)
 
@@ -148,6 +165,7 @@ class ModelCosts:
         self.norm = "rmsnorm" if self.gated else "layernorm"
         moe = model.moe
         self.expert_ffn = (moe.expert_ffn_hidden or model.ffn_hidden) if moe is not None else 0
+        self._memo: dict[tuple[Any, ...], list[KernelCall]] = {}
 
     # ------------------------------------------------------------------ tokens
 
@@ -158,6 +176,7 @@ class ModelCosts:
 
     # ------------------------------------------------------------------ kernels
 
+    @_memo
     def attention(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
         m, t, T = self.m, self.tp, self.tokens
         h = m.hidden
@@ -184,6 +203,7 @@ class ModelCosts:
             ]
         return calls if part == "F" else _split(calls, part)
 
+    @_memo
     def mlp(self, part: Part) -> list[KernelCall]:
         m, T = self.m, self.tokens
         f = max(1, m.ffn_hidden // self.tp)
@@ -196,6 +216,7 @@ class ModelCosts:
         calls.append(_call("gemm", "fwd", m=T, n=m.hidden, k=f))
         return calls if part == "F" else _split(calls, part)
 
+    @_memo
     def moe_pre(self, part: Part, router_kernel: str = "router_linear") -> list[KernelCall]:
         m = self.m
         assert m.moe is not None
@@ -207,6 +228,7 @@ class ModelCosts:
         ]
         return calls if part == "F" else _split(calls, part)
 
+    @_memo
     def experts(self, part: Part, received_tokens: int) -> list[KernelCall]:
         """The rank's expert FFNs on ``received_tokens`` (token, slot) rows; [] if none."""
         if received_tokens <= 0 or self.slots <= 0:
@@ -219,6 +241,7 @@ class ModelCosts:
         calls.append(_call("grouped_gemm", "fwd", tokens=R, experts=e, n=m.hidden, k=f))
         return calls if part == "F" else _split(calls, part)
 
+    @_memo
     def moe_post(self, part: Part) -> list[KernelCall]:
         m = self.m
         assert m.moe is not None
@@ -232,6 +255,7 @@ class ModelCosts:
             calls.append(_call("gemm", "fwd", m=ts, n=m.hidden, k=f))
         return calls if part == "F" else _split(calls, part)
 
+    @_memo
     def head(self, part: Part) -> list[KernelCall]:
         m = self.m
         calls = [

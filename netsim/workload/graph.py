@@ -209,6 +209,7 @@ class _Builder:
         self.issue = [0] * layout.world
         self.seg = 0
         self.time_cache: dict[Any, float] = {}
+        self.dur_cache: dict[int, tuple[list[KernelCall], float]] = {}
         self.orders = [schedule.order(p) for p in range(layout.pp)]
         self.final_w = [self._final_weight_actions(o) for o in self.orders]
         self.data_ready: dict[tuple[int, int], Deps] = {}
@@ -239,12 +240,32 @@ class _Builder:
         return op
 
     def _compute(
-        self, rank: int, step: int, name: str, calls: list[KernelCall], deps: Deps, layer: int, mb: int
+        self,
+        rank: int,
+        step: int,
+        name: str,
+        calls: list[KernelCall] | tuple[list[KernelCall], ...],
+        deps: Deps,
+        layer: int,
+        mb: int,
     ) -> Deps:
-        if not calls:
+        """One compute op running ``calls`` (or the concatenation of a tuple of call lists)."""
+        parts = calls if isinstance(calls, tuple) else (calls,)
+        if not any(parts):
             return deps
-        dur = kernels_time_s(calls, self.compute, self.dtype, self.time_cache)
+        dur = sum(self._duration(p) for p in parts)
         return [self._op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb).id]
+
+    def _duration(self, calls: list[KernelCall]) -> float:
+        """Seconds of ``calls``.  The cost lists are memoised (``ModelCosts``), so most ops ask
+        about the same list object: cached by identity (the entry keeps its list alive, so the
+        id cannot be reused by another list)."""
+        hit = self.dur_cache.get(id(calls))
+        if hit is not None and hit[0] is calls:
+            return hit[1]
+        dur = kernels_time_s(calls, self.compute, self.dtype, self.time_cache)
+        self.dur_cache[id(calls)] = (calls, dur)
+        return dur
 
     def _comm(
         self,
@@ -571,13 +592,13 @@ class _Builder:
             if final:
                 self._grad_ready(rank, step, a.chunk, c.head_params(), 0.0, deps)
         for layer in reversed(self.blocks[vs]):
-            calls = c.attention("W")
+            calls: tuple[list[KernelCall], ...]
             if self.spec.model.is_moe_layer(layer):
                 _, e_rank = self.L.ep_coords(rank)
                 recv = sum(int(tk[:, e_rank].sum()) for tk in self.ep_tokens(step, layer, mb, rank))
-                calls = calls + c.moe_post("W") + c.experts("W", recv)
+                calls = (c.attention("W"), c.moe_post("W"), c.experts("W", recv))
             else:
-                calls = calls + c.mlp("W")
+                calls = (c.attention("W"), c.mlp("W"))
             deps = self._compute(rank, step, "W.layer", calls, deps + self.bwd_end[(mb, layer)], layer, mb)
             if final:
                 lp = c.layer_params(layer)
@@ -811,11 +832,19 @@ class _Builder:
             )
         return out
 
-    def barrier(self, rank: int, step: int, first: int, extra: Deps) -> int:
-        """The step barrier of ``rank``: waits for every sink of the rank's ops of this step."""
-        mine = [o for o in self.ops[first:] if o.rank == rank and not o.background]
-        used = {d for o in mine for d in o.deps}
-        sinks = [o.id for o in mine if o.id not in used]
+    def step_sinks(self, first: int) -> dict[int, Deps]:
+        """Per rank, its ops from op ``first`` on (background ones aside) that no other op of the
+        rank depends on: one pass over the ops."""
+        ops = self.ops[first:]
+        used = {(o.rank, d) for o in ops if not o.background for d in o.deps}
+        sinks: dict[int, Deps] = {}
+        for o in ops:
+            if not o.background and (o.rank, o.id) not in used:
+                sinks.setdefault(o.rank, []).append(o.id)
+        return sinks
+
+    def barrier(self, rank: int, step: int, sinks: Deps, extra: Deps) -> int:
+        """The step barrier of ``rank``: waits for ``sinks`` (:meth:`step_sinks`) and ``extra``."""
         key = ("barrier", step)
         world = tuple(range(self.L.world))
 
@@ -870,6 +899,7 @@ def build_plan(
     steps: int | None = None,
     router: str | None = None,
     routing_trace: str | None = None,
+    routing_samples: int | None = None,
 ) -> StepPlan:
     """Expand ``spec`` on ``graph`` into the op graph of ``steps`` training steps.
 
@@ -881,6 +911,8 @@ def build_plan(
         steps: steps to plan (default ``spec.steps``).
         router: router / statistical routing model name overriding ``spec.router.name``.
         routing_trace: a routing-trace file replacing the router.
+        routing_samples: route at most this many token samples per (step, MoE layer) and
+            reuse them (``None``: every (micro-batch, EP group) routes its own tokens).
 
     Raises:
         WorkloadError: the workload does not fit the topology (one line naming the field).
@@ -902,6 +934,7 @@ def build_plan(
             seed=seed,
             router=router,
             routing_trace=routing_trace,
+            samples=routing_samples,
         )
     b = _Builder(spec, graph, layout, sched, compute, routing)
     ck = spec.checkpoint
@@ -922,7 +955,8 @@ def build_plan(
         if write and not ck.asynchronous:
             ck_ids = b.checkpoint(step, tails, background=False)
             extra = {r: extra[r] + ck_ids[r] for r in extra}
-        bar = {r: b.barrier(r, step, first, extra[r]) for r in range(layout.world)}
+        sinks = b.step_sinks(first)
+        bar = {r: b.barrier(r, step, sinks.get(r, []), extra[r]) for r in range(layout.world)}
         if write and ck.asynchronous:
             b.checkpoint(step, {r: [bar[r]] for r in bar}, background=True)
         prev = {r: [bar[r]] for r in bar}

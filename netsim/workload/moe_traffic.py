@@ -11,7 +11,12 @@ expert replica serves them (:func:`netsim.moe.sources.step_dispatch`).
 Every EP group routes its own tokens: the group index is folded into the micro-batch index the
 source is asked for, so groups see independent samples of the same per-layer expert
 popularity (statistical sources fix the popularity per layer and draw the noise per
-(step, layer, micro-batch)).
+(step, layer, micro-batch)).  With ``samples`` (the scenario's ``options.routing_samples``),
+only that many samples are routed per (step, layer) and (micro-batch, group) ``i`` reuses
+sample ``i mod samples``: an opt-in approximation for large clusters, where routing every
+micro-batch of every EP group (a real router on ``ep x tokens`` synthetic tokens each) costs
+more than simulating the network.  The matrices keep their per-layer statistics; what is lost
+is the sample-to-sample variation across micro-batches beyond ``samples``.
 
 EPLB needs expert loads: it gets the expected load of each layer (statistical models: the
 model's expert probabilities; traces: the trace's per-layer load; routers: the routing of step
@@ -47,6 +52,7 @@ class EPRouting:
         seed: the scenario seed.
         router: overrides ``spec.router.name``.
         routing_trace: a routing-trace file that replaces the router.
+        samples: route at most this many samples per (step, layer) and reuse them (module doc).
     """
 
     def __init__(
@@ -59,8 +65,14 @@ class EPRouting:
         seed: int,
         router: str | None = None,
         routing_trace: str | None = None,
+        samples: int | None = None,
     ) -> None:
         moe = spec.model.moe
+        if samples is not None and samples < 1:
+            raise WorkloadError(f"routing_samples must be >= 1 (got {samples})", source=spec.source,
+                                field="routing_samples")
+        self.samples = samples
+        self._cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         if moe is None:
             raise WorkloadError("the model has no MoE layers", source=spec.source, field="model.moe")
         self.spec = spec
@@ -162,9 +174,10 @@ class EPRouting:
         each rank of the group (for the ``nearest`` replica policy).
         """
         node = self.rank_node if group_nodes is None else np.asarray(group_nodes, dtype=np.int64)
+        source: Any = self.source if self.samples is None else _Reused(self.source, self.samples, self._cache)
         try:
             plan, kept, dropped = step_dispatch(
-                self.source,
+                source,
                 self.placements,
                 step=step,
                 layer=moe_layer,
@@ -177,3 +190,17 @@ class EPRouting:
         except SpecError as exc:
             raise WorkloadError(exc.message, source=self.spec.source, field=exc.field or "router") from None
         return plan.tokens, kept.sum(axis=0), dropped.sum(axis=0)
+
+
+class _Reused:
+    """A routing source that routes sample ``i mod samples`` for micro-batch index ``i`` (cached)."""
+
+    def __init__(self, source: Any, samples: int, cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]]):
+        self.source, self.samples, self.cache = source, samples, cache
+
+    def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        key = (step, layer, microbatch % self.samples)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache[key] = self.source.counts(*key)
+        return hit

@@ -385,3 +385,23 @@ def test_top_k_matches_a_stable_full_sort_ties_included(n: int, k: int) -> None:
     smooth = rng.normal(size=(200, n))
     for s in (tied, smooth):
         assert np.array_equal(_top_k(s, k), np.argsort(-s, axis=-1, kind="stable")[:, :k])
+
+
+@pytest.mark.parametrize(("n", "groups", "kg", "k"), [(256, 8, 4, 8), (64, 8, 3, 6), (16, 1, 1, 4), (16, 16, 4, 4)])
+def test_deepseek_compiled_selection_matches_numpy(n: int, groups: int, kg: int, k: int) -> None:
+    from netsim.moe import _select_kernel
+    from netsim.moe.routers import DeepSeekRouter
+
+    if not _select_kernel.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    r = DeepSeekRouter(n, 8, top_k=k, n_groups=groups, topk_groups=kg, seed=0)
+    rng = np.random.default_rng(7)
+    r.bias = np.round(rng.normal(scale=0.05, size=n), 2)
+    for scores in (rng.random((500, n)), np.round(rng.random((500, n)), 1)):  # the second full of ties
+        compiled = r.select(scores)
+        DeepSeekRouter.USE_COMPILED = False
+        try:
+            reference = r.select(scores)
+        finally:
+            DeepSeekRouter.USE_COMPILED = True
+        assert np.array_equal(compiled, reference)

@@ -113,3 +113,21 @@ def test_coflow_collective_records_one_flow_per_transfer() -> None:
     assert len(flows) == n * (n - 1) and (flows["traffic_class"] == "ep").all()
     assert flows["bytes"].sum() == pytest.approx(16 * 2**20 * n * (n - 1))
     assert flows["end_s"].max() == pytest.approx(res.end_s)
+
+
+def test_repeated_coflow_keeps_its_routes() -> None:
+    g = load_topology("dgx-h100", nodes=4)
+    net = Network(g, routing="ecmp", seed=3)
+    devs = accelerators(g)
+    ids = np.array([net.links.index[d] for d in devs], dtype=np.int64)
+    src, dst = np.repeat(ids, ids.size), np.tile(ids, ids.size)
+    keep = src != dst
+    net.transfer_coflow(src[keep], dst[keep], 2**20)
+    net.run()
+    once = net.link_records()["bytes"].to_numpy().copy()
+    net.transfer_coflow(src[keep], dst[keep], 2**20)
+    net.run()
+    # the second coflow took exactly the paths of the first: every link carried its bytes twice
+    assert np.allclose(net.link_records()["bytes"].to_numpy(), 2 * once)
+    flows = net.flow_records()
+    assert flows["hops"].to_numpy()[: keep.sum()].tolist() == flows["hops"].to_numpy()[keep.sum():].tolist()

@@ -93,3 +93,21 @@ def test_unknown_router_is_a_workload_error() -> None:
     with pytest.raises(WorkloadError) as exc:
         _plan(["router.name=oracle"])
     assert "uniform" in exc.value.one_line()
+
+
+def _dispatch_by_mb(**kw: Any) -> dict[tuple[int, int], np.ndarray]:
+    return {(c.layer, c.microbatch): c.matrix for c in _plan(["num_microbatches=4"], **kw).collectives.values()
+            if c.phase == "fwd-dispatch" and c.matrix is not None}
+
+
+def test_routing_samples_reuse_samples_across_microbatches() -> None:
+    full = _dispatch_by_mb()
+    two = _dispatch_by_mb(routing_samples=2)
+    assert len(full) == len(two) == 2 * 4
+    for layer in (0, 1):
+        # micro-batch i reuses sample i mod 2, which is what the full plan routed for i < 2
+        for mb in range(4):
+            assert np.array_equal(two[(layer, mb)], full[(layer, mb % 2)])
+        assert not np.array_equal(full[(layer, 0)], full[(layer, 2)])
+    with pytest.raises(WorkloadError, match="routing_samples"):
+        _plan(routing_samples=0)

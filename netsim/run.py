@@ -290,25 +290,44 @@ def _alltoall_table(plan: StepPlan, res: ReplayResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def _node_of(graph: nx.DiGraph, names: pd.Series) -> np.ndarray:
-    lookup = {str(n): int(a.get("node", -1)) for n, a in graph.nodes(data=True)}
-    return np.array([lookup.get(str(x), -1) for x in names], dtype=np.int64)
-
-
-def _traffic_matrix(graph: nx.DiGraph, flows: pd.DataFrame) -> pd.DataFrame:
-    cols = ["src_node", "dst_node", "traffic_class", "bytes"]
-    if flows.empty:
-        return pd.DataFrame(columns=cols)
-    df = pd.DataFrame(
-        {
-            "src_node": _node_of(graph, flows["src"]),
-            "dst_node": _node_of(graph, flows["dst"]),
-            "traffic_class": flows["traffic_class"].astype(str),
-            "bytes": flows["bytes"].astype(float),
-        }
-    )
-    out = df.groupby(["src_node", "dst_node", "traffic_class"], as_index=False, sort=True)["bytes"].sum()
-    return out[cols]
+def _traffic_totals(graph: nx.DiGraph, net: Any) -> tuple[dict[str, float], float, float, int, pd.DataFrame]:
+    """Bytes per traffic class, north-south bytes (a front-end device at either end), total
+    bytes, number of flows and the node-to-node traffic matrix, from the engine's flow columns
+    (numpy passes only: a large replay has tens of millions of flows)."""
+    cols = net.flow_columns()
+    keep = cols["keep"]
+    names = cols["class_names"]
+    nbytes = np.where(keep, cols["bytes"], 0.0)
+    cls = cols["traffic_class"]
+    nc = max(len(names), 1)
+    by_class = np.bincount(cls, weights=nbytes, minlength=nc)
+    index = net.links.index
+    num_dev = len(index)
+    front = np.zeros(num_dev, dtype=bool)
+    node = np.full(num_dev, -1, dtype=np.int64)
+    for n, a in graph.nodes(data=True):
+        i = index.get(n)
+        if i is not None:
+            front[i] = a.get("network") == "frontend"
+            node[i] = int(a.get("node", -1) if a.get("node") is not None else -1)
+    src, dst = cols["src"], cols["dst"]
+    north = float(nbytes[front[src] | front[dst]].sum())
+    # node-pair x class bins (node -1, off-server devices, is bin 0)
+    width = int(node.max()) + 2
+    key = ((node[src] + 1) * width + (node[dst] + 1)) * nc + cls
+    present = np.bincount(key[keep], minlength=width * width * nc) > 0
+    sums = np.bincount(key, weights=nbytes, minlength=width * width * nc)
+    bins = np.flatnonzero(present)
+    tm = pd.DataFrame({
+        "src_node": bins // (width * nc) - 1,
+        "dst_node": (bins // nc) % width - 1,
+        "traffic_class": np.array(names, dtype=object)[bins % nc] if len(names) else np.array([], dtype=object),
+        "bytes": sums[bins],
+    })
+    tm = tm.sort_values(["src_node", "dst_node", "traffic_class"], kind="mergesort").reset_index(drop=True)
+    counts = np.bincount(cls[keep], minlength=nc)
+    totals = {str(names[i]): float(by_class[i]) for i in range(len(names)) if counts[i]}
+    return totals, north, float(nbytes.sum()), int(keep.sum()), tm
 
 
 def _checkpoint_times(plan: StepPlan, res: ReplayResult) -> list[float]:
@@ -328,25 +347,19 @@ def summarize_replay(
     plan, graph = prep.plan, prep.graph
     steps = plan.steps
     ranks, exposed, a2a_share = _per_rank(plan, res)
-    flows = net.flow_records()
+    class_bytes, north_bytes, total_bytes, num_flows, traffic_matrix = _traffic_totals(graph, net)
     links = net.link_records()
     step_times = res.step_times_s
     step_time = float(np.mean(step_times))
     by_class = {c: 0.0 for c in TRAFFIC_CLASSES}
-    if not flows.empty:
-        for c, v in flows.groupby("traffic_class", sort=True)["bytes"].sum().items():
-            by_class[str(c)] = by_class.get(str(c), 0.0) + float(v) / steps
+    for c, v in sorted(class_bytes.items()):
+        by_class[c] = by_class.get(c, 0.0) + v / steps
     by_link: dict[str, float] = {}
     if not links.empty:
         for c, v in links.groupby("class", sort=True)["bytes"].sum().items():
             by_link[str(c)] = float(v) / steps
-    frontend = {str(n) for n, a in graph.nodes(data=True) if a.get("network") == "frontend"}
-    if flows.empty:
-        north = 0.0
-    else:
-        ns_mask = flows["src"].astype(str).isin(frontend) | flows["dst"].astype(str).isin(frontend)
-        north = float(flows.loc[ns_mask, "bytes"].sum()) / steps
-    total = float(flows["bytes"].sum()) / steps if not flows.empty else 0.0
+    north = north_bytes / steps
+    total = total_bytes / steps
     ck_times = _checkpoint_times(plan, res)
     L = plan.layout
     sched = plan.schedule
@@ -388,14 +401,14 @@ def summarize_replay(
         "collective_model": prep.scenario.options.collective_model,
         "routing_samples": prep.scenario.options.routing_samples,
         "num_ops": len(plan.ops),
-        "num_flows": len(flows),
+        "num_flows": num_flows,
     }
     tables: dict[str, pd.DataFrame] = {
         "ranks": ranks,
         "links": links,
         "ops": _ops_table(plan, res),
         "tier_timeseries": net.tier_timeseries(),
-        "traffic_matrix": _traffic_matrix(graph, flows),
+        "traffic_matrix": traffic_matrix,
     }
     if prep.workload.model.moe is not None and plan.expert_load:
         load = pd.DataFrame(plan.expert_load, columns=["step", "layer", "expert", "tokens", "dropped"])

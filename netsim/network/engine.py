@@ -742,6 +742,21 @@ class Network:
         """Delivery time of every flow (NaN while in flight)."""
         return self._end.view.copy()
 
+    def flow_columns(self) -> dict[str, Any]:
+        """The flows as numpy columns, for aggregates over millions of flows without a table:
+        ``src``/``dst`` (device ids of :attr:`links.index`), ``bytes``, ``traffic_class`` (codes
+        into ``class_names``) and ``keep`` (false for coflow carriers, which are not flows; the
+        arrays are views, so apply ``keep`` before summing)."""
+        n = self._src.size
+        return {
+            "src": self._src.view,
+            "dst": self._dst.view,
+            "bytes": self._nbytes.view,
+            "traffic_class": self._cls.view,
+            "class_names": list(self._class_names),
+            "keep": ~self._carrier.view if self._num_carriers else np.ones(n, dtype=bool),
+        }
+
     def flow_records(self) -> pd.DataFrame:
         """One row per flow: ids, ends, size, times (s), class, label, weighted hop count, latency."""
         names = np.array(self.links.names, dtype=object)

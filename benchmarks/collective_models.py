@@ -33,11 +33,15 @@ REPLAYS = [
      ["topology=ascend-910a", "nodes=2", "workload=locmoe-pangu", "workload.global_batch_size=8"]),
     ("gpt-dense, 2 x dgx-h100", ["topology=dgx-h100", "nodes=2", "workload=gpt-dense"]),
 ]
-#: ``--large``: the LocMoE step at 8 nodes, with packet spraying and with ECMP (minutes each)
+#: ``--large``: the LocMoE step at 8 nodes, with packet spraying and with ECMP, and a reduced
+#: DeepSeek-V3 step (expert all-to-all across 2 servers) (minutes each)
 LARGE_REPLAYS = [
     ("locmoe-pangu, 8 x ascend-910a, spray",
      ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.routing=spray"]),
     ("locmoe-pangu, 8 x ascend-910a, ECMP", ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu"]),
+    ("deepseek-v3 reduced: 8 x h800, PP 4, 13 layers, EP 16, 8 micro-batches",
+     ["topology=h800", "nodes=8", "workload=deepseek-v3", "workload.parallelism.pp=4", "workload.parallelism.ep=16",
+      "workload.model.layers=13", "workload.num_microbatches=8", "options.routing_samples=1"]),
 ]
 
 
@@ -88,6 +92,7 @@ def alltoall(servers: list[int]) -> None:
 
 
 def replays(runs: list[tuple[str, list[str]]]) -> None:
+    """Exact, stream and coflow replays of ``runs``: step time, errors, flows, wall times."""
     from netsim.run import prepare, simulate
     from netsim.spec.scenario import load_scenario
 

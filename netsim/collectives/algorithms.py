@@ -518,11 +518,16 @@ def tree_rooted(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
 _A2A = ("all_to_all", "all_to_allv")
 
 
-def _a2a_matrix(req: PlanRequest) -> np.ndarray:
-    n = req.n
-    m = req.matrix.copy() if req.matrix is not None else np.full((n, n), req.nbytes / n)
+def a2a_matrix(n: int, nbytes: float, matrix: np.ndarray | None) -> np.ndarray:
+    """Bytes ``[i][j]`` an all-to-all(v) of ``n`` ranks moves over the network: ``matrix``, or
+    ``nbytes / n`` per pair; zero on the diagonal (what stays on a rank)."""
+    m = matrix.copy() if matrix is not None else np.full((n, n), nbytes / n)
     np.fill_diagonal(m, 0.0)
     return m
+
+
+def _a2a_matrix(req: PlanRequest) -> np.ndarray:
+    return a2a_matrix(req.n, req.nbytes, req.matrix)
 
 
 @register_algorithm(_A2A, "direct", default=True, description="every pair at once (NCCL grouped send/recv)")

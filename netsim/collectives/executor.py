@@ -51,8 +51,9 @@ import networkx as nx
 import numpy as np
 import simpy
 
+from netsim.collectives.algorithms import a2a_matrix
 from netsim.collectives.plan import CollectiveError, Plan
-from netsim.collectives.registry import build_plan
+from netsim.collectives.registry import build_plan, check_request, get_algorithm
 
 if TYPE_CHECKING:
     from netsim.network.engine import Network
@@ -107,6 +108,7 @@ class _Execution:
         self.total = len(plan)
         self.done = 0
         self.arrived: list[int] = []
+        self.arrived_batches: list[np.ndarray] = []
         self.flush_pending = False
         self.traffic_class = traffic_class
         self.label = label
@@ -144,8 +146,7 @@ class _Execution:
         if merge and self.coflow and ready.size > 1:
             ev = self.net.transfer_coflow(self.src[ready], self.dst[ready], self.size[ready],
                                           traffic_class=self.traffic_class, label=self.label)
-            for t in ready.tolist():
-                ev.callbacks.append(partial(self._on_arrival, t))
+            ev.callbacks.append(partial(self._arrive_batch, ready))  # never chained (merge)
             return
         events = self.net.transfer_ids(self.src[ready], self.dst[ready], self.size[ready],
                                        traffic_class=self.traffic_class, label=self.label)
@@ -188,6 +189,12 @@ class _Execution:
                 for t in sel:
                     ev.callbacks.append(partial(self._arrive, t))
 
+    def _arrive_batch(self, ts: np.ndarray, _ev: simpy.Event | None = None) -> None:
+        self.arrived_batches.append(ts)
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.env.timeout(0).callbacks.append(self._flush)
+
     def _arrive(self, t: int, _ev: simpy.Event | None = None) -> None:
         self.arrived.append(t)
         if not self.flush_pending:
@@ -197,6 +204,9 @@ class _Execution:
     def _flush(self, _ev: simpy.Event) -> None:
         self.flush_pending = False
         done = np.array(self.arrived, dtype=np.int64)
+        if self.arrived_batches:
+            done = np.concatenate([done, *self.arrived_batches])
+            self.arrived_batches = []
         self.arrived = []
         self.done += done.size
         ptr = self.child_ptr
@@ -239,14 +249,19 @@ def result_of(proc: simpy.Process) -> CollectiveResult:
     return proc.value
 
 
+def _check_latency(step_latency_s: float | None) -> float:
+    lat = 0.0 if step_latency_s is None else float(step_latency_s)
+    if not math.isfinite(lat) or lat < 0:
+        raise CollectiveError(f"step_latency_s must be >= 0, got {step_latency_s!r}", field="step_latency_s")
+    return lat
+
+
 def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", label: str = "",
                  step_latency_s: float | None = None, coflow: bool = False) -> simpy.Process:
     """Execute ``plan`` on ``net`` starting now; returns a simpy process whose value is a
     :class:`CollectiveResult`.  With ``coflow``, the transfers that start together move as one
     coflow (:meth:`Network.transfer_coflow`)."""
-    lat = 0.0 if step_latency_s is None else float(step_latency_s)
-    if not math.isfinite(lat) or lat < 0:
-        raise CollectiveError(f"step_latency_s must be >= 0, got {step_latency_s!r}", field="step_latency_s")
+    lat = _check_latency(step_latency_s)
     ex = _Execution(net, plan, traffic_class, label or f"{plan.op}/{plan.algo}", lat, coflow)
     env = net.env
 
@@ -288,6 +303,8 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
         ``proc.value`` (a :class:`CollectiveResult`).
     """
     stream = check_model(model) != "exact"
+    if model == "coflow" and op in COFLOW_OPS and get_algorithm(op, algo).name == "direct":
+        return _direct_coflow(net, op, devices, nbytes, matrix, traffic_class, label, step_latency_s)
     key = (op, tuple(devices), float(nbytes), algo, chunk_bytes, channels, stream) if matrix is None else None
     plan = net.plan_cache.get(key) if key is not None else None
     if plan is None:
@@ -297,6 +314,34 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
             net.plan_cache[key] = plan
     return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s,
                         coflow=model == "coflow")
+
+
+def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float, matrix: Any, traffic_class: str,
+                   label: str, step_latency_s: float | None) -> simpy.Process:
+    """The direct all-to-all(v) as one coflow, without building its plan: the same transfers
+    (every pair with bytes), started after one step latency, as the plan path would launch them."""
+    devs, mat, nb = check_request(op, devices, nbytes, matrix)
+    lat = _check_latency(step_latency_s)
+    index = net.links.index
+    try:
+        ids = np.fromiter((index[d] for d in devs), dtype=np.int64, count=len(devs))
+    except KeyError as exc:
+        raise CollectiveError(f"unknown device {exc.args[0]!r} (not in the network's topology)",
+                              field="devices") from None
+    m = a2a_matrix(len(devs), nb, mat) if len(devs) > 1 and (nb > 0 or mat is not None) else np.zeros((0, 0))
+    i, j = np.nonzero(m > 0)
+    env = net.env
+
+    def proc() -> Generator[simpy.Event, Any, CollectiveResult]:
+        t0 = float(env.now)
+        if i.size:
+            if lat > 0:
+                yield env.timeout(lat)
+            yield net.transfer_coflow(ids[i], ids[j], m[i, j], traffic_class=traffic_class,
+                                      label=label or f"{op}/direct")
+        return CollectiveResult(op, "direct", nb, len(devs), t0, float(env.now), int(i.size))
+
+    return env.process(proc())
 
 
 def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbytes: float, *,

@@ -179,6 +179,21 @@ def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | No
         stream: build a stream plan (one transfer per link and phase; see
             :mod:`netsim.collectives.plan`) instead of the exact one.
     """
+    devs, mat, nb = check_request(op, devices, nbytes, matrix, chunk_bytes, channels)
+    alg = get_algorithm(op, algo)
+    if view is None:
+        view = TopologyView.from_graph(graph, devs) if graph is not None else TopologyView.from_names(devs)
+    req = PlanRequest(op=op, devices=devs, nbytes=nb, matrix=mat, view=view, chunk_bytes=chunk_bytes,
+                      channels=int(channels) if channels is not None else None)
+    b = PlanBuilder(devs, stream=stream)
+    meta = alg.fn(req, b) if (len(devs) > 1 and (nb > 0 or mat is not None)) else None
+    return b.build(op, alg.name, nb, **(meta or {}))
+
+
+def check_request(op: str, devices: Sequence[str], nbytes: float, matrix: Any = None, chunk_bytes: float | None = None,
+                  channels: int | None = None) -> tuple[tuple[str, ...], np.ndarray | None, float]:
+    """Validate a collective request (one :class:`CollectiveError` line per problem); returns the
+    devices, the byte matrix (or ``None``) and the size in bytes."""
     check_op(op)
     devs = tuple(str(d) for d in devices)
     if not devs:
@@ -198,11 +213,4 @@ def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | No
         raise CollectiveError(f"chunk_bytes must be > 0, got {chunk_bytes!r}", field="chunk_bytes")
     if channels is not None and (int(channels) != channels or channels < 1):
         raise CollectiveError(f"channels must be an integer >= 1, got {channels!r}", field="channels")
-    alg = get_algorithm(op, algo)
-    if view is None:
-        view = TopologyView.from_graph(graph, devs) if graph is not None else TopologyView.from_names(devs)
-    req = PlanRequest(op=op, devices=devs, nbytes=nb, matrix=mat, view=view, chunk_bytes=chunk_bytes,
-                      channels=int(channels) if channels is not None else None)
-    b = PlanBuilder(devs, stream=stream)
-    meta = alg.fn(req, b) if (len(devs) > 1 and (nb > 0 or mat is not None)) else None
-    return b.build(op, alg.name, nb, **(meta or {}))
+    return devs, mat, nb

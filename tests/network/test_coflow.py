@@ -131,3 +131,27 @@ def test_repeated_coflow_keeps_its_routes() -> None:
     assert np.allclose(net.link_records()["bytes"].to_numpy(), 2 * once)
     flows = net.flow_records()
     assert flows["hops"].to_numpy()[: keep.sum()].tolist() == flows["hops"].to_numpy()[keep.sum():].tolist()
+
+
+def test_direct_alltoallv_shortcut_matches_the_plan_path() -> None:
+    from netsim.collectives import build_plan
+    from netsim.collectives.executor import execute_plan
+
+    g = load_topology("dgx-h100", nodes=2)
+    devs = accelerators(g)
+    n = len(devs)
+    m = np.random.default_rng(4).gamma(0.5, 2.0, size=(n, n)) * 2**20
+    m[0, :] = 0.0  # a silent rank
+    times, flows = [], []
+    for shortcut in (True, False):
+        net = Network(g)
+        if shortcut:
+            proc = run_collective(net, "all_to_allv", devs, 0.0, matrix=m, model="coflow", step_latency_s=3e-6)
+        else:
+            plan = build_plan("all_to_allv", devs, 0.0, matrix=m, graph=g, stream=True)
+            proc = execute_plan(net, plan, step_latency_s=3e-6, coflow=True)
+        net.run()
+        times.append(result_of(proc).time_s)
+        flows.append(net.flow_records()[["src", "dst", "bytes", "end_s"]])
+    assert times[0] == times[1]
+    assert flows[0].equals(flows[1])

@@ -1,0 +1,92 @@
+"""Benchmark: training-step replays at scale (target (c) of the scale issue), and the error of
+the opt-in approximations they use.
+
+Part ``step``: one step of a workload preset on a topology preset, timed by stage (planning the
+op graph, simulating, summarising) with its peak memory; by default ``deepseek-v3`` on 256 h800
+nodes (2048 GPUs) with coflow collectives and one routing sample per MoE layer.
+
+Part ``samples``: the error of ``options.routing_samples`` (route N token samples per MoE layer
+and reuse them) against routing every all-to-all, on a reduced DeepSeek-V3 (8 h800 nodes, PP 4,
+13 layers, EP 16, 8 micro-batches, the DeepSeek router), coflow collectives.
+
+    python benchmarks/replay_scale.py --part step [--nodes 256] [--set KEY=VALUE ...]
+    python benchmarks/replay_scale.py --part samples
+
+Writes Markdown to stdout.  Not a test: wall times depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+REDUCED = ["topology=h800", "nodes=8", "workload=deepseek-v3", "workload.parallelism.pp=4",
+           "workload.parallelism.ep=16", "workload.model.layers=13", "workload.num_microbatches=8",
+           "options.collective_model=coflow"]
+
+
+def _peak_GiB() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def step(overrides: list[str]) -> None:
+    from netsim.run import prepare, simulate, summarize_replay
+    from netsim.spec.scenario import load_scenario
+
+    t0 = time.perf_counter()
+    spec = load_scenario(None, overrides)
+    prep = prepare(spec)
+    t1 = time.perf_counter()
+    res, net = simulate(prep)
+    t2 = time.perf_counter()
+    summary, _ = summarize_replay(prep, res, net)
+    t3 = time.perf_counter()
+    print(f"# {' '.join(overrides)}")
+    print("| ranks | ops | collectives | flows | engine events | plan s | simulate s | summary s | wall s | "
+          "peak GiB | step s | all-to-all share |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {prep.plan.layout.world} | {len(prep.plan.ops):,} | {len(prep.plan.collectives):,} | "
+          f"{summary['num_flows']:,} | {net.num_events:,} | {t1 - t0:.1f} | {t2 - t1:.1f} | {t3 - t2:.1f} | "
+          f"{t3 - t0:.1f} | {_peak_GiB():.2f} | {summary['step_time_s']:.4f} | "
+          f"{summary.get('alltoall_share', 0.0):.3f} |", flush=True)
+
+
+def samples() -> None:
+    from netsim.run import prepare, simulate, summarize_replay
+    from netsim.spec.scenario import load_scenario
+
+    print("| routing samples | step s | error | all-to-all share | EP inter-node GiB | load CV | wall s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    ref = None
+    for n in (None, 4, 1):
+        extra = [] if n is None else [f"options.routing_samples={n}"]
+        t0 = time.perf_counter()
+        prep = prepare(load_scenario(None, REDUCED + extra))
+        res, net = simulate(prep)
+        s, _ = summarize_replay(prep, res, net)
+        wall = time.perf_counter() - t0
+        ref = s["step_time_s"] if ref is None else ref
+        print(f"| {n or 'all (every all-to-all)'} | {s['step_time_s']:.4f} | "
+              f"{100 * (s['step_time_s'] - ref) / ref:+.2f}% | {s['alltoall_share']:.3f} | "
+              f"{s['ep_bytes_inter_node'] / 2**30:.1f} | {s['expert_load_cv']:.3f} | {wall:.1f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=["step", "samples"], default="step")
+    ap.add_argument("--nodes", type=int, default=256)
+    ap.add_argument("--topology", default="h800")
+    ap.add_argument("--workload", default="deepseek-v3")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="extra scenario overrides (default: coflow collectives, one routing sample)")
+    args = ap.parse_args()
+    if args.part == "samples":
+        samples()
+        return
+    sets = args.sets or ["options.collective_model=coflow", "options.routing_samples=1"]
+    step([f"topology={args.topology}", f"nodes={args.nodes}", f"workload={args.workload}", *sets])
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ def _select(scores: np.ndarray, bias: np.ndarray, n_groups: int, topk_groups: in
     out = np.empty((t, top_k), dtype=np.int64)
     gscore = np.empty(n_groups)
     kept = np.zeros(n_groups, dtype=np.bool_)
-    taken = np.zeros(n, dtype=np.bool_)
+    vals = np.empty(top_k)
     for i in range(t):
         for g in range(n_groups):
             m1 = -np.inf
@@ -51,23 +51,27 @@ def _select(scores: np.ndarray, bias: np.ndarray, n_groups: int, topk_groups: in
                 if not kept[g] and (best < 0 or gscore[g] > gscore[best]):
                     best = g
             kept[best] = True
-        for r in range(top_k):
-            best = -1
-            best_v = -np.inf
-            for g in range(n_groups):
-                if not kept[g]:
+        # one pass over the eligible experts in index order, keeping the best top_k sorted
+        # (largest first); a value enters only if strictly larger than the k-th, and after every
+        # value >= it, so among ties the lower index stays ahead
+        filled = 0
+        for g in range(n_groups):
+            if not kept[g]:
+                continue
+            for j in range(g * gs, (g + 1) * gs):
+                v = scores[i, j] + bias[j]
+                if filled == top_k and not v > vals[top_k - 1]:
                     continue
-                for j in range(g * gs, (g + 1) * gs):
-                    if taken[j]:
-                        continue
-                    v = scores[i, j] + bias[j]
-                    if best < 0 or v > best_v:
-                        best = j
-                        best_v = v
-            out[i, r] = best
-            taken[best] = True
-        for r in range(top_k):
-            taken[out[i, r]] = False
+                pos = filled if filled < top_k else top_k - 1
+                while pos > 0 and vals[pos - 1] < v:
+                    if pos < top_k:
+                        vals[pos] = vals[pos - 1]
+                        out[i, pos] = out[i, pos - 1]
+                    pos -= 1
+                vals[pos] = v
+                out[i, pos] = j
+                if filled < top_k:
+                    filled += 1
     return out
 
 

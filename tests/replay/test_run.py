@@ -130,3 +130,29 @@ def test_stream_collective_model_keeps_the_step_time_with_fewer_flows(tiny_run: 
     # the bytes on the wire do not change, only how they are grouped into flows
     for key in ("east_west_bytes", "ep_bytes_inter_node", "ep_bytes_intra_node"):
         assert stream[key] == pytest.approx(exact[key], rel=1e-9)
+
+
+def test_coflow_collective_model_keeps_the_step_bytes_and_flows(tiny_run: Any) -> None:
+    exact, exact_tables, _ = tiny_run
+    _, _, (_, _, net_stream) = _summary(tiny_scenario(), ["options.collective_model=stream"])
+    coflow, tables, (_, _, net_coflow) = _summary(tiny_scenario(), ["options.collective_model=coflow"])
+    assert coflow["collective_model"] == "coflow" and coflow["routing_samples"] is None
+    # a coflow's transfers are listed as flows: as many as the stream model's
+    assert net_coflow.num_flows == net_stream.num_flows == coflow["num_flows"]
+    assert coflow["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)
+    for key in ("east_west_bytes", "north_south_bytes"):
+        assert coflow[key] == pytest.approx(exact[key], rel=1e-9)
+    assert tables["traffic_matrix"]["bytes"].sum() == pytest.approx(exact_tables["traffic_matrix"]["bytes"].sum())
+
+
+def test_routing_samples_reuse_the_routing_of_the_first_samples(tiny_run: Any) -> None:
+    exact = tiny_run[0]
+    one, _, (prep, _, _) = _summary(tiny_scenario(), ["options.routing_samples=1"])
+    assert one["routing_samples"] == 1
+    dispatch = [c.matrix for c in prep.plan.collectives.values() if c.phase == "fwd-dispatch"]
+    by_layer: dict[int, list[Any]] = {}
+    for c in prep.plan.collectives.values():
+        if c.phase == "fwd-dispatch":
+            by_layer.setdefault(c.layer, []).append(c.matrix)
+    assert dispatch and all(np.array_equal(m[0], x) for m in by_layer.values() for x in m)
+    assert one["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)

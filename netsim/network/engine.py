@@ -192,6 +192,7 @@ class Network:
         self.plan_cache: dict[tuple[Any, ...], Any] = {}
         # routes of coflows by their (sources, destinations), see transfer_coflow
         self._coflow_routes: dict[tuple[bytes, bytes], Routes] = {}
+        self._coflow_cached = 0  # (transfer, link) entries held by _coflow_routes
 
     # ------------------------------------------------------------------ submission
     def _code(self, table: dict[str, int], name: str) -> int:
@@ -316,7 +317,9 @@ class Network:
         Coflows of up to :attr:`COFLOW_CACHE_MAX` transfers keep the routes (ECMP choices
         included) of the first coflow over the same (source, destination) pairs, as the
         persistent connections of a collective library keep their paths from call to call; a
-        training step's thousands of expert all-to-alls over one EP group are routed once.
+        training step's thousands of expert all-to-alls over one EP group are routed once.  The
+        cache holds at most :attr:`COFLOW_CACHE_ENTRIES` (transfer, link) entries (about 200 MB);
+        beyond that the oldest pair sets are routed (hashed) afresh when they come back.
         """
         now = float(self.env.now)
         src = np.asarray(src, dtype=np.int64)
@@ -338,7 +341,7 @@ class Network:
             sel = slice(first + a, first + b)
             r = cached if cached is not None else self.router.route(self._src.data[sel], self._dst.data[sel], ids[a:b])
             if key is not None and cached is None:
-                self._coflow_routes[key] = r
+                self._cache_coflow_routes(key, r)
             moving = nb[a:b][r.flow] > 0
             load_B += np.bincount(r.link, weights=nb[a:b][r.flow] * r.weight, minlength=nl)
             flows_on += np.bincount(r.link[moving], weights=r.weight[moving], minlength=nl)
@@ -369,6 +372,15 @@ class Network:
     #: coflows of at most this many transfers keep the routes of the first coflow over the same
     #: (source, destination) pairs (see :meth:`transfer_coflow`)
     COFLOW_CACHE_MAX = 1 << 16
+    #: at most this many (transfer, link) entries are cached; the oldest routes are dropped first
+    COFLOW_CACHE_ENTRIES = 1 << 23
+
+    def _cache_coflow_routes(self, key: tuple[bytes, bytes], routes: Routes) -> None:
+        self._coflow_routes[key] = routes
+        self._coflow_cached += routes.link.size
+        while self._coflow_cached > self.COFLOW_CACHE_ENTRIES and len(self._coflow_routes) > 1:
+            oldest = next(iter(self._coflow_routes))
+            self._coflow_cached -= self._coflow_routes.pop(oldest).link.size
 
     def transfer_ids(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
                      traffic_class: str = "other", label: str = "") -> list[simpy.Event]:

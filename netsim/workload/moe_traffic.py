@@ -72,7 +72,6 @@ class EPRouting:
             raise WorkloadError(f"routing_samples must be >= 1 (got {samples})", source=spec.source,
                                 field="routing_samples")
         self.samples = samples
-        self._cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         if moe is None:
             raise WorkloadError("the model has no MoE layers", source=spec.source, field="model.moe")
         self.spec = spec
@@ -113,6 +112,8 @@ class EPRouting:
         except SpecError as exc:
             field = "router" if routing_trace is None else "routing_trace"
             raise WorkloadError(exc.message, source=exc.source or spec.source, field=exc.field or field) from None
+        # what the all-to-alls draw from: the source, or a cache of its first samples
+        self._draw: Any = self.source if samples is None else _Reused(self.source, samples)
         self.placements: list[Placement] = (
             [placement0] * max(1, self.num_moe_layers) if placement0 is not None else self._eplb_placements()
         )
@@ -174,10 +175,9 @@ class EPRouting:
         each rank of the group (for the ``nearest`` replica policy).
         """
         node = self.rank_node if group_nodes is None else np.asarray(group_nodes, dtype=np.int64)
-        source: Any = self.source if self.samples is None else _Reused(self.source, self.samples, self._cache)
         try:
             plan, kept, dropped = step_dispatch(
-                source,
+                self._draw,
                 self.placements,
                 step=step,
                 layer=moe_layer,
@@ -195,8 +195,9 @@ class EPRouting:
 class _Reused:
     """A routing source that routes sample ``i mod samples`` for micro-batch index ``i`` (cached)."""
 
-    def __init__(self, source: Any, samples: int, cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]]):
-        self.source, self.samples, self.cache = source, samples, cache
+    def __init__(self, source: Any, samples: int) -> None:
+        self.source, self.samples = source, samples
+        self.cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[np.ndarray, np.ndarray]:
         key = (step, layer, microbatch % self.samples)

@@ -155,3 +155,16 @@ def test_direct_alltoallv_shortcut_matches_the_plan_path() -> None:
         flows.append(net.flow_records()[["src", "dst", "bytes", "end_s"]])
     assert times[0] == times[1]
     assert flows[0].equals(flows[1])
+
+
+def test_coflow_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = load_topology("dgx-h100", nodes=2)
+    net = Network(g)
+    monkeypatch.setattr(Network, "COFLOW_CACHE_ENTRIES", 50)
+    ids = np.array([net.links.index[d] for d in accelerators(g)], dtype=np.int64)
+    for k in range(1, 6):  # five different pair sets
+        net.transfer_coflow(ids[:k + 1], np.roll(ids[:k + 1], 1), 2**20)
+        net.run()
+    assert len(net._coflow_routes) >= 1
+    assert net._coflow_cached == sum(r.link.size for r in net._coflow_routes.values())
+    assert net._coflow_cached <= 50 or len(net._coflow_routes) == 1

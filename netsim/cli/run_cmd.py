@@ -112,7 +112,15 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
             f"checkpoint: {format_duration(summary['checkpoint_time_s'])} to write"
             + (f", slows the step by {format_duration(slow)}" if slow is not None else "")
         )
+    if summary.get("collective_model") == "exact" and summary.get("num_flows", 0) > LARGE_RUN_FLOWS:
+        console.print(f"({summary['num_flows']:,} flows simulated one by one: for runs this size, "
+                      "--collective-model coflow gives the step within a few percent, many times faster; "
+                      "see the README, Performance)")
     console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
+
+
+#: above this many flows an exact run's summary points to the faster collective models
+LARGE_RUN_FLOWS = 500_000
 
 
 def register(app: typer.Typer) -> None:

@@ -350,6 +350,20 @@ class Router:
             self.scores(x), token_ids=token_ids, src_rank=src_rank, seq_ids=seq_ids, domain_ids=domain_ids
         )
 
+    def counts(
+        self,
+        x: NDArray[np.floating[Any]],
+        *,
+        token_ids: NDArray[np.integer[Any]] | None = None,
+        src_rank: NDArray[np.integer[Any]] | None = None,
+        seq_ids: NDArray[np.integer[Any]] | None = None,
+        domain_ids: NDArray[np.integer[Any]] | None = None,
+    ) -> tuple[IntArray, IntArray]:
+        """``(counts, drops)`` of :meth:`route` (``[n]`` each), for callers that need only the
+        load (the simulator's all-to-all matrices); routers may skip gates and losses."""
+        res = self.route(x, token_ids=token_ids, src_rank=src_rank, seq_ids=seq_ids, domain_ids=domain_ids)
+        return res.counts, res.drops
+
     def scores(self, x: FloatArray) -> FloatArray:
         raise NotImplementedError
 
@@ -777,6 +791,20 @@ class DeepSeekRouter(_LinearRouter):
 
     #: use the compiled selection (:mod:`netsim.moe._select_kernel`) when numba is installed
     USE_COMPILED = True
+
+    def counts(
+        self,
+        x: NDArray[np.floating[Any]],
+        *,
+        token_ids: NDArray[np.integer[Any]] | None = None,
+        src_rank: NDArray[np.integer[Any]] | None = None,
+        seq_ids: NDArray[np.integer[Any]] | None = None,
+        domain_ids: NDArray[np.integer[Any]] | None = None,
+    ) -> tuple[IntArray, IntArray]:
+        """Selection only (no gates, no balance loss); DeepSeek-V3 drops no tokens."""
+        top = self.select(self.scores(self._check_x(x)))
+        return np.bincount(top.reshape(-1), minlength=self.n_experts).astype(np.int64), np.zeros(
+            self.n_experts, dtype=np.int64)
 
     def select(self, scores: FloatArray) -> IntArray:
         """The ``[T, top_k]`` selected experts (node-limited, bias-adjusted)."""

@@ -244,9 +244,7 @@ class RouterSource:
             ids = rng.choice(self.vocab_size, size=t, p=self._token_p)
             x = emb[ids] + self.noise * rng.normal(size=(t, self.hidden))
             src = np.full(t, r, dtype=np.int64)
-            res = router.route(x, token_ids=ids, src_rank=src, seq_ids=seq)
-            tokens[r] = res.counts
-            dropped[r] = res.drops
+            tokens[r], dropped[r] = router.counts(x, token_ids=ids, src_rank=src, seq_ids=seq)
         return tokens, dropped
 
 

@@ -405,3 +405,15 @@ def test_deepseek_compiled_selection_matches_numpy(n: int, groups: int, kg: int,
         finally:
             DeepSeekRouter.USE_COMPILED = True
         assert np.array_equal(compiled, reference)
+
+
+@pytest.mark.parametrize("name", ["deepseek", "switch"])
+def test_counts_are_the_counts_of_route(name: str) -> None:
+    from netsim.moe.routers import make_router
+
+    r = make_router(name, n_experts=32, hidden=16, seed=3, **({"n_groups": 4, "topk_groups": 2} if name == "deepseek"
+                                                              else {}))
+    x = np.random.default_rng(2).normal(size=(300, 16))
+    res = r.route(x, src_rank=np.zeros(300, dtype=np.int64))
+    counts, drops = r.counts(x, src_rank=np.zeros(300, dtype=np.int64))
+    assert np.array_equal(counts, res.counts) and np.array_equal(drops, res.drops)

@@ -751,7 +751,7 @@ class Network:
         return self._lat.data[np.asarray(fids, dtype=np.int64)]
 
     def flow_end_s(self) -> np.ndarray:
-        """Delivery time of every flow (NaN while in flight)."""
+        """Delivery time of every flow id (NaN while in flight; coflow carriers included)."""
         return self._end.view.copy()
 
     def flow_columns(self) -> dict[str, Any]:

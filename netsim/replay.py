@@ -208,8 +208,8 @@ def replay(
         RuntimeError: some op never ran (a dependency cycle or a collective whose members
             never all arrived): a bug in the plan, reported with the first stuck ops.
     """
-    # the plan's millions of op objects live through the whole replay: keep the cyclic garbage
-    # collector from walking them again and again (a quarter of the replay time at scale)
+    # the plan's op objects live through the whole replay: keep the cyclic garbage collector
+    # from walking them again and again (a fifth of the replay of a 256-GPU DeepSeek step)
     gc.freeze()
     try:
         ex = _Executor(plan, net, algorithms or {}, skip_classes, collective_kwargs or {}, progress)

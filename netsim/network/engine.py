@@ -82,8 +82,9 @@ class _Column:
         """Make room for ``n`` more values (``factor`` 2: at least double, for amortised appends)."""
         need = self.size + n
         if need > self.data.shape[0]:
-            new = np.full(max(need, factor * self.data.shape[0]), self.fill, dtype=self.data.dtype)
+            new = np.empty(max(need, factor * self.data.shape[0]), dtype=self.data.dtype)
             new[: self.size] = self.data[: self.size]
+            new[self.size :] = self.fill
             self.data = new
 
     @property
@@ -536,9 +537,9 @@ class Network:
             nz_link = np.concatenate([nz_link, *extra_l])
             nz_w = np.concatenate([nz_w, *extra_w])
         nbytes = self._work.data[ids]
-        has_links = np.zeros(self._src.size, dtype=bool)
-        has_links[nz_flow] = True
-        trivial = (nbytes <= 0) | ~has_links[ids]
+        has_links = np.zeros(ids.size, dtype=bool)  # ids are sorted; nz_flow holds some of them
+        has_links[np.searchsorted(ids, nz_flow)] = True
+        trivial = (nbytes <= 0) | ~has_links
         if trivial.any():
             self._deliver(ids[trivial], now)
         act = ids[~trivial]

@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
+
+from _child import run_child, write_csv
 
 
 def one(nodes: int, size: float, algo: str, model: str, preset: str) -> dict[str, float | int | str]:
@@ -82,24 +83,15 @@ def main() -> None:
         for n in args.nodes:
             cmd = [sys.executable, __file__, "--child", str(n), algo, "--size", args.size, "--model", args.model,
                    "--preset", args.preset]
-            try:
-                res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
-            except subprocess.TimeoutExpired:
-                print(f"| {algo} | {n} | {n * 8} | - | - | > {args.timeout:.0f} | - | - | - | - | timed out |")
+            r = run_child(cmd, args.timeout)
+            if isinstance(r, str):
+                print(f"| {algo} | {n} | {n * 8} | - | - | - | - | - | - | - | {r} |")
                 continue
-            if res.returncode != 0:
-                tail = (res.stderr.strip().splitlines() or ["?"])[-1]
-                print(f"| {algo} | {n} | {n * 8} | - | - | - | - | - | - | - | failed: {tail} |")
-                continue
-            r = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append(r)
             print(f"| {algo} | {r['nodes']} | {r['gpus']} | {r['flows']:,} | {r['events']:,} | {r['simulate_s']:.2f} "
                   f"| {r['wall_s']:.2f} | {r['peak_GiB']:.2f} | {r['time_s'] * 1e3:.3f} | {r['bound_s'] * 1e3:.3f} "
                   f"| {r['ratio_to_bound']:.3f} |", flush=True)
-    if args.out and rows:
-        import pandas as pd
-
-        pd.DataFrame(rows).to_csv(args.out, index=False)
+    write_csv(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
+
+from _child import run_child, write_csv
 
 
 def one(nodes: int, size: float, routing: str, preset: str, model: str) -> dict[str, float | int | str]:
@@ -94,24 +95,15 @@ def main() -> None:
     for n in args.nodes:
         cmd = [sys.executable, __file__, "--child", str(n), "--size", args.size, "--routing", args.routing,
                "--preset", args.preset, "--model", args.model]
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, check=False)
-        except subprocess.TimeoutExpired:
-            print(f"| {n} | {n * 8} | - | - | - | - | > {args.timeout:.0f} | - | - | - | timed out |")
+        r = run_child(cmd, args.timeout)
+        if isinstance(r, str):
+            print(f"| {n} | {n * 8} | - | - | - | - | - | - | - | - | {r} |")
             continue
-        if res.returncode != 0:
-            tail = (res.stderr.strip().splitlines() or ["?"])[-1]
-            print(f"| {n} | {n * 8} | - | - | - | - | - | - | - | - | failed: {tail} |")
-            continue
-        r = json.loads(res.stdout.strip().splitlines()[-1])
         rows.append(r)
         print(f"| {r['nodes']} | {r['gpus']} | {r['flows']:,} | {r['events']:,} | {r['build_s']:.2f} | "
               f"{r['simulate_s']:.2f} | {r['wall_s']:.2f} | {r['peak_GiB']:.2f} | {r['completion_s']:.4f} | "
               f"{r['lower_bound_s']:.4f} | {r['ratio_to_bound']:.3f} |", flush=True)
-    if args.out and rows:
-        import pandas as pd
-
-        pd.DataFrame(rows).to_csv(args.out, index=False)
+    write_csv(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -95,11 +95,7 @@ class _Execution:
         self.coflow = coflow and plan.op in COFLOW_OPS
         self.env: simpy.Environment = net.env
         self.plan = plan
-        index = net.links.index
-        missing = [n for n in plan.nodes if n not in index]
-        if missing:
-            raise CollectiveError(f"unknown device {missing[0]!r} (not in the network's topology)", field="devices")
-        node_ids = np.array([index[n] for n in plan.nodes], dtype=np.int64)
+        node_ids = _device_ids(net, plan.nodes)
         self.src = node_ids[plan.src]
         self.dst = node_ids[plan.dst]
         self.size = plan.size
@@ -249,6 +245,16 @@ def result_of(proc: simpy.Process) -> CollectiveResult:
     return proc.value
 
 
+def _device_ids(net: Network, names: Sequence[str]) -> np.ndarray:
+    """The network's ids of devices ``names`` (a :class:`CollectiveError` for an unknown one)."""
+    index = net.links.index
+    try:
+        return np.fromiter((index[d] for d in names), dtype=np.int64, count=len(names))
+    except KeyError as exc:
+        raise CollectiveError(f"unknown device {exc.args[0]!r} (not in the network's topology)",
+                              field="devices") from None
+
+
 def _check_latency(step_latency_s: float | None) -> float:
     lat = 0.0 if step_latency_s is None else float(step_latency_s)
     if not math.isfinite(lat) or lat < 0:
@@ -322,12 +328,7 @@ def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float,
     (every pair with bytes), started after one step latency, as the plan path would launch them."""
     devs, mat, nb = check_request(op, devices, nbytes, matrix)
     lat = _check_latency(step_latency_s)
-    index = net.links.index
-    try:
-        ids = np.fromiter((index[d] for d in devs), dtype=np.int64, count=len(devs))
-    except KeyError as exc:
-        raise CollectiveError(f"unknown device {exc.args[0]!r} (not in the network's topology)",
-                              field="devices") from None
+    ids = _device_ids(net, devs)
     m = a2a_matrix(len(devs), nb, mat) if len(devs) > 1 and (nb > 0 or mat is not None) else np.zeros((0, 0))
     i, j = np.nonzero(m > 0)
     env = net.env

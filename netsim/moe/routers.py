@@ -792,16 +792,9 @@ class DeepSeekRouter(_LinearRouter):
     #: use the compiled selection (:mod:`netsim.moe._select_kernel`) when numba is installed
     USE_COMPILED = True
 
-    def counts(
-        self,
-        x: NDArray[np.floating[Any]],
-        *,
-        token_ids: NDArray[np.integer[Any]] | None = None,
-        src_rank: NDArray[np.integer[Any]] | None = None,
-        seq_ids: NDArray[np.integer[Any]] | None = None,
-        domain_ids: NDArray[np.integer[Any]] | None = None,
-    ) -> tuple[IntArray, IntArray]:
-        """Selection only (no gates, no balance loss); DeepSeek-V3 drops no tokens."""
+    def counts(self, x: NDArray[np.floating[Any]], **_: Any) -> tuple[IntArray, IntArray]:
+        """Selection only (no gates, no balance loss; token ids, ranks and sequences do not
+        change it); DeepSeek-V3 drops no tokens."""
         top = self.select(self.scores(self._check_x(x)))
         return np.bincount(top.reshape(-1), minlength=self.n_experts).astype(np.int64), np.zeros(
             self.n_experts, dtype=np.int64)

@@ -24,6 +24,22 @@ except ImportError:  # pragma: no cover
 _REL_TOL = 1e-9
 
 
+def _take_link(lk: int, csc_ptr: np.ndarray, csc_flow: np.ndarray, frozen: np.ndarray, pending: np.ndarray,
+               newly: np.ndarray, n_new: int) -> int:  # pragma: no cover - compiled
+    """Queue the flows of saturated link ``lk`` that are neither frozen nor queued; the new count."""
+    for q in range(csc_ptr[lk], csc_ptr[lk + 1]):
+        f = csc_flow[q]
+        if not frozen[f] and not pending[f]:
+            pending[f] = True
+            newly[n_new] = f
+            n_new += 1
+    return n_new
+
+
+if HAVE_NUMBA:  # the kernel calls the compiled helper
+    _take_link = numba.njit(cache=True, nogil=True)(_take_link)
+
+
 def _fill(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capacity_Bps: np.ndarray,
           flow_cap_Bps: np.ndarray, level0: float) -> np.ndarray:  # pragma: no cover - compiled
     """Max-min rates of the flows (arguments and result as ``sharing.refill``)."""
@@ -105,12 +121,7 @@ def _fill(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capa
                 lk = idx[j]
                 if share[lk] <= bound:
                     rem[lk] = 0.0
-                    for q in range(csc_ptr[lk], csc_ptr[lk + 1]):
-                        f = csc_flow[q]
-                        if not frozen[f] and not pending[f]:
-                            pending[f] = True
-                            newly[n_new] = f
-                            n_new += 1
+                    n_new = _take_link(lk, csc_ptr, csc_flow, frozen, pending, newly, n_new)
         if d_cap <= delta * tol:
             top = level * tol
             q = cap_i
@@ -130,12 +141,7 @@ def _fill(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capa
                     best_s = share[lk]
                     best = lk
             rem[best] = 0.0
-            for q in range(csc_ptr[best], csc_ptr[best + 1]):
-                f = csc_flow[q]
-                if not frozen[f] and not pending[f]:
-                    pending[f] = True
-                    newly[n_new] = f
-                    n_new += 1
+            n_new = _take_link(best, csc_ptr, csc_flow, frozen, pending, newly, n_new)
         for k in range(n_new):
             f = newly[k]
             pending[f] = False

@@ -350,18 +350,10 @@ class Router:
             self.scores(x), token_ids=token_ids, src_rank=src_rank, seq_ids=seq_ids, domain_ids=domain_ids
         )
 
-    def counts(
-        self,
-        x: NDArray[np.floating[Any]],
-        *,
-        token_ids: NDArray[np.integer[Any]] | None = None,
-        src_rank: NDArray[np.integer[Any]] | None = None,
-        seq_ids: NDArray[np.integer[Any]] | None = None,
-        domain_ids: NDArray[np.integer[Any]] | None = None,
-    ) -> tuple[IntArray, IntArray]:
-        """``(counts, drops)`` of :meth:`route` (``[n]`` each), for callers that need only the
-        load (the simulator's all-to-all matrices); routers may skip gates and losses."""
-        res = self.route(x, token_ids=token_ids, src_rank=src_rank, seq_ids=seq_ids, domain_ids=domain_ids)
+    def counts(self, x: NDArray[np.floating[Any]], **kwargs: Any) -> tuple[IntArray, IntArray]:
+        """``(counts, drops)`` of ``route(x, **kwargs)`` (``[n]`` each), for callers that need
+        only the load (the simulator's all-to-all matrices); routers may skip gates and losses."""
+        res = self.route(x, **kwargs)
         return res.counts, res.drops
 
     def scores(self, x: FloatArray) -> FloatArray:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import gc
 import itertools
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -117,10 +117,25 @@ class _Executor:
         self._next_report = max(1, n // 100)
 
     def run(self) -> None:
+        self.net.reserve_flows(self._expected_flows())
         for op in self.ops:
             if self.pending[op.id] == 0:
                 self._ready(op.id)
         self.net.run()
+
+    def _expected_flows(self) -> int:
+        """Flows the plan's transfers and all-to-all(v)s start (and one coflow carrier each);
+        ring and tree collectives, whose flow counts depend on the model, not counted."""
+        n = 0
+        for coll in self.plan.collectives.values():
+            if coll.traffic_class in self.skip:
+                continue
+            for c in coll.instances or (coll,):
+                if c.op == "transfer":
+                    n += 1
+                elif c.matrix is not None:
+                    n += int(np.count_nonzero(c.matrix)) + 1
+        return n
 
     # ------------------------------------------------------------------ events
 
@@ -148,23 +163,57 @@ class _Executor:
         if coll.op == "barrier" or coll.traffic_class in self.skip:
             ev = env.event()
             ev.succeed()
-        elif coll.op == "transfer":
-            assert coll.src is not None and coll.dst is not None
-            ev = self.net.transfer(coll.src, coll.dst, coll.nbytes, traffic_class=coll.traffic_class, label=coll.label)
+        elif coll.instances:
+            ev = self._launch_instances(coll)
         else:
-            devices = [self.plan.layout.devices[r] for r in coll.ranks]
-            ev = self.run_collective(
-                self.net,
-                coll.op,
-                devices,
-                coll.nbytes,
-                algo=self.algorithms.get(coll.op),
-                matrix=coll.matrix,
-                traffic_class=coll.traffic_class,
-                label=coll.label,
-                **self.coll_kwargs,
-            )
+            ev = self._start(coll)
         ev.callbacks.append(lambda _ev, key=coll.key, members=members: self._finish_coll(key, members))
+
+    def _start(self, coll: Collective) -> Any:
+        """Start one collective (a flow for a transfer); returns its completion event."""
+        if coll.op == "transfer":
+            assert coll.src is not None and coll.dst is not None
+            return self.net.transfer(coll.src, coll.dst, coll.nbytes, traffic_class=coll.traffic_class,
+                                     label=coll.label)
+        devices = [self.plan.layout.devices[r] for r in coll.ranks]
+        return self.run_collective(
+            self.net,
+            coll.op,
+            devices,
+            coll.nbytes,
+            algo=self.algorithms.get(coll.op),
+            matrix=coll.matrix,
+            traffic_class=coll.traffic_class,
+            label=coll.label,
+            **self.coll_kwargs,
+        )
+
+    def _launch_instances(self, coll: Collective) -> Any:
+        """A lockstep collective: all its instances at once; the event fires when all are done.
+
+        Under the ``coflow`` collective model the point-to-point transfers move as one coflow,
+        and direct all-to-all(v)s over disjoint groups as one all-to-allv of their union (the
+        same transfers)."""
+        parts = coll.instances
+        coflow = self.coll_kwargs.get("model") == "coflow"
+        if len(parts) > 1 and coflow and coll.op == "transfer":
+            index = self.net.links.index
+            src = np.fromiter((index[c.src] for c in parts), dtype=np.int64, count=len(parts))
+            dst = np.fromiter((index[c.dst] for c in parts), dtype=np.int64, count=len(parts))
+            size = np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts))
+            return self.net.transfer_coflow(src, dst, size, traffic_class=coll.traffic_class, label=coll.label)
+        if len(parts) > 1 and coll.op == "all_to_allv" and self.algorithms.get(coll.op, "direct") == "direct":
+            ranks = [r for c in parts for r in c.ranks]
+            mat = np.zeros((len(ranks), len(ranks)))
+            at = 0
+            for c in parts:
+                n = len(c.ranks)
+                assert c.matrix is not None
+                mat[at:at + n, at:at + n] = c.matrix
+                at += n
+            return self._start(replace(parts[0], ranks=tuple(ranks), matrix=mat, nbytes=float(mat.sum())))
+        events = [self._start(c) for c in parts]
+        return events[0] if len(events) == 1 else self.env.all_of(events)
 
     def _finish_coll(self, key: tuple[Any, ...], members: list[int]) -> None:
         self.coll_end[key] = float(self.env.now)

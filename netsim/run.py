@@ -158,6 +158,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         router=opts.router,
         routing_trace=scenario.resolve_path(opts.routing_trace) if opts.routing_trace else None,
         routing_samples=opts.routing_samples,
+        lockstep=opts.lockstep,
     )
     engine, coll = _calibration(scenario)
     return Prepared(scenario, graph, workload, compute, plan, engine, coll)
@@ -209,11 +210,17 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
     a2a_share = 0.0
     starts, ends = res.step_start, res.step_end
     n_steps = plan.steps
+    rep_of = plan.rep_of or list(range(world))
+    done: dict[int, tuple[np.ndarray, list[Any]]] = {}  # rank -> (breakdown sums, per-step breakdowns)
     for r in range(world):
-        acc = np.zeros(4)
-        for s in range(n_steps):
-            bd = rank_breakdown((starts[s], ends[s]), compute[r], comm[r])
-            acc += (bd.compute_s, bd.communication_s, bd.overlap_s, bd.idle_s)
+        rep = rep_of[r]
+        if rep not in done:  # a lockstep plan: the ranks of a stage share their first rank's timeline
+            bds = [rank_breakdown((starts[s], ends[s]), compute[rep], comm[rep]) for s in range(n_steps)]
+            done[rep] = (np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0),
+                         bds)
+        sums, bds = done[rep]
+        acc = sums.copy()
+        for s, bd in enumerate(bds):
             for c in BREAKDOWN_CLASSES:
                 exposed[c] += bd.exposed_s_by_class.get(c, 0.0) / (world * n_steps)
             span = ends[s] - starts[s]
@@ -400,6 +407,7 @@ def summarize_replay(
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "collective_model": prep.scenario.options.collective_model,
         "routing_samples": prep.scenario.options.routing_samples,
+        "lockstep": prep.scenario.options.lockstep,
         "num_ops": len(plan.ops),
         "num_flows": num_flows,
     }

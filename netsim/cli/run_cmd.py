@@ -116,6 +116,9 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
         console.print(f"({summary['num_flows']:,} flows simulated one by one: for runs this size, "
                       "--collective-model coflow gives the step within a few percent, many times faster; "
                       "see the README, Performance)")
+    if summary.get("lockstep"):
+        console.print(f"(lockstep: one rank per pipeline stage simulated, {summary['num_ops']:,} ops; "
+                      "each stands for its stage's ranks)")
     console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
 
 
@@ -143,6 +146,9 @@ def register(app: typer.Typer) -> None:
         routing_samples: int | None = typer.Option(
             None, "--routing-samples", min=1, help="Route at most N token samples per step and MoE layer and reuse "
             "them across micro-batches and EP groups (for large clusters; default: every all-to-all its own)."),
+        lockstep: bool = typer.Option(
+            False, "--lockstep", help="Simulate one rank per pipeline stage standing for all the stage's ranks "
+            "(slowest expert load; every collective and transfer still runs): large clusters; error in README."),
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -157,6 +163,7 @@ def register(app: typer.Typer) -> None:
             "calibration": str(calibration.resolve()) if calibration else None,
             "collective_model": collective_model,
             "routing_samples": routing_samples,
+            "lockstep": lockstep or None,
         }
         spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
         out_dir = out if out is not None else Path("runs") / spec.name

@@ -79,12 +79,12 @@ class _Column:
         self.size = need
 
     def reserve(self, n: int, factor: int = 1) -> None:
-        """Make room for ``n`` more values (``factor`` 2: at least double, for amortised appends)."""
+        """Make room for ``n`` more values (``factor`` 2: at least double, for amortised appends).
+        The room is left uninitialised (appends write it; untouched memory costs nothing)."""
         need = self.size + n
         if need > self.data.shape[0]:
             new = np.empty(max(need, factor * self.data.shape[0]), dtype=self.data.dtype)
             new[: self.size] = self.data[: self.size]
-            new[self.size :] = self.fill
             self.data = new
 
     @property
@@ -230,6 +230,12 @@ class Network:
     def _columns(self) -> tuple[_Column, ...]:
         return (self._src, self._dst, self._nbytes, self._start, self._end, self._lat, self._hops, self._cls,
                 self._label, self._cap, self._state, self._work, self._carrier)
+
+    def reserve_flows(self, n: int) -> None:
+        """Make room for ``n`` more flows at once (a replay that knows roughly how many flows it
+        will start saves the flow columns from growing, and being copied, step by step)."""
+        for col in self._columns():
+            col.reserve(max(int(n), 0))
 
     def _append(
         self,

@@ -43,6 +43,15 @@ def test_large_exact_run_points_to_the_coflow_model(tmp_path: Path, capsys: pyte
     assert "--collective-model coflow" not in capsys.readouterr().out
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["collective_model"] == "coflow" and summary["routing_samples"] == 2
+    assert summary["lockstep"] is False
+
+
+def test_lockstep_flag_reaches_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(["run", "--out", str(tmp_path / "a"), "--quiet", "--no-report", "--lockstep"]) == 0
+    text = capsys.readouterr().out
+    assert "lockstep: one rank per pipeline stage" in text
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["lockstep"] is True and summary["num_ranks"] > summary["parallelism"]["pp"]
 
 
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:

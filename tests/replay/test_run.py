@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from netsim.run import prepare, run_scenario, simulate, summarize_replay
@@ -156,3 +157,86 @@ def test_routing_samples_reuse_the_routing_of_the_first_samples(tiny_run: Any) -
             by_layer.setdefault(c.layer, []).append(c.matrix)
     assert dispatch and all(np.array_equal(m[0], x) for m in by_layer.values() for x in m)
     assert one["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def lockstep_run() -> tuple[dict[str, Any], Any, Any]:
+    return _summary(tiny_scenario(), ["options.lockstep=true"])
+
+
+def test_lockstep_plans_one_rank_per_stage_and_keeps_every_byte_and_flow(tiny_run: Any, lockstep_run: Any) -> None:
+    exact, exact_tables, (exact_prep, _, exact_net) = tiny_run
+    lock, tables, (prep, _, net) = lockstep_run
+    L = prep.plan.layout
+    assert lock["lockstep"] is True and exact["lockstep"] is False
+    assert prep.plan.rep_of == [r - r % L.stage_size for r in range(L.world)]
+    assert {op.rank for op in prep.plan.ops} == {p * L.stage_size for p in range(L.pp)}
+    assert len(prep.plan.ops) < len(exact_prep.plan.ops) / (L.stage_size - 1)
+    # every transfer of the exact plan still runs
+    assert lock["num_flows"] == exact["num_flows"] == net.num_flows == exact_net.num_flows
+    for cls, v in exact["bytes_by_class"].items():
+        assert lock["bytes_by_class"][cls] == pytest.approx(v, rel=1e-12), cls
+    for key in ("ep_bytes_local_rank", "ep_bytes_intra_node", "ep_bytes_inter_node", "expert_load_cv"):
+        assert lock[key] == pytest.approx(exact[key], rel=1e-12), key
+    pd.testing.assert_frame_equal(tables["traffic_matrix"], exact_tables["traffic_matrix"], rtol=1e-12)
+    # the ranks of a stage share their representative's breakdown, which adds up to the step
+    ranks = tables["ranks"]
+    assert len(ranks) == L.world
+    parts = ["compute_s", "communication_s", "overlap_s", "idle_s"]
+    for _, stage in ranks.groupby("pp"):
+        assert (stage[parts].nunique() == 1).all()
+    np.testing.assert_allclose(ranks[parts].sum(axis=1), lock["step_time_s"], rtol=1e-12)
+    assert lock["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)
+
+
+def test_lockstep_expert_compute_is_the_slowest_rank_of_the_stage(tiny_run: Any, lockstep_run: Any) -> None:
+    exact_plan = tiny_run[2][0].plan
+    plan = lockstep_run[2][0].plan
+    L = plan.layout
+    slowest: dict[tuple[int, int, int, str], float] = {}
+    for op in exact_plan.ops:
+        if ".experts" in op.name:
+            key = (L.coords(op.rank)[0], op.layer, op.microbatch, op.name)
+            slowest[key] = max(slowest.get(key, 0.0), op.duration_s)
+    got = {(L.coords(op.rank)[0], op.layer, op.microbatch, op.name): op.duration_s
+           for op in plan.ops if ".experts" in op.name}
+    assert got and got.keys() == slowest.keys()
+    for key, dur in got.items():
+        assert dur == pytest.approx(slowest[key], rel=1e-12), key
+    # the exact plan's expert times differ across the ranks of a stage (the test is not vacuous)
+    assert len({op.duration_s for op in exact_plan.ops if op.name == "F.experts"}) > 1
+
+
+def test_lockstep_collectives_merge_the_instances_of_the_stage(lockstep_run: Any) -> None:
+    plan = lockstep_run[2][0].plan
+    L = plan.layout
+    reps = {p * L.stage_size for p in range(L.pp)}
+    by_op: dict[str, int] = {}
+    for coll in plan.collectives.values():
+        if coll.op == "barrier":
+            assert set(coll.ranks) == reps
+            continue
+        assert coll.instances and set(coll.ranks) <= reps
+        assert coll.nbytes == pytest.approx(sum(c.nbytes for c in coll.instances))
+        members = {r for c in coll.instances for r in c.ranks}
+        assert {r - r % L.stage_size for r in members} == set(coll.ranks)
+        by_op[coll.traffic_class] = max(by_op.get(coll.traffic_class, 0), len(coll.instances))
+    # TP: one group per DP position of the stage; PP: one transfer per (DP, TP) position
+    assert by_op["tp"] == L.dp and by_op["pp"] == L.stage_size and by_op["ep"] == L.stage_size // L.ep
+
+
+def test_lockstep_equals_the_exact_plan_when_a_stage_has_one_rank() -> None:
+    wl = dict(tiny_scenario()["workload"], parallelism={"pp": 2, "tp": 1, "dp": 1, "ep": 1, "zero_stage": 1})
+    exact, _, _ = _summary(tiny_scenario(workload=wl))
+    lock, _, _ = _summary(tiny_scenario(workload=wl), ["options.lockstep=true"])
+    assert lock.pop("lockstep") and not exact.pop("lockstep")
+    assert lock == exact
+
+
+def test_lockstep_with_coflows_keeps_the_bytes_and_the_step(tiny_run: Any) -> None:
+    exact = tiny_run[0]
+    lock, _, _ = _summary(tiny_scenario(), ["options.lockstep=true", "options.collective_model=coflow"])
+    assert lock["num_flows"] == _summary(tiny_scenario(), ["options.collective_model=coflow"])[0]["num_flows"]
+    for cls, v in exact["bytes_by_class"].items():
+        assert lock["bytes_by_class"][cls] == pytest.approx(v, rel=1e-12), cls
+    assert lock["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)

@@ -334,7 +334,7 @@ def _traffic_totals(graph: nx.DiGraph, net: Any) -> tuple[dict[str, float], floa
     tm = tm.sort_values(["src_node", "dst_node", "traffic_class"], kind="mergesort").reset_index(drop=True)
     counts = np.bincount(cls[keep], minlength=nc)
     totals = {str(names[i]): float(by_class[i]) for i in range(len(names)) if counts[i]}
-    return totals, north, float(nbytes.sum()), int(keep.sum()), tm
+    return totals, north, float(nbytes.sum()), int(cols["count"][keep].sum()), tm
 
 
 def _checkpoint_times(plan: StepPlan, res: ReplayResult) -> list[float]:

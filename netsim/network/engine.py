@@ -26,7 +26,9 @@ Results are flat tables: :meth:`Network.flow_records`, :meth:`Network.link_recor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -45,6 +47,20 @@ _ENGINE_PRIORITY = 2
 _TIME_REL_TOL = 1e-9
 
 _PENDING, _ACTIVE, _DONE = 0, 1, 2
+
+_NO_ROUTES = Routes(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
+
+
+@dataclass(slots=True)
+class _Coflow:
+    """One coflow of the ledger: its carrier flow, pair set (index), bytes per transfer, start
+    and drain time (its transfers arrive at the drain plus their own path latency)."""
+
+    carrier: int
+    pair_set: int
+    nbytes: np.ndarray
+    start_s: float
+    drained_s: float = math.nan
 
 
 def _ranges(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -141,8 +157,13 @@ class Network:
         self._events: dict[int, simpy.Event] = {}
         # pinned routes: flow id -> (links, weight per link, latency in s or None: the links' sum)
         self._pinned: dict[int, tuple[np.ndarray, np.ndarray, float | None]] = {}
-        # coflows: carrier flow id -> (first member flow id, number of members)
-        self._members: dict[int, tuple[int, int]] = {}
+        # coflows: their transfers are not rows of the flow columns but a ledger (see
+        # transfer_coflow): pair sets (src, dst, latency, hops of each transfer), shared by the
+        # coflows over the same routed pairs, and per coflow its carrier, pair set and bytes
+        self._pair_sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._coflows: list[_Coflow] = []
+        self._coflow_of: dict[int, _Coflow] = {}  # carrier flow id -> its coflow, until delivered
+        self._num_members = 0
         self._carrier = _Column(np.bool_, False)
         self._num_carriers = 0
         # arrivals waiting to be started, by start time
@@ -192,7 +213,7 @@ class Network:
         #: collective plans by request, filled by :func:`netsim.collectives.run_collective`
         self.plan_cache: dict[tuple[Any, ...], Any] = {}
         # routes of coflows by their (sources, destinations), see transfer_coflow
-        self._coflow_routes: dict[tuple[bytes, bytes], Routes] = {}
+        self._coflow_routes: dict[tuple[bytes, bytes], tuple[Routes, int]] = {}  # -> (routes, pair set)
         self._coflow_cached = 0  # (transfer, link) entries held by _coflow_routes
 
     # ------------------------------------------------------------------ submission
@@ -311,9 +332,10 @@ class Network:
         """Start many transfers now as one *coflow*; the event fires (value: the carrier's flow
         id) when the last of them has arrived.
 
-        The transfers are routed as ordinary flows (and listed as such by :meth:`flow_records`),
-        but the engine moves them as one aggregate: a carrier flow whose load on every link is
-        the transfers' bytes there, progressing uniformly.  Alone it drains in
+        The transfers are routed as ordinary flows (hashed by the flow ids they would have) and
+        listed as flows by :meth:`flow_records`, but the engine moves them as one aggregate: a
+        carrier flow whose load on every link is the transfers' bytes there, progressing
+        uniformly.  Alone it drains in
         ``max over links of (bytes on the link / capacity)``, the bound an all-to-all reaches
         when its flows finish together.  Against other traffic it competes, on its bottleneck
         link, as the number of its transfers that cross that link (each one of them a
@@ -327,42 +349,62 @@ class Network:
         training step's thousands of expert all-to-alls over one EP group are routed once.  The
         cache holds at most :attr:`COFLOW_CACHE_ENTRIES` (transfer, link) entries (about 200 MB);
         beyond that the oldest pair sets are routed (hashed) afresh when they come back.
+
+        The transfers are kept in a ledger, not as rows of the flow columns: per coflow its bytes,
+        per distinct routed pair set the sources, destinations, latencies and hop counts (shared
+        by the coflows that reuse its routes).  A 2048-GPU training step starts 60M such
+        transfers; a row each (80 bytes) cost more than moving them.
         """
         now = float(self.env.now)
         src = np.asarray(src, dtype=np.int64)
-        # room for the members and the carrier at once (appending the carrier to a full column
-        # after a huge batch of members would double it)
-        for col in self._columns():
-            if col.size + src.shape[0] + 1 > col.data.shape[0]:
-                col.reserve(src.shape[0] + 1, factor=1 if src.shape[0] > col.data.shape[0] else 2)
-        ids, _ = self._append(src, np.asarray(dst, dtype=np.int64), nbytes, now, traffic_class, label, None)
-        first, n = int(ids[0]) if ids.size else self._src.size, int(ids.size)
+        dst = np.asarray(dst, dtype=np.int64)
+        n = src.shape[0]
+        if dst.shape[0] != n:
+            raise SpecError("src and dst must have the same length", field="dst")
+        nb = np.array(np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,)))
+        if (~np.isfinite(nb)).any() or (nb < 0).any():
+            raise SpecError("flow sizes must be finite and >= 0 bytes", field="bytes")
+        num_dev = len(self.links.names)
+        if n and (min(int(src.min()), int(dst.min())) < 0 or max(int(src.max()), int(dst.max())) >= num_dev):
+            raise SpecError(f"device ids must be in [0, {num_dev})", field="src")
         nl = self.links.num_links
         load_B = np.zeros(nl)
         flows_on = np.zeros(nl)
-        nb = self._nbytes.data[first:first + n]
-        key = (src.tobytes(), self._dst.data[first:first + n].tobytes()) if n <= self.COFLOW_CACHE_MAX else None
-        cached = self._coflow_routes.get(key) if key is not None else None
-        for a in range(0, max(n, 1), self.ROUTE_CHUNK):
-            b = min(a + self.ROUTE_CHUNK, n)
-            sel = slice(first + a, first + b)
-            r = cached if cached is not None else self.router.route(self._src.data[sel], self._dst.data[sel], ids[a:b])
-            if key is not None and cached is None:
-                self._cache_coflow_routes(key, r)
-            moving = nb[a:b][r.flow] > 0
-            load_B += np.bincount(r.link, weights=nb[a:b][r.flow] * r.weight, minlength=nl)
+        key = (src.tobytes(), dst.tobytes()) if n <= self.COFLOW_CACHE_MAX else None
+        hit = self._coflow_routes.get(key) if key is not None else None
+        if hit is not None:
+            chunks, pair_set = [hit[0]], hit[1]
+        else:
+            # transfers are hashed (ECMP) by the flow ids they would have as ordinary flows
+            base = self._src.size
+            chunks = [self.router.route(src[a:a + self.ROUTE_CHUNK], dst[a:a + self.ROUTE_CHUNK],
+                                        np.arange(base + a, base + min(a + self.ROUTE_CHUNK, n), dtype=np.int64))
+                      for a in range(0, n, self.ROUTE_CHUNK)]
+            pair_set = len(self._pair_sets)
+            self._pair_sets.append((src, dst,
+                                    np.concatenate([r.latency_s for r in chunks]) if chunks else np.zeros(0),
+                                    np.concatenate([r.hops for r in chunks]) if chunks else np.zeros(0)))
+            if key is not None:
+                self._cache_coflow_routes(key, chunks[0] if chunks else _NO_ROUTES, pair_set)
+        for i, r in enumerate(chunks):
+            part = nb[i * self.ROUTE_CHUNK:(i + 1) * self.ROUTE_CHUNK][r.flow]
+            moving = part > 0
+            load_B += np.bincount(r.link, weights=part * r.weight, minlength=nl)
             flows_on += np.bincount(r.link[moving], weights=r.weight[moving], minlength=nl)
-            self._lat.data[sel] = r.latency_s
-            self._hops.data[sel] = r.hops
-        self._state.data[first:first + n] = _ACTIVE
+        lat = self._pair_sets[pair_set][2]
+        max_lat = float(lat.max()) if n else 0.0
         links = np.flatnonzero(load_B > 0)
         # the carrier: the total bytes (its record); the network's flow rate cap applies per fair share
         carrier = int(self._append(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), float(nb.sum()), now,
                                    traffic_class, label, None, carrier=True)[0][0])
+        cof = _Coflow(carrier, pair_set, nb, now)
+        self._coflows.append(cof)
+        self._coflow_of[carrier] = cof
+        self._num_members += n
         ev = self.env.event()
         self._events[carrier] = ev
+        self._lat.data[carrier] = max_lat
         if links.size == 0:  # nothing crosses a link: every member arrives after its latency
-            self._lat.data[carrier] = float(self._lat.data[first:first + n].max()) if n else 0.0
             self._work.data[carrier] = 0.0
         else:
             cap = self.links.capacity_Bps[links]
@@ -370,9 +412,7 @@ class Network:
             size_B = float(load_B[links[b]])
             share = max(float(flows_on[links[b]]), 1e-12)  # fair shares on the bottleneck link
             self._work.data[carrier] = size_B / share
-            self._lat.data[carrier] = float(self._lat.data[first:first + n].max())
-            self._pinned[carrier] = (links, share * load_B[links] / size_B, self._lat.data[carrier])
-        self._members[carrier] = (first, n)
+            self._pinned[carrier] = (links, share * load_B[links] / size_B, max_lat)
         self._add_arrival(float(self.env.now), np.array([carrier], dtype=np.int64))
         return ev
 
@@ -382,12 +422,12 @@ class Network:
     #: at most this many (transfer, link) entries are cached; the oldest routes are dropped first
     COFLOW_CACHE_ENTRIES = 1 << 23
 
-    def _cache_coflow_routes(self, key: tuple[bytes, bytes], routes: Routes) -> None:
-        self._coflow_routes[key] = routes
+    def _cache_coflow_routes(self, key: tuple[bytes, bytes], routes: Routes, pair_set: int) -> None:
+        self._coflow_routes[key] = (routes, pair_set)
         self._coflow_cached += routes.link.size
         while self._coflow_cached > self.COFLOW_CACHE_ENTRIES and len(self._coflow_routes) > 1:
             oldest = next(iter(self._coflow_routes))
-            self._coflow_cached -= self._coflow_routes.pop(oldest).link.size
+            self._coflow_cached -= self._coflow_routes.pop(oldest)[0].link.size
 
     def transfer_ids(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
                      traffic_class: str = "other", label: str = "") -> list[simpy.Event]:
@@ -488,12 +528,9 @@ class Network:
         lat = self._lat.data[fids]
         self._end.data[fids] = now + lat
         self._state.data[fids] = _DONE
-        if self._members:
+        if self._coflow_of:
             for fid in fids[self._carrier.data[fids]].tolist():
-                first, n = self._members.pop(fid)
-                members = slice(first, first + n)
-                self._end.data[members] = now + self._lat.data[members]
-                self._state.data[members] = _DONE
+                self._coflow_of.pop(fid).drained_s = now
         self._t_end = max(self._t_end, float((now + lat).max()) if fids.size else now)
         if self._events:
             for fid, la in zip(fids.tolist(), lat.tolist(), strict=True):
@@ -746,8 +783,8 @@ class Network:
 
     @property
     def num_flows(self) -> int:
-        """Flows submitted (coflow members count, their carriers do not)."""
-        return self._src.size - self._num_carriers
+        """Flows submitted (coflow transfers count, their carriers do not)."""
+        return self._src.size - self._num_carriers + self._num_members
 
     def flow_start_s(self, fids: np.ndarray) -> np.ndarray:
         """Start time (s) of the given flows."""
@@ -758,46 +795,94 @@ class Network:
         return self._lat.data[np.asarray(fids, dtype=np.int64)]
 
     def flow_end_s(self) -> np.ndarray:
-        """Delivery time of every flow id (NaN while in flight; coflow carriers included)."""
+        """Delivery time of every flow id (NaN while in flight; coflow carriers included, the
+        transfers of coflows not: see :meth:`flow_records`)."""
         return self._end.view.copy()
 
     def flow_columns(self) -> dict[str, Any]:
         """The flows as numpy columns, for aggregates over millions of flows without a table:
         ``src``/``dst`` (device ids of :attr:`links.index`), ``bytes``, ``traffic_class`` (codes
-        into ``class_names``) and ``keep`` (false for coflow carriers, which are not flows; the
-        arrays are views, so apply ``keep`` before summing)."""
+        into ``class_names``), ``count`` (flows a row stands for) and ``keep`` (false for coflow
+        carriers, which are not flows; the arrays may be views, so apply ``keep`` before
+        summing).  The network's own flows come one per row; the transfers of coflows one per
+        (source, destination) pair, summed over the coflows with the same pairs and class."""
         n = self._src.size
-        return {
-            "src": self._src.view,
-            "dst": self._dst.view,
-            "bytes": self._nbytes.view,
-            "traffic_class": self._cls.view,
-            "class_names": list(self._class_names),
-            "keep": ~self._carrier.view if self._num_carriers else np.ones(n, dtype=bool),
-        }
+        keep = ~self._carrier.view if self._num_carriers else np.ones(n, dtype=bool)
+        cols: dict[str, list[np.ndarray]] = {"src": [self._src.view], "dst": [self._dst.view],
+                                             "bytes": [self._nbytes.view], "traffic_class": [self._cls.view],
+                                             "count": [np.ones(n, dtype=np.int64)], "keep": [keep]}
+        groups: dict[tuple[int, int], list[Any]] = {}  # (pair set, class) -> [bytes summed, coflows]
+        for cof in self._coflows:
+            g = groups.get((cof.pair_set, int(self._cls.data[cof.carrier])))
+            if g is None:
+                groups[(cof.pair_set, int(self._cls.data[cof.carrier]))] = [cof.nbytes.copy(), 1]
+            else:
+                g[0] += cof.nbytes
+                g[1] += 1
+        for (ps, cls), (nb, count) in groups.items():
+            src, dst = self._pair_sets[ps][:2]
+            cols["src"].append(src)
+            cols["dst"].append(dst)
+            cols["bytes"].append(nb)
+            cols["traffic_class"].append(np.full(src.size, cls, dtype=np.int32))
+            cols["count"].append(np.full(src.size, count, dtype=np.int64))
+            cols["keep"].append(np.ones(src.size, dtype=bool))
+        out: dict[str, Any] = {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in cols.items()}
+        out["class_names"] = list(self._class_names)
+        return out
 
     def flow_records(self) -> pd.DataFrame:
-        """One row per flow: ids, ends, size, times (s), class, label, weighted hop count, latency."""
+        """One row per flow: ids, ends, size, times (s), class, label, weighted hop count, latency.
+
+        The network's own flows come first (ids as :meth:`submit` returned them), then the
+        transfers of every coflow in coflow order, numbered on from the last id the network
+        handed out (a coflow's carrier is not a flow and is not listed)."""
         names = np.array(self.links.names, dtype=object)
         cls = np.array(list(self._class_names), dtype=object)
         lab = np.array(list(self._label_names), dtype=object)
         keep = ~self._carrier.view
         ids = np.flatnonzero(keep) if not keep.all() else np.arange(self._src.size, dtype=np.int64)
-        n = ids.size
-        start = self._start.view[ids]
-        end = self._end.view[ids]
+        parts = {
+            "flow_id": [ids],
+            "src": [self._src.view[ids]],
+            "dst": [self._dst.view[ids]],
+            "bytes": [self._nbytes.view[ids]],
+            "start_s": [self._start.view[ids]],
+            "end_s": [self._end.view[ids]],
+            "traffic_class": [self._cls.view[ids]],
+            "label": [self._label.view[ids]],
+            "hops": [self._hops.view[ids]],
+            "latency_s": [self._lat.view[ids]],
+        }
+        next_id = self._src.size
+        for cof in self._coflows:
+            src, dst, lat, hops = self._pair_sets[cof.pair_set]
+            m = src.size
+            parts["flow_id"].append(np.arange(next_id, next_id + m, dtype=np.int64))
+            next_id += m
+            parts["src"].append(src)
+            parts["dst"].append(dst)
+            parts["bytes"].append(cof.nbytes)
+            parts["start_s"].append(np.full(m, cof.start_s))
+            parts["end_s"].append(cof.drained_s + lat)
+            parts["traffic_class"].append(np.full(m, self._cls.data[cof.carrier], dtype=np.int32))
+            parts["label"].append(np.full(m, self._label.data[cof.carrier], dtype=np.int32))
+            parts["hops"].append(hops)
+            parts["latency_s"].append(lat)
+        col = {k: np.concatenate(v) for k, v in parts.items()}
+        n = col["flow_id"].size
         return pd.DataFrame({
-            "flow_id": ids,
-            "src": names[self._src.view[ids]] if n else np.array([], dtype=object),
-            "dst": names[self._dst.view[ids]] if n else np.array([], dtype=object),
-            "bytes": self._nbytes.view[ids],
-            "start_s": start,
-            "end_s": end,
-            "fct_s": end - start,
-            "traffic_class": cls[self._cls.view[ids]] if n else np.array([], dtype=object),
-            "label": lab[self._label.view[ids]] if n else np.array([], dtype=object),
-            "hops": self._hops.view[ids],
-            "latency_s": self._lat.view[ids],
+            "flow_id": col["flow_id"],
+            "src": names[col["src"]] if n else np.array([], dtype=object),
+            "dst": names[col["dst"]] if n else np.array([], dtype=object),
+            "bytes": col["bytes"],
+            "start_s": col["start_s"],
+            "end_s": col["end_s"],
+            "fct_s": col["end_s"] - col["start_s"],
+            "traffic_class": cls[col["traffic_class"]] if n else np.array([], dtype=object),
+            "label": lab[col["label"]] if n else np.array([], dtype=object),
+            "hops": col["hops"],
+            "latency_s": col["latency_s"],
         })
 
     @property

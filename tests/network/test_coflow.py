@@ -54,7 +54,10 @@ def test_coflow_weighs_its_transfers_on_the_bottleneck_as_fair_shares() -> None:
     ends = net.flow_end_s()
     # 4 GB through a 1 GB/s link: all done at 4 s; the coflow (3 GB at 0.75 GB/s) also at 4 s
     assert ends[fid] == pytest.approx(4.0)
-    assert ends[:3] == pytest.approx([4.0] * 3)
+    flows = net.flow_records()
+    # the ordinary flow first, then the coflow's transfers, numbered after the last flow id
+    assert flows["flow_id"].tolist() == [fid, fid + 1, fid + 2, fid + 3]
+    assert flows["end_s"].tolist() == pytest.approx([4.0] * 4)
     # with exact flows the four share equally and also end at 4 s
     ref = Network(star(5, bw=GB, lat=0.0))
     ref.submit_many(["h0", "h1", "h2", "h4"], ["h3"] * 4, GB)
@@ -166,5 +169,27 @@ def test_coflow_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         net.transfer_coflow(ids[:k + 1], np.roll(ids[:k + 1], 1), 2**20)
         net.run()
     assert len(net._coflow_routes) >= 1
-    assert net._coflow_cached == sum(r.link.size for r in net._coflow_routes.values())
+    assert net._coflow_cached == sum(r.link.size for r, _ in net._coflow_routes.values())
     assert net._coflow_cached <= 50 or len(net._coflow_routes) == 1
+
+
+def test_flow_columns_sum_coflows_over_their_pairs() -> None:
+    net = Network(star(4, bw=GB, lat=1e-6))
+    src, dst = _ids(net, ["h0", "h1", "h2"]), _ids(net, ["h3", "h3", "h1"])
+    for k in range(3):  # the same pairs three times (one pair set), once as another class
+        net.transfer_coflow(src, dst, np.array([1.0, 2.0, 0.5]) * GB * (k + 1),
+                            traffic_class="ep" if k < 2 else "dp")
+    net.submit("h0", "h1", GB, traffic_class="pp")
+    net.run()
+    cols = net.flow_columns()
+    flows = net.flow_records()
+    keep = cols["keep"]
+    assert int(cols["count"][keep].sum()) == net.num_flows == len(flows) == 10
+    names = cols["class_names"]
+    for cls in ("ep", "dp", "pp"):
+        sel = keep & (cols["traffic_class"] == names.index(cls))
+        assert cols["bytes"][sel].sum() == pytest.approx(flows.loc[flows["traffic_class"] == cls, "bytes"].sum())
+    # the ep coflows share rows: one per pair, standing for two flows each
+    ep = keep & (cols["traffic_class"] == names.index("ep"))
+    assert ep.sum() == 3 and set(cols["count"][ep]) == {2}
+    assert len(net._pair_sets) == 1

@@ -173,7 +173,9 @@ def softmax(z: FloatArray, axis: int = -1) -> FloatArray:
     return np.asarray(e / e.sum(axis=axis, keepdims=True), dtype=np.float64)
 
 
-def _sigmoid(z: FloatArray) -> FloatArray:
+def _sigmoid(z: NDArray[np.floating[Any]]) -> FloatArray:
+    """``1 / (1 + e^-z)`` in float64 (also for float32 ``z``)."""
+    z = np.asarray(z, dtype=np.float64)
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * z)), dtype=np.float64)
 
 
@@ -377,9 +379,12 @@ class Router:
     # -- helpers ------------------------------------------------------------------------------
     def _check_x(self, x: NDArray[np.floating[Any]]) -> FloatArray:
         a = np.asarray(x, dtype=np.float64)
+        self._check_shape(a)
+        return a
+
+    def _check_shape(self, a: NDArray[Any]) -> None:
         if a.ndim != 2 or a.shape[1] != self.hidden:
             raise SpecError(f"{self.name}: hidden states must have shape [T, {self.hidden}], got {a.shape}")
-        return a
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_experts={self.n_experts}, hidden={self.hidden}, top_k={self.top_k})"
@@ -730,10 +735,10 @@ class MixtralRouter(_LinearRouter):
 class DeepSeekRouter(_LinearRouter):
     """DeepSeek-V3 routing (auxiliary-loss-free balancing + node-limited routing).
 
-    ``s = sigmoid(x W)``.  Selection uses ``s + b``: the experts form ``n_groups`` contiguous
-    groups; a group's score is the sum of its two largest biased scores; only the
-    ``topk_groups`` (M) best groups stay eligible and the ``top_k`` experts are chosen among
-    them.  When the groups are the nodes (contiguous placement, ``n_groups`` = nodes), a token
+    ``s = sigmoid(x W)``, the logits ``x W`` in float32 (as DeepSeek-V3's gate computes them).
+    Selection uses ``s + b``: the experts form ``n_groups`` contiguous groups; a group's score is
+    the sum of its two largest biased scores; only the ``topk_groups`` (M) best groups stay
+    eligible and the ``top_k`` experts are chosen among them.  When the groups are the nodes (contiguous placement, ``n_groups`` = nodes), a token
     reaches at most M nodes.  Gates: ``route_scale * s_e / sum_selected s``.
     :meth:`update_bias` applies ``b_i -= gamma`` to overloaded and ``+= gamma`` to
     underloaded experts.  Sequence-wise balance loss (per sequence of length L):
@@ -778,18 +783,45 @@ class DeepSeekRouter(_LinearRouter):
     def params(self) -> dict[str, FloatArray]:
         return {"weight": self.weight, "bias": self.bias}
 
-    def scores(self, x: FloatArray) -> FloatArray:
-        return _sigmoid(x @ self.weight)
+    def logits_t(self, x: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+        """The router logits transposed, ``(x W)^T`` (``[n, T]``), in float32 as DeepSeek-V3's
+        gate computes them; one BLAS call on the transposed operands (no copies) that leaves the
+        tokens contiguous, the layout :func:`netsim.moe._select_kernel.counts` works in."""
+        a = np.asarray(x, dtype=np.float32)
+        self._check_shape(a)
+        w = np.asarray(self.weight, dtype=np.float32)
+        return np.asarray(w.T @ a.T, dtype=np.float32)
 
-    #: use the compiled selection (:mod:`netsim.moe._select_kernel`) when numba is installed
+    def scores(self, x: FloatArray) -> FloatArray:
+        """``sigmoid(x W)`` (``[T, n]``, float64 from the float32 logits of :meth:`logits_t`)."""
+        return _sigmoid(self.logits_t(x).T)
+
+    #: use the compiled kernels (:mod:`netsim.moe._select_kernel`) when numba is installed
     USE_COMPILED = True
 
     def counts(self, x: NDArray[np.floating[Any]], **_: Any) -> tuple[IntArray, IntArray]:
         """Selection only (no gates, no balance loss; token ids, ranks and sequences do not
-        change it); DeepSeek-V3 drops no tokens."""
-        top = self.select(self.scores(self._check_x(x)))
-        return np.bincount(top.reshape(-1), minlength=self.n_experts).astype(np.int64), np.zeros(
-            self.n_experts, dtype=np.int64)
+        change it); DeepSeek-V3 drops no tokens.
+
+        The compiled path selects on the logits when the bias is zero: the sigmoid is increasing,
+        so the ``top_k`` largest scores are the ``top_k`` largest logits, and only the group
+        scores (sums of two sigmoids) need the sigmoid.  With a bias it selects on ``s + b``.
+        Tokens with a (near-)tie at a boundary are routed by :meth:`select` on their scores, so
+        the counts equal those of :meth:`route`.
+        """
+        n = self.n_experts
+        zt = self.logits_t(x)
+        none = np.zeros(n, dtype=np.int64)
+        if not (self.USE_COMPILED and _select_kernel.HAVE_NUMBA):
+            top = self.select(_sigmoid(zt.T))
+            return np.bincount(top.reshape(-1), minlength=n).astype(np.int64), none
+        biased = bool(np.any(self.bias))
+        vals = _sigmoid(zt) + np.asarray(self.bias, dtype=np.float64)[:, None] if biased else zt
+        counts, flagged = _select_kernel.counts(vals, self.n_groups, self.topk_groups, self.top_k, sigmoid=not biased)
+        if flagged.any():
+            rest = _sigmoid(np.ascontiguousarray(zt[:, flagged].T))
+            counts = counts + np.bincount(self.select(rest).reshape(-1), minlength=n)
+        return np.asarray(counts, dtype=np.int64), none
 
     def select(self, scores: FloatArray) -> IntArray:
         """The ``[T, top_k]`` selected experts (node-limited, bias-adjusted)."""

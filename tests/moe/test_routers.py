@@ -407,6 +407,71 @@ def test_deepseek_compiled_selection_matches_numpy(n: int, groups: int, kg: int,
         assert np.array_equal(compiled, reference)
 
 
+def _numpy_counts(r: DeepSeekRouter, x: np.ndarray) -> np.ndarray:
+    DeepSeekRouter.USE_COMPILED = False
+    try:
+        return r.counts(x)[0]
+    finally:
+        DeepSeekRouter.USE_COMPILED = True
+
+
+# (experts, groups, kept groups, top_k): DeepSeek-V3; V2-like; one group; groups of one and of two
+# experts; top_k above the four values per kept group that the vectorised steps know (every token
+# then takes the per-token pass)
+_DS_SHAPES = [(256, 8, 4, 8), (64, 8, 3, 6), (16, 1, 1, 4), (16, 16, 4, 4), (16, 8, 3, 5), (64, 4, 1, 8)]
+
+
+@pytest.mark.parametrize(("n", "groups", "kg", "k"), _DS_SHAPES)
+@pytest.mark.parametrize("biased", [False, True])
+def test_deepseek_compiled_counts_match_numpy(n: int, groups: int, kg: int, k: int, biased: bool) -> None:
+    from netsim.moe import _select_kernel
+
+    if not _select_kernel.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    r = DeepSeekRouter(n, 8, top_k=k, n_groups=groups, topk_groups=kg, seed=0)
+    rng = np.random.default_rng(11)
+    if biased:  # update_bias makes the bias non-zero: the kernel then selects on s + b
+        r.bias = np.round(rng.normal(scale=0.05, size=n), 2)
+    weight = r.weight
+    smooth = rng.normal(size=(700, 8))  # 700 tokens: two full blocks of 256 and a partial one
+    cases = [
+        (weight, smooth),
+        (weight, smooth.astype(np.float32)),
+        # integer weights and hidden states: integer logits, ties between experts and groups
+        (rng.integers(-2, 3, size=(8, n)).astype(float), rng.integers(-2, 3, size=(700, 8)).astype(float)),
+        # logits beyond +-37: distinct, but their sigmoids are 1.0 or tiny: ties only after the sigmoid
+        (weight, 60.0 * smooth),
+    ]
+    for w, x in cases:
+        r.weight = w
+        counts, drops = r.counts(x)
+        assert np.array_equal(counts, _numpy_counts(r, x))
+        assert np.array_equal(counts, r.route(x).counts)
+        assert counts.sum() == 700 * k and not drops.any()
+    assert r.counts(np.zeros((0, 8)))[0].tolist() == [0] * n
+
+
+def test_counts_kernel_resolves_clear_tokens_and_flags_ties() -> None:
+    from netsim.moe import _select_kernel
+
+    if not _select_kernel.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    r = DeepSeekRouter(256, 8, top_k=8, n_groups=8, topk_groups=4, seed=0)
+    rng = np.random.default_rng(3)
+    smooth = rng.random((600, 256))
+    tied = np.round(smooth, 2)
+    for scores in (smooth, tied):
+        counts, flagged = _select_kernel.counts(np.ascontiguousarray(scores.T), 8, 4, 8, sigmoid=False)
+        counts = counts + np.bincount(r.select(scores[flagged]).reshape(-1), minlength=256)
+        assert np.array_equal(counts, np.bincount(r.select(scores).reshape(-1), minlength=256))
+        assert flagged.any() == (scores is tied)
+    # logits: the sigmoid decides the groups; the kernel's own sigmoid is accurate far beyond the
+    # tolerance under which it leaves a boundary to the exact scores
+    z = np.r_[np.linspace(-80.0, 80.0, 4001), rng.normal(scale=3.0, size=2000).astype(np.float32)]
+    mine = np.array([_select_kernel._sig(float(v)) for v in z])
+    assert np.max(np.abs(mine - 1.0 / (1.0 + np.exp(-z)))) < _select_kernel.SIGMOID_TOL / 1000
+
+
 @pytest.mark.parametrize("name", ["deepseek", "switch"])
 def test_counts_are_the_counts_of_route(name: str) -> None:
     from netsim.moe.routers import make_router

@@ -180,8 +180,68 @@ class StatisticalSource:
         return kept, tok - kept
 
 
+def alias_table(p: NDArray[np.float64]) -> tuple[NDArray[np.float64], IntArray]:
+    """Walker's alias table of a discrete distribution ``p`` (Vose's construction).
+
+    Column ``j`` keeps ``j`` with probability ``prob[j]`` and gives ``alias[j]`` otherwise;
+    picking a column uniformly then samples ``p`` exactly with one uniform per draw and no
+    search (see :func:`alias_sample`).
+    """
+    n = len(p)
+    prob = np.asarray(p, dtype=np.float64) * (n / float(np.sum(p)))
+    alias = np.arange(n, dtype=np.int64)
+    small = [i for i in range(n) if prob[i] < 1.0]
+    large = [i for i in range(n) if prob[i] >= 1.0]
+    while small and large:
+        s, big = small.pop(), large.pop()
+        alias[s] = big
+        prob[big] -= 1.0 - prob[s]
+        (small if prob[big] < 1.0 else large).append(big)
+    prob[small + large] = 1.0  # what rounding leaves over keeps its own column
+    return prob, alias
+
+
+def alias_sample(table: tuple[NDArray[np.float64], IntArray], rng: np.random.Generator, size: int) -> IntArray:
+    """``size`` draws from the distribution of an :func:`alias_table`: ``u * n`` picks the column
+    (integer part) and decides between it and its alias (fractional part)."""
+    prob, alias = table
+    u = rng.random(size) * len(prob)
+    col = np.minimum(u.astype(np.int64), len(prob) - 1)
+    return np.where(u - col < prob[col], col, alias[col])
+
+
+def standard_normal_f32(rng: np.random.Generator, n: int, scale: float = 1.0) -> NDArray[np.float32]:
+    """``n`` independent normal float32 samples of mean 0 and deviation ``scale`` (Box-Muller).
+
+    ``Generator.standard_normal`` runs its ziggurat one sample at a time (about 10 ns each, the
+    largest cost of a synthetic token stream); here the raw 64-bit draws become pairs of
+    24-bit uniforms ``u, v`` in ``[0, 1)`` and ``sqrt(-2 ln(1 - u)) * (cos, sin)(2 pi v)`` gives two
+    normals, a few vectorised passes in all.  The tails end at ``sqrt(48 ln 2) = 5.77`` (the
+    24-bit grid), which a sample of this size (probability ~8e-9 beyond) does not notice.
+    Deterministic for a given generator state on one machine (numpy's SIMD ``log``/``sin``/``cos``
+    may round differently on another CPU, as BLAS does).
+    """
+    m = (n + 1) // 2
+    bits = rng.bit_generator.random_raw(m).view(np.uint32) >> np.uint32(8)  # 2m 24-bit integers
+    u = bits.view(np.int32).astype(np.float32)
+    u *= np.float32(2.0**-24)
+    r = np.sqrt(np.float32(-2.0) * np.log(np.float32(1.0) - u[:m]))
+    r *= np.float32(scale)
+    theta = u[m:] * np.float32(2.0 * np.pi)
+    out = np.empty(2 * m, dtype=np.float32)
+    np.multiply(r, np.cos(theta), out=out[:m])
+    np.multiply(r, np.sin(theta), out=out[m:])
+    return out[:n]
+
+
 class RouterSource:
-    """A router's gating math on a synthetic Zipf token stream (one seeded router per layer)."""
+    """A router's gating math on a synthetic Zipf token stream (one seeded router per layer).
+
+    Per source rank: token ids from the Zipf law (:func:`alias_sample`), float32 hidden states =
+    the layer's fixed random embedding of the id + ``noise`` x standard normal
+    (:func:`standard_normal_f32`), routed as one batch.  The same ``(seed, step, layer,
+    micro-batch)`` gives the same counts.
+    """
 
     def __init__(
         self,
@@ -218,22 +278,25 @@ class RouterSource:
         if router == "locmoe" and "local_experts" not in self.params and placement is not None:
             node = np.zeros(self.ep, dtype=np.int64) if rank_node is None else np.asarray(rank_node)
             self.params["local_experts"] = placement.local_experts(node)
-        self._routers: dict[int, tuple[Router, NDArray[np.float64]]] = {}
+        self._routers: dict[int, tuple[Router, NDArray[np.float32]]] = {}
         self.top_k = self._layer(0)[0].top_k
         w = 1.0 / np.arange(1, self.vocab_size + 1, dtype=np.float64) ** self.zipf_s
         self._token_p = w / w.sum()
+        self._token_alias = alias_table(self._token_p)
 
-    def _layer(self, layer: int) -> tuple[Router, NDArray[np.float64]]:
+    def _layer(self, layer: int) -> tuple[Router, NDArray[np.float32]]:
         if layer not in self._routers:
             rng = np.random.default_rng([self.seed, 3, layer])
             emb = rng.normal(size=(self.vocab_size, self.hidden))
             r = make_router(self.router_name, n_experts=self.experts, hidden=self.hidden, seed=rng, **self.params)
-            self._routers[layer] = (r, emb)
+            self._routers[layer] = (r, emb.astype(np.float32))
         return self._routers[layer]
 
     def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[IntArray, IntArray]:
         # Each rank's tokens are routed on their own: capacity groups are per source rank
-        # anyway, and memory stays at one rank's [tokens, experts] scores.
+        # anyway, and memory stays at one rank's [tokens, experts] scores.  The hidden states are
+        # float32 (as a model's activations; half the memory traffic and a float32 GEMM where
+        # the router computes in float32).
         router, emb = self._layer(layer)
         rng = np.random.default_rng([self.seed, 4, layer, step, microbatch])
         t = self.tokens_per_rank
@@ -241,8 +304,9 @@ class RouterSource:
         dropped = np.zeros((self.ep, self.experts), dtype=np.int64)
         seq = np.arange(t) // self.seq_len
         for r in range(self.ep):
-            ids = rng.choice(self.vocab_size, size=t, p=self._token_p)
-            x = emb[ids] + self.noise * rng.normal(size=(t, self.hidden))
+            ids = alias_sample(self._token_alias, rng, t)
+            x = standard_normal_f32(rng, t * self.hidden, scale=self.noise).reshape(t, self.hidden)
+            x += emb[ids]
             src = np.full(t, r, dtype=np.int64)
             tokens[r], dropped[r] = router.counts(x, token_ids=ids, src_rank=src, seq_ids=seq)
         return tokens, dropped

@@ -104,6 +104,46 @@ def test_router_source_runs_real_gating() -> None:
     assert isinstance(loc, RouterSource) and "local_experts" in loc.params
 
 
+@pytest.mark.parametrize("name", ["deepseek", "switch", "gshard", "mixtral", "expert_choice", "locmoe", "hash", "rre"])
+def test_router_source_is_deterministic_for_every_router(name: str) -> None:
+    from netsim.moe import router_names
+
+    assert sorted(router_names()) == sorted(["deepseek", "switch", "gshard", "mixtral", "expert_choice", "locmoe",
+                                             "hash", "rre"])
+    params = {"n_groups": 4, "topk_groups": 2, "top_k": 4} if name == "deepseek" else {}
+    kw = {"placement": contiguous_placement(16, 2), "rank_node": rank_nodes(2, 1)}
+    a = routing_source(name, experts=16, ep=2, tokens_per_rank=300, seed=5, params=params, **kw)
+    b = routing_source(name, experts=16, ep=2, tokens_per_rank=300, seed=5, params=params, **kw)
+    b.counts(0, 0)
+    tok, drp = a.counts(1, 2, 1)
+    tok2, drp2 = b.counts(1, 2, 1)
+    assert tok.shape == drp.shape == (2, 16) and tok.dtype == np.int64
+    assert tok.tobytes() == tok2.tobytes() and drp.tobytes() == drp2.tobytes()
+    if name not in ("expert_choice", "gshard"):  # zero or several experts per token; GShard may skip its 2nd
+        assert ((tok + drp).sum(axis=1) == 300 * a.top_k).all()
+
+
+def test_alias_table_is_the_distribution_and_normals_are_standard() -> None:
+    from netsim.moe.sources import alias_sample, alias_table, standard_normal_f32
+
+    w = 1.0 / np.arange(1, 501) ** 1.1
+    p = w / w.sum()
+    prob, alias = alias_table(p)
+    # column j gives j with prob[j] and alias[j] otherwise: the columns add up to p exactly
+    rebuilt = (prob + np.bincount(alias, weights=1.0 - prob, minlength=500)) / 500
+    assert np.allclose(rebuilt, p, rtol=1e-12, atol=0)
+    rng = np.random.default_rng(0)
+    ids = alias_sample((prob, alias), rng, 200_000)
+    assert ids.min() >= 0 and ids.max() < 500
+    assert abs(np.mean(ids == 0) - p[0]) < 4 * np.sqrt(p[0] * (1 - p[0]) / 200_000)
+    z = standard_normal_f32(rng, 400_001, scale=0.5).astype(np.float64)
+    assert z.shape == (400_001,) and abs(z.mean()) < 0.005 and abs(z.std() - 0.5) < 0.003
+    assert abs(np.mean(np.abs(z) < 0.5) - 0.6827) < 0.004  # one deviation
+    assert abs(np.mean(np.abs(z) < 1.0) - 0.9545) < 0.002  # two
+    a, b = standard_normal_f32(np.random.default_rng(4), 1001), standard_normal_f32(np.random.default_rng(4), 1001)
+    assert a.dtype == np.float32 and a.tobytes() == b.tobytes()
+
+
 def test_unknown_routing_name() -> None:
     with pytest.raises(SpecError, match=r"a routing-trace \.parquet path"):
         routing_source("banana", experts=4, ep=2, tokens_per_rank=8)

@@ -198,10 +198,14 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
     world = L.world
     compute: list[list[tuple[float, float]]] = [[] for _ in range(world)]
     comm: list[dict[str, list[tuple[float, float]]]] = [{c: [] for c in BREAKDOWN_CLASSES} for _ in range(world)]
+    # lockstep plans: per representative, its compute ops with per-lane durations (start, [lanes])
+    lanes: dict[int, list[tuple[int, np.ndarray]]] = {}
     for op in plan.ops:
         a, b = float(res.op_start[op.id]), float(res.op_end[op.id])
         if op.kind == "compute":
-            if b > a:
+            if op.lane_durations_s is not None:
+                lanes.setdefault(op.rank, []).append((len(compute[op.rank]), op.lane_durations_s))
+            if b > a or op.lane_durations_s is not None:
                 compute[op.rank].append((a, b))
         elif op.kind == "comm" and op.traffic_class in BREAKDOWN_CLASSES and b > a:
             comm[op.rank][op.traffic_class].append((a, b))
@@ -211,14 +215,25 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
     starts, ends = res.step_start, res.step_end
     n_steps = plan.steps
     rep_of = plan.rep_of or list(range(world))
-    done: dict[int, tuple[np.ndarray, list[Any]]] = {}  # rank -> (breakdown sums, per-step breakdowns)
+    done: dict[Any, tuple[np.ndarray, list[Any]]] = {}  # timeline -> (breakdown sums, per-step breakdowns)
     for r in range(world):
         rep = rep_of[r]
-        if rep not in done:  # a lockstep plan: the ranks of a stage share their first rank's timeline
-            bds = [rank_breakdown((starts[s], ends[s]), compute[rep], comm[rep]) for s in range(n_steps)]
-            done[rep] = (np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0),
+        intervals = compute[rep]
+        key: Any = rep
+        if rep in lanes:
+            # a lockstep lane: its representative's timeline with its own expert compute (each
+            # such op starts with the representative's and lasts the lane's own duration)
+            lane = r - rep
+            intervals = list(intervals)
+            for i, durs in lanes[rep]:
+                a = intervals[i][0]
+                intervals[i] = (a, a + float(durs[lane]))
+            key = (rep, tuple(float(durs[lane]) for _, durs in lanes[rep]))
+        if key not in done:
+            bds = [rank_breakdown((starts[s], ends[s]), intervals, comm[rep]) for s in range(n_steps)]
+            done[key] = (np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0),
                          bds)
-        sums, bds = done[rep]
+        sums, bds = done[key]
         acc = sums.copy()
         for s, bd in enumerate(bds):
             for c in BREAKDOWN_CLASSES:

@@ -129,6 +129,9 @@ class Op:
     microbatch: int = -1
     deps: list[int] = field(default_factory=list)
     duration_s: float = 0.0
+    #: lockstep plans: the op's duration on each rank of the stage, where they differ (expert
+    #: compute); ``duration_s`` is their maximum
+    lane_durations_s: np.ndarray | None = None
     ordered: bool = True
     coll: Collective | None = None
     issue: int = 0
@@ -280,6 +283,34 @@ class _Builder:
             return deps
         dur = sum(self._duration(p) for p in parts)
         return [self._op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb).id]
+
+    def _expert_compute(
+        self,
+        rank: int,
+        step: int,
+        name: str,
+        fixed: tuple[list[KernelCall], ...],
+        part: Part,
+        tokens: list[int],
+        deps: Deps,
+        layer: int,
+        mb: int,
+    ) -> Deps:
+        """A compute op running ``fixed`` and the experts' calls for ``tokens`` received tokens
+        (one entry per lane: a lockstep op lasts as long as its slowest lane and keeps every
+        lane's duration for the accounting)."""
+        c = self.costs
+        if not self.lockstep:
+            return self._compute(rank, step, name, (*fixed, c.experts(part, tokens[0])), deps, layer, mb)
+        base = sum(self._duration(p) for p in fixed)
+        by_tokens = {v: base + self._duration(c.experts(part, v)) for v in set(tokens)}
+        lane = np.array([by_tokens[v] for v in tokens])
+        slowest = max(by_tokens, key=lambda v: (by_tokens[v], v))
+        if not any(fixed) and not c.experts(part, slowest):
+            return deps
+        op = self._op(rank, step, "compute", COMPUTE, name, deps, duration_s=float(lane.max()), layer=layer,
+                      microbatch=mb, lane_durations_s=lane if lane.min() < lane.max() else None)
+        return [op.id]
 
     def _duration(self, calls: list[KernelCall]) -> float:
         """Seconds of ``calls``.  The cost lists are memoised (``ModelCosts``), so most ops ask
@@ -532,7 +563,7 @@ class _Builder:
         for k in range(self.slices):
             d1 = self._a2a(rank, step, mb, layer, k, first, deps)
             name = f"{part}.experts" if self.slices == 1 else f"{part}.experts.{k}"
-            d2 = self._compute(rank, step, name, c.experts(part, max(recv[k])), d1, layer, mb)
+            d2 = self._expert_compute(rank, step, name, (), part, recv[k], d1, layer, mb)
             ends += self._a2a(rank, step, mb, layer, k, second, d2)
         if part == "F":
             return self._compute(rank, step, "F.unpermute", c.moe_post("F"), ends, layer, mb)
@@ -704,13 +735,13 @@ class _Builder:
             if final:
                 self._grad_ready(rank, step, a.chunk, c.head_params(), 0.0, deps)
         for layer in reversed(self.blocks[vs]):
-            calls: tuple[list[KernelCall], ...]
+            wait = deps + self.bwd_end[(mb, layer)]
             if self.spec.model.is_moe_layer(layer):
-                recv = max(map(sum, zip(*self._expert_tokens(step, layer, mb, rank), strict=True)))
-                calls = (c.attention("W"), c.moe_post("W"), c.experts("W", recv))
+                recv = [sum(t) for t in zip(*self._expert_tokens(step, layer, mb, rank), strict=True)]
+                fixed = (c.attention("W"), c.moe_post("W"))
+                deps = self._expert_compute(rank, step, "W.layer", fixed, "W", recv, wait, layer, mb)
             else:
-                calls = (c.attention("W"), c.mlp("W"))
-            deps = self._compute(rank, step, "W.layer", calls, deps + self.bwd_end[(mb, layer)], layer, mb)
+                deps = self._compute(rank, step, "W.layer", (c.attention("W"), c.mlp("W")), wait, layer, mb)
             if final:
                 lp = c.layer_params(layer)
                 self._grad_ready(rank, step, a.chunk, lp.dense, lp.expert, deps)

@@ -738,12 +738,12 @@ class DeepSeekRouter(_LinearRouter):
     ``s = sigmoid(x W)``, the logits ``x W`` in float32 (as DeepSeek-V3's gate computes them).
     Selection uses ``s + b``: the experts form ``n_groups`` contiguous groups; a group's score is
     the sum of its two largest biased scores; only the ``topk_groups`` (M) best groups stay
-    eligible and the ``top_k`` experts are chosen among them.  When the groups are the nodes (contiguous placement, ``n_groups`` = nodes), a token
-    reaches at most M nodes.  Gates: ``route_scale * s_e / sum_selected s``.
-    :meth:`update_bias` applies ``b_i -= gamma`` to overloaded and ``+= gamma`` to
-    underloaded experts.  Sequence-wise balance loss (per sequence of length L):
-    ``alpha * sum_i f_i P_i`` with ``f_i = n/(k L) * #{t: i selected}`` and ``P_i`` the mean of
-    ``s_i / sum_j s_j``, averaged over sequences.  No tokens are dropped.
+    eligible and the ``top_k`` experts are chosen among them.  When the groups are the nodes
+    (contiguous placement, ``n_groups`` = nodes), a token reaches at most M nodes.  Gates:
+    ``route_scale * s_e / sum_selected s``.  :meth:`update_bias` applies ``b_i -= gamma`` to
+    overloaded and ``+= gamma`` to underloaded experts.  Sequence-wise balance loss (per sequence
+    of length L): ``alpha * sum_i f_i P_i`` with ``f_i = n/(k L) * #{t: i selected}`` and ``P_i``
+    the mean of ``s_i / sum_j s_j``, averaged over sequences.  No tokens are dropped.
     """
 
     def __init__(

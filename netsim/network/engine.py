@@ -48,8 +48,6 @@ _TIME_REL_TOL = 1e-9
 
 _PENDING, _ACTIVE, _DONE = 0, 1, 2
 
-_NO_ROUTES = Routes(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0))
-
 
 @dataclass(slots=True)
 class _Coflow:
@@ -356,8 +354,8 @@ class Network:
         transfers; a row each (80 bytes) cost more than moving them.
         """
         now = float(self.env.now)
-        src = np.asarray(src, dtype=np.int64)
-        dst = np.asarray(dst, dtype=np.int64)
+        src = np.array(src, dtype=np.int64)  # copies: the ledger keeps them
+        dst = np.array(dst, dtype=np.int64)
         n = src.shape[0]
         if dst.shape[0] != n:
             raise SpecError("src and dst must have the same length", field="dst")
@@ -372,25 +370,26 @@ class Network:
         flows_on = np.zeros(nl)
         key = (src.tobytes(), dst.tobytes()) if n <= self.COFLOW_CACHE_MAX else None
         hit = self._coflow_routes.get(key) if key is not None else None
-        if hit is not None:
-            chunks, pair_set = [hit[0]], hit[1]
-        else:
-            # transfers are hashed (ECMP) by the flow ids they would have as ordinary flows
-            base = self._src.size
-            chunks = [self.router.route(src[a:a + self.ROUTE_CHUNK], dst[a:a + self.ROUTE_CHUNK],
-                                        np.arange(base + a, base + min(a + self.ROUTE_CHUNK, n), dtype=np.int64))
-                      for a in range(0, n, self.ROUTE_CHUNK)]
-            pair_set = len(self._pair_sets)
-            self._pair_sets.append((src, dst,
-                                    np.concatenate([r.latency_s for r in chunks]) if chunks else np.zeros(0),
-                                    np.concatenate([r.hops for r in chunks]) if chunks else np.zeros(0)))
-            if key is not None:
-                self._cache_coflow_routes(key, chunks[0] if chunks else _NO_ROUTES, pair_set)
-        for i, r in enumerate(chunks):
-            part = nb[i * self.ROUTE_CHUNK:(i + 1) * self.ROUTE_CHUNK][r.flow]
+        pair_set = hit[1] if hit is not None else len(self._pair_sets)
+        lat_parts, hop_parts = [], []
+        for a in range(0, n, self.ROUTE_CHUNK):  # one chunk's routes at a time (bounds memory)
+            b = min(a + self.ROUTE_CHUNK, n)
+            if hit is not None:
+                r = hit[0]
+            else:  # transfers are hashed (ECMP) by the flow ids they would have as ordinary flows
+                base = self._src.size
+                r = self.router.route(src[a:b], dst[a:b], np.arange(base + a, base + b, dtype=np.int64))
+                lat_parts.append(r.latency_s)
+                hop_parts.append(r.hops)
+                if key is not None:
+                    self._cache_coflow_routes(key, r, pair_set)
+            part = nb[a:b][r.flow]
             moving = part > 0
             load_B += np.bincount(r.link, weights=part * r.weight, minlength=nl)
             flows_on += np.bincount(r.link[moving], weights=r.weight[moving], minlength=nl)
+        if hit is None:
+            self._pair_sets.append((src, dst, np.concatenate(lat_parts) if n else np.zeros(0),
+                                    np.concatenate(hop_parts) if n else np.zeros(0)))
         lat = self._pair_sets[pair_set][2]
         max_lat = float(lat.max()) if n else 0.0
         links = np.flatnonzero(load_B > 0)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -303,30 +303,39 @@ class Breakdown:
         return self.compute_s + self.communication_s + self.overlap_s + self.idle_s
 
 
-def _coverage(points: np.ndarray, intervals: Sequence[tuple[float, float]]) -> np.ndarray:
+def _coverage(points: np.ndarray, intervals: np.ndarray) -> np.ndarray:
     """For each elementary segment between consecutive ``points``: is any interval active?"""
     n = points.size - 1
-    if not intervals or n <= 0:
+    if not len(intervals) or n <= 0:
         return np.zeros(max(n, 0), dtype=bool)
-    arr = np.asarray(intervals, dtype=np.float64)
-    a = np.searchsorted(points, arr[:, 0], side="left")
-    b = np.searchsorted(points, arr[:, 1], side="left")
+    a = np.searchsorted(points, intervals[:, 0], side="left")
+    b = np.searchsorted(points, intervals[:, 1], side="left")
     diff = np.zeros(n + 1, dtype=np.int64)
     np.add.at(diff, a, 1)
     np.add.at(diff, b, -1)
     return np.cumsum(diff)[:-1] > 0
 
 
+def _clip(intervals: Iterable[tuple[float, float]] | np.ndarray, t0: float, t1: float) -> np.ndarray:
+    """``intervals`` (pairs or an ``[n, 2]`` array) clipped to ``[t0, t1]``, empty ones dropped."""
+    arr = np.asarray(intervals if isinstance(intervals, np.ndarray) else list(intervals), dtype=np.float64)
+    arr = arr.reshape(-1, 2)
+    a = np.maximum(arr[:, 0], t0)
+    b = np.minimum(arr[:, 1], t1)
+    keep = b > a
+    return np.stack([a[keep], b[keep]], axis=1)
+
+
 def rank_breakdown(
     window: tuple[float, float],
-    compute: Iterable[tuple[float, float]],
-    comm: Mapping[str, Iterable[tuple[float, float]]],
+    compute: Iterable[tuple[float, float]] | np.ndarray,
+    comm: Mapping[str, Iterable[tuple[float, float]] | np.ndarray],
 ) -> Breakdown:
     """Split ``window`` into compute only / communication only / overlap / idle.
 
     Args:
         window: ``(t0, t1)`` seconds.
-        compute: the rank's compute intervals.
+        compute: the rank's compute intervals (pairs, or an ``[n, 2]`` array).
         comm: the rank's communication intervals by traffic class.
 
     ``exposed_s_by_class`` divides the communication-only time among the classes active at
@@ -334,14 +343,10 @@ def rank_breakdown(
     the time each class had something in flight (overlapping or not).
     """
     t0, t1 = window
-    clip = lambda iv: [(max(a, t0), min(b, t1)) for a, b in iv if min(b, t1) > max(a, t0)]  # noqa: E731
-    comp = clip(compute)
-    by_cls = {c: clip(iv) for c, iv in comm.items()}
-    pts = [t0, t1]
-    for iv in (comp, *by_cls.values()):
-        for a, b in iv:
-            pts += (a, b)
-    points = np.unique(np.asarray(pts, dtype=np.float64))
+    comp = _clip(compute, t0, t1)
+    by_cls = {c: _clip(iv, t0, t1) for c, iv in comm.items()}
+    points = np.unique(np.concatenate([np.array([t0, t1], dtype=np.float64), comp.reshape(-1),
+                                       *(iv.reshape(-1) for iv in by_cls.values())]))
     seg = np.diff(points)
     busy_c = _coverage(points, comp)
     cls_cov = {c: _coverage(points, iv) for c, iv in by_cls.items()}

@@ -198,43 +198,50 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
     world = L.world
     compute: list[list[tuple[float, float]]] = [[] for _ in range(world)]
     comm: list[dict[str, list[tuple[float, float]]]] = [{c: [] for c in BREAKDOWN_CLASSES} for _ in range(world)]
-    # lockstep plans: per representative, its compute ops with per-lane durations (start, [lanes])
-    lanes: dict[int, list[tuple[int, np.ndarray]]] = {}
+    # lockstep plans: per representative, its compute ops with per-lane durations (index, [lanes])
+    # and its ops that belong to one lane only (lane -> class -> intervals)
+    lane_durs: dict[int, list[tuple[int, np.ndarray]]] = {}
+    lane_comm: dict[int, dict[int, dict[str, list[tuple[float, float]]]]] = {}
     for op in plan.ops:
         a, b = float(res.op_start[op.id]), float(res.op_end[op.id])
         if op.kind == "compute":
             if op.lane_durations_s is not None:
-                lanes.setdefault(op.rank, []).append((len(compute[op.rank]), op.lane_durations_s))
+                lane_durs.setdefault(op.rank, []).append((len(compute[op.rank]), op.lane_durations_s))
             if b > a or op.lane_durations_s is not None:
                 compute[op.rank].append((a, b))
         elif op.kind == "comm" and op.traffic_class in BREAKDOWN_CLASSES and b > a:
-            comm[op.rank][op.traffic_class].append((a, b))
+            if op.lane >= 0:
+                by = lane_comm.setdefault(op.rank, {}).setdefault(op.lane, {})
+                by.setdefault(op.traffic_class, []).append((a, b))
+            else:
+                comm[op.rank][op.traffic_class].append((a, b))
     rows = []
     exposed = dict.fromkeys(BREAKDOWN_CLASSES, 0.0)
     a2a_share = 0.0
     starts, ends = res.step_start, res.step_end
     n_steps = plan.steps
     rep_of = plan.rep_of or list(range(world))
-    done: dict[Any, tuple[np.ndarray, list[Any]]] = {}  # timeline -> (breakdown sums, per-step breakdowns)
+    arrays: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
     for r in range(world):
         rep = rep_of[r]
-        intervals = compute[rep]
-        key: Any = rep
-        if rep in lanes:
+        if rep not in arrays:
+            arrays[rep] = (np.asarray(compute[rep], dtype=np.float64).reshape(-1, 2),
+                           {c: np.asarray(v, dtype=np.float64).reshape(-1, 2) for c, v in comm[rep].items()})
+        comp, cls_iv = arrays[rep]
+        lane = r - rep
+        if rep in lane_durs:
             # a lockstep lane: its representative's timeline with its own expert compute (each
             # such op starts with the representative's and lasts the lane's own duration)
-            lane = r - rep
-            intervals = list(intervals)
-            for i, durs in lanes[rep]:
-                a = intervals[i][0]
-                intervals[i] = (a, a + float(durs[lane]))
-            key = (rep, tuple(float(durs[lane]) for _, durs in lanes[rep]))
-        if key not in done:
-            bds = [rank_breakdown((starts[s], ends[s]), intervals, comm[rep]) for s in range(n_steps)]
-            done[key] = (np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0),
-                         bds)
-        sums, bds = done[key]
-        acc = sums.copy()
+            comp = comp.copy()
+            for i, durs in lane_durs[rep]:
+                comp[i, 1] = comp[i, 0] + float(durs[lane])
+        own = lane_comm.get(rep, {}).get(lane)
+        if own is not None or lane_comm.get(rep):
+            # lanes with their own streams: shared ops plus this lane's own
+            cls_iv = {c: np.concatenate([v, np.asarray(own.get(c, []) if own else [], dtype=np.float64).reshape(-1, 2)])
+                      for c, v in cls_iv.items()}
+        bds = [rank_breakdown((starts[s], ends[s]), comp, cls_iv) for s in range(n_steps)]
+        acc = np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0)
         for s, bd in enumerate(bds):
             for c in BREAKDOWN_CLASSES:
                 exposed[c] += bd.exposed_s_by_class.get(c, 0.0) / (world * n_steps)

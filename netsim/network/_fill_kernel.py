@@ -167,3 +167,20 @@ def _fill(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capa
 
 fill: Any = numba.njit(cache=True, nogil=True)(_fill) if HAVE_NUMBA else None
 """The compiled :func:`_fill` (``None`` without numba)."""
+
+
+def _advance(load: np.ndarray, dt: float, link_bytes: np.ndarray, link_busy: np.ndarray, tier: np.ndarray,
+             tier_bytes: np.ndarray) -> None:  # pragma: no cover - compiled
+    """One pass of the engine's time accounting over ``dt`` seconds at link loads ``load``:
+    bytes and busy time per link, bytes per tier (``tier_bytes`` must start at zero)."""
+    for lk in range(load.shape[0]):
+        x = load[lk]
+        if x > 0.0:
+            b = x * dt
+            link_bytes[lk] += b
+            link_busy[lk] += dt
+            tier_bytes[tier[lk]] += b
+
+
+advance: Any = numba.njit(cache=True, nogil=True)(_advance) if HAVE_NUMBA else None
+"""The compiled :func:`_advance` (``None`` without numba)."""

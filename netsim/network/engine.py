@@ -38,6 +38,7 @@ import pandas as pd
 import simpy
 
 from netsim.errors import NetsimError, RoutingError, SpecError
+from netsim.network import _fill_kernel, sharing
 from netsim.network.links import LinkTable
 from netsim.network.routing import Router, Routes
 
@@ -131,6 +132,7 @@ class Network:
         self.graph = graph
         self.env = env if env is not None else simpy.Environment()
         self.links = LinkTable.from_graph(graph, efficiency)
+        self._tier_of_link = np.ascontiguousarray(self.links.tier, dtype=np.int64)
         self.router = Router(graph, self.links, routing, seed)
         if flow_rate_cap_Bps is not None and not flow_rate_cap_Bps > 0:
             raise SpecError(f"flow_rate_cap_Bps must be > 0, got {flow_rate_cap_Bps!r}", field="flow_rate_cap_Bps")
@@ -494,10 +496,15 @@ class Network:
         dt = now - self._t_last
         if dt > 0 and self._num_alive:
             load = self._link_load
-            self._link_bytes += load * dt
-            busy = load > 0
-            self._link_busy[busy] += dt
-            tier_bytes = np.bincount(self.links.tier, weights=load * dt, minlength=len(self.links.tier_names))
+            if _fill_kernel.HAVE_NUMBA and sharing.USE_COMPILED:  # one compiled pass over the links
+                tier_bytes: np.ndarray = np.zeros(len(self.links.tier_names))
+                _fill_kernel.advance(load, float(dt), self._link_bytes, self._link_busy, self._tier_of_link,
+                                     tier_bytes)
+            else:
+                self._link_bytes += load * dt
+                busy = load > 0
+                self._link_busy[busy] += dt
+                tier_bytes = np.bincount(self.links.tier, weights=load * dt, minlength=len(self.links.tier_names))
             self._tier_rows.append((self._t_last, now, tier_bytes))
         self._t_last = now
 
@@ -698,8 +705,6 @@ class Network:
     RESUM_LOADS_EVERY = 64
 
     def _recompute(self) -> None:
-        from netsim.network.sharing import refill
-
         self.num_rate_updates += 1
         nl = self.links.num_links
         now = float(self.env.now)
@@ -745,12 +750,22 @@ class Network:
                 fixed[self._nz_link[ent]] = 0.0
             base = np.maximum(self.links.capacity_Bps - fixed, 0.0)
         if isinstance(ent, slice):
-            counts, ptr, lk, w = self._counts, self._ptr, self._nz_link, self._nz_w
+            counts, lk, w = self._counts, self._nz_link, self._nz_w
         else:
-            counts = self._counts[rows]
-            ptr = np.zeros(rows.size + 1, dtype=np.int64)
-            np.cumsum(counts, out=ptr[1:])
-            lk, w = self._nz_link[ent], self._nz_w[ent]
+            counts, lk, w = self._counts[rows], self._nz_link[ent], self._nz_w[ent]
+        self._refill_rows(rows, counts, lk, w, base, level0, now)
+        self._link_load = fixed + np.bincount(lk, weights=w * np.repeat(self._rate[rows], counts), minlength=nl)
+        np.maximum(self._link_peak, self._link_load / self.links.capacity_Bps, out=self._link_peak)
+
+    def _refill_rows(self, rows: np.ndarray, counts: np.ndarray, lk: np.ndarray, w: np.ndarray, base: np.ndarray,
+                     level0: float, now: float) -> None:
+        """New max-min rates for the active rows ``rows`` (links ``lk`` with weights ``w``,
+        ``counts`` entries per row; ``base``: capacity left per link id of ``lk``), their bytes
+        settled at the old rates and their drain times projected at the new ones."""
+        from netsim.network.sharing import refill
+
+        ptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=ptr[1:])
         rate = refill(ptr, lk, w, base, self._cap.data[self._active[rows]], level0)
         # settle the bytes sent at the old rates, then project the drain at the new ones
         rem = np.maximum(self._rem_at[rows] - self._rate[rows] * (now - self._t_at[rows]), 0.0)
@@ -764,8 +779,6 @@ class Network:
             start = self._start.data[self._active[rows]]
             self._t_fin[rows] = t_fin
             self._t_done[rows] = t_fin - np.maximum(_TIME_REL_TOL * (t_fin - start), 1e-15)
-        self._link_load = fixed + np.bincount(lk, weights=w * np.repeat(rate, counts), minlength=nl)
-        np.maximum(self._link_peak, self._link_load / self.links.capacity_Bps, out=self._link_peak)
 
     def run(self, until: float | None = None) -> None:
         """Run the simulation (until no event is left, or until simulated time ``until``)."""

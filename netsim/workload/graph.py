@@ -53,6 +53,7 @@ The op count drops by ``dp * tp`` (a DeepSeek-V3 step on 2048 GPUs: 3.3M ops -> 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -132,6 +133,9 @@ class Op:
     #: lockstep plans: the op's duration on each rank of the stage, where they differ (expert
     #: compute); ``duration_s`` is their maximum
     lane_durations_s: np.ndarray | None = None
+    #: lockstep plans: the rank of the unit (index from the representative) this op belongs to
+    #: alone (its gradient reductions), or -1: every rank the representative stands for
+    lane: int = -1
     ordered: bool = True
     coll: Collective | None = None
     issue: int = 0
@@ -204,7 +208,13 @@ class _Builder:
         self.spec = spec
         self.lockstep = lockstep
         #: the ranks whose ops are built: all, or in a lockstep plan the first of every stage
-        self.reps = [p * layout.stage_size for p in range(layout.pp)] if lockstep else list(range(layout.world))
+        #: lockstep unit: the consecutive ranks of a stage tied together by every layer's
+        #: all-to-alls and TP collectives (lcm(ep, tp) ranks), or the whole stage for a dense
+        #: model, whose ranks all have the same op times
+        moe_layers = spec.model.moe is not None and bool(spec.model.moe_layers())
+        self.unit = math.lcm(layout.ep, layout.tp) if moe_layers else layout.stage_size
+        #: the ranks whose ops are built: all, or in a lockstep plan the first of every unit
+        self.reps = (list(range(0, layout.world, self.unit)) if lockstep else list(range(layout.world)))
         self.graph = graph
         self.L = layout
         self.S = schedule
@@ -243,6 +253,9 @@ class _Builder:
         self.data_ready: dict[tuple[int, int], Deps] = {}
         self.load_acc: dict[tuple[int, int, int], list[int]] = {}
         self.tok_cache: dict[tuple[int, int, int, int], list[np.ndarray]] = {}
+        self.dp_groups: dict[tuple[int, bool], tuple[int, ...]] = {}
+        self.lane_front: dict[tuple[int, str], dict[int, int]] = {}
+        self.holds_cache: dict[tuple[int, ...], bool] = {}
         self.ep_bytes = {"local_rank": 0.0, "intra_node": 0.0, "inter_node": 0.0}
         self.moe_index = {ly: i for i, ly in enumerate(m.moe_layers())}
         self.n_ep_groups = layout.pp * (layout.stage_size // layout.ep)
@@ -369,24 +382,25 @@ class _Builder:
     # ------------------------------------------------------------------ lockstep
 
     def rep_of(self, rank: int) -> int:
-        """The rank that stands for ``rank`` (itself unless lockstep: its stage's first rank)."""
-        return rank - rank % self.L.stage_size if self.lockstep else rank
+        """The rank that stands for ``rank`` (itself unless lockstep: its unit's first rank)."""
+        return rank - rank % self.unit if self.lockstep else rank
 
     def _lanes(self, rank: int, kind: str) -> list[int]:
-        """Ranks of ``rank``'s stage, one per distinct group of ``kind``: ``ep`` (EP groups),
-        ``dp`` (dense DP groups: one per TP rank), ``edp`` (expert-DP groups: one per EP
-        position), ``tp`` (TP groups: one per DP rank); ``rank``: every rank of the stage."""
+        """Ranks of ``rank``'s lockstep unit, one per distinct group of ``kind``: ``ep`` (EP
+        groups), ``dp`` (dense DP groups: one per TP rank), ``edp`` (expert-DP groups: one per
+        EP position), ``tp`` (TP groups: one per DP rank); ``rank``: every rank of the unit.
+        (A unit holds whole EP and TP groups: its size is a multiple of both.)"""
         L = self.L
-        base = rank - rank % L.stage_size
+        base = rank - rank % self.unit
         if kind == "ep":
-            return list(range(base, base + L.stage_size, L.ep))
+            return list(range(base, base + self.unit, L.ep))
         if kind == "dp":
             return list(range(base, base + L.tp))
         if kind == "edp":
             return list(range(base, base + L.ep))
         if kind == "tp":
-            return list(range(base, base + L.stage_size, L.tp))
-        return list(range(base, base + L.stage_size))
+            return list(range(base, base + self.unit, L.tp))
+        return list(range(base, base + self.unit))
 
     def _merge(self, key: tuple[Any, ...], parts: list[tuple[tuple[Any, ...], Callable[[], Collective] | Collective]]
                ) -> Collective:
@@ -438,7 +452,62 @@ class _Builder:
             g, k = group_key(r)
             return k, Collective(k, op, g, nbytes, cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
 
+        if self.lockstep and kind in self.PER_LANE:
+            return self._lane_colls(rank, step, stream, deps, instance)
         return self._comm(rank, step, stream, deps, key, lambda: instance(rank)[1], lanes=(kind, instance))
+
+    #: lockstep: group kinds whose collectives stay per rank (an op and a stream per rank of the
+    #: unit): gradient reductions run on asynchronous streams, bucket after bucket, and their
+    #: groups (one per TP rank, one per EP position) progress independently of each other; merged
+    #: into one op they would all wait for the slowest group at every bucket (LocMoE, 8 nodes:
+    #: +31% step time)
+    PER_LANE = frozenset({"dp", "edp"})
+
+    def _lane_colls(self, rank: int, step: int, stream: str, deps: Deps,
+                    instance: Callable[[int], tuple[tuple[Any, ...], Collective]]) -> Deps:
+        """The collectives ``instance(r)`` of the ranks ``r`` of ``rank``'s unit on the stream
+        ``stream`` that every rank has of its own in the full plan.
+
+        A group that holds whole units (the dense DP group without TP) gets one op, shared by
+        the unit's ranks; otherwise each rank gets an op on a stream of its own
+        (``stream.<lane>``).  Explicit dependencies keep each rank's order: a shared op waits
+        for the ranks' own ops issued since the last shared op, and a rank's first own op after
+        a shared op waits for it."""
+        front = self.lane_front.setdefault((rank, stream), {})  # -1: last shared op; lane: its last own op
+        lanes = self._lanes(rank, "rank")
+        k0, c0 = instance(lanes[0])
+        if len(c0.ranks) > 1 and self._holds_units(c0.ranks):
+            own = [v for lane, v in front.items() if lane >= 0]
+            ids = self._comm(rank, step, stream, deps + own, k0, lambda: self._merge(k0, [(k0, c0)]))
+            front.clear()
+            front[-1] = ids[0]
+            return ids
+        out: Deps = []
+        for i, r in enumerate(lanes):
+            k, coll = (k0, c0) if i == 0 else instance(r)
+            if len(coll.ranks) <= 1:
+                continue
+            after = [front[-1]] if i not in front and -1 in front else []
+            ids = self._comm(rank, step, f"{stream}.{i}", deps + after, k,
+                             lambda coll=coll: self._per_lane(coll))  # type: ignore[misc]
+            self.ops[ids[0]].lane = i
+            front[i] = ids[0]
+            out += ids
+        return out or deps
+
+    def _holds_units(self, group: tuple[int, ...]) -> bool:
+        """Does ``group`` hold every rank of each lockstep unit it touches?"""
+        hit = self.holds_cache.get(group)
+        if hit is None:
+            members = set(group)
+            hit = all(r in members for rep in {self.rep_of(x) for x in group} for r in range(rep, rep + self.unit))
+            self.holds_cache[group] = hit
+        return hit
+
+    def _per_lane(self, coll: Collective) -> Collective:
+        """``coll`` joined by one op per rank: its members are the ranks' representatives, one
+        entry per rank."""
+        return replace(coll, ranks=tuple(sorted(self.rep_of(r) for r in coll.ranks)), instances=(coll,))
 
     # ------------------------------------------------------------------ helpers
 
@@ -472,6 +541,12 @@ class _Builder:
 
     def _dp_group(self, rank: int, expert: bool) -> tuple[int, ...]:
         """Ranks that reduce the gradients ``rank`` holds (DualPipe: with the mirrored stage)."""
+        hit = self.dp_groups.get((rank, expert))
+        if hit is None:
+            hit = self.dp_groups[(rank, expert)] = self._make_dp_group(rank, expert)
+        return hit
+
+    def _make_dp_group(self, rank: int, expert: bool) -> tuple[int, ...]:
         base = self.L.expert_dp_group(rank) if expert else self.L.dp_group(rank)
         if self.S.name != "dualpipe":
             return base

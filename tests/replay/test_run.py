@@ -171,7 +171,12 @@ def test_lockstep_plans_one_rank_per_stage_and_keeps_every_byte_and_flow(tiny_ru
     assert lock["lockstep"] is True and exact["lockstep"] is False
     assert prep.plan.rep_of == [r - r % L.stage_size for r in range(L.world)]
     assert {op.rank for op in prep.plan.ops} == {p * L.stage_size for p in range(L.pp)}
-    assert len(prep.plan.ops) < len(exact_prep.plan.ops) / (L.stage_size - 1)
+    assert len(prep.plan.ops) < len(exact_prep.plan.ops) / 4
+    # gradient reductions stay per rank (one op and stream per rank of the unit)
+    dp_ops = [o for o in prep.plan.ops if o.traffic_class == "dp"]
+    assert len(dp_ops) == sum(o.traffic_class == "dp" for o in exact_prep.plan.ops)
+    assert len({o.stream for o in dp_ops}) == L.stage_size * len({o.stream for o in exact_prep.plan.ops_of_rank(0)
+                                                                  if o.traffic_class == "dp"})
     # every transfer of the exact plan still runs
     assert lock["num_flows"] == exact["num_flows"] == net.num_flows == exact_net.num_flows
     for cls, v in exact["bytes_by_class"].items():

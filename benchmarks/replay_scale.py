@@ -84,6 +84,11 @@ LOCKSTEP_CASES: list[tuple[str, str | None, list[str]]] = [
     ("mixtral-8x7b, 4 x dgx-h100", "mixtral-8x7b-4node", []),
     ("gpt-dense, 2 x dgx-h100 (TP8 PP2)", "gpt-dense-2node", []),
     ("locmoe-pangu, 2 x ascend-910a", "locmoe-910a-2node", []),
+    ("locmoe-pangu, 8 x ascend-910a (DP8 TP8 EP16), coflow, packet spraying", None,
+     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.collective_model=coflow",
+      "options.routing=spray"]),
+    ("locmoe-pangu, 8 x ascend-910a, coflow, ECMP", None,
+     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.collective_model=coflow"]),
     ("deepseek-v3 reduced (8 x h800, PP4, EP16), coflow, every all-to-all routed", None,
      list(REDUCED)),
 ]

@@ -236,9 +236,8 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
             for i, durs in lane_durs[rep]:
                 comp[i, 1] = comp[i, 0] + float(durs[lane])
         own = lane_comm.get(rep, {}).get(lane)
-        if own is not None or lane_comm.get(rep):
-            # lanes with their own streams: shared ops plus this lane's own
-            cls_iv = {c: np.concatenate([v, np.asarray(own.get(c, []) if own else [], dtype=np.float64).reshape(-1, 2)])
+        if own:  # a lane with ops of its own (its gradient reductions): the shared ops plus those
+            cls_iv = {c: np.concatenate([v, np.asarray(own.get(c, []), dtype=np.float64).reshape(-1, 2)])
                       for c, v in cls_iv.items()}
         bds = [rank_breakdown((starts[s], ends[s]), comp, cls_iv) for s in range(n_steps)]
         acc = np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0)

@@ -117,8 +117,8 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
                       "--collective-model coflow gives the step within a few percent, many times faster; "
                       "see the README, Performance)")
     if summary.get("lockstep"):
-        console.print(f"(lockstep: one rank per pipeline stage simulated, {summary['num_ops']:,} ops; "
-                      "each stands for its stage's ranks)")
+        console.print(f"(lockstep: one rank per EP group simulated, {summary['num_ops']:,} ops; "
+                      "each stands for its group's ranks)")
     console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
 
 
@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
             None, "--routing-samples", min=1, help="Route at most N token samples per step and MoE layer and reuse "
             "them across micro-batches and EP groups (for large clusters; default: every all-to-all its own)."),
         lockstep: bool = typer.Option(
-            False, "--lockstep", help="Simulate one rank per pipeline stage standing for all the stage's ranks "
+            False, "--lockstep", help="Simulate one rank per EP group standing for all the group's ranks "
             "(slowest expert load; every collective and transfer still runs): large clusters; error in README."),
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),

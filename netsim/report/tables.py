@@ -196,7 +196,7 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "compute_model": "where compute times come from (kernel table or roofline)",
     "collective_model": "exact, stream or coflow (how collectives were turned into flows)",
     "routing_samples": "token samples routed per step and MoE layer, reused (null: every all-to-all its own)",
-    "lockstep": "true: one rank per pipeline stage simulated, standing for the stage's ranks",
+    "lockstep": "true: one rank per lockstep unit (EP group) simulated, standing for the unit's ranks",
     "num_ops": "ops in the op graph (lockstep: of the simulated ranks)",
     "num_flows": "network flows simulated",
 }

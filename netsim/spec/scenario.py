@@ -26,9 +26,9 @@ A scenario is the unit ``netsim run`` executes::
       routing_samples: null             # route at most N token samples per (step, MoE layer) and
                                         # reuse them across micro-batches and EP groups (null:
                                         # every all-to-all routes its own tokens)
-      lockstep: false                   # simulate one rank per pipeline stage standing for all
-                                        # of the stage's ranks (slowest expert load; every
-                                        # collective and transfer of the stage still runs)
+      lockstep: false                   # simulate one rank per EP group standing for all its
+                                        # ranks (slowest expert load; gradient reductions per
+                                        # rank; every collective and transfer still runs)
       checkpoint_baseline: true         # also replay without checkpoint traffic (slowdown)
 
 ``--set key=value`` on the command line edits a scenario: keys starting with ``topology.`` go to

@@ -39,16 +39,18 @@ What one step contains (REFERENCE.md section 1):
   background during the next step (or synchronously at the end of the step).
 
 **Lockstep plans** (``lockstep=True``; the scenario's ``options.lockstep``), an opt-in
-approximation for large clusters: the ``dp * tp`` ranks of a pipeline stage run the same op
-sequence apart from their expert loads, so a lockstep plan builds the ops of one rank per stage
-(its first) and lets it stand for all of them.  Its expert compute is the slowest rank's of the
-stage (most tokens received); every collective it joins is the merge of the collectives of all
-the ranks it stands for (:attr:`Collective.instances`: the stage's EP all-to-alls, the
-point-to-point transfers of every DP/TP position, the DP and TP groups, every rank's checkpoint
-write), which start together when the members have arrived.  Every byte of the exact plan is
-still sent; what is lost is the ranks' drift apart within a stage (a rank with a light expert
-load running ahead into its next op) and the independent progress of the stage's EP groups.
-The op count drops by ``dp * tp`` (a DeepSeek-V3 step on 2048 GPUs: 3.3M ops -> 26k).
+approximation for large clusters.  The ranks of a pipeline stage run the same op sequence apart
+from their expert loads, and the ranks of a *unit* (``lcm(ep, tp)`` consecutive ranks: an EP
+group, or the whole stage of a dense model) meet at every layer's all-to-alls and TP
+collectives anyway.  A lockstep plan builds the ops of one rank per unit (its first) and lets
+it stand for the unit: its expert compute is the unit's slowest (every rank's duration is kept
+for the accounting); every layer collective and transfer it joins is the merge of the unit's
+collectives (:attr:`Collective.instances`: the EP all-to-alls, every rank's pipeline transfers
+and checkpoint write, the TP groups), which start together when the members have arrived;
+gradient reductions stay per rank, each on a stream of its own (:meth:`_Builder._lane_colls`).
+Every byte of the exact plan is still sent; what is lost is the drift of a unit's ranks apart
+(a rank with a light expert load running ahead into its next op).  A DeepSeek-V3 step on 2048
+GPUs: 3.3M ops -> 81k.
 """
 
 from __future__ import annotations
@@ -354,7 +356,7 @@ class _Builder:
 
         ``lanes`` = ``(kind, instance)`` with ``instance(r) -> (key, make)`` the same collective
         as seen by rank ``r``: in a lockstep plan the collective becomes the merge of the
-        instances of every rank of the stage (one per distinct group of ``kind``, see
+        instances of every rank of the unit (one per distinct group of ``kind``, see
         :meth:`_lanes`)."""
         coll = self.colls.get(key)
         if coll is None:
@@ -387,17 +389,12 @@ class _Builder:
 
     def _lanes(self, rank: int, kind: str) -> list[int]:
         """Ranks of ``rank``'s lockstep unit, one per distinct group of ``kind``: ``ep`` (EP
-        groups), ``dp`` (dense DP groups: one per TP rank), ``edp`` (expert-DP groups: one per
-        EP position), ``tp`` (TP groups: one per DP rank); ``rank``: every rank of the unit.
-        (A unit holds whole EP and TP groups: its size is a multiple of both.)"""
+        groups), ``tp`` (TP groups); any other kind: every rank of the unit.  (A unit holds
+        whole EP and TP groups: its size is a multiple of both.)"""
         L = self.L
         base = rank - rank % self.unit
         if kind == "ep":
             return list(range(base, base + self.unit, L.ep))
-        if kind == "dp":
-            return list(range(base, base + L.tp))
-        if kind == "edp":
-            return list(range(base, base + L.ep))
         if kind == "tp":
             return list(range(base, base + self.unit, L.tp))
         return list(range(base, base + self.unit))
@@ -646,7 +643,7 @@ class _Builder:
 
     def _expert_tokens(self, step: int, layer: int, mb: int, rank: int) -> list[list[int]]:
         """Tokens the experts of ``rank`` receive, ``[slice][lane]``: one lane (``rank``), or in
-        a lockstep plan every rank of the stage (whose slowest sets the expert time)."""
+        a lockstep plan every rank of the unit (whose slowest sets the expert time)."""
         if not self.lockstep:
             _, e_rank = self.L.ep_coords(rank)
             return [[int(tk[:, e_rank].sum())] for tk in self.ep_tokens(step, layer, mb, rank)]
@@ -1135,8 +1132,8 @@ def build_plan(
         routing_trace: a routing-trace file replacing the router.
         routing_samples: route at most this many token samples per (step, MoE layer) and
             reuse them (``None``: every (micro-batch, EP group) routes its own tokens).
-        lockstep: build one rank per pipeline stage that stands for all the stage's ranks
-            (module docstring): an opt-in approximation for large clusters.
+        lockstep: build one rank per lockstep unit (an EP group) that stands for the unit's
+            ranks (module docstring): an opt-in approximation for large clusters.
 
     Raises:
         WorkloadError: the workload does not fit the topology (one line naming the field).

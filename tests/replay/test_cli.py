@@ -49,7 +49,7 @@ def test_large_exact_run_points_to_the_coflow_model(tmp_path: Path, capsys: pyte
 def test_lockstep_flag_reaches_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _main(["run", "--out", str(tmp_path / "a"), "--quiet", "--no-report", "--lockstep"]) == 0
     text = capsys.readouterr().out
-    assert "lockstep: one rank per pipeline stage" in text
+    assert "lockstep: one rank per EP group simulated" in text
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["lockstep"] is True and summary["num_ranks"] > summary["parallelism"]["pp"]
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from netsim.collectives.executor import _device_ids
 from netsim.workload.graph import Collective, Op, StepPlan
 
 __all__ = ["BREAKDOWN_CLASSES", "Breakdown", "ReplayResult", "rank_breakdown", "replay"]
@@ -197,9 +198,8 @@ class _Executor:
         parts = coll.instances
         coflow = self.coll_kwargs.get("model") == "coflow"
         if len(parts) > 1 and coflow and coll.op == "transfer":
-            index = self.net.links.index
-            src = np.fromiter((index[c.src] for c in parts), dtype=np.int64, count=len(parts))
-            dst = np.fromiter((index[c.dst] for c in parts), dtype=np.int64, count=len(parts))
+            src = _device_ids(self.net, [str(c.src) for c in parts])
+            dst = _device_ids(self.net, [str(c.dst) for c in parts])
             size = np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts))
             return self.net.transfer_coflow(src, dst, size, traffic_class=coll.traffic_class, label=coll.label)
         if len(parts) > 1 and coll.op == "all_to_allv" and self.algorithms.get(coll.op, "direct") == "direct":

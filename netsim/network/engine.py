@@ -258,6 +258,17 @@ class Network:
         for col in self._columns():
             col.reserve(max(int(n), 0))
 
+    @staticmethod
+    def _sizes(n_dst: int, n: int, nbytes: Sequence[float] | np.ndarray | float) -> np.ndarray:
+        """The sizes of ``n`` flows (``nbytes`` broadcast), checked: as many destinations as
+        sources, sizes finite and >= 0."""
+        if n_dst != n:
+            raise SpecError("src and dst must have the same length", field="dst")
+        nb = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
+        if (~np.isfinite(nb)).any() or (nb < 0).any():
+            raise SpecError("flow sizes must be finite and >= 0 bytes", field="bytes")
+        return nb
+
     def _append(
         self,
         src: Sequence[str] | np.ndarray,
@@ -275,12 +286,8 @@ class Network:
         d = np.asarray(dst) if isinstance(dst, np.ndarray) and dst.dtype.kind in "iu" else \
             self._device_ids(list(dst), "dst")
         n = s.shape[0]
-        if d.shape[0] != n:
-            raise SpecError("src and dst must have the same length", field="dst")
-        nb = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,))
+        nb = self._sizes(d.shape[0], n, nbytes)
         st = np.broadcast_to(np.asarray(start_s, dtype=np.float64), (n,))
-        if (~np.isfinite(nb)).any() or (nb < 0).any():
-            raise SpecError("flow sizes must be finite and >= 0 bytes", field="bytes")
         if (~np.isfinite(st)).any() or (st < self.env.now - 1e-15).any():
             raise SpecError(f"flow start times must be finite and >= now ({self.env.now} s)", field="start_s")
         first = self._src.size
@@ -359,11 +366,7 @@ class Network:
         src = np.array(src, dtype=np.int64)  # copies: the ledger keeps them
         dst = np.array(dst, dtype=np.int64)
         n = src.shape[0]
-        if dst.shape[0] != n:
-            raise SpecError("src and dst must have the same length", field="dst")
-        nb = np.array(np.broadcast_to(np.asarray(nbytes, dtype=np.float64), (n,)))
-        if (~np.isfinite(nb)).any() or (nb < 0).any():
-            raise SpecError("flow sizes must be finite and >= 0 bytes", field="bytes")
+        nb = np.array(self._sizes(dst.shape[0], n, nbytes))  # a copy: the ledger keeps it
         num_dev = len(self.links.names)
         if n and (min(int(src.min()), int(dst.min())) < 0 or max(int(src.max()), int(dst.max())) >= num_dev):
             raise SpecError(f"device ids must be in [0, {num_dev})", field="src")

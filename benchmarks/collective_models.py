@@ -93,8 +93,8 @@ def alltoall(servers: list[int]) -> None:
 
 def replays(runs: list[tuple[str, list[str]]]) -> None:
     """Exact, stream and coflow replays of ``runs``: step time, errors, flows, wall times."""
+    from netsim.config.scenario import load_scenario
     from netsim.run import prepare, simulate
-    from netsim.spec.scenario import load_scenario
 
     models = ("exact", "stream", "coflow")
     print("| run | exact step s | stream error | coflow error | exact flows | stream flows | exact wall s | "

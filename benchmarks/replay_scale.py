@@ -36,8 +36,8 @@ def _peak_GiB() -> float:
 
 
 def step(overrides: list[str]) -> None:
+    from netsim.config.scenario import load_scenario
     from netsim.run import prepare, simulate, summarize_replay
-    from netsim.spec.scenario import load_scenario
 
     t0 = time.perf_counter()
     spec = load_scenario(None, overrides)
@@ -58,8 +58,8 @@ def step(overrides: list[str]) -> None:
 
 
 def samples() -> None:
+    from netsim.config.scenario import load_scenario
     from netsim.run import prepare, simulate, summarize_replay
-    from netsim.spec.scenario import load_scenario
 
     print("| routing samples | step s | error | all-to-all share | EP inter-node GiB | load CV | wall s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -97,8 +97,8 @@ LOCKSTEP_CASES: list[tuple[str, str | None, list[str]]] = [
 def lockstep() -> None:
     from pathlib import Path
 
+    from netsim.config.scenario import load_scenario
     from netsim.run import prepare, simulate, summarize_replay
-    from netsim.spec.scenario import load_scenario
 
     scenarios = Path(__file__).resolve().parents[1] / "netsim" / "data" / "scenarios"
     print("| run | exact step s | lockstep step s | error | compute share exact / lockstep | ops exact / lockstep | "

@@ -40,11 +40,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from netsim.config.scenario import ScenarioSpec
+from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
 from netsim.io import atomic_dir, write_json, write_table
 from netsim.replay import BREAKDOWN_CLASSES, ReplayResult, rank_breakdown, replay
-from netsim.spec.scenario import ScenarioSpec
-from netsim.spec.workload import WorkloadSpec, load_workload
 from netsim.workload.costs import TimeModel
 from netsim.workload.graph import TRAFFIC_CLASSES, StepPlan, build_plan
 

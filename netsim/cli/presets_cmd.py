@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     @app.command("presets")
     def presets_cmd() -> None:
         """List the built-in topology presets, workload presets and scenarios."""
-        from netsim.spec.workload import list_workload_presets, workload_preset_path
+        from netsim.config.workload import list_workload_presets, workload_preset_path
         from netsim.topology import list_presets, preset_path
 
         t = Table(title="Topology presets (--topology NAME)", title_justify="left")

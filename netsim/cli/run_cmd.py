@@ -46,7 +46,7 @@ def _scenario(
     steps: int | None,
     options: dict[str, Any],
 ) -> Any:
-    from netsim.spec.scenario import load_scenario
+    from netsim.config.scenario import load_scenario
 
     extra = list(sets)
     if seed is not None:

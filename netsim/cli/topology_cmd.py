@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
     @topo.command("list")
     def list_cmd() -> None:
         """List the topology presets with their descriptions."""
-        from netsim.spec.common import load_mapping
+        from netsim.config.common import load_mapping
 
         table = Table(box=box.SIMPLE_HEAD)
         table.add_column("preset")

@@ -39,7 +39,7 @@ def _replay_api() -> tuple[Runner, Callable[[], Mapping[str, Any]]]:
     """(runner, presets) from :mod:`netsim.run` and the shipped scenario files."""
     try:
         module = importlib.import_module("netsim.run")
-        from netsim.spec.scenario import DEFAULT_SCENARIO_PATH, load_scenario
+        from netsim.config.scenario import DEFAULT_SCENARIO_PATH, load_scenario
     except ImportError as exc:
         raise NetsimError(
             f"the gallery needs netsim.run (training-step replay), which cannot be imported: {exc}"

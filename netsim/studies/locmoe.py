@@ -124,8 +124,8 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
     """Run one configuration (or reuse its finished run directory) and return its summary."""
     import json
 
+    from netsim.config.scenario import load_scenario
     from netsim.run import run_scenario
-    from netsim.spec.scenario import load_scenario
 
     summary_path = run_dir / "summary.json"
     overrides = list(cfg.workload_overrides) + list(workload_overrides)

@@ -161,9 +161,9 @@ def _one_line(text: str) -> str:
 def run_point(task: PointTask) -> PointResult:
     """Run one point into ``task.out`` (the function every executor calls; never raises
     for a failed point)."""
+    from netsim.config.common import validate_model
+    from netsim.config.scenario import ScenarioSpec
     from netsim.run import run_scenario
-    from netsim.spec.common import validate_model
-    from netsim.spec.scenario import ScenarioSpec
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     t0 = time.perf_counter()

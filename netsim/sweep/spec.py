@@ -53,16 +53,16 @@ import networkx as nx
 import yaml
 from pydantic import Field
 
-from netsim.errors import NetsimError, SpecError
-from netsim.spec.common import SpecModel, load_mapping, parse_override, validate_model
-from netsim.spec.scenario import (
+from netsim.config.common import SpecModel, load_mapping, parse_override, validate_model
+from netsim.config.scenario import (
     DEFAULT_SCENARIO_PATH,
     ScenarioOptions,
     ScenarioSpec,
     load_scenario,
 )
-from netsim.spec.topology import TopologySpec
-from netsim.spec.workload import WorkloadSpec, load_workload
+from netsim.config.topology import TopologySpec
+from netsim.config.workload import WorkloadSpec, load_workload
+from netsim.errors import NetsimError, SpecError
 
 __all__ = ["SWEEP_KEYS", "Sweep", "SweepPoint", "load_sweep", "point_slug"]
 

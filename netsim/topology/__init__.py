@@ -20,8 +20,8 @@ from pathlib import Path
 
 import networkx as nx
 
+from netsim.config.topology import TopologySpec, load_topology_spec
 from netsim.errors import TopologyError
-from netsim.spec.topology import TopologySpec, load_topology_spec
 from netsim.topology.build import build_topology
 from netsim.topology.summary import TopologySummary, bisection_bandwidth, summarize
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from netsim.spec.topology import ExplicitTopologySpec, MultiPlaneFabricSpec, TopologySpec
+from netsim.config.topology import ExplicitTopologySpec, MultiPlaneFabricSpec, TopologySpec
 from netsim.topology.builder import GraphBuilder
 from netsim.topology.explicit import build_explicit
 from netsim.topology.fabrics import add_backend, add_frontend

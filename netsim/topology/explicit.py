@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from netsim.spec.topology import ExplicitTopologySpec
+from netsim.config.topology import ExplicitTopologySpec
 from netsim.topology.builder import GraphBuilder
 from netsim.topology.model import nic_name
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from netsim.spec.topology import (
+from netsim.config.topology import (
     BackendStorageSpec,
     FatTreeFabricSpec,
     FrontendStorageSpec,

@@ -27,7 +27,7 @@ front-end (``--set frontend=null`` removes the host NICs too).
 
 from __future__ import annotations
 
-from netsim.spec.topology import HCCSNodeSpec, NVSwitchNodeSpec, PCIeNodeSpec, TemplatedTopologySpec
+from netsim.config.topology import HCCSNodeSpec, NVSwitchNodeSpec, PCIeNodeSpec, TemplatedTopologySpec
 from netsim.topology.builder import GraphBuilder
 from netsim.topology.model import (
     accelerator_name,

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from netsim.spec.workload import ModelSpec
+from netsim.config.workload import ModelSpec
 
 __all__ = [
     "KernelCall",

@@ -1,6 +1,6 @@
 """Per-rank op graphs of training steps: compute ops, collectives, dependencies and streams.
 
-:func:`build_plan` expands a :class:`~netsim.spec.workload.WorkloadSpec` on a topology into a
+:func:`build_plan` expands a :class:`~netsim.config.workload.WorkloadSpec` on a topology into a
 :class:`StepPlan`: a flat list of :class:`Op` (pure data, no simulation) that
 :mod:`netsim.replay` executes.
 
@@ -63,8 +63,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
-from netsim.spec.workload import WorkloadSpec
 from netsim.workload.costs import KernelCall, ModelCosts, Part, TimeModel, kernels_time_s
 from netsim.workload.layout import ParallelLayout, build_layout
 from netsim.workload.moe_traffic import EPRouting

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
-from netsim.spec.workload import WorkloadSpec
 
 __all__ = ["ParallelLayout", "build_layout", "list_accelerators", "place_ranks"]
 

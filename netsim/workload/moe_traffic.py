@@ -30,12 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from netsim.config.workload import WorkloadSpec
 from netsim.errors import SpecError, WorkloadError
 from netsim.moe.placement import Placement, make_placement
 from netsim.moe.routers import ROUTERS, router_param_names
 from netsim.moe.sources import StatisticalSource, TraceSource, routing_source, step_dispatch
 from netsim.moe.statistical import STAT_MODELS
-from netsim.spec.workload import WorkloadSpec
 
 __all__ = ["EPRouting"]
 

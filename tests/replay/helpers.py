@@ -6,7 +6,7 @@ from typing import Any
 
 import networkx as nx
 
-from netsim.spec.workload import WorkloadSpec, load_workload
+from netsim.config.workload import WorkloadSpec, load_workload
 
 
 def chain_topology(nodes: int, capacity_Bps: float, latency_s: float = 0.0) -> nx.DiGraph:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from netsim.config.scenario import load_scenario
 from netsim.run import prepare, run_scenario, simulate, summarize_replay
-from netsim.spec.scenario import load_scenario
 from netsim.workload.graph import StepPlan
 
 from .conftest import tiny_scenario

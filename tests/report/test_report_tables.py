@@ -67,7 +67,7 @@ def test_traffic_outside_nodes_is_inter_node() -> None:
 def test_report_of_a_real_run(tmp_path: Path) -> None:
     """The default scenario through the real replay (netsim.run), whose run writes the report."""
     run_mod = pytest.importorskip("netsim.run")
-    from netsim.spec.scenario import load_scenario
+    from netsim.config.scenario import load_scenario
 
     out = tmp_path / "default"
     run_mod.run_scenario(load_scenario(None), out)

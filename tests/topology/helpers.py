@@ -7,7 +7,7 @@ from typing import Any
 
 import networkx as nx
 
-from netsim.spec.topology import parse_topology_spec
+from netsim.config.topology import parse_topology_spec
 from netsim.topology import build_topology
 
 GB = 1e9  # bytes/s per GB/s

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from netsim.cli import main
-from netsim.spec.topology import parse_topology_spec
+from netsim.config.topology import parse_topology_spec
 from netsim.topology import build_topology
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sections" / "topology.md"

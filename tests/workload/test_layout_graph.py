@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from netsim.spec.workload import load_workload
+from netsim.config.workload import load_workload
 from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan, split_layers
 from netsim.workload.layout import build_layout

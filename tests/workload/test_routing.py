@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from netsim.config.workload import load_workload
 from netsim.errors import WorkloadError
 from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
-from netsim.spec.workload import load_workload
 from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from netsim.config.scenario import DEFAULT_SCENARIO_PATH, load_scenario, split_overrides
+from netsim.config.workload import WORKLOAD_PRESET_DIR, list_workload_presets, load_workload
 from netsim.errors import SpecError, WorkloadError
-from netsim.spec.scenario import DEFAULT_SCENARIO_PATH, load_scenario, split_overrides
-from netsim.spec.workload import WORKLOAD_PRESET_DIR, list_workload_presets, load_workload
 from netsim.topology import load_topology
 from netsim.workload.layout import build_layout
 

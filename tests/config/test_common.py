@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 import pytest
 from pydantic import Field
 
-from netsim.errors import SpecError
-from netsim.spec.common import (
+from netsim.config.common import (
     Bandwidth,
     Duration,
     Ratio,
@@ -20,6 +19,7 @@ from netsim.spec.common import (
     parse_override,
     validate_model,
 )
+from netsim.errors import SpecError
 
 # ----------------------------------------------------------------------------- YAML
 
@@ -184,3 +184,18 @@ def test_errors_from_overrides_name_the_override() -> None:
     data = apply_overrides({"name": "x", "part": {"kind": "mesh"}}, ["part.kind=leaf"])
     e = _err(data, overrides=("part.kind=leaf",))
     assert str(e) == "f.yaml with --set part.kind=leaf: part.bandwidth: required key is missing"
+
+
+def test_old_spec_import_path_still_works_and_warns() -> None:
+    import importlib
+    import sys
+    import warnings
+
+    sys.modules.pop("netsim.spec", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("netsim.spec.topology")
+    import netsim.config.topology as new
+
+    assert old is new
+    assert any(issubclass(w.category, DeprecationWarning) for w in caught)

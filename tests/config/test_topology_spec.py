@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from netsim.errors import SpecError
-from netsim.spec.topology import (
+from netsim.config.topology import (
     ExplicitTopologySpec,
     HCCSNodeSpec,
     MultiPlaneFabricSpec,
@@ -16,6 +15,7 @@ from netsim.spec.topology import (
     load_topology_spec,
     parse_topology_spec,
 )
+from netsim.errors import SpecError
 from netsim.topology import PRESET_DIR, list_presets
 
 BASE: dict[str, Any] = {

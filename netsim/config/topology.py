@@ -45,8 +45,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from netsim.errors import SpecError
-from netsim.spec.common import (
+from netsim.config.common import (
     Bandwidth,
     Bytes,
     Duration,
@@ -58,6 +57,7 @@ from netsim.spec.common import (
     override_for,
     validate_model,
 )
+from netsim.errors import SpecError
 
 __all__ = [
     "AcceleratorSpec",

@@ -50,8 +50,8 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr
 
+from netsim.config.common import Duration, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
-from netsim.spec.common import Duration, SpecModel, apply_overrides, load_mapping, validate_model
 
 __all__ = [
     "DEFAULT_SCENARIO_PATH",

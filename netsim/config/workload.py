@@ -42,8 +42,8 @@ from pydantic import (
     model_validator,
 )
 
+from netsim.config.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
-from netsim.spec.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
 
 __all__ = [
     "WORKLOAD_PRESET_DIR",

@@ -73,6 +73,8 @@ class Prepared:
     plan: StepPlan
     engine_kwargs: dict[str, Any]
     collective_kwargs: dict[str, Any]
+    collectives: Any = None
+    """The :class:`~netsim.collectives.setup.CollectiveSetup` (cost model, link efficiencies)."""
 
 
 # ---------------------------------------------------------------------- setup
@@ -104,29 +106,33 @@ def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -
     )
 
 
-def _calibration(scenario: ScenarioSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Network engine and collective keywords from ``options.calibration`` and the options."""
-    engine: dict[str, Any] = {"routing": scenario.options.routing, "seed": scenario.seed}
-    coll: dict[str, Any] = {}
-    cal = scenario.options.calibration
-    if cal:
-        try:
-            from netsim.calibration.fit import load_calibration
-        except ModuleNotFoundError:
-            raise NetsimError(
-                "calibration files need netsim.calibration.fit, which this installation lacks",
-                field="options.calibration",
-            ) from None
-        loaded = load_calibration(scenario.resolve_path(cal))
-        engine.update(loaded.engine_kwargs())
-        latency = getattr(loaded, "step_latency_s", None)
-        if latency is not None:
-            coll["step_latency_s"] = float(latency)
-    if scenario.options.step_latency is not None:
-        coll["step_latency_s"] = scenario.options.step_latency
-    if scenario.options.collective_model != "exact":
-        coll["model"] = scenario.options.collective_model
-    return engine, coll
+def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """Network engine keywords, collective keywords and the collective setup (cost model and
+    link efficiencies) from ``options.collective_cost``, ``options.calibration`` and the options."""
+    from netsim.collectives.setup import collective_setup
+
+    opts = scenario.options
+    engine: dict[str, Any] = {"routing": opts.routing, "seed": scenario.seed}
+    setup_kw: dict[str, Any] = {}
+    if opts.calibration:
+        from netsim.calibration.fit import load_calibration
+
+        setup_kw = load_calibration(scenario.resolve_path(opts.calibration)).setup_kwargs()
+        if opts.collective_cost is not None and opts.collective_cost != setup_kw["cost_model"]:
+            raise SpecError(f"the calibration was fitted with the {setup_kw['cost_model']} cost model, not "
+                            f"{opts.collective_cost}", source=scenario.source, field="options.collective_cost")
+    if opts.collective_cost is not None:
+        setup_kw["cost_model"] = opts.collective_cost
+    if opts.step_latency is not None:
+        setup_kw["step_latency_s"] = float(opts.step_latency)
+        setup_kw.setdefault("cost_model", "ideal")
+    setup = collective_setup(graph, source=scenario.source or "options.collective_cost", **setup_kw)
+    if setup.efficiency:
+        engine["efficiency"] = dict(setup.efficiency)
+    coll: dict[str, Any] = {"cost": setup.cost}
+    if opts.collective_model != "exact":
+        coll["model"] = opts.collective_model
+    return engine, coll, setup
 
 
 def load_scenario_workload(scenario: ScenarioSpec) -> WorkloadSpec:
@@ -160,8 +166,8 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         routing_samples=opts.routing_samples,
         lockstep=opts.lockstep,
     )
-    engine, coll = _calibration(scenario)
-    return Prepared(scenario, graph, workload, compute, plan, engine, coll)
+    engine, coll, setup = _collectives(scenario, graph)
+    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup)
 
 
 def simulate(
@@ -427,6 +433,8 @@ def summarize_replay(
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "collective_model": prep.scenario.options.collective_model,
+        "collective_cost": (prep.collectives.describe() if prep.collectives is not None
+                            else {"collective_cost": "ideal"}),
         "routing_samples": prep.scenario.options.routing_samples,
         "lockstep": prep.scenario.options.lockstep,
         "num_ops": len(plan.ops),

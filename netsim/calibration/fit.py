@@ -1,23 +1,22 @@
-"""Calibrating the network model against measured nccl-tests curves.
+"""Calibrating the collective model against measured nccl-tests curves.
 
-The flow model gives every link its nominal bandwidth and every transfer its path latency.  Real
-collectives get less: protocol overhead (headers, flow control, the LL/LL128/Simple protocols)
-takes a fraction of every link, and each step of a collective pays a software latency (kernel
-launch, synchronisation, proxy threads).  Two kinds of parameters capture that:
+The flow model gives every link its nominal bandwidth and every transfer its path latency; the
+collective cost model (:mod:`netsim.collectives.cost`) adds what the library does on top.
+A calibration fits the few numbers that differ between one real cluster and the defaults of
+its preset, the same parameters the preset itself sets, so that a calibrated run and an
+uncalibrated one differ only in the numbers:
 
 * ``link_efficiency[class]`` in (0, 1]: the fraction of nominal capacity payload gets on links
-  of that class (``nvlink``, ``ib``, ``roce``, ...), applied as ``Network(efficiency=...)``;
-* ``step_latency_s`` >= 0: the software latency before every transfer of a collective, applied
-  as ``run_collective(..., step_latency_s=...)``.
+  of that class (``nvlink``, ``ib``, ``roce``, ...); it replaces the preset's ``efficiency:``;
+* under the ``nccl`` cost model (the default), ``latency_scale`` > 0: a multiplier on every
+  NCCL latency (base and per hop); under ``ideal``, ``step_latency_s`` >= 0: the software
+  latency before every transfer.
 
 :func:`fit_calibration` finds the values for which simulated times match measured ones: it
-minimises the squared error of ``log(time)`` over all measured sizes with
-``scipy.optimize.least_squares`` over ``(log efficiency per class, step latency)``.  Large,
-bandwidth-bound sizes constrain the efficiency of the bottleneck class; small, latency-bound
-sizes the step latency.  The step latency enters a collective's time as ``depth * latency``
-(``depth``: transfers on the plan's longest dependency chain), so only the efficiencies need
-new simulations; the final errors are from full simulations with both.  A class is only
-*fitted* if the measured times depend on it (it is a bottleneck somewhere); the others keep 1.0
+minimises the squared error of ``log(time)`` over the measured sizes with
+``scipy.optimize.least_squares``.  Large, bandwidth-bound sizes constrain the efficiency of the
+bottleneck class; small, latency-bound sizes the latency.  A class is only *fitted* if the
+measured times depend on it (it is a bottleneck somewhere); the others keep the preset's value
 and are listed as unconstrained.  A single-node log constrains NVLink, a multi-node log the
 inter-node fabric: give both to calibrate both.
 
@@ -27,8 +26,10 @@ The result is a :class:`Calibration`, stored as YAML (format ``netsim-calibratio
     topology: dgx-h100          # what the fit simulated
     nodes: 2
     routing: ecmp
-    link_efficiency: {ib: 0.91, nvlink: 0.83}
-    step_latency_s: 4.1e-06
+    cost_model: nccl
+    link_efficiency: {ib: 0.93, nvlink: 0.81}
+    latency_scale: 1.12
+    step_latency_s: 0.0
     unconstrained_classes: [pcie]
     source_logs: [logs/all_reduce_perf_2n.log]
     fit:
@@ -37,8 +38,8 @@ The result is a :class:`Calibration`, stored as YAML (format ``netsim-calibratio
       - {source: ..., op: all_reduce, nranks: 16, nnodes: 2, size_bytes: 1048576,
          measured_us: 61.2, simulated_us: 59.8, rel_error: -0.023}
 
-Only ``link_efficiency`` and ``step_latency_s`` are needed to apply a calibration
-(:func:`load_calibration`, :meth:`Calibration.engine_kwargs`); the rest documents the fit.
+Only ``cost_model``, ``link_efficiency`` and the latency parameter are needed to apply a
+calibration (:func:`load_calibration`, ``--calibration FILE``); the rest documents the fit.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class Calibration:
 
     Attributes:
         link_efficiency: link class -> efficiency in (0, 1].
-        step_latency_s: per-transfer software latency of collectives, seconds.
+        step_latency_s: per-transfer software latency of collectives (``ideal``), seconds.
+        cost_model: the collective cost model the fit used (``nccl`` or ``ideal``).
+        latency_scale: multiplier on NCCL's latencies (``nccl``).
         topology, nodes, routing: what the fit simulated (documentation).
         unconstrained_classes: classes the measurements did not constrain (left at 1.0).
         source_logs: the measured logs.
@@ -96,6 +99,8 @@ class Calibration:
 
     link_efficiency: dict[str, float] = field(default_factory=dict)
     step_latency_s: float = 0.0
+    cost_model: str = "nccl"
+    latency_scale: float = 1.0
     topology: str | None = None
     nodes: int | None = None
     routing: str | None = None
@@ -104,13 +109,14 @@ class Calibration:
     points: list[FitPoint] = field(default_factory=list)
     rms_log_error: float | None = None
 
-    def engine_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``Network(graph, **kwargs)``: the link efficiencies."""
-        return {"efficiency": dict(self.link_efficiency)} if self.link_efficiency else {}
-
-    def collective_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``run_collective``: the step latency."""
-        return {"step_latency_s": self.step_latency_s}
+    def setup_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`netsim.collectives.setup.collective_setup`."""
+        kw: dict[str, Any] = {"cost_model": self.cost_model, "efficiency": dict(self.link_efficiency)}
+        if self.cost_model == "ideal":
+            kw["step_latency_s"] = self.step_latency_s
+        else:
+            kw["latency_scale"] = self.latency_scale
+        return kw
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,7 +124,9 @@ class Calibration:
             "topology": self.topology,
             "nodes": self.nodes,
             "routing": self.routing,
+            "cost_model": self.cost_model,
             "link_efficiency": {k: round(float(v), 6) for k, v in sorted(self.link_efficiency.items())},
+            "latency_scale": float(f"{self.latency_scale:.6g}"),
             "step_latency_s": float(f"{self.step_latency_s:.6g}"),
             "unconstrained_classes": list(self.unconstrained_classes),
             "source_logs": list(self.source_logs),
@@ -134,7 +142,8 @@ class Calibration:
 
     def to_yaml(self) -> str:
         head = ("# netsim calibration: link efficiencies (fraction of nominal bandwidth per link class)\n"
-                "# and per-step software latency of collectives, fitted to nccl-tests logs.\n"
+                "# and the collective latency (NCCL latency scale, or the ideal model's step latency),\n"
+                "# fitted to nccl-tests logs.\n"
                 "# Apply with `--calibration FILE` (netsim collective / run / flows).\n")
         return head + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
 
@@ -148,8 +157,8 @@ class Calibration:
         """Validate a parsed calibration file."""
         if not isinstance(data, Mapping):
             raise SpecError("a calibration file must be a mapping", source=source)
-        allowed = {"format", "topology", "nodes", "routing", "link_efficiency", "step_latency_s",
-                   "unconstrained_classes", "source_logs", "fit"}
+        allowed = {"format", "topology", "nodes", "routing", "cost_model", "link_efficiency", "latency_scale",
+                   "step_latency_s", "unconstrained_classes", "source_logs", "fit"}
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise SpecError(f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}", source=source,
@@ -173,6 +182,13 @@ class Calibration:
             raise exc.with_source(source) from None
         if lat < 0:
             raise SpecError(f"must be >= 0, got {lat!r}", source=source, field="step_latency_s")
+        # files written before the nccl cost model carry only a step latency: the ideal model
+        cost = str(data.get("cost_model", "ideal" if "latency_scale" not in data else "nccl"))
+        if cost not in ("nccl", "ideal"):
+            raise SpecError(f"unknown cost model {cost!r}; allowed: nccl, ideal", source=source, field="cost_model")
+        scale = data.get("latency_scale", 1.0)
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < float(scale) < 1e6:
+            raise SpecError(f"must be a number > 0, got {scale!r}", source=source, field="latency_scale")
         fit = data.get("fit") or {}
         points = []
         if isinstance(fit, Mapping):
@@ -184,7 +200,7 @@ class Calibration:
                     raise SpecError(f"malformed fit point {p!r}", source=source, field="fit.points") from None
         nodes = data.get("nodes")
         rms = fit.get("rms_log_error") if isinstance(fit, Mapping) else None
-        return cls(link_efficiency=eff, step_latency_s=lat,
+        return cls(link_efficiency=eff, step_latency_s=lat, cost_model=cost, latency_scale=float(scale),
                    topology=None if data.get("topology") is None else str(data["topology"]),
                    nodes=None if nodes is None else int(nodes),
                    routing=None if data.get("routing") is None else str(data["routing"]),
@@ -237,67 +253,77 @@ class FitCase:
 
 
 class _Model:
-    """Simulated times of all cases as a function of (efficiencies, step latency)."""
+    """Simulated times of all cases as a function of (efficiencies, latency parameter)."""
 
-    def __init__(self, cases: Sequence[FitCase], routing: str, seed: int, max_sizes: int) -> None:
-        from netsim.collectives.registry import build_plan
-
+    def __init__(self, cases: Sequence[FitCase], routing: str, seed: int, max_sizes: int, cost_model: str) -> None:
         self.cases = cases
         self.routing = routing
         self.seed = seed
-        self.items: list[tuple[int, int, Any, int]] = []  # (case, size index, plan, depth)
+        self.cost_model = cost_model
+        self.items: list[tuple[int, int]] = []  # (case, size index)
         self.fit_mask: list[bool] = []
         for ci, c in enumerate(cases):
             n = len(c.sizes_bytes)
             keep = set(np.unique(np.round(np.linspace(0, n - 1, min(n, max_sizes))).astype(int)).tolist())
-            for si, size in enumerate(c.sizes_bytes.tolist()):
-                plan = build_plan(c.op, c.devices, float(size), algo=c.algo, graph=c.graph,
-                                  chunk_bytes=c.chunk_bytes, channels=c.channels)
-                self.items.append((ci, si, plan, plan.depth()))
+            for si in range(n):
+                self.items.append((ci, si))
                 self.fit_mask.append(si in keep)
-        self.depth = np.array([it[3] for it in self.items], dtype=float)
-        self.measured = np.array([cases[ci].measured_s[si] for ci, si, _, _ in self.items], dtype=float)
+        self.measured = np.array([cases[ci].measured_s[si] for ci, si in self.items], dtype=float)
         self.case_of = np.array([it[0] for it in self.items])
-        self.size_of = np.array([it[2].nbytes for it in self.items])
+        self.size_of = np.array([cases[ci].sizes_bytes[si] for ci, si in self.items], dtype=float)
         self._cache: dict[tuple[float, ...], np.ndarray] = {}
         self.simulations = 0
 
-    def _run(self, k: int, eff: Mapping[str, float], step_latency_s: float) -> Any:
-        from netsim.collectives.executor import execute_plan, result_of
+    def _setup_kwargs(self, latency: float) -> dict[str, Any]:
+        if self.cost_model == "ideal":
+            return {"step_latency_s": latency}
+        return {"latency_scale": latency}
+
+    def _run(self, k: int, eff: Mapping[str, float], latency: float) -> Any:
+        from netsim.collectives.executor import result_of, run_collective
+        from netsim.collectives.setup import collective_setup
         from netsim.network.engine import Network
 
-        ci, _, plan, _ = self.items[k]
-        net = Network(self.cases[ci].graph, routing=self.routing, seed=self.seed, efficiency=dict(eff) or None)
-        proc = execute_plan(net, plan, step_latency_s=step_latency_s)
+        ci, si = self.items[k]
+        c = self.cases[ci]
+        setup = collective_setup(c.graph, cost_model=self.cost_model, efficiency=eff, **self._setup_kwargs(latency))
+        net = Network(c.graph, routing=self.routing, seed=self.seed, efficiency=setup.efficiency or None)
+        proc = run_collective(net, c.op, c.devices, float(c.sizes_bytes[si]), algo=c.algo, chunk_bytes=c.chunk_bytes,
+                              channels=c.channels, cost=setup.cost)
         net.run()
         self.simulations += 1
         return net, result_of(proc).time_s
 
-    def simulate(self, eff: Mapping[str, float], step_latency_s: float, which: np.ndarray) -> np.ndarray:
+    def simulate(self, eff: Mapping[str, float], latency: float, which: np.ndarray) -> np.ndarray:
         """Simulated seconds of the items selected by the boolean mask ``which`` (NaN elsewhere)."""
         out = np.full(len(self.items), np.nan)
         for k in np.flatnonzero(which).tolist():
-            out[k] = self._run(k, eff, step_latency_s)[1]
+            out[k] = self._run(k, eff, latency)[1]
         return out
 
+    def latency_of(self, z: float) -> float:
+        """The latency parameter from its optimisation variable: a step latency in us (ideal)
+        or the log of the latency scale (nccl)."""
+        return z * 1e-6 if self.cost_model == "ideal" else math.exp(z)
+
     def times(self, classes: Sequence[str], x: np.ndarray, which: np.ndarray) -> np.ndarray:
-        """Times for parameters ``x = (log efficiency per class..., step latency in us)`` (cached)."""
+        """Times for parameters ``x = (log efficiency per class..., latency variable)`` (cached)."""
         key = tuple(np.round(x, 10).tolist())
         hit = self._cache.get(key)
         if hit is None:
             eff = {c: float(min(1.0, math.exp(v))) for c, v in zip(classes, x[:-1], strict=True)}
-            hit = self._cache[key] = self.simulate(eff, float(x[-1]) * 1e-6, which)
+            hit = self._cache[key] = self.simulate(eff, self.latency_of(float(x[-1])), which)
         return hit
 
-    def probe(self) -> tuple[list[str], dict[int, str]]:
-        """At nominal capacity, the largest size of every case: the link classes that carry bytes
-        and, per case, the class of its bottleneck link (the one that needs the longest to carry
-        its bytes)."""
+    def probe(self, eff0: Mapping[str, float]) -> tuple[list[str], dict[int, str]]:
+        """At the starting efficiencies, the largest size of every case: the link classes that
+        carry bytes and, per case, the class of its bottleneck link (the one that needs the
+        longest to carry its bytes)."""
         classes: set[str] = set()
         bottleneck: dict[int, str] = {}
         for ci in range(len(self.cases)):
             k = max(np.flatnonzero(self.case_of == ci).tolist(), key=lambda k: self.size_of[k])
-            net, _ = self._run(k, {}, 0.0)
+            net, _ = self._run(k, eff0, self.latency_of(0.0))
             lr = net.link_records()
             used = lr[lr["bytes"] > 0]
             classes.update(str(x) for x in used["class"].unique())
@@ -309,13 +335,13 @@ class _Model:
 
 def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: int = 0,
                     classes: Sequence[str] | None = None, max_sizes: int = 8, topology: str | None = None,
-                    nodes: int | None = None, source_logs: Sequence[str] = (),
+                    nodes: int | None = None, source_logs: Sequence[str] = (), cost_model: str = "nccl",
                     progress: Callable[[str], None] | None = None) -> Calibration:
-    """Fit link-class efficiencies and the per-step latency to measured collective times.
+    """Fit link-class efficiencies and the collective latency to measured collective times.
 
-    Starting point: the step latency from the smallest sizes (``(measured - simulated) / depth``),
-    the efficiency of each case's bottleneck class from its largest size (``simulated /
-    measured``); then ``least_squares`` on ``log(time)`` with full simulations.
+    Starting point: the preset's efficiencies and latency scale 1 (``nccl``) or the step
+    latency from the smallest sizes (``ideal``), each case's bottleneck class scaled by the
+    ratio at its largest size; then ``least_squares`` on ``log(time)`` with full simulations.
 
     Args:
         cases: measured curves with their topology and group.
@@ -324,9 +350,12 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
         max_sizes: sizes per case used in the optimisation (a log-spaced subset including the
             smallest and the largest; all sizes are simulated for the reported errors).
         topology, nodes, source_logs: recorded in the result.
+        cost_model: ``nccl`` (fit the latency scale) or ``ideal`` (fit a step latency).
         progress: called with a short message at each stage.
     """
     from scipy.optimize import least_squares
+
+    from netsim.collectives.setup import collective_setup
 
     if not cases:
         raise NetsimError("nothing to calibrate: no measured sizes")
@@ -337,17 +366,18 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
         if not (np.asarray(c.measured_s) > 0).all():
             raise NetsimError("measured times must be > 0", source=c.source or None)
     say = progress or (lambda _m: None)
-    model = _Model(cases, routing, seed, max(2, int(max_sizes)))
-    loaded, bottleneck = model.probe()
+    ideal = cost_model == "ideal"
+    model = _Model(cases, routing, seed, max(2, int(max_sizes)), cost_model)
+    base_eff = {} if ideal else collective_setup(cases[0].graph, cost_model=cost_model).efficiency
+    loaded, bottleneck = model.probe(base_eff)
     cls = sorted(classes) if classes is not None else loaded
     p = len(cls)
     mask = np.array(model.fit_mask)
-    say(f"fitting the efficiency of {', '.join(cls) or 'no link class'} and the step latency "
-        f"on {int(mask.sum())} sizes")
+    say(f"fitting the efficiency of {', '.join(cls) or 'no link class'} and the "
+        f"{'step latency' if ideal else 'NCCL latency scale'} on {int(mask.sum())} sizes")
     meas = model.measured
-    lat_hi_us = float(np.min(meas / np.maximum(model.depth, 1.0)) * 1e6)  # no step may exceed a whole run
 
-    # starting point
+    # starting point: the preset (nccl) or nominal links (ideal)
     ends = np.zeros(len(model.items), dtype=bool)
     firsts: list[int] = []
     lasts: dict[int, int] = {}
@@ -356,16 +386,27 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
         firsts.append(int(ks[np.argmin(model.size_of[ks])]))
         lasts[ci] = int(ks[np.argmax(model.size_of[ks])])
         ends[firsts[-1]] = ends[lasts[ci]] = True
-    t_nominal = model.simulate({}, 0.0, ends)
-    lat0 = float(np.median([max(0.0, (meas[k] - t_nominal[k]) / max(model.depth[k], 1.0)) for k in firsts]))
-    lat0_us = min(lat0 * 1e6, lat_hi_us)
-    t_lat = model.simulate({}, lat0_us * 1e-6, ends)
     x0 = np.zeros(p + 1)
-    x0[p] = lat0_us
+    for j, name in enumerate(cls):
+        x0[j] = math.log(min(1.0, max(base_eff.get(name, 1.0), _MIN_EFFICIENCY)))
+    start_eff = {c: math.exp(x0[j]) for j, c in enumerate(cls)}
+    if ideal:
+        t_nominal = model.simulate(start_eff, 0.0, ends)
+        lat0 = float(np.median([max(0.0, (meas[k] - t_nominal[k])) for k in firsts]))
+        lat_hi_us = float(np.min(meas) * 1e6)
+        x0[p] = min(lat0 * 1e6 / 4, lat_hi_us)  # a few steps on the critical path
+        lat_lo, lat_hi = 0.0, max(lat_hi_us, 1e-9)
+    else:
+        t_nominal = model.simulate(start_eff, 1.0, ends)
+        ratios_small = [meas[k] / t_nominal[k] for k in firsts if t_nominal[k] > 0]
+        x0[p] = float(np.clip(np.log(np.median(ratios_small)) if ratios_small else 0.0, -2.0, 2.0))
+        lat_lo, lat_hi = math.log(0.05), math.log(20.0)
+    t_lat = model.simulate(start_eff, model.latency_of(float(x0[p])), ends)
     for j, name in enumerate(cls):
         ratios = [t_lat[lasts[ci]] / meas[lasts[ci]] for ci, cb in bottleneck.items() if cb == name]
         if ratios:
-            x0[j] = float(np.clip(np.mean(np.log(ratios)), math.log(_MIN_EFFICIENCY), 0.0))
+            x0[j] = float(np.clip(x0[j] + np.mean(np.log(ratios)), math.log(_MIN_EFFICIENCY), 0.0))
+
     def residual(x: np.ndarray) -> np.ndarray:
         t = model.times(cls, x, mask)[mask]
         return np.asarray(np.log(np.maximum(t, 1e-15)) - np.log(meas[mask]))
@@ -381,15 +422,15 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
             active.append(j)
     free = [*active, p]
     for j in active:  # start strictly inside the bounds (a trust region leaves a bound slowly)
-        x0[j] = min(x0[j], math.log(0.9))
+        x0[j] = min(x0[j], math.log(0.99))
 
     def residual_free(z: np.ndarray) -> np.ndarray:
         x = x0.copy()
         x[free] = z
         return residual(x)
 
-    lo = np.concatenate([np.full(len(active), math.log(_MIN_EFFICIENCY)), [0.0]])
-    hi = np.concatenate([np.zeros(len(active)), [max(lat_hi_us, 1e-9)]])
+    lo = np.concatenate([np.full(len(active), math.log(_MIN_EFFICIENCY)), [lat_lo]])
+    hi = np.concatenate([np.zeros(len(active)), [lat_hi]])
     res = least_squares(residual_free, np.clip(x0[free], lo, hi), bounds=(lo, hi), diff_step=1e-3,
                         x_scale="jac", max_nfev=30, xtol=1e-4, ftol=1e-6)
     x = x0.copy()
@@ -398,19 +439,21 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
     sens[active] = np.abs(res.jac[:, :-1]).sum(axis=0)
     unconstrained = [c for c, s in zip(cls, sens, strict=True) if s <= 1e-6]
     eff = {c: float(min(1.0, math.exp(v))) for c, v, s in zip(cls, x[:p], sens, strict=True) if s > 1e-6}
-    lat_s = float(x[p] * 1e-6)
+    latency = model.latency_of(float(x[p]))
+    lat_s, scale = (latency, 1.0) if ideal else (0.0, latency)
     say(f"fitted {', '.join(f'{c}={v:.3f}' for c, v in eff.items()) or 'no efficiency'}, "
-        f"step latency {lat_s * 1e6:.3f} us ({model.simulations} simulations); checking all sizes")
-    final = model.simulate(eff, lat_s, np.ones(len(model.items), dtype=bool))
+        + (f"step latency {lat_s * 1e6:.3f} us" if ideal else f"latency scale {scale:.3f}")
+        + f" ({model.simulations} simulations); checking all sizes")
+    final = model.simulate(eff, latency, np.ones(len(model.items), dtype=bool))
     points = []
-    for k, (ci, si, _, _) in enumerate(model.items):
+    for k, (ci, si) in enumerate(model.items):
         c = cases[ci]
         points.append(FitPoint(c.source, c.op, len(c.devices), c.nnodes, int(c.sizes_bytes[si]),
                                float(c.measured_s[si] * 1e6), float(final[k] * 1e6)))
     logerr = np.log(final / model.measured)
-    return Calibration(link_efficiency=eff, step_latency_s=lat_s, topology=topology, nodes=nodes, routing=routing,
-                       unconstrained_classes=unconstrained, source_logs=list(source_logs), points=points,
-                       rms_log_error=float(np.sqrt(np.mean(logerr**2))))
+    return Calibration(link_efficiency=eff, step_latency_s=lat_s, cost_model=cost_model, latency_scale=scale,
+                       topology=topology, nodes=nodes, routing=routing, unconstrained_classes=unconstrained,
+                       source_logs=list(source_logs), points=points, rms_log_error=float(np.sqrt(np.mean(logerr**2))))
 
 
 __all__ = ["CALIBRATION_FORMAT", "Calibration", "FitCase", "FitPoint", "fit_calibration", "load_calibration"]

@@ -1,9 +1,13 @@
-"""``netsim calibrate nccl``: fit link efficiencies and the step latency to nccl-tests logs.
+"""``netsim calibrate nccl``: fit link efficiencies and the collective latency to nccl-tests logs.
 
 ::
 
     netsim calibrate nccl all_reduce_1n.log all_reduce_2n.log --topology dgx-h100 --out cal.yaml
         [--nodes N] [--algo ring] [--routing ecmp] [--set key=value ...] [--max-sizes 6]
+        [--collective-cost nccl|ideal]
+
+Under the ``nccl`` cost model (the default) the fit finds the link efficiencies and the scale of
+NCCL's latencies; under ``ideal`` the efficiencies and a per-step latency.
 
 Every run in the logs (op, ranks and hosts from the log itself) is simulated on the topology
 with as many nodes as the run had hosts (``--nodes`` only for logs without ``#  Rank`` lines)
@@ -19,7 +23,7 @@ import networkx as nx
 import numpy as np
 import typer
 
-from netsim.cli.common import load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import cost_option, load_graph, nodes_option, set_option, topology_option
 from netsim.errors import NetsimError
 
 
@@ -38,8 +42,9 @@ def register(app: typer.Typer) -> None:
         routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         max_sizes: int = typer.Option(6, "--max-sizes", min=2, help="Sizes per run used in the optimisation."),
+        collective_cost: str | None = cost_option(),
     ) -> None:
-        """Fit per-link-class efficiency and per-step latency to nccl-tests LOGS."""
+        """Fit per-link-class efficiency and the collective latency to nccl-tests LOGS."""
         from netsim.calibration.fit import FitCase, fit_calibration
         from netsim.calibration.nccl import read_nccl_runs
         from netsim.collectives.executor import accelerators
@@ -72,9 +77,13 @@ def register(app: typer.Typer) -> None:
                                  sizes_bytes=df["size_bytes"].to_numpy(dtype=np.int64),
                                  measured_s=df["oop_time_us"].to_numpy(dtype=float) * 1e-6,
                                  source=run.source, nnodes=run_nodes))
+        cost = collective_cost or "nccl"
+        if cost not in ("nccl", "ideal"):
+            raise NetsimError(f"unknown collective cost model {cost!r}; allowed: nccl, ideal",
+                              field="--collective-cost")
         cal = fit_calibration(cases, routing=routing, seed=seed, max_sizes=max_sizes, topology=topology,
                               nodes=max(graphs) if graphs else nodes, source_logs=[str(p) for p in logs],
-                              progress=lambda m: typer.echo(f"# {m}"))
+                              cost_model=cost, progress=lambda m: typer.echo(f"# {m}"))
         typer.echo(f"# {'source':<28s} {'op':<14s} {'ranks':>5s} {'nodes':>5s} {'size':>12s} "
                    f"{'measured_us':>12s} {'simulated_us':>12s} {'error':>8s}")
         for p in cal.points:
@@ -82,10 +91,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  {src:<28s} {p.op:<14s} {p.nranks:5d} {p.nnodes:5d} {p.size_bytes:12d} "
                        f"{p.measured_us:12.2f} {p.simulated_us:12.2f} {p.rel_error * 100:7.2f}%")
         eff = ", ".join(f"{k}={v:.4f}" for k, v in sorted(cal.link_efficiency.items())) or "none"
-        typer.echo(f"# link efficiency: {eff}; step latency: {cal.step_latency_s * 1e6:.4f} us; "
+        lat = (f"step latency: {cal.step_latency_s * 1e6:.4f} us" if cal.cost_model == "ideal"
+               else f"NCCL latency scale: {cal.latency_scale:.4f}")
+        typer.echo(f"# {cal.cost_model} cost model; link efficiency: {eff}; {lat}; "
                    f"rms log error: {cal.rms_log_error:.4f}")
         if cal.unconstrained_classes:
-            typer.echo(f"# not constrained by these logs (left at 1.0): {', '.join(cal.unconstrained_classes)}")
+            typer.echo(f"# not constrained by these logs (the preset's value stays): "
+                       f"{', '.join(cal.unconstrained_classes)}")
         cal.save(out)
         typer.echo(f"# wrote {out}")
 

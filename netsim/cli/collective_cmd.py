@@ -5,10 +5,13 @@
     netsim collective all_reduce --topology dgx-h100 --nodes 2 [--algo ring]
         [--min-bytes 1MiB --max-bytes 8GiB --step-factor 2] [--gpus-per-node K]
         [--csv out.csv] [--log sim.log] [--calibration CAL.yaml] [--set key=value ...]
-        [--routing ecmp] [--chunk-bytes 512KiB] [--step-latency 5us] [--channels C]
-        [--pair n0.g0,n1.g0] [--model exact|stream|coflow]
+        [--routing ecmp] [--chunk-bytes 512KiB] [--channels C] [--pair n0.g0,n1.g0]
+        [--model exact|stream|coflow] [--collective-cost nccl|ideal] [--proto LL|LL128|Simple]
+        [--step-latency 5us]  (ideal cost model only)
 
-Every size runs on a fresh network.  stdout is the nccl-tests table (size, count, type,
+Every size runs on a fresh network under the collective cost model (``nccl`` by default: NCCL's
+algorithm and protocol choice, latencies and bandwidth limits, links at the preset's achieved
+efficiency; ``ideal``: the wire bound).  stdout is the nccl-tests table (size, count, type,
 redop, root, then time (us), algbw and busbw (GB/s) and #wrong for out-of-place and in-place)
 followed by ``# Avg bus bandwidth``; ``--csv`` writes ``op,algo,size_bytes,time_us,algbw_GBps,
 busbw_GBps`` and ``--log`` a complete nccl-tests log (with ``#  Rank`` lines) that
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import engine_kwargs, load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import cost_option, load_graph, network_setup, nodes_option, set_option, topology_option
 from netsim.errors import NetsimError
 from netsim.units import parse_bytes, parse_duration
 
@@ -34,7 +37,8 @@ def register(app: typer.Typer) -> None:
         op: str = typer.Argument(..., help=f"Collective: {', '.join(CLI_OPS)}."),
         topology: str = topology_option(),
         nodes: int | None = nodes_option(),
-        algo: str | None = typer.Option(None, "--algo", "-a", help="Algorithm (default: ring / direct / shift)."),
+        algo: str | None = typer.Option(None, "--algo", "-a", help="Algorithm (default: NCCL's choice per size under "
+                                        "the nccl cost model; ring / direct / shift under ideal)."),
         min_bytes: str = typer.Option("1MiB", "--min-bytes", "-b", help="Smallest size (e.g. 1MiB)."),
         max_bytes: str = typer.Option("8GiB", "--max-bytes", "-e", help="Largest size (e.g. 8GiB)."),
         step_factor: float = typer.Option(2.0, "--step-factor", "-f", help="Size multiplier between rows."),
@@ -48,7 +52,10 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         chunk_bytes: str | None = typer.Option(None, "--chunk-bytes", help="Pipeline chunk size (e.g. 512KiB)."),
         step_latency: str | None = typer.Option(
-            None, "--step-latency", help="Software latency per step (e.g. 5us); overrides the calibration's."),
+            None, "--step-latency", help="Software latency per step (e.g. 5us); the ideal cost model only."),
+        collective_cost: str | None = cost_option(),
+        proto: str | None = typer.Option(None, "--proto", help="Force NCCL's protocol: LL, LL128 or Simple "
+                                         "(as NCCL_PROTO; nccl cost model)."),
         channels: int | None = typer.Option(None, "--channels", min=1, help="Parallel rings of ring algorithms."),
         model: str = typer.Option("exact", "--model", help="Collective model: exact, stream (ring phases as one "
                                   "flow per link) or coflow (stream, and all-to-all phases as one coflow); for scale."),
@@ -56,10 +63,10 @@ def register(app: typer.Typer) -> None:
                                         "(default: first and last)."),
     ) -> None:
         """Simulate collective OP for a range of sizes and print the nccl-tests table."""
-        from netsim.calibration.fit import load_calibration
         from netsim.collectives.executor import accelerators, check_model
         from netsim.collectives.nccl_tests import (
             HEADER_LINES,
+            format_choices,
             format_log,
             format_row,
             format_trailer,
@@ -73,17 +80,17 @@ def register(app: typer.Typer) -> None:
 
         if op not in CLI_OPS:
             raise NetsimError(f"unknown collective {op!r}; allowed: {', '.join(CLI_OPS)}", field="OP")
-        alg = get_algorithm(op, algo)
+        if algo is not None:
+            get_algorithm(op, algo)
         check_model(model)
         sizes = sizes_between(parse_bytes(min_bytes, "--min-bytes"), parse_bytes(max_bytes, "--max-bytes"),
                               step_factor)
         chunk = parse_bytes(chunk_bytes, "--chunk-bytes") if chunk_bytes is not None else None
-        cal = load_calibration(calibration) if calibration is not None else None
-        lat = parse_duration(step_latency, "--step-latency") if step_latency is not None else (
-            cal.step_latency_s if cal is not None else 0.0)
-        if lat < 0:
+        lat = parse_duration(step_latency, "--step-latency") if step_latency is not None else None
+        if lat is not None and lat < 0:
             raise NetsimError(f"must be >= 0, got {step_latency!r}", field="--step-latency")
         graph = load_graph(topology, nodes, overrides)
+        kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost, step_latency_s=lat)
         devices = accelerators(graph, per_node=gpus_per_node)
         if not devices:
             raise NetsimError("the topology has no accelerators", source=topology)
@@ -99,17 +106,14 @@ def register(app: typer.Typer) -> None:
                 devices = [devices[0], devices[-1]]
         elif pair is not None:
             raise NetsimError("--pair applies to sendrecv only", field="--pair")
-        kw = engine_kwargs(calibration, routing, seed)
         n_nodes = len({graph.nodes[d].get("node") for d in devices})
         name = graph.graph.get("name", topology)
         plural = "s" if n_nodes > 1 else ""
+        algo_text = algo or ("NCCL's choice per size" if setup.name == "nccl" else get_algorithm(op, None).name)
         comments = [
-            f"netsim collective {op}: algo {alg.name}, {len(devices)} ranks on {n_nodes} node{plural} of {name}, "
+            f"netsim collective {op}: algo {algo_text}, {len(devices)} ranks on {n_nodes} node{plural} of {name}, "
             f"routing {routing}" + (f", collective model {model}" if model != "exact" else ""),
-            "calibration: " + (f"{calibration} (efficiency "
-                               + (", ".join(f"{k}={v:.4g}" for k, v in sorted(cal.link_efficiency.items())) or "none")
-                               + f", step latency {lat * 1e6:.4g} us)" if cal is not None
-                               else f"none (step latency {lat * 1e6:.4g} us)"),
+            setup.summary_line() + (f"; calibration {calibration}" if calibration is not None else ""),
         ]
         for c in comments:
             typer.echo(f"# {c}")
@@ -117,12 +121,14 @@ def register(app: typer.Typer) -> None:
         for h in HEADER_LINES:
             typer.echo(h)
         rows = []
-        for row in iter_sweep(graph, op, devices, sizes, algo=alg.name, chunk_bytes=chunk, step_latency_s=lat,
-                              channels=channels, model=model, **kw):
+        for row in iter_sweep(graph, op, devices, sizes, algo=algo, chunk_bytes=chunk, channels=channels,
+                              model=model, cost=setup.cost, proto=proto, **kw):
             rows.append(row)
             typer.echo(format_row(row))
         for t in format_trailer(rows):
             typer.echo(t)
+        if setup.name == "nccl":
+            typer.echo("# NCCL's choice: " + "; ".join(format_choices(rows)))
         if csv is not None:
             with atomic_file(csv) as fh:
                 rows_frame(rows).to_csv(fh, index=False, float_format="%.6f")

@@ -40,15 +40,40 @@ def load_graph(topology: str | None, nodes: int | None, overrides: list[str] | N
     return load_topology(topology, nodes=nodes, overrides=tuple(overrides or ()))
 
 
-def engine_kwargs(calibration: Path | None, routing: str | None = None, seed: int | None = None) -> dict[str, Any]:
-    """Keyword arguments for :class:`netsim.network.Network` from CLI options."""
+def cost_option() -> Any:
+    return typer.Option(None, "--collective-cost", help="Collective cost model: nccl (NCCL's algorithms, protocols "
+                        "and latencies; links at the preset's achieved efficiency) or ideal (the wire bound). "
+                        "Default: the topology's (nccl for every preset).")
+
+
+def network_setup(graph: nx.DiGraph, calibration: Path | None, routing: str | None = None, seed: int | None = None,
+                  *, cost_model: str | None = None, step_latency_s: float | None = None) -> tuple[dict[str, Any], Any]:
+    """The ``Network`` keywords and the :class:`~netsim.collectives.setup.CollectiveSetup` of a
+    command: the topology's collective cost model (or ``cost_model``), a calibration's fitted
+    numbers on top, the routing policy and seed."""
+    from netsim.collectives.setup import collective_setup
+
     kw: dict[str, Any] = {}
+    cal_kw: dict[str, Any] = {}
     if calibration is not None:
         from netsim.calibration.fit import load_calibration
 
-        kw.update(load_calibration(calibration).engine_kwargs())
+        cal_kw = load_calibration(calibration).setup_kwargs()
+        if cost_model is not None and cost_model != cal_kw["cost_model"]:
+            raise NetsimError(f"the calibration was fitted with the {cal_kw['cost_model']} cost model, not "
+                              f"{cost_model}", field="--collective-cost")
+    if cost_model is not None:
+        cal_kw["cost_model"] = cost_model
+    if step_latency_s is not None:
+        cal_kw["step_latency_s"] = step_latency_s
+        cal_kw.setdefault("cost_model", "ideal")
+    setup = collective_setup(graph, source="--collective-cost" if cost_model else None, **cal_kw)
+    if setup.efficiency:
+        kw["efficiency"] = dict(setup.efficiency)
     if routing is not None:
         kw["routing"] = routing
     if seed is not None:
         kw["seed"] = seed
-    return kw
+    return kw, setup
+
+

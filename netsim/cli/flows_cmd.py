@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import console, engine_kwargs, load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import console, load_graph, network_setup, nodes_option, set_option, topology_option
 
 
 def register(app: typer.Typer) -> None:
@@ -20,13 +20,16 @@ def register(app: typer.Typer) -> None:
         routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
+        line_rate: bool = typer.Option(False, "--line-rate", help="Run the links at line rate (the wire bound) "
+                                       "instead of the preset's achieved efficiency per link class."),
     ) -> None:
         """Simulate the flows of FLOWS.csv on a topology; write per-flow and per-link tables."""
         from netsim.network.flowfile import read_flows, run_flows
 
         graph = load_graph(topology, nodes, overrides)
         table = read_flows(flows_csv)
-        result = run_flows(graph, table, out, **engine_kwargs(calibration, routing, seed))
+        kw, _ = network_setup(graph, calibration, routing, seed, cost_model="ideal" if line_rate else None)
+        result = run_flows(graph, table, out, **kw)
         console.print(
             f"{result.num_flows} flows, makespan {result.makespan_s * 1e6:.3f} us, "
             f"busiest link {result.busiest_link} at {result.busiest_peak:.1%} peak utilisation"

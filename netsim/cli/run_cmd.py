@@ -23,7 +23,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netsim.cli.common import console, err_console
+from netsim.cli.common import console, cost_option, err_console
 from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
 
@@ -84,6 +84,11 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
         f"TP{par['tp']} EP{par['ep']}, {summary['schedule']}, {summary['num_microbatches']} micro-batches)"
     )
     console.print(f"step time: [bold]{format_duration(st)}[/bold] (mean of {summary['steps']} step(s))")
+    cc = summary.get("collective_cost") or {}
+    if cc:
+        from netsim.collectives.setup import cost_summary_line
+
+        console.print(cost_summary_line(cc))
     t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     t.add_column("breakdown (mean over ranks)")
     t.add_column("time", justify="right")
@@ -140,6 +145,7 @@ def register(app: typer.Typer) -> None:
         routing_trace: Path | None = typer.Option(None, "--routing-trace", help="Routing trace (.parquet)."),
         kernels: Path | None = typer.Option(None, "--kernels", help="Measured kernel table (else roofline)."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (CAL.yaml)."),
+        collective_cost: str | None = cost_option(),
         collective_model: str | None = typer.Option(
             None, "--collective-model", help="exact (default); stream: ring phases as one flow per link; "
             "coflow: stream, and each all-to-all phase as one coflow (much faster at scale; error in the README)."),
@@ -162,6 +168,7 @@ def register(app: typer.Typer) -> None:
             "kernels": str(kernels.resolve()) if kernels else None,
             "calibration": str(calibration.resolve()) if calibration else None,
             "collective_model": collective_model,
+            "collective_cost": collective_cost,
             "routing_samples": routing_samples,
             "lockstep": lockstep or None,
         }

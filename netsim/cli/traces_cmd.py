@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from netsim.cli.common import console, engine_kwargs, load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import console, load_graph, network_setup, nodes_option, set_option, topology_option
 from netsim.units import format_bytes, format_duration
 
 
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
 
         trace = load_chakra(trace_dir)
         graph = load_graph(topology, nodes, overrides)
-        kw = engine_kwargs(calibration, routing, seed)
+        kw, _ = network_setup(graph, calibration, routing, seed)
         res = replay_chakra(
             trace,
             graph,

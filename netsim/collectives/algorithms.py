@@ -384,8 +384,9 @@ def ring_all_gather(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return ring_reduce_scatter(req, b) or {}  # same traffic: n-1 steps of nbytes/n per rank
 
 
-@register_algorithm("all_reduce", "tree", description="NCCL double binary tree, pipelined")
-def tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+@register_algorithm("all_reduce", "flat_tree",
+                    description="one double binary tree over all ranks, pipelined in chunks (not NCCL's)")
+def flat_tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n = req.n
     half = req.nbytes / 2
     k = req.chunks(half, pipelined=True)
@@ -479,12 +480,6 @@ def _nvls(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, Any]:
     return {"chunks": k, "servers": nodes}
 
 
-@register_algorithm("all_reduce", "nvls",
-                    description="NVLink SHARP: reduction in the NVSwitch (ring between servers)")
-def nvls_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
-    return _nvls(req, b, "ring")
-
-
 @register_algorithm("all_reduce", "nvls_sharp",
                     description="NVLS inside servers, SHARP between servers")
 def nvls_sharp_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
@@ -498,8 +493,13 @@ def nvls_sharp_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
                     description="pipelined chain through the ranks in order (NCCL ring broadcast/reduce)")
 def chain_rooted(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n = req.n
-    k = req.chunks(req.nbytes, pipelined=True)
     parent = [r - 1 for r in range(n)]
+    if req.fluid:  # every link of the chain carries the buffer at once
+        edges = np.array([(r, r - 1) for r in range(1, n)], dtype=np.int64)
+        src, dst = (edges[:, 1], edges[:, 0]) if req.op == "broadcast" else (edges[:, 0], edges[:, 1])
+        b.add_batch(src, dst, req.nbytes, 0)
+        return {"fluid": True}
+    k = req.chunks(req.nbytes, pipelined=True)
     _tree_pipeline(b, list(range(n)), parent, req.nbytes, k, reduce=req.op == "reduce", bcast=req.op == "broadcast")
     return {"chunks": k}
 

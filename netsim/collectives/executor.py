@@ -52,8 +52,10 @@ import numpy as np
 import simpy
 
 from netsim.collectives.algorithms import a2a_matrix
+from netsim.collectives.cost import CollectiveCall, CostModel, IdealCost
 from netsim.collectives.plan import CollectiveError, Plan
-from netsim.collectives.registry import build_plan, check_request, get_algorithm
+from netsim.collectives.registry import build_plan, check_request
+from netsim.collectives.transfer_costs import transfer_costs
 
 if TYPE_CHECKING:
     from netsim.network.engine import Network
@@ -70,6 +72,7 @@ class CollectiveResult:
         num_devices: group size.
         start_s, end_s: simulated start and end (seconds).
         num_transfers: transfers (flows) it generated.
+        library_algo, proto: what the collective library chose (``None`` under ``ideal``).
     """
 
     op: str
@@ -79,6 +82,8 @@ class CollectiveResult:
     start_s: float
     end_s: float
     num_transfers: int
+    library_algo: str | None = None
+    proto: str | None = None
 
     @property
     def time_s(self) -> float:
@@ -89,16 +94,20 @@ class CollectiveResult:
 class _Execution:
     """State of one plan being executed (dependency counters, batching of arrivals)."""
 
-    def __init__(self, net: Network, plan: Plan, traffic_class: str, label: str, step_latency_s: float,
+    def __init__(self, net: Network, plan: Plan, traffic_class: str, label: str, call: CollectiveCall,
                  coflow: bool = False) -> None:
         self.net = net
         self.coflow = coflow and plan.op in COFLOW_OPS
         self.env: simpy.Environment = net.env
         self.plan = plan
+        self.call = call
         node_ids = _device_ids(net, plan.nodes)
         self.src = node_ids[plan.src]
         self.dst = node_ids[plan.dst]
-        self.size = plan.size
+        costs = transfer_costs(net, plan, call, self.src, self.dst)
+        self.size = costs.wire_bytes
+        self.lat = costs.latency_s
+        self.cap = costs.rate_cap_Bps
         self.remaining = plan.num_deps.astype(np.int64, copy=True)
         self.child_ptr, self.child_idx = plan.dependents()
         self.total = len(plan)
@@ -108,9 +117,11 @@ class _Execution:
         self.flush_pending = False
         self.traffic_class = traffic_class
         self.label = label
-        self.step_latency_s = step_latency_s
         self.stream = plan.stream
         self.rounds = plan.rounds
+        self.fluid = bool(plan.meta.get("fluid"))
+        self.fids: list[int] = []  # fluid plans: the flows, for the pipeline's completion rule
+        self.t0 = 0.0
         if self.stream:
             # transfers standing for chains are released per phase (step), once all have drained
             chained = self.rounds > 1
@@ -119,6 +130,7 @@ class _Execution:
         self.finished = self.env.event()
 
     def start(self) -> None:
+        self.t0 = float(self.env.now)
         self._schedule(np.flatnonzero(self.remaining == 0))
 
     def _schedule(self, ready: np.ndarray) -> None:
@@ -129,11 +141,21 @@ class _Execution:
                 ready = ready[~chained]
                 if not ready.size:
                     return
-        if self.step_latency_s <= 0:
-            self._launch(ready)
-        else:
-            ev = self.env.timeout(self.step_latency_s)
-            ev.callbacks.append(partial(self._launch_cb, ready))
+        if self.fluid:  # a pipeline: every transfer at once, after one step's latency; the
+            wait = float(self.lat[ready].max()) if ready.size else 0.0  # rest counts at the end
+            if wait > 0:
+                self.env.timeout(wait).callbacks.append(partial(self._launch_cb, ready))
+            else:
+                self._launch(ready)
+            return
+        lat = self.lat[ready]
+        for value in np.unique(lat).tolist():
+            batch = ready[lat == value]
+            if value <= 0:
+                self._launch(batch)
+            else:
+                ev = self.env.timeout(value)
+                ev.callbacks.append(partial(self._launch_cb, batch))
 
     def _launch_cb(self, ready: np.ndarray, _ev: simpy.Event) -> None:
         self._launch(ready)
@@ -144,13 +166,16 @@ class _Execution:
                                           traffic_class=self.traffic_class, label=self.label)
             ev.callbacks.append(partial(self._arrive_batch, ready))  # never chained (merge)
             return
+        caps = self.cap[ready] if self.cap is not None else None
         events = self.net.transfer_ids(self.src[ready], self.dst[ready], self.size[ready],
-                                       traffic_class=self.traffic_class, label=self.label)
+                                       traffic_class=self.traffic_class, label=self.label, rate_cap_Bps=caps)
         cb = self._on_arrival
         for ev, t in zip(events, ready.tolist(), strict=True):
             ev.callbacks.append(partial(cb, t))
 
     def _on_arrival(self, t: int, ev: simpy.Event) -> None:
+        if self.fluid:
+            self.fids.append(int(ev.value))  # type: ignore[arg-type]  # transfer events carry the flow id
         if not (self.stream and self.rounds[t] > 1):
             self._arrive(t)
             return
@@ -172,7 +197,7 @@ class _Execution:
         lat = self.net.flow_latency_s(fids)
         start = self.net.flow_start_s(fids)
         drain = np.maximum(arrived - lat - start, 0.0)
-        chain = start + self.rounds[ts] * (self.step_latency_s + float(lat.mean())) + float(drain.mean())
+        chain = start + self.rounds[ts] * float((self.lat[ts] + lat).mean()) + float(drain.mean())
         now = float(self.env.now)
         when = np.maximum(np.maximum(arrived, chain), now)
         for d in np.unique(when).tolist():
@@ -217,7 +242,23 @@ class _Execution:
             if ready.size:
                 self._schedule(ready)
         if self.done == self.total:
-            self.finished.succeed()
+            self._finish()
+
+    def _succeed(self, _ev: simpy.Event | None = None) -> None:
+        self.finished.succeed()
+
+    def _finish(self) -> None:
+        """Every transfer arrived; a fluid plan also waits for its pipeline's latency plus its
+        slowest drain (module doc of :mod:`netsim.collectives.pipelined`)."""
+        if self.fluid and self.fids:
+            fids = np.array(self.fids, dtype=np.int64)
+            now = float(self.env.now)
+            drain = self.net.flow_end_s()[fids] - self.net.flow_latency_s(fids) - self.net.flow_start_s(fids)
+            done = self.t0 + float(self.call.pipeline_latency_s) + float(np.max(drain, initial=0.0))
+            if done > now + 1e-15:
+                self.env.timeout(done - now).callbacks.append(self._succeed)
+                return
+        self.finished.succeed()
 
 
 #: Collective models: exact plans; stream plans (one flow per link and phase); stream plans
@@ -263,20 +304,27 @@ def _check_latency(step_latency_s: float | None) -> float:
 
 
 def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", label: str = "",
-                 step_latency_s: float | None = None, coflow: bool = False) -> simpy.Process:
+                 step_latency_s: float | None = None, coflow: bool = False,
+                 call: CollectiveCall | None = None) -> simpy.Process:
     """Execute ``plan`` on ``net`` starting now; returns a simpy process whose value is a
-    :class:`CollectiveResult`.  With ``coflow``, the transfers that start together move as one
-    coflow (:meth:`Network.transfer_coflow`)."""
+    :class:`CollectiveResult`.  ``call``: how the cost model runs it (default: the ideal model
+    with ``step_latency_s`` before every transfer).  With ``coflow``, the transfers that start
+    together move as one coflow (:meth:`Network.transfer_coflow`)."""
     lat = _check_latency(step_latency_s)
-    ex = _Execution(net, plan, traffic_class, label or f"{plan.op}/{plan.algo}", lat, coflow)
+    if call is None:
+        call = CollectiveCall(algo=plan.algo, hop_latency_s={"intra": lat, "inter": lat}, subtract_path_latency=False)
+    ex = _Execution(net, plan, traffic_class, label or f"{plan.op}/{plan.algo}", call, coflow)
     env = net.env
 
     def proc() -> Generator[simpy.Event, Any, CollectiveResult]:
         t0 = float(env.now)
         if ex.total:
+            if call.base_latency_s > 0:
+                yield env.timeout(call.base_latency_s)
             ex.start()
             yield ex.finished
-        return CollectiveResult(plan.op, plan.algo, plan.nbytes, len(plan.devices), t0, float(env.now), ex.total)
+        return CollectiveResult(plan.op, plan.algo, plan.nbytes, len(plan.devices), t0, float(env.now), ex.total,
+                                call.library_algo, call.proto)
 
     return env.process(proc())
 
@@ -284,7 +332,8 @@ def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", labe
 def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
                    matrix: Any = None, traffic_class: str = "other", label: str = "",
                    chunk_bytes: float | None = None, step_latency_s: float | None = None,
-                   channels: int | None = None, model: str = "exact") -> simpy.Process:
+                   channels: int | None = None, model: str = "exact", cost: CostModel | None = None,
+                   proto: str | None = None) -> simpy.Process:
     """Plan collective ``op`` over ``devices`` and run it on ``net`` (a ``Network``), starting now.
 
     Args:
@@ -293,54 +342,76 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
             ``all_to_all``, ``all_to_allv`` or ``sendrecv``.
         devices: the group in rank order.
         nbytes: size in bytes (nccl-tests convention, see :mod:`netsim.collectives.registry`).
-        algo: algorithm name (``None``: ring for reductions and gathers, direct for
-            all-to-all, shift for sendrecv; in-network reduction only when asked).
+        algo: algorithm name (``None``: the cost model's choice: NCCL's tuner under ``nccl``;
+            ring / direct / shift under ``ideal``).
         matrix: ``matrix[i][j]`` bytes from ``devices[i]`` to ``devices[j]`` (all-to-all(v)).
         traffic_class, label: tags of the flows (``label`` defaults to ``op/algo``).
         chunk_bytes: pipeline chunk size in bytes (``None``: the algorithm's default).
-        step_latency_s: software latency before every transfer, seconds (``None``: 0).
+        step_latency_s: software latency before every transfer, seconds (``ideal`` only;
+            ``None``: 0).
         channels: parallel rings of ring algorithms (``None``: automatic).
         model: ``exact`` (one flow per step, chunk and link), ``stream`` (one flow per link
             and phase) or ``coflow`` (stream plans; transfers that start together move as one
             coflow); module doc.
+        cost: the collective cost model (:mod:`netsim.collectives.cost`); ``None``: ideal.
+        proto: the protocol to force (``LL``, ``LL128``, ``Simple``; ``nccl`` only).
 
     Returns:
         A simpy process; ``yield`` it inside a process, or run the network and read
         ``proc.value`` (a :class:`CollectiveResult`).
     """
     stream = check_model(model) != "exact"
-    if model == "coflow" and op in COFLOW_OPS and get_algorithm(op, algo).name == "direct":
-        return _direct_coflow(net, op, devices, nbytes, matrix, traffic_class, label, step_latency_s)
-    key = (op, tuple(devices), float(nbytes), algo, chunk_bytes, channels, stream) if matrix is None else None
+    if cost is None:
+        cost = IdealCost(step_latency_s=_check_latency(step_latency_s))
+    elif step_latency_s is not None and not isinstance(cost, IdealCost):
+        raise CollectiveError("a per-step latency applies to the ideal cost model only (the nccl model has its "
+                              "own latencies; scale them with collectives.latency_scale)", field="step_latency_s")
+    call = cost.call(op, devices, nbytes, algo=algo, proto=proto)
+    if model == "coflow" and op in COFLOW_OPS and call.algo == "direct":
+        return _direct_coflow(net, op, devices, nbytes, matrix, traffic_class, label, call)
+    ch = channels if channels is not None else call.channels
+    fluid = call.fluid
+    key = (op, tuple(devices), float(nbytes), call.algo, chunk_bytes, ch, stream, fluid) if matrix is None else None
     plan = net.plan_cache.get(key) if key is not None else None
     if plan is None:
-        plan = build_plan(op, devices, nbytes, algo=algo, matrix=matrix, graph=net.graph, chunk_bytes=chunk_bytes,
-                          channels=channels, stream=stream)
+        plan = build_plan(op, devices, nbytes, algo=call.algo, matrix=matrix, graph=net.graph,
+                          chunk_bytes=chunk_bytes, channels=ch, stream=stream, fluid=fluid)
         if key is not None:
             net.plan_cache[key] = plan
-    return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s,
-                        coflow=model == "coflow")
+    return execute_plan(net, plan, traffic_class=traffic_class, label=label, coflow=model == "coflow", call=call)
 
 
 def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float, matrix: Any, traffic_class: str,
-                   label: str, step_latency_s: float | None) -> simpy.Process:
+                   label: str, call: CollectiveCall) -> simpy.Process:
     """The direct all-to-all(v) as one coflow, without building its plan: the same transfers
-    (every pair with bytes), started after one step latency, as the plan path would launch them."""
+    (every pair with bytes), started after the call's base latency and one hop latency (the
+    largest of its transfers'), as the plan path would launch them."""
     devs, mat, nb = check_request(op, devices, nbytes, matrix)
-    lat = _check_latency(step_latency_s)
     ids = _device_ids(net, devs)
     m = a2a_matrix(len(devs), nb, mat) if len(devs) > 1 and (nb > 0 or mat is not None) else np.zeros((0, 0))
     i, j = np.nonzero(m > 0)
     env = net.env
+    hop = 0.0
+    if i.size:
+        server = np.array([net.graph.nodes[d].get("node", -1) if net.graph.nodes[d].get("node") is not None else -1
+                           for d in devs])
+        inter = bool(((server[i] != server[j]) | (server[i] < 0)).any())
+        hop = float(call.hop_latency_s.get("inter" if inter else "intra", 0.0))
+        if call.subtract_path_latency and hop > 0:
+            k = int(np.flatnonzero((server[i] != server[j]) | (server[i] < 0))[0]) if inter else 0
+            hop = max(hop - float(net.routes_of(devs[int(i[k])], devs[int(j[k])]).latency_s[0]), 0.0)
+    wait = call.base_latency_s + hop
+    sizes = m[i, j] * call.wire_factor
 
     def proc() -> Generator[simpy.Event, Any, CollectiveResult]:
         t0 = float(env.now)
         if i.size:
-            if lat > 0:
-                yield env.timeout(lat)
-            yield net.transfer_coflow(ids[i], ids[j], m[i, j], traffic_class=traffic_class,
+            if wait > 0:
+                yield env.timeout(wait)
+            yield net.transfer_coflow(ids[i], ids[j], sizes, traffic_class=traffic_class,
                                       label=label or f"{op}/direct")
-        return CollectiveResult(op, "direct", nb, len(devs), t0, float(env.now), int(i.size))
+        return CollectiveResult(op, "direct", nb, len(devs), t0, float(env.now), int(i.size), call.library_algo,
+                                call.proto)
 
     return env.process(proc())
 
@@ -348,14 +419,16 @@ def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float,
 def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbytes: float, *,
                         algo: str | None = None, matrix: Any = None, chunk_bytes: float | None = None,
                         step_latency_s: float | None = None, channels: int | None = None,
-                        traffic_class: str = "other", model: str = "exact", **engine_kwargs: Any) -> float:
+                        traffic_class: str = "other", model: str = "exact", cost: CostModel | None = None,
+                        proto: str | None = None, **engine_kwargs: Any) -> float:
     """Time in seconds of one collective alone on a fresh ``Network(graph, **engine_kwargs)``
     (``routing``, ``seed``, ``efficiency``, ``flow_rate_cap_Bps``)."""
     from netsim.network.engine import Network
 
     net = Network(graph, **engine_kwargs)
     proc = run_collective(net, op, devices, nbytes, algo=algo, matrix=matrix, traffic_class=traffic_class,
-                          chunk_bytes=chunk_bytes, step_latency_s=step_latency_s, channels=channels, model=model)
+                          chunk_bytes=chunk_bytes, step_latency_s=step_latency_s, channels=channels, model=model,
+                          cost=cost, proto=proto)
     net.run()
     return result_of(proc).time_s
 

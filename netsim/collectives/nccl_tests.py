@@ -82,6 +82,8 @@ class SweepRow:
     time_s: float
     algbw_GBps: float
     busbw_GBps: float
+    library_algo: str | None = None
+    proto: str | None = None
 
 
 def sizes_between(min_bytes: float, max_bytes: float, factor: float) -> list[int]:
@@ -99,34 +101,38 @@ def sizes_between(min_bytes: float, max_bytes: float, factor: float) -> list[int
     return out
 
 
-def make_row(op: str, algo: str, n: int, size_bytes: int, time_s: float) -> SweepRow:
+def make_row(op: str, algo: str, n: int, size_bytes: int, time_s: float, library_algo: str | None = None,
+             proto: str | None = None) -> SweepRow:
     algbw = size_bytes / time_s / 1e9 if time_s > 0 else 0.0
-    return SweepRow(op, algo, int(size_bytes), float(time_s), algbw, algbw * busbw_factor(op, n))
+    return SweepRow(op, algo, int(size_bytes), float(time_s), algbw, algbw * busbw_factor(op, n), library_algo, proto)
 
 
 def sweep(graph: nx.DiGraph, op: str, devices: Sequence[str], sizes: Sequence[int], *, algo: str | None = None,
           chunk_bytes: float | None = None, step_latency_s: float | None = None, channels: int | None = None,
-          on_row: Callable[[SweepRow], None] | None = None, **engine_kwargs: Any) -> list[SweepRow]:
-    """Simulate ``op`` at every size (a fresh ``Network(graph, **engine_kwargs)`` each);
-    ``on_row`` is called after each size (progress)."""
+          on_row: Callable[[SweepRow], None] | None = None, cost: Any = None, proto: str | None = None,
+          **engine_kwargs: Any) -> list[SweepRow]:
+    """Simulate ``op`` at every size (a fresh ``Network(graph, **engine_kwargs)`` each) under the
+    collective cost model ``cost`` (default: ideal); ``on_row`` is called after each size."""
     return list(iter_sweep(graph, op, devices, sizes, algo=algo, chunk_bytes=chunk_bytes,
-                           step_latency_s=step_latency_s, channels=channels, on_row=on_row, **engine_kwargs))
+                           step_latency_s=step_latency_s, channels=channels, on_row=on_row, cost=cost, proto=proto,
+                           **engine_kwargs))
 
 
 def iter_sweep(graph: nx.DiGraph, op: str, devices: Sequence[str], sizes: Sequence[int], *,
                algo: str | None = None, chunk_bytes: float | None = None, step_latency_s: float | None = None,
                channels: int | None = None, on_row: Callable[[SweepRow], None] | None = None,
-               model: str = "exact", **engine_kwargs: Any) -> Iterator[SweepRow]:
+               model: str = "exact", cost: Any = None, proto: str | None = None,
+               **engine_kwargs: Any) -> Iterator[SweepRow]:
     from netsim.collectives.executor import result_of, run_collective
     from netsim.network.engine import Network
 
     for size in sizes:
         net = Network(graph, **engine_kwargs)
         proc = run_collective(net, op, devices, float(size), algo=algo, chunk_bytes=chunk_bytes,
-                              step_latency_s=step_latency_s, channels=channels, model=model)
+                              step_latency_s=step_latency_s, channels=channels, model=model, cost=cost, proto=proto)
         net.run()
         res = result_of(proc)
-        row = make_row(op, res.algo, len(devices), int(size), res.time_s)
+        row = make_row(op, res.algo, len(devices), int(size), res.time_s, res.library_algo, res.proto)
         if on_row is not None:
             on_row(row)
         yield row
@@ -141,6 +147,8 @@ def rows_frame(rows: Sequence[SweepRow]) -> pd.DataFrame:
         "time_us": [r.time_s * 1e6 for r in rows],
         "algbw_GBps": [r.algbw_GBps for r in rows],
         "busbw_GBps": [r.busbw_GBps for r in rows],
+        "library_algo": [r.library_algo or "" for r in rows],
+        "proto": [r.proto or "" for r in rows],
     })
 
 
@@ -177,6 +185,24 @@ def avg_busbw(rows: Sequence[SweepRow]) -> float:
 
 def format_trailer(rows: Sequence[SweepRow]) -> list[str]:
     return ["# Out of bounds values : 0 OK", f"# Avg bus bandwidth    : {avg_busbw(rows):.4f} ", "#"]
+
+
+def format_choices(rows: Sequence[SweepRow]) -> list[str]:
+    """What the collective library ran, as ranges of sizes: ``8 B - 512 KiB: ring/LL``."""
+    from netsim.units import format_bytes
+
+    out: list[str] = []
+    run: list[SweepRow] = []
+    for r in [*rows, None]:
+        key = None if r is None else (r.library_algo, r.proto)
+        if run and (r is None or key != (run[0].library_algo, run[0].proto)):
+            lo, hi = format_bytes(run[0].size_bytes), format_bytes(run[-1].size_bytes)
+            what = f"{run[0].library_algo}/{run[0].proto}" if run[0].proto else str(run[0].algo)
+            out.append(f"{lo} - {hi}: {what}" if lo != hi else f"{lo}: {what}")
+            run = []
+        if r is not None:
+            run.append(r)
+    return out
 
 
 def format_table(rows: Sequence[SweepRow], *, comments: Sequence[str] = ()) -> str:

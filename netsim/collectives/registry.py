@@ -57,6 +57,8 @@ class PlanRequest:
         view: servers and local indices of the devices, and the graph if known.
         chunk_bytes: pipeline chunk size (``None``: the algorithm's default).
         channels: parallel rings (``None``: the algorithm's default).
+        fluid: build the pipelined form (every edge's bytes as one transfer, all at once;
+            :mod:`netsim.collectives.pipelined`) where the algorithm has one.
     """
 
     op: str
@@ -66,6 +68,7 @@ class PlanRequest:
     view: TopologyView
     chunk_bytes: float | None = None
     channels: int | None = None
+    fluid: bool = False
 
     @property
     def n(self) -> int:
@@ -117,7 +120,7 @@ def register_algorithm(ops: str | Sequence[str], name: str, *, description: str 
 
 def _ensure_loaded() -> None:
     # the built-in algorithms register themselves on import
-    from netsim.collectives import algorithms  # noqa: F401
+    from netsim.collectives import algorithms, pipelined  # noqa: F401
 
 
 def check_op(op: str) -> str:
@@ -163,7 +166,8 @@ def _check_matrix(matrix: Any, n: int) -> np.ndarray:
 
 def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
                matrix: Any = None, graph: nx.DiGraph | None = None, view: TopologyView | None = None,
-               chunk_bytes: float | None = None, channels: int | None = None, stream: bool = False) -> Plan:
+               chunk_bytes: float | None = None, channels: int | None = None, stream: bool = False,
+               fluid: bool = False) -> Plan:
     """Plan a collective.
 
     Args:
@@ -178,13 +182,14 @@ def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | No
             server when the group spans several servers, else 1).
         stream: build a stream plan (one transfer per link and phase; see
             :mod:`netsim.collectives.plan`) instead of the exact one.
+        fluid: build the pipelined (fluid) form where the algorithm has one.
     """
     devs, mat, nb = check_request(op, devices, nbytes, matrix, chunk_bytes, channels)
     alg = get_algorithm(op, algo)
     if view is None:
         view = TopologyView.from_graph(graph, devs) if graph is not None else TopologyView.from_names(devs)
     req = PlanRequest(op=op, devices=devs, nbytes=nb, matrix=mat, view=view, chunk_bytes=chunk_bytes,
-                      channels=int(channels) if channels is not None else None)
+                      channels=int(channels) if channels is not None else None, fluid=fluid)
     b = PlanBuilder(devs, stream=stream)
     meta = alg.fn(req, b) if (len(devs) > 1 and (nb > 0 or mat is not None)) else None
     return b.build(op, alg.name, nb, **(meta or {}))

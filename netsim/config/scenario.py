@@ -19,7 +19,9 @@ A scenario is the unit ``netsim run`` executes::
       flops_efficiency: 0.8             # roofline: achieved fraction of peak FLOP/s
       memory_efficiency: 0.8            # roofline: achieved fraction of HBM bandwidth
       algorithms: {all_to_allv: direct} # collective algorithm per op
-      step_latency: null                # collective per-step software latency ("2us")
+      step_latency: null                # per-step software latency ("2us"); the ideal cost model only
+      collective_cost: null             # nccl (NCCL's algorithms, protocols, latencies; links at the
+                                        # preset's efficiency) or ideal (the wire bound); null: the topology's
       collective_model: exact           # exact; stream (ring phases as one flow per link); or
                                         # coflow (stream + each all-to-all phase as one coflow):
                                         # much faster at scale; error in benchmarks/collective_models.py
@@ -77,6 +79,7 @@ class ScenarioOptions(SpecModel):
     memory_efficiency: float = Field(default=0.8, gt=0, le=1)
     algorithms: dict[str, str] = Field(default_factory=dict)
     step_latency: Duration | None = None
+    collective_cost: str | None = None
     collective_model: Literal["exact", "stream", "coflow"] = "exact"
     routing_samples: int | None = Field(default=None, ge=1)
     lockstep: bool = False

@@ -62,6 +62,7 @@ from netsim.errors import SpecError
 __all__ = [
     "AcceleratorSpec",
     "BackendSpec",
+    "CollectivesSpec",
     "ExplicitLinkSpec",
     "ExplicitNodeSpec",
     "ExplicitTopologySpec",
@@ -307,6 +308,40 @@ class LeafSpineFrontendSpec(_FrontendCommon):
 FrontendSpec = Annotated[SingleSwitchFrontendSpec | LeafSpineFrontendSpec, Field(discriminator="fabric")]
 
 
+class CollectivesSpec(SpecModel):
+    """How collectives run on this cluster: the cost model and what the collective library
+    (NCCL, or HCCL approximated by NCCL's model) needs to know about the machine.
+
+    See :mod:`netsim.collectives.cost` and :mod:`netsim.collectives.nccl`.
+    """
+
+    cost_model: str = "nccl"
+    """``nccl`` (NCCL's tuner, latencies and protocols) or ``ideal`` (the wire bound)."""
+    library: Literal["nccl", "hccl"] = "nccl"
+    """The vendor library; ``hccl`` runs NCCL's model with the constants marked approx."""
+    arch: Literal["volta", "ampere", "hopper", "blackwell"] = "hopper"
+    """NCCL's architecture class of the accelerator (its tables are per class)."""
+    host_cpu: Literal["intel", "amd", "other"] = "intel"
+    """Host CPU vendor: NCCL's LL bandwidth limit and network overhead across nodes depend on it."""
+    nvls: bool = False
+    """NVLink SHARP available (Hopper or later GPUs on third-generation NVSwitches)."""
+    collnet: bool = False
+    """CollNet / InfiniBand SHARP enabled (SHARP switches and NCCL's plugin)."""
+    collnet_heads: int | None = Field(default=None, ge=1)
+    """NICs per node CollNet uses (default: the group's)."""
+    ll128: bool = True
+    """LL128 allowed (NCCL enables it only over NVLink; this can only switch it off)."""
+    latency_scale: float = Field(default=1.0, gt=0)
+    """Multiplier on every library latency (what ``netsim calibrate nccl`` fits)."""
+    net_latency_us: float = Field(default=0.0, ge=0)
+    """Extra network latency NCCL adds per inter-node step (``graph->latencyInter``), us."""
+    constants: dict[str, Any] = Field(default_factory=dict)
+    """Overrides of NCCL's constants (``netsim/data/nccl/tuner.yaml``), same keys."""
+
+
+LinkClassName = Literal["nvlink", "hccs", "pcie", "ib", "roce", "ethernet", "generic"]
+
+
 class TemplatedTopologySpec(SpecModel):
     """A cluster of ``num_nodes`` identical servers with a back-end and a front-end fabric."""
 
@@ -317,6 +352,10 @@ class TemplatedTopologySpec(SpecModel):
     node: NodeSpec
     backend: BackendSpec | None = None
     frontend: FrontendSpec | None = None
+    collectives: CollectivesSpec = Field(default_factory=CollectivesSpec)
+    efficiency: dict[LinkClassName, Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
+    """Achieved fraction of line rate per link class (payload after headers and protocol); the
+    ``nccl`` cost model runs links at it, ``ideal`` at line rate."""
 
 
 NodeKind = Literal["accelerator", "nic", "host", "switch", "storage"]
@@ -368,6 +407,8 @@ class ExplicitTopologySpec(SpecModel):
     accelerator: AcceleratorSpec
     nodes: list[ExplicitNodeSpec] = Field(min_length=1)
     links: list[ExplicitLinkSpec] = Field(default_factory=list)
+    collectives: CollectivesSpec = Field(default_factory=CollectivesSpec)
+    efficiency: dict[LinkClassName, Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=dict)
 
 
 TopologySpec = TemplatedTopologySpec | ExplicitTopologySpec

@@ -239,9 +239,10 @@ class Network:
         *,
         traffic_class: str = "other",
         label: str = "",
-        rate_cap_Bps: float | None = None,
+        rate_cap_Bps: float | np.ndarray | None = None,
     ) -> np.ndarray:
-        """Submit many flows at once (device names or ids); returns their flow ids."""
+        """Submit many flows at once (device names or ids); returns their flow ids.  ``rate_cap_Bps``:
+        one cap for all, or one per flow (bytes/s)."""
         ids, st = self._append(src, dst, nbytes, start_s, traffic_class, label, rate_cap_Bps)
         for t in np.unique(st).tolist():
             sel = ids[st == t] if ids.size > 1 else ids
@@ -277,7 +278,7 @@ class Network:
         start_s: Sequence[float] | np.ndarray | float,
         traffic_class: str,
         label: str,
-        rate_cap_Bps: float | None,
+        rate_cap_Bps: float | np.ndarray | None,
         carrier: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Validate flows and append them to the flow columns (not scheduled); ids, start times."""
@@ -301,8 +302,15 @@ class Network:
         self._hops.extend_const(n, 0.0)
         self._cls.extend_const(n, self._code(self._class_names, traffic_class))
         self._label.extend_const(n, self._code(self._label_names, label))
-        cap = self.flow_rate_cap_Bps if rate_cap_Bps is None else min(self.flow_rate_cap_Bps, float(rate_cap_Bps))
-        self._cap.extend_const(n, cap)
+        if rate_cap_Bps is None:
+            self._cap.extend_const(n, self.flow_rate_cap_Bps)
+        elif np.ndim(rate_cap_Bps) == 0:
+            self._cap.extend_const(n, min(self.flow_rate_cap_Bps, float(rate_cap_Bps)))
+        else:
+            caps = np.broadcast_to(np.asarray(rate_cap_Bps, dtype=np.float64), (n,))
+            if (np.isnan(caps) | (caps <= 0)).any():
+                raise SpecError("flow rate caps must be > 0 bytes/s", field="rate_cap_Bps")
+            self._cap.extend(np.minimum(caps, self.flow_rate_cap_Bps))
         self._state.extend_const(n, _PENDING)
         self._work.extend(nb)
         self._carrier.extend_const(n, carrier)
@@ -434,9 +442,12 @@ class Network:
             self._coflow_cached -= self._coflow_routes.pop(oldest)[0].link.size
 
     def transfer_ids(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
-                     traffic_class: str = "other", label: str = "") -> list[simpy.Event]:
-        """Vectorised :meth:`transfer` for device-id arrays; one event per flow."""
-        ids = self.submit_many(src, dst, nbytes, float(self.env.now), traffic_class=traffic_class, label=label)
+                     traffic_class: str = "other", label: str = "",
+                     rate_cap_Bps: float | np.ndarray | None = None) -> list[simpy.Event]:
+        """Vectorised :meth:`transfer` for device-id arrays; one event per flow (``rate_cap_Bps``: one
+        cap or one per flow, bytes/s)."""
+        ids = self.submit_many(src, dst, nbytes, float(self.env.now), traffic_class=traffic_class, label=label,
+                               rate_cap_Bps=rate_cap_Bps)
         evs = []
         for fid in ids.tolist():
             ev = self.env.event()

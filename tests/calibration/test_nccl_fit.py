@@ -42,7 +42,8 @@ def cases(*names: str) -> list[FitCase]:
 
 
 def test_round_trip_single_node_log() -> None:
-    cal = fit_calibration(cases("all_reduce_perf_1n.log"), max_sizes=8)
+    cal = fit_calibration(cases("all_reduce_perf_1n.log"), max_sizes=8, cost_model="ideal")
+    assert cal.cost_model == "ideal"
     assert set(cal.link_efficiency) == {"nvlink"}
     assert cal.link_efficiency["nvlink"] == pytest.approx(TRUE_EFF["nvlink"], rel=0.01)
     assert cal.step_latency_s == pytest.approx(TRUE_LAT, rel=0.02)
@@ -53,13 +54,48 @@ def test_round_trip_single_node_log() -> None:
 
 
 def test_round_trip_two_logs_two_link_classes() -> None:
-    cal = fit_calibration(cases("all_reduce_perf_1n.log", "all_reduce_perf_2n.log"), max_sizes=4)
+    cal = fit_calibration(cases("all_reduce_perf_1n.log", "all_reduce_perf_2n.log"), max_sizes=4,
+                          cost_model="ideal")
     assert cal.link_efficiency["nvlink"] == pytest.approx(TRUE_EFF["nvlink"], rel=0.02)
     assert cal.link_efficiency["ib"] == pytest.approx(TRUE_EFF["ib"], rel=0.02)
     assert cal.step_latency_s == pytest.approx(TRUE_LAT, rel=0.05)
     # the GPU-NIC PCIe links carry bytes but are never the bottleneck
     assert cal.unconstrained_classes == ["pcie"]
     assert {p.nnodes for p in cal.points} == {1, 2}
+
+
+def test_round_trip_nccl_model_recovers_efficiency_and_latency_scale() -> None:
+    """Under the nccl cost model the fit recovers the link efficiency and NCCL latency scale
+    that made the measurements (simulated at other values than the preset's)."""
+    from netsim.collectives.setup import collective_setup
+    from netsim.network.engine import Network
+    from netsim.topology import load_topology
+
+    g = load_topology("dgx-h100", nodes=1)
+    devs = accelerators(g)
+    sizes = np.array([2**k for k in range(10, 31, 2)])
+    true = collective_setup(g, efficiency={"nvlink": 0.75}, latency_scale=1.4)
+    meas = np.array([simulate_collective(g, "all_gather", devs, float(s), cost=true.cost,
+                                         efficiency=true.efficiency) for s in sizes])
+    assert Network  # the engine runs at the setup's efficiencies
+    cal = fit_calibration([FitCase(g, "all_gather", devs, sizes, meas, source="synthetic")], max_sizes=6)
+    assert cal.cost_model == "nccl"
+    assert cal.link_efficiency["nvlink"] == pytest.approx(0.75, rel=0.02)
+    assert cal.latency_scale == pytest.approx(1.4, rel=0.05)
+    assert cal.rms_log_error is not None and cal.rms_log_error < 0.02
+
+
+def test_a_file_from_before_the_nccl_model_is_an_ideal_calibration(tmp_path: Path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("link_efficiency: {nvlink: 0.8}\nstep_latency_s: 4us\n")
+    cal = load_calibration(path)
+    assert cal.cost_model == "ideal" and cal.setup_kwargs()["step_latency_s"] == pytest.approx(4e-6)
+    path.write_text("link_efficiency: {nvlink: 0.8}\nlatency_scale: 1.2\n")
+    assert load_calibration(path).setup_kwargs() == {"cost_model": "nccl", "efficiency": {"nvlink": 0.8},
+                                                     "latency_scale": 1.2}
+    path.write_text("cost_model: psychic\n")
+    with pytest.raises(SpecError, match="cost_model: unknown cost model 'psychic'"):
+        load_calibration(path)
 
 
 def test_wrong_parameters_give_large_errors() -> None:
@@ -71,6 +107,7 @@ def test_wrong_parameters_give_large_errors() -> None:
 
 def test_save_and_load(tmp_path: Path) -> None:
     cal = Calibration(link_efficiency={"ib": 0.912345678, "nvlink": 0.8}, step_latency_s=4.123456789e-6,
+                      cost_model="ideal",
                       topology="dgx-h100", nodes=2, routing="ecmp", source_logs=["a.log"],
                       unconstrained_classes=["pcie"], rms_log_error=0.01)
     path = tmp_path / "cal.yaml"
@@ -80,10 +117,10 @@ def test_save_and_load(tmp_path: Path) -> None:
     back = load_calibration(path)
     assert back.link_efficiency == {"ib": 0.912346, "nvlink": 0.8}
     assert back.step_latency_s == pytest.approx(4.12346e-6)
-    assert back.engine_kwargs() == {"efficiency": {"ib": 0.912346, "nvlink": 0.8}}
-    assert back.collective_kwargs() == {"step_latency_s": back.step_latency_s}
+    assert back.setup_kwargs() == {"cost_model": "ideal", "efficiency": {"ib": 0.912346, "nvlink": 0.8},
+                                   "step_latency_s": pytest.approx(4.12346e-6)}
     assert (back.topology, back.nodes, back.unconstrained_classes) == ("dgx-h100", 2, ["pcie"])
-    assert Calibration().engine_kwargs() == {}
+    assert Calibration().setup_kwargs() == {"cost_model": "nccl", "efficiency": {}, "latency_scale": 1.0}
 
 
 def test_hand_written_file_with_units(tmp_path: Path) -> None:

@@ -76,7 +76,8 @@ def test_double_binary_tree_full_mesh(k: int) -> None:
     n, size = 8, 32 * MiB
     g = full_mesh_topology(n, B, LINK)
     d = accelerators(g)
-    t = simulate_collective(g, "all_reduce", d, size, algo="tree", chunk_bytes=size / 2 / k, step_latency_s=LAM)
+    t = simulate_collective(g, "all_reduce", d, size, algo="flat_tree", chunk_bytes=size / 2 / k,
+                            step_latency_s=LAM)
     tau = LINK + LAM
     height = 3
     close(t, (2 * height + k - 1) * (tau + size / 2 / k / B))
@@ -116,12 +117,22 @@ def test_tree_broadcast_full_mesh() -> None:
 
 
 def test_nvls_single_server() -> None:
-    n, size, k = 8, 64 * MiB, 16
+    # NVLS is a pipeline through the switch: every GPU port carries S (1 + 1/n) each way at once
+    # (the switch reads every GPU's share of each slice, then multicasts the reduced slices)
+    n, size = 8, 64 * MiB
     g, d = star(n)
-    t = simulate_collective(g, "all_reduce", d, size, algo="nvls", chunk_bytes=size / k, step_latency_s=LAM)
-    up = LAM + LINK + SW + size / k / B  # into the switch (its latency counts)
-    down = LAM + LINK + size / k / B
-    close(t, k * up + down)
+    t = simulate_collective(g, "all_reduce", d, size, algo="nvls", step_latency_s=LAM)
+    close(t, LAM + size * (1 + 1 / n) / B + LINK + SW)
+
+
+def test_nvls_is_bounded_by_the_gpu_ports() -> None:
+    # issue 18.1: bus bandwidth 2(n-1)/n S / t may exceed a port, but never 2(n-1)/(n+1) x the port
+    n, size = 8, 8 * 2**30
+    g, d = star(n)
+    t = simulate_collective(g, "all_reduce", d, size, algo="nvls")
+    busbw = 2 * (n - 1) / n * size / t
+    assert busbw <= 2 * (n - 1) / (n + 1) * B * (1 + 1e-6)
+    assert busbw > 0.99 * 2 * (n - 1) / (n + 1) * B
 
 
 def test_direct_and_pairwise_all_to_all() -> None:

@@ -26,16 +26,18 @@ def rows(out: str) -> list[list[str]]:
 def test_all_reduce_table_csv_and_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv, log = tmp_path / "r.csv", tmp_path / "r.log"
     code, out, err = run(["collective", "all_reduce", "--topology", "dgx-h100", "--nodes", "1", "-b", "1MiB",
-                          "-e", "4MiB", "--csv", str(csv), "--log", str(log)], capsys)
+                          "-e", "4MiB", "--csv", str(csv), "--log", str(log), "--algo", "ring"], capsys)
     assert code == 0, err
     assert "#       size         count      type   redop    root     time   algbw   busbw #wrong" in out
     assert "algo ring, 8 ranks on 1 node of dgx-h100" in out
+    assert "collective cost: nccl (NCCL 2.30.7 tuner" in out
     table = rows(out)
     assert [r[0] for r in table] == ["1048576", "2097152", "4194304"]
     assert [r[1] for r in table] == ["262144", "524288", "1048576"]
     assert all(r[2:5] == ["float", "sum", "-1"] and len(r) == 13 for r in table)
     df = pd.read_csv(csv)
-    assert list(df.columns) == ["op", "algo", "size_bytes", "time_us", "algbw_GBps", "busbw_GBps"]
+    assert list(df.columns) == ["op", "algo", "size_bytes", "time_us", "algbw_GBps", "busbw_GBps", "library_algo",
+                                "proto"]
     assert (df["op"] == "all_reduce").all() and (df["algo"] == "ring").all()
     assert df["algbw_GBps"].tolist() == pytest.approx((df["size_bytes"] / df["time_us"] / 1e3).tolist())
     assert df["busbw_GBps"].tolist() == pytest.approx((df["algbw_GBps"] * 2 * 7 / 8).tolist())
@@ -75,16 +77,17 @@ def test_calibration_applies_and_round_trips(tmp_path: Path, capsys: pytest.Capt
     cal_in = tmp_path / "cal_in.yaml"
     cal_in.write_text("link_efficiency: {nvlink: 0.8}\nstep_latency_s: 4us\n")
     log = tmp_path / "measured.log"
-    base = ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-b", "64KiB", "-e", "256MiB", "-f", "4"]
+    base = ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-b", "64KiB", "-e", "256MiB", "-f", "4",
+            "--collective-cost", "ideal"]
     code, plain, _ = run(base, capsys)
     assert code == 0
     code, out, _ = run([*base, "--calibration", str(cal_in), "--log", str(log)], capsys)
-    assert code == 0 and "nvlink=0.8" in out and "step latency 4 us" in out
+    assert code == 0 and "nvlink 0.8" in out and "step latency 4 us" in out
     for a, b in zip(rows(plain), rows(out), strict=True):
         assert float(b[5]) > float(a[5])  # slower with the calibration
     cal_out = tmp_path / "cal.yaml"
     code, out, err = run(["calibrate", "nccl", str(log), "--topology", "dgx-h100", "--out", str(cal_out),
-                          "--max-sizes", "5"], capsys)
+                          "--max-sizes", "5", "--collective-cost", "ideal"], capsys)
     assert code == 0, err
     assert "measured_us" in out and "simulated_us" in out and f"wrote {cal_out}" in out
     cal = load_calibration(cal_out)
@@ -108,6 +111,14 @@ def test_calibration_applies_and_round_trips(tmp_path: Path, capsys: pytest.Capt
         (["collective", "all_reduce", "-t", "dgx-h100", "--calibration", "/nonexistent.yaml"],
          "no such calibration file"),
         (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--algo", "sharp"], "at least two servers"),
+        (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--algo", "sharp", "--collective-cost", "ideal"],
+         "at least two servers"),
+        (["collective", "all_reduce", "-t", "dgx-a100", "-n", "1", "--algo", "nvls"], "collectives.nvls"),
+        (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--collective-cost", "psychic"],
+         "unknown collective cost model 'psychic'; allowed: ideal, nccl"),
+        (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--proto", "LL256"], "unknown protocol"),
+        (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--step-latency", "2us", "--collective-cost",
+          "nccl"], "ideal cost model only"),
         (["calibrate", "nccl", "/nonexistent.log", "-t", "dgx-h100", "--out", "x.yaml"], "no such file"),
     ],
 )

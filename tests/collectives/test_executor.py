@@ -119,11 +119,12 @@ def test_in_network_reduction_halves_the_wire_bytes() -> None:
     assert sharp / ring < 0.6
     s = star_topology(8, 100e9, 0.5e-6)
     d = accelerators(s)
+    # NVLS: every GPU sends and receives S (1 + 1/n) through its port, a ring 2 (n - 1) / n S
     assert _bytes_by_class(s, "nvls", d, size)["nvlink"] / _bytes_by_class(s, "ring", d, size)["nvlink"] == \
-        pytest.approx(8 / 14, rel=1e-6)
+        pytest.approx(9 / 14, rel=1e-6)
 
 
-@pytest.mark.parametrize("algo", ["ring", "tree", "halving_doubling"])
+@pytest.mark.parametrize("algo", ["ring", "flat_tree", "halving_doubling"])
 def test_step_latency_adds_depth_times_latency(algo: str) -> None:
     g = star_topology(8, 100e9, 0.5e-6)
     devs = accelerators(g)

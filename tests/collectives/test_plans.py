@@ -87,7 +87,7 @@ def test_halving_doubling_bytes(n: int) -> None:
 
 
 def test_tree_all_reduce_each_rank_sends_its_halves() -> None:
-    plan = build_plan("all_reduce", names(1, 8), S, algo="tree", chunk_bytes=S / 8)
+    plan = build_plan("all_reduce", names(1, 8), S, algo="flat_tree", chunk_bytes=S / 8)
     check_order(plan)
     # two trees of S/2, reduce up (every non-root sends S/2) and broadcast down (S/2 per edge)
     assert plan.total_bytes == pytest.approx(2 * 2 * 7 * S / 2)
@@ -138,8 +138,10 @@ def test_in_network_plans_send_to_switches() -> None:
     g = star_topology(4, 1e11, 1e-6)
     plan = build_plan("all_reduce", names(1, 4), S, algo="nvls", graph=g, chunk_bytes=S)
     assert set(plan.nodes) == {*names(1, 4), "n0.nvsw"}
-    assert plan.bytes_received()["n0.nvsw"] == pytest.approx(4 * S)
-    assert all(v == pytest.approx(S) for k, v in plan.bytes_sent().items() if k != "n0.nvsw")
+    assert plan.meta["fluid"]
+    # the switch reads every GPU's share of the 4 slices and gets each GPU's multicast store
+    assert plan.bytes_received()["n0.nvsw"] == pytest.approx(4 * S * (1 + 1 / 4))
+    assert all(v == pytest.approx(S * (1 + 1 / 4)) for k, v in plan.bytes_sent().items() if k != "n0.nvsw")
     g2 = two_tier_topology(3, 2, intra_bw_Bps=1e11, intra_latency_s=1e-6, nic_bw_Bps=1e10, nic_latency_s=1e-6)
     sharp = build_plan("all_reduce", names(3, 2), S, algo="sharp", graph=g2, chunk_bytes=S)
     assert "leaf0" in sharp.nodes

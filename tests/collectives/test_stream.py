@@ -77,8 +77,8 @@ def test_stream_ring_with_slow_links_stays_close_to_exact(nbytes: int) -> None:
 
 def test_trees_stay_exact_in_stream_mode() -> None:
     devs = [f"n0.g{i}" for i in range(8)]
-    exact = build_plan("all_reduce", devs, 64 * MiB, algo="tree")
-    stream = build_plan("all_reduce", devs, 64 * MiB, algo="tree", stream=True)
+    exact = build_plan("all_reduce", devs, 64 * MiB, algo="flat_tree")
+    stream = build_plan("all_reduce", devs, 64 * MiB, algo="flat_tree", stream=True)
     assert len(stream) == len(exact) and not stream.stream
 
 

@@ -30,7 +30,7 @@ def test_flows_writes_tables_and_matches_hand_computation(tmp_path: Path, capsys
                           "n0.g0,n0.g1,450GB,0,\n"
                           "n0.g2,n1.g2,1GiB,1us,\n")
     code, out, err = run_cli(["flows", str(csv), "--topology", "dgx-h100", "--nodes", "2",
-                              "--out", str(tmp_path / "out")], capsys)
+                              "--out", str(tmp_path / "out"), "--line-rate"], capsys)
     assert code == 0, err
     assert "2 flows" in out
     flows = pd.read_csv(tmp_path / "out" / "flows.csv")
@@ -42,6 +42,12 @@ def test_flows_writes_tables_and_matches_hand_computation(tmp_path: Path, capsys
     for col in ("link", "src", "dst", "class", "capacity_Bps", "bytes", "busy_s", "peak_utilization"):
         assert col in links.columns
     assert (tmp_path / "out" / "flows.parquet").exists()
+    # without --line-rate the links run at the preset's achieved efficiency (NVLink 0.824)
+    code, _, err = run_cli(["flows", str(csv), "--topology", "dgx-h100", "--nodes", "2",
+                            "--out", str(tmp_path / "eff")], capsys)
+    assert code == 0, err
+    nv2 = pd.read_csv(tmp_path / "eff" / "flows.csv").iloc[0]
+    assert nv2["fct_s"] == pytest.approx(1.0 / 0.824 + nv2["latency_s"], rel=1e-9)
 
 
 def test_pinned_path_column(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -73,8 +73,12 @@ def test_ep_alltoall_bytes_equal_the_dispatch_matrices(tiny_run: Any) -> None:
     assert float(layers["bytes"].sum()) == pytest.approx(matrix_total)
 
 
-def test_doubling_a_link_never_slows_the_step() -> None:
-    summary, tables, (prep, _, _) = _summary(tiny_scenario())
+@pytest.mark.parametrize(("cost", "tol"), [("ideal", 1e-9), ("nccl", 1e-6)])
+def test_doubling_a_link_never_slows_the_step(cost: str, tol: float) -> None:
+    # the flow engine is monotone in capacity (ideal: to rounding); NCCL's per-flow bandwidth
+    # caps can re-order which flows meet at a later bottleneck, a sub-ppm effect
+    summary, tables, (prep, _, _) = _summary(tiny_scenario(options={"algorithms": {"all_to_allv": "direct"},
+                                                                    "collective_cost": cost}))
     links = tables["links"]
     busiest = links.sort_values(["bytes", "link"], ascending=[False, True])
     candidates = [*busiest["link"].head(3), *busiest.loc[busiest["class"] == "ib", "link"].head(2)]
@@ -84,7 +88,7 @@ def test_doubling_a_link_never_slows_the_step() -> None:
         graph.edges[src, dst]["capacity_Bps"] *= 2
         prep2 = prep.__class__(**{**prep.__dict__, "graph": graph})
         res2, _ = simulate(prep2)
-        assert res2.step_times_s[0] <= summary["step_time_s"] * (1 + 1e-9), link
+        assert res2.step_times_s[0] <= summary["step_time_s"] * (1 + tol), link
 
 
 @pytest.mark.parametrize(("target", "slows"), [("backend", True), ("frontend", False)])

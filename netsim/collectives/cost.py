@@ -1,0 +1,332 @@
+"""Collective cost models: what a collective library does on top of the wires.
+
+The flow engine moves bytes at what the links allow (exact max-min sharing).  A real
+collective library adds software on top: a launch and synchronisation cost per call, a latency
+per step that depends on the protocol and the hop (NVLink, PCIe, network), protocols whose
+flags cost bandwidth (LL sends 8 bytes of flag per 8 of data), thread blocks ("channels") that
+each move a bounded number of bytes per second, and an algorithm chosen per call.  A *cost
+model* decides, per collective call, how it runs: a :class:`CollectiveCall`, which the executor
+(:mod:`netsim.collectives.executor`) applies to the algorithm's plan.
+
+Two models ship, selected by name (``--collective-cost``, ``options.collective_cost``):
+
+* ``nccl`` (the default of every preset): NCCL's own tuner (:mod:`netsim.collectives.nccl`)
+  picks the algorithm, protocol and channels per size, with its base and per-hop latencies and
+  per-protocol bandwidth limits; links run at the achieved efficiency of their class
+  (``efficiency:`` in the topology preset).
+* ``ideal``: the wire bound: no software latency (unless a per-step latency is given), no
+  protocol overhead, links at line rate; kept exact on the hand-computable alpha-beta cases.
+
+How the executor applies a call (module doc of :mod:`netsim.collectives.executor`):
+
+* ``base_latency_s`` once before the first transfer;
+* ``hop_latency_s[hop]`` before every transfer of a step plan (``intra``: inside a server,
+  ``inter``: across servers), less the path latency the engine adds itself for such a hop;
+* *fluid* plans (pipelined algorithms: NCCL's tree, NVLS, chains) start every transfer at once
+  and complete no earlier than ``pipeline_latency_s`` plus the slowest drain;
+* transfer sizes times ``wire_factor`` (protocol flags);
+* every transfer's rate at most what finishes the plan in ``nbytes / alg_bw_Bps`` (the
+  library's bandwidth limit for this call: channels, protocol), so the engine adds only
+  contention on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import networkx as nx
+
+from netsim.collectives.nccl.constants import NcclConstants, load_constants
+from netsim.collectives.nccl.system import nccl_system
+from netsim.collectives.nccl.tuner import COLLS, Choice, NcclSystem, TunerTable, choose, tune
+from netsim.collectives.plan import CollectiveError
+from netsim.collectives.registry import default_algorithm, get_algorithm
+from netsim.registry import Registry
+
+__all__ = ["COST_MODELS", "CollectiveCall", "CostModel", "IdealCost", "NcclCost", "make_cost_model"]
+
+
+@dataclass(frozen=True)
+class CollectiveCall:
+    """How one collective call runs (the cost model's decision).
+
+    Attributes:
+        algo: the plan algorithm (a name of :mod:`netsim.collectives.registry`).
+        fluid: the plan is a pipeline whose transfers all run at once (module doc).
+        base_latency_s: once per call, before the first transfer.
+        hop_latency_s: software latency per transfer of a step plan, by hop
+            (``intra``/``inter``), including the wire (the executor subtracts the path latency
+            the engine adds).
+        pipeline_latency_s: fluid plans: the latency of the pipeline's longest chain.
+        wire_factor: wire bytes per data byte (protocol flags).
+        alg_bw_Bps: the call's algorithm bandwidth limit (bytes/s), ``None`` for none.
+        library_algo, proto, channels: what the library chose (for reports).
+        predicted_s: the library's own time estimate, if it has one.
+    """
+
+    algo: str
+    fluid: bool = False
+    base_latency_s: float = 0.0
+    hop_latency_s: Mapping[str, float] = field(default_factory=lambda: {"intra": 0.0, "inter": 0.0})
+    pipeline_latency_s: float = 0.0
+    wire_factor: float = 1.0
+    alg_bw_Bps: float | None = None
+    library_algo: str | None = None
+    proto: str | None = None
+    channels: int | None = None
+    predicted_s: float | None = None
+    subtract_path_latency: bool = True
+
+
+class CostModel:
+    """A collective cost model bound to one topology (subclasses register in :data:`COST_MODELS`)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, graph: nx.DiGraph | None = None, **_: Any) -> None:
+        self.graph = graph
+
+    def call(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
+             proto: str | None = None) -> CollectiveCall:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """What the model is, for run summaries."""
+        return {"collective_cost": self.name}
+
+
+COST_MODELS: Registry[type[CostModel]] = Registry("collective cost model", field="collective_cost")
+
+
+@COST_MODELS.register("ideal")
+class IdealCost(CostModel):
+    """The wire bound: the algorithm asked for (or the op's default), ``step_latency_s`` before
+    every transfer, nothing else."""
+
+    name = "ideal"
+
+    def __init__(self, graph: nx.DiGraph | None = None, *, step_latency_s: float = 0.0, **_: Any) -> None:
+        super().__init__(graph)
+        self.step_latency_s = float(step_latency_s)
+
+    def call(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
+             proto: str | None = None) -> CollectiveCall:
+        if proto is not None:
+            raise CollectiveError(f"protocol {proto!r} needs --collective-cost nccl (the ideal model has none)",
+                                  field="proto")
+        name = get_algorithm(op, algo).name
+        lat = self.step_latency_s
+        return CollectiveCall(algo=name, hop_latency_s={"intra": lat, "inter": lat}, subtract_path_latency=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"collective_cost": self.name, "step_latency_s": self.step_latency_s}
+
+
+#: NCCL algorithm -> (plan algorithm, fluid) per op family; ``None`` keeps the op's own name.
+_PLAN_OF: dict[tuple[str, str], tuple[str, bool]] = {
+    ("all_reduce", "ring"): ("ring", False),
+    ("all_reduce", "tree"): ("tree", True),
+    ("all_reduce", "nvls"): ("nvls", True),
+    ("all_reduce", "nvls_tree"): ("nvls_tree", True),
+    ("all_reduce", "collnet_direct"): ("sharp", False),
+    ("all_reduce", "collnet_chain"): ("sharp", False),
+    ("all_gather", "ring"): ("ring", False),
+    ("reduce_scatter", "ring"): ("ring", False),
+    ("all_gather", "nvls"): ("nvls", True),
+    ("reduce_scatter", "nvls"): ("nvls", True),
+    ("all_gather", "pat"): ("pat", False),
+    ("reduce_scatter", "pat"): ("pat", False),
+    ("broadcast", "ring"): ("ring", True),
+    ("reduce", "ring"): ("ring", True),
+}
+#: netsim algorithm names that are NCCL algorithms (the ``--algo`` a user gives).
+_NCCL_NAME = {"ring": "ring", "tree": "tree", "nvls": "nvls", "nvls_tree": "nvls_tree",
+              "collnet_direct": "collnet_direct", "collnet_chain": "collnet_chain", "sharp": "collnet_direct",
+              "pat": "pat"}
+_P2P_OPS = ("all_to_all", "all_to_allv", "sendrecv")
+
+
+@COST_MODELS.register("nccl")
+class NcclCost(CostModel):
+    """NCCL's tuner and latencies on top of the flow engine (module doc).
+
+    Args:
+        graph: the topology.
+        settings: the topology's ``collectives`` section (``arch``, ``host_cpu``, ``nvls``,
+            ``collnet``, ``constants`` overrides, ``latency_scale``).
+        efficiency: achieved fraction of line rate per link class (the same the network uses).
+    """
+
+    name = "nccl"
+
+    def __init__(self, graph: nx.DiGraph, *, settings: Mapping[str, Any] | None = None,
+                 efficiency: Mapping[str, float] | None = None, **_: Any) -> None:
+        super().__init__(graph)
+        self.graph: nx.DiGraph = graph
+        self.settings = dict(settings or {})
+        self.efficiency = dict(efficiency or {})
+        self.constants: NcclConstants = load_constants(self.settings.get("constants") or None)
+        self.latency_scale = float(self.settings.get("latency_scale", 1.0))
+        self._tables: dict[tuple[str, ...], TunerTable] = {}
+        self._hw_tables: dict[tuple[str, ...], TunerTable] = {}
+        self._calls: dict[tuple[Any, ...], CollectiveCall] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"collective_cost": self.name, "nccl_version": self.constants.version,
+                "arch": self.settings.get("arch", "hopper"), "host_cpu": self.settings.get("host_cpu", "intel"),
+                "nvls": bool(self.settings.get("nvls", False)), "collnet": bool(self.settings.get("collnet", False)),
+                "latency_scale": self.latency_scale}
+
+    def table(self, devices: Sequence[str]) -> TunerTable:
+        """The tuner table of a group (cached per group)."""
+        key = tuple(devices)
+        t = self._tables.get(key)
+        if t is None:
+            sys = nccl_system(self.graph, key, self.settings, self.constants, self.efficiency)
+            t = self._tables[key] = tune(sys, self.constants)
+        return t
+
+    def hardware_table(self, devices: Sequence[str]) -> TunerTable:
+        """The tuner's bandwidths with channels sharing exactly what the hardware gives (not NCCL's
+        quantised speeds): the bandwidth a call reaches (:func:`~netsim.collectives.nccl.system.nccl_system`)."""
+        key = tuple(devices)
+        t = self._hw_tables.get(key)
+        if t is None:
+            sys = nccl_system(self.graph, key, self.settings, self.constants, self.efficiency, quantized=False)
+            t = self._hw_tables[key] = tune(sys, self.constants)
+        return t
+
+    def choice(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
+               proto: str | None = None) -> Choice | None:
+        """The tuner's choice for a collective NCCL models (``None`` for point-to-point ops)."""
+        if op not in COLLS or len(devices) < 2:
+            return None
+        algos = None
+        if algo is not None:  # a netsim-only algorithm runs with NCCL's ring protocols and latencies
+            algos = [_NCCL_NAME.get(algo, "ring")]
+        protos = [proto] if proto is not None else None
+        table = self.table(devices)
+        ch = choose(table, op, nbytes, algos=algos, protos=protos)
+        if ch is None:
+            wanted = f"algorithm {algo!r}" if algo else "any algorithm"
+            why = _why_unavailable(algos[0] if algos else "", table.system)
+            raise CollectiveError(f"NCCL has no {wanted}{' with protocol ' + proto if proto else ''} for {op} on "
+                                  f"this group ({len(devices)} ranks){': ' + why if why else ''}", field="algo")
+        return ch
+
+    def call(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
+             proto: str | None = None) -> CollectiveCall:
+        if proto is not None and proto not in ("LL", "LL128", "Simple"):
+            raise CollectiveError(f"unknown protocol {proto!r}; allowed: LL, LL128, Simple", field="proto")
+        key = (op, tuple(devices), float(nbytes), algo, proto)
+        hit = self._calls.get(key)
+        if hit is None:
+            hit = self._calls[key] = self._make_call(op, devices, nbytes, algo, proto)
+        return hit
+
+    def _hops(self, sys: NcclSystem, algo: str, proto: str, plateau: bool) -> dict[str, float]:
+        c, scale = self.constants, self.latency_scale
+        intra = c.hw_latency_us(sys.intra_hw, algo, proto)
+        inter = c.hw_latency_us("net", "tree" if sys.ppn == 1 else algo, proto)
+        g = sys.graphs.get(algo)
+        if g is not None:
+            inter += g.latency_inter_us * (2 if proto == "Simple" else 1)
+        if algo == "ring" and sys.n_nodes > 1:
+            overhead = float(c.get("net_overhead_us", sys.cpu if sys.cpu in ("intel", "amd") else "other"))
+            intra = max(intra, overhead * (3 if proto == "Simple" else 1))
+        f = scale * (float(c.refinement("ring_plateau_latency_factor")["ampere_and_later"
+                                                                        if sys.arch != "volta" else "pre_ampere"])
+                     if plateau else 1.0)
+        return {"intra": intra * f * 1e-6, "inter": inter * f * 1e-6}
+
+    def _make_call(self, op: str, devices: Sequence[str], nbytes: float, algo: str | None,
+                   proto: str | None) -> CollectiveCall:
+        c = self.constants
+        if op in _P2P_OPS or len(devices) < 2:
+            return self._p2p_call(op, devices, nbytes, algo, proto)
+        ch = self.choice(op, devices, nbytes, algo=algo, proto=proto)
+        assert ch is not None
+        sys = self.table(devices).system
+        nccl_algo = ch.algo
+        if algo is not None and algo not in _NCCL_NAME:
+            plan_algo, fluid = get_algorithm(op, algo).name, False
+        else:
+            plan_algo, fluid = _PLAN_OF.get((op, nccl_algo), (default_algorithm(op), False))
+        base = c.base_latency_us(nccl_algo, ch.proto) * self.latency_scale
+        plateau = (nccl_algo == "ring" and ch.proto == "Simple" and sys.n_nodes > 1 and op == "all_reduce"
+                   and nbytes / (sys.n_channels * sys.n_ranks) >= 64)
+        hops = self._hops(sys, nccl_algo, ch.proto, plateau)
+        if fluid:  # a pipeline pays its whole latency at the end (pipeline_latency_s), not per hop
+            hops = {"intra": 0.0, "inter": 0.0}
+        pipeline = max(ch.latency_us * self.latency_scale - base, 0.0) * 1e-6 if fluid else 0.0
+        if nccl_algo == "nvls":  # NVLS's latency replaces the base (tuning.cc)
+            base, pipeline = 0.0, ch.latency_us * self.latency_scale * 1e-6
+        alg_bw = self._reached_bw(op, devices, nbytes, ch)
+        channels = None
+        return CollectiveCall(algo=plan_algo, fluid=fluid, base_latency_s=base * 1e-6, hop_latency_s=hops,
+                              pipeline_latency_s=pipeline, wire_factor=float(c.get("wire_factor", ch.proto)),
+                              alg_bw_Bps=alg_bw, library_algo=nccl_algo, proto=ch.proto, channels=channels,
+                              predicted_s=ch.time_us * 1e-6)
+
+    def _reached_bw(self, op: str, devices: Sequence[str], nbytes: float, ch: Choice) -> float | None:
+        """The algorithm bandwidth (bytes/s) the chosen (algorithm, protocol) reaches: the tuner's
+        formula on the hardware's exact channel bandwidth, with NCCL's medium-size tree
+        correction and the channels this size uses."""
+        hw = self.hardware_table(devices)
+        t = hw.time_us(op, ch.algo, ch.proto, nbytes)
+        if t is None:
+            return None
+        lat = hw.latency[(op, ch.algo, ch.proto)]
+        bw = nbytes / (1000.0 * max(t - lat, 1e-12)) if nbytes > 0 else hw.bandwidth[(op, ch.algo, ch.proto)]
+        full = hw.system.graphs[ch.algo].n_channels
+        if ch.algo in ("ring", "tree", "pat") and full > 0:
+            bw *= min(1.0, ch.n_channels / full)
+        return bw * 1e9 if bw > 0 else None
+
+    def _p2p_call(self, op: str, devices: Sequence[str], nbytes: float, algo: str | None,
+                  proto: str | None) -> CollectiveCall:
+        """Send/recv and all-to-all: NCCL's grouped point-to-point.  LL up to
+        ``p2p_ll_threshold_bytes`` per peer, Simple above; a ring step's latency per transfer."""
+        c = self.constants
+        n = max(len(devices), 1)
+        per_peer = nbytes / n if op in ("all_to_all", "all_to_allv") else nbytes
+        p = proto or ("LL" if per_peer <= float(c.get("p2p_ll_threshold_bytes")) else "Simple")
+        name = get_algorithm(op, algo).name
+        if len(devices) < 2:
+            return CollectiveCall(algo=name, proto=p, library_algo="p2p")
+        sys = self.table(devices).system
+        hops = self._hops(sys, "ring", p, False)
+        base = c.base_latency_us("ring", p) * self.latency_scale * 1e-6
+        return CollectiveCall(algo=name, fluid=False, base_latency_s=base, hop_latency_s=hops,
+                              wire_factor=float(c.get("wire_factor", p)), alg_bw_Bps=None, library_algo="p2p",
+                              proto=p)
+
+
+def _why_unavailable(nccl_algo: str, sys: NcclSystem) -> str:
+    """Why NCCL's tuner has no candidate of ``nccl_algo`` on ``sys`` (for error messages)."""
+    if nccl_algo in ("collnet_direct", "collnet_chain"):
+        if sys.n_nodes < 2:
+            return "InfiniBand SHARP reduces in the back-end fabric and needs devices on at least two servers"
+        return "InfiniBand SHARP needs collectives.collnet: true in the topology (SHARP switches and NCCL's plugin)"
+    if nccl_algo in ("nvls", "nvls_tree"):
+        if not sys.nvls:
+            return "NVLink SHARP needs collectives.nvls: true (Hopper or later GPUs on NVSwitches)"
+        if nccl_algo == "nvls_tree" and sys.n_nodes < 2:
+            return "nvls_tree runs across servers (use nvls inside one)"
+        if nccl_algo == "nvls" and sys.n_nodes > 1:
+            return "nvls across servers needs InfiniBand SHARP (collectives.collnet); NCCL uses nvls_tree there"
+    if nccl_algo == "pat":
+        return "PAT runs with one GPU per server"
+    if nccl_algo == "tree":
+        return "NCCL's tree implements all_reduce only"
+    return ""
+
+
+def make_cost_model(name: str, graph: nx.DiGraph, *, settings: Mapping[str, Any] | None = None,
+                    efficiency: Mapping[str, float] | None = None, step_latency_s: float = 0.0,
+                    source: str | None = None) -> CostModel:
+    """Instantiate the cost model ``name`` for ``graph`` (a one-line SpecError for an unknown name)."""
+    cls = COST_MODELS.get(name, source=source)
+    return cls(graph, settings=settings, efficiency=efficiency, step_latency_s=step_latency_s)

@@ -1,0 +1,85 @@
+"""How a :class:`~netsim.collectives.cost.CollectiveCall` maps onto the transfers of a plan.
+
+For every transfer of a plan the executor needs three numbers: the software latency before it
+starts, the bytes it puts on the wire, and the highest rate it may reach (its flow's cap).
+:func:`transfer_costs` derives them from the call (the cost model's decision for this
+collective) and the plan:
+
+* **latency**: the call's latency for the transfer's hop (``intra`` when both ends are in the
+  same server, an NVSwitch counting as inside; ``inter`` otherwise), less the path latency the
+  engine adds for such a hop (one representative transfer per hop class, routed on the
+  network), never below zero.  The library's hop latencies (NCCL's ``hwLat``) include the
+  wire; subtracting the engine's path latency keeps it from being counted twice.
+* **wire bytes**: the plan's bytes times the protocol's wire factor.
+* **rate cap**: a sender ``r`` may move its whole share of the plan in no less than
+  ``nbytes / alg_bw`` (the library's own bandwidth limit for the call), i.e. at
+  ``R_r = wire bytes r sends x alg_bw / nbytes``; a transfer gets ``R_r`` times its share of
+  what ``r`` sends at the same time (its step's bytes, per chunk; all of a fluid plan's
+  transfers run at the same time).
+
+Hop classes come from the graph: a device's ``node`` attribute (``-1`` for fabric switches).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from netsim.collectives.plan import Plan
+
+if TYPE_CHECKING:
+    from netsim.collectives.cost import CollectiveCall
+    from netsim.network.engine import Network
+
+__all__ = ["TransferCosts", "transfer_costs"]
+
+
+@dataclass(frozen=True)
+class TransferCosts:
+    """Per-transfer latency (s), wire bytes and rate cap (bytes/s, ``None``: uncapped)."""
+
+    latency_s: np.ndarray
+    wire_bytes: np.ndarray
+    rate_cap_Bps: np.ndarray | None
+
+
+def _server_of(net: Network, names: tuple[str, ...]) -> np.ndarray:
+    g = net.graph
+    out = np.empty(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        v = g.nodes[name].get("node") if name in g else None
+        out[i] = -1 if v is None else int(v)
+    return out
+
+
+def transfer_costs(net: Network, plan: Plan, call: CollectiveCall, src_ids: np.ndarray,
+                   dst_ids: np.ndarray) -> TransferCosts:
+    """The per-transfer costs of ``plan`` under ``call`` (module doc); ``src_ids``/``dst_ids``
+    are the network's device ids of the transfers' ends."""
+    n = len(plan)
+    wire = plan.size * float(call.wire_factor) if call.wire_factor != 1.0 else plan.size
+    server = _server_of(net, plan.nodes)
+    s_src, s_dst = server[plan.src], server[plan.dst]
+    inter = (s_src != s_dst) | (s_src < 0) | (s_dst < 0)
+    lat = np.where(inter, float(call.hop_latency_s.get("inter", 0.0)), float(call.hop_latency_s.get("intra", 0.0)))
+    if call.subtract_path_latency and n:
+        for mask in (inter, ~inter):
+            if mask.any():
+                k = int(np.flatnonzero(mask)[0])
+                path = float(net.routes_of(plan.nodes[int(plan.src[k])], plan.nodes[int(plan.dst[k])]).latency_s[0])
+                lat[mask] = np.maximum(lat[mask] - path, 0.0)
+    caps = None
+    if call.alg_bw_Bps is not None and plan.nbytes > 0 and n:
+        fluid = bool(plan.meta.get("fluid"))
+        step = np.zeros(n, dtype=np.int64) if fluid else plan.step
+        chunks = 1 if fluid or plan.stream else max(int(plan.meta.get("chunks", 1) or 1), 1)
+        total = np.bincount(plan.src, weights=wire, minlength=len(plan.nodes))
+        rate = total * float(call.alg_bw_Bps) / float(plan.nbytes)  # R_r per sender
+        key = plan.src.astype(np.int64) * (int(step.max()) + 1) + step
+        _, inv = np.unique(key, return_inverse=True)
+        step_bytes = np.bincount(inv, weights=wire)[inv]
+        caps = rate[plan.src] * wire * chunks / np.maximum(step_bytes, 1e-300)
+        caps = np.where(wire > 0, np.maximum(caps, 1e-3), np.inf)
+    return TransferCosts(latency_s=lat, wire_bytes=np.asarray(wire, dtype=np.float64), rate_cap_Bps=caps)

@@ -109,10 +109,10 @@ def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -
 def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """Network engine keywords, collective keywords and the collective setup (cost model and
     link efficiencies) from ``options.collective_cost``, ``options.calibration`` and the options."""
-    from netsim.collectives.setup import collective_setup
+    from netsim.collectives.setup import collective_setup, default_routing
 
     opts = scenario.options
-    engine: dict[str, Any] = {"routing": opts.routing, "seed": scenario.seed}
+    engine: dict[str, Any] = {"routing": opts.routing or default_routing(graph), "seed": scenario.seed}
     setup_kw: dict[str, Any] = {}
     if opts.calibration:
         from netsim.calibration.fit import load_calibration

@@ -47,6 +47,7 @@ _COMMAND_MODULES = (
     "netsim.cli.flows_cmd",
     "netsim.cli.collective_cmd",
     "netsim.cli.calibrate_cmd",
+    "netsim.cli.validate_cmd",
     "netsim.cli.lab_cmd",
     "netsim.cli.study_cmd",
     "netsim.cli.profile_cmd",

@@ -23,7 +23,7 @@ import networkx as nx
 import numpy as np
 import typer
 
-from netsim.cli.common import cost_option, load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import cost_option, load_graph, nodes_option, routing_option, set_option, topology_option
 from netsim.errors import NetsimError
 
 
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         algo: str | None = typer.Option(None, "--algo", "-a", help="Algorithm to simulate (default: the op's)."),
         op: str | None = typer.Option(None, "--op", help="Collective of logs that do not say (e.g. all_reduce)."),
         overrides: list[str] = set_option(),
-        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
+        routing: str | None = routing_option(),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         max_sizes: int = typer.Option(6, "--max-sizes", min=2, help="Sizes per run used in the optimisation."),
         collective_cost: str | None = cost_option(),
@@ -81,7 +81,10 @@ def register(app: typer.Typer) -> None:
         if cost not in ("nccl", "ideal"):
             raise NetsimError(f"unknown collective cost model {cost!r}; allowed: nccl, ideal",
                               field="--collective-cost")
-        cal = fit_calibration(cases, routing=routing, seed=seed, max_sizes=max_sizes, topology=topology,
+        from netsim.collectives.setup import default_routing
+
+        route = routing or default_routing(next(iter(graphs.values())))
+        cal = fit_calibration(cases, routing=route, seed=seed, max_sizes=max_sizes, topology=topology,
                               nodes=max(graphs) if graphs else nodes, source_logs=[str(p) for p in logs],
                               cost_model=cost, progress=lambda m: typer.echo(f"# {m}"))
         typer.echo(f"# {'source':<28s} {'op':<14s} {'ranks':>5s} {'nodes':>5s} {'size':>12s} "

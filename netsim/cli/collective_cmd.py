@@ -24,7 +24,15 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import cost_option, load_graph, network_setup, nodes_option, set_option, topology_option
+from netsim.cli.common import (
+    cost_option,
+    load_graph,
+    network_setup,
+    nodes_option,
+    routing_option,
+    set_option,
+    topology_option,
+)
 from netsim.errors import NetsimError
 from netsim.units import parse_bytes, parse_duration
 
@@ -48,7 +56,7 @@ def register(app: typer.Typer) -> None:
         log: Path | None = typer.Option(None, "--log", help="Write a complete nccl-tests style log."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
         overrides: list[str] = set_option(),
-        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
+        routing: str | None = routing_option(),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         chunk_bytes: str | None = typer.Option(None, "--chunk-bytes", help="Pipeline chunk size (e.g. 512KiB)."),
         step_latency: str | None = typer.Option(

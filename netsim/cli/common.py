@@ -40,6 +40,14 @@ def load_graph(topology: str | None, nodes: int | None, overrides: list[str] | N
     return load_topology(topology, nodes=nodes, overrides=tuple(overrides or ()))
 
 
+ROUTING_HELP = ("Network path policy: shortest, ecmp, ecmp-pair, spray or pxn (default: the topology's, pxn on "
+                "the NVIDIA presets as NCCL routes, else ecmp).")
+
+
+def routing_option() -> Any:
+    return typer.Option(None, "--routing", help=ROUTING_HELP)
+
+
 def cost_option() -> Any:
     return typer.Option(None, "--collective-cost", help="Collective cost model: nccl (NCCL's algorithms, protocols "
                         "and latencies; links at the preset's achieved efficiency) or ideal (the wire bound). "
@@ -51,7 +59,7 @@ def network_setup(graph: nx.DiGraph, calibration: Path | None, routing: str | No
     """The ``Network`` keywords and the :class:`~netsim.collectives.setup.CollectiveSetup` of a
     command: the topology's collective cost model (or ``cost_model``), a calibration's fitted
     numbers on top, the routing policy and seed."""
-    from netsim.collectives.setup import collective_setup
+    from netsim.collectives.setup import collective_setup, default_routing
 
     kw: dict[str, Any] = {}
     cal_kw: dict[str, Any] = {}
@@ -70,8 +78,7 @@ def network_setup(graph: nx.DiGraph, calibration: Path | None, routing: str | No
     setup = collective_setup(graph, source="--collective-cost" if cost_model else None, **cal_kw)
     if setup.efficiency:
         kw["efficiency"] = dict(setup.efficiency)
-    if routing is not None:
-        kw["routing"] = routing
+    kw["routing"] = routing if routing is not None else default_routing(graph)
     if seed is not None:
         kw["seed"] = seed
     return kw, setup

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import console, load_graph, network_setup, nodes_option, set_option, topology_option
+from netsim.cli.common import (
+    console,
+    load_graph,
+    network_setup,
+    nodes_option,
+    routing_option,
+    set_option,
+    topology_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +25,7 @@ def register(app: typer.Typer) -> None:
         nodes: int | None = nodes_option(),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (flows.csv, links.csv, ...)."),
         overrides: list[str] = set_option(),
-        routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
+        routing: str | None = routing_option(),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
         line_rate: bool = typer.Option(False, "--line-rate", help="Run the links at line rate (the wire bound) "

@@ -32,6 +32,7 @@ How the executor applies a call (module doc of :mod:`netsim.collectives.executor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -39,7 +40,7 @@ from typing import Any, ClassVar
 import networkx as nx
 
 from netsim.collectives.nccl.constants import NcclConstants, load_constants
-from netsim.collectives.nccl.system import nccl_system
+from netsim.collectives.nccl.system import group_shape, nccl_system, ring_total_bw
 from netsim.collectives.nccl.tuner import COLLS, Choice, NcclSystem, TunerTable, choose, tune
 from netsim.collectives.plan import CollectiveError
 from netsim.collectives.registry import default_algorithm, get_algorithm
@@ -162,15 +163,18 @@ class NcclCost(CostModel):
     name = "nccl"
 
     def __init__(self, graph: nx.DiGraph, *, settings: Mapping[str, Any] | None = None,
-                 efficiency: Mapping[str, float] | None = None, **_: Any) -> None:
+                 efficiency: Mapping[str, float] | None = None,
+                 reference_efficiency: Mapping[str, float] | None = None, **_: Any) -> None:
         super().__init__(graph)
         self.graph: nx.DiGraph = graph
         self.settings = dict(settings or {})
         self.efficiency = dict(efficiency or {})
+        self.reference_efficiency = dict(reference_efficiency if reference_efficiency is not None
+                                         else self.efficiency)
         self.constants: NcclConstants = load_constants(self.settings.get("constants") or None)
         self.latency_scale = float(self.settings.get("latency_scale", 1.0))
         self._tables: dict[tuple[str, ...], TunerTable] = {}
-        self._hw_tables: dict[tuple[str, ...], TunerTable] = {}
+        self._ratios: dict[tuple[str, ...], float] = {}
         self._calls: dict[tuple[Any, ...], CollectiveCall] = {}
 
     def describe(self) -> dict[str, Any]:
@@ -184,19 +188,22 @@ class NcclCost(CostModel):
         key = tuple(devices)
         t = self._tables.get(key)
         if t is None:
-            sys = nccl_system(self.graph, key, self.settings, self.constants, self.efficiency)
+            # NCCL's tuner sees its own link speeds (the preset's efficiencies), not a calibration's
+            sys = nccl_system(self.graph, key, self.settings, self.constants, self.reference_efficiency)
             t = self._tables[key] = tune(sys, self.constants)
         return t
 
-    def hardware_table(self, devices: Sequence[str]) -> TunerTable:
-        """The tuner's bandwidths with channels sharing exactly what the hardware gives (not NCCL's
-        quantised speeds): the bandwidth a call reaches (:func:`~netsim.collectives.nccl.system.nccl_system`)."""
+    def efficiency_ratio(self, devices: Sequence[str]) -> float:
+        """How much more (or less) a group's links carry at the run's efficiencies than at the
+        preset's (what NCCL's tables assume): the ratio of a ring's total bandwidth, 1 when
+        the run uses the preset's efficiencies (a calibration moves it smoothly)."""
         key = tuple(devices)
-        t = self._hw_tables.get(key)
-        if t is None:
-            sys = nccl_system(self.graph, key, self.settings, self.constants, self.efficiency, quantized=False)
-            t = self._hw_tables[key] = tune(sys, self.constants)
-        return t
+        r = self._ratios.get(key)
+        if r is None:
+            now = ring_total_bw(group_shape(self.graph, key, self.efficiency))
+            ref = ring_total_bw(group_shape(self.graph, key, self.reference_efficiency))
+            r = self._ratios[key] = now / ref if ref > 0 and math.isfinite(ref) and math.isfinite(now) else 1.0
+        return r
 
     def choice(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
                proto: str | None = None) -> Choice | None:
@@ -263,27 +270,33 @@ class NcclCost(CostModel):
         pipeline = max(ch.latency_us * self.latency_scale - base, 0.0) * 1e-6 if fluid else 0.0
         if nccl_algo == "nvls":  # NVLS's latency replaces the base (tuning.cc)
             base, pipeline = 0.0, ch.latency_us * self.latency_scale * 1e-6
-        alg_bw = self._reached_bw(op, devices, nbytes, ch)
+        alg_bw = self._reached_bw(op, devices, ch)
         channels = None
         return CollectiveCall(algo=plan_algo, fluid=fluid, base_latency_s=base * 1e-6, hop_latency_s=hops,
                               pipeline_latency_s=pipeline, wire_factor=float(c.get("wire_factor", ch.proto)),
                               alg_bw_Bps=alg_bw, library_algo=nccl_algo, proto=ch.proto, channels=channels,
                               predicted_s=ch.time_us * 1e-6)
 
-    def _reached_bw(self, op: str, devices: Sequence[str], nbytes: float, ch: Choice) -> float | None:
-        """The algorithm bandwidth (bytes/s) the chosen (algorithm, protocol) reaches: the tuner's
-        formula on the hardware's exact channel bandwidth, with NCCL's medium-size tree
-        correction and the channels this size uses."""
-        hw = self.hardware_table(devices)
-        t = hw.time_us(op, ch.algo, ch.proto, nbytes)
-        if t is None:
+    def _reached_bw(self, op: str, devices: Sequence[str], ch: Choice) -> float | None:
+        """The algorithm bandwidth (bytes/s) the chosen (algorithm, protocol) reaches: NCCL's own
+        model for it (with its medium-size tree correction and the channels this size uses),
+        scaled by how far the links' efficiency moved from the preset's.
+
+        NVLS inside one server is the exception: its traffic is port-bound (every GPU port
+        carries ``S (1 + 1/n)`` each way for an all-reduce, ``S`` one way for an all-gather or
+        reduce-scatter; :mod:`netsim.collectives.pipelined`) at NCCL's NVLS efficiency of the
+        port's bandwidth (``nvlsEfficiency``, tuning.cc), which reproduces the measured growth
+        of NVLS bus bandwidth with the GPU count (nccl-issue-1455 in ``netsim validate``) where
+        NCCL's channel formula does not."""
+        if ch.algo == "nvls" and self.table(devices).system.n_nodes == 1:
+            shape = group_shape(self.graph, tuple(devices), self.efficiency)
+            n = shape.ranks_per_node
+            k = float(self.constants.get("nvls_efficiency", self.table(devices).system.arch))
+            per_byte = (1 + 1 / n) if op == "all_reduce" else 1.0
+            return k * shape.intra_bw_GBps * 1e9 / per_byte
+        if ch.alg_bw_GBps <= 0:
             return None
-        lat = hw.latency[(op, ch.algo, ch.proto)]
-        bw = nbytes / (1000.0 * max(t - lat, 1e-12)) if nbytes > 0 else hw.bandwidth[(op, ch.algo, ch.proto)]
-        full = hw.system.graphs[ch.algo].n_channels
-        if ch.algo in ("ring", "tree", "pat") and full > 0:
-            bw *= min(1.0, ch.n_channels / full)
-        return bw * 1e9 if bw > 0 else None
+        return ch.alg_bw_GBps * 1e9 * self.efficiency_ratio(devices)
 
     def _p2p_call(self, op: str, devices: Sequence[str], nbytes: float, algo: str | None,
                   proto: str | None) -> CollectiveCall:
@@ -325,8 +338,12 @@ def _why_unavailable(nccl_algo: str, sys: NcclSystem) -> str:
 
 
 def make_cost_model(name: str, graph: nx.DiGraph, *, settings: Mapping[str, Any] | None = None,
-                    efficiency: Mapping[str, float] | None = None, step_latency_s: float = 0.0,
+                    efficiency: Mapping[str, float] | None = None,
+                    reference_efficiency: Mapping[str, float] | None = None, step_latency_s: float = 0.0,
                     source: str | None = None) -> CostModel:
-    """Instantiate the cost model ``name`` for ``graph`` (a one-line SpecError for an unknown name)."""
+    """Instantiate the cost model ``name`` for ``graph`` (a one-line SpecError for an unknown name).
+    ``reference_efficiency``: the preset's link efficiencies (what NCCL's tables assume), when
+    ``efficiency`` is a calibration's."""
     cls = COST_MODELS.get(name, source=source)
-    return cls(graph, settings=settings, efficiency=efficiency, step_latency_s=step_latency_s)
+    return cls(graph, settings=settings, efficiency=efficiency, reference_efficiency=reference_efficiency,
+               step_latency_s=step_latency_s)

@@ -25,7 +25,14 @@ import networkx as nx
 from netsim.collectives.cost import COST_MODELS, CostModel, make_cost_model
 from netsim.errors import SpecError
 
-__all__ = ["CollectiveSetup", "collective_setup", "cost_summary_line"]
+__all__ = ["CollectiveSetup", "collective_setup", "cost_summary_line", "default_routing"]
+
+
+def default_routing(graph: nx.DiGraph) -> str:
+    """The network path policy of the topology's collective library (``collectives.routing``;
+    ``ecmp`` when the topology does not say)."""
+    spec = graph.graph.get("spec") or {}
+    return str((spec.get("collectives") or {}).get("routing") or "ecmp")
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,7 @@ def collective_setup(graph: nx.DiGraph, *, cost_model: str | None = None,
     settings: dict[str, Any] = dict(spec.get("collectives") or {})
     name = cost_model or str(settings.get("cost_model") or "nccl")
     COST_MODELS.get(name, source=source)
+    reference: dict[str, float] = {}
     if name == "ideal":
         eff = dict(efficiency or {})
     else:
@@ -86,10 +94,11 @@ def collective_setup(graph: nx.DiGraph, *, cost_model: str | None = None,
             raise SpecError("a per-step latency applies to the ideal cost model only; the nccl model has NCCL's "
                             "latencies (scale them with collectives.latency_scale or a calibration)",
                             source=source, field="step_latency")
-        eff = {str(k): float(v) for k, v in (spec.get("efficiency") or {}).items()}
-        eff.update(efficiency or {})
+        reference = {str(k): float(v) for k, v in (spec.get("efficiency") or {}).items()}
+        eff = {**reference, **(efficiency or {})}
         if latency_scale is not None:
             settings["latency_scale"] = float(latency_scale)
     cost = make_cost_model(name, graph, settings=settings, efficiency=eff,
+                           reference_efficiency=reference if name != "ideal" else None,
                            step_latency_s=float(step_latency_s or 0.0), source=source)
     return CollectiveSetup(cost=cost, efficiency=eff)

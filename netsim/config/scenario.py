@@ -11,7 +11,8 @@ A scenario is the unit ``netsim run`` executes::
     seed: 0
     steps: 2                            # default: the workload's steps
     options:
-      routing: ecmp                     # network routing: shortest, ecmp, ecmp-pair, spray, pxn
+      routing: null                     # network routing: shortest, ecmp, ecmp-pair, spray, pxn
+                                        # (null: the topology's collectives.routing; pxn on NVIDIA presets)
       router: null                      # MoE router / statistical model override
       routing_trace: null               # routing-trace file (replaces the router)
       kernels: null                     # measured kernel table (else the roofline)
@@ -70,7 +71,7 @@ DEFAULT_SCENARIO_PATH = Path(__file__).resolve().parent.parent / "data" / "scena
 class ScenarioOptions(SpecModel):
     """How to simulate (see the module docstring)."""
 
-    routing: str = "ecmp"
+    routing: str | None = None
     router: str | None = None
     routing_trace: str | None = None
     kernels: str | None = None

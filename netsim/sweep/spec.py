@@ -453,7 +453,7 @@ def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) 
     from netsim.workload.schedules import get_schedule
 
     opts = spec.options
-    if opts.routing not in ROUTING_POLICIES:
+    if opts.routing is not None and opts.routing not in ROUTING_POLICIES:
         raise SpecError(
             f"unknown routing policy {opts.routing!r}; allowed: {', '.join(ROUTING_POLICIES)}",
             field="options.routing",

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -37,7 +37,7 @@ from netsim.collectives.nccl.constants import ARCHES, NcclConstants
 from netsim.collectives.nccl.tuner import ChannelGraph, NcclSystem
 from netsim.collectives.plan import CollectiveError, TopologyView
 
-__all__ = ["GroupShape", "group_shape", "nccl_system", "search_channels"]
+__all__ = ["GroupShape", "group_shape", "nccl_system", "ring_total_bw", "search_channels"]
 
 _NVLS_CHANNELS = {"hopper": 16, "blackwell": 32}
 _GPU_LINK_CLASSES = ("nvlink", "hccs")
@@ -138,13 +138,7 @@ def _speeds(c: NcclConstants, kind: str, arch: str) -> list[float]:
     return [float(x) for x in table.get(arch, table["default"])]
 
 
-def _continuous(graph: ChannelGraph, total_bw: float) -> ChannelGraph:
-    """``graph`` with its channels sharing ``total_bw`` exactly (no speed quantisation)."""
-    bw = total_bw / max(graph.n_channels, 1)
-    return replace(graph, bw_intra_GBps=bw, bw_inter_GBps=bw)
-
-
-def _ring_total_bw(shape: GroupShape) -> float:
+def ring_total_bw(shape: GroupShape) -> float:
     """What a ring's channels together get from the hardware: a GPU's intra-node bandwidth (of
     which across nodes ``(ppn-1)/ppn`` per channel) and the node's NICs."""
     per_gpu = shape.intra_bw_GBps if shape.ranks_per_node > 1 else math.inf
@@ -212,22 +206,17 @@ def _nvls_graph(c: NcclConstants, shape: GroupShape, arch: str) -> ChannelGraph 
 
 
 def nccl_system(graph: nx.DiGraph, devices: Sequence[str], settings: Mapping[str, Any], c: NcclConstants,
-                efficiency: Mapping[str, float], *, quantized: bool = True) -> NcclSystem:
+                efficiency: Mapping[str, float]) -> NcclSystem:
     """The :class:`NcclSystem` of ``devices`` on ``graph``.
 
     Args:
         settings: the topology's ``collectives`` section (``arch``, ``host_cpu``, ``nvls``,
             ``collnet``, ``collnet_heads``, ``net_latency_us``).
         efficiency: achieved fraction of line rate per link class.
-        quantized: per-channel speeds as NCCL's search picks them (what its tuner sees, for its
-            choices); ``False``: the same channels sharing what the hardware gives exactly (for
-            the bandwidth a call reaches, so that it follows the links' efficiency smoothly).
     """
     arch = str(settings.get("arch", "hopper"))
     shape = group_shape(graph, devices, efficiency)
     ring = search_channels(c, shape, arch)
-    if not quantized:
-        ring = _continuous(ring, _ring_total_bw(shape))
     lat_inter = float(settings.get("net_latency_us", 0.0) or 0.0)
     ring = ChannelGraph(ring.n_channels, ring.bw_intra_GBps, ring.bw_inter_GBps, latency_inter_us=lat_inter)
     graphs: dict[str, ChannelGraph] = {"ring": ring, "tree": ring}
@@ -239,10 +228,6 @@ def nccl_system(graph: nx.DiGraph, devices: Sequence[str], settings: Mapping[str
     nvls_channels = 0
     if nvls_ok:
         ng = _nvls_graph(c, shape, arch)
-        if ng is not None and not quantized:
-            speed = shape.intra_bw_GBps / (ng.n_channels + 1)
-            inter = min(2 * speed, shape.nic_bw_GBps) if shape.n_nodes > 1 else 2 * speed
-            ng = replace(ng, bw_intra_GBps=speed, bw_inter_GBps=inter)
         if ng is not None:
             ng = ChannelGraph(ng.n_channels, ng.bw_intra_GBps, ng.bw_inter_GBps, latency_inter_us=lat_inter)
             graphs["nvls"] = graphs["nvls_tree"] = ng

@@ -1,0 +1,68 @@
+"""``netsim validate``: predict published measurements and report the error.
+
+::
+
+    netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training] [--out runs/validate]
+        [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
+
+Every case of every source in ``netsim/validation/data`` (or the ``--source`` files) is
+simulated as measured; stdout gets the error per size band and every point outside its
+tolerance; ``--out`` gets the run directory (results, summary, parity plot, report).  Exit code
+0 when every asserted point is within its tolerance, 1 otherwise (2 for bad input).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from netsim.cli.common import console, cost_option, err_console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("validate")
+    def validate_cmd(
+        quick: bool = typer.Option(False, "--quick", help="The cases CI runs: up to two nodes, "
+                                   "out-of-place columns, training cases marked quick (~1 min on 2 cores)."),
+        only: str | None = typer.Option(None, "--only", help="Glob over SOURCE/CASE ids, e.g. 'xxrjun-*/all-gather'."),
+        kind: list[str] = typer.Option([], "--kind", help="collective or training (repeatable; default: both)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Write the run directory (report, parity plot)."),
+        collective_cost: str | None = cost_option(),
+        source: list[Path] = typer.Option([], "--source", help="Validation file(s) instead of the shipped ones."),
+        no_known_gaps: bool = typer.Option(False, "--no-known-gaps",
+                                           help="Assert the known gaps too (see known_gaps.yaml)."),
+    ) -> None:
+        """Predict published measurements (nccl-tests, training runs) and compare."""
+        from netsim.units import format_bytes
+        from netsim.validation.report import summarize, write_validation
+        from netsim.validation.runner import run_validation
+        from netsim.validation.sources import load_sources
+
+        srcs = load_sources([str(p) for p in source] or None)
+
+        def progress(label: str, done: int, total: int) -> None:
+            err_console.print(f"[{done}/{total}] {label}", highlight=False)
+
+        res = run_validation(srcs, quick=quick, only=only, kinds=kind or None, cost_model=collective_cost,
+                             known_gaps=not no_known_gaps, progress=progress)
+        summary = write_validation(res, out) if out is not None else summarize(res)
+        console.print(f"{summary['sources']} sources, {summary['cases']} cases, {summary['overall']['points']} "
+                      f"points; cost model {summary['cost_model']}")
+        console.print(f"{'size band':<16}{'points':>7}{'<=10%':>8}{'<=25%':>8}{'median':>9}{'p90':>9}"
+                      f"{'asserted ok':>13}{'gaps':>6}")
+        for band, st in summary["bands"].items():
+            med = st["median_abs_error"]
+            p90 = st["p90_abs_error"]
+            console.print(f"{band:<16}{st['points']:>7}{st['within_10pct']:>8}{st['within_25pct']:>8}"
+                          f"{100 * (med or 0):>8.1f}%{100 * (p90 or 0):>8.1f}%"
+                          f"{st['asserted_passed']:>7}/{st['asserted']:<5}{st['known_gaps']:>6}")
+        for f in summary["failures"]:
+            size = format_bytes(float(f["size_bytes"])) if f["size_bytes"] == f["size_bytes"] else "-"
+            console.print(f"FAIL {f['source']}/{f['case']} {size}: measured {f['measured']:.4g}, predicted "
+                          f"{f['predicted']:.4g} ({100 * f['rel_error']:+.1f}%, tolerance "
+                          f"{100 * f['tolerance']:.0f}%)")
+        if out is not None:
+            console.print(f"run directory: {out} (report.html, report.md, results.csv, figures/parity.png)")
+        if not summary["ok"]:
+            raise typer.Exit(1)

@@ -1,0 +1,194 @@
+"""Published measurements as data: one YAML file per public source.
+
+A *source* is one publication: a GitHub issue comment with a pasted nccl-tests table, a vendor
+benchmark page, a paper's table, a maintainer's statement.  Its file says where every number is
+(``source``), on which system it was measured (``system``: a netsim topology preset, node and
+GPU counts, ``--set`` overrides that describe the cluster), and the measured ``cases``.  The
+shipped sources live in ``netsim/data/validation`` (package data; ``netsim/validation/data`` in
+the repository) with a README saying how each was chosen and which were left out.
+
+Case kinds (a :class:`~netsim.registry.Registry`, one predictor each in
+:mod:`netsim.validation.cases`):
+
+* ``collective``: an nccl-tests curve: ``op``, NCCL's ``algo``/``proto`` if the run forced them,
+  ``points`` of (bytes, time in us, busbw as printed);
+* ``training``: a published training run's throughput (:mod:`netsim.validation.training`).
+
+Every file is validated once, here: an unknown field, a negative time, a size of 0, a point
+whose busbw disagrees with its time by more than the printed rounding, a preset netsim does not
+ship: a one-line error naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from netsim.config.common import SpecModel, load_mapping, validate_model
+from netsim.errors import SpecError
+
+__all__ = ["DATA_DIR", "CollectiveCase", "Point", "Source", "SourceInfo", "System", "TrainingCase",
+           "load_source", "load_sources"]
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "broadcast", "reduce", "sendrecv")
+NCCL_ALGOS = ("ring", "tree", "nvls", "nvls_tree", "collnet_direct", "collnet_chain", "pat")
+
+
+class SourceInfo(SpecModel):
+    """Where the numbers come from."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    title: str = Field(min_length=1)
+    url: str = Field(min_length=8)
+    where: str = Field(min_length=1)
+    kind: Literal["measurement", "statement", "paper"]
+    read_from: Literal["table", "figure", "text"] = "table"
+    notes: str = ""
+
+
+class System(SpecModel):
+    """The measured system as a netsim topology."""
+
+    topology: str = Field(min_length=1)
+    nodes: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=1)
+    set: dict[str, Any] = Field(default_factory=dict)
+    hardware: str = ""
+    software: dict[str, Any] = Field(default_factory=dict)
+
+    def overrides(self) -> list[str]:
+        """The ``set`` entries as topology ``--set`` items (without the ``topology.`` prefix)."""
+        out = []
+        for key, value in sorted(self.set.items()):
+            k = key[len("topology."):] if key.startswith("topology.") else key
+            out.append(f"{k}={value}")
+        return out
+
+
+class Point(SpecModel):
+    """One measured size (nccl-tests row)."""
+
+    bytes: int = Field(gt=0)
+    time_us: float = Field(gt=0)
+    busbw_GBps: float | None = Field(default=None, ge=0)
+
+
+Tolerance = Annotated[float, Field(gt=0, lt=10)]
+
+
+class CollectiveCase(SpecModel):
+    """An nccl-tests curve."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    kind: Literal["collective"]
+    op: Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "alltoall", "broadcast", "reduce",
+                "sendrecv"]
+    algo: Literal["ring", "tree", "nvls", "nvls_tree", "collnet_direct", "collnet_chain", "pat"] | None = None
+    proto: Literal["LL", "LL128", "Simple"] | None = None
+    dtype: str = "float"
+    column: Literal["out-of-place", "in-place"] = "out-of-place"
+    points: list[Point] = Field(min_length=1)
+    tolerance: Tolerance | None = None
+    """Relative error allowed at every asserted size (default: by size, see :mod:`runner`)."""
+    exclude: bool = False
+
+    @property
+    def netsim_op(self) -> str:
+        return "all_to_all" if self.op == "alltoall" else self.op
+
+
+class TrainingCase(SpecModel):
+    """A published training run (the scenario to simulate and the measured throughput)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    kind: Literal["training"]
+    workload: str | dict[str, Any]
+    workload_set: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    metric: Literal["step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu"]
+    measured: float = Field(gt=0)
+    peak_flops_per_gpu: float | None = Field(default=None, gt=0)
+    """For ``mfu`` / ``tflops_per_gpu``: the peak the source divides by (FLOP/s), if not the preset's."""
+    tolerance: Tolerance | None = None
+    quick: bool = False
+    """Cheap enough for ``netsim validate --quick`` (and CI)."""
+    exclude: bool = False
+    notes: str = ""
+
+
+Case = Annotated[CollectiveCase | TrainingCase, Field(discriminator="kind")]
+
+
+class Source(SpecModel):
+    """One validation file."""
+
+    source: SourceInfo
+    system: System
+    cases: list[Case] = Field(min_length=1)
+    exclude: bool = False
+
+    @model_validator(mode="after")
+    def _unique_cases(self) -> Source:
+        seen: set[str] = set()
+        for c in self.cases:
+            if c.id in seen:
+                raise ValueError(f"case id {c.id!r} appears twice")
+            seen.add(c.id)
+        return self
+
+
+def _busbw_factor(op: str, n: int) -> float:
+    if op == "all_reduce":
+        return 2.0 * (n - 1) / n
+    if op in ("all_gather", "reduce_scatter", "all_to_all", "alltoall"):
+        return (n - 1) / n
+    return 1.0
+
+
+def _check_points(src: Source, path: str) -> None:
+    """A printed busbw must agree with size / time (the copy is checked)."""
+    n = src.system.nodes * src.system.gpus_per_node
+    for c in src.cases:
+        if not isinstance(c, CollectiveCase):
+            continue
+        nranks = 2 if c.netsim_op == "sendrecv" and n < 2 else n
+        for k, p in enumerate(c.points):
+            if p.busbw_GBps is None:
+                continue
+            expect = p.bytes / (p.time_us * 1e3) * _busbw_factor(c.netsim_op, nranks)
+            # nccl-tests prints 2 decimals of GB/s and 2-4 significant digits of time
+            if not math.isclose(expect, p.busbw_GBps, rel_tol=0.02, abs_tol=0.02):
+                raise SpecError(f"busbw {p.busbw_GBps} GB/s disagrees with bytes/time ({expect:.3f} GB/s for "
+                                f"{nranks} ranks): a copying error or a different rank count", source=path,
+                                field=f"cases.{c.id}.points[{k}]")
+
+
+def load_source(path: str | Path) -> Source:
+    """Read and validate one validation file (one-line errors naming file and field)."""
+    p = Path(path)
+    data = load_mapping(p)
+    src = validate_model(Source, data, source=str(p))
+    if src.source.id != p.stem:
+        raise SpecError(f"must equal the file name {p.stem!r}, got {src.source.id!r}", source=str(p),
+                        field="source.id")
+    from netsim.topology import list_presets
+
+    if src.system.topology not in list_presets():
+        raise SpecError(f"unknown topology preset {src.system.topology!r}; allowed: {', '.join(list_presets())}",
+                        source=str(p), field="system.topology")
+    _check_points(src, str(p))
+    return src
+
+
+def load_sources(paths: Sequence[str | Path] | None = None) -> list[Source]:
+    """The given files, or every shipped source (``DATA_DIR/*/*.yaml``), sorted by id."""
+    files = [Path(x) for x in paths] if paths else sorted(DATA_DIR.glob("*/*.yaml"))
+    if not files:
+        raise SpecError("no validation files", source=str(DATA_DIR))
+    return sorted((load_source(f) for f in files), key=lambda s: s.source.id)

@@ -1,0 +1,44 @@
+"""`netsim validate` on the command line: run directory, exit codes, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from netsim.cli import main
+
+from .test_sources import write
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_writes_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v"
+    code, stdout, err = run(["validate", "--only", "nccl-tests-issue-212/*", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "size band" in stdout and ">= 1 MiB" in stdout
+    for f in ("results.csv", "results.parquet", "summary.json", "report.md", "report.html", "figures/parity.png"):
+        assert (out / f).exists(), f
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] and summary["overall"]["points"] == 4
+    assert "Parity" in (out / "report.md").read_text()
+
+
+def test_a_missed_measurement_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 1 GiB all-reduce on 8 H100s in 2 ms would be 940 GB/s busbw: netsim predicts ~4 ms
+    src = write(tmp_path, time="2000", busbw="939.52")
+    code, stdout, _ = run(["validate", "--source", str(src)], capsys)
+    assert code == 1 and "FAIL src/ar 1 GiB" in stdout
+
+
+def test_bad_validation_file_is_exit_2_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write(tmp_path, **{"time_us: 4000": "time_us: -1"})
+    code, _, err = run(["validate", "--source", str(src)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(src) in err and "time_us" in err

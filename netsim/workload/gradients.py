@@ -8,14 +8,14 @@ reduced over its data-parallel group:
 
 * all-reduce (ZeRO 0) or reduce-scatter (ZeRO 1-3: Megatron's distributed optimizer is ZeRO 1)
   over the DP group for dense parameters and over the expert-DP group for expert parameters,
-  in ``grad_bytes_per_element`` bytes;
+  in ``optimizer.grad_dtype``;
 * issued as the bucket fills, during the rest of the backward, when
   ``overlap.dp_overlap_backward`` (Megatron ``overlap_grad_reduce``), else all after the
   step's last compute op;
 * then the optimizer step on the compute stream (the rank's parameters, or its ``1/dp`` shard
-  with ZeRO >= 1);
-* ZeRO 1/2: the updated parameters all-gathered, bucket by bucket, in the model's bytes per
-  element; ZeRO 3: each layer's parameters all-gathered before its forward and its backward.
+  with ZeRO >= 1), timed by the bytes Adam moves (:mod:`netsim.workload.optimizer`);
+* ZeRO 1/2: the updated parameters all-gathered, bucket by bucket, in ``optimizer.param_dtype``;
+  ZeRO 3: each layer's parameters all-gathered before its forward and its backward.
 
 The group that reduces a rank's gradients holds every rank with the same parameters: the DP (or
 expert-DP) group, joined by the ranks of the other stages the schedule puts the same blocks on
@@ -28,9 +28,27 @@ from typing import Any
 
 from netsim.workload.context import BuildContext
 from netsim.workload.emit import GroupKey, OpEmitter
+from netsim.workload.layout import ParallelLayout
+from netsim.workload.optimizer import optimizer_precision
 from netsim.workload.plan import Deps
+from netsim.workload.schedules import Schedule
 
-__all__ = ["GradientReducer"]
+__all__ = ["GradientReducer", "reduction_group"]
+
+
+def reduction_group(layout: ParallelLayout, schedule: Schedule, rank: int, expert: bool) -> tuple[int, ...]:
+    """Ranks that reduce (and ZeRO-shard) the dense or expert parameters ``rank`` holds: its DP
+    or expert-DP group, with the ranks of the stages holding the same blocks
+    (:meth:`~netsim.workload.schedules.Schedule.replica_stages`)."""
+    p, d, t = layout.coords(rank)
+    stages = schedule.replica_stages(p)
+    if len(stages) == 1:
+        return layout.expert_dp_group(rank) if expert else layout.dp_group(rank)
+    members: set[int] = set()
+    for q in stages:
+        r = layout.rank_of(q, d, t)
+        members |= set(layout.expert_dp_group(r) if expert else layout.dp_group(r))
+    return tuple(sorted(members))
 
 
 class GradientReducer:
@@ -41,6 +59,7 @@ class GradientReducer:
         self.emit = emit
         spec = ctx.spec
         self.overlap = spec.overlap.dp_overlap_backward
+        self.precision = optimizer_precision(spec)
         self.grad_bpe = spec.grad_bytes_per_element
         self.bucket_elems = spec.grad_bucket_bytes / spec.grad_bytes_per_element
         self.groups: dict[tuple[int, bool], tuple[int, ...]] = {}
@@ -66,16 +85,7 @@ class GradientReducer:
         return hit
 
     def _make_group(self, rank: int, expert: bool) -> tuple[int, ...]:
-        L = self.ctx.layout
-        p, d, t = L.coords(rank)
-        stages = self.ctx.schedule.replica_stages(p)
-        if len(stages) == 1:
-            return L.expert_dp_group(rank) if expert else L.dp_group(rank)
-        members: set[int] = set()
-        for q in stages:
-            r = L.rank_of(q, d, t)
-            members |= set(L.expert_dp_group(r) if expert else L.dp_group(r))
-        return tuple(sorted(members))
+        return reduction_group(self.ctx.layout, self.ctx.schedule, rank, expert)
 
     def shard(self, rank: int) -> float:
         """Parameters (elements) of ``rank``'s ``1/dp`` share (dense over the DP group, expert
@@ -146,7 +156,7 @@ class GradientReducer:
         for r in self.emit.lanes.lanes(rank, "rank"):
             self.param_split[r] = (dense, expert)
         shard = self.shard(rank) if self.ctx.zero >= 1 else dense + expert
-        calls = self.ctx.costs.optimizer(shard)
+        calls = self.precision.step_calls(shard)
         tail = self.emit.compute(rank, step, "optimizer", calls, last_compute + self.dp_ops, -1, -1)
         out = list(tail)
         if self.ctx.zero in (1, 2):
@@ -157,7 +167,7 @@ class GradientReducer:
                     f"dp.{chunk}",
                     "dp",
                     "all_gather",
-                    elems * self.ctx.bpe,
+                    elems * self.precision.param,
                     tail,
                     "edp" if kind == "expert" else "dp",
                     self._key("zero-gather", step, chunk, kind, idx),
@@ -171,7 +181,7 @@ class GradientReducer:
         ``pass_`` (fwd / bwd); nothing below ZeRO 3."""
         if self.ctx.zero != 3:
             return deps
-        nbytes = self.ctx.costs.layer_params(layer).dense * self.ctx.bpe
+        nbytes = self.ctx.costs.layer_params(layer).dense * self.precision.param
 
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
             group = self.dp_group(r, False)

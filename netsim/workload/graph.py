@@ -32,6 +32,9 @@ The builder is a few small parts, each with one job:
 :mod:`~netsim.workload.gradients`              gradient buckets, DP reductions, optimizer,
                                                ZeRO gathers
 :mod:`~netsim.workload.storage`                batch reads and checkpoint writes
+:mod:`~netsim.workload.recompute`              activation recomputation modes
+:mod:`~netsim.workload.optimizer`              the optimizer's precision: bytes kept, moved
+:mod:`~netsim.workload.memory`                 memory per rank against the HBM
 =============================================  ==============================================
 
 What one step contains (docs, "What a step contains"): per micro-batch and layer, following
@@ -58,9 +61,11 @@ from netsim.workload.gradients import GradientReducer
 from netsim.workload.lanes import make_lanes
 from netsim.workload.layers import LayerEmitter
 from netsim.workload.layout import ParallelLayout, build_layout
+from netsim.workload.memory import check_memory, memory_report
 from netsim.workload.moe_traffic import EPRouting
 from netsim.workload.pipeline import PipelineStep
 from netsim.workload.plan import TRAFFIC_CLASSES, Collective, Deps, Op, StepPlan, split_layers
+from netsim.workload.recompute import get_recompute
 from netsim.workload.schedules import get_schedule
 from netsim.workload.storage import StorageTraffic
 
@@ -121,6 +126,7 @@ def build_plan(
     routing_trace: str | None = None,
     routing_samples: int | None = None,
     lockstep: bool = False,
+    allow_oom: bool = False,
 ) -> StepPlan:
     """Expand ``spec`` on ``graph`` into the op graph of ``steps`` training steps.
 
@@ -136,11 +142,16 @@ def build_plan(
             reuse them (``None``: every (micro-batch, EP group) routes its own tokens).
         lockstep: build one rank per lockstep unit (an EP group) that stands for the unit's
             ranks (:mod:`netsim.workload.lanes`): an opt-in approximation for large clusters.
+        allow_oom: plan a workload whose ranks need more memory than the accelerator has
+            (``plan.memory.fits`` says so) instead of raising.
 
     Raises:
-        WorkloadError: the workload does not fit the topology (one line naming the field).
+        WorkloadError: the workload does not fit the topology or its memory (one line naming
+            the field or the shortfall).
+        SpecError: an unknown recompute mode.
     """
     n_steps = steps if steps is not None else spec.steps
+    mode = get_recompute(spec.training.recompute, source=spec.source)
     layout = build_layout(spec, graph)
     m = effective_microbatches(spec, layout.dp)
     sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
@@ -153,6 +164,8 @@ def build_plan(
         expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
     )
     ctx = BuildContext(spec, graph, layout, sched, costs, split_layers(spec.model.layers, sched.num_virtual_stages))
+    memory = memory_report(spec, layout, sched, costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))
+    check_memory(memory, spec, allow_oom)
     # a lockstep unit: the consecutive ranks of a stage tied together by every layer's
     # all-to-alls and TP collectives, or the whole stage of a dense model
     unit = math.lcm(layout.ep, layout.tp) if routing is not None else layout.stage_size
@@ -162,7 +175,8 @@ def build_plan(
     grads = GradientReducer(ctx, emit)
     io = StorageTraffic(ctx, emit, grads)
     router_name = routing.router_name if routing is not None else spec.router.name
-    layers = LayerEmitter(ctx, emit, experts, grads, "router_grap" if router_name == "locmoe" else "router_linear")
+    layers = LayerEmitter(ctx, emit, experts, grads, "router_grap" if router_name == "locmoe" else "router_linear",
+                          mode)
     walk = PipelineStep(ctx, emit, layers, grads, io.data_ready)
     ckpt_steps = _steps(spec, n_steps, walk, emit, io)
     return StepPlan(
@@ -180,6 +194,7 @@ def build_plan(
         expert_params_per_rank=[e for _, e in grads.param_split],
         compute_cache_size=len(emit.time_cache),
         rep_of=[emit.lanes.rep_of(r) for r in range(layout.world)] if lockstep else None,
+        memory=memory,
     )
 
 

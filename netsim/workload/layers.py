@@ -6,6 +6,11 @@ dispatch -> experts -> combine, unpermute (+ shared experts).  Backward (``B`` i
 ``BW`` with the weight gradient) runs the same parts in reverse; the weight-gradient-only part
 (``W``, zero bubble / DualPipe) is one compute op per layer.
 
+Activation recomputation (:mod:`netsim.workload.recompute`): ``full`` re-runs the layer's
+forward (``R.*`` ops, its TP collectives and all-to-alls again, phases ``rcp-fwd-*``) before its
+backward; ``selective`` re-runs the attention kernel (``R.attn-core``) before the attention's
+backward.
+
 TP communication (Megatron, Shoeybi et al. 2019 / Korthikanti et al. 2022): with sequence
 parallelism an all-gather before and a reduce-scatter after attention and the dense MLP, of
 ``micro_batch_size * seq_len * hidden`` elements; without it one all-reduce after each.
@@ -21,6 +26,7 @@ from netsim.workload.emit import OpEmitter
 from netsim.workload.experts import ExpertTraffic
 from netsim.workload.gradients import GradientReducer
 from netsim.workload.plan import Deps
+from netsim.workload.recompute import RecomputeMode
 
 __all__ = ["LayerEmitter"]
 
@@ -29,12 +35,16 @@ class LayerEmitter:
     """Emits the ops of one layer's forward, backward or weight-gradient pass."""
 
     def __init__(self, ctx: BuildContext, emit: OpEmitter, experts: ExpertTraffic, grads: GradientReducer,
-                 router_kernel: str) -> None:
+                 router_kernel: str, recompute: RecomputeMode) -> None:
         self.ctx = ctx
         self.emit = emit
         self.experts = experts
         self.grads = grads
         self.router_kernel = router_kernel
+        self.recompute = recompute
+        #: selective recomputation: the attention core's forward kernel (one list object, so its
+        #: duration is computed once)
+        self.core_fwd = [k for k in ctx.costs.attention("F") if k.kernel == "attention"]
 
     def tp(self, rank: int, step: int, deps: Deps, phase: str, layer: int, mb: int, op: str) -> Deps:
         """Megatron TP communication around a block: sequence-parallel all-gather before and
@@ -56,25 +66,34 @@ class LayerEmitter:
             rank, step, "tp", "tp", op, nbytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
         )
 
-    def forward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int) -> Deps:
-        """The forward pass of ``layer`` for micro-batch ``mb``."""
+    def forward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *,
+                recompute: bool = False) -> Deps:
+        """The forward pass of ``layer`` for micro-batch ``mb`` (``recompute``: its repetition in
+        the backward under full recomputation: ops named ``R.*``, collectives' phases
+        ``rcp-fwd-*``, no parameter gather of its own)."""
         c, emit = self.ctx.costs, self.emit
-        deps = self.grads.zero3_gather(rank, step, layer, mb, "fwd", deps, chunk)
+        tag, pfx = ("R", "rcp-") if recompute else ("F", "")
+        if not recompute:
+            deps = self.grads.zero3_gather(rank, step, layer, mb, "fwd", deps, chunk)
         emit.new_segment()
-        deps = self.tp(rank, step, deps, "fwd-attn-ag", layer, mb, "all_gather")
-        deps = emit.compute(rank, step, "F.attn", c.attention("F"), deps, layer, mb)
-        deps = self.tp(rank, step, deps, "fwd-attn-rs", layer, mb, "reduce_scatter")
+        deps = self.tp(rank, step, deps, pfx + "fwd-attn-ag", layer, mb, "all_gather")
+        deps = emit.compute(rank, step, f"{tag}.attn", c.attention("F"), deps, layer, mb)
+        deps = self.tp(rank, step, deps, pfx + "fwd-attn-rs", layer, mb, "reduce_scatter")
         emit.new_segment()
         if self.ctx.spec.model.is_moe_layer(layer):
-            return self.moe(rank, step, mb, layer, deps, "F")
-        deps = self.tp(rank, step, deps, "fwd-mlp-ag", layer, mb, "all_gather")
-        deps = emit.compute(rank, step, "F.mlp", c.mlp("F"), deps, layer, mb)
-        return self.tp(rank, step, deps, "fwd-mlp-rs", layer, mb, "reduce_scatter")
+            return self.moe(rank, step, mb, layer, deps, "F", recompute=recompute)
+        deps = self.tp(rank, step, deps, pfx + "fwd-mlp-ag", layer, mb, "all_gather")
+        deps = emit.compute(rank, step, f"{tag}.mlp", c.mlp("F"), deps, layer, mb)
+        return self.tp(rank, step, deps, pfx + "fwd-mlp-rs", layer, mb, "reduce_scatter")
 
     def backward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, chunk: int) -> Deps:
-        """The backward pass (``part`` B or BW) of ``layer`` for micro-batch ``mb``."""
+        """The backward pass (``part`` B or BW) of ``layer`` for micro-batch ``mb``, after the
+        recomputation the mode asks for (the whole forward, or the attention core before the
+        attention's backward)."""
         c, emit = self.ctx.costs, self.emit
         deps = self.grads.zero3_gather(rank, step, layer, mb, "bwd", deps, chunk)
+        if self.recompute.whole_layer:
+            deps = self.forward(rank, step, mb, layer, deps, chunk, recompute=True)
         emit.new_segment()
         if self.ctx.spec.model.is_moe_layer(layer):
             deps = self.moe(rank, step, mb, layer, deps, part)
@@ -84,6 +103,8 @@ class LayerEmitter:
             deps = self.tp(rank, step, deps, "bwd-mlp-rs", layer, mb, "reduce_scatter")
         emit.new_segment()
         deps = self.tp(rank, step, deps, "bwd-attn-ag", layer, mb, "all_gather")
+        if self.recompute.attention_core:
+            deps = emit.compute(rank, step, "R.attn-core", self.core_fwd, deps, layer, mb)
         deps = emit.compute(rank, step, f"{part}.attn", c.attention(part), deps, layer, mb)
         return self.tp(rank, step, deps, "bwd-attn-rs", layer, mb, "reduce_scatter")
 
@@ -97,22 +118,24 @@ class LayerEmitter:
                                             layer, mb)
         return self.emit.compute(rank, step, "W.layer", (c.attention("W"), c.mlp("W")), deps, layer, mb)
 
-    def moe(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part) -> Deps:
+    def moe(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, *,
+            recompute: bool = False) -> Deps:
         """Router, then per slice dispatch -> experts -> combine, then unpermute (+ shared)."""
         c, emit, ep = self.ctx.costs, self.emit, self.experts
         recv = ep.received(step, layer, mb, rank)
+        tag, pfx = ("R", "rcp-") if recompute else (part, "")
         if part == "F":
-            deps = emit.compute(rank, step, "F.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
-            first, second = "fwd-dispatch", "fwd-combine"
+            deps = emit.compute(rank, step, f"{tag}.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
+            first, second = pfx + "fwd-dispatch", pfx + "fwd-combine"
         else:
             deps = emit.compute(rank, step, f"{part}.unpermute", c.moe_post(part), deps, layer, mb)
             first, second = "bwd-dispatch", "bwd-combine"
         ends: Deps = []
         for k in range(ep.slices):
             d1 = ep.all_to_all(rank, step, mb, layer, k, first, deps)
-            name = f"{part}.experts" if ep.slices == 1 else f"{part}.experts.{k}"
+            name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
             d2 = emit.expert_compute(rank, step, name, (), lambda v: c.experts(part, v), recv[k], d1, layer, mb)
             ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
         if part == "F":
-            return emit.compute(rank, step, "F.unpermute", c.moe_post("F"), ends, layer, mb)
+            return emit.compute(rank, step, f"{tag}.unpermute", c.moe_post("F"), ends, layer, mb)
         return emit.compute(rank, step, f"{part}.router", c.moe_pre(part, self.router_kernel), ends, layer, mb)

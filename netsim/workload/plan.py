@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from netsim.config.workload import WorkloadSpec
 from netsim.workload.layout import ParallelLayout
 from netsim.workload.schedules import Schedule
+
+if TYPE_CHECKING:
+    from netsim.workload.memory import MemoryReport
 
 __all__ = [
     "COMPUTE",
@@ -122,6 +125,8 @@ class StepPlan:
     compute_cache_size: int = 0
     #: lockstep plans: the rank whose ops stand for each rank (``None``: every rank has its ops)
     rep_of: list[int] | None = None
+    #: peak memory of every rank against the accelerator's HBM (netsim.workload.memory)
+    memory: MemoryReport | None = None
 
     def ops_of_rank(self, rank: int) -> list[Op]:
         return [o for o in self.ops if o.rank == rank]

@@ -160,7 +160,7 @@ class Schedule(ABC):
 
 
 #: Registry of pipeline schedules by YAML name (``schedule.name``).
-SCHEDULES: Registry[type[Schedule]] = Registry("pipeline schedule", field="schedule.name")
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule", field="schedule.name")
 
 
 def register_schedule(cls: type[Schedule]) -> type[Schedule]:

@@ -133,7 +133,9 @@ class StorageTraffic:
                 source=spec.source,
                 field="checkpoint.target",
             )
-        per_elem = self.ctx.bpe + (ck.optimizer_bytes_per_param if ck.include_optimizer else 0.0)
+        prec = self.grads.precision
+        state = ck.optimizer_bytes_per_param if ck.optimizer_bytes_per_param is not None else prec.checkpoint_state
+        per_elem = prec.param + (state if ck.include_optimizer else 0.0)
         out: dict[int, Deps] = {}
 
         def instance(rank: int) -> tuple[tuple[Any, ...], Collective]:

@@ -10,7 +10,7 @@ from netsim.workload.schedules import SCHEDULES, get_schedule
 
 def test_registry() -> None:
     assert {"gpipe", "1f1b", "interleaved-1f1b", "dualpipe"} <= set(SCHEDULES)
-    with pytest.raises(SpecError, match=r"schedule\.name: unknown pipeline schedule 'zigzag'; allowed: gpipe, 1f1b, "
+    with pytest.raises(SpecError, match=r"schedule\.name: unknown schedule 'zigzag'; allowed: gpipe, 1f1b, "
                        r"interleaved-1f1b, dualpipe"):
         get_schedule("zigzag", 2, 4)
 

@@ -65,8 +65,8 @@ from netsim.workload.memory import check_memory, memory_report
 from netsim.workload.moe_traffic import EPRouting
 from netsim.workload.pipeline import PipelineStep
 from netsim.workload.plan import TRAFFIC_CLASSES, Collective, Deps, Op, StepPlan, split_layers
-from netsim.workload.recompute import get_recompute
-from netsim.workload.schedules import get_schedule
+from netsim.workload.recompute import RecomputeMode, get_recompute
+from netsim.workload.schedules import Schedule, get_schedule
 from netsim.workload.storage import StorageTraffic
 
 __all__ = [
@@ -156,28 +156,11 @@ def build_plan(
     m = effective_microbatches(spec, layout.dp)
     sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
-    costs = ModelCosts(
-        spec.model,
-        spec.micro_batch_size,
-        layout.tp,
-        sequence_parallel=spec.parallelism.sequence_parallel,
-        expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
-    )
-    ctx = BuildContext(spec, graph, layout, sched, costs, split_layers(spec.model.layers, sched.num_virtual_stages))
-    memory = memory_report(spec, layout, sched, costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))
+    ctx = _context(spec, graph, layout, sched, routing)
+    memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode,
+                           dict(graph.graph.get("accelerator") or {}))
     check_memory(memory, spec, allow_oom)
-    # a lockstep unit: the consecutive ranks of a stage tied together by every layer's
-    # all-to-alls and TP collectives, or the whole stage of a dense model
-    unit = math.lcm(layout.ep, layout.tp) if routing is not None else layout.stage_size
-    emit = OpEmitter(compute, spec.model.dtype, layout.world, make_lanes(lockstep, layout.world, unit, layout.ep,
-                                                                          layout.tp))
-    experts = ExpertTraffic(ctx, emit, routing)
-    grads = GradientReducer(ctx, emit)
-    io = StorageTraffic(ctx, emit, grads)
-    router_name = routing.router_name if routing is not None else spec.router.name
-    layers = LayerEmitter(ctx, emit, experts, grads, "router_grap" if router_name == "locmoe" else "router_linear",
-                          mode)
-    walk = PipelineStep(ctx, emit, layers, grads, io.data_ready)
+    emit, experts, grads, io, walk = _parts(ctx, compute, routing, lockstep, mode)
     ckpt_steps = _steps(spec, n_steps, walk, emit, io)
     return StepPlan(
         spec=spec,
@@ -196,6 +179,36 @@ def build_plan(
         rep_of=[emit.lanes.rep_of(r) for r in range(layout.world)] if lockstep else None,
         memory=memory,
     )
+
+
+def _context(spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sched: Schedule,
+             routing: EPRouting | None) -> BuildContext:
+    costs = ModelCosts(
+        spec.model,
+        spec.micro_batch_size,
+        layout.tp,
+        sequence_parallel=spec.parallelism.sequence_parallel,
+        expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
+    )
+    return BuildContext(spec, graph, layout, sched, costs, split_layers(spec.model.layers, sched.num_virtual_stages))
+
+
+def _parts(ctx: BuildContext, compute: TimeModel, routing: EPRouting | None, lockstep: bool, mode: RecomputeMode
+           ) -> tuple[OpEmitter, ExpertTraffic, GradientReducer, StorageTraffic, PipelineStep]:
+    """The builder's parts, wired together."""
+    spec, layout = ctx.spec, ctx.layout
+    # a lockstep unit: the consecutive ranks of a stage tied together by every layer's
+    # all-to-alls and TP collectives, or the whole stage of a dense model
+    unit = math.lcm(layout.ep, layout.tp) if routing is not None else layout.stage_size
+    lanes = make_lanes(lockstep, layout.world, unit, layout.ep, layout.tp)
+    emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes)
+    experts = ExpertTraffic(ctx, emit, routing)
+    grads = GradientReducer(ctx, emit)
+    io = StorageTraffic(ctx, emit, grads)
+    router_name = routing.router_name if routing is not None else spec.router.name
+    router_kernel = "router_grap" if router_name == "locmoe" else "router_linear"
+    layers = LayerEmitter(ctx, emit, experts, grads, router_kernel, mode)
+    return emit, experts, grads, io, PipelineStep(ctx, emit, layers, grads, io.data_ready)
 
 
 def _steps(spec: WorkloadSpec, n_steps: int, walk: PipelineStep, emit: OpEmitter, io: StorageTraffic) -> list[int]:

@@ -311,11 +311,16 @@ def memory_report(spec: WorkloadSpec, layout: ParallelLayout, schedule: Schedule
 
 
 def check_memory(report: MemoryReport, spec: WorkloadSpec, allow_oom: bool) -> None:
-    """Raise a one-line WorkloadError when the worst rank does not fit (unless ``allow_oom``)."""
+    """Raise a one-line WorkloadError when the worst rank does not fit (unless ``allow_oom``),
+    with a hint at what would help most (recomputation when activations dominate, else sharding)."""
     if report.fits or allow_oom:
         return
+    p = report.peak
+    if p.activations >= max(p.params, p.grads, p.optimizer):
+        hint = "recompute activations (training.recompute: selective or full) or use more pipeline stages"
+    else:
+        hint = "shard the model state (parallelism.zero_stage, tp, pp, more data-parallel ranks)"
     raise WorkloadError(
-        f"does not fit in accelerator memory: {report.shortfall()}; recompute activations "
-        "(training.recompute: selective or full), shard more (parallelism.zero_stage, tp, pp) or pass --allow-oom",
+        f"does not fit in accelerator memory: {report.shortfall()}; {hint}, or pass --allow-oom",
         source=spec.source,
     )

@@ -41,7 +41,8 @@ LARGE_REPLAYS = [
     ("locmoe-pangu, 8 x ascend-910a, ECMP", ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu"]),
     ("deepseek-v3 reduced: 8 x h800, PP 4, 13 layers, EP 16, 8 micro-batches",
      ["topology=h800", "nodes=8", "workload=deepseek-v3", "workload.parallelism.pp=4", "workload.parallelism.ep=16",
-      "workload.model.layers=13", "workload.num_microbatches=8", "options.routing_samples=1"]),
+      "workload.model.layers=13", "workload.num_microbatches=8", "options.routing_samples=1",
+      "options.allow_oom=true"]),
 ]
 
 

@@ -165,6 +165,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         routing_trace=scenario.resolve_path(opts.routing_trace) if opts.routing_trace else None,
         routing_samples=opts.routing_samples,
         lockstep=opts.lockstep,
+        allow_oom=opts.allow_oom,
     )
     engine, coll, setup = _collectives(scenario, graph)
     return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup)
@@ -374,6 +375,42 @@ def _checkpoint_times(plan: StepPlan, res: ReplayResult) -> list[float]:
     return [v[1] - v[0] for _, v in sorted(spans.items())]
 
 
+def _moe_results(plan: StepPlan, res: ReplayResult, a2a_share: float
+                 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """The MoE summary fields (per step) and the ``alltoall_layers`` / ``expert_load`` tables."""
+    steps = plan.steps
+    load = pd.DataFrame(plan.expert_load, columns=["step", "layer", "expert", "tokens", "dropped"])
+    demand = load.assign(demand=load["tokens"] + load["dropped"])
+    cvs = []
+    for _, g in demand.groupby(["step", "layer"], sort=True):
+        mean = float(g["demand"].mean())
+        cvs.append(float(g["demand"].std(ddof=0)) / mean if mean > 0 else 0.0)
+    requested = float(demand["demand"].sum())
+    fields = {
+        "ep_bytes_local_rank": plan.ep_bytes["local_rank"] / steps,
+        "ep_bytes_intra_node": plan.ep_bytes["intra_node"] / steps,
+        "ep_bytes_inter_node": plan.ep_bytes["inter_node"] / steps,
+        "expert_load_cv": float(np.mean(cvs)) if cvs else 0.0,
+        "drop_rate": float(load["dropped"].sum()) / requested if requested > 0 else 0.0,
+        "alltoall_share": a2a_share,
+    }
+    return fields, {"alltoall_layers": _alltoall_table(plan, res), "expert_load": load}
+
+
+def _with_memory(ranks: pd.DataFrame, plan: StepPlan) -> pd.DataFrame:
+    """``ranks`` with every rank's peak memory and its parts (bytes; netsim.workload.memory)."""
+    if plan.memory is None:
+        return ranks
+    mem = plan.memory.ranks
+    return ranks.assign(
+        memory_bytes=[m.total for m in mem],
+        params_bytes=[m.params for m in mem],
+        grads_bytes=[m.grads for m in mem],
+        optimizer_bytes=[m.optimizer for m in mem],
+        activations_bytes=[m.activations for m in mem],
+    )
+
+
 def summarize_replay(
     prep: Prepared, res: ReplayResult, net: Any, baseline: ReplayResult | None = None
 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
@@ -441,32 +478,18 @@ def summarize_replay(
         "num_flows": num_flows,
     }
     tables: dict[str, pd.DataFrame] = {
-        "ranks": ranks,
+        "ranks": _with_memory(ranks, plan),
         "links": links,
         "ops": _ops_table(plan, res),
         "tier_timeseries": net.tier_timeseries(),
         "traffic_matrix": traffic_matrix,
     }
+    if plan.memory is not None:
+        summary["memory"] = plan.memory.summary()
     if prep.workload.model.moe is not None and plan.expert_load:
-        load = pd.DataFrame(plan.expert_load, columns=["step", "layer", "expert", "tokens", "dropped"])
-        demand = load.assign(demand=load["tokens"] + load["dropped"])
-        cvs = []
-        for _, g in demand.groupby(["step", "layer"], sort=True):
-            mean = float(g["demand"].mean())
-            cvs.append(float(g["demand"].std(ddof=0)) / mean if mean > 0 else 0.0)
-        requested = float(demand["demand"].sum())
-        summary.update(
-            {
-                "ep_bytes_local_rank": plan.ep_bytes["local_rank"] / steps,
-                "ep_bytes_intra_node": plan.ep_bytes["intra_node"] / steps,
-                "ep_bytes_inter_node": plan.ep_bytes["inter_node"] / steps,
-                "expert_load_cv": float(np.mean(cvs)) if cvs else 0.0,
-                "drop_rate": float(load["dropped"].sum()) / requested if requested > 0 else 0.0,
-                "alltoall_share": a2a_share,
-            }
-        )
-        tables["alltoall_layers"] = _alltoall_table(plan, res)
-        tables["expert_load"] = load
+        moe_fields, moe_tables = _moe_results(plan, res, a2a_share)
+        summary.update(moe_fields)
+        tables.update(moe_tables)
     return summary, tables
 
 

@@ -6,7 +6,7 @@
     netsim run SCENARIO.yaml [--out DIR] [--seed S] [--steps K] [--set key=value ...]
     netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu [--router rre]
                [--routing-trace FILE] [--kernels FILE] [--calibration CAL.yaml]
-               [--collective-model exact|stream|coflow] [--routing-samples N]
+               [--collective-model exact|stream|coflow] [--routing-samples N] [--allow-oom]
 
 ``--set`` edits the scenario: ``topology.<field>=...`` the topology, ``workload.<field>=...``
 the workload, anything else the scenario (``seed=3``, ``options.routing=spray``).  The run
@@ -117,6 +117,7 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
             f"checkpoint: {format_duration(summary['checkpoint_time_s'])} to write"
             + (f", slows the step by {format_duration(slow)}" if slow is not None else "")
         )
+    _print_memory(summary.get("memory"))
     if summary.get("collective_model") == "exact" and summary.get("num_flows", 0) > LARGE_RUN_FLOWS:
         console.print(f"({summary['num_flows']:,} flows simulated one by one: for runs this size, "
                       "--collective-model coflow gives the step within a few percent, many times faster; "
@@ -125,6 +126,22 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
         console.print(f"(lockstep: one rank per EP group simulated, {summary['num_ops']:,} ops; "
                       "each stands for its group's ranks)")
     console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
+
+
+def _print_memory(mem: dict[str, Any] | None) -> None:
+    """The per-rank memory line, and a warning when it does not fit (``--allow-oom``)."""
+    if not mem:
+        return
+    gib = float(2**30)
+    parts = ", ".join(f"{k} {mem[f'{k}_bytes'] / gib:.1f}" for k in ("params", "grads", "optimizer", "activations"))
+    cap = mem.get("capacity_bytes")
+    hbm = f"HBM {cap / gib:.1f} GiB" if cap else "HBM unknown"
+    line = (f"memory: {mem['peak_bytes'] / gib:.1f} GiB per rank at most (pp stage {mem['peak_stage']}: {parts} GiB; "
+            f"recompute {mem['recompute']}), {hbm}")
+    console.print(line)
+    if not mem.get("fits", True):
+        err_console.print(f"warning: rank {mem['peak_rank']} needs {mem['peak_bytes'] / gib:.1f} GiB, more than the "
+                          f"{hbm}: this configuration would run out of memory (simulated anyway: --allow-oom)")
 
 
 #: above this many flows an exact run's summary points to the faster collective models
@@ -155,6 +172,9 @@ def register(app: typer.Typer) -> None:
         lockstep: bool = typer.Option(
             False, "--lockstep", help="Simulate one rank per EP group standing for all the group's ranks "
             "(slowest expert load; every collective and transfer still runs): large clusters; error in README."),
+        allow_oom: bool = typer.Option(
+            False, "--allow-oom", help="Simulate even when a rank needs more memory than the accelerator's HBM "
+            "(a warning instead of an error)."),
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -171,6 +191,7 @@ def register(app: typer.Typer) -> None:
             "collective_cost": collective_cost,
             "routing_samples": routing_samples,
             "lockstep": lockstep or None,
+            "allow_oom": allow_oom or None,
         }
         spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
         out_dir = out if out is not None else Path("runs") / spec.name

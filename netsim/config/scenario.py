@@ -33,6 +33,8 @@ A scenario is the unit ``netsim run`` executes::
                                         # ranks (slowest expert load; gradient reductions per
                                         # rank; every collective and transfer still runs)
       checkpoint_baseline: true         # also replay without checkpoint traffic (slowdown)
+      allow_oom: false                  # simulate a workload whose ranks need more memory
+                                        # than the accelerator's HBM (a warning, not an error)
 
 ``--set key=value`` on the command line edits a scenario: keys starting with ``topology.`` go to
 the topology, ``workload.`` to the workload, anything else to the scenario itself (``seed=3``,
@@ -85,6 +87,7 @@ class ScenarioOptions(SpecModel):
     routing_samples: int | None = Field(default=None, ge=1)
     lockstep: bool = False
     checkpoint_baseline: bool = True
+    allow_oom: bool = False
 
 
 class ScenarioSpec(SpecModel):

@@ -28,6 +28,11 @@ Field meanings (the units are in the names where they are not counts):
 * ``device_placement``: rank -> device (topology-aware default, or an explicit list).
 * ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
   written every K steps.
+* ``training``: activation recomputation (``none``, ``selective``, ``full``) and what the
+  activation memory depends on (fused attention, dropout).
+* ``optimizer``: the dtypes of the reduced gradients and of the weights (Adam with fp32 master
+  weights and moments; ``grad_bytes_per_element`` is the deprecated spelling of
+  ``optimizer.grad_dtype``).
 """
 
 from __future__ import annotations
@@ -52,12 +57,14 @@ __all__ = [
     "MLASpec",
     "MoESpec",
     "ModelSpec",
+    "OptimizerSpec",
     "OverlapSpec",
     "ParallelSpec",
     "PlacementSpec",
     "RouterSpec",
     "ScheduleSpec",
     "StorageSpec",
+    "TrainingSpec",
     "WorkloadSpec",
     "list_workload_presets",
     "load_workload",
@@ -228,10 +235,49 @@ class CheckpointSpec(SpecModel):
     every_steps: int = Field(default=0, ge=0)
     target: Literal["frontend", "backend"] = "frontend"
     include_optimizer: bool = True
-    optimizer_bytes_per_param: Bytes = Field(
-        default=12.0, description="fp32 master weights + Adam m and v = 12 bytes/param"
+    optimizer_bytes_per_param: Bytes | None = Field(
+        default=None,
+        description="optimizer state written per parameter; default from the optimizer: fp32 master weights "
+        "(16-bit weights) + Adam m and v = 12 bytes, 8 for fp32 weights",
     )
     asynchronous: bool = Field(default=True, description="written in the background during the next step")
+
+
+class TrainingSpec(SpecModel):
+    """What the training framework does besides the model's math (memory and recomputation).
+
+    ``recompute`` names a mode of :data:`netsim.workload.recompute.RECOMPUTE`: ``none``,
+    ``selective`` (Korthikanti et al. 2022: the attention core is recomputed in the backward,
+    its s x s scores are not stored) or ``full`` (every layer's forward is recomputed in the
+    backward from its stored input; Megatron-LM ``--recompute-granularity full``).
+    """
+
+    recompute: str = Field(default="none", description="activation recomputation: none, selective, full")
+    flash_attention: bool = Field(
+        default=True, description="fused (flash) attention: the seq x seq scores are never stored"
+    )
+    dropout: bool = Field(default=False, description="dropout in the model: its masks are stored for the backward")
+
+
+class OptimizerSpec(SpecModel):
+    """Adam with mixed precision: the dtypes of the weights and of the reduced gradients.
+
+    The optimizer keeps fp32 master weights (when ``param_dtype`` is 16-bit) and fp32 Adam
+    moments; Megatron-LM's distributed optimizer (ZeRO stage 1) shards them over the DP group,
+    reduce-scatters the gradients in ``grad_dtype`` and all-gathers the updated weights in
+    ``param_dtype``.
+    """
+
+    grad_dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32", description="dtype gradients are accumulated and reduced in (Megatron: fp32 unless "
+        "--grad-reduce-in-bf16)"
+    )
+    param_dtype: Literal["fp32", "bf16", "fp16", "fp8"] | None = Field(
+        default=None, description="dtype of the model's weights; default: model.dtype (bf16 for an fp8 model)"
+    )
+    moment_dtype: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="dtype of Adam's first and second moments (DeepSeek-V3 keeps them in bf16)"
+    )
 
 
 class WorkloadSpec(SpecModel):
@@ -250,8 +296,9 @@ class WorkloadSpec(SpecModel):
     router: RouterSpec = Field(default_factory=RouterSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
     grad_bucket_bytes: Bytes = Field(default=40e6 * 4, description="DP gradient bucket size (bytes)")
-    grad_bytes_per_element: int = Field(default=4, ge=1, description="bytes/element of reduced gradients")
     overlap: OverlapSpec = Field(default_factory=OverlapSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     device_placement: DevicePlacementSpec = Field(default_factory=DevicePlacementSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
@@ -262,13 +309,33 @@ class WorkloadSpec(SpecModel):
     @model_validator(mode="before")
     @classmethod
     def _schedule_shorthand(cls, data: Any) -> Any:
-        """``schedule: 1f1b`` is short for ``schedule: {name: 1f1b}``; same for router/placement."""
+        """``schedule: 1f1b`` is short for ``schedule: {name: 1f1b}``; same for router/placement.
+        The deprecated ``grad_bytes_per_element`` (4 or 2) sets ``optimizer.grad_dtype``."""
         if isinstance(data, Mapping):
             data = dict(data)
             for key in ("schedule", "router", "placement"):
                 if isinstance(data.get(key), str):
                     data[key] = {"name": data[key]}
+            if "grad_bytes_per_element" in data:
+                data = _grad_dtype_alias(data)
         return data
+
+    @property
+    def grad_bytes_per_element(self) -> int:
+        """Bytes per element of the reduced gradients (``optimizer.grad_dtype``)."""
+        return DTYPE_BYTES[self.optimizer.grad_dtype]
+
+    @property
+    def param_dtype(self) -> str:
+        """The dtype of the model's weights (``optimizer.param_dtype``, else the model's dtype;
+        an fp8 model keeps bf16 weights and casts them per GEMM)."""
+        if self.optimizer.param_dtype is not None:
+            return self.optimizer.param_dtype
+        return "bf16" if self.model.dtype == "fp8" else self.model.dtype
+
+    @property
+    def param_bytes_per_element(self) -> int:
+        return DTYPE_BYTES[self.param_dtype]
 
     @property
     def source(self) -> str | None:
@@ -282,6 +349,24 @@ class WorkloadSpec(SpecModel):
     def to_dict(self) -> dict[str, Any]:
         """The resolved spec as plain YAML-able data."""
         return self.model_dump(mode="json")
+
+
+#: the deprecated ``grad_bytes_per_element`` values and the ``optimizer.grad_dtype`` they mean
+_GRAD_BYTES_DTYPE = {4: "fp32", 2: "bf16"}
+
+
+def _grad_dtype_alias(data: dict[str, Any]) -> dict[str, Any]:
+    """``grad_bytes_per_element: 4`` (deprecated) -> ``optimizer: {grad_dtype: fp32}`` (2 -> bf16)."""
+    value = data.pop("grad_bytes_per_element")
+    dtype = _GRAD_BYTES_DTYPE.get(value) if isinstance(value, int) and not isinstance(value, bool) else None
+    if dtype is None:
+        raise ValueError(
+            f"grad_bytes_per_element (deprecated) must be 4 or 2 (got {value!r}); use optimizer.grad_dtype: fp32, bf16 "
+            "or fp16"
+        )
+    opt = data.get("optimizer")
+    data["optimizer"] = {**(dict(opt) if isinstance(opt, Mapping) else {}), "grad_dtype": dtype}
+    return data
 
 
 def list_workload_presets() -> list[str]:

@@ -9,7 +9,12 @@
 * :mod:`~netsim.workload.moe_traffic`: router + placement -> expert-parallel token matrices
   (through :mod:`netsim.moe`);
 * :mod:`~netsim.workload.graph`: :func:`build_plan`, the op graph (compute ops, collectives,
-  pipeline transfers, storage reads, checkpoint writes, dependencies and streams).
+  pipeline transfers, storage reads, checkpoint writes, dependencies and streams), built by
+  small parts: :mod:`~netsim.workload.plan` (the data), :mod:`~netsim.workload.emit` (op
+  emission), :mod:`~netsim.workload.lanes` (every rank or lockstep),
+  :mod:`~netsim.workload.pipeline` (a rank's step), :mod:`~netsim.workload.layers`,
+  :mod:`~netsim.workload.experts`, :mod:`~netsim.workload.gradients`,
+  :mod:`~netsim.workload.storage`.
 
 The plan is pure data; :mod:`netsim.replay` executes it on a network and :mod:`netsim.run`
 turns a scenario into a run directory.

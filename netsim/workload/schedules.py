@@ -1,12 +1,16 @@
 """Pipeline schedules: the order of forward (F), backward (B) and weight-gradient (W) work per stage.
 
-A schedule is a small class in :data:`SCHEDULES`, keyed by the name used in YAML.  It answers
-three questions, all pure data (no simulation):
+A schedule is a small class in the registry :data:`SCHEDULES`, keyed by the name used in YAML.
+It answers these questions, all pure data (no simulation):
 
 * :meth:`Schedule.order`: the list of :class:`Action` a pipeline stage executes, in order;
 * :meth:`Schedule.virtual_stage`: which block of layers a (stage, chunk) holds;
 * :meth:`Schedule.locate`: on which (stage, chunk) micro-batch ``mb`` runs virtual stage ``vs``
-  (the data dependencies between stages follow from it).
+  (the data dependencies between stages follow from it);
+* :meth:`Schedule.replica_stages`: which stages hold the same blocks (their ranks reduce the
+  gradients together: DualPipe keeps every block on two stages);
+* :meth:`Schedule.work`: the order as units of work (an action, or an overlapped F&B pair),
+  each saying whether it computes its chunk's last weight gradients.
 
 Actions: ``F`` forward, ``B`` backward (input gradient, and the weight gradient too unless
 ``split_w``), ``W`` a deferred weight gradient (zero-bubble / DualPipe).  ``overlap=True`` on an
@@ -35,6 +39,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from netsim.errors import WorkloadError
+from netsim.registry import Registry
 
 __all__ = [
     "SCHEDULES",
@@ -44,6 +49,8 @@ __all__ = [
     "Interleaved1F1B",
     "OneFOneB",
     "Schedule",
+    "Work",
+    "final_weight_actions",
     "get_schedule",
     "register_schedule",
 ]
@@ -66,6 +73,30 @@ class Action:
     chunk: int = 0
     split_w: bool = False
     overlap: bool = False
+
+
+@dataclass(frozen=True)
+class Work:
+    """A unit of a stage's work: one action, or a DualPipe F&B pair run overlapped.
+
+    Attributes:
+        actions: the action, or the overlapped forward and backward.
+        final: per action, whether it computes the last weight gradients of its chunk (the
+            gradients of the last micro-batch: their data-parallel reduction may start).
+    """
+
+    actions: tuple[Action, ...]
+    final: tuple[bool, ...]
+
+
+def final_weight_actions(order: list[Action]) -> dict[int, int]:
+    """For every chunk, the index in ``order`` of the action that computes its last weight
+    gradients (a ``W``, or a ``B`` that does not defer them)."""
+    out: dict[int, int] = {}
+    for i, a in enumerate(order):
+        if a.kind == "W" or (a.kind == "B" and not a.split_w):
+            out[a.chunk] = i
+    return out
 
 
 class Schedule(ABC):
@@ -102,31 +133,47 @@ class Schedule(ABC):
         """Virtual stages ``microbatch`` passes through, in forward order."""
         return list(range(self.num_virtual_stages))
 
+    def replica_stages(self, stage: int) -> tuple[int, ...]:
+        """The stages holding the same blocks of layers as ``stage`` (whose ranks reduce their
+        gradients together): ``stage`` alone unless the schedule places a block twice."""
+        return (stage,)
+
     @abstractmethod
     def order(self, stage: int) -> list[Action]:
         """The actions of ``stage`` in execution order."""
 
+    def work(self, stage: int) -> list[Work]:
+        """:meth:`order` as units of work: an action, or a forward marked ``overlap`` with the
+        backward right after it (run together, their layers interleaved); each action says
+        whether it computes the last weight gradients of its chunk (:func:`final_weight_actions`)."""
+        order = self.order(stage)
+        final = final_weight_actions(order)
+        out: list[Work] = []
+        i = 0
+        while i < len(order):
+            a = order[i]
+            n = 2 if a.kind == "F" and a.overlap and i + 1 < len(order) and order[i + 1].kind == "B" else 1
+            items = order[i : i + n]
+            out.append(Work(tuple(items), tuple(final.get(b.chunk) == i + j for j, b in enumerate(items))))
+            i += n
+        return out
 
-#: Registry of pipeline schedules by YAML name.
-SCHEDULES: dict[str, type[Schedule]] = {}
+
+#: Registry of pipeline schedules by YAML name (``schedule.name``).
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule", field="schedule.name")
 
 
 def register_schedule(cls: type[Schedule]) -> type[Schedule]:
-    SCHEDULES[cls.name] = cls
+    """Class decorator: register a :class:`Schedule` subclass under its ``name``."""
+    SCHEDULES.add(cls.name, cls)
     return cls
 
 
 def get_schedule(
     name: str, pp: int, microbatches: int, virtual_chunks: int = 1, *, source: str | None = None
 ) -> Schedule:
-    """Instantiate and validate the schedule ``name``."""
-    cls = SCHEDULES.get(name)
-    if cls is None:
-        raise WorkloadError(
-            f"unknown schedule {name!r}; allowed: {', '.join(sorted(SCHEDULES))}",
-            source=source,
-            field="schedule.name",
-        )
+    """Instantiate and validate the schedule ``name`` (a one-line error for an unknown name)."""
+    cls = SCHEDULES.get(name, source=source)
     if virtual_chunks > 1 and name != "interleaved-1f1b":
         raise WorkloadError(
             f"virtual_chunks > 1 needs schedule interleaved-1f1b (got {name})",
@@ -230,6 +277,10 @@ class DualPipe(Schedule):
 
     def virtual_stage(self, stage: int, chunk: int) -> int:
         return stage if chunk == 0 else self.pp - 1 - stage
+
+    def replica_stages(self, stage: int) -> tuple[int, ...]:
+        """Stage ``s`` and its mirror ``p-1-s`` hold the same two blocks."""
+        return (stage, self.pp - 1 - stage)
 
     def locate(self, microbatch: int, vstage: int) -> tuple[int, int]:
         if microbatch < self.m // 2:

@@ -102,3 +102,24 @@ def test_unknown_workload_field_exits_2(capsys: pytest.CaptureFixture[str]) -> N
 def test_unknown_preset_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert _main(["run", "--topology", "dgx-h100", "--workload", "no-such-model", "--quiet"]) == 2
     assert "gpt-dense" in _error_line(capsys)
+
+
+def test_a_run_that_does_not_fit_exits_2_or_warns_with_allow_oom(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    small = ["--set", "topology.accelerator.memory=1GB", "--no-report", "--quiet"]
+    assert _main(["run", "--out", str(tmp_path / "a"), *small]) == 2
+    err = _error_line(capsys)
+    assert "does not fit in accelerator memory: needs 1.7 GiB per rank on pp stage 0 (params 0.2," in err
+    assert "HBM is 0.9 GiB" in err and not (tmp_path / "a").exists()
+    assert _main(["run", "--out", str(tmp_path / "b"), *small, "--allow-oom"]) == 0
+    out = capsys.readouterr()
+    assert "memory: 1.7 GiB per rank at most (pp stage 0: params 0.2" in out.out
+    assert "warning: rank 0 needs 1.7 GiB, more than the HBM 0.9 GiB" in out.err
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["memory"]["fits"] is False and summary["memory"]["capacity_bytes"] == 1e9
+
+
+def test_unknown_recompute_mode_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(["run", "--quiet", "--no-report", "--set", "workload.training.recompute=partial"]) == 2
+    err = _error_line(capsys)
+    assert "training.recompute: unknown recompute mode 'partial'; allowed: none, selective, full" in err

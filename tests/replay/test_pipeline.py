@@ -70,3 +70,18 @@ def test_dualpipe_runs_and_every_microbatch_is_computed() -> None:
         done = {(o.name, o.microbatch) for o in plan.ops if o.rank == rank and o.kind == "compute"}
         assert {mb for n, mb in done if n == "F.attn"} == set(range(m))
         assert {mb for n, mb in done if n in ("BW.attn", "B.attn")} == set(range(m))
+
+
+@pytest.mark.parametrize("mode", ["selective", "full"])
+def test_recomputation_lengthens_every_backward_by_a_forward(mode: str) -> None:
+    # the two-stage case above with the attention's forward (1 s) re-run before each backward (2 s):
+    # stage 1: F0 [2,3] R+B0 [3,6] F1 [6,7] R+B1 [7,10]; gradients g0 [6,7], g1 [10,11];
+    # stage 0: F0 [0,1] F1 [1,2] R+B0 [7,10] R+B1 [11,14]  ->  step = 14 s
+    graph = chain_topology(2, 1e6)
+    spec = dense_pipeline(2, 2, training={"recompute": mode})
+    plan = build_plan(spec, graph, FixedCompute(1.0, 2.0))
+    res = replay(plan, Network(graph, routing="shortest"))
+    assert res.step_times_s == [pytest.approx(14.0, abs=1e-9)]
+    name = "R.attn-core" if mode == "selective" else "R.attn"
+    rc = {(o.rank, o.microbatch): (res.op_start[o.id], res.op_end[o.id]) for o in plan.ops if o.name == name}
+    assert rc[(0, 1)] == pytest.approx((11.0, 12.0)) and rc[(1, 0)] == pytest.approx((3.0, 4.0))

@@ -41,6 +41,22 @@ def test_breakdown_parts_add_up_to_the_step_time_for_every_rank(tiny_run: Any) -
     )
 
 
+def test_memory_per_rank_is_in_the_summary_and_the_ranks_table(tiny_run: Any) -> None:
+    summary, tables, (prep, _, _) = tiny_run
+    mem, ranks = summary["memory"], tables["ranks"]
+    parts = ranks[["params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes"]].sum(axis=1)
+    np.testing.assert_allclose(parts.to_numpy(), ranks["memory_bytes"].to_numpy(), rtol=1e-12)
+    assert mem["peak_bytes"] == pytest.approx(float(ranks["memory_bytes"].max()))
+    assert mem["fits"] is True and mem["capacity_bytes"] == prep.graph.graph["accelerator"]["memory_bytes"]
+    assert mem["recompute"] == "none" and len(mem["per_stage_bytes"]) == prep.plan.layout.pp
+    # bf16 weights, fp32 gradients, ZeRO 1 over the DP group of 4 (and the expert-DP group of 1)
+    r = 0
+    dense = prep.plan.params_per_rank[r] - prep.plan.expert_params_per_rank[r]
+    expert = prep.plan.expert_params_per_rank[r]
+    assert ranks.loc[r, "params_bytes"] == pytest.approx(2 * (dense + expert))
+    assert ranks.loc[r, "optimizer_bytes"] == pytest.approx(12 * (dense / 4 + expert / 1))
+
+
 def test_every_traffic_class_of_the_step_is_present(tiny_run: Any) -> None:
     summary, _, _ = tiny_run
     for cls in ("dp", "pp", "ep", "tp", "storage"):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from netsim.errors import WorkloadError
+from netsim.errors import SpecError, WorkloadError
 from netsim.workload.schedules import SCHEDULES, get_schedule
 
 
 def test_registry() -> None:
     assert {"gpipe", "1f1b", "interleaved-1f1b", "dualpipe"} <= set(SCHEDULES)
-    with pytest.raises(WorkloadError, match="allowed: 1f1b, dualpipe, gpipe, interleaved-1f1b"):
+    with pytest.raises(SpecError, match=r"schedule\.name: unknown schedule 'zigzag'; allowed: gpipe, 1f1b, "
+                       r"interleaved-1f1b, dualpipe"):
         get_schedule("zigzag", 2, 4)
 
 
@@ -74,3 +75,25 @@ def test_schedule_constraints() -> None:
         get_schedule("dualpipe", 4, 6)
     with pytest.raises(WorkloadError, match="virtual_chunks"):
         get_schedule("1f1b", 4, 8, 2)
+
+
+def test_work_units_and_final_weight_gradients() -> None:
+    one = get_schedule("1f1b", 2, 3)
+    units = one.work(0)
+    assert all(len(u.actions) == 1 for u in units)
+    # only the last micro-batch's backward completes the weight gradients of the chunk
+    finals = [(u.actions[0].kind, u.actions[0].microbatch) for u in units if u.final[0]]
+    assert finals == [("B", 2)]
+    assert one.replica_stages(1) == (1,)
+    dual = get_schedule("dualpipe", 4, 8)
+    for stage in range(4):
+        units = dual.work(stage)
+        assert [a for u in units for a in u.actions] == dual.order(stage)
+        pairs = [u for u in units if len(u.actions) == 2]
+        assert pairs and all(u.actions[0].kind == "F" and u.actions[0].overlap and u.actions[1].kind == "B"
+                             for u in pairs)
+        # every chunk's gradients become final exactly once, in a W or a non-deferring B
+        final = [a for u in units for a, f in zip(u.actions, u.final, strict=True) if f]
+        assert sorted(a.chunk for a in final) == [0, 1]
+        assert all(a.kind == "W" or (a.kind == "B" and not a.split_w) for a in final)
+        assert dual.replica_stages(stage) == (stage, 3 - stage)

@@ -1,0 +1,68 @@
+"""What every part of the plan builder reads and none of them changes: the workload, its layout
+on the cluster, the pipeline schedule, the model's kernel costs and the blocks of layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from netsim.config.workload import WorkloadSpec
+from netsim.workload.costs import ModelCosts
+from netsim.workload.layout import ParallelLayout
+from netsim.workload.schedules import Schedule
+
+__all__ = ["BuildContext"]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """The fixed inputs of a plan.
+
+    Attributes:
+        spec: the workload.
+        graph: the topology.
+        layout: ranks, groups and devices.
+        schedule: the pipeline schedule.
+        costs: kernel calls and parameter counts of one rank.
+        blocks: the layers of every virtual pipeline stage (block).
+    """
+
+    spec: WorkloadSpec
+    graph: nx.DiGraph
+    layout: ParallelLayout
+    schedule: Schedule
+    costs: ModelCosts
+    blocks: list[list[int]]
+
+    @property
+    def bpe(self) -> int:
+        """Bytes per activation / weight element."""
+        return self.spec.model.bpe
+
+    @property
+    def hidden(self) -> int:
+        return self.spec.model.hidden
+
+    @property
+    def zero(self) -> int:
+        return self.spec.parallelism.zero_stage
+
+    @property
+    def sequence_parallel(self) -> bool:
+        """Megatron sequence parallelism in effect (asked for, and TP > 1)."""
+        return self.spec.parallelism.sequence_parallel and self.layout.tp > 1
+
+    @property
+    def num_blocks(self) -> int:
+        """Virtual pipeline stages (blocks of layers)."""
+        return len(self.blocks)
+
+    @property
+    def act_bytes(self) -> float:
+        """Bytes of one pipeline message (a micro-batch's activations or their gradient)."""
+        return float(self.costs.sp_tokens * self.hidden * self.bpe)
+
+    def block(self, rank: int, chunk: int) -> int:
+        """The block of layers ``chunk`` of ``rank``'s stage holds."""
+        return self.schedule.virtual_stage(self.layout.coords(rank)[0], chunk)

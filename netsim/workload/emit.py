@@ -1,0 +1,227 @@
+"""Op emission: the growing plan (ops, collectives, issue order) and the primitives that add to it.
+
+:class:`OpEmitter` owns the op list and the collective table of the plan being built.  Every
+other part of the builder (layers, expert traffic, gradients, storage, the pipeline walk) adds
+ops through it:
+
+* :meth:`OpEmitter.compute`: a compute op running a list of kernel calls (timed once per list by
+  the compute model, memoised);
+* :meth:`OpEmitter.comm`: a comm op joining the collective ``key`` (built the first time a
+  member asks for it; under lockstep the lane policy merges the unit's instances);
+* :meth:`OpEmitter.group_collective`: a collective over one of the rank's process groups.
+
+Chain helpers take the ids an op must wait for and return the ids the next op must wait for
+(the new op's id, or the input unchanged when nothing was emitted, e.g. a collective over a
+group of one).  Ops carry a *segment* number (:meth:`OpEmitter.new_segment`, one per half
+layer) that the pipeline walk uses to interleave DualPipe's overlapped forward and backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from netsim.workload.costs import KernelCall, TimeModel, kernels_time_s
+from netsim.workload.lanes import Lanes
+from netsim.workload.plan import COMPUTE, Collective, Deps, Instance, Make, Op
+
+__all__ = ["GroupKey", "OpEmitter"]
+
+#: ``group_key(rank) -> (group, key)``: the process group of ``rank`` and its collective's key
+GroupKey = Callable[[int], tuple[tuple[int, ...], tuple[Any, ...]]]
+
+
+class OpEmitter:
+    """The plan being built: ops, collectives and the issue counters of every rank.
+
+    Args:
+        compute: seconds per kernel call.
+        dtype: the model's compute dtype (passed to the compute model).
+        world: number of ranks.
+        lanes: the lane policy (every rank, or lockstep).
+    """
+
+    def __init__(self, compute: TimeModel, dtype: str, world: int, lanes: Lanes) -> None:
+        self.compute_model = compute
+        self.dtype = dtype
+        self.lanes = lanes
+        self.ops: list[Op] = []
+        self.colls: dict[tuple[Any, ...], Collective] = {}
+        self.issue = [0] * world
+        self.seg = 0
+        self.seg_of: dict[int, int] = {}
+        self.time_cache: dict[Any, float] = {}
+        self.dur_cache: dict[int, tuple[list[KernelCall], float]] = {}
+
+    def new_segment(self) -> None:
+        """Start a new layer segment (the unit DualPipe interleaves by)."""
+        self.seg += 1
+
+    def op(self, rank: int, step: int, kind: str, stream: str, name: str, deps: Deps, **kw: Any) -> Op:
+        """Append one op of ``rank`` (next in its issue order)."""
+        op = Op(len(self.ops), rank, step, kind, stream, name, deps=sorted(set(deps)), **kw)
+        op.issue = self.issue[rank]
+        self.issue[rank] += 1
+        self.seg_of[op.id] = self.seg
+        self.ops.append(op)
+        return op
+
+    def duration(self, calls: list[KernelCall]) -> float:
+        """Seconds of ``calls``.  The cost lists are memoised (``ModelCosts``), so most ops ask
+        about the same list object: cached by identity (the entry keeps its list alive, so the
+        id cannot be reused by another list)."""
+        hit = self.dur_cache.get(id(calls))
+        if hit is not None and hit[0] is calls:
+            return hit[1]
+        dur = kernels_time_s(calls, self.compute_model, self.dtype, self.time_cache)
+        self.dur_cache[id(calls)] = (calls, dur)
+        return dur
+
+    def compute(
+        self,
+        rank: int,
+        step: int,
+        name: str,
+        calls: list[KernelCall] | tuple[list[KernelCall], ...],
+        deps: Deps,
+        layer: int,
+        mb: int,
+    ) -> Deps:
+        """One compute op running ``calls`` (or the concatenation of a tuple of call lists)."""
+        parts = calls if isinstance(calls, tuple) else (calls,)
+        if not any(parts):
+            return deps
+        dur = sum(self.duration(p) for p in parts)
+        return [self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb).id]
+
+    def expert_compute(
+        self,
+        rank: int,
+        step: int,
+        name: str,
+        fixed: tuple[list[KernelCall], ...],
+        experts: Callable[[int], list[KernelCall]],
+        tokens: list[int],
+        deps: Deps,
+        layer: int,
+        mb: int,
+    ) -> Deps:
+        """A compute op running ``fixed`` and ``experts(t)`` for the ``t`` tokens the rank's
+        experts received (one entry per lane: a lockstep op lasts as long as its slowest lane
+        and keeps every lane's duration for the accounting)."""
+        if not self.lanes.lockstep:
+            return self.compute(rank, step, name, (*fixed, experts(tokens[0])), deps, layer, mb)
+        base = sum(self.duration(p) for p in fixed)
+        by_tokens = {v: base + self.duration(experts(v)) for v in set(tokens)}
+        lane = np.array([by_tokens[v] for v in tokens])
+        slowest = max(by_tokens, key=lambda v: (by_tokens[v], v))
+        if not any(fixed) and not experts(slowest):
+            return deps
+        op = self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=float(lane.max()), layer=layer,
+                     microbatch=mb, lane_durations_s=lane if lane.min() < lane.max() else None)
+        return [op.id]
+
+    def comm(
+        self,
+        rank: int,
+        step: int,
+        stream: str,
+        deps: Deps,
+        key: tuple[Any, ...],
+        make: Make,
+        *,
+        name: str | None = None,
+        ordered: bool = True,
+        background: bool = False,
+        lanes: tuple[str, Instance] | None = None,
+    ) -> Deps:
+        """One comm op of ``rank`` on the collective ``key`` (made by ``make`` the first time).
+
+        ``lanes`` = ``(kind, instance)`` with ``instance(r) -> (key, make)`` the same collective
+        as seen by rank ``r``: in a lockstep plan the collective becomes the merge of the
+        instances of every rank of the unit (one per distinct group of ``kind``)."""
+        coll = self.colls.get(key)
+        if coll is None:
+            coll = self.colls[key] = self.lanes.collective(key, make, rank, lanes)
+        op = self.op(
+            rank,
+            step,
+            "comm",
+            stream,
+            name or coll.label,
+            deps,
+            traffic_class=coll.traffic_class,
+            layer=coll.layer,
+            microbatch=coll.microbatch,
+            ordered=ordered,
+            coll=coll,
+            background=background,
+        )
+        return [op.id]
+
+    def group_collective(
+        self,
+        rank: int,
+        step: int,
+        stream: str,
+        cls: str,
+        op: str,
+        nbytes: float,
+        deps: Deps,
+        kind: str,
+        group_key: GroupKey,
+        *,
+        layer: int = -1,
+        mb: int = -1,
+        phase: str = "",
+    ) -> Deps:
+        """A collective of ``op`` over the group of kind ``kind`` of ``rank`` (nothing for a
+        group of one or no bytes)."""
+        group, key = group_key(rank)
+        if len(group) <= 1 or nbytes <= 0:
+            return deps
+        label = f"{cls}.{phase or op}"
+
+        def instance(r: int) -> tuple[tuple[Any, ...], Collective]:
+            g, k = group_key(r)
+            return k, Collective(k, op, g, nbytes, cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
+
+        if self.lanes.per_lane(kind):
+            return self.lanes.lane_collectives(self, rank, step, stream, deps, instance)
+        return self.comm(rank, step, stream, deps, key, lambda: instance(rank)[1], lanes=(kind, instance))
+
+    # ------------------------------------------------------------------ queries
+
+    def last_compute(self, rank: int, first: int) -> int:
+        """The compute op of ``rank`` issued last among the ops from ``first`` on (-1: none)."""
+        best = None
+        for op in self.ops[first:]:
+            if op.kind == "compute" and (best is None or op.issue > best.issue):
+                best = op
+        return best.id if best is not None else -1
+
+    def step_sinks(self, first: int) -> dict[int, Deps]:
+        """Per rank, its ops from op ``first`` on (background ones aside) that no other op of the
+        rank depends on: one pass over the ops."""
+        ops = self.ops[first:]
+        used = {(o.rank, d) for o in ops if not o.background for d in o.deps}
+        sinks: dict[int, Deps] = {}
+        for o in ops:
+            if not o.background and (o.rank, o.id) not in used:
+                sinks.setdefault(o.rank, []).append(o.id)
+        return sinks
+
+    def barrier(self, rank: int, step: int, sinks: Deps, extra: Deps) -> int:
+        """The step barrier of ``rank`` (the gradient-norm reduction of clipping): waits for
+        ``sinks`` (:meth:`step_sinks`) and ``extra``."""
+        key = ("barrier", step)
+        world = tuple(self.lanes.reps)
+
+        def make() -> Collective:
+            return Collective(key, "barrier", world, 0.0, "", "step.barrier", step=step)
+
+        coll = self.colls.setdefault(key, make())
+        op = self.op(rank, step, "barrier", "sync", "step.barrier", sinks + extra, coll=coll)
+        return op.id

@@ -1,0 +1,203 @@
+"""Gradient buckets, data-parallel reductions, the optimizer step and ZeRO's parameter gathers.
+
+Weight gradients become final when the last micro-batch's backward (or deferred ``W``) of a
+block has computed them: gradient accumulation over the micro-batches happens in place, and
+only the last micro-batch's gradients start a reduction.  They fill buckets of
+``grad_bucket_bytes`` (dense and expert parameters apart, per model chunk); a full bucket is
+reduced over its data-parallel group:
+
+* all-reduce (ZeRO 0) or reduce-scatter (ZeRO 1-3: Megatron's distributed optimizer is ZeRO 1)
+  over the DP group for dense parameters and over the expert-DP group for expert parameters,
+  in ``optimizer.grad_dtype``;
+* issued as the bucket fills, during the rest of the backward, when
+  ``overlap.dp_overlap_backward`` (Megatron ``overlap_grad_reduce``), else all after the
+  step's last compute op;
+* then the optimizer step on the compute stream (the rank's parameters, or its ``1/dp`` shard
+  with ZeRO >= 1), timed by the bytes Adam moves (:mod:`netsim.workload.optimizer`);
+* ZeRO 1/2: the updated parameters all-gathered, bucket by bucket, in ``optimizer.param_dtype``;
+  ZeRO 3: each layer's parameters all-gathered before its forward and its backward.
+
+The group that reduces a rank's gradients holds every rank with the same parameters: the DP (or
+expert-DP) group, joined by the ranks of the other stages the schedule puts the same blocks on
+(:meth:`~netsim.workload.schedules.Schedule.replica_stages`: DualPipe's mirrored stage).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netsim.workload.context import BuildContext
+from netsim.workload.emit import GroupKey, OpEmitter
+from netsim.workload.layout import ParallelLayout
+from netsim.workload.optimizer import optimizer_precision
+from netsim.workload.plan import Deps
+from netsim.workload.schedules import Schedule
+
+__all__ = ["GradientReducer", "reduction_group"]
+
+
+def reduction_group(layout: ParallelLayout, schedule: Schedule, rank: int, expert: bool) -> tuple[int, ...]:
+    """Ranks that reduce (and ZeRO-shard) the dense or expert parameters ``rank`` holds: its DP
+    or expert-DP group, with the ranks of the stages holding the same blocks
+    (:meth:`~netsim.workload.schedules.Schedule.replica_stages`)."""
+    p, d, t = layout.coords(rank)
+    stages = schedule.replica_stages(p)
+    if len(stages) == 1:
+        return layout.expert_dp_group(rank) if expert else layout.dp_group(rank)
+    members: set[int] = set()
+    for q in stages:
+        r = layout.rank_of(q, d, t)
+        members |= set(layout.expert_dp_group(r) if expert else layout.dp_group(r))
+    return tuple(sorted(members))
+
+
+class GradientReducer:
+    """Gradient buckets and the data-parallel side of every rank's step."""
+
+    def __init__(self, ctx: BuildContext, emit: OpEmitter) -> None:
+        self.ctx = ctx
+        self.emit = emit
+        spec = ctx.spec
+        self.overlap = spec.overlap.dp_overlap_backward
+        self.precision = optimizer_precision(spec)
+        self.grad_bpe = spec.grad_bytes_per_element
+        self.bucket_elems = spec.grad_bucket_bytes / spec.grad_bytes_per_element
+        self.groups: dict[tuple[int, bool], tuple[int, ...]] = {}
+        #: (dense, expert) parameters (elements) every rank holds, known once its step is built
+        self.param_split: list[tuple[float, float]] = [(0.0, 0.0)] * ctx.layout.world
+        self._start_rank()
+
+    def _start_rank(self) -> None:
+        """Reset the per (rank, step) state."""
+        self.buckets: dict[tuple[int, str], float] = {}
+        self.rank_buckets: list[tuple[int, str, float, int]] = []
+        self.rank_params = [0.0, 0.0]
+        self.dp_ops: Deps = []
+        self.last_grad: Deps = []
+
+    # ------------------------------------------------------------------ groups
+
+    def dp_group(self, rank: int, expert: bool) -> tuple[int, ...]:
+        """Ranks that reduce the (dense or expert) gradients ``rank`` holds."""
+        hit = self.groups.get((rank, expert))
+        if hit is None:
+            hit = self.groups[(rank, expert)] = self._make_group(rank, expert)
+        return hit
+
+    def _make_group(self, rank: int, expert: bool) -> tuple[int, ...]:
+        return reduction_group(self.ctx.layout, self.ctx.schedule, rank, expert)
+
+    def shard(self, rank: int) -> float:
+        """Parameters (elements) of ``rank``'s ``1/dp`` share (dense over the DP group, expert
+        over the expert-DP group)."""
+        dense, expert = self.param_split[rank]
+        return dense / len(self.dp_group(rank, False)) + expert / len(self.dp_group(rank, True))
+
+    def _key(self, what: str, step: int, chunk: int, kind: str, idx: int) -> GroupKey:
+        """``r -> (group, key)`` of gradient bucket ``idx`` of ``chunk`` (``kind`` dense/expert)."""
+
+        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+            group = self.dp_group(r, kind == "expert")
+            return group, (what, step, self.ctx.block(r, chunk), kind, idx, group)
+
+        return group_key
+
+    # ------------------------------------------------------------------ buckets
+
+    def ready(self, rank: int, step: int, chunk: int, dense: float, expert: float, deps: Deps) -> None:
+        """Weight gradients of ``dense`` + ``expert`` elements are final once ``deps`` ran."""
+        self.rank_params[0] += dense
+        self.rank_params[1] += expert
+        self.last_grad = deps
+        for kind, elems in (("dense", dense), ("expert", expert)):
+            if elems <= 0:
+                continue
+            fill = self.buckets.setdefault((chunk, kind), 0.0) + elems
+            self.buckets[(chunk, kind)] = fill
+            if fill >= self.bucket_elems:
+                self._close_bucket(rank, step, chunk, kind, fill, deps)
+                self.buckets[(chunk, kind)] = 0.0
+
+    def _close_bucket(self, rank: int, step: int, chunk: int, kind: str, elems: float, deps: Deps) -> None:
+        idx = sum(1 for b in self.rank_buckets if b[0] == chunk and b[1] == kind)
+        self.rank_buckets.append((chunk, kind, elems, idx))
+        if self.overlap:
+            self._reduce(rank, step, chunk, kind, elems, idx, deps)
+
+    def _reduce(self, rank: int, step: int, chunk: int, kind: str, elems: float, idx: int, deps: Deps) -> None:
+        op = "all_reduce" if self.ctx.zero == 0 else "reduce_scatter"
+        out = self.emit.group_collective(
+            rank,
+            step,
+            f"dp.{chunk}",
+            "dp",
+            op,
+            elems * self.grad_bpe,
+            deps,
+            "edp" if kind == "expert" else "dp",
+            self._key("dp", step, chunk, kind, idx),
+            phase=f"grad-{op.replace('_', '-')}",
+        )
+        if out is not deps:
+            self.dp_ops += out
+
+    # ------------------------------------------------------------------ end of a rank's step
+
+    def finish(self, rank: int, step: int, last_compute: Deps) -> Deps:
+        """Close the last buckets, reduce them (all of them, without overlap), run the optimizer
+        and the ZeRO 1/2 parameter all-gathers; return the ids the step barrier waits for."""
+        for (chunk, kind), fill in sorted(self.buckets.items()):
+            if fill > 0:
+                self._close_bucket(rank, step, chunk, kind, fill, self.last_grad or last_compute)
+        if not self.overlap:
+            for chunk, kind, elems, idx in self.rank_buckets:
+                self._reduce(rank, step, chunk, kind, elems, idx, last_compute)
+        dense, expert = self.rank_params
+        for r in self.emit.lanes.lanes(rank, "rank"):
+            self.param_split[r] = (dense, expert)
+        shard = self.shard(rank) if self.ctx.zero >= 1 else dense + expert
+        calls = self.precision.step_calls(shard)
+        tail = self.emit.compute(rank, step, "optimizer", calls, last_compute + self.dp_ops, -1, -1)
+        out = list(tail)
+        if self.ctx.zero in (1, 2):
+            for chunk, kind, elems, idx in self.rank_buckets:
+                out += self.emit.group_collective(
+                    rank,
+                    step,
+                    f"dp.{chunk}",
+                    "dp",
+                    "all_gather",
+                    elems * self.precision.param,
+                    tail,
+                    "edp" if kind == "expert" else "dp",
+                    self._key("zero-gather", step, chunk, kind, idx),
+                    phase="param-all-gather",
+                )
+        self._start_rank()
+        return out
+
+    def zero3_gather(self, rank: int, step: int, layer: int, mb: int, pass_: str, deps: Deps, chunk: int) -> Deps:
+        """ZeRO 3: all-gather ``layer``'s (dense) parameters of this rank's TP shard before its
+        ``pass_`` (fwd / bwd); nothing below ZeRO 3."""
+        if self.ctx.zero != 3:
+            return deps
+        nbytes = self.ctx.costs.layer_params(layer).dense * self.precision.param
+
+        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+            group = self.dp_group(r, False)
+            return group, ("zero3", step, pass_, mb, layer, group)
+
+        return self.emit.group_collective(
+            rank,
+            step,
+            f"dp.gather.{chunk}",
+            "dp",
+            "all_gather",
+            nbytes,
+            deps,
+            "dp",
+            group_key,
+            layer=layer,
+            mb=mb,
+            phase=f"{pass_}-param-gather",
+        )

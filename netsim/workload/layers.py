@@ -1,0 +1,141 @@
+"""The ops of one transformer layer for one micro-batch: compute, TP collectives, expert traffic.
+
+Forward (``F``) of a layer: [ZeRO 3 parameter gather]; attention (TP all-gather, compute,
+reduce-scatter); then the dense MLP the same way, or the MoE block: router, per slice
+dispatch -> experts -> combine, unpermute (+ shared experts).  Backward (``B`` input gradient,
+``BW`` with the weight gradient) runs the same parts in reverse; the weight-gradient-only part
+(``W``, zero bubble / DualPipe) is one compute op per layer.
+
+Activation recomputation (:mod:`netsim.workload.recompute`): ``full`` re-runs the layer's
+forward (``R.*`` ops, its TP collectives and all-to-alls again, phases ``rcp-fwd-*``) before its
+backward; ``selective`` re-runs the attention kernel (``R.attn-core``) before the attention's
+backward.
+
+TP communication (Megatron, Shoeybi et al. 2019 / Korthikanti et al. 2022): with sequence
+parallelism an all-gather before and a reduce-scatter after attention and the dense MLP, of
+``micro_batch_size * seq_len * hidden`` elements; without it one all-reduce after each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netsim.workload.context import BuildContext
+from netsim.workload.costs import Part
+from netsim.workload.emit import OpEmitter
+from netsim.workload.experts import ExpertTraffic
+from netsim.workload.gradients import GradientReducer
+from netsim.workload.plan import Deps
+from netsim.workload.recompute import RecomputeMode
+
+__all__ = ["LayerEmitter"]
+
+
+class LayerEmitter:
+    """Emits the ops of one layer's forward, backward or weight-gradient pass."""
+
+    def __init__(self, ctx: BuildContext, emit: OpEmitter, experts: ExpertTraffic, grads: GradientReducer,
+                 router_kernel: str, recompute: RecomputeMode) -> None:
+        self.ctx = ctx
+        self.emit = emit
+        self.experts = experts
+        self.grads = grads
+        self.router_kernel = router_kernel
+        self.recompute = recompute
+        #: selective recomputation: the attention core's forward kernel (one list object, so its
+        #: duration is computed once)
+        self.core_fwd = [k for k in ctx.costs.attention("F") if k.kernel == "attention"]
+
+    def tp(self, rank: int, step: int, deps: Deps, phase: str, layer: int, mb: int, op: str) -> Deps:
+        """Megatron TP communication around a block: sequence-parallel all-gather before and
+        reduce-scatter after; without sequence parallelism one all-reduce after."""
+        L = self.ctx.layout
+        if L.tp == 1:
+            return deps
+        if not self.ctx.sequence_parallel:
+            if op == "all_gather":
+                return deps
+            op = "all_reduce"
+            phase = phase.replace("-rs", "-ar")
+        nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * self.ctx.bpe)
+
+        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+            return L.tp_group(r), ("tp", step, phase, mb, layer, L.group_index("tp", r))
+
+        return self.emit.group_collective(
+            rank, step, "tp", "tp", op, nbytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
+        )
+
+    def forward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *,
+                recompute: bool = False) -> Deps:
+        """The forward pass of ``layer`` for micro-batch ``mb`` (``recompute``: its repetition in
+        the backward under full recomputation: ops named ``R.*``, collectives' phases
+        ``rcp-fwd-*``, no parameter gather of its own)."""
+        c, emit = self.ctx.costs, self.emit
+        tag, pfx = ("R", "rcp-") if recompute else ("F", "")
+        if not recompute:
+            deps = self.grads.zero3_gather(rank, step, layer, mb, "fwd", deps, chunk)
+        emit.new_segment()
+        deps = self.tp(rank, step, deps, pfx + "fwd-attn-ag", layer, mb, "all_gather")
+        deps = emit.compute(rank, step, f"{tag}.attn", c.attention("F"), deps, layer, mb)
+        deps = self.tp(rank, step, deps, pfx + "fwd-attn-rs", layer, mb, "reduce_scatter")
+        emit.new_segment()
+        if self.ctx.spec.model.is_moe_layer(layer):
+            return self.moe(rank, step, mb, layer, deps, "F", recompute=recompute)
+        deps = self.tp(rank, step, deps, pfx + "fwd-mlp-ag", layer, mb, "all_gather")
+        deps = emit.compute(rank, step, f"{tag}.mlp", c.mlp("F"), deps, layer, mb)
+        return self.tp(rank, step, deps, pfx + "fwd-mlp-rs", layer, mb, "reduce_scatter")
+
+    def backward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, chunk: int) -> Deps:
+        """The backward pass (``part`` B or BW) of ``layer`` for micro-batch ``mb``, after the
+        recomputation the mode asks for (the whole forward, or the attention core before the
+        attention's backward)."""
+        c, emit = self.ctx.costs, self.emit
+        deps = self.grads.zero3_gather(rank, step, layer, mb, "bwd", deps, chunk)
+        if self.recompute.whole_layer:
+            deps = self.forward(rank, step, mb, layer, deps, chunk, recompute=True)
+        emit.new_segment()
+        if self.ctx.spec.model.is_moe_layer(layer):
+            deps = self.moe(rank, step, mb, layer, deps, part)
+        else:
+            deps = self.tp(rank, step, deps, "bwd-mlp-ag", layer, mb, "all_gather")
+            deps = emit.compute(rank, step, f"{part}.mlp", c.mlp(part), deps, layer, mb)
+            deps = self.tp(rank, step, deps, "bwd-mlp-rs", layer, mb, "reduce_scatter")
+        emit.new_segment()
+        deps = self.tp(rank, step, deps, "bwd-attn-ag", layer, mb, "all_gather")
+        if self.recompute.attention_core:
+            deps = emit.compute(rank, step, "R.attn-core", self.core_fwd, deps, layer, mb)
+        deps = emit.compute(rank, step, f"{part}.attn", c.attention(part), deps, layer, mb)
+        return self.tp(rank, step, deps, "bwd-attn-rs", layer, mb, "reduce_scatter")
+
+    def weight(self, rank: int, step: int, mb: int, layer: int, deps: Deps) -> Deps:
+        """The deferred weight gradients (``W``) of ``layer`` for micro-batch ``mb``."""
+        c = self.ctx.costs
+        if self.ctx.spec.model.is_moe_layer(layer):
+            recv = [sum(t) for t in zip(*self.experts.received(step, layer, mb, rank), strict=True)]
+            fixed = (c.attention("W"), c.moe_post("W"))
+            return self.emit.expert_compute(rank, step, "W.layer", fixed, lambda v: c.experts("W", v), recv, deps,
+                                            layer, mb)
+        return self.emit.compute(rank, step, "W.layer", (c.attention("W"), c.mlp("W")), deps, layer, mb)
+
+    def moe(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, *,
+            recompute: bool = False) -> Deps:
+        """Router, then per slice dispatch -> experts -> combine, then unpermute (+ shared)."""
+        c, emit, ep = self.ctx.costs, self.emit, self.experts
+        recv = ep.received(step, layer, mb, rank)
+        tag, pfx = ("R", "rcp-") if recompute else (part, "")
+        if part == "F":
+            deps = emit.compute(rank, step, f"{tag}.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
+            first, second = pfx + "fwd-dispatch", pfx + "fwd-combine"
+        else:
+            deps = emit.compute(rank, step, f"{part}.unpermute", c.moe_post(part), deps, layer, mb)
+            first, second = "bwd-dispatch", "bwd-combine"
+        ends: Deps = []
+        for k in range(ep.slices):
+            d1 = ep.all_to_all(rank, step, mb, layer, k, first, deps)
+            name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
+            d2 = emit.expert_compute(rank, step, name, (), lambda v: c.experts(part, v), recv[k], d1, layer, mb)
+            ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
+        if part == "F":
+            return emit.compute(rank, step, f"{tag}.unpermute", c.moe_post("F"), ends, layer, mb)
+        return emit.compute(rank, step, f"{part}.router", c.moe_pre(part, self.router_kernel), ends, layer, mb)

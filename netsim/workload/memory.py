@@ -1,0 +1,326 @@
+"""Memory per rank: weights, gradients, optimizer state and activations against the HBM.
+
+**Activations** follow Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+Transformer Models" (arXiv 2205.05198), section 4.1, per layer and micro-batch (``s`` sequence,
+``b`` micro-batch, ``h`` hidden, ``a`` heads, ``t`` TP; 16-bit activations, 1-byte dropout
+masks):
+
+* attention block ``11sbh + 5as^2b``: QKV input 2sbh, Q and K 4sbh, softmax output 2as^2b,
+  its dropout mask as^2b and output 2as^2b, V 2sbh, output-projection input 2sbh, dropout mask
+  sbh;
+* MLP ``19sbh``: first linear input 2sbh, GeLU input 8sbh and output 8sbh, dropout mask sbh;
+* two layer norms ``4sbh``: ``34sbh + 5as^2b`` in all.
+
+With tensor parallelism the attention and MLP interiors (24sbh and the scores) are split ``t``
+ways and the rest (10sbh) is replicated; sequence parallelism splits the rest too: ``sbh(10 +
+24/t + 5as/(ht))`` without, ``sbh(34/t + 5as/(ht))`` with (Table 2).  Selective recomputation
+drops the ``5as^2b`` scores (``34sbh/t``); full recomputation stores the layer input only
+(``2sbh``; ``/t`` with sequence parallelism, whose input shard is what Megatron stores) and
+needs one layer's activations at a time while recomputing it.
+
+The same tally, term by term, generalises to the model's dimensions: element sizes from the
+model's dtype; GQA / MLA shapes of Q, K, V (MLA also stores its q and kv latents, not split by
+TP); SwiGLU keeps its two input halves and its output (``3f`` instead of GeLU's ``2f``); fused
+(flash) attention stores no scores, only its fp32 softmax statistics (``4asb``; Dao et al. 2022);
+no dropout masks without dropout.  An MoE layer replaces the MLP interior with the routed
+experts' (``R = top_k * tokens`` token-slots a rank receives at balanced load: expert input,
+``2f_e`` or ``3f_e``, expert output) and the shared experts'.  The first block adds the token ids
+(8 bytes a token) and the embedding's dropout mask, the last the final norm and output-projection
+inputs and fp32 logits ``4sbv/t`` (Korthikanti section 4.3; Megatron-LM
+``theoretical_memory_usage.py``).
+
+**In flight**: a stage holds the activations of every micro-batch whose forward has run and
+whose backward has not (its weight-gradient pass, where the schedule defers it), read off the
+schedule's own action order: 1F1B peaks at ``p`` micro-batches on stage 0, GPipe at ``m``,
+interleaved 1F1B at Megatron's ``1 + (p-1)/(pv)`` stage loads, DualPipe at its ``p + 1`` chunks
+(deepseek-ai/DualPipe README).
+
+**Weights, gradients, optimizer state**: bytes per parameter from
+:mod:`netsim.workload.optimizer`, sharded by the ZeRO stage over the (expert-)DP group that
+reduces them (ZeRO 3 adds one layer's gathered weights).
+
+Not counted: framework workspace, NCCL buffers, allocator fragmentation, the CUDA context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from netsim.config.workload import WorkloadSpec
+from netsim.errors import WorkloadError
+from netsim.workload.costs import ModelCosts
+from netsim.workload.gradients import reduction_group
+from netsim.workload.layout import ParallelLayout
+from netsim.workload.optimizer import OptimizerPrecision, optimizer_precision
+from netsim.workload.recompute import RecomputeMode
+from netsim.workload.schedules import Schedule
+
+__all__ = [
+    "ActivationModel",
+    "MemoryReport",
+    "RankMemory",
+    "check_memory",
+    "inflight",
+    "memory_report",
+]
+
+GiB = float(2**30)
+
+
+class ActivationModel:
+    """Stored activation bytes of one micro-batch on one rank (module docstring).
+
+    Args:
+        spec: the workload (model dims, micro-batch, ``training`` options).
+        tp: tensor-parallel size.
+        route_tokens: tokens a rank routes per micro-batch (its sequence-parallel share).
+        mode: the recompute mode.
+    """
+
+    def __init__(self, spec: WorkloadSpec, tp: int, route_tokens: int, mode: RecomputeMode) -> None:
+        m = spec.model
+        self.m = m
+        self.tr = spec.training
+        self.mode = mode
+        self.B = float(m.bpe)
+        self.sb = float(spec.micro_batch_size * m.seq_len)
+        self.t = float(tp)
+        #: what divides the replicated part: t with sequence parallelism, else 1
+        self.r = float(tp) if spec.parallelism.sequence_parallel and tp > 1 else 1.0
+        self.route = float(route_tokens)
+        self.gated = 3.0 if m.activation == "swiglu" else 2.0
+        self.mask = 1.0 if self.tr.dropout else 0.0
+
+    def _replicated(self) -> float:
+        """Norm input, first-linear input and dropout mask of one block (bytes)."""
+        return (2 * self.B + self.mask) * self.sb * self.m.hidden / self.r
+
+    def attention(self) -> float:
+        """The attention block (norm, QKV, core, output projection)."""
+        m, B, sb, t = self.m, self.B, self.sb, self.t
+        a = m.heads
+        if m.mla is not None:
+            qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim
+            proj = B * sb * a * (2 * qk + 2 * m.mla.v_head_dim) / t
+            proj += B * sb * (m.mla.q_lora_rank + m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
+        else:
+            d, kv = m.dim_per_head, m.num_kv_heads
+            proj = B * sb * (2 * a * d + 2 * kv * d) / t
+        return self._replicated() + proj + self.core()
+
+    def core(self) -> float:
+        """The attention core's stored scores (none when recomputed)."""
+        if self.mode.attention_core:
+            return 0.0
+        a, sb, t = self.m.heads, self.sb, self.t
+        if self.tr.flash_attention:
+            return 4.0 * a * sb / t  # fp32 softmax statistics (log-sum-exp) per row and head
+        scores = a * self.m.seq_len * sb / t
+        return (self.B + self.mask * (1 + self.B)) * scores
+
+    def mlp(self) -> float:
+        """A dense MLP block."""
+        return self._replicated() + self.B * self.sb * self.gated * self.m.ffn_hidden / self.t
+
+    def moe(self) -> float:
+        """An MoE block: routed experts at balanced load, shared experts."""
+        moe = self.m.moe
+        assert moe is not None
+        f = moe.expert_ffn_hidden or self.m.ffn_hidden
+        slots = moe.top_k * self.route
+        routed = self.B * slots * (2 * self.m.hidden + self.gated * f)
+        shared = self.B * self.route * self.gated * f * moe.shared_experts
+        return self._replicated() + routed + shared
+
+    def layer_stored(self, layer: int) -> float:
+        """Bytes ``layer`` keeps for its backward under no recomputation (or selective)."""
+        ffn = self.moe() if self.m.is_moe_layer(layer) else self.mlp()
+        return self.attention() + ffn
+
+    def layer(self, layer: int) -> float:
+        """Bytes ``layer`` keeps for its backward under the recompute mode."""
+        if self.mode.whole_layer:
+            return self.B * self.sb * self.m.hidden / self.r
+        return self.layer_stored(layer)
+
+    def embedding(self) -> float:
+        """The first block: token ids (int64) and the embedding dropout mask."""
+        return 8.0 * self.sb + self.mask * self.sb * self.m.hidden / self.r
+
+    def head(self) -> float:
+        """The last block: final norm and output-projection inputs, fp32 logits."""
+        return 2 * self.B * self.sb * self.m.hidden / self.r + 4.0 * self.sb * self.m.vocab / self.t
+
+    def block(self, layers: list[int], first: bool, last: bool) -> float:
+        """One micro-batch's bytes in a block of ``layers``."""
+        total = sum(self.layer(x) for x in layers)
+        return total + (self.embedding() if first else 0.0) + (self.head() if last else 0.0)
+
+    def working_set(self, layers: list[int]) -> float:
+        """Full recomputation: one layer's activations, re-materialised while its backward runs."""
+        if not self.mode.whole_layer or not layers:
+            return 0.0
+        return max(self.layer_stored(x) for x in layers)
+
+
+def inflight(schedule: Schedule, stage: int, bytes_of_chunk: dict[int, float]) -> tuple[float, int]:
+    """Peak activation bytes ``stage`` holds over its action order, and how many micro-batch
+    chunks are live at that peak: a chunk's activations live from its ``F`` to its ``B`` (or to
+    its ``W`` when the backward defers the weight gradients, which still need them)."""
+    live: dict[int, int] = {}
+    cur = peak = 0.0
+    at_peak = 0
+    for a in schedule.order(stage):
+        if a.kind == "F":
+            live[a.chunk] = live.get(a.chunk, 0) + 1
+            cur += bytes_of_chunk[a.chunk]
+            if cur > peak:
+                peak, at_peak = cur, sum(live.values())
+        elif a.kind == "W" or (a.kind == "B" and not a.split_w):
+            live[a.chunk] -= 1
+            cur -= bytes_of_chunk[a.chunk]
+    return peak, at_peak
+
+
+@dataclass(frozen=True)
+class RankMemory:
+    """Peak memory of one rank (bytes)."""
+
+    rank: int
+    stage: int
+    params: float
+    grads: float
+    optimizer: float
+    activations: float
+    inflight_chunks: int
+
+    @property
+    def total(self) -> float:
+        return self.params + self.grads + self.optimizer + self.activations
+
+    def describe(self) -> str:
+        """``params 12.1, grads 24.2, optimizer 3.0, activations 51.9 GiB``."""
+        parts = ("params", "grads", "optimizer", "activations")
+        return ", ".join(f"{p} {getattr(self, p) / GiB:.1f}" for p in parts) + " GiB"
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Memory of every rank against the accelerator's HBM (``capacity`` None: unknown)."""
+
+    ranks: list[RankMemory]
+    capacity: float | None
+    accelerator: str
+    recompute: str
+
+    @property
+    def peak(self) -> RankMemory:
+        """The rank that needs the most (the lowest rank among equals)."""
+        return max(self.ranks, key=lambda m: (m.total, -m.rank))
+
+    @property
+    def fits(self) -> bool:
+        return self.capacity is None or self.peak.total <= self.capacity
+
+    def shortfall(self) -> str:
+        """One line: what the worst rank needs against the HBM."""
+        p = self.peak
+        cap = f"{self.capacity / GiB:.1f} GiB" if self.capacity is not None else "unknown"
+        return (f"needs {p.total / GiB:.1f} GiB per rank on pp stage {p.stage} ({p.describe()}), "
+                f"HBM is {cap}" + (f" ({self.accelerator})" if self.accelerator else ""))
+
+    def summary(self) -> dict[str, Any]:
+        """The ``memory`` field of ``summary.json`` (bytes; the worst rank and every stage's)."""
+        p = self.peak
+        stages: dict[int, RankMemory] = {}
+        for m in self.ranks:
+            if m.stage not in stages or m.total > stages[m.stage].total:
+                stages[m.stage] = m
+        return {
+            "capacity_bytes": self.capacity,
+            "fits": self.fits,
+            "recompute": self.recompute,
+            "peak_bytes": p.total,
+            "peak_rank": p.rank,
+            "peak_stage": p.stage,
+            "params_bytes": p.params,
+            "grads_bytes": p.grads,
+            "optimizer_bytes": p.optimizer,
+            "activations_bytes": p.activations,
+            "per_stage_bytes": [stages[s].total for s in sorted(stages)],
+        }
+
+
+def _stage_params(costs: ModelCosts, schedule: Schedule, blocks: list[list[int]], stage: int
+                  ) -> tuple[float, float, float, list[int]]:
+    """(dense, expert, largest layer's dense) parameters a rank of ``stage`` holds, and its layers."""
+    dense = expert = biggest = 0.0
+    layers: list[int] = []
+    last = len(blocks) - 1
+    for chunk in sorted({a.chunk for a in schedule.order(stage)}):
+        vs = schedule.virtual_stage(stage, chunk)
+        for layer in blocks[vs]:
+            lp = costs.layer_params(layer)
+            dense += lp.dense
+            expert += lp.expert
+            biggest = max(biggest, lp.dense)
+            layers.append(layer)
+        dense += (costs.head_params() if vs == last else 0.0) + (costs.embedding_params() if vs == 0 else 0.0)
+    return dense, expert, biggest, layers
+
+
+def _static(prec: OptimizerPrecision, zero: int, dense: float, expert: float, biggest: float,
+            dp: int, edp: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer state) bytes of a rank under ZeRO stage ``zero``."""
+
+    def held(per_param: float, sharded: bool) -> float:
+        return per_param * (dense / dp + expert / edp if sharded else dense + expert)
+
+    params = held(prec.param, zero >= 3) + (prec.param * biggest if zero >= 3 else 0.0)
+    return params, held(prec.grad, zero >= 2), held(prec.state, zero >= 1)
+
+
+def memory_report(spec: WorkloadSpec, layout: ParallelLayout, schedule: Schedule, costs: ModelCosts,
+                  blocks: list[list[int]], mode: RecomputeMode, accelerator: dict[str, Any]) -> MemoryReport:
+    """Peak memory of every rank (module docstring) against ``accelerator['memory_bytes']``."""
+    act = ActivationModel(spec, layout.tp, costs.route_tokens, mode)
+    prec = optimizer_precision(spec)
+    last = len(blocks) - 1
+    per_stage: list[tuple[float, float, float, float, int]] = []
+    for p in range(layout.pp):
+        dense, expert, biggest, layers = _stage_params(costs, schedule, blocks, p)
+        chunks = {a.chunk for a in schedule.order(p)}
+        by_chunk = {}
+        for c in chunks:
+            vs = schedule.virtual_stage(p, c)
+            by_chunk[c] = act.block(blocks[vs], vs == 0, vs == last)
+        peak, live = inflight(schedule, p, by_chunk)
+        rank = layout.rank_of(p, 0, 0)
+        dp = len(reduction_group(layout, schedule, rank, False))
+        edp = len(reduction_group(layout, schedule, rank, True))
+        params, grads, state = _static(prec, spec.parallelism.zero_stage, dense, expert, biggest, dp, edp)
+        per_stage.append((params, grads, state, peak + act.working_set(layers), live))
+    ranks = []
+    for r in range(layout.world):
+        p = layout.coords(r)[0]
+        params, grads, state, acts, live = per_stage[p]
+        ranks.append(RankMemory(r, p, params, grads, state, acts, live))
+    cap = accelerator.get("memory_bytes")
+    return MemoryReport(ranks, float(cap) if cap else None, str(accelerator.get("name", "")), mode.name)
+
+
+def check_memory(report: MemoryReport, spec: WorkloadSpec, allow_oom: bool) -> None:
+    """Raise a one-line WorkloadError when the worst rank does not fit (unless ``allow_oom``),
+    with a hint at what would help most (recomputation when activations dominate, else sharding)."""
+    if report.fits or allow_oom:
+        return
+    p = report.peak
+    if p.activations >= max(p.params, p.grads, p.optimizer):
+        hint = "recompute activations (training.recompute: selective or full) or use more pipeline stages"
+    else:
+        hint = "shard the model state (parallelism.zero_stage, tp, pp, more data-parallel ranks)"
+    raise WorkloadError(
+        f"does not fit in accelerator memory: {report.shortfall()}; {hint}, or pass --allow-oom",
+        source=spec.source,
+    )

@@ -1,0 +1,102 @@
+"""The optimizer's precision: the bytes per parameter Adam keeps in memory and moves every step.
+
+Mixed-precision training (Micikevicius et al. 2018, "Mixed Precision Training", arXiv
+1710.03740) keeps the weights the model computes with in 16 bits (``optimizer.param_dtype``) and
+an fp32 *master* copy that the optimizer updates; Adam (Kingma & Ba 2015, Algorithm 1) keeps
+two moments per parameter (``moment_dtype``, fp32; DeepSeek-V3 keeps them in bf16).  Gradients
+are accumulated and reduced in ``grad_dtype`` (Megatron-LM: fp32 unless
+``--grad-reduce-in-bf16``); when they are 16-bit, the optimizer steps on an fp32 copy (the
+*main gradients*).  Bytes per parameter, Megatron-LM's distributed-optimizer table
+(docs.nvidia.com/megatron-core, "Distributed Optimizer"; ``d`` = data-parallel size):
+
+=============================  ==================  ========================
+weights, gradients             replicated          distributed optimizer
+=============================  ==================  ========================
+fp16, fp16                     20 = 2 + 2 + 16     4 + 16/d
+bf16, fp32                     18 = 2 + 4 + 12     6 + 12/d
+fp32, fp32                     16 = 4 + 4 + 8      8 + 8/d
+=============================  ==================  ========================
+
+(weights + gradients + optimizer state; the state is master weights 4 (none for fp32 weights,
+which are their own master), moments 8, main gradients 4 (16-bit gradients only)).  ZeRO
+(Rajbhandari et al. 2020, arXiv 1910.02054) stage 1 shards the state over the DP group (this is
+Megatron's distributed optimizer), stage 2 also the gradients, stage 3 also the weights.
+
+The optimizer step is memory bound: an Adam update does about 16 FLOPs per parameter
+(the kernel catalogue's count) on about 30 bytes, an arithmetic intensity near 0.5 FLOP/byte,
+two orders of magnitude below the ridge point of any training accelerator (H100 SXM: 989
+TFLOP/s dense BF16 / 3.35 TB/s HBM3 = 295 FLOP/byte; Williams et al. 2009, "Roofline").  So its
+time is the bytes it reads and writes over the HBM bandwidth: per parameter of the rank's
+shard it reads the gradient (16-bit gradients: copied to fp32 main gradients first, read back),
+reads and writes the fp32 master weights and both moments, and writes the 16-bit weights.
+The compute model's ``adamw`` kernel times the fp32 case (7 fp32 elements = 28 bytes per
+parameter); the step's calls scale it by this precision's bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netsim.config.workload import DTYPE_BYTES, WorkloadSpec
+from netsim.workload.costs import KernelCall
+
+__all__ = ["ADAMW_KERNEL_BYTES_PER_PARAM", "OptimizerPrecision", "optimizer_precision"]
+
+#: Bytes per parameter the catalogue's ``adamw`` kernel moves (netsim.calibration.kernels:
+#: read param, grad, m, v and write param, m, v in fp32 = 7 x 4); a test keeps them in step.
+ADAMW_KERNEL_BYTES_PER_PARAM = 28.0
+
+
+@dataclass(frozen=True)
+class OptimizerPrecision:
+    """Bytes per parameter of each piece of training state (module docstring).
+
+    Attributes:
+        param: the weights the model computes with.
+        grad: the accumulated, reduced gradients.
+        master: fp32 master weights (0 when the weights are fp32 themselves).
+        moments: Adam's two moments.
+        main_grad: fp32 main gradients the optimizer steps on (16-bit gradients only).
+    """
+
+    param: float
+    grad: float
+    master: float
+    moments: float
+    main_grad: float
+
+    @property
+    def state(self) -> float:
+        """Optimizer state per parameter (what ZeRO stage 1 shards)."""
+        return self.master + self.moments + self.main_grad
+
+    @property
+    def checkpoint_state(self) -> float:
+        """Optimizer state a checkpoint keeps per parameter (master weights and moments)."""
+        return self.master + self.moments
+
+    @property
+    def step_bytes(self) -> float:
+        """HBM bytes one Adam step reads and writes per parameter of its shard."""
+        grad_in = self.grad + 2 * self.main_grad if self.main_grad else self.grad
+        weights = 2 * (self.master or self.param)  # read + write the fp32 weights
+        copy_out = self.param if self.master else 0.0  # write the updated 16-bit weights
+        return grad_in + weights + 2 * self.moments + copy_out
+
+    def step_calls(self, params: float) -> list[KernelCall]:
+        """The optimizer step over ``params`` parameters as catalogue kernel calls (the fp32
+        ``adamw`` kernel scaled to this precision's bytes); [] for no parameters."""
+        if params <= 0:
+            return []
+        scale = self.step_bytes / ADAMW_KERNEL_BYTES_PER_PARAM
+        return [KernelCall("adamw", "step", (("params", float(params)),), scale)]
+
+
+def optimizer_precision(spec: WorkloadSpec) -> OptimizerPrecision:
+    """The :class:`OptimizerPrecision` of ``spec.optimizer`` (and the model's dtype)."""
+    param = float(spec.param_bytes_per_element)
+    grad = float(spec.grad_bytes_per_element)
+    master = 4.0 if param < 4 else 0.0
+    moments = 2.0 * DTYPE_BYTES[spec.optimizer.moment_dtype]
+    main_grad = 4.0 if grad < 4 and master else 0.0
+    return OptimizerPrecision(param, grad, master, moments, main_grad)

@@ -1,0 +1,155 @@
+"""The plan of a training step as pure data: ops, collectives, and the plan that holds them.
+
+A :class:`StepPlan` is what :func:`netsim.workload.graph.build_plan` produces and
+:mod:`netsim.replay` executes: a flat list of :class:`Op` (one rank's compute op, comm op or
+barrier, with dependencies, a stream and an issue order) and the :class:`Collective` each comm
+op joins.  Nothing here simulates; the modules that build plans are listed in
+:mod:`netsim.workload.graph`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from netsim.config.workload import WorkloadSpec
+from netsim.workload.layout import ParallelLayout
+from netsim.workload.schedules import Schedule
+
+if TYPE_CHECKING:
+    from netsim.workload.memory import MemoryReport
+
+__all__ = [
+    "COMPUTE",
+    "TRAFFIC_CLASSES",
+    "Collective",
+    "Deps",
+    "Instance",
+    "Make",
+    "Op",
+    "StepPlan",
+    "split_layers",
+]
+
+#: Traffic classes of a training step, in report order.
+TRAFFIC_CLASSES: tuple[str, ...] = ("dp", "pp", "ep", "tp", "storage", "checkpoint")
+
+COMPUTE = "compute"
+
+
+@dataclass(eq=False, slots=True)
+class Collective:
+    """One communication shared by its member ops.
+
+    Attributes:
+        key: unique identity (every member computes the same key).
+        op: a ``run_collective`` op (``all_reduce``, ``reduce_scatter``, ``all_gather``,
+            ``all_to_allv``), ``transfer`` (one point-to-point flow ``src -> dst``) or
+            ``barrier`` (synchronisation only, no bytes).
+        ranks: the members that must all arrive before it starts.
+        nbytes: size in the nccl-tests convention of ``op`` (bytes).
+        matrix: ``all_to_allv`` bytes ``[i][j]`` from ``ranks[i]`` to ``ranks[j]`` (zero
+            diagonal: bytes that stay on a rank never touch the network).
+        src, dst: device names of a ``transfer``.
+        local_bytes: EP bytes that stay on their rank (the matrix diagonal), for accounting.
+        instances: lockstep plans (:func:`build_plan` with ``lockstep``): the collectives of
+            every rank a member stands for, which run at once when the members have arrived
+            (``ranks`` are then the members, ``nbytes`` and ``local_bytes`` the instances' sums).
+    """
+
+    key: tuple[Any, ...]
+    op: str
+    ranks: tuple[int, ...]
+    nbytes: float
+    traffic_class: str
+    label: str
+    matrix: np.ndarray | None = None
+    src: str | None = None
+    dst: str | None = None
+    phase: str = ""
+    layer: int = -1
+    microbatch: int = -1
+    step: int = 0
+    slice: int = 0
+    local_bytes: float = 0.0
+    network: str = "backend"
+    instances: tuple[Collective, ...] = ()
+
+
+@dataclass(eq=False, slots=True)
+class Op:
+    """One op of one rank's step (see the module docstring)."""
+
+    id: int
+    rank: int
+    step: int
+    kind: str  # compute | comm | barrier
+    stream: str
+    name: str
+    traffic_class: str = ""
+    layer: int = -1
+    microbatch: int = -1
+    deps: list[int] = field(default_factory=list)
+    duration_s: float = 0.0
+    #: lockstep plans: the op's duration on each rank of the stage, where they differ (expert
+    #: compute); ``duration_s`` is their maximum
+    lane_durations_s: np.ndarray | None = None
+    #: lockstep plans: the rank of the unit (index from the representative) this op belongs to
+    #: alone (its gradient reductions), or -1: every rank the representative stands for
+    lane: int = -1
+    ordered: bool = True
+    coll: Collective | None = None
+    issue: int = 0
+    background: bool = False  # asynchronous checkpoint write: not part of its step's barrier
+
+
+@dataclass
+class StepPlan:
+    """The op graph of all simulated steps plus what the summary needs from planning."""
+
+    spec: WorkloadSpec
+    layout: ParallelLayout
+    schedule: Schedule
+    steps: int
+    ops: list[Op]
+    collectives: dict[tuple[Any, ...], Collective]
+    layers_of_block: list[list[int]]
+    expert_load: list[tuple[int, int, int, int, int]]  # step, layer, expert, tokens, dropped
+    ep_bytes: dict[str, float]  # local_rank / intra_node / inter_node, all 4 phases, all steps
+    checkpoint_steps: list[int]
+    params_per_rank: list[float]  # parameters (elements) each rank holds
+    expert_params_per_rank: list[float]  # of which expert parameters
+    compute_cache_size: int = 0
+    #: lockstep plans: the rank whose ops stand for each rank (``None``: every rank has its ops)
+    rep_of: list[int] | None = None
+    #: peak memory of every rank against the accelerator's HBM (netsim.workload.memory)
+    memory: MemoryReport | None = None
+
+    def ops_of_rank(self, rank: int) -> list[Op]:
+        return [o for o in self.ops if o.rank == rank]
+
+
+def split_layers(num_layers: int, blocks: int) -> list[list[int]]:
+    """Cut ``num_layers`` into ``blocks`` contiguous blocks; the remainder goes to the blocks
+    after the first (the first block also holds the embedding, the last the LM head)."""
+    base, extra = divmod(num_layers, blocks)
+    sizes = [base] * blocks
+    for i in range(extra):
+        sizes[1 + i if blocks > 1 else 0] += 1
+    out: list[list[int]] = []
+    start = 0
+    for s in sizes:
+        out.append(list(range(start, start + s)))
+        start += s
+    return out
+
+
+#: op ids an op waits for (chain helpers take and return them)
+Deps = list[int]
+#: a collective, or a function that builds it the first time it is needed
+Make = Callable[[], Collective] | Collective
+#: ``instance(rank) -> (key, make)``: a collective as seen by ``rank``
+Instance = Callable[[int], tuple[tuple[Any, ...], Make]]

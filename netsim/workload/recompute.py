@@ -1,0 +1,59 @@
+"""Activation recomputation: which forward work the backward repeats instead of storing activations.
+
+Modes (``training.recompute``), registered in :data:`RECOMPUTE`:
+
+``none``
+    Every activation the backward needs is stored (Korthikanti et al. 2022, arXiv 2205.05198,
+    section 4.1: ``sbh(34 + 5as/h)`` bytes per layer without parallelism).
+``selective``
+    Korthikanti et al. section 5 ("selective activation recomputation"), Megatron-LM
+    ``--recompute-granularity selective``: the attention core (``QK^T``, softmax, dropout,
+    attention over ``V``) is recomputed in the backward; its ``5as^2b`` bytes of scores are not
+    stored (``34sbh`` per layer).  Cost: one more forward of the attention kernel per layer in
+    the backward.
+``full``
+    Megatron-LM ``--recompute-granularity full`` (every layer, ``--recompute-method uniform
+    --recompute-num-layers 1``): only each layer's input is stored (``2sbh``, Korthikanti
+    Table 2); the backward of a layer first re-runs its whole forward, TP collectives and MoE
+    all-to-alls included (the recomputed forward is the same code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netsim.registry import Registry
+
+__all__ = ["RECOMPUTE", "RecomputeMode", "get_recompute"]
+
+
+@dataclass(frozen=True)
+class RecomputeMode:
+    """What the backward recomputes.
+
+    Attributes:
+        name: the YAML name.
+        attention_core: the attention core's forward is re-run before its backward (its scores
+            are not stored).
+        whole_layer: every layer's forward is re-run before its backward (only its input is
+            stored).
+    """
+
+    name: str
+    attention_core: bool
+    whole_layer: bool
+
+
+#: Recompute modes by ``training.recompute`` name.
+RECOMPUTE: Registry[RecomputeMode] = Registry("recompute mode", field="training.recompute")
+for _mode in (
+    RecomputeMode("none", attention_core=False, whole_layer=False),
+    RecomputeMode("selective", attention_core=True, whole_layer=False),
+    RecomputeMode("full", attention_core=False, whole_layer=True),
+):
+    RECOMPUTE.add(_mode.name, _mode)
+
+
+def get_recompute(name: str, *, source: str | None = None) -> RecomputeMode:
+    """The mode ``name``; a one-line SpecError naming ``training.recompute`` otherwise."""
+    return RECOMPUTE.get(name, source=source)

@@ -1,0 +1,156 @@
+"""Memory per rank: Korthikanti's activation formulas, Megatron's bytes per parameter, in-flight
+micro-batches of the schedules, and the memory check of build_plan (hand-computed values)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from netsim.calibration.kernels import KERNELS
+from netsim.config.workload import load_workload
+from netsim.errors import SpecError, WorkloadError
+from netsim.workload.graph import build_plan
+from netsim.workload.memory import ActivationModel, _static, inflight
+from netsim.workload.optimizer import ADAMW_KERNEL_BYTES_PER_PARAM, optimizer_precision
+from netsim.workload.recompute import get_recompute
+from netsim.workload.schedules import get_schedule
+
+from ..replay.helpers import FixedCompute, chain_topology
+
+# GPT-3 175B (Brown et al. 2020, Table 2.1): s = 2048, h = 12288, a = 96; Korthikanti et al.'s
+# tally assumes GeLU, dropout and the unfused attention (scores stored)
+S, H, A = 2048, 12288, 96
+GPT3: dict[str, Any] = {
+    "model": {"layers": 96, "hidden": H, "ffn_hidden": 4 * H, "heads": A, "vocab": 51200, "seq_len": S,
+              "dtype": "bf16", "activation": "gelu"},
+    "training": {"flash_attention": False, "dropout": True},
+}
+
+
+def _act(tp: int, sp: bool, mode: str, **training: Any) -> ActivationModel:
+    data = dict(GPT3, parallelism={"tp": tp, "sequence_parallel": sp},
+                training={**GPT3["training"], **training})
+    spec = load_workload(data, source="t")
+    tokens = S // tp if sp and tp > 1 else S
+    return ActivationModel(spec, tp, tokens, get_recompute(mode))
+
+
+def test_korthikanti_per_layer_without_parallelism() -> None:
+    sbh = S * 1 * H
+    assert 5 * A * S / H == 80.0  # the attention scores term for GPT-3 175B
+    none = _act(1, False, "none").layer(0)
+    assert none == sbh * (34 + 5 * A * S / H)
+    assert _act(1, False, "selective").layer(0) == 34 * sbh
+    assert _act(1, False, "full").layer(0) == 2 * sbh
+    # selective recomputation saves 80 / 114 = 70% of GPT-3's activation memory (Korthikanti section 5)
+    assert 1 - 34 * sbh / none == pytest.approx(0.70, abs=0.005)
+
+
+@pytest.mark.parametrize("t", [2, 8])
+def test_korthikanti_table_2_with_tensor_and_sequence_parallelism(t: int) -> None:
+    sbh = S * H
+    scores = 5 * A * S / (H * t)
+    assert _act(t, False, "none").layer(0) == pytest.approx(sbh * (10 + 24 / t + scores), rel=1e-12)
+    assert _act(t, True, "none").layer(0) == pytest.approx(sbh * (34 / t + scores), rel=1e-12)
+    assert _act(t, False, "selective").layer(0) == pytest.approx(sbh * (10 + 24 / t), rel=1e-12)
+    assert _act(t, True, "selective").layer(0) == pytest.approx(sbh * 34 / t, rel=1e-12)
+    assert _act(t, True, "full").layer(0) == pytest.approx(2 * sbh / t, rel=1e-12)
+
+
+def test_flash_attention_stores_no_scores_and_swiglu_keeps_three_intermediates() -> None:
+    sbh = S * H
+    flash = _act(1, False, "none", flash_attention=True).layer(0)
+    assert flash == 34 * sbh + 4 * A * S  # fp32 log-sum-exp per row and head instead of 5as^2b
+    # no dropout: the two 1-byte sbh masks (after attention, after the MLP) go
+    assert _act(1, False, "selective", dropout=False).layer(0) == 32 * sbh
+    swiglu = load_workload({**GPT3, "model": {**GPT3["model"], "activation": "swiglu"}}, source="t")
+    act = ActivationModel(swiglu, 1, S, get_recompute("selective"))
+    assert act.mlp() - _act(1, False, "selective").mlp() == 2 * S * 4 * H  # 3f instead of 2f, 2 bytes
+
+
+def test_megatron_bytes_per_parameter_table() -> None:
+    # docs.nvidia.com/megatron-core "Distributed Optimizer": replicated 20 / 18 / 16, distributed
+    # 4 + 16/d, 6 + 12/d, 8 + 8/d
+    base: dict[str, Any] = {"model": GPT3["model"]}
+    d = 8
+    for param, grad, replicated, fixed, sharded in (("fp16", "fp16", 20, 4, 16), ("bf16", "fp32", 18, 6, 12),
+                                                    ("fp32", "fp32", 16, 8, 8)):
+        spec = load_workload({**base, "optimizer": {"param_dtype": param, "grad_dtype": grad}}, source="t")
+        prec = optimizer_precision(spec)
+        assert prec.param + prec.grad + prec.state == replicated
+        assert sum(_static(prec, 0, 1.0, 0.0, 0.0, d, d)) == replicated
+        assert sum(_static(prec, 1, 1.0, 0.0, 0.0, d, d)) == pytest.approx(fixed + sharded / d)
+
+
+def test_adam_step_bytes_follow_the_precision_and_the_catalogue() -> None:
+    assert KERNELS["adamw"].nbytes({"params": 1.0}, "step", "fp32") == ADAMW_KERNEL_BYTES_PER_PARAM
+    spec = load_workload({"model": GPT3["model"]}, source="t")  # bf16 weights, fp32 gradients
+    prec = optimizer_precision(spec)
+    # read the fp32 gradient 4, read + write the fp32 master 8 and both moments 16, write bf16 2
+    assert prec.step_bytes == 30
+    fp32 = optimizer_precision(load_workload({"model": {**GPT3["model"], "dtype": "fp32"}}, source="t"))
+    assert fp32.step_bytes == 28  # the catalogue kernel itself
+    (call,) = prec.step_calls(1e6)
+    assert call.scale == pytest.approx(30 / 28) and dict(call.shape) == {"params": 1e6}
+
+
+@pytest.mark.parametrize(
+    ("name", "pp", "m", "v", "peak"),
+    [
+        ("1f1b", 4, 8, 1, 4),  # p micro-batches on stage 0
+        ("1f1b", 4, 2, 1, 2),  # fewer micro-batches than stages
+        ("gpipe", 4, 8, 1, 8),  # all of them
+        ("interleaved-1f1b", 4, 8, 2, 11),  # p v (1 + (p-1)/(p v)) = 8 + 3 chunks (Megatron)
+        ("dualpipe", 4, 8, 1, 5),  # p + 1 (deepseek-ai/DualPipe README)
+        ("dualpipe", 16, 32, 1, 17),
+    ],
+)
+def test_inflight_microbatches_of_each_schedule(name: str, pp: int, m: int, v: int, peak: int) -> None:
+    sched = get_schedule(name, pp, m, v)
+    chunks = {a.chunk for a in sched.order(0)}
+    nbytes, live = inflight(sched, 0, dict.fromkeys(chunks, 1.0))
+    assert (nbytes, live) == (peak, peak)
+
+
+def _tiny(**changes: Any) -> Any:
+    data: dict[str, Any] = {
+        "model": {"layers": 2, "hidden": 1000, "ffn_hidden": 4000, "heads": 8, "vocab": 1000, "seq_len": 1000},
+        "parallelism": {"pp": 2, "tp": 1, "dp": 1, "zero_stage": 0},
+        "num_microbatches": 2,
+        "storage": {"enabled": False},
+    }
+    data.update(changes)
+    return load_workload(data, source="tiny.yaml")
+
+
+def test_a_config_that_does_not_fit_is_one_line_naming_the_shortfall() -> None:
+    graph = chain_topology(2, 1e9)
+    graph.graph["accelerator"] = dict(graph.graph["accelerator"], memory_bytes=0.05 * 2**30)
+    with pytest.raises(WorkloadError) as err:
+        build_plan(_tiny(), graph, FixedCompute(1.0, 2.0))
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("tiny.yaml: does not fit in accelerator memory: needs ")
+    assert "GiB per rank on pp stage 0 (params " in line and "HBM is 0.1 GiB" in line and "--allow-oom" in line
+    plan = build_plan(_tiny(), graph, FixedCompute(1.0, 2.0), allow_oom=True)
+    assert plan.memory is not None and not plan.memory.fits and plan.ops
+
+
+def test_memory_report_holds_the_plans_parameters() -> None:
+    graph = chain_topology(2, 1e9)
+    plan = build_plan(_tiny(), graph, FixedCompute(1.0, 2.0))
+    assert plan.memory is not None and plan.memory.fits
+    for m, params in zip(plan.memory.ranks, plan.params_per_rank, strict=True):
+        assert m.params == pytest.approx(2 * params)  # bf16 weights, ZeRO 0
+        assert m.grads == pytest.approx(4 * params) and m.optimizer == pytest.approx(12 * params)
+    # stage 0 holds both micro-batches of its block (1F1B warm-up), stage 1 one; the last block adds
+    # the head's activations (fp32 logits)
+    act = ActivationModel(plan.spec, 1, 1000, get_recompute("none"))
+    assert plan.memory.ranks[0].activations == pytest.approx(2 * act.block([0], True, False))
+    assert plan.memory.ranks[1].activations == pytest.approx(act.block([1], False, True))
+
+
+def test_unknown_recompute_mode_is_a_one_line_error() -> None:
+    with pytest.raises(SpecError, match=r"^tiny\.yaml: training\.recompute: unknown recompute mode 'some'; "
+                                        r"allowed: none, selective, full$"):
+        build_plan(_tiny(training={"recompute": "some"}), chain_topology(2, 1e9), FixedCompute(1.0, 2.0))

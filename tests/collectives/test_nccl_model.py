@@ -106,7 +106,7 @@ def test_a_forced_protocol_and_algorithm() -> None:
 def test_constants_are_overridable_and_checked() -> None:
     c = load_constants({"hw_latency_us": {"nvlink": {"ring": {"LL": 1.2}}}})
     assert c.hw_latency_us("nvlink", "ring", "LL") == 1.2
-    with pytest.raises(SpecError, match="unknown NCCL constant 'hw_latency_us.nvlink.rings'"):
+    with pytest.raises(SpecError, match=r"unknown NCCL constant 'hw_latency_us\.nvlink\.rings'"):
         load_constants({"hw_latency_us": {"nvlink": {"rings": {"LL": 1.2}}}})
     with pytest.raises(SpecError, match="must be a number"):
         load_constants({"base_latency_us": {"ring": {"LL": "fast"}}})

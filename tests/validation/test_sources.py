@@ -88,5 +88,5 @@ def test_source_id_must_match_the_file_name(tmp_path: Path) -> None:
     p = write(tmp_path, name="abc")
     p2 = tmp_path / "other.yaml"
     p2.write_text(p.read_text())
-    with pytest.raises(SpecError, match="source.id: must equal the file name 'other'"):
+    with pytest.raises(SpecError, match=r"source\.id: must equal the file name 'other'"):
         load_source(p2)

@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
         algo_text = algo or ("NCCL's choice per size" if setup.name == "nccl" else get_algorithm(op, None).name)
         comments = [
             f"netsim collective {op}: algo {algo_text}, {len(devices)} ranks on {n_nodes} node{plural} of {name}, "
-            f"routing {routing}" + (f", collective model {model}" if model != "exact" else ""),
+            f"routing {kw['routing']}" + (f", collective model {model}" if model != "exact" else ""),
             setup.summary_line() + (f"; calibration {calibration}" if calibration is not None else ""),
         ]
         for c in comments:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import console, cost_option, err_console
+from netsim.cli.common import cost_option, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -34,8 +34,7 @@ def register(app: typer.Typer) -> None:
                                            help="Assert the known gaps too (see known_gaps.yaml)."),
     ) -> None:
         """Predict published measurements (nccl-tests, training runs) and compare."""
-        from netsim.units import format_bytes
-        from netsim.validation.report import summarize, write_validation
+        from netsim.validation.report import format_summary, summarize, write_validation
         from netsim.validation.runner import run_validation
         from netsim.validation.sources import load_sources
 
@@ -47,22 +46,9 @@ def register(app: typer.Typer) -> None:
         res = run_validation(srcs, quick=quick, only=only, kinds=kind or None, cost_model=collective_cost,
                              known_gaps=not no_known_gaps, progress=progress)
         summary = write_validation(res, out) if out is not None else summarize(res)
-        console.print(f"{summary['sources']} sources, {summary['cases']} cases, {summary['overall']['points']} "
-                      f"points; cost model {summary['cost_model']}")
-        console.print(f"{'size band':<16}{'points':>7}{'<=10%':>8}{'<=25%':>8}{'median':>9}{'p90':>9}"
-                      f"{'asserted ok':>13}{'gaps':>6}")
-        for band, st in summary["bands"].items():
-            med = st["median_abs_error"]
-            p90 = st["p90_abs_error"]
-            console.print(f"{band:<16}{st['points']:>7}{st['within_10pct']:>8}{st['within_25pct']:>8}"
-                          f"{100 * (med or 0):>8.1f}%{100 * (p90 or 0):>8.1f}%"
-                          f"{st['asserted_passed']:>7}/{st['asserted']:<5}{st['known_gaps']:>6}")
-        for f in summary["failures"]:
-            size = format_bytes(float(f["size_bytes"])) if f["size_bytes"] == f["size_bytes"] else "-"
-            console.print(f"FAIL {f['source']}/{f['case']} {size}: measured {f['measured']:.4g}, predicted "
-                          f"{f['predicted']:.4g} ({100 * f['rel_error']:+.1f}%, tolerance "
-                          f"{100 * f['tolerance']:.0f}%)")
+        for line in format_summary(summary):
+            typer.echo(line)
         if out is not None:
-            console.print(f"run directory: {out} (report.html, report.md, results.csv, figures/parity.png)")
+            typer.echo(f"run directory: {out} (report.html, report.md, results.csv, figures/parity.png)")
         if not summary["ok"]:
             raise typer.Exit(1)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from netsim.validation.runner import KiB, MiB, ValidationResult
 
-__all__ = ["band_of", "summarize", "validation_document", "write_validation"]
+__all__ = ["band_of", "format_summary", "summarize", "validation_document", "write_validation"]
 
 BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training")
 
@@ -69,6 +69,24 @@ def summarize(res: ValidationResult) -> dict[str, Any]:
         "failures": res.failures[["source", "case", "size_bytes", "measured", "predicted", "rel_error",
                                   "tolerance"]].to_dict("records"),
     }
+
+
+def format_summary(summary: dict[str, Any]) -> list[str]:
+    """The lines ``netsim validate`` prints: counts, the error per size band, the failures."""
+    lines = [f"{summary['sources']} sources, {summary['cases']} cases, {summary['overall']['points']} points; "
+             f"cost model {summary['cost_model']}",
+             f"{'size band':<16}{'points':>7}{'<=10%':>8}{'<=25%':>8}{'median':>9}{'p90':>9}{'asserted ok':>13}"
+             f"{'gaps':>6}"]
+    for band, st in summary["bands"].items():
+        med, p90 = st["median_abs_error"] or 0.0, st["p90_abs_error"] or 0.0
+        lines.append(f"{band:<16}{st['points']:>7}{st['within_10pct']:>8}{st['within_25pct']:>8}"
+                     f"{100 * med:>8.1f}%{100 * p90:>8.1f}%{st['asserted_passed']:>7}/{st['asserted']:<5}"
+                     f"{st['known_gaps']:>6}")
+    for f in summary["failures"]:
+        lines.append(f"FAIL {f['source']}/{f['case']} {_size(f['size_bytes'])}: measured {f['measured']:.4g}, "
+                     f"predicted {f['predicted']:.4g} ({100 * f['rel_error']:+.1f}%, tolerance "
+                     f"{100 * f['tolerance']:.0f}%)")
+    return lines
 
 
 def _pct(x: float | None) -> str:

@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import Field
 
 from netsim.config.common import SpecModel, load_mapping, validate_model
+from netsim.errors import SpecError
 from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.sources import DATA_DIR, CollectiveCase, Source, TrainingCase, load_sources
 
@@ -178,6 +179,10 @@ def run_validation(sources: Sequence[Source] | None = None, *, quick: bool = Fal
     """
     srcs = list(sources) if sources is not None else load_sources()
     todo = select_cases(srcs, quick=quick, only=only, kinds=kinds)
+    if not todo:
+        raise SpecError(f"no validation case matches{' --only ' + repr(only) if only else ''}"
+                        f"{' --kind ' + ','.join(kinds) if kinds else ''}{' (quick)' if quick else ''}",
+                        field="--only" if only else None)
     gaps = load_known_gaps() if known_gaps else []
     rows: list[dict[str, object]] = []
     for k, (src, case) in enumerate(todo):

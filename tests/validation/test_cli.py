@@ -42,3 +42,8 @@ def test_bad_validation_file_is_exit_2_one_line(tmp_path: Path, capsys: pytest.C
     src = write(tmp_path, **{"time_us: 4000": "time_us: -1"})
     code, _, err = run(["validate", "--source", str(src)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(src) in err and "time_us" in err
+
+
+def test_a_selection_that_matches_nothing_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["validate", "--only", "no-such-source/*"], capsys)
+    assert code == 2 and "no validation case matches --only 'no-such-source/*'" in err

@@ -79,15 +79,17 @@ class Prepared:
 
 
 def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -> TimeModel:
-    """The kernel-table model (``options.kernels``) or the accelerator's roofline."""
+    """The accelerator's compute model (its kernel-table profile, else the roofline), with
+    ``options.kernels`` replacing the profile's table."""
     from netsim.calibration.compute import make_compute_model
     from netsim.calibration.kernels import canonical_dtype
 
     opts = scenario.options
-    if opts.kernels:
-        return make_compute_model(table=scenario.resolve_path(opts.kernels), default_dtype=dtype)
+    table = scenario.resolve_path(opts.kernels) if opts.kernels else None
     acc = dict(graph.graph.get("accelerator") or {})
     if not acc:
+        if table is not None:
+            return make_compute_model(table=table, default_dtype=dtype)
         raise NetsimError("the topology has no accelerator data (peak_flops, memory_Bps)", field="accelerator")
     peaks = acc.get("peak_flops")
     if isinstance(peaks, Mapping):
@@ -100,7 +102,7 @@ def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -
             known[k] = v
         acc["peak_flops"] = known
     return make_compute_model(
-        acc, efficiency=opts.flops_efficiency, memory_efficiency=opts.memory_efficiency, default_dtype=dtype
+        acc, table, efficiency=opts.flops_efficiency, memory_efficiency=opts.memory_efficiency, default_dtype=dtype
     )
 
 
@@ -426,6 +428,7 @@ def summarize_replay(
             step_time - float(np.mean(baseline.step_times_s)) if baseline is not None and ck_times else None
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
+        "compute_notes": list(getattr(prep.compute, "notes", [])),
         "collective_model": prep.scenario.options.collective_model,
         "routing_samples": prep.scenario.options.routing_samples,
         "lockstep": prep.scenario.options.lockstep,

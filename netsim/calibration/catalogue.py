@@ -33,7 +33,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
+
+import numpy as np
 
 from netsim.errors import SpecError
 
@@ -169,6 +171,17 @@ class KernelSpec:
     def cost_value(self, shape: Shape, pass_: str, dtype: str) -> float:
         """The value on this kernel's cost axis (FLOPs or bytes)."""
         return self.flops(shape, pass_) if self.cost == "flops" else self.nbytes(shape, pass_, dtype)
+
+    def counts(self, columns: Mapping[str, np.ndarray], pass_: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+        """(FLOPs, bytes) of many shapes at once: ``columns`` maps each parameter to an array."""
+        n = len(next(iter(columns.values()))) if columns else 1
+        elt = DTYPE_BYTES[self.dtype_for(dtype)]
+        shape = cast(Shape, columns)  # the count functions are elementwise: arrays work as well as floats
+        extra = self.extra_bytes_fn(shape, pass_) if self.extra_bytes_fn else 0.0
+        flops: np.ndarray = np.broadcast_to(np.asarray(self.flops_fn(shape, pass_), dtype=np.float64), (n,))
+        elems = np.asarray(self.elems_fn(shape, pass_), dtype=np.float64)
+        nbytes: np.ndarray = np.broadcast_to(elems * elt + extra, (n,))
+        return flops, nbytes
 
 
 def _fb(pass_: str, fwd: float, bwd: float) -> float:

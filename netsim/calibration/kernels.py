@@ -66,6 +66,7 @@ from netsim.calibration.catalogue import (
     canonical_dtype,
     get_kernel,
 )
+from netsim.calibration.surface import GemmSurface
 from netsim.errors import SpecError, TraceError
 from netsim.io import atomic_file
 
@@ -96,6 +97,7 @@ TABLE_COLUMNS: Final = (
     "bytes",
     "repeats",
     "inner",
+    "label",
 )
 TABLE_MAGIC: Final = "# netsim-kernel-table v1"
 PARQUET_META_KEY: Final = b"netsim.kernel_table"
@@ -128,12 +130,26 @@ class KernelTable:
         for (kernel, dtype, pass_), g in self.df.groupby(["kernel", "dtype", "pass"], sort=True):
             spec = KERNELS[str(kernel)]
             sec = np.log2(g[list(spec.secondary)].to_numpy(dtype=float)) if spec.secondary else np.zeros((len(g), 0))
-            costs = [
-                spec.cost_value({p: float(r[p]) for p in spec.params}, str(pass_), str(dtype)) for _, r in g.iterrows()
-            ]
+            cols = {p: g[p].to_numpy(dtype=float) for p in spec.params}
+            flops, nbytes = spec.counts(cols, str(pass_), str(dtype))
+            costs = flops if spec.cost == "flops" else nbytes
             self._groups[(str(kernel), str(dtype), str(pass_))] = _Group(
-                sec, np.log(np.asarray(costs, dtype=float)), np.log(g["time_s"].to_numpy(dtype=float))
+                sec, np.log(costs), np.log(g["time_s"].to_numpy(dtype=float))
             )
+        self._surfaces: dict[tuple[str, str], GemmSurface] = {}
+        raw = self.meta.get("gemm_surface") or {}
+        if not isinstance(raw, Mapping):
+            raise TraceError("gemm_surface must map 'dtype/pass' to surface parameters", source=source, field="meta")
+        for key, params in raw.items():
+            dtype, _, pass_ = str(key).partition("/")
+            if pass_ not in ("fwd", "bwd") or not isinstance(params, Mapping):
+                raise TraceError(f"gemm_surface key {key!r} must be 'dtype/fwd' or 'dtype/bwd' with a mapping",
+                                 source=source, field="meta")
+            try:
+                d = canonical_dtype(dtype)
+                self._surfaces[(d, pass_)] = GemmSurface.from_dict(params, source=source)
+            except SpecError as exc:
+                raise TraceError(f"gemm_surface {key}: {exc.message}", source=source, field="meta") from None
 
     # ---------------------------------------------------------------- construction / io
 
@@ -261,6 +277,9 @@ class KernelTable:
         """
         spec, d = self._resolve(kernel, pass_, dtype)
         q = spec.check_shape(shape)
+        surf = self._surfaces.get((d, pass_)) if kernel == "gemm" else None
+        if surf is not None:
+            return surf.time1(q["m"], q["n"], q["k"])
         g = self._groups[(kernel, d, pass_)]
         if spec.secondary:
             qsec = np.log2(np.array([q[p] for p in spec.secondary]))
@@ -273,6 +292,10 @@ class KernelTable:
         return math.exp(_interp_loglog(xs, ys, xq))
 
     # ---------------------------------------------------------------- summaries
+
+    def gemm_surface(self, dtype: str, pass_: str = "fwd") -> GemmSurface | None:
+        """The fitted GEMM surface of (dtype, pass) stored in the metadata, or None."""
+        return self._surfaces.get((canonical_dtype(dtype), pass_))
 
     def throughput(self) -> pd.DataFrame:
         """Per row: achieved FLOP/s and bytes/s (from the catalogue counts)."""
@@ -324,10 +347,11 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
             out[col] = np.nan
     for col in ("time_p10_s", "time_p90_s"):
         if col not in out.columns:
-            out[col] = out["time_s"] if "time_s" in out.columns else np.nan
+            out[col] = out["time_s"]
     for col in ("repeats", "inner"):
         if col not in out.columns:
             out[col] = 1
+    out["label"] = out["label"].fillna("").astype(str) if "label" in out.columns else ""
     for col in (*SHAPE_COLUMNS, "time_s", "time_p10_s", "time_p90_s", "repeats", "inner"):
         try:
             out[col] = pd.to_numeric(out[col])
@@ -336,54 +360,72 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
             raise TraceError(f"row {bad + 1}: not a number ({out[col].iloc[bad]!r})", source=src, field=col) from None
     out["kernel"] = out["kernel"].astype(str)
     out["pass"] = out["pass"].astype(str)
-    dtypes = []
-    for i, (kernel, pass_, dtype) in enumerate(zip(out["kernel"], out["pass"], out["dtype"], strict=True)):
-        row = f"row {i + 1}: "
-        if kernel not in KERNELS:
-            raise TraceError(f"{row}unknown kernel {kernel!r}; known: {', '.join(KERNELS)}", source=src, field="kernel")
-        spec = KERNELS[kernel]
-        if pass_ not in spec.passes:
-            raise TraceError(
-                f"{row}kernel {kernel} has no pass {pass_!r}; allowed: {', '.join(spec.passes)}",
-                source=src,
-                field="pass",
-            )
-        try:
-            dtypes.append(canonical_dtype(str(dtype)))
-        except SpecError as exc:
-            raise TraceError(f"{row}{exc.message}", source=src, field="dtype") from None
-        for p in spec.params:
-            v = out.at[i, p]
-            if not (math.isfinite(v) and v > 0):
-                raise TraceError(f"{row}kernel {kernel} needs {p} > 0 (got {v!r})", source=src, field=p)
-        for col in ("time_s", "time_p10_s", "time_p90_s"):
-            v = out.at[i, col]
-            if not (math.isfinite(v) and v > 0):
-                raise TraceError(f"{row}must be finite and > 0 (got {v!r})", source=src, field=col)
-        if not out.at[i, "time_p10_s"] <= out.at[i, "time_s"] * (1 + 1e-6) or not (
-            out.at[i, "time_s"] <= out.at[i, "time_p90_s"] * (1 + 1e-6)
-        ):
-            raise TraceError(f"{row}needs time_p10_s <= time_s <= time_p90_s", source=src, field="time_s")
-        for col in ("repeats", "inner"):
-            v = out.at[i, col]
-            if not (math.isfinite(v) and v >= 1 and float(v).is_integer()):
-                raise TraceError(f"{row}must be an integer >= 1 (got {v!r})", source=src, field=col)
-    out["dtype"] = dtypes
+    _check_names(out, src)
+    out["dtype"] = _canonical_dtypes(out["dtype"], src)
+    for kernel, g in out.groupby("kernel", sort=False):
+        for p in KERNELS[str(kernel)].params:
+            v = g[p].to_numpy(dtype=float)
+            _first_bad(~(np.isfinite(v) & (v > 0)), g.index, src, p, f"kernel {kernel} needs {p} > 0", g[p])
+    t, lo, hi = (out[c].to_numpy(dtype=float) for c in ("time_s", "time_p10_s", "time_p90_s"))
+    for col, v in (("time_s", t), ("time_p10_s", lo), ("time_p90_s", hi)):
+        _first_bad(~(np.isfinite(v) & (v > 0)), out.index, src, col, "must be finite and > 0", out[col])
+    order = (lo <= t * (1 + 1e-6)) & (t <= hi * (1 + 1e-6))
+    _first_bad(~order, out.index, src, "time_s", "needs time_p10_s <= time_s <= time_p90_s", None)
+    for col in ("repeats", "inner"):
+        v = out[col].to_numpy(dtype=float)
+        bad = ~(np.isfinite(v) & (v >= 1) & (np.mod(np.where(np.isfinite(v), v, 0.5), 1.0) == 0))
+        _first_bad(bad, out.index, src, col, "must be an integer >= 1", out[col])
     # flops / bytes: recompute from the catalogue where missing, keep measured-file values otherwise
     for col in ("flops", "bytes"):
-        if col not in out.columns:
-            out[col] = np.nan
-        out[col] = pd.to_numeric(out[col], errors="coerce")
-    for i in range(len(out)):
-        spec = KERNELS[out.at[i, "kernel"]]
-        shape = {p: float(out.at[i, p]) for p in spec.params}
-        if not math.isfinite(out.at[i, "flops"]):
-            out.at[i, "flops"] = spec.flops(shape, out.at[i, "pass"])
-        if not math.isfinite(out.at[i, "bytes"]):
-            out.at[i, "bytes"] = spec.nbytes(shape, out.at[i, "pass"], out.at[i, "dtype"])
+        out[col] = pd.to_numeric(out[col], errors="coerce") if col in out.columns else np.nan
+    for (kernel, pass_, dtype), g in out.groupby(["kernel", "pass", "dtype"], sort=False):
+        spec = KERNELS[str(kernel)]
+        flops, nbytes = spec.counts({p: g[p].to_numpy(dtype=float) for p in spec.params}, str(pass_), str(dtype))
+        out.loc[g.index, "flops"] = np.where(np.isfinite(g["flops"]), g["flops"], flops)
+        out.loc[g.index, "bytes"] = np.where(np.isfinite(g["bytes"]), g["bytes"], nbytes)
     out["repeats"] = out["repeats"].astype(int)
     out["inner"] = out["inner"].astype(int)
     return out.loc[:, list(TABLE_COLUMNS)]
+
+
+def _check_names(out: pd.DataFrame, src: str) -> None:
+    """Every row's kernel is in the catalogue and its pass is one the kernel has."""
+    known = out["kernel"].isin(list(KERNELS))
+    if not known.all():
+        i = int(np.flatnonzero(~known.to_numpy())[0])
+        raise TraceError(f"row {i + 1}: unknown kernel {out['kernel'].iloc[i]!r}; known: {', '.join(KERNELS)}",
+                         source=src, field="kernel")
+    for kernel, g in out.groupby("kernel", sort=False):
+        spec = KERNELS[str(kernel)]
+        bad = ~g["pass"].isin(list(spec.passes)).to_numpy()
+        if bad.any():
+            i = int(g.index[np.flatnonzero(bad)[0]])
+            raise TraceError(
+                f"row {i + 1}: kernel {kernel} has no pass {out['pass'].iloc[i]!r}; allowed: {', '.join(spec.passes)}",
+                source=src,
+                field="pass",
+            )
+
+
+def _canonical_dtypes(col: pd.Series, src: str) -> list[str]:
+    """Canonical dtype names of a column (one lookup per distinct value)."""
+    names: dict[str, str] = {}
+    for i, d in enumerate(col.astype(str)):
+        if d not in names:
+            try:
+                names[d] = canonical_dtype(d)
+            except SpecError as exc:
+                raise TraceError(f"row {i + 1}: {exc.message}", source=src, field="dtype") from None
+    return [names[d] for d in col.astype(str)]
+
+
+def _first_bad(bad: np.ndarray, index: pd.Index, src: str, field: str, what: str, values: pd.Series | None) -> None:
+    """TraceError naming the first row where ``bad`` is true (``values``: to quote the value)."""
+    if not bad.any():
+        return
+    i = int(index[np.flatnonzero(bad)[0]])
+    got = f" (got {values.loc[i]!r})" if values is not None else ""
+    raise TraceError(f"row {i + 1}: {what}{got}", source=src, field=field)
 
 
 def _is_number(v: object) -> bool:

@@ -233,8 +233,8 @@ class TableComputeModel:
         elif how == "16bit":
             self._note(f"non-GEMM kernels of a float8 workload run in {d} (FP8 recipes keep them in 16 bits)")
         elif how == "nearest":
-            self._note(f"the kernel table has no {shown} rows for {spec.name}: timed from its {d} rows at the same "
-                       "speed (x1.0)")
+            self._note(f"the kernel table has no {shown} rows: {shown} kernels timed from its {d} rows at the "
+                       "same speed (x1.0)")
         return ComputeEstimate(spec.name, pass_, shown, seconds, spec.flops(q, pass_), spec.nbytes(q, pass_, shown),
                                source)
 

@@ -30,7 +30,7 @@ I/O shown through their bytes, ``checkpoint_time_s`` and the slowdown they cause
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ import yaml
 
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
-from netsim.errors import NetsimError, SpecError
+from netsim.errors import NetsimError
 from netsim.io import atomic_dir, write_json, write_table
 from netsim.replay import BREAKDOWN_CLASSES, ReplayResult, rank_breakdown, replay
 from netsim.workload.costs import TimeModel
@@ -82,7 +82,6 @@ def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -
     """The accelerator's compute model (its kernel-table profile, else the roofline), with
     ``options.kernels`` replacing the profile's table."""
     from netsim.calibration.compute import make_compute_model
-    from netsim.calibration.kernels import canonical_dtype
 
     opts = scenario.options
     table = scenario.resolve_path(opts.kernels) if opts.kernels else None
@@ -91,16 +90,6 @@ def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -
         if table is not None:
             return make_compute_model(table=table, default_dtype=dtype)
         raise NetsimError("the topology has no accelerator data (peak_flops, memory_Bps)", field="accelerator")
-    peaks = acc.get("peak_flops")
-    if isinstance(peaks, Mapping):
-        known: dict[str, Any] = {}
-        for k, v in peaks.items():
-            try:
-                canonical_dtype(k)
-            except SpecError:
-                continue  # e.g. fp64: no kernel of a training step runs in it
-            known[k] = v
-        acc["peak_flops"] = known
     return make_compute_model(
         acc, table, efficiency=opts.flops_efficiency, memory_efficiency=opts.memory_efficiency, default_dtype=dtype
     )

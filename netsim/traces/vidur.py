@@ -289,6 +289,6 @@ def read_vidur(
         "command": command,
     }
     table = KernelTable(merged.loc[:, list(TABLE_COLUMNS)], meta, source=str(directory))
-    if fit_surface:
-        table.meta["gemm_surface"] = fit_surfaces(table)
+    if fit_surface:  # a table reads its surfaces from the metadata when it is built
+        table = KernelTable(table.df, {**meta, "gemm_surface": fit_surfaces(table)}, source=str(directory))
     return table

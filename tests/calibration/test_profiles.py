@@ -47,7 +47,7 @@ def test_unknown_profile_is_a_spec_error_naming_the_field() -> None:
     with pytest.raises(SpecError, match="unknown compute profile 'b200'; allowed: roofline, h100-sxm, a100-sxm") as ei:
         make_compute_model({**acc, "compute": {"profile": "b200"}})
     assert ei.value.field == "accelerator.compute.profile"
-    with pytest.raises(SpecError, match="kernel table 'nope.csv' not found"):
+    with pytest.raises(SpecError, match=r"kernel table 'nope\.csv' not found"):
         make_compute_model({**acc, "compute": {"profile": "h100-sxm", "kernels": "nope.csv"}})
 
 

@@ -152,3 +152,22 @@ def test_profiles_are_registered_with_sources() -> None:
     h100 = COMPUTE_PROFILES.get("h100-sxm")
     assert h100.kernels == "vidur-h100.csv" and h100.fp8_gemm_speedup == 1.75
     assert COMPUTE_PROFILES.get("a100-sxm").fp8_gemm_speedup is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("accelerator.compute.fp8_gemm_speedup=0", "accelerator.compute.fp8_gemm_speedup"),
+        ("accelerator.compute.flash=1", "accelerator.compute.flash"),
+    ],
+)
+def test_bad_compute_sections_name_the_field(override: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_topology("dgx-h100", nodes=1, overrides=[override])
+
+
+def test_compute_section_overrides_reach_the_model() -> None:
+    g = load_topology("dgx-h100", nodes=1, overrides=["accelerator.compute.profile=roofline"])
+    assert isinstance(make_compute_model(g.graph["accelerator"]), RooflineComputeModel)
+    g = load_topology("dgx-a100", nodes=1, overrides=["accelerator.compute.kernels=vidur-h100.csv"])
+    assert make_compute_model(g.graph["accelerator"]).name.startswith("kernel-table:vidur-h100 | profile a100-sxm")

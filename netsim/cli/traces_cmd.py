@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
         )
         table.save(out)
         rt = Table(title=f"{table.meta['vidur_device']}: {len(table.meta['models'])} models, "
-                   f"{table.meta['source_measurements']} measurements", title_justify="left")
+                   f"{table.meta['source_measurements']} operator timings", title_justify="left")
         for col in ("kernel", "dtype", "pass", "rows", "min time", "max time"):
             rt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
         for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         for key, surf in (table.meta.get("gemm_surface") or {}).items():
             st = surf["stats"]
             typer.echo(
-                f"GEMM surface {key}: peak {surf['peak_flops'] / 1e12:.0f} TFLOP/s, memory "
+                f"GEMM surface {key}: large-GEMM asymptote {surf['peak_flops'] / 1e12:.0f} TFLOP/s, memory "
                 f"{surf['memory_Bps'] / 1e12:.2f} TB/s, t0 {surf['t0_s'] * 1e6:.1f} us; error on its "
                 f"{int(st['points'])} points: median {st['median_abs_pct']:.1f}%, 90th percentile "
                 f"{st['p90_abs_pct']:.1f}%"

@@ -157,20 +157,38 @@ class GemmSurface:
         (one fill floor, one ``t0``) and every expert with tokens reads its weights once.
         Experts with no tokens cost nothing.  With one expert this is :meth:`time_s`.
         """
-        T = np.asarray(tokens, dtype=np.float64).ravel()
-        T = T[T > 0]
-        if T.size == 0:
+        rows = [float(t) for t in np.asarray(tokens, dtype=np.float64).ravel() if t > 0]
+        if not rows:
             return 0.0
-        N, K = np.asarray(n, dtype=np.float64), np.asarray(k, dtype=np.float64)
-        padded = float(_pad(T, self.a_m, self.b_m).sum()) * _pad(N, self.a_n, self.b_n)
-        ob, yb = self._bytes(operand_bytes, output_bytes)
-        rows = float(T.sum())
-        tm = np.asarray((ob * (rows * K + T.size * K * N) + yb * rows * N) / self.memory_Bps)
-        return float(self._combine(self._compute(np.asarray(padded), K), tm, compute_speedup))
+        return self._scalar(rows, float(n), float(k), compute_speedup, operand_bytes, output_bytes)
 
-    def time1(self, m: float, n: float, k: float, **kwargs: Any) -> float:
-        """:meth:`time_s` of one shape, as a float."""
-        return float(self.time_s(m, n, k, **kwargs))
+    def time1(
+        self,
+        m: float,
+        n: float,
+        k: float,
+        *,
+        compute_speedup: float = 1.0,
+        operand_bytes: float | None = None,
+        output_bytes: float | None = None,
+    ) -> float:
+        """:meth:`time_s` of one shape, as a float (scalar arithmetic: the replay's hot path)."""
+        return self._scalar([float(m)], float(n), float(k), compute_speedup, operand_bytes, output_bytes)
+
+    def _scalar(self, rows: list[float], n: float, k: float, speedup: float, operand_bytes: float | None,
+                output_bytes: float | None) -> float:
+        """One (grouped) GEMM with scalar math: ``rows`` per expert (all > 0)."""
+
+        def pad(x: float, a: float, b: float) -> float:
+            return float(x ** (1.0 - b) * (x + a) ** b)
+
+        q, p = self.fill_q, self.smooth_p
+        mn = sum(pad(r, self.a_m, self.b_m) for r in rows) * pad(n, self.a_n, self.b_n)
+        tc = 2.0 * (mn**q + self.fill_elems**q) ** (1.0 / q) * pad(k, self.a_k, self.b_k) / self.peak_flops
+        ob, yb = self._bytes(operand_bytes, output_bytes)
+        total = sum(rows)
+        tm = (ob * (total * k + len(rows) * k * n) + yb * total * n) / self.memory_Bps
+        return float(self.t0_s + ((tc / speedup) ** p + tm**p) ** (1.0 / p))
 
     # ------------------------------------------------------------------ (de)serialisation
 

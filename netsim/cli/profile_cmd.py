@@ -163,82 +163,97 @@ def register(app: typer.Typer) -> None:
             if published:
                 _published_report(table, str(table_path), published_file, topology, out if holdout is None else None)
             return
-        from netsim.calibration.profiler import ProfileOptions, cpu_times
-        from netsim.calibration.validate import (
-            overall_median_abs_pct,
-            summarize,
-            validate_table,
-            validation_points,
-        )
-        from netsim.io import atomic_file
+        _measure_report(table_path, device, quick, kernels, points, budget_s, threads, out)
 
-        table = KernelTable.load(table_path)
-        kern = _split_list(kernels)
-        max_per = 3 if quick else None
-        todo = validation_points(table, kernels=kern, points=points, max_per_kernel=max_per)
-        if budget_s is not None and budget_s <= 0:
-            raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
-        meta = table.meta
-        if threads is None and device == "cpu" and meta.get("device") == "cpu" and meta.get("threads"):
-            threads = int(meta["threads"])
-        if threads is not None and threads < 1:
-            raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
-        options = ProfileOptions(device=device, quick=quick, budget_s=budget_s, threads=threads)
-        console = Console(stderr=True)
-        if meta.get("device") and meta.get("device") != device:
-            console.print(f"note: the table was measured on {meta.get('device')}, validating on {device}")
-        cpu0 = cpu_times()
-        t0 = time.perf_counter()
-        with _progress(console) as bar:
-            task = bar.add_task("measuring", total=len(todo), label="")
 
-            def step(done: int, total: int, label: str) -> None:
-                bar.update(task, completed=done, total=total, label=label, refresh=True)
+def _measure_report(
+    table_path: Path,
+    device: str,
+    quick: bool,
+    kernels: list[str] | None,
+    points: str,
+    budget_s: float | None,
+    threads: int | None,
+    out: Path | None,
+) -> None:
+    """Re-measure a table's shapes on this device and print the prediction error."""
+    from netsim.calibration.kernels import KernelTable
+    from netsim.calibration.profiler import ProfileOptions, cpu_times
+    from netsim.calibration.validate import (
+        overall_median_abs_pct,
+        summarize,
+        validate_table,
+        validation_points,
+    )
+    from netsim.io import atomic_file
 
-            results = validate_table(table, options, kernels=kern, points=points, max_per_kernel=max_per, progress=step)
-        cpu1 = cpu_times()
-        if device == "cpu" and cpu0 is not None and cpu1 is not None:
-            other_cores = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / max(time.perf_counter() - t0, 1e-9)
-            spare = max((os.cpu_count() or 1) - (threads or os.cpu_count() or 1), 0)
-            if other_cores > spare + 0.1:
-                typer.echo(
-                    f"warning: other processes kept {other_cores:.2f} cores busy while measuring; "
-                    "the errors below include that disturbance",
-                    err=True,
-                )
-        summary = summarize(results)
-        rt = Table(title=f"prediction error of {table_path} on {device}")
-        for col, just in (
-            ("kernel", "left"),
-            ("dtype", "left"),
-            ("pass", "left"),
-            ("points", "right"),
-            ("median |err| %", "right"),
-            ("max |err| %", "right"),
-            ("mean err %", "right"),
-        ):
-            rt.add_column(col, justify=just)  # type: ignore[arg-type]
-        for r in summary.to_dict("records"):
-            rt.add_row(
-                str(r["kernel"]),
-                str(r["dtype"]),
-                str(r["pass"]),
-                str(r["points"]),
-                f"{r['median_abs_pct']:.1f}",
-                f"{r['max_abs_pct']:.1f}",
-                f"{r['mean_pct']:+.1f}",
+    table = KernelTable.load(table_path)
+    kern = _split_list(kernels)
+    max_per = 3 if quick else None
+    todo = validation_points(table, kernels=kern, points=points, max_per_kernel=max_per)
+    if budget_s is not None and budget_s <= 0:
+        raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
+    meta = table.meta
+    if threads is None and device == "cpu" and meta.get("device") == "cpu" and meta.get("threads"):
+        threads = int(meta["threads"])
+    if threads is not None and threads < 1:
+        raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
+    options = ProfileOptions(device=device, quick=quick, budget_s=budget_s, threads=threads)
+    console = Console(stderr=True)
+    if meta.get("device") and meta.get("device") != device:
+        console.print(f"note: the table was measured on {meta.get('device')}, validating on {device}")
+    cpu0 = cpu_times()
+    t0 = time.perf_counter()
+    with _progress(console) as bar:
+        task = bar.add_task("measuring", total=len(todo), label="")
+
+        def step(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, label=label, refresh=True)
+
+        results = validate_table(table, options, kernels=kern, points=points, max_per_kernel=max_per, progress=step)
+    cpu1 = cpu_times()
+    if device == "cpu" and cpu0 is not None and cpu1 is not None:
+        other_cores = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / max(time.perf_counter() - t0, 1e-9)
+        spare = max((os.cpu_count() or 1) - (threads or os.cpu_count() or 1), 0)
+        if other_cores > spare + 0.1:
+            typer.echo(
+                f"warning: other processes kept {other_cores:.2f} cores busy while measuring; "
+                "the errors below include that disturbance",
+                err=True,
             )
-        Console(width=120).print(rt)
-        by_kind = "  ".join(
-            f"{kind}: {overall_median_abs_pct(results[results['point'] == kind]):.1f}%"
-            for kind in ("grid", "mid")
-            if (results["point"] == kind).any()
+    summary = summarize(results)
+    rt = Table(title=f"prediction error of {table_path} on {device}")
+    for col, just in (
+        ("kernel", "left"),
+        ("dtype", "left"),
+        ("pass", "left"),
+        ("points", "right"),
+        ("median |err| %", "right"),
+        ("max |err| %", "right"),
+        ("mean err %", "right"),
+    ):
+        rt.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in summary.to_dict("records"):
+        rt.add_row(
+            str(r["kernel"]),
+            str(r["dtype"]),
+            str(r["pass"]),
+            str(r["points"]),
+            f"{r['median_abs_pct']:.1f}",
+            f"{r['max_abs_pct']:.1f}",
+            f"{r['mean_pct']:+.1f}",
         )
-        typer.echo(f"median |error| over {len(results)} points: {overall_median_abs_pct(results):.1f}%  ({by_kind})")
-        if out is not None:
-            with atomic_file(out) as fh:
-                results.to_csv(fh, index=False, float_format="%.6g")
-            typer.echo(f"wrote {out}")
+    Console(width=120).print(rt)
+    by_kind = "  ".join(
+        f"{kind}: {overall_median_abs_pct(results[results['point'] == kind]):.1f}%"
+        for kind in ("grid", "mid")
+        if (results["point"] == kind).any()
+    )
+    typer.echo(f"median |error| over {len(results)} points: {overall_median_abs_pct(results):.1f}%  ({by_kind})")
+    if out is not None:
+        with atomic_file(out) as fh:
+            results.to_csv(fh, index=False, float_format="%.6g")
+        typer.echo(f"wrote {out}")
 
 
 def _write_csv(df: object, out: Path) -> None:

@@ -297,6 +297,9 @@ class TableComputeModel:
                 + (f" in {want}" if want else "")
                 + f" (it has: {', '.join(self.table.kernels())})"
             )
+        if want == "float8" and spec.name not in GEMM_KERNELS:
+            self._note("non-GEMM kernels of a float8 workload run in bfloat16 (FP8 recipes keep them in 16 bits)")
+            want = "bfloat16"
         alias = self.equivalents.get(want) if want else None
         have = sorted(set(self.table.df["dtype"]))
         candidates = list(dict.fromkeys([want, alias, *(x for x in (*_NEAREST, *have) if x in have)]))

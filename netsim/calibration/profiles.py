@@ -180,5 +180,9 @@ def profile_compute_model(
         parts.append(f"attention {prof.attention_label}")
     if speedup is not None:
         parts.append(f"fp8 GEMM x{speedup:g}")
-    return TableComputeModel(loaded, default_dtype=default_dtype, name=" | ".join(parts), attention=attention,
+    # what no table measures (routers, token permutation, AdamW, dtypes like fp32): the datasheet
+    # roofline at the scenario's efficiencies, which knows every dtype the accelerator lists
+    fallback = RooflineComputeModel.from_accelerator(accelerator, efficiency, memory_efficiency,
+                                                     default_dtype=default_dtype)
+    return TableComputeModel(loaded, fallback, default_dtype=default_dtype, name=" | ".join(parts), attention=attention,
                              fp8_gemm_speedup=speedup)

@@ -103,7 +103,8 @@ class TableComputeModel:
        from the 16-bit rows with the compute term divided by ``fp8_gemm_speedup`` (and FP8
        operand bytes in the memory term); the non-GEMM kernels of an FP8 run at 16 bits (FP8
        recipes keep activations, norms and attention in BF16); any other dtype from the
-       table's nearest dtype at the same speed (x1.0), with a note;
+       fallback when it knows that dtype, else from the table's nearest dtype at the same
+       speed (x1.0); each with a note;
     3. a backward the table lacks from its forward times the catalogue's backward/forward
        cost ratio (GEMM: 2x, the dX and dW GEMMs; memory-bound kernels: the byte ratio),
        ``source="table:fwd-scaled"``;
@@ -215,9 +216,13 @@ class TableComputeModel:
         d, how = route
         if how == "nearest" and self.fallback is not None:
             try:  # a fallback that knows the requested dtype beats another dtype's rows at x1.0
-                return self.fallback.estimate(spec.name, pass_, dtype=want, **q)
+                est = self.fallback.estimate(spec.name, pass_, dtype=want, **q)
             except SpecError:
                 pass
+            else:
+                self._note(f"the kernel table has no {want} rows: {want} kernels timed by "
+                           f"{getattr(self.fallback, 'name', 'the fallback')}")
+                return est
         t = self._time_in(spec.name, pass_, d, q, fp8=how == "fp8")
         if t is None:
             return None

@@ -30,7 +30,7 @@ I/O shown through their bytes, ``checkpoint_time_s`` and the slowdown they cause
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,28 +81,19 @@ class Prepared:
 
 
 def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -> TimeModel:
-    """The kernel-table model (``options.kernels``) or the accelerator's roofline."""
+    """The accelerator's compute model (its kernel-table profile, else the roofline), with
+    ``options.kernels`` replacing the profile's table."""
     from netsim.calibration.compute import make_compute_model
-    from netsim.calibration.kernels import canonical_dtype
 
     opts = scenario.options
-    if opts.kernels:
-        return make_compute_model(table=scenario.resolve_path(opts.kernels), default_dtype=dtype)
+    table = scenario.resolve_path(opts.kernels) if opts.kernels else None
     acc = dict(graph.graph.get("accelerator") or {})
     if not acc:
+        if table is not None:
+            return make_compute_model(table=table, default_dtype=dtype)
         raise NetsimError("the topology has no accelerator data (peak_flops, memory_Bps)", field="accelerator")
-    peaks = acc.get("peak_flops")
-    if isinstance(peaks, Mapping):
-        known: dict[str, Any] = {}
-        for k, v in peaks.items():
-            try:
-                canonical_dtype(k)
-            except SpecError:
-                continue  # e.g. fp64: no kernel of a training step runs in it
-            known[k] = v
-        acc["peak_flops"] = known
     return make_compute_model(
-        acc, efficiency=opts.flops_efficiency, memory_efficiency=opts.memory_efficiency, default_dtype=dtype
+        acc, table, efficiency=opts.flops_efficiency, memory_efficiency=opts.memory_efficiency, default_dtype=dtype
     )
 
 
@@ -469,6 +460,7 @@ def summarize_replay(
             step_time - float(np.mean(baseline.step_times_s)) if baseline is not None and ck_times else None
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
+        "compute_notes": list(getattr(prep.compute, "notes", [])),
         "collective_model": prep.scenario.options.collective_model,
         "collective_cost": (prep.collectives.describe() if prep.collectives is not None
                             else {"collective_cost": "ideal"}),

@@ -1,4 +1,4 @@
-"""Kernel catalogue and measured kernel tables with log-space interpolation.
+"""Measured kernel tables with log-space interpolation (the catalogue is in catalogue.py).
 
 The training-step replay needs the duration of every compute op of a layer (GEMMs, attention,
 router, token permutation, norms, optimizer).  netsim measures them with
@@ -6,33 +6,8 @@ router, token permutation, norms, optimizer).  netsim measures them with
 here; kernels or dtypes a table does not cover fall back to a roofline
 (:mod:`netsim.calibration.roofline`, :mod:`netsim.calibration.compute`).
 
-Kernel catalogue
-----------------
-Every kernel has a fixed set of shape parameters, the passes it is measured for, and analytic
-FLOP and byte counts (:data:`KERNELS`):
-
-==============  =================================  =========  ==========================================
-kernel          shape parameters                   passes     what is timed
-==============  =================================  =========  ==========================================
-gemm            m, n, k                            fwd, bwd   ``Y[m,n] = X[m,k] @ W[k,n]``; bwd = dX and dW
-grouped_gemm    tokens, experts, n, k              fwd, bwd   per-expert GEMMs, ``tokens/experts`` rows each
-attention       batch, heads, seq, head_dim        fwd, bwd   causal ``scaled_dot_product_attention``
-router_linear   tokens, hidden, experts, topk      fwd, bwd   linear gate, softmax, top-k, renormalise
-router_grap     tokens, hidden, experts, topk      fwd, bwd   GrAP gate (mean of hidden slices), ReLU,
-                                                              softmax, top-k (LocMoE)
-permute         tokens, hidden, topk               fwd, bwd   gather tokens into expert order
-                                                              (``tokens*topk`` rows)
-unpermute       tokens, hidden, topk               fwd, bwd   weighted scatter-add back to token order
-layernorm       tokens, hidden                     fwd, bwd   ``layer_norm`` with weight and bias
-rmsnorm         tokens, hidden                     fwd, bwd   ``rms_norm`` with weight
-swiglu          tokens, hidden                     fwd, bwd   ``silu(a) * b`` on a ``[tokens, 2*hidden]``
-                                                              input
-adamw           params                             step       ``torch.optim.AdamW.step`` on fp32 params
-==============  =================================  =========  ==========================================
-
-Each kernel has a *sweep* parameter (the one a grid varies: m, tokens, seq, params) and
-*secondary* parameters (all the others).  Its *cost axis* is FLOPs for compute-bound kernels
-and bytes for memory-bound ones (permute, unpermute, norms, swiglu, adamw, GrAP router).
+The kernel catalogue (names, shape parameters, FLOP and byte counts) lives in
+:mod:`netsim.calibration.catalogue`; its names are re-exported here.
 
 Table format (CSV or Parquet)
 -----------------------------
@@ -73,72 +48,43 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
+from netsim.calibration.catalogue import (
+    DTYPE_BYTES,
+    KERNELS,
+    PASSES,
+    SHAPE_COLUMNS,
+    KernelSpec,
+    Shape,
+    canonical_dtype,
+    get_kernel,
+)
+from netsim.calibration.surface import GemmSurface
 from netsim.errors import SpecError, TraceError
 from netsim.io import atomic_file
 
-# --------------------------------------------------------------------------- dtypes
+__all__ = [
+    "DTYPE_BYTES",
+    "KERNELS",
+    "PARQUET_META_KEY",
+    "PASSES",
+    "SHAPE_COLUMNS",
+    "TABLE_COLUMNS",
+    "TABLE_MAGIC",
+    "KernelSpec",
+    "KernelTable",
+    "Shape",
+    "canonical_dtype",
+    "get_kernel",
+]
 
-#: Bytes per element of the canonical dtype names.
-DTYPE_BYTES: Final[dict[str, float]] = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8": 1.0}
-
-_DTYPE_ALIASES: Final[dict[str, str]] = {
-    "float32": "float32",
-    "fp32": "float32",
-    "f32": "float32",
-    "float": "float32",
-    "tf32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "f16": "float16",
-    "half": "float16",
-    "float8": "float8",
-    "fp8": "float8",
-    "float8_e4m3fn": "float8",
-    "float8_e5m2": "float8",
-    "e4m3": "float8",
-    "e5m2": "float8",
-}
-
-
-def canonical_dtype(name: str, *, field: str = "dtype") -> str:
-    """Map a dtype name or alias (``bf16``, ``fp32``, ``half`` ...) to its canonical name."""
-    key = str(name).strip().lower().removeprefix("torch.")
-    try:
-        return _DTYPE_ALIASES[key]
-    except KeyError:
-        raise SpecError(
-            f"unknown dtype {name!r}; allowed: {', '.join(DTYPE_BYTES)} (aliases fp32, bf16, fp16, fp8)",
-            field=field,
-        ) from None
-
-
-# --------------------------------------------------------------------------- catalogue
-
-SHAPE_COLUMNS: Final = (
-    "m",
-    "n",
-    "k",
-    "batch",
-    "tokens",
-    "experts",
-    "topk",
-    "heads",
-    "seq",
-    "head_dim",
-    "hidden",
-    "params",
-)
-PASSES: Final = ("fwd", "bwd", "step")
 TABLE_COLUMNS: Final = (
     "kernel",
     "dtype",
@@ -151,326 +97,10 @@ TABLE_COLUMNS: Final = (
     "bytes",
     "repeats",
     "inner",
+    "label",
 )
 TABLE_MAGIC: Final = "# netsim-kernel-table v1"
 PARQUET_META_KEY: Final = b"netsim.kernel_table"
-
-Shape = Mapping[str, float]
-_CountFn = Callable[[Shape, str], float]
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """One kernel of the catalogue.
-
-    Attributes:
-        name: the kernel name used in tables and in :meth:`ComputeModel.time` calls.
-        params: its shape parameters (a subset of :data:`SHAPE_COLUMNS`).
-        sweep: the parameter a measurement grid varies (interpolation runs along it).
-        passes: the passes it is measured for.
-        cost: ``"flops"`` or ``"bytes"``: the axis interpolated over.
-        description: one line for docs and ``--help``.
-        fixed_dtype: a dtype the kernel always runs in (AdamW keeps fp32 master weights), or
-            None when it runs in the requested dtype.
-    """
-
-    name: str
-    params: tuple[str, ...]
-    sweep: str
-    passes: tuple[str, ...]
-    cost: str
-    description: str
-    flops_fn: _CountFn = field(repr=False)
-    elems_fn: _CountFn = field(repr=False)  # bytes = elems * dtype bytes + extra_bytes
-    extra_bytes_fn: _CountFn | None = field(default=None, repr=False)
-    fixed_dtype: str | None = None
-
-    @property
-    def secondary(self) -> tuple[str, ...]:
-        """The shape parameters other than the sweep parameter."""
-        return tuple(p for p in self.params if p != self.sweep)
-
-    def check_pass(self, pass_: str) -> str:
-        if pass_ not in self.passes:
-            raise SpecError(f"kernel {self.name!r} has no pass {pass_!r}; allowed: {', '.join(self.passes)}")
-        return pass_
-
-    def check_shape(self, shape: Mapping[str, Any]) -> dict[str, float]:
-        """Validate ``shape`` (every parameter present, finite, > 0; no unknown keys)."""
-        unknown = sorted(set(shape) - set(self.params))
-        if unknown:
-            raise SpecError(
-                f"kernel {self.name!r} takes shape parameters {', '.join(self.params)}; unknown: {', '.join(unknown)}"
-            )
-        out: dict[str, float] = {}
-        for p in self.params:
-            if p not in shape:
-                raise SpecError(f"kernel {self.name!r} needs shape parameter {p!r} ({', '.join(self.params)})")
-            try:
-                v = float(shape[p])
-            except (TypeError, ValueError):
-                raise SpecError(f"kernel {self.name!r}: {p} must be a number (got {shape[p]!r})") from None
-            if not math.isfinite(v) or v <= 0:
-                raise SpecError(f"kernel {self.name!r}: {p} must be finite and > 0 (got {shape[p]!r})")
-            out[p] = v
-        return out
-
-    def dtype_for(self, dtype: str) -> str:
-        """The dtype the kernel actually runs in for a requested ``dtype``."""
-        return self.fixed_dtype or canonical_dtype(dtype)
-
-    def flops(self, shape: Shape, pass_: str) -> float:
-        """Floating-point operations of one call (multiply-add = 2)."""
-        return float(self.flops_fn(shape, pass_))
-
-    def nbytes(self, shape: Shape, pass_: str, dtype: str) -> float:
-        """Bytes read + written by one call (ideal, each tensor once) in ``dtype``."""
-        elt = DTYPE_BYTES[self.dtype_for(dtype)]
-        extra = self.extra_bytes_fn(shape, pass_) if self.extra_bytes_fn else 0.0
-        return float(self.elems_fn(shape, pass_) * elt + extra)
-
-    def cost_value(self, shape: Shape, pass_: str, dtype: str) -> float:
-        """The value on this kernel's cost axis (FLOPs or bytes)."""
-        return self.flops(shape, pass_) if self.cost == "flops" else self.nbytes(shape, pass_, dtype)
-
-
-def _fb(pass_: str, fwd: float, bwd: float) -> float:
-    return fwd if pass_ == "fwd" else bwd
-
-
-def _gemm_flops(s: Shape, p: str) -> float:
-    return _fb(p, 2.0, 4.0) * s["m"] * s["n"] * s["k"]
-
-
-def _gemm_elems(s: Shape, p: str) -> float:
-    m, n, k = s["m"], s["n"], s["k"]
-    return _fb(p, m * k + k * n + m * n, 2.0 * (m * n + m * k + k * n))
-
-
-def _ggemm_flops(s: Shape, p: str) -> float:
-    return _fb(p, 2.0, 4.0) * s["tokens"] * s["n"] * s["k"]
-
-
-def _ggemm_elems(s: Shape, p: str) -> float:
-    t, e, n, k = s["tokens"], s["experts"], s["n"], s["k"]
-    return _fb(p, t * k + e * k * n + t * n, 2.0 * (t * n + t * k + e * k * n))
-
-
-def _attn_flops(s: Shape, p: str) -> float:
-    # causal: half of the 2 (fwd) / 5 (bwd incl. recompute) s x s x d matmuls
-    return _fb(p, 2.0, 5.0) * s["batch"] * s["heads"] * s["seq"] ** 2 * s["head_dim"]
-
-
-def _attn_elems(s: Shape, p: str) -> float:
-    return _fb(p, 4.0, 8.0) * s["batch"] * s["heads"] * s["seq"] * s["head_dim"]
-
-
-def _rlin_flops(s: Shape, p: str) -> float:
-    t, h, e = s["tokens"], s["hidden"], s["experts"]
-    return _fb(p, 2.0 * t * h * e + 4.0 * t * e, 4.0 * t * h * e + 4.0 * t * e)
-
-
-def _rlin_elems(s: Shape, p: str) -> float:
-    t, h, e, k = s["tokens"], s["hidden"], s["experts"], s["topk"]
-    return _fb(p, t * h + h * e + 2.0 * t * e + t * k, 2.0 * (t * h + h * e + t * e))
-
-
-def _topk_idx_bytes(s: Shape, p: str) -> float:
-    return _fb(p, 8.0 * s["tokens"] * s["topk"], 0.0)
-
-
-def _grap_flops(s: Shape, p: str) -> float:
-    return s["tokens"] * s["hidden"] + 4.0 * s["tokens"] * s["experts"]
-
-
-def _grap_elems(s: Shape, p: str) -> float:
-    t, h, e, k = s["tokens"], s["hidden"], s["experts"], s["topk"]
-    return _fb(p, t * h + 2.0 * t * e + t * k, 2.0 * t * h + 2.0 * t * e)
-
-
-def _perm_flops(s: Shape, p: str) -> float:
-    return _fb(p, 0.0, s["tokens"] * s["topk"] * s["hidden"])
-
-
-def _perm_elems(s: Shape, p: str) -> float:
-    t, h, k = s["tokens"], s["hidden"], s["topk"]
-    return _fb(p, 2.0 * t * k * h, t * k * h + 2.0 * t * h)
-
-
-def _idx_bytes(s: Shape, p: str) -> float:
-    return 8.0 * s["tokens"] * s["topk"]
-
-
-def _unperm_flops(s: Shape, p: str) -> float:
-    return _fb(p, 2.0, 3.0) * s["tokens"] * s["topk"] * s["hidden"]
-
-
-def _unperm_elems(s: Shape, p: str) -> float:
-    t, h, k = s["tokens"], s["hidden"], s["topk"]
-    return _fb(p, t * k * h + 2.0 * t * h, 2.0 * t * k * h + t * h)
-
-
-def _ln_flops(s: Shape, p: str) -> float:
-    return _fb(p, 7.0, 12.0) * s["tokens"] * s["hidden"]
-
-
-def _rms_flops(s: Shape, p: str) -> float:
-    return _fb(p, 4.0, 8.0) * s["tokens"] * s["hidden"]
-
-
-def _norm_elems(s: Shape, p: str) -> float:
-    t, h = s["tokens"], s["hidden"]
-    return _fb(p, 2.0 * t * h + 2.0 * h, 3.0 * t * h + 4.0 * h)
-
-
-def _swiglu_flops(s: Shape, p: str) -> float:
-    return _fb(p, 5.0, 10.0) * s["tokens"] * s["hidden"]
-
-
-def _swiglu_elems(s: Shape, p: str) -> float:
-    return _fb(p, 3.0, 5.0) * s["tokens"] * s["hidden"]
-
-
-def _adamw_flops(s: Shape, p: str) -> float:
-    return 16.0 * s["params"]
-
-
-def _adamw_elems(s: Shape, p: str) -> float:
-    # fp32: read param, grad, exp_avg, exp_avg_sq; write param, exp_avg, exp_avg_sq
-    return 7.0 * s["params"]
-
-
-_FB = ("fwd", "bwd")
-
-#: The kernel catalogue, keyed by kernel name.
-KERNELS: Final[dict[str, KernelSpec]] = {
-    k.name: k
-    for k in (
-        KernelSpec(
-            "gemm",
-            ("m", "n", "k"),
-            "m",
-            _FB,
-            "flops",
-            "dense GEMM Y[m,n] = X[m,k] @ W[k,n]",
-            _gemm_flops,
-            _gemm_elems,
-        ),
-        KernelSpec(
-            "grouped_gemm",
-            ("tokens", "experts", "n", "k"),
-            "tokens",
-            _FB,
-            "flops",
-            "expert GEMMs: tokens/experts rows per expert, W_e[k,n]",
-            _ggemm_flops,
-            _ggemm_elems,
-        ),
-        KernelSpec(
-            "attention",
-            ("batch", "heads", "seq", "head_dim"),
-            "seq",
-            _FB,
-            "flops",
-            "causal scaled_dot_product_attention",
-            _attn_flops,
-            _attn_elems,
-        ),
-        KernelSpec(
-            "router_linear",
-            ("tokens", "hidden", "experts", "topk"),
-            "tokens",
-            _FB,
-            "flops",
-            "linear gate + softmax + top-k (renormalised)",
-            _rlin_flops,
-            _rlin_elems,
-            _topk_idx_bytes,
-        ),
-        KernelSpec(
-            "router_grap",
-            ("tokens", "hidden", "experts", "topk"),
-            "tokens",
-            _FB,
-            "bytes",
-            "GrAP gate (LocMoE): mean of hidden slices, ReLU, softmax, top-k",
-            _grap_flops,
-            _grap_elems,
-            _topk_idx_bytes,
-        ),
-        KernelSpec(
-            "permute",
-            ("tokens", "hidden", "topk"),
-            "tokens",
-            _FB,
-            "bytes",
-            "gather tokens into expert order (tokens*topk rows)",
-            _perm_flops,
-            _perm_elems,
-            _idx_bytes,
-        ),
-        KernelSpec(
-            "unpermute",
-            ("tokens", "hidden", "topk"),
-            "tokens",
-            _FB,
-            "bytes",
-            "weighted scatter-add of expert outputs back to token order",
-            _unperm_flops,
-            _unperm_elems,
-            _idx_bytes,
-        ),
-        KernelSpec(
-            "layernorm",
-            ("tokens", "hidden"),
-            "tokens",
-            _FB,
-            "bytes",
-            "LayerNorm with weight and bias",
-            _ln_flops,
-            _norm_elems,
-        ),
-        KernelSpec(
-            "rmsnorm",
-            ("tokens", "hidden"),
-            "tokens",
-            _FB,
-            "bytes",
-            "RMSNorm with weight",
-            _rms_flops,
-            _norm_elems,
-        ),
-        KernelSpec(
-            "swiglu",
-            ("tokens", "hidden"),
-            "tokens",
-            _FB,
-            "bytes",
-            "SwiGLU activation silu(a) * b, output [tokens, hidden]",
-            _swiglu_flops,
-            _swiglu_elems,
-        ),
-        KernelSpec(
-            "adamw",
-            ("params",),
-            "params",
-            ("step",),
-            "bytes",
-            "AdamW optimizer step on fp32 parameters",
-            _adamw_flops,
-            _adamw_elems,
-            fixed_dtype="float32",
-        ),
-    )
-}
-
-
-def get_kernel(name: str) -> KernelSpec:
-    """The catalogue entry of ``name``; SpecError listing the known kernels otherwise."""
-    try:
-        return KERNELS[name]
-    except KeyError:
-        raise SpecError(f"unknown kernel {name!r}; known: {', '.join(KERNELS)}", field="kernel") from None
 
 
 # --------------------------------------------------------------------------- table
@@ -500,12 +130,26 @@ class KernelTable:
         for (kernel, dtype, pass_), g in self.df.groupby(["kernel", "dtype", "pass"], sort=True):
             spec = KERNELS[str(kernel)]
             sec = np.log2(g[list(spec.secondary)].to_numpy(dtype=float)) if spec.secondary else np.zeros((len(g), 0))
-            costs = [
-                spec.cost_value({p: float(r[p]) for p in spec.params}, str(pass_), str(dtype)) for _, r in g.iterrows()
-            ]
+            cols = {p: g[p].to_numpy(dtype=float) for p in spec.params}
+            flops, nbytes = spec.counts(cols, str(pass_), str(dtype))
+            costs = flops if spec.cost == "flops" else nbytes
             self._groups[(str(kernel), str(dtype), str(pass_))] = _Group(
-                sec, np.log(np.asarray(costs, dtype=float)), np.log(g["time_s"].to_numpy(dtype=float))
+                sec, np.log(costs), np.log(g["time_s"].to_numpy(dtype=float))
             )
+        self._surfaces: dict[tuple[str, str], GemmSurface] = {}
+        raw = self.meta.get("gemm_surface") or {}
+        if not isinstance(raw, Mapping):
+            raise TraceError("gemm_surface must map 'dtype/pass' to surface parameters", source=source, field="meta")
+        for key, params in raw.items():
+            dtype, _, pass_ = str(key).partition("/")
+            if pass_ not in ("fwd", "bwd") or not isinstance(params, Mapping):
+                raise TraceError(f"gemm_surface key {key!r} must be 'dtype/fwd' or 'dtype/bwd' with a mapping",
+                                 source=source, field="meta")
+            try:
+                d = canonical_dtype(dtype)
+                self._surfaces[(d, pass_)] = GemmSurface.from_dict(params, source=source)
+            except SpecError as exc:
+                raise TraceError(f"gemm_surface {key}: {exc.message}", source=source, field="meta") from None
 
     # ---------------------------------------------------------------- construction / io
 
@@ -633,6 +277,9 @@ class KernelTable:
         """
         spec, d = self._resolve(kernel, pass_, dtype)
         q = spec.check_shape(shape)
+        surf = self._surfaces.get((d, pass_)) if kernel == "gemm" else None
+        if surf is not None:
+            return surf.time1(q["m"], q["n"], q["k"])
         g = self._groups[(kernel, d, pass_)]
         if spec.secondary:
             qsec = np.log2(np.array([q[p] for p in spec.secondary]))
@@ -645,6 +292,10 @@ class KernelTable:
         return math.exp(_interp_loglog(xs, ys, xq))
 
     # ---------------------------------------------------------------- summaries
+
+    def gemm_surface(self, dtype: str, pass_: str = "fwd") -> GemmSurface | None:
+        """The fitted GEMM surface of (dtype, pass) stored in the metadata, or None."""
+        return self._surfaces.get((canonical_dtype(dtype), pass_))
 
     def throughput(self) -> pd.DataFrame:
         """Per row: achieved FLOP/s and bytes/s (from the catalogue counts)."""
@@ -696,10 +347,11 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
             out[col] = np.nan
     for col in ("time_p10_s", "time_p90_s"):
         if col not in out.columns:
-            out[col] = out["time_s"] if "time_s" in out.columns else np.nan
+            out[col] = out["time_s"]
     for col in ("repeats", "inner"):
         if col not in out.columns:
             out[col] = 1
+    out["label"] = out["label"].fillna("").astype(str) if "label" in out.columns else ""
     for col in (*SHAPE_COLUMNS, "time_s", "time_p10_s", "time_p90_s", "repeats", "inner"):
         try:
             out[col] = pd.to_numeric(out[col])
@@ -708,54 +360,72 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
             raise TraceError(f"row {bad + 1}: not a number ({out[col].iloc[bad]!r})", source=src, field=col) from None
     out["kernel"] = out["kernel"].astype(str)
     out["pass"] = out["pass"].astype(str)
-    dtypes = []
-    for i, (kernel, pass_, dtype) in enumerate(zip(out["kernel"], out["pass"], out["dtype"], strict=True)):
-        row = f"row {i + 1}: "
-        if kernel not in KERNELS:
-            raise TraceError(f"{row}unknown kernel {kernel!r}; known: {', '.join(KERNELS)}", source=src, field="kernel")
-        spec = KERNELS[kernel]
-        if pass_ not in spec.passes:
-            raise TraceError(
-                f"{row}kernel {kernel} has no pass {pass_!r}; allowed: {', '.join(spec.passes)}",
-                source=src,
-                field="pass",
-            )
-        try:
-            dtypes.append(canonical_dtype(str(dtype)))
-        except SpecError as exc:
-            raise TraceError(f"{row}{exc.message}", source=src, field="dtype") from None
-        for p in spec.params:
-            v = out.at[i, p]
-            if not (math.isfinite(v) and v > 0):
-                raise TraceError(f"{row}kernel {kernel} needs {p} > 0 (got {v!r})", source=src, field=p)
-        for col in ("time_s", "time_p10_s", "time_p90_s"):
-            v = out.at[i, col]
-            if not (math.isfinite(v) and v > 0):
-                raise TraceError(f"{row}must be finite and > 0 (got {v!r})", source=src, field=col)
-        if not out.at[i, "time_p10_s"] <= out.at[i, "time_s"] * (1 + 1e-6) or not (
-            out.at[i, "time_s"] <= out.at[i, "time_p90_s"] * (1 + 1e-6)
-        ):
-            raise TraceError(f"{row}needs time_p10_s <= time_s <= time_p90_s", source=src, field="time_s")
-        for col in ("repeats", "inner"):
-            v = out.at[i, col]
-            if not (math.isfinite(v) and v >= 1 and float(v).is_integer()):
-                raise TraceError(f"{row}must be an integer >= 1 (got {v!r})", source=src, field=col)
-    out["dtype"] = dtypes
+    _check_names(out, src)
+    out["dtype"] = _canonical_dtypes(out["dtype"], src)
+    for kernel, g in out.groupby("kernel", sort=False):
+        for p in KERNELS[str(kernel)].params:
+            v = g[p].to_numpy(dtype=float)
+            _first_bad(~(np.isfinite(v) & (v > 0)), g.index, src, p, f"kernel {kernel} needs {p} > 0", g[p])
+    t, lo, hi = (out[c].to_numpy(dtype=float) for c in ("time_s", "time_p10_s", "time_p90_s"))
+    for col, v in (("time_s", t), ("time_p10_s", lo), ("time_p90_s", hi)):
+        _first_bad(~(np.isfinite(v) & (v > 0)), out.index, src, col, "must be finite and > 0", out[col])
+    order = (lo <= t * (1 + 1e-6)) & (t <= hi * (1 + 1e-6))
+    _first_bad(~order, out.index, src, "time_s", "needs time_p10_s <= time_s <= time_p90_s", None)
+    for col in ("repeats", "inner"):
+        v = out[col].to_numpy(dtype=float)
+        bad = ~(np.isfinite(v) & (v >= 1) & (np.mod(np.where(np.isfinite(v), v, 0.5), 1.0) == 0))
+        _first_bad(bad, out.index, src, col, "must be an integer >= 1", out[col])
     # flops / bytes: recompute from the catalogue where missing, keep measured-file values otherwise
     for col in ("flops", "bytes"):
-        if col not in out.columns:
-            out[col] = np.nan
-        out[col] = pd.to_numeric(out[col], errors="coerce")
-    for i in range(len(out)):
-        spec = KERNELS[out.at[i, "kernel"]]
-        shape = {p: float(out.at[i, p]) for p in spec.params}
-        if not math.isfinite(out.at[i, "flops"]):
-            out.at[i, "flops"] = spec.flops(shape, out.at[i, "pass"])
-        if not math.isfinite(out.at[i, "bytes"]):
-            out.at[i, "bytes"] = spec.nbytes(shape, out.at[i, "pass"], out.at[i, "dtype"])
+        out[col] = pd.to_numeric(out[col], errors="coerce") if col in out.columns else np.nan
+    for (kernel, pass_, dtype), g in out.groupby(["kernel", "pass", "dtype"], sort=False):
+        spec = KERNELS[str(kernel)]
+        flops, nbytes = spec.counts({p: g[p].to_numpy(dtype=float) for p in spec.params}, str(pass_), str(dtype))
+        out.loc[g.index, "flops"] = np.where(np.isfinite(g["flops"]), g["flops"], flops)
+        out.loc[g.index, "bytes"] = np.where(np.isfinite(g["bytes"]), g["bytes"], nbytes)
     out["repeats"] = out["repeats"].astype(int)
     out["inner"] = out["inner"].astype(int)
     return out.loc[:, list(TABLE_COLUMNS)]
+
+
+def _check_names(out: pd.DataFrame, src: str) -> None:
+    """Every row's kernel is in the catalogue and its pass is one the kernel has."""
+    known = out["kernel"].isin(list(KERNELS))
+    if not known.all():
+        i = int(np.flatnonzero(~known.to_numpy())[0])
+        raise TraceError(f"row {i + 1}: unknown kernel {out['kernel'].iloc[i]!r}; known: {', '.join(KERNELS)}",
+                         source=src, field="kernel")
+    for kernel, g in out.groupby("kernel", sort=False):
+        spec = KERNELS[str(kernel)]
+        bad = ~g["pass"].isin(list(spec.passes)).to_numpy()
+        if bad.any():
+            i = int(g.index[np.flatnonzero(bad)[0]])
+            raise TraceError(
+                f"row {i + 1}: kernel {kernel} has no pass {out['pass'].iloc[i]!r}; allowed: {', '.join(spec.passes)}",
+                source=src,
+                field="pass",
+            )
+
+
+def _canonical_dtypes(col: pd.Series, src: str) -> list[str]:
+    """Canonical dtype names of a column (one lookup per distinct value)."""
+    names: dict[str, str] = {}
+    for i, d in enumerate(col.astype(str)):
+        if d not in names:
+            try:
+                names[d] = canonical_dtype(d)
+            except SpecError as exc:
+                raise TraceError(f"row {i + 1}: {exc.message}", source=src, field="dtype") from None
+    return [names[d] for d in col.astype(str)]
+
+
+def _first_bad(bad: np.ndarray, index: pd.Index, src: str, field: str, what: str, values: pd.Series | None) -> None:
+    """TraceError naming the first row where ``bad`` is true (``values``: to quote the value)."""
+    if not bad.any():
+        return
+    i = int(index[np.flatnonzero(bad)[0]])
+    got = f" (got {values.loc[i]!r})" if values is not None else ""
+    raise TraceError(f"row {i + 1}: {what}{got}", source=src, field=field)
 
 
 def _is_number(v: object) -> bool:

@@ -96,7 +96,8 @@ class RooflineComputeModel:
     ) -> RooflineComputeModel:
         """From a topology's ``graph.graph["accelerator"]`` dict (peak_flops, memory_Bps).
 
-        Values may be numbers or unit strings ("989TFLOPS", "3.35TB/s").
+        Values may be numbers or unit strings ("989TFLOPS", "3.35TB/s"); peaks of dtypes that
+        are not kernel dtypes (``fp64``, ``int8``) are ignored.
         """
         try:
             raw_peaks = accelerator["peak_flops"]
@@ -106,8 +107,9 @@ class RooflineComputeModel:
                 "accelerator needs peak_flops {dtype: FLOP/s} and memory_Bps", field="accelerator"
             ) from None
         if isinstance(raw_peaks, Mapping):
+            # dtypes no training-step kernel runs in (fp64, int8 ...) are listed by datasheets: skip them
             peaks: float | dict[str, float] = {
-                str(k): parse_flops(v, f"accelerator.peak_flops.{k}") for k, v in raw_peaks.items()
+                str(k): parse_flops(v, f"accelerator.peak_flops.{k}") for k, v in raw_peaks.items() if _is_dtype(k)
             }
         else:
             peaks = parse_flops(raw_peaks, "accelerator.peak_flops")
@@ -188,3 +190,11 @@ class RooflineComputeModel:
             f"RooflineComputeModel(peak_flops={self.peak_flops}, memory_Bps={self.memory_Bps:.4g}, "
             f"efficiency={self.efficiency}, memory_efficiency={self.memory_efficiency})"
         )
+
+
+def _is_dtype(name: object) -> bool:
+    try:
+        canonical_dtype(str(name))
+    except SpecError:
+        return False
+    return True

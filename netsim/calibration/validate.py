@@ -1,4 +1,4 @@
-"""Check a kernel table against fresh measurements on the current device.
+"""Check a kernel table: against fresh measurements, held-out points, published measurements.
 
 ``netsim validate-kernels TABLE`` re-measures shapes of the table's kernels and compares them
 with :meth:`KernelTable.predict`:
@@ -11,6 +11,15 @@ with :meth:`KernelTable.predict`:
 The result has one row per (shape, pass) with ``measured_s``, ``predicted_s`` and
 ``error_pct = 100 * (predicted - measured) / measured``; :func:`summarize` aggregates per
 kernel and pass.  torch is needed only for measuring (imported lazily by the profiler).
+
+Without a device (no torch):
+
+* :func:`holdout_errors` refits a table's GEMM surface without one model's points (or without
+  every other token count) and predicts the points it left out: how well the surface serves
+  shapes it never saw;
+* :func:`published_errors` predicts published GEMM measurements (``published-gemm.csv``:
+  maximum-achievable matmul FLOPS, cuBLAS with random inputs, DeepGEMM's FP8 GEMMs and
+  grouped GEMMs on H800) with a compute model built on the table.
 """
 
 from __future__ import annotations
@@ -19,14 +28,16 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from netsim.calibration.kernels import KERNELS, SHAPE_COLUMNS, KernelTable, get_kernel
+from netsim.calibration.kernels import KERNELS, SHAPE_COLUMNS, KernelTable, canonical_dtype, get_kernel
 from netsim.calibration.profiler import GridPoint, ProfileOptions, Progress, measure_points
-from netsim.errors import SpecError
+from netsim.calibration.profiles import KERNEL_DATA_DIR
+from netsim.errors import SpecError, TraceError
 
 POINT_KINDS = ("grid", "mid", "both")
 
@@ -130,3 +141,125 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 def overall_median_abs_pct(results: pd.DataFrame) -> float:
     """Median of |error_pct| over every compared point."""
     return float(np.median(np.abs(results["error_pct"]))) if len(results) else float("nan")
+
+
+# ---------------------------------------------------------------------- without a device
+
+HOLDOUT_KINDS = ("model", "alternate")
+#: Shipped published GEMM measurements (see the file's header and docs/sections/kernels.md).
+PUBLISHED_GEMM_PATH = KERNEL_DATA_DIR / "published-gemm.csv"
+PUBLISHED_COLUMNS = ("source", "gpu", "dtype", "kind", "groups", "m", "n", "k", "tflops", "note")
+#: A published measurement on ``gpu`` is predicted with the table of this device (H800 = H100 compute).
+SAME_COMPUTE = {"h800": "h100"}
+
+
+def holdout_errors(table: KernelTable, by: str, *, dtype: str | None = None, pass_: str = "fwd") -> pd.DataFrame:
+    """Refit the GEMM surface without some measured points and predict them.
+
+    ``by="model"``: each model (the ``label`` before the first ``:``) in turn is left out of the
+    fit; ``by="alternate"``: every other distinct ``m`` (token count) is left out, one fit.
+    One row per held-out measurement: ``group`` (the model left out, or ``alternate``),
+    ``label``, ``m n k``, ``measured_s``, ``predicted_s``, ``error_pct``.
+    """
+    from netsim.calibration.catalogue import DTYPE_BYTES
+    from netsim.calibration.surface import fit_gemm_surface
+
+    if by not in HOLDOUT_KINDS:
+        raise SpecError(f"unknown hold-out {by!r}; allowed: {', '.join(HOLDOUT_KINDS)}", field="--holdout")
+    g = table.df[(table.df["kernel"] == "gemm") & (table.df["pass"] == pass_)]
+    if dtype is not None:
+        g = g[g["dtype"] == canonical_dtype(dtype)]
+    dtypes = sorted(set(g["dtype"]))
+    if len(dtypes) != 1:
+        raise SpecError(f"the table has GEMM rows in {', '.join(dtypes) or 'no dtype'}; give one with --dtype",
+                        field="--dtype")
+    groups: list[tuple[str, pd.Series]] = []
+    if by == "model":
+        model = g["label"].str.split(":").str[0]
+        names = sorted(set(model) - {""})
+        if len(names) < 2:
+            raise SpecError("hold-out by model needs row labels from at least two models (Vidur imports have them)",
+                            field="--holdout")
+        groups = [(name, model == name) for name in names]
+    else:
+        ms = np.sort(g["m"].unique())
+        groups = [("alternate", g["m"].isin(ms[1::2]))]
+    out = []
+    for name, test in groups:
+        train = g[~test]
+        surf = fit_gemm_surface(train["m"], train["n"], train["k"], train["time_s"],
+                                bytes_per_element=DTYPE_BYTES[dtypes[0]], source=table.source)
+        held = g[test]
+        pred = surf.time_s(held["m"], held["n"], held["k"])
+        out.append(pd.DataFrame({
+            "group": name, "label": held["label"].to_numpy(), "m": held["m"].to_numpy(),
+            "n": held["n"].to_numpy(), "k": held["k"].to_numpy(), "measured_s": held["time_s"].to_numpy(),
+            "predicted_s": pred, "error_pct": 100.0 * (pred - held["time_s"].to_numpy()) / held["time_s"].to_numpy(),
+        }))
+    return pd.concat(out, ignore_index=True)
+
+
+def summarize_errors(results: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Per ``by`` group: points, median / 90th percentile / max |error| % and mean signed error %."""
+    r = results.assign(abs_pct=results["error_pct"].abs())
+    return r.groupby(by, sort=False).agg(
+        points=("error_pct", "size"),
+        median_abs_pct=("abs_pct", "median"),
+        p90_abs_pct=("abs_pct", lambda x: float(np.quantile(x, 0.9))),
+        max_abs_pct=("abs_pct", "max"),
+        mean_pct=("error_pct", "mean"),
+    ).reset_index()
+
+
+def load_published(path: str | Path | None = None) -> pd.DataFrame:
+    """Published GEMM measurements (``published-gemm.csv`` format); TraceError naming the field."""
+    p = Path(path) if path is not None else PUBLISHED_GEMM_PATH
+    src = str(p)
+    try:
+        df = pd.read_csv(p, comment="#")
+    except FileNotFoundError:
+        raise TraceError("published measurements file not found", source=src) from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise TraceError(f"cannot read: {' '.join(str(exc).split())}", source=src) from None
+    for col in PUBLISHED_COLUMNS[:-1]:
+        if col not in df.columns:
+            raise TraceError(f"missing column (needs {', '.join(PUBLISHED_COLUMNS[:-1])})", source=src, field=col)
+    for col in ("groups", "m", "n", "k", "tflops"):
+        v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
+        bad = ~(np.isfinite(v) & (v > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise TraceError(f"row {i + 1}: must be a number > 0 (got {df[col].iloc[i]!r})", source=src, field=col)
+        df[col] = v
+    bad_kind = ~df["kind"].isin(("gemm", "grouped"))
+    if bad_kind.any():
+        i = int(np.flatnonzero(bad_kind.to_numpy())[0])
+        raise TraceError(f"row {i + 1}: kind must be gemm or grouped (got {df['kind'].iloc[i]!r})", source=src,
+                         field="kind")
+    df["dtype"] = [canonical_dtype(d, field="dtype") for d in df["dtype"].astype(str)]
+    df["gpu"] = df["gpu"].astype(str).str.lower()
+    return df
+
+
+def published_errors(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
+    """Predict each published GEMM with ``model`` (a ComputeModel); error in % of the measured time.
+
+    ``gemm`` rows are one ``m x n x k`` GEMM; ``grouped`` rows are ``groups`` experts of ``m``
+    rows each (``grouped_gemm`` with ``tokens = groups * m``).
+    """
+    recs = []
+    for r in rows.to_dict("records"):
+        groups, m, n, k = (float(r[c]) for c in ("groups", "m", "n", "k"))
+        flops = 2.0 * groups * m * n * k
+        if r["kind"] == "gemm":
+            est = model.estimate("gemm", "fwd", dtype=r["dtype"], m=m, n=n, k=k)
+        else:
+            est = model.estimate("grouped_gemm", "fwd", dtype=r["dtype"], tokens=groups * m, experts=groups, n=n, k=k)
+        measured = flops / (float(r["tflops"]) * 1e12)
+        recs.append({
+            "source": r["source"].split(" (")[0], "gpu": r["gpu"], "dtype": r["dtype"], "kind": r["kind"],
+            "groups": int(groups), "m": int(m), "n": int(n), "k": int(k), "published_tflops": float(r["tflops"]),
+            "predicted_tflops": flops / est.time_s / 1e12, "error_pct": 100.0 * (est.time_s - measured) / measured,
+            "model_source": est.source,
+        })
+    return pd.DataFrame.from_records(recs)

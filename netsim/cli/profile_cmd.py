@@ -138,85 +138,190 @@ def register(app: typer.Typer) -> None:
             None, "--threads", help="torch intra-op threads (default: the table's, for a CPU table on cpu)."
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Also write per-point results (.csv)."),
+        holdout: str | None = typer.Option(
+            None, "--holdout", help="No device: refit the GEMM surface without each model ('model') or every "
+            "other token count ('alternate') and predict the held-out points."
+        ),
+        published: bool = typer.Option(
+            False, "--published", help="No device: predict published GEMM measurements (published-gemm.csv)."
+        ),
+        published_file: Path | None = typer.Option(None, "--published-file", help="Other published measurements."),
+        topology: str | None = typer.Option(
+            None, "--topology", "-t", help="Preset whose accelerator compute profile --published uses "
+            "(default: dgx-h100 for an h100 table, dgx-a100 for an a100 table)."
+        ),
+        dtype: str | None = typer.Option(None, "--dtype", help="GEMM dtype for --holdout (default: the table's)."),
     ) -> None:
-        """Re-measure a kernel table's kernels on this device and print the prediction error."""
+        """Check a kernel table: re-measure it on this device, or (no device) hold points out of the
+        GEMM surface fit, or predict published GEMM measurements."""
         from netsim.calibration.kernels import KernelTable
-        from netsim.calibration.profiler import ProfileOptions, cpu_times
-        from netsim.calibration.validate import (
-            overall_median_abs_pct,
-            summarize,
-            validate_table,
-            validation_points,
-        )
-        from netsim.io import atomic_file
 
-        table = KernelTable.load(table_path)
-        kern = _split_list(kernels)
-        max_per = 3 if quick else None
-        todo = validation_points(table, kernels=kern, points=points, max_per_kernel=max_per)
-        if budget_s is not None and budget_s <= 0:
-            raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
-        meta = table.meta
-        if threads is None and device == "cpu" and meta.get("device") == "cpu" and meta.get("threads"):
-            threads = int(meta["threads"])
-        if threads is not None and threads < 1:
-            raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
-        options = ProfileOptions(device=device, quick=quick, budget_s=budget_s, threads=threads)
-        console = Console(stderr=True)
-        if meta.get("device") and meta.get("device") != device:
-            console.print(f"note: the table was measured on {meta.get('device')}, validating on {device}")
-        cpu0 = cpu_times()
-        t0 = time.perf_counter()
-        with _progress(console) as bar:
-            task = bar.add_task("measuring", total=len(todo), label="")
+        if holdout is not None or published:
+            table = KernelTable.load(table_path)
+            if holdout is not None:
+                _holdout_report(table, str(table_path), holdout, dtype, out)
+            if published:
+                _published_report(table, str(table_path), published_file, topology, out if holdout is None else None)
+            return
+        _measure_report(table_path, device, quick, kernels, points, budget_s, threads, out)
 
-            def step(done: int, total: int, label: str) -> None:
-                bar.update(task, completed=done, total=total, label=label, refresh=True)
 
-            results = validate_table(table, options, kernels=kern, points=points, max_per_kernel=max_per, progress=step)
-        cpu1 = cpu_times()
-        if device == "cpu" and cpu0 is not None and cpu1 is not None:
-            other_cores = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / max(time.perf_counter() - t0, 1e-9)
-            spare = max((os.cpu_count() or 1) - (threads or os.cpu_count() or 1), 0)
-            if other_cores > spare + 0.1:
-                typer.echo(
-                    f"warning: other processes kept {other_cores:.2f} cores busy while measuring; "
-                    "the errors below include that disturbance",
-                    err=True,
-                )
-        summary = summarize(results)
-        rt = Table(title=f"prediction error of {table_path} on {device}")
-        for col, just in (
-            ("kernel", "left"),
-            ("dtype", "left"),
-            ("pass", "left"),
-            ("points", "right"),
-            ("median |err| %", "right"),
-            ("max |err| %", "right"),
-            ("mean err %", "right"),
-        ):
-            rt.add_column(col, justify=just)  # type: ignore[arg-type]
-        for r in summary.to_dict("records"):
-            rt.add_row(
-                str(r["kernel"]),
-                str(r["dtype"]),
-                str(r["pass"]),
-                str(r["points"]),
-                f"{r['median_abs_pct']:.1f}",
-                f"{r['max_abs_pct']:.1f}",
-                f"{r['mean_pct']:+.1f}",
+def _measure_report(
+    table_path: Path,
+    device: str,
+    quick: bool,
+    kernels: list[str] | None,
+    points: str,
+    budget_s: float | None,
+    threads: int | None,
+    out: Path | None,
+) -> None:
+    """Re-measure a table's shapes on this device and print the prediction error."""
+    from netsim.calibration.kernels import KernelTable
+    from netsim.calibration.profiler import ProfileOptions, cpu_times
+    from netsim.calibration.validate import (
+        overall_median_abs_pct,
+        summarize,
+        validate_table,
+        validation_points,
+    )
+    from netsim.io import atomic_file
+
+    table = KernelTable.load(table_path)
+    kern = _split_list(kernels)
+    max_per = 3 if quick else None
+    todo = validation_points(table, kernels=kern, points=points, max_per_kernel=max_per)
+    if budget_s is not None and budget_s <= 0:
+        raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
+    meta = table.meta
+    if threads is None and device == "cpu" and meta.get("device") == "cpu" and meta.get("threads"):
+        threads = int(meta["threads"])
+    if threads is not None and threads < 1:
+        raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
+    options = ProfileOptions(device=device, quick=quick, budget_s=budget_s, threads=threads)
+    console = Console(stderr=True)
+    if meta.get("device") and meta.get("device") != device:
+        console.print(f"note: the table was measured on {meta.get('device')}, validating on {device}")
+    cpu0 = cpu_times()
+    t0 = time.perf_counter()
+    with _progress(console) as bar:
+        task = bar.add_task("measuring", total=len(todo), label="")
+
+        def step(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, label=label, refresh=True)
+
+        results = validate_table(table, options, kernels=kern, points=points, max_per_kernel=max_per, progress=step)
+    cpu1 = cpu_times()
+    if device == "cpu" and cpu0 is not None and cpu1 is not None:
+        other_cores = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / max(time.perf_counter() - t0, 1e-9)
+        spare = max((os.cpu_count() or 1) - (threads or os.cpu_count() or 1), 0)
+        if other_cores > spare + 0.1:
+            typer.echo(
+                f"warning: other processes kept {other_cores:.2f} cores busy while measuring; "
+                "the errors below include that disturbance",
+                err=True,
             )
-        Console(width=120).print(rt)
-        by_kind = "  ".join(
-            f"{kind}: {overall_median_abs_pct(results[results['point'] == kind]):.1f}%"
-            for kind in ("grid", "mid")
-            if (results["point"] == kind).any()
+    summary = summarize(results)
+    rt = Table(title=f"prediction error of {table_path} on {device}")
+    for col, just in (
+        ("kernel", "left"),
+        ("dtype", "left"),
+        ("pass", "left"),
+        ("points", "right"),
+        ("median |err| %", "right"),
+        ("max |err| %", "right"),
+        ("mean err %", "right"),
+    ):
+        rt.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in summary.to_dict("records"):
+        rt.add_row(
+            str(r["kernel"]),
+            str(r["dtype"]),
+            str(r["pass"]),
+            str(r["points"]),
+            f"{r['median_abs_pct']:.1f}",
+            f"{r['max_abs_pct']:.1f}",
+            f"{r['mean_pct']:+.1f}",
         )
-        typer.echo(f"median |error| over {len(results)} points: {overall_median_abs_pct(results):.1f}%  ({by_kind})")
-        if out is not None:
-            with atomic_file(out) as fh:
-                results.to_csv(fh, index=False, float_format="%.6g")
-            typer.echo(f"wrote {out}")
+    Console(width=120).print(rt)
+    by_kind = "  ".join(
+        f"{kind}: {overall_median_abs_pct(results[results['point'] == kind]):.1f}%"
+        for kind in ("grid", "mid")
+        if (results["point"] == kind).any()
+    )
+    typer.echo(f"median |error| over {len(results)} points: {overall_median_abs_pct(results):.1f}%  ({by_kind})")
+    if out is not None:
+        with atomic_file(out) as fh:
+            results.to_csv(fh, index=False, float_format="%.6g")
+        typer.echo(f"wrote {out}")
+
+
+def _write_csv(df: object, out: Path) -> None:
+    import pandas as pd
+
+    from netsim.io import atomic_file
+
+    assert isinstance(df, pd.DataFrame)
+    with atomic_file(out) as fh:
+        df.to_csv(fh, index=False, float_format="%.6g")
+    typer.echo(f"wrote {out}")
+
+
+def _holdout_report(table: object, name: str, by: str, dtype: str | None, out: Path | None) -> None:
+    """Surface error on held-out GEMM points, per held-out group."""
+    from netsim.calibration.validate import holdout_errors, summarize_errors
+
+    res = holdout_errors(table, by, dtype=dtype)  # type: ignore[arg-type]
+    summary = summarize_errors(res, "group")
+    rt = Table(title=f"GEMM surface error on held-out points of {name} (fit without them)")
+    for col in ("held out", "points", "median |err| %", "p90 |err| %", "max |err| %", "mean err %"):
+        rt.add_column(col, justify="left" if col == "held out" else "right")
+    for r in summary.to_dict("records"):
+        rt.add_row(str(r["group"]), str(r["points"]), f"{r['median_abs_pct']:.1f}", f"{r['p90_abs_pct']:.1f}",
+                   f"{r['max_abs_pct']:.1f}", f"{r['mean_pct']:+.1f}")
+    Console(width=120).print(rt)
+    err = res["error_pct"].abs()
+    typer.echo(f"all {len(res)} held-out points: median |error| {err.median():.1f}%, 90th percentile "
+               f"{err.quantile(0.9):.1f}%")
+    if out is not None:
+        _write_csv(res, out)
+
+
+_DEFAULT_TOPOLOGY = {"h100": "dgx-h100", "a100": "dgx-a100"}
+
+
+def _published_report(table: object, name: str, path: Path | None, topology: str | None, out: Path | None) -> None:
+    """Published GEMM measurements on this table's GPU against the compute model built on it."""
+    from netsim.calibration.compute import make_compute_model
+    from netsim.calibration.kernels import KernelTable
+    from netsim.calibration.validate import SAME_COMPUTE, load_published, published_errors
+    from netsim.topology import load_topology
+
+    assert isinstance(table, KernelTable)
+    gpu = str(table.meta.get("vidur_device") or table.meta.get("gpu") or "").lower()
+    preset = topology or _DEFAULT_TOPOLOGY.get(gpu)
+    if preset is None:
+        raise SpecError(f"cannot tell which GPU {name} measured; give --topology PRESET", field="--topology")
+    rows = load_published(path)
+    rows = rows[rows["gpu"].map(lambda g: SAME_COMPUTE.get(g, g)) == gpu]
+    if rows.empty:
+        raise SpecError(f"no published measurements for {gpu or 'this GPU'} in {path or 'published-gemm.csv'}",
+                        field="--published")
+    acc = load_topology(preset, nodes=1).graph["accelerator"]
+    model = make_compute_model(acc, table, default_dtype="bfloat16")
+    res = published_errors(model, rows)
+    rt = Table(title=f"published GEMMs vs {getattr(model, 'name', name)}")
+    for col in ("source", "gpu", "dtype", "shape", "published", "netsim", "err %"):
+        rt.add_column(col, justify="right" if col in ("published", "netsim", "err %") else "left")
+    for r in res.to_dict("records"):
+        shape = f"{r['m']}x{r['n']}x{r['k']}" + (f" x{r['groups']} experts" if r["kind"] == "grouped" else "")
+        rt.add_row(str(r["source"])[:28], r["gpu"], r["dtype"], shape, f"{r['published_tflops']:.0f} TF",
+                   f"{r['predicted_tflops']:.0f} TF", f"{r['error_pct']:+.1f}")
+    Console(width=130).print(rt)
+    typer.echo(f"{len(res)} published measurements: median |error| {res['error_pct'].abs().median():.1f}% "
+               "(error in time: + = netsim slower than published)")
+    if out is not None:
+        _write_csv(res, out)
 
 
 def _print_profile_summary(table: object) -> None:

@@ -89,6 +89,10 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
         from netsim.collectives.setup import cost_summary_line
 
         console.print(cost_summary_line(cc))
+    if summary.get("compute_model"):
+        console.print(f"compute model: {summary['compute_model']}", markup=False)
+    for note in summary.get("compute_notes") or []:
+        console.print(f"  note: {note}", markup=False)
     t = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     t.add_column("breakdown (mean over ranks)")
     t.add_column("time", justify="right")
@@ -160,7 +164,9 @@ def register(app: typer.Typer) -> None:
         steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps to simulate."),
         router: str | None = typer.Option(None, "--router", help="MoE router or statistical routing model."),
         routing_trace: Path | None = typer.Option(None, "--routing-trace", help="Routing trace (.parquet)."),
-        kernels: Path | None = typer.Option(None, "--kernels", help="Measured kernel table (else roofline)."),
+        kernels: Path | None = typer.Option(
+            None, "--kernels", help="Measured kernel table (default: the accelerator's compute profile, else roofline)."
+        ),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (CAL.yaml)."),
         collective_cost: str | None = cost_option(),
         collective_model: str | None = typer.Option(

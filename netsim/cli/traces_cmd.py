@@ -1,8 +1,10 @@
-"""``netsim import kineto`` and ``netsim replay-chakra``: measured traces in, results out.
+"""``netsim import kineto|vidur`` and ``netsim replay-chakra``: measured traces in, results out.
 
 ``netsim import kineto TRACE.json --out ops.csv [--within NAME] [--start-us/--end-us]
 [--kinds cpu_op,kernel]`` aggregates a PyTorch profiler trace into per-op durations
-(:mod:`netsim.traces.kineto`).  ``netsim replay-chakra DIR --topology PRESET --nodes N --out
+(:mod:`netsim.traces.kineto`).  ``netsim import vidur DIR --out TABLE`` turns Vidur's measured
+operator timings (one GPU's profiling folder) into a kernel table with a fitted GEMM surface
+(:mod:`netsim.traces.vidur`).  ``netsim replay-chakra DIR --topology PRESET --nodes N --out
 RUN`` replays per-rank Chakra JSON traces on a simulated cluster (:mod:`netsim.traces.chakra`)
 and writes per-rank times, per-node times, link and flow records atomically.
 """
@@ -73,6 +75,46 @@ def register(app: typer.Typer) -> None:
             console.print(rt)
         span_us = float((ev["ts_us"] + ev["dur_us"]).max() - ev["ts_us"].min())
         typer.echo(f"wrote {out} ({len(summary)} ops from {len(ev)} events spanning {format_duration(span_us * 1e-6)})")
+
+    @imp.command("vidur")
+    def import_vidur(
+        directory: Path = typer.Argument(..., metavar="DIR", help="Vidur profiling folder of one GPU (.../h100)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Kernel table to write (.csv or .parquet)."),
+        tokens_per_octave: int | None = typer.Option(
+            None, "--tokens-per-octave", min=1, help="Keep token counts at least 2^(1/N) apart (default: all)."
+        ),
+        no_surface: bool = typer.Option(False, "--no-surface", help="Do not fit the GEMM surface."),
+    ) -> None:
+        """Import Vidur's measured forward-pass operator timings as a kernel table."""
+        import shlex
+
+        from netsim.cli import invoked_args
+        from netsim.traces.vidur import read_vidur
+
+        table = read_vidur(
+            directory,
+            tokens_per_octave=tokens_per_octave,
+            command="netsim " + " ".join(shlex.quote(a) for a in invoked_args),
+            fit_surface=not no_surface,
+        )
+        table.save(out)
+        rt = Table(title=f"{table.meta['vidur_device']}: {len(table.meta['models'])} models, "
+                   f"{table.meta['source_measurements']} operator timings", title_justify="left")
+        for col in ("kernel", "dtype", "pass", "rows", "min time", "max time"):
+            rt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
+        for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
+            rt.add_row(str(kernel), str(dtype), str(pass_), str(len(g)), format_duration(float(g["time_s"].min())),
+                       format_duration(float(g["time_s"].max())))
+        console.print(rt)
+        for key, surf in (table.meta.get("gemm_surface") or {}).items():
+            st = surf["stats"]
+            typer.echo(
+                f"GEMM surface {key}: large-GEMM asymptote {surf['peak_flops'] / 1e12:.0f} TFLOP/s, memory "
+                f"{surf['memory_Bps'] / 1e12:.2f} TB/s, t0 {surf['t0_s'] * 1e6:.1f} us; error on its "
+                f"{int(st['points'])} points: median {st['median_abs_pct']:.1f}%, 90th percentile "
+                f"{st['p90_abs_pct']:.1f}%"
+            )
+        typer.echo(f"wrote {out} ({len(table)} rows)")
 
     @app.command("replay-chakra")
     def replay_chakra_cmd(

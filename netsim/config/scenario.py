@@ -15,7 +15,8 @@ A scenario is the unit ``netsim run`` executes::
                                         # (null: the topology's collectives.routing; pxn on NVIDIA presets)
       router: null                      # MoE router / statistical model override
       routing_trace: null               # routing-trace file (replaces the router)
-      kernels: null                     # measured kernel table (else the roofline)
+      kernels: null                     # measured kernel table (default: the topology accelerator's
+                                        # compute profile, e.g. Vidur's H100 table; else the roofline)
       calibration: null                 # CAL.yaml: link efficiencies, collective step latency
       flops_efficiency: 0.8             # roofline: achieved fraction of peak FLOP/s
       memory_efficiency: 0.8            # roofline: achieved fraction of HBM bandwidth
@@ -43,7 +44,8 @@ the topology, ``workload.`` to the workload, anything else to the scenario itsel
 
 Roofline efficiency defaults: 0.8 of peak BF16 FLOP/s is what large GEMMs reach on Hopper (the
 project's H200 measured about 790 of 989 TFLOP/s dense BF16); 0.8 of HBM bandwidth is typical
-of streaming kernels.  Both are parameters; a measured kernel table (``--kernels``) replaces
+of streaming kernels.  Both are parameters; a measured kernel table (``--kernels``, or the
+accelerator's ``compute`` profile in the topology, as on dgx-h100, h800 and dgx-a100) replaces
 the roofline.
 """
 

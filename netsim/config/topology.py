@@ -6,7 +6,8 @@ A topology file comes in one of two forms.
 
     name: dgx-h100
     num_nodes: 4                      # servers; `--nodes N` and `--set num_nodes=N` change it
-    accelerator: {name, role, peak_flops: {bf16: 989TFLOPS}, memory_bandwidth, memory}
+    accelerator: {name, role, peak_flops: {bf16: 989TFLOPS}, memory_bandwidth, memory,
+                  compute: {profile: h100-sxm}}   # optional: measured kernel-table profile
     node:                             # one server; `kind` selects the intra-node fabric
       kind: nvswitch | hccs | pcie
       ...                             # see NVSwitchNodeSpec, HCCSNodeSpec, PCIeNodeSpec
@@ -63,6 +64,7 @@ __all__ = [
     "AcceleratorSpec",
     "BackendSpec",
     "CollectivesSpec",
+    "ComputeSpec",
     "ExplicitLinkSpec",
     "ExplicitNodeSpec",
     "ExplicitTopologySpec",
@@ -80,6 +82,22 @@ __all__ = [
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
+class ComputeSpec(SpecModel):
+    """Where an accelerator's compute times come from (``accelerator.compute``).
+
+    ``profile`` names a compute profile (``netsim.calibration.profiles``: ``h100-sxm``,
+    ``a100-sxm``, ``roofline``): a shipped measured kernel table plus the cited attention and
+    FP8 assumptions of that GPU; checked when a run builds its compute model.  Without a
+    ``compute`` section a run uses the datasheet roofline.
+    """
+
+    profile: str = Field(default="roofline", min_length=1)
+    kernels: str | None = None
+    """Another kernel table (a path, or the file name of a shipped one) instead of the profile's."""
+    fp8_gemm_speedup: float | None = Field(default=None, gt=0)
+    """FP8 GEMM compute-term speed-up over BF16 (default: the profile's)."""
+
+
 class AcceleratorSpec(SpecModel):
     """The GPU/NPU model: compute peaks and memory, used by the roofline and reports."""
 
@@ -91,6 +109,8 @@ class AcceleratorSpec(SpecModel):
     """HBM bandwidth in bytes/s."""
     memory: Bytes
     """HBM capacity in bytes."""
+    compute: ComputeSpec | None = None
+    """The compute model (measured kernel table profile); None: datasheet roofline."""
 
 
 class NicSpec(SpecModel):

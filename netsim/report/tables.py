@@ -194,6 +194,8 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "step_times_s": "list: the time of each simulated step (s)",
     "checkpoint_slowdown_s": "step time minus that of a replay without checkpoint traffic (s) or null",
     "compute_model": "where compute times come from (kernel table or roofline)",
+    "compute_notes": "list: assumptions the compute model leaned on (dtype answered from another, backward "
+    "from forward, ...)",
     "collective_model": "exact, stream or coflow (how collectives were turned into flows)",
     "routing_samples": "token samples routed per step and MoE layer, reused (null: every all-to-all its own)",
     "lockstep": "true: one rank per lockstep unit (EP group) simulated, standing for the unit's ranks",

@@ -1,0 +1,423 @@
+"""The kernel catalogue: the compute kernels of a training step, their shapes and costs.
+
+Every kernel has a fixed set of shape parameters, the passes it is measured for, and analytic
+FLOP and byte counts (:data:`KERNELS`); kernel tables (:mod:`netsim.calibration.kernels`), the
+roofline (:mod:`netsim.calibration.roofline`) and the profiler all use these counts.
+
+==============  =================================  =========  ==========================================
+kernel          shape parameters                   passes     what is timed
+==============  =================================  =========  ==========================================
+gemm            m, n, k                            fwd, bwd   ``Y[m,n] = X[m,k] @ W[k,n]``; bwd = dX and dW
+grouped_gemm    tokens, experts, n, k              fwd, bwd   per-expert GEMMs, ``tokens/experts`` rows each
+attention       batch, heads, seq, head_dim        fwd, bwd   causal ``scaled_dot_product_attention``
+router_linear   tokens, hidden, experts, topk      fwd, bwd   linear gate, softmax, top-k, renormalise
+router_grap     tokens, hidden, experts, topk      fwd, bwd   GrAP gate (mean of hidden slices), ReLU,
+                                                              softmax, top-k (LocMoE)
+permute         tokens, hidden, topk               fwd, bwd   gather tokens into expert order
+                                                              (``tokens*topk`` rows)
+unpermute       tokens, hidden, topk               fwd, bwd   weighted scatter-add back to token order
+layernorm       tokens, hidden                     fwd, bwd   ``layer_norm`` with weight and bias
+rmsnorm         tokens, hidden                     fwd, bwd   ``rms_norm`` with weight
+swiglu          tokens, hidden                     fwd, bwd   ``silu(a) * b`` on a ``[tokens, 2*hidden]``
+                                                              input
+adamw           params                             step       ``torch.optim.AdamW.step`` on fp32 params
+==============  =================================  =========  ==========================================
+
+Each kernel has a *sweep* parameter (the one a grid varies: m, tokens, seq, params) and
+*secondary* parameters (all the others).  Its *cost axis* is FLOPs for compute-bound kernels
+and bytes for memory-bound ones (permute, unpermute, norms, swiglu, adamw, GrAP router).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
+
+import numpy as np
+
+from netsim.errors import SpecError
+
+# --------------------------------------------------------------------------- dtypes
+
+#: Bytes per element of the canonical dtype names.
+DTYPE_BYTES: Final[dict[str, float]] = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "float8": 1.0}
+
+_DTYPE_ALIASES: Final[dict[str, str]] = {
+    "float32": "float32",
+    "fp32": "float32",
+    "f32": "float32",
+    "float": "float32",
+    "tf32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "f16": "float16",
+    "half": "float16",
+    "float8": "float8",
+    "fp8": "float8",
+    "float8_e4m3fn": "float8",
+    "float8_e5m2": "float8",
+    "e4m3": "float8",
+    "e5m2": "float8",
+}
+
+
+def canonical_dtype(name: str, *, field: str = "dtype") -> str:
+    """Map a dtype name or alias (``bf16``, ``fp32``, ``half`` ...) to its canonical name."""
+    key = str(name).strip().lower().removeprefix("torch.")
+    try:
+        return _DTYPE_ALIASES[key]
+    except KeyError:
+        raise SpecError(
+            f"unknown dtype {name!r}; allowed: {', '.join(DTYPE_BYTES)} (aliases fp32, bf16, fp16, fp8)",
+            field=field,
+        ) from None
+
+
+# --------------------------------------------------------------------------- catalogue
+
+SHAPE_COLUMNS: Final = (
+    "m",
+    "n",
+    "k",
+    "batch",
+    "tokens",
+    "experts",
+    "topk",
+    "heads",
+    "seq",
+    "head_dim",
+    "hidden",
+    "params",
+)
+PASSES: Final = ("fwd", "bwd", "step")
+Shape = Mapping[str, float]
+_CountFn = Callable[[Shape, str], float]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel of the catalogue.
+
+    Attributes:
+        name: the kernel name used in tables and in :meth:`ComputeModel.time` calls.
+        params: its shape parameters (a subset of :data:`SHAPE_COLUMNS`).
+        sweep: the parameter a measurement grid varies (interpolation runs along it).
+        passes: the passes it is measured for.
+        cost: ``"flops"`` or ``"bytes"``: the axis interpolated over.
+        description: one line for docs and ``--help``.
+        fixed_dtype: a dtype the kernel always runs in (AdamW keeps fp32 master weights), or
+            None when it runs in the requested dtype.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    sweep: str
+    passes: tuple[str, ...]
+    cost: str
+    description: str
+    flops_fn: _CountFn = field(repr=False)
+    elems_fn: _CountFn = field(repr=False)  # bytes = elems * dtype bytes + extra_bytes
+    extra_bytes_fn: _CountFn | None = field(default=None, repr=False)
+    fixed_dtype: str | None = None
+
+    @property
+    def secondary(self) -> tuple[str, ...]:
+        """The shape parameters other than the sweep parameter."""
+        return tuple(p for p in self.params if p != self.sweep)
+
+    def check_pass(self, pass_: str) -> str:
+        if pass_ not in self.passes:
+            raise SpecError(f"kernel {self.name!r} has no pass {pass_!r}; allowed: {', '.join(self.passes)}")
+        return pass_
+
+    def check_shape(self, shape: Mapping[str, Any]) -> dict[str, float]:
+        """Validate ``shape`` (every parameter present, finite, > 0; no unknown keys)."""
+        unknown = sorted(set(shape) - set(self.params))
+        if unknown:
+            raise SpecError(
+                f"kernel {self.name!r} takes shape parameters {', '.join(self.params)}; unknown: {', '.join(unknown)}"
+            )
+        out: dict[str, float] = {}
+        for p in self.params:
+            if p not in shape:
+                raise SpecError(f"kernel {self.name!r} needs shape parameter {p!r} ({', '.join(self.params)})")
+            try:
+                v = float(shape[p])
+            except (TypeError, ValueError):
+                raise SpecError(f"kernel {self.name!r}: {p} must be a number (got {shape[p]!r})") from None
+            if not math.isfinite(v) or v <= 0:
+                raise SpecError(f"kernel {self.name!r}: {p} must be finite and > 0 (got {shape[p]!r})")
+            out[p] = v
+        return out
+
+    def dtype_for(self, dtype: str) -> str:
+        """The dtype the kernel actually runs in for a requested ``dtype``."""
+        return self.fixed_dtype or canonical_dtype(dtype)
+
+    def flops(self, shape: Shape, pass_: str) -> float:
+        """Floating-point operations of one call (multiply-add = 2)."""
+        return float(self.flops_fn(shape, pass_))
+
+    def nbytes(self, shape: Shape, pass_: str, dtype: str) -> float:
+        """Bytes read + written by one call (ideal, each tensor once) in ``dtype``."""
+        elt = DTYPE_BYTES[self.dtype_for(dtype)]
+        extra = self.extra_bytes_fn(shape, pass_) if self.extra_bytes_fn else 0.0
+        return float(self.elems_fn(shape, pass_) * elt + extra)
+
+    def cost_value(self, shape: Shape, pass_: str, dtype: str) -> float:
+        """The value on this kernel's cost axis (FLOPs or bytes)."""
+        return self.flops(shape, pass_) if self.cost == "flops" else self.nbytes(shape, pass_, dtype)
+
+    def counts(self, columns: Mapping[str, np.ndarray], pass_: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+        """(FLOPs, bytes) of many shapes at once: ``columns`` maps each parameter to an array."""
+        n = len(next(iter(columns.values()))) if columns else 1
+        elt = DTYPE_BYTES[self.dtype_for(dtype)]
+        shape = cast(Shape, columns)  # the count functions are elementwise: arrays work as well as floats
+        extra = self.extra_bytes_fn(shape, pass_) if self.extra_bytes_fn else 0.0
+        flops: np.ndarray = np.broadcast_to(np.asarray(self.flops_fn(shape, pass_), dtype=np.float64), (n,))
+        elems = np.asarray(self.elems_fn(shape, pass_), dtype=np.float64)
+        nbytes: np.ndarray = np.broadcast_to(elems * elt + extra, (n,))
+        return flops, nbytes
+
+
+def _fb(pass_: str, fwd: float, bwd: float) -> float:
+    return fwd if pass_ == "fwd" else bwd
+
+
+def _gemm_flops(s: Shape, p: str) -> float:
+    return _fb(p, 2.0, 4.0) * s["m"] * s["n"] * s["k"]
+
+
+def _gemm_elems(s: Shape, p: str) -> float:
+    m, n, k = s["m"], s["n"], s["k"]
+    return _fb(p, m * k + k * n + m * n, 2.0 * (m * n + m * k + k * n))
+
+
+def _ggemm_flops(s: Shape, p: str) -> float:
+    return _fb(p, 2.0, 4.0) * s["tokens"] * s["n"] * s["k"]
+
+
+def _ggemm_elems(s: Shape, p: str) -> float:
+    t, e, n, k = s["tokens"], s["experts"], s["n"], s["k"]
+    return _fb(p, t * k + e * k * n + t * n, 2.0 * (t * n + t * k + e * k * n))
+
+
+def _attn_flops(s: Shape, p: str) -> float:
+    # causal: half of the 2 (fwd) / 5 (bwd incl. recompute) s x s x d matmuls
+    return _fb(p, 2.0, 5.0) * s["batch"] * s["heads"] * s["seq"] ** 2 * s["head_dim"]
+
+
+def _attn_elems(s: Shape, p: str) -> float:
+    return _fb(p, 4.0, 8.0) * s["batch"] * s["heads"] * s["seq"] * s["head_dim"]
+
+
+def _rlin_flops(s: Shape, p: str) -> float:
+    t, h, e = s["tokens"], s["hidden"], s["experts"]
+    return _fb(p, 2.0 * t * h * e + 4.0 * t * e, 4.0 * t * h * e + 4.0 * t * e)
+
+
+def _rlin_elems(s: Shape, p: str) -> float:
+    t, h, e, k = s["tokens"], s["hidden"], s["experts"], s["topk"]
+    return _fb(p, t * h + h * e + 2.0 * t * e + t * k, 2.0 * (t * h + h * e + t * e))
+
+
+def _topk_idx_bytes(s: Shape, p: str) -> float:
+    return _fb(p, 8.0 * s["tokens"] * s["topk"], 0.0)
+
+
+def _grap_flops(s: Shape, p: str) -> float:
+    return s["tokens"] * s["hidden"] + 4.0 * s["tokens"] * s["experts"]
+
+
+def _grap_elems(s: Shape, p: str) -> float:
+    t, h, e, k = s["tokens"], s["hidden"], s["experts"], s["topk"]
+    return _fb(p, t * h + 2.0 * t * e + t * k, 2.0 * t * h + 2.0 * t * e)
+
+
+def _perm_flops(s: Shape, p: str) -> float:
+    return _fb(p, 0.0, s["tokens"] * s["topk"] * s["hidden"])
+
+
+def _perm_elems(s: Shape, p: str) -> float:
+    t, h, k = s["tokens"], s["hidden"], s["topk"]
+    return _fb(p, 2.0 * t * k * h, t * k * h + 2.0 * t * h)
+
+
+def _idx_bytes(s: Shape, p: str) -> float:
+    return 8.0 * s["tokens"] * s["topk"]
+
+
+def _unperm_flops(s: Shape, p: str) -> float:
+    return _fb(p, 2.0, 3.0) * s["tokens"] * s["topk"] * s["hidden"]
+
+
+def _unperm_elems(s: Shape, p: str) -> float:
+    t, h, k = s["tokens"], s["hidden"], s["topk"]
+    return _fb(p, t * k * h + 2.0 * t * h, 2.0 * t * k * h + t * h)
+
+
+def _ln_flops(s: Shape, p: str) -> float:
+    return _fb(p, 7.0, 12.0) * s["tokens"] * s["hidden"]
+
+
+def _rms_flops(s: Shape, p: str) -> float:
+    return _fb(p, 4.0, 8.0) * s["tokens"] * s["hidden"]
+
+
+def _norm_elems(s: Shape, p: str) -> float:
+    t, h = s["tokens"], s["hidden"]
+    return _fb(p, 2.0 * t * h + 2.0 * h, 3.0 * t * h + 4.0 * h)
+
+
+def _swiglu_flops(s: Shape, p: str) -> float:
+    return _fb(p, 5.0, 10.0) * s["tokens"] * s["hidden"]
+
+
+def _swiglu_elems(s: Shape, p: str) -> float:
+    return _fb(p, 3.0, 5.0) * s["tokens"] * s["hidden"]
+
+
+def _adamw_flops(s: Shape, p: str) -> float:
+    return 16.0 * s["params"]
+
+
+def _adamw_elems(s: Shape, p: str) -> float:
+    # fp32: read param, grad, exp_avg, exp_avg_sq; write param, exp_avg, exp_avg_sq
+    return 7.0 * s["params"]
+
+
+_FB = ("fwd", "bwd")
+
+#: The kernel catalogue, keyed by kernel name.
+KERNELS: Final[dict[str, KernelSpec]] = {
+    k.name: k
+    for k in (
+        KernelSpec(
+            "gemm",
+            ("m", "n", "k"),
+            "m",
+            _FB,
+            "flops",
+            "dense GEMM Y[m,n] = X[m,k] @ W[k,n]",
+            _gemm_flops,
+            _gemm_elems,
+        ),
+        KernelSpec(
+            "grouped_gemm",
+            ("tokens", "experts", "n", "k"),
+            "tokens",
+            _FB,
+            "flops",
+            "expert GEMMs: tokens/experts rows per expert, W_e[k,n]",
+            _ggemm_flops,
+            _ggemm_elems,
+        ),
+        KernelSpec(
+            "attention",
+            ("batch", "heads", "seq", "head_dim"),
+            "seq",
+            _FB,
+            "flops",
+            "causal scaled_dot_product_attention",
+            _attn_flops,
+            _attn_elems,
+        ),
+        KernelSpec(
+            "router_linear",
+            ("tokens", "hidden", "experts", "topk"),
+            "tokens",
+            _FB,
+            "flops",
+            "linear gate + softmax + top-k (renormalised)",
+            _rlin_flops,
+            _rlin_elems,
+            _topk_idx_bytes,
+        ),
+        KernelSpec(
+            "router_grap",
+            ("tokens", "hidden", "experts", "topk"),
+            "tokens",
+            _FB,
+            "bytes",
+            "GrAP gate (LocMoE): mean of hidden slices, ReLU, softmax, top-k",
+            _grap_flops,
+            _grap_elems,
+            _topk_idx_bytes,
+        ),
+        KernelSpec(
+            "permute",
+            ("tokens", "hidden", "topk"),
+            "tokens",
+            _FB,
+            "bytes",
+            "gather tokens into expert order (tokens*topk rows)",
+            _perm_flops,
+            _perm_elems,
+            _idx_bytes,
+        ),
+        KernelSpec(
+            "unpermute",
+            ("tokens", "hidden", "topk"),
+            "tokens",
+            _FB,
+            "bytes",
+            "weighted scatter-add of expert outputs back to token order",
+            _unperm_flops,
+            _unperm_elems,
+            _idx_bytes,
+        ),
+        KernelSpec(
+            "layernorm",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "LayerNorm with weight and bias",
+            _ln_flops,
+            _norm_elems,
+        ),
+        KernelSpec(
+            "rmsnorm",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "RMSNorm with weight",
+            _rms_flops,
+            _norm_elems,
+        ),
+        KernelSpec(
+            "swiglu",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "SwiGLU activation silu(a) * b, output [tokens, hidden]",
+            _swiglu_flops,
+            _swiglu_elems,
+        ),
+        KernelSpec(
+            "adamw",
+            ("params",),
+            "params",
+            ("step",),
+            "bytes",
+            "AdamW optimizer step on fp32 parameters",
+            _adamw_flops,
+            _adamw_elems,
+            fixed_dtype="float32",
+        ),
+    )
+}
+
+
+def get_kernel(name: str) -> KernelSpec:
+    """The catalogue entry of ``name``; SpecError listing the known kernels otherwise."""
+    try:
+        return KERNELS[name]
+    except KeyError:
+        raise SpecError(f"unknown kernel {name!r}; known: {', '.join(KERNELS)}", field="kernel") from None

@@ -1,0 +1,188 @@
+"""Compute profiles: the measured kernel table and the cited assumptions of one GPU model.
+
+A topology's accelerator names its compute model in YAML::
+
+    accelerator:
+      name: H100-SXM5-80GB
+      ...
+      compute:
+        profile: h100-sxm          # one of COMPUTE_PROFILES
+        kernels: null              # another kernel table (path or shipped name) instead
+        fp8_gemm_speedup: null     # override the profile's FP8 assumption
+
+A profile bundles what :class:`~netsim.calibration.compute.TableComputeModel` needs for that
+GPU: the shipped kernel table (``netsim/data/kernels/<kernels>``, measured: GEMMs through their
+fitted surface, norms, SwiGLU), the flash-attention throughput curves for the attention core
+(which the table lacks) and the FP8 GEMM speed-up over BF16.  Every constant below names its
+source.  ``roofline`` is the datasheet roofline with the scenario's efficiencies (what presets
+without a measured table, e.g. the Ascend ones, use).
+
+Attention curves (achieved TFLOP/s, causal, head dim 128, BF16/FP16, FLOPs counted as the
+flash-attention benchmarks and the catalogue do: causal = half of ``4 b h s^2 d``, backward =
+2.5x forward):
+
+* H100 SXM5, forward: FlashAttention-3 (Shah et al. 2024, arXiv:2407.08608), Fig. 5, "with
+  causal mask, head dim 128", FlashAttention-3 bars: 292, 423, 521, 579, 602, 616 TFLOP/s at
+  sequence 512, 1k, 2k, 4k, 8k, 16k.  Backward: Fig. 6, head dim 128, FlashAttention-3 bars
+  316, 424, 501, 542, 559, 561 (measured without the causal mask); scaled here by the
+  forward's causal / non-causal ratio at each length (Fig. 5 non-causal head dim 128: 497, 565,
+  625, 638, 646, 648), *approx.*
+* A100 SXM4 80GB: FlashAttention-2 (Dao 2023, arXiv:2307.08691) reaches up to 73 % of the
+  312 TFLOP/s peak in the forward pass and up to 63 % in the backward pass on A100 (Sec. 4.1).
+  Those maxima times the sequence-length and causal shape of the same FlashAttention-2 kernel
+  measured on H100 in FlashAttention-3's Fig. 5 (causal head dim 128: 191, 260, 298, 319, 333,
+  335, divided by its non-causal 16k value 370), *approx.*
+
+FP8 GEMM speed-up on Hopper (H100 = H800 compute): 1.75x the BF16 compute term, from NVIDIA's
+"Boosting Matrix Multiplication Speed and Flexibility with NVIDIA cuBLAS 12.9" (2025): block-
+scaled FP8 matmuls on Hopper run up to 1.75x faster than BF16 for large matmuls (at least 1.25x
+in most other cases).  Cross-check: the Maximum Achievable Matmul FLOPS of an H100 SXM in Stas
+Bekman's "Machine Learning Engineering" (compute/accelerator/README.md) are 1402.6 TFLOP/s FP8
+and 794.5 TFLOP/s BF16, ratio 1.77.  Small GEMMs, which are limited by memory, gain from the
+halved operand bytes instead (the surface's memory term).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netsim.errors import SpecError
+from netsim.registry import Registry
+
+__all__ = ["COMPUTE_PROFILES", "KERNEL_DATA_DIR", "ComputeProfile", "profile_compute_model", "resolve_table_path"]
+
+#: Where shipped kernel tables live.
+KERNEL_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kernels"
+
+_SEQ = (512, 1024, 2048, 4096, 8192, 16384)
+_T = 1e12
+
+
+@dataclass(frozen=True)
+class ComputeProfile:
+    """The compute model of one GPU model (see the module docstring for the sources).
+
+    Attributes:
+        name: the name used in ``accelerator.compute.profile``.
+        description: one line for ``--help`` and docs.
+        kernels: file name of the shipped kernel table (None: datasheet roofline).
+        attention: ``{"fwd": ((seq, FLOP/s), ...), "bwd": ...}`` or None.
+        attention_label: short source label (``FA3``) for the model's name.
+        fp8_gemm_speedup: FP8 / BF16 GEMM compute-term speed-up, or None (no FP8 support).
+    """
+
+    name: str
+    description: str
+    kernels: str | None = None
+    attention: Mapping[str, tuple[tuple[float, float], ...]] | None = None
+    attention_label: str = ""
+    fp8_gemm_speedup: float | None = None
+
+
+COMPUTE_PROFILES: Registry[ComputeProfile] = Registry("compute profile", field="accelerator.compute.profile")
+
+
+def _curve(tflops: tuple[float, ...], scale: tuple[float, ...] | None = None) -> tuple[tuple[float, float], ...]:
+    s = scale or (1.0,) * len(tflops)
+    return tuple((float(q), r * f * _T) for q, r, f in zip(_SEQ, tflops, s, strict=True))
+
+
+_FA3_FWD_CAUSAL = (292, 423, 521, 579, 602, 616)
+_FA3_FWD_FULL = (497, 565, 625, 638, 646, 648)
+_FA3_BWD_FULL = (316, 424, 501, 542, 559, 561)
+_FA2_H100_FWD_CAUSAL = (191, 260, 298, 319, 333, 335)
+_FA2_H100_FWD_FULL_16K = 370.0
+_A100_PEAK_T = 312.0
+
+_causal_ratio = tuple(c / f for c, f in zip(_FA3_FWD_CAUSAL, _FA3_FWD_FULL, strict=True))
+_fa2_shape = tuple(v / _FA2_H100_FWD_FULL_16K for v in _FA2_H100_FWD_CAUSAL)
+
+for _p in (
+    ComputeProfile("roofline", "datasheet roofline with the scenario's flops/memory efficiencies"),
+    ComputeProfile(
+        "h100-sxm",
+        "H100/H800 SXM5: Vidur-measured GEMMs (fitted surface), norms, SwiGLU; FlashAttention-3 attention; "
+        "FP8 GEMMs 1.75x BF16",
+        kernels="vidur-h100.csv",
+        attention={"fwd": _curve(_FA3_FWD_CAUSAL), "bwd": _curve(_FA3_BWD_FULL, _causal_ratio)},
+        attention_label="FlashAttention-3",
+        fp8_gemm_speedup=1.75,
+    ),
+    ComputeProfile(
+        "a100-sxm",
+        "A100 SXM4 80GB: Vidur-measured GEMMs (fitted surface), norms, SwiGLU; FlashAttention-2 attention",
+        kernels="vidur-a100.csv",
+        attention={
+            "fwd": _curve(tuple(0.73 * _A100_PEAK_T for _ in _SEQ), _fa2_shape),
+            "bwd": _curve(tuple(0.63 * _A100_PEAK_T for _ in _SEQ), _fa2_shape),
+        },
+        attention_label="FlashAttention-2",
+    ),
+):
+    COMPUTE_PROFILES.add(_p.name, _p)
+
+
+def resolve_table_path(ref: str | Path, *, field: str = "accelerator.compute.kernels") -> Path:
+    """A kernel-table reference: an existing path, or the name of a shipped table."""
+    p = Path(ref)
+    if p.is_file():
+        return p
+    for cand in (KERNEL_DATA_DIR / str(ref), KERNEL_DATA_DIR / f"{ref}.csv"):
+        if cand.is_file():
+            return cand
+    shipped = sorted(x.name for x in KERNEL_DATA_DIR.glob("*.csv") if not x.name.startswith("published"))
+    raise SpecError(f"kernel table {str(ref)!r} not found (a path, or a shipped table: {', '.join(shipped)})",
+                    field=field)
+
+
+def profile_compute_model(
+    accelerator: Mapping[str, Any],
+    compute: Mapping[str, Any],
+    *,
+    table: Any = None,
+    efficiency: float = 1.0,
+    memory_efficiency: float = 1.0,
+    default_dtype: str | None = None,
+) -> Any:
+    """The compute model an accelerator's ``compute`` section asks for.
+
+    ``table`` (a path or a :class:`KernelTable`, e.g. a scenario's ``options.kernels``) replaces
+    the profile's table; the profile's attention curves and FP8 assumption still fill what that
+    table lacks.
+    """
+    from netsim.calibration.attention import FlashAttentionModel
+    from netsim.calibration.compute import TableComputeModel
+    from netsim.calibration.kernels import KernelTable
+    from netsim.calibration.roofline import RooflineComputeModel
+    from netsim.units import parse_bandwidth
+
+    prof = COMPUTE_PROFILES.get(str(compute.get("profile") or "roofline"))
+    ref = table if table is not None else compute.get("kernels") or prof.kernels
+    if ref is None:
+        return RooflineComputeModel.from_accelerator(accelerator, efficiency, memory_efficiency,
+                                                     default_dtype=default_dtype)
+    speedup = compute.get("fp8_gemm_speedup")
+    speedup = prof.fp8_gemm_speedup if speedup is None else float(speedup)
+    if speedup is not None and not (math.isfinite(speedup) and speedup > 0):
+        raise SpecError(f"must be finite and > 0 (got {speedup!r})", field="accelerator.compute.fp8_gemm_speedup")
+    attention = None
+    if prof.attention is not None:
+        mem = parse_bandwidth(accelerator.get("memory_Bps", 0), "accelerator.memory_bandwidth")
+        attention = FlashAttentionModel(prof.attention, mem, name=f"flash-attention:{prof.attention_label}")
+    loaded = ref if isinstance(ref, KernelTable) else KernelTable.load(resolve_table_path(ref))
+    label = Path(loaded.source).stem
+    parts = [f"kernel-table:{label}", f"profile {prof.name}"]
+    if attention is not None:
+        parts.append(f"attention {prof.attention_label}")
+    if speedup is not None:
+        parts.append(f"fp8 GEMM x{speedup:g}")
+    # what no table measures (routers, token permutation, AdamW, dtypes like fp32): the datasheet
+    # roofline at the scenario's efficiencies, which knows every dtype the accelerator lists
+    fallback = RooflineComputeModel.from_accelerator(accelerator, efficiency, memory_efficiency,
+                                                     default_dtype=default_dtype)
+    return TableComputeModel(loaded, fallback, default_dtype=default_dtype, name=" | ".join(parts), attention=attention,
+                             fp8_gemm_speedup=speedup)

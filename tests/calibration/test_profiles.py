@@ -1,0 +1,176 @@
+"""Compute profiles: presets pick the measured tables, derived answers, dtype fallback, notes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from netsim.calibration.attention import FlashAttentionModel
+from netsim.calibration.compute import TableComputeModel, make_compute_model
+from netsim.calibration.kernels import KernelTable
+from netsim.calibration.profiles import COMPUTE_PROFILES, profile_compute_model
+from netsim.calibration.roofline import RooflineComputeModel
+from netsim.config.scenario import load_scenario
+from netsim.errors import SpecError
+from netsim.topology import load_topology
+
+KERNELS = Path(__file__).resolve().parent.parent.parent / "netsim" / "data" / "kernels"
+ATT = {"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128}
+
+
+def _model(preset: str, **kw: Any) -> Any:
+    return make_compute_model(load_topology(preset, nodes=1).graph["accelerator"], default_dtype="bf16", **kw)
+
+
+@pytest.mark.parametrize(
+    ("preset", "table"), [("dgx-h100", "vidur-h100"), ("h800", "vidur-h100"), ("dgx-a100", "vidur-a100")]
+)
+def test_gpu_presets_use_their_measured_table(preset: str, table: str) -> None:
+    m = _model(preset)
+    assert isinstance(m, TableComputeModel) and m.name.startswith(f"kernel-table:{table}")
+    assert m.estimate("gemm", "fwd", m=4096, n=4096, k=4096).source == "table:surface"
+
+
+def test_presets_without_a_table_keep_the_roofline() -> None:
+    m = _model("ascend-910a", efficiency=0.5)
+    assert isinstance(m, RooflineComputeModel) and m.efficiency == 0.5
+    acc = dict(load_topology("dgx-h100", nodes=1).graph["accelerator"])
+    acc["compute"] = {"profile": "roofline"}
+    assert isinstance(make_compute_model(acc), RooflineComputeModel)
+
+
+def test_unknown_profile_is_a_spec_error_naming_the_field() -> None:
+    acc = dict(load_topology("dgx-h100", nodes=1).graph["accelerator"])
+    with pytest.raises(SpecError, match="unknown compute profile 'b200'; allowed: roofline, h100-sxm, a100-sxm") as ei:
+        make_compute_model({**acc, "compute": {"profile": "b200"}})
+    assert ei.value.field == "accelerator.compute.profile"
+    with pytest.raises(SpecError, match=r"kernel table 'nope\.csv' not found"):
+        make_compute_model({**acc, "compute": {"profile": "h100-sxm", "kernels": "nope.csv"}})
+
+
+def test_backward_is_twice_the_forward_for_gemms_and_says_so() -> None:
+    m = _model("dgx-h100")
+    fwd = m.estimate("gemm", "fwd", m=8192, n=4096, k=4096)
+    bwd = m.estimate("gemm", "bwd", m=8192, n=4096, k=4096)
+    assert bwd.time_s == pytest.approx(2 * fwd.time_s) and bwd.source == "table:fwd-scaled"
+    assert any("backward" in n and "2x" in n for n in m.notes)
+    # a memory-bound kernel: forward x the catalogue's byte ratio
+    nf = m.estimate("rmsnorm", "fwd", tokens=4096, hidden=8192)
+    nb = m.estimate("rmsnorm", "bwd", tokens=4096, hidden=8192)
+    assert nb.time_s / nf.time_s == pytest.approx(nb.bytes / nf.bytes)
+
+
+def test_bf16_is_answered_from_the_fp16_rows_with_a_note() -> None:
+    m = _model("dgx-a100")
+    a = m.estimate("gemm", "fwd", dtype="bf16", m=2048, n=4096, k=4096)
+    b = m.estimate("gemm", "fwd", dtype="fp16", m=2048, n=4096, k=4096)
+    assert a.time_s == b.time_s and a.dtype == "bfloat16"
+    assert any("bfloat16 kernels timed from the table's float16 rows" in n for n in m.notes)
+
+
+def test_fp8_gemms_use_the_stated_speedup_and_can_be_overridden() -> None:
+    m = _model("h800")
+    big = {"m": 16384, "n": 8192, "k": 8192}
+    r = m.time("gemm", "fwd", dtype="bf16", **big) / m.time("gemm", "fwd", dtype="fp8", **big)
+    assert 1.6 < r <= 1.75  # compute-bound: close to the 1.75x assumption
+    small = {"m": 16, "n": 8192, "k": 8192}  # weight-streaming: FP8 halves the bytes instead
+    assert m.time("gemm", "fwd", dtype="bf16", **small) / m.time("gemm", "fwd", dtype="fp8", **small) > 1.5
+    acc = dict(load_topology("h800", nodes=1).graph["accelerator"])
+    slow = make_compute_model({**acc, "compute": {"profile": "h100-sxm", "fp8_gemm_speedup": 1.25}})
+    r2 = slow.time("gemm", "fwd", dtype="bf16", **big) / slow.time("gemm", "fwd", dtype="fp8", **big)
+    assert 1.2 < r2 <= 1.25
+    # non-GEMM kernels of an FP8 workload run at 16 bits
+    assert m.time("rmsnorm", "fwd", dtype="fp8", tokens=4096, hidden=4096) == m.time(
+        "rmsnorm", "fwd", dtype="bf16", tokens=4096, hidden=4096
+    )
+    assert any("non-GEMM kernels of a float8 workload" in n for n in m.notes)
+    with pytest.raises(SpecError, match="must be finite and > 0"):
+        profile_compute_model(acc, {"profile": "h100-sxm", "fp8_gemm_speedup": 0})
+
+
+def test_attention_from_the_cited_flash_attention_throughput() -> None:
+    h100, a100 = _model("dgx-h100"), _model("dgx-a100")
+    e = h100.estimate("attention", "fwd", **ATT)
+    assert e.source == "flash-attention:FlashAttention-3"
+    assert e.time_s == pytest.approx(e.flops / 579e12)  # FA3 Fig. 5, causal, head dim 128, seq 4k
+    b = h100.estimate("attention", "bwd", **ATT)
+    assert b.time_s == pytest.approx(b.flops / (542e12 * 579 / 638))  # Fig. 6 x causal/non-causal at 4k
+    a = a100.estimate("attention", "fwd", **ATT)
+    assert a.time_s == pytest.approx(a.flops / (0.73 * 312e12 * 319 / 370))  # FA2 max x FA2's causal shape
+    # above the longest published sequence the rate stays; below the shortest it does not rise
+    fa = FlashAttentionModel({"fwd": [(512, 100e12), (1024, 200e12)], "bwd": [(512, 1e12)]}, 1e15)
+    assert fa.rate("fwd", 4096) == pytest.approx(200e12) and fa.rate("fwd", 256) == pytest.approx(50e12)
+    assert fa.rate("bwd", 64) == pytest.approx(1e12)
+
+
+def test_grouped_gemm_is_one_kernel_over_the_experts() -> None:
+    m = _model("dgx-h100")
+    g = m.estimate("grouped_gemm", "fwd", tokens=4096, experts=8, n=4096, k=7168)
+    surf = m.table.gemm_surface("float16")
+    assert g.source == "table:surface+grouped"
+    assert g.time_s == pytest.approx(surf.grouped_time_s([512.0] * 8, 4096, 7168))
+    # fewer tokens per expert are less efficient: same total work on 64 experts takes longer
+    assert m.time("grouped_gemm", "fwd", tokens=4096, experts=64, n=512, k=7168) > m.time(
+        "grouped_gemm", "fwd", tokens=4096, experts=8, n=512, k=7168
+    )
+    assert m.time("grouped_gemm", "bwd", tokens=4096, experts=8, n=4096, k=7168) == pytest.approx(2 * g.time_s)
+
+
+def test_a_table_without_the_workloads_dtype_falls_back_with_a_note() -> None:
+    # issue 18 item 18: the shipped CPU table (float32) with a bf16 workload
+    cpu = TableComputeModel(KERNELS / "cpu-amd-epyc-1thread.csv", default_dtype="bf16")
+    e = cpu.estimate("gemm", "fwd", m=512, n=512, k=512)
+    f32 = cpu.estimate("gemm", "fwd", dtype="fp32", m=512, n=512, k=512)
+    assert e.time_s == f32.time_s and e.dtype == "bfloat16"
+    assert cpu.notes == ["the kernel table has no bfloat16 rows: bfloat16 kernels timed from its float32 rows at the "
+                         "same speed (x1.0)"]
+    # a kernel the table lacks, through its empirical roofline (which has no bf16 peak either)
+    rows = pd.DataFrame([{"kernel": "gemm", "dtype": "fp32", "pass": "fwd", "m": 64, "n": 64, "k": 64,
+                          "time_s": 1e-5}] * 1)
+    t = TableComputeModel(KernelTable.from_frame(rows), default_dtype="bf16")
+    assert t.time("attention", "fwd", batch=1, heads=1, seq=64, head_dim=64) > 0
+    assert any("knows no bfloat16 peak" in n for n in t.notes)
+
+
+def test_run_summary_names_the_compute_model_and_its_notes(tmp_path: Path) -> None:
+    from netsim.run import prepare
+    from tests.replay.conftest import tiny_scenario
+
+    prep = prepare(load_scenario(tiny_scenario()))
+    assert prep.compute.name.startswith("kernel-table:vidur-h100 | profile h100-sxm")  # type: ignore[attr-defined]
+    assert any("float16" in n for n in prep.compute.notes)  # type: ignore[attr-defined]
+    cpu = prepare(load_scenario(tiny_scenario(options={"kernels": str(KERNELS / "cpu-amd-epyc-1thread.csv")})))
+    assert cpu.compute.name.startswith("kernel-table:cpu-amd-epyc-1thread")  # type: ignore[attr-defined]
+    # the CPU table has no bf16: the H100 datasheet roofline (which knows bf16) answers, and says so
+    assert "the kernel table has no bfloat16 rows: bfloat16 kernels timed by roofline:H100-SXM5-80GB" in (
+        cpu.compute.notes  # type: ignore[attr-defined]
+    )
+
+
+def test_profiles_are_registered_with_sources() -> None:
+    assert COMPUTE_PROFILES.names() == ["roofline", "h100-sxm", "a100-sxm"]
+    h100 = COMPUTE_PROFILES.get("h100-sxm")
+    assert h100.kernels == "vidur-h100.csv" and h100.fp8_gemm_speedup == 1.75
+    assert COMPUTE_PROFILES.get("a100-sxm").fp8_gemm_speedup is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("accelerator.compute.fp8_gemm_speedup=0", "accelerator.compute.fp8_gemm_speedup"),
+        ("accelerator.compute.flash=1", "accelerator.compute.flash"),
+    ],
+)
+def test_bad_compute_sections_name_the_field(override: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        load_topology("dgx-h100", nodes=1, overrides=[override])
+
+
+def test_compute_section_overrides_reach_the_model() -> None:
+    g = load_topology("dgx-h100", nodes=1, overrides=["accelerator.compute.profile=roofline"])
+    assert isinstance(make_compute_model(g.graph["accelerator"]), RooflineComputeModel)
+    g = load_topology("dgx-a100", nodes=1, overrides=["accelerator.compute.kernels=vidur-h100.csv"])
+    assert make_compute_model(g.graph["accelerator"]).name.startswith("kernel-table:vidur-h100 | profile a100-sxm")

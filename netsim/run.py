@@ -319,24 +319,30 @@ def _alltoall_table(plan: StepPlan, res: ReplayResult) -> pd.DataFrame:
 def _traffic_totals(graph: nx.DiGraph, net: Any) -> tuple[dict[str, float], float, float, int, pd.DataFrame]:
     """Bytes per traffic class, north-south bytes (a front-end device at either end), total
     bytes, number of flows and the node-to-node traffic matrix, from the engine's flow columns
-    (numpy passes only: a large replay has tens of millions of flows)."""
+    (numpy passes only: a large replay has tens of millions of flows).
+
+    Bytes are what devices send: the results a switch sends back in an in-network reduction
+    (NVLS, SHARP) are the network's work, not traffic of a class, so flows from switches are
+    left out here (the links table still carries every byte on every link)."""
     cols = net.flow_columns()
     keep = cols["keep"]
     names = cols["class_names"]
-    nbytes = np.where(keep, cols["bytes"], 0.0)
-    cls = cols["traffic_class"]
-    nc = max(len(names), 1)
-    by_class = np.bincount(cls, weights=nbytes, minlength=nc)
     index = net.links.index
     num_dev = len(index)
     front = np.zeros(num_dev, dtype=bool)
+    switch = np.zeros(num_dev, dtype=bool)
     node = np.full(num_dev, -1, dtype=np.int64)
     for n, a in graph.nodes(data=True):
         i = index.get(n)
         if i is not None:
             front[i] = a.get("network") == "frontend"
+            switch[i] = a.get("kind") == "switch"
             node[i] = int(a.get("node", -1) if a.get("node") is not None else -1)
     src, dst = cols["src"], cols["dst"]
+    nbytes = np.where(keep & ~switch[src], cols["bytes"], 0.0)
+    cls = cols["traffic_class"]
+    nc = max(len(names), 1)
+    by_class = np.bincount(cls, weights=nbytes, minlength=nc)
     north = float(nbytes[front[src] | front[dst]].sum())
     # node-pair x class bins (node -1, off-server devices, is bin 0)
     width = int(node.max()) + 2

@@ -433,7 +433,8 @@ def _hier_all_reduce(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, 
     grid = _grid(req, f"hierarchical/{inter}")
     nodes, per = grid.shape
     s = req.nbytes
-    k = req.chunks(s / per, pipelined=inter != "ring")
+    # the phases pipeline chunk by chunk (as NCCL's loop over slices of the buffer does)
+    k = req.chunks(s / per, pipelined=True)
     one = k == 1  # phases that are not chunk-pipelined with each other may be collapsed
     _, fr = _ring_phase(b, grid, per - 1, s / per, k, 0, collapse=one)
     if inter == "ring":
@@ -598,20 +599,42 @@ def hierarchical_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
 
 
 @register_algorithm(_A2A, "deepep",
-                    description="RDMA to the same-index GPU of the target server, then NVLink to the owner")
+                    description="RDMA to the same-index GPU of the target server, NVLink to the owner; pipelined")
 def deepep_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
+    """DeepEP's dispatch: every GPU sends what it has for server ``b`` over its own rail to the
+    GPU with its local index there, which forwards each token to its owner over NVLink.  The
+    forwarding is pipelined in chunks (DeepEP streams tokens through the forwarding GPU's
+    buffers): chunk ``c`` of an RDMA transfer is forwarded once it has arrived, while chunk
+    ``c + 1`` is still on the wire (default chunks of 4 MiB, at most 64; ``chunk_bytes``)."""
     grid, m4 = _a2a_grid(req, "deepep")
     nodes, per = grid.shape
     _intra_direct(b, grid, m4)
     other = ~np.eye(nodes, dtype=bool)
     r_bytes = m4.sum(axis=3)  # (a, i, b)
     aa, ii, bb = np.nonzero((r_bytes > 0) & other[:, None, :])
-    rid = np.full((nodes, per, nodes), -1, dtype=np.int64)
-    rid[aa, ii, bb] = b.add_batch(grid[aa, ii], grid[bb, ii], r_bytes[aa, ii, bb], 0)
+    if not aa.size:
+        return {"servers": nodes, "chunks": 0}
+    k = req.chunks(float(r_bytes[aa, ii, bb].max()), pipelined=True)
+    # RDMA chunks: transfer t, chunk c waits for chunk c - 1 of the same transfer (in order)
+    n_r = aa.size
+    rid = b.next_id + np.arange(n_r * k, dtype=np.int64).reshape(n_r, k)
+    deps = np.full((n_r, k, 1), -1, dtype=np.int64)
+    deps[:, 1:, 0] = rid[:, :-1]
+    b.add_batch(np.repeat(grid[aa, ii], k), np.repeat(grid[bb, ii], k), np.repeat(r_bytes[aa, ii, bb] / k, k),
+                0, deps.reshape(-1, 1))
+    where = np.full((nodes, per, nodes), -1, dtype=np.int64)
+    where[aa, ii, bb] = np.arange(n_r)
+    # NVLink forwards: chunk c of (a, i) -> (b, j) waits for RDMA chunk c and its own chunk c - 1
     sel = (m4 > 0) & other[:, None, :, None] & ~np.eye(per, dtype=bool)[None, :, None, :]
-    aa, ii, bb, jj = np.nonzero(sel)
-    b.add_batch(grid[bb, ii], grid[bb, jj], m4[aa, ii, bb, jj], 1, rid[aa, ii, bb][:, None])
-    return {"servers": nodes}
+    fa, fi, fb, fj = np.nonzero(sel)
+    n_f = fa.size
+    fid = b.next_id + np.arange(n_f * k, dtype=np.int64).reshape(n_f, k)
+    fdeps = np.full((n_f, k, 2), -1, dtype=np.int64)
+    fdeps[:, :, 0] = rid[where[fa, fi, fb]]
+    fdeps[:, 1:, 1] = fid[:, :-1]
+    b.add_batch(np.repeat(grid[fb, fi], k), np.repeat(grid[fb, fj], k), np.repeat(m4[fa, fi, fb, fj] / k, k), 1,
+                fdeps.reshape(-1, 2))
+    return {"servers": nodes, "chunks": k}
 
 
 # ---------------------------------------------------------------------------------------------

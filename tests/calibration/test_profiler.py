@@ -118,7 +118,7 @@ def test_profile_and_validate_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFi
         ],
         capsys,
     )
-    assert code == 0 and f"wrote {out}" in stdout and "GFLOP/s" in stdout
+    assert code == 0 and f"wrote {out}" in stdout and "FLOP/s" in stdout  # MFLOP/s on a loaded machine
     t = KernelTable.load(out)
     assert set(t.kernels()) == {"gemm", "rmsnorm", "permute", "adamw"}
     assert len(t) == 2 * 2 + 2 * 2 + 2 * 2 + 2  # fwd+bwd x 2 shapes, adamw step x 2

@@ -270,3 +270,26 @@ def test_lockstep_with_coflows_keeps_the_bytes_and_the_step(tiny_run: Any) -> No
     for cls, v in exact["bytes_by_class"].items():
         assert lock["bytes_by_class"][cls] == pytest.approx(v, rel=1e-12), cls
     assert lock["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)
+
+
+def test_in_network_reduction_lowers_what_gpus_send() -> None:
+    """Issue 18.15: bytes by class are what devices send; an NVLS all-reduce's results come
+    back from the switch and are not traffic of the class (the links table keeps them)."""
+    from netsim.collectives import accelerators, run_collective
+    from netsim.network.engine import Network
+    from netsim.run import _traffic_totals
+    from netsim.topology import load_topology
+
+    g = load_topology("dgx-h100", nodes=1)
+    devs = accelerators(g)
+    size = 64 * 2**20
+    sent = {}
+    for algo in ("ring", "nvls"):
+        net = Network(g)
+        run_collective(net, "all_reduce", devs, size, algo=algo, traffic_class="dp")
+        net.run()
+        sent[algo] = _traffic_totals(g, net)[0]["dp"]
+    n = len(devs)
+    assert sent["ring"] == pytest.approx(n * 2 * (n - 1) / n * size)
+    assert sent["nvls"] == pytest.approx(n * (1 + 1 / n) * size)
+    assert sent["nvls"] < sent["ring"]

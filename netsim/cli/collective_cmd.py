@@ -117,7 +117,8 @@ def register(app: typer.Typer) -> None:
         n_nodes = len({graph.nodes[d].get("node") for d in devices})
         name = graph.graph.get("name", topology)
         plural = "s" if n_nodes > 1 else ""
-        algo_text = algo or ("NCCL's choice per size" if setup.name == "nccl" else get_algorithm(op, None).name)
+        library = str(getattr(setup.cost, "settings", {}).get("library", "nccl")).upper()
+        algo_text = algo or (f"{library}'s choice per size" if setup.name == "nccl" else get_algorithm(op, None).name)
         comments = [
             f"netsim collective {op}: algo {algo_text}, {len(devices)} ranks on {n_nodes} node{plural} of {name}, "
             f"routing {kw['routing']}" + (f", collective model {model}" if model != "exact" else ""),
@@ -136,7 +137,7 @@ def register(app: typer.Typer) -> None:
         for t in format_trailer(rows):
             typer.echo(t)
         if setup.name == "nccl":
-            typer.echo("# NCCL's choice: " + "; ".join(format_choices(rows)))
+            typer.echo(f"# {library}'s choice: " + "; ".join(format_choices(rows)))
         if csv is not None:
             with atomic_file(csv) as fh:
                 rows_frame(rows).to_csv(fh, index=False, float_format="%.6f")

@@ -253,6 +253,8 @@ class NcclCost(CostModel):
         c = self.constants
         if op in _P2P_OPS or len(devices) < 2:
             return self._p2p_call(op, devices, nbytes, algo, proto)
+        if algo is None and self.settings.get("library") == "hccl":
+            return self._hccl_call(op, devices, nbytes, proto)
         ch = self.choice(op, devices, nbytes, algo=algo, proto=proto)
         assert ch is not None
         sys = self.table(devices).system
@@ -297,6 +299,30 @@ class NcclCost(CostModel):
         if ch.alg_bw_GBps <= 0:
             return None
         return ch.alg_bw_GBps * 1e9 * self.efficiency_ratio(devices)
+
+    def _hccl_call(self, op: str, devices: Sequence[str], nbytes: float, proto: str | None) -> CollectiveCall:
+        """HCCL's algorithm selection (CANN HCCL user guide, "Collective Communication
+        Algorithms"): inside a fully connected server Mesh, else Ring; across servers the
+        all-reduce is hierarchical (intra-server reduce-scatter, inter-server all-reduce of the
+        slices, intra-server all-gather), the gathers and scatters ring.  HCCL publishes no
+        tuning model: the protocol, latencies and per-step costs are NCCL's ring ones
+        (*approx.*), and the links alone bound the bandwidth."""
+        ch = self.choice(op, devices, nbytes, algo="ring", proto=proto)
+        assert ch is not None
+        shape = group_shape(self.graph, tuple(devices), self.efficiency)
+        if shape.n_nodes == 1 and shape.full_mesh and op in ("all_reduce", "reduce_scatter", "all_gather"):
+            plan_algo = "mesh"
+        elif shape.n_nodes > 1 and shape.ranks_per_node > 1 and op == "all_reduce":
+            plan_algo = "hierarchical"
+        else:
+            plan_algo = "ring"
+        sys = self.table(devices).system
+        c = self.constants
+        return CollectiveCall(algo=plan_algo, fluid=plan_algo == "ring" and op in ("broadcast", "reduce"),
+                              base_latency_s=c.base_latency_us("ring", ch.proto) * self.latency_scale * 1e-6,
+                              hop_latency_s=self._hops(sys, "ring", ch.proto, False),
+                              wire_factor=float(c.get("wire_factor", ch.proto)), alg_bw_Bps=None,
+                              library_algo=f"hccl-{plan_algo}", proto=ch.proto)
 
     def _p2p_call(self, op: str, devices: Sequence[str], nbytes: float, algo: str | None,
                   proto: str | None) -> CollectiveCall:

@@ -192,3 +192,31 @@ def test_accelerators_per_node() -> None:
     assert len(accelerators(g)) == 12
     with pytest.raises(CollectiveError):
         accelerators(g, per_node=0)
+
+
+def test_deepep_forwards_while_the_rdma_transfer_is_still_arriving() -> None:
+    """Issue 18.2: DeepEP pipelines tokens through the forwarding GPU; store-and-forward took
+    2866 us against 2352 us for the direct all-to-all on 2 H800 nodes."""
+    from netsim.topology import load_topology
+
+    g = load_topology("h800", nodes=2)
+    devs = accelerators(g)
+    size = 234881024
+    direct = simulate_collective(g, "all_to_all", devs, size, algo="direct")
+    deepep = simulate_collective(g, "all_to_all", devs, size, algo="deepep")
+    assert deepep < 1.1 * direct
+    # chunking matters now: one chunk is store-and-forward again
+    one = simulate_collective(g, "all_to_all", devs, size, algo="deepep", chunk_bytes=size)
+    assert one > deepep * 1.1
+
+
+def test_hierarchical_all_reduce_is_pipelined_by_default() -> None:
+    """Issue 18.5: the phases of the hierarchical all-reduce pipeline chunk by chunk (293 GB/s
+    busbw at 1 GiB on 2 DGX H100 before, 481 with 16 MiB chunks)."""
+    from netsim.topology import load_topology
+
+    g = load_topology("dgx-h100", nodes=2)
+    devs = accelerators(g)
+    t = simulate_collective(g, "all_reduce", devs, 2**30, algo="hierarchical")
+    busbw = 2 * 15 / 16 * 2**30 / t / 1e9
+    assert busbw > 450

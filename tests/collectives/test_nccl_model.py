@@ -125,3 +125,25 @@ def test_ideal_stays_the_wire_bound() -> None:
     t = simulate_collective(g, "all_reduce", devs, 8 * GiB, cost=setup.cost)
     # ring at line rate: 2(n-1)/n S / 450 GB/s plus 14 steps of path latency
     assert 2 * 7 / 8 * 8 * GiB / t / 1e9 == pytest.approx(450.0, rel=0.001)
+
+
+def test_hccl_uses_the_full_mesh_inside_an_atlas_a2_server() -> None:
+    """Issue 18.14: ring and halving-doubling on one 910B server reached 56 GB/s (one HCCS link);
+    HCCL runs its Mesh algorithm on a fully connected server, all 7 links at once."""
+    g = load_topology("ascend-910b", nodes=1)
+    devs = accelerators(g)
+    setup = collective_setup(g)
+    call = setup.cost.call("all_reduce", devs, GiB)
+    assert call.algo == "mesh" and call.library_algo == "hccl-mesh"
+    t_mesh = simulate_collective(g, "all_reduce", devs, GiB, cost=setup.cost, efficiency=setup.efficiency)
+    t_ring = simulate_collective(g, "all_reduce", devs, GiB, algo="ring", cost=setup.cost,
+                                 efficiency=setup.efficiency)
+    busbw = 2 * 7 / 8 * GiB / t_mesh / 1e9
+    assert busbw == pytest.approx(7 * 56 * 0.8, rel=0.03)  # every HCCS link of a rank busy
+    assert t_ring > 5 * t_mesh
+    # two groups of 4 (910A): not a full mesh, and across servers hierarchical
+    g2 = load_topology("ascend-910a", nodes=2)
+    s2 = collective_setup(g2)
+    assert s2.cost.call("all_reduce", accelerators(g2)[:4], GiB).algo == "mesh"
+    assert s2.cost.call("all_reduce", accelerators(g2)[:8], GiB).algo == "ring"
+    assert s2.cost.call("all_reduce", accelerators(g2), GiB).algo == "hierarchical"

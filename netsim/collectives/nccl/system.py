@@ -57,6 +57,7 @@ class GroupShape:
         nics_per_node: distinct NICs the group's devices of one server send through.
         nic_bw_GBps: achieved bandwidth of one NIC (0 if the group is on one server).
         nvswitch: the servers have an NVSwitch.
+        full_mesh: every GPU of a server links directly to every other GPU of the group there.
     """
 
     n_ranks: int
@@ -68,6 +69,7 @@ class GroupShape:
     nics_per_node: int
     nic_bw_GBps: float
     nvswitch: bool
+    full_mesh: bool = False
 
 
 def _efficiency(eff: Mapping[str, float], cls: str) -> float:
@@ -84,6 +86,7 @@ def group_shape(graph: nx.DiGraph, devices: Sequence[str], efficiency: Mapping[s
     first = devices[groups[0][0]]
     nvsw = 0.0
     mesh: list[float] = []
+    peers: set[str] = set()
     pcie = 0.0
     for _, v, a in graph.out_edges(first, data=True):
         cls = str(a.get("link_class", "generic"))
@@ -94,6 +97,7 @@ def group_shape(graph: nx.DiGraph, devices: Sequence[str], efficiency: Mapping[s
             nvsw += cap
         elif kind == "accelerator" and cls in _GPU_LINK_CLASSES:
             mesh.append(cap)
+            peers.add(str(v))
         elif kind == "switch" and cls == "pcie":
             pcie = max(pcie, cap)
     if nvsw > 0:
@@ -120,7 +124,8 @@ def group_shape(graph: nx.DiGraph, devices: Sequence[str], efficiency: Mapping[s
     return GroupShape(n_ranks=len(devices), n_nodes=n_nodes, ranks_per_node=per, intra_hw=intra_hw,
                       intra_bw_GBps=intra_bw, link_bw_GBps=link_bw, nics_per_node=max(len(nics), 1 if n_nodes > 1
                                                                                        else 0),
-                      nic_bw_GBps=nic_bw, nvswitch=nvsw > 0)
+                      nic_bw_GBps=nic_bw, nvswitch=nvsw > 0,
+                      full_mesh=per > 1 and {devices[r] for r in groups[0][1:]} <= peers)
 
 
 def _nic_of(graph: nx.DiGraph, device: str) -> str | None:

@@ -458,6 +458,10 @@ def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) 
             f"unknown routing policy {opts.routing!r}; allowed: {', '.join(ROUTING_POLICIES)}",
             field="options.routing",
         )
+    if opts.collective_cost is not None:
+        from netsim.collectives.cost import COST_MODELS
+
+        COST_MODELS.get(opts.collective_cost)
     for op, algo in opts.algorithms.items():
         try:
             get_algorithm(op, algo)

@@ -167,10 +167,14 @@ def tiers(nodes: int, per: int) -> tuple[nx.DiGraph, list[str]]:
 def test_hierarchical_all_reduce() -> None:
     nodes, per, size = 2, 4, 32 * MiB
     g, d = tiers(nodes, per)
-    t = simulate_collective(g, "all_reduce", d, size, algo="hierarchical", step_latency_s=LAM)
+    # one chunk: the phases run one after the other (the closed form)
+    t = simulate_collective(g, "all_reduce", d, size, algo="hierarchical", step_latency_s=LAM,
+                            chunk_bytes=size / per)
     intra = 2 * (per - 1) * (LAM + ALPHA_I + size / per / BI)
     inter = 2 * (nodes - 1) * (LAM + ALPHA_E + size / per / nodes / BE)
     close(t, intra + inter)
+    # by default the phases pipeline chunk by chunk: faster
+    assert simulate_collective(g, "all_reduce", d, size, algo="hierarchical", step_latency_s=LAM) < 0.8 * t
 
 
 def test_sharp_all_reduce() -> None:
@@ -201,10 +205,15 @@ def test_deepep_all_to_all() -> None:
     nodes, per, size = 2, 4, 64 * MiB
     g, d = tiers(nodes, per)
     q = size / (nodes * per)  # bytes per pair
-    t = simulate_collective(g, "all_to_all", d, size, algo="deepep", step_latency_s=LAM)
+    # one chunk: store and forward (the closed form)
+    t = simulate_collective(g, "all_to_all", d, size, algo="deepep", step_latency_s=LAM,
+                            chunk_bytes=(nodes - 1) * per * q)
     rdma = LAM + ALPHA_E + (nodes - 1) * per * q / BE  # to the same-index GPU of the other server
     forward = LAM + ALPHA_I + (per - 1) * (nodes - 1) * q / BI  # NVLink to the owners
     close(t, rdma + forward)
+    # by default the forwarding is pipelined in chunks behind the RDMA transfer
+    t_p = simulate_collective(g, "all_to_all", d, size, algo="deepep", step_latency_s=LAM)
+    assert rdma < t_p < t
 
 
 def test_hierarchical_all_to_all() -> None:

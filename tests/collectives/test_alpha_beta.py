@@ -174,7 +174,7 @@ def test_hierarchical_all_reduce() -> None:
     inter = 2 * (nodes - 1) * (LAM + ALPHA_E + size / per / nodes / BE)
     close(t, intra + inter)
     # by default the phases pipeline chunk by chunk: faster
-    assert simulate_collective(g, "all_reduce", d, size, algo="hierarchical", step_latency_s=LAM) < 0.8 * t
+    assert simulate_collective(g, "all_reduce", d, size, algo="hierarchical", step_latency_s=LAM) < 0.95 * t
 
 
 def test_sharp_all_reduce() -> None:

@@ -43,7 +43,7 @@ import yaml
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
-from netsim.io import atomic_dir, write_json, write_table
+from netsim.io import atomic_dir, check_output_dir, write_json, write_table
 from netsim.replay import BREAKDOWN_CLASSES, ReplayResult, rank_breakdown, replay
 from netsim.workload.costs import TimeModel
 from netsim.workload.graph import TRAFFIC_CLASSES, StepPlan, build_plan
@@ -489,17 +489,21 @@ def resolved_spec(prep: Prepared) -> dict[str, Any]:
 
 
 def run_scenario(
-    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None, report: bool = True
+    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None, report: bool = True,
+    force: bool = False,
 ) -> RunOutcome:
     """Run ``scenario`` and write its run directory to ``out`` (atomically).
 
     Args:
         scenario: the validated scenario.
-        out: the run directory to create (replaced if it exists).
+        out: the run directory to create; checked before anything runs
+            (:func:`netsim.io.check_output_dir`).
         progress: ``fn(stage, fraction)`` for a progress display (stages: plan, replay,
             baseline, write, report).
         report: also write the report (``report.html`` ...) when netsim.report provides it.
+        force: replace an existing run directory that netsim wrote.
     """
+    check_output_dir(out, force=force)
     note = progress or (lambda _s, _f: None)
     note("plan", 0.0)
     prep = prepare(scenario)
@@ -513,7 +517,7 @@ def run_scenario(
     note("write", 0.0)
     summary, tables = summarize_replay(prep, res, net, baseline)
     out_path = Path(out)
-    with atomic_dir(out_path) as tmp:
+    with atomic_dir(out_path, force=force) as tmp:
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(resolved_spec(prep), sort_keys=False, allow_unicode=True))
         write_json(summary, tmp / "summary.json")
         for name, df in tables.items():

@@ -19,7 +19,7 @@ import networkx as nx
 import numpy as np
 import typer
 
-from netsim.cli.common import load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import check_out_files, force_option, load_graph, nodes_option, set_option, topology_option
 from netsim.errors import NetsimError
 
 
@@ -38,8 +38,10 @@ def register(app: typer.Typer) -> None:
         routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         max_sizes: int = typer.Option(6, "--max-sizes", min=2, help="Sizes per run used in the optimisation."),
+        force: bool = force_option(),
     ) -> None:
         """Fit per-link-class efficiency and per-step latency to nccl-tests LOGS."""
+        check_out_files(force, out=out)
         from netsim.calibration.fit import FitCase, fit_calibration
         from netsim.calibration.nccl import read_nccl_runs
         from netsim.collectives.executor import accelerators

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import engine_kwargs, load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import (
+    check_out_files,
+    engine_kwargs,
+    force_option,
+    load_graph,
+    nodes_option,
+    set_option,
+    topology_option,
+)
 from netsim.errors import NetsimError
 from netsim.units import parse_bytes, parse_duration
 
@@ -54,8 +62,10 @@ def register(app: typer.Typer) -> None:
                                   "flow per link) or coflow (stream, and all-to-all phases as one coflow); for scale."),
         pair: str | None = typer.Option(None, "--pair", help="sendrecv: the two devices, e.g. n0.g0,n1.g0 "
                                         "(default: first and last)."),
+        force: bool = force_option(),
     ) -> None:
         """Simulate collective OP for a range of sizes and print the nccl-tests table."""
+        check_out_files(force, csv=csv, log=log)
         from netsim.calibration.fit import load_calibration
         from netsim.collectives.executor import accelerators, check_model
         from netsim.collectives.nccl_tests import (

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import console, engine_kwargs, load_graph, nodes_option, set_option, topology_option
+from netsim.cli.common import (
+    check_out_dir,
+    console,
+    engine_kwargs,
+    force_option,
+    load_graph,
+    nodes_option,
+    set_option,
+    topology_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,13 +29,15 @@ def register(app: typer.Typer) -> None:
         routing: str = typer.Option("ecmp", "--routing", help="shortest | ecmp | ecmp-pair | spray | pxn"),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
+        force: bool = force_option(),
     ) -> None:
         """Simulate the flows of FLOWS.csv on a topology; write per-flow and per-link tables."""
         from netsim.network.flowfile import read_flows, run_flows
 
+        check_out_dir(out, force)
         graph = load_graph(topology, nodes, overrides)
         table = read_flows(flows_csv)
-        result = run_flows(graph, table, out, **engine_kwargs(calibration, routing, seed))
+        result = run_flows(graph, table, out, force=force, **engine_kwargs(calibration, routing, seed))
         console.print(
             f"{result.num_flows} flows, makespan {result.makespan_s * 1e6:.3f} us, "
             f"busiest link {result.busiest_link} at {result.busiest_peak:.1%} peak utilisation"

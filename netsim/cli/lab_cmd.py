@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from netsim.cli.common import check_out_dir, force_option
 from netsim.errors import SpecError
 
 
@@ -105,7 +106,7 @@ def register(app: typer.Typer) -> None:
             help="Text file or directory (repeatable); default: the Python standard library sources.",
         ),
         threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
-        force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+        force: bool = force_option(),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a small MoE language model on real text with ROUTER and record its routing."""
@@ -134,6 +135,7 @@ def register(app: typer.Typer) -> None:
             corpus=[str(c) for c in corpus],
             threads=threads,
         )
+        check_out_dir(out, force)
         require_torch()
         err = Console(stderr=True)
         if quiet:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from netsim.cli.common import check_out_files, force_option
 from netsim.errors import SpecError
 
 
@@ -78,8 +79,10 @@ def register(app: typer.Typer) -> None:
             help="Seconds of timing per shape and pass (default 0.2 cpu, 0.1 cuda, 0.02 quick).",
         ),
         threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+        force: bool = force_option(),
     ) -> None:
         """Time the kernel catalogue with torch and write a kernel table."""
+        check_out_files(force, out=out)
         from netsim.calibration.kernels import KERNELS
         from netsim.calibration.profiler import ProfileOptions, default_grid, profile_kernels, require_torch
 
@@ -138,8 +141,10 @@ def register(app: typer.Typer) -> None:
             None, "--threads", help="torch intra-op threads (default: the table's, for a CPU table on cpu)."
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Also write per-point results (.csv)."),
+        force: bool = force_option(),
     ) -> None:
         """Re-measure a kernel table's kernels on this device and print the prediction error."""
+        check_out_files(force, out=out)
         from netsim.calibration.kernels import KernelTable
         from netsim.calibration.profiler import ProfileOptions, cpu_times
         from netsim.calibration.validate import (

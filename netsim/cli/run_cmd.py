@@ -23,7 +23,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netsim.cli.common import console, err_console
+from netsim.cli.common import check_out_dir, console, err_console, force_option
 from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
 
@@ -152,6 +152,7 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        force: bool = force_option(),
     ) -> None:
         """Simulate training steps and write a run directory (summary, tables, report)."""
         from netsim.run import run_scenario
@@ -167,8 +168,9 @@ def register(app: typer.Typer) -> None:
         }
         spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
         out_dir = out if out is not None else Path("runs") / spec.name
+        check_out_dir(out_dir, force)
         if quiet:
-            outcome = run_scenario(spec, out_dir, report=not no_report)
+            outcome = run_scenario(spec, out_dir, report=not no_report, force=force)
         else:
             with Progress(
                 TextColumn("[bold]{task.description}"),
@@ -182,6 +184,6 @@ def register(app: typer.Typer) -> None:
                 def progress(stage: str, fraction: float) -> None:
                     bar.update(task, description=_STAGES.get(stage, stage), completed=fraction)
 
-                outcome = run_scenario(spec, out_dir, progress=progress, report=not no_report)
+                outcome = run_scenario(spec, out_dir, progress=progress, report=not no_report, force=force)
         report = out_dir / "report.html"
         _print_summary(outcome.summary, out_dir, report if report.exists() else None)

@@ -17,7 +17,7 @@ import networkx as nx
 import pandas as pd
 
 from netsim.errors import NetsimError, TraceError
-from netsim.io import atomic_dir, write_table
+from netsim.io import atomic_dir, check_output_dir, write_table
 from netsim.network.engine import Network
 from netsim.units import parse_bytes, parse_duration
 
@@ -75,9 +75,12 @@ class FlowRunResult:
 
 
 def run_flows(graph: nx.DiGraph, table: pd.DataFrame, out_dir: str | os.PathLike[str] | None = None,
-              **engine: Any) -> FlowRunResult:
-    """Simulate the flows of ``table`` on ``graph``; write flows/links tables to ``out_dir``."""
+              *, force: bool = False, **engine: Any) -> FlowRunResult:
+    """Simulate the flows of ``table`` on ``graph``; write flows/links tables to ``out_dir``
+    (an existing one is replaced only when netsim wrote it and ``force`` is given)."""
     src = str(table.attrs.get("source", "flows"))
+    if out_dir is not None:
+        check_output_dir(out_dir, force=force)
     net = Network(graph, **engine)
     known = net.links.index
     for col in ("src", "dst"):
@@ -109,7 +112,7 @@ def run_flows(graph: nx.DiGraph, table: pd.DataFrame, out_dir: str | os.PathLike
     links = net.link_records()
     top = links.sort_values(["peak_utilization", "bytes"], ascending=False).iloc[0]
     if out_dir is not None:
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, force=force, kind="flows") as tmp:
             write_table(flows, tmp, "flows")
             write_table(links, tmp, "links")
     return FlowRunResult(len(flows), net.makespan_s, str(top["link"]), float(top["peak_utilization"]), flows,

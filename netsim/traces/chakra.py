@@ -885,11 +885,12 @@ def replay_chakra(
     return result
 
 
-def write_replay(result: ChakraReplayResult, out_dir: str | Path) -> None:
-    """Write a replay's tables (CSV + Parquet) and summary.json into ``out_dir`` atomically."""
+def write_replay(result: ChakraReplayResult, out_dir: str | Path, *, force: bool = False) -> None:
+    """Write a replay's tables (CSV + Parquet) and summary.json into ``out_dir`` atomically
+    (an existing one is replaced only when netsim wrote it and ``force`` is given)."""
     from netsim.io import atomic_dir, write_json, write_table
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, force=force, kind="chakra-replay") as tmp:
         write_table(result.ranks, tmp, "ranks")
         write_table(result.ops, tmp, "ops")
         write_table(result.links, tmp, "links")

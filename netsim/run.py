@@ -44,6 +44,7 @@ from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
 from netsim.io import atomic_dir, check_output_dir, write_json, write_table
+from netsim.limits import SizeEstimate, check_fits, estimate_run, size_check_enabled
 from netsim.replay import BREAKDOWN_CLASSES, ReplayResult, rank_breakdown, replay
 from netsim.workload.costs import TimeModel
 from netsim.workload.graph import TRAFFIC_CLASSES, StepPlan, build_plan
@@ -137,6 +138,18 @@ def load_scenario_workload(scenario: ScenarioSpec) -> WorkloadSpec:
     return load_workload(ref, scenario.workload_overrides, source=scenario.source or "<scenario>")
 
 
+def run_estimate(graph: nx.DiGraph, workload: WorkloadSpec, scenario: ScenarioSpec) -> SizeEstimate:
+    """Ops and flows the run will plan, before planning them (:func:`netsim.limits.estimate_run`)."""
+    ranks = sum(1 for _, d in graph.nodes(data=True) if d.get("kind") == "accelerator")
+    mb = workload.num_microbatches
+    if workload.global_batch_size is not None:
+        mb = max(mb, workload.global_batch_size // workload.micro_batch_size)
+    topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
+    return estimate_run(topo, ranks=ranks, layers=workload.model.layers, microbatches=mb,
+                        steps=scenario.steps or workload.steps, ep=workload.parallelism.ep,
+                        moe=workload.model.moe is not None)
+
+
 def prepare(scenario: ScenarioSpec) -> Prepared:
     """Build everything a replay needs (no simulation yet)."""
     from netsim.topology import load_topology
@@ -147,6 +160,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         overrides=tuple(scenario.topology_overrides),
     )
     workload = load_scenario_workload(scenario)
+    check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
     compute = build_compute_model(graph, scenario, workload.model.dtype)
     opts = scenario.options
     plan = build_plan(

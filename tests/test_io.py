@@ -262,3 +262,19 @@ def test_run_twice_needs_force_and_replaces_only_then(
     assert code == 2 and "pass --force to replace it" in err
     assert _cli([*base, "--force"], capsys)[0] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "r"]
+
+
+def test_missing_parent_folders_are_created_by_every_kind_of_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One rule for missing parents (like mkdir -p): a folder output, a file output, a trace import."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f.csv").write_text("src,dst,bytes,start_s\nn0.g0,n0.g1,1MB,0\n")
+    kineto = str(FIX / "traces" / "moe_layer_cpu.json")
+    for argv in (["flows", "f.csv", "-t", "dgx-h100", "-n", "1", "--out", "a/b/run"],
+                 ["import", "kineto", kineto, "--out", "c/d/ops.csv"],
+                 ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-e", "1MiB", "--csv", "e/f/x.csv"]):
+        code, err = _cli(argv, capsys)
+        assert code == 0, err
+    assert marker_kind(tmp_path / "a" / "b" / "run") == "flows"
+    assert (tmp_path / "c" / "d" / "ops.csv").is_file() and (tmp_path / "e" / "f" / "x.csv").is_file()

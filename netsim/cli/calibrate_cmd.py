@@ -46,12 +46,16 @@ def register(app: typer.Typer) -> None:
         from netsim.calibration.nccl import read_nccl_runs
         from netsim.collectives.executor import accelerators
         from netsim.collectives.registry import get_algorithm
+        from netsim.limits import SizeEstimate, check_fits, estimate_collective, size_check_enabled
 
         runs = read_nccl_runs(logs, op=op)
         graphs: dict[int, nx.DiGraph] = {}
         cases = []
         for run in runs:
             get_algorithm(run.op, algo)
+            if not run.hosts and nodes is None:
+                raise NetsimError(f"line {run.line}: the run has no '#  Rank' lines (nccl-tests prints one per rank), "
+                                  "so its hosts are unknown: pass --nodes", source=run.source)
             run_nodes = run.nnodes if run.hosts else (nodes or 1)
             if run.hosts and nodes is not None and nodes != run.nnodes:
                 raise NetsimError(f"line {run.line}: the run has ranks on {run.nnodes} hosts but --nodes is {nodes}",
@@ -62,6 +66,8 @@ def register(app: typer.Typer) -> None:
             if run_nodes not in graphs:
                 graphs[run_nodes] = load_graph(topology, run_nodes, overrides)
             graph = graphs[run_nodes]
+            topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
+            check_fits(estimate_collective(topo, run.op, run.nranks), enabled=size_check_enabled(), source=run.source)
             per = run.nranks // run_nodes
             devices = accelerators(graph, per_node=per)
             if len(devices) != run.nranks:
@@ -70,6 +76,8 @@ def register(app: typer.Typer) -> None:
             df = run.rows[run.rows["size_bytes"] > 0]
             if df.empty:
                 raise NetsimError(f"line {run.line}: no row with a size > 0", source=run.source)
+            if len(df) < len(run.rows):  # size-0 rows time only the launch: nothing to fit a bandwidth to
+                typer.echo(f"# {run.source} line {run.line}: {len(run.rows) - len(df)} row(s) of size 0 ignored")
             cases.append(FitCase(graph=graph, op=run.op, devices=devices, algo=algo,
                                  sizes_bytes=df["size_bytes"].to_numpy(dtype=np.int64),
                                  measured_s=df["oop_time_us"].to_numpy(dtype=float) * 1e-6,

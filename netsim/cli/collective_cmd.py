@@ -17,6 +17,7 @@ busbw_GBps`` and ``--log`` a complete nccl-tests log (with ``#  Rank`` lines) th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -79,24 +80,50 @@ def register(app: typer.Typer) -> None:
         )
         from netsim.collectives.registry import get_algorithm
         from netsim.io import atomic_file
+        from netsim.limits import (
+            MAX_COLLECTIVE_SIZES,
+            SizeEstimate,
+            check_count,
+            check_fits,
+            check_quantity,
+            estimate_collective,
+            size_check_enabled,
+        )
         from netsim.topology.model import host_name
 
         if op not in CLI_OPS:
             raise NetsimError(f"unknown collective {op!r}; allowed: {', '.join(CLI_OPS)}", field="OP")
         alg = get_algorithm(op, algo)
         check_model(model)
-        sizes = sizes_between(parse_bytes(min_bytes, "--min-bytes"), parse_bytes(max_bytes, "--max-bytes"),
-                              step_factor)
+        lo = check_quantity(parse_bytes(min_bytes, "--min-bytes"), "bytes", "--min-bytes")
+        hi = check_quantity(parse_bytes(max_bytes, "--max-bytes"), "bytes", "--max-bytes")
+        if not step_factor > 1 or not math.isfinite(step_factor):
+            raise NetsimError(f"the step factor must be > 1 and finite (got {step_factor:g})", field="--step-factor")
+        if 0 < lo <= hi:
+            check_count(int(math.log(hi / lo) / math.log(step_factor)) + 1, MAX_COLLECTIVE_SIZES, "--step-factor",
+                        what="message sizes from --min-bytes to --max-bytes")
+        sizes = sizes_between(lo, hi, step_factor)
         chunk = parse_bytes(chunk_bytes, "--chunk-bytes") if chunk_bytes is not None else None
+        if chunk is not None:
+            check_quantity(chunk, "bytes", "--chunk-bytes")
         cal = load_calibration(calibration) if calibration is not None else None
         lat = parse_duration(step_latency, "--step-latency") if step_latency is not None else (
             cal.step_latency_s if cal is not None else 0.0)
         if lat < 0:
             raise NetsimError(f"must be >= 0, got {step_latency!r}", field="--step-latency")
+        check_quantity(lat, "duration", "--step-latency")
         graph = load_graph(topology, nodes, overrides)
+        per_node = max(sum(1 for _, d in graph.nodes(data=True) if d.get("kind") == "accelerator"
+                           and d.get("node") == n) for n in {d.get("node") for _, d in graph.nodes(data=True)})
+        if gpus_per_node is not None and gpus_per_node > per_node:
+            raise NetsimError(f"the servers of {topology} have {per_node} accelerators; cannot use {gpus_per_node}",
+                              field="--gpus-per-node")
         devices = accelerators(graph, per_node=gpus_per_node)
         if not devices:
             raise NetsimError("the topology has no accelerators", source=topology)
+        topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
+        check_fits(estimate_collective(topo, op, len(devices) if op != "sendrecv" else 2, channels=channels or 1),
+                   enabled=size_check_enabled())
         if op == "sendrecv":
             if pair is not None:
                 devices = [d.strip() for d in pair.split(",")]

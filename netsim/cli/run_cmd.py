@@ -122,6 +122,55 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
     console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
 
 
+#: the option that sets each field a check can name (so an error blames the flag the user typed)
+_FIELD_FLAGS = {
+    "router": "--router", "routing": "--router", "options.router": "--router",
+    "routing_trace": "--routing-trace", "options.routing_trace": "--routing-trace",
+    "kernels": "--kernels", "options.kernels": "--kernels",
+    "calibration": "--calibration", "options.calibration": "--calibration",
+    "collective_model": "--collective-model", "options.collective_model": "--collective-model",
+    "routing_samples": "--routing-samples", "options.routing_samples": "--routing-samples",
+    "num_nodes": "--nodes", "nodes": "--nodes", "seed": "--seed", "steps": "--steps",
+}
+
+
+def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -> NetsimError:
+    """Attribute ``exc`` to the ``--set`` item or option the user gave for its field, if any.
+
+    A check deep in the run names the field it found wrong and the file it was reading (often
+    the built-in default scenario); when the user's own ``--set`` or option wrote that field,
+    the error names that instead.
+    """
+    from netsim.config.common import override_for
+
+    field = exc.field or ""
+    if not field:
+        return exc
+    prefixes = ("", "workload.", "topology.", "options.")
+    for item in reversed(sets):
+        key = item.partition("=")[0].strip()
+        for prefix in prefixes:
+            if prefix and not key.startswith(prefix):
+                continue
+            stripped = item[len(prefix):]
+            hit = override_for(field, [stripped]) or override_for(field.removeprefix("options."), [stripped])
+            if hit is not None:
+                exc.source = f"--set {key}"
+                exc.args = (exc.one_line(),)
+                return exc
+    flag = _FIELD_FLAGS.get(field)
+    for item in reversed(sets):  # e.g. --set options.router=x for a check that names "routing"
+        key = item.partition("=")[0].strip()
+        if flag is not None and _FIELD_FLAGS.get(key) == flag:
+            exc.source, exc.field = f"--set {key}", None
+            exc.args = (exc.one_line(),)
+            return exc
+    if flag is not None and flags.get(flag) is not None:
+        exc.source, exc.field = flag, None
+        exc.args = (exc.one_line(),)
+    return exc
+
+
 #: above this many flows an exact run's summary points to the faster collective models
 LARGE_RUN_FLOWS = 500_000
 
@@ -155,8 +204,6 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Simulate training steps and write a run directory (summary, tables, report)."""
-        from netsim.run import run_scenario
-
         opts = {
             "router": router,
             "routing_trace": str(routing_trace.resolve()) if routing_trace else None,
@@ -166,24 +213,36 @@ def register(app: typer.Typer) -> None:
             "routing_samples": routing_samples,
             "lockstep": lockstep or None,
         }
-        spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
-        out_dir = out if out is not None else Path("runs") / spec.name
-        check_out_dir(out_dir, force)
-        if quiet:
-            outcome = run_scenario(spec, out_dir, report=not no_report, force=force)
-        else:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("planning ops", total=1.0)
-
-                def progress(stage: str, fraction: float) -> None:
-                    bar.update(task, description=_STAGES.get(stage, stage), completed=fraction)
-
-                outcome = run_scenario(spec, out_dir, progress=progress, report=not no_report, force=force)
+        flags = {"--router": router, "--routing-trace": routing_trace, "--kernels": kernels,
+                 "--calibration": calibration, "--collective-model": collective_model,
+                 "--routing-samples": routing_samples, "--nodes": nodes, "--seed": seed, "--steps": steps}
+        try:
+            spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
+            out_dir = out if out is not None else Path("runs") / spec.name
+            check_out_dir(out_dir, force)
+            outcome = _run(spec, out_dir, quiet=quiet, report=not no_report, force=force)
+        except NetsimError as exc:
+            raise blame_user_input(exc, sets, flags) from None
         report = out_dir / "report.html"
         _print_summary(outcome.summary, out_dir, report if report.exists() else None)
+
+
+def _run(spec: Any, out_dir: Path, *, quiet: bool, report: bool, force: bool) -> Any:
+    """Run ``spec`` into ``out_dir``, with a progress bar on stderr unless ``quiet``."""
+    from netsim.run import run_scenario
+
+    if quiet:
+        return run_scenario(spec, out_dir, report=report, force=force)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("planning ops", total=1.0)
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.update(task, description=_STAGES.get(stage, stage), completed=fraction)
+
+        return run_scenario(spec, out_dir, progress=progress, report=report, force=force)

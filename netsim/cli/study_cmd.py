@@ -46,7 +46,6 @@ def register(app: typer.Typer) -> None:
         from netsim.moe.lab import require_torch
         from netsim.studies.locmoe import StudyConfig, check_config, run_study
 
-        require_torch()
         if quick:
             cfg = StudyConfig.quick()
         else:
@@ -58,6 +57,7 @@ def register(app: typer.Typer) -> None:
         cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model})
         check_config(cfg)
         check_out_dir(out, force, resume="study")
+        require_torch()
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
                       transient=True) as bar:
             task = bar.add_task("study", total=1.0)

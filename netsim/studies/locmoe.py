@@ -33,6 +33,7 @@ import pandas as pd
 
 from netsim.errors import NetsimError
 from netsim.io import write_table
+from netsim.limits import MAX_NODES
 
 #: progress callback: (what is happening, fraction done of the whole study)
 Progress = Callable[[str, float], None]
@@ -407,7 +408,15 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
 def check_config(cfg: StudyConfig) -> None:
     """Reject an unusable study configuration with a one-line error."""
     from netsim.moe.routers import router_names
+    from netsim.topology import list_presets
 
+    presets = list_presets()
+    for t in cfg.topologies:
+        if t not in presets:
+            raise NetsimError(f"unknown topology preset {t!r}; presets: {', '.join(presets)}", field="--topologies")
+    for n in cfg.nodes:
+        if not 1 <= n <= MAX_NODES:
+            raise NetsimError(f"node count {n} must be in 1..{MAX_NODES:,}", field="--nodes")
     known = set(router_names())
     for r in cfg.routers:
         if r not in known:

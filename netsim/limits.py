@@ -117,22 +117,23 @@ def check_structure(obj: Any, source: str | None, *, max_depth: int = MAX_NESTIN
     Iterative (no recursion), and it stops at the first limit, so a YAML file whose aliases
     expand to billions of values is refused after ``max_items`` steps.
     """
-    stack: list[tuple[Any, int]] = [(obj, 0)]
+    stack: list[tuple[Any, int, str]] = [(obj, 0, "")]
     items = 0
     while stack:
-        node, depth = stack.pop()
+        node, depth, path = stack.pop()
         items += 1
         if items > max_items:
             raise LimitError(f"more than {max_items:,} values (after YAML aliases are expanded)", source=source)
         if isinstance(node, dict | list | tuple):
             if depth >= max_depth:
-                raise LimitError(f"nested deeper than {max_depth} levels", source=source)
-            children: Iterable[Any] = node.values() if isinstance(node, dict) else node
-            stack.extend((c, depth + 1) for c in children)
+                raise LimitError(f"nested deeper than {max_depth} levels", source=source, field=path or None)
+            pairs: Iterable[tuple[Any, Any]] = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((c, depth + 1, f"{path}.{k}" if path else str(k)) for k, c in pairs)
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > INT64_MAX:
-            raise LimitError(f"integer {_short_int(node)} is outside int64", source=source)
+            raise LimitError(f"integer {_short_int(node)} is outside int64", source=source, field=path or None)
         elif isinstance(node, float) and not math.isfinite(node):
-            raise LimitError(f"{node} is not a finite number", source=source)
+            raise LimitError(f"{node} is not a finite number (write a value in range)", source=source,
+                             field=path or None)
 
 
 def check_count(value: int, limit: int, field: str | None, source: str | None = None, what: str = "") -> None:

@@ -29,8 +29,9 @@ I/O shown through their bytes, ``checkpoint_time_s`` and the slowdown they cause
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,16 +151,30 @@ def run_estimate(graph: nx.DiGraph, workload: WorkloadSpec, scenario: ScenarioSp
                         moe=workload.model.moe is not None)
 
 
+@contextlib.contextmanager
+def _blame_scenario(scenario: ScenarioSpec, field: str) -> Iterator[None]:
+    """An error with no file of its own (an unknown preset name) names the scenario's ``field``."""
+    try:
+        yield
+    except NetsimError as exc:
+        if exc.source is None:
+            exc.field = exc.field or field
+            raise exc.with_source(scenario.source or "<scenario>") from None
+        raise
+
+
 def prepare(scenario: ScenarioSpec) -> Prepared:
     """Build everything a replay needs (no simulation yet)."""
     from netsim.topology import load_topology
 
-    graph = load_topology(
-        scenario.resolve_path(scenario.topology),
-        nodes=scenario.nodes,
-        overrides=tuple(scenario.topology_overrides),
-    )
-    workload = load_scenario_workload(scenario)
+    with _blame_scenario(scenario, "topology"):
+        graph = load_topology(
+            scenario.resolve_path(scenario.topology),
+            nodes=scenario.nodes,
+            overrides=tuple(scenario.topology_overrides),
+        )
+    with _blame_scenario(scenario, "workload"):
+        workload = load_scenario_workload(scenario)
     check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
     compute = build_compute_model(graph, scenario, workload.model.dtype)
     opts = scenario.options

@@ -291,3 +291,14 @@ def test_structure_check_limits() -> None:
         netsim.limits.check_structure({"a": 2**64}, "s")
     with pytest.raises(LimitError, match="not a finite number"):
         netsim.limits.check_structure({"a": [float("nan")]}, "s")
+
+
+def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The backstop for what the estimate misses: numpy's ArrayMemoryError is a MemoryError."""
+    import netsim.cli
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise MemoryError("Unable to allocate 89.5 GiB for an array")
+
+    monkeypatch.setattr(netsim.cli, "app", boom)
+    _one_error(["presets"], capsys, "out of memory", "needs more memory than this machine has")

@@ -232,6 +232,8 @@ def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) 
                 t = _num(toks[base], float, source, lineno, "time")
                 if not (math.isnan(t) or t >= 0):
                     raise TraceError(f"line {lineno}: negative time {toks[base]!r}", source=source)
+                if t * 1e-6 > QUANTITY_MAX["duration"]:
+                    raise TraceError(f"line {lineno}: time {toks[base]} us is beyond any real run", source=source)
                 row[f"{prefix}_time_us"] = t
                 row[f"{prefix}_algbw_GBps"] = _num(toks[base + 1], float, source, lineno, "algbw")
                 row[f"{prefix}_busbw_GBps"] = _num(toks[base + 2], float, source, lineno, "busbw")

@@ -46,7 +46,8 @@ def register(app: typer.Typer) -> None:
         from netsim.calibration.nccl import read_nccl_runs
         from netsim.collectives.executor import accelerators
         from netsim.collectives.registry import get_algorithm
-        from netsim.limits import SizeEstimate, check_fits, estimate_collective, size_check_enabled
+        from netsim.limits import check_fits, estimate_collective, size_check_enabled
+        from netsim.topology import estimate_spec, load_topology_spec_ref
 
         runs = read_nccl_runs(logs, op=op)
         graphs: dict[int, nx.DiGraph] = {}
@@ -63,11 +64,13 @@ def register(app: typer.Typer) -> None:
             if run.nranks % run_nodes:
                 raise NetsimError(f"line {run.line}: {run.nranks} ranks do not divide over {run_nodes} nodes",
                                   source=run.source)
+            if topology:  # refuse a run too large for this machine before building its topology
+                spec, _ = load_topology_spec_ref(topology, run_nodes, tuple(overrides))
+                check_fits(estimate_collective(estimate_spec(spec), run.op, run.nranks), enabled=size_check_enabled(),
+                           source=run.source)
             if run_nodes not in graphs:
                 graphs[run_nodes] = load_graph(topology, run_nodes, overrides)
             graph = graphs[run_nodes]
-            topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
-            check_fits(estimate_collective(topo, run.op, run.nranks), enabled=size_check_enabled(), source=run.source)
             per = run.nranks // run_nodes
             devices = accelerators(graph, per_node=per)
             if len(devices) != run.nranks:

@@ -80,15 +80,7 @@ def register(app: typer.Typer) -> None:
         )
         from netsim.collectives.registry import get_algorithm
         from netsim.io import atomic_file
-        from netsim.limits import (
-            MAX_COLLECTIVE_SIZES,
-            SizeEstimate,
-            check_count,
-            check_fits,
-            check_quantity,
-            estimate_collective,
-            size_check_enabled,
-        )
+        from netsim.limits import MAX_COLLECTIVE_SIZES, check_count, check_quantity
         from netsim.topology.model import host_name
 
         if op not in CLI_OPS:
@@ -112,18 +104,11 @@ def register(app: typer.Typer) -> None:
         if lat < 0:
             raise NetsimError(f"must be >= 0, got {step_latency!r}", field="--step-latency")
         check_quantity(lat, "duration", "--step-latency")
+        _check_size(topology, nodes, overrides, op, gpus_per_node, channels)
         graph = load_graph(topology, nodes, overrides)
-        per_node = max(sum(1 for _, d in graph.nodes(data=True) if d.get("kind") == "accelerator"
-                           and d.get("node") == n) for n in {d.get("node") for _, d in graph.nodes(data=True)})
-        if gpus_per_node is not None and gpus_per_node > per_node:
-            raise NetsimError(f"the servers of {topology} have {per_node} accelerators; cannot use {gpus_per_node}",
-                              field="--gpus-per-node")
         devices = accelerators(graph, per_node=gpus_per_node)
         if not devices:
             raise NetsimError("the topology has no accelerators", source=topology)
-        topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
-        check_fits(estimate_collective(topo, op, len(devices) if op != "sendrecv" else 2, channels=channels or 1),
-                   enabled=size_check_enabled())
         if op == "sendrecv":
             if pair is not None:
                 devices = [d.strip() for d in pair.split(",")]
@@ -172,3 +157,25 @@ def register(app: typer.Typer) -> None:
             with atomic_file(log) as fh:
                 fh.write(text)
             typer.echo(f"# wrote {log}")
+
+
+def _check_size(topology: str | None, nodes: int | None, overrides: list[str], op: str, gpus_per_node: int | None,
+                channels: int | None) -> None:
+    """Refuse ``-g`` beyond the servers' accelerators, and a collective too large for this
+    machine's memory, from the topology spec alone (before the graph is built)."""
+    from netsim.limits import check_fits, estimate_collective, size_check_enabled
+    from netsim.topology import estimate_spec, load_topology_spec_ref
+
+    if not topology:
+        raise NetsimError("--topology is required (a preset name or a YAML file)", field="--topology")
+    spec, _ = load_topology_spec_ref(topology, nodes, tuple(overrides))
+    node = getattr(spec, "node", None)
+    if node is None:  # an explicit graph: its accelerators are known once it is built
+        return
+    per_node = int(node.accelerators)
+    if gpus_per_node is not None and gpus_per_node > per_node:
+        raise NetsimError(f"the servers of {topology} have {per_node} accelerators; cannot use {gpus_per_node}",
+                          field="--gpus-per-node")
+    ranks = 2 if op == "sendrecv" else int(spec.num_nodes) * (gpus_per_node or per_node)  # type: ignore[union-attr]
+    check_fits(estimate_collective(estimate_spec(spec), op, ranks, channels=channels or 1),
+               enabled=size_check_enabled())

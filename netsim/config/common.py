@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
 from netsim.errors import LimitError, SpecError, UnitError
 from netsim.limits import MAX_NESTING, MAX_SPEC_BYTES, QUANTITY_MAX, check_file_size, check_structure
@@ -61,9 +61,28 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class SpecModel(BaseModel):
-    """Base of every spec model: unknown keys are errors, objects are immutable."""
+    """Base of every spec model: unknown keys are errors, objects are immutable, and a
+    ``true``/``false`` is not a number (pydantic would read it as 1/0)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                for key in {name, field.alias} - {None}:
+                    value = data.get(key)
+                    if isinstance(value, bool) and _numeric_only(field.annotation):
+                        raise ValueError(f"{key}: must be a number, not {str(value).lower()}")
+        return data
+
+
+def _numeric_only(tp: Any) -> bool:
+    """Whether annotation ``tp`` takes numbers and no booleans (int, float, int | None, ...)."""
+    union = get_origin(tp) in (Union, types.UnionType)
+    members = [a for a in (get_args(tp) if union else (tp,)) if a is not type(None)]
+    return bool(members) and all(m in (int, float) for m in members)
 
 
 # --------------------------------------------------------------------------- quantities

@@ -75,7 +75,9 @@ def test_oversized_spec_file_is_refused_before_reading(tmp_path: Path, capsys: p
 
 
 @pytest.mark.parametrize(("argv", "words"), [
-    (["run", "-q", "--set", "workload.model.moe.top_k=&a 1"], ["--set model.moe.top_k=&a 1", "YAML anchor"]),
+    (["run", "-q", "--set", "workload.model.moe.top_k=&a 1"], ["--set workload.model.moe.top_k", "YAML anchor"]),
+    (["run", "-q", "--set", "topology.num_nodes=4"], ["--set topology.num_nodes", "also given as 2", "give one"]),
+    (["topology", "show", "dgx-h100", "--set", "num_nodes=true"], ["--set num_nodes=true", "(got 'true')"]),
     (["run", "-q", "--set", "workload.model.moe.top_k=!!int 1"], ["YAML anchor, alias or tag"]),
     (["topology", "show", "dgx-h100", "--set", "node.nvlink_bandwidth=1e300GB/s"], ["node.nvlink_bandwidth"]),
     (["topology", "show", "dgx-h100", "--set", "backend.oversubscription=1e300"], ["at most 1e6"]),

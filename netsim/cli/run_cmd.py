@@ -143,6 +143,12 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
     """
     from netsim.config.common import override_for
 
+    if exc.source and exc.source.startswith("--set "):  # name the item as typed (with its topology./workload.)
+        typed = next((s for s in sets for p in ("topology.", "workload.") if s == p + exc.source[6:]), None)
+        if typed is not None:
+            exc.source = f"--set {typed.partition('=')[0]}"
+            exc.args = (exc.one_line(),)
+            return exc
     field = exc.field or ""
     if not field:
         return exc

@@ -69,12 +69,14 @@ class SpecModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """A bool in a numeric field becomes the text ``true``/``false``, which the field's own
+        validation refuses (so the error names the field)."""
         if isinstance(data, dict):
             for name, field in cls.model_fields.items():
                 for key in {name, field.alias} - {None}:
                     value = data.get(key)
                     if isinstance(value, bool) and _numeric_only(field.annotation):
-                        raise ValueError(f"{key}: must be a number, not {str(value).lower()}")
+                        data = {**data, key: str(value).lower()}
         return data
 
 

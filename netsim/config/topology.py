@@ -519,6 +519,10 @@ def parse_topology_spec(
                 raise SpecError(f"must be an integer >= 1 (got {num_nodes!r})", source="--nodes")
             if num_nodes > MAX_NODES:
                 raise SpecError(f"at most {MAX_NODES:,} servers (got {num_nodes:,})", source="--nodes")
+            item = override_for("num_nodes", overrides)
+            if item is not None and data.get("num_nodes") != num_nodes:
+                raise SpecError(f"sets num_nodes, but the servers are also given as {num_nodes} (--nodes or a "
+                                "scenario's nodes); give one", source=f"--set {item}")
             data["num_nodes"] = num_nodes
         spec = validate_model(TemplatedTopologySpec, data, source=source, overrides=overrides)
     try:

@@ -304,3 +304,15 @@ def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, caps
 
     monkeypatch.setattr(netsim.cli, "app", boom)
     _one_error(["presets"], capsys, "out of memory", "needs more memory than this machine has")
+
+
+@pytest.mark.parametrize(("argv", "start"), [
+    (["run", "-q", "--seed", "99999999999999999999999"], "error: --seed: integer"),
+    (["run", "-q", "--routing-samples", "99999999999999999999999"], "error: --routing-samples: integer"),
+    (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--seed", "99999999999999999999999"],
+     "error: --seed: must be in 0..2**63-1"),
+    (["replay-chakra", str(FIX / "traces" / "chakra4"), "-t", "dgx-h100", "-n", "1", "--compute-scale", "inf",
+      "--out", "o"], "error: --compute-scale: must be a finite number"),
+])
+def test_numeric_options_are_checked_and_named(argv: list[str], start: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _one_error(argv, capsys).startswith(start)

@@ -73,5 +73,9 @@ def engine_kwargs(calibration: Path | None, routing: str | None = None, seed: in
     if routing is not None:
         kw["routing"] = routing
     if seed is not None:
+        from netsim.limits import INT64_MAX
+
+        if not 0 <= seed <= INT64_MAX:
+            raise NetsimError(f"must be in 0..2**63-1 (got {seed})", field="--seed")
         kw["seed"] = seed
     return kw

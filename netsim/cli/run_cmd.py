@@ -149,6 +149,11 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
             exc.source = f"--set {typed.partition('=')[0]}"
             exc.args = (exc.one_line(),)
             return exc
+        flag = _FIELD_FLAGS.get(exc.source[6:].partition("=")[0].strip())
+        if flag is not None and flags.get(flag) is not None and not any(s == exc.source[6:] for s in sets):
+            exc.source = flag  # an option this command turned into a --set item (--seed, --routing-samples)
+            exc.args = (exc.one_line(),)
+            return exc
     field = exc.field or ""
     if not field:
         return exc

@@ -9,6 +9,7 @@ and writes per-rank times, per-node times, link and flow records atomically.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -25,6 +26,7 @@ from netsim.cli.common import (
     set_option,
     topology_option,
 )
+from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
 
 
@@ -109,6 +111,8 @@ def register(app: typer.Typer) -> None:
         from netsim.traces.chakra import load_chakra, replay_chakra, write_replay
 
         check_out_dir(out, force)
+        if not math.isfinite(compute_scale):
+            raise NetsimError(f"must be a finite number >= 0 (got {compute_scale})", field="--compute-scale")
         trace = load_chakra(trace_dir)
         graph = load_graph(topology, nodes, overrides)
         kw = engine_kwargs(calibration, routing, seed)

@@ -759,8 +759,9 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
 
 
 def _is_number(v: object) -> bool:
+    """A value pandas reads as a number: finite and within int64 ("1e999" is not)."""
     try:
-        float(v)  # type: ignore[arg-type]
+        x = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    return True
+    return bool(np.isfinite(x)) and abs(x) < 2.0**63

@@ -16,19 +16,20 @@ from netsim.errors import SpecError
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
-    """``key=value`` strings -> dict; values are read as YAML scalars (``0.01``, ``true``, ``[1, 2]``)."""
-    import yaml
+    """``key=value`` strings -> dict; values are read as YAML data (``0.01``, ``true``, ``[1, 2]``)
+    with the checks of ``--set`` (no anchors, aliases or tags; nesting and int64 limits)."""
+    from netsim.config.common import parse_override
 
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
             raise SpecError(f"expected key=value (got {item!r})", field="--param")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise SpecError(f"cannot read the value of {key!r}: {raw!r}", field="--param") from None
+            parts, value = parse_override(item)
+        except SpecError as exc:
+            raise SpecError(exc.message, field="--param") from None
+        out[".".join(parts)] = value
     return out
 
 

@@ -3,8 +3,9 @@
 Readers and the command that exercises each (in-process, in a scratch folder):
 topology YAML (``topology show``), ``--set`` values, workload YAML (``sweep --dry-run``),
 scenario YAML (``run``), flows CSV (``flows``), nccl-tests logs (``calibrate nccl``), Kineto
-JSON (``import kineto``), Chakra JSON (``replay-chakra``) and routing traces
-(``run --routing-trace``).  Every generated input is malformed by construction (a value no
+JSON (``import kineto``), Chakra JSON (``replay-chakra``), routing traces
+(``run --routing-trace``), calibration YAML (``collective --calibration``) and kernel tables
+(``run --kernels``).  Every generated input is malformed by construction (a value no
 field accepts, a broken line, a missing key), so the contract of
 :func:`tests.fuzz.harness.assert_rejected` applies to all of them.
 """
@@ -289,3 +290,37 @@ def test_routing_trace_with_a_fault(fault: str, row: int) -> None:
             pq.write_table(table, path)
         assert_rejected(["run", "-q", "--no-report", "--routing-trace", "r.parquet", "--out", "o"], d,
                         ("r.parquet", "--routing-trace"))
+
+
+# --------------------------------------------------------------------------- calibration YAML and kernel tables
+
+CALIBRATION = {"format": 1, "topology": "dgx-h100", "nodes": 1, "routing": "ecmp",
+               "link_efficiency": {"nvlink": 0.9, "ib": 0.85}, "step_latency_s": 4e-6}
+
+
+@FUZZ
+@given(field=st.sampled_from(["link_efficiency.nvlink", "link_efficiency.ib", "step_latency_s", "link_efficiency"]),
+       value=st.sampled_from([v for v in BAD_NUMBERS if v not in (10**30, -(10**30), 2**64)] + [{"warp": 1.0}]))
+def test_calibration_field_with_a_bad_value(field: str, value: Any) -> None:
+    with scratch() as d:
+        (d / "cal.yaml").write_text(_yaml(_set(CALIBRATION, field, value)))
+        assert_rejected(["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-e", "1MiB", "--calibration",
+                         "cal.yaml"], d, ("cal.yaml",))
+
+
+_KERNELS = (ROOT / "netsim" / "data" / "kernels" / "cpu-amd-epyc-1thread.csv").read_text().splitlines()
+_KHEAD = next(i for i, ln in enumerate(_KERNELS) if not ln.startswith("#"))
+_KCOLS = _KERNELS[_KHEAD].split(",")
+
+
+@FUZZ
+@given(row=st.integers(1, 20), column=st.sampled_from(["m", "n", "k", "time_s", "repeats", "inner", "kernel", "pass"]),
+       token=bad_token)
+def test_kernel_table_with_a_bad_cell(row: int, column: str, token: str) -> None:
+    lines = list(_KERNELS)
+    cells = lines[_KHEAD + row].split(",")
+    cells[_KCOLS.index(column)] = token
+    lines[_KHEAD + row] = ",".join(cells)
+    with scratch() as d:
+        (d / "k.csv").write_text("\n".join(lines) + "\n")
+        assert_rejected(["run", "-q", "--no-report", "--kernels", "k.csv", "--out", "o"], d, ("k.csv",))

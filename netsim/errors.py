@@ -64,3 +64,11 @@ class TraceError(NetsimError):
 
 class WorkloadError(NetsimError):
     """A workload is inconsistent (parallel sizes do not divide the ranks, bad schedule...)."""
+
+
+class OutputError(NetsimError):
+    """An output path is refused (exists, not netsim's, a protected folder) or cannot be written."""
+
+
+class LimitError(SpecError):
+    """An input is larger than netsim accepts (file size, nesting, counts) or than this machine can hold."""

@@ -29,8 +29,9 @@ I/O shown through their bytes, ``checkpoint_time_s`` and the slowdown they cause
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,8 @@ import yaml
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
-from netsim.io import atomic_dir, write_json, write_table
+from netsim.io import atomic_dir, check_output_dir, write_json, write_table
+from netsim.limits import SizeEstimate, check_fits, estimate_run, size_check_enabled
 from netsim.replay import BREAKDOWN_CLASSES, ReplayResult, rank_breakdown, replay
 from netsim.workload.costs import TimeModel
 from netsim.workload.graph import TRAFFIC_CLASSES, StepPlan, build_plan
@@ -134,16 +136,43 @@ def load_scenario_workload(scenario: ScenarioSpec) -> WorkloadSpec:
     return load_workload(ref, scenario.workload_overrides, source=scenario.source or "<scenario>")
 
 
+def run_estimate(graph: nx.DiGraph, workload: WorkloadSpec, scenario: ScenarioSpec) -> SizeEstimate:
+    """Ops and flows the run will plan, before planning them (:func:`netsim.limits.estimate_run`)."""
+    ranks = sum(1 for _, d in graph.nodes(data=True) if d.get("kind") == "accelerator")
+    mb = workload.num_microbatches
+    if workload.global_batch_size is not None:
+        mb = max(mb, workload.global_batch_size // workload.micro_batch_size)
+    topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
+    return estimate_run(topo, ranks=ranks, layers=workload.model.layers, microbatches=mb,
+                        steps=scenario.steps or workload.steps, ep=workload.parallelism.ep,
+                        moe=workload.model.moe is not None)
+
+
+@contextlib.contextmanager
+def _blame_scenario(scenario: ScenarioSpec, field: str) -> Iterator[None]:
+    """An error with no file of its own (an unknown preset name) names the scenario's ``field``."""
+    try:
+        yield
+    except NetsimError as exc:
+        if exc.source is None:
+            exc.field = exc.field or field
+            raise exc.with_source(scenario.source or "<scenario>") from None
+        raise
+
+
 def prepare(scenario: ScenarioSpec) -> Prepared:
     """Build everything a replay needs (no simulation yet)."""
     from netsim.topology import load_topology
 
-    graph = load_topology(
-        scenario.resolve_path(scenario.topology),
-        nodes=scenario.nodes,
-        overrides=tuple(scenario.topology_overrides),
-    )
-    workload = load_scenario_workload(scenario)
+    with _blame_scenario(scenario, "topology"):
+        graph = load_topology(
+            scenario.resolve_path(scenario.topology),
+            nodes=scenario.nodes,
+            overrides=tuple(scenario.topology_overrides),
+        )
+    with _blame_scenario(scenario, "workload"):
+        workload = load_scenario_workload(scenario)
+    check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
     compute = build_compute_model(graph, scenario, workload.model.dtype)
     opts = scenario.options
     plan = build_plan(
@@ -518,17 +547,21 @@ def resolved_spec(prep: Prepared) -> dict[str, Any]:
 
 
 def run_scenario(
-    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None, report: bool = True
+    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None, report: bool = True,
+    force: bool = False,
 ) -> RunOutcome:
     """Run ``scenario`` and write its run directory to ``out`` (atomically).
 
     Args:
         scenario: the validated scenario.
-        out: the run directory to create (replaced if it exists).
+        out: the run directory to create; checked before anything runs
+            (:func:`netsim.io.check_output_dir`).
         progress: ``fn(stage, fraction)`` for a progress display (stages: plan, replay,
             baseline, write, report).
         report: also write the report (``report.html`` ...) when netsim.report provides it.
+        force: replace an existing run directory that netsim wrote.
     """
+    check_output_dir(out, force=force)
     note = progress or (lambda _s, _f: None)
     note("plan", 0.0)
     prep = prepare(scenario)
@@ -542,7 +575,7 @@ def run_scenario(
     note("write", 0.0)
     summary, tables = summarize_replay(prep, res, net, baseline)
     out_path = Path(out)
-    with atomic_dir(out_path) as tmp:
+    with atomic_dir(out_path, force=force) as tmp:
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(resolved_spec(prep), sort_keys=False, allow_unicode=True))
         write_json(summary, tmp / "summary.json")
         for name, df in tables.items():

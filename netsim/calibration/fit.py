@@ -55,8 +55,9 @@ import networkx as nx
 import numpy as np
 import yaml
 
-from netsim.errors import NetsimError, SpecError
+from netsim.errors import LimitError, NetsimError, SpecError
 from netsim.io import atomic_file
+from netsim.limits import MAX_NESTING, MAX_SPEC_BYTES, check_file_size, check_structure
 from netsim.units import parse_duration
 
 CALIBRATION_FORMAT = "netsim-calibration/1"
@@ -212,6 +213,7 @@ class Calibration:
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:
     """Read and validate a calibration YAML file (errors name the file and the field)."""
     p = Path(path)
+    check_file_size(p, MAX_SPEC_BYTES, "a calibration file")
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -224,6 +226,9 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         raise SpecError(f"{where}not valid YAML", source=str(p)) from None
+    except RecursionError:
+        raise LimitError(f"nested deeper than {MAX_NESTING} levels", source=str(p)) from None
+    check_structure(data, str(p))
     return Calibration.from_dict(data or {}, source=str(p))
 
 

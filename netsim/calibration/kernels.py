@@ -429,8 +429,9 @@ def _first_bad(bad: np.ndarray, index: pd.Index, src: str, field: str, what: str
 
 
 def _is_number(v: object) -> bool:
+    """A value pandas reads as a number: finite and within int64 ("1e999" is not)."""
     try:
-        float(v)  # type: ignore[arg-type]
+        x = float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return False
-    return True
+    return bool(np.isfinite(x)) and abs(x) < 2.0**63

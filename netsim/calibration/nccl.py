@@ -35,6 +35,7 @@ import pandas as pd
 
 from netsim.collectives.nccl_tests import NCCL_TEST_OPS
 from netsim.errors import TraceError
+from netsim.limits import INT64_MAX, MAX_ACCELERATORS, MAX_TEXT_BYTES, QUANTITY_MAX, check_file_size
 
 COLUMNS: tuple[str, ...] = (
     "op", "size_bytes", "count", "type", "redop", "root",
@@ -97,6 +98,10 @@ def _num(tok: str, kind: type, source: str, lineno: int, what: str) -> float:
         v = int(tok) if kind is int else float(tok)
     except ValueError:
         raise TraceError(f"line {lineno}: cannot read {what} {tok!r} as a number", source=source) from None
+    if kind is int and abs(v) > INT64_MAX:
+        raise TraceError(f"line {lineno}: {what} {tok[:30]!r} is beyond int64", source=source)
+    if not math.isfinite(v):
+        raise TraceError(f"line {lineno}: {what} {tok!r} is not a finite number", source=source)
     return v
 
 
@@ -131,6 +136,9 @@ def _finish(sec: _Section, source: str, last_line: int, runs: list[NcclRun]) -> 
         devices = [sec.ranks[r][1] for r in sorted(sec.ranks)]
     else:
         nranks = int(sec.header.get("nThread", "1")) * int(sec.header.get("nGpus", "1"))
+        if nranks > MAX_ACCELERATORS:
+            raise TraceError(f"line {sec.line}: nThread x nGpus = {nranks:,} ranks is beyond the "
+                             f"{MAX_ACCELERATORS:,} accelerators netsim models", source=source)
         hosts, devices = [], []
     nnodes = len(set(hosts)) if hosts else 1
     df = pd.DataFrame(sec.rows)
@@ -178,7 +186,11 @@ def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) 
                 continue
             m = _RANK.match(line)
             if m:
-                sec.ranks[int(m.group(1))] = (m.group(4), m.group(7).strip())
+                rank = int(_num(m.group(1), int, source, lineno, "rank"))
+                if rank >= MAX_ACCELERATORS:
+                    raise TraceError(f"line {lineno}: rank {rank} is beyond the {MAX_ACCELERATORS:,} accelerators "
+                                     "netsim models", source=source)
+                sec.ranks[rank] = (m.group(4), m.group(7).strip())
                 continue
             toks = line.lstrip("#").split()
             if "size" in toks and "time" in toks and "busbw" in toks:
@@ -212,12 +224,16 @@ def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) 
         }
         if row["size_bytes"] < 0 or row["count"] < 0:  # type: ignore[operator]
             raise TraceError(f"line {lineno}: size and count must be >= 0", source=source)
+        if row["size_bytes"] > QUANTITY_MAX["bytes"]:  # type: ignore[operator]
+            raise TraceError(f"line {lineno}: size {toks[0]} is beyond any real message", source=source)
         for v, prefix in enumerate(("oop", "ip")):
             if v < sec.variants:
                 base = 5 + 4 * v
                 t = _num(toks[base], float, source, lineno, "time")
                 if not (math.isnan(t) or t >= 0):
                     raise TraceError(f"line {lineno}: negative time {toks[base]!r}", source=source)
+                if t * 1e-6 > QUANTITY_MAX["duration"]:
+                    raise TraceError(f"line {lineno}: time {toks[base]} us is beyond any real run", source=source)
                 row[f"{prefix}_time_us"] = t
                 row[f"{prefix}_algbw_GBps"] = _num(toks[base + 1], float, source, lineno, "algbw")
                 row[f"{prefix}_busbw_GBps"] = _num(toks[base + 2], float, source, lineno, "busbw")
@@ -258,6 +274,7 @@ def _read(path_or_text: str | os.PathLike[str], source: str | None) -> tuple[str
     if isinstance(path_or_text, str) and "\n" in path_or_text:
         return path_or_text, source or "<log>"
     path = Path(path_or_text)
+    check_file_size(path, MAX_TEXT_BYTES, "an nccl-tests log")
     try:
         return path.read_text(errors="replace"), source or str(path)
     except FileNotFoundError:

@@ -8,12 +8,14 @@ entry point :func:`main` prints it as one line on stderr and exits with code 2.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 
 from netsim import __version__
 from netsim.errors import NetsimError
+from netsim.limits import NO_SIZE_CHECK_ENV
 
 app = typer.Typer(
     name="netsim",
@@ -35,6 +37,9 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    no_size_check: bool = typer.Option(
+        False, "--no-size-check", help="Run requests larger than this machine's memory (also after a command)."
     ),
 ) -> None:
     """moe-netsim: simulate GPU/NPU cluster networks for large-model (MoE) training."""
@@ -90,8 +95,14 @@ invoked_args: list[str] = []
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map NetsimError to one stderr line + exit 2."""
     invoked_args[:] = list(sys.argv[1:] if argv is None else argv)
+    args = [a for a in invoked_args if a != "--no-size-check"]
+    if len(args) != len(invoked_args):  # one flag for every command: set for this process and its workers
+        os.environ[NO_SIZE_CHECK_ENV] = "1"
     try:
-        rv = app(args=argv, standalone_mode=False)
+        if "--version" in args and len(args) > 1:
+            extra = " ".join(a for a in args if a != "--version")
+            raise NetsimError(f"--version takes no other arguments (got {extra!r})")
+        rv = app(args=args, standalone_mode=False)
         if isinstance(rv, int) and rv != 0:  # click returns Exit codes (e.g. 130 on Ctrl-C)
             if rv == 130:
                 print("error: interrupted", file=sys.stderr)
@@ -107,9 +118,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except MemoryError:
+        print("error: out of memory: this request needs more memory than this machine has; make it smaller "
+              "(fewer nodes, sizes or steps)", file=sys.stderr)
+        sys.exit(2)
+
     except Exception as exc:  # click usage errors (typer may vendor its own click)
         if isinstance(exc, _click_exceptions()):
-            print(f"error: {' '.join(exc.format_message().split())}", file=sys.stderr)  # type: ignore[attr-defined]
+            message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+            if message:  # `netsim` alone prints the help, with no error line after it
+                print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
         raise
     sys.exit(0)

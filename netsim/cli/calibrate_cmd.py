@@ -23,7 +23,16 @@ import networkx as nx
 import numpy as np
 import typer
 
-from netsim.cli.common import cost_option, load_graph, nodes_option, routing_option, set_option, topology_option
+from netsim.cli.common import (
+    check_out_files,
+    cost_option,
+    force_option,
+    load_graph,
+    nodes_option,
+    routing_option,
+    set_option,
+    topology_option,
+)
 from netsim.errors import NetsimError
 
 
@@ -43,18 +52,25 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         max_sizes: int = typer.Option(6, "--max-sizes", min=2, help="Sizes per run used in the optimisation."),
         collective_cost: str | None = cost_option(),
+        force: bool = force_option(),
     ) -> None:
         """Fit per-link-class efficiency and the collective latency to nccl-tests LOGS."""
+        check_out_files(force, out=out)
         from netsim.calibration.fit import FitCase, fit_calibration
         from netsim.calibration.nccl import read_nccl_runs
         from netsim.collectives.executor import accelerators
         from netsim.collectives.registry import get_algorithm
+        from netsim.limits import check_fits, estimate_collective, size_check_enabled
+        from netsim.topology import estimate_spec, load_topology_spec_ref
 
         runs = read_nccl_runs(logs, op=op)
         graphs: dict[int, nx.DiGraph] = {}
         cases = []
         for run in runs:
             get_algorithm(run.op, algo)
+            if not run.hosts and nodes is None:
+                raise NetsimError(f"line {run.line}: the run has no '#  Rank' lines (nccl-tests prints one per rank), "
+                                  "so its hosts are unknown: pass --nodes", source=run.source)
             run_nodes = run.nnodes if run.hosts else (nodes or 1)
             if run.hosts and nodes is not None and nodes != run.nnodes:
                 raise NetsimError(f"line {run.line}: the run has ranks on {run.nnodes} hosts but --nodes is {nodes}",
@@ -62,6 +78,10 @@ def register(app: typer.Typer) -> None:
             if run.nranks % run_nodes:
                 raise NetsimError(f"line {run.line}: {run.nranks} ranks do not divide over {run_nodes} nodes",
                                   source=run.source)
+            if topology:  # refuse a run too large for this machine before building its topology
+                spec, _ = load_topology_spec_ref(topology, run_nodes, tuple(overrides))
+                check_fits(estimate_collective(estimate_spec(spec), run.op, run.nranks), enabled=size_check_enabled(),
+                           source=run.source)
             if run_nodes not in graphs:
                 graphs[run_nodes] = load_graph(topology, run_nodes, overrides)
             graph = graphs[run_nodes]
@@ -73,6 +93,8 @@ def register(app: typer.Typer) -> None:
             df = run.rows[run.rows["size_bytes"] > 0]
             if df.empty:
                 raise NetsimError(f"line {run.line}: no row with a size > 0", source=run.source)
+            if len(df) < len(run.rows):  # size-0 rows time only the launch: nothing to fit a bandwidth to
+                typer.echo(f"# {run.source} line {run.line}: {len(run.rows) - len(df)} row(s) of size 0 ignored")
             cases.append(FitCase(graph=graph, op=run.op, devices=devices, algo=algo,
                                  sizes_bytes=df["size_bytes"].to_numpy(dtype=np.int64),
                                  measured_s=df["oop_time_us"].to_numpy(dtype=float) * 1e-6,

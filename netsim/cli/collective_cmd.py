@@ -20,12 +20,15 @@ busbw_GBps`` and ``--log`` a complete nccl-tests log (with ``#  Rank`` lines) th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 
 from netsim.cli.common import (
+    check_out_files,
     cost_option,
+    force_option,
     load_graph,
     network_setup,
     nodes_option,
@@ -69,8 +72,10 @@ def register(app: typer.Typer) -> None:
                                   "flow per link) or coflow (stream, and all-to-all phases as one coflow); for scale."),
         pair: str | None = typer.Option(None, "--pair", help="sendrecv: the two devices, e.g. n0.g0,n1.g0 "
                                         "(default: first and last)."),
+        force: bool = force_option(),
     ) -> None:
         """Simulate collective OP for a range of sizes and print the nccl-tests table."""
+        check_out_files(force, csv=csv, log=log)
         from netsim.collectives.executor import accelerators, check_model
         from netsim.collectives.nccl_tests import (
             HEADER_LINES,
@@ -84,6 +89,7 @@ def register(app: typer.Typer) -> None:
         )
         from netsim.collectives.registry import get_algorithm
         from netsim.io import atomic_file
+        from netsim.limits import MAX_COLLECTIVE_SIZES, check_count, check_quantity
         from netsim.topology.model import host_name
 
         if op not in CLI_OPS:
@@ -91,12 +97,23 @@ def register(app: typer.Typer) -> None:
         if algo is not None:
             get_algorithm(op, algo)
         check_model(model)
-        sizes = sizes_between(parse_bytes(min_bytes, "--min-bytes"), parse_bytes(max_bytes, "--max-bytes"),
-                              step_factor)
+        lo = check_quantity(parse_bytes(min_bytes, "--min-bytes"), "bytes", "--min-bytes")
+        hi = check_quantity(parse_bytes(max_bytes, "--max-bytes"), "bytes", "--max-bytes")
+        if not step_factor > 1 or not math.isfinite(step_factor):
+            raise NetsimError(f"the step factor must be > 1 and finite (got {step_factor:g})", field="--step-factor")
+        if 0 < lo <= hi:
+            check_count(int(math.log(hi / lo) / math.log(step_factor)) + 1, MAX_COLLECTIVE_SIZES, "--step-factor",
+                        what="message sizes from --min-bytes to --max-bytes")
+        sizes = sizes_between(lo, hi, step_factor)
         chunk = parse_bytes(chunk_bytes, "--chunk-bytes") if chunk_bytes is not None else None
+        if chunk is not None:
+            check_quantity(chunk, "bytes", "--chunk-bytes")
         lat = parse_duration(step_latency, "--step-latency") if step_latency is not None else None
         if lat is not None and lat < 0:
             raise NetsimError(f"must be >= 0, got {step_latency!r}", field="--step-latency")
+        if lat is not None:
+            check_quantity(lat, "duration", "--step-latency")
+        _check_size(topology, nodes, overrides, op, gpus_per_node, channels)
         graph = load_graph(topology, nodes, overrides)
         kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost, step_latency_s=lat)
         devices = accelerators(graph, per_node=gpus_per_node)
@@ -150,3 +167,25 @@ def register(app: typer.Typer) -> None:
             with atomic_file(log) as fh:
                 fh.write(text)
             typer.echo(f"# wrote {log}")
+
+
+def _check_size(topology: str | None, nodes: int | None, overrides: list[str], op: str, gpus_per_node: int | None,
+                channels: int | None) -> None:
+    """Refuse ``-g`` beyond the servers' accelerators, and a collective too large for this
+    machine's memory, from the topology spec alone (before the graph is built)."""
+    from netsim.limits import check_fits, estimate_collective, size_check_enabled
+    from netsim.topology import estimate_spec, load_topology_spec_ref
+
+    if not topology:
+        raise NetsimError("--topology is required (a preset name or a YAML file)", field="--topology")
+    spec, _ = load_topology_spec_ref(topology, nodes, tuple(overrides))
+    node = getattr(spec, "node", None)
+    if node is None:  # an explicit graph: its accelerators are known once it is built
+        return
+    per_node = int(node.accelerators)
+    if gpus_per_node is not None and gpus_per_node > per_node:
+        raise NetsimError(f"the servers of {topology} have {per_node} accelerators; cannot use {gpus_per_node}",
+                          field="--gpus-per-node")
+    ranks = 2 if op == "sendrecv" else int(spec.num_nodes) * (gpus_per_node or per_node)  # type: ignore[union-attr]
+    check_fits(estimate_collective(estimate_spec(spec), op, ranks, channels=channels or 1),
+               enabled=size_check_enabled())

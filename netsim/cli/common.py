@@ -31,6 +31,29 @@ def set_option() -> Any:
     )
 
 
+def force_option() -> Any:
+    return typer.Option(
+        False, "--force", help="Replace an existing output: a file, or a folder that netsim wrote (never another)."
+    )
+
+
+def check_out_dir(path: Path, force: bool, field: str = "--out", resume: str | None = None) -> Path:
+    """Refuse, before any work, an output folder netsim may not write (see :mod:`netsim.io`)."""
+    from netsim.io import check_output_dir
+
+    return check_output_dir(path, force=force, field=field, resume=resume)
+
+
+def check_out_files(force: bool, **paths: Path | None) -> None:
+    """Refuse, before any work, output files netsim may not write; keys are option names
+    (``graphml=...`` checks ``--graphml``)."""
+    from netsim.io import check_output_file
+
+    for name, path in paths.items():
+        if path is not None:
+            check_output_file(path, force=force, field="--" + name.replace("_", "-"))
+
+
 def load_graph(topology: str | None, nodes: int | None, overrides: list[str] | None = None) -> nx.DiGraph:
     """Build the topology graph for a CLI command (preset name or YAML path)."""
     if not topology:
@@ -80,6 +103,10 @@ def network_setup(graph: nx.DiGraph, calibration: Path | None, routing: str | No
         kw["efficiency"] = dict(setup.efficiency)
     kw["routing"] = routing if routing is not None else default_routing(graph)
     if seed is not None:
+        from netsim.limits import INT64_MAX
+
+        if not 0 <= seed <= INT64_MAX:
+            raise NetsimError(f"must be in 0..2**63-1 (got {seed})", field="--seed")
         kw["seed"] = seed
     return kw, setup
 

@@ -11,23 +11,25 @@ from typing import Any
 
 import typer
 
+from netsim.cli.common import check_out_dir, force_option
 from netsim.errors import SpecError
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
-    """``key=value`` strings -> dict; values are read as YAML scalars (``0.01``, ``true``, ``[1, 2]``)."""
-    import yaml
+    """``key=value`` strings -> dict; values are read as YAML data (``0.01``, ``true``, ``[1, 2]``)
+    with the checks of ``--set`` (no anchors, aliases or tags; nesting and int64 limits)."""
+    from netsim.config.common import parse_override
 
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
             raise SpecError(f"expected key=value (got {item!r})", field="--param")
         try:
-            out[key] = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            raise SpecError(f"cannot read the value of {key!r}: {raw!r}", field="--param") from None
+            parts, value = parse_override(item)
+        except SpecError as exc:
+            raise SpecError(exc.message, field="--param") from None
+        out[".".join(parts)] = value
     return out
 
 
@@ -105,7 +107,7 @@ def register(app: typer.Typer) -> None:
             help="Text file or directory (repeatable); default: the Python standard library sources.",
         ),
         threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
-        force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+        force: bool = force_option(),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a small MoE language model on real text with ROUTER and record its routing."""
@@ -134,6 +136,7 @@ def register(app: typer.Typer) -> None:
             corpus=[str(c) for c in corpus],
             threads=threads,
         )
+        check_out_dir(out, force)
         require_torch()
         err = Console(stderr=True)
         if quiet:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from netsim.cli.common import check_out_files, force_option
 from netsim.errors import SpecError
 
 
@@ -78,8 +79,10 @@ def register(app: typer.Typer) -> None:
             help="Seconds of timing per shape and pass (default 0.2 cpu, 0.1 cuda, 0.02 quick).",
         ),
         threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+        force: bool = force_option(),
     ) -> None:
         """Time the kernel catalogue with torch and write a kernel table."""
+        check_out_files(force, out=out)
         from netsim.calibration.kernels import KERNELS
         from netsim.calibration.profiler import ProfileOptions, default_grid, profile_kernels, require_torch
 
@@ -151,9 +154,11 @@ def register(app: typer.Typer) -> None:
             "(default: dgx-h100 for an h100 table, dgx-a100 for an a100 table)."
         ),
         dtype: str | None = typer.Option(None, "--dtype", help="GEMM dtype for --holdout (default: the table's)."),
+        force: bool = force_option(),
     ) -> None:
         """Check a kernel table: re-measure it on this device, or (no device) hold points out of the
         GEMM surface fit, or predict published GEMM measurements."""
+        check_out_files(force, out=out)
         from netsim.calibration.kernels import KernelTable
 
         if holdout is not None or published:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import console, err_console
+from netsim.cli.common import check_out_dir, console, err_console, force_option
 
 
 def _parse_ranks(text: str | None) -> list[int] | None:
@@ -48,7 +48,14 @@ def register(app: typer.Typer) -> None:
         top_links: int = typer.Option(10, "--top-links", min=1, help="Links listed as most congested."),
     ) -> None:
         """Write report.html, report.md, figures/ and trace.json into RUN_DIR."""
+        from netsim.io import marker_kind
         from netsim.report import write_report
+
+        if (run_dir / "summary.json").is_file() and marker_kind(run_dir) != "run":
+            from netsim.errors import OutputError
+
+            raise OutputError(f"{run_dir} is not a run directory written by `netsim run` (no marker file); "
+                              "netsim writes reports only into its own run directories", field="RUN_DIR")
 
         html = write_report(
             run_dir,
@@ -68,12 +75,17 @@ def register(app: typer.Typer) -> None:
         run_dirs: list[Path] = typer.Argument(..., help="Run directories to compare."),
         baseline: Path | None = typer.Option(None, "--baseline", help="Baseline run (default: the first)."),
         out: Path = typer.Option(Path("compare"), "--out", "-o", help="Output directory."),
+        force: bool = force_option(),
     ) -> None:
         """Compare runs side by side with ratios to a baseline; write report and compare.csv to --out."""
+        from netsim.io import atomic_dir
         from netsim.report import write_compare
         from netsim.report.fmt import fmt_ratio, fmt_time
 
-        html = write_compare(run_dirs, out, baseline)
+        check_out_dir(out, force)
+        with atomic_dir(out, force=force, kind="compare") as tmp:
+            write_compare(run_dirs, tmp, baseline)
+        html = out / "report.html"
         import pandas as pd
 
         df = pd.read_csv(out / "compare.csv")
@@ -86,9 +98,11 @@ def register(app: typer.Typer) -> None:
     def gallery_cmd(
         out: Path = typer.Option(Path("reports"), "--out", "-o", help="Gallery directory."),
         names: list[str] = typer.Option([], "--only", help="Run only this preset scenario (repeatable)."),
+        force: bool = force_option(),
     ) -> None:
         """Run the preset scenarios and write their reports under --out, with index.md."""
         from netsim.report.gallery import run_gallery
 
-        index = run_gallery(out, names or None, progress=lambda line: err_console.print(line))
+        check_out_dir(out, force)
+        index = run_gallery(out, names or None, progress=lambda line: err_console.print(line), force=force)
         console.print(f"wrote {index}")

@@ -23,7 +23,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netsim.cli.common import console, cost_option, err_console
+from netsim.cli.common import check_out_dir, console, cost_option, err_console, force_option
 from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
 
@@ -146,6 +146,64 @@ def _print_memory(mem: dict[str, Any] | None) -> None:
     if not mem.get("fits", True):
         err_console.print(f"warning: rank {mem['peak_rank']} needs {mem['peak_bytes'] / gib:.1f} GiB, more than the "
                           f"{hbm}: this configuration would run out of memory (simulated anyway: --allow-oom)")
+#: the option that sets each field a check can name (so an error blames the flag the user typed)
+_FIELD_FLAGS = {
+    "router": "--router", "routing": "--router", "options.router": "--router",
+    "routing_trace": "--routing-trace", "options.routing_trace": "--routing-trace",
+    "kernels": "--kernels", "options.kernels": "--kernels",
+    "calibration": "--calibration", "options.calibration": "--calibration",
+    "collective_model": "--collective-model", "options.collective_model": "--collective-model",
+    "routing_samples": "--routing-samples", "options.routing_samples": "--routing-samples",
+    "num_nodes": "--nodes", "nodes": "--nodes", "seed": "--seed", "steps": "--steps",
+}
+
+
+def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -> NetsimError:
+    """Attribute ``exc`` to the ``--set`` item or option the user gave for its field, if any.
+
+    A check deep in the run names the field it found wrong and the file it was reading (often
+    the built-in default scenario); when the user's own ``--set`` or option wrote that field,
+    the error names that instead.
+    """
+    from netsim.config.common import override_for
+
+    if exc.source and exc.source.startswith("--set "):  # name the item as typed (with its topology./workload.)
+        typed = next((s for s in sets for p in ("topology.", "workload.") if s == p + exc.source[6:]), None)
+        if typed is not None:
+            exc.source = f"--set {typed.partition('=')[0]}"
+            exc.args = (exc.one_line(),)
+            return exc
+        flag = _FIELD_FLAGS.get(exc.source[6:].partition("=")[0].strip())
+        if flag is not None and flags.get(flag) is not None and not any(s == exc.source[6:] for s in sets):
+            exc.source = flag  # an option this command turned into a --set item (--seed, --routing-samples)
+            exc.args = (exc.one_line(),)
+            return exc
+    field = exc.field or ""
+    if not field:
+        return exc
+    prefixes = ("", "workload.", "topology.", "options.")
+    for item in reversed(sets):
+        key = item.partition("=")[0].strip()
+        for prefix in prefixes:
+            if prefix and not key.startswith(prefix):
+                continue
+            stripped = item[len(prefix):]
+            hit = override_for(field, [stripped]) or override_for(field.removeprefix("options."), [stripped])
+            if hit is not None:
+                exc.source = f"--set {key}"
+                exc.args = (exc.one_line(),)
+                return exc
+    flag = _FIELD_FLAGS.get(field)
+    for item in reversed(sets):  # e.g. --set options.router=x for a check that names "routing"
+        key = item.partition("=")[0].strip()
+        if flag is not None and _FIELD_FLAGS.get(key) == flag:
+            exc.source, exc.field = f"--set {key}", None
+            exc.args = (exc.one_line(),)
+            return exc
+    if flag is not None and flags.get(flag) is not None:
+        exc.source, exc.field = flag, None
+        exc.args = (exc.one_line(),)
+    return exc
 
 
 #: above this many flows an exact run's summary points to the faster collective models
@@ -184,10 +242,9 @@ def register(app: typer.Typer) -> None:
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        force: bool = force_option(),
     ) -> None:
         """Simulate training steps and write a run directory (summary, tables, report)."""
-        from netsim.run import run_scenario
-
         opts = {
             "router": router,
             "routing_trace": str(routing_trace.resolve()) if routing_trace else None,
@@ -199,23 +256,36 @@ def register(app: typer.Typer) -> None:
             "lockstep": lockstep or None,
             "allow_oom": allow_oom or None,
         }
-        spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
-        out_dir = out if out is not None else Path("runs") / spec.name
-        if quiet:
-            outcome = run_scenario(spec, out_dir, report=not no_report)
-        else:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("planning ops", total=1.0)
-
-                def progress(stage: str, fraction: float) -> None:
-                    bar.update(task, description=_STAGES.get(stage, stage), completed=fraction)
-
-                outcome = run_scenario(spec, out_dir, progress=progress, report=not no_report)
+        flags = {"--router": router, "--routing-trace": routing_trace, "--kernels": kernels,
+                 "--calibration": calibration, "--collective-model": collective_model,
+                 "--routing-samples": routing_samples, "--nodes": nodes, "--seed": seed, "--steps": steps}
+        try:
+            spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
+            out_dir = out if out is not None else Path("runs") / spec.name
+            check_out_dir(out_dir, force)
+            outcome = _run(spec, out_dir, quiet=quiet, report=not no_report, force=force)
+        except NetsimError as exc:
+            raise blame_user_input(exc, sets, flags) from None
         report = out_dir / "report.html"
         _print_summary(outcome.summary, out_dir, report if report.exists() else None)
+
+
+def _run(spec: Any, out_dir: Path, *, quiet: bool, report: bool, force: bool) -> Any:
+    """Run ``spec`` into ``out_dir``, with a progress bar on stderr unless ``quiet``."""
+    from netsim.run import run_scenario
+
+    if quiet:
+        return run_scenario(spec, out_dir, report=report, force=force)
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("planning ops", total=1.0)
+
+        def progress(stage: str, fraction: float) -> None:
+            bar.update(task, description=_STAGES.get(stage, stage), completed=fraction)
+
+        return run_scenario(spec, out_dir, progress=progress, report=report, force=force)

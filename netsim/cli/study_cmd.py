@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from netsim.cli.common import console, err_console
+from netsim.cli.common import check_out_dir, console, err_console, force_option
 
 
 def _csv(value: str, cast: type = str) -> tuple:
@@ -40,12 +40,12 @@ def register(app: typer.Typer) -> None:
         collective_model: str = typer.Option("exact", "--collective-model",
                                              help="exact, stream (ring phases as one flow per link) or coflow "
                                              "(stream, and all-to-alls as coflows); faster."),
+        force: bool = force_option(),
     ) -> None:
         """Hash (RRE) vs Switch vs LocMoE (and EPLB) on Ascend 910A and DGX H100 clusters."""
         from netsim.moe.lab import require_torch
         from netsim.studies.locmoe import StudyConfig, check_config, run_study
 
-        require_torch()
         if quick:
             cfg = StudyConfig.quick()
         else:
@@ -56,10 +56,13 @@ def register(app: typer.Typer) -> None:
             cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
         cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model})
         check_config(cfg)
+        check_out_dir(out, force, resume="study")
+        require_torch()
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
                       transient=True) as bar:
             task = bar.add_task("study", total=1.0)
-            result = run_study(cfg, out, progress=lambda what, f: bar.update(task, description=what, completed=f))
+            result = run_study(cfg, out, progress=lambda what, f: bar.update(task, description=what, completed=f),
+                               force=force)
         for line in result.conclusion:
             console.print(f"- {line}")
         console.print(f"results: {out}/results.csv")

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from netsim.cli.common import console, err_console
+from netsim.cli.common import check_out_dir, console, err_console, force_option
 from netsim.errors import NetsimError
 from netsim.units import format_duration
 
@@ -106,6 +106,7 @@ def register(app: typer.Typer) -> None:
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and list the points; run nothing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+        force: bool = force_option(),
     ) -> None:
         """Run a grid of scenarios (process pool or Dask) into one result table."""
         from netsim.sweep import PointResult, load_sweep, run_sweep
@@ -114,6 +115,8 @@ def register(app: typer.Typer) -> None:
             raise NetsimError("give --workers or --scheduler, not both", field="--workers")
         sweep = load_sweep(sweep_file)
         out_dir = out if out is not None else Path("sweeps") / sweep.name
+        if not dry_run:
+            check_out_dir(out_dir, force, resume="sweep")
         excluded = f", {sweep.excluded} excluded" if sweep.excluded else ""
         header = f"[bold]sweep {sweep.name}[/bold]: {len(sweep.points)} points{excluded} ({sweep.source})"
         if dry_run:
@@ -138,6 +141,7 @@ def register(app: typer.Typer) -> None:
                 reports=not no_reports,
                 compare=not no_reports,
                 progress=lambda _d, _t, r: record(r),
+                force=force,
             )
         else:
             with Progress(
@@ -164,6 +168,7 @@ def register(app: typer.Typer) -> None:
                     reports=not no_reports,
                     compare=not no_reports,
                     progress=progress,
+                    force=force,
                 )
         for r in outcome.results:
             if r.reused:

@@ -25,7 +25,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from netsim.cli.common import console, nodes_option, set_option
+from netsim.cli.common import check_out_files, console, force_option, nodes_option, set_option
 from netsim.topology import list_presets, load_topology, preset_path, summarize
 from netsim.topology.export import check_graphml_path, check_plot_path, plot_topology, write_graphml
 from netsim.topology.summary import TopologySummary
@@ -126,8 +126,10 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
         graphml: Path | None = typer.Option(None, "--graphml", help="Also write the graph as GraphML."),
         plot: Path | None = typer.Option(None, "--plot", help="Also draw the graph (PNG, SVG or PDF)."),
+        force: bool = force_option(),
     ) -> None:
         """Build a topology and print its devices, links, tiers and bisection bandwidth."""
+        check_out_files(force, graphml=graphml, plot=plot)
         if plot is not None:
             check_plot_path(plot)
         if graphml is not None:

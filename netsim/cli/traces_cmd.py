@@ -11,12 +11,24 @@ and writes per-rank times, per-node times, link and flow records atomically.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from netsim.cli.common import console, load_graph, network_setup, nodes_option, set_option, topology_option
+from netsim.cli.common import (
+    check_out_dir,
+    check_out_files,
+    console,
+    force_option,
+    load_graph,
+    network_setup,
+    nodes_option,
+    set_option,
+    topology_option,
+)
+from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
 
 
@@ -45,8 +57,10 @@ def register(app: typer.Typer) -> None:
         ),
         events_out: Path | None = typer.Option(None, "--events", help="Also write the selected events."),
         top: int = typer.Option(15, "--top", min=0, help="Rows to print per kind."),
+        force: bool = force_option(),
     ) -> None:
         """Aggregate a PyTorch profiler (Kineto) trace into per-op durations."""
+        check_out_files(force, out=out, events=events_out)
         from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
 
         kind_list = None if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
@@ -84,10 +98,12 @@ def register(app: typer.Typer) -> None:
             None, "--tokens-per-octave", min=1, help="Keep token counts at least 2^(1/N) apart (default: all)."
         ),
         no_surface: bool = typer.Option(False, "--no-surface", help="Do not fit the GEMM surface."),
+        force: bool = force_option(),
     ) -> None:
         """Import Vidur's measured forward-pass operator timings as a kernel table."""
         import shlex
 
+        check_out_files(force, out=out)
         from netsim.cli import invoked_args
         from netsim.traces.vidur import read_vidur
 
@@ -133,23 +149,28 @@ def register(app: typer.Typer) -> None:
         compute_scale: float = typer.Option(1.0, "--compute-scale", min=0.0, help="Multiply compute durations."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Fitted link efficiencies (JSON)."),
         overrides: list[str] = set_option(),
+        force: bool = force_option(),
     ) -> None:
         """Replay per-rank Chakra execution traces on a simulated cluster."""
-        from netsim.traces.chakra import load_chakra, replay_chakra
+        from netsim.traces.chakra import load_chakra, replay_chakra, write_replay
 
+        check_out_dir(out, force)
+        if not math.isfinite(compute_scale):
+            raise NetsimError(f"must be a finite number >= 0 (got {compute_scale})", field="--compute-scale")
         trace = load_chakra(trace_dir)
         graph = load_graph(topology, nodes, overrides)
         kw, _ = network_setup(graph, calibration, routing, seed)
         res = replay_chakra(
             trace,
             graph,
-            out,
+            None,
             ranks_per_node=ranks_per_node,
             routing=kw.get("routing", "ecmp"),
             seed=kw.get("seed", 0),
             efficiency=kw.get("efficiency"),
             compute_scale=compute_scale,
         )
+        write_replay(res, out, force=force)
         rt = Table(title=f"{trace.num_ranks} ranks on {graph.graph.get('name')} ({graph.graph.get('num_nodes')} nodes)")
         for col in ("rank", "device", "end", "compute", "comm", "overlap", "idle", "comm bytes"):
             rt.add_column(col, justify="left" if col == "device" else "right")

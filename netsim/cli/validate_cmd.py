@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from netsim.cli.common import cost_option, err_console
+from netsim.cli.common import check_out_dir, cost_option, err_console, force_option
 
 
 def register(app: typer.Typer) -> None:
@@ -32,8 +32,11 @@ def register(app: typer.Typer) -> None:
         source: list[Path] = typer.Option([], "--source", help="Validation file(s) instead of the shipped ones."),
         no_known_gaps: bool = typer.Option(False, "--no-known-gaps",
                                            help="Assert the known gaps too (see known_gaps.yaml)."),
+        force: bool = force_option(),
     ) -> None:
         """Predict published measurements (nccl-tests, training runs) and compare."""
+        if out is not None:
+            check_out_dir(out, force)
         from netsim.validation.report import format_summary, summarize, write_validation
         from netsim.validation.runner import run_validation
         from netsim.validation.sources import load_sources
@@ -45,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
         res = run_validation(srcs, quick=quick, only=only, kinds=kind or None, cost_model=collective_cost,
                              known_gaps=not no_known_gaps, progress=progress)
-        summary = write_validation(res, out) if out is not None else summarize(res)
+        summary = write_validation(res, out, force=force) if out is not None else summarize(res)
         for line in format_summary(summary):
             typer.echo(line)
         if out is not None:

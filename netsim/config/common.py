@@ -27,6 +27,7 @@ with :data:`Ratio` (2, 1.5 or "2:1").
 from __future__ import annotations
 
 import copy
+import math
 import re
 import types
 import typing
@@ -35,9 +36,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
 
-from netsim.errors import SpecError, UnitError
+from netsim.errors import LimitError, SpecError, UnitError
+from netsim.limits import MAX_NESTING, MAX_SPEC_BYTES, QUANTITY_MAX, check_file_size, check_structure
 from netsim.units import parse_bandwidth, parse_bytes, parse_duration, parse_flops
 
 __all__ = [
@@ -59,18 +61,40 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class SpecModel(BaseModel):
-    """Base of every spec model: unknown keys are errors, objects are immutable."""
+    """Base of every spec model: unknown keys are errors, objects are immutable, and a
+    ``true``/``false`` is not a number (pydantic would read it as 1/0)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        """A bool in a numeric field becomes the text ``true``/``false``, which the field's own
+        validation refuses (so the error names the field)."""
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                for key in {name, field.alias} - {None}:
+                    value = data.get(key)
+                    if isinstance(value, bool) and _numeric_only(field.annotation):
+                        data = {**data, key: str(value).lower()}
+        return data
+
+
+def _numeric_only(tp: Any) -> bool:
+    """Whether annotation ``tp`` takes numbers and no booleans (int, float, int | None, ...)."""
+    union = get_origin(tp) in (Union, types.UnionType)
+    members = [a for a in (get_args(tp) if union else (tp,)) if a is not type(None)]
+    return bool(members) and all(m in (int, float) for m in members)
 
 
 # --------------------------------------------------------------------------- quantities
 
 
 def _quantity(
-    parse: Callable[[object, str], float], what: str, example: str, *, strictly_positive: bool
+    parse: Callable[[object, str], float], what: str, example: str, *, strictly_positive: bool, kind: str
 ) -> BeforeValidator:
-    """A pydantic validator that reads a quantity with units and checks its sign."""
+    """A pydantic validator that reads a quantity with units and checks its sign and range
+    (finite, at most :data:`netsim.limits.QUANTITY_MAX` of its ``kind``)."""
 
     def validate(value: object) -> float:
         try:
@@ -82,23 +106,30 @@ def _quantity(
             raise ValueError(f"must be a {what} > 0, e.g. {example} (got {value!r})")
         if x < 0:
             raise ValueError(f"must be a {what} >= 0, e.g. {example} (got {value!r})")
+        top = QUANTITY_MAX[kind]
+        if not math.isfinite(x) or x > top:
+            raise ValueError(f"must be a finite {what} of at most {top:.4g} (SI units), e.g. {example} "
+                             f"(got {value!r})")
         return x
 
     return BeforeValidator(validate)
 
 
 Bandwidth = Annotated[
-    float, _quantity(parse_bandwidth, "bandwidth", "400Gbps or 450GB/s", strictly_positive=True)
+    float, _quantity(parse_bandwidth, "bandwidth", "400Gbps or 450GB/s", strictly_positive=True,
+                     kind="bandwidth")
 ]
 """A bandwidth > 0 in bytes per second; accepts "400Gbps", "450GB/s", 5e10."""
 
-Duration = Annotated[float, _quantity(parse_duration, "duration", "0.5us or 900ns", strictly_positive=False)]
+Duration = Annotated[float, _quantity(parse_duration, "duration", "0.5us or 900ns", strictly_positive=False,
+                                          kind="duration")]
 """A duration >= 0 in seconds; accepts "1.5us", "900ns", 1e-6."""
 
-Bytes = Annotated[float, _quantity(parse_bytes, "size", "80GB or 64MiB", strictly_positive=True)]
+Bytes = Annotated[float, _quantity(parse_bytes, "size", "80GB or 64MiB", strictly_positive=True, kind="bytes")]
 """A size > 0 in bytes; accepts "80GB", "64MiB", 1e9."""
 
-Flops = Annotated[float, _quantity(parse_flops, "compute rate", "989TFLOPS", strictly_positive=True)]
+Flops = Annotated[float, _quantity(parse_flops, "compute rate", "989TFLOPS", strictly_positive=True,
+                                     kind="flops")]
 """A compute rate > 0 in FLOP/s; accepts "989TFLOPS", 1e15."""
 
 
@@ -117,8 +148,10 @@ def _ratio(value: object) -> float:
             x = float(str(value))
         except ValueError:
             raise ValueError(f"cannot read {value!r} as a ratio; write e.g. 2 or 2:1") from None
-    if not x > 0 or x == float("inf"):
+    if not x > 0:
         raise ValueError(f"must be a ratio > 0, e.g. 1 (non-blocking) or 2:1 (got {value!r})")
+    if x > 1e6:
+        raise ValueError(f"must be a ratio of at most 1e6, e.g. 1 (non-blocking) or 2:1 (got {value!r})")
     return x
 
 
@@ -164,8 +197,26 @@ _UniqueKeyLoader.yaml_implicit_resolvers = {
 }
 
 
-def _load(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)
+def _load(text: str, source: str | None = None) -> Any:
+    """Parse YAML text; nesting and (alias-expanded) size are checked (:mod:`netsim.limits`)."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except RecursionError:
+        raise LimitError(f"nested deeper than {MAX_NESTING} levels", source=source) from None
+    check_structure(data, source)
+    return data
+
+
+def _plain_value(raw: str) -> bool:
+    """Whether a --set value is plain YAML data (no anchor, alias or explicit tag)."""
+    try:
+        events = list(yaml.parse(raw, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return True  # the loader reports the syntax error
+    for ev in events:
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) or getattr(ev, "tag", None):
+            return False
+    return True
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -177,6 +228,7 @@ def load_yaml(path: str | Path) -> Any:
     """
     p = Path(path)
     source = str(path)
+    check_file_size(p, MAX_SPEC_BYTES, "a YAML spec")
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -188,7 +240,7 @@ def load_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise SpecError(f"cannot read file: {exc.strerror}", source=source) from None
     try:
-        return _load(text)
+        return _load(text, source)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else None
@@ -225,8 +277,11 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     parts = tuple(p.strip() for p in key.split("."))
     if any(not p for p in parts):
         raise SpecError(f"empty component in key {key!r}; use a.b.c=value", source=source)
+    if not _plain_value(raw):
+        raise SpecError(f"the value {raw!r} uses a YAML anchor, alias or tag; give plain data (quote it to mean "
+                        "the text)", source=source)
     try:
-        value = _load(raw) if raw.strip() else None
+        value = _load(raw, source) if raw.strip() else None
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or "not a YAML value"
         raise SpecError(f"cannot read the value {raw!r}: {problem}", source=source) from None

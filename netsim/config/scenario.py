@@ -59,6 +59,7 @@ from pydantic import Field, PrivateAttr
 
 from netsim.config.common import Duration, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
+from netsim.limits import MAX_STEPS
 
 __all__ = [
     "DEFAULT_SCENARIO_PATH",
@@ -103,7 +104,7 @@ class ScenarioSpec(SpecModel):
     workload: str | dict[str, Any]
     workload_overrides: list[str] = Field(default_factory=list)
     seed: int = Field(default=0, ge=0)
-    steps: int | None = Field(default=None, ge=1)
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     options: ScenarioOptions = Field(default_factory=ScenarioOptions)
 
     _source: str | None = PrivateAttr(default=None)

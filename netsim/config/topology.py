@@ -59,6 +59,7 @@ from netsim.config.common import (
     validate_model,
 )
 from netsim.errors import SpecError
+from netsim.limits import MAX_ACCELERATORS_PER_NODE, MAX_NODES, MAX_PORTS_PER_NODE
 
 __all__ = [
     "AcceleratorSpec",
@@ -131,7 +132,7 @@ class NicSpec(SpecModel):
 class HostNicSpec(SpecModel):
     """Front-end NICs of the host: ``n<k>.hnic<j>``, attached to host ``n<k>``."""
 
-    count: PositiveInt = 1
+    count: int = Field(1, ge=1, le=MAX_PORTS_PER_NODE)
     bandwidth: Bandwidth
     latency: Duration = 0.0
     pcie_bandwidth: Bandwidth | None = None
@@ -140,7 +141,7 @@ class HostNicSpec(SpecModel):
 
 
 class _NodeCommon(SpecModel):
-    accelerators: PositiveInt = 8
+    accelerators: int = Field(8, ge=1, le=MAX_ACCELERATORS_PER_NODE)
     """Accelerators per server."""
     nic: NicSpec | None = None
     """Rail NICs (required for a back-end fabric)."""
@@ -177,7 +178,7 @@ class HCCSNodeSpec(_NodeCommon):
     """
 
     kind: Literal["hccs"]
-    group_size: PositiveInt = 8
+    group_size: int = Field(8, ge=1, le=MAX_ACCELERATORS_PER_NODE)
     """NPUs per HCCS full-mesh group (must divide ``accelerators``)."""
     hccs_bandwidth: Bandwidth
     """Bandwidth of one HCCS link (between two NPUs), per direction."""
@@ -214,7 +215,7 @@ NodeSpec = Annotated[NVSwitchNodeSpec | HCCSNodeSpec | PCIeNodeSpec, Field(discr
 class BackendStorageSpec(SpecModel):
     """Storage targets ``bstorage<i>`` on the back-end fabric (round-robin over a tier)."""
 
-    count: PositiveInt = 1
+    count: int = Field(1, ge=1, le=MAX_PORTS_PER_NODE)
     bandwidth: Bandwidth
     """Port speed of one target per direction (one port per plane in multi-plane fabrics)."""
     latency: Duration | None = None
@@ -296,7 +297,7 @@ BackendSpec = Annotated[
 class FrontendStorageSpec(SpecModel):
     """Storage targets ``storage<i>`` on the front-end network (round-robin over a tier)."""
 
-    count: PositiveInt = 1
+    count: int = Field(1, ge=1, le=MAX_PORTS_PER_NODE)
     bandwidth: Bandwidth
     """Port speed of one target per direction."""
     latency: Duration | None = None
@@ -370,7 +371,7 @@ class TemplatedTopologySpec(SpecModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    num_nodes: PositiveInt = 1
+    num_nodes: int = Field(1, ge=1, le=MAX_NODES)
     accelerator: AcceleratorSpec
     node: NodeSpec
     backend: BackendSpec | None = None
@@ -580,6 +581,12 @@ def parse_topology_spec(
         if num_nodes is not None:
             if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
                 raise SpecError(f"must be an integer >= 1 (got {num_nodes!r})", source="--nodes")
+            if num_nodes > MAX_NODES:
+                raise SpecError(f"at most {MAX_NODES:,} servers (got {num_nodes:,})", source="--nodes")
+            item = override_for("num_nodes", overrides)
+            if item is not None and data.get("num_nodes") != num_nodes:
+                raise SpecError(f"sets num_nodes, but the servers are also given as {num_nodes} (--nodes or a "
+                                "scenario's nodes); give one", source=f"--set {item}")
             data["num_nodes"] = num_nodes
         spec = validate_model(TemplatedTopologySpec, data, source=source, overrides=overrides)
     try:

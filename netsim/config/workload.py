@@ -49,6 +49,7 @@ from pydantic import (
 
 from netsim.config.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
+from netsim.limits import MAX_EXPERTS, MAX_LAYERS, MAX_MICROBATCHES, MAX_STEPS, MAX_WIDTH
 
 __all__ = [
     "WORKLOAD_PRESET_DIR",
@@ -90,7 +91,7 @@ class MLASpec(SpecModel):
 class MoESpec(SpecModel):
     """Which layers are mixture-of-experts and how they route."""
 
-    experts: int = Field(ge=1, description="routed experts per MoE layer")
+    experts: int = Field(ge=1, le=MAX_EXPERTS, description="routed experts per MoE layer")
     top_k: int = Field(ge=1, description="experts per token")
     every_n: int = Field(default=1, ge=1, description="every n-th layer (from first_dense) is MoE")
     first_dense: int = Field(default=0, ge=0, description="leading dense layers")
@@ -114,14 +115,14 @@ class MoESpec(SpecModel):
 class ModelSpec(SpecModel):
     """Transformer dimensions."""
 
-    layers: int = Field(ge=1)
-    hidden: int = Field(ge=1)
-    ffn_hidden: int = Field(ge=1)
+    layers: int = Field(ge=1, le=MAX_LAYERS)
+    hidden: int = Field(ge=1, le=MAX_WIDTH)
+    ffn_hidden: int = Field(ge=1, le=MAX_WIDTH)
     heads: int = Field(ge=1)
     kv_heads: int | None = Field(default=None, ge=1, description="default: heads (no GQA)")
     head_dim: int | None = Field(default=None, ge=1, description="default: hidden / heads")
-    vocab: int = Field(ge=1)
-    seq_len: int = Field(ge=1)
+    vocab: int = Field(ge=1, le=MAX_WIDTH * 16)
+    seq_len: int = Field(ge=1, le=MAX_WIDTH * 16)
     dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
     bytes_per_element: int | None = Field(default=None, ge=1, description="default: from dtype")
     activation: Literal["swiglu", "gelu"] = "swiglu"
@@ -287,8 +288,9 @@ class WorkloadSpec(SpecModel):
     description: str = ""
     model: ModelSpec
     parallelism: ParallelSpec = Field(default_factory=ParallelSpec)
-    micro_batch_size: int = Field(default=1, ge=1, description="sequences per micro-batch")
-    num_microbatches: int = Field(default=1, ge=1, description="micro-batches per step per DP replica")
+    micro_batch_size: int = Field(default=1, ge=1, le=MAX_MICROBATCHES, description="sequences per micro-batch")
+    num_microbatches: int = Field(default=1, ge=1, le=MAX_MICROBATCHES,
+                                  description="micro-batches per step per DP replica")
     global_batch_size: int | None = Field(
         default=None, ge=1, description="if set, num_microbatches = global / (micro_batch_size * dp)"
     )
@@ -302,7 +304,7 @@ class WorkloadSpec(SpecModel):
     device_placement: DevicePlacementSpec = Field(default_factory=DevicePlacementSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
-    steps: int = Field(default=1, ge=1, description="training steps to simulate")
+    steps: int = Field(default=1, ge=1, le=MAX_STEPS, description="training steps to simulate")
 
     _source: str | None = PrivateAttr(default=None)
 

@@ -54,7 +54,7 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from netsim.errors import NetsimError, SpecError
-from netsim.io import atomic_dir, write_json, write_table
+from netsim.io import atomic_dir, check_output_dir, write_json, write_table
 from netsim.moe.placement import Placement, make_placement, rank_nodes
 from netsim.moe.routers import ROUTERS, DeepSeekRouter, make_router, router_names, router_param_names
 from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
@@ -621,12 +621,9 @@ def run_lab(
     """Train (:func:`train_lab`) and write ``routing.parquet``, ``losses.*`` and ``lab.json``."""
     require_torch()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NetsimError("output path exists and is not a directory", source=str(out))
-    if out.exists() and not overwrite:
-        raise NetsimError("output directory exists (pass --force to replace it)", source=str(out))
+    check_output_dir(out, force=overwrite)
     result = train_lab(cfg, progress)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_dir(out_dir, force=overwrite, kind="lab") as tmp:
         write_routing_trace(result.trace, tmp / "routing.parquet")
         write_table(result.losses, tmp, "losses")
         write_json(_jsonable(result.summary), tmp / "lab.json")

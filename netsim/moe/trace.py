@@ -52,6 +52,7 @@ from numpy.typing import NDArray
 
 from netsim.errors import TraceError
 from netsim.io import atomic_file
+from netsim.limits import MAX_TRACE_BYTES, check_file_size
 
 IntArray = NDArray[np.int64]
 
@@ -225,6 +226,7 @@ def read_routing_trace(path: str | os.PathLike[str]) -> RoutingTrace:
     p = Path(path)
     if not p.is_file():
         raise TraceError("routing trace not found", source=src)
+    check_file_size(p, MAX_TRACE_BYTES, "a routing trace")
     try:
         table = pq.read_table(p)
     except (pa.ArrowException, OSError) as exc:
@@ -270,6 +272,7 @@ def _validate_table(df: pd.DataFrame, meta: TraceMeta, src: str) -> pd.DataFrame
     if out["expert"].size and out["expert"].max() >= meta.experts:
         raise TraceError(f"value {int(out['expert'].max())} >= experts={meta.experts}", source=src, field="expert")
     clean = pd.DataFrame(out, columns=list(COLUMNS))
+    _check_token_totals(clean, meta, src)
     dup = clean.duplicated(list(KEY_COLUMNS))
     if dup.any():
         r = clean[dup].iloc[0]
@@ -280,6 +283,20 @@ def _validate_table(df: pd.DataFrame, meta: TraceMeta, src: str) -> pd.DataFrame
             field="expert",
         )
     return clean.sort_values(list(KEY_COLUMNS), kind="stable").reset_index(drop=True)
+
+
+def _check_token_totals(df: pd.DataFrame, meta: TraceMeta, src: str) -> None:
+    """A source rank routes at most ``tokens_per_rank * top_k`` (token, slot) pairs per
+    (step, layer, micro-batch), kept plus dropped, when the metadata records ``tokens_per_rank``."""
+    if meta.tokens_per_rank is None or df.empty:
+        return
+    cap = meta.tokens_per_rank * meta.top_k
+    totals = (df["tokens"] + df["dropped"]).groupby([df[c] for c in KEY_COLUMNS[:-1]]).sum()
+    if int(totals.max()) > cap:
+        (step, layer, mb, rank), n = totals.idxmax(), int(totals.max())
+        raise TraceError(f"step {step} layer {layer} micro-batch {mb}: src_rank {rank} routes {n} (token, slot) "
+                         f"pairs, more than its tokens_per_rank * top_k = {meta.tokens_per_rank} * {meta.top_k} = "
+                         f"{cap} (metadata)", source=src, field="tokens")
 
 
 # --------------------------------------------------------------------------------------------

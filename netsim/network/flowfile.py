@@ -1,7 +1,8 @@
 """Flow lists from CSV files (``netsim flows``): read, validate, simulate, write tables.
 
-Input columns: ``src``, ``dst`` (device names), ``bytes`` (a number or a size such as
-``64MiB``), ``start_s`` (a number of seconds or a duration such as ``1.5us``), and optionally
+Input columns: ``src``, ``dst`` (device names), ``bytes`` (a size such as ``64MiB``; a plain
+number is a count of bytes; at most 2**60), ``start_s`` (a number of seconds or a duration such as
+``1.5us``), and optionally
 ``path`` (device names joined by ``>``) pinning the flow's route.  Optional ``traffic_class``
 and ``label`` columns are carried into the results.
 """
@@ -16,8 +17,9 @@ from typing import Any
 import networkx as nx
 import pandas as pd
 
-from netsim.errors import NetsimError, TraceError
-from netsim.io import atomic_dir, write_table
+from netsim.errors import LimitError, NetsimError, TraceError
+from netsim.io import atomic_dir, check_output_dir, write_table
+from netsim.limits import MAX_FLOW_ROWS, MAX_TEXT_BYTES, check_file_size, check_quantity, size_check_enabled
 from netsim.network.engine import Network
 from netsim.units import parse_bytes, parse_duration
 
@@ -30,6 +32,7 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
     src = str(p)
     if not p.is_file():
         raise TraceError("file not found", source=src)
+    check_file_size(p, MAX_TEXT_BYTES, "a flows file")
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -41,6 +44,9 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
                          "(optional: path, traffic_class, label)", source=src)
     if df.empty:
         raise TraceError("no flows in file", source=src)
+    if len(df) > MAX_FLOW_ROWS and size_check_enabled():
+        raise LimitError(f"{len(df):,} flows; the exact flow model takes minutes beyond {MAX_FLOW_ROWS:,} "
+                         "(pass --no-size-check to run them anyway)", source=src)
     nbytes, start = [], []
     for i, (b, t) in enumerate(zip(df["bytes"], df["start_s"], strict=True)):
         row = f"row {i + 2}"
@@ -53,6 +59,8 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
             raise TraceError(f"bytes must be >= 0, got {b!r}", source=src, field=f"{row}.bytes")
         if st < 0:
             raise TraceError(f"start_s must be >= 0, got {t!r}", source=src, field=f"{row}.start_s")
+        check_quantity(nb, "bytes", f"{row}.bytes", src)
+        check_quantity(st, "duration", f"{row}.start_s", src)
         nbytes.append(nb)
         start.append(st)
     out = pd.DataFrame({"src": df["src"].str.strip(), "dst": df["dst"].str.strip(), "bytes": nbytes,
@@ -75,9 +83,12 @@ class FlowRunResult:
 
 
 def run_flows(graph: nx.DiGraph, table: pd.DataFrame, out_dir: str | os.PathLike[str] | None = None,
-              **engine: Any) -> FlowRunResult:
-    """Simulate the flows of ``table`` on ``graph``; write flows/links tables to ``out_dir``."""
+              *, force: bool = False, **engine: Any) -> FlowRunResult:
+    """Simulate the flows of ``table`` on ``graph``; write flows/links tables to ``out_dir``
+    (an existing one is replaced only when netsim wrote it and ``force`` is given)."""
     src = str(table.attrs.get("source", "flows"))
+    if out_dir is not None:
+        check_output_dir(out_dir, force=force)
     net = Network(graph, **engine)
     known = net.links.index
     for col in ("src", "dst"):
@@ -109,7 +120,7 @@ def run_flows(graph: nx.DiGraph, table: pd.DataFrame, out_dir: str | os.PathLike
     links = net.link_records()
     top = links.sort_values(["peak_utilization", "bytes"], ascending=False).iloc[0]
     if out_dir is not None:
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, force=force, kind="flows") as tmp:
             write_table(flows, tmp, "flows")
             write_table(links, tmp, "links")
     return FlowRunResult(len(flows), net.makespan_s, str(top["link"]), float(top["peak_utilization"]), flows,

@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from netsim.errors import NetsimError
-from netsim.io import atomic_file
+from netsim.io import atomic_file, claim_dir
 from netsim.report import figures as F
 from netsim.report.files import write_figures, write_text
 from netsim.report.fmt import (
@@ -353,10 +353,7 @@ def write_compare(
     Returns the path of ``out/report.html``.
     """
     df = compare_runs(run_dirs, baseline)
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NetsimError("output path exists and is not a directory", source=str(out_dir))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = claim_dir(out, kind="compare")  # a compare folder is refreshed in place; others are refused
     doc, mpl_figs = build_compare(df)
     figs = F.render_all(mpl_figs)
     with atomic_file(out_dir / "compare.csv") as fh:

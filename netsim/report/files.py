@@ -19,8 +19,8 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def write_figures(directory: Path, figures: Mapping[str, bytes]) -> Path:
-    """Replace ``directory`` atomically by one holding ``figures`` (file name -> PNG bytes)."""
-    with atomic_dir(directory) as tmp:
+    """Replace ``directory`` (a folder inside a netsim output) atomically by one holding ``figures``."""
+    with atomic_dir(directory, kind=None) as tmp:
         for name in sorted(figures):
             (tmp / name).write_bytes(figures[name])
     return directory

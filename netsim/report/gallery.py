@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from netsim.errors import NetsimError
+from netsim.io import atomic_dir, check_output_dir, claim_dir
 from netsim.report.compare import write_compare
 from netsim.report.files import write_text
 from netsim.report.fmt import DASH, fmt_bytes, fmt_num, fmt_pct, fmt_time
@@ -50,7 +51,7 @@ def _replay_api() -> tuple[Runner, Callable[[], Mapping[str, Any]]]:
 
     def runner(scenario: Any, run_dir: Path) -> Any:
         spec = load_scenario(scenario) if isinstance(scenario, str | Path) else scenario
-        return run_scenario(spec, run_dir, report=False)
+        return run_scenario(spec, run_dir, report=False, force=True)  # inside the gallery's own folder
 
     def shipped() -> Mapping[str, Any]:
         return {p.stem: p for p in sorted(DEFAULT_SCENARIO_PATH.parent.glob("*.yaml"))}
@@ -67,6 +68,7 @@ def run_gallery(
     runner: Runner | None = None,
     progress: Progress | None = None,
     trace_max_events: int = GALLERY_TRACE_EVENTS,
+    force: bool = False,
 ) -> Path:
     """Run the gallery scenarios into ``out/<name>/`` with reports; write ``out/index.md``.
 
@@ -78,6 +80,7 @@ def run_gallery(
             ``netsim.run.run_scenario`` without its report).
         progress: called with one line per step.
         trace_max_events: op events kept in each trace.json.
+        force: replace an existing gallery folder that netsim wrote.
 
     Returns the path of ``index.md``.
     """
@@ -99,8 +102,8 @@ def run_gallery(
     for name in selected:
         if not _NAME.match(name) or name in ("compare", "index"):
             raise NetsimError(f"gallery scenario name {name!r} is not usable as a directory name")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out, force=force)
+    out_dir = claim_dir(out, kind="gallery", force=force)
     say = progress or (lambda _line: None)
     run_dirs: list[Path] = []
     for name, scenario in selected.items():
@@ -115,7 +118,8 @@ def run_gallery(
         run_dirs.append(run_dir)
     if len(run_dirs) > 1:
         say("comparing runs")
-        write_compare(run_dirs, out_dir / "compare")
+        with atomic_dir(out_dir / "compare", force=True, kind="compare") as tmp:
+            write_compare(run_dirs, tmp)
     index = out_dir / "index.md"
     return write_text(index, _index_markdown(out_dir, run_dirs))
 

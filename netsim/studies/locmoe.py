@@ -33,6 +33,7 @@ import pandas as pd
 
 from netsim.errors import NetsimError
 from netsim.io import write_table
+from netsim.limits import MAX_NODES
 
 #: progress callback: (what is happening, fraction done of the whole study)
 Progress = Callable[[str, float], None]
@@ -135,7 +136,7 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
             "workload_overrides": overrides, "seed": cfg.seed,
             "options": {**options, "collective_model": cfg.collective_model},
         }, source=f"study config {run_dir.name}")
-        run_scenario(scenario, run_dir)
+        run_scenario(scenario, run_dir, force=True)  # inside the study's own folder
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
 
@@ -182,11 +183,14 @@ def lab_load_by_step(trace_path: Path) -> pd.DataFrame:
     return stats.groupby("step", sort=True).mean().reset_index()
 
 
-def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = None) -> StudyResult:
-    """Run the whole study into ``out`` (resumable) and write its report."""
+def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = None, *,
+              force: bool = False) -> StudyResult:
+    """Run the whole study into ``out`` (resumable; ``force`` replaces another netsim folder there)
+    and write its report."""
+    from netsim.io import claim_dir
+
     note = progress or (lambda _what, _f: None)
-    out_path = Path(out)
-    out_path.mkdir(parents=True, exist_ok=True)
+    out_path = claim_dir(out, kind="study", force=force)
     n_runs = len(cfg.topologies) * len(cfg.nodes) * (len(cfg.routers) * len(cfg.placements) + len(cfg.locality))
     total = len(cfg.routers) + n_runs
     done = 0
@@ -404,7 +408,15 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
 def check_config(cfg: StudyConfig) -> None:
     """Reject an unusable study configuration with a one-line error."""
     from netsim.moe.routers import router_names
+    from netsim.topology import list_presets
 
+    presets = list_presets()
+    for t in cfg.topologies:
+        if t not in presets:
+            raise NetsimError(f"unknown topology preset {t!r}; presets: {', '.join(presets)}", field="--topologies")
+    for n in cfg.nodes:
+        if not 1 <= n <= MAX_NODES:
+            raise NetsimError(f"node count {n} must be in 1..{MAX_NODES:,}", field="--nodes")
     known = set(router_names())
     for r in cfg.routers:
         if r not in known:

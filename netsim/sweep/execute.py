@@ -55,7 +55,7 @@ import pandas as pd
 import yaml
 
 from netsim.errors import NetsimError
-from netsim.io import atomic_dir, atomic_file
+from netsim.io import atomic_dir, atomic_file, claim_dir
 from netsim.sweep.results import build_table, write_results
 from netsim.sweep.spec import Sweep, SweepPoint
 
@@ -170,7 +170,7 @@ def run_point(task: PointTask) -> PointResult:
     try:
         spec = validate_model(ScenarioSpec, task.scenario, source=task.source)
         spec = spec.with_origin(task.source, Path(task.base_dir))
-        run_scenario(spec, task.out, report=task.report)
+        run_scenario(spec, task.out, report=task.report, force=True)  # an unfinished point of this sweep
     except NetsimError as exc:
         return PointResult(task.index, task.id, "failed", exc.one_line(), "", time.perf_counter() - t0, worker)
     except Exception as exc:
@@ -322,7 +322,7 @@ def _write_compare(points: Sequence[SweepPoint], points_dir: Path, out: Path) ->
     if not points:
         return None
     dirs = [points_dir / p.id for p in points]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, force=True, kind="compare") as tmp:  # inside the sweep's own folder
         write_compare(dirs, tmp, baseline=dirs[0])
     return out / "report.html"
 
@@ -336,6 +336,7 @@ def run_sweep(
     reports: bool = True,
     compare: bool = True,
     progress: SweepProgress | None = None,
+    force: bool = False,
 ) -> SweepOutcome:
     """Run the points of ``sweep`` not finished yet and write the results into ``out``.
 
@@ -349,6 +350,8 @@ def run_sweep(
         reports: write each point's report (``report.html``, figures) besides its tables.
         compare: write the comparison report ``compare/`` (baseline: the first finished point).
         progress: ``fn(done, total, result)`` (see the module docstring).
+        force: replace an existing netsim folder of another kind at ``out`` (a sweep folder
+            is resumed without it; a folder netsim did not write is always refused).
 
     Returns:
         The outcome; check :attr:`SweepOutcome.failed`.
@@ -356,9 +359,7 @@ def run_sweep(
     if workers is not None and workers < 1:
         raise NetsimError(f"must be >= 1 (got {workers})", field="--workers")
     t0 = time.perf_counter()
-    out_dir = Path(out).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NetsimError("output path exists and is not a directory", source=str(out_dir))
+    out_dir = claim_dir(out, kind="sweep", force=force).resolve()
     points_dir = out_dir / "points"
     points_dir.mkdir(parents=True, exist_ok=True)
     _write_manifest(sweep, out_dir)

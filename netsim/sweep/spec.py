@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,7 @@ from netsim.config.scenario import (
 from netsim.config.topology import TopologySpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
+from netsim.limits import MAX_SWEEP_POINTS, check_count
 
 __all__ = ["SWEEP_KEYS", "Sweep", "SweepPoint", "load_sweep", "point_slug"]
 
@@ -585,6 +587,8 @@ def load_sweep(ref: str | Path | Mapping[str, Any], *, source: str | None = None
     sweep = validate_model(_SweepFile, sweep_data, source=where)
     base = _base(sweep, inline, where, sweep_dir)
     axes = _axes(sweep, where)
+    total = math.prod(len(ax.values) for ax in axes)  # before expanding (and validating) any point
+    check_count(total, MAX_SWEEP_POINTS, "grid", source=where, what="points")
     rules = _exclude_rules(sweep, axes, where)
     fields = tuple(f for ax in axes for f in ax.fields)
     placed = {f: ax.where for ax in axes for f in ax.fields}

@@ -22,6 +22,14 @@ import networkx as nx
 
 from netsim.config.topology import TopologySpec, load_topology_spec
 from netsim.errors import TopologyError
+from netsim.limits import (
+    MAX_ACCELERATORS,
+    SizeEstimate,
+    check_count,
+    check_fits,
+    estimate_topology,
+    size_check_enabled,
+)
 from netsim.topology.build import build_topology
 from netsim.topology.summary import TopologySummary, bisection_bandwidth, summarize
 
@@ -88,4 +96,20 @@ def load_topology(ref: str | Path, nodes: int | None = None, overrides: Sequence
         SpecError: malformed file, bad value, bad override (message names file and field).
     """
     spec, source = load_topology_spec_ref(ref, nodes, overrides)
+    check_fits(estimate_spec(spec), enabled=size_check_enabled(), source=source)
     return build_topology(spec, source=source)
+
+
+def estimate_spec(spec: TopologySpec) -> SizeEstimate:
+    """Devices and links ``spec`` will build (before building it; see :mod:`netsim.limits`)."""
+    nodes = getattr(spec, "nodes", None)
+    if isinstance(nodes, list):  # an explicit graph
+        return SizeEstimate(str(spec.name), devices=len(nodes), links=2 * len(getattr(spec, "links", [])))
+    node = spec.node  # type: ignore[union-attr]
+    acc = int(node.accelerators)
+    host_nics = node.host_nics.count if node.host_nics is not None else 0
+    num_nodes = int(spec.num_nodes)  # type: ignore[union-attr]
+    check_count(num_nodes * acc, MAX_ACCELERATORS, "num_nodes * node.accelerators", what="accelerators")
+    est = estimate_topology(num_nodes, 3 * acc + 3 + host_nics, what=f"topology {spec.name} ({num_nodes:,} nodes)")
+    mesh = acc * int(getattr(node, "group_size", 0) or 0)  # HCCS full meshes: group_size links per NPU
+    return SizeEstimate(est.what, devices=est.devices, links=est.links + num_nodes * mesh)

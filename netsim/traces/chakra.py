@@ -74,7 +74,16 @@ import numpy as np
 import pandas as pd
 
 from netsim.errors import NetsimError, TopologyError, TraceError
+from netsim.limits import INT64_MAX, MAX_ACCELERATORS, MAX_TRACE_BYTES, check_count, check_file_size
 from netsim.traces.kineto import read_json
+
+
+def check_chakra_inputs(files: Sequence[Path], src: str) -> None:
+    """Input limits of a Chakra trace directory, before any file is parsed (:mod:`netsim.limits`):
+    at most one rank per accelerator netsim models, and every file within the JSON trace size."""
+    check_count(len(files), MAX_ACCELERATORS, "rank traces", source=src, what="rank files")
+    for f in files:
+        check_file_size(f, MAX_TRACE_BYTES, "a Chakra rank trace")
 
 NODE_TYPES = (
     "METADATA_NODE",
@@ -213,6 +222,8 @@ def _int(v: Any, src: str, where: str, *, minimum: int | None = None) -> int:
         x = int(v)
     else:
         raise TraceError(f"must be an integer (got {v!r})", source=src, field=where)
+    if abs(x) > INT64_MAX:
+        raise TraceError(f"must be within int64 (got {str(x)[:30]}...)", source=src, field=where)
     if minimum is not None and x < minimum:
         raise TraceError(f"must be >= {minimum} (got {x})", source=src, field=where)
     return x
@@ -223,8 +234,8 @@ def _float(v: Any, src: str, where: str) -> float:
         raise TraceError(f"must be a number (got {v!r})", source=src, field=where)
     try:
         x = float(v)
-    except (TypeError, ValueError):
-        raise TraceError(f"must be a number (got {v!r})", source=src, field=where) from None
+    except (TypeError, ValueError, OverflowError):
+        raise TraceError(f"must be a number (got {str(v)[:40]!r})", source=src, field=where) from None
     if not np.isfinite(x) or x < 0:
         raise TraceError(f"must be finite and >= 0 (got {v!r})", source=src, field=where)
     return x
@@ -423,6 +434,7 @@ def load_chakra(directory: str | Path) -> ChakraTrace:
     files = sorted(f for f in d.glob("*.json") if f.name != "process_groups.json")
     if not files:
         raise TraceError("no *.json rank traces in the directory", source=src)
+    check_chakra_inputs(files, src)
     ranks: dict[int, RankTrace] = {}
     for f in files:
         rt = load_chakra_rank(f, _rank_from_name(f))
@@ -885,11 +897,12 @@ def replay_chakra(
     return result
 
 
-def write_replay(result: ChakraReplayResult, out_dir: str | Path) -> None:
-    """Write a replay's tables (CSV + Parquet) and summary.json into ``out_dir`` atomically."""
+def write_replay(result: ChakraReplayResult, out_dir: str | Path, *, force: bool = False) -> None:
+    """Write a replay's tables (CSV + Parquet) and summary.json into ``out_dir`` atomically
+    (an existing one is replaced only when netsim wrote it and ``force`` is given)."""
     from netsim.io import atomic_dir, write_json, write_table
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, force=force, kind="chakra-replay") as tmp:
         write_table(result.ranks, tmp, "ranks")
         write_table(result.ops, tmp, "ops")
         write_table(result.links, tmp, "links")

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from netsim.errors import SpecError, TraceError
+from netsim.errors import LimitError, SpecError, TraceError
+from netsim.limits import MAX_TRACE_BYTES, check_file_size
 
 KINDS = ("cpu_op", "kernel", "gpu_mem", "runtime", "annotation", "python", "other")
 DEFAULT_KINDS = ("cpu_op", "kernel", "gpu_mem", "annotation")
@@ -96,6 +97,8 @@ def _num(v: Any, src: str, where: str) -> float:
         x = float(v)
     except (TypeError, ValueError):
         raise TraceError(f"must be a number (got {v!r})", source=src, field=where) from None
+    except OverflowError:
+        raise TraceError(f"must be a finite number (got {str(v)[:40]})", source=src, field=where) from None
     if not math.isfinite(x):
         raise TraceError(f"must be finite (got {v!r})", source=src, field=where)
     return x
@@ -107,6 +110,7 @@ def read_json(path: str | Path) -> Any:
     p = Path(path)
     if not p.is_file():
         raise TraceError("trace file not found", source=src)
+    check_file_size(p, MAX_TRACE_BYTES, "a JSON trace")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -114,12 +118,21 @@ def read_json(path: str | Path) -> Any:
     if not text.strip():
         raise TraceError("trace file is empty", source=src)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise LimitError("nested too deeply to read (real traces nest a few levels)", source=src) from None
+    except ValueError as exc:
+        if not isinstance(exc, json.JSONDecodeError):
+            raise TraceError(f"not valid JSON: {exc}", source=src) from None
         hint = " (truncated file?)" if exc.pos >= len(text.rstrip()) - 1 else ""
         raise TraceError(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}", source=src
         ) from None
+
+
+def _no_constant(name: str) -> Any:
+    """JSON has no NaN or Infinity (Python's reader accepts them; a trace must not use them)."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_kineto(path: str | Path) -> KinetoTrace:
@@ -142,6 +155,9 @@ def load_kineto(path: str | Path) -> KinetoTrace:
         where = f"traceEvents[{i}]"
         if not isinstance(ev, dict):
             raise TraceError("not an object", source=src, field=where)
+        if not isinstance(ev.get("ph"), str):
+            raise TraceError(f"an event needs a phase 'ph' (a string such as \"X\"; got {ev.get('ph')!r})",
+                             source=src, field=f"{where}.ph")
         if ev.get("ph") != "X":
             continue
         name = ev.get("name")

@@ -181,7 +181,7 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
     return Document(title="netsim validate", header=head, sections=sections)
 
 
-def write_validation(res: ValidationResult, out: str | Path) -> dict[str, Any]:
+def write_validation(res: ValidationResult, out: str | Path, *, force: bool = False) -> dict[str, Any]:
     """Write the run directory (module doc); returns the summary."""
     from netsim.io import atomic_dir, write_json, write_table
     from netsim.report.render import render_html, render_markdown
@@ -189,7 +189,7 @@ def write_validation(res: ValidationResult, out: str | Path) -> dict[str, Any]:
     summary = summarize(res)
     figures = {"parity": parity_png(res.table)} if len(res.table) else {}
     doc = validation_document(res, summary)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, force=force, kind="validation") as tmp:
         write_table(res.table, tmp, "results")
         write_json(summary, tmp / "summary.json")
         (tmp / "figures").mkdir()

@@ -125,6 +125,7 @@ def test_lab_run_writes_trace_losses_and_summary(corpus: Path, tmp_path: Path) -
     res = run_lab(tiny(corpus, router="switch"), out, progress=seen.append)
     assert [p.step for p in seen] == [1, 2, 3] and seen[-1].steps == 3
     assert sorted(p.name for p in out.iterdir()) == [
+        ".netsim-output",
         "lab.json",
         "losses.csv",
         "losses.parquet",

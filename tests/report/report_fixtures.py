@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from netsim.io import write_json, write_table
+from netsim.io import MARKER, write_json, write_table
 
 
 def _union(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -82,6 +82,7 @@ def make_run_dir(
     """Write a synthetic run directory at ``path`` and return it."""
     omit = set(omit)
     path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text('{"kind": "run"}\n')  # like a directory `netsim run` wrote
     n_ranks = nodes * gpus
     us = 1e-6 * time_scale
     ops_rows: list[dict[str, Any]] = []

@@ -356,7 +356,7 @@ def test_fixture_replay_and_outputs(tmp_path: Path) -> None:
     g = star(4)
     res = replay_chakra(FIX, g, out)
     tables = sorted(f"{t}.{e}" for t in ("ranks", "ops", "links", "flows") for e in ("csv", "parquet"))
-    assert sorted(p.name for p in out.iterdir()) == [*tables, "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".netsim-output", *tables, "summary.json"]
     ranks = pd.read_csv(out / "ranks.csv")
     span = res.summary["makespan_s"]
     parts = ranks[["compute_s", "communication_s", "overlap_s", "idle_s"]].sum(axis=1)

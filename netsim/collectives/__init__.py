@@ -12,6 +12,11 @@
 * :mod:`~netsim.collectives.reference`: ideal topologies for alpha-beta checks.
 """
 
+# the built-in algorithms register themselves when their modules are imported (here, so that any
+# import of netsim.collectives or a submodule of it has them; the registry imports none of them)
+from netsim.collectives import algorithms as _algorithms  # noqa: F401
+from netsim.collectives import mesh as _mesh  # noqa: F401
+from netsim.collectives import pipelined as _pipelined  # noqa: F401
 from netsim.collectives.executor import (
     CollectiveResult,
     accelerators,

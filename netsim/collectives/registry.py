@@ -118,11 +118,6 @@ def register_algorithm(ops: str | Sequence[str], name: str, *, description: str 
     return deco
 
 
-def _ensure_loaded() -> None:
-    # the built-in algorithms register themselves on import
-    from netsim.collectives import algorithms, mesh, pipelined  # noqa: F401
-
-
 def check_op(op: str) -> str:
     if op not in _REGISTRY:
         raise CollectiveError(f"unknown collective {op!r}; allowed: {', '.join(OPS)}", field="op")
@@ -131,13 +126,11 @@ def check_op(op: str) -> str:
 
 def algorithm_names(op: str) -> list[str]:
     """Names of the algorithms registered for ``op``."""
-    _ensure_loaded()
     return sorted(_REGISTRY[check_op(op)])
 
 
 def get_algorithm(op: str, name: str | None = None) -> Algorithm:
     """The algorithm ``name`` of ``op`` (its default if ``None``)."""
-    _ensure_loaded()
     table = _REGISTRY[check_op(op)]
     key = name if name is not None else _DEFAULTS[op]
     if key not in table:
@@ -147,7 +140,6 @@ def get_algorithm(op: str, name: str | None = None) -> Algorithm:
 
 
 def default_algorithm(op: str) -> str:
-    _ensure_loaded()
     return _DEFAULTS[check_op(op)]
 
 

@@ -85,7 +85,7 @@ class Prepared:
 def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -> TimeModel:
     """The accelerator's compute model (its kernel-table profile, else the roofline), with
     ``options.kernels`` replacing the profile's table."""
-    from netsim.calibration.compute import make_compute_model
+    from netsim.calibration.models import make_compute_model
 
     opts = scenario.options
     table = scenario.resolve_path(opts.kernels) if opts.kernels else None

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from netsim.calibration.catalogue import get_kernel
-from netsim.calibration.compute import ComputeEstimate
+from netsim.calibration.estimate import ComputeEstimate
 from netsim.errors import SpecError
 
 __all__ = ["FlashAttentionModel"]

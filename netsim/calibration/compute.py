@@ -42,48 +42,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from netsim.calibration.estimate import ComputeEstimate, ComputeModel
 from netsim.calibration.kernels import KernelSpec, KernelTable, canonical_dtype, get_kernel
+from netsim.calibration.roofline import RooflineComputeModel
 from netsim.errors import SpecError
-
-
-@dataclass(frozen=True)
-class ComputeEstimate:
-    """One answer of a compute model.
-
-    Attributes: ``kernel``, ``pass_``, ``dtype`` (the dtype it ran in), ``time_s`` (seconds per
-    call), ``flops`` and ``bytes`` (catalogue counts of one call), ``source`` (``table`` or the
-    name of the roofline that answered).
-    """
-
-    kernel: str
-    pass_: str
-    dtype: str
-    time_s: float
-    flops: float
-    bytes: float
-    source: str
-
-
-@runtime_checkable
-class ComputeModel(Protocol):
-    """What the replay needs: seconds for one call of a catalogue kernel."""
-
-    name: str
-
-    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
-        """Seconds of one call of ``kernel`` / ``pass_`` at ``shape`` in ``dtype``."""
-        ...
-
-    def estimate(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> ComputeEstimate:
-        """Like :meth:`time` with the FLOP/byte counts and where the number came from."""
-        ...
-
 
 #: Kernels whose FLOPs are tensor-core GEMMs (what an FP8 speed-up applies to).
 GEMM_KERNELS = frozenset({"gemm", "grouped_gemm"})
@@ -138,8 +105,6 @@ class TableComputeModel:
         attention: ComputeModel | None = None,
         fp8_gemm_speedup: float | None = None,
     ) -> None:
-        from netsim.calibration.roofline import RooflineComputeModel
-
         self.table = table if isinstance(table, KernelTable) else KernelTable.load(table)
         self.fallback: ComputeModel | None = (
             None if strict else (fallback if fallback is not None else RooflineComputeModel.from_table(self.table))
@@ -324,42 +289,3 @@ class TableComputeModel:
                                    est.source)
         assert error is not None
         raise error
-
-
-def make_compute_model(
-    accelerator: Mapping[str, Any] | None = None,
-    table: KernelTable | str | Path | None = None,
-    *,
-    efficiency: float = 1.0,
-    memory_efficiency: float = 1.0,
-    default_dtype: str | None = None,
-) -> ComputeModel:
-    """The compute model for a run.
-
-    An ``accelerator`` (a topology's ``graph.graph["accelerator"]``) with a ``compute`` section:
-    the model of its profile (:func:`netsim.calibration.profiles.profile_compute_model`; a given
-    ``table`` replaces the profile's table).  Otherwise, with a ``table``:
-    :class:`TableComputeModel` (fallback: the table's empirical roofline); without: the
-    :class:`RooflineComputeModel` of ``accelerator`` with the given efficiencies.
-    """
-    from netsim.calibration.profiles import profile_compute_model
-    from netsim.calibration.roofline import RooflineComputeModel
-
-    compute = (accelerator or {}).get("compute")
-    if accelerator is not None and isinstance(compute, Mapping):
-        model: ComputeModel = profile_compute_model(
-            accelerator,
-            compute,
-            table=table,
-            efficiency=efficiency,
-            memory_efficiency=memory_efficiency,
-            default_dtype=default_dtype,
-        )
-        return model
-    if table is not None:
-        return TableComputeModel(table, default_dtype=default_dtype)
-    if accelerator is None:
-        raise SpecError("a compute model needs a kernel table or an accelerator with peak_flops and memory_Bps")
-    return RooflineComputeModel.from_accelerator(
-        accelerator, efficiency, memory_efficiency, default_dtype=default_dtype
-    )

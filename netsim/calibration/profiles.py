@@ -50,8 +50,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netsim.calibration.attention import FlashAttentionModel
+from netsim.calibration.compute import TableComputeModel
+from netsim.calibration.kernels import KernelTable
+from netsim.calibration.roofline import RooflineComputeModel
 from netsim.errors import SpecError
 from netsim.registry import Registry
+from netsim.units import parse_bandwidth
 
 __all__ = ["COMPUTE_PROFILES", "KERNEL_DATA_DIR", "ComputeProfile", "profile_compute_model", "resolve_table_path"]
 
@@ -154,11 +159,6 @@ def profile_compute_model(
     the profile's table; the profile's attention curves and FP8 assumption still fill what that
     table lacks.
     """
-    from netsim.calibration.attention import FlashAttentionModel
-    from netsim.calibration.compute import TableComputeModel
-    from netsim.calibration.kernels import KernelTable
-    from netsim.calibration.roofline import RooflineComputeModel
-    from netsim.units import parse_bandwidth
 
     prof = COMPUTE_PROFILES.get(str(compute.get("profile") or "roofline"))
     ref = table if table is not None else compute.get("kernels") or prof.kernels

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from netsim.calibration.compute import ComputeEstimate
+from netsim.calibration.estimate import ComputeEstimate
 from netsim.calibration.kernels import KERNELS, KernelTable, canonical_dtype, get_kernel
 from netsim.errors import SpecError
 from netsim.units import parse_bandwidth, parse_flops

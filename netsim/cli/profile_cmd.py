@@ -297,8 +297,8 @@ _DEFAULT_TOPOLOGY = {"h100": "dgx-h100", "a100": "dgx-a100"}
 
 def _published_report(table: object, name: str, path: Path | None, topology: str | None, out: Path | None) -> None:
     """Published GEMM measurements on this table's GPU against the compute model built on it."""
-    from netsim.calibration.compute import make_compute_model
     from netsim.calibration.kernels import KernelTable
+    from netsim.calibration.models import make_compute_model
     from netsim.calibration.validate import SAME_COMPUTE, load_published, published_errors
     from netsim.topology import load_topology
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from netsim.calibration.compute import ComputeEstimate, ComputeModel, TableComputeModel, make_compute_model
+from netsim.calibration.compute import ComputeEstimate, ComputeModel, TableComputeModel
 from netsim.calibration.kernels import KernelTable
+from netsim.calibration.models import make_compute_model
 from netsim.calibration.roofline import RooflineComputeModel
 from netsim.errors import SpecError
 

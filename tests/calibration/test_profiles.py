@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from netsim.calibration.attention import FlashAttentionModel
-from netsim.calibration.compute import TableComputeModel, make_compute_model
+from netsim.calibration.compute import TableComputeModel
 from netsim.calibration.kernels import KernelTable
+from netsim.calibration.models import make_compute_model
 from netsim.calibration.profiles import COMPUTE_PROFILES, profile_compute_model
 from netsim.calibration.roofline import RooflineComputeModel
 from netsim.config.scenario import load_scenario

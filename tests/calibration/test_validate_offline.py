@@ -82,7 +82,7 @@ def test_shipped_published_measurements_and_their_errors() -> None:
     assert set(rows["gpu"]) == {"h100", "h800", "a100"} and len(rows) == 32
     # accuracy against independent measurements (docs/sections/kernels.md): the H100 table and
     # its FP8 assumption predict DeepGEMM's grouped expert GEMMs within 10 %, the rest within 65 %
-    from netsim.calibration.compute import make_compute_model
+    from netsim.calibration.models import make_compute_model
     from netsim.topology import load_topology
 
     model = make_compute_model(load_topology("h800", nodes=1).graph["accelerator"])

@@ -5,18 +5,29 @@
 (:mod:`netsim.traces.kineto`).  ``netsim import vidur DIR --out TABLE`` turns Vidur's measured
 operator timings (one GPU's profiling folder) into a kernel table with a fitted GEMM surface
 (:mod:`netsim.traces.vidur`).  ``netsim replay-chakra DIR --topology PRESET --nodes N --out
-RUN`` replays per-rank Chakra JSON traces on a simulated cluster (:mod:`netsim.traces.chakra`)
-and writes per-rank times, per-node times, link and flow records atomically.
+RUN`` replays per-rank Chakra traces (``.et`` or JSON) on a simulated cluster through the same
+replay as ``netsim run`` (:mod:`netsim.traces.chakra_plan`) and writes a run directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import typer
 from rich.table import Table
 
-from netsim.cli.common import console, load_graph, network_setup, nodes_option, set_option, topology_option
+from netsim.cli.common import (
+    console,
+    cost_option,
+    load_graph,
+    network_setup,
+    nodes_option,
+    routing_option,
+    set_option,
+    topology_option,
+)
 from netsim.units import format_bytes, format_duration
 
 
@@ -118,57 +129,56 @@ def register(app: typer.Typer) -> None:
 
     @app.command("replay-chakra")
     def replay_chakra_cmd(
-        trace_dir: Path = typer.Argument(..., metavar="DIR", help="Directory of per-rank Chakra JSON traces."),
+        trace_path: Path = typer.Argument(..., metavar="DIR",
+                                          help="Directory of per-rank Chakra traces (.et or JSON), or one file."),
         topology: str | None = topology_option(),
         nodes: int | None = nodes_option(),
-        out: Path = typer.Option(..., "--out", "-o", help="Output directory (written atomically)."),
-        routing: str | None = typer.Option(None, "--routing", help="shortest, ecmp, ecmp-pair, spray or pxn."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (atomically)."),
+        routing: str | None = routing_option(),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         ranks_per_node: int | None = typer.Option(
-            None,
-            "--ranks-per-node",
-            min=1,
-            help="Place k ranks on each server (default: fill servers in turn).",
+            None, "--ranks-per-node", min=1, help="Place k ranks on each server (default: fill servers in turn)."
         ),
-        compute_scale: float = typer.Option(1.0, "--compute-scale", min=0.0, help="Multiply compute durations."),
+        ranks: int | None = typer.Option(
+            None, "--ranks", min=1, help="Run a single-rank trace on N ranks (every rank runs it: SPMD)."
+        ),
+        compute_scale: float = typer.Option(1.0, "--compute-scale", min=0.0, help="Multiply GPU compute durations."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Fitted link efficiencies (JSON)."),
+        collective_cost: str | None = cost_option(),
         overrides: list[str] = set_option(),
+        no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
     ) -> None:
-        """Replay per-rank Chakra execution traces on a simulated cluster."""
-        from netsim.traces.chakra import load_chakra, replay_chakra
+        """Replay Chakra execution traces on a simulated cluster; writes a run directory."""
+        from netsim.traces.chakra import load_chakra
+        from netsim.traces.chakra_plan import replay_chakra
 
-        trace = load_chakra(trace_dir)
+        trace = load_chakra(trace_path, ranks=ranks)
         graph = load_graph(topology, nodes, overrides)
-        kw, _ = network_setup(graph, calibration, routing, seed)
-        res = replay_chakra(
-            trace,
-            graph,
-            out,
-            ranks_per_node=ranks_per_node,
-            routing=kw.get("routing", "ecmp"),
-            seed=kw.get("seed", 0),
-            efficiency=kw.get("efficiency"),
-            compute_scale=compute_scale,
-        )
-        rt = Table(title=f"{trace.num_ranks} ranks on {graph.graph.get('name')} ({graph.graph.get('num_nodes')} nodes)")
-        for col in ("rank", "device", "end", "compute", "comm", "overlap", "idle", "comm bytes"):
-            rt.add_column(col, justify="left" if col == "device" else "right")
-        for r in res.ranks.to_dict("records"):
-            rt.add_row(
-                str(r["rank"]),
-                str(r["device"]),
-                format_duration(r["end_s"]),
-                format_duration(r["compute_s"]),
-                format_duration(r["communication_s"]),
-                format_duration(r["overlap_s"]),
-                format_duration(r["idle_s"]),
-                format_bytes(r["comm_bytes"]),
-            )
-        console.print(rt)
-        s = res.summary
-        typer.echo(
-            f"makespan {format_duration(s['makespan_s'])}, {s['collectives']} collectives, "
-            f"{s['p2p_transfers']} send/recv, {s['flows']} flows, "
-            f"{format_bytes(s['network_bytes'])} on the network"
-        )
-        typer.echo(f"wrote {out}")
+        kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost)
+        outcome = replay_chakra(trace, graph, out, engine_kwargs=kw, setup=setup, ranks_per_node=ranks_per_node,
+                                compute_scale=compute_scale, report=not no_report)
+        _print_trace_run(outcome.summary, outcome.tables["ranks"], out)
+
+
+def _print_trace_run(s: dict[str, Any], ranks: pd.DataFrame, out: Path) -> None:
+    """The per-rank breakdown and one line on the trace and its traffic."""
+    from netsim.collectives.setup import cost_summary_line
+
+    tr = s["trace"]
+    rt = Table(title=f"{tr['ranks']} ranks on {s['topology']} ({s['num_nodes']} nodes): step (makespan) "
+               f"{format_duration(s['step_time_s'])}", title_justify="left")
+    for col in ("rank", "device", "compute", "comm", "overlap", "idle"):
+        rt.add_column(col, justify="left" if col == "device" else "right")
+    for r in ranks.to_dict("records"):
+        rt.add_row(str(r["rank"]), str(r["device"]), *(format_duration(r[f"{k}_s"]) for k in
+                                                       ("compute", "communication", "overlap", "idle")))
+    console.print(rt)
+    console.print(cost_summary_line(s["collective_cost"]), markup=False)
+    net_bytes = sum(s["bytes_by_class"].values())
+    typer.echo(f"{tr['nodes']} nodes ({', '.join(tr['forms'])}): {tr['compute_ops']} GPU compute, {tr['host_ops']} CPU "
+               f"ops; {tr['simulated_collectives']} collectives simulated, {tr['measured_collectives']} at their "
+               f"measured time, {tr['single_rank_collectives']} of one rank; {tr['p2p_transfers']} send/recv; "
+               f"{s['num_flows']} flows, {format_bytes(net_bytes)} on the network")
+    if tr["single_rank_collectives"] and tr["ranks"] == 1:
+        typer.echo("(a single-rank trace: its collectives move nothing; --ranks N runs it on N ranks)")
+    typer.echo(f"wrote {out}")

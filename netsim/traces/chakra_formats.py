@@ -23,8 +23,9 @@ been stable since the schema's first release): package ``ChakraProtoMsg``;
   uint64, sint32, sint64, fixed32, fixed64, sfixed32, sfixed64, bool, string, bytes (scalar
   ``<type>_val`` then list ``<type>_list``, a message with ``repeated <type> values = 1``).
 
-Enum fields are read as their numbers (NodeType: 0 INVALID, 1 METADATA, 2 MEM_LOAD, 3 MEM_STORE,
-4 COMP, 5 COMM_SEND, 6 COMM_RECV, 7 COMM_COLL; CollectiveCommType 0-9 as in
+Enum ``NodeType``: 0 INVALID, 1 METADATA, 2 MEM_LOAD, 3 MEM_STORE, 4 COMP, 5 COMM_SEND,
+6 COMM_RECV, 7 COMM_COLL (read as numbers; an unknown number is kept, proto3 enums are open);
+the ``comm_type`` attribute holds a CollectiveCommType number (0-9, as in
 :data:`netsim.traces.chakra.COMM_TYPES`).  :func:`read_et` returns the nodes as plain dicts in
 the JSON spelling :mod:`netsim.traces.chakra` parses (attributes as ``{name: value}``).
 """
@@ -62,6 +63,9 @@ _VALUE_TYPES = (
     ("string", "TYPE_STRING"),
     ("bytes", "TYPE_BYTES"),
 )
+#: enum NodeType, in number order
+_NODE_TYPES = ("INVALID_NODE", "METADATA_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE", "COMP_NODE", "COMM_SEND_NODE",
+               "COMM_RECV_NODE", "COMM_COLL_NODE")
 _classes: tuple[Any, Any] | None = None
 
 
@@ -97,6 +101,9 @@ def _message_classes() -> tuple[Any, Any]:
         attr_fields.append((3 + 2 * i, f"{tname}_val", ftype, False, None, True))
         attr_fields.append((4 + 2 * i, f"{tname}_list", "TYPE_MESSAGE", False, list_msg, True))
     message("AttributeProto", attr_fields, oneof="value")
+    enum = fdp.enum_type.add(name="NodeType")
+    for number, name in enumerate(_NODE_TYPES):
+        enum.value.add(name=name, number=number)
     message("IOInfo", [(1, "values", "TYPE_STRING", False, None, False),
                        (2, "shapes", "TYPE_STRING", False, None, False),
                        (3, "types", "TYPE_STRING", False, None, False)])
@@ -105,7 +112,7 @@ def _message_classes() -> tuple[Any, Any]:
     message("Node", [
         (1, "id", "TYPE_UINT64", False, None, False),
         (2, "name", "TYPE_STRING", False, None, False),
-        (3, "type", "TYPE_INT32", False, None, False),  # enum NodeType (a varint on the wire)
+        (3, "type", "TYPE_ENUM", False, "NodeType", False),
         (4, "ctrl_deps", "TYPE_UINT64", True, None, False),
         (5, "data_deps", "TYPE_UINT64", True, None, False),
         (6, "start_time_micros", "TYPE_UINT64", False, None, False),

@@ -165,7 +165,8 @@ def _print_trace_run(s: dict[str, Any], ranks: pd.DataFrame, out: Path) -> None:
     from netsim.collectives.setup import cost_summary_line
 
     tr = s["trace"]
-    rt = Table(title=f"{tr['ranks']} ranks on {s['topology']} ({s['num_nodes']} nodes): step (makespan) "
+    servers = f"{s['num_nodes']} node{'s' if s['num_nodes'] != 1 else ''}"
+    rt = Table(title=f"{tr['ranks']} ranks on {s['topology']} ({servers}): step (makespan) "
                f"{format_duration(s['step_time_s'])}", title_justify="left")
     for col in ("rank", "device", "compute", "comm", "overlap", "idle"):
         rt.add_column(col, justify="left" if col == "device" else "right")
@@ -175,10 +176,10 @@ def _print_trace_run(s: dict[str, Any], ranks: pd.DataFrame, out: Path) -> None:
     console.print(rt)
     console.print(cost_summary_line(s["collective_cost"]), markup=False)
     net_bytes = sum(s["bytes_by_class"].values())
-    typer.echo(f"{tr['nodes']} nodes ({', '.join(tr['forms'])}): {tr['compute_ops']} GPU compute, {tr['host_ops']} CPU "
-               f"ops; {tr['simulated_collectives']} collectives simulated, {tr['measured_collectives']} at their "
-               f"measured time, {tr['single_rank_collectives']} of one rank; {tr['p2p_transfers']} send/recv; "
-               f"{s['num_flows']} flows, {format_bytes(net_bytes)} on the network")
+    typer.echo(f"trace: {tr['nodes']} nodes ({', '.join(tr['forms'])}), {tr['compute_ops']} GPU compute and "
+               f"{tr['host_ops']} CPU ops; collectives: {tr['simulated_collectives']} simulated, "
+               f"{tr['measured_collectives']} at their measured time, {tr['single_rank_collectives']} of one rank; "
+               f"send/recv: {tr['p2p_transfers']}; {s['num_flows']} flows, {format_bytes(net_bytes)} on the network")
     if tr["single_rank_collectives"] and tr["ranks"] == 1:
         typer.echo("(a single-rank trace: its collectives move nothing; --ranks N runs it on N ranks)")
     typer.echo(f"wrote {out}")

@@ -489,7 +489,7 @@ def test_cli_replay_chakra(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         capsys,
     )
     assert code == 0 and "step (makespan)" in stdout and f"wrote {out}" in stdout
-    assert "9 collectives simulated" in stdout
+    assert "collectives: 9 simulated" in stdout
     ranks = pd.read_csv(out / "ranks.csv")
     assert ranks["device"].tolist() == ["n0.g0", "n0.g1", "n1.g0", "n1.g1"]
     links = pd.read_csv(out / "links.csv")

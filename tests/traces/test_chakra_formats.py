@@ -156,6 +156,12 @@ def test_et_reads_every_field(tmp_path: Path, gz: bool) -> None:
     assert tr.process_groups == {"0": (0, 1)}  # process_group:init, ranks []: every rank
 
 
+def test_committed_et_example_is_this_encoder_s() -> None:
+    # tests/fixtures/traces/et2 (used in the docs) holds rank_et(0) and rank_et(1)
+    fix = Path(__file__).resolve().parents[1] / "fixtures" / "traces" / "et2"
+    assert [(fix / f"chakra.{r}.et").read_bytes() for r in (0, 1)] == [rank_et(0), rank_et(1)]
+
+
 def test_et_replay_runs(tmp_path: Path) -> None:
     from netsim.collectives.setup import collective_setup
     from netsim.traces.chakra_plan import replay_chakra

@@ -91,7 +91,7 @@ TABLES: dict[str, TableSpec] = {
                 "node": "node index (int)",
                 "stream": "stream the op ran on (str, e.g. compute, comm, comm-ep)",
                 "name": "op name (str, e.g. attn-fwd, ep-dispatch, dp-allreduce)",
-                "kind": "`compute` or `comm`",
+                "kind": "`compute`, `host` (CPU-side op of a replayed trace) or `comm`",
                 "traffic_class": "traffic class of a comm op (dp, pp, ep, tp, storage, checkpoint); "
                 "empty for compute",
                 "layer": "model layer index (int; -1 or empty when the op belongs to no layer)",

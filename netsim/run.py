@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from netsim.calibration.kernels import KernelTable
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
@@ -76,18 +77,22 @@ class Prepared:
     collective_kwargs: dict[str, Any]
     collectives: Any = None
     """The :class:`~netsim.collectives.setup.CollectiveSetup` (cost model, link efficiencies)."""
+    kernel_meta: dict[str, Any] = field(default_factory=dict)
+    """Metadata of the ``options.kernels`` table (a measured step when it came from a trace)."""
 
 
 # ---------------------------------------------------------------------- setup
 
 
-def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -> TimeModel:
+def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str,
+                        table: KernelTable | None = None) -> TimeModel:
     """The accelerator's compute model (its kernel-table profile, else the roofline), with
-    ``options.kernels`` replacing the profile's table."""
+    ``options.kernels`` (or ``table``, that file loaded) replacing the profile's table."""
     from netsim.calibration.compute import make_compute_model
 
     opts = scenario.options
-    table = scenario.resolve_path(opts.kernels) if opts.kernels else None
+    if table is None and opts.kernels:
+        table = KernelTable.load(scenario.resolve_path(opts.kernels))
     acc = dict(graph.graph.get("accelerator") or {})
     if not acc:
         if table is not None:
@@ -145,8 +150,9 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         overrides=tuple(scenario.topology_overrides),
     )
     workload = load_scenario_workload(scenario)
-    compute = build_compute_model(graph, scenario, workload.model.dtype)
     opts = scenario.options
+    table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
+    compute = build_compute_model(graph, scenario, workload.model.dtype, table)
     plan = build_plan(
         workload,
         graph,
@@ -160,7 +166,8 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         allow_oom=opts.allow_oom,
     )
     engine, coll, setup = _collectives(scenario, graph)
-    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup)
+    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup,
+                    dict(table.meta) if table is not None else {})
 
 
 def simulate(
@@ -506,6 +513,10 @@ def summarize_replay(
     }
     if plan.memory is not None:
         summary["memory"] = plan.memory.summary()
+    if prep.kernel_meta.get("measured_step_s") is not None:  # a table imported from a profiled step
+        km = prep.kernel_meta
+        summary["measured_step_time_s"] = float(km["measured_step_s"])
+        summary["measured_step"] = f"{km.get('measured_step', 'measured')} of {km.get('trace', 'the trace')}"
     if prep.workload.model.moe is not None and plan.expert_load:
         moe_fields, moe_tables = _moe_results(plan, res, a2a_share)
         summary.update(moe_fields)

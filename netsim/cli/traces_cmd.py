@@ -28,6 +28,7 @@ from netsim.cli.common import (
     set_option,
     topology_option,
 )
+from netsim.errors import SpecError
 from netsim.units import format_bytes, format_duration
 
 
@@ -43,7 +44,15 @@ def register(app: typer.Typer) -> None:
     @imp.command("kineto")
     def import_kineto(
         trace: Path = typer.Argument(..., metavar="TRACE.json", help="Chrome trace from export_chrome_trace."),
-        out: Path = typer.Option(..., "--out", "-o", help="Per-op summary table (.csv or .parquet)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Per-op summary table (.csv or .parquet)."),
+        kernel_table: Path | None = typer.Option(
+            None, "--kernel-table", help="Also write the ops that are catalogue kernels as a kernel table "
+            "(.csv or .parquet) for netsim run --kernels (needs record_shapes=True)."
+        ),
+        step_range: str | None = typer.Option(
+            None, "--step-range", help="record_function range that is one step (default: ProfilerStep#*, "
+            "else the whole trace)."
+        ),
         within: str | None = typer.Option(
             None, "--within", help="Only events inside record_function ranges of this name (wildcards ok)."
         ),
@@ -57,11 +66,17 @@ def register(app: typer.Typer) -> None:
         events_out: Path | None = typer.Option(None, "--events", help="Also write the selected events."),
         top: int = typer.Option(15, "--top", min=0, help="Rows to print per kind."),
     ) -> None:
-        """Aggregate a PyTorch profiler (Kineto) trace into per-op durations."""
+        """Aggregate a PyTorch profiler (Kineto) trace into per-op durations and/or a kernel table."""
         from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
 
+        if out is None and kernel_table is None:
+            raise SpecError("give --out (per-op summary) and/or --kernel-table", field="--out")
         kind_list = None if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
         tr = load_kineto(trace)
+        if kernel_table is not None:
+            _write_kernel_table(tr, kernel_table, step_range)
+            if out is None:
+                return
         ev = select_events(tr, kinds=kind_list, start_us=start_us, end_us=end_us, within=within)
         summary = summarize_ops(ev)
         write_table_file(summary, out)
@@ -84,6 +99,7 @@ def register(app: typer.Typer) -> None:
                     f"{100 * r['share']:.1f}%",
                 )
             console.print(rt)
+        assert out is not None
         span_us = float((ev["ts_us"] + ev["dur_us"]).max() - ev["ts_us"].min())
         typer.echo(f"wrote {out} ({len(summary)} ops from {len(ev)} events spanning {format_duration(span_us * 1e-6)})")
 
@@ -158,6 +174,28 @@ def register(app: typer.Typer) -> None:
         outcome = replay_chakra(trace, graph, out, engine_kwargs=kw, setup=setup, ranks_per_node=ranks_per_node,
                                 compute_scale=compute_scale, report=not no_report)
         _print_trace_run(outcome.summary, outcome.tables["ranks"], out)
+
+
+def _write_kernel_table(tr: Any, path: Path, step_range: str | None) -> None:
+    """Write the kernel table of a Kineto trace and print what it holds and the measured step."""
+    import shlex
+
+    from netsim.cli import invoked_args
+    from netsim.traces.kineto_kernels import kernel_table_from_kineto
+
+    table = kernel_table_from_kineto(tr, step_range=step_range,
+                                     command="netsim " + " ".join(shlex.quote(a) for a in invoked_args))
+    table.save(path)
+    kt = Table(title=f"kernel table: {table.meta['operator_calls']} operator calls "
+               f"({table.meta['time_source']})", title_justify="left")
+    for col in ("kernel", "dtype", "pass", "rows", "calls", "min time", "max time"):
+        kt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
+    for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
+        kt.add_row(str(kernel), str(dtype), str(pass_), str(len(g)), str(int(g["repeats"].sum())),
+                   format_duration(float(g["time_s"].min())), format_duration(float(g["time_s"].max())))
+    console.print(kt)
+    typer.echo(f"measured step: {format_duration(table.meta['measured_step_s'])} ({table.meta['measured_step']})")
+    typer.echo(f"wrote {path} ({len(table)} rows)")
 
 
 def _print_trace_run(s: dict[str, Any], ranks: pd.DataFrame, out: Path) -> None:

@@ -201,6 +201,11 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "lockstep": "true: one rank per lockstep unit (EP group) simulated, standing for the unit's ranks",
     "num_ops": "ops in the op graph (lockstep: of the simulated ranks)",
     "num_flows": "network flows simulated",
+    "measured_step_time_s": "the step the run's kernel table measured (netsim import kineto --kernel-table), when "
+    "it has one (s)",
+    "measured_step": "what that measured step is (e.g. the span of a profiler trace)",
+    "trace": "a replayed Chakra trace (netsim replay-chakra): its source, forms, ranks and what became of its "
+    "collectives",
 }
 
 MOE_SUMMARY_FIELDS = (

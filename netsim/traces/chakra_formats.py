@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from netsim.errors import TraceError
+from netsim.traces.kineto import json_error
 
 __all__ = ["check_not_pytorch_et", "read_document", "read_et"]
 
@@ -243,9 +244,7 @@ def _json_objects(text: str, src: str) -> list[Any]:
         try:
             obj, pos = dec.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            hint = " (truncated file?)" if exc.pos >= len(text.rstrip()) - 1 else ""
-            raise TraceError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}",
-                             source=src) from None
+            raise json_error(exc, text, src) from None
         out.append(obj)
 
 

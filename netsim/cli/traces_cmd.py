@@ -75,8 +75,8 @@ def register(app: typer.Typer) -> None:
         tr = load_kineto(trace)
         if kernel_table is not None:
             _write_kernel_table(tr, kernel_table, step_range)
-            if out is None:
-                return
+        if out is None:
+            return
         ev = select_events(tr, kinds=kind_list, start_us=start_us, end_us=end_us, within=within)
         summary = summarize_ops(ev)
         write_table_file(summary, out)
@@ -99,7 +99,6 @@ def register(app: typer.Typer) -> None:
                     f"{100 * r['share']:.1f}%",
                 )
             console.print(rt)
-        assert out is not None
         span_us = float((ev["ts_us"] + ev["dur_us"]).max() - ev["ts_us"].min())
         typer.echo(f"wrote {out} ({len(summary)} ops from {len(ev)} events spanning {format_duration(span_us * 1e-6)})")
 

@@ -511,3 +511,10 @@ def test_cli_replay_chakra_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     code, _, err = run_cli(["replay-chakra", str(bad), "--topology", "dgx-h100", "--out", str(out)], capsys)
     assert code == 2 and "rank1.json: node 1.type: unknown node type 'TENSOR_NODE'" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_a_trace_run_has_the_run_report(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    replay_chakra(FIX, star(4), out, setup=collective_setup(star(4), cost_model="ideal"))
+    report = (out / "report.md").read_text()
+    assert "chakra:chakra4" in report and (out / "report.html").is_file() and (out / "trace.json").is_file()

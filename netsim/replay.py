@@ -10,8 +10,8 @@ streams.  :func:`replay` runs it as a dataflow inside the network's simpy enviro
 * a ready comm op *arrives* at its collective; when every member has arrived the collective
   starts (``run_collective`` for group collectives, one flow for point-to-point transfers,
   nothing for a barrier, or its ``duration_s``) and all members finish together when it
-  completes; the time a
-  member waits for the others is idle time, not communication (NCCL semantics).
+  completes; the time a member waits for the others is idle time, not communication (NCCL
+  semantics).
 
 The executor is callback-driven (no simpy process per op), so a step of a few hundred thousand
 ops costs little beyond the network's own work.  Results are flat arrays (start/end per op and

@@ -5,12 +5,13 @@ streams.  :func:`replay` runs it as a dataflow inside the network's simpy enviro
 
 * an op becomes *ready* when all its dependencies have finished and, on an ordered stream, the
   op issued before it on the same (rank, stream) has finished (CUDA-stream semantics);
-* a ready compute op runs for its duration (one compute stream per rank, so compute ops of a
-  rank never overlap);
+* a ready compute op (or host op: CPU-side work a trace recorded) runs for its duration; ops of
+  one stream never overlap (one compute stream per rank in workload plans);
 * a ready comm op *arrives* at its collective; when every member has arrived the collective
   starts (``run_collective`` for group collectives, one flow for point-to-point transfers,
-  nothing for a barrier) and all members finish together when it completes; the time a
-  member waits for the others is idle time, not communication (NCCL semantics).
+  nothing for a barrier, or its ``duration_s``) and all members finish together when it
+  completes; the time a member waits for the others is idle time, not communication (NCCL
+  semantics).
 
 The executor is callback-driven (no simpy process per op), so a step of a few hundred thousand
 ops costs little beyond the network's own work.  Results are flat arrays (start/end per op and
@@ -32,7 +33,7 @@ import numpy as np
 from netsim.collectives.executor import _device_ids
 from netsim.workload.graph import Collective, Op, StepPlan
 
-__all__ = ["BREAKDOWN_CLASSES", "Breakdown", "ReplayResult", "rank_breakdown", "replay"]
+__all__ = ["BREAKDOWN_CLASSES", "Breakdown", "ReplayDeadlock", "ReplayResult", "rank_breakdown", "replay"]
 
 #: Traffic classes that count as a rank's communication in the breakdown.  Storage reads and
 #: checkpoint writes are background I/O of the hosts / storage engines: they are reported as
@@ -69,6 +70,15 @@ class ReplayResult:
     @property
     def step_times_s(self) -> list[float]:
         return [e - s for s, e in zip(self.step_start, self.step_end, strict=True)]
+
+
+class ReplayDeadlock(RuntimeError):
+    """Some ops never ran (``op_ids``, in id order): a dependency cycle, or a collective whose
+    members never all arrived (ranks that order their collectives differently)."""
+
+    def __init__(self, message: str, op_ids: np.ndarray) -> None:
+        super().__init__(message)
+        self.op_ids = op_ids
 
 
 class _Executor:
@@ -143,13 +153,12 @@ class _Executor:
     def _ready(self, oid: int) -> None:
         op = self.ops[oid]
         env = self.env
-        if op.kind == "compute":
+        if op.coll is None:  # compute or host op
             self.start[oid] = env.now
             ev = env.timeout(op.duration_s)
             ev.callbacks.append(lambda _ev, oid=oid: self._finish(oid))
             return
         coll = op.coll
-        assert coll is not None
         members = self.arrived.setdefault(coll.key, [])
         members.append(oid)
         if len(members) == len(coll.ranks):
@@ -161,7 +170,9 @@ class _Executor:
         self.coll_start[coll.key] = now
         for oid in members:
             self.start[oid] = now
-        if coll.op == "barrier" or coll.traffic_class in self.skip:
+        if coll.op == "barrier" and coll.duration_s > 0 and coll.traffic_class not in self.skip:
+            ev = env.timeout(coll.duration_s)
+        elif coll.op == "barrier" or coll.traffic_class in self.skip:
             ev = env.event()
             ev.succeed()
         elif coll.instances:
@@ -176,7 +187,7 @@ class _Executor:
             assert coll.src is not None and coll.dst is not None
             return self.net.transfer(coll.src, coll.dst, coll.nbytes, traffic_class=coll.traffic_class,
                                      label=coll.label)
-        devices = [self.plan.layout.devices[r] for r in coll.ranks]
+        devices = [self.plan.devices[r] for r in coll.ranks]
         return self.run_collective(
             self.net,
             coll.op,
@@ -254,8 +265,9 @@ def replay(
         progress: ``fn(done_ops, total_ops, sim_time_s)`` called about every 1% of the ops.
 
     Raises:
-        RuntimeError: some op never ran (a dependency cycle or a collective whose members
-            never all arrived): a bug in the plan, reported with the first stuck ops.
+        ReplayDeadlock: some op never ran (a dependency cycle or a collective whose members
+            never all arrived): a bug in a workload plan, or a trace whose ranks disagree;
+            reported with the first stuck ops.
     """
     # the plan's op objects live through the whole replay: keep the cyclic garbage collector
     # from walking them again and again (a fifth of the replay of a 256-GPU DeepSeek step)
@@ -269,7 +281,7 @@ def replay(
     if stuck.size:
         first = [plan.ops[i] for i in stuck[:5]]
         desc = "; ".join(f"rank {o.rank} {o.stream} {o.name} (layer {o.layer}, mb {o.microbatch})" for o in first)
-        raise RuntimeError(f"replay deadlocked: {stuck.size} of {len(plan.ops)} ops never ran, e.g. {desc}")
+        raise ReplayDeadlock(f"replay deadlocked: {stuck.size} of {len(plan.ops)} ops never ran, e.g. {desc}", stuck)
     step_end = [0.0] * plan.steps
     for op in plan.ops:
         if op.kind == "barrier":

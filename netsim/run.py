@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from netsim.calibration.kernels import KernelTable
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
@@ -50,7 +51,8 @@ from netsim.replay import BREAKDOWN_CLASSES, ReplayResult, rank_breakdown, repla
 from netsim.workload.costs import TimeModel
 from netsim.workload.graph import TRAFFIC_CLASSES, StepPlan, build_plan
 
-__all__ = ["RunOutcome", "build_compute_model", "prepare", "run_scenario", "summarize_replay"]
+__all__ = ["RunOutcome", "account_replay", "build_compute_model", "prepare", "run_plan", "run_scenario",
+           "simulate_plan", "summarize_replay", "write_run"]
 
 Progress = Callable[[str, float], None]
 
@@ -77,18 +79,22 @@ class Prepared:
     collective_kwargs: dict[str, Any]
     collectives: Any = None
     """The :class:`~netsim.collectives.setup.CollectiveSetup` (cost model, link efficiencies)."""
+    kernel_meta: dict[str, Any] = field(default_factory=dict)
+    """Metadata of the ``options.kernels`` table (a measured step when it came from a trace)."""
 
 
 # ---------------------------------------------------------------------- setup
 
 
-def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str) -> TimeModel:
+def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str,
+                        table: KernelTable | None = None) -> TimeModel:
     """The accelerator's compute model (its kernel-table profile, else the roofline), with
     ``options.kernels`` replacing the profile's table."""
     from netsim.calibration.models import make_compute_model
 
     opts = scenario.options
-    table = scenario.resolve_path(opts.kernels) if opts.kernels else None
+    if table is None and opts.kernels:
+        table = KernelTable.load(scenario.resolve_path(opts.kernels))
     acc = dict(graph.graph.get("accelerator") or {})
     if not acc:
         if table is not None:
@@ -173,8 +179,9 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     with _blame_scenario(scenario, "workload"):
         workload = load_scenario_workload(scenario)
     check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
-    compute = build_compute_model(graph, scenario, workload.model.dtype)
     opts = scenario.options
+    table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
+    compute = build_compute_model(graph, scenario, workload.model.dtype, table)
     plan = build_plan(
         workload,
         graph,
@@ -188,31 +195,43 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         allow_oom=opts.allow_oom,
     )
     engine, coll, setup = _collectives(scenario, graph)
-    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup)
+    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup,
+                    dict(table.meta) if table is not None else {})
 
 
 def simulate(
     prep: Prepared, *, skip_classes: tuple[str, ...] = (), progress: Progress | None = None
 ) -> tuple[ReplayResult, Any]:
-    """Replay the plan on a fresh network; returns the result and the network."""
+    """Replay the scenario's plan on a fresh network; returns the result and the network."""
+    return simulate_plan(prep.plan, prep.graph, engine_kwargs=prep.engine_kwargs,
+                         algorithms=prep.scenario.options.algorithms, collective_kwargs=prep.collective_kwargs,
+                         skip_classes=skip_classes, progress=progress)
+
+
+def simulate_plan(
+    plan: StepPlan,
+    graph: nx.DiGraph,
+    *,
+    engine_kwargs: Mapping[str, Any],
+    algorithms: Mapping[str, str] | None = None,
+    collective_kwargs: Mapping[str, Any] | None = None,
+    skip_classes: tuple[str, ...] = (),
+    progress: Progress | None = None,
+) -> tuple[ReplayResult, Any]:
+    """Replay any plan (a workload's or a compiled trace's) on a fresh network built with
+    ``engine_kwargs``; returns the result and the network."""
     from netsim.network.engine import Network
 
-    net = Network(prep.graph, **prep.engine_kwargs)
-    total = len(prep.plan.ops)
+    net = Network(graph, **engine_kwargs)
+    total = len(plan.ops)
     cb = None
     if progress is not None:
 
         def cb(done: int, _total: int, _t: float) -> None:
             progress("replay", done / max(total, 1))
 
-    res = replay(
-        prep.plan,
-        net,
-        algorithms=prep.scenario.options.algorithms,
-        skip_classes=skip_classes,
-        collective_kwargs=prep.collective_kwargs,
-        progress=cb,
-    )
+    res = replay(plan, net, algorithms=algorithms, skip_classes=skip_classes,
+                 collective_kwargs=collective_kwargs, progress=cb)
     return res, net
 
 
@@ -220,11 +239,14 @@ def simulate(
 
 
 def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str, float], float]:
-    """The ``ranks`` table (means over steps), exposed comm by class and the all-to-all share."""
-    L = plan.layout
-    world = L.world
+    """The ``ranks`` table (means over steps), exposed comm by class and the all-to-all share.
+
+    Communication is every comm op but background I/O (storage, checkpoint): the training
+    classes of a workload, and whatever classes a compiled trace's groups map to."""
+    world = plan.world
+    classes = _comm_classes(plan)
     compute: list[list[tuple[float, float]]] = [[] for _ in range(world)]
-    comm: list[dict[str, list[tuple[float, float]]]] = [{c: [] for c in BREAKDOWN_CLASSES} for _ in range(world)]
+    comm: list[dict[str, list[tuple[float, float]]]] = [{c: [] for c in classes} for _ in range(world)]
     # lockstep plans: per representative, its compute ops with per-lane durations (index, [lanes])
     # and its ops that belong to one lane only (lane -> class -> intervals)
     lane_durs: dict[int, list[tuple[int, np.ndarray]]] = {}
@@ -236,14 +258,14 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
                 lane_durs.setdefault(op.rank, []).append((len(compute[op.rank]), op.lane_durations_s))
             if b > a or op.lane_durations_s is not None:
                 compute[op.rank].append((a, b))
-        elif op.kind == "comm" and op.traffic_class in BREAKDOWN_CLASSES and b > a:
+        elif op.kind == "comm" and op.traffic_class in classes and b > a:
             if op.lane >= 0:
                 by = lane_comm.setdefault(op.rank, {}).setdefault(op.lane, {})
                 by.setdefault(op.traffic_class, []).append((a, b))
             else:
                 comm[op.rank][op.traffic_class].append((a, b))
     rows = []
-    exposed = dict.fromkeys(BREAKDOWN_CLASSES, 0.0)
+    exposed = dict.fromkeys(classes, 0.0)
     a2a_share = 0.0
     starts, ends = res.step_start, res.step_end
     n_steps = plan.steps
@@ -269,40 +291,38 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
         bds = [rank_breakdown((starts[s], ends[s]), comp, cls_iv) for s in range(n_steps)]
         acc = np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0)
         for s, bd in enumerate(bds):
-            for c in BREAKDOWN_CLASSES:
+            for c in classes:
                 exposed[c] += bd.exposed_s_by_class.get(c, 0.0) / (world * n_steps)
             span = ends[s] - starts[s]
             if span > 0:
                 a2a_share += bd.active_s_by_class.get("ep", 0.0) / span / (world * n_steps)
         acc /= n_steps
-        p, d, t = L.coords(r)
-        _, e = L.ep_coords(r)
-        rows.append(
-            {
-                "rank": r,
-                "device": L.devices[r],
-                "node": L.nodes[r],
-                "compute_s": acc[0],
-                "communication_s": acc[1],
-                "overlap_s": acc[2],
-                "idle_s": acc[3],
-                "dp": d,
-                "pp": p,
-                "ep": e,
-                "tp": t,
-            }
-        )
+        row: dict[str, Any] = {"rank": r, "device": plan.devices[r], "node": plan.nodes[r], "compute_s": acc[0],
+                               "communication_s": acc[1], "overlap_s": acc[2], "idle_s": acc[3]}
+        if plan.layout is not None:
+            p, d, t = plan.layout.coords(r)
+            row.update(dp=d, pp=p, ep=plan.layout.ep_coords(r)[1], tp=t)
+        else:  # a compiled trace: no parallel layout
+            row.update(dp=-1, pp=-1, ep=-1, tp=-1)
+        rows.append(row)
     return pd.DataFrame(rows), exposed, a2a_share
 
 
+def _comm_classes(plan: StepPlan) -> tuple[str, ...]:
+    """The traffic classes that count as communication: :data:`BREAKDOWN_CLASSES`, then any
+    other class of the plan's comm ops but storage and checkpoint (background I/O)."""
+    extra = sorted({op.traffic_class for op in plan.ops if op.kind == "comm"}
+                   - set(BREAKDOWN_CLASSES) - {"storage", "checkpoint"})
+    return (*BREAKDOWN_CLASSES, *extra)
+
+
 def _ops_table(plan: StepPlan, res: ReplayResult) -> pd.DataFrame:
-    L = plan.layout
     keep = [op for op in plan.ops if op.kind != "barrier"]
     return pd.DataFrame(
         {
             "rank": np.array([o.rank for o in keep], dtype=np.int64),
-            "device": [L.devices[o.rank] for o in keep],
-            "node": np.array([L.nodes[o.rank] for o in keep], dtype=np.int64),
+            "device": [plan.devices[o.rank] for o in keep],
+            "node": np.array([plan.nodes[o.rank] for o in keep], dtype=np.int64),
             "stream": [o.stream for o in keep],
             "name": [o.name for o in keep],
             "kind": [o.kind for o in keep],
@@ -437,17 +457,16 @@ def _with_memory(ranks: pd.DataFrame, plan: StepPlan) -> pd.DataFrame:
     )
 
 
-def summarize_replay(
-    prep: Prepared, res: ReplayResult, net: Any, baseline: ReplayResult | None = None
-) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """The summary (per step) and the result tables of one replay."""
-    plan, graph = prep.plan, prep.graph
+def account_replay(plan: StepPlan, graph: nx.DiGraph, res: ReplayResult, net: Any
+                   ) -> tuple[dict[str, Any], dict[str, pd.DataFrame], float]:
+    """What every replay reports, whoever made the plan: the timing and traffic fields of the
+    summary (per step, in summary order), the ``ranks``, ``links``, ``ops``,
+    ``tier_timeseries`` and ``traffic_matrix`` tables, and the all-to-all share."""
     steps = plan.steps
     ranks, exposed, a2a_share = _per_rank(plan, res)
     class_bytes, north_bytes, total_bytes, num_flows, traffic_matrix = _traffic_totals(graph, net)
     links = net.link_records()
     step_times = res.step_times_s
-    step_time = float(np.mean(step_times))
     by_class = {c: 0.0 for c in TRAFFIC_CLASSES}
     for c, v in sorted(class_bytes.items()):
         by_class[c] = by_class.get(c, 0.0) + v / steps
@@ -456,16 +475,51 @@ def summarize_replay(
         for c, v in links.groupby("class", sort=True)["bytes"].sum().items():
             by_link[str(c)] = float(v) / steps
     north = north_bytes / steps
-    total = total_bytes / steps
+    fields: dict[str, Any] = {
+        "step_time_s": float(np.mean(step_times)),
+        "step_times_s": [float(x) for x in step_times],
+        "breakdown_s": {
+            "compute": float(ranks["compute_s"].mean()),
+            "communication": float(ranks["communication_s"].mean()),
+            "overlap": float(ranks["overlap_s"].mean()),
+            "idle": float(ranks["idle_s"].mean()),
+        },
+        "exposed_comm_s_by_class": exposed,
+        "bytes_by_class": by_class,
+        "bytes_by_link_class": by_link,
+        "east_west_bytes": total_bytes / steps - north,
+        "north_south_bytes": north,
+        "num_ops": len(plan.ops),
+        "num_flows": num_flows,
+    }
+    tables: dict[str, pd.DataFrame] = {
+        "ranks": _with_memory(ranks, plan),
+        "links": links,
+        "ops": _ops_table(plan, res),
+        "tier_timeseries": net.tier_timeseries(),
+        "traffic_matrix": traffic_matrix,
+    }
+    return fields, tables, a2a_share
+
+
+def summarize_replay(
+    prep: Prepared, res: ReplayResult, net: Any, baseline: ReplayResult | None = None
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    """The summary (per step) and the result tables of one replay of a scenario."""
+    plan, graph = prep.plan, prep.graph
+    L, sched = plan.layout, plan.schedule
+    assert L is not None and sched is not None  # a workload's plan
+    core, tables, a2a_share = account_replay(plan, graph, res, net)
+    step_time = core["step_time_s"]
     ck_times = _checkpoint_times(plan, res)
-    L = plan.layout
-    sched = plan.schedule
+    timing = ("step_time_s", "step_times_s", "breakdown_s", "exposed_comm_s_by_class", "bytes_by_class",
+              "bytes_by_link_class", "east_west_bytes", "north_south_bytes")
     summary: dict[str, Any] = {
         "name": prep.scenario.name,
         "topology": str(graph.graph.get("name", prep.scenario.topology)),
         "workload": prep.workload.name,
         "seed": prep.scenario.seed,
-        "steps": steps,
+        "steps": plan.steps,
         "num_nodes": int(graph.graph.get("num_nodes", len(set(L.nodes)))),
         "num_ranks": L.world,
         "parallelism": {
@@ -477,19 +531,7 @@ def summarize_replay(
         },
         "schedule": sched.name,
         "num_microbatches": sched.m,
-        "step_time_s": step_time,
-        "step_times_s": [float(x) for x in step_times],
-        "breakdown_s": {
-            "compute": float(ranks["compute_s"].mean()),
-            "communication": float(ranks["communication_s"].mean()),
-            "overlap": float(ranks["overlap_s"].mean()),
-            "idle": float(ranks["idle_s"].mean()),
-        },
-        "exposed_comm_s_by_class": exposed,
-        "bytes_by_class": by_class,
-        "bytes_by_link_class": by_link,
-        "east_west_bytes": total - north,
-        "north_south_bytes": north,
+        **{k: core[k] for k in timing},
         "checkpoint_time_s": float(np.mean(ck_times)) if ck_times else None,
         "checkpoint_slowdown_s": (
             step_time - float(np.mean(baseline.step_times_s)) if baseline is not None and ck_times else None
@@ -501,18 +543,15 @@ def summarize_replay(
                             else {"collective_cost": "ideal"}),
         "routing_samples": prep.scenario.options.routing_samples,
         "lockstep": prep.scenario.options.lockstep,
-        "num_ops": len(plan.ops),
-        "num_flows": num_flows,
-    }
-    tables: dict[str, pd.DataFrame] = {
-        "ranks": _with_memory(ranks, plan),
-        "links": links,
-        "ops": _ops_table(plan, res),
-        "tier_timeseries": net.tier_timeseries(),
-        "traffic_matrix": traffic_matrix,
+        "num_ops": core["num_ops"],
+        "num_flows": core["num_flows"],
     }
     if plan.memory is not None:
         summary["memory"] = plan.memory.summary()
+    if prep.kernel_meta.get("measured_step_s") is not None:  # a table imported from a profiled step
+        km = prep.kernel_meta
+        summary["measured_step_time_s"] = float(km["measured_step_s"])
+        summary["measured_step"] = f"{km.get('measured_step', 'measured')} of {km.get('trace', 'the trace')}"
     if prep.workload.model.moe is not None and plan.expert_load:
         moe_fields, moe_tables = _moe_results(plan, res, a2a_share)
         summary.update(moe_fields)
@@ -526,7 +565,8 @@ def summarize_replay(
 def resolved_spec(prep: Prepared) -> dict[str, Any]:
     """The fully resolved inputs of a run (written as ``scenario.yaml``)."""
     scen = prep.scenario.to_dict()
-    L = prep.plan.layout
+    L, sched = prep.plan.layout, prep.plan.schedule
+    assert L is not None and sched is not None  # a workload's plan
     return {
         "scenario": scen,
         "topology": prep.graph.graph.get("spec", {"name": prep.graph.graph.get("name")}),
@@ -537,7 +577,7 @@ def resolved_spec(prep: Prepared) -> dict[str, Any]:
             "pp": L.pp,
             "tp": L.tp,
             "ep": L.ep,
-            "num_microbatches": prep.plan.schedule.m,
+            "num_microbatches": sched.m,
             "steps": prep.plan.steps,
             "layers_per_block": [len(b) for b in prep.plan.layers_of_block],
             "devices": list(L.devices),
@@ -574,10 +614,20 @@ def run_scenario(
         note("baseline", 1.0)
     note("write", 0.0)
     summary, tables = summarize_replay(prep, res, net, baseline)
-    out_path = Path(out)
-    with atomic_dir(out_path, force=force) as tmp:
-        (tmp / "scenario.yaml").write_text(yaml.safe_dump(resolved_spec(prep), sort_keys=False, allow_unicode=True))
-        write_json(summary, tmp / "summary.json")
+    write_run(out, resolved_spec(prep), summary, tables, report=report, progress=progress, force=force)
+    note("write", 1.0)
+    return RunOutcome(Path(out), summary, tables)
+
+
+def write_run(out: str | Path, resolved: Mapping[str, Any], summary: Mapping[str, Any],
+              tables: Mapping[str, pd.DataFrame], *, report: bool = True, progress: Progress | None = None,
+              force: bool = False) -> None:
+    """Write a run directory atomically: ``scenario.yaml`` (the resolved inputs),
+    ``summary.json``, every table (CSV + Parquet) and, with ``report``, the report.  ``force``
+    replaces a run directory netsim wrote (:mod:`netsim.io`)."""
+    with atomic_dir(Path(out), force=force) as tmp:
+        (tmp / "scenario.yaml").write_text(yaml.safe_dump(dict(resolved), sort_keys=False, allow_unicode=True))
+        write_json(dict(summary), tmp / "summary.json")
         for name, df in tables.items():
             write_table(df, tmp, name)
         if report:
@@ -586,7 +636,39 @@ def run_scenario(
             except ModuleNotFoundError:
                 rep = None  # type: ignore[assignment]
             if rep is not None and hasattr(rep, "write_report"):
-                note("report", 0.0)
+                if progress is not None:
+                    progress("report", 0.0)
                 rep.write_report(tmp)
-    note("write", 1.0)
-    return RunOutcome(out_path, summary, tables)
+
+
+def run_plan(
+    plan: StepPlan,
+    graph: nx.DiGraph,
+    out: str | Path,
+    *,
+    engine_kwargs: Mapping[str, Any],
+    collective_kwargs: Mapping[str, Any] | None = None,
+    algorithms: Mapping[str, str] | None = None,
+    head: Mapping[str, Any] | None = None,
+    extra: Callable[[ReplayResult], tuple[dict[str, Any], dict[str, pd.DataFrame]]] | None = None,
+    resolved: Mapping[str, Any] | None = None,
+    report: bool = True,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> RunOutcome:
+    """Replay a plan that did not come from a scenario (a compiled trace) and write the same run
+    directory as :func:`run_scenario`: one replay engine, one accounting, one contract.
+
+    ``head``: summary fields that come first (name, topology, workload, ...); ``extra(result)``:
+    fields and tables of the plan's producer, added after the common ones; ``resolved``: the
+    inputs written as ``scenario.yaml``."""
+    res, net = simulate_plan(plan, graph, engine_kwargs=engine_kwargs, algorithms=algorithms,
+                             collective_kwargs=collective_kwargs, progress=progress)
+    core, tables, _ = account_replay(plan, graph, res, net)
+    summary: dict[str, Any] = {**(head or {}), "steps": plan.steps, "num_ranks": plan.world, **core}
+    if extra is not None:
+        fields, more = extra(res)
+        summary.update(fields)
+        tables.update(more)
+    write_run(out, resolved or {}, summary, tables, report=report, progress=progress, force=force)
+    return RunOutcome(Path(out), summary, tables)

@@ -84,6 +84,10 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
         f"TP{par['tp']} EP{par['ep']}, {summary['schedule']}, {summary['num_microbatches']} micro-batches)"
     )
     console.print(f"step time: [bold]{format_duration(st)}[/bold] (mean of {summary['steps']} step(s))")
+    if summary.get("measured_step_time_s"):
+        meas = summary["measured_step_time_s"]
+        console.print(f"measured step: {format_duration(meas)} ({summary.get('measured_step')}); simulated / "
+                      f"measured = {st / meas:.2f}", markup=False)
     cc = summary.get("collective_cost") or {}
     if cc:
         from netsim.collectives.setup import cost_summary_line

@@ -5,15 +5,17 @@
 (:mod:`netsim.traces.kineto`).  ``netsim import vidur DIR --out TABLE`` turns Vidur's measured
 operator timings (one GPU's profiling folder) into a kernel table with a fitted GEMM surface
 (:mod:`netsim.traces.vidur`).  ``netsim replay-chakra DIR --topology PRESET --nodes N --out
-RUN`` replays per-rank Chakra JSON traces on a simulated cluster (:mod:`netsim.traces.chakra`)
-and writes per-rank times, per-node times, link and flow records atomically.
+RUN`` replays per-rank Chakra traces (``.et`` or JSON) on a simulated cluster through the same
+replay as ``netsim run`` (:mod:`netsim.traces.chakra_plan`) and writes a run directory.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -21,14 +23,16 @@ from netsim.cli.common import (
     check_out_dir,
     check_out_files,
     console,
+    cost_option,
     force_option,
     load_graph,
     network_setup,
     nodes_option,
+    routing_option,
     set_option,
     topology_option,
 )
-from netsim.errors import NetsimError
+from netsim.errors import NetsimError, SpecError
 from netsim.units import format_bytes, format_duration
 
 
@@ -44,7 +48,15 @@ def register(app: typer.Typer) -> None:
     @imp.command("kineto")
     def import_kineto(
         trace: Path = typer.Argument(..., metavar="TRACE.json", help="Chrome trace from export_chrome_trace."),
-        out: Path = typer.Option(..., "--out", "-o", help="Per-op summary table (.csv or .parquet)."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Per-op summary table (.csv or .parquet)."),
+        kernel_table: Path | None = typer.Option(
+            None, "--kernel-table", help="Also write the ops that are catalogue kernels as a kernel table "
+            "(.csv or .parquet) for netsim run --kernels (needs record_shapes=True)."
+        ),
+        step_range: str | None = typer.Option(
+            None, "--step-range", help="record_function range that is one step (default: ProfilerStep#*, "
+            "else the whole trace)."
+        ),
         within: str | None = typer.Option(
             None, "--within", help="Only events inside record_function ranges of this name (wildcards ok)."
         ),
@@ -59,12 +71,18 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(15, "--top", min=0, help="Rows to print per kind."),
         force: bool = force_option(),
     ) -> None:
-        """Aggregate a PyTorch profiler (Kineto) trace into per-op durations."""
+        """Aggregate a PyTorch profiler (Kineto) trace into per-op durations and/or a kernel table."""
         check_out_files(force, out=out, events=events_out)
         from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
 
+        if out is None and kernel_table is None:
+            raise SpecError("give --out (per-op summary) and/or --kernel-table", field="--out")
         kind_list = None if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
         tr = load_kineto(trace)
+        if kernel_table is not None:
+            _write_kernel_table(tr, kernel_table, step_range)
+        if out is None:
+            return
         ev = select_events(tr, kinds=kind_list, start_us=start_us, end_us=end_us, within=within)
         summary = summarize_ops(ev)
         write_table_file(summary, out)
@@ -134,62 +152,83 @@ def register(app: typer.Typer) -> None:
 
     @app.command("replay-chakra")
     def replay_chakra_cmd(
-        trace_dir: Path = typer.Argument(..., metavar="DIR", help="Directory of per-rank Chakra JSON traces."),
+        trace_path: Path = typer.Argument(..., metavar="DIR",
+                                          help="Directory of per-rank Chakra traces (.et or JSON), or one file."),
         topology: str | None = topology_option(),
         nodes: int | None = nodes_option(),
-        out: Path = typer.Option(..., "--out", "-o", help="Output directory (written atomically)."),
-        routing: str | None = typer.Option(None, "--routing", help="shortest, ecmp, ecmp-pair, spray or pxn."),
+        out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (atomically)."),
+        routing: str | None = routing_option(),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         ranks_per_node: int | None = typer.Option(
-            None,
-            "--ranks-per-node",
-            min=1,
-            help="Place k ranks on each server (default: fill servers in turn).",
+            None, "--ranks-per-node", min=1, help="Place k ranks on each server (default: fill servers in turn)."
         ),
-        compute_scale: float = typer.Option(1.0, "--compute-scale", min=0.0, help="Multiply compute durations."),
+        ranks: int | None = typer.Option(
+            None, "--ranks", min=1, help="Run a single-rank trace on N ranks (every rank runs it: SPMD)."
+        ),
+        compute_scale: float = typer.Option(1.0, "--compute-scale", min=0.0, help="Multiply GPU compute durations."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Fitted link efficiencies (JSON)."),
+        collective_cost: str | None = cost_option(),
         overrides: list[str] = set_option(),
+        no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         force: bool = force_option(),
     ) -> None:
-        """Replay per-rank Chakra execution traces on a simulated cluster."""
-        from netsim.traces.chakra import load_chakra, replay_chakra, write_replay
+        """Replay Chakra execution traces on a simulated cluster; writes a run directory."""
+        from netsim.traces.chakra import load_chakra
+        from netsim.traces.chakra_plan import replay_chakra
 
         check_out_dir(out, force)
         if not math.isfinite(compute_scale):
             raise NetsimError(f"must be a finite number >= 0 (got {compute_scale})", field="--compute-scale")
-        trace = load_chakra(trace_dir)
+        trace = load_chakra(trace_path, ranks=ranks)
         graph = load_graph(topology, nodes, overrides)
-        kw, _ = network_setup(graph, calibration, routing, seed)
-        res = replay_chakra(
-            trace,
-            graph,
-            None,
-            ranks_per_node=ranks_per_node,
-            routing=kw.get("routing", "ecmp"),
-            seed=kw.get("seed", 0),
-            efficiency=kw.get("efficiency"),
-            compute_scale=compute_scale,
-        )
-        write_replay(res, out, force=force)
-        rt = Table(title=f"{trace.num_ranks} ranks on {graph.graph.get('name')} ({graph.graph.get('num_nodes')} nodes)")
-        for col in ("rank", "device", "end", "compute", "comm", "overlap", "idle", "comm bytes"):
-            rt.add_column(col, justify="left" if col == "device" else "right")
-        for r in res.ranks.to_dict("records"):
-            rt.add_row(
-                str(r["rank"]),
-                str(r["device"]),
-                format_duration(r["end_s"]),
-                format_duration(r["compute_s"]),
-                format_duration(r["communication_s"]),
-                format_duration(r["overlap_s"]),
-                format_duration(r["idle_s"]),
-                format_bytes(r["comm_bytes"]),
-            )
-        console.print(rt)
-        s = res.summary
-        typer.echo(
-            f"makespan {format_duration(s['makespan_s'])}, {s['collectives']} collectives, "
-            f"{s['p2p_transfers']} send/recv, {s['flows']} flows, "
-            f"{format_bytes(s['network_bytes'])} on the network"
-        )
-        typer.echo(f"wrote {out}")
+        kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost)
+        outcome = replay_chakra(trace, graph, out, engine_kwargs=kw, setup=setup, ranks_per_node=ranks_per_node,
+                                compute_scale=compute_scale, report=not no_report, force=force)
+        _print_trace_run(outcome.summary, outcome.tables["ranks"], out)
+
+
+def _write_kernel_table(tr: Any, path: Path, step_range: str | None) -> None:
+    """Write the kernel table of a Kineto trace and print what it holds and the measured step."""
+    import shlex
+
+    from netsim.cli import invoked_args
+    from netsim.traces.kineto_kernels import kernel_table_from_kineto
+
+    table = kernel_table_from_kineto(tr, step_range=step_range,
+                                     command="netsim " + " ".join(shlex.quote(a) for a in invoked_args))
+    table.save(path)
+    kt = Table(title=f"kernel table: {table.meta['operator_calls']} operator calls "
+               f"({table.meta['time_source']})", title_justify="left")
+    for col in ("kernel", "dtype", "pass", "rows", "calls", "min time", "max time"):
+        kt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
+    for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
+        kt.add_row(str(kernel), str(dtype), str(pass_), str(len(g)), str(int(g["repeats"].sum())),
+                   format_duration(float(g["time_s"].min())), format_duration(float(g["time_s"].max())))
+    console.print(kt)
+    typer.echo(f"measured step: {format_duration(table.meta['measured_step_s'])} ({table.meta['measured_step']})")
+    typer.echo(f"wrote {path} ({len(table)} rows)")
+
+
+def _print_trace_run(s: dict[str, Any], ranks: pd.DataFrame, out: Path) -> None:
+    """The per-rank breakdown and one line on the trace and its traffic."""
+    from netsim.collectives.setup import cost_summary_line
+
+    tr = s["trace"]
+    servers = f"{s['num_nodes']} node{'s' if s['num_nodes'] != 1 else ''}"
+    rt = Table(title=f"{tr['ranks']} ranks on {s['topology']} ({servers}): step (makespan) "
+               f"{format_duration(s['step_time_s'])}", title_justify="left")
+    for col in ("rank", "device", "compute", "comm", "overlap", "idle"):
+        rt.add_column(col, justify="left" if col == "device" else "right")
+    for r in ranks.to_dict("records"):
+        rt.add_row(str(r["rank"]), str(r["device"]), *(format_duration(r[f"{k}_s"]) for k in
+                                                       ("compute", "communication", "overlap", "idle")))
+    console.print(rt)
+    console.print(cost_summary_line(s["collective_cost"]), markup=False)
+    net_bytes = sum(s["bytes_by_class"].values())
+    typer.echo(f"trace: {tr['nodes']} nodes ({', '.join(tr['forms'])}), {tr['compute_ops']} GPU compute and "
+               f"{tr['host_ops']} CPU ops; collectives: {tr['simulated_collectives']} simulated, "
+               f"{tr['measured_collectives']} at their measured time, {tr['single_rank_collectives']} of one rank; "
+               f"send/recv: {tr['p2p_transfers']}; {s['num_flows']} flows, {format_bytes(net_bytes)} on the network")
+    if tr["single_rank_collectives"] and tr["ranks"] == 1:
+        typer.echo("(a single-rank trace: its collectives move nothing; --ranks N runs it on N ranks)")
+    typer.echo(f"wrote {out}")

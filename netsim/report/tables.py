@@ -91,7 +91,7 @@ TABLES: dict[str, TableSpec] = {
                 "node": "node index (int)",
                 "stream": "stream the op ran on (str, e.g. compute, comm, comm-ep)",
                 "name": "op name (str, e.g. attn-fwd, ep-dispatch, dp-allreduce)",
-                "kind": "`compute` or `comm`",
+                "kind": "`compute`, `host` (CPU-side op of a replayed trace) or `comm`",
                 "traffic_class": "traffic class of a comm op (dp, pp, ep, tp, storage, checkpoint); "
                 "empty for compute",
                 "layer": "model layer index (int; -1 or empty when the op belongs to no layer)",
@@ -201,6 +201,11 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "lockstep": "true: one rank per lockstep unit (EP group) simulated, standing for the unit's ranks",
     "num_ops": "ops in the op graph (lockstep: of the simulated ranks)",
     "num_flows": "network flows simulated",
+    "measured_step_time_s": "the step the run's kernel table measured (netsim import kineto --kernel-table), when "
+    "it has one (s)",
+    "measured_step": "what that measured step is (e.g. the span of a profiler trace)",
+    "trace": "a replayed Chakra trace (netsim replay-chakra): its source, forms, ranks and what became of its "
+    "collectives",
 }
 
 MOE_SUMMARY_FIELDS = (

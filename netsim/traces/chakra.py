@@ -1,147 +1,106 @@
-"""Chakra execution traces (JSON form): parse, validate, and replay on the network.
+"""Chakra execution traces: read every form Chakra's tools write, validate, hand to the planner.
 
-A Chakra execution trace (ET) has one file per rank; each is a DAG of nodes.  netsim reads the
-JSON form (what ``chakra_jsonizer`` or a hand-written file gives)::
+A Chakra execution trace (ET, MLCommons) has one file per rank; each is a DAG of nodes.  netsim
+reads, per file (the form is recognised from the content, not the name):
 
-    {"rank": 0,                                   # optional (else taken from the file name)
-     "process_groups": {"dp0": [0, 2]},           # optional (else inferred, see below)
-     "nodes": [
-       {"id": 1, "name": "fwd", "type": "COMP_NODE", "duration_micros": 120,
-        "data_deps": [], "ctrl_deps": []},
-       {"id": 2, "name": "grad_ar", "type": "COMM_COLL_NODE", "data_deps": [1],
-        "attrs": {"comm_type": "ALL_REDUCE", "comm_size": 4194304, "pg_name": "dp0"}},
-       {"id": 3, "name": "send_act", "type": "COMM_SEND_NODE", "data_deps": [1],
-        "attrs": [{"name": "comm_dst", "int64_val": 1}, {"name": "comm_size", "int64_val": 65536}]}
-     ]}
+* the binary ``.et`` Chakra writes (length-delimited protobuf, optionally gzipped;
+  :mod:`netsim.traces.chakra_et`);
+* ``chakra_jsonizer`` output: the ``.et`` messages as protobuf JSON, one object after another
+  (``GlobalMetadata`` first; ``"id": "216"``, ``"type": "COMP_NODE"``, ``"dataDeps"``,
+  ``"attr": [{"name": "comm_type", "int64Val": "5"}]``; fields at their proto3 default are
+  left out, so a missing ``durationMicros`` is 0 and a missing ``type`` is ``INVALID_NODE``);
+* the feeder's JSON form ``{"workload_graph": [{"Id", "Name", "NodeType", "runtime",
+  "data_deps", "is_cpu_op", "comm_type", "comm_size", ...}]}`` (Chakra's ``json_node.cpp``);
+* netsim's own JSON: ``{"rank": 0, "process_groups": {"dp0": [0, 2]}, "nodes": [...]}`` or a
+  bare list of nodes, each ``{"id", "name", "type", "data_deps", "duration_micros", "attrs"}``
+  with attributes as an object or the protobuf list.
 
-Files: ``DIR/rank<N>.json``, ``DIR/<prefix>.<N>.json`` or ``DIR/<prefix>_<N>.json`` (or any
-``*.json`` with a top-level ``"rank"``), ranks 0..N-1 without gaps; an optional
-``DIR/process_groups.json`` maps group names to rank lists.  A file may also be a bare list of
-nodes.
+Files: ``DIR/rank<N>.json``, ``DIR/<prefix>.<N>.et`` (``.json``, ``.et.gz``) or one file; ranks
+0..N-1 without gaps; an optional ``DIR/process_groups.json`` maps group names to rank lists.  A
+directory (or file) with a single rank can be replicated to ``ranks`` ranks: every rank runs the
+same trace (SPMD data parallelism).
 
-Nodes: ``id`` (int, unique), ``name``, ``type`` (``COMP_NODE``, ``COMM_SEND_NODE``,
-``COMM_RECV_NODE``, ``COMM_COLL_NODE``, ``MEM_LOAD_NODE``, ``MEM_STORE_NODE``,
-``METADATA_NODE``; the short names ``COMP``, ``COMM_SEND`` ... and the protobuf enum numbers
-4, 5, 6, 7, 2, 3, 1 are accepted), ``data_deps`` / ``ctrl_deps`` (ids; both are dependencies),
-``duration_micros``, and attributes either as an object or as the protobuf list
-``[{"name": ..., "<type>_val": ...}]`` (``int64Val`` etc. too): ``comm_type`` (``ALL_REDUCE``,
-``REDUCE``, ``ALL_GATHER``, ``GATHER``, ``SCATTER``, ``BROADCAST``, ``ALL_TO_ALL``,
-``REDUCE_SCATTER``, ``REDUCE_SCATTER_BLOCK``, ``BARRIER`` or their enum numbers 0-9),
-``comm_size`` (bytes; for collectives the nccl-tests "size" convention of
-:mod:`netsim.collectives`), ``pg_name``, ``comm_src`` / ``comm_dst`` (ranks), ``comm_tag``.
-These may also sit at the top level of the node.
+Semantics (those of Chakra's feeder and ASTRA-sim's workload layer, the reference consumers):
 
-Replay (:func:`replay_chakra`), every rank concurrently on one simpy network:
+* dependencies are ``data_deps``.  ``ctrl_deps`` are not: Chakra's converter writes the calling
+  op there (PyTorch's caller -> callee relation) and encodes execution order as data
+  dependencies for simulators; Chakra's feeder ignores them;
+* node types: ``COMP`` / ``MEM_LOAD`` / ``MEM_STORE`` take ``duration_micros``; ``METADATA`` and
+  ``INVALID`` take no time (a ``## process_group:init ##`` metadata node, as PyTorch records it,
+  defines process groups: ``ranks: []`` means all ranks); ``COMM_COLL`` / ``COMM_SEND`` /
+  ``COMM_RECV`` communicate.  Type names long (``COMP_NODE``), short (``COMP``) or numbers 0-7;
+* ``is_cpu_op`` (default false) marks host-side ops: they run for their duration on their CPU
+  thread (attribute ``tid``), also when typed as communication (the ``c10d::`` call that
+  launches an NCCL kernel; ASTRA-sim refuses communication on the CPU); GPU ops run on the
+  rank's compute stream (or attribute ``stream``);
+* collectives: ``comm_type`` (``ALL_REDUCE``, ``REDUCE``, ``ALL_GATHER``, ``GATHER``,
+  ``SCATTER``, ``BROADCAST``, ``ALL_TO_ALL``, ``REDUCE_SCATTER``, ``REDUCE_SCATTER_BLOCK``,
+  ``BARRIER`` or 0-9; when absent, from the kernel name as Chakra's converter does:
+  ``ncclKernel_AllReduce_...`` is an all-reduce), ``comm_size`` (bytes, nccl-tests "size"
+  convention), ``pg_name`` (none: all ranks).  A collective without ``comm_size`` (the feeder
+  JSON form has none) and ``GATHER`` / ``SCATTER`` (no root in the format) keep their measured
+  duration instead of being simulated;
+* ``COMM_SEND`` (``comm_dst``) and ``COMM_RECV`` (``comm_src``) with ``comm_size`` and
+  ``comm_tag`` pair in order per (source, destination, tag).
 
-* a node starts when all its dependencies have finished;
-* ``COMP`` / ``MEM_LOAD`` / ``MEM_STORE`` nodes hold the rank's single compute stream for
-  ``duration_micros`` (ready nodes queue in the order they became ready); ``METADATA`` nodes
-  take no time;
-* ``COMM_COLL`` nodes with the same ``pg_name`` are matched across ranks by their order in
-  each rank's trace (the k-th collective of a group on one rank meets the k-th on every other
-  member); the collective runs on the network (``run_collective``) once every member has
-  reached it, and every member's node ends when it is done.  Collectives of one group run in
-  trace order on each rank (one communicator stream per group, as NCCL does).  A group's
-  members are ``process_groups`` when given, otherwise the ranks whose traces use that
-  ``pg_name``; no ``pg_name`` means all ranks.  ``BARRIER`` is a 4-byte all-reduce (NCCL's
-  barrier); ``GATHER`` and ``SCATTER`` are rejected (no root in the trace format);
-* ``COMM_SEND`` on rank a with ``comm_dst`` b and ``COMM_RECV`` on b with ``comm_src`` a are
-  paired in order per (a, b, ``comm_tag``); the transfer starts when both are reached
-  (rendezvous, as NCCL point-to-point does) and both nodes end when its last byte arrives.
-
-Rank r runs on the r-th accelerator of the topology (sorted by server, then index) unless
-``devices`` says otherwise.  The traffic class of a collective is its ``pg_name`` prefix when
-that is one of ``dp``, ``pp``, ``ep``, ``tp`` (e.g. ``dp0``), else ``other``; point-to-point
-transfers are ``pp``.
-
-Results: per rank the end time and the split of the replay's makespan into compute only,
-communication only, overlap and idle (they add up to the makespan); per node its start and
-end; the network's link and flow records.  Malformed traces raise
-:class:`~netsim.errors.TraceError` naming the file, node and field.
+Malformed traces raise :class:`~netsim.errors.TraceError` naming the file, node and field.
+:mod:`netsim.traces.chakra_plan` compiles a trace into a :class:`~netsim.workload.plan.StepPlan`.
 """
 
 from __future__ import annotations
 
+import heapq
+import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import numpy as np
-import pandas as pd
 
-from netsim.errors import NetsimError, TopologyError, TraceError
+from netsim.errors import TraceError
 from netsim.limits import INT64_MAX, MAX_ACCELERATORS, MAX_TRACE_BYTES, check_count, check_file_size
+from netsim.traces.chakra_formats import read_document
 from netsim.traces.kineto import read_json
 
+__all__ = ["COLLECTIVE_OPS", "COMM_TYPES", "NODE_TYPES", "ChakraNode", "ChakraTrace", "RankTrace",
+           "load_chakra", "load_chakra_rank"]
 
-def check_chakra_inputs(files: Sequence[Path], src: str) -> None:
-    """Input limits of a Chakra trace directory, before any file is parsed (:mod:`netsim.limits`):
-    at most one rank per accelerator netsim models, and every file within the JSON trace size."""
-    check_count(len(files), MAX_ACCELERATORS, "rank traces", source=src, what="rank files")
-    for f in files:
-        check_file_size(f, MAX_TRACE_BYTES, "a Chakra rank trace")
-
-NODE_TYPES = (
-    "METADATA_NODE",
-    "MEM_LOAD_NODE",
-    "MEM_STORE_NODE",
-    "COMP_NODE",
-    "COMM_SEND_NODE",
-    "COMM_RECV_NODE",
-    "COMM_COLL_NODE",
-)
-_TYPE_BY_INT = {
-    1: "METADATA_NODE",
-    2: "MEM_LOAD_NODE",
-    3: "MEM_STORE_NODE",
-    4: "COMP_NODE",
-    5: "COMM_SEND_NODE",
-    6: "COMM_RECV_NODE",
-    7: "COMM_COLL_NODE",
-}
-COMM_TYPES = (
-    "ALL_REDUCE",
-    "REDUCE",
-    "ALL_GATHER",
-    "GATHER",
-    "SCATTER",
-    "BROADCAST",
-    "ALL_TO_ALL",
-    "REDUCE_SCATTER",
-    "REDUCE_SCATTER_BLOCK",
-    "BARRIER",
-)
-#: Chakra comm_type -> netsim collective op.
-COLLECTIVE_OPS = {
-    "ALL_REDUCE": "all_reduce",
-    "REDUCE": "reduce",
-    "ALL_GATHER": "all_gather",
-    "BROADCAST": "broadcast",
-    "ALL_TO_ALL": "all_to_all",
-    "REDUCE_SCATTER": "reduce_scatter",
-    "REDUCE_SCATTER_BLOCK": "reduce_scatter",
-    "BARRIER": "all_reduce",
-}
+#: NodeType of Chakra's schema, in enum order (0-7)
+NODE_TYPES = ("INVALID_NODE", "METADATA_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE", "COMP_NODE",
+              "COMM_SEND_NODE", "COMM_RECV_NODE", "COMM_COLL_NODE")
+#: CollectiveCommType of Chakra's schema, in enum order (0-9)
+COMM_TYPES = ("ALL_REDUCE", "REDUCE", "ALL_GATHER", "GATHER", "SCATTER", "BROADCAST", "ALL_TO_ALL",
+              "REDUCE_SCATTER", "REDUCE_SCATTER_BLOCK", "BARRIER")
+#: Chakra comm_type -> netsim collective op (GATHER and SCATTER: measured time, see above)
+COLLECTIVE_OPS = {"ALL_REDUCE": "all_reduce", "REDUCE": "reduce", "ALL_GATHER": "all_gather",
+                  "BROADCAST": "broadcast", "ALL_TO_ALL": "all_to_all", "REDUCE_SCATTER": "reduce_scatter",
+                  "REDUCE_SCATTER_BLOCK": "reduce_scatter", "BARRIER": "all_reduce"}
+#: NCCL's barrier is an all-reduce of one word
 BARRIER_BYTES = 4.0
-_COMPUTE_TYPES = ("COMP_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE")
-_COMM_TYPES = ("COMM_SEND_NODE", "COMM_RECV_NODE", "COMM_COLL_NODE")
-_TRAFFIC_CLASSES = ("dp", "pp", "ep", "tp")
-_WORLD = "<world>"
+#: kernel-name fragments -> comm_type, the rule of Chakra's converter (get_collective_comm_type)
+_NAME_COMM_TYPES = (("allreduce", "ALL_REDUCE"), ("alltoall", "ALL_TO_ALL"), ("allgather", "ALL_GATHER"),
+                    ("reducescatter", "REDUCE_SCATTER"), ("broadcast", "BROADCAST"), ("sendrecv", "ALL_TO_ALL"))
+COMPUTE_TYPES = ("COMP_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE")
+COMM_NODE_TYPES = ("COMM_SEND_NODE", "COMM_RECV_NODE", "COMM_COLL_NODE")
+WORLD = "<world>"
+_PG_INIT = "process_group:init"
 
 
 @dataclass(frozen=True)
 class ChakraNode:
-    """One node of a rank's trace (times in seconds, sizes in bytes)."""
+    """One node of a rank's trace (times in seconds, sizes in bytes; ``comm_size`` None: not
+    given, the node keeps its measured duration)."""
 
     id: int
     name: str
     type: str
     deps: tuple[int, ...]
     duration_s: float = 0.0
+    on_cpu: bool = False
+    stream: str = ""
     comm_type: str | None = None
     comm_size: float | None = None
     pg_name: str | None = None
@@ -149,16 +108,22 @@ class ChakraNode:
     comm_dst: int | None = None
     comm_tag: int = 0
 
+    @property
+    def communicates(self) -> bool:
+        """A GPU communication node (host-side communication calls are CPU ops)."""
+        return self.type in COMM_NODE_TYPES and not self.on_cpu
+
 
 @dataclass
 class RankTrace:
-    """The validated DAG of one rank: nodes by id, and a topological order."""
+    """The validated DAG of one rank: nodes by id, and a topological order (ties by id)."""
 
     rank: int
     nodes: dict[int, ChakraNode]
     order: list[int]
     source: str
-    process_groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    process_groups: dict[str, tuple[int, ...] | None] = field(default_factory=dict)
+    form: str = "json"
 
 
 @dataclass
@@ -168,13 +133,18 @@ class ChakraTrace:
     ranks: list[RankTrace]
     process_groups: dict[str, tuple[int, ...]]
     source: str
+    replicated: bool = False
 
     @property
     def num_ranks(self) -> int:
         return len(self.ranks)
 
+    @property
+    def forms(self) -> list[str]:
+        return sorted({rt.form for rt in self.ranks})
 
-# --------------------------------------------------------------------------- parsing
+
+# --------------------------------------------------------------------------- documents
 
 
 def _norm_key(s: str) -> str:
@@ -185,15 +155,20 @@ _TYPE_BY_KEY = {_norm_key(t): t for t in NODE_TYPES} | {_norm_key(t[: -len("_NOD
 _COMM_BY_KEY = {_norm_key(t): t for t in COMM_TYPES}
 
 
+# --------------------------------------------------------------------------- nodes
+
+
 def _attr_value(entry: Mapping[str, Any]) -> Any:
-    """The value of a protobuf-JSON attribute entry ``{"name": ..., "<type>_val": ...}``."""
+    """The value of a protobuf attribute entry ``{"name": ..., "<type>_val": ...}``."""
+    if "value" in entry:
+        return entry["value"]
     for key, v in entry.items():
-        if key in ("name", "doc_string", "docString"):
+        if key in ("name", "doc_string", "docString", "type"):
             continue
         if isinstance(v, Mapping) and "values" in v:
             return list(v["values"])
-        if isinstance(v, str) and ("int" in key.lower()) and re.fullmatch(r"-?\d+", v):
-            return int(v)  # proto3 JSON writes int64 as a string
+        if isinstance(v, str) and "int" in key.lower() and re.fullmatch(r"-?\d+", v):
+            return int(v)  # proto3 JSON writes 64-bit integers as strings
         return v
     return None
 
@@ -241,115 +216,164 @@ def _float(v: Any, src: str, where: str) -> float:
     return x
 
 
-def _parse_node(raw: Any, src: str, i: int) -> ChakraNode:
-    where = f"nodes[{i}]"
-    if not isinstance(raw, Mapping):
-        raise TraceError("node must be an object", source=src, field=where)
-    if "id" not in raw:
-        raise TraceError("node has no id", source=src, field=f"{where}.id")
-    nid = _int(raw["id"], src, f"{where}.id", minimum=0)
-    where = f"node {nid}"
-    name = str(raw.get("name", f"node{nid}"))
-    t = raw.get("type")
-    if isinstance(t, int) and not isinstance(t, bool):
-        ntype = _TYPE_BY_INT.get(t)
+def _bool(v: Any, src: str, where: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if v in (0, 1) or (isinstance(v, str) and v.lower() in ("true", "false", "0", "1")):
+        return str(v).lower() in ("true", "1")
+    raise TraceError(f"must be true or false (got {v!r})", source=src, field=where)
+
+
+def _node_type(t: Any, src: str, where: str, proto3: bool) -> str:
+    if t is None and proto3:
+        return "INVALID_NODE"  # proto3 JSON leaves out the enum's default
+    ntype = None
+    if isinstance(t, int) and not isinstance(t, bool) and 0 <= t < len(NODE_TYPES):
+        ntype = NODE_TYPES[t]
     elif isinstance(t, str):
         ntype = _TYPE_BY_KEY.get(_norm_key(t))
-    else:
-        ntype = None
     if ntype is None:
-        raise TraceError(
-            f"unknown node type {t!r}; allowed: {', '.join(NODE_TYPES)} (or COMP, COMM_SEND, ...)",
-            source=src,
-            field=f"{where}.type",
-        )
+        raise TraceError(f"unknown node type {t!r}; allowed: {', '.join(NODE_TYPES)} (or COMP, COMM_SEND, ..., "
+                         "or their numbers 0-7)", source=src, field=f"{where}.type")
+    return ntype
+
+
+def _comm_type(ct: Any, name: str, src: str, where: str) -> str:
+    if ct is None:  # as Chakra's converter: from the kernel name
+        low = name.replace("_", "").replace("-", "").lower()
+        for frag, named in _NAME_COMM_TYPES:
+            if frag in low:
+                return named
+        raise TraceError(f"collective {name!r} has no comm_type and its name names no collective; allowed: "
+                         f"{', '.join(COMM_TYPES)}", source=src, field=f"{where}.comm_type")
+    comm: str | None = None
+    if isinstance(ct, int) and not isinstance(ct, bool) and 0 <= ct < len(COMM_TYPES):
+        comm = COMM_TYPES[ct]
+    elif isinstance(ct, str):
+        comm = _COMM_BY_KEY.get(_norm_key(ct))
+    if comm is None:
+        raise TraceError(f"unknown comm_type {ct!r}; allowed: {', '.join(COMM_TYPES)} (or 0-9)",
+                         source=src, field=f"{where}.comm_type")
+    return comm
+
+
+def _deps(raw: Mapping[str, Any], src: str, where: str) -> tuple[int, ...]:
     deps: list[int] = []
-    for key in ("data_deps", "ctrl_deps", "dataDeps", "ctrlDeps"):
-        val = raw.get(key, [])
+    for key in ("data_deps", "dataDeps"):
+        val = raw.get(key)
         if val is None:
             continue
         if not isinstance(val, list):
             raise TraceError("must be a list of node ids", source=src, field=f"{where}.{key}")
         deps += [_int(d, src, f"{where}.{key}", minimum=0) for d in val]
+    for key in ("ctrl_deps", "ctrlDeps"):  # not dependencies (module doc), but still node ids
+        val = raw.get(key)
+        if val is not None and not isinstance(val, list):
+            raise TraceError("must be a list of node ids", source=src, field=f"{where}.{key}")
+        for d in val or ():
+            _int(d, src, f"{where}.{key}", minimum=0)
+    return tuple(dict.fromkeys(deps))
+
+
+def parse_node(raw: Any, src: str, i: int, *, proto3: bool = False) -> ChakraNode:
+    """Validate one node (``proto3``: fields left out take the schema's defaults)."""
+    where = f"nodes[{i}]"
+    if not isinstance(raw, Mapping):
+        raise TraceError("node must be an object", source=src, field=where)
+    if "id" not in raw and not proto3:
+        raise TraceError("node has no id", source=src, field=f"{where}.id")
+    nid = _int(raw.get("id", 0), src, f"{where}.id", minimum=0)
+    where = f"node {nid}"
+    name = str(raw.get("name", f"node{nid}"))
+    ntype = _node_type(raw.get("type"), src, where, proto3)
     attrs = _attrs(raw.get("attrs", raw.get("attr")), src, where)
 
     def get(key: str) -> Any:
         return raw[key] if key in raw else attrs.get(key)
 
-    dur_raw = raw.get("duration_micros", raw.get("durationMicros", attrs.get("duration_micros")))
-    if dur_raw is None and ntype in _COMPUTE_TYPES:
-        raise TraceError(f"{ntype} {name!r} has no duration_micros", source=src, field=f"{where}.duration_micros")
-    duration_s = _float(dur_raw, src, f"{where}.duration_micros") * 1e-6 if dur_raw is not None else 0.0
-    node = ChakraNode(nid, name, ntype, tuple(dict.fromkeys(deps)), duration_s)
-    if ntype not in _COMM_TYPES:
+    dur = get("duration_micros")
+    if dur is None:
+        dur = raw.get("durationMicros", 0)  # proto3 default: 0
+    duration_s = _float(dur, src, f"{where}.duration_micros") * 1e-6
+    on_cpu = _bool(get("is_cpu_op"), src, f"{where}.is_cpu_op") if get("is_cpu_op") is not None else False
+    stream = ""
+    if on_cpu and get("tid") is not None:
+        stream = f"cpu:{get('tid')}"
+    elif not on_cpu and get("stream") is not None:
+        stream = f"compute:{get('stream')}"
+    node = ChakraNode(nid, name, ntype, _deps(raw, src, where), duration_s, on_cpu, stream)
+    if ntype not in COMM_NODE_TYPES or on_cpu:
         return node
+    return _comm_fields(node, get, src, where)
+
+
+def _comm_fields(node: ChakraNode, get: Any, src: str, where: str) -> ChakraNode:
+    """The communication attributes of a GPU communication node."""
     size_raw = get("comm_size")
-    comm_type = None
-    if ntype == "COMM_COLL_NODE":
-        ct = get("comm_type")
-        if isinstance(ct, int) and not isinstance(ct, bool) and 0 <= ct < len(COMM_TYPES):
-            comm_type = COMM_TYPES[ct]
-        elif isinstance(ct, str):
-            comm_type = _COMM_BY_KEY.get(_norm_key(ct))
-        if comm_type is None:
-            raise TraceError(
-                f"unknown comm_type {ct!r}; allowed: {', '.join(COMM_TYPES)}",
-                source=src,
-                field=f"{where}.comm_type",
-            )
-        if comm_type not in COLLECTIVE_OPS:
-            raise TraceError(
-                f"comm_type {comm_type} is not supported by the replay (the trace gives no root); "
-                f"supported: {', '.join(COLLECTIVE_OPS)}",
-                source=src,
-                field=f"{where}.comm_type",
-            )
-        if size_raw is None and comm_type != "BARRIER":
-            raise TraceError(f"collective {name!r} has no comm_size", source=src, field=f"{where}.comm_size")
-    elif size_raw is None:
-        raise TraceError(f"{ntype} {name!r} has no comm_size", source=src, field=f"{where}.comm_size")
-    size = _float(size_raw, src, f"{where}.comm_size") if size_raw is not None else BARRIER_BYTES
-    if comm_type == "BARRIER":
-        size = max(size, BARRIER_BYTES)
-    pg = get("pg_name")
-    comm_src = comm_dst = None
-    if ntype == "COMM_SEND_NODE":
-        if get("comm_dst") is None:
-            raise TraceError(f"send {name!r} has no comm_dst", source=src, field=f"{where}.comm_dst")
-        comm_dst = _int(get("comm_dst"), src, f"{where}.comm_dst", minimum=0)
-    if ntype == "COMM_RECV_NODE":
-        if get("comm_src") is None:
-            raise TraceError(f"recv {name!r} has no comm_src", source=src, field=f"{where}.comm_src")
-        comm_src = _int(get("comm_src"), src, f"{where}.comm_src", minimum=0)
+    size = _float(size_raw, src, f"{where}.comm_size") if size_raw is not None else None
+    comm_type = comm_src = comm_dst = None
+    if node.type == "COMM_COLL_NODE":
+        comm_type = _comm_type(get("comm_type"), node.name, src, where)
+        if comm_type == "BARRIER":
+            size = max(size or 0.0, BARRIER_BYTES)
+    else:
+        if size is None:
+            raise TraceError(f"{node.type} {node.name!r} has no comm_size", source=src, field=f"{where}.comm_size")
+        peer = "comm_dst" if node.type == "COMM_SEND_NODE" else "comm_src"
+        if get(peer) is None:
+            what = "send" if peer == "comm_dst" else "recv"
+            raise TraceError(f"{what} {node.name!r} has no {peer}", source=src, field=f"{where}.{peer}")
+        rank = _int(get(peer), src, f"{where}.{peer}", minimum=0)
+        comm_src, comm_dst = (None, rank) if peer == "comm_dst" else (rank, None)
     tag = _int(get("comm_tag"), src, f"{where}.comm_tag") if get("comm_tag") is not None else 0
-    return ChakraNode(
-        nid,
-        name,
-        ntype,
-        node.deps,
-        duration_s,
-        comm_type,
-        size,
-        str(pg) if pg not in (None, "") else None,
-        comm_src,
-        comm_dst,
-        tag,
-    )
+    pg = get("pg_name")
+    return replace(node, comm_type=comm_type, comm_size=size, pg_name=str(pg) if pg not in (None, "") else None,
+                   comm_src=comm_src, comm_dst=comm_dst, comm_tag=tag)
 
 
-def _topo_order(nodes: Mapping[int, ChakraNode], src: str) -> list[int]:
-    indeg = {nid: 0 for nid in nodes}
+def pg_init_groups(raw: Mapping[str, Any], src: str) -> dict[str, tuple[int, ...] | None]:
+    """Process groups of a PyTorch ``## process_group:init ##`` metadata node: its first input
+    is a JSON list of ``{"pg_name", "ranks", ...}`` (as a Python string literal after Chakra's
+    converter); ``ranks: []`` (None here) means all ranks."""
+    inputs = raw.get("inputs")
+    text = inputs.get("values") if isinstance(inputs, Mapping) else None
+    if isinstance(text, list):
+        text = text[0] if text else ""
+    if not isinstance(text, str) or "[" not in text:
+        return {}
+    start, end = text.find("[{"), text.rfind("}]")
+    try:
+        items = json.loads(text[start:end + 2]) if 0 <= start < end else []
+    except json.JSONDecodeError:
+        raise TraceError("process_group:init metadata is not a JSON list of groups", source=src,
+                         field=f"node {raw.get('id')}.inputs.values") from None
+    out: dict[str, tuple[int, ...] | None] = {}
+    for g in items:
+        if isinstance(g, Mapping) and "pg_name" in g:
+            ranks = g.get("ranks") or []
+            where = f"node {raw.get('id')}.inputs.values.ranks"
+            out[str(g["pg_name"])] = tuple(sorted({_int(r, src, where, minimum=0) for r in ranks})) or None
+    return out
+
+
+# --------------------------------------------------------------------------- one rank
+
+
+def topo_order(nodes: Mapping[int, ChakraNode], src: str) -> list[int]:
+    """A topological order of the data dependencies, ties broken by id (the trace's recording
+    order); :class:`TraceError` for unknown dependencies and cycles."""
+    indeg = dict.fromkeys(nodes, 0)
     children: dict[int, list[int]] = defaultdict(list)
     for n in nodes.values():
         for d in n.deps:
             if d not in nodes:
-                raise TraceError(f"node {n.id} ({n.name!r}) depends on unknown node {d}", source=src)
+                raise TraceError(f"node {n.id} ({n.name!r}) depends on unknown node {d}", source=src,
+                                 field=f"node {n.id}.data_deps")
             if d == n.id:
-                raise TraceError(f"node {n.id} ({n.name!r}) depends on itself", source=src)
+                raise TraceError(f"node {n.id} ({n.name!r}) depends on itself", source=src,
+                                 field=f"node {n.id}.data_deps")
             indeg[n.id] += 1
             children[d].append(n.id)
-    import heapq
-
     ready = [nid for nid, k in indeg.items() if k == 0]
     heapq.heapify(ready)
     order: list[int] = []
@@ -366,545 +390,237 @@ def _topo_order(nodes: Mapping[int, ChakraNode], src: str) -> list[int]:
     return order
 
 
-def _parse_groups(raw: Any, src: str, where: str) -> dict[str, tuple[int, ...]]:
+def _parse_groups(raw: Any, src: str, where: str) -> dict[str, tuple[int, ...] | None]:
     if not isinstance(raw, Mapping):
         raise TraceError("must be an object {name: [ranks]}", source=src, field=where)
-    out: dict[str, tuple[int, ...]] = {}
+    out: dict[str, tuple[int, ...] | None] = {}
     for name, ranks in raw.items():
         if not isinstance(ranks, list) or not ranks:
             raise TraceError("must be a non-empty list of ranks", source=src, field=f"{where}.{name}")
-        members = tuple(sorted({_int(r, src, f"{where}.{name}", minimum=0) for r in ranks}))
-        out[str(name)] = members
+        out[str(name)] = tuple(sorted({_int(r, src, f"{where}.{name}", minimum=0) for r in ranks}))
     return out
 
 
 def load_chakra_rank(path: str | Path, rank: int | None = None) -> RankTrace:
-    """Parse and validate one rank's JSON trace (``rank`` from the file if not given)."""
-    p = Path(path)
+    """Parse and validate one rank's trace, in any form (``rank``: else the file's ``"rank"``,
+    else the number its name ends with)."""
     src = str(path)
-    doc = read_json(p)
-    groups: dict[str, tuple[int, ...]] = {}
-    if isinstance(doc, list):
-        raw_nodes = doc
-    elif isinstance(doc, Mapping):
-        if "nodes" not in doc:
-            raise TraceError("not a Chakra trace: the JSON object has no nodes", source=src)
-        raw_nodes = doc["nodes"]
-        if "rank" in doc:
-            file_rank = _int(doc["rank"], src, "rank", minimum=0)
-            if rank is not None and file_rank != rank:
-                raise TraceError(f"file says rank {file_rank}, its name says {rank}", source=src, field="rank")
-            rank = file_rank
-        if "process_groups" in doc:
-            groups = _parse_groups(doc["process_groups"], src, "process_groups")
-    else:
-        raise TraceError("not a Chakra trace: expected an object with nodes or a list of nodes", source=src)
+    form, header, raw_nodes = read_document(path)
+    rank = rank if rank is not None else _rank_from_name(Path(path))
+    groups: dict[str, tuple[int, ...] | None] = {}
+    if "rank" in header:
+        file_rank = _int(header["rank"], src, "rank", minimum=0)
+        if rank is not None and file_rank != rank:
+            raise TraceError(f"file says rank {file_rank}, its name says {rank}", source=src, field="rank")
+        rank = file_rank
+    if "process_groups" in header:
+        groups = _parse_groups(header["process_groups"], src, "process_groups")
     if not isinstance(raw_nodes, list):
         raise TraceError("must be a list of nodes", source=src, field="nodes")
     if rank is None:
-        raise TraceError('cannot tell the rank: name the file rank<N>.json or add "rank": N', source=src)
+        raise TraceError('cannot tell the rank: name the file rank<N>.json / <name>.<N>.et or add "rank": N',
+                         source=src)
     nodes: dict[int, ChakraNode] = {}
+    proto3 = form in ("et", "jsonizer")
     for i, raw in enumerate(raw_nodes):
-        n = _parse_node(raw, src, i)
+        n = parse_node(raw, src, i, proto3=proto3)
         if n.id in nodes:
             raise TraceError(f"duplicate node id {n.id}", source=src, field=f"nodes[{i}].id")
         nodes[n.id] = n
+        if n.type == "METADATA_NODE" and _PG_INIT in n.name:
+            groups.update(pg_init_groups(raw, src))
     if not nodes:
         raise TraceError("trace has no nodes", source=src)
-    return RankTrace(rank, nodes, _topo_order(nodes, src), src, groups)
+    return RankTrace(rank, nodes, topo_order(nodes, src), src, groups, form)
 
 
 _RANK_PATTERNS = (re.compile(r"rank[_\-.]?(\d+)$", re.I), re.compile(r"[._\-](\d+)$"), re.compile(r"^(\d+)$"))
+_SUFFIXES = (".json", ".et", ".et.gz", ".gz")
 
 
 def _rank_from_name(p: Path) -> int | None:
+    stem = p.name
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
     for pat in _RANK_PATTERNS:
-        m = pat.search(p.stem)
+        m = pat.search(stem)
         if m:
             return int(m.group(1))
     return None
 
 
-def load_chakra(directory: str | Path) -> ChakraTrace:
-    """Parse and validate a directory of per-rank JSON traces (see the module docstring)."""
-    d = Path(directory)
-    src = str(directory)
-    if not d.is_dir():
-        raise TraceError("not a directory of per-rank Chakra JSON traces", source=src)
-    files = sorted(f for f in d.glob("*.json") if f.name != "process_groups.json")
+def _trace_files(path: Path, src: str) -> list[Path]:
+    if path.is_file():
+        check_chakra_inputs([path], src)
+        return [path]
+    if not path.is_dir():
+        raise TraceError("no such trace file or directory", source=src)
+    files = sorted(f for f in path.iterdir() if f.is_file() and f.name.endswith(_SUFFIXES)
+                   and f.name != "process_groups.json")
     if not files:
-        raise TraceError("no *.json rank traces in the directory", source=src)
+        raise TraceError("no rank traces (*.et, *.json) in the directory", source=src)
     check_chakra_inputs(files, src)
-    ranks: dict[int, RankTrace] = {}
+    return files
+
+
+def check_chakra_inputs(files: list[Path], src: str) -> None:
+    """Input limits of a Chakra trace, before any file is parsed (:mod:`netsim.limits`): at most
+    one rank per accelerator netsim models, and every file within the trace size limit."""
+    check_count(len(files), MAX_ACCELERATORS, "rank traces", source=src, what="rank files")
     for f in files:
-        rt = load_chakra_rank(f, _rank_from_name(f))
-        if rt.rank in ranks:
-            raise TraceError(f"rank {rt.rank} appears twice (also in {ranks[rt.rank].source})", source=str(f))
-        ranks[rt.rank] = rt
-    n = len(ranks)
-    missing = sorted(set(range(n)) - set(ranks))
+        check_file_size(f, MAX_TRACE_BYTES, "a Chakra rank trace")
+
+
+def load_chakra(path: str | Path, *, ranks: int | None = None) -> ChakraTrace:
+    """Parse and validate a directory of per-rank traces, or one file (module docstring);
+    ``ranks``: replicate a single-rank trace to that many ranks."""
+    p = Path(path)
+    src = str(path)
+    files = _trace_files(p, src)
+    by_rank: dict[int, RankTrace] = {}
+    for f in files:
+        rt = load_chakra_rank(f, _rank_from_name(f) if len(files) > 1 or p.is_dir() else 0)
+        if rt.rank in by_rank:
+            raise TraceError(f"rank {rt.rank} appears twice (also in {by_rank[rt.rank].source})", source=str(f))
+        by_rank[rt.rank] = rt
+    n = len(by_rank)
+    missing = sorted(set(range(n)) - set(by_rank))
     if missing:
-        raise TraceError(f"ranks must be 0..{n - 1}; missing rank {missing[0]} (have {sorted(ranks)})", source=src)
-    ordered = [ranks[r] for r in range(n)]
-    groups: dict[str, tuple[int, ...]] = {}
-    pg_file = d / "process_groups.json"
+        raise TraceError(f"ranks must be 0..{n - 1}; missing rank {missing[0]} (have {sorted(by_rank)})", source=src)
+    ordered = [by_rank[r] for r in range(n)]
+    replicated = ranks is not None and ranks != n
+    if replicated:
+        ordered = replicate(ordered, ranks or 0, src)
+    groups: dict[str, tuple[int, ...] | None] = {}
     sources: dict[str, str] = {}
-    if pg_file.is_file():
+    pg_file = p / "process_groups.json"
+    if p.is_dir() and pg_file.is_file():
         groups = _parse_groups(read_json(pg_file), str(pg_file), "process_groups")
         sources = dict.fromkeys(groups, str(pg_file))
     for rt in ordered:
         for name, members in rt.process_groups.items():
             if name in groups and groups[name] != members:
-                raise TraceError(
-                    f"process group {name!r} is {list(members)} here but {list(groups[name])} in {sources[name]}",
-                    source=rt.source,
-                    field=f"process_groups.{name}",
-                )
+                raise TraceError(f"process group {name!r} is {_show(members)} here but {_show(groups[name])} in "
+                                 f"{sources[name]}", source=rt.source, field=f"process_groups.{name}")
             groups.setdefault(name, members)
             sources.setdefault(name, rt.source)
-    trace = ChakraTrace(ordered, groups, src)
-    trace.process_groups = _resolve_groups(trace)
-    _check_matching(trace)
+    trace = ChakraTrace(ordered, {}, src, replicated)
+    trace.process_groups = resolve_groups(trace, groups)
+    check_matching(trace)
     return trace
 
 
-def _resolve_groups(trace: ChakraTrace) -> dict[str, tuple[int, ...]]:
-    groups = dict(trace.process_groups)
+def _show(members: tuple[int, ...] | None) -> str:
+    return "all ranks" if members is None else str(list(members))
+
+
+def replicate(ranks: list[RankTrace], n: int, src: str) -> list[RankTrace]:
+    """The one rank's trace on ``n`` ranks (SPMD); refused for several ranks or send/recv."""
+    if len(ranks) != 1:
+        raise TraceError(f"--ranks {n}: the trace has {len(ranks)} ranks; only a single-rank trace can be "
+                         "replicated", source=src, field="ranks")
+    if n < 1:
+        raise TraceError(f"must be >= 1 (got {n})", source=src, field="ranks")
+    one = ranks[0]
+    p2p = [nd for nd in one.nodes.values() if nd.communicates and nd.type != "COMM_COLL_NODE"]
+    if p2p:
+        raise TraceError(f"node {p2p[0].id} ({p2p[0].name!r}) is a send/recv with a fixed peer: a trace with "
+                         "point-to-point nodes cannot be replicated", source=one.source, field="ranks")
+    return [replace(one, rank=r) for r in range(n)]
+
+
+# --------------------------------------------------------------------------- across ranks
+
+
+def resolve_groups(trace: ChakraTrace, given: Mapping[str, tuple[int, ...] | None]) -> dict[str, tuple[int, ...]]:
+    """Member ranks of every group a collective uses: as given (None: all ranks), else the ranks
+    whose traces use it; no ``pg_name``: all ranks.  Peers and members must be ranks."""
+    world = tuple(range(trace.num_ranks))
     used: dict[str, set[int]] = defaultdict(set)
     for rt in trace.ranks:
         for n in rt.nodes.values():
-            if n.type == "COMM_COLL_NODE":
-                used[n.pg_name or _WORLD].add(rt.rank)
+            if n.communicates and n.type == "COMM_COLL_NODE":
+                used[n.pg_name or WORLD].add(rt.rank)
             for peer in (n.comm_src, n.comm_dst):
                 if peer is not None and peer >= trace.num_ranks:
-                    raise TraceError(
-                        f"node {n.id} ({n.name!r}) names rank {peer}, but the trace has ranks 0..{trace.num_ranks - 1}",
-                        source=rt.source,
-                    )
+                    raise TraceError(f"node {n.id} ({n.name!r}) names rank {peer}, but the trace has ranks "
+                                     f"0..{trace.num_ranks - 1}", source=rt.source)
+    groups: dict[str, tuple[int, ...]] = {}
     for name in sorted(used):
-        if name == _WORLD:
-            groups[_WORLD] = tuple(range(trace.num_ranks))
-        elif name not in groups:
-            groups[name] = tuple(sorted(used[name]))
-        for r in groups[name]:
-            if r >= trace.num_ranks:
-                raise TraceError(
-                    f"process group {name!r} names rank {r}, but the trace has ranks 0..{trace.num_ranks - 1}",
-                    source=trace.source,
-                )
-        outside = sorted(used[name] - set(groups[name]))
+        members = world if name == WORLD else given.get(name, tuple(sorted(used[name])))
+        members = world if members is None else members
+        bad = [r for r in members if r >= trace.num_ranks]
+        if bad:
+            raise TraceError(f"process group {name!r} names rank {bad[0]}, but the trace has ranks "
+                             f"0..{trace.num_ranks - 1}", source=trace.source)
+        outside = sorted(used[name] - set(members))
         if outside:
-            raise TraceError(
-                f"rank {outside[0]} runs a collective of process group {name!r}, which does not contain it",
-                source=trace.ranks[outside[0]].source,
-            )
+            raise TraceError(f"rank {outside[0]} runs a collective of process group {name!r}, which does not "
+                             "contain it", source=trace.ranks[outside[0]].source)
+        groups[name] = members
     return groups
 
 
-def _collectives(rt: RankTrace) -> dict[str, list[ChakraNode]]:
+def collectives_of(rt: RankTrace) -> dict[str, list[ChakraNode]]:
+    """The rank's GPU collectives per group, in its topological order."""
     out: dict[str, list[ChakraNode]] = defaultdict(list)
-    for nid in sorted(rt.nodes):
+    for nid in rt.order:
         n = rt.nodes[nid]
-        if n.type == "COMM_COLL_NODE":
-            out[n.pg_name or _WORLD].append(n)
+        if n.communicates and n.type == "COMM_COLL_NODE":
+            out[n.pg_name or WORLD].append(n)
     return out
 
 
-def _p2p(
-    rt: RankTrace,
-) -> tuple[dict[tuple[int, int, int], list[ChakraNode]], dict[tuple[int, int, int], list[ChakraNode]]]:
-    """(sends keyed (rank, dst, tag), receives keyed (src, rank, tag)), each in id order."""
-    sends: dict[tuple[int, int, int], list[ChakraNode]] = defaultdict(list)
-    recvs: dict[tuple[int, int, int], list[ChakraNode]] = defaultdict(list)
-    for nid in sorted(rt.nodes):
-        n = rt.nodes[nid]
-        if n.type == "COMM_SEND_NODE" and n.comm_dst is not None:
-            sends[(rt.rank, n.comm_dst, n.comm_tag)].append(n)
-        elif n.type == "COMM_RECV_NODE" and n.comm_src is not None:
-            recvs[(n.comm_src, rt.rank, n.comm_tag)].append(n)
-    return sends, recvs
+P2PKey = tuple[int, int, int]
 
 
-def _all_p2p(trace: ChakraTrace) -> tuple[dict[tuple[int, int, int], list[ChakraNode]], ...]:
-    sends: dict[tuple[int, int, int], list[ChakraNode]] = {}
-    recvs: dict[tuple[int, int, int], list[ChakraNode]] = {}
+def p2p_of(trace: ChakraTrace) -> tuple[dict[P2PKey, list[ChakraNode]], dict[P2PKey, list[ChakraNode]]]:
+    """(sends, receives), each keyed (source rank, destination rank, tag), in topological order."""
+    sends: dict[P2PKey, list[ChakraNode]] = defaultdict(list)
+    recvs: dict[P2PKey, list[ChakraNode]] = defaultdict(list)
     for rt in trace.ranks:
-        s, r = _p2p(rt)
-        sends.update(s)
-        recvs.update(r)
+        for nid in rt.order:
+            n = rt.nodes[nid]
+            if n.communicates and n.comm_dst is not None:
+                sends[(rt.rank, n.comm_dst, n.comm_tag)].append(n)
+            elif n.communicates and n.comm_src is not None:
+                recvs[(n.comm_src, rt.rank, n.comm_tag)].append(n)
     return sends, recvs
 
 
-def _check_matching(trace: ChakraTrace) -> None:
-    """Every member has the same collectives per group; every send has its receive."""
-    colls = [_collectives(rt) for rt in trace.ranks]
+def check_matching(trace: ChakraTrace) -> None:
+    """Every member has the same collectives per group (type, size); every send its receive."""
+    colls = [collectives_of(rt) for rt in trace.ranks]
     for name, members in sorted(trace.process_groups.items()):
         first = members[0]
         ref = colls[first].get(name, [])
+        label = "all ranks" if name == WORLD else f"process group {name!r}"
         for r in members[1:]:
             mine = colls[r].get(name, [])
-            label = "all ranks" if name == _WORLD else f"process group {name!r}"
             if len(mine) != len(ref):
-                raise TraceError(
-                    f"{label}: rank {r} has {len(mine)} collectives, rank {first} has {len(ref)}",
-                    source=trace.ranks[r].source,
-                )
+                raise TraceError(f"{label}: rank {r} has {len(mine)} collectives, rank {first} has {len(ref)}",
+                                 source=trace.ranks[r].source)
             for k, (want, got) in enumerate(zip(ref, mine, strict=True)):
                 if want.comm_type != got.comm_type or want.comm_size != got.comm_size:
                     raise TraceError(
-                        f"{label}: collective #{k} is {got.comm_type} of {got.comm_size:g} B "
-                        f"(node {got.id}) on rank {r} but {want.comm_type} of {want.comm_size:g} B "
-                        f"(node {want.id}) on rank {first}",
-                        source=trace.ranks[r].source,
-                    )
-    sends, recvs = _all_p2p(trace)
+                        f"{label}: collective #{k} is {got.comm_type} of {_size(got)} (node {got.id}) on rank {r} "
+                        f"but {want.comm_type} of {_size(want)} (node {want.id}) on rank {first}",
+                        source=trace.ranks[r].source)
+    sends, recvs = p2p_of(trace)
     for key in sorted(set(sends) | set(recvs)):
         sent, received = sends.get(key, []), recvs.get(key, [])
         src, dst, tag = key
         if len(sent) != len(received):
-            raise TraceError(
-                f"rank {src} sends {len(sent)} message(s) to rank {dst} (tag {tag}) "
-                f"but rank {dst} receives {len(received)}",
-                source=trace.ranks[dst if len(sent) > len(received) else src].source,
-            )
+            raise TraceError(f"rank {src} sends {len(sent)} message(s) to rank {dst} (tag {tag}) but rank {dst} "
+                             f"receives {len(received)}",
+                             source=trace.ranks[dst if len(sent) > len(received) else src].source)
         for x, y in zip(sent, received, strict=True):
             if x.comm_size != y.comm_size:
-                raise TraceError(
-                    f"send node {x.id} on rank {src} has {x.comm_size:g} B, "
-                    f"its receive node {y.id} on rank {dst} {y.comm_size:g} B",
-                    source=trace.ranks[dst].source,
-                )
+                raise TraceError(f"send node {x.id} on rank {src} has {_size(x)}, its receive node {y.id} on rank "
+                                 f"{dst} {_size(y)}", source=trace.ranks[dst].source)
 
 
-# --------------------------------------------------------------------------- replay
-
-
-@dataclass
-class ChakraReplayResult:
-    """Tables of a replay (seconds, bytes); see the module docstring."""
-
-    ranks: pd.DataFrame  # rank, device, node, end_s, compute_s, communication_s, overlap_s, idle_s, ...
-    ops: pd.DataFrame  # rank, node_id, name, type, comm_type, pg_name, bytes, ready_s, start_s, end_s
-    links: pd.DataFrame
-    flows: pd.DataFrame
-    summary: dict[str, Any]
-
-
-def default_devices(graph: nx.DiGraph, ranks_per_node: int | None = None) -> list[str]:
-    """Accelerators of a topology for ranks 0, 1, ...: ordered by (server, index, name), or,
-    with ``ranks_per_node`` k, the first k accelerators of every server in turn (rank r on
-    server r // k)."""
-    acc = sorted(
-        (d.get("node", -1), d.get("index", -1), str(n))
-        for n, d in graph.nodes(data=True)
-        if d.get("kind") == "accelerator"
-    )
-    if ranks_per_node is None:
-        return [name for _, _, name in acc]
-    if ranks_per_node < 1:
-        raise TopologyError(f"ranks per node must be >= 1 (got {ranks_per_node})", field="ranks_per_node")
-    by_node: dict[int, list[str]] = defaultdict(list)
-    for node, _, name in acc:
-        by_node[node].append(name)
-    out: list[str] = []
-    for node in sorted(by_node):
-        if len(by_node[node]) < ranks_per_node:
-            raise TopologyError(
-                f"server {node} has {len(by_node[node])} accelerators, fewer than {ranks_per_node} ranks per node",
-                field="ranks_per_node",
-            )
-        out += by_node[node][:ranks_per_node]
-    return out
-
-
-def _traffic_class(pg: str | None) -> str:
-    if pg:
-        low = pg.lower()
-        for c in _TRAFFIC_CLASSES:
-            if low.startswith(c):
-                return c
-    return "other"
-
-
-def _union(iv: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    out: list[tuple[float, float]] = []
-    for a, b in sorted(iv):
-        if b <= a:
-            continue
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def _length(iv: list[tuple[float, float]]) -> float:
-    return float(sum(b - a for a, b in iv))
-
-
-def _intersection(x: list[tuple[float, float]], y: list[tuple[float, float]]) -> float:
-    i = j = 0
-    total = 0.0
-    while i < len(x) and j < len(y):
-        lo, hi = max(x[i][0], y[j][0]), min(x[i][1], y[j][1])
-        if hi > lo:
-            total += hi - lo
-        if x[i][1] < y[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
-
-
-class _Meeting:
-    """Members of one collective (or one send/recv pair) meet; the last to arrive starts it."""
-
-    def __init__(self, env: Any, expected: int, launch: Callable[[], Any]) -> None:
-        self.env = env
-        self.expected = expected
-        self.arrived = 0
-        self.launch = launch
-        self.done = env.event()
-        self.start_s: float | None = None
-
-    def arrive(self) -> Any:
-        self.arrived += 1
-        if self.arrived == self.expected:
-            self.start_s = float(self.env.now)
-            self.env.process(self._run())
-        return self.done
-
-    def _run(self) -> Generator[Any, Any, None]:
-        yield self.launch()
-        self.done.succeed()
-
-
-def replay_chakra(
-    trace: ChakraTrace | str | Path,
-    graph: nx.DiGraph,
-    out_dir: str | Path | None = None,
-    *,
-    devices: Sequence[str] | None = None,
-    ranks_per_node: int | None = None,
-    routing: str = "ecmp",
-    seed: int = 0,
-    efficiency: Mapping[str, float] | None = None,
-    algo: Mapping[str, str] | None = None,
-    compute_scale: float = 1.0,
-) -> ChakraReplayResult:
-    """Replay a Chakra trace (or a directory of them) on ``graph``; see the module docstring.
-
-    Args:
-        trace: a :class:`ChakraTrace` or a directory for :func:`load_chakra`.
-        graph: the topology.
-        out_dir: if given, write ``ranks``, ``ops``, ``links``, ``flows`` (CSV + Parquet) and
-            ``summary.json`` there, atomically.
-        devices: device of each rank (default: :func:`default_devices` with ``ranks_per_node``).
-        ranks_per_node: place ranks k per server (default: fill servers one after another).
-        routing, seed, efficiency: passed to the network engine.
-        algo: collective algorithm per op (e.g. ``{"all_reduce": "ring"}``); default per op.
-        compute_scale: multiplies every compute duration (what-if: faster / slower GPUs).
-    """
-    import simpy
-
-    from netsim.collectives import run_collective
-    from netsim.network.engine import Network
-
-    tr = trace if isinstance(trace, ChakraTrace) else load_chakra(trace)
-    if compute_scale < 0:
-        raise NetsimError(f"compute_scale must be >= 0 (got {compute_scale})", field="compute_scale")
-    devs = list(devices) if devices is not None else default_devices(graph, ranks_per_node)
-    if len(devs) < tr.num_ranks:
-        raise TopologyError(
-            f"the trace has {tr.num_ranks} ranks but the topology places only {len(devs)} "
-            "(use more --nodes or more ranks per node)"
-        )
-    devs = devs[: tr.num_ranks]
-    for d in devs:
-        if d not in graph:
-            raise TopologyError(f"unknown device {d!r}", field="devices")
-    net = Network(graph, routing=routing, seed=seed, efficiency=efficiency)
-    env = net.env
-    algo = dict(algo or {})
-
-    done: list[dict[int, Any]] = [{nid: env.event() for nid in rt.order} for rt in tr.ranks]
-    compute = [simpy.Resource(env, capacity=1) for _ in tr.ranks]  # one compute stream per rank
-    records: list[dict[str, Any]] = []
-
-    # collective meetings per (group, k); chains per (rank, group) keep trace order
-    meetings: dict[tuple[str, int], _Meeting] = {}
-    seq_of: dict[tuple[int, int], tuple[str, int]] = {}
-    prev_in_chain: dict[tuple[int, int], int | None] = {}
-    for rt in tr.ranks:
-        for gname, nodes in _collectives(rt).items():
-            prev = None
-            for k, n in enumerate(nodes):
-                seq_of[(rt.rank, n.id)] = (gname, k)
-                prev_in_chain[(rt.rank, n.id)] = prev
-                prev = n.id
-    for gname, members in tr.process_groups.items():
-        ref = _collectives(tr.ranks[members[0]]).get(gname, [])
-        group_devs = [devs[r] for r in members]
-        for k, n in enumerate(ref):
-            op = COLLECTIVE_OPS[n.comm_type or "BARRIER"]
-            size = float(n.comm_size or BARRIER_BYTES)
-            label = f"{gname}#{k}:{n.name}"
-
-            def launch(
-                op: str = op,
-                size: float = size,
-                label: str = label,
-                gdevs: list[str] = group_devs,
-                tc: str = _traffic_class(None if gname == _WORLD else gname),
-            ) -> Any:
-                if len(gdevs) == 1:
-                    return env.timeout(0)
-                return run_collective(net, op, gdevs, size, algo=algo.get(op), traffic_class=tc, label=label)
-
-            meetings[(gname, k)] = _Meeting(env, len(members), launch)
-    # point-to-point pairs per (src, dst, tag, k); chains per channel keep trace order
-    p2p_meet: dict[tuple[int, int], _Meeting] = {}
-    sends, recvs = _all_p2p(tr)
-    for (a, b, tag), snodes in sorted(sends.items()):
-        prev_s: int | None = None
-        prev_r: int | None = None
-        for k, (sn, rn) in enumerate(zip(snodes, recvs[(a, b, tag)], strict=True)):
-
-            def launch_p2p(
-                src: str = devs[a],
-                dst: str = devs[b],
-                size: float = float(sn.comm_size or 0.0),
-                label: str = f"p2p {a}->{b} tag {tag} #{k}:{sn.name}",
-            ) -> Any:
-                return net.transfer(src, dst, size, traffic_class="pp", label=label)
-
-            m = _Meeting(env, 2, launch_p2p)
-            p2p_meet[(a, sn.id)] = m
-            p2p_meet[(b, rn.id)] = m
-            prev_in_chain[(a, sn.id)], prev_in_chain[(b, rn.id)] = prev_s, prev_r
-            prev_s, prev_r = sn.id, rn.id
-
-    def run_node(rank: int, n: ChakraNode) -> Generator[Any, Any, None]:
-        deps = [done[rank][d] for d in n.deps]
-        chain_prev = prev_in_chain.get((rank, n.id))
-        if chain_prev is not None:
-            deps.append(done[rank][chain_prev])
-        if deps:
-            yield env.all_of(deps)
-        ready = float(env.now)
-        start = ready
-        if n.type in _COMPUTE_TYPES:
-            with compute[rank].request() as req:
-                yield req
-                start = float(env.now)
-                if n.duration_s * compute_scale > 0:
-                    yield env.timeout(n.duration_s * compute_scale)
-        elif n.type == "COMM_COLL_NODE":
-            meeting = meetings[seq_of[(rank, n.id)]]
-            yield meeting.arrive()
-        elif n.type in ("COMM_SEND_NODE", "COMM_RECV_NODE"):
-            meeting = p2p_meet[(rank, n.id)]
-            yield meeting.arrive()
-        records.append(
-            {
-                "rank": rank,
-                "node_id": n.id,
-                "name": n.name,
-                "type": n.type,
-                "comm_type": n.comm_type,
-                "pg_name": n.pg_name,
-                "bytes": n.comm_size if n.comm_size is not None else 0.0,
-                "ready_s": ready,
-                "start_s": start,
-                "end_s": float(env.now),
-            }
-        )
-        done[rank][n.id].succeed()
-
-    for rt in tr.ranks:
-        for nid in rt.order:
-            env.process(run_node(rt.rank, rt.nodes[nid]))
-    net.run()
-
-    for rt in tr.ranks:
-        waiting = [nid for nid in rt.order if not done[rt.rank][nid].triggered]
-        if waiting:
-            n = rt.nodes[waiting[0]]
-            raise TraceError(
-                f"replay deadlocked: rank {rt.rank} never finished node {n.id} ({n.name!r}, {n.type}"
-                + (f", group {n.pg_name}" if n.pg_name else "")
-                + "); check the order of collectives and send/recv pairs across ranks",
-                source=rt.source,
-            )
-    ops = pd.DataFrame.from_records(records).sort_values(["rank", "start_s", "node_id"], kind="stable")
-    ops = ops.reset_index(drop=True)
-    makespan = float(ops["end_s"].max()) if len(ops) else 0.0
-    rank_rows = []
-    for rt in tr.ranks:
-        mine = ops[ops["rank"] == rt.rank]
-        comp = _union(
-            list(
-                zip(
-                    mine.loc[mine["type"].isin(_COMPUTE_TYPES), "start_s"],
-                    mine.loc[mine["type"].isin(_COMPUTE_TYPES), "end_s"],
-                    strict=True,
-                )
-            )
-        )
-        comm_sel = mine["type"].isin(_COMM_TYPES)
-        comm = _union(list(zip(mine.loc[comm_sel, "start_s"], mine.loc[comm_sel, "end_s"], strict=True)))
-        both = _intersection(comp, comm)
-        dev = devs[rt.rank]
-        rank_rows.append(
-            {
-                "rank": rt.rank,
-                "device": dev,
-                "node": graph.nodes[dev].get("node", -1),
-                "end_s": float(mine["end_s"].max()) if len(mine) else 0.0,
-                "compute_s": _length(comp) - both,
-                "communication_s": _length(comm) - both,
-                "overlap_s": both,
-                "idle_s": makespan - (_length(comp) + _length(comm) - both),
-                "comp_nodes": int(mine["type"].isin(_COMPUTE_TYPES).sum()),
-                "comm_nodes": int(comm_sel.sum()),
-                "comm_bytes": float(mine.loc[comm_sel, "bytes"].sum()),
-            }
-        )
-    ranks_df = pd.DataFrame.from_records(rank_rows)
-    links = net.link_records()
-    flows = net.flow_records()
-    summary = {
-        "trace": tr.source,
-        "num_ranks": tr.num_ranks,
-        "topology": graph.graph.get("name"),
-        "num_nodes": graph.graph.get("num_nodes"),
-        "routing": routing,
-        "seed": seed,
-        "makespan_s": makespan,
-        "breakdown_s": {k: float(ranks_df[f"{k}_s"].mean()) for k in ("compute", "communication", "overlap", "idle")},
-        "process_groups": {("world" if g == _WORLD else g): list(m) for g, m in sorted(tr.process_groups.items())},
-        "collectives": len(meetings),
-        "p2p_transfers": len(p2p_meet) // 2,
-        "flows": len(flows),
-        "network_bytes": float(flows["bytes"].sum()) if len(flows) else 0.0,
-        "bytes_by_class": {str(k): float(v) for k, v in flows.groupby("traffic_class")["bytes"].sum().items()}
-        if len(flows)
-        else {},
-    }
-    result = ChakraReplayResult(ranks_df, ops, links, flows, summary)
-    if out_dir is not None:
-        write_replay(result, out_dir)
-    return result
-
-
-def write_replay(result: ChakraReplayResult, out_dir: str | Path, *, force: bool = False) -> None:
-    """Write a replay's tables (CSV + Parquet) and summary.json into ``out_dir`` atomically
-    (an existing one is replaced only when netsim wrote it and ``force`` is given)."""
-    from netsim.io import atomic_dir, write_json, write_table
-
-    with atomic_dir(out_dir, force=force, kind="chakra-replay") as tmp:
-        write_table(result.ranks, tmp, "ranks")
-        write_table(result.ops, tmp, "ops")
-        write_table(result.links, tmp, "links")
-        write_table(result.flows, tmp, "flows")
-        write_json(result.summary, tmp / "summary.json")
+def _size(n: ChakraNode) -> str:
+    return "unknown size" if n.comm_size is None else f"{n.comm_size:g} B"

@@ -88,6 +88,8 @@ class KinetoTrace:
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
     t0_us: float = 0.0  # absolute ts of the first event; events are relative to it
+    #: events row -> (``Input Dims``, ``Input type``) of ops recorded with ``record_shapes=True``
+    shapes: dict[int, tuple[Any, Any]] = field(default_factory=dict)
 
 
 def _num(v: Any, src: str, where: str) -> float:
@@ -124,10 +126,16 @@ def read_json(path: str | Path) -> Any:
     except ValueError as exc:
         if not isinstance(exc, json.JSONDecodeError):
             raise TraceError(f"not valid JSON: {exc}", source=src) from None
-        hint = " (truncated file?)" if exc.pos >= len(text.rstrip()) - 1 else ""
-        raise TraceError(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}", source=src
-        ) from None
+        raise json_error(exc, text, src) from None
+
+
+def json_error(exc: json.JSONDecodeError, text: str, src: str) -> TraceError:
+    """One line for a JSON syntax error, saying when the file looks cut short (the error is at
+    its end, or a string runs to the end)."""
+    truncated = exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
+    what = exc.msg if exc.msg.endswith(" at") else f"{exc.msg} at"
+    hint = " (truncated file?)" if truncated else ""
+    return TraceError(f"not valid JSON: {what} line {exc.lineno} column {exc.colno}{hint}", source=src)
 
 
 def _no_constant(name: str) -> Any:
@@ -176,17 +184,22 @@ def load_kineto(path: str | Path) -> KinetoTrace:
         corr = args.get("correlation") if isinstance(args, dict) else None
         corr_v = float(corr) if isinstance(corr, int | float) and not isinstance(corr, bool) else np.nan
         gpu = kind in _GPU_KINDS or cat.lower() == "gpu_user_annotation"
-        recs.append((name, cat, kind, str(ev.get("pid", "")), str(ev.get("tid", "")), ts, dur, corr_v, gpu))
+        recs.append((name, cat, kind, str(ev.get("pid", "")), str(ev.get("tid", "")), ts, dur, corr_v, gpu, i))
     if not recs:
         raise TraceError("no complete ('ph': 'X') events in the trace", source=src)
     ev_df = pd.DataFrame.from_records(
-        recs, columns=["name", "cat", "kind", "pid", "tid", "ts_us", "dur_us", "correlation", "gpu"]
+        recs, columns=["name", "cat", "kind", "pid", "tid", "ts_us", "dur_us", "correlation", "gpu", "raw"]
     )
     t0 = float(ev_df["ts_us"].min())
     ev_df["ts_us"] = ev_df["ts_us"] - t0
     ev_df = ev_df.sort_values(["ts_us", "dur_us"], ascending=[True, False], kind="stable").reset_index(drop=True)
     ev_df["self_us"] = _self_times(ev_df)
-    return KinetoTrace(ev_df.loc[:, list(EVENT_COLUMNS)], src, meta, t0)
+    shapes = {}
+    for row, i in enumerate(ev_df["raw"].to_numpy()):
+        args = raw[int(i)].get("args")
+        if isinstance(args, dict) and "Input Dims" in args:
+            shapes[row] = (args["Input Dims"], args.get("Input type"))
+    return KinetoTrace(ev_df.loc[:, list(EVENT_COLUMNS)], src, meta, t0, shapes)
 
 
 def _self_times(df: pd.DataFrame) -> np.ndarray:

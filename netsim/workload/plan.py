@@ -1,9 +1,11 @@
 """The plan of a training step as pure data: ops, collectives, and the plan that holds them.
 
-A :class:`StepPlan` is what :func:`netsim.workload.graph.build_plan` produces and
-:mod:`netsim.replay` executes: a flat list of :class:`Op` (one rank's compute op, comm op or
-barrier, with dependencies, a stream and an issue order) and the :class:`Collective` each comm
-op joins.  Nothing here simulates; the modules that build plans are listed in
+A :class:`StepPlan` is what :func:`netsim.workload.graph.build_plan` produces (and what
+:mod:`netsim.traces.chakra_plan` compiles a measured Chakra trace into) and :mod:`netsim.replay`
+executes: a flat list of :class:`Op` (one rank's compute op, host op, comm op or barrier, with
+dependencies, a stream and an issue order) and the :class:`Collective` each comm op joins, with
+the device of every rank.  A plan compiled from a trace has no workload spec, parallel layout or
+schedule.  Nothing here simulates; the modules that build plans are listed in
 :mod:`netsim.workload.graph`.
 """
 
@@ -48,7 +50,8 @@ class Collective:
         key: unique identity (every member computes the same key).
         op: a ``run_collective`` op (``all_reduce``, ``reduce_scatter``, ``all_gather``,
             ``all_to_allv``), ``transfer`` (one point-to-point flow ``src -> dst``) or
-            ``barrier`` (synchronisation only, no bytes).
+            ``barrier`` (synchronisation only, no bytes; it lasts ``duration_s`` once all
+            members have arrived: a measured collective whose bytes a trace does not give).
         ranks: the members that must all arrive before it starts.
         nbytes: size in the nccl-tests convention of ``op`` (bytes).
         matrix: ``all_to_allv`` bytes ``[i][j]`` from ``ranks[i]`` to ``ranks[j]`` (zero
@@ -77,6 +80,7 @@ class Collective:
     local_bytes: float = 0.0
     network: str = "backend"
     instances: tuple[Collective, ...] = ()
+    duration_s: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -86,7 +90,7 @@ class Op:
     id: int
     rank: int
     step: int
-    kind: str  # compute | comm | barrier
+    kind: str  # compute | host (a CPU-side op: takes time, neither compute nor comm) | comm | barrier
     stream: str
     name: str
     traffic_class: str = ""
@@ -108,25 +112,38 @@ class Op:
 
 @dataclass
 class StepPlan:
-    """The op graph of all simulated steps plus what the summary needs from planning."""
+    """The op graph of all simulated steps, the device of every rank, and what the summary
+    needs from planning (the workload fields are empty in a plan compiled from a trace)."""
 
-    spec: WorkloadSpec
-    layout: ParallelLayout
-    schedule: Schedule
     steps: int
     ops: list[Op]
     collectives: dict[tuple[Any, ...], Collective]
-    layers_of_block: list[list[int]]
-    expert_load: list[tuple[int, int, int, int, int]]  # step, layer, expert, tokens, dropped
-    ep_bytes: dict[str, float]  # local_rank / intra_node / inter_node, all 4 phases, all steps
-    checkpoint_steps: list[int]
-    params_per_rank: list[float]  # parameters (elements) each rank holds
-    expert_params_per_rank: list[float]  # of which expert parameters
+    #: accelerator name and server index of every rank (default: the layout's)
+    devices: tuple[str, ...] = ()
+    nodes: tuple[int, ...] = ()
+    spec: WorkloadSpec | None = None
+    layout: ParallelLayout | None = None
+    schedule: Schedule | None = None
+    layers_of_block: list[list[int]] = field(default_factory=list)
+    #: step, layer, expert, tokens, dropped
+    expert_load: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    ep_bytes: dict[str, float] = field(default_factory=dict)  # local_rank / intra_node / inter_node, all steps
+    checkpoint_steps: list[int] = field(default_factory=list)
+    params_per_rank: list[float] = field(default_factory=list)  # parameters (elements) each rank holds
+    expert_params_per_rank: list[float] = field(default_factory=list)  # of which expert parameters
     compute_cache_size: int = 0
     #: lockstep plans: the rank whose ops stand for each rank (``None``: every rank has its ops)
     rep_of: list[int] | None = None
     #: peak memory of every rank against the accelerator's HBM (netsim.workload.memory)
     memory: MemoryReport | None = None
+
+    def __post_init__(self) -> None:
+        if not self.devices and self.layout is not None:
+            self.devices, self.nodes = self.layout.devices, self.layout.nodes
+
+    @property
+    def world(self) -> int:
+        return len(self.devices)
 
     def ops_of_rank(self, rank: int) -> list[Op]:
         return [o for o in self.ops if o.rank == rank]

@@ -212,8 +212,9 @@ def test_kineto_trace_not_a_trace(doc: Any) -> None:
 
 # --------------------------------------------------------------------------- Chakra JSON
 
+# (dangling ctrl_deps are valid: real Chakra traces have them, and they are not dependencies)
 CHAKRA_BAD = {"id": ["x", -1, [1], None, 1.5], "type": ["BOGUS_NODE", 99, None, [1]],
-              "data_deps": ["x", [999999], [["a"]], 3], "ctrl_deps": ["x", [999999]],
+              "data_deps": ["x", [999999], [["a"]], 3], "ctrl_deps": ["x", [["a"]]],
               "duration_micros": ["x", -1, [1], {"a": 1}]}
 
 

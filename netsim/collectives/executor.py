@@ -35,13 +35,14 @@ transfers there.  An all-to-all of ``n`` ranks then costs one engine event inste
 ``n(n-1)`` (one per distinct drain time, which skewed all-to-allv byte matrices produce).
 ``benchmarks/collective_models.py`` reports the errors of both models.
 
-Plans without a byte matrix are cached per network (:attr:`Network.plan_cache`): a training
-step issues the same tensor-parallel collective thousands of times.
+Plans without a byte matrix are cached per network (:func:`plan_cache`): a training step
+issues the same tensor-parallel collective thousands of times.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -57,6 +58,13 @@ from netsim.collectives.registry import build_plan, check_request, get_algorithm
 
 if TYPE_CHECKING:
     from netsim.network.engine import Network
+
+_PLAN_CACHES: weakref.WeakKeyDictionary[Network, dict[tuple[Any, ...], Plan]] = weakref.WeakKeyDictionary()
+
+
+def plan_cache(net: Network) -> dict[tuple[Any, ...], Plan]:
+    """The plans built for ``net``, by request (kept as long as the network lives)."""
+    return _PLAN_CACHES.setdefault(net, {})
 
 
 @dataclass(frozen=True)
@@ -312,12 +320,13 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
     if model == "coflow" and op in COFLOW_OPS and get_algorithm(op, algo).name == "direct":
         return _direct_coflow(net, op, devices, nbytes, matrix, traffic_class, label, step_latency_s)
     key = (op, tuple(devices), float(nbytes), algo, chunk_bytes, channels, stream) if matrix is None else None
-    plan = net.plan_cache.get(key) if key is not None else None
+    cache = plan_cache(net)
+    plan = cache.get(key) if key is not None else None
     if plan is None:
         plan = build_plan(op, devices, nbytes, algo=algo, matrix=matrix, graph=net.graph, chunk_bytes=chunk_bytes,
                           channels=channels, stream=stream)
         if key is not None:
-            net.plan_cache[key] = plan
+            cache[key] = plan
     return execute_plan(net, plan, traffic_class=traffic_class, label=label, step_latency_s=step_latency_s,
                         coflow=model == "coflow")
 

@@ -19,15 +19,22 @@ flows started or left refills only what can change:
 * only inside the connected component of the flow-link graph around the links of the flows
   that started or left, unless that component is most of the rows (then searching costs more
   than it saves, and the next searches back off exponentially);
-* the per-link loads of the rows not refilled are kept incrementally (summed afresh every
-  :attr:`ActiveFlows.RESUM_LOADS_EVERY` refills, which bounds floating-point drift).
+* the per-link loads of the rows not refilled are kept incrementally (summed afresh once the
+  entries updated since the last sum are as many as the store holds, which bounds the
+  floating-point drift at O(1) per update; a link that no live row crosses carries 0).
+
+Nothing in an event passes over every moving flow: the rows that drained by now and the rows
+at or above a rate come from two ordered indexes (:mod:`netsim.network.keyindex`), so an event
+costs what it changes (plus O(links)), and the exact model costs O(flows log flows) in all.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
-from netsim.network.sharing import gather, refill
+from netsim.network.keyindex import KeyIndex
+from netsim.network.sharing import distinct, gather, refill
 
 _TIME_REL_TOL = 1e-9
 
@@ -43,9 +50,6 @@ class ActiveFlows:
     #: flows that started or left, unless that component holds more than this share of the
     #: active flows (then finding it costs more than it saves); 0 disables the search
     COMPONENT_MAX_SHARE = 0.5
-    #: after this many incremental refills, the link loads are summed afresh from the flow
-    #: rates (bounds floating-point drift of the incrementally maintained loads)
-    RESUM_LOADS_EVERY = 64
 
     def __init__(self, capacity_Bps: np.ndarray) -> None:
         self.capacity_Bps = capacity_Bps
@@ -73,9 +77,19 @@ class ActiveFlows:
         self._new_rows = 0
         self._comp_fails = 0  # consecutive component searches that found most of the flows
         self._comp_skip = 0  # events to skip the search for
+        self._csc: tuple[np.ndarray, np.ndarray] | None = None  # rows of every link, see _rows_of_links
+        self._seen = np.zeros(0, dtype=bool)  # scratch of the component search (all false between calls)
+        self._stamp_rows = np.zeros(0, dtype=np.int64)
         self._need_full = False  # new flows arrived: solve from level 0
         self._refill_from = np.inf  # flows left: refill from the lowest rate among them
-        self._incremental_runs = 0
+        # entries whose rate was added to or taken from the link loads since they were last
+        # summed afresh; at as many as the store holds they are summed again (bounds the
+        # floating-point drift of the incremental loads at O(1) per entry)
+        self._touched = 0
+        self._link_rows = np.zeros(self.num_links, dtype=np.int64)  # live rows crossing each link
+        # drained-by and rate orders of the rows (see keyindex): events cost what they change
+        self._by_done = KeyIndex()
+        self._by_rate = KeyIndex(negate=True)
         self.num_rate_updates = 0
 
     @property
@@ -84,8 +98,18 @@ class ActiveFlows:
         return self._need_full or bool(np.isfinite(self._refill_from))
 
     def next_drain(self) -> float:
-        """The earliest projected drain time (``inf`` when nothing moves)."""
-        return float(self.t_fin.min()) if self.num_alive and self.t_fin.size else np.inf
+        """The earliest projected drain time (``inf`` when nothing moves).
+
+        Found from the drain order: a row's drain time ``t_fin`` is at least its ``t_done``, so
+        the earliest ``t_fin`` is among the rows whose ``t_done`` is at most the ``t_fin`` of
+        the row with the earliest ``t_done``."""
+        if not self.num_alive:
+            return np.inf
+        _, row = self._by_done.first(self.t_done, self.alive)
+        if row < 0:
+            return np.inf
+        cand = self._by_done.at_most(float(self.t_fin[row]), self.t_done, self.alive)
+        return float(self.t_fin[cand].min())
 
     # ------------------------------------------------------------------ rows in and out
     def add(self, fids: np.ndarray, work: np.ndarray, cap: np.ndarray, start: np.ndarray, now: float,
@@ -108,6 +132,7 @@ class ActiveFlows:
         self.ptr = np.concatenate([self.ptr, self.ptr[-1] + np.cumsum(counts)])
         owner = np.repeat(np.arange(first_row, first_row + n, dtype=np.int32), counts)
         self._mark_dirty(nz_link)
+        self._link_rows += np.bincount(nz_link, minlength=self.num_links)
         self._new_rows += n
         if self.nz_link.size:
             self.nz_link = np.concatenate([self.nz_link, nz_link])
@@ -117,21 +142,24 @@ class ActiveFlows:
             self.nz_link, self.nz_w, self.owner = nz_link, nz_w, owner
         self.num_alive += n
         self._need_full = True
+        self._csc = None
 
     def drained(self, now: float) -> np.ndarray:
         """Remove the rows drained by ``now``; their flow ids."""
         if not self.num_alive:
             return np.zeros(0, dtype=np.int64)
-        done = self.t_done <= now
-        if not done.any():
+        rows = self._by_done.at_most(now, self.t_done, self.alive, drop=True)
+        if not rows.size:
             return np.zeros(0, dtype=np.int64)
-        rows = np.flatnonzero(done)
         self._refill_from = min(self._refill_from, float(self.rate[rows].min()))
         ent = gather(self.ptr, rows)
         links = self.nz_link[ent]
         self._mark_dirty(links)
-        self.link_load -= np.bincount(links, weights=self.nz_w[ent] * np.repeat(self.rate[rows], self.counts[rows]),
-                                      minlength=self.num_links)
+        used, k = np.unique(links, return_inverse=True)  # the links they crossed (a few of all)
+        self.link_load[used] -= np.bincount(k, weights=self.nz_w[ent] * np.repeat(self.rate[rows], self.counts[rows]))
+        self._touched += ent.size
+        self._link_rows[used] -= np.bincount(k)
+        self.link_load[used[self._link_rows[used] == 0]] = 0.0  # no rounding residue on a link nobody crosses
         self.alive[rows] = False
         self.rate[rows] = 0.0
         self.rem_at[rows] = 0.0
@@ -158,54 +186,90 @@ class ActiveFlows:
         self.ptr = np.zeros(rows.size + 1, dtype=np.int64)
         np.cumsum(self.counts, out=self.ptr[1:])
         self.owner = np.repeat(np.arange(rows.size, dtype=np.int32), self.counts)
+        self._csc = None
         for name in ("fid", "alive", "rem_at", "t_at", "t_fin", "t_done", "rate", "cap", "start"):
             setattr(self, name, getattr(self, name)[rows])
+        self._reindex()
+
+    def _reindex(self) -> None:
+        """Order every row afresh (rows were renumbered, or all of them refilled)."""
+        every = np.flatnonzero(self.alive)
+        self._by_done.clear()
+        self._by_done.push(every, self.t_done[every], self.t_done, self.alive)
+        self._by_rate.clear()
+        self._by_rate.push(every, self.rate[every], self.rate, self.alive)
 
     # ------------------------------------------------------------------ rates
+    def _rows_of_links(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows crossing each link (CSC: ``rows[ptr[l]:ptr[l+1]]``), built when the store
+        changed since the last call (finished rows stay in it until compaction)."""
+        if self._csc is None:  # scipy's CSR -> CSC transpose: linear time, rows ascending per link
+            m = csr_matrix((np.ones(self.nz_link.size, dtype=np.int8), self.nz_link, self.ptr),
+                           shape=(self.counts.size, self.num_links)).tocsc()
+            self._csc = (m.indptr.astype(np.int64), m.indices.astype(np.int64))
+        return self._csc
+
+    def _stamp(self) -> np.ndarray:
+        """A scratch array of at least one slot per row (for :func:`distinct`)."""
+        if self._stamp_rows.size < self.alive.size:
+            self._stamp_rows = np.zeros(self.alive.size, dtype=np.int64)
+        return self._stamp_rows
+
     def _component(self, seed_links: np.ndarray) -> np.ndarray | None:
-        """Rows of the connected component of the flow-link graph around ``seed_links`` (a mask),
-        or ``None`` when it is most of the active flows (then the next searches back off
-        exponentially: one giant component, as in a large all-to-all, stays one).
+        """Rows (ascending) of the connected component of the flow-link graph around
+        ``seed_links``, or ``None`` when it is most of the active flows (then the next searches
+        back off exponentially: one giant component, as in a large all-to-all, stays one).
 
         Max-min fair rates decompose over these components: flows that share no link,
         directly or through other flows, with a flow that started or left keep their rates.
-        Found by a breadth-first search over the CSR store, one vectorised pass per level.
+        Found by a breadth-first search over the rows of each link and the links of each row,
+        one vectorised pass per level, in time proportional to the component.
         """
-        nrows = self.alive.size
         if seed_links.size == 0 or self.num_alive < 64 or self.COMPONENT_MAX_SHARE <= 0:
             return None
         if self._comp_skip > 0:  # recent searches found one giant component: back off
             self._comp_skip -= 1
             return None
         limit = self.COMPONENT_MAX_SHARE * self.num_alive
+        link_ptr, link_rows = self._rows_of_links()
         mark = np.zeros(self.num_links, dtype=bool)
         mark[seed_links] = True
-        frontier = mark.copy()
-        in_comp = np.zeros(nrows, dtype=bool)
+        frontier = seed_links
+        found: list[np.ndarray] = []
+        if self._seen.size < self.alive.size:  # scratch: all false between searches
+            self._seen = np.zeros(self.alive.size, dtype=bool)
+        seen = self._seen
         size = 0
-        while True:
-            cand = self.owner[frontier[self.nz_link]]
-            cand = cand[self.alive[cand] & ~in_comp[cand]]
-            if cand.size == 0:
-                self._comp_fails = 0
-                return in_comp
-            fresh = np.zeros(nrows, dtype=bool)
-            fresh[cand] = True
-            in_comp |= fresh
-            new_rows = np.flatnonzero(fresh)
-            size += new_rows.size
-            if size > limit:
-                # a search costs a pass over every entry: after a failure skip 1, 3, 7, ... events
-                self._comp_fails = min(self._comp_fails + 1, 10)
-                self._comp_skip = (1 << self._comp_fails) - 1
-                return None
-            frontier = np.zeros(self.num_links, dtype=bool)
-            frontier[self.nz_link[gather(self.ptr, new_rows)]] = True
-            frontier &= ~mark
-            if not frontier.any():
-                self._comp_fails = 0
-                return in_comp
-            mark |= frontier
+        try:
+            while frontier.size:
+                cand = link_rows[gather(link_ptr, frontier)]
+                cand = cand[self.alive[cand] & ~seen[cand]]
+                seen[cand] = True
+                if cand.size > self.alive.size >> 3:  # a large level: a pass over every row is cheaper
+                    fresh_rows = np.zeros(self.alive.size, dtype=bool)
+                    fresh_rows[cand] = True
+                    cand = np.flatnonzero(fresh_rows)
+                else:
+                    cand = distinct(cand, self._stamp())
+                if cand.size == 0:
+                    break
+                found.append(cand)
+                size += cand.size
+                if size > limit:
+                    # a failed search costs what it visited: after a failure skip 1, 3, 7, ... events
+                    self._comp_fails = min(self._comp_fails + 1, 10)
+                    self._comp_skip = (1 << self._comp_fails) - 1
+                    return None
+                fresh = np.zeros(self.num_links, dtype=bool)
+                fresh[self.nz_link[gather(self.ptr, cand)]] = True
+                fresh &= ~mark
+                mark |= fresh
+                frontier = np.flatnonzero(fresh)
+        finally:
+            for rows in found:
+                seen[rows] = False
+        self._comp_fails = 0
+        return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
     def recompute(self, now: float) -> None:
         """New rates after flows started or left (see the module doc for what is refilled)."""
@@ -227,24 +291,28 @@ class ActiveFlows:
         # a component holds every flow that just started: skip the search when that is most
         comp = None if new_rows > self.COMPONENT_MAX_SHARE * self.num_alive else self._component(dirty)
         if full and comp is None:
-            self._incremental_runs = 0
+            self._touched = 0
             rows = np.flatnonzero(self.alive)
             # after compaction the rows are usually all alive: use the store without a copy
             ent = slice(None) if rows.size == self.counts.size else gather(self.ptr, rows)
             base = self.capacity_Bps
             fixed = np.zeros(nl)
         else:
-            self._incremental_runs += 1
-            if self._incremental_runs % self.RESUM_LOADS_EVERY == 0:
+            if self._touched >= self.nz_link.size:
                 every = np.repeat(self.rate, self.counts)  # dead rows have rate 0
                 self.link_load = np.bincount(self.nz_link, weights=self.nz_w * every, minlength=nl).astype(np.float64)
-            sel = self.alive & (self.rate >= level0 * (1 - 1e-9))
-            if comp is not None:
-                sel &= comp
-            rows = np.flatnonzero(sel)
+                self._touched = 0
+            if full:  # a component around new flows: all of its rows, from level 0
+                assert comp is not None
+                rows = comp
+            else:  # flows left: the rows at or above the lowest leaving rate (of the component)
+                rows = self._by_rate.at_most(-(level0 * (1 - 1e-9)), self.rate, self.alive)
+                if comp is not None:
+                    rows = np.intersect1d(rows, comp, assume_unique=True)
             if rows.size == 0:
                 return  # every leaver was faster than everyone left: nobody's rate changes
             ent = gather(self.ptr, rows)
+            self._touched += ent.size
             sub_load = np.bincount(self.nz_link[ent], weights=self.nz_w[ent] *
                                    np.repeat(self.rate[rows], self.counts[rows]), minlength=nl)
             fixed = np.maximum(self.link_load - sub_load, 0.0)
@@ -256,6 +324,11 @@ class ActiveFlows:
         else:
             counts, lk, w = self.counts[rows], self.nz_link[ent], self.nz_w[ent]
         self._refill_rows(rows, counts, lk, w, base, level0, now)
+        if rows.size == self.num_alive:
+            self._reindex()
+        else:
+            self._by_done.push(rows, self.t_done[rows], self.t_done, self.alive)
+            self._by_rate.push(rows, self.rate[rows], self.rate, self.alive)
         self.link_load = fixed + np.bincount(lk, weights=w * np.repeat(self.rate[rows], counts), minlength=nl)
         np.maximum(self.link_peak, self.link_load / self.capacity_Bps, out=self.link_peak)
 

@@ -238,36 +238,39 @@ class Network:
 
     def _route_batch(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Route the flows ``ids`` (sorted; pinned ones take their pinned links), recording their
-        latency and hops; the (flow id, link, weight) entries, grouped by flow in id order."""
+        latency and hops; the (position in ``ids``, link, weight) entries, grouped by flow in
+        ``ids`` order."""
         store = self.flows
         pinned_mask = np.array([fid in self._pinned for fid in ids.tolist()], dtype=bool) if self._pinned \
             else np.zeros(ids.size, dtype=bool)
-        routed = ids[~pinned_mask]
+        pos = np.flatnonzero(~pinned_mask)
+        routed = ids[pos]
         r_src, r_dst = store.src.data[routed], store.dst.data[routed]
-        parts_f, parts_l, parts_w = [], [], []
+        parts_p, parts_l, parts_w = [], [], []
         for a in range(0, max(routed.size, 1), ROUTE_CHUNK):  # bounds routing's temporaries
             b = min(a + ROUTE_CHUNK, routed.size)
             r = self.router.route(r_src[a:b], r_dst[a:b], routed[a:b])
-            parts_f.append(routed[a:b][r.flow])
+            parts_p.append(pos[a:b][r.flow])
             parts_l.append(r.link)
             parts_w.append(r.weight)
             store.latency.data[routed[a:b]] = r.latency_s
             store.hops.data[routed[a:b]] = r.hops
-        for fid in ids[pinned_mask].tolist():
+        for p in np.flatnonzero(pinned_mask).tolist():
+            fid = int(ids[p])
             lk, wt, lat = self._pinned.pop(fid)
-            parts_f.append(np.full(lk.size, fid, dtype=np.int64))
+            parts_p.append(np.full(lk.size, p, dtype=np.int64))
             parts_l.append(lk)
             parts_w.append(wt)
             if lat is None:
                 store.latency.data[fid] = float(self.links.latency_s[lk].sum())
                 store.hops.data[fid] = float(lk.size)
-        nz_flow = parts_f[0] if len(parts_f) == 1 else np.concatenate(parts_f)
+        nz_pos = parts_p[0] if len(parts_p) == 1 else np.concatenate(parts_p)
         nz_link = parts_l[0] if len(parts_l) == 1 else np.concatenate(parts_l)
         nz_w = parts_w[0] if len(parts_w) == 1 else np.concatenate(parts_w)
         if pinned_mask.any():  # routed entries come grouped by flow; pinned ones were appended
-            order = np.argsort(nz_flow, kind="stable")
-            nz_flow, nz_link, nz_w = nz_flow[order], nz_link[order], nz_w[order]
-        return nz_flow, nz_link, nz_w
+            order = np.argsort(nz_pos, kind="stable")
+            nz_pos, nz_link, nz_w = nz_pos[order], nz_link[order], nz_w[order]
+        return nz_pos, nz_link, nz_w
 
     def _start_arrivals(self, now: float) -> None:
         due = sorted(t for t in self._arrivals if t <= now + 1e-18)
@@ -275,24 +278,22 @@ class Network:
             return
         ids = np.concatenate([a for t in due for a in self._arrivals.pop(t)])
         ids.sort()
-        nz_flow, nz_link, nz_w = self._route_batch(ids)
+        nz_pos, nz_link, nz_w = self._route_batch(ids)
         store = self.flows
         work = store.work.data[ids]
-        has_links = np.zeros(ids.size, dtype=bool)  # ids are sorted; nz_flow holds some of them
-        has_links[np.searchsorted(ids, nz_flow)] = True
-        trivial = (work <= 0) | ~has_links
+        counts = np.bincount(nz_pos, minlength=ids.size)
+        trivial = (work <= 0) | (counts == 0)
         if trivial.any():
             self._deliver(ids[trivial], now)
+            keep = ~trivial[nz_pos]
+            nz_link, nz_w = nz_link[keep], nz_w[keep]
+        del nz_pos
         act = ids[~trivial]
         if not act.size:
             return
         store.state.data[act] = ACTIVE
-        if trivial.any():
-            keep = ~np.isin(nz_flow, ids[trivial])
-            nz_flow, nz_link, nz_w = nz_flow[keep], nz_link[keep], nz_w[keep]
-        counts = np.bincount(np.searchsorted(act, nz_flow), minlength=act.size)
-        del nz_flow
-        self.active.add(act, work[~trivial], store.cap.data[act], store.start.data[act], now, counts, nz_link, nz_w)
+        self.active.add(act, work[~trivial], store.cap.data[act], store.start.data[act], now, counts[~trivial],
+                        nz_link, nz_w)
 
     def run(self, until: float | None = None) -> None:
         """Run the simulation (until no event is left, or until simulated time ``until``)."""

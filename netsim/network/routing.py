@@ -70,6 +70,17 @@ def _groups(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(sk[a]), order[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
+def _distinct(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for small non-negative ints (< ``bound``),
+    in O(len + bound) without a sort."""
+    present = np.zeros(bound, dtype=bool)
+    present[values] = True
+    u = np.flatnonzero(present)
+    remap = np.empty(bound, dtype=np.int64)
+    remap[u] = np.arange(u.size)
+    return u, remap[values]
+
+
 def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, vectorised over uint64 (wraps modulo 2**64)."""
     with np.errstate(over="ignore"):
@@ -418,17 +429,50 @@ class Router:
         return self._acc[dev]
 
     # ------------------------------------------------------------------ fabric walk
+    def _next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, ext: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Next hops from fabric node ``c`` towards each of the targets ``tgt`` (device ids; their
+        fabric entry positions ``tpos`` [targets, m] and the extra hop ``ext`` into a gateway).
+
+        Returns the out-links and neighbours of ``c``, per target the number of neighbours on a
+        shortest path and a table [targets, most] of their indices (in neighbour order, -1 pad),
+        and the distance left per target (``_UNREACH`` when there is no route).  Computed per
+        distinct target, not per flow: a flow then picks its next hop in O(1), whatever the
+        switch's degree (a spine's grows with the cluster).
+        """
+        lo, hi = self._adj_ptr[c], self._adj_ptr[c + 1]
+        nb = self._adj_nbr[lo:hi]
+        nb_fab = self.fab_pos[nb]
+        dm = np.full((nb.size, tgt.size), _UNREACH, dtype=np.int32)  # [degree, targets]
+        fab_n = nb_fab >= 0
+        if fab_n.any():
+            sub = self.fab_dist[nb_fab[fab_n]]  # [k, S]
+            valid_t = tpos >= 0
+            d3 = sub[:, np.where(valid_t, tpos, 0)]  # [k, targets, m]
+            d3 = np.where(valid_t[None, :, :], d3, _UNREACH)
+            dm[fab_n] = d3.min(axis=2) + ext[None, :]
+        dm[nb[:, None] == tgt[None, :]] = 0
+        best = dm.min(axis=0)
+        valid = dm == best[None, :]
+        cnt = valid.sum(axis=0)
+        most = int(cnt.max()) if cnt.size else 0
+        table = np.argsort(~valid, axis=0, kind="stable")[:most].T  # valid neighbours first, in order
+        table = np.where(np.arange(most)[None, :] < cnt[:, None], table, -1)
+        return np.arange(lo, hi), cnt, table, best
+
     def _fabric_walk(self, fidx: np.ndarray, start: np.ndarray, target: np.ndarray, h: np.ndarray,
                      out: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """Walk from ``start`` to ``target`` (gateways or fabric nodes) over fabric switches."""
         if fidx.size == 0:
             return
-        t_fab = self.is_fabric[target]
-        tsw = np.where(t_fab[:, None], -1, self.gw_in[target])
-        tsw[t_fab, 0] = self.fab_pos[target[t_fab]]
+        # per distinct target: the fabric nodes it is entered from, and the hop into a gateway
+        ut, tinv = np.unique(target, return_inverse=True)
+        t_fab = self.is_fabric[ut]
+        tsw = np.where(t_fab[:, None], -1, self.gw_in[ut])
+        tsw[t_fab, 0] = self.fab_pos[ut[t_fab]]
         extra = np.where(t_fab, 0, 1).astype(np.int32)
-        if (tsw[:, 0] < 0).any():
-            bad = int(np.flatnonzero(tsw[:, 0] < 0)[0])
+        if (tsw[tinv, 0] < 0).any():
+            bad = int(np.flatnonzero(tsw[tinv, 0] < 0)[0])
             raise RoutingError(f"device {self.links.names[target[bad]]} is not connected to any fabric")
         # rows: one per (flow, current node) with a weight (ECMP: one row per flow)
         r_flow: np.ndarray = np.arange(fidx.size)
@@ -451,35 +495,23 @@ class Router:
             nxt_w: list[np.ndarray] = []
             for c, rows in _groups(r_node):
                 fl = r_flow[rows]
-                lo, hi = self._adj_ptr[c], self._adj_ptr[c + 1]
-                nb = self._adj_nbr[lo:hi]
-                lk = self._adj_link[lo:hi]
-                nb_fab = self.fab_pos[nb]
-                # distance of each neighbour to each row's target: [deg, rows]
-                tpos = tsw[fl]  # [rows, m]
-                dm = np.full((nb.size, rows.size), _UNREACH, dtype=np.int32)
-                fab_n = nb_fab >= 0
-                if fab_n.any():
-                    sub = self.fab_dist[nb_fab[fab_n]]  # [k, S]
-                    valid_t = tpos >= 0
-                    d3 = sub[:, np.where(valid_t, tpos, 0)]  # [k, rows, m]
-                    d3 = np.where(valid_t[None, :, :], d3, _UNREACH)
-                    dm[fab_n] = d3.min(axis=2) + extra[fl][None, :]
-                is_t = nb[:, None] == target[fl][None, :]
-                dm[is_t] = 0
-                best = dm.min(axis=0)
+                u, inv = _distinct(tinv[fl], ut.size)
+                adj, cnt_u, table, best = self._next_hops(c, ut[u], tsw[u], extra[u])
                 if (best >= _UNREACH).any():
-                    bad = int(fl[best >= _UNREACH][0])
+                    bad = int(fl[best[inv] >= _UNREACH][0])
                     raise RoutingError(
                         f"no route from {names[start[bad]]} to {names[target[bad]]} through the fabric")
-                valid = dm == best[None, :]
-                cnt = valid.sum(axis=0)
+                cnt = cnt_u[inv]
                 if self.policy == "spray":
-                    ii, jj = np.nonzero(valid)
+                    jj = np.repeat(np.arange(rows.size), cnt)
+                    pos = np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+                    ii = table[inv[jj], pos]
+                    o = np.lexsort((jj, ii))  # neighbour-major, as the weights are summed below
+                    ii, jj = ii[o], jj[o]
                     w = r_w[rows][jj] / cnt[jj]
-                    out.append((fidx[fl[jj]], lk[ii], w))
+                    out.append((fidx[fl[jj]], self._adj_link[adj[ii]], w))
                     nxt_flow.append(fl[jj])
-                    nxt_node.append(nb[ii])
+                    nxt_node.append(self._adj_nbr[adj[ii]])
                     nxt_w.append(w)
                 else:
                     if self.policy == "shortest":
@@ -488,10 +520,10 @@ class Router:
                         with np.errstate(over="ignore"):
                             hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
                         k = (hk % cnt.astype(np.uint64)).astype(np.int64)
-                    pick = np.argmax(np.cumsum(valid, axis=0) > k[None, :], axis=0)
-                    out.append((fidx[fl], lk[pick], r_w[rows]))
+                    pick = adj[table[inv, k]]
+                    out.append((fidx[fl], self._adj_link[pick], r_w[rows]))
                     nxt_flow.append(fl)
-                    nxt_node.append(nb[pick])
+                    nxt_node.append(self._adj_nbr[pick])
                     nxt_w.append(r_w[rows])
             r_flow = np.concatenate(nxt_flow)
             r_node = np.concatenate(nxt_node)

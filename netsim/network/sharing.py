@@ -65,7 +65,7 @@ def gather(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + offs
 
 
-def _distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
+def distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
     """Distinct values of ``values`` (small ints) in O(len) with a scratch array, no sort."""
     pos = np.arange(values.size, dtype=np.int64)
     stamp[values] = pos
@@ -148,14 +148,14 @@ def refill(
             j_end = int(np.searchsorted(cap_sorted, level * (1 + _REL_TOL), side="right"))
             cand = cap_order[cap_i:j_end]
             newly_parts.append(cand[~frozen[cand]])
-        newly = _distinct(np.concatenate(newly_parts), stamp) if newly_parts else np.zeros(0, dtype=np.int64)
+        newly = distinct(np.concatenate(newly_parts), stamp) if newly_parts else np.zeros(0, dtype=np.int64)
         if newly.size == 0:
             # numerical corner: nothing froze; freeze the flows of the tightest link
             assert share is not None
             sat = idx[[int(np.argmin(share))]]
             rem[sat] = 0.0
             cand = csc_flow[gather(csc_ptr, sat)]
-            newly = _distinct(cand[~frozen[cand]], stamp)
+            newly = distinct(cand[~frozen[cand]], stamp)
         rate[newly] = np.minimum(level, flow_cap_Bps[newly])
         frozen[newly] = True
         live -= int(newly.size)

@@ -45,15 +45,13 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import shortest_path
 
 from netsim.errors import RoutingError, SpecError
+from netsim.network.fabric import FORWARDING_KINDS, FabricPaths
 from netsim.network.links import LinkTable
 
 ROUTING_POLICIES = ("shortest", "ecmp", "ecmp-pair", "spray", "pxn")
 
-_UNREACH = np.int32(1 << 20)
 _MAX_INTRA_PATHS = 64
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -154,20 +152,11 @@ class Router:
         self._adj_ptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(links.src, minlength=n), out=self._adj_ptr[1:])
 
-        # All-pairs hop distances between fabric nodes (fabric-induced subgraph).
-        self.fab_ids = np.flatnonzero(fabric)
-        self.fab_pos = np.full(n, -1, dtype=np.int64)
-        self.fab_pos[self.fab_ids] = np.arange(self.fab_ids.size)
-        s = self.fab_ids.size
-        if s:
-            mask = fabric[links.src] & fabric[links.dst]
-            a = csr_matrix((np.ones(int(mask.sum())), (self.fab_pos[links.src[mask]], self.fab_pos[links.dst[mask]])),
-                           shape=(s, s))
-            d = shortest_path(a, method="D", directed=True, unweighted=True)
-            d[~np.isfinite(d)] = _UNREACH
-            self.fab_dist = d.astype(np.int32)
-        else:
-            self.fab_dist = np.zeros((0, 0), dtype=np.int32)
+        # Least-cost distances between fabric nodes; only switches and NICs relay.
+        forwards = np.array([k in FORWARDING_KINDS for k in self.kind], dtype=bool)
+        self.fabric = FabricPaths(links, fabric, forwards, self._adj_ptr, self._adj_nbr, self._adj_link)
+        self.fab_ids, self.fab_pos, self.fab_dist = self.fabric.ids, self.fabric.pos, self.fabric.start_dist
+        self._graph = graph
 
         # Gateways: server devices with a link into the fabric.  Per gateway: the fabric nodes
         # it is reached from (for distance-to-target) and the network it serves.
@@ -176,6 +165,11 @@ class Router:
         self.is_gateway = np.zeros(n, dtype=bool)
         self.is_gateway[links.src[up_mask]] = True
         self.gw_in = self._padded(n, links.dst[down_mask], self.fab_pos[links.src[down_mask]])
+        # the cost of the last link into each gateway from each of its fabric nodes (as gw_in)
+        self.gw_in_cost = np.zeros(self.gw_in.shape)
+        for k in np.flatnonzero(down_mask).tolist():
+            g, f = int(links.dst[k]), int(self.fab_pos[links.src[k]])
+            self.gw_in_cost[g, int(np.flatnonzero(self.gw_in[g] == f)[0])] = links.cost[k]
         self.gw_out = self._padded(n, links.src[up_mask], self.fab_pos[links.dst[up_mask]])
         net_names = links.network_names
         gw_net = np.full(n, -1, dtype=np.int64)
@@ -230,9 +224,9 @@ class Router:
             for j in range(eb.shape[1]):
                 va, vb = ea[:, i], eb[:, j]
                 m = (va >= 0) & (vb >= 0)
-                d = np.full(a.size, _UNREACH, dtype=np.int64)
+                d = np.full(a.size, np.inf)
                 d[m] = self.fab_dist[va[m], vb[m]]
-                ok |= d < _UNREACH
+                ok |= np.isfinite(d)
         return ok
 
     # ------------------------------------------------------------------ intra-server paths
@@ -429,37 +423,6 @@ class Router:
         return self._acc[dev]
 
     # ------------------------------------------------------------------ fabric walk
-    def _next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, ext: np.ndarray,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Next hops from fabric node ``c`` towards each of the targets ``tgt`` (device ids; their
-        fabric entry positions ``tpos`` [targets, m] and the extra hop ``ext`` into a gateway).
-
-        Returns the out-links and neighbours of ``c``, per target the number of neighbours on a
-        shortest path and a table [targets, most] of their indices (in neighbour order, -1 pad),
-        and the distance left per target (``_UNREACH`` when there is no route).  Computed per
-        distinct target, not per flow: a flow then picks its next hop in O(1), whatever the
-        switch's degree (a spine's grows with the cluster).
-        """
-        lo, hi = self._adj_ptr[c], self._adj_ptr[c + 1]
-        nb = self._adj_nbr[lo:hi]
-        nb_fab = self.fab_pos[nb]
-        dm = np.full((nb.size, tgt.size), _UNREACH, dtype=np.int32)  # [degree, targets]
-        fab_n = nb_fab >= 0
-        if fab_n.any():
-            sub = self.fab_dist[nb_fab[fab_n]]  # [k, S]
-            valid_t = tpos >= 0
-            d3 = sub[:, np.where(valid_t, tpos, 0)]  # [k, targets, m]
-            d3 = np.where(valid_t[None, :, :], d3, _UNREACH)
-            dm[fab_n] = d3.min(axis=2) + ext[None, :]
-        dm[nb[:, None] == tgt[None, :]] = 0
-        best = dm.min(axis=0)
-        valid = dm == best[None, :]
-        cnt = valid.sum(axis=0)
-        most = int(cnt.max()) if cnt.size else 0
-        table = np.argsort(~valid, axis=0, kind="stable")[:most].T  # valid neighbours first, in order
-        table = np.where(np.arange(most)[None, :] < cnt[:, None], table, -1)
-        return np.arange(lo, hi), cnt, table, best
-
     def _fabric_walk(self, fidx: np.ndarray, start: np.ndarray, target: np.ndarray, h: np.ndarray,
                      out: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """Walk from ``start`` to ``target`` (gateways or fabric nodes) over fabric switches."""
@@ -470,7 +433,7 @@ class Router:
         t_fab = self.is_fabric[ut]
         tsw = np.where(t_fab[:, None], -1, self.gw_in[ut])
         tsw[t_fab, 0] = self.fab_pos[ut[t_fab]]
-        extra = np.where(t_fab, 0, 1).astype(np.int32)
+        tcost = np.where(t_fab[:, None], 0.0, self.gw_in_cost[ut])
         if (tsw[tinv, 0] < 0).any():
             bad = int(np.flatnonzero(tsw[tinv, 0] < 0)[0])
             raise RoutingError(f"device {self.links.names[target[bad]]} is not connected to any fabric")
@@ -496,11 +459,12 @@ class Router:
             for c, rows in _groups(r_node):
                 fl = r_flow[rows]
                 u, inv = _distinct(tinv[fl], ut.size)
-                adj, cnt_u, table, best = self._next_hops(c, ut[u], tsw[u], extra[u])
-                if (best >= _UNREACH).any():
-                    bad = int(fl[best[inv] >= _UNREACH][0])
-                    raise RoutingError(
-                        f"no route from {names[start[bad]]} to {names[target[bad]]} through the fabric")
+                adj, cnt_u, table, best = self.fabric.next_hops(c, ut[u], tsw[u], tcost[u])
+                if not np.isfinite(best).all():
+                    bad = int(fl[~np.isfinite(best[inv])][0])
+                    a, z = names[start[bad]], names[target[bad]]
+                    raise RoutingError(f"no route from {a} to {z} through the fabric"
+                                       + self.fabric.relay_hint(self._graph, a, z))
                 cnt = cnt_u[inv]
                 if self.policy == "spray":
                     jj = np.repeat(np.arange(rows.size), cnt)

@@ -77,6 +77,8 @@ class ActiveFlows:
         self._new_rows = 0
         self._comp_fails = 0  # consecutive component searches that found most of the flows
         self._comp_skip = 0  # events to skip the search for
+        self._fail_alive = 0  # moving rows at the last failed search, and whether rows came since
+        self._added_since_fail = False
         self._csc: tuple[np.ndarray, np.ndarray] | None = None  # rows of every link, see _rows_of_links
         self._seen = np.zeros(0, dtype=bool)  # scratch of the component search (all false between calls)
         self._stamp_rows = np.zeros(0, dtype=np.int64)
@@ -143,6 +145,7 @@ class ActiveFlows:
         self.num_alive += n
         self._need_full = True
         self._csc = None
+        self._added_since_fail = True
 
     def drained(self, now: float) -> np.ndarray:
         """Remove the rows drained by ``now``; their flow ids."""
@@ -218,7 +221,8 @@ class ActiveFlows:
     def _component(self, seed_links: np.ndarray) -> np.ndarray | None:
         """Rows (ascending) of the connected component of the flow-link graph around
         ``seed_links``, or ``None`` when it is most of the active flows (then the next searches
-        back off exponentially: one giant component, as in a large all-to-all, stays one).
+        back off exponentially, and wait until flows arrive or half of the moving flows have
+        left: one giant component, as in a large all-to-all, stays one).
 
         Max-min fair rates decompose over these components: flows that share no link,
         directly or through other flows, with a flow that started or left keep their rates.
@@ -230,7 +234,10 @@ class ActiveFlows:
         if self._comp_skip > 0:  # recent searches found one giant component: back off
             self._comp_skip -= 1
             return None
+        if self._comp_fails and not self._added_since_fail and 2 * self.num_alive > self._fail_alive:
+            return None  # no flow arrived and most of the giant component is still there
         limit = self.COMPONENT_MAX_SHARE * self.num_alive
+        self.compact()  # finished rows would be visited too: drop them once they are half
         link_ptr, link_rows = self._rows_of_links()
         mark = np.zeros(self.num_links, dtype=bool)
         mark[seed_links] = True
@@ -257,8 +264,9 @@ class ActiveFlows:
                 size += cand.size
                 if size > limit:
                     # a failed search costs what it visited: after a failure skip 1, 3, 7, ... events
-                    self._comp_fails = min(self._comp_fails + 1, 10)
+                    self._comp_fails = min(self._comp_fails + 1, 30)
                     self._comp_skip = (1 << self._comp_fails) - 1
+                    self._fail_alive, self._added_since_fail = self.num_alive, False
                     return None
                 fresh = np.zeros(self.num_links, dtype=bool)
                 fresh[self.nz_link[gather(self.ptr, cand)]] = True

@@ -7,8 +7,10 @@ A path is found in up to three legs, which is how traffic really moves in a clus
    a host NIC for front-end traffic);
 2. **across the fabric** (leaf/spine/core switches, storage) from that gateway to the gateway
    of the destination server, hop by hop: at each switch the candidates are the next hops on a
-   shortest path, and the strategy picks one (ECMP hash) or splits the flow over all of them
-   (adaptive routing / packet spraying, as InfiniBand does);
+   least-cost path (link cost: inverse bandwidth unless the graph says otherwise; only
+   switches and NICs relay, see :mod:`netsim.network.fabric`), and the strategy picks one
+   (ECMP hash) or splits the flow over all of them (adaptive routing / packet spraying, as
+   InfiniBand does);
 3. **inside the destination server** from its gateway to the destination device.
 
 Two devices in the same server use the server's own links only.  Devices that belong to no
@@ -21,7 +23,7 @@ routing a million flows costs a few numpy passes per hop rather than a million g
 
 Strategies (the names used in specs, :data:`ROUTING_POLICIES`):
 
-``shortest``  deterministic: always the first shortest path (by device id).
+``shortest``  deterministic: always the first least-cost path (by device id).
 ``ecmp``      per-flow hash of (flow id, source, destination, seed, hop) over equal-cost next
               hops, as RoCE/Ethernet ECMP does; collisions happen, as on real fabrics.
 ``ecmp-pair`` as ``ecmp`` but hashed on (source, destination, seed, hop) only: every flow

@@ -192,7 +192,10 @@ class ActiveFlows:
         self._csc = None
         for name in ("fid", "alive", "rem_at", "t_at", "t_fin", "t_done", "rate", "cap", "start"):
             setattr(self, name, getattr(self, name)[rows])
-        self._reindex()
+        new_of_old = np.full(dead + rows.size, -1, dtype=np.int64)
+        new_of_old[rows] = np.arange(rows.size)
+        self._by_done.renumber(new_of_old)
+        self._by_rate.renumber(new_of_old)
 
     def _reindex(self) -> None:
         """Order every row afresh (rows were renumbered, or all of them refilled)."""

@@ -52,6 +52,8 @@ class FabricPaths:
                  adj_nbr: np.ndarray, adj_link: np.ndarray) -> None:
         self.links = links
         self.adj_ptr, self.adj_nbr, self.adj_link = adj_ptr, adj_nbr, adj_link
+        # next hops computed so far, per node: (targets ascending, counts, table, least costs)
+        self._hops: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self.ids = np.flatnonzero(is_fabric)
         self.pos = np.full(links.num_devices, -1, dtype=np.int64)
         self.pos[self.ids] = np.arange(self.ids.size)
@@ -80,6 +82,33 @@ class FabricPaths:
 
     def next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_next_hops`, remembered per node and target (``tgt`` ascending): routing in
+        chunks meets the same switches and targets again in every chunk."""
+        known = self._hops.get(c)
+        if known is not None:
+            kt, kcnt, ktab, kbest = known
+            pos = np.minimum(np.searchsorted(kt, tgt), kt.size - 1)
+            hit = kt[pos] == tgt
+            if hit.all():
+                return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
+            miss = ~hit
+            _, cnt, tab, best = self._next_hops(c, tgt[miss], tpos[miss], tcost[miss])
+            width = max(ktab.shape[1], tab.shape[1])
+            kt = np.concatenate([kt, tgt[miss]])
+            order = np.argsort(kt, kind="stable")
+            pad = [np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=-1) for t in (ktab, tab)]
+            known = (kt[order], np.concatenate([kcnt, cnt])[order], np.concatenate(pad)[order],
+                     np.concatenate([kbest, best])[order])
+        else:
+            _, cnt, tab, best = self._next_hops(c, tgt, tpos, tcost)
+            known = (tgt.copy(), cnt, tab, best)
+        self._hops[c] = known
+        kt, kcnt, ktab, kbest = known
+        pos = np.searchsorted(kt, tgt)
+        return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
+
+    def _next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Next hops from device ``c`` towards each of the targets ``tgt`` (device ids), entered
         from fabric positions ``tpos`` [targets, m] (-1 pad) over a last link of cost ``tcost``
         (0 when the target is the fabric node itself).

@@ -57,6 +57,15 @@ class KeyIndex:
         self._rows.append(r)
         self._start.append(0)
 
+    def renumber(self, new_of_old: np.ndarray) -> None:
+        """Rows were renumbered (``new_of_old[row]``, -1 for a row that is gone): keep every run's
+        order, drop the entries of rows that are gone.  Linear: no sort."""
+        for i, (keys, rows) in enumerate(zip(self._keys, self._rows, strict=True)):
+            s = self._start[i]
+            new = new_of_old[rows[s:]]
+            keep = new >= 0
+            self._keys[i], self._rows[i], self._start[i] = keys[s:][keep], new[keep], 0
+
     def at_most(self, x: float, current: np.ndarray, alive: np.ndarray, drop: bool = False) -> np.ndarray:
         """The live rows whose key is <= ``x``, ascending, each once.  ``drop``: the caller
         retires them all now (they leave), so their entries are dropped too."""

@@ -20,8 +20,17 @@ def test_queries_match_a_full_pass(seed: int, negate: bool) -> None:
     index.push(np.arange(n), value, value, alive)
     sign = -1.0 if negate else 1.0
     for _ in range(30):
-        op = rng.integers(0, 3)
-        if op == 0:  # some rows change their value (a refill)
+        op = rng.integers(0, 4)
+        if op == 3:  # the rows that left are dropped and the others renumbered (compaction)
+            keep = np.flatnonzero(alive)
+            new_of_old = np.full(value.size, -1, dtype=np.int64)
+            new_of_old[keep] = np.arange(keep.size)
+            index.renumber(new_of_old)
+            value, alive = value[keep], alive[keep]
+            n = value.size
+            if not n:
+                break
+        elif op == 0:  # some rows change their value (a refill)
             rows = np.unique(rng.integers(0, n, 15))
             rows = rows[alive[rows]]
             value[rows] = rng.integers(0, 20, rows.size)

@@ -212,7 +212,7 @@ class ActiveFlows:
         if self._csc is None:  # scipy's CSR -> CSC transpose: linear time, rows ascending per link
             m = csr_matrix((np.ones(self.nz_link.size, dtype=np.int8), self.nz_link, self.ptr),
                            shape=(self.counts.size, self.num_links)).tocsc()
-            self._csc = (m.indptr.astype(np.int64), m.indices.astype(np.int64))
+            self._csc = (m.indptr.astype(np.int64), m.indices)  # row ids as scipy gives them (int32)
         return self._csc
 
     def _stamp(self) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Each size runs in a fresh subprocess so that its peak memory is its own.  Reports wall time
 (topology build, routing + simulation), peak resident memory, flows, engine events, and the
-simulated completion time against the analytic lower bound: every GPU must push
+simulated completion time against the analytic lower bound, and how the cost grows: the CPU
+time of build and simulation (the fair measure on a machine shared with other work) and, between
+consecutive sizes, the exponent of CPU time against flows (1: linear).  The lower bound: every GPU must push
 (GPUs - GPUs_per_node) x SIZE bytes through its server's NICs, so the most loaded NIC needs at
 least that many bytes / its bandwidth (intra-node NVLink needs (GPUs_per_node - 1) x SIZE /
 NVLink bandwidth; the bound is the larger).
@@ -20,7 +22,9 @@ the machine; compare rows of one run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import resource
 import sys
 import time
@@ -35,6 +39,7 @@ def one(nodes: int, size: float, routing: str, preset: str, model: str) -> dict[
     from netsim.topology import load_topology
 
     t0 = time.perf_counter()
+    c0 = time.process_time()
     graph = load_topology(preset, nodes=nodes)
     t1 = time.perf_counter()
     net = Network(graph, routing=routing)
@@ -55,6 +60,7 @@ def one(nodes: int, size: float, routing: str, preset: str, model: str) -> dict[
     del src, dst
     net.run()
     t2 = time.perf_counter()
+    cpu_s = time.process_time() - c0
     nic_bw = min(d["capacity_Bps"] for u, v, d in graph.edges(data=True) if d.get("tier") == "nic-leaf")
     nvl = [d["capacity_Bps"] for u, v, d in graph.edges(data=True) if d.get("link_class") in ("nvlink", "hccs")]
     bound = (gpus.size - gpn) * size / nic_bw
@@ -64,6 +70,7 @@ def one(nodes: int, size: float, routing: str, preset: str, model: str) -> dict[
     return {
         "nodes": nodes, "gpus": int(gpus.size), "flows": int(n * (n - 1)), "events": net.num_events,
         "build_s": round(t1 - t0, 3), "simulate_s": round(t2 - t1, 3), "wall_s": round(t2 - t0, 3),
+        "cpu_s": round(cpu_s, 3),
         "peak_GiB": round(peak_kib / 2**20, 3), "completion_s": net.makespan_s, "lower_bound_s": bound,
         "ratio_to_bound": net.makespan_s / bound,
     }
@@ -89,20 +96,25 @@ def main() -> None:
         return
     rows = []
     print(f"# all-to-all {args.size} per pair on {args.preset}, routing {args.routing}, model {args.model}")
-    print("| nodes | GPUs | flows | events | build s | simulate s | wall s | peak GiB | completion s | "
+    print("| nodes | GPUs | flows | events | build s | simulate s | wall s | CPU s | peak GiB | completion s | "
           "lower bound s | ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.nodes:
         cmd = [sys.executable, __file__, "--child", str(n), "--size", args.size, "--routing", args.routing,
                "--preset", args.preset, "--model", args.model]
         r = run_child(cmd, args.timeout)
         if isinstance(r, str):
-            print(f"| {n} | {n * 8} | - | - | - | - | - | - | - | - | {r} |")
+            print(f"| {n} | {n * 8} | - | - | - | - | - | - | - | - | - | {r} |")
             continue
         rows.append(r)
         print(f"| {r['nodes']} | {r['gpus']} | {r['flows']:,} | {r['events']:,} | {r['build_s']:.2f} | "
-              f"{r['simulate_s']:.2f} | {r['wall_s']:.2f} | {r['peak_GiB']:.2f} | {r['completion_s']:.4f} | "
+              f"{r['simulate_s']:.2f} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_GiB']:.2f} | "
+              f"{r['completion_s']:.4f} | "
               f"{r['lower_bound_s']:.4f} | {r['ratio_to_bound']:.3f} |", flush=True)
+    growth = [f"{b['flows']:,}: {math.log(b['cpu_s'] / a['cpu_s']) / math.log(b['flows'] / a['flows']):.2f}"
+              for a, b in itertools.pairwise(rows) if b["flows"] > a["flows"]]
+    if growth:
+        print("\nexponent of CPU time against flows, up to " + ", ".join(growth))
     write_csv(rows, args.out)
 
 

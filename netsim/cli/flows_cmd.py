@@ -22,7 +22,8 @@ from netsim.cli.common import (
 def register(app: typer.Typer) -> None:
     @app.command("flows")
     def flows_cmd(
-        flows_csv: Path = typer.Argument(..., help="CSV with columns src,dst,bytes,start_s[,path]."),
+        flows_csv: Path = typer.Argument(
+            ..., help="CSV with columns src,dst,bytes,start_s[,path,traffic_class,label] (README: Flows)."),
         topology: str = topology_option(),
         nodes: int | None = nodes_option(),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (flows.csv, links.csv, ...)."),

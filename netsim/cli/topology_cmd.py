@@ -45,14 +45,17 @@ def render_summary(s: TopologySummary, console: Console) -> None:
     """Print a topology summary as rich tables."""
     acc = s.accelerator
     console.print(
-        f"[bold]{s.name}[/bold]: {s.num_nodes} nodes x {s.accelerators_per_node} {acc.get('name', '?')}, "
+        f"[bold]{s.name}[/bold]: {s.num_nodes} nodes x {s.accelerators_per_node} {acc.get('name', 'accelerators')}, "
         f"{s.num_devices} devices, {s.num_links} links"
     )
     if s.description:
         console.print(s.description)
-    peaks = ", ".join(f"{k} {v / 1e12:.4g}" for k, v in acc.get("peak_flops", {}).items())
-    console.print(f"peak TFLOPS: {peaks}")
-    console.print(f"memory: {acc.get('memory_bytes', 0) / 1e9:.4g} GB at {_bw(acc.get('memory_Bps'))}")
+    if acc:
+        peaks = ", ".join(f"{k} {v / 1e12:.4g}" for k, v in acc.get("peak_flops", {}).items())
+        console.print(f"peak TFLOPS: {peaks}")
+        console.print(f"memory: {acc.get('memory_bytes', 0) / 1e9:.4g} GB at {_bw(acc.get('memory_Bps'))}")
+    else:
+        console.print("no accelerator data (an explicit graph for network studies: `netsim flows`)")
 
     devices = Table(title="Devices", box=box.SIMPLE_HEAD, title_justify="left")
     for col in ("kind", "role"):

@@ -35,13 +35,14 @@ transfers there.  An all-to-all of ``n`` ranks then costs one engine event inste
 ``n(n-1)`` (one per distinct drain time, which skewed all-to-allv byte matrices produce).
 ``benchmarks/collective_models.py`` reports the errors of both models.
 
-Plans without a byte matrix are cached per network (:attr:`Network.plan_cache`): a training
-step issues the same tensor-parallel collective thousands of times.
+Plans without a byte matrix are cached per network (:func:`plan_cache`): a training step
+issues the same tensor-parallel collective thousands of times.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -59,6 +60,13 @@ from netsim.collectives.transfer_costs import transfer_costs
 
 if TYPE_CHECKING:
     from netsim.network.engine import Network
+
+_PLAN_CACHES: weakref.WeakKeyDictionary[Network, dict[tuple[Any, ...], Plan]] = weakref.WeakKeyDictionary()
+
+
+def plan_cache(net: Network) -> dict[tuple[Any, ...], Plan]:
+    """The plans built for ``net``, by request (kept as long as the network lives)."""
+    return _PLAN_CACHES.setdefault(net, {})
 
 
 @dataclass(frozen=True)
@@ -253,7 +261,7 @@ class _Execution:
         if self.fluid and self.fids:
             fids = np.array(self.fids, dtype=np.int64)
             now = float(self.env.now)
-            drain = self.net.flow_end_s()[fids] - self.net.flow_latency_s(fids) - self.net.flow_start_s(fids)
+            drain = self.net.flow_end_s(fids) - self.net.flow_latency_s(fids) - self.net.flow_start_s(fids)
             done = self.t0 + float(self.call.pipeline_latency_s) + float(np.max(drain, initial=0.0))
             if done > now + 1e-15:
                 self.env.timeout(done - now).callbacks.append(self._succeed)
@@ -372,12 +380,13 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
     ch = channels if channels is not None else call.channels
     fluid = call.fluid
     key = (op, tuple(devices), float(nbytes), call.algo, chunk_bytes, ch, stream, fluid) if matrix is None else None
-    plan = net.plan_cache.get(key) if key is not None else None
+    cache = plan_cache(net)
+    plan = cache.get(key) if key is not None else None
     if plan is None:
         plan = build_plan(op, devices, nbytes, algo=call.algo, matrix=matrix, graph=net.graph,
                           chunk_bytes=chunk_bytes, channels=ch, stream=stream, fluid=fluid)
         if key is not None:
-            net.plan_cache[key] = plan
+            cache[key] = plan
     return execute_plan(net, plan, traffic_class=traffic_class, label=label, coflow=model == "coflow", call=call)
 
 

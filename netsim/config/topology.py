@@ -30,7 +30,11 @@ A topology file comes in one of two forms.
       - {name: n0.g0, kind: accelerator, node: 0, index: 0}
       - {name: sw, kind: switch, role: leaf, network: backend, tier: 1, latency: 0.3us}
     links:
-      - {a: n0.g0, b: sw, bandwidth: 400Gbps, latency: 0.1us, class: ib}
+      - {a: n0.g0, b: sw, bandwidth: 400Gbps, latency: 0.1us, class: ib}   # optional: cost
+
+Routes take the paths of least total link ``cost`` (default: 100 Gb/s over the bandwidth); only
+switches and NICs forward.  The ``accelerator:`` block may be left out of a graph that is only
+used with ``netsim flows``.
 
 Quantities accept unit strings (see :mod:`netsim.units`) and are stored as SI floats, so the
 validated spec (``model_dump()``) is the resolved spec recorded in ``G.graph["spec"]``.
@@ -420,6 +424,9 @@ class ExplicitLinkSpec(SpecModel):
     """Default: ``node`` if both ends are in the same server, else the fabric's network."""
     tier: str | None = None
     """Default: the link class."""
+    cost: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Routing cost (paths of least total cost are taken; ECMP among equal ones).  Default:
+    100 Gb/s over the bandwidth, OSPF-style (a 400 Gb/s link costs 0.25)."""
     directed: bool = False
 
 
@@ -428,7 +435,8 @@ class ExplicitTopologySpec(SpecModel):
 
     name: str = Field(min_length=1)
     description: str = ""
-    accelerator: AcceleratorSpec
+    accelerator: AcceleratorSpec | None = None
+    """Peak FLOPS and memory of the accelerators: needed by training runs, not by ``netsim flows``."""
     nodes: list[ExplicitNodeSpec] = Field(min_length=1)
     links: list[ExplicitLinkSpec] = Field(default_factory=list)
     collectives: CollectivesSpec = Field(default_factory=CollectivesSpec)

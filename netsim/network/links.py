@@ -3,8 +3,9 @@
 The flow engine never touches networkx in its hot path.  :class:`LinkTable` numbers the devices
 and the directed links of a topology graph once and keeps, per link, its capacity (bytes/s,
 already scaled by the per-link-class efficiency), its latency (seconds, including the forwarding
-latency of the device it enters, when that device forwards) and integer codes for its class,
-tier and network, so that per-link quantities are vector operations.
+latency of the device it enters, when that device forwards), its routing cost (see
+:mod:`netsim.network.fabric`) and integer codes for its class, tier and network, so that
+per-link quantities are vector operations.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import numpy as np
 from netsim.errors import SpecError, TopologyError
 from netsim.topology.model import link_name
 
+#: the bandwidth of a link of routing cost 1 when the topology gives no ``cost`` (bytes/s):
+#: 100 Gb/s, a common OSPF reference bandwidth (cost = reference / bandwidth)
+COST_REFERENCE_Bps = 100e9 / 8
+
 
 @dataclass(frozen=True)
 class LinkTable:
@@ -30,6 +35,7 @@ class LinkTable:
         capacity_Bps: effective capacity per link (nominal x efficiency of its class).
         nominal_Bps: nominal capacity per link.
         latency_s: per-link latency including the entered device's forwarding latency.
+        cost: routing cost per link (the edge's ``cost``, else ``COST_REFERENCE_Bps / nominal``).
         link_class, tier, network: integer codes into ``class_names`` / ``tier_names`` /
             ``network_names``.
         edge_id: (src id, dst id) -> link id.
@@ -42,6 +48,7 @@ class LinkTable:
     capacity_Bps: np.ndarray
     nominal_Bps: np.ndarray
     latency_s: np.ndarray
+    cost: np.ndarray
     link_class: np.ndarray
     tier: np.ndarray
     network: np.ndarray
@@ -83,6 +90,7 @@ class LinkTable:
         dst = np.empty(m, dtype=np.int64)
         cap = np.empty(m, dtype=np.float64)
         lat = np.empty(m, dtype=np.float64)
+        cost = np.empty(m, dtype=np.float64)
         classes: dict[str, int] = {}
         tiers: dict[str, int] = {}
         networks: dict[str, int] = {}
@@ -102,6 +110,11 @@ class LinkTable:
             if lt < 0 or not np.isfinite(lt):
                 raise TopologyError(f"link {u}->{v} has latency_s={lt!r}; it must be >= 0", field="latency_s")
             lat[k] = lt
+            w = data.get("cost")
+            w = COST_REFERENCE_Bps / float(c) if w is None else w
+            if not isinstance(w, int | float) or not np.isfinite(w) or w <= 0:
+                raise TopologyError(f"link {u}->{v} has cost={w!r}; it must be a finite number > 0", field="cost")
+            cost[k] = float(w)
             cls_code[k] = classes.setdefault(str(data.get("link_class", "generic")), len(classes))
             tier_code[k] = tiers.setdefault(str(data.get("tier", data.get("link_class", "generic"))), len(tiers))
             net_code[k] = networks.setdefault(str(data.get("network", "backend")), len(networks))
@@ -114,7 +127,7 @@ class LinkTable:
         latency = lat + node_latency[dst] if m else lat
         return cls(
             names=names, index=index, src=src, dst=dst, capacity_Bps=capacity, nominal_Bps=cap,
-            latency_s=latency, link_class=cls_code, tier=tier_code, network=net_code,
+            latency_s=latency, cost=cost, link_class=cls_code, tier=tier_code, network=net_code,
             class_names=class_names, tier_names=tuple(tiers), network_names=tuple(networks),
             edge_id=edge_id,
         )

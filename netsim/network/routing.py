@@ -7,8 +7,10 @@ A path is found in up to three legs, which is how traffic really moves in a clus
    a host NIC for front-end traffic);
 2. **across the fabric** (leaf/spine/core switches, storage) from that gateway to the gateway
    of the destination server, hop by hop: at each switch the candidates are the next hops on a
-   shortest path, and the strategy picks one (ECMP hash) or splits the flow over all of them
-   (adaptive routing / packet spraying, as InfiniBand does);
+   least-cost path (link cost: inverse bandwidth unless the graph says otherwise; only
+   switches and NICs relay, see :mod:`netsim.network.fabric`), and the strategy picks one
+   (ECMP hash) or splits the flow over all of them (adaptive routing / packet spraying, as
+   InfiniBand does);
 3. **inside the destination server** from its gateway to the destination device.
 
 Two devices in the same server use the server's own links only.  Devices that belong to no
@@ -21,7 +23,7 @@ routing a million flows costs a few numpy passes per hop rather than a million g
 
 Strategies (the names used in specs, :data:`ROUTING_POLICIES`):
 
-``shortest``  deterministic: always the first shortest path (by device id).
+``shortest``  deterministic: always the first least-cost path (by device id).
 ``ecmp``      per-flow hash of (flow id, source, destination, seed, hop) over equal-cost next
               hops, as RoCE/Ethernet ECMP does; collisions happen, as on real fabrics.
 ``ecmp-pair`` as ``ecmp`` but hashed on (source, destination, seed, hop) only: every flow
@@ -45,15 +47,13 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import shortest_path
 
 from netsim.errors import RoutingError, SpecError
+from netsim.network.fabric import FORWARDING_KINDS, FabricPaths
 from netsim.network.links import LinkTable
 
 ROUTING_POLICIES = ("shortest", "ecmp", "ecmp-pair", "spray", "pxn")
 
-_UNREACH = np.int32(1 << 20)
 _MAX_INTRA_PATHS = 64
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -68,6 +68,17 @@ def _groups(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
     starts = np.concatenate(([0], cut))
     ends = np.concatenate((cut, [sk.size]))
     return [(int(sk[a]), order[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def _distinct(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for small non-negative ints (< ``bound``),
+    in O(len + bound) without a sort."""
+    present = np.zeros(bound, dtype=bool)
+    present[values] = True
+    u = np.flatnonzero(present)
+    remap = np.empty(bound, dtype=np.int64)
+    remap[u] = np.arange(u.size)
+    return u, remap[values]
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -143,20 +154,11 @@ class Router:
         self._adj_ptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(links.src, minlength=n), out=self._adj_ptr[1:])
 
-        # All-pairs hop distances between fabric nodes (fabric-induced subgraph).
-        self.fab_ids = np.flatnonzero(fabric)
-        self.fab_pos = np.full(n, -1, dtype=np.int64)
-        self.fab_pos[self.fab_ids] = np.arange(self.fab_ids.size)
-        s = self.fab_ids.size
-        if s:
-            mask = fabric[links.src] & fabric[links.dst]
-            a = csr_matrix((np.ones(int(mask.sum())), (self.fab_pos[links.src[mask]], self.fab_pos[links.dst[mask]])),
-                           shape=(s, s))
-            d = shortest_path(a, method="D", directed=True, unweighted=True)
-            d[~np.isfinite(d)] = _UNREACH
-            self.fab_dist = d.astype(np.int32)
-        else:
-            self.fab_dist = np.zeros((0, 0), dtype=np.int32)
+        # Least-cost distances between fabric nodes; only switches and NICs relay.
+        forwards = np.array([k in FORWARDING_KINDS for k in self.kind], dtype=bool)
+        self.fabric = FabricPaths(links, fabric, forwards, self._adj_ptr, self._adj_nbr, self._adj_link)
+        self.fab_ids, self.fab_pos, self.fab_dist = self.fabric.ids, self.fabric.pos, self.fabric.start_dist
+        self._graph = graph
 
         # Gateways: server devices with a link into the fabric.  Per gateway: the fabric nodes
         # it is reached from (for distance-to-target) and the network it serves.
@@ -165,6 +167,11 @@ class Router:
         self.is_gateway = np.zeros(n, dtype=bool)
         self.is_gateway[links.src[up_mask]] = True
         self.gw_in = self._padded(n, links.dst[down_mask], self.fab_pos[links.src[down_mask]])
+        # the cost of the last link into each gateway from each of its fabric nodes (as gw_in)
+        self.gw_in_cost = np.zeros(self.gw_in.shape)
+        for k in np.flatnonzero(down_mask).tolist():
+            g, f = int(links.dst[k]), int(self.fab_pos[links.src[k]])
+            self.gw_in_cost[g, int(np.flatnonzero(self.gw_in[g] == f)[0])] = links.cost[k]
         self.gw_out = self._padded(n, links.src[up_mask], self.fab_pos[links.dst[up_mask]])
         net_names = links.network_names
         gw_net = np.full(n, -1, dtype=np.int64)
@@ -219,9 +226,9 @@ class Router:
             for j in range(eb.shape[1]):
                 va, vb = ea[:, i], eb[:, j]
                 m = (va >= 0) & (vb >= 0)
-                d = np.full(a.size, _UNREACH, dtype=np.int64)
+                d = np.full(a.size, np.inf)
                 d[m] = self.fab_dist[va[m], vb[m]]
-                ok |= d < _UNREACH
+                ok |= np.isfinite(d)
         return ok
 
     # ------------------------------------------------------------------ intra-server paths
@@ -423,12 +430,14 @@ class Router:
         """Walk from ``start`` to ``target`` (gateways or fabric nodes) over fabric switches."""
         if fidx.size == 0:
             return
-        t_fab = self.is_fabric[target]
-        tsw = np.where(t_fab[:, None], -1, self.gw_in[target])
-        tsw[t_fab, 0] = self.fab_pos[target[t_fab]]
-        extra = np.where(t_fab, 0, 1).astype(np.int32)
-        if (tsw[:, 0] < 0).any():
-            bad = int(np.flatnonzero(tsw[:, 0] < 0)[0])
+        # per distinct target: the fabric nodes it is entered from, and the hop into a gateway
+        ut, tinv = np.unique(target, return_inverse=True)
+        t_fab = self.is_fabric[ut]
+        tsw = np.where(t_fab[:, None], -1, self.gw_in[ut])
+        tsw[t_fab, 0] = self.fab_pos[ut[t_fab]]
+        tcost = np.where(t_fab[:, None], 0.0, self.gw_in_cost[ut])
+        if (tsw[tinv, 0] < 0).any():
+            bad = int(np.flatnonzero(tsw[tinv, 0] < 0)[0])
             raise RoutingError(f"device {self.links.names[target[bad]]} is not connected to any fabric")
         # rows: one per (flow, current node) with a weight (ECMP: one row per flow)
         r_flow: np.ndarray = np.arange(fidx.size)
@@ -451,35 +460,24 @@ class Router:
             nxt_w: list[np.ndarray] = []
             for c, rows in _groups(r_node):
                 fl = r_flow[rows]
-                lo, hi = self._adj_ptr[c], self._adj_ptr[c + 1]
-                nb = self._adj_nbr[lo:hi]
-                lk = self._adj_link[lo:hi]
-                nb_fab = self.fab_pos[nb]
-                # distance of each neighbour to each row's target: [deg, rows]
-                tpos = tsw[fl]  # [rows, m]
-                dm = np.full((nb.size, rows.size), _UNREACH, dtype=np.int32)
-                fab_n = nb_fab >= 0
-                if fab_n.any():
-                    sub = self.fab_dist[nb_fab[fab_n]]  # [k, S]
-                    valid_t = tpos >= 0
-                    d3 = sub[:, np.where(valid_t, tpos, 0)]  # [k, rows, m]
-                    d3 = np.where(valid_t[None, :, :], d3, _UNREACH)
-                    dm[fab_n] = d3.min(axis=2) + extra[fl][None, :]
-                is_t = nb[:, None] == target[fl][None, :]
-                dm[is_t] = 0
-                best = dm.min(axis=0)
-                if (best >= _UNREACH).any():
-                    bad = int(fl[best >= _UNREACH][0])
-                    raise RoutingError(
-                        f"no route from {names[start[bad]]} to {names[target[bad]]} through the fabric")
-                valid = dm == best[None, :]
-                cnt = valid.sum(axis=0)
+                u, inv = _distinct(tinv[fl], ut.size)
+                adj, cnt_u, table, best = self.fabric.next_hops(c, ut[u], tsw[u], tcost[u])
+                if not np.isfinite(best).all():
+                    bad = int(fl[~np.isfinite(best[inv])][0])
+                    a, z = names[start[bad]], names[target[bad]]
+                    raise RoutingError(f"no route from {a} to {z} through the fabric"
+                                       + self.fabric.relay_hint(self._graph, a, z))
+                cnt = cnt_u[inv]
                 if self.policy == "spray":
-                    ii, jj = np.nonzero(valid)
+                    jj = np.repeat(np.arange(rows.size), cnt)
+                    pos = np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+                    ii = table[inv[jj], pos]
+                    o = np.lexsort((jj, ii))  # neighbour-major, as the weights are summed below
+                    ii, jj = ii[o], jj[o]
                     w = r_w[rows][jj] / cnt[jj]
-                    out.append((fidx[fl[jj]], lk[ii], w))
+                    out.append((fidx[fl[jj]], self._adj_link[adj[ii]], w))
                     nxt_flow.append(fl[jj])
-                    nxt_node.append(nb[ii])
+                    nxt_node.append(self._adj_nbr[adj[ii]])
                     nxt_w.append(w)
                 else:
                     if self.policy == "shortest":
@@ -488,10 +486,10 @@ class Router:
                         with np.errstate(over="ignore"):
                             hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
                         k = (hk % cnt.astype(np.uint64)).astype(np.int64)
-                    pick = np.argmax(np.cumsum(valid, axis=0) > k[None, :], axis=0)
-                    out.append((fidx[fl], lk[pick], r_w[rows]))
+                    pick = adj[table[inv, k]]
+                    out.append((fidx[fl], self._adj_link[pick], r_w[rows]))
                     nxt_flow.append(fl)
-                    nxt_node.append(nb[pick])
+                    nxt_node.append(self._adj_nbr[pick])
                     nxt_w.append(r_w[rows])
             r_flow = np.concatenate(nxt_flow)
             r_node = np.concatenate(nxt_node)

@@ -49,7 +49,7 @@ def _csc(flow_ptr: np.ndarray, nz_link: np.ndarray, num_links: int) -> tuple[np.
     return ptr, flows[order]
 
 
-def _gather(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def gather(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Concatenated index ranges ptr[r]:ptr[r+1] for every r in ``rows``."""
     if rows.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -65,7 +65,7 @@ def _gather(ptr: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.arange(total, dtype=np.int64) + offs
 
 
-def _distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
+def distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
     """Distinct values of ``values`` (small ints) in O(len) with a scratch array, no sort."""
     pos = np.arange(values.size, dtype=np.int64)
     stamp[values] = pos
@@ -142,30 +142,30 @@ def refill(
             if d_link <= delta * (1 + _REL_TOL) + 1e-300:
                 sat = idx[share <= d_link * (1 + _REL_TOL) + 1e-300]
                 rem[sat] = 0.0
-                cand = csc_flow[_gather(csc_ptr, sat)]
+                cand = csc_flow[gather(csc_ptr, sat)]
                 newly_parts.append(cand[~frozen[cand]])
         if d_cap <= delta * (1 + _REL_TOL):
             j_end = int(np.searchsorted(cap_sorted, level * (1 + _REL_TOL), side="right"))
             cand = cap_order[cap_i:j_end]
             newly_parts.append(cand[~frozen[cand]])
-        newly = _distinct(np.concatenate(newly_parts), stamp) if newly_parts else np.zeros(0, dtype=np.int64)
+        newly = distinct(np.concatenate(newly_parts), stamp) if newly_parts else np.zeros(0, dtype=np.int64)
         if newly.size == 0:
             # numerical corner: nothing froze; freeze the flows of the tightest link
             assert share is not None
             sat = idx[[int(np.argmin(share))]]
             rem[sat] = 0.0
-            cand = csc_flow[_gather(csc_ptr, sat)]
-            newly = _distinct(cand[~frozen[cand]], stamp)
+            cand = csc_flow[gather(csc_ptr, sat)]
+            newly = distinct(cand[~frozen[cand]], stamp)
         rate[newly] = np.minimum(level, flow_cap_Bps[newly])
         frozen[newly] = True
         live -= int(newly.size)
-        ent = _gather(flow_ptr, newly)
+        ent = gather(flow_ptr, newly)
         if ent.size:
             np.subtract.at(load_w, nz_link[ent], nz_weight[ent])
             # flows that froze below the level (capped) give back what they no longer take
             below = rate[newly] < level
             if below.any():
-                eb = _gather(flow_ptr, newly[below])
+                eb = gather(flow_ptr, newly[below])
                 back = np.repeat(level - rate[newly[below]], counts[newly[below]])
                 np.add.at(rem, nz_link[eb], nz_weight[eb] * back)
             idx = idx[load_w[idx] > 1e-9]

@@ -43,7 +43,8 @@ def build_topology(spec: TopologySpec, *, source: str | None = None) -> nx.DiGra
         name=spec.name,
         num_nodes=num_nodes,
         accelerators_per_node=per_node,
-        accelerator={
+        # no accelerator data: a graph for network studies only (`netsim flows`)
+        accelerator={} if acc is None else {
             "name": acc.name,
             "role": acc.role,
             "peak_flops": dict(acc.peak_flops),

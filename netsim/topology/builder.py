@@ -70,8 +70,10 @@ class GraphBuilder:
         link_class: str,
         network: str,
         tier: str,
+        cost: float | None = None,
     ) -> dict[str, Any]:
-        """Check a link ``src -> dst`` and return its edge attributes."""
+        """Check a link ``src -> dst`` and return its edge attributes (``cost``: its routing
+        cost, see :mod:`netsim.network.fabric`; ``None``: inverse bandwidth)."""
         if src not in self._nodes or dst not in self._nodes:
             missing = src if src not in self._nodes else dst
             raise TopologyError(f"link {src} -> {dst} refers to unknown device {missing!r}")
@@ -79,13 +81,16 @@ class GraphBuilder:
             raise TopologyError(f"link {src} -> {dst} has capacity {capacity_Bps!r}; it must be > 0")
         if link_class not in LINK_CLASSES or network not in NETWORKS:
             raise AssertionError(f"bad class/network {link_class}/{network} for {src}->{dst}")
-        return {
+        attrs: dict[str, Any] = {
             "capacity_Bps": float(capacity_Bps),
             "latency_s": float(latency_s),
             "link_class": link_class,
             "network": network,
             "tier": tier,
         }
+        if cost is not None:
+            attrs["cost"] = float(cost)
+        return attrs
 
     def _put(self, src: str, dst: str, attrs: dict[str, Any]) -> None:
         if (src, dst) in self._edges:
@@ -102,9 +107,10 @@ class GraphBuilder:
         link_class: str,
         network: str,
         tier: str,
+        cost: float | None = None,
     ) -> None:
         """Add one directed link ``src -> dst``; capacity in bytes/s, latency in s."""
-        self._put(src, dst, self._attrs(src, dst, capacity_Bps, latency_s, link_class, network, tier))
+        self._put(src, dst, self._attrs(src, dst, capacity_Bps, latency_s, link_class, network, tier, cost))
 
     def cable(
         self,
@@ -116,9 +122,10 @@ class GraphBuilder:
         link_class: str,
         network: str,
         tier: str,
+        cost: float | None = None,
     ) -> None:
         """Add a cable: the two directed links ``a -> b`` and ``b -> a`` with equal attributes."""
-        attrs = self._attrs(a, b, capacity_Bps, latency_s, link_class, network, tier)
+        attrs = self._attrs(a, b, capacity_Bps, latency_s, link_class, network, tier, cost)
         self._put(a, b, attrs)
         self._put(b, a, attrs)  # shared here; networkx copies attributes into each edge
 

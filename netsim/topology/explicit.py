@@ -2,13 +2,17 @@
 
 Defaults fill in what the contract needs but a hand-written file may leave out:
 
-* device ``role``: ``accelerator.role`` (gpu/npu) for accelerators, ``rail-nic``, ``host``,
-  ``switch``, ``storage`` for the other kinds;
+* device ``role``: ``accelerator.role`` (gpu/npu; gpu without an ``accelerator:`` block) for
+  accelerators, ``rail-nic``, ``host``, ``switch``, ``storage`` for the other kinds;
 * device ``network``: ``node`` for accelerators and hosts, ``backend`` for the rest;
 * device ``tier``: 1 for a switch outside any server (``node: -1``), else 0;
 * accelerator ``nic``: ``n<node>.nic<index>`` if a NIC of that name exists;
 * link ``network``: ``node`` if both ends are in the same server, ``frontend`` if either end
-  is on the front-end, else ``backend``; link ``tier``: its class.
+  is on the front-end, else ``backend``; link ``tier``: its class; link ``cost`` (routing):
+  100 Gb/s over its bandwidth (:mod:`netsim.network.fabric`).
+
+The ``accelerator:`` block (peak FLOPS, memory) is needed by training runs only: a graph for
+``netsim flows`` may leave it out.
 
 ``num_nodes`` is the number of distinct servers (``node >= 0``) among the accelerators (1 if
 none is given), ``accelerators_per_node`` the most accelerators any server has.
@@ -23,6 +27,12 @@ from netsim.topology.builder import GraphBuilder
 from netsim.topology.model import nic_name
 
 _DEFAULT_ROLE = {"nic": "rail-nic", "host": "host", "switch": "switch", "storage": "storage"}
+
+
+def _default_role(spec: ExplicitTopologySpec, kind: str) -> str:
+    if kind == "accelerator":
+        return spec.accelerator.role if spec.accelerator is not None else "gpu"
+    return _DEFAULT_ROLE[kind]
 
 
 def build_explicit(spec: ExplicitTopologySpec) -> tuple[GraphBuilder, int, int]:
@@ -40,7 +50,7 @@ def build_explicit(spec: ExplicitTopologySpec) -> tuple[GraphBuilder, int, int]:
         b.device(
             n.name,
             kind=n.kind,
-            role=n.role or (spec.accelerator.role if n.kind == "accelerator" else _DEFAULT_ROLE[n.kind]),
+            role=n.role or _default_role(spec, n.kind),
             network=network,
             node=n.node,
             index=n.index,
@@ -70,6 +80,7 @@ def build_explicit(spec: ExplicitTopologySpec) -> tuple[GraphBuilder, int, int]:
             link_class=link.link_class,
             network=network,
             tier=link.tier or link.link_class,
+            cost=link.cost,
         )
     per_server = Counter(n.node for n in spec.nodes if n.kind == "accelerator")
     num_nodes = max(1, len([k for k in per_server if k >= 0]))

@@ -52,6 +52,8 @@ link_class     one of :data:`LINK_CLASSES`
 network        ``node``, ``backend`` or ``frontend``
 tier           a readable tier label, e.g. ``nvlink``, ``gpu-nic``, ``nic-leaf``,
                ``leaf-spine``, ``spine-core``, ``fe-host``, ``fe-leaf-spine``, ``storage``
+cost           optional routing cost (> 0); routes take least-cost paths; absent: 100 Gb/s
+               over the capacity (:mod:`netsim.network.fabric`)
 =============  =========================================================================
 
 Graph attributes (``G.graph``): ``name`` (preset or file), ``num_nodes`` (servers),

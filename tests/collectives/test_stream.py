@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from netsim.collectives import CollectiveError, accelerators, build_plan, run_collective, simulate_collective
+from netsim.collectives.executor import plan_cache
 from netsim.collectives.reference import star_topology, two_tier_topology
 from netsim.network.engine import Network
 
@@ -115,7 +116,7 @@ def test_plans_are_cached_per_network() -> None:
     run_collective(net, "all_reduce", devs, MiB)
     run_collective(net, "all_reduce", devs, MiB)
     run_collective(net, "all_reduce", devs, 2 * MiB)
-    assert len(net.plan_cache) == 2
+    assert len(plan_cache(net)) == 2
     net.run()
 
 

@@ -13,6 +13,7 @@ import pytest
 from netsim.collectives import accelerators, run_collective, simulate_collective
 from netsim.collectives.executor import result_of
 from netsim.network import Network
+from netsim.network.coflows import CoflowLedger
 from netsim.topology import load_topology
 from tests.network.graphs import star
 
@@ -163,14 +164,15 @@ def test_direct_alltoallv_shortcut_matches_the_plan_path() -> None:
 def test_coflow_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     g = load_topology("dgx-h100", nodes=2)
     net = Network(g)
-    monkeypatch.setattr(Network, "COFLOW_CACHE_ENTRIES", 50)
+    monkeypatch.setattr(CoflowLedger, "CACHE_ENTRIES", 50)
     ids = np.array([net.links.index[d] for d in accelerators(g)], dtype=np.int64)
     for k in range(1, 6):  # five different pair sets
         net.transfer_coflow(ids[:k + 1], np.roll(ids[:k + 1], 1), 2**20)
         net.run()
-    assert len(net._coflow_routes) >= 1
-    assert net._coflow_cached == sum(r.link.size for r, _ in net._coflow_routes.values())
-    assert net._coflow_cached <= 50 or len(net._coflow_routes) == 1
+    ledger = net.coflows
+    assert len(ledger.routes) >= 1
+    assert ledger.cached_entries == sum(r.link.size for r, _ in ledger.routes.values())
+    assert ledger.cached_entries <= 50 or len(ledger.routes) == 1
 
 
 def test_flow_columns_sum_coflows_over_their_pairs() -> None:
@@ -192,4 +194,4 @@ def test_flow_columns_sum_coflows_over_their_pairs() -> None:
     # the ep coflows share rows: one per pair, standing for two flows each
     ep = keep & (cols["traffic_class"] == names.index("ep"))
     assert ep.sum() == 3 and set(cols["count"][ep]) == {2}
-    assert len(net._pair_sets) == 1
+    assert len(net.coflows.pair_sets) == 1

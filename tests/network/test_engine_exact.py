@@ -65,8 +65,8 @@ def test_textbook_max_min_gives_different_rates() -> None:
     # a -> b (10 B/s) -> c (4 B/s).  f1: a->c, f2: a->b, f3: b->c.
     # b->c is the bottleneck of f1 and f3: 2 each; f2 gets the rest of a->b: 8.
     g = nx.DiGraph()
-    for v in "abc":
-        fabric_node(g, v, kind="accelerator")
+    for v in "abc":  # b forwards f1, so it is a switch (accelerators do not relay)
+        fabric_node(g, v, kind="switch" if v == "b" else "accelerator")
     link(g, "a", "b", 10.0)
     link(g, "b", "c", 4.0)
     n_f, l_f = np.array([0, 0, 1, 2]), np.array([0, 2, 0, 2])

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netsim.network import Network
+from netsim.network.active import ActiveFlows
 from tests.network.graphs import leaf_spine, star
 
 HOSTS = [f"h{lf}_{i}" for lf in range(3) for i in range(3)]
@@ -160,15 +161,15 @@ def test_component_restricted_refills_match_global_ones() -> None:
             dst = hosts[int(rng.integers(0, len(hosts)))]
         flows.append((src, dst, float(rng.uniform(1e5, 5e7)), float(rng.choice([0.0, 1e-3, 5e-3, 2e-2]))))
     ends = {}
-    old = Network.COMPONENT_MAX_SHARE
+    old = ActiveFlows.COMPONENT_MAX_SHARE
     try:
         for share in (0.0, 1.0):  # never / always (when it is not all of them) restrict
-            Network.COMPONENT_MAX_SHARE = share
+            ActiveFlows.COMPONENT_MAX_SHARE = share
             net = Network(g, routing="ecmp", seed=3)
             for s, d, b, t in flows:
                 net.submit(s, d, b, t)
             net.run()
             ends[share] = net.flow_end_s()
     finally:
-        Network.COMPONENT_MAX_SHARE = old
+        ActiveFlows.COMPONENT_MAX_SHARE = old
     np.testing.assert_allclose(ends[1.0], ends[0.0], rtol=1e-7)

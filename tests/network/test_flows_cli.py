@@ -95,3 +95,19 @@ def test_unknown_preset_and_bad_override_exit_2(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(["flows", str(csv), "-t", "dgx-h100", "-n", "2", "--set",
                             "node.nvlink_bandwidth=-5GB/s", "-o", str(tmp_path / "o")], capsys)
     assert code == 2 and "nvlink_bandwidth" in err
+
+
+def test_a_graph_without_accelerator_data_serves_flows_not_training(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    topo = write(tmp_path, "name: pair\nnodes:\n  - {name: a, kind: accelerator}\n  - {name: b, kind: accelerator}\n"
+                           "  - {name: sw, kind: switch}\nlinks:\n  - {a: a, b: sw, bandwidth: 8Gbps}\n"
+                           "  - {a: b, b: sw, bandwidth: 8Gbps}\n", "pair.yaml")
+    csv = write(tmp_path, "src,dst,bytes,start_s\na,b,1GB,0\n")
+    code, out, err = run_cli(["flows", str(csv), "-t", str(topo), "-o", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    assert "makespan 1000000.000 us" in out  # 1 GB at 1 GB/s
+    code, out, err = run_cli(["topology", "show", str(topo)], capsys)
+    assert code == 0, err
+    assert "no accelerator data" in out
+    code, out, err = run_cli(["run", "-t", str(topo), "-w", "gpt-dense", "-o", str(tmp_path / "r"), "--no-report",
+                              "-q"], capsys)
+    assert code == 2 and "no accelerator data" in err and len(err.strip().splitlines()) == 1

@@ -34,7 +34,7 @@ def _blocks(lang: str) -> list[str]:
 
 def test_yaml_examples_build() -> None:
     blocks = _blocks("yaml")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     for text in blocks:
         g = build_topology(parse_topology_spec(yaml.safe_load(text), source="doc"), source="doc")
         assert g.number_of_nodes() > 0
@@ -57,3 +57,20 @@ def test_documented_commands_run(line: str, tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 0, capsys.readouterr().err
+
+
+def test_flows_example_runs_as_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The `netsim flows` example: its graph (no accelerator block), CSV, command and output."""
+    box = next(b for b in _blocks("yaml") if b.startswith("name: box"))
+    (tmp_path / "box.yaml").write_text(box)
+    (tmp_path / "flows.csv").write_text(_blocks("csv")[0])
+    plain = _blocks("")
+    cmd = next(b for b in plain if b.startswith("netsim flows"))
+    shown = plain[plain.index(cmd) + 1]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(cmd.split()[1:])
+    assert info.value.code == 0, capsys.readouterr().err
+    real = capsys.readouterr().out
+    assert [ln.rstrip() for ln in real.splitlines()] == shown.rstrip("\n").splitlines()

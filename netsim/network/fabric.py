@@ -1,0 +1,152 @@
+"""Paths across the fabric: link costs, the forwarding rule, and next-hop tables.
+
+**Link cost.**  A route is a least-cost path, the cost of a path the sum of its links' costs.
+A link's cost is its ``cost`` attribute when the topology gives one, else the inverse of its
+bandwidth: ``100 Gb/s / nominal bandwidth`` (a 100 Gb/s link costs 1, a 400 Gb/s link 0.25),
+the rule of OSPF's interface cost (reference bandwidth over interface bandwidth, RFC 2328
+Appendix C.3; routers let the reference be raised, e.g. to 100 Gb/s) and the role of the
+per-interface metric in ns-3's global routing.  On a fabric whose links all have one bandwidth
+this is hop count; where a short path is slow (a shared 100G leaf against a 400G switch inside a
+box) the faster one wins.  Paths whose costs agree within a relative 1e-9 are equal: ECMP
+hashes over them and spraying splits over them.
+
+**Forwarding rule** (:mod:`netsim.topology.model`): switches and NICs forward; accelerators,
+hosts and storage targets are endpoints.  The distances are computed on the fabric without
+the out-links of endpoints, so no route relays through one; a walk may still *start* at one.
+When a destination is reachable only through an endpoint, :meth:`FabricPaths.relay_hint` names
+it for the error message.
+
+**Next hops.**  At fabric node ``c`` towards target ``t`` the candidates are the neighbours
+``n`` with ``cost(c, n) + dist(n, t)`` least; :meth:`FabricPaths.next_hops` tabulates them per
+distinct target, so a flow picks its next hop in O(1) whatever the switch's degree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import networkx as nx
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import shortest_path
+
+from netsim.network.links import LinkTable
+
+#: device kinds that forward traffic across the fabric
+FORWARDING_KINDS: Final = ("switch", "nic")
+#: relative tolerance under which two path costs are equal (ECMP among them)
+COST_REL_TOL: Final = 1e-9
+
+
+class FabricPaths:
+    """Least-cost distances between fabric nodes and next-hop tables over them.
+
+    Args:
+        links: the link table (its ``cost`` per link).
+        is_fabric: per device, whether it is a fabric node (belongs to no server).
+        forwards: per device, whether it may relay traffic.
+        adj_ptr, adj_nbr, adj_link: out-adjacency (CSR, neighbours by id) of every device.
+    """
+
+    def __init__(self, links: LinkTable, is_fabric: np.ndarray, forwards: np.ndarray, adj_ptr: np.ndarray,
+                 adj_nbr: np.ndarray, adj_link: np.ndarray) -> None:
+        self.links = links
+        self.adj_ptr, self.adj_nbr, self.adj_link = adj_ptr, adj_nbr, adj_link
+        # next hops computed so far, per node: (targets ascending, counts, table, least costs)
+        self._hops: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.ids = np.flatnonzero(is_fabric)
+        self.pos = np.full(links.num_devices, -1, dtype=np.int64)
+        self.pos[self.ids] = np.arange(self.ids.size)
+        s = self.ids.size
+        self.dist = self.start_dist = np.zeros((0, 0))
+        if not s:
+            return
+        both = is_fabric[links.src] & is_fabric[links.dst]
+        relay = both & forwards[links.src]  # endpoints may be entered, never left, mid-path
+        a = csr_matrix((links.cost[relay], (self.pos[links.src[relay]], self.pos[links.dst[relay]])), shape=(s, s))
+        d = shortest_path(a, method="D", directed=True)
+        self.dist = d
+        # an endpoint starts paths too: from it, distances are through its own out-links (used
+        # for reachability only; a next hop is never an endpoint unless it is the target)
+        start = d.copy()
+        for v in np.flatnonzero(is_fabric & ~forwards).tolist():
+            lo, hi = adj_ptr[v], adj_ptr[v + 1]
+            nb, lk = adj_nbr[lo:hi], adj_link[lo:hi]
+            fab = is_fabric[nb]
+            if fab.any():
+                via = d[self.pos[nb[fab]]] + links.cost[lk[fab]][:, None]
+                row = np.minimum(d[self.pos[v]], via.min(axis=0))
+                row[self.pos[v]] = 0.0
+                start[self.pos[v]] = row
+        self.start_dist = start
+
+    def next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_next_hops`, remembered per node and target (``tgt`` ascending): routing in
+        chunks meets the same switches and targets again in every chunk."""
+        known = self._hops.get(c)
+        if known is not None:
+            kt, kcnt, ktab, kbest = known
+            pos = np.minimum(np.searchsorted(kt, tgt), kt.size - 1)
+            hit = kt[pos] == tgt
+            if hit.all():
+                return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
+            miss = ~hit
+            _, cnt, tab, best = self._next_hops(c, tgt[miss], tpos[miss], tcost[miss])
+            width = max(ktab.shape[1], tab.shape[1])
+            kt = np.concatenate([kt, tgt[miss]])
+            order = np.argsort(kt, kind="stable")
+            pad = [np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=-1) for t in (ktab, tab)]
+            known = (kt[order], np.concatenate([kcnt, cnt])[order], np.concatenate(pad)[order],
+                     np.concatenate([kbest, best])[order])
+        else:
+            _, cnt, tab, best = self._next_hops(c, tgt, tpos, tcost)
+            known = (tgt.copy(), cnt, tab, best)
+        self._hops[c] = known
+        kt, kcnt, ktab, kbest = known
+        pos = np.searchsorted(kt, tgt)
+        return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
+
+    def _next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Next hops from device ``c`` towards each of the targets ``tgt`` (device ids), entered
+        from fabric positions ``tpos`` [targets, m] (-1 pad) over a last link of cost ``tcost``
+        (0 when the target is the fabric node itself).
+
+        Returns the indices into the adjacency of ``c``, per target the number of least-cost
+        neighbours and a table [targets, most] of them (in neighbour order, -1 pad), and the
+        least cost per target (``inf`` when there is no route).
+        """
+        lo, hi = self.adj_ptr[c], self.adj_ptr[c + 1]
+        nb = self.adj_nbr[lo:hi]
+        nb_fab = self.pos[nb]
+        dm = np.full((nb.size, tgt.size), np.inf)  # [degree, targets]
+        fab_n = nb_fab >= 0
+        if fab_n.any():
+            valid_t = tpos >= 0
+            d3 = self.dist[nb_fab[fab_n]][:, np.where(valid_t, tpos, 0)]  # [k, targets, m]
+            d3 = np.where(valid_t[None, :, :], d3 + tcost[None, :, :], np.inf)
+            dm[fab_n] = d3.min(axis=2)
+        dm[nb[:, None] == tgt[None, :]] = 0.0
+        dm += self.links.cost[self.adj_link[lo:hi]][:, None]
+        best = dm.min(axis=0)
+        valid = dm <= best[None, :] * (1.0 + COST_REL_TOL)
+        cnt = valid.sum(axis=0)
+        most = int(cnt.max()) if cnt.size else 0
+        table = np.argsort(~valid, axis=0, kind="stable")[:most].T  # valid neighbours first, in order
+        table = np.where(np.arange(most)[None, :] < cnt[:, None], table, -1)
+        return np.arange(lo, hi), cnt, table, best
+
+    def relay_hint(self, graph: nx.DiGraph, src: str, dst: str) -> str:
+        """`` (only through accelerator X, ...)`` when ``src`` reaches ``dst`` only by relaying
+        through a device that does not forward; else an empty string."""
+        try:
+            path = nx.shortest_path(graph, src, dst)
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return ""
+        for v in path[1:-1]:
+            kind = str(graph.nodes[v].get("kind", ""))
+            if kind not in FORWARDING_KINDS:
+                return (f" (the only paths relay through {kind} {v}, and only switches and NICs forward: "
+                        f"connect the two through switches, or put {v} in a server with node:)")
+        return ""

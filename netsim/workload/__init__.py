@@ -3,7 +3,7 @@
 * :mod:`~netsim.workload.layout`: ranks and their (dp, pp, tp, ep) coordinates, process
   groups, rank -> device placement;
 * :mod:`~netsim.workload.schedules`: pipeline schedules (GPipe, 1F1B, interleaved 1F1B,
-  DualPipe) as a registry of small classes;
+  DualPipe, ZB-H1) as a registry of small classes;
 * :mod:`~netsim.workload.costs`: the kernels (and their shapes) of every layer part and the
   parameters a rank holds;
 * :mod:`~netsim.workload.moe_traffic`: router + placement -> expert-parallel token matrices

@@ -468,6 +468,7 @@ def summarize_replay(
         "lockstep": prep.scenario.options.lockstep,
         "num_ops": len(plan.ops),
         "num_flows": num_flows,
+        **plan.summary_fields(),
     }
     tables: dict[str, pd.DataFrame] = {
         "ranks": _with_memory(ranks, plan),

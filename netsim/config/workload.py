@@ -21,6 +21,9 @@ Field meanings (the units are in the names where they are not counts):
   Ranks are ``dp * pp * tp``; the EP group is carved out of the ``dp * tp`` ranks of a pipeline
   stage (with sequence parallelism each TP rank routes its own share of the tokens, the LocMoE /
   Megatron "parallel folding" layout).
+* ``global_batch_size`` / ``batch_scaling`` / ``batch_reference_devices``: a global batch fixed
+  whatever the cluster, or one that grows with it (tokens per device fixed;
+  :mod:`netsim.workload.batch`).
 * ``schedule``: a pipeline schedule from :data:`netsim.workload.schedules.SCHEDULES`.
 * ``router`` / ``placement``: the token->expert router and the expert->rank placement.
 * ``overlap``: DP gradient reduction overlapped with backward; LocMoE-style slicing of the
@@ -292,6 +295,15 @@ class WorkloadSpec(SpecModel):
     global_batch_size: int | None = Field(
         default=None, ge=1, description="if set, num_microbatches = global / (micro_batch_size * dp)"
     )
+    batch_scaling: Literal["fixed", "per-device"] | None = Field(
+        default=None,
+        description="fixed: the global batch whatever the cluster (strong scaling); per-device: tokens per "
+        "device fixed, the global batch grows with dp (weak scaling); default: fixed when global_batch_size "
+        "is given without batch_reference_devices, else per-device",
+    )
+    batch_reference_devices: int | None = Field(
+        default=None, ge=1, description="per-device scaling of global_batch_size: the devices it holds for"
+    )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     router: RouterSpec = Field(default_factory=RouterSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
@@ -319,6 +331,27 @@ class WorkloadSpec(SpecModel):
             if "grad_bytes_per_element" in data:
                 data = _grad_dtype_alias(data)
         return data
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> WorkloadSpec:
+        mode = self.batch_scaling
+        if mode == "fixed" and self.global_batch_size is None:
+            raise ValueError("batch_scaling fixed needs global_batch_size (the batch that stays fixed)")
+        if mode == "fixed" and self.batch_reference_devices is not None:
+            raise ValueError("batch_reference_devices applies to batch_scaling per-device only")
+        if self.batch_reference_devices is not None and self.global_batch_size is None:
+            raise ValueError("batch_reference_devices needs global_batch_size (the batch at that many devices)")
+        if mode == "per-device" and self.global_batch_size is not None and self.batch_reference_devices is None:
+            raise ValueError("batch_scaling per-device with global_batch_size needs batch_reference_devices "
+                             "(the devices global_batch_size holds for); or give num_microbatches per replica")
+        return self
+
+    @property
+    def batch_scaling_mode(self) -> str:
+        """``batch_scaling``, or what the batch fields imply (netsim.workload.batch)."""
+        if self.batch_scaling is not None:
+            return self.batch_scaling
+        return "fixed" if self.global_batch_size is not None and self.batch_reference_devices is None else "per-device"
 
     @property
     def grad_bytes_per_element(self) -> int:

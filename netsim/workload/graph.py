@@ -52,7 +52,7 @@ import math
 import networkx as nx
 
 from netsim.config.workload import WorkloadSpec
-from netsim.errors import WorkloadError
+from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import ModelCosts, TimeModel
 from netsim.workload.emit import OpEmitter
@@ -81,18 +81,9 @@ __all__ = [
 
 
 def effective_microbatches(spec: WorkloadSpec, dp: int) -> int:
-    """``num_microbatches``, or ``global_batch_size / (micro_batch_size * dp)`` when given."""
-    gbs = spec.global_batch_size
-    if gbs is None:
-        return spec.num_microbatches
-    per = spec.micro_batch_size * dp
-    if gbs % per:
-        raise WorkloadError(
-            f"global_batch_size {gbs} must be a multiple of micro_batch_size * dp = {spec.micro_batch_size} * {dp}",
-            source=spec.source,
-            field="global_batch_size",
-        )
-    return gbs // per
+    """Micro-batches per DP replica: ``num_microbatches``, or the global batch (fixed, or scaled
+    to the cluster) over ``micro_batch_size * dp`` (:mod:`netsim.workload.batch`)."""
+    return batch_plan(spec, dp).microbatches
 
 
 def _routing(spec: WorkloadSpec, layout: ParallelLayout, seed: int, router: str | None,
@@ -153,7 +144,8 @@ def build_plan(
     n_steps = steps if steps is not None else spec.steps
     mode = get_recompute(spec.training.recompute, source=spec.source)
     layout = build_layout(spec, graph)
-    m = effective_microbatches(spec, layout.dp)
+    batch = batch_plan(spec, layout.dp)
+    m = batch.microbatches
     sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
     ctx = _context(spec, graph, layout, sched, routing)
@@ -178,6 +170,7 @@ def build_plan(
         compute_cache_size=len(emit.time_cache),
         rep_of=[emit.lanes.rep_of(r) for r in range(layout.world)] if lockstep else None,
         memory=memory,
+        batch=batch,
     )
 
 

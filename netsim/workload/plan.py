@@ -20,6 +20,7 @@ from netsim.workload.layout import ParallelLayout
 from netsim.workload.schedules import Schedule
 
 if TYPE_CHECKING:
+    from netsim.workload.batch import BatchPlan
     from netsim.workload.memory import MemoryReport
 
 __all__ = [
@@ -127,6 +128,16 @@ class StepPlan:
     rep_of: list[int] | None = None
     #: peak memory of every rank against the accelerator's HBM (netsim.workload.memory)
     memory: MemoryReport | None = None
+    #: the step's global batch and how it scales with the cluster (netsim.workload.batch)
+    batch: BatchPlan | None = None
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What the plan tells the run summary about the workload as simulated: the batch
+        (``batch``) and, for MoE workloads, how tokens are dispatched (``moe_dispatch``)."""
+        out: dict[str, Any] = {}
+        if self.batch is not None:
+            out["batch"] = self.batch.summary()
+        return out
 
     def ops_of_rank(self, rank: int) -> list[Op]:
         return [o for o in self.ops if o.rank == rank]

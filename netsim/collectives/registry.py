@@ -120,7 +120,7 @@ def register_algorithm(ops: str | Sequence[str], name: str, *, description: str 
 
 def _ensure_loaded() -> None:
     # the built-in algorithms register themselves on import
-    from netsim.collectives import algorithms, pipelined  # noqa: F401
+    from netsim.collectives import algorithms, groupwise, pipelined  # noqa: F401
 
 
 def check_op(op: str) -> str:

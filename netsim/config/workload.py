@@ -19,8 +19,13 @@ Field meanings (the units are in the names where they are not counts):
   (``every_n`` counted from ``first_dense``, or an explicit ``layers`` list).
 * ``parallelism``: ``dp`` (``auto`` = whatever the devices leave), ``pp``, ``tp`` and ``ep``.
   Ranks are ``dp * pp * tp``; the EP group is carved out of the ``dp * tp`` ranks of a pipeline
-  stage (with sequence parallelism each TP rank routes its own share of the tokens, the LocMoE /
-  Megatron "parallel folding" layout).
+  stage as the framework named by ``expert_layout`` does (:mod:`netsim.workload.expert_layout`:
+  Megatron's parallel folding, DeepSpeed, MindSpore), with ``expert_tp`` ranks per expert and,
+  for layouts whose TP ranks hold the same tokens, ``expert_alltoall`` (replicated or LocMoE's
+  group-wise all-to-all).
+* ``model.moe.dispatcher`` / ``model.moe.padding``: how the all-to-all sends tokens (a copy per
+  expert, per destination rank or per destination node; :mod:`netsim.moe.traffic`) and whether
+  its buffers are capacity-sized (fixed-shape frameworks) or as routed (dropless).
 * ``global_batch_size`` / ``batch_scaling`` / ``batch_reference_devices``: a global batch fixed
   whatever the cluster, or one that grows with it (tokens per device fixed;
   :mod:`netsim.workload.batch`).
@@ -104,6 +109,16 @@ class MoESpec(SpecModel):
     dispatch_bytes_per_element: int | None = Field(
         default=None, gt=0, description="bytes/element of dispatched tokens (1 for FP8 dispatch)"
     )
+    dispatcher: str = Field(
+        default="alltoall",
+        description="token dispatcher: alltoall (a copy per token and expert), dedup-rank (a copy per token "
+        "and destination rank), deepep (a copy per token and destination node, fanned out over NVLink)",
+    )
+    padding: Literal["dropless", "capacity"] = Field(
+        default="dropless",
+        description="dropless: all-to-all buffers as routed; capacity: capacity-sized buffers per (rank, expert), "
+        "sent and computed in full (needs capacity_factor)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MoESpec:
@@ -111,6 +126,12 @@ class MoESpec(SpecModel):
             raise ValueError(f"top_k must be <= experts ({self.experts}), got {self.top_k}")
         if self.layers is not None and any(x < 0 for x in self.layers):
             raise ValueError("layers must be non-negative layer indices")
+        if self.padding == "capacity" and self.capacity_factor is None:
+            raise ValueError("padding capacity needs capacity_factor (the buffer is capacity_factor * top_k * "
+                             "tokens / experts tokens per rank and expert)")
+        if self.padding == "capacity" and self.dispatcher != "alltoall":
+            raise ValueError(f"padding capacity sends a buffer per (rank, expert): it needs dispatcher alltoall "
+                             f"(got {self.dispatcher})")
         return self
 
 
@@ -179,6 +200,20 @@ class ParallelSpec(SpecModel):
     ep: int = Field(default=1, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 1
     sequence_parallel: bool = Field(default=True, description="TP with sequence parallelism (Megatron)")
+    expert_layout: str = Field(
+        default="megatron",
+        description="how the framework lays experts out: megatron (parallel folding), deepspeed (EP across DP, "
+        "whole experts), mindspore (EP across DP, experts split over the TP group); netsim.workload.expert_layout",
+    )
+    expert_tp: int | None = Field(
+        default=None, ge=1, description="ranks one expert is split over (default: tp for mindspore, else 1)"
+    )
+    expert_alltoall: Literal["replicated", "groupwise"] = Field(
+        default="replicated",
+        description="deepspeed / mindspore layouts: how the TP copies of the tokens cross the all-to-all "
+        "(replicated: each TP rank sends its copy; groupwise: LocMoE, each its 1/tp share + all-gather in the TP "
+        "group)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ParallelSpec:

@@ -178,9 +178,10 @@ class OpEmitter:
         phase: str = "",
     ) -> Deps:
         """A collective of ``op`` over the group of kind ``kind`` of ``rank`` (nothing for a
-        group of one or no bytes)."""
+        group of one or no bytes; per-lane kinds of a lockstep plan ask every lane)."""
         group, key = group_key(rank)
-        if len(group) <= 1 or nbytes <= 0:
+        per_lane = self.lanes.per_lane(kind)
+        if nbytes <= 0 or (len(group) <= 1 and not per_lane):
             return deps
         label = f"{cls}.{phase or op}"
 
@@ -188,7 +189,7 @@ class OpEmitter:
             g, k = group_key(r)
             return k, Collective(k, op, g, nbytes, cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
 
-        if self.lanes.per_lane(kind):
+        if per_lane:
             return self.lanes.lane_collectives(self, rank, step, stream, deps, instance)
         return self.comm(rank, step, stream, deps, key, lambda: instance(rank)[1], lanes=(kind, instance))
 

@@ -18,13 +18,19 @@ reduced over its data-parallel group:
   ZeRO 3: each layer's parameters all-gathered before its forward and its backward.
 
 The group that reduces a rank's gradients holds every rank with the same parameters: the DP (or
-expert-DP) group, joined by the ranks of the other stages the schedule puts the same blocks on
-(:meth:`~netsim.workload.schedules.Schedule.replica_stages`: DualPipe's mirrored stage).
+expert-DP, :mod:`netsim.workload.expert_layout`) group, joined by the ranks of the other stages
+the schedule puts the same blocks on (:meth:`~netsim.workload.schedules.Schedule.replica_stages`:
+DualPipe's mirrored stage).
+
+Redundant experts (EPLB replicas) are parameters held by several ranks of an EP group: the
+gradients of an expert with replicas are all-reduced, per layer and expert, over every rank
+holding a copy (the expert-DP groups of each replica's EP position), when the layer's gradients
+are final; a rank holding two replicas of one expert sums them locally first.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netsim.workload.context import BuildContext
 from netsim.workload.emit import GroupKey, OpEmitter
@@ -32,6 +38,9 @@ from netsim.workload.layout import ParallelLayout
 from netsim.workload.optimizer import optimizer_precision
 from netsim.workload.plan import Deps
 from netsim.workload.schedules import Schedule
+
+if TYPE_CHECKING:
+    from netsim.workload.moe_traffic import EPRouting
 
 __all__ = ["GradientReducer", "reduction_group"]
 
@@ -54,9 +63,11 @@ def reduction_group(layout: ParallelLayout, schedule: Schedule, rank: int, exper
 class GradientReducer:
     """Gradient buckets and the data-parallel side of every rank's step."""
 
-    def __init__(self, ctx: BuildContext, emit: OpEmitter) -> None:
+    def __init__(self, ctx: BuildContext, emit: OpEmitter, routing: EPRouting | None = None) -> None:
         self.ctx = ctx
         self.emit = emit
+        self.routing = routing
+        self.moe_index = {ly: i for i, ly in enumerate(ctx.spec.model.moe_layers())}
         spec = ctx.spec
         self.overlap = spec.overlap.dp_overlap_backward
         self.precision = optimizer_precision(spec)
@@ -74,6 +85,8 @@ class GradientReducer:
         self.rank_params = [0.0, 0.0]
         self.dp_ops: Deps = []
         self.last_grad: Deps = []
+        #: replica all-reduces waiting for the end of the step (no overlap): (chunk, layer)
+        self.replica_pending: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ groups
 
@@ -118,6 +131,66 @@ class GradientReducer:
                 self._close_bucket(rank, step, chunk, kind, fill, deps)
                 self.buckets[(chunk, kind)] = 0.0
 
+    def layer_ready(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
+        """``layer``'s weight gradients are final once ``deps`` ran: its dense and unreplicated
+        expert parameters go to the buckets, its replicated experts' to their all-reduces."""
+        lp = self.ctx.costs.layer_params(layer)
+        replicated = self.replicated_experts(rank, layer)
+        per_slot = lp.expert / self.ctx.costs.slots if self.ctx.costs.slots else 0.0
+        held = per_slot * sum(n for _, n in replicated)
+        self.ready(rank, step, chunk, lp.dense, lp.expert - held, deps)
+        if not replicated:
+            return
+        self.rank_params[1] += held
+        if self.overlap:
+            self._replica_sync(rank, step, chunk, layer, deps)
+        else:
+            self.replica_pending.append((chunk, layer))
+
+    def replicated_experts(self, rank: int, layer: int) -> list[tuple[int, int]]:
+        """``(logical expert, slots of it on rank)`` for the experts with replicas ``rank`` holds
+        in ``layer`` (none without redundant experts)."""
+        if self.routing is None or layer not in self.moe_index:
+            return []
+        pl = self.routing.placements[self.moe_index[layer] % len(self.routing.placements)]
+        if (pl.replica_counts <= 1).all():
+            return []
+        _, pos = self.ctx.layout.ep_coords(rank)
+        held = pl.experts_on_rank(pos)
+        return [(int(e), int((held == e).sum())) for e in sorted(set(held.tolist())) if pl.replica_counts[e] > 1]
+
+    def replica_group(self, rank: int, layer: int, expert: int) -> tuple[int, ...]:
+        """Every rank holding a copy of ``expert`` of ``layer`` that ``rank``'s copy reduces with."""
+        assert self.routing is not None
+        L = self.ctx.layout
+        pl = self.routing.placements[self.moe_index[layer] % len(self.routing.placements)]
+        group = L.ep_group(rank)
+        members: set[int] = set()
+        for q in sorted(set(pl.replica_ranks(expert).tolist())):
+            members |= set(reduction_group(L, self.ctx.schedule, group[q], True))
+        return tuple(sorted(members))
+
+    def _replica_sync(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
+        """The all-reduces of ``layer``'s replicated experts (one per expert, over its holders):
+        the ``j``-th replicated expert of every rank of a lockstep unit is one lane's op."""
+        per_slot = self.ctx.costs.layer_params(layer).expert / self.ctx.costs.slots
+        lanes = self.emit.lanes.lanes(rank, "rank")
+        todo = {r: [e for e, _ in self.replicated_experts(r, layer)] for r in lanes}
+        for j in range(max(len(v) for v in todo.values())):
+
+            def group_key(r: int, j: int = j) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+                mine = todo.get(r) if r in todo else [e for e, _ in self.replicated_experts(r, layer)]
+                if mine is None or j >= len(mine):
+                    return (r,), ("none", r)
+                group = self.replica_group(r, layer, mine[j])
+                return group, ("dp-replica", step, layer, mine[j], group)
+
+            out = self.emit.group_collective(rank, step, f"dp.{chunk}", "dp", "all_reduce",
+                                             per_slot * self.grad_bpe, deps, "edp", group_key, layer=layer,
+                                             phase="replica-grad-all-reduce")
+            if out is not deps:
+                self.dp_ops += out
+
     def _close_bucket(self, rank: int, step: int, chunk: int, kind: str, elems: float, deps: Deps) -> None:
         idx = sum(1 for b in self.rank_buckets if b[0] == chunk and b[1] == kind)
         self.rank_buckets.append((chunk, kind, elems, idx))
@@ -152,6 +225,8 @@ class GradientReducer:
         if not self.overlap:
             for chunk, kind, elems, idx in self.rank_buckets:
                 self._reduce(rank, step, chunk, kind, elems, idx, last_compute)
+            for chunk, layer in self.replica_pending:
+                self._replica_sync(rank, step, chunk, layer, last_compute)
         dense, expert = self.rank_params
         for r in self.emit.lanes.lanes(rank, "rank"):
             self.param_split[r] = (dense, expert)

@@ -47,11 +47,12 @@ the next step's batch; checkpoint writes every K steps.
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import networkx as nx
 
 from netsim.config.workload import WorkloadSpec
+from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import ModelCosts, TimeModel
@@ -171,6 +172,7 @@ def build_plan(
         rep_of=[emit.lanes.rep_of(r) for r in range(layout.world)] if lockstep else None,
         memory=memory,
         batch=batch,
+        moe_dispatch=_moe_dispatch(spec, layout, routing, experts, n_steps),
     )
 
 
@@ -182,6 +184,7 @@ def _context(spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sche
         layout.tp,
         sequence_parallel=spec.parallelism.sequence_parallel,
         expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
+        expert_tp=layout.etp,
     )
     return BuildContext(spec, graph, layout, sched, costs, split_layers(spec.model.layers, sched.num_virtual_stages))
 
@@ -192,16 +195,54 @@ def _parts(ctx: BuildContext, compute: TimeModel, routing: EPRouting | None, loc
     spec, layout = ctx.spec, ctx.layout
     # a lockstep unit: the consecutive ranks of a stage tied together by every layer's
     # all-to-alls and TP collectives, or the whole stage of a dense model
-    unit = math.lcm(layout.ep, layout.tp) if routing is not None else layout.stage_size
-    lanes = make_lanes(lockstep, layout.world, unit, layout.ep, layout.tp)
+    unit = _lockstep_unit(layout) if routing is not None else layout.stage_size
+    lanes = make_lanes(lockstep, layout.world, unit, layout.group_index)
     emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes)
     experts = ExpertTraffic(ctx, emit, routing)
-    grads = GradientReducer(ctx, emit)
+    grads = GradientReducer(ctx, emit, routing)
     io = StorageTraffic(ctx, emit, grads)
     router_name = routing.router_name if routing is not None else spec.router.name
     router_kernel = "router_grap" if router_name == "locmoe" else "router_linear"
     layers = LayerEmitter(ctx, emit, experts, grads, router_kernel, mode)
     return emit, experts, grads, io, PipelineStep(ctx, emit, layers, grads, io.data_ready)
+
+
+def _moe_dispatch(spec: WorkloadSpec, layout: ParallelLayout, routing: EPRouting | None, experts: ExpertTraffic,
+                  steps: int) -> dict[str, Any] | None:
+    """What the summary says about the expert layout and the token dispatch (``moe_dispatch``)."""
+    if routing is None:
+        return None
+    moe = spec.model.moe
+    assert moe is not None
+    rows = experts.dispatch_rows
+    dedup = "none" if not DISPATCHERS.get(routing.dispatcher).dedups else (
+        "not available: the routing source gives counts only (a routing trace with top_k > 1); one copy per "
+        "(token, expert) sent" if experts.inexact else "exact (token-to-rank and token-to-node sets)")
+    return {
+        "expert_layout": layout.experts.name,
+        "expert_tp": layout.etp,
+        "expert_alltoall": spec.parallelism.expert_alltoall if experts.replicated else None,
+        "dispatcher": routing.dispatcher,
+        "dedup": dedup,
+        "padding": moe.padding,
+        "capacity_tokens": routing.capacity_rows,
+        "dispatch_token_pairs": rows["pairs"] / steps,
+        "dispatch_token_copies": rows["copies"] / steps,
+    }
+
+
+def _lockstep_unit(layout: ParallelLayout) -> int:
+    """The fewest consecutive ranks (a divisor of the stage) that hold whole all-to-all, TP and
+    expert-TP groups: ``lcm(ep, tp)`` with Megatron's layout and whole experts."""
+    s = layout.stage_size
+    for u in range(1, s + 1):
+        if s % u == 0 and all(
+            len({r // u for r in group(x)}) == 1
+            for x in range(s)
+            for group in (layout.a2a_group, layout.tp_group, layout.expert_tp_group)
+        ):
+            return u
+    return s
 
 
 def _steps(spec: WorkloadSpec, n_steps: int, walk: PipelineStep, emit: OpEmitter, io: StorageTraffic) -> list[int]:

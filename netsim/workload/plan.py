@@ -59,6 +59,8 @@ class Collective:
         instances: lockstep plans (:func:`build_plan` with ``lockstep``): the collectives of
             every rank a member stands for, which run at once when the members have arrived
             (``ranks`` are then the members, ``nbytes`` and ``local_bytes`` the instances' sums).
+        algo: the collective algorithm the workload asks for (e.g. ``groupwise``), overriding
+            the scenario's per-op choice; ``None``: the scenario's.
     """
 
     key: tuple[Any, ...]
@@ -78,6 +80,7 @@ class Collective:
     local_bytes: float = 0.0
     network: str = "backend"
     instances: tuple[Collective, ...] = ()
+    algo: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -130,6 +133,9 @@ class StepPlan:
     memory: MemoryReport | None = None
     #: the step's global batch and how it scales with the cluster (netsim.workload.batch)
     batch: BatchPlan | None = None
+    #: MoE workloads: the expert layout and how the all-to-alls send tokens (summary field
+    #: ``moe_dispatch``, netsim.workload.graph)
+    moe_dispatch: dict[str, Any] | None = None
 
     def summary_fields(self) -> dict[str, Any]:
         """What the plan tells the run summary about the workload as simulated: the batch
@@ -137,6 +143,8 @@ class StepPlan:
         out: dict[str, Any] = {}
         if self.batch is not None:
             out["batch"] = self.batch.summary()
+        if self.moe_dispatch is not None:
+            out["moe_dispatch"] = dict(self.moe_dispatch)
         return out
 
     def ops_of_rank(self, rank: int) -> list[Op]:

@@ -46,5 +46,5 @@ def test_faster_than_direct_when_the_server_links_are_fast() -> None:
 
 
 def test_needs_equal_servers() -> None:
-    with pytest.raises(CollectiveError, match="groupwise.*same number of devices on every server"):
+    with pytest.raises(CollectiveError, match=r"groupwise.*same number of devices on every server"):
         build_plan("all_to_all", ["n0.g0", "n0.g1", "n1.g0"], 1e6, algo="groupwise")

@@ -172,8 +172,8 @@ def test_layout_errors_name_the_field(sets: dict[str, Any], error: type[Exceptio
 
 
 def test_groupwise_needs_replicated_tp_groups_filling_a_server() -> None:
-    with pytest.raises(WorkloadError, match="parallelism.expert_alltoall: groupwise needs TP ranks that hold the "
-                                            "same tokens"):
+    with pytest.raises(WorkloadError, match=r"parallelism\.expert_alltoall: groupwise needs TP ranks that hold the "
+                                            r"same tokens"):
         _plan("megatron", **{"parallelism.expert_alltoall": "groupwise"})
     with pytest.raises(WorkloadError, match="every server must hold one TP group"):
         _plan("deepspeed", **{"parallelism.expert_alltoall": "groupwise", "parallelism.tp": 4,

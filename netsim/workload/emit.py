@@ -168,7 +168,7 @@ class OpEmitter:
         stream: str,
         cls: str,
         op: str,
-        nbytes: float,
+        nbytes: float | Callable[[int], float],
         deps: Deps,
         kind: str,
         group_key: GroupKey,
@@ -178,16 +178,19 @@ class OpEmitter:
         phase: str = "",
     ) -> Deps:
         """A collective of ``op`` over the group of kind ``kind`` of ``rank`` (nothing for a
-        group of one or no bytes; per-lane kinds of a lockstep plan ask every lane)."""
+        group of one or no bytes; per-lane kinds of a lockstep plan ask every lane).  ``nbytes``
+        is a size, or ``nbytes(r)`` the size of the collective as rank ``r`` sees it (groups
+        whose sizes differ, merged under lockstep)."""
+        size = nbytes if callable(nbytes) else (lambda _r: float(nbytes))
         group, key = group_key(rank)
         per_lane = self.lanes.per_lane(kind)
-        if nbytes <= 0 or (len(group) <= 1 and not per_lane):
+        if size(rank) <= 0 or (len(group) <= 1 and not per_lane):
             return deps
         label = f"{cls}.{phase or op}"
 
         def instance(r: int) -> tuple[tuple[Any, ...], Collective]:
             g, k = group_key(r)
-            return k, Collective(k, op, g, nbytes, cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
+            return k, Collective(k, op, g, size(r), cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
 
         if per_lane:
             return self.lanes.lane_collectives(self, rank, step, stream, deps, instance)

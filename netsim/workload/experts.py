@@ -187,8 +187,8 @@ class ExpertTraffic:
         L = self.ctx.layout
         if L.experts.etp <= 1:
             return deps
-        rows = sum(self._rank_rows(step, layer, mb, rank)[k : k + 1])
-        nbytes = float(rows * self.ctx.hidden * self.ctx.bpe)
+        def nbytes(r: int) -> float:
+            return float(self._rank_rows(step, layer, mb, r)[k] * self.ctx.hidden * self.ctx.bpe)
         if self.replicated:  # MindSpore: every TP rank has every token; reduce the partial outputs
             if what != "reduce":
                 return deps

@@ -22,10 +22,13 @@ expert-DP, :mod:`netsim.workload.expert_layout`) group, joined by the ranks of t
 the schedule puts the same blocks on (:meth:`~netsim.workload.schedules.Schedule.replica_stages`:
 DualPipe's mirrored stage).
 
-Redundant experts (EPLB replicas) are parameters held by several ranks of an EP group: the
-gradients of an expert with replicas are all-reduced, per layer and expert, over every rank
-holding a copy (the expert-DP groups of each replica's EP position), when the layer's gradients
-are final; a rank holding two replicas of one expert sums them locally first.
+Redundant experts (EPLB replicas) are parameters held by several ranks of an EP group, and
+their copies' gradients must be summed: in two stages, as a hierarchical all-reduce.  First every
+copy is reduced with the others at its EP position (the expert-DP buckets above), then, per
+layer and replicated expert, the ranks of an EP group holding a copy all-reduce their result
+(their ZeRO shard of it: all these ranks have the same expert-DP index) when the layer's
+gradients are final (phase ``replica-grad-all-reduce``); a rank holding two replicas of one
+expert sums them locally first.
 """
 
 from __future__ import annotations
@@ -132,16 +135,12 @@ class GradientReducer:
                 self.buckets[(chunk, kind)] = 0.0
 
     def layer_ready(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
-        """``layer``'s weight gradients are final once ``deps`` ran: its dense and unreplicated
-        expert parameters go to the buckets, its replicated experts' to their all-reduces."""
+        """``layer``'s weight gradients are final once ``deps`` ran: into the buckets, and the
+        replicated experts' all-reduces across their copies (module docstring)."""
         lp = self.ctx.costs.layer_params(layer)
-        replicated = self.replicated_experts(rank, layer)
-        per_slot = lp.expert / self.ctx.costs.slots if self.ctx.costs.slots else 0.0
-        held = per_slot * sum(n for _, n in replicated)
-        self.ready(rank, step, chunk, lp.dense, lp.expert - held, deps)
-        if not replicated:
+        self.ready(rank, step, chunk, lp.dense, lp.expert, deps)
+        if not self.replicated_experts(rank, layer):
             return
-        self.rank_params[1] += held
         if self.overlap:
             self._replica_sync(rank, step, chunk, layer, deps)
         else:
@@ -160,34 +159,35 @@ class GradientReducer:
         return [(int(e), int((held == e).sum())) for e in sorted(set(held.tolist())) if pl.replica_counts[e] > 1]
 
     def replica_group(self, rank: int, layer: int, expert: int) -> tuple[int, ...]:
-        """Every rank holding a copy of ``expert`` of ``layer`` that ``rank``'s copy reduces with."""
+        """The ranks of ``rank``'s EP group holding a copy of ``expert`` of ``layer``."""
         assert self.routing is not None
-        L = self.ctx.layout
         pl = self.routing.placements[self.moe_index[layer] % len(self.routing.placements)]
-        group = L.ep_group(rank)
-        members: set[int] = set()
-        for q in sorted(set(pl.replica_ranks(expert).tolist())):
-            members |= set(reduction_group(L, self.ctx.schedule, group[q], True))
-        return tuple(sorted(members))
+        group = self.ctx.layout.ep_group(rank)
+        return tuple(sorted({group[q] for q in pl.replica_ranks(expert).tolist()}))
 
     def _replica_sync(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
-        """The all-reduces of ``layer``'s replicated experts (one per expert, over its holders):
-        the ``j``-th replicated expert of every rank of a lockstep unit is one lane's op."""
+        """The all-reduces of ``layer``'s replicated experts, one per expert over its holders (in
+        a lockstep plan, each expert of any rank of the unit: the lanes holding it join)."""
         per_slot = self.ctx.costs.layer_params(layer).expert / self.ctx.costs.slots
-        lanes = self.emit.lanes.lanes(rank, "rank")
-        todo = {r: [e for e, _ in self.replicated_experts(r, layer)] for r in lanes}
-        for j in range(max(len(v) for v in todo.values())):
+        if self.ctx.zero >= 1:  # the bucket reduce-scatter left each rank its shard
+            per_slot /= len(self.dp_group(rank, True))
+        held: dict[int, set[int]] = {}
 
-            def group_key(r: int, j: int = j) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-                mine = todo.get(r) if r in todo else [e for e, _ in self.replicated_experts(r, layer)]
-                if mine is None or j >= len(mine):
+        def holds(r: int) -> set[int]:
+            if r not in held:
+                held[r] = {e for e, _ in self.replicated_experts(r, layer)}
+            return held[r]
+
+        for e in sorted(set().union(*(holds(r) for r in self.emit.lanes.lanes(rank, "rank")))):
+
+            def group_key(r: int, e: int = e) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+                if e not in holds(r):
                     return (r,), ("none", r)
-                group = self.replica_group(r, layer, mine[j])
-                return group, ("dp-replica", step, layer, mine[j], group)
+                group = self.replica_group(r, layer, e)
+                return group, ("dp-replica", step, layer, e, group)
 
-            out = self.emit.group_collective(rank, step, f"dp.{chunk}", "dp", "all_reduce",
-                                             per_slot * self.grad_bpe, deps, "edp", group_key, layer=layer,
-                                             phase="replica-grad-all-reduce")
+            out = self.emit.group_collective(rank, step, f"dp.{chunk}", "dp", "all_reduce", per_slot * self.grad_bpe,
+                                             deps, "edp", group_key, layer=layer, phase="replica-grad-all-reduce")
             if out is not deps:
                 self.dp_ops += out
 

@@ -87,7 +87,7 @@ def test_switching_the_collective_model_reruns_and_keeps_the_traffic(  # type: i
     assert set(stream.results["collective_model"]) == {"stream"}
     assert set(study.results["collective_model"]) == {"exact"}
     # same bytes on the wire, step times within the stream model's error; EPLB's redundant experts
-    # add gradient all-reduces over the 2-3 ranks holding a replica (issue 18 item 16), rings that
+    # add gradient all-reduces among the 2-3 ranks holding a replica (issue 18 item 16), rings that
     # mix HCCS, PCIe and RoCE, where the stream model is off by up to ~20% on one collective
     pd.testing.assert_series_equal(stream.results["ep_bytes_inter_node"], study.results["ep_bytes_inter_node"])
     err = abs(stream.results["step_time_s"] / study.results["step_time_s"] - 1)

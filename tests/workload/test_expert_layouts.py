@@ -133,11 +133,16 @@ def test_megatron_expert_tp_gathers_tokens_around_the_experts() -> None:
     assert plan.layout.etp == 2 and plan.expert_params_per_rank[0] == pytest.approx(half.expert_params_per_rank[0] / 2)
 
 
-def test_lockstep_keeps_every_byte_of_a_groupwise_plan() -> None:
-    sets = {"parallelism.expert_alltoall": "groupwise"}
-    exact, lock = _plan("mindspore", **sets), _plan("mindspore", lockstep=True, **sets)
+@pytest.mark.parametrize(("layout", "sets"), [("mindspore", {"parallelism.expert_alltoall": "groupwise"}),
+                                              ("megatron", {"parallelism.expert_tp": 2, "parallelism.ep": 4})])
+def test_lockstep_keeps_every_byte(layout: str, sets: dict[str, Any]) -> None:
+    exact, lock = _plan(layout, **sets), _plan(layout, lockstep=True, **sets)
     assert lock.ep_bytes == pytest.approx(exact.ep_bytes)
-    assert len(lock.ops) < len(exact.ops)
+
+    def tp(p: StepPlan) -> float:
+        return sum(i.nbytes for c in p.collectives.values() for i in (c.instances or (c,)) if c.traffic_class == "tp")
+
+    assert tp(lock) == pytest.approx(tp(exact)) and len(lock.ops) < len(exact.ops)
 
 
 def test_groupwise_all_to_all_is_faster_on_fast_server_links() -> None:

@@ -121,16 +121,17 @@ def _replica_plan(*sets: str) -> StepPlan:
 
 def test_eplb_replicas_all_reduce_their_gradients() -> None:
     # EP 4 over 8 ranks (EDP 2): without redundant experts each expert's gradient is reduced over
-    # its EDP pair; with 4 redundant experts, an expert with replicas is all-reduced over every
-    # rank holding a copy (issue 18 item 16: DP bytes did not change)
+    # its EDP pair; with 4 redundant experts, the ranks of an EP group holding copies of one expert
+    # then all-reduce their (ZeRO-1) shard of it (issue 18 item 16: DP bytes did not change)
     base, rep = _replica_plan(), _replica_plan("placement.redundant_experts=4")
-    phases = {c.phase for c in rep.collectives.values() if c.traffic_class == "dp"}
-    assert "replica-grad-all-reduce" in phases and "replica-grad-all-reduce" not in {
-        c.phase for c in base.collectives.values()}
-    per_expert = 3 * 64 * 128 * 4  # SwiGLU expert: 3 matrices of hidden x ffn, fp32 gradients
-    for c in rep.collectives.values():
-        if c.phase == "replica-grad-all-reduce":
-            assert c.op == "all_reduce" and c.nbytes == per_expert and len(c.ranks) >= 4  # 2 copies x EDP 2
+    phase = "replica-grad-all-reduce"
+    assert phase not in {c.phase for c in base.collectives.values()}
+    syncs = [c for c in rep.collectives.values() if c.phase == phase]
+    assert syncs
+    shard = 3 * 64 * 128 * 4 / 2  # SwiGLU expert: 3 matrices of hidden x ffn, fp32, over EDP 2
+    for c in syncs:
+        assert c.op == "all_reduce" and c.nbytes == shard and 2 <= len(c.ranks) <= 4
+        assert len({rep.layout.ep_coords(r)[0] for r in c.ranks}) == 1  # inside one EP group
     dp = {n: sum(c.nbytes * len(c.ranks) for c in p.collectives.values() if c.traffic_class == "dp")
           for n, p in (("base", base), ("rep", rep))}
     assert dp["rep"] > dp["base"]
@@ -169,3 +170,20 @@ def test_eplb_policy_option_selects_the_policy() -> None:
     assert placement("placement.options.policy=global") == placement("placement.name=eplb_global")
     assert placement("placement.options.policy=global") != placement()
     assert placement("placement.options.policy=hierarchical") == placement()
+
+
+def test_replica_all_reduces_replay_alike_under_lockstep() -> None:
+    from netsim.network.engine import Network
+    from netsim.replay import replay
+
+    sets = ["placement.name=eplb", "router.name=zipf", "router.options.s=1.5", "parallelism.ep=4",
+            "placement.redundant_experts=4"]
+    graph = load_topology("dgx-h100", nodes=1)
+    dp = {}
+    for lock in (False, True):
+        plan = _plan(sets, lockstep=lock)
+        net = Network(graph, routing="shortest")
+        replay(plan, net)  # every replica all-reduce finds all its members (no deadlock)
+        flows = net.flow_records()
+        dp[lock] = float(flows.loc[flows["traffic_class"] == "dp", "bytes"].sum())
+    assert dp[True] == pytest.approx(dp[False])

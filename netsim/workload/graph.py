@@ -28,7 +28,8 @@ The builder is a few small parts, each with one job:
                                                pipeline transfers between stages
 :mod:`~netsim.workload.layers`                 one layer's forward / backward / weight ops,
                                                TP collectives
-:mod:`~netsim.workload.experts`                MoE token matrices and expert all-to-alls
+:mod:`~netsim.workload.experts`                MoE token matrices, expert all-to-alls and
+                                               the expert layout's expert-TP collectives
 :mod:`~netsim.workload.gradients`              gradient buckets, DP reductions, optimizer,
                                                ZeRO gathers
 :mod:`~netsim.workload.storage`                batch reads and checkpoint writes

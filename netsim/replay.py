@@ -193,7 +193,7 @@ class _Executor:
             coll.op,
             devices,
             coll.nbytes,
-            algo=self.algorithms.get(coll.op),
+            algo=coll.algo or self.algorithms.get(coll.op),
             matrix=coll.matrix,
             traffic_class=coll.traffic_class,
             label=coll.label,
@@ -213,7 +213,8 @@ class _Executor:
             dst = _device_ids(self.net, [str(c.dst) for c in parts])
             size = np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts))
             return self.net.transfer_coflow(src, dst, size, traffic_class=coll.traffic_class, label=coll.label)
-        if len(parts) > 1 and coll.op == "all_to_allv" and self.algorithms.get(coll.op, "direct") == "direct":
+        if (len(parts) > 1 and coll.op == "all_to_allv"
+                and (coll.algo or self.algorithms.get(coll.op, "direct")) == "direct"):
             ranks = [r for c in parts for r in c.ranks]
             mat = np.zeros((len(ranks), len(ranks)))
             at = 0

@@ -545,6 +545,7 @@ def summarize_replay(
         "lockstep": prep.scenario.options.lockstep,
         "num_ops": core["num_ops"],
         "num_flows": core["num_flows"],
+        **plan.summary_fields(),
     }
     if plan.memory is not None:
         summary["memory"] = plan.memory.summary()

@@ -15,6 +15,7 @@
 # the built-in algorithms register themselves when their modules are imported (here, so that any
 # import of netsim.collectives or a submodule of it has them; the registry imports none of them)
 from netsim.collectives import algorithms as _algorithms  # noqa: F401
+from netsim.collectives import groupwise as _groupwise  # noqa: F401
 from netsim.collectives import mesh as _mesh  # noqa: F401
 from netsim.collectives import pipelined as _pipelined  # noqa: F401
 from netsim.collectives.executor import (

@@ -304,7 +304,8 @@ class NcclCost(CostModel):
         """HCCL's algorithm selection (CANN HCCL user guide, "Collective Communication
         Algorithms"): inside a fully connected server Mesh, else Ring; across servers the
         all-reduce is hierarchical (intra-server reduce-scatter, inter-server all-reduce of the
-        slices, intra-server all-gather), the gathers and scatters ring.  HCCL publishes no
+        slices, intra-server all-gather) where every server holds as many of the group's devices
+        (else ring), the gathers and scatters ring.  HCCL publishes no
         tuning model: the protocol, latencies and per-step costs are NCCL's ring ones
         (*approx.*), and the links alone bound the bandwidth."""
         ch = self.choice(op, devices, nbytes, algo="ring", proto=proto)
@@ -312,7 +313,7 @@ class NcclCost(CostModel):
         shape = group_shape(self.graph, tuple(devices), self.efficiency)
         if shape.n_nodes == 1 and shape.full_mesh and op in ("all_reduce", "reduce_scatter", "all_gather"):
             plan_algo = "mesh"
-        elif shape.n_nodes > 1 and shape.ranks_per_node > 1 and op == "all_reduce":
+        elif shape.n_nodes > 1 and shape.ranks_per_node > 1 and shape.uniform and op == "all_reduce":
             plan_algo = "hierarchical"
         else:
             plan_algo = "ring"

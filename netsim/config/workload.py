@@ -19,8 +19,16 @@ Field meanings (the units are in the names where they are not counts):
   (``every_n`` counted from ``first_dense``, or an explicit ``layers`` list).
 * ``parallelism``: ``dp`` (``auto`` = whatever the devices leave), ``pp``, ``tp`` and ``ep``.
   Ranks are ``dp * pp * tp``; the EP group is carved out of the ``dp * tp`` ranks of a pipeline
-  stage (with sequence parallelism each TP rank routes its own share of the tokens, the LocMoE /
-  Megatron "parallel folding" layout).
+  stage as the framework named by ``expert_layout`` does (:mod:`netsim.workload.expert_layout`:
+  Megatron's parallel folding, DeepSpeed, MindSpore), with ``expert_tp`` ranks per expert and,
+  for layouts whose TP ranks hold the same tokens, ``expert_alltoall`` (replicated or LocMoE's
+  group-wise all-to-all).
+* ``model.moe.dispatcher`` / ``model.moe.padding``: how the all-to-all sends tokens (a copy per
+  expert, per destination rank or per destination node; :mod:`netsim.moe.traffic`) and whether
+  its buffers are capacity-sized (fixed-shape frameworks) or as routed (dropless).
+* ``global_batch_size`` / ``batch_scaling`` / ``batch_reference_devices``: a global batch fixed
+  whatever the cluster, or one that grows with it (tokens per device fixed;
+  :mod:`netsim.workload.batch`).
 * ``schedule``: a pipeline schedule from :data:`netsim.workload.schedules.SCHEDULES`.
 * ``router`` / ``placement``: the token->expert router and the expert->rank placement.
 * ``overlap``: DP gradient reduction overlapped with backward; LocMoE-style slicing of the
@@ -102,6 +110,16 @@ class MoESpec(SpecModel):
     dispatch_bytes_per_element: int | None = Field(
         default=None, gt=0, description="bytes/element of dispatched tokens (1 for FP8 dispatch)"
     )
+    dispatcher: str = Field(
+        default="alltoall",
+        description="token dispatcher: alltoall (a copy per token and expert), dedup-rank (a copy per token "
+        "and destination rank), deepep (a copy per token and destination node, fanned out over NVLink)",
+    )
+    padding: Literal["dropless", "capacity"] = Field(
+        default="dropless",
+        description="dropless: all-to-all buffers as routed; capacity: capacity-sized buffers per (rank, expert), "
+        "sent and computed in full (needs capacity_factor)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MoESpec:
@@ -109,6 +127,12 @@ class MoESpec(SpecModel):
             raise ValueError(f"top_k must be <= experts ({self.experts}), got {self.top_k}")
         if self.layers is not None and any(x < 0 for x in self.layers):
             raise ValueError("layers must be non-negative layer indices")
+        if self.padding == "capacity" and self.capacity_factor is None:
+            raise ValueError("padding capacity needs capacity_factor (the buffer is capacity_factor * top_k * "
+                             "tokens / experts tokens per rank and expert)")
+        if self.padding == "capacity" and self.dispatcher != "alltoall":
+            raise ValueError(f"padding capacity sends a buffer per (rank, expert): it needs dispatcher alltoall "
+                             f"(got {self.dispatcher})")
         return self
 
 
@@ -177,6 +201,20 @@ class ParallelSpec(SpecModel):
     ep: int = Field(default=1, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 1
     sequence_parallel: bool = Field(default=True, description="TP with sequence parallelism (Megatron)")
+    expert_layout: str = Field(
+        default="megatron",
+        description="how the framework lays experts out: megatron (parallel folding), deepspeed (EP across DP, "
+        "whole experts), mindspore (EP across DP, experts split over the TP group); netsim.workload.expert_layout",
+    )
+    expert_tp: int | None = Field(
+        default=None, ge=1, description="ranks one expert is split over (default: tp for mindspore, else 1)"
+    )
+    expert_alltoall: Literal["replicated", "groupwise"] = Field(
+        default="replicated",
+        description="deepspeed / mindspore layouts: how the TP copies of the tokens cross the all-to-all "
+        "(replicated: each TP rank sends its copy; groupwise: LocMoE, each its 1/tp share + all-gather in the TP "
+        "group)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ParallelSpec:
@@ -294,6 +332,15 @@ class WorkloadSpec(SpecModel):
     global_batch_size: int | None = Field(
         default=None, ge=1, description="if set, num_microbatches = global / (micro_batch_size * dp)"
     )
+    batch_scaling: Literal["fixed", "per-device"] | None = Field(
+        default=None,
+        description="fixed: the global batch whatever the cluster (strong scaling); per-device: tokens per "
+        "device fixed, the global batch grows with dp (weak scaling); default: fixed when global_batch_size "
+        "is given without batch_reference_devices, else per-device",
+    )
+    batch_reference_devices: int | None = Field(
+        default=None, ge=1, description="per-device scaling of global_batch_size: the devices it holds for"
+    )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     router: RouterSpec = Field(default_factory=RouterSpec)
     placement: PlacementSpec = Field(default_factory=PlacementSpec)
@@ -321,6 +368,27 @@ class WorkloadSpec(SpecModel):
             if "grad_bytes_per_element" in data:
                 data = _grad_dtype_alias(data)
         return data
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> WorkloadSpec:
+        mode = self.batch_scaling
+        if mode == "fixed" and self.global_batch_size is None:
+            raise ValueError("batch_scaling fixed needs global_batch_size (the batch that stays fixed)")
+        if mode == "fixed" and self.batch_reference_devices is not None:
+            raise ValueError("batch_reference_devices applies to batch_scaling per-device only")
+        if self.batch_reference_devices is not None and self.global_batch_size is None:
+            raise ValueError("batch_reference_devices needs global_batch_size (the batch at that many devices)")
+        if mode == "per-device" and self.global_batch_size is not None and self.batch_reference_devices is None:
+            raise ValueError("batch_scaling per-device with global_batch_size needs batch_reference_devices "
+                             "(the devices global_batch_size holds for); or give num_microbatches per replica")
+        return self
+
+    @property
+    def batch_scaling_mode(self) -> str:
+        """``batch_scaling``, or what the batch fields imply (netsim.workload.batch)."""
+        if self.batch_scaling is not None:
+            return self.batch_scaling
+        return "fixed" if self.global_batch_size is not None and self.batch_reference_devices is None else "per-device"
 
     @property
     def grad_bytes_per_element(self) -> int:

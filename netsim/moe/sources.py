@@ -26,6 +26,11 @@ A replay of a training step needs, for every MoE layer and micro-batch, the toke
 trace path or an object, and :func:`step_dispatch` turns one (step, layer, micro-batch) into
 the :class:`~netsim.moe.traffic.DispatchPlan` (dispatch/combine byte matrices) the all-to-all
 replays.
+
+Dispatchers that send a token once per destination rank or node (:mod:`netsim.moe.dispatchers`)
+need the experts of every token, not only the counts: :func:`route_batch` asks a source for
+them (``routed(step, layer, microbatch, token_sets=True)``: routers and statistical models with
+``top_k > 1`` give them, from the same draws as the counts; a trace has counts only).
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from netsim.errors import SpecError
+from netsim.moe.dispatchers import DISPATCHERS
 from netsim.moe.placement import Placement
 from netsim.moe.routers import ROUTERS, Router, make_router
-from netsim.moe.statistical import STAT_MODELS, StatModel, make_stat_model, sample_counts
+from netsim.moe.statistical import STAT_MODELS, StatModel, make_stat_model, sample_assignments, sample_counts
 from netsim.moe.trace import RoutingTrace, read_routing_trace
 from netsim.moe.traffic import DispatchPlan, dispatch_plan
 
@@ -53,6 +59,7 @@ __all__ = [
     "StatisticalSource",
     "TraceSource",
     "rescale_rows",
+    "route_batch",
     "routing_source",
     "step_dispatch",
 ]
@@ -69,6 +76,23 @@ class RoutingSource(Protocol):
     def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[IntArray, IntArray]:
         """``(tokens, dropped)``: ``[ep, experts]`` kept and dropped (token, slot) assignments."""
         ...
+
+
+#: ``(tokens, dropped, experts)``: ``[ep, experts]`` kept and dropped (token, slot) counts, and the
+#: experts of every kept (token, slot) ``[ep, T, k]`` (``-1``: none) when asked for and known
+Routed = tuple[IntArray, IntArray, "IntArray | None"]
+
+
+def route_batch(source: RoutingSource, step: int, layer: int, microbatch: int = 0, *,
+                token_sets: bool = False) -> Routed:
+    """The routing of one (step, layer, micro-batch), with the token sets when ``token_sets``
+    and the source knows them (``source.routed``); else the counts alone."""
+    routed = getattr(source, "routed", None)
+    if routed is not None:
+        out: Routed = routed(step, layer, microbatch, token_sets=token_sets)
+        return out
+    tok, drp = source.counts(step, layer, microbatch)
+    return tok, drp, None
 
 
 def rescale_rows(matrix: NDArray[np.integer[Any]], totals: NDArray[np.integer[Any]]) -> IntArray:
@@ -120,6 +144,11 @@ class TraceSource:
             return np.full(self.ep, self.tokens_per_rank * self.top_k, dtype=np.int64)
         return np.rint(row_sums * (self.tokens_per_rank / recorded)).astype(np.int64)
 
+    def routed(self, step: int, layer: int, microbatch: int = 0, *, token_sets: bool = False) -> Routed:
+        """The counts; a trace records no token sets (``None``)."""
+        tok, drp = self.counts(step, layer, microbatch)
+        return tok, drp, None
+
     def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[IntArray, IntArray]:
         s = self._steps[step % len(self._steps)]
         ly = self._layers[layer % len(self._layers)]
@@ -170,14 +199,36 @@ class StatisticalSource:
         return self._probs[layer]
 
     def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[IntArray, IntArray]:
+        tok, drp, _ = self.routed(step, layer, microbatch)
+        return tok, drp
+
+    def routed(self, step: int, layer: int, microbatch: int = 0, *, token_sets: bool = False) -> Routed:
+        """Counts (and with ``token_sets`` the experts of every token, ``top_k > 1``)."""
         rng = np.random.default_rng([self.seed, 2, layer, step, microbatch])
-        tok = sample_counts(self.probabilities(layer), self.tokens_per_rank, self.top_k, rng)
+        tok, experts = sample_assignments(self.probabilities(layer), self.tokens_per_rank, self.top_k, rng) \
+            if token_sets else (sample_counts(self.probabilities(layer), self.tokens_per_rank, self.top_k, rng), None)
         if self.capacity_factor is None:
-            return tok, np.zeros_like(tok)
+            return tok, np.zeros_like(tok), experts
         # per-source capacity (GShard/Switch groups): each rank sends at most C per expert
         cap = int(np.ceil(self.capacity_factor * self.top_k * self.tokens_per_rank / self.experts - 1e-9))
         kept = np.minimum(tok, cap)
-        return kept, tok - kept
+        if experts is not None:
+            experts = _drop_beyond(experts, cap)
+        return kept, tok - kept, experts
+
+
+def _drop_beyond(experts: IntArray, cap: int) -> IntArray:
+    """``experts [ep, T, k]`` with every (token, slot) past the first ``cap`` of its expert (in
+    token order) of its source rank set to ``-1`` (the capacity drop of the counts)."""
+    out = experts.copy()
+    for r in range(out.shape[0]):
+        flat = out[r].reshape(-1)
+        idx = np.flatnonzero(flat >= 0)
+        order = np.argsort(flat[idx], kind="stable")
+        se = flat[idx][order]
+        nth = np.arange(se.size) - np.searchsorted(se, se, side="left")
+        flat[idx[order][nth >= cap]] = -1
+    return out
 
 
 def alias_table(p: NDArray[np.float64]) -> tuple[NDArray[np.float64], IntArray]:
@@ -293,6 +344,11 @@ class RouterSource:
         return self._routers[layer]
 
     def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[IntArray, IntArray]:
+        tok, drp, _ = self.routed(step, layer, microbatch)
+        return tok, drp
+
+    def routed(self, step: int, layer: int, microbatch: int = 0, *, token_sets: bool = False) -> Routed:
+        """Counts (and with ``token_sets`` the router's kept experts of every token)."""
         # Each rank's tokens are routed on their own: capacity groups are per source rank
         # anyway, and memory stays at one rank's [tokens, experts] scores.  The hidden states are
         # float32 (as a model's activations; half the memory traffic and a float32 GEMM where
@@ -302,14 +358,26 @@ class RouterSource:
         t = self.tokens_per_rank
         tokens = np.zeros((self.ep, self.experts), dtype=np.int64)
         dropped = np.zeros((self.ep, self.experts), dtype=np.int64)
+        per_rank: list[IntArray] = []
         seq = np.arange(t) // self.seq_len
         for r in range(self.ep):
             ids = alias_sample(self._token_alias, rng, t)
             x = standard_normal_f32(rng, t * self.hidden, scale=self.noise).reshape(t, self.hidden)
             x += emb[ids]
             src = np.full(t, r, dtype=np.int64)
-            tokens[r], dropped[r] = router.counts(x, token_ids=ids, src_rank=src, seq_ids=seq)
-        return tokens, dropped
+            if token_sets:
+                res = router.route(x, token_ids=ids, src_rank=src, seq_ids=seq)
+                tokens[r], dropped[r] = res.counts, res.drops
+                per_rank.append(res.experts)
+            else:
+                tokens[r], dropped[r] = router.counts(x, token_ids=ids, src_rank=src, seq_ids=seq)
+        if not token_sets:
+            return tokens, dropped, None
+        k = max((e.shape[1] for e in per_rank), default=1)
+        experts = np.full((self.ep, t, k), -1, dtype=np.int64)
+        for r, e in enumerate(per_rank):
+            experts[r, :, : e.shape[1]] = e
+        return tokens, dropped, experts
 
 
 def routing_source(
@@ -411,15 +479,18 @@ def step_dispatch(
     replica_policy: str = "even",
     ranks_per_node: int | None = None,
     rank_node: NDArray[np.integer[Any]] | None = None,
+    dispatcher: str = "alltoall",
 ) -> tuple[DispatchPlan, IntArray, IntArray]:
     """The EP all-to-all of one (step, layer, micro-batch).
 
-    ``placement`` is one placement for all layers or one per layer (EPLB).  Returns the
-    :class:`DispatchPlan` (``dispatch_bytes``/``combine_bytes`` ``[ep, ep]``) and the
-    ``(tokens, dropped)`` counts it was built from.
+    ``placement`` is one placement for all layers or one per layer (EPLB).  ``dispatcher``
+    names the token dispatcher (:mod:`netsim.moe.dispatchers`; the de-duplicating ones ask the
+    source for the token sets).  Returns the :class:`DispatchPlan` (``dispatch_bytes``/
+    ``combine_bytes`` ``[ep, ep]``) and the ``(tokens, dropped)`` counts it was built from.
     """
     pl = placement if isinstance(placement, Placement) else placement[layer % len(placement)]
-    tokens, dropped = source.counts(step, layer, microbatch)
+    tokens, dropped, experts = route_batch(source, step, layer, microbatch,
+                                           token_sets=DISPATCHERS.get(dispatcher).dedups)
     plan = dispatch_plan(
         tokens,
         pl,
@@ -428,5 +499,8 @@ def step_dispatch(
         replica_policy=replica_policy,
         ranks_per_node=ranks_per_node,
         rank_node=rank_node,
+        dispatcher=dispatcher,
+        token_experts=experts,
+        top_k=getattr(source, "top_k", None),
     )
     return plan, tokens, dropped

@@ -48,6 +48,7 @@ __all__ = [
     "UniformModel",
     "ZipfModel",
     "make_stat_model",
+    "sample_assignments",
     "sample_counts",
     "stat_model_names",
 ]
@@ -100,6 +101,28 @@ def sample_counts(
         top_k: experts per token (distinct).
         rng: the generator.
     """
+    return _sample(p, tokens_per_rank, top_k, rng, keep_tokens=False)[0]
+
+
+def sample_assignments(
+    p: NDArray[np.floating[Any]],
+    tokens_per_rank: int,
+    top_k: int,
+    rng: np.random.Generator,
+) -> tuple[IntArray, IntArray | None]:
+    """:func:`sample_counts` with the same draws, plus the experts of every token: ``[n_ranks,
+    tokens_per_rank, top_k]`` (``None`` for ``top_k = 1``, drawn as one multinomial per rank)."""
+    return _sample(p, tokens_per_rank, top_k, rng, keep_tokens=True)
+
+
+def _sample(
+    p: NDArray[np.floating[Any]],
+    tokens_per_rank: int | Sequence[int] | NDArray[np.integer[Any]],
+    top_k: int,
+    rng: np.random.Generator,
+    *,
+    keep_tokens: bool,
+) -> tuple[IntArray, IntArray | None]:
     prob = np.asarray(p, dtype=np.float64)
     n_ranks, n = prob.shape
     tok = np.broadcast_to(np.asarray(tokens_per_rank, dtype=np.int64), (n_ranks,))
@@ -108,6 +131,8 @@ def sample_counts(
     if not 1 <= top_k <= n:
         raise SpecError(f"top_k must be in [1, experts={n}] (got {top_k})", field="top_k")
     out = np.zeros((n_ranks, n), dtype=np.int64)
+    keep = keep_tokens and top_k > 1
+    experts = np.full((n_ranks, int(tok.max(initial=0)), top_k), -1, dtype=np.int64) if keep else None
     chunk = max(1, (1 << 20) // n)
     for r in range(n_ranks):
         row = prob[r] / prob[r].sum()
@@ -119,13 +144,17 @@ def sample_counts(
         with np.errstate(divide="ignore"):
             logp = np.log(row)
         left = int(tok[r])
+        at = 0
         while left > 0:
             m = min(left, chunk)
             keys = logp - np.log(-np.log(rng.random((m, n))))
             top = np.argpartition(-keys, top_k - 1, axis=-1)[:, :top_k]
             out[r] += np.bincount(top.reshape(-1), minlength=n)
+            if experts is not None:
+                experts[r, at : at + m] = top
+            at += m
             left -= m
-    return out
+    return out, experts
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,11 @@ and a :class:`~netsim.moe.placement.Placement`::
 
 (REFERENCE.md section 1: bytes per all-to-all = tokens * top_k * hidden * bytes_per_element.)
 The diagonal is traffic that stays on the rank; entries between ranks of one node use the
-intra-node fabric, the rest cross the network.
+intra-node fabric, the rest cross the network.  That is one copy per (token, expert), what
+Megatron's all-to-all dispatcher sends; dispatchers that send a token once per destination
+rank or node (DeepEP) send fewer copies (:mod:`netsim.moe.dispatchers`, ``dispatcher`` of
+:func:`dispatch_plan`).  Frameworks with a fixed expert capacity send capacity-sized buffers
+whatever the routing (:func:`padded_tokens`).
 
 Replicated experts (EPLB redundant experts) split their tokens by ``replica_policy``:
 
@@ -36,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from netsim.errors import SpecError
+from netsim.moe.dispatchers import DISPATCHERS, dispatcher_copies, token_destinations
 from netsim.moe.placement import Placement, rank_nodes
 
 IntArray = NDArray[np.int64]
@@ -49,7 +54,9 @@ __all__ = [
     "RoutingMetrics",
     "dispatch_plan",
     "load_stats",
+    "padded_tokens",
     "rank_token_matrix",
+    "replica_shares",
     "routing_metrics",
 ]
 
@@ -60,6 +67,69 @@ def _split(c: IntArray, m: IntArray | int, rot: IntArray, pos: IntArray) -> IntA
     base = c // m_arr
     rem = c % m_arr
     return np.asarray(base + (((pos - rot) % m_arr) < rem), dtype=np.int64)
+
+
+def _check_counts(counts: NDArray[np.integer[Any]], placement: Placement, replica_policy: str) -> IntArray:
+    c = np.asarray(counts)
+    ep, n = placement.ep, placement.n_logical
+    if c.shape != (ep, n):
+        raise SpecError(f"routing counts have shape {c.shape}, the placement needs [{ep}, {n}]")
+    if (c < 0).any():
+        raise SpecError("routing counts must be >= 0")
+    if replica_policy not in REPLICA_POLICIES:
+        raise SpecError(
+            f"unknown replica policy {replica_policy!r}; allowed: {', '.join(REPLICA_POLICIES)}",
+            field="replica_policy",
+        )
+    return c.astype(np.int64)
+
+
+def replica_shares(
+    counts: NDArray[np.integer[Any]],
+    placement: Placement,
+    *,
+    replica_policy: str = "even",
+    rank_node: IntArray | None = None,
+) -> IntArray:
+    """Tokens of every source rank for every expert served by each of its replicas.
+
+    Args:
+        counts: ``[ep, n]`` tokens from each EP rank to each logical expert.
+        placement: where the experts (and their replicas) live.
+        replica_policy: ``even`` or ``nearest`` (see module docstring).
+        rank_node: ``[ep]`` node of every rank (needed by ``nearest``).
+
+    Returns:
+        ``[ep, n, R]`` (``R`` = the most replicas of any expert): the share of replica ``r``
+        (slot ``placement.log2phy[e, r]``), 0 where the expert has fewer replicas.
+    """
+    c = _check_counts(counts, placement, replica_policy)
+    ep, n = placement.ep, placement.n_logical
+    width = placement.log2phy.shape[1]
+    shares = np.zeros((ep, n, width), dtype=np.int64)
+    if width == 1:
+        shares[:, :, 0] = c
+        return shares
+    if replica_policy == "nearest":
+        if rank_node is None:
+            raise SpecError("the 'nearest' replica policy needs the rank -> node map")
+        node = np.asarray(rank_node, dtype=np.int64)
+    src = np.arange(ep, dtype=np.int64)
+    slot_rank = placement.slot_rank
+    for e in range(n):
+        slots = placement.log2phy[e][placement.log2phy[e] >= 0]
+        m = slots.size
+        dst = slot_rank[slots]  # [m]
+        if replica_policy == "even":
+            share = _split(c[:, e][:, None], m, src[:, None], np.arange(m)[None, :])  # [ep, m]
+        else:
+            tier = np.where(dst[None, :] == src[:, None], 0, np.where(node[dst][None, :] == node[:, None], 1, 2))
+            cand = tier == tier.min(axis=1, keepdims=True)
+            k = cand.sum(axis=1, keepdims=True)
+            pos = np.cumsum(cand, axis=1) - 1
+            share = np.where(cand, _split(c[:, e][:, None], k, src[:, None], pos), 0)
+        shares[:, e, :m] = share
+    return shares
 
 
 def rank_token_matrix(
@@ -80,46 +150,19 @@ def rank_token_matrix(
     Returns:
         ``tokens [ep, ep]`` and ``slot_tokens [n_phys]`` (int64).
     """
-    c = np.asarray(counts)
-    ep, n = placement.ep, placement.n_logical
-    if c.shape != (ep, n):
-        raise SpecError(f"routing counts have shape {c.shape}, the placement needs [{ep}, {n}]")
-    if (c < 0).any():
-        raise SpecError("routing counts must be >= 0")
-    c = c.astype(np.int64)
-    if replica_policy not in REPLICA_POLICIES:
-        raise SpecError(
-            f"unknown replica policy {replica_policy!r}; allowed: {', '.join(REPLICA_POLICIES)}",
-            field="replica_policy",
-        )
-    slot_rank = placement.slot_rank
-    tokens = np.zeros((ep, ep), dtype=np.int64)
+    shares = replica_shares(counts, placement, replica_policy=replica_policy, rank_node=rank_node)
+    return _tokens_from_shares(shares, placement)
+
+
+def _tokens_from_shares(shares: IntArray, placement: Placement) -> tuple[IntArray, IntArray]:
+    ep = placement.ep
+    valid = placement.log2phy >= 0  # [n, R]
+    slots = placement.log2phy[valid]  # the slot of every (expert, replica)
+    per = shares[:, valid]  # [ep, slots]
     slot_tokens = np.zeros(placement.n_phys, dtype=np.int64)
-    src = np.arange(ep, dtype=np.int64)
-    if np.all(placement.replica_counts == 1):
-        dst = slot_rank[placement.log2phy[:, 0]]
-        np.add.at(tokens.T, dst, c.T)
-        slot_tokens[placement.log2phy[:, 0]] = c.sum(axis=0)
-        return tokens, slot_tokens
-    if replica_policy == "nearest":
-        if rank_node is None:
-            raise SpecError("the 'nearest' replica policy needs the rank -> node map")
-        node = np.asarray(rank_node, dtype=np.int64)
-    for e in range(n):
-        slots = placement.log2phy[e][placement.log2phy[e] >= 0]
-        m = slots.size
-        dst = slot_rank[slots]  # [m]
-        if replica_policy == "even":
-            share = _split(c[:, e][:, None], m, src[:, None], np.arange(m)[None, :])  # [ep, m]
-        else:
-            tier = np.where(dst[None, :] == src[:, None], 0, np.where(node[dst][None, :] == node[:, None], 1, 2))
-            cand = tier == tier.min(axis=1, keepdims=True)
-            k = cand.sum(axis=1, keepdims=True)
-            pos = np.cumsum(cand, axis=1) - 1
-            share = np.where(cand, _split(c[:, e][:, None], k, src[:, None], pos), 0)
-        for j in range(m):
-            np.add.at(tokens, (src, np.full(ep, dst[j])), share[:, j])
-        slot_tokens[slots] += share.sum(axis=0)
+    slot_tokens[slots] = per.sum(axis=0)
+    tokens = np.zeros((ep, ep), dtype=np.int64)
+    np.add.at(tokens.T, placement.slot_rank[slots], per.T)
     return tokens, slot_tokens
 
 
@@ -128,11 +171,15 @@ class DispatchPlan:
     """The EP all-to-all of one (micro-batch, layer): tokens and bytes between ranks.
 
     Attributes:
-        tokens: ``[ep, ep]`` tokens from source rank to the rank serving them.
-        dispatch_bytes: ``[ep, ep]`` bytes of the dispatch all-to-all (src -> expert rank).
+        tokens: ``[ep, ep]`` (token, expert) pairs from source rank to the rank serving them
+            (what the experts compute).
+        dispatch_bytes: ``[ep, ep]`` bytes of the dispatch all-to-all: the dispatcher's token
+            copies (:mod:`netsim.moe.dispatchers`) x hidden x bytes per element.
         combine_bytes: ``[ep, ep]`` bytes of the combine all-to-all (= ``dispatch_bytes.T``).
         slot_tokens: ``[n_phys]`` tokens served by every physical expert slot.
         rank_node: ``[ep]`` node of every rank.
+        copies: ``[ep, ep]`` token copies the dispatcher sends (``tokens`` for ``alltoall``).
+        dedup_exact: the dispatcher's de-duplication was computed from the token sets.
     """
 
     tokens: IntArray
@@ -140,6 +187,8 @@ class DispatchPlan:
     combine_bytes: FloatArray
     slot_tokens: IntArray
     rank_node: IntArray
+    copies: IntArray | None = None
+    dedup_exact: bool = True
 
     @property
     def rank_tokens(self) -> IntArray:
@@ -168,18 +217,37 @@ def dispatch_plan(
     replica_policy: str = "even",
     ranks_per_node: int | None = None,
     rank_node: NDArray[np.integer[Any]] | None = None,
+    dispatcher: str = "alltoall",
+    token_experts: NDArray[np.integer[Any]] | None = None,
+    top_k: int | None = None,
 ) -> DispatchPlan:
     """Dispatch and combine byte matrices for routing ``counts [ep, n]`` on ``placement``.
 
-    Bytes = tokens * ``hidden`` * ``bytes_per_element`` (2 for bf16).  The node of a rank is
-    ``rank_node[rank]`` if given, else ``rank // ranks_per_node`` (one node if neither).
+    Bytes = token copies * ``hidden`` * ``bytes_per_element`` (2 for bf16); the copies are what
+    ``dispatcher`` sends (:mod:`netsim.moe.dispatchers`: one per (token, expert) for
+    ``alltoall``; de-duplicated per destination rank or node from ``token_experts`` ``[ep, T,
+    k]``, the experts of every kept (token, slot), or from the counts when ``top_k`` is 1).  The
+    node of a rank is ``rank_node[rank]`` if given, else ``rank // ranks_per_node`` (one node if
+    neither).
     """
     if hidden < 1 or bytes_per_element <= 0:
         raise SpecError(f"hidden ({hidden}) and bytes_per_element ({bytes_per_element}) must be > 0")
     node = rank_nodes(placement.ep, ranks_per_node if ranks_per_node else placement.ep, rank_node)
-    tokens, slot_tokens = rank_token_matrix(counts, placement, replica_policy=replica_policy, rank_node=node)
-    dispatch = tokens.astype(np.float64) * float(hidden) * float(bytes_per_element)
-    return DispatchPlan(tokens, dispatch, dispatch.T.copy(), slot_tokens, node)
+    shares = replica_shares(counts, placement, replica_policy=replica_policy, rank_node=node)
+    tokens, slot_tokens = _tokens_from_shares(shares, placement)
+    dest = None
+    if token_experts is not None and DISPATCHERS.get(dispatcher).dedups:
+        dest = token_destinations(token_experts, placement, shares)
+    sent = dispatcher_copies(dispatcher, tokens, node, dest_rank=dest, single_expert=top_k == 1)
+    dispatch = sent.copies.astype(np.float64) * float(hidden) * float(bytes_per_element)
+    return DispatchPlan(tokens, dispatch, dispatch.T.copy(), slot_tokens, node, sent.copies, sent.exact)
+
+
+def padded_tokens(placement: Placement, capacity: int) -> IntArray:
+    """``[ep, ep]`` token rows of capacity-padded buffers: every source sends every physical
+    expert slot a buffer of ``capacity`` rows, full or not (fixed-shape all-to-all)."""
+    per_rank = np.bincount(placement.slot_rank, minlength=placement.ep).astype(np.int64)
+    return np.tile(per_rank * int(capacity), (placement.ep, 1))
 
 
 def load_stats(load: NDArray[np.integer[Any]] | NDArray[np.floating[Any]]) -> dict[str, float]:

@@ -2,8 +2,11 @@
 
 * :mod:`~netsim.workload.layout`: ranks and their (dp, pp, tp, ep) coordinates, process
   groups, rank -> device placement;
+* :mod:`~netsim.workload.expert_layout`: how a framework (Megatron, DeepSpeed, MindSpore) lays
+  experts out: EP, expert-TP and expert-DP groups;
+* :mod:`~netsim.workload.batch`: the global batch, fixed or growing with the cluster;
 * :mod:`~netsim.workload.schedules`: pipeline schedules (GPipe, 1F1B, interleaved 1F1B,
-  DualPipe) as a registry of small classes;
+  DualPipe, ZB-H1) as a registry of small classes;
 * :mod:`~netsim.workload.costs`: the kernels (and their shapes) of every layer part and the
   parameters a rank holds;
 * :mod:`~netsim.workload.moe_traffic`: router + placement -> expert-parallel token matrices

@@ -17,7 +17,8 @@ dense MLP          norm(Ts); GEMM up [T, (2 if SwiGLU) f/t, h]; swiglu(T, f/t); 
                    [T, h, f/t]
 MoE pre            norm(Ts); router_linear(Ts, h, E, k); permute(Ts, h, k)
 experts            grouped_gemm(R, E_local, (2) f_e, h); swiglu(R, f_e); grouped_gemm(R,
-                   E_local, h, f_e)  (R = tokens the rank's experts received)
+                   E_local, h, f_e)  (R = tokens the rank's experts received; f_e the
+                   expert FFN / expert_tp)
 MoE post           unpermute(Ts, h, k); shared experts as GEMMs on Ts tokens
 LM head            norm(Ts); GEMM [T, V/t, h]  (last pipeline block)
 optimizer          adamw(params held by the rank, / dp with ZeRO >= 1)
@@ -144,6 +145,8 @@ class ModelCosts:
         tp: tensor-parallel size.
         sequence_parallel: norms / routers / permutation on ``1/tp`` of the tokens.
         expert_slots_per_rank: physical expert slots per EP rank (0 for dense models).
+        expert_tp: ranks one routed expert is split over (its FFN columns / rows: each rank runs
+            ``1/expert_tp`` of every expert GEMM and holds that share of the weights).
     """
 
     def __init__(
@@ -154,6 +157,7 @@ class ModelCosts:
         *,
         sequence_parallel: bool = True,
         expert_slots_per_rank: int = 0,
+        expert_tp: int = 1,
     ) -> None:
         self.m = model
         self.mbs = micro_batch_size
@@ -165,6 +169,8 @@ class ModelCosts:
         self.norm = "rmsnorm" if self.gated else "layernorm"
         moe = model.moe
         self.expert_ffn = (moe.expert_ffn_hidden or model.ffn_hidden) if moe is not None else 0
+        #: the routed experts' FFN width one rank holds
+        self.expert_shard_ffn = max(1, self.expert_ffn // expert_tp) if moe is not None else 0
         self._memo: dict[tuple[Any, ...], list[KernelCall]] = {}
 
     # ------------------------------------------------------------------ tokens
@@ -234,7 +240,7 @@ class ModelCosts:
         if received_tokens <= 0 or self.slots <= 0:
             return []
         m, R, e = self.m, received_tokens, self.slots
-        f = self.expert_ffn
+        f = self.expert_shard_ffn
         calls = [_call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden)]
         if self.gated:
             calls.append(_call("swiglu", "fwd", tokens=R, hidden=f))
@@ -294,7 +300,7 @@ class ModelCosts:
             moe = m.moe
             assert moe is not None
             dense += h * moe.experts + moe.shared_experts * mats * h * self.expert_ffn
-            expert = self.slots * mats * h * self.expert_ffn
+            expert = self.slots * mats * h * self.expert_shard_ffn
         else:
             dense += mats * h * m.ffn_hidden / t
         return LayerParams(dense=dense, expert=expert)

@@ -168,7 +168,7 @@ class OpEmitter:
         stream: str,
         cls: str,
         op: str,
-        nbytes: float,
+        nbytes: float | Callable[[int], float],
         deps: Deps,
         kind: str,
         group_key: GroupKey,
@@ -178,17 +178,21 @@ class OpEmitter:
         phase: str = "",
     ) -> Deps:
         """A collective of ``op`` over the group of kind ``kind`` of ``rank`` (nothing for a
-        group of one or no bytes)."""
+        group of one or no bytes; per-lane kinds of a lockstep plan ask every lane).  ``nbytes``
+        is a size, or ``nbytes(r)`` the size of the collective as rank ``r`` sees it (groups
+        whose sizes differ, merged under lockstep)."""
+        size = nbytes if callable(nbytes) else (lambda _r: float(nbytes))
         group, key = group_key(rank)
-        if len(group) <= 1 or nbytes <= 0:
+        per_lane = self.lanes.per_lane(kind)
+        if size(rank) <= 0 or (len(group) <= 1 and not per_lane):
             return deps
         label = f"{cls}.{phase or op}"
 
         def instance(r: int) -> tuple[tuple[Any, ...], Collective]:
             g, k = group_key(r)
-            return k, Collective(k, op, g, nbytes, cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
+            return k, Collective(k, op, g, size(r), cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
 
-        if self.lanes.per_lane(kind):
+        if per_lane:
             return self.lanes.lane_collectives(self, rank, step, stream, deps, instance)
         return self.comm(rank, step, stream, deps, key, lambda: instance(rank)[1], lanes=(kind, instance))
 

@@ -18,13 +18,22 @@ reduced over its data-parallel group:
   ZeRO 3: each layer's parameters all-gathered before its forward and its backward.
 
 The group that reduces a rank's gradients holds every rank with the same parameters: the DP (or
-expert-DP) group, joined by the ranks of the other stages the schedule puts the same blocks on
-(:meth:`~netsim.workload.schedules.Schedule.replica_stages`: DualPipe's mirrored stage).
+expert-DP, :mod:`netsim.workload.expert_layout`) group, joined by the ranks of the other stages
+the schedule puts the same blocks on (:meth:`~netsim.workload.schedules.Schedule.replica_stages`:
+DualPipe's mirrored stage).
+
+Redundant experts (EPLB replicas) are parameters held by several ranks of an EP group, and
+their copies' gradients must be summed: in two stages, as a hierarchical all-reduce.  First every
+copy is reduced with the others at its EP position (the expert-DP buckets above), then, per
+layer and replicated expert, the ranks of an EP group holding a copy all-reduce their result
+(their ZeRO shard of it: all these ranks have the same expert-DP index) when the layer's
+gradients are final (phase ``replica-grad-all-reduce``); a rank holding two replicas of one
+expert sums them locally first.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netsim.workload.context import BuildContext
 from netsim.workload.emit import GroupKey, OpEmitter
@@ -32,6 +41,9 @@ from netsim.workload.layout import ParallelLayout
 from netsim.workload.optimizer import optimizer_precision
 from netsim.workload.plan import Deps
 from netsim.workload.schedules import Schedule
+
+if TYPE_CHECKING:
+    from netsim.workload.moe_traffic import EPRouting
 
 __all__ = ["GradientReducer", "reduction_group"]
 
@@ -54,9 +66,11 @@ def reduction_group(layout: ParallelLayout, schedule: Schedule, rank: int, exper
 class GradientReducer:
     """Gradient buckets and the data-parallel side of every rank's step."""
 
-    def __init__(self, ctx: BuildContext, emit: OpEmitter) -> None:
+    def __init__(self, ctx: BuildContext, emit: OpEmitter, routing: EPRouting | None = None) -> None:
         self.ctx = ctx
         self.emit = emit
+        self.routing = routing
+        self.moe_index = {ly: i for i, ly in enumerate(ctx.spec.model.moe_layers())}
         spec = ctx.spec
         self.overlap = spec.overlap.dp_overlap_backward
         self.precision = optimizer_precision(spec)
@@ -74,6 +88,8 @@ class GradientReducer:
         self.rank_params = [0.0, 0.0]
         self.dp_ops: Deps = []
         self.last_grad: Deps = []
+        #: replica all-reduces waiting for the end of the step (no overlap): (chunk, layer)
+        self.replica_pending: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ groups
 
@@ -118,6 +134,63 @@ class GradientReducer:
                 self._close_bucket(rank, step, chunk, kind, fill, deps)
                 self.buckets[(chunk, kind)] = 0.0
 
+    def layer_ready(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
+        """``layer``'s weight gradients are final once ``deps`` ran: into the buckets, and the
+        replicated experts' all-reduces across their copies (module docstring)."""
+        lp = self.ctx.costs.layer_params(layer)
+        self.ready(rank, step, chunk, lp.dense, lp.expert, deps)
+        if not self.replicated_experts(rank, layer):
+            return
+        if self.overlap:
+            self._replica_sync(rank, step, chunk, layer, deps)
+        else:
+            self.replica_pending.append((chunk, layer))
+
+    def replicated_experts(self, rank: int, layer: int) -> list[tuple[int, int]]:
+        """``(logical expert, slots of it on rank)`` for the experts with replicas ``rank`` holds
+        in ``layer`` (none without redundant experts)."""
+        if self.routing is None or layer not in self.moe_index:
+            return []
+        pl = self.routing.placements[self.moe_index[layer] % len(self.routing.placements)]
+        if (pl.replica_counts <= 1).all():
+            return []
+        _, pos = self.ctx.layout.ep_coords(rank)
+        held = pl.experts_on_rank(pos)
+        return [(int(e), int((held == e).sum())) for e in sorted(set(held.tolist())) if pl.replica_counts[e] > 1]
+
+    def replica_group(self, rank: int, layer: int, expert: int) -> tuple[int, ...]:
+        """The ranks of ``rank``'s EP group holding a copy of ``expert`` of ``layer``."""
+        assert self.routing is not None
+        pl = self.routing.placements[self.moe_index[layer] % len(self.routing.placements)]
+        group = self.ctx.layout.ep_group(rank)
+        return tuple(sorted({group[q] for q in pl.replica_ranks(expert).tolist()}))
+
+    def _replica_sync(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
+        """The all-reduces of ``layer``'s replicated experts, one per expert over its holders (in
+        a lockstep plan, each expert of any rank of the unit: the lanes holding it join)."""
+        per_slot = self.ctx.costs.layer_params(layer).expert / self.ctx.costs.slots
+        if self.ctx.zero >= 1:  # the bucket reduce-scatter left each rank its shard
+            per_slot /= len(self.dp_group(rank, True))
+        held: dict[int, set[int]] = {}
+
+        def holds(r: int) -> set[int]:
+            if r not in held:
+                held[r] = {e for e, _ in self.replicated_experts(r, layer)}
+            return held[r]
+
+        for e in sorted(set().union(*(holds(r) for r in self.emit.lanes.lanes(rank, "rank")))):
+
+            def group_key(r: int, e: int = e) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+                if e not in holds(r):
+                    return (r,), ("none", r)
+                group = self.replica_group(r, layer, e)
+                return group, ("dp-replica", step, layer, e, group)
+
+            out = self.emit.group_collective(rank, step, f"dp.{chunk}", "dp", "all_reduce", per_slot * self.grad_bpe,
+                                             deps, "edp", group_key, layer=layer, phase="replica-grad-all-reduce")
+            if out is not deps:
+                self.dp_ops += out
+
     def _close_bucket(self, rank: int, step: int, chunk: int, kind: str, elems: float, deps: Deps) -> None:
         idx = sum(1 for b in self.rank_buckets if b[0] == chunk and b[1] == kind)
         self.rank_buckets.append((chunk, kind, elems, idx))
@@ -152,6 +225,8 @@ class GradientReducer:
         if not self.overlap:
             for chunk, kind, elems, idx in self.rank_buckets:
                 self._reduce(rank, step, chunk, kind, elems, idx, last_compute)
+            for chunk, layer in self.replica_pending:
+                self._replica_sync(rank, step, chunk, layer, last_compute)
         dense, expert = self.rank_params
         for r in self.emit.lanes.lanes(rank, "rank"):
             self.param_split[r] = (dense, expert)

@@ -28,7 +28,8 @@ The builder is a few small parts, each with one job:
                                                pipeline transfers between stages
 :mod:`~netsim.workload.layers`                 one layer's forward / backward / weight ops,
                                                TP collectives
-:mod:`~netsim.workload.experts`                MoE token matrices and expert all-to-alls
+:mod:`~netsim.workload.experts`                MoE token matrices, expert all-to-alls and
+                                               the expert layout's expert-TP collectives
 :mod:`~netsim.workload.gradients`              gradient buckets, DP reductions, optimizer,
                                                ZeRO gathers
 :mod:`~netsim.workload.storage`                batch reads and checkpoint writes
@@ -47,12 +48,13 @@ the next step's batch; checkpoint writes every K steps.
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import networkx as nx
 
 from netsim.config.workload import WorkloadSpec
-from netsim.errors import WorkloadError
+from netsim.moe.dispatchers import DISPATCHERS
+from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import ModelCosts, TimeModel
 from netsim.workload.emit import OpEmitter
@@ -81,18 +83,9 @@ __all__ = [
 
 
 def effective_microbatches(spec: WorkloadSpec, dp: int) -> int:
-    """``num_microbatches``, or ``global_batch_size / (micro_batch_size * dp)`` when given."""
-    gbs = spec.global_batch_size
-    if gbs is None:
-        return spec.num_microbatches
-    per = spec.micro_batch_size * dp
-    if gbs % per:
-        raise WorkloadError(
-            f"global_batch_size {gbs} must be a multiple of micro_batch_size * dp = {spec.micro_batch_size} * {dp}",
-            source=spec.source,
-            field="global_batch_size",
-        )
-    return gbs // per
+    """Micro-batches per DP replica: ``num_microbatches``, or the global batch (fixed, or scaled
+    to the cluster) over ``micro_batch_size * dp`` (:mod:`netsim.workload.batch`)."""
+    return batch_plan(spec, dp).microbatches
 
 
 def _routing(spec: WorkloadSpec, layout: ParallelLayout, seed: int, router: str | None,
@@ -153,7 +146,8 @@ def build_plan(
     n_steps = steps if steps is not None else spec.steps
     mode = get_recompute(spec.training.recompute, source=spec.source)
     layout = build_layout(spec, graph)
-    m = effective_microbatches(spec, layout.dp)
+    batch = batch_plan(spec, layout.dp)
+    m = batch.microbatches
     sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
     ctx = _context(spec, graph, layout, sched, routing)
@@ -178,6 +172,8 @@ def build_plan(
         compute_cache_size=len(emit.time_cache),
         rep_of=[emit.lanes.rep_of(r) for r in range(layout.world)] if lockstep else None,
         memory=memory,
+        batch=batch,
+        moe_dispatch=_moe_dispatch(spec, layout, routing, experts, n_steps),
     )
 
 
@@ -189,6 +185,7 @@ def _context(spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sche
         layout.tp,
         sequence_parallel=spec.parallelism.sequence_parallel,
         expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
+        expert_tp=layout.etp,
     )
     return BuildContext(spec, graph, layout, sched, costs, split_layers(spec.model.layers, sched.num_virtual_stages))
 
@@ -199,16 +196,54 @@ def _parts(ctx: BuildContext, compute: TimeModel, routing: EPRouting | None, loc
     spec, layout = ctx.spec, ctx.layout
     # a lockstep unit: the consecutive ranks of a stage tied together by every layer's
     # all-to-alls and TP collectives, or the whole stage of a dense model
-    unit = math.lcm(layout.ep, layout.tp) if routing is not None else layout.stage_size
-    lanes = make_lanes(lockstep, layout.world, unit, layout.ep, layout.tp)
+    unit = _lockstep_unit(layout) if routing is not None else layout.stage_size
+    lanes = make_lanes(lockstep, layout.world, unit, layout.group_index)
     emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes)
     experts = ExpertTraffic(ctx, emit, routing)
-    grads = GradientReducer(ctx, emit)
+    grads = GradientReducer(ctx, emit, routing)
     io = StorageTraffic(ctx, emit, grads)
     router_name = routing.router_name if routing is not None else spec.router.name
     router_kernel = "router_grap" if router_name == "locmoe" else "router_linear"
     layers = LayerEmitter(ctx, emit, experts, grads, router_kernel, mode)
     return emit, experts, grads, io, PipelineStep(ctx, emit, layers, grads, io.data_ready)
+
+
+def _moe_dispatch(spec: WorkloadSpec, layout: ParallelLayout, routing: EPRouting | None, experts: ExpertTraffic,
+                  steps: int) -> dict[str, Any] | None:
+    """What the summary says about the expert layout and the token dispatch (``moe_dispatch``)."""
+    if routing is None:
+        return None
+    moe = spec.model.moe
+    assert moe is not None
+    rows = experts.dispatch_rows
+    dedup = "none" if not DISPATCHERS.get(routing.dispatcher).dedups else (
+        "not available: the routing source gives counts only (a routing trace with top_k > 1); one copy per "
+        "(token, expert) sent" if experts.inexact else "exact (token-to-rank and token-to-node sets)")
+    return {
+        "expert_layout": layout.experts.name,
+        "expert_tp": layout.etp,
+        "expert_alltoall": spec.parallelism.expert_alltoall if experts.replicated else None,
+        "dispatcher": routing.dispatcher,
+        "dedup": dedup,
+        "padding": moe.padding,
+        "capacity_tokens": routing.capacity_rows,
+        "dispatch_token_pairs": rows["pairs"] / steps,
+        "dispatch_token_copies": rows["copies"] / steps,
+    }
+
+
+def _lockstep_unit(layout: ParallelLayout) -> int:
+    """The fewest consecutive ranks (a divisor of the stage) that hold whole all-to-all, TP and
+    expert-TP groups: ``lcm(ep, tp)`` with Megatron's layout and whole experts."""
+    s = layout.stage_size
+    for u in range(1, s + 1):
+        if s % u == 0 and all(
+            len({r // u for r in group(x)}) == 1
+            for x in range(s)
+            for group in (layout.a2a_group, layout.tp_group, layout.expert_tp_group)
+        ):
+            return u
+    return s
 
 
 def _steps(spec: WorkloadSpec, n_steps: int, walk: PipelineStep, emit: OpEmitter, io: StorageTraffic) -> list[int]:

@@ -1,10 +1,11 @@
 """Which ranks a plan builds ops for, and how a built rank stands for others (lockstep).
 
 A plan either builds the ops of every rank (:class:`EveryRank`, the exact plan) or, with
-``options.lockstep``, of one rank per *unit* (:class:`Lockstep`): the ``lcm(ep, tp)``
-consecutive ranks of a pipeline stage tied together by every layer's all-to-alls and TP
-collectives (an EP group), or the whole stage of a dense model, whose ranks all have the same
-op times.  The built rank (the unit's first, its *representative*) stands for the unit:
+``options.lockstep``, of one rank per *unit* (:class:`Lockstep`): the fewest consecutive ranks
+of a pipeline stage that hold whole all-to-all, TP and expert-TP groups, tied together by every
+layer's all-to-alls and TP collectives (``lcm(ep, tp)`` ranks with Megatron's layout: an EP
+group), or the whole stage of a dense model, whose ranks all have the same op times. The built
+rank (the unit's first, its *representative*) stands for the unit:
 
 * its expert compute lasts as long as the unit's slowest rank's (every rank's duration is kept
   for the accounting, :attr:`~netsim.workload.plan.Op.lane_durations_s`);
@@ -25,6 +26,7 @@ token counts and expert compute look at :attr:`Lanes.lockstep` (one lane or the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -100,25 +102,27 @@ class Lockstep(Lanes):
 
     #: group kinds whose collectives stay per rank (an op and a stream per rank of the unit)
     PER_LANE = frozenset({"dp", "edp"})
+    #: group kinds a unit holds whole groups of (one lane per distinct group)
+    GROUPED = frozenset({"ep", "a2a", "tp", "etp"})
 
-    def __init__(self, world: int, unit: int, ep: int, tp: int) -> None:
+    def __init__(self, world: int, unit: int, group_of: Callable[[str, int], int]) -> None:
         super().__init__(world, unit)
-        self.ep = ep
-        self.tp = tp
+        self.group_of = group_of
         #: per (representative, stream): -1 -> the last shared op, lane -> its last own op
         self.front: dict[tuple[int, str], dict[int, int]] = {}
         self.holds_cache: dict[tuple[int, ...], bool] = {}
 
     def lanes(self, rank: int, kind: str) -> list[int]:
-        """Ranks of ``rank``'s unit, one per distinct group of ``kind``: ``ep`` (EP groups),
-        ``tp`` (TP groups); any other kind: every rank of the unit.  (A unit holds whole EP and
-        TP groups: its size is a multiple of both.)"""
+        """Ranks of ``rank``'s unit, one per distinct group of ``kind`` (``ep``, ``a2a``, ``tp``,
+        ``etp``: the unit holds whole groups of these); any other kind: every rank of the unit."""
         base = self.rep_of(rank)
-        if kind == "ep":
-            return list(range(base, base + self.unit, self.ep))
-        if kind == "tp":
-            return list(range(base, base + self.unit, self.tp))
-        return list(range(base, base + self.unit))
+        ranks = range(base, base + self.unit)
+        if kind not in self.GROUPED:
+            return list(ranks)
+        first: dict[int, int] = {}
+        for r in ranks:
+            first.setdefault(self.group_of(kind, r), r)
+        return list(first.values())
 
     def collective(self, key: tuple[Any, ...], make: Make, rank: int, lanes: tuple[str, Instance] | None) -> Collective:
         """With ``lanes = (kind, instance)`` the merge of the instances of every rank of the unit
@@ -205,6 +209,7 @@ class Lockstep(Lanes):
         return replace(coll, ranks=tuple(sorted(self.rep_of(r) for r in coll.ranks)), instances=(coll,))
 
 
-def make_lanes(lockstep: bool, world: int, unit: int, ep: int, tp: int) -> Lanes:
-    """The lane policy of a plan: :class:`Lockstep` with units of ``unit`` ranks, or every rank."""
-    return Lockstep(world, unit, ep, tp) if lockstep else EveryRank(world)
+def make_lanes(lockstep: bool, world: int, unit: int, group_of: Callable[[str, int], int]) -> Lanes:
+    """The lane policy of a plan: :class:`Lockstep` with units of ``unit`` ranks (``group_of(kind,
+    rank)``: the id of ``rank``'s group of ``kind``), or every rank."""
+    return Lockstep(world, unit, group_of) if lockstep else EveryRank(world)

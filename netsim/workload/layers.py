@@ -135,6 +135,7 @@ class LayerEmitter:
             d1 = ep.all_to_all(rank, step, mb, layer, k, first, deps)
             name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
             d2 = emit.expert_compute(rank, step, name, (), lambda v: c.experts(part, v), recv[k], d1, layer, mb)
+            d2 = ep.before_combine(rank, step, mb, layer, k, second, d2)
             ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
         if part == "F":
             return emit.compute(rank, step, f"{tag}.unpermute", c.moe_post("F"), ends, layer, mb)

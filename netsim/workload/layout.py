@@ -4,12 +4,13 @@ Ranks are numbered Megatron-style with TP fastest, then DP, then PP::
 
     rank = pp_rank * (dp * tp) + dp_rank * tp + tp_rank
 
-The ``dp * tp`` ranks of a pipeline stage are also carved into expert-parallel (EP) groups of
-``ep`` consecutive ranks (the LocMoE / Megatron "parallel folding" layout: with sequence
-parallelism every TP rank routes its own ``1/tp`` share of the micro-batch's tokens, so an EP
-group may span TP and DP ranks alike).  Ranks at the same position of the EP groups of a
-stage hold the same experts and form the *expert-data-parallel* group that reduces the expert
-gradients; dense gradients are reduced over the ordinary DP group (same stage, same TP rank).
+The ``dp * tp`` ranks of a pipeline stage are also carved into expert-parallel (EP) groups
+by the workload's *expert layout* (:mod:`netsim.workload.expert_layout`: Megatron's parallel
+folding by default, ``ep`` consecutive ranks of a stage, so with sequence parallelism an EP
+group may span TP and DP ranks alike; or DeepSpeed's and MindSpore's EP groups across data
+parallelism).  Ranks holding the same expert shards form the *expert-data-parallel* group that
+reduces the expert gradients; dense gradients are reduced over the ordinary DP group (same
+stage, same TP rank).
 
 Rank -> device placement (:func:`place_ranks`):
 
@@ -24,12 +25,13 @@ Rank -> device placement (:func:`place_ranks`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
+from netsim.workload.expert_layout import ExpertLayout, MegatronLayout, make_expert_layout
 
 __all__ = ["ParallelLayout", "build_layout", "list_accelerators", "place_ranks"]
 
@@ -42,6 +44,7 @@ class ParallelLayout:
         dp, pp, tp, ep: the parallel sizes (``world = dp * pp * tp``).
         devices: accelerator name of every rank (index = rank).
         nodes: server index of every rank.
+        experts: the expert layout of every stage (default: Megatron's, whole experts).
     """
 
     dp: int
@@ -50,6 +53,27 @@ class ParallelLayout:
     ep: int
     devices: tuple[str, ...]
     nodes: tuple[int, ...]
+    experts: ExpertLayout = field(default=None, compare=False)  # type: ignore[assignment]
+    _ep_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
+    _a2a_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
+    _a2a_per_stage: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.experts is None:
+            object.__setattr__(self, "experts", MegatronLayout(self.dp, self.tp, self.ep, 1))
+        # the ordinal of every EP group and all-to-all group in a stage (by first local rank)
+        ex = self.experts
+        for kind, members in (("ep", ex.ep_members), ("a2a", ex.a2a_members)):
+            firsts = sorted({members(x)[0] for x in range(self.stage_size)})
+            index = {f: i for i, f in enumerate(firsts)}
+            object.__setattr__(self, f"_{kind}_ordinal", tuple(index[members(x)[0]] for x in range(self.stage_size)))
+            if kind == "a2a":
+                object.__setattr__(self, "_a2a_per_stage", len(firsts))
+
+    @property
+    def etp(self) -> int:
+        """Expert tensor-parallel size (ranks one expert is split over)."""
+        return self.experts.etp
 
     @property
     def world(self) -> int:
@@ -68,10 +92,24 @@ class ParallelLayout:
     def rank_of(self, pp_rank: int, dp_rank: int, tp_rank: int) -> int:
         return pp_rank * self.stage_size + dp_rank * self.tp + tp_rank
 
+    def _stage(self, rank: int) -> tuple[int, int]:
+        """``(first rank of rank's stage, local index)``."""
+        local = rank % self.stage_size
+        return rank - local, local
+
     def ep_coords(self, rank: int) -> tuple[int, int]:
         """``(ep_group_index_in_stage, ep_rank)`` of ``rank``."""
-        local = rank % self.stage_size
-        return local // self.ep, local % self.ep
+        _, local = self._stage(rank)
+        return self._ep_ordinal[local], self.experts.ep_position(local)
+
+    def a2a_index(self, rank: int) -> int:
+        """A dense index (0, 1, ...) of ``rank``'s all-to-all group over all stages."""
+        p, local = rank // self.stage_size, rank % self.stage_size
+        return p * self._a2a_per_stage + self._a2a_ordinal[local]
+
+    @property
+    def a2a_groups_per_stage(self) -> int:
+        return self._a2a_per_stage
 
     # ------------------------------------------------------------------ groups
 
@@ -84,14 +122,26 @@ class ParallelLayout:
         return tuple(self.rank_of(p, d, t) for d in range(self.dp))
 
     def ep_group(self, rank: int) -> tuple[int, ...]:
-        base = rank - (rank % self.stage_size) % self.ep
-        return tuple(range(base, base + self.ep))
+        """The ranks that exchange tokens with ``rank`` and hold the other experts, in EP-position
+        order."""
+        base, local = self._stage(rank)
+        return tuple(base + x for x in self.experts.ep_members(local))
 
     def expert_dp_group(self, rank: int) -> tuple[int, ...]:
-        """Ranks of the same stage that hold the same experts (reduce expert gradients)."""
-        stage0 = rank - rank % self.stage_size
-        pos = (rank % self.stage_size) % self.ep
-        return tuple(stage0 + g * self.ep + pos for g in range(self.stage_size // self.ep))
+        """Ranks of the same stage that hold the same expert shards (reduce expert gradients)."""
+        base, local = self._stage(rank)
+        return tuple(base + x for x in self.experts.edp_members(local))
+
+    def expert_tp_group(self, rank: int) -> tuple[int, ...]:
+        """Ranks holding the other shards of ``rank``'s experts (``rank`` alone when whole)."""
+        base, local = self._stage(rank)
+        return tuple(base + x for x in self.experts.etp_members(local))
+
+    def a2a_group(self, rank: int) -> tuple[int, ...]:
+        """The ranks of ``rank``'s expert all-to-all collective: its EP group, or in replicated
+        layouts the EP groups of its TP group's ranks (ordered EP position, TP rank)."""
+        base, local = self._stage(rank)
+        return tuple(base + x for x in self.experts.a2a_members(local))
 
     def pp_group(self, rank: int) -> tuple[int, ...]:
         local = rank % self.stage_size
@@ -99,24 +149,27 @@ class ParallelLayout:
 
     def ep_groups_of_stage(self, pp_rank: int) -> list[tuple[int, ...]]:
         base = pp_rank * self.stage_size
-        return [tuple(range(base + g, base + g + self.ep)) for g in range(0, self.stage_size, self.ep)]
+        return sorted({self.ep_group(base + x) for x in range(self.stage_size)})
 
     def stage_ranks(self, pp_rank: int) -> list[int]:
         base = pp_rank * self.stage_size
         return list(range(base, base + self.stage_size))
 
     def group_index(self, kind: str, rank: int) -> int:
-        """A stable index of ``rank``'s group of ``kind`` (``tp``, ``dp``, ``ep``, ``edp``, ``pp``)."""
-        p, _, t = self.coords(rank)
-        g, e = self.ep_coords(rank)
+        """A stable index of ``rank``'s group of ``kind`` (``tp``, ``dp``, ``ep``, ``edp``, ``etp``,
+        ``a2a``, ``pp``): the group's first rank (groups of a kind are disjoint)."""
         if kind == "tp":
-            return rank // self.tp
+            return rank - rank % self.tp
         if kind == "dp":
-            return p * self.tp + t
+            return self.dp_group(rank)[0]
         if kind == "ep":
-            return p * (self.stage_size // self.ep) + g
+            return self.ep_group(rank)[0]
         if kind == "edp":
-            return p * self.ep + e
+            return self.expert_dp_group(rank)[0]
+        if kind == "etp":
+            return self.expert_tp_group(rank)[0]
+        if kind == "a2a":
+            return self.a2a_group(rank)[0]
         if kind == "pp":
             return rank % self.stage_size
         raise ValueError(f"unknown group kind {kind!r}")
@@ -179,6 +232,42 @@ def place_ranks(spec: WorkloadSpec, graph: nx.DiGraph, world: int) -> list[str]:
     return out
 
 
+def _check_expert_layout(spec: WorkloadSpec, experts: ExpertLayout) -> None:
+    """What the expert layout needs from the rest of the workload."""
+    par, src = spec.parallelism, spec.source
+    if experts.replicated and par.tp > 1 and par.sequence_parallel:
+        raise WorkloadError(
+            f"expert_layout {experts.name} has the TP ranks route the same tokens (no sequence parallelism in the "
+            "MoE block): set parallelism.sequence_parallel false",
+            source=src,
+            field="parallelism.sequence_parallel",
+        )
+    if par.expert_alltoall == "groupwise" and not (experts.replicated and par.tp > 1):
+        raise WorkloadError(
+            f"groupwise needs TP ranks that hold the same tokens: expert_layout deepspeed or mindspore with tp > 1 "
+            f"(got {experts.name}, tp {par.tp})",
+            source=src,
+            field="parallelism.expert_alltoall",
+        )
+
+
+def _check_groupwise(spec: WorkloadSpec, experts: ExpertLayout, nodes: tuple[int, ...]) -> None:
+    """The group-wise all-to-all all-gathers inside a server: the ranks of an all-to-all group on
+    one server must be one TP group (netsim.collectives.groupwise)."""
+    for local in range(experts.size):
+        members = experts.a2a_members(local)
+        per_node: dict[int, int] = {}
+        for x in members:
+            per_node[nodes[x]] = per_node.get(nodes[x], 0) + 1
+        if any(v != experts.tp for v in per_node.values()):
+            raise WorkloadError(
+                f"groupwise all-gathers inside a server: every server must hold one TP group (tp = {experts.tp}) "
+                f"of an all-to-all group, got {sorted(set(per_node.values()))} of its ranks per server",
+                source=spec.source,
+                field="parallelism.expert_alltoall",
+            )
+
+
 def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     """Check the parallel sizes against the topology and build the layout.
 
@@ -218,6 +307,8 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
             source=src,
             field="parallelism.ep",
         )
+    experts = make_expert_layout(par.expert_layout, dp, par.tp, par.ep, par.expert_tp, source=src)
+    _check_expert_layout(spec, experts)
     moe = spec.model.moe
     if par.ep > 1 and moe is None:
         raise WorkloadError("ep > 1 needs model.moe", source=src, field="parallelism.ep")
@@ -241,4 +332,7 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
         )
     devices = place_ranks(spec, graph, world)
     nodes = tuple(int(graph.nodes[d].get("node", -1)) for d in devices)
-    return ParallelLayout(dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes)
+    if par.expert_alltoall == "groupwise":
+        _check_groupwise(spec, experts, nodes)
+    return ParallelLayout(dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes,
+                          experts=experts)

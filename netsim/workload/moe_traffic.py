@@ -20,24 +20,72 @@ is the sample-to-sample variation across micro-batches beyond ``samples``.
 
 EPLB needs expert loads: it gets the expected load of each layer (statistical models: the
 model's expert probabilities; traces: the trace's per-layer load; routers: the routing of step
-0, micro-batch 0), standing in for the load history DeepSeek feeds it.
+0, micro-batch 0), standing in for the load history DeepSeek feeds it.  ``placement.options``
+are checked against what the placement uses (:data:`PLACEMENT_OPTIONS`): an unknown option, or
+one the placement does not use (``replica_policy`` without redundant experts), is an error.
+
+What crosses the wires per sample (:class:`GroupDispatch`): the token copies the workload's
+dispatcher sends (``model.moe.dispatcher``, :mod:`netsim.moe.dispatchers`), and with
+``model.moe.padding: capacity`` capacity-sized buffers of ``ceil(capacity_factor * top_k *
+tokens / experts)`` rows from every rank to every expert slot, full or not (fixed-shape
+all-to-all, as GShard, DeepSpeed-MoE and MindSpore's MoE send them), which the experts then
+compute in full.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import SpecError, WorkloadError
+from netsim.moe.dispatchers import DISPATCHERS
 from netsim.moe.placement import Placement, make_placement
 from netsim.moe.routers import ROUTERS, router_param_names
-from netsim.moe.sources import StatisticalSource, TraceSource, routing_source, step_dispatch
+from netsim.moe.sources import Routed, StatisticalSource, TraceSource, route_batch, routing_source, step_dispatch
 from netsim.moe.statistical import STAT_MODELS
+from netsim.moe.traffic import padded_tokens
 
-__all__ = ["EPRouting"]
+__all__ = ["PLACEMENT_OPTIONS", "EPRouting", "GroupDispatch"]
+
+#: ``placement.options`` each placement uses, and what they mean
+PLACEMENT_OPTIONS: dict[str, dict[str, str]] = {
+    "contiguous": {},
+    "round_robin": {},
+    "eplb": {
+        "replica_policy": "how a source splits its tokens over an expert's replicas: even or nearest "
+                          "(needs redundant_experts)",
+        "num_groups": "expert groups of node-limited routing (default: router.options.groups, else 1)",
+        "policy": "auto (hierarchical when the groups divide over the nodes), hierarchical or global",
+    },
+}
+PLACEMENT_OPTIONS["eplb_hierarchical"] = {k: v for k, v in PLACEMENT_OPTIONS["eplb"].items() if k != "policy"}
+PLACEMENT_OPTIONS["eplb_global"] = PLACEMENT_OPTIONS["eplb_hierarchical"]
+
+
+@dataclass(frozen=True)
+class GroupDispatch:
+    """One all-to-all of one EP group: what its experts compute and what its wires carry.
+
+    Attributes:
+        tokens: ``[ep, ep]`` token rows the experts of rank ``j`` compute from rank ``i``
+            ((token, expert) pairs; capacity-sized buffers when padded).
+        copies: ``[ep, ep]`` token copies rank ``i`` sends rank ``j`` (the dispatcher's; the
+            padded buffers when padded).
+        kept, dropped: ``[experts]`` (token, slot) assignments kept and dropped per logical expert.
+        exact: the dispatcher's de-duplication came from the token sets (module
+            :mod:`netsim.moe.dispatchers`).
+    """
+
+    tokens: np.ndarray
+    copies: np.ndarray
+    kept: np.ndarray
+    dropped: np.ndarray
+    exact: bool = True
 
 
 class EPRouting:
@@ -85,7 +133,17 @@ class EPRouting:
         self.num_moe_layers = len(spec.model.moe_layers())
         pl = spec.placement
         self.placement_name = pl.name.replace("-", "_")
+        self._check_placement_options()
         self.replica_policy = str(pl.options.get("replica_policy", "even"))
+        try:
+            self.dispatcher = DISPATCHERS.canonical(moe.dispatcher, source=spec.source)
+        except SpecError as exc:
+            raise WorkloadError(exc.message, source=spec.source, field="model.moe.dispatcher") from None
+        #: rows of a capacity-padded buffer per (source rank, expert slot), or None (dropless)
+        self.capacity_rows = (
+            math.ceil(moe.capacity_factor * moe.top_k * tokens_per_rank / moe.experts - 1e-9)
+            if moe.padding == "capacity" and moe.capacity_factor is not None else None
+        )
         params: dict[str, Any] = dict(spec.router.options)
         name = self.router_name
         if routing_trace is None and name in STAT_MODELS and moe.capacity_factor is not None:
@@ -120,6 +178,22 @@ class EPRouting:
 
     # ------------------------------------------------------------------ placement
 
+    def _check_placement_options(self) -> None:
+        """Every ``placement.options`` key is one the placement uses (:data:`PLACEMENT_OPTIONS`)."""
+        pl = self.spec.placement
+        allowed = PLACEMENT_OPTIONS.get(self.placement_name)
+        if allowed is None:
+            return  # an unknown placement name: make_placement says so
+        for key in sorted(pl.options):
+            if key not in allowed:
+                raise WorkloadError(
+                    f"unknown option {key!r} of placement {pl.name}; allowed: {', '.join(allowed) or 'none'}",
+                    source=self.spec.source, field=f"placement.options.{key}")
+        if "replica_policy" in pl.options and not pl.redundant_experts:
+            raise WorkloadError("replica_policy splits tokens over an expert's replicas: it needs "
+                                "placement.redundant_experts > 0", source=self.spec.source,
+                                field="placement.options.replica_policy")
+
     def _simple_placement(self) -> Placement:
         pl = self.spec.placement
         try:
@@ -146,7 +220,7 @@ class EPRouting:
             try:
                 out.append(
                     make_placement(
-                        self.placement_name,
+                        self._eplb_name(),
                         self.experts,
                         self.ep,
                         load=self._expected_load(layer),
@@ -159,20 +233,28 @@ class EPRouting:
                 raise WorkloadError(exc.message, source=self.spec.source, field="placement") from None
         return out
 
+    def _eplb_name(self) -> str:
+        """The EPLB variant: the placement's name, or ``eplb_<policy>`` from ``options.policy``."""
+        policy = self.spec.placement.options.get("policy")
+        if policy is None or policy == "auto":
+            return self.placement_name
+        if policy not in ("hierarchical", "global"):
+            raise WorkloadError(f"unknown EPLB policy {policy!r}; allowed: auto, hierarchical, global",
+                                source=self.spec.source, field="placement.options.policy")
+        return f"eplb_{policy}"
+
     @property
     def slots_per_rank(self) -> int:
         return self.placements[0].slots_per_rank
 
     # ------------------------------------------------------------------ routing
 
-    def tokens(
-        self, step: int, moe_layer: int, sample: int, group_nodes: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tokens ``[ep, ep]`` (src EP rank -> serving EP rank) of one all-to-all, plus the
-        kept and dropped (token, slot) assignments per logical expert (``[experts]`` each).
+    def tokens(self, step: int, moe_layer: int, sample: int, group_nodes: Sequence[int] | None = None) -> GroupDispatch:
+        """The all-to-all of one EP group (:class:`GroupDispatch`: token rows computed, copies
+        sent, kept and dropped assignments per logical expert).
 
         ``sample`` distinguishes micro-batches and EP groups; ``group_nodes`` is the server of
-        each rank of the group (for the ``nearest`` replica policy).
+        each rank of the group (replica policy ``nearest``, the dispatchers' nodes).
         """
         node = self.rank_node if group_nodes is None else np.asarray(group_nodes, dtype=np.int64)
         try:
@@ -186,10 +268,15 @@ class EPRouting:
                 bytes_per_element=1.0,
                 replica_policy=self.replica_policy,
                 rank_node=node,
+                dispatcher=self.dispatcher,
             )
         except SpecError as exc:
             raise WorkloadError(exc.message, source=self.spec.source, field=exc.field or "router") from None
-        return plan.tokens, kept.sum(axis=0), dropped.sum(axis=0)
+        assert plan.copies is not None
+        if self.capacity_rows is not None:
+            pad = padded_tokens(self.placements[moe_layer % len(self.placements)], self.capacity_rows)
+            return GroupDispatch(pad, pad, kept.sum(axis=0), dropped.sum(axis=0))
+        return GroupDispatch(plan.tokens, plan.copies, kept.sum(axis=0), dropped.sum(axis=0), plan.dedup_exact)
 
 
 class _Reused:
@@ -197,11 +284,16 @@ class _Reused:
 
     def __init__(self, source: Any, samples: int) -> None:
         self.source, self.samples = source, samples
-        self.cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.top_k = getattr(source, "top_k", None)
+        self.cache: dict[tuple[int, int, int, bool], Routed] = {}
 
-    def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        key = (step, layer, microbatch % self.samples)
+    def routed(self, step: int, layer: int, microbatch: int = 0, *, token_sets: bool = False) -> Routed:
+        key = (step, layer, microbatch % self.samples, token_sets)
         hit = self.cache.get(key)
         if hit is None:
-            hit = self.cache[key] = self.source.counts(*key)
+            hit = self.cache[key] = route_batch(self.source, *key[:3], token_sets=token_sets)
         return hit
+
+    def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        tok, drp, _ = self.routed(step, layer, microbatch)
+        return tok, drp

@@ -154,8 +154,7 @@ class PipelineStep:
             deps = self.layers.backward(rank, step, mb, layer, deps, part, a.chunk)
             self.bwd_end[(mb, layer)] = deps
             if grads:
-                lp = c.layer_params(layer)
-                self.grads.ready(rank, step, a.chunk, lp.dense, lp.expert, deps)
+                self.grads.layer_ready(rank, step, a.chunk, layer, deps)
         if vs == 0 and grads:
             self.grads.ready(rank, step, a.chunk, c.embedding_params(), 0.0, deps)
         if vs > 0:
@@ -173,7 +172,6 @@ class PipelineStep:
         for layer in reversed(ctx.blocks[vs]):
             deps = self.layers.weight(rank, step, mb, layer, deps + self.bwd_end[(mb, layer)])
             if final:
-                lp = c.layer_params(layer)
-                self.grads.ready(rank, step, a.chunk, lp.dense, lp.expert, deps)
+                self.grads.layer_ready(rank, step, a.chunk, layer, deps)
         if vs == 0 and final:
             self.grads.ready(rank, step, a.chunk, c.embedding_params(), 0.0, deps)

@@ -22,6 +22,7 @@ from netsim.workload.layout import ParallelLayout
 from netsim.workload.schedules import Schedule
 
 if TYPE_CHECKING:
+    from netsim.workload.batch import BatchPlan
     from netsim.workload.memory import MemoryReport
 
 __all__ = [
@@ -61,6 +62,8 @@ class Collective:
         instances: lockstep plans (:func:`build_plan` with ``lockstep``): the collectives of
             every rank a member stands for, which run at once when the members have arrived
             (``ranks`` are then the members, ``nbytes`` and ``local_bytes`` the instances' sums).
+        algo: the collective algorithm the workload asks for (e.g. ``groupwise``), overriding
+            the scenario's per-op choice; ``None``: the scenario's.
     """
 
     key: tuple[Any, ...]
@@ -81,6 +84,7 @@ class Collective:
     network: str = "backend"
     instances: tuple[Collective, ...] = ()
     duration_s: float = 0.0
+    algo: str | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -136,6 +140,21 @@ class StepPlan:
     rep_of: list[int] | None = None
     #: peak memory of every rank against the accelerator's HBM (netsim.workload.memory)
     memory: MemoryReport | None = None
+    #: the step's global batch and how it scales with the cluster (netsim.workload.batch)
+    batch: BatchPlan | None = None
+    #: MoE workloads: the expert layout and how the all-to-alls send tokens (summary field
+    #: ``moe_dispatch``, netsim.workload.graph)
+    moe_dispatch: dict[str, Any] | None = None
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What the plan tells the run summary about the workload as simulated: the batch
+        (``batch``) and, for MoE workloads, how tokens are dispatched (``moe_dispatch``)."""
+        out: dict[str, Any] = {}
+        if self.batch is not None:
+            out["batch"] = self.batch.summary()
+        if self.moe_dispatch is not None:
+            out["moe_dispatch"] = dict(self.moe_dispatch)
+        return out
 
     def __post_init__(self) -> None:
         if not self.devices and self.layout is not None:

@@ -28,6 +28,11 @@ Schedules (REFERENCE.md section 4; ``m`` micro-batches, ``p`` stages, ``v`` chun
 ``dualpipe``        DeepSeek-V3 DualPipe (deepseek-ai/DualPipe ``DualPipe.step``): stage s holds
                     blocks s and p-1-s, half of the micro-batches flow each way, F&B overlap and
                     zero-bubble W in the ramps; needs p even and m even, m >= 2p
+``zb-h1``           Zero Bubble ZB-H1 (Qi et al., arXiv 2401.10241, "ZB1P"): 1F1B with every
+                    backward split into ``B`` (input gradient) and ``W`` (weight gradient); stage
+                    s runs its ``W`` s micro-batches behind its ``B`` so that every stage keeps
+                    p micro-batches in flight (1F1B's peak) and the late ``W`` fill the
+                    cool-down; bubble (p-1)(F+B-2W) with B the whole backward (alias ``zb1p``)
 ==================  =========================================================================
 """
 
@@ -50,6 +55,7 @@ __all__ = [
     "OneFOneB",
     "Schedule",
     "Work",
+    "ZeroBubbleH1",
     "final_weight_actions",
     "get_schedule",
     "register_schedule",
@@ -103,6 +109,8 @@ class Schedule(ABC):
     """A pipeline schedule (subclass, set ``name``, decorate with :func:`register_schedule`)."""
 
     name: ClassVar[str]
+    #: other spellings of the name (accepted, not listed)
+    aliases: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, pp: int, microbatches: int, virtual_chunks: int = 1) -> None:
         self.pp = pp
@@ -164,8 +172,9 @@ SCHEDULES: Registry[type[Schedule]] = Registry("schedule", field="schedule.name"
 
 
 def register_schedule(cls: type[Schedule]) -> type[Schedule]:
-    """Class decorator: register a :class:`Schedule` subclass under its ``name``."""
-    SCHEDULES.add(cls.name, cls)
+    """Class decorator: register a :class:`Schedule` subclass under its ``name`` (and its
+    ``aliases``)."""
+    SCHEDULES.add(cls.name, cls, aliases=cls.aliases)
     return cls
 
 
@@ -174,7 +183,7 @@ def get_schedule(
 ) -> Schedule:
     """Instantiate and validate the schedule ``name`` (a one-line error for an unknown name)."""
     cls = SCHEDULES.get(name, source=source)
-    if virtual_chunks > 1 and name != "interleaved-1f1b":
+    if virtual_chunks > 1 and cls.name != "interleaved-1f1b":
         raise WorkloadError(
             f"virtual_chunks > 1 needs schedule interleaved-1f1b (got {name})",
             source=source,
@@ -354,4 +363,44 @@ class DualPipe(Schedule):
             bwd(0, zb=True)
         while w_queue:  # step 8: nW
             weight()
+        return out
+
+
+@register_schedule
+class ZeroBubbleH1(Schedule):
+    """ZB-H1 (Qi et al., "Zero Bubble Pipeline Parallelism", ICLR 2024, arXiv 2401.10241, section
+    2.1; REFERENCE.md section 4 "ZB1P").
+
+    1F1B's order (``p-1-s`` warm-up forwards, then one forward one backward) with every backward
+    split into ``B`` (input gradient, on the critical path) and a deferred ``W`` (weight
+    gradient).  The paper "adjusts the starting points of W depending on the number of warm-up
+    micro-batches" so that all stages keep the same number of micro-batches in flight: stage
+    ``s`` (``p-1-s`` warm-up forwards) runs each ``W`` ``s`` backwards after its ``B``, which
+    holds ``p`` micro-batches' activations at its peak on every stage (1F1B's stage 0), and the
+    ``W`` left over fill the cool-down.  With ``T_F = T_B = T_W`` the bubble is a third of
+    1F1B's: ``(p-1)(F + B - 2W)`` with ``B`` the whole backward.
+    """
+
+    name = "zb-h1"
+    aliases = ("zb1p",)
+
+    def order(self, stage: int) -> list[Action]:
+        warm = min(self.pp - stage - 1, self.m)
+        lag = stage  # W trails B by this many micro-batches
+        out = [Action("F", i) for i in range(warm)]
+        done = [0, 0]  # backwards, weight passes emitted
+
+        def backward() -> None:
+            out.append(Action("B", done[0], split_w=True))
+            done[0] += 1
+            if done[0] - done[1] > lag:
+                out.append(Action("W", done[1]))
+                done[1] += 1
+
+        for i in range(self.m - warm):
+            out.append(Action("F", warm + i))
+            backward()
+        for _ in range(warm):
+            backward()
+        out += [Action("W", w) for w in range(done[1], self.m)]
         return out

@@ -147,3 +147,14 @@ def test_hccl_uses_the_full_mesh_inside_an_atlas_a2_server() -> None:
     assert s2.cost.call("all_reduce", accelerators(g2)[:4], GiB).algo == "mesh"
     assert s2.cost.call("all_reduce", accelerators(g2)[:8], GiB).algo == "ring"
     assert s2.cost.call("all_reduce", accelerators(g2), GiB).algo == "hierarchical"
+
+
+def test_hccl_rings_a_group_with_unequal_devices_per_server() -> None:
+    """EPLB replica groups can hold 2 devices of one server and 1 of another; HCCL's
+    hierarchical all-reduce needs equal shares, so such a group runs a ring and completes."""
+    g = load_topology("ascend-910b", nodes=2)
+    devs = accelerators(g)
+    group = [devs[5], devs[6], devs[8]]
+    setup = collective_setup(g)
+    assert setup.cost.call("all_reduce", group, GiB).algo == "ring"
+    assert simulate_collective(g, "all_reduce", group, GiB, cost=setup.cost, efficiency=setup.efficiency) > 0

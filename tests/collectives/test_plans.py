@@ -174,7 +174,7 @@ def test_registry_defaults_and_names() -> None:
     assert default_algorithm("all_to_all") == "direct"
     assert default_algorithm("sendrecv") == "shift"
     assert {"ring", "tree", "halving_doubling", "hierarchical", "sharp", "nvls"} <= set(algorithm_names("all_reduce"))
-    assert set(algorithm_names("all_to_allv")) == {"direct", "pairwise", "hierarchical", "deepep"}
+    assert set(algorithm_names("all_to_allv")) == {"direct", "pairwise", "hierarchical", "deepep", "groupwise"}
 
 
 def test_register_a_new_algorithm() -> None:

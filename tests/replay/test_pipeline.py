@@ -85,3 +85,29 @@ def test_recomputation_lengthens_every_backward_by_a_forward(mode: str) -> None:
     name = "R.attn-core" if mode == "selective" else "R.attn"
     rc = {(o.rank, o.microbatch): (res.op_start[o.id], res.op_end[o.id]) for o in plan.ops if o.name == name}
     assert rc[(0, 1)] == pytest.approx((11.0, 12.0)) and rc[(1, 0)] == pytest.approx((3.0, 4.0))
+
+
+class _SplitCompute(FixedCompute):
+    """F = B = W = 1 s per layer: the attention kernel takes 1 s forward, the four GEMMs of a layer
+    0.5 s backward each (half to B, half to W when the backward is split: 1 s each); the LM head's
+    GEMM (n = vocab = 1000) and everything else take no time."""
+
+    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
+        if kernel == "gemm":
+            return 0.5 if pass_ == "bwd" and shape.get("n") != 1000 else 0.0
+        return 1.0 if kernel == "attention" and pass_ == "fwd" else 0.0
+
+
+@pytest.mark.parametrize(("pp", "m"), [(2, 2), (4, 8), (4, 4)])
+def test_zb_h1_bubble_is_a_third_of_1f1b(pp: int, m: int) -> None:
+    # T_F = T_B = T_W = 1 s and free communication: 1F1B takes (m + p - 1) 3 s; ZB-H1 (Qi et al.,
+    # arXiv 2401.10241, section 2.1) 3m + (p - 1)(F + B - 2W) = 3m + (p - 1) s (REFERENCE.md, section 4)
+    graph = chain_topology(pp, 1e18)
+    steps = {}
+    for name in ("1f1b", "zb-h1"):
+        plan = build_plan(dense_pipeline(pp, m, schedule=name), graph, _SplitCompute(1.0, 1.0))
+        steps[name] = replay(plan, Network(graph, routing="shortest")).step_times_s[0]
+        assert {o.name for o in plan.ops if o.kind == "compute"} >= ({"W.layer", "B.mlp"} if name == "zb-h1"
+                                                                      else {"BW.mlp"})
+    assert steps["1f1b"] == pytest.approx((m + pp - 1) * 3.0, rel=1e-9)
+    assert steps["zb-h1"] == pytest.approx(3.0 * m + (pp - 1), rel=1e-9)

@@ -86,9 +86,13 @@ def test_switching_the_collective_model_reruns_and_keeps_the_traffic(  # type: i
     stream = run_study(dataclasses.replace(TINY, collective_model="stream"), copy)
     assert set(stream.results["collective_model"]) == {"stream"}
     assert set(study.results["collective_model"]) == {"exact"}
-    # same bytes on the wire, step times within the stream model's error
+    # same bytes on the wire, step times within the stream model's error; EPLB's redundant experts
+    # add gradient all-reduces among the 2-3 ranks holding a replica (issue 18 item 16), rings that
+    # mix HCCS, PCIe and RoCE, where the stream model is off by up to ~20% on one collective
     pd.testing.assert_series_equal(stream.results["ep_bytes_inter_node"], study.results["ep_bytes_inter_node"])
-    assert (abs(stream.results["step_time_s"] / study.results["step_time_s"] - 1) < 0.05).all()
+    err = abs(stream.results["step_time_s"] / study.results["step_time_s"] - 1)
+    eplb = study.results["placement"] == "eplb"
+    assert (err[~eplb] < 0.05).all() and (err[eplb] < 0.10).all()
 
 
 def test_unknown_collective_model_is_rejected() -> None:

@@ -152,7 +152,8 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         ),
         (
             {"grid": {"workload.schedule.name": ["1f1b", "2f2b"]}},
-            ["grid.workload.schedule.name: unknown schedule '2f2b'; allowed: gpipe, 1f1b, interleaved-1f1b, dualpipe"],
+            ["grid.workload.schedule.name: unknown schedule '2f2b'; allowed: gpipe, 1f1b, interleaved-1f1b, "
+             "dualpipe, zb-h1"],
         ),
         ({"grid": {"nodes": [2, 0]}}, ["grid.nodes: must be >= 1 (got 0)"]),
         (

@@ -104,6 +104,7 @@ def test_adam_step_bytes_follow_the_precision_and_the_catalogue() -> None:
         ("interleaved-1f1b", 4, 8, 2, 11),  # p v (1 + (p-1)/(p v)) = 8 + 3 chunks (Megatron)
         ("dualpipe", 4, 8, 1, 5),  # p + 1 (deepseek-ai/DualPipe README)
         ("dualpipe", 16, 32, 1, 17),
+        ("zb-h1", 4, 8, 1, 4),  # the same peak as 1F1B (Qi et al. 2024, section 2.1)
     ],
 )
 def test_inflight_microbatches_of_each_schedule(name: str, pp: int, m: int, v: int, peak: int) -> None:
@@ -111,6 +112,8 @@ def test_inflight_microbatches_of_each_schedule(name: str, pp: int, m: int, v: i
     chunks = {a.chunk for a in sched.order(0)}
     nbytes, live = inflight(sched, 0, dict.fromkeys(chunks, 1.0))
     assert (nbytes, live) == (peak, peak)
+    if name == "zb-h1":  # every stage holds as many micro-batches as stage 0
+        assert all(inflight(sched, st, {0: 1.0}) == (peak, peak) for st in range(pp))
 
 
 def _tiny(**changes: Any) -> Any:

@@ -13,6 +13,7 @@ from netsim.errors import WorkloadError
 from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
 from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan
+from netsim.workload.moe_traffic import EPRouting
 
 from ..replay.helpers import FixedCompute
 
@@ -111,3 +112,78 @@ def test_routing_samples_reuse_samples_across_microbatches() -> None:
         assert not np.array_equal(full[(layer, 0)], full[(layer, 2)])
     with pytest.raises(WorkloadError, match="routing_samples"):
         _plan(routing_samples=0)
+
+
+def _replica_plan(*sets: str) -> StepPlan:
+    return _plan(["placement.name=eplb", "router.name=zipf", "router.options.s=1.5", "parallelism.ep=4",
+                  *sets])
+
+
+def test_eplb_replicas_all_reduce_their_gradients() -> None:
+    # EP 4 over 8 ranks (EDP 2): without redundant experts each expert's gradient is reduced over
+    # its EDP pair; with 4 redundant experts, the ranks of an EP group holding copies of one expert
+    # then all-reduce their (ZeRO-1) shard of it (issue 18 item 16: DP bytes did not change)
+    base, rep = _replica_plan(), _replica_plan("placement.redundant_experts=4")
+    phase = "replica-grad-all-reduce"
+    assert phase not in {c.phase for c in base.collectives.values()}
+    syncs = [c for c in rep.collectives.values() if c.phase == phase]
+    assert syncs
+    shard = 3 * 64 * 128 * 4 / 2  # SwiGLU expert: 3 matrices of hidden x ffn, fp32, over EDP 2
+    for c in syncs:
+        assert c.op == "all_reduce" and c.nbytes == shard and 2 <= len(c.ranks) <= 4
+        assert len({rep.layout.ep_coords(r)[0] for r in c.ranks}) == 1  # inside one EP group
+    dp = {n: sum(c.nbytes * len(c.ranks) for c in p.collectives.values() if c.traffic_class == "dp")
+          for n, p in (("base", base), ("rep", rep))}
+    assert dp["rep"] > dp["base"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["placement.options.policy=fancy"], "placement.options.policy: unknown EPLB policy 'fancy'; allowed: auto, "
+                                             "hierarchical, global"),
+        (["placement.options.colour=red"], "placement.options.colour: unknown option 'colour' of placement eplb; "
+                                           "allowed: replica_policy, num_groups, policy"),
+        (["placement.options.replica_policy=nearest"], "placement.options.replica_policy: replica_policy splits "
+                                                       "tokens over an expert's replicas"),
+        (["placement.name=contiguous", "placement.options.policy=global"],
+         "placement.options.policy: unknown option 'policy' of placement contiguous; allowed: none"),
+        (["placement.name=eplb_global", "placement.options.policy=global"],
+         "placement.options.policy: unknown option 'policy' of placement eplb_global"),
+    ],
+)
+def test_placement_options_are_checked(sets: list[str], message: str) -> None:
+    with pytest.raises(WorkloadError, match=message) as exc:
+        _replica_plan(*sets)
+    assert "\n" not in exc.value.one_line()
+
+
+def test_eplb_policy_option_selects_the_policy() -> None:
+    # 4 expert groups over 2 nodes: auto picks the hierarchical policy; options.policy=global is
+    # the global one (what the name eplb_global selects); it used to be ignored
+    def placement(*sets: str) -> list[int]:
+        spec = load_workload({"model": MODEL, "parallelism": {"ep": 4}},
+                             ["placement.name=eplb", "router.name=zipf", "router.options.s=1.5",
+                              "placement.redundant_experts=4", "placement.options.num_groups=4", *sets], source="t")
+        return EPRouting(spec, ep=4, tokens_per_rank=64, rank_node=[0, 0, 1, 1], seed=0).placements[0].phy2log.tolist()
+
+    assert placement("placement.options.policy=global") == placement("placement.name=eplb_global")
+    assert placement("placement.options.policy=global") != placement()
+    assert placement("placement.options.policy=hierarchical") == placement()
+
+
+def test_replica_all_reduces_replay_alike_under_lockstep() -> None:
+    from netsim.network.engine import Network
+    from netsim.replay import replay
+
+    sets = ["placement.name=eplb", "router.name=zipf", "router.options.s=1.5", "parallelism.ep=4",
+            "placement.redundant_experts=4"]
+    graph = load_topology("dgx-h100", nodes=1)
+    dp = {}
+    for lock in (False, True):
+        plan = _plan(sets, lockstep=lock)
+        net = Network(graph, routing="shortest")
+        replay(plan, net)  # every replica all-reduce finds all its members (no deadlock)
+        flows = net.flow_records()
+        dp[lock] = float(flows.loc[flows["traffic_class"] == "dp", "bytes"].sum())
+    assert dp[True] == pytest.approx(dp[False])

@@ -9,10 +9,26 @@ from netsim.workload.schedules import SCHEDULES, get_schedule
 
 
 def test_registry() -> None:
-    assert {"gpipe", "1f1b", "interleaved-1f1b", "dualpipe"} <= set(SCHEDULES)
+    assert {"gpipe", "1f1b", "interleaved-1f1b", "dualpipe", "zb-h1"} <= set(SCHEDULES)
     with pytest.raises(SpecError, match=r"schedule\.name: unknown schedule 'zigzag'; allowed: gpipe, 1f1b, "
-                       r"interleaved-1f1b, dualpipe"):
+                       r"interleaved-1f1b, dualpipe, zb-h1$"):
         get_schedule("zigzag", 2, 4)
+    assert get_schedule("zb1p", 2, 4).name == "zb-h1"  # REFERENCE.md's spelling
+
+
+def test_zb_h1_order_by_hand() -> None:
+    s = get_schedule("zb-h1", 4, 6)
+
+    def seq(stage: int) -> list[str]:
+        return [a.kind + str(a.microbatch) for a in s.order(stage)]
+
+    # stage 0: 1F1B with W right after its B (3 warm-up forwards + 1 = 4 in flight)
+    assert seq(0) == ["F0", "F1", "F2", "F3", "B0", "W0", "F4", "B1", "W1", "F5", "B2", "W2",
+                      "B3", "W3", "B4", "W4", "B5", "W5"]
+    # stage 3 (no warm-up): W three backwards behind B, the rest in the cool-down
+    assert seq(3) == ["F0", "B0", "F1", "B1", "F2", "B2", "F3", "B3", "W0", "F4", "B4", "W1", "F5", "B5", "W2",
+                      "W3", "W4", "W5"]
+    assert all(a.split_w for st in range(4) for a in s.order(st) if a.kind == "B")
 
 
 def test_1f1b_order_by_hand() -> None:
@@ -33,6 +49,8 @@ def test_1f1b_order_by_hand() -> None:
         ("interleaved-1f1b", 2, 4, 3),
         ("dualpipe", 4, 8, 1),
         ("dualpipe", 8, 20, 1),
+        ("zb-h1", 4, 8, 1),
+        ("zb-h1", 4, 2, 1),
     ],
 )
 def test_each_microbatch_once_per_chunk_and_backward_after_forward(name: str, pp: int, m: int, v: int) -> None:

@@ -58,6 +58,8 @@ class GroupShape:
         nic_bw_GBps: achieved bandwidth of one NIC (0 if the group is on one server).
         nvswitch: the servers have an NVSwitch.
         full_mesh: every GPU of a server links directly to every other GPU of the group there.
+        uniform: every server holds the same number of the group's devices (what hierarchical
+            algorithms need).
     """
 
     n_ranks: int
@@ -70,6 +72,7 @@ class GroupShape:
     nic_bw_GBps: float
     nvswitch: bool
     full_mesh: bool = False
+    uniform: bool = True
 
 
 def _efficiency(eff: Mapping[str, float], cls: str) -> float:
@@ -125,7 +128,8 @@ def group_shape(graph: nx.DiGraph, devices: Sequence[str], efficiency: Mapping[s
                       intra_bw_GBps=intra_bw, link_bw_GBps=link_bw, nics_per_node=max(len(nics), 1 if n_nodes > 1
                                                                                        else 0),
                       nic_bw_GBps=nic_bw, nvswitch=nvsw > 0,
-                      full_mesh=per > 1 and {devices[r] for r in groups[0][1:]} <= peers)
+                      full_mesh=per > 1 and {devices[r] for r in groups[0][1:]} <= peers,
+                      uniform=len({len(g) for g in groups}) == 1)
 
 
 def _nic_of(graph: nx.DiGraph, device: str) -> str | None:

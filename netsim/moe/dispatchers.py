@@ -1,0 +1,235 @@
+"""Token dispatchers: how many copies of a token the expert all-to-all sends, and where.
+
+A token routed to ``k`` experts needs its hidden state on every rank that holds one of them.
+What crosses the wires depends on the dispatch kernel (registry :data:`DISPATCHERS`, named by
+the workload's ``model.moe.dispatcher``):
+
+``alltoall`` (default)
+    One copy per (token, expert): Megatron-Core's ``MoEAlltoAllTokenDispatcher`` permutes the
+    tokens by expert before ``all_to_all_single``, so a token for two experts on one rank goes
+    there twice (and the combine sends both outputs back).
+``dedup-rank``
+    One copy per (token, destination rank): the destination expands it to its local experts
+    (DeepEP's intranode kernels, or any dispatcher that permutes by rank).
+``deepep``
+    DeepEP's internode kernels (github.com/deepseek-ai/DeepEP, DeepSeek-V3 report, arXiv
+    2412.19437, section 3.2.2): a token crosses the network *once per destination node*, by RDMA
+    to the GPU with the same local index on that node, which forwards it over NVLink to each
+    other GPU of its node that needs it (once per rank); inside the source's own node it goes
+    over NVLink once per destination rank.  With node-limited routing (at most ``M`` nodes per
+    token, ``topk_groups``) a token crosses at most ``M`` times whatever its ``top_k``.  The
+    combine runs the same paths backwards (the forwarding GPU sums its node's outputs).
+
+The ``copies [ep, ep]`` matrix a dispatcher gives is in the rank space of the all-to-all:
+``copies[i][j]`` token copies rank ``i`` sends rank ``j`` (for ``deepep`` the forwarding legs are
+entries of the forwarding GPU's row), so any all-to-all algorithm can replay it and the
+accounting (on-rank, intra-node, inter-node bytes) follows.
+
+De-duplication needs the token-to-rank and token-to-node sets: the experts of every token
+(:func:`token_destinations` maps them to ranks, replicas included, consistently with the
+replica split of :mod:`netsim.moe.traffic`).  Routers and statistical sources give them
+(:meth:`netsim.moe.sources.RoutingSource.token_experts`); with ``top_k = 1`` the counts suffice
+(one destination per token); a routing trace records counts only, so its tokens cannot be
+de-duplicated (the plan says so, :attr:`DispatchCopies.exact`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from netsim.moe.placement import Placement
+from netsim.registry import Registry
+
+IntArray = NDArray[np.int64]
+
+__all__ = [
+    "DISPATCHERS",
+    "DeepEPDispatcher",
+    "DispatchCopies",
+    "Dispatcher",
+    "dedup_counts",
+    "dispatcher_copies",
+    "token_destinations",
+]
+
+
+def token_destinations(token_experts: NDArray[np.integer[Any]], placement: Placement, shares: IntArray) -> IntArray:
+    """The destination rank of every (source rank, token, slot).
+
+    Args:
+        token_experts: ``[ep, T, k]`` logical expert of every kept (token, slot), ``-1`` where none.
+        placement: the expert placement.
+        shares: ``[ep, n, R]`` tokens of source ``i`` for expert ``e`` served by its replica ``r``
+            (:func:`netsim.moe.traffic.replica_shares`): a source's tokens of an expert go to the
+            replicas in token order, the first ``shares[i, e, 0]`` to replica 0, and so on.
+
+    Returns:
+        ``[ep, T, k]`` ranks (``-1`` where no expert).
+    """
+    ex = np.asarray(token_experts, dtype=np.int64)
+    ep, t, k = ex.shape
+    slot_rank = placement.slot_rank
+    out = np.full(ex.shape, -1, dtype=np.int64)
+    if np.all(placement.replica_counts == 1):
+        valid = ex >= 0
+        out[valid] = slot_rank[placement.log2phy[ex[valid], 0]]
+        return out
+    cum = np.cumsum(shares, axis=2)  # [ep, n, R]
+    for i in range(ep):
+        flat = ex[i].reshape(-1)
+        idx = np.flatnonzero(flat >= 0)
+        e = flat[idx]
+        order = np.argsort(e, kind="stable")  # token order inside each expert
+        se = e[order]
+        starts = np.searchsorted(se, se, side="left")
+        nth = np.arange(se.size) - starts  # the token's place among the source's tokens of e
+        rep = (nth[:, None] >= cum[i, se, :]).sum(axis=1)
+        rep = np.minimum(rep, placement.log2phy.shape[1] - 1)
+        dest = slot_rank[placement.log2phy[se, rep]]
+        row = np.full(flat.size, -1, dtype=np.int64)
+        row[idx[order]] = dest
+        out[i] = row.reshape(t, k)
+    return out
+
+
+def dedup_counts(dest_rank: NDArray[np.integer[Any]], rank_node: IntArray) -> tuple[IntArray, IntArray]:
+    """Distinct tokens per (source, destination rank) and per (source, destination node).
+
+    Args:
+        dest_rank: ``[ep, T, k]`` destination rank of every (token, slot), ``-1`` where none.
+        rank_node: ``[ep]`` node of every rank.
+
+    Returns:
+        ``rank_tokens [ep, ep]`` (tokens of ``i`` that need rank ``j``) and ``node_tokens
+        [ep, nodes]`` (tokens of ``i`` that need node ``n``; nodes numbered by first appearance).
+    """
+    d = np.asarray(dest_rank, dtype=np.int64)
+    ep = d.shape[0]
+    _, node_idx = np.unique(rank_node, return_inverse=True)
+    n_nodes = int(node_idx.max()) + 1 if node_idx.size else 0
+    rank_tokens = np.zeros((ep, ep), dtype=np.int64)
+    node_tokens = np.zeros((ep, n_nodes), dtype=np.int64)
+    for i in range(ep):
+        for values, width, out in ((d[i], ep, rank_tokens), (np.where(d[i] >= 0, node_idx[d[i]], -1), n_nodes,
+                                                               node_tokens)):
+            s = np.sort(values, axis=1)
+            first = np.ones(s.shape, dtype=bool)
+            first[:, 1:] = s[:, 1:] != s[:, :-1]
+            keep = first & (s >= 0)
+            out[i] = np.bincount(s[keep], minlength=width)
+    return rank_tokens, node_tokens
+
+
+def _single_expert_dedup(tokens: IntArray, rank_node: IntArray) -> tuple[IntArray, IntArray]:
+    """:func:`dedup_counts` when every token has one expert (``top_k = 1``): the counts are the
+    distinct tokens already."""
+    _, node_idx = np.unique(rank_node, return_inverse=True)
+    n_nodes = int(node_idx.max()) + 1 if node_idx.size else 0
+    node_tokens = np.zeros((tokens.shape[0], n_nodes), dtype=np.int64)
+    np.add.at(node_tokens.T, node_idx, tokens.T)
+    return tokens.copy(), node_tokens
+
+
+@dataclass(frozen=True)
+class DispatchCopies:
+    """What a dispatcher sends for one all-to-all.
+
+    Attributes:
+        copies: ``[ep, ep]`` token copies rank ``i`` sends rank ``j`` (the diagonal stays on the rank).
+        exact: the de-duplication the dispatcher does was computed from the token sets (False
+            when only counts were known and the copies are one per (token, expert), an upper bound).
+    """
+
+    copies: IntArray
+    exact: bool = True
+
+
+class Dispatcher(ABC):
+    """A token dispatcher (subclass, set ``name``, register in :data:`DISPATCHERS`)."""
+
+    name: ClassVar[str]
+    #: needs the token-to-rank / token-to-node sets (beyond the per (source, rank) counts)
+    dedups: ClassVar[bool] = True
+
+    @abstractmethod
+    def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
+        """``[ep, ep]`` copies from the (token, slot) counts ``tokens``, the distinct tokens per
+        destination rank ``rank_tokens`` and per destination node ``node_tokens``."""
+
+
+#: Registry of token dispatchers by YAML name (``model.moe.dispatcher``).
+DISPATCHERS: Registry[type[Dispatcher]] = Registry("token dispatcher", field="model.moe.dispatcher")
+
+
+@DISPATCHERS.register("alltoall")
+class AllToAllDispatcher(Dispatcher):
+    """One copy per (token, expert) (Megatron-Core ``MoEAlltoAllTokenDispatcher``)."""
+
+    name = "alltoall"
+    dedups = False
+
+    def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
+        return tokens.copy()
+
+
+@DISPATCHERS.register("dedup-rank")
+class RankDedupDispatcher(Dispatcher):
+    """One copy per (token, destination rank)."""
+
+    name = "dedup-rank"
+
+    def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
+        return rank_tokens.copy()
+
+
+@DISPATCHERS.register("deepep")
+class DeepEPDispatcher(Dispatcher):
+    """One network copy per (token, destination node) to the same-index GPU there, forwarded over
+    NVLink once per (token, rank); once per rank inside the source's node."""
+
+    name = "deepep"
+
+    def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
+        ep = tokens.shape[0]
+        _, node_idx = np.unique(rank_node, return_inverse=True)
+        members: dict[int, list[int]] = {}
+        for r in range(ep):
+            members.setdefault(int(node_idx[r]), []).append(r)
+        local = np.array([members[int(node_idx[r])].index(r) for r in range(ep)])
+        out = np.zeros((ep, ep), dtype=np.int64)
+        for i in range(ep):
+            ni = int(node_idx[i])
+            for n, ranks in members.items():
+                if n == ni:
+                    out[i, ranks] += rank_tokens[i, ranks]
+                    continue
+                relay = ranks[int(local[i]) % len(ranks)]
+                out[i, relay] += node_tokens[i, n]
+                others = [j for j in ranks if j != relay]
+                out[relay, others] += rank_tokens[i, others]
+        return out
+
+
+def dispatcher_copies(name: str, tokens: IntArray, rank_node: IntArray, *, dest_rank: IntArray | None = None,
+                      single_expert: bool = False) -> DispatchCopies:
+    """The copies dispatcher ``name`` sends for ``tokens [ep, ep]`` ((token, slot) pairs).
+
+    ``dest_rank`` (``[ep, T, k]``, :func:`token_destinations`) gives the token sets; without it
+    ``single_expert`` (``top_k = 1``) says the counts are the distinct tokens; otherwise a
+    de-duplicating dispatcher falls back to one copy per (token, expert) (``exact`` False).
+    """
+    disp = DISPATCHERS.get(name)()
+    if not disp.dedups:
+        return DispatchCopies(disp.copies(tokens, tokens, np.zeros((0, 0), dtype=np.int64), rank_node))
+    if dest_rank is not None:
+        rank_tokens, node_tokens = dedup_counts(dest_rank, rank_node)
+    elif single_expert:
+        rank_tokens, node_tokens = _single_expert_dedup(tokens, rank_node)
+    else:
+        return DispatchCopies(tokens.copy(), exact=False)
+    return DispatchCopies(disp.copies(tokens, rank_tokens, node_tokens, rank_node))

@@ -1,0 +1,93 @@
+"""How a workload's all-to-alls send tokens: de-duplicating dispatchers (issue 18 item 3) and
+capacity-padded buffers (item 10), reported in the summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from netsim.config.workload import load_workload
+from netsim.errors import SpecError
+from netsim.topology import load_topology
+from netsim.workload.graph import StepPlan, build_plan
+
+from .test_expert_layouts import _TokenCompute
+
+MOE: dict[str, Any] = {"experts": 32, "top_k": 4, "every_n": 1}
+
+
+def _plan(*sets: str, nodes: int = 2) -> StepPlan:
+    """EP 16 over two DGX H100 servers (8 ranks each), 32 experts (2 per rank), top-4."""
+    spec = load_workload(
+        {
+            "model": {"layers": 1, "hidden": 256, "ffn_hidden": 512, "heads": 8, "vocab": 1000, "seq_len": 256,
+                      "moe": MOE},
+            "parallelism": {"pp": 1, "tp": 1, "ep": 16, "zero_stage": 1},
+            "num_microbatches": 1,
+            "storage": {"enabled": False},
+        },
+        list(sets),
+        source="dispatch.yaml",
+    )
+    return build_plan(spec, load_topology("dgx-h100", nodes=nodes), _TokenCompute(1e-4, 2e-4))
+
+
+def test_deepep_sends_a_token_once_per_node() -> None:
+    plans = {d: _plan(f"model.moe.dispatcher={d}") for d in ("alltoall", "dedup-rank", "deepep")}
+    inter = {d: p.ep_bytes["inter_node"] for d, p in plans.items()}
+    # top-4 of 32 experts on 2 nodes: a token reaches the other node at most once under DeepEP
+    assert inter["deepep"] < inter["dedup-rank"] <= inter["alltoall"]
+    per_token = 256 * 2  # hidden x bf16
+    tokens = 16 * 256  # ranks x tokens routed per rank
+    assert inter["deepep"] <= 4 * tokens * per_token  # 4 phases, at most one copy per token each
+    md = plans["deepep"].summary_fields()["moe_dispatch"]
+    assert md["dispatcher"] == "deepep" and md["dedup"].startswith("exact")
+    assert md["dispatch_token_pairs"] == 2 * tokens * 4  # fwd + bwd dispatch, top-4
+    # DeepEP's copies count the RDMA leg and the NVLink forward of a token apiece
+    assert plans["dedup-rank"].summary_fields()["moe_dispatch"]["dispatch_token_copies"] < md["dispatch_token_pairs"]
+    # the experts compute the same (token, expert) rows whatever the dispatcher
+    comp = {d: sum(o.duration_s for o in p.ops if o.name.endswith(".experts")) for d, p in plans.items()}
+    assert comp["deepep"] == pytest.approx(comp["alltoall"])
+    assert plans["alltoall"].summary_fields()["moe_dispatch"]["dedup"] == "none"
+
+
+def test_capacity_padding_sends_and_computes_full_buffers() -> None:
+    cf = 1.25
+    dropless = _plan(f"model.moe.capacity_factor={cf}")
+    padded = _plan(f"model.moe.capacity_factor={cf}", "model.moe.padding=capacity")
+    cap = int(np.ceil(cf * 4 * 256 / 32))  # capacity_factor x top_k x tokens / experts = 40 rows
+    md = padded.summary_fields()["moe_dispatch"]
+    assert (md["padding"], md["capacity_tokens"]) == ("capacity", cap)
+    for c in padded.collectives.values():
+        if c.phase == "fwd-dispatch":
+            off = c.matrix[~np.eye(16, dtype=bool)]
+            assert (off == 2 * cap * 256 * 2).all()  # both slots' buffers full size, routed or not
+    assert padded.ep_bytes["inter_node"] > dropless.ep_bytes["inter_node"]
+    rows = {n: max(o.duration_s for o in p.ops if o.name == "F.experts") for n, p in (("d", dropless),
+                                                                                      ("p", padded))}
+    assert rows["p"] == pytest.approx(16 * 2 * cap * 1e-9 * 2)  # 16 sources x 2 slots x 40 rows, two GEMMs
+    assert rows["d"] < rows["p"]
+    assert dropless.summary_fields()["moe_dispatch"]["padding"] == "dropless"
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["model.moe.padding=capacity"], "padding capacity needs capacity_factor"),
+        (["model.moe.padding=capacity", "model.moe.capacity_factor=1", "model.moe.dispatcher=deepep"],
+         "padding capacity sends a buffer per \\(rank, expert\\): it needs dispatcher alltoall"),
+    ],
+)
+def test_bad_dispatch_fields(sets: list[str], message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        _plan(*sets)
+
+
+def test_unknown_dispatcher_names_the_field() -> None:
+    from netsim.errors import WorkloadError
+
+    with pytest.raises(WorkloadError, match=r"model\.moe\.dispatcher: unknown token dispatcher 'nccl'; allowed: "
+                                            r"alltoall, dedup-rank, deepep"):
+        _plan("model.moe.dispatcher=nccl")

@@ -105,8 +105,8 @@ class LabConfig:
     hidden: int = 256
     heads: int = 4
     ffn_hidden: int = 512
-    seq_len: int = 256
-    batch: int = 1
+    seq_len: int = 128
+    batch: int = 2
     steps: int = 600
     lr: float = 2e-3
     weight_decay: float = 0.01

@@ -67,7 +67,7 @@ __all__ = [
     "make_tokenizer",
 ]
 
-TOKENIZERS_HINT = "the bpe tokenizer needs the tokenizers package: pip install tokenizers"
+TOKENIZERS_HINT = "the bpe tokenizer needs tokenizers: pip install 'moe-netsim[torch]' (or --tokenizer byte)"
 
 #: sources read by default when the lab uses domains (see the module docstring)
 DEFAULT_DOMAINS: tuple[str, ...] = ("python", "c", "docs", "man-de")

@@ -38,7 +38,15 @@ from netsim.moe.capacity import locmoe_capacity_tokens
 from netsim.moe.sources import rescale_rows
 from netsim.moe.trace import RoutingTrace, read_routing_trace, write_routing_trace
 
-__all__ = ["LabTrace", "capacity_effect", "capacity_tokens", "capped_trace", "converged_trace", "parse_capacity"]
+__all__ = [
+    "LabTrace",
+    "capacity_effect",
+    "capacity_rows",
+    "capacity_tokens",
+    "capped_trace",
+    "converged_trace",
+    "parse_capacity",
+]
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,21 @@ def capacity_effect(trace: RoutingTrace, *, hidden: int, bytes_per_element: floa
     return {"busiest_expert_tokens": float(np.mean(busiest)), "dispatch_bytes_dropless": float(np.mean(dropless)),
             "dispatch_bytes_padded": float(np.mean(padded)), "drop_rate": float(np.mean(drop)),
             "requested_assignments": float(np.mean(req_total))}
+
+
+def capacity_rows(t: LabTrace, caps: list[str | float], *, tokens_per_rank: int, hidden: int,
+                  bytes_per_element: float) -> list[dict[str, Any]]:
+    """What each replay capacity in ``caps`` does to one router's converged window (one row each)."""
+    lo, hi = t.convergence["window"]
+    trace = read_routing_trace(t.full).window(int(lo), int(hi))
+    rows = []
+    for cap in caps:
+        c = capacity_tokens(cap, tokens=tokens_per_rank, experts=trace.meta.experts, top_k=trace.meta.top_k,
+                            hidden=hidden)
+        capped = capped_trace(trace, tokens_per_rank=tokens_per_rank, capacity=c)
+        rows.append({"router": t.router, "capacity": str(cap), "capacity_tokens": c,
+                     **capacity_effect(capped, hidden=hidden, bytes_per_element=bytes_per_element, capacity=c)})
+    return rows
 
 
 def converged_trace(lab_cfg: Any, out: Path, *, tokens_per_rank: int, capacity: str | float, hidden: int,

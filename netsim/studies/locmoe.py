@@ -33,16 +33,16 @@ import pandas as pd
 
 from netsim.errors import NetsimError
 from netsim.io import write_table
-from netsim.studies.lab_traces import LabTrace, converged_trace, parse_capacity
+from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity
 
 #: progress callback: (what is happening, fraction done of the whole study)
 Progress = Callable[[str, float], None]
 
 ROUTER_LABELS = {"rre": "Hash (RRE)", "hash": "Hash", "switch": "Switch", "locmoe": "LocMoE"}
 
-#: the quick study's lab model: small enough for a first look in minutes, large enough batches
-#: (128 tokens per rank and step) and steps for the routers to converge
-QUICK_LAB: dict[str, Any] = {"hidden": 64, "heads": 4, "ffn_hidden": 128, "seq_len": 128, "batch": 1, "vocab": 1024,
+#: the quick study's lab model: small enough for a first look in minutes, large enough capacity groups
+#: (4 sequences of 64 tokens per rank and step) and steps for the routers to converge
+QUICK_LAB: dict[str, Any] = {"hidden": 64, "heads": 4, "ffn_hidden": 128, "seq_len": 64, "batch": 4, "vocab": 1024,
                              "max_corpus_bytes": 2 << 20}
 QUICK_LAB_STEPS = 300
 
@@ -251,10 +251,12 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = Non
     note("report", done / total)
     loads = {r: lab_load_by_step(t.full) for r, t in traces.items()}
     conv = convergence_table(traces)
+    caps = capacity_table(cfg, traces)
+    write_table(caps, out_path, "capacity")
     conclusion = conclude(results, cfg) + convergence_lines(conv)
     write_table(results, out_path, "results")
     write_table(conv, out_path, "convergence")
-    _write_report(out_path, cfg, results, loads, conclusion, conv)
+    _write_report(out_path, cfg, results, loads, conclusion, conv, caps)
     note("done", 1.0)
     return StudyResult(out_path, results, conclusion)
 
@@ -263,6 +265,22 @@ def _per_node(summary: dict[str, Any]) -> int:
     ranks = int(summary.get("num_ranks") or 0)
     nodes = int(summary.get("num_nodes") or 0)
     return ranks // nodes if ranks and nodes else 8
+
+
+def capacity_table(cfg: StudyConfig, traces: dict[str, LabTrace]) -> pd.DataFrame:
+    """Per router: no capacity, 1.25, 1.0 and LocMoE's Theorem-1 count on its converged window, at the
+    replayed workload's tokens per rank and hidden size (expert compute and dispatch bytes per layer)."""
+    from netsim.config.workload import load_workload
+
+    tokens, hidden = _route_tokens(cfg)
+    spec = load_workload(cfg.workload, cfg.workload_overrides)
+    moe = spec.model.moe
+    bpe = float(moe.dispatch_bytes_per_element if moe and moe.dispatch_bytes_per_element else spec.model.bpe)
+    rows = []
+    for t in traces.values():
+        rows += capacity_rows(t, ["none", 1.25, 1.0, "theorem1"], tokens_per_rank=tokens, hidden=hidden,
+                              bytes_per_element=bpe)
+    return pd.DataFrame(rows)
 
 
 def convergence_table(traces: dict[str, LabTrace]) -> pd.DataFrame:
@@ -346,7 +364,7 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
 
 
 def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dict[str, pd.DataFrame],
-                  conclusion: list[str], conv: pd.DataFrame) -> None:
+                  conclusion: list[str], conv: pd.DataFrame, caps: pd.DataFrame) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -455,6 +473,21 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
                   f"{r.share_cross_node * 100:.1f}", r.reasons or "-"] for r in conv.itertuples()],
                 align="llllrrrl", caption="router lab, final window vs the window before it"))
     doc.sections.append(s)
+    if len(caps):
+        s = Section("Expert capacity")
+        s.add(Paragraph("What each capacity does to the converged routing of one MoE layer at the replayed "
+                        "workload's tokens per rank: tokens the busiest expert computes (summed over the source "
+                        "ranks), dispatch bytes of the kept tokens (dropless all-to-all) and of capacity-sized "
+                        "buffers (padded, as fixed-capacity frameworks send), and the drop rate. theorem1 is "
+                        "LocMoE's Theorem-1 token count at the replayed hidden size."))
+        s.add(Table(["router", "capacity", "tokens/expert", "busiest expert tokens", "dispatch MiB dropless",
+                     "dispatch MiB padded", "drop %"],
+                    [[ROUTER_LABELS.get(r.router, r.router), r.capacity,
+                      "-" if pd.isna(r.capacity_tokens) else str(int(r.capacity_tokens)),
+                      f"{r.busiest_expert_tokens:.0f}", f"{r.dispatch_bytes_dropless / 2**20:.1f}",
+                      f"{r.dispatch_bytes_padded / 2**20:.1f}", f"{r.drop_rate * 100:.1f}"]
+                     for r in caps.itertuples()], align="llrrrrr"))
+        doc.sections.append(s)
     s = Section("Figures")
     captions = {"breakdown": "Per-rank time breakdown (compute, communication, overlap, idle) by configuration.",
                 "alltoall": "All-to-all share of the step and cross-node EP bytes against cluster size.",

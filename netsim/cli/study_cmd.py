@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         """Cross-node share of each router's dispatches along the domain-sorting knob (router lab)."""
         from netsim.studies.lab_sweep import locality_sweep
 
-        base = _lab_base(lab)
+        base = _lab_base(lab, router=_csv(routers)[0] if _csv(routers) else None)
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
                       transient=True) as bar:
             task = bar.add_task("study", total=1.0)
@@ -143,8 +143,9 @@ def register(app: typer.Typer) -> None:
         console.print(f"results: {out}/results.csv, report: {out}/report.md")
 
 
-def _lab_base(items: list[str]) -> Any:
-    """A LabConfig from ``KEY=VALUE`` settings (checked: unknown keys and unconvergeable configs exit 2)."""
+def _lab_base(items: list[str], router: str | None = None) -> Any:
+    """A LabConfig from ``KEY=VALUE`` settings (checked: unknown keys and unconvergeable configs exit 2);
+    ``router`` is the one the settings are checked against when they name none."""
     import dataclasses
 
     from netsim.cli.lab_cmd import _parse_params
@@ -152,6 +153,8 @@ def _lab_base(items: list[str]) -> Any:
     from netsim.moe.lab import LabConfig, require_torch
 
     kw = _parse_params(items)
+    if router is not None:
+        kw.setdefault("router", router)
     names = {f.name for f in dataclasses.fields(LabConfig)}
     for key in kw:
         if key not in names:

@@ -438,14 +438,14 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
         s.add(Paragraph(line))
     doc.sections.append(s)
     s = Section("Method")
-    caps = ", ".join(f"{ROUTER_LABELS.get(r, r)} {cfg.capacity.get(r, 'none')}" for r in cfg.routers)
+    cap_text = ", ".join(f"{ROUTER_LABELS.get(r, r)} {cfg.capacity.get(r, 'none')}" for r in cfg.routers)
     slices = ", ".join(f"{ROUTER_LABELS.get(r, r)} {cfg.overlap.get(r, 1)}" for r in cfg.routers)
     s.add(Paragraph(
         "Each router trains a small MoE language model on real text in the router lab (16 experts on 16 EP "
         f"ranks, 8 per node, {cfg.lab_steps} steps); the token->expert counts of the converged window (the final "
         "quarter of the steps, checked for convergence) drive the expert all-to-all of the "
         f"`{cfg.workload}` workload replayed on every cluster, rescaled to the workload's tokens per rank and cut "
-        f"at each router's capacity ({caps}; theorem1 = LocMoE's Theorem-1 token count at the replayed hidden "
+        f"at each router's capacity ({cap_text}; theorem1 = LocMoE's Theorem-1 token count at the replayed hidden "
         f"size). All-to-all/expert overlap slices per router: {slices}. EPLB placement is computed "
         "from the trace's expert loads. The `locality` rows use a statistical model instead of a router: a "
         "fixed share of each rank's tokens goes to experts on its own node."

@@ -53,6 +53,9 @@ def test_locality_sweep_moves_bytes_onto_the_node(study) -> None:  # type: ignor
 def test_report_and_tables_are_written(study) -> None:  # type: ignore[no-untyped-def]
     html = (study.out / "report.html").read_text()
     assert "Conclusion" in html and "http://" not in html and "https://" not in html
+    assert "Router convergence" in html and "Expert capacity" in html
+    caps = pd.read_csv(study.out / "capacity.csv")
+    assert set(caps["capacity"]) == {"none", "1.25", "1.0", "theorem1"}
     for fig in ("breakdown.png", "alltoall.png", "expert_load.png", "locality.png"):
         assert (study.out / "figures" / fig).stat().st_size > 1000
     table = pd.read_csv(study.out / "results.csv")

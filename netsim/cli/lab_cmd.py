@@ -54,10 +54,11 @@ def summary_table(summary: dict[str, Any]) -> Any:
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    skip = ("window_steps", "loss", "task_loss", "eval_loss", "eval_bits_per_byte")
+    skip = ("window_steps", "loss", "task_loss", "eval_loss", "eval_bits_per_byte", "eval_bits_per_token")
+    conv = summary.get("convergence") or {}
     rows = [
-        ("task loss (nats/byte)", final["task_loss"]),
-        ("eval loss (nats/byte)", final["eval_loss"]),
+        ("task loss (nats/token)", final["task_loss"]),
+        ("eval loss (nats/token)", final["eval_loss"]),
         *((f"{k} loss", v) for k, v in final.items() if k not in skip),
         ("drop rate", load["drop_rate"]),
         ("expert load max/mean", load["expert_load_max_mean"]),
@@ -67,6 +68,7 @@ def summary_table(summary: dict[str, Any]) -> Any:
         ("dispatch share same node", load["share_same_node"]),
         ("dispatch share cross node", load["share_cross_node"]),
         ("train time (s)", summary["timing"]["train_s"]),
+        ("converged", "yes" if conv.get("converged") else "no: " + "; ".join(conv.get("reasons") or ["-"])),
     ]
     for name, value in rows:
         table.add_row(name, _fmt(value))
@@ -88,13 +90,28 @@ def register(app: typer.Typer) -> None:
         ep: int = typer.Option(16, "--ep", help="Expert-parallel ranks (each gets its own slice of the batch)."),
         ranks_per_node: int = typer.Option(8, "--ranks-per-node", help="EP ranks per node (defines locality)."),
         layers: int = typer.Option(2, "--layers", help="Transformer blocks (each with a MoE FFN)."),
-        hidden: int = typer.Option(64, "--hidden", help="Hidden size d."),
+        hidden: int = typer.Option(256, "--hidden", help="Hidden size d."),
         heads: int = typer.Option(4, "--heads", help="Attention heads."),
-        ffn_hidden: int = typer.Option(128, "--ffn-hidden", help="Hidden width of every expert."),
+        ffn_hidden: int = typer.Option(512, "--ffn-hidden", help="Hidden width of every expert."),
         steps: int = typer.Option(600, "--steps", help="Training steps."),
-        seq_len: int = typer.Option(64, "--seq-len", help="Sequence length in bytes."),
+        seq_len: int = typer.Option(128, "--seq-len", help="Sequence length in tokens."),
         batch: int = typer.Option(2, "--batch", help="Sequences per rank per step."),
-        lr: float = typer.Option(3e-3, "--lr", help="Peak learning rate (AdamW, warm-up + cosine)."),
+        lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW, warm-up + cosine)."),
+        tokenizer: str = typer.Option("bpe", "--tokenizer", help="bpe (byte-level BPE trained locally) or byte."),
+        vocab: int = typer.Option(2048, "--vocab", help="BPE vocabulary size."),
+        domains: str = typer.Option(
+            "", "--domains",
+            help="Comma-separated text sources: python, c, docs, man-de, man-fr (default python,c,docs,man-de); "
+            "ignored with --corpus.",
+        ),
+        domain_sort: float = typer.Option(
+            0.0, "--domain-sort", help="0 = every rank reads the same i.i.d. mix, 1 = each node reads only its "
+            "own sources."
+        ),
+        convergence_check: bool = typer.Option(
+            True, "--convergence-check/--no-convergence-check",
+            help="Refuse configurations that cannot converge (too few steps, capacity groups too small).",
+        ),
         seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and routing."),
         placement: str = typer.Option("contiguous", "--placement", help="contiguous or round_robin."),
         sharding: str = typer.Option("contiguous", "--sharding", help="contiguous (rank shards) or random."),
@@ -104,7 +121,7 @@ def register(app: typer.Typer) -> None:
         corpus: list[Path] = typer.Option(
             [],
             "--corpus",
-            help="Text file or directory (repeatable); default: the Python standard library sources.",
+            help="Text file or directory (repeatable), one text instead of the --domains sources.",
         ),
         threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
         force: bool = force_option(),
@@ -115,6 +132,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from netsim.moe.lab import LabConfig, LabProgress, require_torch, run_lab
+        from netsim.moe.lab_data import DEFAULT_DOMAINS
 
         cfg = LabConfig(
             router=router,
@@ -134,9 +152,17 @@ def register(app: typer.Typer) -> None:
             sharding=sharding,
             router_params=_parse_params(param),
             corpus=[str(c) for c in corpus],
+            domains=[d.strip() for d in domains.split(",") if d.strip()] or list(DEFAULT_DOMAINS),
+            domain_sort=domain_sort,
+            tokenizer=tokenizer,
+            vocab=vocab,
             threads=threads,
         )
         check_out_dir(out, force)
+        if convergence_check:
+            problem = cfg.convergence_problem()
+            if problem is not None:
+                raise SpecError(problem[1] + " (or pass --no-convergence-check)", field=f"--{problem[0]}")
         require_torch()
         err = Console(stderr=True)
         if quiet:

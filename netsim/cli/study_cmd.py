@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,6 +21,28 @@ def _csv(value: str, cast: type = str) -> tuple:
         raise NetsimError(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from None
 
 
+def _pairs(items: list[str], option: str) -> dict[str, str]:
+    """``ROUTER=VALUE`` strings -> dict."""
+    from netsim.errors import NetsimError
+
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise NetsimError(f"expected ROUTER=VALUE (got {item!r})", field=option)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _int(value: str, option: str) -> int:
+    from netsim.errors import NetsimError
+
+    try:
+        return int(value)
+    except ValueError:
+        raise NetsimError(f"expected an integer (got {value!r})", field=option) from None
+
+
 def register(app: typer.Typer) -> None:
     study = typer.Typer(help="Multi-run studies that end in a report.", no_args_is_help=True)
     app.add_typer(study, name="study")
@@ -33,7 +56,16 @@ def register(app: typer.Typer) -> None:
         placements: str = typer.Option("contiguous,eplb", "--placements", help="Expert placements."),
         locality: str = typer.Option("0.125,0.5,0.875", "--locality",
                                      help="Locality fractions of the statistical sensitivity sweep ('' to skip)."),
-        lab_steps: int = typer.Option(400, "--lab-steps", min=1, help="Router-lab training steps per router."),
+        lab_steps: int = typer.Option(600, "--lab-steps", min=1, help="Router-lab training steps per router."),
+        capacity: list[str] = typer.Option(
+            [], "--capacity", help="Per-router replay capacity ROUTER=none|theorem1|FACTOR (repeatable; default "
+            "switch=1.25, locmoe=theorem1, others none)."),
+        overlap: list[str] = typer.Option(
+            [], "--overlap", help="Per-router all-to-all/expert overlap slices ROUTER=N (repeatable; default "
+            "locmoe=2, others 1)."),
+        allow_unconverged: bool = typer.Option(
+            False, "--allow-unconverged", help="Go on from routers whose lab run has not converged (results are "
+            "then not evidence about the routers)."),
         workload_set: list[str] = typer.Option([], "--set", help="Workload override, e.g. --set steps=2."),
         quick: bool = typer.Option(False, "--quick", help="A small version (one fabric, 2 nodes, short lab)."),
         seed: int = typer.Option(0, "--seed"),
@@ -54,7 +86,11 @@ def register(app: typer.Typer) -> None:
                               seed=seed)
         if workload_set:
             cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
-        cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model})
+        cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model,
+                             "capacity": {**cfg.capacity, **_pairs(capacity, "--capacity")},
+                             "overlap": {**cfg.overlap, **{k: _int(v, "--overlap")
+                                                           for k, v in _pairs(overlap, "--overlap").items()}},
+                             "require_converged": not allow_unconverged})
         check_config(cfg)
         check_out_dir(out, force, resume="study")
         require_torch()
@@ -67,3 +103,72 @@ def register(app: typer.Typer) -> None:
             console.print(f"- {line}")
         console.print(f"results: {out}/results.csv")
         console.print(f"report: {out}/report.html")
+
+    @study.command("lab-locality")
+    def lab_locality_cmd(
+        out: Path = typer.Option(..., "--out", "-o", help="Study directory (resumable)."),
+        routers: str = typer.Option("hash,rre,switch,locmoe", "--routers", help="Routers trained in the lab."),
+        sorts: str = typer.Option("0,0.5,1", "--domain-sort", help="Comma-separated domain_sort values (0 = i.i.d., "
+                                  "1 = each node reads only its own sources)."),
+        lab: list[str] = typer.Option([], "--lab", help="Lab setting KEY=VALUE (repeatable), e.g. --lab hidden=64 "
+                                      "--lab steps=300 --lab 'router_params={mu: 0.1}'."),
+        force: bool = force_option(),
+    ) -> None:
+        """Cross-node share of each router's dispatches along the domain-sorting knob (router lab)."""
+        from netsim.studies.lab_sweep import locality_sweep
+
+        base = _lab_base(lab, router=_csv(routers)[0] if _csv(routers) else None)
+        check_out_dir(out, force, resume="study")
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
+                      transient=True) as bar:
+            task = bar.add_task("study", total=1.0)
+            res = locality_sweep(base, _csv(routers), _csv(sorts, float), out,
+                                 progress=lambda what, f: bar.update(task, description=what, completed=f), force=force)
+        console.print(res[["router", "domain_sort", "converged", "share_cross_node", "drop_rate",
+                           "expert_load_cv"]].to_string(index=False))
+        console.print(f"results: {out}/results.csv, report: {out}/report.md")
+
+    @study.command("lab-scaling")
+    def lab_scaling_cmd(
+        out: Path = typer.Option(..., "--out", "-o", help="Study directory (resumable)."),
+        hidden: str = typer.Option("64,128,256", "--hidden", help="Comma-separated hidden sizes (FFN = 2 x hidden)."),
+        windows: int = typer.Option(4, "--windows", min=1, help="Training windows the table follows."),
+        lab: list[str] = typer.Option([], "--lab", help="Lab setting KEY=VALUE (repeatable), e.g. --lab router=rre."),
+        force: bool = force_option(),
+    ) -> None:
+        """Load CV, drop rate and locality along model size and training steps (router lab)."""
+        from netsim.studies.lab_sweep import scaling_sweep
+
+        base = _lab_base(lab)
+        check_out_dir(out, force, resume="study")
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
+                      transient=True) as bar:
+            task = bar.add_task("study", total=1.0)
+            res = scaling_sweep(base, _csv(hidden, int), out, windows=windows,
+                                progress=lambda what, f: bar.update(task, description=what, completed=f), force=force)
+        console.print(res.to_string(index=False))
+        console.print(f"results: {out}/results.csv, report: {out}/report.md")
+
+
+def _lab_base(items: list[str], router: str | None = None) -> Any:
+    """A LabConfig from ``KEY=VALUE`` settings (checked: unknown keys and unconvergeable configs exit 2);
+    ``router`` is the one the settings are checked against when they name none."""
+    import dataclasses
+
+    from netsim.cli.lab_cmd import _parse_params
+    from netsim.errors import SpecError
+    from netsim.moe.lab import LabConfig, require_torch
+
+    kw = _parse_params(items)
+    if router is not None:
+        kw.setdefault("router", router)
+    names = {f.name for f in dataclasses.fields(LabConfig)}
+    for key in kw:
+        if key not in names:
+            raise SpecError(f"unknown lab setting {key!r}; allowed: {', '.join(sorted(names))}", field="--lab")
+    cfg = LabConfig(**kw)
+    problem = cfg.convergence_problem()
+    if problem is not None:
+        raise SpecError(problem[1], field=f"--lab {problem[0]}")
+    require_torch()
+    return cfg

@@ -12,9 +12,15 @@ cosine's magnitude is at least ``delta`` is::
     p_delta = 1 - I_{delta^2}(1/2, (d-1)/2)      (I = regularised incomplete beta)
 
 and, with ``delta`` the smallest cosine between a token and the gating vector of the expert it
-should reach, the expert capacity (as a fraction of the batch) must satisfy::
+should reach, the expert capacity must satisfy::
 
     ec_min >= 1 / (n * p_delta)
+
+``ec_min`` is a number of *tokens* (paper, appendix A.3: "the minimum amount of tokens that make
+at least one class-discriminative token routed to expert i"), independent of the batch size: it is
+the floor to which LocMoE may reduce an expert's capacity, not a share of the batch.  At the
+paper's ``d = 5120``, ``n = 16`` and ``delta = 0.03`` it is 1.96, so
+:func:`locmoe_capacity_tokens` gives 2 tokens.
 
 For large ``d`` the paper gives ``ec_min > (1/n) * exp(delta^2 d / (2 - delta^2))``.  The paper
 measured ``delta ~ 0.03``.  Worked values: ``d = 3`` gives ``p_delta = 1 - delta`` (the cosine is
@@ -31,6 +37,7 @@ from netsim.errors import SpecError
 
 __all__ = [
     "ceil_tokens",
+    "locmoe_capacity_tokens",
     "locmoe_min_capacity",
     "locmoe_min_capacity_approx",
     "locmoe_p_delta",
@@ -70,7 +77,7 @@ def locmoe_p_delta(hidden: int, delta: float) -> float:
 
 
 def locmoe_min_capacity(n_experts: int, hidden: int, delta: float = 0.03) -> float:
-    """Theorem 1 of LocMoE: ``ec_min = 1 / (n * p_delta)`` (a fraction of the batch's tokens).
+    """Theorem 1 of LocMoE: ``ec_min = 1 / (n * p_delta)`` tokens per expert.
 
     ``inf`` when ``p_delta`` underflows to 0 (no finite capacity satisfies the bound).
     """
@@ -86,3 +93,16 @@ def locmoe_min_capacity_approx(n_experts: int, hidden: int, delta: float = 0.03)
     if n_experts < 1:
         raise SpecError(f"experts must be >= 1 (got {n_experts})", field="experts")
     return math.exp(delta * delta * hidden / (2.0 - delta * delta)) / n_experts
+
+
+def locmoe_capacity_tokens(n_experts: int, hidden: int, delta: float = 0.03) -> int:
+    """The Theorem-1 capacity as a whole number of tokens: ``max(1, ceil(ec_min))``.
+
+    Raises a SpecError when the bound is infinite (``p_delta`` underflows: ``delta`` far above
+    ``1/sqrt(d)``), since no finite buffer satisfies it.
+    """
+    ec = locmoe_min_capacity(n_experts, hidden, delta)
+    if not math.isfinite(ec) or ec > 2**62:
+        raise SpecError(f"the Theorem-1 capacity is unbounded at hidden={hidden}, delta={delta} "
+                        f"(p_delta underflows); lower delta", field="router.delta")
+    return max(1, ceil_tokens(ec))

@@ -1,36 +1,41 @@
 """Router lab: train a small MoE language model on real text and record how it routes.
 
 Routing skew, drops and locality are properties of a *trained* router on *real* data: an
-untrained router on random vectors is nearly uniform, while learned routers drift towards a few
-favourite experts unless their losses hold them back, and hash routers follow the token
-frequencies of the corpus.  The lab measures this on a scale that runs in a minute or two on a
-laptop CPU:
+untrained router on random vectors is nearly uniform, an untrained softmax gate in a real model
+sends nearly every token to one expert (all hidden states look alike at initialisation), and
+learned routers drift towards a few favourite experts unless their losses hold them back; hash
+routers follow the token frequencies of the corpus.  The lab measures this on a scale that runs
+in minutes on one CPU core:
 
-* data: byte-level tokens (vocabulary 256) of real text that needs no download; by default the
-  Python standard library sources of the running interpreter (``sysconfig`` ``stdlib`` path,
-  top-level ``*.py`` files sorted by name, at most ``max_file_bytes`` of each, at most
-  ``max_corpus_bytes`` in all; the corpus hash is recorded).  The last ``eval_fraction`` of
-  the corpus is held out for an evaluation loss.
+* data (:mod:`netsim.moe.lab_data`): several distinct text sources that need no download
+  (Python code, C headers, English documentation, German manual pages by default), tokenised
+  with a byte-level BPE trained locally (``tokenizer="bpe"``, ``vocab`` tokens; ``"byte"`` for
+  raw bytes).  The last ``eval_fraction`` of every source is held out for an evaluation loss.
+  ``corpus`` paths replace the sources by one text (sharded ``contiguous`` or ``random``).
 * ranks: the batch is split over ``ep`` expert-parallel ranks, each with ``batch`` sequences of
-  ``seq_len`` bytes, so every token has a source rank.  With ``sharding="contiguous"`` (the
-  default) rank ``r`` reads from its own contiguous shard of the training text, as data-parallel
-  ranks read their own shard of a dataset; ``"random"`` lets every rank read anywhere.
-* model: a byte embedding, learned positions, ``layers`` pre-norm transformer blocks (causal
+  ``seq_len`` tokens, so every token has a source rank.  ``domain_sort`` sets how far each node's
+  ranks read their own sources: 0 = every rank reads the same i.i.d. mixture, 1 = fully
+  domain-sorted (:class:`~netsim.moe.lab_data.DomainSampler`).
+* model: a token embedding, learned positions, ``layers`` pre-norm transformer blocks (causal
   self-attention + a MoE feed-forward with ``experts`` GELU experts of width ``ffn_hidden``,
   plus ``shared_experts`` dense experts for DeepSeek), a tied output head.
-* routers: the torch wrappers of :mod:`netsim.moe.torch_routers`; the loss is the next-byte
-  cross-entropy plus every auxiliary loss the router defines.  Hash routers hash the byte
-  values; RRE treats the ranks' data shards as its domains (``domains`` equal groups of
-  consecutive ranks; the default ``domains=1`` is a single domain).  DeepSeek's selection bias is
-  updated after every step from the step's expert loads.  The experts live on ranks by the
-  ``placement`` (contiguous by default, ``ranks_per_node`` ranks per node), which defines the
-  locality that LocMoE's loss rewards and the metrics report.
+* routers: the torch wrappers of :mod:`netsim.moe.torch_routers`; the loss is the next-token
+  cross-entropy plus every auxiliary loss the router defines.  Hash routers hash the token ids;
+  RRE's domains are the text sources (expert group ``g`` serves source ``g``; with one text,
+  ``domains`` equal groups of consecutive ranks).  DeepSeek's selection bias is updated after
+  every step from the step's expert loads.  The experts live on ranks by the ``placement``
+  (contiguous by default, ``ranks_per_node`` ranks per node), which defines the locality that
+  LocMoE's loss rewards and the metrics report.
+* convergence (:mod:`netsim.moe.lab_check`): the summary says whether the final quarter of the
+  run (the *converged window*, the part of the trace a study replays) has stopped moving and is
+  not collapsed, and :meth:`LabConfig.convergence_problem` names what makes a configuration
+  unable to converge (too few steps, capacity groups too small to balance).
 
 Outputs (:func:`run_lab`, written atomically): ``routing.parquet`` (routing trace, format in
 :mod:`netsim.moe.trace`: tokens and drops per step, layer, source rank and expert),
 ``losses.csv``/``losses.parquet`` (per-step losses and routing metrics) and ``lab.json``
-(configuration, corpus, final losses, load and locality statistics, timing).  Runs are seeded:
-the same configuration, corpus and torch build give identical tables.
+(configuration, corpus, tokenizer, final losses, load and locality statistics, convergence,
+timing).  Runs are seeded: the same configuration, corpus and torch build give identical tables.
 
 Torch is optional for netsim; this module raises a :class:`~netsim.errors.NetsimError` naming
 ``pip install 'moe-netsim[torch]'`` when it is missing.
@@ -39,12 +44,10 @@ Torch is optional for netsim; this module raises a :class:`~netsim.errors.Netsim
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import platform
-import sysconfig
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,17 @@ from numpy.typing import NDArray
 
 from netsim.errors import NetsimError, SpecError
 from netsim.io import atomic_dir, check_output_dir, write_json, write_table
+from netsim.moe.lab_check import convergence_problem, convergence_report, final_window
+from netsim.moe.lab_data import (
+    DEFAULT_DOMAINS,
+    SOURCES,
+    DomainSampler,
+    Tokenizer,
+    load_corpus,
+    load_domains,
+    make_tokenizer,
+)
+from netsim.moe.lab_model import build_model
 from netsim.moe.placement import Placement, make_placement, rank_nodes
 from netsim.moe.routers import ROUTERS, DeepSeekRouter, make_router, router_names, router_param_names
 from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
@@ -88,13 +102,13 @@ class LabConfig:
     ep: int = 16
     ranks_per_node: int = 8
     layers: int = 2
-    hidden: int = 64
+    hidden: int = 256
     heads: int = 4
-    ffn_hidden: int = 128
-    seq_len: int = 64
+    ffn_hidden: int = 512
+    seq_len: int = 128
     batch: int = 2
     steps: int = 600
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
     seed: int = 0
     placement: str = "contiguous"
@@ -102,6 +116,10 @@ class LabConfig:
     router_params: dict[str, Any] = field(default_factory=dict)
     shared_experts: int | None = None
     corpus: list[str] = field(default_factory=list)
+    domains: list[str] = field(default_factory=lambda: list(DEFAULT_DOMAINS))
+    domain_sort: float = 0.0
+    tokenizer: str = "bpe"
+    vocab: int = 2048
     max_corpus_bytes: int = 4 << 20
     max_file_bytes: int = 16 << 10
     eval_fraction: float = 0.05
@@ -125,6 +143,7 @@ class LabConfig:
             "max_corpus_bytes",
             "max_file_bytes",
             "eval_batches",
+            "vocab",
         ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -149,6 +168,19 @@ class LabConfig:
             )
         if self.sharding not in ("contiguous", "random"):
             raise SpecError(f"sharding must be contiguous or random (got {self.sharding!r})", field="sharding")
+        if self.tokenizer not in ("byte", "bpe"):
+            raise SpecError(f"tokenizer must be byte or bpe (got {self.tokenizer!r})", field="tokenizer")
+        if self.tokenizer == "bpe" and self.vocab < 257:
+            raise SpecError(f"a byte-level BPE needs vocab > 256 (got {self.vocab})", field="vocab")
+        if not 0.0 <= self.domain_sort <= 1.0:
+            raise SpecError(f"must be in [0, 1] (got {self.domain_sort})", field="domain_sort")
+        if not self.corpus:
+            if not self.domains:
+                raise SpecError("give at least one corpus source", field="domains")
+            for name in self.domains:
+                SOURCES.canonical(name)
+            if len(set(self.domains)) != len(self.domains):
+                raise SpecError(f"corpus sources repeat: {', '.join(self.domains)}", field="domains")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SpecError(f"must be > 0 (got {self.lr})", field="lr")
         if not 0.0 < self.eval_fraction < 0.5:
@@ -169,6 +201,24 @@ class LabConfig:
     def num_nodes(self) -> int:
         return max(1, self.ep // self.ranks_per_node)
 
+    @property
+    def num_domains(self) -> int:
+        """Text sources the data is drawn from (1 with ``corpus`` paths)."""
+        return 1 if self.corpus else len(self.domains)
+
+    def convergence_problem(self) -> tuple[str, str] | None:
+        """``(field, message)`` when this configuration cannot converge (:mod:`netsim.moe.lab_check`)."""
+        import inspect
+
+        params = self.resolved_router_params()
+        defaults = {k: v.default for k, v in inspect.signature(ROUTERS[self.router]).parameters.items()}
+        cf = params.get("capacity_factor", defaults.get("capacity_factor"))
+        if self.router == "expert_choice":
+            cf = None  # experts pick tokens: no overflow by construction
+        k = int(params.get("top_k", 2 if self.router == "gshard" else defaults.get("top_k", 1)))
+        return convergence_problem(steps=self.steps, tokens_per_group=self.batch * self.seq_len,
+                                   experts=self.experts, capacity_factor=cf, top_k=k)
+
     def resolved_router_params(self) -> dict[str, Any]:
         """Router parameters with the lab's scaled-down defaults filled in.
 
@@ -182,7 +232,9 @@ class LabConfig:
             p.setdefault("topk_groups", max(1, p["n_groups"] // 2))
             p.setdefault("top_k", min(2, self.experts))
         if self.router in ("hash", "rre"):
-            p.setdefault("vocab_size", 256)
+            p.setdefault("vocab_size", 256 if self.tokenizer == "byte" else self.vocab)
+        if self.router == "rre" and self.num_domains > 1 and self.experts % self.num_domains == 0:
+            p.setdefault("domains", self.num_domains)
         return p
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,7 +248,7 @@ class LabProgress:
     step: int  # 1-based, == steps when done
     steps: int
     loss: float  # total loss of the step
-    task_loss: float  # next-byte cross-entropy (nats)
+    task_loss: float  # next-token cross-entropy (nats)
     drop_rate: float
     elapsed_s: float
 
@@ -212,213 +264,86 @@ class LabResult:
 
 
 # --------------------------------------------------------------------------------------------
-# corpus
-# --------------------------------------------------------------------------------------------
-
-
-def _is_text(data: bytes) -> bool:
-    return b"\x00" not in data[:4096]
-
-
-def load_corpus(
-    paths: Sequence[str | Path] = (), *, max_bytes: int = 4 << 20, max_file_bytes: int = 16 << 10
-) -> tuple[bytes, dict[str, Any]]:
-    """The lab's training text and a description (source, files, bytes, sha256).
-
-    With no ``paths``: the top-level ``*.py`` files of the Python standard library, sorted by
-    name, the first ``max_file_bytes`` of each, until ``max_bytes``.  Otherwise the given files
-    and (recursively, sorted) the text files inside given directories, whole, until
-    ``max_bytes``.  Files are joined with a blank line.
-    """
-    files: list[Path] = []
-    per_file: int | None
-    if not paths:
-        root = Path(sysconfig.get_paths()["stdlib"])
-        files = sorted(p for p in root.glob("*.py") if p.is_file())
-        source = f"python-stdlib:{root}"
-        per_file = max_file_bytes
-        if not files:
-            raise NetsimError(f"no Python standard library sources found under {root}; pass --corpus PATH")
-    else:
-        per_file = None
-        source = "files"
-        for raw in paths:
-            p = Path(raw)
-            if p.is_dir():
-                files.extend(sorted(q for q in p.rglob("*") if q.is_file()))
-            elif p.is_file():
-                files.append(p)
-            else:
-                raise SpecError("corpus path not found", source=str(p), field="corpus")
-    chunks: list[bytes] = []
-    used: list[str] = []
-    total = 0
-    for f in files:
-        try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise SpecError(f"cannot read corpus file ({exc.strerror})", source=str(f), field="corpus") from None
-        if not _is_text(data):
-            continue
-        if per_file is not None:
-            data = data[:per_file]
-        data = data[: max_bytes - total]
-        if not data:
-            break
-        chunks.append(data)
-        used.append(f.name if not paths else str(f))
-        total += len(data) + 2
-        if total >= max_bytes:
-            break
-    text = b"\n\n".join(chunks)[:max_bytes]
-    info = {
-        "source": source,
-        "files": len(used),
-        "bytes": len(text),
-        "sha256": hashlib.sha256(text).hexdigest(),
-        "first_file": used[0] if used else None,
-        "last_file": used[-1] if used else None,
-    }
-    return text, info
-
-
-# --------------------------------------------------------------------------------------------
-# model (torch; built inside functions so the module imports without torch)
-# --------------------------------------------------------------------------------------------
-
-
-def _build_model(cfg: LabConfig, routers: list[Any]) -> Any:
-    torch = require_torch()
-    from torch import Tensor, nn
-    from torch.nn import functional as F
-
-    from netsim.moe.torch_routers import torch_router
-
-    class MoEFFN(nn.Module):
-        def __init__(self, router: Any, shared: int) -> None:
-            super().__init__()
-            n, d, f = cfg.experts, cfg.hidden, cfg.ffn_hidden
-            self.router = torch_router(router)
-            self.w1 = nn.Parameter(torch.randn(n, d, f) * d**-0.5)
-            self.b1 = nn.Parameter(torch.zeros(n, f))
-            self.w2 = nn.Parameter(torch.randn(n, f, d) * f**-0.5 / math.sqrt(2 * cfg.layers))
-            self.shared = nn.ModuleList(
-                nn.Sequential(nn.Linear(d, f), nn.GELU(), nn.Linear(f, d)) for _ in range(shared)
-            )
-
-        def forward(self, x: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, Any]:
-            routing = self.router(x, **ctx)
-            experts = routing.result.experts
-            k = experts.shape[1]
-            flat = experts.reshape(-1)
-            order = np.argsort(flat, kind="stable")
-            sorted_e = flat[order]
-            bounds = np.searchsorted(sorted_e, np.arange(cfg.experts + 1))
-            tok = torch.from_numpy(order // k)
-            gate = routing.gates.reshape(-1)[torch.from_numpy(order)]
-            y = torch.zeros_like(x)
-            for e in range(cfg.experts):
-                lo, hi = int(bounds[e]), int(bounds[e + 1])
-                if lo == hi:
-                    continue
-                idx = tok[lo:hi]
-                h = F.gelu(x[idx] @ self.w1[e] + self.b1[e]) @ self.w2[e]
-                y = y.index_add(0, idx, h * gate[lo:hi, None])
-            for s in self.shared:
-                y = y + s(x)
-            return y, routing
-
-    class Block(nn.Module):
-        def __init__(self, router: Any, shared: int) -> None:
-            super().__init__()
-            d = cfg.hidden
-            self.ln1 = nn.LayerNorm(d)
-            self.qkv = nn.Linear(d, 3 * d)
-            self.proj = nn.Linear(d, d)
-            self.ln2 = nn.LayerNorm(d)
-            self.moe = MoEFFN(router, shared)
-
-        def forward(self, x: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, Any]:
-            b, s, d = x.shape
-            q, kk, v = self.qkv(self.ln1(x)).split(d, dim=-1)
-            h = cfg.heads
-
-            def heads(z: Tensor) -> Tensor:
-                return z.view(b, s, h, d // h).transpose(1, 2)
-
-            a = F.scaled_dot_product_attention(heads(q), heads(kk), heads(v), is_causal=True)
-            x = x + self.proj(a.transpose(1, 2).reshape(b, s, d))
-            y, routing = self.moe(self.ln2(x).reshape(b * s, d), ctx)
-            return x + y.view(b, s, d), routing
-
-    class LabModel(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            shared = cfg.shared_experts if cfg.shared_experts is not None else (1 if cfg.router == "deepseek" else 0)
-            self.emb = nn.Embedding(256, cfg.hidden)
-            nn.init.normal_(self.emb.weight, std=0.02)
-            self.pos = nn.Parameter(torch.randn(cfg.seq_len, cfg.hidden) * 0.02)
-            self.blocks = nn.ModuleList(Block(r, shared) for r in routers)
-            self.ln = nn.LayerNorm(cfg.hidden)
-
-        def forward(self, tokens: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, list[Any]]:
-            x = self.emb(tokens) + self.pos[: tokens.shape[1]]
-            routings = []
-            for blk in self.blocks:
-                x, r = blk(x, ctx)
-                routings.append(r)
-            return self.ln(x) @ self.emb.weight.T, routings
-
-    return LabModel()
-
-
-# --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
 
 
+Batch = tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+
+
 class _Data:
-    """Deterministic batches: rank r's sequences come from its shard of the training text."""
+    """Deterministic batches ``(inputs, targets, src_rank, domain)`` from the lab's text.
 
-    def __init__(self, text: bytes, cfg: LabConfig) -> None:
-        arr = np.frombuffer(text, dtype=np.uint8).astype(np.int64)
-        n_eval = max(cfg.seq_len + 2, int(len(arr) * cfg.eval_fraction))
-        self.train, self.eval = arr[:-n_eval], arr[-n_eval:]
+    With sources (no ``corpus`` paths) every source is split into train and eval tokens and
+    each sequence's source is drawn by the :class:`DomainSampler`; with one text the legacy
+    contiguous (rank shards) or random sharding applies.
+    """
+
+    def __init__(self, cfg: LabConfig, node: NDArray[np.int64]) -> None:
         self.cfg = cfg
-        need = cfg.seq_len + 2
-        shard = len(self.train) // cfg.ep
-        if len(self.eval) < need or (cfg.sharding == "contiguous" and shard < need) or len(self.train) < need:
-            raise SpecError(
-                f"corpus too small ({len(arr)} bytes) for {cfg.ep} ranks of sequences of {cfg.seq_len}",
-                field="corpus",
-            )
         self.rng = np.random.default_rng([cfg.seed, 7])
+        if cfg.corpus:
+            text, self.info = load_corpus(cfg.corpus, max_bytes=cfg.max_corpus_bytes,
+                                          max_file_bytes=cfg.max_file_bytes)
+            texts = [text]
+        else:
+            domains, self.info = load_domains(cfg.domains, max_bytes=cfg.max_corpus_bytes // len(cfg.domains),
+                                              max_file_bytes=cfg.max_file_bytes)
+            texts = [d.text for d in domains]
+        cut = [len(t) - max(cfg.seq_len * 8, int(len(t) * cfg.eval_fraction)) for t in texts]
+        heads = [t[:c] for t, c in zip(texts, cut, strict=True)]
+        self.tokenizer: Tokenizer = make_tokenizer(cfg.tokenizer, cfg.vocab, heads)
+        self.train = [self.tokenizer.encode(t[:c]) for t, c in zip(texts, cut, strict=True)]
+        self.eval = [self.tokenizer.encode(t[c:]) for t, c in zip(texts, cut, strict=True)]
+        need = cfg.seq_len + 2
+        shard = len(self.train[0]) // cfg.ep
+        if (min(len(e) for e in self.eval) < need or min(len(t) for t in self.train) < need
+                or (cfg.corpus and cfg.sharding == "contiguous" and shard < need)):
+            raise SpecError(f"corpus too small ({sum(len(t) for t in texts)} bytes) for {cfg.ep} ranks of "
+                            f"sequences of {cfg.seq_len} tokens", field="corpus")
+        self.sampler = None if cfg.corpus else DomainSampler(len(texts), node, cfg.domain_sort)
+        self.info["tokens"] = {"train": int(sum(len(t) for t in self.train)),
+                               "eval": int(sum(len(e) for e in self.eval))}
 
-    def batch(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
-        """``(inputs [ep*batch, S], targets [ep*batch, S], src_rank [ep*batch])``."""
+    def batch(self) -> Batch:
+        """``(inputs [ep*batch, S], targets [ep*batch, S], src_rank [ep*batch], domain [ep*batch])``."""
         c = self.cfg
         s = c.seq_len
         src = np.repeat(np.arange(c.ep), c.batch)
-        if c.sharding == "contiguous":
-            shard = len(self.train) // c.ep
-            starts = src * shard + self.rng.integers(0, shard - s - 1, size=src.size)
+        if self.sampler is None:
+            dom = np.zeros(src.size, dtype=np.int64)
+            n = len(self.train[0])
+            if c.sharding == "contiguous":
+                shard = n // c.ep
+                starts = src * shard + self.rng.integers(0, shard - s - 1, size=src.size)
+            else:
+                starts = self.rng.integers(0, n - s - 1, size=src.size)
+            win = self.train[0][starts[:, None] + np.arange(s + 1)[None, :]]
         else:
-            starts = self.rng.integers(0, len(self.train) - s - 1, size=src.size)
-        idx = starts[:, None] + np.arange(s + 1)[None, :]
-        win = self.train[idx]
-        return win[:, :-1], win[:, 1:], src
+            dom = self.sampler.draw(src, self.rng)
+            u = self.rng.random(src.size)
+            win = np.empty((src.size, s + 1), dtype=np.int64)
+            for i, d in enumerate(dom):
+                arr = self.train[int(d)]
+                start = int(u[i] * (len(arr) - s - 1))
+                win[i] = arr[start : start + s + 1]
+        return win[:, :-1], win[:, 1:], src, dom
 
-    def eval_batches(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]]:
+    def eval_batches(self) -> list[Batch]:
+        """Fixed evaluation batches; with sources, each rank reads every source in turn."""
         c = self.cfg
         s = c.seq_len
         rows = c.ep * c.batch
-        span = len(self.eval) - s - 1
+        src = np.repeat(np.arange(c.ep), c.batch)
         out = []
         for b in range(c.eval_batches):
-            starts = (np.arange(rows) * 7919 + b * 104729) % max(span, 1)
-            idx = starts[:, None] + np.arange(s + 1)[None, :]
-            win = self.eval[idx]
-            out.append((win[:, :-1], win[:, 1:], np.repeat(np.arange(c.ep), c.batch)))
+            dom = (np.arange(rows) + b) % len(self.eval)
+            win = np.empty((rows, s + 1), dtype=np.int64)
+            for i, d in enumerate(dom):
+                arr = self.eval[int(d)]
+                start = (i * 7919 + b * 104729) % max(len(arr) - s - 1, 1)
+                win[i] = arr[start : start + s + 1]
+            out.append((win[:, :-1], win[:, 1:], src, dom.astype(np.int64)))
         return out
 
 
@@ -428,8 +353,13 @@ def _lr_factor(i: int, steps: int) -> float:
     return warm * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(i, steps) / steps)))
 
 
-def _context(tokens: NDArray[np.int64], src: NDArray[np.int64], cfg: LabConfig) -> dict[str, Any]:
-    """Per-token routing context: token ids, source rank, sequence, and (RRE) data domain."""
+def _context(tokens: NDArray[np.int64], src: NDArray[np.int64], dom: NDArray[np.int64], cfg: LabConfig,
+             params: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-token routing context: token ids, source rank, sequence, and (RRE) data domain.
+
+    RRE's ``domains`` groups of experts serve the text sources (source ``j`` of ``D`` -> group
+    ``j * domains // D``); with one text, groups of consecutive ranks stand for the domains.
+    """
     rows, s = tokens.shape
     ctx: dict[str, Any] = {
         "token_ids": tokens.reshape(-1),
@@ -437,8 +367,11 @@ def _context(tokens: NDArray[np.int64], src: NDArray[np.int64], cfg: LabConfig) 
         "seq_ids": np.repeat(np.arange(rows), s),
     }
     if cfg.router == "rre":
-        domains = int(cfg.router_params.get("domains", 1))
-        ctx["domain_ids"] = (ctx["src_rank"] * domains) // cfg.ep
+        domains = int(params.get("domains", 1))
+        if cfg.num_domains > 1:
+            ctx["domain_ids"] = np.repeat(dom * domains // cfg.num_domains, s)
+        else:
+            ctx["domain_ids"] = (ctx["src_rank"] * domains) // cfg.ep
     return ctx
 
 
@@ -460,30 +393,53 @@ def _summarise(records: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+@dataclass
+class _Run:
+    """What one training run accumulates step by step."""
+
+    counts: list[tuple[int, int, int, NDArray[np.int64], NDArray[np.int64]]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _routers(cfg: LabConfig, placement: Placement, node: NDArray[np.int64]) -> tuple[list[Any], dict[str, Any]]:
+    params = cfg.resolved_router_params()
+    if cfg.router == "locmoe":
+        params["local_experts"] = placement.local_experts(node)
+    routers = [
+        make_router(cfg.router, n_experts=cfg.experts, hidden=cfg.hidden,
+                    seed=np.random.default_rng([cfg.seed, 11, i]), **params)
+        for i in range(cfg.layers)
+    ]
+    return routers, params
+
+
+def _record(run: _Run, step: int, routings: list[Any], ctx: dict[str, Any], cfg: LabConfig, routers: list[Any],
+            placement: Placement, node: NDArray[np.int64]) -> list[dict[str, Any]]:
+    """Store the step's routing counts and metrics per layer (and update DeepSeek's bias)."""
+    out = []
+    for layer, r in enumerate(routings):
+        tok, drp = r.result.by_source(ctx["src_rank"], cfg.ep)
+        run.counts.append((step, layer, 0, tok, drp))
+        m = routing_metrics(tok, placement, dropped=drp, rank_node=node).to_dict()
+        run.metrics.append({"step": step, "layer": layer, **m})
+        out.append(m)
+        if isinstance(routers[layer], DeepSeekRouter):
+            routers[layer].update_bias(r.result.counts)
+    return out
+
+
 def train_lab(cfg: LabConfig, progress: Callable[[LabProgress], None] | None = None) -> LabResult:
     """Train the lab model with ``cfg`` and return its routing trace, losses and summary."""
     torch = require_torch()
     from torch.nn import functional as F
 
-    text, corpus_info = load_corpus(cfg.corpus, max_bytes=cfg.max_corpus_bytes, max_file_bytes=cfg.max_file_bytes)
-    data = _Data(text, cfg)
     placement: Placement = make_placement(cfg.placement, cfg.experts, cfg.ep)
     node = rank_nodes(cfg.ep, min(cfg.ranks_per_node, cfg.ep))
-    params = cfg.resolved_router_params()
-    if cfg.router == "locmoe":
-        params["local_experts"] = placement.local_experts(node)
-    routers = [
-        make_router(
-            cfg.router,
-            n_experts=cfg.experts,
-            hidden=cfg.hidden,
-            seed=np.random.default_rng([cfg.seed, 11, i]),
-            **params,
-        )
-        for i in range(cfg.layers)
-    ]
-    top_k = routers[0].top_k
-
+    data = _Data(cfg, node)
+    vocab = data.tokenizer.vocab_size
+    routers, params = _routers(cfg, placement, node)
+    run = _Run()
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     if cfg.threads:
@@ -491,19 +447,16 @@ def train_lab(cfg: LabConfig, progress: Callable[[LabProgress], None] | None = N
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(cfg.seed)
-        model = _build_model(cfg, routers)
+        model = build_model(cfg, routers, vocab)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, cfg.steps))
-        counts_records: list[tuple[int, int, int, NDArray[np.int64], NDArray[np.int64]]] = []
-        rows: list[dict[str, Any]] = []
-        metric_rows: list[dict[str, Any]] = []
         t0 = time.perf_counter()
         model.train()
         for step in range(cfg.steps):
-            inp, tgt, src = data.batch()
-            ctx = _context(inp, src, cfg)
+            inp, tgt, src, dom = data.batch()
+            ctx = _context(inp, src, dom, cfg, params)
             logits, routings = model(torch.from_numpy(inp), ctx)
-            task = F.cross_entropy(logits.reshape(-1, 256), torch.from_numpy(tgt).reshape(-1))
+            task = F.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(tgt).reshape(-1))
             aux_sum: dict[str, Any] = {}
             for r in routings:
                 for k, v in r.losses.items():
@@ -514,101 +467,75 @@ def train_lab(cfg: LabConfig, progress: Callable[[LabProgress], None] | None = N
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            step_metrics = []
-            for layer, r in enumerate(routings):
-                tok, drp = r.result.by_source(ctx["src_rank"], cfg.ep)
-                counts_records.append((step, layer, 0, tok, drp))
-                m = routing_metrics(tok, placement, dropped=drp, rank_node=node).to_dict()
-                metric_rows.append({"step": step, "layer": layer, **m})
-                step_metrics.append(m)
-                rt = routers[layer]
-                if isinstance(rt, DeepSeekRouter):
-                    rt.update_bias(r.result.counts)
+            step_metrics = _record(run, step, routings, ctx, cfg, routers, placement, node)
             row = {"step": step, "loss": float(loss.detach()), "task_loss": float(task.detach())}
             row.update({k: float(v.detach()) for k, v in sorted(aux_sum.items())})
-            row.update(
-                {
-                    f"{k}": float(np.nanmean([m[k] for m in step_metrics]))
-                    for k in ("drop_rate", "expert_load_cv", "share_cross_node")
-                }
-            )
-            rows.append(row)
+            row.update({k: float(np.nanmean([m[k] for m in step_metrics]))
+                        for k in ("drop_rate", "expert_load_cv", "share_cross_node")})
+            run.rows.append(row)
             if progress is not None:
-                progress(
-                    LabProgress(
-                        step + 1,
-                        cfg.steps,
-                        row["loss"],
-                        row["task_loss"],
-                        row["drop_rate"],
-                        time.perf_counter() - t0,
-                    )
-                )
+                progress(LabProgress(step + 1, cfg.steps, row["loss"], row["task_loss"], row["drop_rate"],
+                                     time.perf_counter() - t0))
         train_s = time.perf_counter() - t0
-
         model.eval()
         eval_losses = []
         with torch.no_grad():
-            for inp, tgt, src in data.eval_batches():
-                logits, _ = model(torch.from_numpy(inp), _context(inp, src, cfg))
-                eval_losses.append(float(F.cross_entropy(logits.reshape(-1, 256), torch.from_numpy(tgt).reshape(-1))))
+            for inp, tgt, src, dom in data.eval_batches():
+                logits, _ = model(torch.from_numpy(inp), _context(inp, src, dom, cfg, params))
+                eval_losses.append(float(F.cross_entropy(logits.reshape(-1, vocab),
+                                                         torch.from_numpy(tgt).reshape(-1))))
         for blk in model.blocks:
             blk.moe.router.sync_to_numpy()
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
-
     meta = TraceMeta(
-        experts=cfg.experts,
-        ep=cfg.ep,
-        ranks_per_node=min(cfg.ranks_per_node, cfg.ep),
-        hidden=cfg.hidden,
-        top_k=top_k,
-        router=cfg.router,
-        extra={
-            "source": "netsim lab",
-            "seed": cfg.seed,
-            "placement": cfg.placement,
-            "corpus_sha256": corpus_info["sha256"],
-        },
+        experts=cfg.experts, ep=cfg.ep, ranks_per_node=min(cfg.ranks_per_node, cfg.ep), hidden=cfg.hidden,
+        top_k=routers[0].top_k, router=cfg.router,
+        extra={"source": "netsim lab", "seed": cfg.seed, "placement": cfg.placement,
+               "corpus_sha256": data.info["sha256"], "converged_window": list(final_window(cfg.steps))},
         tokens_per_rank=cfg.batch * cfg.seq_len,
     )
-    trace = RoutingTrace.from_counts(counts_records, meta)
-    losses = pd.DataFrame(rows)
-    tail = max(1, cfg.steps // 4)
-    final_rows = rows[-tail:]
-    loss_cols = [c for c in losses.columns if c not in ("step", "drop_rate", "expert_load_cv", "share_cross_node")]
-    summary: dict[str, Any] = {
-        "config": {
-            **cfg.to_dict(),
-            "router_params_resolved": {k: v for k, v in params.items() if k != "local_experts"},
-        },
-        "corpus": corpus_info,
+    trace = RoutingTrace.from_counts(run.counts, meta)
+    summary = _summary(cfg, run, data, placement, params, routers[0].top_k, eval_losses, train_s,
+                       cfg.threads or prev_threads, str(torch.__version__))
+    return LabResult(cfg, trace, pd.DataFrame(run.rows), summary)
+
+
+def _summary(cfg: LabConfig, run: _Run, data: _Data, placement: Placement, params: dict[str, Any], top_k: int,
+             eval_losses: list[float], train_s: float, threads: int, torch_version: str) -> dict[str, Any]:
+    """``lab.json``: configuration, corpus, final losses, load, convergence, timing."""
+    lo, hi = final_window(cfg.steps)
+    rows = run.rows
+    final_rows = rows[lo:hi]
+    loss_cols = [c for c in rows[0] if c not in ("step", "drop_rate", "expert_load_cv", "share_cross_node")]
+    last = [m for m in run.metrics if m["step"] >= lo]
+    eval_loss = float(np.mean(eval_losses))
+    return {
+        "config": {**cfg.to_dict(),
+                   "router_params_resolved": {k: v for k, v in params.items() if k != "local_experts"}},
+        "corpus": data.info,
+        "tokenizer": data.tokenizer.describe(),
         "placement": placement.to_dict(),
         "tokens_per_step": cfg.ep * cfg.batch * cfg.seq_len,
         "top_k": top_k,
         "final": {
-            "window_steps": tail,
+            "window_steps": hi - lo,
             **{c: float(np.mean([r[c] for r in final_rows])) for c in loss_cols},
-            "eval_loss": float(np.mean(eval_losses)),
-            "eval_bits_per_byte": float(np.mean(eval_losses) / math.log(2)),
+            "eval_loss": eval_loss,
+            "eval_bits_per_token": eval_loss / math.log(2),
         },
         "load": {
-            "all_steps": _summarise(metric_rows),
-            "final_window": _summarise([m for m in metric_rows if m["step"] >= cfg.steps - tail]),
-            "final_window_by_layer": {
-                str(ly): _summarise([m for m in metric_rows if m["step"] >= cfg.steps - tail and m["layer"] == ly])
-                for ly in range(cfg.layers)
-            },
+            "all_steps": _summarise(run.metrics),
+            "final_window": _summarise(last),
+            "final_window_by_layer": {str(ly): _summarise([m for m in last if m["layer"] == ly])
+                                      for ly in range(cfg.layers)},
         },
-        "timing": {
-            "train_s": train_s,
-            "steps_per_s": cfg.steps / train_s if train_s > 0 else float("nan"),
-            "torch_threads": cfg.threads or prev_threads,
-        },
-        "versions": {"torch": str(torch.__version__), "python": platform.python_version()},
+        "convergence": convergence_report(rows, run.metrics, experts=cfg.experts),
+        "timing": {"train_s": train_s, "steps_per_s": cfg.steps / train_s if train_s > 0 else float("nan"),
+                   "torch_threads": threads},
+        "versions": {"torch": torch_version, "python": platform.python_version()},
     }
-    return LabResult(cfg, trace, losses, summary)
 
 
 def run_lab(

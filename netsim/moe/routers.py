@@ -66,7 +66,7 @@ from scipy import sparse
 
 from netsim.errors import SpecError
 from netsim.moe import _select_kernel
-from netsim.moe.capacity import ceil_tokens, locmoe_min_capacity
+from netsim.moe.capacity import ceil_tokens, locmoe_capacity_tokens
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -256,10 +256,33 @@ def _top_k(scores: FloatArray, k: int) -> IntArray:
     return np.asarray(np.take_along_axis(idx, order, axis=-1), dtype=np.int64)
 
 
-def _balance_fractions(requested: IntArray, n: int, t: int) -> FloatArray:
-    """``f_i``: fraction of tokens whose first choice is expert ``i``."""
+def grouped_balance(requested: IntArray, scores: FloatArray, group: IntArray, n: int) -> tuple[FloatArray, FloatArray]:
+    """Per capacity group: ``f[g, i]`` (share of the group's tokens whose first choice is ``i``)
+    and ``P[g, i]`` (mean router probability of ``i`` over the group's tokens)."""
+    n_groups = int(group.max()) + 1 if group.size else 1
+    size = np.maximum(np.bincount(group, minlength=n_groups), 1).astype(np.float64)
     first = requested[:, 0]
-    return np.bincount(first[first >= 0], minlength=n) / max(t, 1)
+    ok = first >= 0
+    f = np.zeros((n_groups, n))
+    np.add.at(f, (group[ok], first[ok]), 1.0)
+    p = np.zeros((n_groups, n))
+    np.add.at(p, group, scores)
+    return f / size[:, None], p / size[:, None]
+
+
+def grouped_switch_aux(requested: IntArray, scores: FloatArray, group: IntArray, alpha: float) -> float:
+    """Switch's balancing loss per capacity group, averaged over the groups:
+    ``alpha * n * mean_g sum_i f[g, i] P[g, i]``.
+
+    Switch Transformer (Mesh TensorFlow ``_switch_gating``) and GShard compute the loss on each
+    group of tokens that shares a capacity (a device's batch), so it balances what the capacity
+    limits; with one group it is the batch-wide loss.
+    """
+    n = scores.shape[1]
+    if scores.shape[0] == 0:
+        return 0.0
+    f, p = grouped_balance(requested, scores, group, n)
+    return float(alpha * n * np.mean(np.sum(f * p, axis=-1)))
 
 
 def switch_aux_loss(f: FloatArray, p_mean: FloatArray, alpha: float) -> float:
@@ -634,8 +657,7 @@ class SwitchRouter(_LinearRouter):
         keep = keep_within_capacity(requested, n, group, self.capacity(sizes))
         experts = np.where(keep, requested, -1)
         gates = np.where(keep, np.take_along_axis(scores, requested, axis=-1), 0.0)
-        f = _balance_fractions(requested, n, t)
-        aux = switch_aux_loss(f, scores.mean(axis=0) if t else np.zeros(n), self.alpha)
+        aux = grouped_switch_aux(requested, scores, group, self.alpha)
         return RoutingResult(experts, gates, requested, n, {"aux": aux}, scores)
 
 
@@ -682,8 +704,7 @@ class GShardRouter(_LinearRouter):
         keep = keep_within_capacity(requested, n, group, cap)
         experts = np.where(keep, requested, -1)
         gates = np.where(keep, g, 0.0)
-        f = _balance_fractions(requested, n, t)
-        aux = switch_aux_loss(f, scores.mean(axis=0) if t else np.zeros(n), self.alpha)
+        aux = grouped_switch_aux(requested, scores, group, self.alpha)
         return RoutingResult(experts, gates, requested, n, {"aux": aux}, scores)
 
 
@@ -957,12 +978,20 @@ class LocMoERouter(Router):
         eps: smoothing of ``D_l`` (see :func:`localised_distribution`).
         alpha: weight of the Switch auxiliary loss.
         delta: minimum token/gate cosine for the Theorem-1 capacity bound (paper: ~0.03).
-        capacity_factor: overrides the Theorem-1 capacity (``ceil(T_g/n * cf)``) when given.
+        capacity: ``"factor"``: per-expert capacity ``ceil(T_g/n * capacity_factor)`` per
+            capacity group, never below the Theorem-1 count; ``"theorem1"``: the Theorem-1 count
+            itself, the reduced capacity the paper derives.
+        capacity_factor: the buffer of ``capacity="factor"`` (``None``: no limit).
+        capacity_hidden: hidden size ``d`` of the Theorem-1 bound (default: ``hidden``; a replay
+            of a lab trace uses the replayed model's).
 
-    Capacity per group is ``ceil(T_g * ec_min)`` with ``ec_min = 1/(n p_delta)``
-    (:func:`netsim.moe.capacity.locmoe_min_capacity`).  ``D_c`` of a rank is the mean router
-    probability over its tokens (the differentiable form of its assignment distribution);
-    ``L_loc`` is the mean KL over the source ranks present in the batch.
+    Theorem 1 (Li et al. 2024, appendix A.3) bounds the number of *tokens* an expert must
+    accept so that at least one class-discriminative token reaches it:
+    ``ec_min = 1 / (n p_delta)`` tokens (:func:`netsim.moe.capacity.locmoe_min_capacity`), a
+    count independent of the batch: at d = 5120 and delta = 0.03 about 1.96, so 2 tokens per
+    expert and group.  ``D_c`` of a rank is the mean router probability over its tokens (the
+    differentiable form of its assignment distribution); ``L_loc`` is the mean KL over the
+    source ranks present in the batch.
     """
 
     def __init__(
@@ -975,7 +1004,9 @@ class LocMoERouter(Router):
         eps: float = 0.1,
         alpha: float = 0.01,
         delta: float = 0.03,
-        capacity_factor: float | None = None,
+        capacity: str = "factor",
+        capacity_factor: float | None = 1.25,
+        capacity_hidden: int | None = None,
         seed: int | np.random.Generator = 0,
     ) -> None:
         super().__init__(n_experts, hidden, top_k=1, seed=seed)
@@ -983,6 +1014,11 @@ class LocMoERouter(Router):
             raise SpecError(f"locmoe: eps must be in (0, 1] (got {eps})", field="router.eps")
         if not 0.0 <= delta < 1.0:
             raise SpecError(f"locmoe: delta must be in [0, 1) (got {delta})", field="router.delta")
+        if capacity not in ("factor", "theorem1"):
+            raise SpecError(f"locmoe: capacity must be factor or theorem1 (got {capacity!r})",
+                            field="router.capacity")
+        if capacity_factor is not None and capacity_factor <= 0:
+            raise SpecError(f"capacity_factor must be > 0 (got {capacity_factor})", field="router.capacity_factor")
         self.grap = grap_weights(n_experts, hidden)
         self.gate_bias = np.zeros(n_experts)
         self.local_experts = None if local_experts is None else [list(map(int, le)) for le in local_experts]
@@ -990,12 +1026,20 @@ class LocMoERouter(Router):
         self.eps = float(eps)
         self.alpha = float(alpha)
         self.delta = float(delta)
+        self.capacity_mode = capacity
         self.capacity_factor = capacity_factor
-        self.ec = (
-            locmoe_min_capacity(n_experts, hidden, delta)
-            if capacity_factor is None
-            else float(capacity_factor) / n_experts
-        )
+        self.capacity_hidden = int(capacity_hidden or hidden)
+        self.min_capacity_tokens = locmoe_capacity_tokens(n_experts, self.capacity_hidden, delta)
+
+    def capacity(self, group_sizes: IntArray) -> IntArray:
+        """Per-expert capacity (tokens) of each capacity group (module docstring of the class)."""
+        sizes = np.asarray(group_sizes, dtype=np.int64)
+        floor = np.full(sizes.shape, self.min_capacity_tokens, dtype=np.int64)
+        if self.capacity_mode == "theorem1":
+            return floor
+        if self.capacity_factor is None:
+            return sizes.copy()
+        return np.maximum(_ceil(sizes / self.n_experts * self.capacity_factor), floor)
 
     def params(self) -> dict[str, FloatArray]:
         return {"gate_bias": self.gate_bias}
@@ -1023,12 +1067,10 @@ class LocMoERouter(Router):
         t, n = scores.shape
         requested = np.argmax(scores, axis=-1).astype(np.int64)[:, None]
         group, sizes = _groups(src_rank, t)
-        cap = _ceil(np.minimum(sizes * self.ec, sizes))
-        keep = keep_within_capacity(requested, n, group, cap)
+        keep = keep_within_capacity(requested, n, group, self.capacity(sizes))
         experts = np.where(keep, requested, -1)
         gates = np.where(keep, np.take_along_axis(scores, requested, axis=-1), 0.0)
-        f = _balance_fractions(requested, n, t)
-        losses = {"aux": switch_aux_loss(f, scores.mean(axis=0) if t else np.zeros(n), self.alpha)}
+        losses = {"aux": grouped_switch_aux(requested, scores, group, self.alpha)}
         if src_rank is not None and self.local_experts is not None and t:
             src = np.asarray(src_rank, dtype=np.int64)
             present = np.unique(src)

@@ -32,8 +32,9 @@ from netsim.moe.routers import (
     Router,
     RoutingResult,
     SwitchRouter,
-    _balance_fractions,
+    _groups,
     _top_k,
+    grouped_balance,
 )
 
 __all__ = ["TorchRouter", "TorchRouting", "torch_router"]
@@ -61,6 +62,18 @@ def _switch_aux(scores: Tensor, f: NDArray[np.float64], alpha: float) -> Tensor:
     n = scores.shape[1]
     ft = torch.from_numpy(f).to(scores.device, scores.dtype)
     return alpha * n * (ft * scores.mean(dim=0)).sum()
+
+
+def _grouped_aux(scores: Tensor, requested: NDArray[np.int64], src_rank: NDArray[Any] | None, alpha: float) -> Tensor:
+    """:func:`netsim.moe.routers.grouped_switch_aux` in torch (``P`` differentiable, ``f`` constant)."""
+    t, n = scores.shape
+    group, sizes = _groups(src_rank, t)
+    f, _ = grouped_balance(requested, np.zeros((t, n)), group, n)
+    gi = torch.from_numpy(group).to(scores.device)
+    p = scores.new_zeros((sizes.size, n)).index_add(0, gi, scores)
+    p = p / torch.from_numpy(np.maximum(sizes, 1).astype(np.float64)).to(scores.device, scores.dtype)[:, None]
+    ft = torch.from_numpy(f).to(scores.device, scores.dtype)
+    return alpha * n * (ft * p).sum(dim=-1).mean()
 
 
 class TorchRouter(nn.Module):
@@ -144,8 +157,7 @@ class _SwitchT(_Linear):
         seq_ids: NDArray[Any] | None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
-        f = _balance_fractions(result.requested, r.n_experts, result.num_tokens)
-        return _gather(scores, result.experts), {"aux": _switch_aux(scores, f, r.alpha)}  # type: ignore[attr-defined]
+        return _gather(scores, result.experts), {"aux": _grouped_aux(scores, result.requested, src_rank, r.alpha)}  # type: ignore[attr-defined]
 
 
 class _GShardT(_Linear):
@@ -161,8 +173,7 @@ class _GShardT(_Linear):
         g = scores.gather(1, torch.from_numpy(top).to(scores.device))
         g = g / g.sum(dim=-1, keepdim=True).clamp_min(1e-30)
         gates = g * torch.from_numpy(result.experts >= 0).to(scores.device, scores.dtype)
-        f = _balance_fractions(result.requested, r.n_experts, result.num_tokens)
-        return gates, {"aux": _switch_aux(scores, f, r.alpha)}  # type: ignore[attr-defined]
+        return gates, {"aux": _grouped_aux(scores, result.requested, src_rank, r.alpha)}  # type: ignore[attr-defined]
 
 
 class _MixtralT(_Linear):
@@ -242,8 +253,7 @@ class _LocMoET(TorchRouter):
         seq_ids: NDArray[Any] | None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
-        f = _balance_fractions(result.requested, r.n_experts, result.num_tokens)
-        losses = {"aux": _switch_aux(scores, f, r.alpha)}
+        losses = {"aux": _grouped_aux(scores, result.requested, src_rank, r.alpha)}
         if src_rank is not None and r.local_experts is not None and result.num_tokens:
             src = np.asarray(src_rank, dtype=np.int64)
             present = np.unique(src)

@@ -70,6 +70,7 @@ __all__ = [
     "TraceMeta",
     "convert_measured",
     "read_routing_trace",
+    "trace_from_expert_ids",
     "write_routing_trace",
 ]
 
@@ -189,6 +190,20 @@ class RoutingTrace:
         for (s, ly, mb), rows in self.table.groupby(["step", "layer", "microbatch"], sort=True):
             yield int(s), int(ly), int(mb), self._matrix(rows, "tokens"), self._matrix(rows, "dropped")
 
+    def window(self, first: int, stop: int) -> RoutingTrace:
+        """The steps ``first <= step < stop``, renumbered from 0 (a converged window to replay).
+
+        The window is recorded in ``meta.extra["window"]``; an empty window raises TraceError.
+        """
+        t = self.table
+        rows = t[(t["step"] >= first) & (t["step"] < stop)].copy()
+        if rows.empty:
+            raise TraceError(f"no steps in [{first}, {stop}) (trace steps {self.steps[0]}-{self.steps[-1]})",
+                             source=self.source, field="step")
+        rows["step"] -= first
+        meta = TraceMeta(**{**asdict(self.meta), "extra": {**self.meta.extra, "window": [first, stop]}})
+        return RoutingTrace(rows.reset_index(drop=True), meta, self.source)
+
     def expert_load(self) -> NDArray[np.float64]:
         """``[layers, experts]`` total tokens per expert (all steps), rows in :attr:`layers` order.
 
@@ -273,6 +288,7 @@ def _validate_table(df: pd.DataFrame, meta: TraceMeta, src: str) -> pd.DataFrame
         raise TraceError(f"value {int(out['expert'].max())} >= experts={meta.experts}", source=src, field="expert")
     clean = pd.DataFrame(out, columns=list(COLUMNS))
     _check_token_totals(clean, meta, src)
+    _check_layers(clean, src)
     dup = clean.duplicated(list(KEY_COLUMNS))
     if dup.any():
         r = clean[dup].iloc[0]
@@ -297,6 +313,23 @@ def _check_token_totals(df: pd.DataFrame, meta: TraceMeta, src: str) -> None:
         raise TraceError(f"step {step} layer {layer} micro-batch {mb}: src_rank {rank} routes {n} (token, slot) "
                          f"pairs, more than its tokens_per_rank * top_k = {meta.tokens_per_rank} * {meta.top_k} = "
                          f"{cap} (metadata)", source=src, field="tokens")
+
+
+def _check_layers(df: pd.DataFrame, src: str) -> None:
+    """Every (step, micro-batch) must hold rows for every layer of the trace (a layer with no
+    routed token at all is a missing layer, not an idle one: every rank routes its tokens)."""
+    if df.empty:
+        return
+    layers = np.unique(df["layer"].to_numpy())
+    per = df.groupby(["step", "microbatch"], sort=True)["layer"].nunique()
+    bad = per[per < layers.size]
+    if len(bad):
+        step, mb = bad.index[0]
+        have = set(df[(df["step"] == step) & (df["microbatch"] == mb)]["layer"].unique().tolist())
+        missing = [int(x) for x in layers if int(x) not in have]
+        raise TraceError(f"step {step} micro-batch {mb} has no rows for layer(s) {missing[:5]} (layers in the "
+                         f"trace: {', '.join(str(int(x)) for x in layers[:8])}{' ...' if layers.size > 8 else ''})",
+                         source=src, field="layer")
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +374,59 @@ def convert_measured(
     agg = df.groupby(list(KEY_COLUMNS), sort=True, as_index=False)[["tokens", "dropped"]].sum()
     meta = TraceMeta(experts, ep, ranks_per_node, hidden, top_k, router, {"converted_from": p.name}, tpr)
     return RoutingTrace(agg.astype(np.int64)[list(COLUMNS)].reset_index(drop=True), meta, src)
+
+
+def trace_from_expert_ids(
+    expert_ids: NDArray[np.integer[Any]],
+    *,
+    experts: int,
+    ep: int,
+    ranks_per_node: int,
+    hidden: int,
+    router: str = "measured",
+    dropped: NDArray[np.bool_] | None = None,
+    extra: dict[str, Any] | None = None,
+    source: str = "<memory>",
+) -> RoutingTrace:
+    """A trace from per-token expert ids, as a model's forward pass records them.
+
+    ``expert_ids``: ints of shape ``[layers, ranks, tokens, top_k]`` or ``[steps, layers, ranks,
+    tokens, top_k]`` (``-1`` = empty slot); ``ranks`` must equal ``ep``; ``dropped``: an optional
+    boolean array of the same shape.  ``top_k`` and ``tokens_per_rank`` come from the shape.
+    Raises TraceError naming the array for a wrong shape, dtype or an id out of ``[-1, experts)``.
+    """
+    ids = np.asarray(expert_ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TraceError(f"must be an integer array (dtype {ids.dtype})", source=source, field="expert_ids")
+    if ids.ndim == 4:
+        ids = ids[None]
+    if ids.ndim != 5 or ids.shape[2] != ep:
+        raise TraceError(f"must have shape [layers, ranks={ep}, tokens, top_k] or [steps, ...] (got {ids.shape})",
+                         source=source, field="expert_ids")
+    if ids.size and (ids.min() < -1 or ids.max() >= experts):
+        bad = int(ids.min()) if ids.min() < -1 else int(ids.max())
+        raise TraceError(f"expert id {bad} outside [-1, {experts})", source=source, field="expert_ids")
+    drop = np.zeros(ids.shape, dtype=bool) if dropped is None else np.asarray(dropped)
+    if drop.ndim == 4:
+        drop = drop[None]
+    if drop.shape != ids.shape or drop.dtype != np.bool_:
+        raise TraceError(f"must be a boolean array shaped like expert_ids {ids.shape}", source=source, field="dropped")
+    steps, layers, ranks, tokens, k = ids.shape
+    records = []
+    for st in range(steps):
+        for ly in range(layers):
+            e = ids[st, ly].reshape(ranks, -1)
+            d = drop[st, ly].reshape(ranks, -1)
+            r = np.repeat(np.arange(ranks), e.shape[1]).reshape(ranks, -1)
+            ok = e >= 0
+            flat = r[ok] * experts + e[ok]
+            both = np.bincount(flat, minlength=ranks * experts).reshape(ranks, experts)
+            drp = np.bincount(flat[d[ok]], minlength=ranks * experts).reshape(ranks, experts)
+            records.append((st, ly, 0, both - drp, drp))
+    meta = TraceMeta(experts, ep, ranks_per_node, hidden, k, router, dict(extra or {}), tokens)
+    out = RoutingTrace.from_counts(records, meta)
+    out.source = source
+    return out
 
 
 def _measured_csv(p: Path, src: str) -> dict[str, IntArray]:

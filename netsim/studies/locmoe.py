@@ -34,11 +34,18 @@ import pandas as pd
 from netsim.errors import NetsimError
 from netsim.io import write_table
 from netsim.limits import MAX_NODES
+from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity
 
 #: progress callback: (what is happening, fraction done of the whole study)
 Progress = Callable[[str, float], None]
 
 ROUTER_LABELS = {"rre": "Hash (RRE)", "hash": "Hash", "switch": "Switch", "locmoe": "LocMoE"}
+
+#: the quick study's lab model: small enough for a first look in minutes, large enough capacity groups
+#: (4 sequences of 64 tokens per rank and step) and steps for the routers to converge
+QUICK_LAB: dict[str, Any] = {"hidden": 64, "heads": 4, "ffn_hidden": 128, "seq_len": 64, "batch": 4, "vocab": 1024,
+                             "max_corpus_bytes": 2 << 20}
+QUICK_LAB_STEPS = 300
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,17 @@ class StudyConfig:
     workload_overrides: tuple[str, ...] = ()
     #: locality fractions of the sensitivity sweep (statistical model; empty to skip)
     locality: tuple[float, ...] = (0.125, 0.5, 0.875)
-    lab_steps: int = 400
+    lab_steps: int = 600
     lab_overrides: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    #: refuse (one line, exit 2) to draw conclusions from a router whose lab run has not converged
+    require_converged: bool = True
+    #: per-router expert capacity of the replay: ``none``, ``theorem1`` (LocMoE's Theorem-1 token
+    #: count at the replayed hidden size) or a capacity factor; routers not listed keep none
+    capacity: dict[str, str] = field(default_factory=lambda: {"switch": "1.25", "locmoe": "theorem1"})
+    #: per-router LocMoE-style slices of the expert all-to-all / expert compute overlap
+    #: (``overlap.ep_overlap_slices``); routers not listed get 1 (no slicing)
+    overlap: dict[str, int] = field(default_factory=lambda: {"locmoe": 2})
     #: ``exact``, ``stream`` (ring phases as one flow per link) or ``coflow`` (stream, and each
     #: all-to-all phase as one coflow): much faster, error in the README
     collective_model: str = "exact"
@@ -66,11 +81,11 @@ class StudyConfig:
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        """A small version for tests and a first look (one fabric, one size, short lab)."""
+        """A small version for a first look (one fabric, one size, a small lab model that converges)."""
         return cls(topologies=("ascend-910a",), nodes=(2,), placements=("contiguous",), locality=(0.125, 0.875),
-                   lab_steps=30, workload_overrides=("model.layers=10", "model.moe.first_dense=2",
-                                                     "global_batch_size=4"),
-                   lab_overrides={"batch": 1, "seq_len": 32})
+                   lab_steps=QUICK_LAB_STEPS, workload_overrides=("model.layers=10", "model.moe.first_dense=2",
+                                                                  "global_batch_size=4"),
+                   lab_overrides=dict(QUICK_LAB))
 
 
 @dataclass
@@ -80,22 +95,33 @@ class StudyResult:
     conclusion: list[str]
 
 
-def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> Path:
-    """Train the lab model with ``router`` (once) and return its routing trace."""
-    from netsim.moe.lab import LabConfig, run_lab
+def _route_tokens(cfg: StudyConfig) -> tuple[int, int]:
+    """``(tokens one EP rank routes per micro-batch, model hidden size)`` of the replayed workload."""
+    from netsim.config.workload import load_workload
+    from netsim.workload.costs import ModelCosts
 
-    lab_dir = out / "lab" / router
-    trace = lab_dir / "routing.parquet"
-    if trace.is_file() and (lab_dir / "lab.json").is_file():
-        return trace
+    spec = load_workload(cfg.workload, cfg.workload_overrides)
+    tp = spec.parallelism.tp if isinstance(spec.parallelism.tp, int) else 1
+    costs = ModelCosts(spec.model, spec.micro_batch_size, tp, sequence_parallel=spec.parallelism.sequence_parallel)
+    return int(costs.route_tokens), int(spec.model.hidden)
+
+
+def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> LabTrace:
+    """Train the lab model with ``router`` (once), check convergence, window and cap its trace."""
+    from netsim.moe.lab import LabConfig
+
+    tokens, hidden = _route_tokens(cfg)
     lab_cfg = LabConfig(router=router, experts=16, ep=16, ranks_per_node=8, steps=cfg.lab_steps, seed=cfg.seed,
                         **cfg.lab_overrides)
-    run_lab(lab_cfg, lab_dir)
-    return trace
+    cap = parse_capacity(cfg.capacity.get(router, "none"), field=f"--capacity {router}")
+    return converged_trace(lab_cfg, out, tokens_per_rank=tokens, capacity=cap, hidden=hidden,
+                           require_converged=cfg.require_converged)
 
 
-def _placement_overrides(cfg: StudyConfig, placement: str) -> list[str]:
+def _placement_overrides(cfg: StudyConfig, placement: str, router: str | None = None) -> list[str]:
     out = [f"placement.name={placement}"]
+    if router is not None:
+        out.append(f"overlap.ep_overlap_slices={cfg.overlap.get(router, 1)}")
     if placement.startswith("eplb"):
         out.append(f"placement.redundant_experts={cfg.eplb_redundant}")
     return out
@@ -105,7 +131,8 @@ def _config_name(topology: str, nodes: int, router: str, placement: str) -> str:
     return f"{topology}-n{nodes}-{router}-{placement}"
 
 
-def _finished_with(run_dir: Path, overrides: list[str], collective_model: str) -> bool:
+def _finished_with(run_dir: Path, overrides: list[str], collective_model: str,
+                   routing_trace: str | None = None) -> bool:
     """Whether ``run_dir`` holds a finished run made with these workload overrides and this
     collective model (a study resumed with other settings reruns the configuration)."""
     import yaml
@@ -116,8 +143,10 @@ def _finished_with(run_dir: Path, overrides: list[str], collective_model: str) -
         saved = yaml.safe_load((run_dir / "scenario.yaml").read_text())["scenario"]
     except (yaml.YAMLError, KeyError, TypeError):
         return False
+    opts = saved.get("options") or {}
     return bool(list(saved.get("workload_overrides") or []) == overrides
-                and (saved.get("options") or {}).get("collective_model", "exact") == collective_model)
+                and opts.get("collective_model", "exact") == collective_model
+                and (routing_trace is None or opts.get("routing_trace") == routing_trace))
 
 
 def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Sequence[str], options: dict[str, Any],
@@ -130,7 +159,8 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
 
     summary_path = run_dir / "summary.json"
     overrides = list(cfg.workload_overrides) + list(workload_overrides)
-    if not _finished_with(run_dir, overrides, cfg.collective_model):  # not run yet, or run differently
+    # not run yet, or run differently
+    if not _finished_with(run_dir, overrides, cfg.collective_model, options.get("routing_trace")):
         scenario = load_scenario({
             "name": run_dir.name, "topology": topology, "nodes": nodes, "workload": cfg.workload,
             "workload_overrides": overrides, "seed": cfg.seed,
@@ -194,7 +224,7 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = Non
     n_runs = len(cfg.topologies) * len(cfg.nodes) * (len(cfg.routers) * len(cfg.placements) + len(cfg.locality))
     total = len(cfg.routers) + n_runs
     done = 0
-    traces: dict[str, Path] = {}
+    traces: dict[str, LabTrace] = {}
     for router in cfg.routers:
         note(f"router lab: training with {router}", done / total)
         traces[router] = _lab_trace(cfg, router, out_path)
@@ -206,8 +236,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = Non
                 for placement in cfg.placements:
                     name = _config_name(topology, nodes, router, placement)
                     note(f"replay {name}", done / total)
-                    summary = _run_one(cfg, topology, nodes, _placement_overrides(cfg, placement),
-                                       {"routing_trace": str(traces[router].resolve())}, out_path / "runs" / name)
+                    summary = _run_one(cfg, topology, nodes, _placement_overrides(cfg, placement, router),
+                                       {"routing_trace": str(traces[router].window.resolve())},
+                                       out_path / "runs" / name)
                     rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
                                      router=router, placement=placement, routing="lab trace"))
                     done += 1
@@ -222,10 +253,14 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = Non
                 done += 1
     results = pd.DataFrame(rows)
     note("report", done / total)
-    loads = {r: lab_load_by_step(p) for r, p in traces.items()}
-    conclusion = conclude(results, cfg)
+    loads = {r: lab_load_by_step(t.full) for r, t in traces.items()}
+    conv = convergence_table(traces)
+    caps = capacity_table(cfg, traces)
+    write_table(caps, out_path, "capacity")
+    conclusion = conclude(results, cfg) + convergence_lines(conv)
     write_table(results, out_path, "results")
-    _write_report(out_path, cfg, results, loads, conclusion)
+    write_table(conv, out_path, "convergence")
+    _write_report(out_path, cfg, results, loads, conclusion, conv, caps)
     note("done", 1.0)
     return StudyResult(out_path, results, conclusion)
 
@@ -234,6 +269,48 @@ def _per_node(summary: dict[str, Any]) -> int:
     ranks = int(summary.get("num_ranks") or 0)
     nodes = int(summary.get("num_nodes") or 0)
     return ranks // nodes if ranks and nodes else 8
+
+
+def capacity_table(cfg: StudyConfig, traces: dict[str, LabTrace]) -> pd.DataFrame:
+    """Per router: no capacity, 1.25, 1.0 and LocMoE's Theorem-1 count on its converged window, at the
+    replayed workload's tokens per rank and hidden size (expert compute and dispatch bytes per layer)."""
+    from netsim.config.workload import load_workload
+
+    tokens, hidden = _route_tokens(cfg)
+    spec = load_workload(cfg.workload, cfg.workload_overrides)
+    moe = spec.model.moe
+    bpe = float(moe.dispatch_bytes_per_element if moe and moe.dispatch_bytes_per_element else spec.model.bpe)
+    rows = []
+    for t in traces.values():
+        rows += capacity_rows(t, ["none", 1.25, 1.0, "theorem1"], tokens_per_rank=tokens, hidden=hidden,
+                              bytes_per_element=bpe)
+    return pd.DataFrame(rows)
+
+
+def convergence_table(traces: dict[str, LabTrace]) -> pd.DataFrame:
+    """One row per router: the convergence verdict of its lab run and the final window's statistics."""
+    rows = []
+    for router, t in traces.items():
+        c = t.convergence
+        rows.append({
+            "router": router, "converged": bool(c.get("converged")), "window": f"{c['window'][0]}-{c['window'][1]}",
+            "task_loss_change": float((c.get("task_loss") or {}).get("relative_change", math.nan)),
+            "drop_rate": float((c.get("drop_rate") or {}).get("final", math.nan)),
+            "expert_load_cv": float((c.get("expert_load_cv") or {}).get("final", math.nan)),
+            "share_cross_node": float((c.get("share_cross_node") or {}).get("final", math.nan)),
+            "reasons": "; ".join(c.get("reasons") or []),
+        })
+    return pd.DataFrame(rows)
+
+
+def convergence_lines(conv: pd.DataFrame) -> list[str]:
+    """What the conclusion says about the routers' lab runs."""
+    if conv.empty:
+        return []
+    parts = [f"{ROUTER_LABELS.get(r.router, r.router)} {'converged' if r.converged else 'NOT converged'} "
+             f"(steps {r.window}: load CV {r.expert_load_cv:.2f}, {r.drop_rate:.1%} dropped in the lab, "
+             f"{r.share_cross_node:.0%} cross-node)" for r in conv.itertuples()]
+    return ["Routing comes from the converged window of each router's lab run only: " + "; ".join(parts) + "."]
 
 
 def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
@@ -291,7 +368,7 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
 
 
 def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dict[str, pd.DataFrame],
-                  conclusion: list[str]) -> None:
+                  conclusion: list[str], conv: pd.DataFrame, caps: pd.DataFrame) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,10 +442,15 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
         s.add(Paragraph(line))
     doc.sections.append(s)
     s = Section("Method")
+    cap_text = ", ".join(f"{ROUTER_LABELS.get(r, r)} {cfg.capacity.get(r, 'none')}" for r in cfg.routers)
+    slices = ", ".join(f"{ROUTER_LABELS.get(r, r)} {cfg.overlap.get(r, 1)}" for r in cfg.routers)
     s.add(Paragraph(
         "Each router trains a small MoE language model on real text in the router lab (16 experts on 16 EP "
-        f"ranks, 8 per node, {cfg.lab_steps} steps); its recorded token->expert counts drive the expert "
-        f"all-to-all of the `{cfg.workload}` workload replayed on every cluster. EPLB placement is computed "
+        f"ranks, 8 per node, {cfg.lab_steps} steps); the token->expert counts of the converged window (the final "
+        "quarter of the steps, checked for convergence) drive the expert all-to-all of the "
+        f"`{cfg.workload}` workload replayed on every cluster, rescaled to the workload's tokens per rank and cut "
+        f"at each router's capacity ({cap_text}; theorem1 = LocMoE's Theorem-1 token count at the replayed hidden "
+        f"size). All-to-all/expert overlap slices per router: {slices}. EPLB placement is computed "
         "from the trace's expert loads. The `locality` rows use a statistical model instead of a router: a "
         "fixed share of each rank's tokens goes to experts on its own node."
         + (f" EPLB places {cfg.eplb_redundant} redundant expert slots (replicas of the most loaded experts) "
@@ -388,6 +470,28 @@ def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dic
                 caption="per configuration (times are means over ranks of one step)"))
     assert cols  # the columns documented in results.csv
     doc.sections.append(s)
+    s = Section("Router convergence")
+    s.add(Table(["router", "converged", "window", "loss change", "load CV", "drop %", "cross-node %", "reasons"],
+                [[ROUTER_LABELS.get(r.router, r.router), "yes" if r.converged else "no", r.window,
+                  f"{r.task_loss_change * 100:+.1f}%", f"{r.expert_load_cv:.3f}", f"{r.drop_rate * 100:.2f}",
+                  f"{r.share_cross_node * 100:.1f}", r.reasons or "-"] for r in conv.itertuples()],
+                align="llllrrrl", caption="router lab, final window vs the window before it"))
+    doc.sections.append(s)
+    if len(caps):
+        s = Section("Expert capacity")
+        s.add(Paragraph("What each capacity does to the converged routing of one MoE layer at the replayed "
+                        "workload's tokens per rank: tokens the busiest expert computes (summed over the source "
+                        "ranks), dispatch bytes of the kept tokens (dropless all-to-all) and of capacity-sized "
+                        "buffers (padded, as fixed-capacity frameworks send), and the drop rate. theorem1 is "
+                        "LocMoE's Theorem-1 token count at the replayed hidden size."))
+        s.add(Table(["router", "capacity", "tokens/expert", "busiest expert tokens", "dispatch MiB dropless",
+                     "dispatch MiB padded", "drop %"],
+                    [[ROUTER_LABELS.get(r.router, r.router), r.capacity,
+                      "-" if pd.isna(r.capacity_tokens) else str(int(r.capacity_tokens)),
+                      f"{r.busiest_expert_tokens:.0f}", f"{r.dispatch_bytes_dropless / 2**20:.1f}",
+                      f"{r.dispatch_bytes_padded / 2**20:.1f}", f"{r.drop_rate * 100:.1f}"]
+                     for r in caps.itertuples()], align="llrrrrr"))
+        doc.sections.append(s)
     s = Section("Figures")
     captions = {"breakdown": "Per-rank time breakdown (compute, communication, overlap, idle) by configuration.",
                 "alltoall": "All-to-all share of the step and cross-node EP bytes against cluster size.",
@@ -424,6 +528,11 @@ def check_config(cfg: StudyConfig) -> None:
     for f in cfg.locality:
         if not 0.0 <= f <= 1.0:
             raise NetsimError(f"locality fraction {f} must be in [0, 1]", field="--locality")
+    for r, spec in cfg.capacity.items():
+        parse_capacity(spec, field=f"--capacity {r}")
+    for r, n in cfg.overlap.items():
+        if not isinstance(n, int) or n < 1:
+            raise NetsimError(f"overlap slices must be an integer >= 1 (got {n!r})", field=f"--overlap {r}")
     from netsim.collectives.executor import MODELS
 
     if cfg.collective_model not in MODELS:

@@ -154,6 +154,8 @@ class EPRouting:
                 params.setdefault("top_k", moe.top_k)
             if "capacity_factor" in accepted and moe.capacity_factor is not None:
                 params.setdefault("capacity_factor", moe.capacity_factor)
+            if "capacity_hidden" in accepted:  # LocMoE's Theorem-1 bound uses the model's hidden size
+                params.setdefault("capacity_hidden", spec.model.hidden)
         placement0 = self._simple_placement() if not self.placement_name.startswith("eplb") else None
         try:
             self.source = routing_source(

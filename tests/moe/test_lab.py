@@ -41,6 +41,7 @@ def tiny(corpus: Path, **kw: object) -> LabConfig:
         batch=2,
         steps=3,
         corpus=[str(corpus)],
+        tokenizer="byte",
         eval_batches=1,
     )
     base.update(kw)
@@ -222,6 +223,9 @@ def test_cli_lab_end_to_end(corpus: Path, tmp_path: Path, capsys: pytest.Capture
         "2",
         "--param",
         "mu=0.5",
+        "--tokenizer",
+        "byte",
+        "--no-convergence-check",
     ]
     args += ["--corpus", str(corpus), "--out", str(out)]
     with pytest.raises(SystemExit) as exc:
@@ -241,3 +245,45 @@ def test_cli_lab_end_to_end(corpus: Path, tmp_path: Path, capsys: pytest.Capture
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: router.nope:") and "\n" not in err
+
+
+def test_lab_config_that_cannot_converge_is_refused_by_the_cli(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from netsim.cli import main
+
+    for extra, field in ((["--steps", "30"], "--steps"), (["--seq-len", "8", "--batch", "1"], "--batch")):
+        with pytest.raises(SystemExit) as exc:
+            main(["lab", "--router", "switch", *extra, "--out", str(tmp_path / "x")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {field}:") and "\n" not in err, err
+        assert not (tmp_path / "x").exists()
+    assert LabConfig().convergence_problem() is None
+    with pytest.raises(SpecError) as e:
+        LabConfig(domain_sort=2.0)
+    assert e.value.field == "domain_sort"
+    with pytest.raises(SpecError, match="unknown corpus source"):
+        LabConfig(domains=["python", "sanskrit"])
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(("sort", "cross"), [(1.0, 0.0), (0.0, None)])
+def test_rre_with_domain_sorted_data_never_leaves_the_node(sort: float, cross: float | None) -> None:
+    # two sources, two nodes: python is node 0's, C is node 1's; RRE's expert group g serves source g and
+    # (contiguous placement) lives on node g.  Fully sorted data: every token stays on its node.
+    pytest.importorskip("torch")
+    from netsim.moe.lab import train_lab
+
+    cfg = LabConfig(router="rre", experts=4, ep=4, ranks_per_node=2, layers=1, hidden=16, heads=2, ffn_hidden=16,
+                    seq_len=16, batch=2, steps=2, domains=["python", "c"], domain_sort=sort, tokenizer="byte",
+                    max_corpus_bytes=200_000, eval_batches=1)
+    assert cfg.resolved_router_params()["domains"] == 2
+    res = train_lab(cfg)
+    share = res.summary["load"]["all_steps"]["share_cross_node"]
+    if cross is not None:
+        assert share == cross
+    else:
+        assert 0.1 < share < 0.9
+    assert res.summary["corpus"]["domains"][1]["name"] == "c"
+    conv = res.summary["convergence"]
+    assert conv["converged"] is False and "too few steps" in conv["reasons"][0]

@@ -105,15 +105,44 @@ def test_localised_distribution_and_kl() -> None:
     assert kl_divergence(np.array([1.0, 0.0]), np.array([0.5, 0.5])) == pytest.approx(math.log(2))
 
 
-def test_locmoe_theorem1_capacity_drops_exact_overflow() -> None:
-    # d = 3, delta = 0.5: p_delta = 1 - delta = 0.5; ec_min = 1 / (n * 0.5) = 2/3 for n = 3
-    r = LocMoERouter(3, 3, delta=0.5)
-    assert r.ec == pytest.approx(2 / 3)
-    x = np.eye(3)[[0, 0, 0, 0, 0, 0, 0, 1, 2]]  # 9 tokens -> capacity ceil(9 * 2/3) = 6
+def test_locmoe_theorem1_capacity_is_a_token_count() -> None:
+    # d = 3, delta = 0.5: p_delta = 1 - delta = 0.5; ec_min = 1 / (n * 0.5) = 2/3 tokens for n = 3,
+    # so the Theorem-1 capacity is 1 token per expert, whatever the batch
+    r = LocMoERouter(3, 3, delta=0.5, capacity="theorem1")
+    assert r.min_capacity_tokens == 1
+    x = np.eye(3)[[0, 0, 0, 0, 0, 0, 0, 1, 2]]
     res = r.route(x)
-    assert res.experts[:, 0].tolist() == [0, 0, 0, 0, 0, 0, -1, 1, 2]
-    assert res.dropped == 1
-    assert res.drops.tolist() == [1, 0, 0]
+    assert res.experts[:, 0].tolist() == [0, -1, -1, -1, -1, -1, -1, 1, 2]
+    assert res.drops.tolist() == [6, 0, 0]
+    # the buffer mode: ceil(9/3 * 1.25) = 4 per expert, never below the count
+    r = LocMoERouter(3, 3, delta=0.5)
+    assert r.route(x).experts[:, 0].tolist() == [0, 0, 0, 0, -1, -1, -1, 1, 2]
+    assert r.capacity(np.array([1, 9])).tolist() == [1, 4]
+
+
+def test_locmoe_theorem1_at_the_papers_size_is_two_tokens() -> None:
+    # d = 5120, n = 16, delta = 0.03 (the paper's measured delta): ec_min = 1.96 -> 2 tokens; the old
+    # reading as a share of the batch (1.96 x T) gave no limit at all
+    from netsim.moe.capacity import locmoe_capacity_tokens, locmoe_min_capacity
+
+    assert locmoe_min_capacity(16, 5120, 0.03) == pytest.approx(1.965, abs=0.001)
+    assert locmoe_capacity_tokens(16, 5120, 0.03) == 2
+    r = LocMoERouter(16, 64, capacity="theorem1", capacity_hidden=5120)
+    assert r.capacity(np.array([1024])).tolist() == [2]
+    with pytest.raises(SpecError, match="unbounded"):
+        locmoe_capacity_tokens(16, 5120, 0.9)
+
+
+def test_balancing_loss_is_per_capacity_group() -> None:
+    # two ranks (capacity groups), each sending everything to "its" expert: balanced over the batch
+    # (f = P = [1/2, 1/2] -> alpha * 2 * 1/2 = alpha), but each group is fully imbalanced, which is what
+    # its capacity sees: Switch/GShard average f.P over groups -> alpha * 2 * p_hi, nearly 2 alpha
+    r = one_hot_router(SwitchRouter, 2, capacity_factor=None)
+    x = onehots([0, 0, 1, 1], 2)
+    p_hi = 1 / (1 + np.exp(-10.0))  # softmax of logits (10, 0)
+    assert r.route(x).aux_losses["aux"] == pytest.approx(0.01)
+    grouped = r.route(x, src_rank=np.array([0, 0, 1, 1])).aux_losses["aux"]
+    assert grouped == pytest.approx(0.01 * 2 * p_hi)
 
 
 # -- Switch --------------------------------------------------------------------------------

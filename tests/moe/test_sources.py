@@ -31,7 +31,8 @@ def _trace() -> RoutingTrace:
     meta = TraceMeta(experts=4, ep=2, ranks_per_node=1, hidden=8, top_k=1, router="switch")
     a = np.array([[3, 1, 0, 0], [0, 0, 2, 2]])
     b = np.array([[0, 0, 0, 4], [4, 0, 0, 0]])
-    return RoutingTrace.from_counts([(0, 0, 0, a, None), (0, 1, 0, b, None), (1, 0, 0, b, None)], meta)
+    return RoutingTrace.from_counts([(0, 0, 0, a, None), (0, 1, 0, b, None), (1, 0, 0, b, None), (1, 1, 0, a, None)],
+                                    meta)
 
 
 def test_trace_source_wraps_and_rescales(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ def sample_trace() -> RoutingTrace:
     a = np.array([[3, 0, 1, 0], [0, 2, 0, 5]])
     da = np.array([[1, 0, 0, 0], [0, 0, 0, 0]])
     b = np.array([[0, 0, 4, 4], [1, 1, 1, 1]])
-    return RoutingTrace.from_counts([(0, 0, 0, a, da), (0, 1, 0, b, None), (1, 0, 2, b, None)], META)
+    return RoutingTrace.from_counts([(0, 0, 0, a, da), (0, 1, 0, b, None), (1, 0, 2, b, None), (1, 1, 2, a, None)],
+                                    META)
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -34,12 +35,12 @@ def test_round_trip(tmp_path: Path) -> None:
     tok, drp = back.counts(0, 0)
     assert tok.tolist() == [[3, 0, 1, 0], [0, 2, 0, 5]]
     assert drp.tolist() == [[1, 0, 0, 0], [0, 0, 0, 0]]
-    assert back.batch_keys() == [(0, 0, 0), (0, 1, 0), (1, 0, 2)]
+    assert back.batch_keys() == [(0, 0, 0), (0, 1, 0), (1, 0, 2), (1, 1, 2)]
     assert back.counts(1, 0, 2)[0].sum() == 12
-    # layer 0: column sums of a ([3, 2, 1, 5]) + b ([1, 1, 5, 5]); layer 1: b
-    assert back.expert_load().tolist() == [[4, 3, 6, 10], [1, 1, 5, 5]]
+    # layer 0: column sums of a ([3, 2, 1, 5]) + b ([1, 1, 5, 5]); layer 1: b + a
+    assert back.expert_load().tolist() == [[4, 3, 6, 10], [4, 3, 6, 10]]
     # zero entries are not stored
-    assert len(tr.table) == 4 + 6 + 6
+    assert len(tr.table) == 4 + 6 + 6 + 4
     md = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
     assert md["format"] == "netsim.routing_trace" and md["version"] == 1 and md["experts"] == 4
 
@@ -161,3 +162,70 @@ def test_convert_measured_npz(tmp_path: Path) -> None:
     np.savez(p, other=ids)
     with pytest.raises(TraceError, match="missing array"):
         convert_measured(p, experts=4, ep=2, ranks_per_node=1, hidden=8, top_k=2)
+
+
+# -- missing layers, windows, per-token expert ids (the Hugging Face importer) -------------------
+
+
+def test_a_step_without_one_of_the_layers_is_rejected(tmp_path: Path) -> None:
+    df = good_df()
+    gap = df[~((df["step"] == 1) & (df["layer"] == 1))]  # step 1 (micro-batch 2) lost layer 1
+    p = _write(tmp_path, gap, META.to_json())
+    with pytest.raises(TraceError, match=r"step 1 micro-batch 2 has no rows for layer\(s\) \[1\]") as exc:
+        read_routing_trace(p)
+    assert exc.value.field == "layer" and exc.value.source == str(p)
+
+
+def test_window_renumbers_steps_and_records_itself() -> None:
+    tr = sample_trace()
+    w = tr.window(1, 2)
+    assert w.steps == [0] and w.meta.extra["window"] == [1, 2]
+    assert w.counts(0, 1, 2)[0].tolist() == tr.counts(1, 1, 2)[0].tolist()
+    with pytest.raises(TraceError, match=r"no steps in \[5, 9\)"):
+        tr.window(5, 9)
+
+
+def test_trace_from_expert_ids_counts_per_rank_and_expert() -> None:
+    from netsim.moe.trace import trace_from_expert_ids
+
+    # 1 layer, 2 ranks, 3 tokens, top-2; -1 = empty slot
+    ids = np.array([[[[0, 1], [0, 3], [2, -1]], [[3, 3], [1, 0], [1, 2]]]])
+    dropped = np.zeros(ids.shape, dtype=bool)
+    dropped[0, 1, 0, 1] = True  # rank 1, token 0, second slot (expert 3) dropped
+    tr = trace_from_expert_ids(ids, experts=4, ep=2, ranks_per_node=1, hidden=8, dropped=dropped)
+    tok, drp = tr.counts(0, 0)
+    assert tok.tolist() == [[2, 1, 1, 1], [1, 2, 1, 1]]
+    assert drp.tolist() == [[0, 0, 0, 0], [0, 0, 0, 1]]
+    assert tr.meta.top_k == 2 and tr.meta.tokens_per_rank == 3
+    with pytest.raises(TraceError, match="expert id 4 outside") as exc:
+        trace_from_expert_ids(ids + 1, experts=4, ep=2, ranks_per_node=1, hidden=8)
+    assert exc.value.field == "expert_ids"
+    with pytest.raises(TraceError, match="ranks=3"):
+        trace_from_expert_ids(ids, experts=4, ep=3, ranks_per_node=1, hidden=8)
+
+
+def _gap(d: pd.DataFrame) -> pd.DataFrame:
+    return d[~((d["step"] == 1) & (d["layer"] == 1))]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.assign(expert=d["expert"] + 16), "expert"),
+        (lambda d: d.assign(tokens=-d["tokens"]), "tokens"),
+        (_gap, "layer"),
+    ],
+)
+def test_cli_rejects_a_bad_routing_trace_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                    mutate, field: str) -> None:
+    from netsim.cli import main
+
+    meta = {**META.to_json(), "experts": 16, "ep": 16}
+    p = _write(tmp_path, mutate(good_df()), meta)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--topology", "ascend-910a", "--nodes", "2", "--workload", "locmoe-pangu",
+              "--routing-trace", str(p), "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(p) in err and f": {field}:" in err, err
+    assert not (tmp_path / "run").exists()

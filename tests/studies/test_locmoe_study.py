@@ -14,11 +14,14 @@ from netsim.studies.locmoe import StudyConfig, conclude, run_study
 
 pytestmark = pytest.mark.torch
 
+# mechanics only: a 4-step lab has not converged, so the check is switched off here (and tested below)
 TINY = StudyConfig(
     topologies=("ascend-910a",), nodes=(2,), routers=("switch", "locmoe"), placements=("contiguous", "eplb"),
     locality=(0.125, 0.875), lab_steps=4,
     workload_overrides=("model.layers=4", "model.moe.first_dense=2", "global_batch_size=2"),
-    lab_overrides={"batch": 1, "seq_len": 16, "layers": 1},
+    lab_overrides={"batch": 1, "seq_len": 16, "layers": 1, "hidden": 32, "ffn_hidden": 32, "tokenizer": "byte",
+                   "max_corpus_bytes": 400_000},
+    require_converged=False,
 )
 
 
@@ -50,6 +53,9 @@ def test_locality_sweep_moves_bytes_onto_the_node(study) -> None:  # type: ignor
 def test_report_and_tables_are_written(study) -> None:  # type: ignore[no-untyped-def]
     html = (study.out / "report.html").read_text()
     assert "Conclusion" in html and "http://" not in html and "https://" not in html
+    assert "Router convergence" in html and "Expert capacity" in html
+    caps = pd.read_csv(study.out / "capacity.csv")
+    assert set(caps["capacity"]) == {"none", "1.25", "1.0", "theorem1"}
     for fig in ("breakdown.png", "alltoall.png", "expert_load.png", "locality.png"):
         assert (study.out / "figures" / fig).stat().st_size > 1000
     table = pd.read_csv(study.out / "results.csv")
@@ -114,3 +120,86 @@ def test_eplb_rows_use_replicas_and_differ_from_contiguous(study) -> None:  # ty
         assert by.loc["eplb", "alltoall_s"] != by.loc["contiguous", "alltoall_s"], router
     scen = (study.out / "runs" / "ascend-910a-n2-switch-eplb" / "scenario.yaml").read_text()
     assert "placement.redundant_experts=16" in scen
+
+
+def test_windowed_capped_trace_is_what_the_runs_replay(study) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from netsim.moe import read_routing_trace
+
+    scen = yaml.safe_load((study.out / "runs" / "ascend-910a-n2-locmoe-contiguous" / "scenario.yaml").read_text())
+    path = Path(scen["scenario"]["options"]["routing_trace"])
+    tr = read_routing_trace(path)
+    assert tr.meta.extra["window"] == [3, 4] and tr.steps == [0]  # final quarter of 4 steps
+    # LocMoE's replay capacity is the Theorem-1 token count at the replayed hidden size (5120): 2 tokens
+    assert tr.meta.extra["replay_capacity_tokens"] == 2
+    tok, drp = tr.counts(0, 0)
+    assert tok.max() <= 2 and (tok + drp).sum(axis=1).tolist() == [tr.meta.tokens_per_rank] * 16
+    assert "overlap.ep_overlap_slices=2" in scen["scenario"]["workload_overrides"]
+    conv = pd.read_csv(study.out / "convergence.csv")
+    assert set(conv["router"]) == {"switch", "locmoe"} and not conv["converged"].any()
+
+
+def test_study_refuses_a_router_that_has_not_converged(tmp_path: Path) -> None:
+    import dataclasses
+
+    from netsim.errors import NetsimError
+
+    with pytest.raises(NetsimError, match=r"--lab-steps: router lab for switch: 4 steps are too few") as exc:
+        run_study(dataclasses.replace(TINY, require_converged=True), tmp_path / "a")
+    assert "\n" not in str(exc.value)
+
+
+def test_study_refuses_a_finished_lab_run_that_did_not_converge(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+    import shutil
+
+    from netsim.errors import NetsimError
+
+    copy = tmp_path / "s"
+    shutil.copytree(study.out, copy)  # the study folder (netsim's marker) with its lab runs
+    for f in copy.glob("results.*"):
+        f.unlink()
+    with pytest.raises(NetsimError, match="router lab for switch did not converge") as exc:
+        run_study(dataclasses.replace(TINY, require_converged=True), copy)
+    assert "no conclusion is drawn" in str(exc.value) and "\n" not in str(exc.value)
+    assert not (copy / "results.csv").exists()
+
+
+def test_cli_refuses_an_unconvergeable_lab_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from netsim.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "locmoe", "--topologies", "ascend-910a", "--nodes", "2", "--lab-steps", "20",
+              "--out", str(tmp_path / "s")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --lab-steps:") and "too few" in err and "\n" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["study", "locmoe", "--capacity", "locmoe=lots", "--out", str(tmp_path / "s")])
+    assert exc.value.code == 2
+    assert "capacity must be none, theorem1 or a factor" in capsys.readouterr().err
+
+
+def test_capped_trace_rescales_then_caps_by_hand() -> None:
+    import numpy as np
+
+    from netsim.moe import RoutingTrace, TraceMeta
+    from netsim.studies.lab_traces import capacity_effect, capacity_tokens, capped_trace, parse_capacity
+
+    meta = TraceMeta(experts=2, ep=2, ranks_per_node=1, hidden=8, top_k=1, router="switch", tokens_per_rank=8)
+    tok = np.array([[5, 1], [2, 2]])
+    drp = np.array([[2, 0], [0, 4]])
+    tr = RoutingTrace.from_counts([(0, 0, 0, tok, drp)], meta)
+    # requested [[7, 1], [2, 6]] rescaled to 4 tokens per rank: [[3.5, .5] -> [4, 0]? largest remainder:
+    # floor [3, 0], one left to the larger remainder (0.5 vs 0.5: lowest column) -> [4, 0]; [1, 3]
+    out = capped_trace(tr, tokens_per_rank=4, capacity=3)
+    kept, dropped = out.counts(0, 0)
+    assert kept.tolist() == [[3, 0], [1, 3]] and dropped.tolist() == [[1, 0], [0, 0]]
+    assert out.meta.tokens_per_rank == 4 and out.meta.extra["replay_capacity_tokens"] == 3
+    assert capacity_tokens(parse_capacity("1.25", field="x"), tokens=4, experts=2, top_k=1, hidden=8) == 3
+    assert capacity_tokens("none", tokens=4, experts=2, top_k=1, hidden=8) is None
+    assert capacity_tokens("theorem1", tokens=4096, experts=16, top_k=1, hidden=5120) == 2
+    eff = capacity_effect(out, hidden=10, bytes_per_element=2.0, capacity=3)
+    assert eff["busiest_expert_tokens"] == 4 and eff["dispatch_bytes_dropless"] == 7 * 10 * 2
+    assert eff["dispatch_bytes_padded"] == 4 * 3 * 10 * 2 and eff["drop_rate"] == pytest.approx(1 / 8)

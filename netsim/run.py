@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from netsim.auto import Choice, choose_model, choose_plan_options
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
@@ -75,6 +76,8 @@ class Prepared:
     collective_kwargs: dict[str, Any]
     collectives: Any = None
     """The :class:`~netsim.collectives.setup.CollectiveSetup` (cost model, link efficiencies)."""
+    choice: Choice | None = None
+    """How the run is simulated (collective model, lockstep, routing samples) and why."""
 
 
 # ---------------------------------------------------------------------- setup
@@ -120,10 +123,7 @@ def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, A
     setup = collective_setup(graph, source=scenario.source or "options.collective_cost", **setup_kw)
     if setup.efficiency:
         engine["efficiency"] = dict(setup.efficiency)
-    coll: dict[str, Any] = {"cost": setup.cost}
-    if opts.collective_model != "exact":
-        coll["model"] = opts.collective_model
-    return engine, coll, setup
+    return engine, {"cost": setup.cost}, setup
 
 
 def load_scenario_workload(scenario: ScenarioSpec) -> WorkloadSpec:
@@ -146,6 +146,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     workload = load_scenario_workload(scenario)
     compute = build_compute_model(graph, scenario, workload.model.dtype)
     opts = scenario.options
+    lockstep, samples, reasons = choose_plan_options(opts, graph, workload)
     plan = build_plan(
         workload,
         graph,
@@ -154,12 +155,15 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         steps=scenario.steps,
         router=opts.router,
         routing_trace=scenario.resolve_path(opts.routing_trace) if opts.routing_trace else None,
-        routing_samples=opts.routing_samples,
-        lockstep=opts.lockstep,
+        routing_samples=samples,
+        lockstep=lockstep,
         allow_oom=opts.allow_oom,
     )
     engine, coll, setup = _collectives(scenario, graph)
-    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup)
+    choice = choose_model(opts, plan, graph, setup.cost, lockstep, samples, reasons)
+    if choice.collective_model != "exact":
+        coll["model"] = choice.collective_model
+    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup, choice)
 
 
 def simulate(
@@ -423,6 +427,8 @@ def summarize_replay(
     north = north_bytes / steps
     total = total_bytes / steps
     ck_times = _checkpoint_times(plan, res)
+    choice = prep.choice
+    assert choice is not None, "prepare() records how the run is simulated"
     L = plan.layout
     sched = plan.schedule
     summary: dict[str, Any] = {
@@ -461,11 +467,12 @@ def summarize_replay(
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "compute_notes": list(getattr(prep.compute, "notes", [])),
-        "collective_model": prep.scenario.options.collective_model,
+        "collective_model": choice.collective_model,
+        "model_choice": choice.line,
         "collective_cost": (prep.collectives.describe() if prep.collectives is not None
                             else {"collective_cost": "ideal"}),
-        "routing_samples": prep.scenario.options.routing_samples,
-        "lockstep": prep.scenario.options.lockstep,
+        "routing_samples": choice.routing_samples,
+        "lockstep": choice.lockstep,
         "num_ops": len(plan.ops),
         "num_flows": num_flows,
     }
@@ -549,5 +556,4 @@ def run_scenario(
             if rep is not None and hasattr(rep, "write_report"):
                 note("report", 0.0)
                 rep.write_report(tmp)
-    note("write", 1.0)
     return RunOutcome(out_path, summary, tables)

@@ -18,13 +18,15 @@ prints the error per message size and writes the calibration YAML atomically.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import networkx as nx
-import numpy as np
 import typer
 
 from netsim.cli.common import cost_option, load_graph, nodes_option, routing_option, set_option, topology_option
 from netsim.errors import NetsimError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +47,8 @@ def register(app: typer.Typer) -> None:
         collective_cost: str | None = cost_option(),
     ) -> None:
         """Fit per-link-class efficiency and the collective latency to nccl-tests LOGS."""
+        import numpy as np
+
         from netsim.calibration.fit import FitCase, fit_calibration
         from netsim.calibration.nccl import read_nccl_runs
         from netsim.collectives.executor import accelerators

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from netsim.cli.common import console, err_console
+from netsim.cli.progress import PhaseProgress
 
 
 def _csv(value: str, cast: type = str) -> tuple:
@@ -56,10 +56,8 @@ def register(app: typer.Typer) -> None:
             cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
         cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model})
         check_config(cfg)
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
-                      transient=True) as bar:
-            task = bar.add_task("study", total=1.0)
-            result = run_study(cfg, out, progress=lambda what, f: bar.update(task, description=what, completed=f))
+        with PhaseProgress(err_console, "netsim study locmoe") as progress:
+            result = run_study(cfg, out, progress=lambda what, f: progress("study", f, what))
         for line in result.conclusion:
             console.print(f"- {line}")
         console.print(f"results: {out}/results.csv")

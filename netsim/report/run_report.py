@@ -134,7 +134,7 @@ def _summary_section(b: _Builder) -> Section:
             ]
         )
     for key, label in (("schedule", "pipeline schedule"), ("compute_model", "compute model"),
-                       ("collective_model", "collective model")):
+                       ("collective_model", "collective model"), ("model_choice", "simulated with")):
         if s.get(key):
             rows.append([label, str(s[key])])
     if (m := summary_number(s, "num_microbatches")) is not None:

@@ -196,7 +196,9 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "compute_model": "where compute times come from (kernel table or roofline)",
     "compute_notes": "list: assumptions the compute model leaned on (dtype answered from another, backward "
     "from forward, ...)",
-    "collective_model": "exact, stream or coflow (how collectives were turned into flows)",
+    "collective_model": "exact, stream or coflow (how collectives were turned into flows; `auto` picks one)",
+    "model_choice": "one line: the collective model, lockstep and routing samples the run used, and why "
+    "(`auto: coflow (more than 20,000 flows exact)`, or `set by the user`)",
     "routing_samples": "token samples routed per step and MoE layer, reused (null: every all-to-all its own)",
     "lockstep": "true: one rank per lockstep unit (EP group) simulated, standing for the unit's ranks",
     "num_ops": "ops in the op graph (lockstep: of the simulated ranks)",

@@ -76,7 +76,9 @@ TABLES: dict[str, TableSpec] = {
                 "capacity_Bps": "capacity (bytes/s)",
                 "bytes": "bytes carried during the step (B)",
                 "busy_s": "time the link carried any traffic (s)",
-                "peak_utilization": "highest rate / capacity over the step (fraction, 0..1)",
+                "peak_utilization": "highest instantaneous rate / effective capacity (fraction, 0..1); 1.0 "
+                "for any link that was some flow's bottleneck, however briefly (max-min sharing gives a flow "
+                "its bottleneck's full rate at once): the report shows windowed peaks instead",
                 "mean_utilization": "bytes / (capacity_Bps * step time) (fraction, 0..1)",
             },
             text=("link", "src", "dst", "class", "tier", "network"),

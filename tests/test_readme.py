@@ -4,6 +4,7 @@ runs, and the documentation site lists every page and builds in strict mode."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -72,10 +73,11 @@ def test_every_docs_page_is_in_the_site_nav() -> None:
     assert all((ROOT / "docs" / p).is_file() for p in nav)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install '.[docs]')")
+@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
+                    reason="mkdocs is not installed (pip install '.[docs]')")
 def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
                          cwd=ROOT, capture_output=True, text=True, check=False,
-                         env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()

@@ -115,9 +115,9 @@ def docs() -> None:
             for cmd in page_commands(page):
                 if _skip_reason(cmd) is not None or not cmd.text.startswith("netsim "):
                     continue
-                if cmd.text.startswith("netsim compare") or "runs/default" in cmd.text:
-                    if not (cwd / "runs" / "default").exists():
-                        timed("netsim run --quiet", cwd)
+                needs_default = cmd.text.startswith("netsim compare") or "runs/default" in cmd.text
+                if needs_default and not (cwd / "runs" / "default").exists():
+                    timed("netsim run --quiet", cwd)
                 load = _load()
                 wall, cpu, code, _ = timed(cmd.text, cwd, timeout_s=3600)
                 short = cmd.text if len(cmd.text) < 90 else cmd.text[:87] + "..."

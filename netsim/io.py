@@ -1,7 +1,7 @@
 """Atomic outputs: a failed or interrupted command leaves nothing that looks finished.
 
 Run directories and result files are written under a temporary sibling name and renamed into
-place only when complete (DESIGN.md convention 6).  Tables are written as both CSV and Parquet.
+place only when complete (docs/architecture.md, step 7).  Tables are written as both CSV and Parquet.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A run directory (docs/CONTRACTS.md, "Run directory") holds a summary and flat tables written by
 ``netsim run``, each table both as ``<name>.parquet`` and ``<name>.csv``.  The report layer reads
-only these files, never engine objects (DESIGN.md), so everything a report shows can be
+only these files, never engine objects (docs/architecture.md), so everything a report shows can be
 recomputed from the directory alone.
 
 :data:`TABLES` is the single source of the column reference: each table's purpose and the

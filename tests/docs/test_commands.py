@@ -57,7 +57,6 @@ SLOW = [
 EXTERNAL = [
     (r"\$VIDUR", "needs a checkout of Vidur's profiling data"),
     (r"^netsim profile --device cuda", "needs a CUDA device"),
-    (r"--scheduler tcp://", "needs a Dask scheduler"),
 ]
 
 #: commands that need an optional extra: (pattern, module)
@@ -233,7 +232,7 @@ def _run_shell(text: str, cwd: Path) -> tuple[int, str, str]:
 def _check(cmd: Command, cwd: Path) -> None:
     simple = cmd.text.startswith("netsim ") and not re.search(r"[|&;<>]", cmd.text)
     at_root = re.match(r"(python|ruff|mypy|mkdocs) ", cmd.text) is not None  # developer commands: the repo root
-    code, out, err = (_run_netsim(shlex.split(cmd.text)[1:], cwd) if simple
+    code, _out, err = (_run_netsim(shlex.split(cmd.text)[1:], cwd) if simple
                       else _run_shell(cmd.text, ROOT if at_root else cwd))
     where = f"{cmd.page}:{cmd.line}: {cmd.text}"
     if cmd.error is None:

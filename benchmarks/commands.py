@@ -11,7 +11,7 @@ Part ``targets``: the commands with a time target on 2 cores: the built-in scena
 Part ``docs``: every ``netsim`` command the documentation shows (``tests/docs/test_commands.py``
 finds them), in page order, in one scratch directory per page; target: each under 60 s.
 
-    python benchmarks/commands.py [--part startup targets docs] [--repeat 5]
+    python benchmarks/commands.py [--part startup targets docs] [--repeat 5] [--timeout 3600]
 
 Prints Markdown tables with wall time, CPU time (user + system of the child) and the 1-minute
 load average when the command started: the machine may be shared, so compare the CPU column
@@ -101,7 +101,7 @@ def targets() -> None:
                   f"{_choice(Path(tmp) / 'runs' / 't')} |", flush=True)
 
 
-def docs() -> None:
+def docs(timeout_s: float) -> None:
     sys.path.insert(0, str(ROOT))
     from tests.docs.test_commands import PAGES, _skip_reason, page_commands
 
@@ -119,7 +119,7 @@ def docs() -> None:
                 if needs_default and not (cwd / "runs" / "default").exists():
                     timed("netsim run --quiet", cwd)
                 load = _load()
-                wall, cpu, code, _ = timed(cmd.text, cwd, timeout_s=3600)
+                wall, cpu, code, _ = timed(cmd.text, cwd, timeout_s=timeout_s)
                 short = cmd.text if len(cmd.text) < 90 else cmd.text[:87] + "..."
                 print(f"| {page.name} | `{short}` | {wall:.1f} | {cpu:.1f} | {load} | {code} |", flush=True)
             shutil.rmtree(cwd / "runs", ignore_errors=True)
@@ -130,13 +130,15 @@ def main() -> None:
     parts = ["startup", "targets", "docs"]
     ap.add_argument("--part", nargs="+", default=["startup", "targets"], choices=parts)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=3600, help="docs: stop a command after this many seconds "
+                    "(exit -1 in the table)")
     args = ap.parse_args()
     if "startup" in args.part:
         startup(args.repeat)
     if "targets" in args.part:
         targets()
     if "docs" in args.part:
-        docs()
+        docs(args.timeout)
 
 
 if __name__ == "__main__":

@@ -1,57 +1,48 @@
-"""Assemble README.md from docs/readme_head.md, the sections in docs/sections/ and the tail.
+"""Generate README.md from docs/readme_head.md, the home page of the documentation site.
 
     python docs/build_readme.py          # rewrite README.md
     python docs/build_readme.py --check  # exit 1 if README.md is out of date (used by a test)
 
-The sections are the source of truth; each is owned by the part of the code it documents.
+The README is the front door (what moe-netsim is, the two-command quickstart, one worked example
+with a figure, where to go next); the manual is the site built from docs/ by mkdocs
+(mkdocs.yml).  docs/readme_head.md is written for the site, with links relative to docs/; in
+the README they are rewritten to point into docs/ so that they work on a code host and in a
+checkout.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["topology", "collectives", "run", "moe", "kernels", "report", "sweep", "benchmarks"]
+SOURCE = ROOT / "docs" / "readme_head.md"
+MAX_LINES = 300
+
+_NOTE = "<!-- Generated from docs/readme_head.md by docs/build_readme.py: edit that file, not this one. -->\n"
 
 
-def _shift_headings(lines: list[str]) -> list[str]:
-    """Shift every heading (outside code fences) so that the first one is level 2."""
-    first = len(lines[0]) - len(lines[0].lstrip("#"))
-    shift = 2 - first
-    out, fenced = [], False
-    for line in lines:
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        if not fenced and line.startswith("#") and shift:
-            level = len(line) - len(line.lstrip("#"))
-            line = "#" * max(1, level + shift) + line[level:]
-        out.append(line)
-    return out
+def _rewrite_link(match: re.Match[str]) -> str:
+    text, target = match.group(1), match.group(2)
+    if re.match(r"^[a-z][a-z0-9+.-]*:|^#|^/", target):  # a URL, an anchor of this page, an absolute path
+        return match.group(0)
+    return f"{text}(docs/{target})"
 
 
 def build() -> str:
-    docs = ROOT / "docs"
-    parts = [(docs / "readme_head.md").read_text().rstrip() + "\n"]
-    sections = docs / "sections"
-    names = [n for n in ORDER if (sections / f"{n}.md").exists()]
-    names += sorted(p.stem for p in sections.glob("*.md") if p.stem not in ORDER)
-    toc = ["## Contents", ""]
-    bodies = []
-    for name in names:
-        text = (sections / f"{name}.md").read_text().strip()
-        lines = _shift_headings(text.splitlines())
-        # every section starts with one title line, now a level-2 heading
-        title = lines[0].lstrip("#").strip()
-        anchor = "".join(c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
-        toc.append(f"- [{title}](#{anchor})")
-        bodies.append("\n".join([f"## {title}", *lines[1:]]).rstrip() + "\n")
-    tail = (docs / "readme_tail.md").read_text().rstrip() + "\n" if (docs / "readme_tail.md").exists() else ""
-    return "\n".join([*parts, "\n".join(toc) + "\n", *bodies, tail]).rstrip() + "\n"
+    """The README text: the site's home page with its relative links pointing into docs/."""
+    text = SOURCE.read_text()
+    body = re.sub(r"(!?\[[^\]]*\])\(([^)\s]+)\)", _rewrite_link, text)
+    return _NOTE + body.rstrip() + "\n"
 
 
 def main() -> int:
     text = build()
+    if text.count("\n") > MAX_LINES:
+        print(f"README.md would have {text.count(chr(10))} lines, more than {MAX_LINES}: move detail to a page "
+              "under docs/", file=sys.stderr)
+        return 1
     readme = ROOT / "README.md"
     if "--check" in sys.argv:
         if not readme.exists() or readme.read_text() != text:

@@ -2,16 +2,27 @@
 
 The package is layered (dependencies point downward)::
 
-    cli -> sweep / report -> replay -> workload / moe / collectives -> network -> topology -> spec / units
+    cli -> studies / sweep -> report -> run -> replay -> workload / moe / collectives -> network
+        -> topology -> config / units
 
-See DESIGN.md in the repository for the architecture and README.md for usage.
+See docs/architecture.md for the architecture and README.md for usage.  ``__version__`` is read
+from the installed distribution on first use (``importlib.metadata`` costs a noticeable part of
+``netsim --help``'s start-up otherwise).
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("moe-netsim")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
+from __future__ import annotations
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("moe-netsim")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            found = "0.0.0+unknown"
+        globals()["__version__"] = found
+        return found
+    raise AttributeError(f"module 'netsim' has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Outputs: atomic writes, and the guard that keeps netsim from touching what is not its own.
 
 Run directories and result files are written under a temporary sibling name and renamed into
-place only when complete (DESIGN.md convention 6), so a failed or interrupted command leaves
+place only when complete (docs/architecture.md, step 7), so a failed or interrupted command leaves
 nothing that looks finished.  Tables are written as both CSV and Parquet.
 
 The output rules (``docs/sections/inputs.md``), checked before any work starts:

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from netsim.auto import Choice, choose_model, choose_plan_options
 from netsim.calibration.kernels import KernelTable
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
@@ -81,6 +82,8 @@ class Prepared:
     """The :class:`~netsim.collectives.setup.CollectiveSetup` (cost model, link efficiencies)."""
     kernel_meta: dict[str, Any] = field(default_factory=dict)
     """Metadata of the ``options.kernels`` table (a measured step when it came from a trace)."""
+    choice: Choice | None = None
+    """How the run is simulated (collective model, lockstep, routing samples) and why."""
 
 
 # ---------------------------------------------------------------------- setup
@@ -128,10 +131,7 @@ def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, A
     setup = collective_setup(graph, source=scenario.source or "options.collective_cost", **setup_kw)
     if setup.efficiency:
         engine["efficiency"] = dict(setup.efficiency)
-    coll: dict[str, Any] = {"cost": setup.cost}
-    if opts.collective_model != "exact":
-        coll["model"] = opts.collective_model
-    return engine, coll, setup
+    return engine, {"cost": setup.cost}, setup
 
 
 def load_scenario_workload(scenario: ScenarioSpec) -> WorkloadSpec:
@@ -182,6 +182,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     opts = scenario.options
     table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
     compute = build_compute_model(graph, scenario, workload.model.dtype, table)
+    lockstep, samples, reasons = choose_plan_options(opts, graph, workload)
     plan = build_plan(
         workload,
         graph,
@@ -190,13 +191,16 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         steps=scenario.steps,
         router=opts.router,
         routing_trace=scenario.resolve_path(opts.routing_trace) if opts.routing_trace else None,
-        routing_samples=opts.routing_samples,
-        lockstep=opts.lockstep,
+        routing_samples=samples,
+        lockstep=lockstep,
         allow_oom=opts.allow_oom,
     )
     engine, coll, setup = _collectives(scenario, graph)
+    choice = choose_model(opts, plan, graph, setup.cost, lockstep, samples, reasons)
+    if choice.collective_model != "exact":
+        coll["model"] = choice.collective_model
     return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup,
-                    dict(table.meta) if table is not None else {})
+                    dict(table.meta) if table is not None else {}, choice)
 
 
 def simulate(
@@ -514,6 +518,8 @@ def summarize_replay(
     ck_times = _checkpoint_times(plan, res)
     timing = ("step_time_s", "step_times_s", "breakdown_s", "exposed_comm_s_by_class", "bytes_by_class",
               "bytes_by_link_class", "east_west_bytes", "north_south_bytes")
+    choice = prep.choice
+    assert choice is not None, "prepare() records how the run is simulated"
     summary: dict[str, Any] = {
         "name": prep.scenario.name,
         "topology": str(graph.graph.get("name", prep.scenario.topology)),
@@ -538,11 +544,12 @@ def summarize_replay(
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "compute_notes": list(getattr(prep.compute, "notes", [])),
-        "collective_model": prep.scenario.options.collective_model,
+        "collective_model": choice.collective_model,
         "collective_cost": (prep.collectives.describe() if prep.collectives is not None
                             else {"collective_cost": "ideal"}),
-        "routing_samples": prep.scenario.options.routing_samples,
-        "lockstep": prep.scenario.options.lockstep,
+        "model_choice": choice.line,
+        "routing_samples": choice.routing_samples,
+        "lockstep": choice.lockstep,
         "num_ops": core["num_ops"],
         "num_flows": core["num_flows"],
         **plan.summary_fields(),
@@ -595,18 +602,18 @@ def run_scenario(
 
     Args:
         scenario: the validated scenario.
-        out: the run directory to create; checked before anything runs
+        out: the run directory to create; checked after planning, before the replay
             (:func:`netsim.io.check_output_dir`).
         progress: ``fn(stage, fraction)`` for a progress display (stages: plan, replay,
             baseline, write, report).
         report: also write the report (``report.html`` ...) when netsim.report provides it.
         force: replace an existing run directory that netsim wrote.
     """
-    check_output_dir(out, force=force)
     note = progress or (lambda _s, _f: None)
     note("plan", 0.0)
-    prep = prepare(scenario)
+    prep = prepare(scenario)  # input errors (a bad EP size, an unknown router) come first
     note("plan", 1.0)
+    check_output_dir(out, force=force)  # then the output folder, before minutes of replay
     res, net = simulate(prep, progress=progress)
     baseline = None
     if prep.plan.checkpoint_steps and scenario.options.checkpoint_baseline:
@@ -616,7 +623,6 @@ def run_scenario(
     note("write", 0.0)
     summary, tables = summarize_replay(prep, res, net, baseline)
     write_run(out, resolved_spec(prep), summary, tables, report=report, progress=progress, force=force)
-    note("write", 1.0)
     return RunOutcome(Path(out), summary, tables)
 
 

@@ -3,6 +3,11 @@
 Each subcommand lives in its own module of this package and registers itself on :data:`app`
 (see ``_COMMAND_MODULES``).  Every user error is a :class:`~netsim.errors.NetsimError`; the
 entry point :func:`main` prints it as one line on stderr and exits with code 2.
+
+The command modules are imported on every start (typer needs their signatures for ``--help``),
+so they stay light: numpy, pandas, networkx, simpy, matplotlib, numba and pydantic are imported
+inside the command functions, never at module level (``netsim --help`` in a fraction of a
+second; ``tests/test_cli_startup.py`` checks it, ``benchmarks/startup.py`` times it).
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ import sys
 
 import typer
 
-from netsim import __version__
 from netsim.errors import NetsimError
 from netsim.limits import NO_SIZE_CHECK_ENV
 
@@ -29,6 +33,8 @@ app = typer.Typer(
 
 def _version_callback(value: bool) -> None:
     if value:
+        from netsim import __version__
+
         typer.echo(f"netsim {__version__}")
         raise typer.Exit()
 
@@ -124,6 +130,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
 
     except Exception as exc:  # click usage errors (typer may vendor its own click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `netsim` alone: the help, which is not an error
+            text = exc.format_message()  # type: ignore[attr-defined]  # empty when rich already printed it
+            if text.strip():
+                print(text)
+            sys.exit(0)
         if isinstance(exc, _click_exceptions()):
             message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
             if message:  # `netsim` alone prints the help, with no error line after it

@@ -18,9 +18,8 @@ prints the error per message size and writes the calibration YAML atomically.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import networkx as nx
-import numpy as np
 import typer
 
 from netsim.cli.common import (
@@ -34,6 +33,9 @@ from netsim.cli.common import (
     topology_option,
 )
 from netsim.errors import NetsimError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 def register(app: typer.Typer) -> None:
@@ -55,6 +57,8 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Fit per-link-class efficiency and the collective latency to nccl-tests LOGS."""
+        import numpy as np
+
         check_out_files(force, out=out)
         from netsim.calibration.fit import FitCase, fit_calibration
         from netsim.calibration.nccl import read_nccl_runs

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import typer
 from rich.console import Console
 
 from netsim.errors import NetsimError
+
+if TYPE_CHECKING:  # the command modules stay light: `netsim --help` imports no numpy/networkx
+    import networkx as nx
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

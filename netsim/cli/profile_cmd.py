@@ -12,10 +12,10 @@ import os
 import shlex
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from netsim.cli.common import check_out_files, force_option
@@ -30,7 +30,9 @@ def _split_list(values: list[str] | None) -> tuple[str, ...] | None:
     return out or None
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -6,7 +6,8 @@
     netsim run SCENARIO.yaml [--out DIR] [--seed S] [--steps K] [--set key=value ...]
     netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu [--router rre]
                [--routing-trace FILE] [--kernels FILE] [--calibration CAL.yaml]
-               [--collective-model exact|stream|coflow] [--routing-samples N] [--allow-oom]
+               [--collective-model auto|exact|stream|coflow] [--routing-samples N]
+               [--lockstep/--no-lockstep] [--allow-oom]
 
 ``--set`` edits the scenario: ``topology.<field>=...`` the topology, ``workload.<field>=...``
 the workload, anything else the scenario (``seed=3``, ``options.routing=spray``).  The run
@@ -20,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from netsim.cli.common import check_out_dir, console, cost_option, err_console, force_option
+from netsim.cli.common import console, cost_option, err_console, force_option
+from netsim.cli.progress import PhaseProgress
 from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
 
 _STAGES = {
-    "plan": "planning ops",
+    "plan": "building and planning",
     "replay": "replaying",
     "baseline": "checkpoint-free baseline",
     "write": "writing results",
@@ -126,10 +127,13 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
             + (f", slows the step by {format_duration(slow)}" if slow is not None else "")
         )
     _print_memory(summary.get("memory"))
-    if summary.get("collective_model") == "exact" and summary.get("num_flows", 0) > LARGE_RUN_FLOWS:
+    if summary.get("model_choice"):
+        console.print(f"simulated with: {summary['model_choice']}", markup=False)
+    if (summary.get("collective_model") == "exact" and summary.get("num_flows", 0) > LARGE_RUN_FLOWS
+            and not str(summary.get("model_choice", "")).startswith("auto")):
         console.print(f"({summary['num_flows']:,} flows simulated one by one: for runs this size, "
-                      "--collective-model coflow gives the step within a few percent, many times faster; "
-                      "see the README, Performance)")
+                      "--collective-model auto or coflow gives the step within a few percent, many times faster; "
+                      "see the docs, Performance)")
     if summary.get("lockstep"):
         console.print(f"(lockstep: one rank per EP group simulated, {summary['num_ops']:,} ops; "
                       "each stands for its group's ranks)")
@@ -232,14 +236,16 @@ def register(app: typer.Typer) -> None:
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (CAL.yaml)."),
         collective_cost: str | None = cost_option(),
         collective_model: str | None = typer.Option(
-            None, "--collective-model", help="exact (default); stream: ring phases as one flow per link; "
-            "coflow: stream, and each all-to-all phase as one coflow (much faster at scale; error in the README)."),
+            None, "--collective-model", help="auto (default: chosen from the run's size, the summary says what and "
+            "why); exact: every flow; stream: ring phases as one flow per link; coflow: stream, and each "
+            "all-to-all phase as one coflow (much faster at scale; errors in the docs, Performance)."),
         routing_samples: int | None = typer.Option(
             None, "--routing-samples", min=1, help="Route at most N token samples per step and MoE layer and reuse "
-            "them across micro-batches and EP groups (for large clusters; default: every all-to-all its own)."),
-        lockstep: bool = typer.Option(
-            False, "--lockstep", help="Simulate one rank per EP group standing for all the group's ranks "
-            "(slowest expert load; every collective and transfer still runs): large clusters; error in README."),
+            "them across micro-batches and EP groups (default: auto's choice; --set options.routing_samples=all "
+            "routes every all-to-all)."),
+        lockstep: bool | None = typer.Option(
+            None, "--lockstep/--no-lockstep", help="Simulate one rank per EP group standing for all the group's ranks "
+            "(slowest expert load; every collective and transfer still runs; default: auto's choice)."),
         allow_oom: bool = typer.Option(
             False, "--allow-oom", help="Simulate even when a rank needs more memory than the accelerator's HBM "
             "(a warning instead of an error)."),
@@ -249,6 +255,8 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Simulate training steps and write a run directory (summary, tables, report)."""
+        from netsim.run import run_scenario
+
         opts = {
             "router": router,
             "routing_trace": str(routing_trace.resolve()) if routing_trace else None,
@@ -257,7 +265,7 @@ def register(app: typer.Typer) -> None:
             "collective_model": collective_model,
             "collective_cost": collective_cost,
             "routing_samples": routing_samples,
-            "lockstep": lockstep or None,
+            "lockstep": lockstep,
             "allow_oom": allow_oom or None,
         }
         flags = {"--router": router, "--routing-trace": routing_trace, "--kernels": kernels,
@@ -266,30 +274,10 @@ def register(app: typer.Typer) -> None:
         try:
             spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
             out_dir = out if out is not None else Path("runs") / spec.name
-            check_out_dir(out_dir, force)
-            outcome = _run(spec, out_dir, quiet=quiet, report=not no_report, force=force)
+            with PhaseProgress(err_console, "netsim run", _STAGES, enabled=not quiet) as progress:
+                outcome = run_scenario(spec, out_dir, progress=progress, report=not no_report, force=force)
         except NetsimError as exc:
             raise blame_user_input(exc, sets, flags) from None
         report = out_dir / "report.html"
         _print_summary(outcome.summary, out_dir, report if report.exists() else None)
 
-
-def _run(spec: Any, out_dir: Path, *, quiet: bool, report: bool, force: bool) -> Any:
-    """Run ``spec`` into ``out_dir``, with a progress bar on stderr unless ``quiet``."""
-    from netsim.run import run_scenario
-
-    if quiet:
-        return run_scenario(spec, out_dir, report=report, force=force)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("planning ops", total=1.0)
-
-        def progress(stage: str, fraction: float) -> None:
-            bar.update(task, description=_STAGES.get(stage, stage), completed=fraction)
-
-        return run_scenario(spec, out_dir, progress=progress, report=report, force=force)

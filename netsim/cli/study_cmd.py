@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from netsim.cli.common import check_out_dir, console, err_console, force_option
+from netsim.cli.progress import PhaseProgress
 
 
 def _csv(value: str, cast: type = str) -> tuple:
@@ -94,11 +94,8 @@ def register(app: typer.Typer) -> None:
         check_config(cfg)
         check_out_dir(out, force, resume="study")
         require_torch()
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
-                      transient=True) as bar:
-            task = bar.add_task("study", total=1.0)
-            result = run_study(cfg, out, progress=lambda what, f: bar.update(task, description=what, completed=f),
-                               force=force)
+        with PhaseProgress(err_console, "netsim study locmoe") as progress:
+            result = run_study(cfg, out, progress=lambda what, f: progress("study", f, what), force=force)
         for line in result.conclusion:
             console.print(f"- {line}")
         console.print(f"results: {out}/results.csv")
@@ -119,11 +116,9 @@ def register(app: typer.Typer) -> None:
 
         base = _lab_base(lab, router=_csv(routers)[0] if _csv(routers) else None)
         check_out_dir(out, force, resume="study")
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
-                      transient=True) as bar:
-            task = bar.add_task("study", total=1.0)
+        with PhaseProgress(err_console, "netsim study lab-locality") as progress:
             res = locality_sweep(base, _csv(routers), _csv(sorts, float), out,
-                                 progress=lambda what, f: bar.update(task, description=what, completed=f), force=force)
+                                 progress=lambda what, f: progress("study", f, what), force=force)
         console.print(res[["router", "domain_sort", "converged", "share_cross_node", "drop_rate",
                            "expert_load_cv"]].to_string(index=False))
         console.print(f"results: {out}/results.csv, report: {out}/report.md")
@@ -141,11 +136,9 @@ def register(app: typer.Typer) -> None:
 
         base = _lab_base(lab)
         check_out_dir(out, force, resume="study")
-        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err_console,
-                      transient=True) as bar:
-            task = bar.add_task("study", total=1.0)
+        with PhaseProgress(err_console, "netsim study lab-scaling") as progress:
             res = scaling_sweep(base, _csv(hidden, int), out, windows=windows,
-                                progress=lambda what, f: bar.update(task, description=what, completed=f), force=force)
+                                progress=lambda what, f: progress("study", f, what), force=force)
         console.print(res.to_string(index=False))
         console.print(f"results: {out}/results.csv, report: {out}/report.md")
 

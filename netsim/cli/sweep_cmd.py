@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from netsim.cli.common import check_out_dir, console, err_console, force_option
+from netsim.cli.progress import PhaseProgress
 from netsim.errors import NetsimError
 from netsim.units import format_duration
 
@@ -132,7 +132,13 @@ def register(app: typer.Typer) -> None:
                     "reused" if result.reused else result.status if result.status != "ok" else "ran"
                 )
 
-        if quiet:
+        with PhaseProgress(err_console, f"netsim sweep {sweep.name}", enabled=not quiet) as bar:
+
+            def progress(done: int, total: int, result: PointResult | None) -> None:
+                record(result)
+                last = "" if result is None else f"{done}/{total} points, {result.id}: {result.status}"
+                bar("points", done / max(total, 1), last)
+
             outcome = run_sweep(
                 sweep,
                 out_dir,
@@ -140,36 +146,9 @@ def register(app: typer.Typer) -> None:
                 scheduler=scheduler,
                 reports=not no_reports,
                 compare=not no_reports,
-                progress=lambda _d, _t, r: record(r),
+                progress=progress,
                 force=force,
             )
-        else:
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[last]}"),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task(f"sweep {sweep.name}", total=len(sweep.points), last="")
-
-                def progress(done: int, total: int, result: PointResult | None) -> None:
-                    record(result)
-                    last = "" if result is None else f"{result.id}: {result.status}"
-                    bar.update(task, completed=done, total=total, last=last)
-
-                outcome = run_sweep(
-                    sweep,
-                    out_dir,
-                    workers=workers,
-                    scheduler=scheduler,
-                    reports=not no_reports,
-                    compare=not no_reports,
-                    progress=progress,
-                    force=force,
-                )
         for r in outcome.results:
             if r.reused:
                 statuses[r.index] = "reused"

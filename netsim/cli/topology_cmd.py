@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from netsim.cli.common import check_out_files, console, force_option, nodes_option, set_option
-from netsim.topology import list_presets, load_topology, preset_path, summarize
-from netsim.topology.export import check_graphml_path, check_plot_path, plot_topology, write_graphml
-from netsim.topology.summary import TopologySummary
 from netsim.units import format_bandwidth
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from netsim.topology.summary import TopologySummary
 
 
 def _bw(bw_Bps: float | None) -> str:
@@ -112,6 +113,7 @@ def register(app: typer.Typer) -> None:
     def list_cmd() -> None:
         """List the topology presets with their descriptions."""
         from netsim.config.common import load_mapping
+        from netsim.topology import list_presets, preset_path
 
         table = Table(box=box.SIMPLE_HEAD)
         table.add_column("preset")
@@ -132,6 +134,9 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Build a topology and print its devices, links, tiers and bisection bandwidth."""
+        from netsim.topology import load_topology, summarize
+        from netsim.topology.export import check_graphml_path, check_plot_path, plot_topology, write_graphml
+
         check_out_files(force, graphml=graphml, plot=plot)
         if plot is not None:
             check_plot_path(plot)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import typer
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from netsim.cli.common import (
     check_out_dir,

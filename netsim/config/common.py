@@ -1,7 +1,7 @@
 """Shared helpers for user-facing specs: YAML loading, ``--set`` overrides, pydantic validation.
 
 Every spec (topology, workload, scenario) follows the same path from a file to a validated
-object, so every spec error reads the same way (DESIGN.md convention 3)::
+object, so every spec error reads the same way (docs/architecture.md, Conventions)::
 
     data = load_mapping(path)                    # YAML -> dict, SpecError on malformed YAML
     data = apply_overrides(data, ["a.b=3"])      # --set key=value, values read as YAML scalars

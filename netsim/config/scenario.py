@@ -24,15 +24,18 @@ A scenario is the unit ``netsim run`` executes::
       step_latency: null                # per-step software latency ("2us"); the ideal cost model only
       collective_cost: null             # nccl (NCCL's algorithms, protocols, latencies; links at the
                                         # preset's efficiency) or ideal (the wire bound); null: the topology's
-      collective_model: exact           # exact; stream (ring phases as one flow per link); or
-                                        # coflow (stream + each all-to-all phase as one coflow):
-                                        # much faster at scale; error in benchmarks/collective_models.py
+      collective_model: auto            # auto: chosen from the run's size (netsim/auto.py); exact;
+                                        # stream (ring phases as one flow per link); or coflow
+                                        # (stream + each all-to-all phase as one coflow): much
+                                        # faster at scale; error in docs: Performance
       routing_samples: null             # route at most N token samples per (step, MoE layer) and
-                                        # reuse them across micro-batches and EP groups (null:
-                                        # every all-to-all routes its own tokens)
-      lockstep: false                   # simulate one rank per EP group standing for all its
+                                        # reuse them across micro-batches and EP groups ("all":
+                                        # every all-to-all routes its own tokens; null: auto's
+                                        # choice, "all" under the other models)
+      lockstep: null                    # simulate one rank per EP group standing for all its
                                         # ranks (slowest expert load; gradient reductions per
-                                        # rank; every collective and transfer still runs)
+                                        # rank; every collective and transfer still runs);
+                                        # null: auto's choice, false under the other models
       checkpoint_baseline: true         # also replay without checkpoint traffic (slowdown)
       allow_oom: false                  # simulate a workload whose ranks need more memory
                                         # than the accelerator's HBM (a warning, not an error)
@@ -55,7 +58,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from netsim.config.common import Duration, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
@@ -86,9 +89,25 @@ class ScenarioOptions(SpecModel):
     algorithms: dict[str, str] = Field(default_factory=dict)
     step_latency: Duration | None = None
     collective_cost: str | None = None
-    collective_model: Literal["exact", "stream", "coflow"] = "exact"
-    routing_samples: int | None = Field(default=None, ge=1)
-    lockstep: bool = False
+    collective_model: Literal["auto", "exact", "stream", "coflow"] = "auto"
+    routing_samples: int | Literal["all"] | None = None
+    lockstep: bool | None = None
+
+    @field_validator("routing_samples", mode="before")
+    @classmethod
+    def _samples(cls, value: Any) -> Any:
+        """An integer >= 1, ``all`` or null (one readable message instead of a union's two)."""
+        if value is None or value == "all":
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        else:
+            number = 0
+        if number < 1:
+            raise ValueError(f"must be an integer >= 1 or 'all' (got {value!r})")
+        return number
     checkpoint_baseline: bool = True
     allow_oom: bool = False
 

@@ -19,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from netsim.cache import use_user_numba_cache
+
 try:  # pragma: no cover - exercised by whichever path the installation has
+    use_user_numba_cache()  # compiled kernels go to a user cache directory, never into the package
     import numba
 
     HAVE_NUMBA = True

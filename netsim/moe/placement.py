@@ -14,7 +14,7 @@ Policies (registry :data:`PLACEMENTS`, built with :func:`make_placement`):
 
 * ``contiguous``: expert ``e`` on rank ``e // (n / ep)`` (Megatron / DeepSpeed default).
 * ``round_robin``: expert ``e`` on rank ``e % ep``.
-* ``eplb``: DeepSeek's expert-parallel load balancer (REFERENCE.md section 3), from per-layer
+* ``eplb``: DeepSeek's expert-parallel load balancer (docs/modelling.md, Expert placement), from per-layer
   expert loads.  *Balanced packing* puts items, heaviest first, into the lightest pack that
   still has room (every pack gets exactly ``items / packs`` items).  *Replication* adds one
   replica at a time to the expert with the largest ``load / replicas``.  The *hierarchical*

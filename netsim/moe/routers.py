@@ -12,7 +12,7 @@ dropped by a capacity limit or the slot was never used), ``gates [T, k]`` (0 in 
 ``requested [T, k]`` (what the router wanted before capacity was applied), per-expert token
 counts, per-expert drops, and the auxiliary losses as plain floats.
 
-Routers (REFERENCE.md section 2; formulas in docs/sections/moe.md):
+Routers (docs/modelling.md, Routers; formulas in docs/sections/moe.md):
 
 ========================  ===================================================================
 ``hash``                  Hash layers (Roller et al., NeurIPS 2021): expert = table[token_id],

@@ -10,7 +10,7 @@ and a :class:`~netsim.moe.placement.Placement`::
     dispatch[src, dst] = tokens[src, dst] * hidden * bytes_per_element        (bytes)
     combine            = dispatch.T                                            (bytes)
 
-(REFERENCE.md section 1: bytes per all-to-all = tokens * top_k * hidden * bytes_per_element.)
+(docs/modelling.md, Traffic of a training step: bytes per all-to-all = tokens * top_k * hidden * bytes_per_element.)
 The diagonal is traffic that stays on the rank; entries between ranks of one node use the
 intra-node fabric, the rest cross the network.  That is one copy per (token, expert), what
 Megatron's all-to-all dispatcher sends; dispatchers that send a token once per destination

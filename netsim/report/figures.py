@@ -30,6 +30,7 @@ from matplotlib.patches import Patch
 
 from netsim.report.fmt import byte_scale, fmt_pct, time_scale
 from netsim.report.tables import BREAKDOWN, TRAFFIC_CLASSES, node_sort_key
+from netsim.report.utilisation import busy_utilization, tier_table
 
 #: Most bars a per-rank figure draws before aggregating.
 MAX_BARS = 64
@@ -81,9 +82,38 @@ def png_bytes(fig: Figure, *, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def render_all(figures: Mapping[str, Figure]) -> dict[str, bytes]:
-    """Render figures to PNG bytes, in name order (file name -> bytes)."""
-    return {name: png_bytes(figures[name]) for name in sorted(figures)}
+#: figures waiting to be rendered by forked workers (:func:`render_all`), read by index
+_PENDING: list[Figure] = []
+
+
+def _render_pending(index: int) -> bytes:
+    return png_bytes(_PENDING[index])
+
+
+def render_all(figures: Mapping[str, Figure], *, workers: int | None = None) -> dict[str, bytes]:
+    """Render figures to PNG bytes, in name order (file name -> bytes).
+
+    Rendering (layout and rasterising) is most of a report's time; with more than one CPU and
+    ``fork`` available, the figures are rendered by forked worker processes (they inherit the
+    figures, nothing is pickled but the PNG bytes; at most ``workers``, default the CPUs this
+    process may use, capped at 4).  The bytes are the same either way."""
+    import os
+
+    names = sorted(figures)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = min(workers if workers is not None else min(cpus, 4), len(names))
+    if n > 1:
+        import multiprocessing as mp
+
+        if "fork" in mp.get_all_start_methods() and not mp.current_process().daemon:  # daemons may not fork
+            _PENDING[:] = [figures[k] for k in names]
+            try:
+                with mp.get_context("fork").Pool(n) as pool:
+                    rendered = pool.map(_render_pending, range(len(names)), chunksize=1)
+            finally:
+                _PENDING.clear()
+            return dict(zip(names, rendered, strict=True))
+    return {name: png_bytes(figures[name]) for name in names}
 
 
 def new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Any]]:
@@ -440,37 +470,26 @@ def fig_traffic_matrix(tm: pd.DataFrame) -> Figure | None:
 # ----------------------------------------------------------------------------- links
 
 
-def tier_table(links: pd.DataFrame) -> pd.DataFrame:
-    """Per (network, tier): link count, bytes, mean of mean utilisation, max of peak utilisation."""
-    df = links.copy()
-    df["network"] = df["network"].astype(str)
-    df["tier"] = df["tier"].astype(str)
-    out = df.groupby(["network", "tier"], sort=True).agg(
-        links=("link", "size"),
-        capacity_Bps=("capacity_Bps", "sum"),
-        bytes=("bytes", "sum"),
-        mean_utilization=("mean_utilization", "mean"),
-        peak_utilization=("peak_utilization", "max"),
-    )
-    return out.reset_index()
-
-
-def fig_link_tiers(links: pd.DataFrame) -> Figure | None:
-    """Utilisation (mean over links of the mean, max over links of the peak) and bytes per tier."""
+def fig_link_tiers(links: pd.DataFrame, ts: pd.DataFrame | None = None) -> Figure | None:
+    """Utilisation (mean over links of the mean; the tier's busiest window, see
+    :mod:`netsim.report.utilisation`) and bytes per tier."""
     if links.empty:
         return None
-    tiers = tier_table(links)
+    tiers = tier_table(links, ts)
     labels = [f"{n}/{t}" for n, t in zip(tiers["network"], tiers["tier"], strict=True)]
     fig, (ax_u, ax_b) = new_figure(11.0, 1.6 + 0.42 * len(tiers), ncols=2)
     y = np.arange(len(tiers))
     ax_u.barh(
         y - 0.2, 100 * tiers["mean_utilization"], height=0.4, color="#4C72B0", label="mean of link means"
     )
-    ax_u.barh(
-        y + 0.2, 100 * tiers["peak_utilization"], height=0.4, color="#C44E52", label="max of link peaks"
-    )
+    peak = tiers["peak_utilization"].fillna(0.0)
+    window = float(tiers["window_s"].iloc[0]) if tiers["window_s"].notna().any() else 0.0
+    if window > 0:
+        div, unit = time_scale(window)
+        ax_u.barh(y + 0.2, 100 * peak, height=0.4, color="#C44E52",
+                  label=f"busiest {window / div:.3g} {unit} window")
     ax_u.set_xlabel("utilisation (%)")
-    ax_u.set_xlim(0, max(100.0, float(100 * tiers["peak_utilization"].max()) * 1.05))
+    ax_u.set_xlim(0, max(100.0, float(100 * peak.max()) * 1.05))
     ax_u.set_title("Link utilisation by tier")
     ax_u.legend(fontsize=8, frameon=False, loc="lower right")
     nbytes = tiers["bytes"].to_numpy(dtype=float)
@@ -521,32 +540,36 @@ def fig_tier_timeseries(ts: pd.DataFrame) -> Figure | None:
 
 
 def top_links(links: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    """The ``n`` links with the highest peak utilisation (ties: mean utilisation, then name)."""
+    """The ``n`` most loaded links: highest mean utilisation (ties: bytes, then name), with the
+    utilisation while busy (``busy_utilization``)."""
     if links.empty:
         return links
     df = links.copy()
     df["link"] = df["link"].astype(str)
+    df["busy_utilization"] = busy_utilization(df)
     df = df.sort_values(
-        ["peak_utilization", "mean_utilization", "link"], ascending=[False, False, True], kind="mergesort"
+        ["mean_utilization", "bytes", "link"], ascending=[False, False, True], kind="mergesort"
     )
     return df.head(n).reset_index(drop=True)
 
 
 def fig_top_links(top: pd.DataFrame) -> Figure | None:
-    """Horizontal bars of peak and mean utilisation of the most congested links."""
+    """Horizontal bars of the mean utilisation and the utilisation while busy of the most loaded
+    links (:func:`top_links`)."""
     if top.empty:
         return None
     labels = [f"{lk} ({c}, {t})" for lk, c, t in zip(top["link"], top["class"], top["tier"], strict=True)]
     fig, (ax,) = new_figure(11.0, 1.2 + 0.38 * len(top))
     y = np.arange(len(top))
-    ax.barh(y - 0.2, 100 * top["peak_utilization"], height=0.4, color="#C44E52", label="peak")
-    ax.barh(y + 0.2, 100 * top["mean_utilization"], height=0.4, color="#4C72B0", label="mean")
+    busy = top["busy_utilization"] if "busy_utilization" in top else busy_utilization(top)
+    ax.barh(y - 0.2, 100 * top["mean_utilization"], height=0.4, color="#4C72B0", label="mean over the run")
+    ax.barh(y + 0.2, 100 * busy, height=0.4, color="#C44E52", label="while busy")
     ax.set_yticks(list(y))
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(100.0, float(100 * top["peak_utilization"].max()) * 1.05))
+    ax.set_xlim(0, max(100.0, float(100 * busy.max()) * 1.05))
     ax.set_xlabel("utilisation (%)")
-    ax.set_title(f"Most congested links (top {len(top)} by peak utilisation)")
+    ax.set_title(f"Most loaded links (top {len(top)} by mean utilisation)")
     ax.grid(True, axis="x", color="#e6e6e6", linewidth=0.8)
     ax.legend(fontsize=8, frameon=False, loc="lower right")
     return fig

@@ -42,6 +42,7 @@ from netsim.report.tables import (
     summary_mapping,
     summary_number,
 )
+from netsim.report.utilisation import tier_table
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _summary_section(b: _Builder) -> Section:
             ]
         )
     for key, label in (("schedule", "pipeline schedule"), ("compute_model", "compute model"),
-                       ("collective_model", "collective model")):
+                       ("collective_model", "collective model"), ("model_choice", "simulated with")):
         if s.get(key):
             rows.append([label, str(s[key])])
     if (m := summary_number(s, "num_microbatches")) is not None:
@@ -336,9 +337,9 @@ def _links_section(b: _Builder) -> Section | None:
     sec = Section(title, anchor="links")
     if links is not None and not links.empty:
         b.figure(
-            sec, "link_tiers.png", F.fig_link_tiers(links), "Link utilisation and bytes by network and tier"
+            sec, "link_tiers.png", F.fig_link_tiers(links, ts), "Link utilisation and bytes by network and tier"
         )
-        tiers = F.tier_table(links)
+        tiers = tier_table(links, ts)
         rows = [
             [
                 str(r.network),
@@ -346,16 +347,20 @@ def _links_section(b: _Builder) -> Section | None:
                 str(int(r.links)),
                 fmt_bytes(r.bytes),
                 fmt_pct(r.mean_utilization),
-                fmt_pct(r.peak_utilization),
+                DASH if is_missing(r.peak_utilization) else fmt_pct(r.peak_utilization),
             ]
             for r in tiers.itertuples(index=False)
         ]
+        window = tiers["window_s"].dropna()
+        peak_of = f"busiest {fmt_time(float(window.iloc[0]))} window" if len(window) else "no time series"
         sec.add(
             Table(
                 ["network", "tier", "links", "bytes", "mean utilisation", "peak utilisation"],
                 rows,
                 align="llrrrr",
-                caption="Per tier: mean over links of the mean, max over links of the peak",
+                caption=f"Per tier: mean utilisation = mean over the tier's links of bytes / (capacity x run "
+                f"time); peak utilisation = the tier's bytes in its {peak_of} (1% of the run) over what its "
+                "links could carry in it",
             )
         )
     elif links is None:
@@ -492,7 +497,7 @@ def _congestion_section(b: _Builder) -> Section | None:
     top = F.top_links(links, b.options.top_links)
     sec = Section(title, anchor="congestion")
     b.figure(
-        sec, "top_links.png", F.fig_top_links(top), f"The {len(top)} links with the highest peak utilisation"
+        sec, "top_links.png", F.fig_top_links(top), f"The {len(top)} links with the highest mean utilisation"
     )
     rows = [
         [
@@ -501,8 +506,8 @@ def _congestion_section(b: _Builder) -> Section | None:
             str(r["dst"]),
             str(r["class"]),
             str(r["tier"]),
-            fmt_pct(r["peak_utilization"]),
             fmt_pct(r["mean_utilization"]),
+            fmt_pct(r["busy_utilization"]),
             fmt_bytes(r["bytes"]),
             fmt_time(r["busy_s"]),
         ]
@@ -510,7 +515,9 @@ def _congestion_section(b: _Builder) -> Section | None:
     ]
     sec.add(
         Table(
-            ["link", "src", "dst", "class", "tier", "peak", "mean", "bytes", "busy"], rows, align="lllllrrrr"
+            ["link", "src", "dst", "class", "tier", "mean", "while busy", "bytes", "busy"], rows,
+            align="lllllrrrr", caption="mean = bytes / (capacity x run time); while busy = bytes / (capacity x "
+            "busy time)",
         )
     )
     return sec
@@ -525,7 +532,12 @@ def _files_section(b: _Builder, trace_note: str) -> Section:
             [f"`{name}`", spec.row.removeprefix("one row per "), DASH if df is None else str(len(df))]
         )
     sec.add(Table(["table (.parquet, .csv)", "one row per", "rows"], rows, align="llr"))
-    sec.add(Paragraph("Column reference: docs/sections/report.md (section Run directory tables)."))
+    ref = [[f"`{name}`", f"`{col}`", text]
+           for name, spec in TABLES.items() if b.run.table(name) is not None
+           for col, text in {**spec.columns, **spec.extra}.items()]
+    if ref:
+        sec.add(Table(["table", "column", "meaning"], ref, align="lll",
+                      caption="Column reference (also in the documentation: Report, Run directory tables)"))
     if b.options.trace:
         sec.add(Paragraph(trace_note))
     return sec

@@ -2,7 +2,7 @@
 
 A run directory (docs/CONTRACTS.md, "Run directory") holds a summary and flat tables written by
 ``netsim run``, each table both as ``<name>.parquet`` and ``<name>.csv``.  The report layer reads
-only these files, never engine objects (DESIGN.md), so everything a report shows can be
+only these files, never engine objects (docs/architecture.md), so everything a report shows can be
 recomputed from the directory alone.
 
 :data:`TABLES` is the single source of the column reference: each table's purpose and the
@@ -76,7 +76,9 @@ TABLES: dict[str, TableSpec] = {
                 "capacity_Bps": "capacity (bytes/s)",
                 "bytes": "bytes carried during the step (B)",
                 "busy_s": "time the link carried any traffic (s)",
-                "peak_utilization": "highest rate / capacity over the step (fraction, 0..1)",
+                "peak_utilization": "highest instantaneous rate / effective capacity (fraction, 0..1); 1.0 "
+                "for any link that was some flow's bottleneck, however briefly (max-min sharing gives a flow "
+                "its bottleneck's full rate at once): the report shows windowed peaks instead",
                 "mean_utilization": "bytes / (capacity_Bps * step time) (fraction, 0..1)",
             },
             text=("link", "src", "dst", "class", "tier", "network"),
@@ -196,7 +198,9 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "compute_model": "where compute times come from (kernel table or roofline)",
     "compute_notes": "list: assumptions the compute model leaned on (dtype answered from another, backward "
     "from forward, ...)",
-    "collective_model": "exact, stream or coflow (how collectives were turned into flows)",
+    "collective_model": "exact, stream or coflow (how collectives were turned into flows; `auto` picks one)",
+    "model_choice": "one line: the collective model, lockstep and routing samples the run used, and why "
+    "(`auto: coflow (more than 20,000 flows exact)`, or `set by the user`)",
     "routing_samples": "token samples routed per step and MoE layer, reused (null: every all-to-all its own)",
     "lockstep": "true: one rank per lockstep unit (EP group) simulated, standing for the unit's ranks",
     "num_ops": "ops in the op graph (lockstep: of the simulated ranks)",

@@ -1,7 +1,7 @@
 """The LocMoE study: Hash (RRE) vs Switch vs LocMoE routing, with and without EPLB, on clusters.
 
 Reproduces the experimental design of LocMoE (Li et al., arXiv 2401.13920, IJCAI-24; see
-REFERENCE.md section 2): 16 experts, expert parallel 16, top-1, 8 MoE layers, on Ascend 910A
+docs/modelling.md, Routers: LocMoE): 16 experts, expert parallel 16, top-1, 8 MoE layers, on Ascend 910A
 clusters of 8, 16 and 32 servers (64, 128, 256 NPUs), and the same on DGX H100.
 
 Routing is *measured, not assumed*: for each router the router lab (:mod:`netsim.moe.lab`)

@@ -18,7 +18,7 @@ F marks it as the forward half of a DualPipe "F&B" pair with the B that follows:
 builder interleaves their layers so that one micro-batch's all-to-all hides under the other's
 compute.
 
-Schedules (REFERENCE.md section 4; ``m`` micro-batches, ``p`` stages, ``v`` chunks per stage):
+Schedules (docs/modelling.md, Pipeline schedules; ``m`` micro-batches, ``p`` stages, ``v`` chunks per stage):
 
 ==================  =========================================================================
 ``gpipe``           all forwards, then all backwards; bubble (p-1)(F+B)

@@ -1,4 +1,4 @@
-"""Hypothesis properties of the flow engine (DESIGN.md "Invariants that tests check")."""
+"""Hypothesis properties of the flow engine (docs/architecture.md, "The network engine")."""
 
 from __future__ import annotations
 

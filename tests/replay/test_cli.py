@@ -31,19 +31,21 @@ def test_default_scenario_runs_and_prints_a_summary(tmp_path: Path, capsys: pyte
     assert (out / "scenario.yaml").is_file() and (out / "ops.parquet").is_file()
 
 
-def test_large_exact_run_points_to_the_coflow_model(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_exact_run_points_to_the_faster_models(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from netsim.cli import run_cmd
 
     monkeypatch.setattr(run_cmd, "LARGE_RUN_FLOWS", 100)
-    assert _main(["run", "--out", str(tmp_path / "a"), "--quiet", "--no-report"]) == 0
-    assert "--collective-model coflow" in capsys.readouterr().out
+    assert _main(["run", "--out", str(tmp_path / "a"), "--quiet", "--no-report", "--collective-model", "exact"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "--collective-model auto or coflow" in out and "simulated with: exact (set by the user)" in out
     assert _main(["run", "--out", str(tmp_path / "b"), "--quiet", "--no-report", "--collective-model", "coflow",
                   "--routing-samples", "2"]) == 0
-    assert "--collective-model coflow" not in capsys.readouterr().out
+    assert "--collective-model auto or coflow" not in capsys.readouterr().out
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["collective_model"] == "coflow" and summary["routing_samples"] == 2
     assert summary["lockstep"] is False
+    assert summary["model_choice"] == "coflow + routing samples 2 (set by the user)"
 
 
 def test_lockstep_flag_reaches_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -260,6 +260,7 @@ def test_lockstep_equals_the_exact_plan_when_a_stage_has_one_rank() -> None:
     exact, _, _ = _summary(tiny_scenario(workload=wl))
     lock, _, _ = _summary(tiny_scenario(workload=wl), ["options.lockstep=true"])
     assert lock.pop("lockstep") and not exact.pop("lockstep")
+    assert "+ lockstep" in lock.pop("model_choice") and "lockstep" not in exact.pop("model_choice")
     assert lock == exact
 
 

@@ -29,7 +29,7 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     trace = json.loads((run / "trace.json").read_text())
     assert trace["otherData"]["ranks_shown"] == [0, 2, 3]
     md = (run / "report.md").read_text()
-    assert "The 3 links with the highest peak utilisation" in md
+    assert "The 3 links with the highest mean utilisation" in md
 
 
 def test_report_command_no_trace(tmp_path: Path) -> None:

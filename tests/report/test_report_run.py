@@ -195,8 +195,29 @@ def test_top_links_order() -> None:
     links = pd.DataFrame(
         {
             "link": ["a", "b", "c", "d"],
-            "peak_utilization": [0.5, 0.9, 0.9, 0.1],
-            "mean_utilization": [0.4, 0.2, 0.3, 0.1],
+            "peak_utilization": [1.0, 1.0, 1.0, 1.0],  # instantaneous: saturated by any flow, not a ranking
+            "mean_utilization": [0.4, 0.2, 0.4, 0.1],
+            "bytes": [10.0, 5.0, 20.0, 1.0],
+            "busy_s": [1.0, 1.0, 4.0, 1.0],
+            "capacity_Bps": [25.0, 25.0, 25.0, 25.0],
         }
     )
-    assert list(top_links(links, 3)["link"]) == ["c", "b", "a"]
+    top = top_links(links, 3)
+    assert list(top["link"]) == ["c", "a", "b"]  # mean utilisation, then bytes
+    assert list(top["busy_utilization"]) == pytest.approx([0.2, 0.4, 0.2])  # bytes / (capacity x busy)
+
+
+def test_windowed_tier_peak_is_the_busiest_window() -> None:
+    from netsim.report.utilisation import peak_window_s, tier_table
+
+    # one tier of two 100 B/s links: 100 B over [0, 1) s, then 300 B over [2, 3) s; run of 100 s
+    ts = pd.DataFrame({"t0_s": [0.0, 2.0], "t1_s": [1.0, 3.0], "tier": ["leaf", "leaf"],
+                       "network": ["backend", "backend"], "bytes": [100.0, 300.0], "capacity_Bps": [200.0, 200.0]})
+    links = pd.DataFrame({"link": ["x", "y"], "network": ["backend", "backend"], "tier": ["leaf", "leaf"],
+                          "capacity_Bps": [100.0, 100.0], "bytes": [200.0, 200.0], "mean_utilization": [0.02, 0.02]})
+    assert peak_window_s(100.0) == 1.0 and peak_window_s(1e-4) == 10e-6
+    row = tier_table(links, ts, makespan_s=100.0).iloc[0]
+    assert row["window_s"] == 1.0
+    assert row["peak_utilization"] == pytest.approx(300.0 / (200.0 * 1.0))  # the [2, 3) s interval
+    row = tier_table(links, ts, makespan_s=300.0).iloc[0]  # a 3 s window holds both intervals
+    assert row["peak_utilization"] == pytest.approx(400.0 / (200.0 * 3.0))

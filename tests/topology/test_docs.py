@@ -63,8 +63,12 @@ def test_flows_example_runs_as_shown(tmp_path: Path, monkeypatch: pytest.MonkeyP
                                      capsys: pytest.CaptureFixture[str]) -> None:
     """The `netsim flows` example: its graph (no accelerator block), CSV, command and output."""
     box = next(b for b in _blocks("yaml") if b.startswith("name: box"))
-    (tmp_path / "box.yaml").write_text(box)
-    (tmp_path / "flows.csv").write_text(_blocks("csv")[0])
+    examples = Path(__file__).resolve().parents[2] / "examples" / "flows"
+    assert (examples / "box.yaml").read_text() == box  # the page shows the shipped files
+    assert (examples / "flows.csv").read_text() == _blocks("csv")[0]
+    (tmp_path / "examples" / "flows").mkdir(parents=True)
+    (tmp_path / "examples" / "flows" / "box.yaml").write_text(box)
+    (tmp_path / "examples" / "flows" / "flows.csv").write_text(_blocks("csv")[0])
     plain = _blocks("")
     cmd = next(b for b in plain if b.startswith("netsim flows"))
     shown = plain[plain.index(cmd) + 1]

@@ -1,0 +1,145 @@
+"""Benchmark: wall and CPU time of the commands a new user runs first (issue 20's targets).
+
+Part ``startup``: ``netsim --help`` and ``netsim --version`` (target: under 0.5 s), each run
+``--repeat`` times in a fresh process; the median.
+
+Part ``targets``: the commands with a time target on 2 cores: the built-in scenario
+(``netsim run``, under 5 s), the LocMoE paper's smallest and largest clusters
+(``netsim run --topology ascend-910a --nodes 8|32 --workload locmoe-pangu``: under 10 s and
+30 s), with the collective model ``auto`` chose for each.
+
+Part ``docs``: every ``netsim`` command the documentation shows (``tests/docs/test_commands.py``
+finds them), in page order, in one scratch directory per page; target: each under 60 s.
+
+    python benchmarks/commands.py [--part startup targets docs] [--repeat 5] [--timeout 3600]
+
+Prints Markdown tables with wall time, CPU time (user + system of the child) and the 1-minute
+load average when the command started: the machine may be shared, so compare the CPU column
+(what the command costs) with the wall column (what a user waited) and quote quiet moments.
+Not a test: times depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NETSIM = [sys.executable, "-m", "netsim"]
+TARGETS = [
+    ("built-in default scenario", "netsim run", 5.0),
+    ("LocMoE, 8 x ascend-910a (64 NPUs)", "netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu", 10.0),
+    ("LocMoE, 32 x ascend-910a (256 NPUs)", "netsim run --topology ascend-910a --nodes 32 --workload locmoe-pangu",
+     30.0),
+]
+
+
+def timed(cmd: str, cwd: Path, timeout_s: float = 1800) -> tuple[float, float, int, str]:
+    """(wall s, CPU s of the child, exit code, last stdout line) of one shell-free command."""
+    args = shlex.split(cmd)
+    if args[0] == "netsim":
+        args = [*NETSIM, *args[1:]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    try:
+        res = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s, check=False)
+        code, out = res.returncode, res.stdout
+    except subprocess.TimeoutExpired:
+        code, out = -1, "timed out"
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    lines = out.strip().splitlines()
+    return wall, cpu, code, lines[-1] if lines else ""
+
+
+def _load() -> str:
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def startup(repeat: int) -> None:
+    print("| command | median wall s | median CPU s | load | target |")
+    print("|---|---:|---:|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for cmd in ("netsim --help", "netsim --version"):
+            load = _load()
+            runs = [timed(cmd, Path(tmp)) for _ in range(repeat)]
+            wall = statistics.median(r[0] for r in runs)
+            cpu = statistics.median(r[1] for r in runs)
+            print(f"| `{cmd}` | {wall:.2f} | {cpu:.2f} | {load} | 0.5 s: {'met' if wall < 0.5 else 'missed'} |",
+                  flush=True)
+
+
+def _choice(run_dir: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((run_dir / "summary.json").read_text()).get("model_choice", ""))
+    except (OSError, ValueError):
+        return "?"
+
+
+def targets() -> None:
+    print("| run | wall s | CPU s | load | target | simulated with |")
+    print("|---|---:|---:|---:|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, cmd, limit in TARGETS:
+            load = _load()
+            wall, cpu, code, _ = timed(cmd + " --out runs/t", Path(tmp))
+            verdict = "failed" if code else ("met" if wall < limit else "missed")
+            print(f"| {name} | {wall:.1f} | {cpu:.1f} | {load} | {limit:.0f} s: {verdict} | "
+                  f"{_choice(Path(tmp) / 'runs' / 't')} |", flush=True)
+
+
+def docs(timeout_s: float) -> None:
+    sys.path.insert(0, str(ROOT))
+    from tests.docs.test_commands import PAGES, _skip_reason, page_commands
+
+    print("| page | command | wall s | CPU s | load | exit |")
+    print("|---|---|---:|---:|---:|---:|")
+    for page in PAGES:
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = Path(tmp)
+            for name in ("examples", "topologies", "workloads", "tests", "benchmarks", "docs", "netsim"):
+                (cwd / name).symlink_to(ROOT / name)
+            for cmd in page_commands(page):
+                if _skip_reason(cmd) is not None or not cmd.text.startswith("netsim "):
+                    continue
+                needs_default = cmd.text.startswith("netsim compare") or "runs/default" in cmd.text
+                if needs_default and not (cwd / "runs" / "default").exists():
+                    timed("netsim run --quiet", cwd)
+                load = _load()
+                wall, cpu, code, _ = timed(cmd.text, cwd, timeout_s=timeout_s)
+                short = cmd.text if len(cmd.text) < 90 else cmd.text[:87] + "..."
+                print(f"| {page.name} | `{short}` | {wall:.1f} | {cpu:.1f} | {load} | {code} |", flush=True)
+            shutil.rmtree(cwd / "runs", ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parts = ["startup", "targets", "docs"]
+    ap.add_argument("--part", nargs="+", default=["startup", "targets"], choices=parts)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=3600, help="docs: stop a command after this many seconds "
+                    "(exit -1 in the table)")
+    args = ap.parse_args()
+    if "startup" in args.part:
+        startup(args.repeat)
+    if "targets" in args.part:
+        targets()
+    if "docs" in args.part:
+        docs(args.timeout)
+
+
+if __name__ == "__main__":
+    main()

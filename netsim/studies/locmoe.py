@@ -68,7 +68,7 @@ class StudyConfig:
         """A small version for tests and a first look (one fabric, one size, short lab)."""
         return cls(topologies=("ascend-910a",), nodes=(2,), placements=("contiguous",), locality=(0.125, 0.875),
                    lab_steps=30, workload_overrides=("model.layers=10", "model.moe.first_dense=2",
-                                                     "global_batch_size=4"),
+                                                     "micro_batch_size=2"),
                    lab_overrides={"batch": 1, "seq_len": 32})
 
 

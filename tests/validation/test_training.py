@@ -11,7 +11,7 @@ from netsim.cli import main
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError
 from netsim.run import prepare, simulate
-from netsim.validation.runner import run_validation, select_cases
+from netsim.validation.runner import select_cases
 from netsim.validation.sources import TrainingCase, load_source, load_sources
 from netsim.validation.training import FLOP_CONVENTIONS, metric_value, predict_training, scenario_of, simulate_case
 
@@ -186,13 +186,6 @@ def test_shipped_training_sources_cite_where_every_number_is() -> None:
             assert isinstance(c, TrainingCase)
             assert c.where or s.source.where, (s.source.id, c.id)
             assert c.metric == "tokens_per_s_per_gpu" or c.flops is not None
-
-
-def test_quick_training_cases_are_within_ten_percent() -> None:
-    res = run_validation(quick=True, kinds=["training"])
-    t = res.table
-    assert len(t) >= 4 and t["asserted"].all()
-    assert (t["rel_error"].abs() <= 0.10).all(), t[["source", "case", "measured", "predicted", "rel_error"]]
 
 
 def test_quick_selection_keeps_the_expensive_runs_out() -> None:

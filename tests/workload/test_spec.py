@@ -102,7 +102,7 @@ def test_parallel_sizes_must_fit_the_devices() -> None:
     with pytest.raises(WorkloadError, match="pp \\* tp"):
         build_layout(load_workload("gpt-dense", ["parallelism.tp=3"]), graph)
     with pytest.raises(WorkloadError, match="only 8 accelerators"):
-        build_layout(load_workload("gpt-dense", ["parallelism.dp=2"]), graph)
+        build_layout(load_workload("gpt-dense", ["parallelism.dp=3"]), graph)
 
 
 def test_default_scenario_and_override_routing() -> None:

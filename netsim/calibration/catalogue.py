@@ -20,12 +20,19 @@ layernorm       tokens, hidden                     fwd, bwd   ``layer_norm`` wit
 rmsnorm         tokens, hidden                     fwd, bwd   ``rms_norm`` with weight
 swiglu          tokens, hidden                     fwd, bwd   ``silu(a) * b`` on a ``[tokens, 2*hidden]``
                                                               input
+gelu            tokens, hidden                     fwd, bwd   bias + GELU on ``[tokens, hidden]``
+residual        tokens, hidden                     fwd, bwd   bias + residual add after a sub-block
+softmax         tokens, hidden                     fwd, bwd   scale-mask-softmax over ``tokens`` rows of
+                                                              ``hidden`` (unfused attention scores)
+dropout         tokens, hidden                     fwd, bwd   dropout with a one-byte keep mask
 adamw           params                             step       ``torch.optim.AdamW.step`` on fp32 params
 ==============  =================================  =========  ==========================================
 
 Each kernel has a *sweep* parameter (the one a grid varies: m, tokens, seq, params) and
 *secondary* parameters (all the others).  Its *cost axis* is FLOPs for compute-bound kernels
-and bytes for memory-bound ones (permute, unpermute, norms, swiglu, adamw, GrAP router).
+and bytes for memory-bound ones (permute, unpermute, norms, swiglu, gelu, residual, softmax, dropout,
+adamw,
+GrAP router).
 """
 
 from __future__ import annotations
@@ -281,6 +288,47 @@ def _swiglu_elems(s: Shape, p: str) -> float:
     return _fb(p, 3.0, 5.0) * s["tokens"] * s["hidden"]
 
 
+def _softmax_flops(s: Shape, p: str) -> float:
+    return _fb(p, 5.0, 4.0) * s["tokens"] * s["hidden"]
+
+
+def _softmax_elems(s: Shape, p: str) -> float:
+    # fwd: read the scores, write the probabilities; bwd: read probabilities and gradient, write
+    return _fb(p, 2.0, 3.0) * s["tokens"] * s["hidden"]
+
+
+def _dropout_flops(s: Shape, p: str) -> float:
+    return _fb(p, 2.0, 1.0) * s["tokens"] * s["hidden"]
+
+
+def _dropout_elems(s: Shape, p: str) -> float:
+    return 2.0 * s["tokens"] * s["hidden"]
+
+
+def _mask_bytes(s: Shape, p: str) -> float:
+    # the keep mask, one byte per element (torch.bool): written forward, read backward
+    return s["tokens"] * s["hidden"]
+
+
+def _residual_flops(s: Shape, p: str) -> float:
+    return 2.0 * s["tokens"] * s["hidden"]
+
+
+def _residual_elems(s: Shape, p: str) -> float:
+    # fwd: out = x + bias + residual (read two, write one); bwd: the residual stream's gradient
+    # is the sum of the block's and the skip path's (read two, write one)
+    return 3.0 * s["tokens"] * s["hidden"]
+
+
+def _gelu_flops(s: Shape, p: str) -> float:
+    return _fb(p, 8.0, 13.0) * s["tokens"] * s["hidden"]
+
+
+def _gelu_elems(s: Shape, p: str) -> float:
+    # fused bias + GELU: fwd reads x and writes y; bwd reads x and the gradient, writes dx
+    return _fb(p, 2.0, 3.0) * s["tokens"] * s["hidden"]
+
+
 def _adamw_flops(s: Shape, p: str) -> float:
     return 16.0 * s["params"]
 
@@ -399,6 +447,47 @@ KERNELS: Final[dict[str, KernelSpec]] = {
             "SwiGLU activation silu(a) * b, output [tokens, hidden]",
             _swiglu_flops,
             _swiglu_elems,
+        ),
+        KernelSpec(
+            "gelu",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "bias + GELU activation on [tokens, hidden] (GPT MLP)",
+            _gelu_flops,
+            _gelu_elems,
+        ),
+        KernelSpec(
+            "residual",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "bias + residual add closing a transformer sub-block",
+            _residual_flops,
+            _residual_elems,
+        ),
+        KernelSpec(
+            "softmax",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "scale + mask + softmax over rows of length hidden (unfused attention's scores)",
+            _softmax_flops,
+            _softmax_elems,
+        ),
+        KernelSpec(
+            "dropout",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "dropout on [tokens, hidden] with a one-byte keep mask",
+            _dropout_flops,
+            _dropout_elems,
+            _mask_bytes,
         ),
         KernelSpec(
             "adamw",

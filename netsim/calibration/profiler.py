@@ -150,7 +150,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
         g["router_linear"] = router
         g["router_grap"] = router
         g["permute"] = g["unpermute"] = _grid({"hidden": [256], "topk": [2]}, "tokens", [128, 512])
-        for k in ("layernorm", "rmsnorm", "swiglu"):
+        for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "softmax", "dropout"):
             g[k] = _grid({"hidden": [256]}, "tokens", [128, 512])
         g["adamw"] = _grid({}, "params", [10_000, 100_000])
     elif device == "cuda":
@@ -170,8 +170,10 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
             {"hidden": [4096, 7168], "experts": [16, 256], "topk": [1]}, "tokens", [1024, 8192, 65536]
         )
         g["permute"] = g["unpermute"] = _grid({"hidden": [4096, 7168], "topk": [1, 8]}, "tokens", [1024, 8192, 65536])
-        for k in ("layernorm", "rmsnorm", "swiglu"):
+        for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "dropout"):
             g[k] = _grid({"hidden": [4096, 14336]}, "tokens", [1024, 8192, 65536])
+        # unfused attention scores: rows of one sequence length (tokens = batch x heads x seq)
+        g["softmax"] = _grid({"hidden": [2048, 4096]}, "tokens", [16384, 131072, 1048576])
         g["adamw"] = _grid({}, "params", [1_000_000, 10_000_000, 100_000_000, 1_000_000_000])
     else:
         g["gemm"] = _pairs(
@@ -187,7 +189,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
         )
         g["router_grap"] = _grid({"hidden": [1024, 4096], "experts": [16], "topk": [1]}, "tokens", [256, 1024, 4096])
         g["permute"] = g["unpermute"] = _grid({"hidden": [1024, 4096], "topk": [1, 2]}, "tokens", [256, 1024, 4096])
-        for k in ("layernorm", "rmsnorm", "swiglu"):
+        for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "softmax", "dropout"):
             g[k] = _grid({"hidden": [1024, 4096]}, "tokens", [256, 1024, 4096, 16384])
         g["adamw"] = _grid({}, "params", [100_000, 1_000_000, 10_000_000, 50_000_000])
     return [GridPoint(k, shape) for k in KERNELS for shape in g.get(k, [])]
@@ -376,6 +378,19 @@ def _setup(
             return F.silu(a) * b
 
         return with_bwd(swiglu, (x,)), None
+    if kernel in ("gelu", "residual", "softmax", "dropout"):
+        t, hid = s["tokens"], s["hidden"]
+        x = rand(t, hid)
+        if kernel == "residual":  # out = x + bias + residual
+            bias, res = rand(hid), rand(t, hid)
+            return with_bwd(lambda: x + bias + res, (x, bias, res)), None
+        if kernel == "gelu":  # Megatron's fused bias + GELU (tanh approximation)
+            bias = rand(hid)
+            return with_bwd(lambda: F.gelu(x + bias, approximate="tanh"), (x, bias)), None
+        if kernel == "softmax":  # scaled softmax over each row (the attention scores)
+            scale = hid**-0.5
+            return with_bwd(lambda: torch.softmax(x * scale, dim=-1), (x,)), None
+        return with_bwd(lambda: F.dropout(x, p=0.1, training=True), (x,)), None
     if kernel == "adamw":
         p = torch.nn.Parameter(torch.zeros(s["params"], device=dev, dtype=torch.float32))
         p.grad = torch.randn(s["params"], generator=gen).to(dev)

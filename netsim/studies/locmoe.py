@@ -84,7 +84,7 @@ class StudyConfig:
         """A small version for a first look (one fabric, one size, a small lab model that converges)."""
         return cls(topologies=("ascend-910a",), nodes=(2,), placements=("contiguous",), locality=(0.125, 0.875),
                    lab_steps=QUICK_LAB_STEPS, workload_overrides=("model.layers=10", "model.moe.first_dense=2",
-                                                                  "global_batch_size=4"),
+                                                                  "micro_batch_size=2"),
                    lab_overrides=dict(QUICK_LAB))
 
 

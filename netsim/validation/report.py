@@ -68,7 +68,21 @@ def summarize(res: ValidationResult) -> dict[str, Any]:
         "bands": {b: _stats(t[t["band"] == b]) for b in BANDS if (t["band"] == b).any()},
         "failures": res.failures[["source", "case", "size_bytes", "measured", "predicted", "rel_error",
                                   "tolerance"]].to_dict("records"),
+        "training": _training_rows(t),
     }
+
+
+def _training_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
+    """The training cases' rows (summary.json ``training``): the metric, the error and the step."""
+    cols = ["source", "case", "nodes", "gpus_per_node", "metric", "flops", "measured", "predicted", "rel_error",
+            "tolerance", "step_time_s", "compute_share", "communication_share", "overlap_share", "idle_share",
+            "exposed_by_class", "known_gap"]
+    rows = t[t["kind"] == "training"].sort_values(["source", "case"], kind="mergesort")
+    out = []
+    for r in rows[cols].to_dict("records"):
+        r["known_gap"] = bool(r["known_gap"])
+        out.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()})
+    return out
 
 
 def format_summary(summary: dict[str, Any]) -> list[str]:
@@ -82,6 +96,11 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{band:<16}{st['points']:>7}{st['within_10pct']:>8}{st['within_25pct']:>8}"
                      f"{100 * med:>8.1f}%{100 * p90:>8.1f}%{st['asserted_passed']:>7}/{st['asserted']:<5}"
                      f"{st['known_gaps']:>6}")
+    for t in summary.get("training", []):
+        lines.append(f"training {t['source']}/{t['case']}: {t['metric']} measured {t['measured']:.4g}, predicted "
+                     f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); step {t['step_time_s']:.3g} s, "
+                     f"exposed communication {100 * t['communication_share']:.0f}%, idle {100 * t['idle_share']:.0f}%"
+                     f"{' (known gap)' if t['known_gap'] else ''}")
     for f in summary["failures"]:
         lines.append(f"FAIL {f['source']}/{f['case']} {_size(f['size_bytes'])}: measured {f['measured']:.4g}, "
                      f"predicted {f['predicted']:.4g} ({100 * f['rel_error']:+.1f}%, tolerance "
@@ -146,7 +165,8 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
     bands = Table(["size band", "points", "within 10%", "within 25%", "median |error|", "p90 |error|",
                    "asserted passed", "known gaps"], rows, align="lrrrrrrr")
     per = []
-    for (src, case), g in sorted(t.groupby(["source", "case"]), key=lambda x: x[0]):
+    coll = t[t["kind"] != "training"]
+    for (src, case), g in sorted(coll.groupby(["source", "case"]), key=lambda x: x[0]):
         e = g["rel_error"]
         per.append([src, case, str(g["op"].iloc[0] or g["metric"].iloc[0]),
                     f"{g['nodes'].iloc[0]}x{g['gpus_per_node'].iloc[0]}",
@@ -171,6 +191,8 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
         Section("Parity", [Figure("parity", "Predicted against measured, log-log; dashed: +-10%.")]),
         Section("Per case", [cases]),
     ]
+    if summary.get("training"):
+        sections.insert(2, _training_section(summary["training"]))
     if not summary["ok"]:
         fails = [[f["source"], f["case"], _size(f["size_bytes"]), f"{f['measured']:.4g}", f"{f['predicted']:.4g}",
                   _pct(f["rel_error"]), _pct(f["tolerance"])] for f in summary["failures"]]
@@ -179,6 +201,35 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
             Table(["source", "case", "size", "measured", "predicted", "error", "tolerance"], fails,
                   align="lllrrrr")]))
     return Document(title="netsim validate", header=head, sections=sections)
+
+
+def training_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The training error table (header, rows): what the README and the report show."""
+    head = ["source", "case", "GPUs", "metric (FLOPs)", "measured", "predicted", "error", "step s",
+            "compute", "exposed comm", "idle"]
+    out = []
+    for r in rows:
+        metric = f"{r['metric']} ({r['flops']})" if r.get("flops") else str(r["metric"])
+        err = _pct(r["rel_error"]) + (" (gap)" if r["known_gap"] else "")
+        out.append([r["source"], r["case"], str(int(r["nodes"]) * int(r["gpus_per_node"])), metric,
+                    f"{r['measured']:.4g}", f"{r['predicted']:.4g}", err, f"{r['step_time_s']:.3g}",
+                    f"{100 * r['compute_share']:.0f}%", f"{100 * r['communication_share']:.0f}%"
+                    + (f" ({r['exposed_by_class']})" if r.get("exposed_by_class") else ""),
+                    f"{100 * r['idle_share']:.0f}%"])
+    return head, out
+
+
+def _training_section(rows: list[dict[str, Any]]) -> Any:
+    from netsim.report.render import Paragraph, Section, Table
+
+    head, body = training_table(rows)
+    return Section("Training runs", [
+        Paragraph("Published training throughput against one simulated step of the published configuration. "
+                  "Error = predicted / measured - 1 of the source's metric (a throughput: positive means netsim "
+                  "predicts a faster run); FLOPs by the source's own convention (netsim.validation.training). "
+                  "Compute (nothing else in flight), exposed communication and idle are shares of the simulated "
+                  "step (mean over ranks; the rest is compute overlapping communication)."),
+        Table(head, body, align="llrlrrrrrll")])
 
 
 def write_validation(res: ValidationResult, out: str | Path, *, force: bool = False) -> dict[str, Any]:

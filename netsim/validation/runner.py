@@ -30,6 +30,7 @@ from netsim.config.common import SpecModel, load_mapping, validate_model
 from netsim.errors import SpecError
 from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.sources import DATA_DIR, CollectiveCase, Source, TrainingCase, load_sources
+from netsim.validation.training import predict_training  # noqa: F401  (registers the training predictor)
 
 __all__ = ["COLUMNS", "KnownGap", "ValidationResult", "load_known_gaps", "run_validation", "select_cases",
            "tolerance_for"]
@@ -39,7 +40,12 @@ KiB = 1 << 10
 #: the result table's columns
 COLUMNS = ("source", "case", "kind", "source_kind", "topology", "nodes", "gpus_per_node", "op", "forced",
            "metric", "size_bytes", "measured", "predicted", "rel_error", "tolerance", "asserted", "passed",
-           "known_gap", "library_algo", "proto", "measured_busbw_GBps", "predicted_busbw_GBps")
+           "known_gap", "library_algo", "proto", "measured_busbw_GBps", "predicted_busbw_GBps", "flops",
+           "step_time_s", "compute_share", "communication_share", "overlap_share", "idle_share", "exposed_by_class",
+           "wall_s")
+#: the training columns (from the prediction's detail; empty for collectives)
+TRAINING_DETAIL = ("flops", "step_time_s", "compute_share", "communication_share", "overlap_share", "idle_share",
+                   "exposed_by_class", "wall_s")
 #: measured points netsim does not model yet (reported, not asserted); see the file
 KNOWN_GAPS_PATH = DATA_DIR / "known_gaps.yaml"
 
@@ -156,12 +162,14 @@ def _row(src: Source, case: CollectiveCase | TrainingCase, p: Prediction, gaps: 
     d = p.detail or {}
     return {
         "source": src.source.id, "case": case.id, "kind": case.kind, "source_kind": src.source.kind,
-        "topology": src.system.topology, "nodes": src.system.nodes, "gpus_per_node": src.system.gpus_per_node,
+        "topology": src.system.topology, "nodes": getattr(case, "nodes", None) or src.system.nodes,
+        "gpus_per_node": src.system.gpus_per_node,
         "op": op, "forced": forced, "metric": p.metric, "size_bytes": p.size_bytes, "measured": p.measured,
         "predicted": p.predicted, "rel_error": err, "tolerance": tol, "asserted": tol is not None,
         "passed": bool(tol is None or abs(err) <= tol), "known_gap": gap, "library_algo": d.get("library_algo", ""),
         "proto": d.get("proto", ""), "measured_busbw_GBps": d.get("measured_busbw_GBps"),
         "predicted_busbw_GBps": d.get("predicted_busbw_GBps"),
+        **{k: d.get(k) for k in TRAINING_DETAIL},
     }
 
 

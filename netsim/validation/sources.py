@@ -104,7 +104,15 @@ class CollectiveCase(SpecModel):
 
 
 class TrainingCase(SpecModel):
-    """A published training run (the scenario to simulate and the measured throughput)."""
+    """A published training run (the scenario to simulate and the measured throughput).
+
+    ``workload`` is a workload preset name or an inline workload mapping (the run's model,
+    layout, batch, recomputation, precision, schedule); ``workload_set`` applies dotted
+    ``key: value`` overrides to it; ``options`` are scenario options (``collective_model``,
+    ``lockstep``, ``routing_samples``, ``allow_oom``, ...).  ``flops`` names the source's FLOP
+    convention (:data:`netsim.validation.training.FLOP_CONVENTIONS`), required by the
+    ``tflops_per_gpu`` and ``mfu`` metrics.  ``where`` says where the number is (table, row).
+    """
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     kind: Literal["training"]
@@ -113,13 +121,28 @@ class TrainingCase(SpecModel):
     options: dict[str, Any] = Field(default_factory=dict)
     metric: Literal["step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu"]
     measured: float = Field(gt=0)
+    flops: Literal["megatron-2021", "megatron", "palm"] | None = None
+    """The source's FLOP convention (``tflops_per_gpu``, ``mfu``)."""
     peak_flops_per_gpu: float | None = Field(default=None, gt=0)
-    """For ``mfu`` / ``tflops_per_gpu``: the peak the source divides by (FLOP/s), if not the preset's."""
+    """For ``mfu``: the peak the source divides by (FLOP/s), if not the preset's dense peak."""
+    nodes: int | None = Field(default=None, ge=1)
+    """Servers of this run, when the source's runs differ in size (default: ``system.nodes``)."""
+    seed: int = Field(default=0, ge=0)
+    where: str = ""
     tolerance: Tolerance | None = None
     quick: bool = False
     """Cheap enough for ``netsim validate --quick`` (and CI)."""
     exclude: bool = False
     notes: str = ""
+
+    @model_validator(mode="after")
+    def _flops_for_flop_metrics(self) -> TrainingCase:
+        if self.metric in ("tflops_per_gpu", "mfu") and self.flops is None:
+            raise ValueError(f"metric {self.metric} needs flops (the source's FLOP convention): megatron-2021, "
+                             "megatron or palm")
+        if self.metric == "mfu" and self.measured >= 1:
+            raise ValueError(f"mfu is a fraction of peak (0..1), got {self.measured}")
+        return self
 
 
 Case = Annotated[CollectiveCase | TrainingCase, Field(discriminator="kind")]

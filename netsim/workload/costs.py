@@ -12,9 +12,16 @@ Per micro-batch of ``T = micro_batch_size * seq_len`` tokens, ``t = tp``, ``Ts =
 part               kernels (forward; backward uses the same shapes with pass ``bwd``)
 =================  ==========================================================================
 attention          norm(Ts); GEMM QKV [T, (q+2kv)/t, h] (MLA: q/kv down and up projections);
-                   attention(batch, heads/t, seq, head_dim); GEMM out [T, h, q/t]
-dense MLP          norm(Ts); GEMM up [T, (2 if SwiGLU) f/t, h]; swiglu(T, f/t); GEMM down
-                   [T, h, f/t]
+                   the attention core; GEMM out [T, h, q/t]
+closing            (``training.dropout``) dropout(Ts, h); bias + residual add residual(Ts, h) after
+                   attention, the dense MLP and the MoE block
+attention core     fused (flash) attention(batch, heads/t, seq, head_dim); or, with
+                   ``training.flash_attention: false``, Megatron's unfused core: batched
+                   GEMMs Q K^T and P V (``grouped_gemm`` with one group per sequence and head,
+                   the full s x s products), scale-mask-softmax over the s x s scores and
+                   (``training.dropout``) dropout on them
+dense MLP          norm(Ts); GEMM up [T, (2 if SwiGLU) f/t, h]; swiglu(T, f/t) or (GELU)
+                   bias + gelu(T, f/t); GEMM down [T, h, f/t]
 MoE pre            norm(Ts); router_linear(Ts, h, E, k); permute(Ts, h, k)
 experts            grouped_gemm(R, E_local, (2) f_e, h); swiglu(R, f_e); grouped_gemm(R,
                    E_local, h, f_e)  (R = tokens the rank's experts received; f_e the
@@ -147,6 +154,9 @@ class ModelCosts:
         expert_slots_per_rank: physical expert slots per EP rank (0 for dense models).
         expert_tp: ranks one routed expert is split over (its FFN columns / rows: each rank runs
             ``1/expert_tp`` of every expert GEMM and holds that share of the weights).
+        flash_attention: the attention core as one fused kernel (else Megatron's unfused core).
+        dropout: the model's dropout: on the attention probabilities (unfused core only; the
+            fused kernel applies it in its tiles) and before every residual add.
     """
 
     def __init__(
@@ -158,8 +168,12 @@ class ModelCosts:
         sequence_parallel: bool = True,
         expert_slots_per_rank: int = 0,
         expert_tp: int = 1,
+        flash_attention: bool = True,
+        dropout: bool = False,
     ) -> None:
         self.m = model
+        self.flash = flash_attention
+        self.dropout = dropout
         self.mbs = micro_batch_size
         self.tp = tp
         self.tokens = micro_batch_size * model.seq_len
@@ -188,6 +202,7 @@ class ModelCosts:
         h = m.hidden
         heads = max(1, m.heads // t)
         calls = [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=h)]
+        core = self.attention_core("F")
         if m.mla is not None:
             a = m.mla
             qk = a.qk_nope_head_dim + a.qk_rope_head_dim
@@ -196,7 +211,7 @@ class ModelCosts:
                 _call("gemm", "fwd", m=T, n=heads * qk, k=a.q_lora_rank),
                 _call("gemm", "fwd", m=T, n=a.kv_lora_rank + a.qk_rope_head_dim, k=h),
                 _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
-                _call("attention", "fwd", batch=self.mbs, heads=heads, seq=m.seq_len, head_dim=qk),
+                *core,
                 _call("gemm", "fwd", m=T, n=h, k=heads * a.v_head_dim),
             ]
         else:
@@ -204,9 +219,37 @@ class ModelCosts:
             kv = max(1, m.num_kv_heads // t)
             calls += [
                 _call("gemm", "fwd", m=T, n=(heads + 2 * kv) * d, k=h),
-                _call("attention", "fwd", batch=self.mbs, heads=heads, seq=m.seq_len, head_dim=d),
+                *core,
                 _call("gemm", "fwd", m=T, n=h, k=heads * d),
             ]
+        calls += self._close()
+        return calls if part == "F" else _split(calls, part)
+
+    def _close(self) -> list[KernelCall]:
+        """What closes a sub-block (attention, MLP, MoE) on the rank's tokens (its sequence-
+        parallel share): the bias + residual add, after dropout when the model has it."""
+        ts, h = self.sp_tokens, self.m.hidden
+        calls = [_call("dropout", "fwd", tokens=ts, hidden=h)] if self.dropout else []
+        return [*calls, _call("residual", "fwd", tokens=ts, hidden=h)]
+
+    @_memo
+    def attention_core(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+        """The attention core (what selective recomputation re-runs): the fused kernel, or
+        Megatron's unfused core (module doc) when ``flash_attention`` is off."""
+        m = self.m
+        heads = max(1, m.heads // self.tp)
+        d = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla is not None else m.dim_per_head
+        s = m.seq_len
+        if self.flash:
+            calls = [_call("attention", "fwd", batch=self.mbs, heads=heads, seq=s, head_dim=d)]
+        else:
+            groups = self.mbs * heads
+            rows = groups * s
+            calls = [_call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=s, k=d),
+                     _call("softmax", "fwd", tokens=rows, hidden=s)]
+            if self.dropout:
+                calls.append(_call("dropout", "fwd", tokens=rows, hidden=s))
+            calls.append(_call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=d, k=s))
         return calls if part == "F" else _split(calls, part)
 
     @_memo
@@ -217,9 +260,9 @@ class ModelCosts:
             _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
             _call("gemm", "fwd", m=T, n=(2 if self.gated else 1) * f, k=m.hidden),
         ]
-        if self.gated:
-            calls.append(_call("swiglu", "fwd", tokens=T, hidden=f))
+        calls.append(_call("swiglu" if self.gated else "gelu", "fwd", tokens=T, hidden=f))
         calls.append(_call("gemm", "fwd", m=T, n=m.hidden, k=f))
+        calls += self._close()
         return calls if part == "F" else _split(calls, part)
 
     @_memo
@@ -241,9 +284,8 @@ class ModelCosts:
             return []
         m, R, e = self.m, received_tokens, self.slots
         f = self.expert_shard_ffn
-        calls = [_call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden)]
-        if self.gated:
-            calls.append(_call("swiglu", "fwd", tokens=R, hidden=f))
+        calls = [_call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden),
+                 _call("swiglu" if self.gated else "gelu", "fwd", tokens=R, hidden=f)]
         calls.append(_call("grouped_gemm", "fwd", tokens=R, experts=e, n=m.hidden, k=f))
         return calls if part == "F" else _split(calls, part)
 
@@ -256,9 +298,9 @@ class ModelCosts:
         if m.moe.shared_experts:
             f = self.expert_ffn * m.moe.shared_experts
             calls.append(_call("gemm", "fwd", m=ts, n=(2 if self.gated else 1) * f, k=m.hidden))
-            if self.gated:
-                calls.append(_call("swiglu", "fwd", tokens=ts, hidden=f))
+            calls.append(_call("swiglu" if self.gated else "gelu", "fwd", tokens=ts, hidden=f))
             calls.append(_call("gemm", "fwd", m=ts, n=m.hidden, k=f))
+        calls += self._close()
         return calls if part == "F" else _split(calls, part)
 
     @_memo

@@ -186,6 +186,8 @@ def _context(spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sche
         sequence_parallel=spec.parallelism.sequence_parallel,
         expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
         expert_tp=layout.etp,
+        flash_attention=spec.training.flash_attention,
+        dropout=spec.training.dropout,
     )
     return BuildContext(spec, graph, layout, sched, costs, split_layers(spec.model.layers, sched.num_virtual_stages))
 

@@ -44,7 +44,7 @@ class LayerEmitter:
         self.recompute = recompute
         #: selective recomputation: the attention core's forward kernel (one list object, so its
         #: duration is computed once)
-        self.core_fwd = [k for k in ctx.costs.attention("F") if k.kernel == "attention"]
+        self.core_fwd = ctx.costs.attention_core("F")
 
     def tp(self, rank: int, step: int, deps: Deps, phase: str, layer: int, mb: int, op: str) -> Deps:
         """Megatron TP communication around a block: sequence-parallel all-gather before and

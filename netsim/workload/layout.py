@@ -324,9 +324,12 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     sched = spec.schedule
     v = sched.virtual_chunks
     chunks = par.pp * (1 if sched.name == "dualpipe" else v)
-    if spec.model.layers < chunks:
+    # the first and the last chunk may hold no layer (only the embedding / the LM head: the
+    # layout of Llama 3's interleaved pipeline, arXiv 2407.21783 section 3.3.2)
+    if spec.model.layers < chunks - (2 if chunks > 2 else 0):
         raise WorkloadError(
-            f"{spec.model.layers} layers cannot fill {chunks} pipeline chunks",
+            f"{spec.model.layers} layers cannot fill {chunks} pipeline chunks (every chunk but the first and the "
+            "last needs one)",
             source=src,
             field="model.layers",
         )

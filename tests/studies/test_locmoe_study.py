@@ -18,7 +18,7 @@ pytestmark = pytest.mark.torch
 TINY = StudyConfig(
     topologies=("ascend-910a",), nodes=(2,), routers=("switch", "locmoe"), placements=("contiguous", "eplb"),
     locality=(0.125, 0.875), lab_steps=4,
-    workload_overrides=("model.layers=4", "model.moe.first_dense=2", "global_batch_size=2"),
+    workload_overrides=("model.layers=4", "model.moe.first_dense=2", "micro_batch_size=1"),
     lab_overrides={"batch": 1, "seq_len": 16, "layers": 1, "hidden": 32, "ffn_hidden": 32, "tokenizer": "byte",
                    "max_corpus_bytes": 400_000},
     require_converged=False,

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from netsim.validation.runner import run_validation, select_cases
-from netsim.validation.sources import load_sources
+from netsim.validation.sources import CollectiveCase, TrainingCase, load_sources
 
 
 @pytest.fixture(scope="module")
@@ -58,4 +58,15 @@ def test_quick_selection_is_the_cheap_part() -> None:
     full = select_cases(sources)
     quick = select_cases(sources, quick=True)
     assert 0 < len(quick) < len(full)
-    assert all(s.system.nodes <= 2 for s, _ in quick)
+    # collective sources on at most two servers; training runs only where the case says quick
+    assert all(s.system.nodes <= 2 for s, c in quick if isinstance(c, CollectiveCase))
+    assert all(c.quick for _, c in quick if isinstance(c, TrainingCase))
+
+
+def test_quick_training_runs_are_within_ten_percent(quick: pd.DataFrame) -> None:
+    """Published training runs (Narayanan et al. 2021 up to 128 GPUs, Korthikanti et al. 2022 on 8
+    GPUs): one simulated step each, the source's metric within 10%."""
+    t = quick[quick["kind"] == "training"]
+    assert len(t) >= 4 and t["asserted"].all() and (t["tolerance"] == 0.10).all()
+    assert (t["rel_error"].abs() <= 0.10).all(), t[["source", "case", "measured", "predicted", "rel_error"]]
+    assert (t["step_time_s"] > 0).all()

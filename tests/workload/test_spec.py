@@ -55,7 +55,10 @@ def test_preset_facts() -> None:
         16,
         8,
     )
-    assert (loc.model.heads, loc.global_batch_size) == (40, 32)
+    # LocMoE's "batch size 32" is MindSpore's per-data-parallel batch (per_batch_size)
+    assert (loc.model.heads, loc.micro_batch_size, loc.num_microbatches, loc.global_batch_size) == (40, 32, 1, None)
+    assert (loc.training.recompute, loc.param_dtype, loc.parallelism.zero_stage) == ("full", "fp32", 3)
+    assert ds.model.dtype == "fp8" and ds.model.bpe == 2
 
 
 def test_moe_layer_selection() -> None:
@@ -99,7 +102,7 @@ def test_parallel_sizes_must_fit_the_devices() -> None:
     with pytest.raises(WorkloadError, match="pp \\* tp"):
         build_layout(load_workload("gpt-dense", ["parallelism.tp=3"]), graph)
     with pytest.raises(WorkloadError, match="only 8 accelerators"):
-        build_layout(load_workload("gpt-dense", ["parallelism.dp=2"]), graph)
+        build_layout(load_workload("gpt-dense", ["parallelism.dp=3"]), graph)
 
 
 def test_default_scenario_and_override_routing() -> None:

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
         lab_steps: int = typer.Option(600, "--lab-steps", min=1, help="Router-lab training steps per router."),
         capacity: list[str] = typer.Option(
             [], "--capacity", help="Per-router replay capacity ROUTER=none|theorem1|FACTOR (repeatable; default "
-            "switch=1.25, locmoe=theorem1, others none)."),
+            "switch=1.25, locmoe=1.25, others none)."),
         overlap: list[str] = typer.Option(
             [], "--overlap", help="Per-router all-to-all/expert overlap slices ROUTER=N (repeatable; default "
             "locmoe=2, others 1)."),

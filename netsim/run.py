@@ -10,8 +10,9 @@
    with checkpoints, replay a second time without checkpoint traffic to measure the slowdown
    the checkpoint causes (same seed, same routing: the difference is the checkpoint alone);
 5. account (per rank breakdown, bytes by class / link class / direction, MoE locality) and
-   write the run directory atomically (:func:`netsim.io.atomic_dir`), then the report when
-   :mod:`netsim.report` provides ``write_report``.
+   write the run directory atomically (:func:`netsim.io.atomic_dir`), with the report when the
+   caller passes a report writer (``netsim.report.write_report``: the report layer sits above
+   this one, so this module never imports it).
 
 Conventions of the outputs: ``summary.json`` numbers are *per step* (means over the simulated
 steps: times, and bytes divided by the number of steps); the tables cover the whole run (all
@@ -56,6 +57,8 @@ __all__ = ["RunOutcome", "account_replay", "build_compute_model", "prepare", "ru
            "simulate_plan", "summarize_replay", "write_run"]
 
 Progress = Callable[[str, float], None]
+#: writes a report into a run directory that holds the summary and tables (netsim.report.write_report)
+ReportWriter = Callable[[Path], object]
 
 
 @dataclass
@@ -595,8 +598,8 @@ def resolved_spec(prep: Prepared) -> dict[str, Any]:
 
 
 def run_scenario(
-    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None, report: bool = True,
-    force: bool = False,
+    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None,
+    report: ReportWriter | None = None, force: bool = False,
 ) -> RunOutcome:
     """Run ``scenario`` and write its run directory to ``out`` (atomically).
 
@@ -606,7 +609,8 @@ def run_scenario(
             (:func:`netsim.io.check_output_dir`).
         progress: ``fn(stage, fraction)`` for a progress display (stages: plan, replay,
             baseline, write, report).
-        report: also write the report (``report.html`` ...) when netsim.report provides it.
+        report: the report writer to run inside the run directory before it is published
+            (``netsim.report.write_report``); ``None``: no report.
         force: replace an existing run directory that netsim wrote.
     """
     note = progress or (lambda _s, _f: None)
@@ -627,25 +631,20 @@ def run_scenario(
 
 
 def write_run(out: str | Path, resolved: Mapping[str, Any], summary: Mapping[str, Any],
-              tables: Mapping[str, pd.DataFrame], *, report: bool = True, progress: Progress | None = None,
-              force: bool = False) -> None:
+              tables: Mapping[str, pd.DataFrame], *, report: ReportWriter | None = None,
+              progress: Progress | None = None, force: bool = False) -> None:
     """Write a run directory atomically: ``scenario.yaml`` (the resolved inputs),
-    ``summary.json``, every table (CSV + Parquet) and, with ``report``, the report.  ``force``
+    ``summary.json``, every table (CSV + Parquet) and, with a ``report`` writer, the report.  ``force``
     replaces a run directory netsim wrote (:mod:`netsim.io`)."""
     with atomic_dir(Path(out), force=force) as tmp:
         (tmp / "scenario.yaml").write_text(yaml.safe_dump(dict(resolved), sort_keys=False, allow_unicode=True))
         write_json(dict(summary), tmp / "summary.json")
         for name, df in tables.items():
             write_table(df, tmp, name)
-        if report:
-            try:
-                import netsim.report as rep
-            except ModuleNotFoundError:
-                rep = None  # type: ignore[assignment]
-            if rep is not None and hasattr(rep, "write_report"):
-                if progress is not None:
-                    progress("report", 0.0)
-                rep.write_report(tmp)
+        if report is not None:
+            if progress is not None:
+                progress("report", 0.0)
+            report(tmp)
 
 
 def run_plan(
@@ -659,7 +658,7 @@ def run_plan(
     head: Mapping[str, Any] | None = None,
     extra: Callable[[ReplayResult], tuple[dict[str, Any], dict[str, pd.DataFrame]]] | None = None,
     resolved: Mapping[str, Any] | None = None,
-    report: bool = True,
+    report: ReportWriter | None = None,
     progress: Progress | None = None,
     force: bool = False,
 ) -> RunOutcome:

@@ -96,3 +96,35 @@ def test_no_import_circles() -> None:
 
 def test_the_checker_finds_a_circle() -> None:
     assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: the layers, top first (docs/architecture.md): a module may import its own layer and the ones below
+#: traces/ sits with run/: it reads traces and compiles them to a StepPlan that run_plan replays
+LAYERS = [{"cli"}, {"studies", "sweep"}, {"report"}, {"run", "traces"}, {"replay"},
+          {"workload", "moe", "collectives"}, {"network"}, {"topology"}, {"config", "spec"}]
+
+
+def _layer(module: str) -> int | None:
+    part = module.split(".")[1] if "." in module else module
+    return next((i for i, layer in enumerate(LAYERS) if part in layer), None)
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Imports (lazy ones too) from a layer to one above it."""
+    out = []
+    for src, targets in sorted(graph.items()):
+        a = _layer(src)
+        for dst in sorted(targets):
+            b = _layer(dst)
+            if a is not None and b is not None and b < a:
+                out.append(f"{src} -> {dst}")
+    return out
+
+
+def test_no_import_points_up_the_layers() -> None:
+    """run/ never imports report/ (a report writer is passed in), report/ never cli/ or studies/."""
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_checker_finds_an_upward_import() -> None:
+    assert upward_imports({"netsim.run": {"netsim.report.run_report"}}) == ["netsim.run -> netsim.report.run_report"]

@@ -17,6 +17,7 @@ with a short summary and the path of the report.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,13 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
 LARGE_RUN_FLOWS = 500_000
 
 
+def _report_writer() -> Callable[[Path], object]:
+    """The report layer's writer (imported when a report is asked for: it pulls in matplotlib)."""
+    from netsim.report import write_report
+
+    return write_report
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
@@ -275,7 +283,8 @@ def register(app: typer.Typer) -> None:
             spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
             out_dir = out if out is not None else Path("runs") / spec.name
             with PhaseProgress(err_console, "netsim run", _STAGES, enabled=not quiet) as progress:
-                outcome = run_scenario(spec, out_dir, progress=progress, report=not no_report, force=force)
+                outcome = run_scenario(spec, out_dir, progress=progress,
+                                       report=None if no_report else _report_writer(), force=force)
         except NetsimError as exc:
             raise blame_user_input(exc, sets, flags) from None
         report = out_dir / "report.html"

@@ -4,7 +4,7 @@ The report layer reads only a run directory's result tables and ``summary.json``
 objects), so it works on any run directory that follows docs/CONTRACTS.md:
 
 * :func:`write_report` - ``report.html`` (self-contained), ``report.md``, ``figures/*.png`` and
-  ``trace.json`` (Chrome trace, :mod:`netsim.traces.perfetto`) inside the run directory;
+  ``trace.json`` (Chrome trace, :mod:`netsim.report.perfetto`) inside the run directory;
 * :func:`compare_runs` / :func:`write_compare` - runs side by side with ratios to a baseline;
 * :func:`load_run` and :data:`TABLES` - the tables and their documented columns;
 * :func:`run_gallery` (in :mod:`netsim.report.gallery`) - reports of the preset scenarios.

@@ -4,16 +4,14 @@ For every scenario the gallery runs the training-step replay into ``<out>/<name>
 run directory), writes its report there with a size-capped ``trace.json``, compares all runs in
 ``<out>/compare/`` and writes ``<out>/index.md`` linking everything with the headline numbers.
 
-Presets are ``netsim.run.preset_scenarios()`` (name -> scenario) when the replay provides it,
-otherwise the scenario YAML files shipped in ``netsim/data/scenarios/`` (name = file stem).
-Each is run with ``netsim.run.run_scenario(spec, run_dir, report=False)``; the gallery writes
-the report itself.  Both can be replaced by arguments (the tests do); a replay that cannot be
-imported is a one-line :class:`~netsim.errors.NetsimError`.
+Presets are the scenario YAML files shipped in ``netsim/data/scenarios/`` (name = file stem).
+Each is run with ``netsim.run.run_scenario(spec, run_dir)`` (no report); the gallery writes the
+report itself.  Both can be replaced by arguments (the tests do).  The report layer sits above
+the replay, so this module imports :mod:`netsim.run` (when the gallery runs: it is heavy).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,27 +35,18 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def _replay_api() -> tuple[Runner, Callable[[], Mapping[str, Any]]]:
-    """(runner, presets) from :mod:`netsim.run` and the shipped scenario files."""
-    try:
-        module = importlib.import_module("netsim.run")
-        from netsim.config.scenario import DEFAULT_SCENARIO_PATH, load_scenario
-    except ImportError as exc:
-        raise NetsimError(
-            f"the gallery needs netsim.run (training-step replay), which cannot be imported: {exc}"
-        ) from exc
-    run_scenario = getattr(module, "run_scenario", None)
-    if not callable(run_scenario):
-        raise NetsimError("netsim.run provides no run_scenario(); cannot run the gallery")
+    """(runner, presets): :func:`netsim.run.run_scenario` and the shipped scenario files."""
+    from netsim.config.scenario import DEFAULT_SCENARIO_PATH, load_scenario
+    from netsim.run import run_scenario
 
     def runner(scenario: Any, run_dir: Path) -> Any:
         spec = load_scenario(scenario) if isinstance(scenario, str | Path) else scenario
-        return run_scenario(spec, run_dir, report=False, force=True)  # inside the gallery's own folder
+        return run_scenario(spec, run_dir, force=True)  # inside the gallery's own folder
 
     def shipped() -> Mapping[str, Any]:
         return {p.stem: p for p in sorted(DEFAULT_SCENARIO_PATH.parent.glob("*.yaml"))}
 
-    presets = getattr(module, "preset_scenarios", None)
-    return runner, presets if callable(presets) else shipped
+    return runner, shipped
 
 
 def run_gallery(

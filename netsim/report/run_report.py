@@ -609,7 +609,7 @@ def write_report(
         if run.table("ops") is None:
             trace_note = "No `trace.json`: the run has no `ops` table."
         else:
-            from netsim.traces.perfetto import write_chrome_trace
+            from netsim.report.perfetto import write_chrome_trace
 
             info = write_chrome_trace(
                 {k: v for k, v in run.tables.items() if k in ("ops", "tier_timeseries")},

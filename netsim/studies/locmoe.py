@@ -159,6 +159,7 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
     import json
 
     from netsim.config.scenario import load_scenario
+    from netsim.report import write_report
     from netsim.run import run_scenario
 
     summary_path = run_dir / "summary.json"
@@ -170,7 +171,7 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
             "workload_overrides": overrides, "seed": cfg.seed,
             "options": {**options, "collective_model": cfg.collective_model},
         }, source=f"study config {run_dir.name}")
-        run_scenario(scenario, run_dir, force=True)  # inside the study's own folder
+        run_scenario(scenario, run_dir, report=write_report, force=True)  # inside the study's own folder
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
 

@@ -163,6 +163,7 @@ def run_point(task: PointTask) -> PointResult:
     for a failed point)."""
     from netsim.config.common import validate_model
     from netsim.config.scenario import ScenarioSpec
+    from netsim.report import write_report
     from netsim.run import run_scenario
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -170,7 +171,8 @@ def run_point(task: PointTask) -> PointResult:
     try:
         spec = validate_model(ScenarioSpec, task.scenario, source=task.source)
         spec = spec.with_origin(task.source, Path(task.base_dir))
-        run_scenario(spec, task.out, report=task.report, force=True)  # an unfinished point of this sweep
+        # force: an unfinished point of this sweep
+        run_scenario(spec, task.out, report=write_report if task.report else None, force=True)
     except NetsimError as exc:
         return PointResult(task.index, task.id, "failed", exc.one_line(), "", time.perf_counter() - t0, worker)
     except Exception as exc:

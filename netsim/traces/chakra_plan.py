@@ -31,7 +31,7 @@ index) order, or k per server with ``ranks_per_node``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,7 +251,7 @@ def replay_chakra(
     ranks_per_node: int | None = None,
     compute_scale: float = 1.0,
     algorithms: Mapping[str, str] | None = None,
-    report: bool = True,
+    report: Callable[[Path], object] | None = None,
     force: bool = False,
 ) -> RunOutcome:
     """Replay a Chakra trace (or a directory / file for :func:`load_chakra`) on ``graph`` and

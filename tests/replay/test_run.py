@@ -126,8 +126,8 @@ def test_checkpoint_on_the_backend_slows_the_step_and_on_the_frontend_does_not(t
 
 def test_same_seed_gives_byte_identical_run_directories(tmp_path: Path) -> None:
     spec = load_scenario(tiny_scenario())
-    a = run_scenario(spec, tmp_path / "a", report=False).path
-    b = run_scenario(spec, tmp_path / "b", report=False).path
+    a = run_scenario(spec, tmp_path / "a", report=None).path
+    b = run_scenario(spec, tmp_path / "b", report=None).path
     files = sorted(p.name for p in a.iterdir())
     assert files == sorted(p.name for p in b.iterdir())
     for name in (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +56,3 @@ def test_gallery_subset_and_unknown_name(tmp_path: Path) -> None:
     with pytest.raises(NetsimError, match="unknown gallery scenario"):
         run_gallery(tmp_path / "g", ["nope"], scenarios=SCENARIOS, runner=_runner(calls))
 
-
-def test_gallery_without_replay_module_is_a_netsim_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "netsim.run", None)  # makes `import netsim.run` fail
-    with pytest.raises(NetsimError, match=r"netsim\.run"):
-        run_gallery(tmp_path / "g")

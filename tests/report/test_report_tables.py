@@ -10,8 +10,9 @@ import pytest
 from report_checks import external_references, html_figures, parse_html
 
 from netsim.report.figures import alltoall_per_layer, intra_inter_by_class, node_label, node_matrix
+from netsim.report.perfetto import check_nesting
+from netsim.report.run_report import write_report
 from netsim.report.tables import RunData, run_name
-from netsim.traces.perfetto import check_nesting
 
 
 def test_run_name_of_an_atomic_temporary_directory(tmp_path: Path) -> None:
@@ -70,7 +71,7 @@ def test_report_of_a_real_run(tmp_path: Path) -> None:
     from netsim.config.scenario import load_scenario
 
     out = tmp_path / "default"
-    run_mod.run_scenario(load_scenario(None), out)
+    run_mod.run_scenario(load_scenario(None), out, report=write_report)
     html = (out / "report.html").read_text()
     doc = parse_html(html)
     assert doc.errors == [] and external_references(doc) == []

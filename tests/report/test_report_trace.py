@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from report_fixtures import make_run_dir
 
 from netsim.errors import NetsimError
-from netsim.traces.perfetto import assign_lanes, check_nesting, write_chrome_trace
+from netsim.report.perfetto import assign_lanes, check_nesting, write_chrome_trace
 
 
 @pytest.fixture(scope="module")

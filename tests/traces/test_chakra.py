@@ -14,6 +14,7 @@ import pytest
 from netsim.cli import main
 from netsim.collectives.setup import collective_setup
 from netsim.errors import NetsimError, TraceError
+from netsim.report import write_report
 from netsim.run import RunOutcome
 from netsim.traces.chakra import load_chakra, load_chakra_rank
 from netsim.traces.chakra_plan import default_devices, replay_chakra
@@ -41,7 +42,7 @@ def star(n: int, bw_Bps: float = 1e9) -> nx.DiGraph:
 
 def replay(d: Path | str, g: nx.DiGraph, out: Path, **kw: Any) -> RunOutcome:
     """Replay on ``g`` with the ideal (wire-bound) collective cost model, no report."""
-    return replay_chakra(d, g, out, setup=collective_setup(g, cost_model="ideal"), report=False, **kw)
+    return replay_chakra(d, g, out, setup=collective_setup(g, cost_model="ideal"), report=None, **kw)
 
 
 def by_node(o: RunOutcome) -> pd.DataFrame:
@@ -457,7 +458,7 @@ def test_the_default_cost_model_is_the_topology_s(tmp_path: Path) -> None:
     from netsim.topology import load_topology
 
     g = load_topology("dgx-h100", nodes=2)
-    o = replay_chakra(FIX, g, tmp_path / "run", ranks_per_node=2, report=False)
+    o = replay_chakra(FIX, g, tmp_path / "run", ranks_per_node=2, report=None)
     assert o.summary["collective_cost"]["collective_cost"] == "nccl"
 
 
@@ -516,6 +517,6 @@ def test_cli_replay_chakra_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_a_trace_run_has_the_run_report(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    replay_chakra(FIX, star(4), out, setup=collective_setup(star(4), cost_model="ideal"))
+    replay_chakra(FIX, star(4), out, setup=collective_setup(star(4), cost_model="ideal"), report=write_report)
     report = (out / "report.md").read_text()
     assert "chakra:chakra4" in report and (out / "report.html").is_file() and (out / "trace.json").is_file()

@@ -169,7 +169,7 @@ def test_et_replay_runs(tmp_path: Path) -> None:
 
     g = star(2)
     o = replay_chakra(write_et(tmp_path), g, tmp_path / "run", setup=collective_setup(g, cost_model="ideal"),
-                      report=False)
+                      report=None)
     t = o.summary["trace"]
     assert (t["simulated_collectives"], t["p2p_transfers"], t["host_ops"], t["compute_ops"]) == (1, 1, 4, 2)
     ops = o.tables["trace_nodes"].set_index(["rank", "node_id"])

@@ -82,7 +82,7 @@ def test_real_trace_replays_on_eight_gpus(real: Path, tmp_path: Path) -> None:
 
     g = load_topology("dgx-h100", nodes=1)
     tr = load_chakra(real / "tests" / "data" / "chakra.0.et", ranks=8)
-    o = replay_chakra(tr, g, tmp_path / "run", report=False)
+    o = replay_chakra(tr, g, tmp_path / "run", report=None)
     t = o.summary["trace"]
     assert (t["simulated_collectives"], t["host_ops"], t["compute_ops"]) == (7, 8 * 2448, 8 * 1209)
     # the critical path is the GPU stream plus the CPU ops that gate it: at least the GPU compute

@@ -40,6 +40,7 @@ import pandas as pd
 
 from netsim.errors import NetsimError
 from netsim.io import atomic_file
+from netsim.report.tables import read_summary, read_table, run_name
 
 #: Columns the exporter needs from the ``ops`` table (the others are optional).
 OPS_COLUMNS = ("rank", "device", "node", "stream", "name", "kind", "start_s", "end_s")
@@ -70,7 +71,6 @@ def _load(source: TraceSource) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[
         if ops is None:
             raise NetsimError("a trace needs an 'ops' table", source="trace")
         return ops, source.get("tier_timeseries"), {}, "DataFrames"
-    from netsim.report.tables import read_summary, read_table, run_name  # lazy: report imports this module
 
     run_dir = Path(source)
     summary = read_summary(run_dir)

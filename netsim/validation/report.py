@@ -99,7 +99,8 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
     for t in summary.get("training", []):
         lines.append(f"training {t['source']}/{t['case']}: {t['metric']} measured {t['measured']:.4g}, predicted "
                      f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); step {t['step_time_s']:.3g} s, "
-                     f"exposed communication {100 * t['communication_share']:.0f}%, idle {100 * t['idle_share']:.0f}%"
+                     f"exposed communication {100 * t['communication_share']:.0f}%, "
+                     f"idle {100 * max(0.0, t['idle_share']):.0f}%"
                      f"{' (known gap)' if t['known_gap'] else ''}")
     for f in summary["failures"]:
         lines.append(f"FAIL {f['source']}/{f['case']} {_size(f['size_bytes'])}: measured {f['measured']:.4g}, "
@@ -215,7 +216,7 @@ def training_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
                     f"{r['measured']:.4g}", f"{r['predicted']:.4g}", err, f"{r['step_time_s']:.3g}",
                     f"{100 * r['compute_share']:.0f}%", f"{100 * r['communication_share']:.0f}%"
                     + (f" ({r['exposed_by_class']})" if r.get("exposed_by_class") else ""),
-                    f"{100 * r['idle_share']:.0f}%"])
+                    f"{100 * max(0.0, r['idle_share']):.0f}%"])
     return head, out
 
 

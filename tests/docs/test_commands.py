@@ -65,6 +65,7 @@ EXTERNAL = [
 NEEDS = [
     (r"^netsim (study locmoe|lab|profile)\b", "torch"),
     (r"^pyinstrument\b", "pyinstrument"),
+    (r"hf_routing_trace\.py", "transformers"),
     (r"^mkdocs\b", "mkdocs"),
 ]
 

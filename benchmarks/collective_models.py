@@ -37,7 +37,7 @@ REPLAYS = [
 #: DeepSeek-V3 step (expert all-to-all across 2 servers) (minutes each)
 LARGE_REPLAYS = [
     ("locmoe-pangu, 8 x ascend-910a, spray",
-     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.routing=spray"]),
+     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.path_policy=spray"]),
     ("locmoe-pangu, 8 x ascend-910a, ECMP", ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu"]),
     ("deepseek-v3 reduced: 8 x h800, PP 4, 13 layers, EP 16, 8 micro-batches",
      ["topology=h800", "nodes=8", "workload=deepseek-v3", "workload.parallelism.pp=4", "workload.parallelism.ep=16",

@@ -86,7 +86,7 @@ LOCKSTEP_CASES: list[tuple[str, str | None, list[str]]] = [
     ("locmoe-pangu, 2 x ascend-910a", "locmoe-910a-2node", []),
     ("locmoe-pangu, 8 x ascend-910a (DP8 TP8 EP16), coflow, packet spraying", None,
      ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.collective_model=coflow",
-      "options.routing=spray"]),
+      "options.path_policy=spray"]),
     ("locmoe-pangu, 8 x ascend-910a, coflow, ECMP", None,
      ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.collective_model=coflow"]),
     ("deepseek-v3 reduced (8 x h800, PP4, EP16), coflow, every all-to-all routed", None,

@@ -117,7 +117,7 @@ def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, A
     from netsim.collectives.setup import collective_setup, default_routing
 
     opts = scenario.options
-    engine: dict[str, Any] = {"routing": opts.routing or default_routing(graph), "seed": scenario.seed}
+    engine: dict[str, Any] = {"routing": opts.path_policy or default_routing(graph), "seed": scenario.seed}
     setup_kw: dict[str, Any] = {}
     if opts.calibration:
         from netsim.calibration.fit import load_calibration

@@ -10,7 +10,7 @@
                [--lockstep/--no-lockstep] [--allow-oom]
 
 ``--set`` edits the scenario: ``topology.<field>=...`` the topology, ``workload.<field>=...``
-the workload, anything else the scenario (``seed=3``, ``options.routing=spray``).  The run
+the workload, anything else the scenario (``seed=3``, ``options.path_policy=spray``).  The run
 directory defaults to ``runs/<scenario name>`` under the current directory; the command ends
 with a short summary and the path of the report.
 """

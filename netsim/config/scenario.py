@@ -11,8 +11,9 @@ A scenario is the unit ``netsim run`` executes::
     seed: 0
     steps: 2                            # default: the workload's steps
     options:
-      routing: null                     # network routing: shortest, ecmp, ecmp-pair, spray, pxn
-                                        # (null: the topology's collectives.routing; pxn on NVIDIA presets)
+      path_policy: null                 # network path policy: shortest, ecmp, ecmp-pair, spray, pxn
+                                        # (null: the topology's collectives.routing; pxn on NVIDIA presets;
+                                        # ``routing:`` is its deprecated spelling, still accepted)
       router: null                      # MoE router / statistical model override
       routing_trace: null               # routing-trace file (replaces the router)
       kernels: null                     # measured kernel table (default: the topology accelerator's
@@ -42,7 +43,7 @@ A scenario is the unit ``netsim run`` executes::
 
 ``--set key=value`` on the command line edits a scenario: keys starting with ``topology.`` go to
 the topology, ``workload.`` to the workload, anything else to the scenario itself (``seed=3``,
-``options.routing=spray``).  :func:`load_scenario` validates once and reports problems as one
+``options.path_policy=spray``).  :func:`load_scenario` validates once and reports problems as one
 :class:`~netsim.errors.SpecError` line naming the file and the field.
 
 Roofline efficiency defaults: 0.8 of peak BF16 FLOP/s is what large GEMMs reach on Hopper (the
@@ -56,9 +57,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from netsim.config.common import Duration, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
@@ -79,7 +80,7 @@ DEFAULT_SCENARIO_PATH = Path(__file__).resolve().parent.parent / "data" / "scena
 class ScenarioOptions(SpecModel):
     """How to simulate (see the module docstring)."""
 
-    routing: str | None = None
+    path_policy: str | None = None
     router: str | None = None
     routing_trace: str | None = None
     kernels: str | None = None
@@ -92,6 +93,24 @@ class ScenarioOptions(SpecModel):
     collective_model: Literal["auto", "exact", "stream", "coflow"] = "auto"
     routing_samples: int | Literal["all"] | None = None
     lockstep: bool | None = None
+
+    #: deprecated spellings still accepted -> the field they mean (``routing`` named the network
+    #: path policy before MoE routing existed; docs/sections/inputs.md)
+    OLD_SPELLINGS: ClassVar[dict[str, str]] = {"routing": "path_policy"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data: Any) -> Any:
+        """Map each deprecated spelling to its field.  Both given: the old spelling wins, since it
+        comes from an override (``--set options.routing=...``, a sweep axis) written on top of a
+        file or preset that already uses the new one."""
+        if not isinstance(data, Mapping):
+            return data
+        for old, new in cls.OLD_SPELLINGS.items():
+            if old in data:
+                data = {k: v for k, v in data.items() if k != new}
+                data = {(new if k == old else k): v for k, v in data.items()}
+        return data
 
     @field_validator("routing_samples", mode="before")
     @classmethod

@@ -10,11 +10,11 @@ A sweep file names a base scenario and the fields to vary, by dotted path::
     grid:                                # the cartesian product of these lists
       topology.backend.fabric: [rail-optimized, leaf-spine, multi-plane]
       topology.backend.oversubscription: [1, 2]
-      options.routing: [ecmp, spray]
+      options.path_policy: [ecmp, spray]
     zip:                                 # groups of fields varied together (one axis each)
       - {nodes: [2, 4], workload.parallelism.ep: [16, 32]}
     exclude:                             # points to leave out (all fields of a rule match)
-      - {topology.backend.fabric: multi-plane, options.routing: spray}
+      - {topology.backend.fabric: multi-plane, options.path_policy: spray}
 
 Field paths follow ``netsim run --set``: ``topology.<field>`` edits the topology (its
 ``topology_overrides``), ``workload.<field>`` the workload (``workload_overrides``) and
@@ -234,7 +234,7 @@ def _spec_digest(spec: ScenarioSpec, topology: TopologySpec, workload: WorkloadS
 
 
 def _check_field_path(key: str, where: str, source: str) -> None:
-    """A sweepable dotted path (``topology.backend.fabric``, ``nodes``, ``options.routing``)."""
+    """A sweepable dotted path (``topology.backend.fabric``, ``nodes``, ``options.path_policy``)."""
     at = f"{where}.{key}"
     parts = key.split(".")
     if not key.strip() or "=" in key or any(not p.strip() for p in parts):
@@ -256,7 +256,7 @@ def _check_field_path(key: str, where: str, source: str) -> None:
         if len(parts) == 1:
             return
         options = list(ScenarioOptions.model_fields)
-        if parts[1] not in options:
+        if parts[1] not in options and parts[1] not in ScenarioOptions.OLD_SPELLINGS:
             raise SpecError(f"unknown option {parts[1]!r}; allowed: {', '.join(options)}", source=source, field=at)
         if len(parts) > 3 or (len(parts) > 2 and parts[1] != "algorithms"):
             raise SpecError(
@@ -434,9 +434,12 @@ def _attribute(
             return items[item]
     if exc.field:
         full = prefix + exc.field
+        # an axis written in a deprecated spelling (options.routing) owns its field's errors
+        names = [full, *(full.replace(f"options.{new}", f"options.{old}", 1)
+                         for old, new in ScenarioOptions.OLD_SPELLINGS.items() if full.startswith(f"options.{new}"))]
         found = None
         for f in values:
-            if full == f or full.startswith(f + ".") or f.startswith(full + "."):
+            if any(n == f or n.startswith(f + ".") or f.startswith(n + ".") for n in names):
                 found = f
         if found is not None:
             return found
@@ -455,10 +458,10 @@ def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) 
     from netsim.workload.schedules import get_schedule
 
     opts = spec.options
-    if opts.routing is not None and opts.routing not in ROUTING_POLICIES:
+    if opts.path_policy is not None and opts.path_policy not in ROUTING_POLICIES:
         raise SpecError(
-            f"unknown routing policy {opts.routing!r}; allowed: {', '.join(ROUTING_POLICIES)}",
-            field="options.routing",
+            f"unknown path policy {opts.path_policy!r}; allowed: {', '.join(ROUTING_POLICIES)}",
+            field="options.path_policy",
         )
     if opts.collective_cost is not None:
         from netsim.collectives.cost import COST_MODELS

@@ -21,7 +21,7 @@ BAD = {
         "grid: {topology.backend.fabric: [rail-optimized, leaf-spine, fat-tree]}"
     ),
     "grid.workload.parallelism.ep": "grid: {nodes: [2, 4], workload.parallelism.ep: [8, 16]}",
-    "grid.options.routing": "grid: {options.routing: [ecmp, sprey]}",
+    "grid.options.path_policy": "grid: {options.path_policy: [ecmp, sprey]}",
     "zip.0": "zip: [{seed: [1, 2], nodes: [2]}]",
     "exclude.0.seed": "grid: {seed: [1, 2]}\nexclude: [{seed: 3}]",
 }
@@ -40,7 +40,7 @@ def test_examples_load_with_the_documented_points() -> None:
 def test_documented_point_ids_have_the_real_slugs() -> None:
     sweep = load_sweep(EXAMPLES / "oversubscription.yaml")
     real = {p.id[:-9]: p.id[-8:] for p in sweep.points}
-    shown = set(re.findall(r"(oversubscription-\d-1_routing-(?:ecmp|spray))-([0-9a-f]{8})", DOC.read_text()))
+    shown = set(re.findall(r"(oversubscription-\d-1_path-policy-(?:ecmp|spray))-([0-9a-f]{8})", DOC.read_text()))
     assert len(shown) == 2
     for slug, digest in shown:
         assert slug in real and re.fullmatch(r"[0-9a-f]{8}", digest)

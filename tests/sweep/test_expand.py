@@ -111,7 +111,7 @@ def test_base_scenario_from_a_file_or_the_builtin_default(tmp_path: Path) -> Non
     assert sweep.points[1].spec().base_dir == scen.parent.resolve()
     default = load_sweep({"scenario": "default", "grid": {"options.routing": ["ecmp", "spray"]}})
     assert default.base == "default"
-    assert [p.spec().options.routing for p in default.points] == ["ecmp", "spray"]
+    assert [p.spec().options.path_policy for p in default.points] == ["ecmp", "spray"]
 
 
 def _error(tmp_path: Path, **keys: Any) -> str:
@@ -144,7 +144,8 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         ),
         (
             {"grid": {"options.routing": ["ecmp", "sprey"]}},
-            ["grid.options.routing: unknown routing policy 'sprey'; allowed: shortest, ecmp, ecmp-pair, spray, pxn"],
+            ["grid.options.routing: options.path_policy: unknown path policy 'sprey'; allowed: shortest, ecmp, "
+             "ecmp-pair, spray, pxn"],
         ),
         (
             {"grid": {"options.router": ["hash", "hashy"]}},
@@ -163,7 +164,8 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         ({"grid": {"seed": 3}}, ["grid.seed: Input should be a valid list"]),
         ({"grid": {"seed": [1, 1]}}, ["grid.seed: the value 1 is listed twice"]),
         ({"grid": {"sed": [1]}}, ["grid.sed: unknown scenario field 'sed'; allowed: topology, topology.<field>"]),
-        ({"grid": {"options.routin": ["ecmp"]}}, ["grid.options.routin: unknown option 'routin'; allowed: routing"]),
+        ({"grid": {"options.routin": ["ecmp"]}},
+         ["grid.options.routin: unknown option 'routin'; allowed: path_policy"]),
         ({"grid": {"name": ["a"]}}, ["grid.name: name is set per point and cannot be swept"]),
         ({"gird": {"seed": [1]}}, ["gird: unknown key; allowed keys: name, description, scenario, set, grid, zip"]),
         (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,14 @@ def check_out_files(force: bool, **paths: Path | None) -> None:
     for name, path in paths.items():
         if path is not None:
             check_output_file(path, force=force, field="--" + name.replace("_", "-"))
+
+
+def report_writer() -> Callable[[Path], object]:
+    """The report layer's writer, for commands that write a run directory (imported only when a
+    report is asked for: it pulls in matplotlib)."""
+    from netsim.report import write_report
+
+    return write_report
 
 
 def load_graph(topology: str | None, nodes: int | None, overrides: list[str] | None = None) -> nx.DiGraph:

@@ -17,14 +17,13 @@ with a short summary and the path of the report.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from netsim.cli.common import console, cost_option, err_console, force_option
+from netsim.cli.common import console, cost_option, err_console, force_option, report_writer
 from netsim.cli.progress import PhaseProgress
 from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
@@ -219,13 +218,6 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
 LARGE_RUN_FLOWS = 500_000
 
 
-def _report_writer() -> Callable[[Path], object]:
-    """The report layer's writer (imported when a report is asked for: it pulls in matplotlib)."""
-    from netsim.report import write_report
-
-    return write_report
-
-
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
@@ -284,7 +276,7 @@ def register(app: typer.Typer) -> None:
             out_dir = out if out is not None else Path("runs") / spec.name
             with PhaseProgress(err_console, "netsim run", _STAGES, enabled=not quiet) as progress:
                 outcome = run_scenario(spec, out_dir, progress=progress,
-                                       report=None if no_report else _report_writer(), force=force)
+                                       report=None if no_report else report_writer(), force=force)
         except NetsimError as exc:
             raise blame_user_input(exc, sets, flags) from None
         report = out_dir / "report.html"

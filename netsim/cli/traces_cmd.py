@@ -12,7 +12,6 @@ replay as ``netsim run`` (:mod:`netsim.traces.chakra_plan`) and writes a run dir
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,19 +30,13 @@ from netsim.cli.common import (
     load_graph,
     network_setup,
     nodes_option,
+    report_writer,
     routing_option,
     set_option,
     topology_option,
 )
 from netsim.errors import NetsimError, SpecError
 from netsim.units import format_bytes, format_duration
-
-
-def _report_writer() -> Callable[[Path], object]:
-    """The report layer's writer (imported when a report is asked for: it pulls in matplotlib)."""
-    from netsim.report import write_report
-
-    return write_report
 
 
 def register(app: typer.Typer) -> None:
@@ -193,7 +186,7 @@ def register(app: typer.Typer) -> None:
         graph = load_graph(topology, nodes, overrides)
         kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost)
         outcome = replay_chakra(trace, graph, out, engine_kwargs=kw, setup=setup, ranks_per_node=ranks_per_node,
-                                compute_scale=compute_scale, report=None if no_report else _report_writer(),
+                                compute_scale=compute_scale, report=None if no_report else report_writer(),
                                 force=force)
         _print_trace_run(outcome.summary, outcome.tables["ranks"], out)
 

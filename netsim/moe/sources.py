@@ -448,17 +448,9 @@ def routing_source(
             placement=placement,
             rank_node=rank_node,
         )
-    check_routing_name(name)
-    trace = read_routing_trace(name)
-    return _check_trace(TraceSource(trace, tokens_per_rank=tokens_per_rank if rescale_trace else None), experts, ep)
-
-
-def check_routing_name(name: str) -> None:
-    """Raise the one-line error for a routing name that is no router, model or trace file.
-
-    Cheap (no trace is read), so the CLI calls it before it touches the output folder."""
-    if name in ROUTERS or name in STAT_MODELS or name.endswith(".parquet") or Path(name).exists():
-        return
+    if name.endswith(".parquet") or Path(name).exists():
+        trace = read_routing_trace(name)
+        return _check_trace(TraceSource(trace, tokens_per_rank=tokens_per_rank if rescale_trace else None), experts, ep)
     raise SpecError(
         f"unknown routing {name!r}; allowed: a routing-trace .parquet path, a statistical model "
         f"({', '.join(sorted(STAT_MODELS))}) or a router ({', '.join(sorted(ROUTERS))})",

@@ -48,10 +48,9 @@ ROUTER_LABELS = {"rre": "Hash (RRE)", "hash": "Hash", "switch": "Switch", "locmo
 #: (task loss still falling 11% between the last two quarters) and took 8 minutes per router.
 #: The lab measures routing statistics (balance, drops, locality), which the replay rescales to
 #: the workload's tokens and hidden size; it does not need the workload's width.
-QUICK_LAB: dict[str, Any] = {"hidden": 64, "heads": 4, "ffn_hidden": 128, "seq_len": 64, "batch": 4, "vocab": 1024,
+STUDY_LAB: dict[str, Any] = {"hidden": 64, "heads": 4, "ffn_hidden": 128, "seq_len": 64, "batch": 4, "vocab": 1024,
                              "max_corpus_bytes": 2 << 20}
 QUICK_LAB_STEPS = 300
-STUDY_LAB = QUICK_LAB
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ class StudyConfig:
         return cls(topologies=("ascend-910a",), nodes=(2,), placements=("contiguous",), locality=(0.125, 0.875),
                    lab_steps=QUICK_LAB_STEPS, workload_overrides=("model.layers=10", "model.moe.first_dense=2",
                                                                   "micro_batch_size=2"),
-                   lab_overrides=dict(QUICK_LAB))
+                   lab_overrides=dict(STUDY_LAB))
 
 
 @dataclass

@@ -31,7 +31,7 @@ index) order, or k per server with ``ranks_per_node``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ import pandas as pd
 
 from netsim.errors import NetsimError, TopologyError, TraceError
 from netsim.replay import ReplayDeadlock, ReplayResult
-from netsim.run import RunOutcome, run_plan
+from netsim.run import ReportWriter, RunOutcome, run_plan
 from netsim.traces.chakra import (
     COLLECTIVE_OPS,
     WORLD,
@@ -251,7 +251,7 @@ def replay_chakra(
     ranks_per_node: int | None = None,
     compute_scale: float = 1.0,
     algorithms: Mapping[str, str] | None = None,
-    report: Callable[[Path], object] | None = None,
+    report: ReportWriter | None = None,
     force: bool = False,
 ) -> RunOutcome:
     """Replay a Chakra trace (or a directory / file for :func:`load_chakra`) on ``graph`` and

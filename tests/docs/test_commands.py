@@ -56,7 +56,6 @@ SLOW = [
 #: commands that need something outside the repository: (pattern, reason)
 EXTERNAL = [
     (r"\$VIDUR", "needs a checkout of Vidur's profiling data"),
-    (r"\$CHAKRA", "needs a checkout of Chakra's test traces"),
     (r"^netsim profile --device cuda", "needs a CUDA device"),
     (r"~/models/|qwen\.parquet", "needs a downloaded Hugging Face model checkpoint"),
 ]

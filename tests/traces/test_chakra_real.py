@@ -1,8 +1,9 @@
-"""Real Chakra traces: the public test data of mlcommons/chakra, when shared/ holds it.
+"""Real Chakra traces: the public test data of mlcommons/chakra, vendored in tests/data/chakra/.
 
 The three archives of ``tests/data/`` in github.com/mlcommons/chakra (Apache-2.0; see
-``tests/fixtures/traces/README.md`` for commits and checksums) are looked for, unchanged, in
-``$NETSIM_SHARED_DATA/chakra-traces/`` or ``<repo>/../shared/data/chakra-traces/``:
+``tests/data/chakra/README.md`` for source paths, commits and checksums) are committed,
+unchanged, in ``tests/data/chakra/``.  A copy in ``$NETSIM_SHARED_DATA/chakra-traces/`` or
+``<repo>/../shared/data/chakra-traces/`` is used instead when one holds all three:
 
 * ``feeder_tests_trace.tar.gz``: ``tests/data/chakra.0.et``, a binary trace of one rank
   (schema 1.0.1, Dec 2023: 3664 nodes, CPU and GPU ops, 7 NCCL collectives);
@@ -16,7 +17,9 @@ json) when this test was written.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -26,10 +29,28 @@ from netsim.errors import TraceError
 from netsim.traces.chakra import load_chakra
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = Path(os.environ.get("NETSIM_SHARED_DATA", REPO.parent / "shared" / "data")) / "chakra-traces"
+ARCHIVES = ("feeder_tests_trace.tar.gz", "json_trace.tar.gz", "1.0.2-chakra.0.0.4.tgz")
+VENDORED = REPO / "tests" / "data" / "chakra"
 
-pytestmark = pytest.mark.skipif(not (DATA / "feeder_tests_trace.tar.gz").is_file(),
-                                reason=f"real Chakra traces not in {DATA}")
+
+def data_dir() -> Path:
+    """The shared-data copy of the archives when one holds all three, else the vendored one."""
+    shared = Path(os.environ.get("NETSIM_SHARED_DATA", REPO.parent / "shared" / "data")) / "chakra-traces"
+    return shared if all((shared / a).is_file() for a in ARCHIVES) else VENDORED
+
+
+DATA = data_dir()
+
+
+def test_vendored_archives_are_the_upstream_files() -> None:
+    # the README's table (source path, bytes, sha256) is the record of what was copied
+    rows = re.findall(r"^\| `([^`]+)` \| `tests/data/\1` \| \w+ \(\S+\) \| (\d+) \| ([0-9a-f]{64}) \|$",
+                      (VENDORED / "README.md").read_text(), flags=re.M)
+    assert sorted(r[0] for r in rows) == sorted(ARCHIVES)
+    for name, size, sha in rows:
+        data = (VENDORED / name).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (int(size), sha), name
+    assert "Apache License" in (VENDORED / "LICENSE.md").read_text()
 
 
 def unpack(name: str, dest: Path) -> Path:
@@ -41,7 +62,7 @@ def unpack(name: str, dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("chakra-real")
-    for name in ("feeder_tests_trace.tar.gz", "json_trace.tar.gz", "1.0.2-chakra.0.0.4.tgz"):
+    for name in ARCHIVES:
         unpack(name, d)
     return d
 

@@ -311,8 +311,7 @@ class RouterSource:
         placement: Placement | None = None,
         rank_node: NDArray[np.integer[Any]] | None = None,
     ) -> None:
-        if router not in ROUTERS:
-            raise SpecError(f"unknown router {router!r}; allowed: {', '.join(sorted(ROUTERS))}", field="router")
+        ROUTERS.get(router)  # a one-line SpecError naming the allowed routers
         self.router_name = router
         self.experts, self.ep = int(experts), int(ep)
         self.tokens_per_rank = int(tokens_per_rank)

@@ -452,7 +452,7 @@ def routing_source(
         return _check_trace(TraceSource(trace, tokens_per_rank=tokens_per_rank if rescale_trace else None), experts, ep)
     raise SpecError(
         f"unknown routing {name!r}; allowed: a routing-trace .parquet path, a statistical model "
-        f"({', '.join(sorted(STAT_MODELS))}) or a router ({', '.join(sorted(ROUTERS))})",
+        f"({', '.join(STAT_MODELS.names())}) or a router ({', '.join(ROUTERS.names())})",
         field="routing",
     )
 

@@ -56,7 +56,8 @@ class TokenBatch:
         domain_ids: ``[T]`` data domain of each token (RRE).
 
     The per-token arrays are optional; given ones are checked (shape ``(T,)``, integers) and
-    stored as int64 (so the type says "integers" for callers, and routers may rely on int64).  Errors are one-line SpecErrors naming the array.
+    stored as int64, so routers may rely on int64.  Errors are one-line SpecErrors naming the
+    array.
     """
 
     scores: FloatArray

@@ -21,7 +21,12 @@ Everything is vectorised over flows: servers with identical internal wiring shar
 of intra-server paths, and the fabric walk groups flows by the switch they are at, so
 routing a million flows costs a few numpy passes per hop rather than a million graph searches.
 
-Strategies (the names used in specs, :data:`ROUTING_POLICIES`):
+Strategies are :class:`PathPolicy` objects registered in :data:`PATH_POLICIES` under the names
+used in specs (``options.path_policy``; :data:`ROUTING_POLICIES` is the tuple of those names).
+The router asks its policy, and never compares names, how to key a flow's hash, how to pick one
+of ``n`` equal-cost candidates, whether to split instead, and whether to leave through the NIC on
+the destination's rail, so a new strategy is one small class (policies as objects passed in, as
+Ciw's routing objects are):
 
 ``shortest``  deterministic: always the first least-cost path (by device id).
 ``ecmp``      per-flow hash of (flow id, source, destination, seed, hop) over equal-cost next
@@ -44,15 +49,15 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import networkx as nx
 import numpy as np
 
-from netsim.errors import RoutingError, SpecError
+from netsim.errors import RoutingError
 from netsim.network.fabric import FORWARDING_KINDS, FabricPaths
 from netsim.network.links import LinkTable
-
-ROUTING_POLICIES = ("shortest", "ecmp", "ecmp-pair", "spray", "pxn")
+from netsim.registry import Registry
 
 _MAX_INTRA_PATHS = 64
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -93,6 +98,93 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return z
 
 
+class PathPolicy:
+    """How flows choose among equal-cost paths (the base is ECMP's per-flow hash).
+
+    ``splits``: spread a flow's bytes evenly over all equal-cost next hops instead of picking one.
+    ``rail_gateway``: inter-node traffic leaves through the source server's NIC on the
+    destination's rail (PXN).  :meth:`flow_key` is what the hash sees of a flow besides its
+    endpoints, the seed and the hop; :meth:`pick` and :meth:`pick_one` map hashes to candidates.
+    """
+
+    name: ClassVar[str] = ""
+    splits: ClassVar[bool] = False
+    rail_gateway: ClassVar[bool] = False
+
+    def flow_key(self, flow_ids: np.ndarray) -> np.ndarray:
+        """Per-flow hash key (uint64): the flow id, so two flows of one pair may differ."""
+        return np.asarray(flow_ids, dtype=np.uint64)
+
+    def pick(self, h: np.ndarray, n: np.ndarray | int) -> np.ndarray:
+        """Index of the candidate each hash ``h`` takes among ``n`` (scalar or per hash)."""
+        return (h % np.asarray(n).astype(np.uint64)).astype(np.int64)
+
+    def pick_one(self, h: np.uint64, n: int) -> int:
+        """:meth:`pick` for one hash."""
+        return int(h % np.uint64(n))
+
+    def __repr__(self) -> str:
+        return f"PathPolicy({self.name!r})"
+
+
+PATH_POLICIES: Registry[PathPolicy] = Registry("routing policy", field="routing")
+
+
+def _register(cls: type[PathPolicy]) -> type[PathPolicy]:
+    PATH_POLICIES.add(cls.name, cls())
+    return cls
+
+
+@_register
+class Shortest(PathPolicy):
+    """Always the first least-cost candidate (by device id): deterministic, no hashing."""
+
+    name = "shortest"
+
+    def pick(self, h: np.ndarray, n: np.ndarray | int) -> np.ndarray:
+        return np.zeros(h.size, dtype=np.int64)
+
+    def pick_one(self, h: np.uint64, n: int) -> int:
+        return 0
+
+
+@_register
+class Ecmp(PathPolicy):
+    """Per-flow hash over equal-cost next hops (RoCE/Ethernet ECMP)."""
+
+    name = "ecmp"
+
+
+@_register
+class EcmpPair(PathPolicy):
+    """ECMP hashed on the endpoints only: one path per device pair (one NCCL connection)."""
+
+    name = "ecmp-pair"
+
+    def flow_key(self, flow_ids: np.ndarray) -> np.ndarray:
+        return np.zeros(np.asarray(flow_ids).size, dtype=np.uint64)
+
+
+@_register
+class Spray(PathPolicy):
+    """Packet spraying / adaptive routing: bytes split over every equal-cost next hop."""
+
+    name = "spray"
+    splits = True
+
+
+@_register
+class Pxn(PathPolicy):
+    """ECMP plus NCCL's PXN: cross-rail traffic moves to the destination's rail inside the node."""
+
+    name = "pxn"
+    rail_gateway = True
+
+
+#: the registered path policy names, in registration order (what specs and ``--routing`` accept)
+ROUTING_POLICIES: tuple[str, ...] = tuple(PATH_POLICIES.names())
+
+
 @dataclass
 class Routes:
     """Sparse flow x link incidence of a batch of routed flows.
@@ -121,13 +213,14 @@ class _IntraCache:
 
 
 class Router:
-    """Routes batches of flows on one topology with one strategy and seed."""
+    """Routes batches of flows on one topology with one path policy and seed.
 
-    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str = "ecmp", seed: int = 0) -> None:
-        if policy not in ROUTING_POLICIES:
-            raise SpecError(f"unknown routing policy {policy!r}; allowed: {', '.join(ROUTING_POLICIES)}",
-                            field="routing")
-        self.policy = policy
+    ``policy``: a :class:`PathPolicy` or the name it is registered under in :data:`PATH_POLICIES`.
+    """
+
+    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str | PathPolicy = "ecmp",
+                 seed: int = 0) -> None:
+        self.policy = PATH_POLICIES.get(policy) if isinstance(policy, str) else policy
         self.seed = int(seed)
         self.links = links
         n = links.num_devices
@@ -345,10 +438,9 @@ class Router:
             if paths.shape[0] == 0:
                 failed[sel] = True
                 continue
-            choice = (h[sel] % np.uint64(paths.shape[0])).astype(np.int64) if self.policy != "shortest" else \
-                np.zeros(sel.size, dtype=np.int64)
+            choice = self.policy.pick(h[sel], paths.shape[0])
             rows = self._row_arr[self.server[a[sel]]]
-            if self.policy == "spray" and paths.shape[0] > 1:
+            if self.policy.splits and paths.shape[0] > 1:
                 w = 1.0 / paths.shape[0]
                 for p in range(paths.shape[0]):
                     loc = paths[p][paths[p] >= 0]
@@ -391,7 +483,7 @@ class Router:
         out[ok] = own[ok]
         isgw = self.is_gateway[dev] & (self.gw_network[dev] == net)
         out[isgw] = dev[isgw]
-        if self.policy == "pxn" and peer is not None:
+        if self.policy.rail_gateway and peer is not None:
             peer_nic = self.own_nic[peer]
             sel = np.flatnonzero(ok & (peer_nic >= 0) & (self.kind_is_acc(dev)))
             for i in sel.tolist():
@@ -403,7 +495,7 @@ class Router:
         for i in rest.tolist():
             cands = self._server_gateways.get((int(self.server[dev[i]]), int(net[i])))
             if cands is not None and cands.size:
-                out[i] = cands[int(h[i] % np.uint64(cands.size))] if self.policy != "shortest" else cands[0]
+                out[i] = cands[self.policy.pick_one(h[i], cands.size)]
         return out
 
     def _reachable_gateway(self, dev: int, target: int, net: int) -> int:
@@ -468,7 +560,7 @@ class Router:
                     raise RoutingError(f"no route from {a} to {z} through the fabric"
                                        + self.fabric.relay_hint(self._graph, a, z))
                 cnt = cnt_u[inv]
-                if self.policy == "spray":
+                if self.policy.splits:
                     jj = np.repeat(np.arange(rows.size), cnt)
                     pos = np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
                     ii = table[inv[jj], pos]
@@ -480,12 +572,9 @@ class Router:
                     nxt_node.append(self._adj_nbr[adj[ii]])
                     nxt_w.append(w)
                 else:
-                    if self.policy == "shortest":
-                        k = np.zeros(rows.size, dtype=np.int64)
-                    else:
-                        with np.errstate(over="ignore"):
-                            hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
-                        k = (hk % cnt.astype(np.uint64)).astype(np.int64)
+                    with np.errstate(over="ignore"):
+                        hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
+                    k = self.policy.pick(hk, cnt)
                     pick = adj[table[inv, k]]
                     out.append((fidx[fl], self._adj_link[pick], r_w[rows]))
                     nxt_flow.append(fl)
@@ -494,7 +583,7 @@ class Router:
             r_flow = np.concatenate(nxt_flow)
             r_node = np.concatenate(nxt_node)
             r_w = np.concatenate(nxt_w)
-            if self.policy == "spray" and r_flow.size:
+            if self.policy.splits and r_flow.size:
                 key = r_flow.astype(np.int64) * (self.links.num_devices + 1) + r_node
                 uk, kinv = np.unique(key, return_inverse=True)
                 r_w = np.bincount(kinv, weights=r_w)
@@ -507,8 +596,7 @@ class Router:
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         nflow = src.size
-        key = np.zeros(nflow, dtype=np.uint64) if self.policy == "ecmp-pair" else \
-            np.asarray(flow_ids, dtype=np.uint64)
+        key = self.policy.flow_key(flow_ids)
         with np.errstate(over="ignore"):
             h = mix64(key * np.uint64(0x9E3779B97F4A7C15)
                       + mix64(src.astype(np.uint64) * np.uint64(1_000_003) + dst.astype(np.uint64))

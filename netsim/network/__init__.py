@@ -6,7 +6,7 @@ their names), :func:`max_min_rates`.
 """
 
 from netsim.network.engine import Network
-from netsim.network.routing import PATH_POLICIES, ROUTING_POLICIES, PathPolicy
+from netsim.network.path_policy import PATH_POLICIES, ROUTING_POLICIES, PathPolicy
 from netsim.network.sharing import max_min_rates
 
 __all__ = ["PATH_POLICIES", "ROUTING_POLICIES", "Network", "PathPolicy", "max_min_rates"]

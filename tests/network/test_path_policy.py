@@ -8,7 +8,8 @@ import pytest
 from netsim.errors import SpecError
 from netsim.network import PATH_POLICIES, ROUTING_POLICIES, PathPolicy
 from netsim.network.links import LinkTable
-from netsim.network.routing import Ecmp, Router
+from netsim.network.path_policy import Ecmp
+from netsim.network.routing import Router
 from netsim.topology import load_topology
 
 

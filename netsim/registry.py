@@ -13,8 +13,10 @@ A :class:`Registry` maps the name a user writes in YAML or on the command line t
     COST_MODELS.get("psychic")   # SpecError: unknown collective cost model 'psychic'; allowed: ideal, nccl
 
 An unknown name is a one-line :class:`~netsim.errors.SpecError` that names the field and lists the
-allowed names.  Names keep registration order (what ``--help`` shows); aliases (old spellings kept
-for compatibility) resolve to the same entry but are not listed.
+allowed names.  Names keep registration order (what ``--help`` shows) unless the registry is made
+with ``sort_names=True`` (kinds whose entries live in several modules and are listed alphabetically,
+such as the MoE routers); aliases (old spellings kept for compatibility) resolve to the same entry
+but are not listed.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ class Registry(Generic[T]):
     Args:
         kind: what the entries are, for messages ("router", "path policy").
         field: the spec field or CLI option the name comes from, for messages.
+        sort_names: list the names alphabetically instead of in registration order.
     """
 
-    def __init__(self, kind: str, *, field: str | None = None) -> None:
+    def __init__(self, kind: str, *, field: str | None = None, sort_names: bool = False) -> None:
         self.kind = kind
         self.field = field
+        self.sort_names = sort_names
         self._entries: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
 
@@ -68,7 +72,7 @@ class Registry(Generic[T]):
             return name
         if name in self._aliases:
             return self._aliases[name]
-        raise SpecError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self._entries)}", source=source,
+        raise SpecError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}", source=source,
                         field=self.field)
 
     def get(self, name: str, *, source: str | None = None) -> T:
@@ -76,17 +80,17 @@ class Registry(Generic[T]):
         return self._entries[self.canonical(name, source=source)]
 
     def names(self) -> list[str]:
-        """Registered names in registration order (aliases excluded)."""
-        return list(self._entries)
+        """Registered names in registration order, or sorted with ``sort_names`` (aliases excluded)."""
+        return sorted(self._entries) if self.sort_names else list(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(self.names())
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def items(self) -> list[tuple[str, T]]:
-        return list(self._entries.items())
+        return [(name, self._entries[name]) for name in self.names()]

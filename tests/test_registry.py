@@ -42,3 +42,16 @@ def test_duplicate_registration_is_a_bug() -> None:
         reg.add("x", 2)
     with pytest.raises(ValueError):
         reg.add("y", 2, aliases=("x",))
+
+
+def test_sorted_registry_lists_and_names_alphabetically() -> None:
+    reg: Registry[int] = Registry("router", field="router", sort_names=True)
+    reg.add("switch", 1)
+    reg.add("deepseek", 2)
+    reg.add("hash", 3, aliases=("table",))
+    assert reg.names() == list(reg) == ["deepseek", "hash", "switch"]
+    assert reg.items() == [("deepseek", 2), ("hash", 3), ("switch", 1)]
+    assert reg.get("table") == 3
+    with pytest.raises(SpecError) as exc:
+        reg.get("top3")
+    assert exc.value.one_line() == "router: unknown router 'top3'; allowed: deepseek, hash, switch"

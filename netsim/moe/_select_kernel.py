@@ -30,6 +30,22 @@ except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 
+def _token_group_scores(scores: np.ndarray, bias: np.ndarray, i: int, gs: int,
+                        gscore: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``gscore[g]``: the sum of the two largest biased scores of group ``g`` for token ``i``."""
+    for g in range(gscore.size):
+        m1 = -np.inf
+        m2 = -np.inf
+        for j in range(g * gs, (g + 1) * gs):
+            v = scores[i, j] + bias[j]
+            if v > m1:
+                m2 = m1
+                m1 = v
+            elif v > m2:
+                m2 = v
+        gscore[g] = m1 + m2 if gs >= 2 else m1
+
+
 def _select(scores: np.ndarray, bias: np.ndarray, n_groups: int, topk_groups: int,
             top_k: int) -> np.ndarray:  # pragma: no cover - compiled
     t, n = scores.shape
@@ -39,18 +55,8 @@ def _select(scores: np.ndarray, bias: np.ndarray, n_groups: int, topk_groups: in
     kept = np.zeros(n_groups, dtype=np.bool_)
     vals = np.empty(top_k)
     for i in range(t):
-        for g in range(n_groups):
-            m1 = -np.inf
-            m2 = -np.inf
-            for j in range(g * gs, (g + 1) * gs):
-                v = scores[i, j] + bias[j]
-                if v > m1:
-                    m2 = m1
-                    m1 = v
-                elif v > m2:
-                    m2 = v
-            gscore[g] = m1 + m2 if gs >= 2 else m1
-            kept[g] = False
+        _token_group_scores(scores, bias, i, gs, gscore)
+        kept[:] = False
         for _ in range(topk_groups):
             best = -1
             for g in range(n_groups):
@@ -81,6 +87,8 @@ def _select(scores: np.ndarray, bias: np.ndarray, n_groups: int, topk_groups: in
     return out
 
 
+if HAVE_NUMBA:
+    _token_group_scores = numba.njit(cache=True, nogil=True)(_token_group_scores)
 select: Any = numba.njit(cache=True, nogil=True)(_select) if HAVE_NUMBA else None
 """The compiled :func:`_select` (``None`` without numba)."""
 

@@ -70,7 +70,7 @@ from netsim.moe.lab_data import (
 )
 from netsim.moe.lab_model import build_model
 from netsim.moe.placement import Placement, make_placement, rank_nodes
-from netsim.moe.routers import ROUTERS, DeepSeekRouter, make_router, router_names, router_param_names
+from netsim.moe.routers import ROUTERS, DeepSeekRouter, make_router, router_param_names
 from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
 from netsim.moe.traffic import routing_metrics
 
@@ -91,6 +91,25 @@ def require_torch() -> Any:
 # --------------------------------------------------------------------------------------------
 # configuration
 # --------------------------------------------------------------------------------------------
+
+
+#: LabConfig fields that must be integers >= 1, checked in this order
+_POSITIVE_INTS = (
+    "experts",
+    "ep",
+    "ranks_per_node",
+    "layers",
+    "hidden",
+    "heads",
+    "ffn_hidden",
+    "seq_len",
+    "batch",
+    "steps",
+    "max_corpus_bytes",
+    "max_file_bytes",
+    "eval_batches",
+    "vocab",
+)
 
 
 @dataclass
@@ -127,27 +146,21 @@ class LabConfig:
     threads: int | None = 1
 
     def __post_init__(self) -> None:
-        if self.router not in ROUTERS:
-            raise SpecError(f"unknown router {self.router!r}; allowed: {', '.join(router_names())}", field="router")
-        for name in (
-            "experts",
-            "ep",
-            "ranks_per_node",
-            "layers",
-            "hidden",
-            "heads",
-            "ffn_hidden",
-            "seq_len",
-            "batch",
-            "steps",
-            "max_corpus_bytes",
-            "max_file_bytes",
-            "eval_batches",
-            "vocab",
-        ):
+        ROUTERS.get(self.router)  # a one-line SpecError naming the allowed routers
+        self._check_sizes()
+        self._check_layout()
+        self._check_data()
+        self._check_training()
+        self._check_router_params()
+
+    def _check_sizes(self) -> None:
+        for name in _POSITIVE_INTS:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise SpecError(f"must be an integer >= 1 (got {v!r})", field=name)
+
+    def _check_layout(self) -> None:
+        """Experts over ranks over nodes, heads, GrAP's slices, placement and sharding names."""
         if self.experts % self.ep:
             raise SpecError(f"experts ({self.experts}) must be a multiple of ep ({self.ep})", field="experts")
         if self.ep % self.ranks_per_node and self.ranks_per_node < self.ep:
@@ -168,19 +181,26 @@ class LabConfig:
             )
         if self.sharding not in ("contiguous", "random"):
             raise SpecError(f"sharding must be contiguous or random (got {self.sharding!r})", field="sharding")
+
+    def _check_data(self) -> None:
+        """Tokenizer, domain sorting and the corpus sources."""
         if self.tokenizer not in ("byte", "bpe"):
             raise SpecError(f"tokenizer must be byte or bpe (got {self.tokenizer!r})", field="tokenizer")
         if self.tokenizer == "bpe" and self.vocab < 257:
             raise SpecError(f"a byte-level BPE needs vocab > 256 (got {self.vocab})", field="vocab")
         if not 0.0 <= self.domain_sort <= 1.0:
             raise SpecError(f"must be in [0, 1] (got {self.domain_sort})", field="domain_sort")
-        if not self.corpus:
-            if not self.domains:
-                raise SpecError("give at least one corpus source", field="domains")
-            for name in self.domains:
-                SOURCES.canonical(name)
-            if len(set(self.domains)) != len(self.domains):
-                raise SpecError(f"corpus sources repeat: {', '.join(self.domains)}", field="domains")
+        if self.corpus:
+            return
+        if not self.domains:
+            raise SpecError("give at least one corpus source", field="domains")
+        for name in self.domains:
+            SOURCES.canonical(name)
+        if len(set(self.domains)) != len(self.domains):
+            raise SpecError(f"corpus sources repeat: {', '.join(self.domains)}", field="domains")
+
+    def _check_training(self) -> None:
+        """Learning rate, evaluation split, shared experts and threads."""
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SpecError(f"must be > 0 (got {self.lr})", field="lr")
         if not 0.0 < self.eval_fraction < 0.5:
@@ -189,6 +209,8 @@ class LabConfig:
             raise SpecError(f"must be >= 0 (got {self.shared_experts})", field="shared_experts")
         if self.threads is not None and self.threads < 1:
             raise SpecError(f"must be >= 1 (got {self.threads})", field="threads")
+
+    def _check_router_params(self) -> None:
         allowed = set(router_param_names(self.router)) - {"local_experts"}
         for key in self.router_params:
             if key not in allowed:
@@ -211,7 +233,7 @@ class LabConfig:
         import inspect
 
         params = self.resolved_router_params()
-        defaults = {k: v.default for k, v in inspect.signature(ROUTERS[self.router]).parameters.items()}
+        defaults = {k: v.default for k, v in inspect.signature(ROUTERS.get(self.router)).parameters.items()}
         cf = params.get("capacity_factor", defaults.get("capacity_factor"))
         if self.router == "expert_choice":
             cf = None  # experts pick tokens: no overflow by construction

@@ -4,8 +4,8 @@ Token embedding + learned positions, ``layers`` pre-norm blocks (causal self-att
 MoE feed-forward: ``experts`` GELU experts of width ``ffn_hidden`` behind the router's torch
 wrapper, plus ``shared_experts`` dense experts), a final norm and an output head tied to the
 embedding.  Experts are initialised N(0, 1/d) in, N(0, 1/f) / sqrt(2 layers) out (GPT-2's
-residual scaling).  Torch is imported inside :func:`build_model` so this module imports without
-it.
+residual scaling).  Torch is imported inside the functions that build the module classes, so this
+module imports without it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,35 @@ __all__ = ["build_model"]
 
 def build_model(cfg: LabConfig, routers: list[Any], vocab: int) -> Any:
     """The lab model for ``cfg`` with one router per layer and a vocabulary of ``vocab`` tokens."""
+    import torch
+    from torch import Tensor, nn
+
+    block = _block_type(cfg, _moe_ffn_type(cfg))
+
+    class LabModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            shared = cfg.shared_experts if cfg.shared_experts is not None else (1 if cfg.router == "deepseek" else 0)
+            self.emb = nn.Embedding(vocab, cfg.hidden)
+            nn.init.normal_(self.emb.weight, std=0.02)
+            self.pos = nn.Parameter(torch.randn(cfg.seq_len, cfg.hidden) * 0.02)
+            self.blocks = nn.ModuleList(block(r, shared) for r in routers)
+            self.ln = nn.LayerNorm(cfg.hidden)
+
+        def forward(self, tokens: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, list[Any]]:
+            x = self.emb(tokens) + self.pos[: tokens.shape[1]]
+            routings = []
+            for blk in self.blocks:
+                x, r = blk(x, ctx)
+                routings.append(r)
+            return self.ln(x) @ self.emb.weight.T, routings
+
+    return LabModel()
+
+
+def _moe_ffn_type(cfg: LabConfig) -> Any:
+    """The MoE feed-forward module class: the router's torch wrapper, ``experts`` GELU experts
+    (each token's output is the gate-weighted sum of its experts'), plus ``shared`` dense ones."""
     import torch
     from torch import Tensor, nn
     from torch.nn import functional as F
@@ -63,6 +92,14 @@ def build_model(cfg: LabConfig, routers: list[Any], vocab: int) -> Any:
                 y = y + s(x)
             return y, routing
 
+    return MoEFFN
+
+
+def _block_type(cfg: LabConfig, moe_ffn: Any) -> Any:
+    """The pre-norm transformer block class: causal self-attention, then the MoE feed-forward."""
+    from torch import Tensor, nn
+    from torch.nn import functional as F
+
     class Block(nn.Module):
         def __init__(self, router: Any, shared: int) -> None:
             super().__init__()
@@ -71,7 +108,7 @@ def build_model(cfg: LabConfig, routers: list[Any], vocab: int) -> Any:
             self.qkv = nn.Linear(d, 3 * d)
             self.proj = nn.Linear(d, d)
             self.ln2 = nn.LayerNorm(d)
-            self.moe = MoEFFN(router, shared)
+            self.moe = moe_ffn(router, shared)
 
         def forward(self, x: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, Any]:
             b, s, d = x.shape
@@ -86,22 +123,4 @@ def build_model(cfg: LabConfig, routers: list[Any], vocab: int) -> Any:
             y, routing = self.moe(self.ln2(x).reshape(b * s, d), ctx)
             return x + y.view(b, s, d), routing
 
-    class LabModel(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            shared = cfg.shared_experts if cfg.shared_experts is not None else (1 if cfg.router == "deepseek" else 0)
-            self.emb = nn.Embedding(vocab, cfg.hidden)
-            nn.init.normal_(self.emb.weight, std=0.02)
-            self.pos = nn.Parameter(torch.randn(cfg.seq_len, cfg.hidden) * 0.02)
-            self.blocks = nn.ModuleList(Block(r, shared) for r in routers)
-            self.ln = nn.LayerNorm(cfg.hidden)
-
-        def forward(self, tokens: Tensor, ctx: dict[str, Any]) -> tuple[Tensor, list[Any]]:
-            x = self.emb(tokens) + self.pos[: tokens.shape[1]]
-            routings = []
-            for blk in self.blocks:
-                x, r = blk(x, ctx)
-                routings.append(r)
-            return self.ln(x) @ self.emb.weight.T, routings
-
-    return LabModel()
+    return Block

@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from netsim.errors import SpecError
+from netsim.registry import Registry
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -410,17 +411,17 @@ def _simple(fn: Callable[[int, int], Placement]) -> Callable[..., Placement]:
     return build
 
 
-PLACEMENTS: dict[str, Callable[..., Placement]] = {
-    "contiguous": _simple(contiguous_placement),
-    "round_robin": _simple(round_robin_placement),
-    "eplb": _eplb_factory("auto"),
-    "eplb_hierarchical": _eplb_factory("hierarchical"),
-    "eplb_global": _eplb_factory("global"),
-}
+PLACEMENTS: Registry[Callable[..., Placement]] = Registry("placement", field="placement", sort_names=True)
+PLACEMENTS.add("contiguous", _simple(contiguous_placement))
+PLACEMENTS.add("round_robin", _simple(round_robin_placement))
+PLACEMENTS.add("eplb", _eplb_factory("auto"))
+PLACEMENTS.add("eplb_hierarchical", _eplb_factory("hierarchical"))
+PLACEMENTS.add("eplb_global", _eplb_factory("global"))
 
 
 def placement_names() -> list[str]:
-    return sorted(PLACEMENTS)
+    """Registered placement names, sorted."""
+    return PLACEMENTS.names()
 
 
 def make_placement(name: str, n_experts: int, ep: int, **kwargs: Any) -> Placement:
@@ -429,10 +430,4 @@ def make_placement(name: str, n_experts: int, ep: int, **kwargs: Any) -> Placeme
     ``eplb*`` take ``load`` (``[n]`` expert loads), ``num_redundant``, ``num_groups`` and
     ``num_nodes``; ``contiguous`` and ``round_robin`` take nothing else.
     """
-    try:
-        factory = PLACEMENTS[name]
-    except KeyError:
-        raise SpecError(
-            f"unknown placement {name!r}; allowed: {', '.join(placement_names())}", field="placement"
-        ) from None
-    return factory(n_experts, ep, **kwargs)
+    return PLACEMENTS.get(name)(n_experts, ep, **kwargs)

@@ -311,8 +311,7 @@ class RouterSource:
         placement: Placement | None = None,
         rank_node: NDArray[np.integer[Any]] | None = None,
     ) -> None:
-        if router not in ROUTERS:
-            raise SpecError(f"unknown router {router!r}; allowed: {', '.join(sorted(ROUTERS))}", field="router")
+        ROUTERS.get(router)  # a one-line SpecError naming the allowed routers
         self.router_name = router
         self.experts, self.ep = int(experts), int(ep)
         self.tokens_per_rank = int(tokens_per_rank)
@@ -453,7 +452,7 @@ def routing_source(
         return _check_trace(TraceSource(trace, tokens_per_rank=tokens_per_rank if rescale_trace else None), experts, ep)
     raise SpecError(
         f"unknown routing {name!r}; allowed: a routing-trace .parquet path, a statistical model "
-        f"({', '.join(sorted(STAT_MODELS))}) or a router ({', '.join(sorted(ROUTERS))})",
+        f"({', '.join(STAT_MODELS.names())}) or a router ({', '.join(ROUTERS.names())})",
         field="routing",
     )
 

@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 
 from netsim.errors import SpecError
 from netsim.moe.placement import Placement
+from netsim.registry import Registry
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -269,21 +270,19 @@ class LocalityModel(StatModel):
         return p
 
 
-STAT_MODELS: dict[str, type[StatModel]] = {m.name: m for m in (UniformModel, ZipfModel, DirichletModel, LocalityModel)}
+STAT_MODELS: Registry[type[StatModel]] = Registry("routing model", field="routing", sort_names=True)
+for _model in (UniformModel, ZipfModel, DirichletModel, LocalityModel):
+    STAT_MODELS.add(_model.name, _model)
 
 
 def stat_model_names() -> list[str]:
-    return sorted(STAT_MODELS)
+    """Registered statistical routing model names, sorted."""
+    return STAT_MODELS.names()
 
 
 def make_stat_model(name: str, **params: Any) -> StatModel:
     """Build a statistical model by name, e.g. ``make_stat_model("zipf", s=1.2)``."""
-    try:
-        cls = STAT_MODELS[name]
-    except KeyError:
-        raise SpecError(
-            f"unknown routing model {name!r}; allowed: {', '.join(stat_model_names())}", field="routing"
-        ) from None
+    cls = STAT_MODELS.get(name)
     try:
         return cls(**params)
     except TypeError:

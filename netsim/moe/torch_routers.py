@@ -2,11 +2,11 @@
 
 Each :class:`TorchRouter` wraps a numpy :class:`~netsim.moe.routers.Router`.  It computes the
 router scores in torch (so gradients reach the router weights and the hidden states), hands the
-detached scores to the numpy router's ``assign`` for the discrete part (top-k, node-limited
-groups, capacity, drops, GShard's random second expert), then gathers the gates from the torch
-scores and recomputes the auxiliary losses in torch with the hard statistics (``f_i``, loads)
-taken from the numpy result.  Numpy and torch therefore always route identically, and the torch
-loss values equal the numpy ones (tests check both).
+detached scores, in a :class:`~netsim.moe.routers.TokenBatch`, to the numpy router's ``assign`` for
+the discrete part (top-k, node-limited groups, capacity, drops, GShard's random second expert),
+then gathers the gates from the torch scores and recomputes the auxiliary losses in torch with
+the hard statistics (``f_i``, loads) taken from the numpy result.  Numpy and torch therefore
+always route identically, and the torch loss values equal the numpy ones (tests check both).
 
 This module imports torch at import time; import it only where torch is available
 (``pip install 'moe-netsim[torch]'``).
@@ -32,6 +32,7 @@ from netsim.moe.routers import (
     Router,
     RoutingResult,
     SwitchRouter,
+    TokenBatch,
     _groups,
     _top_k,
     grouped_balance,
@@ -90,8 +91,7 @@ class TorchRouter(nn.Module):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
@@ -108,10 +108,9 @@ class TorchRouter(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.router.hidden:
             raise SpecError(f"hidden states must have shape [T, {self.router.hidden}], got {tuple(x.shape)}")
         s = self.scores(x)
-        result = self.router.assign(
-            _np(s), token_ids=token_ids, src_rank=src_rank, seq_ids=seq_ids, domain_ids=domain_ids
-        )
-        gates, losses = self.finish(s, result, src_rank, seq_ids)
+        batch = TokenBatch(_np(s), token_ids, src_rank, seq_ids, domain_ids)
+        result = self.router.assign(batch)
+        gates, losses = self.finish(s, result, batch)
         return TorchRouting(result, gates, losses)
 
     def sync_to_numpy(self) -> None:
@@ -142,8 +141,7 @@ class _HashT(TorchRouter):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         return torch.from_numpy(result.gates).to(scores.device, torch.float32), {}
 
@@ -153,11 +151,10 @@ class _SwitchT(_Linear):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
-        return _gather(scores, result.experts), {"aux": _grouped_aux(scores, result.requested, src_rank, r.alpha)}  # type: ignore[attr-defined]
+        return _gather(scores, result.experts), {"aux": _grouped_aux(scores, result.requested, batch.src_rank, r.alpha)}  # type: ignore[attr-defined]
 
 
 class _GShardT(_Linear):
@@ -165,15 +162,14 @@ class _GShardT(_Linear):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         top = _top_k(_np(scores), 2)
         g = scores.gather(1, torch.from_numpy(top).to(scores.device))
         g = g / g.sum(dim=-1, keepdim=True).clamp_min(1e-30)
         gates = g * torch.from_numpy(result.experts >= 0).to(scores.device, scores.dtype)
-        return gates, {"aux": _grouped_aux(scores, result.requested, src_rank, r.alpha)}  # type: ignore[attr-defined]
+        return gates, {"aux": _grouped_aux(scores, result.requested, batch.src_rank, r.alpha)}  # type: ignore[attr-defined]
 
 
 class _MixtralT(_Linear):
@@ -181,8 +177,7 @@ class _MixtralT(_Linear):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         g = _gather(scores, result.experts)
@@ -196,8 +191,7 @@ class _ExpertChoiceT(_Linear):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         return _gather(scores, result.experts), {}
 
@@ -212,14 +206,13 @@ class _DeepSeekT(_Linear):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         s = _gather(scores, result.experts)
         gates = r.route_scale * s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30)
         t, n = scores.shape
-        seq = np.zeros(t, dtype=np.int64) if seq_ids is None else np.asarray(seq_ids, dtype=np.int64)
+        seq = np.zeros(t, dtype=np.int64) if batch.seq_ids is None else batch.seq_ids
         _, inv = np.unique(seq, return_inverse=True)
         inv = inv.reshape(t)
         n_seq = int(inv.max()) + 1 if t else 1
@@ -249,13 +242,12 @@ class _LocMoET(TorchRouter):
         self,
         scores: Tensor,
         result: RoutingResult,
-        src_rank: NDArray[Any] | None,
-        seq_ids: NDArray[Any] | None,
+        batch: TokenBatch,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
-        losses = {"aux": _grouped_aux(scores, result.requested, src_rank, r.alpha)}
-        if src_rank is not None and r.local_experts is not None and result.num_tokens:
-            src = np.asarray(src_rank, dtype=np.int64)
+        losses = {"aux": _grouped_aux(scores, result.requested, batch.src_rank, r.alpha)}
+        src = batch.src_rank
+        if src is not None and r.local_experts is not None and result.num_tokens:
             present = np.unique(src)
             d_l = torch.from_numpy(r.target(int(present.max()) + 1)[present]).to(scores.device, scores.dtype)
             _, inv = np.unique(src, return_inverse=True)

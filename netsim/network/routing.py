@@ -21,19 +21,9 @@ Everything is vectorised over flows: servers with identical internal wiring shar
 of intra-server paths, and the fabric walk groups flows by the switch they are at, so
 routing a million flows costs a few numpy passes per hop rather than a million graph searches.
 
-Strategies (the names used in specs, :data:`ROUTING_POLICIES`):
-
-``shortest``  deterministic: always the first least-cost path (by device id).
-``ecmp``      per-flow hash of (flow id, source, destination, seed, hop) over equal-cost next
-              hops, as RoCE/Ethernet ECMP does; collisions happen, as on real fabrics.
-``ecmp-pair`` as ``ecmp`` but hashed on (source, destination, seed, hop) only: every flow
-              between two devices takes the same path, as one NCCL connection (one QP, one UDP
-              source port) does for its whole life; exact and stream collectives hash alike.
-``spray``     a flow's bytes are split evenly over all equal-cost next hops at every hop
-              (InfiniBand adaptive routing / packet spraying): no collisions.
-``pxn``       as ``ecmp``, but inter-node traffic between accelerators on different rails
-              first crosses the intra-node fabric to the GPU whose NIC is on the destination's
-              rail (NCCL's PXN), so it never crosses rails in the fabric.
+Which of several equal-cost candidates a flow takes is its *path policy*
+(:mod:`netsim.network.path_policy`: ``shortest``, ``ecmp``, ``ecmp-pair``, ``spray``, ``pxn``), an
+object the router asks and never compares by name.
 
 The output is a sparse flow x link incidence with weights (1 on a single path, fractions for
 spraying) and the path latency of each flow.
@@ -48,11 +38,12 @@ from dataclasses import dataclass, field
 import networkx as nx
 import numpy as np
 
-from netsim.errors import RoutingError, SpecError
+from netsim.errors import RoutingError
 from netsim.network.fabric import FORWARDING_KINDS, FabricPaths
 from netsim.network.links import LinkTable
+from netsim.network.path_policy import PATH_POLICIES, ROUTING_POLICIES, PathPolicy
 
-ROUTING_POLICIES = ("shortest", "ecmp", "ecmp-pair", "spray", "pxn")
+__all__ = ["PATH_POLICIES", "ROUTING_POLICIES", "PathPolicy", "Router", "Routes", "mix64"]
 
 _MAX_INTRA_PATHS = 64
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -121,13 +112,14 @@ class _IntraCache:
 
 
 class Router:
-    """Routes batches of flows on one topology with one strategy and seed."""
+    """Routes batches of flows on one topology with one path policy and seed.
 
-    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str = "ecmp", seed: int = 0) -> None:
-        if policy not in ROUTING_POLICIES:
-            raise SpecError(f"unknown routing policy {policy!r}; allowed: {', '.join(ROUTING_POLICIES)}",
-                            field="routing")
-        self.policy = policy
+    ``policy``: a :class:`PathPolicy` or the name it is registered under in :data:`PATH_POLICIES`.
+    """
+
+    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str | PathPolicy = "ecmp",
+                 seed: int = 0) -> None:
+        self.policy = PATH_POLICIES.get(policy) if isinstance(policy, str) else policy
         self.seed = int(seed)
         self.links = links
         n = links.num_devices
@@ -345,10 +337,9 @@ class Router:
             if paths.shape[0] == 0:
                 failed[sel] = True
                 continue
-            choice = (h[sel] % np.uint64(paths.shape[0])).astype(np.int64) if self.policy != "shortest" else \
-                np.zeros(sel.size, dtype=np.int64)
+            choice = self.policy.pick(h[sel], paths.shape[0])
             rows = self._row_arr[self.server[a[sel]]]
-            if self.policy == "spray" and paths.shape[0] > 1:
+            if self.policy.splits and paths.shape[0] > 1:
                 w = 1.0 / paths.shape[0]
                 for p in range(paths.shape[0]):
                     loc = paths[p][paths[p] >= 0]
@@ -391,7 +382,7 @@ class Router:
         out[ok] = own[ok]
         isgw = self.is_gateway[dev] & (self.gw_network[dev] == net)
         out[isgw] = dev[isgw]
-        if self.policy == "pxn" and peer is not None:
+        if self.policy.rail_gateway and peer is not None:
             peer_nic = self.own_nic[peer]
             sel = np.flatnonzero(ok & (peer_nic >= 0) & (self.kind_is_acc(dev)))
             for i in sel.tolist():
@@ -403,7 +394,7 @@ class Router:
         for i in rest.tolist():
             cands = self._server_gateways.get((int(self.server[dev[i]]), int(net[i])))
             if cands is not None and cands.size:
-                out[i] = cands[int(h[i] % np.uint64(cands.size))] if self.policy != "shortest" else cands[0]
+                out[i] = cands[self.policy.pick_one(h[i], cands.size)]
         return out
 
     def _reachable_gateway(self, dev: int, target: int, net: int) -> int:
@@ -468,7 +459,7 @@ class Router:
                     raise RoutingError(f"no route from {a} to {z} through the fabric"
                                        + self.fabric.relay_hint(self._graph, a, z))
                 cnt = cnt_u[inv]
-                if self.policy == "spray":
+                if self.policy.splits:
                     jj = np.repeat(np.arange(rows.size), cnt)
                     pos = np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
                     ii = table[inv[jj], pos]
@@ -480,12 +471,9 @@ class Router:
                     nxt_node.append(self._adj_nbr[adj[ii]])
                     nxt_w.append(w)
                 else:
-                    if self.policy == "shortest":
-                        k = np.zeros(rows.size, dtype=np.int64)
-                    else:
-                        with np.errstate(over="ignore"):
-                            hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
-                        k = (hk % cnt.astype(np.uint64)).astype(np.int64)
+                    with np.errstate(over="ignore"):
+                        hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
+                    k = self.policy.pick(hk, cnt)
                     pick = adj[table[inv, k]]
                     out.append((fidx[fl], self._adj_link[pick], r_w[rows]))
                     nxt_flow.append(fl)
@@ -494,7 +482,7 @@ class Router:
             r_flow = np.concatenate(nxt_flow)
             r_node = np.concatenate(nxt_node)
             r_w = np.concatenate(nxt_w)
-            if self.policy == "spray" and r_flow.size:
+            if self.policy.splits and r_flow.size:
                 key = r_flow.astype(np.int64) * (self.links.num_devices + 1) + r_node
                 uk, kinv = np.unique(key, return_inverse=True)
                 r_w = np.bincount(kinv, weights=r_w)
@@ -507,8 +495,7 @@ class Router:
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         nflow = src.size
-        key = np.zeros(nflow, dtype=np.uint64) if self.policy == "ecmp-pair" else \
-            np.asarray(flow_ids, dtype=np.uint64)
+        key = self.policy.flow_key(flow_ids)
         with np.errstate(over="ignore"):
             h = mix64(key * np.uint64(0x9E3779B97F4A7C15)
                       + mix64(src.astype(np.uint64) * np.uint64(1_000_003) + dst.astype(np.uint64))

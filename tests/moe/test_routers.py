@@ -19,6 +19,7 @@ from netsim.moe.routers import (
     MixtralRouter,
     RRERouter,
     SwitchRouter,
+    TokenBatch,
     keep_within_capacity,
     kl_divergence,
     localised_distribution,
@@ -244,7 +245,7 @@ def test_mixtral_top2_renormalised_no_drops() -> None:
 def test_deepseek_group_selection_uses_top2_sum_not_max() -> None:
     r = DeepSeekRouter(4, 4, top_k=2, n_groups=2, topk_groups=1, route_scale=2.5)
     s = np.array([[0.8, 0.8, 0.9, 0.1]])  # group {0,1}: 1.6 > group {2,3}: 1.0
-    res = r.assign(s)
+    res = r.assign(TokenBatch(s))
     assert sorted(res.experts[0].tolist()) == [0, 1]
     assert np.allclose(res.gates[0], [1.25, 1.25])  # 2.5 * 0.8 / 1.6
 
@@ -252,9 +253,9 @@ def test_deepseek_group_selection_uses_top2_sum_not_max() -> None:
 def test_deepseek_bias_changes_selection_not_gates() -> None:
     r = DeepSeekRouter(4, 4, top_k=1, n_groups=1, topk_groups=1)
     s = np.array([[0.9, 0.2, 0.3, 0.4]])
-    assert r.assign(s).experts[0, 0] == 0
+    assert r.assign(TokenBatch(s)).experts[0, 0] == 0
     r.bias = np.array([0.0, 1.0, 0.0, 0.0])
-    res = r.assign(s)
+    res = r.assign(TokenBatch(s))
     assert res.experts[0, 0] == 1
     assert res.gates[0, 0] == pytest.approx(2.5)  # unbiased 0.2 / 0.2 * route_scale
 
@@ -284,7 +285,7 @@ def test_deepseek_never_more_than_m_nodes_per_token() -> None:
 def test_deepseek_sequence_wise_balance_loss() -> None:
     r = DeepSeekRouter(2, 2, top_k=1, n_groups=1, topk_groups=1, alpha=1e-4)
     s = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.6]])
-    res = r.assign(s, seq_ids=np.array([0, 0, 1]))
+    res = r.assign(TokenBatch(s, seq_ids=np.array([0, 0, 1])))
     # seq 0: both to expert 0: f = [2, 0] * 2 / (1 * 2) = [2, 0]; P = mean([0.9,0.1],[0.8,0.2])
     l0 = 2 * 0.85
     # seq 1: expert 1: f = [0, 2]; P = [1/3, 2/3]
@@ -511,3 +512,24 @@ def test_counts_are_the_counts_of_route(name: str) -> None:
     res = r.route(x, src_rank=np.zeros(300, dtype=np.int64))
     counts, drops = r.counts(x, src_rank=np.zeros(300, dtype=np.int64))
     assert np.array_equal(counts, res.counts) and np.array_equal(drops, res.drops)
+
+
+def test_token_batch_checks_its_side_arrays() -> None:
+    s = np.full((3, 2), 0.5)
+    b = TokenBatch(s, src_rank=np.array([0, 1, 1], dtype=np.int32))
+    assert b.src_rank is not None and b.src_rank.dtype == np.int64 and b.num_tokens == 3
+    with pytest.raises(SpecError, match=r"src_rank must have shape \(3,\), got \(2,\)") as exc:
+        TokenBatch(s, src_rank=np.array([0, 1]))
+    assert exc.value.field == "src_rank"
+    with pytest.raises(SpecError, match="seq_ids must be integers"):
+        TokenBatch(s, seq_ids=np.array([0.0, 0.5, 1.0]))
+    with pytest.raises(SpecError, match="scores must be"):
+        TokenBatch(np.zeros(3))
+    with pytest.raises(AttributeError):
+        b.src_rank = None  # type: ignore[misc]
+    # the same batch routes the same through assign as through route
+    r = SwitchRouter(2, 2, capacity_factor=1.0)
+    x = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    via_route = r.route(x, src_rank=np.array([0, 0, 1]))
+    via_batch = r.assign(TokenBatch(r.scores(x), src_rank=np.array([0, 0, 1])))
+    assert np.array_equal(via_route.experts, via_batch.experts)

@@ -6,6 +6,11 @@ machine code: a round costs a few nanoseconds per active link instead of the doz
 (microseconds each) of the vectorised version, which is what a replay with tens of thousands
 of small rate updates needs.  ``HAVE_NUMBA`` is false when numba cannot be imported; the
 engine then uses the numpy path of :mod:`netsim.network.sharing`.
+
+The loop's steps (link shares, queueing saturated and capped flows, freezing, dropping idle
+links) are small compiled helpers that the compiled loop calls: splitting the loop into them
+cost nothing measurable (the same rates byte for byte; 2.68 -> 2.59 CPU s on a microbenchmark
+of 212 random flow sets, 5.39 -> 5.02 CPU s for ``benchmarks/alltoall.py --nodes 128``).
 """
 
 from __future__ import annotations

@@ -338,6 +338,73 @@ class _Model:
         return sorted(classes), bottleneck
 
 
+def _check_cases(cases: Sequence[FitCase]) -> None:
+    """Raise unless there are cases and each has as many positive measured times as sizes."""
+    if not cases:
+        raise NetsimError("nothing to calibrate: no measured sizes")
+    for c in cases:
+        if len(c.sizes_bytes) != len(c.measured_s) or len(c.sizes_bytes) == 0:
+            raise NetsimError("a fit case needs as many measured times as sizes (and at least one)",
+                              source=c.source or None)
+        if not (np.asarray(c.measured_s) > 0).all():
+            raise NetsimError("measured times must be > 0", source=c.source or None)
+
+
+def _starting_point(model: _Model, cls: Sequence[str], base_eff: Mapping[str, float],
+                    bottleneck: Mapping[int, str]) -> tuple[np.ndarray, float, float]:
+    """The optimisation's start ``x0 = (log efficiency per class..., latency variable)`` and the
+    latency variable's bounds.
+
+    Efficiencies start at the preset's (nccl) or nominal links (ideal); the latency from the
+    smallest size of every case; then each case's bottleneck class is scaled by the ratio of
+    simulated to measured time at its largest size.
+    """
+    meas = model.measured
+    p = len(cls)
+    ends = np.zeros(len(model.items), dtype=bool)
+    firsts: list[int] = []
+    lasts: dict[int, int] = {}
+    for ci in range(len(model.cases)):
+        ks = np.flatnonzero(model.case_of == ci)
+        firsts.append(int(ks[np.argmin(model.size_of[ks])]))
+        lasts[ci] = int(ks[np.argmax(model.size_of[ks])])
+        ends[firsts[-1]] = ends[lasts[ci]] = True
+    x0 = np.zeros(p + 1)
+    for j, name in enumerate(cls):
+        x0[j] = math.log(min(1.0, max(base_eff.get(name, 1.0), _MIN_EFFICIENCY)))
+    start_eff = {c: math.exp(x0[j]) for j, c in enumerate(cls)}
+    if model.cost_model == "ideal":
+        t_nominal = model.simulate(start_eff, 0.0, ends)
+        lat0 = float(np.median([max(0.0, (meas[k] - t_nominal[k])) for k in firsts]))
+        lat_hi_us = float(np.min(meas) * 1e6)
+        x0[p] = min(lat0 * 1e6 / 4, lat_hi_us)  # a few steps on the critical path
+        lat_lo, lat_hi = 0.0, max(lat_hi_us, 1e-9)
+    else:
+        t_nominal = model.simulate(start_eff, 1.0, ends)
+        ratios_small = [meas[k] / t_nominal[k] for k in firsts if t_nominal[k] > 0]
+        x0[p] = float(np.clip(np.log(np.median(ratios_small)) if ratios_small else 0.0, -2.0, 2.0))
+        lat_lo, lat_hi = math.log(0.05), math.log(20.0)
+    t_lat = model.simulate(start_eff, model.latency_of(float(x0[p])), ends)
+    for j, name in enumerate(cls):
+        ratios = [t_lat[lasts[ci]] / meas[lasts[ci]] for ci, cb in bottleneck.items() if cb == name]
+        if ratios:
+            x0[j] = float(np.clip(x0[j] + np.mean(np.log(ratios)), math.log(_MIN_EFFICIENCY), 0.0))
+    return x0, lat_lo, lat_hi
+
+
+def _sensitive_classes(residual: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, p: int) -> list[int]:
+    """Indexes of the classes whose efficiency changes some time: each is probed with a 30%
+    lower efficiency (the others, never near a bottleneck, stay out of the optimisation)."""
+    r0 = residual(x0)
+    active = []
+    for j in range(p):
+        probe = x0.copy()
+        probe[j] = max(x0[j] - 0.36, math.log(_MIN_EFFICIENCY))
+        if np.abs(residual(probe) - r0).max() > 1e-6:
+            active.append(j)
+    return active
+
+
 def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: int = 0,
                     classes: Sequence[str] | None = None, max_sizes: int = 8, topology: str | None = None,
                     nodes: int | None = None, source_logs: Sequence[str] = (), cost_model: str = "nccl",
@@ -362,14 +429,7 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
 
     from netsim.collectives.setup import collective_setup
 
-    if not cases:
-        raise NetsimError("nothing to calibrate: no measured sizes")
-    for c in cases:
-        if len(c.sizes_bytes) != len(c.measured_s) or len(c.sizes_bytes) == 0:
-            raise NetsimError("a fit case needs as many measured times as sizes (and at least one)",
-                              source=c.source or None)
-        if not (np.asarray(c.measured_s) > 0).all():
-            raise NetsimError("measured times must be > 0", source=c.source or None)
+    _check_cases(cases)
     say = progress or (lambda _m: None)
     ideal = cost_model == "ideal"
     model = _Model(cases, routing, seed, max(2, int(max_sizes)), cost_model)
@@ -381,36 +441,7 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
     say(f"fitting the efficiency of {', '.join(cls) or 'no link class'} and the "
         f"{'step latency' if ideal else 'NCCL latency scale'} on {int(mask.sum())} sizes")
     meas = model.measured
-
-    # starting point: the preset (nccl) or nominal links (ideal)
-    ends = np.zeros(len(model.items), dtype=bool)
-    firsts: list[int] = []
-    lasts: dict[int, int] = {}
-    for ci in range(len(cases)):
-        ks = np.flatnonzero(model.case_of == ci)
-        firsts.append(int(ks[np.argmin(model.size_of[ks])]))
-        lasts[ci] = int(ks[np.argmax(model.size_of[ks])])
-        ends[firsts[-1]] = ends[lasts[ci]] = True
-    x0 = np.zeros(p + 1)
-    for j, name in enumerate(cls):
-        x0[j] = math.log(min(1.0, max(base_eff.get(name, 1.0), _MIN_EFFICIENCY)))
-    start_eff = {c: math.exp(x0[j]) for j, c in enumerate(cls)}
-    if ideal:
-        t_nominal = model.simulate(start_eff, 0.0, ends)
-        lat0 = float(np.median([max(0.0, (meas[k] - t_nominal[k])) for k in firsts]))
-        lat_hi_us = float(np.min(meas) * 1e6)
-        x0[p] = min(lat0 * 1e6 / 4, lat_hi_us)  # a few steps on the critical path
-        lat_lo, lat_hi = 0.0, max(lat_hi_us, 1e-9)
-    else:
-        t_nominal = model.simulate(start_eff, 1.0, ends)
-        ratios_small = [meas[k] / t_nominal[k] for k in firsts if t_nominal[k] > 0]
-        x0[p] = float(np.clip(np.log(np.median(ratios_small)) if ratios_small else 0.0, -2.0, 2.0))
-        lat_lo, lat_hi = math.log(0.05), math.log(20.0)
-    t_lat = model.simulate(start_eff, model.latency_of(float(x0[p])), ends)
-    for j, name in enumerate(cls):
-        ratios = [t_lat[lasts[ci]] / meas[lasts[ci]] for ci, cb in bottleneck.items() if cb == name]
-        if ratios:
-            x0[j] = float(np.clip(x0[j] + np.mean(np.log(ratios)), math.log(_MIN_EFFICIENCY), 0.0))
+    x0, lat_lo, lat_hi = _starting_point(model, cls, base_eff, bottleneck)
 
     def residual(x: np.ndarray) -> np.ndarray:
         t = model.times(cls, x, mask)[mask]
@@ -418,13 +449,7 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
 
     # classes whose efficiency does not change any time (never near a bottleneck) stay out of
     # the optimisation: probe each with a 30% lower efficiency
-    r0 = residual(x0)
-    active = []
-    for j in range(p):
-        probe = x0.copy()
-        probe[j] = max(x0[j] - 0.36, math.log(_MIN_EFFICIENCY))
-        if np.abs(residual(probe) - r0).max() > 1e-6:
-            active.append(j)
+    active = _sensitive_classes(residual, x0, p)
     free = [*active, p]
     for j in active:  # start strictly inside the bounds (a trust region leaves a bound slowly)
         x0[j] = min(x0[j], math.log(0.99))
@@ -450,11 +475,9 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
         + (f"step latency {lat_s * 1e6:.3f} us" if ideal else f"latency scale {scale:.3f}")
         + f" ({model.simulations} simulations); checking all sizes")
     final = model.simulate(eff, latency, np.ones(len(model.items), dtype=bool))
-    points = []
-    for k, (ci, si) in enumerate(model.items):
-        c = cases[ci]
-        points.append(FitPoint(c.source, c.op, len(c.devices), c.nnodes, int(c.sizes_bytes[si]),
-                               float(c.measured_s[si] * 1e6), float(final[k] * 1e6)))
+    points = [FitPoint(cases[ci].source, cases[ci].op, len(cases[ci].devices), cases[ci].nnodes,
+                       int(cases[ci].sizes_bytes[si]), float(cases[ci].measured_s[si] * 1e6), float(final[k] * 1e6))
+              for k, (ci, si) in enumerate(model.items)]
     logerr = np.log(final / model.measured)
     return Calibration(link_efficiency=eff, step_latency_s=lat_s, cost_model=cost_model, latency_scale=scale,
                        topology=topology, nodes=nodes, routing=routing, unconstrained_classes=unconstrained,

@@ -341,6 +341,21 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
             )
     if len(df) == 0:
         raise TraceError("kernel table has no rows", source=src)
+    out = _numeric_columns(df, src)
+    out["kernel"] = out["kernel"].astype(str)
+    out["pass"] = out["pass"].astype(str)
+    _check_names(out, src)
+    out["dtype"] = _canonical_dtypes(out["dtype"], src)
+    _check_values(out, src)
+    _fill_counts(out)
+    out["repeats"] = out["repeats"].astype(int)
+    out["inner"] = out["inner"].astype(int)
+    return out.loc[:, list(TABLE_COLUMNS)]
+
+
+def _numeric_columns(df: pd.DataFrame, src: str) -> pd.DataFrame:
+    """A copy with the optional columns added (shapes NaN, percentiles = ``time_s``, counts 1,
+    label empty) and the shape, time and count columns as numbers (first non-number: error)."""
     out = df.copy().reset_index(drop=True)
     for col in SHAPE_COLUMNS:
         if col not in out.columns:
@@ -358,10 +373,12 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
         except (ValueError, TypeError):
             bad = next(i for i, v in enumerate(out[col]) if not _is_number(v))
             raise TraceError(f"row {bad + 1}: not a number ({out[col].iloc[bad]!r})", source=src, field=col) from None
-    out["kernel"] = out["kernel"].astype(str)
-    out["pass"] = out["pass"].astype(str)
-    _check_names(out, src)
-    out["dtype"] = _canonical_dtypes(out["dtype"], src)
+    return out
+
+
+def _check_values(out: pd.DataFrame, src: str) -> None:
+    """Every kernel's shape parameters > 0, times finite, > 0 and ordered p10 <= time <= p90,
+    repeats and inner integers >= 1 (the first bad row is the error)."""
     for kernel, g in out.groupby("kernel", sort=False):
         for p in KERNELS[str(kernel)].params:
             v = g[p].to_numpy(dtype=float)
@@ -375,7 +392,10 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
         v = out[col].to_numpy(dtype=float)
         bad = ~(np.isfinite(v) & (v >= 1) & (np.mod(np.where(np.isfinite(v), v, 0.5), 1.0) == 0))
         _first_bad(bad, out.index, src, col, "must be an integer >= 1", out[col])
-    # flops / bytes: recompute from the catalogue where missing, keep measured-file values otherwise
+
+
+def _fill_counts(out: pd.DataFrame) -> None:
+    """flops / bytes: recomputed from the catalogue where missing, measured-file values kept otherwise."""
     for col in ("flops", "bytes"):
         out[col] = pd.to_numeric(out[col], errors="coerce") if col in out.columns else np.nan
     for (kernel, pass_, dtype), g in out.groupby(["kernel", "pass", "dtype"], sort=False):
@@ -383,9 +403,6 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
         flops, nbytes = spec.counts({p: g[p].to_numpy(dtype=float) for p in spec.params}, str(pass_), str(dtype))
         out.loc[g.index, "flops"] = np.where(np.isfinite(g["flops"]), g["flops"], flops)
         out.loc[g.index, "bytes"] = np.where(np.isfinite(g["bytes"]), g["bytes"], nbytes)
-    out["repeats"] = out["repeats"].astype(int)
-    out["inner"] = out["inner"].astype(int)
-    return out.loc[:, list(TABLE_COLUMNS)]
 
 
 def _check_names(out: pd.DataFrame, src: str) -> None:

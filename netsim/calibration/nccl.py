@@ -151,6 +151,76 @@ def _finish(sec: _Section, source: str, last_line: int, runs: list[NcclRun]) -> 
                         df.reset_index(drop=True)))
 
 
+def _section_comment(sec: _Section, line: str, lineno: int, source: str) -> None:
+    """Record a ``#`` line inside a run: a rank's host and device, the column header (how many
+    variants: out-of-place, in-place), the average bus bandwidth or the out-of-bounds count."""
+    m = _RANK.match(line)
+    if m:
+        rank = int(_num(m.group(1), int, source, lineno, "rank"))
+        if rank >= MAX_ACCELERATORS:
+            raise TraceError(f"line {lineno}: rank {rank} is beyond the {MAX_ACCELERATORS:,} accelerators "
+                             "netsim models", source=source)
+        sec.ranks[rank] = (m.group(4), m.group(7).strip())
+        return
+    toks = line.lstrip("#").split()
+    if "size" in toks and "time" in toks and "busbw" in toks:
+        sec.variants = toks.count("time")
+        return
+    m = _AVG.match(line)
+    if m:
+        sec.avg = _num(m.group(1), float, source, lineno, "average bus bandwidth")
+        return
+    m = _OOB.match(line)
+    if m:
+        sec.oob = int(m.group(1))
+
+
+def _result_row(line: str, variants: int, lineno: int, source: str) -> dict[str, object]:
+    """One result row: size, count, type, redop, root and per variant time, algbw, busbw, #wrong
+    (NaN for a variant the run does not print)."""
+    toks = line.split()
+    want = 5 + 4 * variants
+    if len(toks) != want:
+        raise TraceError(f"line {lineno}: expected {want} columns (size count type redop root + "
+                         f"{variants} x time algbw busbw #wrong), got {len(toks)}: {line!r}", source=source)
+    row: dict[str, object] = {
+        "size_bytes": int(_num(toks[0], int, source, lineno, "size")),
+        "count": int(_num(toks[1], int, source, lineno, "count")),
+        "type": toks[2],
+        "redop": toks[3],
+        "root": int(_num(toks[4], int, source, lineno, "root")),
+    }
+    if row["size_bytes"] < 0 or row["count"] < 0:  # type: ignore[operator]
+        raise TraceError(f"line {lineno}: size and count must be >= 0", source=source)
+    if row["size_bytes"] > QUANTITY_MAX["bytes"]:  # type: ignore[operator]
+        raise TraceError(f"line {lineno}: size {toks[0]} is beyond any real message", source=source)
+    for v, prefix in enumerate(("oop", "ip")):
+        if v < variants:
+            row.update(_variant_columns(toks, 5 + 4 * v, prefix, lineno, source))
+        else:
+            for col in ("time_us", "algbw_GBps", "busbw_GBps", "wrong"):
+                row[f"{prefix}_{col}"] = math.nan
+    if math.isnan(row["oop_time_us"]):  # type: ignore[arg-type]
+        raise TraceError(f"line {lineno}: the out-of-place time is N/A", source=source)
+    row["line"] = lineno
+    return row
+
+
+def _variant_columns(toks: list[str], base: int, prefix: str, lineno: int, source: str) -> dict[str, float]:
+    """Time (us), algbw, busbw (GB/s) and #wrong of one variant from the tokens at ``base``."""
+    t = _num(toks[base], float, source, lineno, "time")
+    if not (math.isnan(t) or t >= 0):
+        raise TraceError(f"line {lineno}: negative time {toks[base]!r}", source=source)
+    if t * 1e-6 > QUANTITY_MAX["duration"]:
+        raise TraceError(f"line {lineno}: time {toks[base]} us is beyond any real run", source=source)
+    return {
+        f"{prefix}_time_us": t,
+        f"{prefix}_algbw_GBps": _num(toks[base + 1], float, source, lineno, "algbw"),
+        f"{prefix}_busbw_GBps": _num(toks[base + 2], float, source, lineno, "busbw"),
+        f"{prefix}_wrong": _num(toks[base + 3], float, source, lineno, "#wrong"),
+    }
+
+
 def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) -> list[NcclRun]:
     """Parse the text of a nccl-tests log into its runs (see the module docstring)."""
     default_op = op if op is not None else _perf_name_to_op(os.path.basename(source))
@@ -182,27 +252,8 @@ def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) 
                 sec.header = {"nThread": m.group(1), "nGpus": m.group(2)}
                 sec.header.update({k: v for k, v in _KV.findall(m.group(3))})
                 continue
-            if sec is None:
-                continue
-            m = _RANK.match(line)
-            if m:
-                rank = int(_num(m.group(1), int, source, lineno, "rank"))
-                if rank >= MAX_ACCELERATORS:
-                    raise TraceError(f"line {lineno}: rank {rank} is beyond the {MAX_ACCELERATORS:,} accelerators "
-                                     "netsim models", source=source)
-                sec.ranks[rank] = (m.group(4), m.group(7).strip())
-                continue
-            toks = line.lstrip("#").split()
-            if "size" in toks and "time" in toks and "busbw" in toks:
-                sec.variants = toks.count("time")
-                continue
-            m = _AVG.match(line)
-            if m:
-                sec.avg = _num(m.group(1), float, source, lineno, "average bus bandwidth")
-                continue
-            m = _OOB.match(line)
-            if m:
-                sec.oob = int(m.group(1))
+            if sec is not None:
+                _section_comment(sec, line, lineno, source)
             continue
         if not line[0].isdigit():
             continue  # NCCL INFO/WARN lines, MPI noise
@@ -210,41 +261,7 @@ def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) 
             raise TraceError(f"line {lineno}: result row before the nccl-tests column header", source=source)
         if sec.avg is not None:
             raise TraceError(f"line {lineno}: result row after the '# Avg bus bandwidth' trailer", source=source)
-        toks = line.split()
-        want = 5 + 4 * sec.variants
-        if len(toks) != want:
-            raise TraceError(f"line {lineno}: expected {want} columns (size count type redop root + "
-                             f"{sec.variants} x time algbw busbw #wrong), got {len(toks)}: {line!r}", source=source)
-        row: dict[str, object] = {
-            "size_bytes": int(_num(toks[0], int, source, lineno, "size")),
-            "count": int(_num(toks[1], int, source, lineno, "count")),
-            "type": toks[2],
-            "redop": toks[3],
-            "root": int(_num(toks[4], int, source, lineno, "root")),
-        }
-        if row["size_bytes"] < 0 or row["count"] < 0:  # type: ignore[operator]
-            raise TraceError(f"line {lineno}: size and count must be >= 0", source=source)
-        if row["size_bytes"] > QUANTITY_MAX["bytes"]:  # type: ignore[operator]
-            raise TraceError(f"line {lineno}: size {toks[0]} is beyond any real message", source=source)
-        for v, prefix in enumerate(("oop", "ip")):
-            if v < sec.variants:
-                base = 5 + 4 * v
-                t = _num(toks[base], float, source, lineno, "time")
-                if not (math.isnan(t) or t >= 0):
-                    raise TraceError(f"line {lineno}: negative time {toks[base]!r}", source=source)
-                if t * 1e-6 > QUANTITY_MAX["duration"]:
-                    raise TraceError(f"line {lineno}: time {toks[base]} us is beyond any real run", source=source)
-                row[f"{prefix}_time_us"] = t
-                row[f"{prefix}_algbw_GBps"] = _num(toks[base + 1], float, source, lineno, "algbw")
-                row[f"{prefix}_busbw_GBps"] = _num(toks[base + 2], float, source, lineno, "busbw")
-                row[f"{prefix}_wrong"] = _num(toks[base + 3], float, source, lineno, "#wrong")
-            else:
-                for col in ("time_us", "algbw_GBps", "busbw_GBps", "wrong"):
-                    row[f"{prefix}_{col}"] = math.nan
-        if math.isnan(row["oop_time_us"]):  # type: ignore[arg-type]
-            raise TraceError(f"line {lineno}: the out-of-place time is N/A", source=source)
-        row["line"] = lineno
-        sec.rows.append(row)
+        sec.rows.append(_result_row(line, sec.variants, lineno, source))
     if sec is not None:
         _finish(sec, source, lineno, runs)
     if not runs:

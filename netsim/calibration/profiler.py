@@ -7,7 +7,7 @@ Method, per (kernel, shape, dtype):
 
 1. build the inputs once (seeded), the forward closure and, for ``bwd``, the backward closure
    ``torch.autograd.grad(out, inputs, grad_out, retain_graph=True)`` on a retained graph, so
-   only the backward kernels are timed;
+   only the backward kernels are timed (the kernels in torch: :mod:`netsim.calibration.torch_kernels`);
 2. warm up (``warmup`` calls, synchronised), time one call, and choose ``inner`` calls per
    sample so a sample lasts at least ``sample_target_s`` (keeps timer overhead of microsecond
    kernels negligible);
@@ -45,6 +45,7 @@ import pandas as pd
 
 from netsim import __version__
 from netsim.calibration.kernels import KERNELS, SHAPE_COLUMNS, KernelTable, canonical_dtype, get_kernel
+from netsim.calibration.torch_kernels import kernel_closures
 from netsim.errors import NetsimError, SpecError
 
 #: ``progress(done, total, label)`` is called after every measured grid point.
@@ -270,135 +271,6 @@ def environment(torch: ModuleType, device: str) -> dict[str, Any]:
     return env
 
 
-# --------------------------------------------------------------------------- kernels
-
-
-def _setup(
-    torch: ModuleType, kernel: str, s: dict[str, int], dtype: Any, dev: str
-) -> tuple[dict[str, Callable[[], Any]], str | None]:
-    """Inputs and closures for every pass of ``kernel`` at shape ``s`` (see the catalogue), and
-    a note on the implementation where there is a choice (grouped GEMM, AdamW)."""
-    F = torch.nn.functional
-    gen = torch.Generator(device="cpu").manual_seed(0)
-
-    def rand(*shape: int, scale: float = 1.0, grad: bool = True) -> Any:
-        t = (torch.randn(*shape, generator=gen) * scale).to(device=dev, dtype=dtype)
-        return t.requires_grad_(grad)
-
-    def with_bwd(fwd: Callable[[], Any], inputs: Sequence[Any]) -> dict[str, Callable[[], Any]]:
-        out = fwd()
-        grad_out = torch.randn(out.shape, generator=gen).to(device=dev, dtype=out.dtype)
-
-        def bwd() -> Any:
-            return torch.autograd.grad(out, inputs, grad_out, retain_graph=True)
-
-        return {"fwd": fwd, "bwd": bwd}
-
-    if kernel == "gemm":
-        # weights stored [n, k] and used transposed, as torch.nn.Linear does
-        x, w = rand(s["m"], s["k"]), rand(s["n"], s["k"], scale=s["k"] ** -0.5)
-        return with_bwd(lambda: x @ w.t(), (x, w)), None
-    if kernel == "grouped_gemm":
-        t, e = s["tokens"], s["experts"]
-        x, w = rand(t, s["k"]), rand(e, s["n"], s["k"], scale=s["k"] ** -0.5)
-        splits = [t // e + (1 if i < t % e else 0) for i in range(e)]
-
-        def loop() -> Any:
-            return torch.cat([xs @ w[i].t() for i, xs in enumerate(x.split(splits))])
-
-        grouped_mm = getattr(torch, "_grouped_mm", None)
-        if dev == "cuda" and grouped_mm is not None:
-            offs = torch.tensor(np.cumsum(splits), device=dev, dtype=torch.int32)
-
-            def fused() -> Any:
-                return grouped_mm(x, w.transpose(-2, -1), offs=offs)
-
-            try:
-                fused().sum().backward()
-                x.grad = w.grad = None
-                return with_bwd(fused, (x, w)), "torch._grouped_mm"
-            except (RuntimeError, TypeError, NotImplementedError):
-                x.grad = w.grad = None
-        return with_bwd(loop, (x, w)), "loop over experts"
-    if kernel == "attention":
-        b, h, sq, d = s["batch"], s["heads"], s["seq"], s["head_dim"]
-        q, k, v = rand(b, h, sq, d), rand(b, h, sq, d), rand(b, h, sq, d)
-        return with_bwd(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v)), None
-    if kernel in ("router_linear", "router_grap"):
-        t, hid, e, topk = s["tokens"], s["hidden"], s["experts"], s["topk"]
-        x = rand(t, hid)
-        if kernel == "router_linear":
-            wg = rand(hid, e, scale=hid**-0.5)
-
-            def route() -> Any:
-                p = torch.softmax((x @ wg).float(), dim=-1)
-                vals, _ = torch.topk(p, topk, dim=-1)
-                return vals / vals.sum(dim=-1, keepdim=True) if topk > 1 else vals
-
-            return with_bwd(route, (x, wg)), None
-        if hid % e:
-            raise SpecError(f"router_grap needs hidden divisible by experts (got {hid}, {e})")
-
-        def grap() -> Any:
-            logits = torch.relu(x.view(t, e, hid // e).mean(dim=-1))
-            p = torch.softmax(logits.float(), dim=-1)
-            vals, _ = torch.topk(p, topk, dim=-1)
-            return vals / vals.sum(dim=-1, keepdim=True) if topk > 1 else vals
-
-        return with_bwd(grap, (x,)), None
-    if kernel in ("permute", "unpermute"):
-        t, hid, topk = s["tokens"], s["hidden"], s["topk"]
-        experts = max(8, topk)
-        expert_ids = torch.randint(0, experts, (t * topk,), generator=gen)
-        token_of_row = (torch.argsort(expert_ids, stable=True) // topk).to(dev)
-        if kernel == "permute":
-            x = rand(t, hid)
-            return with_bwd(lambda: x.index_select(0, token_of_row), (x,)), None
-        y = rand(t * topk, hid)
-        probs = torch.rand(t * topk, generator=gen).to(device=dev, dtype=dtype).requires_grad_(True)
-
-        def unpermute() -> Any:
-            out = torch.zeros(t, hid, device=dev, dtype=dtype)
-            return out.index_add(0, token_of_row, y * probs.unsqueeze(1))
-
-        return with_bwd(unpermute, (y, probs)), None
-    if kernel in ("layernorm", "rmsnorm"):
-        t, hid = s["tokens"], s["hidden"]
-        x, wn = rand(t, hid), rand(hid)
-        if kernel == "layernorm":
-            bn = rand(hid)
-            return with_bwd(lambda: F.layer_norm(x, (hid,), wn, bn), (x, wn, bn)), None
-        return with_bwd(lambda: F.rms_norm(x, (hid,), wn), (x, wn)), None
-    if kernel == "swiglu":
-        t, hid = s["tokens"], s["hidden"]
-        x = rand(t, 2 * hid)
-
-        def swiglu() -> Any:
-            a, b = x.chunk(2, dim=-1)
-            return F.silu(a) * b
-
-        return with_bwd(swiglu, (x,)), None
-    if kernel in ("gelu", "residual", "softmax", "dropout"):
-        t, hid = s["tokens"], s["hidden"]
-        x = rand(t, hid)
-        if kernel == "residual":  # out = x + bias + residual
-            bias, res = rand(hid), rand(t, hid)
-            return with_bwd(lambda: x + bias + res, (x, bias, res)), None
-        if kernel == "gelu":  # Megatron's fused bias + GELU (tanh approximation)
-            bias = rand(hid)
-            return with_bwd(lambda: F.gelu(x + bias, approximate="tanh"), (x, bias)), None
-        if kernel == "softmax":  # scaled softmax over each row (the attention scores)
-            scale = hid**-0.5
-            return with_bwd(lambda: torch.softmax(x * scale, dim=-1), (x,)), None
-        return with_bwd(lambda: F.dropout(x, p=0.1, training=True), (x,)), None
-    if kernel == "adamw":
-        p = torch.nn.Parameter(torch.zeros(s["params"], device=dev, dtype=torch.float32))
-        p.grad = torch.randn(s["params"], generator=gen).to(dev)
-        opt = torch.optim.AdamW([p], lr=1e-4, fused=True) if dev == "cuda" else torch.optim.AdamW([p], lr=1e-4)
-        return {"step": opt.step}, ("fused" if dev == "cuda" else "for-loop")
-    raise SpecError(f"no profiler for kernel {kernel!r}")  # catalogue and profiler out of sync
-
-
 # --------------------------------------------------------------------------- timing
 
 
@@ -517,7 +389,7 @@ def measure_points(
         if tdtype is None:
             raise SpecError(f"torch {torch.__version__} has no dtype {dname}", field="--dtype")
         try:
-            closures, impl = _setup(torch, pt.kernel, pt.shape, tdtype, options.device)
+            closures, impl = kernel_closures(torch, pt.kernel, pt.shape, tdtype, options.device)
             if impl is not None and implementations is not None:
                 implementations[f"{pt.kernel}/{dname}"] = impl
             timings = {

@@ -7,12 +7,15 @@ rich on stderr; the summary table goes to stdout.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from netsim.cli.common import check_out_dir, force_option
 from netsim.errors import SpecError
+
+if TYPE_CHECKING:
+    from netsim.moe.lab import LabConfig
 
 
 def _parse_params(items: list[str]) -> dict[str, Any]:
@@ -128,61 +131,57 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
         """Train a small MoE language model on real text with ROUTER and record its routing."""
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from netsim.moe.lab import LabConfig, LabProgress, require_torch, run_lab
+        from netsim.moe.lab import LabConfig
         from netsim.moe.lab_data import DEFAULT_DOMAINS
 
         cfg = LabConfig(
-            router=router,
-            experts=experts,
-            ep=ep,
-            ranks_per_node=ranks_per_node,
-            layers=layers,
-            hidden=hidden,
-            heads=heads,
-            ffn_hidden=ffn_hidden,
-            steps=steps,
-            seq_len=seq_len,
-            batch=batch,
-            lr=lr,
-            seed=seed,
-            placement=placement,
-            sharding=sharding,
-            router_params=_parse_params(param),
+            router=router, experts=experts, ep=ep, ranks_per_node=ranks_per_node, layers=layers, hidden=hidden,
+            heads=heads, ffn_hidden=ffn_hidden, steps=steps, seq_len=seq_len, batch=batch, lr=lr, seed=seed,
+            placement=placement, sharding=sharding, router_params=_parse_params(param),
             corpus=[str(c) for c in corpus],
             domains=[d.strip() for d in domains.split(",") if d.strip()] or list(DEFAULT_DOMAINS),
-            domain_sort=domain_sort,
-            tokenizer=tokenizer,
-            vocab=vocab,
-            threads=threads,
+            domain_sort=domain_sort, tokenizer=tokenizer, vocab=vocab, threads=threads,
         )
-        check_out_dir(out, force)
-        if convergence_check:
-            problem = cfg.convergence_problem()
-            if problem is not None:
-                raise SpecError(problem[1] + " (or pass --no-convergence-check)", field=f"--{problem[0]}")
-        require_torch()
-        err = Console(stderr=True)
-        if quiet:
-            result = run_lab(cfg, out, overwrite=force)
-        else:
-            with Progress(
-                TextColumn(f"lab {router}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  drops {task.fields[drops]}"),
-                TimeElapsedColumn(),
-                console=err,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("train", total=steps, loss="-", drops="-")
+        _train(cfg, out, force, convergence_check, quiet)
 
-                def on_step(p: LabProgress) -> None:
-                    bar.update(task, completed=p.step, loss=f"{p.task_loss:.3f}", drops=f"{p.drop_rate:.1%}")
 
-                result = run_lab(cfg, out, progress=on_step, overwrite=force)
+def _train(cfg: LabConfig, out: Path, force: bool, convergence_check: bool, quiet: bool) -> None:
+    """Check the output and the configuration, train (with a progress bar unless ``quiet``) and
+    print the summary."""
+    from rich.console import Console
 
-        Console().print(summary_table(result.summary))
-        typer.echo(f"wrote {out}/routing.parquet, {out}/losses.csv, {out}/lab.json")
+    from netsim.moe.lab import require_torch, run_lab
+
+    check_out_dir(out, force)
+    if convergence_check:
+        problem = cfg.convergence_problem()
+        if problem is not None:
+            raise SpecError(problem[1] + " (or pass --no-convergence-check)", field=f"--{problem[0]}")
+    require_torch()
+    result = run_lab(cfg, out, overwrite=force) if quiet else _train_with_bar(cfg, out, force)
+    Console().print(summary_table(result.summary))
+    typer.echo(f"wrote {out}/routing.parquet, {out}/losses.csv, {out}/lab.json")
+
+
+def _train_with_bar(cfg: LabConfig, out: Path, force: bool) -> Any:
+    """:func:`~netsim.moe.lab.run_lab` with a rich progress bar (step, loss, drops) on stderr."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from netsim.moe.lab import LabProgress, run_lab
+
+    with Progress(
+        TextColumn(f"lab {cfg.router}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  drops {task.fields[drops]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("train", total=cfg.steps, loss="-", drops="-")
+
+        def on_step(p: LabProgress) -> None:
+            bar.update(task, completed=p.step, loss=f"{p.task_loss:.3f}", drops=f"{p.drop_rate:.1%}")
+
+        return run_lab(cfg, out, progress=on_step, overwrite=force)

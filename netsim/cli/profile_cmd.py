@@ -12,7 +12,7 @@ import os
 import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,11 @@ from rich.table import Table
 
 from netsim.cli.common import check_out_files, force_option
 from netsim.errors import SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from netsim.calibration.profiler import ProfileOptions
 
 
 def _split_list(values: list[str] | None) -> tuple[str, ...] | None:
@@ -61,6 +66,12 @@ def _invoked_args() -> list[str]:
 
 def register(app: typer.Typer) -> None:
     """Add ``profile`` and ``validate-kernels`` to the netsim app."""
+    _register_profile(app)
+    _register_validate(app)
+
+
+def _register_profile(app: typer.Typer) -> None:
+    """``netsim profile``."""
 
     @app.command("profile")
     def profile(
@@ -85,51 +96,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Time the kernel catalogue with torch and write a kernel table."""
         check_out_files(force, out=out)
-        from netsim.calibration.kernels import KERNELS
-        from netsim.calibration.profiler import ProfileOptions, default_grid, profile_kernels, require_torch
+        _profile(out, device, quick, dtype, kernels, budget_s, threads)
 
-        if budget_s is not None and budget_s <= 0:
-            raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
-        if threads is not None and threads < 1:
-            raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
-        kern = _split_list(kernels)
-        for k in kern or ():
-            if k not in KERNELS:
-                raise SpecError(f"unknown kernel {k!r}; known: {', '.join(KERNELS)}", field="--kernels")
-        options = ProfileOptions(
-            device=device,
-            dtypes=_split_list(dtype),
-            quick=quick,
-            kernels=kern,
-            budget_s=budget_s,
-            threads=threads,
-            command="netsim " + " ".join(shlex.quote(a) for a in _invoked_args()),
-        )
-        options.resolved_dtypes()  # validate before importing torch
-        if device not in ("cpu", "cuda"):
-            raise SpecError(f"unknown device {device!r}; allowed: cpu, cuda", field="--device")
-        require_torch()
-        console = Console(stderr=True)
-        n_points = len([p for p in default_grid(device, quick) if not kern or p.kernel in kern])
-        with _progress(console) as bar:
-            task = bar.add_task("profiling", total=n_points * len(options.resolved_dtypes()), label="")
 
-            def step(done: int, total: int, label: str) -> None:
-                bar.update(task, completed=done, total=total, label=label, refresh=True)
-
-            table = profile_kernels(options, progress=step)
-        table.save(out)
-        _print_profile_summary(table)
-        if table.meta.get("disturbed"):
-            typer.echo(
-                f"warning: other processes kept {table.meta['other_cores']:.2f} cores busy while profiling "
-                f"with {table.meta['threads']} threads on {table.meta['cpu_count']} cores; CPU timings are "
-                "disturbed (re-run on an idle machine, or with fewer --threads)",
-                err=True,
-            )
-        for s in table.meta.get("skipped", []):
-            typer.echo(f"skipped: {s}", err=True)
-        typer.echo(f"wrote {out} ({len(table)} rows, {table.meta.get('wall_s', 0):.1f} s)")
+def _register_validate(app: typer.Typer) -> None:
+    """``netsim validate-kernels``."""
 
     @app.command("validate-kernels")
     def validate_kernels(
@@ -161,16 +132,82 @@ def register(app: typer.Typer) -> None:
         """Check a kernel table: re-measure it on this device, or (no device) hold points out of the
         GEMM surface fit, or predict published GEMM measurements."""
         check_out_files(force, out=out)
-        from netsim.calibration.kernels import KernelTable
-
         if holdout is not None or published:
-            table = KernelTable.load(table_path)
-            if holdout is not None:
-                _holdout_report(table, str(table_path), holdout, dtype, out)
-            if published:
-                _published_report(table, str(table_path), published_file, topology, out if holdout is None else None)
+            _offline_reports(table_path, holdout, published, published_file, topology, dtype, out)
             return
         _measure_report(table_path, device, quick, kernels, points, budget_s, threads, out)
+
+
+def _profile(out: Path, device: str, quick: bool, dtype: list[str] | None, kernels: list[str] | None,
+             budget_s: float | None, threads: int | None) -> None:
+    """Check the options, time the catalogue (progress bar on stderr), write and summarise the table."""
+    from netsim.calibration.profiler import default_grid, profile_kernels, require_torch
+
+    options = _profile_options(device, quick, dtype, kernels, budget_s, threads)
+    require_torch()
+    console = Console(stderr=True)
+    kern = options.kernels
+    n_points = len([p for p in default_grid(device, quick) if not kern or p.kernel in kern])
+    with _progress(console) as bar:
+        task = bar.add_task("profiling", total=n_points * len(options.resolved_dtypes()), label="")
+
+        def step(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, label=label, refresh=True)
+
+        table = profile_kernels(options, progress=step)
+    table.save(out)
+    _print_profile_summary(table)
+    if table.meta.get("disturbed"):
+        typer.echo(
+            f"warning: other processes kept {table.meta['other_cores']:.2f} cores busy while profiling "
+            f"with {table.meta['threads']} threads on {table.meta['cpu_count']} cores; CPU timings are "
+            "disturbed (re-run on an idle machine, or with fewer --threads)",
+            err=True,
+        )
+    for s in table.meta.get("skipped", []):
+        typer.echo(f"skipped: {s}", err=True)
+    typer.echo(f"wrote {out} ({len(table)} rows, {table.meta.get('wall_s', 0):.1f} s)")
+
+
+def _profile_options(device: str, quick: bool, dtype: list[str] | None, kernels: list[str] | None,
+                     budget_s: float | None, threads: int | None) -> ProfileOptions:
+    """The profiler's options from the command line, checked before torch is imported."""
+    from netsim.calibration.kernels import KERNELS
+    from netsim.calibration.profiler import ProfileOptions
+
+    if budget_s is not None and budget_s <= 0:
+        raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
+    if threads is not None and threads < 1:
+        raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
+    kern = _split_list(kernels)
+    for k in kern or ():
+        if k not in KERNELS:
+            raise SpecError(f"unknown kernel {k!r}; known: {', '.join(KERNELS)}", field="--kernels")
+    options = ProfileOptions(
+        device=device,
+        dtypes=_split_list(dtype),
+        quick=quick,
+        kernels=kern,
+        budget_s=budget_s,
+        threads=threads,
+        command="netsim " + " ".join(shlex.quote(a) for a in _invoked_args()),
+    )
+    options.resolved_dtypes()  # validate before importing torch
+    if device not in ("cpu", "cuda"):
+        raise SpecError(f"unknown device {device!r}; allowed: cpu, cuda", field="--device")
+    return options
+
+
+def _offline_reports(table_path: Path, holdout: str | None, published: bool, published_file: Path | None,
+                     topology: str | None, dtype: str | None, out: Path | None) -> None:
+    """The checks that need no device: held-out surface points and/or published GEMMs."""
+    from netsim.calibration.kernels import KernelTable
+
+    table = KernelTable.load(table_path)
+    if holdout is not None:
+        _holdout_report(table, str(table_path), holdout, dtype, out)
+    if published:
+        _published_report(table, str(table_path), published_file, topology, out if holdout is None else None)
 
 
 def _measure_report(
@@ -186,12 +223,7 @@ def _measure_report(
     """Re-measure a table's shapes on this device and print the prediction error."""
     from netsim.calibration.kernels import KernelTable
     from netsim.calibration.profiler import ProfileOptions, cpu_times
-    from netsim.calibration.validate import (
-        overall_median_abs_pct,
-        summarize,
-        validate_table,
-        validation_points,
-    )
+    from netsim.calibration.validate import validate_table, validation_points
     from netsim.io import atomic_file
 
     table = KernelTable.load(table_path)
@@ -220,14 +252,32 @@ def _measure_report(
         results = validate_table(table, options, kernels=kern, points=points, max_per_kernel=max_per, progress=step)
     cpu1 = cpu_times()
     if device == "cpu" and cpu0 is not None and cpu1 is not None:
-        other_cores = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / max(time.perf_counter() - t0, 1e-9)
-        spare = max((os.cpu_count() or 1) - (threads or os.cpu_count() or 1), 0)
-        if other_cores > spare + 0.1:
-            typer.echo(
-                f"warning: other processes kept {other_cores:.2f} cores busy while measuring; "
-                "the errors below include that disturbance",
-                err=True,
-            )
+        _warn_if_disturbed(cpu0, cpu1, time.perf_counter() - t0, threads)
+    _print_errors(results, table_path, device)
+    if out is not None:
+        with atomic_file(out) as fh:
+            results.to_csv(fh, index=False, float_format="%.6g")
+        typer.echo(f"wrote {out}")
+
+
+def _warn_if_disturbed(cpu0: tuple[float, float], cpu1: tuple[float, float], wall_s: float,
+                       threads: int | None) -> None:
+    """Warn when other processes kept more cores busy than the measurement left free
+    (``cpu0``/``cpu1``: the machine's and this process's CPU seconds before and after)."""
+    other_cores = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / max(wall_s, 1e-9)
+    spare = max((os.cpu_count() or 1) - (threads or os.cpu_count() or 1), 0)
+    if other_cores > spare + 0.1:
+        typer.echo(
+            f"warning: other processes kept {other_cores:.2f} cores busy while measuring; "
+            "the errors below include that disturbance",
+            err=True,
+        )
+
+
+def _print_errors(results: pd.DataFrame, table_path: Path, device: str) -> None:
+    """The prediction error per kernel, dtype and pass, and the median over all points."""
+    from netsim.calibration.validate import overall_median_abs_pct, summarize
+
     summary = summarize(results)
     rt = Table(title=f"prediction error of {table_path} on {device}")
     for col, just in (
@@ -257,10 +307,6 @@ def _measure_report(
         if (results["point"] == kind).any()
     )
     typer.echo(f"median |error| over {len(results)} points: {overall_median_abs_pct(results):.1f}%  ({by_kind})")
-    if out is not None:
-        with atomic_file(out) as fh:
-            results.to_csv(fh, index=False, float_format="%.6g")
-        typer.echo(f"wrote {out}")
 
 
 def _write_csv(df: object, out: Path) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -28,6 +28,10 @@ from netsim.cli.common import check_out_dir, console, err_console, force_option
 from netsim.cli.progress import PhaseProgress
 from netsim.errors import NetsimError
 from netsim.units import format_duration
+
+if TYPE_CHECKING:
+    from netsim.sweep.execute import SweepOutcome
+    from netsim.sweep.spec import Sweep
 
 
 def _points_table(sweep: Any, statuses: dict[int, str], table: Any) -> Table:
@@ -109,66 +113,84 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Run a grid of scenarios (process pool or Dask) into one result table."""
-        from netsim.sweep import PointResult, load_sweep, run_sweep
+        _sweep(sweep_file, out, workers, scheduler, no_reports, dry_run, quiet, force)
 
-        if workers is not None and scheduler is not None:
-            raise NetsimError("give --workers or --scheduler, not both", field="--workers")
-        sweep = load_sweep(sweep_file)
-        out_dir = out if out is not None else Path("sweeps") / sweep.name
-        if not dry_run:
-            check_out_dir(out_dir, force, resume="sweep")
-        excluded = f", {sweep.excluded} excluded" if sweep.excluded else ""
-        header = f"[bold]sweep {sweep.name}[/bold]: {len(sweep.points)} points{excluded} ({sweep.source})"
-        if dry_run:
-            console.print(header, soft_wrap=True)
-            for p in sweep.points:
-                console.print(f"{p.index:>4}  {p.id}  {p.describe()}", soft_wrap=True, markup=False)
-            return
-        statuses: dict[int, str] = {}
 
-        def record(result: PointResult | None) -> None:
-            if result is not None:
-                statuses[result.index] = (
-                    "reused" if result.reused else result.status if result.status != "ok" else "ran"
-                )
+def _sweep(sweep_file: Path, out: Path | None, workers: int | None, scheduler: str | None, no_reports: bool,
+           dry_run: bool, quiet: bool, force: bool) -> None:
+    """Load and check the sweep; list its points (``dry_run``) or run them and print the outcome."""
+    from netsim.sweep import load_sweep
 
-        with PhaseProgress(err_console, f"netsim sweep {sweep.name}", enabled=not quiet) as bar:
-
-            def progress(done: int, total: int, result: PointResult | None) -> None:
-                record(result)
-                last = "" if result is None else f"{done}/{total} points, {result.id}: {result.status}"
-                bar("points", done / max(total, 1), last)
-
-            outcome = run_sweep(
-                sweep,
-                out_dir,
-                workers=workers,
-                scheduler=scheduler,
-                reports=not no_reports,
-                compare=not no_reports,
-                progress=progress,
-                force=force,
-            )
-        for r in outcome.results:
-            if r.reused:
-                statuses[r.index] = "reused"
+    if workers is not None and scheduler is not None:
+        raise NetsimError("give --workers or --scheduler, not both", field="--workers")
+    sweep = load_sweep(sweep_file)
+    out_dir = out if out is not None else Path("sweeps") / sweep.name
+    if not dry_run:
+        check_out_dir(out_dir, force, resume="sweep")
+    excluded = f", {sweep.excluded} excluded" if sweep.excluded else ""
+    header = f"[bold]sweep {sweep.name}[/bold]: {len(sweep.points)} points{excluded} ({sweep.source})"
+    if dry_run:
         console.print(header, soft_wrap=True)
-        console.print(_points_table(sweep, statuses, outcome.table))
-        ran, reused = len(outcome.ran), len(outcome.reused)
-        how = f" ({outcome.executor})" if ran else ""
-        console.print(
-            f"ran {ran} point(s){how}, reused {reused}, failed {len(outcome.failed)}"
-            f" in {format_duration(outcome.wall_s)}",
-            soft_wrap=True,
-        )
-        console.print(f"results: {_show(outcome.path / 'results.csv')} (and .parquet)", soft_wrap=True, markup=False)
-        console.print(f"run directories: {_show(outcome.path / 'points')}/<id>", soft_wrap=True, markup=False)
-        if outcome.compare is not None:
-            console.print(f"compare report: {_show(outcome.compare)}", soft_wrap=True, markup=False)
-        if outcome.failed:
-            first = next(r for r in outcome.results if r.status != "ok")
-            raise NetsimError(
-                f"{len(outcome.failed)} of {len(outcome.results)} points failed (point {first.index}: "
-                f"{first.error}); see the status and error columns",
-                source=_show(outcome.path / "results.csv"),
+        for p in sweep.points:
+            console.print(f"{p.index:>4}  {p.id}  {p.describe()}", soft_wrap=True, markup=False)
+        return
+    statuses: dict[int, str] = {}
+    outcome = _run_points(sweep, out_dir, workers, scheduler, no_reports, quiet, force, statuses)
+    for r in outcome.results:
+        if r.reused:
+            statuses[r.index] = "reused"
+    console.print(header, soft_wrap=True)
+    console.print(_points_table(sweep, statuses, outcome.table))
+    _print_outcome(outcome)
+
+
+def _run_points(sweep: Sweep, out_dir: Path, workers: int | None, scheduler: str | None, no_reports: bool,
+                quiet: bool, force: bool, statuses: dict[int, str]) -> SweepOutcome:
+    """Run the sweep's points with a progress display, noting in ``statuses`` what happened to each."""
+    from netsim.sweep import PointResult, run_sweep
+
+    def record(result: PointResult | None) -> None:
+        if result is not None:
+            statuses[result.index] = (
+                "reused" if result.reused else result.status if result.status != "ok" else "ran"
             )
+
+    with PhaseProgress(err_console, f"netsim sweep {sweep.name}", enabled=not quiet) as bar:
+
+        def progress(done: int, total: int, result: PointResult | None) -> None:
+            record(result)
+            last = "" if result is None else f"{done}/{total} points, {result.id}: {result.status}"
+            bar("points", done / max(total, 1), last)
+
+        return run_sweep(
+            sweep,
+            out_dir,
+            workers=workers,
+            scheduler=scheduler,
+            reports=not no_reports,
+            compare=not no_reports,
+            progress=progress,
+            force=force,
+        )
+
+
+def _print_outcome(outcome: SweepOutcome) -> None:
+    """What ran, where the results are; an error naming the first failed point if any failed."""
+    ran, reused = len(outcome.ran), len(outcome.reused)
+    how = f" ({outcome.executor})" if ran else ""
+    console.print(
+        f"ran {ran} point(s){how}, reused {reused}, failed {len(outcome.failed)}"
+        f" in {format_duration(outcome.wall_s)}",
+        soft_wrap=True,
+    )
+    console.print(f"results: {_show(outcome.path / 'results.csv')} (and .parquet)", soft_wrap=True, markup=False)
+    console.print(f"run directories: {_show(outcome.path / 'points')}/<id>", soft_wrap=True, markup=False)
+    if outcome.compare is not None:
+        console.print(f"compare report: {_show(outcome.compare)}", soft_wrap=True, markup=False)
+    if outcome.failed:
+        first = next(r for r in outcome.results if r.status != "ok")
+        raise NetsimError(
+            f"{len(outcome.failed)} of {len(outcome.results)} points failed (point {first.index}: "
+            f"{first.error}); see the status and error columns",
+            source=_show(outcome.path / "results.csv"),
+        )

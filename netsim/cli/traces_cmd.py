@@ -47,6 +47,12 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     app.add_typer(imp, name="import")
+    _register_import(imp)
+    _register_replay(app)
+
+
+def _register_import(imp: typer.Typer) -> None:
+    """``netsim import kineto`` and ``netsim import vidur``."""
 
     @imp.command("kineto")
     def import_kineto(
@@ -76,40 +82,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Aggregate a PyTorch profiler (Kineto) trace into per-op durations and/or a kernel table."""
         check_out_files(force, out=out, events=events_out)
-        from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
-
-        if out is None and kernel_table is None:
-            raise SpecError("give --out (per-op summary) and/or --kernel-table", field="--out")
-        kind_list = None if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
-        tr = load_kineto(trace)
-        if kernel_table is not None:
-            _write_kernel_table(tr, kernel_table, step_range)
-        if out is None:
-            return
-        ev = select_events(tr, kinds=kind_list, start_us=start_us, end_us=end_us, within=within)
-        summary = summarize_ops(ev)
-        write_table_file(summary, out)
-        if events_out is not None:
-            write_table_file(ev, events_out)
-        for kind, g in summary.groupby("kind", sort=False):
-            if top == 0:
-                break
-            rt = Table(title=f"{kind}: {len(g)} ops, {int(g['count'].sum())} events", title_justify="left")
-            for col in ("name", "count", "total", "self", "mean", "median", "share"):
-                rt.add_column(col, justify="left" if col == "name" else "right", overflow="fold")
-            for r in g.head(top).to_dict("records"):
-                rt.add_row(
-                    str(r["name"])[:60],
-                    str(r["count"]),
-                    format_duration(r["total_s"]),
-                    format_duration(r["self_s"]),
-                    format_duration(r["mean_s"]),
-                    format_duration(r["median_s"]),
-                    f"{100 * r['share']:.1f}%",
-                )
-            console.print(rt)
-        span_us = float((ev["ts_us"] + ev["dur_us"]).max() - ev["ts_us"].min())
-        typer.echo(f"wrote {out} ({len(summary)} ops from {len(ev)} events spanning {format_duration(span_us * 1e-6)})")
+        _import_kineto(trace, out, kernel_table, step_range, within, start_us, end_us, kinds, events_out, top)
 
     @imp.command("vidur")
     def import_vidur(
@@ -122,36 +95,12 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Import Vidur's measured forward-pass operator timings as a kernel table."""
-        import shlex
-
         check_out_files(force, out=out)
-        from netsim.cli import invoked_args
-        from netsim.traces.vidur import read_vidur
+        _import_vidur(directory, out, tokens_per_octave, no_surface)
 
-        table = read_vidur(
-            directory,
-            tokens_per_octave=tokens_per_octave,
-            command="netsim " + " ".join(shlex.quote(a) for a in invoked_args),
-            fit_surface=not no_surface,
-        )
-        table.save(out)
-        rt = Table(title=f"{table.meta['vidur_device']}: {len(table.meta['models'])} models, "
-                   f"{table.meta['source_measurements']} operator timings", title_justify="left")
-        for col in ("kernel", "dtype", "pass", "rows", "min time", "max time"):
-            rt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
-        for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
-            rt.add_row(str(kernel), str(dtype), str(pass_), str(len(g)), format_duration(float(g["time_s"].min())),
-                       format_duration(float(g["time_s"].max())))
-        console.print(rt)
-        for key, surf in (table.meta.get("gemm_surface") or {}).items():
-            st = surf["stats"]
-            typer.echo(
-                f"GEMM surface {key}: large-GEMM asymptote {surf['peak_flops'] / 1e12:.0f} TFLOP/s, memory "
-                f"{surf['memory_Bps'] / 1e12:.2f} TB/s, t0 {surf['t0_s'] * 1e6:.1f} us; error on its "
-                f"{int(st['points'])} points: median {st['median_abs_pct']:.1f}%, 90th percentile "
-                f"{st['p90_abs_pct']:.1f}%"
-            )
-        typer.echo(f"wrote {out} ({len(table)} rows)")
+
+def _register_replay(app: typer.Typer) -> None:
+    """``netsim replay-chakra``."""
 
     @app.command("replay-chakra")
     def replay_chakra_cmd(
@@ -176,19 +125,106 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Replay Chakra execution traces on a simulated cluster; writes a run directory."""
-        from netsim.traces.chakra import load_chakra
-        from netsim.traces.chakra_plan import replay_chakra
+        _replay_chakra(trace_path, topology, nodes, out, routing, seed, ranks_per_node, ranks, compute_scale,
+                       calibration, collective_cost, overrides, no_report, force)
 
-        check_out_dir(out, force)
-        if not math.isfinite(compute_scale):
-            raise NetsimError(f"must be a finite number >= 0 (got {compute_scale})", field="--compute-scale")
-        trace = load_chakra(trace_path, ranks=ranks)
-        graph = load_graph(topology, nodes, overrides)
-        kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost)
-        outcome = replay_chakra(trace, graph, out, engine_kwargs=kw, setup=setup, ranks_per_node=ranks_per_node,
-                                compute_scale=compute_scale, report=None if no_report else report_writer(),
-                                force=force)
-        _print_trace_run(outcome.summary, outcome.tables["ranks"], out)
+
+def _import_kineto(trace: Path, out: Path | None, kernel_table: Path | None, step_range: str | None,
+                   within: str | None, start_us: float | None, end_us: float | None, kinds: str,
+                   events_out: Path | None, top: int) -> None:
+    """Load the trace; write the kernel table and/or the per-op summary (and the selected events)."""
+    from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
+
+    if out is None and kernel_table is None:
+        raise SpecError("give --out (per-op summary) and/or --kernel-table", field="--out")
+    kind_list = None if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
+    tr = load_kineto(trace)
+    if kernel_table is not None:
+        _write_kernel_table(tr, kernel_table, step_range)
+    if out is None:
+        return
+    ev = select_events(tr, kinds=kind_list, start_us=start_us, end_us=end_us, within=within)
+    summary = summarize_ops(ev)
+    write_table_file(summary, out)
+    if events_out is not None:
+        write_table_file(ev, events_out)
+    _print_op_summary(summary, top)
+    span_us = float((ev["ts_us"] + ev["dur_us"]).max() - ev["ts_us"].min())
+    typer.echo(f"wrote {out} ({len(summary)} ops from {len(ev)} events spanning {format_duration(span_us * 1e-6)})")
+
+
+def _print_op_summary(summary: pd.DataFrame, top: int) -> None:
+    """One table per event kind: its ``top`` ops by total time."""
+    for kind, g in summary.groupby("kind", sort=False):
+        if top == 0:
+            break
+        rt = Table(title=f"{kind}: {len(g)} ops, {int(g['count'].sum())} events", title_justify="left")
+        for col in ("name", "count", "total", "self", "mean", "median", "share"):
+            rt.add_column(col, justify="left" if col == "name" else "right", overflow="fold")
+        for r in g.head(top).to_dict("records"):
+            rt.add_row(
+                str(r["name"])[:60],
+                str(r["count"]),
+                format_duration(r["total_s"]),
+                format_duration(r["self_s"]),
+                format_duration(r["mean_s"]),
+                format_duration(r["median_s"]),
+                f"{100 * r['share']:.1f}%",
+            )
+        console.print(rt)
+
+
+def _import_vidur(directory: Path, out: Path, tokens_per_octave: int | None, no_surface: bool) -> None:
+    """Read Vidur's profiling folder into a kernel table, write it and print what it holds."""
+    import shlex
+
+    from netsim.cli import invoked_args
+    from netsim.traces.vidur import read_vidur
+
+    table = read_vidur(
+        directory,
+        tokens_per_octave=tokens_per_octave,
+        command="netsim " + " ".join(shlex.quote(a) for a in invoked_args),
+        fit_surface=not no_surface,
+    )
+    table.save(out)
+    rt = Table(title=f"{table.meta['vidur_device']}: {len(table.meta['models'])} models, "
+               f"{table.meta['source_measurements']} operator timings", title_justify="left")
+    for col in ("kernel", "dtype", "pass", "rows", "min time", "max time"):
+        rt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
+    for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
+        rt.add_row(str(kernel), str(dtype), str(pass_), str(len(g)), format_duration(float(g["time_s"].min())),
+                   format_duration(float(g["time_s"].max())))
+    console.print(rt)
+    for key, surf in (table.meta.get("gemm_surface") or {}).items():
+        st = surf["stats"]
+        typer.echo(
+            f"GEMM surface {key}: large-GEMM asymptote {surf['peak_flops'] / 1e12:.0f} TFLOP/s, memory "
+            f"{surf['memory_Bps'] / 1e12:.2f} TB/s, t0 {surf['t0_s'] * 1e6:.1f} us; error on its "
+            f"{int(st['points'])} points: median {st['median_abs_pct']:.1f}%, 90th percentile "
+            f"{st['p90_abs_pct']:.1f}%"
+        )
+    typer.echo(f"wrote {out} ({len(table)} rows)")
+
+
+def _replay_chakra(trace_path: Path, topology: str | None, nodes: int | None, out: Path, routing: str | None,
+                   seed: int, ranks_per_node: int | None, ranks: int | None, compute_scale: float,
+                   calibration: Path | None, collective_cost: str | None, overrides: list[str], no_report: bool,
+                   force: bool) -> None:
+    """Load the traces, replay them on the cluster into run directory ``out`` and print the ranks."""
+    from netsim.traces.chakra import load_chakra
+    from netsim.traces.chakra_plan import replay_chakra
+
+    check_out_dir(out, force)
+    if not math.isfinite(compute_scale):
+        raise NetsimError(f"must be a finite number >= 0 (got {compute_scale})", field="--compute-scale")
+    trace = load_chakra(trace_path, ranks=ranks)
+    graph = load_graph(topology, nodes, overrides)
+    kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost)
+    outcome = replay_chakra(trace, graph, out, engine_kwargs=kw, setup=setup, ranks_per_node=ranks_per_node,
+                            compute_scale=compute_scale, report=None if no_report else report_writer(),
+                            force=force)
+    _print_trace_run(outcome.summary, outcome.tables["ranks"], out)
 
 
 def _write_kernel_table(tr: Any, path: Path, step_range: str | None) -> None:

@@ -3,8 +3,9 @@
 * :mod:`~netsim.collectives.plan`: :class:`Plan` / :class:`Transfer` (plain data) and the builder.
 * :mod:`~netsim.collectives.registry`: the algorithm registry and :func:`build_plan`.
 * :mod:`~netsim.collectives.algorithms`: ring, double binary tree, halving-doubling,
-  hierarchical, SHARP/NVLS in-network reduction, chains, all-to-all(v) (direct, pairwise,
-  hierarchical, DeepEP-style), send/recv.
+  hierarchical, SHARP/NVLS in-network reduction, chains.
+* :mod:`~netsim.collectives.exchanges`: all-to-all(v) (direct, pairwise, hierarchical,
+  DeepEP-style), send/recv.
 * :mod:`~netsim.collectives.executor`: :func:`run_collective` (a simpy process on a ``Network``)
   and :func:`simulate_collective` (one collective alone, seconds).
 * :mod:`~netsim.collectives.nccl_tests`: nccl-tests conventions (bus bandwidth factors, the
@@ -15,6 +16,7 @@
 # the built-in algorithms register themselves when their modules are imported (here, so that any
 # import of netsim.collectives or a submodule of it has them; the registry imports none of them)
 from netsim.collectives import algorithms as _algorithms  # noqa: F401
+from netsim.collectives import exchanges as _exchanges  # noqa: F401
 from netsim.collectives import groupwise as _groupwise  # noqa: F401
 from netsim.collectives import mesh as _mesh  # noqa: F401
 from netsim.collectives import pipelined as _pipelined  # noqa: F401

@@ -52,8 +52,8 @@ import networkx as nx
 import numpy as np
 import simpy
 
-from netsim.collectives.algorithms import a2a_matrix
 from netsim.collectives.cost import CollectiveCall, CostModel, IdealCost
+from netsim.collectives.exchanges import a2a_matrix
 from netsim.collectives.plan import CollectiveError, Plan
 from netsim.collectives.registry import build_plan, check_request
 from netsim.collectives.transfer_costs import transfer_costs

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from netsim.collectives.algorithms import a2a_matrix
+from netsim.collectives.exchanges import a2a_matrix
 from netsim.collectives.plan import PlanBuilder
 from netsim.collectives.registry import PlanRequest, register_algorithm
 

@@ -1,3 +1,7 @@
+# Size: over the ~600-line guideline on purpose.  This module is the topology file's schema: pydantic
+# classes that are field declarations with their units and validators, one per node kind and
+# fabric kind, and the unions (node, back-end, front-end) that select among them; splitting it
+# would part each union from its members and the file format from the one place that defines it.
 """The user-facing topology spec: what a topology YAML file may say, validated with pydantic.
 
 A topology file comes in one of two forms.

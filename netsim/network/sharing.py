@@ -96,7 +96,6 @@ def refill(
     Returns the rate of each flow (>= ``level0`` unless capped below it).
     """
     n = flow_ptr.shape[0] - 1
-    num_links = capacity_Bps.shape[0]
     rate = np.zeros(n)
     if n == 0:
         return rate
@@ -104,12 +103,21 @@ def refill(
         return _fill_kernel.fill(flow_ptr.astype(np.int64, copy=False), nz_link.astype(np.int64, copy=False),
                                  nz_weight.astype(np.float64, copy=False), capacity_Bps.astype(np.float64, copy=False),
                                  flow_cap_Bps.astype(np.float64, copy=False), float(level0))
+    return _refill_numpy(flow_ptr, nz_link, nz_weight, capacity_Bps, flow_cap_Bps, float(level0))
+
+
+def _refill_numpy(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capacity_Bps: np.ndarray,
+                  flow_cap_Bps: np.ndarray, level0: float) -> np.ndarray:
+    """The vectorised rounds of :func:`refill` (same arguments; at least one flow)."""
+    n = flow_ptr.shape[0] - 1
+    num_links = capacity_Bps.shape[0]
+    rate = np.zeros(n)
     counts = np.diff(flow_ptr)
     load_w = np.bincount(nz_link, weights=nz_weight, minlength=num_links)
     csc_ptr, csc_flow = _csc(flow_ptr, nz_link, num_links)
     stamp = np.full(n, -1, dtype=np.int64)
     frozen = np.zeros(n, dtype=bool)
-    level = float(level0)
+    level = level0
     idx = np.flatnonzero(load_w > 0)  # links still carrying unfrozen flows
     rem = np.maximum(capacity_Bps - level * load_w, 0.0)
     # flows without links are limited by their cap only
@@ -117,8 +125,7 @@ def refill(
     rate[free] = flow_cap_Bps[free]
     frozen[free] = True
     # finite caps in increasing order, consumed with a pointer
-    finite = np.flatnonzero(np.isfinite(flow_cap_Bps))
-    cap_order = finite[np.argsort(flow_cap_Bps[finite], kind="stable")]
+    cap_order = _by_cap(flow_cap_Bps)
     cap_sorted = flow_cap_Bps[cap_order]
     ncap = cap_order.size
     cap_i = 0
@@ -141,9 +148,7 @@ def refill(
             rem[idx] = np.maximum(rem[idx] - delta * load_w[idx], 0.0)
             if d_link <= delta * (1 + _REL_TOL) + 1e-300:
                 sat = idx[share <= d_link * (1 + _REL_TOL) + 1e-300]
-                rem[sat] = 0.0
-                cand = csc_flow[gather(csc_ptr, sat)]
-                newly_parts.append(cand[~frozen[cand]])
+                newly_parts.append(_saturate(sat, rem, csc_ptr, csc_flow, frozen))
         if d_cap <= delta * (1 + _REL_TOL):
             j_end = int(np.searchsorted(cap_sorted, level * (1 + _REL_TOL), side="right"))
             cand = cap_order[cap_i:j_end]
@@ -153,23 +158,43 @@ def refill(
             # numerical corner: nothing froze; freeze the flows of the tightest link
             assert share is not None
             sat = idx[[int(np.argmin(share))]]
-            rem[sat] = 0.0
-            cand = csc_flow[gather(csc_ptr, sat)]
-            newly = distinct(cand[~frozen[cand]], stamp)
+            newly = distinct(_saturate(sat, rem, csc_ptr, csc_flow, frozen), stamp)
         rate[newly] = np.minimum(level, flow_cap_Bps[newly])
         frozen[newly] = True
         live -= int(newly.size)
-        ent = gather(flow_ptr, newly)
-        if ent.size:
-            np.subtract.at(load_w, nz_link[ent], nz_weight[ent])
-            # flows that froze below the level (capped) give back what they no longer take
-            below = rate[newly] < level
-            if below.any():
-                eb = gather(flow_ptr, newly[below])
-                back = np.repeat(level - rate[newly[below]], counts[newly[below]])
-                np.add.at(rem, nz_link[eb], nz_weight[eb] * back)
+        if _release(newly, level, rate, flow_ptr, counts, nz_link, nz_weight, load_w, rem):
             idx = idx[load_w[idx] > 1e-9]
     return rate
+
+
+def _by_cap(flow_cap_Bps: np.ndarray) -> np.ndarray:
+    """The flows with a finite cap, by increasing cap (stable)."""
+    finite = np.flatnonzero(np.isfinite(flow_cap_Bps))
+    return finite[np.argsort(flow_cap_Bps[finite], kind="stable")]
+
+
+def _saturate(sat: np.ndarray, rem: np.ndarray, csc_ptr: np.ndarray, csc_flow: np.ndarray,
+              frozen: np.ndarray) -> np.ndarray:
+    """Mark links ``sat`` saturated (no capacity left) and return their unfrozen flows (with repeats)."""
+    rem[sat] = 0.0
+    cand = csc_flow[gather(csc_ptr, sat)]
+    return cand[~frozen[cand]]
+
+
+def _release(newly: np.ndarray, level: float, rate: np.ndarray, flow_ptr: np.ndarray, counts: np.ndarray,
+             nz_link: np.ndarray, nz_weight: np.ndarray, load_w: np.ndarray, rem: np.ndarray) -> bool:
+    """Take the just-frozen flows ``newly`` out of their links' unfrozen load; flows that froze
+    below the level (capped) give back what they no longer take.  False if they cross no link."""
+    ent = gather(flow_ptr, newly)
+    if not ent.size:
+        return False
+    np.subtract.at(load_w, nz_link[ent], nz_weight[ent])
+    below = rate[newly] < level
+    if below.any():
+        eb = gather(flow_ptr, newly[below])
+        back = np.repeat(level - rate[newly[below]], counts[newly[below]])
+        np.add.at(rem, nz_link[eb], nz_weight[eb] * back)
+    return True
 
 
 def max_min_rates(

@@ -1,3 +1,7 @@
+# Size: over the ~600-line guideline on purpose.  This module is the sweep file format: reading it,
+# expanding grid/zip/exclude into points and validating every point before anything runs, with
+# errors that name the sweep field and the point; expansion and validation share the field
+# paths and the error wording, so they stay together (running the points is in execute.py).
 """Sweep files: a base scenario and a grid over its fields, expanded into validated points.
 
 A sweep file names a base scenario and the fields to vary, by dotted path::

@@ -162,7 +162,6 @@ def add_backend(b: GraphBuilder, spec: TemplatedTopologySpec) -> None:
     )
     # per plane (one entry unless multi-plane): the switches of each tier, for storage
     planes: list[dict[str, list[str]]] = []
-
     if isinstance(be, SingleSwitchFabricSpec):
         leaf = fab.switch("leaf0", role="leaf", tier=1, index=0)
         for k in range(n_nodes):
@@ -170,42 +169,30 @@ def add_backend(b: GraphBuilder, spec: TemplatedTopologySpec) -> None:
                 fab.attach(nic_name(k, i), leaf, nic_Bps, tier="nic-leaf")
         planes.append({"leaf": [leaf]})
         _backend_storage(fab, be.storage, planes, "leaf")
-
     elif isinstance(be, LeafSpineFabricSpec | FatTreeFabricSpec):
-        leaves = []
-        for j, group in enumerate(_groups(n_nodes, be.nodes_per_leaf)):
-            leaf = fab.switch(f"leaf{j}", role="leaf", tier=1, index=j)
-            leaves.append(leaf)
-            for k in group:
-                for i in range(rails):
-                    fab.attach(nic_name(k, i), leaf, nic_Bps, tier="nic-leaf")
-        planes.append({"leaf": leaves})
-        _backend_storage(fab, be.storage, planes, "leaf")
-        if isinstance(be, LeafSpineFabricSpec):
-            planes[0]["spine"] = fab.upper_tier(
-                leaves,
-                be.spines,
-                be.oversubscription,
-                storage_here=_at(be.storage, "spine"),
-                name="spine{i}",
-                role="spine",
-                tier=2,
-                link_tier="leaf-spine",
-            )
-            _backend_storage(fab, be.storage, planes, "spine")
-        else:
-            _fat_tree_upper(fab, be, leaves, planes)
-
+        _leaf_spine_or_fat_tree(fab, be, n_nodes, rails, nic_Bps, planes)
     elif isinstance(be, RailOptimizedFabricSpec):
-        leaves = []
-        for j, group in enumerate(_groups(n_nodes, be.nodes_per_leaf)):
-            for r in range(rails):
-                leaf = fab.switch(f"r{r}.leaf{j}", role="leaf", tier=1, index=j, rail=r)
-                leaves.append(leaf)
-                for k in group:
-                    fab.attach(nic_name(k, r), leaf, nic_Bps, tier="nic-leaf")
-        planes.append({"leaf": leaves})
-        _backend_storage(fab, be.storage, planes, "leaf")
+        _rail_optimized(fab, be, n_nodes, rails, nic_Bps, planes)
+    elif isinstance(be, MultiPlaneFabricSpec):
+        _multi_plane(fab, be, n_nodes, rails, nic_Bps, planes)
+    else:  # pragma: no cover - the spec union is closed
+        raise AssertionError(f"unknown fabric {be!r}")
+
+
+def _leaf_spine_or_fat_tree(fab: _Fabric, be: LeafSpineFabricSpec | FatTreeFabricSpec, n_nodes: int, rails: int,
+                            nic_Bps: float, planes: list[dict[str, list[str]]]) -> None:
+    """Leaves with every NIC of their servers, then a spine tier (leaf-spine) or the fat tree's
+    upper tiers."""
+    leaves = []
+    for j, group in enumerate(_groups(n_nodes, be.nodes_per_leaf)):
+        leaf = fab.switch(f"leaf{j}", role="leaf", tier=1, index=j)
+        leaves.append(leaf)
+        for k in group:
+            for i in range(rails):
+                fab.attach(nic_name(k, i), leaf, nic_Bps, tier="nic-leaf")
+    planes.append({"leaf": leaves})
+    _backend_storage(fab, be.storage, planes, "leaf")
+    if isinstance(be, LeafSpineFabricSpec):
         planes[0]["spine"] = fab.upper_tier(
             leaves,
             be.spines,
@@ -217,33 +204,61 @@ def add_backend(b: GraphBuilder, spec: TemplatedTopologySpec) -> None:
             link_tier="leaf-spine",
         )
         _backend_storage(fab, be.storage, planes, "spine")
+    else:
+        _fat_tree_upper(fab, be, leaves, planes)
 
-    elif isinstance(be, MultiPlaneFabricSpec):
-        groups = _groups(n_nodes, be.nodes_per_leaf)
-        for p in range(rails):
-            leaves = []
-            for j, group in enumerate(groups):
-                leaf = fab.switch(f"p{p}.leaf{j}", role="leaf", tier=1, index=j, plane=p)
-                leaves.append(leaf)
-                for k in group:
-                    fab.attach(nic_name(k, p), leaf, nic_Bps, tier="nic-leaf")
-            planes.append({"leaf": leaves})
-        _backend_storage(fab, be.storage, planes, "leaf")
-        for p, plane in enumerate(planes):
-            plane["spine"] = fab.upper_tier(
-                plane["leaf"],
-                be.spines,
-                be.oversubscription,
-                storage_here=_at(be.storage, "spine"),
-                name=f"p{p}.spine{{i}}",
-                role="spine",
-                tier=2,
-                plane=p,
-                link_tier="leaf-spine",
-            )
-        _backend_storage(fab, be.storage, planes, "spine")
-    else:  # pragma: no cover - the spec union is closed
-        raise AssertionError(f"unknown fabric {be!r}")
+
+def _rail_optimized(fab: _Fabric, be: RailOptimizedFabricSpec, n_nodes: int, rails: int, nic_Bps: float,
+                    planes: list[dict[str, list[str]]]) -> None:
+    """One leaf per rail and server group (rail ``r`` of every server on leaf ``r``), one spine tier."""
+    leaves = []
+    for j, group in enumerate(_groups(n_nodes, be.nodes_per_leaf)):
+        for r in range(rails):
+            leaf = fab.switch(f"r{r}.leaf{j}", role="leaf", tier=1, index=j, rail=r)
+            leaves.append(leaf)
+            for k in group:
+                fab.attach(nic_name(k, r), leaf, nic_Bps, tier="nic-leaf")
+    planes.append({"leaf": leaves})
+    _backend_storage(fab, be.storage, planes, "leaf")
+    planes[0]["spine"] = fab.upper_tier(
+        leaves,
+        be.spines,
+        be.oversubscription,
+        storage_here=_at(be.storage, "spine"),
+        name="spine{i}",
+        role="spine",
+        tier=2,
+        link_tier="leaf-spine",
+    )
+    _backend_storage(fab, be.storage, planes, "spine")
+
+
+def _multi_plane(fab: _Fabric, be: MultiPlaneFabricSpec, n_nodes: int, rails: int, nic_Bps: float,
+                 planes: list[dict[str, list[str]]]) -> None:
+    """One separate leaf-spine plane per rail (NIC ``p`` of every server in plane ``p``)."""
+    groups = _groups(n_nodes, be.nodes_per_leaf)
+    for p in range(rails):
+        leaves = []
+        for j, group in enumerate(groups):
+            leaf = fab.switch(f"p{p}.leaf{j}", role="leaf", tier=1, index=j, plane=p)
+            leaves.append(leaf)
+            for k in group:
+                fab.attach(nic_name(k, p), leaf, nic_Bps, tier="nic-leaf")
+        planes.append({"leaf": leaves})
+    _backend_storage(fab, be.storage, planes, "leaf")
+    for p, plane in enumerate(planes):
+        plane["spine"] = fab.upper_tier(
+            plane["leaf"],
+            be.spines,
+            be.oversubscription,
+            storage_here=_at(be.storage, "spine"),
+            name=f"p{p}.spine{{i}}",
+            role="spine",
+            tier=2,
+            plane=p,
+            link_tier="leaf-spine",
+        )
+    _backend_storage(fab, be.storage, planes, "spine")
 
 
 def _fat_tree_upper(

@@ -27,7 +27,14 @@ front-end (``--set frontend=null`` removes the host NICs too).
 
 from __future__ import annotations
 
-from netsim.config.topology import HCCSNodeSpec, NVSwitchNodeSpec, PCIeNodeSpec, TemplatedTopologySpec
+from netsim.config.topology import (
+    HCCSNodeSpec,
+    HostNicSpec,
+    NicSpec,
+    NVSwitchNodeSpec,
+    PCIeNodeSpec,
+    TemplatedTopologySpec,
+)
 from netsim.topology.builder import GraphBuilder
 from netsim.topology.model import (
     accelerator_name,
@@ -70,153 +77,173 @@ def _add_server(b: GraphBuilder, spec: TemplatedTopologySpec, k: int, *, nic_pla
     ]
 
     if isinstance(ns, NVSwitchNodeSpec):
-        sw = b.device(
-            nvswitch_name(k),
+        _nvswitch_links(b, ns, k, host, accs)
+    elif isinstance(ns, HCCSNodeSpec | PCIeNodeSpec):
+        _switch_group_links(b, ns, k, host, accs)
+    else:  # pragma: no cover - the spec union is closed
+        raise AssertionError(f"unknown node kind {ns!r}")
+    if nic is not None:
+        _rail_nics(b, nic, k, accs, nic_planes=nic_planes)
+    if ns.host_nics is not None and spec.frontend is not None:
+        _host_nics(b, ns.host_nics, k, host)
+
+
+def _nvswitch_links(b: GraphBuilder, ns: NVSwitchNodeSpec, k: int, host: str, accs: list[str]) -> None:
+    """Every GPU to the NVSwitch by NVLink and to the host through its own PCIe switch."""
+    sw = b.device(
+        nvswitch_name(k),
+        kind="switch",
+        role="nvswitch",
+        network="node",
+        node=k,
+        latency_s=ns.nvswitch_latency,
+    )
+    for i, a in enumerate(accs):
+        b.cable(
+            a,
+            sw,
+            capacity_Bps=ns.nvlink_bandwidth,
+            latency_s=ns.nvlink_latency,
+            link_class="nvlink",
+            network="node",
+            tier="nvlink",
+        )
+        ps = b.device(
+            pcie_switch_name(k, i),
             kind="switch",
-            role="nvswitch",
+            role="pcie-switch",
             network="node",
             node=k,
-            latency_s=ns.nvswitch_latency,
+            index=i,
+            latency_s=ns.pcie_switch_latency,
         )
-        for i, a in enumerate(accs):
+        b.cable(
+            a,
+            ps,
+            capacity_Bps=ns.pcie_bandwidth,
+            latency_s=ns.pcie_latency,
+            link_class="pcie",
+            network="node",
+            tier="gpu-pcie",
+        )
+        b.cable(
+            host,
+            ps,
+            capacity_Bps=ns.host_bandwidth or ns.pcie_bandwidth,
+            latency_s=ns.pcie_latency,
+            link_class="pcie",
+            network="node",
+            tier="host-pcie",
+        )
+
+
+def _switch_group_links(b: GraphBuilder, ns: HCCSNodeSpec | PCIeNodeSpec, k: int, host: str,
+                        accs: list[str]) -> None:
+    """Accelerators in groups under PCIe switches (HCCS: a direct link between every pair of a
+    group), the host on every switch, switches joined pairwise."""
+    size = ns.group_size if isinstance(ns, HCCSNodeSpec) else ns.accelerators_per_switch
+    between = ns.inter_group_bandwidth if isinstance(ns, HCCSNodeSpec) else ns.inter_switch_bandwidth
+    switches = []
+    for g in range(ns.accelerators // size):
+        sw = b.device(
+            pcie_switch_name(k, g),
+            kind="switch",
+            role="pcie-switch",
+            network="node",
+            node=k,
+            index=g,
+            latency_s=ns.pcie_switch_latency,
+        )
+        switches.append(sw)
+        group = accs[g * size : (g + 1) * size]
+        for a in group:
             b.cable(
                 a,
                 sw,
-                capacity_Bps=ns.nvlink_bandwidth,
-                latency_s=ns.nvlink_latency,
-                link_class="nvlink",
-                network="node",
-                tier="nvlink",
-            )
-            ps = b.device(
-                pcie_switch_name(k, i),
-                kind="switch",
-                role="pcie-switch",
-                network="node",
-                node=k,
-                index=i,
-                latency_s=ns.pcie_switch_latency,
-            )
-            b.cable(
-                a,
-                ps,
                 capacity_Bps=ns.pcie_bandwidth,
                 latency_s=ns.pcie_latency,
                 link_class="pcie",
                 network="node",
                 tier="gpu-pcie",
             )
+        if isinstance(ns, HCCSNodeSpec):
+            for i, a in enumerate(group):
+                for c in group[i + 1 :]:
+                    b.cable(
+                        a,
+                        c,
+                        capacity_Bps=ns.hccs_bandwidth,
+                        latency_s=ns.hccs_latency,
+                        link_class="hccs",
+                        network="node",
+                        tier="hccs",
+                    )
+        b.cable(
+            host,
+            sw,
+            capacity_Bps=ns.host_bandwidth or ns.pcie_bandwidth,
+            latency_s=ns.pcie_latency,
+            link_class="pcie",
+            network="node",
+            tier="host-pcie",
+        )
+    for i, s in enumerate(switches):
+        for t in switches[i + 1 :]:
             b.cable(
-                host,
-                ps,
-                capacity_Bps=ns.host_bandwidth or ns.pcie_bandwidth,
+                s,
+                t,
+                capacity_Bps=between or ns.pcie_bandwidth,
                 latency_s=ns.pcie_latency,
                 link_class="pcie",
                 network="node",
-                tier="host-pcie",
+                tier="pcie-pcie",
             )
-    elif isinstance(ns, HCCSNodeSpec | PCIeNodeSpec):
-        size = ns.group_size if isinstance(ns, HCCSNodeSpec) else ns.accelerators_per_switch
-        between = ns.inter_group_bandwidth if isinstance(ns, HCCSNodeSpec) else ns.inter_switch_bandwidth
-        switches = []
-        for g in range(ns.accelerators // size):
-            sw = b.device(
-                pcie_switch_name(k, g),
-                kind="switch",
-                role="pcie-switch",
-                network="node",
-                node=k,
-                index=g,
-                latency_s=ns.pcie_switch_latency,
-            )
-            switches.append(sw)
-            group = accs[g * size : (g + 1) * size]
-            for a in group:
-                b.cable(
-                    a,
-                    sw,
-                    capacity_Bps=ns.pcie_bandwidth,
-                    latency_s=ns.pcie_latency,
-                    link_class="pcie",
-                    network="node",
-                    tier="gpu-pcie",
-                )
-            if isinstance(ns, HCCSNodeSpec):
-                for i, a in enumerate(group):
-                    for c in group[i + 1 :]:
-                        b.cable(
-                            a,
-                            c,
-                            capacity_Bps=ns.hccs_bandwidth,
-                            latency_s=ns.hccs_latency,
-                            link_class="hccs",
-                            network="node",
-                            tier="hccs",
-                        )
-            b.cable(
-                host,
-                sw,
-                capacity_Bps=ns.host_bandwidth or ns.pcie_bandwidth,
-                latency_s=ns.pcie_latency,
-                link_class="pcie",
-                network="node",
-                tier="host-pcie",
-            )
-        for i, s in enumerate(switches):
-            for t in switches[i + 1 :]:
-                b.cable(
-                    s,
-                    t,
-                    capacity_Bps=between or ns.pcie_bandwidth,
-                    latency_s=ns.pcie_latency,
-                    link_class="pcie",
-                    network="node",
-                    tier="pcie-pcie",
-                )
-    else:  # pragma: no cover - the spec union is closed
-        raise AssertionError(f"unknown node kind {ns!r}")
 
-    if nic is not None:
-        integrated = nic.attach == "integrated"
-        for i, a in enumerate(accs):
-            n = b.device(
-                nic_name(k, i),
-                kind="nic",
-                role="rail-nic",
-                network="backend",
-                node=k,
-                index=i,
-                latency_s=nic.latency,
-                rail=i,
-                plane=i if nic_planes else -1,
-            )
-            b.cable(
-                a,
-                n,
-                capacity_Bps=nic.bandwidth if integrated else (nic.pcie_bandwidth or nic.bandwidth),
-                latency_s=nic.pcie_latency,
-                link_class="generic" if integrated else "pcie",
-                network="node",
-                tier="gpu-nic",
-            )
-    if ns.host_nics is not None and spec.frontend is not None:
-        h = ns.host_nics
-        for j in range(h.count):
-            n = b.device(
-                host_nic_name(k, j),
-                kind="nic",
-                role="host-nic",
-                network="frontend",
-                node=k,
-                index=j,
-                latency_s=h.latency,
-            )
-            b.cable(
-                host,
-                n,
-                capacity_Bps=h.pcie_bandwidth or h.bandwidth,
-                latency_s=h.pcie_latency,
-                link_class="pcie",
-                network="node",
-                tier="host-nic",
-            )
+
+def _rail_nics(b: GraphBuilder, nic: NicSpec, k: int, accs: list[str], *, nic_planes: bool) -> None:
+    """Rail NIC ``i`` of every accelerator ``i``: by PCIe, or an on-chip port (``integrated``)."""
+    integrated = nic.attach == "integrated"
+    for i, a in enumerate(accs):
+        n = b.device(
+            nic_name(k, i),
+            kind="nic",
+            role="rail-nic",
+            network="backend",
+            node=k,
+            index=i,
+            latency_s=nic.latency,
+            rail=i,
+            plane=i if nic_planes else -1,
+        )
+        b.cable(
+            a,
+            n,
+            capacity_Bps=nic.bandwidth if integrated else (nic.pcie_bandwidth or nic.bandwidth),
+            latency_s=nic.pcie_latency,
+            link_class="generic" if integrated else "pcie",
+            network="node",
+            tier="gpu-nic",
+        )
+
+
+def _host_nics(b: GraphBuilder, h: HostNicSpec, k: int, host: str) -> None:
+    """The host's front-end NICs, by PCIe."""
+    for j in range(h.count):
+        n = b.device(
+            host_nic_name(k, j),
+            kind="nic",
+            role="host-nic",
+            network="frontend",
+            node=k,
+            index=j,
+            latency_s=h.latency,
+        )
+        b.cable(
+            host,
+            n,
+            capacity_Bps=h.pcie_bandwidth or h.bandwidth,
+            latency_s=h.pcie_latency,
+            link_class="pcie",
+            network="node",
+            tier="host-nic",
+        )

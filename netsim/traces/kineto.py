@@ -146,45 +146,12 @@ def _no_constant(name: str) -> Any:
 def load_kineto(path: str | Path) -> KinetoTrace:
     """Parse and validate a Chrome / Kineto trace JSON file."""
     src = str(path)
-    doc = read_json(path)
-    if isinstance(doc, dict):
-        if "traceEvents" not in doc:
-            raise TraceError("not a Chrome trace: the JSON object has no traceEvents", source=src)
-        raw = doc["traceEvents"]
-        meta = {k: v for k, v in doc.items() if k != "traceEvents"}
-    elif isinstance(doc, list):
-        raw, meta = doc, {}
-    else:
-        raise TraceError("not a Chrome trace: expected an object with traceEvents or a list of events", source=src)
-    if not isinstance(raw, list):
-        raise TraceError("must be a list of events", source=src, field="traceEvents")
+    raw, meta = _trace_events(read_json(path), src)
     recs: list[tuple[Any, ...]] = []
     for i, ev in enumerate(raw):
-        where = f"traceEvents[{i}]"
-        if not isinstance(ev, dict):
-            raise TraceError("not an object", source=src, field=where)
-        if not isinstance(ev.get("ph"), str):
-            raise TraceError(f"an event needs a phase 'ph' (a string such as \"X\"; got {ev.get('ph')!r})",
-                             source=src, field=f"{where}.ph")
-        if ev.get("ph") != "X":
-            continue
-        name = ev.get("name")
-        if not isinstance(name, str):
-            raise TraceError(f"complete event without a name (got {name!r})", source=src, field=f"{where}.name")
-        for key in ("ts", "dur"):
-            if key not in ev:
-                raise TraceError(f"complete event {name!r} has no {key}", source=src, field=f"{where}.{key}")
-        ts = _num(ev["ts"], src, f"{where}.ts")
-        dur = _num(ev["dur"], src, f"{where}.dur")
-        if dur < 0:
-            raise TraceError(f"negative duration {dur} us for {name!r}", source=src, field=f"{where}.dur")
-        cat = str(ev.get("cat", ""))
-        kind = _CAT_KIND.get(cat.lower(), "other")
-        args = ev.get("args")
-        corr = args.get("correlation") if isinstance(args, dict) else None
-        corr_v = float(corr) if isinstance(corr, int | float) and not isinstance(corr, bool) else np.nan
-        gpu = kind in _GPU_KINDS or cat.lower() == "gpu_user_annotation"
-        recs.append((name, cat, kind, str(ev.get("pid", "")), str(ev.get("tid", "")), ts, dur, corr_v, gpu, i))
+        rec = _complete_event(ev, i, src)
+        if rec is not None:
+            recs.append(rec)
     if not recs:
         raise TraceError("no complete ('ph': 'X') events in the trace", source=src)
     ev_df = pd.DataFrame.from_records(
@@ -200,6 +167,52 @@ def load_kineto(path: str | Path) -> KinetoTrace:
         if isinstance(args, dict) and "Input Dims" in args:
             shapes[row] = (args["Input Dims"], args.get("Input type"))
     return KinetoTrace(ev_df.loc[:, list(EVENT_COLUMNS)], src, meta, t0, shapes)
+
+
+def _trace_events(doc: Any, src: str) -> tuple[list[Any], dict[str, Any]]:
+    """The event list of a parsed trace file and its other top-level keys (the metadata)."""
+    if isinstance(doc, dict):
+        if "traceEvents" not in doc:
+            raise TraceError("not a Chrome trace: the JSON object has no traceEvents", source=src)
+        raw = doc["traceEvents"]
+        meta = {k: v for k, v in doc.items() if k != "traceEvents"}
+    elif isinstance(doc, list):
+        raw, meta = doc, {}
+    else:
+        raise TraceError("not a Chrome trace: expected an object with traceEvents or a list of events", source=src)
+    if not isinstance(raw, list):
+        raise TraceError("must be a list of events", source=src, field="traceEvents")
+    return raw, meta
+
+
+def _complete_event(ev: Any, i: int, src: str) -> tuple[Any, ...] | None:
+    """Event ``i`` as a record (name, cat, kind, pid, tid, ts, dur, correlation, gpu, i) if it is
+    a complete ('X') event, None for other phases; an error names the first bad field."""
+    where = f"traceEvents[{i}]"
+    if not isinstance(ev, dict):
+        raise TraceError("not an object", source=src, field=where)
+    if not isinstance(ev.get("ph"), str):
+        raise TraceError(f"an event needs a phase 'ph' (a string such as \"X\"; got {ev.get('ph')!r})",
+                         source=src, field=f"{where}.ph")
+    if ev.get("ph") != "X":
+        return None
+    name = ev.get("name")
+    if not isinstance(name, str):
+        raise TraceError(f"complete event without a name (got {name!r})", source=src, field=f"{where}.name")
+    for key in ("ts", "dur"):
+        if key not in ev:
+            raise TraceError(f"complete event {name!r} has no {key}", source=src, field=f"{where}.{key}")
+    ts = _num(ev["ts"], src, f"{where}.ts")
+    dur = _num(ev["dur"], src, f"{where}.dur")
+    if dur < 0:
+        raise TraceError(f"negative duration {dur} us for {name!r}", source=src, field=f"{where}.dur")
+    cat = str(ev.get("cat", ""))
+    kind = _CAT_KIND.get(cat.lower(), "other")
+    args = ev.get("args")
+    corr = args.get("correlation") if isinstance(args, dict) else None
+    corr_v = float(corr) if isinstance(corr, int | float) and not isinstance(corr, bool) else np.nan
+    gpu = kind in _GPU_KINDS or cat.lower() == "gpu_user_annotation"
+    return (name, cat, kind, str(ev.get("pid", "")), str(ev.get("tid", "")), ts, dur, corr_v, gpu, i)
 
 
 def _self_times(df: pd.DataFrame) -> np.ndarray:

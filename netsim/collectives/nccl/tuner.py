@@ -196,18 +196,38 @@ def _bus_bw(sys: NcclSystem, c: NcclConstants, coll: str, algo: str, proto: str)
     g = sys.graphs.get(algo)
     if g is None or g.n_channels <= 0:
         return 0.0
-    arch, idx, ppn = sys.arch, sys.node_index, sys.ppn
     collnet = algo in ("collnet_direct", "collnet_chain")
     bw = g.bw_intra_GBps if (sys.n_nodes <= 2 or collnet) else g.bw_inter_GBps
     if algo in ("nvls", "nvls_tree"):
         if g.n_channels < 2:
             return 0.0
-        intra = g.bw_intra_GBps * float(c.get("nvls_efficiency", arch)) * (g.n_channels - 1) / g.n_channels
-        intra *= 2.0 if coll == "all_reduce" else (ppn - 1) / ppn
-        inter = g.bw_inter_GBps * (2.0 if (sys.n_nodes <= 2 and algo == "nvls_tree") else 1.0)
-        cap = c.per_channel_max_bw("nvls_tree", arch, idx) if algo == "nvls_tree" else math.inf
-        bw = min(intra, inter, cap)
-    bus = g.n_channels * bw
+        bw = _nvls_channel_bw(sys, c, coll, algo, g)
+    bus = _ring_tree_refined(sys, c, coll, algo, proto, g, g.n_channels * bw)
+    if collnet and proto != "Simple":
+        bus = 0.0
+    if algo == "collnet_direct" and proto == "Simple":
+        bus = _collnet_direct_bus(sys, c, coll, g, bus)
+    if (algo in ("nvls", "collnet_direct") and proto == "Simple" and coll in ("all_gather", "reduce_scatter")
+            and sys.n_nodes > 1 and (not sys.collnet or sys.ppn > sys.collnet_heads)):
+        bus = 0.0
+    return bus
+
+
+def _nvls_channel_bw(sys: NcclSystem, c: NcclConstants, coll: str, algo: str, g: ChannelGraph) -> float:
+    """Per-channel bandwidth of NVLS / NVLS tree: the smaller of the switch-reduction side (one
+    channel fewer, NVLS efficiency), the inter-node side and the NVLS-tree channel cap."""
+    arch, ppn = sys.arch, sys.ppn
+    intra = g.bw_intra_GBps * float(c.get("nvls_efficiency", arch)) * (g.n_channels - 1) / g.n_channels
+    intra *= 2.0 if coll == "all_reduce" else (ppn - 1) / ppn
+    inter = g.bw_inter_GBps * (2.0 if (sys.n_nodes <= 2 and algo == "nvls_tree") else 1.0)
+    cap = c.per_channel_max_bw("nvls_tree", arch, sys.node_index) if algo == "nvls_tree" else math.inf
+    return min(intra, inter, cap)
+
+
+def _ring_tree_refined(sys: NcclSystem, c: NcclConstants, coll: str, algo: str, proto: str, g: ChannelGraph,
+                       bus: float) -> float:
+    """NCCL's protocol factors and per-channel caps of ring, tree and PAT applied to ``bus``."""
+    arch, idx = sys.arch, sys.node_index
     r = c.refinement
     if algo == "ring" and proto == "LL":
         bus = min(_ll_max_bw(sys, c), bus * float(r("ring_ll_factor")))
@@ -224,20 +244,20 @@ def _bus_bw(sys: NcclSystem, c: NcclConstants, coll: str, algo: str, proto: str)
         bus *= float(r("tree_pattern_factor"))
     if algo == "pat":
         bus *= float(r("pat_factor"))
-    if collnet and proto != "Simple":
-        bus = 0.0
-    if algo == "collnet_direct" and proto == "Simple":
-        if coll in ("all_gather", "reduce_scatter"):
-            bus = ppn * min(g.bw_intra_GBps, g.bw_inter_GBps * 0.9)
-        else:
-            factor = ppn / g.n_channels
-            factor -= (factor - 1) / 2
-            bus /= factor
-            if arch in ("hopper", "blackwell"):
-                bus *= float(r("collnet_direct_sm90_factor"))
-    if (algo in ("nvls", "collnet_direct") and proto == "Simple" and coll in ("all_gather", "reduce_scatter")
-            and sys.n_nodes > 1 and (not sys.collnet or ppn > sys.collnet_heads)):
-        bus = 0.0
+    return bus
+
+
+def _collnet_direct_bus(sys: NcclSystem, c: NcclConstants, coll: str, g: ChannelGraph, bus: float) -> float:
+    """CollNet direct (Simple): gather/scatter at the network's pace, or the all-reduce bus
+    scaled by ranks per channel (and NCCL's sm90 factor on Hopper and Blackwell)."""
+    ppn = sys.ppn
+    if coll in ("all_gather", "reduce_scatter"):
+        return ppn * min(g.bw_intra_GBps, g.bw_inter_GBps * 0.9)
+    factor = ppn / g.n_channels
+    factor -= (factor - 1) / 2
+    bus /= factor
+    if sys.arch in ("hopper", "blackwell"):
+        bus *= float(c.refinement("collnet_direct_sm90_factor"))
     return bus
 
 

@@ -1,0 +1,208 @@
+"""The catalogue's kernels written in torch, as the profiler times them.
+
+:func:`kernel_closures` builds, for one kernel of :data:`netsim.calibration.kernels.KERNELS` at
+one shape, the seeded inputs and a closure per pass: ``fwd`` and ``bwd`` (the backward alone:
+``torch.autograd.grad`` on a retained graph) or ``step`` (AdamW).  Where torch offers more than
+one implementation (grouped GEMM, AdamW) it also returns which one it took, which the profiler
+records with the measurement.  One function per kernel family; :data:`_FAMILIES` maps every
+kernel name to its family.  torch itself is passed in (it is optional, imported by the caller).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from netsim.errors import SpecError
+
+Closures = dict[str, Callable[[], Any]]
+
+
+class _Inputs:
+    """Seeded random inputs on the device (one CPU generator, seed 0, drawn in call order)."""
+
+    def __init__(self, torch: ModuleType, dtype: Any, dev: str) -> None:
+        self.torch = torch
+        self.dtype = dtype
+        self.dev = dev
+        self.gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def rand(self, *shape: int, scale: float = 1.0, grad: bool = True) -> Any:
+        """A standard normal tensor times ``scale`` that requires grad (unless ``grad=False``)."""
+        t = (self.torch.randn(*shape, generator=self.gen) * scale).to(device=self.dev, dtype=self.dtype)
+        return t.requires_grad_(grad)
+
+    def with_bwd(self, fwd: Callable[[], Any], inputs: Sequence[Any]) -> Closures:
+        """``fwd`` and the backward of one call of it with respect to ``inputs`` (retained graph)."""
+        torch = self.torch
+        out = fwd()
+        grad_out = torch.randn(out.shape, generator=self.gen).to(device=self.dev, dtype=out.dtype)
+
+        def bwd() -> Any:
+            return torch.autograd.grad(out, inputs, grad_out, retain_graph=True)
+
+        return {"fwd": fwd, "bwd": bwd}
+
+
+def _gemm(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    # weights stored [n, k] and used transposed, as torch.nn.Linear does
+    x, w = z.rand(s["m"], s["k"]), z.rand(s["n"], s["k"], scale=s["k"] ** -0.5)
+    return z.with_bwd(lambda: x @ w.t(), (x, w)), None
+
+
+def _grouped_gemm(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    torch, dev = z.torch, z.dev
+    t, e = s["tokens"], s["experts"]
+    x, w = z.rand(t, s["k"]), z.rand(e, s["n"], s["k"], scale=s["k"] ** -0.5)
+    splits = [t // e + (1 if i < t % e else 0) for i in range(e)]
+
+    def loop() -> Any:
+        return torch.cat([xs @ w[i].t() for i, xs in enumerate(x.split(splits))])
+
+    grouped_mm = getattr(torch, "_grouped_mm", None)
+    if dev == "cuda" and grouped_mm is not None:
+        offs = torch.tensor(np.cumsum(splits), device=dev, dtype=torch.int32)
+
+        def fused() -> Any:
+            return grouped_mm(x, w.transpose(-2, -1), offs=offs)
+
+        try:
+            fused().sum().backward()
+            x.grad = w.grad = None
+            return z.with_bwd(fused, (x, w)), "torch._grouped_mm"
+        except (RuntimeError, TypeError, NotImplementedError):
+            x.grad = w.grad = None
+    return z.with_bwd(loop, (x, w)), "loop over experts"
+
+
+def _attention(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    F = z.torch.nn.functional
+    b, h, sq, d = s["batch"], s["heads"], s["seq"], s["head_dim"]
+    q, k, v = z.rand(b, h, sq, d), z.rand(b, h, sq, d), z.rand(b, h, sq, d)
+    return z.with_bwd(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v)), None
+
+
+def _router(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    torch = z.torch
+    t, hid, e, topk = s["tokens"], s["hidden"], s["experts"], s["topk"]
+    x = z.rand(t, hid)
+    if kernel == "router_linear":
+        wg = z.rand(hid, e, scale=hid**-0.5)
+
+        def route() -> Any:
+            p = torch.softmax((x @ wg).float(), dim=-1)
+            vals, _ = torch.topk(p, topk, dim=-1)
+            return vals / vals.sum(dim=-1, keepdim=True) if topk > 1 else vals
+
+        return z.with_bwd(route, (x, wg)), None
+    if hid % e:
+        raise SpecError(f"router_grap needs hidden divisible by experts (got {hid}, {e})")
+
+    def grap() -> Any:
+        logits = torch.relu(x.view(t, e, hid // e).mean(dim=-1))
+        p = torch.softmax(logits.float(), dim=-1)
+        vals, _ = torch.topk(p, topk, dim=-1)
+        return vals / vals.sum(dim=-1, keepdim=True) if topk > 1 else vals
+
+    return z.with_bwd(grap, (x,)), None
+
+
+def _permutation(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    torch, dev = z.torch, z.dev
+    t, hid, topk = s["tokens"], s["hidden"], s["topk"]
+    experts = max(8, topk)
+    expert_ids = torch.randint(0, experts, (t * topk,), generator=z.gen)
+    token_of_row = (torch.argsort(expert_ids, stable=True) // topk).to(dev)
+    if kernel == "permute":
+        x = z.rand(t, hid)
+        return z.with_bwd(lambda: x.index_select(0, token_of_row), (x,)), None
+    y = z.rand(t * topk, hid)
+    probs = torch.rand(t * topk, generator=z.gen).to(device=dev, dtype=z.dtype).requires_grad_(True)
+
+    def unpermute() -> Any:
+        out = torch.zeros(t, hid, device=dev, dtype=z.dtype)
+        return out.index_add(0, token_of_row, y * probs.unsqueeze(1))
+
+    return z.with_bwd(unpermute, (y, probs)), None
+
+
+def _norm(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    F = z.torch.nn.functional
+    t, hid = s["tokens"], s["hidden"]
+    x, wn = z.rand(t, hid), z.rand(hid)
+    if kernel == "layernorm":
+        bn = z.rand(hid)
+        return z.with_bwd(lambda: F.layer_norm(x, (hid,), wn, bn), (x, wn, bn)), None
+    return z.with_bwd(lambda: F.rms_norm(x, (hid,), wn), (x, wn)), None
+
+
+def _swiglu(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    F = z.torch.nn.functional
+    t, hid = s["tokens"], s["hidden"]
+    x = z.rand(t, 2 * hid)
+
+    def swiglu() -> Any:
+        a, b = x.chunk(2, dim=-1)
+        return F.silu(a) * b
+
+    return z.with_bwd(swiglu, (x,)), None
+
+
+def _elementwise(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    torch = z.torch
+    F = torch.nn.functional
+    t, hid = s["tokens"], s["hidden"]
+    x = z.rand(t, hid)
+    if kernel == "residual":  # out = x + bias + residual
+        bias, res = z.rand(hid), z.rand(t, hid)
+        return z.with_bwd(lambda: x + bias + res, (x, bias, res)), None
+    if kernel == "gelu":  # Megatron's fused bias + GELU (tanh approximation)
+        bias = z.rand(hid)
+        return z.with_bwd(lambda: F.gelu(x + bias, approximate="tanh"), (x, bias)), None
+    if kernel == "softmax":  # scaled softmax over each row (the attention scores)
+        scale = hid**-0.5
+        return z.with_bwd(lambda: torch.softmax(x * scale, dim=-1), (x,)), None
+    return z.with_bwd(lambda: F.dropout(x, p=0.1, training=True), (x,)), None
+
+
+def _adamw(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    torch, dev = z.torch, z.dev
+    p = torch.nn.Parameter(torch.zeros(s["params"], device=dev, dtype=torch.float32))
+    p.grad = torch.randn(s["params"], generator=z.gen).to(dev)
+    opt = torch.optim.AdamW([p], lr=1e-4, fused=True) if dev == "cuda" else torch.optim.AdamW([p], lr=1e-4)
+    return {"step": opt.step}, ("fused" if dev == "cuda" else "for-loop")
+
+
+_FAMILIES: dict[str, Callable[[_Inputs, str, dict[str, int]], tuple[Closures, str | None]]] = {
+    "gemm": _gemm,
+    "grouped_gemm": _grouped_gemm,
+    "attention": _attention,
+    "router_linear": _router,
+    "router_grap": _router,
+    "permute": _permutation,
+    "unpermute": _permutation,
+    "layernorm": _norm,
+    "rmsnorm": _norm,
+    "swiglu": _swiglu,
+    "gelu": _elementwise,
+    "residual": _elementwise,
+    "softmax": _elementwise,
+    "dropout": _elementwise,
+    "adamw": _adamw,
+}
+
+
+def kernel_closures(torch: ModuleType, kernel: str, s: dict[str, int], dtype: Any,
+                    dev: str) -> tuple[Closures, str | None]:
+    """Inputs and closures for every pass of ``kernel`` at shape ``s`` (see the catalogue), and
+    a note on the implementation where there is a choice (grouped GEMM, AdamW)."""
+    family = _FAMILIES.get(kernel)
+    if family is None:
+        raise SpecError(f"no profiler for kernel {kernel!r}")  # catalogue and profiler out of sync
+    return family(_Inputs(torch, dtype, dev), kernel, s)
+
+
+__all__ = ["Closures", "kernel_closures"]

@@ -147,6 +147,20 @@ def _placement_overrides(cfg: StudyConfig, placement: str, router: str | None = 
     return out
 
 
+def ep_span_nodes(run_dir: Path) -> int:
+    """Servers one EP group of a finished run spans (rank 0's group), from its ``scenario.yaml``:
+    how many nodes a token can be dispatched to, the "nodes" of the paper's experts >= nodes."""
+    import yaml
+
+    from netsim.workload.expert_layout import make_expert_layout
+
+    saved = yaml.safe_load((run_dir / "scenario.yaml").read_text())
+    res, par = saved["resolved"], saved["workload"]["parallelism"]
+    layout = make_expert_layout(par["expert_layout"], res["dp"], res["tp"], res["ep"], par.get("expert_tp"))
+    # accelerators are named nK.gJ (netsim.topology.model.accelerator_name): server nK
+    return len({res["devices"][r].partition(".")[0] for r in layout.ep_members(0)})
+
+
 def _config_name(topology: str, nodes: int, router: str, placement: str) -> str:
     return f"{topology}-n{nodes}-{router}-{placement}"
 
@@ -254,7 +268,8 @@ def _replays(cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note
                                        {"routing_trace": traces[router].window.relative_to(out_path).as_posix()},
                                        out_path / "runs" / name, out_path)
                     rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
-                                     router=router, placement=placement, routing="lab trace"))
+                                     router=router, placement=placement, routing="lab trace",
+                                     ep_nodes=ep_span_nodes(out_path / "runs" / name)))
                     done += 1
             for frac in cfg.locality:
                 name = f"{topology}-n{nodes}-locality{round(frac * 1000):04d}-contiguous"

@@ -39,19 +39,36 @@ def _a2a_saving(grp: pd.DataFrame, nodes: int, baseline: str) -> float:
     return float(1 - g.loc["locmoe", "alltoall_s"] / g.loc[baseline, "alltoall_s"])
 
 
+def _spans(grp: pd.DataFrame) -> dict[int, int]:
+    """Servers one EP group spans, per node count (empty without the ``ep_nodes`` column)."""
+    if "ep_nodes" not in grp:
+        return {}
+    return {int(n): int(g["ep_nodes"].max()) for n, g in grp.groupby("nodes", sort=True)}
+
+
 def _experts_vs_nodes(topology: str, grp: pd.DataFrame, per_nodes: list[tuple[int, float, float, float, float]],
                       experts: int, baseline: str) -> str:
-    """The paper's condition (gain only where experts >= nodes), tested on the node counts of ``grp``."""
-    small = [(n, gain) for n, gain, *_ in per_nodes if experts >= n]
-    large = [(n, gain) for n, gain, *_ in per_nodes if experts < n]
+    """The paper's condition (gain only where experts >= nodes), tested on the node counts of ``grp``.
+
+    The nodes that count are those a token can be dispatched to: the servers one EP group spans
+    (``ep_nodes``), which is the cluster's node count only when EP spans the whole cluster."""
+    spans = _spans(grp)
     detail = "; ".join(
         f"{n} nodes: step {100 * gain:+.1f}%, all-to-all {100 * _a2a_saving(grp, n, baseline):+.1f}% shorter, "
         f"cross-node bytes {100 * loc:.0f}% vs {100 * base:.0f}%" for n, gain, _, loc, base in per_nodes)
     head = f"{topology}, experts vs nodes ({experts} experts; LocMoE against RRE, {detail}): "
+    if spans:
+        head += ("an EP group spans " + ", ".join(f"{s} servers at {n} nodes" for n, s in spans.items())
+                 + " (uniform routing would send " + ", ".join(f"{100 * (1 - 1 / s):.0f}%" for s in spans.values())
+                 + " of the dispatch bytes across nodes), so the nodes a token can reach are those, not the "
+                 "cluster's; ")
+    small = [(n, gain) for n, gain, *_ in per_nodes if experts >= spans.get(n, n)]
+    large = [(n, gain) for n, gain, *_ in per_nodes if experts < spans.get(n, n)]
     if not (small and large):
         side = ">=" if small else "<"
-        return head + (f"every node count here has experts {side} nodes, so the condition is not tested "
-                       "(run the study at node counts on both sides of the expert count).")
+        return head + (f"every configuration here has experts {side} those nodes, so the condition is not tested "
+                       + ("by the cluster size (it needs EP groups spanning more servers than there are experts)."
+                          if spans else "(run the study at node counts on both sides of the expert count)."))
     mean_small = sum(g for _, g in small) / len(small)
     mean_large = sum(g for _, g in large) / len(large)
     return head + (

@@ -229,10 +229,11 @@ def model_check_lines(check: pd.DataFrame) -> list[str]:
     routers = ", ".join(label(r) for r in check["router"])
     order_same = check.sort_values("step_time_s")["router"].tolist() == \
         check.sort_values("exact_step_time_s")["router"].tolist()
+    order = ("" if len(check) < 2 else "; the routers' order by step time "
+             + ("is the same." if order_same else "differs, so the ranking is within the model's error."))
     return [f"The {models} model against exact on the same configurations ({routers}; "
             f"{', '.join(str(n) for n in sorted(set(check['nodes'])))} nodes): step time within {err.max():.2f}% "
-            f"(mean {err.mean():.2f}%), all-to-all time within {a2a.max():.1f}%; the routers' order by step time "
-            + ("is the same." if order_same else "differs, so the ranking is within the model's error.")]
+            f"(mean {err.mean():.2f}%), all-to-all time within {a2a.max():.1f}%" + (order or ".")]
 
 
 def _model_check_section(check: pd.DataFrame) -> Section | None:

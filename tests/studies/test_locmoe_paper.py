@@ -29,7 +29,7 @@ def test_longer_steps_disagree_and_the_all_to_all_share_explains_it() -> None:
     assert "not larger where experts >= nodes" in lines[2]
     lines = paper_comparison(_rows({(8, "rre"): 10.0, (8, "locmoe"): 10.5}, locmoe_cross=0.2), experts=16)
     assert "disagrees" in lines[0] and "keeps more tokens on their node" in lines[1] and len(lines) == 3
-    assert "every node count here has experts >= nodes, so the condition is not tested" in lines[2]
+    assert "every configuration here has experts >= those nodes, so the condition is not tested (run" in lines[2]
 
 
 def test_experts_vs_nodes_reports_the_all_to_all_and_locality_per_node_count() -> None:
@@ -45,3 +45,18 @@ def test_experts_vs_nodes_reports_the_all_to_all_and_locality_per_node_count() -
 
 def test_no_comparison_without_both_routers() -> None:
     assert paper_comparison(_rows({(8, "rre"): 10.0, (8, "switch"): 9.0}), experts=16) == []
+
+
+def test_experts_vs_nodes_counts_the_servers_an_ep_group_spans() -> None:
+    # EP16 in TP8 servers: an EP group spans 2 servers at every cluster size, so 32 nodes do not
+    # put experts < nodes; the line says the condition is not tested by the cluster size
+    rows = _rows({(8, "rre"): 10.0, (8, "locmoe"): 9.0, (32, "rre"): 10.0, (32, "locmoe"): 9.5})
+    rows["ep_nodes"] = 2
+    line = paper_comparison(rows, experts=16)[2]
+    assert "an EP group spans 2 servers at 8 nodes, 2 servers at 32 nodes (uniform routing would send 50%, 50%" \
+        in line
+    assert "every configuration here has experts >= those nodes, so the condition is not tested by the cluster " \
+        "size" in line
+    rows["ep_nodes"] = [2, 2, 32, 32]
+    line = paper_comparison(rows, experts=16)[2]
+    assert "+10.0% where experts >= nodes (8 nodes) and +5.0% where experts < nodes (32 nodes)" in line

@@ -41,6 +41,8 @@ def test_every_configuration_has_a_complete_run(study) -> None:  # type: ignore[
         parts = summary["breakdown_s"]
         assert sum(parts.values()) == pytest.approx(summary["step_time_s"], rel=1e-6)
     assert (res["step_time_s"] > 0).all()
+    # EP16 over TP8 servers: one EP group spans both servers
+    assert set(res.loc[res["routing"] == "lab trace", "ep_nodes"]) == {2}
 
 
 def test_locality_sweep_moves_bytes_onto_the_node(study) -> None:  # type: ignore[no-untyped-def]

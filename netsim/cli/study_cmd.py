@@ -69,9 +69,13 @@ def register(app: typer.Typer) -> None:
         workload_set: list[str] = typer.Option([], "--set", help="Workload override, e.g. --set steps=2."),
         quick: bool = typer.Option(False, "--quick", help="A small version (one fabric, 2 nodes, short lab)."),
         seed: int = typer.Option(0, "--seed"),
-        collective_model: str = typer.Option("exact", "--collective-model",
-                                             help="exact, stream (ring phases as one flow per link) or coflow "
-                                             "(stream, and all-to-alls as coflows); faster."),
+        collective_model: str = typer.Option("auto", "--collective-model",
+                                             help="auto (chosen from each run's size, as netsim run does), exact, "
+                                             "stream (ring phases as one flow per link) or coflow (stream, and "
+                                             "all-to-alls as coflows)."),
+        exact_check: str | None = typer.Option(
+            None, "--exact-check", help="Node counts at which the lab-trace rows (contiguous) are replayed again "
+            "with the exact model to measure the faster model's error ('' to skip; default 8, --quick 2)."),
         force: bool = force_option(),
     ) -> None:
         """Hash (RRE) vs Switch vs LocMoE (and EPLB) on Ascend 910A and DGX H100 clusters."""
@@ -86,6 +90,8 @@ def register(app: typer.Typer) -> None:
                               seed=seed)
         if workload_set:
             cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
+        if exact_check is not None:
+            cfg = StudyConfig(**{**cfg.__dict__, "exact_check": _csv(exact_check, int)})
         cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model,
                              "capacity": {**cfg.capacity, **_pairs(capacity, "--capacity")},
                              "overlap": {**cfg.overlap, **{k: _int(v, "--overlap")

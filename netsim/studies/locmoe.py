@@ -15,9 +15,16 @@ ceiling of what any locality-aware router can save on that fabric.
 
 Outputs (``DIR``, default ``reports/locmoe``): ``lab/<router>/`` (routing traces and losses),
 ``runs/<config>/`` (full run directories with their own reports), ``results.csv/.parquet``
-(one row per configuration), ``figures/``, ``report.md`` and a self-contained ``report.html``
-ending with a conclusion generated from the numbers.  Finished runs are reused, so an
-interrupted study resumes.
+(one row per configuration), ``model_check.csv`` (the faster collective model against exact on
+the same configurations), ``figures/``, ``report.md`` and a self-contained ``report.html``
+(:mod:`netsim.studies.locmoe_report`) ending with a conclusion generated from the numbers.
+
+Runs are simulated with ``--collective-model auto`` (netsim/auto.py: exact, stream or coflow
+from the run's size, as ``netsim run`` does); at the ``exact_check`` node counts the lab-trace
+configurations are replayed again with the exact model and the report states the difference.
+Finished runs are reused, so an interrupted study resumes; the paths a run's ``scenario.yaml``
+names (the routing trace) are relative to the study directory, so a copied or moved study
+resumes too, without rerunning anything.
 """
 
 from __future__ import annotations
@@ -35,12 +42,11 @@ from netsim.errors import NetsimError
 from netsim.io import write_table
 from netsim.limits import MAX_NODES
 from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity
-from netsim.studies.locmoe_paper import paper_comparison
+from netsim.studies.locmoe_report import ROUTER_LABELS, model_check_lines, write_report
 
 #: progress callback: (what is happening, fraction done of the whole study)
 Progress = Callable[[str, float], None]
 
-ROUTER_LABELS = {"rre": "Hash (RRE)", "hash": "Hash", "switch": "Switch", "locmoe": "LocMoE"}
 
 #: the study's lab model: small enough to train three routers in minutes on 2 cores, large enough
 #: capacity groups (4 sequences of 64 tokens per rank and step) and steps for the routers to
@@ -80,9 +86,14 @@ class StudyConfig:
     #: per-router LocMoE-style slices of the expert all-to-all / expert compute overlap
     #: (``overlap.ep_overlap_slices``); routers not listed get 1 (no slicing)
     overlap: dict[str, int] = field(default_factory=lambda: {"locmoe": 2})
-    #: ``exact``, ``stream`` (ring phases as one flow per link) or ``coflow`` (stream, and each
-    #: all-to-all phase as one coflow): much faster, error in the README
-    collective_model: str = "exact"
+    #: ``auto`` (chosen from each run's size, as ``netsim run`` does: netsim/auto.py), ``exact``,
+    #: ``stream`` (ring phases as one flow per link) or ``coflow`` (stream, and each all-to-all
+    #: phase as one coflow): the faster models' error is measured by ``exact_check``
+    collective_model: str = "auto"
+    #: node counts at which the lab-trace rows with contiguous placement are replayed again with
+    #: the exact model when the study's model is not exact (the report's "Collective model against
+    #: exact" section); empty to skip
+    exact_check: tuple[int, ...] = (8,)
     #: redundant expert slots of the ``eplb`` placement, a multiple of the EP size (16: every
     #: rank hosts its expert and one replica).  Without replicas and with one expert per rank
     #: EPLB can only permute experts and balances nothing.
@@ -94,7 +105,7 @@ class StudyConfig:
         return cls(topologies=("ascend-910a",), nodes=(2,), placements=("contiguous",), locality=(0.125, 0.875),
                    lab_steps=QUICK_LAB_STEPS, workload_overrides=("model.layers=10", "model.moe.first_dense=2",
                                                                   "micro_batch_size=2"),
-                   lab_overrides=dict(STUDY_LAB))
+                   lab_overrides=dict(STUDY_LAB), exact_check=(2,))
 
 
 @dataclass
@@ -136,14 +147,29 @@ def _placement_overrides(cfg: StudyConfig, placement: str, router: str | None = 
     return out
 
 
+def ep_span_nodes(run_dir: Path) -> int:
+    """Servers one EP group of a finished run spans (rank 0's group), from its ``scenario.yaml``:
+    how many nodes a token can be dispatched to, the "nodes" of the paper's experts >= nodes."""
+    import yaml
+
+    from netsim.workload.expert_layout import make_expert_layout
+
+    saved = yaml.safe_load((run_dir / "scenario.yaml").read_text())
+    res, par = saved["resolved"], saved["workload"]["parallelism"]
+    layout = make_expert_layout(par["expert_layout"], res["dp"], res["tp"], res["ep"], par.get("expert_tp"))
+    # accelerators are named nK.gJ (netsim.topology.model.accelerator_name): server nK
+    return len({res["devices"][r].partition(".")[0] for r in layout.ep_members(0)})
+
+
 def _config_name(topology: str, nodes: int, router: str, placement: str) -> str:
     return f"{topology}-n{nodes}-{router}-{placement}"
 
 
 def _finished_with(run_dir: Path, overrides: list[str], collective_model: str,
                    routing_trace: str | None = None) -> bool:
-    """Whether ``run_dir`` holds a finished run made with these workload overrides and this
-    collective model (a study resumed with other settings reruns the configuration)."""
+    """Whether ``run_dir`` holds a finished run made with these workload overrides, this collective
+    model and this routing trace (a study resumed with other settings reruns the configuration).
+    ``routing_trace`` is compared as the study stores it: relative to the study directory."""
     import yaml
 
     if not (run_dir / "summary.json").is_file() or not (run_dir / "scenario.yaml").is_file():
@@ -159,24 +185,28 @@ def _finished_with(run_dir: Path, overrides: list[str], collective_model: str,
 
 
 def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Sequence[str], options: dict[str, Any],
-             run_dir: Path) -> dict[str, Any]:
-    """Run one configuration (or reuse its finished run directory) and return its summary."""
+             run_dir: Path, study_dir: Path, collective_model: str | None = None) -> dict[str, Any]:
+    """Run one configuration (or reuse its finished run directory) and return its summary.
+
+    Paths in ``options`` are relative to ``study_dir`` and stay so in the run's ``scenario.yaml``
+    (the scenario resolves them against ``study_dir``): a copied or moved study resumes without
+    rerunning anything."""
     import json
 
     from netsim.config.scenario import load_scenario
-    from netsim.report import write_report
+    from netsim.report import write_report as write_run_report
     from netsim.run import run_scenario
 
+    model = collective_model or cfg.collective_model
     summary_path = run_dir / "summary.json"
     overrides = list(cfg.workload_overrides) + list(workload_overrides)
     # not run yet, or run differently
-    if not _finished_with(run_dir, overrides, cfg.collective_model, options.get("routing_trace")):
+    if not _finished_with(run_dir, overrides, model, options.get("routing_trace")):
         scenario = load_scenario({
             "name": run_dir.name, "topology": topology, "nodes": nodes, "workload": cfg.workload,
-            "workload_overrides": overrides, "seed": cfg.seed,
-            "options": {**options, "collective_model": cfg.collective_model},
-        }, source=f"study config {run_dir.name}")
-        run_scenario(scenario, run_dir, report=write_report, force=True)  # inside the study's own folder
+            "workload_overrides": overrides, "seed": cfg.seed, "options": {**options, "collective_model": model},
+        }, source=f"study config {run_dir.name}").with_origin(f"study config {run_dir.name}", study_dir)
+        run_scenario(scenario, run_dir, report=write_run_report, force=True)  # inside the study's own folder
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
 
@@ -204,6 +234,7 @@ def _row(summary: dict[str, Any], **keys: Any) -> dict[str, Any]:
         "expert_load_cv": float(summary.get("expert_load_cv") or 0.0),
         "drop_rate": float(summary.get("drop_rate") or 0.0),
         "collective_model": str(summary.get("collective_model", "exact")),
+        "model_choice": str(summary.get("model_choice") or summary.get("collective_model", "exact")),
     }
 
 
@@ -223,6 +254,66 @@ def lab_load_by_step(trace_path: Path) -> pd.DataFrame:
     return stats.groupby("step", sort=True).mean().reset_index()
 
 
+def _replays(cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note: Progress,
+             done: int, total: int) -> list[dict[str, Any]]:
+    """Replay every configuration of the design (reusing finished runs): one results row each."""
+    rows: list[dict[str, Any]] = []
+    for topology in cfg.topologies:
+        for nodes in cfg.nodes:
+            for router in cfg.routers:
+                for placement in cfg.placements:
+                    name = _config_name(topology, nodes, router, placement)
+                    note(f"replay {name}", done / total)
+                    summary = _run_one(cfg, topology, nodes, _placement_overrides(cfg, placement, router),
+                                       {"routing_trace": traces[router].window.relative_to(out_path).as_posix()},
+                                       out_path / "runs" / name, out_path)
+                    rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
+                                     router=router, placement=placement, routing="lab trace",
+                                     ep_nodes=ep_span_nodes(out_path / "runs" / name)))
+                    done += 1
+            for frac in cfg.locality:
+                name = f"{topology}-n{nodes}-locality{round(frac * 1000):04d}-contiguous"
+                note(f"replay {name}", done / total)
+                summary = _run_one(cfg, topology, nodes, ["placement.name=contiguous", "router.name=locality",
+                                                          f"router.options.fraction={frac}"],
+                                   {}, out_path / "runs" / name, out_path)
+                rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
+                                 router=f"locality {frac:g}", placement="contiguous", routing="statistical"))
+                done += 1
+    return rows
+
+
+def _check_rows(cfg: StudyConfig, results: pd.DataFrame) -> pd.DataFrame:
+    """The results rows :func:`exact_model_check` replays again with the exact model."""
+    if results.empty or not cfg.exact_check:
+        return results.iloc[0:0]
+    return results[(results["routing"] == "lab trace") & (results["placement"] == "contiguous")
+                   & results["nodes"].isin(cfg.exact_check) & (results["collective_model"] != "exact")]
+
+
+def exact_model_check(cfg: StudyConfig, out_path: Path, results: pd.DataFrame, traces: dict[str, LabTrace],
+                note: Progress, done: int, total: int) -> pd.DataFrame:
+    """Replay :func:`_check_rows` with ``collective_model: exact`` (``runs/<config>-exact``) and
+    return, per row, the study model's and exact's step and all-to-all times and the relative error."""
+    rows = []
+    for r in _check_rows(cfg, results).itertuples():
+        name = _config_name(r.topology, r.nodes, r.router, r.placement) + "-exact"
+        note(f"replay {name}", done / total)
+        summary = _run_one(cfg, r.topology, r.nodes, _placement_overrides(cfg, r.placement, r.router),
+                           {"routing_trace": traces[r.router].window.relative_to(out_path).as_posix()},
+                           out_path / "runs" / name, out_path, collective_model="exact")
+        exact = _row(summary)
+        rows.append({"topology": r.topology, "nodes": r.nodes, "router": r.router, "placement": r.placement,
+                     "collective_model": r.collective_model, "step_time_s": r.step_time_s,
+                     "exact_step_time_s": exact["step_time_s"], "step_error": r.step_time_s / exact["step_time_s"] - 1,
+                     "alltoall_s": r.alltoall_s, "exact_alltoall_s": exact["alltoall_s"],
+                     "alltoall_error": (r.alltoall_s / exact["alltoall_s"] - 1) if exact["alltoall_s"] else math.nan})
+        done += 1
+    return pd.DataFrame(rows, columns=["topology", "nodes", "router", "placement", "collective_model", "step_time_s",
+                                       "exact_step_time_s", "step_error", "alltoall_s", "exact_alltoall_s",
+                                       "alltoall_error"])
+
+
 def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = None, *,
               force: bool = False) -> StudyResult:
     """Run the whole study into ``out`` (resumable; ``force`` replaces another netsim folder there)
@@ -232,45 +323,25 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = Non
     note = progress or (lambda _what, _f: None)
     out_path = claim_dir(out, kind="study", force=force)
     n_runs = len(cfg.topologies) * len(cfg.nodes) * (len(cfg.routers) * len(cfg.placements) + len(cfg.locality))
-    total = len(cfg.routers) + n_runs
-    done = 0
+    n_check = (len(cfg.topologies) * len(set(cfg.nodes) & set(cfg.exact_check)) * len(cfg.routers)
+               if cfg.collective_model != "exact" and "contiguous" in cfg.placements else 0)
+    total = len(cfg.routers) + n_runs + n_check
     traces: dict[str, LabTrace] = {}
-    for router in cfg.routers:
-        note(f"router lab: training with {router}", done / total)
+    for i, router in enumerate(cfg.routers):
+        note(f"router lab: training with {router}", i / total)
         traces[router] = _lab_trace(cfg, router, out_path)
-        done += 1
-    rows: list[dict[str, Any]] = []
-    for topology in cfg.topologies:
-        for nodes in cfg.nodes:
-            for router in cfg.routers:
-                for placement in cfg.placements:
-                    name = _config_name(topology, nodes, router, placement)
-                    note(f"replay {name}", done / total)
-                    summary = _run_one(cfg, topology, nodes, _placement_overrides(cfg, placement, router),
-                                       {"routing_trace": str(traces[router].window.resolve())},
-                                       out_path / "runs" / name)
-                    rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
-                                     router=router, placement=placement, routing="lab trace"))
-                    done += 1
-            for frac in cfg.locality:
-                name = f"{topology}-n{nodes}-locality{round(frac * 1000):04d}-contiguous"
-                note(f"replay {name}", done / total)
-                summary = _run_one(cfg, topology, nodes, ["placement.name=contiguous", "router.name=locality",
-                                                          f"router.options.fraction={frac}"],
-                                   {}, out_path / "runs" / name)
-                rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
-                                 router=f"locality {frac:g}", placement="contiguous", routing="statistical"))
-                done += 1
-    results = pd.DataFrame(rows)
-    note("report", done / total)
+    results = pd.DataFrame(_replays(cfg, out_path, traces, note, len(cfg.routers), total))
+    check = exact_model_check(cfg, out_path, results, traces, note, len(cfg.routers) + n_runs, total)
+    note("report", (total - 1) / total)
     loads = {r: lab_load_by_step(t.full) for r, t in traces.items()}
     conv = convergence_table(traces)
     caps = capacity_table(cfg, traces)
     write_table(caps, out_path, "capacity")
-    conclusion = conclude(results, cfg) + convergence_lines(conv)
+    conclusion = conclude(results, cfg) + model_check_lines(check) + convergence_lines(conv)
     write_table(results, out_path, "results")
     write_table(conv, out_path, "convergence")
-    _write_report(out_path, cfg, results, loads, conclusion, conv, caps)
+    write_table(check, out_path, "model_check")
+    write_report(out_path, cfg, results, loads, conclusion, conv, caps, check)
     note("done", 1.0)
     return StudyResult(out_path, results, conclusion)
 
@@ -377,157 +448,6 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
     return lines
 
 
-def _write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dict[str, pd.DataFrame],
-                  conclusion: list[str], conv: pd.DataFrame, caps: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from netsim.report.figures import new_figure, render_all
-    from netsim.report.files import write_figures, write_text
-    from netsim.report.render import Document, Figure, Paragraph, Section, Table, render_html, render_markdown
-
-    figs: dict[str, Any] = {}
-    lab = results[results["routing"] == "lab trace"]
-    # 1. step-time breakdown per configuration
-    if len(lab):
-        fig, (ax,) = new_figure(max(7.0, 0.45 * len(lab) + 2), 4.2)
-        labels = [f"{r.topology}\n{r.nodes}n {ROUTER_LABELS.get(r.router, r.router)}\n{r.placement}"
-                  for r in lab.itertuples()]
-        bottom = np.zeros(len(lab))
-        for part, color in (("compute_s", "#4c72b0"), ("communication_s", "#dd8452"), ("overlap_s", "#55a868"),
-                            ("idle_s", "#c7c7c7")):
-            vals = lab[part].to_numpy() * 1e3
-            ax.bar(range(len(lab)), vals, bottom=bottom, color=color, label=part[:-2])
-            bottom += vals
-        ax.set_xticks(range(len(lab)), labels, fontsize=6)
-        ax.set_ylabel("time per step (ms), mean over ranks")
-        ax.set_title("Per-rank time breakdown by configuration")
-        ax.legend(fontsize=8)
-        figs["breakdown"] = fig
-        # 2. all-to-all share and cross-node bytes vs cluster size
-        fig, axes = new_figure(10.0, 3.8, ncols=2)
-        for (topology, router, placement), g in lab.groupby(["topology", "router", "placement"], sort=True):
-            g = g.sort_values("npus")
-            lab_name = f"{topology} {ROUTER_LABELS.get(router, router)} {placement}"
-            axes[0].plot(g["npus"], g["alltoall_share"] * 100, marker="o", label=lab_name)
-            axes[1].plot(g["npus"], g["ep_bytes_inter_node"] / 2**30, marker="o", label=lab_name)
-        axes[0].set_xlabel("accelerators")
-        axes[0].set_ylabel("all-to-all share of the step (%)")
-        axes[1].set_xlabel("accelerators")
-        axes[1].set_ylabel("cross-node EP bytes per step (GiB)")
-        axes[0].legend(fontsize=6)
-        figs["alltoall"] = fig
-    # 3. expert load over training steps (router lab)
-    if loads:
-        fig, (ax,) = new_figure(7.0, 3.6)
-        for router, df in loads.items():
-            ax.plot(df["step"], df["cv"], label=ROUTER_LABELS.get(router, router))
-        ax.set_xlabel("router-lab training step")
-        ax.set_ylabel("expert load CV (std / mean)")
-        ax.set_title("Expert load across training steps")
-        ax.legend(fontsize=8)
-        figs["expert_load"] = fig
-    # 4. locality sensitivity
-    stat = results[results["routing"] == "statistical"]
-    if len(stat):
-        fig, (ax,) = new_figure(7.0, 3.6)
-        for (topology, nodes), g in stat.groupby(["topology", "nodes"], sort=True):
-            frac = g["router"].str.split().str[-1].astype(float)
-            ax.plot(frac, g["alltoall_s"] * 1e3, marker="o", label=f"{topology} {nodes} nodes")
-        ax.set_xlabel("share of a rank's tokens routed to experts on its own node")
-        ax.set_ylabel("all-to-all time per step (ms)")
-        ax.set_title("What locality can save")
-        ax.legend(fontsize=8)
-        figs["locality"] = fig
-    pngs = render_all({f"{name}.png": fig for name, fig in figs.items()})
-
-    doc = Document(title="LocMoE study: Hash vs Switch vs LocMoE routing",
-                   header=[("workload", cfg.workload), ("fabrics", ", ".join(cfg.topologies)),
-                           ("nodes", ", ".join(str(n) for n in cfg.nodes)),
-                           ("routers", ", ".join(ROUTER_LABELS.get(r, r) for r in cfg.routers)),
-                           ("placements", ", ".join(cfg.placements)), ("seed", str(cfg.seed)),
-                           ("collective model", cfg.collective_model)])
-    s = Section("Conclusion")
-    for line in conclusion:
-        s.add(Paragraph(line))
-    doc.sections.append(s)
-    against = paper_comparison(results, experts=16)
-    if against:
-        s = Section("Against the paper")
-        s.add(Paragraph("Li et al. (arXiv 2401.13920) report 12.68-22.24% shorter epochs with LocMoE on 64-256 "
-                        "Ascend 910A NPUs and a gain that needs experts >= nodes; per fabric, contiguous placement, "
-                        "LocMoE against Hash (RRE) (netsim.studies.locmoe_paper):"))
-        for line in against:
-            s.add(Paragraph(line))
-        doc.sections.append(s)
-    s = Section("Method")
-    cap_text = ", ".join(f"{ROUTER_LABELS.get(r, r)} {cfg.capacity.get(r, 'none')}" for r in cfg.routers)
-    slices = ", ".join(f"{ROUTER_LABELS.get(r, r)} {cfg.overlap.get(r, 1)}" for r in cfg.routers)
-    s.add(Paragraph(
-        "Each router trains a small MoE language model on real text in the router lab (16 experts on 16 EP "
-        f"ranks, 8 per node, {cfg.lab_steps} steps); the token->expert counts of the converged window (the final "
-        "quarter of the steps, checked for convergence) drive the expert all-to-all of the "
-        f"`{cfg.workload}` workload replayed on every cluster, rescaled to the workload's tokens per rank and cut "
-        f"at each router's capacity ({cap_text}; theorem1 = LocMoE's Theorem-1 token count at the replayed hidden "
-        f"size). All-to-all/expert overlap slices per router: {slices}. EPLB placement is computed "
-        "from the trace's expert loads. The `locality` rows use a statistical model instead of a router: a "
-        "fixed share of each rank's tokens goes to experts on its own node."
-        + (f" EPLB places {cfg.eplb_redundant} redundant expert slots (replicas of the most loaded experts) "
-           "next to the 16 experts." if any(p.startswith("eplb") for p in cfg.placements) else "")))
-    doc.sections.append(s)
-    cols = ["topology", "nodes", "router", "placement", "step_time_s", "compute_s", "communication_s",
-            "overlap_s", "idle_s", "alltoall_share", "ep_bytes_inter_node", "expert_load_cv", "drop_rate"]
-    s = Section("Results")
-    rows = []
-    for r in results.itertuples():
-        rows.append([r.topology, str(r.nodes), ROUTER_LABELS.get(r.router, r.router), r.placement,
-                     f"{r.step_time_s * 1e3:.2f}", f"{r.compute_s * 1e3:.2f}", f"{r.communication_s * 1e3:.2f}",
-                     f"{r.overlap_s * 1e3:.2f}", f"{r.idle_s * 1e3:.2f}", f"{r.alltoall_share * 100:.2f}",
-                     f"{r.ep_bytes_inter_node / 2**30:.3f}", f"{r.expert_load_cv:.3f}", f"{r.drop_rate * 100:.2f}"])
-    s.add(Table(["fabric", "nodes", "router", "placement", "step ms", "compute ms", "comm ms", "overlap ms",
-                 "idle ms", "a2a %", "x-node EP GiB", "load CV", "drop %"], rows, align="lrllrrrrrrrrr",
-                caption="per configuration (times are means over ranks of one step)"))
-    assert cols  # the columns documented in results.csv
-    doc.sections.append(s)
-    s = Section("Router convergence")
-    s.add(Table(["router", "converged", "window", "loss change", "load CV", "drop %", "cross-node %", "reasons"],
-                [[ROUTER_LABELS.get(r.router, r.router), "yes" if r.converged else "no", r.window,
-                  f"{r.task_loss_change * 100:+.1f}%", f"{r.expert_load_cv:.3f}", f"{r.drop_rate * 100:.2f}",
-                  f"{r.share_cross_node * 100:.1f}", r.reasons or "-"] for r in conv.itertuples()],
-                align="llllrrrl", caption="router lab, final window vs the window before it"))
-    doc.sections.append(s)
-    if len(caps):
-        s = Section("Expert capacity")
-        s.add(Paragraph("What each capacity does to the converged routing of one MoE layer at the replayed "
-                        "workload's tokens per rank: tokens the busiest expert computes (summed over the source "
-                        "ranks), dispatch bytes of the kept tokens (dropless all-to-all) and of capacity-sized "
-                        "buffers (padded, as fixed-capacity frameworks send), and the drop rate. theorem1 is "
-                        "LocMoE's Theorem-1 token count at the replayed hidden size."))
-        s.add(Table(["router", "capacity", "tokens/expert", "busiest expert tokens", "dispatch MiB dropless",
-                     "dispatch MiB padded", "drop %"],
-                    [[ROUTER_LABELS.get(r.router, r.router), r.capacity,
-                      "-" if pd.isna(r.capacity_tokens) else str(int(r.capacity_tokens)),
-                      f"{r.busiest_expert_tokens:.0f}", f"{r.dispatch_bytes_dropless / 2**20:.1f}",
-                      f"{r.dispatch_bytes_padded / 2**20:.1f}", f"{r.drop_rate * 100:.1f}"]
-                     for r in caps.itertuples()], align="llrrrrr"))
-        doc.sections.append(s)
-    s = Section("Figures")
-    captions = {"breakdown": "Per-rank time breakdown (compute, communication, overlap, idle) by configuration.",
-                "alltoall": "All-to-all share of the step and cross-node EP bytes against cluster size.",
-                "expert_load": "Expert load imbalance over the router lab's training steps.",
-                "locality": "All-to-all time against the share of tokens kept on their node (statistical)."}
-    for name in pngs:
-        s.add(Figure(name, captions[name.removesuffix(".png")]))
-    doc.sections.append(s)
-    s = Section("Runs")
-    s.add(Paragraph("Every configuration has a full run directory with its own report under `runs/`; "
-                    "`results.csv` holds the table above with all columns."))
-    doc.sections.append(s)
-    write_figures(out / "figures", pngs)
-    write_text(out / "report.md", render_markdown(doc))
-    write_text(out / "report.html", render_html(doc, pngs))
-
-
 def check_config(cfg: StudyConfig) -> None:
     """Reject an unusable study configuration with a one-line error."""
     from netsim.moe.routers import router_names
@@ -554,6 +474,6 @@ def check_config(cfg: StudyConfig) -> None:
             raise NetsimError(f"overlap slices must be an integer >= 1 (got {n!r})", field=f"--overlap {r}")
     from netsim.collectives.executor import MODELS
 
-    if cfg.collective_model not in MODELS:
-        raise NetsimError(f"unknown collective model {cfg.collective_model!r}; allowed: {', '.join(MODELS)}",
+    if cfg.collective_model not in ("auto", *MODELS):
+        raise NetsimError(f"unknown collective model {cfg.collective_model!r}; allowed: auto, {', '.join(MODELS)}",
                           field="--collective-model")

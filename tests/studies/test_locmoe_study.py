@@ -41,6 +41,8 @@ def test_every_configuration_has_a_complete_run(study) -> None:  # type: ignore[
         parts = summary["breakdown_s"]
         assert sum(parts.values()) == pytest.approx(summary["step_time_s"], rel=1e-6)
     assert (res["step_time_s"] > 0).all()
+    # EP16 over TP8 servers: one EP group spans both servers
+    assert set(res.loc[res["routing"] == "lab trace", "ep_nodes"]) == {2}
 
 
 def test_locality_sweep_moves_bytes_onto_the_node(study) -> None:  # type: ignore[no-untyped-def]
@@ -82,6 +84,32 @@ def test_resume_reuses_finished_runs(study, tmp_path: Path) -> None:  # type: ig
     pd.testing.assert_frame_equal(again.results, study.results)
 
 
+def test_a_moved_study_resumes_without_rerunning(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    import yaml
+
+    moved = tmp_path / "elsewhere" / "study"
+    shutil.copytree(study.out, moved)
+    before = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (moved / "runs").iterdir()}
+    again = run_study(TINY, moved)
+    after = {p.name: (p / "summary.json").stat().st_mtime_ns for p in (moved / "runs").iterdir()}
+    assert before == after and len(before) == 6
+    pd.testing.assert_frame_equal(again.results, study.results)
+    scen = yaml.safe_load((moved / "runs" / "ascend-910a-n2-switch-contiguous" / "scenario.yaml").read_text())
+    trace = scen["scenario"]["options"]["routing_trace"]
+    assert trace == "lab/switch/replay_1p25_128.parquet" and (moved / trace).is_file()
+
+
+def test_the_study_states_its_collective_model(study) -> None:  # type: ignore[no-untyped-def]
+    # auto by default, as netsim run; the tiny runs are small enough for exact, which it says why
+    assert TINY.collective_model == "auto"
+    assert set(study.results["collective_model"]) == {"exact"}
+    assert study.results["model_choice"].str.startswith("auto: exact").all()
+    report = (study.out / "report.md").read_text()
+    assert "Collective model (`--collective-model auto`): auto: exact" in report
+
+
 def test_switching_the_collective_model_reruns_and_keeps_the_traffic(  # type: ignore[no-untyped-def]
         study, tmp_path: Path) -> None:
     import dataclasses
@@ -89,9 +117,21 @@ def test_switching_the_collective_model_reruns_and_keeps_the_traffic(  # type: i
 
     copy = tmp_path / "study"
     shutil.copytree(study.out, copy)  # reuses the lab traces; the runs must be redone
-    stream = run_study(dataclasses.replace(TINY, collective_model="stream"), copy)
+    stream = run_study(dataclasses.replace(TINY, collective_model="stream", exact_check=(2,)), copy)
     assert set(stream.results["collective_model"]) == {"stream"}
     assert set(study.results["collective_model"]) == {"exact"}
+    # the exact check replays the contiguous lab-trace rows with exact: the study's own runs here
+    check = pd.read_csv(copy / "model_check.csv").set_index("router")
+    assert sorted(check.index) == ["locmoe", "switch"] and set(check["collective_model"]) == {"stream"}
+    exact = study.results[(study.results["placement"] == "contiguous")
+                          & (study.results["routing"] == "lab trace")].set_index("router")
+    for router in ("switch", "locmoe"):
+        assert check.loc[router, "exact_step_time_s"] == pytest.approx(exact.loc[router, "step_time_s"], rel=1e-12)
+        assert check.loc[router, "step_error"] == pytest.approx(
+            check.loc[router, "step_time_s"] / check.loc[router, "exact_step_time_s"] - 1)
+    assert (copy / "runs" / "ascend-910a-n2-switch-contiguous-exact" / "summary.json").is_file()
+    assert "Collective model against exact" in (copy / "report.md").read_text()
+    assert any(line.startswith("The stream model against exact") for line in stream.conclusion)
     # same bytes on the wire, step times within the stream model's error; EPLB's redundant experts
     # add gradient all-reduces among the 2-3 ranks holding a replica (issue 18 item 16), rings that
     # mix HCCS, PCIe and RoCE, where the stream model is off by up to ~20% on one collective
@@ -128,7 +168,7 @@ def test_windowed_capped_trace_is_what_the_runs_replay(study) -> None:  # type: 
     from netsim.moe import read_routing_trace
 
     scen = yaml.safe_load((study.out / "runs" / "ascend-910a-n2-locmoe-contiguous" / "scenario.yaml").read_text())
-    path = Path(scen["scenario"]["options"]["routing_trace"])
+    path = study.out / scen["scenario"]["options"]["routing_trace"]  # relative to the study directory
     tr = read_routing_trace(path)
     assert tr.meta.extra["window"] == [3, 4] and tr.steps == [0]  # final quarter of 4 steps
     # LocMoE's replay capacity: factor 1.25 of 128 tokens per rank over 16 experts = 10 tokens

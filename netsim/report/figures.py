@@ -72,10 +72,9 @@ def ordered_classes(names: Sequence[str]) -> list[str]:
 def png_bytes(fig: Figure, *, dpi: int = 110) -> bytes:
     """Render ``fig`` to PNG bytes deterministically (no timestamp or software metadata)."""
     FigureCanvasAgg(fig)
-    rc = {"svg.hashsalt": "netsim", "path.simplify": True,
-          "figure.autolayout": False, "figure.constrained_layout.use": False}
     buf = io.BytesIO()
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context({"svg.hashsalt": "netsim", "path.simplify": True,
+                                "figure.autolayout": False, "figure.constrained_layout.use": False}):
         engine = fig.get_layout_engine()
         if engine is not None:  # lay out once, then save with a single draw
             engine.execute(fig)

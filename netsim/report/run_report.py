@@ -14,9 +14,10 @@ figures directory (built under a temporary name and renamed), ``report.md`` and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
@@ -111,10 +112,8 @@ def _rows_to_table(df: pd.DataFrame, formats: dict[str, object], headers: dict[s
     return Table(list(headers.values()), rows, align=align)
 
 
-def _summary_section(b: _Builder) -> Section:
-    s = b.run.summary
-    sec = Section("Summary", anchor="summary")
-    step = summary_number(s, "step_time_s")
+def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
+    """Summary rows of what was simulated: scenario, cluster, parallelism, models, seed."""
     rows: list[list[str]] = []
     if s.get("name"):
         rows.append(["scenario", str(s["name"])])
@@ -141,15 +140,24 @@ def _summary_section(b: _Builder) -> Section:
     if (m := summary_number(s, "num_microbatches")) is not None:
         rows.append(["micro-batches", fmt_num(m)])
     rows.append(["seed", fmt_num(summary_number(s, "seed"))])
+    return rows
+
+
+def _time_rows(s: Mapping[str, Any], step: float | None) -> list[list[str]]:
+    """Summary rows of the step time and its breakdown (mean over ranks, share of the step)."""
     steps = summary_number(s, "steps")
-    rows.append(
-        ["step time" + (f" (mean of {fmt_num(steps)} steps)" if steps and steps > 1 else ""), fmt_time(step)]
-    )
+    rows = [["step time" + (f" (mean of {fmt_num(steps)} steps)" if steps and steps > 1 else ""), fmt_time(step)]]
     br = summary_mapping(s, "breakdown_s")
     for comp in BREAKDOWN:
         if comp in br:
             share = f" ({fmt_pct(br[comp] / step)} of step)" if step else ""
             rows.append([f"{comp} (mean over ranks)", fmt_time(br[comp]) + share])
+    return rows
+
+
+def _traffic_rows(s: Mapping[str, Any], has_moe: bool) -> list[list[str]]:
+    """Summary rows of bytes sent, the checkpoint and (MoE runs) the all-to-all and expert load."""
+    rows: list[list[str]] = []
     by_class = summary_mapping(s, "bytes_by_class")
     if by_class:
         rows.append(["bytes sent, all classes", fmt_bytes(sum(by_class.values()))])
@@ -163,14 +171,21 @@ def _summary_section(b: _Builder) -> Section:
         slow = summary_number(s, "checkpoint_slowdown_s")
         if ck is not None and slow is not None:
             rows.append(["step slowdown from the checkpoint", fmt_time(slow)])
-    if b.run.has_moe:
+    if has_moe:
         for key, label, f in (
             ("alltoall_share", "all-to-all share of step", fmt_pct),
             ("expert_load_cv", "expert load CV", fmt_num),
             ("drop_rate", "token drop rate", fmt_pct),
         ):
-            v = summary_number(s, key)
-            rows.append([label, f(v)])
+            rows.append([label, f(summary_number(s, key))])
+    return rows
+
+
+def _summary_section(b: _Builder) -> Section:
+    s = b.run.summary
+    sec = Section("Summary", anchor="summary")
+    step = summary_number(s, "step_time_s")
+    rows = _setup_rows(s) + _time_rows(s, step) + _traffic_rows(s, b.run.has_moe)
     sec.add(Table(["metric", "value"], rows, align="lr"))
     exposed = summary_mapping(s, "exposed_comm_s_by_class")
     if exposed:

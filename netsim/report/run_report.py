@@ -17,12 +17,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from netsim.report import figures as F
+from netsim.report.background import Background
 from netsim.report.files import write_figures, write_text
 from netsim.report.fmt import DASH, fmt_bytes, fmt_num, fmt_pct, fmt_time, is_missing
 from netsim.report.render import (
@@ -44,6 +45,9 @@ from netsim.report.tables import (
     summary_number,
 )
 from netsim.report.utilisation import tier_table
+
+if TYPE_CHECKING:
+    from netsim.report.perfetto import TraceInfo
 
 
 @dataclass(frozen=True)
@@ -595,6 +599,23 @@ def build_report(
     return doc, b.figures
 
 
+def _trace_note(trace_job: Background[TraceInfo] | None) -> str:
+    """The Files section's paragraph about ``trace.json`` (``None``: the run has no ops table)."""
+    if trace_job is None:
+        return "No `trace.json`: the run has no `ops` table."
+    info = trace_job.result()
+    kept = (
+        f" It holds {info.events_written} of {info.ops_total} op events "
+        f"({len(info.ranks)} of {info.ranks_total} ranks)."
+    )
+    return (
+        "`trace.json` is the step timeline in Chrome trace format: open https://ui.perfetto.dev "
+        "and drag the file in (or use Open trace file), or load it in chrome://tracing. One "
+        "process per node, one thread per rank stream, link utilisation counters per tier."
+        + (kept if info.events_written < info.ops_total else "")
+    )
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -618,35 +639,31 @@ def write_report(
         trace_aggregate=trace_aggregate,
         top_links=top_links,
     )
-    trace_note = ""
-    trace_path = run_path / "trace.json"
-    if trace:
-        if run.table("ops") is None:
-            trace_note = "No `trace.json`: the run has no `ops` table."
-        else:
-            from netsim.report.perfetto import write_chrome_trace
+    trace_job = None
+    if trace and run.table("ops") is not None:
+        from netsim.report.perfetto import write_chrome_trace
 
-            info = write_chrome_trace(
+        def write_trace() -> TraceInfo:
+            return write_chrome_trace(
                 {k: v for k, v in run.tables.items() if k in ("ops", "tier_timeseries")},
-                trace_path,
+                run_path / "trace.json",
                 ranks=trace_ranks,
                 max_events=trace_max_events,
                 aggregate=trace_aggregate,
                 label=run.name,
                 metadata=run.summary,
             )
-            kept = (
-                f" It holds {info.events_written} of {info.ops_total} op events "
-                f"({len(info.ranks)} of {info.ranks_total} ranks)."
-            )
-            trace_note = (
-                "`trace.json` is the step timeline in Chrome trace format: open https://ui.perfetto.dev "
-                "and drag the file in (or use Open trace file), or load it in chrome://tracing. One "
-                "process per node, one thread per rank stream, link utilisation counters per tier."
-                + (kept if info.events_written < info.ops_total else "")
-            )
-    doc, mpl_figs = build_report(run, options, trace_note)
-    figs = F.render_all(mpl_figs)
+
+        trace_job = Background(write_trace)  # written by a forked child while the figures are drawn
+    try:
+        doc, mpl_figs = build_report(run, options)
+        figs = F.render_all(mpl_figs)
+    except BaseException:
+        if trace_job is not None:
+            trace_job.cancel()
+        raise
+    if trace:  # the Files section again, with what the trace holds
+        doc.sections[-1] = _files_section(_Builder(run, options), _trace_note(trace_job))
     write_figures(run_path / "figures", figs)
     write_text(run_path / "report.md", render_markdown(doc))
     return write_text(run_path / "report.html", render_html(doc, figs))

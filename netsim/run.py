@@ -245,6 +245,71 @@ def simulate_plan(
 # ---------------------------------------------------------------------- accounting
 
 
+_Intervals = list[tuple[float, float]]
+
+
+@dataclass
+class _RankIntervals:
+    """Busy intervals of every rank's ops, as :func:`_per_rank` needs them.
+
+    ``compute[r]``: rank ``r``'s compute intervals; ``comm[r][class]``: its communication
+    intervals by traffic class.  Lockstep plans add, per representative rank, its compute ops with
+    per-lane durations (``lane_durs[rep]``: (index into ``compute[rep]``, durations by lane)) and
+    its ops that belong to one lane only (``lane_comm[rep][lane][class]``)."""
+
+    compute: list[_Intervals]
+    comm: list[dict[str, _Intervals]]
+    lane_durs: dict[int, list[tuple[int, np.ndarray]]] = field(default_factory=dict)
+    lane_comm: dict[int, dict[int, dict[str, _Intervals]]] = field(default_factory=dict)
+
+
+def _rank_intervals(plan: StepPlan, res: ReplayResult, classes: tuple[str, ...]) -> _RankIntervals:
+    """Collect the compute and communication intervals of every rank (and lockstep lane)."""
+    iv = _RankIntervals([[] for _ in range(plan.world)], [{c: [] for c in classes} for _ in range(plan.world)])
+    for op in plan.ops:
+        a, b = float(res.op_start[op.id]), float(res.op_end[op.id])
+        if op.kind == "compute":
+            if op.lane_durations_s is not None:
+                iv.lane_durs.setdefault(op.rank, []).append((len(iv.compute[op.rank]), op.lane_durations_s))
+            if b > a or op.lane_durations_s is not None:
+                iv.compute[op.rank].append((a, b))
+        elif op.kind == "comm" and op.traffic_class in classes and b > a:
+            if op.lane >= 0:
+                by = iv.lane_comm.setdefault(op.rank, {}).setdefault(op.lane, {})
+                by.setdefault(op.traffic_class, []).append((a, b))
+            else:
+                iv.comm[op.rank][op.traffic_class].append((a, b))
+    return iv
+
+
+def _lane_timeline(iv: _RankIntervals, rep: int, lane: int, comp: np.ndarray, cls_iv: dict[str, np.ndarray]
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Lane ``lane`` of representative ``rep``: its representative's timeline with its own expert
+    compute (each such op starts with the representative's and lasts the lane's own duration) and
+    its own ops (its gradient reductions) added to the shared ones."""
+    if rep in iv.lane_durs:
+        comp = comp.copy()
+        for i, durs in iv.lane_durs[rep]:
+            comp[i, 1] = comp[i, 0] + float(durs[lane])
+    own = iv.lane_comm.get(rep, {}).get(lane)
+    if own:
+        cls_iv = {c: np.concatenate([v, np.asarray(own.get(c, []), dtype=np.float64).reshape(-1, 2)])
+                  for c, v in cls_iv.items()}
+    return comp, cls_iv
+
+
+def _rank_row(plan: StepPlan, r: int, acc: np.ndarray) -> dict[str, Any]:
+    """One row of the ``ranks`` table: rank, place, mean breakdown ``acc`` and parallel coordinates."""
+    row: dict[str, Any] = {"rank": r, "device": plan.devices[r], "node": plan.nodes[r], "compute_s": acc[0],
+                           "communication_s": acc[1], "overlap_s": acc[2], "idle_s": acc[3]}
+    if plan.layout is not None:
+        p, d, t = plan.layout.coords(r)
+        row.update(dp=d, pp=p, ep=plan.layout.ep_coords(r)[1], tp=t)
+    else:  # a compiled trace: no parallel layout
+        row.update(dp=-1, pp=-1, ep=-1, tp=-1)
+    return row
+
+
 def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str, float], float]:
     """The ``ranks`` table (means over steps), exposed comm by class and the all-to-all share.
 
@@ -252,25 +317,7 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
     classes of a workload, and whatever classes a compiled trace's groups map to."""
     world = plan.world
     classes = _comm_classes(plan)
-    compute: list[list[tuple[float, float]]] = [[] for _ in range(world)]
-    comm: list[dict[str, list[tuple[float, float]]]] = [{c: [] for c in classes} for _ in range(world)]
-    # lockstep plans: per representative, its compute ops with per-lane durations (index, [lanes])
-    # and its ops that belong to one lane only (lane -> class -> intervals)
-    lane_durs: dict[int, list[tuple[int, np.ndarray]]] = {}
-    lane_comm: dict[int, dict[int, dict[str, list[tuple[float, float]]]]] = {}
-    for op in plan.ops:
-        a, b = float(res.op_start[op.id]), float(res.op_end[op.id])
-        if op.kind == "compute":
-            if op.lane_durations_s is not None:
-                lane_durs.setdefault(op.rank, []).append((len(compute[op.rank]), op.lane_durations_s))
-            if b > a or op.lane_durations_s is not None:
-                compute[op.rank].append((a, b))
-        elif op.kind == "comm" and op.traffic_class in classes and b > a:
-            if op.lane >= 0:
-                by = lane_comm.setdefault(op.rank, {}).setdefault(op.lane, {})
-                by.setdefault(op.traffic_class, []).append((a, b))
-            else:
-                comm[op.rank][op.traffic_class].append((a, b))
+    iv = _rank_intervals(plan, res, classes)
     rows = []
     exposed = dict.fromkeys(classes, 0.0)
     a2a_share = 0.0
@@ -281,20 +328,9 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
     for r in range(world):
         rep = rep_of[r]
         if rep not in arrays:
-            arrays[rep] = (np.asarray(compute[rep], dtype=np.float64).reshape(-1, 2),
-                           {c: np.asarray(v, dtype=np.float64).reshape(-1, 2) for c, v in comm[rep].items()})
-        comp, cls_iv = arrays[rep]
-        lane = r - rep
-        if rep in lane_durs:
-            # a lockstep lane: its representative's timeline with its own expert compute (each
-            # such op starts with the representative's and lasts the lane's own duration)
-            comp = comp.copy()
-            for i, durs in lane_durs[rep]:
-                comp[i, 1] = comp[i, 0] + float(durs[lane])
-        own = lane_comm.get(rep, {}).get(lane)
-        if own:  # a lane with ops of its own (its gradient reductions): the shared ops plus those
-            cls_iv = {c: np.concatenate([v, np.asarray(own.get(c, []), dtype=np.float64).reshape(-1, 2)])
-                      for c, v in cls_iv.items()}
+            arrays[rep] = (np.asarray(iv.compute[rep], dtype=np.float64).reshape(-1, 2),
+                           {c: np.asarray(v, dtype=np.float64).reshape(-1, 2) for c, v in iv.comm[rep].items()})
+        comp, cls_iv = _lane_timeline(iv, rep, r - rep, *arrays[rep])
         bds = [rank_breakdown((starts[s], ends[s]), comp, cls_iv) for s in range(n_steps)]
         acc = np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0)
         for s, bd in enumerate(bds):
@@ -303,15 +339,7 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
             span = ends[s] - starts[s]
             if span > 0:
                 a2a_share += bd.active_s_by_class.get("ep", 0.0) / span / (world * n_steps)
-        acc /= n_steps
-        row: dict[str, Any] = {"rank": r, "device": plan.devices[r], "node": plan.nodes[r], "compute_s": acc[0],
-                               "communication_s": acc[1], "overlap_s": acc[2], "idle_s": acc[3]}
-        if plan.layout is not None:
-            p, d, t = plan.layout.coords(r)
-            row.update(dp=d, pp=p, ep=plan.layout.ep_coords(r)[1], tp=t)
-        else:  # a compiled trace: no parallel layout
-            row.update(dp=-1, pp=-1, ep=-1, tp=-1)
-        rows.append(row)
+        rows.append(_rank_row(plan, r, acc / n_steps))
     return pd.DataFrame(rows), exposed, a2a_share
 
 

@@ -14,14 +14,16 @@ figures directory (built under a temporary name and renamed), ``report.md`` and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from netsim.report import figures as F
+from netsim.report.background import Background
 from netsim.report.files import write_figures, write_text
 from netsim.report.fmt import DASH, fmt_bytes, fmt_num, fmt_pct, fmt_time, is_missing
 from netsim.report.render import (
@@ -43,6 +45,9 @@ from netsim.report.tables import (
     summary_number,
 )
 from netsim.report.utilisation import tier_table
+
+if TYPE_CHECKING:
+    from netsim.report.perfetto import TraceInfo
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,8 @@ def _rows_to_table(df: pd.DataFrame, formats: dict[str, object], headers: dict[s
     return Table(list(headers.values()), rows, align=align)
 
 
-def _summary_section(b: _Builder) -> Section:
-    s = b.run.summary
-    sec = Section("Summary", anchor="summary")
-    step = summary_number(s, "step_time_s")
+def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
+    """Summary rows of what was simulated: scenario, cluster, parallelism, models, seed."""
     rows: list[list[str]] = []
     if s.get("name"):
         rows.append(["scenario", str(s["name"])])
@@ -141,15 +144,24 @@ def _summary_section(b: _Builder) -> Section:
     if (m := summary_number(s, "num_microbatches")) is not None:
         rows.append(["micro-batches", fmt_num(m)])
     rows.append(["seed", fmt_num(summary_number(s, "seed"))])
+    return rows
+
+
+def _time_rows(s: Mapping[str, Any], step: float | None) -> list[list[str]]:
+    """Summary rows of the step time and its breakdown (mean over ranks, share of the step)."""
     steps = summary_number(s, "steps")
-    rows.append(
-        ["step time" + (f" (mean of {fmt_num(steps)} steps)" if steps and steps > 1 else ""), fmt_time(step)]
-    )
+    rows = [["step time" + (f" (mean of {fmt_num(steps)} steps)" if steps and steps > 1 else ""), fmt_time(step)]]
     br = summary_mapping(s, "breakdown_s")
     for comp in BREAKDOWN:
         if comp in br:
             share = f" ({fmt_pct(br[comp] / step)} of step)" if step else ""
             rows.append([f"{comp} (mean over ranks)", fmt_time(br[comp]) + share])
+    return rows
+
+
+def _traffic_rows(s: Mapping[str, Any], has_moe: bool) -> list[list[str]]:
+    """Summary rows of bytes sent, the checkpoint and (MoE runs) the all-to-all and expert load."""
+    rows: list[list[str]] = []
     by_class = summary_mapping(s, "bytes_by_class")
     if by_class:
         rows.append(["bytes sent, all classes", fmt_bytes(sum(by_class.values()))])
@@ -163,14 +175,21 @@ def _summary_section(b: _Builder) -> Section:
         slow = summary_number(s, "checkpoint_slowdown_s")
         if ck is not None and slow is not None:
             rows.append(["step slowdown from the checkpoint", fmt_time(slow)])
-    if b.run.has_moe:
+    if has_moe:
         for key, label, f in (
             ("alltoall_share", "all-to-all share of step", fmt_pct),
             ("expert_load_cv", "expert load CV", fmt_num),
             ("drop_rate", "token drop rate", fmt_pct),
         ):
-            v = summary_number(s, key)
-            rows.append([label, f(v)])
+            rows.append([label, f(summary_number(s, key))])
+    return rows
+
+
+def _summary_section(b: _Builder) -> Section:
+    s = b.run.summary
+    sec = Section("Summary", anchor="summary")
+    step = summary_number(s, "step_time_s")
+    rows = _setup_rows(s) + _time_rows(s, step) + _traffic_rows(s, b.run.has_moe)
     sec.add(Table(["metric", "value"], rows, align="lr"))
     exposed = summary_mapping(s, "exposed_comm_s_by_class")
     if exposed:
@@ -580,6 +599,23 @@ def build_report(
     return doc, b.figures
 
 
+def _trace_note(trace_job: Background[TraceInfo] | None) -> str:
+    """The Files section's paragraph about ``trace.json`` (``None``: the run has no ops table)."""
+    if trace_job is None:
+        return "No `trace.json`: the run has no `ops` table."
+    info = trace_job.result()
+    kept = (
+        f" It holds {info.events_written} of {info.ops_total} op events "
+        f"({len(info.ranks)} of {info.ranks_total} ranks)."
+    )
+    return (
+        "`trace.json` is the step timeline in Chrome trace format: open https://ui.perfetto.dev "
+        "and drag the file in (or use Open trace file), or load it in chrome://tracing. One "
+        "process per node, one thread per rank stream, link utilisation counters per tier."
+        + (kept if info.events_written < info.ops_total else "")
+    )
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -603,35 +639,31 @@ def write_report(
         trace_aggregate=trace_aggregate,
         top_links=top_links,
     )
-    trace_note = ""
-    trace_path = run_path / "trace.json"
-    if trace:
-        if run.table("ops") is None:
-            trace_note = "No `trace.json`: the run has no `ops` table."
-        else:
-            from netsim.report.perfetto import write_chrome_trace
+    trace_job = None
+    if trace and run.table("ops") is not None:
+        from netsim.report.perfetto import write_chrome_trace
 
-            info = write_chrome_trace(
+        def write_trace() -> TraceInfo:
+            return write_chrome_trace(
                 {k: v for k, v in run.tables.items() if k in ("ops", "tier_timeseries")},
-                trace_path,
+                run_path / "trace.json",
                 ranks=trace_ranks,
                 max_events=trace_max_events,
                 aggregate=trace_aggregate,
                 label=run.name,
                 metadata=run.summary,
             )
-            kept = (
-                f" It holds {info.events_written} of {info.ops_total} op events "
-                f"({len(info.ranks)} of {info.ranks_total} ranks)."
-            )
-            trace_note = (
-                "`trace.json` is the step timeline in Chrome trace format: open https://ui.perfetto.dev "
-                "and drag the file in (or use Open trace file), or load it in chrome://tracing. One "
-                "process per node, one thread per rank stream, link utilisation counters per tier."
-                + (kept if info.events_written < info.ops_total else "")
-            )
-    doc, mpl_figs = build_report(run, options, trace_note)
-    figs = F.render_all(mpl_figs)
+
+        trace_job = Background(write_trace)  # written by a forked child while the figures are drawn
+    try:
+        doc, mpl_figs = build_report(run, options)
+        figs = F.render_all(mpl_figs)
+    except BaseException:
+        if trace_job is not None:
+            trace_job.cancel()
+        raise
+    if trace:  # the Files section again, with what the trace holds
+        doc.sections[-1] = _files_section(_Builder(run, options), _trace_note(trace_job))
     write_figures(run_path / "figures", figs)
     write_text(run_path / "report.md", render_markdown(doc))
     return write_text(run_path / "report.html", render_html(doc, figs))

@@ -297,73 +297,97 @@ class DualPipe(Schedule):
         return self.pp - 1 - vstage, 1
 
     def order(self, stage: int) -> list[Action]:
-        n = self.pp
-        half_ranks = n // 2
-        half_chunks = self.m // 2
-        h = min(stage, n - 1 - stage)
-        second = int(stage >= half_ranks)
-        middle = stage in (half_ranks - 1, half_ranks)
-        next_f = [0, 0]
-        next_b = [0, 0]
-        w_queue: deque[Action] = deque()
-        out: list[Action] = []
+        e = _DualPipeOrder(self.pp, self.m, stage)
+        e.ramp_up()
+        e.steady()
+        e.ramp_down()
+        return e.out
 
-        def mb(phase: int, idx: int) -> int:
-            return idx if phase == 0 else half_chunks + idx
 
-        def fwd(local: int, overlap: bool = False) -> None:
-            ph = local ^ second
-            out.append(Action("F", mb(ph, next_f[ph]), ph, overlap=overlap))
-            next_f[ph] += 1
+class _DualPipeOrder:
+    """The actions of one DualPipe stage, phase by phase (``DualPipe.step``'s eight steps).
 
-        def bwd(local: int, zb: bool = False) -> None:
-            ph = local ^ second
-            act = Action("B", mb(ph, next_b[ph]), ph, split_w=zb)
-            next_b[ph] += 1
-            out.append(act)
-            if zb:
-                w_queue.append(Action("W", act.microbatch, ph))
+    ``local`` chunk 0/1 is the stage's own view; the second half of the stages swaps the two
+    (``local ^ second``).  Backwards with zero bubble (``zb``) queue their deferred ``W``."""
 
-        def fb(f_local: int, b_local: int) -> None:
-            fwd(f_local, overlap=True)
-            bwd(b_local)
+    def __init__(self, pp: int, m: int, stage: int) -> None:
+        self.n = pp
+        self.half_ranks = pp // 2
+        self.half_chunks = m // 2
+        self.h = min(stage, pp - 1 - stage)
+        self.second = int(stage >= self.half_ranks)
+        self.middle = stage in (self.half_ranks - 1, self.half_ranks)
+        self.next_f = [0, 0]
+        self.next_b = [0, 0]
+        self.w_queue: deque[Action] = deque()
+        self.out: list[Action] = []
 
-        def weight() -> None:
-            out.append(w_queue.popleft())
+    def _mb(self, phase: int, idx: int) -> int:
+        return idx if phase == 0 else self.half_chunks + idx
 
-        for _ in range((half_ranks - h - 1) * 2):  # step 1: nF0
-            fwd(0)
-        for _ in range(h + 1):  # step 2: nF0F1
-            fwd(0)
-            fwd(1)
-        for _ in range(half_ranks - h - 1):  # step 3: nB1W1F1 (zero bubble)
-            bwd(1, zb=True)
-            weight()
-            fwd(1)
-        for i in range(half_chunks - n + h + 1):  # step 4 (main): nF0B1F1B0
-            if i == 0 and middle:
-                fwd(0)
-                bwd(1)
+    def fwd(self, local: int, overlap: bool = False) -> None:
+        ph = local ^ self.second
+        self.out.append(Action("F", self._mb(ph, self.next_f[ph]), ph, overlap=overlap))
+        self.next_f[ph] += 1
+
+    def bwd(self, local: int, zb: bool = False) -> None:
+        ph = local ^ self.second
+        act = Action("B", self._mb(ph, self.next_b[ph]), ph, split_w=zb)
+        self.next_b[ph] += 1
+        self.out.append(act)
+        if zb:
+            self.w_queue.append(Action("W", act.microbatch, ph))
+
+    def fb(self, f_local: int, b_local: int) -> None:
+        self.fwd(f_local, overlap=True)
+        self.bwd(b_local)
+
+    def weight(self) -> None:
+        self.out.append(self.w_queue.popleft())
+
+    def ramp_up(self) -> None:
+        """Steps 1-3: nF0, nF0F1, nB1W1F1 (zero bubble)."""
+        h, half = self.h, self.half_ranks
+        for _ in range((half - h - 1) * 2):
+            self.fwd(0)
+        for _ in range(h + 1):
+            self.fwd(0)
+            self.fwd(1)
+        for _ in range(half - h - 1):
+            self.bwd(1, zb=True)
+            self.weight()
+            self.fwd(1)
+
+    def steady(self) -> None:
+        """Steps 4-5: nF0B1F1B0 (the main phase, F&B overlapped), nB1F1B0."""
+        h = self.h
+        for i in range(self.half_chunks - self.n + h + 1):
+            if i == 0 and self.middle:
+                self.fwd(0)
+                self.bwd(1)
             else:
-                fb(0, 1)
-            fb(1, 0)
-        for _ in range(half_ranks - h - 1):  # step 5: nB1F1B0
-            bwd(1)
-            fb(1, 0)
+                self.fb(0, 1)
+            self.fb(1, 0)
+        for _ in range(self.half_ranks - h - 1):
+            self.bwd(1)
+            self.fb(1, 0)
+
+    def ramp_down(self) -> None:
+        """Steps 6-8: nB1B0 (second half with zero bubble), nWB0 (zero bubble), nW."""
+        h = self.h
         zb = False
-        for i in range(h + 1):  # step 6: nB1B0, second half with zero bubble
+        for i in range(h + 1):
             if i == (h + 1) // 2 and h % 2 == 1:
                 zb = True
-            bwd(1, zb=zb)
+            self.bwd(1, zb=zb)
             if i == (h + 1) // 2 and h % 2 == 0:
                 zb = True
-            bwd(0, zb=zb)
-        for _ in range(half_ranks - h - 1):  # step 7: nWB0 (zero bubble)
-            weight()
-            bwd(0, zb=True)
-        while w_queue:  # step 8: nW
-            weight()
-        return out
+            self.bwd(0, zb=zb)
+        for _ in range(self.half_ranks - h - 1):
+            self.weight()
+            self.bwd(0, zb=True)
+        while self.w_queue:
+            self.weight()
 
 
 @register_schedule

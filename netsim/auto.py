@@ -8,7 +8,9 @@ measures the rule below on the scenarios the docs show):
 
 * ``stream``: a ring phase as one flow per ring link (replays within 0.3% of exact);
 * ``coflow``: stream, and every all-to-all(v) phase as one coflow (replays within 0.5%;
-  under ECMP a few percent, because a coflow keeps a rank pair's path for the step);
+  under ECMP a few percent, because a coflow keeps a rank pair's path for the step; the
+  LocMoE study's lab-trace replays on 8 x ascend-910a: steps +1.3..+2.3%, all-to-all time
+  3.5-14.5% short, ``reports/locmoe/model_check.csv``);
 * ``routing_samples``: one routed token sample per (step, MoE layer), reused (0.03%);
 * ``lockstep``: one rank per EP group simulated (0.00% with packet spraying, within 3% under
   ECMP).

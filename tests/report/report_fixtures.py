@@ -12,6 +12,7 @@ compared.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,299 @@ def breakdown_from_ops(ops: pd.DataFrame, step: float) -> dict[int, dict[str, fl
     return out
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """The cluster and model a synthetic run describes, and the factors its times and bytes carry."""
+
+    nodes: int
+    gpus: int
+    layers: int
+    microbatches: int
+    experts: int
+    moe: bool
+    time_scale: float
+    byte_scale: float
+
+    @property
+    def n_ranks(self) -> int:
+        return self.nodes * self.gpus
+
+    @property
+    def us(self) -> float:
+        """One synthetic microsecond, in seconds, after ``time_scale``."""
+        return 1e-6 * self.time_scale
+
+
+def _op_row(
+    rank: int, gpus: int, stream: str, name: str, tc: str, layer: int, mb: int, span_us: tuple[float, float], us: float
+) -> dict[str, Any]:
+    """One ``ops`` row of ``rank``; ``span_us`` is (start, duration) in synthetic microseconds."""
+    node, g = divmod(rank, gpus)
+    start, dur = span_us
+    return {
+        "rank": rank,
+        "device": f"n{node}.g{g}",
+        "node": node,
+        "stream": stream,
+        "name": name,
+        "kind": stream,  # the compute stream runs compute ops, the comm stream comm ops
+        "traffic_class": tc,
+        "layer": layer,
+        "microbatch": mb,
+        "start_s": start * us,
+        "end_s": (start + dur) * us,
+    }
+
+
+def _rank_ops(shape: _Shape, rank: int, overlapping: bool) -> list[dict[str, Any]]:
+    """The op schedule of one rank: per microbatch and layer attention, then expert (or MLP) compute
+    between EP dispatch and combine, then a backward compute overlapped by the DP all-reduce."""
+    rows: list[dict[str, Any]] = []
+
+    def add(stream: str, name: str, tc: str, layer: int, mb: int, start: float, dur: float) -> None:
+        rows.append(_op_row(rank, shape.gpus, stream, name, tc, layer, mb, (start, dur), shape.us))
+
+    t = 0.0
+    jitter = (rank % 3) * 2.0  # ranks differ a little
+    for mb in range(shape.microbatches):
+        for layer in range(shape.layers):
+            add("compute", "attn-fwd", "", layer, mb, t, 40.0 + jitter)
+            t += 40.0 + jitter
+            if shape.moe:
+                add("comm", "ep-dispatch", "ep", layer, mb, t, 25.0)
+                t += 25.0
+                add("compute", "expert-fwd", "", layer, mb, t, 30.0)
+                t += 30.0
+                add("comm", "ep-combine", "ep", layer, mb, t, 20.0)
+                t += 20.0
+            else:
+                add("compute", "mlp-fwd", "", layer, mb, t, 30.0)
+                t += 30.0
+    # DP all-reduce overlapping the last backward compute
+    add("compute", "backward", "", -1, -1, t, 60.0)
+    add("comm", "dp-allreduce", "dp", -1, -1, t + 20.0, 70.0)
+    if overlapping:  # a second collective in flight on the same stream, partially overlapping
+        add("comm", "pp-send", "pp", -1, -1, t + 50.0, 60.0)
+    return rows
+
+
+def build_ops(shape: _Shape, overlapping: bool) -> pd.DataFrame:
+    """The ``ops`` table: every rank's op schedule, rank by rank."""
+    return pd.DataFrame([row for rank in range(shape.n_ranks) for row in _rank_ops(shape, rank, overlapping)])
+
+
+def build_ranks(ops: pd.DataFrame, step: float, shape: _Shape) -> pd.DataFrame:
+    """The ``ranks`` table: each rank's breakdown (from its ops) and its parallel coordinates."""
+    bd = breakdown_from_ops(ops, step)
+    gpus = shape.gpus
+    return pd.DataFrame(
+        [
+            {
+                "rank": r,
+                "device": f"n{r // gpus}.g{r % gpus}",
+                "node": r // gpus,
+                **bd[r],
+                "dp": r // gpus,
+                "pp": 0,
+                "ep": r % gpus,
+                "tp": 0,
+            }
+            for r in range(shape.n_ranks)
+        ]
+    )
+
+
+def build_alltoall(ops: pd.DataFrame, shape: _Shape) -> pd.DataFrame:
+    """The ``alltoall_layers`` table: per layer and microbatch, the span of each EP phase over all ranks."""
+    ep_bytes = 4.0e6 * shape.byte_scale
+    rows: list[dict[str, Any]] = []
+    for layer in range(shape.layers if shape.moe else 0):
+        for mb in range(shape.microbatches):
+            for phase, name in (("fwd-dispatch", "ep-dispatch"), ("fwd-combine", "ep-combine")):
+                sel = ops[(ops["name"] == name) & (ops["layer"] == layer) & (ops["microbatch"] == mb)]
+                start, end = float(sel["start_s"].min()), float(sel["end_s"].max())
+                rows.append(
+                    {
+                        "layer": layer,
+                        "microbatch": mb,
+                        "phase": phase,
+                        "start_s": start,
+                        "end_s": end,
+                        "duration_s": end - start,
+                        "bytes": ep_bytes * shape.n_ranks,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["layer", "microbatch", "phase", "start_s", "end_s", "duration_s", "bytes"])
+
+
+def build_traffic_matrix(shape: _Shape) -> pd.DataFrame:
+    """The ``traffic_matrix`` table: EP everywhere (more intra-node), DP ring between nodes, DP within each."""
+    nodes, byte_scale = shape.nodes, shape.byte_scale
+    rows: list[dict[str, Any]] = []
+    for s in range(nodes):
+        for d in range(nodes):
+            if shape.moe:
+                ep = (3.0 if s == d else 1.0) * 1e6 * byte_scale * shape.layers * shape.microbatches
+                rows.append({"src_node": s, "dst_node": d, "traffic_class": "ep", "bytes": ep})
+            if d == (s + 1) % nodes and nodes > 1:
+                rows.append({"src_node": s, "dst_node": d, "traffic_class": "dp", "bytes": 8.0e6 * byte_scale})
+            if s == d:
+                rows.append({"src_node": s, "dst_node": d, "traffic_class": "dp", "bytes": 2.0e6 * byte_scale})
+    return pd.DataFrame(rows)
+
+
+def _link_specs(shape: _Shape) -> list[tuple[str, str, str, str, str, float]]:
+    """(src, dst, class, tier, network, capacity B/s) of every link: an NVLink pair and a NIC uplink
+    pair per GPU, leaf-spine pairs, and one frontend storage link."""
+    specs: list[tuple[str, str, str, str, str, float]] = []
+    for r in range(shape.n_ranks):
+        node, g = divmod(r, shape.gpus)
+        dev = f"n{node}.g{g}"
+        specs += [
+            (dev, f"n{node}.nvsw", "nvlink", "intra-node", "node", 450e9),
+            (f"n{node}.nvsw", dev, "nvlink", "intra-node", "node", 450e9),
+            (dev, "leaf0", "ib", "leaf", "backend", 50e9),
+            ("leaf0", dev, "ib", "leaf", "backend", 50e9),
+        ]
+    for spine in range(2):
+        specs.append(("leaf0", f"spine{spine}", "ib", "spine", "backend", 400e9))
+        specs.append((f"spine{spine}", "leaf0", "ib", "spine", "backend", 400e9))
+    specs.append(("host0", "storage0", "ethernet", "frontend", "frontend", 25e9))
+    return specs
+
+
+def build_links(shape: _Shape, step: float) -> pd.DataFrame:
+    """The ``links`` table: every link with a deterministic spread of utilisations over one step."""
+    links = []
+    for i, (src, dst, cls, tier, net, cap) in enumerate(_link_specs(shape)):
+        util = ((i * 37) % 91) / 100.0  # deterministic spread in [0, 0.9]
+        mean = util * 0.4
+        links.append(
+            {
+                "link": f"{src}->{dst}",
+                "src": src,
+                "dst": dst,
+                "class": cls,
+                "tier": tier,
+                "network": net,
+                "capacity_Bps": cap,
+                "bytes": mean * cap * step,
+                "busy_s": step * min(1.0, util + 0.05),
+                "peak_utilization": util,
+                "mean_utilization": mean,
+            }
+        )
+    return pd.DataFrame(links)
+
+
+def build_tier_timeseries(links: pd.DataFrame, step: float) -> pd.DataFrame:
+    """The ``tier_timeseries`` table: 10 windows per (network, tier) of the links table."""
+    rows = []
+    tiers = links.groupby(["network", "tier"])["capacity_Bps"].sum()
+    for (net, tier), cap in tiers.items():
+        for w in range(10):
+            t0, t1 = step * w / 10, step * (w + 1) / 10
+            util = 0.05 * ((w * 7 + len(tier)) % 10)
+            rows.append(
+                {
+                    "t0_s": t0,
+                    "t1_s": t1,
+                    "tier": tier,
+                    "network": net,
+                    "bytes": util * cap * (t1 - t0),
+                    "capacity_Bps": cap,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def build_expert_load(shape: _Shape, seed: int) -> pd.DataFrame:
+    """The ``expert_load`` table: 1024 tokens per layer and step, spread over the experts at random (``seed``)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for step_i in range(2 if shape.moe else 0):
+        for layer in range(shape.layers):
+            tokens = rng.multinomial(1024, np.full(shape.experts, 1.0 / shape.experts))
+            for e in range(shape.experts):
+                rows.append({"step": step_i, "layer": layer, "expert": e, "tokens": int(tokens[e])})
+    return pd.DataFrame(rows)
+
+
+def _moe_summary(tm: pd.DataFrame, expert_load: pd.DataFrame, alltoall: pd.DataFrame, step: float) -> dict[str, Any]:
+    """The summary fields only a MoE run has: EP bytes by locality, load imbalance, all-to-all share."""
+    ep = float(tm.loc[tm.traffic_class == "ep", "bytes"].sum())
+    inter = float(tm.loc[(tm.traffic_class == "ep") & (tm.src_node != tm.dst_node), "bytes"].sum())
+    cv_by_layer = (
+        expert_load.groupby(["layer", "expert"])["tokens"]
+        .sum()
+        .groupby("layer")
+        .agg(lambda s: s.std(ddof=0) / s.mean())
+    )
+    return {
+        "ep_bytes_local_rank": 0.1 * (ep - inter),
+        "ep_bytes_intra_node": 0.9 * (ep - inter),
+        "ep_bytes_inter_node": inter,
+        "expert_load_cv": float(cv_by_layer.mean()),
+        "drop_rate": 0.0125,
+        "alltoall_share": float(alltoall["duration_s"].sum()) / step,
+    }
+
+
+def build_summary(
+    shape: _Shape, step: float, tables: dict[str, pd.DataFrame], scenario: dict[str, Any]
+) -> dict[str, Any]:
+    """``summary.json``: step time, mean breakdown and byte totals, each a sum or mean of ``tables``;
+    ``scenario`` holds topology, workload and seed."""
+    ranks, links, tm = tables["ranks"], tables["links"], tables["traffic_matrix"]
+    us, byte_scale = shape.us, shape.byte_scale
+    bytes_by_class = {c: float(tm.loc[tm.traffic_class == c, "bytes"].sum()) for c in ("dp", "pp", "ep", "tp")}
+    bytes_by_class.update({"storage": 1.0e6 * byte_scale, "checkpoint": 0.0})
+    summary: dict[str, Any] = {
+        "step_time_s": step,
+        "breakdown_s": {
+            "compute": float(ranks["compute_s"].mean()),
+            "communication": float(ranks["communication_s"].mean()),
+            "overlap": float(ranks["overlap_s"].mean()),
+            "idle": float(ranks["idle_s"].mean()),
+        },
+        "bytes_by_class": bytes_by_class,
+        "bytes_by_link_class": {
+            c: float(links.loc[links["class"] == c, "bytes"].sum()) for c in sorted(links["class"].unique())
+        },
+        "east_west_bytes": float(tm["bytes"].sum()),
+        "north_south_bytes": 1.0e6 * byte_scale,
+        "exposed_comm_s_by_class": {
+            "dp": 10.0 * us,
+            "ep": 45.0 * us * shape.layers * shape.microbatches if shape.moe else 0.0,
+        },
+        "checkpoint_time_s": None,
+        "num_ranks": shape.n_ranks,
+        **scenario,
+    }
+    if shape.moe:
+        summary.update(_moe_summary(tm, tables["expert_load"], tables["alltoall_layers"], step))
+    return summary
+
+
+def build_tables(shape: _Shape, overlapping: bool, seed: int) -> tuple[float, dict[str, pd.DataFrame]]:
+    """The step time and every table of the run, in the order they are written; a dense run has no
+    ``alltoall_layers`` or ``expert_load``."""
+    ops = build_ops(shape, overlapping)
+    step = float(ops["end_s"].max())
+    links = build_links(shape, step)
+    tables = {
+        "ranks": build_ranks(ops, step, shape),
+        "links": links,
+        "ops": ops,
+        "tier_timeseries": build_tier_timeseries(links, step),
+        "traffic_matrix": build_traffic_matrix(shape),
+    }
+    if shape.moe:
+        tables["alltoall_layers"] = build_alltoall(ops, shape)
+        tables["expert_load"] = build_expert_load(shape, seed)
+    return step, tables
+
+
 def make_run_dir(
     path: Path,
     *,
@@ -79,254 +373,17 @@ def make_run_dir(
     topology: str = "synthetic-leafspine",
     workload: str = "synthetic-moe",
 ) -> Path:
-    """Write a synthetic run directory at ``path`` and return it."""
-    omit = set(omit)
+    """Write a synthetic run directory at ``path`` and return it; tables named in ``omit`` are not written."""
+    shape = _Shape(nodes, gpus, layers, microbatches, experts, moe, time_scale, byte_scale)
+    step, tables = build_tables(shape, overlapping, seed)
+    scenario = {"topology": topology, "workload": workload, "seed": seed}
     path.mkdir(parents=True, exist_ok=True)
     (path / MARKER).write_text('{"kind": "run"}\n')  # like a directory `netsim run` wrote
-    n_ranks = nodes * gpus
-    us = 1e-6 * time_scale
-    ops_rows: list[dict[str, Any]] = []
-    a2a_rows: list[dict[str, Any]] = []
-    ep_bytes = 4.0e6 * byte_scale
-    for rank in range(n_ranks):
-        node, g = divmod(rank, gpus)
-        device = f"n{node}.g{g}"
-        t = 0.0
-        jitter = (rank % 3) * 2.0  # ranks differ a little
-
-        def add(
-            stream: str,
-            name: str,
-            kind: str,
-            tc: str,
-            layer: int,
-            mb: int,
-            start: float,
-            dur: float,
-            where: tuple[int, str, int] = (rank, device, node),
-        ) -> None:
-            ops_rows.append(
-                {
-                    "rank": where[0],
-                    "device": where[1],
-                    "node": where[2],
-                    "stream": stream,
-                    "name": name,
-                    "kind": kind,
-                    "traffic_class": tc,
-                    "layer": layer,
-                    "microbatch": mb,
-                    "start_s": start * us,
-                    "end_s": (start + dur) * us,
-                }
-            )
-
-        for mb in range(microbatches):
-            for layer in range(layers):
-                add("compute", "attn-fwd", "compute", "", layer, mb, t, 40.0 + jitter)
-                t += 40.0 + jitter
-                if moe:
-                    add("comm", "ep-dispatch", "comm", "ep", layer, mb, t, 25.0)
-                    t += 25.0
-                    add("compute", "expert-fwd", "compute", "", layer, mb, t, 30.0)
-                    t += 30.0
-                    add("comm", "ep-combine", "comm", "ep", layer, mb, t, 20.0)
-                    t += 20.0
-                else:
-                    add("compute", "mlp-fwd", "compute", "", layer, mb, t, 30.0)
-                    t += 30.0
-        # DP all-reduce overlapping the last backward compute
-        add("compute", "backward", "compute", "", -1, -1, t, 60.0)
-        add("comm", "dp-allreduce", "comm", "dp", -1, -1, t + 20.0, 70.0)
-        if overlapping:  # a second collective in flight on the same stream, partially overlapping
-            add("comm", "pp-send", "comm", "pp", -1, -1, t + 50.0, 60.0)
-    ops = pd.DataFrame(ops_rows)
-    step = float(ops["end_s"].max())
-    bd = breakdown_from_ops(ops, step)
-    ranks = pd.DataFrame(
-        [
-            {
-                "rank": r,
-                "device": f"n{r // gpus}.g{r % gpus}",
-                "node": r // gpus,
-                **bd[r],
-                "dp": r // gpus,
-                "pp": 0,
-                "ep": r % gpus,
-                "tp": 0,
-            }
-            for r in range(n_ranks)
-        ]
-    )
-    if moe:
-        for layer in range(layers):
-            for mb in range(microbatches):
-                for phase, name in (("fwd-dispatch", "ep-dispatch"), ("fwd-combine", "ep-combine")):
-                    sel = ops[(ops["name"] == name) & (ops["layer"] == layer) & (ops["microbatch"] == mb)]
-                    start, end = float(sel["start_s"].min()), float(sel["end_s"].max())
-                    a2a_rows.append(
-                        {
-                            "layer": layer,
-                            "microbatch": mb,
-                            "phase": phase,
-                            "start_s": start,
-                            "end_s": end,
-                            "duration_s": end - start,
-                            "bytes": ep_bytes * n_ranks,
-                        }
-                    )
-    alltoall = pd.DataFrame(
-        a2a_rows, columns=["layer", "microbatch", "phase", "start_s", "end_s", "duration_s", "bytes"]
-    )
-
-    # traffic matrix: EP everywhere (more intra-node), DP ring between nodes
-    tm_rows = []
-    for s in range(nodes):
-        for d in range(nodes):
-            if moe:
-                tm_rows.append(
-                    {
-                        "src_node": s,
-                        "dst_node": d,
-                        "traffic_class": "ep",
-                        "bytes": (3.0 if s == d else 1.0) * 1e6 * byte_scale * layers * microbatches,
-                    }
-                )
-            if d == (s + 1) % nodes and nodes > 1:
-                tm_rows.append(
-                    {"src_node": s, "dst_node": d, "traffic_class": "dp", "bytes": 8.0e6 * byte_scale}
-                )
-            if s == d:
-                tm_rows.append(
-                    {"src_node": s, "dst_node": d, "traffic_class": "dp", "bytes": 2.0e6 * byte_scale}
-                )
-    tm = pd.DataFrame(tm_rows)
-
-    # links: one NVLink pair per GPU, one NIC uplink pair per GPU, leaf-spine pairs
-    link_rows = []
-    for r in range(n_ranks):
-        node, g = divmod(r, gpus)
-        dev = f"n{node}.g{g}"
-        for src, dst, cls, tier, net, cap in (
-            (dev, f"n{node}.nvsw", "nvlink", "intra-node", "node", 450e9),
-            (f"n{node}.nvsw", dev, "nvlink", "intra-node", "node", 450e9),
-            (dev, "leaf0", "ib", "leaf", "backend", 50e9),
-            ("leaf0", dev, "ib", "leaf", "backend", 50e9),
-        ):
-            link_rows.append((src, dst, cls, tier, net, cap))
-    for spine in range(2):
-        link_rows.append(("leaf0", f"spine{spine}", "ib", "spine", "backend", 400e9))
-        link_rows.append((f"spine{spine}", "leaf0", "ib", "spine", "backend", 400e9))
-    link_rows.append(("host0", "storage0", "ethernet", "frontend", "frontend", 25e9))
-    links = []
-    for i, (src, dst, cls, tier, net, cap) in enumerate(link_rows):
-        util = ((i * 37) % 91) / 100.0  # deterministic spread in [0, 0.9]
-        mean = util * 0.4
-        links.append(
-            {
-                "link": f"{src}->{dst}",
-                "src": src,
-                "dst": dst,
-                "class": cls,
-                "tier": tier,
-                "network": net,
-                "capacity_Bps": cap,
-                "bytes": mean * cap * step,
-                "busy_s": step * min(1.0, util + 0.05),
-                "peak_utilization": util,
-                "mean_utilization": mean,
-            }
-        )
-    links_df = pd.DataFrame(links)
-
-    # tier time series: 10 windows per tier
-    ts_rows = []
-    tiers = links_df.groupby(["network", "tier"])["capacity_Bps"].sum()
-    for (net, tier), cap in tiers.items():
-        for w in range(10):
-            t0, t1 = step * w / 10, step * (w + 1) / 10
-            util = 0.05 * ((w * 7 + len(tier)) % 10)
-            ts_rows.append(
-                {
-                    "t0_s": t0,
-                    "t1_s": t1,
-                    "tier": tier,
-                    "network": net,
-                    "bytes": util * cap * (t1 - t0),
-                    "capacity_Bps": cap,
-                }
-            )
-    ts = pd.DataFrame(ts_rows)
-
-    rng = np.random.default_rng(seed)
-    load_rows = []
-    if moe:
-        for step_i in range(2):
-            for layer in range(layers):
-                tokens = rng.multinomial(1024, np.full(experts, 1.0 / experts))
-                for e in range(experts):
-                    load_rows.append({"step": step_i, "layer": layer, "expert": e, "tokens": int(tokens[e])})
-    expert_load = pd.DataFrame(load_rows)
-
-    bytes_by_class = {
-        c: float(tm.loc[tm.traffic_class == c, "bytes"].sum()) for c in ("dp", "pp", "ep", "tp")
-    }
-    bytes_by_class.update({"storage": 1.0e6 * byte_scale, "checkpoint": 0.0})
-    summary: dict[str, Any] = {
-        "step_time_s": step,
-        "breakdown_s": {
-            "compute": float(ranks["compute_s"].mean()),
-            "communication": float(ranks["communication_s"].mean()),
-            "overlap": float(ranks["overlap_s"].mean()),
-            "idle": float(ranks["idle_s"].mean()),
-        },
-        "bytes_by_class": bytes_by_class,
-        "bytes_by_link_class": {
-            c: float(links_df.loc[links_df["class"] == c, "bytes"].sum())
-            for c in sorted(links_df["class"].unique())
-        },
-        "east_west_bytes": float(tm["bytes"].sum()),
-        "north_south_bytes": 1.0e6 * byte_scale,
-        "exposed_comm_s_by_class": {"dp": 10.0 * us, "ep": 45.0 * us * layers * microbatches if moe else 0.0},
-        "checkpoint_time_s": None,
-        "num_ranks": n_ranks,
-        "topology": topology,
-        "workload": workload,
-        "seed": seed,
-    }
-    if moe:
-        ep = float(tm.loc[tm.traffic_class == "ep", "bytes"].sum())
-        inter = float(tm.loc[(tm.traffic_class == "ep") & (tm.src_node != tm.dst_node), "bytes"].sum())
-        summary.update(
-            {
-                "ep_bytes_local_rank": 0.1 * (ep - inter),
-                "ep_bytes_intra_node": 0.9 * (ep - inter),
-                "ep_bytes_inter_node": inter,
-                "expert_load_cv": float(
-                    expert_load.groupby(["layer", "expert"])["tokens"]
-                    .sum()
-                    .groupby("layer")
-                    .agg(lambda s: s.std(ddof=0) / s.mean())
-                    .mean()
-                ),
-                "drop_rate": 0.0125,
-                "alltoall_share": float(alltoall["duration_s"].sum()) / step,
-            }
-        )
-    write_json(summary, path / "summary.json")
-    (path / "scenario.yaml").write_text(f"topology: {topology}\nworkload: {workload}\nseed: {seed}\n")
-    tables = {
-        "ranks": ranks,
-        "links": links_df,
-        "ops": ops,
-        "tier_timeseries": ts,
-        "traffic_matrix": tm,
-    }
-    if moe:
-        tables["alltoall_layers"] = alltoall
-        tables["expert_load"] = expert_load
+    write_json(build_summary(shape, step, tables, scenario), path / "summary.json")
+    (path / "scenario.yaml").write_text("".join(f"{k}: {v}\n" for k, v in scenario.items()))
+    skip = set(omit)
     for name, df in tables.items():
-        if name not in omit:
+        if name not in skip:
             write_table(df, path, name, parquet=not csv_only)
     return path
 

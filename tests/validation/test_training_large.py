@@ -19,6 +19,7 @@ LARGE = {
     "narayanan-2021-table1/gpt-18b": 7,
     "narayanan-2021-table1/gpt-39b": 19,
     "narayanan-2021-table1/gpt-76b": 77,
+    "narayanan-2021-table1/gpt-145b": 150,
     "korthikanti-2022/gpt-175b": 120,
     "megatron-core-mixtral-8x7b/mcore-v0-8-64gpus": 10,
 }

@@ -208,11 +208,15 @@ def estimate_collective(topo: SizeEstimate, op: str, ranks: int, sizes: int = 1,
 
 
 def estimate_run(topo: SizeEstimate, *, ranks: int, layers: int, microbatches: int, steps: int, ep: int,
-                 moe: bool) -> SizeEstimate:
-    """Ops and flows of a training run (forward and backward of every layer and micro-batch)."""
+                 moe: bool, built_ranks: int | None = None) -> SizeEstimate:
+    """Ops and flows of a training run (forward and backward of every layer and micro-batch):
+    ``layers`` a rank holds (its pipeline stage's), ``microbatches`` per data-parallel replica,
+    ``built_ranks`` the ranks whose ops are built (a lockstep plan builds one rank per lockstep
+    unit and merges the unit's all-to-alls; default: every rank)."""
     per_rank_step = layers * microbatches * 6  # compute fwd/bwd and communication per layer (approx.)
-    ops = ranks * steps * per_rank_step
-    a2a = ranks * max(ep - 1, 0) * layers * microbatches * steps * 4 if moe else 0  # dispatch + combine, fwd + bwd
+    built = ranks if built_ranks is None else built_ranks
+    ops = built * steps * per_rank_step
+    a2a = built * max(ep - 1, 0) * layers * microbatches * steps * 4 if moe else 0  # dispatch + combine, fwd + bwd
     return SizeEstimate("this run", devices=topo.devices, links=topo.links, flows=a2a + ops, ops=ops)
 
 

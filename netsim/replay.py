@@ -72,6 +72,10 @@ class ReplayResult:
         return [e - s for s, e in zip(self.step_start, self.step_end, strict=True)]
 
 
+#: collective keywords a union of lockstep instances passes on (others: run the instances one by one)
+_UNION_KWARGS = frozenset({"model", "cost", "chunk_bytes", "channels", "proto"})
+
+
 class ReplayDeadlock(RuntimeError):
     """Some ops never ran (``op_ids``, in id order): a dependency cycle, or a collective whose
     members never all arrived (ranks that order their collectives differently)."""
@@ -224,6 +228,19 @@ class _Executor:
                 mat[at:at + n, at:at + n] = c.matrix
                 at += n
             return self._start(replace(parts[0], ranks=tuple(ranks), matrix=mat, nbytes=float(mat.sum())))
+        if (len(parts) > 1 and coll.op != "transfer" and set(self.coll_kwargs) <= _UNION_KWARGS and all(
+                c.op == coll.op and c.matrix is None and c.nbytes == parts[0].nbytes and c.algo == parts[0].algo
+                for c in parts)):
+            from netsim.collectives.executor import run_disjoint_collectives
+
+            kw = self.coll_kwargs
+            ev = run_disjoint_collectives(
+                self.net, coll.op, [[self.plan.devices[r] for r in c.ranks] for c in parts], parts[0].nbytes,
+                algo=parts[0].algo or self.algorithms.get(coll.op), traffic_class=coll.traffic_class, label=coll.label,
+                chunk_bytes=kw.get("chunk_bytes"), channels=kw.get("channels"), model=kw.get("model", "exact"),
+                cost=kw.get("cost"), proto=kw.get("proto"))
+            if ev is not None:
+                return ev
         events = [self._start(c) for c in parts]
         return events[0] if len(events) == 1 else self.env.all_of(events)
 

@@ -148,13 +148,18 @@ def load_scenario_workload(scenario: ScenarioSpec) -> WorkloadSpec:
 def run_estimate(graph: nx.DiGraph, workload: WorkloadSpec, scenario: ScenarioSpec) -> SizeEstimate:
     """Ops and flows the run will plan, before planning them (:func:`netsim.limits.estimate_run`)."""
     ranks = sum(1 for _, d in graph.nodes(data=True) if d.get("kind") == "accelerator")
+    par = workload.parallelism
+    dp = max(ranks // max(par.pp * par.tp, 1), 1)
     mb = workload.num_microbatches
-    if workload.global_batch_size is not None:
-        mb = max(mb, workload.global_batch_size // workload.micro_batch_size)
+    if workload.global_batch_size is not None:  # micro-batches per data-parallel replica
+        mb = max(mb, workload.global_batch_size // (workload.micro_batch_size * dp))
+    moe = workload.model.moe is not None
+    built = None
+    if choose_plan_options(scenario.options, graph, workload)[0]:  # lockstep: one rank per unit built
+        built = max(ranks // math.lcm(par.ep, par.tp), 1) if moe else par.pp
     topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
-    return estimate_run(topo, ranks=ranks, layers=workload.model.layers, microbatches=mb,
-                        steps=scenario.steps or workload.steps, ep=workload.parallelism.ep,
-                        moe=workload.model.moe is not None)
+    return estimate_run(topo, ranks=ranks, layers=-(-workload.model.layers // max(par.pp, 1)), microbatches=mb,
+                        steps=scenario.steps or workload.steps, ep=par.ep, moe=moe, built_ranks=built)
 
 
 @contextlib.contextmanager

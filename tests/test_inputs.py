@@ -140,6 +140,24 @@ def test_estimates_grow_as_their_formulas_say() -> None:
                                 + 64 * 63 * lim.BYTES_PER_FLOW)
 
 
+
+@pytest.mark.parametrize(("lockstep", "ops"), [(False, 512 * 24 * 12 * 6), (True, 2 * 24 * 12 * 6)])
+def test_run_estimate_counts_a_replicas_micro_batches_a_stages_layers_and_built_ranks(lockstep: bool,
+                                                                                       ops: int) -> None:
+    # Narayanan et al. 2021's 39B: 512 GPUs as TP 8 x PP 2 x DP 32, batch 1536 of micro-batch 4:
+    # 12 micro-batches per replica, 24 layers per stage; lockstep builds one rank per stage
+    from netsim.config.scenario import load_scenario
+    from netsim.run import load_scenario_workload, run_estimate
+    from netsim.topology import load_topology
+
+    sc = load_scenario({"topology": "dgx-a100", "nodes": 64, "workload": "gpt-dense", "options": {"lockstep": lockstep},
+                        "workload_overrides": ["model.layers=48", "parallelism.tp=8", "parallelism.pp=2",
+                                               "micro_batch_size=4", "global_batch_size=1536"]})
+    graph = load_topology(sc.resolve_path(sc.topology), nodes=64)
+    est = run_estimate(graph, load_scenario_workload(sc), sc)
+    assert est.ops == ops
+
+
 # --------------------------------------------------------------------------- collective options
 
 

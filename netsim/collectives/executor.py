@@ -390,6 +390,74 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
     return execute_plan(net, plan, traffic_class=traffic_class, label=label, coflow=model == "coflow", call=call)
 
 
+
+def union_plan(plans: Sequence[Plan]) -> Plan:
+    """The plans of disjoint groups as one plan: their transfers side by side (node and transfer
+    indices offset), ``nbytes`` and ``meta`` of the first (every plan has the same size)."""
+    first = plans[0]
+    node_off = np.cumsum([0] + [len(p.nodes) for p in plans[:-1]])
+    tr_off = np.cumsum([0] + [len(p) for p in plans[:-1]])
+    dep_ptr = [np.zeros(1, dtype=np.int64)]
+    base = 0
+    for p in plans:
+        dep_ptr.append(p.dep_ptr[1:] + base)
+        base += int(p.dep_ptr[-1])
+    return Plan(
+        op=first.op, algo=first.algo, nbytes=first.nbytes,
+        devices=tuple(d for p in plans for d in p.devices), nodes=tuple(n for p in plans for n in p.nodes),
+        src=np.concatenate([p.src + o for p, o in zip(plans, node_off, strict=True)]),
+        dst=np.concatenate([p.dst + o for p, o in zip(plans, node_off, strict=True)]),
+        size=np.concatenate([p.size for p in plans]), step=np.concatenate([p.step for p in plans]),
+        dep_ptr=np.concatenate(dep_ptr),
+        dep_idx=np.concatenate([p.dep_idx + o for p, o in zip(plans, tr_off, strict=True)]),
+        meta=dict(first.meta), rounds=np.concatenate([p.rounds for p in plans]))
+
+
+def run_disjoint_collectives(net: Network, op: str, groups: Sequence[Sequence[str]], nbytes: float, *,
+                             algo: str | None = None, traffic_class: str = "other", label: str = "",
+                             chunk_bytes: float | None = None, channels: int | None = None, model: str = "stream",
+                             cost: CostModel | None = None, proto: str | None = None) -> simpy.Process | None:
+    """Collective ``op`` of ``nbytes`` over each of the disjoint ``groups`` at once, as one
+    execution of the union of their plans (the lockstep instances of a layer collective: the TP
+    groups of every data-parallel replica).
+
+    The transfers, their sizes, latencies and rate caps are those of the separate calls, so
+    every link carries the same flows; what the union shares is the executor (one event per
+    phase instead of one per group and phase) and, for stream plans, the phase release: a
+    phase of the union ends when every group's phase has drained (its chain time from the
+    phase's mean latencies and drain), so groups slowed by other traffic hold back the others
+    at each phase boundary, not only at the end (identical groups on identical, uncontended
+    hardware: the same times).  ``None`` when it does not apply: an exact plan, an all-to-all
+    (a byte matrix), fewer than two groups, groups that share a device, or groups the cost
+    model treats differently (another algorithm, protocol or latency); the caller then runs the
+    groups one by one."""
+    if model == "exact" or op in COFLOW_OPS or len(groups) < 2 or cost is None:
+        return None
+    devs = [d for g in groups for d in g]
+    if len(set(devs)) != len(devs) or len({len(g) for g in groups}) != 1:
+        return None
+    calls = [cost.call(op, g, nbytes, algo=algo, proto=proto) for g in groups]
+    if any(c != calls[0] for c in calls[1:]):
+        return None
+    call = calls[0]
+    ch = channels if channels is not None else call.channels
+    cache = plan_cache(net)
+    plans = []
+    for g in groups:
+        key = (op, tuple(g), float(nbytes), call.algo, chunk_bytes, ch, True, call.fluid)
+        plan = cache.get(key)
+        if plan is None:
+            plan = build_plan(op, g, nbytes, algo=call.algo, graph=net.graph, chunk_bytes=chunk_bytes, channels=ch,
+                              stream=True, fluid=call.fluid)
+            cache[key] = plan
+        plans.append(plan)
+    ukey = ("union", op, tuple(tuple(g) for g in groups), float(nbytes), call.algo, chunk_bytes, ch, call.fluid)
+    union = cache.get(ukey)
+    if union is None:
+        union = cache[ukey] = union_plan(plans)
+    return execute_plan(net, union, traffic_class=traffic_class, label=label, coflow=model == "coflow", call=call)
+
+
 def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float, matrix: Any, traffic_class: str,
                    label: str, call: CollectiveCall) -> simpy.Process:
     """The direct all-to-all(v) as one coflow, without building its plan: the same transfers

@@ -138,3 +138,50 @@ def test_ecmp_pair_routes_every_flow_of_a_pair_alike() -> None:
             paths.add(tuple(sorted(r.link.tolist())))
             net.submit("n0.g0", "n5.g3", 1.0)  # the next flow id
         assert (len(paths) == 1) == same, routing
+
+
+def _disjoint_runs(op: str, groups: list[list[str]], nbytes: float, union: bool) -> tuple[list[float], Network]:
+    from netsim.collectives.cost import IdealCost
+    from netsim.collectives.executor import run_disjoint_collectives
+
+    g = two_tier_topology(4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6,
+                          leaf_latency_s=0.3e-6)
+    net = Network(g)
+    cost = IdealCost(step_latency_s=2e-6)
+    if union:
+        proc = run_disjoint_collectives(net, op, groups, nbytes, model="stream", cost=cost)
+        assert proc is not None
+        procs = [proc]
+    else:
+        procs = [run_collective(net, op, grp, nbytes, model="stream", cost=cost) for grp in groups]
+    net.run()
+    return [p.value.end_s for p in procs], net
+
+
+@pytest.mark.parametrize("op", ["all_reduce", "reduce_scatter", "all_gather"])
+def test_union_of_disjoint_groups_runs_like_the_groups_one_by_one(op: str) -> None:
+    # the TP groups of four data-parallel replicas (one per server), as lockstep merges them
+    devs = accelerators(two_tier_topology(4, 4, intra_bw_Bps=1.0, intra_latency_s=0.0, nic_bw_Bps=1.0,
+                                          nic_latency_s=0.0, leaf_latency_s=0.0))
+    groups = [devs[i * 4:(i + 1) * 4] for i in range(4)]
+    one_by_one, net_a = _disjoint_runs(op, groups, 64 * MiB, union=False)
+    union, net_b = _disjoint_runs(op, groups, 64 * MiB, union=True)
+    assert union[0] == pytest.approx(max(one_by_one), rel=1e-12)
+    assert net_b.num_flows == net_a.num_flows
+    links_a = net_a.link_records().sort_values(["src", "dst"]).reset_index(drop=True)
+    links_b = net_b.link_records().sort_values(["src", "dst"]).reset_index(drop=True)
+    assert np.allclose(links_a["bytes"], links_b["bytes"])
+
+
+def test_union_of_groups_that_share_a_device_or_run_exact_is_refused() -> None:
+    from netsim.collectives.cost import IdealCost
+    from netsim.collectives.executor import run_disjoint_collectives
+
+    g = star_topology(8, 100e9, 0.5e-6)
+    net = Network(g)
+    devs = accelerators(g)
+    cost = IdealCost()
+    assert run_disjoint_collectives(net, "all_reduce", [devs[:4], devs[3:7]], MiB, model="stream", cost=cost) is None
+    assert run_disjoint_collectives(net, "all_reduce", [devs[:4], devs[4:]], MiB, model="exact", cost=cost) is None
+    assert run_disjoint_collectives(net, "all_reduce", [devs[:4], devs[4:6]], MiB, model="stream", cost=cost) is None
+    assert run_disjoint_collectives(net, "all_reduce", [devs[:4], devs[4:]], MiB, model="stream", cost=cost) is not None

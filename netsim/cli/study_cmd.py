@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from netsim.cli.common import check_out_dir, console, err_console, force_option
 from netsim.cli.progress import PhaseProgress
+
+if TYPE_CHECKING:
+    from netsim.studies.locmoe import StudyConfig
 
 
 def _csv(value: str, cast: type = str) -> tuple:
@@ -79,33 +82,13 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Hash (RRE) vs Switch vs LocMoE (and EPLB) on Ascend 910A and DGX H100 clusters."""
-        from netsim.moe.lab import require_torch
-        from netsim.studies.locmoe import StudyConfig, check_config, run_study
-
-        if quick:
-            cfg = StudyConfig.quick()
-        else:
-            cfg = StudyConfig(topologies=_csv(topologies), nodes=_csv(nodes, int), routers=_csv(routers),
-                              placements=_csv(placements), locality=_csv(locality, float), lab_steps=lab_steps,
-                              seed=seed)
-        if workload_set:
-            cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
-        if exact_check is not None:
-            cfg = StudyConfig(**{**cfg.__dict__, "exact_check": _csv(exact_check, int)})
-        cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model,
-                             "capacity": {**cfg.capacity, **_pairs(capacity, "--capacity")},
-                             "overlap": {**cfg.overlap, **{k: _int(v, "--overlap")
-                                                           for k, v in _pairs(overlap, "--overlap").items()}},
-                             "require_converged": not allow_unconverged})
-        check_config(cfg)
-        check_out_dir(out, force, resume="study")
-        require_torch()
-        with PhaseProgress(err_console, "netsim study locmoe") as progress:
-            result = run_study(cfg, out, progress=lambda what, f: progress("study", f, what), force=force)
-        for line in result.conclusion:
-            console.print(f"- {line}")
-        console.print(f"results: {out}/results.csv")
-        console.print(f"report: {out}/report.html")
+        cfg = _locmoe_config(
+            quick=quick, topologies=topologies, nodes=nodes, routers=routers, placements=placements,
+            locality=locality, lab_steps=lab_steps, seed=seed, workload_set=workload_set,
+            exact_check=exact_check, collective_model=collective_model, capacity=capacity, overlap=overlap,
+            allow_unconverged=allow_unconverged,
+        )
+        _locmoe(cfg, out, force)
 
     @study.command("lab-locality")
     def lab_locality_cmd(
@@ -118,16 +101,7 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Cross-node share of each router's dispatches along the domain-sorting knob (router lab)."""
-        from netsim.studies.lab_sweep import locality_sweep
-
-        base = _lab_base(lab, router=_csv(routers)[0] if _csv(routers) else None)
-        check_out_dir(out, force, resume="study")
-        with PhaseProgress(err_console, "netsim study lab-locality") as progress:
-            res = locality_sweep(base, _csv(routers), _csv(sorts, float), out,
-                                 progress=lambda what, f: progress("study", f, what), force=force)
-        console.print(res[["router", "domain_sort", "converged", "share_cross_node", "drop_rate",
-                           "expert_load_cv"]].to_string(index=False))
-        console.print(f"results: {out}/results.csv, report: {out}/report.md")
+        _lab_locality(out, routers, sorts, lab, force)
 
     @study.command("lab-scaling")
     def lab_scaling_cmd(
@@ -138,15 +112,7 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Load CV, drop rate and locality along model size and training steps (router lab)."""
-        from netsim.studies.lab_sweep import scaling_sweep
-
-        base = _lab_base(lab)
-        check_out_dir(out, force, resume="study")
-        with PhaseProgress(err_console, "netsim study lab-scaling") as progress:
-            res = scaling_sweep(base, _csv(hidden, int), out, windows=windows,
-                                progress=lambda what, f: progress("study", f, what), force=force)
-        console.print(res.to_string(index=False))
-        console.print(f"results: {out}/results.csv, report: {out}/report.md")
+        _lab_scaling(out, hidden, windows, lab, force)
 
 
 def _lab_base(items: list[str], router: str | None = None) -> Any:
@@ -171,3 +137,72 @@ def _lab_base(items: list[str], router: str | None = None) -> Any:
         raise SpecError(problem[1], field=f"--lab {problem[0]}")
     require_torch()
     return cfg
+
+
+def _locmoe_config(
+    *, quick: bool, topologies: str, nodes: str, routers: str, placements: str, locality: str, lab_steps: int,
+    seed: int, workload_set: list[str], exact_check: str | None, collective_model: str, capacity: list[str],
+    overlap: list[str], allow_unconverged: bool,
+) -> StudyConfig:
+    """The LocMoE study's configuration from the command-line options, checked (bad input exits 2)."""
+    from netsim.studies.locmoe import StudyConfig, check_config
+
+    if quick:
+        cfg = StudyConfig.quick()
+    else:
+        cfg = StudyConfig(topologies=_csv(topologies), nodes=_csv(nodes, int), routers=_csv(routers),
+                          placements=_csv(placements), locality=_csv(locality, float), lab_steps=lab_steps,
+                          seed=seed)
+    if workload_set:
+        cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
+    if exact_check is not None:
+        cfg = StudyConfig(**{**cfg.__dict__, "exact_check": _csv(exact_check, int)})
+    cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model,
+                         "capacity": {**cfg.capacity, **_pairs(capacity, "--capacity")},
+                         "overlap": {**cfg.overlap, **{k: _int(v, "--overlap")
+                                                       for k, v in _pairs(overlap, "--overlap").items()}},
+                         "require_converged": not allow_unconverged})
+    check_config(cfg)
+    return cfg
+
+
+def _locmoe(cfg: StudyConfig, out: Path, force: bool) -> None:
+    """Run the LocMoE study into ``out`` (resumable) and print its conclusion and where the files are."""
+    from netsim.moe.lab import require_torch
+    from netsim.studies.locmoe import run_study
+
+    check_out_dir(out, force, resume="study")
+    require_torch()
+    with PhaseProgress(err_console, "netsim study locmoe") as progress:
+        result = run_study(cfg, out, progress=lambda what, f: progress("study", f, what), force=force)
+    for line in result.conclusion:
+        console.print(f"- {line}")
+    console.print(f"results: {out}/results.csv")
+    console.print(f"report: {out}/report.html")
+
+
+def _lab_locality(out: Path, routers: str, sorts: str, lab: list[str], force: bool) -> None:
+    """Run the router lab along the domain-sorting knob into ``out`` and print the results table."""
+    from netsim.studies.lab_sweep import locality_sweep
+
+    base = _lab_base(lab, router=_csv(routers)[0] if _csv(routers) else None)
+    check_out_dir(out, force, resume="study")
+    with PhaseProgress(err_console, "netsim study lab-locality") as progress:
+        res = locality_sweep(base, _csv(routers), _csv(sorts, float), out,
+                             progress=lambda what, f: progress("study", f, what), force=force)
+    console.print(res[["router", "domain_sort", "converged", "share_cross_node", "drop_rate",
+                       "expert_load_cv"]].to_string(index=False))
+    console.print(f"results: {out}/results.csv, report: {out}/report.md")
+
+
+def _lab_scaling(out: Path, hidden: str, windows: int, lab: list[str], force: bool) -> None:
+    """Run the router lab along model size and training windows into ``out`` and print the table."""
+    from netsim.studies.lab_sweep import scaling_sweep
+
+    base = _lab_base(lab)
+    check_out_dir(out, force, resume="study")
+    with PhaseProgress(err_console, "netsim study lab-scaling") as progress:
+        res = scaling_sweep(base, _csv(hidden, int), out, windows=windows,
+                            progress=lambda what, f: progress("study", f, what), force=force)
+    console.print(res.to_string(index=False))
+    console.print(f"results: {out}/results.csv, report: {out}/report.md")

@@ -13,7 +13,8 @@ objects), so it works on any run directory that follows docs/CONTRACTS.md:
 from __future__ import annotations
 
 from netsim.report.compare import compare_runs, write_compare
-from netsim.report.run_report import ReportOptions, build_report, write_report
+from netsim.report.run_report import build_report, write_report
+from netsim.report.run_sections import ReportOptions
 from netsim.report.tables import SUMMARY_FIELDS, TABLES, RunData, load_run, read_table
 
 __all__ = [

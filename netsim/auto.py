@@ -1,5 +1,9 @@
 """The ``auto`` collective model: how a run is simulated, chosen from its size.
 
+``auto`` is a rule, not a model: it resolves to one of the collective model objects registered in
+:data:`netsim.collectives.models.COLLECTIVE_MODELS` (``exact``, ``stream``, ``coflow``; each
+class's docstring repeats its error below), which the executor then asks how to run a collective.
+
 ``netsim run`` turns every collective of a training step into network flows.  The exact model
 (one flow per step, chunk and rank pair) is the reference; its cost grows with the flows, and a
 run of hundreds of GPUs has millions of them.  The faster models and plan approximations have a
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
     from netsim.collectives.cost import CostModel
+    from netsim.collectives.models import CollectiveModel
     from netsim.config.scenario import ScenarioOptions
     from netsim.config.workload import WorkloadSpec
     from netsim.workload.plan import Collective, StepPlan
@@ -80,6 +85,13 @@ class Choice:
     routing_samples: int | None
     exact_flows: int | None = None
     reasons: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> CollectiveModel:
+        """The registered :class:`~netsim.collectives.models.CollectiveModel` chosen."""
+        from netsim.collectives.models import collective_model
+
+        return collective_model(self.collective_model)
 
     @property
     def line(self) -> str:
@@ -165,14 +177,16 @@ def exact_flows(plan: StepPlan, graph: nx.DiGraph, cost: CostModel, algorithms: 
 def choose_model(options: ScenarioOptions, plan: StepPlan, graph: nx.DiGraph, cost: CostModel,
                  lockstep: bool, routing_samples: int | None, reasons: list[str]) -> Choice:
     """Step 2 of the rule (module doc): the collective model, with the plan options of step 1."""
+    from netsim.collectives.models import Coflow, Exact, Stream
+
     requested = options.collective_model
     if requested != "auto":
         return Choice(requested, requested, lockstep, routing_samples, reasons=("set by the user",))
     flows, alltoall = exact_flows(plan, graph, cost, options.algorithms, limit=EXACT_FLOW_LIMIT)
     if flows <= EXACT_FLOW_LIMIT:
-        model = "exact"
+        model = Exact.name
         why = f"{flows:,} flows, at most {EXACT_FLOW_LIMIT:,}: every flow simulated"
     else:
-        model = "coflow" if alltoall else "stream"
+        model = Coflow.name if alltoall else Stream.name
         why = f"more than {EXACT_FLOW_LIMIT:,} flows exact"
     return Choice(requested, model, lockstep, routing_samples, flows, (why, *reasons))

@@ -211,7 +211,9 @@ class _Executor:
         and direct all-to-all(v)s over disjoint groups as one all-to-allv of their union (the
         same transfers)."""
         parts = coll.instances
-        coflow = self.coll_kwargs.get("model") == "coflow"
+        from netsim.collectives.models import collective_model
+
+        coflow = collective_model(self.coll_kwargs.get("model", "exact")).coflow
         if len(parts) > 1 and coflow and coll.op == "transfer":
             src = _device_ids(self.net, [str(c.src) for c in parts])
             dst = _device_ids(self.net, [str(c.dst) for c in parts])

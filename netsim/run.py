@@ -205,8 +205,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     )
     engine, coll, setup = _collectives(scenario, graph)
     choice = choose_model(opts, plan, graph, setup.cost, lockstep, samples, reasons)
-    if choice.collective_model != "exact":
-        coll["model"] = choice.collective_model
+    coll["model"] = choice.model
     return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup,
                     dict(table.meta) if table is not None else {}, choice)
 

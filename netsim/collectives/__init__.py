@@ -27,6 +27,7 @@ from netsim.collectives.executor import (
     run_collective,
     simulate_collective,
 )
+from netsim.collectives.models import COLLECTIVE_MODELS, CollectiveModel
 from netsim.collectives.plan import CollectiveError, Plan, PlanBuilder, TopologyView, Transfer
 from netsim.collectives.registry import (
     OPS,
@@ -38,8 +39,10 @@ from netsim.collectives.registry import (
 )
 
 __all__ = [
+    "COLLECTIVE_MODELS",
     "OPS",
     "CollectiveError",
+    "CollectiveModel",
     "CollectiveResult",
     "Plan",
     "PlanBuilder",

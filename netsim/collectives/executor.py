@@ -33,7 +33,9 @@ transfers put there and drains when the most loaded link (relative to its capaci
 drained; against other traffic it weighs, on that link, as many fair shares as it has
 transfers there.  An all-to-all of ``n`` ranks then costs one engine event instead of up to
 ``n(n-1)`` (one per distinct drain time, which skewed all-to-allv byte matrices produce).
-``benchmarks/collective_models.py`` reports the errors of both models.
+``benchmarks/collective_models.py`` reports the errors of both models.  The models are objects
+registered in :data:`~netsim.collectives.models.COLLECTIVE_MODELS`; this module asks them what to
+do and never compares their names.
 
 Plans without a byte matrix are cached per network (:func:`plan_cache`): a training step
 issues the same tensor-parallel collective thousands of times.
@@ -54,6 +56,8 @@ import simpy
 
 from netsim.collectives.cost import CollectiveCall, CostModel, IdealCost
 from netsim.collectives.exchanges import a2a_matrix
+from netsim.collectives.models import COFLOW_OPS, CollectiveModel, collective_model
+from netsim.collectives.models import MODELS as MODELS  # re-exported: the names specs accept
 from netsim.collectives.plan import CollectiveError, Plan
 from netsim.collectives.registry import build_plan, check_request
 from netsim.collectives.transfer_costs import transfer_costs
@@ -269,20 +273,10 @@ class _Execution:
         self.finished.succeed()
 
 
-#: Collective models: exact plans; stream plans (one flow per link and phase); stream plans
-#: whose all-to-all transfers that start together move as one coflow.
-MODELS: tuple[str, ...] = ("exact", "stream", "coflow")
-
-#: Collectives whose phases the ``coflow`` model merges (their transfers of a phase finish
-#: together when the bottleneck drains; pipelined trees and chains are left to the stream plan).
-COFLOW_OPS: frozenset[str] = frozenset({"all_to_all", "all_to_allv"})
-
-
-def check_model(model: str) -> str:
-    """``model`` if it is a known collective model, else a :class:`CollectiveError`."""
-    if model not in MODELS:
-        raise CollectiveError(f"unknown collective model {model!r}; allowed: {', '.join(MODELS)}",
-                              field="collective_model")
+def check_model(model: str | CollectiveModel) -> str | CollectiveModel:
+    """``model`` if it is a known collective model (a registered name or a
+    :class:`~netsim.collectives.models.CollectiveModel`), else a :class:`CollectiveError`."""
+    collective_model(model)
     return model
 
 
@@ -340,7 +334,7 @@ def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", labe
 def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
                    matrix: Any = None, traffic_class: str = "other", label: str = "",
                    chunk_bytes: float | None = None, step_latency_s: float | None = None,
-                   channels: int | None = None, model: str = "exact", cost: CostModel | None = None,
+                   channels: int | None = None, model: str | CollectiveModel = "exact", cost: CostModel | None = None,
                    proto: str | None = None) -> simpy.Process:
     """Plan collective ``op`` over ``devices`` and run it on ``net`` (a ``Network``), starting now.
 
@@ -358,9 +352,9 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
         step_latency_s: software latency before every transfer, seconds (``ideal`` only;
             ``None``: 0).
         channels: parallel rings of ring algorithms (``None``: automatic).
-        model: ``exact`` (one flow per step, chunk and link), ``stream`` (one flow per link
-            and phase) or ``coflow`` (stream plans; transfers that start together move as one
-            coflow); module doc.
+        model: a collective model (:mod:`netsim.collectives.models`) or its name: ``exact``
+            (one flow per step, chunk and link), ``stream`` (one flow per link and phase) or
+            ``coflow`` (stream plans; transfers that start together move as one coflow).
         cost: the collective cost model (:mod:`netsim.collectives.cost`); ``None``: ideal.
         proto: the protocol to force (``LL``, ``LL128``, ``Simple``; ``nccl`` only).
 
@@ -368,14 +362,15 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
         A simpy process; ``yield`` it inside a process, or run the network and read
         ``proc.value`` (a :class:`CollectiveResult`).
     """
-    stream = check_model(model) != "exact"
+    cmodel = collective_model(model)
+    stream = cmodel.stream_plans
     if cost is None:
         cost = IdealCost(step_latency_s=_check_latency(step_latency_s))
     elif step_latency_s is not None and not isinstance(cost, IdealCost):
         raise CollectiveError("a per-step latency applies to the ideal cost model only (the nccl model has its "
                               "own latencies; scale them with collectives.latency_scale)", field="step_latency_s")
     call = cost.call(op, devices, nbytes, algo=algo, proto=proto)
-    if model == "coflow" and op in COFLOW_OPS and call.algo == "direct":
+    if cmodel.direct_coflow(op, call):
         return _direct_coflow(net, op, devices, nbytes, matrix, traffic_class, label, call)
     ch = channels if channels is not None else call.channels
     fluid = call.fluid
@@ -387,7 +382,7 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
                           chunk_bytes=chunk_bytes, channels=ch, stream=stream, fluid=fluid)
         if key is not None:
             cache[key] = plan
-    return execute_plan(net, plan, traffic_class=traffic_class, label=label, coflow=model == "coflow", call=call)
+    return execute_plan(net, plan, traffic_class=traffic_class, label=label, coflow=cmodel.coflow, call=call)
 
 
 
@@ -415,8 +410,9 @@ def union_plan(plans: Sequence[Plan]) -> Plan:
 
 def run_disjoint_collectives(net: Network, op: str, groups: Sequence[Sequence[str]], nbytes: float, *,
                              algo: str | None = None, traffic_class: str = "other", label: str = "",
-                             chunk_bytes: float | None = None, channels: int | None = None, model: str = "stream",
-                             cost: CostModel | None = None, proto: str | None = None) -> simpy.Process | None:
+                             chunk_bytes: float | None = None, channels: int | None = None,
+                             model: str | CollectiveModel = "stream", cost: CostModel | None = None,
+                             proto: str | None = None) -> simpy.Process | None:
     """Collective ``op`` of ``nbytes`` over each of the disjoint ``groups`` at once, as one
     execution of the union of their plans (the lockstep instances of a layer collective: the TP
     groups of every data-parallel replica).
@@ -431,7 +427,8 @@ def run_disjoint_collectives(net: Network, op: str, groups: Sequence[Sequence[st
     (a byte matrix), fewer than two groups, groups that share a device, or groups the cost
     model treats differently (another algorithm, protocol or latency); the caller then runs the
     groups one by one."""
-    if model == "exact" or op in COFLOW_OPS or len(groups) < 2 or cost is None:
+    cmodel = collective_model(model)
+    if not cmodel.unites_instances or op in COFLOW_OPS or len(groups) < 2 or cost is None:
         return None
     devs = [d for g in groups for d in g]
     if len(set(devs)) != len(devs) or len({len(g) for g in groups}) != 1:
@@ -455,7 +452,7 @@ def run_disjoint_collectives(net: Network, op: str, groups: Sequence[Sequence[st
     union = cache.get(ukey)
     if union is None:
         union = cache[ukey] = union_plan(plans)
-    return execute_plan(net, union, traffic_class=traffic_class, label=label, coflow=model == "coflow", call=call)
+    return execute_plan(net, union, traffic_class=traffic_class, label=label, coflow=cmodel.coflow, call=call)
 
 
 def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float, matrix: Any, traffic_class: str,
@@ -496,8 +493,8 @@ def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float,
 def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbytes: float, *,
                         algo: str | None = None, matrix: Any = None, chunk_bytes: float | None = None,
                         step_latency_s: float | None = None, channels: int | None = None,
-                        traffic_class: str = "other", model: str = "exact", cost: CostModel | None = None,
-                        proto: str | None = None, **engine_kwargs: Any) -> float:
+                        traffic_class: str = "other", model: str | CollectiveModel = "exact",
+                        cost: CostModel | None = None, proto: str | None = None, **engine_kwargs: Any) -> float:
     """Time in seconds of one collective alone on a fresh ``Network(graph, **engine_kwargs)``
     (``routing``, ``seed``, ``efficiency``, ``flow_rate_cap_Bps``)."""
     from netsim.network.engine import Network

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from netsim import auto
+from netsim.collectives import COLLECTIVE_MODELS
 from netsim.config.scenario import load_scenario
 from netsim.run import prepare, simulate
 
@@ -39,7 +40,8 @@ def test_a_small_run_is_simulated_exactly() -> None:
 def test_above_the_limit_moe_runs_get_coflows_and_dense_runs_streams(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(auto, "EXACT_FLOW_LIMIT", 50)
     prep = _prep()
-    assert prep.choice.collective_model == "coflow" and prep.collective_kwargs["model"] == "coflow"
+    assert prep.choice.collective_model == "coflow"
+    assert prep.collective_kwargs["model"] is prep.choice.model is COLLECTIVE_MODELS.get("coflow")
     assert prep.choice.line == "auto: coflow (more than 50 flows exact)"
     dense = tiny_scenario()
     dense["workload"] = {**dense["workload"], "model": {k: v for k, v in dense["workload"]["model"].items()

@@ -8,6 +8,11 @@ then gathers the gates from the torch scores and recomputes the auxiliary losses
 the hard statistics (``f_i``, loads) taken from the numpy result.  Numpy and torch therefore
 always route identically, and the torch loss values equal the numpy ones (tests check both).
 
+As the numpy routers (:mod:`netsim.moe.routers.base`), the gate logits are a float32 matrix
+product whatever the module's dtype (Switch Transformer's selective precision, Fedus et al., JMLR
+2022, section 2.4); the normaliser and everything after it run in the module's dtype, so a
+``.double()`` module reproduces the numpy router's float64 softmax on the same float32 logits.
+
 This module imports torch at import time; import it only where torch is available
 (``pip install 'moe-netsim[torch]'``).
 """
@@ -124,13 +129,16 @@ class _Linear(TorchRouter):
         self.weight = nn.Parameter(torch.tensor(w, dtype=torch.float32))
 
     def logits(self, x: Tensor) -> Tensor:
-        return x @ self.weight.to(x.dtype)
+        """``x @ W`` as a float32 product, returned in ``x``'s dtype (module docstring)."""
+        return (x.to(torch.float32) @ self.weight.to(torch.float32)).to(x.dtype)
 
     def scores(self, x: Tensor) -> Tensor:
         return torch.softmax(self.logits(x), dim=-1)
 
     def sync_to_numpy(self) -> None:
-        self.router.weight = _np(self.weight)  # type: ignore[attr-defined]
+        # a copy: a float64 module's weight would otherwise share memory with the numpy array
+        # and change under the router's cached float32 copy of it
+        self.router.weight = _np(self.weight).copy()  # type: ignore[attr-defined]
 
 
 class _HashT(TorchRouter):
@@ -236,7 +244,8 @@ class _LocMoET(TorchRouter):
 
     def scores(self, x: Tensor) -> Tensor:
         grap = cast(Tensor, self.grap)
-        return torch.softmax(torch.relu(x @ grap.to(x.dtype).T + self.gate_bias.to(x.dtype)), dim=-1)
+        z = (x.to(torch.float32) @ grap.to(torch.float32).T).to(x.dtype)  # float32 product
+        return torch.softmax(torch.relu(z + self.gate_bias.to(x.dtype)), dim=-1)
 
     def finish(
         self,
@@ -260,7 +269,7 @@ class _LocMoET(TorchRouter):
         return _gather(scores, result.experts), losses
 
     def sync_to_numpy(self) -> None:
-        self.router.gate_bias = _np(self.gate_bias)
+        self.router.gate_bias = _np(self.gate_bias).copy()
 
 
 _WRAPPERS: list[tuple[type[Router], type[TorchRouter]]] = [

@@ -533,3 +533,30 @@ def test_token_batch_checks_its_side_arrays() -> None:
     via_route = r.route(x, src_rank=np.array([0, 0, 1]))
     via_batch = r.assign(TokenBatch(r.scores(x), src_rank=np.array([0, 0, 1])))
     assert np.array_equal(via_route.experts, via_batch.experts)
+
+
+@pytest.mark.parametrize("name", ["switch", "gshard", "mixtral", "expert_choice", "deepseek", "locmoe"])
+def test_learned_gates_compute_float32_logits(name: str) -> None:
+    # Switch Transformer's selective precision (Fedus et al. 2022, 2.4): the gate GEMM is float32
+    extra = {"top_k": 2, "n_groups": 4, "topk_groups": 2} if name == "deepseek" else {}
+    r: Any = make_router(name, n_experts=8, hidden=16, seed=1, **extra)
+    x32 = np.random.default_rng(2).normal(size=(40, 16)).astype(np.float32)
+    assert r._check_x(x32) is x32  # float32 hidden states are not copied
+    x64 = x32.astype(np.float64) + 1e-12  # rounds back to x32
+    assert np.array_equal(r.scores(r._check_x(x64)), r.scores(x32))
+    w = r.grap.T if name == "locmoe" else r.weight
+    want = x32 @ w.astype(np.float32)
+    got = r.logits_t(x32).T if name == "deepseek" else r.logits(x32)
+    got = got - r.gate_bias if name == "locmoe" else got
+    assert np.allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(got, x32.astype(np.float64) @ w, rtol=0, atol=1e-12)  # not float64
+
+
+def test_float32_weight_copy_follows_the_parameter_array() -> None:
+    r = make_router("switch", n_experts=4, hidden=4, seed=0)
+    x = np.eye(4, dtype=np.float32)
+    r.route(x)
+    with pytest.raises(ValueError):
+        r.weight[0, 0] = 1.0  # read-only once cached: an in-place edit would go unseen
+    r.weight = np.eye(4)[:, ::-1].copy()
+    assert r.route(x).experts[:, 0].tolist() == [3, 2, 1, 0]

@@ -40,8 +40,10 @@ def test_torch_routes_like_numpy_and_losses_agree(name: str, params: dict) -> No
     assert np.array_equal(out.result.experts, ref.experts)
     assert np.allclose(out.gates.detach().numpy(), ref.gates, atol=1e-12)
     assert set(out.losses) == set(ref.aux_losses)
+    # both compute the gate logits as a float32 product, but numpy's BLAS and torch's sum in
+    # different orders (logits differ in the last float32 bit), so the losses agree to ~1e-8
     for k, v in out.losses.items():
-        assert float(v.detach()) == pytest.approx(ref.aux_losses[k], rel=1e-9, abs=1e-15)
+        assert float(v.detach()) == pytest.approx(ref.aux_losses[k], rel=1e-6, abs=1e-15)
 
 
 def test_gradients_reach_router_weights_and_inputs() -> None:

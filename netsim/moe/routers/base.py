@@ -10,6 +10,13 @@ sequence-wise loss, the data domain of PanGu-Sigma's RRE).  The batch is validat
 is made, so every router and the torch wrappers (:mod:`netsim.moe.torch_routers`) see the same
 checked int64 arrays.
 
+Learned gates compute their logits in float32, as real MoE routers do: Switch Transformer casts
+the router input to float32 ("selective precision", Fedus et al., JMLR 2022, section 2.4) and
+DeepSeek-V3's gate computes its logits in float32 (arXiv 2412.19437).  :meth:`Router._check_x`
+hands the hidden states on as float32 (no copy when they already are), the gating weights stay
+float64 parameters with a cached float32 copy (:meth:`Router._float32`), and the logits are one
+float32 GEMM; softmax, sigmoid and top-k then run in float64 on the ``[T, n]`` logits.
+
 Routers register under the name a spec uses (``@register_router("switch")``) in :data:`ROUTERS`, a
 :class:`netsim.registry.Registry` listed alphabetically; :func:`make_router` builds one by name
 and rejects unknown names or parameters with a one-line SpecError naming the allowed values.
@@ -26,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from netsim.errors import SpecError
-from netsim.moe.routers.gating import FloatArray, IntArray, _as_generator, softmax
+from netsim.moe.routers.gating import FloatArray, HiddenArray, IntArray, _as_generator, softmax
 from netsim.registry import Registry
 
 __all__ = [
@@ -173,6 +180,8 @@ class Router:
         self.hidden = int(hidden)
         self.top_k = int(top_k)
         self.rng = _as_generator(seed)
+        #: float32 copies of float64 parameters, by attribute name: (source array, copy)
+        self._f32: dict[str, tuple[FloatArray, NDArray[np.float32]]] = {}
 
     # -- API ----------------------------------------------------------------------------------
     def route(
@@ -202,7 +211,8 @@ class Router:
         res = self.route(x, **kwargs)
         return res.counts, res.drops
 
-    def scores(self, x: FloatArray) -> FloatArray:
+    def scores(self, x: HiddenArray) -> FloatArray:
+        """``[T, n]`` float64 probabilities or affinities of hidden states ``x [T, d]``."""
         raise NotImplementedError
 
     def assign(self, batch: TokenBatch) -> RoutingResult:
@@ -214,10 +224,28 @@ class Router:
         return {}
 
     # -- helpers ------------------------------------------------------------------------------
-    def _check_x(self, x: NDArray[np.floating[Any]]) -> FloatArray:
-        a = np.asarray(x, dtype=np.float64)
+    def _check_x(self, x: NDArray[np.floating[Any]]) -> HiddenArray:
+        """The hidden states as float32 ``[T, d]``, the precision the gates compute in (module
+        docstring); float32 input is passed through without a copy."""
+        a = np.asarray(x, dtype=np.float32)
         self._check_shape(a)
         return a
+
+    def _float32(self, name: str) -> NDArray[np.float32]:
+        """The float32 copy of the float64 parameter ``self.<name>``, made once per array.
+
+        The copy follows the array object: assigning a new array (as
+        :meth:`netsim.moe.torch_routers.TorchRouter.sync_to_numpy` does) makes a new copy.  The
+        source array is made read-only, so an in-place edit that the copy would miss raises
+        instead.
+        """
+        src = getattr(self, name)
+        hit = self._f32.get(name)
+        if hit is None or hit[0] is not src:
+            src.flags.writeable = False
+            hit = (src, np.ascontiguousarray(src, dtype=np.float32))
+            self._f32[name] = hit
+        return hit[1]
 
     def _check_shape(self, a: NDArray[Any]) -> None:
         if a.ndim != 2 or a.shape[1] != self.hidden:
@@ -228,7 +256,12 @@ class Router:
 
 
 class _LinearRouter(Router):
-    """A router with a gating matrix ``W [d, n]`` (drawn N(0, 1/d)); logits = ``x @ W``."""
+    """A router with a gating matrix ``W [d, n]`` (drawn N(0, 1/d)); logits = ``x @ W``.
+
+    The logits are a float32 GEMM of the float32 hidden states and the cached float32 copy of
+    ``W`` (Switch Transformer's selective precision, Fedus et al., JMLR 2022, section 2.4: the
+    router input is cast to float32); the softmax runs in float64 on them.
+    """
 
     def __init__(self, n_experts: int, hidden: int, *, top_k: int, seed: int | np.random.Generator = 0):
         super().__init__(n_experts, hidden, top_k=top_k, seed=seed)
@@ -237,8 +270,12 @@ class _LinearRouter(Router):
     def params(self) -> dict[str, FloatArray]:
         return {"weight": self.weight}
 
-    def scores(self, x: FloatArray) -> FloatArray:
-        return softmax(x @ self.weight)
+    def logits(self, x: HiddenArray) -> NDArray[np.float32]:
+        """``x @ W`` (``[T, n]``) as one float32 GEMM; ``x`` is converted only if not float32."""
+        return np.asarray(x, dtype=np.float32) @ self._float32("weight")
+
+    def scores(self, x: HiddenArray) -> FloatArray:
+        return softmax(self.logits(x).astype(np.float64))
 
 
 ROUTERS: Registry[type[Router]] = Registry("router", field="router", sort_names=True)

@@ -22,7 +22,7 @@ from scipy import sparse
 from netsim.errors import SpecError
 from netsim.moe import _select_kernel
 from netsim.moe.routers.base import RoutingResult, TokenBatch, _LinearRouter, register_router
-from netsim.moe.routers.gating import FloatArray, IntArray, _sigmoid, _top_k
+from netsim.moe.routers.gating import FloatArray, HiddenArray, IntArray, _sigmoid, _top_k
 
 __all__ = ["DeepSeekRouter"]
 
@@ -85,10 +85,9 @@ class DeepSeekRouter(_LinearRouter):
         tokens contiguous, the layout :func:`netsim.moe._select_kernel.counts` works in."""
         a = np.asarray(x, dtype=np.float32)
         self._check_shape(a)
-        w = np.asarray(self.weight, dtype=np.float32)
-        return np.asarray(w.T @ a.T, dtype=np.float32)
+        return np.asarray(self._float32("weight").T @ a.T, dtype=np.float32)
 
-    def scores(self, x: FloatArray) -> FloatArray:
+    def scores(self, x: HiddenArray) -> FloatArray:
         """``sigmoid(x W)`` (``[T, n]``, float64 from the float32 logits of :meth:`logits_t`)."""
         return _sigmoid(self.logits_t(x).T)
 

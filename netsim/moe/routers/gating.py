@@ -22,6 +22,8 @@ from netsim.errors import SpecError
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
+#: hidden states ``[T, d]`` as a router receives them (float32 after :meth:`Router._check_x`)
+HiddenArray = NDArray[np.floating[Any]]
 BoolArray = NDArray[np.bool_]
 
 __all__ = [

@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 
 from netsim.errors import SpecError
 from netsim.moe.routers.base import Router, RoutingResult, TokenBatch, register_router
-from netsim.moe.routers.gating import FloatArray, IntArray, _ceil, _groups, keep_within_capacity
+from netsim.moe.routers.gating import FloatArray, HiddenArray, IntArray, _ceil, _groups, keep_within_capacity
 
 __all__ = ["HashRouter", "RRERouter"]
 
@@ -75,14 +75,14 @@ class HashRouter(Router):
             raise SpecError(f"token ids must be in [0, {self.vocab_size}) (vocab_size)", field="token_ids")
         return np.asarray(self.table[ids], dtype=np.int64)
 
-    def _check_x(self, x: NDArray[np.floating[Any]]) -> FloatArray:
+    def _check_x(self, x: NDArray[np.floating[Any]]) -> HiddenArray:
         """Any ``[T, d]``: a hash router reads only the token count, not the hidden states."""
         a = np.asarray(x)
         if a.ndim != 2:
             raise SpecError(f"{self.name}: hidden states must be [T, d], got shape {a.shape}")
         return a
 
-    def scores(self, x: FloatArray) -> FloatArray:
+    def scores(self, x: HiddenArray) -> FloatArray:
         return np.zeros((x.shape[0], 0))
 
     def assign(self, batch: TokenBatch) -> RoutingResult:

@@ -7,6 +7,11 @@ top-1.  Two additions steer the all-to-all: a locality loss ``mu * KL(D_c || D_l
 rank's routing distribution ``D_c`` towards a smoothed distribution ``D_l`` concentrated on its
 node-local experts, and Theorem 1 bounds the per-expert capacity from below
 (:func:`netsim.moe.capacity.locmoe_capacity_tokens`), which allows a reduced capacity.
+
+The GrAP product ``W_grap x`` is a float32 GEMM (float32 hidden states, a cached float32 copy of
+the float64 GrAP matrix), as learned gates compute their logits in float32 (Switch Transformer's
+selective precision, Fedus et al., JMLR 2022, section 2.4; :mod:`netsim.moe.routers.base`); the
+bias, ReLU, softmax and top-1 run in float64.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from netsim.moe.capacity import locmoe_capacity_tokens
 from netsim.moe.routers.base import Router, RoutingResult, TokenBatch, register_router
 from netsim.moe.routers.gating import (
     FloatArray,
+    HiddenArray,
     IntArray,
     _ceil,
     _groups,
@@ -67,6 +73,8 @@ def localised_distribution(local_experts: Sequence[int], n_experts: int, eps: fl
 @register_router("locmoe")
 class LocMoERouter(Router):
     """LocMoE: GrAP gating ``G = ReLU(W_grap x + eps)``, ``p = softmax(G)``, top-1.
+
+    ``W_grap x`` is computed in float32 (:meth:`logits`; module docstring).
 
     Args:
         local_experts: for every source rank, the experts on that rank's node (enables the
@@ -141,8 +149,15 @@ class LocMoERouter(Router):
     def params(self) -> dict[str, FloatArray]:
         return {"gate_bias": self.gate_bias}
 
-    def scores(self, x: FloatArray) -> FloatArray:
-        return softmax(np.maximum(x @ self.grap.T + self.gate_bias, 0.0))
+    def logits(self, x: HiddenArray) -> FloatArray:
+        """``W_grap x + b`` (``[T, n]``): the product one float32 GEMM (``x`` converted only if
+        not float32), the bias added in float64."""
+        z = (np.asarray(x, dtype=np.float32) @ self._float32("grap").T).astype(np.float64)
+        z += self.gate_bias
+        return z
+
+    def scores(self, x: HiddenArray) -> FloatArray:
+        return softmax(np.maximum(self.logits(x), 0.0))
 
     def target(self, n_ranks: int) -> FloatArray:
         """``[n_ranks, n]``: the smoothed localised distribution ``D_l`` of every rank."""

@@ -278,7 +278,7 @@ def test_in_network_reduction_lowers_what_gpus_send() -> None:
     back from the switch and are not traffic of the class (the links table keeps them)."""
     from netsim.collectives import accelerators, run_collective
     from netsim.network.engine import Network
-    from netsim.run import _traffic_totals
+    from netsim.run_accounting import traffic_totals
     from netsim.topology import load_topology
 
     g = load_topology("dgx-h100", nodes=1)
@@ -289,7 +289,7 @@ def test_in_network_reduction_lowers_what_gpus_send() -> None:
         net = Network(g)
         run_collective(net, "all_reduce", devs, size, algo=algo, traffic_class="dp")
         net.run()
-        sent[algo] = _traffic_totals(g, net)[0]["dp"]
+        sent[algo] = traffic_totals(g, net)[0]["dp"]
     n = len(devs)
     assert sent["ring"] == pytest.approx(n * 2 * (n - 1) / n * size)
     assert sent["nvls"] == pytest.approx(n * (1 + 1 / n) * size)

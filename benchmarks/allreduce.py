@@ -51,9 +51,18 @@ def one(nodes: int, size: float, algo: str, model: str, preset: str) -> dict[str
         bound = 2 * (gpn - 1) / gpn * size / nvl + 2 * (nodes - 1) / nodes * size / gpn / nic_bw
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "algo": algo, "model": model, "nodes": nodes, "gpus": n, "flows": net.num_flows, "events": net.num_events,
-        "build_s": round(t1 - t0, 3), "simulate_s": round(t2 - t1, 3), "wall_s": round(t2 - t0, 3),
-        "peak_GiB": round(peak_kib / 2**20, 3), "time_s": res.time_s, "bound_s": bound,
+        "algo": algo,
+        "model": model,
+        "nodes": nodes,
+        "gpus": n,
+        "flows": net.num_flows,
+        "events": net.num_events,
+        "build_s": round(t1 - t0, 3),
+        "simulate_s": round(t2 - t1, 3),
+        "wall_s": round(t2 - t0, 3),
+        "peak_GiB": round(peak_kib / 2**20, 3),
+        "time_s": res.time_s,
+        "bound_s": bound,
         "ratio_to_bound": res.time_s / bound,
     }
 
@@ -81,16 +90,30 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for algo in args.algo:
         for n in args.nodes:
-            cmd = [sys.executable, __file__, "--child", str(n), algo, "--size", args.size, "--model", args.model,
-                   "--preset", args.preset]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                algo,
+                "--size",
+                args.size,
+                "--model",
+                args.model,
+                "--preset",
+                args.preset,
+            ]
             r = run_child(cmd, args.timeout)
             if isinstance(r, str):
                 print(f"| {algo} | {n} | {n * 8} | - | - | - | - | - | - | - | {r} |")
                 continue
             rows.append(r)
-            print(f"| {algo} | {r['nodes']} | {r['gpus']} | {r['flows']:,} | {r['events']:,} | {r['simulate_s']:.2f} "
-                  f"| {r['wall_s']:.2f} | {r['peak_GiB']:.2f} | {r['time_s'] * 1e3:.3f} | {r['bound_s'] * 1e3:.3f} "
-                  f"| {r['ratio_to_bound']:.3f} |", flush=True)
+            print(
+                f"| {algo} | {r['nodes']} | {r['gpus']} | {r['flows']:,} | {r['events']:,} | {r['simulate_s']:.2f} "
+                f"| {r['wall_s']:.2f} | {r['peak_GiB']:.2f} | {r['time_s'] * 1e3:.3f} | {r['bound_s'] * 1e3:.3f} "
+                f"| {r['ratio_to_bound']:.3f} |",
+                flush=True,
+            )
     write_csv(rows, args.out)
 
 

@@ -68,10 +68,17 @@ def one(nodes: int, size: float, routing: str, preset: str, model: str) -> dict[
         bound = max(bound, (gpn - 1) * size / min(nvl))
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
-        "nodes": nodes, "gpus": int(gpus.size), "flows": int(n * (n - 1)), "events": net.num_events,
-        "build_s": round(t1 - t0, 3), "simulate_s": round(t2 - t1, 3), "wall_s": round(t2 - t0, 3),
+        "nodes": nodes,
+        "gpus": int(gpus.size),
+        "flows": int(n * (n - 1)),
+        "events": net.num_events,
+        "build_s": round(t1 - t0, 3),
+        "simulate_s": round(t2 - t1, 3),
+        "wall_s": round(t2 - t0, 3),
         "cpu_s": round(cpu_s, 3),
-        "peak_GiB": round(peak_kib / 2**20, 3), "completion_s": net.makespan_s, "lower_bound_s": bound,
+        "peak_GiB": round(peak_kib / 2**20, 3),
+        "completion_s": net.makespan_s,
+        "lower_bound_s": bound,
         "ratio_to_bound": net.makespan_s / bound,
     }
 
@@ -81,8 +88,12 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, nargs="+", default=[8, 32, 128, 512])
     ap.add_argument("--size", default="64MiB")
     ap.add_argument("--routing", default="ecmp")
-    ap.add_argument("--model", default="exact", choices=["exact", "coflow"],
-                    help="exact: one flow per pair; coflow: the pairs as one coflow (Network.transfer_coflow)")
+    ap.add_argument(
+        "--model",
+        default="exact",
+        choices=["exact", "coflow"],
+        help="exact: one flow per pair; coflow: the pairs as one coflow (Network.transfer_coflow)",
+    )
     ap.add_argument("--preset", default="dgx-h100")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per size before giving up")
     ap.add_argument("--out", default=None, help="also write the rows as CSV")
@@ -96,23 +107,43 @@ def main() -> None:
         return
     rows = []
     print(f"# all-to-all {args.size} per pair on {args.preset}, routing {args.routing}, model {args.model}")
-    print("| nodes | GPUs | flows | events | build s | simulate s | wall s | CPU s | peak GiB | completion s | "
-          "lower bound s | ratio |")
+    print(
+        "| nodes | GPUs | flows | events | build s | simulate s | wall s | CPU s | peak GiB | completion s | "
+        "lower bound s | ratio |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.nodes:
-        cmd = [sys.executable, __file__, "--child", str(n), "--size", args.size, "--routing", args.routing,
-               "--preset", args.preset, "--model", args.model]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(n),
+            "--size",
+            args.size,
+            "--routing",
+            args.routing,
+            "--preset",
+            args.preset,
+            "--model",
+            args.model,
+        ]
         r = run_child(cmd, args.timeout)
         if isinstance(r, str):
             print(f"| {n} | {n * 8} | - | - | - | - | - | - | - | - | - | {r} |")
             continue
         rows.append(r)
-        print(f"| {r['nodes']} | {r['gpus']} | {r['flows']:,} | {r['events']:,} | {r['build_s']:.2f} | "
-              f"{r['simulate_s']:.2f} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_GiB']:.2f} | "
-              f"{r['completion_s']:.4f} | "
-              f"{r['lower_bound_s']:.4f} | {r['ratio_to_bound']:.3f} |", flush=True)
-    growth = [f"{b['flows']:,}: {math.log(b['cpu_s'] / a['cpu_s']) / math.log(b['flows'] / a['flows']):.2f}"
-              for a, b in itertools.pairwise(rows) if b["flows"] > a["flows"]]
+        print(
+            f"| {r['nodes']} | {r['gpus']} | {r['flows']:,} | {r['events']:,} | {r['build_s']:.2f} | "
+            f"{r['simulate_s']:.2f} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_GiB']:.2f} | "
+            f"{r['completion_s']:.4f} | "
+            f"{r['lower_bound_s']:.4f} | {r['ratio_to_bound']:.3f} |",
+            flush=True,
+        )
+    growth = [
+        f"{b['flows']:,}: {math.log(b['cpu_s'] / a['cpu_s']) / math.log(b['flows'] / a['flows']):.2f}"
+        for a, b in itertools.pairwise(rows)
+        if b["flows"] > a["flows"]
+    ]
     if growth:
         print("\nexponent of CPU time against flows, up to " + ", ".join(growth))
     write_csv(rows, args.out)

@@ -23,26 +23,44 @@ from __future__ import annotations
 import argparse
 import time
 
-COLLECTIVES = [("all_reduce", "ring"), ("reduce_scatter", "ring"), ("all_gather", "ring"),
-               ("all_reduce", "hierarchical")]
+COLLECTIVES = [
+    ("all_reduce", "ring"),
+    ("reduce_scatter", "ring"),
+    ("all_gather", "ring"),
+    ("all_reduce", "hierarchical"),
+]
 SIZES = [64 * 2**10, 4 * 2**20, 256 * 2**20]
 REPLAYS = [
     ("built-in default (Mixtral-style, 2 x dgx-h100)", []),
     ("mixtral-8x7b, 4 x dgx-h100", ["topology=dgx-h100", "nodes=4", "workload=mixtral-8x7b"]),
-    ("locmoe-pangu, 2 x ascend-910a, global batch 8",
-     ["topology=ascend-910a", "nodes=2", "workload=locmoe-pangu", "workload.global_batch_size=8"]),
+    (
+        "locmoe-pangu, 2 x ascend-910a, global batch 8",
+        ["topology=ascend-910a", "nodes=2", "workload=locmoe-pangu", "workload.global_batch_size=8"],
+    ),
     ("gpt-dense, 2 x dgx-h100", ["topology=dgx-h100", "nodes=2", "workload=gpt-dense"]),
 ]
 #: ``--large``: the LocMoE step at 8 nodes, with packet spraying and with ECMP, and a reduced
 #: DeepSeek-V3 step (expert all-to-all across 2 servers) (minutes each)
 LARGE_REPLAYS = [
-    ("locmoe-pangu, 8 x ascend-910a, spray",
-     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.path_policy=spray"]),
+    (
+        "locmoe-pangu, 8 x ascend-910a, spray",
+        ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.path_policy=spray"],
+    ),
     ("locmoe-pangu, 8 x ascend-910a, ECMP", ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu"]),
-    ("deepseek-v3 reduced: 8 x h800, PP 4, 13 layers, EP 16, 8 micro-batches",
-     ["topology=h800", "nodes=8", "workload=deepseek-v3", "workload.parallelism.pp=4", "workload.parallelism.ep=16",
-      "workload.model.layers=13", "workload.num_microbatches=8", "options.routing_samples=1",
-      "options.allow_oom=true"]),
+    (
+        "deepseek-v3 reduced: 8 x h800, PP 4, 13 layers, EP 16, 8 micro-batches",
+        [
+            "topology=h800",
+            "nodes=8",
+            "workload=deepseek-v3",
+            "workload.parallelism.pp=4",
+            "workload.parallelism.ep=16",
+            "workload.model.layers=13",
+            "workload.num_microbatches=8",
+            "options.routing_samples=1",
+            "options.allow_oom=true",
+        ],
+    ),
 ]
 
 
@@ -61,8 +79,11 @@ def collectives() -> None:
             for size in SIZES:
                 e = simulate_collective(g, op, devs, size, algo=algo, step_latency_s=2e-6)
                 s = simulate_collective(g, op, devs, size, algo=algo, step_latency_s=2e-6, model="stream")
-                print(f"| {op} | {algo} | {nodes} | {size / 2**20:g} MiB | {e * 1e6:.1f} | {s * 1e6:.1f} "
-                      f"| {100 * (s - e) / e:+.1f}% |", flush=True)
+                print(
+                    f"| {op} | {algo} | {nodes} | {size / 2**20:g} MiB | {e * 1e6:.1f} | {s * 1e6:.1f} "
+                    f"| {100 * (s - e) / e:+.1f}% |",
+                    flush=True,
+                )
 
 
 def alltoall(servers: list[int]) -> None:
@@ -88,8 +109,11 @@ def alltoall(servers: list[int]) -> None:
                 sim = simulate_collective(g, op, devs, 64 * 2**20 * n, matrix=matrix, model=model)
                 out[model] = (sim, time.perf_counter() - t0)
             (e, we), (c, wc) = out["exact"], out["coflow"]
-            print(f"| {op} | {nodes} | {n} | {e * 1e3:.2f} | {c * 1e3:.2f} | {100 * (c - e) / e:+.2f}% | {we:.1f} "
-                  f"| {wc:.2f} |", flush=True)
+            print(
+                f"| {op} | {nodes} | {n} | {e * 1e3:.2f} | {c * 1e3:.2f} | {100 * (c - e) / e:+.2f}% | {we:.1f} "
+                f"| {wc:.2f} |",
+                flush=True,
+            )
 
 
 def replays(runs: list[tuple[str, list[str]]]) -> None:
@@ -98,8 +122,10 @@ def replays(runs: list[tuple[str, list[str]]]) -> None:
     from netsim.run import prepare, simulate
 
     models = ("exact", "stream", "coflow")
-    print("| run | exact step s | stream error | coflow error | exact flows | stream flows | exact wall s | "
-          "stream wall s | coflow wall s |")
+    print(
+        "| run | exact step s | stream error | coflow error | exact flows | stream flows | exact wall s | "
+        "stream wall s | coflow wall s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, overrides in runs:
         out = {}
@@ -110,16 +136,22 @@ def replays(runs: list[tuple[str, list[str]]]) -> None:
             res, net = simulate(prep)
             out[model] = (res.step_times_s[0], net.num_flows, time.perf_counter() - t0)
         (te, fe, we), (ts, fs, ws), (tc, _, wc) = (out[m] for m in models)
-        print(f"| {name} | {te:.4f} | {100 * (ts - te) / te:+.2f}% | {100 * (tc - te) / te:+.2f}% | {fe:,} | {fs:,} "
-              f"| {we:.1f} | {ws:.1f} | {wc:.1f} |", flush=True)
+        print(
+            f"| {name} | {te:.4f} | {100 * (ts - te) / te:+.2f}% | {100 * (tc - te) / te:+.2f}% | {fe:,} | {fs:,} "
+            f"| {we:.1f} | {ws:.1f} | {wc:.1f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parts = ["collectives", "alltoall", "replays"]
     ap.add_argument("--part", nargs="+", default=parts, choices=parts)
-    ap.add_argument("--large", action="store_true",
-                    help="also replay the LocMoE step at 8 nodes and the all-to-all(v) at 32 servers (minutes)")
+    ap.add_argument(
+        "--large",
+        action="store_true",
+        help="also replay the LocMoE step at 8 nodes and the all-to-all(v) at 32 servers (minutes)",
+    )
     args = ap.parse_args()
     if "collectives" in args.part:
         collectives()

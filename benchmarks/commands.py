@@ -38,8 +38,11 @@ NETSIM = [sys.executable, "-m", "netsim"]
 TARGETS = [
     ("built-in default scenario", "netsim run", 5.0),
     ("LocMoE, 8 x ascend-910a (64 NPUs)", "netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu", 10.0),
-    ("LocMoE, 32 x ascend-910a (256 NPUs)", "netsim run --topology ascend-910a --nodes 32 --workload locmoe-pangu",
-     30.0),
+    (
+        "LocMoE, 32 x ascend-910a (256 NPUs)",
+        "netsim run --topology ascend-910a --nodes 32 --workload locmoe-pangu",
+        30.0,
+    ),
 ]
 
 
@@ -76,8 +79,10 @@ def startup(repeat: int) -> None:
             runs = [timed(cmd, Path(tmp)) for _ in range(repeat)]
             wall = statistics.median(r[0] for r in runs)
             cpu = statistics.median(r[1] for r in runs)
-            print(f"| `{cmd}` | {wall:.2f} | {cpu:.2f} | {load} | 0.5 s: {'met' if wall < 0.5 else 'missed'} |",
-                  flush=True)
+            print(
+                f"| `{cmd}` | {wall:.2f} | {cpu:.2f} | {load} | 0.5 s: {'met' if wall < 0.5 else 'missed'} |",
+                flush=True,
+            )
 
 
 def _choice(run_dir: Path) -> str:
@@ -97,8 +102,11 @@ def targets() -> None:
             load = _load()
             wall, cpu, code, _ = timed(cmd + " --out runs/t --force", Path(tmp))
             verdict = "failed" if code else ("met" if wall < limit else "missed")
-            print(f"| {name} | {wall:.1f} | {cpu:.1f} | {load} | {limit:.0f} s: {verdict} | "
-                  f"{_choice(Path(tmp) / 'runs' / 't')} |", flush=True)
+            print(
+                f"| {name} | {wall:.1f} | {cpu:.1f} | {load} | {limit:.0f} s: {verdict} | "
+                f"{_choice(Path(tmp) / 'runs' / 't')} |",
+                flush=True,
+            )
 
 
 def docs(timeout_s: float) -> None:
@@ -130,8 +138,12 @@ def main() -> None:
     parts = ["startup", "targets", "docs"]
     ap.add_argument("--part", nargs="+", default=["startup", "targets"], choices=parts)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--timeout", type=float, default=3600, help="docs: stop a command after this many seconds "
-                    "(exit -1 in the table)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=3600,
+        help="docs: stop a command after this many seconds (exit -1 in the table)",
+    )
     args = ap.parse_args()
     if "startup" in args.part:
         startup(args.repeat)

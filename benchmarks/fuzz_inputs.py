@@ -24,10 +24,18 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="pytest-xdist workers (default 2)")
     ap.add_argument("-k", default=None, help="only the fuzz tests matching this pytest -k expression")
     args = ap.parse_args()
-    env = {**os.environ, "NETSIM_FUZZ_EXAMPLES": str(args.examples), "NETSIM_FUZZ_RANDOM": "1",
-           "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "fuzz"), "-q", "-p", "no:cacheprovider",
-           "-n", str(args.workers)]
+    env = {**os.environ, "NETSIM_FUZZ_EXAMPLES": str(args.examples), "NETSIM_FUZZ_RANDOM": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(ROOT / "tests" / "fuzz"),
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        str(args.workers),
+    ]
     if args.k:
         cmd += ["-k", args.k]
     return subprocess.call(cmd, env=env, cwd=ROOT)

@@ -29,28 +29,56 @@ from typing import Any
 import numpy as np
 
 #: scenario name -> ``--set`` overrides of the built-in scenario
-_DS = ["topology=h800", "nodes=4", "workload=deepseek-v3", "workload.parallelism.pp=2",
-       "workload.parallelism.ep=16", "workload.model.layers=4", "workload.model.moe.first_dense=1",
-       "workload.num_microbatches=4", "workload.router.name=uniform", "workload.router.options={}"]
-_MIX = ["topology=dgx-h100", "nodes=4", "workload=mixtral-8x7b", "workload.model.layers=4",
-        "workload.num_microbatches=4"]
-_GPT = ["topology=dgx-h100", "nodes=2", "workload=gpt-dense", "workload.model.layers=4",
-        "workload.num_microbatches=4"]
-_LOC = ["topology=ascend-910a", "nodes=2", "workload=locmoe-pangu", "workload.model.layers=4",
-        "workload.model.moe.first_dense=2", "workload.global_batch_size=4"]
+_DS = [
+    "topology=h800",
+    "nodes=4",
+    "workload=deepseek-v3",
+    "workload.parallelism.pp=2",
+    "workload.parallelism.ep=16",
+    "workload.model.layers=4",
+    "workload.model.moe.first_dense=1",
+    "workload.num_microbatches=4",
+    "workload.router.name=uniform",
+    "workload.router.options={}",
+]
+_MIX = [
+    "topology=dgx-h100",
+    "nodes=4",
+    "workload=mixtral-8x7b",
+    "workload.model.layers=4",
+    "workload.num_microbatches=4",
+]
+_GPT = ["topology=dgx-h100", "nodes=2", "workload=gpt-dense", "workload.model.layers=4", "workload.num_microbatches=4"]
+_LOC = [
+    "topology=ascend-910a",
+    "nodes=2",
+    "workload=locmoe-pangu",
+    "workload.model.layers=4",
+    "workload.model.moe.first_dense=2",
+    "workload.global_batch_size=4",
+]
 SCENARIOS: dict[str, list[str]] = {
     "default": [],
     "default-lockstep": ["options.lockstep=true"],
-    "default-zero3-ckpt": ["workload.parallelism.zero_stage=3", "workload.checkpoint.every_steps=1",
-                           "steps=2"],
-    "default-zero0-nooverlap": ["workload.parallelism.zero_stage=0", "workload.overlap.dp_overlap_backward=false",
-                                "workload.overlap.ep_overlap_slices=2"],
-    "default-ckpt-sync-backend": ["workload.checkpoint.every_steps=1", "workload.checkpoint.asynchronous=false",
-                                  "workload.checkpoint.target=backend",
-                                  "topology.backend.storage.bandwidth=400Gbps", "options.lockstep=true"],
+    "default-zero3-ckpt": ["workload.parallelism.zero_stage=3", "workload.checkpoint.every_steps=1", "steps=2"],
+    "default-zero0-nooverlap": [
+        "workload.parallelism.zero_stage=0",
+        "workload.overlap.dp_overlap_backward=false",
+        "workload.overlap.ep_overlap_slices=2",
+    ],
+    "default-ckpt-sync-backend": [
+        "workload.checkpoint.every_steps=1",
+        "workload.checkpoint.asynchronous=false",
+        "workload.checkpoint.target=backend",
+        "topology.backend.storage.bandwidth=400Gbps",
+        "options.lockstep=true",
+    ],
     "default-gpipe-nosp": ["workload.schedule.name=gpipe", "workload.parallelism.sequence_parallel=false"],
-    "default-interleaved": ["workload.schedule.name=interleaved-1f1b", "workload.schedule.virtual_chunks=2",
-                            "workload.model.layers=8"],
+    "default-interleaved": [
+        "workload.schedule.name=interleaved-1f1b",
+        "workload.schedule.virtual_chunks=2",
+        "workload.model.layers=8",
+    ],
     "mixtral": _MIX,
     "mixtral-lockstep-zero3": [*_MIX, "options.lockstep=true", "workload.parallelism.zero_stage=3"],
     "gpt-dense": [*_GPT, "options.collective_model=stream"],
@@ -58,8 +86,12 @@ SCENARIOS: dict[str, list[str]] = {
     "locmoe": [*_LOC, "options.collective_model=stream"],
     "locmoe-lockstep": [*_LOC, "options.collective_model=stream", "options.lockstep=true"],
     "deepseek-dualpipe": [*_DS, "options.collective_model=coflow"],
-    "deepseek-dualpipe-lockstep": [*_DS, "options.collective_model=coflow", "options.lockstep=true",
-                                   "workload.checkpoint.every_steps=1"],
+    "deepseek-dualpipe-lockstep": [
+        *_DS,
+        "options.collective_model=coflow",
+        "options.lockstep=true",
+        "workload.checkpoint.every_steps=1",
+    ],
 }
 
 
@@ -75,21 +107,25 @@ def _arr(a: np.ndarray | None) -> str:
 
 def _coll(c: Any) -> str:
     inst = ";".join(_coll(i) for i in c.instances) if c.instances else ""
-    return (f"{c.key!r}|{c.op}|{c.ranks}|{_f(c.nbytes)}|{c.traffic_class}|{c.label}|{_arr(c.matrix)}|{c.src}|"
-            f"{c.dst}|{c.phase}|{c.layer}|{c.microbatch}|{c.step}|{c.slice}|{_f(c.local_bytes)}|{c.network}|[{inst}]")
+    return (
+        f"{c.key!r}|{c.op}|{c.ranks}|{_f(c.nbytes)}|{c.traffic_class}|{c.label}|{_arr(c.matrix)}|{c.src}|"
+        f"{c.dst}|{c.phase}|{c.layer}|{c.microbatch}|{c.step}|{c.slice}|{_f(c.local_bytes)}|{c.network}|[{inst}]"
+    )
 
 
 def plan_lines(plan: Any) -> list[str]:
     """The canonical text of a plan (one line per op and per collective)."""
-    out = [f"layout {plan.layout.world} {plan.layout.dp} {plan.layout.pp} {plan.layout.tp} {plan.layout.ep} "
-           f"{plan.layout.devices}",
-           f"schedule {plan.schedule.name} {plan.schedule.m} blocks {plan.layers_of_block}",
-           f"steps {plan.steps} checkpoints {plan.checkpoint_steps} rep_of {plan.rep_of}",
-           f"params {[_f(x) for x in plan.params_per_rank]}",
-           f"expert_params {[_f(x) for x in plan.expert_params_per_rank]}",
-           f"ep_bytes {sorted((k, _f(v)) for k, v in plan.ep_bytes.items())}",
-           f"expert_load {hashlib.sha256(repr(plan.expert_load).encode()).hexdigest()[:16]}",
-           f"compute_cache {plan.compute_cache_size}"]
+    out = [
+        f"layout {plan.layout.world} {plan.layout.dp} {plan.layout.pp} {plan.layout.tp} {plan.layout.ep} "
+        f"{plan.layout.devices}",
+        f"schedule {plan.schedule.name} {plan.schedule.m} blocks {plan.layers_of_block}",
+        f"steps {plan.steps} checkpoints {plan.checkpoint_steps} rep_of {plan.rep_of}",
+        f"params {[_f(x) for x in plan.params_per_rank]}",
+        f"expert_params {[_f(x) for x in plan.expert_params_per_rank]}",
+        f"ep_bytes {sorted((k, _f(v)) for k, v in plan.ep_bytes.items())}",
+        f"expert_load {hashlib.sha256(repr(plan.expert_load).encode()).hexdigest()[:16]}",
+        f"compute_cache {plan.compute_cache_size}",
+    ]
     for o in plan.ops:
         out.append(
             f"op {o.id} r{o.rank} s{o.step} {o.kind} {o.stream} {o.name} {o.traffic_class} L{o.layer} "

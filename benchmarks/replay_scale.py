@@ -26,9 +26,17 @@ import argparse
 import resource
 import time
 
-REDUCED = ["topology=h800", "nodes=8", "workload=deepseek-v3", "workload.parallelism.pp=4",
-           "workload.parallelism.ep=16", "workload.model.layers=13", "workload.num_microbatches=8",
-           "options.collective_model=coflow", "options.allow_oom=true"]
+REDUCED = [
+    "topology=h800",
+    "nodes=8",
+    "workload=deepseek-v3",
+    "workload.parallelism.pp=4",
+    "workload.parallelism.ep=16",
+    "workload.model.layers=13",
+    "workload.num_microbatches=8",
+    "options.collective_model=coflow",
+    "options.allow_oom=true",
+]
 
 
 def _peak_GiB() -> float:
@@ -48,13 +56,18 @@ def step(overrides: list[str]) -> None:
     summary, _ = summarize_replay(prep, res, net)
     t3 = time.perf_counter()
     print(f"# {' '.join(overrides)}")
-    print("| ranks | ops | collectives | flows | engine events | plan s | simulate s | summary s | wall s | "
-          "peak GiB | step s | all-to-all share |")
+    print(
+        "| ranks | ops | collectives | flows | engine events | plan s | simulate s | summary s | wall s | "
+        "peak GiB | step s | all-to-all share |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print(f"| {prep.plan.layout.world} | {len(prep.plan.ops):,} | {len(prep.plan.collectives):,} | "
-          f"{summary['num_flows']:,} | {net.num_events:,} | {t1 - t0:.1f} | {t2 - t1:.1f} | {t3 - t2:.1f} | "
-          f"{t3 - t0:.1f} | {_peak_GiB():.2f} | {summary['step_time_s']:.4f} | "
-          f"{summary.get('alltoall_share', 0.0):.3f} |", flush=True)
+    print(
+        f"| {prep.plan.layout.world} | {len(prep.plan.ops):,} | {len(prep.plan.collectives):,} | "
+        f"{summary['num_flows']:,} | {net.num_events:,} | {t1 - t0:.1f} | {t2 - t1:.1f} | {t3 - t2:.1f} | "
+        f"{t3 - t0:.1f} | {_peak_GiB():.2f} | {summary['step_time_s']:.4f} | "
+        f"{summary.get('alltoall_share', 0.0):.3f} |",
+        flush=True,
+    )
 
 
 def samples() -> None:
@@ -72,25 +85,41 @@ def samples() -> None:
         s, _ = summarize_replay(prep, res, net)
         wall = time.perf_counter() - t0
         ref = s["step_time_s"] if ref is None else ref
-        print(f"| {n or 'all (every all-to-all)'} | {s['step_time_s']:.4f} | "
-              f"{100 * (s['step_time_s'] - ref) / ref:+.2f}% | {s['alltoall_share']:.3f} | "
-              f"{s['ep_bytes_inter_node'] / 2**30:.1f} | {s['expert_load_cv']:.3f} | {wall:.1f} |", flush=True)
+        print(
+            f"| {n or 'all (every all-to-all)'} | {s['step_time_s']:.4f} | "
+            f"{100 * (s['step_time_s'] - ref) / ref:+.2f}% | {s['alltoall_share']:.3f} | "
+            f"{s['ep_bytes_inter_node'] / 2**30:.1f} | {s['expert_load_cv']:.3f} | {wall:.1f} |",
+            flush=True,
+        )
 
 
 LOCKSTEP_CASES: list[tuple[str, str | None, list[str]]] = [
     ("built-in default (Mixtral-style, 2 x dgx-h100, TP2 PP2 DP4 EP8)", None, []),
-    ("moe-ep16-4node, zipf routing s=1.5 (skewed expert loads)", "moe-ep16-4node",
-     ["options.router=zipf", "workload.router.options.s=1.5"]),
+    (
+        "moe-ep16-4node, zipf routing s=1.5 (skewed expert loads)",
+        "moe-ep16-4node",
+        ["options.router=zipf", "workload.router.options.s=1.5"],
+    ),
     ("mixtral-8x7b, 4 x dgx-h100", "mixtral-8x7b-4node", []),
     ("gpt-dense, 2 x dgx-h100 (TP8 PP2)", "gpt-dense-2node", []),
     ("locmoe-pangu, 2 x ascend-910a", "locmoe-910a-2node", []),
-    ("locmoe-pangu, 8 x ascend-910a (DP8 TP8 EP16), coflow, packet spraying", None,
-     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.collective_model=coflow",
-      "options.path_policy=spray"]),
-    ("locmoe-pangu, 8 x ascend-910a, coflow, ECMP", None,
-     ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.collective_model=coflow"]),
-    ("deepseek-v3 reduced (8 x h800, PP4, EP16), coflow, every all-to-all routed", None,
-     list(REDUCED)),
+    (
+        "locmoe-pangu, 8 x ascend-910a (DP8 TP8 EP16), coflow, packet spraying",
+        None,
+        [
+            "topology=ascend-910a",
+            "nodes=8",
+            "workload=locmoe-pangu",
+            "options.collective_model=coflow",
+            "options.path_policy=spray",
+        ],
+    ),
+    (
+        "locmoe-pangu, 8 x ascend-910a, coflow, ECMP",
+        None,
+        ["topology=ascend-910a", "nodes=8", "workload=locmoe-pangu", "options.collective_model=coflow"],
+    ),
+    ("deepseek-v3 reduced (8 x h800, PP4, EP16), coflow, every all-to-all routed", None, list(REDUCED)),
 ]
 
 
@@ -101,8 +130,10 @@ def lockstep() -> None:
     from netsim.run import prepare, simulate, summarize_replay
 
     scenarios = Path(__file__).resolve().parents[1] / "netsim" / "data" / "scenarios"
-    print("| run | exact step s | lockstep step s | error | compute share exact / lockstep | ops exact / lockstep | "
-          "wall s exact / lockstep |")
+    print(
+        "| run | exact step s | lockstep step s | error | compute share exact / lockstep | ops exact / lockstep | "
+        "wall s exact / lockstep |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, scenario, sets in LOCKSTEP_CASES:
         out = []
@@ -115,8 +146,11 @@ def lockstep() -> None:
         (a, na, wa), (b, nb, wb) = out
         ta, tb = a["step_time_s"], b["step_time_s"]
         ca, cb = a["breakdown_s"]["compute"] / ta, b["breakdown_s"]["compute"] / tb
-        print(f"| {label} | {ta:.4f} | {tb:.4f} | {100 * (tb - ta) / ta:+.2f}% | {ca:.3f} / {cb:.3f} | "
-              f"{na:,} / {nb:,} | {wa:.1f} / {wb:.1f} |", flush=True)
+        print(
+            f"| {label} | {ta:.4f} | {tb:.4f} | {100 * (tb - ta) / ta:+.2f}% | {ca:.3f} / {cb:.3f} | "
+            f"{na:,} / {nb:,} | {wa:.1f} / {wb:.1f} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -125,8 +159,13 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=256)
     ap.add_argument("--topology", default="h800")
     ap.add_argument("--workload", default="deepseek-v3")
-    ap.add_argument("--set", dest="sets", action="append", default=[],
-                    help="extra scenario overrides (default: coflow collectives, one routing sample)")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="extra scenario overrides (default: coflow collectives, one routing sample)",
+    )
     args = ap.parse_args()
     if args.part == "samples":
         samples()

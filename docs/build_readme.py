@@ -40,8 +40,11 @@ def build() -> str:
 def main() -> int:
     text = build()
     if text.count("\n") > MAX_LINES:
-        print(f"README.md would have {text.count(chr(10))} lines, more than {MAX_LINES}: move detail to a page "
-              "under docs/", file=sys.stderr)
+        print(
+            f"README.md would have {text.count(chr(10))} lines, more than {MAX_LINES}: move detail to a page "
+            "under docs/",
+            file=sys.stderr,
+        )
         return 1
     readme = ROOT / "README.md"
     if "--check" in sys.argv:

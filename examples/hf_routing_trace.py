@@ -42,27 +42,52 @@ from netsim.moe.trace import RoutingTrace, trace_from_expert_ids, write_routing_
 TINY_KINDS = ("mixtral", "qwen2_moe", "deepseek_v3")
 
 
-def tiny_model(kind: str, *, experts: int = 8, top_k: int = 2, layers: int = 2, hidden: int = 64,
-               vocab: int = 512, seed: int = 0) -> Any:
+def tiny_model(
+    kind: str, *, experts: int = 8, top_k: int = 2, layers: int = 2, hidden: int = 64, vocab: int = 512, seed: int = 0
+) -> Any:
     """A small randomly initialised MoE causal LM of the given architecture (built locally)."""
     import torch
     import transformers as tf
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                  num_key_value_heads=4, max_position_embeddings=4096, num_experts_per_tok=top_k)
+    common = dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+        num_experts_per_tok=top_k,
+    )
     if kind == "mixtral":
         cfg = tf.MixtralConfig(intermediate_size=2 * hidden, num_local_experts=experts, **common)
         return tf.MixtralForCausalLM(cfg).eval()
     if kind == "qwen2_moe":
-        cfg = tf.Qwen2MoeConfig(intermediate_size=2 * hidden, moe_intermediate_size=hidden, num_experts=experts,
-                                shared_expert_intermediate_size=hidden, decoder_sparse_step=1, **common)
+        cfg = tf.Qwen2MoeConfig(
+            intermediate_size=2 * hidden,
+            moe_intermediate_size=hidden,
+            num_experts=experts,
+            shared_expert_intermediate_size=hidden,
+            decoder_sparse_step=1,
+            **common,
+        )
         return tf.Qwen2MoeForCausalLM(cfg).eval()
     if kind == "deepseek_v3":
-        cfg = tf.DeepseekV3Config(intermediate_size=2 * hidden, moe_intermediate_size=hidden, n_routed_experts=experts,
-                                  n_shared_experts=1, n_group=2, topk_group=1, first_k_dense_replace=0,
-                                  kv_lora_rank=32, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8,
-                                  v_head_dim=16, **common)
+        cfg = tf.DeepseekV3Config(
+            intermediate_size=2 * hidden,
+            moe_intermediate_size=hidden,
+            n_routed_experts=experts,
+            n_shared_experts=1,
+            n_group=2,
+            topk_group=1,
+            first_k_dense_replace=0,
+            kv_lora_rank=32,
+            q_lora_rank=32,
+            qk_rope_head_dim=8,
+            qk_nope_head_dim=8,
+            v_head_dim=16,
+            **common,
+        )
         return tf.DeepseekV3ForCausalLM(cfg).eval()
     raise SystemExit(f"--tiny must be one of {', '.join(TINY_KINDS)} (got {kind!r})")
 
@@ -93,6 +118,7 @@ def record_expert_ids(model: Any, input_ids: Any) -> dict[int, np.ndarray]:
             idx = kwargs.get("top_k_index", args[1] if len(args) > 1 else None)
             if idx is not None:
                 seen[_layer_of(name)] = idx.detach().reshape(idx.shape[0], -1).cpu().numpy().astype(np.int64)
+
         return pre
 
     for name, mod in model.named_modules():
@@ -113,8 +139,15 @@ def record_expert_ids(model: Any, input_ids: Any) -> dict[int, np.ndarray]:
     return dict(sorted(seen.items()))
 
 
-def routing_trace(model: Any, batches: Sequence[np.ndarray], *, ep: int, ranks_per_node: int,
-                  router: str = "measured", source: str = "<hf>") -> RoutingTrace:
+def routing_trace(
+    model: Any,
+    batches: Sequence[np.ndarray],
+    *,
+    ep: int,
+    ranks_per_node: int,
+    router: str = "measured",
+    source: str = "<hf>",
+) -> RoutingTrace:
     """A routing trace of ``batches`` (each ``[ep * sequences_per_rank, seq_len]`` token ids)."""
     import torch
 
@@ -128,10 +161,18 @@ def routing_trace(model: Any, batches: Sequence[np.ndarray], *, ep: int, ranks_p
     expert_ids = np.stack(steps)  # [steps, layers, ep, tokens, k]
     c = model.config
     return trace_from_expert_ids(
-        expert_ids, experts=num_experts(model), ep=ep, ranks_per_node=ranks_per_node, hidden=int(c.hidden_size),
-        router=router, source=source,
-        extra={"source": "examples/hf_routing_trace.py", "model_type": str(getattr(c, "model_type", "?")),
-               "layers": [int(x) for x in per_layer]},
+        expert_ids,
+        experts=num_experts(model),
+        ep=ep,
+        ranks_per_node=ranks_per_node,
+        hidden=int(c.hidden_size),
+        router=router,
+        source=source,
+        extra={
+            "source": "examples/hf_routing_trace.py",
+            "model_type": str(getattr(c, "model_type", "?")),
+            "layers": [int(x) for x in per_layer],
+        },
     )
 
 
@@ -141,7 +182,7 @@ def text_batches(tokens: np.ndarray, *, steps: int, rows: int, seq_len: int) -> 
     if tokens.size < need:
         reps = -(-need // max(tokens.size, 1))
         tokens = np.tile(tokens, reps)
-    return [tokens[s * rows * seq_len:(s + 1) * rows * seq_len].reshape(rows, seq_len) for s in range(steps)]
+    return [tokens[s * rows * seq_len : (s + 1) * rows * seq_len].reshape(rows, seq_len) for s in range(steps)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,12 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokens = np.asarray(tok(raw.decode("utf-8", errors="replace"))["input_ids"], dtype=np.int64)
         router = str(getattr(model.config, "model_type", "measured"))
     batches = text_batches(tokens, steps=a.steps, rows=a.ep * a.sequences_per_rank, seq_len=a.seq_len)
-    trace = routing_trace(model, batches, ep=a.ep, ranks_per_node=a.ranks_per_node, router=router,
-                          source=str(a.model or a.tiny))
+    trace = routing_trace(
+        model, batches, ep=a.ep, ranks_per_node=a.ranks_per_node, router=router, source=str(a.model or a.tiny)
+    )
     write_routing_trace(trace, a.out)
     m = trace.meta
-    print(f"wrote {a.out}: {len(trace.steps)} steps x {len(trace.layers)} MoE layers, {m.experts} experts, "
-          f"top-{m.top_k}, ep {m.ep}, {m.tokens_per_rank} tokens per rank")
+    print(
+        f"wrote {a.out}: {len(trace.steps)} steps x {len(trace.layers)} MoE layers, {m.experts} experts, "
+        f"top-{m.top_k}, ep {m.ep}, {m.tokens_per_rank} tokens per rank"
+    )
     return 0
 
 

@@ -97,8 +97,14 @@ class Choice:
     def line(self) -> str:
         """One line for the summary and the report."""
         head = self.collective_model if self.requested != "auto" else f"auto: {self.collective_model}"
-        extras = [x for x, on in (("lockstep", self.lockstep),
-                                  (f"routing samples {self.routing_samples}", self.routing_samples is not None)) if on]
+        extras = [
+            x
+            for x, on in (
+                ("lockstep", self.lockstep),
+                (f"routing samples {self.routing_samples}", self.routing_samples is not None),
+            )
+            if on
+        ]
         if extras:
             head += " + " + " + ".join(extras)
         return head + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
@@ -108,8 +114,9 @@ def _accelerators(graph: nx.DiGraph) -> int:
     return sum(1 for _, a in graph.nodes(data=True) if a.get("kind") == "accelerator")
 
 
-def choose_plan_options(options: ScenarioOptions, graph: nx.DiGraph, workload: WorkloadSpec
-                        ) -> tuple[bool, int | None, list[str]]:
+def choose_plan_options(
+    options: ScenarioOptions, graph: nx.DiGraph, workload: WorkloadSpec
+) -> tuple[bool, int | None, list[str]]:
     """Step 1 of the rule (module doc): ``(lockstep, routing_samples, reasons)`` for the plan."""
     samples_opt = options.routing_samples
     samples = None if samples_opt in (None, "all") else int(samples_opt)
@@ -135,8 +142,13 @@ def _members(coll: Collective) -> Iterator[Collective]:
     yield from coll.instances or (coll,)
 
 
-def exact_flows(plan: StepPlan, graph: nx.DiGraph, cost: CostModel, algorithms: Mapping[str, str] | None = None,
-                limit: int | None = None) -> tuple[int, bool]:
+def exact_flows(
+    plan: StepPlan,
+    graph: nx.DiGraph,
+    cost: CostModel,
+    algorithms: Mapping[str, str] | None = None,
+    limit: int | None = None,
+) -> tuple[int, bool]:
     """Flows an exact replay of ``plan`` would simulate, and whether it has all-to-all(v)s.
 
     Transfers count one flow, an all-to-all(v) one per rank pair with bytes, other collectives
@@ -165,8 +177,11 @@ def exact_flows(plan: StepPlan, graph: nx.DiGraph, cost: CostModel, algorithms: 
                 key = (c.op, len(names), float(c.nbytes), servers, algo)
                 if key not in sizes:
                     call = cost.call(c.op, names, c.nbytes, algo=algo)
-                    sizes[key] = len(build_plan(c.op, names, c.nbytes, algo=call.algo, graph=graph,
-                                                channels=call.channels, fluid=call.fluid))
+                    sizes[key] = len(
+                        build_plan(
+                            c.op, names, c.nbytes, algo=call.algo, graph=graph, channels=call.channels, fluid=call.fluid
+                        )
+                    )
                 total += sizes[key]
         if limit is not None and total > limit:
             break
@@ -174,8 +189,15 @@ def exact_flows(plan: StepPlan, graph: nx.DiGraph, cost: CostModel, algorithms: 
     return total, alltoall
 
 
-def choose_model(options: ScenarioOptions, plan: StepPlan, graph: nx.DiGraph, cost: CostModel,
-                 lockstep: bool, routing_samples: int | None, reasons: list[str]) -> Choice:
+def choose_model(
+    options: ScenarioOptions,
+    plan: StepPlan,
+    graph: nx.DiGraph,
+    cost: CostModel,
+    lockstep: bool,
+    routing_samples: int | None,
+    reasons: list[str],
+) -> Choice:
     """Step 2 of the rule (module doc): the collective model, with the plan options of step 1."""
     from netsim.collectives.models import Coflow, Exact, Stream
 

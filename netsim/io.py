@@ -121,8 +121,7 @@ def _protected(path: Path) -> str | None:
 def _check_names(path: Path, field: str | None) -> None:
     for part in path.parts:
         if len(os.fsencode(part)) > 255:
-            raise OutputError(f"cannot write {_show(path)}: file name too long (at most 255 bytes a name)",
-                              field=field)
+            raise OutputError(f"cannot write {_show(path)}: file name too long (at most 255 bytes a name)", field=field)
 
 
 def _check_parent(path: Path, field: str | None) -> None:
@@ -166,10 +165,13 @@ def check_output_dir(
                 if any(p.iterdir()):
                     raise OutputError(
                         f"{_show(path)} exists and was not written by netsim; netsim never replaces or writes into "
-                        "such a folder: give a new folder name", field=field)
+                        "such a folder: give a new folder name",
+                        field=field,
+                    )
             elif (resume is None or kind != resume) and not force:
-                raise OutputError(f"{_show(path)} exists (a netsim {kind} folder); pass --force to replace it",
-                                  field=field)
+                raise OutputError(
+                    f"{_show(path)} exists (a netsim {kind} folder); pass --force to replace it", field=field
+                )
         _check_parent(p, field)
     except OSError as exc:
         raise output_error(exc, path, field) from None
@@ -257,8 +259,9 @@ def atomic_dir(
         if kind is not None:
             check_output_dir(final_path, force=force, field=field)
         elif final_path.exists() and marker_kind(final_path.parent) is None:
-            raise OutputError(f"{_show(final_path)} exists in a folder netsim did not write; not replacing it",
-                              field=field)
+            raise OutputError(
+                f"{_show(final_path)} exists in a folder netsim did not write; not replacing it", field=field
+            )
 
     check()
     parent = final_path.parent

@@ -106,12 +106,12 @@ def check_file_size(path: str | os.PathLike[str], limit: int, what: str = "file"
     except OSError:
         return  # the reader reports a missing or unreadable file itself
     if size > limit:
-        raise LimitError(f"{what} is {_fmt_bytes(size)}; netsim reads at most {_fmt_bytes(limit)}",
-                         source=str(path))
+        raise LimitError(f"{what} is {_fmt_bytes(size)}; netsim reads at most {_fmt_bytes(limit)}", source=str(path))
 
 
-def check_structure(obj: Any, source: str | None, *, max_depth: int = MAX_NESTING,
-                    max_items: int = MAX_SPEC_ITEMS) -> None:
+def check_structure(
+    obj: Any, source: str | None, *, max_depth: int = MAX_NESTING, max_items: int = MAX_SPEC_ITEMS
+) -> None:
     """Refuse data nested deeper than ``max_depth`` or with more than ``max_items`` values.
 
     Iterative (no recursion), and it stops at the first limit, so a YAML file whose aliases
@@ -132,15 +132,19 @@ def check_structure(obj: Any, source: str | None, *, max_depth: int = MAX_NESTIN
         elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > INT64_MAX:
             raise LimitError(f"integer {_short_int(node)} is outside int64", source=source, field=path or None)
         elif isinstance(node, float) and not math.isfinite(node):
-            raise LimitError(f"{node} is not a finite number (write a value in range)", source=source,
-                             field=path or None)
+            raise LimitError(
+                f"{node} is not a finite number (write a value in range)", source=source, field=path or None
+            )
 
 
 def check_count(value: int, limit: int, field: str | None, source: str | None = None, what: str = "") -> None:
     """Refuse a count above ``limit`` (one line naming the field and the limit)."""
     if value > limit:
-        raise LimitError(f"{value:,} {what}: more than netsim accepts (at most {limit:,})".replace("  ", " "),
-                         field=field, source=source)
+        raise LimitError(
+            f"{value:,} {what}: more than netsim accepts (at most {limit:,})".replace("  ", " "),
+            field=field,
+            source=source,
+        )
 
 
 def check_quantity(value: float, kind: str, field: str | None = None, source: str | None = None) -> float:
@@ -149,8 +153,9 @@ def check_quantity(value: float, kind: str, field: str | None = None, source: st
         raise LimitError(f"must be a finite number (got {value})", field=field, source=source)
     top = QUANTITY_MAX.get(kind)
     if top is not None and abs(value) > top:
-        raise LimitError(f"{value:.4g} is beyond any real {kind} (at most {top:.4g} in SI units)",
-                         field=field, source=source)
+        raise LimitError(
+            f"{value:.4g} is beyond any real {kind} (at most {top:.4g} in SI units)", field=field, source=source
+        )
     return value
 
 
@@ -174,8 +179,12 @@ class SizeEstimate:
 
     @property
     def memory_bytes(self) -> int:
-        return (self.devices * BYTES_PER_DEVICE + self.links * BYTES_PER_LINK + self.flows * BYTES_PER_FLOW
-                + self.ops * BYTES_PER_OP)
+        return (
+            self.devices * BYTES_PER_DEVICE
+            + self.links * BYTES_PER_LINK
+            + self.flows * BYTES_PER_FLOW
+            + self.ops * BYTES_PER_OP
+        )
 
     def describe(self) -> str:
         parts = [f"{self.devices:,} devices", f"{self.links:,} links"]
@@ -207,8 +216,17 @@ def estimate_collective(topo: SizeEstimate, op: str, ranks: int, sizes: int = 1,
     return SizeEstimate(f"{op} over {ranks:,} ranks", devices=topo.devices, links=topo.links, flows=per)
 
 
-def estimate_run(topo: SizeEstimate, *, ranks: int, layers: int, microbatches: int, steps: int, ep: int,
-                 moe: bool, built_ranks: int | None = None) -> SizeEstimate:
+def estimate_run(
+    topo: SizeEstimate,
+    *,
+    ranks: int,
+    layers: int,
+    microbatches: int,
+    steps: int,
+    ep: int,
+    moe: bool,
+    built_ranks: int | None = None,
+) -> SizeEstimate:
     """Ops and flows of a training run (forward and backward of every layer and micro-batch):
     ``layers`` a rank holds (its pipeline stage's), ``microbatches`` per data-parallel replica,
     ``built_ranks`` the ranks whose ops are built (a lockstep plan builds one rank per lockstep
@@ -235,19 +253,24 @@ def available_memory_bytes() -> int:
         return 2**40
 
 
-def check_fits(est: SizeEstimate, *, enabled: bool = True, field: str | None = None,
-               source: str | None = None) -> None:
+def check_fits(est: SizeEstimate, *, enabled: bool = True, field: str | None = None, source: str | None = None) -> None:
     """Refuse ``est`` when it needs more memory than this machine has available (or too many devices)."""
     if not enabled:
         return
     if est.devices > MAX_ACCELERATORS * 8:
-        raise LimitError(f"{est.what} would have {est.devices:,} devices; netsim builds at most "
-                         f"{MAX_ACCELERATORS * 8:,}", field=field, source=source)
+        raise LimitError(
+            f"{est.what} would have {est.devices:,} devices; netsim builds at most {MAX_ACCELERATORS * 8:,}",
+            field=field,
+            source=source,
+        )
     need, have = est.memory_bytes, available_memory_bytes()
     if need > have:
         raise LimitError(
             f"{est.what} needs about {_fmt_bytes(need)} of memory ({est.describe()}); this machine has "
-            f"{_fmt_bytes(have)} available (pass --no-size-check to try anyway)", field=field, source=source)
+            f"{_fmt_bytes(have)} available (pass --no-size-check to try anyway)",
+            field=field,
+            source=source,
+        )
 
 
 #: the environment variable ``--no-size-check`` sets (so sweep workers inherit it)

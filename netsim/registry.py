@@ -72,8 +72,9 @@ class Registry(Generic[T]):
             return name
         if name in self._aliases:
             return self._aliases[name]
-        raise SpecError(f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}", source=source,
-                        field=self.field)
+        raise SpecError(
+            f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}", source=source, field=self.field
+        )
 
     def get(self, name: str, *, source: str | None = None) -> T:
         """The entry registered as ``name`` (or one of its aliases); a one-line SpecError otherwise."""

@@ -189,8 +189,9 @@ class _Executor:
         """Start one collective (a flow for a transfer); returns its completion event."""
         if coll.op == "transfer":
             assert coll.src is not None and coll.dst is not None
-            return self.net.transfer(coll.src, coll.dst, coll.nbytes, traffic_class=coll.traffic_class,
-                                     label=coll.label)
+            return self.net.transfer(
+                coll.src, coll.dst, coll.nbytes, traffic_class=coll.traffic_class, label=coll.label
+            )
         devices = [self.plan.devices[r] for r in coll.ranks]
         return self.run_collective(
             self.net,
@@ -219,28 +220,46 @@ class _Executor:
             dst = _device_ids(self.net, [str(c.dst) for c in parts])
             size = np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts))
             return self.net.transfer_coflow(src, dst, size, traffic_class=coll.traffic_class, label=coll.label)
-        if (len(parts) > 1 and coll.op == "all_to_allv"
-                and (coll.algo or self.algorithms.get(coll.op, "direct")) == "direct"):
+        if (
+            len(parts) > 1
+            and coll.op == "all_to_allv"
+            and (coll.algo or self.algorithms.get(coll.op, "direct")) == "direct"
+        ):
             ranks = [r for c in parts for r in c.ranks]
             mat = np.zeros((len(ranks), len(ranks)))
             at = 0
             for c in parts:
                 n = len(c.ranks)
                 assert c.matrix is not None
-                mat[at:at + n, at:at + n] = c.matrix
+                mat[at : at + n, at : at + n] = c.matrix
                 at += n
             return self._start(replace(parts[0], ranks=tuple(ranks), matrix=mat, nbytes=float(mat.sum())))
-        if (len(parts) > 1 and coll.op != "transfer" and set(self.coll_kwargs) <= _UNION_KWARGS and all(
+        if (
+            len(parts) > 1
+            and coll.op != "transfer"
+            and set(self.coll_kwargs) <= _UNION_KWARGS
+            and all(
                 c.op == coll.op and c.matrix is None and c.nbytes == parts[0].nbytes and c.algo == parts[0].algo
-                for c in parts)):
+                for c in parts
+            )
+        ):
             from netsim.collectives.executor import run_disjoint_collectives
 
             kw = self.coll_kwargs
             ev = run_disjoint_collectives(
-                self.net, coll.op, [[self.plan.devices[r] for r in c.ranks] for c in parts], parts[0].nbytes,
-                algo=parts[0].algo or self.algorithms.get(coll.op), traffic_class=coll.traffic_class, label=coll.label,
-                chunk_bytes=kw.get("chunk_bytes"), channels=kw.get("channels"), model=kw.get("model", "exact"),
-                cost=kw.get("cost"), proto=kw.get("proto"))
+                self.net,
+                coll.op,
+                [[self.plan.devices[r] for r in c.ranks] for c in parts],
+                parts[0].nbytes,
+                algo=parts[0].algo or self.algorithms.get(coll.op),
+                traffic_class=coll.traffic_class,
+                label=coll.label,
+                chunk_bytes=kw.get("chunk_bytes"),
+                channels=kw.get("channels"),
+                model=kw.get("model", "exact"),
+                cost=kw.get("cost"),
+                proto=kw.get("proto"),
+            )
             if ev is not None:
                 return ev
         events = [self._start(c) for c in parts]
@@ -377,8 +396,11 @@ def rank_breakdown(
     t0, t1 = window
     comp = _clip(compute, t0, t1)
     by_cls = {c: _clip(iv, t0, t1) for c, iv in comm.items()}
-    points = np.unique(np.concatenate([np.array([t0, t1], dtype=np.float64), comp.reshape(-1),
-                                       *(iv.reshape(-1) for iv in by_cls.values())]))
+    points = np.unique(
+        np.concatenate(
+            [np.array([t0, t1], dtype=np.float64), comp.reshape(-1), *(iv.reshape(-1) for iv in by_cls.values())]
+        )
+    )
     seg = np.diff(points)
     busy_c = _coverage(points, comp)
     cls_cov = {c: _coverage(points, iv) for c, iv in by_cls.items()}

@@ -54,8 +54,17 @@ from netsim.run_accounting import account_replay, checkpoint_times, moe_results
 from netsim.workload.costs import TimeModel
 from netsim.workload.graph import StepPlan, build_plan
 
-__all__ = ["RunOutcome", "account_replay", "build_compute_model", "prepare", "run_plan", "run_scenario",
-           "simulate_plan", "summarize_replay", "write_run"]
+__all__ = [
+    "RunOutcome",
+    "account_replay",
+    "build_compute_model",
+    "prepare",
+    "run_plan",
+    "run_scenario",
+    "simulate_plan",
+    "summarize_replay",
+    "write_run",
+]
 
 Progress = Callable[[str, float], None]
 #: writes a report into a run directory that holds the summary and tables (netsim.report.write_report)
@@ -93,8 +102,9 @@ class Prepared:
 # ---------------------------------------------------------------------- setup
 
 
-def build_compute_model(graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str,
-                        table: KernelTable | None = None) -> TimeModel:
+def build_compute_model(
+    graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str, table: KernelTable | None = None
+) -> TimeModel:
     """The accelerator's compute model (its kernel-table profile, else the roofline), with
     ``options.kernels`` replacing the profile's table."""
     from netsim.calibration.models import make_compute_model
@@ -125,8 +135,11 @@ def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, A
 
         setup_kw = load_calibration(scenario.resolve_path(opts.calibration)).setup_kwargs()
         if opts.collective_cost is not None and opts.collective_cost != setup_kw["cost_model"]:
-            raise SpecError(f"the calibration was fitted with the {setup_kw['cost_model']} cost model, not "
-                            f"{opts.collective_cost}", source=scenario.source, field="options.collective_cost")
+            raise SpecError(
+                f"the calibration was fitted with the {setup_kw['cost_model']} cost model, not {opts.collective_cost}",
+                source=scenario.source,
+                field="options.collective_cost",
+            )
     if opts.collective_cost is not None:
         setup_kw["cost_model"] = opts.collective_cost
     if opts.step_latency is not None:
@@ -159,8 +172,16 @@ def run_estimate(graph: nx.DiGraph, workload: WorkloadSpec, scenario: ScenarioSp
     if choose_plan_options(scenario.options, graph, workload)[0]:  # lockstep: one rank per unit built
         built = max(ranks // math.lcm(par.ep, par.tp), 1) if moe else par.pp
     topo = SizeEstimate("", devices=graph.number_of_nodes(), links=graph.number_of_edges())
-    return estimate_run(topo, ranks=ranks, layers=-(-workload.model.layers // max(par.pp, 1)), microbatches=mb,
-                        steps=scenario.steps or workload.steps, ep=par.ep, moe=moe, built_ranks=built)
+    return estimate_run(
+        topo,
+        ranks=ranks,
+        layers=-(-workload.model.layers // max(par.pp, 1)),
+        microbatches=mb,
+        steps=scenario.steps or workload.steps,
+        ep=par.ep,
+        moe=moe,
+        built_ranks=built,
+    )
 
 
 @contextlib.contextmanager
@@ -181,9 +202,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
 
     with _blame_scenario(scenario, "topology"):
         graph = load_topology(
-            scenario.resolve_path(scenario.topology),
-            nodes=scenario.nodes,
-            overrides=tuple(scenario.topology_overrides),
+            scenario.resolve_path(scenario.topology), nodes=scenario.nodes, overrides=tuple(scenario.topology_overrides)
         )
     with _blame_scenario(scenario, "workload"):
         workload = load_scenario_workload(scenario)
@@ -207,17 +226,33 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     engine, coll, setup = _collectives(scenario, graph)
     choice = choose_model(opts, plan, graph, setup.cost, lockstep, samples, reasons)
     coll["model"] = choice.model
-    return Prepared(scenario, graph, workload, compute, plan, engine, coll, setup,
-                    dict(table.meta) if table is not None else {}, choice)
+    return Prepared(
+        scenario,
+        graph,
+        workload,
+        compute,
+        plan,
+        engine,
+        coll,
+        setup,
+        dict(table.meta) if table is not None else {},
+        choice,
+    )
 
 
 def simulate(
     prep: Prepared, *, skip_classes: tuple[str, ...] = (), progress: Progress | None = None
 ) -> tuple[ReplayResult, Any]:
     """Replay the scenario's plan on a fresh network; returns the result and the network."""
-    return simulate_plan(prep.plan, prep.graph, engine_kwargs=prep.engine_kwargs,
-                         algorithms=prep.scenario.options.algorithms, collective_kwargs=prep.collective_kwargs,
-                         skip_classes=skip_classes, progress=progress)
+    return simulate_plan(
+        prep.plan,
+        prep.graph,
+        engine_kwargs=prep.engine_kwargs,
+        algorithms=prep.scenario.options.algorithms,
+        collective_kwargs=prep.collective_kwargs,
+        skip_classes=skip_classes,
+        progress=progress,
+    )
 
 
 def simulate_plan(
@@ -242,8 +277,9 @@ def simulate_plan(
         def cb(done: int, _total: int, _t: float) -> None:
             progress("replay", done / max(total, 1))
 
-    res = replay(plan, net, algorithms=algorithms, skip_classes=skip_classes,
-                 collective_kwargs=collective_kwargs, progress=cb)
+    res = replay(
+        plan, net, algorithms=algorithms, skip_classes=skip_classes, collective_kwargs=collective_kwargs, progress=cb
+    )
     return res, net
 
 
@@ -260,8 +296,16 @@ def summarize_replay(
     core, tables, a2a_share = account_replay(plan, graph, res, net)
     step_time = core["step_time_s"]
     ck_times = checkpoint_times(plan, res)
-    timing = ("step_time_s", "step_times_s", "breakdown_s", "exposed_comm_s_by_class", "bytes_by_class",
-              "bytes_by_link_class", "east_west_bytes", "north_south_bytes")
+    timing = (
+        "step_time_s",
+        "step_times_s",
+        "breakdown_s",
+        "exposed_comm_s_by_class",
+        "bytes_by_class",
+        "bytes_by_link_class",
+        "east_west_bytes",
+        "north_south_bytes",
+    )
     choice = prep.choice
     assert choice is not None, "prepare() records how the run is simulated"
     summary: dict[str, Any] = {
@@ -289,8 +333,9 @@ def summarize_replay(
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "compute_notes": list(getattr(prep.compute, "notes", [])),
         "collective_model": choice.collective_model,
-        "collective_cost": (prep.collectives.describe() if prep.collectives is not None
-                            else {"collective_cost": "ideal"}),
+        "collective_cost": (
+            prep.collectives.describe() if prep.collectives is not None else {"collective_cost": "ideal"}
+        ),
         "model_choice": choice.line,
         "routing_samples": choice.routing_samples,
         "lockstep": choice.lockstep,
@@ -339,8 +384,12 @@ def resolved_spec(prep: Prepared) -> dict[str, Any]:
 
 
 def run_scenario(
-    scenario: ScenarioSpec, out: str | Path, *, progress: Progress | None = None,
-    report: ReportWriter | None = None, force: bool = False,
+    scenario: ScenarioSpec,
+    out: str | Path,
+    *,
+    progress: Progress | None = None,
+    report: ReportWriter | None = None,
+    force: bool = False,
 ) -> RunOutcome:
     """Run ``scenario`` and write its run directory to ``out`` (atomically).
 
@@ -371,9 +420,16 @@ def run_scenario(
     return RunOutcome(Path(out), summary, tables)
 
 
-def write_run(out: str | Path, resolved: Mapping[str, Any], summary: Mapping[str, Any],
-              tables: Mapping[str, pd.DataFrame], *, report: ReportWriter | None = None,
-              progress: Progress | None = None, force: bool = False) -> None:
+def write_run(
+    out: str | Path,
+    resolved: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    tables: Mapping[str, pd.DataFrame],
+    *,
+    report: ReportWriter | None = None,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> None:
     """Write a run directory atomically: ``scenario.yaml`` (the resolved inputs),
     ``summary.json``, every table (CSV + Parquet) and, with a ``report`` writer, the report.  ``force``
     replaces a run directory netsim wrote (:mod:`netsim.io`)."""
@@ -409,8 +465,14 @@ def run_plan(
     ``head``: summary fields that come first (name, topology, workload, ...); ``extra(result)``:
     fields and tables of the plan's producer, added after the common ones; ``resolved``: the
     inputs written as ``scenario.yaml``."""
-    res, net = simulate_plan(plan, graph, engine_kwargs=engine_kwargs, algorithms=algorithms,
-                             collective_kwargs=collective_kwargs, progress=progress)
+    res, net = simulate_plan(
+        plan,
+        graph,
+        engine_kwargs=engine_kwargs,
+        algorithms=algorithms,
+        collective_kwargs=collective_kwargs,
+        progress=progress,
+    )
     core, tables, _ = account_replay(plan, graph, res, net)
     summary: dict[str, Any] = {**(head or {}), "steps": plan.steps, "num_ranks": plan.world, **core}
     if extra is not None:

@@ -59,8 +59,9 @@ def _rank_intervals(plan: StepPlan, res: ReplayResult, classes: tuple[str, ...])
     return iv
 
 
-def _lane_timeline(iv: _RankIntervals, rep: int, lane: int, comp: np.ndarray, cls_iv: dict[str, np.ndarray]
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _lane_timeline(
+    iv: _RankIntervals, rep: int, lane: int, comp: np.ndarray, cls_iv: dict[str, np.ndarray]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Lane ``lane`` of representative ``rep``: its representative's timeline with its own expert
     compute (each such op starts with the representative's and lasts the lane's own duration) and
     its own ops (its gradient reductions) added to the shared ones."""
@@ -70,15 +71,24 @@ def _lane_timeline(iv: _RankIntervals, rep: int, lane: int, comp: np.ndarray, cl
             comp[i, 1] = comp[i, 0] + float(durs[lane])
     own = iv.lane_comm.get(rep, {}).get(lane)
     if own:
-        cls_iv = {c: np.concatenate([v, np.asarray(own.get(c, []), dtype=np.float64).reshape(-1, 2)])
-                  for c, v in cls_iv.items()}
+        cls_iv = {
+            c: np.concatenate([v, np.asarray(own.get(c, []), dtype=np.float64).reshape(-1, 2)])
+            for c, v in cls_iv.items()
+        }
     return comp, cls_iv
 
 
 def _rank_row(plan: StepPlan, r: int, acc: np.ndarray) -> dict[str, Any]:
     """One row of the ``ranks`` table: rank, place, mean breakdown ``acc`` and parallel coordinates."""
-    row: dict[str, Any] = {"rank": r, "device": plan.devices[r], "node": plan.nodes[r], "compute_s": acc[0],
-                           "communication_s": acc[1], "overlap_s": acc[2], "idle_s": acc[3]}
+    row: dict[str, Any] = {
+        "rank": r,
+        "device": plan.devices[r],
+        "node": plan.nodes[r],
+        "compute_s": acc[0],
+        "communication_s": acc[1],
+        "overlap_s": acc[2],
+        "idle_s": acc[3],
+    }
     if plan.layout is not None:
         p, d, t = plan.layout.coords(r)
         row.update(dp=d, pp=p, ep=plan.layout.ep_coords(r)[1], tp=t)
@@ -105,8 +115,10 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
     for r in range(world):
         rep = rep_of[r]
         if rep not in arrays:
-            arrays[rep] = (np.asarray(iv.compute[rep], dtype=np.float64).reshape(-1, 2),
-                           {c: np.asarray(v, dtype=np.float64).reshape(-1, 2) for c, v in iv.comm[rep].items()})
+            arrays[rep] = (
+                np.asarray(iv.compute[rep], dtype=np.float64).reshape(-1, 2),
+                {c: np.asarray(v, dtype=np.float64).reshape(-1, 2) for c, v in iv.comm[rep].items()},
+            )
         comp, cls_iv = _lane_timeline(iv, rep, r - rep, *arrays[rep])
         bds = [rank_breakdown((starts[s], ends[s]), comp, cls_iv) for s in range(n_steps)]
         acc = np.array([[b.compute_s, b.communication_s, b.overlap_s, b.idle_s] for b in bds]).sum(axis=0)
@@ -123,8 +135,9 @@ def _per_rank(plan: StepPlan, res: ReplayResult) -> tuple[pd.DataFrame, dict[str
 def _comm_classes(plan: StepPlan) -> tuple[str, ...]:
     """The traffic classes that count as communication: :data:`BREAKDOWN_CLASSES`, then any
     other class of the plan's comm ops but storage and checkpoint (background I/O)."""
-    extra = sorted({op.traffic_class for op in plan.ops if op.kind == "comm"}
-                   - set(BREAKDOWN_CLASSES) - {"storage", "checkpoint"})
+    extra = sorted(
+        {op.traffic_class for op in plan.ops if op.kind == "comm"} - set(BREAKDOWN_CLASSES) - {"storage", "checkpoint"}
+    )
     return (*BREAKDOWN_CLASSES, *extra)
 
 
@@ -211,12 +224,14 @@ def traffic_totals(graph: nx.DiGraph, net: Any) -> tuple[dict[str, float], float
     present = np.bincount(key[keep], minlength=width * width * nc) > 0
     sums = np.bincount(key, weights=nbytes, minlength=width * width * nc)
     bins = np.flatnonzero(present)
-    tm = pd.DataFrame({
-        "src_node": bins // (width * nc) - 1,
-        "dst_node": (bins // nc) % width - 1,
-        "traffic_class": np.array(names, dtype=object)[bins % nc] if len(names) else np.array([], dtype=object),
-        "bytes": sums[bins],
-    })
+    tm = pd.DataFrame(
+        {
+            "src_node": bins // (width * nc) - 1,
+            "dst_node": (bins // nc) % width - 1,
+            "traffic_class": np.array(names, dtype=object)[bins % nc] if len(names) else np.array([], dtype=object),
+            "bytes": sums[bins],
+        }
+    )
     tm = tm.sort_values(["src_node", "dst_node", "traffic_class"], kind="mergesort").reset_index(drop=True)
     counts = np.bincount(cls[keep], minlength=nc)
     totals = {str(names[i]): float(by_class[i]) for i in range(len(names)) if counts[i]}
@@ -233,8 +248,7 @@ def checkpoint_times(plan: StepPlan, res: ReplayResult) -> list[float]:
     return [v[1] - v[0] for _, v in sorted(spans.items())]
 
 
-def moe_results(plan: StepPlan, res: ReplayResult, a2a_share: float
-                 ) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+def moe_results(plan: StepPlan, res: ReplayResult, a2a_share: float) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
     """The MoE summary fields (per step) and the ``alltoall_layers`` / ``expert_load`` tables."""
     steps = plan.steps
     load = pd.DataFrame(plan.expert_load, columns=["step", "layer", "expert", "tokens", "dropped"])
@@ -269,8 +283,9 @@ def _with_memory(ranks: pd.DataFrame, plan: StepPlan) -> pd.DataFrame:
     )
 
 
-def account_replay(plan: StepPlan, graph: nx.DiGraph, res: ReplayResult, net: Any
-                   ) -> tuple[dict[str, Any], dict[str, pd.DataFrame], float]:
+def account_replay(
+    plan: StepPlan, graph: nx.DiGraph, res: ReplayResult, net: Any
+) -> tuple[dict[str, Any], dict[str, pd.DataFrame], float]:
     """What every replay reports, whoever made the plan: the timing and traffic fields of the
     summary (per step, in summary order), the ``ranks``, ``links``, ``ops``,
     ``tier_timeseries`` and ``traffic_matrix`` tables, and the all-to-all share."""

@@ -100,8 +100,17 @@ def test_the_checker_finds_a_circle() -> None:
 
 #: the layers, top first (docs/architecture.md): a module may import its own layer and the ones below
 #: traces/ sits with run/: it reads traces and compiles them to a StepPlan that run_plan replays
-LAYERS = [{"cli"}, {"studies", "sweep"}, {"report"}, {"run", "run_accounting", "traces"}, {"replay"},
-          {"workload", "moe", "collectives"}, {"network"}, {"topology"}, {"config", "spec"}]
+LAYERS = [
+    {"cli"},
+    {"studies", "sweep"},
+    {"report"},
+    {"run", "run_accounting", "traces"},
+    {"replay"},
+    {"workload", "moe", "collectives"},
+    {"network"},
+    {"topology"},
+    {"config", "spec"},
+]
 
 
 def _layer(module: str) -> int | None:

@@ -38,8 +38,13 @@ def _cached_files(folder: Path) -> list[Path]:
 
 
 def test_kernels_compile_into_the_user_cache_directory(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-c", _COMPILE], env=_env(tmp_path, XDG_CACHE_HOME=str(tmp_path / "xdg")),
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPILE],
+        env=_env(tmp_path, XDG_CACHE_HOME=str(tmp_path / "xdg")),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     if out == ["no-numba"]:
         pytest.skip("numba is not installed")
     expected = tmp_path / "xdg" / "moe-netsim" / "numba"
@@ -49,8 +54,13 @@ def test_kernels_compile_into_the_user_cache_directory(tmp_path: Path) -> None:
 
 def test_a_user_set_numba_cache_dir_is_respected(tmp_path: Path) -> None:
     mine = tmp_path / "mine"
-    out = subprocess.run([sys.executable, "-c", _COMPILE], env=_env(tmp_path, NUMBA_CACHE_DIR=str(mine)),
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", _COMPILE],
+        env=_env(tmp_path, NUMBA_CACHE_DIR=str(mine)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     if out == ["no-numba"]:
         pytest.skip("numba is not installed")
     assert out == [str(mine), str(mine)]

@@ -61,33 +61,40 @@ def test_deeply_nested_yaml_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_yaml_aliases_that_expand_to_billions_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
-    lines += [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
-              f"*a{i - 1}, *a{i - 1}]" for i in range(1, 9)]
+    lines += [
+        f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, *a{i - 1}, "
+        f"*a{i - 1}, *a{i - 1}]"
+        for i in range(1, 9)
+    ]
     (tmp_path / "laughs.yaml").write_text("\n".join(lines) + "\n")
     _one_error(["topology", "show", "laughs.yaml"], capsys, "more than 1,000,000 values")
 
 
-def test_oversized_spec_file_is_refused_before_reading(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_oversized_spec_file_is_refused_before_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("netsim.config.common.MAX_SPEC_BYTES", 100)
     (tmp_path / "big.yaml").write_text("name: x\n" + "# padding\n" * 20)
     _one_error(["topology", "show", "big.yaml"], capsys, "big.yaml", "netsim reads at most 100 B")
 
 
-@pytest.mark.parametrize(("argv", "words"), [
-    (["run", "-q", "--set", "workload.model.moe.top_k=&a 1"], ["--set workload.model.moe.top_k", "YAML anchor"]),
-    (["run", "-q", "--set", "topology.num_nodes=4"], ["--set topology.num_nodes", "also given as 2", "give one"]),
-    (["topology", "show", "dgx-h100", "--set", "num_nodes=true"], ["--set num_nodes=true", "(got 'true')"]),
-    (["run", "-q", "--set", "workload.model.moe.top_k=!!int 1"], ["YAML anchor, alias or tag"]),
-    (["topology", "show", "dgx-h100", "--set", "node.nvlink_bandwidth=1e300GB/s"], ["node.nvlink_bandwidth"]),
-    (["topology", "show", "dgx-h100", "--set", "backend.oversubscription=1e300"], ["at most 1e6"]),
-    (["topology", "show", "dgx-h100", "--set", "node.accelerators=100000000"], ["node.accelerators", "<= 1024"]),
-    (["topology", "show", "dgx-h100", "--nodes", "1000000000"], ["--nodes", "131,072"]),
-    (["topology", "show", "dgx-h100", "--set", "num_nodes=1000000000"], ["num_nodes", "<= 131072"]),
-    (["run", "-q", "--set", "workload.model.layers=100000"], ["--set workload.model.layers", "<= 4096"]),
-    (["run", "-q", "--set", "workload.steps=1000000000"], ["--set workload.steps", "<= 100000"]),
-    (["run", "-q", "--set", "workload.model.hidden=99999999999999999999999"], ["model.hidden"]),
-])
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["run", "-q", "--set", "workload.model.moe.top_k=&a 1"], ["--set workload.model.moe.top_k", "YAML anchor"]),
+        (["run", "-q", "--set", "topology.num_nodes=4"], ["--set topology.num_nodes", "also given as 2", "give one"]),
+        (["topology", "show", "dgx-h100", "--set", "num_nodes=true"], ["--set num_nodes=true", "(got 'true')"]),
+        (["run", "-q", "--set", "workload.model.moe.top_k=!!int 1"], ["YAML anchor, alias or tag"]),
+        (["topology", "show", "dgx-h100", "--set", "node.nvlink_bandwidth=1e300GB/s"], ["node.nvlink_bandwidth"]),
+        (["topology", "show", "dgx-h100", "--set", "backend.oversubscription=1e300"], ["at most 1e6"]),
+        (["topology", "show", "dgx-h100", "--set", "node.accelerators=100000000"], ["node.accelerators", "<= 1024"]),
+        (["topology", "show", "dgx-h100", "--nodes", "1000000000"], ["--nodes", "131,072"]),
+        (["topology", "show", "dgx-h100", "--set", "num_nodes=1000000000"], ["num_nodes", "<= 131072"]),
+        (["run", "-q", "--set", "workload.model.layers=100000"], ["--set workload.model.layers", "<= 4096"]),
+        (["run", "-q", "--set", "workload.steps=1000000000"], ["--set workload.steps", "<= 100000"]),
+        (["run", "-q", "--set", "workload.model.hidden=99999999999999999999999"], ["model.hidden"]),
+    ],
+)
 def test_absurd_values_are_one_line(argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     _one_error(argv, capsys, *words)
 
@@ -95,13 +102,17 @@ def test_absurd_values_are_one_line(argv: list[str], words: list[str], capsys: p
 # --------------------------------------------------------------------------- errors blame the user's input
 
 
-@pytest.mark.parametrize(("argv", "blamed"), [
-    (["run", "-q", "--set", "workload.parallelism.ep=5"], "error: --set workload.parallelism.ep: "),
-    (["run", "-q", "--router", "psychic"], "error: --router: unknown routing 'psychic'"),
-    (["run", "-q", "--set", "options.router=psychic"], "error: --set options.router: "),
-])
-def test_errors_blame_the_users_flag_not_a_builtin_file(argv: list[str], blamed: str,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "blamed"),
+    [
+        (["run", "-q", "--set", "workload.parallelism.ep=5"], "error: --set workload.parallelism.ep: "),
+        (["run", "-q", "--router", "psychic"], "error: --router: unknown routing 'psychic'"),
+        (["run", "-q", "--set", "options.router=psychic"], "error: --set options.router: "),
+    ],
+)
+def test_errors_blame_the_users_flag_not_a_builtin_file(
+    argv: list[str], blamed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     line = _one_error(argv, capsys)
     assert line.startswith(blamed) and "default.yaml" not in line
 
@@ -111,18 +122,29 @@ def test_errors_blame_the_users_flag_not_a_builtin_file(argv: list[str], blamed:
 
 @pytest.mark.usefixtures("small_machine")
 def test_a_request_larger_than_memory_is_refused_at_once(capsys: pytest.CaptureFixture[str]) -> None:
-    line = _one_error(["collective", "all_to_all", "-t", "dgx-h100", "-n", "1000", "-e", "1MiB"], capsys,
-                      "all_to_all over 8,000 ranks needs about", "63,992,000 flows", "8 GiB available",
-                      "--no-size-check")
+    line = _one_error(
+        ["collective", "all_to_all", "-t", "dgx-h100", "-n", "1000", "-e", "1MiB"],
+        capsys,
+        "all_to_all over 8,000 ranks needs about",
+        "63,992,000 flows",
+        "8 GiB available",
+        "--no-size-check",
+    )
     assert re.search(r"needs about [\d.]+ GiB of memory", line)
     _one_error(["run", "-q", "--set", "workload.num_microbatches=100000"], capsys, "this run needs about")
-    _one_error(["topology", "show", "dgx-h100", "--nodes", "100000"], capsys, "topologies/dgx-h100.yaml",
-               "(100,000 nodes) needs about", "3,081,251 devices")
+    _one_error(
+        ["topology", "show", "dgx-h100", "--nodes", "100000"],
+        capsys,
+        "topologies/dgx-h100.yaml",
+        "(100,000 nodes) needs about",
+        "3,081,251 devices",
+    )
 
 
 @pytest.mark.usefixtures("small_machine")
-def test_no_size_check_lets_a_request_through(monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_size_check_lets_a_request_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(netsim.limits, "available_memory_bytes", lambda: 2**10)
     _one_error(["topology", "show", "dgx-h100", "--nodes", "2"], capsys, "needs about")
     code, out, err = _cli(["topology", "show", "dgx-h100", "--nodes", "2", "--json", "--no-size-check"], capsys)
@@ -136,23 +158,34 @@ def test_estimates_grow_as_their_formulas_say() -> None:
     ring = netsim.limits.estimate_collective(topo, "all_reduce", 64, channels=2)
     assert a2a.flows == 64 * 63 and ring.flows == 2 * 63 * 64 * 2
     lim = netsim.limits
-    assert a2a.memory_bytes == (topo.devices * lim.BYTES_PER_DEVICE + topo.links * lim.BYTES_PER_LINK
-                                + 64 * 63 * lim.BYTES_PER_FLOW)
-
+    assert a2a.memory_bytes == (
+        topo.devices * lim.BYTES_PER_DEVICE + topo.links * lim.BYTES_PER_LINK + 64 * 63 * lim.BYTES_PER_FLOW
+    )
 
 
 @pytest.mark.parametrize(("lockstep", "ops"), [(False, 512 * 24 * 12 * 6), (True, 2 * 24 * 12 * 6)])
-def test_run_estimate_counts_a_replicas_micro_batches_a_stages_layers_and_built_ranks(lockstep: bool,
-                                                                                       ops: int) -> None:
+def test_run_estimate_counts_a_replicas_micro_batches_a_stages_layers_and_built_ranks(lockstep: bool, ops: int) -> None:
     # Narayanan et al. 2021's 39B: 512 GPUs as TP 8 x PP 2 x DP 32, batch 1536 of micro-batch 4:
     # 12 micro-batches per replica, 24 layers per stage; lockstep builds one rank per stage
     from netsim.config.scenario import load_scenario
     from netsim.run import load_scenario_workload, run_estimate
     from netsim.topology import load_topology
 
-    sc = load_scenario({"topology": "dgx-a100", "nodes": 64, "workload": "gpt-dense", "options": {"lockstep": lockstep},
-                        "workload_overrides": ["model.layers=48", "parallelism.tp=8", "parallelism.pp=2",
-                                               "micro_batch_size=4", "global_batch_size=1536"]})
+    sc = load_scenario(
+        {
+            "topology": "dgx-a100",
+            "nodes": 64,
+            "workload": "gpt-dense",
+            "options": {"lockstep": lockstep},
+            "workload_overrides": [
+                "model.layers=48",
+                "parallelism.tp=8",
+                "parallelism.pp=2",
+                "micro_batch_size=4",
+                "global_batch_size=1536",
+            ],
+        }
+    )
     graph = load_topology(sc.resolve_path(sc.topology), nodes=64)
     est = run_estimate(graph, load_scenario_workload(sc), sc)
     assert est.ops == ops
@@ -161,16 +194,20 @@ def test_run_estimate_counts_a_replicas_micro_batches_a_stages_layers_and_built_
 # --------------------------------------------------------------------------- collective options
 
 
-@pytest.mark.parametrize(("argv", "words"), [
-    (["-g", "9"], ["--gpus-per-node", "have 8 accelerators; cannot use 9"]),
-    (["-b", "1", "-e", "8GiB", "-f", "1.0001"], ["--step-factor", "at most 256"]),
-    (["-f", "inf"], ["--step-factor"]),
-    (["-e", "1e30B"], ["--max-bytes", "beyond any real bytes"]),
-    (["--chunk-bytes", "1e30B"], ["--chunk-bytes"]),
-    (["--step-latency", "1e20s"], ["--step-latency"]),
-])
-def test_collective_options_are_checked_first(argv: list[str], words: list[str],
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["-g", "9"], ["--gpus-per-node", "have 8 accelerators; cannot use 9"]),
+        (["-b", "1", "-e", "8GiB", "-f", "1.0001"], ["--step-factor", "at most 256"]),
+        (["-f", "inf"], ["--step-factor"]),
+        (["-e", "1e30B"], ["--max-bytes", "beyond any real bytes"]),
+        (["--chunk-bytes", "1e30B"], ["--chunk-bytes"]),
+        (["--step-latency", "1e20s"], ["--step-latency"]),
+    ],
+)
+def test_collective_options_are_checked_first(
+    argv: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     _one_error(["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", *argv], capsys, *words)
 
 
@@ -201,16 +238,29 @@ def test_flows_plain_number_is_bytes(tmp_path: Path) -> None:
     assert list(read_flows(tmp_path / "f.csv")["bytes"]) == [1000.0, 1000.0]
 
 
-@pytest.mark.parametrize(("edit", "words"), [
-    (lambda t: t.replace("    30.00    0.00    0.00      0    30.00", "      inf    0.00    0.00      0    30.00", 1),
-     ["line 14: time 'inf' is not a finite number"]),
-    (lambda t: t.replace("           8             2 ", " 99999999999999999999999             2 ", 1),
-     ["line 14: size '99999999999999999999999' is beyond int64"]),
-    (lambda t: t.replace("           8             2 ", "  9999999999999999999             2 ", 1),
-     ["line 14: size '9999999999999999999' is beyond int64"]),
-    (lambda t: "\n".join(ln for ln in t.splitlines() if "Rank" not in ln) + "\n",
-     ["no '# Rank' lines", "pass --nodes"]),
-])
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (
+            lambda t: t.replace(
+                "    30.00    0.00    0.00      0    30.00", "      inf    0.00    0.00      0    30.00", 1
+            ),
+            ["line 14: time 'inf' is not a finite number"],
+        ),
+        (
+            lambda t: t.replace("           8             2 ", " 99999999999999999999999             2 ", 1),
+            ["line 14: size '99999999999999999999999' is beyond int64"],
+        ),
+        (
+            lambda t: t.replace("           8             2 ", "  9999999999999999999             2 ", 1),
+            ["line 14: size '9999999999999999999' is beyond int64"],
+        ),
+        (
+            lambda t: "\n".join(ln for ln in t.splitlines() if "Rank" not in ln) + "\n",
+            ["no '# Rank' lines", "pass --nodes"],
+        ),
+    ],
+)
 def test_nccl_log_problems_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], edit, words) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "all_reduce_perf.log").write_text(edit(LOG))
     _one_error(["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml"], capsys, *words)
@@ -219,13 +269,17 @@ def test_nccl_log_problems_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 @pytest.mark.usefixtures("small_machine")
 def test_a_thousand_host_nccl_log_is_refused_by_its_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    ranks = "".join(f"#  Rank {r:5d} Group  0 Pid {r} on host{r // 8:04d} device {r % 8} [0x18] NVIDIA H100\n"
-                    for r in range(8000))
+    ranks = "".join(
+        f"#  Rank {r:5d} Group  0 Pid {r} on host{r // 8:04d} device {r % 8} [0x18] NVIDIA H100\n" for r in range(8000)
+    )
     text = LOG.replace("# Using devices\n", "# Using devices\n" + ranks)
     text = "\n".join(ln for ln in text.splitlines() if not re.match(r"#  Rank +[0-3] Group  0 Pid 10000", ln))
     (tmp_path / "all_reduce_perf.log").write_text(text + "\n")
-    _one_error(["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml"], capsys,
-               "all_reduce over 8,000 ranks needs about")
+    _one_error(
+        ["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml"],
+        capsys,
+        "all_reduce over 8,000 ranks needs about",
+    )
 
 
 def test_nccl_size_zero_rows_are_ignored_with_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -234,20 +288,25 @@ def test_nccl_size_zero_rows_are_ignored_with_a_note(tmp_path: Path, capsys: pyt
     text = LOG.replace("           8             2 ", "           0             0 ", 1)
     (tmp_path / "all_reduce_perf.log").write_text(text)
     assert parse_nccl_log(tmp_path / "all_reduce_perf.log")["size_bytes"].iloc[0] == 0  # read as written
-    code, out, err = _cli(["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml",
-                           "--max-sizes", "2"], capsys)
+    code, out, err = _cli(
+        ["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml", "--max-sizes", "2"], capsys
+    )
     assert code == 0, err
     assert "1 row(s) of size 0 ignored" in out
 
 
-@pytest.mark.parametrize(("doc", "words"), [
-    ('{"traceEvents": [{"name": "a", "ts": 1, "dur": 2}]}', ["traceEvents[0].ph", "needs a phase"]),
-    ('{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": NaN}]}', ["not valid JSON", "NaN"]),
-    ('{"traceEvents": [{"ph": "X", "name": "a", "ts": 1' + "0" * 400 + ', "dur": 1}]}', ["ts", "finite"]),
-    ('{"traceEvents": ' + "[" * 100000 + "]" * 100000 + "}", ["nested too deeply"]),
-])
-def test_kineto_problems_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: str,
-                                      words: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ('{"traceEvents": [{"name": "a", "ts": 1, "dur": 2}]}', ["traceEvents[0].ph", "needs a phase"]),
+        ('{"traceEvents": [{"ph": "X", "name": "a", "ts": 1, "dur": NaN}]}', ["not valid JSON", "NaN"]),
+        ('{"traceEvents": [{"ph": "X", "name": "a", "ts": 1' + "0" * 400 + ', "dur": 1}]}', ["ts", "finite"]),
+        ('{"traceEvents": ' + "[" * 100000 + "]" * 100000 + "}", ["nested too deeply"]),
+    ],
+)
+def test_kineto_problems_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: str, words: list[str]
+) -> None:
     (tmp_path / "t.json").write_text(doc)
     _one_error(["import", "kineto", "t.json", "--out", "ops.csv"], capsys, "t.json", *words)
     assert not (tmp_path / "ops.csv").exists()
@@ -271,8 +330,12 @@ def test_chakra_send_without_its_receive(tmp_path: Path, capsys: pytest.CaptureF
         n["data_deps"] = [d for d in n["data_deps"] if any(m["id"] == d for m in doc["nodes"])]
         n["ctrl_deps"] = [d for d in n["ctrl_deps"] if any(m["id"] == d for m in doc["nodes"])]
     (tmp_path / "ch" / "rank2.json").write_text(json.dumps(doc))
-    _one_error(["replay-chakra", "ch", "-t", "dgx-h100", "-n", "1", "--out", "o"], capsys,
-               "rank 0 sends 1 message(s) to rank 2", "rank 2 receives 0")
+    _one_error(
+        ["replay-chakra", "ch", "-t", "dgx-h100", "-n", "1", "--out", "o"],
+        capsys,
+        "rank 0 sends 1 message(s) to rank 2",
+        "rank 2 receives 0",
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -293,14 +356,16 @@ def test_routing_trace_with_more_tokens_than_its_ranks_have(tmp_path: Path) -> N
 
 def test_huge_sweep_grid_is_refused_before_expanding(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     grid = {"seed": list(range(100)), "steps": list(range(1, 101)), "nodes": list(range(1, 11))}
-    (tmp_path / "big.yaml").write_text(json.dumps({"name": "big", "topology": "dgx-h100",
-                                                   "workload": "moe-ep16-4node", "grid": grid}))
+    (tmp_path / "big.yaml").write_text(
+        json.dumps({"name": "big", "topology": "dgx-h100", "workload": "moe-ep16-4node", "grid": grid})
+    )
     _one_error(["sweep", "big.yaml", "--dry-run"], capsys, "big.yaml: grid: 100,000 points", "at most 10,000")
 
 
 def test_unknown_study_topology_fails_at_once(capsys: pytest.CaptureFixture[str]) -> None:
-    _one_error(["study", "locmoe", "--topologies", "tpu-v9"], capsys, "--topologies",
-               "unknown topology preset 'tpu-v9'")
+    _one_error(
+        ["study", "locmoe", "--topologies", "tpu-v9"], capsys, "--topologies", "unknown topology preset 'tpu-v9'"
+    )
 
 
 def test_structure_check_limits() -> None:
@@ -324,13 +389,31 @@ def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, caps
     _one_error(["presets"], capsys, "out of memory", "needs more memory than this machine has")
 
 
-@pytest.mark.parametrize(("argv", "start"), [
-    (["run", "-q", "--seed", "99999999999999999999999"], "error: --seed: integer"),
-    (["run", "-q", "--routing-samples", "99999999999999999999999"], "error: --routing-samples: integer"),
-    (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--seed", "99999999999999999999999"],
-     "error: --seed: must be in 0..2**63-1"),
-    (["replay-chakra", str(FIX / "traces" / "chakra4"), "-t", "dgx-h100", "-n", "1", "--compute-scale", "inf",
-      "--out", "o"], "error: --compute-scale: must be a finite number"),
-])
+@pytest.mark.parametrize(
+    ("argv", "start"),
+    [
+        (["run", "-q", "--seed", "99999999999999999999999"], "error: --seed: integer"),
+        (["run", "-q", "--routing-samples", "99999999999999999999999"], "error: --routing-samples: integer"),
+        (
+            ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--seed", "99999999999999999999999"],
+            "error: --seed: must be in 0..2**63-1",
+        ),
+        (
+            [
+                "replay-chakra",
+                str(FIX / "traces" / "chakra4"),
+                "-t",
+                "dgx-h100",
+                "-n",
+                "1",
+                "--compute-scale",
+                "inf",
+                "--out",
+                "o",
+            ],
+            "error: --compute-scale: must be a finite number",
+        ),
+    ],
+)
 def test_numeric_options_are_checked_and_named(argv: list[str], start: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _one_error(argv, capsys).startswith(start)

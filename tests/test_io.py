@@ -12,15 +12,7 @@ import pytest
 
 from netsim.cli import main
 from netsim.errors import OutputError
-from netsim.io import (
-    MARKER,
-    atomic_dir,
-    atomic_file,
-    check_output_dir,
-    check_output_file,
-    claim_dir,
-    marker_kind,
-)
+from netsim.io import MARKER, atomic_dir, atomic_file, check_output_dir, check_output_file, claim_dir, marker_kind
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
@@ -127,8 +119,12 @@ def test_protected_folders_are_refused(tmp_path: Path, monkeypatch: pytest.Monke
     work.mkdir(parents=True)
     monkeypatch.chdir(work)
     monkeypatch.setenv("HOME", str(tmp_path / "home" / "me"))
-    for path, what in (("", "the working directory"), (".", "the working directory"),
-                       ("..", "a parent of the working directory"), ("/", "a parent of the working directory")):
+    for path, what in (
+        ("", "the working directory"),
+        (".", "the working directory"),
+        ("..", "a parent of the working directory"),
+        ("/", "a parent of the working directory"),
+    ):
         with pytest.raises(OutputError, match=what):
             check_output_dir(path, force=True)
     monkeypatch.chdir(tmp_path)
@@ -171,9 +167,14 @@ def test_unwritable_parent_is_refused_up_front(tmp_path: Path, monkeypatch: pyte
         check_output_file(tmp_path / "deep" / "er" / "a.csv")
 
 
-@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, "no space left on device"),
-                                             (errno.EROFS, "read-only file system"),
-                                             (errno.EDQUOT, "disk quota exceeded")])
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (errno.ENOSPC, "no space left on device"),
+        (errno.EROFS, "read-only file system"),
+        (errno.EDQUOT, "disk quota exceeded"),
+    ],
+)
 def test_os_errors_while_writing_are_one_line(tmp_path: Path, code: int, words: str) -> None:
     with pytest.raises(OutputError, match=words) as exc, atomic_dir(tmp_path / "new" / "run") as d:
         (d / "a.csv").write_text("x")
@@ -215,14 +216,27 @@ def _writers(tmp: Path, target: Path) -> dict[str, list[str]]:
         "topology --graphml": ["topology", "show", "dgx-h100", "--graphml", t],
         "topology --plot": ["topology", "show", "dgx-h100", "--plot", t],
         "import kineto": ["import", "kineto", str(FIX / "traces" / "moe_layer_cpu.json"), "--out", t],
-        "import kineto --events": ["import", "kineto", str(FIX / "traces" / "moe_layer_cpu.json"), "--out",
-                                   str(tmp / "new.csv"), "--events", t],
+        "import kineto --events": [
+            "import",
+            "kineto",
+            str(FIX / "traces" / "moe_layer_cpu.json"),
+            "--out",
+            str(tmp / "new.csv"),
+            "--events",
+            t,
+        ],
         "replay-chakra": ["replay-chakra", str(FIX / "traces" / "chakra4"), "-t", "dgx-h100", "-n", "1", "--out", t],
-        "calibrate": ["calibrate", "nccl", str(FIX / "nccl" / "all_reduce_perf_1n.log"), "-t", "dgx-h100",
-                      "--out", t],
+        "calibrate": ["calibrate", "nccl", str(FIX / "nccl" / "all_reduce_perf_1n.log"), "-t", "dgx-h100", "--out", t],
         "profile": ["profile", "--quick", "--kernels", "gemm", "--out", t],
-        "validate-kernels": ["validate-kernels", str(ROOT / "netsim" / "data" / "kernels" / "cpu-amd-epyc-1thread.csv"),
-                             "--quick", "--kernels", "gemm", "--out", t],
+        "validate-kernels": [
+            "validate-kernels",
+            str(ROOT / "netsim" / "data" / "kernels" / "cpu-amd-epyc-1thread.csv"),
+            "--quick",
+            "--kernels",
+            "gemm",
+            "--out",
+            t,
+        ],
         "report": ["report", t],
         "validate": ["validate", "--only", "nccl-tests-issue-212/*", "--out", t],
         "import vidur": ["import", "vidur", str(FIX / "vidur" / "h100"), "--out", t],
@@ -273,9 +287,11 @@ def test_missing_parent_folders_are_created_by_every_kind_of_output(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "f.csv").write_text("src,dst,bytes,start_s\nn0.g0,n0.g1,1MB,0\n")
     kineto = str(FIX / "traces" / "moe_layer_cpu.json")
-    for argv in (["flows", "f.csv", "-t", "dgx-h100", "-n", "1", "--out", "a/b/run"],
-                 ["import", "kineto", kineto, "--out", "c/d/ops.csv"],
-                 ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-e", "1MiB", "--csv", "e/f/x.csv"]):
+    for argv in (
+        ["flows", "f.csv", "-t", "dgx-h100", "-n", "1", "--out", "a/b/run"],
+        ["import", "kineto", kineto, "--out", "c/d/ops.csv"],
+        ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-e", "1MiB", "--csv", "e/f/x.csv"],
+    ):
         code, err = _cli(argv, capsys)
         assert code == 0, err
     assert marker_kind(tmp_path / "a" / "b" / "run") == "flows"

@@ -24,8 +24,9 @@ def _quickstart() -> list[str]:
 
 
 def test_readme_is_up_to_date() -> None:
-    res = subprocess.run([sys.executable, str(ROOT / "docs" / "build_readme.py"), "--check"], capture_output=True,
-                         text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "build_readme.py"), "--check"], capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -48,7 +49,7 @@ def test_ci_runs_the_readme_quickstart_in_order() -> None:
     ci_lines = [ln.strip() for ln in ci.splitlines()]
     first, second = ci_lines.index(lines[0]), ci_lines.index(lines[1])  # exactly as written, whole lines
     assert first < second
-    after = ci_lines[second + 1:]
+    after = ci_lines[second + 1 :]
     # the tool still works afterwards (runs/default is there from the first line: --force replaces it)
     assert "netsim --version" in after and any(ln.split("#")[0].split() == ["netsim", "run", "--force"] for ln in after)
     assert "python3 -m venv" in ci and ci.index("python3 -m venv") < ci.index(lines[0])
@@ -74,11 +75,17 @@ def test_every_docs_page_is_in_the_site_nav() -> None:
     assert all((ROOT / "docs" / p).is_file() for p in nav)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None,
-                    reason="mkdocs is not installed (pip install '.[docs]')")
+@pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install '.[docs]')"
+)
 def test_the_site_builds_in_strict_mode(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                         cwd=ROOT, capture_output=True, text=True, check=False,
-                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    res = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()

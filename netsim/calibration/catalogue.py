@@ -79,8 +79,7 @@ def canonical_dtype(name: str, *, field: str = "dtype") -> str:
         return _DTYPE_ALIASES[key]
     except KeyError:
         raise SpecError(
-            f"unknown dtype {name!r}; allowed: {', '.join(DTYPE_BYTES)} (aliases fp32, bf16, fp16, fp8)",
-            field=field,
+            f"unknown dtype {name!r}; allowed: {', '.join(DTYPE_BYTES)} (aliases fp32, bf16, fp16, fp8)", field=field
         ) from None
 
 
@@ -345,14 +344,7 @@ KERNELS: Final[dict[str, KernelSpec]] = {
     k.name: k
     for k in (
         KernelSpec(
-            "gemm",
-            ("m", "n", "k"),
-            "m",
-            _FB,
-            "flops",
-            "dense GEMM Y[m,n] = X[m,k] @ W[k,n]",
-            _gemm_flops,
-            _gemm_elems,
+            "gemm", ("m", "n", "k"), "m", _FB, "flops", "dense GEMM Y[m,n] = X[m,k] @ W[k,n]", _gemm_flops, _gemm_elems
         ),
         KernelSpec(
             "grouped_gemm",
@@ -429,14 +421,7 @@ KERNELS: Final[dict[str, KernelSpec]] = {
             _norm_elems,
         ),
         KernelSpec(
-            "rmsnorm",
-            ("tokens", "hidden"),
-            "tokens",
-            _FB,
-            "bytes",
-            "RMSNorm with weight",
-            _rms_flops,
-            _norm_elems,
+            "rmsnorm", ("tokens", "hidden"), "tokens", _FB, "bytes", "RMSNorm with weight", _rms_flops, _norm_elems
         ),
         KernelSpec(
             "swiglu",

@@ -185,8 +185,10 @@ class TableComputeModel:
             except SpecError:
                 pass
             else:
-                self._note(f"the kernel table has no {want} rows: {want} kernels timed by "
-                           f"{getattr(self.fallback, 'name', 'the fallback')}")
+                self._note(
+                    f"the kernel table has no {want} rows: {want} kernels timed by "
+                    f"{getattr(self.fallback, 'name', 'the fallback')}"
+                )
                 return est
         t = self._time_in(spec.name, pass_, d, q, fp8=how == "fp8")
         if t is None:
@@ -194,22 +196,30 @@ class TableComputeModel:
         seconds, source = t
         shown = want or d
         if how == "alias":
-            self._note(f"{shown} kernels timed from the table's {d} rows (the table declares them equivalent: "
-                       "same tensor-core peak on this GPU)")
+            self._note(
+                f"{shown} kernels timed from the table's {d} rows (the table declares them equivalent: "
+                "same tensor-core peak on this GPU)"
+            )
         elif how == "fp8":
-            self._note(f"float8 GEMMs: the table's {d} GEMMs with the compute term / {self.fp8_gemm_speedup:g} "
-                       "and FP8 operand bytes (assumption, see the accelerator's compute section)")
+            self._note(
+                f"float8 GEMMs: the table's {d} GEMMs with the compute term / {self.fp8_gemm_speedup:g} "
+                "and FP8 operand bytes (assumption, see the accelerator's compute section)"
+            )
             source += f"+fp8/{self.fp8_gemm_speedup:g}"
         elif how == "16bit":
             self._note(f"non-GEMM kernels of a float8 workload run in {d} (FP8 recipes keep them in 16 bits)")
         elif how == "nearest":
-            self._note(f"the kernel table has no {shown} rows: {shown} kernels timed from its {d} rows at the "
-                       "same speed (x1.0)")
-        return ComputeEstimate(spec.name, pass_, shown, seconds, spec.flops(q, pass_), spec.nbytes(q, pass_, shown),
-                               source)
+            self._note(
+                f"the kernel table has no {shown} rows: {shown} kernels timed from its {d} rows at the "
+                "same speed (x1.0)"
+            )
+        return ComputeEstimate(
+            spec.name, pass_, shown, seconds, spec.flops(q, pass_), spec.nbytes(q, pass_, shown), source
+        )
 
-    def _time_in(self, kernel: str, pass_: str, d: str, q: Mapping[str, float], *, fp8: bool = False
-                 ) -> tuple[float, str] | None:
+    def _time_in(
+        self, kernel: str, pass_: str, d: str, q: Mapping[str, float], *, fp8: bool = False
+    ) -> tuple[float, str] | None:
         """Seconds of ``kernel`` from the table's ``d`` rows (steps 1, 3, 4), or None."""
         spec = get_kernel(kernel)
         if kernel == "grouped_gemm" and not self.table.covers("grouped_gemm", "fwd", d):
@@ -219,8 +229,10 @@ class TableComputeModel:
         elif pass_ == "bwd" and self.table.covers(kernel, "fwd", d):
             base_pass, source = "fwd", "table:fwd-scaled"
             factor = spec.cost_value(q, "bwd", d) / spec.cost_value(q, "fwd", d)
-            self._note("backward passes the table lacks = forward x the catalogue's backward/forward cost ratio "
-                       "(GEMM: 2x for the dX and dW GEMMs)")
+            self._note(
+                "backward passes the table lacks = forward x the catalogue's backward/forward cost ratio "
+                "(GEMM: 2x for the dX and dW GEMMs)"
+            )
         else:
             return None
         surf = self.table.gemm_surface(d, base_pass) if kernel == "gemm" else None
@@ -251,8 +263,10 @@ class TableComputeModel:
         if base != pass_:
             spec = get_kernel("gemm")
             factor = spec.cost_value(per, pass_, d) / spec.cost_value(per, base, d)
-            self._note("backward passes the table lacks = forward x the catalogue's backward/forward cost ratio "
-                       "(GEMM: 2x for the dX and dW GEMMs)")
+            self._note(
+                "backward passes the table lacks = forward x the catalogue's backward/forward cost ratio "
+                "(GEMM: 2x for the dX and dW GEMMs)"
+            )
         kw: dict[str, float] = {}
         if fp8:
             assert self.fp8_gemm_speedup is not None
@@ -283,9 +297,12 @@ class TableComputeModel:
                 error = error or exc
                 continue
             if d not in (want, alias):
-                self._note(f"{getattr(self.fallback, 'name', 'the fallback')} knows no {want} peak: {spec.name} "
-                           f"timed at its {d} speed")
-            return ComputeEstimate(est.kernel, est.pass_, want or est.dtype, est.time_s, est.flops, est.bytes,
-                                   est.source)
+                self._note(
+                    f"{getattr(self.fallback, 'name', 'the fallback')} knows no {want} peak: {spec.name} "
+                    f"timed at its {d} speed"
+                )
+            return ComputeEstimate(
+                est.kernel, est.pass_, want or est.dtype, est.time_s, est.flops, est.bytes, est.source
+            )
         assert error is not None
         raise error

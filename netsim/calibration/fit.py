@@ -133,19 +133,29 @@ class Calibration:
             "source_logs": list(self.source_logs),
             "fit": {
                 "rms_log_error": None if self.rms_log_error is None else float(f"{self.rms_log_error:.6g}"),
-                "points": [{
-                    "source": p.source, "op": p.op, "nranks": p.nranks, "nnodes": p.nnodes,
-                    "size_bytes": p.size_bytes, "measured_us": round(p.measured_us, 6),
-                    "simulated_us": round(p.simulated_us, 6), "rel_error": round(p.rel_error, 6),
-                } for p in self.points],
+                "points": [
+                    {
+                        "source": p.source,
+                        "op": p.op,
+                        "nranks": p.nranks,
+                        "nnodes": p.nnodes,
+                        "size_bytes": p.size_bytes,
+                        "measured_us": round(p.measured_us, 6),
+                        "simulated_us": round(p.simulated_us, 6),
+                        "rel_error": round(p.rel_error, 6),
+                    }
+                    for p in self.points
+                ],
             },
         }
 
     def to_yaml(self) -> str:
-        head = ("# netsim calibration: link efficiencies (fraction of nominal bandwidth per link class)\n"
-                "# and the collective latency (NCCL latency scale, or the ideal model's step latency),\n"
-                "# fitted to nccl-tests logs.\n"
-                "# Apply with `--calibration FILE` (netsim collective / run / flows).\n")
+        head = (
+            "# netsim calibration: link efficiencies (fraction of nominal bandwidth per link class)\n"
+            "# and the collective latency (NCCL latency scale, or the ideal model's step latency),\n"
+            "# fitted to nccl-tests logs.\n"
+            "# Apply with `--calibration FILE` (netsim collective / run / flows).\n"
+        )
         return head + yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=110)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -158,24 +168,36 @@ class Calibration:
         """Validate a parsed calibration file."""
         if not isinstance(data, Mapping):
             raise SpecError("a calibration file must be a mapping", source=source)
-        allowed = {"format", "topology", "nodes", "routing", "cost_model", "link_efficiency", "latency_scale",
-                   "step_latency_s", "unconstrained_classes", "source_logs", "fit"}
+        allowed = {
+            "format",
+            "topology",
+            "nodes",
+            "routing",
+            "cost_model",
+            "link_efficiency",
+            "latency_scale",
+            "step_latency_s",
+            "unconstrained_classes",
+            "source_logs",
+            "fit",
+        }
         unknown = sorted(set(data) - allowed)
         if unknown:
-            raise SpecError(f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}", source=source,
-                            field=unknown[0])
+            raise SpecError(
+                f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}", source=source, field=unknown[0]
+            )
         fmt = data.get("format", CALIBRATION_FORMAT)
         if fmt != CALIBRATION_FORMAT:
-            raise SpecError(f"unsupported format {fmt!r}; expected {CALIBRATION_FORMAT!r}", source=source,
-                            field="format")
+            raise SpecError(
+                f"unsupported format {fmt!r}; expected {CALIBRATION_FORMAT!r}", source=source, field="format"
+            )
         eff_raw = data.get("link_efficiency") or {}
         if not isinstance(eff_raw, Mapping):
             raise SpecError("must map link classes to efficiencies", source=source, field="link_efficiency")
         eff: dict[str, float] = {}
         for k, v in eff_raw.items():
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < float(v) <= 1.0:
-                raise SpecError(f"must be a number in (0, 1], got {v!r}", source=source,
-                                field=f"link_efficiency.{k}")
+                raise SpecError(f"must be a number in (0, 1], got {v!r}", source=source, field=f"link_efficiency.{k}")
             eff[str(k)] = float(v)
         try:
             lat = parse_duration(data.get("step_latency_s", 0.0), field="step_latency_s")
@@ -195,19 +217,34 @@ class Calibration:
         if isinstance(fit, Mapping):
             for p in fit.get("points") or []:
                 try:
-                    points.append(FitPoint(str(p["source"]), str(p["op"]), int(p["nranks"]), int(p["nnodes"]),
-                                           int(p["size_bytes"]), float(p["measured_us"]), float(p["simulated_us"])))
+                    points.append(
+                        FitPoint(
+                            str(p["source"]),
+                            str(p["op"]),
+                            int(p["nranks"]),
+                            int(p["nnodes"]),
+                            int(p["size_bytes"]),
+                            float(p["measured_us"]),
+                            float(p["simulated_us"]),
+                        )
+                    )
                 except (KeyError, TypeError, ValueError):
                     raise SpecError(f"malformed fit point {p!r}", source=source, field="fit.points") from None
         nodes = data.get("nodes")
         rms = fit.get("rms_log_error") if isinstance(fit, Mapping) else None
-        return cls(link_efficiency=eff, step_latency_s=lat, cost_model=cost, latency_scale=float(scale),
-                   topology=None if data.get("topology") is None else str(data["topology"]),
-                   nodes=None if nodes is None else int(nodes),
-                   routing=None if data.get("routing") is None else str(data["routing"]),
-                   unconstrained_classes=[str(c) for c in data.get("unconstrained_classes") or []],
-                   source_logs=[str(s) for s in data.get("source_logs") or []], points=points,
-                   rms_log_error=None if rms is None else float(rms))
+        return cls(
+            link_efficiency=eff,
+            step_latency_s=lat,
+            cost_model=cost,
+            latency_scale=float(scale),
+            topology=None if data.get("topology") is None else str(data["topology"]),
+            nodes=None if nodes is None else int(nodes),
+            routing=None if data.get("routing") is None else str(data["routing"]),
+            unconstrained_classes=[str(c) for c in data.get("unconstrained_classes") or []],
+            source_logs=[str(s) for s in data.get("source_logs") or []],
+            points=points,
+            rms_log_error=None if rms is None else float(rms),
+        )
 
 
 def load_calibration(path: str | os.PathLike[str]) -> Calibration:
@@ -293,8 +330,16 @@ class _Model:
         c = self.cases[ci]
         setup = collective_setup(c.graph, cost_model=self.cost_model, efficiency=eff, **self._setup_kwargs(latency))
         net = Network(c.graph, routing=self.routing, seed=self.seed, efficiency=setup.efficiency or None)
-        proc = run_collective(net, c.op, c.devices, float(c.sizes_bytes[si]), algo=c.algo, chunk_bytes=c.chunk_bytes,
-                              channels=c.channels, cost=setup.cost)
+        proc = run_collective(
+            net,
+            c.op,
+            c.devices,
+            float(c.sizes_bytes[si]),
+            algo=c.algo,
+            chunk_bytes=c.chunk_bytes,
+            channels=c.channels,
+            cost=setup.cost,
+        )
         net.run()
         self.simulations += 1
         return net, result_of(proc).time_s
@@ -344,14 +389,16 @@ def _check_cases(cases: Sequence[FitCase]) -> None:
         raise NetsimError("nothing to calibrate: no measured sizes")
     for c in cases:
         if len(c.sizes_bytes) != len(c.measured_s) or len(c.sizes_bytes) == 0:
-            raise NetsimError("a fit case needs as many measured times as sizes (and at least one)",
-                              source=c.source or None)
+            raise NetsimError(
+                "a fit case needs as many measured times as sizes (and at least one)", source=c.source or None
+            )
         if not (np.asarray(c.measured_s) > 0).all():
             raise NetsimError("measured times must be > 0", source=c.source or None)
 
 
-def _starting_point(model: _Model, cls: Sequence[str], base_eff: Mapping[str, float],
-                    bottleneck: Mapping[int, str]) -> tuple[np.ndarray, float, float]:
+def _starting_point(
+    model: _Model, cls: Sequence[str], base_eff: Mapping[str, float], bottleneck: Mapping[int, str]
+) -> tuple[np.ndarray, float, float]:
     """The optimisation's start ``x0 = (log efficiency per class..., latency variable)`` and the
     latency variable's bounds.
 
@@ -405,10 +452,19 @@ def _sensitive_classes(residual: Callable[[np.ndarray], np.ndarray], x0: np.ndar
     return active
 
 
-def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: int = 0,
-                    classes: Sequence[str] | None = None, max_sizes: int = 8, topology: str | None = None,
-                    nodes: int | None = None, source_logs: Sequence[str] = (), cost_model: str = "nccl",
-                    progress: Callable[[str], None] | None = None) -> Calibration:
+def fit_calibration(
+    cases: Sequence[FitCase],
+    *,
+    routing: str = "ecmp",
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+    max_sizes: int = 8,
+    topology: str | None = None,
+    nodes: int | None = None,
+    source_logs: Sequence[str] = (),
+    cost_model: str = "nccl",
+    progress: Callable[[str], None] | None = None,
+) -> Calibration:
     """Fit link-class efficiencies and the collective latency to measured collective times.
 
     Starting point: the preset's efficiencies and latency scale 1 (``nccl``) or the step
@@ -438,8 +494,10 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
     cls = sorted(classes) if classes is not None else loaded
     p = len(cls)
     mask = np.array(model.fit_mask)
-    say(f"fitting the efficiency of {', '.join(cls) or 'no link class'} and the "
-        f"{'step latency' if ideal else 'NCCL latency scale'} on {int(mask.sum())} sizes")
+    say(
+        f"fitting the efficiency of {', '.join(cls) or 'no link class'} and the "
+        f"{'step latency' if ideal else 'NCCL latency scale'} on {int(mask.sum())} sizes"
+    )
     meas = model.measured
     x0, lat_lo, lat_hi = _starting_point(model, cls, base_eff, bottleneck)
 
@@ -461,8 +519,16 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
 
     lo = np.concatenate([np.full(len(active), math.log(_MIN_EFFICIENCY)), [lat_lo]])
     hi = np.concatenate([np.zeros(len(active)), [lat_hi]])
-    res = least_squares(residual_free, np.clip(x0[free], lo, hi), bounds=(lo, hi), diff_step=1e-3,
-                        x_scale="jac", max_nfev=30, xtol=1e-4, ftol=1e-6)
+    res = least_squares(
+        residual_free,
+        np.clip(x0[free], lo, hi),
+        bounds=(lo, hi),
+        diff_step=1e-3,
+        x_scale="jac",
+        max_nfev=30,
+        xtol=1e-4,
+        ftol=1e-6,
+    )
     x = x0.copy()
     x[free] = res.x
     sens = np.zeros(p)
@@ -471,17 +537,38 @@ def fit_calibration(cases: Sequence[FitCase], *, routing: str = "ecmp", seed: in
     eff = {c: float(min(1.0, math.exp(v))) for c, v, s in zip(cls, x[:p], sens, strict=True) if s > 1e-6}
     latency = model.latency_of(float(x[p]))
     lat_s, scale = (latency, 1.0) if ideal else (0.0, latency)
-    say(f"fitted {', '.join(f'{c}={v:.3f}' for c, v in eff.items()) or 'no efficiency'}, "
+    say(
+        f"fitted {', '.join(f'{c}={v:.3f}' for c, v in eff.items()) or 'no efficiency'}, "
         + (f"step latency {lat_s * 1e6:.3f} us" if ideal else f"latency scale {scale:.3f}")
-        + f" ({model.simulations} simulations); checking all sizes")
+        + f" ({model.simulations} simulations); checking all sizes"
+    )
     final = model.simulate(eff, latency, np.ones(len(model.items), dtype=bool))
-    points = [FitPoint(cases[ci].source, cases[ci].op, len(cases[ci].devices), cases[ci].nnodes,
-                       int(cases[ci].sizes_bytes[si]), float(cases[ci].measured_s[si] * 1e6), float(final[k] * 1e6))
-              for k, (ci, si) in enumerate(model.items)]
+    points = [
+        FitPoint(
+            cases[ci].source,
+            cases[ci].op,
+            len(cases[ci].devices),
+            cases[ci].nnodes,
+            int(cases[ci].sizes_bytes[si]),
+            float(cases[ci].measured_s[si] * 1e6),
+            float(final[k] * 1e6),
+        )
+        for k, (ci, si) in enumerate(model.items)
+    ]
     logerr = np.log(final / model.measured)
-    return Calibration(link_efficiency=eff, step_latency_s=lat_s, cost_model=cost_model, latency_scale=scale,
-                       topology=topology, nodes=nodes, routing=routing, unconstrained_classes=unconstrained,
-                       source_logs=list(source_logs), points=points, rms_log_error=float(np.sqrt(np.mean(logerr**2))))
+    return Calibration(
+        link_efficiency=eff,
+        step_latency_s=lat_s,
+        cost_model=cost_model,
+        latency_scale=scale,
+        topology=topology,
+        nodes=nodes,
+        routing=routing,
+        unconstrained_classes=unconstrained,
+        source_logs=list(source_logs),
+        points=points,
+        rms_log_error=float(np.sqrt(np.mean(logerr**2))),
+    )
 
 
 __all__ = ["CALIBRATION_FORMAT", "Calibration", "FitCase", "FitPoint", "fit_calibration", "load_calibration"]

@@ -143,8 +143,11 @@ class KernelTable:
         for key, params in raw.items():
             dtype, _, pass_ = str(key).partition("/")
             if pass_ not in ("fwd", "bwd") or not isinstance(params, Mapping):
-                raise TraceError(f"gemm_surface key {key!r} must be 'dtype/fwd' or 'dtype/bwd' with a mapping",
-                                 source=source, field="meta")
+                raise TraceError(
+                    f"gemm_surface key {key!r} must be 'dtype/fwd' or 'dtype/bwd' with a mapping",
+                    source=source,
+                    field="meta",
+                )
             try:
                 d = canonical_dtype(dtype)
                 self._surfaces[(d, pass_)] = GemmSurface.from_dict(params, source=source)
@@ -211,10 +214,7 @@ class KernelTable:
 
             pt = pa.Table.from_pandas(df, preserve_index=False)
             pt = pt.replace_schema_metadata(
-                {
-                    **(pt.schema.metadata or {}),
-                    PARQUET_META_KEY: json.dumps(self.meta, sort_keys=True).encode(),
-                }
+                {**(pt.schema.metadata or {}), PARQUET_META_KEY: json.dumps(self.meta, sort_keys=True).encode()}
             )
             with atomic_file(p, "wb") as fh:
                 pq.write_table(pt, fh)
@@ -410,8 +410,11 @@ def _check_names(out: pd.DataFrame, src: str) -> None:
     known = out["kernel"].isin(list(KERNELS))
     if not known.all():
         i = int(np.flatnonzero(~known.to_numpy())[0])
-        raise TraceError(f"row {i + 1}: unknown kernel {out['kernel'].iloc[i]!r}; known: {', '.join(KERNELS)}",
-                         source=src, field="kernel")
+        raise TraceError(
+            f"row {i + 1}: unknown kernel {out['kernel'].iloc[i]!r}; known: {', '.join(KERNELS)}",
+            source=src,
+            field="kernel",
+        )
     for kernel, g in out.groupby("kernel", sort=False):
         spec = KERNELS[str(kernel)]
         bad = ~g["pass"].isin(list(spec.passes)).to_numpy()

@@ -38,16 +38,32 @@ from netsim.errors import TraceError
 from netsim.limits import INT64_MAX, MAX_ACCELERATORS, MAX_TEXT_BYTES, QUANTITY_MAX, check_file_size
 
 COLUMNS: tuple[str, ...] = (
-    "op", "size_bytes", "count", "type", "redop", "root",
-    "oop_time_us", "oop_algbw_GBps", "oop_busbw_GBps", "oop_wrong",
-    "ip_time_us", "ip_algbw_GBps", "ip_busbw_GBps", "ip_wrong",
-    "nranks", "nnodes", "source", "line",
+    "op",
+    "size_bytes",
+    "count",
+    "type",
+    "redop",
+    "root",
+    "oop_time_us",
+    "oop_algbw_GBps",
+    "oop_busbw_GBps",
+    "oop_wrong",
+    "ip_time_us",
+    "ip_algbw_GBps",
+    "ip_busbw_GBps",
+    "ip_wrong",
+    "nranks",
+    "nnodes",
+    "source",
+    "line",
 )
 
 _STARTING = re.compile(r"^#\s*Collective test starting:\s*(\S+)")
 _NTHREAD = re.compile(r"^#\s*nThread\s+(\d+)\s+nGpus\s+(\d+)\b(.*)$")
-_RANK = re.compile(r"^#\s*Rank\s+(\d+)\s+Group\s+(\d+)\s+Pid\s+(\d+)\s+on\s+(\S+)\s+device\s+(\d+)"
-                   r"\s*(\[[^\]]*\])?\s*(.*)$")
+_RANK = re.compile(
+    r"^#\s*Rank\s+(\d+)\s+Group\s+(\d+)\s+Pid\s+(\d+)\s+on\s+(\S+)\s+device\s+(\d+)"
+    r"\s*(\[[^\]]*\])?\s*(.*)$"
+)
 _AVG = re.compile(r"^#\s*Avg bus bandwidth\s*:\s*(\S+)")
 _OOB = re.compile(r"^#\s*Out of bounds values\s*:\s*(\d+)\s*(\S*)")
 _KV = re.compile(r"(\w+):?\s+([\w.()]+)")
@@ -121,15 +137,23 @@ class _Section:
 def _finish(sec: _Section, source: str, last_line: int, runs: list[NcclRun]) -> None:
     if sec.avg is None:
         if not sec.rows:
-            raise TraceError(f"line {last_line}: the run started on line {sec.line} has no result rows "
-                             "(truncated or empty log)", source=source)
-        raise TraceError(f"line {last_line}: truncated log: the run started on line {sec.line} ends without its "
-                         "'# Avg bus bandwidth' line", source=source)
+            raise TraceError(
+                f"line {last_line}: the run started on line {sec.line} has no result rows (truncated or empty log)",
+                source=source,
+            )
+        raise TraceError(
+            f"line {last_line}: truncated log: the run started on line {sec.line} ends without its "
+            "'# Avg bus bandwidth' line",
+            source=source,
+        )
     if not sec.rows:
         raise TraceError(f"line {sec.line}: the run has no result rows", source=source)
     if sec.op is None:
-        raise TraceError(f"line {sec.line}: cannot tell which collective this is (no '# Collective test "
-                         "starting' line and the file name names none); pass the op", source=source)
+        raise TraceError(
+            f"line {sec.line}: cannot tell which collective this is (no '# Collective test "
+            "starting' line and the file name names none); pass the op",
+            source=source,
+        )
     if sec.ranks:
         nranks = len(sec.ranks)
         hosts = [sec.ranks[r][0] for r in sorted(sec.ranks)]
@@ -137,8 +161,11 @@ def _finish(sec: _Section, source: str, last_line: int, runs: list[NcclRun]) -> 
     else:
         nranks = int(sec.header.get("nThread", "1")) * int(sec.header.get("nGpus", "1"))
         if nranks > MAX_ACCELERATORS:
-            raise TraceError(f"line {sec.line}: nThread x nGpus = {nranks:,} ranks is beyond the "
-                             f"{MAX_ACCELERATORS:,} accelerators netsim models", source=source)
+            raise TraceError(
+                f"line {sec.line}: nThread x nGpus = {nranks:,} ranks is beyond the "
+                f"{MAX_ACCELERATORS:,} accelerators netsim models",
+                source=source,
+            )
         hosts, devices = [], []
     nnodes = len(set(hosts)) if hosts else 1
     df = pd.DataFrame(sec.rows)
@@ -147,8 +174,21 @@ def _finish(sec: _Section, source: str, last_line: int, runs: list[NcclRun]) -> 
     df["nnodes"] = nnodes
     df["source"] = source
     df = df[[c for c in COLUMNS if c != "line"] + ["line"]]
-    runs.append(NcclRun(sec.op, source, sec.line, nranks, nnodes, hosts, devices, sec.header, sec.avg, sec.oob,
-                        df.reset_index(drop=True)))
+    runs.append(
+        NcclRun(
+            sec.op,
+            source,
+            sec.line,
+            nranks,
+            nnodes,
+            hosts,
+            devices,
+            sec.header,
+            sec.avg,
+            sec.oob,
+            df.reset_index(drop=True),
+        )
+    )
 
 
 def _section_comment(sec: _Section, line: str, lineno: int, source: str) -> None:
@@ -158,8 +198,10 @@ def _section_comment(sec: _Section, line: str, lineno: int, source: str) -> None
     if m:
         rank = int(_num(m.group(1), int, source, lineno, "rank"))
         if rank >= MAX_ACCELERATORS:
-            raise TraceError(f"line {lineno}: rank {rank} is beyond the {MAX_ACCELERATORS:,} accelerators "
-                             "netsim models", source=source)
+            raise TraceError(
+                f"line {lineno}: rank {rank} is beyond the {MAX_ACCELERATORS:,} accelerators netsim models",
+                source=source,
+            )
         sec.ranks[rank] = (m.group(4), m.group(7).strip())
         return
     toks = line.lstrip("#").split()
@@ -181,8 +223,11 @@ def _result_row(line: str, variants: int, lineno: int, source: str) -> dict[str,
     toks = line.split()
     want = 5 + 4 * variants
     if len(toks) != want:
-        raise TraceError(f"line {lineno}: expected {want} columns (size count type redop root + "
-                         f"{variants} x time algbw busbw #wrong), got {len(toks)}: {line!r}", source=source)
+        raise TraceError(
+            f"line {lineno}: expected {want} columns (size count type redop root + "
+            f"{variants} x time algbw busbw #wrong), got {len(toks)}: {line!r}",
+            source=source,
+        )
     row: dict[str, object] = {
         "size_bytes": int(_num(toks[0], int, source, lineno, "size")),
         "count": int(_num(toks[1], int, source, lineno, "count")),
@@ -225,8 +270,9 @@ def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) 
     """Parse the text of a nccl-tests log into its runs (see the module docstring)."""
     default_op = op if op is not None else _perf_name_to_op(os.path.basename(source))
     if op is not None and op not in set(NCCL_TEST_OPS.values()):
-        raise TraceError(f"unknown collective {op!r}; allowed: {', '.join(sorted(set(NCCL_TEST_OPS.values())))}",
-                         source=source)
+        raise TraceError(
+            f"unknown collective {op!r}; allowed: {', '.join(sorted(set(NCCL_TEST_OPS.values())))}", source=source
+        )
     runs: list[NcclRun] = []
     sec: _Section | None = None
     pending_op: str | None = None
@@ -269,8 +315,9 @@ def parse_nccl_runs(text: str, *, source: str = "<log>", op: str | None = None) 
     return runs
 
 
-def parse_nccl_log(path_or_text: str | os.PathLike[str], *, op: str | None = None,
-                   source: str | None = None) -> pd.DataFrame:
+def parse_nccl_log(
+    path_or_text: str | os.PathLike[str], *, op: str | None = None, source: str | None = None
+) -> pd.DataFrame:
     """Parse a nccl-tests log file (a path) or its text (a string with newlines) into one
     DataFrame with :data:`COLUMNS` (all runs of the log, in order)."""
     text, src = _read(path_or_text, source)
@@ -302,6 +349,17 @@ def _read(path_or_text: str | os.PathLike[str], source: str | None) -> tuple[str
 
 def runs_summary(runs: Sequence[NcclRun]) -> pd.DataFrame:
     """One row per run: source, line, op, nranks, nnodes, sizes, avg busbw."""
-    return pd.DataFrame([{
-        "source": r.source, "line": r.line, "op": r.op, "nranks": r.nranks, "nnodes": r.nnodes,
-        "sizes": len(r.rows), "avg_busbw_GBps": r.avg_busbw_GBps} for r in runs])
+    return pd.DataFrame(
+        [
+            {
+                "source": r.source,
+                "line": r.line,
+                "op": r.op,
+                "nranks": r.nranks,
+                "nnodes": r.nnodes,
+                "sizes": len(r.rows),
+                "avg_busbw_GBps": r.avg_busbw_GBps,
+            }
+            for r in runs
+        ]
+    )

@@ -433,10 +433,7 @@ def measure_points(
 
 
 def profile_kernels(
-    options: ProfileOptions,
-    *,
-    points: Sequence[GridPoint] | None = None,
-    progress: Progress | None = None,
+    options: ProfileOptions, *, points: Sequence[GridPoint] | None = None, progress: Progress | None = None
 ) -> KernelTable:
     """Measure the grid (``points`` or :func:`default_grid`) and return a kernel table."""
     torch = require_torch()

@@ -140,8 +140,9 @@ def resolve_table_path(ref: str | Path, *, field: str = "accelerator.compute.ker
         if cand.is_file():
             return cand
     shipped = sorted(x.name for x in KERNEL_DATA_DIR.glob("*.csv") if not x.name.startswith("published"))
-    raise SpecError(f"kernel table {str(ref)!r} not found (a path, or a shipped table: {', '.join(shipped)})",
-                    field=field)
+    raise SpecError(
+        f"kernel table {str(ref)!r} not found (a path, or a shipped table: {', '.join(shipped)})", field=field
+    )
 
 
 def profile_compute_model(
@@ -163,8 +164,9 @@ def profile_compute_model(
     prof = COMPUTE_PROFILES.get(str(compute.get("profile") or "roofline"))
     ref = table if table is not None else compute.get("kernels") or prof.kernels
     if ref is None:
-        return RooflineComputeModel.from_accelerator(accelerator, efficiency, memory_efficiency,
-                                                     default_dtype=default_dtype)
+        return RooflineComputeModel.from_accelerator(
+            accelerator, efficiency, memory_efficiency, default_dtype=default_dtype
+        )
     speedup = compute.get("fp8_gemm_speedup")
     speedup = prof.fp8_gemm_speedup if speedup is None else float(speedup)
     if speedup is not None and not (math.isfinite(speedup) and speedup > 0):
@@ -182,7 +184,14 @@ def profile_compute_model(
         parts.append(f"fp8 GEMM x{speedup:g}")
     # what no table measures (routers, token permutation, AdamW, dtypes like fp32): the datasheet
     # roofline at the scenario's efficiencies, which knows every dtype the accelerator lists
-    fallback = RooflineComputeModel.from_accelerator(accelerator, efficiency, memory_efficiency,
-                                                     default_dtype=default_dtype)
-    return TableComputeModel(loaded, fallback, default_dtype=default_dtype, name=" | ".join(parts), attention=attention,
-                             fp8_gemm_speedup=speedup)
+    fallback = RooflineComputeModel.from_accelerator(
+        accelerator, efficiency, memory_efficiency, default_dtype=default_dtype
+    )
+    return TableComputeModel(
+        loaded,
+        fallback,
+        default_dtype=default_dtype,
+        name=" | ".join(parts),
+        attention=attention,
+        fp8_gemm_speedup=speedup,
+    )

@@ -88,11 +88,7 @@ class RooflineComputeModel:
 
     @classmethod
     def from_accelerator(
-        cls,
-        accelerator: Mapping[str, Any],
-        efficiency: float = 1.0,
-        memory_efficiency: float = 1.0,
-        **kwargs: Any,
+        cls, accelerator: Mapping[str, Any], efficiency: float = 1.0, memory_efficiency: float = 1.0, **kwargs: Any
     ) -> RooflineComputeModel:
         """From a topology's ``graph.graph["accelerator"]`` dict (peak_flops, memory_Bps).
 
@@ -147,8 +143,7 @@ class RooflineComputeModel:
         d = canonical_dtype(dtype) if dtype is not None else self.default_dtype
         if d not in self.peak_flops:
             raise SpecError(
-                f"{self.name}: no peak FLOP/s for dtype {d}; known: {', '.join(self.peak_flops)}",
-                field="peak_flops",
+                f"{self.name}: no peak FLOP/s for dtype {d}; known: {', '.join(self.peak_flops)}", field="peak_flops"
             )
         return self.peak_flops[d]
 

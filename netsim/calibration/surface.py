@@ -53,8 +53,20 @@ __all__ = ["MIN_FIT_POINTS", "GemmSurface", "fit_gemm_surface", "surface_errors"
 #: Fewest measured points a surface is fitted to (twelve parameters).
 MIN_FIT_POINTS = 24
 
-_PARAMS = ("t0_s", "peak_flops", "memory_Bps", "smooth_p", "a_m", "a_n", "a_k", "b_m", "b_n", "b_k",
-           "fill_elems", "fill_q")
+_PARAMS = (
+    "t0_s",
+    "peak_flops",
+    "memory_Bps",
+    "smooth_p",
+    "a_m",
+    "a_n",
+    "a_k",
+    "b_m",
+    "b_n",
+    "b_k",
+    "fill_elems",
+    "fill_q",
+)
 
 
 @dataclass(frozen=True)
@@ -175,8 +187,15 @@ class GemmSurface:
         """:meth:`time_s` of one shape, as a float (scalar arithmetic: the replay's hot path)."""
         return self._scalar([float(m)], float(n), float(k), compute_speedup, operand_bytes, output_bytes)
 
-    def _scalar(self, rows: list[float], n: float, k: float, speedup: float, operand_bytes: float | None,
-                output_bytes: float | None) -> float:
+    def _scalar(
+        self,
+        rows: list[float],
+        n: float,
+        k: float,
+        speedup: float,
+        operand_bytes: float | None,
+        output_bytes: float | None,
+    ) -> float:
         """One (grouped) GEMM with scalar math: ``rows`` per expert (all > 0)."""
 
         def pad(x: float, a: float, b: float) -> float:
@@ -210,8 +229,9 @@ class GemmSurface:
             try:
                 v = float(raw[name])
             except (TypeError, ValueError):
-                raise SpecError(f"{name} must be a number (got {raw[name]!r})", source=source,
-                                field="gemm_surface") from None
+                raise SpecError(
+                    f"{name} must be a number (got {raw[name]!r})", source=source, field="gemm_surface"
+                ) from None
             bad = not math.isfinite(v) or v < 0 or (name.startswith("b_") and v > 1)
             if bad or (v == 0 and name in ("peak_flops", "memory_Bps", "smooth_p", "fill_q")):
                 raise SpecError(f"{name} out of range (got {v!r})", source=source, field="gemm_surface")
@@ -269,22 +289,32 @@ def fit_gemm_surface(
         raise SpecError("m, n, k and time_s must have the same length", source=source)
     ok = np.isfinite(M) & np.isfinite(N) & np.isfinite(K) & np.isfinite(T) & (M > 0) & (N > 0) & (K > 0) & (T > 0)
     if int(ok.sum()) < MIN_FIT_POINTS:
-        raise SpecError(f"a GEMM surface needs at least {MIN_FIT_POINTS} measured GEMMs (got {int(ok.sum())})",
-                        source=source)
+        raise SpecError(
+            f"a GEMM surface needs at least {MIN_FIT_POINTS} measured GEMMs (got {int(ok.sum())})", source=source
+        )
     M, N, K, T = M[ok], N[ok], K[ok], T[ok]
     y = np.log(T)
     flops_rate = 2.0 * M * N * K / T
     bytes_rate = bytes_per_element * (M * K + K * N + M * N) / T
-    theta0 = np.array([
-        math.log(0.5 * float(T.min())), math.log(0.95 * float(flops_rate.max())),
-        math.log(1.1 * float(bytes_rate.max())), math.log(3.0),
-        math.log(64.0), math.log(64.0), math.log(64.0), 0.5, 0.5, 0.5,
-        math.log(max(float(np.median(M * N)) / 10.0, 1.0)), 0.0,
-    ])
+    theta0 = np.array(
+        [
+            math.log(0.5 * float(T.min())),
+            math.log(0.95 * float(flops_rate.max())),
+            math.log(1.1 * float(bytes_rate.max())),
+            math.log(3.0),
+            math.log(64.0),
+            math.log(64.0),
+            math.log(64.0),
+            0.5,
+            0.5,
+            0.5,
+            math.log(max(float(np.median(M * N)) / 10.0, 1.0)),
+            0.0,
+        ]
+    )
     lo = [-np.inf, -np.inf, -np.inf, 0.0, -10.0, -10.0, -10.0, 0.0, 0.0, 0.0, -10.0, -2.0]
     # the asymptote may not exceed the best measured throughput: no extrapolation beyond it
-    hi = [np.inf, math.log(float(flops_rate.max())), np.inf, math.log(8.0), 15.0, 15.0, 15.0, 1.0, 1.0, 1.0, 30.0,
-          3.0]
+    hi = [np.inf, math.log(float(flops_rate.max())), np.inf, math.log(8.0), 15.0, 15.0, 15.0, 1.0, 1.0, 1.0, 30.0, 3.0]
 
     def resid(theta: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.log(_unpack(theta, bytes_per_element).time_s(M, N, K)) - y
@@ -301,8 +331,9 @@ def fit_gemm_surface(
     return GemmSurface(**{**asdict(surf), "stats": stats})
 
 
-def surface_errors(surface: GemmSurface, m: ArrayLike, n: ArrayLike, k: ArrayLike,
-                   time_s: ArrayLike) -> NDArray[np.float64]:
+def surface_errors(
+    surface: GemmSurface, m: ArrayLike, n: ArrayLike, k: ArrayLike, time_s: ArrayLike
+) -> NDArray[np.float64]:
     """Signed error of the surface in percent of the measured times: ``100 * (pred - t) / t``."""
     T = np.asarray(time_s, dtype=np.float64)
     return np.asarray(100.0 * (surface.time_s(m, n, k) - T) / T, dtype=np.float64)

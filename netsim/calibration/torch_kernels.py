@@ -195,8 +195,9 @@ _FAMILIES: dict[str, Callable[[_Inputs, str, dict[str, int]], tuple[Closures, st
 }
 
 
-def kernel_closures(torch: ModuleType, kernel: str, s: dict[str, int], dtype: Any,
-                    dev: str) -> tuple[Closures, str | None]:
+def kernel_closures(
+    torch: ModuleType, kernel: str, s: dict[str, int], dtype: Any, dev: str
+) -> tuple[Closures, str | None]:
     """Inputs and closures for every pass of ``kernel`` at shape ``s`` (see the catalogue), and
     a note on the implementation where there is a choice (grouped GEMM, AdamW)."""
     family = _FAMILIES.get(kernel)

@@ -51,11 +51,7 @@ def _spread(items: list[Any], n: int) -> list[Any]:
 
 
 def validation_points(
-    table: KernelTable,
-    *,
-    kernels: Sequence[str] | None = None,
-    points: str = "both",
-    max_per_kernel: int | None = None,
+    table: KernelTable, *, kernels: Sequence[str] | None = None, points: str = "both", max_per_kernel: int | None = None
 ) -> list[tuple[GridPoint, str, str]]:
     """(grid point, dtype, kind) to re-measure; ``kind`` is ``grid`` or ``mid``."""
     if points not in POINT_KINDS:
@@ -171,15 +167,18 @@ def holdout_errors(table: KernelTable, by: str, *, dtype: str | None = None, pas
         g = g[g["dtype"] == canonical_dtype(dtype)]
     dtypes = sorted(set(g["dtype"]))
     if len(dtypes) != 1:
-        raise SpecError(f"the table has GEMM rows in {', '.join(dtypes) or 'no dtype'}; give one with --dtype",
-                        field="--dtype")
+        raise SpecError(
+            f"the table has GEMM rows in {', '.join(dtypes) or 'no dtype'}; give one with --dtype", field="--dtype"
+        )
     groups: list[tuple[str, pd.Series]] = []
     if by == "model":
         model = g["label"].str.split(":").str[0]
         names = sorted(set(model) - {""})
         if len(names) < 2:
-            raise SpecError("hold-out by model needs row labels from at least two models (Vidur imports have them)",
-                            field="--holdout")
+            raise SpecError(
+                "hold-out by model needs row labels from at least two models (Vidur imports have them)",
+                field="--holdout",
+            )
         groups = [(name, model == name) for name in names]
     else:
         ms = np.sort(g["m"].unique())
@@ -187,28 +186,47 @@ def holdout_errors(table: KernelTable, by: str, *, dtype: str | None = None, pas
     out = []
     for name, test in groups:
         train = g[~test]
-        surf = fit_gemm_surface(train["m"], train["n"], train["k"], train["time_s"],
-                                bytes_per_element=DTYPE_BYTES[dtypes[0]], source=table.source)
+        surf = fit_gemm_surface(
+            train["m"],
+            train["n"],
+            train["k"],
+            train["time_s"],
+            bytes_per_element=DTYPE_BYTES[dtypes[0]],
+            source=table.source,
+        )
         held = g[test]
         pred = surf.time_s(held["m"], held["n"], held["k"])
-        out.append(pd.DataFrame({
-            "group": name, "label": held["label"].to_numpy(), "m": held["m"].to_numpy(),
-            "n": held["n"].to_numpy(), "k": held["k"].to_numpy(), "measured_s": held["time_s"].to_numpy(),
-            "predicted_s": pred, "error_pct": 100.0 * (pred - held["time_s"].to_numpy()) / held["time_s"].to_numpy(),
-        }))
+        out.append(
+            pd.DataFrame(
+                {
+                    "group": name,
+                    "label": held["label"].to_numpy(),
+                    "m": held["m"].to_numpy(),
+                    "n": held["n"].to_numpy(),
+                    "k": held["k"].to_numpy(),
+                    "measured_s": held["time_s"].to_numpy(),
+                    "predicted_s": pred,
+                    "error_pct": 100.0 * (pred - held["time_s"].to_numpy()) / held["time_s"].to_numpy(),
+                }
+            )
+        )
     return pd.concat(out, ignore_index=True)
 
 
 def summarize_errors(results: pd.DataFrame, by: str) -> pd.DataFrame:
     """Per ``by`` group: points, median / 90th percentile / max |error| % and mean signed error %."""
     r = results.assign(abs_pct=results["error_pct"].abs())
-    return r.groupby(by, sort=False).agg(
-        points=("error_pct", "size"),
-        median_abs_pct=("abs_pct", "median"),
-        p90_abs_pct=("abs_pct", lambda x: float(np.quantile(x, 0.9))),
-        max_abs_pct=("abs_pct", "max"),
-        mean_pct=("error_pct", "mean"),
-    ).reset_index()
+    return (
+        r.groupby(by, sort=False)
+        .agg(
+            points=("error_pct", "size"),
+            median_abs_pct=("abs_pct", "median"),
+            p90_abs_pct=("abs_pct", lambda x: float(np.quantile(x, 0.9))),
+            max_abs_pct=("abs_pct", "max"),
+            mean_pct=("error_pct", "mean"),
+        )
+        .reset_index()
+    )
 
 
 def load_published(path: str | Path | None = None) -> pd.DataFrame:
@@ -234,8 +252,9 @@ def load_published(path: str | Path | None = None) -> pd.DataFrame:
     bad_kind = ~df["kind"].isin(("gemm", "grouped"))
     if bad_kind.any():
         i = int(np.flatnonzero(bad_kind.to_numpy())[0])
-        raise TraceError(f"row {i + 1}: kind must be gemm or grouped (got {df['kind'].iloc[i]!r})", source=src,
-                         field="kind")
+        raise TraceError(
+            f"row {i + 1}: kind must be gemm or grouped (got {df['kind'].iloc[i]!r})", source=src, field="kind"
+        )
     df["dtype"] = [canonical_dtype(d, field="dtype") for d in df["dtype"].astype(str)]
     df["gpu"] = df["gpu"].astype(str).str.lower()
     return df
@@ -256,10 +275,20 @@ def published_errors(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
         else:
             est = model.estimate("grouped_gemm", "fwd", dtype=r["dtype"], tokens=groups * m, experts=groups, n=n, k=k)
         measured = flops / (float(r["tflops"]) * 1e12)
-        recs.append({
-            "source": r["source"].split(" (")[0], "gpu": r["gpu"], "dtype": r["dtype"], "kind": r["kind"],
-            "groups": int(groups), "m": int(m), "n": int(n), "k": int(k), "published_tflops": float(r["tflops"]),
-            "predicted_tflops": flops / est.time_s / 1e12, "error_pct": 100.0 * (est.time_s - measured) / measured,
-            "model_source": est.source,
-        })
+        recs.append(
+            {
+                "source": r["source"].split(" (")[0],
+                "gpu": r["gpu"],
+                "dtype": r["dtype"],
+                "kind": r["kind"],
+                "groups": int(groups),
+                "m": int(m),
+                "n": int(n),
+                "k": int(k),
+                "published_tflops": float(r["tflops"]),
+                "predicted_tflops": flops / est.time_s / 1e12,
+                "error_pct": 100.0 * (est.time_s - measured) / measured,
+                "model_source": est.source,
+            }
+        )
     return pd.DataFrame.from_records(recs)

@@ -125,8 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except MemoryError:
-        print("error: out of memory: this request needs more memory than this machine has; make it smaller "
-              "(fewer nodes, sizes or steps)", file=sys.stderr)
+        print(
+            "error: out of memory: this request needs more memory than this machine has; make it smaller "
+            "(fewer nodes, sizes or steps)",
+            file=sys.stderr,
+        )
         sys.exit(2)
 
     except Exception as exc:  # click usage errors (typer may vendor its own click)

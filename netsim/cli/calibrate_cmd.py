@@ -66,9 +66,19 @@ def register(app: typer.Typer) -> None:
     app.add_typer(calibrate_app, name="calibrate")
 
 
-def _calibrate_nccl(logs: list[Path], topology: str, nodes: int | None, out: Path, algo: str | None,
-                    op: str | None, overrides: list[str], routing: str | None, seed: int, max_sizes: int,
-                    collective_cost: str | None) -> None:
+def _calibrate_nccl(
+    logs: list[Path],
+    topology: str,
+    nodes: int | None,
+    out: Path,
+    algo: str | None,
+    op: str | None,
+    overrides: list[str],
+    routing: str | None,
+    seed: int,
+    max_sizes: int,
+    collective_cost: str | None,
+) -> None:
     """Read the logs, fit the calibration to their runs, print the errors and write ``out``."""
     from netsim.calibration.fit import fit_calibration
     from netsim.calibration.nccl import read_nccl_runs
@@ -79,12 +89,19 @@ def _calibrate_nccl(logs: list[Path], topology: str, nodes: int | None, out: Pat
     cases = [_fit_case(run, topology, nodes, algo, overrides, graphs) for run in runs]
     cost = collective_cost or "nccl"
     if cost not in ("nccl", "ideal"):
-        raise NetsimError(f"unknown collective cost model {cost!r}; allowed: nccl, ideal",
-                          field="--collective-cost")
+        raise NetsimError(f"unknown collective cost model {cost!r}; allowed: nccl, ideal", field="--collective-cost")
     route = routing or default_routing(next(iter(graphs.values())))
-    cal = fit_calibration(cases, routing=route, seed=seed, max_sizes=max_sizes, topology=topology,
-                          nodes=max(graphs) if graphs else nodes, source_logs=[str(p) for p in logs],
-                          cost_model=cost, progress=lambda m: typer.echo(f"# {m}"))
+    cal = fit_calibration(
+        cases,
+        routing=route,
+        seed=seed,
+        max_sizes=max_sizes,
+        topology=topology,
+        nodes=max(graphs) if graphs else nodes,
+        source_logs=[str(p) for p in logs],
+        cost_model=cost,
+        progress=lambda m: typer.echo(f"# {m}"),
+    )
     _print_fit(cal)
     cal.save(out)
     typer.echo(f"# wrote {out}")
@@ -93,20 +110,31 @@ def _calibrate_nccl(logs: list[Path], topology: str, nodes: int | None, out: Pat
 def _run_nodes(run: NcclRun, nodes: int | None) -> int:
     """The nodes a logged run spans: its hosts, or ``--nodes`` for a log without ``#  Rank`` lines."""
     if not run.hosts and nodes is None:
-        raise NetsimError(f"line {run.line}: the run has no '#  Rank' lines (nccl-tests prints one per rank), "
-                          "so its hosts are unknown: pass --nodes", source=run.source)
+        raise NetsimError(
+            f"line {run.line}: the run has no '#  Rank' lines (nccl-tests prints one per rank), "
+            "so its hosts are unknown: pass --nodes",
+            source=run.source,
+        )
     run_nodes = run.nnodes if run.hosts else (nodes or 1)
     if run.hosts and nodes is not None and nodes != run.nnodes:
-        raise NetsimError(f"line {run.line}: the run has ranks on {run.nnodes} hosts but --nodes is {nodes}",
-                          source=run.source)
+        raise NetsimError(
+            f"line {run.line}: the run has ranks on {run.nnodes} hosts but --nodes is {nodes}", source=run.source
+        )
     if run.nranks % run_nodes:
-        raise NetsimError(f"line {run.line}: {run.nranks} ranks do not divide over {run_nodes} nodes",
-                          source=run.source)
+        raise NetsimError(
+            f"line {run.line}: {run.nranks} ranks do not divide over {run_nodes} nodes", source=run.source
+        )
     return run_nodes
 
 
-def _fit_case(run: NcclRun, topology: str, nodes: int | None, algo: str | None, overrides: list[str],
-              graphs: dict[int, nx.DiGraph]) -> FitCase:
+def _fit_case(
+    run: NcclRun,
+    topology: str,
+    nodes: int | None,
+    algo: str | None,
+    overrides: list[str],
+    graphs: dict[int, nx.DiGraph],
+) -> FitCase:
     """The fit case of one logged run: its topology (built once per node count, kept in
     ``graphs``), its ranks' GPUs and its measured sizes > 0."""
     import numpy as np
@@ -121,40 +149,59 @@ def _fit_case(run: NcclRun, topology: str, nodes: int | None, algo: str | None, 
     run_nodes = _run_nodes(run, nodes)
     if topology:  # refuse a run too large for this machine before building its topology
         spec, _ = load_topology_spec_ref(topology, run_nodes, tuple(overrides))
-        check_fits(estimate_collective(estimate_spec(spec), run.op, run.nranks), enabled=size_check_enabled(),
-                   source=run.source)
+        check_fits(
+            estimate_collective(estimate_spec(spec), run.op, run.nranks),
+            enabled=size_check_enabled(),
+            source=run.source,
+        )
     if run_nodes not in graphs:
         graphs[run_nodes] = load_graph(topology, run_nodes, overrides)
     graph = graphs[run_nodes]
     per = run.nranks // run_nodes
     devices = accelerators(graph, per_node=per)
     if len(devices) != run.nranks:
-        raise NetsimError(f"line {run.line}: the run has {run.nranks} ranks ({per} per node) but "
-                          f"{topology} with {run_nodes} nodes has {len(devices)} such GPUs", source=run.source)
+        raise NetsimError(
+            f"line {run.line}: the run has {run.nranks} ranks ({per} per node) but "
+            f"{topology} with {run_nodes} nodes has {len(devices)} such GPUs",
+            source=run.source,
+        )
     df = run.rows[run.rows["size_bytes"] > 0]
     if df.empty:
         raise NetsimError(f"line {run.line}: no row with a size > 0", source=run.source)
     if len(df) < len(run.rows):  # size-0 rows time only the launch: nothing to fit a bandwidth to
         typer.echo(f"# {run.source} line {run.line}: {len(run.rows) - len(df)} row(s) of size 0 ignored")
-    return FitCase(graph=graph, op=run.op, devices=devices, algo=algo,
-                   sizes_bytes=df["size_bytes"].to_numpy(dtype=np.int64),
-                   measured_s=df["oop_time_us"].to_numpy(dtype=float) * 1e-6,
-                   source=run.source, nnodes=run_nodes)
+    return FitCase(
+        graph=graph,
+        op=run.op,
+        devices=devices,
+        algo=algo,
+        sizes_bytes=df["size_bytes"].to_numpy(dtype=np.int64),
+        measured_s=df["oop_time_us"].to_numpy(dtype=float) * 1e-6,
+        source=run.source,
+        nnodes=run_nodes,
+    )
 
 
 def _print_fit(cal: Calibration) -> None:
     """The error per measured size, then the fitted parameters and what the logs left open."""
-    typer.echo(f"# {'source':<28s} {'op':<14s} {'ranks':>5s} {'nodes':>5s} {'size':>12s} "
-               f"{'measured_us':>12s} {'simulated_us':>12s} {'error':>8s}")
+    typer.echo(
+        f"# {'source':<28s} {'op':<14s} {'ranks':>5s} {'nodes':>5s} {'size':>12s} "
+        f"{'measured_us':>12s} {'simulated_us':>12s} {'error':>8s}"
+    )
     for p in cal.points:
         src = p.source if len(p.source) <= 28 else "..." + p.source[-25:]
-        typer.echo(f"  {src:<28s} {p.op:<14s} {p.nranks:5d} {p.nnodes:5d} {p.size_bytes:12d} "
-                   f"{p.measured_us:12.2f} {p.simulated_us:12.2f} {p.rel_error * 100:7.2f}%")
+        typer.echo(
+            f"  {src:<28s} {p.op:<14s} {p.nranks:5d} {p.nnodes:5d} {p.size_bytes:12d} "
+            f"{p.measured_us:12.2f} {p.simulated_us:12.2f} {p.rel_error * 100:7.2f}%"
+        )
     eff = ", ".join(f"{k}={v:.4f}" for k, v in sorted(cal.link_efficiency.items())) or "none"
-    lat = (f"step latency: {cal.step_latency_s * 1e6:.4f} us" if cal.cost_model == "ideal"
-           else f"NCCL latency scale: {cal.latency_scale:.4f}")
-    typer.echo(f"# {cal.cost_model} cost model; link efficiency: {eff}; {lat}; "
-               f"rms log error: {cal.rms_log_error:.4f}")
+    lat = (
+        f"step latency: {cal.step_latency_s * 1e6:.4f} us"
+        if cal.cost_model == "ideal"
+        else f"NCCL latency scale: {cal.latency_scale:.4f}"
+    )
+    typer.echo(f"# {cal.cost_model} cost model; link efficiency: {eff}; {lat}; rms log error: {cal.rms_log_error:.4f}")
     if cal.unconstrained_classes:
-        typer.echo(f"# not constrained by these logs (the preset's value stays): "
-                   f"{', '.join(cal.unconstrained_classes)}")
+        typer.echo(
+            f"# not constrained by these logs (the preset's value stays): {', '.join(cal.unconstrained_classes)}"
+        )

@@ -50,13 +50,19 @@ def register(app: typer.Typer) -> None:
         op: str = typer.Argument(..., help=f"Collective: {', '.join(CLI_OPS)}."),
         topology: str = topology_option(),
         nodes: int | None = nodes_option(),
-        algo: str | None = typer.Option(None, "--algo", "-a", help="Algorithm (default: NCCL's choice per size under "
-                                        "the nccl cost model; ring / direct / shift under ideal)."),
+        algo: str | None = typer.Option(
+            None,
+            "--algo",
+            "-a",
+            help="Algorithm (default: NCCL's choice per size under "
+            "the nccl cost model; ring / direct / shift under ideal).",
+        ),
         min_bytes: str = typer.Option("1MiB", "--min-bytes", "-b", help="Smallest size (e.g. 1MiB)."),
         max_bytes: str = typer.Option("8GiB", "--max-bytes", "-e", help="Largest size (e.g. 8GiB)."),
         step_factor: float = typer.Option(2.0, "--step-factor", "-f", help="Size multiplier between rows."),
-        gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", "-g", min=1,
-                                                 help="Use only the first K GPUs of every node."),
+        gpus_per_node: int | None = typer.Option(
+            None, "--gpus-per-node", "-g", min=1, help="Use only the first K GPUs of every node."
+        ),
         csv: Path | None = typer.Option(None, "--csv", help="Write the results as CSV."),
         log: Path | None = typer.Option(None, "--log", help="Write a complete nccl-tests style log."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
@@ -65,21 +71,44 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         chunk_bytes: str | None = typer.Option(None, "--chunk-bytes", help="Pipeline chunk size (e.g. 512KiB)."),
         step_latency: str | None = typer.Option(
-            None, "--step-latency", help="Software latency per step (e.g. 5us); the ideal cost model only."),
+            None, "--step-latency", help="Software latency per step (e.g. 5us); the ideal cost model only."
+        ),
         collective_cost: str | None = cost_option(),
-        proto: str | None = typer.Option(None, "--proto", help="Force NCCL's protocol: LL, LL128 or Simple "
-                                         "(as NCCL_PROTO; nccl cost model)."),
+        proto: str | None = typer.Option(
+            None, "--proto", help="Force NCCL's protocol: LL, LL128 or Simple (as NCCL_PROTO; nccl cost model)."
+        ),
         channels: int | None = typer.Option(None, "--channels", min=1, help="Parallel rings of ring algorithms."),
-        model: str = typer.Option("exact", "--model", help="Collective model: exact, stream (ring phases as one "
-                                  "flow per link) or coflow (stream, and all-to-all phases as one coflow); for scale."),
-        pair: str | None = typer.Option(None, "--pair", help="sendrecv: the two devices, e.g. n0.g0,n1.g0 "
-                                        "(default: first and last)."),
+        model: str = typer.Option(
+            "exact",
+            "--model",
+            help="Collective model: exact, stream (ring phases as one "
+            "flow per link) or coflow (stream, and all-to-all phases as one coflow); for scale.",
+        ),
+        pair: str | None = typer.Option(
+            None, "--pair", help="sendrecv: the two devices, e.g. n0.g0,n1.g0 (default: first and last)."
+        ),
         force: bool = force_option(),
     ) -> None:
         """Simulate collective OP for a range of sizes and print the nccl-tests table."""
         check_out_files(force, csv=csv, log=log)
-        opts = _Request(op, topology, nodes, algo, gpus_per_node, csv, log, calibration, overrides, routing, seed,
-                        collective_cost, proto, channels, model, pair)
+        opts = _Request(
+            op,
+            topology,
+            nodes,
+            algo,
+            gpus_per_node,
+            csv,
+            log,
+            calibration,
+            overrides,
+            routing,
+            seed,
+            collective_cost,
+            proto,
+            channels,
+            model,
+            pair,
+        )
         _collective(opts, min_bytes, max_bytes, step_factor, chunk_bytes, step_latency)
 
 
@@ -127,8 +156,12 @@ def _size_list(min_bytes: str, max_bytes: str, step_factor: float) -> list[int]:
     if not step_factor > 1 or not math.isfinite(step_factor):
         raise NetsimError(f"the step factor must be > 1 and finite (got {step_factor:g})", field="--step-factor")
     if 0 < lo <= hi:
-        check_count(int(math.log(hi / lo) / math.log(step_factor)) + 1, MAX_COLLECTIVE_SIZES, "--step-factor",
-                    what="message sizes from --min-bytes to --max-bytes")
+        check_count(
+            int(math.log(hi / lo) / math.log(step_factor)) + 1,
+            MAX_COLLECTIVE_SIZES,
+            "--step-factor",
+            what="message sizes from --min-bytes to --max-bytes",
+        )
     return sizes_between(lo, hi, step_factor)
 
 
@@ -188,8 +221,9 @@ def _comments(graph: Any, o: _Request, devices: list[str], setup: Any, routing: 
     return comments, library
 
 
-def _collective(o: _Request, min_bytes: str, max_bytes: str, step_factor: float, chunk_bytes: str | None,
-                step_latency: str | None) -> None:
+def _collective(
+    o: _Request, min_bytes: str, max_bytes: str, step_factor: float, chunk_bytes: str | None, step_latency: str | None
+) -> None:
     """Check the request, simulate every size and print the table (and write --csv / --log)."""
     from netsim.collectives.nccl_tests import HEADER_LINES, format_choices, format_row, format_trailer, iter_sweep
 
@@ -198,8 +232,7 @@ def _collective(o: _Request, min_bytes: str, max_bytes: str, step_factor: float,
     chunk, lat = _chunk_and_latency(chunk_bytes, step_latency)
     _check_size(o.topology, o.nodes, o.overrides, o.op, o.gpus_per_node, o.channels)
     graph = load_graph(o.topology, o.nodes, o.overrides)
-    kw, setup = network_setup(graph, o.calibration, o.routing, o.seed, cost_model=o.collective_cost,
-                              step_latency_s=lat)
+    kw, setup = network_setup(graph, o.calibration, o.routing, o.seed, cost_model=o.collective_cost, step_latency_s=lat)
     devices = _devices(graph, o)
     comments, library = _comments(graph, o, devices, setup, kw["routing"])
     for c in comments:
@@ -208,8 +241,19 @@ def _collective(o: _Request, min_bytes: str, max_bytes: str, step_factor: float,
     for h in HEADER_LINES:
         typer.echo(h)
     rows = []
-    for row in iter_sweep(graph, o.op, devices, sizes, algo=o.algo, chunk_bytes=chunk, channels=o.channels,
-                          model=o.model, cost=setup.cost, proto=o.proto, **kw):
+    for row in iter_sweep(
+        graph,
+        o.op,
+        devices,
+        sizes,
+        algo=o.algo,
+        chunk_bytes=chunk,
+        channels=o.channels,
+        model=o.model,
+        cost=setup.cost,
+        proto=o.proto,
+        **kw,
+    ):
         rows.append(row)
         typer.echo(format_row(row))
     for t in format_trailer(rows):
@@ -219,8 +263,15 @@ def _collective(o: _Request, min_bytes: str, max_bytes: str, step_factor: float,
     _write_files(o, graph, devices, rows, comments, sizes, step_factor)
 
 
-def _write_files(o: _Request, graph: Any, devices: list[str], rows: list[Any], comments: list[str],
-                 sizes: list[int], step_factor: float) -> None:
+def _write_files(
+    o: _Request,
+    graph: Any,
+    devices: list[str],
+    rows: list[Any],
+    comments: list[str],
+    sizes: list[int],
+    step_factor: float,
+) -> None:
     """``--csv`` (the result rows) and ``--log`` (a complete nccl-tests log), each atomically."""
     from netsim.collectives.nccl_tests import format_log, rows_frame
     from netsim.io import atomic_file
@@ -232,16 +283,27 @@ def _write_files(o: _Request, graph: Any, devices: list[str], rows: list[Any], c
         typer.echo(f"# wrote {o.csv}")
     if o.log is not None:
         hosts = [host_name(int(graph.nodes[d].get("node", 0))) for d in devices]
-        text = format_log(rows, hosts=hosts, comments=[
-            "synthetic nccl-tests log: simulated by netsim (not a measurement)", *comments],
-            min_bytes=sizes[0], max_bytes=sizes[-1], factor=step_factor)
+        text = format_log(
+            rows,
+            hosts=hosts,
+            comments=["synthetic nccl-tests log: simulated by netsim (not a measurement)", *comments],
+            min_bytes=sizes[0],
+            max_bytes=sizes[-1],
+            factor=step_factor,
+        )
         with atomic_file(o.log) as fh:
             fh.write(text)
         typer.echo(f"# wrote {o.log}")
 
 
-def _check_size(topology: str | None, nodes: int | None, overrides: list[str], op: str, gpus_per_node: int | None,
-                channels: int | None) -> None:
+def _check_size(
+    topology: str | None,
+    nodes: int | None,
+    overrides: list[str],
+    op: str,
+    gpus_per_node: int | None,
+    channels: int | None,
+) -> None:
     """Refuse ``-g`` beyond the servers' accelerators, and a collective too large for this
     machine's memory, from the topology spec alone (before the graph is built)."""
     from netsim.limits import check_fits, estimate_collective, size_check_enabled
@@ -255,8 +317,11 @@ def _check_size(topology: str | None, nodes: int | None, overrides: list[str], o
         return
     per_node = int(node.accelerators)
     if gpus_per_node is not None and gpus_per_node > per_node:
-        raise NetsimError(f"the servers of {topology} have {per_node} accelerators; cannot use {gpus_per_node}",
-                          field="--gpus-per-node")
+        raise NetsimError(
+            f"the servers of {topology} have {per_node} accelerators; cannot use {gpus_per_node}",
+            field="--gpus-per-node",
+        )
     ranks = 2 if op == "sendrecv" else int(spec.num_nodes) * (gpus_per_node or per_node)  # type: ignore[union-attr]
-    check_fits(estimate_collective(estimate_spec(spec), op, ranks, channels=channels or 1),
-               enabled=size_check_enabled())
+    check_fits(
+        estimate_collective(estimate_spec(spec), op, ranks, channels=channels or 1), enabled=size_check_enabled()
+    )

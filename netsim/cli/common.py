@@ -74,8 +74,10 @@ def load_graph(topology: str | None, nodes: int | None, overrides: list[str] | N
     return load_topology(topology, nodes=nodes, overrides=tuple(overrides or ()))
 
 
-ROUTING_HELP = ("Network path policy: shortest, ecmp, ecmp-pair, spray or pxn (default: the topology's, pxn on "
-                "the NVIDIA presets as NCCL routes, else ecmp).")
+ROUTING_HELP = (
+    "Network path policy: shortest, ecmp, ecmp-pair, spray or pxn (default: the topology's, pxn on "
+    "the NVIDIA presets as NCCL routes, else ecmp)."
+)
 
 
 def routing_option() -> Any:
@@ -83,13 +85,24 @@ def routing_option() -> Any:
 
 
 def cost_option() -> Any:
-    return typer.Option(None, "--collective-cost", help="Collective cost model: nccl (NCCL's algorithms, protocols "
-                        "and latencies; links at the preset's achieved efficiency) or ideal (the wire bound). "
-                        "Default: the topology's (nccl for every preset).")
+    return typer.Option(
+        None,
+        "--collective-cost",
+        help="Collective cost model: nccl (NCCL's algorithms, protocols "
+        "and latencies; links at the preset's achieved efficiency) or ideal (the wire bound). "
+        "Default: the topology's (nccl for every preset).",
+    )
 
 
-def network_setup(graph: nx.DiGraph, calibration: Path | None, routing: str | None = None, seed: int | None = None,
-                  *, cost_model: str | None = None, step_latency_s: float | None = None) -> tuple[dict[str, Any], Any]:
+def network_setup(
+    graph: nx.DiGraph,
+    calibration: Path | None,
+    routing: str | None = None,
+    seed: int | None = None,
+    *,
+    cost_model: str | None = None,
+    step_latency_s: float | None = None,
+) -> tuple[dict[str, Any], Any]:
     """The ``Network`` keywords and the :class:`~netsim.collectives.setup.CollectiveSetup` of a
     command: the topology's collective cost model (or ``cost_model``), a calibration's fitted
     numbers on top, the routing policy and seed."""
@@ -102,8 +115,10 @@ def network_setup(graph: nx.DiGraph, calibration: Path | None, routing: str | No
 
         cal_kw = load_calibration(calibration).setup_kwargs()
         if cost_model is not None and cost_model != cal_kw["cost_model"]:
-            raise NetsimError(f"the calibration was fitted with the {cal_kw['cost_model']} cost model, not "
-                              f"{cost_model}", field="--collective-cost")
+            raise NetsimError(
+                f"the calibration was fitted with the {cal_kw['cost_model']} cost model, not {cost_model}",
+                field="--collective-cost",
+            )
     if cost_model is not None:
         cal_kw["cost_model"] = cost_model
     if step_latency_s is not None:
@@ -120,5 +135,3 @@ def network_setup(graph: nx.DiGraph, calibration: Path | None, routing: str | No
             raise NetsimError(f"must be in 0..2**63-1 (got {seed})", field="--seed")
         kw["seed"] = seed
     return kw, setup
-
-

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
     @app.command("flows")
     def flows_cmd(
         flows_csv: Path = typer.Argument(
-            ..., help="CSV with columns src,dst,bytes,start_s[,path,traffic_class,label] (README: Flows)."),
+            ..., help="CSV with columns src,dst,bytes,start_s[,path,traffic_class,label] (README: Flows)."
+        ),
         topology: str = topology_option(),
         nodes: int | None = nodes_option(),
         out: Path = typer.Option(..., "--out", "-o", help="Output directory (flows.csv, links.csv, ...)."),
@@ -31,8 +32,12 @@ def register(app: typer.Typer) -> None:
         routing: str | None = routing_option(),
         seed: int = typer.Option(0, "--seed", help="Seed of the ECMP hash."),
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration YAML to apply."),
-        line_rate: bool = typer.Option(False, "--line-rate", help="Run the links at line rate (the wire bound) "
-                                       "instead of the preset's achieved efficiency per link class."),
+        line_rate: bool = typer.Option(
+            False,
+            "--line-rate",
+            help="Run the links at line rate (the wire bound) "
+            "instead of the preset's achieved efficiency per link class.",
+        ),
         force: bool = force_option(),
     ) -> None:
         """Simulate the flows of FLOWS.csv on a topology; write per-flow and per-link tables."""

@@ -84,9 +84,7 @@ def register(app: typer.Typer) -> None:
     @app.command("lab")
     def lab(
         router: str = typer.Option(
-            ...,
-            "--router",
-            help="Router: hash, rre, switch, gshard, mixtral, deepseek, expert_choice, locmoe.",
+            ..., "--router", help="Router: hash, rre, switch, gshard, mixtral, deepseek, expert_choice, locmoe."
         ),
         out: Path = typer.Option(..., "--out", help="Output directory (routing.parquet, losses.*, lab.json)."),
         experts: int = typer.Option(16, "--experts", help="Experts per MoE layer."),
@@ -103,16 +101,19 @@ def register(app: typer.Typer) -> None:
         tokenizer: str = typer.Option("bpe", "--tokenizer", help="bpe (byte-level BPE trained locally) or byte."),
         vocab: int = typer.Option(2048, "--vocab", help="BPE vocabulary size."),
         domains: str = typer.Option(
-            "", "--domains",
+            "",
+            "--domains",
             help="Comma-separated text sources: python, c, docs, man-de, man-fr (default python,c,docs,man-de); "
             "ignored with --corpus.",
         ),
         domain_sort: float = typer.Option(
-            0.0, "--domain-sort", help="0 = every rank reads the same i.i.d. mix, 1 = each node reads only its "
-            "own sources."
+            0.0,
+            "--domain-sort",
+            help="0 = every rank reads the same i.i.d. mix, 1 = each node reads only its own sources.",
         ),
         convergence_check: bool = typer.Option(
-            True, "--convergence-check/--no-convergence-check",
+            True,
+            "--convergence-check/--no-convergence-check",
             help="Refuse configurations that cannot converge (too few steps, capacity groups too small).",
         ),
         seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and routing."),
@@ -122,9 +123,7 @@ def register(app: typer.Typer) -> None:
             [], "--param", help="Router parameter key=value (repeatable), e.g. capacity_factor=1.0, mu=0.05."
         ),
         corpus: list[Path] = typer.Option(
-            [],
-            "--corpus",
-            help="Text file or directory (repeatable), one text instead of the --domains sources.",
+            [], "--corpus", help="Text file or directory (repeatable), one text instead of the --domains sources."
         ),
         threads: int = typer.Option(1, "--threads", help="torch intra-op threads."),
         force: bool = force_option(),
@@ -135,12 +134,28 @@ def register(app: typer.Typer) -> None:
         from netsim.moe.lab_data import DEFAULT_DOMAINS
 
         cfg = LabConfig(
-            router=router, experts=experts, ep=ep, ranks_per_node=ranks_per_node, layers=layers, hidden=hidden,
-            heads=heads, ffn_hidden=ffn_hidden, steps=steps, seq_len=seq_len, batch=batch, lr=lr, seed=seed,
-            placement=placement, sharding=sharding, router_params=_parse_params(param),
+            router=router,
+            experts=experts,
+            ep=ep,
+            ranks_per_node=ranks_per_node,
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            ffn_hidden=ffn_hidden,
+            steps=steps,
+            seq_len=seq_len,
+            batch=batch,
+            lr=lr,
+            seed=seed,
+            placement=placement,
+            sharding=sharding,
+            router_params=_parse_params(param),
             corpus=[str(c) for c in corpus],
             domains=[d.strip() for d in domains.split(",") if d.strip()] or list(DEFAULT_DOMAINS),
-            domain_sort=domain_sort, tokenizer=tokenizer, vocab=vocab, threads=threads,
+            domain_sort=domain_sort,
+            tokenizer=tokenizer,
+            vocab=vocab,
+            threads=threads,
         )
         _train(cfg, out, force, convergence_check, quiet)
 

@@ -87,9 +87,7 @@ def _register_profile(app: typer.Typer) -> None:
             None, "--kernels", help="Only these kernels (comma-separated or repeated)."
         ),
         budget_s: float | None = typer.Option(
-            None,
-            "--budget-s",
-            help="Seconds of timing per shape and pass (default 0.2 cpu, 0.1 cuda, 0.02 quick).",
+            None, "--budget-s", help="Seconds of timing per shape and pass (default 0.2 cpu, 0.1 cuda, 0.02 quick)."
         ),
         threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
         force: bool = force_option(),
@@ -115,16 +113,21 @@ def _register_validate(app: typer.Typer) -> None:
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Also write per-point results (.csv)."),
         holdout: str | None = typer.Option(
-            None, "--holdout", help="No device: refit the GEMM surface without each model ('model') or every "
-            "other token count ('alternate') and predict the held-out points."
+            None,
+            "--holdout",
+            help="No device: refit the GEMM surface without each model ('model') or every "
+            "other token count ('alternate') and predict the held-out points.",
         ),
         published: bool = typer.Option(
             False, "--published", help="No device: predict published GEMM measurements (published-gemm.csv)."
         ),
         published_file: Path | None = typer.Option(None, "--published-file", help="Other published measurements."),
         topology: str | None = typer.Option(
-            None, "--topology", "-t", help="Preset whose accelerator compute profile --published uses "
-            "(default: dgx-h100 for an h100 table, dgx-a100 for an a100 table)."
+            None,
+            "--topology",
+            "-t",
+            help="Preset whose accelerator compute profile --published uses "
+            "(default: dgx-h100 for an h100 table, dgx-a100 for an a100 table).",
         ),
         dtype: str | None = typer.Option(None, "--dtype", help="GEMM dtype for --holdout (default: the table's)."),
         force: bool = force_option(),
@@ -138,8 +141,15 @@ def _register_validate(app: typer.Typer) -> None:
         _measure_report(table_path, device, quick, kernels, points, budget_s, threads, out)
 
 
-def _profile(out: Path, device: str, quick: bool, dtype: list[str] | None, kernels: list[str] | None,
-             budget_s: float | None, threads: int | None) -> None:
+def _profile(
+    out: Path,
+    device: str,
+    quick: bool,
+    dtype: list[str] | None,
+    kernels: list[str] | None,
+    budget_s: float | None,
+    threads: int | None,
+) -> None:
     """Check the options, time the catalogue (progress bar on stderr), write and summarise the table."""
     from netsim.calibration.profiler import default_grid, profile_kernels, require_torch
 
@@ -169,8 +179,14 @@ def _profile(out: Path, device: str, quick: bool, dtype: list[str] | None, kerne
     typer.echo(f"wrote {out} ({len(table)} rows, {table.meta.get('wall_s', 0):.1f} s)")
 
 
-def _profile_options(device: str, quick: bool, dtype: list[str] | None, kernels: list[str] | None,
-                     budget_s: float | None, threads: int | None) -> ProfileOptions:
+def _profile_options(
+    device: str,
+    quick: bool,
+    dtype: list[str] | None,
+    kernels: list[str] | None,
+    budget_s: float | None,
+    threads: int | None,
+) -> ProfileOptions:
     """The profiler's options from the command line, checked before torch is imported."""
     from netsim.calibration.kernels import KERNELS
     from netsim.calibration.profiler import ProfileOptions
@@ -198,8 +214,15 @@ def _profile_options(device: str, quick: bool, dtype: list[str] | None, kernels:
     return options
 
 
-def _offline_reports(table_path: Path, holdout: str | None, published: bool, published_file: Path | None,
-                     topology: str | None, dtype: str | None, out: Path | None) -> None:
+def _offline_reports(
+    table_path: Path,
+    holdout: str | None,
+    published: bool,
+    published_file: Path | None,
+    topology: str | None,
+    dtype: str | None,
+    out: Path | None,
+) -> None:
     """The checks that need no device: held-out surface points and/or published GEMMs."""
     from netsim.calibration.kernels import KernelTable
 
@@ -260,8 +283,9 @@ def _measure_report(
         typer.echo(f"wrote {out}")
 
 
-def _warn_if_disturbed(cpu0: tuple[float, float], cpu1: tuple[float, float], wall_s: float,
-                       threads: int | None) -> None:
+def _warn_if_disturbed(
+    cpu0: tuple[float, float], cpu1: tuple[float, float], wall_s: float, threads: int | None
+) -> None:
     """Warn when other processes kept more cores busy than the measurement left free
     (``cpu0``/``cpu1``: the machine's and this process's CPU seconds before and after)."""
     other_cores = max(0.0, (cpu1[0] - cpu0[0]) - (cpu1[1] - cpu0[1])) / max(wall_s, 1e-9)
@@ -330,12 +354,19 @@ def _holdout_report(table: object, name: str, by: str, dtype: str | None, out: P
     for col in ("held out", "points", "median |err| %", "p90 |err| %", "max |err| %", "mean err %"):
         rt.add_column(col, justify="left" if col == "held out" else "right")
     for r in summary.to_dict("records"):
-        rt.add_row(str(r["group"]), str(r["points"]), f"{r['median_abs_pct']:.1f}", f"{r['p90_abs_pct']:.1f}",
-                   f"{r['max_abs_pct']:.1f}", f"{r['mean_pct']:+.1f}")
+        rt.add_row(
+            str(r["group"]),
+            str(r["points"]),
+            f"{r['median_abs_pct']:.1f}",
+            f"{r['p90_abs_pct']:.1f}",
+            f"{r['max_abs_pct']:.1f}",
+            f"{r['mean_pct']:+.1f}",
+        )
     Console(width=120).print(rt)
     err = res["error_pct"].abs()
-    typer.echo(f"all {len(res)} held-out points: median |error| {err.median():.1f}%, 90th percentile "
-               f"{err.quantile(0.9):.1f}%")
+    typer.echo(
+        f"all {len(res)} held-out points: median |error| {err.median():.1f}%, 90th percentile {err.quantile(0.9):.1f}%"
+    )
     if out is not None:
         _write_csv(res, out)
 
@@ -358,8 +389,9 @@ def _published_report(table: object, name: str, path: Path | None, topology: str
     rows = load_published(path)
     rows = rows[rows["gpu"].map(lambda g: SAME_COMPUTE.get(g, g)) == gpu]
     if rows.empty:
-        raise SpecError(f"no published measurements for {gpu or 'this GPU'} in {path or 'published-gemm.csv'}",
-                        field="--published")
+        raise SpecError(
+            f"no published measurements for {gpu or 'this GPU'} in {path or 'published-gemm.csv'}", field="--published"
+        )
     acc = load_topology(preset, nodes=1).graph["accelerator"]
     model = make_compute_model(acc, table, default_dtype="bfloat16")
     res = published_errors(model, rows)
@@ -368,11 +400,20 @@ def _published_report(table: object, name: str, path: Path | None, topology: str
         rt.add_column(col, justify="right" if col in ("published", "netsim", "err %") else "left")
     for r in res.to_dict("records"):
         shape = f"{r['m']}x{r['n']}x{r['k']}" + (f" x{r['groups']} experts" if r["kind"] == "grouped" else "")
-        rt.add_row(str(r["source"])[:28], r["gpu"], r["dtype"], shape, f"{r['published_tflops']:.0f} TF",
-                   f"{r['predicted_tflops']:.0f} TF", f"{r['error_pct']:+.1f}")
+        rt.add_row(
+            str(r["source"])[:28],
+            r["gpu"],
+            r["dtype"],
+            shape,
+            f"{r['published_tflops']:.0f} TF",
+            f"{r['predicted_tflops']:.0f} TF",
+            f"{r['error_pct']:+.1f}",
+        )
     Console(width=130).print(rt)
-    typer.echo(f"{len(res)} published measurements: median |error| {res['error_pct'].abs().median():.1f}% "
-               "(error in time: + = netsim slower than published)")
+    typer.echo(
+        f"{len(res)} published measurements: median |error| {res['error_pct'].abs().median():.1f}% "
+        "(error in time: + = netsim slower than published)"
+    )
     if out is not None:
         _write_csv(res, out)
 

@@ -51,9 +51,17 @@ class PhaseProgress:
         clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, console: Console, title: str, labels: dict[str, str] | None = None, *, enabled: bool = True,
-                 heartbeat_s: float = 30.0, terminal: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        console: Console,
+        title: str,
+        labels: dict[str, str] | None = None,
+        *,
+        enabled: bool = True,
+        heartbeat_s: float = 30.0,
+        terminal: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.console = console
         self.title = title
         self.labels = dict(labels or {})
@@ -82,16 +90,23 @@ class PhaseProgress:
             )
 
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[detail]}"),
-                console=self.console, transient=True,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[detail]}"),
+                console=self.console,
+                transient=True,
             )
             self._bar.__enter__()
             self._task = self._bar.add_task(self.title, total=100.0, detail="")
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._bar is not None:
             self._bar.__exit__(exc_type, exc, tb)
             self._bar = None
@@ -114,8 +129,12 @@ class PhaseProgress:
                 self._end_phase(now)
             self._phase, self._phase_t0 = phase, now
             if self._bar is not None:
-                self._bar.reset(self._task, description=self.label(phase), total=100.0 if fraction is not None
-                                else None, detail=detail)
+                self._bar.reset(
+                    self._task,
+                    description=self.label(phase),
+                    total=100.0 if fraction is not None else None,
+                    detail=detail,
+                )
         if self._bar is not None:
             done = None if fraction is None else 100.0 * min(max(fraction, 0.0), 1.0)
             self._bar.update(self._task, completed=done, detail=detail)
@@ -144,5 +163,6 @@ class PhaseProgress:
 
     def _line(self, text: str, now: float) -> None:
         self._last_line = now
-        self.console.print(f"{self.title} [{format_wall(now - self._t0)}] {text}", markup=False, highlight=False,
-                           soft_wrap=True)
+        self.console.print(
+            f"{self.title} [{format_wall(now - self._t0)}] {text}", markup=False, highlight=False, soft_wrap=True
+        )

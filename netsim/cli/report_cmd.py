@@ -36,9 +36,7 @@ def register(app: typer.Typer) -> None:
     def report_cmd(
         run_dir: Path = typer.Argument(..., help="Run directory written by `netsim run`."),
         trace: bool = typer.Option(True, "--trace/--no-trace", help="Also write trace.json (Chrome trace)."),
-        trace_ranks: str | None = typer.Option(
-            None, "--trace-ranks", help="Ranks in the trace, e.g. 0,3,8-11."
-        ),
+        trace_ranks: str | None = typer.Option(None, "--trace-ranks", help="Ranks in the trace, e.g. 0,3,8-11."),
         trace_max_events: int = typer.Option(
             200_000, "--trace-max-events", min=1, help="At most this many op events in trace.json."
         ),
@@ -54,8 +52,11 @@ def register(app: typer.Typer) -> None:
         if (run_dir / "summary.json").is_file() and marker_kind(run_dir) != "run":
             from netsim.errors import OutputError
 
-            raise OutputError(f"{run_dir} is not a run directory written by `netsim run` (no marker file); "
-                              "netsim writes reports only into its own run directories", field="RUN_DIR")
+            raise OutputError(
+                f"{run_dir} is not a run directory written by `netsim run` (no marker file); "
+                "netsim writes reports only into its own run directories",
+                field="RUN_DIR",
+            )
 
         html = write_report(
             run_dir,

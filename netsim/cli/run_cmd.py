@@ -87,8 +87,11 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
     console.print(f"step time: [bold]{format_duration(st)}[/bold] (mean of {summary['steps']} step(s))")
     if summary.get("measured_step_time_s"):
         meas = summary["measured_step_time_s"]
-        console.print(f"measured step: {format_duration(meas)} ({summary.get('measured_step')}); simulated / "
-                      f"measured = {st / meas:.2f}", markup=False)
+        console.print(
+            f"measured step: {format_duration(meas)} ({summary.get('measured_step')}); simulated / "
+            f"measured = {st / meas:.2f}",
+            markup=False,
+        )
     cc = summary.get("collective_cost") or {}
     if cc:
         from netsim.collectives.setup import cost_summary_line
@@ -129,14 +132,21 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
     _print_memory(summary.get("memory"))
     if summary.get("model_choice"):
         console.print(f"simulated with: {summary['model_choice']}", markup=False)
-    if (summary.get("collective_model") == "exact" and summary.get("num_flows", 0) > LARGE_RUN_FLOWS
-            and not str(summary.get("model_choice", "")).startswith("auto")):
-        console.print(f"({summary['num_flows']:,} flows simulated one by one: for runs this size, "
-                      "--collective-model auto or coflow gives the step within a few percent, many times faster; "
-                      "see the docs, Performance)")
+    if (
+        summary.get("collective_model") == "exact"
+        and summary.get("num_flows", 0) > LARGE_RUN_FLOWS
+        and not str(summary.get("model_choice", "")).startswith("auto")
+    ):
+        console.print(
+            f"({summary['num_flows']:,} flows simulated one by one: for runs this size, "
+            "--collective-model auto or coflow gives the step within a few percent, many times faster; "
+            "see the docs, Performance)"
+        )
     if summary.get("lockstep"):
-        console.print(f"(lockstep: one rank per EP group simulated, {summary['num_ops']:,} ops; "
-                      "each stands for its group's ranks)")
+        console.print(
+            f"(lockstep: one rank per EP group simulated, {summary['num_ops']:,} ops; "
+            "each stands for its group's ranks)"
+        )
     console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
 
 
@@ -148,21 +158,37 @@ def _print_memory(mem: dict[str, Any] | None) -> None:
     parts = ", ".join(f"{k} {mem[f'{k}_bytes'] / gib:.1f}" for k in ("params", "grads", "optimizer", "activations"))
     cap = mem.get("capacity_bytes")
     hbm = f"HBM {cap / gib:.1f} GiB" if cap else "HBM unknown"
-    line = (f"memory: {mem['peak_bytes'] / gib:.1f} GiB per rank at most (pp stage {mem['peak_stage']}: {parts} GiB; "
-            f"recompute {mem['recompute']}), {hbm}")
+    line = (
+        f"memory: {mem['peak_bytes'] / gib:.1f} GiB per rank at most (pp stage {mem['peak_stage']}: {parts} GiB; "
+        f"recompute {mem['recompute']}), {hbm}"
+    )
     console.print(line)
     if not mem.get("fits", True):
-        err_console.print(f"warning: rank {mem['peak_rank']} needs {mem['peak_bytes'] / gib:.1f} GiB, more than the "
-                          f"{hbm}: this configuration would run out of memory (simulated anyway: --allow-oom)")
+        err_console.print(
+            f"warning: rank {mem['peak_rank']} needs {mem['peak_bytes'] / gib:.1f} GiB, more than the "
+            f"{hbm}: this configuration would run out of memory (simulated anyway: --allow-oom)"
+        )
+
+
 #: the option that sets each field a check can name (so an error blames the flag the user typed)
 _FIELD_FLAGS = {
-    "router": "--router", "routing": "--router", "options.router": "--router",
-    "routing_trace": "--routing-trace", "options.routing_trace": "--routing-trace",
-    "kernels": "--kernels", "options.kernels": "--kernels",
-    "calibration": "--calibration", "options.calibration": "--calibration",
-    "collective_model": "--collective-model", "options.collective_model": "--collective-model",
-    "routing_samples": "--routing-samples", "options.routing_samples": "--routing-samples",
-    "num_nodes": "--nodes", "nodes": "--nodes", "seed": "--seed", "steps": "--steps",
+    "router": "--router",
+    "routing": "--router",
+    "options.router": "--router",
+    "routing_trace": "--routing-trace",
+    "options.routing_trace": "--routing-trace",
+    "kernels": "--kernels",
+    "options.kernels": "--kernels",
+    "calibration": "--calibration",
+    "options.calibration": "--calibration",
+    "collective_model": "--collective-model",
+    "options.collective_model": "--collective-model",
+    "routing_samples": "--routing-samples",
+    "options.routing_samples": "--routing-samples",
+    "num_nodes": "--nodes",
+    "nodes": "--nodes",
+    "seed": "--seed",
+    "steps": "--steps",
 }
 
 
@@ -195,7 +221,7 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
         for prefix in prefixes:
             if prefix and not key.startswith(prefix):
                 continue
-            stripped = item[len(prefix):]
+            stripped = item[len(prefix) :]
             hit = override_for(field, [stripped]) or override_for(field.removeprefix("options."), [stripped])
             if hit is not None:
                 exc.source = f"--set {key}"
@@ -236,19 +262,32 @@ def register(app: typer.Typer) -> None:
         calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (CAL.yaml)."),
         collective_cost: str | None = cost_option(),
         collective_model: str | None = typer.Option(
-            None, "--collective-model", help="auto (default: chosen from the run's size, the summary says what and "
+            None,
+            "--collective-model",
+            help="auto (default: chosen from the run's size, the summary says what and "
             "why); exact: every flow; stream: ring phases as one flow per link; coflow: stream, and each "
-            "all-to-all phase as one coflow (much faster at scale; errors in the docs, Performance)."),
+            "all-to-all phase as one coflow (much faster at scale; errors in the docs, Performance).",
+        ),
         routing_samples: int | None = typer.Option(
-            None, "--routing-samples", min=1, help="Route at most N token samples per step and MoE layer and reuse "
+            None,
+            "--routing-samples",
+            min=1,
+            help="Route at most N token samples per step and MoE layer and reuse "
             "them across micro-batches and EP groups (default: auto's choice; --set options.routing_samples=all "
-            "routes every all-to-all)."),
+            "routes every all-to-all).",
+        ),
         lockstep: bool | None = typer.Option(
-            None, "--lockstep/--no-lockstep", help="Simulate one rank per EP group standing for all the group's ranks "
-            "(slowest expert load; every collective and transfer still runs; default: auto's choice)."),
+            None,
+            "--lockstep/--no-lockstep",
+            help="Simulate one rank per EP group standing for all the group's ranks "
+            "(slowest expert load; every collective and transfer still runs; default: auto's choice).",
+        ),
         allow_oom: bool = typer.Option(
-            False, "--allow-oom", help="Simulate even when a rank needs more memory than the accelerator's HBM "
-            "(a warning instead of an error)."),
+            False,
+            "--allow-oom",
+            help="Simulate even when a rank needs more memory than the accelerator's HBM "
+            "(a warning instead of an error).",
+        ),
         sets: list[str] = typer.Option([], "--set", help="key=value override (topology.*, workload.*, ...)."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.html / figures."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
@@ -268,17 +307,25 @@ def register(app: typer.Typer) -> None:
             "lockstep": lockstep,
             "allow_oom": allow_oom or None,
         }
-        flags = {"--router": router, "--routing-trace": routing_trace, "--kernels": kernels,
-                 "--calibration": calibration, "--collective-model": collective_model,
-                 "--routing-samples": routing_samples, "--nodes": nodes, "--seed": seed, "--steps": steps}
+        flags = {
+            "--router": router,
+            "--routing-trace": routing_trace,
+            "--kernels": kernels,
+            "--calibration": calibration,
+            "--collective-model": collective_model,
+            "--routing-samples": routing_samples,
+            "--nodes": nodes,
+            "--seed": seed,
+            "--steps": steps,
+        }
         try:
             spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
             out_dir = out if out is not None else Path("runs") / spec.name
             with PhaseProgress(err_console, "netsim run", _STAGES, enabled=not quiet) as progress:
-                outcome = run_scenario(spec, out_dir, progress=progress,
-                                       report=None if no_report else report_writer(), force=force)
+                outcome = run_scenario(
+                    spec, out_dir, progress=progress, report=None if no_report else report_writer(), force=force
+                )
         except NetsimError as exc:
             raise blame_user_input(exc, sets, flags) from None
         report = out_dir / "report.html"
         _print_summary(outcome.summary, out_dir, report if report.exists() else None)
-

@@ -57,35 +57,62 @@ def register(app: typer.Typer) -> None:
         nodes: str = typer.Option("8,16,32", "--nodes", help="Comma-separated node counts."),
         routers: str = typer.Option("rre,switch,locmoe", "--routers", help="Routers trained in the lab."),
         placements: str = typer.Option("contiguous,eplb", "--placements", help="Expert placements."),
-        locality: str = typer.Option("0.125,0.5,0.875", "--locality",
-                                     help="Locality fractions of the statistical sensitivity sweep ('' to skip)."),
+        locality: str = typer.Option(
+            "0.125,0.5,0.875",
+            "--locality",
+            help="Locality fractions of the statistical sensitivity sweep ('' to skip).",
+        ),
         lab_steps: int = typer.Option(600, "--lab-steps", min=1, help="Router-lab training steps per router."),
         capacity: list[str] = typer.Option(
-            [], "--capacity", help="Per-router replay capacity ROUTER=none|theorem1|FACTOR (repeatable; default "
-            "switch=1.25, locmoe=1.25, others none)."),
+            [],
+            "--capacity",
+            help="Per-router replay capacity ROUTER=none|theorem1|FACTOR (repeatable; default "
+            "switch=1.25, locmoe=1.25, others none).",
+        ),
         overlap: list[str] = typer.Option(
-            [], "--overlap", help="Per-router all-to-all/expert overlap slices ROUTER=N (repeatable; default "
-            "locmoe=2, others 1)."),
+            [],
+            "--overlap",
+            help="Per-router all-to-all/expert overlap slices ROUTER=N (repeatable; default locmoe=2, others 1).",
+        ),
         allow_unconverged: bool = typer.Option(
-            False, "--allow-unconverged", help="Go on from routers whose lab run has not converged (results are "
-            "then not evidence about the routers)."),
+            False,
+            "--allow-unconverged",
+            help="Go on from routers whose lab run has not converged (results are "
+            "then not evidence about the routers).",
+        ),
         workload_set: list[str] = typer.Option([], "--set", help="Workload override, e.g. --set steps=2."),
         quick: bool = typer.Option(False, "--quick", help="A small version (one fabric, 2 nodes, short lab)."),
         seed: int = typer.Option(0, "--seed"),
-        collective_model: str = typer.Option("auto", "--collective-model",
-                                             help="auto (chosen from each run's size, as netsim run does), exact, "
-                                             "stream (ring phases as one flow per link) or coflow (stream, and "
-                                             "all-to-alls as coflows)."),
+        collective_model: str = typer.Option(
+            "auto",
+            "--collective-model",
+            help="auto (chosen from each run's size, as netsim run does), exact, "
+            "stream (ring phases as one flow per link) or coflow (stream, and "
+            "all-to-alls as coflows).",
+        ),
         exact_check: str | None = typer.Option(
-            None, "--exact-check", help="Node counts at which the lab-trace rows (contiguous) are replayed again "
-            "with the exact model to measure the faster model's error ('' to skip; default 8, --quick 2)."),
+            None,
+            "--exact-check",
+            help="Node counts at which the lab-trace rows (contiguous) are replayed again "
+            "with the exact model to measure the faster model's error ('' to skip; default 8, --quick 2).",
+        ),
         force: bool = force_option(),
     ) -> None:
         """Hash (RRE) vs Switch vs LocMoE (and EPLB) on Ascend 910A and DGX H100 clusters."""
         cfg = _locmoe_config(
-            quick=quick, topologies=topologies, nodes=nodes, routers=routers, placements=placements,
-            locality=locality, lab_steps=lab_steps, seed=seed, workload_set=workload_set,
-            exact_check=exact_check, collective_model=collective_model, capacity=capacity, overlap=overlap,
+            quick=quick,
+            topologies=topologies,
+            nodes=nodes,
+            routers=routers,
+            placements=placements,
+            locality=locality,
+            lab_steps=lab_steps,
+            seed=seed,
+            workload_set=workload_set,
+            exact_check=exact_check,
+            collective_model=collective_model,
+            capacity=capacity,
+            overlap=overlap,
             allow_unconverged=allow_unconverged,
         )
         _locmoe(cfg, out, force)
@@ -94,10 +121,17 @@ def register(app: typer.Typer) -> None:
     def lab_locality_cmd(
         out: Path = typer.Option(..., "--out", "-o", help="Study directory (resumable)."),
         routers: str = typer.Option("hash,rre,switch,locmoe", "--routers", help="Routers trained in the lab."),
-        sorts: str = typer.Option("0,0.5,1", "--domain-sort", help="Comma-separated domain_sort values (0 = i.i.d., "
-                                  "1 = each node reads only its own sources)."),
-        lab: list[str] = typer.Option([], "--lab", help="Lab setting KEY=VALUE (repeatable), e.g. --lab hidden=64 "
-                                      "--lab steps=300 --lab 'router_params={mu: 0.1}'."),
+        sorts: str = typer.Option(
+            "0,0.5,1",
+            "--domain-sort",
+            help="Comma-separated domain_sort values (0 = i.i.d., 1 = each node reads only its own sources).",
+        ),
+        lab: list[str] = typer.Option(
+            [],
+            "--lab",
+            help="Lab setting KEY=VALUE (repeatable), e.g. --lab hidden=64 "
+            "--lab steps=300 --lab 'router_params={mu: 0.1}'.",
+        ),
         force: bool = force_option(),
     ) -> None:
         """Cross-node share of each router's dispatches along the domain-sorting knob (router lab)."""
@@ -140,9 +174,21 @@ def _lab_base(items: list[str], router: str | None = None) -> Any:
 
 
 def _locmoe_config(
-    *, quick: bool, topologies: str, nodes: str, routers: str, placements: str, locality: str, lab_steps: int,
-    seed: int, workload_set: list[str], exact_check: str | None, collective_model: str, capacity: list[str],
-    overlap: list[str], allow_unconverged: bool,
+    *,
+    quick: bool,
+    topologies: str,
+    nodes: str,
+    routers: str,
+    placements: str,
+    locality: str,
+    lab_steps: int,
+    seed: int,
+    workload_set: list[str],
+    exact_check: str | None,
+    collective_model: str,
+    capacity: list[str],
+    overlap: list[str],
+    allow_unconverged: bool,
 ) -> StudyConfig:
     """The LocMoE study's configuration from the command-line options, checked (bad input exits 2)."""
     from netsim.studies.locmoe import StudyConfig, check_config
@@ -150,18 +196,28 @@ def _locmoe_config(
     if quick:
         cfg = StudyConfig.quick()
     else:
-        cfg = StudyConfig(topologies=_csv(topologies), nodes=_csv(nodes, int), routers=_csv(routers),
-                          placements=_csv(placements), locality=_csv(locality, float), lab_steps=lab_steps,
-                          seed=seed)
+        cfg = StudyConfig(
+            topologies=_csv(topologies),
+            nodes=_csv(nodes, int),
+            routers=_csv(routers),
+            placements=_csv(placements),
+            locality=_csv(locality, float),
+            lab_steps=lab_steps,
+            seed=seed,
+        )
     if workload_set:
         cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
     if exact_check is not None:
         cfg = StudyConfig(**{**cfg.__dict__, "exact_check": _csv(exact_check, int)})
-    cfg = StudyConfig(**{**cfg.__dict__, "collective_model": collective_model,
-                         "capacity": {**cfg.capacity, **_pairs(capacity, "--capacity")},
-                         "overlap": {**cfg.overlap, **{k: _int(v, "--overlap")
-                                                       for k, v in _pairs(overlap, "--overlap").items()}},
-                         "require_converged": not allow_unconverged})
+    cfg = StudyConfig(
+        **{
+            **cfg.__dict__,
+            "collective_model": collective_model,
+            "capacity": {**cfg.capacity, **_pairs(capacity, "--capacity")},
+            "overlap": {**cfg.overlap, **{k: _int(v, "--overlap") for k, v in _pairs(overlap, "--overlap").items()}},
+            "require_converged": not allow_unconverged,
+        }
+    )
     check_config(cfg)
     return cfg
 
@@ -188,10 +244,19 @@ def _lab_locality(out: Path, routers: str, sorts: str, lab: list[str], force: bo
     base = _lab_base(lab, router=_csv(routers)[0] if _csv(routers) else None)
     check_out_dir(out, force, resume="study")
     with PhaseProgress(err_console, "netsim study lab-locality") as progress:
-        res = locality_sweep(base, _csv(routers), _csv(sorts, float), out,
-                             progress=lambda what, f: progress("study", f, what), force=force)
-    console.print(res[["router", "domain_sort", "converged", "share_cross_node", "drop_rate",
-                       "expert_load_cv"]].to_string(index=False))
+        res = locality_sweep(
+            base,
+            _csv(routers),
+            _csv(sorts, float),
+            out,
+            progress=lambda what, f: progress("study", f, what),
+            force=force,
+        )
+    console.print(
+        res[["router", "domain_sort", "converged", "share_cross_node", "drop_rate", "expert_load_cv"]].to_string(
+            index=False
+        )
+    )
     console.print(f"results: {out}/results.csv, report: {out}/report.md")
 
 
@@ -202,7 +267,13 @@ def _lab_scaling(out: Path, hidden: str, windows: int, lab: list[str], force: bo
     base = _lab_base(lab)
     check_out_dir(out, force, resume="study")
     with PhaseProgress(err_console, "netsim study lab-scaling") as progress:
-        res = scaling_sweep(base, _csv(hidden, int), out, windows=windows,
-                            progress=lambda what, f: progress("study", f, what), force=force)
+        res = scaling_sweep(
+            base,
+            _csv(hidden, int),
+            out,
+            windows=windows,
+            progress=lambda what, f: progress("study", f, what),
+            force=force,
+        )
     console.print(res.to_string(index=False))
     console.print(f"results: {out}/results.csv, report: {out}/report.md")

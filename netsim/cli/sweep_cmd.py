@@ -116,8 +116,16 @@ def register(app: typer.Typer) -> None:
         _sweep(sweep_file, out, workers, scheduler, no_reports, dry_run, quiet, force)
 
 
-def _sweep(sweep_file: Path, out: Path | None, workers: int | None, scheduler: str | None, no_reports: bool,
-           dry_run: bool, quiet: bool, force: bool) -> None:
+def _sweep(
+    sweep_file: Path,
+    out: Path | None,
+    workers: int | None,
+    scheduler: str | None,
+    no_reports: bool,
+    dry_run: bool,
+    quiet: bool,
+    force: bool,
+) -> None:
     """Load and check the sweep; list its points (``dry_run``) or run them and print the outcome."""
     from netsim.sweep import load_sweep
 
@@ -144,16 +152,22 @@ def _sweep(sweep_file: Path, out: Path | None, workers: int | None, scheduler: s
     _print_outcome(outcome)
 
 
-def _run_points(sweep: Sweep, out_dir: Path, workers: int | None, scheduler: str | None, no_reports: bool,
-                quiet: bool, force: bool, statuses: dict[int, str]) -> SweepOutcome:
+def _run_points(
+    sweep: Sweep,
+    out_dir: Path,
+    workers: int | None,
+    scheduler: str | None,
+    no_reports: bool,
+    quiet: bool,
+    force: bool,
+    statuses: dict[int, str],
+) -> SweepOutcome:
     """Run the sweep's points with a progress display, noting in ``statuses`` what happened to each."""
     from netsim.sweep import PointResult, run_sweep
 
     def record(result: PointResult | None) -> None:
         if result is not None:
-            statuses[result.index] = (
-                "reused" if result.reused else result.status if result.status != "ok" else "ran"
-            )
+            statuses[result.index] = "reused" if result.reused else result.status if result.status != "ok" else "ran"
 
     with PhaseProgress(err_console, f"netsim sweep {sweep.name}", enabled=not quiet) as bar:
 
@@ -179,8 +193,7 @@ def _print_outcome(outcome: SweepOutcome) -> None:
     ran, reused = len(outcome.ran), len(outcome.reused)
     how = f" ({outcome.executor})" if ran else ""
     console.print(
-        f"ran {ran} point(s){how}, reused {reused}, failed {len(outcome.failed)}"
-        f" in {format_duration(outcome.wall_s)}",
+        f"ran {ran} point(s){how}, reused {reused}, failed {len(outcome.failed)} in {format_duration(outcome.wall_s)}",
         soft_wrap=True,
     )
     console.print(f"results: {_show(outcome.path / 'results.csv')} (and .parquet)", soft_wrap=True, markup=False)

@@ -59,12 +59,15 @@ def _register_import(imp: typer.Typer) -> None:
         trace: Path = typer.Argument(..., metavar="TRACE.json", help="Chrome trace from export_chrome_trace."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Per-op summary table (.csv or .parquet)."),
         kernel_table: Path | None = typer.Option(
-            None, "--kernel-table", help="Also write the ops that are catalogue kernels as a kernel table "
-            "(.csv or .parquet) for netsim run --kernels (needs record_shapes=True)."
+            None,
+            "--kernel-table",
+            help="Also write the ops that are catalogue kernels as a kernel table "
+            "(.csv or .parquet) for netsim run --kernels (needs record_shapes=True).",
         ),
         step_range: str | None = typer.Option(
-            None, "--step-range", help="record_function range that is one step (default: ProfilerStep#*, "
-            "else the whole trace)."
+            None,
+            "--step-range",
+            help="record_function range that is one step (default: ProfilerStep#*, else the whole trace).",
         ),
         within: str | None = typer.Option(
             None, "--within", help="Only events inside record_function ranges of this name (wildcards ok)."
@@ -104,8 +107,9 @@ def _register_replay(app: typer.Typer) -> None:
 
     @app.command("replay-chakra")
     def replay_chakra_cmd(
-        trace_path: Path = typer.Argument(..., metavar="DIR",
-                                          help="Directory of per-rank Chakra traces (.et or JSON), or one file."),
+        trace_path: Path = typer.Argument(
+            ..., metavar="DIR", help="Directory of per-rank Chakra traces (.et or JSON), or one file."
+        ),
         topology: str | None = topology_option(),
         nodes: int | None = nodes_option(),
         out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (atomically)."),
@@ -125,13 +129,36 @@ def _register_replay(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Replay Chakra execution traces on a simulated cluster; writes a run directory."""
-        _replay_chakra(trace_path, topology, nodes, out, routing, seed, ranks_per_node, ranks, compute_scale,
-                       calibration, collective_cost, overrides, no_report, force)
+        _replay_chakra(
+            trace_path,
+            topology,
+            nodes,
+            out,
+            routing,
+            seed,
+            ranks_per_node,
+            ranks,
+            compute_scale,
+            calibration,
+            collective_cost,
+            overrides,
+            no_report,
+            force,
+        )
 
 
-def _import_kineto(trace: Path, out: Path | None, kernel_table: Path | None, step_range: str | None,
-                   within: str | None, start_us: float | None, end_us: float | None, kinds: str,
-                   events_out: Path | None, top: int) -> None:
+def _import_kineto(
+    trace: Path,
+    out: Path | None,
+    kernel_table: Path | None,
+    step_range: str | None,
+    within: str | None,
+    start_us: float | None,
+    end_us: float | None,
+    kinds: str,
+    events_out: Path | None,
+    top: int,
+) -> None:
     """Load the trace; write the kernel table and/or the per-op summary (and the selected events)."""
     from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
 
@@ -188,13 +215,22 @@ def _import_vidur(directory: Path, out: Path, tokens_per_octave: int | None, no_
         fit_surface=not no_surface,
     )
     table.save(out)
-    rt = Table(title=f"{table.meta['vidur_device']}: {len(table.meta['models'])} models, "
-               f"{table.meta['source_measurements']} operator timings", title_justify="left")
+    rt = Table(
+        title=f"{table.meta['vidur_device']}: {len(table.meta['models'])} models, "
+        f"{table.meta['source_measurements']} operator timings",
+        title_justify="left",
+    )
     for col in ("kernel", "dtype", "pass", "rows", "min time", "max time"):
         rt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
     for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
-        rt.add_row(str(kernel), str(dtype), str(pass_), str(len(g)), format_duration(float(g["time_s"].min())),
-                   format_duration(float(g["time_s"].max())))
+        rt.add_row(
+            str(kernel),
+            str(dtype),
+            str(pass_),
+            str(len(g)),
+            format_duration(float(g["time_s"].min())),
+            format_duration(float(g["time_s"].max())),
+        )
     console.print(rt)
     for key, surf in (table.meta.get("gemm_surface") or {}).items():
         st = surf["stats"]
@@ -207,10 +243,22 @@ def _import_vidur(directory: Path, out: Path, tokens_per_octave: int | None, no_
     typer.echo(f"wrote {out} ({len(table)} rows)")
 
 
-def _replay_chakra(trace_path: Path, topology: str | None, nodes: int | None, out: Path, routing: str | None,
-                   seed: int, ranks_per_node: int | None, ranks: int | None, compute_scale: float,
-                   calibration: Path | None, collective_cost: str | None, overrides: list[str], no_report: bool,
-                   force: bool) -> None:
+def _replay_chakra(
+    trace_path: Path,
+    topology: str | None,
+    nodes: int | None,
+    out: Path,
+    routing: str | None,
+    seed: int,
+    ranks_per_node: int | None,
+    ranks: int | None,
+    compute_scale: float,
+    calibration: Path | None,
+    collective_cost: str | None,
+    overrides: list[str],
+    no_report: bool,
+    force: bool,
+) -> None:
     """Load the traces, replay them on the cluster into run directory ``out`` and print the ranks."""
     from netsim.traces.chakra import load_chakra
     from netsim.traces.chakra_plan import replay_chakra
@@ -221,9 +269,17 @@ def _replay_chakra(trace_path: Path, topology: str | None, nodes: int | None, ou
     trace = load_chakra(trace_path, ranks=ranks)
     graph = load_graph(topology, nodes, overrides)
     kw, setup = network_setup(graph, calibration, routing, seed, cost_model=collective_cost)
-    outcome = replay_chakra(trace, graph, out, engine_kwargs=kw, setup=setup, ranks_per_node=ranks_per_node,
-                            compute_scale=compute_scale, report=None if no_report else report_writer(),
-                            force=force)
+    outcome = replay_chakra(
+        trace,
+        graph,
+        out,
+        engine_kwargs=kw,
+        setup=setup,
+        ranks_per_node=ranks_per_node,
+        compute_scale=compute_scale,
+        report=None if no_report else report_writer(),
+        force=force,
+    )
     _print_trace_run(outcome.summary, outcome.tables["ranks"], out)
 
 
@@ -234,16 +290,26 @@ def _write_kernel_table(tr: Any, path: Path, step_range: str | None) -> None:
     from netsim.cli import invoked_args
     from netsim.traces.kineto_kernels import kernel_table_from_kineto
 
-    table = kernel_table_from_kineto(tr, step_range=step_range,
-                                     command="netsim " + " ".join(shlex.quote(a) for a in invoked_args))
+    table = kernel_table_from_kineto(
+        tr, step_range=step_range, command="netsim " + " ".join(shlex.quote(a) for a in invoked_args)
+    )
     table.save(path)
-    kt = Table(title=f"kernel table: {table.meta['operator_calls']} operator calls "
-               f"({table.meta['time_source']})", title_justify="left")
+    kt = Table(
+        title=f"kernel table: {table.meta['operator_calls']} operator calls ({table.meta['time_source']})",
+        title_justify="left",
+    )
     for col in ("kernel", "dtype", "pass", "rows", "calls", "min time", "max time"):
         kt.add_column(col, justify="left" if col in ("kernel", "dtype", "pass") else "right")
     for (kernel, dtype, pass_), g in table.df.groupby(["kernel", "dtype", "pass"], sort=True):
-        kt.add_row(str(kernel), str(dtype), str(pass_), str(len(g)), str(int(g["repeats"].sum())),
-                   format_duration(float(g["time_s"].min())), format_duration(float(g["time_s"].max())))
+        kt.add_row(
+            str(kernel),
+            str(dtype),
+            str(pass_),
+            str(len(g)),
+            str(int(g["repeats"].sum())),
+            format_duration(float(g["time_s"].min())),
+            format_duration(float(g["time_s"].max())),
+        )
     console.print(kt)
     typer.echo(f"measured step: {format_duration(table.meta['measured_step_s'])} ({table.meta['measured_step']})")
     typer.echo(f"wrote {path} ({len(table)} rows)")
@@ -255,20 +321,28 @@ def _print_trace_run(s: dict[str, Any], ranks: pd.DataFrame, out: Path) -> None:
 
     tr = s["trace"]
     servers = f"{s['num_nodes']} node{'s' if s['num_nodes'] != 1 else ''}"
-    rt = Table(title=f"{tr['ranks']} ranks on {s['topology']} ({servers}): step (makespan) "
-               f"{format_duration(s['step_time_s'])}", title_justify="left")
+    rt = Table(
+        title=f"{tr['ranks']} ranks on {s['topology']} ({servers}): step (makespan) "
+        f"{format_duration(s['step_time_s'])}",
+        title_justify="left",
+    )
     for col in ("rank", "device", "compute", "comm", "overlap", "idle"):
         rt.add_column(col, justify="left" if col == "device" else "right")
     for r in ranks.to_dict("records"):
-        rt.add_row(str(r["rank"]), str(r["device"]), *(format_duration(r[f"{k}_s"]) for k in
-                                                       ("compute", "communication", "overlap", "idle")))
+        rt.add_row(
+            str(r["rank"]),
+            str(r["device"]),
+            *(format_duration(r[f"{k}_s"]) for k in ("compute", "communication", "overlap", "idle")),
+        )
     console.print(rt)
     console.print(cost_summary_line(s["collective_cost"]), markup=False)
     net_bytes = sum(s["bytes_by_class"].values())
-    typer.echo(f"trace: {tr['nodes']} nodes ({', '.join(tr['forms'])}), {tr['compute_ops']} GPU compute and "
-               f"{tr['host_ops']} CPU ops; collectives: {tr['simulated_collectives']} simulated, "
-               f"{tr['measured_collectives']} at their measured time, {tr['single_rank_collectives']} of one rank; "
-               f"send/recv: {tr['p2p_transfers']}; {s['num_flows']} flows, {format_bytes(net_bytes)} on the network")
+    typer.echo(
+        f"trace: {tr['nodes']} nodes ({', '.join(tr['forms'])}), {tr['compute_ops']} GPU compute and "
+        f"{tr['host_ops']} CPU ops; collectives: {tr['simulated_collectives']} simulated, "
+        f"{tr['measured_collectives']} at their measured time, {tr['single_rank_collectives']} of one rank; "
+        f"send/recv: {tr['p2p_transfers']}; {s['num_flows']} flows, {format_bytes(net_bytes)} on the network"
+    )
     if tr["single_rank_collectives"] and tr["ranks"] == 1:
         typer.echo("(a single-rank trace: its collectives move nothing; --ranks N runs it on N ranks)")
     typer.echo(f"wrote {out}")

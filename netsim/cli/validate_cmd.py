@@ -23,15 +23,20 @@ from netsim.cli.common import check_out_dir, cost_option, err_console, force_opt
 def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate_cmd(
-        quick: bool = typer.Option(False, "--quick", help="The cases CI runs: up to two nodes, "
-                                   "out-of-place columns, training cases marked quick (~1 min on 2 cores)."),
+        quick: bool = typer.Option(
+            False,
+            "--quick",
+            help="The cases CI runs: up to two nodes, "
+            "out-of-place columns, training cases marked quick (~1 min on 2 cores).",
+        ),
         only: str | None = typer.Option(None, "--only", help="Glob over SOURCE/CASE ids, e.g. 'xxrjun-*/all-gather'."),
         kind: list[str] = typer.Option([], "--kind", help="collective or training (repeatable; default: both)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the run directory (report, parity plot)."),
         collective_cost: str | None = cost_option(),
         source: list[Path] = typer.Option([], "--source", help="Validation file(s) instead of the shipped ones."),
-        no_known_gaps: bool = typer.Option(False, "--no-known-gaps",
-                                           help="Assert the known gaps too (see known_gaps.yaml)."),
+        no_known_gaps: bool = typer.Option(
+            False, "--no-known-gaps", help="Assert the known gaps too (see known_gaps.yaml)."
+        ),
         force: bool = force_option(),
     ) -> None:
         """Predict published measurements (nccl-tests, training runs) and compare."""
@@ -46,8 +51,15 @@ def register(app: typer.Typer) -> None:
         def progress(label: str, done: int, total: int) -> None:
             err_console.print(f"[{done}/{total}] {label}", highlight=False)
 
-        res = run_validation(srcs, quick=quick, only=only, kinds=kind or None, cost_model=collective_cost,
-                             known_gaps=not no_known_gaps, progress=progress)
+        res = run_validation(
+            srcs,
+            quick=quick,
+            only=only,
+            kinds=kind or None,
+            cost_model=collective_cost,
+            known_gaps=not no_known_gaps,
+            progress=progress,
+        )
         summary = write_validation(res, out, force=force) if out is not None else summarize(res)
         for line in format_summary(summary):
             typer.echo(line)

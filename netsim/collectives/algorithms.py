@@ -88,9 +88,17 @@ def _frontier_array(frontier: Frontier | None, size: int, k: int) -> np.ndarray 
     return out
 
 
-def _ring_phase(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: float, chunks: int,
-                step0: int, entry: Frontier | None = None, *,
-                collapse: bool = True) -> tuple[np.ndarray, Frontier | None]:
+def _ring_phase(
+    b: PlanBuilder,
+    rings: np.ndarray,
+    nsteps: int,
+    block_bytes: float,
+    chunks: int,
+    step0: int,
+    entry: Frontier | None = None,
+    *,
+    collapse: bool = True,
+) -> tuple[np.ndarray, Frontier | None]:
     """Ring steps on ``R`` rings of ``L`` nodes at once (vectorised).
 
     At step ``s`` the node at ring position ``p`` sends ``block_bytes`` (in ``chunks`` chunks) to
@@ -133,8 +141,9 @@ def _ring_phase(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: flo
     return ids, exit_
 
 
-def _ring_stream(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: float, chunks: int, step0: int,
-                 entry: Frontier | None) -> tuple[np.ndarray, Frontier]:
+def _ring_stream(
+    b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: float, chunks: int, step0: int, entry: Frontier | None
+) -> tuple[np.ndarray, Frontier]:
     """Stream form of :func:`_ring_phase`: every ring link carries its ``nsteps`` blocks as one
     transfer standing for the chain of ``nsteps + chunks - 1`` transfers of the exact plan (a
     ring link is busy at every step, so there is no pipeline fill)."""
@@ -143,8 +152,9 @@ def _ring_stream(b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: fl
     ids = b.next_id + np.arange(r_count * length, dtype=np.int64).reshape(shape)
     ent = _frontier_array(entry, len(b.names), 1)
     deps = ent[rings].reshape(r_count * length, -1) if ent is not None else None
-    b.add_batch(rings.ravel(), np.roll(rings, -1, axis=1).ravel(), nsteps * block_bytes, step0, deps,
-                rounds=nsteps + chunks - 1)
+    b.add_batch(
+        rings.ravel(), np.roll(rings, -1, axis=1).ravel(), nsteps * block_bytes, step0, deps, rounds=nsteps + chunks - 1
+    )
     into = np.roll(ids[0, :, :, 0], 1, axis=1)
     exit_: Frontier = {}
     for (r, p), node in np.ndenumerate(rings):
@@ -173,8 +183,18 @@ def _tree_shape(parent: list[int]) -> tuple[list[list[int]], int, list[int], lis
     return children, root, depth, order
 
 
-def _tree_pipeline(b: PlanBuilder, members: list[int], parent: list[int], piece_bytes: float, chunks: int,
-                   *, reduce: bool, bcast: bool, step0: int = 0, entry: Frontier | None = None) -> Frontier:
+def _tree_pipeline(
+    b: PlanBuilder,
+    members: list[int],
+    parent: list[int],
+    piece_bytes: float,
+    chunks: int,
+    *,
+    reduce: bool,
+    bcast: bool,
+    step0: int = 0,
+    entry: Frontier | None = None,
+) -> Frontier:
     """Pipelined reduce-to-root and/or broadcast-from-root on a tree.
 
     ``members[x]`` is the node index of tree position ``x``; ``parent[x]`` its parent position
@@ -212,8 +232,16 @@ def _tree_pipeline(b: PlanBuilder, members: list[int], parent: list[int], piece_
     return _tree_exit(members, children, root, up, down, reduce=reduce, bcast=bcast)
 
 
-def _tree_exit(members: list[int], children: list[list[int]], root: int, up: list[list[int]],
-               down: list[list[int]], *, reduce: bool, bcast: bool) -> Frontier:
+def _tree_exit(
+    members: list[int],
+    children: list[list[int]],
+    root: int,
+    up: list[list[int]],
+    down: list[list[int]],
+    *,
+    reduce: bool,
+    bcast: bool,
+) -> Frontier:
     """Per member and chunk, the transfers that delivered it: the broadcast's, or at the root of a
     reduce-only the chunks from its children."""
     exit_: Frontier = {}
@@ -226,8 +254,15 @@ def _tree_exit(members: list[int], children: list[list[int]], root: int, up: lis
     return exit_
 
 
-def _star_phase(b: PlanBuilder, groups: list[tuple[list[int], int]], up_bytes: float, down_bytes: float,
-                chunks: int, step0: int, entry: Frontier | None) -> Frontier:
+def _star_phase(
+    b: PlanBuilder,
+    groups: list[tuple[list[int], int]],
+    up_bytes: float,
+    down_bytes: float,
+    chunks: int,
+    step0: int,
+    entry: Frontier | None,
+) -> Frontier:
     """Members send ``up_bytes`` to their switch, which sends ``down_bytes`` back to each member
     once it has every member's chunk (a reduction in the switch); pipelined in ``chunks``."""
     k = int(chunks)
@@ -302,8 +337,7 @@ def _nvswitch(view: TopologyView, node: int) -> str:
     for v, a in g.nodes(data=True):
         if a.get("kind") == "switch" and a.get("node") == node and a.get("role", "nvswitch") == "nvswitch":
             return str(v)
-    raise CollectiveError(f"nvls needs an NVSwitch in server {node} (no device {name!r} in the topology)",
-                          field="algo")
+    raise CollectiveError(f"nvls needs an NVSwitch in server {node} (no device {name!r} in the topology)", field="algo")
 
 
 def switch_tree(graph: nx.DiGraph | None, devices: list[str]) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -315,9 +349,13 @@ def switch_tree(graph: nx.DiGraph | None, devices: list[str]) -> tuple[str, dict
     """
     if graph is None:
         raise CollectiveError("sharp needs the topology graph to find the switch tree", field="algo")
-    switches = sorted(str(v) for v, a in graph.nodes(data=True)
-                      if a.get("kind") == "switch" and int(a.get("node", -1) if a.get("node") is not None else -1) < 0
-                      and a.get("network", "backend") == "backend")
+    switches = sorted(
+        str(v)
+        for v, a in graph.nodes(data=True)
+        if a.get("kind") == "switch"
+        and int(a.get("node", -1) if a.get("node") is not None else -1) < 0
+        and a.get("network", "backend") == "backend"
+    )
     if not switches:
         raise CollectiveError("sharp needs back-end fabric switches; the topology has none", field="algo")
     ug = graph.to_undirected(as_view=True)
@@ -349,8 +387,15 @@ def switch_tree(graph: nx.DiGraph | None, devices: list[str]) -> tuple[str, dict
     return root, parent, attach
 
 
-def _sharp_phase(b: PlanBuilder, req: PlanRequest, groups: list[list[int]], piece_bytes: float, chunks: int,
-                 step0: int, entry: Frontier | None) -> Frontier:
+def _sharp_phase(
+    b: PlanBuilder,
+    req: PlanRequest,
+    groups: list[list[int]],
+    piece_bytes: float,
+    chunks: int,
+    step0: int,
+    entry: Frontier | None,
+) -> Frontier:
     """In-network all-reduce of ``piece_bytes`` inside each group through its switch tree."""
     exit_: Frontier = {}
     for grp in groups:
@@ -365,8 +410,7 @@ def _sharp_phase(b: PlanBuilder, req: PlanRequest, groups: list[list[int]], piec
             par[pos[r]] = pos[b.node(attach[d])]
         for s, p in parent.items():
             par[pos[b.node(s)]] = pos[b.node(p)]
-        ex = _tree_pipeline(b, members, par, piece_bytes, chunks, reduce=True, bcast=True, step0=step0,
-                            entry=entry)
+        ex = _tree_pipeline(b, members, par, piece_bytes, chunks, reduce=True, bcast=True, step0=step0, entry=entry)
         exit_.update({key: ids for key, ids in ex.items() if key[0] < req.n})
     return exit_
 
@@ -374,8 +418,9 @@ def _sharp_phase(b: PlanBuilder, req: PlanRequest, groups: list[list[int]], piec
 # ---------------------------------------------------------------------------------------------
 # all-reduce, reduce-scatter, all-gather
 # ---------------------------------------------------------------------------------------------
-@register_algorithm("all_reduce", "ring", default=True,
-                    description="ring reduce-scatter + all-gather, one ring per channel")
+@register_algorithm(
+    "all_reduce", "ring", default=True, description="ring reduce-scatter + all-gather, one ring per channel"
+)
 def ring_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     rings = _ring_orders(req)
     count, n = rings.shape
@@ -400,8 +445,9 @@ def ring_all_gather(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return ring_reduce_scatter(req, b) or {}  # same traffic: n-1 steps of nbytes/n per rank
 
 
-@register_algorithm("all_reduce", "flat_tree",
-                    description="one double binary tree over all ranks, pipelined in chunks (not NCCL's)")
+@register_algorithm(
+    "all_reduce", "flat_tree", description="one double binary tree over all ranks, pipelined in chunks (not NCCL's)"
+)
 def flat_tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n = req.n
     half = req.nbytes / 2
@@ -411,8 +457,11 @@ def flat_tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return {"chunks": k}
 
 
-@register_algorithm("all_reduce", "halving_doubling",
-                    description="recursive halving reduce-scatter + doubling all-gather (Rabenseifner)")
+@register_algorithm(
+    "all_reduce",
+    "halving_doubling",
+    description="recursive halving reduce-scatter + doubling all-gather (Rabenseifner)",
+)
 def halving_doubling_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n, size = req.n, req.nbytes
     p = 1 << (n.bit_length() - 1)
@@ -461,19 +510,26 @@ def _hier_all_reduce(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, 
     return {"servers": nodes, "per_server": per, "chunks": k}
 
 
-@register_algorithm("all_reduce", "hierarchical",
-                    description="intra-server reduce-scatter, inter-server ring all-reduce, intra all-gather")
+@register_algorithm(
+    "all_reduce",
+    "hierarchical",
+    description="intra-server reduce-scatter, inter-server ring all-reduce, intra all-gather",
+)
 def hierarchical_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return _hier_all_reduce(req, b, "ring")
 
 
-@register_algorithm("all_reduce", "sharp",
-                    description="in-network reduction in the back-end switches (InfiniBand SHARP)")
+@register_algorithm(
+    "all_reduce", "sharp", description="in-network reduction in the back-end switches (InfiniBand SHARP)"
+)
 def sharp_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     grid = _grid(req, "sharp")
     if grid.shape[0] < 2:
-        raise CollectiveError("sharp reduces in the back-end fabric and needs devices on at least two servers "
-                              "(use nvls inside one server)", field="algo")
+        raise CollectiveError(
+            "sharp reduces in the back-end fabric and needs devices on at least two servers "
+            "(use nvls inside one server)",
+            field="algo",
+        )
     return _hier_all_reduce(req, b, "sharp")
 
 
@@ -497,8 +553,7 @@ def _nvls(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, Any]:
     return {"chunks": k, "servers": nodes}
 
 
-@register_algorithm("all_reduce", "nvls_sharp",
-                    description="NVLS inside servers, SHARP between servers")
+@register_algorithm("all_reduce", "nvls_sharp", description="NVLS inside servers, SHARP between servers")
 def nvls_sharp_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return _nvls(req, b, "sharp")
 
@@ -506,8 +561,12 @@ def nvls_sharp_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # broadcast and reduce (root = first device)
 # ---------------------------------------------------------------------------------------------
-@register_algorithm(("broadcast", "reduce"), "ring", default=True,
-                    description="pipelined chain through the ranks in order (NCCL ring broadcast/reduce)")
+@register_algorithm(
+    ("broadcast", "reduce"),
+    "ring",
+    default=True,
+    description="pipelined chain through the ranks in order (NCCL ring broadcast/reduce)",
+)
 def chain_rooted(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n = req.n
     parent = [r - 1 for r in range(n)]
@@ -524,6 +583,13 @@ def chain_rooted(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
 @register_algorithm(("broadcast", "reduce"), "tree", description="pipelined binary tree rooted at the first rank")
 def tree_rooted(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     k = req.chunks(req.nbytes, pipelined=True)
-    _tree_pipeline(b, list(range(req.n)), _btree_parents(req.n), req.nbytes, k, reduce=req.op == "reduce",
-                   bcast=req.op == "broadcast")
+    _tree_pipeline(
+        b,
+        list(range(req.n)),
+        _btree_parents(req.n),
+        req.nbytes,
+        k,
+        reduce=req.op == "reduce",
+        bcast=req.op == "broadcast",
+    )
     return {"chunks": k}

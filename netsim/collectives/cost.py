@@ -89,8 +89,9 @@ class CostModel:
     def __init__(self, graph: nx.DiGraph | None = None, **_: Any) -> None:
         self.graph = graph
 
-    def call(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
-             proto: str | None = None) -> CollectiveCall:  # pragma: no cover - interface
+    def call(
+        self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None, proto: str | None = None
+    ) -> CollectiveCall:  # pragma: no cover - interface
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -112,11 +113,13 @@ class IdealCost(CostModel):
         super().__init__(graph)
         self.step_latency_s = float(step_latency_s)
 
-    def call(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
-             proto: str | None = None) -> CollectiveCall:
+    def call(
+        self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None, proto: str | None = None
+    ) -> CollectiveCall:
         if proto is not None:
-            raise CollectiveError(f"protocol {proto!r} needs --collective-cost nccl (the ideal model has none)",
-                                  field="proto")
+            raise CollectiveError(
+                f"protocol {proto!r} needs --collective-cost nccl (the ideal model has none)", field="proto"
+            )
         name = get_algorithm(op, algo).name
         lat = self.step_latency_s
         return CollectiveCall(algo=name, hop_latency_s={"intra": lat, "inter": lat}, subtract_path_latency=False)
@@ -143,9 +146,16 @@ _PLAN_OF: dict[tuple[str, str], tuple[str, bool]] = {
     ("reduce", "ring"): ("ring", True),
 }
 #: netsim algorithm names that are NCCL algorithms (the ``--algo`` a user gives).
-_NCCL_NAME = {"ring": "ring", "tree": "tree", "nvls": "nvls", "nvls_tree": "nvls_tree",
-              "collnet_direct": "collnet_direct", "collnet_chain": "collnet_chain", "sharp": "collnet_direct",
-              "pat": "pat"}
+_NCCL_NAME = {
+    "ring": "ring",
+    "tree": "tree",
+    "nvls": "nvls",
+    "nvls_tree": "nvls_tree",
+    "collnet_direct": "collnet_direct",
+    "collnet_chain": "collnet_chain",
+    "sharp": "collnet_direct",
+    "pat": "pat",
+}
 _P2P_OPS = ("all_to_all", "all_to_allv", "sendrecv")
 
 
@@ -162,15 +172,20 @@ class NcclCost(CostModel):
 
     name = "nccl"
 
-    def __init__(self, graph: nx.DiGraph, *, settings: Mapping[str, Any] | None = None,
-                 efficiency: Mapping[str, float] | None = None,
-                 reference_efficiency: Mapping[str, float] | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        graph: nx.DiGraph,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        efficiency: Mapping[str, float] | None = None,
+        reference_efficiency: Mapping[str, float] | None = None,
+        **_: Any,
+    ) -> None:
         super().__init__(graph)
         self.graph: nx.DiGraph = graph
         self.settings = dict(settings or {})
         self.efficiency = dict(efficiency or {})
-        self.reference_efficiency = dict(reference_efficiency if reference_efficiency is not None
-                                         else self.efficiency)
+        self.reference_efficiency = dict(reference_efficiency if reference_efficiency is not None else self.efficiency)
         self.constants: NcclConstants = load_constants(self.settings.get("constants") or None)
         self.latency_scale = float(self.settings.get("latency_scale", 1.0))
         self._tables: dict[tuple[str, ...], TunerTable] = {}
@@ -178,10 +193,15 @@ class NcclCost(CostModel):
         self._calls: dict[tuple[Any, ...], CollectiveCall] = {}
 
     def describe(self) -> dict[str, Any]:
-        return {"collective_cost": self.name, "nccl_version": self.constants.version,
-                "arch": self.settings.get("arch", "hopper"), "host_cpu": self.settings.get("host_cpu", "intel"),
-                "nvls": bool(self.settings.get("nvls", False)), "collnet": bool(self.settings.get("collnet", False)),
-                "latency_scale": self.latency_scale}
+        return {
+            "collective_cost": self.name,
+            "nccl_version": self.constants.version,
+            "arch": self.settings.get("arch", "hopper"),
+            "host_cpu": self.settings.get("host_cpu", "intel"),
+            "nvls": bool(self.settings.get("nvls", False)),
+            "collnet": bool(self.settings.get("collnet", False)),
+            "latency_scale": self.latency_scale,
+        }
 
     def table(self, devices: Sequence[str]) -> TunerTable:
         """The tuner table of a group (cached per group)."""
@@ -205,8 +225,9 @@ class NcclCost(CostModel):
             r = self._ratios[key] = now / ref if ref > 0 and math.isfinite(ref) and math.isfinite(now) else 1.0
         return r
 
-    def choice(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
-               proto: str | None = None) -> Choice | None:
+    def choice(
+        self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None, proto: str | None = None
+    ) -> Choice | None:
         """The tuner's choice for a collective NCCL models (``None`` for point-to-point ops)."""
         if op not in COLLS or len(devices) < 2:
             return None
@@ -219,12 +240,16 @@ class NcclCost(CostModel):
         if ch is None:
             wanted = f"algorithm {algo!r}" if algo else "any algorithm"
             why = _why_unavailable(algos[0] if algos else "", table.system)
-            raise CollectiveError(f"NCCL has no {wanted}{' with protocol ' + proto if proto else ''} for {op} on "
-                                  f"this group ({len(devices)} ranks){': ' + why if why else ''}", field="algo")
+            raise CollectiveError(
+                f"NCCL has no {wanted}{' with protocol ' + proto if proto else ''} for {op} on "
+                f"this group ({len(devices)} ranks){': ' + why if why else ''}",
+                field="algo",
+            )
         return ch
 
-    def call(self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
-             proto: str | None = None) -> CollectiveCall:
+    def call(
+        self, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None, proto: str | None = None
+    ) -> CollectiveCall:
         if proto is not None and proto not in ("LL", "LL128", "Simple"):
             raise CollectiveError(f"unknown protocol {proto!r}; allowed: LL, LL128, Simple", field="proto")
         key = (op, tuple(devices), float(nbytes), algo, proto)
@@ -243,13 +268,18 @@ class NcclCost(CostModel):
         if algo == "ring" and sys.n_nodes > 1:
             overhead = float(c.get("net_overhead_us", sys.cpu if sys.cpu in ("intel", "amd") else "other"))
             intra = max(intra, overhead * (3 if proto == "Simple" else 1))
-        f = scale * (float(c.refinement("ring_plateau_latency_factor")["ampere_and_later"
-                                                                        if sys.arch != "volta" else "pre_ampere"])
-                     if plateau else 1.0)
+        f = scale * (
+            float(
+                c.refinement("ring_plateau_latency_factor")["ampere_and_later" if sys.arch != "volta" else "pre_ampere"]
+            )
+            if plateau
+            else 1.0
+        )
         return {"intra": intra * f * 1e-6, "inter": inter * f * 1e-6}
 
-    def _make_call(self, op: str, devices: Sequence[str], nbytes: float, algo: str | None,
-                   proto: str | None) -> CollectiveCall:
+    def _make_call(
+        self, op: str, devices: Sequence[str], nbytes: float, algo: str | None, proto: str | None
+    ) -> CollectiveCall:
         c = self.constants
         if op in _P2P_OPS or len(devices) < 2:
             return self._p2p_call(op, devices, nbytes, algo, proto)
@@ -264,8 +294,13 @@ class NcclCost(CostModel):
         else:
             plan_algo, fluid = _PLAN_OF.get((op, nccl_algo), (default_algorithm(op), False))
         base = c.base_latency_us(nccl_algo, ch.proto) * self.latency_scale
-        plateau = (nccl_algo == "ring" and ch.proto == "Simple" and sys.n_nodes > 1 and op == "all_reduce"
-                   and nbytes / (sys.n_channels * sys.n_ranks) >= 64)
+        plateau = (
+            nccl_algo == "ring"
+            and ch.proto == "Simple"
+            and sys.n_nodes > 1
+            and op == "all_reduce"
+            and nbytes / (sys.n_channels * sys.n_ranks) >= 64
+        )
         hops = self._hops(sys, nccl_algo, ch.proto, plateau)
         if fluid:  # a pipeline pays its whole latency at the end (pipeline_latency_s), not per hop
             hops = {"intra": 0.0, "inter": 0.0}
@@ -274,10 +309,19 @@ class NcclCost(CostModel):
             base, pipeline = 0.0, ch.latency_us * self.latency_scale * 1e-6
         alg_bw = self._reached_bw(op, devices, ch)
         channels = None
-        return CollectiveCall(algo=plan_algo, fluid=fluid, base_latency_s=base * 1e-6, hop_latency_s=hops,
-                              pipeline_latency_s=pipeline, wire_factor=float(c.get("wire_factor", ch.proto)),
-                              alg_bw_Bps=alg_bw, library_algo=nccl_algo, proto=ch.proto, channels=channels,
-                              predicted_s=ch.time_us * 1e-6)
+        return CollectiveCall(
+            algo=plan_algo,
+            fluid=fluid,
+            base_latency_s=base * 1e-6,
+            hop_latency_s=hops,
+            pipeline_latency_s=pipeline,
+            wire_factor=float(c.get("wire_factor", ch.proto)),
+            alg_bw_Bps=alg_bw,
+            library_algo=nccl_algo,
+            proto=ch.proto,
+            channels=channels,
+            predicted_s=ch.time_us * 1e-6,
+        )
 
     def _reached_bw(self, op: str, devices: Sequence[str], ch: Choice) -> float | None:
         """The algorithm bandwidth (bytes/s) the chosen (algorithm, protocol) reaches: NCCL's own
@@ -319,14 +363,20 @@ class NcclCost(CostModel):
             plan_algo = "ring"
         sys = self.table(devices).system
         c = self.constants
-        return CollectiveCall(algo=plan_algo, fluid=plan_algo == "ring" and op in ("broadcast", "reduce"),
-                              base_latency_s=c.base_latency_us("ring", ch.proto) * self.latency_scale * 1e-6,
-                              hop_latency_s=self._hops(sys, "ring", ch.proto, False),
-                              wire_factor=float(c.get("wire_factor", ch.proto)), alg_bw_Bps=None,
-                              library_algo=f"hccl-{plan_algo}", proto=ch.proto)
+        return CollectiveCall(
+            algo=plan_algo,
+            fluid=plan_algo == "ring" and op in ("broadcast", "reduce"),
+            base_latency_s=c.base_latency_us("ring", ch.proto) * self.latency_scale * 1e-6,
+            hop_latency_s=self._hops(sys, "ring", ch.proto, False),
+            wire_factor=float(c.get("wire_factor", ch.proto)),
+            alg_bw_Bps=None,
+            library_algo=f"hccl-{plan_algo}",
+            proto=ch.proto,
+        )
 
-    def _p2p_call(self, op: str, devices: Sequence[str], nbytes: float, algo: str | None,
-                  proto: str | None) -> CollectiveCall:
+    def _p2p_call(
+        self, op: str, devices: Sequence[str], nbytes: float, algo: str | None, proto: str | None
+    ) -> CollectiveCall:
         """Send/recv and all-to-all: NCCL's grouped point-to-point.  LL up to
         ``p2p_ll_threshold_bytes`` per peer, Simple above; a ring step's latency per transfer."""
         c = self.constants
@@ -339,9 +389,16 @@ class NcclCost(CostModel):
         sys = self.table(devices).system
         hops = self._hops(sys, "ring", p, False)
         base = c.base_latency_us("ring", p) * self.latency_scale * 1e-6
-        return CollectiveCall(algo=name, fluid=False, base_latency_s=base, hop_latency_s=hops,
-                              wire_factor=float(c.get("wire_factor", p)), alg_bw_Bps=None, library_algo="p2p",
-                              proto=p)
+        return CollectiveCall(
+            algo=name,
+            fluid=False,
+            base_latency_s=base,
+            hop_latency_s=hops,
+            wire_factor=float(c.get("wire_factor", p)),
+            alg_bw_Bps=None,
+            library_algo="p2p",
+            proto=p,
+        )
 
 
 def _why_unavailable(nccl_algo: str, sys: NcclSystem) -> str:
@@ -364,13 +421,24 @@ def _why_unavailable(nccl_algo: str, sys: NcclSystem) -> str:
     return ""
 
 
-def make_cost_model(name: str, graph: nx.DiGraph, *, settings: Mapping[str, Any] | None = None,
-                    efficiency: Mapping[str, float] | None = None,
-                    reference_efficiency: Mapping[str, float] | None = None, step_latency_s: float = 0.0,
-                    source: str | None = None) -> CostModel:
+def make_cost_model(
+    name: str,
+    graph: nx.DiGraph,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    efficiency: Mapping[str, float] | None = None,
+    reference_efficiency: Mapping[str, float] | None = None,
+    step_latency_s: float = 0.0,
+    source: str | None = None,
+) -> CostModel:
     """Instantiate the cost model ``name`` for ``graph`` (a one-line SpecError for an unknown name).
     ``reference_efficiency``: the preset's link efficiencies (what NCCL's tables assume), when
     ``efficiency`` is a calibration's."""
     cls = COST_MODELS.get(name, source=source)
-    return cls(graph, settings=settings, efficiency=efficiency, reference_efficiency=reference_efficiency,
-               step_latency_s=step_latency_s)
+    return cls(
+        graph,
+        settings=settings,
+        efficiency=efficiency,
+        reference_efficiency=reference_efficiency,
+        step_latency_s=step_latency_s,
+    )

@@ -76,8 +76,9 @@ def _intra_direct(b: PlanBuilder, grid: np.ndarray, m4: np.ndarray) -> None:
     b.add_batch(grid[aa, ii], grid[aa, jj], intra[aa, ii, jj], 0)
 
 
-@register_algorithm(_A2A, "hierarchical",
-                    description="gather per destination server, one NIC per destination server, scatter")
+@register_algorithm(
+    _A2A, "hierarchical", description="gather per destination server, one NIC per destination server, scatter"
+)
 def hierarchical_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     grid, m4 = _a2a_grid(req, "hierarchical")
     nodes, per = grid.shape
@@ -103,8 +104,9 @@ def hierarchical_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return {"servers": nodes}
 
 
-@register_algorithm(_A2A, "deepep",
-                    description="RDMA to the same-index GPU of the target server, NVLink to the owner; pipelined")
+@register_algorithm(
+    _A2A, "deepep", description="RDMA to the same-index GPU of the target server, NVLink to the owner; pipelined"
+)
 def deepep_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     """DeepEP's dispatch: every GPU sends what it has for server ``b`` over its own rail to the
     GPU with its local index there, which forwards each token to its owner over NVLink.  The
@@ -125,8 +127,13 @@ def deepep_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     rid = b.next_id + np.arange(n_r * k, dtype=np.int64).reshape(n_r, k)
     deps = np.full((n_r, k, 1), -1, dtype=np.int64)
     deps[:, 1:, 0] = rid[:, :-1]
-    b.add_batch(np.repeat(grid[aa, ii], k), np.repeat(grid[bb, ii], k), np.repeat(r_bytes[aa, ii, bb] / k, k),
-                0, deps.reshape(-1, 1))
+    b.add_batch(
+        np.repeat(grid[aa, ii], k),
+        np.repeat(grid[bb, ii], k),
+        np.repeat(r_bytes[aa, ii, bb] / k, k),
+        0,
+        deps.reshape(-1, 1),
+    )
     where = np.full((nodes, per, nodes), -1, dtype=np.int64)
     where[aa, ii, bb] = np.arange(n_r)
     # NVLink forwards: chunk c of (a, i) -> (b, j) waits for RDMA chunk c and its own chunk c - 1
@@ -137,16 +144,25 @@ def deepep_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     fdeps = np.full((n_f, k, 2), -1, dtype=np.int64)
     fdeps[:, :, 0] = rid[where[fa, fi, fb]]
     fdeps[:, 1:, 1] = fid[:, :-1]
-    b.add_batch(np.repeat(grid[fb, fi], k), np.repeat(grid[fb, fj], k), np.repeat(m4[fa, fi, fb, fj] / k, k), 1,
-                fdeps.reshape(-1, 2))
+    b.add_batch(
+        np.repeat(grid[fb, fi], k),
+        np.repeat(grid[fb, fj], k),
+        np.repeat(m4[fa, fi, fb, fj] / k, k),
+        1,
+        fdeps.reshape(-1, 2),
+    )
     return {"servers": nodes, "chunks": k}
 
 
 # ---------------------------------------------------------------------------------------------
 # send/recv
 # ---------------------------------------------------------------------------------------------
-@register_algorithm("sendrecv", "shift", default=True,
-                    description="every rank sends to the next and receives from the previous (nccl-tests)")
+@register_algorithm(
+    "sendrecv",
+    "shift",
+    default=True,
+    description="every rank sends to the next and receives from the previous (nccl-tests)",
+)
 def shift_sendrecv(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n = req.n
     src = np.arange(n, dtype=np.int64)

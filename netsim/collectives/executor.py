@@ -106,8 +106,9 @@ class CollectiveResult:
 class _Execution:
     """State of one plan being executed (dependency counters, batching of arrivals)."""
 
-    def __init__(self, net: Network, plan: Plan, traffic_class: str, label: str, call: CollectiveCall,
-                 coflow: bool = False) -> None:
+    def __init__(
+        self, net: Network, plan: Plan, traffic_class: str, label: str, call: CollectiveCall, coflow: bool = False
+    ) -> None:
         self.net = net
         self.coflow = coflow and plan.op in COFLOW_OPS
         self.env: simpy.Environment = net.env
@@ -174,13 +175,20 @@ class _Execution:
 
     def _launch(self, ready: np.ndarray, merge: bool = True) -> None:
         if merge and self.coflow and ready.size > 1:
-            ev = self.net.transfer_coflow(self.src[ready], self.dst[ready], self.size[ready],
-                                          traffic_class=self.traffic_class, label=self.label)
+            ev = self.net.transfer_coflow(
+                self.src[ready], self.dst[ready], self.size[ready], traffic_class=self.traffic_class, label=self.label
+            )
             ev.callbacks.append(partial(self._arrive_batch, ready))  # never chained (merge)
             return
         caps = self.cap[ready] if self.cap is not None else None
-        events = self.net.transfer_ids(self.src[ready], self.dst[ready], self.size[ready],
-                                       traffic_class=self.traffic_class, label=self.label, rate_cap_Bps=caps)
+        events = self.net.transfer_ids(
+            self.src[ready],
+            self.dst[ready],
+            self.size[ready],
+            traffic_class=self.traffic_class,
+            label=self.label,
+            rate_cap_Bps=caps,
+        )
         cb = self._on_arrival
         for ev, t in zip(events, ready.tolist(), strict=True):
             ev.callbacks.append(partial(cb, t))
@@ -283,8 +291,10 @@ def check_model(model: str | CollectiveModel) -> str | CollectiveModel:
 def result_of(proc: simpy.Process) -> CollectiveResult:
     """The :class:`CollectiveResult` of a finished :func:`run_collective` process."""
     if not proc.triggered or not isinstance(proc.value, CollectiveResult):
-        raise AssertionError("the collective did not complete: the network was not run to the end, or a "
-                             "dependency of its plan never arrived")
+        raise AssertionError(
+            "the collective did not complete: the network was not run to the end, or a "
+            "dependency of its plan never arrived"
+        )
     return proc.value
 
 
@@ -294,8 +304,9 @@ def _device_ids(net: Network, names: Sequence[str]) -> np.ndarray:
     try:
         return np.fromiter((index[d] for d in names), dtype=np.int64, count=len(names))
     except KeyError as exc:
-        raise CollectiveError(f"unknown device {exc.args[0]!r} (not in the network's topology)",
-                              field="devices") from None
+        raise CollectiveError(
+            f"unknown device {exc.args[0]!r} (not in the network's topology)", field="devices"
+        ) from None
 
 
 def _check_latency(step_latency_s: float | None) -> float:
@@ -305,9 +316,16 @@ def _check_latency(step_latency_s: float | None) -> float:
     return lat
 
 
-def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", label: str = "",
-                 step_latency_s: float | None = None, coflow: bool = False,
-                 call: CollectiveCall | None = None) -> simpy.Process:
+def execute_plan(
+    net: Network,
+    plan: Plan,
+    *,
+    traffic_class: str = "other",
+    label: str = "",
+    step_latency_s: float | None = None,
+    coflow: bool = False,
+    call: CollectiveCall | None = None,
+) -> simpy.Process:
     """Execute ``plan`` on ``net`` starting now; returns a simpy process whose value is a
     :class:`CollectiveResult`.  ``call``: how the cost model runs it (default: the ideal model
     with ``step_latency_s`` before every transfer).  With ``coflow``, the transfers that start
@@ -325,17 +343,38 @@ def execute_plan(net: Network, plan: Plan, *, traffic_class: str = "other", labe
                 yield env.timeout(call.base_latency_s)
             ex.start()
             yield ex.finished
-        return CollectiveResult(plan.op, plan.algo, plan.nbytes, len(plan.devices), t0, float(env.now), ex.total,
-                                call.library_algo, call.proto)
+        return CollectiveResult(
+            plan.op,
+            plan.algo,
+            plan.nbytes,
+            len(plan.devices),
+            t0,
+            float(env.now),
+            ex.total,
+            call.library_algo,
+            call.proto,
+        )
 
     return env.process(proc())
 
 
-def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
-                   matrix: Any = None, traffic_class: str = "other", label: str = "",
-                   chunk_bytes: float | None = None, step_latency_s: float | None = None,
-                   channels: int | None = None, model: str | CollectiveModel = "exact", cost: CostModel | None = None,
-                   proto: str | None = None) -> simpy.Process:
+def run_collective(
+    net: Network,
+    op: str,
+    devices: Sequence[str],
+    nbytes: float,
+    *,
+    algo: str | None = None,
+    matrix: Any = None,
+    traffic_class: str = "other",
+    label: str = "",
+    chunk_bytes: float | None = None,
+    step_latency_s: float | None = None,
+    channels: int | None = None,
+    model: str | CollectiveModel = "exact",
+    cost: CostModel | None = None,
+    proto: str | None = None,
+) -> simpy.Process:
     """Plan collective ``op`` over ``devices`` and run it on ``net`` (a ``Network``), starting now.
 
     Args:
@@ -367,8 +406,11 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
     if cost is None:
         cost = IdealCost(step_latency_s=_check_latency(step_latency_s))
     elif step_latency_s is not None and not isinstance(cost, IdealCost):
-        raise CollectiveError("a per-step latency applies to the ideal cost model only (the nccl model has its "
-                              "own latencies; scale them with collectives.latency_scale)", field="step_latency_s")
+        raise CollectiveError(
+            "a per-step latency applies to the ideal cost model only (the nccl model has its "
+            "own latencies; scale them with collectives.latency_scale)",
+            field="step_latency_s",
+        )
     call = cost.call(op, devices, nbytes, algo=algo, proto=proto)
     if cmodel.direct_coflow(op, call):
         return _direct_coflow(net, op, devices, nbytes, matrix, traffic_class, label, call)
@@ -378,12 +420,21 @@ def run_collective(net: Network, op: str, devices: Sequence[str], nbytes: float,
     cache = plan_cache(net)
     plan = cache.get(key) if key is not None else None
     if plan is None:
-        plan = build_plan(op, devices, nbytes, algo=call.algo, matrix=matrix, graph=net.graph,
-                          chunk_bytes=chunk_bytes, channels=ch, stream=stream, fluid=fluid)
+        plan = build_plan(
+            op,
+            devices,
+            nbytes,
+            algo=call.algo,
+            matrix=matrix,
+            graph=net.graph,
+            chunk_bytes=chunk_bytes,
+            channels=ch,
+            stream=stream,
+            fluid=fluid,
+        )
         if key is not None:
             cache[key] = plan
     return execute_plan(net, plan, traffic_class=traffic_class, label=label, coflow=cmodel.coflow, call=call)
-
 
 
 def union_plan(plans: Sequence[Plan]) -> Plan:
@@ -398,21 +449,37 @@ def union_plan(plans: Sequence[Plan]) -> Plan:
         dep_ptr.append(p.dep_ptr[1:] + base)
         base += int(p.dep_ptr[-1])
     return Plan(
-        op=first.op, algo=first.algo, nbytes=first.nbytes,
-        devices=tuple(d for p in plans for d in p.devices), nodes=tuple(n for p in plans for n in p.nodes),
+        op=first.op,
+        algo=first.algo,
+        nbytes=first.nbytes,
+        devices=tuple(d for p in plans for d in p.devices),
+        nodes=tuple(n for p in plans for n in p.nodes),
         src=np.concatenate([p.src + o for p, o in zip(plans, node_off, strict=True)]),
         dst=np.concatenate([p.dst + o for p, o in zip(plans, node_off, strict=True)]),
-        size=np.concatenate([p.size for p in plans]), step=np.concatenate([p.step for p in plans]),
+        size=np.concatenate([p.size for p in plans]),
+        step=np.concatenate([p.step for p in plans]),
         dep_ptr=np.concatenate(dep_ptr),
         dep_idx=np.concatenate([p.dep_idx + o for p, o in zip(plans, tr_off, strict=True)]),
-        meta=dict(first.meta), rounds=np.concatenate([p.rounds for p in plans]))
+        meta=dict(first.meta),
+        rounds=np.concatenate([p.rounds for p in plans]),
+    )
 
 
-def run_disjoint_collectives(net: Network, op: str, groups: Sequence[Sequence[str]], nbytes: float, *,
-                             algo: str | None = None, traffic_class: str = "other", label: str = "",
-                             chunk_bytes: float | None = None, channels: int | None = None,
-                             model: str | CollectiveModel = "stream", cost: CostModel | None = None,
-                             proto: str | None = None) -> simpy.Process | None:
+def run_disjoint_collectives(
+    net: Network,
+    op: str,
+    groups: Sequence[Sequence[str]],
+    nbytes: float,
+    *,
+    algo: str | None = None,
+    traffic_class: str = "other",
+    label: str = "",
+    chunk_bytes: float | None = None,
+    channels: int | None = None,
+    model: str | CollectiveModel = "stream",
+    cost: CostModel | None = None,
+    proto: str | None = None,
+) -> simpy.Process | None:
     """Collective ``op`` of ``nbytes`` over each of the disjoint ``groups`` at once, as one
     execution of the union of their plans (the lockstep instances of a layer collective: the TP
     groups of every data-parallel replica).
@@ -444,8 +511,17 @@ def run_disjoint_collectives(net: Network, op: str, groups: Sequence[Sequence[st
         key = (op, tuple(g), float(nbytes), call.algo, chunk_bytes, ch, True, call.fluid)
         plan = cache.get(key)
         if plan is None:
-            plan = build_plan(op, g, nbytes, algo=call.algo, graph=net.graph, chunk_bytes=chunk_bytes, channels=ch,
-                              stream=True, fluid=call.fluid)
+            plan = build_plan(
+                op,
+                g,
+                nbytes,
+                algo=call.algo,
+                graph=net.graph,
+                chunk_bytes=chunk_bytes,
+                channels=ch,
+                stream=True,
+                fluid=call.fluid,
+            )
             cache[key] = plan
         plans.append(plan)
     ukey = ("union", op, tuple(tuple(g) for g in groups), float(nbytes), call.algo, chunk_bytes, ch, call.fluid)
@@ -455,8 +531,16 @@ def run_disjoint_collectives(net: Network, op: str, groups: Sequence[Sequence[st
     return execute_plan(net, union, traffic_class=traffic_class, label=label, coflow=cmodel.coflow, call=call)
 
 
-def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float, matrix: Any, traffic_class: str,
-                   label: str, call: CollectiveCall) -> simpy.Process:
+def _direct_coflow(
+    net: Network,
+    op: str,
+    devices: Sequence[str],
+    nbytes: float,
+    matrix: Any,
+    traffic_class: str,
+    label: str,
+    call: CollectiveCall,
+) -> simpy.Process:
     """The direct all-to-all(v) as one coflow, without building its plan: the same transfers
     (every pair with bytes), started after the call's base latency and one hop latency (the
     largest of its transfers'), as the plan path would launch them."""
@@ -467,8 +551,9 @@ def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float,
     env = net.env
     hop = 0.0
     if i.size:
-        server = np.array([net.graph.nodes[d].get("node", -1) if net.graph.nodes[d].get("node") is not None else -1
-                           for d in devs])
+        server = np.array(
+            [net.graph.nodes[d].get("node", -1) if net.graph.nodes[d].get("node") is not None else -1 for d in devs]
+        )
         inter = bool(((server[i] != server[j]) | (server[i] < 0)).any())
         hop = float(call.hop_latency_s.get("inter" if inter else "intra", 0.0))
         if call.subtract_path_latency and hop > 0:
@@ -482,27 +567,51 @@ def _direct_coflow(net: Network, op: str, devices: Sequence[str], nbytes: float,
         if i.size:
             if wait > 0:
                 yield env.timeout(wait)
-            yield net.transfer_coflow(ids[i], ids[j], sizes, traffic_class=traffic_class,
-                                      label=label or f"{op}/direct")
-        return CollectiveResult(op, "direct", nb, len(devs), t0, float(env.now), int(i.size), call.library_algo,
-                                call.proto)
+            yield net.transfer_coflow(ids[i], ids[j], sizes, traffic_class=traffic_class, label=label or f"{op}/direct")
+        return CollectiveResult(
+            op, "direct", nb, len(devs), t0, float(env.now), int(i.size), call.library_algo, call.proto
+        )
 
     return env.process(proc())
 
 
-def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbytes: float, *,
-                        algo: str | None = None, matrix: Any = None, chunk_bytes: float | None = None,
-                        step_latency_s: float | None = None, channels: int | None = None,
-                        traffic_class: str = "other", model: str | CollectiveModel = "exact",
-                        cost: CostModel | None = None, proto: str | None = None, **engine_kwargs: Any) -> float:
+def simulate_collective(
+    graph: nx.DiGraph,
+    op: str,
+    devices: Sequence[str],
+    nbytes: float,
+    *,
+    algo: str | None = None,
+    matrix: Any = None,
+    chunk_bytes: float | None = None,
+    step_latency_s: float | None = None,
+    channels: int | None = None,
+    traffic_class: str = "other",
+    model: str | CollectiveModel = "exact",
+    cost: CostModel | None = None,
+    proto: str | None = None,
+    **engine_kwargs: Any,
+) -> float:
     """Time in seconds of one collective alone on a fresh ``Network(graph, **engine_kwargs)``
     (``routing``, ``seed``, ``efficiency``, ``flow_rate_cap_Bps``)."""
     from netsim.network.engine import Network
 
     net = Network(graph, **engine_kwargs)
-    proc = run_collective(net, op, devices, nbytes, algo=algo, matrix=matrix, traffic_class=traffic_class,
-                          chunk_bytes=chunk_bytes, step_latency_s=step_latency_s, channels=channels, model=model,
-                          cost=cost, proto=proto)
+    proc = run_collective(
+        net,
+        op,
+        devices,
+        nbytes,
+        algo=algo,
+        matrix=matrix,
+        traffic_class=traffic_class,
+        chunk_bytes=chunk_bytes,
+        step_latency_s=step_latency_s,
+        channels=channels,
+        model=model,
+        cost=cost,
+        proto=proto,
+    )
     net.run()
     return result_of(proc).time_s
 
@@ -510,9 +619,15 @@ def simulate_collective(graph: nx.DiGraph, op: str, devices: Sequence[str], nbyt
 def accelerators(graph: nx.DiGraph, *, per_node: int | None = None) -> list[str]:
     """The accelerators of a topology in rank order (server, then local index); with
     ``per_node``, only the first ``per_node`` of every server."""
-    accs = [(int(a.get("node", -1) if a.get("node") is not None else -1),
-             int(a.get("index", -1) if a.get("index") is not None else -1), str(v))
-            for v, a in graph.nodes(data=True) if a.get("kind") == "accelerator"]
+    accs = [
+        (
+            int(a.get("node", -1) if a.get("node") is not None else -1),
+            int(a.get("index", -1) if a.get("index") is not None else -1),
+            str(v),
+        )
+        for v, a in graph.nodes(data=True)
+        if a.get("kind") == "accelerator"
+    ]
     accs.sort()
     if per_node is None:
         return [v for _, _, v in accs]

@@ -42,9 +42,11 @@ from netsim.collectives.registry import PlanRequest, register_algorithm
 __all__ = ["groupwise_all_to_all"]
 
 
-@register_algorithm(("all_to_all", "all_to_allv"), "groupwise",
-                    description="LocMoE group-wise: each server member sends its 1/g share, then an all-gather "
-                                "inside the server")
+@register_algorithm(
+    ("all_to_all", "all_to_allv"),
+    "groupwise",
+    description="LocMoE group-wise: each server member sends its 1/g share, then an all-gather inside the server",
+)
 def groupwise_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     grid = req.view.require_grid(req.devices, "groupwise")
     servers, g = grid.shape
@@ -66,7 +68,7 @@ def groupwise_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     ends = np.searchsorted(j[order], np.arange(req.n), side="right")
     width = int((ends - starts).max())
     for dst in np.flatnonzero(received > 0):
-        into = ids[order[starts[dst]:ends[dst]]]
+        into = ids[order[starts[dst] : ends[dst]]]
         peers = grid[server[dst]]
         peers = peers[peers != dst]
         deps = np.full((peers.size, width), -1, dtype=np.int64)

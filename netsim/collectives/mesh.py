@@ -34,8 +34,11 @@ def _pairs(n: int) -> tuple[np.ndarray, np.ndarray]:
     return src.astype(np.int64), dst.astype(np.int64)
 
 
-@register_algorithm(("all_reduce", "reduce_scatter", "all_gather"), "mesh",
-                    description="full mesh: every rank exchanges its slice with every other rank at once (HCCL Mesh)")
+@register_algorithm(
+    ("all_reduce", "reduce_scatter", "all_gather"),
+    "mesh",
+    description="full mesh: every rank exchanges its slice with every other rank at once (HCCL Mesh)",
+)
 def mesh(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n = req.n
     block = req.nbytes / n

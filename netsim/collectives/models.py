@@ -24,8 +24,16 @@ from netsim.registry import Registry
 if TYPE_CHECKING:
     from netsim.collectives.cost import CollectiveCall
 
-__all__ = ["COFLOW_OPS", "COLLECTIVE_MODELS", "MODELS", "Coflow", "CollectiveModel", "Exact", "Stream",
-           "collective_model"]
+__all__ = [
+    "COFLOW_OPS",
+    "COLLECTIVE_MODELS",
+    "MODELS",
+    "Coflow",
+    "CollectiveModel",
+    "Exact",
+    "Stream",
+    "collective_model",
+]
 
 #: Collectives whose phases the ``coflow`` model merges (their transfers of a phase finish
 #: together when the bottleneck drains; pipelined trees and chains are left to the stream plan).
@@ -108,6 +116,7 @@ def collective_model(model: str | CollectiveModel) -> CollectiveModel:
     if isinstance(model, CollectiveModel):
         return model
     if model not in COLLECTIVE_MODELS:
-        raise CollectiveError(f"unknown collective model {model!r}; allowed: {', '.join(MODELS)}",
-                              field="collective_model")
+        raise CollectiveError(
+            f"unknown collective model {model!r}; allowed: {', '.join(MODELS)}", field="collective_model"
+        )
     return COLLECTIVE_MODELS.get(model)

@@ -89,8 +89,9 @@ class SweepRow:
 def sizes_between(min_bytes: float, max_bytes: float, factor: float) -> list[int]:
     """``min, min*f, min*f^2, ... <= max`` (nccl-tests ``-b/-e/-f``), as integer bytes."""
     if not min_bytes > 0 or max_bytes < min_bytes:
-        raise CollectiveError(f"need 0 < min bytes <= max bytes, got {min_bytes:g} and {max_bytes:g}",
-                              field="min_bytes")
+        raise CollectiveError(
+            f"need 0 < min bytes <= max bytes, got {min_bytes:g} and {max_bytes:g}", field="min_bytes"
+        )
     if not factor > 1:
         raise CollectiveError(f"the step factor must be > 1, got {factor:g}", field="step_factor")
     out = []
@@ -101,35 +102,88 @@ def sizes_between(min_bytes: float, max_bytes: float, factor: float) -> list[int
     return out
 
 
-def make_row(op: str, algo: str, n: int, size_bytes: int, time_s: float, library_algo: str | None = None,
-             proto: str | None = None) -> SweepRow:
+def make_row(
+    op: str,
+    algo: str,
+    n: int,
+    size_bytes: int,
+    time_s: float,
+    library_algo: str | None = None,
+    proto: str | None = None,
+) -> SweepRow:
     algbw = size_bytes / time_s / 1e9 if time_s > 0 else 0.0
     return SweepRow(op, algo, int(size_bytes), float(time_s), algbw, algbw * busbw_factor(op, n), library_algo, proto)
 
 
-def sweep(graph: nx.DiGraph, op: str, devices: Sequence[str], sizes: Sequence[int], *, algo: str | None = None,
-          chunk_bytes: float | None = None, step_latency_s: float | None = None, channels: int | None = None,
-          on_row: Callable[[SweepRow], None] | None = None, cost: Any = None, proto: str | None = None,
-          **engine_kwargs: Any) -> list[SweepRow]:
+def sweep(
+    graph: nx.DiGraph,
+    op: str,
+    devices: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    algo: str | None = None,
+    chunk_bytes: float | None = None,
+    step_latency_s: float | None = None,
+    channels: int | None = None,
+    on_row: Callable[[SweepRow], None] | None = None,
+    cost: Any = None,
+    proto: str | None = None,
+    **engine_kwargs: Any,
+) -> list[SweepRow]:
     """Simulate ``op`` at every size (a fresh ``Network(graph, **engine_kwargs)`` each) under the
     collective cost model ``cost`` (default: ideal); ``on_row`` is called after each size."""
-    return list(iter_sweep(graph, op, devices, sizes, algo=algo, chunk_bytes=chunk_bytes,
-                           step_latency_s=step_latency_s, channels=channels, on_row=on_row, cost=cost, proto=proto,
-                           **engine_kwargs))
+    return list(
+        iter_sweep(
+            graph,
+            op,
+            devices,
+            sizes,
+            algo=algo,
+            chunk_bytes=chunk_bytes,
+            step_latency_s=step_latency_s,
+            channels=channels,
+            on_row=on_row,
+            cost=cost,
+            proto=proto,
+            **engine_kwargs,
+        )
+    )
 
 
-def iter_sweep(graph: nx.DiGraph, op: str, devices: Sequence[str], sizes: Sequence[int], *,
-               algo: str | None = None, chunk_bytes: float | None = None, step_latency_s: float | None = None,
-               channels: int | None = None, on_row: Callable[[SweepRow], None] | None = None,
-               model: str = "exact", cost: Any = None, proto: str | None = None,
-               **engine_kwargs: Any) -> Iterator[SweepRow]:
+def iter_sweep(
+    graph: nx.DiGraph,
+    op: str,
+    devices: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    algo: str | None = None,
+    chunk_bytes: float | None = None,
+    step_latency_s: float | None = None,
+    channels: int | None = None,
+    on_row: Callable[[SweepRow], None] | None = None,
+    model: str = "exact",
+    cost: Any = None,
+    proto: str | None = None,
+    **engine_kwargs: Any,
+) -> Iterator[SweepRow]:
     from netsim.collectives.executor import result_of, run_collective
     from netsim.network.engine import Network
 
     for size in sizes:
         net = Network(graph, **engine_kwargs)
-        proc = run_collective(net, op, devices, float(size), algo=algo, chunk_bytes=chunk_bytes,
-                              step_latency_s=step_latency_s, channels=channels, model=model, cost=cost, proto=proto)
+        proc = run_collective(
+            net,
+            op,
+            devices,
+            float(size),
+            algo=algo,
+            chunk_bytes=chunk_bytes,
+            step_latency_s=step_latency_s,
+            channels=channels,
+            model=model,
+            cost=cost,
+            proto=proto,
+        )
         net.run()
         res = result_of(proc)
         row = make_row(op, res.algo, len(devices), int(size), res.time_s, res.library_algo, res.proto)
@@ -140,16 +194,18 @@ def iter_sweep(graph: nx.DiGraph, op: str, devices: Sequence[str], sizes: Sequen
 
 def rows_frame(rows: Sequence[SweepRow]) -> pd.DataFrame:
     """The CSV table: ``op, algo, size_bytes, time_us, algbw_GBps, busbw_GBps``."""
-    return pd.DataFrame({
-        "op": [r.op for r in rows],
-        "algo": [r.algo for r in rows],
-        "size_bytes": np.array([r.size_bytes for r in rows], dtype=np.int64),
-        "time_us": [r.time_s * 1e6 for r in rows],
-        "algbw_GBps": [r.algbw_GBps for r in rows],
-        "busbw_GBps": [r.busbw_GBps for r in rows],
-        "library_algo": [r.library_algo or "" for r in rows],
-        "proto": [r.proto or "" for r in rows],
-    })
+    return pd.DataFrame(
+        {
+            "op": [r.op for r in rows],
+            "algo": [r.algo for r in rows],
+            "size_bytes": np.array([r.size_bytes for r in rows], dtype=np.int64),
+            "time_us": [r.time_s * 1e6 for r in rows],
+            "algbw_GBps": [r.algbw_GBps for r in rows],
+            "busbw_GBps": [r.busbw_GBps for r in rows],
+            "library_algo": [r.library_algo or "" for r in rows],
+            "proto": [r.proto or "" for r in rows],
+        }
+    )
 
 
 def _time_str(us: float) -> str:
@@ -212,9 +268,16 @@ def format_table(rows: Sequence[SweepRow], *, comments: Sequence[str] = ()) -> s
     return "\n".join(lines) + "\n"
 
 
-def format_log(rows: Sequence[SweepRow], *, hosts: Sequence[str],
-               device_name: str = "NVIDIA H100 80GB HBM3", comments: Sequence[str] = (),
-               min_bytes: int | None = None, max_bytes: int | None = None, factor: float = 2.0) -> str:
+def format_log(
+    rows: Sequence[SweepRow],
+    *,
+    hosts: Sequence[str],
+    device_name: str = "NVIDIA H100 80GB HBM3",
+    comments: Sequence[str] = (),
+    min_bytes: int | None = None,
+    max_bytes: int | None = None,
+    factor: float = 2.0,
+) -> str:
     """A complete nccl-tests log (as ``mpirun ... <op>_perf -b MIN -e MAX -f F -g 1`` prints it):
     comment lines, the ``# nThread`` header, one ``#  Rank`` line per rank (``hosts[i]`` is
     the host of rank ``i``), the table and the trailer."""
@@ -225,8 +288,10 @@ def format_log(rows: Sequence[SweepRow], *, hosts: Sequence[str],
     hi = max_bytes if max_bytes is not None else max(r.size_bytes for r in rows)
     lines = [f"# {c}" if c else "#" for c in comments]
     lines.append(f"# Collective test starting: {PERF_BINARY.get(op, op)}")
-    lines.append(f"# nThread 1 nGpus 1 minBytes {lo} maxBytes {hi} step: {factor:g}(factor) warmup iters: 5 "
-                 "iters: 20 agg iters: 1 validation: 1 graph: 0")
+    lines.append(
+        f"# nThread 1 nGpus 1 minBytes {lo} maxBytes {hi} step: {factor:g}(factor) warmup iters: 5 "
+        "iters: 20 agg iters: 1 validation: 1 graph: 0"
+    )
     lines.append("#")
     lines.append("# Using devices")
     local: dict[str, int] = {}
@@ -234,8 +299,10 @@ def format_log(rows: Sequence[SweepRow], *, hosts: Sequence[str],
         dev = local.get(host, 0)
         local[host] = dev + 1
         bus = 0x18 + 0x11 * dev
-        lines.append(f"#  Rank {rank:2d} Group  0 Pid {100000 + rank:6d} on {host:>10s} device {dev:2d} "
-                     f"[0x{bus:02x}] {device_name}")
+        lines.append(
+            f"#  Rank {rank:2d} Group  0 Pid {100000 + rank:6d} on {host:>10s} device {dev:2d} "
+            f"[0x{bus:02x}] {device_name}"
+        )
     lines.append("#")
     lines += [*HEADER_LINES, *(format_row(r) for r in rows), *format_trailer(rows)]
     lines.append(f"# Collective test concluded: {PERF_BINARY.get(op, op)}")

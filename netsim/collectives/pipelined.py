@@ -65,8 +65,9 @@ def _chain(order: list[int]) -> list[tuple[int, int]]:
     return [(order[i + 1], order[i]) for i in range(len(order) - 1)]
 
 
-@register_algorithm("all_reduce", "tree",
-                    description="NCCL's tree: chains inside servers, double binary tree between them (fluid)")
+@register_algorithm(
+    "all_reduce", "tree", description="NCCL's tree: chains inside servers, double binary tree between them (fluid)"
+)
 def nccl_tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     grid = req.view.grid(req.devices, "nccl_tree")
     if grid is None:
@@ -109,8 +110,11 @@ def _nvls_traffic(op: str, s: float, n: int) -> tuple[float, float]:
     raise CollectiveError(f"nvls does not implement {op}", field="algo")
 
 
-@register_algorithm(("all_reduce", "all_gather", "reduce_scatter"), "nvls",
-                    description="NVLink SHARP in one server: reduction and multicast in the NVSwitch (fluid)")
+@register_algorithm(
+    ("all_reduce", "all_gather", "reduce_scatter"),
+    "nvls",
+    description="NVLink SHARP in one server: reduction and multicast in the NVSwitch (fluid)",
+)
 def nvls_fluid(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     grid = _grid(req, "nvls")
     nodes, per = grid.shape
@@ -124,8 +128,9 @@ def nvls_fluid(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return {"fluid": True}
 
 
-@register_algorithm("all_reduce", "nvls_tree",
-                    description="NVLS inside servers, double binary tree between same-index GPUs (fluid)")
+@register_algorithm(
+    "all_reduce", "nvls_tree", description="NVLS inside servers, double binary tree between same-index GPUs (fluid)"
+)
 def nvls_tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     grid = _grid(req, "nvls_tree")
     nodes, per = grid.shape
@@ -142,8 +147,11 @@ def nvls_tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     return {"fluid": True, "servers": nodes}
 
 
-@register_algorithm(("all_gather", "reduce_scatter"), "pat",
-                    description="NCCL PAT (one GPU per server): log2(n) doubling exchanges (Bruck)")
+@register_algorithm(
+    ("all_gather", "reduce_scatter"),
+    "pat",
+    description="NCCL PAT (one GPU per server): log2(n) doubling exchanges (Bruck)",
+)
 def pat(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     n = req.n
     block = req.nbytes / n

@@ -121,8 +121,14 @@ class Plan:
             raise IndexError(i)
         i %= max(n, 1)
         a, b = int(self.dep_ptr[i]), int(self.dep_ptr[i + 1])
-        return Transfer(i, self.nodes[int(self.src[i])], self.nodes[int(self.dst[i])], float(self.size[i]),
-                        tuple(int(x) for x in self.dep_idx[a:b]), int(self.step[i]))
+        return Transfer(
+            i,
+            self.nodes[int(self.src[i])],
+            self.nodes[int(self.dst[i])],
+            float(self.size[i]),
+            tuple(int(x) for x in self.dep_idx[a:b]),
+            int(self.step[i]),
+        )
 
     def __iter__(self) -> Iterator[Transfer]:
         for i in range(len(self)):
@@ -147,7 +153,7 @@ class Plan:
         return int(self.step.max()) + 1 if len(self) else 0
 
     def deps_of(self, i: int) -> tuple[int, ...]:
-        return tuple(int(x) for x in self.dep_idx[self.dep_ptr[i]:self.dep_ptr[i + 1]])
+        return tuple(int(x) for x in self.dep_idx[self.dep_ptr[i] : self.dep_ptr[i + 1]])
 
     def bytes_sent(self) -> dict[str, float]:
         """Bytes sent by every node of the plan (devices and switches), by name."""
@@ -185,7 +191,7 @@ class Plan:
         ptr, idx = self.dep_ptr, self.dep_idx
         lv = level  # local alias for speed
         for i in has.tolist():
-            lv[i] = int(lv[idx[ptr[i]:ptr[i + 1]]].max()) + 1
+            lv[i] = int(lv[idx[ptr[i] : ptr[i + 1]]].max()) + 1
         return int(lv.max())
 
 
@@ -232,8 +238,9 @@ class PlanBuilder:
             self.names.append(name)
         return k
 
-    def add(self, src: int, dst: int, nbytes: float, deps: Sequence[int] = (), step: int = 0, *,
-            rounds: int = 1) -> int:
+    def add(
+        self, src: int, dst: int, nbytes: float, deps: Sequence[int] = (), step: int = 0, *, rounds: int = 1
+    ) -> int:
         """Add one transfer between node indices; returns its id."""
         self._s_rounds.append(rounds)
         self._s_src.append(src)
@@ -250,18 +257,30 @@ class PlanBuilder:
     def _flush(self) -> None:
         if not self._s_src:
             return
-        self._batches.append((
-            np.array(self._s_src, dtype=np.int64), np.array(self._s_dst, dtype=np.int64),
-            np.array(self._s_size, dtype=np.float64), np.array(self._s_step, dtype=np.int64),
-            np.array(self._s_ndeps, dtype=np.int64), np.array(self._s_deps, dtype=np.int64),
-            np.array(self._s_rounds, dtype=np.int64),
-        ))
+        self._batches.append(
+            (
+                np.array(self._s_src, dtype=np.int64),
+                np.array(self._s_dst, dtype=np.int64),
+                np.array(self._s_size, dtype=np.float64),
+                np.array(self._s_step, dtype=np.int64),
+                np.array(self._s_ndeps, dtype=np.int64),
+                np.array(self._s_deps, dtype=np.int64),
+                np.array(self._s_rounds, dtype=np.int64),
+            )
+        )
         self._s_src, self._s_dst, self._s_size, self._s_step, self._s_ndeps, self._s_deps = [], [], [], [], [], []
         self._s_rounds = []
 
-    def add_batch(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float,
-                  step: np.ndarray | int = 0, deps: np.ndarray | None = None, *,
-                  rounds: int = 1) -> np.ndarray:
+    def add_batch(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        nbytes: np.ndarray | float,
+        step: np.ndarray | int = 0,
+        deps: np.ndarray | None = None,
+        *,
+        rounds: int = 1,
+    ) -> np.ndarray:
         """Add ``m`` transfers at once; returns their ids.
 
         Args:
@@ -318,9 +337,21 @@ class PlanBuilder:
             owner = np.repeat(np.arange(m, dtype=np.int64), nd)
             if dep_idx.size and ((dep_idx >= owner) | (dep_idx < 0)).any():
                 raise AssertionError(f"plan {op}/{algo}: a dependency does not precede its transfer")
-        return Plan(op=op, algo=algo, nbytes=float(nbytes), devices=self.devices, nodes=tuple(self.names),
-                    src=src, dst=dst, size=size, step=step, dep_ptr=dep_ptr, dep_idx=dep_idx, meta=dict(meta),
-                    rounds=rounds)
+        return Plan(
+            op=op,
+            algo=algo,
+            nbytes=float(nbytes),
+            devices=self.devices,
+            nodes=tuple(self.names),
+            src=src,
+            dst=dst,
+            size=size,
+            step=step,
+            dep_ptr=dep_ptr,
+            dep_idx=dep_idx,
+            meta=dict(meta),
+            rounds=rounds,
+        )
 
 
 _ACC_NAME = re.compile(r"^n(\d+)\.g(\d+)$")
@@ -348,15 +379,15 @@ class TopologyView:
         index_of: dict[str, int] = {}
         for pos, d in enumerate(devices):
             if d not in graph:
-                raise CollectiveError(f"unknown device {d!r} (not in topology {graph.graph.get('name', '')!r})",
-                                      field="devices")
+                raise CollectiveError(
+                    f"unknown device {d!r} (not in topology {graph.graph.get('name', '')!r})", field="devices"
+                )
             attrs = graph.nodes[d]
             node = attrs.get("node")
             index = attrs.get("index")
             m = _ACC_NAME.match(d)
             node_of[d] = int(node) if node is not None else (int(m.group(1)) if m else -1)
-            index_of[d] = int(index) if index is not None and int(index) >= 0 else (
-                int(m.group(2)) if m else pos)
+            index_of[d] = int(index) if index is not None and int(index) >= 0 else (int(m.group(2)) if m else pos)
         return cls(node_of, index_of, graph)
 
     @classmethod
@@ -395,5 +426,7 @@ class TopologyView:
         if g is None:
             raise CollectiveError(
                 f"algorithm {algo!r} needs the same number of devices on every server "
-                f"(got {[len(x) for x in self.node_groups(devices)]} per server)", field="algo")
+                f"(got {[len(x) for x in self.node_groups(devices)]} per server)",
+                field="algo",
+            )
         return g

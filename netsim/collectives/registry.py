@@ -34,8 +34,16 @@ import numpy as np
 
 from netsim.collectives.plan import CollectiveError, Plan, PlanBuilder, TopologyView
 
-OPS: tuple[str, ...] = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "reduce", "all_to_all",
-                        "all_to_allv", "sendrecv")
+OPS: tuple[str, ...] = (
+    "all_reduce",
+    "reduce_scatter",
+    "all_gather",
+    "broadcast",
+    "reduce",
+    "all_to_all",
+    "all_to_allv",
+    "sendrecv",
+)
 
 #: Default chunk size of pipelined algorithms (trees, chains, in-network reduction), bytes.
 #: Larger than NCCL's 512 KiB protocol slots on purpose: here every chunk pays its whole hop
@@ -77,8 +85,7 @@ class PlanRequest:
     def chunks(self, piece_bytes: float, *, pipelined: bool) -> int:
         """Chunks to split ``piece_bytes`` into: ``ceil(piece / chunk_bytes)``, 1 when no chunk
         size applies (non-pipelined algorithms without ``chunk_bytes``), at most MAX_CHUNKS."""
-        cb = self.chunk_bytes if self.chunk_bytes is not None else (
-            DEFAULT_PIPELINE_CHUNK_BYTES if pipelined else None)
+        cb = self.chunk_bytes if self.chunk_bytes is not None else (DEFAULT_PIPELINE_CHUNK_BYTES if pipelined else None)
         if cb is None or piece_bytes <= 0:
             return 1
         return int(min(MAX_CHUNKS, max(1, math.ceil(piece_bytes / cb - 1e-9))))
@@ -101,8 +108,9 @@ _REGISTRY: dict[str, dict[str, Algorithm]] = {op: {} for op in OPS}
 _DEFAULTS: dict[str, str] = {}
 
 
-def register_algorithm(ops: str | Sequence[str], name: str, *, description: str = "",
-                       default: bool = False) -> Callable[[AlgorithmFn], AlgorithmFn]:
+def register_algorithm(
+    ops: str | Sequence[str], name: str, *, description: str = "", default: bool = False
+) -> Callable[[AlgorithmFn], AlgorithmFn]:
     """Decorator: register ``fn`` as algorithm ``name`` of ``ops`` (one op or several)."""
     op_list = [ops] if isinstance(ops, str) else list(ops)
 
@@ -134,8 +142,7 @@ def get_algorithm(op: str, name: str | None = None) -> Algorithm:
     table = _REGISTRY[check_op(op)]
     key = name if name is not None else _DEFAULTS[op]
     if key not in table:
-        raise CollectiveError(f"unknown algorithm {key!r} for {op}; allowed: {', '.join(sorted(table))}",
-                              field="algo")
+        raise CollectiveError(f"unknown algorithm {key!r} for {op}; allowed: {', '.join(sorted(table))}", field="algo")
     return table[key]
 
 
@@ -149,17 +156,28 @@ def _check_matrix(matrix: Any, n: int) -> np.ndarray:
     except (TypeError, ValueError):
         raise CollectiveError("the byte matrix must be numeric", field="matrix") from None
     if m.shape != (n, n):
-        raise CollectiveError(f"the byte matrix must be {n}x{n} (one row and column per device), got shape "
-                              f"{m.shape}", field="matrix")
+        raise CollectiveError(
+            f"the byte matrix must be {n}x{n} (one row and column per device), got shape {m.shape}", field="matrix"
+        )
     if not np.isfinite(m).all() or (m < 0).any():
         raise CollectiveError("the byte matrix must hold finite values >= 0", field="matrix")
     return m
 
 
-def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | None = None,
-               matrix: Any = None, graph: nx.DiGraph | None = None, view: TopologyView | None = None,
-               chunk_bytes: float | None = None, channels: int | None = None, stream: bool = False,
-               fluid: bool = False) -> Plan:
+def build_plan(
+    op: str,
+    devices: Sequence[str],
+    nbytes: float,
+    *,
+    algo: str | None = None,
+    matrix: Any = None,
+    graph: nx.DiGraph | None = None,
+    view: TopologyView | None = None,
+    chunk_bytes: float | None = None,
+    channels: int | None = None,
+    stream: bool = False,
+    fluid: bool = False,
+) -> Plan:
     """Plan a collective.
 
     Args:
@@ -180,15 +198,29 @@ def build_plan(op: str, devices: Sequence[str], nbytes: float, *, algo: str | No
     alg = get_algorithm(op, algo)
     if view is None:
         view = TopologyView.from_graph(graph, devs) if graph is not None else TopologyView.from_names(devs)
-    req = PlanRequest(op=op, devices=devs, nbytes=nb, matrix=mat, view=view, chunk_bytes=chunk_bytes,
-                      channels=int(channels) if channels is not None else None, fluid=fluid)
+    req = PlanRequest(
+        op=op,
+        devices=devs,
+        nbytes=nb,
+        matrix=mat,
+        view=view,
+        chunk_bytes=chunk_bytes,
+        channels=int(channels) if channels is not None else None,
+        fluid=fluid,
+    )
     b = PlanBuilder(devs, stream=stream)
     meta = alg.fn(req, b) if (len(devs) > 1 and (nb > 0 or mat is not None)) else None
     return b.build(op, alg.name, nb, **(meta or {}))
 
 
-def check_request(op: str, devices: Sequence[str], nbytes: float, matrix: Any = None, chunk_bytes: float | None = None,
-                  channels: int | None = None) -> tuple[tuple[str, ...], np.ndarray | None, float]:
+def check_request(
+    op: str,
+    devices: Sequence[str],
+    nbytes: float,
+    matrix: Any = None,
+    chunk_bytes: float | None = None,
+    channels: int | None = None,
+) -> tuple[tuple[str, ...], np.ndarray | None, float]:
     """Validate a collective request (one :class:`CollectiveError` line per problem); returns the
     devices, the byte matrix (or ``None``) and the size in bytes."""
     check_op(op)

@@ -64,15 +64,22 @@ def cost_summary_line(d: Mapping[str, Any]) -> str:
         bits += ["SHARP"] if d.get("collnet") else []
         bits += [f"latency x{d['latency_scale']:.3g}"] if d.get("latency_scale", 1.0) != 1.0 else []
     else:
-        bits = ["wire bound"] + ([f"step latency {d['step_latency_s'] * 1e6:.3g} us"] if d.get("step_latency_s")
-                                 else [])
+        bits = ["wire bound"] + (
+            [f"step latency {d['step_latency_s'] * 1e6:.3g} us"] if d.get("step_latency_s") else []
+        )
     eff = ", ".join(f"{k} {v:.3g}" for k, v in (d.get("link_efficiency") or {}).items()) or "line rate"
     return f"collective cost: {d.get('collective_cost')} ({', '.join(bits)}; links at {eff})"
 
 
-def collective_setup(graph: nx.DiGraph, *, cost_model: str | None = None,
-                     efficiency: Mapping[str, float] | None = None, latency_scale: float | None = None,
-                     step_latency_s: float | None = None, source: str | None = None) -> CollectiveSetup:
+def collective_setup(
+    graph: nx.DiGraph,
+    *,
+    cost_model: str | None = None,
+    efficiency: Mapping[str, float] | None = None,
+    latency_scale: float | None = None,
+    step_latency_s: float | None = None,
+    source: str | None = None,
+) -> CollectiveSetup:
     """The collective setup of a run on ``graph``.
 
     Args:
@@ -91,14 +98,23 @@ def collective_setup(graph: nx.DiGraph, *, cost_model: str | None = None,
         eff = dict(efficiency or {})
     else:
         if step_latency_s is not None:
-            raise SpecError("a per-step latency applies to the ideal cost model only; the nccl model has NCCL's "
-                            "latencies (scale them with collectives.latency_scale or a calibration)",
-                            source=source, field="step_latency")
+            raise SpecError(
+                "a per-step latency applies to the ideal cost model only; the nccl model has NCCL's "
+                "latencies (scale them with collectives.latency_scale or a calibration)",
+                source=source,
+                field="step_latency",
+            )
         reference = {str(k): float(v) for k, v in (spec.get("efficiency") or {}).items()}
         eff = {**reference, **(efficiency or {})}
         if latency_scale is not None:
             settings["latency_scale"] = float(latency_scale)
-    cost = make_cost_model(name, graph, settings=settings, efficiency=eff,
-                           reference_efficiency=reference if name != "ideal" else None,
-                           step_latency_s=float(step_latency_s or 0.0), source=source)
+    cost = make_cost_model(
+        name,
+        graph,
+        settings=settings,
+        efficiency=eff,
+        reference_efficiency=reference if name != "ideal" else None,
+        step_latency_s=float(step_latency_s or 0.0),
+        source=source,
+    )
     return CollectiveSetup(cost=cost, efficiency=eff)

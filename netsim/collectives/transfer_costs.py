@@ -54,8 +54,9 @@ def _server_of(net: Network, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
-def transfer_costs(net: Network, plan: Plan, call: CollectiveCall, src_ids: np.ndarray,
-                   dst_ids: np.ndarray) -> TransferCosts:
+def transfer_costs(
+    net: Network, plan: Plan, call: CollectiveCall, src_ids: np.ndarray, dst_ids: np.ndarray
+) -> TransferCosts:
     """The per-transfer costs of ``plan`` under ``call`` (module doc); ``src_ids``/``dst_ids``
     are the network's device ids of the transfers' ends."""
     n = len(plan)

@@ -108,28 +108,26 @@ def _quantity(
             raise ValueError(f"must be a {what} >= 0, e.g. {example} (got {value!r})")
         top = QUANTITY_MAX[kind]
         if not math.isfinite(x) or x > top:
-            raise ValueError(f"must be a finite {what} of at most {top:.4g} (SI units), e.g. {example} "
-                             f"(got {value!r})")
+            raise ValueError(f"must be a finite {what} of at most {top:.4g} (SI units), e.g. {example} (got {value!r})")
         return x
 
     return BeforeValidator(validate)
 
 
 Bandwidth = Annotated[
-    float, _quantity(parse_bandwidth, "bandwidth", "400Gbps or 450GB/s", strictly_positive=True,
-                     kind="bandwidth")
+    float, _quantity(parse_bandwidth, "bandwidth", "400Gbps or 450GB/s", strictly_positive=True, kind="bandwidth")
 ]
 """A bandwidth > 0 in bytes per second; accepts "400Gbps", "450GB/s", 5e10."""
 
-Duration = Annotated[float, _quantity(parse_duration, "duration", "0.5us or 900ns", strictly_positive=False,
-                                          kind="duration")]
+Duration = Annotated[
+    float, _quantity(parse_duration, "duration", "0.5us or 900ns", strictly_positive=False, kind="duration")
+]
 """A duration >= 0 in seconds; accepts "1.5us", "900ns", 1e-6."""
 
 Bytes = Annotated[float, _quantity(parse_bytes, "size", "80GB or 64MiB", strictly_positive=True, kind="bytes")]
 """A size > 0 in bytes; accepts "80GB", "64MiB", 1e9."""
 
-Flops = Annotated[float, _quantity(parse_flops, "compute rate", "989TFLOPS", strictly_positive=True,
-                                     kind="flops")]
+Flops = Annotated[float, _quantity(parse_flops, "compute rate", "989TFLOPS", strictly_positive=True, kind="flops")]
 """A compute rate > 0 in FLOP/s; accepts "989TFLOPS", 1e15."""
 
 
@@ -174,9 +172,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             if isinstance(key, typing.Hashable):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -189,10 +185,7 @@ _FLOAT = re.compile(
     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
 )
 _UniqueKeyLoader.yaml_implicit_resolvers = {
-    first: [
-        (tag, _INT if tag.endswith(":int") else _FLOAT if tag.endswith(":float") else rx)
-        for tag, rx in resolvers
-    ]
+    first: [(tag, _INT if tag.endswith(":int") else _FLOAT if tag.endswith(":float") else rx) for tag, rx in resolvers]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
@@ -271,15 +264,15 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise SpecError(
-            "expected key=value with a dotted key, e.g. backend.oversubscription=2", source=source
-        )
+        raise SpecError("expected key=value with a dotted key, e.g. backend.oversubscription=2", source=source)
     parts = tuple(p.strip() for p in key.split("."))
     if any(not p for p in parts):
         raise SpecError(f"empty component in key {key!r}; use a.b.c=value", source=source)
     if not _plain_value(raw):
-        raise SpecError(f"the value {raw!r} uses a YAML anchor, alias or tag; give plain data (quote it to mean "
-                        "the text)", source=source)
+        raise SpecError(
+            f"the value {raw!r} uses a YAML anchor, alias or tag; give plain data (quote it to mean the text)",
+            source=source,
+        )
     try:
         value = _load(raw, source) if raw.strip() else None
     except yaml.YAMLError as exc:
@@ -315,8 +308,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
             elif isinstance(node, list):
                 if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
                     raise SpecError(
-                        f"{where} is a list of {len(node)} items; {part!r} is not a valid index",
-                        source=f"--set {item}",
+                        f"{where} is a list of {len(node)} items; {part!r} is not a valid index", source=f"--set {item}"
                     )
                 if last:
                     node[int(part)] = value
@@ -481,8 +473,7 @@ def validate_model(model: type[M], data: Any, *, source: str | None, overrides: 
             # e.g. --set backend.fabric=fat-tree makes backend.leaves_per_pod required
             parent = field.rpartition(".")[0]
             sibling = next(
-                (o for o in reversed(overrides) if o.partition("=")[0].strip().rpartition(".")[0] == parent),
-                None,
+                (o for o in reversed(overrides) if o.partition("=")[0].strip().rpartition(".")[0] == parent), None
             )
             if sibling is not None:
                 source = f"{source} with --set {sibling}" if source else f"--set {sibling}"

@@ -65,13 +65,7 @@ from netsim.config.common import Duration, SpecModel, apply_overrides, load_mapp
 from netsim.errors import SpecError
 from netsim.limits import MAX_STEPS
 
-__all__ = [
-    "DEFAULT_SCENARIO_PATH",
-    "ScenarioOptions",
-    "ScenarioSpec",
-    "load_scenario",
-    "split_overrides",
-]
+__all__ = ["DEFAULT_SCENARIO_PATH", "ScenarioOptions", "ScenarioSpec", "load_scenario", "split_overrides"]
 
 #: The built-in scenario ``netsim run`` runs without arguments.
 DEFAULT_SCENARIO_PATH = Path(__file__).resolve().parent.parent / "data" / "scenarios" / "default.yaml"
@@ -127,6 +121,7 @@ class ScenarioOptions(SpecModel):
         if number < 1:
             raise ValueError(f"must be an integer >= 1 or 'all' (got {value!r})")
         return number
+
     checkpoint_baseline: bool = True
     allow_oom: bool = False
 
@@ -190,10 +185,7 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str], lis
 
 
 def load_scenario(
-    ref: str | Path | Mapping[str, Any] | None = None,
-    overrides: Sequence[str] = (),
-    *,
-    source: str | None = None,
+    ref: str | Path | Mapping[str, Any] | None = None, overrides: Sequence[str] = (), *, source: str | None = None
 ) -> ScenarioSpec:
     """Load a scenario from a YAML path, a mapping, or the built-in default (``ref=None``).
 

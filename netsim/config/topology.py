@@ -293,11 +293,7 @@ class FatTreeFabricSpec(_FabricCommon):
 
 
 BackendSpec = Annotated[
-    SingleSwitchFabricSpec
-    | LeafSpineFabricSpec
-    | RailOptimizedFabricSpec
-    | MultiPlaneFabricSpec
-    | FatTreeFabricSpec,
+    SingleSwitchFabricSpec | LeafSpineFabricSpec | RailOptimizedFabricSpec | MultiPlaneFabricSpec | FatTreeFabricSpec,
     Field(discriminator="fabric"),
 ]
 
@@ -486,9 +482,7 @@ def check_topology_spec(spec: TopologySpec, *, source: str | None) -> None:
     if isinstance(backend, FatTreeFabricSpec):
         if backend.cores is not None and backend.spines_per_pod is None:
             raise SpecError(
-                "set backend.spines_per_pod too (cores must be a multiple of it)",
-                source=source,
-                field="backend.cores",
+                "set backend.spines_per_pod too (cores must be a multiple of it)", source=source, field="backend.cores"
             )
         if backend.cores is not None and backend.spines_per_pod and backend.cores % backend.spines_per_pod:
             raise SpecError(
@@ -506,9 +500,7 @@ def check_topology_spec(spec: TopologySpec, *, source: str | None) -> None:
             )
         if attach == "spine" and isinstance(backend, SingleSwitchFabricSpec):
             raise SpecError(
-                "a single-switch fabric has no spines; use leaf",
-                source=source,
-                field="backend.storage.attach",
+                "a single-switch fabric has no spines; use leaf", source=source, field="backend.storage.attach"
             )
     frontend = spec.frontend
     if frontend is not None and node.host_nics is None:
@@ -522,9 +514,7 @@ def check_topology_spec(spec: TopologySpec, *, source: str | None) -> None:
         and isinstance(frontend, SingleSwitchFrontendSpec)
     ):
         raise SpecError(
-            "a single-switch front-end has no spines; use leaf",
-            source=source,
-            field="frontend.storage.attach",
+            "a single-switch front-end has no spines; use leaf", source=source, field="frontend.storage.attach"
         )
 
 
@@ -533,9 +523,7 @@ def _check_explicit(spec: ExplicitTopologySpec, source: str | None) -> None:
     for i, n in enumerate(spec.nodes):
         if n.name in names:
             raise SpecError(
-                f"duplicate device name {n.name!r} (also nodes.{names[n.name]})",
-                source=source,
-                field=f"nodes.{i}.name",
+                f"duplicate device name {n.name!r} (also nodes.{names[n.name]})", source=source, field=f"nodes.{i}.name"
             )
         names[n.name] = i
     if not any(n.kind == "accelerator" for n in spec.nodes):
@@ -597,8 +585,11 @@ def parse_topology_spec(
                 raise SpecError(f"at most {MAX_NODES:,} servers (got {num_nodes:,})", source="--nodes")
             item = override_for("num_nodes", overrides)
             if item is not None and data.get("num_nodes") != num_nodes:
-                raise SpecError(f"sets num_nodes, but the servers are also given as {num_nodes} (--nodes or a "
-                                "scenario's nodes); give one", source=f"--set {item}")
+                raise SpecError(
+                    f"sets num_nodes, but the servers are also given as {num_nodes} (--nodes or a "
+                    "scenario's nodes); give one",
+                    source=f"--set {item}",
+                )
             data["num_nodes"] = num_nodes
         spec = validate_model(TemplatedTopologySpec, data, source=source, overrides=overrides)
     try:
@@ -612,11 +603,7 @@ def parse_topology_spec(
 
 
 def load_topology_spec(
-    path: str | Path,
-    *,
-    overrides: Sequence[str] = (),
-    num_nodes: int | None = None,
-    source: str | None = None,
+    path: str | Path, *, overrides: Sequence[str] = (), num_nodes: int | None = None, source: str | None = None
 ) -> TopologySpec:
     """Read and validate a topology YAML file (see :func:`parse_topology_spec`)."""
     data = load_mapping(path)

@@ -49,11 +49,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    PrivateAttr,
-    model_validator,
-)
+from pydantic import Field, PrivateAttr, model_validator
 
 from netsim.config.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
@@ -128,11 +124,15 @@ class MoESpec(SpecModel):
         if self.layers is not None and any(x < 0 for x in self.layers):
             raise ValueError("layers must be non-negative layer indices")
         if self.padding == "capacity" and self.capacity_factor is None:
-            raise ValueError("padding capacity needs capacity_factor (the buffer is capacity_factor * top_k * "
-                             "tokens / experts tokens per rank and expert)")
+            raise ValueError(
+                "padding capacity needs capacity_factor (the buffer is capacity_factor * top_k * "
+                "tokens / experts tokens per rank and expert)"
+            )
         if self.padding == "capacity" and self.dispatcher != "alltoall":
-            raise ValueError(f"padding capacity sends a buffer per (rank, expert): it needs dispatcher alltoall "
-                             f"(got {self.dispatcher})")
+            raise ValueError(
+                f"padding capacity sends a buffer per (rank, expert): it needs dispatcher alltoall "
+                f"(got {self.dispatcher})"
+            )
         return self
 
 
@@ -308,8 +308,8 @@ class OptimizerSpec(SpecModel):
     """
 
     grad_dtype: Literal["fp32", "bf16", "fp16"] = Field(
-        default="fp32", description="dtype gradients are accumulated and reduced in (Megatron: fp32 unless "
-        "--grad-reduce-in-bf16)"
+        default="fp32",
+        description="dtype gradients are accumulated and reduced in (Megatron: fp32 unless --grad-reduce-in-bf16)",
     )
     param_dtype: Literal["fp32", "bf16", "fp16", "fp8"] | None = Field(
         default=None, description="dtype of the model's weights; default: model.dtype (bf16 for an fp8 model)"
@@ -327,8 +327,9 @@ class WorkloadSpec(SpecModel):
     model: ModelSpec
     parallelism: ParallelSpec = Field(default_factory=ParallelSpec)
     micro_batch_size: int = Field(default=1, ge=1, le=MAX_MICROBATCHES, description="sequences per micro-batch")
-    num_microbatches: int = Field(default=1, ge=1, le=MAX_MICROBATCHES,
-                                  description="micro-batches per step per DP replica")
+    num_microbatches: int = Field(
+        default=1, ge=1, le=MAX_MICROBATCHES, description="micro-batches per step per DP replica"
+    )
     global_batch_size: int | None = Field(
         default=None, ge=1, description="if set, num_microbatches = global / (micro_batch_size * dp)"
     )
@@ -379,8 +380,10 @@ class WorkloadSpec(SpecModel):
         if self.batch_reference_devices is not None and self.global_batch_size is None:
             raise ValueError("batch_reference_devices needs global_batch_size (the batch at that many devices)")
         if mode == "per-device" and self.global_batch_size is not None and self.batch_reference_devices is None:
-            raise ValueError("batch_scaling per-device with global_batch_size needs batch_reference_devices "
-                             "(the devices global_batch_size holds for); or give num_microbatches per replica")
+            raise ValueError(
+                "batch_scaling per-device with global_batch_size needs batch_reference_devices "
+                "(the devices global_batch_size holds for); or give num_microbatches per replica"
+            )
         return self
 
     @property
@@ -453,10 +456,7 @@ def workload_preset_path(name: str) -> Path:
 
 
 def load_workload(
-    ref: str | Path | Mapping[str, Any] | WorkloadSpec,
-    overrides: Sequence[str] = (),
-    *,
-    source: str | None = None,
+    ref: str | Path | Mapping[str, Any] | WorkloadSpec, overrides: Sequence[str] = (), *, source: str | None = None
 ) -> WorkloadSpec:
     """Load and validate a workload from a preset name, a YAML path or a mapping.
 

@@ -21,12 +21,7 @@ Nothing here needs torch: ``import netsim.moe`` works with numpy alone; torch is
 by ``torch_routers`` and ``lab``.
 """
 
-from netsim.moe.capacity import (
-    locmoe_min_capacity,
-    locmoe_min_capacity_approx,
-    locmoe_p_delta,
-    token_capacity,
-)
+from netsim.moe.capacity import locmoe_min_capacity, locmoe_min_capacity_approx, locmoe_p_delta, token_capacity
 from netsim.moe.placement import (
     PLACEMENTS,
     Placement,
@@ -67,13 +62,7 @@ from netsim.moe.sources import (
     step_dispatch,
 )
 from netsim.moe.statistical import STAT_MODELS, make_stat_model, sample_counts, stat_model_names
-from netsim.moe.trace import (
-    RoutingTrace,
-    TraceMeta,
-    convert_measured,
-    read_routing_trace,
-    write_routing_trace,
-)
+from netsim.moe.trace import RoutingTrace, TraceMeta, convert_measured, read_routing_trace, write_routing_trace
 from netsim.moe.traffic import DispatchPlan, RoutingMetrics, dispatch_plan, rank_token_matrix, routing_metrics
 
 __all__ = [

@@ -13,6 +13,7 @@ with blocks of tokens processed together in SIMD registers (about ten times fast
 sigmoid + :func:`select`).  ``HAVE_NUMBA`` is false when numba cannot be imported; the router
 then uses numpy.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,8 +31,9 @@ except ImportError:  # pragma: no cover
     HAVE_NUMBA = False
 
 
-def _token_group_scores(scores: np.ndarray, bias: np.ndarray, i: int, gs: int,
-                        gscore: np.ndarray) -> None:  # pragma: no cover - compiled
+def _token_group_scores(
+    scores: np.ndarray, bias: np.ndarray, i: int, gs: int, gscore: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """``gscore[g]``: the sum of the two largest biased scores of group ``g`` for token ``i``."""
     for g in range(gscore.size):
         m1 = -np.inf
@@ -46,8 +48,9 @@ def _token_group_scores(scores: np.ndarray, bias: np.ndarray, i: int, gs: int,
         gscore[g] = m1 + m2 if gs >= 2 else m1
 
 
-def _select(scores: np.ndarray, bias: np.ndarray, n_groups: int, topk_groups: int,
-            top_k: int) -> np.ndarray:  # pragma: no cover - compiled
+def _select(
+    scores: np.ndarray, bias: np.ndarray, n_groups: int, topk_groups: int, top_k: int
+) -> np.ndarray:  # pragma: no cover - compiled
     t, n = scores.shape
     gs = n // n_groups
     out = np.empty((t, top_k), dtype=np.int64)
@@ -218,8 +221,9 @@ def _group_scores(known: np.ndarray, gs: int, sigmoid: bool, gscore: np.ndarray)
                 out[b] = np.float64(k0[b])
 
 
-def _keep_groups(gscore: np.ndarray, topk_groups: int, tol: float, keep: np.ndarray,
-                 state: np.ndarray) -> None:  # pragma: no cover - compiled
+def _keep_groups(
+    gscore: np.ndarray, topk_groups: int, tol: float, keep: np.ndarray, state: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """Step 3: ``keep[g, b]`` for the ``topk_groups`` best groups; ``state[b] = 1`` (unresolved)
     where the last kept group and the first dropped one are within ``tol``."""
     n_groups, nb = gscore.shape
@@ -256,8 +260,17 @@ def _threshold(known: np.ndarray, keep: np.ndarray, top_k: int) -> np.ndarray:  
     return top[top_k - 1].copy()
 
 
-def _check(vals: np.ndarray, t0: int, gs: int, keep: np.ndarray, thr: np.ndarray, top_k: int, sigmoid: bool,
-           tol: float, state: np.ndarray) -> None:  # pragma: no cover - compiled
+def _check(
+    vals: np.ndarray,
+    t0: int,
+    gs: int,
+    keep: np.ndarray,
+    thr: np.ndarray,
+    top_k: int,
+    sigmoid: bool,
+    tol: float,
+    state: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """Step 5: ``state[b] = 2`` (needs ``_fixup``) unless exactly ``top_k`` eligible values are
     ``>= thr``; 1 (unresolved) where, for logits, the next value's sigmoid is within ``tol``."""
     n_groups, nb = keep.shape
@@ -285,8 +298,9 @@ def _check(vals: np.ndarray, t0: int, gs: int, keep: np.ndarray, thr: np.ndarray
                 state[b] = 1
 
 
-def _count(vals: np.ndarray, t0: int, gs: int, keep: np.ndarray, thr: np.ndarray, state: np.ndarray,
-           counts: np.ndarray) -> None:  # pragma: no cover - compiled
+def _count(
+    vals: np.ndarray, t0: int, gs: int, keep: np.ndarray, thr: np.ndarray, state: np.ndarray, counts: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """Step 6: add the resolved tokens whose value is ``>= thr`` in a kept group."""
     n_groups, nb = keep.shape
     hi = np.empty(nb, dtype=vals.dtype)
@@ -302,8 +316,9 @@ def _count(vals: np.ndarray, t0: int, gs: int, keep: np.ndarray, thr: np.ndarray
             counts[j] += cnt
 
 
-def _counts(vals: np.ndarray, n_groups: int, topk_groups: int, top_k: int, sigmoid: bool, tol: float,
-            chunk: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+def _counts(
+    vals: np.ndarray, n_groups: int, topk_groups: int, top_k: int, sigmoid: bool, tol: float, chunk: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     n, t = vals.shape
     gs = n // n_groups
     n_chunks = (t + chunk - 1) // chunk
@@ -331,8 +346,18 @@ def _counts(vals: np.ndarray, n_groups: int, topk_groups: int, top_k: int, sigmo
     return part.sum(axis=0), flagged
 
 
-def _fixup(vals: np.ndarray, t: int, keep: np.ndarray, gs: int, top_k: int, sigmoid: bool, tol: float,
-           sv: np.ndarray, si: np.ndarray, counts: np.ndarray) -> bool:  # pragma: no cover - compiled
+def _fixup(
+    vals: np.ndarray,
+    t: int,
+    keep: np.ndarray,
+    gs: int,
+    top_k: int,
+    sigmoid: bool,
+    tol: float,
+    sv: np.ndarray,
+    si: np.ndarray,
+    counts: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
     """Token ``t`` one value at a time (as ``_select``): the ``top_k + 1`` largest eligible values;
     counts the ``top_k`` and returns True when the ``top_k``-th is clearly above the next."""
     filled = 0
@@ -381,8 +406,9 @@ if HAVE_NUMBA:  # the kernels call the compiled helpers
 SIGMOID_TOL = 1e-10
 
 
-def counts(vals: np.ndarray, n_groups: int, topk_groups: int, top_k: int, *, sigmoid: bool,
-           chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def counts(
+    vals: np.ndarray, n_groups: int, topk_groups: int, top_k: int, *, sigmoid: bool, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Tokens per expert of the node-limited top-k selection, and the tokens left to the caller.
 
     Args:

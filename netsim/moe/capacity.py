@@ -103,6 +103,8 @@ def locmoe_capacity_tokens(n_experts: int, hidden: int, delta: float = 0.03) -> 
     """
     ec = locmoe_min_capacity(n_experts, hidden, delta)
     if not math.isfinite(ec) or ec > 2**62:
-        raise SpecError(f"the Theorem-1 capacity is unbounded at hidden={hidden}, delta={delta} "
-                        f"(p_delta underflows); lower delta", field="router.delta")
+        raise SpecError(
+            f"the Theorem-1 capacity is unbounded at hidden={hidden}, delta={delta} (p_delta underflows); lower delta",
+            field="router.delta",
+        )
     return max(1, ceil_tokens(ec))

@@ -115,8 +115,10 @@ def dedup_counts(dest_rank: NDArray[np.integer[Any]], rank_node: IntArray) -> tu
     rank_tokens = np.zeros((ep, ep), dtype=np.int64)
     node_tokens = np.zeros((ep, n_nodes), dtype=np.int64)
     for i in range(ep):
-        for values, width, out in ((d[i], ep, rank_tokens), (np.where(d[i] >= 0, node_idx[d[i]], -1), n_nodes,
-                                                               node_tokens)):
+        for values, width, out in (
+            (d[i], ep, rank_tokens),
+            (np.where(d[i] >= 0, node_idx[d[i]], -1), n_nodes, node_tokens),
+        ):
             s = np.sort(values, axis=1)
             first = np.ones(s.shape, dtype=bool)
             first[:, 1:] = s[:, 1:] != s[:, :-1]
@@ -215,8 +217,9 @@ class DeepEPDispatcher(Dispatcher):
         return out
 
 
-def dispatcher_copies(name: str, tokens: IntArray, rank_node: IntArray, *, dest_rank: IntArray | None = None,
-                      single_expert: bool = False) -> DispatchCopies:
+def dispatcher_copies(
+    name: str, tokens: IntArray, rank_node: IntArray, *, dest_rank: IntArray | None = None, single_expert: bool = False
+) -> DispatchCopies:
     """The copies dispatcher ``name`` sends for ``tokens [ep, ep]`` ((token, slot) pairs).
 
     ``dest_rank`` (``[ep, T, k]``, :func:`token_destinations`) gives the token sets; without it

@@ -165,15 +165,13 @@ class LabConfig:
             raise SpecError(f"experts ({self.experts}) must be a multiple of ep ({self.ep})", field="experts")
         if self.ep % self.ranks_per_node and self.ranks_per_node < self.ep:
             raise SpecError(
-                f"ep ({self.ep}) must be a multiple of ranks_per_node ({self.ranks_per_node})",
-                field="ranks_per_node",
+                f"ep ({self.ep}) must be a multiple of ranks_per_node ({self.ranks_per_node})", field="ranks_per_node"
             )
         if self.hidden % self.heads:
             raise SpecError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})", field="hidden")
         if self.router == "locmoe" and self.hidden % self.experts:
             raise SpecError(
-                f"locmoe (GrAP) needs hidden ({self.hidden}) divisible by experts ({self.experts})",
-                field="hidden",
+                f"locmoe (GrAP) needs hidden ({self.hidden}) divisible by experts ({self.experts})", field="hidden"
             )
         if self.placement not in ("contiguous", "round_robin"):
             raise SpecError(
@@ -238,8 +236,13 @@ class LabConfig:
         if self.router == "expert_choice":
             cf = None  # experts pick tokens: no overflow by construction
         k = int(params.get("top_k", 2 if self.router == "gshard" else defaults.get("top_k", 1)))
-        return convergence_problem(steps=self.steps, tokens_per_group=self.batch * self.seq_len,
-                                   experts=self.experts, capacity_factor=cf, top_k=k)
+        return convergence_problem(
+            steps=self.steps,
+            tokens_per_group=self.batch * self.seq_len,
+            experts=self.experts,
+            capacity_factor=cf,
+            top_k=k,
+        )
 
     def resolved_router_params(self) -> dict[str, Any]:
         """Router parameters with the lab's scaled-down defaults filled in.
@@ -305,12 +308,12 @@ class _Data:
         self.cfg = cfg
         self.rng = np.random.default_rng([cfg.seed, 7])
         if cfg.corpus:
-            text, self.info = load_corpus(cfg.corpus, max_bytes=cfg.max_corpus_bytes,
-                                          max_file_bytes=cfg.max_file_bytes)
+            text, self.info = load_corpus(cfg.corpus, max_bytes=cfg.max_corpus_bytes, max_file_bytes=cfg.max_file_bytes)
             texts = [text]
         else:
-            domains, self.info = load_domains(cfg.domains, max_bytes=cfg.max_corpus_bytes // len(cfg.domains),
-                                              max_file_bytes=cfg.max_file_bytes)
+            domains, self.info = load_domains(
+                cfg.domains, max_bytes=cfg.max_corpus_bytes // len(cfg.domains), max_file_bytes=cfg.max_file_bytes
+            )
             texts = [d.text for d in domains]
         cut = [len(t) - max(cfg.seq_len * 8, int(len(t) * cfg.eval_fraction)) for t in texts]
         heads = [t[:c] for t, c in zip(texts, cut, strict=True)]
@@ -319,13 +322,21 @@ class _Data:
         self.eval = [self.tokenizer.encode(t[c:]) for t, c in zip(texts, cut, strict=True)]
         need = cfg.seq_len + 2
         shard = len(self.train[0]) // cfg.ep
-        if (min(len(e) for e in self.eval) < need or min(len(t) for t in self.train) < need
-                or (cfg.corpus and cfg.sharding == "contiguous" and shard < need)):
-            raise SpecError(f"corpus too small ({sum(len(t) for t in texts)} bytes) for {cfg.ep} ranks of "
-                            f"sequences of {cfg.seq_len} tokens", field="corpus")
+        if (
+            min(len(e) for e in self.eval) < need
+            or min(len(t) for t in self.train) < need
+            or (cfg.corpus and cfg.sharding == "contiguous" and shard < need)
+        ):
+            raise SpecError(
+                f"corpus too small ({sum(len(t) for t in texts)} bytes) for {cfg.ep} ranks of "
+                f"sequences of {cfg.seq_len} tokens",
+                field="corpus",
+            )
         self.sampler = None if cfg.corpus else DomainSampler(len(texts), node, cfg.domain_sort)
-        self.info["tokens"] = {"train": int(sum(len(t) for t in self.train)),
-                               "eval": int(sum(len(e) for e in self.eval))}
+        self.info["tokens"] = {
+            "train": int(sum(len(t) for t in self.train)),
+            "eval": int(sum(len(e) for e in self.eval)),
+        }
 
     def batch(self) -> Batch:
         """``(inputs [ep*batch, S], targets [ep*batch, S], src_rank [ep*batch], domain [ep*batch])``."""
@@ -375,8 +386,9 @@ def _lr_factor(i: int, steps: int) -> float:
     return warm * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(i, steps) / steps)))
 
 
-def _context(tokens: NDArray[np.int64], src: NDArray[np.int64], dom: NDArray[np.int64], cfg: LabConfig,
-             params: Mapping[str, Any]) -> dict[str, Any]:
+def _context(
+    tokens: NDArray[np.int64], src: NDArray[np.int64], dom: NDArray[np.int64], cfg: LabConfig, params: Mapping[str, Any]
+) -> dict[str, Any]:
     """Per-token routing context: token ids, source rank, sequence, and (RRE) data domain.
 
     RRE's ``domains`` groups of experts serve the text sources (source ``j`` of ``D`` -> group
@@ -429,15 +441,28 @@ def _routers(cfg: LabConfig, placement: Placement, node: NDArray[np.int64]) -> t
     if cfg.router == "locmoe":
         params["local_experts"] = placement.local_experts(node)
     routers = [
-        make_router(cfg.router, n_experts=cfg.experts, hidden=cfg.hidden,
-                    seed=np.random.default_rng([cfg.seed, 11, i]), **params)
+        make_router(
+            cfg.router,
+            n_experts=cfg.experts,
+            hidden=cfg.hidden,
+            seed=np.random.default_rng([cfg.seed, 11, i]),
+            **params,
+        )
         for i in range(cfg.layers)
     ]
     return routers, params
 
 
-def _record(run: _Run, step: int, routings: list[Any], ctx: dict[str, Any], cfg: LabConfig, routers: list[Any],
-            placement: Placement, node: NDArray[np.int64]) -> list[dict[str, Any]]:
+def _record(
+    run: _Run,
+    step: int,
+    routings: list[Any],
+    ctx: dict[str, Any],
+    cfg: LabConfig,
+    routers: list[Any],
+    placement: Placement,
+    node: NDArray[np.int64],
+) -> list[dict[str, Any]]:
     """Store the step's routing counts and metrics per layer (and update DeepSeek's bias)."""
     out = []
     for layer, r in enumerate(routings):
@@ -492,40 +517,75 @@ def train_lab(cfg: LabConfig, progress: Callable[[LabProgress], None] | None = N
             step_metrics = _record(run, step, routings, ctx, cfg, routers, placement, node)
             row = {"step": step, "loss": float(loss.detach()), "task_loss": float(task.detach())}
             row.update({k: float(v.detach()) for k, v in sorted(aux_sum.items())})
-            row.update({k: float(np.nanmean([m[k] for m in step_metrics]))
-                        for k in ("drop_rate", "expert_load_cv", "share_cross_node")})
+            row.update(
+                {
+                    k: float(np.nanmean([m[k] for m in step_metrics]))
+                    for k in ("drop_rate", "expert_load_cv", "share_cross_node")
+                }
+            )
             run.rows.append(row)
             if progress is not None:
-                progress(LabProgress(step + 1, cfg.steps, row["loss"], row["task_loss"], row["drop_rate"],
-                                     time.perf_counter() - t0))
+                progress(
+                    LabProgress(
+                        step + 1, cfg.steps, row["loss"], row["task_loss"], row["drop_rate"], time.perf_counter() - t0
+                    )
+                )
         train_s = time.perf_counter() - t0
         model.eval()
         eval_losses = []
         with torch.no_grad():
             for inp, tgt, src, dom in data.eval_batches():
                 logits, _ = model(torch.from_numpy(inp), _context(inp, src, dom, cfg, params))
-                eval_losses.append(float(F.cross_entropy(logits.reshape(-1, vocab),
-                                                         torch.from_numpy(tgt).reshape(-1))))
+                eval_losses.append(float(F.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(tgt).reshape(-1))))
         for blk in model.blocks:
             blk.moe.router.sync_to_numpy()
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
     meta = TraceMeta(
-        experts=cfg.experts, ep=cfg.ep, ranks_per_node=min(cfg.ranks_per_node, cfg.ep), hidden=cfg.hidden,
-        top_k=routers[0].top_k, router=cfg.router,
-        extra={"source": "netsim lab", "seed": cfg.seed, "placement": cfg.placement,
-               "corpus_sha256": data.info["sha256"], "converged_window": list(final_window(cfg.steps))},
+        experts=cfg.experts,
+        ep=cfg.ep,
+        ranks_per_node=min(cfg.ranks_per_node, cfg.ep),
+        hidden=cfg.hidden,
+        top_k=routers[0].top_k,
+        router=cfg.router,
+        extra={
+            "source": "netsim lab",
+            "seed": cfg.seed,
+            "placement": cfg.placement,
+            "corpus_sha256": data.info["sha256"],
+            "converged_window": list(final_window(cfg.steps)),
+        },
         tokens_per_rank=cfg.batch * cfg.seq_len,
     )
     trace = RoutingTrace.from_counts(run.counts, meta)
-    summary = _summary(cfg, run, data, placement, params, routers[0].top_k, eval_losses, train_s,
-                       cfg.threads or prev_threads, str(torch.__version__))
+    summary = _summary(
+        cfg,
+        run,
+        data,
+        placement,
+        params,
+        routers[0].top_k,
+        eval_losses,
+        train_s,
+        cfg.threads or prev_threads,
+        str(torch.__version__),
+    )
     return LabResult(cfg, trace, pd.DataFrame(run.rows), summary)
 
 
-def _summary(cfg: LabConfig, run: _Run, data: _Data, placement: Placement, params: dict[str, Any], top_k: int,
-             eval_losses: list[float], train_s: float, threads: int, torch_version: str) -> dict[str, Any]:
+def _summary(
+    cfg: LabConfig,
+    run: _Run,
+    data: _Data,
+    placement: Placement,
+    params: dict[str, Any],
+    top_k: int,
+    eval_losses: list[float],
+    train_s: float,
+    threads: int,
+    torch_version: str,
+) -> dict[str, Any]:
     """``lab.json``: configuration, corpus, final losses, load, convergence, timing."""
     lo, hi = final_window(cfg.steps)
     rows = run.rows
@@ -534,8 +594,10 @@ def _summary(cfg: LabConfig, run: _Run, data: _Data, placement: Placement, param
     last = [m for m in run.metrics if m["step"] >= lo]
     eval_loss = float(np.mean(eval_losses))
     return {
-        "config": {**cfg.to_dict(),
-                   "router_params_resolved": {k: v for k, v in params.items() if k != "local_experts"}},
+        "config": {
+            **cfg.to_dict(),
+            "router_params_resolved": {k: v for k, v in params.items() if k != "local_experts"},
+        },
         "corpus": data.info,
         "tokenizer": data.tokenizer.describe(),
         "placement": placement.to_dict(),
@@ -550,12 +612,16 @@ def _summary(cfg: LabConfig, run: _Run, data: _Data, placement: Placement, param
         "load": {
             "all_steps": _summarise(run.metrics),
             "final_window": _summarise(last),
-            "final_window_by_layer": {str(ly): _summarise([m for m in last if m["layer"] == ly])
-                                      for ly in range(cfg.layers)},
+            "final_window_by_layer": {
+                str(ly): _summarise([m for m in last if m["layer"] == ly]) for ly in range(cfg.layers)
+            },
         },
         "convergence": convergence_report(rows, run.metrics, experts=cfg.experts),
-        "timing": {"train_s": train_s, "steps_per_s": cfg.steps / train_s if train_s > 0 else float("nan"),
-                   "torch_threads": threads},
+        "timing": {
+            "train_s": train_s,
+            "steps_per_s": cfg.steps / train_s if train_s > 0 else float("nan"),
+            "torch_threads": threads,
+        },
         "versions": {"torch": torch_version, "python": platform.python_version()},
     }
 

@@ -80,13 +80,17 @@ def convergence_problem(
     """``(field, message)`` when a lab configuration cannot converge, else None."""
     need = 8 * MIN_WINDOW_STEPS
     if steps < need:
-        return "steps", (f"{steps} steps are too few to judge convergence: the final quarter and the quarter "
-                         f"before it need >= {MIN_WINDOW_STEPS} steps each (use >= {need})")
+        return "steps", (
+            f"{steps} steps are too few to judge convergence: the final quarter and the quarter "
+            f"before it need >= {MIN_WINDOW_STEPS} steps each (use >= {need})"
+        )
     floor = balanced_drop_rate(tokens_per_group, experts, capacity_factor, top_k)
     if floor > MAX_BALANCED_DROP:
-        return "batch", (f"{tokens_per_group} tokens per rank and step give {experts} experts a capacity that "
-                         f"drops {floor:.0%} even when perfectly balanced (capacity factor {capacity_factor}); "
-                         f"raise batch x seq_len so that this floor is <= {MAX_BALANCED_DROP:.0%}")
+        return "batch", (
+            f"{tokens_per_group} tokens per rank and step give {experts} experts a capacity that "
+            f"drops {floor:.0%} even when perfectly balanced (capacity factor {capacity_factor}); "
+            f"raise batch x seq_len so that this floor is <= {MAX_BALANCED_DROP:.0%}"
+        )
     return None
 
 
@@ -139,16 +143,19 @@ def convergence_report(
         out["task_loss"]["relative_change"] = change
         limit = max(loss_tol, 3 * math.hypot(_stderr(prev_l, "task_loss"), _stderr(last_l, "task_loss")) / la)
         if abs(change) > limit:
-            reasons.append(f"task loss still moving ({change:+.1%} between the last two windows, tolerance "
-                           f"{limit:.0%})")
-    for key, tol, rel in (("drop_rate", share_tol, False), ("share_cross_node", share_tol, False),
-                          ("expert_load_cv", cv_tol, True)):
+            reasons.append(
+                f"task loss still moving ({change:+.1%} between the last two windows, tolerance {limit:.0%})"
+            )
+    for key, tol, rel in (
+        ("drop_rate", share_tol, False),
+        ("share_cross_node", share_tol, False),
+        ("expert_load_cv", cv_tol, True),
+    ):
         a, b = _mean(prev_m, key), _mean(last_m, key)
         out[key] = {"previous": a, "final": b}
         if not (math.isfinite(a) and math.isfinite(b)):
             continue
-        limit = max(tol * max(abs(a), 0.1) if rel else tol,
-                    3 * math.hypot(_stderr(prev_m, key), _stderr(last_m, key)))
+        limit = max(tol * max(abs(a), 0.1) if rel else tol, 3 * math.hypot(_stderr(prev_m, key), _stderr(last_m, key)))
         if abs(b - a) > limit:
             reasons.append(f"{key} still moving ({a:.3f} -> {b:.3f}, tolerance {limit:.3f})")
     unused, drop = _mean(last_m, "unused_experts"), _mean(last_m, "drop_rate")

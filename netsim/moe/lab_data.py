@@ -141,9 +141,7 @@ class Domain:
     files: int
 
 
-def load_domains(
-    names: Sequence[str], *, max_bytes: int, max_file_bytes: int
-) -> tuple[list[Domain], dict[str, Any]]:
+def load_domains(names: Sequence[str], *, max_bytes: int, max_file_bytes: int) -> tuple[list[Domain], dict[str, Any]]:
     """Read the named sources: the first ``max_file_bytes`` of each file, in order, until the
     source has ``max_bytes``.
 
@@ -169,16 +167,20 @@ def load_domains(
                 break
         text = b"\n\n".join(chunks)[:max_bytes]
         if len(text) < 4096:
-            raise SpecError(f"corpus source {name!r} has no text on this machine ({desc}); pick others from "
-                            f"{', '.join(SOURCES.names())}", field="domains")
+            raise SpecError(
+                f"corpus source {name!r} has no text on this machine ({desc}); pick others from "
+                f"{', '.join(SOURCES.names())}",
+                field="domains",
+            )
         domains.append(Domain(name, desc, text, used))
     h = hashlib.sha256()
     for d in domains:
         h.update(d.name.encode() + b"\0" + d.text)
     info = {
         "source": "domains",
-        "domains": [{"name": d.name, "description": d.description, "files": d.files, "bytes": len(d.text)}
-                    for d in domains],
+        "domains": [
+            {"name": d.name, "description": d.description, "files": d.files, "bytes": len(d.text)} for d in domains
+        ],
         "bytes": sum(len(d.text) for d in domains),
         "sha256": h.hexdigest(),
     }

@@ -58,9 +58,7 @@ __all__ = [
 
 
 def rank_nodes(
-    ep: int,
-    ranks_per_node: int | None = None,
-    rank_node: Sequence[int] | NDArray[np.integer[Any]] | None = None,
+    ep: int, ranks_per_node: int | None = None, rank_node: Sequence[int] | NDArray[np.integer[Any]] | None = None
 ) -> IntArray:
     """The node of every EP rank: ``rank_node`` if given, else ``rank // ranks_per_node``."""
     if rank_node is not None:

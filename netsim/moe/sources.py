@@ -83,8 +83,9 @@ class RoutingSource(Protocol):
 Routed = tuple[IntArray, IntArray, "IntArray | None"]
 
 
-def route_batch(source: RoutingSource, step: int, layer: int, microbatch: int = 0, *,
-                token_sets: bool = False) -> Routed:
+def route_batch(
+    source: RoutingSource, step: int, layer: int, microbatch: int = 0, *, token_sets: bool = False
+) -> Routed:
     """The routing of one (step, layer, micro-batch), with the token sets when ``token_sets``
     and the source knows them (``source.routed``); else the counts alone."""
     routed = getattr(source, "routed", None)
@@ -205,8 +206,11 @@ class StatisticalSource:
     def routed(self, step: int, layer: int, microbatch: int = 0, *, token_sets: bool = False) -> Routed:
         """Counts (and with ``token_sets`` the experts of every token, ``top_k > 1``)."""
         rng = np.random.default_rng([self.seed, 2, layer, step, microbatch])
-        tok, experts = sample_assignments(self.probabilities(layer), self.tokens_per_rank, self.top_k, rng) \
-            if token_sets else (sample_counts(self.probabilities(layer), self.tokens_per_rank, self.top_k, rng), None)
+        tok, experts = (
+            sample_assignments(self.probabilities(layer), self.tokens_per_rank, self.top_k, rng)
+            if token_sets
+            else (sample_counts(self.probabilities(layer), self.tokens_per_rank, self.top_k, rng), None)
+        )
         if self.capacity_factor is None:
             return tok, np.zeros_like(tok), experts
         # per-source capacity (GShard/Switch groups): each rank sends at most C per expert
@@ -488,8 +492,9 @@ def step_dispatch(
     ``combine_bytes`` ``[ep, ep]``) and the ``(tokens, dropped)`` counts it was built from.
     """
     pl = placement if isinstance(placement, Placement) else placement[layer % len(placement)]
-    tokens, dropped, experts = route_batch(source, step, layer, microbatch,
-                                           token_sets=DISPATCHERS.get(dispatcher).dedups)
+    tokens, dropped, experts = route_batch(
+        source, step, layer, microbatch, token_sets=DISPATCHERS.get(dispatcher).dedups
+    )
     plan = dispatch_plan(
         tokens,
         pl,

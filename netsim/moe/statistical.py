@@ -106,10 +106,7 @@ def sample_counts(
 
 
 def sample_assignments(
-    p: NDArray[np.floating[Any]],
-    tokens_per_rank: int,
-    top_k: int,
-    rng: np.random.Generator,
+    p: NDArray[np.floating[Any]], tokens_per_rank: int, top_k: int, rng: np.random.Generator
 ) -> tuple[IntArray, IntArray | None]:
     """:func:`sample_counts` with the same draws, plus the experts of every token: ``[n_ranks,
     tokens_per_rank, top_k]`` (``None`` for ``top_k = 1``, drawn as one multinomial per rank)."""

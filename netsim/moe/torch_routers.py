@@ -92,12 +92,7 @@ class TorchRouter(nn.Module):
     def scores(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         raise NotImplementedError
 
     def forward(
@@ -145,33 +140,18 @@ class _HashT(TorchRouter):
     def scores(self, x: Tensor) -> Tensor:
         return x.new_zeros((x.shape[0], 0))
 
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         return torch.from_numpy(result.gates).to(scores.device, torch.float32), {}
 
 
 class _SwitchT(_Linear):
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         return _gather(scores, result.experts), {"aux": _grouped_aux(scores, result.requested, batch.src_rank, r.alpha)}  # type: ignore[attr-defined]
 
 
 class _GShardT(_Linear):
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         top = _top_k(_np(scores), 2)
         g = scores.gather(1, torch.from_numpy(top).to(scores.device))
@@ -181,12 +161,7 @@ class _GShardT(_Linear):
 
 
 class _MixtralT(_Linear):
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         g = _gather(scores, result.experts)
         g = g / g.sum(dim=-1, keepdim=True).clamp_min(1e-30)
@@ -195,12 +170,7 @@ class _MixtralT(_Linear):
 
 
 class _ExpertChoiceT(_Linear):
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         return _gather(scores, result.experts), {}
 
 
@@ -210,12 +180,7 @@ class _DeepSeekT(_Linear):
     def scores(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.logits(x))
 
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         s = _gather(scores, result.experts)
         gates = r.route_scale * s / s.sum(dim=-1, keepdim=True).clamp_min(1e-30)
@@ -247,12 +212,7 @@ class _LocMoET(TorchRouter):
         z = (x.to(torch.float32) @ grap.to(torch.float32).T).to(x.dtype)  # float32 product
         return torch.softmax(torch.relu(z + self.gate_bias.to(x.dtype)), dim=-1)
 
-    def finish(
-        self,
-        scores: Tensor,
-        result: RoutingResult,
-        batch: TokenBatch,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    def finish(self, scores: Tensor, result: RoutingResult, batch: TokenBatch) -> tuple[Tensor, dict[str, Tensor]]:
         r = self.router
         losses = {"aux": _grouped_aux(scores, result.requested, batch.src_rank, r.alpha)}
         src = batch.src_rank

@@ -118,9 +118,7 @@ class TraceMeta:
         tpr = obj.get("tokens_per_rank")
         if tpr is not None and (not isinstance(tpr, int) or isinstance(tpr, bool) or tpr < 1):
             raise TraceError(
-                f"must be null or an integer >= 1 (got {tpr!r})",
-                source=source,
-                field="metadata.tokens_per_rank",
+                f"must be null or an integer >= 1 (got {tpr!r})", source=source, field="metadata.tokens_per_rank"
             )
         return cls(router=router, extra=extra, tokens_per_rank=tpr, **vals)
 
@@ -198,8 +196,11 @@ class RoutingTrace:
         t = self.table
         rows = t[(t["step"] >= first) & (t["step"] < stop)].copy()
         if rows.empty:
-            raise TraceError(f"no steps in [{first}, {stop}) (trace steps {self.steps[0]}-{self.steps[-1]})",
-                             source=self.source, field="step")
+            raise TraceError(
+                f"no steps in [{first}, {stop}) (trace steps {self.steps[0]}-{self.steps[-1]})",
+                source=self.source,
+                field="step",
+            )
         rows["step"] -= first
         meta = TraceMeta(**{**asdict(self.meta), "extra": {**self.meta.extra, "window": [first, stop]}})
         return RoutingTrace(rows.reset_index(drop=True), meta, self.source)
@@ -249,9 +250,7 @@ def read_routing_trace(path: str | os.PathLike[str]) -> RoutingTrace:
     md = table.schema.metadata or {}
     if METADATA_KEY not in md:
         raise TraceError(
-            f"no routing-trace metadata (schema metadata key {METADATA_KEY.decode()!r})",
-            source=src,
-            field="metadata",
+            f"no routing-trace metadata (schema metadata key {METADATA_KEY.decode()!r})", source=src, field="metadata"
         )
     try:
         meta_obj = json.loads(md[METADATA_KEY])
@@ -310,9 +309,13 @@ def _check_token_totals(df: pd.DataFrame, meta: TraceMeta, src: str) -> None:
     totals = (df["tokens"] + df["dropped"]).groupby([df[c] for c in KEY_COLUMNS[:-1]]).sum()
     if int(totals.max()) > cap:
         (step, layer, mb, rank), n = totals.idxmax(), int(totals.max())
-        raise TraceError(f"step {step} layer {layer} micro-batch {mb}: src_rank {rank} routes {n} (token, slot) "
-                         f"pairs, more than its tokens_per_rank * top_k = {meta.tokens_per_rank} * {meta.top_k} = "
-                         f"{cap} (metadata)", source=src, field="tokens")
+        raise TraceError(
+            f"step {step} layer {layer} micro-batch {mb}: src_rank {rank} routes {n} (token, slot) "
+            f"pairs, more than its tokens_per_rank * top_k = {meta.tokens_per_rank} * {meta.top_k} = "
+            f"{cap} (metadata)",
+            source=src,
+            field="tokens",
+        )
 
 
 def _check_layers(df: pd.DataFrame, src: str) -> None:
@@ -327,9 +330,12 @@ def _check_layers(df: pd.DataFrame, src: str) -> None:
         step, mb = bad.index[0]
         have = set(df[(df["step"] == step) & (df["microbatch"] == mb)]["layer"].unique().tolist())
         missing = [int(x) for x in layers if int(x) not in have]
-        raise TraceError(f"step {step} micro-batch {mb} has no rows for layer(s) {missing[:5]} (layers in the "
-                         f"trace: {', '.join(str(int(x)) for x in layers[:8])}{' ...' if layers.size > 8 else ''})",
-                         source=src, field="layer")
+        raise TraceError(
+            f"step {step} micro-batch {mb} has no rows for layer(s) {missing[:5]} (layers in the "
+            f"trace: {', '.join(str(int(x)) for x in layers[:8])}{' ...' if layers.size > 8 else ''})",
+            source=src,
+            field="layer",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,8 +407,11 @@ def trace_from_expert_ids(
     if ids.ndim == 4:
         ids = ids[None]
     if ids.ndim != 5 or ids.shape[2] != ep:
-        raise TraceError(f"must have shape [layers, ranks={ep}, tokens, top_k] or [steps, ...] (got {ids.shape})",
-                         source=source, field="expert_ids")
+        raise TraceError(
+            f"must have shape [layers, ranks={ep}, tokens, top_k] or [steps, ...] (got {ids.shape})",
+            source=source,
+            field="expert_ids",
+        )
     if ids.size and (ids.min() < -1 or ids.max() >= experts):
         bad = int(ids.min()) if ids.min() < -1 else int(ids.max())
         raise TraceError(f"expert id {bad} outside [-1, {experts})", source=source, field="expert_ids")

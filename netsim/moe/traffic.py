@@ -78,8 +78,7 @@ def _check_counts(counts: NDArray[np.integer[Any]], placement: Placement, replic
         raise SpecError("routing counts must be >= 0")
     if replica_policy not in REPLICA_POLICIES:
         raise SpecError(
-            f"unknown replica policy {replica_policy!r}; allowed: {', '.join(REPLICA_POLICIES)}",
-            field="replica_policy",
+            f"unknown replica policy {replica_policy!r}; allowed: {', '.join(REPLICA_POLICIES)}", field="replica_policy"
         )
     return c.astype(np.int64)
 

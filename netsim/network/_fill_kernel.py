@@ -32,8 +32,15 @@ except ImportError:  # pragma: no cover
 _REL_TOL = 1e-9
 
 
-def _take_link(lk: int, csc_ptr: np.ndarray, csc_flow: np.ndarray, frozen: np.ndarray, pending: np.ndarray,
-               newly: np.ndarray, n_new: int) -> int:  # pragma: no cover - compiled
+def _take_link(
+    lk: int,
+    csc_ptr: np.ndarray,
+    csc_flow: np.ndarray,
+    frozen: np.ndarray,
+    pending: np.ndarray,
+    newly: np.ndarray,
+    n_new: int,
+) -> int:  # pragma: no cover - compiled
     """Queue the flows of saturated link ``lk`` that are neither frozen nor queued; the new count."""
     for q in range(csc_ptr[lk], csc_ptr[lk + 1]):
         f = csc_flow[q]
@@ -44,8 +51,9 @@ def _take_link(lk: int, csc_ptr: np.ndarray, csc_flow: np.ndarray, frozen: np.nd
     return n_new
 
 
-def _link_flows(flow_ptr: np.ndarray, nz_link: np.ndarray,
-                num_links: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+def _link_flows(
+    flow_ptr: np.ndarray, nz_link: np.ndarray, num_links: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """The flows of every link (CSC pointer and flow ids), by a counting sort of the entries."""
     csc_ptr = np.zeros(num_links + 1, dtype=np.int64)
     for e in range(nz_link.shape[0]):
@@ -62,8 +70,9 @@ def _link_flows(flow_ptr: np.ndarray, nz_link: np.ndarray,
     return csc_ptr, csc_flow
 
 
-def _active_links(nz_link: np.ndarray, nz_weight: np.ndarray,
-                  num_links: int) -> tuple[np.ndarray, np.ndarray, int]:  # pragma: no cover - compiled
+def _active_links(
+    nz_link: np.ndarray, nz_weight: np.ndarray, num_links: int
+) -> tuple[np.ndarray, np.ndarray, int]:  # pragma: no cover - compiled
     """Weighted load of every link, and the loaded links, each once (ids and count)."""
     load = np.zeros(num_links)
     for e in range(nz_link.shape[0]):
@@ -80,8 +89,9 @@ def _active_links(nz_link: np.ndarray, nz_weight: np.ndarray,
     return load, idx, n_idx
 
 
-def _link_shares(idx: np.ndarray, n_idx: int, rem: np.ndarray, load: np.ndarray,
-                 share: np.ndarray) -> float:  # pragma: no cover - compiled
+def _link_shares(
+    idx: np.ndarray, n_idx: int, rem: np.ndarray, load: np.ndarray, share: np.ndarray
+) -> float:  # pragma: no cover - compiled
     """Fill ``share`` (level each active link can still add) and return the smallest one."""
     d_link = np.inf
     for j in range(n_idx):
@@ -93,8 +103,16 @@ def _link_shares(idx: np.ndarray, n_idx: int, rem: np.ndarray, load: np.ndarray,
     return d_link
 
 
-def _take_capped(cap_order: np.ndarray, cap_i: int, flow_cap_Bps: np.ndarray, top: float, frozen: np.ndarray,
-                 pending: np.ndarray, newly: np.ndarray, n_new: int) -> int:  # pragma: no cover - compiled
+def _take_capped(
+    cap_order: np.ndarray,
+    cap_i: int,
+    flow_cap_Bps: np.ndarray,
+    top: float,
+    frozen: np.ndarray,
+    pending: np.ndarray,
+    newly: np.ndarray,
+    n_new: int,
+) -> int:  # pragma: no cover - compiled
     """Queue the unfrozen flows whose cap is at most ``top`` (caps sorted from ``cap_i``); the new count."""
     q = cap_i
     while q < cap_order.shape[0] and flow_cap_Bps[cap_order[q]] <= top:
@@ -119,9 +137,20 @@ def _tightest_link(idx: np.ndarray, n_idx: int, share: np.ndarray) -> int:  # pr
     return best
 
 
-def _freeze(newly: np.ndarray, n_new: int, level: float, flow_ptr: np.ndarray, nz_link: np.ndarray,
-            nz_weight: np.ndarray, flow_cap_Bps: np.ndarray, rate: np.ndarray, frozen: np.ndarray,
-            pending: np.ndarray, load: np.ndarray, rem: np.ndarray) -> None:  # pragma: no cover - compiled
+def _freeze(
+    newly: np.ndarray,
+    n_new: int,
+    level: float,
+    flow_ptr: np.ndarray,
+    nz_link: np.ndarray,
+    nz_weight: np.ndarray,
+    flow_cap_Bps: np.ndarray,
+    rate: np.ndarray,
+    frozen: np.ndarray,
+    pending: np.ndarray,
+    load: np.ndarray,
+    rem: np.ndarray,
+) -> None:  # pragma: no cover - compiled
     """Freeze the queued flows at the level (or their cap): their load leaves their links, and a
     flow capped below the level gives back what it no longer takes."""
     for k in range(n_new):
@@ -160,8 +189,14 @@ if HAVE_NUMBA:  # the kernel calls the compiled helpers
     _drop_idle = numba.njit(cache=True, nogil=True)(_drop_idle)
 
 
-def _fill(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capacity_Bps: np.ndarray,
-          flow_cap_Bps: np.ndarray, level0: float) -> np.ndarray:  # pragma: no cover - compiled
+def _fill(
+    flow_ptr: np.ndarray,
+    nz_link: np.ndarray,
+    nz_weight: np.ndarray,
+    capacity_Bps: np.ndarray,
+    flow_cap_Bps: np.ndarray,
+    level0: float,
+) -> np.ndarray:  # pragma: no cover - compiled
     """Max-min rates of the flows (arguments and result as ``sharing.refill``)."""
     n = flow_ptr.shape[0] - 1
     num_links = capacity_Bps.shape[0]
@@ -229,8 +264,9 @@ fill: Any = numba.njit(cache=True, nogil=True)(_fill) if HAVE_NUMBA else None
 """The compiled :func:`_fill` (``None`` without numba)."""
 
 
-def _advance(load: np.ndarray, dt: float, link_bytes: np.ndarray, link_busy: np.ndarray, tier: np.ndarray,
-             tier_bytes: np.ndarray) -> None:  # pragma: no cover - compiled
+def _advance(
+    load: np.ndarray, dt: float, link_bytes: np.ndarray, link_busy: np.ndarray, tier: np.ndarray, tier_bytes: np.ndarray
+) -> None:  # pragma: no cover - compiled
     """One pass of the engine's time accounting over ``dt`` seconds at link loads ``load``:
     bytes and busy time per link, bytes per tier (``tier_bytes`` must start at zero)."""
     for lk in range(load.shape[0]):

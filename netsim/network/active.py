@@ -114,8 +114,17 @@ class ActiveFlows:
         return float(self.t_fin[cand].min())
 
     # ------------------------------------------------------------------ rows in and out
-    def add(self, fids: np.ndarray, work: np.ndarray, cap: np.ndarray, start: np.ndarray, now: float,
-            counts: np.ndarray, nz_link: np.ndarray, nz_w: np.ndarray) -> None:
+    def add(
+        self,
+        fids: np.ndarray,
+        work: np.ndarray,
+        cap: np.ndarray,
+        start: np.ndarray,
+        now: float,
+        counts: np.ndarray,
+        nz_link: np.ndarray,
+        nz_w: np.ndarray,
+    ) -> None:
         """Start flows ``fids`` (ascending): ``work`` bytes to drain each, rate caps, start
         times, and their links (``counts`` entries per flow, grouped by flow in ``fids`` order)."""
         self.compact()
@@ -210,8 +219,10 @@ class ActiveFlows:
         """The rows crossing each link (CSC: ``rows[ptr[l]:ptr[l+1]]``), built when the store
         changed since the last call (finished rows stay in it until compaction)."""
         if self._csc is None:  # scipy's CSR -> CSC transpose: linear time, rows ascending per link
-            m = csr_matrix((np.ones(self.nz_link.size, dtype=np.int8), self.nz_link, self.ptr),
-                           shape=(self.counts.size, self.num_links)).tocsc()
+            m = csr_matrix(
+                (np.ones(self.nz_link.size, dtype=np.int8), self.nz_link, self.ptr),
+                shape=(self.counts.size, self.num_links),
+            ).tocsc()
             self._csc = (m.indptr.astype(np.int64), m.indices)  # row ids as scipy gives them (int32)
         return self._csc
 
@@ -324,8 +335,9 @@ class ActiveFlows:
                 return  # every leaver was faster than everyone left: nobody's rate changes
             ent = gather(self.ptr, rows)
             self._touched += ent.size
-            sub_load = np.bincount(self.nz_link[ent], weights=self.nz_w[ent] *
-                                   np.repeat(self.rate[rows], self.counts[rows]), minlength=nl)
+            sub_load = np.bincount(
+                self.nz_link[ent], weights=self.nz_w[ent] * np.repeat(self.rate[rows], self.counts[rows]), minlength=nl
+            )
             fixed = np.maximum(self.link_load - sub_load, 0.0)
             if full:  # the component's links carry none of the other flows (closure)
                 fixed[self.nz_link[ent]] = 0.0
@@ -343,8 +355,16 @@ class ActiveFlows:
         self.link_load = fixed + np.bincount(lk, weights=w * np.repeat(self.rate[rows], counts), minlength=nl)
         np.maximum(self.link_peak, self.link_load / self.capacity_Bps, out=self.link_peak)
 
-    def _refill_rows(self, rows: np.ndarray, counts: np.ndarray, lk: np.ndarray, w: np.ndarray, base: np.ndarray,
-                     level0: float, now: float) -> None:
+    def _refill_rows(
+        self,
+        rows: np.ndarray,
+        counts: np.ndarray,
+        lk: np.ndarray,
+        w: np.ndarray,
+        base: np.ndarray,
+        level0: float,
+        now: float,
+    ) -> None:
         """New max-min rates for the rows ``rows`` (links ``lk`` with weights ``w``, ``counts``
         entries per row; ``base``: capacity left per link id of ``lk``), their bytes settled at
         the old rates and their drain times projected at the new ones."""

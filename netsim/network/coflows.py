@@ -80,8 +80,9 @@ class CoflowLedger:
         self.routes: dict[tuple[bytes, bytes], tuple[Routes, int]] = {}  # pairs -> (routes, pair set)
         self.cached_entries = 0  # (transfer, link) entries held by ``routes``
 
-    def route(self, router: Router, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray, first_id: int,
-              num_links: int) -> CoflowLoad:
+    def route(
+        self, router: Router, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray, first_id: int, num_links: int
+    ) -> CoflowLoad:
         """Route the transfers ``src -> dst`` (or reuse the routes of the same pairs) and sum
         their bytes per link.  Transfers are hashed (ECMP) by the flow ids they would have as
         ordinary flows, ``first_id`` onwards."""
@@ -107,8 +108,14 @@ class CoflowLedger:
             load_B += np.bincount(r.link, weights=part * r.weight, minlength=num_links)
             flows_on += np.bincount(r.link[moving], weights=r.weight[moving], minlength=num_links)
         if hit is None:
-            self.pair_sets.append(PairSet(src, dst, np.concatenate(lat_parts) if n else np.zeros(0),
-                                          np.concatenate(hop_parts) if n else np.zeros(0)))
+            self.pair_sets.append(
+                PairSet(
+                    src,
+                    dst,
+                    np.concatenate(lat_parts) if n else np.zeros(0),
+                    np.concatenate(hop_parts) if n else np.zeros(0),
+                )
+            )
         return CoflowLoad(pair_set, load_B, flows_on)
 
     def _remember(self, key: tuple[bytes, bytes], routes: Routes, pair_set: int) -> None:

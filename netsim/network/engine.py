@@ -119,11 +119,24 @@ class Network:
         will start saves the flow columns from growing, and being copied, step by step)."""
         self.flows.reserve(n)
 
-    def submit(self, src: str, dst: str, nbytes: float, start_s: float = 0.0, *, traffic_class: str = "other",
-               label: str = "", path: Sequence[str] | None = None, rate_cap_Bps: float | None = None) -> int:
+    def submit(
+        self,
+        src: str,
+        dst: str,
+        nbytes: float,
+        start_s: float = 0.0,
+        *,
+        traffic_class: str = "other",
+        label: str = "",
+        path: Sequence[str] | None = None,
+        rate_cap_Bps: float | None = None,
+    ) -> int:
         """Submit one flow starting at absolute time ``start_s``; returns its flow id."""
-        fid = int(self.submit_many([src], [dst], nbytes, start_s, traffic_class=traffic_class, label=label,
-                                   rate_cap_Bps=rate_cap_Bps)[0])
+        fid = int(
+            self.submit_many(
+                [src], [dst], nbytes, start_s, traffic_class=traffic_class, label=label, rate_cap_Bps=rate_cap_Bps
+            )[0]
+        )
         if path is not None:
             path = list(path)
             if not path or path[0] != src or path[-1] != dst:
@@ -132,24 +145,49 @@ class Network:
             self._pinned[fid] = (links, np.ones(links.size), None)
         return fid
 
-    def transfer(self, src: str, dst: str, nbytes: float, *, traffic_class: str = "other", label: str = "",
-                 path: Sequence[str] | None = None, rate_cap_Bps: float | None = None) -> simpy.Event:
+    def transfer(
+        self,
+        src: str,
+        dst: str,
+        nbytes: float,
+        *,
+        traffic_class: str = "other",
+        label: str = "",
+        path: Sequence[str] | None = None,
+        rate_cap_Bps: float | None = None,
+    ) -> simpy.Event:
         """Start a flow now; the returned event fires (value: flow id) when its last byte arrives."""
-        fid = self.submit(src, dst, nbytes, self.now, traffic_class=traffic_class, label=label, path=path,
-                          rate_cap_Bps=rate_cap_Bps)
+        fid = self.submit(
+            src, dst, nbytes, self.now, traffic_class=traffic_class, label=label, path=path, rate_cap_Bps=rate_cap_Bps
+        )
         return self.clock.new_event(fid)
 
-    def transfer_ids(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
-                     traffic_class: str = "other", label: str = "",
-                     rate_cap_Bps: float | np.ndarray | None = None) -> list[simpy.Event]:
+    def transfer_ids(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        nbytes: np.ndarray | float,
+        *,
+        traffic_class: str = "other",
+        label: str = "",
+        rate_cap_Bps: float | np.ndarray | None = None,
+    ) -> list[simpy.Event]:
         """Vectorised :meth:`transfer` for device-id arrays; one event per flow (``rate_cap_Bps``:
         one cap or one per flow, bytes/s)."""
-        ids = self.submit_many(src, dst, nbytes, self.now, traffic_class=traffic_class, label=label,
-                               rate_cap_Bps=rate_cap_Bps)
+        ids = self.submit_many(
+            src, dst, nbytes, self.now, traffic_class=traffic_class, label=label, rate_cap_Bps=rate_cap_Bps
+        )
         return [self.clock.new_event(fid) for fid in ids.tolist()]
 
-    def transfer_coflow(self, src: np.ndarray, dst: np.ndarray, nbytes: np.ndarray | float, *,
-                        traffic_class: str = "other", label: str = "") -> simpy.Event:
+    def transfer_coflow(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        nbytes: np.ndarray | float,
+        *,
+        traffic_class: str = "other",
+        label: str = "",
+    ) -> simpy.Event:
         """Start many transfers now as one *coflow*; the event fires (value: the carrier's flow
         id) when the last of them has arrived.
 
@@ -181,8 +219,19 @@ class Network:
         max_lat = float(lat.max()) if n else 0.0
         links = np.flatnonzero(load.load_B > 0)
         # the carrier: the total bytes (its record); the network's flow rate cap applies per fair share
-        carrier = int(self.flows.append(np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), float(nb.sum()),
-                                        now, now, traffic_class, label, None, carrier=True)[0][0])
+        carrier = int(
+            self.flows.append(
+                np.zeros(1, dtype=np.int64),
+                np.zeros(1, dtype=np.int64),
+                float(nb.sum()),
+                now,
+                now,
+                traffic_class,
+                label,
+                None,
+                carrier=True,
+            )[0][0]
+        )
         self.coflows.open_coflow(carrier, load.pair_set, nb, now)
         ev = self.clock.new_event(carrier)
         self.flows.latency.data[carrier] = max_lat
@@ -245,8 +294,11 @@ class Network:
         latency and hops; the (position in ``ids``, link, weight) entries, grouped by flow in
         ``ids`` order."""
         store = self.flows
-        pinned_mask = np.array([fid in self._pinned for fid in ids.tolist()], dtype=bool) if self._pinned \
+        pinned_mask = (
+            np.array([fid in self._pinned for fid in ids.tolist()], dtype=bool)
+            if self._pinned
             else np.zeros(ids.size, dtype=bool)
+        )
         pos = np.flatnonzero(~pinned_mask)
         routed = ids[pos]
         r_src, r_dst = store.src.data[routed], store.dst.data[routed]
@@ -296,8 +348,9 @@ class Network:
         if not act.size:
             return
         store.state.data[act] = ACTIVE
-        self.active.add(act, work[~trivial], store.cap.data[act], store.start.data[act], now, counts[~trivial],
-                        nz_link, nz_w)
+        self.active.add(
+            act, work[~trivial], store.cap.data[act], store.start.data[act], now, counts[~trivial], nz_link, nz_w
+        )
 
     def run(self, until: float | None = None) -> None:
         """Run the simulation (until no event is left, or until simulated time ``until``)."""

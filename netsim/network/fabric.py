@@ -48,8 +48,15 @@ class FabricPaths:
         adj_ptr, adj_nbr, adj_link: out-adjacency (CSR, neighbours by id) of every device.
     """
 
-    def __init__(self, links: LinkTable, is_fabric: np.ndarray, forwards: np.ndarray, adj_ptr: np.ndarray,
-                 adj_nbr: np.ndarray, adj_link: np.ndarray) -> None:
+    def __init__(
+        self,
+        links: LinkTable,
+        is_fabric: np.ndarray,
+        forwards: np.ndarray,
+        adj_ptr: np.ndarray,
+        adj_nbr: np.ndarray,
+        adj_link: np.ndarray,
+    ) -> None:
         self.links = links
         self.adj_ptr, self.adj_nbr, self.adj_link = adj_ptr, adj_nbr, adj_link
         # next hops computed so far, per node: (targets ascending, counts, table, least costs)
@@ -80,8 +87,9 @@ class FabricPaths:
                 start[self.pos[v]] = row
         self.start_dist = start
 
-    def next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def next_hops(
+        self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_next_hops`, remembered per node and target (``tgt`` ascending): routing in
         chunks meets the same switches and targets again in every chunk."""
         known = self._hops.get(c)
@@ -97,8 +105,12 @@ class FabricPaths:
             kt = np.concatenate([kt, tgt[miss]])
             order = np.argsort(kt, kind="stable")
             pad = [np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=-1) for t in (ktab, tab)]
-            known = (kt[order], np.concatenate([kcnt, cnt])[order], np.concatenate(pad)[order],
-                     np.concatenate([kbest, best])[order])
+            known = (
+                kt[order],
+                np.concatenate([kcnt, cnt])[order],
+                np.concatenate(pad)[order],
+                np.concatenate([kbest, best])[order],
+            )
         else:
             _, cnt, tab, best = self._next_hops(c, tgt, tpos, tcost)
             known = (tgt.copy(), cnt, tab, best)
@@ -107,8 +119,9 @@ class FabricPaths:
         pos = np.searchsorted(kt, tgt)
         return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
 
-    def _next_hops(self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _next_hops(
+        self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Next hops from device ``c`` towards each of the targets ``tgt`` (device ids), entered
         from fabric positions ``tpos`` [targets, m] (-1 pad) over a last link of cost ``tcost``
         (0 when the target is the fabric node itself).
@@ -147,6 +160,8 @@ class FabricPaths:
         for v in path[1:-1]:
             kind = str(graph.nodes[v].get("kind", ""))
             if kind not in FORWARDING_KINDS:
-                return (f" (the only paths relay through {kind} {v}, and only switches and NICs forward: "
-                        f"connect the two through switches, or put {v} in a server with node:)")
+                return (
+                    f" (the only paths relay through {kind} {v}, and only switches and NICs forward: "
+                    f"connect the two through switches, or put {v} in a server with node:)"
+                )
         return ""

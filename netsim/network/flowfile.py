@@ -40,13 +40,19 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
     df.columns = [c.strip() for c in df.columns]
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
-        raise TraceError(f"missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED)} "
-                         "(optional: path, traffic_class, label)", source=src)
+        raise TraceError(
+            f"missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED)} "
+            "(optional: path, traffic_class, label)",
+            source=src,
+        )
     if df.empty:
         raise TraceError("no flows in file", source=src)
     if len(df) > MAX_FLOW_ROWS and size_check_enabled():
-        raise LimitError(f"{len(df):,} flows; the exact flow model takes minutes beyond {MAX_FLOW_ROWS:,} "
-                         "(pass --no-size-check to run them anyway)", source=src)
+        raise LimitError(
+            f"{len(df):,} flows; the exact flow model takes minutes beyond {MAX_FLOW_ROWS:,} "
+            "(pass --no-size-check to run them anyway)",
+            source=src,
+        )
     nbytes, start = [], []
     for i, (b, t) in enumerate(zip(df["bytes"], df["start_s"], strict=True)):
         row = f"row {i + 2}"
@@ -63,8 +69,7 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
         check_quantity(st, "duration", f"{row}.start_s", src)
         nbytes.append(nb)
         start.append(st)
-    out = pd.DataFrame({"src": df["src"].str.strip(), "dst": df["dst"].str.strip(), "bytes": nbytes,
-                        "start_s": start})
+    out = pd.DataFrame({"src": df["src"].str.strip(), "dst": df["dst"].str.strip(), "bytes": nbytes, "start_s": start})
     for col in ("path", "traffic_class", "label"):
         if col in df.columns:
             out[col] = df[col].str.strip()
@@ -82,8 +87,14 @@ class FlowRunResult:
     links: pd.DataFrame
 
 
-def run_flows(graph: nx.DiGraph, table: pd.DataFrame, out_dir: str | os.PathLike[str] | None = None,
-              *, force: bool = False, **engine: Any) -> FlowRunResult:
+def run_flows(
+    graph: nx.DiGraph,
+    table: pd.DataFrame,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    **engine: Any,
+) -> FlowRunResult:
     """Simulate the flows of ``table`` on ``graph``; write flows/links tables to ``out_dir``
     (an existing one is replaced only when netsim wrote it and ``force`` is given)."""
     src = str(table.attrs.get("source", "flows"))
@@ -95,23 +106,33 @@ def run_flows(graph: nx.DiGraph, table: pd.DataFrame, out_dir: str | os.PathLike
         bad = [(i, d) for i, d in enumerate(table[col]) if d not in known]
         if bad:
             i, d = bad[0]
-            raise TraceError(f"unknown device {d!r} (devices look like n0.g0, n0.nic0, leaf0)", source=src,
-                             field=f"row {i + 2}.{col}")
+            raise TraceError(
+                f"unknown device {d!r} (devices look like n0.g0, n0.nic0, leaf0)",
+                source=src,
+                field=f"row {i + 2}.{col}",
+            )
     has_path = "path" in table.columns
     has_cls = "traffic_class" in table.columns
     has_lab = "label" in table.columns
     if not has_path and not has_cls and not has_lab:
-        net.submit_many(table["src"].to_numpy(), table["dst"].to_numpy(), table["bytes"].to_numpy(),
-                        table["start_s"].to_numpy())
+        net.submit_many(
+            table["src"].to_numpy(), table["dst"].to_numpy(), table["bytes"].to_numpy(), table["start_s"].to_numpy()
+        )
     else:
         for i, r in enumerate(table.itertuples(index=False)):
             path = None
             if has_path and r.path:
                 path = [p.strip() for p in str(r.path).split(">")]
             try:
-                net.submit(r.src, r.dst, r.bytes, r.start_s, path=path,
-                           traffic_class=(r.traffic_class or "other") if has_cls else "other",
-                           label=(r.label or "") if has_lab else "")
+                net.submit(
+                    r.src,
+                    r.dst,
+                    r.bytes,
+                    r.start_s,
+                    path=path,
+                    traffic_class=(r.traffic_class or "other") if has_cls else "other",
+                    label=(r.label or "") if has_lab else "",
+                )
             except NetsimError as exc:
                 exc.field = f"row {i + 2}.{exc.field or 'path'}"
                 raise exc.with_source(src) from None
@@ -123,5 +144,4 @@ def run_flows(graph: nx.DiGraph, table: pd.DataFrame, out_dir: str | os.PathLike
         with atomic_dir(out_dir, force=force, kind="flows") as tmp:
             write_table(flows, tmp, "flows")
             write_table(links, tmp, "links")
-    return FlowRunResult(len(flows), net.makespan_s, str(top["link"]), float(top["peak_utilization"]), flows,
-                         links)
+    return FlowRunResult(len(flows), net.makespan_s, str(top["link"]), float(top["peak_utilization"]), flows, links)

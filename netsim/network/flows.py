@@ -114,8 +114,21 @@ class FlowStore:
         return self.src.size
 
     def _columns(self) -> tuple[Column, ...]:
-        return (self.src, self.dst, self.nbytes, self.start, self.end, self.latency, self.hops, self.cls,
-                self.label, self.cap, self.state, self.work, self.carrier)
+        return (
+            self.src,
+            self.dst,
+            self.nbytes,
+            self.start,
+            self.end,
+            self.latency,
+            self.hops,
+            self.cls,
+            self.label,
+            self.cap,
+            self.state,
+            self.work,
+            self.carrier,
+        )
 
     def reserve(self, n: int) -> None:
         """Make room for ``n`` more rows at once (saves the columns from growing step by step)."""

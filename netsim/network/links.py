@@ -82,8 +82,10 @@ class LinkTable:
         eff = dict(efficiency or {})
         for cls_name, value in eff.items():
             if not (isinstance(value, int | float) and 0.0 < float(value) <= 1.0):
-                raise SpecError(f"efficiency of link class {cls_name!r} must be in (0, 1], got {value!r}",
-                                field=f"link_efficiency.{cls_name}")
+                raise SpecError(
+                    f"efficiency of link class {cls_name!r} must be in (0, 1], got {value!r}",
+                    field=f"link_efficiency.{cls_name}",
+                )
         node_latency = np.array([float(graph.nodes[n].get("latency_s", 0.0) or 0.0) for n in graph.nodes])
         m = graph.number_of_edges()
         src = np.empty(m, dtype=np.int64)
@@ -103,8 +105,9 @@ class LinkTable:
             src[k], dst[k] = iu, iv
             c = data.get("capacity_Bps")
             if c is None or not np.isfinite(c) or c <= 0:
-                raise TopologyError(f"link {u}->{v} has capacity_Bps={c!r}; it must be a finite number > 0",
-                                    field="capacity_Bps")
+                raise TopologyError(
+                    f"link {u}->{v} has capacity_Bps={c!r}; it must be a finite number > 0", field="capacity_Bps"
+                )
             cap[k] = float(c)
             lt = float(data.get("latency_s", 0.0) or 0.0)
             if lt < 0 or not np.isfinite(lt):
@@ -126,8 +129,19 @@ class LinkTable:
         # entered; the destination of a flow is an endpoint, whose latency_s is 0 by contract.
         latency = lat + node_latency[dst] if m else lat
         return cls(
-            names=names, index=index, src=src, dst=dst, capacity_Bps=capacity, nominal_Bps=cap,
-            latency_s=latency, cost=cost, link_class=cls_code, tier=tier_code, network=net_code,
-            class_names=class_names, tier_names=tuple(tiers), network_names=tuple(networks),
+            names=names,
+            index=index,
+            src=src,
+            dst=dst,
+            capacity_Bps=capacity,
+            nominal_Bps=cap,
+            latency_s=latency,
+            cost=cost,
+            link_class=cls_code,
+            tier=tier_code,
+            network=net_code,
+            class_names=class_names,
+            tier_names=tuple(tiers),
+            network_names=tuple(networks),
             edge_id=edge_id,
         )

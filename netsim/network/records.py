@@ -53,9 +53,14 @@ def flow_columns(store: FlowStore, ledger: CoflowLedger) -> dict[str, Any]:
     """The flows as numpy columns (see :meth:`netsim.network.Network.flow_columns`)."""
     n = store.size
     keep = ~store.carrier.view if store.num_carriers else np.ones(n, dtype=bool)
-    cols: dict[str, list[np.ndarray]] = {"src": [store.src.view], "dst": [store.dst.view],
-                                         "bytes": [store.nbytes.view], "traffic_class": [store.cls.view],
-                                         "count": [np.ones(n, dtype=np.int64)], "keep": [keep]}
+    cols: dict[str, list[np.ndarray]] = {
+        "src": [store.src.view],
+        "dst": [store.dst.view],
+        "bytes": [store.nbytes.view],
+        "traffic_class": [store.cls.view],
+        "count": [np.ones(n, dtype=np.int64)],
+        "keep": [keep],
+    }
     for ps, cls, nb, count in ledger.groups(store.cls.data):
         m = ps.src.size
         cols["src"].append(ps.src)
@@ -105,19 +110,21 @@ def flow_table(links: LinkTable, store: FlowStore, ledger: CoflowLedger) -> pd.D
     cls = np.array(list(store.class_names), dtype=object)
     lab = np.array(list(store.label_names), dtype=object)
     empty = np.array([], dtype=object)
-    return pd.DataFrame({
-        "flow_id": col["flow_id"],
-        "src": names[col["src"]] if n else empty,
-        "dst": names[col["dst"]] if n else empty,
-        "bytes": col["bytes"],
-        "start_s": col["start_s"],
-        "end_s": col["end_s"],
-        "fct_s": col["end_s"] - col["start_s"],
-        "traffic_class": cls[col["traffic_class"]] if n else empty,
-        "label": lab[col["label"]] if n else empty,
-        "hops": col["hops"],
-        "latency_s": col["latency_s"],
-    })
+    return pd.DataFrame(
+        {
+            "flow_id": col["flow_id"],
+            "src": names[col["src"]] if n else empty,
+            "dst": names[col["dst"]] if n else empty,
+            "bytes": col["bytes"],
+            "start_s": col["start_s"],
+            "end_s": col["end_s"],
+            "fct_s": col["end_s"] - col["start_s"],
+            "traffic_class": cls[col["traffic_class"]] if n else empty,
+            "label": lab[col["label"]] if n else empty,
+            "hops": col["hops"],
+            "latency_s": col["latency_s"],
+        }
+    )
 
 
 def link_table(links: LinkTable, stats: LinkStats, peak_utilization: np.ndarray, makespan_s: float) -> pd.DataFrame:
@@ -125,20 +132,22 @@ def link_table(links: LinkTable, stats: LinkStats, peak_utilization: np.ndarray,
     lt = links
     names = np.array(lt.names, dtype=object)
     span = max(makespan_s, 1e-300)
-    return pd.DataFrame({
-        "link": lt.link_names(),
-        "src": names[lt.src],
-        "dst": names[lt.dst],
-        "class": np.array(lt.class_names, dtype=object)[lt.link_class] if lt.num_links else [],
-        "tier": np.array(lt.tier_names, dtype=object)[lt.tier] if lt.num_links else [],
-        "network": np.array(lt.network_names, dtype=object)[lt.network] if lt.num_links else [],
-        "capacity_Bps": lt.nominal_Bps.copy(),
-        "effective_capacity_Bps": lt.capacity_Bps.copy(),
-        "bytes": stats.bytes.copy(),
-        "busy_s": stats.busy_s.copy(),
-        "peak_utilization": peak_utilization.copy(),
-        "mean_utilization": stats.bytes / (lt.capacity_Bps * span),
-    })
+    return pd.DataFrame(
+        {
+            "link": lt.link_names(),
+            "src": names[lt.src],
+            "dst": names[lt.dst],
+            "class": np.array(lt.class_names, dtype=object)[lt.link_class] if lt.num_links else [],
+            "tier": np.array(lt.tier_names, dtype=object)[lt.tier] if lt.num_links else [],
+            "network": np.array(lt.network_names, dtype=object)[lt.network] if lt.num_links else [],
+            "capacity_Bps": lt.nominal_Bps.copy(),
+            "effective_capacity_Bps": lt.capacity_Bps.copy(),
+            "bytes": stats.bytes.copy(),
+            "busy_s": stats.busy_s.copy(),
+            "peak_utilization": peak_utilization.copy(),
+            "mean_utilization": stats.bytes / (lt.capacity_Bps * span),
+        }
+    )
 
 
 def tier_table(links: LinkTable, stats: LinkStats) -> pd.DataFrame:

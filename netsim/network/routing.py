@@ -117,19 +117,20 @@ class Router:
     ``policy``: a :class:`PathPolicy` or the name it is registered under in :data:`PATH_POLICIES`.
     """
 
-    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str | PathPolicy = "ecmp",
-                 seed: int = 0) -> None:
+    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str | PathPolicy = "ecmp", seed: int = 0) -> None:
         self.policy = PATH_POLICIES.get(policy) if isinstance(policy, str) else policy
         self.seed = int(seed)
         self.links = links
         n = links.num_devices
         names = links.names
         attrs = [graph.nodes[name] for name in names]
-        self.server = np.array([int(a.get("node", -1) if a.get("node") is not None else -1) for a in attrs],
-                               dtype=np.int64)
+        self.server = np.array(
+            [int(a.get("node", -1) if a.get("node") is not None else -1) for a in attrs], dtype=np.int64
+        )
         self.kind = [str(a.get("kind", "")) for a in attrs]
-        self.rail = np.array([int(a.get("rail", -1) if a.get("rail") is not None else -1) for a in attrs],
-                             dtype=np.int64)
+        self.rail = np.array(
+            [int(a.get("rail", -1) if a.get("rail") is not None else -1) for a in attrs], dtype=np.int64
+        )
         nic = np.full(n, -1, dtype=np.int64)
         for i, a in enumerate(attrs):
             name = a.get("nic")
@@ -260,8 +261,10 @@ class Router:
             for d, r in local.items():
                 self.local_idx[d] = r
             ekeys = sorted((local[int(src[k])], local[int(dst[k])], k) for k in by_server.get(s, []))
-            sig = (tuple(members), tuple(
-                (u, v, int(self.links.link_class[k]), float(self.links.nominal_Bps[k])) for u, v, k in ekeys))
+            sig = (
+                tuple(members),
+                tuple((u, v, int(self.links.link_class[k]), float(self.links.nominal_Bps[k])) for u, v, k in ekeys),
+            )
             gid = sig_index.get(sig)
             if gid is None:
                 gid = len(self._intra)
@@ -273,15 +276,24 @@ class Router:
                     # hop count first; among equal hop counts the path with less serialisation
                     # time (1/capacity summed) wins, e.g. NVLink over a PCIe detour via the host
                     g.add_edge(u, v, w=1_000_000 + round(1000 * cap_max / float(self.links.nominal_Bps[k])))
-                self._intra.append(_IntraCache(members=members, edges=[(u, v) for u, v, _ in ekeys],
-                                               links=np.empty((0, 0), dtype=np.int64), graph=g))
+                self._intra.append(
+                    _IntraCache(
+                        members=members,
+                        edges=[(u, v) for u, v, _ in ekeys],
+                        links=np.empty((0, 0), dtype=np.int64),
+                        graph=g,
+                    )
+                )
                 rows.append([])
             self._sig_arr[s] = gid
             self._row_arr[s] = len(rows[gid])
             rows[gid].append(np.array([k for _, _, k in ekeys], dtype=np.int64))
         for gid, group_rows in enumerate(rows):
-            self._intra[gid].links = (np.vstack(group_rows) if group_rows and group_rows[0].size
-                                      else np.zeros((len(group_rows), 0), dtype=np.int64))
+            self._intra[gid].links = (
+                np.vstack(group_rows)
+                if group_rows and group_rows[0].size
+                else np.zeros((len(group_rows), 0), dtype=np.int64)
+            )
         self._edge_local = [{e: j for j, e in enumerate(c.edges)} for c in self._intra]
 
     def _intra_paths(self, gid: int, a: int, b: int, relay: bool) -> np.ndarray:
@@ -316,8 +328,15 @@ class Router:
         cache.paths[key] = arr
         return arr
 
-    def _intra_leg(self, fidx: np.ndarray, a: np.ndarray, b: np.ndarray, h: np.ndarray,
-                   out: list[tuple[np.ndarray, np.ndarray, np.ndarray]], relay: bool = False) -> np.ndarray:
+    def _intra_leg(
+        self,
+        fidx: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+        h: np.ndarray,
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        relay: bool = False,
+    ) -> np.ndarray:
         """Route intra-server legs a -> b (same server); returns a mask of legs with no path."""
         failed = np.zeros(a.size, dtype=bool)
         need = a != b
@@ -416,8 +435,14 @@ class Router:
         return self._acc[dev]
 
     # ------------------------------------------------------------------ fabric walk
-    def _fabric_walk(self, fidx: np.ndarray, start: np.ndarray, target: np.ndarray, h: np.ndarray,
-                     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+    def _fabric_walk(
+        self,
+        fidx: np.ndarray,
+        start: np.ndarray,
+        target: np.ndarray,
+        h: np.ndarray,
+        out: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> None:
         """Walk from ``start`` to ``target`` (gateways or fabric nodes) over fabric switches."""
         if fidx.size == 0:
             return
@@ -456,8 +481,9 @@ class Router:
                 if not np.isfinite(best).all():
                     bad = int(fl[~np.isfinite(best[inv])][0])
                     a, z = names[start[bad]], names[target[bad]]
-                    raise RoutingError(f"no route from {a} to {z} through the fabric"
-                                       + self.fabric.relay_hint(self._graph, a, z))
+                    raise RoutingError(
+                        f"no route from {a} to {z} through the fabric" + self.fabric.relay_hint(self._graph, a, z)
+                    )
                 cnt = cnt_u[inv]
                 if self.policy.splits:
                     jj = np.repeat(np.arange(rows.size), cnt)
@@ -497,9 +523,11 @@ class Router:
         nflow = src.size
         key = self.policy.flow_key(flow_ids)
         with np.errstate(over="ignore"):
-            h = mix64(key * np.uint64(0x9E3779B97F4A7C15)
-                      + mix64(src.astype(np.uint64) * np.uint64(1_000_003) + dst.astype(np.uint64))
-                      + np.uint64(self.seed & 0xFFFFFFFF) * np.uint64(0xD1B54A32D192ED03))
+            h = mix64(
+                key * np.uint64(0x9E3779B97F4A7C15)
+                + mix64(src.astype(np.uint64) * np.uint64(1_000_003) + dst.astype(np.uint64))
+                + np.uint64(self.seed & 0xFFFFFFFF) * np.uint64(0xD1B54A32D192ED03)
+            )
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         allf = np.arange(nflow)
         same_server = (~self.is_fabric[src]) & (~self.is_fabric[dst]) & (self.server[src] == self.server[dst])
@@ -524,8 +552,10 @@ class Router:
             bad = np.flatnonzero((g_s < 0) | (g_d < 0))
             if bad.size:
                 i = int(bad[0])
-                raise RoutingError(f"no route from {self.links.names[s[i]]} to {self.links.names[d[i]]}: "
-                                   "no gateway on the needed network")
+                raise RoutingError(
+                    f"no route from {self.links.names[s[i]]} to {self.links.names[d[i]]}: "
+                    "no gateway on the needed network"
+                )
             unreach = np.flatnonzero(~self.reachable(g_s, g_d) & s_srv)
             for i in unreach.tolist():
                 g_s[i] = self._reachable_gateway(int(s[i]), int(g_d[i]), int(net[i]))
@@ -534,8 +564,9 @@ class Router:
                 f = self._intra_leg(idx[leg], s[leg], g_s[leg], hh[leg], out, relay=True)
                 if f.any():
                     i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
-                    raise RoutingError(f"no route inside the server from {self.links.names[s[i]]} "
-                                       f"to {self.links.names[g_s[i]]}")
+                    raise RoutingError(
+                        f"no route inside the server from {self.links.names[s[i]]} to {self.links.names[g_s[i]]}"
+                    )
             self._fabric_walk(idx, g_s, g_d, hh, out)
             leg = d_srv & (d != g_d)
             if leg.any():
@@ -544,8 +575,9 @@ class Router:
                 f = self._intra_leg(idx[leg], g_d[leg], d[leg], h_in, out, relay=True)
                 if f.any():
                     i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
-                    raise RoutingError(f"no route inside the server from {self.links.names[g_d[i]]} "
-                                       f"to {self.links.names[d[i]]}")
+                    raise RoutingError(
+                        f"no route inside the server from {self.links.names[g_d[i]]} to {self.links.names[d[i]]}"
+                    )
         if out:
             fl = np.concatenate([o[0] for o in out]).astype(np.int64)
             lk = np.concatenate([o[1] for o in out]).astype(np.int64)
@@ -571,7 +603,8 @@ class Router:
         for u, v in itertools.pairwise(ids):
             k = self.links.edge_id.get((u, v))
             if k is None:
-                raise RoutingError(f"pinned path {'>'.join(path)}: no link {self.links.names[u]}->"
-                                   f"{self.links.names[v]}", field="path")
+                raise RoutingError(
+                    f"pinned path {'>'.join(path)}: no link {self.links.names[u]}->{self.links.names[v]}", field="path"
+                )
             out.append(k)
         return np.array(out, dtype=np.int64)

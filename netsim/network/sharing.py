@@ -76,6 +76,7 @@ def distinct(values: np.ndarray, stamp: np.ndarray) -> np.ndarray:
 #: numpy path below is the fallback (and the reference the tests compare it with).
 USE_COMPILED = True
 
+
 def refill(
     flow_ptr: np.ndarray,
     nz_link: np.ndarray,
@@ -100,14 +101,25 @@ def refill(
     if n == 0:
         return rate
     if USE_COMPILED and _fill_kernel.HAVE_NUMBA:
-        return _fill_kernel.fill(flow_ptr.astype(np.int64, copy=False), nz_link.astype(np.int64, copy=False),
-                                 nz_weight.astype(np.float64, copy=False), capacity_Bps.astype(np.float64, copy=False),
-                                 flow_cap_Bps.astype(np.float64, copy=False), float(level0))
+        return _fill_kernel.fill(
+            flow_ptr.astype(np.int64, copy=False),
+            nz_link.astype(np.int64, copy=False),
+            nz_weight.astype(np.float64, copy=False),
+            capacity_Bps.astype(np.float64, copy=False),
+            flow_cap_Bps.astype(np.float64, copy=False),
+            float(level0),
+        )
     return _refill_numpy(flow_ptr, nz_link, nz_weight, capacity_Bps, flow_cap_Bps, float(level0))
 
 
-def _refill_numpy(flow_ptr: np.ndarray, nz_link: np.ndarray, nz_weight: np.ndarray, capacity_Bps: np.ndarray,
-                  flow_cap_Bps: np.ndarray, level0: float) -> np.ndarray:
+def _refill_numpy(
+    flow_ptr: np.ndarray,
+    nz_link: np.ndarray,
+    nz_weight: np.ndarray,
+    capacity_Bps: np.ndarray,
+    flow_cap_Bps: np.ndarray,
+    level0: float,
+) -> np.ndarray:
     """The vectorised rounds of :func:`refill` (same arguments; at least one flow)."""
     n = flow_ptr.shape[0] - 1
     num_links = capacity_Bps.shape[0]
@@ -173,16 +185,26 @@ def _by_cap(flow_cap_Bps: np.ndarray) -> np.ndarray:
     return finite[np.argsort(flow_cap_Bps[finite], kind="stable")]
 
 
-def _saturate(sat: np.ndarray, rem: np.ndarray, csc_ptr: np.ndarray, csc_flow: np.ndarray,
-              frozen: np.ndarray) -> np.ndarray:
+def _saturate(
+    sat: np.ndarray, rem: np.ndarray, csc_ptr: np.ndarray, csc_flow: np.ndarray, frozen: np.ndarray
+) -> np.ndarray:
     """Mark links ``sat`` saturated (no capacity left) and return their unfrozen flows (with repeats)."""
     rem[sat] = 0.0
     cand = csc_flow[gather(csc_ptr, sat)]
     return cand[~frozen[cand]]
 
 
-def _release(newly: np.ndarray, level: float, rate: np.ndarray, flow_ptr: np.ndarray, counts: np.ndarray,
-             nz_link: np.ndarray, nz_weight: np.ndarray, load_w: np.ndarray, rem: np.ndarray) -> bool:
+def _release(
+    newly: np.ndarray,
+    level: float,
+    rate: np.ndarray,
+    flow_ptr: np.ndarray,
+    counts: np.ndarray,
+    nz_link: np.ndarray,
+    nz_weight: np.ndarray,
+    load_w: np.ndarray,
+    rem: np.ndarray,
+) -> bool:
     """Take the just-frozen flows ``newly`` out of their links' unfrozen load; flows that froze
     below the level (capped) give back what they no longer take.  False if they cross no link."""
     ent = gather(flow_ptr, newly)

@@ -26,35 +26,9 @@ from netsim.errors import NetsimError
 from netsim.io import atomic_file, claim_dir
 from netsim.report import figures as F
 from netsim.report.files import write_figures, write_text
-from netsim.report.fmt import (
-    DASH,
-    byte_scale,
-    fmt_bytes,
-    fmt_num,
-    fmt_pct,
-    fmt_ratio,
-    fmt_time,
-    ratio,
-    time_scale,
-)
-from netsim.report.render import (
-    Document,
-    Figure,
-    Note,
-    Paragraph,
-    Section,
-    Table,
-    render_html,
-    render_markdown,
-)
-from netsim.report.tables import (
-    BREAKDOWN,
-    MOE_SUMMARY_FIELDS,
-    RunData,
-    load_run,
-    summary_mapping,
-    summary_number,
-)
+from netsim.report.fmt import DASH, byte_scale, fmt_bytes, fmt_num, fmt_pct, fmt_ratio, fmt_time, ratio, time_scale
+from netsim.report.render import Document, Figure, Note, Paragraph, Section, Table, render_html, render_markdown
+from netsim.report.tables import BREAKDOWN, MOE_SUMMARY_FIELDS, RunData, load_run, summary_mapping, summary_number
 
 #: Identity columns of the compare table (before the metrics).
 ID_COLUMNS = ("label", "run_dir", "baseline", "topology", "workload", "router", "seed", "num_ranks")
@@ -209,9 +183,7 @@ def fig_compare_breakdown(df: pd.DataFrame) -> MplFigure | None:
     return fig
 
 
-def _bars_with_ratio(
-    df: pd.DataFrame, col: str, scale: tuple[float, str], ylabel: str, title: str
-) -> MplFigure:
+def _bars_with_ratio(df: pd.DataFrame, col: str, scale: tuple[float, str], ylabel: str, title: str) -> MplFigure:
     div, _ = scale
     vals = df[col].to_numpy(dtype=float)
     fig, (ax,) = F.new_figure(max(5.0, 1.0 + 0.9 * len(df)), 4.0)
@@ -219,11 +191,7 @@ def _bars_with_ratio(
     bars = ax.bar(x, np.nan_to_num(vals / div), color=_run_colors(len(df)), width=0.7)
     for bar, r in zip(bars, df[f"{col}_ratio"], strict=True):
         ax.annotate(
-            fmt_ratio(r),
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=8,
+            fmt_ratio(r), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8
         )
     ax.set_xticks(list(x))
     ax.set_xticklabels(list(df["label"]), rotation=30 if len(df) > 4 else 0, fontsize=8)
@@ -246,9 +214,7 @@ def fig_compare_step(df: pd.DataFrame) -> MplFigure | None:
 
 def fig_compare_bytes(df: pd.DataFrame) -> MplFigure | None:
     """Grouped bars: bytes per traffic class per run."""
-    cols = [
-        c for c in df.columns if c.startswith("bytes_") and c != "bytes_total" and not c.endswith("_ratio")
-    ]
+    cols = [c for c in df.columns if c.startswith("bytes_") and c != "bytes_total" and not c.endswith("_ratio")]
     if not cols:
         return None
     vals = df[cols].to_numpy(dtype=float)
@@ -266,10 +232,7 @@ def fig_compare_bytes(df: pd.DataFrame) -> MplFigure | None:
 
 def fig_compare_alltoall(df: pd.DataFrame) -> MplFigure | None:
     """Bars of all-to-all share of step time per run (MoE runs), with ratios."""
-    if (
-        "alltoall_share" not in df.columns
-        or not np.isfinite(df["alltoall_share"].to_numpy(dtype=float)).any()
-    ):
+    if "alltoall_share" not in df.columns or not np.isfinite(df["alltoall_share"].to_numpy(dtype=float)).any():
         return None
     return _bars_with_ratio(
         df, "alltoall_share", (0.01, "%"), "all-to-all share of step time (%)", "All-to-all share by run"
@@ -303,9 +266,7 @@ def build_compare(df: pd.DataFrame) -> tuple[Document, dict[str, MplFigure]]:
         )
     )
     side = Section("Side by side", anchor="side-by-side")
-    side.add(
-        Paragraph(f"Each cell: the run's value and, in brackets, its ratio to the baseline `{base_label}`.")
-    )
+    side.add(Paragraph(f"Each cell: the run's value and, in brackets, its ratio to the baseline `{base_label}`."))
     rows = []
     for col in metric_columns(df):
         row = [f"`{col}`"]
@@ -345,9 +306,7 @@ def build_compare(df: pd.DataFrame) -> tuple[Document, dict[str, MplFigure]]:
     return doc, figs
 
 
-def write_compare(
-    run_dirs: Sequence[str | Path], out: str | Path, baseline: str | Path | None = None
-) -> Path:
+def write_compare(run_dirs: Sequence[str | Path], out: str | Path, baseline: str | Path | None = None) -> Path:
     """Compare runs; write compare.csv/.parquet, figures/, report.md and report.html into ``out``.
 
     Returns the path of ``out/report.html``.

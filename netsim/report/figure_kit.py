@@ -22,12 +22,7 @@ from matplotlib.figure import Figure
 
 from netsim.report.tables import TRAFFIC_CLASSES
 
-BREAKDOWN_COLORS = {
-    "compute": "#4C72B0",
-    "communication": "#DD8452",
-    "overlap": "#55A868",
-    "idle": "#C7C7C7",
-}
+BREAKDOWN_COLORS = {"compute": "#4C72B0", "communication": "#DD8452", "overlap": "#55A868", "idle": "#C7C7C7"}
 
 _CLASS_COLORS = {
     "dp": "#1f77b4",
@@ -59,8 +54,14 @@ def png_bytes(fig: Figure, *, dpi: int = 110) -> bytes:
     """Render ``fig`` to PNG bytes deterministically (no timestamp or software metadata)."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "netsim", "path.simplify": True,
-                                "figure.autolayout": False, "figure.constrained_layout.use": False}):
+    with matplotlib.rc_context(
+        {
+            "svg.hashsalt": "netsim",
+            "path.simplify": True,
+            "figure.autolayout": False,
+            "figure.constrained_layout.use": False,
+        }
+    ):
         engine = fig.get_layout_engine()
         if engine is not None:  # lay out once, then save with a single draw
             engine.execute(fig)
@@ -116,9 +117,7 @@ def new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, lis
     return fig, axes
 
 
-def thin_ticks(
-    ax: Any, positions: Sequence[float], labels: Sequence[str], axis: str = "x", most: int = 32
-) -> None:
+def thin_ticks(ax: Any, positions: Sequence[float], labels: Sequence[str], axis: str = "x", most: int = 32) -> None:
     step = max(1, math.ceil(len(positions) / most))
     pos = list(positions)[::step]
     lab = list(labels)[::step]

@@ -133,9 +133,7 @@ def fig_moe(load: pd.DataFrame | None, locality: Mapping[str, float]) -> Figure 
         names = list(locality)
         vals = np.asarray([locality[k] for k in names], dtype=float)
         div, unit = byte_scale(float(vals.max()) if len(vals) else 0.0)
-        bars = ax.bar(
-            np.arange(len(names)), vals / div, color=["#55A868", "#4C72B0", "#C44E52"][: len(names)]
-        )
+        bars = ax.bar(np.arange(len(names)), vals / div, color=["#55A868", "#4C72B0", "#C44E52"][: len(names)])
         total = float(vals.sum())
         for bar, v in zip(bars, vals, strict=True):
             ax.annotate(

@@ -16,13 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from netsim.report.figure_kit import (
-    BREAKDOWN_COLORS,
-    class_color,
-    new_figure,
-    ordered_classes,
-    thin_ticks,
-)
+from netsim.report.figure_kit import BREAKDOWN_COLORS, class_color, new_figure, ordered_classes, thin_ticks
 from netsim.report.fmt import time_scale
 from netsim.report.tables import BREAKDOWN, node_sort_key
 

@@ -49,9 +49,7 @@ def node_matrix(tm: pd.DataFrame) -> pd.DataFrame:
 def intra_inter_by_class(tm: pd.DataFrame) -> pd.DataFrame:
     """Bytes per traffic class split into intra-node (src == dst node) and inter-node."""
     df = tm.copy()
-    same = (df["src_node"] == df["dst_node"]).to_numpy() & np.array(
-        [is_node(n) for n in df["src_node"]], dtype=bool
-    )
+    same = (df["src_node"] == df["dst_node"]).to_numpy() & np.array([is_node(n) for n in df["src_node"]], dtype=bool)
     df["scope"] = np.where(same, "intra-node", "inter-node")
     out = df.groupby(["traffic_class", "scope"])["bytes"].sum().unstack(fill_value=0.0)
     for col in ("intra-node", "inter-node"):
@@ -77,20 +75,14 @@ def fig_traffic_matrix(tm: pd.DataFrame) -> Figure | None:
     log = vmax > 100 * vmin  # log colours only when the range is wide
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#f4f4f4")
     if log:
-        im = ax_m.imshow(
-            shown, cmap=cmap, norm=LogNorm(vmin=vmin, vmax=vmax), interpolation="nearest", aspect="auto"
-        )
+        im = ax_m.imshow(shown, cmap=cmap, norm=LogNorm(vmin=vmin, vmax=vmax), interpolation="nearest", aspect="auto")
     else:
         im = ax_m.imshow(shown, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest", aspect="auto")
     fig.colorbar(im, ax=ax_m, label=f"bytes ({bunit}{', log scale' if log else ''})")
     if values.shape[0] <= 12:
         for (i, j), v in np.ndenumerate(values):
             if v > 0:
-                frac = (
-                    (np.log(v / bdiv / vmin) / np.log(vmax / vmin))
-                    if log and vmax > vmin
-                    else v / bdiv / vmax
-                )
+                frac = (np.log(v / bdiv / vmin) / np.log(vmax / vmin)) if log and vmax > vmin else v / bdiv / vmax
                 ax_m.text(
                     j,
                     i,
@@ -134,15 +126,12 @@ def fig_link_tiers(links: pd.DataFrame, ts: pd.DataFrame | None = None) -> Figur
     labels = [f"{n}/{t}" for n, t in zip(tiers["network"], tiers["tier"], strict=True)]
     fig, (ax_u, ax_b) = new_figure(11.0, 1.6 + 0.42 * len(tiers), ncols=2)
     y = np.arange(len(tiers))
-    ax_u.barh(
-        y - 0.2, 100 * tiers["mean_utilization"], height=0.4, color="#4C72B0", label="mean of link means"
-    )
+    ax_u.barh(y - 0.2, 100 * tiers["mean_utilization"], height=0.4, color="#4C72B0", label="mean of link means")
     peak = tiers["peak_utilization"].fillna(0.0)
     window = float(tiers["window_s"].iloc[0]) if tiers["window_s"].notna().any() else 0.0
     if window > 0:
         div, unit = time_scale(window)
-        ax_u.barh(y + 0.2, 100 * peak, height=0.4, color="#C44E52",
-                  label=f"busiest {window / div:.3g} {unit} window")
+        ax_u.barh(y + 0.2, 100 * peak, height=0.4, color="#C44E52", label=f"busiest {window / div:.3g} {unit} window")
     ax_u.set_xlabel("utilisation (%)")
     ax_u.set_xlim(0, max(100.0, float(100 * peak.max()) * 1.05))
     ax_u.set_title("Link utilisation by tier")
@@ -202,9 +191,7 @@ def top_links(links: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     df = links.copy()
     df["link"] = df["link"].astype(str)
     df["busy_utilization"] = busy_utilization(df)
-    df = df.sort_values(
-        ["mean_utilization", "bytes", "link"], ascending=[False, False, True], kind="mergesort"
-    )
+    df = df.sort_values(["mean_utilization", "bytes", "link"], ascending=[False, False, True], kind="mergesort")
     return df.head(n).reset_index(drop=True)
 
 
@@ -244,24 +231,12 @@ def fig_bytes(
     if by_class:
         names = ordered_classes(list(by_class))
         panels.append(
-            (
-                "By traffic class",
-                names,
-                [by_class[k] for k in names],
-                [class_color(k) for k in names],
-                "traffic class",
-            )
+            ("By traffic class", names, [by_class[k] for k in names], [class_color(k) for k in names], "traffic class")
         )
     if by_link_class:
         names = sorted(by_link_class)
         panels.append(
-            (
-                "By link class",
-                names,
-                [by_link_class[k] for k in names],
-                ["#8172B3"] * len(names),
-                "link class",
-            )
+            ("By link class", names, [by_link_class[k] for k in names], ["#8172B3"] * len(names), "link class")
         )
     if east_west is not None or north_south is not None:
         panels.append(

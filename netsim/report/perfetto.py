@@ -108,9 +108,7 @@ def _prepare(ops: pd.DataFrame, ranks: Sequence[int] | None) -> pd.DataFrame:
             ),
             "layer": _optional_int_array(ops["layer"]) if "layer" in ops.columns else np.full(len(ops), -1),
             "microbatch": (
-                _optional_int_array(ops["microbatch"])
-                if "microbatch" in ops.columns
-                else np.full(len(ops), -1)
+                _optional_int_array(ops["microbatch"]) if "microbatch" in ops.columns else np.full(len(ops), -1)
             ),
         }
     )
@@ -118,9 +116,7 @@ def _prepare(ops: pd.DataFrame, ranks: Sequence[int] | None) -> pd.DataFrame:
     end = pd.to_numeric(ops["end_s"], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(start) | ~np.isfinite(end)
     if bad.any():
-        raise NetsimError(
-            f"ops table has {int(bad.sum())} op(s) with a missing start_s/end_s", source="trace"
-        )
+        raise NetsimError(f"ops table has {int(bad.sum())} op(s) with a missing start_s/end_s", source="trace")
     df["start_ns"] = np.rint(start * 1e9).astype(np.int64)
     df["end_ns"] = np.maximum(np.rint(end * 1e9).astype(np.int64), df["start_ns"].to_numpy())
     df["count"] = 1
@@ -134,9 +130,7 @@ def _prepare(ops: pd.DataFrame, ranks: Sequence[int] | None) -> pd.DataFrame:
         if unknown:
             raise NetsimError(f"no ops for rank(s) {', '.join(map(str, unknown))}", source="trace")
         df = df[df["rank"].isin(wanted)]
-    return df.sort_values(["rank", "stream", "start_ns", "end_ns", "name"], kind="mergesort").reset_index(
-        drop=True
-    )
+    return df.sort_values(["rank", "stream", "start_ns", "end_ns", "name"], kind="mergesort").reset_index(drop=True)
 
 
 def _aggregate(df: pd.DataFrame, gap_ns: int) -> pd.DataFrame:
@@ -243,9 +237,7 @@ def _pid_map(nodes: Sequence[Any]) -> dict[Any, int]:
     uniq = list(dict.fromkeys(nodes))
     try:
         as_int = {n: int(n) for n in uniq}
-        if all(float(n) == as_int[n] and as_int[n] >= 0 for n in uniq) and len(set(as_int.values())) == len(
-            uniq
-        ):
+        if all(float(n) == as_int[n] and as_int[n] >= 0 for n in uniq) and len(set(as_int.values())) == len(uniq):
             return as_int
     except (TypeError, ValueError):
         pass
@@ -360,8 +352,23 @@ def _thread_meta(df: pd.DataFrame, meta: list[dict[str, Any]]) -> dict[tuple[int
     return tid_of
 
 
-_EVENT_COLUMNS = ("rank", "stream", "lane", "pid", "name", "last_name", "kind", "traffic_class", "layer",
-                  "last_layer", "microbatch", "start_ns", "end_ns", "count", "distinct_names")
+_EVENT_COLUMNS = (
+    "rank",
+    "stream",
+    "lane",
+    "pid",
+    "name",
+    "last_name",
+    "kind",
+    "traffic_class",
+    "layer",
+    "last_layer",
+    "microbatch",
+    "start_ns",
+    "end_ns",
+    "count",
+    "distinct_names",
+)
 
 
 def _event_name(name: str, kind: str, traffic_class: str, layer: int, count: int, distinct_names: int) -> str:
@@ -397,16 +404,18 @@ def _op_events(df: pd.DataFrame, tid_of: Mapping[tuple[int, str, int], int]) -> 
             args["last_op"] = last_op
             if int(last_layer) >= 0:
                 args["last_layer"] = int(last_layer)
-        events.append({
-            "name": _event_name(name, kind, tc, layer, count, int(distinct)),
-            "cat": tc or kind,
-            "ph": "X",
-            "ts": _us(start),
-            "dur": _us(end - start),
-            "pid": int(pid),
-            "tid": tid_of[(rank, stream, int(lane))],
-            "args": args,
-        })
+        events.append(
+            {
+                "name": _event_name(name, kind, tc, layer, count, int(distinct)),
+                "cat": tc or kind,
+                "ph": "X",
+                "ts": _us(start),
+                "dur": _us(end - start),
+                "pid": int(pid),
+                "tid": tid_of[(rank, stream, int(lane))],
+                "args": args,
+            }
+        )
     events.sort(key=lambda ev: (ev["pid"], ev["tid"], ev["ts"], -ev["dur"], ev["name"]))
     return events
 
@@ -444,13 +453,9 @@ def _counter_events(ts: pd.DataFrame, pid: int, meta: list[dict[str, Any]]) -> l
         name = f"{network}/{tier} utilisation (%)"
         for a, u in zip(t0, util, strict=True):
             value = round(100.0 * float(u), 4)
-            out.append(
-                {"name": name, "ph": "C", "pid": pid, "tid": 0, "ts": _us(int(a)), "args": {"util": value}}
-            )
+            out.append({"name": name, "ph": "C", "pid": pid, "tid": 0, "ts": _us(int(a)), "args": {"util": value}})
         if len(t1):
-            out.append(
-                {"name": name, "ph": "C", "pid": pid, "tid": 0, "ts": _us(int(t1[-1])), "args": {"util": 0}}
-            )
+            out.append({"name": name, "ph": "C", "pid": pid, "tid": 0, "ts": _us(int(t1[-1])), "args": {"util": 0}})
     return out
 
 

@@ -174,9 +174,7 @@ def _html_block(block: Block, figures: Mapping[str, bytes]) -> str:
         lines = ["<table>"]
         if block.caption:
             lines.append(f"<caption>{_inline(block.caption)}</caption>")
-        lines.append(
-            "<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in block.headers) + "</tr></thead>"
-        )
+        lines.append("<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in block.headers) + "</tr></thead>")
         lines.append("<tbody>")
         for row in block.rows:
             cells = []

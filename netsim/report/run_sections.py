@@ -80,9 +80,7 @@ def _rows_to_table(df: pd.DataFrame, formats: dict[str, object], headers: dict[s
             fmt = formats.get(col, str)
             value = rec.get(col)
             if fmt is str:
-                row.append(
-                    DASH if value is None or (isinstance(value, float) and is_missing(value)) else str(value)
-                )
+                row.append(DASH if value is None or (isinstance(value, float) and is_missing(value)) else str(value))
             else:
                 assert callable(fmt)
                 row.append(str(fmt(value)))
@@ -95,10 +93,7 @@ def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
     rows: list[list[str]] = []
     if s.get("name"):
         rows.append(["scenario", str(s["name"])])
-    rows += [
-        ["topology", str(s.get("topology", DASH))],
-        ["workload", str(s.get("workload", DASH))],
-    ]
+    rows += [["topology", str(s.get("topology", DASH))], ["workload", str(s.get("workload", DASH))]]
     if (nodes := summary_number(s, "num_nodes")) is not None:
         rows.append(["nodes", fmt_num(nodes)])
     rows.append(["ranks", fmt_num(summary_number(s, "num_ranks"))])
@@ -111,8 +106,12 @@ def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
                 + (f", ZeRO-{par['zero_stage']}" if par.get("zero_stage") else ""),
             ]
         )
-    for key, label in (("schedule", "pipeline schedule"), ("compute_model", "compute model"),
-                       ("collective_model", "collective model"), ("model_choice", "simulated with")):
+    for key, label in (
+        ("schedule", "pipeline schedule"),
+        ("compute_model", "compute model"),
+        ("collective_model", "collective model"),
+        ("model_choice", "simulated with"),
+    ):
         if s.get(key):
             rows.append([label, str(s[key])])
     if (m := summary_number(s, "num_microbatches")) is not None:
@@ -198,9 +197,7 @@ def _breakdown_section(b: Builder) -> Section | None:
     fig, note = F.fig_breakdown(ranks, summary_number(b.run.summary, "step_time_s"))
     if note:
         sec.add(Note(note))
-    b.figure(
-        sec, "breakdown.png", fig, "Per-rank time breakdown (stacked: compute, communication, overlap, idle)"
-    )
+    b.figure(sec, "breakdown.png", fig, "Per-rank time breakdown (stacked: compute, communication, overlap, idle)")
     rows = []
     for comp in BREAKDOWN:
         col = ranks[f"{comp}_s"].astype(float)
@@ -209,10 +206,7 @@ def _breakdown_section(b: Builder) -> Section | None:
         rows.append([comp, fmt_time(col.mean()), fmt_time(col.min()), fmt_time(col.max()), str(worst)])
     sec.add(
         Table(
-            ["component", "mean", "min", "max", "rank at max"],
-            rows,
-            align="lrrrr",
-            caption=f"Over {len(ranks)} ranks",
+            ["component", "mean", "min", "max", "rank at max"], rows, align="lrrrr", caption=f"Over {len(ranks)} ranks"
         )
     )
     return sec
@@ -231,9 +225,7 @@ def _timeline_section(b: Builder) -> Section | None:
     fig, note = F.fig_timeline(ops, max_ranks=b.options.timeline_ranks)
     if note:
         sec.add(Note(note))
-    b.figure(
-        sec, "timeline.png", fig, "Ops per rank and stream over the step (compute, and comm by traffic class)"
-    )
+    b.figure(sec, "timeline.png", fig, "Ops per rank and stream over the step (compute, and comm by traffic class)")
     if b.options.trace:
         sec.add(Paragraph("The full timeline is in `trace.json`; see the section Files for how to open it."))
     return sec
@@ -329,9 +321,7 @@ def _links_section(b: Builder) -> Section | None:
         return None
     sec = Section(title, anchor="links")
     if links is not None and not links.empty:
-        b.figure(
-            sec, "link_tiers.png", F.fig_link_tiers(links, ts), "Link utilisation and bytes by network and tier"
-        )
+        b.figure(sec, "link_tiers.png", F.fig_link_tiers(links, ts), "Link utilisation and bytes by network and tier")
         tiers = tier_table(links, ts)
         rows = [
             [
@@ -360,10 +350,7 @@ def _links_section(b: Builder) -> Section | None:
         sec.add(Note("No `links` table: utilisation by tier from the time series only."))
     if ts is not None and not ts.empty:
         b.figure(
-            sec,
-            "tier_timeseries.png",
-            F.fig_tier_timeseries(ts),
-            "Utilisation of each network tier over the step",
+            sec, "tier_timeseries.png", F.fig_tier_timeseries(ts), "Utilisation of each network tier over the step"
         )
     elif ts is None:
         b.missing_table("Link utilisation over time", "tier_timeseries")
@@ -402,11 +389,7 @@ def _bytes_section(b: Builder) -> Section | None:
         )
     if ew is not None or ns is not None:
         sec.add(
-            Table(
-                ["direction", "bytes"],
-                [["east-west", fmt_bytes(ew)], ["north-south", fmt_bytes(ns)]],
-                align="lr",
-            )
+            Table(["direction", "bytes"], [["east-west", fmt_bytes(ew)], ["north-south", fmt_bytes(ns)]], align="lr")
         )
     return sec
 
@@ -489,9 +472,7 @@ def _congestion_section(b: Builder) -> Section | None:
         return None
     top = F.top_links(links, b.options.top_links)
     sec = Section(title, anchor="congestion")
-    b.figure(
-        sec, "top_links.png", F.fig_top_links(top), f"The {len(top)} links with the highest mean utilisation"
-    )
+    b.figure(sec, "top_links.png", F.fig_top_links(top), f"The {len(top)} links with the highest mean utilisation")
     rows = [
         [
             str(r["link"]),
@@ -508,9 +489,10 @@ def _congestion_section(b: Builder) -> Section | None:
     ]
     sec.add(
         Table(
-            ["link", "src", "dst", "class", "tier", "mean", "while busy", "bytes", "busy"], rows,
-            align="lllllrrrr", caption="mean = bytes / (capacity x run time); while busy = bytes / (capacity x "
-            "busy time)",
+            ["link", "src", "dst", "class", "tier", "mean", "while busy", "bytes", "busy"],
+            rows,
+            align="lllllrrrr",
+            caption="mean = bytes / (capacity x run time); while busy = bytes / (capacity x busy time)",
         )
     )
     return sec
@@ -521,16 +503,23 @@ def files_section(b: Builder, trace_note: str) -> Section:
     rows = []
     for name, spec in TABLES.items():
         df = b.run.table(name)
-        rows.append(
-            [f"`{name}`", spec.row.removeprefix("one row per "), DASH if df is None else str(len(df))]
-        )
+        rows.append([f"`{name}`", spec.row.removeprefix("one row per "), DASH if df is None else str(len(df))])
     sec.add(Table(["table (.parquet, .csv)", "one row per", "rows"], rows, align="llr"))
-    ref = [[f"`{name}`", f"`{col}`", text]
-           for name, spec in TABLES.items() if b.run.table(name) is not None
-           for col, text in {**spec.columns, **spec.extra}.items()]
+    ref = [
+        [f"`{name}`", f"`{col}`", text]
+        for name, spec in TABLES.items()
+        if b.run.table(name) is not None
+        for col, text in {**spec.columns, **spec.extra}.items()
+    ]
     if ref:
-        sec.add(Table(["table", "column", "meaning"], ref, align="lll",
-                      caption="Column reference (also in the documentation: Report, Run directory tables)"))
+        sec.add(
+            Table(
+                ["table", "column", "meaning"],
+                ref,
+                align="lll",
+                caption="Column reference (also in the documentation: Report, Run directory tables)",
+            )
+        )
     if b.options.trace:
         sec.add(Paragraph(trace_note))
     return sec

@@ -94,8 +94,7 @@ TABLES: dict[str, TableSpec] = {
                 "stream": "stream the op ran on (str, e.g. compute, comm, comm-ep)",
                 "name": "op name (str, e.g. attn-fwd, ep-dispatch, dp-allreduce)",
                 "kind": "`compute`, `host` (CPU-side op of a replayed trace) or `comm`",
-                "traffic_class": "traffic class of a comm op (dp, pp, ep, tp, storage, checkpoint); "
-                "empty for compute",
+                "traffic_class": "traffic class of a comm op (dp, pp, ep, tp, storage, checkpoint); empty for compute",
                 "layer": "model layer index (int; -1 or empty when the op belongs to no layer)",
                 "microbatch": "micro-batch index (int; -1 or empty when not applicable)",
                 "start_s": "start time from the step start (s)",
@@ -315,9 +314,7 @@ def read_table(run_dir: Path, name: str) -> pd.DataFrame | None:
         try:
             df = pd.read_parquet(parquet)
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise NetsimError(
-                f"cannot read table: {' '.join(str(exc).split())}", source=str(parquet)
-            ) from exc
+            raise NetsimError(f"cannot read table: {' '.join(str(exc).split())}", source=str(parquet)) from exc
     elif csv.is_file():
         source = csv
         try:
@@ -339,8 +336,7 @@ def read_table(run_dir: Path, name: str) -> pd.DataFrame | None:
         missing = [c for c in spec.columns if c not in df.columns]
         if missing:
             raise NetsimError(
-                f"table {name!r} lacks column(s) {', '.join(missing)} (see docs/sections/report.md)",
-                source=str(source),
+                f"table {name!r} lacks column(s) {', '.join(missing)} (see docs/sections/report.md)", source=str(source)
             )
     return df
 

@@ -78,12 +78,16 @@ def tier_table(links: pd.DataFrame, ts: pd.DataFrame | None = None, makespan_s: 
     df = links.copy()
     df["network"] = df["network"].astype(str)
     df["tier"] = df["tier"].astype(str)
-    out = df.groupby(["network", "tier"], sort=True).agg(
-        links=("link", "size"),
-        capacity_Bps=("capacity_Bps", "sum"),
-        bytes=("bytes", "sum"),
-        mean_utilization=("mean_utilization", "mean"),
-    ).reset_index()
+    out = (
+        df.groupby(["network", "tier"], sort=True)
+        .agg(
+            links=("link", "size"),
+            capacity_Bps=("capacity_Bps", "sum"),
+            bytes=("bytes", "sum"),
+            mean_utilization=("mean_utilization", "mean"),
+        )
+        .reset_index()
+    )
     if ts is not None and not ts.empty:
         span = makespan_s if makespan_s is not None else float(ts["t1_s"].max())
         window = peak_window_s(span)

@@ -43,7 +43,8 @@ def _train(cfgs: dict[str, Any], out: Path, note: Progress) -> dict[str, dict[st
         if summary.is_file():
             saved = json.loads(summary.read_text())
             if {k: v for k, v in saved["config"].items() if k != "router_params_resolved"} == json.loads(
-                    json.dumps(cfg.to_dict())):
+                json.dumps(cfg.to_dict())
+            ):
                 done[name] = saved
                 continue
         note(f"router lab: {name}", i / len(cfgs))
@@ -56,31 +57,64 @@ def _row(name: str, s: dict[str, Any]) -> dict[str, Any]:
     load = s["load"]["final_window"]
     conv = s["convergence"]
     c = s["config"]
-    return {"run": name, "router": c["router"], "domain_sort": c["domain_sort"], "hidden": c["hidden"],
-            "steps": c["steps"], "converged": bool(conv["converged"]),
-            "share_same_rank": load["share_same_rank"], "share_same_node": load["share_same_node"],
-            "share_cross_node": load["share_cross_node"], "drop_rate": load["drop_rate"],
-            "expert_load_cv": load["expert_load_cv"], "task_loss": s["final"]["task_loss"],
-            "eval_loss": s["final"]["eval_loss"], "train_s": s["timing"]["train_s"],
-            "reasons": "; ".join(conv["reasons"])}
+    return {
+        "run": name,
+        "router": c["router"],
+        "domain_sort": c["domain_sort"],
+        "hidden": c["hidden"],
+        "steps": c["steps"],
+        "converged": bool(conv["converged"]),
+        "share_same_rank": load["share_same_rank"],
+        "share_same_node": load["share_same_node"],
+        "share_cross_node": load["share_cross_node"],
+        "drop_rate": load["drop_rate"],
+        "expert_load_cv": load["expert_load_cv"],
+        "task_loss": s["final"]["task_loss"],
+        "eval_loss": s["final"]["eval_loss"],
+        "train_s": s["timing"]["train_s"],
+        "reasons": "; ".join(conv["reasons"]),
+    }
 
 
-def locality_sweep(base: Any, routers: Sequence[str], sorts: Sequence[float], out: str | Path,
-                   progress: Progress | None = None, force: bool = False) -> pd.DataFrame:
+def locality_sweep(
+    base: Any,
+    routers: Sequence[str],
+    sorts: Sequence[float],
+    out: str | Path,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> pd.DataFrame:
     """Train ``base`` (a LabConfig) with every router at every ``domain_sort``; tabulate locality.
     ``out`` is a study folder (resumed when it is one; ``force`` replaces another netsim output)."""
     import dataclasses
 
     note = progress or (lambda _w, _f: None)
     out_path = claim_dir(out, kind="study", force=force)
-    cfgs = {f"{r}-sort{round(x * 100):03d}": dataclasses.replace(base, router=r, domain_sort=float(x))
-            for r in routers for x in sorts}
+    cfgs = {
+        f"{r}-sort{round(x * 100):03d}": dataclasses.replace(base, router=r, domain_sort=float(x))
+        for r in routers
+        for x in sorts
+    }
     results = pd.DataFrame([_row(n, s) for n, s in _train(cfgs, out_path, note).items()])
     nodes = base.num_nodes
-    _report(out_path, "Locality along the domain-sorting knob", results,
-            ["router", "domain_sort", "converged", "share_same_rank", "share_same_node", "share_cross_node",
-             "drop_rate", "expert_load_cv", "task_loss"],
-            _locality_figure(results, nodes), base)
+    _report(
+        out_path,
+        "Locality along the domain-sorting knob",
+        results,
+        [
+            "router",
+            "domain_sort",
+            "converged",
+            "share_same_rank",
+            "share_same_node",
+            "share_cross_node",
+            "drop_rate",
+            "expert_load_cv",
+            "task_loss",
+        ],
+        _locality_figure(results, nodes),
+        base,
+    )
     note("done", 1.0)
     return results
 
@@ -91,33 +125,55 @@ def _trajectory(name: str, s: dict[str, Any], losses: pd.DataFrame, windows: int
     rows = []
     for lo in range(0, steps, w):
         g = losses[(losses["step"] >= lo) & (losses["step"] < lo + w)]
-        rows.append({"run": name, "hidden": s["config"]["hidden"], "steps": f"{lo}-{lo + len(g)}",
-                     "task_loss": float(g["task_loss"].mean()), "drop_rate": float(g["drop_rate"].mean()),
-                     "expert_load_cv": float(g["expert_load_cv"].mean()),
-                     "share_cross_node": float(g["share_cross_node"].mean()),
-                     "converged": bool(s["convergence"]["converged"]) if lo + w >= steps else None})
+        rows.append(
+            {
+                "run": name,
+                "hidden": s["config"]["hidden"],
+                "steps": f"{lo}-{lo + len(g)}",
+                "task_loss": float(g["task_loss"].mean()),
+                "drop_rate": float(g["drop_rate"].mean()),
+                "expert_load_cv": float(g["expert_load_cv"].mean()),
+                "share_cross_node": float(g["share_cross_node"].mean()),
+                "converged": bool(s["convergence"]["converged"]) if lo + w >= steps else None,
+            }
+        )
     return rows
 
 
-def scaling_sweep(base: Any, hiddens: Sequence[int], out: str | Path, *, windows: int = 4,
-                  progress: Progress | None = None, force: bool = False) -> pd.DataFrame:
+def scaling_sweep(
+    base: Any,
+    hiddens: Sequence[int],
+    out: str | Path,
+    *,
+    windows: int = 4,
+    progress: Progress | None = None,
+    force: bool = False,
+) -> pd.DataFrame:
     """Train ``base`` at every hidden size (FFN width 2x, heads of 64 or fewer dims); follow it in windows.
     ``out`` is a study folder (resumed when it is one; ``force`` replaces another netsim output)."""
     import dataclasses
 
     note = progress or (lambda _w, _f: None)
     out_path = claim_dir(out, kind="study", force=force)
-    cfgs = {f"{base.router}-d{h}": dataclasses.replace(base, hidden=int(h), ffn_hidden=2 * int(h),
-                                                       heads=max(1, int(h) // 64))
-            for h in hiddens}
+    cfgs = {
+        f"{base.router}-d{h}": dataclasses.replace(
+            base, hidden=int(h), ffn_hidden=2 * int(h), heads=max(1, int(h) // 64)
+        )
+        for h in hiddens
+    }
     rows: list[dict[str, Any]] = []
     for name, s in _train(cfgs, out_path, note).items():
         losses = pd.read_csv(out_path / "lab" / name / "losses.csv")
         rows += _trajectory(name, s, losses, windows)
     results = pd.DataFrame(rows)
-    _report(out_path, f"Routing statistics along model size and training steps ({base.router})", results,
-            ["hidden", "steps", "task_loss", "drop_rate", "expert_load_cv", "share_cross_node", "converged"],
-            _scaling_figure(results), base)
+    _report(
+        out_path,
+        f"Routing statistics along model size and training steps ({base.router})",
+        results,
+        ["hidden", "steps", "task_loss", "drop_rate", "expert_load_cv", "share_cross_node", "converged"],
+        _scaling_figure(results),
+        base,
+    )
     note("done", 1.0)
     return results
 
@@ -162,15 +218,29 @@ def _report(out: Path, title: str, results: pd.DataFrame, cols: list[str], fig: 
     from netsim.report.render import Document, Figure, Paragraph, Section, Table, render_markdown
 
     pngs = render_all({"sweep.png": fig})
-    doc = Document(title=title, header=[("experts", str(base.experts)), ("ep", str(base.ep)),
-                                        ("ranks per node", str(base.ranks_per_node)),
-                                        ("tokens per rank and step", str(base.batch * base.seq_len)),
-                                        ("tokenizer", f"{base.tokenizer} {base.vocab}"),
-                                        ("sources", ", ".join(base.domains))])
+    doc = Document(
+        title=title,
+        header=[
+            ("experts", str(base.experts)),
+            ("ep", str(base.ep)),
+            ("ranks per node", str(base.ranks_per_node)),
+            ("tokens per rank and step", str(base.batch * base.seq_len)),
+            ("tokenizer", f"{base.tokenizer} {base.vocab}"),
+            ("sources", ", ".join(base.domains)),
+        ],
+    )
     s = Section("Results")
     fmt = {float: lambda v: f"{v:.3f}"}
-    s.add(Table(cols, [[fmt[type(v)](v) if type(v) in fmt else str(v) for v in row]
-                       for row in results[cols].itertuples(index=False)], align="l" * len(cols)))
+    s.add(
+        Table(
+            cols,
+            [
+                [fmt[type(v)](v) if type(v) in fmt else str(v) for v in row]
+                for row in results[cols].itertuples(index=False)
+            ],
+            align="l" * len(cols),
+        )
+    )
     doc.sections.append(s)
     s = Section("Figure")
     s.add(Figure("sweep.png", title))

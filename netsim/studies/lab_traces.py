@@ -73,8 +73,9 @@ def parse_capacity(spec: str, *, field: str) -> str | float:
     return cf
 
 
-def capacity_tokens(cap: str | float, *, tokens: int, experts: int, top_k: int, hidden: int,
-                    delta: float = 0.03) -> int | None:
+def capacity_tokens(
+    cap: str | float, *, tokens: int, experts: int, top_k: int, hidden: int, delta: float = 0.03
+) -> int | None:
     """Per-expert capacity of a group of ``tokens`` tokens (``None``: no limit)."""
     if cap == "none":
         return None
@@ -94,14 +95,19 @@ def capped_trace(trace: RoutingTrace, *, tokens_per_rank: int, capacity: int | N
         records.append((step, layer, mb, kept, scaled - kept))
     meta = trace.meta
     extra = {**meta.extra, "replay_capacity_tokens": capacity, "replay_tokens_per_rank": tokens_per_rank}
-    out = RoutingTrace.from_counts(records, type(meta)(meta.experts, meta.ep, meta.ranks_per_node, meta.hidden,
-                                                      meta.top_k, meta.router, extra, tokens_per_rank))
+    out = RoutingTrace.from_counts(
+        records,
+        type(meta)(
+            meta.experts, meta.ep, meta.ranks_per_node, meta.hidden, meta.top_k, meta.router, extra, tokens_per_rank
+        ),
+    )
     out.source = trace.source
     return out
 
 
-def capacity_effect(trace: RoutingTrace, *, hidden: int, bytes_per_element: float,
-                    capacity: int | None) -> dict[str, float]:
+def capacity_effect(
+    trace: RoutingTrace, *, hidden: int, bytes_per_element: float, capacity: int | None
+) -> dict[str, float]:
     """Per (step, layer) means: busiest expert's tokens, dispatch bytes dropless and padded, drops.
 
     Dispatch bytes count every (token, slot) that leaves its rank for an expert (all of them,
@@ -117,28 +123,41 @@ def capacity_effect(trace: RoutingTrace, *, hidden: int, bytes_per_element: floa
         req = float((tok + drp).sum())
         drop.append(float(drp.sum()) / req if req else 0.0)
         req_total.append(req)
-    return {"busiest_expert_tokens": float(np.mean(busiest)), "dispatch_bytes_dropless": float(np.mean(dropless)),
-            "dispatch_bytes_padded": float(np.mean(padded)), "drop_rate": float(np.mean(drop)),
-            "requested_assignments": float(np.mean(req_total))}
+    return {
+        "busiest_expert_tokens": float(np.mean(busiest)),
+        "dispatch_bytes_dropless": float(np.mean(dropless)),
+        "dispatch_bytes_padded": float(np.mean(padded)),
+        "drop_rate": float(np.mean(drop)),
+        "requested_assignments": float(np.mean(req_total)),
+    }
 
 
-def capacity_rows(t: LabTrace, caps: list[str | float], *, tokens_per_rank: int, hidden: int,
-                  bytes_per_element: float) -> list[dict[str, Any]]:
+def capacity_rows(
+    t: LabTrace, caps: list[str | float], *, tokens_per_rank: int, hidden: int, bytes_per_element: float
+) -> list[dict[str, Any]]:
     """What each replay capacity in ``caps`` does to one router's converged window (one row each)."""
     lo, hi = t.convergence["window"]
     trace = read_routing_trace(t.full).window(int(lo), int(hi))
     rows = []
     for cap in caps:
-        c = capacity_tokens(cap, tokens=tokens_per_rank, experts=trace.meta.experts, top_k=trace.meta.top_k,
-                            hidden=hidden)
+        c = capacity_tokens(
+            cap, tokens=tokens_per_rank, experts=trace.meta.experts, top_k=trace.meta.top_k, hidden=hidden
+        )
         capped = capped_trace(trace, tokens_per_rank=tokens_per_rank, capacity=c)
-        rows.append({"router": t.router, "capacity": str(cap), "capacity_tokens": c,
-                     **capacity_effect(capped, hidden=hidden, bytes_per_element=bytes_per_element, capacity=c)})
+        rows.append(
+            {
+                "router": t.router,
+                "capacity": str(cap),
+                "capacity_tokens": c,
+                **capacity_effect(capped, hidden=hidden, bytes_per_element=bytes_per_element, capacity=c),
+            }
+        )
     return rows
 
 
-def converged_trace(lab_cfg: Any, out: Path, *, tokens_per_rank: int, capacity: str | float, hidden: int,
-                    require_converged: bool = True) -> LabTrace:
+def converged_trace(
+    lab_cfg: Any, out: Path, *, tokens_per_rank: int, capacity: str | float, hidden: int, require_converged: bool = True
+) -> LabTrace:
     """Train (or reuse) ``lab_cfg``'s run under ``out/lab/<router>/`` and prepare its replay trace."""
     from netsim.moe.lab import run_lab
 
@@ -149,16 +168,23 @@ def converged_trace(lab_cfg: Any, out: Path, *, tokens_per_rank: int, capacity: 
         problem = lab_cfg.convergence_problem()
         if problem is not None and require_converged:
             fld, msg = problem
-            raise NetsimError(f"router lab for {router}: {msg}", field=f"--lab-{fld.replace('_', '-')}"
-                              if fld == "steps" else f"lab.{fld}")
+            raise NetsimError(
+                f"router lab for {router}: {msg}",
+                field=f"--lab-{fld.replace('_', '-')}" if fld == "steps" else f"lab.{fld}",
+            )
         run_lab(lab_cfg, lab_dir)
     summary = json.loads((lab_dir / "lab.json").read_text())
-    conv = summary.get("convergence") or {"converged": False, "reasons": ["lab.json has no convergence verdict"],
-                                          "window": [0, int(summary["config"]["steps"])]}
+    conv = summary.get("convergence") or {
+        "converged": False,
+        "reasons": ["lab.json has no convergence verdict"],
+        "window": [0, int(summary["config"]["steps"])],
+    }
     if require_converged and not conv["converged"]:
-        raise NetsimError(f"router lab for {router} did not converge ({'; '.join(conv['reasons'])}); no conclusion "
-                          f"is drawn from it: train longer (--lab-steps) or see {lab_dir / 'lab.json'}",
-                          field="--lab-steps")
+        raise NetsimError(
+            f"router lab for {router} did not converge ({'; '.join(conv['reasons'])}); no conclusion "
+            f"is drawn from it: train longer (--lab-steps) or see {lab_dir / 'lab.json'}",
+            field="--lab-steps",
+        )
     lo, hi = conv["window"]
     trace = read_routing_trace(full).window(int(lo), int(hi))
     k = trace.meta.top_k

@@ -54,8 +54,15 @@ Progress = Callable[[str, float], None]
 #: (task loss still falling 11% between the last two quarters) and took 8 minutes per router.
 #: The lab measures routing statistics (balance, drops, locality), which the replay rescales to
 #: the workload's tokens and hidden size; it does not need the workload's width.
-STUDY_LAB: dict[str, Any] = {"hidden": 64, "heads": 4, "ffn_hidden": 128, "seq_len": 64, "batch": 4, "vocab": 1024,
-                             "max_corpus_bytes": 2 << 20}
+STUDY_LAB: dict[str, Any] = {
+    "hidden": 64,
+    "heads": 4,
+    "ffn_hidden": 128,
+    "seq_len": 64,
+    "batch": 4,
+    "vocab": 1024,
+    "max_corpus_bytes": 2 << 20,
+}
 QUICK_LAB_STEPS = 300
 
 
@@ -102,10 +109,16 @@ class StudyConfig:
     @classmethod
     def quick(cls) -> StudyConfig:
         """A small version for a first look (one fabric, one size, a small lab model that converges)."""
-        return cls(topologies=("ascend-910a",), nodes=(2,), placements=("contiguous",), locality=(0.125, 0.875),
-                   lab_steps=QUICK_LAB_STEPS, workload_overrides=("model.layers=10", "model.moe.first_dense=2",
-                                                                  "micro_batch_size=2"),
-                   lab_overrides=dict(STUDY_LAB), exact_check=(2,))
+        return cls(
+            topologies=("ascend-910a",),
+            nodes=(2,),
+            placements=("contiguous",),
+            locality=(0.125, 0.875),
+            lab_steps=QUICK_LAB_STEPS,
+            workload_overrides=("model.layers=10", "model.moe.first_dense=2", "micro_batch_size=2"),
+            lab_overrides=dict(STUDY_LAB),
+            exact_check=(2,),
+        )
 
 
 @dataclass
@@ -131,11 +144,13 @@ def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> LabTrace:
     from netsim.moe.lab import LabConfig
 
     tokens, hidden = _route_tokens(cfg)
-    lab_cfg = LabConfig(router=router, experts=16, ep=16, ranks_per_node=8, steps=cfg.lab_steps, seed=cfg.seed,
-                        **cfg.lab_overrides)
+    lab_cfg = LabConfig(
+        router=router, experts=16, ep=16, ranks_per_node=8, steps=cfg.lab_steps, seed=cfg.seed, **cfg.lab_overrides
+    )
     cap = parse_capacity(cfg.capacity.get(router, "none"), field=f"--capacity {router}")
-    return converged_trace(lab_cfg, out, tokens_per_rank=tokens, capacity=cap, hidden=hidden,
-                           require_converged=cfg.require_converged)
+    return converged_trace(
+        lab_cfg, out, tokens_per_rank=tokens, capacity=cap, hidden=hidden, require_converged=cfg.require_converged
+    )
 
 
 def _placement_overrides(cfg: StudyConfig, placement: str, router: str | None = None) -> list[str]:
@@ -165,8 +180,9 @@ def _config_name(topology: str, nodes: int, router: str, placement: str) -> str:
     return f"{topology}-n{nodes}-{router}-{placement}"
 
 
-def _finished_with(run_dir: Path, overrides: list[str], collective_model: str,
-                   routing_trace: str | None = None) -> bool:
+def _finished_with(
+    run_dir: Path, overrides: list[str], collective_model: str, routing_trace: str | None = None
+) -> bool:
     """Whether ``run_dir`` holds a finished run made with these workload overrides, this collective
     model and this routing trace (a study resumed with other settings reruns the configuration).
     ``routing_trace`` is compared as the study stores it: relative to the study directory."""
@@ -179,13 +195,23 @@ def _finished_with(run_dir: Path, overrides: list[str], collective_model: str,
     except (yaml.YAMLError, KeyError, TypeError):
         return False
     opts = saved.get("options") or {}
-    return bool(list(saved.get("workload_overrides") or []) == overrides
-                and opts.get("collective_model", "exact") == collective_model
-                and (routing_trace is None or opts.get("routing_trace") == routing_trace))
+    return bool(
+        list(saved.get("workload_overrides") or []) == overrides
+        and opts.get("collective_model", "exact") == collective_model
+        and (routing_trace is None or opts.get("routing_trace") == routing_trace)
+    )
 
 
-def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Sequence[str], options: dict[str, Any],
-             run_dir: Path, study_dir: Path, collective_model: str | None = None) -> dict[str, Any]:
+def _run_one(
+    cfg: StudyConfig,
+    topology: str,
+    nodes: int,
+    workload_overrides: Sequence[str],
+    options: dict[str, Any],
+    run_dir: Path,
+    study_dir: Path,
+    collective_model: str | None = None,
+) -> dict[str, Any]:
     """Run one configuration (or reuse its finished run directory) and return its summary.
 
     Paths in ``options`` are relative to ``study_dir`` and stay so in the run's ``scenario.yaml``
@@ -202,10 +228,18 @@ def _run_one(cfg: StudyConfig, topology: str, nodes: int, workload_overrides: Se
     overrides = list(cfg.workload_overrides) + list(workload_overrides)
     # not run yet, or run differently
     if not _finished_with(run_dir, overrides, model, options.get("routing_trace")):
-        scenario = load_scenario({
-            "name": run_dir.name, "topology": topology, "nodes": nodes, "workload": cfg.workload,
-            "workload_overrides": overrides, "seed": cfg.seed, "options": {**options, "collective_model": model},
-        }, source=f"study config {run_dir.name}").with_origin(f"study config {run_dir.name}", study_dir)
+        scenario = load_scenario(
+            {
+                "name": run_dir.name,
+                "topology": topology,
+                "nodes": nodes,
+                "workload": cfg.workload,
+                "workload_overrides": overrides,
+                "seed": cfg.seed,
+                "options": {**options, "collective_model": model},
+            },
+            source=f"study config {run_dir.name}",
+        ).with_origin(f"study config {run_dir.name}", study_dir)
         run_scenario(scenario, run_dir, report=write_run_report, force=True)  # inside the study's own folder
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
@@ -254,8 +288,9 @@ def lab_load_by_step(trace_path: Path) -> pd.DataFrame:
     return stats.groupby("step", sort=True).mean().reset_index()
 
 
-def _replays(cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note: Progress,
-             done: int, total: int) -> list[dict[str, Any]]:
+def _replays(
+    cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note: Progress, done: int, total: int
+) -> list[dict[str, Any]]:
     """Replay every configuration of the design (reusing finished runs): one results row each."""
     rows: list[dict[str, Any]] = []
     for topology in cfg.topologies:
@@ -264,21 +299,51 @@ def _replays(cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note
                 for placement in cfg.placements:
                     name = _config_name(topology, nodes, router, placement)
                     note(f"replay {name}", done / total)
-                    summary = _run_one(cfg, topology, nodes, _placement_overrides(cfg, placement, router),
-                                       {"routing_trace": traces[router].window.relative_to(out_path).as_posix()},
-                                       out_path / "runs" / name, out_path)
-                    rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
-                                     router=router, placement=placement, routing="lab trace",
-                                     ep_nodes=ep_span_nodes(out_path / "runs" / name)))
+                    summary = _run_one(
+                        cfg,
+                        topology,
+                        nodes,
+                        _placement_overrides(cfg, placement, router),
+                        {"routing_trace": traces[router].window.relative_to(out_path).as_posix()},
+                        out_path / "runs" / name,
+                        out_path,
+                    )
+                    rows.append(
+                        _row(
+                            summary,
+                            topology=topology,
+                            nodes=nodes,
+                            npus=nodes * _per_node(summary),
+                            router=router,
+                            placement=placement,
+                            routing="lab trace",
+                            ep_nodes=ep_span_nodes(out_path / "runs" / name),
+                        )
+                    )
                     done += 1
             for frac in cfg.locality:
                 name = f"{topology}-n{nodes}-locality{round(frac * 1000):04d}-contiguous"
                 note(f"replay {name}", done / total)
-                summary = _run_one(cfg, topology, nodes, ["placement.name=contiguous", "router.name=locality",
-                                                          f"router.options.fraction={frac}"],
-                                   {}, out_path / "runs" / name, out_path)
-                rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary),
-                                 router=f"locality {frac:g}", placement="contiguous", routing="statistical"))
+                summary = _run_one(
+                    cfg,
+                    topology,
+                    nodes,
+                    ["placement.name=contiguous", "router.name=locality", f"router.options.fraction={frac}"],
+                    {},
+                    out_path / "runs" / name,
+                    out_path,
+                )
+                rows.append(
+                    _row(
+                        summary,
+                        topology=topology,
+                        nodes=nodes,
+                        npus=nodes * _per_node(summary),
+                        router=f"locality {frac:g}",
+                        placement="contiguous",
+                        routing="statistical",
+                    )
+                )
                 done += 1
     return rows
 
@@ -287,35 +352,77 @@ def _check_rows(cfg: StudyConfig, results: pd.DataFrame) -> pd.DataFrame:
     """The results rows :func:`exact_model_check` replays again with the exact model."""
     if results.empty or not cfg.exact_check:
         return results.iloc[0:0]
-    return results[(results["routing"] == "lab trace") & (results["placement"] == "contiguous")
-                   & results["nodes"].isin(cfg.exact_check) & (results["collective_model"] != "exact")]
+    return results[
+        (results["routing"] == "lab trace")
+        & (results["placement"] == "contiguous")
+        & results["nodes"].isin(cfg.exact_check)
+        & (results["collective_model"] != "exact")
+    ]
 
 
-def exact_model_check(cfg: StudyConfig, out_path: Path, results: pd.DataFrame, traces: dict[str, LabTrace],
-                note: Progress, done: int, total: int) -> pd.DataFrame:
+def exact_model_check(
+    cfg: StudyConfig,
+    out_path: Path,
+    results: pd.DataFrame,
+    traces: dict[str, LabTrace],
+    note: Progress,
+    done: int,
+    total: int,
+) -> pd.DataFrame:
     """Replay :func:`_check_rows` with ``collective_model: exact`` (``runs/<config>-exact``) and
     return, per row, the study model's and exact's step and all-to-all times and the relative error."""
     rows = []
     for r in _check_rows(cfg, results).itertuples():
         name = _config_name(r.topology, r.nodes, r.router, r.placement) + "-exact"
         note(f"replay {name}", done / total)
-        summary = _run_one(cfg, r.topology, r.nodes, _placement_overrides(cfg, r.placement, r.router),
-                           {"routing_trace": traces[r.router].window.relative_to(out_path).as_posix()},
-                           out_path / "runs" / name, out_path, collective_model="exact")
+        summary = _run_one(
+            cfg,
+            r.topology,
+            r.nodes,
+            _placement_overrides(cfg, r.placement, r.router),
+            {"routing_trace": traces[r.router].window.relative_to(out_path).as_posix()},
+            out_path / "runs" / name,
+            out_path,
+            collective_model="exact",
+        )
         exact = _row(summary)
-        rows.append({"topology": r.topology, "nodes": r.nodes, "router": r.router, "placement": r.placement,
-                     "collective_model": r.collective_model, "step_time_s": r.step_time_s,
-                     "exact_step_time_s": exact["step_time_s"], "step_error": r.step_time_s / exact["step_time_s"] - 1,
-                     "alltoall_s": r.alltoall_s, "exact_alltoall_s": exact["alltoall_s"],
-                     "alltoall_error": (r.alltoall_s / exact["alltoall_s"] - 1) if exact["alltoall_s"] else math.nan})
+        rows.append(
+            {
+                "topology": r.topology,
+                "nodes": r.nodes,
+                "router": r.router,
+                "placement": r.placement,
+                "collective_model": r.collective_model,
+                "step_time_s": r.step_time_s,
+                "exact_step_time_s": exact["step_time_s"],
+                "step_error": r.step_time_s / exact["step_time_s"] - 1,
+                "alltoall_s": r.alltoall_s,
+                "exact_alltoall_s": exact["alltoall_s"],
+                "alltoall_error": (r.alltoall_s / exact["alltoall_s"] - 1) if exact["alltoall_s"] else math.nan,
+            }
+        )
         done += 1
-    return pd.DataFrame(rows, columns=["topology", "nodes", "router", "placement", "collective_model", "step_time_s",
-                                       "exact_step_time_s", "step_error", "alltoall_s", "exact_alltoall_s",
-                                       "alltoall_error"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "topology",
+            "nodes",
+            "router",
+            "placement",
+            "collective_model",
+            "step_time_s",
+            "exact_step_time_s",
+            "step_error",
+            "alltoall_s",
+            "exact_alltoall_s",
+            "alltoall_error",
+        ],
+    )
 
 
-def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = None, *,
-              force: bool = False) -> StudyResult:
+def run_study(
+    cfg: StudyConfig, out: str | Path, progress: Progress | None = None, *, force: bool = False
+) -> StudyResult:
     """Run the whole study into ``out`` (resumable; ``force`` replaces another netsim folder there)
     and write its report."""
     from netsim.io import claim_dir
@@ -323,8 +430,11 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: Progress | None = Non
     note = progress or (lambda _what, _f: None)
     out_path = claim_dir(out, kind="study", force=force)
     n_runs = len(cfg.topologies) * len(cfg.nodes) * (len(cfg.routers) * len(cfg.placements) + len(cfg.locality))
-    n_check = (len(cfg.topologies) * len(set(cfg.nodes) & set(cfg.exact_check)) * len(cfg.routers)
-               if cfg.collective_model != "exact" and "contiguous" in cfg.placements else 0)
+    n_check = (
+        len(cfg.topologies) * len(set(cfg.nodes) & set(cfg.exact_check)) * len(cfg.routers)
+        if cfg.collective_model != "exact" and "contiguous" in cfg.placements
+        else 0
+    )
     total = len(cfg.routers) + n_runs + n_check
     traces: dict[str, LabTrace] = {}
     for i, router in enumerate(cfg.routers):
@@ -363,8 +473,9 @@ def capacity_table(cfg: StudyConfig, traces: dict[str, LabTrace]) -> pd.DataFram
     bpe = float(moe.dispatch_bytes_per_element if moe and moe.dispatch_bytes_per_element else spec.model.bpe)
     rows = []
     for t in traces.values():
-        rows += capacity_rows(t, ["none", 1.25, 1.0, "theorem1"], tokens_per_rank=tokens, hidden=hidden,
-                              bytes_per_element=bpe)
+        rows += capacity_rows(
+            t, ["none", 1.25, 1.0, "theorem1"], tokens_per_rank=tokens, hidden=hidden, bytes_per_element=bpe
+        )
     return pd.DataFrame(rows)
 
 
@@ -373,14 +484,18 @@ def convergence_table(traces: dict[str, LabTrace]) -> pd.DataFrame:
     rows = []
     for router, t in traces.items():
         c = t.convergence
-        rows.append({
-            "router": router, "converged": bool(c.get("converged")), "window": f"{c['window'][0]}-{c['window'][1]}",
-            "task_loss_change": float((c.get("task_loss") or {}).get("relative_change", math.nan)),
-            "drop_rate": float((c.get("drop_rate") or {}).get("final", math.nan)),
-            "expert_load_cv": float((c.get("expert_load_cv") or {}).get("final", math.nan)),
-            "share_cross_node": float((c.get("share_cross_node") or {}).get("final", math.nan)),
-            "reasons": "; ".join(c.get("reasons") or []),
-        })
+        rows.append(
+            {
+                "router": router,
+                "converged": bool(c.get("converged")),
+                "window": f"{c['window'][0]}-{c['window'][1]}",
+                "task_loss_change": float((c.get("task_loss") or {}).get("relative_change", math.nan)),
+                "drop_rate": float((c.get("drop_rate") or {}).get("final", math.nan)),
+                "expert_load_cv": float((c.get("expert_load_cv") or {}).get("final", math.nan)),
+                "share_cross_node": float((c.get("share_cross_node") or {}).get("final", math.nan)),
+                "reasons": "; ".join(c.get("reasons") or []),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -388,9 +503,12 @@ def convergence_lines(conv: pd.DataFrame) -> list[str]:
     """What the conclusion says about the routers' lab runs."""
     if conv.empty:
         return []
-    parts = [f"{ROUTER_LABELS.get(r.router, r.router)} {'converged' if r.converged else 'NOT converged'} "
-             f"(steps {r.window}: load CV {r.expert_load_cv:.2f}, {r.drop_rate:.1%} dropped in the lab, "
-             f"{r.share_cross_node:.0%} cross-node)" for r in conv.itertuples()]
+    parts = [
+        f"{ROUTER_LABELS.get(r.router, r.router)} {'converged' if r.converged else 'NOT converged'} "
+        f"(steps {r.window}: load CV {r.expert_load_cv:.2f}, {r.drop_rate:.1%} dropped in the lab, "
+        f"{r.share_cross_node:.0%} cross-node)"
+        for r in conv.itertuples()
+    ]
     return ["Routing comes from the converged window of each router's lab run only: " + "; ".join(parts) + "."]
 
 
@@ -410,7 +528,8 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
                 f"shortest step ({g.loc[best, 'step_time_s'] * 1e3:.1f} ms), {gap:.1f}% faster than "
                 f"{ROUTER_LABELS.get(worst, worst)}; the expert all-to-all takes {a2a.min():.1f}-{a2a.max():.1f}% "
                 f"of the step and {g['ep_inter_node_share'].min() * 100:.0f}-"
-                f"{g['ep_inter_node_share'].max() * 100:.0f}% of the dispatch bytes cross nodes.")
+                f"{g['ep_inter_node_share'].max() * 100:.0f}% of the dispatch bytes cross nodes."
+            )
         if "locmoe" in set(grp["router"]):
             for other in [r for r in cfg.routers if r != "locmoe"]:
                 a = grp[grp["router"] == "locmoe"].set_index("nodes")
@@ -420,13 +539,17 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
                     continue
                 saved = (1 - a.loc[common, "ep_bytes_inter_node"] / b.loc[common, "ep_bytes_inter_node"]) * 100
                 a2a = (1 - a.loc[common, "alltoall_s"] / b.loc[common, "alltoall_s"]) * 100
-                where = (f"at {common[0]} nodes" if len(common) == 1 else
-                         f"on average over {', '.join(str(n) for n in common)} nodes")
+                where = (
+                    f"at {common[0]} nodes"
+                    if len(common) == 1
+                    else f"on average over {', '.join(str(n) for n in common)} nodes"
+                )
                 lines.append(
                     f"{topology} ({placement}): LocMoE vs {ROUTER_LABELS.get(other, other)} changes cross-node "
                     f"EP bytes by {-saved.mean():+.1f}% and all-to-all time by {-a2a.mean():+.1f}% {where} "
                     f"(drop rate {a.loc[common, 'drop_rate'].mean() * 100:.1f}% vs "
-                    f"{b.loc[common, 'drop_rate'].mean() * 100:.1f}%: dropped tokens are not sent).")
+                    f"{b.loc[common, 'drop_rate'].mean() * 100:.1f}%: dropped tokens are not sent)."
+                )
     stat = results[results["routing"] == "statistical"]
     if stat["router"].nunique() >= 2:
         for (topology, nodes), g in stat.groupby(["topology", "nodes"], sort=True):
@@ -439,12 +562,20 @@ def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
                 f"the all-to-all from {hi['alltoall_s'] * 1e3:.2f} to {lo['alltoall_s'] * 1e3:.2f} ms, the room a "
                 f"locality-aware router has on this fabric; the step goes from {hi['step_time_s'] * 1e3:.1f} to "
                 f"{lo['step_time_s'] * 1e3:.1f} ms"
-                + (f" (expert load CV {hi['expert_load_cv']:.2f} -> {lo['expert_load_cv']:.2f}: local tokens also "
-                   "load the local experts unevenly)." if lo["expert_load_cv"] > 1.1 * hi["expert_load_cv"] else "."))
+                + (
+                    f" (expert load CV {hi['expert_load_cv']:.2f} -> {lo['expert_load_cv']:.2f}: local tokens also "
+                    "load the local experts unevenly)."
+                    if lo["expert_load_cv"] > 1.1 * hi["expert_load_cv"]
+                    else "."
+                )
+            )
     if len(lab):
         moe = lab.groupby("router")["expert_load_cv"].mean()
-        lines.append("Expert load imbalance (coefficient of variation across experts, mean over configurations): "
-                     + ", ".join(f"{ROUTER_LABELS.get(r, r)} {v:.2f}" for r, v in moe.items()) + ".")
+        lines.append(
+            "Expert load imbalance (coefficient of variation across experts, mean over configurations): "
+            + ", ".join(f"{ROUTER_LABELS.get(r, r)} {v:.2f}" for r, v in moe.items())
+            + "."
+        )
     return lines
 
 
@@ -475,5 +606,7 @@ def check_config(cfg: StudyConfig) -> None:
     from netsim.collectives.executor import MODELS
 
     if cfg.collective_model not in ("auto", *MODELS):
-        raise NetsimError(f"unknown collective model {cfg.collective_model!r}; allowed: auto, {', '.join(MODELS)}",
-                          field="--collective-model")
+        raise NetsimError(
+            f"unknown collective model {cfg.collective_model!r}; allowed: auto, {', '.join(MODELS)}",
+            field="--collective-model",
+        )

@@ -48,12 +48,16 @@ def _where_the_gain_is(grp: pd.DataFrame, baseline: str) -> str:
     for n, g in grp.groupby("nodes", sort=True):
         g = g.set_index("router")
         a, b = g.loc["locmoe"], g.loc[baseline]
-        parts.append(f"{1e3 * (b['step_time_s'] - a['step_time_s']):.0f} ms at {n} nodes, of which the all-to-all "
-                     f"{1e3 * (b['alltoall_s'] - a['alltoall_s']):.0f} ms and compute "
-                     f"{1e3 * (b['compute_s'] - a['compute_s']):.0f} ms")
+        parts.append(
+            f"{1e3 * (b['step_time_s'] - a['step_time_s']):.0f} ms at {n} nodes, of which the all-to-all "
+            f"{1e3 * (b['alltoall_s'] - a['alltoall_s']):.0f} ms and compute "
+            f"{1e3 * (b['compute_s'] - a['compute_s']):.0f} ms"
+        )
     drop = grp[grp["router"] == "locmoe"]["drop_rate"].mean()
-    return (f" Of the time LocMoE saves ({'; '.join(parts)}), the compute part goes with the {100 * drop:.0f}% "
-            "of its assignments dropped at its capacity (expert work the baseline, without one, does).")
+    return (
+        f" Of the time LocMoE saves ({'; '.join(parts)}), the compute part goes with the {100 * drop:.0f}% "
+        "of its assignments dropped at its capacity (expert work the baseline, without one, does)."
+    )
 
 
 def _spans(grp: pd.DataFrame) -> dict[int, int]:
@@ -63,8 +67,13 @@ def _spans(grp: pd.DataFrame) -> dict[int, int]:
     return {int(n): int(g["ep_nodes"].max()) for n, g in grp.groupby("nodes", sort=True)}
 
 
-def _experts_vs_nodes(topology: str, grp: pd.DataFrame, per_nodes: list[tuple[int, float, float, float, float]],
-                      experts: int, baseline: str) -> str:
+def _experts_vs_nodes(
+    topology: str,
+    grp: pd.DataFrame,
+    per_nodes: list[tuple[int, float, float, float, float]],
+    experts: int,
+    baseline: str,
+) -> str:
     """The paper's condition (gain only where experts >= nodes), tested on the node counts of ``grp``.
 
     The nodes that count are those a token can be dispatched to: the servers one EP group spans
@@ -72,28 +81,43 @@ def _experts_vs_nodes(topology: str, grp: pd.DataFrame, per_nodes: list[tuple[in
     spans = _spans(grp)
     detail = "; ".join(
         f"{n} nodes: step {100 * gain:+.1f}%, all-to-all {100 * _a2a_saving(grp, n, baseline):+.1f}% shorter, "
-        f"cross-node bytes {100 * loc:.0f}% vs {100 * base:.0f}%" for n, gain, _, loc, base in per_nodes)
+        f"cross-node bytes {100 * loc:.0f}% vs {100 * base:.0f}%"
+        for n, gain, _, loc, base in per_nodes
+    )
     head = f"{topology}, experts vs nodes ({experts} experts; LocMoE against RRE, {detail}): "
     if spans:
-        head += ("an EP group spans " + ", ".join(f"{s} servers at {n} nodes" for n, s in spans.items())
-                 + " (uniform routing would send " + ", ".join(f"{100 * (1 - 1 / s):.0f}%" for s in spans.values())
-                 + " of the dispatch bytes across nodes), so the nodes a token can reach are those, not the "
-                 "cluster's; ")
+        head += (
+            "an EP group spans "
+            + ", ".join(f"{s} servers at {n} nodes" for n, s in spans.items())
+            + " (uniform routing would send "
+            + ", ".join(f"{100 * (1 - 1 / s):.0f}%" for s in spans.values())
+            + " of the dispatch bytes across nodes), so the nodes a token can reach are those, not the "
+            "cluster's; "
+        )
     small = [(n, gain) for n, gain, *_ in per_nodes if experts >= spans.get(n, n)]
     large = [(n, gain) for n, gain, *_ in per_nodes if experts < spans.get(n, n)]
     if not (small and large):
         side = ">=" if small else "<"
-        return head + (f"every configuration here has experts {side} those nodes, so the condition is not tested "
-                       + ("by the cluster size (it needs EP groups spanning more servers than there are experts)."
-                          if spans else "(run the study at node counts on both sides of the expert count)."))
+        return head + (
+            f"every configuration here has experts {side} those nodes, so the condition is not tested "
+            + (
+                "by the cluster size (it needs EP groups spanning more servers than there are experts)."
+                if spans
+                else "(run the study at node counts on both sides of the expert count)."
+            )
+        )
     mean_small = sum(g for _, g in small) / len(small)
     mean_large = sum(g for _, g in large) / len(large)
     return head + (
         f"the step gain averages {100 * mean_small:+.1f}% where experts >= nodes "
         f"({', '.join(str(n) for n, _ in small)} nodes) and {100 * mean_large:+.1f}% where experts < nodes "
         f"({', '.join(str(n) for n, _ in large)} nodes): "
-        + ("larger where the paper expects it." if mean_small > mean_large else
-           "not larger where experts >= nodes, unlike the paper."))
+        + (
+            "larger where the paper expects it."
+            if mean_small > mean_large
+            else "not larger where experts >= nodes, unlike the paper."
+        )
+    )
 
 
 def paper_comparison(results: pd.DataFrame, experts: int, baseline: str = "rre") -> list[str]:
@@ -108,19 +132,28 @@ def paper_comparison(results: pd.DataFrame, experts: int, baseline: str = "rre")
         per_nodes = []
         for nodes, g in grp.groupby("nodes", sort=True):
             g = g.set_index("router")
-            per_nodes.append((int(nodes), _gain(g.loc["locmoe"], g.loc[baseline]),
-                              float(g["alltoall_share"].max()),
-                              float(g.loc["locmoe", "ep_inter_node_share"]),
-                              float(g.loc[baseline, "ep_inter_node_share"])))
+            per_nodes.append(
+                (
+                    int(nodes),
+                    _gain(g.loc["locmoe"], g.loc[baseline]),
+                    float(g["alltoall_share"].max()),
+                    float(g.loc["locmoe", "ep_inter_node_share"]),
+                    float(g.loc[baseline, "ep_inter_node_share"]),
+                )
+            )
         gains = ", ".join(f"{100 * gain:+.1f}% at {n} nodes" for n, gain, *_ in per_nodes)
         shorter = [gain > 0 for _, gain, *_ in per_nodes]
-        verdict = ("agrees in sign" if all(shorter) else "disagrees" if not any(shorter) else "agrees only in part")
+        verdict = "agrees in sign" if all(shorter) else "disagrees" if not any(shorter) else "agrees only in part"
         in_range = [n for n, gain, *_ in per_nodes if lo <= 100 * gain <= hi]
         lines.append(
             f"{topology}: the paper reports epochs {lo:.2f}-{hi:.2f}% shorter with LocMoE than with the hash "
             f"baseline; the simulated step with LocMoE is shorter than with RRE by {gains}: this {verdict}"
-            + (f", within the paper's range at {', '.join(map(str, in_range))} nodes." if in_range
-               else ", never within the paper's range."))
+            + (
+                f", within the paper's range at {', '.join(map(str, in_range))} nodes."
+                if in_range
+                else ", never within the paper's range."
+            )
+        )
         a2a = max(share for *_, share, _, _ in per_nodes)
         loc_share = sum(x for *_, x, _ in per_nodes) / len(per_nodes)
         base_share = sum(x for *_, x in per_nodes) / len(per_nodes)
@@ -128,9 +161,13 @@ def paper_comparison(results: pd.DataFrame, experts: int, baseline: str = "rre")
             f"{topology}, why: the expert all-to-all is at most {100 * a2a:.1f}% of any router's step here, so "
             f"saving on it alone cannot shorten a step by the paper's {lo:.0f}% or more; and the lab's LocMoE sends "
             f"{100 * loc_share:.0f}% of its dispatch bytes across nodes against RRE's {100 * base_share:.0f}%: "
-            + ("it did not learn locality (the lab's tokens carry no sign of their node; see the MoE docs, "
-               "'Locality along the domain-sorting knob')." if loc_share > 0.9 * base_share
-               else "it keeps more tokens on their node.")
-            + _where_the_gain_is(grp, baseline))
+            + (
+                "it did not learn locality (the lab's tokens carry no sign of their node; see the MoE docs, "
+                "'Locality along the domain-sorting knob')."
+                if loc_share > 0.9 * base_share
+                else "it keeps more tokens on their node."
+            )
+            + _where_the_gain_is(grp, baseline)
+        )
         lines.append(_experts_vs_nodes(topology, grp, per_nodes, experts, baseline))
     return lines

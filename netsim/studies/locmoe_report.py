@@ -45,8 +45,12 @@ def _breakdown_figure(lab: pd.DataFrame) -> Any:
     fig, (ax,) = new_figure(max(7.0, 0.45 * len(lab) + 2), 4.2)
     labels = [f"{r.topology}\n{r.nodes}n {label(r.router)}\n{r.placement}" for r in lab.itertuples()]
     bottom = np.zeros(len(lab))
-    for part, color in (("compute_s", "#4c72b0"), ("communication_s", "#dd8452"), ("overlap_s", "#55a868"),
-                        ("idle_s", "#c7c7c7")):
+    for part, color in (
+        ("compute_s", "#4c72b0"),
+        ("communication_s", "#dd8452"),
+        ("overlap_s", "#55a868"),
+        ("idle_s", "#c7c7c7"),
+    ):
         vals = lab[part].to_numpy() * 1e3
         ax.bar(range(len(lab)), vals, bottom=bottom, color=color, label=part[:-2])
         bottom += vals
@@ -142,9 +146,13 @@ def _paper_section(results: pd.DataFrame) -> Section | None:
     if not against:
         return None
     s = Section("Against the paper")
-    s.add(Paragraph("Li et al. (arXiv 2401.13920) report 12.68-22.24% shorter epochs with LocMoE on 64-256 "
-                    "Ascend 910A NPUs and a gain that needs experts >= nodes; per fabric, contiguous placement, "
-                    "LocMoE against Hash (RRE) (netsim.studies.locmoe_paper):"))
+    s.add(
+        Paragraph(
+            "Li et al. (arXiv 2401.13920) report 12.68-22.24% shorter epochs with LocMoE on 64-256 "
+            "Ascend 910A NPUs and a gain that needs experts >= nodes; per fabric, contiguous placement, "
+            "LocMoE against Hash (RRE) (netsim.studies.locmoe_paper):"
+        )
+    )
     for line in against:
         s.add(Paragraph(line))
     return s
@@ -156,17 +164,24 @@ def _method_section(cfg: StudyConfig, results: pd.DataFrame) -> Section:
     cap_text = ", ".join(f"{label(r)} {cfg.capacity.get(r, 'none')}" for r in cfg.routers)
     slices = ", ".join(f"{label(r)} {cfg.overlap.get(r, 1)}" for r in cfg.routers)
     s = Section("Method")
-    s.add(Paragraph(
-        "Each router trains a small MoE language model on real text in the router lab (16 experts on 16 EP "
-        f"ranks, 8 per node, {cfg.lab_steps} steps); the token->expert counts of the converged window (the final "
-        "quarter of the steps, checked for convergence) drive the expert all-to-all of the "
-        f"`{cfg.workload}` workload replayed on every cluster, rescaled to the workload's tokens per rank and cut "
-        f"at each router's capacity ({cap_text}; theorem1 = LocMoE's Theorem-1 token count at the replayed hidden "
-        f"size). All-to-all/expert overlap slices per router: {slices}. EPLB placement is computed "
-        "from the trace's expert loads. The `locality` rows use a statistical model instead of a router: a "
-        "fixed share of each rank's tokens goes to experts on its own node."
-        + (f" EPLB places {cfg.eplb_redundant} redundant expert slots (replicas of the most loaded experts) "
-           "next to the 16 experts." if any(p.startswith("eplb") for p in cfg.placements) else "")))
+    s.add(
+        Paragraph(
+            "Each router trains a small MoE language model on real text in the router lab (16 experts on 16 EP "
+            f"ranks, 8 per node, {cfg.lab_steps} steps); the token->expert counts of the converged window (the final "
+            "quarter of the steps, checked for convergence) drive the expert all-to-all of the "
+            f"`{cfg.workload}` workload replayed on every cluster, rescaled to the workload's tokens per rank and cut "
+            f"at each router's capacity ({cap_text}; theorem1 = LocMoE's Theorem-1 token count at the replayed hidden "
+            f"size). All-to-all/expert overlap slices per router: {slices}. EPLB placement is computed "
+            "from the trace's expert loads. The `locality` rows use a statistical model instead of a router: a "
+            "fixed share of each rank's tokens goes to experts on its own node."
+            + (
+                f" EPLB places {cfg.eplb_redundant} redundant expert slots (replicas of the most loaded experts) "
+                "next to the 16 experts."
+                if any(p.startswith("eplb") for p in cfg.placements)
+                else ""
+            )
+        )
+    )
     choices = model_choices(results)
     if choices:
         s.add(Paragraph(f"Collective model (`--collective-model {cfg.collective_model}`): {choices}."))
@@ -176,14 +191,47 @@ def _method_section(cfg: StudyConfig, results: pd.DataFrame) -> Section:
 def _results_section(results: pd.DataFrame) -> Section:
     from netsim.report.render import Section, Table
 
-    rows = [[r.topology, str(r.nodes), label(r.router), r.placement, f"{r.step_time_s * 1e3:.2f}",
-             f"{r.compute_s * 1e3:.2f}", f"{r.communication_s * 1e3:.2f}", f"{r.overlap_s * 1e3:.2f}",
-             f"{r.idle_s * 1e3:.2f}", f"{r.alltoall_share * 100:.2f}", f"{r.ep_bytes_inter_node / 2**30:.3f}",
-             f"{r.expert_load_cv:.3f}", f"{r.drop_rate * 100:.2f}"] for r in results.itertuples()]
+    rows = [
+        [
+            r.topology,
+            str(r.nodes),
+            label(r.router),
+            r.placement,
+            f"{r.step_time_s * 1e3:.2f}",
+            f"{r.compute_s * 1e3:.2f}",
+            f"{r.communication_s * 1e3:.2f}",
+            f"{r.overlap_s * 1e3:.2f}",
+            f"{r.idle_s * 1e3:.2f}",
+            f"{r.alltoall_share * 100:.2f}",
+            f"{r.ep_bytes_inter_node / 2**30:.3f}",
+            f"{r.expert_load_cv:.3f}",
+            f"{r.drop_rate * 100:.2f}",
+        ]
+        for r in results.itertuples()
+    ]
     s = Section("Results")
-    s.add(Table(["fabric", "nodes", "router", "placement", "step ms", "compute ms", "comm ms", "overlap ms",
-                 "idle ms", "a2a %", "x-node EP GiB", "load CV", "drop %"], rows, align="lrllrrrrrrrrr",
-                caption="per configuration (times are means over ranks of one step)"))
+    s.add(
+        Table(
+            [
+                "fabric",
+                "nodes",
+                "router",
+                "placement",
+                "step ms",
+                "compute ms",
+                "comm ms",
+                "overlap ms",
+                "idle ms",
+                "a2a %",
+                "x-node EP GiB",
+                "load CV",
+                "drop %",
+            ],
+            rows,
+            align="lrllrrrrrrrrr",
+            caption="per configuration (times are means over ranks of one step)",
+        )
+    )
     return s
 
 
@@ -191,11 +239,26 @@ def _convergence_section(conv: pd.DataFrame) -> Section:
     from netsim.report.render import Section, Table
 
     s = Section("Router convergence")
-    s.add(Table(["router", "converged", "window", "loss change", "load CV", "drop %", "cross-node %", "reasons"],
-                [[label(r.router), "yes" if r.converged else "no", r.window,
-                  f"{r.task_loss_change * 100:+.1f}%", f"{r.expert_load_cv:.3f}", f"{r.drop_rate * 100:.2f}",
-                  f"{r.share_cross_node * 100:.1f}", r.reasons or "-"] for r in conv.itertuples()],
-                align="llllrrrl", caption="router lab, final window vs the window before it"))
+    s.add(
+        Table(
+            ["router", "converged", "window", "loss change", "load CV", "drop %", "cross-node %", "reasons"],
+            [
+                [
+                    label(r.router),
+                    "yes" if r.converged else "no",
+                    r.window,
+                    f"{r.task_loss_change * 100:+.1f}%",
+                    f"{r.expert_load_cv:.3f}",
+                    f"{r.drop_rate * 100:.2f}",
+                    f"{r.share_cross_node * 100:.1f}",
+                    r.reasons or "-",
+                ]
+                for r in conv.itertuples()
+            ],
+            align="llllrrrl",
+            caption="router lab, final window vs the window before it",
+        )
+    )
     return s
 
 
@@ -205,17 +268,41 @@ def _capacity_section(caps: pd.DataFrame) -> Section | None:
     if not len(caps):
         return None
     s = Section("Expert capacity")
-    s.add(Paragraph("What each capacity does to the converged routing of one MoE layer at the replayed "
-                    "workload's tokens per rank: tokens the busiest expert computes (summed over the source "
-                    "ranks), dispatch bytes of the kept tokens (dropless all-to-all) and of capacity-sized "
-                    "buffers (padded, as fixed-capacity frameworks send), and the drop rate. theorem1 is "
-                    "LocMoE's Theorem-1 token count at the replayed hidden size."))
-    s.add(Table(["router", "capacity", "tokens/expert", "busiest expert tokens", "dispatch MiB dropless",
-                 "dispatch MiB padded", "drop %"],
-                [[label(r.router), r.capacity, "-" if pd.isna(r.capacity_tokens) else str(int(r.capacity_tokens)),
-                  f"{r.busiest_expert_tokens:.0f}", f"{r.dispatch_bytes_dropless / 2**20:.1f}",
-                  f"{r.dispatch_bytes_padded / 2**20:.1f}", f"{r.drop_rate * 100:.1f}"]
-                 for r in caps.itertuples()], align="llrrrrr"))
+    s.add(
+        Paragraph(
+            "What each capacity does to the converged routing of one MoE layer at the replayed "
+            "workload's tokens per rank: tokens the busiest expert computes (summed over the source "
+            "ranks), dispatch bytes of the kept tokens (dropless all-to-all) and of capacity-sized "
+            "buffers (padded, as fixed-capacity frameworks send), and the drop rate. theorem1 is "
+            "LocMoE's Theorem-1 token count at the replayed hidden size."
+        )
+    )
+    s.add(
+        Table(
+            [
+                "router",
+                "capacity",
+                "tokens/expert",
+                "busiest expert tokens",
+                "dispatch MiB dropless",
+                "dispatch MiB padded",
+                "drop %",
+            ],
+            [
+                [
+                    label(r.router),
+                    r.capacity,
+                    "-" if pd.isna(r.capacity_tokens) else str(int(r.capacity_tokens)),
+                    f"{r.busiest_expert_tokens:.0f}",
+                    f"{r.dispatch_bytes_dropless / 2**20:.1f}",
+                    f"{r.dispatch_bytes_padded / 2**20:.1f}",
+                    f"{r.drop_rate * 100:.1f}",
+                ]
+                for r in caps.itertuples()
+            ],
+            align="llrrrrr",
+        )
+    )
     return s
 
 
@@ -227,13 +314,20 @@ def model_check_lines(check: pd.DataFrame) -> list[str]:
     a2a = check["alltoall_error"].abs() * 100
     models = ", ".join(sorted(set(check["collective_model"])))
     routers = ", ".join(label(r) for r in check["router"])
-    order_same = check.sort_values("step_time_s")["router"].tolist() == \
-        check.sort_values("exact_step_time_s")["router"].tolist()
-    order = ("" if len(check) < 2 else "; the routers' order by step time "
-             + ("is the same." if order_same else "differs, so the ranking is within the model's error."))
-    return [f"The {models} model against exact on the same configurations ({routers}; "
-            f"{', '.join(str(n) for n in sorted(set(check['nodes'])))} nodes): step time within {err.max():.2f}% "
-            f"(mean {err.mean():.2f}%), all-to-all time within {a2a.max():.1f}%" + (order or ".")]
+    order_same = (
+        check.sort_values("step_time_s")["router"].tolist() == check.sort_values("exact_step_time_s")["router"].tolist()
+    )
+    order = (
+        ""
+        if len(check) < 2
+        else "; the routers' order by step time "
+        + ("is the same." if order_same else "differs, so the ranking is within the model's error.")
+    )
+    return [
+        f"The {models} model against exact on the same configurations ({routers}; "
+        f"{', '.join(str(n) for n in sorted(set(check['nodes'])))} nodes): step time within {err.max():.2f}% "
+        f"(mean {err.mean():.2f}%), all-to-all time within {a2a.max():.1f}%" + (order or ".")
+    ]
 
 
 def _model_check_section(check: pd.DataFrame) -> Section | None:
@@ -244,12 +338,37 @@ def _model_check_section(check: pd.DataFrame) -> Section | None:
     s = Section("Collective model against exact")
     for line in model_check_lines(check):
         s.add(Paragraph(line))
-    s.add(Table(["fabric", "nodes", "router", "model", "step ms", "exact step ms", "step error %",
-                 "a2a ms", "exact a2a ms"],
-                [[r.topology, str(r.nodes), label(r.router), r.collective_model, f"{r.step_time_s * 1e3:.2f}",
-                  f"{r.exact_step_time_s * 1e3:.2f}", f"{r.step_error * 100:+.2f}", f"{r.alltoall_s * 1e3:.2f}",
-                  f"{r.exact_alltoall_s * 1e3:.2f}"] for r in check.itertuples()], align="lrllrrrrr",
-                caption="lab-trace rows, contiguous placement, replayed again with the exact model"))
+    s.add(
+        Table(
+            [
+                "fabric",
+                "nodes",
+                "router",
+                "model",
+                "step ms",
+                "exact step ms",
+                "step error %",
+                "a2a ms",
+                "exact a2a ms",
+            ],
+            [
+                [
+                    r.topology,
+                    str(r.nodes),
+                    label(r.router),
+                    r.collective_model,
+                    f"{r.step_time_s * 1e3:.2f}",
+                    f"{r.exact_step_time_s * 1e3:.2f}",
+                    f"{r.step_error * 100:+.2f}",
+                    f"{r.alltoall_s * 1e3:.2f}",
+                    f"{r.exact_alltoall_s * 1e3:.2f}",
+                ]
+                for r in check.itertuples()
+            ],
+            align="lrllrrrrr",
+            caption="lab-trace rows, contiguous placement, replayed again with the exact model",
+        )
+    )
     return s
 
 
@@ -265,12 +384,18 @@ def _figures_section(pngs: dict[str, bytes]) -> Section:
 def _document(cfg: StudyConfig, results: pd.DataFrame, conclusion: list[str]) -> Document:
     from netsim.report.render import Document, Paragraph, Section
 
-    doc = Document(title="LocMoE study: Hash vs Switch vs LocMoE routing",
-                   header=[("workload", cfg.workload), ("fabrics", ", ".join(cfg.topologies)),
-                           ("nodes", ", ".join(str(n) for n in cfg.nodes)),
-                           ("routers", ", ".join(label(r) for r in cfg.routers)),
-                           ("placements", ", ".join(cfg.placements)), ("seed", str(cfg.seed)),
-                           ("collective model", cfg.collective_model)])
+    doc = Document(
+        title="LocMoE study: Hash vs Switch vs LocMoE routing",
+        header=[
+            ("workload", cfg.workload),
+            ("fabrics", ", ".join(cfg.topologies)),
+            ("nodes", ", ".join(str(n) for n in cfg.nodes)),
+            ("routers", ", ".join(label(r) for r in cfg.routers)),
+            ("placements", ", ".join(cfg.placements)),
+            ("seed", str(cfg.seed)),
+            ("collective model", cfg.collective_model),
+        ],
+    )
     s = Section("Conclusion")
     for line in conclusion:
         s.add(Paragraph(line))
@@ -278,8 +403,16 @@ def _document(cfg: StudyConfig, results: pd.DataFrame, conclusion: list[str]) ->
     return doc
 
 
-def write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dict[str, pd.DataFrame],
-                 conclusion: list[str], conv: pd.DataFrame, caps: pd.DataFrame, check: pd.DataFrame) -> None:
+def write_report(
+    out: Path,
+    cfg: StudyConfig,
+    results: pd.DataFrame,
+    loads: dict[str, pd.DataFrame],
+    conclusion: list[str],
+    conv: pd.DataFrame,
+    caps: pd.DataFrame,
+    check: pd.DataFrame,
+) -> None:
     """Write ``figures/``, ``report.md`` and ``report.html`` of the study into ``out``."""
     from netsim.report.files import write_figures, write_text
     from netsim.report.render import Paragraph, Section, render_html, render_markdown
@@ -287,11 +420,22 @@ def write_report(out: Path, cfg: StudyConfig, results: pd.DataFrame, loads: dict
     pngs = study_figures(results, loads)
     doc = _document(cfg, results, conclusion)
     runs = Section("Runs")
-    runs.add(Paragraph("Every configuration has a full run directory with its own report under `runs/`; "
-                       "`results.csv` holds the table above with all columns."))
-    for section in (_paper_section(results), _method_section(cfg, results), _model_check_section(check),
-                    _results_section(results), _convergence_section(conv), _capacity_section(caps),
-                    _figures_section(pngs), runs):
+    runs.add(
+        Paragraph(
+            "Every configuration has a full run directory with its own report under `runs/`; "
+            "`results.csv` holds the table above with all columns."
+        )
+    )
+    for section in (
+        _paper_section(results),
+        _method_section(cfg, results),
+        _model_check_section(check),
+        _results_section(results),
+        _convergence_section(conv),
+        _capacity_section(caps),
+        _figures_section(pngs),
+        runs,
+    ):
         if section is not None:
             doc.sections.append(section)
     write_figures(out / "figures", pngs)

@@ -16,15 +16,7 @@ byte whatever ran the points (:mod:`netsim.sweep.results`).
 
 from __future__ import annotations
 
-from netsim.sweep.execute import (
-    PointResult,
-    PointTask,
-    SweepOutcome,
-    SweepProgress,
-    is_finished,
-    run_point,
-    run_sweep,
-)
+from netsim.sweep.execute import PointResult, PointTask, SweepOutcome, SweepProgress, is_finished, run_point, run_sweep
 from netsim.sweep.results import ID_COLUMNS, build_table, flatten_summary, write_results
 from netsim.sweep.spec import SWEEP_KEYS, Sweep, SweepPoint, load_sweep, point_slug
 

@@ -59,15 +59,7 @@ from netsim.io import atomic_dir, atomic_file, claim_dir
 from netsim.sweep.results import build_table, write_results
 from netsim.sweep.spec import Sweep, SweepPoint
 
-__all__ = [
-    "PointResult",
-    "PointTask",
-    "SweepOutcome",
-    "SweepProgress",
-    "is_finished",
-    "run_point",
-    "run_sweep",
-]
+__all__ = ["PointResult", "PointTask", "SweepOutcome", "SweepProgress", "is_finished", "run_point", "run_sweep"]
 
 Status = Literal["ok", "failed", "error"]
 
@@ -242,8 +234,7 @@ def _dask(tasks: Sequence[PointTask], scheduler: Any) -> Iterator[PointResult]:
         from dask.distributed import as_completed as dask_completed
     except ModuleNotFoundError:
         raise NetsimError(
-            "running on a Dask cluster needs dask.distributed: pip install 'moe-netsim[dask]'",
-            field="--scheduler",
+            "running on a Dask cluster needs dask.distributed: pip install 'moe-netsim[dask]'", field="--scheduler"
         ) from None
     own = not isinstance(scheduler, Client)
     if own:
@@ -251,8 +242,7 @@ def _dask(tasks: Sequence[PointTask], scheduler: Any) -> Iterator[PointResult]:
             client = Client(str(scheduler))  # waits up to distributed.comm.timeouts.connect
         except (OSError, TimeoutError) as exc:
             raise NetsimError(
-                f"cannot connect to the Dask scheduler at {scheduler!r}: {_one_line(str(exc))}",
-                field="--scheduler",
+                f"cannot connect to the Dask scheduler at {scheduler!r}: {_one_line(str(exc))}", field="--scheduler"
             ) from None
     else:
         client = scheduler

@@ -59,12 +59,7 @@ import yaml
 from pydantic import Field
 
 from netsim.config.common import SpecModel, load_mapping, parse_override, validate_model
-from netsim.config.scenario import (
-    DEFAULT_SCENARIO_PATH,
-    ScenarioOptions,
-    ScenarioSpec,
-    load_scenario,
-)
+from netsim.config.scenario import DEFAULT_SCENARIO_PATH, ScenarioOptions, ScenarioSpec, load_scenario
 from netsim.config.topology import TopologySpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
@@ -439,8 +434,14 @@ def _attribute(
     if exc.field:
         full = prefix + exc.field
         # an axis written in a deprecated spelling (options.routing) owns its field's errors
-        names = [full, *(full.replace(f"options.{new}", f"options.{old}", 1)
-                         for old, new in ScenarioOptions.OLD_SPELLINGS.items() if full.startswith(f"options.{new}"))]
+        names = [
+            full,
+            *(
+                full.replace(f"options.{new}", f"options.{old}", 1)
+                for old, new in ScenarioOptions.OLD_SPELLINGS.items()
+                if full.startswith(f"options.{new}")
+            ),
+        ]
         found = None
         for f in values:
             if any(n == f or n.startswith(f + ".") or f.startswith(n + ".") for n in names):

@@ -22,14 +22,7 @@ import networkx as nx
 
 from netsim.config.topology import TopologySpec, load_topology_spec
 from netsim.errors import TopologyError
-from netsim.limits import (
-    MAX_ACCELERATORS,
-    SizeEstimate,
-    check_count,
-    check_fits,
-    estimate_topology,
-    size_check_enabled,
-)
+from netsim.limits import MAX_ACCELERATORS, SizeEstimate, check_count, check_fits, estimate_topology, size_check_enabled
 from netsim.topology.build import build_topology
 from netsim.topology.summary import TopologySummary, bisection_bandwidth, summarize
 
@@ -57,11 +50,7 @@ def list_presets() -> list[str]:
 def _looks_like_path(ref: str | Path) -> bool:
     text = str(ref)
     return (
-        isinstance(ref, Path)
-        or "/" in text
-        or "\\" in text
-        or text.endswith((".yaml", ".yml"))
-        or Path(text).is_file()
+        isinstance(ref, Path) or "/" in text or "\\" in text or text.endswith((".yaml", ".yml")) or Path(text).is_file()
     )
 
 

@@ -44,7 +44,9 @@ def build_topology(spec: TopologySpec, *, source: str | None = None) -> nx.DiGra
         num_nodes=num_nodes,
         accelerators_per_node=per_node,
         # no accelerator data: a graph for network studies only (`netsim flows`)
-        accelerator={} if acc is None else {
+        accelerator={}
+        if acc is None
+        else {
             "name": acc.name,
             "role": acc.role,
             "peak_flops": dict(acc.peak_flops),

@@ -166,18 +166,14 @@ def plot_topology(g: nx.DiGraph, path: str | Path) -> None:
                 (x0, y0), (x1, y1) = pos[u], pos[v]
                 if y0 == y1:  # same row (HCCS mesh, PCIe switch pairs): an arc, else they overlap
                     ctrl = ((x0 + x1) / 2, y0 - min(0.45, 0.08 * abs(x1 - x0)))
-                    arc = MplPath(
-                        [(x0, y0), ctrl, (x1, y1)], [MplPath.MOVETO, MplPath.CURVE3, MplPath.CURVE3]
-                    )
+                    arc = MplPath([(x0, y0), ctrl, (x1, y1)], [MplPath.MOVETO, MplPath.CURVE3, MplPath.CURVE3])
                     arcs[d["link_class"]].append(PathPatch(arc))
                 else:
                     by_class[d["link_class"]].append((pos[u], pos[v]))
         handles = []
         for cls in sorted(set(by_class) | set(arcs)):
             colour = _CLASS_COLOURS.get(cls, "#000000")
-            ax.add_collection(
-                LineCollection(by_class[cls], colors=colour, linewidths=0.6, alpha=0.7, zorder=1)
-            )
+            ax.add_collection(LineCollection(by_class[cls], colors=colour, linewidths=0.6, alpha=0.7, zorder=1))
             if arcs[cls]:
                 ax.add_collection(
                     PatchCollection(
@@ -205,9 +201,7 @@ def plot_topology(g: nx.DiGraph, path: str | Path) -> None:
             for n, (x, y) in pos.items():
                 ax.annotate(n, (x, y), xytext=(0, -9), textcoords="offset points", fontsize=5, ha="center")
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
-        ax.set_title(
-            f"{g.graph.get('name', 'topology')}: {g.graph.get('num_nodes', '?')} servers", fontsize=10
-        )
+        ax.set_title(f"{g.graph.get('name', 'topology')}: {g.graph.get('num_nodes', '?')} servers", fontsize=10)
         ax.autoscale()
         ax.margins(0.03, 0.08)
         ax.axis("off")

@@ -55,13 +55,7 @@ class _Fabric:
     """Adds switches and links of one network and tracks each switch's downlink capacity."""
 
     def __init__(
-        self,
-        b: GraphBuilder,
-        *,
-        network: str,
-        link_class: str,
-        link_latency_s: float,
-        switch_latency_s: float,
+        self, b: GraphBuilder, *, network: str, link_class: str, link_latency_s: float, switch_latency_s: float
     ) -> None:
         self.b = b
         self.network = network
@@ -103,9 +97,7 @@ class _Fabric:
         self.down_Bps[switch] += capacity_Bps
         self.down_ports[switch] += 1
 
-    def uplinks(
-        self, lower: Sequence[str], upper: Sequence[str], oversubscription: float, *, tier: str
-    ) -> None:
+    def uplinks(self, lower: Sequence[str], upper: Sequence[str], oversubscription: float, *, tier: str) -> None:
         """Link every ``lower`` switch to every ``upper`` one; up capacity = down / oversubscription."""
         for s in lower:
             each_Bps = self.down_Bps[s] / oversubscription / len(upper)
@@ -179,8 +171,14 @@ def add_backend(b: GraphBuilder, spec: TemplatedTopologySpec) -> None:
         raise AssertionError(f"unknown fabric {be!r}")
 
 
-def _leaf_spine_or_fat_tree(fab: _Fabric, be: LeafSpineFabricSpec | FatTreeFabricSpec, n_nodes: int, rails: int,
-                            nic_Bps: float, planes: list[dict[str, list[str]]]) -> None:
+def _leaf_spine_or_fat_tree(
+    fab: _Fabric,
+    be: LeafSpineFabricSpec | FatTreeFabricSpec,
+    n_nodes: int,
+    rails: int,
+    nic_Bps: float,
+    planes: list[dict[str, list[str]]],
+) -> None:
     """Leaves with every NIC of their servers, then a spine tier (leaf-spine) or the fat tree's
     upper tiers."""
     leaves = []
@@ -208,8 +206,14 @@ def _leaf_spine_or_fat_tree(fab: _Fabric, be: LeafSpineFabricSpec | FatTreeFabri
         _fat_tree_upper(fab, be, leaves, planes)
 
 
-def _rail_optimized(fab: _Fabric, be: RailOptimizedFabricSpec, n_nodes: int, rails: int, nic_Bps: float,
-                    planes: list[dict[str, list[str]]]) -> None:
+def _rail_optimized(
+    fab: _Fabric,
+    be: RailOptimizedFabricSpec,
+    n_nodes: int,
+    rails: int,
+    nic_Bps: float,
+    planes: list[dict[str, list[str]]],
+) -> None:
     """One leaf per rail and server group (rail ``r`` of every server on leaf ``r``), one spine tier."""
     leaves = []
     for j, group in enumerate(_groups(n_nodes, be.nodes_per_leaf)):
@@ -233,8 +237,9 @@ def _rail_optimized(fab: _Fabric, be: RailOptimizedFabricSpec, n_nodes: int, rai
     _backend_storage(fab, be.storage, planes, "spine")
 
 
-def _multi_plane(fab: _Fabric, be: MultiPlaneFabricSpec, n_nodes: int, rails: int, nic_Bps: float,
-                 planes: list[dict[str, list[str]]]) -> None:
+def _multi_plane(
+    fab: _Fabric, be: MultiPlaneFabricSpec, n_nodes: int, rails: int, nic_Bps: float, planes: list[dict[str, list[str]]]
+) -> None:
     """One separate leaf-spine plane per rail (NIC ``p`` of every server in plane ``p``)."""
     groups = _groups(n_nodes, be.nodes_per_leaf)
     for p in range(rails):
@@ -261,9 +266,7 @@ def _multi_plane(fab: _Fabric, be: MultiPlaneFabricSpec, n_nodes: int, rails: in
     _backend_storage(fab, be.storage, planes, "spine")
 
 
-def _fat_tree_upper(
-    fab: _Fabric, be: FatTreeFabricSpec, leaves: list[str], planes: list[dict[str, list[str]]]
-) -> None:
+def _fat_tree_upper(fab: _Fabric, be: FatTreeFabricSpec, leaves: list[str], planes: list[dict[str, list[str]]]) -> None:
     pods = [[leaves[j] for j in r] for r in _groups(len(leaves), be.leaves_per_pod)]
     spines_here = _at(be.storage, "spine") or _at(be.storage, "core")
     if len(leaves) <= 1 and be.spines_per_pod is None and be.cores is None and not spines_here:
@@ -289,10 +292,7 @@ def _fat_tree_upper(
     for spines in pod_spines:
         for s, spine in enumerate(spines):
             fab.uplinks(
-                [spine],
-                cores[s * per_group : (s + 1) * per_group],
-                be.core_oversubscription,
-                tier="spine-core",
+                [spine], cores[s * per_group : (s + 1) * per_group], be.core_oversubscription, tier="spine-core"
             )
     planes[0]["core"] = cores
     _backend_storage(fab, be.storage, planes, "core")
@@ -312,13 +312,7 @@ def _backend_storage(
         name = fab.b.device(f"bstorage{i}", kind="storage", role="storage", network="backend", index=i)
         for plane in planes:
             switches = plane[tier]
-            fab.attach(
-                name,
-                switches[i % len(switches)],
-                storage.bandwidth,
-                tier="storage",
-                latency_s=storage.latency,
-            )
+            fab.attach(name, switches[i % len(switches)], storage.bandwidth, tier="storage", latency_s=storage.latency)
 
 
 def add_frontend(b: GraphBuilder, spec: TemplatedTopologySpec) -> None:
@@ -328,11 +322,7 @@ def add_frontend(b: GraphBuilder, spec: TemplatedTopologySpec) -> None:
     if fe is None or hn is None:
         return
     fab = _Fabric(
-        b,
-        network="frontend",
-        link_class="ethernet",
-        link_latency_s=fe.link_latency,
-        switch_latency_s=fe.switch_latency,
+        b, network="frontend", link_class="ethernet", link_latency_s=fe.link_latency, switch_latency_s=fe.switch_latency
     )
     hosts_per_leaf = spec.num_nodes if isinstance(fe, SingleSwitchFrontendSpec) else fe.hosts_per_leaf
     leaves = []

@@ -36,14 +36,7 @@ from netsim.config.topology import (
     TemplatedTopologySpec,
 )
 from netsim.topology.builder import GraphBuilder
-from netsim.topology.model import (
-    accelerator_name,
-    host_name,
-    host_nic_name,
-    nic_name,
-    nvswitch_name,
-    pcie_switch_name,
-)
+from netsim.topology.model import accelerator_name, host_name, host_nic_name, nic_name, nvswitch_name, pcie_switch_name
 
 
 def add_servers(b: GraphBuilder, spec: TemplatedTopologySpec, *, nic_planes: bool) -> None:
@@ -91,12 +84,7 @@ def _add_server(b: GraphBuilder, spec: TemplatedTopologySpec, k: int, *, nic_pla
 def _nvswitch_links(b: GraphBuilder, ns: NVSwitchNodeSpec, k: int, host: str, accs: list[str]) -> None:
     """Every GPU to the NVSwitch by NVLink and to the host through its own PCIe switch."""
     sw = b.device(
-        nvswitch_name(k),
-        kind="switch",
-        role="nvswitch",
-        network="node",
-        node=k,
-        latency_s=ns.nvswitch_latency,
+        nvswitch_name(k), kind="switch", role="nvswitch", network="node", node=k, latency_s=ns.nvswitch_latency
     )
     for i, a in enumerate(accs):
         b.cable(
@@ -137,8 +125,7 @@ def _nvswitch_links(b: GraphBuilder, ns: NVSwitchNodeSpec, k: int, host: str, ac
         )
 
 
-def _switch_group_links(b: GraphBuilder, ns: HCCSNodeSpec | PCIeNodeSpec, k: int, host: str,
-                        accs: list[str]) -> None:
+def _switch_group_links(b: GraphBuilder, ns: HCCSNodeSpec | PCIeNodeSpec, k: int, host: str, accs: list[str]) -> None:
     """Accelerators in groups under PCIe switches (HCCS: a direct link between every pair of a
     group), the host on every switch, switches joined pairwise."""
     size = ns.group_size if isinstance(ns, HCCSNodeSpec) else ns.accelerators_per_switch
@@ -230,13 +217,7 @@ def _host_nics(b: GraphBuilder, h: HostNicSpec, k: int, host: str) -> None:
     """The host's front-end NICs, by PCIe."""
     for j in range(h.count):
         n = b.device(
-            host_nic_name(k, j),
-            kind="nic",
-            role="host-nic",
-            network="frontend",
-            node=k,
-            index=j,
-            latency_s=h.latency,
+            host_nic_name(k, j), kind="nic", role="host-nic", network="frontend", node=k, index=j, latency_s=h.latency
         )
         b.cable(
             host,

@@ -85,9 +85,7 @@ def summarize(g: nx.DiGraph) -> TopologySummary:
             "capacity_Bps_max": max(caps),
             "total_capacity_Bps": math.fsum(caps),
         }
-        for (net, cls, tier), caps in sorted(
-            groups.items(), key=lambda kv: (net_order.get(kv[0][0], 9), kv[0])
-        )
+        for (net, cls, tier), caps in sorted(groups.items(), key=lambda kv: (net_order.get(kv[0][0], 9), kv[0]))
     ]
 
     return TopologySummary(
@@ -165,9 +163,7 @@ def bisection_bandwidth(g: nx.DiGraph) -> float | None:
     index = {
         n: i
         for i, n in enumerate(
-            n
-            for n, d in g.nodes(data=True)
-            if d["network"] != "frontend" and d["kind"] not in ("host", "storage")
+            n for n, d in g.nodes(data=True) if d["network"] != "frontend" and d["kind"] not in ("host", "storage")
         )
     }
     src_l: list[int] = []

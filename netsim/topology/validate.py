@@ -48,9 +48,7 @@ def _few(names: list[str], limit: int = 4) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _attached(
-    g: nx.DiGraph, name: str, index: dict[str, int], labels: np.ndarray
-) -> tuple[set[int], set[int]]:
+def _attached(g: nx.DiGraph, name: str, index: dict[str, int], labels: np.ndarray) -> tuple[set[int], set[int]]:
     """Components that ``name`` has a link into, and a link out of."""
     into = {int(labels[index[v]]) for v in g.successors(name) if v in index}
     out_of = {int(labels[index[u]]) for u in g.predecessors(name) if u in index}
@@ -63,9 +61,7 @@ def check_connected(g: nx.DiGraph, *, source: str | None = None) -> None:
     if not accs:
         raise TopologyError("the topology has no accelerators", source=source)
 
-    index, labels = _components(
-        g, lambda d: d["network"] != "frontend" and d["kind"] not in ("host", "storage")
-    )
+    index, labels = _components(g, lambda d: d["network"] != "frontend" and d["kind"] not in ("host", "storage"))
     acc_labels = [int(labels[index[a]]) for a in accs]
     counts: dict[int, int] = {}
     for lab in acc_labels:
@@ -84,8 +80,7 @@ def check_connected(g: nx.DiGraph, *, source: str | None = None) -> None:
             into, out_of = _attached(g, s, index, labels)
             if main not in into or main not in out_of:
                 raise TopologyError(
-                    f"back-end storage {s} is not linked (both ways) to the fabric of the accelerators",
-                    source=source,
+                    f"back-end storage {s} is not linked (both ways) to the fabric of the accelerators", source=source
                 )
 
     fe_index, fe_labels = _components(g, lambda d: d["network"] == "frontend" and d["kind"] != "storage")
@@ -105,8 +100,7 @@ def check_connected(g: nx.DiGraph, *, source: str | None = None) -> None:
         both = into & out_of
         if not both:
             raise TopologyError(
-                f"the front-end is disconnected: {e} is not linked both ways to a front-end switch",
-                source=source,
+                f"the front-end is disconnected: {e} is not linked both ways to a front-end switch", source=source
             )
         common = both if common is None else common & both
         if not common:

@@ -69,24 +69,63 @@ from netsim.limits import INT64_MAX, MAX_ACCELERATORS, MAX_TRACE_BYTES, check_co
 from netsim.traces.chakra_formats import read_document
 from netsim.traces.kineto import read_json
 
-__all__ = ["COLLECTIVE_OPS", "COMM_TYPES", "NODE_TYPES", "ChakraNode", "ChakraTrace", "RankTrace",
-           "load_chakra", "load_chakra_rank"]
+__all__ = [
+    "COLLECTIVE_OPS",
+    "COMM_TYPES",
+    "NODE_TYPES",
+    "ChakraNode",
+    "ChakraTrace",
+    "RankTrace",
+    "load_chakra",
+    "load_chakra_rank",
+]
 
 #: NodeType of Chakra's schema, in enum order (0-7)
-NODE_TYPES = ("INVALID_NODE", "METADATA_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE", "COMP_NODE",
-              "COMM_SEND_NODE", "COMM_RECV_NODE", "COMM_COLL_NODE")
+NODE_TYPES = (
+    "INVALID_NODE",
+    "METADATA_NODE",
+    "MEM_LOAD_NODE",
+    "MEM_STORE_NODE",
+    "COMP_NODE",
+    "COMM_SEND_NODE",
+    "COMM_RECV_NODE",
+    "COMM_COLL_NODE",
+)
 #: CollectiveCommType of Chakra's schema, in enum order (0-9)
-COMM_TYPES = ("ALL_REDUCE", "REDUCE", "ALL_GATHER", "GATHER", "SCATTER", "BROADCAST", "ALL_TO_ALL",
-              "REDUCE_SCATTER", "REDUCE_SCATTER_BLOCK", "BARRIER")
+COMM_TYPES = (
+    "ALL_REDUCE",
+    "REDUCE",
+    "ALL_GATHER",
+    "GATHER",
+    "SCATTER",
+    "BROADCAST",
+    "ALL_TO_ALL",
+    "REDUCE_SCATTER",
+    "REDUCE_SCATTER_BLOCK",
+    "BARRIER",
+)
 #: Chakra comm_type -> netsim collective op (GATHER and SCATTER: measured time, see above)
-COLLECTIVE_OPS = {"ALL_REDUCE": "all_reduce", "REDUCE": "reduce", "ALL_GATHER": "all_gather",
-                  "BROADCAST": "broadcast", "ALL_TO_ALL": "all_to_all", "REDUCE_SCATTER": "reduce_scatter",
-                  "REDUCE_SCATTER_BLOCK": "reduce_scatter", "BARRIER": "all_reduce"}
+COLLECTIVE_OPS = {
+    "ALL_REDUCE": "all_reduce",
+    "REDUCE": "reduce",
+    "ALL_GATHER": "all_gather",
+    "BROADCAST": "broadcast",
+    "ALL_TO_ALL": "all_to_all",
+    "REDUCE_SCATTER": "reduce_scatter",
+    "REDUCE_SCATTER_BLOCK": "reduce_scatter",
+    "BARRIER": "all_reduce",
+}
 #: NCCL's barrier is an all-reduce of one word
 BARRIER_BYTES = 4.0
 #: kernel-name fragments -> comm_type, the rule of Chakra's converter (get_collective_comm_type)
-_NAME_COMM_TYPES = (("allreduce", "ALL_REDUCE"), ("alltoall", "ALL_TO_ALL"), ("allgather", "ALL_GATHER"),
-                    ("reducescatter", "REDUCE_SCATTER"), ("broadcast", "BROADCAST"), ("sendrecv", "ALL_TO_ALL"))
+_NAME_COMM_TYPES = (
+    ("allreduce", "ALL_REDUCE"),
+    ("alltoall", "ALL_TO_ALL"),
+    ("allgather", "ALL_GATHER"),
+    ("reducescatter", "REDUCE_SCATTER"),
+    ("broadcast", "BROADCAST"),
+    ("sendrecv", "ALL_TO_ALL"),
+)
 COMPUTE_TYPES = ("COMP_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE")
 COMM_NODE_TYPES = ("COMM_SEND_NODE", "COMM_RECV_NODE", "COMM_COLL_NODE")
 WORLD = "<world>"
@@ -237,8 +276,12 @@ def _node_type(t: Any, src: str, where: str, proto3: bool) -> str:
     elif isinstance(t, str):
         ntype = _TYPE_BY_KEY.get(_norm_key(t))
     if ntype is None:
-        raise TraceError(f"unknown node type {t!r}; allowed: {', '.join(NODE_TYPES)} (or COMP, COMM_SEND, ..., "
-                         "or their numbers 0-7)", source=src, field=f"{where}.type")
+        raise TraceError(
+            f"unknown node type {t!r}; allowed: {', '.join(NODE_TYPES)} (or COMP, COMM_SEND, ..., "
+            "or their numbers 0-7)",
+            source=src,
+            field=f"{where}.type",
+        )
     return ntype
 
 
@@ -248,16 +291,22 @@ def _comm_type(ct: Any, name: str, src: str, where: str) -> str:
         for frag, named in _NAME_COMM_TYPES:
             if frag in low:
                 return named
-        raise TraceError(f"collective {name!r} has no comm_type and its name names no collective; allowed: "
-                         f"{', '.join(COMM_TYPES)}", source=src, field=f"{where}.comm_type")
+        raise TraceError(
+            f"collective {name!r} has no comm_type and its name names no collective; allowed: {', '.join(COMM_TYPES)}",
+            source=src,
+            field=f"{where}.comm_type",
+        )
     comm: str | None = None
     if isinstance(ct, int) and not isinstance(ct, bool) and 0 <= ct < len(COMM_TYPES):
         comm = COMM_TYPES[ct]
     elif isinstance(ct, str):
         comm = _COMM_BY_KEY.get(_norm_key(ct))
     if comm is None:
-        raise TraceError(f"unknown comm_type {ct!r}; allowed: {', '.join(COMM_TYPES)} (or 0-9)",
-                         source=src, field=f"{where}.comm_type")
+        raise TraceError(
+            f"unknown comm_type {ct!r}; allowed: {', '.join(COMM_TYPES)} (or 0-9)",
+            source=src,
+            field=f"{where}.comm_type",
+        )
     return comm
 
 
@@ -331,8 +380,15 @@ def _comm_fields(node: ChakraNode, get: Any, src: str, where: str) -> ChakraNode
         comm_src, comm_dst = (None, rank) if peer == "comm_dst" else (rank, None)
     tag = _int(get("comm_tag"), src, f"{where}.comm_tag") if get("comm_tag") is not None else 0
     pg = get("pg_name")
-    return replace(node, comm_type=comm_type, comm_size=size, pg_name=str(pg) if pg not in (None, "") else None,
-                   comm_src=comm_src, comm_dst=comm_dst, comm_tag=tag)
+    return replace(
+        node,
+        comm_type=comm_type,
+        comm_size=size,
+        pg_name=str(pg) if pg not in (None, "") else None,
+        comm_src=comm_src,
+        comm_dst=comm_dst,
+        comm_tag=tag,
+    )
 
 
 def pg_init_groups(raw: Mapping[str, Any], src: str) -> dict[str, tuple[int, ...] | None]:
@@ -347,10 +403,13 @@ def pg_init_groups(raw: Mapping[str, Any], src: str) -> dict[str, tuple[int, ...
         return {}
     start, end = text.find("[{"), text.rfind("}]")
     try:
-        items = json.loads(text[start:end + 2]) if 0 <= start < end else []
+        items = json.loads(text[start : end + 2]) if 0 <= start < end else []
     except json.JSONDecodeError:
-        raise TraceError("process_group:init metadata is not a JSON list of groups", source=src,
-                         field=f"node {raw.get('id')}.inputs.values") from None
+        raise TraceError(
+            "process_group:init metadata is not a JSON list of groups",
+            source=src,
+            field=f"node {raw.get('id')}.inputs.values",
+        ) from None
     out: dict[str, tuple[int, ...] | None] = {}
     for g in items:
         if isinstance(g, Mapping) and "pg_name" in g:
@@ -371,11 +430,13 @@ def topo_order(nodes: Mapping[int, ChakraNode], src: str) -> list[int]:
     for n in nodes.values():
         for d in n.deps:
             if d not in nodes:
-                raise TraceError(f"node {n.id} ({n.name!r}) depends on unknown node {d}", source=src,
-                                 field=f"node {n.id}.data_deps")
+                raise TraceError(
+                    f"node {n.id} ({n.name!r}) depends on unknown node {d}", source=src, field=f"node {n.id}.data_deps"
+                )
             if d == n.id:
-                raise TraceError(f"node {n.id} ({n.name!r}) depends on itself", source=src,
-                                 field=f"node {n.id}.data_deps")
+                raise TraceError(
+                    f"node {n.id} ({n.name!r}) depends on itself", source=src, field=f"node {n.id}.data_deps"
+                )
             indeg[n.id] += 1
             children[d].append(n.id)
     ready = [nid for nid, k in indeg.items() if k == 0]
@@ -422,8 +483,9 @@ def load_chakra_rank(path: str | Path, rank: int | None = None) -> RankTrace:
     if not isinstance(raw_nodes, list):
         raise TraceError("must be a list of nodes", source=src, field="nodes")
     if rank is None:
-        raise TraceError('cannot tell the rank: name the file rank<N>.json / <name>.<N>.et or add "rank": N',
-                         source=src)
+        raise TraceError(
+            'cannot tell the rank: name the file rank<N>.json / <name>.<N>.et or add "rank": N', source=src
+        )
     nodes: dict[int, ChakraNode] = {}
     proto3 = form in ("et", "jsonizer")
     for i, raw in enumerate(raw_nodes):
@@ -461,8 +523,9 @@ def _trace_files(path: Path, src: str) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise TraceError("no such trace file or directory", source=src)
-    files = sorted(f for f in path.iterdir() if f.is_file() and f.name.endswith(_SUFFIXES)
-                   and f.name != "process_groups.json")
+    files = sorted(
+        f for f in path.iterdir() if f.is_file() and f.name.endswith(_SUFFIXES) and f.name != "process_groups.json"
+    )
     if not files:
         raise TraceError("no rank traces (*.et, *.json) in the directory", source=src)
     check_chakra_inputs(files, src)
@@ -506,8 +569,11 @@ def load_chakra(path: str | Path, *, ranks: int | None = None) -> ChakraTrace:
     for rt in ordered:
         for name, members in rt.process_groups.items():
             if name in groups and groups[name] != members:
-                raise TraceError(f"process group {name!r} is {_show(members)} here but {_show(groups[name])} in "
-                                 f"{sources[name]}", source=rt.source, field=f"process_groups.{name}")
+                raise TraceError(
+                    f"process group {name!r} is {_show(members)} here but {_show(groups[name])} in {sources[name]}",
+                    source=rt.source,
+                    field=f"process_groups.{name}",
+                )
             groups.setdefault(name, members)
             sources.setdefault(name, rt.source)
     trace = ChakraTrace(ordered, {}, src, replicated)
@@ -523,15 +589,22 @@ def _show(members: tuple[int, ...] | None) -> str:
 def replicate(ranks: list[RankTrace], n: int, src: str) -> list[RankTrace]:
     """The one rank's trace on ``n`` ranks (SPMD); refused for several ranks or send/recv."""
     if len(ranks) != 1:
-        raise TraceError(f"--ranks {n}: the trace has {len(ranks)} ranks; only a single-rank trace can be "
-                         "replicated", source=src, field="ranks")
+        raise TraceError(
+            f"--ranks {n}: the trace has {len(ranks)} ranks; only a single-rank trace can be replicated",
+            source=src,
+            field="ranks",
+        )
     if n < 1:
         raise TraceError(f"must be >= 1 (got {n})", source=src, field="ranks")
     one = ranks[0]
     p2p = [nd for nd in one.nodes.values() if nd.communicates and nd.type != "COMM_COLL_NODE"]
     if p2p:
-        raise TraceError(f"node {p2p[0].id} ({p2p[0].name!r}) is a send/recv with a fixed peer: a trace with "
-                         "point-to-point nodes cannot be replicated", source=one.source, field="ranks")
+        raise TraceError(
+            f"node {p2p[0].id} ({p2p[0].name!r}) is a send/recv with a fixed peer: a trace with "
+            "point-to-point nodes cannot be replicated",
+            source=one.source,
+            field="ranks",
+        )
     return [replace(one, rank=r) for r in range(n)]
 
 
@@ -549,20 +622,26 @@ def resolve_groups(trace: ChakraTrace, given: Mapping[str, tuple[int, ...] | Non
                 used[n.pg_name or WORLD].add(rt.rank)
             for peer in (n.comm_src, n.comm_dst):
                 if peer is not None and peer >= trace.num_ranks:
-                    raise TraceError(f"node {n.id} ({n.name!r}) names rank {peer}, but the trace has ranks "
-                                     f"0..{trace.num_ranks - 1}", source=rt.source)
+                    raise TraceError(
+                        f"node {n.id} ({n.name!r}) names rank {peer}, but the trace has ranks 0..{trace.num_ranks - 1}",
+                        source=rt.source,
+                    )
     groups: dict[str, tuple[int, ...]] = {}
     for name in sorted(used):
         members = world if name == WORLD else given.get(name, tuple(sorted(used[name])))
         members = world if members is None else members
         bad = [r for r in members if r >= trace.num_ranks]
         if bad:
-            raise TraceError(f"process group {name!r} names rank {bad[0]}, but the trace has ranks "
-                             f"0..{trace.num_ranks - 1}", source=trace.source)
+            raise TraceError(
+                f"process group {name!r} names rank {bad[0]}, but the trace has ranks 0..{trace.num_ranks - 1}",
+                source=trace.source,
+            )
         outside = sorted(used[name] - set(members))
         if outside:
-            raise TraceError(f"rank {outside[0]} runs a collective of process group {name!r}, which does not "
-                             "contain it", source=trace.ranks[outside[0]].source)
+            raise TraceError(
+                f"rank {outside[0]} runs a collective of process group {name!r}, which does not contain it",
+                source=trace.ranks[outside[0]].source,
+            )
         groups[name] = members
     return groups
 
@@ -604,26 +683,33 @@ def check_matching(trace: ChakraTrace) -> None:
         for r in members[1:]:
             mine = colls[r].get(name, [])
             if len(mine) != len(ref):
-                raise TraceError(f"{label}: rank {r} has {len(mine)} collectives, rank {first} has {len(ref)}",
-                                 source=trace.ranks[r].source)
+                raise TraceError(
+                    f"{label}: rank {r} has {len(mine)} collectives, rank {first} has {len(ref)}",
+                    source=trace.ranks[r].source,
+                )
             for k, (want, got) in enumerate(zip(ref, mine, strict=True)):
                 if want.comm_type != got.comm_type or want.comm_size != got.comm_size:
                     raise TraceError(
                         f"{label}: collective #{k} is {got.comm_type} of {_size(got)} (node {got.id}) on rank {r} "
                         f"but {want.comm_type} of {_size(want)} (node {want.id}) on rank {first}",
-                        source=trace.ranks[r].source)
+                        source=trace.ranks[r].source,
+                    )
     sends, recvs = p2p_of(trace)
     for key in sorted(set(sends) | set(recvs)):
         sent, received = sends.get(key, []), recvs.get(key, [])
         src, dst, tag = key
         if len(sent) != len(received):
-            raise TraceError(f"rank {src} sends {len(sent)} message(s) to rank {dst} (tag {tag}) but rank {dst} "
-                             f"receives {len(received)}",
-                             source=trace.ranks[dst if len(sent) > len(received) else src].source)
+            raise TraceError(
+                f"rank {src} sends {len(sent)} message(s) to rank {dst} (tag {tag}) but rank {dst} "
+                f"receives {len(received)}",
+                source=trace.ranks[dst if len(sent) > len(received) else src].source,
+            )
         for x, y in zip(sent, received, strict=True):
             if x.comm_size != y.comm_size:
-                raise TraceError(f"send node {x.id} on rank {src} has {_size(x)}, its receive node {y.id} on rank "
-                                 f"{dst} {_size(y)}", source=trace.ranks[dst].source)
+                raise TraceError(
+                    f"send node {x.id} on rank {src} has {_size(x)}, its receive node {y.id} on rank {dst} {_size(y)}",
+                    source=trace.ranks[dst].source,
+                )
 
 
 def _size(n: ChakraNode) -> str:

@@ -65,8 +65,16 @@ _VALUE_TYPES = (
     ("bytes", "TYPE_BYTES"),
 )
 #: enum NodeType, in number order
-_NODE_TYPES = ("INVALID_NODE", "METADATA_NODE", "MEM_LOAD_NODE", "MEM_STORE_NODE", "COMP_NODE", "COMM_SEND_NODE",
-               "COMM_RECV_NODE", "COMM_COLL_NODE")
+_NODE_TYPES = (
+    "INVALID_NODE",
+    "METADATA_NODE",
+    "MEM_LOAD_NODE",
+    "MEM_STORE_NODE",
+    "COMP_NODE",
+    "COMM_SEND_NODE",
+    "COMM_RECV_NODE",
+    "COMM_COLL_NODE",
+)
 _classes: tuple[Any, Any] | None = None
 
 
@@ -85,8 +93,12 @@ def _message_classes() -> tuple[Any, Any]:
         if oneof:
             m.oneof_decl.add(name=oneof)
         for number, fname, ftype, repeated, type_name, in_oneof in fields:
-            f = m.field.add(name=fname, number=number, type=getattr(F, ftype),
-                            label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
+            f = m.field.add(
+                name=fname,
+                number=number,
+                type=getattr(F, ftype),
+                label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL,
+            )
             if type_name:
                 f.type_name = f".{_PACKAGE}.{type_name}"
             if in_oneof:
@@ -105,23 +117,33 @@ def _message_classes() -> tuple[Any, Any]:
     enum = fdp.enum_type.add(name="NodeType")
     for number, name in enumerate(_NODE_TYPES):
         enum.value.add(name=name, number=number)
-    message("IOInfo", [(1, "values", "TYPE_STRING", False, None, False),
-                       (2, "shapes", "TYPE_STRING", False, None, False),
-                       (3, "types", "TYPE_STRING", False, None, False)])
-    message("GlobalMetadata", [(1, "version", "TYPE_STRING", False, None, False),
-                               (2, "attr", "TYPE_MESSAGE", True, "AttributeProto", False)])
-    message("Node", [
-        (1, "id", "TYPE_UINT64", False, None, False),
-        (2, "name", "TYPE_STRING", False, None, False),
-        (3, "type", "TYPE_ENUM", False, "NodeType", False),
-        (4, "ctrl_deps", "TYPE_UINT64", True, None, False),
-        (5, "data_deps", "TYPE_UINT64", True, None, False),
-        (6, "start_time_micros", "TYPE_UINT64", False, None, False),
-        (7, "duration_micros", "TYPE_UINT64", False, None, False),
-        (8, "inputs", "TYPE_MESSAGE", False, "IOInfo", False),
-        (9, "outputs", "TYPE_MESSAGE", False, "IOInfo", False),
-        (10, "attr", "TYPE_MESSAGE", True, "AttributeProto", False),
-    ])
+    message(
+        "IOInfo",
+        [
+            (1, "values", "TYPE_STRING", False, None, False),
+            (2, "shapes", "TYPE_STRING", False, None, False),
+            (3, "types", "TYPE_STRING", False, None, False),
+        ],
+    )
+    message(
+        "GlobalMetadata",
+        [(1, "version", "TYPE_STRING", False, None, False), (2, "attr", "TYPE_MESSAGE", True, "AttributeProto", False)],
+    )
+    message(
+        "Node",
+        [
+            (1, "id", "TYPE_UINT64", False, None, False),
+            (2, "name", "TYPE_STRING", False, None, False),
+            (3, "type", "TYPE_ENUM", False, "NodeType", False),
+            (4, "ctrl_deps", "TYPE_UINT64", True, None, False),
+            (5, "data_deps", "TYPE_UINT64", True, None, False),
+            (6, "start_time_micros", "TYPE_UINT64", False, None, False),
+            (7, "duration_micros", "TYPE_UINT64", False, None, False),
+            (8, "inputs", "TYPE_MESSAGE", False, "IOInfo", False),
+            (9, "outputs", "TYPE_MESSAGE", False, "IOInfo", False),
+            (10, "attr", "TYPE_MESSAGE", True, "AttributeProto", False),
+        ],
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     _classes = (
@@ -155,8 +177,10 @@ def _frames(data: bytes, src: str) -> list[tuple[int, bytes]]:
         size = shift = 0
         while True:
             if pos >= n:
-                raise TraceError(f"corrupt .et: the size prefix at byte {start} runs past the end of the file "
-                                 "(truncated file?)", source=src)
+                raise TraceError(
+                    f"corrupt .et: the size prefix at byte {start} runs past the end of the file (truncated file?)",
+                    source=src,
+                )
             b = data[pos]
             pos += 1
             size |= (b & 0x7F) << shift
@@ -166,9 +190,12 @@ def _frames(data: bytes, src: str) -> list[tuple[int, bytes]]:
             if shift > 63:
                 raise TraceError(f"corrupt .et: the size prefix at byte {start} is longer than 10 bytes", source=src)
         if pos + size > n:
-            raise TraceError(f"corrupt .et: message {len(out)} at byte {start} claims {size} bytes but only "
-                             f"{n - pos} remain (truncated file?)", source=src)
-        out.append((start, data[pos:pos + size]))
+            raise TraceError(
+                f"corrupt .et: message {len(out)} at byte {start} claims {size} bytes but only "
+                f"{n - pos} remain (truncated file?)",
+                source=src,
+            )
+        out.append((start, data[pos : pos + size]))
         pos += size
     return out
 
@@ -214,16 +241,18 @@ def read_et(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     try:
         meta_msg = meta_cls.FromString(frames[0][1])
     except DecodeError as exc:
-        raise TraceError(f"corrupt .et: the first message (GlobalMetadata) does not decode: {exc}",
-                         source=src) from None
+        raise TraceError(
+            f"corrupt .et: the first message (GlobalMetadata) does not decode: {exc}", source=src
+        ) from None
     meta: dict[str, Any] = {"version": meta_msg.version} | {a.name: _attr_value(a) for a in meta_msg.attr}
     nodes = []
     for k, (offset, body) in enumerate(frames[1:], start=1):
         try:
             nodes.append(_node_dict(node_cls.FromString(body)))
         except DecodeError as exc:
-            raise TraceError(f"corrupt .et: message {k} at byte {offset} is not a Chakra Node: {exc}",
-                             source=src) from None
+            raise TraceError(
+                f"corrupt .et: message {k} at byte {offset} is not a Chakra Node: {exc}", source=src
+            ) from None
     return meta, nodes
 
 
@@ -280,8 +309,9 @@ def read_document(path: str | Path) -> tuple[str, dict[str, Any], list[Any]]:
         graph = doc["workload_graph"]
         if not isinstance(graph, list):
             raise TraceError("must be a list of nodes", source=src, field="workload_graph")
-        nodes = [{_FEEDER_KEYS.get(str(k), str(k)): v for k, v in n.items()} if isinstance(n, Mapping) else n
-                 for n in graph]
+        nodes = [
+            {_FEEDER_KEYS.get(str(k), str(k)): v for k, v in n.items()} if isinstance(n, Mapping) else n for n in graph
+        ]
         return "feeder-json", {k: v for k, v in doc.items() if k != "workload_graph"}, nodes
     if "nodes" not in doc:
         raise TraceError("not a Chakra trace: the JSON object has no nodes (nor workload_graph)", source=src)
@@ -293,8 +323,14 @@ def check_not_pytorch_et(doc: Mapping[str, Any], src: str) -> None:
     """A PyTorch execution trace (the converter's *input*) has nodes without types: say so."""
     nodes = doc.get("nodes")
     schema = str(doc.get("schema", ""))
-    if isinstance(nodes, list) and nodes and all(isinstance(n, Mapping) and "type" not in n for n in nodes) \
-            and ("chakra" in schema or all("inputs" in n for n in nodes)):
-        raise TraceError(f"this is a PyTorch execution trace (schema {schema or '?'}), the input of Chakra's "
-                         "converter, not a Chakra trace: convert it with chakra_trace_link and chakra_converter",
-                         source=src)
+    if (
+        isinstance(nodes, list)
+        and nodes
+        and all(isinstance(n, Mapping) and "type" not in n for n in nodes)
+        and ("chakra" in schema or all("inputs" in n for n in nodes))
+    ):
+        raise TraceError(
+            f"this is a PyTorch execution trace (schema {schema or '?'}), the input of Chakra's "
+            "converter, not a Chakra trace: convert it with chakra_trace_link and chakra_converter",
+            source=src,
+        )

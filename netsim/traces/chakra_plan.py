@@ -86,8 +86,10 @@ def default_devices(graph: nx.DiGraph, ranks_per_node: int | None = None) -> lis
     out: list[str] = []
     for node in sorted(by_node):
         if len(by_node[node]) < ranks_per_node:
-            raise TopologyError(f"server {node} has {len(by_node[node])} accelerators, fewer than {ranks_per_node} "
-                                "ranks per node", field="ranks_per_node")
+            raise TopologyError(
+                f"server {node} has {len(by_node[node])} accelerators, fewer than {ranks_per_node} ranks per node",
+                field="ranks_per_node",
+            )
         out += by_node[node][:ranks_per_node]
     return out
 
@@ -112,8 +114,7 @@ def _group_collectives(trace: ChakraTrace, counts: dict[str, int]) -> dict[tuple
                 coll = Collective(key, "barrier", members, 0.0, cls, label)
                 counts["single_rank_collectives"] += 1
             elif ref.comm_size is None or ref.comm_type not in COLLECTIVE_OPS:
-                coll = Collective(key, "barrier", members, 0.0, cls, label,
-                                  duration_s=max(n.duration_s for n in nodes))
+                coll = Collective(key, "barrier", members, 0.0, cls, label, duration_s=max(n.duration_s for n in nodes))
                 counts["measured_collectives"] += 1
             else:
                 coll = Collective(key, COLLECTIVE_OPS[str(ref.comm_type)], members, float(ref.comm_size), cls, label)
@@ -123,15 +124,22 @@ def _group_collectives(trace: ChakraTrace, counts: dict[str, int]) -> dict[tuple
     return out
 
 
-def _transfers(trace: ChakraTrace, devices: Sequence[str], counts: dict[str, int]
-               ) -> dict[tuple[int, int], Collective]:
+def _transfers(trace: ChakraTrace, devices: Sequence[str], counts: dict[str, int]) -> dict[tuple[int, int], Collective]:
     """The transfer every send/recv node joins, keyed (rank, node id)."""
     out: dict[tuple[int, int], Collective] = {}
     sends, recvs = p2p_of(trace)
     for (a, b, tag), sent in sorted(sends.items()):
         for k, (s, r) in enumerate(zip(sent, recvs[(a, b, tag)], strict=True)):
-            coll = Collective(("p2p", a, b, tag, k), "transfer", (a, b), float(s.comm_size or 0.0), "pp",
-                              f"p2p {a}->{b} tag {tag} #{k}:{s.name}", src=devices[a], dst=devices[b])
+            coll = Collective(
+                ("p2p", a, b, tag, k),
+                "transfer",
+                (a, b),
+                float(s.comm_size or 0.0),
+                "pp",
+                f"p2p {a}->{b} tag {tag} #{k}:{s.name}",
+                src=devices[a],
+                dst=devices[b],
+            )
             out[(a, s.id)] = out[(b, r.id)] = coll
             counts["p2p_transfers"] += 1
     return out
@@ -149,8 +157,13 @@ def _stream(n: ChakraNode) -> str:
     return n.stream or "compute"
 
 
-def _emit_rank(rt: RankTrace, colls: Mapping[tuple[int, int], Collective], ops: list[Op],
-               node_of_op: list[tuple[int, int]], compute_scale: float) -> list[int]:
+def _emit_rank(
+    rt: RankTrace,
+    colls: Mapping[tuple[int, int], Collective],
+    ops: list[Op],
+    node_of_op: list[tuple[int, int]],
+    compute_scale: float,
+) -> list[int]:
     """Append the ops of one rank; return their ids."""
     stands: dict[int, list[int]] = {}
     mine: list[int] = []
@@ -162,8 +175,9 @@ def _emit_rank(rt: RankTrace, colls: Mapping[tuple[int, int], Collective], ops: 
             continue
         coll = colls.get((rt.rank, nid))
         if coll is not None:
-            op = Op(len(ops), rt.rank, 0, "comm", _stream(n), n.name, coll.traffic_class, deps=deps, coll=coll,
-                    issue=issue)
+            op = Op(
+                len(ops), rt.rank, 0, "comm", _stream(n), n.name, coll.traffic_class, deps=deps, coll=coll, issue=issue
+            )
         else:
             kind = "host" if n.on_cpu else "compute"
             dur = n.duration_s * (compute_scale if kind == "compute" else 1.0)
@@ -175,14 +189,16 @@ def _emit_rank(rt: RankTrace, colls: Mapping[tuple[int, int], Collective], ops: 
     return mine
 
 
-def compile_chakra(trace: ChakraTrace, devices: Sequence[str], nodes: Sequence[int], *,
-                   compute_scale: float = 1.0) -> CompiledTrace:
+def compile_chakra(
+    trace: ChakraTrace, devices: Sequence[str], nodes: Sequence[int], *, compute_scale: float = 1.0
+) -> CompiledTrace:
     """The plan of ``trace`` with rank r on ``devices[r]`` (server ``nodes[r]``); see the
     module docstring."""
     if compute_scale < 0:
         raise NetsimError(f"compute_scale must be >= 0 (got {compute_scale})", field="compute_scale")
-    counts = dict.fromkeys(("simulated_collectives", "measured_collectives", "single_rank_collectives",
-                            "p2p_transfers"), 0)
+    counts = dict.fromkeys(
+        ("simulated_collectives", "measured_collectives", "single_rank_collectives", "p2p_transfers"), 0
+    )
     colls = {**_group_collectives(trace, counts), **_transfers(trace, devices, counts)}
     ops: list[Op] = []
     node_of_op: list[tuple[int, int]] = []
@@ -190,8 +206,7 @@ def compile_chakra(trace: ChakraTrace, devices: Sequence[str], nodes: Sequence[i
     end = Collective(("end",), "barrier", world, 0.0, "", "trace.end")
     for rt in trace.ranks:
         mine = _emit_rank(rt, colls, ops, node_of_op, compute_scale)
-        ops.append(Op(len(ops), rt.rank, 0, "barrier", "sync", "trace.end", deps=mine, coll=end,
-                      issue=len(rt.order)))
+        ops.append(Op(len(ops), rt.rank, 0, "barrier", "sync", "trace.end", deps=mine, coll=end, issue=len(rt.order)))
         node_of_op.append((rt.rank, -1))
     collectives = {c.key: c for c in colls.values()} | {end.key: end}
     counts["host_ops"] = sum(1 for o in ops if o.kind == "host")
@@ -200,13 +215,16 @@ def compile_chakra(trace: ChakraTrace, devices: Sequence[str], nodes: Sequence[i
     return CompiledTrace(trace, plan, node_of_op, counts)
 
 
-def place(trace: ChakraTrace, graph: nx.DiGraph, devices: Sequence[str] | None = None,
-          ranks_per_node: int | None = None) -> tuple[list[str], list[int]]:
+def place(
+    trace: ChakraTrace, graph: nx.DiGraph, devices: Sequence[str] | None = None, ranks_per_node: int | None = None
+) -> tuple[list[str], list[int]]:
     """(device, server) of every rank of ``trace`` on ``graph``."""
     devs = list(devices) if devices is not None else default_devices(graph, ranks_per_node)
     if len(devs) < trace.num_ranks:
-        raise TopologyError(f"the trace has {trace.num_ranks} ranks but the topology places only {len(devs)} "
-                            "(use more --nodes or more ranks per node)")
+        raise TopologyError(
+            f"the trace has {trace.num_ranks} ranks but the topology places only {len(devs)} "
+            "(use more --nodes or more ranks per node)"
+        )
     devs = devs[: trace.num_ranks]
     for d in devs:
         if d not in graph:
@@ -221,8 +239,11 @@ def _deadlock_error(ct: CompiledTrace, exc: ReplayDeadlock) -> TraceError:
         return TraceError(f"replay deadlocked: rank {rank} never reached the end of its trace", source=rt.source)
     n = rt.nodes[nid]
     group = f", group {n.pg_name}" if n.pg_name else ""
-    return TraceError(f"replay deadlocked: rank {rank} never finished node {n.id} ({n.name!r}, {n.type}{group}); "
-                      "check the order of collectives and send/recv pairs across ranks", source=rt.source)
+    return TraceError(
+        f"replay deadlocked: rank {rank} never finished node {n.id} ({n.name!r}, {n.type}{group}); "
+        "check the order of collectives and send/recv pairs across ranks",
+        source=rt.source,
+    )
 
 
 def node_table(ct: CompiledTrace, res: ReplayResult) -> pd.DataFrame:
@@ -233,10 +254,22 @@ def node_table(ct: CompiledTrace, res: ReplayResult) -> pd.DataFrame:
         if nid < 0:
             continue
         n = ct.trace.ranks[rank].nodes[nid]
-        rows.append({"rank": rank, "node_id": nid, "name": n.name, "type": n.type, "on_cpu": n.on_cpu,
-                     "stream": op.stream, "comm_type": n.comm_type, "pg_name": n.pg_name,
-                     "bytes": n.comm_size if n.comm_size is not None else 0.0, "duration_s": n.duration_s,
-                     "start_s": float(res.op_start[op.id]), "end_s": float(res.op_end[op.id])})
+        rows.append(
+            {
+                "rank": rank,
+                "node_id": nid,
+                "name": n.name,
+                "type": n.type,
+                "on_cpu": n.on_cpu,
+                "stream": op.stream,
+                "comm_type": n.comm_type,
+                "pg_name": n.pg_name,
+                "bytes": n.comm_size if n.comm_size is not None else 0.0,
+                "duration_s": n.duration_s,
+                "start_s": float(res.op_start[op.id]),
+                "end_s": float(res.op_end[op.id]),
+            }
+        )
     return pd.DataFrame(rows).sort_values(["rank", "start_s", "node_id"], kind="stable").reset_index(drop=True)
 
 
@@ -276,8 +309,13 @@ def replay_chakra(
     if setup.efficiency:
         engine.setdefault("efficiency", dict(setup.efficiency))
     name = Path(tr.source).name
-    head = {"name": f"chakra:{name}", "topology": str(graph.graph.get("name")), "workload": f"chakra:{name}",
-            "seed": int(engine.get("seed", 0)), "num_nodes": int(graph.graph.get("num_nodes", len(set(nodes))))}
+    head = {
+        "name": f"chakra:{name}",
+        "topology": str(graph.graph.get("name")),
+        "workload": f"chakra:{name}",
+        "seed": int(engine.get("seed", 0)),
+        "num_nodes": int(graph.graph.get("num_nodes", len(set(nodes)))),
+    }
 
     def extra(res: ReplayResult) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
         fields = {
@@ -286,22 +324,50 @@ def replay_chakra(
             "collective_model": "exact",
             "collective_cost": setup.describe(),
             "checkpoint_time_s": None,
-            "trace": {"source": tr.source, "forms": tr.forms, "ranks": tr.num_ranks, "replicated": tr.replicated,
-                      "nodes": sum(len(rt.nodes) for rt in tr.ranks), **ct.counts,
-                      "process_groups": {("world" if g == WORLD else g): list(m)
-                                         for g, m in sorted(tr.process_groups.items())}},
+            "trace": {
+                "source": tr.source,
+                "forms": tr.forms,
+                "ranks": tr.num_ranks,
+                "replicated": tr.replicated,
+                "nodes": sum(len(rt.nodes) for rt in tr.ranks),
+                **ct.counts,
+                "process_groups": {
+                    ("world" if g == WORLD else g): list(m) for g, m in sorted(tr.process_groups.items())
+                },
+            },
         }
         return fields, {"trace_nodes": node_table(ct, res)}
 
-    resolved = {"trace": {"source": tr.source, "ranks": tr.num_ranks, "replicated": tr.replicated,
-                          "ranks_per_node": ranks_per_node, "compute_scale": compute_scale},
-                "topology": graph.graph.get("spec", {"name": graph.graph.get("name")}),
-                "options": {"routing": engine.get("routing"), "seed": engine.get("seed", 0),
-                            "collective_cost": setup.name, "algorithms": dict(algorithms or {})},
-                "resolved": {"ranks": tr.num_ranks, "devices": devs}}
+    resolved = {
+        "trace": {
+            "source": tr.source,
+            "ranks": tr.num_ranks,
+            "replicated": tr.replicated,
+            "ranks_per_node": ranks_per_node,
+            "compute_scale": compute_scale,
+        },
+        "topology": graph.graph.get("spec", {"name": graph.graph.get("name")}),
+        "options": {
+            "routing": engine.get("routing"),
+            "seed": engine.get("seed", 0),
+            "collective_cost": setup.name,
+            "algorithms": dict(algorithms or {}),
+        },
+        "resolved": {"ranks": tr.num_ranks, "devices": devs},
+    }
     try:
-        return run_plan(ct.plan, graph, out, engine_kwargs=engine, collective_kwargs={"cost": setup.cost},
-                        algorithms=algorithms, head=head, extra=extra, resolved=resolved, report=report,
-                        force=force)
+        return run_plan(
+            ct.plan,
+            graph,
+            out,
+            engine_kwargs=engine,
+            collective_kwargs={"cost": setup.cost},
+            algorithms=algorithms,
+            head=head,
+            extra=extra,
+            resolved=resolved,
+            report=report,
+            force=force,
+        )
     except ReplayDeadlock as exc:
         raise _deadlock_error(ct, exc) from None

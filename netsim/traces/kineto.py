@@ -66,18 +66,7 @@ _CAT_KIND = {
 _GPU_KINDS = ("kernel", "gpu_mem")
 
 EVENT_COLUMNS = ("name", "cat", "kind", "pid", "tid", "ts_us", "dur_us", "self_us", "correlation", "gpu")
-SUMMARY_COLUMNS = (
-    "kind",
-    "name",
-    "count",
-    "total_s",
-    "self_s",
-    "mean_s",
-    "median_s",
-    "min_s",
-    "max_s",
-    "share",
-)
+SUMMARY_COLUMNS = ("kind", "name", "count", "total_s", "self_s", "mean_s", "median_s", "min_s", "max_s", "share")
 
 
 @dataclass
@@ -192,8 +181,11 @@ def _complete_event(ev: Any, i: int, src: str) -> tuple[Any, ...] | None:
     if not isinstance(ev, dict):
         raise TraceError("not an object", source=src, field=where)
     if not isinstance(ev.get("ph"), str):
-        raise TraceError(f"an event needs a phase 'ph' (a string such as \"X\"; got {ev.get('ph')!r})",
-                         source=src, field=f"{where}.ph")
+        raise TraceError(
+            f"an event needs a phase 'ph' (a string such as \"X\"; got {ev.get('ph')!r})",
+            source=src,
+            field=f"{where}.ph",
+        )
     if ev.get("ph") != "X":
         return None
     name = ev.get("name")

@@ -152,8 +152,16 @@ def kernel_rows(trace: KinetoTrace) -> pd.DataFrame:
         time_us = float(gpu[i]) if gpu is not None else dur
         if dtype is None or shape is None or time_us <= 0:
             continue
-        rows.append({"kernel": kernel, "dtype": dtype, "pass": pass_, **shape, "time_s": time_us * 1e-6,
-                     "label": f"kineto:{name}"})
+        rows.append(
+            {
+                "kernel": kernel,
+                "dtype": dtype,
+                "pass": pass_,
+                **shape,
+                "time_s": time_us * 1e-6,
+                "label": f"kineto:{name}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -166,21 +174,24 @@ def measured_step(trace: KinetoTrace, step_range: str | None = None) -> tuple[fl
         if len(hit):
             return float(hit["dur_us"].mean()) * 1e-6, f"mean of {len(hit)} {pattern!r} range(s)"
         if pattern == step_range:
-            raise TraceError(f"no record_function range named {step_range!r} in the trace", source=trace.source,
-                             field="--step-range")
+            raise TraceError(
+                f"no record_function range named {step_range!r} in the trace", source=trace.source, field="--step-range"
+            )
     span = float((ev["ts_us"] + ev["dur_us"]).max() - ev["ts_us"].min())
     return span * 1e-6, "span of the trace"
 
 
-def kernel_table_from_kineto(trace: KinetoTrace, *, step_range: str | None = None,
-                             command: str = "") -> KernelTable:
+def kernel_table_from_kineto(trace: KinetoTrace, *, step_range: str | None = None, command: str = "") -> KernelTable:
     """The kernel table of ``trace`` (module docstring), with the measured step in its
     metadata; :class:`TraceError` when no operator has recorded shapes."""
     raw = kernel_rows(trace)
     if raw.empty:
-        hint = ("record it with torch.profiler.profile(record_shapes=True)" if not trace.shapes else
-                "none of its shaped operators is a catalogue kernel (aten::mm, addmm, rms_norm, layer_norm, "
-                "scaled_dot_product_attention)")
+        hint = (
+            "record it with torch.profiler.profile(record_shapes=True)"
+            if not trace.shapes
+            else "none of its shaped operators is a catalogue kernel (aten::mm, addmm, rms_norm, layer_norm, "
+            "scaled_dot_product_attention)"
+        )
         raise TraceError(f"no operator to make a kernel table from: {hint}", source=trace.source)
     keys = [c for c in raw.columns if c not in ("time_s", "label")]
     shape_cols = [c for c in keys if c not in ("kernel", "dtype", "pass")]
@@ -193,7 +204,14 @@ def kernel_table_from_kineto(trace: KinetoTrace, *, step_range: str | None = Non
     table[shape_cols] = table[shape_cols].where(table[shape_cols] > 0)
     step_s, how = measured_step(trace, step_range)
     on_gpu = bool(trace.events["kind"].isin(["kernel"]).any())
-    meta = {"source": "kineto", "trace": trace.source, "device": "cuda" if on_gpu else "cpu",
-            "time_source": "GPU kernels launched by each operator" if on_gpu else "CPU operator durations",
-            "measured_step_s": step_s, "measured_step": how, "operator_calls": len(raw), "command": command}
+    meta = {
+        "source": "kineto",
+        "trace": trace.source,
+        "device": "cuda" if on_gpu else "cpu",
+        "time_source": "GPU kernels launched by each operator" if on_gpu else "CPU operator durations",
+        "measured_step_s": step_s,
+        "measured_step": how,
+        "operator_calls": len(raw),
+        "command": command,
+    }
     return KernelTable(table, meta, source=trace.source)

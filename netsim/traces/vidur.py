@@ -123,14 +123,20 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise TraceError("no rows", source=src)
     for col in SHAPE_FIELDS + tuple(f"time_stats.{op}.{s}" for op in GEMM_OPS for s in STATS):
         if col not in df.columns:
-            raise TraceError("missing column (a Vidur mlp.csv has the shape columns and "
-                             "time_stats.<op>.{min,max,mean,median,std})", source=src, field=col)
+            raise TraceError(
+                "missing column (a Vidur mlp.csv has the shape columns and time_stats.<op>.{min,max,mean,median,std})",
+                source=src,
+                field=col,
+            )
     gated = df["use_gated_mlp"].astype(str).str.strip().str.lower()
     bad = ~gated.isin(("true", "false", "1", "0"))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise TraceError(f"row {i + 1}: must be True or False (got {df['use_gated_mlp'].iloc[i]!r})", source=src,
-                         field="use_gated_mlp")
+        raise TraceError(
+            f"row {i + 1}: must be True or False (got {df['use_gated_mlp'].iloc[i]!r})",
+            source=src,
+            field="use_gated_mlp",
+        )
     df["use_gated_mlp"] = gated.isin(("true", "1"))
     time_cols = [c for c in df.columns if c.startswith("time_stats.") and c.rsplit(".", 1)[-1] in STATS]
     for col in (*SHAPE_FIELDS[:5], *SHAPE_FIELDS[6:], *time_cols):
@@ -142,13 +148,15 @@ def _read_csv(path: Path) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             need = ">= 0" if is_std else "> 0"
-            raise TraceError(f"row {i + 1}: must be a finite number {need} (got {df[col].iloc[i]!r})",
-                             source=src, field=col)
+            raise TraceError(
+                f"row {i + 1}: must be a finite number {need} (got {df[col].iloc[i]!r})", source=src, field=col
+            )
         df[col] = vals
     dims = df[list(MODEL_FIELDS)].drop_duplicates()
     if len(dims) > 1:
-        raise TraceError(f"rows of {len(dims)} different models in one file (one model per mlp.csv)", source=src,
-                         field="n_embd")
+        raise TraceError(
+            f"rows of {len(dims)} different models in one file (one model per mlp.csv)", source=src, field="n_embd"
+        )
     _check_dims(df.iloc[0], df["num_tensor_parallel_workers"], src)
     return df
 
@@ -163,8 +171,11 @@ def _check_dims(r: pd.Series, tps: pd.Series, src: str) -> None:
     for t in sorted({int(x) for x in tps}):
         for name, val in (("n_head", nh), ("n_kv_head", nkv), ("n_expanded_embd", f)):
             if val % t:
-                raise TraceError(f"{name} {val} does not split over {t} tensor-parallel workers", source=src,
-                                 field="num_tensor_parallel_workers")
+                raise TraceError(
+                    f"{name} {val} does not split over {t} tensor-parallel workers",
+                    source=src,
+                    field="num_tensor_parallel_workers",
+                )
 
 
 def thin_tokens(tokens: Iterable[float], per_octave: int) -> list[int]:
@@ -206,20 +217,31 @@ def _op_rows(df: pd.DataFrame, model: str) -> list[dict[str, Any]]:
             med = r.get(f"time_stats.{op}.median")
             if med is None or not np.isfinite(med):
                 continue
-            out.append({"kernel": kernel, "label": f"{model}:{op}:tp{t}", **shape,
-                        "median": med * 1e-3, "min": r[f"time_stats.{op}.min"] * 1e-3,
-                        "max": r[f"time_stats.{op}.max"] * 1e-3, "std": r[f"time_stats.{op}.std"] * 1e-3})
+            out.append(
+                {
+                    "kernel": kernel,
+                    "label": f"{model}:{op}:tp{t}",
+                    **shape,
+                    "median": med * 1e-3,
+                    "min": r[f"time_stats.{op}.min"] * 1e-3,
+                    "max": r[f"time_stats.{op}.max"] * 1e-3,
+                    "std": r[f"time_stats.{op}.std"] * 1e-3,
+                }
+            )
     return out
 
 
 def _merge(rows: pd.DataFrame) -> pd.DataFrame:
     """Merge repeated measurements of one (label, shape) into one table row."""
-    rows = rows.assign(p10=np.clip(rows["median"] - Z90 * rows["std"], rows["min"], rows["median"]),
-                       p90=np.clip(rows["median"] + Z90 * rows["std"], rows["median"], rows["max"]))
+    rows = rows.assign(
+        p10=np.clip(rows["median"] - Z90 * rows["std"], rows["min"], rows["median"]),
+        p90=np.clip(rows["median"] + Z90 * rows["std"], rows["median"], rows["max"]),
+    )
     keys = ["kernel", "label", *[c for c in ("m", "n", "k", "tokens", "hidden") if c in rows.columns]]
     g = rows.groupby(keys, sort=True, dropna=False)
-    out = g.agg(time_s=("median", "median"), time_p10_s=("p10", "min"), time_p90_s=("p90", "max"),
-                samples=("median", "size")).reset_index()
+    out = g.agg(
+        time_s=("median", "median"), time_p10_s=("p10", "min"), time_p90_s=("p90", "max"), samples=("median", "size")
+    ).reset_index()
     out["time_p10_s"] = np.minimum(out["time_p10_s"], out["time_s"])
     out["time_p90_s"] = np.maximum(out["time_p90_s"], out["time_s"])
     out["repeats"] = out.pop("samples") * SAMPLES_PER_ROW
@@ -239,18 +261,15 @@ def fit_surfaces(table: KernelTable) -> dict[str, Any]:
     for (dtype, pass_), g in gem.groupby(["dtype", "pass"], sort=True):
         if len(g) < MIN_FIT_POINTS:
             continue
-        surf = fit_gemm_surface(g["m"], g["n"], g["k"], g["time_s"], bytes_per_element=DTYPE_BYTES[str(dtype)],
-                                source=table.source)
+        surf = fit_gemm_surface(
+            g["m"], g["n"], g["k"], g["time_s"], bytes_per_element=DTYPE_BYTES[str(dtype)], source=table.source
+        )
         out[f"{dtype}/{pass_}"] = surf.to_dict()
     return out
 
 
 def read_vidur(
-    directory: str | Path,
-    *,
-    tokens_per_octave: int | None = None,
-    command: str | None = None,
-    fit_surface: bool = True,
+    directory: str | Path, *, tokens_per_octave: int | None = None, command: str | None = None, fit_surface: bool = True
 ) -> KernelTable:
     """Read a Vidur profiling folder (one device) into a :class:`KernelTable` (see module doc)."""
     device, files = find_profiles(directory)

@@ -71,12 +71,29 @@ def predict_collective(src: Source, case: CollectiveCase, cost_model: str | None
         kw["efficiency"] = setup.efficiency
     sizes = [p.bytes for p in case.points]
     algo = case.algo if setup.name == "nccl" else _ideal_algo(case.algo)
-    rows = iter_sweep(graph, case.netsim_op, devices, sizes, algo=algo, cost=setup.cost,
-                      proto=case.proto if setup.name == "nccl" else None, **kw)
+    rows = iter_sweep(
+        graph,
+        case.netsim_op,
+        devices,
+        sizes,
+        algo=algo,
+        cost=setup.cost,
+        proto=case.proto if setup.name == "nccl" else None,
+        **kw,
+    )
     for p, row in zip(case.points, rows, strict=True):
-        yield Prediction(metric="time_us", size_bytes=p.bytes, measured=p.time_us, predicted=row.time_s * 1e6,
-                         detail={"library_algo": row.library_algo or row.algo, "proto": row.proto or "",
-                                 "measured_busbw_GBps": p.busbw_GBps, "predicted_busbw_GBps": row.busbw_GBps})
+        yield Prediction(
+            metric="time_us",
+            size_bytes=p.bytes,
+            measured=p.time_us,
+            predicted=row.time_s * 1e6,
+            detail={
+                "library_algo": row.library_algo or row.algo,
+                "proto": row.proto or "",
+                "measured_busbw_GBps": p.busbw_GBps,
+                "predicted_busbw_GBps": row.busbw_GBps,
+            },
+        )
 
 
 def _ideal_algo(nccl_algo: str | None) -> str | None:

@@ -66,17 +66,34 @@ def summarize(res: ValidationResult) -> dict[str, Any]:
         "ok": res.ok,
         "overall": _stats(t),
         "bands": {b: _stats(t[t["band"] == b]) for b in BANDS if (t["band"] == b).any()},
-        "failures": res.failures[["source", "case", "size_bytes", "measured", "predicted", "rel_error",
-                                  "tolerance"]].to_dict("records"),
+        "failures": res.failures[
+            ["source", "case", "size_bytes", "measured", "predicted", "rel_error", "tolerance"]
+        ].to_dict("records"),
         "training": _training_rows(t),
     }
 
 
 def _training_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
     """The training cases' rows (summary.json ``training``): the metric, the error and the step."""
-    cols = ["source", "case", "nodes", "gpus_per_node", "metric", "flops", "measured", "predicted", "rel_error",
-            "tolerance", "step_time_s", "compute_share", "communication_share", "overlap_share", "idle_share",
-            "exposed_by_class", "known_gap"]
+    cols = [
+        "source",
+        "case",
+        "nodes",
+        "gpus_per_node",
+        "metric",
+        "flops",
+        "measured",
+        "predicted",
+        "rel_error",
+        "tolerance",
+        "step_time_s",
+        "compute_share",
+        "communication_share",
+        "overlap_share",
+        "idle_share",
+        "exposed_by_class",
+        "known_gap",
+    ]
     rows = t[t["kind"] == "training"].sort_values(["source", "case"], kind="mergesort")
     out = []
     for r in rows[cols].to_dict("records"):
@@ -87,25 +104,32 @@ def _training_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
 
 def format_summary(summary: dict[str, Any]) -> list[str]:
     """The lines ``netsim validate`` prints: counts, the error per size band, the failures."""
-    lines = [f"{summary['sources']} sources, {summary['cases']} cases, {summary['overall']['points']} points; "
-             f"cost model {summary['cost_model']}",
-             f"{'size band':<16}{'points':>7}{'<=10%':>8}{'<=25%':>8}{'median':>9}{'p90':>9}{'asserted ok':>13}"
-             f"{'gaps':>6}"]
+    lines = [
+        f"{summary['sources']} sources, {summary['cases']} cases, {summary['overall']['points']} points; "
+        f"cost model {summary['cost_model']}",
+        f"{'size band':<16}{'points':>7}{'<=10%':>8}{'<=25%':>8}{'median':>9}{'p90':>9}{'asserted ok':>13}{'gaps':>6}",
+    ]
     for band, st in summary["bands"].items():
         med, p90 = st["median_abs_error"] or 0.0, st["p90_abs_error"] or 0.0
-        lines.append(f"{band:<16}{st['points']:>7}{st['within_10pct']:>8}{st['within_25pct']:>8}"
-                     f"{100 * med:>8.1f}%{100 * p90:>8.1f}%{st['asserted_passed']:>7}/{st['asserted']:<5}"
-                     f"{st['known_gaps']:>6}")
+        lines.append(
+            f"{band:<16}{st['points']:>7}{st['within_10pct']:>8}{st['within_25pct']:>8}"
+            f"{100 * med:>8.1f}%{100 * p90:>8.1f}%{st['asserted_passed']:>7}/{st['asserted']:<5}"
+            f"{st['known_gaps']:>6}"
+        )
     for t in summary.get("training", []):
-        lines.append(f"training {t['source']}/{t['case']}: {t['metric']} measured {t['measured']:.4g}, predicted "
-                     f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); step {t['step_time_s']:.3g} s, "
-                     f"exposed communication {100 * t['communication_share']:.0f}%, "
-                     f"idle {100 * max(0.0, t['idle_share']):.0f}%"
-                     f"{' (known gap)' if t['known_gap'] else ''}")
+        lines.append(
+            f"training {t['source']}/{t['case']}: {t['metric']} measured {t['measured']:.4g}, predicted "
+            f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); step {t['step_time_s']:.3g} s, "
+            f"exposed communication {100 * t['communication_share']:.0f}%, "
+            f"idle {100 * max(0.0, t['idle_share']):.0f}%"
+            f"{' (known gap)' if t['known_gap'] else ''}"
+        )
     for f in summary["failures"]:
-        lines.append(f"FAIL {f['source']}/{f['case']} {_size(f['size_bytes'])}: measured {f['measured']:.4g}, "
-                     f"predicted {f['predicted']:.4g} ({100 * f['rel_error']:+.1f}%, tolerance "
-                     f"{100 * f['tolerance']:.0f}%)")
+        lines.append(
+            f"FAIL {f['source']}/{f['case']} {_size(f['size_bytes'])}: measured {f['measured']:.4g}, "
+            f"predicted {f['predicted']:.4g} ({100 * f['rel_error']:+.1f}%, tolerance "
+            f"{100 * f['tolerance']:.0f}%)"
+        )
     return lines
 
 
@@ -160,63 +184,155 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
     t["band"] = [band_of(k, s) for k, s in zip(t["kind"], t["size_bytes"], strict=True)]
     rows = []
     for b, st in summary["bands"].items():
-        rows.append([b, str(st["points"]), f"{st['within_10pct']}/{st['points']}",
-                     f"{st['within_25pct']}/{st['points']}", _pct(st["median_abs_error"]),
-                     _pct(st["p90_abs_error"]), f"{st['asserted_passed']}/{st['asserted']}", str(st["known_gaps"])])
-    bands = Table(["size band", "points", "within 10%", "within 25%", "median |error|", "p90 |error|",
-                   "asserted passed", "known gaps"], rows, align="lrrrrrrr")
+        rows.append(
+            [
+                b,
+                str(st["points"]),
+                f"{st['within_10pct']}/{st['points']}",
+                f"{st['within_25pct']}/{st['points']}",
+                _pct(st["median_abs_error"]),
+                _pct(st["p90_abs_error"]),
+                f"{st['asserted_passed']}/{st['asserted']}",
+                str(st["known_gaps"]),
+            ]
+        )
+    bands = Table(
+        [
+            "size band",
+            "points",
+            "within 10%",
+            "within 25%",
+            "median |error|",
+            "p90 |error|",
+            "asserted passed",
+            "known gaps",
+        ],
+        rows,
+        align="lrrrrrrr",
+    )
     per = []
     coll = t[t["kind"] != "training"]
     for (src, case), g in sorted(coll.groupby(["source", "case"]), key=lambda x: x[0]):
         e = g["rel_error"]
-        per.append([src, case, str(g["op"].iloc[0] or g["metric"].iloc[0]),
-                    f"{g['nodes'].iloc[0]}x{g['gpus_per_node'].iloc[0]}",
-                    f"{_size(g['size_bytes'].min())} - {_size(g['size_bytes'].max())}", str(len(g)),
-                    _pct(float(e.min())), _pct(float(e.max())),
-                    ", ".join(sorted({f"{a}/{p}" if p else str(a) for a, p in zip(g["library_algo"], g["proto"],
-                                                                                    strict=True) if a})) or "-",
-                    "ok" if bool((g["passed"] | ~g["asserted"]).all()) else "FAIL"])
-    cases = Table(["source", "case", "op", "nodes x GPUs", "sizes", "points", "min error", "max error",
-                   "netsim ran", "status"], per, align="lllllrrrll")
-    head = [("measurements", f"{summary['sources']} sources, {summary['cases']} cases, "
-                             f"{summary['overall']['points']} points"),
-            ("cost model", str(summary["cost_model"])),
-            ("result", "every asserted point is within its tolerance" if summary["ok"]
-             else f"{len(summary['failures'])} asserted points outside their tolerance")]
+        per.append(
+            [
+                src,
+                case,
+                str(g["op"].iloc[0] or g["metric"].iloc[0]),
+                f"{g['nodes'].iloc[0]}x{g['gpus_per_node'].iloc[0]}",
+                f"{_size(g['size_bytes'].min())} - {_size(g['size_bytes'].max())}",
+                str(len(g)),
+                _pct(float(e.min())),
+                _pct(float(e.max())),
+                ", ".join(
+                    sorted(
+                        {f"{a}/{p}" if p else str(a) for a, p in zip(g["library_algo"], g["proto"], strict=True) if a}
+                    )
+                )
+                or "-",
+                "ok" if bool((g["passed"] | ~g["asserted"]).all()) else "FAIL",
+            ]
+        )
+    cases = Table(
+        ["source", "case", "op", "nodes x GPUs", "sizes", "points", "min error", "max error", "netsim ran", "status"],
+        per,
+        align="lllllrrrll",
+    )
+    head = [
+        (
+            "measurements",
+            f"{summary['sources']} sources, {summary['cases']} cases, {summary['overall']['points']} points",
+        ),
+        ("cost model", str(summary["cost_model"])),
+        (
+            "result",
+            "every asserted point is within its tolerance"
+            if summary["ok"]
+            else f"{len(summary['failures'])} asserted points outside their tolerance",
+        ),
+    ]
     sections = [
-        Section("Error by size band", [
-            Paragraph("Error = predicted / measured - 1 (negative: netsim predicts a shorter time). Targets: "
-                      "within 10% at 1 MiB and above, within 25% from 64 KiB; below 64 KiB reported only. "
-                      "Known gaps (netsim/validation/data/known_gaps.yaml) are measured points netsim does "
-                      "not model yet; they are reported here and not asserted."), bands]),
+        Section(
+            "Error by size band",
+            [
+                Paragraph(
+                    "Error = predicted / measured - 1 (negative: netsim predicts a shorter time). Targets: "
+                    "within 10% at 1 MiB and above, within 25% from 64 KiB; below 64 KiB reported only. "
+                    "Known gaps (netsim/validation/data/known_gaps.yaml) are measured points netsim does "
+                    "not model yet; they are reported here and not asserted."
+                ),
+                bands,
+            ],
+        ),
         Section("Parity", [Figure("parity", "Predicted against measured, log-log; dashed: +-10%.")]),
         Section("Per case", [cases]),
     ]
     if summary.get("training"):
         sections.insert(2, _training_section(summary["training"]))
     if not summary["ok"]:
-        fails = [[f["source"], f["case"], _size(f["size_bytes"]), f"{f['measured']:.4g}", f"{f['predicted']:.4g}",
-                  _pct(f["rel_error"]), _pct(f["tolerance"])] for f in summary["failures"]]
-        sections.append(Section("Outside tolerance", [
-            Note("These asserted points miss their tolerance (netsim validate exits 1)."),
-            Table(["source", "case", "size", "measured", "predicted", "error", "tolerance"], fails,
-                  align="lllrrrr")]))
+        fails = [
+            [
+                f["source"],
+                f["case"],
+                _size(f["size_bytes"]),
+                f"{f['measured']:.4g}",
+                f"{f['predicted']:.4g}",
+                _pct(f["rel_error"]),
+                _pct(f["tolerance"]),
+            ]
+            for f in summary["failures"]
+        ]
+        sections.append(
+            Section(
+                "Outside tolerance",
+                [
+                    Note("These asserted points miss their tolerance (netsim validate exits 1)."),
+                    Table(
+                        ["source", "case", "size", "measured", "predicted", "error", "tolerance"],
+                        fails,
+                        align="lllrrrr",
+                    ),
+                ],
+            )
+        )
     return Document(title="netsim validate", header=head, sections=sections)
 
 
 def training_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The training error table (header, rows): what the README and the report show."""
-    head = ["source", "case", "GPUs", "metric (FLOPs)", "measured", "predicted", "error", "step s",
-            "compute", "exposed comm", "idle"]
+    head = [
+        "source",
+        "case",
+        "GPUs",
+        "metric (FLOPs)",
+        "measured",
+        "predicted",
+        "error",
+        "step s",
+        "compute",
+        "exposed comm",
+        "idle",
+    ]
     out = []
     for r in rows:
         metric = f"{r['metric']} ({r['flops']})" if r.get("flops") else str(r["metric"])
         err = _pct(r["rel_error"]) + (" (gap)" if r["known_gap"] else "")
-        out.append([r["source"], r["case"], str(int(r["nodes"]) * int(r["gpus_per_node"])), metric,
-                    f"{r['measured']:.4g}", f"{r['predicted']:.4g}", err, f"{r['step_time_s']:.3g}",
-                    f"{100 * r['compute_share']:.0f}%", f"{100 * r['communication_share']:.0f}%"
-                    + (f" ({r['exposed_by_class']})" if r.get("exposed_by_class") else ""),
-                    f"{100 * max(0.0, r['idle_share']):.0f}%"])
+        out.append(
+            [
+                r["source"],
+                r["case"],
+                str(int(r["nodes"]) * int(r["gpus_per_node"])),
+                metric,
+                f"{r['measured']:.4g}",
+                f"{r['predicted']:.4g}",
+                err,
+                f"{r['step_time_s']:.3g}",
+                f"{100 * r['compute_share']:.0f}%",
+                f"{100 * r['communication_share']:.0f}%"
+                + (f" ({r['exposed_by_class']})" if r.get("exposed_by_class") else ""),
+                f"{100 * max(0.0, r['idle_share']):.0f}%",
+            ]
+        )
     return head, out
 
 
@@ -224,13 +340,19 @@ def _training_section(rows: list[dict[str, Any]]) -> Any:
     from netsim.report.render import Paragraph, Section, Table
 
     head, body = training_table(rows)
-    return Section("Training runs", [
-        Paragraph("Published training throughput against one simulated step of the published configuration. "
-                  "Error = predicted / measured - 1 of the source's metric (a throughput: positive means netsim "
-                  "predicts a faster run); FLOPs by the source's own convention (netsim.validation.training). "
-                  "Compute (nothing else in flight), exposed communication and idle are shares of the simulated "
-                  "step (mean over ranks; the rest is compute overlapping communication)."),
-        Table(head, body, align="llrlrrrrrll")])
+    return Section(
+        "Training runs",
+        [
+            Paragraph(
+                "Published training throughput against one simulated step of the published configuration. "
+                "Error = predicted / measured - 1 of the source's metric (a throughput: positive means netsim "
+                "predicts a faster run); FLOPs by the source's own convention (netsim.validation.training). "
+                "Compute (nothing else in flight), exposed communication and idle are shares of the simulated "
+                "step (mean over ranks; the rest is compute overlapping communication)."
+            ),
+            Table(head, body, align="llrlrrrrrll"),
+        ],
+    )
 
 
 def write_validation(res: ValidationResult, out: str | Path, *, force: bool = False) -> dict[str, Any]:

@@ -32,20 +32,62 @@ from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.sources import DATA_DIR, CollectiveCase, Source, TrainingCase, load_sources
 from netsim.validation.training import predict_training  # noqa: F401  (registers the training predictor)
 
-__all__ = ["COLUMNS", "KnownGap", "ValidationResult", "load_known_gaps", "run_validation", "select_cases",
-           "tolerance_for"]
+__all__ = [
+    "COLUMNS",
+    "KnownGap",
+    "ValidationResult",
+    "load_known_gaps",
+    "run_validation",
+    "select_cases",
+    "tolerance_for",
+]
 
 MiB = 1 << 20
 KiB = 1 << 10
 #: the result table's columns
-COLUMNS = ("source", "case", "kind", "source_kind", "topology", "nodes", "gpus_per_node", "op", "forced",
-           "metric", "size_bytes", "measured", "predicted", "rel_error", "tolerance", "asserted", "passed",
-           "known_gap", "library_algo", "proto", "measured_busbw_GBps", "predicted_busbw_GBps", "flops",
-           "step_time_s", "compute_share", "communication_share", "overlap_share", "idle_share", "exposed_by_class",
-           "wall_s")
+COLUMNS = (
+    "source",
+    "case",
+    "kind",
+    "source_kind",
+    "topology",
+    "nodes",
+    "gpus_per_node",
+    "op",
+    "forced",
+    "metric",
+    "size_bytes",
+    "measured",
+    "predicted",
+    "rel_error",
+    "tolerance",
+    "asserted",
+    "passed",
+    "known_gap",
+    "library_algo",
+    "proto",
+    "measured_busbw_GBps",
+    "predicted_busbw_GBps",
+    "flops",
+    "step_time_s",
+    "compute_share",
+    "communication_share",
+    "overlap_share",
+    "idle_share",
+    "exposed_by_class",
+    "wall_s",
+)
 #: the training columns (from the prediction's detail; empty for collectives)
-TRAINING_DETAIL = ("flops", "step_time_s", "compute_share", "communication_share", "overlap_share", "idle_share",
-                   "exposed_by_class", "wall_s")
+TRAINING_DETAIL = (
+    "flops",
+    "step_time_s",
+    "compute_share",
+    "communication_share",
+    "overlap_share",
+    "idle_share",
+    "exposed_by_class",
+    "wall_s",
+)
 #: measured points netsim does not model yet (reported, not asserted); see the file
 KNOWN_GAPS_PATH = DATA_DIR / "known_gaps.yaml"
 
@@ -76,8 +118,11 @@ def load_known_gaps(path: str | Path | None = None) -> list[KnownGap]:
 
 def _gap_of(gaps: Sequence[KnownGap], source: str, case: str, size: int | None) -> str:
     for g in gaps:
-        if (fnmatch.fnmatch(source, g.source) and fnmatch.fnmatch(case, g.case)
-                and (size is None or g.min_bytes <= size <= g.max_bytes)):
+        if (
+            fnmatch.fnmatch(source, g.source)
+            and fnmatch.fnmatch(case, g.case)
+            and (size is None or g.min_bytes <= size <= g.max_bytes)
+        ):
             return g.reason
     return ""
 
@@ -97,8 +142,9 @@ def tolerance_for(case: CollectiveCase | TrainingCase, size_bytes: int | None) -
     return None
 
 
-def select_cases(sources: Sequence[Source], *, quick: bool = False, only: str | None = None,
-                 kinds: Sequence[str] | None = None) -> list[tuple[Source, CollectiveCase | TrainingCase]]:
+def select_cases(
+    sources: Sequence[Source], *, quick: bool = False, only: str | None = None, kinds: Sequence[str] | None = None
+) -> list[tuple[Source, CollectiveCase | TrainingCase]]:
     """The (source, case) pairs to run: not excluded, matching ``only`` (a glob on
     ``source/case``), of the given kinds, and cheap ones when ``quick`` (module doc)."""
     out: list[tuple[Source, CollectiveCase | TrainingCase]] = []
@@ -122,8 +168,13 @@ def select_cases(sources: Sequence[Source], *, quick: bool = False, only: str | 
 def _repeats(src: Source, case: CollectiveCase) -> bool:
     """An in-place column whose source also has the out-of-place one (the same measurement)."""
     return case.column == "in-place" and any(
-        isinstance(c, CollectiveCase) and c.column == "out-of-place" and c.op == case.op and c.algo == case.algo
-        and c.proto == case.proto for c in src.cases)
+        isinstance(c, CollectiveCase)
+        and c.column == "out-of-place"
+        and c.op == case.op
+        and c.algo == case.algo
+        and c.proto == case.proto
+        for c in src.cases
+    )
 
 
 @dataclass(frozen=True)
@@ -149,8 +200,9 @@ class ValidationResult:
         return self.failures.empty
 
 
-def _row(src: Source, case: CollectiveCase | TrainingCase, p: Prediction, gaps: Sequence[KnownGap]
-         ) -> dict[str, object]:
+def _row(
+    src: Source, case: CollectiveCase | TrainingCase, p: Prediction, gaps: Sequence[KnownGap]
+) -> dict[str, object]:
     gap = _gap_of(gaps, src.source.id, case.id, p.size_bytes)
     tol = None if gap else tolerance_for(case, p.size_bytes)
     err = p.rel_error
@@ -161,21 +213,42 @@ def _row(src: Source, case: CollectiveCase | TrainingCase, p: Prediction, gaps: 
         forced = "/".join(x for x in (case.algo, case.proto) if x)
     d = p.detail or {}
     return {
-        "source": src.source.id, "case": case.id, "kind": case.kind, "source_kind": src.source.kind,
-        "topology": src.system.topology, "nodes": getattr(case, "nodes", None) or src.system.nodes,
+        "source": src.source.id,
+        "case": case.id,
+        "kind": case.kind,
+        "source_kind": src.source.kind,
+        "topology": src.system.topology,
+        "nodes": getattr(case, "nodes", None) or src.system.nodes,
         "gpus_per_node": src.system.gpus_per_node,
-        "op": op, "forced": forced, "metric": p.metric, "size_bytes": p.size_bytes, "measured": p.measured,
-        "predicted": p.predicted, "rel_error": err, "tolerance": tol, "asserted": tol is not None,
-        "passed": bool(tol is None or abs(err) <= tol), "known_gap": gap, "library_algo": d.get("library_algo", ""),
-        "proto": d.get("proto", ""), "measured_busbw_GBps": d.get("measured_busbw_GBps"),
+        "op": op,
+        "forced": forced,
+        "metric": p.metric,
+        "size_bytes": p.size_bytes,
+        "measured": p.measured,
+        "predicted": p.predicted,
+        "rel_error": err,
+        "tolerance": tol,
+        "asserted": tol is not None,
+        "passed": bool(tol is None or abs(err) <= tol),
+        "known_gap": gap,
+        "library_algo": d.get("library_algo", ""),
+        "proto": d.get("proto", ""),
+        "measured_busbw_GBps": d.get("measured_busbw_GBps"),
         "predicted_busbw_GBps": d.get("predicted_busbw_GBps"),
         **{k: d.get(k) for k in TRAINING_DETAIL},
     }
 
 
-def run_validation(sources: Sequence[Source] | None = None, *, quick: bool = False, only: str | None = None,
-                   kinds: Sequence[str] | None = None, cost_model: str | None = None, known_gaps: bool = True,
-                   progress: Callable[[str, int, int], None] | None = None) -> ValidationResult:
+def run_validation(
+    sources: Sequence[Source] | None = None,
+    *,
+    quick: bool = False,
+    only: str | None = None,
+    kinds: Sequence[str] | None = None,
+    cost_model: str | None = None,
+    known_gaps: bool = True,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ValidationResult:
     """Predict every selected case (module doc).
 
     Args:
@@ -188,9 +261,11 @@ def run_validation(sources: Sequence[Source] | None = None, *, quick: bool = Fal
     srcs = list(sources) if sources is not None else load_sources()
     todo = select_cases(srcs, quick=quick, only=only, kinds=kinds)
     if not todo:
-        raise SpecError(f"no validation case matches{' --only ' + repr(only) if only else ''}"
-                        f"{' --kind ' + ','.join(kinds) if kinds else ''}{' (quick)' if quick else ''}",
-                        field="--only" if only else None)
+        raise SpecError(
+            f"no validation case matches{' --only ' + repr(only) if only else ''}"
+            f"{' --kind ' + ','.join(kinds) if kinds else ''}{' (quick)' if quick else ''}",
+            field="--only" if only else None,
+        )
     gaps = load_known_gaps() if known_gaps else []
     rows: list[dict[str, object]] = []
     for k, (src, case) in enumerate(todo):
@@ -200,5 +275,6 @@ def run_validation(sources: Sequence[Source] | None = None, *, quick: bool = Fal
         if progress is not None:
             progress(f"{src.source.id}/{case.id}", k + 1, len(todo))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    return ValidationResult(table=table, sources=len({s.source.id for s, _ in todo}), cases=len(todo),
-                            cost_model=cost_model)
+    return ValidationResult(
+        table=table, sources=len({s.source.id for s, _ in todo}), cases=len(todo), cost_model=cost_model
+    )

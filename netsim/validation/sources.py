@@ -31,8 +31,17 @@ from pydantic import Field, model_validator
 from netsim.config.common import SpecModel, load_mapping, validate_model
 from netsim.errors import SpecError
 
-__all__ = ["DATA_DIR", "CollectiveCase", "Point", "Source", "SourceInfo", "System", "TrainingCase",
-           "load_source", "load_sources"]
+__all__ = [
+    "DATA_DIR",
+    "CollectiveCase",
+    "Point",
+    "Source",
+    "SourceInfo",
+    "System",
+    "TrainingCase",
+    "load_source",
+    "load_sources",
+]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -66,7 +75,7 @@ class System(SpecModel):
         """The ``set`` entries as topology ``--set`` items (without the ``topology.`` prefix)."""
         out = []
         for key, value in sorted(self.set.items()):
-            k = key[len("topology."):] if key.startswith("topology.") else key
+            k = key[len("topology.") :] if key.startswith("topology.") else key
             out.append(f"{k}={value}")
         return out
 
@@ -87,8 +96,9 @@ class CollectiveCase(SpecModel):
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     kind: Literal["collective"]
-    op: Literal["all_reduce", "all_gather", "reduce_scatter", "all_to_all", "alltoall", "broadcast", "reduce",
-                "sendrecv"]
+    op: Literal[
+        "all_reduce", "all_gather", "reduce_scatter", "all_to_all", "alltoall", "broadcast", "reduce", "sendrecv"
+    ]
     algo: Literal["ring", "tree", "nvls", "nvls_tree", "collnet_direct", "collnet_chain", "pat"] | None = None
     proto: Literal["LL", "LL128", "Simple"] | None = None
     dtype: str = "float"
@@ -138,8 +148,9 @@ class TrainingCase(SpecModel):
     @model_validator(mode="after")
     def _flops_for_flop_metrics(self) -> TrainingCase:
         if self.metric in ("tflops_per_gpu", "mfu") and self.flops is None:
-            raise ValueError(f"metric {self.metric} needs flops (the source's FLOP convention): megatron-2021, "
-                             "megatron or palm")
+            raise ValueError(
+                f"metric {self.metric} needs flops (the source's FLOP convention): megatron-2021, megatron or palm"
+            )
         if self.metric == "mfu" and self.measured >= 1:
             raise ValueError(f"mfu is a fraction of peak (0..1), got {self.measured}")
         return self
@@ -187,9 +198,12 @@ def _check_points(src: Source, path: str) -> None:
             expect = p.bytes / (p.time_us * 1e3) * _busbw_factor(c.netsim_op, nranks)
             # nccl-tests prints 2 decimals of GB/s and 2-4 significant digits of time
             if not math.isclose(expect, p.busbw_GBps, rel_tol=0.02, abs_tol=0.02):
-                raise SpecError(f"busbw {p.busbw_GBps} GB/s disagrees with bytes/time ({expect:.3f} GB/s for "
-                                f"{nranks} ranks): a copying error or a different rank count", source=path,
-                                field=f"cases.{c.id}.points[{k}]")
+                raise SpecError(
+                    f"busbw {p.busbw_GBps} GB/s disagrees with bytes/time ({expect:.3f} GB/s for "
+                    f"{nranks} ranks): a copying error or a different rank count",
+                    source=path,
+                    field=f"cases.{c.id}.points[{k}]",
+                )
 
 
 def load_source(path: str | Path) -> Source:
@@ -198,13 +212,15 @@ def load_source(path: str | Path) -> Source:
     data = load_mapping(p)
     src = validate_model(Source, data, source=str(p))
     if src.source.id != p.stem:
-        raise SpecError(f"must equal the file name {p.stem!r}, got {src.source.id!r}", source=str(p),
-                        field="source.id")
+        raise SpecError(f"must equal the file name {p.stem!r}, got {src.source.id!r}", source=str(p), field="source.id")
     from netsim.topology import list_presets
 
     if src.system.topology not in list_presets():
-        raise SpecError(f"unknown topology preset {src.system.topology!r}; allowed: {', '.join(list_presets())}",
-                        source=str(p), field="system.topology")
+        raise SpecError(
+            f"unknown topology preset {src.system.topology!r}; allowed: {', '.join(list_presets())}",
+            source=str(p),
+            field="system.topology",
+        )
     _check_points(src, str(p))
     return src
 

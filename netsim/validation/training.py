@@ -59,8 +59,10 @@ def _dense_gpt(spec: WorkloadSpec, what: str) -> tuple[int, int, int, int]:
     """``(layers, hidden, seq, vocab)`` of a dense GPT (the 2021 formula has no GQA/SwiGLU/MoE)."""
     m = spec.model
     if m.moe is not None or m.kv_heads not in (None, m.heads) or m.activation != "gelu" or m.ffn_hidden != 4 * m.hidden:
-        raise SpecError(f"the {what} FLOP formula is for a dense GPT (GELU, FFN 4 x hidden, no GQA, no experts)",
-                        field="cases.flops")
+        raise SpecError(
+            f"the {what} FLOP formula is for a dense GPT (GELU, FFN 4 x hidden, no GQA, no experts)",
+            field="cases.flops",
+        )
     return m.layers, m.hidden, m.seq_len, m.vocab
 
 
@@ -100,8 +102,13 @@ def _matmul_params_per_token(spec: WorkloadSpec) -> float:
     if m.mla is not None:
         a = m.mla
         qk = a.qk_nope_head_dim + a.qk_rope_head_dim
-        attn = (h * a.q_lora_rank + a.q_lora_rank * m.heads * qk + h * (a.kv_lora_rank + a.qk_rope_head_dim)
-                + a.kv_lora_rank * m.heads * (a.qk_nope_head_dim + a.v_head_dim) + m.heads * a.v_head_dim * h)
+        attn = (
+            h * a.q_lora_rank
+            + a.q_lora_rank * m.heads * qk
+            + h * (a.kv_lora_rank + a.qk_rope_head_dim)
+            + a.kv_lora_rank * m.heads * (a.qk_nope_head_dim + a.v_head_dim)
+            + m.heads * a.v_head_dim * h
+        )
     else:
         attn = h * q + 2.0 * h * kv + q * h
     glu = 3.0 if m.activation == "swiglu" else 2.0
@@ -127,8 +134,10 @@ def palm_flops(spec: WorkloadSpec, sequences: float) -> float:
 def step_flops(case: TrainingCase, spec: WorkloadSpec, sequences: float) -> float:
     """FLOPs of one step by the case's convention."""
     if case.flops is None:
-        raise SpecError(f"metric {case.metric} needs a FLOP convention; allowed: "
-                        f"{', '.join(FLOP_CONVENTIONS.names())}", field=f"cases.{case.id}.flops")
+        raise SpecError(
+            f"metric {case.metric} needs a FLOP convention; allowed: {', '.join(FLOP_CONVENTIONS.names())}",
+            field=f"cases.{case.id}.flops",
+        )
     return FLOP_CONVENTIONS.get(case.flops)(spec, sequences)
 
 
@@ -183,8 +192,11 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
     assert layout is not None and schedule is not None, "a workload plan always has a layout and a schedule"
     gpus = (case.nodes or src.system.nodes) * src.system.gpus_per_node
     if layout.world != gpus:
-        raise SpecError(f"the workload's layout has {layout.world} ranks (DP{layout.dp} PP{layout.pp} TP{layout.tp}) "
-                        f"but the system has {gpus} GPUs", field=f"cases.{case.id}.workload")
+        raise SpecError(
+            f"the workload's layout has {layout.world} ranks (DP{layout.dp} PP{layout.pp} TP{layout.tp}) "
+            f"but the system has {gpus} GPUs",
+            field=f"cases.{case.id}.workload",
+        )
     res, net = simulate(prep)
     summary, _tables = summarize_replay(prep, res, net)
     step = float(summary["step_time_s"])
@@ -195,8 +207,9 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
     peak = case.peak_flops_per_gpu or float((acc.get("peak_flops") or {}).get(spec.model.dtype, 0.0))
     shares = {k: float(v) / step for k, v in summary["breakdown_s"].items()} if step > 0 else {}
     exposed = {k: float(v) / step for k, v in summary["exposed_comm_s_by_class"].items() if v > 0} if step > 0 else {}
-    return StepResult(step, gpus, sequences, sequences * spec.model.seq_len, flops, peak, shares, exposed,
-                      time.perf_counter() - t0)
+    return StepResult(
+        step, gpus, sequences, sequences * spec.model.seq_len, flops, peak, shares, exposed, time.perf_counter() - t0
+    )
 
 
 def metric_value(case: TrainingCase, r: StepResult) -> float:
@@ -211,8 +224,10 @@ def metric_value(case: TrainingCase, r: StepResult) -> float:
     if case.metric == "tflops_per_gpu":
         return per_gpu / 1e12
     if r.peak_flops <= 0:
-        raise SpecError("mfu needs peak_flops_per_gpu (the topology has no peak for the model's dtype)",
-                        field=f"cases.{case.id}.peak_flops_per_gpu")
+        raise SpecError(
+            "mfu needs peak_flops_per_gpu (the topology has no peak for the model's dtype)",
+            field=f"cases.{case.id}.peak_flops_per_gpu",
+        )
     return per_gpu / r.peak_flops
 
 
@@ -222,11 +237,20 @@ def predict_training(src: Source, case: TrainingCase, cost_model: str | None = N
     r = simulate_case(src, case, cost_model)
     predicted = metric_value(case, r)
     yield Prediction(
-        metric=case.metric, size_bytes=None, measured=case.measured, predicted=predicted,
+        metric=case.metric,
+        size_bytes=None,
+        measured=case.measured,
+        predicted=predicted,
         lower_is_better=case.metric == "step_time_s",
-        detail={"step_time_s": r.step_time_s, "gpus": r.gpus, "flops": case.flops or "",
-                "compute_share": r.shares.get("compute", 0.0),
-                "communication_share": r.shares.get("communication", 0.0),
-                "overlap_share": r.shares.get("overlap", 0.0),
-                "idle_share": r.shares.get("idle", 0.0), "wall_s": r.wall_s,
-                "exposed_by_class": ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(r.exposed.items()))})
+        detail={
+            "step_time_s": r.step_time_s,
+            "gpus": r.gpus,
+            "flops": case.flops or "",
+            "compute_share": r.shares.get("compute", 0.0),
+            "communication_share": r.shares.get("communication", 0.0),
+            "overlap_share": r.shares.get("overlap", 0.0),
+            "idle_share": r.shares.get("idle", 0.0),
+            "wall_s": r.wall_s,
+            "exposed_by_class": ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(r.exposed.items())),
+        },
+    )

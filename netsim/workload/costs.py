@@ -46,13 +46,7 @@ from typing import Any, Literal, Protocol
 
 from netsim.config.workload import ModelSpec
 
-__all__ = [
-    "KernelCall",
-    "LayerParams",
-    "ModelCosts",
-    "TimeModel",
-    "kernels_time_s",
-]
+__all__ = ["KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]
 
 Pass = Literal["fwd", "bwd", "step"]
 Part = Literal["F", "B", "W", "BW"]
@@ -245,8 +239,10 @@ class ModelCosts:
         else:
             groups = self.mbs * heads
             rows = groups * s
-            calls = [_call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=s, k=d),
-                     _call("softmax", "fwd", tokens=rows, hidden=s)]
+            calls = [
+                _call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=s, k=d),
+                _call("softmax", "fwd", tokens=rows, hidden=s),
+            ]
             if self.dropout:
                 calls.append(_call("dropout", "fwd", tokens=rows, hidden=s))
             calls.append(_call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=d, k=s))
@@ -284,8 +280,10 @@ class ModelCosts:
             return []
         m, R, e = self.m, received_tokens, self.slots
         f = self.expert_shard_ffn
-        calls = [_call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden),
-                 _call("swiglu" if self.gated else "gelu", "fwd", tokens=R, hidden=f)]
+        calls = [
+            _call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden),
+            _call("swiglu" if self.gated else "gelu", "fwd", tokens=R, hidden=f),
+        ]
         calls.append(_call("grouped_gemm", "fwd", tokens=R, experts=e, n=m.hidden, k=f))
         return calls if part == "F" else _split(calls, part)
 

@@ -119,8 +119,18 @@ class OpEmitter:
         slowest = max(by_tokens, key=lambda v: (by_tokens[v], v))
         if not any(fixed) and not experts(slowest):
             return deps
-        op = self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=float(lane.max()), layer=layer,
-                     microbatch=mb, lane_durations_s=lane if lane.min() < lane.max() else None)
+        op = self.op(
+            rank,
+            step,
+            "compute",
+            COMPUTE,
+            name,
+            deps,
+            duration_s=float(lane.max()),
+            layer=layer,
+            microbatch=mb,
+            lane_durations_s=lane if lane.min() < lane.max() else None,
+        )
         return [op.id]
 
     def comm(

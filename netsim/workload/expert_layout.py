@@ -46,8 +46,14 @@ from typing import ClassVar
 from netsim.errors import WorkloadError
 from netsim.registry import Registry
 
-__all__ = ["EXPERT_LAYOUTS", "DeepSpeedLayout", "ExpertLayout", "MegatronLayout", "MindSporeLayout",
-           "make_expert_layout"]
+__all__ = [
+    "EXPERT_LAYOUTS",
+    "DeepSpeedLayout",
+    "ExpertLayout",
+    "MegatronLayout",
+    "MindSporeLayout",
+    "make_expert_layout",
+]
 
 
 class ExpertLayout(ABC):
@@ -113,9 +119,11 @@ class MegatronLayout(ExpertLayout):
 
     def check(self, source: str | None) -> None:
         block = self.ep * self.etp
-        self._need(self.size % block == 0,
-                   f"ep * expert_tp = {self.ep} * {self.etp} must divide the ranks of a pipeline stage dp * tp = "
-                   f"{self.size}", source)
+        self._need(
+            self.size % block == 0,
+            f"ep * expert_tp = {self.ep} * {self.etp} must divide the ranks of a pipeline stage dp * tp = {self.size}",
+            source,
+        )
 
     def ep_members(self, local: int) -> tuple[int, ...]:
         block = self.ep * self.etp
@@ -141,9 +149,11 @@ class _AcrossDataParallel(ExpertLayout):
     replicated = True
 
     def check(self, source: str | None) -> None:
-        self._need(self.dp % self.ep == 0,
-                   f"ep = {self.ep} must divide dp = {self.dp} (expert parallelism is carved out of data "
-                   "parallelism)", source)
+        self._need(
+            self.dp % self.ep == 0,
+            f"ep = {self.ep} must divide dp = {self.dp} (expert parallelism is carved out of data parallelism)",
+            source,
+        )
 
     def ep_members(self, local: int) -> tuple[int, ...]:
         d, t = divmod(local, self.tp)
@@ -171,8 +181,12 @@ class DeepSpeedLayout(_AcrossDataParallel):
 
     def check(self, source: str | None) -> None:
         super().check(source)
-        self._need(self.etp == 1, f"experts are whole on every rank (expert_tp 1, got {self.etp})", source,
-                   "parallelism.expert_tp")
+        self._need(
+            self.etp == 1,
+            f"experts are whole on every rank (expert_tp 1, got {self.etp})",
+            source,
+            "parallelism.expert_tp",
+        )
 
     def etp_members(self, local: int) -> tuple[int, ...]:
         return (local,)
@@ -186,16 +200,21 @@ class MindSporeLayout(_AcrossDataParallel):
 
     def check(self, source: str | None) -> None:
         super().check(source)
-        self._need(self.etp == self.tp, f"experts are split over the model-parallel group (expert_tp = tp = "
-                                        f"{self.tp}, got {self.etp})", source, "parallelism.expert_tp")
+        self._need(
+            self.etp == self.tp,
+            f"experts are split over the model-parallel group (expert_tp = tp = {self.tp}, got {self.etp})",
+            source,
+            "parallelism.expert_tp",
+        )
 
     def etp_members(self, local: int) -> tuple[int, ...]:
         base = local - local % self.tp
         return tuple(range(base, base + self.tp))
 
 
-def make_expert_layout(name: str, dp: int, tp: int, ep: int, etp: int | None, *,
-                       source: str | None = None) -> ExpertLayout:
+def make_expert_layout(
+    name: str, dp: int, tp: int, ep: int, etp: int | None, *, source: str | None = None
+) -> ExpertLayout:
     """The layout ``name`` for a stage of ``dp * tp`` ranks (``etp`` None: the layout's default,
     ``tp`` for mindspore, else 1), checked."""
     cls = EXPERT_LAYOUTS.get(name, source=source)

@@ -92,8 +92,10 @@ class ExpertTraffic:
             acc[1] += int(got.dropped[e])
         self.inexact |= not got.exact
         n = self.slices
-        parts = [GroupDispatch(_slice(got.tokens, n, k), _slice(got.copies, n, k), got.kept, got.dropped, got.exact)
-                 for k in range(n)]
+        parts = [
+            GroupDispatch(_slice(got.tokens, n, k), _slice(got.copies, n, k), got.kept, got.dropped, got.exact)
+            for k in range(n)
+        ]
         self.cache[key] = parts
         return parts
 
@@ -164,9 +166,22 @@ class ExpertTraffic:
                     self.dispatch_rows["copies"] += float(d.copies.sum()) * rep
                 local = float(np.trace(mat))
                 np.fill_diagonal(mat, 0.0)
-                return Collective(key, "all_to_allv", group, float(mat.sum()), "ep", f"ep.{phase}", matrix=mat,
-                                  phase=phase, layer=layer, microbatch=mb, step=step, slice=k, local_bytes=local,
-                                  algo=algo)
+                return Collective(
+                    key,
+                    "all_to_allv",
+                    group,
+                    float(mat.sum()),
+                    "ep",
+                    f"ep.{phase}",
+                    matrix=mat,
+                    phase=phase,
+                    layer=layer,
+                    microbatch=mb,
+                    step=step,
+                    slice=k,
+                    local_bytes=local,
+                    algo=algo,
+                )
 
             return key, make
 
@@ -187,8 +202,10 @@ class ExpertTraffic:
         L = self.ctx.layout
         if L.experts.etp <= 1:
             return deps
+
         def nbytes(r: int) -> float:
             return float(self._rank_rows(step, layer, mb, r)[k] * self.ctx.hidden * self.ctx.bpe)
+
         if self.replicated:  # MindSpore: every TP rank has every token; reduce the partial outputs
             if what != "reduce":
                 return deps
@@ -202,8 +219,9 @@ class ExpertTraffic:
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
             return group_of(r), ("etp", step, ph, mb, layer, k, L.group_index(kind, r))
 
-        return self.emit.group_collective(rank, step, "tp", "tp", op, nbytes, deps, kind, group_key, layer=layer,
-                                          mb=mb, phase=ph)
+        return self.emit.group_collective(
+            rank, step, "tp", "tp", op, nbytes, deps, kind, group_key, layer=layer, mb=mb, phase=ph
+        )
 
     # ------------------------------------------------------------------ accounting
 

@@ -186,8 +186,19 @@ class GradientReducer:
                 group = self.replica_group(r, layer, e)
                 return group, ("dp-replica", step, layer, e, group)
 
-            out = self.emit.group_collective(rank, step, f"dp.{chunk}", "dp", "all_reduce", per_slot * self.grad_bpe,
-                                             deps, "edp", group_key, layer=layer, phase="replica-grad-all-reduce")
+            out = self.emit.group_collective(
+                rank,
+                step,
+                f"dp.{chunk}",
+                "dp",
+                "all_reduce",
+                per_slot * self.grad_bpe,
+                deps,
+                "edp",
+                group_key,
+                layer=layer,
+                phase="replica-grad-all-reduce",
+            )
             if out is not deps:
                 self.dp_ops += out
 

@@ -71,15 +71,7 @@ from netsim.workload.recompute import RecomputeMode, get_recompute
 from netsim.workload.schedules import Schedule, get_schedule
 from netsim.workload.storage import StorageTraffic
 
-__all__ = [
-    "TRAFFIC_CLASSES",
-    "Collective",
-    "Op",
-    "StepPlan",
-    "build_plan",
-    "effective_microbatches",
-    "split_layers",
-]
+__all__ = ["TRAFFIC_CLASSES", "Collective", "Op", "StepPlan", "build_plan", "effective_microbatches", "split_layers"]
 
 
 def effective_microbatches(spec: WorkloadSpec, dp: int) -> int:
@@ -88,8 +80,14 @@ def effective_microbatches(spec: WorkloadSpec, dp: int) -> int:
     return batch_plan(spec, dp).microbatches
 
 
-def _routing(spec: WorkloadSpec, layout: ParallelLayout, seed: int, router: str | None,
-             routing_trace: str | None, routing_samples: int | None) -> EPRouting | None:
+def _routing(
+    spec: WorkloadSpec,
+    layout: ParallelLayout,
+    seed: int,
+    router: str | None,
+    routing_trace: str | None,
+    routing_samples: int | None,
+) -> EPRouting | None:
     """The expert routing of an MoE workload (None for a dense one)."""
     if spec.model.moe is None or not spec.model.moe_layers():
         return None
@@ -151,8 +149,7 @@ def build_plan(
     sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
     ctx = _context(spec, graph, layout, sched, routing)
-    memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode,
-                           dict(graph.graph.get("accelerator") or {}))
+    memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))
     check_memory(memory, spec, allow_oom)
     emit, experts, grads, io, walk = _parts(ctx, compute, routing, lockstep, mode)
     ckpt_steps = _steps(spec, n_steps, walk, emit, io)
@@ -177,8 +174,9 @@ def build_plan(
     )
 
 
-def _context(spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sched: Schedule,
-             routing: EPRouting | None) -> BuildContext:
+def _context(
+    spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sched: Schedule, routing: EPRouting | None
+) -> BuildContext:
     costs = ModelCosts(
         spec.model,
         spec.micro_batch_size,
@@ -192,8 +190,9 @@ def _context(spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sche
     return BuildContext(spec, graph, layout, sched, costs, split_layers(spec.model.layers, sched.num_virtual_stages))
 
 
-def _parts(ctx: BuildContext, compute: TimeModel, routing: EPRouting | None, lockstep: bool, mode: RecomputeMode
-           ) -> tuple[OpEmitter, ExpertTraffic, GradientReducer, StorageTraffic, PipelineStep]:
+def _parts(
+    ctx: BuildContext, compute: TimeModel, routing: EPRouting | None, lockstep: bool, mode: RecomputeMode
+) -> tuple[OpEmitter, ExpertTraffic, GradientReducer, StorageTraffic, PipelineStep]:
     """The builder's parts, wired together."""
     spec, layout = ctx.spec, ctx.layout
     # a lockstep unit: the consecutive ranks of a stage tied together by every layer's
@@ -210,17 +209,25 @@ def _parts(ctx: BuildContext, compute: TimeModel, routing: EPRouting | None, loc
     return emit, experts, grads, io, PipelineStep(ctx, emit, layers, grads, io.data_ready)
 
 
-def _moe_dispatch(spec: WorkloadSpec, layout: ParallelLayout, routing: EPRouting | None, experts: ExpertTraffic,
-                  steps: int) -> dict[str, Any] | None:
+def _moe_dispatch(
+    spec: WorkloadSpec, layout: ParallelLayout, routing: EPRouting | None, experts: ExpertTraffic, steps: int
+) -> dict[str, Any] | None:
     """What the summary says about the expert layout and the token dispatch (``moe_dispatch``)."""
     if routing is None:
         return None
     moe = spec.model.moe
     assert moe is not None
     rows = experts.dispatch_rows
-    dedup = "none" if not DISPATCHERS.get(routing.dispatcher).dedups else (
-        "not available: the routing source gives counts only (a routing trace with top_k > 1); one copy per "
-        "(token, expert) sent" if experts.inexact else "exact (token-to-rank and token-to-node sets)")
+    dedup = (
+        "none"
+        if not DISPATCHERS.get(routing.dispatcher).dedups
+        else (
+            "not available: the routing source gives counts only (a routing trace with top_k > 1); one copy per "
+            "(token, expert) sent"
+            if experts.inexact
+            else "exact (token-to-rank and token-to-node sets)"
+        )
+    )
     return {
         "expert_layout": layout.experts.name,
         "expert_tp": layout.etp,

@@ -86,8 +86,9 @@ class Lanes:
         """Do collectives over groups of ``kind`` stay per rank (own op and stream)?"""
         return False
 
-    def lane_collectives(self, emit: OpEmitter, rank: int, step: int, stream: str, deps: Deps,
-                         instance: Instance) -> Deps:
+    def lane_collectives(
+        self, emit: OpEmitter, rank: int, step: int, stream: str, deps: Deps, instance: Instance
+    ) -> Deps:
         raise NotImplementedError("only lockstep plans have per-lane collectives")
 
 
@@ -160,8 +161,9 @@ class Lockstep(Lanes):
     def per_lane(self, kind: str) -> bool:
         return kind in self.PER_LANE
 
-    def lane_collectives(self, emit: OpEmitter, rank: int, step: int, stream: str, deps: Deps,
-                         instance: Instance) -> Deps:
+    def lane_collectives(
+        self, emit: OpEmitter, rank: int, step: int, stream: str, deps: Deps, instance: Instance
+    ) -> Deps:
         """The collectives ``instance(r)`` of the ranks ``r`` of ``rank``'s unit on the stream
         ``stream`` that every rank has of its own in the full plan.
 
@@ -187,8 +189,7 @@ class Lockstep(Lanes):
             if len(coll.ranks) <= 1:
                 continue
             after = [front[-1]] if i not in front and -1 in front else []
-            ids = emit.comm(rank, step, f"{stream}.{i}", deps + after, k,
-                            lambda coll=coll: self._one_lane(coll))  # type: ignore[misc]
+            ids = emit.comm(rank, step, f"{stream}.{i}", deps + after, k, lambda coll=coll: self._one_lane(coll))  # type: ignore[misc]
             emit.ops[ids[0]].lane = i
             front[i] = ids[0]
             out += ids

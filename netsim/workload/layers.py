@@ -34,8 +34,15 @@ __all__ = ["LayerEmitter"]
 class LayerEmitter:
     """Emits the ops of one layer's forward, backward or weight-gradient pass."""
 
-    def __init__(self, ctx: BuildContext, emit: OpEmitter, experts: ExpertTraffic, grads: GradientReducer,
-                 router_kernel: str, recompute: RecomputeMode) -> None:
+    def __init__(
+        self,
+        ctx: BuildContext,
+        emit: OpEmitter,
+        experts: ExpertTraffic,
+        grads: GradientReducer,
+        router_kernel: str,
+        recompute: RecomputeMode,
+    ) -> None:
         self.ctx = ctx
         self.emit = emit
         self.experts = experts
@@ -66,8 +73,9 @@ class LayerEmitter:
             rank, step, "tp", "tp", op, nbytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
         )
 
-    def forward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *,
-                recompute: bool = False) -> Deps:
+    def forward(
+        self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *, recompute: bool = False
+    ) -> Deps:
         """The forward pass of ``layer`` for micro-batch ``mb`` (``recompute``: its repetition in
         the backward under full recomputation: ops named ``R.*``, collectives' phases
         ``rcp-fwd-*``, no parameter gather of its own)."""
@@ -114,12 +122,14 @@ class LayerEmitter:
         if self.ctx.spec.model.is_moe_layer(layer):
             recv = [sum(t) for t in zip(*self.experts.received(step, layer, mb, rank), strict=True)]
             fixed = (c.attention("W"), c.moe_post("W"))
-            return self.emit.expert_compute(rank, step, "W.layer", fixed, lambda v: c.experts("W", v), recv, deps,
-                                            layer, mb)
+            return self.emit.expert_compute(
+                rank, step, "W.layer", fixed, lambda v: c.experts("W", v), recv, deps, layer, mb
+            )
         return self.emit.compute(rank, step, "W.layer", (c.attention("W"), c.mlp("W")), deps, layer, mb)
 
-    def moe(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, *,
-            recompute: bool = False) -> Deps:
+    def moe(
+        self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, *, recompute: bool = False
+    ) -> Deps:
         """Router, then per slice dispatch -> experts -> combine, then unpermute (+ shared)."""
         c, emit, ep = self.ctx.costs, self.emit, self.experts
         recv = ep.received(step, layer, mb, rank)

@@ -337,5 +337,4 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     nodes = tuple(int(graph.nodes[d].get("node", -1)) for d in devices)
     if par.expert_alltoall == "groupwise":
         _check_groupwise(spec, experts, nodes)
-    return ParallelLayout(dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes,
-                          experts=experts)
+    return ParallelLayout(dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes, experts=experts)

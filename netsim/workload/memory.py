@@ -56,14 +56,7 @@ from netsim.workload.optimizer import OptimizerPrecision, optimizer_precision
 from netsim.workload.recompute import RecomputeMode
 from netsim.workload.schedules import Schedule
 
-__all__ = [
-    "ActivationModel",
-    "MemoryReport",
-    "RankMemory",
-    "check_memory",
-    "inflight",
-    "memory_report",
-]
+__all__ = ["ActivationModel", "MemoryReport", "RankMemory", "check_memory", "inflight", "memory_report"]
 
 GiB = float(2**30)
 
@@ -227,8 +220,9 @@ class MemoryReport:
         """One line: what the worst rank needs against the HBM."""
         p = self.peak
         cap = f"{self.capacity / GiB:.1f} GiB" if self.capacity is not None else "unknown"
-        return (f"needs {p.total / GiB:.1f} GiB per rank on pp stage {p.stage} ({p.describe()}), "
-                f"HBM is {cap}" + (f" ({self.accelerator})" if self.accelerator else ""))
+        return f"needs {p.total / GiB:.1f} GiB per rank on pp stage {p.stage} ({p.describe()}), HBM is {cap}" + (
+            f" ({self.accelerator})" if self.accelerator else ""
+        )
 
     def summary(self) -> dict[str, Any]:
         """The ``memory`` field of ``summary.json`` (bytes; the worst rank and every stage's)."""
@@ -252,8 +246,9 @@ class MemoryReport:
         }
 
 
-def _stage_params(costs: ModelCosts, schedule: Schedule, blocks: list[list[int]], stage: int
-                  ) -> tuple[float, float, float, list[int]]:
+def _stage_params(
+    costs: ModelCosts, schedule: Schedule, blocks: list[list[int]], stage: int
+) -> tuple[float, float, float, list[int]]:
     """(dense, expert, largest layer's dense) parameters a rank of ``stage`` holds, and its layers."""
     dense = expert = biggest = 0.0
     layers: list[int] = []
@@ -270,8 +265,9 @@ def _stage_params(costs: ModelCosts, schedule: Schedule, blocks: list[list[int]]
     return dense, expert, biggest, layers
 
 
-def _static(prec: OptimizerPrecision, zero: int, dense: float, expert: float, biggest: float,
-            dp: int, edp: int) -> tuple[float, float, float]:
+def _static(
+    prec: OptimizerPrecision, zero: int, dense: float, expert: float, biggest: float, dp: int, edp: int
+) -> tuple[float, float, float]:
     """(weights, gradients, optimizer state) bytes of a rank under ZeRO stage ``zero``."""
 
     def held(per_param: float, sharded: bool) -> float:
@@ -281,8 +277,15 @@ def _static(prec: OptimizerPrecision, zero: int, dense: float, expert: float, bi
     return params, held(prec.grad, zero >= 2), held(prec.state, zero >= 1)
 
 
-def memory_report(spec: WorkloadSpec, layout: ParallelLayout, schedule: Schedule, costs: ModelCosts,
-                  blocks: list[list[int]], mode: RecomputeMode, accelerator: dict[str, Any]) -> MemoryReport:
+def memory_report(
+    spec: WorkloadSpec,
+    layout: ParallelLayout,
+    schedule: Schedule,
+    costs: ModelCosts,
+    blocks: list[list[int]],
+    mode: RecomputeMode,
+    accelerator: dict[str, Any],
+) -> MemoryReport:
     """Peak memory of every rank (module docstring) against ``accelerator['memory_bytes']``."""
     act = ActivationModel(spec, layout.tp, costs.route_tokens, mode)
     prec = optimizer_precision(spec)
@@ -321,6 +324,5 @@ def check_memory(report: MemoryReport, spec: WorkloadSpec, allow_oom: bool) -> N
     else:
         hint = "shard the model state (parallelism.zero_stage, tp, pp, more data-parallel ranks)"
     raise WorkloadError(
-        f"does not fit in accelerator memory: {report.shortfall()}; {hint}, or pass --allow-oom",
-        source=spec.source,
+        f"does not fit in accelerator memory: {report.shortfall()}; {hint}, or pass --allow-oom", source=spec.source
     )

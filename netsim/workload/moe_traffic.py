@@ -58,7 +58,7 @@ PLACEMENT_OPTIONS: dict[str, dict[str, str]] = {
     "round_robin": {},
     "eplb": {
         "replica_policy": "how a source splits its tokens over an expert's replicas: even or nearest "
-                          "(needs redundant_experts)",
+        "(needs redundant_experts)",
         "num_groups": "expert groups of node-limited routing (default: router.options.groups, else 1)",
         "policy": "auto (hierarchical when the groups divide over the nodes), hierarchical or global",
     },
@@ -117,8 +117,9 @@ class EPRouting:
     ) -> None:
         moe = spec.model.moe
         if samples is not None and samples < 1:
-            raise WorkloadError(f"routing_samples must be >= 1 (got {samples})", source=spec.source,
-                                field="routing_samples")
+            raise WorkloadError(
+                f"routing_samples must be >= 1 (got {samples})", source=spec.source, field="routing_samples"
+            )
         self.samples = samples
         if moe is None:
             raise WorkloadError("the model has no MoE layers", source=spec.source, field="model.moe")
@@ -142,7 +143,8 @@ class EPRouting:
         #: rows of a capacity-padded buffer per (source rank, expert slot), or None (dropless)
         self.capacity_rows = (
             math.ceil(moe.capacity_factor * moe.top_k * tokens_per_rank / moe.experts - 1e-9)
-            if moe.padding == "capacity" and moe.capacity_factor is not None else None
+            if moe.padding == "capacity" and moe.capacity_factor is not None
+            else None
         )
         params: dict[str, Any] = dict(spec.router.options)
         name = self.router_name
@@ -190,11 +192,15 @@ class EPRouting:
             if key not in allowed:
                 raise WorkloadError(
                     f"unknown option {key!r} of placement {pl.name}; allowed: {', '.join(allowed) or 'none'}",
-                    source=self.spec.source, field=f"placement.options.{key}")
+                    source=self.spec.source,
+                    field=f"placement.options.{key}",
+                )
         if "replica_policy" in pl.options and not pl.redundant_experts:
-            raise WorkloadError("replica_policy splits tokens over an expert's replicas: it needs "
-                                "placement.redundant_experts > 0", source=self.spec.source,
-                                field="placement.options.replica_policy")
+            raise WorkloadError(
+                "replica_policy splits tokens over an expert's replicas: it needs placement.redundant_experts > 0",
+                source=self.spec.source,
+                field="placement.options.replica_policy",
+            )
 
     def _simple_placement(self) -> Placement:
         pl = self.spec.placement
@@ -241,8 +247,11 @@ class EPRouting:
         if policy is None or policy == "auto":
             return self.placement_name
         if policy not in ("hierarchical", "global"):
-            raise WorkloadError(f"unknown EPLB policy {policy!r}; allowed: auto, hierarchical, global",
-                                source=self.spec.source, field="placement.options.policy")
+            raise WorkloadError(
+                f"unknown EPLB policy {policy!r}; allowed: auto, hierarchical, global",
+                source=self.spec.source,
+                field="placement.options.policy",
+            )
         return f"eplb_{policy}"
 
     @property

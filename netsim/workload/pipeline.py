@@ -36,8 +36,14 @@ __all__ = ["PipelineStep"]
 class PipelineStep:
     """Emits every op of one rank in one step, following the pipeline schedule."""
 
-    def __init__(self, ctx: BuildContext, emit: OpEmitter, layers: LayerEmitter, grads: GradientReducer,
-                 data_ready: dict[tuple[int, int], Deps]) -> None:
+    def __init__(
+        self,
+        ctx: BuildContext,
+        emit: OpEmitter,
+        layers: LayerEmitter,
+        grads: GradientReducer,
+        data_ready: dict[tuple[int, int], Deps],
+    ) -> None:
         self.ctx = ctx
         self.emit = emit
         self.layers = layers
@@ -103,8 +109,19 @@ class PipelineStep:
             key = ("pp", step, direction, mb, src_vs, s_, d_)
 
             def make() -> Collective:
-                return Collective(key, "transfer", (s_, d_), nbytes, "pp", label, src=L.devices[s_],
-                                  dst=L.devices[d_], phase=direction, microbatch=mb, step=step)
+                return Collective(
+                    key,
+                    "transfer",
+                    (s_, d_),
+                    nbytes,
+                    "pp",
+                    label,
+                    src=L.devices[s_],
+                    dst=L.devices[d_],
+                    phase=direction,
+                    microbatch=mb,
+                    step=step,
+                )
 
             return key, make
 

@@ -25,17 +25,7 @@ if TYPE_CHECKING:
     from netsim.workload.batch import BatchPlan
     from netsim.workload.memory import MemoryReport
 
-__all__ = [
-    "COMPUTE",
-    "TRAFFIC_CLASSES",
-    "Collective",
-    "Deps",
-    "Instance",
-    "Make",
-    "Op",
-    "StepPlan",
-    "split_layers",
-]
+__all__ = ["COMPUTE", "TRAFFIC_CLASSES", "Collective", "Deps", "Instance", "Make", "Op", "StepPlan", "split_layers"]
 
 #: Traffic classes of a training step, in report order.
 TRAFFIC_CLASSES: tuple[str, ...] = ("dp", "pp", "ep", "tp", "storage", "checkpoint")

@@ -109,7 +109,13 @@ class StorageTraffic:
                 first = coll_list[0][0]
                 made = lanes.merge(first.key, [(c.key, c) for c, _ in coll_list])
                 ids = self.emit.comm(
-                    issuer, step, "storage", list(start.get(issuer, [])), first.key, made, ordered=False,
+                    issuer,
+                    step,
+                    "storage",
+                    list(start.get(issuer, [])),
+                    first.key,
+                    made,
+                    ordered=False,
                     background=True,
                 )
                 ready = {lanes.rep_of(t) for _, rs in coll_list for r in rs for t in L.tp_group(r)}
@@ -157,7 +163,14 @@ class StorageTraffic:
         for rank in self.emit.lanes.reps:
             key, coll = instance(rank)
             out[rank] = self.emit.comm(
-                rank, step, "checkpoint", deps_of.get(rank, []), key, coll, ordered=False, background=background,
+                rank,
+                step,
+                "checkpoint",
+                deps_of.get(rank, []),
+                key,
+                coll,
+                ordered=False,
+                background=background,
                 lanes=("rank", instance),
             )
         return out

@@ -66,14 +66,7 @@ def _table() -> KernelTable:
     rows = [
         {"kernel": "gemm", "dtype": "bf16", "pass": "fwd", "m": 1024, "n": 1024, "k": 1024, "time_s": 2.0e-4},
         {"kernel": "gemm", "dtype": "bf16", "pass": "fwd", "m": 4096, "n": 1024, "k": 1024, "time_s": 4.0e-4},
-        {
-            "kernel": "rmsnorm",
-            "dtype": "bf16",
-            "pass": "fwd",
-            "tokens": 4096,
-            "hidden": 1024,
-            "time_s": 1.0e-4,
-        },
+        {"kernel": "rmsnorm", "dtype": "bf16", "pass": "fwd", "tokens": 4096, "hidden": 1024, "time_s": 1.0e-4},
     ]
     return KernelTable.from_frame(pd.DataFrame(rows), {"device_name": "testdev"})
 

@@ -80,10 +80,7 @@ def test_predict_uses_nearest_secondary_dims() -> None:
 
 
 def test_memory_bound_kernels_interpolate_over_bytes() -> None:
-    rows = [
-        row("rmsnorm", "fwd", 1e-5, tokens=256, hidden=1024),
-        row("rmsnorm", "fwd", 1e-4, tokens=4096, hidden=1024),
-    ]
+    rows = [row("rmsnorm", "fwd", 1e-5, tokens=256, hidden=1024), row("rmsnorm", "fwd", 1e-4, tokens=4096, hidden=1024)]
     t = KernelTable.from_frame(pd.DataFrame(rows))
     assert KERNELS["rmsnorm"].cost == "bytes"
     # bytes = 4 * (2 t h + 2 h): not proportional to tokens, so interpolate on the byte axis
@@ -155,10 +152,7 @@ def test_hand_written_csv_without_header_comments(tmp_path: Path) -> None:
 BAD_TABLES = [
     ("kernel,dtype,time_s\ngemm,fp32,1e-3\n", "pass: missing column"),
     ("kernel,dtype,pass,m,n,k,time_s\nconv,fp32,fwd,1,1,1,1e-3\n", "kernel: row 1: unknown kernel 'conv'"),
-    (
-        "kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,step,1,1,1,1e-3\n",
-        "pass: row 1: kernel gemm has no pass 'step'",
-    ),
+    ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,step,1,1,1,1e-3\n", "pass: row 1: kernel gemm has no pass 'step'"),
     ("kernel,dtype,pass,m,n,time_s\ngemm,fp32,fwd,1,1,1e-3\n", "k: row 1: kernel gemm needs k > 0"),
     ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,fwd,1,1,1,-1\n", "time_s: row 1: must be finite and > 0"),
     ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,fwd,1,1,1,fast\n", "time_s: row 1: not a number ('fast')"),
@@ -167,14 +161,8 @@ BAD_TABLES = [
         "kernel,dtype,pass,m,n,k,time_s,time_p10_s,time_p90_s\ngemm,fp32,fwd,1,1,1,1e-3,2e-3,3e-3\n",
         "time_s: row 1: needs time_p10_s <= time_s <= time_p90_s",
     ),
-    (
-        "kernel,dtype,pass,m,n,k,time_s,repeats\ngemm,fp32,fwd,1,1,1,1e-3,0.5\n",
-        "repeats: row 1: must be an integer",
-    ),
-    (
-        "# netsim-kernel-table v1\n# meta: {not json\nkernel,dtype,pass,time_s\n",
-        "meta: metadata is not valid JSON",
-    ),
+    ("kernel,dtype,pass,m,n,k,time_s,repeats\ngemm,fp32,fwd,1,1,1,1e-3,0.5\n", "repeats: row 1: must be an integer"),
+    ("# netsim-kernel-table v1\n# meta: {not json\nkernel,dtype,pass,time_s\n", "meta: metadata is not valid JSON"),
     ("kernel,dtype,pass,time_s\n", "kernel table has no rows"),
     ("", "kernel table has no header row and no data"),
 ]

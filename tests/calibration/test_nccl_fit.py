@@ -36,8 +36,17 @@ def cases(*names: str) -> list[FitCase]:
     for run in read_nccl_runs([FIX / n for n in names]):
         g = GEN.topology(run.nnodes)
         devs = accelerators(g, per_node=run.nranks // run.nnodes)
-        out.append(FitCase(g, run.op, devs, run.rows["size_bytes"].to_numpy(),
-                           run.rows["oop_time_us"].to_numpy() * 1e-6, source=run.source, nnodes=run.nnodes))
+        out.append(
+            FitCase(
+                g,
+                run.op,
+                devs,
+                run.rows["size_bytes"].to_numpy(),
+                run.rows["oop_time_us"].to_numpy() * 1e-6,
+                source=run.source,
+                nnodes=run.nnodes,
+            )
+        )
     return out
 
 
@@ -54,8 +63,7 @@ def test_round_trip_single_node_log() -> None:
 
 
 def test_round_trip_two_logs_two_link_classes() -> None:
-    cal = fit_calibration(cases("all_reduce_perf_1n.log", "all_reduce_perf_2n.log"), max_sizes=4,
-                          cost_model="ideal")
+    cal = fit_calibration(cases("all_reduce_perf_1n.log", "all_reduce_perf_2n.log"), max_sizes=4, cost_model="ideal")
     assert cal.link_efficiency["nvlink"] == pytest.approx(TRUE_EFF["nvlink"], rel=0.02)
     assert cal.link_efficiency["ib"] == pytest.approx(TRUE_EFF["ib"], rel=0.02)
     assert cal.step_latency_s == pytest.approx(TRUE_LAT, rel=0.05)
@@ -75,8 +83,12 @@ def test_round_trip_nccl_model_recovers_efficiency_and_latency_scale() -> None:
     devs = accelerators(g)
     sizes = np.array([2**k for k in range(10, 31, 2)])
     true = collective_setup(g, efficiency={"nvlink": 0.75}, latency_scale=1.4)
-    meas = np.array([simulate_collective(g, "all_gather", devs, float(s), cost=true.cost,
-                                         efficiency=true.efficiency) for s in sizes])
+    meas = np.array(
+        [
+            simulate_collective(g, "all_gather", devs, float(s), cost=true.cost, efficiency=true.efficiency)
+            for s in sizes
+        ]
+    )
     assert Network  # the engine runs at the setup's efficiencies
     cal = fit_calibration([FitCase(g, "all_gather", devs, sizes, meas, source="synthetic")], max_sizes=6)
     assert cal.cost_model == "nccl"
@@ -91,8 +103,11 @@ def test_a_file_from_before_the_nccl_model_is_an_ideal_calibration(tmp_path: Pat
     cal = load_calibration(path)
     assert cal.cost_model == "ideal" and cal.setup_kwargs()["step_latency_s"] == pytest.approx(4e-6)
     path.write_text("link_efficiency: {nvlink: 0.8}\nlatency_scale: 1.2\n")
-    assert load_calibration(path).setup_kwargs() == {"cost_model": "nccl", "efficiency": {"nvlink": 0.8},
-                                                     "latency_scale": 1.2}
+    assert load_calibration(path).setup_kwargs() == {
+        "cost_model": "nccl",
+        "efficiency": {"nvlink": 0.8},
+        "latency_scale": 1.2,
+    }
     path.write_text("cost_model: psychic\n")
     with pytest.raises(SpecError, match="cost_model: unknown cost model 'psychic'"):
         load_calibration(path)
@@ -106,10 +121,17 @@ def test_wrong_parameters_give_large_errors() -> None:
 
 
 def test_save_and_load(tmp_path: Path) -> None:
-    cal = Calibration(link_efficiency={"ib": 0.912345678, "nvlink": 0.8}, step_latency_s=4.123456789e-6,
-                      cost_model="ideal",
-                      topology="dgx-h100", nodes=2, routing="ecmp", source_logs=["a.log"],
-                      unconstrained_classes=["pcie"], rms_log_error=0.01)
+    cal = Calibration(
+        link_efficiency={"ib": 0.912345678, "nvlink": 0.8},
+        step_latency_s=4.123456789e-6,
+        cost_model="ideal",
+        topology="dgx-h100",
+        nodes=2,
+        routing="ecmp",
+        source_logs=["a.log"],
+        unconstrained_classes=["pcie"],
+        rms_log_error=0.01,
+    )
     path = tmp_path / "cal.yaml"
     cal.save(path)
     text = path.read_text()
@@ -117,8 +139,11 @@ def test_save_and_load(tmp_path: Path) -> None:
     back = load_calibration(path)
     assert back.link_efficiency == {"ib": 0.912346, "nvlink": 0.8}
     assert back.step_latency_s == pytest.approx(4.12346e-6)
-    assert back.setup_kwargs() == {"cost_model": "ideal", "efficiency": {"ib": 0.912346, "nvlink": 0.8},
-                                   "step_latency_s": pytest.approx(4.12346e-6)}
+    assert back.setup_kwargs() == {
+        "cost_model": "ideal",
+        "efficiency": {"ib": 0.912346, "nvlink": 0.8},
+        "step_latency_s": pytest.approx(4.12346e-6),
+    }
     assert (back.topology, back.nodes, back.unconstrained_classes) == ("dgx-h100", 2, ["pcie"])
     assert Calibration().setup_kwargs() == {"cost_model": "nccl", "efficiency": {}, "latency_scale": 1.0}
 

@@ -42,13 +42,7 @@ def test_measure_batches_short_calls_and_respects_repeat_bounds() -> None:
     assert t.time_p10_s <= t.time_s <= t.time_p90_s
     assert 15e-6 < t.time_s < 2e-3
     slow = measure(
-        timer,
-        lambda: time.sleep(0.004),
-        budget_s=0.001,
-        min_repeats=3,
-        max_repeats=9,
-        warmup=1,
-        sample_target_s=1e-3,
+        timer, lambda: time.sleep(0.004), budget_s=0.001, min_repeats=3, max_repeats=9, warmup=1, sample_target_s=1e-3
     )
     assert slow.inner == 1 and slow.repeats == 3  # min_repeats wins over a too-small budget
 
@@ -131,18 +125,7 @@ def test_profile_and_validate_tiny_grid(tmp_path: Path, capsys: pytest.CaptureFi
     # validate: re-measure gemm at the grid points and between them
     res = tmp_path / "val.csv"
     code, stdout, _ = run_cli(
-        [
-            "validate-kernels",
-            str(out),
-            "--quick",
-            "--kernels",
-            "gemm",
-            "--budget-s",
-            "0.01",
-            "--out",
-            str(res),
-        ],
-        capsys,
+        ["validate-kernels", str(out), "--quick", "--kernels", "gemm", "--budget-s", "0.01", "--out", str(res)], capsys
     )
     assert code == 0 and "median |error| over" in stdout and "grid:" in stdout and "mid:" in stdout
     import pandas as pd

@@ -126,11 +126,13 @@ def test_a_table_without_the_workloads_dtype_falls_back_with_a_note() -> None:
     e = cpu.estimate("gemm", "fwd", m=512, n=512, k=512)
     f32 = cpu.estimate("gemm", "fwd", dtype="fp32", m=512, n=512, k=512)
     assert e.time_s == f32.time_s and e.dtype == "bfloat16"
-    assert cpu.notes == ["the kernel table has no bfloat16 rows: bfloat16 kernels timed from its float32 rows at the "
-                         "same speed (x1.0)"]
+    assert cpu.notes == [
+        "the kernel table has no bfloat16 rows: bfloat16 kernels timed from its float32 rows at the same speed (x1.0)"
+    ]
     # a kernel the table lacks, through its empirical roofline (which has no bf16 peak either)
-    rows = pd.DataFrame([{"kernel": "gemm", "dtype": "fp32", "pass": "fwd", "m": 64, "n": 64, "k": 64,
-                          "time_s": 1e-5}] * 1)
+    rows = pd.DataFrame(
+        [{"kernel": "gemm", "dtype": "fp32", "pass": "fwd", "m": 64, "n": 64, "k": 64, "time_s": 1e-5}] * 1
+    )
     t = TableComputeModel(KernelTable.from_frame(rows), default_dtype="bf16")
     assert t.time("attention", "fwd", batch=1, heads=1, seq=64, head_dim=64) > 0
     assert any("knows no bfloat16 peak" in n for n in t.notes)

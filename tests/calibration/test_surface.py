@@ -19,8 +19,18 @@ FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "vidur" / "h100"
 KERNELS = Path(__file__).resolve().parent.parent.parent / "netsim" / "data" / "kernels"
 
 TRUE = GemmSurface(
-    t0_s=4e-6, peak_flops=800e12, memory_Bps=3e12, smooth_p=3.0, a_m=300.0, a_n=60.0, a_k=40.0,
-    b_m=0.5, b_n=0.3, b_k=0.2, fill_elems=2e5, fill_q=1.0,
+    t0_s=4e-6,
+    peak_flops=800e12,
+    memory_Bps=3e12,
+    smooth_p=3.0,
+    a_m=300.0,
+    a_n=60.0,
+    a_k=40.0,
+    b_m=0.5,
+    b_n=0.3,
+    b_k=0.2,
+    fill_elems=2e5,
+    fill_q=1.0,
 )
 
 

@@ -10,12 +10,7 @@ import pytest
 
 from netsim.calibration.compute import ComputeEstimate
 from netsim.calibration.kernels import KernelTable
-from netsim.calibration.validate import (
-    holdout_errors,
-    load_published,
-    published_errors,
-    summarize_errors,
-)
+from netsim.calibration.validate import holdout_errors, load_published, published_errors, summarize_errors
 from netsim.cli import main
 from netsim.errors import SpecError, TraceError
 from netsim.traces.vidur import read_vidur
@@ -65,12 +60,32 @@ class _Fixed:
 
 
 def test_published_errors_by_hand() -> None:
-    rows = pd.DataFrame([
-        {"source": "a (b)", "gpu": "h100", "dtype": "bfloat16", "kind": "gemm", "groups": 1, "m": 1000, "n": 1000,
-         "k": 1000, "tflops": 1.0},
-        {"source": "c", "gpu": "h800", "dtype": "float8", "kind": "grouped", "groups": 4, "m": 1000, "n": 1000,
-         "k": 1000, "tflops": 16.0},
-    ])
+    rows = pd.DataFrame(
+        [
+            {
+                "source": "a (b)",
+                "gpu": "h100",
+                "dtype": "bfloat16",
+                "kind": "gemm",
+                "groups": 1,
+                "m": 1000,
+                "n": 1000,
+                "k": 1000,
+                "tflops": 1.0,
+            },
+            {
+                "source": "c",
+                "gpu": "h800",
+                "dtype": "float8",
+                "kind": "grouped",
+                "groups": 4,
+                "m": 1000,
+                "n": 1000,
+                "k": 1000,
+                "tflops": 16.0,
+            },
+        ]
+    )
     res = published_errors(_Fixed(), rows)
     # 2e9 FLOP at 1 TFLOP/s = 2 ms measured vs 1 ms predicted; 8e9 FLOP at 16 TFLOP/s = 0.5 ms
     assert res["error_pct"].tolist() == pytest.approx([-50.0, 100.0])

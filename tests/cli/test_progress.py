@@ -62,8 +62,10 @@ def test_plain_mode_prints_each_new_detail_and_nothing_when_disabled() -> None:
         prog("points", 0.5, "1/2 points, a: ok")
         prog("points", 0.5, "1/2 points, a: ok")
         prog("points", 1.0, "2/2 points, b: ok")
-    assert buf.getvalue().splitlines()[:2] == ["netsim run [0.0 s] points: 1/2 points, a: ok",
-                                               "netsim run [0.0 s] points: 2/2 points, b: ok"]
+    assert buf.getvalue().splitlines()[:2] == [
+        "netsim run [0.0 s] points: 1/2 points, a: ok",
+        "netsim run [0.0 s] points: 2/2 points, b: ok",
+    ]
     quiet, qbuf, _ = _plain(enabled=False)
     with quiet:
         quiet("plan", 0.5)

@@ -32,8 +32,9 @@ print(json.dumps({{"code": code, "heavy": heavy}}), file=sys.stderr)
 
 def _probe(*args: str) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True,
-                         env=env, check=False)
+    res = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY), *args], capture_output=True, text=True, env=env, check=False
+    )
     return json.loads(res.stderr.strip().splitlines()[-1])
 
 

@@ -76,8 +76,7 @@ def test_double_binary_tree_full_mesh(k: int) -> None:
     n, size = 8, 32 * MiB
     g = full_mesh_topology(n, B, LINK)
     d = accelerators(g)
-    t = simulate_collective(g, "all_reduce", d, size, algo="flat_tree", chunk_bytes=size / 2 / k,
-                            step_latency_s=LAM)
+    t = simulate_collective(g, "all_reduce", d, size, algo="flat_tree", chunk_bytes=size / 2 / k, step_latency_s=LAM)
     tau = LINK + LAM
     height = 3
     close(t, (2 * height + k - 1) * (tau + size / 2 / k / B))
@@ -111,8 +110,9 @@ def test_chain_pipeline(op: str) -> None:
 def test_tree_broadcast_full_mesh() -> None:
     n, size, k = 8, 8 * MiB, 4
     g = full_mesh_topology(n, B, LINK)
-    t = simulate_collective(g, "broadcast", accelerators(g), size, algo="tree", chunk_bytes=size / k,
-                            step_latency_s=LAM)
+    t = simulate_collective(
+        g, "broadcast", accelerators(g), size, algo="tree", chunk_bytes=size / k, step_latency_s=LAM
+    )
     close(t, (3 + k - 1) * (LINK + LAM + size / k / B))  # btree of 8 ranks: height 3
 
 
@@ -139,8 +139,10 @@ def test_direct_and_pairwise_all_to_all() -> None:
     n, size = 8, 64 * MiB
     g, d = star(n)
     close(simulate_collective(g, "all_to_all", d, size, step_latency_s=LAM), TAU + (n - 1) / n * size / B)
-    close(simulate_collective(g, "all_to_all", d, size, algo="pairwise", step_latency_s=LAM),
-          (n - 1) * (TAU + size / n / B))
+    close(
+        simulate_collective(g, "all_to_all", d, size, algo="pairwise", step_latency_s=LAM),
+        (n - 1) * (TAU + size / n / B),
+    )
 
 
 def test_sendrecv() -> None:
@@ -159,8 +161,16 @@ ALPHA_E = 2 * (LP + LE) + LEAF
 
 
 def tiers(nodes: int, per: int) -> tuple[nx.DiGraph, list[str]]:
-    g = two_tier_topology(nodes, per, intra_bw_Bps=BI, intra_latency_s=LI, nic_bw_Bps=BE, nic_latency_s=LE,
-                          pcie_latency_s=LP, leaf_latency_s=LEAF)
+    g = two_tier_topology(
+        nodes,
+        per,
+        intra_bw_Bps=BI,
+        intra_latency_s=LI,
+        nic_bw_Bps=BE,
+        nic_latency_s=LE,
+        pcie_latency_s=LP,
+        leaf_latency_s=LEAF,
+    )
     return g, accelerators(g)
 
 
@@ -168,8 +178,7 @@ def test_hierarchical_all_reduce() -> None:
     nodes, per, size = 2, 4, 32 * MiB
     g, d = tiers(nodes, per)
     # one chunk: the phases run one after the other (the closed form)
-    t = simulate_collective(g, "all_reduce", d, size, algo="hierarchical", step_latency_s=LAM,
-                            chunk_bytes=size / per)
+    t = simulate_collective(g, "all_reduce", d, size, algo="hierarchical", step_latency_s=LAM, chunk_bytes=size / per)
     intra = 2 * (per - 1) * (LAM + ALPHA_I + size / per / BI)
     inter = 2 * (nodes - 1) * (LAM + ALPHA_E + size / per / nodes / BE)
     close(t, intra + inter)
@@ -206,8 +215,9 @@ def test_deepep_all_to_all() -> None:
     g, d = tiers(nodes, per)
     q = size / (nodes * per)  # bytes per pair
     # one chunk: store and forward (the closed form)
-    t = simulate_collective(g, "all_to_all", d, size, algo="deepep", step_latency_s=LAM,
-                            chunk_bytes=(nodes - 1) * per * q)
+    t = simulate_collective(
+        g, "all_to_all", d, size, algo="deepep", step_latency_s=LAM, chunk_bytes=(nodes - 1) * per * q
+    )
     rdma = LAM + ALPHA_E + (nodes - 1) * per * q / BE  # to the same-index GPU of the other server
     forward = LAM + ALPHA_I + (per - 1) * (nodes - 1) * q / BI  # NVLink to the owners
     close(t, rdma + forward)

@@ -25,8 +25,27 @@ def rows(out: str) -> list[list[str]]:
 
 def test_all_reduce_table_csv_and_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv, log = tmp_path / "r.csv", tmp_path / "r.log"
-    code, out, err = run(["collective", "all_reduce", "--topology", "dgx-h100", "--nodes", "1", "-b", "1MiB",
-                          "-e", "4MiB", "--csv", str(csv), "--log", str(log), "--algo", "ring"], capsys)
+    code, out, err = run(
+        [
+            "collective",
+            "all_reduce",
+            "--topology",
+            "dgx-h100",
+            "--nodes",
+            "1",
+            "-b",
+            "1MiB",
+            "-e",
+            "4MiB",
+            "--csv",
+            str(csv),
+            "--log",
+            str(log),
+            "--algo",
+            "ring",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "#       size         count      type   redop    root     time   algbw   busbw #wrong" in out
     assert "algo ring, 8 ranks on 1 node of dgx-h100" in out
@@ -36,8 +55,16 @@ def test_all_reduce_table_csv_and_log(tmp_path: Path, capsys: pytest.CaptureFixt
     assert [r[1] for r in table] == ["262144", "524288", "1048576"]
     assert all(r[2:5] == ["float", "sum", "-1"] and len(r) == 13 for r in table)
     df = pd.read_csv(csv)
-    assert list(df.columns) == ["op", "algo", "size_bytes", "time_us", "algbw_GBps", "busbw_GBps", "library_algo",
-                                "proto"]
+    assert list(df.columns) == [
+        "op",
+        "algo",
+        "size_bytes",
+        "time_us",
+        "algbw_GBps",
+        "busbw_GBps",
+        "library_algo",
+        "proto",
+    ]
     assert (df["op"] == "all_reduce").all() and (df["algo"] == "ring").all()
     assert df["algbw_GBps"].tolist() == pytest.approx((df["size_bytes"] / df["time_us"] / 1e3).tolist())
     assert df["busbw_GBps"].tolist() == pytest.approx((df["algbw_GBps"] * 2 * 7 / 8).tolist())
@@ -52,8 +79,13 @@ def test_all_reduce_table_csv_and_log(tmp_path: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.parametrize(
     ("op", "factor", "redop", "root"),
-    [("all_gather", 7 / 8, "none", "-1"), ("reduce_scatter", 7 / 8, "sum", "-1"), ("all_to_all", 7 / 8, "none", "-1"),
-     ("broadcast", 1.0, "none", "0"), ("reduce", 1.0, "sum", "0")],
+    [
+        ("all_gather", 7 / 8, "none", "-1"),
+        ("reduce_scatter", 7 / 8, "sum", "-1"),
+        ("all_to_all", 7 / 8, "none", "-1"),
+        ("broadcast", 1.0, "none", "0"),
+        ("reduce", 1.0, "sum", "0"),
+    ],
 )
 def test_busbw_factors(op: str, factor: float, redop: str, root: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["collective", op, "-t", "dgx-h100", "-n", "1", "-b", "8MiB", "-e", "8MiB"], capsys)
@@ -67,8 +99,10 @@ def test_sendrecv_pair_and_default(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["collective", "sendrecv", "-t", "dgx-h100", "-n", "2", "-b", "64MiB", "-e", "64MiB"], capsys)
     assert code == 0 and "2 ranks on 2 nodes" in out
     inter = float(rows(out)[0][6])
-    code, out, _ = run(["collective", "sendrecv", "-t", "dgx-h100", "-n", "2", "-b", "64MiB", "-e", "64MiB",
-                        "--pair", "n0.g0,n0.g1"], capsys)
+    code, out, _ = run(
+        ["collective", "sendrecv", "-t", "dgx-h100", "-n", "2", "-b", "64MiB", "-e", "64MiB", "--pair", "n0.g0,n0.g1"],
+        capsys,
+    )
     assert code == 0 and "2 ranks on 1 node" in out
     assert float(rows(out)[0][6]) > 3 * inter  # NVLink is much faster than one 400G NIC
 
@@ -77,8 +111,22 @@ def test_calibration_applies_and_round_trips(tmp_path: Path, capsys: pytest.Capt
     cal_in = tmp_path / "cal_in.yaml"
     cal_in.write_text("link_efficiency: {nvlink: 0.8}\nstep_latency_s: 4us\n")
     log = tmp_path / "measured.log"
-    base = ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-b", "64KiB", "-e", "256MiB", "-f", "4",
-            "--collective-cost", "ideal"]
+    base = [
+        "collective",
+        "all_reduce",
+        "-t",
+        "dgx-h100",
+        "-n",
+        "1",
+        "-b",
+        "64KiB",
+        "-e",
+        "256MiB",
+        "-f",
+        "4",
+        "--collective-cost",
+        "ideal",
+    ]
     code, plain, _ = run(base, capsys)
     assert code == 0
     code, out, _ = run([*base, "--calibration", str(cal_in), "--log", str(log)], capsys)
@@ -86,8 +134,22 @@ def test_calibration_applies_and_round_trips(tmp_path: Path, capsys: pytest.Capt
     for a, b in zip(rows(plain), rows(out), strict=True):
         assert float(b[5]) > float(a[5])  # slower with the calibration
     cal_out = tmp_path / "cal.yaml"
-    code, out, err = run(["calibrate", "nccl", str(log), "--topology", "dgx-h100", "--out", str(cal_out),
-                          "--max-sizes", "5", "--collective-cost", "ideal"], capsys)
+    code, out, err = run(
+        [
+            "calibrate",
+            "nccl",
+            str(log),
+            "--topology",
+            "dgx-h100",
+            "--out",
+            str(cal_out),
+            "--max-sizes",
+            "5",
+            "--collective-cost",
+            "ideal",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "measured_us" in out and "simulated_us" in out and f"wrote {cal_out}" in out
     cal = load_calibration(cal_out)
@@ -108,17 +170,36 @@ def test_calibration_applies_and_round_trips(tmp_path: Path, capsys: pytest.Capt
         (["collective", "all_reduce", "-t", "dgx-h100", "--pair", "n0.g0,n0.g1"], "--pair applies to sendrecv"),
         (["collective", "sendrecv", "-t", "dgx-h100", "--pair", "n0.g0,n7.g1"], "unknown accelerator 'n7.g1'"),
         (["collective", "all_reduce", "-t", "no-such-preset"], "no-such-preset"),
-        (["collective", "all_reduce", "-t", "dgx-h100", "--calibration", "/nonexistent.yaml"],
-         "no such calibration file"),
+        (
+            ["collective", "all_reduce", "-t", "dgx-h100", "--calibration", "/nonexistent.yaml"],
+            "no such calibration file",
+        ),
         (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--algo", "sharp"], "at least two servers"),
-        (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--algo", "sharp", "--collective-cost", "ideal"],
-         "at least two servers"),
+        (
+            ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--algo", "sharp", "--collective-cost", "ideal"],
+            "at least two servers",
+        ),
         (["collective", "all_reduce", "-t", "dgx-a100", "-n", "1", "--algo", "nvls"], "collectives.nvls"),
-        (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--collective-cost", "psychic"],
-         "unknown collective cost model 'psychic'; allowed: ideal, nccl"),
+        (
+            ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--collective-cost", "psychic"],
+            "unknown collective cost model 'psychic'; allowed: ideal, nccl",
+        ),
         (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--proto", "LL256"], "unknown protocol"),
-        (["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--step-latency", "2us", "--collective-cost",
-          "nccl"], "ideal cost model only"),
+        (
+            [
+                "collective",
+                "all_reduce",
+                "-t",
+                "dgx-h100",
+                "-n",
+                "1",
+                "--step-latency",
+                "2us",
+                "--collective-cost",
+                "nccl",
+            ],
+            "ideal cost model only",
+        ),
         (["calibrate", "nccl", "/nonexistent.log", "-t", "dgx-h100", "--out", "x.yaml"], "no such file"),
     ],
 )
@@ -129,21 +210,25 @@ def test_errors_exit_2_with_one_line(args: list[str], words: str, capsys: pytest
     assert words in err
 
 
-def test_calibrate_rejects_a_log_that_does_not_fit_the_topology(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_calibrate_rejects_a_log_that_does_not_fit_the_topology(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fixture = Path(__file__).resolve().parents[1] / "fixtures" / "nccl" / "all_reduce_perf_2n.log"
-    code, _, err = run(["calibrate", "nccl", str(fixture), "-t", "dgx-h100", "--nodes", "3", "--out",
-                        str(tmp_path / "c.yaml")], capsys)
+    code, _, err = run(
+        ["calibrate", "nccl", str(fixture), "-t", "dgx-h100", "--nodes", "3", "--out", str(tmp_path / "c.yaml")], capsys
+    )
     assert code == 2 and "ranks on 2 hosts but --nodes is 3" in err
     assert not (tmp_path / "c.yaml").exists()
 
 
 def test_gpus_per_node_and_algorithm_option(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["collective", "all_reduce", "-t", "dgx-h100", "-n", "2", "-g", "2", "-b", "1MiB", "-e",
-                        "1MiB"], capsys)
+    code, out, _ = run(
+        ["collective", "all_reduce", "-t", "dgx-h100", "-n", "2", "-g", "2", "-b", "1MiB", "-e", "1MiB"], capsys
+    )
     assert code == 0 and "4 ranks on 2 nodes" in out
-    code, out, _ = run(["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--algo", "nvls", "-b", "1GiB",
-                        "-e", "1GiB"], capsys)
+    code, out, _ = run(
+        ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "--algo", "nvls", "-b", "1GiB", "-e", "1GiB"], capsys
+    )
     assert code == 0 and "algo nvls" in out
     # NVLS moves S per GPU over NVLink instead of the ring's 2(n-1)/n S: bus bandwidth above the link's 450 GB/s
     assert float(rows(out)[0][7]) > 450

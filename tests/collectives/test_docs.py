@@ -18,7 +18,7 @@ def _console_block(prefix: str) -> tuple[str, list[str]]:
     for i, ln in enumerate(lines):
         if ln.startswith(f"$ {prefix}"):
             out = []
-            for nxt in lines[i + 1:]:
+            for nxt in lines[i + 1 :]:
                 if nxt.startswith("```"):
                     break
                 out.append(nxt)

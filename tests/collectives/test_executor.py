@@ -19,8 +19,15 @@ MiB = 2**20
 
 
 def tiers(nodes: int, per: int, nic_bw: float = 25e9) -> nx.DiGraph:
-    return two_tier_topology(nodes, per, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=nic_bw,
-                             nic_latency_s=1e-6, leaf_latency_s=0.3e-6)
+    return two_tier_topology(
+        nodes,
+        per,
+        intra_bw_Bps=400e9,
+        intra_latency_s=0.4e-6,
+        nic_bw_Bps=nic_bw,
+        nic_latency_s=1e-6,
+        leaf_latency_s=0.3e-6,
+    )
 
 
 def test_yield_inside_a_process_and_result() -> None:
@@ -78,7 +85,8 @@ def test_hierarchical_beats_flat_ring_when_inter_node_is_the_bottleneck() -> Non
     # with a fast inter-node fabric the advantage disappears (the flat ring is as good)
     g_fast = tiers(2, 4, nic_bw=400e9)
     assert simulate_collective(g_fast, "all_reduce", devs, size, algo="hierarchical") > 0.9 * simulate_collective(
-        g_fast, "all_reduce", devs, size, algo="ring")
+        g_fast, "all_reduce", devs, size, algo="ring"
+    )
 
 
 def test_skewed_all_to_allv_is_slower_than_uniform() -> None:
@@ -97,8 +105,9 @@ def test_skewed_all_to_allv_is_slower_than_uniform() -> None:
     t_skew = simulate_collective(g, "all_to_allv", devs, 0, matrix=skewed)
     assert t_skew > 3 * t_uni
     for algo in ("pairwise",):
-        assert simulate_collective(g, "all_to_allv", devs, 0, matrix=skewed, algo=algo) > \
-            simulate_collective(g, "all_to_allv", devs, 0, matrix=uniform, algo=algo)
+        assert simulate_collective(g, "all_to_allv", devs, 0, matrix=skewed, algo=algo) > simulate_collective(
+            g, "all_to_allv", devs, 0, matrix=uniform, algo=algo
+        )
 
 
 def _bytes_by_class(g: nx.DiGraph, algo: str, devs: list[str], size: float) -> dict[str, float]:
@@ -120,8 +129,9 @@ def test_in_network_reduction_halves_the_wire_bytes() -> None:
     s = star_topology(8, 100e9, 0.5e-6)
     d = accelerators(s)
     # NVLS: every GPU sends and receives S (1 + 1/n) through its port, a ring 2 (n - 1) / n S
-    assert _bytes_by_class(s, "nvls", d, size)["nvlink"] / _bytes_by_class(s, "ring", d, size)["nvlink"] == \
-        pytest.approx(9 / 14, rel=1e-6)
+    assert _bytes_by_class(s, "nvls", d, size)["nvlink"] / _bytes_by_class(s, "ring", d, size)[
+        "nvlink"
+    ] == pytest.approx(9 / 14, rel=1e-6)
 
 
 @pytest.mark.parametrize("algo", ["ring", "flat_tree", "halving_doubling"])

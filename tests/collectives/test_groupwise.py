@@ -23,10 +23,14 @@ def test_plan_by_hand() -> None:
     plan = build_plan("all_to_allv", DEVS, 0, algo="groupwise", matrix=m)
     got = sorted((t.step, t.src, t.dst, t.nbytes) for t in plan.transfers)
     assert got == [
-        (0, "n0.g0", "n1.g0", 4.0), (0, "n0.g1", "n1.g1", 4.0),  # half of each copy crosses
-        (0, "n1.g0", "n0.g0", 2.0), (0, "n1.g1", "n0.g1", 2.0),
-        (1, "n0.g0", "n0.g1", 2.0), (1, "n0.g1", "n0.g0", 2.0),  # the all-gather inside each server
-        (1, "n1.g0", "n1.g1", 4.0), (1, "n1.g1", "n1.g0", 4.0),
+        (0, "n0.g0", "n1.g0", 4.0),
+        (0, "n0.g1", "n1.g1", 4.0),  # half of each copy crosses
+        (0, "n1.g0", "n0.g0", 2.0),
+        (0, "n1.g1", "n0.g1", 2.0),
+        (1, "n0.g0", "n0.g1", 2.0),
+        (1, "n0.g1", "n0.g0", 2.0),  # the all-gather inside each server
+        (1, "n1.g0", "n1.g1", 4.0),
+        (1, "n1.g1", "n1.g0", 4.0),
     ]
     by = {(t.src, t.dst, t.step): t for t in plan.transfers}
     gather = by[("n1.g0", "n1.g1", 1)]

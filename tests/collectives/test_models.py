@@ -9,13 +9,7 @@ import typing
 import numpy as np
 import pytest
 
-from netsim.collectives import (
-    COLLECTIVE_MODELS,
-    CollectiveError,
-    CollectiveModel,
-    accelerators,
-    run_collective,
-)
+from netsim.collectives import COLLECTIVE_MODELS, CollectiveError, CollectiveModel, accelerators, run_collective
 from netsim.collectives.executor import result_of, run_disjoint_collectives
 from netsim.collectives.models import MODELS, Coflow, Exact, Stream, collective_model
 from netsim.collectives.reference import star_topology

@@ -69,8 +69,16 @@ def test_nccls_choices_follow_the_size() -> None:
     assert choose(a100.table(accelerators(a100.graph)), "all_reduce", GiB).algo == "ring"  # no NVLS on A100
 
 
-@pytest.mark.parametrize(("op", "nbytes"), [("all_reduce", 4 * MiB), ("all_reduce", GiB), ("all_gather", 256 * MiB),
-                                            ("reduce_scatter", 64 * MiB), ("broadcast", 64 * MiB)])
+@pytest.mark.parametrize(
+    ("op", "nbytes"),
+    [
+        ("all_reduce", 4 * MiB),
+        ("all_reduce", GiB),
+        ("all_gather", 256 * MiB),
+        ("reduce_scatter", 64 * MiB),
+        ("broadcast", 64 * MiB),
+    ],
+)
 def test_alone_the_simulated_time_is_nccls_estimate(op: str, nbytes: float) -> None:
     """Nothing else on the links: the engine adds no contention, so the collective takes what
     NCCL's tuner predicts (within the path latencies the engine cannot subtract exactly)."""
@@ -89,8 +97,7 @@ def test_nvls_bandwidth_grows_with_the_gpu_count() -> None:
     cost = collective_setup(g).cost
     for n in (4, 6, 8):
         devs = accelerators(g)[:n]
-        t = simulate_collective(g, "all_reduce", devs, 4 * GiB, algo="nvls", cost=cost,
-                                efficiency={"nvlink": 0.824})
+        t = simulate_collective(g, "all_reduce", devs, 4 * GiB, algo="nvls", cost=cost, efficiency={"nvlink": 0.824})
         busbw = 2 * (n - 1) / n * 4 * GiB / t / 1e9
         assert busbw == pytest.approx(2 * (n - 1) / (n + 1) * 0.85 * 450 * 0.824, rel=0.02)
 
@@ -136,8 +143,7 @@ def test_hccl_uses_the_full_mesh_inside_an_atlas_a2_server() -> None:
     call = setup.cost.call("all_reduce", devs, GiB)
     assert call.algo == "mesh" and call.library_algo == "hccl-mesh"
     t_mesh = simulate_collective(g, "all_reduce", devs, GiB, cost=setup.cost, efficiency=setup.efficiency)
-    t_ring = simulate_collective(g, "all_reduce", devs, GiB, algo="ring", cost=setup.cost,
-                                 efficiency=setup.efficiency)
+    t_ring = simulate_collective(g, "all_reduce", devs, GiB, algo="ring", cost=setup.cost, efficiency=setup.efficiency)
     busbw = 2 * 7 / 8 * GiB / t_mesh / 1e9
     assert busbw == pytest.approx(7 * 56 * 0.8, rel=0.03)  # every HCCS link of a rank busy
     assert t_ring > 5 * t_mesh

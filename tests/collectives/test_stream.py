@@ -56,20 +56,23 @@ def test_stream_ring_matches_exact_on_a_uniform_ring(nbytes: int, latency: float
 
 @pytest.mark.parametrize("nbytes", [64 * 1024, 4 * MiB, 256 * MiB])
 def test_stream_hierarchical_matches_exact(nbytes: int) -> None:
-    g = two_tier_topology(4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6,
-                          leaf_latency_s=0.3e-6)
+    g = two_tier_topology(
+        4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6, leaf_latency_s=0.3e-6
+    )
     devs = accelerators(g)
     exact = simulate_collective(g, "all_reduce", devs, nbytes, algo="hierarchical", step_latency_s=2e-6)
-    stream = simulate_collective(g, "all_reduce", devs, nbytes, algo="hierarchical", step_latency_s=2e-6,
-                                 model="stream")
+    stream = simulate_collective(
+        g, "all_reduce", devs, nbytes, algo="hierarchical", step_latency_s=2e-6, model="stream"
+    )
     assert stream == pytest.approx(exact, rel=1e-6)
 
 
 @pytest.mark.parametrize("nbytes", [64 * 1024, 4 * MiB, 256 * MiB])
 def test_stream_ring_with_slow_links_stays_close_to_exact(nbytes: int) -> None:
     # rings that cross servers: fast NVLink-like hops and slow NIC hops
-    g = two_tier_topology(4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6,
-                          leaf_latency_s=0.3e-6)
+    g = two_tier_topology(
+        4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6, leaf_latency_s=0.3e-6
+    )
     devs = accelerators(g)
     exact = simulate_collective(g, "all_reduce", devs, nbytes, step_latency_s=2e-6)
     stream = simulate_collective(g, "all_reduce", devs, nbytes, step_latency_s=2e-6, model="stream")
@@ -144,8 +147,9 @@ def _disjoint_runs(op: str, groups: list[list[str]], nbytes: float, union: bool)
     from netsim.collectives.cost import IdealCost
     from netsim.collectives.executor import run_disjoint_collectives
 
-    g = two_tier_topology(4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6,
-                          leaf_latency_s=0.3e-6)
+    g = two_tier_topology(
+        4, 4, intra_bw_Bps=400e9, intra_latency_s=0.4e-6, nic_bw_Bps=25e9, nic_latency_s=1e-6, leaf_latency_s=0.3e-6
+    )
     net = Network(g)
     cost = IdealCost(step_latency_s=2e-6)
     if union:
@@ -161,9 +165,12 @@ def _disjoint_runs(op: str, groups: list[list[str]], nbytes: float, union: bool)
 @pytest.mark.parametrize("op", ["all_reduce", "reduce_scatter", "all_gather"])
 def test_union_of_disjoint_groups_runs_like_the_groups_one_by_one(op: str) -> None:
     # the TP groups of four data-parallel replicas (one per server), as lockstep merges them
-    devs = accelerators(two_tier_topology(4, 4, intra_bw_Bps=1.0, intra_latency_s=0.0, nic_bw_Bps=1.0,
-                                          nic_latency_s=0.0, leaf_latency_s=0.0))
-    groups = [devs[i * 4:(i + 1) * 4] for i in range(4)]
+    devs = accelerators(
+        two_tier_topology(
+            4, 4, intra_bw_Bps=1.0, intra_latency_s=0.0, nic_bw_Bps=1.0, nic_latency_s=0.0, leaf_latency_s=0.0
+        )
+    )
+    groups = [devs[i * 4 : (i + 1) * 4] for i in range(4)]
     one_by_one, net_a = _disjoint_runs(op, groups, 64 * MiB, union=False)
     union, net_b = _disjoint_runs(op, groups, 64 * MiB, union=True)
     assert union[0] == pytest.approx(max(one_by_one), rel=1e-12)

@@ -93,9 +93,7 @@ def test_apply_overrides_sets_creates_and_indexes_without_mutating() -> None:
 def test_apply_overrides_errors() -> None:
     with pytest.raises(SpecError, match=r"^--set name.x=1: name is a str \('dgx'\), not a mapping"):
         apply_overrides({"name": "dgx"}, ["name.x=1"])
-    with pytest.raises(
-        SpecError, match=r"^--set links.7.bw=1: links is a list of 1 items; '7' is not a valid index"
-    ):
+    with pytest.raises(SpecError, match=r"^--set links.7.bw=1: links is a list of 1 items; '7' is not a valid index"):
         apply_overrides({"links": [{}]}, ["links.7.bw=1"])
 
 
@@ -163,11 +161,7 @@ def test_enum_and_tag_errors_list_allowed_values() -> None:
 
 def test_list_paths_bounds_and_missing() -> None:
     e = _err(
-        {
-            "name": "x",
-            "part": {"kind": "mesh"},
-            "items": [{"kind": "leaf", "bandwidth": "1GB/s"}, {"kind": "leaf"}],
-        }
+        {"name": "x", "part": {"kind": "mesh"}, "items": [{"kind": "leaf", "bandwidth": "1GB/s"}, {"kind": "leaf"}]}
     )
     assert (e.field, e.message) == ("items.1.bandwidth", "required key is missing")
     e = _err({"name": "x", "part": {"kind": "mesh", "size": 1}})

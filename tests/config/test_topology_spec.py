@@ -21,12 +21,7 @@ from netsim.topology import PRESET_DIR, list_presets
 BASE: dict[str, Any] = {
     "name": "t",
     "num_nodes": 2,
-    "accelerator": {
-        "name": "X",
-        "peak_flops": {"bf16": "1TFLOPS"},
-        "memory_bandwidth": "1TB/s",
-        "memory": "1GB",
-    },
+    "accelerator": {"name": "X", "peak_flops": {"bf16": "1TFLOPS"}, "memory_bandwidth": "1TB/s", "memory": "1GB"},
     "node": {
         "kind": "nvswitch",
         "nvlink_bandwidth": "100GB/s",
@@ -82,11 +77,7 @@ def test_overrides_and_num_nodes() -> None:
         (["node.nvlink_bandwidth=-5Gbps"], "node.nvlink_bandwidth", "must be a bandwidth > 0"),
         (["node.nvlink_bandwidth=0"], "node.nvlink_bandwidth", "must be a bandwidth > 0"),
         (["node.pcie_bandwidth=10GB"], "node.pcie_bandwidth", "allowed units"),
-        (
-            ["node.nvlinks=3"],
-            "node.nvlinks",
-            "allowed keys: accelerators, nic, host_nics, kind, nvlink_bandwidth",
-        ),
+        (["node.nvlinks=3"], "node.nvlinks", "allowed keys: accelerators, nic, host_nics, kind, nvlink_bandwidth"),
         (["backend.fabric=torus"], "backend.fabric", "'single-switch', 'leaf-spine'"),
         (["backend.link_class=eth"], "backend.link_class", "'ib' or 'roce'"),
         (["backend.oversubscription=0"], "backend.oversubscription", "must be a ratio > 0"),
@@ -94,17 +85,9 @@ def test_overrides_and_num_nodes() -> None:
         (["accelerator.role=tpu"], "accelerator.role", "'gpu' or 'npu'"),
         (["node.nic=null"], "node.nic", "a back-end fabric needs rail NICs"),
         (["backend=null"], "backend", "required when num_nodes > 1"),
-        (
-            ["node.nic.attach=integrated", "node.nic.pcie_bandwidth=1GB/s"],
-            "node.nic.pcie_bandwidth",
-            "only used with",
-        ),
+        (["node.nic.attach=integrated", "node.nic.pcie_bandwidth=1GB/s"], "node.nic.pcie_bandwidth", "only used with"),
         (["frontend.fabric=single-switch"], "node.host_nics", "needs host NICs"),
-        (
-            ["backend.storage.bandwidth=1GB/s", "backend.storage.attach=core"],
-            "backend.storage.attach",
-            "fat-tree",
-        ),
+        (["backend.storage.bandwidth=1GB/s", "backend.storage.attach=core"], "backend.storage.attach", "fat-tree"),
     ],
 )
 def test_bad_values_name_the_field(overrides: list[str], field: str, needle: str) -> None:
@@ -115,27 +98,18 @@ def test_bad_values_name_the_field(overrides: list[str], field: str, needle: str
 
 
 def test_cross_field_rules() -> None:
-    hccs = dict(
-        BASE, node={"kind": "hccs", "group_size": 3, "hccs_bandwidth": "1GB/s", "pcie_bandwidth": "1GB/s"}
-    )
+    hccs = dict(BASE, node={"kind": "hccs", "group_size": 3, "hccs_bandwidth": "1GB/s", "pcie_bandwidth": "1GB/s"})
     hccs["node"]["nic"] = {"bandwidth": "1Gbps"}
     e = _error([], hccs)
     assert (str(e)) == "t.yaml: node.group_size: must divide node.accelerators (8), got 3"
-    e = _error(
-        ["backend.fabric=fat-tree", "backend.leaves_per_pod=2", "backend.spines_per_pod=2", "backend.cores=3"]
-    )
+    e = _error(["backend.fabric=fat-tree", "backend.leaves_per_pod=2", "backend.spines_per_pod=2", "backend.cores=3"])
     assert e.field == "backend.cores" and "multiple of spines_per_pod (2)" in e.message
 
 
 def test_explicit_spec_errors() -> None:
     acc = BASE["accelerator"]
     nodes = [{"name": "a", "kind": "accelerator"}, {"name": "s", "kind": "switch"}]
-    ok = {
-        "name": "e",
-        "accelerator": acc,
-        "nodes": nodes,
-        "links": [{"a": "a", "b": "s", "bandwidth": "1GB/s"}],
-    }
+    ok = {"name": "e", "accelerator": acc, "nodes": nodes, "links": [{"a": "a", "b": "s", "bandwidth": "1GB/s"}]}
     spec = parse_topology_spec(ok, source="e.yaml")
     assert isinstance(spec, ExplicitTopologySpec)
     assert spec.links[0].link_class == "generic"

@@ -41,9 +41,7 @@ def test_bytes(text: object, expected: float) -> None:
     assert parse_bytes(text) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"), [("989TFLOPS", 9.89e14), ("312 TFLOP/s", 3.12e14), ("1e15", 1e15)]
-)
+@pytest.mark.parametrize(("text", "expected"), [("989TFLOPS", 9.89e14), ("312 TFLOP/s", 3.12e14), ("1e15", 1e15)])
 def test_flops(text: object, expected: float) -> None:
     assert parse_flops(text) == pytest.approx(expected, rel=1e-12)
 

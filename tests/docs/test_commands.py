@@ -31,9 +31,13 @@ from netsim.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-PAGES = sorted([DOCS / "readme_head.md", *(p for p in DOCS.glob("*.md") if p.name not in ("readme_head.md",
-                                                                                          "index.md")),
-                *(DOCS / "sections").glob("*.md")])
+PAGES = sorted(
+    [
+        DOCS / "readme_head.md",
+        *(p for p in DOCS.glob("*.md") if p.name not in ("readme_head.md", "index.md")),
+        *(DOCS / "sections").glob("*.md"),
+    ]
+)
 
 #: install / test-suite commands: CI runs them (.ci/run: the quickstart in a fresh venv)
 CI_ONLY = re.compile(r"^(pip install|python -m pip install|python -m pytest)")
@@ -147,8 +151,11 @@ def _block_commands(rel: str, lang: str, block: list[tuple[int, str]]) -> list[C
         return []
     cmds: list[Command] = []
     if lang == "plain" and not any(t.startswith("$ ") for _, t in block):  # a list of commands, synopses
-        return [Command(rel, n, cmd) for n, t in _joined([x for x in block if x[1].startswith("netsim ")])
-                if not PLACEHOLDER.search(t) and (cmd := _strip_comment(t))]
+        return [
+            Command(rel, n, cmd)
+            for n, t in _joined([x for x in block if x[1].startswith("netsim ")])
+            if not PLACEHOLDER.search(t) and (cmd := _strip_comment(t))
+        ]
     i = 0
     while i < len(block):
         n, t = block[i]
@@ -195,8 +202,17 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _scratch(tmp_path: Path, default_run: Path | None) -> Path:
-    for name in ("examples", "topologies", "workloads", "tests", "benchmarks", "docs", "netsim", "pyproject.toml",
-                 ".ci"):
+    for name in (
+        "examples",
+        "topologies",
+        "workloads",
+        "tests",
+        "benchmarks",
+        "docs",
+        "netsim",
+        "pyproject.toml",
+        ".ci",
+    ):
         (tmp_path / name).symlink_to(ROOT / name)
     if default_run is not None:
         shutil.copytree(default_run, tmp_path / "runs" / "default")
@@ -224,19 +240,19 @@ def _run_shell(text: str, cwd: Path) -> tuple[int, str, str]:
     bin_dir = cwd / ".bin"
     bin_dir.mkdir(exist_ok=True)
     shim = bin_dir / "netsim"  # `netsim` inside a shell line: this source tree
-    shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m netsim \"$@\"\n")
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m netsim "$@"\n')
     shim.chmod(0o755)
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    res = subprocess.run(text, shell=True, cwd=cwd, env=env, capture_output=True, text=True, check=False,
-                         timeout=3600)
+    res = subprocess.run(text, shell=True, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=3600)
     return res.returncode, res.stdout, res.stderr
 
 
 def _check(cmd: Command, cwd: Path) -> None:
     simple = cmd.text.startswith("netsim ") and not re.search(r"[|&;<>]", cmd.text)
     at_root = re.match(r"(python|ruff|mypy|mkdocs) ", cmd.text) is not None  # developer commands: the repo root
-    code, _out, err = (_run_netsim(shlex.split(cmd.text)[1:], cwd) if simple
-                      else _run_shell(cmd.text, ROOT if at_root else cwd))
+    code, _out, err = (
+        _run_netsim(shlex.split(cmd.text)[1:], cwd) if simple else _run_shell(cmd.text, ROOT if at_root else cwd)
+    )
     where = f"{cmd.page}:{cmd.line}: {cmd.text}"
     if cmd.error is None:
         assert code == 0, f"{where}\nexit {code}\n{err[-2000:]}"
@@ -277,8 +293,11 @@ def test_page_commands_slow(page: Path, tmp_path: Path, default_run: Path) -> No
 def test_the_harness_finds_the_commands() -> None:
     readme = page_commands(DOCS / "readme_head.md")
     texts = [c.text for c in readme]
-    assert texts[:3] == ["pip install . && netsim run",
-                         "python -m pip install -e '.[test]' && python -m pytest -m \"not slow\" -n 2", "netsim run"]
+    assert texts[:3] == [
+        "pip install . && netsim run",
+        "python -m pip install -e '.[test]' && python -m pytest -m \"not slow\" -n 2",
+        "netsim run",
+    ]
     assert all(c.text for pg in PAGES for c in page_commands(pg))
     for pattern, _why in EXTERNAL:  # every exception still stands for a command the docs show
         assert any(re.search(pattern, c.text) for pg in PAGES for c in page_commands(pg)), pattern

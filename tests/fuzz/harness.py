@@ -37,8 +37,26 @@ FUZZ = settings(
 )
 
 #: values that no numeric field of a spec accepts (wrong type, sign, size or finiteness)
-BAD_NUMBERS: list[Any] = [-1, -0.5, "-5Gbps", "abc", "12 parsecs", [1, 2], {"a": 1}, True, 10**30, -(10**30),
-                          "1e400", float("nan"), float("inf"), "inf", "", "1e400Gbps", "NaNus", 2**64]
+BAD_NUMBERS: list[Any] = [
+    -1,
+    -0.5,
+    "-5Gbps",
+    "abc",
+    "12 parsecs",
+    [1, 2],
+    {"a": 1},
+    True,
+    10**30,
+    -(10**30),
+    "1e400",
+    float("nan"),
+    float("inf"),
+    "inf",
+    "",
+    "1e400Gbps",
+    "NaNus",
+    2**64,
+]
 bad_number = st.sampled_from(BAD_NUMBERS)
 #: tokens a text reader must refuse where it expects a number
 BAD_TOKENS = ["inf", "-inf", "nan", "NaN", "-5", "1e999", "99999999999999999999999", "abc", "0x1F", "1,5", "--"]

@@ -69,11 +69,24 @@ def test_topology_yaml_noise(text: str) -> None:
         assert_rejected(["topology", "show", "topo.yaml", "--json"], d, ("topo.yaml",))
 
 
-TOPOLOGY_FIELDS = ["num_nodes", "node.accelerators", "node.nvlink_bandwidth", "node.nvlink_latency",
-                   "node.pcie_bandwidth", "node.nic.bandwidth", "node.nic.latency", "node.host_nics.count",
-                   "accelerator.memory", "accelerator.memory_bandwidth", "accelerator.peak_flops.bf16",
-                   "backend.nodes_per_leaf", "backend.oversubscription", "backend.switch_latency",
-                   "frontend.storage.count", "frontend.storage.bandwidth"]
+TOPOLOGY_FIELDS = [
+    "num_nodes",
+    "node.accelerators",
+    "node.nvlink_bandwidth",
+    "node.nvlink_latency",
+    "node.pcie_bandwidth",
+    "node.nic.bandwidth",
+    "node.nic.latency",
+    "node.host_nics.count",
+    "accelerator.memory",
+    "accelerator.memory_bandwidth",
+    "accelerator.peak_flops.bf16",
+    "backend.nodes_per_leaf",
+    "backend.oversubscription",
+    "backend.switch_latency",
+    "frontend.storage.count",
+    "frontend.storage.bandwidth",
+]
 
 
 @FUZZ
@@ -85,23 +98,43 @@ def test_topology_field_with_a_bad_value(field: str, value: Any) -> None:
         assert field.rpartition(".")[0] in line
 
 
-SET_KEYS = ["num_nodes", "node.accelerators", "node.nvlink_bandwidth", "node.nic.latency",
-            "backend.oversubscription", "backend.nodes_per_leaf", "accelerator.memory"]
+SET_KEYS = [
+    "num_nodes",
+    "node.accelerators",
+    "node.nvlink_bandwidth",
+    "node.nic.latency",
+    "backend.oversubscription",
+    "backend.nodes_per_leaf",
+    "accelerator.memory",
+]
 
 
 @FUZZ
-@given(key=st.sampled_from(SET_KEYS),
-       value=st.one_of(bad_number.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...")
-                                      .strip()),
-                       st.text(alphabet="abcxyz&*!%", min_size=1, max_size=12)))
+@given(
+    key=st.sampled_from(SET_KEYS),
+    value=st.one_of(
+        bad_number.map(lambda v: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()),
+        st.text(alphabet="abcxyz&*!%", min_size=1, max_size=12),
+    ),
+)
 def test_set_value(key: str, value: str) -> None:
     with scratch() as d:
         assert_rejected(["topology", "show", "dgx-h100", "--set", f"{key}={value}", "--json"], d, ("--set",))
 
 
-WORKLOAD_FIELDS = ["model.layers", "model.hidden", "model.ffn_hidden", "model.heads", "model.vocab",
-                   "model.moe.experts", "model.moe.top_k", "parallelism.ep", "parallelism.tp", "num_microbatches",
-                   "steps"]
+WORKLOAD_FIELDS = [
+    "model.layers",
+    "model.hidden",
+    "model.ffn_hidden",
+    "model.heads",
+    "model.vocab",
+    "model.moe.experts",
+    "model.moe.top_k",
+    "parallelism.ep",
+    "parallelism.tp",
+    "num_microbatches",
+    "steps",
+]
 
 
 @FUZZ
@@ -114,13 +147,22 @@ def test_workload_field_with_a_bad_value(field: str, value: Any) -> None:
         assert_rejected(["sweep", "sw.yaml", "--dry-run"], d, ("sw.yaml",))
 
 
-SCENARIO = {"name": "s", "topology": "dgx-h100", "nodes": 2, "workload": SWEEP["workload"], "steps": 1,
-            "seed": 0, "options": {"routing_samples": 4}}
+SCENARIO = {
+    "name": "s",
+    "topology": "dgx-h100",
+    "nodes": 2,
+    "workload": SWEEP["workload"],
+    "steps": 1,
+    "seed": 0,
+    "options": {"routing_samples": 4},
+}
 
 
 @FUZZ
-@given(field=st.sampled_from(["nodes", "seed", "steps", "options.routing_samples", "topology", "workload"]),
-       value=st.sampled_from([v for v in BAD_NUMBERS if v not in ("abc", "", "12 parsecs")]))
+@given(
+    field=st.sampled_from(["nodes", "seed", "steps", "options.routing_samples", "topology", "workload"]),
+    value=st.sampled_from([v for v in BAD_NUMBERS if v not in ("abc", "", "12 parsecs")]),
+)
 def test_scenario_field_with_a_bad_value(field: str, value: Any) -> None:
     with scratch() as d:
         (d / "scen.yaml").write_text(_yaml(_set(SCENARIO, field, value)))
@@ -129,14 +171,21 @@ def test_scenario_field_with_a_bad_value(field: str, value: Any) -> None:
 
 # --------------------------------------------------------------------------- flows CSV
 
-good_row = st.tuples(st.sampled_from(["n0.g0", "n0.g1", "n0.g7"]), st.sampled_from(["n0.g2", "n0.g3"]),
-                     st.sampled_from(["1MB", "64KiB", "1000"]), st.sampled_from(["0", "1us", "0.5"]))
+good_row = st.tuples(
+    st.sampled_from(["n0.g0", "n0.g1", "n0.g7"]),
+    st.sampled_from(["n0.g2", "n0.g3"]),
+    st.sampled_from(["1MB", "64KiB", "1000"]),
+    st.sampled_from(["0", "1us", "0.5"]),
+)
 
 
 @FUZZ
-@given(rows=st.lists(good_row, max_size=3), column=st.sampled_from(["src", "dst", "bytes", "start_s"]),
-       token=st.one_of(bad_token, st.sampled_from(["n9.g0", "leaf99", "", "n0.g0 > n0.g1"])),
-       at=st.integers(0, 3))
+@given(
+    rows=st.lists(good_row, max_size=3),
+    column=st.sampled_from(["src", "dst", "bytes", "start_s"]),
+    token=st.one_of(bad_token, st.sampled_from(["n9.g0", "leaf99", "", "n0.g0 > n0.g1"])),
+    at=st.integers(0, 3),
+)
 def test_flows_csv_with_a_bad_cell(rows: list[tuple[str, ...]], column: str, token: str, at: int) -> None:
     if column in ("src", "dst") and token in ("inf", "-inf", "nan", "NaN", "-5", "1e999", "0x1F", "--", "abc"):
         token = "n" + token  # still not a device
@@ -167,8 +216,11 @@ def test_nccl_log_with_a_bad_number(row: int, column: int, token: str) -> None:
     lines[row] = "  ".join(toks)
     with scratch() as d:
         (d / "all_reduce_perf.log").write_text("\n".join(lines) + "\n")
-        assert_rejected(["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml"], d,
-                        ("all_reduce_perf.log",))
+        assert_rejected(
+            ["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml"],
+            d,
+            ("all_reduce_perf.log",),
+        )
 
 
 @FUZZ
@@ -176,23 +228,39 @@ def test_nccl_log_with_a_bad_number(row: int, column: int, token: str) -> None:
 def test_nccl_log_truncated(keep: int, junk: str) -> None:
     with scratch() as d:
         (d / "all_reduce_perf.log").write_text("\n".join(_LOG_LINES[:keep]) + "\n" + junk)
-        assert_rejected(["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml"], d,
-                        ("all_reduce_perf.log",))
+        assert_rejected(
+            ["calibrate", "nccl", "all_reduce_perf.log", "-t", "dgx-h100", "--out", "cal.yaml"],
+            d,
+            ("all_reduce_perf.log",),
+        )
 
 
 # --------------------------------------------------------------------------- Kineto JSON
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids,
-                                                                                      max_size=4), max_leaves=20)
-BAD_EVENTS = [{}, {"name": "a", "ts": 1, "dur": 2}, {"ph": 5}, {"ph": "X", "ts": 1, "dur": 2},
-              {"ph": "X", "name": "a", "ts": "soon", "dur": 2}, {"ph": "X", "name": "a", "ts": 1, "dur": -3},
-              {"ph": "X", "name": "a", "ts": 1}, {"ph": "X", "name": "a", "ts": 1, "dur": [1]}, [], "event", 7]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
+    max_leaves=20,
+)
+BAD_EVENTS = [
+    {},
+    {"name": "a", "ts": 1, "dur": 2},
+    {"ph": 5},
+    {"ph": "X", "ts": 1, "dur": 2},
+    {"ph": "X", "name": "a", "ts": "soon", "dur": 2},
+    {"ph": "X", "name": "a", "ts": 1, "dur": -3},
+    {"ph": "X", "name": "a", "ts": 1},
+    {"ph": "X", "name": "a", "ts": 1, "dur": [1]},
+    [],
+    "event",
+    7,
+]
 
 
 @FUZZ
-@given(first=st.sampled_from(BAD_EVENTS), rest=st.lists(json_values, max_size=4),
-       wrap=st.sampled_from(["object", "list"]))
+@given(
+    first=st.sampled_from(BAD_EVENTS), rest=st.lists(json_values, max_size=4), wrap=st.sampled_from(["object", "list"])
+)
 def test_kineto_trace_with_a_bad_event(first: Any, rest: list[Any], wrap: str) -> None:
     events = [first, *rest]
     doc = {"traceEvents": events, "schemaVersion": 1} if wrap == "object" else events
@@ -202,8 +270,17 @@ def test_kineto_trace_with_a_bad_event(first: Any, rest: list[Any], wrap: str) -
 
 
 @FUZZ
-@given(doc=st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=10), st.just("{"),
-                     st.just('{"traceEvents": [' * 3), st.dictionaries(st.sampled_from(["a", "b"]), json_values)))
+@given(
+    doc=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.text(max_size=10),
+        st.just("{"),
+        st.just('{"traceEvents": [' * 3),
+        st.dictionaries(st.sampled_from(["a", "b"]), json_values),
+    )
+)
 def test_kineto_trace_not_a_trace(doc: Any) -> None:
     with scratch() as d:
         (d / "t.json").write_text(doc if isinstance(doc, str) and doc.startswith("{") else json.dumps(doc))
@@ -213,9 +290,13 @@ def test_kineto_trace_not_a_trace(doc: Any) -> None:
 # --------------------------------------------------------------------------- Chakra JSON
 
 # (dangling ctrl_deps are valid: real Chakra traces have them, and they are not dependencies)
-CHAKRA_BAD = {"id": ["x", -1, [1], None, 1.5], "type": ["BOGUS_NODE", 99, None, [1]],
-              "data_deps": ["x", [999999], [["a"]], 3], "ctrl_deps": ["x", [["a"]]],
-              "duration_micros": ["x", -1, [1], {"a": 1}]}
+CHAKRA_BAD = {
+    "id": ["x", -1, [1], None, 1.5],
+    "type": ["BOGUS_NODE", 99, None, [1]],
+    "data_deps": ["x", [999999], [["a"]], 3],
+    "ctrl_deps": ["x", [["a"]]],
+    "duration_micros": ["x", -1, [1], {"a": 1}],
+}
 
 
 @FUZZ
@@ -236,8 +317,15 @@ def test_chakra_node_with_a_bad_field(index: int, field: str, pick: int) -> None
 
 # --------------------------------------------------------------------------- routing traces
 
-_META = {"experts": 8, "ep": 8, "ranks_per_node": 8, "hidden": 2048, "top_k": 2, "router": "switch",
-         "tokens_per_rank": 64}
+_META = {
+    "experts": 8,
+    "ep": 8,
+    "ranks_per_node": 8,
+    "hidden": 2048,
+    "top_k": 2,
+    "router": "switch",
+    "tokens_per_rank": 64,
+}
 
 
 def _trace_frame() -> pd.DataFrame:
@@ -245,8 +333,19 @@ def _trace_frame() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "layer", "microbatch", "src_rank", "expert", "tokens", "dropped"])
 
 
-TRACE_FAULTS = ["negative tokens", "src_rank beyond ep", "expert beyond experts", "missing column", "fractional",
-                "duplicate", "no metadata", "metadata not json", "metadata ep", "too many tokens", "not parquet"]
+TRACE_FAULTS = [
+    "negative tokens",
+    "src_rank beyond ep",
+    "expert beyond experts",
+    "missing column",
+    "fractional",
+    "duplicate",
+    "no metadata",
+    "metadata not json",
+    "metadata ep",
+    "too many tokens",
+    "not parquet",
+]
 
 
 @FUZZ
@@ -289,24 +388,38 @@ def test_routing_trace_with_a_fault(fault: str, row: int) -> None:
             if md is not None:
                 table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: md})
             pq.write_table(table, path)
-        assert_rejected(["run", "-q", "--no-report", "--routing-trace", "r.parquet", "--out", "o"], d,
-                        ("r.parquet", "--routing-trace"))
+        assert_rejected(
+            ["run", "-q", "--no-report", "--routing-trace", "r.parquet", "--out", "o"],
+            d,
+            ("r.parquet", "--routing-trace"),
+        )
 
 
 # --------------------------------------------------------------------------- calibration YAML and kernel tables
 
-CALIBRATION = {"format": 1, "topology": "dgx-h100", "nodes": 1, "routing": "ecmp",
-               "link_efficiency": {"nvlink": 0.9, "ib": 0.85}, "step_latency_s": 4e-6}
+CALIBRATION = {
+    "format": 1,
+    "topology": "dgx-h100",
+    "nodes": 1,
+    "routing": "ecmp",
+    "link_efficiency": {"nvlink": 0.9, "ib": 0.85},
+    "step_latency_s": 4e-6,
+}
 
 
 @FUZZ
-@given(field=st.sampled_from(["link_efficiency.nvlink", "link_efficiency.ib", "step_latency_s", "link_efficiency"]),
-       value=st.sampled_from([v for v in BAD_NUMBERS if v not in (10**30, -(10**30), 2**64)] + [{"warp": 1.0}]))
+@given(
+    field=st.sampled_from(["link_efficiency.nvlink", "link_efficiency.ib", "step_latency_s", "link_efficiency"]),
+    value=st.sampled_from([v for v in BAD_NUMBERS if v not in (10**30, -(10**30), 2**64)] + [{"warp": 1.0}]),
+)
 def test_calibration_field_with_a_bad_value(field: str, value: Any) -> None:
     with scratch() as d:
         (d / "cal.yaml").write_text(_yaml(_set(CALIBRATION, field, value)))
-        assert_rejected(["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-e", "1MiB", "--calibration",
-                         "cal.yaml"], d, ("cal.yaml",))
+        assert_rejected(
+            ["collective", "all_reduce", "-t", "dgx-h100", "-n", "1", "-e", "1MiB", "--calibration", "cal.yaml"],
+            d,
+            ("cal.yaml",),
+        )
 
 
 _KERNELS = (ROOT / "netsim" / "data" / "kernels" / "cpu-amd-epyc-1thread.csv").read_text().splitlines()
@@ -315,8 +428,11 @@ _KCOLS = _KERNELS[_KHEAD].split(",")
 
 
 @FUZZ
-@given(row=st.integers(1, 20), column=st.sampled_from(["m", "n", "k", "time_s", "repeats", "inner", "kernel", "pass"]),
-       token=bad_token)
+@given(
+    row=st.integers(1, 20),
+    column=st.sampled_from(["m", "n", "k", "time_s", "repeats", "inner", "kernel", "pass"]),
+    token=bad_token,
+)
 def test_kernel_table_with_a_bad_cell(row: int, column: str, token: str) -> None:
     lines = list(_KERNELS)
     cells = lines[_KHEAD + row].split(",")

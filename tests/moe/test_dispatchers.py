@@ -30,8 +30,12 @@ def _hand() -> tuple[np.ndarray, np.ndarray]:
 
 def test_three_dispatchers_by_hand() -> None:
     counts, experts = _hand()
-    plans = {name: dispatch_plan(counts, PL, hidden=1, bytes_per_element=1.0, rank_node=NODE, dispatcher=name,
-                                 token_experts=experts) for name in ("alltoall", "dedup-rank", "deepep")}
+    plans = {
+        name: dispatch_plan(
+            counts, PL, hidden=1, bytes_per_element=1.0, rank_node=NODE, dispatcher=name, token_experts=experts
+        )
+        for name in ("alltoall", "dedup-rank", "deepep")
+    }
     # what the experts compute is the same: (token, expert) pairs per destination rank
     for p in plans.values():
         assert p.tokens[0].tolist() == [1, 2, 2, 1]
@@ -87,11 +91,19 @@ def test_node_limited_routing_crosses_at_most_m_nodes_per_token() -> None:
     # nodes of 8 ranks, top-4 within at most 2 groups; DeepEP sends a token once per node
     ep, tokens = 8, 256
     node = np.repeat(np.arange(4), 2)
-    src = routing_source("deepseek", experts=16, ep=ep, tokens_per_rank=tokens, seed=1,
-                         params={"top_k": 4, "n_groups": 4, "topk_groups": 2})
+    src = routing_source(
+        "deepseek",
+        experts=16,
+        ep=ep,
+        tokens_per_rank=tokens,
+        seed=1,
+        params={"top_k": 4, "n_groups": 4, "topk_groups": 2},
+    )
     pl = contiguous_placement(16, ep)
-    got = {d: step_dispatch(src, pl, step=0, layer=0, hidden=1, bytes_per_element=1.0, rank_node=node,
-                            dispatcher=d)[0] for d in ("alltoall", "deepep")}
+    got = {
+        d: step_dispatch(src, pl, step=0, layer=0, hidden=1, bytes_per_element=1.0, rank_node=node, dispatcher=d)[0]
+        for d in ("alltoall", "deepep")
+    }
     cross = {d: p.bytes_by_locality()["cross_node"] for d, p in got.items()}
     assert cross["deepep"] <= 2 * ep * tokens  # at most M = 2 nodes per token, one copy each
     assert cross["deepep"] < cross["alltoall"]  # two experts on one node cross once
@@ -99,8 +111,7 @@ def test_node_limited_routing_crosses_at_most_m_nodes_per_token() -> None:
 
 
 def test_statistical_token_sets_match_their_counts() -> None:
-    src = routing_source("zipf", experts=8, ep=4, tokens_per_rank=300, top_k=2, seed=0,
-                         params={"capacity_factor": 1.0})
+    src = routing_source("zipf", experts=8, ep=4, tokens_per_rank=300, top_k=2, seed=0, params={"capacity_factor": 1.0})
     tok, drp, ex = src.routed(0, 0, 0, token_sets=True)  # type: ignore[attr-defined]
     assert np.array_equal((tok, drp), src.counts(0, 0, 0))
     assert ex is not None and ex.shape == (4, 300, 2)
@@ -113,6 +124,9 @@ def test_padded_buffers_and_unknown_dispatcher() -> None:
     assert padded_tokens(PL, 5).tolist() == [[10] * 4] * 4
     assert DISPATCHERS.names() == ["alltoall", "dedup-rank", "deepep"]
     counts, _ = _hand()
-    with pytest.raises(SpecError, match=r"model\.moe\.dispatcher: unknown token dispatcher 'nccl'; allowed: "
-                                        r"alltoall, dedup-rank, deepep"):
+    with pytest.raises(
+        SpecError,
+        match=r"model\.moe\.dispatcher: unknown token dispatcher 'nccl'; allowed: "
+        r"alltoall, dedup-rank, deepep",
+    ):
         dispatch_plan(counts, PL, hidden=1, dispatcher="nccl")

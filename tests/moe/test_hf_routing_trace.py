@@ -39,8 +39,12 @@ def test_tiny_models_give_a_valid_trace_that_matches_the_router(kind: str, tmp_p
 
     m = _script()
     out = tmp_path / f"{kind}.parquet"
-    assert m.main(["--tiny", kind, "--ep", "4", "--ranks-per-node", "2", "--seq-len", "32", "--steps", "2",
-                   "--out", str(out)]) == 0
+    assert (
+        m.main(
+            ["--tiny", kind, "--ep", "4", "--ranks-per-node", "2", "--seq-len", "32", "--steps", "2", "--out", str(out)]
+        )
+        == 0
+    )
     tr = read_routing_trace(out)
     assert tr.meta.experts == 8 and tr.meta.top_k == 2 and tr.meta.ep == 4 and tr.meta.tokens_per_rank == 32
     assert tr.steps == [0, 1] and len(tr.layers) == 2
@@ -55,8 +59,9 @@ def test_tiny_models_give_a_valid_trace_that_matches_the_router(kind: str, tmp_p
         with torch.no_grad():
             h = model.model.embed_tokens(ids)
             pos = torch.arange(32)[None]
-            out_attn = layer0.self_attn(layer0.input_layernorm(h), position_embeddings=model.model.rotary_emb(h, pos),
-                                        attention_mask=None)[0]
+            out_attn = layer0.self_attn(
+                layer0.input_layernorm(h), position_embeddings=model.model.rotary_emb(h, pos), attention_mask=None
+            )[0]
             x = layer0.post_attention_layernorm(h + out_attn).reshape(-1, h.shape[-1])
             want = torch.topk(x @ layer0.mlp.gate.weight.T, 2, dim=-1).indices.numpy()
         assert rec[0].shape == (4 * 32, 2)

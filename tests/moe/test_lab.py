@@ -79,11 +79,7 @@ def test_config_validation() -> None:
     with pytest.raises(SpecError) as exc:
         LabConfig(steps=0)
     assert exc.value.field == "steps"
-    assert LabConfig(router="deepseek").resolved_router_params() == {
-        "n_groups": 2,
-        "topk_groups": 1,
-        "top_k": 2,
-    }
+    assert LabConfig(router="deepseek").resolved_router_params() == {"n_groups": 2, "topk_groups": 1, "top_k": 2}
 
 
 def test_lab_without_torch_gives_install_hint(tmp_path: Path) -> None:
@@ -247,8 +243,9 @@ def test_cli_lab_end_to_end(corpus: Path, tmp_path: Path, capsys: pytest.Capture
     assert err.startswith("error: router.nope:") and "\n" not in err
 
 
-def test_lab_config_that_cannot_converge_is_refused_by_the_cli(tmp_path: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_lab_config_that_cannot_converge_is_refused_by_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from netsim.cli import main
 
     for extra, field in ((["--steps", "30"], "--steps"), (["--seq-len", "8", "--batch", "1"], "--batch")):
@@ -274,9 +271,24 @@ def test_rre_with_domain_sorted_data_never_leaves_the_node(sort: float, cross: f
     pytest.importorskip("torch")
     from netsim.moe.lab import train_lab
 
-    cfg = LabConfig(router="rre", experts=4, ep=4, ranks_per_node=2, layers=1, hidden=16, heads=2, ffn_hidden=16,
-                    seq_len=16, batch=2, steps=2, domains=["python", "c"], domain_sort=sort, tokenizer="byte",
-                    max_corpus_bytes=200_000, eval_batches=1)
+    cfg = LabConfig(
+        router="rre",
+        experts=4,
+        ep=4,
+        ranks_per_node=2,
+        layers=1,
+        hidden=16,
+        heads=2,
+        ffn_hidden=16,
+        seq_len=16,
+        batch=2,
+        steps=2,
+        domains=["python", "c"],
+        domain_sort=sort,
+        tokenizer="byte",
+        max_corpus_bytes=200_000,
+        eval_batches=1,
+    )
     assert cfg.resolved_router_params()["domains"] == 2
     res = train_lab(cfg)
     share = res.summary["load"]["all_steps"]["share_cross_node"]

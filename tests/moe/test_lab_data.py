@@ -8,12 +8,7 @@ import numpy as np
 import pytest
 
 from netsim.errors import SpecError
-from netsim.moe.lab_check import (
-    balanced_drop_rate,
-    convergence_problem,
-    convergence_report,
-    final_window,
-)
+from netsim.moe.lab_check import balanced_drop_rate, convergence_problem, convergence_report, final_window
 from netsim.moe.lab_data import SOURCES, DomainSampler, domain_nodes, load_domains, make_tokenizer
 
 
@@ -96,9 +91,18 @@ def test_configurations_that_cannot_converge() -> None:
 
 def _rows(n: int, loss: object, cv: object, unused: float = 0.0, drop: float = 0.02) -> tuple[list, list]:
     losses = [{"step": i, "task_loss": loss(i) if callable(loss) else loss} for i in range(n)]
-    metrics = [{"step": i, "layer": ly, "drop_rate": drop, "share_cross_node": 0.5,
-                "expert_load_cv": cv(i) if callable(cv) else cv, "unused_experts": unused}
-               for i in range(n) for ly in range(2)]
+    metrics = [
+        {
+            "step": i,
+            "layer": ly,
+            "drop_rate": drop,
+            "share_cross_node": 0.5,
+            "expert_load_cv": cv(i) if callable(cv) else cv,
+            "unused_experts": unused,
+        }
+        for i in range(n)
+        for ly in range(2)
+    ]
     return losses, metrics
 
 

@@ -39,16 +39,7 @@ def onehots(experts: list[int], n: int) -> np.ndarray:
 
 
 def test_registry_lists_all_routers() -> None:
-    assert router_names() == [
-        "deepseek",
-        "expert_choice",
-        "gshard",
-        "hash",
-        "locmoe",
-        "mixtral",
-        "rre",
-        "switch",
-    ]
+    assert router_names() == ["deepseek", "expert_choice", "gshard", "hash", "locmoe", "mixtral", "rre", "switch"]
 
 
 def test_make_router_rejects_unknown_name_and_parameter() -> None:
@@ -506,8 +497,9 @@ def test_counts_kernel_resolves_clear_tokens_and_flags_ties() -> None:
 def test_counts_are_the_counts_of_route(name: str) -> None:
     from netsim.moe.routers import make_router
 
-    r = make_router(name, n_experts=32, hidden=16, seed=3, **({"n_groups": 4, "topk_groups": 2} if name == "deepseek"
-                                                              else {}))
+    r = make_router(
+        name, n_experts=32, hidden=16, seed=3, **({"n_groups": 4, "topk_groups": 2} if name == "deepseek" else {})
+    )
     x = np.random.default_rng(2).normal(size=(300, 16))
     res = r.route(x, src_rank=np.zeros(300, dtype=np.int64))
     counts, drops = r.counts(x, src_rank=np.zeros(300, dtype=np.int64))

@@ -31,8 +31,9 @@ def _trace() -> RoutingTrace:
     meta = TraceMeta(experts=4, ep=2, ranks_per_node=1, hidden=8, top_k=1, router="switch")
     a = np.array([[3, 1, 0, 0], [0, 0, 2, 2]])
     b = np.array([[0, 0, 0, 4], [4, 0, 0, 0]])
-    return RoutingTrace.from_counts([(0, 0, 0, a, None), (0, 1, 0, b, None), (1, 0, 0, b, None), (1, 1, 0, a, None)],
-                                    meta)
+    return RoutingTrace.from_counts(
+        [(0, 0, 0, a, None), (0, 1, 0, b, None), (1, 0, 0, b, None), (1, 1, 0, a, None)], meta
+    )
 
 
 def test_trace_source_wraps_and_rescales(tmp_path: Path) -> None:
@@ -109,8 +110,9 @@ def test_router_source_runs_real_gating() -> None:
 def test_router_source_is_deterministic_for_every_router(name: str) -> None:
     from netsim.moe import router_names
 
-    assert sorted(router_names()) == sorted(["deepseek", "switch", "gshard", "mixtral", "expert_choice", "locmoe",
-                                             "hash", "rre"])
+    assert sorted(router_names()) == sorted(
+        ["deepseek", "switch", "gshard", "mixtral", "expert_choice", "locmoe", "hash", "rre"]
+    )
     params = {"n_groups": 4, "topk_groups": 2, "top_k": 4} if name == "deepseek" else {}
     kw = {"placement": contiguous_placement(16, 2), "rank_node": rank_nodes(2, 1)}
     a = routing_source(name, experts=16, ep=2, tokens_per_rank=300, seed=5, params=params, **kw)

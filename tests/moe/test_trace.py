@@ -22,8 +22,9 @@ def sample_trace() -> RoutingTrace:
     a = np.array([[3, 0, 1, 0], [0, 2, 0, 5]])
     da = np.array([[1, 0, 0, 0], [0, 0, 0, 0]])
     b = np.array([[0, 0, 4, 4], [1, 1, 1, 1]])
-    return RoutingTrace.from_counts([(0, 0, 0, a, da), (0, 1, 0, b, None), (1, 0, 2, b, None), (1, 1, 2, a, None)],
-                                    META)
+    return RoutingTrace.from_counts(
+        [(0, 0, 0, a, da), (0, 1, 0, b, None), (1, 0, 2, b, None), (1, 1, 2, a, None)], META
+    )
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -65,11 +66,7 @@ def good_df() -> pd.DataFrame:
         (lambda d: d.assign(expert=d["expert"] + 4), "expert", ">= experts=4"),
         (lambda d: d.assign(src_rank=d["src_rank"] * 2), "src_rank", ">= ep=2"),
         (lambda d: d.assign(tokens=-d["tokens"]), "tokens", "negative"),
-        (
-            lambda d: d.assign(dropped=d["dropped"].astype(float).where(d.index > 0)),
-            "dropped",
-            "missing values",
-        ),
+        (lambda d: d.assign(dropped=d["dropped"].astype(float).where(d.index > 0)), "dropped", "missing values"),
         (lambda d: d.assign(layer="x"), "layer", "integers"),
         (lambda d: pd.concat([d, d.iloc[:1]]), "expert", "duplicate row"),
     ],
@@ -216,15 +213,29 @@ def _gap(d: pd.DataFrame) -> pd.DataFrame:
         (_gap, "layer"),
     ],
 )
-def test_cli_rejects_a_bad_routing_trace_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    mutate, field: str) -> None:
+def test_cli_rejects_a_bad_routing_trace_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mutate, field: str
+) -> None:
     from netsim.cli import main
 
     meta = {**META.to_json(), "experts": 16, "ep": 16}
     p = _write(tmp_path, mutate(good_df()), meta)
     with pytest.raises(SystemExit) as exc:
-        main(["run", "--topology", "ascend-910a", "--nodes", "2", "--workload", "locmoe-pangu",
-              "--routing-trace", str(p), "--out", str(tmp_path / "run")])
+        main(
+            [
+                "run",
+                "--topology",
+                "ascend-910a",
+                "--nodes",
+                "2",
+                "--workload",
+                "locmoe-pangu",
+                "--routing-trace",
+                str(p),
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(p) in err and f": {field}:" in err, err

@@ -5,8 +5,17 @@ from __future__ import annotations
 import networkx as nx
 
 
-def link(g: nx.DiGraph, a: str, b: str, bw: float, lat: float = 0.0, cls: str = "ib", tier: str = "t",
-         network: str = "backend", both: bool = True) -> None:
+def link(
+    g: nx.DiGraph,
+    a: str,
+    b: str,
+    bw: float,
+    lat: float = 0.0,
+    cls: str = "ib",
+    tier: str = "t",
+    network: str = "backend",
+    both: bool = True,
+) -> None:
     g.add_edge(a, b, capacity_Bps=bw, latency_s=lat, link_class=cls, network=network, tier=tier)
     if both:
         g.add_edge(b, a, capacity_Bps=bw, latency_s=lat, link_class=cls, network=network, tier=tier)
@@ -26,8 +35,9 @@ def star(n: int, bw: float = 1e9, lat: float = 1e-6) -> nx.DiGraph:
     return g
 
 
-def leaf_spine(leaves: int, spines: int, hosts_per_leaf: int, bw: float = 1e9, up_bw: float | None = None,
-               lat: float = 0.0) -> nx.DiGraph:
+def leaf_spine(
+    leaves: int, spines: int, hosts_per_leaf: int, bw: float = 1e9, up_bw: float | None = None, lat: float = 0.0
+) -> nx.DiGraph:
     """Two-tier leaf-spine of fabric-level hosts h<leaf>_<i>."""
     g = nx.DiGraph(name="leafspine")
     for s in range(spines):

@@ -27,8 +27,13 @@ def _ids(net: Network, names: list[str]) -> np.ndarray:
 def test_coflow_alone_drains_at_its_bottleneck_and_lists_its_transfers() -> None:
     net = Network(star(4, bw=GB, lat=1e-6))
     # h0 -> h3 (1 GB), h1 -> h3 (2 GB), h2 -> h1 (0.5 GB): sw->h3 carries 3 GB, the bottleneck
-    ev = net.transfer_coflow(_ids(net, ["h0", "h1", "h2"]), _ids(net, ["h3", "h3", "h1"]),
-                             np.array([1.0, 2.0, 0.5]) * GB, traffic_class="ep", label="a2a")
+    ev = net.transfer_coflow(
+        _ids(net, ["h0", "h1", "h2"]),
+        _ids(net, ["h3", "h3", "h1"]),
+        np.array([1.0, 2.0, 0.5]) * GB,
+        traffic_class="ep",
+        label="a2a",
+    )
     net.run()
     assert ev.triggered
     flows = net.flow_records()
@@ -134,7 +139,7 @@ def test_repeated_coflow_keeps_its_routes() -> None:
     # the second coflow took exactly the paths of the first: every link carried its bytes twice
     assert np.allclose(net.link_records()["bytes"].to_numpy(), 2 * once)
     flows = net.flow_records()
-    assert flows["hops"].to_numpy()[: keep.sum()].tolist() == flows["hops"].to_numpy()[keep.sum():].tolist()
+    assert flows["hops"].to_numpy()[: keep.sum()].tolist() == flows["hops"].to_numpy()[keep.sum() :].tolist()
 
 
 def test_direct_alltoallv_shortcut_matches_the_plan_path() -> None:
@@ -167,7 +172,7 @@ def test_coflow_route_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(CoflowLedger, "CACHE_ENTRIES", 50)
     ids = np.array([net.links.index[d] for d in accelerators(g)], dtype=np.int64)
     for k in range(1, 6):  # five different pair sets
-        net.transfer_coflow(ids[:k + 1], np.roll(ids[:k + 1], 1), 2**20)
+        net.transfer_coflow(ids[: k + 1], np.roll(ids[: k + 1], 1), 2**20)
         net.run()
     ledger = net.coflows
     assert len(ledger.routes) >= 1
@@ -179,8 +184,7 @@ def test_flow_columns_sum_coflows_over_their_pairs() -> None:
     net = Network(star(4, bw=GB, lat=1e-6))
     src, dst = _ids(net, ["h0", "h1", "h2"]), _ids(net, ["h3", "h3", "h1"])
     for k in range(3):  # the same pairs three times (one pair set), once as another class
-        net.transfer_coflow(src, dst, np.array([1.0, 2.0, 0.5]) * GB * (k + 1),
-                            traffic_class="ep" if k < 2 else "dp")
+        net.transfer_coflow(src, dst, np.array([1.0, 2.0, 0.5]) * GB * (k + 1), traffic_class="ep" if k < 2 else "dp")
     net.submit("h0", "h1", GB, traffic_class="pp")
     net.run()
     cols = net.flow_columns()

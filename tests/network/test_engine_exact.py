@@ -129,16 +129,28 @@ def test_cross_rail_flow_on_rail_optimised_fabric() -> None:
     net.run()
     lk = net.link_records().set_index("link")
     carried = set(lk.index[lk["bytes"] > 0])
-    assert carried == {"n0.g0->n0.nic0", "n0.nic0->r0.leaf0", "r0.leaf0->spine0", "spine0->r1.leaf0",
-                       "r1.leaf0->n1.nic1", "n1.nic1->n1.g1"}
+    assert carried == {
+        "n0.g0->n0.nic0",
+        "n0.nic0->r0.leaf0",
+        "r0.leaf0->spine0",
+        "spine0->r1.leaf0",
+        "r1.leaf0->n1.nic1",
+        "n1.nic1->n1.g1",
+    }
     net = Network(g, routing="pxn")
     net.submit("n0.g0", "n1.g1", GB)
     net.run()
     lk = net.link_records().set_index("link")
     carried = set(lk.index[lk["bytes"] > 0])
     # PXN: NVLink to the GPU on the destination's rail, then rail 1 only
-    assert carried == {"n0.g0->n0.nvsw", "n0.nvsw->n0.g1", "n0.g1->n0.nic1", "n0.nic1->r1.leaf0",
-                       "r1.leaf0->n1.nic1", "n1.nic1->n1.g1"}
+    assert carried == {
+        "n0.g0->n0.nvsw",
+        "n0.nvsw->n0.g1",
+        "n0.g1->n0.nic1",
+        "n0.nic1->r1.leaf0",
+        "r1.leaf0->n1.nic1",
+        "n1.nic1->n1.g1",
+    }
 
 
 def test_intra_node_flow_stays_on_nvlink() -> None:

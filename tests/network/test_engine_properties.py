@@ -63,8 +63,10 @@ def test_more_capacity_never_slows_simultaneous_flows(flows, factor) -> None:  #
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.integers(1, 6), st.floats(1e3, 1e9), st.floats(0.0, 2.0)), min_size=1, max_size=25),
-       st.floats(1.0, 4.0))
+@given(
+    st.lists(st.tuples(st.integers(1, 6), st.floats(1e3, 1e9), st.floats(0.0, 2.0)), min_size=1, max_size=25),
+    st.floats(1.0, 4.0),
+)
 def test_more_capacity_never_slows_a_shared_bottleneck(flows, factor) -> None:  # type: ignore[no-untyped-def]
     # Processor sharing on one bottleneck (incast) is monotone in capacity, whatever the arrivals.
     def run(scale: float) -> pd.DataFrame:

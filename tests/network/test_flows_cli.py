@@ -26,11 +26,11 @@ def write(tmp_path: Path, text: str, name: str = "flows.csv") -> Path:
 def test_flows_writes_tables_and_matches_hand_computation(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     # 450 GB over NVLink (450 GB/s per direction) = 1 s plus the two NVLink hop latencies;
     # the second flow crosses servers and pins its route through spine0.
-    csv = write(tmp_path, "src,dst,bytes,start_s,path\n"
-                          "n0.g0,n0.g1,450GB,0,\n"
-                          "n0.g2,n1.g2,1GiB,1us,\n")
-    code, out, err = run_cli(["flows", str(csv), "--topology", "dgx-h100", "--nodes", "2",
-                              "--out", str(tmp_path / "out"), "--line-rate"], capsys)
+    csv = write(tmp_path, "src,dst,bytes,start_s,path\nn0.g0,n0.g1,450GB,0,\nn0.g2,n1.g2,1GiB,1us,\n")
+    code, out, err = run_cli(
+        ["flows", str(csv), "--topology", "dgx-h100", "--nodes", "2", "--out", str(tmp_path / "out"), "--line-rate"],
+        capsys,
+    )
     assert code == 0, err
     assert "2 flows" in out
     flows = pd.read_csv(tmp_path / "out" / "flows.csv")
@@ -43,8 +43,9 @@ def test_flows_writes_tables_and_matches_hand_computation(tmp_path: Path, capsys
         assert col in links.columns
     assert (tmp_path / "out" / "flows.parquet").exists()
     # without --line-rate the links run at the preset's achieved efficiency (NVLink 0.824)
-    code, _, err = run_cli(["flows", str(csv), "--topology", "dgx-h100", "--nodes", "2",
-                            "--out", str(tmp_path / "eff")], capsys)
+    code, _, err = run_cli(
+        ["flows", str(csv), "--topology", "dgx-h100", "--nodes", "2", "--out", str(tmp_path / "eff")], capsys
+    )
     assert code == 0, err
     nv2 = pd.read_csv(tmp_path / "eff" / "flows.csv").iloc[0]
     assert nv2["fct_s"] == pytest.approx(1.0 / 0.824 + nv2["latency_s"], rel=1e-9)
@@ -92,15 +93,32 @@ def test_unknown_preset_and_bad_override_exit_2(tmp_path: Path, capsys) -> None:
     csv = write(tmp_path, "src,dst,bytes,start_s\nn0.g0,n0.g1,1,0\n")
     code, _, err = run_cli(["flows", str(csv), "-t", "no-such-preset", "-o", str(tmp_path / "o")], capsys)
     assert code == 2 and "no-such-preset" in err and len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(["flows", str(csv), "-t", "dgx-h100", "-n", "2", "--set",
-                            "node.nvlink_bandwidth=-5GB/s", "-o", str(tmp_path / "o")], capsys)
+    code, _, err = run_cli(
+        [
+            "flows",
+            str(csv),
+            "-t",
+            "dgx-h100",
+            "-n",
+            "2",
+            "--set",
+            "node.nvlink_bandwidth=-5GB/s",
+            "-o",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 2 and "nvlink_bandwidth" in err
 
 
 def test_a_graph_without_accelerator_data_serves_flows_not_training(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    topo = write(tmp_path, "name: pair\nnodes:\n  - {name: a, kind: accelerator}\n  - {name: b, kind: accelerator}\n"
-                           "  - {name: sw, kind: switch}\nlinks:\n  - {a: a, b: sw, bandwidth: 8Gbps}\n"
-                           "  - {a: b, b: sw, bandwidth: 8Gbps}\n", "pair.yaml")
+    topo = write(
+        tmp_path,
+        "name: pair\nnodes:\n  - {name: a, kind: accelerator}\n  - {name: b, kind: accelerator}\n"
+        "  - {name: sw, kind: switch}\nlinks:\n  - {a: a, b: sw, bandwidth: 8Gbps}\n"
+        "  - {a: b, b: sw, bandwidth: 8Gbps}\n",
+        "pair.yaml",
+    )
     csv = write(tmp_path, "src,dst,bytes,start_s\na,b,1GB,0\n")
     code, out, err = run_cli(["flows", str(csv), "-t", str(topo), "-o", str(tmp_path / "o")], capsys)
     assert code == 0, err
@@ -108,6 +126,7 @@ def test_a_graph_without_accelerator_data_serves_flows_not_training(tmp_path: Pa
     code, out, err = run_cli(["topology", "show", str(topo)], capsys)
     assert code == 0, err
     assert "no accelerator data" in out
-    code, out, err = run_cli(["run", "-t", str(topo), "-w", "gpt-dense", "-o", str(tmp_path / "r"), "--no-report",
-                              "-q"], capsys)
+    code, out, err = run_cli(
+        ["run", "-t", str(topo), "-w", "gpt-dense", "-o", str(tmp_path / "r"), "--no-report", "-q"], capsys
+    )
     assert code == 2 and "no accelerator data" in err and len(err.strip().splitlines()) == 1

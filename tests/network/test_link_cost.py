@@ -55,8 +55,9 @@ def test_traffic_inside_the_box_takes_the_fast_switch(tmp_path: Path, routing: s
     # 100G (12.5 GB/s) leaf 400 us; hop counts are equal (two links either way)
     csv = tmp_path / "flows.csv"
     csv.write_text("src,dst,bytes,start_s\nh0,h1,5MB,0\nh2,h3,5MB,0\n")
-    code, out, err = run_cli(["flows", str(csv), "-t", str(box(tmp_path)), "--routing", routing,
-                              "-o", str(tmp_path / "out")], capsys)
+    code, out, err = run_cli(
+        ["flows", str(csv), "-t", str(box(tmp_path)), "--routing", routing, "-o", str(tmp_path / "out")], capsys
+    )
     assert code == 0, err
     assert "makespan 100.000 us" in out
     links = pd.read_csv(tmp_path / "out" / "links.csv").set_index("link")
@@ -73,8 +74,7 @@ def test_a_link_cost_overrides_the_bandwidth_default(tmp_path: Path) -> None:
 
 def test_ecmp_stays_among_equal_cost_paths(tmp_path: Path) -> None:
     # a second 400G switch in the box: spraying splits h0 -> h1 over both switches, not the leaf
-    text = BOX.replace("{cost}", "") + "".join(
-        f"  - {{a: h{i}, b: sw1, bandwidth: 400Gbps}}\n" for i in range(4))
+    text = BOX.replace("{cost}", "") + "".join(f"  - {{a: h{i}, b: sw1, bandwidth: 400Gbps}}\n" for i in range(4))
     sw0 = "  - {name: sw0, kind: switch}\n"
     text = text.replace(sw0, sw0 + "  - {name: sw1, kind: switch}\n")
     p = tmp_path / "box2.yaml"
@@ -114,9 +114,12 @@ def test_an_accelerator_does_not_relay_and_the_error_says_so(tmp_path: Path) -> 
 
 def test_a_longer_path_over_switches_beats_relaying_through_an_accelerator(tmp_path: Path) -> None:
     p = tmp_path / "relay2.yaml"
-    p.write_text(RELAY.replace("  - {name: sw1, kind: switch}\n",
-                               "  - {name: sw1, kind: switch}\n  - {name: sw2, kind: switch}\n")
-                 + "  - {a: sw0, b: sw2, bandwidth: 100Gbps}\n  - {a: sw2, b: sw1, bandwidth: 100Gbps}\n")
+    p.write_text(
+        RELAY.replace(
+            "  - {name: sw1, kind: switch}\n", "  - {name: sw1, kind: switch}\n  - {name: sw2, kind: switch}\n"
+        )
+        + "  - {a: sw0, b: sw2, bandwidth: 100Gbps}\n  - {a: sw2, b: sw1, bandwidth: 100Gbps}\n"
+    )
     net = Network(load_topology(str(p)), routing="shortest")
     net.submit("h0", "h2", 1e6)
     net.run()

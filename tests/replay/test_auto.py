@@ -32,7 +32,11 @@ def test_the_exact_flow_count_is_what_an_exact_replay_simulates() -> None:
 def test_a_small_run_is_simulated_exactly() -> None:
     choice = _prep().choice
     assert (choice.requested, choice.collective_model, choice.lockstep, choice.routing_samples) == (
-        "auto", "exact", False, None)
+        "auto",
+        "exact",
+        False,
+        None,
+    )
     assert choice.exact_flows is not None and 0 < choice.exact_flows <= auto.EXACT_FLOW_LIMIT
     assert choice.line == f"auto: exact ({choice.exact_flows:,} flows, at most 20,000: every flow simulated)"
 
@@ -44,8 +48,11 @@ def test_above_the_limit_moe_runs_get_coflows_and_dense_runs_streams(monkeypatch
     assert prep.collective_kwargs["model"] is prep.choice.model is COLLECTIVE_MODELS.get("coflow")
     assert prep.choice.line == "auto: coflow (more than 50 flows exact)"
     dense = tiny_scenario()
-    dense["workload"] = {**dense["workload"], "model": {k: v for k, v in dense["workload"]["model"].items()
-                                                       if k != "moe"}, "parallelism": {"pp": 2, "tp": 2}}
+    dense["workload"] = {
+        **dense["workload"],
+        "model": {k: v for k, v in dense["workload"]["model"].items() if k != "moe"},
+        "parallelism": {"pp": 2, "tp": 2},
+    }
     assert prepare(load_scenario(dense, source="test")).choice.collective_model == "stream"
 
 

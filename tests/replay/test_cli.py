@@ -31,16 +31,31 @@ def test_default_scenario_runs_and_prints_a_summary(tmp_path: Path, capsys: pyte
     assert (out / "scenario.yaml").is_file() and (out / "ops.parquet").is_file()
 
 
-def test_large_exact_run_points_to_the_faster_models(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_large_exact_run_points_to_the_faster_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from netsim.cli import run_cmd
 
     monkeypatch.setattr(run_cmd, "LARGE_RUN_FLOWS", 100)
     assert _main(["run", "--out", str(tmp_path / "a"), "--quiet", "--no-report", "--collective-model", "exact"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert "--collective-model auto or coflow" in out and "simulated with: exact (set by the user)" in out
-    assert _main(["run", "--out", str(tmp_path / "b"), "--quiet", "--no-report", "--collective-model", "coflow",
-                  "--routing-samples", "2"]) == 0
+    assert (
+        _main(
+            [
+                "run",
+                "--out",
+                str(tmp_path / "b"),
+                "--quiet",
+                "--no-report",
+                "--collective-model",
+                "coflow",
+                "--routing-samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert "--collective-model auto or coflow" not in capsys.readouterr().out
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["collective_model"] == "coflow" and summary["routing_samples"] == 2
@@ -106,8 +121,9 @@ def test_unknown_preset_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "gpt-dense" in _error_line(capsys)
 
 
-def test_a_run_that_does_not_fit_exits_2_or_warns_with_allow_oom(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_run_that_does_not_fit_exits_2_or_warns_with_allow_oom(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     small = ["--set", "topology.accelerator.memory=1GB", "--no-report", "--quiet"]
     assert _main(["run", "--out", str(tmp_path / "a"), *small]) == 2
     err = _error_line(capsys)

@@ -107,7 +107,8 @@ def test_zb_h1_bubble_is_a_third_of_1f1b(pp: int, m: int) -> None:
     for name in ("1f1b", "zb-h1"):
         plan = build_plan(dense_pipeline(pp, m, schedule=name), graph, _SplitCompute(1.0, 1.0))
         steps[name] = replay(plan, Network(graph, routing="shortest")).step_times_s[0]
-        assert {o.name for o in plan.ops if o.kind == "compute"} >= ({"W.layer", "B.mlp"} if name == "zb-h1"
-                                                                      else {"BW.mlp"})
+        assert {o.name for o in plan.ops if o.kind == "compute"} >= (
+            {"W.layer", "B.mlp"} if name == "zb-h1" else {"BW.mlp"}
+        )
     assert steps["1f1b"] == pytest.approx((m + pp - 1) * 3.0, rel=1e-9)
     assert steps["zb-h1"] == pytest.approx(3.0 * m + (pp - 1), rel=1e-9)

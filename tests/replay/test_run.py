@@ -93,8 +93,9 @@ def test_ep_alltoall_bytes_equal_the_dispatch_matrices(tiny_run: Any) -> None:
 def test_doubling_a_link_never_slows_the_step(cost: str, tol: float) -> None:
     # the flow engine is monotone in capacity (ideal: to rounding); NCCL's per-flow bandwidth
     # caps can re-order which flows meet at a later bottleneck, a sub-ppm effect
-    summary, tables, (prep, _, _) = _summary(tiny_scenario(options={"algorithms": {"all_to_allv": "direct"},
-                                                                    "collective_cost": cost}))
+    summary, tables, (prep, _, _) = _summary(
+        tiny_scenario(options={"algorithms": {"all_to_allv": "direct"}, "collective_cost": cost})
+    )
     links = tables["links"]
     busiest = links.sort_values(["bytes", "link"], ascending=[False, True])
     candidates = [*busiest["link"].head(3), *busiest.loc[busiest["class"] == "ib", "link"].head(2)]
@@ -130,14 +131,7 @@ def test_same_seed_gives_byte_identical_run_directories(tmp_path: Path) -> None:
     b = run_scenario(spec, tmp_path / "b", report=None).path
     files = sorted(p.name for p in a.iterdir())
     assert files == sorted(p.name for p in b.iterdir())
-    for name in (
-        "summary.json",
-        "scenario.yaml",
-        "ranks.parquet",
-        "ops.csv",
-        "links.parquet",
-        "expert_load.csv",
-    ):
+    for name in ("summary.json", "scenario.yaml", "ranks.parquet", "ops.csv", "links.parquet", "expert_load.csv"):
         assert name in files
     for name in files:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
@@ -195,8 +189,9 @@ def test_lockstep_plans_one_rank_per_stage_and_keeps_every_byte_and_flow(tiny_ru
     # gradient reductions stay per rank (one op and stream per rank of the unit)
     dp_ops = [o for o in prep.plan.ops if o.traffic_class == "dp"]
     assert len(dp_ops) == sum(o.traffic_class == "dp" for o in exact_prep.plan.ops)
-    assert len({o.stream for o in dp_ops}) == L.stage_size * len({o.stream for o in exact_prep.plan.ops_of_rank(0)
-                                                                  if o.traffic_class == "dp"})
+    assert len({o.stream for o in dp_ops}) == L.stage_size * len(
+        {o.stream for o in exact_prep.plan.ops_of_rank(0) if o.traffic_class == "dp"}
+    )
     # every transfer of the exact plan still runs
     assert lock["num_flows"] == exact["num_flows"] == net.num_flows == exact_net.num_flows
     for cls, v in exact["bytes_by_class"].items():
@@ -215,7 +210,7 @@ def test_lockstep_plans_one_rank_per_stage_and_keeps_every_byte_and_flow(tiny_ru
         if op.kind == "compute":
             own[op.rank] += op.duration_s
     np.testing.assert_allclose(ranks["compute_s"] + ranks["overlap_s"], own, rtol=1e-9)
-    assert ranks.loc[L.stage_size:, "compute_s"].nunique() > 1
+    assert ranks.loc[L.stage_size :, "compute_s"].nunique() > 1
     assert lock["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)
 
 
@@ -228,8 +223,11 @@ def test_lockstep_expert_compute_is_the_slowest_rank_of_the_stage(tiny_run: Any,
         if ".experts" in op.name:
             key = (L.coords(op.rank)[0], op.layer, op.microbatch, op.name)
             slowest[key] = max(slowest.get(key, 0.0), op.duration_s)
-    got = {(L.coords(op.rank)[0], op.layer, op.microbatch, op.name): op.duration_s
-           for op in plan.ops if ".experts" in op.name}
+    got = {
+        (L.coords(op.rank)[0], op.layer, op.microbatch, op.name): op.duration_s
+        for op in plan.ops
+        if ".experts" in op.name
+    }
     assert got and got.keys() == slowest.keys()
     for key, dur in got.items():
         assert dur == pytest.approx(slowest[key], rel=1e-12), key

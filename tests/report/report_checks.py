@@ -19,19 +19,7 @@ class _Collector(HTMLParser):
         self.errors: list[str] = []
         self.text: list[str] = []
 
-    _VOID: ClassVar[set[str]] = {
-        "meta",
-        "img",
-        "br",
-        "hr",
-        "link",
-        "input",
-        "source",
-        "col",
-        "area",
-        "base",
-        "wbr",
-    }
+    _VOID: ClassVar[set[str]] = {"meta", "img", "br", "hr", "link", "input", "source", "col", "area", "base", "wbr"}
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, {k: v or "" for k, v in attrs}))

@@ -33,9 +33,7 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_report_command_no_trace(tmp_path: Path) -> None:
-    run = make_run_dir(
-        tmp_path / "run", layers=1, microbatches=1, omit=("links", "alltoall_layers", "expert_load")
-    )
+    run = make_run_dir(tmp_path / "run", layers=1, microbatches=1, omit=("links", "alltoall_layers", "expert_load"))
     assert _run(["report", str(run), "--no-trace"]) == 0
     assert (run / "report.html").exists()
     assert not (run / "trace.json").exists()

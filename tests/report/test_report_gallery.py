@@ -32,9 +32,7 @@ SCENARIOS = {
 def test_gallery_writes_reports_and_index(tmp_path: Path) -> None:
     calls: list[str] = []
     lines: list[str] = []
-    index = run_gallery(
-        tmp_path / "reports", scenarios=SCENARIOS, runner=_runner(calls), progress=lines.append
-    )
+    index = run_gallery(tmp_path / "reports", scenarios=SCENARIOS, runner=_runner(calls), progress=lines.append)
     assert calls == ["dense-8", "moe-8"]
     assert index == tmp_path / "reports" / "index.md"
     text = index.read_text()
@@ -55,4 +53,3 @@ def test_gallery_subset_and_unknown_name(tmp_path: Path) -> None:
     assert not (tmp_path / "g" / "compare").exists()
     with pytest.raises(NetsimError, match="unknown gallery scenario"):
         run_gallery(tmp_path / "g", ["nope"], scenarios=SCENARIOS, runner=_runner(calls))
-

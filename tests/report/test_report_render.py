@@ -7,16 +7,7 @@ import math
 from report_checks import external_references, parse_html
 
 from netsim.report.fmt import fmt_bytes, fmt_pct, fmt_ratio, fmt_time, ratio
-from netsim.report.render import (
-    Document,
-    Figure,
-    Note,
-    Paragraph,
-    Section,
-    Table,
-    render_html,
-    render_markdown,
-)
+from netsim.report.render import Document, Figure, Note, Paragraph, Section, Table, render_html, render_markdown
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 120
 

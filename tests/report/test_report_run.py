@@ -211,10 +211,26 @@ def test_windowed_tier_peak_is_the_busiest_window() -> None:
     from netsim.report.utilisation import peak_window_s, tier_table
 
     # one tier of two 100 B/s links: 100 B over [0, 1) s, then 300 B over [2, 3) s; run of 100 s
-    ts = pd.DataFrame({"t0_s": [0.0, 2.0], "t1_s": [1.0, 3.0], "tier": ["leaf", "leaf"],
-                       "network": ["backend", "backend"], "bytes": [100.0, 300.0], "capacity_Bps": [200.0, 200.0]})
-    links = pd.DataFrame({"link": ["x", "y"], "network": ["backend", "backend"], "tier": ["leaf", "leaf"],
-                          "capacity_Bps": [100.0, 100.0], "bytes": [200.0, 200.0], "mean_utilization": [0.02, 0.02]})
+    ts = pd.DataFrame(
+        {
+            "t0_s": [0.0, 2.0],
+            "t1_s": [1.0, 3.0],
+            "tier": ["leaf", "leaf"],
+            "network": ["backend", "backend"],
+            "bytes": [100.0, 300.0],
+            "capacity_Bps": [200.0, 200.0],
+        }
+    )
+    links = pd.DataFrame(
+        {
+            "link": ["x", "y"],
+            "network": ["backend", "backend"],
+            "tier": ["leaf", "leaf"],
+            "capacity_Bps": [100.0, 100.0],
+            "bytes": [200.0, 200.0],
+            "mean_utilization": [0.02, 0.02],
+        }
+    )
     assert peak_window_s(100.0) == 1.0 and peak_window_s(1e-4) == 10e-6
     row = tier_table(links, ts, makespan_s=100.0).iloc[0]
     assert row["window_s"] == 1.0

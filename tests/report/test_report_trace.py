@@ -60,9 +60,7 @@ def test_trace_times_names_and_args(run: Path, tmp_path: Path) -> None:
     write_chrome_trace(run, tmp_path / "t.json")
     trace = _load(tmp_path / "t.json")
     ops = pd.read_parquet(run / "ops.parquet")
-    op = ops[
-        (ops["rank"] == 3) & (ops["name"] == "ep-combine") & (ops["layer"] == 1) & (ops["microbatch"] == 0)
-    ]
+    op = ops[(ops["rank"] == 3) & (ops["name"] == "ep-combine") & (ops["layer"] == 1) & (ops["microbatch"] == 0)]
     assert len(op) == 1
     row = op.iloc[0]
     threads = _threads(trace)
@@ -195,8 +193,7 @@ def test_counter_tracks_are_utilisation_per_tier(run: Path, tmp_path: Path) -> N
     [ev] = [
         e
         for e in cs
-        if e["name"] == "backend/spine utilisation (%)"
-        and e["ts"] == pytest.approx(row["t0_s"] * 1e6, abs=1e-3)
+        if e["name"] == "backend/spine utilisation (%)" and e["ts"] == pytest.approx(row["t0_s"] * 1e6, abs=1e-3)
     ]
     assert ev["args"]["util"] == pytest.approx(expect, abs=1e-3)
     write_chrome_trace(run, tmp_path / "n.json", link_counters=False)

@@ -14,9 +14,23 @@ from netsim.studies.lab_sweep import locality_sweep, scaling_sweep
 
 pytestmark = pytest.mark.torch
 
-BASE = LabConfig(router="rre", experts=4, ep=4, ranks_per_node=2, layers=1, hidden=16, heads=2, ffn_hidden=16,
-                 seq_len=16, batch=2, steps=4, domains=["python", "c"], tokenizer="byte",
-                 max_corpus_bytes=200_000, eval_batches=1)
+BASE = LabConfig(
+    router="rre",
+    experts=4,
+    ep=4,
+    ranks_per_node=2,
+    layers=1,
+    hidden=16,
+    heads=2,
+    ffn_hidden=16,
+    seq_len=16,
+    batch=2,
+    steps=4,
+    domains=["python", "c"],
+    tokenizer="byte",
+    max_corpus_bytes=200_000,
+    eval_batches=1,
+)
 
 
 def test_locality_sweep_rre_is_local_exactly_when_the_data_is_sorted(tmp_path: Path) -> None:

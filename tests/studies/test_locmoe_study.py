@@ -16,11 +16,22 @@ pytestmark = pytest.mark.torch
 
 # mechanics only: a 4-step lab has not converged, so the check is switched off here (and tested below)
 TINY = StudyConfig(
-    topologies=("ascend-910a",), nodes=(2,), routers=("switch", "locmoe"), placements=("contiguous", "eplb"),
-    locality=(0.125, 0.875), lab_steps=4,
+    topologies=("ascend-910a",),
+    nodes=(2,),
+    routers=("switch", "locmoe"),
+    placements=("contiguous", "eplb"),
+    locality=(0.125, 0.875),
+    lab_steps=4,
     workload_overrides=("model.layers=4", "model.moe.first_dense=2", "micro_batch_size=1"),
-    lab_overrides={"batch": 1, "seq_len": 16, "layers": 1, "hidden": 32, "ffn_hidden": 32, "tokenizer": "byte",
-                   "max_corpus_bytes": 400_000},
+    lab_overrides={
+        "batch": 1,
+        "seq_len": 16,
+        "layers": 1,
+        "hidden": 32,
+        "ffn_hidden": 32,
+        "tokenizer": "byte",
+        "max_corpus_bytes": 400_000,
+    },
     require_converged=False,
 )
 
@@ -67,10 +78,22 @@ def test_report_and_tables_are_written(study) -> None:  # type: ignore[no-untype
 def test_conclusion_is_computed_from_the_numbers() -> None:
     rows = []
     for router, inter, step in (("switch", 8.0, 1.0), ("locmoe", 2.0, 0.8)):
-        rows.append({"topology": "t", "nodes": 4, "router": router, "placement": "contiguous",
-                     "routing": "lab trace", "step_time_s": step, "alltoall_share": 0.1, "alltoall_s": 0.1 * step,
-                     "ep_bytes_inter_node": inter, "ep_inter_node_share": inter / 10, "expert_load_cv": 0.5,
-                     "drop_rate": 0.0})
+        rows.append(
+            {
+                "topology": "t",
+                "nodes": 4,
+                "router": router,
+                "placement": "contiguous",
+                "routing": "lab trace",
+                "step_time_s": step,
+                "alltoall_share": 0.1,
+                "alltoall_s": 0.1 * step,
+                "ep_bytes_inter_node": inter,
+                "ep_inter_node_share": inter / 10,
+                "expert_load_cv": 0.5,
+                "drop_rate": 0.0,
+            }
+        )
     lines = conclude(pd.DataFrame(rows), StudyConfig(routers=("switch", "locmoe")))
     assert any("LocMoE has the shortest step" in s and "25.0% faster than Switch" in s for s in lines)
     assert any("cross-node EP bytes by -75.0%" in s for s in lines)
@@ -111,7 +134,8 @@ def test_the_study_states_its_collective_model(study) -> None:  # type: ignore[n
 
 
 def test_switching_the_collective_model_reruns_and_keeps_the_traffic(  # type: ignore[no-untyped-def]
-        study, tmp_path: Path) -> None:
+    study, tmp_path: Path
+) -> None:
     import dataclasses
     import shutil
 
@@ -123,12 +147,14 @@ def test_switching_the_collective_model_reruns_and_keeps_the_traffic(  # type: i
     # the exact check replays the contiguous lab-trace rows with exact: the study's own runs here
     check = pd.read_csv(copy / "model_check.csv").set_index("router")
     assert sorted(check.index) == ["locmoe", "switch"] and set(check["collective_model"]) == {"stream"}
-    exact = study.results[(study.results["placement"] == "contiguous")
-                          & (study.results["routing"] == "lab trace")].set_index("router")
+    exact = study.results[
+        (study.results["placement"] == "contiguous") & (study.results["routing"] == "lab trace")
+    ].set_index("router")
     for router in ("switch", "locmoe"):
         assert check.loc[router, "exact_step_time_s"] == pytest.approx(exact.loc[router, "step_time_s"], rel=1e-12)
         assert check.loc[router, "step_error"] == pytest.approx(
-            check.loc[router, "step_time_s"] / check.loc[router, "exact_step_time_s"] - 1)
+            check.loc[router, "step_time_s"] / check.loc[router, "exact_step_time_s"] - 1
+        )
     assert (copy / "runs" / "ascend-910a-n2-switch-contiguous-exact" / "summary.json").is_file()
     assert "Collective model against exact" in (copy / "report.md").read_text()
     assert any(line.startswith("The stream model against exact") for line in stream.conclusion)
@@ -210,8 +236,20 @@ def test_cli_refuses_an_unconvergeable_lab_in_one_line(tmp_path: Path, capsys: p
     from netsim.cli import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["study", "locmoe", "--topologies", "ascend-910a", "--nodes", "2", "--lab-steps", "20",
-              "--out", str(tmp_path / "s")])
+        main(
+            [
+                "study",
+                "locmoe",
+                "--topologies",
+                "ascend-910a",
+                "--nodes",
+                "2",
+                "--lab-steps",
+                "20",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress line of a piped run
     assert err.startswith("error: --lab-steps:") and "too few" in err

@@ -144,8 +144,10 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         ),
         (
             {"grid": {"options.routing": ["ecmp", "sprey"]}},
-            ["grid.options.routing: options.path_policy: unknown path policy 'sprey'; allowed: shortest, ecmp, "
-             "ecmp-pair, spray, pxn"],
+            [
+                "grid.options.routing: options.path_policy: unknown path policy 'sprey'; allowed: shortest, ecmp, "
+                "ecmp-pair, spray, pxn"
+            ],
         ),
         (
             {"grid": {"options.router": ["hash", "hashy"]}},
@@ -153,8 +155,10 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         ),
         (
             {"grid": {"workload.schedule.name": ["1f1b", "2f2b"]}},
-            ["grid.workload.schedule.name: unknown schedule '2f2b'; allowed: gpipe, 1f1b, interleaved-1f1b, "
-             "dualpipe, zb-h1"],
+            [
+                "grid.workload.schedule.name: unknown schedule '2f2b'; allowed: gpipe, 1f1b, interleaved-1f1b, "
+                "dualpipe, zb-h1"
+            ],
         ),
         ({"grid": {"nodes": [2, 0]}}, ["grid.nodes: must be >= 1 (got 0)"]),
         (
@@ -164,18 +168,17 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         ({"grid": {"seed": 3}}, ["grid.seed: Input should be a valid list"]),
         ({"grid": {"seed": [1, 1]}}, ["grid.seed: the value 1 is listed twice"]),
         ({"grid": {"sed": [1]}}, ["grid.sed: unknown scenario field 'sed'; allowed: topology, topology.<field>"]),
-        ({"grid": {"options.routin": ["ecmp"]}},
-         ["grid.options.routin: unknown option 'routin'; allowed: path_policy"]),
+        (
+            {"grid": {"options.routin": ["ecmp"]}},
+            ["grid.options.routin: unknown option 'routin'; allowed: path_policy"],
+        ),
         ({"grid": {"name": ["a"]}}, ["grid.name: name is set per point and cannot be swept"]),
         ({"gird": {"seed": [1]}}, ["gird: unknown key; allowed keys: name, description, scenario, set, grid, zip"]),
         (
             {"zip": [{"seed": [1, 2], "nodes": [2]}]},
             ["zip.0: the lists of a zip group must have the same length (got seed: 2, nodes: 1)"],
         ),
-        (
-            {"grid": {"seed": [1, 2]}, "zip": [{"seed": [3]}]},
-            ["zip.0.seed: varied twice (also in grid)"],
-        ),
+        ({"grid": {"seed": [1, 2]}, "zip": [{"seed": [3]}]}, ["zip.0.seed: varied twice (also in grid)"]),
         ({"grid": {"seed": [1, 2]}, "exclude": [{"nodes": 2}]}, ["exclude.0.nodes: not a varied field"]),
         ({"grid": {"seed": [1, 2]}, "exclude": [{"seed": 3}]}, ["exclude.0.seed: 3 is not one of the swept values"]),
         ({"grid": {"seed": [1, 2]}, "exclude": [{"seed": [1, 2]}]}, ["exclude: the exclude rules remove all 2 points"]),

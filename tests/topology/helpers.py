@@ -15,12 +15,7 @@ GB = 1e9  # bytes/s per GB/s
 BASE: dict[str, Any] = {
     "name": "tiny",
     "num_nodes": 2,
-    "accelerator": {
-        "name": "X1",
-        "peak_flops": {"bf16": "100TFLOPS"},
-        "memory_bandwidth": "1TB/s",
-        "memory": "16GB",
-    },
+    "accelerator": {"name": "X1", "peak_flops": {"bf16": "100TFLOPS"}, "memory_bandwidth": "1TB/s", "memory": "16GB"},
     "node": {
         "kind": "nvswitch",
         "accelerators": 4,

@@ -29,8 +29,7 @@ def test_show_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_show_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
-        ["topology", "show", "ascend-910a", "-n", "8", "--set", "backend.oversubscription=2", "--json"],
-        capsys,
+        ["topology", "show", "ascend-910a", "-n", "8", "--set", "backend.oversubscription=2", "--json"], capsys
     )
     assert code == 0
     data = json.loads(out)
@@ -46,9 +45,7 @@ def test_show_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_graphml_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gml, png = tmp_path / "out" / "h800.graphml", tmp_path / "h800.png"
-    code, _, err = run(
-        ["topology", "show", "h800", "-n", "2", "--graphml", str(gml), "--plot", str(png)], capsys
-    )
+    code, _, err = run(["topology", "show", "h800", "-n", "2", "--graphml", str(gml), "--plot", str(png)], capsys)
     assert code == 0, err
     g = nx.read_graphml(gml)
     # per server 8 x (GPU, PCIe switch, NIC) + host + nvsw + 2 host NICs; 8 plane leaves (no spines:

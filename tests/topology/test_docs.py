@@ -59,8 +59,9 @@ def test_documented_commands_run(line: str, tmp_path: Path, capsys: pytest.Captu
     assert info.value.code == 0, capsys.readouterr().err
 
 
-def test_flows_example_runs_as_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_flows_example_runs_as_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The `netsim flows` example: its graph (no accelerator block), CSV, command and output."""
     box = next(b for b in _blocks("yaml") if b.startswith("name: box"))
     examples = Path(__file__).resolve().parents[2] / "examples" / "flows"

@@ -10,13 +10,7 @@ import yaml
 from netsim.errors import TopologyError
 from netsim.topology import load_topology
 
-ACC = {
-    "name": "X",
-    "role": "npu",
-    "peak_flops": {"fp16": "1TFLOPS"},
-    "memory_bandwidth": "1TB/s",
-    "memory": "1GB",
-}
+ACC = {"name": "X", "role": "npu", "peak_flops": {"fp16": "1TFLOPS"}, "memory_bandwidth": "1TB/s", "memory": "1GB"}
 
 TWO_BOXES = {
     "name": "two-boxes",
@@ -97,9 +91,7 @@ def test_disconnected_explicit_graph(tmp_path: Path) -> None:
     with pytest.raises(TopologyError) as info:
         load_topology(path)
     msg = str(info.value)
-    assert msg.startswith(
-        f"{path}: the back-end is disconnected: 1 of 3 accelerators (n1.g0) cannot reach n0.g0"
-    )
+    assert msg.startswith(f"{path}: the back-end is disconnected: 1 of 3 accelerators (n1.g0) cannot reach n0.g0")
     assert "\n" not in msg
 
 

@@ -20,9 +20,7 @@ def _switch_neighbours(g, name: str) -> list[str]:  # type: ignore[no-untyped-de
 
 
 def test_single_switch() -> None:
-    g = make(
-        {"backend": {"link_class": "roce", "switch_latency": "0.5us", "link_latency": "0.1us"}}, num_nodes=3
-    )
+    g = make({"backend": {"link_class": "roce", "switch_latency": "0.5us", "link_latency": "0.1us"}}, num_nodes=3)
     assert names(g, kind="switch", network="backend") == ["leaf0"]
     assert g.nodes["leaf0"]["latency_s"] == 5e-7 and g.nodes["leaf0"]["tier"] == 1
     assert sorted(g.successors("leaf0")) == sorted(nic_name(k, i) for k in range(3) for i in range(4))
@@ -39,13 +37,9 @@ def test_single_switch() -> None:
     ("oversub", "ratio", "spines", "each"),
     [(1, 1.0, 8, NIC), (2, 2.0, 4, NIC), ("4:1", 4.0, 2, NIC), (3, 3.0, 3, 8 * NIC / 3 / 3)],
 )
-def test_leaf_spine_uplinks_follow_oversubscription(
-    oversub: object, ratio: float, spines: int, each: float
-) -> None:
+def test_leaf_spine_uplinks_follow_oversubscription(oversub: object, ratio: float, spines: int, each: float) -> None:
     # 4 servers x 4 NICs, 2 servers per leaf -> 2 leaves of 8 downlinks (100 GB/s down each)
-    g = make(
-        {"backend": {"fabric": "leaf-spine", "nodes_per_leaf": 2, "oversubscription": oversub}}, num_nodes=4
-    )
+    g = make({"backend": {"fabric": "leaf-spine", "nodes_per_leaf": 2, "oversubscription": oversub}}, num_nodes=4)
     assert names(g, role="leaf") == ["leaf0", "leaf1"]
     assert names(g, role="spine") == [f"spine{s}" for s in range(spines)]  # ceil(8 / oversub) uplink ports
     assert sorted(v for v in g.successors("leaf1") if v.endswith("nic0")) == ["n2.nic0", "n3.nic0"]
@@ -68,10 +62,7 @@ def test_rail_optimized() -> None:
     leaves = names(g, role="leaf")
     assert leaves == [f"r{r}.leaf{j}" for j in range(2) for r in range(4)]
     assert g.nodes["r3.leaf1"]["rail"] == 3 and g.nodes["r3.leaf1"]["index"] == 1
-    assert sorted(v for v in g.successors("r3.leaf1") if g.nodes[v]["kind"] == "nic") == [
-        "n2.nic3",
-        "n3.nic3",
-    ]
+    assert sorted(v for v in g.successors("r3.leaf1") if g.nodes[v]["kind"] == "nic") == ["n2.nic3", "n3.nic3"]
     assert names(g, role="spine") == ["spine0", "spine1"]  # 2 downlinks per leaf, 1:1
     assert _switch_neighbours(g, "spine0") == sorted(leaves)  # spines join all rails
     assert {d["capacity_Bps"] for _, _, d in cables(g, "leaf-spine")} == {NIC}
@@ -96,12 +87,7 @@ def test_fat_tree_pods_and_cores() -> None:
     g = make(
         {
             "node": {"accelerators": 1},
-            "backend": {
-                "fabric": "fat-tree",
-                "nodes_per_leaf": 2,
-                "leaves_per_pod": 2,
-                "core_oversubscription": 2,
-            },
+            "backend": {"fabric": "fat-tree", "nodes_per_leaf": 2, "leaves_per_pod": 2, "core_oversubscription": 2},
         },
         num_nodes=8,
     )

@@ -65,9 +65,7 @@ def test_nvswitch_server_counts_and_capacities() -> None:
 
 
 def test_every_node_and_edge_follows_the_contract() -> None:
-    g = make(
-        {"node": {"host_nics": {"count": 2, "bandwidth": "25Gbps"}}}, frontend={"fabric": "single-switch"}
-    )
+    g = make({"node": {"host_nics": {"count": 2, "bandwidth": "25Gbps"}}}, frontend={"fabric": "single-switch"})
     pattern = re.compile(
         r"^(n\d+(\.(g|nic|hnic|pcie)\d+|\.nvsw)?|((p|r)\d+\.)?(leaf|spine|core)\d+|fe\.(leaf|spine)\d+|b?storage\d+)$"
     )

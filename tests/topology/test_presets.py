@@ -55,9 +55,7 @@ def test_h800_is_multi_plane_and_ascend_is_roce() -> None:
 
 
 def test_overrides_change_the_graph() -> None:
-    g = load_topology(
-        "dgx-h100", nodes=64, overrides=["backend.oversubscription=2", "node.nvlink_bandwidth=300GB/s"]
-    )
+    g = load_topology("dgx-h100", nodes=64, overrides=["backend.oversubscription=2", "node.nvlink_bandwidth=300GB/s"])
     assert g.edges["n5.g1", "n5.nvsw"]["capacity_Bps"] == 300 * GB
     up = sum(d["capacity_Bps"] for u, v, d in g.out_edges("r0.leaf0", data=True) if v.startswith("spine"))
     assert up == pytest.approx(32 * 50 * GB / 2)

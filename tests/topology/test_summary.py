@@ -26,11 +26,7 @@ def _leaf_spine(oversub: object, **backend: Any) -> nx.DiGraph:
 
 def _reference_bisection(g: nx.DiGraph) -> float:
     """networkx max-flow between the halves, over the same links the summary uses."""
-    keep = [
-        n
-        for n, d in g.nodes(data=True)
-        if d["network"] != "frontend" and d["kind"] not in ("host", "storage")
-    ]
+    keep = [n for n, d in g.nodes(data=True) if d["network"] != "frontend" and d["kind"] not in ("host", "storage")]
     h = nx.DiGraph()
     h.add_edges_from((u, v, {"capacity": d["capacity_Bps"]}) for u, v, d in g.subgraph(keep).edges(data=True))
     a, b = bisection_halves(g)
@@ -51,19 +47,11 @@ def test_fat_tree_bisection_1_to_1_vs_2_to_1() -> None:
     assert (leaf["switches"], leaf["down_Bps"], leaf["up_Bps"]) == (2, 8 * NIC, 4 * NIC)
     assert leaf["oversubscription"] == pytest.approx(2.0)
     spine = next(t for t in two.tiers if t["network"] == "backend" and t["tier"] == 2)
-    assert (spine["switches"], spine["down_Bps"], spine["up_Bps"], spine["oversubscription"]) == (
-        2,
-        4 * NIC,
-        0.0,
-        None,
-    )
+    assert (spine["switches"], spine["down_Bps"], spine["up_Bps"], spine["oversubscription"]) == (2, 4 * NIC, 0.0, None)
 
 
 def test_three_tier_bisection_is_set_by_the_core() -> None:
-    patch = {
-        "node": {"accelerators": 1},
-        "backend": {"fabric": "fat-tree", "nodes_per_leaf": 2, "leaves_per_pod": 2},
-    }
+    patch = {"node": {"accelerators": 1}, "backend": {"fabric": "fat-tree", "nodes_per_leaf": 2, "leaves_per_pod": 2}}
     full = make(patch, num_nodes=8)
     assert bisection_bandwidth(full) == pytest.approx(4 * NIC)  # pod 0 (4 servers) vs pod 1
     half = make({**patch, "backend": {**patch["backend"], "core_oversubscription": 2}}, num_nodes=8)
@@ -83,9 +71,7 @@ def test_three_tier_bisection_is_set_by_the_core() -> None:
     ],
 )
 def test_bisection_matches_networkx_max_flow(backend: dict[str, Any]) -> None:
-    g = make(
-        {"node": {"accelerators": 2, "nic": {"pcie_bandwidth": "5GB/s"}}, "backend": backend}, num_nodes=5
-    )
+    g = make({"node": {"accelerators": 2, "nic": {"pcie_bandwidth": "5GB/s"}}, "backend": backend}, num_nodes=5)
     ours = bisection_bandwidth(g)
     assert ours is not None
     assert ours == pytest.approx(_reference_bisection(g), rel=1e-9)
@@ -106,9 +92,7 @@ def test_bisection_intra_node_and_presets() -> None:
 
 
 def test_summary_tables() -> None:
-    s = summarize(
-        make({"node": {"host_nics": {"bandwidth": "25Gbps"}}}, frontend={"fabric": "single-switch"})
-    )
+    s = summarize(make({"node": {"host_nics": {"bandwidth": "25Gbps"}}}, frontend={"fabric": "single-switch"}))
     d = s.to_dict()
     assert {r["kind"]: r["count"] for r in d["devices"] if r["role"] in ("gpu", "host", "rail-nic")} == {
         "accelerator": 8,

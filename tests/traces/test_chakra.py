@@ -50,44 +50,22 @@ def by_node(o: RunOutcome) -> pd.DataFrame:
 
 
 def comp(i: int, us: float, deps: list[int] | None = None, name: str = "") -> dict[str, Any]:
-    return {
-        "id": i,
-        "name": name or f"c{i}",
-        "type": "COMP_NODE",
-        "duration_micros": us,
-        "data_deps": deps or [],
-    }
+    return {"id": i, "name": name or f"c{i}", "type": "COMP_NODE", "duration_micros": us, "data_deps": deps or []}
 
 
 def coll(i: int, ct: str, size: float, deps: list[int] | None = None, pg: str | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {"comm_type": ct, "comm_size": size}
     if pg:
         attrs["pg_name"] = pg
-    return {
-        "id": i,
-        "name": f"{ct.lower()}{i}",
-        "type": "COMM_COLL_NODE",
-        "data_deps": deps or [],
-        "attrs": attrs,
-    }
+    return {"id": i, "name": f"{ct.lower()}{i}", "type": "COMM_COLL_NODE", "data_deps": deps or [], "attrs": attrs}
 
 
 def send(i: int, dst: int, size: float, deps: list[int] | None = None) -> dict[str, Any]:
-    return {
-        "id": i,
-        "type": "COMM_SEND",
-        "data_deps": deps or [],
-        "attrs": {"comm_dst": dst, "comm_size": size},
-    }
+    return {"id": i, "type": "COMM_SEND", "data_deps": deps or [], "attrs": {"comm_dst": dst, "comm_size": size}}
 
 
 def recv(i: int, src: int, size: float, deps: list[int] | None = None) -> dict[str, Any]:
-    return {
-        "id": i,
-        "type": "COMM_RECV",
-        "data_deps": deps or [],
-        "attrs": {"comm_src": src, "comm_size": size},
-    }
+    return {"id": i, "type": "COMM_RECV", "data_deps": deps or [], "attrs": {"comm_src": src, "comm_size": size}}
 
 
 def write(tmp: Path, ranks: list[list[dict[str, Any]]], **extra: Any) -> Path:
@@ -121,12 +99,7 @@ def test_fixture_parses_all_spellings() -> None:
     ]
     assert [r1.nodes[i].type for i in (1, 2, 5, 6)] == [r0.nodes[i].type for i in (1, 2, 5, 6)]
     n = r2.nodes[3]
-    assert (n.type, n.comm_type, n.comm_size, n.pg_name) == (
-        "COMM_COLL_NODE",
-        "ALL_TO_ALL",
-        2097152.0,
-        "ep_s1",
-    )
+    assert (n.type, n.comm_type, n.comm_size, n.pg_name) == ("COMM_COLL_NODE", "ALL_TO_ALL", 2097152.0, "ep_s1")
     assert r2.nodes[1].comm_src == 0 and r2.nodes[1].comm_size == 1048576.0
     assert r0.nodes[1].duration_s == pytest.approx(200e-6)
     assert r0.nodes[12].comm_type == "BARRIER" and r0.nodes[12].comm_size == 4.0
@@ -155,10 +128,7 @@ def test_topological_order_respects_dependencies() -> None:
 
 
 BAD_RANK_FILES = [
-    (
-        '{"nodes": [{"id": 1, "type": "GPU_NODE", "duration_micros": 1}]}',
-        "node 1.type: unknown node type 'GPU_NODE'",
-    ),
+    ('{"nodes": [{"id": 1, "type": "GPU_NODE", "duration_micros": 1}]}', "node 1.type: unknown node type 'GPU_NODE'"),
     ('{"nodes": [{"type": "COMP", "duration_micros": 1}]}', "nodes[0].id: node has no id"),
     ('{"nodes": [{"id": -1, "type": "COMP", "duration_micros": 1}]}', "nodes[0].id: must be >= 0"),
     (
@@ -190,10 +160,7 @@ BAD_RANK_FILES = [
         '{"nodes": [{"id": 1, "type": "COMM_COLL", "attrs": {"comm_type": 12, "comm_size": 1}}]}',
         "node 1.comm_type: unknown comm_type 12",
     ),
-    (
-        '{"nodes": [{"id": 1, "type": 9, "duration_micros": 1}]}',
-        "node 1.type: unknown node type 9",
-    ),
+    ('{"nodes": [{"id": 1, "type": 9, "duration_micros": 1}]}', "node 1.type: unknown node type 9"),
     (
         '{"nodes": [{"id": 1, "type": "COMP", "attrs": {"is_cpu_op": "maybe"}}]}',
         "node 1.is_cpu_op: must be true or false",
@@ -253,16 +220,8 @@ def _cross_rank_cases() -> list[tuple[list[list[dict[str, Any]]], dict[str, Any]
             "collective #0 is ALL_GATHER of 1e+06 B (node 1) on rank 1 but ALL_REDUCE",
         ),
         ([ar, [coll(1, "ALL_REDUCE", 2e6)]], {}, "collective #0 is ALL_REDUCE of 2e+06 B"),
-        (
-            [[send(1, 1, 10)], [comp(1, 1)]],
-            {},
-            "rank 0 sends 1 message(s) to rank 1 (tag 0) but rank 1 receives 0",
-        ),
-        (
-            [[send(1, 1, 10)], [recv(1, 0, 20)]],
-            {},
-            "send node 1 on rank 0 has 10 B, its receive node 1 on rank 1 20 B",
-        ),
+        ([[send(1, 1, 10)], [comp(1, 1)]], {}, "rank 0 sends 1 message(s) to rank 1 (tag 0) but rank 1 receives 0"),
+        ([[send(1, 1, 10)], [recv(1, 0, 20)]], {}, "send node 1 on rank 0 has 10 B, its receive node 1 on rank 1 20 B"),
         ([[send(1, 5, 10)], [comp(1, 1)]], {}, "node 1 ('node1') names rank 5, but the trace has ranks 0..1"),
         (
             [[coll(1, "ALL_REDUCE", 8, pg="g")], [coll(1, "ALL_REDUCE", 8, pg="g")]],
@@ -380,15 +339,29 @@ def test_measured_collectives_keep_their_time(tmp_path: Path) -> None:
     # no comm_size (the feeder JSON form) and GATHER (no root): the longest measured duration
     # of the members, once all have arrived; a CPU-side c10d call runs on its thread
     def kernel(i: int, us: float, deps: list[int] | None = None, ct: str | None = None) -> dict[str, Any]:
-        return {"id": i, "name": "ncclKernel_AllReduce_RING_LL_Sum_float", "type": "COMM_COLL_NODE",
-                "duration_micros": us, "data_deps": deps or [], "attrs": {"comm_type": ct} if ct else {}}
+        return {
+            "id": i,
+            "name": "ncclKernel_AllReduce_RING_LL_Sum_float",
+            "type": "COMM_COLL_NODE",
+            "duration_micros": us,
+            "data_deps": deps or [],
+            "attrs": {"comm_type": ct} if ct else {},
+        }
 
-    c10d = {"id": 9, "name": "c10d::allreduce_", "type": "COMM_COLL_NODE", "duration_micros": 30,
-            "attrs": {"is_cpu_op": True}}
+    c10d = {
+        "id": 9,
+        "name": "c10d::allreduce_",
+        "type": "COMM_COLL_NODE",
+        "duration_micros": 30,
+        "attrs": {"is_cpu_op": True},
+    }
     gather = {**kernel(1, 50), "attrs": {"comm_type": "GATHER", "comm_size": 8}}
     d = write(tmp_path, [[comp(1, 100), kernel(2, 500, [1]), c10d], [gather]])
-    with pytest.raises(TraceError, match=r"collective #0 is GATHER of 8 B \(node 1\) on rank 1 but ALL_REDUCE of "
-                                         r"unknown size \(node 2\) on rank 0"):
+    with pytest.raises(
+        TraceError,
+        match=r"collective #0 is GATHER of 8 B \(node 1\) on rank 1 but ALL_REDUCE of "
+        r"unknown size \(node 2\) on rank 0",
+    ):
         load_chakra(d)
     o = replay(write(tmp_path, [[gather], [{**gather, "duration_micros": 70}]]), star(2), tmp_path / "gather")
     assert o.summary["step_time_s"] == pytest.approx(70e-6) and o.summary["trace"]["measured_collectives"] == 1
@@ -435,8 +408,8 @@ def test_fixture_replay_writes_a_run_directory(tmp_path: Path) -> None:
     o = replay(FIX, g, out)
     tables = ("ranks", "ops", "links", "tier_timeseries", "traffic_matrix", "trace_nodes")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*(f"{t}.{e}" for t in tables for e in ("csv", "parquet")), "summary.json", "scenario.yaml",
-         ".netsim-output"])
+        [*(f"{t}.{e}" for t in tables for e in ("csv", "parquet")), "summary.json", "scenario.yaml", ".netsim-output"]
+    )
     ranks = pd.read_csv(out / "ranks.csv")
     span = o.summary["step_time_s"]
     parts = ranks[["compute_s", "communication_s", "overlap_s", "idle_s"]].sum(axis=1)
@@ -444,8 +417,18 @@ def test_fixture_replay_writes_a_run_directory(tmp_path: Path) -> None:
     t = o.summary["trace"]
     assert (t["simulated_collectives"], t["p2p_transfers"], t["ranks"]) == (9, 4, 4)
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("step_time_s", "breakdown_s", "bytes_by_class", "exposed_comm_s_by_class", "num_ranks",
-                "topology", "workload", "seed", "compute_model", "collective_cost"):
+    for key in (
+        "step_time_s",
+        "breakdown_s",
+        "bytes_by_class",
+        "exposed_comm_s_by_class",
+        "num_ranks",
+        "topology",
+        "workload",
+        "seed",
+        "compute_model",
+        "collective_cost",
+    ):
         assert key in summary
     assert summary["collective_cost"]["collective_cost"] == "ideal"
     # same input, same result

@@ -74,8 +74,18 @@ def attr(name: str, value: Any) -> bytes:
 
 # Node: id = 1, name = 2, type = 3, ctrl_deps = 4, data_deps = 5, start_time_micros = 6,
 # duration_micros = 7, inputs = 8 (IOInfo: values = 1), attr = 10
-def node(nid: int, name: str, ntype: int, *, deps: tuple[int, ...] = (), ctrl: tuple[int, ...] = (),
-         dur: int = 0, attrs: dict[str, Any] | None = None, inputs: str = "", packed: bool = True) -> bytes:
+def node(
+    nid: int,
+    name: str,
+    ntype: int,
+    *,
+    deps: tuple[int, ...] = (),
+    ctrl: tuple[int, ...] = (),
+    dur: int = 0,
+    attrs: dict[str, Any] | None = None,
+    inputs: str = "",
+    packed: bool = True,
+) -> bytes:
     body = f_varint(1, nid) + f_bytes(2, name) + f_varint(3, ntype)
     if ctrl:
         body += f_bytes(4, b"".join(varint(d) for d in ctrl))
@@ -99,8 +109,10 @@ def stream(*messages: bytes) -> bytes:
     return b"".join(varint(len(m)) + m for m in messages)
 
 
-PG_INIT = ("['[{\"pg_name\": \"0\", \"backend_id\": 1, \"backend_config\": \"cuda:nccl\", \"ranks\": [], "
-           "\"group_size\": 2, \"group_count\": 2}, {\"pg_name\": \"1\", \"ranks\": [0, 1], \"group_size\": 2}]']")
+PG_INIT = (
+    '[\'[{"pg_name": "0", "backend_id": 1, "backend_config": "cuda:nccl", "ranks": [], '
+    '"group_size": 2, "group_count": 2}, {"pg_name": "1", "ranks": [0, 1], "group_size": 2}]\']'
+)
 
 
 def rank_et(rank: int) -> bytes:
@@ -115,10 +127,22 @@ def rank_et(rank: int) -> bytes:
         node(4, "aten::mm", 4, deps=(3,), ctrl=(2,), dur=40, attrs={"is_cpu_op": True, "tid": 1, "rf_id": -1}),
         node(5, "sm80_xmma_gemm", 4, deps=(4,), ctrl=(4,), dur=700, attrs=gpu, packed=False),
         node(6, "c10d::allreduce_", 7, deps=(4,), dur=25, attrs={"is_cpu_op": True, "tid": 1}),
-        node(7, "ncclDevKernel_AllReduce_Sum_f32_RING_LL", 7, deps=(5, 6), dur=900,
-             attrs={**gpu, "comm_type": 0, "comm_size": 1 << 20, "pg_name": "0", "involved_dim": [True, True]}),
-        node(8, "ncclDevKernel_SendRecv", 5 if rank == 0 else 6, deps=(7,), dur=80,
-             attrs={**gpu, "comm_size": 4096, "comm_tag": 3, **peer}),
+        node(
+            7,
+            "ncclDevKernel_AllReduce_Sum_f32_RING_LL",
+            7,
+            deps=(5, 6),
+            dur=900,
+            attrs={**gpu, "comm_type": 0, "comm_size": 1 << 20, "pg_name": "0", "involved_dim": [True, True]},
+        ),
+        node(
+            8,
+            "ncclDevKernel_SendRecv",
+            5 if rank == 0 else 6,
+            deps=(7,),
+            dur=80,
+            attrs={**gpu, "comm_size": 4096, "comm_tag": 3, **peer},
+        ),
     )
 
 
@@ -168,8 +192,9 @@ def test_et_replay_runs(tmp_path: Path) -> None:
     from tests.traces.test_chakra import star
 
     g = star(2)
-    o = replay_chakra(write_et(tmp_path), g, tmp_path / "run", setup=collective_setup(g, cost_model="ideal"),
-                      report=None)
+    o = replay_chakra(
+        write_et(tmp_path), g, tmp_path / "run", setup=collective_setup(g, cost_model="ideal"), report=None
+    )
     t = o.summary["trace"]
     assert (t["simulated_collectives"], t["p2p_transfers"], t["host_ops"], t["compute_ops"]) == (1, 1, 4, 2)
     ops = o.tables["trace_nodes"].set_index(["rank", "node_id"])
@@ -189,9 +214,13 @@ def test_jsonizer_output_and_proto3_defaults(tmp_path: Path) -> None:
 
     meta_cls, node_cls = _message_classes()
     msgs = [meta_cls.FromString(metadata(schema="1.0.2-chakra.0.0.4"))]
-    msgs += [node_cls.FromString(node(0, "root", 0)), node_cls.FromString(node(1, "aten::add", 4, deps=(0,))),
-             node_cls.FromString(node(2, "ncclKernel_Broadcast_RING_LL", 7, deps=(1,), dur=12,
-                                      attrs={"comm_type": 5, "comm_size": 2048}))]
+    msgs += [
+        node_cls.FromString(node(0, "root", 0)),
+        node_cls.FromString(node(1, "aten::add", 4, deps=(0,))),
+        node_cls.FromString(
+            node(2, "ncclKernel_Broadcast_RING_LL", 7, deps=(1,), dur=12, attrs={"comm_type": 5, "comm_size": 2048})
+        ),
+    ]
     p = tmp_path / "chakra.0.json"
     p.write_text("".join(MessageToJson(m) for m in msgs))
     text = p.read_text()
@@ -207,16 +236,48 @@ def test_jsonizer_output_and_proto3_defaults(tmp_path: Path) -> None:
 
 def test_feeder_json_form(tmp_path: Path) -> None:
     # the shape of Chakra's jsonData/small_chakra.0.json: no comm attributes on NCCL kernels
-    doc = {"workload_graph": [
-        {"Id": 216, "Name": "aten::flatten_dense_tensors(0)", "NodeType": 4, "ctrlDeps": [3], "data_deps": [],
-         "runtime": 318, "is_cpu_op": True},
-        {"Id": 430, "Name": "CatArrayBatchedCopy", "NodeType": 4, "ctrlDeps": [429], "data_deps": [216],
-         "runtime": 4, "is_cpu_op": False},
-        {"Id": 432, "Name": "c10d::broadcast_(0)", "NodeType": 7, "data_deps": [], "runtime": 85, "is_cpu_op": True},
-        {"Id": 435, "Name": "ncclKernel_Broadcast_RING_LL_Sum_int8_t(ncclDevComm*, unsigned long, ncclWork*)",
-         "NodeType": 7, "data_deps": [432, 216], "runtime": 28, "is_cpu_op": False},
-        {"Id": 541, "Name": "aten::zero_", "NodeType": 4, "data_deps": [], "is_cpu_op": True},
-    ], "workload_name": "workload_name", "ngpus": 8, "soc": "soc_name"}
+    doc = {
+        "workload_graph": [
+            {
+                "Id": 216,
+                "Name": "aten::flatten_dense_tensors(0)",
+                "NodeType": 4,
+                "ctrlDeps": [3],
+                "data_deps": [],
+                "runtime": 318,
+                "is_cpu_op": True,
+            },
+            {
+                "Id": 430,
+                "Name": "CatArrayBatchedCopy",
+                "NodeType": 4,
+                "ctrlDeps": [429],
+                "data_deps": [216],
+                "runtime": 4,
+                "is_cpu_op": False,
+            },
+            {
+                "Id": 432,
+                "Name": "c10d::broadcast_(0)",
+                "NodeType": 7,
+                "data_deps": [],
+                "runtime": 85,
+                "is_cpu_op": True,
+            },
+            {
+                "Id": 435,
+                "Name": "ncclKernel_Broadcast_RING_LL_Sum_int8_t(ncclDevComm*, unsigned long, ncclWork*)",
+                "NodeType": 7,
+                "data_deps": [432, 216],
+                "runtime": 28,
+                "is_cpu_op": False,
+            },
+            {"Id": 541, "Name": "aten::zero_", "NodeType": 4, "data_deps": [], "is_cpu_op": True},
+        ],
+        "workload_name": "workload_name",
+        "ngpus": 8,
+        "soc": "soc_name",
+    }
     (tmp_path / "chakra.0.json").write_text(json.dumps(doc))
     tr = load_chakra(tmp_path, ranks=4)
     assert tr.forms == ["feeder-json"] and tr.num_ranks == 4 and tr.replicated
@@ -228,10 +289,24 @@ def test_feeder_json_form(tmp_path: Path) -> None:
 
 def test_pytorch_execution_trace_is_refused(tmp_path: Path) -> None:
     p = tmp_path / "rank0.json"
-    p.write_text(json.dumps({"schema": "1.0.2-chakra.0.0.4", "pid": 1, "nodes": [
-        {"id": 2, "name": "[pytorch|profiler|execution_trace|thread]", "ctrl_deps": 1,
-         "inputs": {"values": [], "shapes": [], "types": []}, "outputs": {"values": [], "shapes": [], "types": []},
-         "attrs": [{"name": "rf_id", "type": "uint64", "value": 0}]}]}))
+    p.write_text(
+        json.dumps(
+            {
+                "schema": "1.0.2-chakra.0.0.4",
+                "pid": 1,
+                "nodes": [
+                    {
+                        "id": 2,
+                        "name": "[pytorch|profiler|execution_trace|thread]",
+                        "ctrl_deps": 1,
+                        "inputs": {"values": [], "shapes": [], "types": []},
+                        "outputs": {"values": [], "shapes": [], "types": []},
+                        "attrs": [{"name": "rf_id", "type": "uint64", "value": 0}],
+                    }
+                ],
+            }
+        )
+    )
     with pytest.raises(TraceError, match=r"PyTorch execution trace \(schema 1.0.2-chakra.0.0.4\).*chakra_converter"):
         load_chakra_rank(p)
 
@@ -250,12 +325,23 @@ def test_replication_refuses_point_to_point(tmp_path: Path) -> None:
 
 def _corrupt_cases() -> list[tuple[str, bytes, str]]:
     good = rank_et(0)
-    last = len(node(8, "ncclDevKernel_SendRecv", 5, deps=(7,), dur=80,
-                    attrs={"is_cpu_op": False, "comm_size": 4096, "comm_tag": 3, "comm_dst": 1}))
+    last = len(
+        node(
+            8,
+            "ncclDevKernel_SendRecv",
+            5,
+            deps=(7,),
+            dur=80,
+            attrs={"is_cpu_op": False, "comm_size": 4096, "comm_tag": 3, "comm_dst": 1},
+        )
+    )
     at = len(good) - last - 1
     return [
-        ("truncated", good[:-7], f"message 6 at byte {at} claims {last} bytes but only {last - 7} remain "
-                                 "(truncated file?)"),
+        (
+            "truncated",
+            good[:-7],
+            f"message 6 at byte {at} claims {last} bytes but only {last - 7} remain (truncated file?)",
+        ),
         ("size prefix", good + b"\xff\xff", f"the size prefix at byte {len(good)} runs past the end of the file"),
         ("garbage", stream(metadata(), b"\x0a\xff\xff\xff\xff\x0f"), "message 1 at byte 8 is not a Chakra Node"),
         ("long varint", b"\xff" * 11, "the size prefix at byte 0 is longer than 10 bytes"),

@@ -44,8 +44,11 @@ DATA = data_dir()
 
 def test_vendored_archives_are_the_upstream_files() -> None:
     # the README's table (source path, bytes, sha256) is the record of what was copied
-    rows = re.findall(r"^\| `([^`]+)` \| `tests/data/\1` \| \w+ \(\S+\) \| (\d+) \| ([0-9a-f]{64}) \|$",
-                      (VENDORED / "README.md").read_text(), flags=re.M)
+    rows = re.findall(
+        r"^\| `([^`]+)` \| `tests/data/\1` \| \w+ \(\S+\) \| (\d+) \| ([0-9a-f]{64}) \|$",
+        (VENDORED / "README.md").read_text(),
+        flags=re.M,
+    )
     assert sorted(r[0] for r in rows) == sorted(ARCHIVES)
     for name, size, sha in rows:
         data = (VENDORED / name).read_bytes()
@@ -75,8 +78,15 @@ def test_binary_et(real: Path) -> None:
     gpu_colls = [n for n in nodes if n.communicates]
     assert sum(n.on_cpu for n in nodes) == 2448 and len(gpu_colls) == 7
     assert [n.comm_type for n in gpu_colls].count("ALL_REDUCE") == 5
-    assert sorted(int(n.comm_size or 0) for n in gpu_colls) == [424, 212480, 8196000, 9724160, 26255360,
-                                                                26550272, 31502336]
+    assert sorted(int(n.comm_size or 0) for n in gpu_colls) == [
+        424,
+        212480,
+        8196000,
+        9724160,
+        26255360,
+        26550272,
+        31502336,
+    ]
     gpu_compute_s = sum(n.duration_s for n in nodes if not n.on_cpu and n.type == "COMP_NODE")
     assert gpu_compute_s == pytest.approx(292.828e-3)
 
@@ -85,8 +95,9 @@ def test_feeder_json_is_the_same_trace(real: Path) -> None:
     et = load_chakra(real / "tests" / "data" / "chakra.0.et").ranks[0]
     js = load_chakra(real / "jsonData" / "chakra.0.json").ranks[0]
     assert js.form == "feeder-json" and et.nodes.keys() == js.nodes.keys()
-    assert all(et.nodes[i].deps == js.nodes[i].deps and et.nodes[i].duration_s == js.nodes[i].duration_s
-               for i in et.nodes)
+    assert all(
+        et.nodes[i].deps == js.nodes[i].deps and et.nodes[i].duration_s == js.nodes[i].duration_s for i in et.nodes
+    )
     assert {n.comm_size for n in js.nodes.values() if n.communicates} == {None}  # not in this form
     small = load_chakra(real / "jsonData" / "small_chakra.0.json", ranks=2)
     assert small.num_ranks == 2 and len(small.ranks[1].nodes) == 7

@@ -170,17 +170,9 @@ MALFORMED = [
     ("scalar.json", "42", "not a Chrome trace: expected an object with traceEvents or a list of events"),
     ("notlist.json", '{"traceEvents": {}}', "traceEvents: must be a list of events"),
     ("notobj.json", '{"traceEvents": [1]}', "traceEvents[0]: not an object"),
-    (
-        "nodur.json",
-        '[{"ph": "X", "name": "a", "ts": 1}]',
-        "traceEvents[0].dur: complete event 'a' has no dur",
-    ),
+    ("nodur.json", '[{"ph": "X", "name": "a", "ts": 1}]', "traceEvents[0].dur: complete event 'a' has no dur"),
     ("negdur.json", '[{"ph": "X", "name": "a", "ts": 1, "dur": -2}]', "negative duration -2.0 us for 'a'"),
-    (
-        "badts.json",
-        '[{"ph": "X", "name": "a", "ts": "soon", "dur": 2}]',
-        "traceEvents[0].ts: must be a number",
-    ),
+    ("badts.json", '[{"ph": "X", "name": "a", "ts": "soon", "dur": 2}]', "traceEvents[0].ts: must be a number"),
     ("noname.json", '[{"ph": "X", "ts": 1, "dur": 2}]', "traceEvents[0].name: complete event without a name"),
     ("nox.json", '[{"ph": "i", "name": "a", "ts": 1}]', "no complete ('ph': 'X') events in the trace"),
 ]
@@ -208,8 +200,7 @@ def test_truncated_real_trace(tmp_path: Path) -> None:
 def test_cli_import_kineto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, events = tmp_path / "ops.csv", tmp_path / "events.parquet"
     code, stdout, _ = run_cli(
-        ["import", "kineto", str(TRACE), "--out", str(out), "--within", "router", "--events", str(events)],
-        capsys,
+        ["import", "kineto", str(TRACE), "--out", str(out), "--within", "router", "--events", str(events)], capsys
     )
     assert code == 0 and f"wrote {out}" in stdout and "aten::softmax" in stdout
     table = pd.read_csv(out)

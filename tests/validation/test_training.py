@@ -15,8 +15,19 @@ from netsim.validation.runner import select_cases
 from netsim.validation.sources import TrainingCase, load_source, load_sources
 from netsim.validation.training import FLOP_CONVENTIONS, metric_value, predict_training, scenario_of, simulate_case
 
-GPT = {"name": "g", "model": {"layers": 4, "hidden": 1024, "ffn_hidden": 4096, "heads": 16, "vocab": 8192,
-                              "seq_len": 512, "dtype": "bf16", "activation": "gelu"}}
+GPT = {
+    "name": "g",
+    "model": {
+        "layers": 4,
+        "hidden": 1024,
+        "ffn_hidden": 4096,
+        "heads": 16,
+        "vocab": 8192,
+        "seq_len": 512,
+        "dtype": "bf16",
+        "activation": "gelu",
+    },
+}
 
 SOURCE = """\
 source:
@@ -46,8 +57,9 @@ cases:
 """
 
 
-def write_source(tmp_path: Path, name: str = "tiny-run", metric: str = "tflops_per_gpu", measured: str = "300",
-                 **repl: str) -> Path:
+def write_source(
+    tmp_path: Path, name: str = "tiny-run", metric: str = "tflops_per_gpu", measured: str = "300", **repl: str
+) -> Path:
     text = SOURCE.format(id=name, metric=metric, measured=measured)
     for a, b in repl.items():
         text = text.replace(a, b)
@@ -64,10 +76,12 @@ def test_flop_conventions_by_hand() -> None:
     B, s, L, h, V = 3.0, 512, 4, 1024, 8192
     # Narayanan et al. eq. (3), full recomputation
     assert FLOP_CONVENTIONS.get("megatron-2021")(spec, B) == pytest.approx(
-        96 * B * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h)))
+        96 * B * s * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
+    )
     # Megatron's code for a dense GPT: 72 B s l h^2 (1 + s/6h + V/12lh)
     assert FLOP_CONVENTIONS.get("megatron")(spec, B) == pytest.approx(
-        72 * B * s * L * h * h * (1 + s / (6 * h) + V / (12 * L * h)))
+        72 * B * s * L * h * h * (1 + s / (6 * h) + V / (12 * L * h))
+    )
     # PaLM: 6 N + 12 L H Q T per token, N = 12 L h^2 (attention 4h^2 + MLP 8h^2) + h V (the head)
     n = 12 * L * h * h + h * V
     assert FLOP_CONVENTIONS.get("palm")(spec, B) == pytest.approx(B * s * (6 * n + 12 * L * h * s))
@@ -76,10 +90,19 @@ def test_flop_conventions_by_hand() -> None:
 def test_megatron_and_palm_count_the_same_matmuls() -> None:
     """Both conventions count every weight GEMM three times and the full s x s attention: equal on a
     GQA SwiGLU model, and on an MoE model (top-k experts per token)."""
-    llama = load_workload({**GPT, "model": {**GPT["model"], "activation": "swiglu", "kv_heads": 4,
-                                             "ffn_hidden": 2816}})
-    moe = load_workload({**GPT, "model": {**GPT["model"], "activation": "swiglu", "kv_heads": 4, "ffn_hidden": 2816,
-                                           "moe": {"experts": 8, "top_k": 2}}})
+    llama = load_workload({**GPT, "model": {**GPT["model"], "activation": "swiglu", "kv_heads": 4, "ffn_hidden": 2816}})
+    moe = load_workload(
+        {
+            **GPT,
+            "model": {
+                **GPT["model"],
+                "activation": "swiglu",
+                "kv_heads": 4,
+                "ffn_hidden": 2816,
+                "moe": {"experts": 8, "top_k": 2},
+            },
+        }
+    )
     for spec in (llama, moe):
         a, b = FLOP_CONVENTIONS.get("megatron")(spec, 5.0), FLOP_CONVENTIONS.get("palm")(spec, 5.0)
         # PaLM also counts the router GEMM (h x experts); Megatron's formula leaves it out
@@ -143,8 +166,9 @@ def test_metrics_from_one_step(tmp_path: Path) -> None:
         ({"metric: tflops_per_gpu": "metric: joy"}, "cases.0.metric", "tokens_per_s_per_gpu"),
     ],
 )
-def test_malformed_training_cases_are_one_line_errors(tmp_path: Path, repl: dict[str, str], field: str,
-                                                      words: str) -> None:
+def test_malformed_training_cases_are_one_line_errors(
+    tmp_path: Path, repl: dict[str, str], field: str, words: str
+) -> None:
     p = write_source(tmp_path, **repl)
     with pytest.raises(SpecError) as info:
         load_source(p)
@@ -152,8 +176,9 @@ def test_malformed_training_cases_are_one_line_errors(tmp_path: Path, repl: dict
     assert str(p) in msg and field in msg and words in msg and "\n" not in msg
 
 
-def test_a_layout_that_does_not_match_the_gpus_is_a_one_line_error(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_layout_that_does_not_match_the_gpus_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # DP 1 x PP 2 x TP 2 = 4 ranks on 8 GPUs
     p = write_source(tmp_path, **{"zero_stage: 1}": "zero_stage: 1, dp: 1}"})
     with pytest.raises(SystemExit) as info:
@@ -179,8 +204,13 @@ def test_cli_prints_the_training_line(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_shipped_training_sources_cite_where_every_number_is() -> None:
     sources = [s for s in load_sources() if any(isinstance(c, TrainingCase) for c in s.cases)]
-    assert {s.source.id for s in sources} >= {"narayanan-2021-table1", "korthikanti-2022", "llama3-405b",
-                                              "deepseek-v3", "megatron-core-mixtral-8x7b"}
+    assert {s.source.id for s in sources} >= {
+        "narayanan-2021-table1",
+        "korthikanti-2022",
+        "llama3-405b",
+        "deepseek-v3",
+        "megatron-core-mixtral-8x7b",
+    }
     for s in sources:
         for c in s.cases:
             assert isinstance(c, TrainingCase)

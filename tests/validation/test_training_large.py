@@ -38,4 +38,5 @@ def test_large_training_case_within_tolerance(case: str) -> None:
     assert len(t) == 1
     row = t.iloc[0]
     assert bool(row["asserted"]) and bool(row["passed"]), (
-        f"{case}: measured {row['measured']}, predicted {row['predicted']:.4g} ({100 * row['rel_error']:+.1f}%)")
+        f"{case}: measured {row['measured']}, predicted {row['predicted']:.4g} ({100 * row['rel_error']:+.1f}%)"
+    )

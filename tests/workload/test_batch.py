@@ -36,8 +36,13 @@ def test_fixed_and_per_device_batches_on_growing_clusters(nodes: int) -> None:
     per_replica = batch_plan(_spec(num_microbatches=32), dp)
     assert per_replica == grown
     assert grown.summary()["tokens_per_device"] == 32 * 128 / 8  # fixed whatever the cluster
-    assert fixed.summary() == {"scaling": "fixed", "global_batch_size": 32, "global_batch_tokens": 32 * 128,
-                               "tokens_per_device": 32 * 128 / (8 * dp), "microbatches_per_replica": 32 // dp}
+    assert fixed.summary() == {
+        "scaling": "fixed",
+        "global_batch_size": 32,
+        "global_batch_tokens": 32 * 128,
+        "tokens_per_device": 32 * 128 / (8 * dp),
+        "microbatches_per_replica": 32 // dp,
+    }
 
 
 def test_the_plan_reports_the_batch_it_used() -> None:
@@ -45,20 +50,28 @@ def test_the_plan_reports_the_batch_it_used() -> None:
     plan = build_plan(_spec(global_batch_size=8, batch_scaling="fixed"), graph, FixedCompute(1e-3, 2e-3))
     assert plan.schedule.m == 4 and plan.summary_fields()["batch"]["scaling"] == "fixed"
     plan = build_plan(_spec(num_microbatches=3), graph, FixedCompute(1e-3, 2e-3))
-    assert plan.summary_fields()["batch"] == {"scaling": "per-device", "global_batch_size": 6,
-                                              "global_batch_tokens": 6 * 128, "tokens_per_device": 6 * 128 / 16,
-                                              "microbatches_per_replica": 3}
+    assert plan.summary_fields()["batch"] == {
+        "scaling": "per-device",
+        "global_batch_size": 6,
+        "global_batch_tokens": 6 * 128,
+        "tokens_per_device": 6 * 128 / 16,
+        "microbatches_per_replica": 3,
+    }
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"batch_scaling": "fixed"}, "batch_scaling fixed needs global_batch_size"),
-        ({"batch_scaling": "per-device", "global_batch_size": 32},
-         "batch_scaling per-device with global_batch_size needs batch_reference_devices"),
+        (
+            {"batch_scaling": "per-device", "global_batch_size": 32},
+            "batch_scaling per-device with global_batch_size needs batch_reference_devices",
+        ),
         ({"batch_reference_devices": 8}, "batch_reference_devices needs global_batch_size"),
-        ({"batch_scaling": "fixed", "global_batch_size": 8, "batch_reference_devices": 8},
-         "batch_reference_devices applies to batch_scaling per-device only"),
+        (
+            {"batch_scaling": "fixed", "global_batch_size": 8, "batch_reference_devices": 8},
+            "batch_reference_devices applies to batch_scaling per-device only",
+        ),
         ({"batch_scaling": "weak"}, "batch_scaling"),
     ],
 )
@@ -69,9 +82,15 @@ def test_inconsistent_batch_fields_are_one_line_errors(fields: dict[str, Any], m
 
 
 def test_a_batch_that_does_not_split_names_the_field() -> None:
-    with pytest.raises(WorkloadError, match=r"batch_reference_devices: global_batch_size 3 at 8 devices does not "
-                                            r"scale to whole sequences on 12 devices"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"batch_reference_devices: global_batch_size 3 at 8 devices does not "
+        r"scale to whole sequences on 12 devices",
+    ):
         batch_plan(_spec(global_batch_size=3, batch_reference_devices=8, parallelism={"tp": 4}), 3)
-    with pytest.raises(WorkloadError, match=r"global_batch_size: global_batch_size 6 \(scaled from 3 at 8 devices\) "
-                                            r"must be a multiple of micro_batch_size \* dp = 1 \* 4"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"global_batch_size: global_batch_size 6 \(scaled from 3 at 8 devices\) "
+        r"must be a multiple of micro_batch_size \* dp = 1 \* 4",
+    ):
         batch_plan(_spec(global_batch_size=3, batch_reference_devices=8, parallelism={"tp": 4}), 4)

@@ -22,9 +22,15 @@ def _main(argv: list[str]) -> int:
 def test_run_reports_the_batch_and_the_dispatch(tmp_path: Path) -> None:
     scen = tmp_path / "tiny.yaml"
     scen.write_text(yaml.safe_dump(tiny_scenario()))
-    sets = ["workload.schedule.name=zb-h1", "workload.model.moe.dispatcher=deepep", "workload.placement.name=eplb",
-            "workload.placement.redundant_experts=8", "workload.router.name=zipf", "workload.global_batch_size=8",
-            "workload.batch_reference_devices=8"]
+    sets = [
+        "workload.schedule.name=zb-h1",
+        "workload.model.moe.dispatcher=deepep",
+        "workload.placement.name=eplb",
+        "workload.placement.redundant_experts=8",
+        "workload.router.name=zipf",
+        "workload.global_batch_size=8",
+        "workload.batch_reference_devices=8",
+    ]
     out = tmp_path / "run"
     argv = ["run", str(scen), "--out", str(out), "--quiet", "--no-report"]
     assert _main(argv + [a for s in sets for a in ("--set", s)]) == 0
@@ -39,8 +45,20 @@ def test_run_reports_the_batch_and_the_dispatch(tmp_path: Path) -> None:
 def test_an_unused_placement_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scen = tmp_path / "tiny.yaml"
     scen.write_text(yaml.safe_dump(tiny_scenario()))
-    assert _main(["run", str(scen), "--out", str(tmp_path / "o"), "--quiet", "--set",
-                  "workload.placement.options.policy=global"]) == 2
+    assert (
+        _main(
+            [
+                "run",
+                str(scen),
+                "--out",
+                str(tmp_path / "o"),
+                "--quiet",
+                "--set",
+                "workload.placement.options.policy=global",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert "placement.options.policy: unknown option 'policy' of placement contiguous; allowed: none" in err

@@ -22,8 +22,15 @@ def _plan(*sets: str, nodes: int = 2) -> StepPlan:
     """EP 16 over two DGX H100 servers (8 ranks each), 32 experts (2 per rank), top-4."""
     spec = load_workload(
         {
-            "model": {"layers": 1, "hidden": 256, "ffn_hidden": 512, "heads": 8, "vocab": 1000, "seq_len": 256,
-                      "moe": MOE},
+            "model": {
+                "layers": 1,
+                "hidden": 256,
+                "ffn_hidden": 512,
+                "heads": 8,
+                "vocab": 1000,
+                "seq_len": 256,
+                "moe": MOE,
+            },
             "parallelism": {"pp": 1, "tp": 1, "ep": 16, "zero_stage": 1},
             "num_microbatches": 1,
             "storage": {"enabled": False},
@@ -65,8 +72,7 @@ def test_capacity_padding_sends_and_computes_full_buffers() -> None:
             off = c.matrix[~np.eye(16, dtype=bool)]
             assert (off == 2 * cap * 256 * 2).all()  # both slots' buffers full size, routed or not
     assert padded.ep_bytes["inter_node"] > dropless.ep_bytes["inter_node"]
-    rows = {n: max(o.duration_s for o in p.ops if o.name == "F.experts") for n, p in (("d", dropless),
-                                                                                      ("p", padded))}
+    rows = {n: max(o.duration_s for o in p.ops if o.name == "F.experts") for n, p in (("d", dropless), ("p", padded))}
     assert rows["p"] == pytest.approx(16 * 2 * cap * 1e-9 * 2)  # 16 sources x 2 slots x 40 rows, two GEMMs
     assert rows["d"] < rows["p"]
     assert dropless.summary_fields()["moe_dispatch"]["padding"] == "dropless"
@@ -76,8 +82,10 @@ def test_capacity_padding_sends_and_computes_full_buffers() -> None:
     ("sets", "message"),
     [
         (["model.moe.padding=capacity"], "padding capacity needs capacity_factor"),
-        (["model.moe.padding=capacity", "model.moe.capacity_factor=1", "model.moe.dispatcher=deepep"],
-         "padding capacity sends a buffer per \\(rank, expert\\): it needs dispatcher alltoall"),
+        (
+            ["model.moe.padding=capacity", "model.moe.capacity_factor=1", "model.moe.dispatcher=deepep"],
+            "padding capacity sends a buffer per \\(rank, expert\\): it needs dispatcher alltoall",
+        ),
     ],
 )
 def test_bad_dispatch_fields(sets: list[str], message: str) -> None:
@@ -88,6 +96,9 @@ def test_bad_dispatch_fields(sets: list[str], message: str) -> None:
 def test_unknown_dispatcher_names_the_field() -> None:
     from netsim.errors import WorkloadError
 
-    with pytest.raises(WorkloadError, match=r"model\.moe\.dispatcher: unknown token dispatcher 'nccl'; allowed: "
-                                            r"alltoall, dedup-rank, deepep"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"model\.moe\.dispatcher: unknown token dispatcher 'nccl'; allowed: "
+        r"alltoall, dedup-rank, deepep",
+    ):
         _plan("model.moe.dispatcher=nccl")

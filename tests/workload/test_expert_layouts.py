@@ -24,16 +24,28 @@ def test_deepspeed_groups_are_deepspeeds_own_example() -> None:
     # expert parallel 4
     lay = make_expert_layout("deepspeed", 8, 2, 4, None)
     assert {lay.ep_members(x) for x in range(16)} == {(0, 2, 4, 6), (8, 10, 12, 14), (1, 3, 5, 7), (9, 11, 13, 15)}
-    assert {lay.edp_members(x) for x in range(16)} == {(0, 8), (2, 10), (4, 12), (6, 14), (1, 9), (3, 11),
-                                                       (5, 13), (7, 15)}
+    assert {lay.edp_members(x) for x in range(16)} == {
+        (0, 8),
+        (2, 10),
+        (4, 12),
+        (6, 14),
+        (1, 9),
+        (3, 11),
+        (5, 13),
+        (7, 15),
+    }
     assert lay.etp_members(3) == (3,) and lay.a2a_members(3) == tuple(range(8)) and lay.replicated
 
 
 def test_megatron_folding_and_mindspore_groups() -> None:
     # Megatron's expert grid: ETP fastest, then EP, then EDP (8 ranks: ETP 2 x EP 2 x EDP 2)
     meg = make_expert_layout("megatron", 4, 2, 2, 2)
-    assert (meg.etp_members(5), meg.ep_members(5), meg.edp_members(5), meg.ep_position(5)) == ((4, 5), (5, 7),
-                                                                                               (1, 5), 0)
+    assert (meg.etp_members(5), meg.ep_members(5), meg.edp_members(5), meg.ep_position(5)) == (
+        (4, 5),
+        (5, 7),
+        (1, 5),
+        0,
+    )
     plain = make_expert_layout("megatron", 4, 2, 4, None)  # whole experts: ep consecutive ranks
     assert plain.ep_members(5) == (4, 5, 6, 7) and plain.edp_members(5) == (1, 5) and not plain.replicated
     # MindSpore: EP across data parallelism, every expert split over the TP (model-parallel) group
@@ -53,10 +65,23 @@ def _plan(layout: str, *, nodes: int = 2, lockstep: bool = False, **sets: Any) -
     """A small MoE on DGX H100 servers with tp 8 (one server per TP group), 16 experts."""
     graph = load_topology("dgx-h100", nodes=nodes)
     data: dict[str, Any] = {
-        "model": {"layers": 2, "hidden": 256, "ffn_hidden": 512, "heads": 8, "vocab": 1000, "seq_len": 128,
-                  "moe": {"experts": 16, "top_k": 2, "every_n": 1}},
-        "parallelism": {"pp": 1, "tp": 8, "ep": 2, "zero_stage": 1, "expert_layout": layout,
-                        "sequence_parallel": layout == "megatron"},
+        "model": {
+            "layers": 2,
+            "hidden": 256,
+            "ffn_hidden": 512,
+            "heads": 8,
+            "vocab": 1000,
+            "seq_len": 128,
+            "moe": {"experts": 16, "top_k": 2, "every_n": 1},
+        },
+        "parallelism": {
+            "pp": 1,
+            "tp": 8,
+            "ep": 2,
+            "zero_stage": 1,
+            "expert_layout": layout,
+            "sequence_parallel": layout == "megatron",
+        },
         "num_microbatches": 2,
         "grad_bucket_bytes": "1MB",
         "storage": {"enabled": False},
@@ -66,8 +91,9 @@ def _plan(layout: str, *, nodes: int = 2, lockstep: bool = False, **sets: Any) -
 
 
 def _dp_bytes(plan: StepPlan, rank: int) -> float:
-    return sum(o.coll.nbytes for o in plan.ops if o.rank == rank and o.coll is not None
-               and o.name == "dp.grad-reduce-scatter")
+    return sum(
+        o.coll.nbytes for o in plan.ops if o.rank == rank and o.coll is not None and o.name == "dp.grad-reduce-scatter"
+    )
 
 
 def test_expert_parameters_and_their_gradient_reductions() -> None:
@@ -114,8 +140,10 @@ def test_deepspeed_groupwise_dispatch_drops_and_combine_gathers() -> None:
     assert d_grp.algo is None and d_grp.nbytes == pytest.approx(d_rep.nbytes / 8)  # its 1/tp share only
     assert _ep(grp, "fwd-combine")[0].algo == "groupwise"
     # each TP rank computes its share of the tokens: the TP group's expert time is the replicated one's / 8
-    dur = {n: sum(o.duration_s for o in p.ops if o.name == "F.experts" and o.rank < 8)
-           for n, p in (("rep", rep), ("grp", grp))}
+    dur = {
+        n: sum(o.duration_s for o in p.ops if o.name == "F.experts" and o.rank < 8)
+        for n, p in (("rep", rep), ("grp", grp))
+    }
     assert dur["grp"] == pytest.approx(dur["rep"] / 8)
 
 
@@ -133,8 +161,13 @@ def test_megatron_expert_tp_gathers_tokens_around_the_experts() -> None:
     assert plan.layout.etp == 2 and plan.expert_params_per_rank[0] == pytest.approx(half.expert_params_per_rank[0] / 2)
 
 
-@pytest.mark.parametrize(("layout", "sets"), [("mindspore", {"parallelism.expert_alltoall": "groupwise"}),
-                                              ("megatron", {"parallelism.expert_tp": 2, "parallelism.ep": 4})])
+@pytest.mark.parametrize(
+    ("layout", "sets"),
+    [
+        ("mindspore", {"parallelism.expert_alltoall": "groupwise"}),
+        ("megatron", {"parallelism.expert_tp": 2, "parallelism.ep": 4}),
+    ],
+)
 def test_lockstep_keeps_every_byte(layout: str, sets: dict[str, Any]) -> None:
     exact, lock = _plan(layout, **sets), _plan(layout, lockstep=True, **sets)
     assert lock.ep_bytes == pytest.approx(exact.ep_bytes)
@@ -153,21 +186,31 @@ def test_groupwise_all_to_all_is_faster_on_fast_server_links() -> None:
     for mode in ("replicated", "groupwise"):
         plan = _plan("mindspore", **{"parallelism.expert_alltoall": mode, "model.seq_len": 8192})
         res = replay(plan, Network(graph, routing="ecmp"))
-        times[mode] = sum(res.coll_end[k] - res.coll_start[k] for k, c in plan.collectives.items()
-                          if c.traffic_class == "ep")
+        times[mode] = sum(
+            res.coll_end[k] - res.coll_start[k] for k, c in plan.collectives.items() if c.traffic_class == "ep"
+        )
     assert times["groupwise"] < 0.5 * times["replicated"]
 
 
 @pytest.mark.parametrize(
     ("sets", "error", "message"),
     [
-        ({"parallelism.sequence_parallel": True}, WorkloadError, "parallelism.sequence_parallel: expert_layout "
-                                                                 "mindspore has the TP ranks route the same tokens"),
+        (
+            {"parallelism.sequence_parallel": True},
+            WorkloadError,
+            "parallelism.sequence_parallel: expert_layout mindspore has the TP ranks route the same tokens",
+        ),
         ({"parallelism.ep": 4}, WorkloadError, "parallelism.ep: expert_layout mindspore: ep = 4 must divide dp = 2"),
-        ({"parallelism.expert_tp": 2}, WorkloadError, "parallelism.expert_tp: expert_layout mindspore: experts "
-                                                      "are split over the model-parallel group"),
-        ({"parallelism.expert_layout": "fairseq"}, SpecError, "parallelism.expert_layout: unknown expert layout "
-                                                              "'fairseq'; allowed: megatron, deepspeed, mindspore"),
+        (
+            {"parallelism.expert_tp": 2},
+            WorkloadError,
+            "parallelism.expert_tp: expert_layout mindspore: experts are split over the model-parallel group",
+        ),
+        (
+            {"parallelism.expert_layout": "fairseq"},
+            SpecError,
+            "parallelism.expert_layout: unknown expert layout 'fairseq'; allowed: megatron, deepspeed, mindspore",
+        ),
     ],
 )
 def test_layout_errors_name_the_field(sets: dict[str, Any], error: type[Exception], message: str) -> None:
@@ -177,9 +220,11 @@ def test_layout_errors_name_the_field(sets: dict[str, Any], error: type[Exceptio
 
 
 def test_groupwise_needs_replicated_tp_groups_filling_a_server() -> None:
-    with pytest.raises(WorkloadError, match=r"parallelism\.expert_alltoall: groupwise needs TP ranks that hold the "
-                                            r"same tokens"):
+    with pytest.raises(
+        WorkloadError,
+        match=r"parallelism\.expert_alltoall: groupwise needs TP ranks that hold the "
+        r"same tokens",
+    ):
         _plan("megatron", **{"parallelism.expert_alltoall": "groupwise"})
     with pytest.raises(WorkloadError, match="every server must hold one TP group"):
-        _plan("deepspeed", **{"parallelism.expert_alltoall": "groupwise", "parallelism.tp": 4,
-                              "parallelism.ep": 4})
+        _plan("deepspeed", **{"parallelism.expert_alltoall": "groupwise", "parallelism.tp": 4, "parallelism.ep": 4})

@@ -22,15 +22,22 @@ from ..replay.helpers import FixedCompute, chain_topology
 # tally assumes GeLU, dropout and the unfused attention (scores stored)
 S, H, A = 2048, 12288, 96
 GPT3: dict[str, Any] = {
-    "model": {"layers": 96, "hidden": H, "ffn_hidden": 4 * H, "heads": A, "vocab": 51200, "seq_len": S,
-              "dtype": "bf16", "activation": "gelu"},
+    "model": {
+        "layers": 96,
+        "hidden": H,
+        "ffn_hidden": 4 * H,
+        "heads": A,
+        "vocab": 51200,
+        "seq_len": S,
+        "dtype": "bf16",
+        "activation": "gelu",
+    },
     "training": {"flash_attention": False, "dropout": True},
 }
 
 
 def _act(tp: int, sp: bool, mode: str, **training: Any) -> ActivationModel:
-    data = dict(GPT3, parallelism={"tp": tp, "sequence_parallel": sp},
-                training={**GPT3["training"], **training})
+    data = dict(GPT3, parallelism={"tp": tp, "sequence_parallel": sp}, training={**GPT3["training"], **training})
     spec = load_workload(data, source="t")
     tokens = S // tp if sp and tp > 1 else S
     return ActivationModel(spec, tp, tokens, get_recompute(mode))
@@ -74,8 +81,11 @@ def test_megatron_bytes_per_parameter_table() -> None:
     # 4 + 16/d, 6 + 12/d, 8 + 8/d
     base: dict[str, Any] = {"model": GPT3["model"]}
     d = 8
-    for param, grad, replicated, fixed, sharded in (("fp16", "fp16", 20, 4, 16), ("bf16", "fp32", 18, 6, 12),
-                                                    ("fp32", "fp32", 16, 8, 8)):
+    for param, grad, replicated, fixed, sharded in (
+        ("fp16", "fp16", 20, 4, 16),
+        ("bf16", "fp32", 18, 6, 12),
+        ("fp32", "fp32", 16, 8, 8),
+    ):
         spec = load_workload({**base, "optimizer": {"param_dtype": param, "grad_dtype": grad}}, source="t")
         prec = optimizer_precision(spec)
         assert prec.param + prec.grad + prec.state == replicated
@@ -154,6 +164,9 @@ def test_memory_report_holds_the_plans_parameters() -> None:
 
 
 def test_unknown_recompute_mode_is_a_one_line_error() -> None:
-    with pytest.raises(SpecError, match=r"^tiny\.yaml: training\.recompute: unknown recompute mode 'some'; "
-                                        r"allowed: none, selective, full$"):
+    with pytest.raises(
+        SpecError,
+        match=r"^tiny\.yaml: training\.recompute: unknown recompute mode 'some'; "
+        r"allowed: none, selective, full$",
+    ):
         build_plan(_tiny(training={"recompute": "some"}), chain_topology(2, 1e9), FixedCompute(1.0, 2.0))

@@ -97,8 +97,11 @@ def test_unknown_router_is_a_workload_error() -> None:
 
 
 def _dispatch_by_mb(**kw: Any) -> dict[tuple[int, int], np.ndarray]:
-    return {(c.layer, c.microbatch): c.matrix for c in _plan(["num_microbatches=4"], **kw).collectives.values()
-            if c.phase == "fwd-dispatch" and c.matrix is not None}
+    return {
+        (c.layer, c.microbatch): c.matrix
+        for c in _plan(["num_microbatches=4"], **kw).collectives.values()
+        if c.phase == "fwd-dispatch" and c.matrix is not None
+    }
 
 
 def test_routing_samples_reuse_samples_across_microbatches() -> None:
@@ -115,8 +118,7 @@ def test_routing_samples_reuse_samples_across_microbatches() -> None:
 
 
 def _replica_plan(*sets: str) -> StepPlan:
-    return _plan(["placement.name=eplb", "router.name=zipf", "router.options.s=1.5", "parallelism.ep=4",
-                  *sets])
+    return _plan(["placement.name=eplb", "router.name=zipf", "router.options.s=1.5", "parallelism.ep=4", *sets])
 
 
 def test_eplb_replicas_all_reduce_their_gradients() -> None:
@@ -132,24 +134,37 @@ def test_eplb_replicas_all_reduce_their_gradients() -> None:
     for c in syncs:
         assert c.op == "all_reduce" and c.nbytes == shard and 2 <= len(c.ranks) <= 4
         assert len({rep.layout.ep_coords(r)[0] for r in c.ranks}) == 1  # inside one EP group
-    dp = {n: sum(c.nbytes * len(c.ranks) for c in p.collectives.values() if c.traffic_class == "dp")
-          for n, p in (("base", base), ("rep", rep))}
+    dp = {
+        n: sum(c.nbytes * len(c.ranks) for c in p.collectives.values() if c.traffic_class == "dp")
+        for n, p in (("base", base), ("rep", rep))
+    }
     assert dp["rep"] > dp["base"]
 
 
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["placement.options.policy=fancy"], "placement.options.policy: unknown EPLB policy 'fancy'; allowed: auto, "
-                                             "hierarchical, global"),
-        (["placement.options.colour=red"], "placement.options.colour: unknown option 'colour' of placement eplb; "
-                                           "allowed: replica_policy, num_groups, policy"),
-        (["placement.options.replica_policy=nearest"], "placement.options.replica_policy: replica_policy splits "
-                                                       "tokens over an expert's replicas"),
-        (["placement.name=contiguous", "placement.options.policy=global"],
-         "placement.options.policy: unknown option 'policy' of placement contiguous; allowed: none"),
-        (["placement.name=eplb_global", "placement.options.policy=global"],
-         "placement.options.policy: unknown option 'policy' of placement eplb_global"),
+        (
+            ["placement.options.policy=fancy"],
+            "placement.options.policy: unknown EPLB policy 'fancy'; allowed: auto, hierarchical, global",
+        ),
+        (
+            ["placement.options.colour=red"],
+            "placement.options.colour: unknown option 'colour' of placement eplb; "
+            "allowed: replica_policy, num_groups, policy",
+        ),
+        (
+            ["placement.options.replica_policy=nearest"],
+            "placement.options.replica_policy: replica_policy splits tokens over an expert's replicas",
+        ),
+        (
+            ["placement.name=contiguous", "placement.options.policy=global"],
+            "placement.options.policy: unknown option 'policy' of placement contiguous; allowed: none",
+        ),
+        (
+            ["placement.name=eplb_global", "placement.options.policy=global"],
+            "placement.options.policy: unknown option 'policy' of placement eplb_global",
+        ),
     ],
 )
 def test_placement_options_are_checked(sets: list[str], message: str) -> None:
@@ -162,9 +177,18 @@ def test_eplb_policy_option_selects_the_policy() -> None:
     # 4 expert groups over 2 nodes: auto picks the hierarchical policy; options.policy=global is
     # the global one (what the name eplb_global selects); it used to be ignored
     def placement(*sets: str) -> list[int]:
-        spec = load_workload({"model": MODEL, "parallelism": {"ep": 4}},
-                             ["placement.name=eplb", "router.name=zipf", "router.options.s=1.5",
-                              "placement.redundant_experts=4", "placement.options.num_groups=4", *sets], source="t")
+        spec = load_workload(
+            {"model": MODEL, "parallelism": {"ep": 4}},
+            [
+                "placement.name=eplb",
+                "router.name=zipf",
+                "router.options.s=1.5",
+                "placement.redundant_experts=4",
+                "placement.options.num_groups=4",
+                *sets,
+            ],
+            source="t",
+        )
         return EPRouting(spec, ep=4, tokens_per_rank=64, rank_node=[0, 0, 1, 1], seed=0).placements[0].phy2log.tolist()
 
     assert placement("placement.options.policy=global") == placement("placement.name=eplb_global")
@@ -176,8 +200,13 @@ def test_replica_all_reduces_replay_alike_under_lockstep() -> None:
     from netsim.network.engine import Network
     from netsim.replay import replay
 
-    sets = ["placement.name=eplb", "router.name=zipf", "router.options.s=1.5", "parallelism.ep=4",
-            "placement.redundant_experts=4"]
+    sets = [
+        "placement.name=eplb",
+        "router.name=zipf",
+        "router.options.s=1.5",
+        "parallelism.ep=4",
+        "placement.redundant_experts=4",
+    ]
     graph = load_topology("dgx-h100", nodes=1)
     dp = {}
     for lock in (False, True):

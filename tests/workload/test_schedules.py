@@ -10,8 +10,11 @@ from netsim.workload.schedules import SCHEDULES, get_schedule
 
 def test_registry() -> None:
     assert {"gpipe", "1f1b", "interleaved-1f1b", "dualpipe", "zb-h1"} <= set(SCHEDULES)
-    with pytest.raises(SpecError, match=r"schedule\.name: unknown schedule 'zigzag'; allowed: gpipe, 1f1b, "
-                       r"interleaved-1f1b, dualpipe, zb-h1$"):
+    with pytest.raises(
+        SpecError,
+        match=r"schedule\.name: unknown schedule 'zigzag'; allowed: gpipe, 1f1b, "
+        r"interleaved-1f1b, dualpipe, zb-h1$",
+    ):
         get_schedule("zigzag", 2, 4)
     assert get_schedule("zb1p", 2, 4).name == "zb-h1"  # REFERENCE.md's spelling
 
@@ -23,11 +26,47 @@ def test_zb_h1_order_by_hand() -> None:
         return [a.kind + str(a.microbatch) for a in s.order(stage)]
 
     # stage 0: 1F1B with W right after its B (3 warm-up forwards + 1 = 4 in flight)
-    assert seq(0) == ["F0", "F1", "F2", "F3", "B0", "W0", "F4", "B1", "W1", "F5", "B2", "W2",
-                      "B3", "W3", "B4", "W4", "B5", "W5"]
+    assert seq(0) == [
+        "F0",
+        "F1",
+        "F2",
+        "F3",
+        "B0",
+        "W0",
+        "F4",
+        "B1",
+        "W1",
+        "F5",
+        "B2",
+        "W2",
+        "B3",
+        "W3",
+        "B4",
+        "W4",
+        "B5",
+        "W5",
+    ]
     # stage 3 (no warm-up): W three backwards behind B, the rest in the cool-down
-    assert seq(3) == ["F0", "B0", "F1", "B1", "F2", "B2", "F3", "B3", "W0", "F4", "B4", "W1", "F5", "B5", "W2",
-                      "W3", "W4", "W5"]
+    assert seq(3) == [
+        "F0",
+        "B0",
+        "F1",
+        "B1",
+        "F2",
+        "B2",
+        "F3",
+        "B3",
+        "W0",
+        "F4",
+        "B4",
+        "W1",
+        "F5",
+        "B5",
+        "W2",
+        "W3",
+        "W4",
+        "W5",
+    ]
     assert all(a.split_w for st in range(4) for a in s.order(st) if a.kind == "B")
 
 
@@ -108,8 +147,9 @@ def test_work_units_and_final_weight_gradients() -> None:
         units = dual.work(stage)
         assert [a for u in units for a in u.actions] == dual.order(stage)
         pairs = [u for u in units if len(u.actions) == 2]
-        assert pairs and all(u.actions[0].kind == "F" and u.actions[0].overlap and u.actions[1].kind == "B"
-                             for u in pairs)
+        assert pairs and all(
+            u.actions[0].kind == "F" and u.actions[0].overlap and u.actions[1].kind == "B" for u in pairs
+        )
         # every chunk's gradients become final exactly once, in a W or a non-deferring B
         final = [a for u in units for a, f in zip(u.actions, u.final, strict=True) if f]
         assert sorted(a.chunk for a in final) == [0, 1]

@@ -49,12 +49,7 @@ def test_preset_facts() -> None:
     assert (ds.parallelism.ep, ds.parallelism.pp, ds.schedule.name) == (64, 16, "dualpipe")
     loc = load_workload("locmoe-pangu")
     assert loc.model.moe is not None and len(loc.model.moe_layers()) == 8
-    assert (loc.model.moe.experts, loc.model.moe.top_k, loc.parallelism.ep, loc.parallelism.tp) == (
-        16,
-        1,
-        16,
-        8,
-    )
+    assert (loc.model.moe.experts, loc.model.moe.top_k, loc.parallelism.ep, loc.parallelism.tp) == (16, 1, 16, 8)
     # LocMoE's "batch size 32" is MindSpore's per-data-parallel batch (per_batch_size)
     assert (loc.model.heads, loc.micro_batch_size, loc.num_microbatches, loc.global_batch_size) == (40, 32, 1, None)
     assert (loc.training.recompute, loc.param_dtype, loc.parallelism.zero_stage) == ("full", "fp32", 3)

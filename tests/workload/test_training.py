@@ -19,8 +19,15 @@ def _plan(compute: Any = None, **sets: Any) -> StepPlan:
     graph = load_topology("dgx-h100", nodes=2)
     spec = load_workload(
         {
-            "model": {"layers": 2, "hidden": 256, "ffn_hidden": 512, "heads": 4, "vocab": 1000, "seq_len": 128,
-                      "moe": {"experts": 16, "top_k": 2, "every_n": 2}},
+            "model": {
+                "layers": 2,
+                "hidden": 256,
+                "ffn_hidden": 512,
+                "heads": 4,
+                "vocab": 1000,
+                "seq_len": 128,
+                "moe": {"experts": 16, "top_k": 2, "every_n": 2},
+            },
             "parallelism": {"pp": 2, "tp": 2, "ep": 8, "zero_stage": 1},
             "num_microbatches": 4,
             "grad_bucket_bytes": "1MB",
@@ -42,8 +49,9 @@ def test_selective_recompute_reruns_the_attention_core_before_its_backward() -> 
         by_id = {o.id: o for o in ops}
         for o in ops:
             if o.name == "BW.attn":  # waits for the recomputation of its micro-batch
-                assert any(by_id[d].name == "R.attn-core" and by_id[d].microbatch == o.microbatch
-                           for d in o.deps if d in by_id)
+                assert any(
+                    by_id[d].name == "R.attn-core" and by_id[d].microbatch == o.microbatch for d in o.deps if d in by_id
+                )
     assert Counter(o.name for o in _plan().ops)["R.attn-core"] == 0
 
 
@@ -56,15 +64,19 @@ def test_full_recompute_repeats_the_forward_and_its_collectives() -> None:
     for phase in ("fwd-dispatch", "fwd-combine", "fwd-attn-ag", "fwd-attn-rs", "fwd-mlp-ag", "fwd-mlp-rs"):
         assert phases[f"rcp-{phase}"] == phases[phase] > 0, phase
     # the recomputed dispatch sends the forward's tokens again: EP bytes grow by the forward's share
-    fwd = sum(c.nbytes + c.local_bytes for c in none.collectives.values()
-              if c.traffic_class == "ep" and c.phase.startswith("fwd-"))
+    fwd = sum(
+        c.nbytes + c.local_bytes
+        for c in none.collectives.values()
+        if c.traffic_class == "ep" and c.phase.startswith("fwd-")
+    )
     total = lambda p: sum(p.ep_bytes.values())  # noqa: E731
     assert total(full) == pytest.approx(total(none) + fwd, rel=1e-12)
 
 
 @pytest.mark.parametrize(("grad", "param", "g_bytes", "p_bytes"), [("fp32", None, 4, 2), ("bf16", "fp32", 2, 4)])
-def test_distributed_optimizer_bytes_follow_the_dtypes(grad: str, param: str | None, g_bytes: int,
-                                                       p_bytes: int) -> None:
+def test_distributed_optimizer_bytes_follow_the_dtypes(
+    grad: str, param: str | None, g_bytes: int, p_bytes: int
+) -> None:
     sets: dict[str, Any] = {"optimizer.grad_dtype": grad, "parallelism.ep": 4}
     if param is not None:
         sets["optimizer.param_dtype"] = param
@@ -78,8 +90,13 @@ def test_distributed_optimizer_bytes_follow_the_dtypes(grad: str, param: str | N
 
 
 def test_grad_bytes_per_element_is_the_deprecated_spelling_of_grad_dtype() -> None:
-    spec = load_workload({"model": {"layers": 1, "hidden": 8, "ffn_hidden": 8, "heads": 1, "vocab": 8,
-                                    "seq_len": 8}, "grad_bytes_per_element": 2}, source="t")
+    spec = load_workload(
+        {
+            "model": {"layers": 1, "hidden": 8, "ffn_hidden": 8, "heads": 1, "vocab": 8, "seq_len": 8},
+            "grad_bytes_per_element": 2,
+        },
+        source="t",
+    )
     assert spec.optimizer.grad_dtype == "bf16" and spec.grad_bytes_per_element == 2
 
 
@@ -108,8 +125,10 @@ def test_optimizer_step_is_the_bytes_adam_moves_over_hbm_bandwidth() -> None:
     plan = _plan(_HbmTime(1e-3, 2e-3))
     for rank in (0, plan.layout.world - 1):
         (opt,) = [o for o in plan.ops_of_rank(rank) if o.name == "optimizer"]
-        dense, expert = plan.params_per_rank[rank] - plan.expert_params_per_rank[rank], \
-            plan.expert_params_per_rank[rank]
+        dense, expert = (
+            plan.params_per_rank[rank] - plan.expert_params_per_rank[rank],
+            plan.expert_params_per_rank[rank],
+        )
         L = plan.layout
         shard = dense / L.dp + expert / (L.stage_size // L.ep)  # ZeRO 1: the rank's 1/dp share
         assert opt.duration_s == pytest.approx(shard * 30 / 1e12, rel=1e-12)  # bf16 weights, fp32 grads

@@ -75,17 +75,24 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str, source: str
         where = f"{path}.{key}" if path else str(key)
         if key not in base:
             allowed = ", ".join(str(k) for k in base)
-            raise SpecError(f"unknown NCCL constant {where!r}; allowed here: {allowed}", source=source,
-                            field="collectives.constants")
+            raise SpecError(
+                f"unknown NCCL constant {where!r}; allowed here: {allowed}",
+                source=source,
+                field="collectives.constants",
+            )
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
-                raise SpecError(f"{where} is a table; give its entries (e.g. {where}.<key>=value)", source=source,
-                                field="collectives.constants")
+                raise SpecError(
+                    f"{where} is a table; give its entries (e.g. {where}.<key>=value)",
+                    source=source,
+                    field="collectives.constants",
+                )
             _merge(base[key], value, where, source)
         elif isinstance(base[key], list):
             if not isinstance(value, list) or len(value) != len(base[key]):
-                raise SpecError(f"{where} must be a list of {len(base[key])} numbers", source=source,
-                                field="collectives.constants")
+                raise SpecError(
+                    f"{where} must be a list of {len(base[key])} numbers", source=source, field="collectives.constants"
+                )
             base[key] = [_number(v, where, source) for v in value]
         elif isinstance(base[key], str):
             base[key] = str(value)
@@ -97,11 +104,11 @@ def _number(value: Any, where: str, source: str) -> float:
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise SpecError(f"{where} must be a number, got {value!r}", source=source,
-                        field="collectives.constants") from None
+        raise SpecError(
+            f"{where} must be a number, got {value!r}", source=source, field="collectives.constants"
+        ) from None
     if not math.isfinite(x) or x < 0:
-        raise SpecError(f"{where} must be finite and >= 0, got {value!r}", source=source,
-                        field="collectives.constants")
+        raise SpecError(f"{where} must be finite and >= 0, got {value!r}", source=source, field="collectives.constants")
     return x
 
 

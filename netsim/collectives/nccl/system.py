@@ -122,14 +122,22 @@ def group_shape(graph: nx.DiGraph, devices: Sequence[str], efficiency: Mapping[s
                     cls = str(a.get("link_class", "generic"))
                     nic_bw = max(nic_bw, float(a["capacity_Bps"]) * _efficiency(efficiency, cls) / 1e9)
         if not nics or nic_bw <= 0:
-            raise CollectiveError(f"the group spans {n_nodes} servers but {first!r} has no back-end NIC",
-                                  field="devices")
-    return GroupShape(n_ranks=len(devices), n_nodes=n_nodes, ranks_per_node=per, intra_hw=intra_hw,
-                      intra_bw_GBps=intra_bw, link_bw_GBps=link_bw, nics_per_node=max(len(nics), 1 if n_nodes > 1
-                                                                                       else 0),
-                      nic_bw_GBps=nic_bw, nvswitch=nvsw > 0,
-                      full_mesh=per > 1 and {devices[r] for r in groups[0][1:]} <= peers,
-                      uniform=len({len(g) for g in groups}) == 1)
+            raise CollectiveError(
+                f"the group spans {n_nodes} servers but {first!r} has no back-end NIC", field="devices"
+            )
+    return GroupShape(
+        n_ranks=len(devices),
+        n_nodes=n_nodes,
+        ranks_per_node=per,
+        intra_hw=intra_hw,
+        intra_bw_GBps=intra_bw,
+        link_bw_GBps=link_bw,
+        nics_per_node=max(len(nics), 1 if n_nodes > 1 else 0),
+        nic_bw_GBps=nic_bw,
+        nvswitch=nvsw > 0,
+        full_mesh=per > 1 and {devices[r] for r in groups[0][1:]} <= peers,
+        uniform=len({len(g) for g in groups}) == 1,
+    )
 
 
 def _nic_of(graph: nx.DiGraph, device: str) -> str | None:
@@ -214,8 +222,13 @@ def _nvls_graph(c: NcclConstants, shape: GroupShape, arch: str) -> ChannelGraph 
     return ChannelGraph(n_channels=heads, bw_intra_GBps=speed, bw_inter_GBps=inter)
 
 
-def nccl_system(graph: nx.DiGraph, devices: Sequence[str], settings: Mapping[str, Any], c: NcclConstants,
-                efficiency: Mapping[str, float]) -> NcclSystem:
+def nccl_system(
+    graph: nx.DiGraph,
+    devices: Sequence[str],
+    settings: Mapping[str, Any],
+    c: NcclConstants,
+    efficiency: Mapping[str, float],
+) -> NcclSystem:
     """The :class:`NcclSystem` of ``devices`` on ``graph``.
 
     Args:
@@ -246,13 +259,28 @@ def nccl_system(graph: nx.DiGraph, devices: Sequence[str], settings: Mapping[str
     collnet = bool(settings.get("collnet", False)) and shape.n_nodes > 1
     heads = int(settings.get("collnet_heads", shape.nics_per_node) or shape.nics_per_node)
     if collnet:
-        cg = ChannelGraph(max(heads, 1), ring.bw_intra_GBps * max(ring.n_channels, 1) / max(heads, 1),
-                          shape.nic_bw_GBps, latency_inter_us=lat_inter)
+        cg = ChannelGraph(
+            max(heads, 1),
+            ring.bw_intra_GBps * max(ring.n_channels, 1) / max(heads, 1),
+            shape.nic_bw_GBps,
+            latency_inter_us=lat_inter,
+        )
         graphs["collnet_direct"] = graphs["collnet_chain"] = cg
     if shape.ranks_per_node == 1 and shape.n_nodes > 1:
         graphs["pat"] = ring
     ll128 = shape.intra_hw == "nvlink" and bool(settings.get("ll128", True))
-    return NcclSystem(n_ranks=shape.n_ranks, n_nodes=shape.n_nodes, arch=arch,
-                      cpu=str(settings.get("host_cpu", "intel")), intra_hw=shape.intra_hw, graphs=graphs,
-                      n_channels=comm_channels, nvls_channels=nvls_channels, nvls=nvls_ok, collnet=collnet,
-                      collnet_heads=heads, ll128=ll128, nvswitch=shape.nvswitch)
+    return NcclSystem(
+        n_ranks=shape.n_ranks,
+        n_nodes=shape.n_nodes,
+        arch=arch,
+        cpu=str(settings.get("host_cpu", "intel")),
+        intra_hw=shape.intra_hw,
+        graphs=graphs,
+        n_channels=comm_channels,
+        nvls_channels=nvls_channels,
+        nvls=nvls_ok,
+        collnet=collnet,
+        collnet_heads=heads,
+        ll128=ll128,
+        nvswitch=shape.nvswitch,
+    )

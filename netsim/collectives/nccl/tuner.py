@@ -142,11 +142,21 @@ class TunerTable:
         log_size = _log2i(int(nbytes) >> 6)
         if algo == "tree" and coll == "all_reduce" and 0 <= log_size < 23:
             bw *= float(self.constants.get("tree_correction", proto)[log_size])
-        if (algo == "nvls_tree" and coll == "all_reduce" and 0 <= log_size < 24 and sys.arch == "blackwell"
-                and sys.cpu == "intel"):
+        if (
+            algo == "nvls_tree"
+            and coll == "all_reduce"
+            and 0 <= log_size < 24
+            and sys.arch == "blackwell"
+            and sys.cpu == "intel"
+        ):
             bw *= float(self.constants.get("tree_correction", proto)[log_size])
-        if (algo == "ring" and proto == "Simple" and sys.n_nodes > 1 and coll == "all_reduce"
-                and nbytes / (sys.n_channels * sys.n_ranks) >= 64):
+        if (
+            algo == "ring"
+            and proto == "Simple"
+            and sys.n_nodes > 1
+            and coll == "all_reduce"
+            and nbytes / (sys.n_channels * sys.n_ranks) >= 64
+        ):
             plateau = self.constants.refinement("ring_plateau_latency_factor")
             lat *= float(plateau["pre_ampere"] if sys.arch == "volta" else plateau["ampere_and_later"])
         lat_count = num_pipe_ops if algo == "ring" else 1
@@ -154,8 +164,10 @@ class TunerTable:
 
     def rows(self) -> list[dict[str, float | str]]:
         """The table as records (coll, algo, proto, latency_us, bandwidth_GBps)."""
-        return [{"coll": c, "algo": a, "proto": p, "latency_us": self.latency[(c, a, p)],
-                 "bandwidth_GBps": bw} for (c, a, p), bw in sorted(self.bandwidth.items())]
+        return [
+            {"coll": c, "algo": a, "proto": p, "latency_us": self.latency[(c, a, p)], "bandwidth_GBps": bw}
+            for (c, a, p), bw in sorted(self.bandwidth.items())
+        ]
 
 
 def _log2i(x: int) -> int:
@@ -207,8 +219,13 @@ def _bus_bw(sys: NcclSystem, c: NcclConstants, coll: str, algo: str, proto: str)
         bus = 0.0
     if algo == "collnet_direct" and proto == "Simple":
         bus = _collnet_direct_bus(sys, c, coll, g, bus)
-    if (algo in ("nvls", "collnet_direct") and proto == "Simple" and coll in ("all_gather", "reduce_scatter")
-            and sys.n_nodes > 1 and (not sys.collnet or sys.ppn > sys.collnet_heads)):
+    if (
+        algo in ("nvls", "collnet_direct")
+        and proto == "Simple"
+        and coll in ("all_gather", "reduce_scatter")
+        and sys.n_nodes > 1
+        and (not sys.collnet or sys.ppn > sys.collnet_heads)
+    ):
         bus = 0.0
     return bus
 
@@ -224,8 +241,9 @@ def _nvls_channel_bw(sys: NcclSystem, c: NcclConstants, coll: str, algo: str, g:
     return min(intra, inter, cap)
 
 
-def _ring_tree_refined(sys: NcclSystem, c: NcclConstants, coll: str, algo: str, proto: str, g: ChannelGraph,
-                       bus: float) -> float:
+def _ring_tree_refined(
+    sys: NcclSystem, c: NcclConstants, coll: str, algo: str, proto: str, g: ChannelGraph, bus: float
+) -> float:
     """NCCL's protocol factors and per-channel caps of ring, tree and PAT applied to ``bus``."""
     arch, idx = sys.arch, sys.node_index
     r = c.refinement
@@ -353,7 +371,8 @@ def tune(system: NcclSystem, constants: NcclConstants) -> TunerTable:
 def _max_threads(table: TunerTable, algo: str, proto: str) -> int:
     c = table.constants
     if algo in ("collnet_direct", "collnet_chain", "nvls", "nvls_tree", "pat") or (
-            algo == "tree" and proto == "Simple"):
+        algo == "tree" and proto == "Simple"
+    ):
         return 640 if algo != "tree" else int(c.get("max_threads", "Simple"))
     if algo == "ring" and proto == "Simple":
         g = table.system.graphs["ring"]
@@ -370,8 +389,14 @@ def _thread_threshold(table: TunerTable, algo: str, proto: str) -> int:
     return th
 
 
-def choose(table: TunerTable, coll: str, nbytes: float, *, algos: Iterable[str] | None = None,
-           protos: Iterable[str] | None = None) -> Choice | None:
+def choose(
+    table: TunerTable,
+    coll: str,
+    nbytes: float,
+    *,
+    algos: Iterable[str] | None = None,
+    protos: Iterable[str] | None = None,
+) -> Choice | None:
     """NCCL's choice for ``coll`` of ``nbytes`` (``topoGetAlgoInfo``); ``algos`` / ``protos``
     restrict the candidates as ``NCCL_ALGO`` / ``NCCL_PROTO`` do.  ``None`` if no candidate is
     available (e.g. every allowed algorithm is disabled on this system)."""
@@ -404,5 +429,14 @@ def choose(table: TunerTable, coll: str, nbytes: float, *, algos: Iterable[str] 
     if algo in ("ring", "tree", "pat") and full > 0:
         # each channel is one thread block moving bytes at up to its channel's share
         alg_bw *= min(1.0, nc / full)
-    return Choice(coll=coll, algo=algo, proto=proto, nbytes=float(nbytes), time_us=t, latency_us=lat,
-                  alg_bw_GBps=alg_bw, n_channels=nc, max_channels=sys.n_channels)
+    return Choice(
+        coll=coll,
+        algo=algo,
+        proto=proto,
+        nbytes=float(nbytes),
+        time_us=t,
+        latency_us=lat,
+        alg_bw_GBps=alg_bw,
+        n_channels=nc,
+        max_channels=sys.n_channels,
+    )

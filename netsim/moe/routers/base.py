@@ -151,11 +151,7 @@ class RoutingResult:
         tokens = np.bincount(src2[ok] * n + self.experts[ok], minlength=n_ranks * n)
         lost = (self.requested >= 0) & ~ok
         dropped = np.bincount(src2[lost] * n + self.requested[lost], minlength=n_ranks * n)
-        return (
-            tokens.reshape(n_ranks, n).astype(np.int64),
-            dropped.reshape(n_ranks, n).astype(np.int64),
-        )
-
+        return (tokens.reshape(n_ranks, n).astype(np.int64), dropped.reshape(n_ranks, n).astype(np.int64))
 
 
 class Router:
@@ -317,9 +313,6 @@ def make_router(
     for key in params:
         if key not in allowed:
             raise SpecError(
-                f"router {name!r} has no parameter {key!r}; allowed: {', '.join(allowed)}",
-                field=f"router.{key}",
+                f"router {name!r} has no parameter {key!r}; allowed: {', '.join(allowed)}", field=f"router.{key}"
             )
     return cls(n_experts, hidden, seed=seed, **params)
-
-

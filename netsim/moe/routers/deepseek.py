@@ -122,9 +122,15 @@ class DeepSeekRouter(_LinearRouter):
         """The ``[T, top_k]`` selected experts (node-limited, bias-adjusted)."""
         t, n = scores.shape
         if self.USE_COMPILED and _select_kernel.HAVE_NUMBA and t:
-            return np.asarray(_select_kernel.select(np.ascontiguousarray(scores, dtype=np.float64),
-                                                    np.asarray(self.bias, dtype=np.float64), self.n_groups,
-                                                    self.topk_groups, self.top_k))
+            return np.asarray(
+                _select_kernel.select(
+                    np.ascontiguousarray(scores, dtype=np.float64),
+                    np.asarray(self.bias, dtype=np.float64),
+                    self.n_groups,
+                    self.topk_groups,
+                    self.top_k,
+                )
+            )
         biased = scores + self.bias
         gs = n // self.n_groups
         grouped = biased.reshape(t, self.n_groups, gs)
@@ -167,5 +173,3 @@ class DeepSeekRouter(_LinearRouter):
         if c.shape != (self.n_experts,):
             raise SpecError(f"counts must have shape ({self.n_experts},), got {c.shape}")
         self.bias = self.bias + self.gamma * np.sign(c.mean() - c)
-
-

@@ -31,12 +31,7 @@ class ExpertChoiceRouter(_LinearRouter):
     """
 
     def __init__(
-        self,
-        n_experts: int,
-        hidden: int,
-        *,
-        capacity_factor: float = 2.0,
-        seed: int | np.random.Generator = 0,
+        self, n_experts: int, hidden: int, *, capacity_factor: float = 2.0, seed: int | np.random.Generator = 0
     ) -> None:
         nominal = min(n_experts, max(1, round(capacity_factor))) if capacity_factor > 0 else 1
         super().__init__(n_experts, hidden, top_k=nominal, seed=seed)
@@ -65,5 +60,3 @@ class ExpertChoiceRouter(_LinearRouter):
         none = per_token == 0
         requested[none, 0] = np.argmax(scores[none], axis=-1) if none.any() else requested[none, 0]
         return RoutingResult(experts, gates, requested, n, {}, scores)
-
-

@@ -159,5 +159,3 @@ def switch_aux_loss(f: FloatArray, p_mean: FloatArray, alpha: float) -> float:
     """Switch load-balancing loss ``alpha * n * sum_i f_i P_i`` (1 * alpha when balanced)."""
     n = f.shape[-1]
     return float(alpha * n * np.sum(f * p_mean))
-
-

@@ -119,8 +119,7 @@ class RRERouter(HashRouter):
     ) -> None:
         if domains < 1 or n_experts % domains:
             raise SpecError(
-                f"rre: domains must divide experts (domains={domains}, experts={n_experts})",
-                field="router.domains",
+                f"rre: domains must divide experts (domains={domains}, experts={n_experts})", field="router.domains"
             )
         super().__init__(n_experts, hidden, vocab_size=vocab_size, capacity_factor=capacity_factor, seed=seed)
         self.domains = int(domains)
@@ -134,5 +133,3 @@ class RRERouter(HashRouter):
         if d.size and (d.min() < 0 or d.max() >= self.domains):
             raise SpecError(f"domain_ids must be {t} ints in [0, {self.domains})", field="domain_ids")
         return np.asarray(d * self.group_size + inner, dtype=np.int64)
-
-

@@ -45,8 +45,7 @@ def grap_weights(n_experts: int, hidden: int) -> FloatArray:
     """
     if hidden % n_experts:
         raise SpecError(
-            f"GrAP gating needs hidden divisible by experts (hidden={hidden}, experts={n_experts})",
-            field="hidden",
+            f"GrAP gating needs hidden divisible by experts (hidden={hidden}, experts={n_experts})", field="hidden"
         )
     w = np.zeros((n_experts, hidden))
     s = hidden // n_experts
@@ -120,8 +119,7 @@ class LocMoERouter(Router):
         if not 0.0 <= delta < 1.0:
             raise SpecError(f"locmoe: delta must be in [0, 1) (got {delta})", field="router.delta")
         if capacity not in ("factor", "theorem1"):
-            raise SpecError(f"locmoe: capacity must be factor or theorem1 (got {capacity!r})",
-                            field="router.capacity")
+            raise SpecError(f"locmoe: capacity must be factor or theorem1 (got {capacity!r})", field="router.capacity")
         if capacity_factor is not None and capacity_factor <= 0:
             raise SpecError(f"capacity_factor must be > 0 (got {capacity_factor})", field="router.capacity_factor")
         self.grap = grap_weights(n_experts, hidden)
@@ -183,4 +181,3 @@ class LocMoERouter(Router):
             d_c = np.stack([scores[src == r].mean(axis=0) for r in present])
             losses["loc"] = float(self.mu * np.mean(kl_divergence(d_c, d_l)))
         return RoutingResult(experts, gates, requested, n, losses, scores)
-

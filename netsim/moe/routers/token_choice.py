@@ -125,13 +125,7 @@ class MixtralRouter(_LinearRouter):
     """
 
     def __init__(
-        self,
-        n_experts: int,
-        hidden: int,
-        *,
-        top_k: int = 2,
-        alpha: float = 0.001,
-        seed: int | np.random.Generator = 0,
+        self, n_experts: int, hidden: int, *, top_k: int = 2, alpha: float = 0.001, seed: int | np.random.Generator = 0
     ) -> None:
         super().__init__(n_experts, hidden, top_k=top_k, seed=seed)
         self.alpha = float(alpha)
@@ -145,5 +139,3 @@ class MixtralRouter(_LinearRouter):
         c = np.bincount(top.reshape(-1), minlength=n) / max(t, 1)
         aux = switch_aux_loss(c, scores.mean(axis=0) if t else np.zeros(n), self.alpha)
         return RoutingResult(top, g, top.copy(), n, {"aux": aux}, scores)
-
-

@@ -294,19 +294,17 @@ def register(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Simulate training steps and write a run directory (summary, tables, report)."""
-        from netsim.run import run_scenario
-
-        opts = {
-            "router": router,
-            "routing_trace": str(routing_trace.resolve()) if routing_trace else None,
-            "kernels": str(kernels.resolve()) if kernels else None,
-            "calibration": str(calibration.resolve()) if calibration else None,
-            "collective_model": collective_model,
-            "collective_cost": collective_cost,
-            "routing_samples": routing_samples,
-            "lockstep": lockstep,
-            "allow_oom": allow_oom or None,
-        }
+        opts = _run_options(
+            router=router,
+            routing_trace=routing_trace,
+            kernels=kernels,
+            calibration=calibration,
+            collective_model=collective_model,
+            collective_cost=collective_cost,
+            routing_samples=routing_samples,
+            lockstep=lockstep,
+            allow_oom=allow_oom,
+        )
         flags = {
             "--router": router,
             "--routing-trace": routing_trace,
@@ -318,14 +316,64 @@ def register(app: typer.Typer) -> None:
             "--seed": seed,
             "--steps": steps,
         }
-        try:
-            spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
-            out_dir = out if out is not None else Path("runs") / spec.name
-            with PhaseProgress(err_console, "netsim run", _STAGES, enabled=not quiet) as progress:
-                outcome = run_scenario(
-                    spec, out_dir, progress=progress, report=None if no_report else report_writer(), force=force
-                )
-        except NetsimError as exc:
-            raise blame_user_input(exc, sets, flags) from None
-        report = out_dir / "report.html"
-        _print_summary(outcome.summary, out_dir, report if report.exists() else None)
+        _run(scenario, topology, nodes, workload, sets, seed, steps, opts, flags, out, no_report, quiet, force)
+
+
+def _run_options(
+    *,
+    router: str | None,
+    routing_trace: Path | None,
+    kernels: Path | None,
+    calibration: Path | None,
+    collective_model: str | None,
+    collective_cost: str | None,
+    routing_samples: int | None,
+    lockstep: bool | None,
+    allow_oom: bool,
+) -> dict[str, Any]:
+    """The scenario ``options.*`` the command's options set (``None``: not given; files made absolute)."""
+    return {
+        "router": router,
+        "routing_trace": str(routing_trace.resolve()) if routing_trace else None,
+        "kernels": str(kernels.resolve()) if kernels else None,
+        "calibration": str(calibration.resolve()) if calibration else None,
+        "collective_model": collective_model,
+        "collective_cost": collective_cost,
+        "routing_samples": routing_samples,
+        "lockstep": lockstep,
+        "allow_oom": allow_oom or None,
+    }
+
+
+def _run(
+    scenario: Path | None,
+    topology: str | None,
+    nodes: int | None,
+    workload: str | None,
+    sets: list[str],
+    seed: int | None,
+    steps: int | None,
+    opts: dict[str, Any],
+    flags: dict[str, Any],
+    out: Path | None,
+    no_report: bool,
+    quiet: bool,
+    force: bool,
+) -> None:
+    """Build the scenario, simulate it into its run directory and print the summary.
+
+    An error is attributed to the ``--set`` item or option (``flags``) the user gave for its field.
+    """
+    from netsim.run import run_scenario
+
+    try:
+        spec = _scenario(scenario, topology, nodes, workload, sets, seed, steps, opts)
+        out_dir = out if out is not None else Path("runs") / spec.name
+        with PhaseProgress(err_console, "netsim run", _STAGES, enabled=not quiet) as progress:
+            outcome = run_scenario(
+                spec, out_dir, progress=progress, report=None if no_report else report_writer(), force=force
+            )
+    except NetsimError as exc:
+        raise blame_user_input(exc, sets, flags) from None
+    report = out_dir / "report.html"
+    _print_summary(outcome.summary, out_dir, report if report.exists() else None)

@@ -49,6 +49,12 @@ def _int(value: str, option: str) -> int:
 def register(app: typer.Typer) -> None:
     study = typer.Typer(help="Multi-run studies that end in a report.", no_args_is_help=True)
     app.add_typer(study, name="study")
+    _register_locmoe(study)
+    _register_lab_sweeps(study)
+
+
+def _register_locmoe(study: typer.Typer) -> None:
+    """``netsim study locmoe``: its options, then the study (``_locmoe_config``, ``_locmoe``)."""
 
     @study.command("locmoe")
     def locmoe_cmd(
@@ -116,6 +122,10 @@ def register(app: typer.Typer) -> None:
             allow_unconverged=allow_unconverged,
         )
         _locmoe(cfg, out, force)
+
+
+def _register_lab_sweeps(study: typer.Typer) -> None:
+    """``netsim study lab-locality`` and ``lab-scaling``: router-lab sweeps (``_lab_locality``, ``_lab_scaling``)."""
 
     @study.command("lab-locality")
     def lab_locality_cmd(

@@ -55,109 +55,19 @@ import networkx as nx
 import numpy as np
 import yaml
 
+from netsim.calibration.calibration_file import (
+    CALIBRATION_FORMAT,
+    FitPoint,
+    check_calibration_keys,
+    parse_fit_points,
+    parse_latency,
+    parse_link_efficiency,
+)
 from netsim.errors import LimitError, NetsimError, SpecError
 from netsim.io import atomic_file
 from netsim.limits import MAX_NESTING, MAX_SPEC_BYTES, check_file_size, check_structure
-from netsim.units import parse_duration
 
-CALIBRATION_FORMAT = "netsim-calibration/1"
 _MIN_EFFICIENCY = 0.02
-
-
-@dataclass(frozen=True)
-class FitPoint:
-    """One measured size and what the calibrated model predicts for it."""
-
-    source: str
-    op: str
-    nranks: int
-    nnodes: int
-    size_bytes: int
-    measured_us: float
-    simulated_us: float
-
-    @property
-    def rel_error(self) -> float:
-        """``simulated / measured - 1``."""
-        return self.simulated_us / self.measured_us - 1.0 if self.measured_us > 0 else math.nan
-
-
-def _check_keys(data: Mapping[str, Any], source: str) -> None:
-    """Reject unknown keys and an unsupported format in a calibration file."""
-    allowed = {
-        "format",
-        "topology",
-        "nodes",
-        "routing",
-        "cost_model",
-        "link_efficiency",
-        "latency_scale",
-        "step_latency_s",
-        "unconstrained_classes",
-        "source_logs",
-        "fit",
-    }
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise SpecError(
-            f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}", source=source, field=unknown[0]
-        )
-    fmt = data.get("format", CALIBRATION_FORMAT)
-    if fmt != CALIBRATION_FORMAT:
-        raise SpecError(f"unsupported format {fmt!r}; expected {CALIBRATION_FORMAT!r}", source=source, field="format")
-
-
-def _parse_efficiency(data: Mapping[str, Any], source: str) -> dict[str, float]:
-    """The ``link_efficiency`` mapping of a calibration file, each value in (0, 1]."""
-    eff_raw = data.get("link_efficiency") or {}
-    if not isinstance(eff_raw, Mapping):
-        raise SpecError("must map link classes to efficiencies", source=source, field="link_efficiency")
-    eff: dict[str, float] = {}
-    for k, v in eff_raw.items():
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < float(v) <= 1.0:
-            raise SpecError(f"must be a number in (0, 1], got {v!r}", source=source, field=f"link_efficiency.{k}")
-        eff[str(k)] = float(v)
-    return eff
-
-
-def _parse_latency(data: Mapping[str, Any], source: str) -> tuple[float, str, Any]:
-    """The step latency, cost model and latency scale of a calibration file."""
-    try:
-        lat = parse_duration(data.get("step_latency_s", 0.0), field="step_latency_s")
-    except NetsimError as exc:
-        raise exc.with_source(source) from None
-    if lat < 0:
-        raise SpecError(f"must be >= 0, got {lat!r}", source=source, field="step_latency_s")
-    # files written before the nccl cost model carry only a step latency: the ideal model
-    cost = str(data.get("cost_model", "ideal" if "latency_scale" not in data else "nccl"))
-    if cost not in ("nccl", "ideal"):
-        raise SpecError(f"unknown cost model {cost!r}; allowed: nccl, ideal", source=source, field="cost_model")
-    scale = data.get("latency_scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < float(scale) < 1e6:
-        raise SpecError(f"must be a number > 0, got {scale!r}", source=source, field="latency_scale")
-    return lat, cost, scale
-
-
-def _parse_points(fit: Any, source: str) -> list[FitPoint]:
-    """The fit points recorded in a calibration file's ``fit`` section."""
-    points = []
-    if isinstance(fit, Mapping):
-        for p in fit.get("points") or []:
-            try:
-                points.append(
-                    FitPoint(
-                        str(p["source"]),
-                        str(p["op"]),
-                        int(p["nranks"]),
-                        int(p["nnodes"]),
-                        int(p["size_bytes"]),
-                        float(p["measured_us"]),
-                        float(p["simulated_us"]),
-                    )
-                )
-            except (KeyError, TypeError, ValueError):
-                raise SpecError(f"malformed fit point {p!r}", source=source, field="fit.points") from None
-    return points
 
 
 @dataclass
@@ -246,11 +156,11 @@ class Calibration:
         """Validate a parsed calibration file."""
         if not isinstance(data, Mapping):
             raise SpecError("a calibration file must be a mapping", source=source)
-        _check_keys(data, source)
-        eff = _parse_efficiency(data, source)
-        lat, cost, scale = _parse_latency(data, source)
+        check_calibration_keys(data, source)
+        eff = parse_link_efficiency(data, source)
+        lat, cost, scale = parse_latency(data, source)
         fit = data.get("fit") or {}
-        points = _parse_points(fit, source)
+        points = parse_fit_points(fit, source)
         nodes = data.get("nodes")
         rms = fit.get("rms_log_error") if isinstance(fit, Mapping) else None
         return cls(

@@ -55,31 +55,19 @@ import networkx as nx
 import numpy as np
 import yaml
 
+from netsim.calibration.calibration_file import (
+    CALIBRATION_FORMAT,
+    FitPoint,
+    check_calibration_keys,
+    parse_fit_points,
+    parse_latency,
+    parse_link_efficiency,
+)
 from netsim.errors import LimitError, NetsimError, SpecError
 from netsim.io import atomic_file
 from netsim.limits import MAX_NESTING, MAX_SPEC_BYTES, check_file_size, check_structure
-from netsim.units import parse_duration
 
-CALIBRATION_FORMAT = "netsim-calibration/1"
 _MIN_EFFICIENCY = 0.02
-
-
-@dataclass(frozen=True)
-class FitPoint:
-    """One measured size and what the calibrated model predicts for it."""
-
-    source: str
-    op: str
-    nranks: int
-    nnodes: int
-    size_bytes: int
-    measured_us: float
-    simulated_us: float
-
-    @property
-    def rel_error(self) -> float:
-        """``simulated / measured - 1``."""
-        return self.simulated_us / self.measured_us - 1.0 if self.measured_us > 0 else math.nan
 
 
 @dataclass
@@ -168,68 +156,11 @@ class Calibration:
         """Validate a parsed calibration file."""
         if not isinstance(data, Mapping):
             raise SpecError("a calibration file must be a mapping", source=source)
-        allowed = {
-            "format",
-            "topology",
-            "nodes",
-            "routing",
-            "cost_model",
-            "link_efficiency",
-            "latency_scale",
-            "step_latency_s",
-            "unconstrained_classes",
-            "source_logs",
-            "fit",
-        }
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise SpecError(
-                f"unknown key {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}", source=source, field=unknown[0]
-            )
-        fmt = data.get("format", CALIBRATION_FORMAT)
-        if fmt != CALIBRATION_FORMAT:
-            raise SpecError(
-                f"unsupported format {fmt!r}; expected {CALIBRATION_FORMAT!r}", source=source, field="format"
-            )
-        eff_raw = data.get("link_efficiency") or {}
-        if not isinstance(eff_raw, Mapping):
-            raise SpecError("must map link classes to efficiencies", source=source, field="link_efficiency")
-        eff: dict[str, float] = {}
-        for k, v in eff_raw.items():
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < float(v) <= 1.0:
-                raise SpecError(f"must be a number in (0, 1], got {v!r}", source=source, field=f"link_efficiency.{k}")
-            eff[str(k)] = float(v)
-        try:
-            lat = parse_duration(data.get("step_latency_s", 0.0), field="step_latency_s")
-        except NetsimError as exc:
-            raise exc.with_source(source) from None
-        if lat < 0:
-            raise SpecError(f"must be >= 0, got {lat!r}", source=source, field="step_latency_s")
-        # files written before the nccl cost model carry only a step latency: the ideal model
-        cost = str(data.get("cost_model", "ideal" if "latency_scale" not in data else "nccl"))
-        if cost not in ("nccl", "ideal"):
-            raise SpecError(f"unknown cost model {cost!r}; allowed: nccl, ideal", source=source, field="cost_model")
-        scale = data.get("latency_scale", 1.0)
-        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < float(scale) < 1e6:
-            raise SpecError(f"must be a number > 0, got {scale!r}", source=source, field="latency_scale")
+        check_calibration_keys(data, source)
+        eff = parse_link_efficiency(data, source)
+        lat, cost, scale = parse_latency(data, source)
         fit = data.get("fit") or {}
-        points = []
-        if isinstance(fit, Mapping):
-            for p in fit.get("points") or []:
-                try:
-                    points.append(
-                        FitPoint(
-                            str(p["source"]),
-                            str(p["op"]),
-                            int(p["nranks"]),
-                            int(p["nnodes"]),
-                            int(p["size_bytes"]),
-                            float(p["measured_us"]),
-                            float(p["simulated_us"]),
-                        )
-                    )
-                except (KeyError, TypeError, ValueError):
-                    raise SpecError(f"malformed fit point {p!r}", source=source, field="fit.points") from None
+        points = parse_fit_points(fit, source)
         nodes = data.get("nodes")
         rms = fit.get("rms_log_error") if isinstance(fit, Mapping) else None
         return cls(
@@ -452,6 +383,63 @@ def _sensitive_classes(residual: Callable[[np.ndarray], np.ndarray], x0: np.ndar
     return active
 
 
+def _optimise(
+    residual: Callable[[np.ndarray], np.ndarray],
+    x0: np.ndarray,
+    p: int,
+    active: list[int],
+    lat_lo: float,
+    lat_hi: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``least_squares`` over the sensitive classes and the latency (the others stay at
+    ``x0``; the sensitive ones start strictly inside their bounds, in place): the fitted
+    parameters and each class's sensitivity (0 for the classes left out)."""
+    from scipy.optimize import least_squares
+
+    for j in active:  # start strictly inside the bounds (a trust region leaves a bound slowly)
+        x0[j] = min(x0[j], math.log(0.99))
+    free = [*active, p]
+
+    def residual_free(z: np.ndarray) -> np.ndarray:
+        x = x0.copy()
+        x[free] = z
+        return residual(x)
+
+    lo = np.concatenate([np.full(len(active), math.log(_MIN_EFFICIENCY)), [lat_lo]])
+    hi = np.concatenate([np.zeros(len(active)), [lat_hi]])
+    res = least_squares(
+        residual_free,
+        np.clip(x0[free], lo, hi),
+        bounds=(lo, hi),
+        diff_step=1e-3,
+        x_scale="jac",
+        max_nfev=30,
+        xtol=1e-4,
+        ftol=1e-6,
+    )
+    x = x0.copy()
+    x[free] = res.x
+    sens = np.zeros(p)
+    sens[active] = np.abs(res.jac[:, :-1]).sum(axis=0)
+    return x, sens
+
+
+def _fit_points(cases: Sequence[FitCase], items: Sequence[tuple[int, int]], final: np.ndarray) -> list[FitPoint]:
+    """One :class:`FitPoint` per measured size, with the final simulated time."""
+    return [
+        FitPoint(
+            cases[ci].source,
+            cases[ci].op,
+            len(cases[ci].devices),
+            cases[ci].nnodes,
+            int(cases[ci].sizes_bytes[si]),
+            float(cases[ci].measured_s[si] * 1e6),
+            float(final[k] * 1e6),
+        )
+        for k, (ci, si) in enumerate(items)
+    ]
+
+
 def fit_calibration(
     cases: Sequence[FitCase],
     *,
@@ -481,8 +469,6 @@ def fit_calibration(
         cost_model: ``nccl`` (fit the latency scale) or ``ideal`` (fit a step latency).
         progress: called with a short message at each stage.
     """
-    from scipy.optimize import least_squares
-
     from netsim.collectives.setup import collective_setup
 
     _check_cases(cases)
@@ -508,31 +494,7 @@ def fit_calibration(
     # classes whose efficiency does not change any time (never near a bottleneck) stay out of
     # the optimisation: probe each with a 30% lower efficiency
     active = _sensitive_classes(residual, x0, p)
-    free = [*active, p]
-    for j in active:  # start strictly inside the bounds (a trust region leaves a bound slowly)
-        x0[j] = min(x0[j], math.log(0.99))
-
-    def residual_free(z: np.ndarray) -> np.ndarray:
-        x = x0.copy()
-        x[free] = z
-        return residual(x)
-
-    lo = np.concatenate([np.full(len(active), math.log(_MIN_EFFICIENCY)), [lat_lo]])
-    hi = np.concatenate([np.zeros(len(active)), [lat_hi]])
-    res = least_squares(
-        residual_free,
-        np.clip(x0[free], lo, hi),
-        bounds=(lo, hi),
-        diff_step=1e-3,
-        x_scale="jac",
-        max_nfev=30,
-        xtol=1e-4,
-        ftol=1e-6,
-    )
-    x = x0.copy()
-    x[free] = res.x
-    sens = np.zeros(p)
-    sens[active] = np.abs(res.jac[:, :-1]).sum(axis=0)
+    x, sens = _optimise(residual, x0, p, active, lat_lo, lat_hi)
     unconstrained = [c for c, s in zip(cls, sens, strict=True) if s <= 1e-6]
     eff = {c: float(min(1.0, math.exp(v))) for c, v, s in zip(cls, x[:p], sens, strict=True) if s > 1e-6}
     latency = model.latency_of(float(x[p]))
@@ -543,18 +505,7 @@ def fit_calibration(
         + f" ({model.simulations} simulations); checking all sizes"
     )
     final = model.simulate(eff, latency, np.ones(len(model.items), dtype=bool))
-    points = [
-        FitPoint(
-            cases[ci].source,
-            cases[ci].op,
-            len(cases[ci].devices),
-            cases[ci].nnodes,
-            int(cases[ci].sizes_bytes[si]),
-            float(cases[ci].measured_s[si] * 1e6),
-            float(final[k] * 1e6),
-        )
-        for k, (ci, si) in enumerate(model.items)
-    ]
+    points = _fit_points(cases, model.items, final)
     logerr = np.log(final / model.measured)
     return Calibration(
         link_efficiency=eff,

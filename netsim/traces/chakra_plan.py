@@ -273,6 +273,56 @@ def node_table(ct: CompiledTrace, res: ReplayResult) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["rank", "start_s", "node_id"], kind="stable").reset_index(drop=True)
 
 
+def _trace_fields(tr: ChakraTrace, ct: CompiledTrace, setup: Any, compute_scale: float) -> dict[str, Any]:
+    """The summary fields of a Chakra replay (compute and collective models, ``trace`` section)."""
+    return {
+        "compute_model": "trace",
+        "compute_notes": [f"compute durations from the trace x {compute_scale:g}"] if compute_scale != 1 else [],
+        "collective_model": "exact",
+        "collective_cost": setup.describe(),
+        "checkpoint_time_s": None,
+        "trace": {
+            "source": tr.source,
+            "forms": tr.forms,
+            "ranks": tr.num_ranks,
+            "replicated": tr.replicated,
+            "nodes": sum(len(rt.nodes) for rt in tr.ranks),
+            **ct.counts,
+            "process_groups": {("world" if g == WORLD else g): list(m) for g, m in sorted(tr.process_groups.items())},
+        },
+    }
+
+
+def _resolved_config(
+    tr: ChakraTrace,
+    graph: nx.DiGraph,
+    engine: Mapping[str, Any],
+    setup: Any,
+    devs: list[str],
+    ranks_per_node: int | None,
+    compute_scale: float,
+    algorithms: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The resolved configuration of a Chakra replay (the run directory's ``resolved`` file)."""
+    return {
+        "trace": {
+            "source": tr.source,
+            "ranks": tr.num_ranks,
+            "replicated": tr.replicated,
+            "ranks_per_node": ranks_per_node,
+            "compute_scale": compute_scale,
+        },
+        "topology": graph.graph.get("spec", {"name": graph.graph.get("name")}),
+        "options": {
+            "routing": engine.get("routing"),
+            "seed": engine.get("seed", 0),
+            "collective_cost": setup.name,
+            "algorithms": dict(algorithms or {}),
+        },
+        "resolved": {"ranks": tr.num_ranks, "devices": devs},
+    }
+
+
 def replay_chakra(
     trace: ChakraTrace | str | Path,
     graph: nx.DiGraph,
@@ -318,43 +368,9 @@ def replay_chakra(
     }
 
     def extra(res: ReplayResult) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-        fields = {
-            "compute_model": "trace",
-            "compute_notes": [f"compute durations from the trace x {compute_scale:g}"] if compute_scale != 1 else [],
-            "collective_model": "exact",
-            "collective_cost": setup.describe(),
-            "checkpoint_time_s": None,
-            "trace": {
-                "source": tr.source,
-                "forms": tr.forms,
-                "ranks": tr.num_ranks,
-                "replicated": tr.replicated,
-                "nodes": sum(len(rt.nodes) for rt in tr.ranks),
-                **ct.counts,
-                "process_groups": {
-                    ("world" if g == WORLD else g): list(m) for g, m in sorted(tr.process_groups.items())
-                },
-            },
-        }
-        return fields, {"trace_nodes": node_table(ct, res)}
+        return _trace_fields(tr, ct, setup, compute_scale), {"trace_nodes": node_table(ct, res)}
 
-    resolved = {
-        "trace": {
-            "source": tr.source,
-            "ranks": tr.num_ranks,
-            "replicated": tr.replicated,
-            "ranks_per_node": ranks_per_node,
-            "compute_scale": compute_scale,
-        },
-        "topology": graph.graph.get("spec", {"name": graph.graph.get("name")}),
-        "options": {
-            "routing": engine.get("routing"),
-            "seed": engine.get("seed", 0),
-            "collective_cost": setup.name,
-            "algorithms": dict(algorithms or {}),
-        },
-        "resolved": {"ranks": tr.num_ranks, "devices": devs},
-    }
+    resolved = _resolved_config(tr, graph, engine, setup, devs, ranks_per_node, compute_scale, algorithms)
     try:
         return run_plan(
             ct.plan,

@@ -176,12 +176,10 @@ def parity_png(t: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
-    """The report as a :class:`netsim.report.render.Document`."""
-    from netsim.report.render import Document, Figure, Note, Paragraph, Section, Table
+def _bands_table(summary: dict[str, Any]) -> Any:
+    """The error by size band table."""
+    from netsim.report.render import Table
 
-    t = res.table.copy()
-    t["band"] = [band_of(k, s) for k, s in zip(t["kind"], t["size_bytes"], strict=True)]
     rows = []
     for b, st in summary["bands"].items():
         rows.append(
@@ -196,7 +194,7 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
                 str(st["known_gaps"]),
             ]
         )
-    bands = Table(
+    return Table(
         [
             "size band",
             "points",
@@ -210,6 +208,12 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
         rows,
         align="lrrrrrrr",
     )
+
+
+def _cases_table(t: pd.DataFrame) -> Any:
+    """The per case table (collective cases only)."""
+    from netsim.report.render import Table
+
     per = []
     coll = t[t["kind"] != "training"]
     for (src, case), g in sorted(coll.groupby(["source", "case"]), key=lambda x: x[0]):
@@ -233,12 +237,16 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
                 "ok" if bool((g["passed"] | ~g["asserted"]).all()) else "FAIL",
             ]
         )
-    cases = Table(
+    return Table(
         ["source", "case", "op", "nodes x GPUs", "sizes", "points", "min error", "max error", "netsim ran", "status"],
         per,
         align="lllllrrrll",
     )
-    head = [
+
+
+def _document_header(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The report's header lines: measurements, cost model and result."""
+    return [
         (
             "measurements",
             f"{summary['sources']} sources, {summary['cases']} cases, {summary['overall']['points']} points",
@@ -251,6 +259,39 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
             else f"{len(summary['failures'])} asserted points outside their tolerance",
         ),
     ]
+
+
+def _failures_section(summary: dict[str, Any]) -> Any:
+    """The section listing the asserted points outside their tolerance."""
+    from netsim.report.render import Note, Section, Table
+
+    fails = [
+        [
+            f["source"],
+            f["case"],
+            _size(f["size_bytes"]),
+            f"{f['measured']:.4g}",
+            f"{f['predicted']:.4g}",
+            _pct(f["rel_error"]),
+            _pct(f["tolerance"]),
+        ]
+        for f in summary["failures"]
+    ]
+    return Section(
+        "Outside tolerance",
+        [
+            Note("These asserted points miss their tolerance (netsim validate exits 1)."),
+            Table(["source", "case", "size", "measured", "predicted", "error", "tolerance"], fails, align="lllrrrr"),
+        ],
+    )
+
+
+def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
+    """The report as a :class:`netsim.report.render.Document`."""
+    from netsim.report.render import Document, Figure, Paragraph, Section
+
+    t = res.table.copy()
+    t["band"] = [band_of(k, s) for k, s in zip(t["kind"], t["size_bytes"], strict=True)]
     sections = [
         Section(
             "Error by size band",
@@ -261,41 +302,17 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
                     "Known gaps (netsim/validation/data/known_gaps.yaml) are measured points netsim does "
                     "not model yet; they are reported here and not asserted."
                 ),
-                bands,
+                _bands_table(summary),
             ],
         ),
         Section("Parity", [Figure("parity", "Predicted against measured, log-log; dashed: +-10%.")]),
-        Section("Per case", [cases]),
+        Section("Per case", [_cases_table(t)]),
     ]
     if summary.get("training"):
         sections.insert(2, _training_section(summary["training"]))
     if not summary["ok"]:
-        fails = [
-            [
-                f["source"],
-                f["case"],
-                _size(f["size_bytes"]),
-                f"{f['measured']:.4g}",
-                f"{f['predicted']:.4g}",
-                _pct(f["rel_error"]),
-                _pct(f["tolerance"]),
-            ]
-            for f in summary["failures"]
-        ]
-        sections.append(
-            Section(
-                "Outside tolerance",
-                [
-                    Note("These asserted points miss their tolerance (netsim validate exits 1)."),
-                    Table(
-                        ["source", "case", "size", "measured", "predicted", "error", "tolerance"],
-                        fails,
-                        align="lllrrrr",
-                    ),
-                ],
-            )
-        )
-    return Document(title="netsim validate", header=head, sections=sections)
+        sections.append(_failures_section(summary))
+    return Document(title="netsim validate", header=_document_header(summary), sections=sections)
 
 
 def training_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:

@@ -37,13 +37,14 @@ Outputs (:func:`run_lab`, written atomically): ``routing.parquet`` (routing trac
 (configuration, corpus, tokenizer, final losses, load and locality statistics, convergence,
 timing).  Runs are seeded: the same configuration, corpus and torch build give identical tables.
 
+The configuration, progress report and result types live in :mod:`netsim.moe.lab_config`
+(re-exported here); this module holds the data batches, the training loop and the outputs.
 Torch is optional for netsim; this module raises a :class:`~netsim.errors.NetsimError` naming
 ``pip install 'moe-netsim[torch]'`` when it is missing.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import platform
 import time
@@ -56,237 +57,19 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from netsim.errors import NetsimError, SpecError
+from netsim.errors import SpecError
 from netsim.io import atomic_dir, check_output_dir, write_json, write_table
-from netsim.moe.lab_check import convergence_problem, convergence_report, final_window
-from netsim.moe.lab_data import (
-    DEFAULT_DOMAINS,
-    SOURCES,
-    DomainSampler,
-    Tokenizer,
-    load_corpus,
-    load_domains,
-    make_tokenizer,
-)
+from netsim.moe.lab_check import convergence_report, final_window
+from netsim.moe.lab_config import TORCH_HINT as TORCH_HINT  # re-exported: the lab's public names
+from netsim.moe.lab_config import LabConfig, LabProgress, LabResult, require_torch
+from netsim.moe.lab_data import DomainSampler, Tokenizer, load_corpus, load_domains, make_tokenizer
 from netsim.moe.lab_model import build_model
 from netsim.moe.placement import Placement, make_placement, rank_nodes
-from netsim.moe.routers import ROUTERS, DeepSeekRouter, make_router, router_param_names
+from netsim.moe.routers import DeepSeekRouter, make_router
 from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
 from netsim.moe.traffic import routing_metrics
 
 __all__ = ["LabConfig", "LabProgress", "LabResult", "load_corpus", "require_torch", "run_lab", "train_lab"]
-
-TORCH_HINT = "the router lab needs torch: pip install 'moe-netsim[torch]'"
-
-
-def require_torch() -> Any:
-    """Import torch or raise a NetsimError with the install hint."""
-    try:
-        import torch
-    except ImportError:
-        raise NetsimError(TORCH_HINT) from None
-    return torch
-
-
-# --------------------------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------------------------
-
-
-#: LabConfig fields that must be integers >= 1, checked in this order
-_POSITIVE_INTS = (
-    "experts",
-    "ep",
-    "ranks_per_node",
-    "layers",
-    "hidden",
-    "heads",
-    "ffn_hidden",
-    "seq_len",
-    "batch",
-    "steps",
-    "max_corpus_bytes",
-    "max_file_bytes",
-    "eval_batches",
-    "vocab",
-)
-
-
-@dataclass
-class LabConfig:
-    """Everything that determines a lab run (validated on construction; errors are SpecError)."""
-
-    router: str = "switch"
-    experts: int = 16
-    ep: int = 16
-    ranks_per_node: int = 8
-    layers: int = 2
-    hidden: int = 256
-    heads: int = 4
-    ffn_hidden: int = 512
-    seq_len: int = 128
-    batch: int = 2
-    steps: int = 600
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    seed: int = 0
-    placement: str = "contiguous"
-    sharding: str = "contiguous"
-    router_params: dict[str, Any] = field(default_factory=dict)
-    shared_experts: int | None = None
-    corpus: list[str] = field(default_factory=list)
-    domains: list[str] = field(default_factory=lambda: list(DEFAULT_DOMAINS))
-    domain_sort: float = 0.0
-    tokenizer: str = "bpe"
-    vocab: int = 2048
-    max_corpus_bytes: int = 4 << 20
-    max_file_bytes: int = 16 << 10
-    eval_fraction: float = 0.05
-    eval_batches: int = 4
-    threads: int | None = 1
-
-    def __post_init__(self) -> None:
-        ROUTERS.get(self.router)  # a one-line SpecError naming the allowed routers
-        self._check_sizes()
-        self._check_layout()
-        self._check_data()
-        self._check_training()
-        self._check_router_params()
-
-    def _check_sizes(self) -> None:
-        for name in _POSITIVE_INTS:
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise SpecError(f"must be an integer >= 1 (got {v!r})", field=name)
-
-    def _check_layout(self) -> None:
-        """Experts over ranks over nodes, heads, GrAP's slices, placement and sharding names."""
-        if self.experts % self.ep:
-            raise SpecError(f"experts ({self.experts}) must be a multiple of ep ({self.ep})", field="experts")
-        if self.ep % self.ranks_per_node and self.ranks_per_node < self.ep:
-            raise SpecError(
-                f"ep ({self.ep}) must be a multiple of ranks_per_node ({self.ranks_per_node})", field="ranks_per_node"
-            )
-        if self.hidden % self.heads:
-            raise SpecError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})", field="hidden")
-        if self.router == "locmoe" and self.hidden % self.experts:
-            raise SpecError(
-                f"locmoe (GrAP) needs hidden ({self.hidden}) divisible by experts ({self.experts})", field="hidden"
-            )
-        if self.placement not in ("contiguous", "round_robin"):
-            raise SpecError(
-                f"lab placement must be contiguous or round_robin (got {self.placement!r})", field="placement"
-            )
-        if self.sharding not in ("contiguous", "random"):
-            raise SpecError(f"sharding must be contiguous or random (got {self.sharding!r})", field="sharding")
-
-    def _check_data(self) -> None:
-        """Tokenizer, domain sorting and the corpus sources."""
-        if self.tokenizer not in ("byte", "bpe"):
-            raise SpecError(f"tokenizer must be byte or bpe (got {self.tokenizer!r})", field="tokenizer")
-        if self.tokenizer == "bpe" and self.vocab < 257:
-            raise SpecError(f"a byte-level BPE needs vocab > 256 (got {self.vocab})", field="vocab")
-        if not 0.0 <= self.domain_sort <= 1.0:
-            raise SpecError(f"must be in [0, 1] (got {self.domain_sort})", field="domain_sort")
-        if self.corpus:
-            return
-        if not self.domains:
-            raise SpecError("give at least one corpus source", field="domains")
-        for name in self.domains:
-            SOURCES.canonical(name)
-        if len(set(self.domains)) != len(self.domains):
-            raise SpecError(f"corpus sources repeat: {', '.join(self.domains)}", field="domains")
-
-    def _check_training(self) -> None:
-        """Learning rate, evaluation split, shared experts and threads."""
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SpecError(f"must be > 0 (got {self.lr})", field="lr")
-        if not 0.0 < self.eval_fraction < 0.5:
-            raise SpecError(f"must be in (0, 0.5) (got {self.eval_fraction})", field="eval_fraction")
-        if self.shared_experts is not None and self.shared_experts < 0:
-            raise SpecError(f"must be >= 0 (got {self.shared_experts})", field="shared_experts")
-        if self.threads is not None and self.threads < 1:
-            raise SpecError(f"must be >= 1 (got {self.threads})", field="threads")
-
-    def _check_router_params(self) -> None:
-        allowed = set(router_param_names(self.router)) - {"local_experts"}
-        for key in self.router_params:
-            if key not in allowed:
-                raise SpecError(
-                    f"router {self.router!r} has no parameter {key!r}; allowed: {', '.join(sorted(allowed))}",
-                    field=f"router.{key}",
-                )
-
-    @property
-    def num_nodes(self) -> int:
-        return max(1, self.ep // self.ranks_per_node)
-
-    @property
-    def num_domains(self) -> int:
-        """Text sources the data is drawn from (1 with ``corpus`` paths)."""
-        return 1 if self.corpus else len(self.domains)
-
-    def convergence_problem(self) -> tuple[str, str] | None:
-        """``(field, message)`` when this configuration cannot converge (:mod:`netsim.moe.lab_check`)."""
-        import inspect
-
-        params = self.resolved_router_params()
-        defaults = {k: v.default for k, v in inspect.signature(ROUTERS.get(self.router)).parameters.items()}
-        cf = params.get("capacity_factor", defaults.get("capacity_factor"))
-        if self.router == "expert_choice":
-            cf = None  # experts pick tokens: no overflow by construction
-        k = int(params.get("top_k", 2 if self.router == "gshard" else defaults.get("top_k", 1)))
-        return convergence_problem(
-            steps=self.steps,
-            tokens_per_group=self.batch * self.seq_len,
-            experts=self.experts,
-            capacity_factor=cf,
-            top_k=k,
-        )
-
-    def resolved_router_params(self) -> dict[str, Any]:
-        """Router parameters with the lab's scaled-down defaults filled in.
-
-        DeepSeek-V3's own defaults (top-8 of 256 in 8 groups, 4 nodes per token) do not fit a
-        16-expert model; unless given, the lab uses one group per node, ``topk_groups`` = half
-        the nodes (at least 1) and ``top_k = 2``.  Hash routers get ``vocab_size = 256``.
-        """
-        p = dict(self.router_params)
-        if self.router == "deepseek":
-            p.setdefault("n_groups", self.num_nodes if self.experts % self.num_nodes == 0 else 1)
-            p.setdefault("topk_groups", max(1, p["n_groups"] // 2))
-            p.setdefault("top_k", min(2, self.experts))
-        if self.router in ("hash", "rre"):
-            p.setdefault("vocab_size", 256 if self.tokenizer == "byte" else self.vocab)
-        if self.router == "rre" and self.num_domains > 1 and self.experts % self.num_domains == 0:
-            p.setdefault("domains", self.num_domains)
-        return p
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class LabProgress:
-    """Progress report passed to the callback after every training step."""
-
-    step: int  # 1-based, == steps when done
-    steps: int
-    loss: float  # total loss of the step
-    task_loss: float  # next-token cross-entropy (nats)
-    drop_rate: float
-    elapsed_s: float
-
-
-@dataclass
-class LabResult:
-    """What a lab run produced (also written to disk by :func:`run_lab`)."""
-
-    config: LabConfig
-    trace: RoutingTrace
-    losses: pd.DataFrame
-    summary: dict[str, Any]
-
 
 # --------------------------------------------------------------------------------------------
 # training
@@ -479,12 +262,9 @@ def _record(
 def train_lab(cfg: LabConfig, progress: Callable[[LabProgress], None] | None = None) -> LabResult:
     """Train the lab model with ``cfg`` and return its routing trace, losses and summary."""
     torch = require_torch()
-    from torch.nn import functional as F
-
     placement: Placement = make_placement(cfg.placement, cfg.experts, cfg.ep)
     node = rank_nodes(cfg.ep, min(cfg.ranks_per_node, cfg.ep))
     data = _Data(cfg, node)
-    vocab = data.tokenizer.vocab_size
     routers, params = _routers(cfg, placement, node)
     run = _Run()
     prev_threads = torch.get_num_threads()
@@ -494,71 +274,15 @@ def train_lab(cfg: LabConfig, progress: Callable[[LabProgress], None] | None = N
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(cfg.seed)
-        model = build_model(cfg, routers, vocab)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, cfg.steps))
-        t0 = time.perf_counter()
-        model.train()
-        for step in range(cfg.steps):
-            inp, tgt, src, dom = data.batch()
-            ctx = _context(inp, src, dom, cfg, params)
-            logits, routings = model(torch.from_numpy(inp), ctx)
-            task = F.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(tgt).reshape(-1))
-            aux_sum: dict[str, Any] = {}
-            for r in routings:
-                for k, v in r.losses.items():
-                    aux_sum[k] = aux_sum[k] + v if k in aux_sum else v
-            loss = task + sum(aux_sum.values(), torch.zeros(()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            step_metrics = _record(run, step, routings, ctx, cfg, routers, placement, node)
-            row = {"step": step, "loss": float(loss.detach()), "task_loss": float(task.detach())}
-            row.update({k: float(v.detach()) for k, v in sorted(aux_sum.items())})
-            row.update(
-                {
-                    k: float(np.nanmean([m[k] for m in step_metrics]))
-                    for k in ("drop_rate", "expert_load_cv", "share_cross_node")
-                }
-            )
-            run.rows.append(row)
-            if progress is not None:
-                progress(
-                    LabProgress(
-                        step + 1, cfg.steps, row["loss"], row["task_loss"], row["drop_rate"], time.perf_counter() - t0
-                    )
-                )
-        train_s = time.perf_counter() - t0
-        model.eval()
-        eval_losses = []
-        with torch.no_grad():
-            for inp, tgt, src, dom in data.eval_batches():
-                logits, _ = model(torch.from_numpy(inp), _context(inp, src, dom, cfg, params))
-                eval_losses.append(float(F.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(tgt).reshape(-1))))
+        model = build_model(cfg, routers, data.tokenizer.vocab_size)
+        train_s = _train(torch, model, run, data, cfg, params, routers, placement, node, progress)
+        eval_losses = _evaluate(torch, model, data, cfg, params)
         for blk in model.blocks:
             blk.moe.router.sync_to_numpy()
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
-    meta = TraceMeta(
-        experts=cfg.experts,
-        ep=cfg.ep,
-        ranks_per_node=min(cfg.ranks_per_node, cfg.ep),
-        hidden=cfg.hidden,
-        top_k=routers[0].top_k,
-        router=cfg.router,
-        extra={
-            "source": "netsim lab",
-            "seed": cfg.seed,
-            "placement": cfg.placement,
-            "corpus_sha256": data.info["sha256"],
-            "converged_window": list(final_window(cfg.steps)),
-        },
-        tokens_per_rank=cfg.batch * cfg.seq_len,
-    )
-    trace = RoutingTrace.from_counts(run.counts, meta)
+    trace = RoutingTrace.from_counts(run.counts, _trace_meta(cfg, routers[0].top_k, data))
     summary = _summary(
         cfg,
         run,
@@ -572,6 +296,109 @@ def train_lab(cfg: LabConfig, progress: Callable[[LabProgress], None] | None = N
         str(torch.__version__),
     )
     return LabResult(cfg, trace, pd.DataFrame(run.rows), summary)
+
+
+def _train(
+    torch: Any,
+    model: Any,
+    run: _Run,
+    data: _Data,
+    cfg: LabConfig,
+    params: dict[str, Any],
+    routers: list[Any],
+    placement: Placement,
+    node: NDArray[np.int64],
+    progress: Callable[[LabProgress], None] | None,
+) -> float:
+    """The training loop: ``cfg.steps`` optimiser steps recorded into ``run``; returns seconds."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: _lr_factor(i, cfg.steps))
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(cfg.steps):
+        inp, tgt, src, dom = data.batch()
+        ctx = _context(inp, src, dom, cfg, params)
+        loss, task, aux_sum, routings = _losses(torch, model, inp, tgt, ctx, data.tokenizer.vocab_size)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step_metrics = _record(run, step, routings, ctx, cfg, routers, placement, node)
+        row = _loss_row(step, loss, task, aux_sum, step_metrics)
+        run.rows.append(row)
+        if progress is not None:
+            progress(
+                LabProgress(
+                    step + 1, cfg.steps, row["loss"], row["task_loss"], row["drop_rate"], time.perf_counter() - t0
+                )
+            )
+    return time.perf_counter() - t0
+
+
+def _losses(
+    torch: Any, model: Any, inp: NDArray[np.int64], tgt: NDArray[np.int64], ctx: dict[str, Any], vocab: int
+) -> tuple[Any, Any, dict[str, Any], list[Any]]:
+    """Forward one batch: ``(total loss, task loss, auxiliary losses summed over layers, routings)``."""
+    from torch.nn import functional as F
+
+    logits, routings = model(torch.from_numpy(inp), ctx)
+    task = F.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(tgt).reshape(-1))
+    aux_sum: dict[str, Any] = {}
+    for r in routings:
+        for k, v in r.losses.items():
+            aux_sum[k] = aux_sum[k] + v if k in aux_sum else v
+    loss = task + sum(aux_sum.values(), torch.zeros(()))
+    return loss, task, aux_sum, routings
+
+
+def _loss_row(
+    step: int, loss: Any, task: Any, aux_sum: dict[str, Any], step_metrics: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One row of ``losses.*``: the step's losses and its routing metrics averaged over layers."""
+    row = {"step": step, "loss": float(loss.detach()), "task_loss": float(task.detach())}
+    row.update({k: float(v.detach()) for k, v in sorted(aux_sum.items())})
+    row.update(
+        {
+            k: float(np.nanmean([m[k] for m in step_metrics]))
+            for k in ("drop_rate", "expert_load_cv", "share_cross_node")
+        }
+    )
+    return row
+
+
+def _evaluate(torch: Any, model: Any, data: _Data, cfg: LabConfig, params: dict[str, Any]) -> list[float]:
+    """Task loss of the trained model on every fixed evaluation batch."""
+    from torch.nn import functional as F
+
+    vocab = data.tokenizer.vocab_size
+    model.eval()
+    eval_losses = []
+    with torch.no_grad():
+        for inp, tgt, src, dom in data.eval_batches():
+            logits, _ = model(torch.from_numpy(inp), _context(inp, src, dom, cfg, params))
+            eval_losses.append(float(F.cross_entropy(logits.reshape(-1, vocab), torch.from_numpy(tgt).reshape(-1))))
+    return eval_losses
+
+
+def _trace_meta(cfg: LabConfig, top_k: int, data: _Data) -> TraceMeta:
+    """Metadata of the routing trace: sizes, router, seed, corpus hash, converged window."""
+    return TraceMeta(
+        experts=cfg.experts,
+        ep=cfg.ep,
+        ranks_per_node=min(cfg.ranks_per_node, cfg.ep),
+        hidden=cfg.hidden,
+        top_k=top_k,
+        router=cfg.router,
+        extra={
+            "source": "netsim lab",
+            "seed": cfg.seed,
+            "placement": cfg.placement,
+            "corpus_sha256": data.info["sha256"],
+            "converged_window": list(final_window(cfg.steps)),
+        },
+        tokens_per_rank=cfg.batch * cfg.seq_len,
+    )
 
 
 def _summary(

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from netsim.moe._dedup_kernel import HAVE_NUMBA, distinct_counts
 from netsim.moe.placement import Placement
 from netsim.registry import Registry
 
@@ -112,6 +113,8 @@ def dedup_counts(dest_rank: NDArray[np.integer[Any]], rank_node: IntArray) -> tu
     ep = d.shape[0]
     _, node_idx = np.unique(rank_node, return_inverse=True)
     n_nodes = int(node_idx.max()) + 1 if node_idx.size else 0
+    if HAVE_NUMBA and d.ndim == 3 and d.size:
+        return distinct_counts(d, node_idx, n_nodes)
     rank_tokens = np.zeros((ep, ep), dtype=np.int64)
     node_tokens = np.zeros((ep, n_nodes), dtype=np.int64)
     for i in range(ep):

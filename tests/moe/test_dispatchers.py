@@ -130,3 +130,25 @@ def test_padded_buffers_and_unknown_dispatcher() -> None:
         r"alltoall, dedup-rank, deepep",
     ):
         dispatch_plan(counts, PL, hidden=1, dispatcher="nccl")
+
+
+@pytest.mark.parametrize("shape", [(16, 512, 8), (6, 50, 3), (4, 1, 8), (8, 64, 1)])
+def test_compiled_dedup_counts_equal_the_numpy_path(shape: tuple[int, int, int], monkeypatch) -> None:
+    """The compiled de-duplication (netsim/moe/_dedup_kernel.py) counts what the numpy sorts
+    count, with repeated ranks and nodes inside a token, empty slots and nodes numbered by
+    first appearance rather than by rank."""
+    import netsim.moe.dispatchers as dispatchers
+    from netsim.moe._dedup_kernel import HAVE_NUMBA
+
+    if not HAVE_NUMBA:
+        pytest.skip("numba not installed: only the numpy path exists")
+    ep = shape[0]
+    dest = np.random.default_rng(ep).integers(-1, ep, size=shape)
+    dest[0, 0, :] = ep - 1  # one token naming the same rank in every slot
+    rank_node = (np.arange(ep) // 2)[::-1].copy()
+    compiled = dedup_counts(dest, rank_node)
+    monkeypatch.setattr(dispatchers, "HAVE_NUMBA", False)
+    reference = dedup_counts(dest, rank_node)
+    for got, want in zip(compiled, reference, strict=True):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+    assert compiled[0][0, ep - 1] >= 1

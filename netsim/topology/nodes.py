@@ -96,15 +96,31 @@ def _nvswitch_links(b: GraphBuilder, ns: NVSwitchNodeSpec, k: int, host: str, ac
             network="node",
             tier="nvlink",
         )
-        ps = b.device(
-            pcie_switch_name(k, i),
-            kind="switch",
-            role="pcie-switch",
-            network="node",
-            node=k,
-            index=i,
-            latency_s=ns.pcie_switch_latency,
-        )
+        _pcie_switch(b, ns, k, i, host, [a])
+
+
+def _pcie_switch(
+    b: GraphBuilder,
+    ns: NVSwitchNodeSpec | HCCSNodeSpec | PCIeNodeSpec,
+    k: int,
+    index: int,
+    host: str,
+    accs: list[str],
+    *,
+    host_last: bool = False,
+) -> str:
+    """PCIe switch ``index`` of server ``k`` with ``accs`` below it and the host above it (the
+    host's cable is left to the caller when ``host_last``, so that it follows other links)."""
+    ps = b.device(
+        pcie_switch_name(k, index),
+        kind="switch",
+        role="pcie-switch",
+        network="node",
+        node=k,
+        index=index,
+        latency_s=ns.pcie_switch_latency,
+    )
+    for a in accs:
         b.cable(
             a,
             ps,
@@ -114,15 +130,21 @@ def _nvswitch_links(b: GraphBuilder, ns: NVSwitchNodeSpec, k: int, host: str, ac
             network="node",
             tier="gpu-pcie",
         )
-        b.cable(
-            host,
-            ps,
-            capacity_Bps=ns.host_bandwidth or ns.pcie_bandwidth,
-            latency_s=ns.pcie_latency,
-            link_class="pcie",
-            network="node",
-            tier="host-pcie",
-        )
+    if not host_last:
+        _host_cable(b, ns, host, ps)
+    return ps
+
+
+def _host_cable(b: GraphBuilder, ns: NVSwitchNodeSpec | HCCSNodeSpec | PCIeNodeSpec, host: str, ps: str) -> None:
+    b.cable(
+        host,
+        ps,
+        capacity_Bps=ns.host_bandwidth or ns.pcie_bandwidth,
+        latency_s=ns.pcie_latency,
+        link_class="pcie",
+        network="node",
+        tier="host-pcie",
+    )
 
 
 def _switch_group_links(b: GraphBuilder, ns: HCCSNodeSpec | PCIeNodeSpec, k: int, host: str, accs: list[str]) -> None:
@@ -132,27 +154,9 @@ def _switch_group_links(b: GraphBuilder, ns: HCCSNodeSpec | PCIeNodeSpec, k: int
     between = ns.inter_group_bandwidth if isinstance(ns, HCCSNodeSpec) else ns.inter_switch_bandwidth
     switches = []
     for g in range(ns.accelerators // size):
-        sw = b.device(
-            pcie_switch_name(k, g),
-            kind="switch",
-            role="pcie-switch",
-            network="node",
-            node=k,
-            index=g,
-            latency_s=ns.pcie_switch_latency,
-        )
-        switches.append(sw)
         group = accs[g * size : (g + 1) * size]
-        for a in group:
-            b.cable(
-                a,
-                sw,
-                capacity_Bps=ns.pcie_bandwidth,
-                latency_s=ns.pcie_latency,
-                link_class="pcie",
-                network="node",
-                tier="gpu-pcie",
-            )
+        sw = _pcie_switch(b, ns, k, g, host, group, host_last=isinstance(ns, HCCSNodeSpec))
+        switches.append(sw)
         if isinstance(ns, HCCSNodeSpec):
             for i, a in enumerate(group):
                 for c in group[i + 1 :]:
@@ -165,15 +169,7 @@ def _switch_group_links(b: GraphBuilder, ns: HCCSNodeSpec | PCIeNodeSpec, k: int
                         network="node",
                         tier="hccs",
                     )
-        b.cable(
-            host,
-            sw,
-            capacity_Bps=ns.host_bandwidth or ns.pcie_bandwidth,
-            latency_s=ns.pcie_latency,
-            link_class="pcie",
-            network="node",
-            tier="host-pcie",
-        )
+            _host_cable(b, ns, host, sw)
     for i, s in enumerate(switches):
         for t in switches[i + 1 :]:
             b.cable(

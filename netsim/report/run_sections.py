@@ -68,6 +68,17 @@ class Builder:
     def missing_table(self, title: str, table: str) -> None:
         self.omit(title, f"the run directory has no `{table}` table")
 
+    def table(self, title: str, table: str) -> pd.DataFrame | None:
+        """The run's ``table`` for section ``title``, or None (and why, in the notes) when the
+        run directory lacks it or it is empty."""
+        df = self.run.table(table)
+        if df is None:
+            self.missing_table(title, table)
+        elif df.empty:
+            self.omit(title, f"the `{table}` table is empty")
+            return None
+        return df
+
 
 def _rows_to_table(df: pd.DataFrame, formats: dict[str, object], headers: dict[str, str]) -> Table:
     rows: list[list[str]] = []
@@ -180,12 +191,8 @@ def summary_section(b: Builder) -> Section:
 
 def _breakdown_section(b: Builder) -> Section | None:
     title = "Per-rank time breakdown"
-    ranks = b.run.table("ranks")
+    ranks = b.table(title, "ranks")
     if ranks is None:
-        b.missing_table(title, "ranks")
-        return None
-    if ranks.empty:
-        b.omit(title, "the `ranks` table is empty")
         return None
     sec = Section(title, anchor="breakdown")
     sec.add(
@@ -214,12 +221,8 @@ def _breakdown_section(b: Builder) -> Section | None:
 
 def _timeline_section(b: Builder) -> Section | None:
     title = "Step timeline"
-    ops = b.run.table("ops")
+    ops = b.table(title, "ops")
     if ops is None:
-        b.missing_table(title, "ops")
-        return None
-    if ops.empty:
-        b.omit(title, "the `ops` table is empty")
         return None
     sec = Section(title, anchor="timeline")
     fig, note = F.fig_timeline(ops, max_ranks=b.options.timeline_ranks)
@@ -463,12 +466,8 @@ def _moe_section(b: Builder) -> Section | None:
 
 def _congestion_section(b: Builder) -> Section | None:
     title = "Most congested links"
-    links = b.run.table("links")
+    links = b.table(title, "links")
     if links is None:
-        b.missing_table(title, "links")
-        return None
-    if links.empty:
-        b.omit(title, "the `links` table is empty")
         return None
     top = F.top_links(links, b.options.top_links)
     sec = Section(title, anchor="congestion")

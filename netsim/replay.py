@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from netsim.collectives.executor import _device_ids
+from netsim.collectives.plan_execution import device_ids
 from netsim.workload.graph import Collective, Op, StepPlan
 
 __all__ = ["BREAKDOWN_CLASSES", "Breakdown", "ReplayDeadlock", "ReplayResult", "rank_breakdown", "replay"]
@@ -216,8 +216,8 @@ class _Executor:
 
         coflow = collective_model(self.coll_kwargs.get("model", "exact")).coflow
         if len(parts) > 1 and coflow and coll.op == "transfer":
-            src = _device_ids(self.net, [str(c.src) for c in parts])
-            dst = _device_ids(self.net, [str(c.dst) for c in parts])
+            src = device_ids(self.net, [str(c.src) for c in parts])
+            dst = device_ids(self.net, [str(c.dst) for c in parts])
             size = np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts))
             return self.net.transfer_coflow(src, dst, size, traffic_class=coll.traffic_class, label=coll.label)
         if (

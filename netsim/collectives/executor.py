@@ -62,7 +62,7 @@ from netsim.collectives.models import COFLOW_OPS, CollectiveModel, collective_mo
 from netsim.collectives.models import MODELS as MODELS  # re-exported: the names specs accept
 from netsim.collectives.plan import CollectiveError, Plan
 from netsim.collectives.plan_execution import CollectiveResult as CollectiveResult  # re-exported
-from netsim.collectives.plan_execution import _check_latency, _device_ids, execute_plan
+from netsim.collectives.plan_execution import _check_latency, device_ids, execute_plan
 from netsim.collectives.plan_execution import result_of as result_of  # re-exported
 from netsim.collectives.registry import build_plan, check_request
 
@@ -271,7 +271,7 @@ def _direct_coflow(
     (every pair with bytes), started after the call's base latency and one hop latency (the
     largest of its transfers'), as the plan path would launch them."""
     devs, mat, nb = check_request(op, devices, nbytes, matrix)
-    ids = _device_ids(net, devs)
+    ids = device_ids(net, devs)
     m = a2a_matrix(len(devs), nb, mat) if len(devs) > 1 and (nb > 0 or mat is not None) else np.zeros((0, 0))
     i, j = np.nonzero(m > 0)
     env = net.env

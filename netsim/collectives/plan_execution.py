@@ -76,7 +76,7 @@ class _Execution:
         self.env: simpy.Environment = net.env
         self.plan = plan
         self.call = call
-        node_ids = _device_ids(net, plan.nodes)
+        node_ids = device_ids(net, plan.nodes)
         self.src = node_ids[plan.src]
         self.dst = node_ids[plan.dst]
         costs = transfer_costs(net, plan, call, self.src, self.dst)
@@ -253,7 +253,7 @@ def result_of(proc: simpy.Process) -> CollectiveResult:
     return proc.value
 
 
-def _device_ids(net: Network, names: Sequence[str]) -> np.ndarray:
+def device_ids(net: Network, names: Sequence[str]) -> np.ndarray:
     """The network's ids of devices ``names`` (a :class:`CollectiveError` for an unknown one)."""
     index = net.links.index
     try:

@@ -51,7 +51,7 @@ def test_h800_is_multi_plane_and_ascend_is_roce() -> None:
     assert a.edges["n0.g0", "n0.g1"]["capacity_Bps"] == 30 * GB
     assert not a.has_edge("n0.g0", "n0.g4")  # other HCCS group: through PCIe
     b = load_topology("ascend-910b", nodes=1)
-    assert b.edges["n0.g0", "n0.g7"]["capacity_Bps"] == 56 * GB
+    assert b.edges["n0.g0", "n0.g7"]["capacity_Bps"] == 28 * GB  # per direction: 392 GB/s = 7 x 2 x 28
 
 
 def test_overrides_change_the_graph() -> None:

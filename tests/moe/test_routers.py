@@ -472,6 +472,56 @@ def test_deepseek_compiled_counts_match_numpy(n: int, groups: int, kg: int, k: i
     assert r.counts(np.zeros((0, 8)))[0].tolist() == [0] * n
 
 
+@pytest.mark.parametrize(("n", "groups", "kg", "k"), _DS_SHAPES)
+@pytest.mark.parametrize("biased", [False, True])
+def test_deepseek_selected_experts_match_route(n: int, groups: int, kg: int, k: int, biased: bool) -> None:
+    """``selected`` (compiled kernel and numpy path) gives route's experts, in route's order."""
+    from netsim.moe import _select_kernel
+
+    if not _select_kernel.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    r = DeepSeekRouter(n, 8, top_k=k, n_groups=groups, topk_groups=kg, seed=0)
+    rng = np.random.default_rng(11)
+    if biased:
+        r.bias = np.round(rng.normal(scale=0.05, size=n), 2)
+    weight = r.weight
+    smooth = rng.normal(size=(700, 8))
+    cases = [
+        (weight, smooth.astype(np.float32)),
+        (rng.integers(-2, 3, size=(8, n)).astype(float), rng.integers(-2, 3, size=(700, 8)).astype(float)),
+        (weight, 60.0 * smooth),  # sigmoids that round to ties between distinct logits
+    ]
+    for w, x in cases:
+        r.weight = w
+        ref = r.route(x)
+        counts, drops, experts = r.selected(x)
+        DeepSeekRouter.USE_COMPILED = False
+        try:
+            numpy_counts, _, numpy_experts = r.selected(x)
+        finally:
+            DeepSeekRouter.USE_COMPILED = True
+        assert np.array_equal(experts, ref.experts) and np.array_equal(numpy_experts, ref.experts)
+        assert np.array_equal(counts, ref.counts) and np.array_equal(numpy_counts, ref.counts)
+        assert np.array_equal(drops, ref.drops)
+    assert r.selected(np.zeros((0, 8)))[2].shape == (0, k)
+
+
+def test_experts_kernel_flags_ties_and_orders_the_rest() -> None:
+    from netsim.moe import _select_kernel
+
+    if not _select_kernel.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    r = DeepSeekRouter(256, 8, top_k=8, n_groups=8, topk_groups=4, seed=0)
+    rng = np.random.default_rng(3)
+    smooth = rng.random((600, 256))
+    for scores in (smooth, np.round(smooth, 2)):
+        experts, flagged = _select_kernel.experts(np.ascontiguousarray(scores.T), 8, 4, 8, sigmoid=False)
+        reference = r.select(scores)
+        assert np.array_equal(experts[~flagged], reference[~flagged])
+        assert (experts[flagged] == -1).all()
+        assert flagged.any() == (scores is not smooth)
+
+
 def test_counts_kernel_resolves_clear_tokens_and_flags_ties() -> None:
     from netsim.moe import _select_kernel
 

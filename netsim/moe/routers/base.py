@@ -207,6 +207,13 @@ class Router:
         res = self.route(x, **kwargs)
         return res.counts, res.drops
 
+    def selected(self, x: NDArray[np.floating[Any]], **kwargs: Any) -> tuple[IntArray, IntArray, IntArray]:
+        """``(counts, drops, experts)`` of ``route(x, **kwargs)``: the load and the ``[T, k]`` kept
+        experts of every token (``-1``: none), for callers that need the token sets (the
+        de-duplicating dispatchers) but not the gates or losses; routers may skip those."""
+        res = self.route(x, **kwargs)
+        return res.counts, res.drops, res.experts
+
     def scores(self, x: HiddenArray) -> FloatArray:
         """``[T, n]`` float64 probabilities or affinities of hidden states ``x [T, d]``."""
         raise NotImplementedError

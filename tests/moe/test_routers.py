@@ -602,3 +602,26 @@ def test_float32_weight_copy_follows_the_parameter_array() -> None:
         r.weight[0, 0] = 1.0  # read-only once cached: an in-place edit would go unseen
     r.weight = np.eye(4)[:, ::-1].copy()
     assert r.route(x).experts[:, 0].tolist() == [3, 2, 1, 0]
+
+
+def test_one_blas_thread_restores_the_count_and_changes_no_result() -> None:
+    from netsim.moe import _blas
+
+    r = DeepSeekRouter(64, 16, top_k=6, n_groups=8, topk_groups=3, seed=0)
+    x = np.random.default_rng(2).normal(size=(3000, 16)).astype(np.float32)
+    inside = r.logits_t(x)  # computed under one_blas_thread
+    outside = np.asarray(r._float32("weight").T @ x.T, dtype=np.float32)
+    assert np.array_equal(inside, outside)
+    ctl = _blas._controls()
+    if ctl is None:
+        pytest.skip("no OpenBLAS found in this process: the block runs unchanged")
+    get, put = ctl
+    before = get()
+    put(2)  # OpenBLAS may cap it at the CPUs it found
+    want = get()
+    try:
+        with _blas.one_blas_thread():
+            assert get() == 1
+        assert get() == want
+    finally:
+        put(before)

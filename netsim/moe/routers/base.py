@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from netsim.errors import SpecError
+from netsim.moe._blas import one_blas_thread
 from netsim.moe.routers.gating import FloatArray, HiddenArray, IntArray, _as_generator, softmax
 from netsim.registry import Registry
 
@@ -275,7 +276,8 @@ class _LinearRouter(Router):
 
     def logits(self, x: HiddenArray) -> NDArray[np.float32]:
         """``x @ W`` (``[T, n]``) as one float32 GEMM; ``x`` is converted only if not float32."""
-        return np.asarray(x, dtype=np.float32) @ self._float32("weight")
+        with one_blas_thread():
+            return np.asarray(x, dtype=np.float32) @ self._float32("weight")
 
     def scores(self, x: HiddenArray) -> FloatArray:
         return softmax(self.logits(x).astype(np.float64))

@@ -21,6 +21,7 @@ from scipy import sparse
 
 from netsim.errors import SpecError
 from netsim.moe import _select_kernel
+from netsim.moe._blas import one_blas_thread
 from netsim.moe.routers.base import RoutingResult, TokenBatch, _LinearRouter, register_router
 from netsim.moe.routers.gating import FloatArray, HiddenArray, IntArray, _sigmoid, _top_k
 
@@ -85,7 +86,8 @@ class DeepSeekRouter(_LinearRouter):
         tokens contiguous, the layout :func:`netsim.moe._select_kernel.counts` works in."""
         a = np.asarray(x, dtype=np.float32)
         self._check_shape(a)
-        return np.asarray(self._float32("weight").T @ a.T, dtype=np.float32)
+        with one_blas_thread():
+            return np.asarray(self._float32("weight").T @ a.T, dtype=np.float32)
 
     def scores(self, x: HiddenArray) -> FloatArray:
         """``sigmoid(x W)`` (``[T, n]``, float64 from the float32 logits of :meth:`logits_t`)."""

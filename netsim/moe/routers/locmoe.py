@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from netsim.errors import SpecError
+from netsim.moe._blas import one_blas_thread
 from netsim.moe.capacity import locmoe_capacity_tokens
 from netsim.moe.routers.base import Router, RoutingResult, TokenBatch, register_router
 from netsim.moe.routers.gating import (
@@ -150,7 +151,8 @@ class LocMoERouter(Router):
     def logits(self, x: HiddenArray) -> FloatArray:
         """``W_grap x + b`` (``[T, n]``): the product one float32 GEMM (``x`` converted only if
         not float32), the bias added in float64."""
-        z = (np.asarray(x, dtype=np.float32) @ self._float32("grap").T).astype(np.float64)
+        with one_blas_thread():  # a small product: see netsim.moe._blas
+            z = (np.asarray(x, dtype=np.float32) @ self._float32("grap").T).astype(np.float64)
         z += self.gate_bias
         return z
 

@@ -625,3 +625,17 @@ def test_one_blas_thread_restores_the_count_and_changes_no_result() -> None:
         assert get() == want
     finally:
         put(before)
+
+
+def test_locmoe_counts_skip_the_losses_but_not_the_capacity() -> None:
+    """LocMoE's counts (no gates, no losses) equal route's, drops included, with several
+    capacity groups (source ranks)."""
+    from netsim.moe.routers import make_router
+
+    r = make_router("locmoe", n_experts=8, hidden=16, capacity_factor=0.8, local_experts=[[0, 1, 2, 3], [4, 5, 6, 7]])
+    x = np.random.default_rng(4).normal(size=(400, 16)).astype(np.float32)
+    src = np.repeat(np.array([1, 0]), 200)
+    res = r.route(x, src_rank=src)
+    counts, drops = r.counts(x, src_rank=src)
+    assert drops.sum() > 0 and "loc" in res.aux_losses
+    assert np.array_equal(counts, res.counts) and np.array_equal(drops, res.drops)

@@ -29,15 +29,17 @@ _SYMBOLS = (("", ""), ("scipy_", "64_"), ("", "64_"), ("scipy_", ""))
 
 
 @cache
-def _controls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """``(get, set)`` of the loaded OpenBLAS's thread count, ``None`` when none is found."""
+def _controls() -> tuple[tuple[Callable[[], int], Callable[[int], None]], ...]:
+    """``(get, set)`` of the thread count of every OpenBLAS mapped into the process when first
+    asked (numpy's, and scipy's own copy if scipy was imported by then); none when none is found."""
     import numpy  # noqa: F401  (loads the BLAS whose thread count is wanted)
 
     try:
         with open("/proc/self/maps", encoding="utf-8") as fh:
             paths = sorted(set(re.findall(r"(/\S*openblas\S*\.so\S*)", fh.read())))
     except OSError:
-        return None
+        return ()
+    found = []
     for path in paths:
         try:
             lib = ctypes.CDLL(path)
@@ -49,24 +51,22 @@ def _controls() -> tuple[Callable[[], int], Callable[[int], None]] | None:
             if get is not None and put is not None:
                 get.restype = ctypes.c_int
                 put.argtypes = [ctypes.c_int]
-                return (lambda: int(get()), lambda n: put(n))  # noqa: B023 (returned at once)
-    return None
+                found.append((get, put))
+                break
+    return tuple((lambda g=g: int(g()), lambda n, p=p: p(n)) for g, p in found)
 
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Run the block with one BLAS thread (see the module docstring), then restore the count."""
+    """Run the block with one BLAS thread (see the module docstring), then restore the counts."""
     ctl = _controls()
-    if ctl is None:
-        yield
-        return
-    get, put = ctl
-    before = get()
-    if before == 1:
-        yield
-        return
-    put(1)
+    before = [get() for get, _ in ctl]
+    for (_, put), n in zip(ctl, before, strict=True):
+        if n != 1:
+            put(1)
     try:
         yield
     finally:
-        put(before)
+        for (_, put), n in zip(ctl, before, strict=True):
+            if n != 1:
+                put(n)

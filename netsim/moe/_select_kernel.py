@@ -360,6 +360,26 @@ def _fixup(
 ) -> bool:  # pragma: no cover - compiled
     """Token ``t`` one value at a time (as ``_select``): the ``top_k + 1`` largest eligible values;
     counts the ``top_k`` and returns True when the ``top_k``-th is clearly above the next."""
+    ok = _fixup_top(vals, t, keep, gs, top_k, sigmoid, tol, sv, si)
+    if ok:
+        for p in range(top_k):
+            counts[si[p]] += 1
+    return ok
+
+
+def _fixup_top(
+    vals: np.ndarray,
+    t: int,
+    keep: np.ndarray,
+    gs: int,
+    top_k: int,
+    sigmoid: bool,
+    tol: float,
+    sv: np.ndarray,
+    si: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """``si[:top_k]``, ``sv[:top_k]``: token ``t``'s ``top_k`` largest eligible values, largest
+    first (ties: lowest index first); True when the ``top_k``-th is clearly above the next."""
     filled = 0
     for g in range(keep.shape[0]):
         if not keep[g]:
@@ -380,11 +400,96 @@ def _fixup(
                 filled += 1
     thr = sv[top_k - 1]
     nxt = sv[top_k] if filled > top_k else -np.inf
-    ok = _sig(np.float64(thr)) - _sig(np.float64(nxt)) > tol if sigmoid else thr > nxt
-    if ok:
-        for p in range(top_k):
-            counts[si[p]] += 1
-    return ok
+    return bool(_sig(np.float64(thr)) - _sig(np.float64(nxt)) > tol if sigmoid else thr > nxt)
+
+
+# --------------------------------------------------------------------------------------------
+# the experts of every token: steps 1-5 as above, then the selected experts in order
+# --------------------------------------------------------------------------------------------
+#
+# A de-duplicating dispatcher needs every token's experts, not only the counts.  For a resolved
+# token they are the ``top_k`` eligible values ``>= thr`` (step 6 collects them in index order);
+# sorted largest first (an insertion sort that keeps equal values in index order, as
+# ``_select``).  For logits one more check: two neighbours in that order whose sigmoids are
+# within ``tol`` (distinct logits whose sigmoids may round to a tie) leave the token flagged.
+
+
+def _gather(
+    vals: np.ndarray, t0: int, gs: int, keep: np.ndarray, thr: np.ndarray, state: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Step 6': ``out[t0 + b]`` = the experts of resolved token ``t0 + b`` in index order."""
+    n_groups, nb = keep.shape
+    hi = np.empty(nb, dtype=vals.dtype)
+    fill = np.zeros(nb, dtype=np.int64)
+    for g in range(n_groups):
+        kg = keep[g]
+        for b in range(nb):
+            hi[b] = thr[b] if kg[b] and state[b] == 0 else np.inf
+        for j in range(g * gs, (g + 1) * gs):
+            row = vals[j, t0 : t0 + nb]
+            for b in range(nb):
+                if row[b] >= hi[b]:
+                    out[t0 + b, fill[b]] = j
+                    fill[b] += 1
+
+
+def _order(vals: np.ndarray, t: int, row: np.ndarray, sigmoid: bool, tol: float) -> bool:  # pragma: no cover
+    """Sort ``row`` (experts in index order) by ``vals[:, t]``, largest first, equal values in
+    index order; False when, for logits, two neighbours' sigmoids are within ``tol``."""
+    k = row.size
+    for p in range(1, k):
+        j = row[p]
+        v = vals[j, t]
+        q = p
+        while q > 0 and vals[row[q - 1], t] < v:
+            row[q] = row[q - 1]
+            q -= 1
+        row[q] = j
+    if sigmoid:
+        for p in range(k - 1):
+            a = vals[row[p], t]
+            b = vals[row[p + 1], t]
+            if a != b and _sig(np.float64(a)) - _sig(np.float64(b)) <= tol:
+                return False
+    return True
+
+
+def _experts(
+    vals: np.ndarray, n_groups: int, topk_groups: int, top_k: int, sigmoid: bool, tol: float, chunk: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    n, t = vals.shape
+    gs = n // n_groups
+    out = np.full((t, top_k), -1, dtype=np.int64)
+    flagged = np.zeros(t, dtype=np.bool_)
+    sv = np.empty(top_k + 1, dtype=vals.dtype)
+    si = np.empty(top_k + 1, dtype=np.int64)
+    for t0 in range(0, t, chunk):
+        nb = min(chunk, t - t0)
+        known = np.empty((n_groups, _DEPTH, nb), dtype=vals.dtype)
+        _group_tops(vals, t0, gs, known)
+        gscore = np.empty((n_groups, nb))
+        _group_scores(known, gs, sigmoid, gscore)
+        keep = np.empty((n_groups, nb), dtype=np.bool_)
+        state = np.zeros(nb, dtype=np.int8)  # 0 resolved, 2 needs _fixup_top, 1 unresolved
+        _keep_groups(gscore, topk_groups, tol, keep, state)
+        thr = _threshold(known, keep, top_k)
+        _check(vals, t0, gs, keep, thr, top_k, sigmoid, tol, state)
+        _gather(vals, t0, gs, keep, thr, state, out)
+        for b in range(nb):
+            row = out[t0 + b]
+            if state[b] == 0 and not _order(vals, t0 + b, row, sigmoid, tol):
+                state[b] = 1
+            elif state[b] == 2:
+                if _fixup_top(vals, t0 + b, keep[:, b], gs, top_k, sigmoid, tol, sv, si) and _order(
+                    vals, t0 + b, si[:top_k], sigmoid, tol
+                ):
+                    row[:] = si[:top_k]
+                else:
+                    state[b] = 1
+            if state[b] == 1:
+                row[:] = -1
+                flagged[t0 + b] = True
+    return out, flagged
 
 
 if HAVE_NUMBA:  # the kernels call the compiled helpers
@@ -397,8 +502,12 @@ if HAVE_NUMBA:  # the kernels call the compiled helpers
     _threshold = _jit(_threshold)
     _check = _jit(_check)
     _count = _jit(_count)
+    _fixup_top = _jit(_fixup_top)
     _fixup = _jit(_fixup)
     _counts = _jit(_counts)
+    _gather = _jit(_gather)
+    _order = _jit(_order)
+    _experts = _jit(_experts)
 
 
 #: the kernel's sigmoid is within ~1e-14 of the exact one (numpy's within ~1e-16): boundaries
@@ -428,3 +537,20 @@ def counts(
     """
     tol = SIGMOID_TOL if sigmoid else 0.0
     return _counts(np.ascontiguousarray(vals), n_groups, topk_groups, top_k, sigmoid, tol, chunk)
+
+
+def experts(
+    vals: np.ndarray, n_groups: int, topk_groups: int, top_k: int, *, sigmoid: bool, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The experts of every token under the node-limited top-k selection (as :func:`counts`).
+
+    Args and the meaning of ``vals`` as for :func:`counts`.
+
+    Returns:
+        ``(experts, flagged)``: ``[T, top_k]`` int64 the selected experts of every token, largest
+        score first (ties: lowest index first), ``-1`` in the rows of flagged tokens; ``[T]``
+        bool, the tokens with a tie or near-tie at a group or expert boundary or between two
+        selected experts, which the caller routes with :func:`select` on the exact scores.
+    """
+    tol = SIGMOID_TOL if sigmoid else 0.0
+    return _experts(np.ascontiguousarray(vals), n_groups, topk_groups, top_k, sigmoid, tol, chunk)

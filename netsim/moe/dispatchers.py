@@ -75,11 +75,11 @@ def token_destinations(token_experts: NDArray[np.integer[Any]], placement: Place
     ex = np.asarray(token_experts, dtype=np.int64)
     ep, t, k = ex.shape
     slot_rank = placement.slot_rank
-    out = np.full(ex.shape, -1, dtype=np.int64)
     if np.all(placement.replica_counts == 1):
-        valid = ex >= 0
-        out[valid] = slot_rank[placement.log2phy[ex[valid], 0]]
-        return out
+        # one lookup per entry: the rank of every expert, and -1 last, which index -1 reads
+        rank_of = np.append(slot_rank[placement.log2phy[:, 0]], -1).astype(np.int64)
+        return np.asarray(np.take(rank_of, np.maximum(ex, -1)), dtype=np.int64)
+    out = np.full(ex.shape, -1, dtype=np.int64)
     cum = np.cumsum(shares, axis=2)  # [ep, n, R]
     for i in range(ep):
         flat = ex[i].reshape(-1)

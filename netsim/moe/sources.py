@@ -369,9 +369,8 @@ class RouterSource:
             x += emb[ids]
             src = np.full(t, r, dtype=np.int64)
             if token_sets:
-                res = router.route(x, token_ids=ids, src_rank=src, seq_ids=seq)
-                tokens[r], dropped[r] = res.counts, res.drops
-                per_rank.append(res.experts)
+                tokens[r], dropped[r], kept = router.selected(x, token_ids=ids, src_rank=src, seq_ids=seq)
+                per_rank.append(kept)
             else:
                 tokens[r], dropped[r] = router.counts(x, token_ids=ids, src_rank=src, seq_ids=seq)
         if not token_sets:

@@ -29,10 +29,16 @@ Replicated experts (EPLB redundant experts) split their tokens by ``replica_poli
 tokens per expert, unused experts, drop rate, max/mean of the tokens received per rank) and the
 locality (shares of the dispatch bytes that stay on the rank, stay on the node, cross nodes;
 the three shares sum to 1).
+
+A de-duplicating dispatcher's plan costs a pass over every routed (token, slot); when the same
+routing is replayed for many micro-batches (``routing_samples``, the routing source returns the
+same arrays), :func:`dispatch_plan` gives the plan it computed for those arrays (the last
+:data:`PLAN_MEMO_SIZE` of them, held by weak references, with read-only arrays).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -232,6 +238,48 @@ def dispatch_plan(
     if hidden < 1 or bytes_per_element <= 0:
         raise SpecError(f"hidden ({hidden}) and bytes_per_element ({bytes_per_element}) must be > 0")
     node = rank_nodes(placement.ep, ranks_per_node if ranks_per_node else placement.ep, rank_node)
+    if token_experts is None or not DISPATCHERS.get(dispatcher).dedups:
+        return _dispatch_plan(
+            counts, placement, node, hidden, bytes_per_element, replica_policy, dispatcher, None, top_k
+        )
+    key: tuple[Any, ...] = (id(counts), id(token_experts), id(placement), node.tobytes())
+    key += (hidden, bytes_per_element, replica_policy, dispatcher, top_k)
+    hit = _PLAN_MEMO.get(key)
+    if hit is not None and hit[0]() is counts and hit[1]() is token_experts and hit[2]() is placement:
+        return hit[3]
+    plan = _dispatch_plan(
+        counts, placement, node, hidden, bytes_per_element, replica_policy, dispatcher, token_experts, top_k
+    )
+    for arr in (plan.tokens, plan.dispatch_bytes, plan.combine_bytes, plan.slot_tokens, plan.copies):
+        if arr is not None:
+            arr.flags.writeable = False
+    try:
+        refs = (weakref.ref(counts), weakref.ref(token_experts), weakref.ref(placement))
+    except TypeError:  # e.g. a list: no identity to remember
+        return plan
+    _PLAN_MEMO[key] = (*refs, plan)
+    while len(_PLAN_MEMO) > PLAN_MEMO_SIZE:
+        del _PLAN_MEMO[next(iter(_PLAN_MEMO))]
+    return plan
+
+
+#: plans of de-duplicating dispatchers remembered by :func:`dispatch_plan` (the routings of the
+#: MoE layers of a pipeline stage and more; a plan is a few ``[ep, ep]`` matrices)
+PLAN_MEMO_SIZE = 256
+_PLAN_MEMO: dict[tuple[Any, ...], tuple[Any, Any, Any, DispatchPlan]] = {}
+
+
+def _dispatch_plan(
+    counts: NDArray[np.integer[Any]],
+    placement: Placement,
+    node: IntArray,
+    hidden: int,
+    bytes_per_element: float,
+    replica_policy: str,
+    dispatcher: str,
+    token_experts: NDArray[np.integer[Any]] | None,
+    top_k: int | None,
+) -> DispatchPlan:
     shares = replica_shares(counts, placement, replica_policy=replica_policy, rank_node=node)
     tokens, slot_tokens = _tokens_from_shares(shares, placement)
     dest = None

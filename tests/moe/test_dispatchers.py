@@ -152,3 +152,25 @@ def test_compiled_dedup_counts_equal_the_numpy_path(shape: tuple[int, int, int],
     for got, want in zip(compiled, reference, strict=True):
         assert got.dtype == want.dtype and np.array_equal(got, want)
     assert compiled[0][0, ep - 1] >= 1
+
+
+def test_token_destinations_without_replicas_is_the_rank_of_every_expert() -> None:
+    rng = np.random.default_rng(5)
+    ex = rng.integers(-1, 8, size=(4, 30, 3))
+    dest = token_destinations(ex, PL, replica_shares(np.zeros((4, 8), dtype=np.int64), PL))
+    want = np.where(ex >= 0, PL.slot_rank[PL.log2phy[np.maximum(ex, 0), 0]], -1)
+    assert dest.dtype == np.int64 and np.array_equal(dest, want)
+
+
+def test_dispatch_plan_is_remembered_for_the_same_token_sets() -> None:
+    """A routing replayed for many micro-batches (the same arrays) gets the same plan object,
+    read-only; other arrays with the same values, or another node layout, get a fresh plan."""
+    counts, experts = _hand()
+    kw = {"hidden": 1, "bytes_per_element": 1.0, "dispatcher": "deepep"}
+    first = dispatch_plan(counts, PL, rank_node=NODE, token_experts=experts, **kw)
+    assert dispatch_plan(counts, PL, rank_node=NODE.copy(), token_experts=experts, **kw) is first
+    assert not first.copies.flags.writeable and not first.dispatch_bytes.flags.writeable
+    fresh = dispatch_plan(counts.copy(), PL, rank_node=NODE, token_experts=experts.copy(), **kw)
+    assert fresh is not first and np.array_equal(fresh.copies, first.copies)
+    other = dispatch_plan(counts, PL, rank_node=np.array([0, 1, 0, 1]), token_experts=experts, **kw)
+    assert other is not first and not np.array_equal(other.copies, first.copies)

@@ -472,6 +472,56 @@ def test_deepseek_compiled_counts_match_numpy(n: int, groups: int, kg: int, k: i
     assert r.counts(np.zeros((0, 8)))[0].tolist() == [0] * n
 
 
+@pytest.mark.parametrize(("n", "groups", "kg", "k"), _DS_SHAPES)
+@pytest.mark.parametrize("biased", [False, True])
+def test_deepseek_selected_experts_match_route(n: int, groups: int, kg: int, k: int, biased: bool) -> None:
+    """``selected`` (compiled kernel and numpy path) gives route's experts, in route's order."""
+    from netsim.moe import _select_kernel
+
+    if not _select_kernel.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    r = DeepSeekRouter(n, 8, top_k=k, n_groups=groups, topk_groups=kg, seed=0)
+    rng = np.random.default_rng(11)
+    if biased:
+        r.bias = np.round(rng.normal(scale=0.05, size=n), 2)
+    weight = r.weight
+    smooth = rng.normal(size=(700, 8))
+    cases = [
+        (weight, smooth.astype(np.float32)),
+        (rng.integers(-2, 3, size=(8, n)).astype(float), rng.integers(-2, 3, size=(700, 8)).astype(float)),
+        (weight, 60.0 * smooth),  # sigmoids that round to ties between distinct logits
+    ]
+    for w, x in cases:
+        r.weight = w
+        ref = r.route(x)
+        counts, drops, experts = r.selected(x)
+        DeepSeekRouter.USE_COMPILED = False
+        try:
+            numpy_counts, _, numpy_experts = r.selected(x)
+        finally:
+            DeepSeekRouter.USE_COMPILED = True
+        assert np.array_equal(experts, ref.experts) and np.array_equal(numpy_experts, ref.experts)
+        assert np.array_equal(counts, ref.counts) and np.array_equal(numpy_counts, ref.counts)
+        assert np.array_equal(drops, ref.drops)
+    assert r.selected(np.zeros((0, 8)))[2].shape == (0, k)
+
+
+def test_experts_kernel_flags_ties_and_orders_the_rest() -> None:
+    from netsim.moe import _select_kernel
+
+    if not _select_kernel.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    r = DeepSeekRouter(256, 8, top_k=8, n_groups=8, topk_groups=4, seed=0)
+    rng = np.random.default_rng(3)
+    smooth = rng.random((600, 256))
+    for scores in (smooth, np.round(smooth, 2)):
+        experts, flagged = _select_kernel.experts(np.ascontiguousarray(scores.T), 8, 4, 8, sigmoid=False)
+        reference = r.select(scores)
+        assert np.array_equal(experts[~flagged], reference[~flagged])
+        assert (experts[flagged] == -1).all()
+        assert flagged.any() == (scores is not smooth)
+
+
 def test_counts_kernel_resolves_clear_tokens_and_flags_ties() -> None:
     from netsim.moe import _select_kernel
 
@@ -552,3 +602,40 @@ def test_float32_weight_copy_follows_the_parameter_array() -> None:
         r.weight[0, 0] = 1.0  # read-only once cached: an in-place edit would go unseen
     r.weight = np.eye(4)[:, ::-1].copy()
     assert r.route(x).experts[:, 0].tolist() == [3, 2, 1, 0]
+
+
+def test_one_blas_thread_restores_the_count_and_changes_no_result() -> None:
+    from netsim.moe import _blas
+
+    r = DeepSeekRouter(64, 16, top_k=6, n_groups=8, topk_groups=3, seed=0)
+    x = np.random.default_rng(2).normal(size=(3000, 16)).astype(np.float32)
+    inside = r.logits_t(x)  # computed under one_blas_thread
+    outside = np.asarray(r._float32("weight").T @ x.T, dtype=np.float32)
+    assert np.array_equal(inside, outside)
+    ctl = _blas._controls()
+    if not ctl:
+        pytest.skip("no OpenBLAS found in this process: the block runs unchanged")
+    get, put = ctl[0]
+    before = get()
+    put(2)  # OpenBLAS may cap it at the CPUs it found
+    want = get()
+    try:
+        with _blas.one_blas_thread():
+            assert get() == 1
+        assert get() == want
+    finally:
+        put(before)
+
+
+def test_locmoe_counts_skip_the_losses_but_not_the_capacity() -> None:
+    """LocMoE's counts (no gates, no losses) equal route's, drops included, with several
+    capacity groups (source ranks)."""
+    from netsim.moe.routers import make_router
+
+    r = make_router("locmoe", n_experts=8, hidden=16, capacity_factor=0.8, local_experts=[[0, 1, 2, 3], [4, 5, 6, 7]])
+    x = np.random.default_rng(4).normal(size=(400, 16)).astype(np.float32)
+    src = np.repeat(np.array([1, 0]), 200)
+    res = r.route(x, src_rank=src)
+    counts, drops = r.counts(x, src_rank=src)
+    assert drops.sum() > 0 and "loc" in res.aux_losses
+    assert np.array_equal(counts, res.counts) and np.array_equal(drops, res.drops)

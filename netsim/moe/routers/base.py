@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from netsim.errors import SpecError
+from netsim.moe._blas import one_blas_thread
 from netsim.moe.routers.gating import FloatArray, HiddenArray, IntArray, _as_generator, softmax
 from netsim.registry import Registry
 
@@ -207,6 +208,13 @@ class Router:
         res = self.route(x, **kwargs)
         return res.counts, res.drops
 
+    def selected(self, x: NDArray[np.floating[Any]], **kwargs: Any) -> tuple[IntArray, IntArray, IntArray]:
+        """``(counts, drops, experts)`` of ``route(x, **kwargs)``: the load and the ``[T, k]`` kept
+        experts of every token (``-1``: none), for callers that need the token sets (the
+        de-duplicating dispatchers) but not the gates or losses; routers may skip those."""
+        res = self.route(x, **kwargs)
+        return res.counts, res.drops, res.experts
+
     def scores(self, x: HiddenArray) -> FloatArray:
         """``[T, n]`` float64 probabilities or affinities of hidden states ``x [T, d]``."""
         raise NotImplementedError
@@ -268,7 +276,8 @@ class _LinearRouter(Router):
 
     def logits(self, x: HiddenArray) -> NDArray[np.float32]:
         """``x @ W`` (``[T, n]``) as one float32 GEMM; ``x`` is converted only if not float32."""
-        return np.asarray(x, dtype=np.float32) @ self._float32("weight")
+        with one_blas_thread():
+            return np.asarray(x, dtype=np.float32) @ self._float32("weight")
 
     def scores(self, x: HiddenArray) -> FloatArray:
         return softmax(self.logits(x).astype(np.float64))

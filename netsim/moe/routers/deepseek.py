@@ -21,6 +21,7 @@ from scipy import sparse
 
 from netsim.errors import SpecError
 from netsim.moe import _select_kernel
+from netsim.moe._blas import one_blas_thread
 from netsim.moe.routers.base import RoutingResult, TokenBatch, _LinearRouter, register_router
 from netsim.moe.routers.gating import FloatArray, HiddenArray, IntArray, _sigmoid, _top_k
 
@@ -85,7 +86,8 @@ class DeepSeekRouter(_LinearRouter):
         tokens contiguous, the layout :func:`netsim.moe._select_kernel.counts` works in."""
         a = np.asarray(x, dtype=np.float32)
         self._check_shape(a)
-        return np.asarray(self._float32("weight").T @ a.T, dtype=np.float32)
+        with one_blas_thread():
+            return np.asarray(self._float32("weight").T @ a.T, dtype=np.float32)
 
     def scores(self, x: HiddenArray) -> FloatArray:
         """``sigmoid(x W)`` (``[T, n]``, float64 from the float32 logits of :meth:`logits_t`)."""
@@ -118,17 +120,38 @@ class DeepSeekRouter(_LinearRouter):
             counts = counts + np.bincount(self.select(rest).reshape(-1), minlength=n)
         return np.asarray(counts, dtype=np.int64), none
 
+    def selected(self, x: NDArray[np.floating[Any]], **_: Any) -> tuple[IntArray, IntArray, IntArray]:
+        """``(counts, drops, experts)`` of :meth:`route` without its gates and sequence-wise loss
+        (token ids, ranks and sequences do not change the selection); no tokens are dropped.
+
+        The compiled path selects as :meth:`counts` does (on the logits when the bias is zero;
+        tokens with a near-tie go through :meth:`select` on their scores), so the experts and
+        their order equal :meth:`route`'s.  The numpy path computes the scores ``[n, T]`` as
+        :meth:`logits_t` leaves them and selects on a transposed view, without a copy."""
+        n = self.n_experts
+        zt = self.logits_t(x)
+        if not (self.USE_COMPILED and _select_kernel.HAVE_NUMBA and zt.shape[1]):
+            top = self.select(_sigmoid(zt).T)
+        else:
+            biased = bool(np.any(self.bias))
+            vals = _sigmoid(zt) + np.asarray(self.bias, dtype=np.float64)[:, None] if biased else zt
+            top, flagged = _select_kernel.experts(vals, self.n_groups, self.topk_groups, self.top_k, sigmoid=not biased)
+            if flagged.any():
+                top[flagged] = self.select(_sigmoid(np.ascontiguousarray(zt[:, flagged].T)))
+        counts = np.bincount(top.reshape(-1), minlength=n).astype(np.int64)
+        return counts, np.zeros(n, dtype=np.int64), top
+
     def select(self, scores: FloatArray) -> IntArray:
-        """The ``[T, top_k]`` selected experts (node-limited, bias-adjusted)."""
+        """The ``[T, top_k]`` selected experts (node-limited, bias-adjusted); ``scores`` may be a
+        transposed view (the compiled path reads either layout without a copy)."""
         t, n = scores.shape
         if self.USE_COMPILED and _select_kernel.HAVE_NUMBA and t:
+            s64 = np.asarray(scores, dtype=np.float64)
+            if not (s64.flags.c_contiguous or s64.flags.f_contiguous):
+                s64 = np.ascontiguousarray(s64)
             return np.asarray(
                 _select_kernel.select(
-                    np.ascontiguousarray(scores, dtype=np.float64),
-                    np.asarray(self.bias, dtype=np.float64),
-                    self.n_groups,
-                    self.topk_groups,
-                    self.top_k,
+                    s64, np.asarray(self.bias, dtype=np.float64), self.n_groups, self.topk_groups, self.top_k
                 )
             )
         biased = scores + self.bias

@@ -17,10 +17,13 @@ bias, ReLU, softmax and top-1 run in float64.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from netsim.errors import SpecError
+from netsim.moe._blas import one_blas_thread
 from netsim.moe.capacity import locmoe_capacity_tokens
 from netsim.moe.routers.base import Router, RoutingResult, TokenBatch, register_router
 from netsim.moe.routers.gating import (
@@ -150,7 +153,8 @@ class LocMoERouter(Router):
     def logits(self, x: HiddenArray) -> FloatArray:
         """``W_grap x + b`` (``[T, n]``): the product one float32 GEMM (``x`` converted only if
         not float32), the bias added in float64."""
-        z = (np.asarray(x, dtype=np.float32) @ self._float32("grap").T).astype(np.float64)
+        with one_blas_thread():  # a small product: see netsim.moe._blas
+            z = (np.asarray(x, dtype=np.float32) @ self._float32("grap").T).astype(np.float64)
         z += self.gate_bias
         return z
 
@@ -165,14 +169,29 @@ class LocMoERouter(Router):
             raise SpecError(f"locmoe: local_experts covers {len(self.local_experts)} ranks, batch has {n_ranks}")
         return np.stack([localised_distribution(le, self.n_experts, self.eps) for le in self.local_experts[:n_ranks]])
 
-    def assign(self, batch: TokenBatch) -> RoutingResult:
+    def _choose(self, batch: TokenBatch) -> tuple[IntArray, IntArray, IntArray]:
+        """``(requested, experts, group)``: top-1 choices, those kept by the capacity of their
+        group (``-1``: dropped), and the capacity group of every token."""
         scores = batch.scores
         t, n = scores.shape
         requested = np.argmax(scores, axis=-1).astype(np.int64)[:, None]
         group, sizes = _groups(batch.src_rank, t)
         keep = keep_within_capacity(requested, n, group, self.capacity(sizes))
-        experts = np.where(keep, requested, -1)
-        gates = np.where(keep, np.take_along_axis(scores, requested, axis=-1), 0.0)
+        return requested, np.where(keep, requested, -1), group
+
+    def counts(self, x: NDArray[np.floating[Any]], **kwargs: Any) -> tuple[IntArray, IntArray]:
+        """``(counts, drops)`` of :meth:`route` without its gates and losses (the locality and
+        the Switch auxiliary loss need every token's probabilities; the load does not)."""
+        a = self._check_x(x)
+        requested, experts, _ = self._choose(TokenBatch(self.scores(a), **kwargs))
+        res = RoutingResult(experts, np.zeros(experts.shape), requested, self.n_experts)
+        return res.counts, res.drops
+
+    def assign(self, batch: TokenBatch) -> RoutingResult:
+        scores = batch.scores
+        t, n = scores.shape
+        requested, experts, group = self._choose(batch)
+        gates = np.where(experts >= 0, np.take_along_axis(scores, requested, axis=-1), 0.0)
         losses = {"aux": grouped_switch_aux(requested, scores, group, self.alpha)}
         src = batch.src_rank
         if src is not None and self.local_experts is not None and t:

@@ -5,8 +5,10 @@ A study may only draw conclusions from routing that a trained router produces.  
 
 1. trains the lab model with it (once; a finished ``lab/<router>/`` is reused), after refusing a
    lab configuration that cannot converge (:meth:`netsim.moe.lab.LabConfig.convergence_problem`);
-2. reads the convergence verdict of the run (:mod:`netsim.moe.lab_check`) and, unless told
-   otherwise, refuses with one line to go on from a router that has not converged;
+2. judges the run's convergence (:mod:`netsim.moe.lab_check`), recomputed from its stored
+   losses and routing trace (:func:`netsim.moe.lab.lab_convergence`) so that a reused run is
+   judged by the current criterion, and, unless told otherwise, refuses with one line to go on
+   from a router that has not converged;
 3. keeps only the converged window (the final quarter of the steps, renumbered from 0): the
    untrained first steps, where a softmax gate sends nearly every token to one expert, never
    reach the replay;
@@ -25,7 +27,6 @@ capacity-sized buffers as frameworks with a fixed capacity send), and the drop r
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,12 +160,12 @@ def converged_trace(
     lab_cfg: Any, out: Path, *, tokens_per_rank: int, capacity: str | float, hidden: int, require_converged: bool = True
 ) -> LabTrace:
     """Train (or reuse) ``lab_cfg``'s run under ``out/lab/<router>/`` and prepare its replay trace."""
-    from netsim.moe.lab import run_lab
+    from netsim.moe.lab import lab_convergence, run_lab
 
     router = lab_cfg.router
     lab_dir = out / "lab" / router
     full = lab_dir / "routing.parquet"
-    if not (full.is_file() and (lab_dir / "lab.json").is_file()):
+    if not all((lab_dir / f).is_file() for f in ("routing.parquet", "losses.parquet", "lab.json")):
         problem = lab_cfg.convergence_problem()
         if problem is not None and require_converged:
             fld, msg = problem
@@ -173,12 +174,7 @@ def converged_trace(
                 field=f"--lab-{fld.replace('_', '-')}" if fld == "steps" else f"lab.{fld}",
             )
         run_lab(lab_cfg, lab_dir)
-    summary = json.loads((lab_dir / "lab.json").read_text())
-    conv = summary.get("convergence") or {
-        "converged": False,
-        "reasons": ["lab.json has no convergence verdict"],
-        "window": [0, int(summary["config"]["steps"])],
-    }
+    conv = lab_convergence(lab_dir)  # today's criterion, also for a run trained under an older one
     if require_converged and not conv["converged"]:
         raise NetsimError(
             f"router lab for {router} did not converge ({'; '.join(conv['reasons'])}); no conclusion "

@@ -16,9 +16,9 @@ run (:func:`final_window`), with statistics that no longer move.
   (Kaplan et al. 2020, "Scaling laws for neural language models": loss is a power law in the
   steps), so demanding that it stop falling demands a run longer than any real one; the question
   here is whether the *routing* has settled, which the routing tests below ask directly.  (At
-  d = 256 in the lab, Switch's drop rate, load CV and cross-node share hold still from about step
-  300 of 600 while the task loss still falls 10-12% per quarter: docs, MoE section.)  The
-  relative change is reported either way;
+  d = 256 in the LocMoE study's lab, Switch's drop rate, load CV and cross-node share hold still
+  from about step 300 of 600 while its task loss still falls 11.9% between the last two
+  quarters: docs, MoE section.)  The relative change is reported either way;
 * ``routing``: the mean drop rate and cross-node share moved by at most ``share_tol``
   (absolute) and the expert-load CV by at most ``cv_tol`` (relative, against at least 0.1);
   a move within three standard errors of the difference of the two window means (per-step

@@ -488,7 +488,8 @@ def lab_convergence(lab_dir: str | Path) -> dict[str, Any]:
     Reads ``lab.json`` (configuration), ``losses.parquet`` (task loss per step) and
     ``routing.parquet`` (tokens and drops per step, layer, source rank and expert), recomputes
     the per-(step, layer) routing metrics exactly as the training loop records them and applies
-    the current :func:`~netsim.moe.lab_check.convergence_report`.  A study that reuses a run
+    the current :func:`~netsim.moe.lab_check.convergence_report` (as ``lab.json`` stores it:
+    non-finite numbers are None).  A study that reuses a run
     trained under an earlier criterion thereby judges it by today's; no torch needed.
     """
     d = Path(lab_dir)
@@ -501,7 +502,7 @@ def lab_convergence(lab_dir: str | Path) -> dict[str, Any]:
         for step, layer, _, tok, drp in read_routing_trace(d / "routing.parquet").iter_counts()
     ]
     losses = pd.read_parquet(d / "losses.parquet", columns=["step", "task_loss"]).to_dict("records")
-    return convergence_report(losses, metrics, experts=experts)
+    return dict(_jsonable(convergence_report(losses, metrics, experts=experts)))
 
 
 def _jsonable(obj: Any) -> Any:

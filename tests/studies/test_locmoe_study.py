@@ -295,3 +295,23 @@ def test_the_study_trains_the_lab_default_model_and_quick_a_small_one() -> None:
     assert full.lab_overrides["hidden"] == LabConfig().hidden >= 256
     assert full.lab_overrides["ffn_hidden"] == LabConfig().ffn_hidden
     assert quick.lab_overrides["hidden"] < 256 and quick.lab_steps < full.lab_steps
+
+
+def test_a_reused_lab_run_is_judged_by_the_current_criterion(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A lab.json written under another criterion gets today's verdict, recomputed from the run."""
+    import shutil
+
+    from netsim.moe.lab import LabConfig, lab_convergence
+    from netsim.studies.lab_traces import converged_trace
+
+    copy = tmp_path / "s"
+    shutil.copytree(study.out, copy)
+    path = copy / "lab" / "switch" / "lab.json"
+    summary = json.loads(path.read_text())
+    summary["convergence"] = {"converged": True, "reasons": [], "window": [0, 4]}  # a stale verdict
+    path.write_text(json.dumps(summary))
+    cfg = LabConfig(router="switch", steps=TINY.lab_steps, **TINY.lab_overrides)
+    t = converged_trace(cfg, copy, tokens_per_rank=8, capacity="none", hidden=64, require_converged=False)
+    fresh = lab_convergence(copy / "lab" / "switch")
+    assert t.convergence == fresh and not fresh["converged"]  # 4 steps: too few
+    assert json.loads(path.read_text())["convergence"] == json.loads(json.dumps(fresh))

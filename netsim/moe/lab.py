@@ -45,6 +45,7 @@ Torch is optional for netsim; this module raises a :class:`~netsim.errors.Netsim
 
 from __future__ import annotations
 
+import json
 import math
 import platform
 import time
@@ -66,10 +67,19 @@ from netsim.moe.lab_data import DomainSampler, Tokenizer, load_corpus, load_doma
 from netsim.moe.lab_model import build_model
 from netsim.moe.placement import Placement, make_placement, rank_nodes
 from netsim.moe.routers import DeepSeekRouter, make_router
-from netsim.moe.trace import RoutingTrace, TraceMeta, write_routing_trace
+from netsim.moe.trace import RoutingTrace, TraceMeta, read_routing_trace, write_routing_trace
 from netsim.moe.traffic import routing_metrics
 
-__all__ = ["LabConfig", "LabProgress", "LabResult", "load_corpus", "require_torch", "run_lab", "train_lab"]
+__all__ = [
+    "LabConfig",
+    "LabProgress",
+    "LabResult",
+    "lab_convergence",
+    "load_corpus",
+    "require_torch",
+    "run_lab",
+    "train_lab",
+]
 
 # --------------------------------------------------------------------------------------------
 # training
@@ -470,6 +480,29 @@ def run_lab(
         write_table(result.losses, tmp, "losses")
         write_json(_jsonable(result.summary), tmp / "lab.json")
     return result
+
+
+def lab_convergence(lab_dir: str | Path) -> dict[str, Any]:
+    """The convergence verdict of a finished lab run, recomputed from its outputs.
+
+    Reads ``lab.json`` (configuration), ``losses.parquet`` (task loss per step) and
+    ``routing.parquet`` (tokens and drops per step, layer, source rank and expert), recomputes
+    the per-(step, layer) routing metrics exactly as the training loop records them and applies
+    the current :func:`~netsim.moe.lab_check.convergence_report` (as ``lab.json`` stores it:
+    non-finite numbers are None).  A study that reuses a run
+    trained under an earlier criterion thereby judges it by today's; no torch needed.
+    """
+    d = Path(lab_dir)
+    c = json.loads((d / "lab.json").read_text())["config"]
+    ep, experts = int(c["ep"]), int(c["experts"])
+    placement = make_placement(c["placement"], experts, ep)
+    node = rank_nodes(ep, min(int(c["ranks_per_node"]), ep))
+    metrics = [
+        {"step": step, "layer": layer, **routing_metrics(tok, placement, dropped=drp, rank_node=node).to_dict()}
+        for step, layer, _, tok, drp in read_routing_trace(d / "routing.parquet").iter_counts()
+    ]
+    losses = pd.read_parquet(d / "losses.parquet", columns=["step", "task_loss"]).to_dict("records")
+    return dict(_jsonable(convergence_report(losses, metrics, experts=experts)))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -10,8 +10,15 @@ run (:func:`final_window`), with statistics that no longer move.
 
 :func:`convergence_report` compares the final window with the window before it:
 
-* ``loss``: the mean task loss fell by at most ``loss_tol`` (10%, relative) between the two windows
-  (and did not rise by more than that);
+* ``loss``: the mean task loss did not *rise* by more than ``loss_tol`` (10%, relative) between
+  the two windows: a rising loss is a diverging or collapsing run.  A falling loss is not a
+  failure.  The language-model loss of real training keeps falling for as long as it runs
+  (Kaplan et al. 2020, "Scaling laws for neural language models": loss is a power law in the
+  steps), so demanding that it stop falling demands a run longer than any real one; the question
+  here is whether the *routing* has settled, which the routing tests below ask directly.  (At
+  d = 256 in the LocMoE study's lab, Switch's drop rate, load CV and cross-node share hold still
+  from about step 300 of 600 while its task loss still falls 11.9% between the last two
+  quarters: docs, MoE section.)  The relative change is reported either way;
 * ``routing``: the mean drop rate and cross-node share moved by at most ``share_tol``
   (absolute) and the expert-load CV by at most ``cv_tol`` (relative, against at least 0.1);
   a move within three standard errors of the difference of the two window means (per-step
@@ -142,9 +149,10 @@ def convergence_report(
         change = (lb - la) / la
         out["task_loss"]["relative_change"] = change
         limit = max(loss_tol, 3 * math.hypot(_stderr(prev_l, "task_loss"), _stderr(last_l, "task_loss")) / la)
-        if abs(change) > limit:
+        if change > limit:
             reasons.append(
-                f"task loss still moving ({change:+.1%} between the last two windows, tolerance {limit:.0%})"
+                f"task loss rising ({change:+.1%} between the last two windows, tolerance {limit:.0%}): "
+                "the run diverges"
             )
     for key, tol, rel in (
         ("drop_rate", share_tol, False),

@@ -5,7 +5,9 @@ A study may only draw conclusions from routing that a trained router produces.  
 
 1. trains the lab model with it (once; a finished ``lab/<router>/`` is reused), after refusing a
    lab configuration that cannot converge (:meth:`netsim.moe.lab.LabConfig.convergence_problem`);
-2. reads the convergence verdict of the run (:mod:`netsim.moe.lab_check`) and, unless told
+2. judges the run's convergence (:mod:`netsim.moe.lab_check`), recomputed from its stored
+   losses and routing trace (:func:`netsim.moe.lab.lab_convergence`) so that a reused run is
+   judged by the current criterion (and its ``lab.json`` records that verdict), and, unless told
    otherwise, refuses with one line to go on from a router that has not converged;
 3. keeps only the converged window (the final quarter of the steps, renumbered from 0): the
    untrained first steps, where a softmax gate sends nearly every token to one expert, never
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from netsim.errors import NetsimError, SpecError
+from netsim.io import write_json
 from netsim.moe.capacity import locmoe_capacity_tokens
 from netsim.moe.sources import rescale_rows
 from netsim.moe.trace import RoutingTrace, read_routing_trace, write_routing_trace
@@ -155,6 +158,21 @@ def capacity_rows(
     return rows
 
 
+def _rejudge(lab_dir: Path) -> dict[str, Any]:
+    """The run's verdict by today's criterion; ``lab.json`` is updated when it recorded another."""
+    from netsim.moe.lab import lab_convergence
+
+    conv = lab_convergence(lab_dir)
+    path = lab_dir / "lab.json"
+    summary = json.loads(path.read_text())
+    if summary.get("convergence") != json.loads(json.dumps(conv)):
+        summary["convergence"] = conv
+        tmp = path.with_name(".lab.json.tmp")
+        write_json(summary, tmp)
+        tmp.replace(path)
+    return conv
+
+
 def converged_trace(
     lab_cfg: Any, out: Path, *, tokens_per_rank: int, capacity: str | float, hidden: int, require_converged: bool = True
 ) -> LabTrace:
@@ -164,7 +182,7 @@ def converged_trace(
     router = lab_cfg.router
     lab_dir = out / "lab" / router
     full = lab_dir / "routing.parquet"
-    if not (full.is_file() and (lab_dir / "lab.json").is_file()):
+    if not all((lab_dir / f).is_file() for f in ("routing.parquet", "losses.parquet", "lab.json")):
         problem = lab_cfg.convergence_problem()
         if problem is not None and require_converged:
             fld, msg = problem
@@ -173,12 +191,7 @@ def converged_trace(
                 field=f"--lab-{fld.replace('_', '-')}" if fld == "steps" else f"lab.{fld}",
             )
         run_lab(lab_cfg, lab_dir)
-    summary = json.loads((lab_dir / "lab.json").read_text())
-    conv = summary.get("convergence") or {
-        "converged": False,
-        "reasons": ["lab.json has no convergence verdict"],
-        "window": [0, int(summary["config"]["steps"])],
-    }
+    conv = _rejudge(lab_dir)
     if require_converged and not conv["converged"]:
         raise NetsimError(
             f"router lab for {router} did not converge ({'; '.join(conv['reasons'])}); no conclusion "

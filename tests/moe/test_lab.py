@@ -147,6 +147,11 @@ def test_lab_run_writes_trace_losses_and_summary(corpus: Path, tmp_path: Path) -
     assert losses["step"].tolist() == [0, 1, 2]
     assert np.allclose(losses["loss"], losses["task_loss"] + losses["aux"], atol=1e-5)
     assert res.trace.table.equals(tr.table)
+    # the verdict recomputed from the outputs (what a study reusing the run judges) is the run's own
+    from netsim.moe.lab import lab_convergence
+
+    again = json.loads(json.dumps(lab_convergence(out)))
+    assert again == summary["convergence"] and "expert_load_cv" in again
 
 
 @pytest.mark.torch

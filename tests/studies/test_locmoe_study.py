@@ -281,3 +281,37 @@ def test_capped_trace_rescales_then_caps_by_hand() -> None:
     eff = capacity_effect(out, hidden=10, bytes_per_element=2.0, capacity=3)
     assert eff["busiest_expert_tokens"] == 4 and eff["dispatch_bytes_dropless"] == 7 * 10 * 2
     assert eff["dispatch_bytes_padded"] == 4 * 3 * 10 * 2 and eff["drop_rate"] == pytest.approx(1 / 8)
+
+
+def test_the_study_trains_the_lab_default_model_and_quick_a_small_one() -> None:
+    """Issue 16: the study's routers come from a d >= 256 lab that can converge; --quick stays small."""
+    from netsim.moe.lab import LabConfig
+
+    full, quick = StudyConfig(), StudyConfig.quick()
+    for cfg in (full, quick):
+        for router in full.routers:
+            lab = LabConfig(router=router, steps=cfg.lab_steps, **cfg.lab_overrides)
+            assert lab.convergence_problem() is None
+    assert full.lab_overrides["hidden"] == LabConfig().hidden >= 256
+    assert full.lab_overrides["ffn_hidden"] == LabConfig().ffn_hidden
+    assert quick.lab_overrides["hidden"] < 256 and quick.lab_steps < full.lab_steps
+
+
+def test_a_reused_lab_run_is_judged_by_the_current_criterion(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A lab.json written under another criterion gets today's verdict, recomputed from the run."""
+    import shutil
+
+    from netsim.moe.lab import LabConfig, lab_convergence
+    from netsim.studies.lab_traces import converged_trace
+
+    copy = tmp_path / "s"
+    shutil.copytree(study.out, copy)
+    path = copy / "lab" / "switch" / "lab.json"
+    summary = json.loads(path.read_text())
+    summary["convergence"] = {"converged": True, "reasons": [], "window": [0, 4]}  # a stale verdict
+    path.write_text(json.dumps(summary))
+    cfg = LabConfig(router="switch", steps=TINY.lab_steps, **TINY.lab_overrides)
+    t = converged_trace(cfg, copy, tokens_per_rank=8, capacity="none", hidden=64, require_converged=False)
+    fresh = lab_convergence(copy / "lab" / "switch")
+    assert t.convergence == fresh and not fresh["converged"]  # 4 steps: too few
+    assert json.loads(path.read_text())["convergence"] == json.loads(json.dumps(fresh))

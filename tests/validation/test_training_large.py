@@ -22,6 +22,7 @@ LARGE = {
     "narayanan-2021-table1/gpt-76b": 77,
     "narayanan-2021-table1/gpt-145b": 150,
     "narayanan-2021-table1/gpt-310b": 294,
+    "narayanan-2021-table1/gpt-530b": 510,
     "korthikanti-2022/gpt-175b": 120,
     "megatron-core-mixtral-8x7b/mcore-v0-8-64gpus": 10,
 }

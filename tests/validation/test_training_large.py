@@ -25,6 +25,7 @@ LARGE = {
     "narayanan-2021-table1/gpt-530b": 510,
     "korthikanti-2022/gpt-175b": 120,
     "korthikanti-2022/gpt-530b": 255,
+    "korthikanti-2022/gpt-1t": 549,
     "llama3-405b/pretrain-16k-gpus": 390,
     "megatron-core-mixtral-8x7b/mcore-v0-8-64gpus": 10,
 }

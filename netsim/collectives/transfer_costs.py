@@ -18,10 +18,16 @@ collective) and the plan:
   transfers run at the same time).
 
 Hop classes come from the graph: a device's ``node`` attribute (``-1`` for fabric switches).
+
+The costs are a function of the network, the plan and the call alone, and a training step
+executes the same (cached) plan under the same call thousands of times (a layer's TP
+collective, every micro-batch): :func:`transfer_costs` keeps them per network and plan object
+and hands back the same arrays when the call is equal (the executor only reads them).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,11 +60,32 @@ def _server_of(net: Network, names: tuple[str, ...]) -> np.ndarray:
     return out
 
 
+#: per network: plan id -> the plan (kept, so that its id is not reused), and its costs by call
+_CACHES: weakref.WeakKeyDictionary[Network, dict[int, tuple[Plan, list[tuple[CollectiveCall, TransferCosts]]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def transfer_costs(
     net: Network, plan: Plan, call: CollectiveCall, src_ids: np.ndarray, dst_ids: np.ndarray
 ) -> TransferCosts:
     """The per-transfer costs of ``plan`` under ``call`` (module doc); ``src_ids``/``dst_ids``
-    are the network's device ids of the transfers' ends."""
+    are the network's device ids of the transfers' ends.  The same arrays for the same network,
+    plan object and an equal call (the caller must not modify them)."""
+    per_net = _CACHES.setdefault(net, {})
+    entry = per_net.get(id(plan))
+    if entry is None:
+        entry = per_net[id(plan)] = (plan, [])
+    for known, costs in entry[1]:
+        if known == call:
+            return costs
+    costs = _transfer_costs(net, plan, call)
+    entry[1].append((call, costs))
+    return costs
+
+
+def _transfer_costs(net: Network, plan: Plan, call: CollectiveCall) -> TransferCosts:
+    """:func:`transfer_costs`, computed."""
     n = len(plan)
     wire = plan.size * float(call.wire_factor) if call.wire_factor != 1.0 else plan.size
     server = _server_of(net, plan.nodes)

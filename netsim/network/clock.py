@@ -130,17 +130,30 @@ class Clock:
         return bool(self._events)
 
     def deliver(self, fids: list[int], latency_s: list[float]) -> None:
-        """Fire the events of flows that drained now, each after its path latency."""
+        """Fire the events of flows that drained now, each after its path latency.
+
+        The flows due at the same instant share one timeout, which fires their events in the
+        order given: the order (and the instants) in which one timeout per flow would."""
         env = self.env
+        now = env.now
+        due: dict[float, list[tuple[simpy.Event, int]]] = {}
         for fid, la in zip(fids, latency_s, strict=True):
             ev = self._events.pop(fid, None)
             if ev is None:
                 continue
-            if la > 0:
-                env.timeout(la, fid).callbacks.append(partial(_succeed, ev))
+            at = now + la  # the instant simpy schedules a timeout of ``la`` at
+            if at > now:
+                group = due.get(at)
+                if group is None:
+                    group = due[at] = []
+                    env.timeout(la).callbacks.append(partial(_succeed_all, group))
+                group.append((ev, fid))
+            elif la > 0:  # a latency below the clock's resolution: the instant itself
+                env.timeout(la).callbacks.append(partial(_succeed_all, [(ev, fid)]))
             else:
                 ev.succeed(fid)
 
 
-def _succeed(ev: simpy.Event, timeout: simpy.Event) -> None:
-    ev.succeed(timeout.value)
+def _succeed_all(events: list[tuple[simpy.Event, int]], _timeout: simpy.Event) -> None:
+    for ev, fid in events:
+        ev.succeed(fid)

@@ -54,6 +54,11 @@ def test_above_the_limit_moe_runs_get_coflows_and_dense_runs_streams(monkeypatch
         "parallelism": {"pp": 2, "tp": 2},
     }
     assert prepare(load_scenario(dense, source="test")).choice.collective_model == "stream"
+    # a lockstep plan's pipeline transfers (TP x DP instances merged) move as one coflow each
+    dense["options"] = {**dense.get("options", {}), "lockstep": True}
+    choice = prepare(load_scenario(dense, source="test")).choice
+    assert choice.collective_model == "coflow"
+    assert choice.line == "auto: coflow + lockstep (more than 50 flows exact; lockstep pipeline transfers as coflows)"
 
 
 def test_large_runs_get_lockstep_and_one_routing_sample(monkeypatch: pytest.MonkeyPatch) -> None:

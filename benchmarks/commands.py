@@ -34,7 +34,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-NETSIM = [sys.executable, "-m", "netsim"]
+#: ``-P``: the scratch directory (cwd) is not put on ``sys.path``, so the ``netsim`` link made there
+#: for the docs' relative paths is not imported: imported through it, numba would find no
+#: cache for that path and compile its kernels again on every page (~4 s; PYTHONPATH is ROOT)
+NETSIM = [sys.executable, "-P", "-m", "netsim"]
 TARGETS = [
     ("built-in default scenario", "netsim run", 5.0),
     ("LocMoE, 8 x ascend-910a (64 NPUs)", "netsim run --topology ascend-910a --nodes 8 --workload locmoe-pangu", 10.0),

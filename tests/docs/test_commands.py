@@ -14,6 +14,7 @@ or an optional extra are skipped with the reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import os
@@ -22,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,12 +237,19 @@ def _run_netsim(args: list[str], cwd: Path) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@functools.cache
+def _shim_dir() -> Path:
+    """A private folder (one per test process) for the `netsim` shim of shell lines."""
+    return Path(tempfile.mkdtemp(prefix="netsim-docs-bin-"))
+
+
 def _run_shell(text: str, cwd: Path) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_MKDOCS_2_WARNING": "1"}
-    bin_dir = cwd / ".bin"
-    bin_dir.mkdir(exist_ok=True)
+    bin_dir = _shim_dir()  # not under cwd: commands shown to run at the repository root run there
     shim = bin_dir / "netsim"  # `netsim` inside a shell line: this source tree
-    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m netsim "$@"\n')
+    # -P: the page's scratch directory (with its `netsim` link) is not on sys.path, so netsim is
+    # imported from ROOT and numba's cached kernels are found (through the link: compiled anew)
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -P -m netsim "$@"\n')
     shim.chmod(0o755)
     env["PATH"] = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     res = subprocess.run(text, shell=True, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=3600)

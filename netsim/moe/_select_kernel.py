@@ -298,6 +298,23 @@ def _check(
                 state[b] = 1
 
 
+def _resolve(
+    vals: np.ndarray, t0: int, nb: int, gs: int, n_groups: int, topk_groups: int, top_k: int, sigmoid: bool, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The kept groups, the top-k threshold and the state of tokens ``t0 .. t0+nb-1`` (0 resolved,
+    2 needs a fix-up, 1 unresolved), shared by :func:`_counts` and :func:`_experts`."""
+    known = np.empty((n_groups, _DEPTH, nb), dtype=vals.dtype)
+    _group_tops(vals, t0, gs, known)
+    gscore = np.empty((n_groups, nb))
+    _group_scores(known, gs, sigmoid, gscore)
+    keep = np.empty((n_groups, nb), dtype=np.bool_)
+    state = np.zeros(nb, dtype=np.int8)
+    _keep_groups(gscore, topk_groups, tol, keep, state)
+    thr = _threshold(known, keep, top_k)
+    _check(vals, t0, gs, keep, thr, top_k, sigmoid, tol, state)
+    return keep, thr, state
+
+
 def _count(
     vals: np.ndarray, t0: int, gs: int, keep: np.ndarray, thr: np.ndarray, state: np.ndarray, counts: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -327,15 +344,7 @@ def _counts(
     for c in range(n_chunks):
         t0 = c * chunk
         nb = min(chunk, t - t0)
-        known = np.empty((n_groups, _DEPTH, nb), dtype=vals.dtype)
-        _group_tops(vals, t0, gs, known)
-        gscore = np.empty((n_groups, nb))
-        _group_scores(known, gs, sigmoid, gscore)
-        keep = np.empty((n_groups, nb), dtype=np.bool_)
-        state = np.zeros(nb, dtype=np.int8)  # 0 resolved, 2 needs _fixup, 1 unresolved
-        _keep_groups(gscore, topk_groups, tol, keep, state)
-        thr = _threshold(known, keep, top_k)
-        _check(vals, t0, gs, keep, thr, top_k, sigmoid, tol, state)
+        keep, thr, state = _resolve(vals, t0, nb, gs, n_groups, topk_groups, top_k, sigmoid, tol)
         _count(vals, t0, gs, keep, thr, state, part[c])
         sv = np.empty(top_k + 1, dtype=vals.dtype)
         si = np.empty(top_k + 1, dtype=np.int64)
@@ -465,15 +474,7 @@ def _experts(
     si = np.empty(top_k + 1, dtype=np.int64)
     for t0 in range(0, t, chunk):
         nb = min(chunk, t - t0)
-        known = np.empty((n_groups, _DEPTH, nb), dtype=vals.dtype)
-        _group_tops(vals, t0, gs, known)
-        gscore = np.empty((n_groups, nb))
-        _group_scores(known, gs, sigmoid, gscore)
-        keep = np.empty((n_groups, nb), dtype=np.bool_)
-        state = np.zeros(nb, dtype=np.int8)  # 0 resolved, 2 needs _fixup_top, 1 unresolved
-        _keep_groups(gscore, topk_groups, tol, keep, state)
-        thr = _threshold(known, keep, top_k)
-        _check(vals, t0, gs, keep, thr, top_k, sigmoid, tol, state)
+        keep, thr, state = _resolve(vals, t0, nb, gs, n_groups, topk_groups, top_k, sigmoid, tol)
         _gather(vals, t0, gs, keep, thr, state, out)
         for b in range(nb):
             row = out[t0 + b]
@@ -501,6 +502,7 @@ if HAVE_NUMBA:  # the kernels call the compiled helpers
     _keep_groups = _jit(_keep_groups)
     _threshold = _jit(_threshold)
     _check = _jit(_check)
+    _resolve = _jit(_resolve)
     _count = _jit(_count)
     _fixup_top = _jit(_fixup_top)
     _fixup = _jit(_fixup)

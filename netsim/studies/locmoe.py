@@ -30,6 +30,7 @@ resumes too, without rerunning anything.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ import pandas as pd
 from netsim.errors import NetsimError
 from netsim.io import write_table
 from netsim.limits import MAX_NODES
-from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity
+from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity, train_labs
 from netsim.studies.locmoe_report import ROUTER_LABELS, model_check_lines, write_report
 
 #: progress callback: (what is happening, fraction done of the whole study)
@@ -64,8 +65,10 @@ STUDY_LAB: dict[str, Any] = {
     "vocab": 1024,
     "max_corpus_bytes": 2 << 20,
 }
-#: ``--quick``'s lab: the same data at d = 64 and 300 steps (about 1 CPU-minute per router)
-QUICK_LAB: dict[str, Any] = {**STUDY_LAB, "hidden": 64, "ffn_hidden": 128}
+#: ``--quick``'s lab: the same data at d = 64, capacity groups of 2 sequences of 64 tokens (128
+#: tokens per rank and step: a perfectly balanced Switch router at capacity factor 1.25 still
+#: drops only 5%) and 300 steps: about 20 CPU-seconds per router, and all three converge
+QUICK_LAB: dict[str, Any] = {**STUDY_LAB, "hidden": 64, "ffn_hidden": 128, "batch": 2}
 QUICK_LAB_STEPS = 300
 
 
@@ -108,10 +111,14 @@ class StudyConfig:
     #: rank hosts its expert and one replica).  Without replicas and with one expert per rank
     #: EPLB can only permute experts and balances nothing.
     eplb_redundant: int = 16
+    #: write each configuration's run report (figures, ``report.md``) into ``runs/<config>/``;
+    #: ``--quick`` leaves them out (the summary and tables are written either way)
+    run_reports: bool = True
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        """A small version for a first look (one fabric, one size, a small lab model that converges)."""
+        """A small version for a first look (one fabric, one size, a small lab model that converges,
+        no per-run reports)."""
         return cls(
             topologies=("ascend-910a",),
             nodes=(2,),
@@ -121,6 +128,7 @@ class StudyConfig:
             workload_overrides=("model.layers=10", "model.moe.first_dense=2", "micro_batch_size=2"),
             lab_overrides=dict(QUICK_LAB),
             exact_check=(2,),
+            run_reports=False,
         )
 
 
@@ -142,14 +150,19 @@ def _route_tokens(cfg: StudyConfig) -> tuple[int, int]:
     return int(costs.route_tokens), int(spec.model.hidden)
 
 
-def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> LabTrace:
-    """Train the lab model with ``router`` (once), check convergence, window and cap its trace."""
+def _lab_config(cfg: StudyConfig, router: str) -> Any:
+    """The router lab's configuration for ``router`` (the workload's 16 experts over 16 EP ranks)."""
     from netsim.moe.lab import LabConfig
 
-    tokens, hidden = _route_tokens(cfg)
-    lab_cfg = LabConfig(
+    return LabConfig(
         router=router, experts=16, ep=16, ranks_per_node=8, steps=cfg.lab_steps, seed=cfg.seed, **cfg.lab_overrides
     )
+
+
+def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> LabTrace:
+    """Train the lab model with ``router`` (once), check convergence, window and cap its trace."""
+    tokens, hidden = _route_tokens(cfg)
+    lab_cfg = _lab_config(cfg, router)
     cap = parse_capacity(cfg.capacity.get(router, "none"), field=f"--capacity {router}")
     return converged_trace(
         lab_cfg, out, tokens_per_rank=tokens, capacity=cap, hidden=hidden, require_converged=cfg.require_converged
@@ -243,7 +256,8 @@ def _run_one(
             },
             source=f"study config {run_dir.name}",
         ).with_origin(f"study config {run_dir.name}", study_dir)
-        run_scenario(scenario, run_dir, report=write_run_report, force=True)  # inside the study's own folder
+        report = write_run_report if cfg.run_reports else None
+        run_scenario(scenario, run_dir, report=report, force=True)  # inside the study's own folder
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
 
@@ -440,6 +454,11 @@ def run_study(
     )
     total = len(cfg.routers) + n_runs + n_check
     traces: dict[str, LabTrace] = {}
+    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
+    if workers > 1:  # the routers' lab runs are independent: train them side by side
+        note(f"router lab: training {', '.join(cfg.routers)} ({workers} processes)", 0.0)
+        labs = [_lab_config(cfg, r) for r in cfg.routers]
+        train_labs(labs, out_path, workers=workers, require_converged=cfg.require_converged)
     for i, router in enumerate(cfg.routers):
         note(f"router lab: training with {router}", i / total)
         traces[router] = _lab_trace(cfg, router, out_path)

@@ -315,3 +315,21 @@ def test_a_reused_lab_run_is_judged_by_the_current_criterion(study, tmp_path: Pa
     fresh = lab_convergence(copy / "lab" / "switch")
     assert t.convergence == fresh and not fresh["converged"]  # 4 steps: too few
     assert json.loads(path.read_text())["convergence"] == json.loads(json.dumps(fresh))
+
+
+def test_labs_trained_side_by_side_equal_labs_trained_alone(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The study trains its routers' lab runs in parallel processes: same tables as one by one
+    (the module's study ran with as many workers as this machine has cores)."""
+    from netsim.moe.lab import LabConfig, run_lab
+    from netsim.studies.lab_traces import train_labs
+
+    cfgs = [LabConfig(router=r, steps=TINY.lab_steps, **TINY.lab_overrides) for r in TINY.routers]
+    assert train_labs(cfgs, tmp_path / "par", workers=2, require_converged=False) == 2
+    assert train_labs(cfgs, tmp_path / "par", workers=2, require_converged=False) == 0  # reused
+    for cfg in cfgs:
+        run_lab(cfg, tmp_path / "alone" / cfg.router)
+        for name in ("routing.parquet", "losses.parquet"):
+            alone = pd.read_parquet(tmp_path / "alone" / cfg.router / name)
+            pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "par" / "lab" / cfg.router / name), alone)
+            if name == "routing.parquet":
+                pd.testing.assert_frame_equal(pd.read_parquet(study.out / "lab" / cfg.router / name), alone)

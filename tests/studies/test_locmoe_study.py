@@ -295,6 +295,7 @@ def test_the_study_trains_the_lab_default_model_and_quick_a_small_one() -> None:
     assert full.lab_overrides["hidden"] == LabConfig().hidden >= 256
     assert full.lab_overrides["ffn_hidden"] == LabConfig().ffn_hidden
     assert quick.lab_overrides["hidden"] < 256 and quick.lab_steps < full.lab_steps
+    assert full.run_reports and not quick.run_reports  # --quick: no per-run reports (issue 20: under 60 s)
 
 
 def test_a_reused_lab_run_is_judged_by_the_current_criterion(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

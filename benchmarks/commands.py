@@ -14,7 +14,7 @@ commands that are long by design (:data:`LONG`: a study that trains routers at t
 the full kernel grid, a benchmark's own measurement) are not run: they are listed after the
 table with the reason and the time the docs state next to them.
 
-    python benchmarks/commands.py [--part startup targets docs] [--repeat 5] [--timeout 3600]
+    python benchmarks/commands.py [--part startup targets docs] [--repeat 5] [--timeout 3600] [--pages study]
 
 Prints Markdown tables with wall time, CPU time (user + system of the child) and the 1-minute
 load average when the command started: the machine may be shared, so compare the CPU column
@@ -158,7 +158,7 @@ def targets() -> None:
             )
 
 
-def docs(timeout_s: float) -> None:
+def docs(timeout_s: float, pages: list[str] | None = None) -> None:
     sys.path.insert(0, str(ROOT))
     from tests.docs.test_commands import PAGES, _skip_reason, page_commands
 
@@ -167,6 +167,8 @@ def docs(timeout_s: float) -> None:
     walls: list[float] = []
     long: list[tuple[str, str, str, str]] = []
     for page in PAGES:
+        if pages and page.stem not in pages:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             cwd = Path(tmp)
             for name in ("examples", "topologies", "workloads", "tests", "benchmarks", "docs", "netsim"):
@@ -214,13 +216,14 @@ def main() -> None:
         default=3600,
         help="docs: stop a command after this many seconds (exit -1 in the table)",
     )
+    ap.add_argument("--pages", nargs="+", help="docs: only these pages (file names without .md)")
     args = ap.parse_args()
     if "startup" in args.part:
         startup(args.repeat)
     if "targets" in args.part:
         targets()
     if "docs" in args.part:
-        docs(args.timeout)
+        docs(args.timeout, args.pages)
 
 
 if __name__ == "__main__":

@@ -80,11 +80,11 @@ class GridPoint:
 
 
 #: ``netsim profile --device cpu`` without ``--full``: each series stops before a shape whose one
-#: call (all passes) takes over 50 ms, and each shape and pass is timed for 0.05 s (at least 3
-#: samples), so the default run takes under a minute on 2 idle cores (about 100 of the grid's 155
+#: call (all passes) takes over 20 ms, and each shape and pass is timed for 0.05 s (at least 3
+#: samples), so the default run takes under a minute on 2 idle cores (about 85 of the grid's 155
 #: shapes; the full grid: 7-8 minutes, most of it in the largest shapes of the memory-bound
 #: kernels); larger shapes are then predicted by extrapolation along their series
-CPU_MAX_CALL_S = 0.05
+CPU_MAX_CALL_S = 0.02
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``netsim profile`` and ``netsim validate-kernels``: measure kernels, check a kernel table.
 
 ``netsim profile --device cpu --out netsim/data/kernels/cpu-x.csv`` times the kernel catalogue
-with torch over the default grid (on cpu each series up to 50 ms a call, under a minute;
+with torch over the default grid (on cpu each series up to 20 ms a call, under a minute;
 ``--full``: every shape, minutes; ``--quick``: a grid of seconds) and writes a kernel table
 (CSV or Parquet by extension) atomically.  ``netsim validate-kernels TABLE`` re-measures the
 table's kernels on this device and prints the prediction error per kernel.
@@ -83,7 +83,7 @@ def _register_profile(app: typer.Typer) -> None:
             False,
             "--full",
             help="cpu: every shape of the grid with a 0.2 s budget (minutes; the shipped table's recipe). "
-            "Default: each series stops before a shape that takes over 50 ms a call, 0.05 s budget.",
+            "Default: each series stops before a shape that takes over 20 ms a call, 0.05 s budget.",
         ),
         dtype: list[str] | None = typer.Option(
             None,

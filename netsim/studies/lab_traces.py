@@ -196,22 +196,17 @@ def _train_lab_dir(job: tuple[Any, Path]) -> None:
 
 
 def train_labs(lab_cfgs: list[Any], out: Path, *, workers: int, require_converged: bool = True) -> int:
-    """Train the lab runs ``out/lab/<router>/`` lacks, up to ``workers`` at a time, each in a process
-    of its own; returns how many were trained.  Each run is seeded and sets its own torch threads
-    (the lab's default: one), so a run's tables are the same as when trained alone; with one
-    worker (or one run to train) nothing is done here and :func:`converged_trace` trains it."""
+    """Train the lab runs ``out/lab/<router>/`` lacks side by side, up to ``workers`` processes
+    (:func:`netsim.studies.parallel.side_by_side`); returns how many were trained.  Each run is
+    seeded and sets its own torch threads (the lab's default: one), so its tables are the same as
+    when trained alone; with one worker or one run nothing is done here and
+    :func:`converged_trace` trains it."""
+    from netsim.studies.parallel import side_by_side
+
     todo = [(c, out / "lab" / c.router) for c in lab_cfgs if not _lab_done(out / "lab" / c.router)]
     for c, _ in todo:
         _check_convergeable(c, require_converged)
-    if workers <= 1 or len(todo) <= 1:
-        return 0
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # spawn, not fork: torch's thread pools do not survive a fork of a process that used them
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        list(pool.map(_train_lab_dir, todo))
-    return len(todo)
+    return len(todo) if side_by_side(_train_lab_dir, todo, workers) else 0
 
 
 def converged_trace(

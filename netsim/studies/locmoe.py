@@ -30,7 +30,6 @@ resumes too, without rerunning anything.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,11 @@ from netsim.errors import NetsimError
 from netsim.io import write_table
 from netsim.limits import MAX_NODES
 from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity, train_labs
+from netsim.studies.locmoe_findings import conclude, convergence_lines, convergence_table
 from netsim.studies.locmoe_report import ROUTER_LABELS, model_check_lines, write_report
+from netsim.studies.parallel import cores
+
+__all__ = ["ROUTER_LABELS", "StudyConfig", "StudyResult", "check_config", "conclude", "run_study"]
 
 #: progress callback: (what is happening, fraction done of the whole study)
 Progress = Callable[[str, float], None]
@@ -305,63 +308,75 @@ def lab_load_by_step(trace_path: Path) -> pd.DataFrame:
     return stats.groupby("step", sort=True).mean().reset_index()
 
 
-def _replays(
-    cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note: Progress, done: int, total: int
-) -> list[dict[str, Any]]:
-    """Replay every configuration of the design (reusing finished runs): one results row each."""
-    rows: list[dict[str, Any]] = []
+def _design(cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace]) -> list[tuple[dict[str, Any], _Job]]:
+    """Every configuration of the design in order: (its results row's keys, its run)."""
+    out: list[tuple[dict[str, Any], _Job]] = []
     for topology in cfg.topologies:
         for nodes in cfg.nodes:
             for router in cfg.routers:
                 for placement in cfg.placements:
                     name = _config_name(topology, nodes, router, placement)
-                    note(f"replay {name}", done / total)
-                    summary = _run_one(
+                    trace = {"routing_trace": traces[router].window.relative_to(out_path).as_posix()}
+                    job = (
                         cfg,
                         topology,
                         nodes,
                         _placement_overrides(cfg, placement, router),
-                        {"routing_trace": traces[router].window.relative_to(out_path).as_posix()},
+                        trace,
                         out_path / "runs" / name,
                         out_path,
+                        None,
                     )
-                    rows.append(
-                        _row(
-                            summary,
-                            topology=topology,
-                            nodes=nodes,
-                            npus=nodes * _per_node(summary),
-                            router=router,
-                            placement=placement,
-                            routing="lab trace",
-                            ep_nodes=ep_span_nodes(out_path / "runs" / name),
-                        )
-                    )
-                    done += 1
+                    out.append(({"router": router, "placement": placement, "routing": "lab trace"}, job))
             for frac in cfg.locality:
                 name = f"{topology}-n{nodes}-locality{round(frac * 1000):04d}-contiguous"
-                note(f"replay {name}", done / total)
-                summary = _run_one(
-                    cfg,
-                    topology,
-                    nodes,
-                    ["placement.name=contiguous", "router.name=locality", f"router.options.fraction={frac}"],
-                    {},
-                    out_path / "runs" / name,
-                    out_path,
-                )
-                rows.append(
-                    _row(
-                        summary,
-                        topology=topology,
-                        nodes=nodes,
-                        npus=nodes * _per_node(summary),
-                        router=f"locality {frac:g}",
-                        placement="contiguous",
-                        routing="statistical",
-                    )
-                )
-                done += 1
+                stat = ["placement.name=contiguous", "router.name=locality", f"router.options.fraction={frac}"]
+                job = (cfg, topology, nodes, stat, {}, out_path / "runs" / name, out_path, None)
+                out.append(({"router": f"locality {frac:g}", "placement": "contiguous", "routing": "statistical"}, job))
+    return out
+
+
+#: the arguments of :func:`_run_one`: (cfg, topology, nodes, workload overrides, options, run
+#: directory, study directory, collective model or None for the study's)
+_Job = tuple[Any, str, int, list[str], dict[str, Any], Path, Path, "str | None"]
+
+
+def _run_job(job: _Job) -> None:
+    """One configuration's run (a worker process of :func:`_run_side_by_side`)."""
+    _run_one(*job)
+
+
+def _run_side_by_side(jobs: list[_Job], note: Progress, done: float) -> None:
+    """Run the jobs not finished yet side by side (:mod:`netsim.studies.parallel`); the caller
+    then reads every summary with :func:`_run_one`, which reuses the finished runs."""
+    from netsim.studies.parallel import cores, side_by_side
+
+    todo = [
+        j
+        for j in jobs
+        if not _finished_with(
+            j[5], [*j[0].workload_overrides, *j[3]], j[7] or j[0].collective_model, j[4].get("routing_trace")
+        )
+    ]
+    if len(todo) > 1 and cores() > 1:
+        note(f"replay {len(todo)} configurations ({min(cores(), len(todo), 4)} processes)", done)
+        side_by_side(_run_job, todo)
+
+
+def _replays(
+    cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note: Progress, done: int, total: int
+) -> list[dict[str, Any]]:
+    """Replay every configuration of the design (reusing finished runs): one results row each."""
+    design = _design(cfg, out_path, traces)
+    _run_side_by_side([job for _, job in design], note, done / total)
+    rows: list[dict[str, Any]] = []
+    for keys, job in design:
+        _, topology, nodes, _, _, run_dir, _, _ = job
+        note(f"replay {run_dir.name}", done / total)
+        summary = _run_one(*job)
+        span = {"ep_nodes": ep_span_nodes(run_dir)} if keys["routing"] == "lab trace" else {}
+        rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary), **keys, **span))
+        done += 1
     return rows
 
 
@@ -389,19 +404,24 @@ def exact_model_check(
     """Replay :func:`_check_rows` with ``collective_model: exact`` (``runs/<config>-exact``) and
     return, per row, the study model's and exact's step and all-to-all times and the relative error."""
     rows = []
-    for r in _check_rows(cfg, results).itertuples():
-        name = _config_name(r.topology, r.nodes, r.router, r.placement) + "-exact"
-        note(f"replay {name}", done / total)
-        summary = _run_one(
+    check = list(_check_rows(cfg, results).itertuples())
+    jobs: list[_Job] = [
+        (
             cfg,
             r.topology,
             r.nodes,
             _placement_overrides(cfg, r.placement, r.router),
             {"routing_trace": traces[r.router].window.relative_to(out_path).as_posix()},
-            out_path / "runs" / name,
+            out_path / "runs" / (_config_name(r.topology, r.nodes, r.router, r.placement) + "-exact"),
             out_path,
-            collective_model="exact",
+            "exact",
         )
+        for r in check
+    ]
+    _run_side_by_side(jobs, note, done / total)
+    for r, job in zip(check, jobs, strict=True):
+        note(f"replay {job[5].name}", done / total)
+        summary = _run_one(*job)
         exact = _row(summary)
         rows.append(
             {
@@ -454,13 +474,13 @@ def run_study(
     )
     total = len(cfg.routers) + n_runs + n_check
     traces: dict[str, LabTrace] = {}
-    workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4)
-    if workers > 1:  # the routers' lab runs are independent: train them side by side
-        note(f"router lab: training {', '.join(cfg.routers)} ({workers} processes)", 0.0)
-        labs = [_lab_config(cfg, r) for r in cfg.routers]
-        train_labs(labs, out_path, workers=workers, require_converged=cfg.require_converged)
+    # the routers' lab runs are independent: trained side by side (netsim.studies.parallel)
+    note(f"router lab: {', '.join(cfg.routers)}", 0.0)
+    train_labs(
+        [_lab_config(cfg, r) for r in cfg.routers], out_path, workers=cores(), require_converged=cfg.require_converged
+    )
     for i, router in enumerate(cfg.routers):
-        note(f"router lab: training with {router}", i / total)
+        note(f"router lab: {router}", i / total)
         traces[router] = _lab_trace(cfg, router, out_path)
     results = pd.DataFrame(_replays(cfg, out_path, traces, note, len(cfg.routers), total))
     check = exact_model_check(cfg, out_path, results, traces, note, len(cfg.routers) + n_runs, total)
@@ -499,106 +519,6 @@ def capacity_table(cfg: StudyConfig, traces: dict[str, LabTrace]) -> pd.DataFram
             t, ["none", 1.25, 1.0, "theorem1"], tokens_per_rank=tokens, hidden=hidden, bytes_per_element=bpe
         )
     return pd.DataFrame(rows)
-
-
-def convergence_table(traces: dict[str, LabTrace]) -> pd.DataFrame:
-    """One row per router: the convergence verdict of its lab run and the final window's statistics."""
-    rows = []
-    for router, t in traces.items():
-        c = t.convergence
-        rows.append(
-            {
-                "router": router,
-                "converged": bool(c.get("converged")),
-                "window": f"{c['window'][0]}-{c['window'][1]}",
-                "task_loss_change": float((c.get("task_loss") or {}).get("relative_change", math.nan)),
-                "drop_rate": float((c.get("drop_rate") or {}).get("final", math.nan)),
-                "expert_load_cv": float((c.get("expert_load_cv") or {}).get("final", math.nan)),
-                "share_cross_node": float((c.get("share_cross_node") or {}).get("final", math.nan)),
-                "reasons": "; ".join(c.get("reasons") or []),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def convergence_lines(conv: pd.DataFrame) -> list[str]:
-    """What the conclusion says about the routers' lab runs."""
-    if conv.empty:
-        return []
-    parts = [
-        f"{ROUTER_LABELS.get(r.router, r.router)} {'converged' if r.converged else 'NOT converged'} "
-        f"(steps {r.window}: load CV {r.expert_load_cv:.2f}, {r.drop_rate:.1%} dropped in the lab, "
-        f"{r.share_cross_node:.0%} cross-node)"
-        for r in conv.itertuples()
-    ]
-    return ["Routing comes from the converged window of each router's lab run only: " + "; ".join(parts) + "."]
-
-
-def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
-    """Plain-language findings computed from the results table (no fixed text about outcomes)."""
-    lines: list[str] = []
-    lab = results[results["routing"] == "lab trace"]
-    for (topology, placement), grp in lab.groupby(["topology", "placement"], sort=False):
-        for nodes, g in grp.groupby("nodes", sort=True):
-            g = g.set_index("router")
-            best = g["step_time_s"].idxmin()
-            worst = g["step_time_s"].idxmax()
-            gap = (g.loc[worst, "step_time_s"] / g.loc[best, "step_time_s"] - 1) * 100
-            a2a = g["alltoall_share"] * 100
-            lines.append(
-                f"{topology}, {nodes} nodes, {placement} placement: {ROUTER_LABELS.get(best, best)} has the "
-                f"shortest step ({g.loc[best, 'step_time_s'] * 1e3:.1f} ms), {gap:.1f}% faster than "
-                f"{ROUTER_LABELS.get(worst, worst)}; the expert all-to-all takes {a2a.min():.1f}-{a2a.max():.1f}% "
-                f"of the step and {g['ep_inter_node_share'].min() * 100:.0f}-"
-                f"{g['ep_inter_node_share'].max() * 100:.0f}% of the dispatch bytes cross nodes."
-            )
-        if "locmoe" in set(grp["router"]):
-            for other in [r for r in cfg.routers if r != "locmoe"]:
-                a = grp[grp["router"] == "locmoe"].set_index("nodes")
-                b = grp[grp["router"] == other].set_index("nodes")
-                common = a.index.intersection(b.index)
-                if not len(common):
-                    continue
-                saved = (1 - a.loc[common, "ep_bytes_inter_node"] / b.loc[common, "ep_bytes_inter_node"]) * 100
-                a2a = (1 - a.loc[common, "alltoall_s"] / b.loc[common, "alltoall_s"]) * 100
-                where = (
-                    f"at {common[0]} nodes"
-                    if len(common) == 1
-                    else f"on average over {', '.join(str(n) for n in common)} nodes"
-                )
-                lines.append(
-                    f"{topology} ({placement}): LocMoE vs {ROUTER_LABELS.get(other, other)} changes cross-node "
-                    f"EP bytes by {-saved.mean():+.1f}% and all-to-all time by {-a2a.mean():+.1f}% {where} "
-                    f"(drop rate {a.loc[common, 'drop_rate'].mean() * 100:.1f}% vs "
-                    f"{b.loc[common, 'drop_rate'].mean() * 100:.1f}%: dropped tokens are not sent)."
-                )
-    stat = results[results["routing"] == "statistical"]
-    if stat["router"].nunique() >= 2:
-        for (topology, nodes), g in stat.groupby(["topology", "nodes"], sort=True):
-            g = g.sort_values("ep_inter_node_share")
-            lo, hi = g.iloc[0], g.iloc[-1]
-            lines.append(
-                f"{topology}, {nodes} nodes: keeping {lo['router'].split()[-1]} instead of "
-                f"{hi['router'].split()[-1]} of tokens on their node changes cross-node EP bytes from "
-                f"{hi['ep_bytes_inter_node'] / 2**30:.2f} to {lo['ep_bytes_inter_node'] / 2**30:.2f} GiB per step and "
-                f"the all-to-all from {hi['alltoall_s'] * 1e3:.2f} to {lo['alltoall_s'] * 1e3:.2f} ms, the room a "
-                f"locality-aware router has on this fabric; the step goes from {hi['step_time_s'] * 1e3:.1f} to "
-                f"{lo['step_time_s'] * 1e3:.1f} ms"
-                + (
-                    f" (expert load CV {hi['expert_load_cv']:.2f} -> {lo['expert_load_cv']:.2f}: local tokens also "
-                    "load the local experts unevenly)."
-                    if lo["expert_load_cv"] > 1.1 * hi["expert_load_cv"]
-                    else "."
-                )
-            )
-    if len(lab):
-        moe = lab.groupby("router")["expert_load_cv"].mean()
-        lines.append(
-            "Expert load imbalance (coefficient of variation across experts, mean over configurations): "
-            + ", ".join(f"{ROUTER_LABELS.get(r, r)} {v:.2f}" for r, v in moe.items())
-            + "."
-        )
-    return lines
 
 
 def check_config(cfg: StudyConfig) -> None:

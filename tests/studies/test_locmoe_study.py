@@ -334,3 +334,24 @@ def test_labs_trained_side_by_side_equal_labs_trained_alone(study, tmp_path: Pat
             pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "par" / "lab" / cfg.router / name), alone)
             if name == "routing.parquet":
                 pd.testing.assert_frame_equal(pd.read_parquet(study.out / "lab" / cfg.router / name), alone)
+
+
+def test_runs_replayed_side_by_side_equal_a_run_replayed_alone(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The study replays its configurations in parallel processes: the same summary as alone."""
+    import shutil
+
+    from netsim.studies.locmoe import _run_one
+
+    copy = tmp_path / "s"
+    shutil.copytree(study.out, copy)
+    name = "ascend-910a-n2-switch-contiguous"
+    shutil.rmtree(copy / "runs" / name)
+    saved = (study.out / "runs" / name / "scenario.yaml").read_text()
+    import yaml
+
+    scen = yaml.safe_load(saved)["scenario"]
+    opts = {k: v for k, v in scen["options"].items() if k != "collective_model"}
+    extra = scen["workload_overrides"][len(TINY.workload_overrides) :]
+    _run_one(TINY, "ascend-910a", 2, extra, opts, copy / "runs" / name, copy)
+    for f in ("summary.json", "scenario.yaml"):
+        assert (copy / "runs" / name / f).read_bytes() == (study.out / "runs" / name / f).read_bytes()

@@ -474,11 +474,11 @@ def run_study(
     )
     total = len(cfg.routers) + n_runs + n_check
     traces: dict[str, LabTrace] = {}
-    # the routers' lab runs are independent: trained side by side (netsim.studies.parallel)
+    # the routers' lab runs are independent: trained side by side (netsim.studies.parallel), all at
+    # once when there is more than one core (three equal runs on two workers would take two rounds)
     note(f"router lab: {', '.join(cfg.routers)}", 0.0)
-    train_labs(
-        [_lab_config(cfg, r) for r in cfg.routers], out_path, workers=cores(), require_converged=cfg.require_converged
-    )
+    labs = [_lab_config(cfg, r) for r in cfg.routers]
+    train_labs(labs, out_path, workers=len(labs) if cores() > 1 else 1, require_converged=cfg.require_converged)
     for i, router in enumerate(cfg.routers):
         note(f"router lab: {router}", i / total)
         traces[router] = _lab_trace(cfg, router, out_path)

@@ -79,6 +79,14 @@ class GridPoint:
         return self.kernel + "(" + ",".join(f"{k}={v}" for k, v in self.shape.items()) + ")"
 
 
+#: ``netsim profile --device cpu`` without ``--full``: each series stops before a shape whose one
+#: call (all passes) takes over 20 ms, and each shape and pass is timed for 0.05 s (at least 3
+#: samples), so the default run takes under a minute on 2 idle cores (about 85 of the grid's 155
+#: shapes; the full grid: 7-8 minutes, most of it in the largest shapes of the memory-bound
+#: kernels); larger shapes are then predicted by extrapolation along their series
+CPU_MAX_CALL_S = 0.02
+
+
 @dataclass(frozen=True)
 class ProfileOptions:
     """What to measure and how long to spend.
@@ -87,12 +95,19 @@ class ProfileOptions:
         device: ``cpu`` or ``cuda``.
         dtypes: dtypes to measure (default ``float32`` on cpu, ``bfloat16`` on cuda).
         quick: use the small grid and a short budget (tests, smoke runs).
+        full: on cpu, measure every shape of the grid with the full budget (minutes: the shipped
+            CPU table's recipe); otherwise the CPU grid is cut by ``max_call_s``.
         kernels: restrict to these kernels (default: all of the catalogue).
         budget_s: time budget per (shape, pass) measurement in seconds.
         min_repeats / max_repeats: bounds on the number of timed samples.
         warmup: untimed calls before timing.
         sample_target_s: minimum duration of one sample (calls are batched to reach it).
         threads: torch intra-op threads (default: torch's choice).
+        max_call_s: stop a series (a kernel's shapes that differ only in the sweep parameter)
+            before a shape whose one call of every pass would take longer than this: measured, or
+            extrapolated from the series' last measured shape in proportion to the cost axis
+            (FLOPs or bytes; an overestimate while small shapes are overhead-bound).  Default
+            :data:`CPU_MAX_CALL_S` on cpu without ``full``, no limit otherwise.
         command: the command line, recorded in the metadata.
     """
 
@@ -107,6 +122,8 @@ class ProfileOptions:
     sample_target_s: float = 2e-3
     threads: int | None = None
     command: str = ""
+    full: bool = False
+    max_call_s: float | None = None
 
     def resolved_dtypes(self) -> tuple[str, ...]:
         if self.dtypes:
@@ -116,12 +133,25 @@ class ProfileOptions:
     def resolved_budget_s(self) -> float:
         if self.budget_s is not None:
             return self.budget_s
-        return 0.02 if self.quick else (0.1 if self.device == "cuda" else 0.2)
+        if self.quick:
+            return 0.02
+        if self.device == "cpu":
+            return 0.2 if self.full else 0.05
+        return 0.1
+
+    def _cpu_default(self) -> bool:
+        """The default CPU run: the grid cut at ``max_call_s``, a short budget, 3 samples."""
+        return self.device == "cpu" and not (self.full or self.quick)
+
+    def resolved_max_call_s(self) -> float | None:
+        if self.max_call_s is not None:
+            return self.max_call_s
+        return CPU_MAX_CALL_S if self._cpu_default() else None
 
     def resolved_min_repeats(self) -> int:
         if self.min_repeats is not None:
             return self.min_repeats
-        return 3 if self.quick else 5
+        return 3 if self.quick or self._cpu_default() else 5
 
 
 def _grid(spec: dict[str, Sequence[int]], sweep: str, values: Sequence[int]) -> list[dict[str, int]]:
@@ -350,6 +380,67 @@ def _check_device(torch: ModuleType, device: str) -> None:
         raise NetsimError("--device cuda: torch sees no CUDA device on this machine (use --device cpu)")
 
 
+def _point_cost(pt: GridPoint, dtype: str) -> float:
+    """A shape's value on its kernel's cost axis, summed over the kernel's passes."""
+    spec = get_kernel(pt.kernel)
+    shape = spec.check_shape(pt.shape)
+    return sum(spec.cost_value(shape, p, dtype) for p in spec.passes)
+
+
+class _SeriesCap:
+    """The ``max_call_s`` rule: which shapes of a series are not measured (``skip``)."""
+
+    def __init__(self, limit_s: float | None) -> None:
+        self.limit_s = limit_s
+        self.last: dict[tuple[Any, ...], tuple[float, float]] = {}  # series -> (cost, seconds)
+        self.stopped: set[tuple[Any, ...]] = set()
+        self.skipped = 0
+
+    @staticmethod
+    def _series(pt: GridPoint, dtype: str) -> tuple[Any, ...]:
+        sweep = get_kernel(pt.kernel).sweep
+        return (pt.kernel, dtype, tuple(sorted((k, v) for k, v in pt.shape.items() if k != sweep)))
+
+    def skip(self, pt: GridPoint, dtype: str) -> bool:
+        if self.limit_s is None:
+            return False
+        key = self._series(pt, dtype)
+        last = self.last.get(key)
+        extrapolated = last[1] * _point_cost(pt, dtype) / last[0] if last is not None and last[0] > 0 else 0.0
+        if extrapolated > self.limit_s:
+            self.stopped.add(key)
+        self.skipped += key in self.stopped
+        return key in self.stopped
+
+    def record(self, pt: GridPoint, dtype: str, seconds: float) -> None:
+        if self.limit_s is None:
+            return
+        key = self._series(pt, dtype)
+        self.last[key] = (_point_cost(pt, dtype), seconds)
+        if seconds > self.limit_s:
+            self.stopped.add(key)
+
+
+def _rows(pt: GridPoint, dname: str, shape: dict[str, float], timings: dict[str, Timing]) -> list[dict[str, Any]]:
+    """The table rows of one measured shape: one per pass."""
+    spec = get_kernel(pt.kernel)
+    rows: list[dict[str, Any]] = []
+    for pass_, t in timings.items():
+        row: dict[str, Any] = {"kernel": pt.kernel, "dtype": dname, "pass": pass_}
+        row.update({c: float(shape[c]) if c in shape else np.nan for c in SHAPE_COLUMNS})
+        row.update(
+            time_s=t.time_s,
+            time_p10_s=t.time_p10_s,
+            time_p90_s=t.time_p90_s,
+            flops=spec.flops(shape, pass_),
+            bytes=spec.nbytes(shape, pass_, dname),
+            repeats=t.repeats,
+            inner=t.inner,
+        )
+        rows.append(row)
+    return rows
+
+
 def measure_points(
     points: Iterable[GridPoint],
     options: ProfileOptions,
@@ -382,7 +473,12 @@ def measure_points(
             seen_fixed.add(key)
             jobs.append((pt, fixed))
     rows: list[dict[str, Any]] = []
+    cap = _SeriesCap(options.resolved_max_call_s())
     for i, (pt, dname) in enumerate(jobs):
+        if cap.skip(pt, dname):
+            if progress is not None:
+                progress(i + 1, len(jobs), f"{pt.label()} {dname} (over the per-call limit)")
+            continue
         spec = get_kernel(pt.kernel)
         shape = spec.check_shape(pt.shape)
         tdtype = getattr(torch, _TORCH_DTYPE[dname], None)
@@ -413,22 +509,16 @@ def measure_points(
             if progress is not None:
                 progress(i + 1, len(jobs), f"{pt.label()} {dname} (skipped)")
             continue
-        for pass_, t in timings.items():
-            row: dict[str, Any] = {"kernel": pt.kernel, "dtype": dname, "pass": pass_}
-            row.update({c: float(shape[c]) if c in shape else np.nan for c in SHAPE_COLUMNS})
-            row.update(
-                time_s=t.time_s,
-                time_p10_s=t.time_p10_s,
-                time_p90_s=t.time_p90_s,
-                flops=spec.flops(shape, pass_),
-                bytes=spec.nbytes(shape, pass_, dname),
-                repeats=t.repeats,
-                inner=t.inner,
-            )
-            rows.append(row)
+        cap.record(pt, dname, sum(t.time_s for t in timings.values()))
+        rows += _rows(pt, dname, shape, timings)
         del closures
         if progress is not None:
             progress(i + 1, len(jobs), f"{pt.label()} {dname}")
+    if skipped is not None and cap.skipped and cap.limit_s is not None:
+        skipped.append(
+            f"{cap.skipped} shapes over {cap.limit_s * 1e3:g} ms a call (all passes; measured or "
+            "extrapolated along their series): netsim profile --full measures them"
+        )
     return rows
 
 
@@ -458,6 +548,7 @@ def profile_kernels(
         dtypes=list(options.resolved_dtypes()),
         budget_s=options.resolved_budget_s(),
         min_repeats=options.resolved_min_repeats(),
+        max_call_s=options.resolved_max_call_s(),
     )
     wall_s = time.perf_counter() - t0
     meta.update(command=options.command, options=opts, skipped=skipped, implementations=impls, wall_s=round(wall_s, 3))

@@ -40,6 +40,13 @@ from netsim.calibration.profiles import KERNEL_DATA_DIR
 from netsim.errors import SpecError, TraceError
 
 POINT_KINDS = ("grid", "mid", "both")
+#: ``--quick``: at most this many grid and this many mid shapes per kernel ...
+QUICK_MAX_PER_KERNEL = 3
+#: ... among those the table predicts to take at most this long for one call of all the kernel's
+#: passes (seconds): each shape is called ~6 times per pass (warm-up, the first timing, 3 samples),
+#: so the largest memory-bound shapes of a one-thread CPU table (a dropout over 16384 x 4096
+#: takes 4.6 s fwd + bwd) would make the quick check take minutes; the full check measures them
+QUICK_MAX_POINT_S = 0.05
 
 
 def _spread(items: list[Any], n: int) -> list[Any]:
@@ -50,10 +57,35 @@ def _spread(items: list[Any], n: int) -> list[Any]:
     return [items[i] for i in idx]
 
 
-def validation_points(
-    table: KernelTable, *, kernels: Sequence[str] | None = None, points: str = "both", max_per_kernel: int | None = None
+def _predicted_point_s(table: KernelTable, pt: GridPoint, dtype: str, passes: Sequence[str]) -> float:
+    """The table's prediction for one call of every pass of ``pt`` (seconds)."""
+    return sum(table.predict(pt.kernel, p, dtype=dtype, **pt.shape) for p in passes)
+
+
+def _cheap(
+    table: KernelTable, found: list[tuple[GridPoint, str, str]], passes: Sequence[str], max_point_s: float
 ) -> list[tuple[GridPoint, str, str]]:
-    """(grid point, dtype, kind) to re-measure; ``kind`` is ``grid`` or ``mid``."""
+    """The points predicted to take at most ``max_point_s``; of a kind with none, its cheapest one
+    (a table measured on a loaded machine can time even its smallest shapes above the limit)."""
+    cost = [_predicted_point_s(table, f[0], f[1], passes) for f in found]
+    out = [f for f, c in zip(found, cost, strict=True) if c <= max_point_s]
+    for kind in ("grid", "mid"):
+        of_kind = [(c, i) for i, (f, c) in enumerate(zip(found, cost, strict=True)) if f[2] == kind]
+        if of_kind and not any(f[2] == kind for f in out):
+            out.append(found[min(of_kind)[1]])
+    return out
+
+
+def validation_points(
+    table: KernelTable,
+    *,
+    kernels: Sequence[str] | None = None,
+    points: str = "both",
+    max_per_kernel: int | None = None,
+    max_point_s: float | None = None,
+) -> list[tuple[GridPoint, str, str]]:
+    """(grid point, dtype, kind) to re-measure; ``kind`` is ``grid`` or ``mid``.  ``max_point_s``:
+    only shapes the table predicts to take at most that long (all passes, one call each)."""
     if points not in POINT_KINDS:
         raise SpecError(f"unknown point kind {points!r}; allowed: {', '.join(POINT_KINDS)}", field="--points")
     wanted = [get_kernel(k).name for k in kernels] if kernels else table.kernels()
@@ -80,6 +112,8 @@ def validation_points(
                         between[spec.sweep] = round(math.sqrt(a[spec.sweep] * b[spec.sweep]))
                         if between[spec.sweep] not in (a[spec.sweep], b[spec.sweep]):
                             found.append((GridPoint(kernel, between), str(dtype), "mid"))
+        if max_point_s is not None:
+            found = _cheap(table, found, sorted(set(rows["pass"])), max_point_s)
         if max_per_kernel is not None:
             found = _spread([f for f in found if f[2] == "grid"], max_per_kernel) + _spread(
                 [f for f in found if f[2] == "mid"], max_per_kernel
@@ -95,10 +129,13 @@ def validate_table(
     kernels: Sequence[str] | None = None,
     points: str = "both",
     max_per_kernel: int | None = None,
+    max_point_s: float | None = None,
     progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Re-measure and compare; one row per (shape, dtype, pass). Columns in the module docstring."""
-    todo = validation_points(table, kernels=kernels, points=points, max_per_kernel=max_per_kernel)
+    todo = validation_points(
+        table, kernels=kernels, points=points, max_per_kernel=max_per_kernel, max_point_s=max_point_s
+    )
     records: list[dict[str, Any]] = []
     for i, (pt, dtype, kind) in enumerate(todo):
         opts = replace(options, dtypes=(dtype,))

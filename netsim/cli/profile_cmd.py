@@ -1,7 +1,8 @@
 """``netsim profile`` and ``netsim validate-kernels``: measure kernels, check a kernel table.
 
 ``netsim profile --device cpu --out netsim/data/kernels/cpu-x.csv`` times the kernel catalogue
-with torch over the default grid (``--quick``: a grid of seconds) and writes a kernel table
+with torch over the default grid (on cpu each series up to 20 ms a call, under a minute;
+``--full``: every shape, minutes; ``--quick``: a grid of seconds) and writes a kernel table
 (CSV or Parquet by extension) atomically.  ``netsim validate-kernels TABLE`` re-measures the
 table's kernels on this device and prints the prediction error per kernel.
 """
@@ -78,6 +79,12 @@ def _register_profile(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Output kernel table (.csv or .parquet)."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
         quick: bool = typer.Option(False, "--quick", help="Small grid and short budget (seconds)."),
+        full: bool = typer.Option(
+            False,
+            "--full",
+            help="cpu: every shape of the grid with a 0.2 s budget (minutes; the shipped table's recipe). "
+            "Default: each series stops before a shape that takes over 20 ms a call, 0.05 s budget.",
+        ),
         dtype: list[str] | None = typer.Option(
             None,
             "--dtype",
@@ -87,14 +94,18 @@ def _register_profile(app: typer.Typer) -> None:
             None, "--kernels", help="Only these kernels (comma-separated or repeated)."
         ),
         budget_s: float | None = typer.Option(
-            None, "--budget-s", help="Seconds of timing per shape and pass (default 0.2 cpu, 0.1 cuda, 0.02 quick)."
+            None,
+            "--budget-s",
+            help="Seconds of timing per shape and pass (default cpu 0.05, cpu --full 0.2, cuda 0.1, quick 0.02).",
         ),
         threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
         force: bool = force_option(),
     ) -> None:
         """Time the kernel catalogue with torch and write a kernel table."""
         check_out_files(force, out=out)
-        _profile(out, device, quick, dtype, kernels, budget_s, threads)
+        if full and quick:
+            raise SpecError("--full and --quick exclude each other", field="--full")
+        _profile(out, device, quick, dtype, kernels, budget_s, threads, full)
 
 
 def _register_validate(app: typer.Typer) -> None:
@@ -104,7 +115,12 @@ def _register_validate(app: typer.Typer) -> None:
     def validate_kernels(
         table_path: Path = typer.Argument(..., metavar="TABLE", help="Kernel table (.csv or .parquet)."),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-        quick: bool = typer.Option(False, "--quick", help="At most 3 shapes per kernel and kind, short budget."),
+        quick: bool = typer.Option(
+            False,
+            "--quick",
+            help="At most 3 shapes per kernel and kind, among those the table predicts under 50 ms "
+            "(all passes), short budget.",
+        ),
         kernels: list[str] | None = typer.Option(None, "--kernels", help="Only these kernels."),
         points: str = typer.Option("both", "--points", help="grid (the table's shapes), mid (between them) or both."),
         budget_s: float | None = typer.Option(None, "--budget-s", help="Seconds of timing per shape and pass."),
@@ -149,11 +165,12 @@ def _profile(
     kernels: list[str] | None,
     budget_s: float | None,
     threads: int | None,
+    full: bool = False,
 ) -> None:
     """Check the options, time the catalogue (progress bar on stderr), write and summarise the table."""
     from netsim.calibration.profiler import default_grid, profile_kernels, require_torch
 
-    options = _profile_options(device, quick, dtype, kernels, budget_s, threads)
+    options = _profile_options(device, quick, dtype, kernels, budget_s, threads, full)
     require_torch()
     console = Console(stderr=True)
     kern = options.kernels
@@ -186,6 +203,7 @@ def _profile_options(
     kernels: list[str] | None,
     budget_s: float | None,
     threads: int | None,
+    full: bool = False,
 ) -> ProfileOptions:
     """The profiler's options from the command line, checked before torch is imported."""
     from netsim.calibration.kernels import KERNELS
@@ -206,6 +224,7 @@ def _profile_options(
         kernels=kern,
         budget_s=budget_s,
         threads=threads,
+        full=full,
         command="netsim " + " ".join(shlex.quote(a) for a in _invoked_args()),
     )
     options.resolved_dtypes()  # validate before importing torch
@@ -246,13 +265,13 @@ def _measure_report(
     """Re-measure a table's shapes on this device and print the prediction error."""
     from netsim.calibration.kernels import KernelTable
     from netsim.calibration.profiler import ProfileOptions, cpu_times
-    from netsim.calibration.validate import validate_table, validation_points
+    from netsim.calibration.validate import QUICK_MAX_PER_KERNEL, QUICK_MAX_POINT_S, validate_table, validation_points
     from netsim.io import atomic_file
 
     table = KernelTable.load(table_path)
     kern = _split_list(kernels)
-    max_per = 3 if quick else None
-    todo = validation_points(table, kernels=kern, points=points, max_per_kernel=max_per)
+    max_per, max_s = (QUICK_MAX_PER_KERNEL, QUICK_MAX_POINT_S) if quick else (None, None)
+    todo = validation_points(table, kernels=kern, points=points, max_per_kernel=max_per, max_point_s=max_s)
     if budget_s is not None and budget_s <= 0:
         raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
     meta = table.meta
@@ -260,7 +279,8 @@ def _measure_report(
         threads = int(meta["threads"])
     if threads is not None and threads < 1:
         raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
-    options = ProfileOptions(device=device, quick=quick, budget_s=budget_s, threads=threads)
+    # every requested shape, with the full budget unless --quick
+    options = ProfileOptions(device=device, quick=quick, full=not quick, budget_s=budget_s, threads=threads)
     console = Console(stderr=True)
     if meta.get("device") and meta.get("device") != device:
         console.print(f"note: the table was measured on {meta.get('device')}, validating on {device}")
@@ -272,7 +292,9 @@ def _measure_report(
         def step(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, label=label, refresh=True)
 
-        results = validate_table(table, options, kernels=kern, points=points, max_per_kernel=max_per, progress=step)
+        results = validate_table(
+            table, options, kernels=kern, points=points, max_per_kernel=max_per, max_point_s=max_s, progress=step
+        )
     cpu1 = cpu_times()
     if device == "cpu" and cpu0 is not None and cpu1 is not None:
         _warn_if_disturbed(cpu0, cpu1, time.perf_counter() - t0, threads)

@@ -173,6 +173,42 @@ def _rejudge(lab_dir: Path) -> dict[str, Any]:
     return conv
 
 
+def _lab_done(lab_dir: Path) -> bool:
+    return all((lab_dir / f).is_file() for f in ("routing.parquet", "losses.parquet", "lab.json"))
+
+
+def _check_convergeable(lab_cfg: Any, require_converged: bool) -> None:
+    """Refuse (one line) a lab configuration that cannot converge, before training it."""
+    problem = lab_cfg.convergence_problem()
+    if problem is not None and require_converged:
+        fld, msg = problem
+        raise NetsimError(
+            f"router lab for {lab_cfg.router}: {msg}",
+            field=f"--lab-{fld.replace('_', '-')}" if fld == "steps" else f"lab.{fld}",
+        )
+
+
+def _train_lab_dir(job: tuple[Any, Path]) -> None:
+    """One lab run into its directory (a worker process of :func:`train_labs`)."""
+    from netsim.moe.lab import run_lab
+
+    run_lab(job[0], job[1])
+
+
+def train_labs(lab_cfgs: list[Any], out: Path, *, workers: int, require_converged: bool = True) -> int:
+    """Train the lab runs ``out/lab/<router>/`` lacks side by side, up to ``workers`` processes
+    (:func:`netsim.studies.parallel.side_by_side`); returns how many were trained.  Each run is
+    seeded and sets its own torch threads (the lab's default: one), so its tables are the same as
+    when trained alone; with one worker or one run nothing is done here and
+    :func:`converged_trace` trains it."""
+    from netsim.studies.parallel import side_by_side
+
+    todo = [(c, out / "lab" / c.router) for c in lab_cfgs if not _lab_done(out / "lab" / c.router)]
+    for c, _ in todo:
+        _check_convergeable(c, require_converged)
+    return len(todo) if side_by_side(_train_lab_dir, todo, workers) else 0
+
+
 def converged_trace(
     lab_cfg: Any, out: Path, *, tokens_per_rank: int, capacity: str | float, hidden: int, require_converged: bool = True
 ) -> LabTrace:
@@ -182,14 +218,8 @@ def converged_trace(
     router = lab_cfg.router
     lab_dir = out / "lab" / router
     full = lab_dir / "routing.parquet"
-    if not all((lab_dir / f).is_file() for f in ("routing.parquet", "losses.parquet", "lab.json")):
-        problem = lab_cfg.convergence_problem()
-        if problem is not None and require_converged:
-            fld, msg = problem
-            raise NetsimError(
-                f"router lab for {router}: {msg}",
-                field=f"--lab-{fld.replace('_', '-')}" if fld == "steps" else f"lab.{fld}",
-            )
+    if not _lab_done(lab_dir):
+        _check_convergeable(lab_cfg, require_converged)
         run_lab(lab_cfg, lab_dir)
     conv = _rejudge(lab_dir)
     if require_converged and not conv["converged"]:

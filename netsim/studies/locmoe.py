@@ -41,8 +41,12 @@ import pandas as pd
 from netsim.errors import NetsimError
 from netsim.io import write_table
 from netsim.limits import MAX_NODES
-from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity
+from netsim.studies.lab_traces import LabTrace, capacity_rows, converged_trace, parse_capacity, train_labs
+from netsim.studies.locmoe_findings import conclude, convergence_lines, convergence_table
 from netsim.studies.locmoe_report import ROUTER_LABELS, model_check_lines, write_report
+from netsim.studies.parallel import cores
+
+__all__ = ["ROUTER_LABELS", "StudyConfig", "StudyResult", "check_config", "conclude", "run_study"]
 
 #: progress callback: (what is happening, fraction done of the whole study)
 Progress = Callable[[str, float], None]
@@ -64,8 +68,10 @@ STUDY_LAB: dict[str, Any] = {
     "vocab": 1024,
     "max_corpus_bytes": 2 << 20,
 }
-#: ``--quick``'s lab: the same data at d = 64 and 300 steps (about 1 CPU-minute per router)
-QUICK_LAB: dict[str, Any] = {**STUDY_LAB, "hidden": 64, "ffn_hidden": 128}
+#: ``--quick``'s lab: the same data at d = 64, capacity groups of 2 sequences of 64 tokens (128
+#: tokens per rank and step: a perfectly balanced Switch router at capacity factor 1.25 still
+#: drops only 5%) and 300 steps: about 20 CPU-seconds per router, and all three converge
+QUICK_LAB: dict[str, Any] = {**STUDY_LAB, "hidden": 64, "ffn_hidden": 128, "batch": 2}
 QUICK_LAB_STEPS = 300
 
 
@@ -108,10 +114,14 @@ class StudyConfig:
     #: rank hosts its expert and one replica).  Without replicas and with one expert per rank
     #: EPLB can only permute experts and balances nothing.
     eplb_redundant: int = 16
+    #: write each configuration's run report (figures, ``report.md``) into ``runs/<config>/``;
+    #: ``--quick`` leaves them out (the summary and tables are written either way)
+    run_reports: bool = True
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        """A small version for a first look (one fabric, one size, a small lab model that converges)."""
+        """A small version for a first look (one fabric, one size, a small lab model that converges,
+        no per-run reports)."""
         return cls(
             topologies=("ascend-910a",),
             nodes=(2,),
@@ -121,6 +131,7 @@ class StudyConfig:
             workload_overrides=("model.layers=10", "model.moe.first_dense=2", "micro_batch_size=2"),
             lab_overrides=dict(QUICK_LAB),
             exact_check=(2,),
+            run_reports=False,
         )
 
 
@@ -142,14 +153,19 @@ def _route_tokens(cfg: StudyConfig) -> tuple[int, int]:
     return int(costs.route_tokens), int(spec.model.hidden)
 
 
-def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> LabTrace:
-    """Train the lab model with ``router`` (once), check convergence, window and cap its trace."""
+def _lab_config(cfg: StudyConfig, router: str) -> Any:
+    """The router lab's configuration for ``router`` (the workload's 16 experts over 16 EP ranks)."""
     from netsim.moe.lab import LabConfig
 
-    tokens, hidden = _route_tokens(cfg)
-    lab_cfg = LabConfig(
+    return LabConfig(
         router=router, experts=16, ep=16, ranks_per_node=8, steps=cfg.lab_steps, seed=cfg.seed, **cfg.lab_overrides
     )
+
+
+def _lab_trace(cfg: StudyConfig, router: str, out: Path) -> LabTrace:
+    """Train the lab model with ``router`` (once), check convergence, window and cap its trace."""
+    tokens, hidden = _route_tokens(cfg)
+    lab_cfg = _lab_config(cfg, router)
     cap = parse_capacity(cfg.capacity.get(router, "none"), field=f"--capacity {router}")
     return converged_trace(
         lab_cfg, out, tokens_per_rank=tokens, capacity=cap, hidden=hidden, require_converged=cfg.require_converged
@@ -243,7 +259,8 @@ def _run_one(
             },
             source=f"study config {run_dir.name}",
         ).with_origin(f"study config {run_dir.name}", study_dir)
-        run_scenario(scenario, run_dir, report=write_run_report, force=True)  # inside the study's own folder
+        report = write_run_report if cfg.run_reports else None
+        run_scenario(scenario, run_dir, report=report, force=True)  # inside the study's own folder
     summary: dict[str, Any] = json.loads(summary_path.read_text())
     return summary
 
@@ -291,63 +308,75 @@ def lab_load_by_step(trace_path: Path) -> pd.DataFrame:
     return stats.groupby("step", sort=True).mean().reset_index()
 
 
-def _replays(
-    cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note: Progress, done: int, total: int
-) -> list[dict[str, Any]]:
-    """Replay every configuration of the design (reusing finished runs): one results row each."""
-    rows: list[dict[str, Any]] = []
+def _design(cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace]) -> list[tuple[dict[str, Any], _Job]]:
+    """Every configuration of the design in order: (its results row's keys, its run)."""
+    out: list[tuple[dict[str, Any], _Job]] = []
     for topology in cfg.topologies:
         for nodes in cfg.nodes:
             for router in cfg.routers:
                 for placement in cfg.placements:
                     name = _config_name(topology, nodes, router, placement)
-                    note(f"replay {name}", done / total)
-                    summary = _run_one(
+                    trace = {"routing_trace": traces[router].window.relative_to(out_path).as_posix()}
+                    job = (
                         cfg,
                         topology,
                         nodes,
                         _placement_overrides(cfg, placement, router),
-                        {"routing_trace": traces[router].window.relative_to(out_path).as_posix()},
+                        trace,
                         out_path / "runs" / name,
                         out_path,
+                        None,
                     )
-                    rows.append(
-                        _row(
-                            summary,
-                            topology=topology,
-                            nodes=nodes,
-                            npus=nodes * _per_node(summary),
-                            router=router,
-                            placement=placement,
-                            routing="lab trace",
-                            ep_nodes=ep_span_nodes(out_path / "runs" / name),
-                        )
-                    )
-                    done += 1
+                    out.append(({"router": router, "placement": placement, "routing": "lab trace"}, job))
             for frac in cfg.locality:
                 name = f"{topology}-n{nodes}-locality{round(frac * 1000):04d}-contiguous"
-                note(f"replay {name}", done / total)
-                summary = _run_one(
-                    cfg,
-                    topology,
-                    nodes,
-                    ["placement.name=contiguous", "router.name=locality", f"router.options.fraction={frac}"],
-                    {},
-                    out_path / "runs" / name,
-                    out_path,
-                )
-                rows.append(
-                    _row(
-                        summary,
-                        topology=topology,
-                        nodes=nodes,
-                        npus=nodes * _per_node(summary),
-                        router=f"locality {frac:g}",
-                        placement="contiguous",
-                        routing="statistical",
-                    )
-                )
-                done += 1
+                stat = ["placement.name=contiguous", "router.name=locality", f"router.options.fraction={frac}"]
+                job = (cfg, topology, nodes, stat, {}, out_path / "runs" / name, out_path, None)
+                out.append(({"router": f"locality {frac:g}", "placement": "contiguous", "routing": "statistical"}, job))
+    return out
+
+
+#: the arguments of :func:`_run_one`: (cfg, topology, nodes, workload overrides, options, run
+#: directory, study directory, collective model or None for the study's)
+_Job = tuple[Any, str, int, list[str], dict[str, Any], Path, Path, "str | None"]
+
+
+def _run_job(job: _Job) -> None:
+    """One configuration's run (a worker process of :func:`_run_side_by_side`)."""
+    _run_one(*job)
+
+
+def _run_side_by_side(jobs: list[_Job], note: Progress, done: float) -> None:
+    """Run the jobs not finished yet side by side (:mod:`netsim.studies.parallel`); the caller
+    then reads every summary with :func:`_run_one`, which reuses the finished runs."""
+    from netsim.studies.parallel import cores, side_by_side
+
+    todo = [
+        j
+        for j in jobs
+        if not _finished_with(
+            j[5], [*j[0].workload_overrides, *j[3]], j[7] or j[0].collective_model, j[4].get("routing_trace")
+        )
+    ]
+    if len(todo) > 1 and cores() > 1:
+        note(f"replay {len(todo)} configurations ({min(cores(), len(todo), 4)} processes)", done)
+        side_by_side(_run_job, todo)
+
+
+def _replays(
+    cfg: StudyConfig, out_path: Path, traces: dict[str, LabTrace], note: Progress, done: int, total: int
+) -> list[dict[str, Any]]:
+    """Replay every configuration of the design (reusing finished runs): one results row each."""
+    design = _design(cfg, out_path, traces)
+    _run_side_by_side([job for _, job in design], note, done / total)
+    rows: list[dict[str, Any]] = []
+    for keys, job in design:
+        _, topology, nodes, _, _, run_dir, _, _ = job
+        note(f"replay {run_dir.name}", done / total)
+        summary = _run_one(*job)
+        span = {"ep_nodes": ep_span_nodes(run_dir)} if keys["routing"] == "lab trace" else {}
+        rows.append(_row(summary, topology=topology, nodes=nodes, npus=nodes * _per_node(summary), **keys, **span))
+        done += 1
     return rows
 
 
@@ -375,19 +404,24 @@ def exact_model_check(
     """Replay :func:`_check_rows` with ``collective_model: exact`` (``runs/<config>-exact``) and
     return, per row, the study model's and exact's step and all-to-all times and the relative error."""
     rows = []
-    for r in _check_rows(cfg, results).itertuples():
-        name = _config_name(r.topology, r.nodes, r.router, r.placement) + "-exact"
-        note(f"replay {name}", done / total)
-        summary = _run_one(
+    check = list(_check_rows(cfg, results).itertuples())
+    jobs: list[_Job] = [
+        (
             cfg,
             r.topology,
             r.nodes,
             _placement_overrides(cfg, r.placement, r.router),
             {"routing_trace": traces[r.router].window.relative_to(out_path).as_posix()},
-            out_path / "runs" / name,
+            out_path / "runs" / (_config_name(r.topology, r.nodes, r.router, r.placement) + "-exact"),
             out_path,
-            collective_model="exact",
+            "exact",
         )
+        for r in check
+    ]
+    _run_side_by_side(jobs, note, done / total)
+    for r, job in zip(check, jobs, strict=True):
+        note(f"replay {job[5].name}", done / total)
+        summary = _run_one(*job)
         exact = _row(summary)
         rows.append(
             {
@@ -440,8 +474,13 @@ def run_study(
     )
     total = len(cfg.routers) + n_runs + n_check
     traces: dict[str, LabTrace] = {}
+    # the routers' lab runs are independent: trained side by side (netsim.studies.parallel), all at
+    # once when there is more than one core (three equal runs on two workers would take two rounds)
+    note(f"router lab: {', '.join(cfg.routers)}", 0.0)
+    labs = [_lab_config(cfg, r) for r in cfg.routers]
+    train_labs(labs, out_path, workers=len(labs) if cores() > 1 else 1, require_converged=cfg.require_converged)
     for i, router in enumerate(cfg.routers):
-        note(f"router lab: training with {router}", i / total)
+        note(f"router lab: {router}", i / total)
         traces[router] = _lab_trace(cfg, router, out_path)
     results = pd.DataFrame(_replays(cfg, out_path, traces, note, len(cfg.routers), total))
     check = exact_model_check(cfg, out_path, results, traces, note, len(cfg.routers) + n_runs, total)
@@ -480,106 +519,6 @@ def capacity_table(cfg: StudyConfig, traces: dict[str, LabTrace]) -> pd.DataFram
             t, ["none", 1.25, 1.0, "theorem1"], tokens_per_rank=tokens, hidden=hidden, bytes_per_element=bpe
         )
     return pd.DataFrame(rows)
-
-
-def convergence_table(traces: dict[str, LabTrace]) -> pd.DataFrame:
-    """One row per router: the convergence verdict of its lab run and the final window's statistics."""
-    rows = []
-    for router, t in traces.items():
-        c = t.convergence
-        rows.append(
-            {
-                "router": router,
-                "converged": bool(c.get("converged")),
-                "window": f"{c['window'][0]}-{c['window'][1]}",
-                "task_loss_change": float((c.get("task_loss") or {}).get("relative_change", math.nan)),
-                "drop_rate": float((c.get("drop_rate") or {}).get("final", math.nan)),
-                "expert_load_cv": float((c.get("expert_load_cv") or {}).get("final", math.nan)),
-                "share_cross_node": float((c.get("share_cross_node") or {}).get("final", math.nan)),
-                "reasons": "; ".join(c.get("reasons") or []),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def convergence_lines(conv: pd.DataFrame) -> list[str]:
-    """What the conclusion says about the routers' lab runs."""
-    if conv.empty:
-        return []
-    parts = [
-        f"{ROUTER_LABELS.get(r.router, r.router)} {'converged' if r.converged else 'NOT converged'} "
-        f"(steps {r.window}: load CV {r.expert_load_cv:.2f}, {r.drop_rate:.1%} dropped in the lab, "
-        f"{r.share_cross_node:.0%} cross-node)"
-        for r in conv.itertuples()
-    ]
-    return ["Routing comes from the converged window of each router's lab run only: " + "; ".join(parts) + "."]
-
-
-def conclude(results: pd.DataFrame, cfg: StudyConfig) -> list[str]:
-    """Plain-language findings computed from the results table (no fixed text about outcomes)."""
-    lines: list[str] = []
-    lab = results[results["routing"] == "lab trace"]
-    for (topology, placement), grp in lab.groupby(["topology", "placement"], sort=False):
-        for nodes, g in grp.groupby("nodes", sort=True):
-            g = g.set_index("router")
-            best = g["step_time_s"].idxmin()
-            worst = g["step_time_s"].idxmax()
-            gap = (g.loc[worst, "step_time_s"] / g.loc[best, "step_time_s"] - 1) * 100
-            a2a = g["alltoall_share"] * 100
-            lines.append(
-                f"{topology}, {nodes} nodes, {placement} placement: {ROUTER_LABELS.get(best, best)} has the "
-                f"shortest step ({g.loc[best, 'step_time_s'] * 1e3:.1f} ms), {gap:.1f}% faster than "
-                f"{ROUTER_LABELS.get(worst, worst)}; the expert all-to-all takes {a2a.min():.1f}-{a2a.max():.1f}% "
-                f"of the step and {g['ep_inter_node_share'].min() * 100:.0f}-"
-                f"{g['ep_inter_node_share'].max() * 100:.0f}% of the dispatch bytes cross nodes."
-            )
-        if "locmoe" in set(grp["router"]):
-            for other in [r for r in cfg.routers if r != "locmoe"]:
-                a = grp[grp["router"] == "locmoe"].set_index("nodes")
-                b = grp[grp["router"] == other].set_index("nodes")
-                common = a.index.intersection(b.index)
-                if not len(common):
-                    continue
-                saved = (1 - a.loc[common, "ep_bytes_inter_node"] / b.loc[common, "ep_bytes_inter_node"]) * 100
-                a2a = (1 - a.loc[common, "alltoall_s"] / b.loc[common, "alltoall_s"]) * 100
-                where = (
-                    f"at {common[0]} nodes"
-                    if len(common) == 1
-                    else f"on average over {', '.join(str(n) for n in common)} nodes"
-                )
-                lines.append(
-                    f"{topology} ({placement}): LocMoE vs {ROUTER_LABELS.get(other, other)} changes cross-node "
-                    f"EP bytes by {-saved.mean():+.1f}% and all-to-all time by {-a2a.mean():+.1f}% {where} "
-                    f"(drop rate {a.loc[common, 'drop_rate'].mean() * 100:.1f}% vs "
-                    f"{b.loc[common, 'drop_rate'].mean() * 100:.1f}%: dropped tokens are not sent)."
-                )
-    stat = results[results["routing"] == "statistical"]
-    if stat["router"].nunique() >= 2:
-        for (topology, nodes), g in stat.groupby(["topology", "nodes"], sort=True):
-            g = g.sort_values("ep_inter_node_share")
-            lo, hi = g.iloc[0], g.iloc[-1]
-            lines.append(
-                f"{topology}, {nodes} nodes: keeping {lo['router'].split()[-1]} instead of "
-                f"{hi['router'].split()[-1]} of tokens on their node changes cross-node EP bytes from "
-                f"{hi['ep_bytes_inter_node'] / 2**30:.2f} to {lo['ep_bytes_inter_node'] / 2**30:.2f} GiB per step and "
-                f"the all-to-all from {hi['alltoall_s'] * 1e3:.2f} to {lo['alltoall_s'] * 1e3:.2f} ms, the room a "
-                f"locality-aware router has on this fabric; the step goes from {hi['step_time_s'] * 1e3:.1f} to "
-                f"{lo['step_time_s'] * 1e3:.1f} ms"
-                + (
-                    f" (expert load CV {hi['expert_load_cv']:.2f} -> {lo['expert_load_cv']:.2f}: local tokens also "
-                    "load the local experts unevenly)."
-                    if lo["expert_load_cv"] > 1.1 * hi["expert_load_cv"]
-                    else "."
-                )
-            )
-    if len(lab):
-        moe = lab.groupby("router")["expert_load_cv"].mean()
-        lines.append(
-            "Expert load imbalance (coefficient of variation across experts, mean over configurations): "
-            + ", ".join(f"{ROUTER_LABELS.get(r, r)} {v:.2f}" for r, v in moe.items())
-            + "."
-        )
-    return lines
 
 
 def check_config(cfg: StudyConfig) -> None:

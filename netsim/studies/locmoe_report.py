@@ -422,8 +422,13 @@ def write_report(
     runs = Section("Runs")
     runs.add(
         Paragraph(
-            "Every configuration has a full run directory with its own report under `runs/`; "
-            "`results.csv` holds the table above with all columns."
+            (
+                "Every configuration has a full run directory with its own report under `runs/`; "
+                if cfg.run_reports
+                else "Every configuration has a run directory (summary and tables) under `runs/`; "
+                "`--quick` writes no run reports (`netsim report runs/<config>` makes one); "
+            )
+            + "`results.csv` holds the table above with all columns."
         )
     )
     for section in (

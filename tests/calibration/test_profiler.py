@@ -144,3 +144,50 @@ def test_profile_cuda_without_gpu_is_a_clean_error(tmp_path: Path, capsys: pytes
         pytest.skip("a GPU is present")
     code, _, err = run_cli(["profile", "--device", "cuda", "--quick", "--out", str(tmp_path / "t.csv")], capsys)
     assert code == 2 and "torch sees no CUDA device" in err
+
+
+def test_default_cpu_run_stops_each_series_at_the_per_call_limit() -> None:
+    from netsim.calibration.profiler import CPU_MAX_CALL_S, GridPoint, _SeriesCap
+
+    assert ProfileOptions(device="cpu").resolved_max_call_s() == CPU_MAX_CALL_S
+    assert ProfileOptions(device="cpu", full=True).resolved_max_call_s() is None
+    assert ProfileOptions(device="cpu", quick=True).resolved_max_call_s() is None
+    assert ProfileOptions(device="cuda").resolved_max_call_s() is None
+    full_budget_s = ProfileOptions(device="cpu", full=True).resolved_budget_s()
+    assert full_budget_s > ProfileOptions(device="cpu").resolved_budget_s()
+
+    def pt(tokens: int, hidden: int = 1024) -> GridPoint:
+        return GridPoint("gelu", {"tokens": tokens, "hidden": hidden})
+
+    cap = _SeriesCap(0.05)
+    assert not cap.skip(pt(256), "float32")
+    cap.record(pt(256), "float32", 0.004)
+    assert not cap.skip(pt(1024), "float32")  # 4x the bytes: ~16 ms extrapolated
+    cap.record(pt(1024), "float32", 0.02)
+    assert cap.skip(pt(4096), "float32")  # ~80 ms extrapolated: the series stops here
+    assert cap.skip(pt(16384), "float32")
+    assert not cap.skip(pt(256, hidden=4096), "float32")  # another series
+    cap.record(pt(256, hidden=4096), "float32", 0.06)  # measured over the limit
+    assert cap.skip(pt(1024, hidden=4096), "float32")
+    assert cap.skipped == 3
+    nolimit = _SeriesCap(None)
+    nolimit.record(pt(256), "float32", 10.0)
+    assert not nolimit.skip(pt(1024), "float32")
+
+
+def test_quick_validation_leaves_out_the_expensive_shapes() -> None:
+    from netsim.calibration.profiles import KERNEL_DATA_DIR
+    from netsim.calibration.validate import QUICK_MAX_POINT_S, validation_points
+
+    table = KernelTable.load(KERNEL_DATA_DIR / "cpu-amd-epyc-1thread.csv")
+    every = validation_points(table, max_per_kernel=3)
+    quick = validation_points(table, max_per_kernel=3, max_point_s=QUICK_MAX_POINT_S)
+    assert {p.kernel for p, _, _ in quick} == set(table.kernels())  # every kernel still checked
+    assert any(p.kernel == "dropout" and p.shape["tokens"] == 16384 for p, _, _ in every)
+    over = []
+    for p, dtype, kind in quick:
+        passes = sorted(set(table.df.loc[table.df["kernel"] == p.kernel, "pass"]))
+        if sum(table.predict(p.kernel, s, dtype=dtype, **p.shape) for s in passes) > QUICK_MAX_POINT_S:
+            over.append((p.kernel, kind))  # a kind with no cheap shape keeps its cheapest
+    assert len(over) == len(set(over)) and not any(p.shape == {"tokens": 16384, "hidden": 4096} for p, _, _ in quick)
+    assert len(quick) < len(every)

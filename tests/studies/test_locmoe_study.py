@@ -295,6 +295,7 @@ def test_the_study_trains_the_lab_default_model_and_quick_a_small_one() -> None:
     assert full.lab_overrides["hidden"] == LabConfig().hidden >= 256
     assert full.lab_overrides["ffn_hidden"] == LabConfig().ffn_hidden
     assert quick.lab_overrides["hidden"] < 256 and quick.lab_steps < full.lab_steps
+    assert full.run_reports and not quick.run_reports  # --quick: no per-run reports (issue 20: under 60 s)
 
 
 def test_a_reused_lab_run_is_judged_by_the_current_criterion(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -315,3 +316,42 @@ def test_a_reused_lab_run_is_judged_by_the_current_criterion(study, tmp_path: Pa
     fresh = lab_convergence(copy / "lab" / "switch")
     assert t.convergence == fresh and not fresh["converged"]  # 4 steps: too few
     assert json.loads(path.read_text())["convergence"] == json.loads(json.dumps(fresh))
+
+
+def test_labs_trained_side_by_side_equal_labs_trained_alone(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The study trains its routers' lab runs in parallel processes: same tables as one by one
+    (the module's study ran with as many workers as this machine has cores)."""
+    from netsim.moe.lab import LabConfig, run_lab
+    from netsim.studies.lab_traces import train_labs
+
+    cfgs = [LabConfig(router=r, steps=TINY.lab_steps, **TINY.lab_overrides) for r in TINY.routers]
+    assert train_labs(cfgs, tmp_path / "par", workers=2, require_converged=False) == 2
+    assert train_labs(cfgs, tmp_path / "par", workers=2, require_converged=False) == 0  # reused
+    for cfg in cfgs:
+        run_lab(cfg, tmp_path / "alone" / cfg.router)
+        for name in ("routing.parquet", "losses.parquet"):
+            alone = pd.read_parquet(tmp_path / "alone" / cfg.router / name)
+            pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "par" / "lab" / cfg.router / name), alone)
+            if name == "routing.parquet":
+                pd.testing.assert_frame_equal(pd.read_parquet(study.out / "lab" / cfg.router / name), alone)
+
+
+def test_runs_replayed_side_by_side_equal_a_run_replayed_alone(study, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The study replays its configurations in parallel processes: the same summary as alone."""
+    import shutil
+
+    from netsim.studies.locmoe import _run_one
+
+    copy = tmp_path / "s"
+    shutil.copytree(study.out, copy)
+    name = "ascend-910a-n2-switch-contiguous"
+    shutil.rmtree(copy / "runs" / name)
+    saved = (study.out / "runs" / name / "scenario.yaml").read_text()
+    import yaml
+
+    scen = yaml.safe_load(saved)["scenario"]
+    opts = {k: v for k, v in scen["options"].items() if k != "collective_model"}
+    extra = scen["workload_overrides"][len(TINY.workload_overrides) :]
+    _run_one(TINY, "ascend-910a", 2, extra, opts, copy / "runs" / name, copy)
+    for f in ("summary.json", "scenario.yaml"):
+        assert (copy / "runs" / name / f).read_bytes() == (study.out / "runs" / name / f).read_bytes()

@@ -43,7 +43,9 @@ import pandas as pd
 import yaml
 
 from netsim.auto import Choice, choose_model, choose_plan_options
+from netsim.calibration.estimate import ComputeModel
 from netsim.calibration.kernels import KernelTable
+from netsim.calibration.shared_sms import with_comm_sms
 from netsim.config.scenario import ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
@@ -104,7 +106,7 @@ class Prepared:
 
 def build_compute_model(
     graph: nx.DiGraph, scenario: ScenarioSpec, dtype: str, table: KernelTable | None = None
-) -> TimeModel:
+) -> ComputeModel:
     """The accelerator's compute model (its kernel-table profile, else the roofline), with
     ``options.kernels`` replacing the profile's table."""
     from netsim.calibration.models import make_compute_model
@@ -210,6 +212,9 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     opts = scenario.options
     table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
     compute = build_compute_model(graph, scenario, workload.model.dtype, table)
+    acc = dict(graph.graph.get("accelerator") or {})
+    with _blame_scenario(scenario, "workload"):
+        compute = with_comm_sms(compute, workload.overlap.comm_sms, acc.get("sms"), str(acc.get("name", "")))
     lockstep, samples, reasons = choose_plan_options(opts, graph, workload)
     plan = build_plan(
         workload,

@@ -120,6 +120,9 @@ class AcceleratorSpec(SpecModel):
     """HBM capacity in bytes."""
     compute: ComputeSpec | None = None
     """The compute model (measured kernel table profile); None: datasheet roofline."""
+    sms: int | None = Field(default=None, ge=2)
+    """Streaming multiprocessors (NVIDIA) the compute kernels run on; needed by a workload whose
+    communication kernels hold some of them (``overlap.comm_sms``)."""
 
 
 class NicSpec(SpecModel):

@@ -250,6 +250,12 @@ class OverlapSpec(SpecModel):
 
     dp_overlap_backward: bool = True
     ep_overlap_slices: int = Field(default=1, ge=1, description="LocMoE-style a2a/expert slicing")
+    comm_sms: int = Field(
+        default=0,
+        ge=0,
+        description="SMs the communication kernels hold for the whole step (DeepSeek-V3's DualPipe: 20 of "
+        "the H800's 132); GEMMs and attention run on the rest (netsim.calibration.shared_sms)",
+    )
 
 
 class DevicePlacementSpec(SpecModel):

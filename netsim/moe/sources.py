@@ -295,7 +295,11 @@ class RouterSource:
     Per source rank: token ids from the Zipf law (:func:`alias_sample`), float32 hidden states =
     the layer's fixed random embedding of the id + ``noise`` x standard normal
     (:func:`standard_normal_f32`), routed as one batch.  The same ``(seed, step, layer,
-    micro-batch)`` gives the same counts.
+    micro-batch)`` gives the same counts.  A router with a load-balancing bias (DeepSeek's
+    auxiliary-loss-free balancing) starts from the bias its balancing settles at on
+    :attr:`SETTLE_TOKENS` tokens of the layer's stream (``settle_bias``): the state of a long
+    training run, not of step 0 (with a zero bias the synthetic stream's popular tokens give an
+    expert-load CV of about 0.6 and a busiest expert at 4.4x the mean).
     """
 
     def __init__(
@@ -333,18 +337,34 @@ class RouterSource:
             node = np.zeros(self.ep, dtype=np.int64) if rank_node is None else np.asarray(rank_node)
             self.params["local_experts"] = placement.local_experts(node)
         self._routers: dict[int, tuple[Router, NDArray[np.float32]]] = {}
-        self.top_k = self._layer(0)[0].top_k
         w = 1.0 / np.arange(1, self.vocab_size + 1, dtype=np.float64) ** self.zipf_s
         self._token_p = w / w.sum()
         self._token_alias = alias_table(self._token_p)
+        self.top_k = self._layer(0)[0].top_k
 
     def _layer(self, layer: int) -> tuple[Router, NDArray[np.float32]]:
         if layer not in self._routers:
             rng = np.random.default_rng([self.seed, 3, layer])
             emb = rng.normal(size=(self.vocab_size, self.hidden))
             r = make_router(self.router_name, n_experts=self.experts, hidden=self.hidden, seed=rng, **self.params)
-            self._routers[layer] = (r, emb.astype(np.float32))
+            emb32 = emb.astype(np.float32)
+            settle = getattr(r, "settle_bias", None)
+            if settle is not None:  # a balancing bias (DeepSeek): where a long run's bias sits
+                settle(self._stream(emb32, np.random.default_rng([self.seed, 5, layer]), self.SETTLE_TOKENS)[1])
+            self._routers[layer] = (r, emb32)
         return self._routers[layer]
+
+    #: synthetic tokens a balancing router's bias settles on (:meth:`_layer`)
+    SETTLE_TOKENS = 8192
+
+    def _stream(
+        self, emb: NDArray[np.float32], rng: np.random.Generator, t: int
+    ) -> tuple[IntArray, NDArray[np.float32]]:
+        """``t`` token ids from the Zipf law and their hidden states (embedding + noise)."""
+        ids = alias_sample(self._token_alias, rng, t)
+        x = standard_normal_f32(rng, t * self.hidden, scale=self.noise).reshape(t, self.hidden)
+        x += emb[ids]
+        return ids, x
 
     def counts(self, step: int, layer: int, microbatch: int = 0) -> tuple[IntArray, IntArray]:
         tok, drp, _ = self.routed(step, layer, microbatch)
@@ -364,9 +384,7 @@ class RouterSource:
         per_rank: list[IntArray] = []
         seq = np.arange(t) // self.seq_len
         for r in range(self.ep):
-            ids = alias_sample(self._token_alias, rng, t)
-            x = standard_normal_f32(rng, t * self.hidden, scale=self.noise).reshape(t, self.hidden)
-            x += emb[ids]
+            ids, x = self._stream(emb, rng, t)
             src = np.full(t, r, dtype=np.int64)
             if token_sets:
                 tokens[r], dropped[r], kept = router.selected(x, token_ids=ids, src_rank=src, seq_ids=seq)

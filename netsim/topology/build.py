@@ -53,6 +53,7 @@ def build_topology(spec: TopologySpec, *, source: str | None = None) -> nx.DiGra
             "memory_Bps": acc.memory_bandwidth,
             "memory_bytes": acc.memory,
             **({"compute": acc.compute.model_dump()} if acc.compute is not None else {}),
+            **({"sms": acc.sms} if acc.sms is not None else {}),
         },
         spec=spec.model_dump(mode="json", by_alias=True),
     )

@@ -12,8 +12,11 @@ ops through it:
 
 Chain helpers take the ids an op must wait for and return the ids the next op must wait for
 (the new op's id, or the input unchanged when nothing was emitted, e.g. a collective over a
-group of one).  Ops carry a *segment* number (:meth:`OpEmitter.new_segment`, one per half
-layer) that the pipeline walk uses to interleave DualPipe's overlapped forward and backward.
+group of one).  Ops carry a *segment* number (:meth:`OpEmitter.new_segment`) that the pipeline
+walk uses to interleave DualPipe's overlapped forward and backward: a dense layer has one per
+half layer; an MoE layer starts one at each compute op that waits for an expert all-to-all (the
+experts after the dispatch, the unpermute or router after the combine), so that the other
+chunk's compute is issued between an all-to-all and the op that needs its result.
 """
 
 from __future__ import annotations

@@ -83,13 +83,15 @@ class LayerEmitter:
         tag, pfx = ("R", "rcp-") if recompute else ("F", "")
         if not recompute:
             deps = self.grads.zero3_gather(rank, step, layer, mb, "fwd", deps, chunk)
-        emit.new_segment()
+        moe = self.ctx.spec.model.is_moe_layer(layer)
+        if not moe:
+            emit.new_segment()
         deps = self.tp(rank, step, deps, pfx + "fwd-attn-ag", layer, mb, "all_gather")
         deps = emit.compute(rank, step, f"{tag}.attn", c.attention("F"), deps, layer, mb)
         deps = self.tp(rank, step, deps, pfx + "fwd-attn-rs", layer, mb, "reduce_scatter")
-        emit.new_segment()
-        if self.ctx.spec.model.is_moe_layer(layer):
+        if moe:
             return self.moe(rank, step, mb, layer, deps, "F", recompute=recompute)
+        emit.new_segment()
         deps = self.tp(rank, step, deps, pfx + "fwd-mlp-ag", layer, mb, "all_gather")
         deps = emit.compute(rank, step, f"{tag}.mlp", c.mlp("F"), deps, layer, mb)
         return self.tp(rank, step, deps, pfx + "fwd-mlp-rs", layer, mb, "reduce_scatter")
@@ -102,14 +104,14 @@ class LayerEmitter:
         deps = self.grads.zero3_gather(rank, step, layer, mb, "bwd", deps, chunk)
         if self.recompute.whole_layer:
             deps = self.forward(rank, step, mb, layer, deps, chunk, recompute=True)
-        emit.new_segment()
         if self.ctx.spec.model.is_moe_layer(layer):
             deps = self.moe(rank, step, mb, layer, deps, part)
         else:
+            emit.new_segment()
             deps = self.tp(rank, step, deps, "bwd-mlp-ag", layer, mb, "all_gather")
             deps = emit.compute(rank, step, f"{part}.mlp", c.mlp(part), deps, layer, mb)
             deps = self.tp(rank, step, deps, "bwd-mlp-rs", layer, mb, "reduce_scatter")
-        emit.new_segment()
+            emit.new_segment()
         deps = self.tp(rank, step, deps, "bwd-attn-ag", layer, mb, "all_gather")
         if self.recompute.attention_core:
             deps = emit.compute(rank, step, "R.attn-core", self.core_fwd, deps, layer, mb)
@@ -143,10 +145,12 @@ class LayerEmitter:
         ends: Deps = []
         for k in range(ep.slices):
             d1 = ep.all_to_all(rank, step, mb, layer, k, first, deps)
+            emit.new_segment()  # DualPipe: the other chunk's compute runs while this dispatch flies
             name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
             d2 = emit.expert_compute(rank, step, name, (), lambda v: c.experts(part, v), recv[k], d1, layer, mb)
             d2 = ep.before_combine(rank, step, mb, layer, k, second, d2)
             ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
+        emit.new_segment()  # ... and while the combine flies
         if part == "F":
             return emit.compute(rank, step, f"{tag}.unpermute", c.moe_post("F"), ends, layer, mb)
         return emit.compute(rank, step, f"{part}.router", c.moe_pre(part, self.router_kernel), ends, layer, mb)

@@ -11,7 +11,10 @@ A rank walks its stage's units of work (:meth:`~netsim.workload.schedules.Schedu
   (:mod:`netsim.workload.gradients`) layer by layer;
 * ``W``: the deferred weight gradients of every layer;
 * an overlapped ``F`` + ``B`` pair (DualPipe F&B): both emitted, then re-issued alternately by
-  layer segment so that one micro-batch's communication hides under the other's compute.
+  segment, the backward's first (:mod:`netsim.workload.emit`), so that the compute stream runs
+  MLP(B), MLP(F), ATTN(B), ATTN(F) while the expert traffic runs DISPATCH(F), DISPATCH(B),
+  COMBINE(F), COMBINE(B): DeepSeek-V3's arrangement (arXiv 2412.19437, section 3.2.1, Figure 4),
+  each all-to-all under the other micro-batch's compute.
 
 Pipeline messages are point-to-point transfers of ``micro_batch_size * seq_len * hidden``
 elements (``/ tp`` with sequence parallelism), asynchronous (no stream order).
@@ -81,7 +84,7 @@ class PipelineStep:
 
     def _interleave(self, lo: int, mid: int) -> None:
         """Re-issue the ops of an F&B pair (ops ``lo..mid-1`` the F, ``mid..`` the B)
-        alternately by layer segment."""
+        alternately by segment, the B's segment first at each step."""
         ops = self.emit.ops[lo:]
         if not ops:
             return
@@ -89,7 +92,7 @@ class PipelineStep:
         base = min(o.issue for o in ops)
         f0 = min((seg_of[o.id] for o in self.emit.ops[lo:mid]), default=0)
         b0 = min((seg_of[o.id] for o in self.emit.ops[mid:]), default=0)
-        keyed = [((seg_of[o.id] - (f0 if o.id < mid else b0)), int(o.id >= mid), o.id, o) for o in ops]
+        keyed = [((seg_of[o.id] - (f0 if o.id < mid else b0)), int(o.id < mid), o.id, o) for o in ops]
         keyed.sort(key=lambda x: (x[0], x[1], x[2]))
         for j, item in enumerate(keyed):
             item[3].issue = base + j

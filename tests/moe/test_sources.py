@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,3 +163,30 @@ def test_step_dispatch_with_per_layer_placements() -> None:
     assert plan.tokens.sum(axis=1).tolist() == tok.sum(axis=1).tolist()
     contig, _, _ = step_dispatch(src, contiguous_placement(8, 4), step=0, layer=1, hidden=1, ranks_per_node=2)
     assert plan.rank_tokens.max() < contig.rank_tokens.max()  # EPLB balances the ranks
+
+
+def _load_cv(src: RouterSource, layer: int = 1) -> float:
+    loads = src.counts(0, layer, 0)[0].sum(axis=0).astype(float)
+    return float(loads.std() / loads.mean())
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_balancing_router_starts_from_its_settled_bias(compiled: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DeepSeek's auxiliary-loss-free bias, settled on the synthetic stream, spreads the popular
+    # tokens' load: CV of the expert loads about 0.06 instead of about 0.6 with a zero bias
+    from netsim.moe.routers.deepseek import DeepSeekRouter
+
+    monkeypatch.setattr(DeepSeekRouter, "USE_COMPILED", compiled)
+    kw: dict[str, Any] = {
+        "experts": 64,
+        "ep": 8,
+        "tokens_per_rank": 2048,
+        "seed": 3,
+        "params": {"n_groups": 8, "topk_groups": 4, "top_k": 8},
+    }
+    settled = RouterSource("deepseek", **kw)
+    assert np.any(settled._layer(1)[0].bias != 0)
+    monkeypatch.setattr(DeepSeekRouter, "settle_bias", lambda self, x: None)
+    raw = RouterSource("deepseek", **kw)
+    assert _load_cv(raw) > 0.3
+    assert _load_cv(settled) < 0.15

@@ -22,7 +22,9 @@ Field meanings (the units are in the names where they are not counts):
   stage as the framework named by ``expert_layout`` does (:mod:`netsim.workload.expert_layout`:
   Megatron's parallel folding, DeepSpeed, MindSpore), with ``expert_tp`` ranks per expert and,
   for layouts whose TP ranks hold the same tokens, ``expert_alltoall`` (replicated or LocMoE's
-  group-wise all-to-all).
+  group-wise all-to-all).  ``pipeline_scatter_gather`` (``auto``, ``true``, ``false``):
+  Megatron's scatter/gather of pipeline messages without sequence parallelism (each TP rank
+  sends ``1 / tp``, the receiver all-gathers; :mod:`netsim.workload.pipeline`).
 * ``model.moe.dispatcher`` / ``model.moe.padding``: how the all-to-all sends tokens (a copy per
   expert, per destination rank or per destination node; :mod:`netsim.moe.traffic`) and whether
   its buffers are capacity-sized (fixed-shape frameworks) or as routed (dropless).
@@ -201,6 +203,12 @@ class ParallelSpec(SpecModel):
     ep: int = Field(default=1, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 1
     sequence_parallel: bool = Field(default=True, description="TP with sequence parallelism (Megatron)")
+    pipeline_scatter_gather: Literal["auto", True, False] = Field(
+        default="auto",
+        description="Megatron's scatter/gather of pipeline messages: each TP rank sends 1/tp of a micro-batch's "
+        "activations (gradients) and the receiving stage all-gathers them over its TP group; auto = on where "
+        "TP > 1 without sequence parallelism (Megatron-LM's default), no effect otherwise",
+    )
     expert_layout: str = Field(
         default="megatron",
         description="how the framework lays experts out: megatron (parallel folding), deepspeed (EP across DP, "

@@ -54,14 +54,28 @@ class BuildContext:
         return self.spec.parallelism.sequence_parallel and self.layout.tp > 1
 
     @property
+    def pipeline_scatter_gather(self) -> bool:
+        """Megatron's scatter/gather of pipeline messages in effect: asked for (``auto``: always)
+        where TP > 1 and sequence parallelism is off (with it the message is already 1/tp)."""
+        asked = self.spec.parallelism.pipeline_scatter_gather
+        return asked is not False and self.layout.tp > 1 and not self.sequence_parallel
+
+    @property
     def num_blocks(self) -> int:
         """Virtual pipeline stages (blocks of layers)."""
         return len(self.blocks)
 
     @property
     def act_bytes(self) -> float:
-        """Bytes of one pipeline message (a micro-batch's activations or their gradient)."""
+        """Bytes of one pipeline message (a micro-batch's activations or their gradient) as a
+        stage holds it (``/ tp`` with sequence parallelism)."""
         return float(self.costs.sp_tokens * self.hidden * self.bpe)
+
+    @property
+    def p2p_bytes(self) -> float:
+        """Bytes one TP rank sends of a pipeline message: :attr:`act_bytes`, or its ``1 / tp``
+        share under :attr:`pipeline_scatter_gather`."""
+        return self.act_bytes / self.layout.tp if self.pipeline_scatter_gather else self.act_bytes
 
     def block(self, rank: int, chunk: int) -> int:
         """The block of layers ``chunk`` of ``rank``'s stage holds."""

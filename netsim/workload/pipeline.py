@@ -17,7 +17,14 @@ A rank walks its stage's units of work (:meth:`~netsim.workload.schedules.Schedu
   each all-to-all under the other micro-batch's compute.
 
 Pipeline messages are point-to-point transfers of ``micro_batch_size * seq_len * hidden``
-elements (``/ tp`` with sequence parallelism), asynchronous (no stream order).
+elements (``/ tp`` with sequence parallelism), asynchronous (no stream order).  Without sequence
+parallelism every TP rank of a stage holds the whole message; Megatron-LM's scatter/gather
+(Narayanan et al. SC'21 section 4.1; ``scatter_gather_tensors_in_pipeline``, on unless
+``--no-scatter-gather-tensors-in-pipeline``, in megatron/p2p_communication.py ``_communicate``
+at NVIDIA/Megatron-LM de7dc40f88) sends ``1 / tp`` of it from each TP rank
+(``split_tensor_into_1d_equal_chunks``) and the receiver all-gathers the pieces over its TP
+group (``gather_split_1d_tensor``) before the block's first layer, for the forward activations
+and the backward gradients alike (``parallelism.pipeline_scatter_gather``).
 """
 
 from __future__ import annotations
@@ -104,7 +111,7 @@ class PipelineStep:
         label = "pp.act" if direction == "F" else "pp.grad"
         L = self.ctx.layout
         ps, pd = L.coords(src)[0], L.coords(dst)[0]
-        nbytes = self.ctx.act_bytes
+        nbytes = self.ctx.p2p_bytes
 
         def instance(r: int) -> tuple[tuple[Any, ...], Callable[[], Collective]]:
             _, d, t = L.coords(r)
@@ -132,6 +139,23 @@ class PipelineStep:
         key, make = instance(rank)
         return self.emit.comm(rank, step, "pp", deps, key, make, name=name, ordered=False, lanes=("rank", instance))
 
+    def _gather(self, rank: int, step: int, direction: str, mb: int, vs: int, deps: Deps) -> Deps:
+        """Under scatter/gather, the TP all-gather of the ``1 / tp`` pieces of the message ``rank``
+        received for block ``vs`` (activations for ``F``, gradients for ``B``); else ``deps``."""
+        ctx = self.ctx
+        if not ctx.pipeline_scatter_gather:
+            return deps
+        L = ctx.layout
+        phase = "pp-gather-act" if direction == "F" else "pp-gather-grad"
+        layer = ctx.blocks[vs][0] if direction == "F" else ctx.blocks[vs][-1]
+
+        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+            return L.tp_group(r), ("tp", step, phase, mb, vs, L.group_index("tp", r))
+
+        return self.emit.group_collective(
+            rank, step, "tp", "tp", "all_gather", ctx.act_bytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
+        )
+
     def _peer(self, rank: int, mb: int, vs: int) -> int:
         """The rank (same DP and TP position as ``rank``) running block ``vs`` of ``mb``."""
         L = self.ctx.layout
@@ -147,6 +171,7 @@ class PipelineStep:
         mb = a.microbatch
         if vs > 0:
             deps = self._p2p(rank, step, "F", mb, vs - 1, self._peer(rank, mb, vs - 1), rank, [])
+            deps = self._gather(rank, step, "F", mb, vs, deps)
         else:
             deps = list(self.data_ready.get((step, rank), []))
         for layer in ctx.blocks[vs]:
@@ -165,6 +190,7 @@ class PipelineStep:
         grads = final and part == "BW"
         if vs < ctx.num_blocks - 1:
             deps = self._p2p(rank, step, "B", mb, vs + 1, self._peer(rank, mb, vs + 1), rank, [])
+            deps = self._gather(rank, step, "B", mb, vs, deps)
         else:
             deps = self.emit.compute(rank, step, f"{part}.head", c.head(part), self.fwd_end[(mb, vs)], -1, mb)
             if grads:

@@ -4,10 +4,9 @@
 have been run to the end (reports/validation/, with the CPU time each took on one core of the
 2-core development machine) and asserts each within its tolerance (10%).  The cases not listed
 have not been run to the end yet, or (DeepSeek-V3, +36.2%, 4 min of CPU; Llama 3 405B on 8,192
-GPUs, +20.9%, 8 min; Narayanan's 1T, -18.9%, 13 min; MegaScale's Megatron-LM baseline of GPT-3
-175B, Table 2: +11.8% to +25.1% on 256 to 12,288 GPUs, 2-10 min each) are outside their
-tolerance (docs: "Training-step replay", "Validation: published training runs", which says why
-and what they cost).
+GPUs, +20.9%, 8 min; MegaScale's Megatron-LM baseline of GPT-3 175B, Table 2: +11.8% to +25.1%
+on 256 to 12,288 GPUs, 2-10 min each) are outside their tolerance (docs: "Training-step replay",
+"Validation: published training runs", which says why and what they cost).
 """
 
 from __future__ import annotations
@@ -20,11 +19,12 @@ from netsim.validation.sources import load_sources
 #: cases run to the end, with the CPU seconds they took (reports/validation/results.csv: wall_s)
 LARGE = {
     "narayanan-2021-table1/gpt-18b": 7,
-    "narayanan-2021-table1/gpt-39b": 19,
-    "narayanan-2021-table1/gpt-76b": 77,
-    "narayanan-2021-table1/gpt-145b": 150,
-    "narayanan-2021-table1/gpt-310b": 294,
-    "narayanan-2021-table1/gpt-530b": 510,
+    "narayanan-2021-table1/gpt-39b": 16,
+    "narayanan-2021-table1/gpt-76b": 66,
+    "narayanan-2021-table1/gpt-145b": 119,
+    "narayanan-2021-table1/gpt-310b": 259,
+    "narayanan-2021-table1/gpt-530b": 668,
+    "narayanan-2021-table1/gpt-1t": 1132,
     "korthikanti-2022/gpt-175b": 120,
     "korthikanti-2022/gpt-530b": 255,
     "korthikanti-2022/gpt-1t": 549,

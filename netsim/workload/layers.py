@@ -65,6 +65,14 @@ class LayerEmitter:
             op = "all_reduce"
             phase = phase.replace("-rs", "-ar")
         nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * self.ctx.bpe)
+        return self.tp_collective(rank, step, deps, op, nbytes, phase, layer, mb)
+
+    def tp_collective(
+        self, rank: int, step: int, deps: Deps, op: str, nbytes: float, phase: str, layer: int, mb: int
+    ) -> Deps:
+        """One ``op`` of ``nbytes`` over ``rank``'s TP group, keyed by (step, phase, micro-batch,
+        layer): the layers' TP communication and the pipeline's scatter/gather all-gathers."""
+        L = self.ctx.layout
 
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
             return L.tp_group(r), ("tp", step, phase, mb, layer, L.group_index("tp", r))

@@ -145,16 +145,9 @@ class PipelineStep:
         ctx = self.ctx
         if not ctx.pipeline_scatter_gather:
             return deps
-        L = ctx.layout
         phase = "pp-gather-act" if direction == "F" else "pp-gather-grad"
         layer = ctx.blocks[vs][0] if direction == "F" else ctx.blocks[vs][-1]
-
-        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-            return L.tp_group(r), ("tp", step, phase, mb, vs, L.group_index("tp", r))
-
-        return self.emit.group_collective(
-            rank, step, "tp", "tp", "all_gather", ctx.act_bytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
-        )
+        return self.layers.tp_collective(rank, step, deps, "all_gather", ctx.act_bytes, phase, layer, mb)
 
     def _peer(self, rank: int, mb: int, vs: int) -> int:
         """The rank (same DP and TP position as ``rank``) running block ``vs`` of ``mb``."""

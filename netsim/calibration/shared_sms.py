@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from netsim.calibration.compute import GEMM_KERNELS
 from netsim.calibration.estimate import ComputeEstimate, ComputeModel
 from netsim.errors import SpecError
 
 __all__ = ["SM_BOUND_KERNELS", "SharedSMs", "with_comm_sms"]
 
 #: kernels whose time scales with the SMs they run on (tensor-core bound at training shapes)
-SM_BOUND_KERNELS = frozenset({"gemm", "grouped_gemm", "attention"})
+SM_BOUND_KERNELS = GEMM_KERNELS | {"attention"}
 
 
 class SharedSMs:

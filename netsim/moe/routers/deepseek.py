@@ -211,26 +211,22 @@ class DeepSeekRouter(_LinearRouter):
         step = np.full(n, self.SETTLE_STEP)
         prev = np.zeros(n)
         for _ in range(self.SETTLE_ITERATIONS):
-            c = self._biased_counts(s_t, b)
+            self.bias = b
+            c = self._biased_counts(s_t)
             sign = np.sign(c.mean() - c)
             step = np.where(sign * prev > 0, step * 1.2, np.where(sign * prev < 0, step * 0.5, step))
             b = b + step * sign
             prev = sign
         self.bias = b
 
-    def _biased_counts(self, s_t: FloatArray, bias: FloatArray) -> FloatArray:
-        """Assignments per expert of the tokens with scores ``s_t`` (``[n, T]``) under ``bias``."""
-        n = self.n_experts
+    def _biased_counts(self, s_t: FloatArray) -> FloatArray:
+        """Assignments per expert of the tokens with scores ``s_t`` (``[n, T]``) under the bias."""
         if self.USE_COMPILED and _select_kernel.HAVE_NUMBA:
-            vals = np.ascontiguousarray(s_t + bias[:, None])
+            vals = np.ascontiguousarray(s_t + self.bias[:, None])
             counts, _ = _select_kernel.counts(vals, self.n_groups, self.topk_groups, self.top_k, sigmoid=False)
             return np.asarray(counts, dtype=np.float64)
-        saved, self.bias = self.bias, bias
-        try:
-            top = self.select(np.ascontiguousarray(s_t.T))
-        finally:
-            self.bias = saved
-        return np.bincount(top.reshape(-1), minlength=n).astype(np.float64)
+        top = self.select(np.ascontiguousarray(s_t.T))
+        return np.bincount(top.reshape(-1), minlength=self.n_experts).astype(np.float64)
 
     def update_bias(self, counts: NDArray[np.integer[Any]] | NDArray[np.floating[Any]]) -> None:
         """Auxiliary-loss-free balancing step: ``b_i += gamma * sign(mean load - load_i)``."""

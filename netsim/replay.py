@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import simpy
 
 from netsim.collectives.plan_execution import device_ids
 from netsim.workload.graph import Collective, Op, StepPlan
@@ -262,8 +263,35 @@ class _Executor:
             )
             if ev is not None:
                 return ev
+        first = parts[0]
+        if len(parts) > 1 and all(
+            c.op == "transfer" and c.traffic_class == first.traffic_class and c.label == first.label for c in parts
+        ):
+            return self._transfer_all(parts)
         events = [self._start(c) for c in parts]
         return events[0] if len(events) == 1 else self.env.all_of(events)
+
+    def _transfer_all(self, parts: Sequence[Collective]) -> simpy.Event:
+        """The point-to-point transfers of a lockstep collective (one class and label) as one
+        batch of flows, in the order of ``parts``; the event fires when the last is delivered,
+        where an ``all_of`` of one event per transfer would have fired (:meth:`Clock.notify`)."""
+        done = self.env.event()
+        left = [len(parts)]
+
+        def arrived(fids: list[int]) -> None:
+            left[0] -= len(fids)
+            if not left[0]:
+                done.succeed()
+
+        self.net.transfer_notify(
+            device_ids(self.net, [str(c.src) for c in parts]),
+            device_ids(self.net, [str(c.dst) for c in parts]),
+            np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts)),
+            arrived,
+            traffic_class=parts[0].traffic_class,
+            label=parts[0].label,
+        )
+        return done
 
     def _finish_coll(self, key: tuple[Any, ...], members: list[int]) -> None:
         self.coll_end[key] = float(self.env.now)

@@ -9,7 +9,7 @@ would on the real cluster.
 
 The executor is event-driven, not process-per-transfer: the transfers that become ready at the
 same instant are submitted to the engine as one vectorised batch
-(:meth:`Network.transfer_ids`), so a plan whose transfers are all independent (a direct
+(:meth:`Network.transfer_notify`), so a plan whose transfers are all independent (a direct
 all-to-all of 1024 GPUs: ~1M transfers) is submitted in one call, and a ring step of ``n``
 transfers costs one batch, not ``n`` processes.  Arrivals at one instant are also processed as
 a batch (dependency counters are decremented with numpy).

@@ -4,7 +4,7 @@
 :class:`~netsim.network.engine.Network` and returns a simpy process whose value is a
 :class:`CollectiveResult`.  The execution is event-driven, not process-per-transfer: transfers
 that become ready at the same instant are submitted as one vectorised batch
-(:meth:`Network.transfer_ids`), arrivals at one instant are processed as a batch (dependency
+(:meth:`Network.transfer_notify`: no simpy event per flow), arrivals at one instant are processed as a batch (dependency
 counters decremented with numpy), stream transfers standing for chains are released per phase
 once the phase has drained, coflow transfers that start together move as one coflow
 (:meth:`Network.transfer_coflow`) and fluid (pipelined) plans wait for their pipeline latency
@@ -96,6 +96,7 @@ class _Execution:
         self.rounds = plan.rounds
         self.fluid = bool(plan.meta.get("fluid"))
         self.fids: list[int] = []  # fluid plans: the flows, for the pipeline's completion rule
+        self.transfer_of: dict[int, int] = {}  # flow id -> transfer, while the flow is in flight
         self.t0 = 0.0
         if self.stream:
             # transfers standing for chains are released per phase (step), once all have drained
@@ -143,27 +144,37 @@ class _Execution:
             ev.callbacks.append(partial(self._arrive_batch, ready))  # never chained (merge)
             return
         caps = self.cap[ready] if self.cap is not None else None
-        events = self.net.transfer_ids(
+        fids = self.net.transfer_notify(
             self.src[ready],
             self.dst[ready],
             self.size[ready],
+            self._on_arrivals,
             traffic_class=self.traffic_class,
             label=self.label,
             rate_cap_Bps=caps,
         )
-        cb = self._on_arrival
-        for ev, t in zip(events, ready.tolist(), strict=True):
-            ev.callbacks.append(partial(cb, t))
+        self.transfer_of.update(zip(fids.tolist(), ready.tolist(), strict=True))
 
-    def _on_arrival(self, t: int, ev: simpy.Event) -> None:
+    def _on_arrivals(self, fids: list[int]) -> None:
+        """Flows ``fids`` were delivered (in this order, at this instant)."""
+        pop = self.transfer_of.pop
+        ts = [pop(f) for f in fids]
         if self.fluid:
-            self.fids.append(int(ev.value))  # type: ignore[arg-type]  # transfer events carry the flow id
-        if not (self.stream and self.rounds[t] > 1):
-            self._arrive(t)
+            self.fids.extend(fids)
+        if not self.stream:
+            self._arrive_many(ts)
             return
+        rounds = self.rounds
+        for t, fid in zip(ts, fids, strict=True):
+            if rounds[t] > 1:
+                self._hold(t, fid)
+            else:
+                self._arrive(t)
+
+    def _hold(self, t: int, fid: int) -> None:
+        """A stream transfer standing for a chain arrived: its phase is released once all arrived."""
         step = int(self.plan.step[t])
         held = self.held.setdefault(step, [])
-        fid = int(ev.value)  # type: ignore[arg-type]  # the engine's transfer events carry the flow id
         held.append((t, fid, float(self.env.now)))
         if len(held) == self.phase_size[step]:
             self._release_phase(self.held.pop(step))
@@ -185,12 +196,9 @@ class _Execution:
         for d in np.unique(when).tolist():
             sel = ts[when == d].tolist()
             if d <= now:
-                for t in sel:
-                    self._arrive(t)
+                self._arrive_many(sel)
             else:
-                ev = self.env.timeout(d - now)
-                for t in sel:
-                    ev.callbacks.append(partial(self._arrive, t))
+                self.env.timeout(d - now).callbacks.append(partial(self._arrive_many, sel))
 
     def _arrive_batch(self, ts: np.ndarray, _ev: simpy.Event | None = None) -> None:
         self.arrived_batches.append(ts)
@@ -199,7 +207,10 @@ class _Execution:
             self.env.timeout(0).callbacks.append(self._flush)
 
     def _arrive(self, t: int, _ev: simpy.Event | None = None) -> None:
-        self.arrived.append(t)
+        self._arrive_many([t])
+
+    def _arrive_many(self, ts: list[int], _ev: simpy.Event | None = None) -> None:
+        self.arrived.extend(ts)
         if not self.flush_pending:
             self.flush_pending = True
             self.env.timeout(0).callbacks.append(self._flush)

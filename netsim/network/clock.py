@@ -10,7 +10,11 @@ that re-queues itself while :meth:`simpy.Environment.peek` shows events left at 
 it is one per environment, so several networks in one environment take their turns.
 
 A transfer's event (:meth:`Clock.new_event`) fires with the flow id as its value when the flow
-is delivered: ``latency`` seconds after its last byte left (:meth:`Clock.deliver`).
+is delivered: ``latency`` seconds after its last byte left (:meth:`Clock.deliver`).  A caller that
+starts many flows and only needs to know when each arrives can instead register one handler for
+all of them (:meth:`Clock.notify`): no simpy event per flow; the handler is called with the ids of
+the flows delivered together, at the place in simpy's queue their events would have taken, so a
+run is the same either way, event for event.
 """
 
 from __future__ import annotations
@@ -81,6 +85,7 @@ class Clock:
         self._wake_time = np.inf
         self._pending = False
         self._events: dict[int, simpy.Event] = {}
+        self._handlers: dict[int, Callable[[list[int]], None]] = {}
 
     @property
     def now(self) -> float:
@@ -124,36 +129,83 @@ class Clock:
         self._events[fid] = ev
         return ev
 
+    def notify(self, fids: list[int], handler: Callable[[list[int]], None]) -> None:
+        """Call ``handler`` with the ids of flows ``fids`` as they are delivered (flows delivered
+        at one instant in one call, in delivery order) instead of one event per flow.  The
+        handler is bookkeeping: what it schedules must be ordinary (normal-priority) events, as
+        a callback of the flows' events would (a process it started would run after the whole
+        call, not between two of its flows)."""
+        self._handlers.update(dict.fromkeys(fids, handler))
+
     @property
     def waiting(self) -> bool:
-        """Some flow has an event waiting for its delivery."""
-        return bool(self._events)
+        """Some flow has an event or a handler waiting for its delivery."""
+        return bool(self._events) or bool(self._handlers)
 
     def deliver(self, fids: list[int], latency_s: list[float]) -> None:
-        """Fire the events of flows that drained now, each after its path latency.
+        """Fire the events (or call the handlers) of flows that drained now, each after its path
+        latency.
 
         The flows due at the same instant share one timeout, which fires their events in the
         order given: the order (and the instants) in which one timeout per flow would."""
         env = self.env
         now = env.now
-        due: dict[float, list[tuple[simpy.Event, int]]] = {}
+        events, handlers = self._events, self._handlers
+        due: dict[float, list[tuple[simpy.Event | None, Callable[[list[int]], None] | None, int]]] = {}
         for fid, la in zip(fids, latency_s, strict=True):
-            ev = self._events.pop(fid, None)
-            if ev is None:
+            ev = events.pop(fid, None)
+            handler = None if ev is not None else handlers.pop(fid, None)
+            if ev is None and handler is None:
                 continue
             at = now + la  # the instant simpy schedules a timeout of ``la`` at
             if at > now:
                 group = due.get(at)
                 if group is None:
                     group = due[at] = []
-                    env.timeout(la).callbacks.append(partial(_succeed_all, group))
-                group.append((ev, fid))
+                    env.timeout(la).callbacks.append(partial(_succeed_all, env, group))
+                group.append((ev, handler, fid))
             elif la > 0:  # a latency below the clock's resolution: the instant itself
-                env.timeout(la).callbacks.append(partial(_succeed_all, [(ev, fid)]))
+                env.timeout(la).callbacks.append(partial(_succeed_all, env, [(ev, handler, fid)]))
             else:
-                ev.succeed(fid)
+                _succeed_all(env, [(ev, handler, fid)])
 
 
-def _succeed_all(events: list[tuple[simpy.Event, int]], _timeout: simpy.Event) -> None:
-    for ev, fid in events:
+def _succeed_all(
+    env: simpy.Environment,
+    entries: list[tuple[simpy.Event | None, Callable[[list[int]], None] | None, int]],
+    _timeout: simpy.Event | None = None,
+) -> None:
+    """Fire ``entries`` in order: an event is succeeded; a run of consecutive handler entries
+    takes one event in the queue, where the run's first flow event would have been, and its
+    handlers are called in order when simpy processes it (as the run's events would have been,
+    one after the other: nothing else enters the queue between events succeeded together)."""
+    run: list[tuple[Callable[[list[int]], None], int]] = []
+    for ev, handler, fid in entries:
+        if handler is not None:
+            run.append((handler, fid))
+            continue
+        if run:
+            _queue_handlers(env, run)
+            run = []
+        assert ev is not None
         ev.succeed(fid)
+    if run:
+        _queue_handlers(env, run)
+
+
+def _queue_handlers(env: simpy.Environment, run: list[tuple[Callable[[list[int]], None], int]]) -> None:
+    ev = env.event()
+    ev.callbacks.append(partial(_call_handlers, run))
+    ev.succeed()
+
+
+def _call_handlers(run: list[tuple[Callable[[list[int]], None], int]], _ev: simpy.Event) -> None:
+    """Call each handler once per stretch of consecutive flows it waits for."""
+    i, n = 0, len(run)
+    while i < n:
+        handler = run[i][0]
+        j = i + 1
+        while j < n and run[j][0] is handler:
+            j += 1
+        handler([fid for _, fid in run[i:j]])
+        i = j

@@ -34,7 +34,7 @@ moving set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import networkx as nx
@@ -178,6 +178,25 @@ class Network:
             src, dst, nbytes, self.now, traffic_class=traffic_class, label=label, rate_cap_Bps=rate_cap_Bps
         )
         return [self.clock.new_event(fid) for fid in ids.tolist()]
+
+    def transfer_notify(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        nbytes: np.ndarray | float,
+        on_arrival: Callable[[list[int]], None],
+        *,
+        traffic_class: str = "other",
+        label: str = "",
+        rate_cap_Bps: float | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """:meth:`transfer_ids` without an event per flow: ``on_arrival`` is called with the ids
+        of the flows delivered together (:meth:`Clock.notify`); returns the flow ids."""
+        ids = self.submit_many(
+            src, dst, nbytes, self.now, traffic_class=traffic_class, label=label, rate_cap_Bps=rate_cap_Bps
+        )
+        self.clock.notify(ids.tolist(), on_arrival)
+        return ids
 
     def transfer_coflow(
         self,

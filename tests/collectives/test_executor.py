@@ -149,13 +149,13 @@ def test_independent_transfers_go_to_the_engine_in_one_batch() -> None:
     devs = accelerators(g)
     net = Network(g)
     calls: list[int] = []
-    orig = net.transfer_ids
+    orig = net.transfer_notify
 
-    def spy(src: np.ndarray, dst: np.ndarray, nbytes: Any, **kw: Any) -> list[simpy.Event]:
+    def spy(src: np.ndarray, dst: np.ndarray, nbytes: Any, *args: Any, **kw: Any) -> np.ndarray:
         calls.append(len(src))
-        return orig(src, dst, nbytes, **kw)
+        return orig(src, dst, nbytes, *args, **kw)
 
-    net.transfer_ids = spy  # type: ignore[method-assign]
+    net.transfer_notify = spy  # type: ignore[method-assign]
     proc = run_collective(net, "all_to_all", devs, 64 * MiB)
     net.run()
     assert calls == [64 * 63]
@@ -163,8 +163,8 @@ def test_independent_transfers_go_to_the_engine_in_one_batch() -> None:
     # a ring step of n transfers is one batch too
     net2 = Network(star_topology(16, 1e11, 1e-6))
     calls.clear()
-    orig = net2.transfer_ids
-    net2.transfer_ids = spy  # type: ignore[method-assign]
+    orig = net2.transfer_notify
+    net2.transfer_notify = spy  # type: ignore[method-assign]
     run_collective(net2, "all_reduce", accelerators(net2.graph), MiB)
     net2.run()
     assert calls == [16] * 30

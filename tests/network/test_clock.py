@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import simpy
 
@@ -60,3 +61,44 @@ def test_transfer_event_fires_after_the_path_latency_with_the_flow_id() -> None:
     net.env.process(proc(net.env))
     net.run()
     assert got == [(pytest.approx(1.5), 0)]  # 1 GB at 1 GB/s, then two links of 0.25 s
+
+
+def _delivery_log(use_handler: bool) -> list[tuple[float, str]]:
+    """What runs, in order, when flows are delivered: two batches of flows around an ordinary
+    transfer event that a process waits for (delivered at the same instants), and the zero-delay
+    events the arrivals schedule (as plan executions do)."""
+    net = Network(star(8, lat=0.125))
+    env = net.env
+    log: list[tuple[float, str]] = []
+
+    def arrived(fids: list[int]) -> None:
+        for fid in fids:
+            log.append((env.now, f"flow {fid}"))
+            env.timeout(0).callbacks.append(lambda _e, fid=fid: log.append((env.now, f"after {fid}")))
+
+    def submit(pairs: list[tuple[str, str, float]]) -> None:
+        src = np.array([net.links.index[a] for a, _, _ in pairs])
+        dst = np.array([net.links.index[b] for _, b, _ in pairs])
+        size = np.array([n for _, _, n in pairs])
+        if use_handler:
+            net.transfer_notify(src, dst, size, arrived)
+        else:
+            for ev in net.transfer_ids(src, dst, size):
+                ev.callbacks.append(lambda e: arrived([int(e.value)]))
+
+    def waiter(env: simpy.Environment, ev: simpy.Event):  # type: ignore[no-untyped-def]
+        fid = yield ev
+        log.append((env.now, f"process {fid}"))
+
+    submit([("h0", "h1", GB), ("h2", "h3", GB), ("h1", "h0", 0.0)])
+    env.process(waiter(env, net.transfer("h4", "h5", GB)))
+    submit([("h6", "h7", GB), ("h3", "h2", 2 * GB)])
+    net.run()
+    return log
+
+
+def test_a_delivery_handler_runs_where_the_flows_events_would() -> None:
+    """:meth:`Clock.notify` saves an event per flow without changing the order of anything."""
+    with_events = _delivery_log(use_handler=False)
+    assert [x for _, x in with_events][:6] == ["flow 2", "after 2", "flow 0", "flow 1", "process 3", "flow 4"]
+    assert _delivery_log(use_handler=True) == with_events

@@ -75,7 +75,7 @@ def load_graph(topology: str | None, nodes: int | None, overrides: list[str] | N
 
 
 ROUTING_HELP = (
-    "Network path policy: shortest, ecmp, ecmp-pair, spray or pxn (default: the topology's, pxn on "
+    "Network path policy: shortest, ecmp, ecmp-pair, spray, pxn, dmodk or dmodk-pxn (default: the topology's, pxn on "
     "the NVIDIA presets as NCCL routes, else ecmp)."
 )
 

@@ -11,7 +11,8 @@ A scenario is the unit ``netsim run`` executes::
     seed: 0
     steps: 2                            # default: the workload's steps
     options:
-      path_policy: null                 # network path policy: shortest, ecmp, ecmp-pair, spray, pxn
+      path_policy: null                 # network path policy: shortest, ecmp, ecmp-pair, spray, pxn,
+                                        # dmodk, dmodk-pxn
                                         # (null: the topology's collectives.routing; pxn on NVIDIA presets;
                                         # ``routing:`` is its deprecated spelling, still accepted)
       router: null                      # MoE router / statistical model override

@@ -361,7 +361,7 @@ class CollectivesSpec(SpecModel):
     """LL128 allowed (NCCL enables it only over NVLink; this can only switch it off)."""
     latency_scale: float = Field(default=1.0, gt=0)
     """Multiplier on every library latency (what ``netsim calibrate nccl`` fits)."""
-    routing: Literal["shortest", "ecmp", "ecmp-pair", "spray", "pxn"] = "ecmp"
+    routing: Literal["shortest", "ecmp", "ecmp-pair", "spray", "pxn", "dmodk", "dmodk-pxn"] = "ecmp"
     """The network path policy the library's traffic takes by default (NCCL on NVSwitch servers
     with rail NICs: ``pxn``, cross-rail traffic first crosses NVLink to the destination's rail)."""
     net_latency_us: float = Field(default=0.0, ge=0)

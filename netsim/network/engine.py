@@ -58,7 +58,7 @@ class Network:
     Args:
         graph: a topology graph (see :mod:`netsim.topology.model`).
         env: the simpy environment to run in (a new one if ``None``).
-        routing: routing policy name (``shortest``, ``ecmp``, ``spray``, ``pxn``).
+        routing: path policy name (one of :data:`netsim.network.ROUTING_POLICIES`).
         seed: seed of the ECMP hash.
         efficiency: per link class, the fraction of nominal capacity payload gets.
         flow_rate_cap_Bps: a cap on every flow's rate (e.g. a NIC's injection limit).

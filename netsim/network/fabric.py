@@ -19,6 +19,11 @@ it for the error message.
 **Next hops.**  At fabric node ``c`` towards target ``t`` the candidates are the neighbours
 ``n`` with ``cost(c, n) + dist(n, t)`` least; :meth:`FabricPaths.next_hops` tabulates them per
 distinct target, so a flow picks its next hop in O(1) whatever the switch's degree.
+
+**Destination index.**  Static InfiniBand routing (``dmodk``) picks by the destination's index
+as OpenSM's fat-tree engine numbers end ports (:func:`destination_index`): leaf by leaf, port by
+port, so the ports of one leaf are consecutive and every leaf starts at a multiple of the most
+ports a leaf has.
 """
 
 from __future__ import annotations
@@ -165,3 +170,31 @@ class FabricPaths:
                     f"connect the two through switches, or put {v} in a server with node:)"
                 )
         return ""
+
+
+def destination_index(
+    links: LinkTable, is_fabric: np.ndarray, forwards: np.ndarray, device_network: np.ndarray
+) -> np.ndarray:
+    """Each device's index for destination routing, as OpenSM's ``ftree`` numbers the end ports
+    of one subnet: ``leaf rank * most end ports on a leaf + port on the leaf``.
+
+    An end port is a device that does not forward inside the fabric (a server's gateway, a
+    storage target) entered from a switch; its leaf is the lowest-numbered such switch.  Leaves
+    are ranked by device id and ports by device id, within each network (``device_network`` of
+    the leaf) separately.  Other devices keep their device id.
+    """
+    n = links.num_devices
+    out = np.arange(n, dtype=np.int64)
+    sw = is_fabric[links.src] & forwards[links.src]
+    end = sw & ~(is_fabric[links.dst] & forwards[links.dst])
+    leaf = np.full(n, n, dtype=np.int64)
+    np.minimum.at(leaf, links.dst[end], links.src[end])
+    ports = np.flatnonzero(leaf < n)
+    net = device_network[leaf[ports]]
+    for code in np.unique(net).tolist():
+        mine = ports[net == code]
+        mine = mine[np.lexsort((mine, leaf[mine]))]  # by leaf, then device id
+        leaves, rank = np.unique(leaf[mine], return_inverse=True)
+        port = np.arange(mine.size) - np.searchsorted(leaf[mine], leaves)[rank]
+        out[mine] = rank * int(np.bincount(rank).max()) + port
+    return out

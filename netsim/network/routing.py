@@ -22,8 +22,9 @@ of intra-server paths, and the fabric walk groups flows by the switch they are a
 routing a million flows costs a few numpy passes per hop rather than a million graph searches.
 
 Which of several equal-cost candidates a flow takes is its *path policy*
-(:mod:`netsim.network.path_policy`: ``shortest``, ``ecmp``, ``ecmp-pair``, ``spray``, ``pxn``), an
-object the router asks and never compares by name.
+(:mod:`netsim.network.path_policy`: ``shortest``, ``ecmp``, ``ecmp-pair``, ``spray``, ``dmodk``, and
+the ``pxn`` forms), an object the router asks and never compares by name.  ``dmodk`` picks by the
+destination's index (:func:`netsim.network.fabric.destination_index`) instead of a hash.
 
 The output is a sparse flow x link incidence with weights (1 on a single path, fractions for
 spraying) and the path latency of each flow.
@@ -39,9 +40,9 @@ import networkx as nx
 import numpy as np
 
 from netsim.errors import RoutingError
-from netsim.network.fabric import FORWARDING_KINDS, FabricPaths
+from netsim.network.fabric import FORWARDING_KINDS, FabricPaths, destination_index
 from netsim.network.links import LinkTable
-from netsim.network.path_policy import PATH_POLICIES, ROUTING_POLICIES, PathPolicy
+from netsim.network.path_policy import PATH_POLICIES, ROUTING_POLICIES, PathPolicy, mix64
 
 __all__ = ["PATH_POLICIES", "ROUTING_POLICIES", "PathPolicy", "Router", "Routes", "mix64"]
 
@@ -70,18 +71,6 @@ def _distinct(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
     remap = np.empty(bound, dtype=np.int64)
     remap[u] = np.arange(u.size)
     return u, remap[values]
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, vectorised over uint64 (wraps modulo 2**64)."""
-    with np.errstate(over="ignore"):
-        z = x.astype(np.uint64, copy=True)
-        z ^= z >> np.uint64(30)
-        z *= np.uint64(0xBF58476D1CE4E5B9)
-        z ^= z >> np.uint64(27)
-        z *= np.uint64(0x94D049BB133111EB)
-        z ^= z >> np.uint64(31)
-    return z
 
 
 @dataclass
@@ -186,6 +175,9 @@ class Router:
             self._rail_nic.setdefault((int(self.server[i]), int(self.rail[i])), i)
 
         self._build_intra(graph)
+        self.dest_index = (
+            destination_index(links, fabric, forwards, self.device_network) if self.policy.by_destination else None
+        )
 
     @staticmethod
     def _padded(n: int, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -435,6 +427,19 @@ class Router:
         return self._acc[dev]
 
     # ------------------------------------------------------------------ fabric walk
+    def _targets(self, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The distinct targets, each flow's one among them, and per distinct target the fabric
+        nodes it is entered from and the cost of the hop into it (0 for a fabric node)."""
+        ut, tinv = np.unique(target, return_inverse=True)
+        t_fab = self.is_fabric[ut]
+        tsw = np.where(t_fab[:, None], -1, self.gw_in[ut])
+        tsw[t_fab, 0] = self.fab_pos[ut[t_fab]]
+        tcost = np.where(t_fab[:, None], 0.0, self.gw_in_cost[ut])
+        if (tsw[tinv, 0] < 0).any():
+            bad = int(np.flatnonzero(tsw[tinv, 0] < 0)[0])
+            raise RoutingError(f"device {self.links.names[target[bad]]} is not connected to any fabric")
+        return ut, tinv, tsw, tcost
+
     def _fabric_walk(
         self,
         fidx: np.ndarray,
@@ -446,26 +451,22 @@ class Router:
         """Walk from ``start`` to ``target`` (gateways or fabric nodes) over fabric switches."""
         if fidx.size == 0:
             return
-        # per distinct target: the fabric nodes it is entered from, and the hop into a gateway
-        ut, tinv = np.unique(target, return_inverse=True)
-        t_fab = self.is_fabric[ut]
-        tsw = np.where(t_fab[:, None], -1, self.gw_in[ut])
-        tsw[t_fab, 0] = self.fab_pos[ut[t_fab]]
-        tcost = np.where(t_fab[:, None], 0.0, self.gw_in_cost[ut])
-        if (tsw[tinv, 0] < 0).any():
-            bad = int(np.flatnonzero(tsw[tinv, 0] < 0)[0])
-            raise RoutingError(f"device {self.links.names[target[bad]]} is not connected to any fabric")
+        ut, tinv, tsw, tcost = self._targets(target)
         # rows: one per (flow, current node) with a weight (ECMP: one row per flow)
         r_flow: np.ndarray = np.arange(fidx.size)
         r_node: np.ndarray = start.copy()
         r_w: np.ndarray = np.ones(fidx.size)
+        # destination routing: each flow's destination index and the product of the candidate
+        # counts of its choices so far (the divisor of the next d-mod-k choice)
+        dest = None if self.dest_index is None else self.dest_index[target]
+        r_stride = np.ones(fidx.size, dtype=np.int64)
         hop = 0
         names = self.links.names
         while r_flow.size:
             done = r_node == target[r_flow]
             if done.any():
                 keep = ~done
-                r_flow, r_node, r_w = r_flow[keep], r_node[keep], r_w[keep]
+                r_flow, r_node, r_w, r_stride = r_flow[keep], r_node[keep], r_w[keep], r_stride[keep]
                 if not r_flow.size:
                     break
             hop += 1
@@ -474,6 +475,7 @@ class Router:
             nxt_flow: list[np.ndarray] = []
             nxt_node: list[np.ndarray] = []
             nxt_w: list[np.ndarray] = []
+            nxt_stride: list[np.ndarray] = []
             for c, rows in _groups(r_node):
                 fl = r_flow[rows]
                 u, inv = _distinct(tinv[fl], ut.size)
@@ -496,22 +498,26 @@ class Router:
                     nxt_flow.append(fl[jj])
                     nxt_node.append(self._adj_nbr[adj[ii]])
                     nxt_w.append(w)
+                    nxt_stride.append(r_stride[rows][jj])
                 else:
-                    with np.errstate(over="ignore"):
-                        hk = mix64(h[fl] + np.uint64(hop) * np.uint64(0x9E3779B97F4A7C15))
+                    stride = r_stride[rows]
+                    hk = self.policy.hop_key(h[fl], hop, None if dest is None else dest[fl], stride)
                     k = self.policy.pick(hk, cnt)
                     pick = adj[table[inv, k]]
                     out.append((fidx[fl], self._adj_link[pick], r_w[rows]))
                     nxt_flow.append(fl)
                     nxt_node.append(self._adj_nbr[pick])
                     nxt_w.append(r_w[rows])
+                    nxt_stride.append(stride * cnt if dest is not None else stride)
             r_flow = np.concatenate(nxt_flow)
             r_node = np.concatenate(nxt_node)
             r_w = np.concatenate(nxt_w)
+            r_stride = np.concatenate(nxt_stride)
             if self.policy.splits and r_flow.size:
                 key = r_flow.astype(np.int64) * (self.links.num_devices + 1) + r_node
                 uk, kinv = np.unique(key, return_inverse=True)
                 r_w = np.bincount(kinv, weights=r_w)
+                r_stride = np.ones(uk.size, dtype=np.int64)
                 r_flow = (uk // (self.links.num_devices + 1)).astype(np.int64)
                 r_node = (uk % (self.links.num_devices + 1)).astype(np.int64)
 
@@ -526,7 +532,7 @@ class Router:
             h = mix64(
                 key * np.uint64(0x9E3779B97F4A7C15)
                 + mix64(src.astype(np.uint64) * np.uint64(1_000_003) + dst.astype(np.uint64))
-                + np.uint64(self.seed & 0xFFFFFFFF) * np.uint64(0xD1B54A32D192ED03)
+                + np.uint64((self.seed if self.policy.seeded else 0) & 0xFFFFFFFF) * np.uint64(0xD1B54A32D192ED03)
             )
         out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         allf = np.arange(nflow)

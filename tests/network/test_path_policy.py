@@ -8,7 +8,7 @@ import pytest
 from netsim.errors import SpecError
 from netsim.network import PATH_POLICIES, ROUTING_POLICIES, PathPolicy
 from netsim.network.links import LinkTable
-from netsim.network.path_policy import Ecmp
+from netsim.network.path_policy import Ecmp, PathChoice
 from netsim.network.routing import Router
 from netsim.topology import load_topology
 
@@ -24,7 +24,11 @@ def _setup() -> tuple[object, LinkTable, np.ndarray, np.ndarray]:
 
 
 def test_registry_names_are_the_spec_names() -> None:
-    assert list(ROUTING_POLICIES) == PATH_POLICIES.names() == ["shortest", "ecmp", "ecmp-pair", "spray", "pxn"]
+    assert (
+        list(ROUTING_POLICIES)
+        == PATH_POLICIES.names()
+        == ["shortest", "ecmp", "ecmp-pair", "spray", "pxn", "dmodk", "dmodk-pxn"]
+    )
     assert all(isinstance(PATH_POLICIES.get(n), PathPolicy) for n in ROUTING_POLICIES)
 
 
@@ -33,20 +37,19 @@ def test_unknown_name_is_one_line_naming_the_allowed_values() -> None:
     with pytest.raises(SpecError) as exc:
         Router(g, links, "sprey")  # type: ignore[arg-type]
     assert exc.value.field == "routing"
-    assert "unknown routing policy 'sprey'; allowed: shortest, ecmp, ecmp-pair, spray, pxn" in exc.value.one_line()
+    allowed = "shortest, ecmp, ecmp-pair, spray, pxn, dmodk, dmodk-pxn"
+    assert f"unknown routing policy 'sprey'; allowed: {allowed}" in exc.value.one_line()
 
 
 def test_a_policy_object_is_passed_in() -> None:
     g, links, src, dst = _setup()
     ids = np.arange(src.size)
     by_name = Router(g, links, "ecmp", seed=3).route(src, dst, ids)
-    by_obj = Router(g, links, Ecmp(), seed=3).route(src, dst, ids)
+    by_obj = Router(g, links, PathPolicy("mine", Ecmp()), seed=3).route(src, dst, ids)
     assert np.array_equal(by_name.link, by_obj.link) and np.array_equal(by_name.weight, by_obj.weight)
 
-    class Last(PathPolicy):
+    class Last(PathChoice):
         """Always the last equal-cost candidate: a strategy no name in the registry gives."""
-
-        name = "last"
 
         def pick(self, h: np.ndarray, n: np.ndarray | int) -> np.ndarray:
             return (np.broadcast_to(np.asarray(n), h.shape) - 1).astype(np.int64)
@@ -55,7 +58,7 @@ def test_a_policy_object_is_passed_in() -> None:
             return n - 1
 
     first = Router(g, links, "shortest").route(src, dst, ids)
-    last = Router(g, links, Last()).route(src, dst, ids)
+    last = Router(g, links, PathPolicy("last", Last())).route(src, dst, ids)
     assert np.allclose(last.hops, first.hops)  # still least-cost paths
     assert not np.array_equal(last.link, first.link)  # but other ones
     spray = Router(g, links, "spray").route(src, dst, ids)

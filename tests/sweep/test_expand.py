@@ -146,7 +146,7 @@ def _error(tmp_path: Path, **keys: Any) -> str:
             {"grid": {"options.routing": ["ecmp", "sprey"]}},
             [
                 "grid.options.routing: options.path_policy: unknown path policy 'sprey'; allowed: shortest, ecmp, "
-                "ecmp-pair, spray, pxn"
+                "ecmp-pair, spray, pxn, dmodk, dmodk-pxn"
             ],
         ),
         (

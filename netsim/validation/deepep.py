@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -122,7 +123,7 @@ def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
     tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
     copies = dispatcher_copies("deepep", tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
     setup = collective_setup(graph)
-    engine = {"efficiency": dict(setup.efficiency), "routing": default_routing(graph)}
+    engine: dict[str, Any] = {"efficiency": dict(setup.efficiency), "routing": default_routing(graph)}
     if nodes == 1:  # bytes a rank receives, its own tokens included
         logical = _distinct(dest, 1).sum(axis=0).astype(np.float64)
     else:  # (token, node) rows a rank sends, its own node included

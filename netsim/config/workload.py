@@ -191,8 +191,9 @@ class ModelSpec(SpecModel):
     def is_moe_layer(self, layer: int) -> bool:
         """Whether transformer layer ``layer`` (0-based) has an MoE FFN.  Indices from ``layers`` on
         are the multi-token-prediction blocks (:meth:`mtp_layers`), whose FFN is the kind of the
-        main model's last layer (DeepSeek-V3's MTP block is an MoE layer: its released weights hold
-        layer 61's 256 experts)."""
+        main model's last layer (DeepSeek-V3's MTP block is an MoE layer: README_WEIGHTS.md of
+        deepseek-ai/DeepSeek-V3, layer 61 "structure identical to the Main Model hidden layers",
+        11.5B unique parameters)."""
         moe = self.moe
         if moe is None:
             return False

@@ -167,3 +167,12 @@ def test_fp8_keeps_the_output_head_in_16_bits() -> None:
     assert KernelCall("gemm", "fwd", (("k", 1.0),), no_fp8=True).time_s(Recorder(), "fp32") == 1.0
     assert seen[-1] == ("gemm", "fp32")
     assert all(c.no_fp8 for c in costs.head("B") if c.kernel == "gemm")
+
+
+def test_deepseek_v3_mtp_module_has_the_published_parameter_count() -> None:
+    """README_WEIGHTS.md of deepseek-ai/DeepSeek-V3: the MTP module is layer 61, 11.5B unique
+    parameters (an MoE block with its 256 experts, enorm/hnorm, eh_proj; embedding and head shared)."""
+    m = load_workload("deepseek-v3").model
+    assert m.mtp_layers() == [61] and m.is_moe_layer(61)
+    p = ModelCosts(m, 1, 1, expert_slots_per_rank=256).layer_params(61)
+    assert p.dense + p.expert == pytest.approx(11.5e9, rel=0.01)

@@ -155,6 +155,13 @@ class ModelSpec(SpecModel):
     tie_embeddings: bool = False
     mla: MLASpec | None = None
     moe: MoESpec | None = None
+    mtp_depth: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_LAYERS,
+        description="multi-token prediction modules (DeepSeek-V3 D; each one more transformer block, "
+        "a projection and the shared output head on the last pipeline block)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:
@@ -182,16 +189,27 @@ class ModelSpec(SpecModel):
         return self.head_dim if self.head_dim is not None else self.hidden // self.heads
 
     def is_moe_layer(self, layer: int) -> bool:
-        """Whether transformer layer ``layer`` (0-based) has an MoE FFN."""
+        """Whether transformer layer ``layer`` (0-based) has an MoE FFN.  Indices from ``layers`` on
+        are the multi-token-prediction blocks (:meth:`mtp_layers`), whose FFN is the kind of the
+        main model's last layer (DeepSeek-V3's MTP block is an MoE layer: README_WEIGHTS.md of
+        deepseek-ai/DeepSeek-V3, layer 61 "structure identical to the Main Model hidden layers",
+        11.5B unique parameters)."""
         moe = self.moe
         if moe is None:
             return False
+        if layer >= self.layers:
+            return self.is_moe_layer(self.layers - 1)
         if moe.layers is not None:
             return layer in moe.layers
         return layer >= moe.first_dense and (layer - moe.first_dense) % moe.every_n == moe.every_n - 1
 
     def moe_layers(self) -> list[int]:
-        return [x for x in range(self.layers) if self.is_moe_layer(x)]
+        """The MoE layers, the multi-token-prediction blocks' included (after the main model's)."""
+        return [x for x in range(self.layers + self.mtp_depth) if self.is_moe_layer(x)]
+
+    def mtp_layers(self) -> list[int]:
+        """The layer indices of the multi-token-prediction blocks: ``layers .. layers + mtp_depth - 1``."""
+        return list(range(self.layers, self.layers + self.mtp_depth))
 
 
 class ParallelSpec(SpecModel):
@@ -301,11 +319,12 @@ class TrainingSpec(SpecModel):
 
     ``recompute`` names a mode of :data:`netsim.workload.recompute.RECOMPUTE`: ``none``,
     ``selective`` (Korthikanti et al. 2022: the attention core is recomputed in the backward,
-    its s x s scores are not stored) or ``full`` (every layer's forward is recomputed in the
-    backward from its stored input; Megatron-LM ``--recompute-granularity full``).
+    its s x s scores are not stored), ``full`` (every layer's forward is recomputed in the
+    backward from its stored input; Megatron-LM ``--recompute-granularity full``) or
+    ``norms-mla-up`` (DeepSeek-V3: the RMSNorms and MLA's up-projections are recomputed).
     """
 
-    recompute: str = Field(default="none", description="activation recomputation: none, selective, full")
+    recompute: str = Field(default="none", description="activation recomputation: none, selective, full, norms-mla-up")
     flash_attention: bool = Field(
         default=True, description="fused (flash) attention: the seq x seq scores are never stored"
     )

@@ -27,7 +27,9 @@ experts            grouped_gemm(R, E_local, (2) f_e, h); swiglu(R, f_e); grouped
                    E_local, h, f_e)  (R = tokens the rank's experts received; f_e the
                    expert FFN / expert_tp)
 MoE post           unpermute(Ts, h, k); shared experts as GEMMs on Ts tokens
-LM head            norm(Ts); GEMM [T, V/t, h]  (last pipeline block)
+LM head            norm(Ts); GEMM [T, V/t, h]  (last pipeline block; 16-bit under FP8)
+MTP input          (``model.mtp_depth``) norm(Ts) x 2; GEMM [T, h, 2h]; then the MTP block (a
+                   layer) and the LM head again (last pipeline block)
 optimizer          adamw(params held by the rank, / dp with ZeRO >= 1)
 =================  ==========================================================================
 
@@ -60,17 +62,27 @@ class TimeModel(Protocol):
     def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float: ...
 
 
+#: the model dtype names of FP8 training (``model.dtype``, the compute model's canonical name)
+_FP8 = frozenset({"fp8", "float8"})
+
+
 @dataclass(frozen=True)
 class KernelCall:
-    """One kernel call: ``scale`` multiplies its time (0.5 = one half of a GEMM backward)."""
+    """One kernel call: ``scale`` multiplies its time (0.5 = one half of a GEMM backward);
+    ``no_fp8``: the call stays in 16 bits when the model trains in FP8 (DeepSeek-V3, arXiv
+    2412.19437, section 3.3.1: the embedding, the output head, the MoE gating, the norms and the
+    attention operators keep their BF16/FP32 precision; only the linear layers' GEMMs run in FP8)."""
 
     kernel: str
     pass_: Pass
     shape: tuple[tuple[str, float], ...]
     scale: float = 1.0
+    no_fp8: bool = False
 
     def time_s(self, model: TimeModel, dtype: str | None) -> float:
         dt = None if self.kernel == "adamw" else dtype
+        if self.no_fp8 and dt in _FP8:
+            dt = "bf16"
         return self.scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
 
 
@@ -111,8 +123,8 @@ def _memo(method: Callable[..., list[KernelCall]]) -> Callable[..., list[KernelC
     return wrapper
 
 
-def _call(kernel: str, pass_: Pass, scale: float = 1.0, **shape: float) -> KernelCall:
-    return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale)
+def _call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False, **shape: float) -> KernelCall:
+    return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
 
 
 def _split(calls: list[KernelCall], part: Part) -> list[KernelCall]:
@@ -121,11 +133,11 @@ def _split(calls: list[KernelCall], part: Part) -> list[KernelCall]:
     for c in calls:
         weighted = c.kernel in _WEIGHT_KERNELS
         if part == "BW":
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale))
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale, c.no_fp8))
         elif part == "B":
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * (0.5 if weighted else 1.0)))
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * (0.5 if weighted else 1.0), c.no_fp8))
         elif part == "W" and weighted:
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5))
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5, c.no_fp8))
     return out
 
 
@@ -303,12 +315,47 @@ class ModelCosts:
 
     @_memo
     def head(self, part: Part) -> list[KernelCall]:
+        """The final norm and the output projection (kept in 16 bits under FP8: ``no_fp8``)."""
         m = self.m
         calls = [
             _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
-            _call("gemm", "fwd", m=self.tokens, n=max(1, m.vocab // self.tp), k=m.hidden),
+            _call("gemm", "fwd", m=self.tokens, n=max(1, m.vocab // self.tp), k=m.hidden, no_fp8=True),
         ]
         return calls if part == "F" else _split(calls, part)
+
+    @_memo
+    def mtp_in(self, part: Part) -> list[KernelCall]:
+        """A multi-token-prediction module's input (DeepSeek-V3 section 2.2, eq. 21): the RMSNorms
+        of the previous depth's hidden states and of the next tokens' embeddings, and the
+        projection ``M`` of their concatenation (``2h -> h``).  The embedding lookup is not timed
+        (nor is the main model's); the module's output head is :meth:`head` (shared)."""
+        m = self.m
+        calls = [
+            _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
+            _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
+            _call("gemm", "fwd", m=self.tokens, n=m.hidden, k=2 * m.hidden),
+        ]
+        return calls if part == "F" else _split(calls, part)
+
+    @_memo
+    def recompute_norms_mla(self, ffn_norm: bool) -> list[KernelCall]:
+        """What the ``norms-mla-up`` recomputation re-runs before a layer's backward (DeepSeek-V3
+        section 3.2.3): the attention's RMSNorm and, with MLA, the q and kv up-projections (their
+        outputs, the per-head queries, keys and values, are not stored); ``ffn_norm``: the FFN
+        block's RMSNorm (before the MLP / MoE backward)."""
+        m, T = self.m, self.tokens
+        norm = _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden)
+        if ffn_norm:
+            return [norm]
+        calls = [norm]
+        if m.mla is not None:
+            a = m.mla
+            heads = max(1, m.heads // self.tp)
+            calls += [
+                _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.qk_rope_head_dim), k=a.q_lora_rank),
+                _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
+            ]
+        return calls
 
     @staticmethod
     def optimizer(params: float) -> list[KernelCall]:
@@ -343,6 +390,8 @@ class ModelCosts:
             expert = self.slots * mats * h * self.expert_shard_ffn
         else:
             dense += mats * h * m.ffn_hidden / t
+        if layer >= m.layers:  # a multi-token-prediction block: its input norms, projection M, head norm
+            dense += 3 * h + 2 * h * h
         return LayerParams(dense=dense, expert=expert)
 
     def embedding_params(self) -> float:

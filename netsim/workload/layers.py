@@ -9,7 +9,13 @@ dispatch -> experts -> combine, unpermute (+ shared experts).  Backward (``B`` i
 Activation recomputation (:mod:`netsim.workload.recompute`): ``full`` re-runs the layer's
 forward (``R.*`` ops, its TP collectives and all-to-alls again, phases ``rcp-fwd-*``) before its
 backward; ``selective`` re-runs the attention kernel (``R.attn-core``) before the attention's
-backward.
+backward; ``norms-mla-up`` re-runs the norms (and MLA's up-projections) inside the backward op
+of their block.
+
+Multi-token prediction (``model.mtp_depth``, DeepSeek-V3 section 2.2): an MTP block (a layer
+index from ``model.layers`` on, in the last pipeline block) runs its input projection
+(``mtp-in``) before and the shared output head (``mtp-head``) after its transformer block, and
+their backward around the block's.
 
 TP communication (Megatron, Shoeybi et al. 2019 / Korthikanti et al. 2022): with sequence
 parallelism an all-gather before and a reduce-scatter after attention and the dense MLP, of
@@ -21,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from netsim.workload.context import BuildContext
-from netsim.workload.costs import Part
+from netsim.workload.costs import KernelCall, Part
 from netsim.workload.emit import OpEmitter
 from netsim.workload.experts import ExpertTraffic
 from netsim.workload.gradients import GradientReducer
@@ -81,16 +87,31 @@ class LayerEmitter:
             rank, step, "tp", "tp", op, nbytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
         )
 
+    def is_mtp(self, layer: int) -> bool:
+        """Whether ``layer`` is a multi-token-prediction block (``model.mtp_depth``)."""
+        return layer >= self.ctx.spec.model.layers
+
     def forward(
         self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *, recompute: bool = False
     ) -> Deps:
         """The forward pass of ``layer`` for micro-batch ``mb`` (``recompute``: its repetition in
         the backward under full recomputation: ops named ``R.*``, collectives' phases
-        ``rcp-fwd-*``, no parameter gather of its own)."""
+        ``rcp-fwd-*``, no parameter gather of its own).  A multi-token-prediction block runs its
+        input projection before and the shared output head after."""
         c, emit = self.ctx.costs, self.emit
-        tag, pfx = ("R", "rcp-") if recompute else ("F", "")
+        tag = "R" if recompute else "F"
         if not recompute:
             deps = self.grads.zero3_gather(rank, step, layer, mb, "fwd", deps, chunk)
+        if not self.is_mtp(layer):
+            return self._forward(rank, step, mb, layer, deps, recompute)
+        deps = emit.compute(rank, step, f"{tag}.mtp-in", c.mtp_in("F"), deps, layer, mb)
+        deps = self._forward(rank, step, mb, layer, deps, recompute)
+        return emit.compute(rank, step, f"{tag}.mtp-head", c.head("F"), deps, layer, mb)
+
+    def _forward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, recompute: bool) -> Deps:
+        """The transformer block of :meth:`forward`."""
+        c, emit = self.ctx.costs, self.emit
+        tag, pfx = ("R", "rcp-") if recompute else ("F", "")
         moe = self.ctx.spec.model.is_moe_layer(layer)
         if not moe:
             emit.new_segment()
@@ -112,30 +133,44 @@ class LayerEmitter:
         deps = self.grads.zero3_gather(rank, step, layer, mb, "bwd", deps, chunk)
         if self.recompute.whole_layer:
             deps = self.forward(rank, step, mb, layer, deps, chunk, recompute=True)
+        mtp = self.is_mtp(layer)
+        if mtp:
+            deps = emit.compute(rank, step, f"{part}.mtp-head", c.head(part), deps, layer, mb)
         if self.ctx.spec.model.is_moe_layer(layer):
             deps = self.moe(rank, step, mb, layer, deps, part)
         else:
             emit.new_segment()
             deps = self.tp(rank, step, deps, "bwd-mlp-ag", layer, mb, "all_gather")
-            deps = emit.compute(rank, step, f"{part}.mlp", c.mlp(part), deps, layer, mb)
+            deps = emit.compute(rank, step, f"{part}.mlp", (*self._renorm(True), c.mlp(part)), deps, layer, mb)
             deps = self.tp(rank, step, deps, "bwd-mlp-rs", layer, mb, "reduce_scatter")
             emit.new_segment()
         deps = self.tp(rank, step, deps, "bwd-attn-ag", layer, mb, "all_gather")
         if self.recompute.attention_core:
             deps = emit.compute(rank, step, "R.attn-core", self.core_fwd, deps, layer, mb)
-        deps = emit.compute(rank, step, f"{part}.attn", c.attention(part), deps, layer, mb)
-        return self.tp(rank, step, deps, "bwd-attn-rs", layer, mb, "reduce_scatter")
+        deps = emit.compute(rank, step, f"{part}.attn", (*self._renorm(False), c.attention(part)), deps, layer, mb)
+        deps = self.tp(rank, step, deps, "bwd-attn-rs", layer, mb, "reduce_scatter")
+        if mtp:
+            deps = emit.compute(rank, step, f"{part}.mtp-in", c.mtp_in(part), deps, layer, mb)
+        return deps
+
+    def _renorm(self, ffn: bool) -> tuple[list[KernelCall], ...]:
+        """Under ``norms-mla-up`` recomputation, the forward kernels a block's backward op re-runs
+        first (the FFN block's norm, or the attention's norm and MLA up-projections); else none."""
+        if not self.recompute.norms_mla_up:
+            return ()
+        return (self.ctx.costs.recompute_norms_mla(ffn),)
 
     def weight(self, rank: int, step: int, mb: int, layer: int, deps: Deps) -> Deps:
         """The deferred weight gradients (``W``) of ``layer`` for micro-batch ``mb``."""
         c = self.ctx.costs
+        mtp = (c.head("W"), c.mtp_in("W")) if self.is_mtp(layer) else ()
         if self.ctx.spec.model.is_moe_layer(layer):
             recv = [sum(t) for t in zip(*self.experts.received(step, layer, mb, rank), strict=True)]
-            fixed = (c.attention("W"), c.moe_post("W"))
+            fixed = (c.attention("W"), c.moe_post("W"), *mtp)
             return self.emit.expert_compute(
                 rank, step, "W.layer", fixed, lambda v: c.experts("W", v), recv, deps, layer, mb
             )
-        return self.emit.compute(rank, step, "W.layer", (c.attention("W"), c.mlp("W")), deps, layer, mb)
+        return self.emit.compute(rank, step, "W.layer", (c.attention("W"), c.mlp("W"), *mtp), deps, layer, mb)
 
     def moe(
         self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, *, recompute: bool = False
@@ -161,4 +196,5 @@ class LayerEmitter:
         emit.new_segment()  # ... and while the combine flies
         if part == "F":
             return emit.compute(rank, step, f"{tag}.unpermute", c.moe_post("F"), ends, layer, mb)
-        return emit.compute(rank, step, f"{part}.router", c.moe_pre(part, self.router_kernel), ends, layer, mb)
+        pre = (*self._renorm(True), c.moe_pre(part, self.router_kernel))
+        return emit.compute(rank, step, f"{part}.router", pre, ends, layer, mb)

@@ -27,7 +27,9 @@ experts' (``R = top_k * tokens`` token-slots a rank receives at balanced load: e
 ``2f_e`` or ``3f_e``, expert output) and the shared experts'.  The first block adds the token ids
 (8 bytes a token) and the embedding's dropout mask, the last the final norm and output-projection
 inputs and fp32 logits ``4sbv/t`` (Korthikanti section 4.3; Megatron-LM
-``theoretical_memory_usage.py``).
+``theoretical_memory_usage.py``).  A multi-token-prediction block (``model.mtp_depth``) adds its
+module's two norm inputs, its projection's input and an output head's.  ``norms-mla-up``
+recomputation drops the norms' outputs (``2sbh`` per block) and MLA's per-head Q, K and V.
 
 **In flight**: a stage holds the activations of every micro-batch whose forward has run and
 whose backward has not (its weight-gradient pass, where the schedule defers it), read off the
@@ -37,7 +39,10 @@ interleaved 1F1B at Megatron's ``1 + (p-1)/(pv)`` stage loads, DualPipe at its `
 
 **Weights, gradients, optimizer state**: bytes per parameter from
 :mod:`netsim.workload.optimizer`, sharded by the ZeRO stage over the (expert-)DP group that
-reduces them (ZeRO 3 adds one layer's gathered weights).
+reduces them (ZeRO 3 adds one layer's gathered weights).  The multi-token-prediction modules share
+the main model's embedding and output head (DeepSeek-V3 section 3.2.3: DualPipe puts the first
+and the last block on the same rank); where a schedule puts the last block elsewhere its stage
+holds a copy of the embedding.
 
 Not counted: framework workspace, NCCL buffers, allocator fragmentation, the CUDA context.
 """
@@ -86,8 +91,10 @@ class ActivationModel:
         self.mask = 1.0 if self.tr.dropout else 0.0
 
     def _replicated(self) -> float:
-        """Norm input, first-linear input and dropout mask of one block (bytes)."""
-        return (2 * self.B + self.mask) * self.sb * self.m.hidden / self.r
+        """Norm input, first-linear input (the norm's output: not stored when the norms are
+        recomputed) and dropout mask of one block (bytes)."""
+        stored = 1 if self.mode.norms_mla_up else 2
+        return (stored * self.B + self.mask) * self.sb * self.m.hidden / self.r
 
     def attention(self) -> float:
         """The attention block (norm, QKV, core, output projection)."""
@@ -95,7 +102,9 @@ class ActivationModel:
         a = m.heads
         if m.mla is not None:
             qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim
-            proj = B * sb * a * (2 * qk + 2 * m.mla.v_head_dim) / t
+            # Q, K, V (the up-projections' outputs: recomputed under norms-mla-up) and the output
+            per_head = m.mla.v_head_dim if self.mode.norms_mla_up else 2 * qk + 2 * m.mla.v_head_dim
+            proj = B * sb * a * per_head / t
             proj += B * sb * (m.mla.q_lora_rank + m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
         else:
             d, kv = m.dim_per_head, m.num_kv_heads
@@ -145,9 +154,17 @@ class ActivationModel:
         """The last block: final norm and output-projection inputs, fp32 logits."""
         return 2 * self.B * self.sb * self.m.hidden / self.r + 4.0 * self.sb * self.m.vocab / self.t
 
+    def mtp(self) -> float:
+        """A multi-token-prediction module's own inputs: its two norms' inputs (and, unless the
+        norms are recomputed, the projection's ``2h``-wide input) and its output head's."""
+        h = self.m.hidden
+        proj = 0.0 if self.mode.norms_mla_up else 2 * self.B * self.sb * h
+        return 2 * self.B * self.sb * h / self.r + proj + self.head()
+
     def block(self, layers: list[int], first: bool, last: bool) -> float:
-        """One micro-batch's bytes in a block of ``layers``."""
-        total = sum(self.layer(x) for x in layers)
+        """One micro-batch's bytes in a block of ``layers`` (multi-token-prediction blocks with
+        their module's inputs)."""
+        total = sum(self.layer(x) + (self.mtp() if x >= self.m.layers else 0.0) for x in layers)
         return total + (self.embedding() if first else 0.0) + (self.head() if last else 0.0)
 
     def working_set(self, layers: list[int]) -> float:
@@ -253,8 +270,8 @@ def _stage_params(
     dense = expert = biggest = 0.0
     layers: list[int] = []
     last = len(blocks) - 1
-    for chunk in sorted({a.chunk for a in schedule.order(stage)}):
-        vs = schedule.virtual_stage(stage, chunk)
+    held = [schedule.virtual_stage(stage, c) for c in sorted({a.chunk for a in schedule.order(stage)})]
+    for vs in held:
         for layer in blocks[vs]:
             lp = costs.layer_params(layer)
             dense += lp.dense
@@ -262,6 +279,8 @@ def _stage_params(
             biggest = max(biggest, lp.dense)
             layers.append(layer)
         dense += (costs.head_params() if vs == last else 0.0) + (costs.embedding_params() if vs == 0 else 0.0)
+    if costs.m.mtp_depth and last in held and 0 not in held:
+        dense += costs.embedding_params()  # the MTP modules' embedding: a copy away from block 0
     return dense, expert, biggest, layers
 
 

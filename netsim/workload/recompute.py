@@ -16,6 +16,13 @@ Modes (``training.recompute``), registered in :data:`RECOMPUTE`:
     --recompute-num-layers 1``): only each layer's input is stored (``2sbh``, Korthikanti
     Table 2); the backward of a layer first re-runs its whole forward, TP collectives and MoE
     all-to-alls included (the recomputed forward is the same code).
+``norms-mla-up``
+    DeepSeek-V3 (arXiv 2412.19437, section 3.2.3, "Recomputation of RMSNorm and MLA
+    Up-Projection"): every RMSNorm and, in MLA layers, the q and kv up-projections are re-run in
+    the backward; their outputs are not stored (per layer and micro-batch ``2sbh`` of norm outputs
+    per block and MLA's per-head queries, keys and values ``2sb a (2 d_qk + d_v) / t``; the
+    latents they are computed from stay).  Cost: one more forward of two norms and two GEMMs per
+    layer, no communication.
 """
 
 from __future__ import annotations
@@ -37,11 +44,14 @@ class RecomputeMode:
             are not stored).
         whole_layer: every layer's forward is re-run before its backward (only its input is
             stored).
+        norms_mla_up: the norms and MLA's up-projections are re-run before the backward of
+            their block (their outputs are not stored).
     """
 
     name: str
     attention_core: bool
     whole_layer: bool
+    norms_mla_up: bool = False
 
 
 #: Recompute modes by ``training.recompute`` name.
@@ -50,6 +60,7 @@ for _mode in (
     RecomputeMode("none", attention_core=False, whole_layer=False),
     RecomputeMode("selective", attention_core=True, whole_layer=False),
     RecomputeMode("full", attention_core=False, whole_layer=True),
+    RecomputeMode("norms-mla-up", attention_core=False, whole_layer=False, norms_mla_up=True),
 ):
     RECOMPUTE.add(_mode.name, _mode)
 

@@ -140,4 +140,4 @@ def test_a_run_that_does_not_fit_exits_2_or_warns_with_allow_oom(
 def test_unknown_recompute_mode_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert _main(["run", "--quiet", "--no-report", "--set", "workload.training.recompute=partial"]) == 2
     err = _error_line(capsys)
-    assert "training.recompute: unknown recompute mode 'partial'; allowed: none, selective, full" in err
+    assert "training.recompute: unknown recompute mode 'partial'; allowed: none, selective, full, norms-mla-up" in err

@@ -3,7 +3,7 @@
 ``netsim validate --kind training`` without ``--quick`` runs them; this test runs the ones that
 have been run to the end (reports/validation/, with the CPU time each took on one core of the
 2-core development machine) and asserts each within its tolerance (10%).  The cases not listed
-have not been run to the end yet, or (DeepSeek-V3, +36.2%, 4 min of CPU; Llama 3 405B on 8,192
+have not been run to the end yet, or (DeepSeek-V3, +12.7%, 5 min of CPU; Llama 3 405B on 8,192
 GPUs, +20.9%, 8 min; MegaScale's Megatron-LM baseline of GPT-3 175B, Table 2: +11.8% to +25.1%
 on 256 to 12,288 GPUs, 2-10 min each) are outside their tolerance (docs: "Training-step replay",
 "Validation: published training runs", which says why and what they cost).

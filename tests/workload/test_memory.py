@@ -167,6 +167,6 @@ def test_unknown_recompute_mode_is_a_one_line_error() -> None:
     with pytest.raises(
         SpecError,
         match=r"^tiny\.yaml: training\.recompute: unknown recompute mode 'some'; "
-        r"allowed: none, selective, full$",
+        r"allowed: none, selective, full, norms-mla-up$",
     ):
         build_plan(_tiny(training={"recompute": "some"}), chain_topology(2, 1e9), FixedCompute(1.0, 2.0))

@@ -45,7 +45,9 @@ def test_preset_facts() -> None:
     assert m.moe is not None
     assert (m.layers, m.hidden, m.moe.first_dense, m.moe.expert_ffn_hidden) == (61, 7168, 3, 2048)
     assert (m.moe.experts, m.moe.shared_experts, m.moe.top_k) == (256, 1, 8)
-    assert len(m.moe_layers()) == 58 and m.moe_layers()[0] == 3
+    # 58 MoE layers and the multi-token-prediction block (layer 61, an MoE layer: report 2.2)
+    assert m.mtp_depth == 1 and m.mtp_layers() == [61]
+    assert len(m.moe_layers()) == 59 and m.moe_layers()[0] == 3 and m.moe_layers()[-1] == 61
     assert (ds.parallelism.ep, ds.parallelism.pp, ds.schedule.name) == (64, 16, "dualpipe")
     loc = load_workload("locmoe-pangu")
     assert loc.model.moe is not None and len(loc.model.moe_layers()) == 8

@@ -1,0 +1,184 @@
+"""DeepEP's published normal-kernel bandwidths on H800, predicted with netsim's ``deepep`` dispatcher.
+
+DeepEP (github.com/deepseek-ai/DeepEP, ``docs/legacy.md`` "Performance" at dd758caf45, the V1
+kernels DeepSeek-V3 was trained with) publishes the dispatch and combine bandwidths of its
+normal kernels on H800 (~160 GB/s NVLink, one CX7 400 Gb/s InfiniBand NIC per GPU, ~50 GB/s) in
+DeepSeek-V3's pre-training setting: 4,096 tokens per rank, hidden 7,168, 256 experts, top-8
+experts within the top-4 node groups, FP8 dispatch (with its per-128 scales) and BF16 combine:
+
+=========  ====  ==================  =================
+type       EP    dispatch GB/s       combine GB/s
+=========  ====  ==================  =================
+intranode  8     153 (NVLink)        158 (NVLink)
+internode  16    43 (RDMA)           43 (RDMA)
+internode  32    58 (RDMA)           57 (RDMA)
+internode  64    51 (RDMA)           50 (RDMA)
+=========  ====  ==================  =================
+
+What the numbers divide (DeepEP ``tests/legacy/test_intranode.py`` and ``test_internode.py``):
+intranode, the bytes a rank *receives* (one row per (token, rank), its own tokens included) over
+the kernel time; internode, the bytes a rank sends "by RDMA": one row per (token, destination
+node), *its own node included*, over the kernel time (logical bytes: DeepEP's V2 README says so).
+FP8 rows are ``hidden * (1 + 4/128)`` bytes (the scales), BF16 rows ``2 * hidden``.  The routing
+is the tests': scores ``|N(0, 1)| + 1`` per (token, expert); internode, the ``min(nodes, 4)``
+nodes with the highest maximum score, then the top 8 experts among them; experts contiguous over
+ranks.
+
+netsim replays the same routing through :class:`~netsim.moe.dispatchers.DeepEPDispatcher`
+(one InfiniBand copy per destination node to the same-index GPU, NVLink fan-out there), times the
+all-to-all(v) on the ``h800`` preset (``coflow`` model, the topology's NCCL cost model and link
+efficiencies, PXN routing: what the training replay uses) and divides the same bytes by that
+time.  :func:`compare` gives the rows; ``python -m netsim.validation.deepep`` prints them.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["PUBLISHED", "DeepEPRow", "compare", "route", "simulate_row"]
+
+#: DeepEP docs/legacy.md, "Normal kernels with NVLink and RDMA forwarding": EP -> (dispatch, combine) GB/s
+PUBLISHED: dict[int, tuple[float, float]] = {8: (153.0, 158.0), 16: (43.0, 43.0), 32: (58.0, 57.0), 64: (51.0, 50.0)}
+TOKENS = 4096
+HIDDEN = 7168
+EXPERTS = 256
+TOP_K = 8
+GPUS_PER_NODE = 8
+#: bytes per element: FP8 with one fp32 scale per 128 elements (DeepEP's ``fp8_factor`` x 2), BF16
+DISPATCH_BPE = 1.0 + 4.0 / 128.0
+COMBINE_BPE = 2.0
+
+
+@dataclass(frozen=True)
+class DeepEPRow:
+    """One row: published and predicted bandwidths (GB/s), the predicted times (s) and what
+    netsim's per-GPU busiest links carry (GB/s over the dispatch time, for the diagnosis)."""
+
+    ep: int
+    kind: str
+    published_dispatch_GBps: float
+    published_combine_GBps: float
+    dispatch_GBps: float
+    combine_GBps: float
+    dispatch_s: float
+    combine_s: float
+    nvlink_send_GBps: float
+    ib_send_GBps: float
+
+    @property
+    def errors(self) -> tuple[float, float]:
+        """predicted / published - 1, dispatch and combine."""
+        return (
+            self.dispatch_GBps / self.published_dispatch_GBps - 1.0,
+            self.combine_GBps / self.published_combine_GBps - 1.0,
+        )
+
+
+def route(rng: np.random.Generator, nodes: int) -> NDArray[np.int64]:
+    """``[ep, TOKENS, TOP_K]`` destination ranks, DeepEP's test routing (module doc)."""
+    ep = nodes * GPUS_PER_NODE
+    out = np.empty((ep, TOKENS, TOP_K), dtype=np.int64)
+    for r in range(ep):
+        scores = np.abs(rng.standard_normal((TOKENS, EXPERTS))) + 1.0
+        if nodes > 1:
+            groups = min(nodes, 4)
+            best = scores.reshape(TOKENS, nodes, -1).max(axis=-1)
+            keep = np.argsort(-best, axis=1, kind="stable")[:, :groups]
+            mask = np.zeros((TOKENS, nodes), dtype=bool)
+            np.put_along_axis(mask, keep, True, axis=1)
+            scores = np.where(np.repeat(mask, EXPERTS // nodes, axis=1), scores, -np.inf)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_K]
+        out[r] = top // (EXPERTS // ep)
+    return out
+
+
+def _distinct(dest: NDArray[np.int64], per: int) -> NDArray[np.int64]:
+    """``[ep, ep // per]`` distinct tokens of each source per destination group of ``per`` ranks."""
+    ep = dest.shape[0]
+    groups = ep // per
+    hit = np.zeros((ep, TOKENS, groups), dtype=bool)
+    rows = np.arange(TOKENS)[:, None]
+    for i in range(ep):
+        hit[i, rows, dest[i] // per] = True
+    return hit.sum(axis=1).astype(np.int64)
+
+
+def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
+    """Route, dispatch with ``deepep`` and time one row of :data:`PUBLISHED` on ``h800``."""
+    from netsim.collectives.executor import accelerators, simulate_collective
+    from netsim.collectives.setup import collective_setup, default_routing
+    from netsim.moe.dispatchers import dispatcher_copies
+    from netsim.topology import load_topology
+
+    nodes = ep // GPUS_PER_NODE
+    graph = load_topology("h800", nodes=nodes)
+    devices = accelerators(graph)[:ep]
+    dest = route(np.random.default_rng(seed), nodes)
+    rank_node = np.arange(ep, dtype=np.int64) // GPUS_PER_NODE
+    tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
+    copies = dispatcher_copies("deepep", tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
+    setup = collective_setup(graph)
+    engine: dict[str, Any] = {"efficiency": dict(setup.efficiency), "routing": default_routing(graph)}
+    if nodes == 1:  # bytes a rank receives, its own tokens included
+        logical = _distinct(dest, 1).sum(axis=0).astype(np.float64)
+    else:  # (token, node) rows a rank sends, its own node included
+        logical = _distinct(dest, GPUS_PER_NODE).sum(axis=1).astype(np.float64)
+    times = []
+    for bpe, transpose in ((DISPATCH_BPE, False), (COMBINE_BPE, True)):
+        mat = (copies.T if transpose else copies) * HIDDEN * bpe
+        np.fill_diagonal(mat, 0.0)
+        times.append(
+            simulate_collective(
+                graph, "all_to_allv", devices, float(mat.sum()), matrix=mat, model="coflow", cost=setup.cost, **engine
+            )
+        )
+    wire = copies * HIDDEN * DISPATCH_BPE
+    np.fill_diagonal(wire, 0.0)
+    same = rank_node[:, None] == rank_node[None, :]
+    nvl = float(np.where(same, wire, 0.0).sum(axis=1).max())
+    ib = float(np.where(same, 0.0, wire).sum(axis=1).max())
+    pub = PUBLISHED[ep]
+    mean = float(logical.mean())
+    return DeepEPRow(
+        ep=ep,
+        kind="intranode" if nodes == 1 else "internode",
+        published_dispatch_GBps=pub[0],
+        published_combine_GBps=pub[1],
+        dispatch_GBps=mean * HIDDEN * DISPATCH_BPE / times[0] / 1e9,
+        combine_GBps=mean * HIDDEN * COMBINE_BPE / times[1] / 1e9,
+        dispatch_s=times[0],
+        combine_s=times[1],
+        nvlink_send_GBps=nvl / times[0] / 1e9,
+        ib_send_GBps=ib / times[0] / 1e9,
+    )
+
+
+def compare(eps: tuple[int, ...] = tuple(PUBLISHED), seed: int = 0) -> list[DeepEPRow]:
+    """Every row of :data:`PUBLISHED` (or those of ``eps``)."""
+    return [simulate_row(ep, seed) for ep in eps]
+
+
+def table(rows: list[DeepEPRow]) -> str:
+    """A markdown table of ``rows``."""
+    out = [
+        "| type | EP | dispatch published | netsim | error | combine published | netsim | error "
+        "| netsim busiest GPU: NVLink / IB send |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        d, c = r.errors
+        out.append(
+            f"| {r.kind} | {r.ep} | {r.published_dispatch_GBps:.0f} | {r.dispatch_GBps:.1f} | {d:+.1%} "
+            f"| {r.published_combine_GBps:.0f} | {r.combine_GBps:.1f} | {c:+.1%} "
+            f"| {r.nvlink_send_GBps:.0f} / {r.ib_send_GBps:.0f} |"
+        )
+    return "\n".join(out)
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by the docs command test
+    sys.stdout.write(table(compare()) + "\n")

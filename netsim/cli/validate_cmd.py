@@ -5,10 +5,14 @@
     netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training] [--out runs/validate]
         [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
 
+    netsim validate-deepep [--ep 8 --ep 64 ...]
+
 Every case of every source in ``netsim/validation/data`` (or the ``--source`` files) is
 simulated as measured; stdout gets the error per size band and every point outside its
 tolerance; ``--out`` gets the run directory (results, summary, parity plot, report).  Exit code
 0 when every asserted point is within its tolerance, 1 otherwise (2 for bad input).
+``validate-deepep`` prints DeepEP's published dispatch/combine bandwidths on H800 against
+netsim's ``deepep`` dispatcher on the ``h800`` preset (:mod:`netsim.validation.deepep`).
 """
 
 from __future__ import annotations
@@ -67,3 +71,18 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"run directory: {out} (report.html, report.md, results.csv, figures/parity.png)")
         if not summary["ok"]:
             raise typer.Exit(1)
+
+    @app.command("validate-deepep")
+    def validate_deepep_cmd(
+        ep: list[int] = typer.Option([], "--ep", help="DeepEP's EP sizes to run: 8, 16, 32, 64 (default: all)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of DeepEP's test routing (random scores)."),
+    ) -> None:
+        """DeepEP's published all-to-all bandwidths on H800 against netsim's deepep dispatcher."""
+        from netsim.errors import SpecError
+        from netsim.validation.deepep import PUBLISHED, compare, table
+
+        bad = sorted(set(ep) - set(PUBLISHED))
+        if bad:
+            allowed = ", ".join(str(e) for e in PUBLISHED)
+            raise SpecError(f"DeepEP publishes EP {allowed} only (got {bad[0]})", field="--ep")
+        typer.echo(table(compare(tuple(ep) or tuple(PUBLISHED), seed)))

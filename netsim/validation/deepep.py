@@ -28,12 +28,11 @@ netsim replays the same routing through :class:`~netsim.moe.dispatchers.DeepEPDi
 (one InfiniBand copy per destination node to the same-index GPU, NVLink fan-out there), times the
 all-to-all(v) on the ``h800`` preset (``coflow`` model, the topology's NCCL cost model and link
 efficiencies, PXN routing: what the training replay uses) and divides the same bytes by that
-time.  :func:`compare` gives the rows; ``python -m netsim.validation.deepep`` prints them.
+time.  :func:`compare` gives the rows; ``netsim validate-deepep`` prints them.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +177,3 @@ def table(rows: list[DeepEPRow]) -> str:
             f"| {r.nvlink_send_GBps:.0f} / {r.ib_send_GBps:.0f} |"
         )
     return "\n".join(out)
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised by the docs command test
-    sys.stdout.write(table(compare()) + "\n")

@@ -25,6 +25,7 @@ Field meanings (the units are in the names where they are not counts):
   group-wise all-to-all).  ``pipeline_scatter_gather`` (``auto``, ``true``, ``false``):
   Megatron's scatter/gather of pipeline messages without sequence parallelism (each TP rank
   sends ``1 / tp``, the receiver all-gathers; :mod:`netsim.workload.pipeline`).
+  ``pipeline_layers``: how many layers each pipeline block holds (default: an even split).
 * ``model.moe.dispatcher`` / ``model.moe.padding``: how the all-to-all sends tokens (a copy per
   expert, per destination rank or per destination node; :mod:`netsim.moe.traffic`) and whether
   its buffers are capacity-sized (fixed-shape frameworks) or as routed (dropless).
@@ -227,6 +228,13 @@ class ParallelSpec(SpecModel):
         "activations (gradients) and the receiving stage all-gathers them over its TP group; auto = on where "
         "TP > 1 without sequence parallelism (Megatron-LM's default), no effect otherwise",
     )
+    pipeline_layers: list[int] | None = Field(
+        default=None,
+        description="transformer layers per pipeline block (virtual stage), in model order: one count per block, "
+        "summing to model.layers; only the first and the last may be 0 (a block with only the embedding / the "
+        "output head). Default: an even split, the remainder to the blocks after the first. Megatron-LM's "
+        "--decoder-first/last-pipeline-num-layers and --pipeline-model-parallel-layout set the same thing",
+    )
     expert_layout: str = Field(
         default="megatron",
         description="how the framework lays experts out: megatron (parallel folding), deepspeed (EP across DP, "
@@ -246,6 +254,8 @@ class ParallelSpec(SpecModel):
     def _check(self) -> ParallelSpec:
         if isinstance(self.dp, int) and self.dp < 1:
             raise ValueError(f"dp must be >= 1 or 'auto', got {self.dp}")
+        if self.pipeline_layers is not None and any(n < 0 for n in self.pipeline_layers):
+            raise ValueError(f"pipeline_layers must be counts >= 0, got {self.pipeline_layers}")
         return self
 
 

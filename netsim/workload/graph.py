@@ -187,7 +187,7 @@ def _context(
         flash_attention=spec.training.flash_attention,
         dropout=spec.training.dropout,
     )
-    blocks = split_layers(spec.model.layers, sched.num_virtual_stages)
+    blocks = split_layers(spec.model.layers, sched.num_virtual_stages, spec.parallelism.pipeline_layers)
     blocks[-1] += spec.model.mtp_layers()  # the MTP modules follow the last layer, with the output head
     return BuildContext(spec, graph, layout, sched, costs, blocks)
 

@@ -268,6 +268,22 @@ def _check_groupwise(spec: WorkloadSpec, experts: ExpertLayout, nodes: tuple[int
             )
 
 
+def _check_pipeline_layers(spec: WorkloadSpec, chunks: int) -> None:
+    """An explicit ``parallelism.pipeline_layers``: one count per pipeline block, the model's layers
+    in all, no empty block but the first and the last."""
+    sizes = spec.parallelism.pipeline_layers
+    assert sizes is not None
+    problem = ""
+    if len(sizes) != chunks:
+        problem = f"needs one count per pipeline block ({chunks}: pp x virtual chunks), got {len(sizes)}"
+    elif sum(sizes) != spec.model.layers:
+        problem = f"counts must add up to model.layers = {spec.model.layers}, got {sum(sizes)}"
+    elif any(n == 0 for n in sizes[1:-1]):
+        problem = "only the first and the last block may hold no layer"
+    if problem:
+        raise WorkloadError(problem, source=spec.source, field="parallelism.pipeline_layers")
+
+
 def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     """Check the parallel sizes against the topology and build the layout.
 
@@ -326,7 +342,9 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     chunks = par.pp * (1 if sched.name == "dualpipe" else v)
     # the first and the last chunk may hold no layer (only the embedding / the LM head: the
     # layout of Llama 3's interleaved pipeline, arXiv 2407.21783 section 3.3.2)
-    if spec.model.layers < chunks - (2 if chunks > 2 else 0):
+    if par.pipeline_layers is not None:
+        _check_pipeline_layers(spec, chunks)
+    elif spec.model.layers < chunks - (2 if chunks > 2 else 0):
         raise WorkloadError(
             f"{spec.model.layers} layers cannot fill {chunks} pipeline chunks (every chunk but the first and the "
             "last needs one)",

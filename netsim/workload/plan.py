@@ -11,7 +11,7 @@ schedule.  Nothing here simulates; the modules that build plans are listed in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -158,13 +158,16 @@ class StepPlan:
         return [o for o in self.ops if o.rank == rank]
 
 
-def split_layers(num_layers: int, blocks: int) -> list[list[int]]:
-    """Cut ``num_layers`` into ``blocks`` contiguous blocks; the remainder goes to the blocks
-    after the first (the first block also holds the embedding, the last the LM head)."""
-    base, extra = divmod(num_layers, blocks)
-    sizes = [base] * blocks
-    for i in range(extra):
-        sizes[1 + i if blocks > 1 else 0] += 1
+def split_layers(num_layers: int, blocks: int, sizes: Sequence[int] | None = None) -> list[list[int]]:
+    """Cut ``num_layers`` into ``blocks`` contiguous blocks of ``sizes`` layers (checked by the
+    caller), by default evenly with the remainder to the blocks after the first (the first block
+    also holds the embedding, the last the LM head)."""
+    if sizes is None:
+        base, extra = divmod(num_layers, blocks)
+        even = [base] * blocks
+        for i in range(extra):
+            even[1 + i if blocks > 1 else 0] += 1
+        sizes = even
     out: list[list[int]] = []
     start = 0
     for s in sizes:

@@ -42,6 +42,39 @@ def test_split_layers() -> None:
     assert split_layers(4, 4) == [[0], [1], [2], [3]]
 
 
+def test_explicit_pipeline_layers_set_each_blocks_layers() -> None:
+    """``parallelism.pipeline_layers`` puts its counts of layers on the pipeline blocks, in order;
+    a count list that does not fit the blocks or the model is a one-line error naming the field."""
+    graph = load_topology("dgx-h100", nodes=2)
+    base = ["model.layers=8", "parallelism.pp=4", "parallelism.tp=4"]
+    even = build_plan(load_workload("gpt-dense", base), graph, FixedCompute(1e-3, 2e-3))
+    plan = build_plan(
+        load_workload("gpt-dense", [*base, "parallelism.pipeline_layers=[1, 3, 3, 1]"]), graph, FixedCompute(1e-3, 2e-3)
+    )
+
+    def layers_of_stage(p: StepPlan) -> list[set[int]]:
+        out: list[set[int]] = [set() for _ in range(4)]
+        for op in p.ops:
+            if op.kind == "compute" and op.layer >= 0:
+                out[p.layout.coords(op.rank)[0]].add(op.layer)
+        return out
+
+    assert layers_of_stage(even) == [{0, 1}, {2, 3}, {4, 5}, {6, 7}]
+    assert layers_of_stage(plan) == [{0}, {1, 2, 3}, {4, 5, 6}, {7}]
+    for bad, says in (
+        ("[2, 2, 4]", "one count per pipeline block (4"),
+        ("[2, 2, 2, 1]", "add up to model.layers = 8"),
+        ("[4, 0, 2, 2]", "only the first and the last block may hold no layer"),
+    ):
+        with pytest.raises(Exception, match="parallelism.pipeline_layers") as err:
+            build_plan(
+                load_workload("gpt-dense", [*base, f"parallelism.pipeline_layers={bad}"]),
+                graph,
+                FixedCompute(1e-3, 2e-3),
+            )
+        assert says in str(err.value)
+
+
 def _tiny_plan(**sets: str) -> StepPlan:
     graph = load_topology("dgx-h100", nodes=2)
     over = [f"{k}={v}" for k, v in sets.items()]

@@ -210,6 +210,7 @@ def test_shipped_training_sources_cite_where_every_number_is() -> None:
         "llama3-405b",
         "deepseek-v3",
         "megatron-core-mixtral-8x7b",
+        "megatron-bridge-h100",
     }
     for s in sources:
         for c in s.cases:

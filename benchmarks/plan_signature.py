@@ -34,6 +34,7 @@ _DS = [
     "nodes=4",
     "workload=deepseek-v3",
     "workload.parallelism.pp=2",
+    "workload.parallelism.pipeline_layers=null",
     "workload.parallelism.ep=16",
     "workload.model.layers=4",
     "workload.model.moe.first_dense=1",

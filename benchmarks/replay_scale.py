@@ -31,6 +31,7 @@ REDUCED = [
     "nodes=8",
     "workload=deepseek-v3",
     "workload.parallelism.pp=4",
+    "workload.parallelism.pipeline_layers=null",
     "workload.parallelism.ep=16",
     "workload.model.layers=13",
     "workload.num_microbatches=8",

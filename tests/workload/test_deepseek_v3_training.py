@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from typing import Any
 
@@ -16,6 +15,8 @@ from netsim.topology import load_topology
 from netsim.workload.costs import KernelCall, ModelCosts
 from netsim.workload.graph import StepPlan, build_plan
 from netsim.workload.recompute import RECOMPUTE
+
+from .digest import plan_digest
 
 
 class ShapeCompute:
@@ -74,13 +75,7 @@ def _plan(schedule: str, *sets: str) -> StepPlan:
 
 
 def _digest(plan: StepPlan) -> str:
-    h = hashlib.sha256()
-    for o in plan.ops:
-        c = o.coll
-        coll = None if c is None else (c.key, c.op, c.ranks, c.nbytes, c.traffic_class, c.src, c.dst)
-        h.update(repr((o.id, o.rank, o.kind, o.stream, o.name, tuple(o.deps), o.issue, o.duration_s, coll)).encode())
-    h.update(repr(plan.memory.summary()).encode())
-    return h.hexdigest()
+    return plan_digest(plan, memory=True)
 
 
 @pytest.mark.parametrize(("schedule", "sets"), sorted(BEFORE))

@@ -8,7 +8,6 @@ activations and backward gradients alike.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan
 
 from ..replay.helpers import FixedCompute
+from .digest import plan_digest
 
 MODEL: dict[str, Any] = {"layers": 4, "hidden": 256, "ffn_hidden": 1024, "heads": 4, "vocab": 1000, "seq_len": 128}
 WORKLOAD: dict[str, Any] = {
@@ -43,12 +43,7 @@ def _plan(*sets: str, lockstep: bool = False) -> StepPlan:
 
 
 def _digest(plan: StepPlan) -> str:
-    h = hashlib.sha256()
-    for o in plan.ops:
-        c = o.coll
-        coll = None if c is None else (c.key, c.op, c.ranks, c.nbytes, c.traffic_class, c.src, c.dst)
-        h.update(repr((o.id, o.rank, o.kind, o.stream, o.name, tuple(o.deps), o.issue, o.duration_s, coll)).encode())
-    return h.hexdigest()
+    return plan_digest(plan)
 
 
 def test_each_tp_rank_sends_a_tp_th_and_the_receiver_all_gathers_over_its_tp_group() -> None:

@@ -54,6 +54,7 @@ from netsim.limits import SizeEstimate, check_fits, estimate_run, size_check_ena
 from netsim.replay import ReplayResult, replay
 from netsim.run_accounting import account_replay, checkpoint_times, moe_results
 from netsim.workload.costs import TimeModel
+from netsim.workload.fp8 import recipe_note
 from netsim.workload.graph import StepPlan, build_plan
 
 __all__ = [
@@ -336,7 +337,8 @@ def summarize_replay(
             step_time - float(np.mean(baseline.step_times_s)) if baseline is not None and ck_times else None
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
-        "compute_notes": list(getattr(prep.compute, "notes", [])),
+        "compute_notes": list(getattr(prep.compute, "notes", []))
+        + ([recipe_note(prep.workload.model.fp8_recipe)] if prep.workload.model.dtype == "fp8" else []),
         "collective_model": choice.collective_model,
         "collective_cost": (
             prep.collectives.describe() if prep.collectives is not None else {"collective_cost": "ideal"}

@@ -151,6 +151,12 @@ class ModelSpec(SpecModel):
     vocab: int = Field(ge=1, le=MAX_WIDTH * 16)
     seq_len: int = Field(ge=1, le=MAX_WIDTH * 16)
     dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
+    fp8_recipe: Literal["current", "delayed", "blockwise"] = Field(
+        default="delayed",
+        description="how an fp8 model scales its FP8 tensors (netsim.workload.fp8): current (per-tensor "
+        "amax of the tensor itself, an extra read), delayed (amax history; Megatron-LM's default "
+        "--fp8-recipe) or blockwise (DeepSeek-V3's 1x128 / 128x128 tiles); used only when dtype is fp8",
+    )
     bytes_per_element: int | None = Field(default=None, ge=1, description="default: from dtype")
     activation: Literal["swiglu", "gelu"] = "swiglu"
     tie_embeddings: bool = False

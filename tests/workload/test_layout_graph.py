@@ -66,7 +66,7 @@ def test_explicit_pipeline_layers_set_each_blocks_layers() -> None:
         ("[2, 2, 2, 1]", "add up to model.layers = 8"),
         ("[4, 0, 2, 2]", "only the first and the last block may hold no layer"),
     ):
-        with pytest.raises(Exception, match="parallelism.pipeline_layers") as err:
+        with pytest.raises(Exception, match=r"parallelism\.pipeline_layers") as err:
             build_plan(
                 load_workload("gpt-dense", [*base, f"parallelism.pipeline_layers={bad}"]),
                 graph,

@@ -338,7 +338,7 @@ def summarize_replay(
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "compute_notes": list(getattr(prep.compute, "notes", []))
-        + ([recipe_note(prep.workload.model.fp8_recipe)] if prep.workload.model.dtype == "fp8" else []),
+        + ([_fp8_note(prep.workload)] if prep.workload.model.dtype == "fp8" else []),
         "collective_model": choice.collective_model,
         "collective_cost": (
             prep.collectives.describe() if prep.collectives is not None else {"collective_cost": "ideal"}
@@ -364,6 +364,12 @@ def summarize_replay(
 
 
 # ---------------------------------------------------------------------- run
+
+
+def _fp8_note(workload: WorkloadSpec) -> str:
+    """The compute note on the FP8 quantisation casts of ``workload`` (an fp8 model)."""
+    m = workload.model
+    return recipe_note(m.fp8_recipe, m.fp8_quant_bytes.model_dump() if m.fp8_quant_bytes is not None else None)
 
 
 def resolved_spec(prep: Prepared) -> dict[str, Any]:

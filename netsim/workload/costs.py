@@ -126,6 +126,11 @@ def _memo(method: Callable[..., list[KernelCall]]) -> Callable[..., list[KernelC
     return wrapper
 
 
+def _overrides(model: ModelSpec) -> dict[str, float | None] | None:
+    """``model.fp8_quant_bytes`` as a mapping (None when not given)."""
+    return model.fp8_quant_bytes.model_dump() if model.fp8_quant_bytes is not None else None
+
+
 def _call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False, **shape: float) -> KernelCall:
     return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
 
@@ -198,7 +203,7 @@ class ModelCosts:
         self.expert_shard_ffn = max(1, self.expert_ffn // expert_tp) if moe is not None else 0
         self._memo: dict[tuple[Any, ...], list[KernelCall]] = {}
         #: bytes the FP8 quantisation casts move per element (None: the model is not FP8)
-        self.fp8: QuantBytes | None = quant_bytes(model.fp8_recipe) if model.dtype == "fp8" else None
+        self.fp8: QuantBytes | None = quant_bytes(model.fp8_recipe, _overrides(model)) if model.dtype == "fp8" else None
 
     # ------------------------------------------------------------------ tokens
 

@@ -52,12 +52,14 @@ The compute model has no measured cast kernel; the casts are timed as the ``resi
 (a streaming read-read-write elementwise kernel of the catalogue, 3 BF16 elements = 6 bytes per
 element, measured in kernel tables or priced by the roofline's memory term) on the same tensor
 shape, scaled to the cast's bytes (as the optimizer step scales ``adamw``).  DeepEP and DeepGEMM
-fuse part of DeepSeek's quantisation into the dispatch; that saving is not modelled.
+fuse part of DeepSeek's quantisation into the dispatch; that saving is not modelled.  Every
+entry of the table can be overridden (``model.fp8_quant_bytes``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 
 __all__ = ["FP8_RECIPES", "KERNEL_BYTES_PER_ELEMENT", "Fp8Recipe", "QuantBytes", "quant_bytes", "recipe_note"]
@@ -85,8 +87,7 @@ class QuantBytes:
     weight: float
 
 
-def quant_bytes(recipe: str) -> QuantBytes:
-    """The :class:`QuantBytes` of ``recipe`` (one of :data:`FP8_RECIPES`)."""
+def _recipe_bytes(recipe: str) -> QuantBytes:
     cast = _READ + _COPIES * 1.0
     if recipe == "current":
         return QuantBytes(after_norm=cast, other=_READ + cast, grad=_READ + cast, weight=_READ + cast)
@@ -98,9 +99,17 @@ def quant_bytes(recipe: str) -> QuantBytes:
     raise ValueError(f"unknown FP8 recipe {recipe!r}; allowed: {', '.join(FP8_RECIPES)}")
 
 
-def recipe_note(recipe: str) -> str:
+def quant_bytes(recipe: str, overrides: Mapping[str, float | None] | None = None) -> QuantBytes:
+    """The :class:`QuantBytes` of ``recipe`` (one of :data:`FP8_RECIPES`), with the non-None
+    ``overrides`` (``model.fp8_quant_bytes``: after_norm, other, grad, weight) in place."""
+    q = _recipe_bytes(recipe)
+    given = {k: float(v) for k, v in (overrides or {}).items() if v is not None}
+    return replace(q, **given) if given else q
+
+
+def recipe_note(recipe: str, overrides: Mapping[str, float | None] | None = None) -> str:
     """One line for the run's compute notes: what the quantisation kernels of ``recipe`` cost."""
-    q = quant_bytes(recipe)
+    q = quant_bytes(recipe, overrides)
     return (
         f"float8 quantisation ({recipe} scaling): around every FP8 GEMM, memory-bound casts of "
         f"{q.after_norm:g} B per activation element after a norm, {q.other:g} B per other input "

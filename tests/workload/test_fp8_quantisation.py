@@ -163,3 +163,27 @@ def test_a_bad_recipe_is_a_one_line_error_naming_the_field() -> None:
         load_workload({"model": {**DENSE, "seq_len": T, "dtype": "fp8", "fp8_recipe": "mxfp8"}}, [], source="w.yaml")
     msg = str(e.value)
     assert "\n" not in msg and "model.fp8_recipe" in msg and "current" in msg and "blockwise" in msg
+
+
+def test_the_recipe_bytes_can_be_overridden() -> None:
+    spec = load_workload(
+        {
+            "model": {
+                **DENSE,
+                "seq_len": T,
+                "dtype": "fp8",
+                "fp8_recipe": "delayed",
+                "fp8_quant_bytes": {"after_norm": 3},
+            }
+        },
+        [],
+        source="t",
+    )
+    c = ModelCosts(spec.model, 1, 1)
+    assert _quant_bytes(c.mlp("F")) == pytest.approx(3 * T * H + 4 * T * F, rel=1e-12)
+    assert "3 B per activation element after a norm" in recipe_note("delayed", {"after_norm": 3.0, "grad": None})
+    with pytest.raises(SpecError) as e:
+        load_workload(
+            {"model": {**DENSE, "seq_len": T, "dtype": "fp8", "fp8_quant_bytes": {"input": 3}}}, [], source="w.yaml"
+        )
+    assert "\n" not in str(e.value) and "model.fp8_quant_bytes" in str(e.value)

@@ -54,6 +54,7 @@ from netsim.limits import SizeEstimate, check_fits, estimate_run, size_check_ena
 from netsim.replay import ReplayResult, replay
 from netsim.run_accounting import account_replay, checkpoint_times, moe_results
 from netsim.workload.costs import TimeModel
+from netsim.workload.fp8 import recipe_note
 from netsim.workload.graph import StepPlan, build_plan
 
 __all__ = [
@@ -336,7 +337,8 @@ def summarize_replay(
             step_time - float(np.mean(baseline.step_times_s)) if baseline is not None and ck_times else None
         ),
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
-        "compute_notes": list(getattr(prep.compute, "notes", [])),
+        "compute_notes": list(getattr(prep.compute, "notes", []))
+        + ([_fp8_note(prep.workload)] if prep.workload.model.dtype == "fp8" else []),
         "collective_model": choice.collective_model,
         "collective_cost": (
             prep.collectives.describe() if prep.collectives is not None else {"collective_cost": "ideal"}
@@ -362,6 +364,12 @@ def summarize_replay(
 
 
 # ---------------------------------------------------------------------- run
+
+
+def _fp8_note(workload: WorkloadSpec) -> str:
+    """The compute note on the FP8 quantisation casts of ``workload`` (an fp8 model)."""
+    m = workload.model
+    return recipe_note(m.fp8_recipe, m.fp8_quant_bytes.model_dump() if m.fp8_quant_bytes is not None else None)
 
 
 def resolved_spec(prep: Prepared) -> dict[str, Any]:

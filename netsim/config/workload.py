@@ -85,6 +85,16 @@ WORKLOAD_PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "workloa
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
 
+class Fp8QuantBytesSpec(SpecModel):
+    """Overrides of the bytes per element the FP8 quantisation casts move (netsim.workload.fp8;
+    each default: the recipe's)."""
+
+    after_norm: float | None = Field(default=None, ge=0, description="a GEMM input produced by a norm")
+    other: float | None = Field(default=None, ge=0, description="any other GEMM input")
+    grad: float | None = Field(default=None, ge=0, description="a GEMM's output gradient")
+    weight: float | None = Field(default=None, ge=0, description="a weight, once per step")
+
+
 class MLASpec(SpecModel):
     """DeepSeek multi-head latent attention dimensions (all counts of elements)."""
 
@@ -151,6 +161,15 @@ class ModelSpec(SpecModel):
     vocab: int = Field(ge=1, le=MAX_WIDTH * 16)
     seq_len: int = Field(ge=1, le=MAX_WIDTH * 16)
     dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
+    fp8_recipe: Literal["current", "delayed", "blockwise"] = Field(
+        default="delayed",
+        description="how an fp8 model scales its FP8 tensors (netsim.workload.fp8): current (per-tensor "
+        "amax of the tensor itself, an extra read), delayed (amax history; Megatron-LM's default "
+        "--fp8-recipe) or blockwise (DeepSeek-V3's 1x128 / 128x128 tiles); used only when dtype is fp8",
+    )
+    fp8_quant_bytes: Fp8QuantBytesSpec | None = Field(
+        default=None, description="override the recipe's bytes per element of the quantisation casts"
+    )
     bytes_per_element: int | None = Field(default=None, ge=1, description="default: from dtype")
     activation: Literal["swiglu", "gelu"] = "swiglu"
     tie_embeddings: bool = False

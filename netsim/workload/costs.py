@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from netsim.config.workload import ModelSpec
+from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 
 __all__ = ["KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]
 
@@ -71,13 +72,15 @@ class KernelCall:
     """One kernel call: ``scale`` multiplies its time (0.5 = one half of a GEMM backward);
     ``no_fp8``: the call stays in 16 bits when the model trains in FP8 (DeepSeek-V3, arXiv
     2412.19437, section 3.3.1: the embedding, the output head, the MoE gating, the norms and the
-    attention operators keep their BF16/FP32 precision; only the linear layers' GEMMs run in FP8)."""
+    attention operators keep their BF16/FP32 precision; only the linear layers' GEMMs run in FP8);
+    ``quant``: an FP8 quantisation cast (:mod:`netsim.workload.fp8`), not repeated in the backward."""
 
     kernel: str
     pass_: Pass
     shape: tuple[tuple[str, float], ...]
     scale: float = 1.0
     no_fp8: bool = False
+    quant: bool = False
 
     def time_s(self, model: TimeModel, dtype: str | None) -> float:
         dt = None if self.kernel == "adamw" else dtype
@@ -123,6 +126,11 @@ def _memo(method: Callable[..., list[KernelCall]]) -> Callable[..., list[KernelC
     return wrapper
 
 
+def _overrides(model: ModelSpec) -> dict[str, float | None] | None:
+    """``model.fp8_quant_bytes`` as a mapping (None when not given)."""
+    return model.fp8_quant_bytes.model_dump() if model.fp8_quant_bytes is not None else None
+
+
 def _call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False, **shape: float) -> KernelCall:
     return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
 
@@ -131,6 +139,8 @@ def _split(calls: list[KernelCall], part: Part) -> list[KernelCall]:
     """Forward calls -> the calls of a backward part (``B``, ``W`` or both ``BW``)."""
     out: list[KernelCall] = []
     for c in calls:
+        if c.quant:
+            continue
         weighted = c.kernel in _WEIGHT_KERNELS
         if part == "BW":
             out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale, c.no_fp8))
@@ -192,6 +202,8 @@ class ModelCosts:
         #: the routed experts' FFN width one rank holds
         self.expert_shard_ffn = max(1, self.expert_ffn // expert_tp) if moe is not None else 0
         self._memo: dict[tuple[Any, ...], list[KernelCall]] = {}
+        #: bytes the FP8 quantisation casts move per element (None: the model is not FP8)
+        self.fp8: QuantBytes | None = quant_bytes(model.fp8_recipe, _overrides(model)) if model.dtype == "fp8" else None
 
     # ------------------------------------------------------------------ tokens
 
@@ -199,6 +211,66 @@ class ModelCosts:
     def route_tokens(self) -> int:
         """Tokens one rank routes per micro-batch (its sequence-parallel share)."""
         return self.sp_tokens
+
+    # ------------------------------------------------------------------ FP8 quantisation
+
+    @staticmethod
+    def _cast(tokens: float, width: float, bytes_per_element: float) -> KernelCall:
+        """A quantisation cast of a ``[tokens, width]`` BF16 tensor moving ``bytes_per_element``:
+        the ``residual`` kernel on that shape scaled to those bytes (netsim.workload.fp8)."""
+        scale = bytes_per_element / KERNEL_BYTES_PER_ELEMENT
+        shape = (("hidden", float(width)), ("tokens", float(tokens)))
+        return KernelCall("residual", "fwd", shape, scale, no_fp8=True, quant=True)
+
+    def _finish(self, calls: list[KernelCall], part: Part, kernel: str = "gemm", norm_fed: int = 0) -> list[KernelCall]:
+        """``calls`` (a forward) as ``part``; in an FP8 model, with the quantisation of every FP8
+        ``kernel`` call: its input before it in the forward (the first ``norm_fed`` of them are
+        fed by a norm), its output gradient in the backward's ``B`` part."""
+        q = self.fp8
+        if q is None:
+            return calls if part == "F" else _split(calls, part)
+        out: list[KernelCall] = []
+        seen = 0
+        for c in calls:
+            if c.kernel == kernel and not c.no_fp8:
+                rows, n, k = self._gemm_dims(c)
+                if part == "F":
+                    out.append(self._cast(rows, k, q.after_norm if seen < norm_fed else q.other))
+                elif part in ("B", "BW"):
+                    out.append(self._cast(rows, n, q.grad))
+                seen += 1
+            if part == "F":
+                out.append(c)
+        return out if part == "F" else [*out, *_split(calls, part)]
+
+    @staticmethod
+    def _gemm_dims(c: KernelCall) -> tuple[float, float, float]:
+        """(rows, n, k) of a ``gemm`` or ``grouped_gemm`` call."""
+        s = dict(c.shape)
+        return (s["m"] if c.kernel == "gemm" else s["tokens"]), s["n"], s["k"]
+
+    def weight_quant(self, weight_elems: float) -> list[KernelCall]:
+        """The per-step FP8 casts of ``weight_elems`` weights (TransformerEngine caches them over
+        the micro-batches of a step); [] for a model that is not FP8 or no weights."""
+        if self.fp8 is None or weight_elems <= 0:
+            return []
+        h = self.m.hidden
+        return [self._cast(weight_elems / h, h, self.fp8.weight)]
+
+    def fp8_weight_elems(self, layer: int) -> float:
+        """Weights of ``layer``'s FP8 GEMMs one rank holds (its parameters less the norms, the
+        router and, for a multi-token-prediction block, its input norms); 0 if not FP8."""
+        if self.fp8 is None:
+            return 0.0
+        lp = self.layer_params(layer)
+        h = self.m.hidden
+        other = 2 * h
+        if self.m.is_moe_layer(layer):
+            assert self.m.moe is not None
+            other += h * self.m.moe.experts
+        if layer >= self.m.layers:
+            other += 3 * h
+        return lp.dense + lp.expert - other
 
     # ------------------------------------------------------------------ kernels
 
@@ -229,7 +301,7 @@ class ModelCosts:
                 _call("gemm", "fwd", m=T, n=h, k=heads * d),
             ]
         calls += self._close()
-        return calls if part == "F" else _split(calls, part)
+        return self._finish(calls, part, norm_fed=4 if m.mla is not None else 1)
 
     def _close(self) -> list[KernelCall]:
         """What closes a sub-block (attention, MLP, MoE) on the rank's tokens (its sequence-
@@ -271,7 +343,7 @@ class ModelCosts:
         calls.append(_call("swiglu" if self.gated else "gelu", "fwd", tokens=T, hidden=f))
         calls.append(_call("gemm", "fwd", m=T, n=m.hidden, k=f))
         calls += self._close()
-        return calls if part == "F" else _split(calls, part)
+        return self._finish(calls, part, norm_fed=1)
 
     @_memo
     def moe_pre(self, part: Part, router_kernel: str = "router_linear") -> list[KernelCall]:
@@ -297,7 +369,7 @@ class ModelCosts:
             _call("swiglu" if self.gated else "gelu", "fwd", tokens=R, hidden=f),
         ]
         calls.append(_call("grouped_gemm", "fwd", tokens=R, experts=e, n=m.hidden, k=f))
-        return calls if part == "F" else _split(calls, part)
+        return self._finish(calls, part, "grouped_gemm")
 
     @_memo
     def moe_post(self, part: Part) -> list[KernelCall]:
@@ -311,7 +383,7 @@ class ModelCosts:
             calls.append(_call("swiglu" if self.gated else "gelu", "fwd", tokens=ts, hidden=f))
             calls.append(_call("gemm", "fwd", m=ts, n=m.hidden, k=f))
         calls += self._close()
-        return calls if part == "F" else _split(calls, part)
+        return self._finish(calls, part)
 
     @_memo
     def head(self, part: Part) -> list[KernelCall]:
@@ -335,7 +407,7 @@ class ModelCosts:
             _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
             _call("gemm", "fwd", m=self.tokens, n=m.hidden, k=2 * m.hidden),
         ]
-        return calls if part == "F" else _split(calls, part)
+        return self._finish(calls, part)
 
     @_memo
     def recompute_norms_mla(self, ffn_norm: bool) -> list[KernelCall]:
@@ -355,7 +427,7 @@ class ModelCosts:
                 _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.qk_rope_head_dim), k=a.q_lora_rank),
                 _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
             ]
-        return calls
+        return self._finish(calls, "F", norm_fed=2)
 
     @staticmethod
     def optimizer(params: float) -> list[KernelCall]:

@@ -86,6 +86,8 @@ class GradientReducer:
         self.buckets: dict[tuple[int, str], float] = {}
         self.rank_buckets: list[tuple[int, str, float, int]] = []
         self.rank_params = [0.0, 0.0]
+        #: weights of the rank's FP8 GEMMs (cast to FP8 once per step; 0 without FP8)
+        self.fp8_weights = 0.0
         self.dp_ops: Deps = []
         self.last_grad: Deps = []
         #: replica all-reduces waiting for the end of the step (no overlap): (chunk, layer)
@@ -138,6 +140,7 @@ class GradientReducer:
         """``layer``'s weight gradients are final once ``deps`` ran: into the buckets, and the
         replicated experts' all-reduces across their copies (module docstring)."""
         lp = self.ctx.costs.layer_params(layer)
+        self.fp8_weights += self.ctx.costs.fp8_weight_elems(layer)
         self.ready(rank, step, chunk, lp.dense, lp.expert, deps)
         if not self.replicated_experts(rank, layer):
             return
@@ -242,7 +245,8 @@ class GradientReducer:
         for r in self.emit.lanes.lanes(rank, "rank"):
             self.param_split[r] = (dense, expert)
         shard = self.shard(rank) if self.ctx.zero >= 1 else dense + expert
-        calls = self.precision.step_calls(shard)
+        # the optimizer step, then the FP8 copies of the updated weights (netsim.workload.fp8)
+        calls = self.precision.step_calls(shard) + self.ctx.costs.weight_quant(self.fp8_weights)
         tail = self.emit.compute(rank, step, "optimizer", calls, last_compute + self.dp_ops, -1, -1)
         out = list(tail)
         if self.ctx.zero in (1, 2):

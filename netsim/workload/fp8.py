@@ -1,0 +1,118 @@
+"""FP8 quantisation: the memory-bound kernels FP8 training runs around every FP8 GEMM.
+
+An FP8 GEMM takes FP8 operands, so training in FP8 casts the BF16 tensors it multiplies: the
+input activation ``X`` in the forward, the output gradient ``dY`` in the backward and the weight
+``W``.  On Hopper the FP8 tensor-core GEMM takes only the "TN" layout, so every tensor is cast to
+two FP8 copies, row-wise and column-wise (transposed): ``X`` row-wise for the forward, column-
+wise for the weight gradient; ``dY`` row-wise for the input gradient, column-wise for the weight
+gradient; ``W`` for the forward and, transposed, for the input gradient.  How the scales are
+found is the recipe (``model.fp8_recipe``, used when ``model.dtype`` is fp8):
+
+* ``current`` (TransformerEngine's ``Float8CurrentScaling``, Megatron's ``--fp8-recipe
+  tensorwise``, NeMo's "FP8-CS"): one scale per tensor from the tensor's own amax, so a
+  separate amax pass reads the tensor before the cast (``Float8CurrentScalingQuantizer::
+  quantize_impl``: ``nvte_compute_amax``, ``nvte_compute_scale_from_amax``, then
+  ``nvte_quantize_v2`` writing the row-wise and column-wise data; TransformerEngine
+  transformer_engine/pytorch/csrc/quantizer.cpp, commit 0064fbd6).  A norm feeding a GEMM
+  (``LayerNormLinear``) computes the amax in the norm kernel (``Impl::FUSED_NORM_AMAX_FP8``,
+  transformer_engine/pytorch/csrc/extensions/normalization.cpp, commit c38e4ba1): the cast
+  remains, the amax pass does not.
+* ``delayed`` (``DelayedScaling``, Megatron-LM's default ``--fp8-recipe delayed``,
+  megatron/training/arguments.py): the scale comes from an amax history, the cast records the
+  new amax as it goes: no amax pass.  A norm feeding a GEMM writes FP8 itself (``Impl::
+  FULLY_FUSED`` for ``Float8Quantizer``, same file); what is left is the column-wise copy, a
+  transpose of the FP8 output (1 byte read, 1 written; approx.: the byte the norm saves by
+  writing FP8 instead of BF16 is not subtracted).
+* ``blockwise`` (DeepSeek-V3, arXiv 2412.19437 section 3.3.2: activations in 1x128 tiles,
+  weights in 128x128 blocks, one fp32 scale each; TE's ``Float8BlockScaling``): the tile's amax
+  is found inside the cast kernel (``Float8BlockQuantizer::quantize`` is one
+  ``nvte_quantize_v2``, quantizer.cpp), which also writes the scales: 4 bytes per 128 elements
+  per copy for activations and gradients, 4 per 128 x 128 for weights.  Norms are not fused with
+  the cast (normalization.cpp: ``Impl::UNFUSED`` for block quantizers).
+
+The activation functions Megatron runs (``bias_swiglu``, ``bias_gelu``) are its own BF16
+kernels, so the down projection's input is cast like any other (no fusion); so are the
+attention output (the output projection's input), the permuted tokens (the expert GEMMs' input)
+and every output gradient.  Weights are cast once per step, not per micro-batch: TransformerEngine
+caches the FP8 weights over the micro-batches of a step (``is_first_microbatch``; Megatron-LM's
+``MegatronModule.set_is_first_microbatch``, megatron/core/transformer/module.py, commit
+d81a0c35: "TE modules will update their fp8 parameter cache").
+
+Bytes per element of the BF16 tensor (a 2-byte read per pass over it; 1 byte per FP8 copy):
+
+=========  ======================  ===================  ================  ==================
+recipe     input, after a norm     other input, dY      weight (/step)    scales
+=========  ======================  ===================  ================  ==================
+current    cast 2 + 1 + 1 = 4      amax 2 + cast 4 = 6  6                 one per tensor
+delayed    transpose 1 + 1 = 2     cast 4               4                 one per tensor
+blockwise  4 + 2 x 4/128           4 + 2 x 4/128        4 + 2 x 4/128^2   fp32 per tile/block
+=========  ======================  ===================  ================  ==================
+
+The compute model has no measured cast kernel; the casts are timed as the ``residual`` kernel
+(a streaming read-read-write elementwise kernel of the catalogue, 3 BF16 elements = 6 bytes per
+element, measured in kernel tables or priced by the roofline's memory term) on the same tensor
+shape, scaled to the cast's bytes (as the optimizer step scales ``adamw``).  DeepEP and DeepGEMM
+fuse part of DeepSeek's quantisation into the dispatch; that saving is not modelled.  Every
+entry of the table can be overridden (``model.fp8_quant_bytes``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Final, Literal
+
+__all__ = ["FP8_RECIPES", "KERNEL_BYTES_PER_ELEMENT", "Fp8Recipe", "QuantBytes", "quant_bytes", "recipe_note"]
+
+Fp8Recipe = Literal["current", "delayed", "blockwise"]
+FP8_RECIPES: Final[tuple[str, ...]] = ("current", "delayed", "blockwise")
+
+#: the BF16 bytes the ``residual`` catalogue kernel moves per element (read two, write one)
+KERNEL_BYTES_PER_ELEMENT: Final = 6.0
+
+_READ = 2.0  # one pass over the BF16 tensor
+_COPIES = 2.0  # row-wise and column-wise FP8 copies (Hopper FP8 GEMMs take TN layouts only)
+_FP32_SCALE = 4.0
+_TILE = 128.0  # DeepSeek-V3: 1x128 activation tiles, 128x128 weight blocks
+
+
+@dataclass(frozen=True)
+class QuantBytes:
+    """Bytes per element of the BF16 tensor one recipe moves to quantise it (module table):
+    a GEMM input produced by a norm, any other GEMM input, an output gradient, a weight."""
+
+    after_norm: float
+    other: float
+    grad: float
+    weight: float
+
+
+def _recipe_bytes(recipe: str) -> QuantBytes:
+    cast = _READ + _COPIES * 1.0
+    if recipe == "current":
+        return QuantBytes(after_norm=cast, other=_READ + cast, grad=_READ + cast, weight=_READ + cast)
+    if recipe == "delayed":
+        return QuantBytes(after_norm=2.0, other=cast, grad=cast, weight=cast)
+    if recipe == "blockwise":
+        tiles = cast + _COPIES * _FP32_SCALE / _TILE
+        return QuantBytes(after_norm=tiles, other=tiles, grad=tiles, weight=cast + _COPIES * _FP32_SCALE / _TILE**2)
+    raise ValueError(f"unknown FP8 recipe {recipe!r}; allowed: {', '.join(FP8_RECIPES)}")
+
+
+def quant_bytes(recipe: str, overrides: Mapping[str, float | None] | None = None) -> QuantBytes:
+    """The :class:`QuantBytes` of ``recipe`` (one of :data:`FP8_RECIPES`), with the non-None
+    ``overrides`` (``model.fp8_quant_bytes``: after_norm, other, grad, weight) in place."""
+    q = _recipe_bytes(recipe)
+    given = {k: float(v) for k, v in (overrides or {}).items() if v is not None}
+    return replace(q, **given) if given else q
+
+
+def recipe_note(recipe: str, overrides: Mapping[str, float | None] | None = None) -> str:
+    """One line for the run's compute notes: what the quantisation kernels of ``recipe`` cost."""
+    q = quant_bytes(recipe, overrides)
+    return (
+        f"float8 quantisation ({recipe} scaling): around every FP8 GEMM, memory-bound casts of "
+        f"{q.after_norm:g} B per activation element after a norm, {q.other:g} B per other input "
+        f"element, {q.grad:g} B per output-gradient element, {q.weight:g} B per weight element "
+        "once per step; timed as the residual kernel scaled to those bytes (netsim.workload.fp8)"
+    )

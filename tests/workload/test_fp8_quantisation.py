@@ -1,0 +1,189 @@
+"""The FP8 quantisation kernels (netsim.workload.fp8): bytes per recipe against a hand count,
+delayed scaling cheaper than current scaling, BF16 plans unchanged, bad recipe names."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from netsim.config.workload import load_workload
+from netsim.errors import SpecError
+from netsim.topology import load_topology
+from netsim.workload.costs import KernelCall, ModelCosts
+from netsim.workload.fp8 import FP8_RECIPES, quant_bytes, recipe_note
+from netsim.workload.graph import StepPlan, build_plan
+
+T, H, F = 128, 256, 512  # tokens per micro-batch, hidden, FFN width (SwiGLU: up projection 2F wide)
+DENSE: dict[str, Any] = {"layers": 4, "hidden": H, "ffn_hidden": F, "heads": 4, "kv_heads": 2, "vocab": 1000}
+MOE: dict[str, Any] = {
+    **{k: v for k, v in DENSE.items() if k != "kv_heads"},
+    "mla": {"q_lora_rank": 64, "kv_lora_rank": 32, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32},
+    "moe": {
+        "experts": 16,
+        "top_k": 2,
+        "first_dense": 1,
+        "shared_experts": 1,
+        "expert_ffn_hidden": 128,
+        "dispatcher": "deepep",
+    },
+}
+
+
+class ShapeCompute:
+    """Every kernel takes time from its shape; backward x2, FP8 x0.5."""
+
+    name = "shape"
+
+    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
+        fp8 = 0.5 if dtype in ("fp8", "float8") else 1.0
+        return 1e-9 * (len(kernel) + sum(shape.values())) * (2.0 if pass_ == "bwd" else 1.0) * fp8
+
+
+class BytesCompute:
+    """A kernel's time = the bytes it moves (the residual kernel: 6 per element in BF16)."""
+
+    name = "bytes"
+
+    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
+        assert kernel == "residual" and dtype == "bf16"
+        return 6.0 * shape["tokens"] * shape["hidden"]
+
+
+def _costs(recipe: str, model: dict[str, Any] | None = None, dtype: str = "fp8") -> ModelCosts:
+    spec = load_workload(
+        {"model": {**(model or DENSE), "seq_len": T, "dtype": dtype, "fp8_recipe": recipe}}, [], source="t"
+    )
+    return ModelCosts(spec.model, 1, 1, expert_slots_per_rank=2 if "moe" in (model or DENSE) else 0)
+
+
+def _quant_bytes(calls: list[KernelCall]) -> float:
+    return sum(c.time_s(BytesCompute(), "fp8") for c in calls if c.quant)
+
+
+@pytest.mark.parametrize("recipe", FP8_RECIPES)
+def test_one_mlp_quantises_what_a_hand_count_says(recipe: str) -> None:
+    c = _costs(recipe)
+    tile = 2 * 4 / 128  # blockwise: an fp32 scale per 128 elements, for each of the two copies
+    fwd = {"current": 4 * T * H + 6 * T * F, "delayed": 2 * T * H + 4 * T * F, "blockwise": (4 + tile) * T * (H + F)}
+    # backward: the output gradients of the up projection [T, 2F] and of the down projection [T, H]
+    bwd = {"current": 6, "delayed": 4, "blockwise": 4 + tile}[recipe] * T * (2 * F + H)
+    assert _quant_bytes(c.mlp("F")) == pytest.approx(fwd[recipe], rel=1e-12)
+    assert _quant_bytes(c.mlp("BW")) == pytest.approx(bwd, rel=1e-12)
+    assert _quant_bytes(c.mlp("B")) == _quant_bytes(c.mlp("BW"))  # cast before the input gradient
+    assert _quant_bytes(c.mlp("W")) == 0.0
+    # the weights, once per step: [H, 2F] + [F, H] per layer's MLP, plus the attention's
+    w = {"current": 6, "delayed": 4, "blockwise": 4 + 2 * 4 / 128**2}[recipe]
+    weights = c.fp8_weight_elems(0)
+    assert weights == H * (4 + 2 * 2) * 64 + 4 * 64 * H + 3 * H * F  # QKV (4 + 2 x 2 heads of 64), out, MLP
+    assert _quant_bytes(c.weight_quant(weights)) == pytest.approx(w * weights, rel=1e-12)
+    assert f"{quant_bytes(recipe).grad:g} B per output-gradient element" in recipe_note(recipe)
+
+
+def test_delayed_scaling_moves_less_than_current_scaling() -> None:
+    for model in (DENSE, MOE):
+        totals = {}
+        for recipe in FP8_RECIPES:
+            c = _costs(recipe, model)
+            parts = [c.attention("F"), c.attention("BW"), c.mlp("F"), c.mlp("BW")]
+            if "moe" in model:
+                parts += [c.experts("F", 256), c.experts("BW", 256), c.moe_post("F"), c.moe_post("BW")]
+            totals[recipe] = sum(_quant_bytes(p) for p in parts)
+        assert 0 < totals["delayed"] < totals["blockwise"] < totals["current"]
+
+
+def test_the_head_and_a_bf16_model_quantise_nothing() -> None:
+    assert not any(k.quant for k in _costs("current").head("F") + _costs("current").head("BW"))
+    c = _costs("current", MOE, dtype="bf16")
+    assert c.fp8 is None and c.fp8_weight_elems(1) == 0.0 and c.weight_quant(1e9) == []
+    calls = c.attention("F") + c.mlp("BW") + c.experts("F", 64) + c.recompute_norms_mla(False)
+    assert not any(k.quant for k in calls)
+
+
+def _plan(model: dict[str, Any], schedule: str, *sets: str) -> StepPlan:
+    moe = "moe" in model
+    spec = load_workload(
+        {
+            "model": {**model, "seq_len": T},
+            "parallelism": {"pp": 2, "tp": 1 if moe else 2, "ep": 8 if moe else 1, "zero_stage": 1},
+            "num_microbatches": 4,
+            "schedule": {"name": schedule},
+            "grad_bucket_bytes": "1MB",
+        },
+        [s for s in sets if s],
+        source="t",
+    )
+    return build_plan(spec, load_topology("dgx-h100", nodes=2), ShapeCompute())
+
+
+def _digest(plan: StepPlan) -> str:
+    h = hashlib.sha256()
+    for o in plan.ops:
+        c = o.coll
+        coll = None if c is None else (c.key, c.op, c.ranks, c.nbytes, c.traffic_class, c.src, c.dst)
+        h.update(repr((o.id, o.rank, o.kind, o.stream, o.name, tuple(o.deps), o.issue, o.duration_s, coll)).encode())
+    h.update(repr(plan.memory.summary()).encode())
+    return h.hexdigest()
+
+
+#: sha256 of these BF16 plans built at 1468fe9, before the quantisation kernels existed
+BEFORE = {
+    ("dense", ""): "043b76d01c59e5c54442e9510ccda115d0322a6a4c11e409ea7a5a23a9e96e7b",
+    ("dense", "training.recompute=selective"): "9e50f0acc9aa51e5448e37e16d27d4da592588fe8ee17e6a2bb1f34a5e9d1673",
+    ("moe", "training.recompute=norms-mla-up"): "473229aeecd72b29eb668e0641f66282aec1a10af8de034ba9bd5508c5f8db9f",
+}
+
+
+@pytest.mark.parametrize(("model", "sets"), sorted(BEFORE))
+def test_bf16_plans_are_unchanged(model: str, sets: str) -> None:
+    plan = _plan(DENSE, "1f1b", sets) if model == "dense" else _plan(MOE, "dualpipe", "model.mtp_depth=1", sets)
+    assert _digest(plan) == BEFORE[(model, sets)]
+    # the recipe is ignored for a BF16 model
+    if model == "dense" and not sets:
+        assert _digest(_plan(DENSE, "1f1b", "model.fp8_recipe=current")) == BEFORE[(model, sets)]
+
+
+def test_fp8_plan_adds_the_casts_to_the_ops_and_the_optimizer() -> None:
+    bf16 = _plan(DENSE, "1f1b", "model.dtype=bf16")
+    slow, fast = (
+        _plan(DENSE, "1f1b", "model.dtype=fp8", "model.fp8_recipe=current"),
+        _plan(DENSE, "1f1b", "model.dtype=fp8", "model.fp8_recipe=delayed"),
+    )
+    assert [o.name for o in bf16.ops] == [o.name for o in slow.ops] == [o.name for o in fast.ops]
+    for a, b in zip(slow.ops, fast.ops, strict=True):
+        if a.name in ("F.mlp", "F.attn", "BW.mlp", "BW.attn", "optimizer"):
+            assert a.duration_s > b.duration_s, a.name
+        else:
+            assert a.duration_s == b.duration_s, a.name
+
+
+def test_a_bad_recipe_is_a_one_line_error_naming_the_field() -> None:
+    with pytest.raises(SpecError) as e:
+        load_workload({"model": {**DENSE, "seq_len": T, "dtype": "fp8", "fp8_recipe": "mxfp8"}}, [], source="w.yaml")
+    msg = str(e.value)
+    assert "\n" not in msg and "model.fp8_recipe" in msg and "current" in msg and "blockwise" in msg
+
+
+def test_the_recipe_bytes_can_be_overridden() -> None:
+    spec = load_workload(
+        {
+            "model": {
+                **DENSE,
+                "seq_len": T,
+                "dtype": "fp8",
+                "fp8_recipe": "delayed",
+                "fp8_quant_bytes": {"after_norm": 3},
+            }
+        },
+        [],
+        source="t",
+    )
+    c = ModelCosts(spec.model, 1, 1)
+    assert _quant_bytes(c.mlp("F")) == pytest.approx(3 * T * H + 4 * T * F, rel=1e-12)
+    assert "3 B per activation element after a norm" in recipe_note("delayed", {"after_norm": 3.0, "grad": None})
+    with pytest.raises(SpecError) as e:
+        load_workload(
+            {"model": {**DENSE, "seq_len": T, "dtype": "fp8", "fp8_quant_bytes": {"input": 3}}}, [], source="w.yaml"
+        )
+    assert "\n" not in str(e.value) and "model.fp8_quant_bytes" in str(e.value)

@@ -11,24 +11,11 @@ from typing import Any
 import pytest
 
 from netsim.config.workload import load_workload
-from netsim.topology import load_topology
 from netsim.workload.costs import KernelCall, ModelCosts
-from netsim.workload.graph import StepPlan, build_plan
+from netsim.workload.graph import StepPlan
 from netsim.workload.recompute import RECOMPUTE
 
-from .digest import plan_digest
-
-
-class ShapeCompute:
-    """Every kernel takes time from its shape; backward x2, FP8 x0.5 (so any change of shape,
-    pass or dtype moves a digest)."""
-
-    name = "shape"
-
-    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
-        fp8 = 0.5 if dtype in ("fp8", "float8") else 1.0
-        return 1e-9 * (len(kernel) + sum(shape.values())) * (2.0 if pass_ == "bwd" else 1.0) * fp8
-
+from .plans import ShapeCompute, plan_digest, small_plan
 
 MODEL: dict[str, Any] = {
     "layers": 4,
@@ -60,18 +47,7 @@ BEFORE = {
 
 
 def _plan(schedule: str, *sets: str) -> StepPlan:
-    spec = load_workload(
-        {
-            "model": MODEL,
-            "parallelism": {"pp": 2, "tp": 1, "ep": 8, "zero_stage": 1},
-            "num_microbatches": 4,
-            "schedule": {"name": schedule},
-            "grad_bucket_bytes": "1MB",
-        },
-        [s for s in sets if s],
-        source="t",
-    )
-    return build_plan(spec, load_topology("dgx-h100", nodes=2), ShapeCompute())
+    return small_plan(MODEL, {"pp": 2, "tp": 1, "ep": 8, "zero_stage": 1}, schedule, *sets)
 
 
 def _digest(plan: StepPlan) -> str:

@@ -3,17 +3,17 @@ delayed scaling cheaper than current scaling, BF16 plans unchanged, bad recipe n
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import pytest
 
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError
-from netsim.topology import load_topology
 from netsim.workload.costs import KernelCall, ModelCosts
 from netsim.workload.fp8 import FP8_RECIPES, quant_bytes, recipe_note
-from netsim.workload.graph import StepPlan, build_plan
+from netsim.workload.graph import StepPlan
+
+from .plans import plan_digest, small_plan
 
 T, H, F = 128, 256, 512  # tokens per micro-batch, hidden, FFN width (SwiGLU: up projection 2F wide)
 DENSE: dict[str, Any] = {"layers": 4, "hidden": H, "ffn_hidden": F, "heads": 4, "kv_heads": 2, "vocab": 1000}
@@ -29,16 +29,6 @@ MOE: dict[str, Any] = {
         "dispatcher": "deepep",
     },
 }
-
-
-class ShapeCompute:
-    """Every kernel takes time from its shape; backward x2, FP8 x0.5."""
-
-    name = "shape"
-
-    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
-        fp8 = 0.5 if dtype in ("fp8", "float8") else 1.0
-        return 1e-9 * (len(kernel) + sum(shape.values())) * (2.0 if pass_ == "bwd" else 1.0) * fp8
 
 
 class BytesCompute:
@@ -103,28 +93,12 @@ def test_the_head_and_a_bf16_model_quantise_nothing() -> None:
 
 def _plan(model: dict[str, Any], schedule: str, *sets: str) -> StepPlan:
     moe = "moe" in model
-    spec = load_workload(
-        {
-            "model": {**model, "seq_len": T},
-            "parallelism": {"pp": 2, "tp": 1 if moe else 2, "ep": 8 if moe else 1, "zero_stage": 1},
-            "num_microbatches": 4,
-            "schedule": {"name": schedule},
-            "grad_bucket_bytes": "1MB",
-        },
-        [s for s in sets if s],
-        source="t",
-    )
-    return build_plan(spec, load_topology("dgx-h100", nodes=2), ShapeCompute())
+    par = {"pp": 2, "tp": 1 if moe else 2, "ep": 8 if moe else 1, "zero_stage": 1}
+    return small_plan({**model, "seq_len": T}, par, schedule, *sets)
 
 
 def _digest(plan: StepPlan) -> str:
-    h = hashlib.sha256()
-    for o in plan.ops:
-        c = o.coll
-        coll = None if c is None else (c.key, c.op, c.ranks, c.nbytes, c.traffic_class, c.src, c.dst)
-        h.update(repr((o.id, o.rank, o.kind, o.stream, o.name, tuple(o.deps), o.issue, o.duration_s, coll)).encode())
-    h.update(repr(plan.memory.summary()).encode())
-    return h.hexdigest()
+    return plan_digest(plan, memory=True)
 
 
 #: sha256 of these BF16 plans built at 1468fe9, before the quantisation kernels existed

@@ -20,7 +20,7 @@ from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan
 
 from ..replay.helpers import FixedCompute
-from .digest import plan_digest
+from .plans import plan_digest
 
 MODEL: dict[str, Any] = {"layers": 4, "hidden": 256, "ffn_hidden": 1024, "heads": 4, "vocab": 1000, "seq_len": 128}
 WORKLOAD: dict[str, Any] = {

@@ -12,6 +12,20 @@ from netsim.config.workload import load_workload
 from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan
 
+#: a small DeepSeek-style model's MLA and MoE sections (latent attention, 16 experts with one
+#: shared, DeepEP dispatch, the first layer dense)
+MLA_MOE: dict[str, Any] = {
+    "mla": {"q_lora_rank": 64, "kv_lora_rank": 32, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32},
+    "moe": {
+        "experts": 16,
+        "top_k": 2,
+        "first_dense": 1,
+        "shared_experts": 1,
+        "expert_ffn_hidden": 128,
+        "dispatcher": "deepep",
+    },
+}
+
 
 class ShapeCompute:
     """Every kernel takes time from its shape; backward x2, FP8 x0.5 (so any change of shape,

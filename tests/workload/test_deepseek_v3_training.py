@@ -15,7 +15,7 @@ from netsim.workload.costs import KernelCall, ModelCosts
 from netsim.workload.graph import StepPlan
 from netsim.workload.recompute import RECOMPUTE
 
-from .plans import ShapeCompute, plan_digest, small_plan
+from .plans import MLA_MOE, ShapeCompute, plan_digest, small_plan
 
 MODEL: dict[str, Any] = {
     "layers": 4,
@@ -24,15 +24,7 @@ MODEL: dict[str, Any] = {
     "heads": 4,
     "vocab": 1000,
     "seq_len": 128,
-    "mla": {"q_lora_rank": 64, "kv_lora_rank": 32, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32},
-    "moe": {
-        "experts": 16,
-        "top_k": 2,
-        "first_dense": 1,
-        "shared_experts": 1,
-        "expert_ffn_hidden": 128,
-        "dispatcher": "deepep",
-    },
+    **MLA_MOE,
 }
 
 #: sha256 of the plans below (ops, collectives, memory) built at 26c2384, before the MTP module,

@@ -13,22 +13,11 @@ from netsim.workload.costs import KernelCall, ModelCosts
 from netsim.workload.fp8 import FP8_RECIPES, quant_bytes, recipe_note
 from netsim.workload.graph import StepPlan
 
-from .plans import plan_digest, small_plan
+from .plans import MLA_MOE, plan_digest, small_plan
 
 T, H, F = 128, 256, 512  # tokens per micro-batch, hidden, FFN width (SwiGLU: up projection 2F wide)
 DENSE: dict[str, Any] = {"layers": 4, "hidden": H, "ffn_hidden": F, "heads": 4, "kv_heads": 2, "vocab": 1000}
-MOE: dict[str, Any] = {
-    **{k: v for k, v in DENSE.items() if k != "kv_heads"},
-    "mla": {"q_lora_rank": 64, "kv_lora_rank": 32, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16, "v_head_dim": 32},
-    "moe": {
-        "experts": 16,
-        "top_k": 2,
-        "first_dense": 1,
-        "shared_experts": 1,
-        "expert_ffn_hidden": 128,
-        "dispatcher": "deepep",
-    },
-}
+MOE: dict[str, Any] = {**{k: v for k, v in DENSE.items() if k != "kv_heads"}, **MLA_MOE}
 
 
 class BytesCompute:

@@ -112,18 +112,24 @@ class Lockstep(Lanes):
         #: per (representative, stream): -1 -> the last shared op, lane -> its last own op
         self.front: dict[tuple[int, str], dict[int, int]] = {}
         self.holds_cache: dict[tuple[int, ...], bool] = {}
+        self._lanes: dict[tuple[int, str], list[int]] = {}
 
     def lanes(self, rank: int, kind: str) -> list[int]:
         """Ranks of ``rank``'s unit, one per distinct group of ``kind`` (``ep``, ``a2a``, ``tp``,
         ``etp``: the unit holds whole groups of these); any other kind: every rank of the unit."""
         base = self.rep_of(rank)
-        ranks = range(base, base + self.unit)
-        if kind not in self.GROUPED:
-            return list(ranks)
-        first: dict[int, int] = {}
-        for r in ranks:
-            first.setdefault(self.group_of(kind, r), r)
-        return list(first.values())
+        got = self._lanes.get((base, kind))
+        if got is None:
+            ranks = range(base, base + self.unit)
+            if kind not in self.GROUPED:
+                got = list(ranks)
+            else:
+                first: dict[int, int] = {}
+                for r in ranks:
+                    first.setdefault(self.group_of(kind, r), r)
+                got = list(first.values())
+            self._lanes[(base, kind)] = got
+        return got
 
     def collective(self, key: tuple[Any, ...], make: Make, rank: int, lanes: tuple[str, Instance] | None) -> Collective:
         """With ``lanes = (kind, instance)`` the merge of the instances of every rank of the unit

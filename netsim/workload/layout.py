@@ -57,6 +57,7 @@ class ParallelLayout:
     _ep_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_per_stage: int = field(default=0, init=False, repr=False, compare=False)
+    _tp_groups: dict[int, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.experts is None:
@@ -115,7 +116,10 @@ class ParallelLayout:
 
     def tp_group(self, rank: int) -> tuple[int, ...]:
         base = rank - rank % self.tp
-        return tuple(range(base, base + self.tp))
+        got = self._tp_groups.get(base)
+        if got is None:
+            got = self._tp_groups[base] = tuple(range(base, base + self.tp))
+        return got
 
     def dp_group(self, rank: int) -> tuple[int, ...]:
         p, _, t = self.coords(rank)

@@ -354,6 +354,12 @@ class TrainingSpec(SpecModel):
     """
 
     recompute: str = Field(default="none", description="activation recomputation: none, selective, full, norms-mla-up")
+    recompute_num_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="with recompute full: only the first N layers of every pipeline block are recomputed (Megatron-LM "
+        "--recompute-method block --recompute-num-layers N); default: every layer (--recompute-method uniform)",
+    )
     flash_attention: bool = Field(
         default=True, description="fused (flash) attention: the seq x seq scores are never stored"
     )

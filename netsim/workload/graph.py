@@ -53,6 +53,7 @@ from typing import Any
 import networkx as nx
 
 from netsim.config.workload import WorkloadSpec
+from netsim.errors import WorkloadError
 from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
@@ -143,6 +144,12 @@ def build_plan(
     """
     n_steps = steps if steps is not None else spec.steps
     mode = get_recompute(spec.training.recompute, source=spec.source)
+    if spec.training.recompute_num_layers is not None and not mode.whole_layer:
+        raise WorkloadError(
+            f"needs training.recompute full (got {spec.training.recompute})",
+            source=spec.source,
+            field="training.recompute_num_layers",
+        )
     layout = build_layout(spec, graph)
     batch = batch_plan(spec, layout.dp)
     m = batch.microbatches

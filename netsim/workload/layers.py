@@ -32,7 +32,7 @@ from netsim.workload.emit import OpEmitter
 from netsim.workload.experts import ExpertTraffic
 from netsim.workload.gradients import GradientReducer
 from netsim.workload.plan import Deps
-from netsim.workload.recompute import RecomputeMode
+from netsim.workload.recompute import RecomputeMode, full_layers
 
 __all__ = ["LayerEmitter"]
 
@@ -55,6 +55,8 @@ class LayerEmitter:
         self.grads = grads
         self.router_kernel = router_kernel
         self.recompute = recompute
+        #: layers whose whole forward the backward re-runs (None: all; full recomputation)
+        self.full_layers = full_layers(recompute, ctx.blocks, ctx.spec.training.recompute_num_layers)
         #: selective recomputation: the attention core's forward kernel (one list object, so its
         #: duration is computed once)
         self.core_fwd = ctx.costs.attention_core("F")
@@ -131,7 +133,7 @@ class LayerEmitter:
         attention's backward)."""
         c, emit = self.ctx.costs, self.emit
         deps = self.grads.zero3_gather(rank, step, layer, mb, "bwd", deps, chunk)
-        if self.recompute.whole_layer:
+        if self.recompute.whole_layer and (self.full_layers is None or layer in self.full_layers):
             deps = self.forward(rank, step, mb, layer, deps, chunk, recompute=True)
         mtp = self.is_mtp(layer)
         if mtp:

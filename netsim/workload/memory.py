@@ -58,7 +58,7 @@ from netsim.workload.costs import ModelCosts
 from netsim.workload.gradients import reduction_group
 from netsim.workload.layout import ParallelLayout
 from netsim.workload.optimizer import OptimizerPrecision, optimizer_precision
-from netsim.workload.recompute import RecomputeMode
+from netsim.workload.recompute import RecomputeMode, full_layers
 from netsim.workload.schedules import Schedule
 
 __all__ = ["ActivationModel", "MemoryReport", "RankMemory", "check_memory", "inflight", "memory_report"]
@@ -76,11 +76,15 @@ class ActivationModel:
         mode: the recompute mode.
     """
 
-    def __init__(self, spec: WorkloadSpec, tp: int, route_tokens: int, mode: RecomputeMode) -> None:
+    def __init__(
+        self, spec: WorkloadSpec, tp: int, route_tokens: int, mode: RecomputeMode, full: frozenset[int] | None = None
+    ) -> None:
         m = spec.model
         self.m = m
         self.tr = spec.training
         self.mode = mode
+        #: under full recomputation, the layers recomputed (None: every layer)
+        self.full = full
         self.B = float(m.bpe)
         self.sb = float(spec.micro_batch_size * m.seq_len)
         self.t = float(tp)
@@ -142,9 +146,12 @@ class ActivationModel:
 
     def layer(self, layer: int) -> float:
         """Bytes ``layer`` keeps for its backward under the recompute mode."""
-        if self.mode.whole_layer:
+        if self._redone(layer):
             return self.B * self.sb * self.m.hidden / self.r
         return self.layer_stored(layer)
+
+    def _redone(self, layer: int) -> bool:
+        return self.mode.whole_layer and (self.full is None or layer in self.full)
 
     def embedding(self) -> float:
         """The first block: token ids (int64) and the embedding dropout mask."""
@@ -169,9 +176,7 @@ class ActivationModel:
 
     def working_set(self, layers: list[int]) -> float:
         """Full recomputation: one layer's activations, re-materialised while its backward runs."""
-        if not self.mode.whole_layer or not layers:
-            return 0.0
-        return max(self.layer_stored(x) for x in layers)
+        return max((self.layer_stored(x) for x in layers if self._redone(x)), default=0.0)
 
 
 def inflight(schedule: Schedule, stage: int, bytes_of_chunk: dict[int, float]) -> tuple[float, int]:
@@ -306,7 +311,9 @@ def memory_report(
     accelerator: dict[str, Any],
 ) -> MemoryReport:
     """Peak memory of every rank (module docstring) against ``accelerator['memory_bytes']``."""
-    act = ActivationModel(spec, layout.tp, costs.route_tokens, mode)
+    act = ActivationModel(
+        spec, layout.tp, costs.route_tokens, mode, full_layers(mode, blocks, spec.training.recompute_num_layers)
+    )
     prec = optimizer_precision(spec)
     last = len(blocks) - 1
     per_stage: list[tuple[float, float, float, float, int]] = []

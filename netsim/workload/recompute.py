@@ -15,7 +15,9 @@ Modes (``training.recompute``), registered in :data:`RECOMPUTE`:
     Megatron-LM ``--recompute-granularity full`` (every layer, ``--recompute-method uniform
     --recompute-num-layers 1``): only each layer's input is stored (``2sbh``, Korthikanti
     Table 2); the backward of a layer first re-runs its whole forward, TP collectives and MoE
-    all-to-alls included (the recomputed forward is the same code).
+    all-to-alls included (the recomputed forward is the same code).  With
+    ``training.recompute_num_layers: N`` only the first ``N`` layers of every pipeline block
+    (Megatron's ``--recompute-method block``); the others store everything.
 ``norms-mla-up``
     DeepSeek-V3 (arXiv 2412.19437, section 3.2.3, "Recomputation of RMSNorm and MLA
     Up-Projection"): every RMSNorm and, in MLA layers, the q and kv up-projections are re-run in
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 
 from netsim.registry import Registry
 
-__all__ = ["RECOMPUTE", "RecomputeMode", "get_recompute"]
+__all__ = ["RECOMPUTE", "RecomputeMode", "full_layers", "get_recompute"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,14 @@ for _mode in (
 def get_recompute(name: str, *, source: str | None = None) -> RecomputeMode:
     """The mode ``name``; a one-line SpecError naming ``training.recompute`` otherwise."""
     return RECOMPUTE.get(name, source=source)
+
+
+def full_layers(mode: RecomputeMode, blocks: list[list[int]], num_layers: int | None) -> frozenset[int] | None:
+    """The layers whose whole forward the backward re-runs: ``None`` for every layer (``full``,
+    Megatron's uniform method), the first ``num_layers`` of every pipeline block (its block
+    method), no layer for the other modes."""
+    if not mode.whole_layer:
+        return frozenset()
+    if num_layers is None:
+        return None
+    return frozenset(x for block in blocks for x in block[:num_layers])

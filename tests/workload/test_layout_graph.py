@@ -148,3 +148,31 @@ def test_no_dp_overlap_moves_the_reduction_after_the_backward() -> None:
         )
         dp_deps = {d for o in ops if o.traffic_class == "dp" for d in o.deps}
         assert max(plan.ops[d].issue for d in dp_deps if plan.ops[d].rank == rank) >= last_bwd
+
+
+def test_recompute_num_layers_recomputes_the_first_layers_of_every_block() -> None:
+    """Megatron's block method: with ``recompute_num_layers: 1`` and two layers per pipeline
+    block only the first layer of each block re-runs its forward (``R.*`` ops), and the memory
+    lies between no and full recomputation; without ``recompute: full`` it is a one-line error."""
+    graph = load_topology("dgx-h100", nodes=2)
+    base = ["model.layers=8", "parallelism.pp=4", "parallelism.tp=4"]
+
+    def plan(*sets: str) -> StepPlan:
+        return build_plan(load_workload("gpt-dense", [*base, *sets]), graph, FixedCompute(1e-3, 2e-3))
+
+    full = plan("training.recompute=full")
+    part = plan("training.recompute=full", "training.recompute_num_layers=1")
+    none = plan("training.recompute=none")
+
+    def redone(p: StepPlan) -> set[int]:
+        return {o.layer for o in p.ops if o.kind == "compute" and o.name.startswith("R.")}
+
+    assert redone(full) == set(range(8)) and redone(part) == {0, 2, 4, 6} and not redone(none)
+
+    def peak(p: StepPlan) -> float:
+        return max(r.total for r in p.memory.ranks)
+
+    assert peak(full) < peak(part) < peak(none)
+    with pytest.raises(Exception, match=r"training\.recompute_num_layers") as err:
+        plan("training.recompute=selective", "training.recompute_num_layers=1")
+    assert "needs training.recompute full" in str(err.value)

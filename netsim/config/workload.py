@@ -95,6 +95,10 @@ class Fp8QuantBytesSpec(SpecModel):
     weight: float | None = Field(default=None, ge=0, description="a weight, once per step")
 
 
+#: FP8 scaling recipes (``model.fp8_recipe``; what each costs: netsim.workload.fp8)
+Fp8Recipe = Literal["current", "delayed", "blockwise"]
+
+
 class MLASpec(SpecModel):
     """DeepSeek multi-head latent attention dimensions (all counts of elements)."""
 
@@ -161,7 +165,7 @@ class ModelSpec(SpecModel):
     vocab: int = Field(ge=1, le=MAX_WIDTH * 16)
     seq_len: int = Field(ge=1, le=MAX_WIDTH * 16)
     dtype: Literal["bf16", "fp16", "fp8", "fp32"] = "bf16"
-    fp8_recipe: Literal["current", "delayed", "blockwise"] = Field(
+    fp8_recipe: Fp8Recipe = Field(
         default="delayed",
         description="how an fp8 model scales its FP8 tensors (netsim.workload.fp8): current (per-tensor "
         "amax of the tensor itself, an extra read), delayed (amax history; Megatron-LM's default "
@@ -207,6 +211,10 @@ class ModelSpec(SpecModel):
     @property
     def dim_per_head(self) -> int:
         return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    def is_mtp_layer(self, layer: int) -> bool:
+        """Whether ``layer`` is a multi-token-prediction block (an index from ``layers`` on)."""
+        return layer >= self.layers
 
     def is_moe_layer(self, layer: int) -> bool:
         """Whether transformer layer ``layer`` (0-based) has an MoE FFN.  Indices from ``layers`` on

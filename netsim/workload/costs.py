@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from netsim.calibration.catalogue import canonical_dtype
 from netsim.config.workload import ModelSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 
@@ -61,10 +62,6 @@ class TimeModel(Protocol):
     """What the op graph needs from a compute model (netsim.calibration.compute.ComputeModel)."""
 
     def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float: ...
-
-
-#: the model dtype names of FP8 training (``model.dtype``, the compute model's canonical name)
-_FP8 = frozenset({"fp8", "float8"})
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ class KernelCall:
 
     def time_s(self, model: TimeModel, dtype: str | None) -> float:
         dt = None if self.kernel == "adamw" else dtype
-        if self.no_fp8 and dt in _FP8:
+        if self.no_fp8 and dt is not None and canonical_dtype(dt) == "float8":
             dt = "bf16"
         return self.scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
 
@@ -268,7 +265,7 @@ class ModelCosts:
         if self.m.is_moe_layer(layer):
             assert self.m.moe is not None
             other += h * self.m.moe.experts
-        if layer >= self.m.layers:
+        if self.m.is_mtp_layer(layer):
             other += 3 * h
         return lp.dense + lp.expert - other
 
@@ -462,7 +459,7 @@ class ModelCosts:
             expert = self.slots * mats * h * self.expert_shard_ffn
         else:
             dense += mats * h * m.ffn_hidden / t
-        if layer >= m.layers:  # a multi-token-prediction block: its input norms, projection M, head norm
+        if m.is_mtp_layer(layer):  # a multi-token-prediction block: its input norms, projection M, head norm
             dense += 3 * h + 2 * h * h
         return LayerParams(dense=dense, expert=expert)
 

@@ -60,12 +60,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Final, Literal
+from typing import Final, get_args
 
-__all__ = ["FP8_RECIPES", "KERNEL_BYTES_PER_ELEMENT", "Fp8Recipe", "QuantBytes", "quant_bytes", "recipe_note"]
+from netsim.config.workload import Fp8Recipe
 
-Fp8Recipe = Literal["current", "delayed", "blockwise"]
-FP8_RECIPES: Final[tuple[str, ...]] = ("current", "delayed", "blockwise")
+__all__ = ["FP8_RECIPES", "KERNEL_BYTES_PER_ELEMENT", "QuantBytes", "quant_bytes", "recipe_note"]
+
+#: the recipes ``model.fp8_recipe`` accepts (the config's type is the one list)
+FP8_RECIPES: Final[tuple[str, ...]] = get_args(Fp8Recipe)
 
 #: the BF16 bytes the ``residual`` catalogue kernel moves per element (read two, write one)
 KERNEL_BYTES_PER_ELEMENT: Final = 6.0

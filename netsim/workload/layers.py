@@ -89,10 +89,6 @@ class LayerEmitter:
             rank, step, "tp", "tp", op, nbytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
         )
 
-    def is_mtp(self, layer: int) -> bool:
-        """Whether ``layer`` is a multi-token-prediction block (``model.mtp_depth``)."""
-        return layer >= self.ctx.spec.model.layers
-
     def forward(
         self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *, recompute: bool = False
     ) -> Deps:
@@ -104,7 +100,7 @@ class LayerEmitter:
         tag = "R" if recompute else "F"
         if not recompute:
             deps = self.grads.zero3_gather(rank, step, layer, mb, "fwd", deps, chunk)
-        if not self.is_mtp(layer):
+        if not self.ctx.spec.model.is_mtp_layer(layer):
             return self._forward(rank, step, mb, layer, deps, recompute)
         deps = emit.compute(rank, step, f"{tag}.mtp-in", c.mtp_in("F"), deps, layer, mb)
         deps = self._forward(rank, step, mb, layer, deps, recompute)
@@ -135,7 +131,7 @@ class LayerEmitter:
         deps = self.grads.zero3_gather(rank, step, layer, mb, "bwd", deps, chunk)
         if self.recompute.whole_layer and (self.full_layers is None or layer in self.full_layers):
             deps = self.forward(rank, step, mb, layer, deps, chunk, recompute=True)
-        mtp = self.is_mtp(layer)
+        mtp = self.ctx.spec.model.is_mtp_layer(layer)
         if mtp:
             deps = emit.compute(rank, step, f"{part}.mtp-head", c.head(part), deps, layer, mb)
         if self.ctx.spec.model.is_moe_layer(layer):
@@ -165,7 +161,7 @@ class LayerEmitter:
     def weight(self, rank: int, step: int, mb: int, layer: int, deps: Deps) -> Deps:
         """The deferred weight gradients (``W``) of ``layer`` for micro-batch ``mb``."""
         c = self.ctx.costs
-        mtp = (c.head("W"), c.mtp_in("W")) if self.is_mtp(layer) else ()
+        mtp = (c.head("W"), c.mtp_in("W")) if self.ctx.spec.model.is_mtp_layer(layer) else ()
         if self.ctx.spec.model.is_moe_layer(layer):
             recv = [sum(t) for t in zip(*self.experts.received(step, layer, mb, rank), strict=True)]
             fixed = (c.attention("W"), c.moe_post("W"), *mtp)

@@ -171,7 +171,7 @@ class ActivationModel:
     def block(self, layers: list[int], first: bool, last: bool) -> float:
         """One micro-batch's bytes in a block of ``layers`` (multi-token-prediction blocks with
         their module's inputs)."""
-        total = sum(self.layer(x) + (self.mtp() if x >= self.m.layers else 0.0) for x in layers)
+        total = sum(self.layer(x) + (self.mtp() if self.m.is_mtp_layer(x) else 0.0) for x in layers)
         return total + (self.embedding() if first else 0.0) + (self.head() if last else 0.0)
 
     def working_set(self, layers: list[int]) -> float:

@@ -217,9 +217,7 @@ class _Executor:
 
         coflow = collective_model(self.coll_kwargs.get("model", "exact")).coflow
         if len(parts) > 1 and coflow and coll.op == "transfer":
-            src = device_ids(self.net, [str(c.src) for c in parts])
-            dst = device_ids(self.net, [str(c.dst) for c in parts])
-            size = np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts))
+            src, dst, size = self._endpoints(parts)
             return self.net.transfer_coflow(src, dst, size, traffic_class=coll.traffic_class, label=coll.label)
         if (
             len(parts) > 1
@@ -283,15 +281,15 @@ class _Executor:
             if not left[0]:
                 done.succeed()
 
-        self.net.transfer_notify(
-            device_ids(self.net, [str(c.src) for c in parts]),
-            device_ids(self.net, [str(c.dst) for c in parts]),
-            np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts)),
-            arrived,
-            traffic_class=parts[0].traffic_class,
-            label=parts[0].label,
-        )
+        src, dst, size = self._endpoints(parts)
+        self.net.transfer_notify(src, dst, size, arrived, traffic_class=parts[0].traffic_class, label=parts[0].label)
         return done
+
+    def _endpoints(self, parts: Sequence[Collective]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Source and destination device ids and bytes of the point-to-point transfers ``parts``."""
+        src = device_ids(self.net, [str(c.src) for c in parts])
+        dst = device_ids(self.net, [str(c.dst) for c in parts])
+        return src, dst, np.fromiter((c.nbytes for c in parts), dtype=np.float64, count=len(parts))
 
     def _finish_coll(self, key: tuple[Any, ...], members: list[int]) -> None:
         self.coll_end[key] = float(self.env.now)

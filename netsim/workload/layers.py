@@ -55,7 +55,7 @@ class LayerEmitter:
         self.grads = grads
         self.router_kernel = router_kernel
         self.recompute = recompute
-        #: layers whose whole forward the backward re-runs (None: all; full recomputation)
+        #: layers whose whole forward the backward re-runs (None: every layer; empty: none)
         self.full_layers = full_layers(recompute, ctx.blocks, ctx.spec.training.recompute_num_layers)
         #: selective recomputation: the attention core's forward kernel (one list object, so its
         #: duration is computed once)
@@ -129,7 +129,7 @@ class LayerEmitter:
         attention's backward)."""
         c, emit = self.ctx.costs, self.emit
         deps = self.grads.zero3_gather(rank, step, layer, mb, "bwd", deps, chunk)
-        if self.recompute.whole_layer and (self.full_layers is None or layer in self.full_layers):
+        if self.full_layers is None or layer in self.full_layers:
             deps = self.forward(rank, step, mb, layer, deps, chunk, recompute=True)
         mtp = self.ctx.spec.model.is_mtp_layer(layer)
         if mtp:

@@ -79,11 +79,13 @@ class ActivationModel:
     def __init__(
         self, spec: WorkloadSpec, tp: int, route_tokens: int, mode: RecomputeMode, full: frozenset[int] | None = None
     ) -> None:
+        if full is None and not mode.whole_layer:
+            full = frozenset()
         m = spec.model
         self.m = m
         self.tr = spec.training
         self.mode = mode
-        #: under full recomputation, the layers recomputed (None: every layer)
+        #: the layers whose whole forward is recomputed (None: every layer; full_layers())
         self.full = full
         self.B = float(m.bpe)
         self.sb = float(spec.micro_batch_size * m.seq_len)
@@ -151,7 +153,7 @@ class ActivationModel:
         return self.layer_stored(layer)
 
     def _redone(self, layer: int) -> bool:
-        return self.mode.whole_layer and (self.full is None or layer in self.full)
+        return self.full is None or layer in self.full
 
     def embedding(self) -> float:
         """The first block: token ids (int64) and the embedding dropout mask."""

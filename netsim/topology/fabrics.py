@@ -16,8 +16,11 @@ Back-end fabrics (``backend.fabric``):
 Oversubscription: a switch's *down* capacity is the sum of its links from below (NICs,
 storage, lower switches).  Its *up* capacity is ``down / oversubscription``, split equally
 over the switches above it; several cables between the same two switches are one edge of
-their total capacity.  The default number of spines is the number of uplink ports of the
-fullest leaf, ``ceil(downlink ports / oversubscription)``, i.e. one uplink cable per spine.
+their total capacity.  Every switch of a tier is cabled as the fullest one: a partly filled
+last leaf (or pod) keeps a full leaf's uplinks, as a built scalable unit does, rather than
+uplinks thinned to its few servers.  The default number of spines is the number of uplink
+ports of the fullest leaf, ``ceil(downlink ports / oversubscription)``, i.e. one uplink
+cable per spine.
 A tier above a single switch would carry no traffic, so it is left out (a 4-server cluster
 under one leaf has no spines, a one-pod fat-tree no cores) unless its size is set
 explicitly (``spines``, ``cores``) or storage attaches to it.
@@ -64,6 +67,7 @@ class _Fabric:
         self.switch_latency_s = switch_latency_s
         self.down_Bps: dict[str, float] = {}
         self.down_ports: dict[str, int] = {}
+        self.storage_Bps: dict[str, float] = {}
 
     def switch(self, name: str, *, role: str, tier: int, index: int, rail: int = -1, plane: int = -1) -> str:
         self.b.device(
@@ -96,13 +100,36 @@ class _Fabric:
         )
         self.down_Bps[switch] += capacity_Bps
         self.down_ports[switch] += 1
+        if tier == "storage":
+            self.storage_Bps[switch] = self.storage_Bps.get(switch, 0.0) + capacity_Bps
 
-    def uplinks(self, lower: Sequence[str], upper: Sequence[str], oversubscription: float, *, tier: str) -> None:
-        """Link every ``lower`` switch to every ``upper`` one; up capacity = down / oversubscription."""
+    def fabric_Bps(self, switches: Sequence[str]) -> float:
+        """Down capacity of the fullest of ``switches`` from the fabric alone (storage targets
+        left out): the cabling a switch of their tier is designed for."""
+        return max(self.down_Bps[s] - self.storage_Bps.get(s, 0.0) for s in switches)
+
+    def uplinks(
+        self,
+        lower: Sequence[str],
+        upper: Sequence[str],
+        oversubscription: float,
+        *,
+        tier: str,
+        design_Bps: float | None = None,
+    ) -> None:
+        """Link every ``lower`` switch to every ``upper`` one with the cables of a full switch.
+
+        Up capacity = ``(design_Bps + own storage) / oversubscription``, split over ``upper``,
+        for every switch that has something below it.  ``design_Bps`` (default: the fullest
+        ``lower`` switch's fabric downlinks, :meth:`fabric_Bps`) is what a switch of the tier
+        is cabled for: a partly filled last leaf keeps a full leaf's uplink cables, as in a
+        built fabric, instead of thinning them to its own servers (which capped one flow
+        through it at a fraction of a NIC)."""
+        full_Bps = self.fabric_Bps(lower) if design_Bps is None else design_Bps
         for s in lower:
-            each_Bps = self.down_Bps[s] / oversubscription / len(upper)
-            if each_Bps <= 0:
+            if self.down_Bps[s] <= 0:
                 continue  # a switch with nothing below it needs no uplinks
+            each_Bps = (full_Bps + self.storage_Bps.get(s, 0.0)) / oversubscription / len(upper)
             for u in upper:
                 self.attach(s, u, each_Bps, tier=tier)
 
@@ -273,13 +300,14 @@ def _fat_tree_upper(fab: _Fabric, be: FatTreeFabricSpec, leaves: list[str], plan
         planes[0]["spine"] = planes[0]["core"] = []
         return
     per_pod = be.spines_per_pod or fab.uplink_ports(leaves, be.oversubscription)
+    leaf_Bps = fab.fabric_Bps(leaves)
     pod_spines: list[list[str]] = []
     for pod, pod_leaves in enumerate(pods):
         spines = [
             fab.switch(f"spine{pod * per_pod + s}", role="spine", tier=2, index=pod * per_pod + s)
             for s in range(per_pod)
         ]
-        fab.uplinks(pod_leaves, spines, be.oversubscription, tier="leaf-spine")
+        fab.uplinks(pod_leaves, spines, be.oversubscription, tier="leaf-spine", design_Bps=leaf_Bps)
         pod_spines.append(spines)
     planes[0]["spine"] = [s for spines in pod_spines for s in spines]
     _backend_storage(fab, be.storage, planes, "spine")
@@ -289,10 +317,15 @@ def _fat_tree_upper(fab: _Fabric, be: FatTreeFabricSpec, leaves: list[str], plan
     n_cores = be.cores or per_pod
     per_group = n_cores // per_pod
     cores = [fab.switch(f"core{c}", role="core", tier=3, index=c) for c in range(n_cores)]
+    spine_Bps = fab.fabric_Bps([spine for spines in pod_spines for spine in spines])
     for spines in pod_spines:
         for s, spine in enumerate(spines):
             fab.uplinks(
-                [spine], cores[s * per_group : (s + 1) * per_group], be.core_oversubscription, tier="spine-core"
+                [spine],
+                cores[s * per_group : (s + 1) * per_group],
+                be.core_oversubscription,
+                tier="spine-core",
+                design_Bps=spine_Bps,
             )
     planes[0]["core"] = cores
     _backend_storage(fab, be.storage, planes, "core")

@@ -57,6 +57,25 @@ def test_leaf_spine_explicit_spines_and_single_leaf() -> None:
     assert names(g, kind="switch", network="backend") == ["leaf0"]
 
 
+def test_partly_filled_leaf_keeps_the_uplinks_of_a_full_leaf() -> None:
+    # 5 servers, 2 per leaf: leaf2 has one server; a built fabric cables it as the others, so one
+    # flow leaving it is not capped below its NIC (it was 2 NICs' worth over 8 spines = NIC/4)
+    for fabric, leaf, down in (("leaf-spine", "leaf2", 8), ("rail-optimized", "r0.leaf2", 2)):
+        g = make({"backend": {"fabric": fabric, "nodes_per_leaf": 2}}, num_nodes=5)
+        first, last = (leaf.replace("leaf2", "leaf0"), leaf)
+        up = {u: sorted(d["capacity_Bps"] for a, _, d in cables(g, "leaf-spine") if a == u) for u in (first, last)}
+        assert up[last] == up[first] and sum(up[last]) == pytest.approx(down * NIC), fabric
+    # a partly filled pod's spines keep the core links of a full pod's
+    g = make(
+        {
+            "node": {"accelerators": 1},
+            "backend": {"fabric": "fat-tree", "nodes_per_leaf": 2, "leaves_per_pod": 2, "core_oversubscription": 2},
+        },
+        num_nodes=6,
+    )
+    assert g.edges["spine2", "core0"]["capacity_Bps"] == g.edges["spine0", "core0"]["capacity_Bps"] == NIC
+
+
 def test_rail_optimized() -> None:
     g = make({"backend": {"fabric": "rail-optimized", "nodes_per_leaf": 2}}, num_nodes=4)
     leaves = names(g, role="leaf")

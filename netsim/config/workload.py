@@ -25,7 +25,8 @@ Field meanings (the units are in the names where they are not counts):
   group-wise all-to-all).  ``pipeline_scatter_gather`` (``auto``, ``true``, ``false``):
   Megatron's scatter/gather of pipeline messages without sequence parallelism (each TP rank
   sends ``1 / tp``, the receiver all-gathers; :mod:`netsim.workload.pipeline`).
-  ``pipeline_layers``: how many layers each pipeline block holds (default: an even split).
+  ``pipeline_layers``: how many layers each pipeline block holds (default: an even split;
+  ``balanced``: chosen from the cost model, netsim.workload.balance).
 * ``model.moe.dispatcher`` / ``model.moe.padding``: how the all-to-all sends tokens (a copy per
   expert, per destination rank or per destination node; :mod:`netsim.moe.traffic`) and whether
   its buffers are capacity-sized (fixed-shape frameworks) or as routed (dropless).
@@ -52,7 +53,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from netsim.config.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.errors import SpecError
@@ -255,12 +256,14 @@ class ParallelSpec(SpecModel):
         "activations (gradients) and the receiving stage all-gathers them over its TP group; auto = on where "
         "TP > 1 without sequence parallelism (Megatron-LM's default), no effect otherwise",
     )
-    pipeline_layers: list[int] | None = Field(
+    pipeline_layers: list[int] | Literal["balanced"] | None = Field(
         default=None,
         description="transformer layers per pipeline block (virtual stage), in model order: one count per block, "
         "summing to model.layers; only the first and the last may be 0 (a block with only the embedding / the "
         "output head). Default: an even split, the remainder to the blocks after the first. Megatron-LM's "
-        "--decoder-first/last-pipeline-num-layers and --pipeline-model-parallel-layout set the same thing",
+        "--decoder-first/last-pipeline-num-layers and --pipeline-model-parallel-layout set the same thing. "
+        "balanced: the split whose slowest block computes least per micro-batch, from the cost model "
+        "(netsim.workload.balance)",
     )
     expert_layout: str = Field(
         default="megatron",
@@ -277,11 +280,18 @@ class ParallelSpec(SpecModel):
         "group)",
     )
 
+    @field_validator("pipeline_layers", mode="before")
+    @classmethod
+    def _layers_or_balanced(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "balanced":
+            raise ValueError(f"must be a list of layer counts, one per pipeline block, or 'balanced' (got {v!r})")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> ParallelSpec:
         if isinstance(self.dp, int) and self.dp < 1:
             raise ValueError(f"dp must be >= 1 or 'auto', got {self.dp}")
-        if self.pipeline_layers is not None and any(n < 0 for n in self.pipeline_layers):
+        if isinstance(self.pipeline_layers, list) and any(n < 0 for n in self.pipeline_layers):
             raise ValueError(f"pipeline_layers must be counts >= 0, got {self.pipeline_layers}")
         return self
 

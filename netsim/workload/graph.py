@@ -55,6 +55,7 @@ import networkx as nx
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
 from netsim.moe.dispatchers import DISPATCHERS
+from netsim.workload.balance import balanced_layers
 from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import ModelCosts, TimeModel
@@ -155,7 +156,7 @@ def build_plan(
     m = batch.microbatches
     sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
-    ctx = _context(spec, graph, layout, sched, routing)
+    ctx = _context(spec, graph, layout, sched, routing, compute, mode)
     memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))
     check_memory(memory, spec, allow_oom)
     emit, experts, grads, io, walk = _parts(ctx, compute, routing, lockstep, mode)
@@ -182,7 +183,13 @@ def build_plan(
 
 
 def _context(
-    spec: WorkloadSpec, graph: nx.DiGraph, layout: ParallelLayout, sched: Schedule, routing: EPRouting | None
+    spec: WorkloadSpec,
+    graph: nx.DiGraph,
+    layout: ParallelLayout,
+    sched: Schedule,
+    routing: EPRouting | None,
+    compute: TimeModel,
+    mode: RecomputeMode,
 ) -> BuildContext:
     costs = ModelCosts(
         spec.model,
@@ -194,7 +201,10 @@ def _context(
         flash_attention=spec.training.flash_attention,
         dropout=spec.training.dropout,
     )
-    blocks = split_layers(spec.model.layers, sched.num_virtual_stages, spec.parallelism.pipeline_layers)
+    sizes = spec.parallelism.pipeline_layers
+    if sizes == "balanced":
+        sizes = balanced_layers(spec, costs, compute, mode, sched, layout.etp)
+    blocks = split_layers(spec.model.layers, sched.num_virtual_stages, sizes)
     blocks[-1] += spec.model.mtp_layers()  # the MTP modules follow the last layer, with the output head
     return BuildContext(spec, graph, layout, sched, costs, blocks)
 

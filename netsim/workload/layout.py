@@ -276,7 +276,7 @@ def _check_pipeline_layers(spec: WorkloadSpec, chunks: int) -> None:
     """An explicit ``parallelism.pipeline_layers``: one count per pipeline block, the model's layers
     in all, no empty block but the first and the last."""
     sizes = spec.parallelism.pipeline_layers
-    assert sizes is not None
+    assert isinstance(sizes, list)
     problem = ""
     if len(sizes) != chunks:
         problem = f"needs one count per pipeline block ({chunks}: pp x virtual chunks), got {len(sizes)}"
@@ -346,7 +346,7 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     chunks = par.pp * (1 if sched.name == "dualpipe" else v)
     # the first and the last chunk may hold no layer (only the embedding / the LM head: the
     # layout of Llama 3's interleaved pipeline, arXiv 2407.21783 section 3.3.2)
-    if par.pipeline_layers is not None:
+    if isinstance(par.pipeline_layers, list):
         _check_pipeline_layers(spec, chunks)
     elif spec.model.layers < chunks - (2 if chunks > 2 else 0):
         raise WorkloadError(

@@ -4,8 +4,8 @@ Frameworks cut the layers into pipeline blocks (virtual stages) by hand: Megatro
 ``--decoder-first/last-pipeline-num-layers`` and ``--pipeline-model-parallel-layout``, the layouts
 its DeepSeek-V3 recipes ship (lighter first and last stages for the embedding, the output head and
 the multi-token-prediction block).  ``parallelism.pipeline_layers: balanced`` asks netsim for such a
-layout: the contiguous split of the model's layers into the schedule's blocks whose slowest block
-computes least per micro-batch, as a team that tunes its layout would find.
+layout: the contiguous split of the model's layers into the schedule's blocks whose slowest
+*stage* computes least per micro-batch, as a team that tunes its layout would find.
 
 The cost of a block is the compute one micro-batch spends in it, forward and backward, from the
 same kernel calls and compute model the plan is built from (:class:`~netsim.workload.costs.ModelCosts`):
@@ -22,10 +22,14 @@ same layers, and a schedule that overlaps it (DualPipe) hides it.  Under ``recom
 full`` with ``recompute_num_layers`` every layer is counted as recomputed (an upper bound: the
 block method recomputes the first N layers of every block).
 
-The split minimises the slowest block; among the splits that reach it, the one with the smallest
-sum of squared block costs (the most even), found by two dynamic programmes over the layers.
-Only the first and the last block may hold no layer (the layout of Llama 3's interleaved
-pipeline, arXiv 2407.21783 section 3.3.2).
+A stage's load is the sum of the blocks it holds (one block under 1F1B; blocks ``s, s + p, ...``
+interleaved; ``s`` and ``p - 1 - s`` under DualPipe).  :func:`min_max_split` finds the split whose
+slowest *block* is fastest, the most even on ties (two dynamic programmes over the layers): with
+one block per stage that is the answer.  With several, :func:`balance_stages` searches from it
+(and from the even split), one layer moved between two blocks at a time, for the slowest stage;
+a local search, not guaranteed optimal (tests/workload/test_balance.py bounds it against brute
+force).  Only the first and the last block may hold no layer (the layout of Llama 3's
+interleaved pipeline, arXiv 2407.21783 section 3.3.2).
 """
 
 from __future__ import annotations

@@ -331,6 +331,7 @@ def summarize_replay(
         },
         "schedule": sched.name,
         "num_microbatches": sched.m,
+        "layers_per_block": [len(b) for b in plan.layers_of_block],
         **{k: core[k] for k in timing},
         "checkpoint_time_s": float(np.mean(ck_times)) if ck_times else None,
         "checkpoint_slowdown_s": (

@@ -10,6 +10,7 @@ absent returns ``None`` and leaves a note saying so.  :class:`ReportOptions` hol
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,8 +128,20 @@ def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
             rows.append([label, str(s[key])])
     if (m := summary_number(s, "num_microbatches")) is not None:
         rows.append(["micro-batches", fmt_num(m)])
+    blocks = s.get("layers_per_block")
+    if isinstance(blocks, list) and len(blocks) > 1:
+        rows.append(["layers per pipeline block", _run_length(blocks)])
     rows.append(["seed", fmt_num(summary_number(s, "seed"))])
     return rows
+
+
+def _run_length(values: Sequence[object]) -> str:
+    """``[3, 4, 4, 4, 2]`` as ``3, 4 x 3, 2``."""
+    out = []
+    for v, run in itertools.groupby(values):
+        n = len(list(run))
+        out.append(f"{v} x {n}" if n > 1 else str(v))
+    return ", ".join(out)
 
 
 def _time_rows(s: Mapping[str, Any], step: float | None) -> list[list[str]]:

@@ -192,6 +192,7 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "parallelism": "{dp, pp, tp, ep, zero_stage}: the parallel layout",
     "schedule": "pipeline schedule name",
     "num_microbatches": "micro-batches per step",
+    "layers_per_block": "list: transformer layers in each pipeline block (virtual stage), in model order",
     "step_times_s": "list: the time of each simulated step (s)",
     "checkpoint_slowdown_s": "step time minus that of a replay without checkpoint traffic (s) or null",
     "compute_model": "where compute times come from (kernel table or roofline)",

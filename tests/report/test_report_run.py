@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -237,3 +238,13 @@ def test_windowed_tier_peak_is_the_busiest_window() -> None:
     assert row["peak_utilization"] == pytest.approx(300.0 / (200.0 * 1.0))  # the [2, 3) s interval
     row = tier_table(links, ts, makespan_s=300.0).iloc[0]  # a 3 s window holds both intervals
     assert row["peak_utilization"] == pytest.approx(400.0 / (200.0 * 3.0))
+
+
+def test_layers_per_block_row_is_run_length_encoded(tmp_path: Path) -> None:
+    """A pipelined run's summary lists the layers of every block; the report shows them compactly."""
+    run = make_run_dir(tmp_path / "blocks", layers=1, microbatches=1)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["layers_per_block"] = [3, *[4] * 14, 2]
+    (run / "summary.json").write_text(json.dumps(summary))
+    write_report(run)
+    assert "| layers per pipeline block | 3, 4 x 14, 2 |" in (run / "report.md").read_text()

@@ -5,8 +5,9 @@
   capacity range and total capacity (sum over directed links, so a cable counts twice).
 * **tiers**: for every switch tier of the back-end and front-end, the *down* capacity (links
   into the tier's switches from below: NICs, storage, lower switches) and the *up* capacity
-  (links from them to the tier above); ``oversubscription = down / up`` (1.0 = non-blocking,
-  2.0 = 2:1).  The top tier has no up capacity.
+  (links from them to the tier above); ``oversubscription``: ``down / up`` of the tier's most
+  oversubscribed switch (1.0 = non-blocking, 2.0 = 2:1): the tier's design, which a partly
+  filled last leaf, cabled as a full one, does not dilute.  The top tier has no up capacity.
 * **bisection bandwidth**: the maximum flow, in bytes/s and one direction, from the
   accelerators of the first half of the servers (by server index) to those of the second half,
   over the node and back-end links (hosts, storage and the front-end excluded; accelerators may
@@ -108,6 +109,8 @@ def tier_oversubscription(g: nx.DiGraph) -> list[dict[str, Any]]:
     nodes = g.nodes
     down: dict[tuple[str, int], list[float]] = defaultdict(list)
     up: dict[tuple[str, int], list[float]] = defaultdict(list)
+    down_of: dict[str, float] = defaultdict(float)
+    up_of: dict[str, float] = defaultdict(float)
     switches: dict[tuple[str, int], int] = defaultdict(int)
     for _, d in g.nodes(data=True):
         if d["kind"] == "switch" and d["network"] in ("backend", "frontend") and d["tier"] >= 1:
@@ -120,8 +123,14 @@ def tier_oversubscription(g: nx.DiGraph) -> list[dict[str, Any]]:
         key = (dv["network"], dv["tier"])
         if du["kind"] != "switch" or du["tier"] < dv["tier"]:
             down[key].append(d["capacity_Bps"])
+            down_of[v] += d["capacity_Bps"]
         if du["kind"] == "switch" and du["network"] == dv["network"] and du["tier"] < dv["tier"]:
             up[(du["network"], du["tier"])].append(d["capacity_Bps"])
+            up_of[u] += d["capacity_Bps"]
+    ratio: dict[tuple[str, int], float] = {}
+    for sw, up_Bps in up_of.items():
+        key = (nodes[sw]["network"], nodes[sw]["tier"])
+        ratio[key] = max(ratio.get(key, 0.0), down_of[sw] / up_Bps)
     rows = []
     for net, tier in sorted(switches, key=lambda k: (k[0] != "backend", k[1])):
         down_Bps = math.fsum(down[(net, tier)])
@@ -135,7 +144,7 @@ def tier_oversubscription(g: nx.DiGraph) -> list[dict[str, Any]]:
                 "switches": switches[(net, tier)],
                 "down_Bps": down_Bps,
                 "up_Bps": up_Bps,
-                "oversubscription": down_Bps / up_Bps if up_Bps > 0 else None,
+                "oversubscription": ratio.get((net, tier)) if up_Bps > 0 else None,
             }
         )
     return rows

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from netsim.topology.model import nic_name
+from netsim.topology.summary import tier_oversubscription
 from tests.topology.helpers import GB, cables, make, names
 
 NIC = 12.5 * GB
@@ -65,6 +66,10 @@ def test_partly_filled_leaf_keeps_the_uplinks_of_a_full_leaf() -> None:
         first, last = (leaf.replace("leaf2", "leaf0"), leaf)
         up = {u: sorted(d["capacity_Bps"] for a, _, d in cables(g, "leaf-spine") if a == u) for u in (first, last)}
         assert up[last] == up[first] and sum(up[last]) == pytest.approx(down * NIC), fabric
+        # the tier summary reports the design's 1:1, not the aggregate the spare uplinks dilute
+        leaf_tier = next(t for t in tier_oversubscription(g) if t["role"] == "leaf")
+        assert leaf_tier["oversubscription"] == pytest.approx(1.0)
+        assert leaf_tier["down_Bps"] < leaf_tier["up_Bps"]
     # a partly filled pod's spines keep the core links of a full pod's
     g = make(
         {

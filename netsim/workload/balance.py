@@ -159,16 +159,16 @@ def stage_blocks(schedule: Schedule) -> list[tuple[int, ...]]:
     return out
 
 
-def _score(
-    sizes: Sequence[int], prefix: np.ndarray, extra: float, stages: Sequence[tuple[int, ...]]
-) -> tuple[float, ...]:
-    """(slowest stage, slowest block, sum of squared stage loads) of a split."""
+def _score(sizes: Sequence[int], prefix: np.ndarray, extra: float, stages: np.ndarray) -> tuple[float, ...]:
+    """(slowest stage, slowest block, stages that slow, sum of squared block costs, sum of
+    squared stage loads) of a split: the stages first, then the most even blocks."""
     ends = np.cumsum(sizes)
     block = prefix[ends] - prefix[ends - np.asarray(sizes)]
     block[-1] += extra
-    load = np.array([block[list(held)].sum() for held in stages])
+    load = block[stages].sum(axis=1)
     top = float(load.max())
-    return top, float(np.count_nonzero(load >= top * (1 - _TOL))), float(np.square(load).sum()), float(block.max())
+    at_top = float(np.count_nonzero(load >= top * (1 - _TOL)))
+    return top, float(block.max()), at_top, float(np.square(block).sum()), float(np.square(load).sum())
 
 
 def balance_stages(
@@ -177,12 +177,14 @@ def balance_stages(
     """Layers per block balancing the *stages* (a stage's load is the sum of the blocks it holds,
     :func:`stage_blocks`): a local search from :func:`min_max_split` whose move takes one layer
     from a block to another (the blocks between shift by one layer), scored by (slowest stage,
-    stages that slow, sum of squared stage loads, slowest block).  The best improving move is
+    slowest block, stages that slow, sum of squared block costs, sum of squared stage loads):
+    balanced stages first, then even blocks, which the schedule's bubbles follow.  The best improving move is
     taken; where none improves, the best move to an unvisited split of equal score (at most
     ``blocks`` such moves in a row) crosses a plateau.  Exact for one block per stage (the
     dynamic programme); a local optimum otherwise."""
     prefix = np.concatenate([[0.0], np.cumsum(np.asarray(cost_s, dtype=np.float64))])
-    found = [_descend(start, prefix, last_extra_s, stages, blocks) for start in _starts(cost_s, blocks, last_extra_s)]
+    held = np.asarray(stages, dtype=np.int64)  # [stage, block it holds]: every stage holds as many
+    found = [_descend(start, prefix, last_extra_s, held, blocks) for start in _starts(cost_s, blocks, last_extra_s)]
     return min(found, key=lambda f: f[0])[1]
 
 
@@ -198,7 +200,7 @@ def _starts(cost_s: Sequence[float], blocks: int, last_extra_s: float) -> list[l
 
 
 def _descend(
-    sizes: list[int], prefix: np.ndarray, last_extra_s: float, stages: Sequence[tuple[int, ...]], blocks: int
+    sizes: list[int], prefix: np.ndarray, last_extra_s: float, stages: np.ndarray, blocks: int
 ) -> tuple[tuple[float, ...], list[int]]:
     """The local search of :func:`balance_stages` from ``sizes``: (best score, its split)."""
     score = _score(sizes, prefix, last_extra_s, stages)

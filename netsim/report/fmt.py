@@ -7,7 +7,9 @@ vendors print.  Missing values (``None``, NaN) print as an en dash.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 DASH = "–"
@@ -96,3 +98,12 @@ def ratio(value: Any, base: Any) -> float:
     if is_missing(value) or is_missing(base) or float(base) == 0.0:
         return math.nan
     return float(value) / float(base)
+
+
+def fmt_runs(values: Sequence[object]) -> str:
+    """A list with its runs of equal values collapsed: ``[3, 4, 4, 4, 2]`` as ``3, 4 x 3, 2``."""
+    out = []
+    for v, run in itertools.groupby(values):
+        n = len(list(run))
+        out.append(f"{v} x {n}" if n > 1 else str(v))
+    return ", ".join(out)

@@ -10,7 +10,6 @@ absent returns ``None`` and leaves a note saying so.  :class:`ReportOptions` hol
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from netsim.report import figures as F
-from netsim.report.fmt import DASH, fmt_bytes, fmt_num, fmt_pct, fmt_time, is_missing
+from netsim.report.fmt import DASH, fmt_bytes, fmt_num, fmt_pct, fmt_runs, fmt_time, is_missing
 from netsim.report.render import Figure, Note, Paragraph, Section, Table
 from netsim.report.tables import BREAKDOWN, TABLES, RunData, summary_mapping, summary_number
 from netsim.report.utilisation import tier_table
@@ -130,18 +129,9 @@ def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
         rows.append(["micro-batches", fmt_num(m)])
     blocks = s.get("layers_per_block")
     if isinstance(blocks, list) and len(blocks) > 1:
-        rows.append(["layers per pipeline block", _run_length(blocks)])
+        rows.append(["layers per pipeline block", fmt_runs(blocks)])
     rows.append(["seed", fmt_num(summary_number(s, "seed"))])
     return rows
-
-
-def _run_length(values: Sequence[object]) -> str:
-    """``[3, 4, 4, 4, 2]`` as ``3, 4 x 3, 2``."""
-    out = []
-    for v, run in itertools.groupby(values):
-        n = len(list(run))
-        out.append(f"{v} x {n}" if n > 1 else str(v))
-    return ", ".join(out)
 
 
 def _time_rows(s: Mapping[str, Any], step: float | None) -> list[list[str]]:

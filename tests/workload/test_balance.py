@@ -108,3 +108,29 @@ def test_balanced_plan_gives_the_heavy_head_fewer_layers() -> None:
     assert [len(b) for b in even.layers_of_block] == [3, 3, 3, 3]
     with pytest.raises(Exception, match=r"pipeline_layers"):
         load_workload("gpt-dense", [*base, "parallelism.pipeline_layers=balance"])
+
+
+def test_balanced_dualpipe_plan_with_mtp_balances_the_mirrored_ranks() -> None:
+    """A small DeepSeek-style model (MLA, MoE, one dense layer first, an MTP block after the last
+    layer) under DualPipe: ``balanced`` moves layers off the ranks holding the MTP block and the
+    heads (blocks 0 + 3), so the slowest rank computes less than under the even split."""
+    from tests.workload.plans import MLA_MOE, small_plan
+
+    model = {"layers": 8, "hidden": 256, "ffn_hidden": 512, "heads": 4, "vocab": 32000, "seq_len": 128, **MLA_MOE}
+    par = {"pp": 4, "tp": 1, "ep": 4, "zero_stage": 1}
+
+    def loads(*sets: str) -> tuple[list[int], list[float]]:
+        plan = small_plan(model, par, "dualpipe", "model.mtp_depth=1", "num_microbatches=8", *sets)
+        sizes = [len(b) for b in plan.layers_of_block]
+        sizes[-1] -= 1  # the MTP block rides on the last block
+        busy = [0.0] * 4
+        for op in plan.ops:
+            if op.kind == "compute" and op.step == 0:
+                busy[plan.layout.coords(op.rank)[0]] += op.duration_s
+        return sizes, busy
+
+    even_sizes, even = loads()
+    sizes, bal = loads("parallelism.pipeline_layers=balanced")
+    assert even_sizes == [2, 2, 2, 2] and sum(sizes) == 8 and sizes != even_sizes
+    assert bal[0] == pytest.approx(bal[3]) and bal[1] == pytest.approx(bal[2])  # mirrored ranks, same blocks
+    assert max(bal) < max(even) and max(bal) - min(bal) < max(even) - min(even)

@@ -331,7 +331,7 @@ def summarize_replay(
         },
         "schedule": sched.name,
         "num_microbatches": sched.m,
-        "layers_per_block": [len(b) for b in plan.layers_of_block],
+        "layers_per_block": plan.layers_per_block,
         **{k: core[k] for k in timing},
         "checkpoint_time_s": float(np.mean(ck_times)) if ck_times else None,
         "checkpoint_slowdown_s": (
@@ -390,7 +390,7 @@ def resolved_spec(prep: Prepared) -> dict[str, Any]:
             "ep": L.ep,
             "num_microbatches": sched.m,
             "steps": prep.plan.steps,
-            "layers_per_block": [len(b) for b in prep.plan.layers_of_block],
+            "layers_per_block": prep.plan.layers_per_block,
             "devices": list(L.devices),
             "compute_model": str(getattr(prep.compute, "name", "")),
         },

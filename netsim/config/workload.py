@@ -262,7 +262,7 @@ class ParallelSpec(SpecModel):
         "summing to model.layers; only the first and the last may be 0 (a block with only the embedding / the "
         "output head). Default: an even split, the remainder to the blocks after the first. Megatron-LM's "
         "--decoder-first/last-pipeline-num-layers and --pipeline-model-parallel-layout set the same thing. "
-        "balanced: the split whose slowest block computes least per micro-batch, from the cost model "
+        "balanced: the split whose slowest stage computes least per micro-batch, from the cost model "
         "(netsim.workload.balance)",
     )
     expert_layout: str = Field(

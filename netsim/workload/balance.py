@@ -40,6 +40,7 @@ import numpy as np
 
 from netsim.config.workload import WorkloadSpec
 from netsim.workload.costs import KernelCall, ModelCosts, Part, TimeModel, kernels_time_s
+from netsim.workload.plan import split_layers
 from netsim.workload.recompute import RecomputeMode
 from netsim.workload.schedules import Schedule
 
@@ -178,13 +179,16 @@ def balance_stages(
     :func:`stage_blocks`): a local search from :func:`min_max_split` whose move takes one layer
     from a block to another (the blocks between shift by one layer), scored by (slowest stage,
     slowest block, stages that slow, sum of squared block costs, sum of squared stage loads):
-    balanced stages first, then even blocks, which the schedule's bubbles follow.  The best improving move is
-    taken; where none improves, the best move to an unvisited split of equal score (at most
-    ``blocks`` such moves in a row) crosses a plateau.  Exact for one block per stage (the
-    dynamic programme); a local optimum otherwise."""
+    balanced stages first, then even blocks, which the schedule's bubbles follow.  The best
+    improving move is taken; where none improves, the best move to an unvisited split of equal
+    score (at most ``blocks`` such moves in a row) crosses a plateau.  With one block per stage
+    the dynamic programme's split is returned as it is (exact); a local optimum otherwise."""
+    starts = _starts(cost_s, blocks, last_extra_s)
+    if all(len(held) == 1 for held in stages):
+        return starts[0]  # one block per stage: the dynamic programme's split is the answer
     prefix = np.concatenate([[0.0], np.cumsum(np.asarray(cost_s, dtype=np.float64))])
-    held = np.asarray(stages, dtype=np.int64)  # [stage, block it holds]: every stage holds as many
-    found = [_descend(start, prefix, last_extra_s, held, blocks) for start in _starts(cost_s, blocks, last_extra_s)]
+    held = np.asarray(stages, dtype=np.int64)  # [stage, i]: the i-th block the stage holds
+    found = [_descend(start, prefix, last_extra_s, held, blocks) for start in starts]
     return min(found, key=lambda f: f[0])[1]
 
 
@@ -192,10 +196,8 @@ def _starts(cost_s: Sequence[float], blocks: int, last_extra_s: float) -> list[l
     """Where the local search starts: the best block split, and the even split (the remainder
     to the blocks after the first) where the layers fill every block."""
     out = [min_max_split(cost_s, blocks, last_extra_s)]
-    n = len(cost_s)
-    if n >= blocks:
-        base, extra = divmod(n, blocks)
-        out.append([base + (1 if 0 < b <= extra else 0) for b in range(blocks)])
+    if len(cost_s) >= blocks:
+        out.append([len(b) for b in split_layers(len(cost_s), blocks)])
     return out
 
 

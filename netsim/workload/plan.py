@@ -136,6 +136,12 @@ class StepPlan:
     #: ``moe_dispatch``, netsim.workload.graph)
     moe_dispatch: dict[str, Any] | None = None
 
+    @property
+    def layers_per_block(self) -> list[int]:
+        """Transformer layers in each pipeline block, in model order (the MTP blocks count with
+        the last)."""
+        return [len(b) for b in self.layers_of_block]
+
     def summary_fields(self) -> dict[str, Any]:
         """What the plan tells the run summary about the workload as simulated: the batch
         (``batch``) and, for MoE workloads, how tokens are dispatched (``moe_dispatch``)."""

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import networkx as nx
 
 from netsim.collectives.nccl.constants import NcclConstants, load_constants
+from netsim.collectives.nccl.p2p import P2pChannels, p2p_channels
 from netsim.collectives.nccl.system import group_shape, nccl_system, ring_total_bw
 from netsim.collectives.nccl.tuner import COLLS, Choice, NcclSystem, TunerTable, choose, tune
 from netsim.collectives.plan import CollectiveError
@@ -65,6 +66,8 @@ class CollectiveCall:
         alg_bw_Bps: the call's algorithm bandwidth limit (bytes/s), ``None`` for none.
         library_algo, proto, channels: what the library chose (for reports).
         predicted_s: the library's own time estimate, if it has one.
+        p2p: point-to-point ops: NCCL's channel rule; each transfer's flow is capped at its
+            channels' rate (:mod:`netsim.collectives.nccl.p2p`).
     """
 
     algo: str
@@ -79,6 +82,7 @@ class CollectiveCall:
     channels: int | None = None
     predicted_s: float | None = None
     subtract_path_latency: bool = True
+    p2p: P2pChannels | None = None
 
 
 class CostModel:
@@ -377,16 +381,20 @@ class NcclCost(CostModel):
     def _p2p_call(
         self, op: str, devices: Sequence[str], nbytes: float, algo: str | None, proto: str | None
     ) -> CollectiveCall:
-        """Send/recv and all-to-all: NCCL's grouped point-to-point.  LL up to
-        ``p2p_ll_threshold_bytes`` per peer, Simple above; a ring step's latency per transfer."""
+        """Send/recv and all-to-all: NCCL's grouped point-to-point.  Each transfer runs on the
+        channels NCCL's rule gives its size (:mod:`netsim.collectives.nccl.p2p`), at most their
+        rate; LL up to ``p2p_ll_threshold_bytes`` per channel, Simple above; a ring step's
+        latency per transfer."""
         c = self.constants
         n = max(len(devices), 1)
         per_peer = nbytes / n if op in ("all_to_all", "all_to_allv") else nbytes
-        p = proto or ("LL" if per_peer <= float(c.get("p2p_ll_threshold_bytes")) else "Simple")
         name = get_algorithm(op, algo).name
         if len(devices) < 2:
+            p = proto or ("LL" if per_peer <= float(c.get("p2p_ll_threshold_bytes")) else "Simple")
             return CollectiveCall(algo=name, proto=p, library_algo="p2p")
         sys = self.table(devices).system
+        rule = self._p2p_rule(devices, sys)
+        p = proto or rule.protocol(per_peer)
         hops = self._hops(sys, "ring", p, False)
         base = c.base_latency_us("ring", p) * self.latency_scale * 1e-6
         return CollectiveCall(
@@ -398,7 +406,14 @@ class NcclCost(CostModel):
             alg_bw_Bps=None,
             library_algo="p2p",
             proto=p,
+            channels=rule.channels(per_peer),
+            p2p=rule,
         )
+
+    def _p2p_rule(self, devices: Sequence[str], sys: NcclSystem) -> P2pChannels:
+        """NCCL's p2p channel rule for the communicator ``devices`` (the links as NCCL sees them:
+        the preset's efficiencies; a channel's rate is a thread block's, not a link's)."""
+        return p2p_channels(self.constants, sys, group_shape(self.graph, tuple(devices), self.reference_efficiency))
 
 
 def _why_unavailable(nccl_algo: str, sys: NcclSystem) -> str:

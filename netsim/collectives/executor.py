@@ -287,13 +287,17 @@ def _direct_coflow(
             hop = max(hop - float(net.routes_of(devs[int(i[k])], devs[int(j[k])]).latency_s[0]), 0.0)
     wait = call.base_latency_s + hop
     sizes = m[i, j] * call.wire_factor
+    rule = call.p2p
+    caps = None if rule is None else np.fromiter((rule.rate_cap_Bps(b) for b in m[i, j].tolist()), float, i.size)
 
     def proc() -> Generator[simpy.Event, Any, CollectiveResult]:
         t0 = float(env.now)
         if i.size:
             if wait > 0:
                 yield env.timeout(wait)
-            yield net.transfer_coflow(ids[i], ids[j], sizes, traffic_class=traffic_class, label=label or f"{op}/direct")
+            yield net.transfer_coflow(
+                ids[i], ids[j], sizes, traffic_class=traffic_class, label=label or f"{op}/direct", rate_cap_Bps=caps
+            )
         return CollectiveResult(
             op, "direct", nb, len(devs), t0, float(env.now), int(i.size), call.library_algo, call.proto
         )

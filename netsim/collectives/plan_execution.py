@@ -139,7 +139,12 @@ class _Execution:
     def _launch(self, ready: np.ndarray, merge: bool = True) -> None:
         if merge and self.coflow and ready.size > 1:
             ev = self.net.transfer_coflow(
-                self.src[ready], self.dst[ready], self.size[ready], traffic_class=self.traffic_class, label=self.label
+                self.src[ready],
+                self.dst[ready],
+                self.size[ready],
+                traffic_class=self.traffic_class,
+                label=self.label,
+                rate_cap_Bps=self.cap[ready] if self.cap is not None else None,
             )
             ev.callbacks.append(partial(self._arrive_batch, ready))  # never chained (merge)
             return

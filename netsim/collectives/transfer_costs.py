@@ -11,7 +11,9 @@ collective) and the plan:
   network), never below zero.  The library's hop latencies (NCCL's ``hwLat``) include the
   wire; subtracting the engine's path latency keeps it from being counted twice.
 * **wire bytes**: the plan's bytes times the protocol's wire factor.
-* **rate cap**: a sender ``r`` may move its whole share of the plan in no less than
+* **rate cap** (point-to-point calls): each transfer at most the rate of the channels NCCL
+  gives its message (:mod:`netsim.collectives.nccl.p2p`);
+* **rate cap** (collectives): a sender ``r`` may move its whole share of the plan in no less than
   ``nbytes / alg_bw`` (the library's own bandwidth limit for the call), i.e. at
   ``R_r = wire bytes r sends x alg_bw / nbytes``; a transfer gets ``R_r`` times its share of
   what ``r`` sends at the same time (its step's bytes, per chunk; all of a fluid plan's
@@ -37,6 +39,7 @@ from netsim.collectives.plan import Plan
 
 if TYPE_CHECKING:
     from netsim.collectives.cost import CollectiveCall
+    from netsim.collectives.nccl.p2p import P2pChannels
     from netsim.network.engine import Network
 
 __all__ = ["TransferCosts", "transfer_costs"]
@@ -110,4 +113,19 @@ def _transfer_costs(net: Network, plan: Plan, call: CollectiveCall) -> TransferC
         step_bytes = np.bincount(inv, weights=wire)[inv]
         caps = rate[plan.src] * wire * chunks / np.maximum(step_bytes, 1e-300)
         caps = np.where(wire > 0, np.maximum(caps, 1e-3), np.inf)
+    if call.p2p is not None and n:
+        p2p = _p2p_caps(plan, call.p2p)
+        caps = p2p if caps is None else np.minimum(caps, p2p)
     return TransferCosts(latency_s=lat, wire_bytes=np.asarray(wire, dtype=np.float64), rate_cap_Bps=caps)
+
+
+def _p2p_caps(plan: Plan, rule: P2pChannels) -> np.ndarray:
+    """Point-to-point plans: every transfer at most the rate of the channels NCCL gives the
+    message between its two ranks (the plan's bytes from its source to its destination; the
+    chunks of a message run one after the other on the same channels)."""
+    m = len(plan.nodes)
+    pair = plan.src.astype(np.int64) * m + plan.dst
+    keys, inv = np.unique(pair, return_inverse=True)
+    message = np.bincount(inv, weights=plan.size, minlength=keys.size)
+    rate = np.fromiter((rule.rate_cap_Bps(b) for b in message.tolist()), dtype=np.float64, count=keys.size)
+    return rate[inv]

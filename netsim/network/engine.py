@@ -206,9 +206,12 @@ class Network:
         *,
         traffic_class: str = "other",
         label: str = "",
+        rate_cap_Bps: np.ndarray | None = None,
     ) -> simpy.Event:
         """Start many transfers now as one *coflow*; the event fires (value: the carrier's flow
-        id) when the last of them has arrived.
+        id) when the last of them has arrived.  ``rate_cap_Bps``: a cap per transfer (a library's
+        channels); the carrier, which moves its transfers uniformly, then runs no faster than
+        its most constrained transfer allows.
 
         The transfers are routed as ordinary flows (hashed by the flow ids they would have) and
         listed as flows by :meth:`flow_records`, but the engine moves them as one aggregate: a
@@ -261,8 +264,15 @@ class Network:
             b = int(np.argmax(load.load_B[links] / cap))
             size_B = float(load.load_B[links[b]])
             share = max(float(load.flows_on[links[b]]), 1e-12)  # fair shares on the bottleneck link
-            self.flows.work.data[carrier] = size_B / share
+            work = size_B / share
+            self.flows.work.data[carrier] = work
             self._pinned[carrier] = (links, share * load.load_B[links] / size_B, max_lat)
+            if rate_cap_Bps is not None:  # transfer i moves nb_i x rate / work
+                caps = np.broadcast_to(np.asarray(rate_cap_Bps, dtype=np.float64), (n,))
+                moving = nb > 0
+                if moving.any():
+                    limit = work * float(np.min(caps[moving] / nb[moving]))
+                    self.flows.cap.data[carrier] = min(float(self.flows.cap.data[carrier]), limit)
         self._add_arrival(now, np.array([carrier], dtype=np.int64))
         return ev
 

@@ -71,6 +71,21 @@ def test_coflow_weighs_its_transfers_on_the_bottleneck_as_fair_shares() -> None:
     assert ref.flow_end_s() == pytest.approx([4.0] * 4)
 
 
+def test_coflow_runs_no_faster_than_its_most_capped_transfer() -> None:
+    # the links allow 1 GB/s into h3, but h0 -> h3 (1 GB) is capped at 0.25 GB/s: moving
+    # uniformly, the coflow drains when that transfer has, at 4 s (uncapped: 1 s)
+    net = Network(star(4, bw=GB, lat=0.0))
+    src, dst = _ids(net, ["h0", "h1"]), _ids(net, ["h3", "h2"])
+    net.transfer_coflow(src, dst, np.array([1.0, 0.5]) * GB, rate_cap_Bps=np.array([0.25, 10.0]) * GB)
+    net.run()
+    assert net.makespan_s == pytest.approx(4.0)
+    # a cap above what the links allow changes nothing
+    ref = Network(star(4, bw=GB, lat=0.0))
+    ref.transfer_coflow(src, dst, np.array([1.0, 0.5]) * GB, rate_cap_Bps=np.array([5.0, 5.0]) * GB)
+    ref.run()
+    assert ref.makespan_s == pytest.approx(1.0)
+
+
 def test_coflow_of_same_device_transfers_arrives_at_once() -> None:
     net = Network(star(2))
     ev = net.transfer_coflow(_ids(net, ["h0", "h1"]), _ids(net, ["h0", "h1"]), GB)

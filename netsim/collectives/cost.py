@@ -406,7 +406,6 @@ class NcclCost(CostModel):
             alg_bw_Bps=None,
             library_algo="p2p",
             proto=p,
-            channels=rule.channels(per_peer),
             p2p=rule,
         )
 

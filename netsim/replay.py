@@ -32,6 +32,7 @@ import numpy as np
 import simpy
 
 from netsim.collectives.plan_execution import device_ids
+from netsim.collectives.transfer_costs import P2pTransfer, p2p_transfer
 from netsim.workload.graph import Collective, Op, StepPlan
 
 __all__ = ["BREAKDOWN_CLASSES", "Breakdown", "ReplayDeadlock", "ReplayResult", "rank_breakdown", "replay"]
@@ -127,6 +128,7 @@ class _Executor:
                 self.dependents[a.id].append(b.id)
                 self.pending[b.id] += 1
         self.arrived: dict[tuple[Any, ...], list[int]] = {}
+        self._p2p_cache: dict[tuple[Any, ...], P2pTransfer] = {}
         self.coll_start: dict[tuple[Any, ...], float] = {}
         self.coll_end: dict[tuple[Any, ...], float] = {}
         self.done = 0
@@ -190,8 +192,18 @@ class _Executor:
         """Start one collective (a flow for a transfer); returns its completion event."""
         if coll.op == "transfer":
             assert coll.src is not None and coll.dst is not None
-            return self.net.transfer(
-                coll.src, coll.dst, coll.nbytes, traffic_class=coll.traffic_class, label=coll.label
+            lat, size, cap = self._p2p_parts((coll,))
+            src, dst = coll.src, coll.dst
+            return self._after(
+                lat,
+                lambda: self.net.transfer(
+                    src,
+                    dst,
+                    float(size[0]),
+                    traffic_class=coll.traffic_class,
+                    label=coll.label,
+                    rate_cap_Bps=None if cap is None else float(cap[0]),
+                ),
             )
         devices = [self.plan.devices[r] for r in coll.ranks]
         return self.run_collective(
@@ -217,8 +229,14 @@ class _Executor:
 
         coflow = collective_model(self.coll_kwargs.get("model", "exact")).coflow
         if len(parts) > 1 and coflow and coll.op == "transfer":
-            src, dst, size = self._endpoints(parts)
-            return self.net.transfer_coflow(src, dst, size, traffic_class=coll.traffic_class, label=coll.label)
+            src, dst, _ = self._endpoints(parts)
+            lat, size, cap = self._p2p_parts(parts)
+            return self._after(
+                lat,
+                lambda: self.net.transfer_coflow(
+                    src, dst, size, traffic_class=coll.traffic_class, label=coll.label, rate_cap_Bps=cap
+                ),
+            )
         if (
             len(parts) > 1
             and coll.op == "all_to_allv"
@@ -281,8 +299,53 @@ class _Executor:
             if not left[0]:
                 done.succeed()
 
-        src, dst, size = self._endpoints(parts)
-        self.net.transfer_notify(src, dst, size, arrived, traffic_class=parts[0].traffic_class, label=parts[0].label)
+        src, dst, _ = self._endpoints(parts)
+        lat, size, cap = self._p2p_parts(parts)
+
+        def start() -> None:
+            self.net.transfer_notify(
+                src, dst, size, arrived, traffic_class=parts[0].traffic_class, label=parts[0].label, rate_cap_Bps=cap
+            )
+
+        if lat > 0:
+            self.env.timeout(lat).callbacks.append(lambda _ev: start())
+        else:
+            start()
+        return done
+
+    def _p2p_parts(self, parts: Sequence[Collective]) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The point-to-point transfers ``parts`` as the collective library runs them (those
+        with a communicator: :func:`~netsim.collectives.transfer_costs.p2p_transfer`): the
+        latency before they start (the largest), their wire bytes and rate caps (``None``: none)."""
+        cost = self.coll_kwargs.get("cost")
+        size = np.empty(len(parts))
+        caps = np.full(len(parts), np.inf)
+        lat = 0.0
+        for i, c in enumerate(parts):
+            if not c.comm:
+                size[i] = c.nbytes
+                continue
+            key = (c.comm, c.src, c.dst, c.nbytes)
+            t = self._p2p_cache.get(key)
+            if t is None:
+                t = self._p2p_cache[key] = p2p_transfer(self.net, cost, c.comm, str(c.src), str(c.dst), c.nbytes)
+            size[i] = t.wire_bytes
+            lat = max(lat, t.latency_s)
+            if t.rate_cap_Bps is not None:
+                caps[i] = t.rate_cap_Bps
+        return lat, size, (caps if np.isfinite(caps).any() else None)
+
+    def _after(self, delay_s: float, start: Callable[[], Any]) -> Any:
+        """``start()``'s event, started ``delay_s`` from now: an event that fires when it does."""
+        if delay_s <= 0:
+            return start()
+        done = self.env.event()
+
+        def go(_ev: Any) -> None:
+            inner = start()
+            inner.callbacks.append(lambda ev: done.succeed(ev.value))
+
+        self.env.timeout(delay_s).callbacks.append(go)
         return done
 
     def _endpoints(self, parts: Sequence[Collective]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

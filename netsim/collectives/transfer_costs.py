@@ -38,11 +38,11 @@ import numpy as np
 from netsim.collectives.plan import Plan
 
 if TYPE_CHECKING:
-    from netsim.collectives.cost import CollectiveCall
+    from netsim.collectives.cost import CollectiveCall, CostModel
     from netsim.collectives.nccl.p2p import P2pChannels
     from netsim.network.engine import Network
 
-__all__ = ["TransferCosts", "transfer_costs"]
+__all__ = ["P2pTransfer", "TransferCosts", "p2p_transfer", "transfer_costs"]
 
 
 @dataclass(frozen=True)
@@ -129,3 +129,34 @@ def _p2p_caps(plan: Plan, rule: P2pChannels) -> np.ndarray:
     message = np.bincount(inv, weights=plan.size, minlength=keys.size)
     rate = np.fromiter((rule.rate_cap_Bps(b) for b in message.tolist()), dtype=np.float64, count=keys.size)
     return rate[inv]
+
+
+@dataclass(frozen=True)
+class P2pTransfer:
+    """How a library send/recv of a training step runs: the software latency before its flow
+    starts (s), the bytes it puts on the wire and its rate cap (bytes/s, ``None``: uncapped)."""
+
+    latency_s: float
+    wire_bytes: float
+    rate_cap_Bps: float | None
+
+
+def p2p_transfer(
+    net: Network, cost: CostModel | None, comm: tuple[str, ...], src: str, dst: str, nbytes: float
+) -> P2pTransfer:
+    """A send/recv of ``nbytes`` from ``src`` to ``dst`` inside the communicator ``comm`` (e.g.
+    a pipeline's stages) as the cost model runs it: NCCL's base and hop latency (less the path
+    latency the engine adds itself), its protocol's wire bytes and the rate of the channels its
+    rule gives the message in that communicator (:mod:`netsim.collectives.nccl.p2p`).  Without a
+    library model (``ideal``, no cost model, or fewer than two devices): a plain flow."""
+    if cost is None or len(comm) < 2 or getattr(cost, "name", "") == "ideal":
+        return P2pTransfer(0.0, float(nbytes), None)
+    call = cost.call("sendrecv", comm, nbytes)
+    g = net.graph
+    a, b = g.nodes[src].get("node"), g.nodes[dst].get("node")
+    hop = "intra" if a is not None and a == b else "inter"
+    lat = float(call.hop_latency_s.get(hop, 0.0))
+    if call.subtract_path_latency and lat > 0:
+        lat = max(lat - float(net.routes_of(src, dst).latency_s[0]), 0.0)
+    cap = call.p2p.rate_cap_Bps(nbytes) if call.p2p is not None else None
+    return P2pTransfer(call.base_latency_s + lat, float(nbytes) * float(call.wire_factor), cap)

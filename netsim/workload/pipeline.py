@@ -60,6 +60,7 @@ class PipelineStep:
         self.grads = grads
         self.data_ready = data_ready
         self.work = [ctx.schedule.work(p) for p in range(ctx.layout.pp)]
+        self._comms: dict[tuple[int, int], tuple[str, ...]] = {}  # (dp, tp) -> the pipeline's devices
         # per (rank, step): the ends of every micro-batch's forward per block, and of its
         # backward per layer (-1: the head)
         self.fwd_end: dict[tuple[int, int], Deps] = {}
@@ -119,6 +120,9 @@ class PipelineStep:
             key = ("pp", step, direction, mb, src_vs, s_, d_)
 
             def make() -> Collective:
+                comm = self._comms.get((d, t))
+                if comm is None:
+                    comm = self._comms[d, t] = tuple(L.devices[L.rank_of(p, d, t)] for p in range(L.pp))
                 return Collective(
                     key,
                     "transfer",
@@ -131,6 +135,7 @@ class PipelineStep:
                     phase=direction,
                     microbatch=mb,
                     step=step,
+                    comm=comm,
                 )
 
             return key, make

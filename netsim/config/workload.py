@@ -175,7 +175,12 @@ class ModelSpec(SpecModel):
     fp8_quant_bytes: Fp8QuantBytesSpec | None = Field(
         default=None, description="override the recipe's bytes per element of the quantisation casts"
     )
-    bytes_per_element: int | None = Field(default=None, ge=1, description="default: from dtype")
+    bytes_per_element: int | None = Field(
+        default=None,
+        ge=1,
+        description="bytes per activation element; default: from dtype (fp8: 1 in memory, 2 on the wire: "
+        "FP8 GEMMs with BF16 tensors between operators)",
+    )
     activation: Literal["swiglu", "gelu"] = "swiglu"
     tie_embeddings: bool = False
     mla: MLASpec | None = None
@@ -202,8 +207,28 @@ class ModelSpec(SpecModel):
 
     @property
     def bpe(self) -> int:
-        """Bytes per activation / weight element."""
+        """Bytes per activation / weight element (the memory model's)."""
         return self.bytes_per_element if self.bytes_per_element is not None else DTYPE_BYTES[self.dtype]
+
+    @property
+    def wire_bpe(self) -> int:
+        """Bytes per element of the activations devices exchange: pipeline messages, MoE
+        dispatch and combine, tensor-parallel reduce-scatters and all-reduces.  FP8 training
+        runs its GEMMs in FP8 and keeps the tensors between operators in BF16 (Transformer
+        Engine casts inside its modules; Megatron-Core's MoE dispatch wire dtype defaults to
+        bf16, ``moe_dispatch_fwd_dtype`` in transformer_config.py at Megatron-LM d98e8a64dd;
+        DeepSeek-V3 report 3.3), so 2 bytes unless ``bytes_per_element`` says otherwise."""
+        if self.bytes_per_element is not None:
+            return self.bytes_per_element
+        return 2 if self.dtype == "fp8" else DTYPE_BYTES[self.dtype]
+
+    @property
+    def gather_bpe(self) -> int:
+        """Bytes per element of a tensor-parallel all-gather of a GEMM input under sequence
+        parallelism: FP8 training quantises before it gathers (Transformer Engine's
+        ``layernorm_linear.py`` / ``linear.py`` pass the input or grad-output quantiser to
+        ``gather_along_first_dim``, TE d0067d0da), so 1 byte; else :attr:`wire_bpe`."""
+        return 1 if self.dtype == "fp8" else self.wire_bpe
 
     @property
     def num_kv_heads(self) -> int:

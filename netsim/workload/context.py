@@ -41,6 +41,11 @@ class BuildContext:
         return self.spec.model.bpe
 
     @property
+    def wire_bpe(self) -> int:
+        """Bytes per element of the activations devices exchange (``ModelSpec.wire_bpe``)."""
+        return self.spec.model.wire_bpe
+
+    @property
     def hidden(self) -> int:
         return self.spec.model.hidden
 
@@ -69,7 +74,7 @@ class BuildContext:
     def act_bytes(self) -> float:
         """Bytes of one pipeline message (a micro-batch's activations or their gradient) as a
         stage holds it (``/ tp`` with sequence parallelism)."""
-        return float(self.costs.sp_tokens * self.hidden * self.bpe)
+        return float(self.costs.sp_tokens * self.hidden * self.wire_bpe)
 
     @property
     def p2p_bytes(self) -> float:

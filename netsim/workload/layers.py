@@ -72,7 +72,8 @@ class LayerEmitter:
                 return deps
             op = "all_reduce"
             phase = phase.replace("-rs", "-ar")
-        nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * self.ctx.bpe)
+        m = self.ctx.spec.model
+        nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * (m.gather_bpe if op == "all_gather" else m.wire_bpe))
         return self.tp_collective(rank, step, deps, op, nbytes, phase, layer, mb)
 
     def tp_collective(

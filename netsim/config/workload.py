@@ -348,6 +348,13 @@ class OverlapSpec(SpecModel):
 
     dp_overlap_backward: bool = True
     ep_overlap_slices: int = Field(default=1, ge=1, description="LocMoE-style a2a/expert slicing")
+    ep_a2a_overlap: bool = Field(
+        default=False,
+        description="Megatron-Core's overlap_moe_expert_parallel_comm (combined 1F1B): in the steady state "
+        "each micro-batch's forward runs together with another's backward, their layers interleaved so that "
+        "one's expert all-to-alls fly under the other's compute (one more warm-up forward); needs ep > 1 and "
+        "interleaved-1f1b (or 1f1b with pp 1), no full recomputation",
+    )
     comm_sms: int = Field(
         default=0,
         ge=0,

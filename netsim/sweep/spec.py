@@ -480,7 +480,14 @@ def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) 
     try:
         layout = build_layout(workload, graph)
         m = effective_microbatches(workload, layout.dp)
-        get_schedule(workload.schedule.name, layout.pp, m, workload.schedule.virtual_chunks, source=workload.source)
+        get_schedule(
+            workload.schedule.name,
+            layout.pp,
+            m,
+            workload.schedule.virtual_chunks,
+            a2a_overlap=workload.overlap.ep_a2a_overlap,
+            source=workload.source,
+        )
     except NetsimError as exc:
         raise type(exc)(exc.message, source=exc.source, field=f"workload.{exc.field}" if exc.field else None) from None
     moe = workload.model.moe

@@ -82,6 +82,26 @@ def effective_microbatches(spec: WorkloadSpec, dp: int) -> int:
     return batch_plan(spec, dp).microbatches
 
 
+def _check_a2a_overlap(spec: WorkloadSpec, layout: ParallelLayout, mode: RecomputeMode) -> None:
+    """Megatron-Core's combined 1F1B needs expert parallelism and no whole-layer recomputation
+    (transformer_config.py asserts both)."""
+    if not spec.overlap.ep_a2a_overlap:
+        return
+    if layout.ep <= 1 or not spec.model.moe_layers():
+        raise WorkloadError(
+            "overlaps the expert all-to-alls: needs MoE layers and parallelism.ep > 1",
+            source=spec.source,
+            field="overlap.ep_a2a_overlap",
+        )
+    if mode.whole_layer:
+        raise WorkloadError(
+            f"cannot run with training.recompute {spec.training.recompute} (Megatron-Core forbids full "
+            "recomputation under the combined 1F1B)",
+            source=spec.source,
+            field="overlap.ep_a2a_overlap",
+        )
+
+
 def _routing(
     spec: WorkloadSpec,
     layout: ParallelLayout,
@@ -154,7 +174,15 @@ def build_plan(
     layout = build_layout(spec, graph)
     batch = batch_plan(spec, layout.dp)
     m = batch.microbatches
-    sched = get_schedule(spec.schedule.name, layout.pp, m, spec.schedule.virtual_chunks, source=spec.source)
+    sched = get_schedule(
+        spec.schedule.name,
+        layout.pp,
+        m,
+        spec.schedule.virtual_chunks,
+        a2a_overlap=spec.overlap.ep_a2a_overlap,
+        source=spec.source,
+    )
+    _check_a2a_overlap(spec, layout, mode)
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
     ctx = _context(spec, graph, layout, sched, routing, compute, mode)
     memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))

@@ -71,7 +71,8 @@ class Action:
         microbatch: micro-batch index (0-based, over the whole step).
         chunk: model chunk on this stage (0 unless interleaved / DualPipe).
         split_w: for ``B``: the weight gradient is deferred to a later ``W``.
-        overlap: for ``F``: overlapped with the ``B`` right after it (DualPipe F&B).
+        overlap: for ``F``: overlapped with the ``B`` right after it (DualPipe F&B; Megatron-Core's
+            combined 1F1B).
     """
 
     kind: Literal["F", "B", "W"]
@@ -112,10 +113,16 @@ class Schedule(ABC):
     #: other spellings of the name (accepted, not listed)
     aliases: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, pp: int, microbatches: int, virtual_chunks: int = 1) -> None:
+    #: whether the schedule can run Megatron's combined 1F1B (``overlap.ep_a2a_overlap``)
+    combines_1f1b: ClassVar[bool] = False
+
+    def __init__(self, pp: int, microbatches: int, virtual_chunks: int = 1, *, a2a_overlap: bool = False) -> None:
         self.pp = pp
         self.m = microbatches
         self.v = virtual_chunks
+        #: Megatron-Core's combined 1F1B: one more warm-up forward, then every steady-state
+        #: forward runs overlapped with the backward after it (``overlap.ep_a2a_overlap``)
+        self.a2a_overlap = a2a_overlap
 
     def validate(self, source: str | None = None) -> None:  # noqa: B027 - optional hook
         """Raise WorkloadError (naming the field) if the sizes do not suit the schedule."""
@@ -179,9 +186,16 @@ def register_schedule(cls: type[Schedule]) -> type[Schedule]:
 
 
 def get_schedule(
-    name: str, pp: int, microbatches: int, virtual_chunks: int = 1, *, source: str | None = None
+    name: str,
+    pp: int,
+    microbatches: int,
+    virtual_chunks: int = 1,
+    *,
+    a2a_overlap: bool = False,
+    source: str | None = None,
 ) -> Schedule:
-    """Instantiate and validate the schedule ``name`` (a one-line error for an unknown name)."""
+    """Instantiate and validate the schedule ``name`` (a one-line error for an unknown name);
+    ``a2a_overlap``: Megatron-Core's combined 1F1B (``overlap.ep_a2a_overlap``)."""
     cls = SCHEDULES.get(name, source=source)
     if virtual_chunks > 1 and cls.name != "interleaved-1f1b":
         raise WorkloadError(
@@ -189,7 +203,14 @@ def get_schedule(
             source=source,
             field="schedule.virtual_chunks",
         )
-    sched = cls(pp, microbatches, virtual_chunks)
+    if a2a_overlap and not (cls.combines_1f1b and (cls.name == "interleaved-1f1b" or pp == 1)):
+        raise WorkloadError(
+            f"the combined 1F1B runs on interleaved-1f1b, or on 1f1b with pp 1 (got {cls.name} with pp {pp}), "
+            "as in Megatron-Core",
+            source=source,
+            field="overlap.ep_a2a_overlap",
+        )
+    sched = cls(pp, microbatches, virtual_chunks, a2a_overlap=a2a_overlap)
     sched.validate(source)
     return sched
 
@@ -209,12 +230,13 @@ class OneFOneB(Schedule):
     """PipeDream-flush / Megatron 1F1B: warm-up, steady one-forward-one-backward, cool-down."""
 
     name = "1f1b"
+    combines_1f1b = True
 
     def order(self, stage: int) -> list[Action]:
-        warm = min(self.pp - stage - 1, self.m)
+        warm = min(self.pp - stage - 1 + int(self.a2a_overlap), self.m)
         out = [Action("F", i) for i in range(warm)]
         for i in range(self.m - warm):
-            out.append(Action("F", warm + i))
+            out.append(Action("F", warm + i, overlap=self.a2a_overlap))
             out.append(Action("B", i))
         out += [Action("B", i) for i in range(self.m - warm, self.m)]
         return out
@@ -225,6 +247,7 @@ class Interleaved1F1B(Schedule):
     """Megatron-LM interleaved 1F1B (Narayanan et al., SC'21) with ``v`` model chunks per stage."""
 
     name = "interleaved-1f1b"
+    combines_1f1b = True
 
     @property
     def chunks_per_stage(self) -> int:
@@ -249,10 +272,12 @@ class Interleaved1F1B(Schedule):
         total = self.m * self.v
         # Megatron: with m == pp every micro-batch is a warm-up forward
         warm = total if self.m == self.pp else min((self.pp - stage - 1) * 2 + (self.v - 1) * self.pp, total)
+        if self.a2a_overlap:  # combined 1F1B: one more warm-up forward (schedules.py, Megatron-Core)
+            warm = min(warm + 1, total)
         out = [Action("F", self._mb(k), self._chunk(k, True)) for k in range(warm)]
         for k in range(total - warm):
             f = warm + k
-            out.append(Action("F", self._mb(f), self._chunk(f, True)))
+            out.append(Action("F", self._mb(f), self._chunk(f, True), overlap=self.a2a_overlap))
             out.append(Action("B", self._mb(k), self._chunk(k, False)))
         out += [Action("B", self._mb(k), self._chunk(k, False)) for k in range(total - warm, total)]
         return out

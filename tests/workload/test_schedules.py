@@ -155,3 +155,31 @@ def test_work_units_and_final_weight_gradients() -> None:
         assert sorted(a.chunk for a in final) == [0, 1]
         assert all(a.kind == "W" or (a.kind == "B" and not a.split_w) for a in final)
         assert dual.replica_stages(stage) == (stage, 3 - stage)
+
+
+def test_combined_1f1b_pairs_each_steady_forward_with_an_independent_backward() -> None:
+    """Megatron-Core's combined 1F1B (overlap_moe_expert_parallel_comm, schedules.py): one more
+    warm-up forward, then every forward runs together with the backward after it."""
+    one = get_schedule("1f1b", 1, 4, a2a_overlap=True)
+    units = [[a.kind + str(a.microbatch) for a in u.actions] for u in one.work(0)]
+    # combined_1f1b_schedule_for_no_pipelining: F0 alone, then B(k-1) + F(k), then B3 alone
+    assert units == [["F0"], ["F1", "B0"], ["F2", "B1"], ["F3", "B2"], ["B3"]]
+    inter = get_schedule("interleaved-1f1b", 4, 8, 2, a2a_overlap=True)
+    plain = get_schedule("interleaved-1f1b", 4, 8, 2)
+    for stage in range(4):
+        warm = [a.kind for a in inter.order(stage)].index("B")
+        assert warm == [a.kind for a in plain.order(stage)].index("B") + 1
+        order = inter.order(stage)
+        assert sorted((a.kind, a.microbatch, a.chunk) for a in order) == sorted(
+            (a.kind, a.microbatch, a.chunk) for a in plain.order(stage)
+        )
+        for u in inter.work(stage):
+            if len(u.actions) == 2:
+                f, b = u.actions
+                assert (f.kind, b.kind) == ("F", "B") and (f.microbatch, f.chunk) != (b.microbatch, b.chunk)
+
+
+def test_combined_1f1b_needs_megatrons_schedules() -> None:
+    for name, pp in (("1f1b", 4), ("gpipe", 1), ("dualpipe", 4), ("zb-h1", 2)):
+        with pytest.raises(WorkloadError, match=r"overlap\.ep_a2a_overlap: the combined 1F1B runs on"):
+            get_schedule(name, pp, 8, a2a_overlap=True)

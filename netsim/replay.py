@@ -8,8 +8,10 @@ streams.  :func:`replay` runs it as a dataflow inside the network's simpy enviro
 * a ready compute op (or host op: CPU-side work a trace recorded) runs for its duration; ops of
   one stream never overlap (one compute stream per rank in workload plans);
 * a ready comm op *arrives* at its collective; when every member has arrived the collective
-  starts (``run_collective`` for group collectives, one flow for point-to-point transfers,
-  nothing for a barrier, or its ``duration_s``) and all members finish together when it
+  starts (``run_collective`` for group collectives, one flow for point-to-point transfers --
+  after NCCL's latency and capped at its channels' rate where the transfer names its
+  communicator, :func:`~netsim.collectives.transfer_costs.p2p_transfer` --, nothing for a
+  barrier, or its ``duration_s``) and all members finish together when it
   completes; the time a member waits for the others is idle time, not communication (NCCL
   semantics).
 

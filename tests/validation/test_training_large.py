@@ -3,10 +3,10 @@
 ``netsim validate --kind training`` without ``--quick`` runs them; this test runs the ones that
 have been run to the end (reports/validation/, with the CPU time each took on one core of the
 2-core development machine) and asserts each within its tolerance (10%).  The cases not listed
-have not been run to the end yet, or (DeepSeek-V3, +12.7%, 5 min of CPU; Llama 3 405B on 8,192
-GPUs, +20.9%, 8 min; MegaScale's Megatron-LM baseline of GPT-3 175B, Table 2: +11.8% to +25.1%
-on 256 to 12,288 GPUs, 2-10 min each; Megatron-Bridge's DGX-H100 rows: Llama 3 70B +18.8%,
-Qwen3-30B-A3B +144.7% (its 25.11 row +309.9%), Qwen3-235B-A22B +44.6%, 0.4-11 min) are outside
+have not been run to the end yet, or (DeepSeek-V3, +23.4%, 3 min of CPU; Llama 3 405B, +21.4% on
+8,192 GPUs and +10.6% on 16,384, 3-4 min each; MegaScale's Megatron-LM baseline of GPT-3 175B,
+Table 2: +11.8% to +25.2% on 256 to 12,288 GPUs, 1-4 min each; Megatron-Bridge's DGX-H100 MoE
+rows: Qwen3-30B-A3B +81.3% (its 25.11 row +201.0%), Qwen3-235B-A22B +18.4%, 16 min) are outside
 their tolerance (docs: "Training-step replay", "Validation: published training runs", which says
 why and what they cost).
 """
@@ -20,18 +20,18 @@ from netsim.validation.sources import load_sources
 
 #: cases run to the end, with the CPU seconds they took (reports/validation/results.csv: wall_s)
 LARGE = {
-    "narayanan-2021-table1/gpt-18b": 7,
-    "narayanan-2021-table1/gpt-39b": 16,
-    "narayanan-2021-table1/gpt-76b": 66,
-    "narayanan-2021-table1/gpt-145b": 119,
-    "narayanan-2021-table1/gpt-310b": 259,
-    "narayanan-2021-table1/gpt-530b": 668,
-    "narayanan-2021-table1/gpt-1t": 1132,
-    "korthikanti-2022/gpt-175b": 120,
-    "korthikanti-2022/gpt-530b": 255,
-    "korthikanti-2022/gpt-1t": 549,
-    "llama3-405b/pretrain-16k-gpus": 390,
-    "megatron-core-mixtral-8x7b/mcore-v0-8-64gpus": 10,
+    "narayanan-2021-table1/gpt-18b": 2,
+    "narayanan-2021-table1/gpt-39b": 5,
+    "narayanan-2021-table1/gpt-76b": 23,
+    "narayanan-2021-table1/gpt-145b": 47,
+    "narayanan-2021-table1/gpt-310b": 114,
+    "narayanan-2021-table1/gpt-530b": 321,
+    "narayanan-2021-table1/gpt-1t": 537,
+    "korthikanti-2022/gpt-175b": 24,
+    "korthikanti-2022/gpt-530b": 141,
+    "korthikanti-2022/gpt-1t": 344,
+    "megatron-core-mixtral-8x7b/mcore-v0-8-64gpus": 3,
+    "megatron-bridge-h100/llama3-70b-64gpus": 53,
 }
 
 

@@ -178,8 +178,9 @@ class ModelSpec(SpecModel):
     bytes_per_element: int | None = Field(
         default=None,
         ge=1,
-        description="bytes per activation element; default: from dtype (fp8: 1 in memory, 2 on the wire: "
-        "FP8 GEMMs with BF16 tensors between operators)",
+        description="bytes per activation element between operators, in memory and on the wire; default: from "
+        "dtype (fp8: 2, FP8 GEMMs with BF16 tensors between them; the FP8 GEMM inputs Transformer Engine "
+        "saves or all-gathers: 1)",
     )
     activation: Literal["swiglu", "gelu"] = "swiglu"
     tie_embeddings: bool = False
@@ -207,28 +208,25 @@ class ModelSpec(SpecModel):
 
     @property
     def bpe(self) -> int:
-        """Bytes per activation / weight element (the memory model's)."""
-        return self.bytes_per_element if self.bytes_per_element is not None else DTYPE_BYTES[self.dtype]
-
-    @property
-    def wire_bpe(self) -> int:
-        """Bytes per element of the activations devices exchange: pipeline messages, MoE
-        dispatch and combine, tensor-parallel reduce-scatters and all-reduces.  FP8 training
-        runs its GEMMs in FP8 and keeps the tensors between operators in BF16 (Transformer
-        Engine casts inside its modules; Megatron-Core's MoE dispatch wire dtype defaults to
-        bf16, ``moe_dispatch_fwd_dtype`` in transformer_config.py at Megatron-LM d98e8a64dd;
-        DeepSeek-V3 report 3.3), so 2 bytes unless ``bytes_per_element`` says otherwise."""
+        """Bytes per element of the activations between operators, kept for the backward and
+        exchanged between devices (pipeline messages, MoE dispatch and combine, tensor-parallel
+        reduce-scatters and all-reduces).  FP8 training runs its GEMMs in FP8 and keeps the
+        tensors between operators in BF16 (Transformer Engine casts inside its modules;
+        Megatron-Core's MoE dispatch wire dtype defaults to bf16, ``moe_dispatch_fwd_dtype`` in
+        transformer_config.py at Megatron-LM d98e8a64dd; DeepSeek-V3 report 3.3), so 2 bytes
+        unless ``bytes_per_element`` says otherwise."""
         if self.bytes_per_element is not None:
             return self.bytes_per_element
         return 2 if self.dtype == "fp8" else DTYPE_BYTES[self.dtype]
 
     @property
-    def gather_bpe(self) -> int:
-        """Bytes per element of a tensor-parallel all-gather of a GEMM input under sequence
-        parallelism: FP8 training quantises before it gathers (Transformer Engine's
-        ``layernorm_linear.py`` / ``linear.py`` pass the input or grad-output quantiser to
-        ``gather_along_first_dim``, TE d0067d0da), so 1 byte; else :attr:`wire_bpe`."""
-        return 1 if self.dtype == "fp8" else self.wire_bpe
+    def gemm_input_bpe(self) -> int:
+        """Bytes per element of a GEMM input as FP8 training quantises it: the copy Transformer
+        Engine all-gathers under sequence parallelism (``layernorm_linear.py`` / ``linear.py``
+        pass the input quantiser to ``gather_along_first_dim``) and the copy it saves for the
+        weight-gradient GEMM (``saved_inputmat`` / ``ln_out_to_save``, one of the row- or
+        column-wise FP8 layouts; TE d0067d0da): 1 byte under FP8; else :attr:`bpe`."""
+        return 1 if self.dtype == "fp8" else self.bpe
 
     @property
     def num_kv_heads(self) -> int:

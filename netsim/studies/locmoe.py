@@ -512,7 +512,7 @@ def capacity_table(cfg: StudyConfig, traces: dict[str, LabTrace]) -> pd.DataFram
     tokens, hidden = _route_tokens(cfg)
     spec = load_workload(cfg.workload, cfg.workload_overrides)
     moe = spec.model.moe
-    bpe = float(moe.dispatch_bytes_per_element if moe and moe.dispatch_bytes_per_element else spec.model.wire_bpe)
+    bpe = float(moe.dispatch_bytes_per_element if moe and moe.dispatch_bytes_per_element else spec.model.bpe)
     rows = []
     for t in traces.values():
         rows += capacity_rows(

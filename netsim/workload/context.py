@@ -37,13 +37,8 @@ class BuildContext:
 
     @property
     def bpe(self) -> int:
-        """Bytes per activation / weight element."""
+        """Bytes per element of the activations devices exchange (``ModelSpec.bpe``)."""
         return self.spec.model.bpe
-
-    @property
-    def wire_bpe(self) -> int:
-        """Bytes per element of the activations devices exchange (``ModelSpec.wire_bpe``)."""
-        return self.spec.model.wire_bpe
 
     @property
     def hidden(self) -> int:
@@ -74,7 +69,7 @@ class BuildContext:
     def act_bytes(self) -> float:
         """Bytes of one pipeline message (a micro-batch's activations or their gradient) as a
         stage holds it (``/ tp`` with sequence parallelism)."""
-        return float(self.costs.sp_tokens * self.hidden * self.wire_bpe)
+        return float(self.costs.sp_tokens * self.hidden * self.bpe)
 
     @property
     def p2p_bytes(self) -> float:

@@ -58,7 +58,7 @@ class ExpertTraffic:
         spec, L = ctx.spec, ctx.layout
         moe = spec.model.moe
         self.slices = spec.overlap.ep_overlap_slices
-        self.dispatch_bpe = (moe.dispatch_bytes_per_element or ctx.wire_bpe) if moe is not None else ctx.wire_bpe
+        self.dispatch_bpe = (moe.dispatch_bytes_per_element or ctx.bpe) if moe is not None else ctx.bpe
         self.moe_index = {ly: i for i, ly in enumerate(spec.model.moe_layers())}
         self.n_groups = L.pp * L.a2a_groups_per_stage
         self.replicated = L.experts.replicated and L.tp > 1
@@ -128,7 +128,7 @@ class ExpertTraffic:
     def _matrix(self, rank: int, step: int, mb: int, layer: int, k: int, phase: str) -> np.ndarray:
         """Bytes ``[i][j]`` of the all-to-all of ``phase`` over ``rank``'s all-to-all group."""
         L = self.ctx.layout
-        bpe = self.dispatch_bpe if phase.endswith("fwd-dispatch") else self.ctx.wire_bpe
+        bpe = self.dispatch_bpe if phase.endswith("fwd-dispatch") else self.ctx.bpe
         copies = self.dispatch(step, layer, mb, rank)[k].copies
         if phase.endswith("combine"):
             copies = copies.T
@@ -204,7 +204,7 @@ class ExpertTraffic:
             return deps
 
         def nbytes(r: int) -> float:
-            return float(self._rank_rows(step, layer, mb, r)[k] * self.ctx.hidden * self.ctx.wire_bpe)
+            return float(self._rank_rows(step, layer, mb, r)[k] * self.ctx.hidden * self.ctx.bpe)
 
         if self.replicated:  # MindSpore: every TP rank has every token; reduce the partial outputs
             if what != "reduce":

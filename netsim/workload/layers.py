@@ -73,7 +73,7 @@ class LayerEmitter:
             op = "all_reduce"
             phase = phase.replace("-rs", "-ar")
         m = self.ctx.spec.model
-        nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * (m.gather_bpe if op == "all_gather" else m.wire_bpe))
+        nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * (m.gemm_input_bpe if op == "all_gather" else m.bpe))
         return self.tp_collective(rank, step, deps, op, nbytes, phase, layer, mb)
 
     def tp_collective(

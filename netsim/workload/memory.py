@@ -31,6 +31,16 @@ inputs and fp32 logits ``4sbv/t`` (Korthikanti section 4.3; Megatron-LM
 module's two norm inputs, its projection's input and an output head's.  ``norms-mla-up``
 recomputation drops the norms' outputs (``2sbh`` per block) and MLA's per-head Q, K and V.
 
+**FP8 training** (Transformer Engine at d0067d0da) keeps the tensors between operators in BF16
+(``ModelSpec.bpe``: 2 bytes) and saves each GEMM's input for its weight gradient as the FP8 copy
+it quantised (``ModelSpec.gemm_input_bpe``: 1 byte; ``saved_inputmat`` in ``linear.py``,
+``ln_out_to_save`` in ``layernorm_linear.py``, one of the row- or column-wise layouts): the norm
+outputs, the output projection's input (a copy next to the BF16 attention output the attention
+core keeps), an MLP's or expert's second-GEMM input and an expert's input, while the norm inputs,
+Q, K, V, the activation function's input and an expert's output (kept for the combine's
+weighting: TE's ``moe_unpermute`` saves it with the merging probabilities) stay BF16.  The
+output head (not FP8) and a fully recomputed layer's input are BF16 too.
+
 **In flight**: a stage holds the activations of every micro-batch whose forward has run and
 whose backward has not (its weight-gradient pass, where the schedule defers it), read off the
 schedule's own action order: 1F1B peaks at ``p`` micro-batches on stage 0, GPipe at ``m``,
@@ -87,7 +97,13 @@ class ActivationModel:
         self.mode = mode
         #: the layers whose whole forward is recomputed (None: every layer; full_layers())
         self.full = full
+        #: bytes per element between operators (BF16 under FP8 training)
         self.B = float(m.bpe)
+        #: bytes per element of a saved GEMM input (FP8 under FP8 training)
+        self.Bq = float(m.gemm_input_bpe)
+        #: FP8 training: the output projection saves its own FP8 copy of the attention output,
+        #: which the attention core also keeps in BF16 (one tensor when not quantised)
+        self.proj_copy = self.Bq if m.dtype == "fp8" else 0.0
         self.sb = float(spec.micro_batch_size * m.seq_len)
         self.t = float(tp)
         #: what divides the replicated part: t with sequence parallelism, else 1
@@ -97,10 +113,16 @@ class ActivationModel:
         self.mask = 1.0 if self.tr.dropout else 0.0
 
     def _replicated(self) -> float:
-        """Norm input, first-linear input (the norm's output: not stored when the norms are
-        recomputed) and dropout mask of one block (bytes)."""
-        stored = 1 if self.mode.norms_mla_up else 2
-        return (stored * self.B + self.mask) * self.sb * self.m.hidden / self.r
+        """Norm input, first-linear input (the norm's output, as its GEMM saves it: not stored
+        when the norms are recomputed) and dropout mask of one block (bytes)."""
+        ln_out = 0.0 if self.mode.norms_mla_up else self.Bq
+        return (self.B + ln_out + self.mask) * self.sb * self.m.hidden / self.r
+
+    def _ffn(self, f: float) -> float:
+        """Bytes per token of an MLP interior ``f`` wide: the first linear's output, which the
+        activation function keeps (``2f`` gated, ``f`` GeLU), and the second linear's input
+        (``f``, as its GEMM saves it)."""
+        return (self.B * (self.gated - 1.0) + self.Bq) * f
 
     def attention(self) -> float:
         """The attention block (norm, QKV, core, output projection)."""
@@ -110,11 +132,11 @@ class ActivationModel:
             qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim
             # Q, K, V (the up-projections' outputs: recomputed under norms-mla-up) and the output
             per_head = m.mla.v_head_dim if self.mode.norms_mla_up else 2 * qk + 2 * m.mla.v_head_dim
-            proj = B * sb * a * per_head / t
+            proj = (B * per_head + self.proj_copy * m.mla.v_head_dim) * sb * a / t
             proj += B * sb * (m.mla.q_lora_rank + m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
         else:
             d, kv = m.dim_per_head, m.num_kv_heads
-            proj = B * sb * (2 * a * d + 2 * kv * d) / t
+            proj = (B * (2 * a * d + 2 * kv * d) + self.proj_copy * a * d) * sb / t
         return self._replicated() + proj + self.core()
 
     def core(self) -> float:
@@ -129,7 +151,7 @@ class ActivationModel:
 
     def mlp(self) -> float:
         """A dense MLP block."""
-        return self._replicated() + self.B * self.sb * self.gated * self.m.ffn_hidden / self.t
+        return self._replicated() + self.sb * self._ffn(self.m.ffn_hidden) / self.t
 
     def moe(self) -> float:
         """An MoE block: routed experts at balanced load, shared experts."""
@@ -137,8 +159,10 @@ class ActivationModel:
         assert moe is not None
         f = moe.expert_ffn_hidden or self.m.ffn_hidden
         slots = moe.top_k * self.route
-        routed = self.B * slots * (2 * self.m.hidden + self.gated * f)
-        shared = self.B * self.route * self.gated * f * moe.shared_experts
+        # per token-slot: the expert's input as its GEMM saves it, its output (for the combine's
+        # weighting), the interior
+        routed = slots * ((self.Bq + self.B) * self.m.hidden + self._ffn(f))
+        shared = self.route * self._ffn(f) * moe.shared_experts
         return self._replicated() + routed + shared
 
     def layer_stored(self, layer: int) -> float:

@@ -76,6 +76,52 @@ def test_flash_attention_stores_no_scores_and_swiglu_keeps_three_intermediates()
     assert act.mlp() - _act(1, False, "selective").mlp() == 2 * S * 4 * H  # 3f instead of 2f, 2 bytes
 
 
+def _fp8(tp: int, **model: Any) -> ActivationModel:
+    data = dict(
+        GPT3,
+        model={**GPT3["model"], "dtype": "fp8", **model},
+        parallelism={"tp": tp, "sequence_parallel": tp > 1},
+        training={"flash_attention": True, "dropout": False},
+    )
+    spec = load_workload(data, source="t")
+    return ActivationModel(spec, tp, S // tp, get_recompute("none"))
+
+
+@pytest.mark.parametrize("t", [1, 8])
+def test_fp8_keeps_bf16_between_operators_and_fp8_copies_of_the_gemm_inputs(t: int) -> None:
+    """Transformer Engine's FP8: the GEMMs save their inputs in FP8 (1 byte), everything else
+    between operators stays BF16; the output projection's FP8 input is a second copy of the
+    attention output, which the attention core keeps in BF16."""
+    sbh = S * H
+    fa = 4 * A * S / t  # fp32 softmax statistics
+    per_norm = (2 + 1) * sbh / t  # norm input (BF16) and its output as the next GEMM saves it
+    attention = per_norm + (2 * (4 * sbh) + sbh) / t + fa  # Q, K, V, output in BF16; projection input in FP8
+    mlp = per_norm + (2 * 4 * sbh + 4 * sbh) / t  # GeLU input in BF16, the second GEMM's input in FP8
+    act = _fp8(t)
+    assert act.layer(0) == pytest.approx(attention + mlp, rel=1e-12)
+    # a BF16 run of the same layer: 2 bytes everywhere, one tensor for the attention output
+    bf16 = _act(t, t > 1, "none", flash_attention=True, dropout=False).layer(0)
+    assert bf16 == pytest.approx(32 * sbh / t + fa, rel=1e-12)
+    assert bf16 - act.layer(0) == pytest.approx((2 + 4 - 1) * sbh / t, rel=1e-12)
+    # bytes_per_element sets what lies between operators, not the FP8 GEMM inputs
+    one = _fp8(t, bytes_per_element=1)
+    assert one.layer(0) == pytest.approx((2 + 5 + 2 + 8) * sbh / t + fa, rel=1e-12)
+    # full recomputation keeps the layer's input, in BF16
+    spec = load_workload(dict(GPT3, model={**GPT3["model"], "dtype": "fp8"}), source="t")
+    assert ActivationModel(spec, 1, S, get_recompute("full")).layer(0) == 2 * sbh
+
+
+def test_fp8_moe_token_slots_keep_the_expert_input_in_fp8_and_its_output_in_bf16() -> None:
+    moe = {"experts": 8, "top_k": 2, "expert_ffn_hidden": 1024}
+    act = _fp8(1, activation="swiglu", moe=moe)
+    slots = 2 * S
+    # per slot: input (FP8) and output (BF16, for the combine's weighting), SwiGLU input 2f (BF16),
+    # the second GEMM's input f (FP8)
+    assert act.moe() - act.mlp() + (2 * 2 + 1) * S * 4 * H == pytest.approx(
+        slots * ((1 + 2) * H + (2 * 2 + 1) * 1024), rel=1e-12
+    )
+
+
 def test_megatron_bytes_per_parameter_table() -> None:
     # docs.nvidia.com/megatron-core "Distributed Optimizer": replicated 20 / 18 / 16, distributed
     # 4 + 16/d, 6 + 12/d, 8 + 8/d

@@ -69,6 +69,8 @@ EXTERNAL = [
 #: commands that need an optional extra: (pattern, module)
 NEEDS = [
     (r"^netsim (study locmoe|lab|profile)\b", "torch"),
+    # the router lab trains its byte-level BPE with tokenizers (the torch extra), unless --tokenizer byte
+    (r"^netsim (study locmoe|lab)\b(?!.*--tokenizer byte)", "tokenizers"),
     (r"^pyinstrument\b", "pyinstrument"),
     (r"hf_routing_trace\.py", "transformers"),
     (r"^mkdocs\b", "mkdocs"),

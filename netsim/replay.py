@@ -304,15 +304,12 @@ class _Executor:
         src, dst, _ = self._endpoints(parts)
         lat, size, cap = self._p2p_parts(parts)
 
-        def start() -> None:
-            self.net.transfer_notify(
+        self._later(
+            lat,
+            lambda: self.net.transfer_notify(
                 src, dst, size, arrived, traffic_class=parts[0].traffic_class, label=parts[0].label, rate_cap_Bps=cap
-            )
-
-        if lat > 0:
-            self.env.timeout(lat).callbacks.append(lambda _ev: start())
-        else:
-            start()
+            ),
+        )
         return done
 
     def _p2p_parts(self, parts: Sequence[Collective]) -> tuple[float, np.ndarray, np.ndarray | None]:
@@ -337,17 +334,19 @@ class _Executor:
                 caps[i] = t.rate_cap_Bps
         return lat, size, (caps if np.isfinite(caps).any() else None)
 
+    def _later(self, delay_s: float, start: Callable[[], Any]) -> None:
+        """Call ``start()`` now, or ``delay_s`` from now (a library's latency before a transfer)."""
+        if delay_s > 0:
+            self.env.timeout(delay_s).callbacks.append(lambda _ev: start())
+        else:
+            start()
+
     def _after(self, delay_s: float, start: Callable[[], Any]) -> Any:
         """``start()``'s event, started ``delay_s`` from now: an event that fires when it does."""
         if delay_s <= 0:
             return start()
         done = self.env.event()
-
-        def go(_ev: Any) -> None:
-            inner = start()
-            inner.callbacks.append(lambda ev: done.succeed(ev.value))
-
-        self.env.timeout(delay_s).callbacks.append(go)
+        self._later(delay_s, lambda: start().callbacks.append(lambda ev: done.succeed(ev.value)))
         return done
 
     def _endpoints(self, parts: Sequence[Collective]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

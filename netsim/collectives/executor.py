@@ -65,6 +65,7 @@ from netsim.collectives.plan_execution import CollectiveResult as CollectiveResu
 from netsim.collectives.plan_execution import _check_latency, device_ids, execute_plan
 from netsim.collectives.plan_execution import result_of as result_of  # re-exported
 from netsim.collectives.registry import build_plan, check_request
+from netsim.collectives.transfer_costs import pair_hop_latency_s
 
 if TYPE_CHECKING:
     from netsim.network.engine import Network
@@ -276,19 +277,14 @@ def _direct_coflow(
     i, j = np.nonzero(m > 0)
     env = net.env
     hop = 0.0
-    if i.size:
-        server = np.array(
-            [net.graph.nodes[d].get("node", -1) if net.graph.nodes[d].get("node") is not None else -1 for d in devs]
-        )
-        inter = bool(((server[i] != server[j]) | (server[i] < 0)).any())
-        hop = float(call.hop_latency_s.get("inter" if inter else "intra", 0.0))
-        if call.subtract_path_latency and hop > 0:
-            k = int(np.flatnonzero((server[i] != server[j]) | (server[i] < 0))[0]) if inter else 0
-            hop = max(hop - float(net.routes_of(devs[int(i[k])], devs[int(j[k])]).latency_s[0]), 0.0)
+    if i.size:  # the largest hop: an inter-server pair's if there is one
+        server = np.array([-1 if net.graph.nodes[d].get("node") is None else net.graph.nodes[d]["node"] for d in devs])
+        crossing = np.flatnonzero((server[i] != server[j]) | (server[i] < 0))
+        k = int(crossing[0]) if crossing.size else 0
+        hop = pair_hop_latency_s(net, call, devs[int(i[k])], devs[int(j[k])])
     wait = call.base_latency_s + hop
     sizes = m[i, j] * call.wire_factor
-    rule = call.p2p
-    caps = None if rule is None else np.fromiter((rule.rate_cap_Bps(b) for b in m[i, j].tolist()), float, i.size)
+    caps = None if call.p2p is None else call.p2p.rate_caps_Bps(m[i, j])
 
     def proc() -> Generator[simpy.Event, Any, CollectiveResult]:
         t0 = float(env.now)

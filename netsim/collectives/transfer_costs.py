@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from netsim.collectives.nccl.p2p import P2pChannels
     from netsim.network.engine import Network
 
-__all__ = ["P2pTransfer", "TransferCosts", "p2p_transfer", "transfer_costs"]
+__all__ = ["P2pTransfer", "TransferCosts", "p2p_transfer", "pair_hop_latency_s", "transfer_costs"]
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,7 @@ def _p2p_caps(plan: Plan, rule: P2pChannels) -> np.ndarray:
     pair = plan.src.astype(np.int64) * m + plan.dst
     keys, inv = np.unique(pair, return_inverse=True)
     message = np.bincount(inv, weights=plan.size, minlength=keys.size)
-    rate = np.fromiter((rule.rate_cap_Bps(b) for b in message.tolist()), dtype=np.float64, count=keys.size)
-    return rate[inv]
+    return rule.rate_caps_Bps(message)[inv]
 
 
 @dataclass(frozen=True)
@@ -152,11 +151,18 @@ def p2p_transfer(
     if cost is None or len(comm) < 2 or getattr(cost, "name", "") == "ideal":
         return P2pTransfer(0.0, float(nbytes), None)
     call = cost.call("sendrecv", comm, nbytes)
-    g = net.graph
-    a, b = g.nodes[src].get("node"), g.nodes[dst].get("node")
-    hop = "intra" if a is not None and a == b else "inter"
-    lat = float(call.hop_latency_s.get(hop, 0.0))
-    if call.subtract_path_latency and lat > 0:
-        lat = max(lat - float(net.routes_of(src, dst).latency_s[0]), 0.0)
+    lat = pair_hop_latency_s(net, call, src, dst)
     cap = call.p2p.rate_cap_Bps(nbytes) if call.p2p is not None else None
     return P2pTransfer(call.base_latency_s + lat, float(nbytes) * float(call.wire_factor), cap)
+
+
+def pair_hop_latency_s(net: Network, call: CollectiveCall, src: str, dst: str) -> float:
+    """The library's hop latency of a transfer from ``src`` to ``dst`` (``intra`` inside one
+    server, else ``inter``), less the engine's own path latency when the call asks for it
+    (module doc), never below zero: what :func:`transfer_costs` gives each transfer of a plan."""
+    server = _server_of(net, (src, dst))
+    inter = bool(server[0] != server[1] or server[0] < 0)
+    lat = float(call.hop_latency_s.get("inter" if inter else "intra", 0.0))
+    if call.subtract_path_latency and lat > 0:
+        lat = max(lat - float(net.routes_of(src, dst).latency_s[0]), 0.0)
+    return lat

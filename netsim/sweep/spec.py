@@ -458,9 +458,8 @@ def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) 
     from netsim.collectives.registry import get_algorithm
     from netsim.moe import placement_names, router_names, stat_model_names
     from netsim.network.routing import ROUTING_POLICIES
-    from netsim.workload.graph import effective_microbatches
+    from netsim.workload.graph import effective_microbatches, workload_schedule
     from netsim.workload.layout import build_layout
-    from netsim.workload.schedules import get_schedule
 
     opts = spec.options
     if opts.path_policy is not None and opts.path_policy not in ROUTING_POLICIES:
@@ -480,14 +479,7 @@ def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) 
     try:
         layout = build_layout(workload, graph)
         m = effective_microbatches(workload, layout.dp)
-        get_schedule(
-            workload.schedule.name,
-            layout.pp,
-            m,
-            workload.schedule.virtual_chunks,
-            a2a_overlap=workload.overlap.ep_a2a_overlap,
-            source=workload.source,
-        )
+        workload_schedule(workload, layout.pp, m)
     except NetsimError as exc:
         raise type(exc)(exc.message, source=exc.source, field=f"workload.{exc.field}" if exc.field else None) from None
     moe = workload.model.moe

@@ -73,13 +73,35 @@ from netsim.workload.recompute import RecomputeMode, get_recompute
 from netsim.workload.schedules import Schedule, get_schedule
 from netsim.workload.storage import StorageTraffic
 
-__all__ = ["TRAFFIC_CLASSES", "Collective", "Op", "StepPlan", "build_plan", "effective_microbatches", "split_layers"]
+__all__ = [
+    "TRAFFIC_CLASSES",
+    "Collective",
+    "Op",
+    "StepPlan",
+    "build_plan",
+    "effective_microbatches",
+    "split_layers",
+    "workload_schedule",
+]
 
 
 def effective_microbatches(spec: WorkloadSpec, dp: int) -> int:
     """Micro-batches per DP replica: ``num_microbatches``, or the global batch (fixed, or scaled
     to the cluster) over ``micro_batch_size * dp`` (:mod:`netsim.workload.batch`)."""
     return batch_plan(spec, dp).microbatches
+
+
+def workload_schedule(spec: WorkloadSpec, pp: int, microbatches: int) -> Schedule:
+    """The pipeline schedule ``spec`` names, at ``pp`` stages and ``microbatches`` per replica,
+    with its virtual chunks and the combined 1F1B where ``overlap.ep_a2a_overlap`` asks for it."""
+    return get_schedule(
+        spec.schedule.name,
+        pp,
+        microbatches,
+        spec.schedule.virtual_chunks,
+        a2a_overlap=spec.overlap.ep_a2a_overlap,
+        source=spec.source,
+    )
 
 
 def _check_a2a_overlap(spec: WorkloadSpec, layout: ParallelLayout, mode: RecomputeMode) -> None:
@@ -174,14 +196,7 @@ def build_plan(
     layout = build_layout(spec, graph)
     batch = batch_plan(spec, layout.dp)
     m = batch.microbatches
-    sched = get_schedule(
-        spec.schedule.name,
-        layout.pp,
-        m,
-        spec.schedule.virtual_chunks,
-        a2a_overlap=spec.overlap.ep_a2a_overlap,
-        source=spec.source,
-    )
+    sched = workload_schedule(spec, layout.pp, m)
     _check_a2a_overlap(spec, layout, mode)
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
     ctx = _context(spec, graph, layout, sched, routing, compute, mode)

@@ -113,9 +113,6 @@ class Schedule(ABC):
     #: other spellings of the name (accepted, not listed)
     aliases: ClassVar[tuple[str, ...]] = ()
 
-    #: whether the schedule can run Megatron's combined 1F1B (``overlap.ep_a2a_overlap``)
-    combines_1f1b: ClassVar[bool] = False
-
     def __init__(self, pp: int, microbatches: int, virtual_chunks: int = 1, *, a2a_overlap: bool = False) -> None:
         self.pp = pp
         self.m = microbatches
@@ -123,6 +120,11 @@ class Schedule(ABC):
         #: Megatron-Core's combined 1F1B: one more warm-up forward, then every steady-state
         #: forward runs overlapped with the backward after it (``overlap.ep_a2a_overlap``)
         self.a2a_overlap = a2a_overlap
+
+    def combines_1f1b(self) -> bool:
+        """Whether Megatron-Core runs its combined 1F1B (``overlap.ep_a2a_overlap``) on this
+        schedule at these sizes; none but the two below."""
+        return False
 
     def validate(self, source: str | None = None) -> None:  # noqa: B027 - optional hook
         """Raise WorkloadError (naming the field) if the sizes do not suit the schedule."""
@@ -203,14 +205,14 @@ def get_schedule(
             source=source,
             field="schedule.virtual_chunks",
         )
-    if a2a_overlap and not (cls.combines_1f1b and (cls.name == "interleaved-1f1b" or pp == 1)):
+    sched = cls(pp, microbatches, virtual_chunks, a2a_overlap=a2a_overlap)
+    if a2a_overlap and not sched.combines_1f1b():
         raise WorkloadError(
             f"the combined 1F1B runs on interleaved-1f1b, or on 1f1b with pp 1 (got {cls.name} with pp {pp}), "
             "as in Megatron-Core",
             source=source,
             field="overlap.ep_a2a_overlap",
         )
-    sched = cls(pp, microbatches, virtual_chunks, a2a_overlap=a2a_overlap)
     sched.validate(source)
     return sched
 
@@ -230,7 +232,9 @@ class OneFOneB(Schedule):
     """PipeDream-flush / Megatron 1F1B: warm-up, steady one-forward-one-backward, cool-down."""
 
     name = "1f1b"
-    combines_1f1b = True
+
+    def combines_1f1b(self) -> bool:
+        return self.pp == 1  # Megatron-Core: without virtual stages, only without a pipeline
 
     def order(self, stage: int) -> list[Action]:
         warm = min(self.pp - stage - 1 + int(self.a2a_overlap), self.m)
@@ -247,7 +251,9 @@ class Interleaved1F1B(Schedule):
     """Megatron-LM interleaved 1F1B (Narayanan et al., SC'21) with ``v`` model chunks per stage."""
 
     name = "interleaved-1f1b"
-    combines_1f1b = True
+
+    def combines_1f1b(self) -> bool:
+        return True
 
     @property
     def chunks_per_stage(self) -> int:

@@ -51,6 +51,17 @@ def test_the_channel_rule_across_two_servers() -> None:
     assert [rule.channels(b) for b in (64 * KiB, 200 * KiB, 300 * KiB, GiB)] == [1, 2, 4, 4]
 
 
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_the_vectorised_rule_equals_the_rule_per_transfer(nodes: int) -> None:
+    """An all-to-all's caps come from the array form of the rule: the same channels for every
+    size (zero, below a part, odd byte counts, each doubling, past the most channels)."""
+    cost = cost_of("dgx-h100", nodes=nodes)
+    rule = cost.call("sendrecv", accelerators(cost.graph), 32 * MiB).p2p
+    assert rule is not None
+    sizes = [0, 1, 1000, 64 * KiB - 1, 64 * KiB + 1, 200 * KiB, 3 * MiB + 7, 32 * MiB, 129 * MiB, 3 * GiB]
+    assert rule.rate_caps_Bps(sizes).tolist() == [rule.rate_cap_Bps(b) for b in sizes]
+
+
 def test_protocol_follows_the_bytes_per_channel() -> None:
     cost = cost_of("dgx-h100")
     devs = accelerators(cost.graph)

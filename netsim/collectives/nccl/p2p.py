@@ -39,6 +39,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 from netsim.collectives.nccl.constants import NcclConstants
 from netsim.collectives.nccl.system import GroupShape
 from netsim.collectives.nccl.tuner import NcclSystem
@@ -84,6 +87,20 @@ class P2pChannels:
     def rate_cap_Bps(self, nbytes: float) -> float:
         """The highest rate a transfer of ``nbytes`` reaches on its channels."""
         return self.channels(nbytes) * self.channel_bw_Bps
+
+    def rate_caps_Bps(self, nbytes: ArrayLike) -> np.ndarray:
+        """:meth:`rate_cap_Bps` of every transfer in ``nbytes`` at once (an all-to-all's pairs):
+        the same rule on arrays, a few doublings at most instead of a Python call per transfer."""
+        b = np.maximum(np.ceil(np.asarray(nbytes, dtype=np.float64)), 0.0)
+        n = np.minimum(float(self.min_channels), np.ceil(b / self.min_part_bytes))
+        n = np.where(b > 0, n, 1.0)
+        part = np.maximum(float(self.min_part_bytes), np.ceil(b / n))
+        while True:
+            grow = (b > 0) & (part > self.max_part_bytes) & (n <= self.max_channels // 2)
+            if not grow.any():
+                return n * self.channel_bw_Bps
+            n = np.where(grow, n * 2.0, n)
+            part = np.where(grow, np.ceil(b / n), part)
 
     def protocol(self, nbytes: float) -> str:
         """``LL`` for a transfer of at most ``channels x P2P_LL_THRESHOLD`` bytes, else ``Simple``."""

@@ -280,6 +280,7 @@ def _with_memory(ranks: pd.DataFrame, plan: StepPlan) -> pd.DataFrame:
         grads_bytes=[m.grads for m in mem],
         optimizer_bytes=[m.optimizer for m in mem],
         activations_bytes=[m.activations for m in mem],
+        main_grads_bytes=[m.main_grads for m in mem],
     )
 
 

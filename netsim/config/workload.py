@@ -433,6 +433,12 @@ class OptimizerSpec(SpecModel):
     moment_dtype: Literal["fp32", "bf16"] = Field(
         default="fp32", description="dtype of Adam's first and second moments (DeepSeek-V3 keeps them in bf16)"
     )
+    precision_aware: bool = Field(
+        default=False,
+        description="Megatron-Core's use_precision_aware_optimizer: Transformer Engine's FusedAdam holds the "
+        "master weights and steps on the 16-bit gradients, with no fp32 main-gradient copy "
+        "(netsim.workload.optimizer)",
+    )
 
 
 class WorkloadSpec(SpecModel):

@@ -45,14 +45,21 @@ output head (not FP8) and a fully recomputed layer's input are BF16 too.
 whose backward has not (its weight-gradient pass, where the schedule defers it), read off the
 schedule's own action order: 1F1B peaks at ``p`` micro-batches on stage 0, GPipe at ``m``,
 interleaved 1F1B at Megatron's ``1 + (p-1)/(pv)`` stage loads, DualPipe at its ``p + 1`` chunks
-(deepseek-ai/DualPipe README).
+(deepseek-ai/DualPipe README).  Megatron-Core's combined 1F1B (``overlap.ep_a2a_overlap``) runs
+one more warm-up forward, then each forward interleaved layer by layer with a backward, so the
+forward's activations fill while the backward's drain: the pair adds one layer of the forward (and
+whatever the forward's chunk holds beyond the backward's), not a whole micro-batch
+(:func:`inflight`).
 
 **Weights, gradients, optimizer state**: bytes per parameter from
 :mod:`netsim.workload.optimizer`, sharded by the ZeRO stage over the (expert-)DP group that
 reduces them (ZeRO 3 adds one layer's gathered weights).  The multi-token-prediction modules share
 the main model's embedding and output head (DeepSeek-V3 section 3.2.3: DualPipe puts the first
 and the last block on the same rank); where a schedule puts the last block elsewhere its stage
-holds a copy of the embedding.
+holds a copy of the embedding.  The fp32 main gradients (16-bit gradients without
+``optimizer.precision_aware``) exist only during the optimizer step, when the activations are
+gone: a rank needs its weights, gradients and held optimizer state plus the larger of its
+activation peak and its main gradients (:mod:`netsim.workload.optimizer`).
 
 Not counted: framework workspace, NCCL buffers, allocator fragmentation, the CUDA context.
 """
@@ -205,18 +212,44 @@ class ActivationModel:
         return max((self.layer_stored(x) for x in layers if self._redone(x)), default=0.0)
 
 
-def inflight(schedule: Schedule, stage: int, bytes_of_chunk: dict[int, float]) -> tuple[float, int]:
+def inflight(
+    schedule: Schedule,
+    stage: int,
+    bytes_of_chunk: dict[int, float],
+    layer_bytes_of_chunk: dict[int, float] | None = None,
+) -> tuple[float, int]:
     """Peak activation bytes ``stage`` holds over its action order, and how many micro-batch
     chunks are live at that peak: a chunk's activations live from its ``F`` to its ``B`` (or to
-    its ``W`` when the backward defers the weight gradients, which still need them)."""
+    its ``W`` when the backward defers the weight gradients, which still need them).
+
+    An overlapped pair (a forward marked ``overlap`` and the backward after it: DualPipe's F&B,
+    Megatron-Core's combined 1F1B) runs its two chunks' layers interleaved, the backward's
+    segment first at each step (:mod:`netsim.workload.pipeline`), so the forward's layers fill
+    while the backward's free.  With ``layer_bytes_of_chunk`` (the largest layer's bytes of each
+    chunk) the pair peaks at what the stage held before it, plus one layer of the forward (a
+    layer's activations are allocated before the backward frees the layer it runs beside), plus
+    what the forward adds beyond what the backward frees; without it, at the forward's whole
+    chunk on top (the pair's forward counted as if it ran first).  :func:`memory_report` gives
+    the layer bytes for Megatron-Core's combined 1F1B and not for DualPipe, whose ``PP + 1``
+    chunks are the count its README publishes."""
     live: dict[int, int] = {}
     cur = peak = 0.0
     at_peak = 0
-    for a in schedule.order(stage):
+    order = schedule.order(stage)
+    for i, a in enumerate(order):
         if a.kind == "F":
+            nxt = order[i + 1] if i + 1 < len(order) else None
+            paired = a.overlap and nxt is not None and nxt.kind == "B" and not nxt.split_w
+            if paired and layer_bytes_of_chunk is not None:
+                assert nxt is not None
+                f, b = bytes_of_chunk[a.chunk], bytes_of_chunk[nxt.chunk]
+                during = cur + min(f, layer_bytes_of_chunk[a.chunk] + max(0.0, f - b))
+                if during > peak:
+                    # both micro-batches are partly live
+                    peak, at_peak = during, sum(live.values()) + 1
             live[a.chunk] = live.get(a.chunk, 0) + 1
             cur += bytes_of_chunk[a.chunk]
-            if cur > peak:
+            if cur > peak and not (paired and layer_bytes_of_chunk is not None):
                 peak, at_peak = cur, sum(live.values())
         elif a.kind == "W" or (a.kind == "B" and not a.split_w):
             live[a.chunk] -= 1
@@ -235,15 +268,21 @@ class RankMemory:
     optimizer: float
     activations: float
     inflight_chunks: int
+    #: fp32 main gradients, alive only during the optimizer step (after the activations are freed)
+    main_grads: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.params + self.grads + self.optimizer + self.activations
+        return self.params + self.grads + self.optimizer + max(self.activations, self.main_grads)
 
     def describe(self) -> str:
-        """``params 12.1, grads 24.2, optimizer 3.0, activations 51.9 GiB``."""
+        """``params 12.1, grads 24.2, optimizer 3.0, activations 51.9 GiB`` (with ``main grads
+        at the step 6.0`` when they are what peaks)."""
         parts = ("params", "grads", "optimizer", "activations")
-        return ", ".join(f"{p} {getattr(self, p) / GiB:.1f}" for p in parts) + " GiB"
+        text = ", ".join(f"{p} {getattr(self, p) / GiB:.1f}" for p in parts)
+        if self.main_grads > self.activations:
+            text += f", main grads at the optimizer step {self.main_grads / GiB:.1f}"
+        return text + " GiB"
 
 
 @dataclass(frozen=True)
@@ -290,6 +329,7 @@ class MemoryReport:
             "grads_bytes": p.grads,
             "optimizer_bytes": p.optimizer,
             "activations_bytes": p.activations,
+            "main_grads_bytes": p.main_grads,
             "per_stage_bytes": [stages[s].total for s in sorted(stages)],
         }
 
@@ -317,14 +357,16 @@ def _stage_params(
 
 def _static(
     prec: OptimizerPrecision, zero: int, dense: float, expert: float, biggest: float, dp: int, edp: int
-) -> tuple[float, float, float]:
-    """(weights, gradients, optimizer state) bytes of a rank under ZeRO stage ``zero``."""
+) -> tuple[float, float, float, float]:
+    """(weights, gradients, optimizer state, fp32 main gradients) bytes of a rank under ZeRO stage
+    ``zero``; the main gradients exist only during the optimizer step (module docstring)."""
 
     def held(per_param: float, sharded: bool) -> float:
         return per_param * (dense / dp + expert / edp if sharded else dense + expert)
 
     params = held(prec.param, zero >= 3) + (prec.param * biggest if zero >= 3 else 0.0)
-    return params, held(prec.grad, zero >= 2), held(prec.state, zero >= 1)
+    sharded = zero >= 1
+    return params, held(prec.grad, zero >= 2), held(prec.held_state, sharded), held(prec.main_grad, sharded)
 
 
 def memory_report(
@@ -342,25 +384,27 @@ def memory_report(
     )
     prec = optimizer_precision(spec)
     last = len(blocks) - 1
-    per_stage: list[tuple[float, float, float, float, int]] = []
+    per_stage: list[tuple[float, float, float, float, float, int]] = []
     for p in range(layout.pp):
         dense, expert, biggest, layers = _stage_params(costs, schedule, blocks, p)
         chunks = {a.chunk for a in schedule.order(p)}
-        by_chunk = {}
+        by_chunk, by_layer = {}, {}
         for c in chunks:
             vs = schedule.virtual_stage(p, c)
             by_chunk[c] = act.block(blocks[vs], vs == 0, vs == last)
-        peak, live = inflight(schedule, p, by_chunk)
+            by_layer[c] = max((act.layer(x) for x in blocks[vs]), default=0.0)
+        # Megatron-Core's combined 1F1B: the paired forward fills while the backward frees
+        peak, live = inflight(schedule, p, by_chunk, by_layer if schedule.a2a_overlap else None)
         rank = layout.rank_of(p, 0, 0)
         dp = len(reduction_group(layout, schedule, rank, False))
         edp = len(reduction_group(layout, schedule, rank, True))
-        params, grads, state = _static(prec, spec.parallelism.zero_stage, dense, expert, biggest, dp, edp)
-        per_stage.append((params, grads, state, peak + act.working_set(layers), live))
+        static = _static(prec, spec.parallelism.zero_stage, dense, expert, biggest, dp, edp)
+        per_stage.append((*static, peak + act.working_set(layers), live))
     ranks = []
     for r in range(layout.world):
         p = layout.coords(r)[0]
-        params, grads, state, acts, live = per_stage[p]
-        ranks.append(RankMemory(r, p, params, grads, state, acts, live))
+        params, grads, state, main_grads, acts, live = per_stage[p]
+        ranks.append(RankMemory(r, p, params, grads, state, acts, live, main_grads))
     cap = accelerator.get("memory_bytes")
     return MemoryReport(ranks, float(cap) if cap else None, str(accelerator.get("name", "")), mode.name)
 

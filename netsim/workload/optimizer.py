@@ -22,6 +22,17 @@ which are their own master), moments 8, main gradients 4 (16-bit gradients only)
 (Rajbhandari et al. 2020, arXiv 1910.02054) stage 1 shards the state over the DP group (this is
 Megatron's distributed optimizer), stage 2 also the gradients, stage 3 also the weights.
 
+The table counts the fp32 main gradients as held, but they do not live beside the activations:
+Megatron-Core's distributed optimizer makes them inside the optimizer step (``shard_main_param.grad
+= shard_model_grad.float()`` in ``_copy_model_grads_to_main_grads``) and frees them at the next
+iteration's ``optimizer.zero_grad()`` (``set_to_none``; megatron/core/optimizer/distrib_optimizer.py
+at NVIDIA/Megatron-LM d98e8a64dd), before any forward runs, so the memory tally counts them
+against the activations' peak, not on top of it (:mod:`netsim.workload.memory`).  With
+``optimizer.precision_aware`` (Megatron-Core's ``use_precision_aware_optimizer``:
+Transformer Engine's FusedAdam holds the master weights and reads the 16-bit gradient buffer
+through ``decoupled_grad``, same file) there are no main gradients at all and the step reads the
+16-bit gradients directly.
+
 The optimizer step is memory bound: an Adam update does about 16 FLOPs per parameter
 (the kernel catalogue's count) on about 30 bytes, an arithmetic intensity near 0.5 FLOP/byte,
 two orders of magnitude below the ridge point of any training accelerator (H100 SXM: 989
@@ -67,12 +78,13 @@ class OptimizerPrecision:
 
     @property
     def state(self) -> float:
-        """Optimizer state per parameter (what ZeRO stage 1 shards)."""
+        """Optimizer state per parameter (what ZeRO stage 1 shards), main gradients included."""
         return self.master + self.moments + self.main_grad
 
     @property
-    def checkpoint_state(self) -> float:
-        """Optimizer state a checkpoint keeps per parameter (master weights and moments)."""
+    def held_state(self) -> float:
+        """Optimizer state held across iterations and saved by a checkpoint (master weights and
+        moments; the main gradients live only during the step)."""
         return self.master + self.moments
 
     @property
@@ -98,5 +110,5 @@ def optimizer_precision(spec: WorkloadSpec) -> OptimizerPrecision:
     grad = float(spec.grad_bytes_per_element)
     master = 4.0 if param < 4 else 0.0
     moments = 2.0 * DTYPE_BYTES[spec.optimizer.moment_dtype]
-    main_grad = 4.0 if grad < 4 and master else 0.0
+    main_grad = 4.0 if grad < 4 and master and not spec.optimizer.precision_aware else 0.0
     return OptimizerPrecision(param, grad, master, moments, main_grad)

@@ -140,7 +140,7 @@ class StorageTraffic:
                 field="checkpoint.target",
             )
         prec = self.grads.precision
-        state = ck.optimizer_bytes_per_param if ck.optimizer_bytes_per_param is not None else prec.checkpoint_state
+        state = ck.optimizer_bytes_per_param if ck.optimizer_bytes_per_param is not None else prec.held_state
         per_elem = prec.param + (state if ck.include_optimizer else 0.0)
         out: dict[int, Deps] = {}
 

@@ -216,3 +216,53 @@ def test_unknown_recompute_mode_is_a_one_line_error() -> None:
         r"allowed: none, selective, full, norms-mla-up$",
     ):
         build_plan(_tiny(training={"recompute": "some"}), chain_topology(2, 1e9), FixedCompute(1.0, 2.0))
+
+
+@pytest.mark.parametrize(("name", "pp", "m", "v"), [("1f1b", 1, 8, 1), ("interleaved-1f1b", 4, 16, 2)])
+def test_combined_1f1b_pairs_fill_one_layer_while_the_backward_drains(name: str, pp: int, m: int, v: int) -> None:
+    # Megatron-Core's combined 1F1B: one more warm-up forward, then each forward interleaved with
+    # a backward; with chunks of 1.0 and layers of 0.1 the extra forward adds one layer (while the
+    # pair's two micro-batches are both partly live), not a chunk
+    plain = get_schedule(name, pp, m, v)
+    sched = get_schedule(name, pp, m, v, a2a_overlap=True)
+    chunks = {a.chunk for a in sched.order(0)}
+    base, _ = inflight(plain, 0, dict.fromkeys(chunks, 1.0))
+    assert inflight(sched, 0, dict.fromkeys(chunks, 1.0)) == (base + 1, base + 1)  # counted whole
+    nbytes, live = inflight(sched, 0, dict.fromkeys(chunks, 1.0), dict.fromkeys(chunks, 0.1))
+    assert nbytes == pytest.approx(base + 0.1) and live == base + 1
+
+
+def test_main_gradients_live_only_during_the_optimizer_step() -> None:
+    # bf16 gradients: the distributed optimizer's fp32 main gradients (4 bytes a parameter) are made
+    # in the step and freed at the next zero_grad, so they share the peak with the activations
+    graph = chain_topology(2, 1e9)
+    spec = _tiny(optimizer={"grad_dtype": "bf16"})
+    plan = build_plan(spec, graph, FixedCompute(1.0, 2.0))
+    assert plan.memory is not None
+    for m, params in zip(plan.memory.ranks, plan.params_per_rank, strict=True):
+        assert m.grads == pytest.approx(2 * params) and m.optimizer == pytest.approx(12 * params)
+        assert m.main_grads == pytest.approx(4 * params)
+        assert m.total == pytest.approx(m.params + m.grads + m.optimizer + max(m.activations, m.main_grads))
+    # precision-aware (TE FusedAdam reads the bf16 gradient buffer): no main gradients, and the step
+    # reads 2 bytes of gradient instead of 2 + copy (write 4, read 4)
+    aware = _tiny(optimizer={"grad_dtype": "bf16", "precision_aware": True})
+    plan2 = build_plan(aware, graph, FixedCompute(1.0, 2.0))
+    assert plan2.memory is not None and all(m.main_grads == 0 for m in plan2.memory.ranks)
+    assert optimizer_precision(spec).step_bytes - optimizer_precision(aware).step_bytes == 8
+    # when the activations are small, the step's main gradients are the peak
+    few = _tiny(optimizer={"grad_dtype": "bf16"}, model={**_tiny().model.model_dump(), "seq_len": 8})
+    plan3 = build_plan(few, graph, FixedCompute(1.0, 2.0))
+    assert plan3.memory is not None
+    r = plan3.memory.ranks[0]
+    assert r.main_grads > r.activations and "main grads at the optimizer step" in r.describe()
+
+
+def test_a_paired_forward_bigger_than_its_backward_adds_the_difference() -> None:
+    # stage 0 of pp 2, v 2, 4 micro-batches: F0c0 F1c0 F0c1 F1c1 F2c0, then the pairs
+    # (F3c0, B0c1) (F2c1, B1c1) (F3c1, B0c0); chunk 0 holds 1.0, chunk 1 2.0, a layer 0.1
+    sched = get_schedule("interleaved-1f1b", 2, 4, 2, a2a_overlap=True)
+    sizes, layers = {0: 1.0, 1: 2.0}, {0: 0.1, 1: 0.1}
+    # 7 held when the first pair starts: + one layer (its forward's 1.0 is under the 2.0 freed);
+    # 6 held at the third: + 0.1 + (2.0 - 1.0) = 7.1 again; counted whole, 7 + 1.0 = 8
+    assert inflight(sched, 0, sizes, layers) == (pytest.approx(7.1), 6)
+    assert inflight(sched, 0, sizes) == (8.0, 6)

@@ -117,11 +117,15 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
             f"{st['known_gaps']:>6}"
         )
     for t in summary.get("training", []):
+        step = (
+            f"step {t['step_time_s']:.3g} s, exposed communication {100 * t['communication_share']:.0f}%, "
+            f"idle {100 * max(0.0, t['idle_share']):.0f}%"
+            if t.get("compute_share") is not None
+            else f"the memory tally's worst rank (step {t['step_time_s']:.3g} s)"
+        )
         lines.append(
             f"training {t['source']}/{t['case']}: {t['metric']} measured {t['measured']:.4g}, predicted "
-            f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); step {t['step_time_s']:.3g} s, "
-            f"exposed communication {100 * t['communication_share']:.0f}%, "
-            f"idle {100 * max(0.0, t['idle_share']):.0f}%"
+            f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); {step}"
             f"{' (known gap)' if t['known_gap'] else ''}"
         )
     for f in summary["failures"]:
@@ -344,10 +348,16 @@ def training_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
                 f"{r['predicted']:.4g}",
                 err,
                 f"{r['step_time_s']:.3g}",
-                f"{100 * r['compute_share']:.0f}%",
-                f"{100 * r['communication_share']:.0f}%"
-                + (f" ({r['exposed_by_class']})" if r.get("exposed_by_class") else ""),
-                f"{100 * max(0.0, r['idle_share']):.0f}%",
+                *(
+                    [
+                        f"{100 * r['compute_share']:.0f}%",
+                        f"{100 * r['communication_share']:.0f}%"
+                        + (f" ({r['exposed_by_class']})" if r.get("exposed_by_class") else ""),
+                        f"{100 * max(0.0, r['idle_share']):.0f}%",
+                    ]
+                    if r.get("compute_share") is not None
+                    else ["-", "-", "-"]  # a memory row (metric peak_memory_gib)
+                ),
             ]
         )
     return head, out

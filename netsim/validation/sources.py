@@ -144,6 +144,10 @@ class TrainingCase(SpecModel):
     """Cheap enough for ``netsim validate --quick`` (and CI)."""
     exclude: bool = False
     notes: str = ""
+    peak_memory_gib: float | None = Field(default=None, gt=0)
+    """The run's measured peak allocated memory per GPU (GiB, ``torch.cuda.max_memory_allocated``:
+    no allocator cache, no CUDA context), when the source gives it: a second row compares the
+    memory tally's worst rank with it (metric ``peak_memory_gib``)."""
 
     @model_validator(mode="after")
     def _flops_for_flop_metrics(self) -> TrainingCase:

@@ -32,6 +32,10 @@ enter the metric, only its step time:
   ``6 N + 12 L H Q T`` per token, ``N`` the parameters a token's matmuls touch (transformer
   layers with its routed experts only, and the LM head; the embedding lookup is no matmul),
   ``H x Q`` the attention width and ``T`` the sequence length.
+
+A case whose source also gives the run's peak allocated memory per GPU (``peak_memory_gib``)
+yields a second row, metric ``peak_memory_gib``: the memory tally's worst rank
+(:mod:`netsim.workload.memory`) against it.
 """
 
 from __future__ import annotations
@@ -179,6 +183,8 @@ class StepResult:
     shares: dict[str, float]
     exposed: dict[str, float]
     wall_s: float
+    #: the memory tally's worst rank (bytes; None: no report)
+    peak_memory_bytes: float | None = None
 
 
 def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None) -> StepResult:
@@ -207,8 +213,18 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
     peak = case.peak_flops_per_gpu or float((acc.get("peak_flops") or {}).get(spec.model.dtype, 0.0))
     shares = {k: float(v) / step for k, v in summary["breakdown_s"].items()} if step > 0 else {}
     exposed = {k: float(v) / step for k, v in summary["exposed_comm_s_by_class"].items() if v > 0} if step > 0 else {}
+    memory = prep.plan.memory.peak.total if prep.plan.memory is not None else None
     return StepResult(
-        step, gpus, sequences, sequences * spec.model.seq_len, flops, peak, shares, exposed, time.perf_counter() - t0
+        step,
+        gpus,
+        sequences,
+        sequences * spec.model.seq_len,
+        flops,
+        peak,
+        shares,
+        exposed,
+        time.perf_counter() - t0,
+        memory,
     )
 
 
@@ -254,3 +270,11 @@ def predict_training(src: Source, case: TrainingCase, cost_model: str | None = N
             "exposed_by_class": ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(r.exposed.items())),
         },
     )
+    if case.peak_memory_gib is not None and r.peak_memory_bytes is not None:
+        yield Prediction(
+            metric="peak_memory_gib",
+            size_bytes=None,
+            measured=case.peak_memory_gib,
+            predicted=r.peak_memory_bytes / 2**30,
+            detail={"gpus": r.gpus, "step_time_s": r.step_time_s},
+        )

@@ -223,3 +223,22 @@ def test_quick_selection_keeps_the_expensive_runs_out() -> None:
     quick = select_cases(load_sources(), quick=True, kinds=["training"])
     assert quick and all(isinstance(c, TrainingCase) and c.quick for _, c in quick)
     assert all((c.nodes or s.system.nodes) <= 16 for s, c in quick)
+
+
+def test_a_case_with_its_peak_memory_gives_a_memory_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_source(tmp_path, **{"    measured: 300\n": "    measured: 300\n    peak_memory_gib: 1.0\n"})
+    src = load_source(p)
+    case = src.cases[0]
+    assert isinstance(case, TrainingCase)
+    step, memory = list(predict_training(src, case))
+    prep = prepare(scenario_of(src, case))
+    assert prep.plan.memory is not None
+    assert memory.metric == "peak_memory_gib" and memory.measured == 1.0
+    assert memory.predicted == pytest.approx(prep.plan.memory.peak.total / 2**30) and memory.lower_is_better
+    assert step.metric == "tflops_per_gpu"
+    with pytest.raises(SystemExit):
+        main(["validate", "--source", str(p), "--out", str(tmp_path / "v")])
+    out = capsys.readouterr().out
+    assert "training tiny-run/tiny: peak_memory_gib measured 1, predicted" in out and "memory tally" in out
+    report = (tmp_path / "v" / "report.md").read_text()
+    assert "| peak_memory_gib | 1 |" in report

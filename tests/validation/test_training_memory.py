@@ -1,6 +1,7 @@
 """Memory against what ran: the published training runs fitted their GPUs, so netsim's tally
 (:mod:`netsim.workload.memory`) must say they fit, except where a case names the saving the
-tally does not model.
+tally does not model; and where a source measured the peak (``peak_memory_gib``), the tally is
+within the case's tolerance of it.
 
 Each case's memory report is taken where ``build_plan`` checks it, before the step's ops are
 built (all cases in a few seconds).  A change to the tally that over- or under-counts moves a
@@ -15,6 +16,7 @@ import pytest
 
 import netsim.workload.graph as graph_module
 from netsim.run import prepare
+from netsim.validation.runner import tolerance_for
 from netsim.validation.sources import load_sources
 from netsim.validation.training import scenario_of
 from netsim.workload.memory import MemoryReport
@@ -33,6 +35,16 @@ OVER = {
 
 class _Checked(Exception):
     """Raised in place of the memory check: the report is what the test wanted."""
+
+
+def _measured_peaks() -> dict[str, tuple[float, float]]:
+    """``source/case -> (measured peak GiB, tolerance)`` of the cases that publish it."""
+    return {
+        f"{src.source.id}/{case.id}": (case.peak_memory_gib, tolerance_for(case, None) or 0.1)
+        for src in load_sources()
+        for case in src.cases
+        if case.kind == "training" and case.peak_memory_gib is not None
+    }
 
 
 def _memory_reports() -> dict[str, tuple[MemoryReport, bool]]:
@@ -73,3 +85,11 @@ def test_only_the_cases_over_their_hbm_turn_the_memory_check_off(reports: dict[s
     assert not blanket, f"allow_oom on cases that fit: {blanket}"
     for name in OVER:
         assert reports[name][1], f"{name} is over its HBM: it needs options.allow_oom and a reason"
+
+
+def test_the_tally_matches_the_measured_peaks(reports: dict[str, tuple[MemoryReport, bool]]) -> None:
+    peaks = _measured_peaks()
+    assert peaks, "no case publishes its peak memory"
+    for name, (measured, tol) in peaks.items():
+        predicted = reports[name][0].peak.total / 2**30
+        assert abs(predicted / measured - 1) <= tol, f"{name}: measured {measured} GiB, tally {predicted:.2f} GiB"

@@ -127,7 +127,8 @@ class MoESpec(SpecModel):
     dispatcher: str = Field(
         default="alltoall",
         description="token dispatcher: alltoall (a copy per token and expert), dedup-rank (a copy per token "
-        "and destination rank), deepep (a copy per token and destination node, fanned out over NVLink)",
+        "and destination rank), deepep (a copy per token and destination node, fanned out over NVLink), hybridep "
+        "(deepep's paths after an all-gather of the routing maps before each forward dispatch)",
     )
     padding: Literal["dropless", "capacity"] = Field(
         default="dropless",

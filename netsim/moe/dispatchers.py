@@ -19,6 +19,15 @@ the workload's ``model.moe.dispatcher``):
     over NVLink once per destination rank.  With node-limited routing (at most ``M`` nodes per
     token, ``topk_groups``) a token crosses at most ``M`` times whatever its ``top_k``.  The
     combine runs the same paths backwards (the forwarding GPU sums its node's outputs).
+``hybridep``
+    NVIDIA's HybridEP (the ``hybrid-ep`` kernels of DeepEP, Megatron-Core's ``flex`` dispatcher
+    with ``moe_flex_dispatcher_backend: hybridep``): the same paths as ``deepep`` (one RDMA copy
+    per destination node, TMA copies over NVLink inside it), and before every dispatch without a
+    cached handle (each forward, and its repetition under full recomputation) the EP group
+    all-gathers every rank's routing map, one byte (``torch.bool``) per (token, expert), with
+    NCCL (``torch.distributed.all_gather_into_tensor`` in ``HybridEpBuffer.dispatch``,
+    deep_ep/hybrid_ep_buffer.py of deepseek-ai/DeepEP at 017a520224), for the metadata kernel that
+    plans the transfers.  The backward's dispatch (the combine's gradient) reuses the handle.
 
 The ``copies [ep, ep]`` matrix a dispatcher gives is in the rank space of the all-to-all:
 ``copies[i][j]`` token copies rank ``i`` sends rank ``j`` (for ``deepep`` the forwarding legs are
@@ -53,6 +62,7 @@ __all__ = [
     "DeepEPDispatcher",
     "DispatchCopies",
     "Dispatcher",
+    "HybridEPDispatcher",
     "dedup_counts",
     "dispatcher_copies",
     "token_destinations",
@@ -161,6 +171,11 @@ class Dispatcher(ABC):
     #: needs the token-to-rank / token-to-node sets (beyond the per (source, rank) counts)
     dedups: ClassVar[bool] = True
 
+    def metadata_bytes(self, tokens: int, experts: int) -> float:
+        """Bytes one rank contributes to the metadata all-gather over the EP group before a
+        forward dispatch of ``tokens`` tokens (0: the dispatcher exchanges none with NCCL)."""
+        return 0.0
+
     @abstractmethod
     def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
         """``[ep, ep]`` copies from the (token, slot) counts ``tokens``, the distinct tokens per
@@ -218,6 +233,16 @@ class DeepEPDispatcher(Dispatcher):
                 others = [j for j in ranks if j != relay]
                 out[relay, others] += rank_tokens[i, others]
         return out
+
+
+@DISPATCHERS.register("hybridep")
+class HybridEPDispatcher(DeepEPDispatcher):
+    """DeepEP's paths, after an NCCL all-gather of the routing maps (module docstring)."""
+
+    name = "hybridep"
+
+    def metadata_bytes(self, tokens: int, experts: int) -> float:
+        return float(tokens * experts)  # the [tokens, experts] torch.bool routing map
 
 
 def dispatcher_copies(

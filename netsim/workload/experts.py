@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.context import BuildContext
 from netsim.workload.emit import OpEmitter
 from netsim.workload.moe_traffic import EPRouting, GroupDispatch
@@ -72,6 +73,12 @@ class ExpertTraffic:
         #: token rows (token, expert) and token copies of the dispatch all-to-alls, all steps
         self.dispatch_rows = {"pairs": 0.0, "copies": 0.0}
         self.inexact = False
+        #: bytes one rank adds to the dispatcher's metadata all-gather before a forward dispatch
+        self.meta_bytes = (
+            DISPATCHERS.get(moe.dispatcher)().metadata_bytes(ctx.costs.route_tokens, moe.experts)
+            if moe is not None and L.ep > 1
+            else 0.0
+        )
 
     # ------------------------------------------------------------------ tokens
 
@@ -191,6 +198,26 @@ class ExpertTraffic:
         if phase.endswith("dispatch"):
             out = self._etp(rank, step, mb, layer, k, phase, out, "all_gather")
         return out
+
+    def metadata(self, rank: int, step: int, mb: int, layer: int, phase: str, deps: Deps) -> Deps:
+        """The dispatcher's metadata all-gather over the all-to-all group before a forward
+        dispatch (``phase``: ``fwd-dispatch`` or its recomputation): HybridEP's routing maps, one
+        byte per (token, expert) from every rank (:meth:`netsim.moe.dispatchers.Dispatcher.
+        metadata_bytes`); nothing for the other dispatchers or without expert parallelism."""
+        L = self.ctx.layout
+        if L.ep <= 1 or self.meta_bytes <= 0:
+            return deps
+        ph = f"{phase}-meta"
+
+        def nbytes(r: int) -> float:  # the gathered output: every member's routing map
+            return self.meta_bytes * len(L.a2a_group(r))
+
+        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+            return L.a2a_group(r), ("ep-meta", step, ph, mb, layer, L.group_index("a2a", r))
+
+        return self.emit.group_collective(
+            rank, step, "ep.dispatch", "ep", "all_gather", nbytes, deps, "a2a", group_key, layer=layer, mb=mb, phase=ph
+        )
 
     def before_combine(self, rank: int, step: int, mb: int, layer: int, k: int, phase: str, deps: Deps) -> Deps:
         """The expert-TP reduction of the experts' partial outputs before the combine of

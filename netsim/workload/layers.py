@@ -181,6 +181,7 @@ class LayerEmitter:
         if part == "F":
             deps = emit.compute(rank, step, f"{tag}.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
             first, second = pfx + "fwd-dispatch", pfx + "fwd-combine"
+            deps = ep.metadata(rank, step, mb, layer, first, deps)
         else:
             deps = emit.compute(rank, step, f"{part}.unpermute", c.moe_post(part), deps, layer, mb)
             first, second = "bwd-dispatch", "bwd-combine"

@@ -122,12 +122,12 @@ def test_statistical_token_sets_match_their_counts() -> None:
 def test_padded_buffers_and_unknown_dispatcher() -> None:
     # every source sends each expert slot a capacity-sized buffer (2 slots per rank, capacity 5)
     assert padded_tokens(PL, 5).tolist() == [[10] * 4] * 4
-    assert DISPATCHERS.names() == ["alltoall", "dedup-rank", "deepep"]
+    assert DISPATCHERS.names() == ["alltoall", "dedup-rank", "deepep", "hybridep"]
     counts, _ = _hand()
     with pytest.raises(
         SpecError,
         match=r"model\.moe\.dispatcher: unknown token dispatcher 'nccl'; allowed: "
-        r"alltoall, dedup-rank, deepep",
+        r"alltoall, dedup-rank, deepep, hybridep",
     ):
         dispatch_plan(counts, PL, hidden=1, dispatcher="nccl")
 

@@ -99,6 +99,31 @@ def test_unknown_dispatcher_names_the_field() -> None:
     with pytest.raises(
         WorkloadError,
         match=r"model\.moe\.dispatcher: unknown token dispatcher 'nccl'; allowed: "
-        r"alltoall, dedup-rank, deepep",
+        r"alltoall, dedup-rank, deepep, hybridep$",
     ):
         _plan("model.moe.dispatcher=nccl")
+
+
+def test_hybridep_gathers_the_routing_maps_before_each_forward_dispatch() -> None:
+    deep, hybrid = _plan("model.moe.dispatcher=deepep"), _plan("model.moe.dispatcher=hybridep")
+    # the same token paths as DeepEP ...
+    for phase in ("fwd-dispatch", "fwd-combine", "bwd-dispatch", "bwd-combine"):
+        a = sorted(c.nbytes for c in deep.collectives.values() if c.phase == phase)
+        b = sorted(c.nbytes for c in hybrid.collectives.values() if c.phase == phase)
+        assert a == b, phase
+    # ... plus, before the forward dispatch only, an all-gather over the EP group of every rank's
+    # [tokens, experts] torch.bool routing map: 256 tokens x 32 experts x 16 ranks bytes
+    meta = [c for c in hybrid.collectives.values() if c.phase.endswith("-meta")]
+    assert meta and {c.phase for c in meta} == {"fwd-dispatch-meta"}
+    assert {(c.op, c.nbytes, len(c.ranks), c.traffic_class) for c in meta} == {("all_gather", 256 * 32 * 16, 16, "ep")}
+    assert not [c for c in deep.collectives.values() if c.phase.endswith("-meta")]
+    by_id = {o.id: o for o in hybrid.ops}
+    for o in hybrid.ops:
+        if o.coll is not None and o.coll.phase == "fwd-dispatch":  # the dispatch waits for the maps
+            assert any(by_id[d].coll is not None and by_id[d].coll.phase == "fwd-dispatch-meta" for d in o.deps)
+
+
+def test_hybridep_gathers_again_when_full_recomputation_repeats_the_forward() -> None:
+    plan = _plan("model.moe.dispatcher=hybridep", "training.recompute=full")
+    phases = {c.phase for c in plan.collectives.values() if c.phase.endswith("-meta")}
+    assert phases == {"fwd-dispatch-meta", "rcp-fwd-dispatch-meta"}

@@ -6,13 +6,16 @@
         [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
 
     netsim validate-deepep [--ep 8 --ep 64 ...]
+    netsim validate-hybridep [--ep 16 --ep 64 ...]
 
 Every case of every source in ``netsim/validation/data`` (or the ``--source`` files) is
 simulated as measured; stdout gets the error per size band and every point outside its
 tolerance; ``--out`` gets the run directory (results, summary, parity plot, report).  Exit code
 0 when every asserted point is within its tolerance, 1 otherwise (2 for bad input).
 ``validate-deepep`` prints DeepEP's published dispatch/combine bandwidths on H800 against
-netsim's ``deepep`` dispatcher on the ``h800`` preset (:mod:`netsim.validation.deepep`).
+netsim's ``deepep`` dispatcher on the ``h800`` preset (:mod:`netsim.validation.deepep`);
+``validate-hybridep`` HybridEP's published bandwidths on H100 against the ``hybridep`` dispatcher
+on ``dgx-h100`` (:mod:`netsim.validation.hybridep`).
 """
 
 from __future__ import annotations
@@ -85,4 +88,19 @@ def register(app: typer.Typer) -> None:
         if bad:
             allowed = ", ".join(str(e) for e in PUBLISHED)
             raise SpecError(f"DeepEP publishes EP {allowed} only (got {bad[0]})", field="--ep")
+        typer.echo(table(compare(tuple(ep) or tuple(PUBLISHED), seed)))
+
+    @app.command("validate-hybridep")
+    def validate_hybridep_cmd(
+        ep: list[int] = typer.Option([], "--ep", help="HybridEP's rank counts to run: 16, 32, 64 (default: all)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the test's uniform routing."),
+    ) -> None:
+        """HybridEP's published all-to-all bandwidths on H100 against netsim's hybridep dispatcher."""
+        from netsim.errors import SpecError
+        from netsim.validation.hybridep import PUBLISHED, compare, table
+
+        bad = sorted(set(ep) - set(PUBLISHED))
+        if bad:
+            allowed = ", ".join(str(e) for e in PUBLISHED)
+            raise SpecError(f"HybridEP publishes {allowed} ranks on H100 only (got {bad[0]})", field="--ep")
         typer.echo(table(compare(tuple(ep) or tuple(PUBLISHED), seed)))

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["PUBLISHED", "DeepEPRow", "compare", "route", "simulate_row"]
+__all__ = ["PUBLISHED", "DeepEPRow", "busiest_sends", "compare", "route", "simulate_row", "time_copies"]
 
 #: DeepEP docs/legacy.md, "Normal kernels with NVLink and RDMA forwarding": EP -> (dispatch, combine) GB/s
 PUBLISHED: dict[int, tuple[float, float]] = {8: (153.0, 158.0), 16: (43.0, 43.0), 32: (58.0, 57.0), 64: (51.0, 50.0)}
@@ -107,10 +107,41 @@ def _distinct(dest: NDArray[np.int64], per: int) -> NDArray[np.int64]:
     return hit.sum(axis=1).astype(np.int64)
 
 
+#: (bytes per element, transposed) of the dispatch and the combine
+_PHASES = ((DISPATCH_BPE, False), (COMBINE_BPE, True))
+
+
+def time_copies(
+    graph: Any, devices: list[str], copies: NDArray[np.float64], row_bytes: float, *, transpose: bool
+) -> float:
+    """Seconds the all-to-all(v) of ``copies`` token rows of ``row_bytes`` each takes on
+    ``graph`` (the combine sends the dispatch's matrix back: ``transpose``): the ``coflow``
+    model with the topology's NCCL cost model, link efficiencies and routing, as in training."""
+    from netsim.collectives.executor import simulate_collective
+    from netsim.collectives.setup import collective_setup, default_routing
+
+    setup = collective_setup(graph)
+    engine: dict[str, Any] = {"efficiency": dict(setup.efficiency), "routing": default_routing(graph)}
+    mat = (copies.T if transpose else copies) * row_bytes
+    np.fill_diagonal(mat, 0.0)
+    return float(
+        simulate_collective(
+            graph, "all_to_allv", devices, float(mat.sum()), matrix=mat, model="coflow", cost=setup.cost, **engine
+        )
+    )
+
+
+def busiest_sends(wire: NDArray[np.float64], rank_node: NDArray[np.int64]) -> tuple[float, float]:
+    """The most bytes one rank sends over NVLink (inside its node) and over the network."""
+    wire = wire.copy()
+    np.fill_diagonal(wire, 0.0)
+    same = rank_node[:, None] == rank_node[None, :]
+    return float(np.where(same, wire, 0.0).sum(axis=1).max()), float(np.where(same, 0.0, wire).sum(axis=1).max())
+
+
 def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
     """Route, dispatch with ``deepep`` and time one row of :data:`PUBLISHED` on ``h800``."""
-    from netsim.collectives.executor import accelerators, simulate_collective
-    from netsim.collectives.setup import collective_setup, default_routing
+    from netsim.collectives.executor import accelerators
     from netsim.moe.dispatchers import dispatcher_copies
     from netsim.topology import load_topology
 
@@ -121,26 +152,12 @@ def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
     rank_node = np.arange(ep, dtype=np.int64) // GPUS_PER_NODE
     tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
     copies = dispatcher_copies("deepep", tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
-    setup = collective_setup(graph)
-    engine: dict[str, Any] = {"efficiency": dict(setup.efficiency), "routing": default_routing(graph)}
     if nodes == 1:  # bytes a rank receives, its own tokens included
         logical = _distinct(dest, 1).sum(axis=0).astype(np.float64)
     else:  # (token, node) rows a rank sends, its own node included
         logical = _distinct(dest, GPUS_PER_NODE).sum(axis=1).astype(np.float64)
-    times = []
-    for bpe, transpose in ((DISPATCH_BPE, False), (COMBINE_BPE, True)):
-        mat = (copies.T if transpose else copies) * HIDDEN * bpe
-        np.fill_diagonal(mat, 0.0)
-        times.append(
-            simulate_collective(
-                graph, "all_to_allv", devices, float(mat.sum()), matrix=mat, model="coflow", cost=setup.cost, **engine
-            )
-        )
-    wire = copies * HIDDEN * DISPATCH_BPE
-    np.fill_diagonal(wire, 0.0)
-    same = rank_node[:, None] == rank_node[None, :]
-    nvl = float(np.where(same, wire, 0.0).sum(axis=1).max())
-    ib = float(np.where(same, 0.0, wire).sum(axis=1).max())
+    times = [time_copies(graph, devices, copies, HIDDEN * bpe, transpose=t) for bpe, t in _PHASES]
+    nvl, ib = busiest_sends(copies * HIDDEN * DISPATCH_BPE, rank_node)
     pub = PUBLISHED[ep]
     mean = float(logical.mean())
     return DeepEPRow(

@@ -1,0 +1,150 @@
+"""HybridEP's published all-to-all bandwidths on H100, predicted with netsim's ``hybridep`` dispatcher.
+
+NVIDIA's HybridEP (the ``hybrid-ep`` kernels of DeepEP: docs/README_Hybrid-EP.md, "Performance
+Results", "H100 Platform", of deepseek-ai/DeepEP at 41cad94449) publishes its dispatch and
+combine bandwidths on H100 (one 400 Gb/s InfiniBand NIC per GPU, 8 GPUs per NVLink domain) for
+4,096 tokens per rank, hidden 7,168, top-8 of ``8 x ranks`` experts chosen uniformly at random
+(``torch.randperm`` per token, ``tests/test_hybrid_ep.py``), at 16, 32 and 64 ranks and 4, 8 or
+16 SMs, two ways: through the Torch API (the host's work per call included: buffer allocation, the
+received-token count read back; the routing-map all-gather excluded, the benchmark passes the
+cached handle) and the kernel alone (Kineto kernel times).  The rows here are the 16-SM ones,
+BF16 dispatch (GB/s):
+
+=====  ==================  =================  ==================  =================
+ranks  dispatch, Torch API  combine, Torch API  dispatch, kernel    combine, kernel
+=====  ==================  =================  ==================  =================
+16     54.47               53.35               71.71               62.95
+32     47.36               52.53               57.69               57.46
+64     41.24               46.57               49.97               49.77
+=====  ==================  =================  ==================  =================
+
+What the numbers divide ("IB bandwidth", algorithm bandwidth; ``count_rdma_send_from_routing_map``
+in DeepEP's ``tests/utils.py``): the (token, node) rows a rank sends, *its own node included*
+(to align with DeepEP, says the code), times ``hidden x 2`` bytes, over the call's time.  With 2
+nodes nearly every token reaches both, so the wire carries about half the counted bytes.
+
+netsim replays the same routing through :class:`~netsim.moe.dispatchers.HybridEPDispatcher` (one
+InfiniBand copy per destination node to the same-index GPU, NVLink fan-out there), times the
+all-to-all(v) on the ``dgx-h100`` preset as :mod:`netsim.validation.deepep` does on ``h800``,
+and divides the same bytes by that time.  :func:`compare` gives the rows; ``netsim
+validate-hybridep`` prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from netsim.validation.deepep import busiest_sends, time_copies
+
+__all__ = ["PUBLISHED", "HybridEPRow", "compare", "route", "simulate_row", "table"]
+
+#: ranks -> (dispatch Torch API, combine Torch API, dispatch kernel, combine kernel) GB/s, 16 SMs, BF16
+PUBLISHED: dict[int, tuple[float, float, float, float]] = {
+    16: (54.47, 53.35, 71.71, 62.95),
+    32: (47.36, 52.53, 57.69, 57.46),
+    64: (41.24, 46.57, 49.97, 49.77),
+}
+TOKENS = 4096
+HIDDEN = 7168
+TOP_K = 8
+LOCAL_EXPERTS = 8
+GPUS_PER_NODE = 8
+ROW_BYTES = 2.0 * HIDDEN  # BF16
+
+
+@dataclass(frozen=True)
+class HybridEPRow:
+    """One row: published and predicted bandwidths (GB/s), the predicted times (s) and what
+    netsim's busiest GPU sends over NVLink and InfiniBand (GB/s over the dispatch time)."""
+
+    ep: int
+    published: tuple[float, float, float, float]
+    dispatch_GBps: float
+    combine_GBps: float
+    dispatch_s: float
+    combine_s: float
+    nvlink_send_GBps: float
+    ib_send_GBps: float
+    #: the (token, node) rows a rank counts per token, its own node included
+    nodes_per_token: float
+
+    @property
+    def errors_torch(self) -> tuple[float, float]:
+        """predicted / published - 1 against the Torch API numbers (dispatch, combine)."""
+        return self.dispatch_GBps / self.published[0] - 1.0, self.combine_GBps / self.published[1] - 1.0
+
+    @property
+    def errors_kernel(self) -> tuple[float, float]:
+        """predicted / published - 1 against the kernel-only numbers (dispatch, combine)."""
+        return self.dispatch_GBps / self.published[2] - 1.0, self.combine_GBps / self.published[3] - 1.0
+
+
+def route(rng: np.random.Generator, ep: int) -> NDArray[np.int64]:
+    """``[ep, TOKENS, TOP_K]`` destination ranks: every token's 8 distinct experts uniformly at
+    random among ``LOCAL_EXPERTS x ep`` (the test's ``torch.randperm``), experts contiguous."""
+    experts = LOCAL_EXPERTS * ep
+    out = np.empty((ep, TOKENS, TOP_K), dtype=np.int64)
+    for r in range(ep):
+        out[r] = np.argsort(rng.random((TOKENS, experts)), axis=1)[:, :TOP_K] // LOCAL_EXPERTS
+    return out
+
+
+def simulate_row(ep: int, seed: int = 0) -> HybridEPRow:
+    """Route, dispatch with ``hybridep`` and time one row of :data:`PUBLISHED` on ``dgx-h100``."""
+    from netsim.collectives.executor import accelerators
+    from netsim.moe.dispatchers import dispatcher_copies
+    from netsim.topology import load_topology
+
+    nodes = ep // GPUS_PER_NODE
+    graph = load_topology("dgx-h100", nodes=nodes)
+    devices = accelerators(graph)[:ep]
+    dest = route(np.random.default_rng(seed), ep)
+    rank_node = np.arange(ep, dtype=np.int64) // GPUS_PER_NODE
+    tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
+    copies = dispatcher_copies("hybridep", tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
+    hit = np.zeros((ep, TOKENS, nodes), dtype=bool)
+    rows = np.arange(TOKENS)[:, None]
+    for i in range(ep):
+        hit[i, rows, dest[i] // GPUS_PER_NODE] = True
+    logical = float(hit.sum(axis=(1, 2)).mean())  # (token, node) rows per rank, own node included
+    t_dispatch = time_copies(graph, devices, copies, ROW_BYTES, transpose=False)
+    t_combine = time_copies(graph, devices, copies, ROW_BYTES, transpose=True)
+    nvl, ib = busiest_sends(copies * ROW_BYTES, rank_node)
+    return HybridEPRow(
+        ep=ep,
+        published=PUBLISHED[ep],
+        dispatch_GBps=logical * ROW_BYTES / t_dispatch / 1e9,
+        combine_GBps=logical * ROW_BYTES / t_combine / 1e9,
+        dispatch_s=t_dispatch,
+        combine_s=t_combine,
+        nvlink_send_GBps=nvl / t_dispatch / 1e9,
+        ib_send_GBps=ib / t_dispatch / 1e9,
+        nodes_per_token=logical / TOKENS,
+    )
+
+
+def compare(eps: tuple[int, ...] = tuple(PUBLISHED), seed: int = 0) -> list[HybridEPRow]:
+    """Every row of :data:`PUBLISHED` (or those of ``eps``)."""
+    return [simulate_row(ep, seed) for ep in eps]
+
+
+def table(rows: list[HybridEPRow]) -> str:
+    """A markdown table of ``rows``: netsim against the Torch API and the kernel-only numbers."""
+    out = [
+        "| EP | netsim dispatch | published Torch API / kernel | error Torch API / kernel "
+        "| netsim combine | published Torch API / kernel | error Torch API / kernel "
+        "| netsim busiest GPU: NVLink / IB send |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        (dt, ct), (dk, ck) = r.errors_torch, r.errors_kernel
+        p = r.published
+        out.append(
+            f"| {r.ep} | {r.dispatch_GBps:.1f} | {p[0]:.2f} / {p[2]:.2f} | {dt:+.1%} / {dk:+.1%} "
+            f"| {r.combine_GBps:.1f} | {p[1]:.2f} / {p[3]:.2f} | {ct:+.1%} / {ck:+.1%} "
+            f"| {r.nvlink_send_GBps:.0f} / {r.ib_send_GBps:.0f} |"
+        )
+    return "\n".join(out)

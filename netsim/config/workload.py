@@ -36,7 +36,9 @@ Field meanings (the units are in the names where they are not counts):
 * ``schedule``: a pipeline schedule from :data:`netsim.workload.schedules.SCHEDULES`.
 * ``router`` / ``placement``: the token->expert router and the expert->rank placement.
 * ``overlap``: DP gradient reduction overlapped with backward; LocMoE-style slicing of the
-  expert all-to-all so that slice *i*'s expert compute hides slice *i+1*'s communication.
+  expert all-to-all so that slice *i*'s expert compute hides slice *i+1*'s communication;
+  Megatron-Core's combined 1F1B (``ep_a2a_overlap``) and shared-expert overlap
+  (``shared_expert_overlap``); SMs held by communication (``comm_sms``).
 * ``device_placement``: rank -> device (topology-aware default, or an explicit list).
 * ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
   written every K steps.
@@ -353,6 +355,12 @@ class OverlapSpec(SpecModel):
         "each micro-batch's forward runs together with another's backward, their layers interleaved so that "
         "one's expert all-to-alls fly under the other's compute (one more warm-up forward); needs ep > 1 and "
         "interleaved-1f1b (or 1f1b with pp 1), no full recomputation",
+    )
+    shared_expert_overlap: bool = Field(
+        default=False,
+        description="Megatron-Core's moe_shared_expert_overlap: the shared experts' first GEMM and activation run "
+        "while the dispatch all-to-all flies, their second GEMM while the combine does (the backward likewise); "
+        "without it they run after the routed experts' combine",
     )
     comm_sms: int = Field(
         default=0,

@@ -369,18 +369,39 @@ class ModelCosts:
         return self._finish(calls, part, "grouped_gemm")
 
     @_memo
-    def moe_post(self, part: Part) -> list[KernelCall]:
+    def moe_post(self, part: Part, shared: bool = True) -> list[KernelCall]:
+        """The unpermute, the shared experts (``shared``: in this op; False when they run
+        overlapped with the all-to-alls, :meth:`shared_experts`) and the residual add."""
         m = self.m
         assert m.moe is not None
         ts = self.sp_tokens
         calls = [_call("unpermute", "fwd", tokens=ts, hidden=m.hidden, topk=m.moe.top_k)]
-        if m.moe.shared_experts:
-            f = self.expert_ffn * m.moe.shared_experts
-            calls.append(_call("gemm", "fwd", m=ts, n=(2 if self.gated else 1) * f, k=m.hidden))
-            calls.append(_call("swiglu" if self.gated else "gelu", "fwd", tokens=ts, hidden=f))
-            calls.append(_call("gemm", "fwd", m=ts, n=m.hidden, k=f))
+        if shared:
+            calls += self._shared_calls("fc1") + self._shared_calls("fc2")
         calls += self._close()
         return self._finish(calls, part)
+
+    def _shared_calls(self, half: Literal["fc1", "fc2"]) -> list[KernelCall]:
+        """The shared experts' forward: the first GEMM and the activation (``fc1``) or the second
+        GEMM (``fc2``); [] without shared experts."""
+        m = self.m
+        assert m.moe is not None
+        if not m.moe.shared_experts:
+            return []
+        ts, f = self.sp_tokens, self.expert_ffn * m.moe.shared_experts
+        if half == "fc1":
+            return [
+                _call("gemm", "fwd", m=ts, n=(2 if self.gated else 1) * f, k=m.hidden),
+                _call("swiglu" if self.gated else "gelu", "fwd", tokens=ts, hidden=f),
+            ]
+        return [_call("gemm", "fwd", m=ts, n=m.hidden, k=f)]
+
+    @_memo
+    def shared_experts(self, part: Part, half: Literal["fc1", "fc2"]) -> list[KernelCall]:
+        """Half of the shared experts as ``part``, for Megatron-Core's
+        ``moe_shared_expert_overlap`` (``overlap.shared_expert_overlap``): ``fc1`` runs while
+        the dispatch all-to-all flies, ``fc2`` while the combine does."""
+        return self._finish(self._shared_calls(half), part)
 
     @_memo
     def head(self, part: Part) -> list[KernelCall]:

@@ -2,7 +2,9 @@
 
 Forward (``F``) of a layer: [ZeRO 3 parameter gather]; attention (TP all-gather, compute,
 reduce-scatter); then the dense MLP the same way, or the MoE block: router, per slice
-dispatch -> experts -> combine, unpermute (+ shared experts).  Backward (``B`` input gradient,
+dispatch -> experts -> combine, unpermute (+ shared experts; with ``overlap.
+shared_expert_overlap`` their first half runs beside the dispatch and their second beside the
+combine, as Megatron-Core's ``moe_shared_expert_overlap`` does).  Backward (``B`` input gradient,
 ``BW`` with the weight gradient) runs the same parts in reverse; the weight-gradient-only part
 (``W``, zero bubble / DualPipe) is one compute op per layer.
 
@@ -178,23 +180,36 @@ class LayerEmitter:
         c, emit, ep = self.ctx.costs, self.emit, self.experts
         recv = ep.received(step, layer, mb, rank)
         tag, pfx = ("R", "rcp-") if recompute else (part, "")
+        # Megatron-Core's moe_shared_expert_overlap: the shared experts' halves beside the
+        # all-to-alls (issued after each one, so they run while it flies), not after the combine
+        overlap = self.ctx.spec.overlap.shared_expert_overlap and bool(c.shared_experts(part, "fc1"))
+        halves = ("fc1", "fc2") if part == "F" else ("fc2", "fc1")
         if part == "F":
             deps = emit.compute(rank, step, f"{tag}.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
             first, second = pfx + "fwd-dispatch", pfx + "fwd-combine"
             deps = ep.metadata(rank, step, mb, layer, first, deps)
         else:
-            deps = emit.compute(rank, step, f"{part}.unpermute", c.moe_post(part), deps, layer, mb)
+            deps = emit.compute(rank, step, f"{part}.unpermute", c.moe_post(part, not overlap), deps, layer, mb)
             first, second = "bwd-dispatch", "bwd-combine"
+        shared: Deps = deps
         ends: Deps = []
         for k in range(ep.slices):
             d1 = ep.all_to_all(rank, step, mb, layer, k, first, deps)
+            if overlap and k == 0:
+                shared = emit.compute(
+                    rank, step, f"{tag}.shared-{halves[0]}", c.shared_experts(part, halves[0]), deps, layer, mb
+                )
             emit.new_segment()  # DualPipe: the other chunk's compute runs while this dispatch flies
             name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
             d2 = emit.expert_compute(rank, step, name, (), lambda v: c.experts(part, v), recv[k], d1, layer, mb)
             d2 = ep.before_combine(rank, step, mb, layer, k, second, d2)
             ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
+        if overlap:
+            ends += emit.compute(
+                rank, step, f"{tag}.shared-{halves[1]}", c.shared_experts(part, halves[1]), shared, layer, mb
+            )
         emit.new_segment()  # ... and while the combine flies
         if part == "F":
-            return emit.compute(rank, step, f"{tag}.unpermute", c.moe_post("F"), ends, layer, mb)
+            return emit.compute(rank, step, f"{tag}.unpermute", c.moe_post("F", not overlap), ends, layer, mb)
         pre = (*self._renorm(True), c.moe_pre(part, self.router_kernel))
         return emit.compute(rank, step, f"{part}.router", pre, ends, layer, mb)

@@ -39,7 +39,17 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["PUBLISHED", "DeepEPRow", "busiest_sends", "compare", "route", "simulate_row", "time_copies"]
+__all__ = [
+    "PUBLISHED",
+    "DeepEPRow",
+    "busiest_sends",
+    "compare",
+    "dispatch_on",
+    "distinct_per_group",
+    "route",
+    "simulate_row",
+    "time_copies",
+]
 
 #: DeepEP docs/legacy.md, "Normal kernels with NVLink and RDMA forwarding": EP -> (dispatch, combine) GB/s
 PUBLISHED: dict[int, tuple[float, float]] = {8: (153.0, 158.0), 16: (43.0, 43.0), 32: (58.0, 57.0), 64: (51.0, 50.0)}
@@ -96,15 +106,34 @@ def route(rng: np.random.Generator, nodes: int) -> NDArray[np.int64]:
     return out
 
 
-def _distinct(dest: NDArray[np.int64], per: int) -> NDArray[np.int64]:
-    """``[ep, ep // per]`` distinct tokens of each source per destination group of ``per`` ranks."""
-    ep = dest.shape[0]
+def distinct_per_group(dest: NDArray[np.int64], per: int) -> NDArray[np.int64]:
+    """``[ep, ep // per]`` distinct tokens of each source per destination group of ``per`` ranks
+    (``dest``: ``[ep, tokens, top_k]`` destination ranks)."""
+    ep, tokens = dest.shape[0], dest.shape[1]
     groups = ep // per
-    hit = np.zeros((ep, TOKENS, groups), dtype=bool)
-    rows = np.arange(TOKENS)[:, None]
+    hit = np.zeros((ep, tokens, groups), dtype=bool)
+    rows = np.arange(tokens)[:, None]
     for i in range(ep):
         hit[i, rows, dest[i] // per] = True
     return hit.sum(axis=1).astype(np.int64)
+
+
+def dispatch_on(
+    preset: str, dest: NDArray[np.int64], dispatcher: str
+) -> tuple[Any, list[str], NDArray[np.int64], NDArray[np.float64]]:
+    """The ``preset`` cluster for ``dest``'s ranks and what ``dispatcher`` sends for them:
+    (graph, devices, rank -> node, ``[ep, ep]`` token copies)."""
+    from netsim.collectives.executor import accelerators
+    from netsim.moe.dispatchers import dispatcher_copies
+    from netsim.topology import load_topology
+
+    ep = dest.shape[0]
+    graph = load_topology(preset, nodes=max(1, ep // GPUS_PER_NODE))
+    devices = accelerators(graph)[:ep]
+    rank_node = np.arange(ep, dtype=np.int64) // GPUS_PER_NODE
+    tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
+    copies = dispatcher_copies(dispatcher, tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
+    return graph, devices, rank_node, copies
 
 
 #: (bytes per element, transposed) of the dispatch and the combine
@@ -141,21 +170,13 @@ def busiest_sends(wire: NDArray[np.float64], rank_node: NDArray[np.int64]) -> tu
 
 def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
     """Route, dispatch with ``deepep`` and time one row of :data:`PUBLISHED` on ``h800``."""
-    from netsim.collectives.executor import accelerators
-    from netsim.moe.dispatchers import dispatcher_copies
-    from netsim.topology import load_topology
-
     nodes = ep // GPUS_PER_NODE
-    graph = load_topology("h800", nodes=nodes)
-    devices = accelerators(graph)[:ep]
     dest = route(np.random.default_rng(seed), nodes)
-    rank_node = np.arange(ep, dtype=np.int64) // GPUS_PER_NODE
-    tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
-    copies = dispatcher_copies("deepep", tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
+    graph, devices, rank_node, copies = dispatch_on("h800", dest, "deepep")
     if nodes == 1:  # bytes a rank receives, its own tokens included
-        logical = _distinct(dest, 1).sum(axis=0).astype(np.float64)
+        logical = distinct_per_group(dest, 1).sum(axis=0).astype(np.float64)
     else:  # (token, node) rows a rank sends, its own node included
-        logical = _distinct(dest, GPUS_PER_NODE).sum(axis=1).astype(np.float64)
+        logical = distinct_per_group(dest, GPUS_PER_NODE).sum(axis=1).astype(np.float64)
     times = [time_copies(graph, devices, copies, HIDDEN * bpe, transpose=t) for bpe, t in _PHASES]
     nvl, ib = busiest_sends(copies * HIDDEN * DISPATCH_BPE, rank_node)
     pub = PUBLISHED[ep]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from netsim.validation.deepep import busiest_sends, time_copies
+from netsim.validation.deepep import busiest_sends, dispatch_on, distinct_per_group, time_copies
 
 __all__ = ["PUBLISHED", "HybridEPRow", "compare", "route", "simulate_row", "table"]
 
@@ -94,22 +94,10 @@ def route(rng: np.random.Generator, ep: int) -> NDArray[np.int64]:
 
 def simulate_row(ep: int, seed: int = 0) -> HybridEPRow:
     """Route, dispatch with ``hybridep`` and time one row of :data:`PUBLISHED` on ``dgx-h100``."""
-    from netsim.collectives.executor import accelerators
-    from netsim.moe.dispatchers import dispatcher_copies
-    from netsim.topology import load_topology
-
-    nodes = ep // GPUS_PER_NODE
-    graph = load_topology("dgx-h100", nodes=nodes)
-    devices = accelerators(graph)[:ep]
     dest = route(np.random.default_rng(seed), ep)
-    rank_node = np.arange(ep, dtype=np.int64) // GPUS_PER_NODE
-    tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
-    copies = dispatcher_copies("hybridep", tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
-    hit = np.zeros((ep, TOKENS, nodes), dtype=bool)
-    rows = np.arange(TOKENS)[:, None]
-    for i in range(ep):
-        hit[i, rows, dest[i] // GPUS_PER_NODE] = True
-    logical = float(hit.sum(axis=(1, 2)).mean())  # (token, node) rows per rank, own node included
+    graph, devices, rank_node, copies = dispatch_on("dgx-h100", dest, "hybridep")
+    # (token, node) rows per rank, its own node included
+    logical = float(distinct_per_group(dest, GPUS_PER_NODE).sum(axis=1).mean())
     t_dispatch = time_copies(graph, devices, copies, ROW_BYTES, transpose=False)
     t_combine = time_copies(graph, devices, copies, ROW_BYTES, transpose=True)
     nvl, ib = busiest_sends(copies * ROW_BYTES, rank_node)

@@ -407,7 +407,9 @@ class TrainingSpec(SpecModel):
     ``selective`` (Korthikanti et al. 2022: the attention core is recomputed in the backward,
     its s x s scores are not stored), ``full`` (every layer's forward is recomputed in the
     backward from its stored input; Megatron-LM ``--recompute-granularity full``) or
-    ``norms-mla-up`` (DeepSeek-V3: the RMSNorms and MLA's up-projections are recomputed).
+    ``norms-mla-up`` (DeepSeek-V3: the RMSNorms and MLA's up-projections are recomputed);
+    ``recompute_modules`` picks Megatron-Core's selective modules (``core_attn``, ``layernorm``,
+    ``mla_up_proj``, ``moe_act``, ``mlp``) under ``selective``.
     """
 
     recompute: str = Field(default="none", description="activation recomputation: none, selective, full, norms-mla-up")
@@ -416,6 +418,11 @@ class TrainingSpec(SpecModel):
         ge=1,
         description="with recompute full: only the first N layers of every pipeline block are recomputed (Megatron-LM "
         "--recompute-method block --recompute-num-layers N); default: every layer (--recompute-method uniform)",
+    )
+    recompute_modules: list[str] | None = Field(
+        default=None,
+        description="with recompute selective: Megatron-Core's --recompute-modules, any of core_attn, layernorm, "
+        "mla_up_proj, moe_act, mlp (netsim.workload.recompute); default: core_attn",
     )
     flash_attention: bool = Field(
         default=True, description="fused (flash) attention: the seq x seq scores are never stored"

@@ -67,8 +67,14 @@ def _layer_calls(spec: WorkloadSpec, costs: ModelCosts, layer: int, mode: Recomp
         calls += block("F")
     if mode.attention_core:
         calls += costs.attention_core("F")
-    if mode.norms_mla_up:
-        calls += costs.recompute_norms_mla(True) + costs.recompute_norms_mla(False)
+    if mode.norms or mode.mla_up:
+        calls += costs.recompute_norms_mla(True, mode.norms, mode.mla_up)
+        calls += costs.recompute_norms_mla(False, mode.norms, mode.mla_up)
+    if mode.mlp and not model.is_moe_layer(layer):
+        calls += costs.mlp("F")
+    if mode.moe_act and model.is_moe_layer(layer):
+        assert model.moe is not None
+        calls += costs.expert_act(costs.route_tokens * model.moe.top_k * etp)
     if model.is_mtp_layer(layer):
         calls += costs.mtp_in("F") + costs.mtp_in("BW") + costs.head("F") + costs.head("BW")
     return calls

@@ -428,17 +428,18 @@ class ModelCosts:
         return self._finish(calls, part)
 
     @_memo
-    def recompute_norms_mla(self, ffn_norm: bool) -> list[KernelCall]:
+    def recompute_norms_mla(self, ffn_norm: bool, norms: bool = True, mla: bool = True) -> list[KernelCall]:
         """What the ``norms-mla-up`` recomputation re-runs before a layer's backward (DeepSeek-V3
         section 3.2.3): the attention's RMSNorm and, with MLA, the q and kv up-projections (their
         outputs, the per-head queries, keys and values, are not stored); ``ffn_norm``: the FFN
-        block's RMSNorm (before the MLP / MoE backward)."""
+        block's RMSNorm (before the MLP / MoE backward).  ``norms`` / ``mla``: which of the two
+        (Megatron's ``layernorm`` and ``mla_up_proj`` recompute modules)."""
         m, T = self.m, self.tokens
-        norm = _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden)
+        norm = [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden)] if norms else []
         if ffn_norm:
-            return [norm]
-        calls = [norm]
-        if m.mla is not None:
+            return norm
+        calls = list(norm)
+        if m.mla is not None and mla:
             a = m.mla
             heads = max(1, m.heads // self.tp)
             calls += [
@@ -446,6 +447,20 @@ class ModelCosts:
                 _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
             ]
         return self._finish(calls, "F", norm_fed=2)
+
+    @_memo
+    def expert_act(self, received_tokens: int) -> list[KernelCall]:
+        """The routed experts' activation forward on ``received_tokens`` rows: what the
+        ``moe_act`` recomputation re-runs before their backward; [] if none."""
+        if received_tokens <= 0 or self.slots <= 0:
+            return []
+        f = self.expert_shard_ffn
+        return [_call("swiglu" if self.gated else "gelu", "fwd", tokens=received_tokens, hidden=f)]
+
+    @_memo
+    def experts_after_act(self, part: Part, received_tokens: int) -> list[KernelCall]:
+        """:meth:`expert_act` then the experts' ``part`` (``moe_act`` recomputation)."""
+        return [*self.expert_act(received_tokens), *self.experts(part, received_tokens)]
 
     @staticmethod
     def optimizer(params: float) -> list[KernelCall]:

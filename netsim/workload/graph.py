@@ -186,7 +186,9 @@ def build_plan(
         SpecError: an unknown recompute mode.
     """
     n_steps = steps if steps is not None else spec.steps
-    mode = get_recompute(spec.training.recompute, source=spec.source)
+    mode = get_recompute(
+        spec.training.recompute, spec.training.recompute_modules, mla=spec.model.mla is not None, source=spec.source
+    )
     if spec.training.recompute_num_layers is not None and not mode.whole_layer:
         raise WorkloadError(
             f"needs training.recompute full (got {spec.training.recompute})",

@@ -12,7 +12,9 @@ Activation recomputation (:mod:`netsim.workload.recompute`): ``full`` re-runs th
 forward (``R.*`` ops, its TP collectives and all-to-alls again, phases ``rcp-fwd-*``) before its
 backward; ``selective`` re-runs the attention kernel (``R.attn-core``) before the attention's
 backward; ``norms-mla-up`` re-runs the norms (and MLA's up-projections) inside the backward op
-of their block.
+of their block; Megatron's ``moe_act`` module re-runs the experts' activation inside their
+backward op, its ``mlp`` module a dense MLP block's forward (``R.mlp``, TP collectives of phase
+``rcp-fwd-mlp-*``) before its backward.
 
 Multi-token prediction (``model.mtp_depth``, DeepSeek-V3 section 2.2): an MTP block (a layer
 index from ``model.layers`` on, in the last pipeline block) runs its input projection
@@ -141,6 +143,12 @@ class LayerEmitter:
             deps = self.moe(rank, step, mb, layer, deps, part)
         else:
             emit.new_segment()
+            if self.recompute.mlp and not (self.full_layers is None or layer in self.full_layers):
+                # Megatron's ``mlp`` recompute module: the MLP block's forward again, its TP
+                # collectives included (the checkpointed function is the whole block)
+                deps = self.tp(rank, step, deps, "rcp-fwd-mlp-ag", layer, mb, "all_gather")
+                deps = emit.compute(rank, step, "R.mlp", c.mlp("F"), deps, layer, mb)
+                deps = self.tp(rank, step, deps, "rcp-fwd-mlp-rs", layer, mb, "reduce_scatter")
             deps = self.tp(rank, step, deps, "bwd-mlp-ag", layer, mb, "all_gather")
             deps = emit.compute(rank, step, f"{part}.mlp", (*self._renorm(True), c.mlp(part)), deps, layer, mb)
             deps = self.tp(rank, step, deps, "bwd-mlp-rs", layer, mb, "reduce_scatter")
@@ -155,11 +163,13 @@ class LayerEmitter:
         return deps
 
     def _renorm(self, ffn: bool) -> tuple[list[KernelCall], ...]:
-        """Under ``norms-mla-up`` recomputation, the forward kernels a block's backward op re-runs
-        first (the FFN block's norm, or the attention's norm and MLA up-projections); else none."""
-        if not self.recompute.norms_mla_up:
+        """Under ``norms-mla-up`` recomputation (or Megatron's ``layernorm`` / ``mla_up_proj``
+        modules), the forward kernels a block's backward op re-runs first (the FFN block's norm,
+        or the attention's norm and MLA up-projections); else none."""
+        r = self.recompute
+        if not (r.norms or r.mla_up):
             return ()
-        return (self.ctx.costs.recompute_norms_mla(ffn),)
+        return (self.ctx.costs.recompute_norms_mla(ffn, r.norms, r.mla_up),)
 
     def weight(self, rank: int, step: int, mb: int, layer: int, deps: Deps) -> Deps:
         """The deferred weight gradients (``W``) of ``layer`` for micro-batch ``mb``."""
@@ -201,7 +211,18 @@ class LayerEmitter:
                 )
             emit.new_segment()  # DualPipe: the other chunk's compute runs while this dispatch flies
             name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
-            d2 = emit.expert_compute(rank, step, name, (), lambda v: c.experts(part, v), recv[k], d1, layer, mb)
+            act = part != "F" and self.recompute.moe_act  # Megatron's ``moe_act`` recompute module
+            d2 = emit.expert_compute(
+                rank,
+                step,
+                name,
+                (),
+                (lambda v: c.experts_after_act(part, v)) if act else (lambda v: c.experts(part, v)),
+                recv[k],
+                d1,
+                layer,
+                mb,
+            )
             d2 = ep.before_combine(rank, step, mb, layer, k, second, d2)
             ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
         if overlap:

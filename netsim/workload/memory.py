@@ -29,7 +29,11 @@ experts' (``R = top_k * tokens`` token-slots a rank receives at balanced load: e
 inputs and fp32 logits ``4sbv/t`` (Korthikanti section 4.3; Megatron-LM
 ``theoretical_memory_usage.py``).  A multi-token-prediction block (``model.mtp_depth``) adds its
 module's two norm inputs, its projection's input and an output head's.  ``norms-mla-up``
-recomputation drops the norms' outputs (``2sbh`` per block) and MLA's per-head Q, K and V.
+recomputation drops the norms' outputs (``2sbh`` per block) and MLA's per-head Q, K and V;
+Megatron's recompute modules drop the same pieces one by one (``layernorm``: the norms' outputs;
+``mla_up_proj``: MLA's per-head Q, K and V), ``moe_act`` the routed experts' second GEMM input
+(``f`` per token-slot), ``mlp`` a dense MLP block but for its input (plus one block's worth while
+it is recomputed).
 
 **FP8 training** (Transformer Engine at d0067d0da) keeps the tensors between operators in BF16
 (``ModelSpec.bpe``: 2 bytes) and saves each GEMM's input for its weight gradient as the FP8 copy
@@ -122,7 +126,7 @@ class ActivationModel:
     def _replicated(self) -> float:
         """Norm input, first-linear input (the norm's output, as its GEMM saves it: not stored
         when the norms are recomputed) and dropout mask of one block (bytes)."""
-        ln_out = 0.0 if self.mode.norms_mla_up else self.Bq
+        ln_out = 0.0 if self.mode.norms else self.Bq
         return (self.B + ln_out + self.mask) * self.sb * self.m.hidden / self.r
 
     def _ffn(self, f: float) -> float:
@@ -138,7 +142,7 @@ class ActivationModel:
         if m.mla is not None:
             qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim
             # Q, K, V (the up-projections' outputs: recomputed under norms-mla-up) and the output
-            per_head = m.mla.v_head_dim if self.mode.norms_mla_up else 2 * qk + 2 * m.mla.v_head_dim
+            per_head = m.mla.v_head_dim if self.mode.mla_up else 2 * qk + 2 * m.mla.v_head_dim
             proj = (B * per_head + self.proj_copy * m.mla.v_head_dim) * sb * a / t
             proj += B * sb * (m.mla.q_lora_rank + m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
         else:
@@ -157,7 +161,14 @@ class ActivationModel:
         return (self.B + self.mask * (1 + self.B)) * scores
 
     def mlp(self) -> float:
-        """A dense MLP block."""
+        """A dense MLP block (under Megatron's ``mlp`` recompute module: its input only, and the
+        dropout mask after it)."""
+        if self.mode.mlp:
+            return (self.B + self.mask) * self.sb * self.m.hidden / self.r
+        return self.mlp_stored()
+
+    def mlp_stored(self) -> float:
+        """A dense MLP block with nothing recomputed."""
         return self._replicated() + self.sb * self._ffn(self.m.ffn_hidden) / self.t
 
     def moe(self) -> float:
@@ -167,8 +178,9 @@ class ActivationModel:
         f = moe.expert_ffn_hidden or self.m.ffn_hidden
         slots = moe.top_k * self.route
         # per token-slot: the expert's input as its GEMM saves it, its output (for the combine's
-        # weighting), the interior
-        routed = slots * ((self.Bq + self.B) * self.m.hidden + self._ffn(f))
+        # weighting), the interior (less the second GEMM's input under the ``moe_act`` module)
+        interior = self._ffn(f) - (self.Bq * f if self.mode.moe_act else 0.0)
+        routed = slots * ((self.Bq + self.B) * self.m.hidden + interior)
         shared = self.route * self._ffn(f) * moe.shared_experts
         return self._replicated() + routed + shared
 
@@ -198,7 +210,7 @@ class ActivationModel:
         """A multi-token-prediction module's own inputs: its two norms' inputs (and, unless the
         norms are recomputed, the projection's ``2h``-wide input) and its output head's."""
         h = self.m.hidden
-        proj = 0.0 if self.mode.norms_mla_up else 2 * self.B * self.sb * h
+        proj = 0.0 if self.mode.norms else 2 * self.B * self.sb * h
         return 2 * self.B * self.sb * h / self.r + proj + self.head()
 
     def block(self, layers: list[int], first: bool, last: bool) -> float:
@@ -208,8 +220,13 @@ class ActivationModel:
         return total + (self.embedding() if first else 0.0) + (self.head() if last else 0.0)
 
     def working_set(self, layers: list[int]) -> float:
-        """Full recomputation: one layer's activations, re-materialised while its backward runs."""
-        return max((self.layer_stored(x) for x in layers if self._redone(x)), default=0.0)
+        """Full recomputation: one layer's activations, re-materialised while its backward runs
+        (the ``mlp`` module: one dense MLP block's)."""
+        full = max((self.layer_stored(x) for x in layers if self._redone(x)), default=0.0)
+        if not self.mode.mlp:
+            return full
+        dense = [x for x in layers if not self.m.is_moe_layer(x) and not self._redone(x)]
+        return max(full, self.mlp_stored() - self.mlp() if dense else 0.0)
 
 
 def inflight(

@@ -25,15 +25,35 @@ Modes (``training.recompute``), registered in :data:`RECOMPUTE`:
     per block and MLA's per-head queries, keys and values ``2sb a (2 d_qk + d_v) / t``; the
     latents they are computed from stay).  Cost: one more forward of two norms and two GEMMs per
     layer, no communication.
+
+``selective`` with ``training.recompute_modules``: Megatron-Core's ``--recompute-modules`` under
+``--recompute-granularity selective`` (``recompute_modules`` in transformer_config.py at
+NVIDIA/Megatron-LM d98e8a64dd; default ``[core_attn]``), any of:
+
+* ``core_attn``: the attention core (as ``selective`` above);
+* ``layernorm``: the two norms of every layer (their outputs are not stored; one more forward
+  of each before its block's backward);
+* ``mla_up_proj``: MLA's q and kv up-projections (their per-head outputs are not stored; one
+  more forward of the two GEMMs before the attention's backward; Megatron refuses it without
+  MLA, and so does netsim);
+* ``moe_act``: the routed experts' activation function (its output, the second grouped GEMM's
+  input, is not stored; one more forward of the activation before the experts' backward);
+* ``mlp``: a dense layer's whole MLP block (only its input is stored; its forward, the
+  tensor-parallel collectives of its linears included, runs again before its backward).
+
+``layernorm`` + ``mla_up_proj`` is ``norms-mla-up``.  Megatron's ``moe`` and ``shared_experts``
+(the whole MoE block or the shared experts, all-to-alls included) are not modelled: a one-line
+error says so.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netsim.errors import SpecError
 from netsim.registry import Registry
 
-__all__ = ["RECOMPUTE", "RecomputeMode", "full_layers", "get_recompute"]
+__all__ = ["MODULES", "RECOMPUTE", "RecomputeMode", "full_layers", "get_recompute"]
 
 
 @dataclass(frozen=True)
@@ -46,14 +66,21 @@ class RecomputeMode:
             are not stored).
         whole_layer: every layer's forward is re-run before its backward (only its input is
             stored).
-        norms_mla_up: the norms and MLA's up-projections are re-run before the backward of
-            their block (their outputs are not stored).
+        norms: the norms are re-run before the backward of their block (their outputs are
+            not stored).
+        mla_up: MLA's q and kv up-projections are re-run before the attention's backward.
+        moe_act: the routed experts' activation is re-run before their backward.
+        mlp: a dense layer's MLP block (norm, linears, activation, its TP collectives) is
+            re-run before its backward; only its input is stored.
     """
 
     name: str
     attention_core: bool
     whole_layer: bool
-    norms_mla_up: bool = False
+    norms: bool = False
+    mla_up: bool = False
+    moe_act: bool = False
+    mlp: bool = False
 
 
 #: Recompute modes by ``training.recompute`` name.
@@ -62,14 +89,61 @@ for _mode in (
     RecomputeMode("none", attention_core=False, whole_layer=False),
     RecomputeMode("selective", attention_core=True, whole_layer=False),
     RecomputeMode("full", attention_core=False, whole_layer=True),
-    RecomputeMode("norms-mla-up", attention_core=False, whole_layer=False, norms_mla_up=True),
+    RecomputeMode("norms-mla-up", attention_core=False, whole_layer=False, norms=True, mla_up=True),
 ):
     RECOMPUTE.add(_mode.name, _mode)
 
 
-def get_recompute(name: str, *, source: str | None = None) -> RecomputeMode:
-    """The mode ``name``; a one-line SpecError naming ``training.recompute`` otherwise."""
-    return RECOMPUTE.get(name, source=source)
+#: Megatron-Core's recompute modules netsim models (``training.recompute_modules``)
+MODULES = ("core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp")
+#: Megatron-Core's recompute modules netsim does not model, and why
+UNMODELLED = {"moe": "the whole MoE block, its all-to-alls included", "shared_experts": "the shared experts"}
+
+
+def get_recompute(
+    name: str, modules: list[str] | None = None, *, mla: bool = True, source: str | None = None
+) -> RecomputeMode:
+    """The mode ``name``, with Megatron's ``modules`` under ``selective`` (module docstring;
+    ``mla``: the model has MLA); a one-line SpecError naming the field otherwise."""
+    mode = RECOMPUTE.get(name, source=source)
+    if modules is None:
+        return mode
+    if mode.name != "selective":
+        raise SpecError(
+            f"needs training.recompute selective (got {name})", source=source, field="training.recompute_modules"
+        )
+    for mod in modules:
+        if mod in UNMODELLED:
+            raise SpecError(
+                f"module {mod!r} ({UNMODELLED[mod]}) is not modelled; allowed: {', '.join(MODULES)}",
+                source=source,
+                field="training.recompute_modules",
+            )
+        if mod not in MODULES:
+            raise SpecError(
+                f"unknown module {mod!r}; allowed: {', '.join(MODULES)}",
+                source=source,
+                field="training.recompute_modules",
+            )
+    if "mla_up_proj" in modules and not mla:
+        raise SpecError(
+            "mla_up_proj needs multi-latent attention (model.mla), as Megatron-Core asserts",
+            source=source,
+            field="training.recompute_modules",
+        )
+    flags = {
+        "attention_core": "core_attn" in modules,
+        "whole_layer": False,
+        "norms": "layernorm" in modules,
+        "mla_up": "mla_up_proj" in modules,
+        "moe_act": "moe_act" in modules,
+        "mlp": "mlp" in modules,
+    }
+    for named in RECOMPUTE.names():  # a set of modules that is a named mode is that mode
+        known = RECOMPUTE.get(named)
+        if all(getattr(known, k) == v for k, v in flags.items()):
+            return known
+    return RecomputeMode(f"selective ({', '.join(sorted(set(modules)))})", **flags)
 
 
 def full_layers(mode: RecomputeMode, blocks: list[list[int]], num_layers: int | None) -> frozenset[int] | None:

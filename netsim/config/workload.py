@@ -409,7 +409,7 @@ class TrainingSpec(SpecModel):
     backward from its stored input; Megatron-LM ``--recompute-granularity full``) or
     ``norms-mla-up`` (DeepSeek-V3: the RMSNorms and MLA's up-projections are recomputed);
     ``recompute_modules`` picks Megatron-Core's selective modules (``core_attn``, ``layernorm``,
-    ``mla_up_proj``, ``moe_act``, ``mlp``) under ``selective``.
+    ``mla_up_proj``, ``moe_act``, ``mlp``, ``moe``, ``shared_experts``) under ``selective``.
     """
 
     recompute: str = Field(default="none", description="activation recomputation: none, selective, full, norms-mla-up")
@@ -422,7 +422,7 @@ class TrainingSpec(SpecModel):
     recompute_modules: list[str] | None = Field(
         default=None,
         description="with recompute selective: Megatron-Core's --recompute-modules, any of core_attn, layernorm, "
-        "mla_up_proj, moe_act, mlp (netsim.workload.recompute); default: core_attn",
+        "mla_up_proj, moe_act, mlp, moe, shared_experts (netsim.workload.recompute); default: core_attn",
     )
     flash_attention: bool = Field(
         default=True, description="fused (flash) attention: the seq x seq scores are never stored"

@@ -72,9 +72,15 @@ def _layer_calls(spec: WorkloadSpec, costs: ModelCosts, layer: int, mode: Recomp
         calls += costs.recompute_norms_mla(False, mode.norms, mode.mla_up)
     if mode.mlp and not model.is_moe_layer(layer):
         calls += costs.mlp("F")
-    if mode.moe_act and model.is_moe_layer(layer):
+    if model.is_moe_layer(layer):
         assert model.moe is not None
-        calls += costs.expert_act(costs.route_tokens * model.moe.top_k * etp)
+        rows = costs.route_tokens * model.moe.top_k * etp
+        if mode.moe_act:
+            calls += costs.expert_act(rows)
+        if mode.moe:
+            calls += costs.moe_pre("F") + costs.experts("F", rows) + costs.moe_post("F")
+        elif mode.shared_experts:
+            calls += costs.shared_experts("F", "fc1") + costs.shared_experts("F", "fc2")
     if model.is_mtp_layer(layer):
         calls += costs.mtp_in("F") + costs.mtp_in("BW") + costs.head("F") + costs.head("BW")
     return calls

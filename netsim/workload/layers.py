@@ -14,7 +14,9 @@ backward; ``selective`` re-runs the attention kernel (``R.attn-core``) before th
 backward; ``norms-mla-up`` re-runs the norms (and MLA's up-projections) inside the backward op
 of their block; Megatron's ``moe_act`` module re-runs the experts' activation inside their
 backward op, its ``mlp`` module a dense MLP block's forward (``R.mlp``, TP collectives of phase
-``rcp-fwd-mlp-*``) before its backward.
+``rcp-fwd-mlp-*``) before its backward, its ``moe`` module the MoE block's forward (``R.*``,
+all-to-alls of phase ``rcp-fwd-*``), its ``shared_experts`` module the shared experts' forward
+(``R.shared``).
 
 Multi-token prediction (``model.mtp_depth``, DeepSeek-V3 section 2.2): an MTP block (a layer
 index from ``model.layers`` on, in the last pipeline block) runs its input projection
@@ -140,6 +142,10 @@ class LayerEmitter:
         if mtp:
             deps = emit.compute(rank, step, f"{part}.mtp-head", c.head(part), deps, layer, mb)
         if self.ctx.spec.model.is_moe_layer(layer):
+            if self.recompute.moe and not (self.full_layers is None or layer in self.full_layers):
+                # Megatron's ``moe`` recompute module: the MoE block's forward again, its
+                # all-to-alls included (ops ``R.*``, phases ``rcp-fwd-*``)
+                deps = self.moe(rank, step, mb, layer, deps, "F", recompute=True)
             deps = self.moe(rank, step, mb, layer, deps, part)
         else:
             emit.new_segment()
@@ -199,6 +205,10 @@ class LayerEmitter:
             first, second = pfx + "fwd-dispatch", pfx + "fwd-combine"
             deps = ep.metadata(rank, step, mb, layer, first, deps)
         else:
+            if self.recompute.shared_experts and not self.recompute.moe and c.shared_experts("F", "fc1"):
+                # Megatron's ``shared_experts`` recompute module: their forward before their backward
+                again = (c.shared_experts("F", "fc1"), c.shared_experts("F", "fc2"))
+                deps = emit.compute(rank, step, "R.shared", again, deps, layer, mb)
             deps = emit.compute(rank, step, f"{part}.unpermute", c.moe_post(part, not overlap), deps, layer, mb)
             first, second = "bwd-dispatch", "bwd-combine"
         shared: Deps = deps

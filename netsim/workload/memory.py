@@ -32,8 +32,9 @@ module's two norm inputs, its projection's input and an output head's.  ``norms-
 recomputation drops the norms' outputs (``2sbh`` per block) and MLA's per-head Q, K and V;
 Megatron's recompute modules drop the same pieces one by one (``layernorm``: the norms' outputs;
 ``mla_up_proj``: MLA's per-head Q, K and V), ``moe_act`` the routed experts' second GEMM input
-(``f`` per token-slot), ``mlp`` a dense MLP block but for its input (plus one block's worth while
-it is recomputed).
+(``f`` per token-slot), ``mlp`` a dense MLP block but for its input, ``moe`` an MoE block but for
+its input (plus one block's worth while it is recomputed), ``shared_experts`` the shared experts'
+interior.
 
 **FP8 training** (Transformer Engine at d0067d0da) keeps the tensors between operators in BF16
 (``ModelSpec.bpe``: 2 bytes) and saves each GEMM's input for its weight gradient as the FP8 copy
@@ -172,7 +173,14 @@ class ActivationModel:
         return self._replicated() + self.sb * self._ffn(self.m.ffn_hidden) / self.t
 
     def moe(self) -> float:
-        """An MoE block: routed experts at balanced load, shared experts."""
+        """An MoE block: routed experts at balanced load, shared experts (under Megatron's ``moe``
+        recompute module: the norm's input and output only)."""
+        if self.mode.moe:
+            return self._replicated()
+        return self.moe_stored()
+
+    def moe_stored(self) -> float:
+        """An MoE block with the ``moe`` module off (``moe_act`` and ``shared_experts`` apply)."""
         moe = self.m.moe
         assert moe is not None
         f = moe.expert_ffn_hidden or self.m.ffn_hidden
@@ -181,7 +189,7 @@ class ActivationModel:
         # weighting), the interior (less the second GEMM's input under the ``moe_act`` module)
         interior = self._ffn(f) - (self.Bq * f if self.mode.moe_act else 0.0)
         routed = slots * ((self.Bq + self.B) * self.m.hidden + interior)
-        shared = self.route * self._ffn(f) * moe.shared_experts
+        shared = 0.0 if self.mode.shared_experts else self.route * self._ffn(f) * moe.shared_experts
         return self._replicated() + routed + shared
 
     def layer_stored(self, layer: int) -> float:
@@ -223,10 +231,13 @@ class ActivationModel:
         """Full recomputation: one layer's activations, re-materialised while its backward runs
         (the ``mlp`` module: one dense MLP block's)."""
         full = max((self.layer_stored(x) for x in layers if self._redone(x)), default=0.0)
-        if not self.mode.mlp:
-            return full
-        dense = [x for x in layers if not self.m.is_moe_layer(x) and not self._redone(x)]
-        return max(full, self.mlp_stored() - self.mlp() if dense else 0.0)
+        kept = [x for x in layers if not self._redone(x)]
+        block = 0.0
+        if self.mode.mlp and any(not self.m.is_moe_layer(x) for x in kept):
+            block = self.mlp_stored() - self.mlp()
+        if self.mode.moe and any(self.m.is_moe_layer(x) for x in kept):
+            block = max(block, self.moe_stored() - self.moe())
+        return max(full, block)
 
 
 def inflight(

@@ -39,11 +39,14 @@ NVIDIA/Megatron-LM d98e8a64dd; default ``[core_attn]``), any of:
 * ``moe_act``: the routed experts' activation function (its output, the second grouped GEMM's
   input, is not stored; one more forward of the activation before the experts' backward);
 * ``mlp``: a dense layer's whole MLP block (only its input is stored; its forward, the
-  tensor-parallel collectives of its linears included, runs again before its backward).
+  tensor-parallel collectives of its linears included, runs again before its backward);
+* ``moe``: an MoE layer's whole MoE block (router, dispatch, experts, combine, unpermute and
+  shared experts: only its input, the norm's output, is stored; its forward, all-to-alls
+  included, runs again before its backward);
+* ``shared_experts``: the shared experts (their interior is not stored; their forward runs
+  again before their backward).
 
-``layernorm`` + ``mla_up_proj`` is ``norms-mla-up``.  Megatron's ``moe`` and ``shared_experts``
-(the whole MoE block or the shared experts, all-to-alls included) are not modelled: a one-line
-error says so.
+``layernorm`` + ``mla_up_proj`` is ``norms-mla-up``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,8 @@ class RecomputeMode:
         moe_act: the routed experts' activation is re-run before their backward.
         mlp: a dense layer's MLP block (norm, linears, activation, its TP collectives) is
             re-run before its backward; only its input is stored.
+        moe: an MoE layer's MoE block (all-to-alls included) is re-run before its backward.
+        shared_experts: the shared experts are re-run before their backward.
     """
 
     name: str
@@ -81,6 +86,8 @@ class RecomputeMode:
     mla_up: bool = False
     moe_act: bool = False
     mlp: bool = False
+    moe: bool = False
+    shared_experts: bool = False
 
 
 #: Recompute modes by ``training.recompute`` name.
@@ -95,9 +102,7 @@ for _mode in (
 
 
 #: Megatron-Core's recompute modules netsim models (``training.recompute_modules``)
-MODULES = ("core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp")
-#: Megatron-Core's recompute modules netsim does not model, and why
-UNMODELLED = {"moe": "the whole MoE block, its all-to-alls included", "shared_experts": "the shared experts"}
+MODULES = ("core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp", "moe", "shared_experts")
 
 
 def get_recompute(
@@ -113,12 +118,6 @@ def get_recompute(
             f"needs training.recompute selective (got {name})", source=source, field="training.recompute_modules"
         )
     for mod in modules:
-        if mod in UNMODELLED:
-            raise SpecError(
-                f"module {mod!r} ({UNMODELLED[mod]}) is not modelled; allowed: {', '.join(MODULES)}",
-                source=source,
-                field="training.recompute_modules",
-            )
         if mod not in MODULES:
             raise SpecError(
                 f"unknown module {mod!r}; allowed: {', '.join(MODULES)}",
@@ -138,6 +137,8 @@ def get_recompute(
         "mla_up": "mla_up_proj" in modules,
         "moe_act": "moe_act" in modules,
         "mlp": "mlp" in modules,
+        "moe": "moe" in modules,
+        "shared_experts": "shared_experts" in modules,
     }
     for named in RECOMPUTE.names():  # a set of modules that is a named mode is that mode
         known = RECOMPUTE.get(named)

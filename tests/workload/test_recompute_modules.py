@@ -98,12 +98,43 @@ def test_mlp_recomputes_a_dense_block_with_its_tp_collectives() -> None:
     assert mlp.memory.peak.activations < none.memory.peak.activations
 
 
+def test_moe_recomputes_the_moe_block_with_its_all_to_alls() -> None:
+    moe = {**MODEL, **MLA_MOE}
+    none, rc = _plan(moe), _plan(moe, "training.recompute=selective", _modules("moe"))
+    new = {c.phase for c in rc.collectives.values()} - {c.phase for c in none.collectives.values()}
+    assert new == {"rcp-fwd-dispatch", "rcp-fwd-combine"}  # the MoE layers' all-to-alls again
+    names = {o.name for o in rc.ops if o.kind == "compute"} - {o.name for o in none.ops}
+    assert names == {"R.router", "R.experts", "R.unpermute"}
+    # every MoE layer (3 of 4; the first is dense) and micro-batch, on the ranks of its stage
+    assert sum(o.name == "R.router" for o in rc.ops) == 3 * 4 * rc.layout.world // rc.layout.pp
+    spec = rc.spec
+    act = ActivationModel(spec, 2, 64, get_recompute("selective", ["moe"]))
+    assert act.moe() == pytest.approx(act._replicated()) and act.moe_stored() > act.moe()
+    assert rc.memory is not None and none.memory is not None
+    assert rc.memory.peak.activations < none.memory.peak.activations
+
+
+def test_shared_experts_recomputes_their_forward_and_stores_less() -> None:
+    moe = {**MODEL, **MLA_MOE}
+    none, rc = _plan(moe), _plan(moe, "training.recompute=selective", _modules("shared_experts"))
+    assert {o.name for o in rc.ops} - {o.name for o in none.ops} == {"R.shared"}
+    spec = rc.spec
+    full = ActivationModel(spec, 2, 64, get_recompute("none")).moe()
+    less = ActivationModel(spec, 2, 64, get_recompute("selective", ["shared_experts"])).moe()
+    # the shared expert's interior per token: its fc1 output (2 x 128, 2 bytes) and fc2 input (128)
+    assert full - less == pytest.approx(64 * (2 * 2 * 128 + 2 * 128))
+    dense = _plan(MODEL, "training.recompute=selective", _modules("shared_experts"))  # no shared experts
+    assert not any(o.name == "R.shared" for o in dense.ops)
+
+
 @pytest.mark.parametrize(
     ("sets", "words"),
     [
         (("training.recompute=none", _modules("moe_act")), "needs training.recompute selective (got none)"),
-        (("training.recompute=selective", _modules("moe")), "module 'moe' (the whole MoE block"),
-        (("training.recompute=selective", _modules("attn")), "unknown module 'attn'; allowed: core_attn, layernorm"),
+        (
+            ("training.recompute=selective", _modules("attn")),
+            "unknown module 'attn'; allowed: core_attn, layernorm, mla_up_proj, moe_act, mlp, moe, shared_experts",
+        ),
         (("training.recompute=selective", _modules("mla_up_proj")), "mla_up_proj needs multi-latent attention"),
     ],
 )

@@ -79,7 +79,7 @@ def _layer_calls(spec: WorkloadSpec, costs: ModelCosts, layer: int, mode: Recomp
             calls += costs.expert_act(rows)
         if mode.moe:
             calls += costs.moe_pre("F") + costs.experts("F", rows) + costs.moe_post("F")
-        elif mode.shared_experts:
+        if mode.shared_experts:
             calls += costs.shared_experts("F", "fc1") + costs.shared_experts("F", "fc2")
     if model.is_mtp_layer(layer):
         calls += costs.mtp_in("F") + costs.mtp_in("BW") + costs.head("F") + costs.head("BW")

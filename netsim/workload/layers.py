@@ -142,14 +142,14 @@ class LayerEmitter:
         if mtp:
             deps = emit.compute(rank, step, f"{part}.mtp-head", c.head(part), deps, layer, mb)
         if self.ctx.spec.model.is_moe_layer(layer):
-            if self.recompute.moe and not (self.full_layers is None or layer in self.full_layers):
+            if self.recompute.moe:
                 # Megatron's ``moe`` recompute module: the MoE block's forward again, its
                 # all-to-alls included (ops ``R.*``, phases ``rcp-fwd-*``)
                 deps = self.moe(rank, step, mb, layer, deps, "F", recompute=True)
             deps = self.moe(rank, step, mb, layer, deps, part)
         else:
             emit.new_segment()
-            if self.recompute.mlp and not (self.full_layers is None or layer in self.full_layers):
+            if self.recompute.mlp:
                 # Megatron's ``mlp`` recompute module: the MLP block's forward again, its TP
                 # collectives included (the checkpointed function is the whole block)
                 deps = self.tp(rank, step, deps, "rcp-fwd-mlp-ag", layer, mb, "all_gather")
@@ -198,19 +198,22 @@ class LayerEmitter:
         tag, pfx = ("R", "rcp-") if recompute else (part, "")
         # Megatron-Core's moe_shared_expert_overlap: the shared experts' halves beside the
         # all-to-alls (issued after each one, so they run while it flies), not after the combine
-        overlap = self.ctx.spec.overlap.shared_expert_overlap and bool(c.shared_experts(part, "fc1"))
+        shared_experts = bool(self.ctx.spec.model.moe and self.ctx.spec.model.moe.shared_experts)
+        overlap = self.ctx.spec.overlap.shared_expert_overlap and shared_experts
         halves = ("fc1", "fc2") if part == "F" else ("fc2", "fc1")
         if part == "F":
             deps = emit.compute(rank, step, f"{tag}.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
             first, second = pfx + "fwd-dispatch", pfx + "fwd-combine"
             deps = ep.metadata(rank, step, mb, layer, first, deps)
         else:
-            if self.recompute.shared_experts and not self.recompute.moe and c.shared_experts("F", "fc1"):
+            if self.recompute.shared_experts and shared_experts:
                 # Megatron's ``shared_experts`` recompute module: their forward before their backward
                 again = (c.shared_experts("F", "fc1"), c.shared_experts("F", "fc2"))
                 deps = emit.compute(rank, step, "R.shared", again, deps, layer, mb)
             deps = emit.compute(rank, step, f"{part}.unpermute", c.moe_post(part, not overlap), deps, layer, mb)
             first, second = "bwd-dispatch", "bwd-combine"
+        # Megatron's ``moe_act`` recompute module: the activation again inside the backward
+        experts = c.experts_after_act if part != "F" and self.recompute.moe_act else c.experts
         shared: Deps = deps
         ends: Deps = []
         for k in range(ep.slices):
@@ -221,18 +224,7 @@ class LayerEmitter:
                 )
             emit.new_segment()  # DualPipe: the other chunk's compute runs while this dispatch flies
             name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
-            act = part != "F" and self.recompute.moe_act  # Megatron's ``moe_act`` recompute module
-            d2 = emit.expert_compute(
-                rank,
-                step,
-                name,
-                (),
-                (lambda v: c.experts_after_act(part, v)) if act else (lambda v: c.experts(part, v)),
-                recv[k],
-                d1,
-                layer,
-                mb,
-            )
+            d2 = emit.expert_compute(rank, step, name, (), lambda v: experts(part, v), recv[k], d1, layer, mb)
             d2 = ep.before_combine(rank, step, mb, layer, k, second, d2)
             ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
         if overlap:

@@ -231,11 +231,10 @@ class ActivationModel:
         """Full recomputation: one layer's activations, re-materialised while its backward runs
         (the ``mlp`` module: one dense MLP block's)."""
         full = max((self.layer_stored(x) for x in layers if self._redone(x)), default=0.0)
-        kept = [x for x in layers if not self._redone(x)]
-        block = 0.0
-        if self.mode.mlp and any(not self.m.is_moe_layer(x) for x in kept):
+        block = 0.0  # the modules run under selective recomputation: no layer is redone whole
+        if self.mode.mlp and any(not self.m.is_moe_layer(x) for x in layers):
             block = self.mlp_stored() - self.mlp()
-        if self.mode.moe and any(self.m.is_moe_layer(x) for x in kept):
+        if self.mode.moe and any(self.m.is_moe_layer(x) for x in layers):
             block = max(block, self.moe_stored() - self.moe())
         return max(full, block)
 

@@ -46,7 +46,8 @@ NVIDIA/Megatron-LM d98e8a64dd; default ``[core_attn]``), any of:
 * ``shared_experts``: the shared experts (their interior is not stored; their forward runs
   again before their backward).
 
-``layernorm`` + ``mla_up_proj`` is ``norms-mla-up``.
+``layernorm`` + ``mla_up_proj`` is ``norms-mla-up``; ``moe`` covers ``moe_act`` and
+``shared_experts`` (the block it re-runs holds both), so they add nothing beside it.
 """
 
 from __future__ import annotations
@@ -130,15 +131,16 @@ def get_recompute(
             source=source,
             field="training.recompute_modules",
         )
+    moe = "moe" in modules  # the whole block: its activation and shared experts come with it
     flags = {
         "attention_core": "core_attn" in modules,
         "whole_layer": False,
         "norms": "layernorm" in modules,
         "mla_up": "mla_up_proj" in modules,
-        "moe_act": "moe_act" in modules,
+        "moe_act": "moe_act" in modules and not moe,
         "mlp": "mlp" in modules,
-        "moe": "moe" in modules,
-        "shared_experts": "shared_experts" in modules,
+        "moe": moe,
+        "shared_experts": "shared_experts" in modules and not moe,
     }
     for named in RECOMPUTE.names():  # a set of modules that is a named mode is that mode
         known = RECOMPUTE.get(named)

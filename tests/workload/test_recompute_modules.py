@@ -143,3 +143,13 @@ def test_bad_modules_are_one_line_errors(sets: tuple[str, ...], words: str) -> N
         _plan(MODEL, *sets)
     msg = str(info.value)
     assert "training.recompute_modules" in msg and words in msg and "\n" not in msg
+
+
+def test_moe_covers_its_activation_and_shared_experts() -> None:
+    # the whole block re-run holds both: adding them changes nothing (no double counting)
+    moe = {**MODEL, **MLA_MOE}
+    alone = _plan(moe, "training.recompute=selective", _modules("moe"))
+    all3 = _plan(moe, "training.recompute=selective", _modules("moe", "moe_act", "shared_experts"))
+    assert plan_digest(all3) == plan_digest(alone)
+    mode = get_recompute("selective", ["moe", "moe_act", "shared_experts"])
+    assert mode.moe and not mode.moe_act and not mode.shared_experts

@@ -90,10 +90,11 @@ def _rank_row(plan: StepPlan, r: int, acc: np.ndarray) -> dict[str, Any]:
         "idle_s": acc[3],
     }
     if plan.layout is not None:
-        p, d, t = plan.layout.coords(r)
-        row.update(dp=d, pp=p, ep=plan.layout.ep_coords(r)[1], tp=t)
+        L = plan.layout
+        p, d, t = L.coords(r)
+        row.update(dp=d // L.cp, pp=p, ep=L.ep_coords(r)[1], tp=t, cp=d % L.cp)
     else:  # a compiled trace: no parallel layout
-        row.update(dp=-1, pp=-1, ep=-1, tp=-1)
+        row.update(dp=-1, pp=-1, ep=-1, tp=-1, cp=-1)
     return row
 
 

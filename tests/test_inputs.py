@@ -106,6 +106,7 @@ def test_absurd_values_are_one_line(argv: list[str], words: list[str], capsys: p
     ("argv", "blamed"),
     [
         (["run", "-q", "--set", "workload.parallelism.ep=5"], "error: --set workload.parallelism.ep: "),
+        (["run", "-q", "--set", "workload.parallelism.cp=3"], "error: --set workload.parallelism.cp: "),
         (["run", "-q", "--router", "psychic"], "error: --router: unknown routing 'psychic'"),
         (["run", "-q", "--set", "options.router=psychic"], "error: --set options.router: "),
     ],

@@ -8,7 +8,7 @@ mapping, applies ``key=value`` overrides and turns every problem into one
 
 Sizes in the YAML may carry units (``grad_bucket_bytes: 40MB``); inside they are floats in
 bytes.  The spec does no I/O and knows nothing of the cluster: checks that need the number of
-devices (``dp * pp * tp`` ranks, EP dividing the ranks of a stage, ...) live in
+devices (``dp * cp * pp * tp`` ranks, EP dividing the ranks of a stage, ...) live in
 :func:`netsim.workload.layout.build_layout`, which raises :class:`~netsim.errors.WorkloadError`
 naming the same fields.
 
@@ -17,8 +17,9 @@ Field meanings (the units are in the names where they are not counts):
 * ``model``: transformer dimensions.  ``kv_heads`` gives grouped-query attention; ``mla`` gives
   DeepSeek multi-head latent attention.  ``moe`` says which layers are mixture-of-experts and how
   (``every_n`` counted from ``first_dense``, or an explicit ``layers`` list).
-* ``parallelism``: ``dp`` (``auto`` = whatever the devices leave), ``pp``, ``tp`` and ``ep``.
-  Ranks are ``dp * pp * tp``; the EP group is carved out of the ``dp * tp`` ranks of a pipeline
+* ``parallelism``: ``dp`` (``auto`` = whatever the devices leave), ``pp``, ``tp``, ``cp``
+  (context parallelism: :mod:`netsim.workload.context_parallel`) and ``ep``.  Ranks are
+  ``dp * cp * pp * tp``; the EP group is carved out of the ``dp * cp * tp`` ranks of a pipeline
   stage as the framework named by ``expert_layout`` does (:mod:`netsim.workload.expert_layout`:
   Megatron's parallel folding, DeepSpeed, MindSpore), with ``expert_tp`` ranks per expert and,
   for layouts whose TP ranks hold the same tokens, ``expert_alltoall`` (replicated or LocMoE's
@@ -268,11 +269,25 @@ class ModelSpec(SpecModel):
 
 
 class ParallelSpec(SpecModel):
-    """Parallel sizes.  Ranks = dp * pp * tp; EP divides the dp * tp ranks of a stage."""
+    """Parallel sizes.  Ranks = dp * cp * pp * tp; EP divides the dp * cp * tp ranks of a stage."""
 
     dp: int | Literal["auto"] = "auto"
     pp: int = Field(default=1, ge=1)
     tp: int = Field(default=1, ge=1)
+    cp: int = Field(
+        default=1,
+        ge=1,
+        description="context parallelism (Megatron-Core with Transformer Engine's ring attention, cp_comm_type "
+        "p2p): each of cp ranks holds 1/cp of every sequence (2 * cp load-balanced chunks) and exchanges K and V "
+        "with its ring neighbours while the attention runs; gradients are reduced over dp * cp ranks",
+    )
+    cp_comm_type: Literal["p2p", "all_gather"] = Field(
+        default="p2p",
+        description="how context parallelism exchanges keys and values: p2p (Transformer Engine's ring beside the "
+        "attention, Megatron's default) or all_gather (K and V all-gathered over the CP group before the attention "
+        "and their gradients reduce-scattered after its backward: Transformer Engine's all_gather type, the method "
+        "of the Llama 3 paper)",
+    )
     ep: int = Field(default=1, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 1
     sequence_parallel: bool = Field(default=True, description="TP with sequence parallelism (Megatron)")
@@ -361,6 +376,14 @@ class OverlapSpec(SpecModel):
         description="Megatron-Core's moe_shared_expert_overlap: the shared experts' first GEMM and activation run "
         "while the dispatch all-to-all flies, their second GEMM while the combine does (the backward likewise); "
         "without it they run after the routed experts' combine",
+    )
+    tp_comm_overlap: bool = Field(
+        default=False,
+        description="Transformer Engine's userbuffers overlap of the tensor-parallel communication "
+        "(Megatron-Core / NeMo tp_comm_overlap, ub_tp_comm_overlap): each block's sequence-parallel all-gather "
+        "and reduce-scatter run beside the block's GEMMs instead of between them (the all-gather streamed "
+        "into the first GEMM, the reduce-scatter out of the last); needs sequence parallelism; "
+        "netsim.workload.layers",
     )
     comm_sms: int = Field(
         default=0,

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import TightLayoutEngine
 
-from netsim.report.tables import TRAFFIC_CLASSES
+from netsim.workload.plan import TRAFFIC_CLASSES
 
 BREAKDOWN_COLORS = {"compute": "#4C72B0", "communication": "#DD8452", "overlap": "#55A868", "idle": "#C7C7C7"}
 

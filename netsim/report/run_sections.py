@@ -113,7 +113,7 @@ def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 "parallelism",
-                ", ".join(f"{k.upper()} {v}" for k, v in par.items() if k != "zero_stage")
+                ", ".join(f"{k.upper()} {v}" for k, v in par.items() if k != "zero_stage" and (k, v) != ("cp", 1))
                 + (f", ZeRO-{par['zero_stage']}" if par.get("zero_stage") else ""),
             ]
         )

@@ -221,8 +221,7 @@ MOE_SUMMARY_FIELDS = (
     "alltoall_share",
 )
 
-#: Canonical display order of traffic classes and breakdown components.
-TRAFFIC_CLASSES = ("dp", "pp", "ep", "tp", "storage", "checkpoint")
+#: Canonical display order of breakdown components (traffic classes: netsim.workload.plan).
 BREAKDOWN = ("compute", "communication", "overlap", "idle")
 
 

@@ -149,7 +149,13 @@ def _route_tokens(cfg: StudyConfig) -> tuple[int, int]:
 
     spec = load_workload(cfg.workload, cfg.workload_overrides)
     tp = spec.parallelism.tp if isinstance(spec.parallelism.tp, int) else 1
-    costs = ModelCosts(spec.model, spec.micro_batch_size, tp, sequence_parallel=spec.parallelism.sequence_parallel)
+    costs = ModelCosts(
+        spec.model,
+        spec.micro_batch_size,
+        tp,
+        sequence_parallel=spec.parallelism.sequence_parallel,
+        cp=spec.parallelism.cp,
+    )
     return int(costs.route_tokens), int(spec.model.hidden)
 
 

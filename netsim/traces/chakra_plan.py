@@ -57,7 +57,7 @@ from netsim.workload.plan import Collective, Op, StepPlan
 
 __all__ = ["CompiledTrace", "compile_chakra", "default_devices", "replay_chakra"]
 
-_TRAFFIC_CLASSES = ("dp", "pp", "ep", "tp")
+_TRAFFIC_CLASSES = ("dp", "pp", "ep", "tp", "cp")
 _NO_OP_TYPES = ("METADATA_NODE", "INVALID_NODE")
 
 

@@ -183,13 +183,17 @@ class ModelCosts:
         expert_tp: int = 1,
         flash_attention: bool = True,
         dropout: bool = False,
+        cp: int = 1,
     ) -> None:
         self.m = model
         self.flash = flash_attention
         self.dropout = dropout
         self.mbs = micro_batch_size
         self.tp = tp
-        self.tokens = micro_batch_size * model.seq_len
+        #: context-parallel ranks a sequence is split over (netsim.workload.context_parallel)
+        self.cp = cp
+        #: tokens of a micro-batch one rank holds (its 1/cp share of every sequence)
+        self.tokens = micro_batch_size * model.seq_len // cp
         self.sp_tokens = self.tokens // tp if sequence_parallel and tp > 1 else self.tokens
         self.slots = expert_slots_per_rank
         self.gated = model.activation == "swiglu"
@@ -271,34 +275,59 @@ class ModelCosts:
 
     # ------------------------------------------------------------------ kernels
 
-    @_memo
-    def attention(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+    def _attention_fwd(self) -> tuple[list[KernelCall], list[KernelCall]]:
+        """The attention block's forward kernels before the core (norm, projections to Q, K, V)
+        and after it (output projection, closing)."""
         m, t, T = self.m, self.tp, self.tokens
         h = m.hidden
         heads = max(1, m.heads // t)
-        calls = [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=h)]
-        core = self.attention_core("F")
+        pre = [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=h)]
         if m.mla is not None:
             a = m.mla
             qk = a.qk_nope_head_dim + a.qk_rope_head_dim
-            calls += [
+            pre += [
                 _call("gemm", "fwd", m=T, n=a.q_lora_rank, k=h),
                 _call("gemm", "fwd", m=T, n=heads * qk, k=a.q_lora_rank),
                 _call("gemm", "fwd", m=T, n=a.kv_lora_rank + a.qk_rope_head_dim, k=h),
                 _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
-                *core,
-                _call("gemm", "fwd", m=T, n=h, k=heads * a.v_head_dim),
             ]
+            post = [_call("gemm", "fwd", m=T, n=h, k=heads * a.v_head_dim)]
         else:
             d = m.dim_per_head
             kv = max(1, m.num_kv_heads // t)
-            calls += [
-                _call("gemm", "fwd", m=T, n=(heads + 2 * kv) * d, k=h),
-                *core,
-                _call("gemm", "fwd", m=T, n=h, k=heads * d),
-            ]
-        calls += self._close()
-        return self._finish(calls, part, norm_fed=4 if m.mla is not None else 1)
+            pre.append(_call("gemm", "fwd", m=T, n=(heads + 2 * kv) * d, k=h))
+            post = [_call("gemm", "fwd", m=T, n=h, k=heads * d)]
+        return pre, post + self._close()
+
+    @_memo
+    def attention(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+        pre, post = self._attention_fwd()
+        calls = [*pre, *self.attention_core("F"), *post]
+        return self._finish(calls, part, norm_fed=4 if self.m.mla is not None else 1)
+
+    @_memo
+    def attention_pre(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+        """The attention block up to the core (norm, Q/K/V projections): with context parallelism
+        the ring exchange of K and V starts when they exist."""
+        return self._finish(self._attention_fwd()[0], part, norm_fed=4 if self.m.mla is not None else 1)
+
+    @_memo
+    def attention_post(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+        """The attention block after the core (output projection, closing)."""
+        return self._finish(self._attention_fwd()[1], part)
+
+    @property
+    def cp_kv_bytes(self) -> float:
+        """Bytes of the keys and values one rank holds for a micro-batch: what each step of the
+        context-parallel ring passes to the next rank (per TP rank: its heads; MLA: every head's
+        key and value, which the up-projections expand)."""
+        m = self.m
+        if m.mla is not None:
+            a = m.mla
+            per_token = max(1, m.heads // self.tp) * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)
+        else:
+            per_token = 2 * max(1, m.num_kv_heads // self.tp) * m.dim_per_head
+        return float(self.tokens * per_token * m.bpe)
 
     def _close(self) -> list[KernelCall]:
         """What closes a sub-block (attention, MLP, MoE) on the rank's tokens (its sequence-
@@ -315,7 +344,11 @@ class ModelCosts:
         heads = max(1, m.heads // self.tp)
         d = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla is not None else m.dim_per_head
         s = m.seq_len
-        if self.flash:
+        if self.flash and self.cp > 1:
+            # ring attention (netsim.workload.context_parallel): cp blocks of s/cp queries against
+            # s/cp keys, each with the FLOPs of a causal call of that length (1/cp of the sequence's)
+            calls = [_call("attention", "fwd", batch=self.mbs * self.cp, heads=heads, seq=s // self.cp, head_dim=d)]
+        elif self.flash:
             calls = [_call("attention", "fwd", batch=self.mbs, heads=heads, seq=s, head_dim=d)]
         else:
             groups = self.mbs * heads

@@ -136,7 +136,7 @@ def _routing(
     if spec.model.moe is None or not spec.model.moe_layers():
         return None
     tokens = ModelCosts(
-        spec.model, spec.micro_batch_size, layout.tp, sequence_parallel=spec.parallelism.sequence_parallel
+        spec.model, spec.micro_batch_size, layout.tp, sequence_parallel=spec.parallelism.sequence_parallel, cp=layout.cp
     ).route_tokens
     return EPRouting(
         spec,
@@ -245,6 +245,7 @@ def _context(
         expert_tp=layout.etp,
         flash_attention=spec.training.flash_attention,
         dropout=spec.training.dropout,
+        cp=layout.cp,
     )
     sizes = spec.parallelism.pipeline_layers
     if sizes == "balanced":
@@ -306,14 +307,14 @@ def _moe_dispatch(
 
 
 def _lockstep_unit(layout: ParallelLayout) -> int:
-    """The fewest consecutive ranks (a divisor of the stage) that hold whole all-to-all, TP and
-    expert-TP groups: ``lcm(ep, tp)`` with Megatron's layout and whole experts."""
+    """The fewest consecutive ranks (a divisor of the stage) that hold whole all-to-all, TP, CP and
+    expert-TP groups: ``lcm(ep, tp * cp)`` with Megatron's layout and whole experts."""
     s = layout.stage_size
     for u in range(1, s + 1):
         if s % u == 0 and all(
             len({r // u for r in group(x)}) == 1
             for x in range(s)
-            for group in (layout.a2a_group, layout.tp_group, layout.expert_tp_group)
+            for group in (layout.a2a_group, layout.tp_group, layout.cp_group, layout.expert_tp_group)
         ):
             return u
     return s

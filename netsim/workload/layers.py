@@ -25,14 +25,20 @@ their backward around the block's.
 
 TP communication (Megatron, Shoeybi et al. 2019 / Korthikanti et al. 2022): with sequence
 parallelism an all-gather before and a reduce-scatter after attention and the dense MLP, of
-``micro_batch_size * seq_len * hidden`` elements; without it one all-reduce after each.
+``micro_batch_size * seq_len * hidden`` elements (``/ cp``); without it one all-reduce after each.
+
+Context parallelism (:mod:`netsim.workload.context_parallel`): the attention op is cut into the
+part before the core (``attn-pre``), the core (``attn-core``) with its K/V exchanges (phases
+``fwd-cp``, ``bwd-cp``, ``rcp-fwd-cp``) and the part after (``attn-post``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from netsim.workload.context import BuildContext
+from netsim.workload.context_parallel import ContextParallelRing
 from netsim.workload.costs import KernelCall, Part
 from netsim.workload.emit import OpEmitter
 from netsim.workload.experts import ExpertTraffic
@@ -66,6 +72,10 @@ class LayerEmitter:
         #: selective recomputation: the attention core's forward kernel (one list object, so its
         #: duration is computed once)
         self.core_fwd = ctx.costs.attention_core("F")
+        #: context parallelism: the attention's K/V ring (None without it)
+        self.ring = ContextParallelRing(ctx, emit) if ctx.layout.cp > 1 else None
+        #: Transformer Engine's userbuffers: TP collectives beside the blocks' GEMMs
+        self.ub = ctx.spec.overlap.tp_comm_overlap and ctx.sequence_parallel
 
     def tp(self, rank: int, step: int, deps: Deps, phase: str, layer: int, mb: int, op: str) -> Deps:
         """Megatron TP communication around a block: sequence-parallel all-gather before and
@@ -81,6 +91,35 @@ class LayerEmitter:
         m = self.ctx.spec.model
         nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * (m.gemm_input_bpe if op == "all_gather" else m.bpe))
         return self.tp_collective(rank, step, deps, op, nbytes, phase, layer, mb)
+
+    def tp_block(
+        self,
+        rank: int,
+        step: int,
+        deps: Deps,
+        phases: tuple[str, str],
+        layer: int,
+        mb: int,
+        body: Callable[[Deps], Deps],
+    ) -> Deps:
+        """A block's compute (``body``: given its start, returns its end) between its TP
+        collectives (``phases``: the all-gather's and the reduce-scatter's).  Megatron runs the
+        all-gather before and the reduce-scatter after; with Transformer Engine's userbuffers
+        (``overlap.tp_comm_overlap``) both run beside the block, in that order on the TP stream,
+        and what follows waits for the compute and the reduce-scatter.  That is exact when the
+        block's GEMMs outlast its communication (the ring-exchange all-gather feeds the first
+        GEMM chunk by chunk as they arrive; the pipelined reduce-scatter drains the last GEMM's
+        output split by split); it leaves out the last split's reduce-scatter after the GEMM and
+        the SMs the pipelined reduce-scatter kernels take (8-24 of 132 in NVIDIA's H100 recipes,
+        Megatron-Bridge's training/comm_overlap.py at 067f987df0)."""
+        ag, rs = phases
+        if not self.ub:
+            deps = self.tp(rank, step, deps, ag, layer, mb, "all_gather")
+            deps = body(deps)
+            return self.tp(rank, step, deps, rs, layer, mb, "reduce_scatter")
+        comm = self.tp(rank, step, deps, ag, layer, mb, "all_gather")
+        comm = self.tp(rank, step, comm, rs, layer, mb, "reduce_scatter")
+        return [*body(deps), *comm]
 
     def tp_collective(
         self, rank: int, step: int, deps: Deps, op: str, nbytes: float, phase: str, layer: int, mb: int
@@ -120,15 +159,27 @@ class LayerEmitter:
         moe = self.ctx.spec.model.is_moe_layer(layer)
         if not moe:
             emit.new_segment()
-        deps = self.tp(rank, step, deps, pfx + "fwd-attn-ag", layer, mb, "all_gather")
-        deps = emit.compute(rank, step, f"{tag}.attn", c.attention("F"), deps, layer, mb)
-        deps = self.tp(rank, step, deps, pfx + "fwd-attn-rs", layer, mb, "reduce_scatter")
+
+        def attention(d: Deps) -> Deps:
+            if self.ring is None:
+                return emit.compute(rank, step, f"{tag}.attn", c.attention("F"), d, layer, mb)
+            d = emit.compute(rank, step, f"{tag}.attn-pre", c.attention_pre("F"), d, layer, mb)
+            d = self.ring.core(rank, step, mb, layer, d, pfx + "fwd-cp", f"{tag}.attn-core", self.core_fwd)
+            return emit.compute(rank, step, f"{tag}.attn-post", c.attention_post("F"), d, layer, mb)
+
+        deps = self.tp_block(rank, step, deps, (pfx + "fwd-attn-ag", pfx + "fwd-attn-rs"), layer, mb, attention)
         if moe:
             return self.moe(rank, step, mb, layer, deps, "F", recompute=recompute)
         emit.new_segment()
-        deps = self.tp(rank, step, deps, pfx + "fwd-mlp-ag", layer, mb, "all_gather")
-        deps = emit.compute(rank, step, f"{tag}.mlp", c.mlp("F"), deps, layer, mb)
-        return self.tp(rank, step, deps, pfx + "fwd-mlp-rs", layer, mb, "reduce_scatter")
+        return self.tp_block(
+            rank,
+            step,
+            deps,
+            (pfx + "fwd-mlp-ag", pfx + "fwd-mlp-rs"),
+            layer,
+            mb,
+            lambda d: emit.compute(rank, step, f"{tag}.mlp", c.mlp("F"), d, layer, mb),
+        )
 
     def backward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, chunk: int) -> Deps:
         """The backward pass (``part`` B or BW) of ``layer`` for micro-batch ``mb``, after the
@@ -152,18 +203,41 @@ class LayerEmitter:
             if self.recompute.mlp:
                 # Megatron's ``mlp`` recompute module: the MLP block's forward again, its TP
                 # collectives included (the checkpointed function is the whole block)
-                deps = self.tp(rank, step, deps, "rcp-fwd-mlp-ag", layer, mb, "all_gather")
-                deps = emit.compute(rank, step, "R.mlp", c.mlp("F"), deps, layer, mb)
-                deps = self.tp(rank, step, deps, "rcp-fwd-mlp-rs", layer, mb, "reduce_scatter")
-            deps = self.tp(rank, step, deps, "bwd-mlp-ag", layer, mb, "all_gather")
-            deps = emit.compute(rank, step, f"{part}.mlp", (*self._renorm(True), c.mlp(part)), deps, layer, mb)
-            deps = self.tp(rank, step, deps, "bwd-mlp-rs", layer, mb, "reduce_scatter")
+                deps = self.tp_block(
+                    rank,
+                    step,
+                    deps,
+                    ("rcp-fwd-mlp-ag", "rcp-fwd-mlp-rs"),
+                    layer,
+                    mb,
+                    lambda d: emit.compute(rank, step, "R.mlp", c.mlp("F"), d, layer, mb),
+                )
+            mlp = (*self._renorm(True), c.mlp(part))
+            deps = self.tp_block(
+                rank,
+                step,
+                deps,
+                ("bwd-mlp-ag", "bwd-mlp-rs"),
+                layer,
+                mb,
+                lambda d: emit.compute(rank, step, f"{part}.mlp", mlp, d, layer, mb),
+            )
             emit.new_segment()
-        deps = self.tp(rank, step, deps, "bwd-attn-ag", layer, mb, "all_gather")
-        if self.recompute.attention_core:
-            deps = emit.compute(rank, step, "R.attn-core", self.core_fwd, deps, layer, mb)
-        deps = emit.compute(rank, step, f"{part}.attn", (*self._renorm(False), c.attention(part)), deps, layer, mb)
-        deps = self.tp(rank, step, deps, "bwd-attn-rs", layer, mb, "reduce_scatter")
+
+        def attention(d: Deps) -> Deps:
+            if self.ring is None:
+                if self.recompute.attention_core:
+                    d = emit.compute(rank, step, "R.attn-core", self.core_fwd, d, layer, mb)
+                return emit.compute(rank, step, f"{part}.attn", (*self._renorm(False), c.attention(part)), d, layer, mb)
+            if self.recompute.attention_core:
+                d = self.ring.core(rank, step, mb, layer, d, "rcp-fwd-cp", "R.attn-core", self.core_fwd)
+            d = emit.compute(rank, step, f"{part}.attn-post", c.attention_post(part), d, layer, mb)
+            core = c.attention_core(part)
+            d = self.ring.core(rank, step, mb, layer, d, "bwd-cp", f"{part}.attn-core", core, backward=True)
+            pre = (*self._renorm(False), c.attention_pre(part))
+            return emit.compute(rank, step, f"{part}.attn-pre", pre, d, layer, mb)
+
+        deps = self.tp_block(rank, step, deps, ("bwd-attn-ag", "bwd-attn-rs"), layer, mb, attention)
         if mtp:
             deps = emit.compute(rank, step, f"{part}.mtp-in", c.mtp_in(part), deps, layer, mb)
         return deps

@@ -1,10 +1,17 @@
 """Parallel layout: ranks, their (dp, pp, tp, ep) coordinates, process groups, rank -> device.
 
-Ranks are numbered Megatron-style with TP fastest, then DP, then PP::
+Ranks are numbered Megatron-style with TP fastest, then CP, then DP, then PP (Megatron-Core's
+default order ``tp-cp-ep-dp-pp``)::
 
-    rank = pp_rank * (dp * tp) + dp_rank * tp + tp_rank
+    rank = pp_rank * (dp * cp * tp) + (dp_rank * cp + cp_rank) * tp + tp_rank
 
-The ``dp * tp`` ranks of a pipeline stage are also carved into expert-parallel (EP) groups
+The layout's second axis runs over the ``dp * cp`` data- and context-parallel ranks (``dpc``):
+the ``cp`` consecutive ones of a data-parallel replica hold one sequence between them
+(:mod:`netsim.workload.context_parallel`), and all ``dp * cp`` hold the same parameters, so the
+gradient-reduction group (:meth:`ParallelLayout.dp_group`) is Megatron's data-parallel group
+with context parallelism.  Without CP (``cp = 1``) the two axes are the same.
+
+The ``dp * cp * tp`` ranks of a pipeline stage are also carved into expert-parallel (EP) groups
 by the workload's *expert layout* (:mod:`netsim.workload.expert_layout`: Megatron's parallel
 folding by default, ``ep`` consecutive ranks of a stage, so with sequence parallelism an EP
 group may span TP and DP ranks alike; or DeepSpeed's and MindSpore's EP groups across data
@@ -41,10 +48,11 @@ class ParallelLayout:
     """The parallel decomposition of a workload on ``world`` ranks.
 
     Attributes:
-        dp, pp, tp, ep: the parallel sizes (``world = dp * pp * tp``).
+        dp, pp, tp, ep: the parallel sizes (``world = dp * cp * pp * tp``).
         devices: accelerator name of every rank (index = rank).
         nodes: server index of every rank.
         experts: the expert layout of every stage (default: Megatron's, whole experts).
+        cp: the context-parallel size.
     """
 
     dp: int
@@ -54,6 +62,7 @@ class ParallelLayout:
     devices: tuple[str, ...]
     nodes: tuple[int, ...]
     experts: ExpertLayout = field(default=None, compare=False)  # type: ignore[assignment]
+    cp: int = 1
     _ep_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_per_stage: int = field(default=0, init=False, repr=False, compare=False)
@@ -61,7 +70,7 @@ class ParallelLayout:
 
     def __post_init__(self) -> None:
         if self.experts is None:
-            object.__setattr__(self, "experts", MegatronLayout(self.dp, self.tp, self.ep, 1))
+            object.__setattr__(self, "experts", MegatronLayout(self.dpc, self.tp, self.ep, 1))
         # the ordinal of every EP group and all-to-all group in a stage (by first local rank)
         ex = self.experts
         for kind, members in (("ep", ex.ep_members), ("a2a", ex.a2a_members)):
@@ -78,15 +87,20 @@ class ParallelLayout:
 
     @property
     def world(self) -> int:
-        return self.dp * self.pp * self.tp
+        return self.dpc * self.pp * self.tp
+
+    @property
+    def dpc(self) -> int:
+        """Data- and context-parallel ranks per TP rank of a stage (``dp * cp``)."""
+        return self.dp * self.cp
 
     @property
     def stage_size(self) -> int:
-        """Ranks per pipeline stage (``dp * tp``)."""
-        return self.dp * self.tp
+        """Ranks per pipeline stage (``dp * cp * tp``)."""
+        return self.dpc * self.tp
 
     def coords(self, rank: int) -> tuple[int, int, int]:
-        """``(pp_rank, dp_rank, tp_rank)`` of ``rank``."""
+        """``(pp_rank, dpc_rank, tp_rank)`` of ``rank`` (``dpc_rank = dp_rank * cp + cp_rank``)."""
         s = self.stage_size
         return rank // s, (rank % s) // self.tp, rank % self.tp
 
@@ -122,8 +136,16 @@ class ParallelLayout:
         return got
 
     def dp_group(self, rank: int) -> tuple[int, ...]:
+        """The ranks that reduce ``rank``'s dense gradients: same stage and TP rank, every data- and
+        context-parallel rank (Megatron's data-parallel group with context parallelism)."""
         p, _, t = self.coords(rank)
-        return tuple(self.rank_of(p, d, t) for d in range(self.dp))
+        return tuple(self.rank_of(p, d, t) for d in range(self.dpc))
+
+    def cp_group(self, rank: int) -> tuple[int, ...]:
+        """The ``cp`` ranks that share ``rank``'s sequences, in ring order."""
+        p, d, t = self.coords(rank)
+        first = d - d % self.cp
+        return tuple(self.rank_of(p, first + c, t) for c in range(self.cp))
 
     def ep_group(self, rank: int) -> tuple[int, ...]:
         """The ranks that exchange tokens with ``rank`` and hold the other experts, in EP-position
@@ -160,10 +182,12 @@ class ParallelLayout:
         return list(range(base, base + self.stage_size))
 
     def group_index(self, kind: str, rank: int) -> int:
-        """A stable index of ``rank``'s group of ``kind`` (``tp``, ``dp``, ``ep``, ``edp``, ``etp``,
-        ``a2a``, ``pp``): the group's first rank (groups of a kind are disjoint)."""
+        """A stable index of ``rank``'s group of ``kind`` (``tp``, ``cp``, ``dp``, ``ep``, ``edp``,
+        ``etp``, ``a2a``, ``pp``): the group's first rank (groups of a kind are disjoint)."""
         if kind == "tp":
             return rank - rank % self.tp
+        if kind == "cp":
+            return self.cp_group(rank)[0]
         if kind == "dp":
             return self.dp_group(rank)[0]
         if kind == "ep":
@@ -301,12 +325,21 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     n_dev = len(accs)
     if n_dev == 0:
         raise WorkloadError("the topology has no accelerators", source=src)
-    model_par = par.pp * par.tp
+    _check_context_parallel(spec)
+    if spec.overlap.tp_comm_overlap and par.tp > 1 and not par.sequence_parallel:
+        raise WorkloadError(
+            "needs parallelism.sequence_parallel: true (Transformer Engine's userbuffers overlap the sequence-"
+            "parallel all-gathers and reduce-scatters)",
+            source=src,
+            field="overlap.tp_comm_overlap",
+        )
+    model_par = par.pp * par.tp * par.cp
+    names = "pp * tp * cp" if par.cp > 1 else "pp * tp"
     if par.dp == "auto":
         if n_dev % model_par:
             raise WorkloadError(
-                f"pp * tp = {model_par} must divide the {n_dev} accelerators when dp is auto; "
-                f"allowed pp * tp: {_divisors(n_dev)}",
+                f"{names} = {model_par} must divide the {n_dev} accelerators when dp is auto; "
+                f"allowed {names}: {_divisors(n_dev)}",
                 source=src,
                 field="parallelism",
             )
@@ -315,19 +348,21 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
         dp = par.dp
     world = dp * model_par
     if world > n_dev:
+        sizes = f"{dp} * {par.pp} * {par.tp}" + (f" * {par.cp}" if par.cp > 1 else "")
         raise WorkloadError(
-            f"dp * pp * tp = {dp} * {par.pp} * {par.tp} = {world} ranks but the topology has only {n_dev} accelerators",
+            f"dp * {names} = {sizes} = {world} ranks but the topology has only {n_dev} accelerators",
             source=src,
             field="parallelism.dp",
         )
-    stage = dp * par.tp
+    stage = dp * par.cp * par.tp
     if stage % par.ep:
+        what = "dp * cp * tp" if par.cp > 1 else "dp * tp"
         raise WorkloadError(
-            f"must divide the ranks of a pipeline stage dp * tp = {stage} (got {par.ep}); allowed: {_divisors(stage)}",
+            f"must divide the ranks of a pipeline stage {what} = {stage} (got {par.ep}); allowed: {_divisors(stage)}",
             source=src,
             field="parallelism.ep",
         )
-    experts = make_expert_layout(par.expert_layout, dp, par.tp, par.ep, par.expert_tp, source=src)
+    experts = make_expert_layout(par.expert_layout, dp * par.cp, par.tp, par.ep, par.expert_tp, source=src)
     _check_expert_layout(spec, experts)
     moe = spec.model.moe
     if par.ep > 1 and moe is None:
@@ -359,4 +394,35 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     nodes = tuple(int(graph.nodes[d].get("node", -1)) for d in devices)
     if par.expert_alltoall == "groupwise":
         _check_groupwise(spec, experts, nodes)
-    return ParallelLayout(dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes, experts=experts)
+    return ParallelLayout(
+        dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes, experts=experts, cp=par.cp
+    )
+
+
+def _check_context_parallel(spec: WorkloadSpec) -> None:
+    """What context parallelism needs (Megatron-Core with Transformer Engine): sequences in ``2 *
+    cp`` equal chunks, fused (flash) attention, Megatron's expert layout."""
+    cp, src = spec.parallelism.cp, spec.source
+    if cp == 1:
+        return
+    if spec.model.seq_len % (2 * cp):
+        raise WorkloadError(
+            f"model.seq_len = {spec.model.seq_len} must be a multiple of 2 * cp = {2 * cp} (each CP rank holds two "
+            f"of 2 * cp load-balanced chunks); allowed cp: {_divisors(spec.model.seq_len // 2)}",
+            source=src,
+            field="parallelism.cp",
+        )
+    if not spec.training.flash_attention:
+        raise WorkloadError(
+            "cp > 1 needs training.flash_attention: true (Transformer Engine's context parallelism runs the fused "
+            "attention kernels)",
+            source=src,
+            field="parallelism.cp",
+        )
+    if spec.parallelism.expert_layout != "megatron":
+        raise WorkloadError(
+            f"cp > 1 needs parallelism.expert_layout megatron (got {spec.parallelism.expert_layout!r}: that "
+            "framework has no context parallelism)",
+            source=src,
+            field="parallelism.cp",
+        )

@@ -116,7 +116,8 @@ class ActivationModel:
         #: FP8 training: the output projection saves its own FP8 copy of the attention output,
         #: which the attention core also keeps in BF16 (one tensor when not quantised)
         self.proj_copy = self.Bq if m.dtype == "fp8" else 0.0
-        self.sb = float(spec.micro_batch_size * m.seq_len)
+        #: tokens of a micro-batch the rank holds (its 1/cp share under context parallelism)
+        self.sb = float(spec.micro_batch_size * m.seq_len // spec.parallelism.cp)
         self.t = float(tp)
         #: what divides the replicated part: t with sequence parallelism, else 1
         self.r = float(tp) if spec.parallelism.sequence_parallel and tp > 1 else 1.0

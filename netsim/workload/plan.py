@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["COMPUTE", "TRAFFIC_CLASSES", "Collective", "Deps", "Instance", "Make", "Op", "StepPlan", "split_layers"]
 
 #: Traffic classes of a training step, in report order.
-TRAFFIC_CLASSES: tuple[str, ...] = ("dp", "pp", "ep", "tp", "storage", "checkpoint")
+TRAFFIC_CLASSES: tuple[str, ...] = ("dp", "pp", "ep", "tp", "cp", "storage", "checkpoint")
 
 COMPUTE = "compute"
 

@@ -59,10 +59,12 @@ class StorageTraffic:
         self.data_ready: dict[tuple[int, int], Deps] = {}
 
     def _readers(self) -> dict[int, dict[int, int]]:
-        """node -> reader rank -> micro-batches it reads for (the ranks of the first stage)."""
+        """node -> reader rank -> micro-batches it reads for (the ranks of the first stage; under
+        context parallelism each CP rank loads the whole micro-batch and keeps its share, as
+        Megatron's ``get_batch`` does)."""
         L, S = self.ctx.layout, self.ctx.schedule
         readers: dict[int, dict[int, int]] = {}
-        for d in range(L.dp):
+        for d in range(L.dpc):
             for mb in range(S.m):
                 stage, _ = S.locate(mb, 0)
                 r = L.rank_of(stage, d, 0)

@@ -1,0 +1,115 @@
+"""Context parallelism: a sequence split over ``cp`` ranks, attention as a ring of K/V exchanges.
+
+Megatron-Core trains long sequences with Transformer Engine's context parallelism
+(``--context-parallel-size``, ``cp_comm_type`` ``p2p``, the default; TE's
+``AttnFuncWithCPAndKVP2P`` in transformer_engine/pytorch/attention/dot_product_attention/
+context_parallel.py at d0067d0da6).  What netsim models of it:
+
+* **Tokens.**  Every sequence is cut into ``2 * cp`` chunks; CP rank ``i`` holds chunks ``i`` and
+  ``2 * cp - 1 - i`` (so that every rank does the same causal work).  Every kernel outside the
+  attention core, every TP collective, pipeline message, expert dispatch and stored activation
+  runs on the rank's ``micro_batch_size * seq_len / cp`` tokens
+  (:attr:`netsim.workload.costs.ModelCosts.tokens`, :class:`netsim.workload.memory.ActivationModel`).
+* **The attention core** runs in ``cp`` steps: the rank's own chunks against its own keys (causal),
+  then against each other rank's keys, half of the block each time (the causal mask removes the
+  other half).  Each step costs the FLOPs of a causal attention call of ``seq_len / cp`` queries,
+  so the core is one ``attention`` call of ``cp * micro_batch_size`` sequences of ``seq_len / cp``
+  tokens: ``1 / cp`` of the whole sequence's FLOPs, at the flash-attention throughput of that
+  length (:meth:`~netsim.workload.costs.ModelCosts.attention_core`).
+* **The ring.**  While step ``i`` computes, each rank sends the keys and values it holds to the
+  next rank of its CP group and receives the previous rank's (``flash_attn_p2p_communicate``):
+  ``cp - 1`` exchanges of :attr:`~netsim.workload.costs.ModelCosts.cp_kv_bytes` in the forward.
+  The backward passes the keys and values round again together with the gradients of the keys
+  and values, which travel back to their owner: step 0 sends K/V, the middle steps K/V and
+  dK/dV, the last step dK/dV alone (``cp`` exchanges, ``2 (cp - 1)`` K/V sizes in all).  Each
+  exchange is a ``sendrecv`` shift over the CP group (every rank sends to the next), on NCCL's
+  point-to-point channels; the exchanges run one after another beside the core's compute, which
+  waits for them at its end (the block's output projection starts when both are done).
+  Selective recomputation of the core (``core_attn``) repeats the forward exchanges.
+* **All-gather** (``parallelism.cp_comm_type: all_gather``: TE's ``AttnFuncWithCPAndKVAllGather``;
+  the method of the Llama 3 paper, arXiv 2407.21783 section 3.3.2): the core waits for an
+  all-gather of every rank's keys and values over the CP group (``cp x`` the rank's K/V bytes
+  gathered); its backward all-gathers them again first and reduce-scatters their gradients
+  after (phases ``fwd-cp``, ``bwd-cp``, ``bwd-cp-rs``; the block's input projections' backward
+  waits for the reduce-scatter).
+* **Gradients** of the ``dp * cp`` ranks that hold the same parameters are reduced together
+  (Megatron's data-parallel group with context parallelism; :meth:`~netsim.workload.layout.
+  ParallelLayout.dp_group`), and the distributed optimizer shards over them.
+
+What is not modelled: the per-step softmax corrections (elementwise, small next to the core),
+the extra buffers of the ring (two K/V sizes, transient), the other ``cp_comm_type`` variants
+(``a2a``, ``a2a+p2p``), and compute slowed by the exchanges' SMs.  The fork and
+join of compute and exchanges is exact when the exchanges are the faster (grouped-query
+attention: K/V are ``2 * kv_heads / heads`` of the activations); when they are slower the step
+waits for them at the join rather than step by step, which hides up to one step's compute more
+than the real ring does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netsim.workload.context import BuildContext
+from netsim.workload.costs import KernelCall
+from netsim.workload.emit import OpEmitter
+from netsim.workload.plan import Deps
+
+__all__ = ["ContextParallelRing"]
+
+
+class ContextParallelRing:
+    """Emits one attention core with its K/V exchanges over a rank's CP group (module docstring)."""
+
+    def __init__(self, ctx: BuildContext, emit: OpEmitter) -> None:
+        self.ctx = ctx
+        self.emit = emit
+        self.cp = ctx.layout.cp
+        self.all_gather = ctx.spec.parallelism.cp_comm_type == "all_gather"
+        kv = ctx.costs.cp_kv_bytes
+        #: the rank's K/V bytes (what one ring step sends; cp x this is the all-gather's output)
+        self.kv_bytes = kv
+        #: bytes each ring step sends: forward ``cp - 1`` x K/V; backward K/V, (K/V + dK/dV) x
+        #: (cp - 2), dK/dV
+        self.forward_steps: tuple[float, ...] = (kv,) * (self.cp - 1)
+        self.backward_steps: tuple[float, ...] = (kv, *((2 * kv,) * (self.cp - 2)), kv) if self.cp > 1 else ()
+
+    def core(
+        self,
+        rank: int,
+        step: int,
+        mb: int,
+        layer: int,
+        deps: Deps,
+        phase: str,
+        name: str,
+        calls: list[KernelCall],
+        *,
+        backward: bool = False,
+    ) -> Deps:
+        """The core's compute op ``name`` (``calls``) with its K/V exchanges after ``deps``; what
+        the rest of the block waits for."""
+        if self.all_gather:
+            total = self.kv_bytes * self.cp
+            deps = self._collective(rank, step, deps, "all_gather", total, phase, layer, mb, 0)
+            deps = self.emit.compute(rank, step, name, calls, deps, layer, mb)
+            if backward:
+                deps = self._collective(rank, step, deps, "reduce_scatter", total, phase + "-rs", layer, mb, 0)
+            return deps
+        ring = deps
+        for k, nbytes in enumerate(self.backward_steps if backward else self.forward_steps):
+            ring = self._collective(rank, step, ring, "sendrecv", nbytes, phase, layer, mb, k)
+        done = self.emit.compute(rank, step, name, calls, deps, layer, mb)
+        return [*done, *ring]
+
+    def _collective(
+        self, rank: int, step: int, deps: Deps, op: str, nbytes: float, phase: str, layer: int, mb: int, k: int
+    ) -> Deps:
+        """One ``op`` over ``rank``'s CP group, keyed by (step, phase, micro-batch, layer, ring step)."""
+        L = self.ctx.layout
+
+        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
+            return L.cp_group(r), ("cp", step, phase, mb, layer, k, L.group_index("cp", r))
+
+        return self.emit.group_collective(
+            rank, step, "cp", "cp", op, nbytes, deps, "cp", group_key, layer=layer, mb=mb, phase=phase
+        )

@@ -377,6 +377,13 @@ class OverlapSpec(SpecModel):
         "while the dispatch all-to-all flies, their second GEMM while the combine does (the backward likewise); "
         "without it they run after the routed experts' combine",
     )
+    delay_wgrad_compute: bool = Field(
+        default=False,
+        description="Megatron-Core's delay_wgrad_compute under the combined 1F1B: an MoE layer's backward runs "
+        "the experts' input gradients, starts the backward dispatch all-to-all and then computes the experts' "
+        "weight gradients while it flies (model_chunk_schedule_plan.py: mlp.backward, mlp.backward_dw, "
+        "moe_dispatch.backward); needs ep_a2a_overlap",
+    )
     tp_comm_overlap: bool = Field(
         default=False,
         description="Transformer Engine's userbuffers overlap of the tensor-parallel communication "

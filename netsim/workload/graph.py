@@ -105,9 +105,16 @@ def workload_schedule(spec: WorkloadSpec, pp: int, microbatches: int) -> Schedul
 
 
 def _check_a2a_overlap(spec: WorkloadSpec, layout: ParallelLayout, mode: RecomputeMode) -> None:
-    """Megatron-Core's combined 1F1B needs expert parallelism and no whole-layer recomputation
-    (transformer_config.py asserts both)."""
+    """Megatron-Core's combined 1F1B needs expert parallelism and no whole-layer recomputation;
+    delayed weight gradients need the combined 1F1B (transformer_config.py asserts all three)."""
     if not spec.overlap.ep_a2a_overlap:
+        if spec.overlap.delay_wgrad_compute:
+            raise WorkloadError(
+                "needs overlap.ep_a2a_overlap: true (Megatron-Core delays the weight gradients only in its "
+                "combined 1F1B)",
+                source=spec.source,
+                field="overlap.delay_wgrad_compute",
+            )
         return
     if layout.ep <= 1 or not spec.model.moe_layers():
         raise WorkloadError(

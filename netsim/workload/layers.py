@@ -76,6 +76,8 @@ class LayerEmitter:
         self.ring = ContextParallelRing(ctx, emit) if ctx.layout.cp > 1 else None
         #: Transformer Engine's userbuffers: TP collectives beside the blocks' GEMMs
         self.ub = ctx.spec.overlap.tp_comm_overlap and ctx.sequence_parallel
+        #: Megatron-Core's delay_wgrad_compute: experts' weight gradients after the backward dispatch
+        self.delay_wgrad = ctx.spec.overlap.delay_wgrad_compute
 
     def tp(self, rank: int, step: int, deps: Deps, phase: str, layer: int, mb: int, op: str) -> Deps:
         """Megatron TP communication around a block: sequence-parallel all-gather before and
@@ -288,6 +290,8 @@ class LayerEmitter:
             first, second = "bwd-dispatch", "bwd-combine"
         # Megatron's ``moe_act`` recompute module: the activation again inside the backward
         experts = c.experts_after_act if part != "F" and self.recompute.moe_act else c.experts
+        delay = self.delay_wgrad and part == "BW"
+        dgrad: Part = "B" if delay else part
         shared: Deps = deps
         ends: Deps = []
         for k in range(ep.slices):
@@ -298,9 +302,16 @@ class LayerEmitter:
                 )
             emit.new_segment()  # DualPipe: the other chunk's compute runs while this dispatch flies
             name = f"{tag}.experts" if ep.slices == 1 else f"{tag}.experts.{k}"
-            d2 = emit.expert_compute(rank, step, name, (), lambda v: experts(part, v), recv[k], d1, layer, mb)
+            d2 = emit.expert_compute(rank, step, name, (), lambda v: experts(dgrad, v), recv[k], d1, layer, mb)
+            done = d2
             d2 = ep.before_combine(rank, step, mb, layer, k, second, d2)
             ends += ep.all_to_all(rank, step, mb, layer, k, second, d2)
+            if delay:
+                # Megatron-Core's mlp.backward_dw: the weight gradients while the dispatch's
+                # backward flies (issued after it, before the next micro-batch's compute)
+                ends += emit.expert_compute(
+                    rank, step, name + "-dw", (), lambda v: c.experts("W", v), recv[k], done, layer, mb
+                )
         if overlap:
             ends += emit.compute(
                 rank, step, f"{tag}.shared-{halves[1]}", c.shared_experts(part, halves[1]), shared, layer, mb

@@ -3,16 +3,15 @@
 ``netsim validate --kind training`` without ``--quick`` runs them; this test runs the ones that
 have been run to the end (reports/validation/, with the CPU time each took on one core of the
 2-core development machine) and asserts each within its tolerance (10%).  The cases not listed
-have not been run to the end yet, or (DeepSeek-V3, +23.4%, 3 min of CPU; Llama 3 405B, +21.4% on
-8,192 GPUs and +10.6% on 16,384, 3-4 min each; MegaScale's Megatron-LM baseline of GPT-3 175B,
-Table 2: +11.8% to +25.2% on 256 to 12,288 GPUs, 1-4 min each; Megatron-Bridge's DGX-H100
-rows: Qwen3-30B-A3B +78.8% (its 25.11 row +248.4%), Qwen3-235B-A22B +18.4%, 16 min, Llama 3
-70B +20.1% since the TP overlap, 75 s; the same vendor's BF16 A/B of Qwen3-30B-A3B, +42.7% and
-+33.6%, 25 s each; its Qwen3-8B card, +21.3%, 2 s; DGX Cloud Benchmarking's Llama 3.1 rows, +16.5%
-to +33.8%, 3-206 s; Llama 3 405B at 131K context, +26.0%, 9 min) are outside their tolerance; the
-DeepSeek-V3 card (+8.2%) is listed
-(docs: "Training-step replay", "Validation: published training runs", which says why and what
-they cost).
+have not been run to the end yet, or are outside their tolerance: DeepSeek-V3, +23.4%, 3 min of
+CPU; Llama 3 405B, +21.4% on 8,192 GPUs and +10.6% on 16,384, 3-4 min each, +26.0% at 131K
+context, 9 min; MegaScale's Megatron-LM baseline of GPT-3 175B, Table 2: +11.8% to +25.2% on 256
+to 12,288 GPUs, 1-4 min each; Megatron-Bridge's DGX-H100 rows: Qwen3-30B-A3B +78.8% (its 25.11
+row +248.4%), Qwen3-235B-A22B +17.5%, 13 min, Llama 3 70B +20.1% since the TP overlap, 75 s, Llama 3.1
+405B +23.6%, 12 min; the same vendor's BF16 A/B of Qwen3-30B-A3B, +42.7% and +33.6%, 25 s each;
+its Qwen3-8B card, +21.3%, 2 s; DGX Cloud Benchmarking's Llama 3.1 rows, +16.5% to +33.8%, 3-206
+s.  The DeepSeek-V3 card (+8.2%) is listed (docs: "Training-step replay", "Validation: published
+training runs", which says why and what they cost).
 """
 
 from __future__ import annotations

@@ -16,6 +16,15 @@ Method, per (kernel, shape, dtype):
    sample on ``cuda`` (then ``synchronize``), ``time.perf_counter`` on ``cpu``;
 4. record the median per call (``time_s``) and the 10th / 90th percentiles.
 
+Sustained clocks (``soak_s``, ``netsim profile --soak-s``): an accelerator boosts its clocks
+while it has power and thermal headroom and settles lower under a sustained load; a training
+step is such a load, a short benchmark is not.  With ``soak_s > 0`` the profiler first runs
+back-to-back large GEMMs (:mod:`netsim.calibration.soak`) for that many
+seconds, so the timings that follow are taken at the clocks the device sustains, and records in
+the metadata (``soak``) the soak's own throughput in its first and last second and, on NVIDIA
+GPUs, the SM clock, power draw, temperature and active throttle reasons (``nvidia-smi``) before
+the soak, after it and after the measurements.
+
 The table's metadata records the device, its name, the CPU model, torch threads, torch / CUDA /
 driver versions, the date, the options and the command, and ``other_cores``: the average number
 of cores other processes kept busy during the run.  A CPU run is marked ``disturbed`` (and
@@ -33,7 +42,6 @@ import math
 import os
 import platform
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,6 +53,7 @@ import pandas as pd
 
 from netsim import __version__
 from netsim.calibration.kernels import KERNELS, SHAPE_COLUMNS, KernelTable, canonical_dtype, get_kernel
+from netsim.calibration.soak import gpu_state, nvidia_smi_query, soak
 from netsim.calibration.torch_kernels import kernel_closures
 from netsim.errors import NetsimError, SpecError
 
@@ -103,6 +112,7 @@ class ProfileOptions:
         warmup: untimed calls before timing.
         sample_target_s: minimum duration of one sample (calls are batched to reach it).
         threads: torch intra-op threads (default: torch's choice).
+        soak_s: seconds of back-to-back GEMMs before measuring (0: none; module docstring).
         max_call_s: stop a series (a kernel's shapes that differ only in the sweep parameter)
             before a shape whose one call of every pass would take longer than this: measured, or
             extrapolated from the series' last measured shape in proportion to the cost axis
@@ -124,6 +134,7 @@ class ProfileOptions:
     command: str = ""
     full: bool = False
     max_call_s: float | None = None
+    soak_s: float = 0.0
 
     def resolved_dtypes(self) -> tuple[str, ...]:
         if self.dtypes:
@@ -241,18 +252,8 @@ def _cpu_model() -> str:
 
 
 def _nvidia_driver() -> str | None:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    first = out.stdout.strip().splitlines()
-    return first[0].strip() if first else None
+    vals = nvidia_smi_query(("driver_version",))
+    return vals[0] if vals else None
 
 
 def cpu_times() -> tuple[float, float] | None:
@@ -535,6 +536,7 @@ def profile_kernels(
         points = [p for p in points if p.kernel in wanted]
     if not points:
         raise SpecError("nothing to measure: the grid is empty for these --kernels")
+    soaked = soak(torch, options.device, options.soak_s, options.resolved_dtypes()[0]) if options.soak_s > 0 else None
     t0 = time.perf_counter()
     cpu0 = cpu_times()
     skipped: list[str] = []
@@ -552,6 +554,9 @@ def profile_kernels(
     )
     wall_s = time.perf_counter() - t0
     meta.update(command=options.command, options=opts, skipped=skipped, implementations=impls, wall_s=round(wall_s, 3))
+    if soaked is not None:
+        soaked["gpu_after_measuring"] = gpu_state() if options.device == "cuda" else None
+        meta["soak"] = soaked
     cpu1 = cpu_times()
     if cpu0 is not None and cpu1 is not None:
         # CPU time other processes used while we measured: > 0.1 cores means the timings of a

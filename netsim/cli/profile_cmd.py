@@ -9,6 +9,7 @@ table's kernels on this device and prints the prediction error per kernel.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import time
@@ -99,13 +100,20 @@ def _register_profile(app: typer.Typer) -> None:
             help="Seconds of timing per shape and pass (default cpu 0.05, cpu --full 0.2, cuda 0.1, quick 0.02).",
         ),
         threads: int | None = typer.Option(None, "--threads", help="torch intra-op threads."),
+        soak_s: float = typer.Option(
+            0.0,
+            "--soak-s",
+            help="Seconds of back-to-back large GEMMs before timing, so the device runs at the clocks it "
+            "sustains under load (the metadata keeps the soak's GEMM rate and, on NVIDIA GPUs, clocks, "
+            "power and throttle reasons). Default 0: none.",
+        ),
         force: bool = force_option(),
     ) -> None:
         """Time the kernel catalogue with torch and write a kernel table."""
         check_out_files(force, out=out)
         if full and quick:
             raise SpecError("--full and --quick exclude each other", field="--full")
-        _profile(out, device, quick, dtype, kernels, budget_s, threads, full)
+        _profile(out, device, quick, dtype, kernels, budget_s, threads, full, soak_s)
 
 
 def _register_validate(app: typer.Typer) -> None:
@@ -166,11 +174,12 @@ def _profile(
     budget_s: float | None,
     threads: int | None,
     full: bool = False,
+    soak_s: float = 0.0,
 ) -> None:
     """Check the options, time the catalogue (progress bar on stderr), write and summarise the table."""
     from netsim.calibration.profiler import default_grid, profile_kernels, require_torch
 
-    options = _profile_options(device, quick, dtype, kernels, budget_s, threads, full)
+    options = _profile_options(device, quick, dtype, kernels, budget_s, threads, full, soak_s)
     require_torch()
     console = Console(stderr=True)
     kern = options.kernels
@@ -193,6 +202,17 @@ def _profile(
         )
     for s in table.meta.get("skipped", []):
         typer.echo(f"skipped: {s}", err=True)
+    if (sk := table.meta.get("soak")) is not None:
+        clocks = [
+            f"{st['sm_clock_mhz']:.0f} MHz"
+            for st in (sk.get("gpu_before"), sk.get("gpu_after"), sk.get("gpu_after_measuring"))
+            if st and st.get("sm_clock_mhz") is not None
+        ]
+        typer.echo(
+            f"soak: {sk['seconds']:.1f} s of {sk['gemm_n']}^3 {sk['dtype']} GEMMs, {sk['tflops_first_s']:.1f} -> "
+            f"{sk['tflops_last_s']:.1f} TFLOP/s (first -> last second)"
+            + (f"; SM clock {' -> '.join(clocks)} (before, after the soak, after measuring)" if clocks else "")
+        )
     typer.echo(f"wrote {out} ({len(table)} rows, {table.meta.get('wall_s', 0):.1f} s)")
 
 
@@ -204,6 +224,7 @@ def _profile_options(
     budget_s: float | None,
     threads: int | None,
     full: bool = False,
+    soak_s: float = 0.0,
 ) -> ProfileOptions:
     """The profiler's options from the command line, checked before torch is imported."""
     from netsim.calibration.kernels import KERNELS
@@ -213,6 +234,8 @@ def _profile_options(
         raise SpecError(f"must be > 0 (got {budget_s})", field="--budget-s")
     if threads is not None and threads < 1:
         raise SpecError(f"must be >= 1 (got {threads})", field="--threads")
+    if not (math.isfinite(soak_s) and 0 <= soak_s <= 3600):
+        raise SpecError(f"must be between 0 and 3600 seconds (got {soak_s})", field="--soak-s")
     kern = _split_list(kernels)
     for k in kern or ():
         if k not in KERNELS:
@@ -225,6 +248,7 @@ def _profile_options(
         budget_s=budget_s,
         threads=threads,
         full=full,
+        soak_s=soak_s,
         command="netsim " + " ".join(shlex.quote(a) for a in _invoked_args()),
     )
     options.resolved_dtypes()  # validate before importing torch

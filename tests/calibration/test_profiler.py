@@ -84,6 +84,8 @@ def test_missing_torch_says_how_to_install(
         (["--dtype", "int4"], "--dtype: unknown dtype 'int4'"),
         (["--kernels", "gemm,conv"], "--kernels: unknown kernel 'conv'"),
         (["--budget-s", "0"], "--budget-s: must be > 0"),
+        (["--soak-s", "-1"], "--soak-s: must be between 0 and 3600 seconds"),
+        (["--soak-s", "nan"], "--soak-s: must be between 0 and 3600 seconds"),
     ],
 )
 def test_profile_rejects_bad_options(
@@ -191,3 +193,40 @@ def test_quick_validation_leaves_out_the_expensive_shapes() -> None:
             over.append((p.kernel, kind))  # a kind with no cheap shape keeps its cheapest
     assert len(over) == len(set(over)) and not any(p.shape == {"tokens": 16384, "hidden": 4096} for p, _, _ in quick)
     assert len(quick) < len(every)
+
+
+@pytest.mark.torch
+@needs_torch
+def test_soak_runs_the_device_first_and_records_what_it_saw(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "soaked.csv"
+    args = ["profile", "--device", "cpu", "--quick", "--kernels", "gemm", "--budget-s", "0.01", "--soak-s", "0.3"]
+    code, stdout, _ = run_cli([*args, "--out", str(out)], capsys)
+    assert code == 0 and "soak: " in stdout and "TFLOP/s (first -> last second)" in stdout
+    sk = KernelTable.load(out).meta["soak"]
+    assert sk["seconds"] >= 0.3 and sk["gemm_n"] == 512 and sk["dtype"] == "float32"
+    assert sk["tflops_first_s"] > 0 and sk["tflops_last_s"] > 0
+    assert sk["gpu_before"] is None and sk["gpu_after_measuring"] is None  # no GPU state on cpu
+    assert KernelTable.load(out).meta["options"]["soak_s"] == 0.3
+
+
+def test_gpu_state_reads_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from netsim.calibration import soak
+
+    class Done:
+        stdout = "1755, 699.12, 71, 0x0000000000000004\n"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    assert soak.gpu_state() == {
+        "sm_clock_mhz": 1755.0,
+        "power_w": 699.12,
+        "temperature_c": 71.0,
+        "throttle_reasons": "0x0000000000000004",
+    }
+
+    def missing(*a: object, **k: object) -> None:
+        raise FileNotFoundError("nvidia-smi")
+
+    monkeypatch.setattr(subprocess, "run", missing)
+    assert soak.gpu_state() is None

@@ -230,3 +230,28 @@ def test_gpu_state_reads_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(subprocess, "run", missing)
     assert soak.gpu_state() is None
+
+
+@pytest.mark.torch
+@needs_torch
+def test_the_device_check_script_runs_its_steps_on_a_cpu(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OUT": str(tmp_path), "DEVICE": "cpu", "QUICK": "1", "SOAK_S": "0.2", "PYTHON": sys.executable}
+    done = subprocess.run(
+        ["bash", str(root / "benchmarks" / "device_h100_kernels.sh")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    boost = KernelTable.load(tmp_path / "kernels-boost.csv")
+    sustained = KernelTable.load(tmp_path / "kernels-sustained.csv")
+    assert set(boost.kernels()) == set(sustained.kernels()) == {"gemm", "grouped_gemm", "attention"}
+    assert "soak" not in boost.meta and sustained.meta["soak"]["seconds"] >= 0.2
+    assert (tmp_path / "environment.txt").read_text().strip()

@@ -344,12 +344,11 @@ class ModelCosts:
         heads = max(1, m.heads // self.tp)
         d = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla is not None else m.dim_per_head
         s = m.seq_len
-        if self.flash and self.cp > 1:
-            # ring attention (netsim.workload.context_parallel): cp blocks of s/cp queries against
-            # s/cp keys, each with the FLOPs of a causal call of that length (1/cp of the sequence's)
+        if self.flash:
+            # under context parallelism (netsim.workload.context_parallel) cp blocks of s/cp queries
+            # against s/cp keys, each with the FLOPs of a causal call of that length (1/cp of the
+            # sequence's); cp = 1 is the whole sequence
             calls = [_call("attention", "fwd", batch=self.mbs * self.cp, heads=heads, seq=s // self.cp, head_dim=d)]
-        elif self.flash:
-            calls = [_call("attention", "fwd", batch=self.mbs, heads=heads, seq=s, head_dim=d)]
         else:
             groups = self.mbs * heads
             rows = groups * s

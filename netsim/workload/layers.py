@@ -48,6 +48,9 @@ from netsim.workload.recompute import RecomputeMode, full_layers
 
 __all__ = ["LayerEmitter"]
 
+#: what a compute op runs: a call list, or the concatenation of several
+Calls = list[KernelCall] | tuple[list[KernelCall], ...]
+
 
 class LayerEmitter:
     """Emits the ops of one layer's forward, backward or weight-gradient pass."""
@@ -123,6 +126,15 @@ class LayerEmitter:
         comm = self.tp(rank, step, comm, rs, layer, mb, "reduce_scatter")
         return [*body(deps), *comm]
 
+    def tp_compute(
+        self, rank: int, step: int, deps: Deps, phases: tuple[str, str], layer: int, mb: int, name: str, calls: Calls
+    ) -> Deps:
+        """One compute op ``name`` (``calls``) as a block between its TP collectives (:meth:`tp_block`)."""
+        emit = self.emit
+        return self.tp_block(
+            rank, step, deps, phases, layer, mb, lambda d: emit.compute(rank, step, name, calls, d, layer, mb)
+        )
+
     def tp_collective(
         self, rank: int, step: int, deps: Deps, op: str, nbytes: float, phase: str, layer: int, mb: int
     ) -> Deps:
@@ -173,15 +185,8 @@ class LayerEmitter:
         if moe:
             return self.moe(rank, step, mb, layer, deps, "F", recompute=recompute)
         emit.new_segment()
-        return self.tp_block(
-            rank,
-            step,
-            deps,
-            (pfx + "fwd-mlp-ag", pfx + "fwd-mlp-rs"),
-            layer,
-            mb,
-            lambda d: emit.compute(rank, step, f"{tag}.mlp", c.mlp("F"), d, layer, mb),
-        )
+        phases = (pfx + "fwd-mlp-ag", pfx + "fwd-mlp-rs")
+        return self.tp_compute(rank, step, deps, phases, layer, mb, f"{tag}.mlp", c.mlp("F"))
 
     def backward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, chunk: int) -> Deps:
         """The backward pass (``part`` B or BW) of ``layer`` for micro-batch ``mb``, after the
@@ -205,25 +210,10 @@ class LayerEmitter:
             if self.recompute.mlp:
                 # Megatron's ``mlp`` recompute module: the MLP block's forward again, its TP
                 # collectives included (the checkpointed function is the whole block)
-                deps = self.tp_block(
-                    rank,
-                    step,
-                    deps,
-                    ("rcp-fwd-mlp-ag", "rcp-fwd-mlp-rs"),
-                    layer,
-                    mb,
-                    lambda d: emit.compute(rank, step, "R.mlp", c.mlp("F"), d, layer, mb),
-                )
+                phases = ("rcp-fwd-mlp-ag", "rcp-fwd-mlp-rs")
+                deps = self.tp_compute(rank, step, deps, phases, layer, mb, "R.mlp", c.mlp("F"))
             mlp = (*self._renorm(True), c.mlp(part))
-            deps = self.tp_block(
-                rank,
-                step,
-                deps,
-                ("bwd-mlp-ag", "bwd-mlp-rs"),
-                layer,
-                mb,
-                lambda d: emit.compute(rank, step, f"{part}.mlp", mlp, d, layer, mb),
-            )
+            deps = self.tp_compute(rank, step, deps, ("bwd-mlp-ag", "bwd-mlp-rs"), layer, mb, f"{part}.mlp", mlp)
             emit.new_segment()
 
         def attention(d: Deps) -> Deps:

@@ -67,6 +67,7 @@ class ParallelLayout:
     _a2a_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_per_stage: int = field(default=0, init=False, repr=False, compare=False)
     _tp_groups: dict[int, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cp_groups: dict[int, tuple[int, ...]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.experts is None:
@@ -143,9 +144,14 @@ class ParallelLayout:
 
     def cp_group(self, rank: int) -> tuple[int, ...]:
         """The ``cp`` ranks that share ``rank``'s sequences, in ring order."""
-        p, d, t = self.coords(rank)
-        first = d - d % self.cp
-        return tuple(self.rank_of(p, first + c, t) for c in range(self.cp))
+        got = self._cp_groups.get(rank)
+        if got is None:
+            p, d, t = self.coords(rank)
+            first = d - d % self.cp
+            got = tuple(self.rank_of(p, first + c, t) for c in range(self.cp))
+            for r in got:
+                self._cp_groups[r] = got
+        return got
 
     def ep_group(self, rank: int) -> tuple[int, ...]:
         """The ranks that exchange tokens with ``rank`` and hold the other experts, in EP-position

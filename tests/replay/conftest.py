@@ -39,6 +39,16 @@ def tiny_scenario(**changes: Any) -> dict[str, Any]:
     return base
 
 
+def replay(scenario: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """Prepare and replay ``scenario``: (the prepared run, the replay result, its summary)."""
+    from netsim.config.scenario import load_scenario
+    from netsim.run import prepare, simulate, summarize_replay
+
+    prep = prepare(load_scenario(scenario))
+    res, net = simulate(prep)
+    return prep, res, summarize_replay(prep, res, net, None)[0]
+
+
 @pytest.fixture
 def tiny() -> dict[str, Any]:
     return tiny_scenario()

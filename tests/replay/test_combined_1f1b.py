@@ -11,9 +11,9 @@ import pytest
 
 from netsim.config.scenario import load_scenario
 from netsim.errors import WorkloadError
-from netsim.run import prepare, simulate, summarize_replay
+from netsim.run import prepare
 
-from .conftest import TINY_MOE, tiny_scenario
+from .conftest import TINY_MOE, replay, tiny_scenario
 
 
 def _scenario(overlap: bool, **parallelism: Any) -> dict[str, Any]:
@@ -28,9 +28,7 @@ def _scenario(overlap: bool, **parallelism: Any) -> dict[str, Any]:
 
 
 def _summary(scenario: dict[str, Any]) -> dict[str, Any]:
-    prep = prepare(load_scenario(scenario))
-    res, net = simulate(prep)
-    return summarize_replay(prep, res, net, None)[0]
+    return replay(scenario)[2]
 
 
 def test_the_combined_1f1b_hides_expert_all_to_alls() -> None:

@@ -10,11 +10,9 @@ from typing import Any
 
 import pytest
 
-from netsim.config.scenario import load_scenario
 from netsim.errors import WorkloadError
-from netsim.run import prepare, simulate, summarize_replay
 
-from .conftest import TINY_MOE, tiny_scenario
+from .conftest import TINY_MOE, replay, tiny_scenario
 
 
 def _run(delay: bool, a2a_overlap: bool = True) -> tuple[Any, Any, dict[str, Any]]:
@@ -23,9 +21,7 @@ def _run(delay: bool, a2a_overlap: bool = True) -> tuple[Any, Any, dict[str, Any
         "parallelism": {**TINY_MOE["parallelism"], "pp": 1},
         "overlap": {"ep_a2a_overlap": a2a_overlap, "delay_wgrad_compute": delay},
     }
-    prep = prepare(load_scenario(tiny_scenario(workload=wl)))
-    res, net = simulate(prep)
-    return prep, res, summarize_replay(prep, res, net, None)[0]
+    return replay(tiny_scenario(workload=wl))
 
 
 def test_the_experts_weight_gradients_run_while_the_dispatch_backward_flies() -> None:

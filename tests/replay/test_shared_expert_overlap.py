@@ -10,10 +10,7 @@ from typing import Any
 
 import pytest
 
-from netsim.config.scenario import load_scenario
-from netsim.run import prepare, simulate, summarize_replay
-
-from .conftest import TINY_MOE, tiny_scenario
+from .conftest import TINY_MOE, replay, tiny_scenario
 
 
 def _scenario(overlap: bool, shared: int = 1) -> dict[str, Any]:
@@ -23,9 +20,7 @@ def _scenario(overlap: bool, shared: int = 1) -> dict[str, Any]:
 
 
 def _run(scenario: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
-    prep = prepare(load_scenario(scenario))
-    res, net = simulate(prep)
-    return prep, res, summarize_replay(prep, res, net, None)[0]
+    return replay(scenario)
 
 
 def _compute_s(prep: Any, rank: int) -> float:

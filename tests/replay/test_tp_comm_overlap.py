@@ -10,11 +10,9 @@ from typing import Any
 
 import pytest
 
-from netsim.config.scenario import load_scenario
 from netsim.errors import WorkloadError
-from netsim.run import prepare, simulate, summarize_replay
 
-from .conftest import tiny_scenario
+from .conftest import replay, tiny_scenario
 
 DENSE: dict[str, Any] = {
     "name": "tiny-dense",
@@ -29,9 +27,7 @@ DENSE: dict[str, Any] = {
 
 def _run(overlap: bool, **parallelism: Any) -> tuple[Any, Any, dict[str, Any]]:
     wl = {**DENSE, "parallelism": {**DENSE["parallelism"], **parallelism}, "overlap": {"tp_comm_overlap": overlap}}
-    prep = prepare(load_scenario(tiny_scenario(workload=wl)))
-    res, net = simulate(prep)
-    return prep, res, summarize_replay(prep, res, net, None)[0]
+    return replay(tiny_scenario(workload=wl))
 
 
 def test_tp_collectives_run_beside_the_blocks() -> None:

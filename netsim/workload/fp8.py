@@ -28,7 +28,8 @@ found is the recipe (``model.fp8_recipe``, used when ``model.dtype`` is fp8):
   is found inside the cast kernel (``Float8BlockQuantizer::quantize`` is one
   ``nvte_quantize_v2``, quantizer.cpp), which also writes the scales: 4 bytes per 128 elements
   per copy for activations and gradients, 4 per 128 x 128 for weights.  Norms are not fused with
-  the cast (normalization.cpp: ``Impl::UNFUSED`` for block quantizers).
+  the cast (normalization.cpp: ``Impl::UNFUSED`` for block quantizers).  These quantisers are
+  slower than their bytes say (``BLOCKWISE_QUANT_SLOWDOWN``, below).
 
 The activation functions Megatron runs (``bias_swiglu``, ``bias_gelu``) are its own BF16
 kernels, so the down projection's input is cast like any other (no fusion); so are the
@@ -45,8 +46,28 @@ recipe     input, after a norm     other input, dY      weight (/step)    scales
 =========  ======================  ===================  ================  ==================
 current    cast 2 + 1 + 1 = 4      amax 2 + cast 4 = 6  6                 one per tensor
 delayed    transpose 1 + 1 = 2     cast 4               4                 one per tensor
-blockwise  4 + 2 x 4/128           4 + 2 x 4/128        4 + 2 x 4/128^2   fp32 per tile/block
+blockwise  (4 + 2 x 4/128) x 2      (4 + 2 x 4/128) x 2  (4 + 2 x 4/128^2)  fp32 per tile/block
+                                                         x 2
 =========  ======================  ===================  ================  ==================
+
+The blockwise entries count the bytes twice (``BLOCKWISE_QUANT_SLOWDOWN = 2``, approx.): a
+blockwise quantiser finds an amax per 128-element tile along rows for one copy and along
+columns for the other (a transpose through shared memory), and the published measurements of
+two implementations put it at about half the speed of a streaming cast of the same bytes:
+
+* Transformer Engine's GEMM benchmark on an H200 NVL (docs/examples/gemm_profiling/
+  gemm_profiling.rst at NVIDIA/TransformerEngine d0067d0da6, "Worked Example: 5B Model on H200",
+  the te.Linear autocast mode that quantises the input and the weight of every call): FP8 block
+  scaling 22.882 ms per layer against 20.285 ms for current scaling and 16.785 ms for the
+  pre-quantised current-scaling GEMMs.  With the GEMMs alone as fast as current scaling's, the
+  block quantisers take 6.10 ms where netsim's bytes (one count) take 2.61 ms at the H200's
+  bandwidth (2.3x); with the GEMMs at cuBLAS's "1.75x BF16 for large matmuls" for block-scaled
+  FP8 on Hopper (NVIDIA, cuBLAS 12.9 blog), 4.61 ms (1.8x).  Current scaling's quantisers take
+  3.50 ms against netsim's 3.88 ms: the tensor-wise bytes need no such factor.
+* DeepSeek's profile of a DeepSeek-V3 training step on H800 (deepseek-ai/profile-data at
+  4496024, train.json): its FP8 cast kernels take 3.71 ms per MoE layer (forward + backward)
+  where netsim's blockwise bytes (one count) take 1.77 ms (2.1x; netsim's validation case
+  ``deepseek-profile-data/dsv3-moe-layer-ep64`` compares the layer by kernel class).
 
 The compute model has no measured cast kernel; the casts are timed as the ``residual`` kernel
 (a streaming read-read-write elementwise kernel of the catalogue, 3 BF16 elements = 6 bytes per
@@ -64,7 +85,14 @@ from typing import Final, get_args
 
 from netsim.config.workload import Fp8Recipe
 
-__all__ = ["FP8_RECIPES", "KERNEL_BYTES_PER_ELEMENT", "QuantBytes", "quant_bytes", "recipe_note"]
+__all__ = [
+    "BLOCKWISE_QUANT_SLOWDOWN",
+    "FP8_RECIPES",
+    "KERNEL_BYTES_PER_ELEMENT",
+    "QuantBytes",
+    "quant_bytes",
+    "recipe_note",
+]
 
 #: the recipes ``model.fp8_recipe`` accepts (the config's type is the one list)
 FP8_RECIPES: Final[tuple[str, ...]] = get_args(Fp8Recipe)
@@ -76,6 +104,9 @@ _READ = 2.0  # one pass over the BF16 tensor
 _COPIES = 2.0  # row-wise and column-wise FP8 copies (Hopper FP8 GEMMs take TN layouts only)
 _FP32_SCALE = 4.0
 _TILE = 128.0  # DeepSeek-V3: 1x128 activation tiles, 128x128 weight blocks
+#: blockwise quantisers run at about half the speed of a streaming cast of their bytes (module
+#: doc: Transformer Engine's H200 benchmark, 1.8-2.3x; DeepSeek's H800 profile, 2.1x); approx.
+BLOCKWISE_QUANT_SLOWDOWN: Final = 2.0
 
 
 @dataclass(frozen=True)
@@ -96,8 +127,9 @@ def _recipe_bytes(recipe: str) -> QuantBytes:
     if recipe == "delayed":
         return QuantBytes(after_norm=2.0, other=cast, grad=cast, weight=cast)
     if recipe == "blockwise":
-        tiles = cast + _COPIES * _FP32_SCALE / _TILE
-        return QuantBytes(after_norm=tiles, other=tiles, grad=tiles, weight=cast + _COPIES * _FP32_SCALE / _TILE**2)
+        tiles = (cast + _COPIES * _FP32_SCALE / _TILE) * BLOCKWISE_QUANT_SLOWDOWN
+        weight = (cast + _COPIES * _FP32_SCALE / _TILE**2) * BLOCKWISE_QUANT_SLOWDOWN
+        return QuantBytes(after_norm=tiles, other=tiles, grad=tiles, weight=weight)
     raise ValueError(f"unknown FP8 recipe {recipe!r}; allowed: {', '.join(FP8_RECIPES)}")
 
 

@@ -36,3 +36,61 @@ def test_fp8_adds_no_error_of_its_own(pair: dict[str, float]) -> None:
     err_bf16 = pair["llama31-8b-8gpus-bf16"] / MEASURED_BF16 - 1
     err_fp8 = pair["llama31-8b-8gpus-fp8"] / MEASURED_FP8 - 1
     assert err_fp8 == pytest.approx(err_bf16, abs=0.02)
+
+
+# --- Transformer Engine's GEMM benchmark: the three FP8 recipes on one GPU --------------------
+#
+# docs/examples/gemm_profiling/gemm_profiling.rst at NVIDIA/TransformerEngine d0067d0da6, "Worked
+# Example: 5B Model on H200": benchmarks/gemm/benchmark_gemm.py in model-config mode (hidden 4096,
+# FFN 16384, 32 heads, micro-batch 31 x sequence 512 = 15,872 tokens) on an H200 NVL, per-layer
+# time of the 12 GEMMs (fprop, dgrad, wgrad of QKV, attention out, MLP up and down), each one
+# te.Linear call.  Autocast mode: every call quantises its input and its weight (row-wise and
+# column-wise copies) before the GEMM.  netsim has no H200 NVL compute profile, so the check uses
+# the H100's with one calibration: its GEMMs scaled to TE's measured BF16 time (31.968 ms; the
+# H200 NVL runs at 600 W) and its memory-bound kernels to the H200's HBM bandwidth (4.8 against
+# 3.35 TB/s).  What it checks is the FP8 model: the GEMM speed-up and each recipe's casts.
+TE_TOKENS, TE_HIDDEN, TE_FFN = 31 * 512, 4096, 16384
+TE_BF16_MS = 31.968
+TE_MEASURED_MS = {"delayed": 18.978, "current": 20.285, "blockwise": 22.882, "current-prequantised": 16.785}
+
+
+def _te_benchmark_ms() -> dict[str, float]:
+    from netsim.config.scenario import load_scenario
+    from netsim.run import build_compute_model
+    from netsim.topology import load_topology
+    from netsim.workload.costs import ModelCosts
+    from netsim.workload.fp8 import quant_bytes
+
+    graph = load_topology("dgx-h100", nodes=1)
+    scenario = load_scenario({"name": "te", "topology": "dgx-h100", "nodes": 1, "workload": "gpt-dense"}, source="t")
+    bf16, fp8 = build_compute_model(graph, scenario, "bf16"), build_compute_model(graph, scenario, "fp8")
+    m, h, f = TE_TOKENS, TE_HIDDEN, TE_FFN
+    fprop = [(m, h, 3 * h), (m, h, h), (m, h, f), (m, f, h)]  # (rows, k, n) of QKV, out, up, down
+    calls = fprop + [(m, n, k) for (_, k, n) in fprop] + [(k, m, n) for (_, k, n) in fprop]  # + dgrad, wgrad
+
+    def gemms(model: object, dtype: str) -> float:
+        return sum(model.time("gemm", "fwd", dtype=dtype, m=r, n=n, k=k) for r, k, n in calls)  # type: ignore[attr-defined]
+
+    scale = TE_BF16_MS * 1e-3 / gemms(bf16, "bf16")
+    out = {"current-prequantised": gemms(fp8, "fp8") * scale * 1e3}
+    for recipe in ("delayed", "current", "blockwise"):
+        q = quant_bytes(recipe)
+        casts = sum(
+            ModelCosts._cast(r, k, q.other).time_s(bf16, "bf16") + ModelCosts._cast(k, n, q.weight).time_s(bf16, "bf16")
+            for r, k, n in calls
+        )
+        out[recipe] = out["current-prequantised"] + casts * 3.35 / 4.8 * 1e3
+    return out
+
+
+def test_transformer_engine_fp8_recipes_on_one_gpu() -> None:
+    """Each recipe within 12% (2026-12-05: delayed +10.1%, current +9.4%, block +2.8%,
+    pre-quantised +9.1%: netsim's FP8 GEMMs run 1.75x BF16, the H100's maximum-achievable ratio,
+    where the H200 NVL's reach 1.90x at these shapes); block scaling the slowest FP8 recipe, by
+    more than the casts' bytes alone say (its quantisers run at about half speed)."""
+    pred = _te_benchmark_ms()
+    for key, measured in TE_MEASURED_MS.items():
+        assert pred[key] == pytest.approx(measured, rel=0.12), key
+    assert pred["delayed"] < pred["current"] < pred["blockwise"]
+    # block vs current scaling: measured +12.8%; with the casts' bytes counted once netsim said -5.7%
+    assert pred["blockwise"] / pred["current"] > 1.04

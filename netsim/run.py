@@ -125,6 +125,17 @@ def build_compute_model(
     )
 
 
+def workload_compute_model(
+    graph: nx.DiGraph, scenario: ScenarioSpec, workload: WorkloadSpec, table: KernelTable | None = None
+) -> TimeModel:
+    """The compute model a replay of ``workload`` uses: the accelerator's
+    (:func:`build_compute_model`), with the SMs ``overlap.comm_sms`` holds for communication."""
+    compute = build_compute_model(graph, scenario, workload.model.dtype, table)
+    acc = dict(graph.graph.get("accelerator") or {})
+    with _blame_scenario(scenario, "workload"):
+        return with_comm_sms(compute, workload.overlap.comm_sms, acc.get("sms"), str(acc.get("name", "")))
+
+
 def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, Any], dict[str, Any], Any]:
     """Network engine keywords, collective keywords and the collective setup (cost model and
     link efficiencies) from ``options.collective_cost``, ``options.calibration`` and the options."""
@@ -212,10 +223,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
     opts = scenario.options
     table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
-    compute = build_compute_model(graph, scenario, workload.model.dtype, table)
-    acc = dict(graph.graph.get("accelerator") or {})
-    with _blame_scenario(scenario, "workload"):
-        compute = with_comm_sms(compute, workload.overlap.comm_sms, acc.get("sms"), str(acc.get("name", "")))
+    compute = workload_compute_model(graph, scenario, workload, table)
     lockstep, samples, reasons = choose_plan_options(opts, graph, workload)
     plan = build_plan(
         workload,

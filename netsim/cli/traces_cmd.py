@@ -80,12 +80,36 @@ def _register_import(imp: typer.Typer) -> None:
             help="Event kinds: cpu_op, kernel, gpu_mem, runtime, annotation, python, other, or 'all'.",
         ),
         events_out: Path | None = typer.Option(None, "--events", help="Also write the selected events."),
+        classes: Path | None = typer.Option(
+            None,
+            "--classes",
+            help="Write the GPU kernel time by class (GEMM, attention, FP8 casts, norms, other, "
+            "communication; .csv or .parquet): what a layer validation case compares.",
+        ),
+        per: float = typer.Option(1.0, "--per", help="Divide the --classes times by this (layers in the trace)."),
+        streams: str | None = typer.Option(
+            None, "--streams", help="--classes: only kernels on these streams (comma-separated trace tids)."
+        ),
         top: int = typer.Option(15, "--top", min=0, help="Rows to print per kind."),
         force: bool = force_option(),
     ) -> None:
-        """Aggregate a PyTorch profiler (Kineto) trace into per-op durations and/or a kernel table."""
-        check_out_files(force, out=out, events=events_out)
-        _import_kineto(trace, out, kernel_table, step_range, within, start_us, end_us, kinds, events_out, top)
+        """Aggregate a PyTorch profiler (Kineto) trace into per-op durations, a kernel table and/or
+        the GPU time by kernel class."""
+        check_out_files(force, out=out, events=events_out, classes=classes)
+        stream_list = [x.strip() for x in streams.split(",") if x.strip()] if streams else None
+        _import_kineto(
+            trace,
+            out,
+            kernel_table,
+            step_range,
+            within,
+            start_us,
+            end_us,
+            kinds,
+            events_out,
+            top,
+            (classes, per, stream_list),
+        )
 
     @imp.command("vidur")
     def import_vidur(
@@ -158,16 +182,21 @@ def _import_kineto(
     kinds: str,
     events_out: Path | None,
     top: int,
+    by_class: tuple[Path | None, float, list[str] | None] = (None, 1.0, None),
 ) -> None:
-    """Load the trace; write the kernel table and/or the per-op summary (and the selected events)."""
+    """Load the trace; write the kernel table, the per-op summary (and the selected events) and/or
+    the kernel time by class."""
     from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
 
-    if out is None and kernel_table is None:
-        raise SpecError("give --out (per-op summary) and/or --kernel-table", field="--out")
+    classes, per, streams = by_class
+    if out is None and kernel_table is None and classes is None:
+        raise SpecError("give --out (per-op summary), --kernel-table and/or --classes", field="--out")
     kind_list = None if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())
     tr = load_kineto(trace)
     if kernel_table is not None:
         _write_kernel_table(tr, kernel_table, step_range)
+    if classes is not None:
+        _write_classes(tr, classes, per, streams)
     if out is None:
         return
     ev = select_events(tr, kinds=kind_list, start_us=start_us, end_us=end_us, within=within)
@@ -178,6 +207,22 @@ def _import_kineto(
     _print_op_summary(summary, top)
     span_us = float((ev["ts_us"] + ev["dur_us"]).max() - ev["ts_us"].min())
     typer.echo(f"wrote {out} ({len(summary)} ops from {len(ev)} events spanning {format_duration(span_us * 1e-6)})")
+
+
+def _write_classes(tr: Any, path: Path, per: float, streams: list[str] | None) -> None:
+    """Write and print the GPU kernel time by class (netsim.traces.kernel_classes)."""
+    from netsim.traces.kernel_classes import class_breakdown
+    from netsim.traces.kineto import write_table_file
+
+    df = class_breakdown(tr, per=per, streams=streams)
+    write_table_file(df, path)
+    rt = Table(title=f"GPU kernel time by class{f' (per {per:g})' if per != 1 else ''}", title_justify="left")
+    for col in ("class", "kernels", "summed", "busy"):
+        rt.add_column(col, justify="left" if col == "class" else "right")
+    for r in df.to_dict("records"):
+        rt.add_row(str(r["class"]), str(r["kernels"]), format_duration(r["sum_s"]), format_duration(r["busy_s"]))
+    console.print(rt)
+    typer.echo(f"wrote {path}")
 
 
 def _print_op_summary(summary: pd.DataFrame, top: int) -> None:

@@ -25,10 +25,12 @@ from netsim.validation.runner import KiB, MiB, ValidationResult
 
 __all__ = ["band_of", "format_summary", "summarize", "validation_document", "write_validation"]
 
-BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training")
+BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training", "layer")
 
 
 def band_of(kind: str, size_bytes: float | None) -> str:
+    if kind == "layer":
+        return "layer"
     if kind != "collective" or size_bytes is None or not np.isfinite(size_bytes):
         return "training"
     if size_bytes >= MiB:
@@ -70,7 +72,27 @@ def summarize(res: ValidationResult) -> dict[str, Any]:
             ["source", "case", "size_bytes", "measured", "predicted", "rel_error", "tolerance"]
         ].to_dict("records"),
         "training": _training_rows(t),
+        "layers": _layer_rows(t),
     }
+
+
+def _layer_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
+    """The layer cases' rows (summary.json ``layers``): per kernel class, ms per layer."""
+    rows = t[t["kind"] == "layer"]
+    return [
+        {
+            "source": r["source"],
+            "case": r["case"],
+            "class": str(r["metric"]).removeprefix("layer_ms."),
+            "measured_ms": r["measured"],
+            "predicted_ms": r["predicted"],
+            "rel_error": r["rel_error"],
+            "asserted": bool(r["asserted"]),
+            "tolerance": None if r["tolerance"] is None or not np.isfinite(r["tolerance"]) else r["tolerance"],
+            "known_gap": bool(r["known_gap"]),
+        }
+        for r in rows.to_dict("records")
+    ]
 
 
 def _training_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
@@ -127,6 +149,12 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
             f"training {t['source']}/{t['case']}: {t['metric']} measured {t['measured']:.4g}, predicted "
             f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); {step}"
             f"{' (known gap)' if t['known_gap'] else ''}"
+        )
+    for r in summary.get("layers", []):
+        lines.append(
+            f"layer {r['source']}/{r['case']} {r['class']}: measured {r['measured_ms']:.3g} ms, predicted "
+            f"{r['predicted_ms']:.3g} ms ({100 * r['rel_error']:+.1f}%)"
+            f"{'' if r['asserted'] else ' (known gap)' if r['known_gap'] else ' (reported)'}"
         )
     for f in summary["failures"]:
         lines.append(
@@ -219,7 +247,7 @@ def _cases_table(t: pd.DataFrame) -> Any:
     from netsim.report.render import Table
 
     per = []
-    coll = t[t["kind"] != "training"]
+    coll = t[t["kind"] == "collective"]
     for (src, case), g in sorted(coll.groupby(["source", "case"]), key=lambda x: x[0]):
         e = g["rel_error"]
         per.append(
@@ -312,6 +340,8 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
         Section("Parity", [Figure("parity", "Predicted against measured, log-log; dashed: +-10%.")]),
         Section("Per case", [_cases_table(t)]),
     ]
+    if summary.get("layers"):
+        sections.insert(2, _layer_section(summary["layers"]))
     if summary.get("training"):
         sections.insert(2, _training_section(summary["training"]))
     if not summary["ok"]:
@@ -378,6 +408,35 @@ def _training_section(rows: list[dict[str, Any]]) -> Any:
                 "step (mean over ranks; the rest is compute overlapping communication)."
             ),
             Table(head, body, align="llrlrrrrrll"),
+        ],
+    )
+
+
+def _layer_section(rows: list[dict[str, Any]]) -> Any:
+    from netsim.report.render import Paragraph, Section, Table
+
+    body = [
+        [
+            r["source"],
+            r["case"],
+            r["class"],
+            f"{r['measured_ms']:.3f}",
+            f"{r['predicted_ms']:.3f}",
+            _pct(r["rel_error"]),
+            _pct(r["tolerance"]) if r["asserted"] else ("known gap" if r["known_gap"] else "reported"),
+        ]
+        for r in rows
+    ]
+    return Section(
+        "Kernel time per layer",
+        [
+            Paragraph(
+                "One transformer layer's GPU time (forward + backward, ms) by kernel class, read from a published "
+                "profile of a training step (netsim import kineto --classes), against netsim's compute model for "
+                "the same layer (netsim.validation.layer). Error = predicted / measured - 1 (negative: netsim's "
+                "kernels are faster); compute is the GPU's busy time."
+            ),
+            Table(["source", "case", "class", "measured ms", "predicted ms", "error", "tolerance"], body, "lllrrrr"),
         ],
     )
 

@@ -8,12 +8,15 @@ tolerance:
 * collectives: the case's ``tolerance`` if it sets one, else by size: 10% at 1 MiB and above,
   25% from 64 KiB, not asserted below 64 KiB (reported only: microsecond-scale times depend on
   the software stack more than on anything a cluster designer chooses);
-* training cases: their ``tolerance`` (default 10%).
+* training cases: their ``tolerance`` (default 10%);
+* layer cases: their ``tolerance`` (default 10%) on the classes they assert (default the GPU's
+  busy time, ``compute``); the other classes are reported only.
 
 The result is a flat table (one row per point, :data:`COLUMNS`) that
 :mod:`netsim.validation.report` turns into an error table and a parity plot.  ``quick`` keeps
 what CI can afford on two cores: collective cases of sources on at most two nodes (out-of-place
-columns; in-place repeats them), every size; training cases marked ``quick``.
+columns; in-place repeats them), every size; training cases marked ``quick``; every layer case
+(a few hundred kernel lookups).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from pydantic import Field
 from netsim.config.common import SpecModel, load_mapping, validate_model
 from netsim.errors import SpecError
 from netsim.validation.cases import PREDICTORS, Prediction
-from netsim.validation.sources import DATA_DIR, CollectiveCase, Source, TrainingCase, load_sources
+from netsim.validation.layer import predict_layer  # noqa: F401  (registers the layer predictor)
+from netsim.validation.sources import DATA_DIR, CollectiveCase, LayerCase, Source, TrainingCase, load_sources
 from netsim.validation.training import predict_training  # noqa: F401  (registers the training predictor)
 
 __all__ = [
@@ -127,11 +131,16 @@ def _gap_of(gaps: Sequence[KnownGap], source: str, case: str, size: int | None) 
     return ""
 
 
-def tolerance_for(case: CollectiveCase | TrainingCase, size_bytes: int | None) -> float | None:
+AnyCase = CollectiveCase | TrainingCase | LayerCase
+
+
+def tolerance_for(case: AnyCase, size_bytes: int | None, layer_class: str | None = None) -> float | None:
     """The relative error allowed at one point (module doc); ``None``: reported only."""
+    if isinstance(case, LayerCase) and layer_class not in case.asserted:
+        return None
     if case.tolerance is not None:
         return float(case.tolerance)
-    if isinstance(case, TrainingCase):
+    if isinstance(case, TrainingCase | LayerCase):
         return 0.10
     if size_bytes is None:
         return None
@@ -144,10 +153,10 @@ def tolerance_for(case: CollectiveCase | TrainingCase, size_bytes: int | None) -
 
 def select_cases(
     sources: Sequence[Source], *, quick: bool = False, only: str | None = None, kinds: Sequence[str] | None = None
-) -> list[tuple[Source, CollectiveCase | TrainingCase]]:
+) -> list[tuple[Source, AnyCase]]:
     """The (source, case) pairs to run: not excluded, matching ``only`` (a glob on
     ``source/case``), of the given kinds, and cheap ones when ``quick`` (module doc)."""
-    out: list[tuple[Source, CollectiveCase | TrainingCase]] = []
+    out: list[tuple[Source, AnyCase]] = []
     for src in sources:
         if src.exclude:
             continue
@@ -200,18 +209,16 @@ class ValidationResult:
         return self.failures.empty
 
 
-def _row(
-    src: Source, case: CollectiveCase | TrainingCase, p: Prediction, gaps: Sequence[KnownGap]
-) -> dict[str, object]:
+def _row(src: Source, case: AnyCase, p: Prediction, gaps: Sequence[KnownGap]) -> dict[str, object]:
+    d = p.detail or {}
     gap = _gap_of(gaps, src.source.id, case.id, p.size_bytes)
-    tol = None if gap else tolerance_for(case, p.size_bytes)
+    tol = None if gap else tolerance_for(case, p.size_bytes, d.get("layer_class"))
     err = p.rel_error
     forced = ""
     op = ""
     if isinstance(case, CollectiveCase):
         op = case.netsim_op
         forced = "/".join(x for x in (case.algo, case.proto) if x)
-    d = p.detail or {}
     return {
         "source": src.source.id,
         "case": case.id,

@@ -12,7 +12,9 @@ Case kinds (a :class:`~netsim.registry.Registry`, one predictor each in
 
 * ``collective``: an nccl-tests curve: ``op``, NCCL's ``algo``/``proto`` if the run forced them,
   ``points`` of (bytes, time in us, busbw as printed);
-* ``training``: a published training run's throughput (:mod:`netsim.validation.training`).
+* ``training``: a published training run's throughput (:mod:`netsim.validation.training`);
+* ``layer``: one transformer layer's GPU time by kernel class, from a published profile of a
+  training step (:mod:`netsim.validation.layer`).
 
 Every file is validated once, here: an unknown field, a negative time, a size of 0, a point
 whose busbw disagrees with its time by more than the printed rounding, a preset netsim does not
@@ -24,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -33,7 +35,9 @@ from netsim.errors import SpecError
 
 __all__ = [
     "DATA_DIR",
+    "LAYER_CLASSES",
     "CollectiveCase",
+    "LayerCase",
     "Point",
     "Source",
     "SourceInfo",
@@ -57,7 +61,7 @@ class SourceInfo(SpecModel):
     url: str = Field(min_length=8)
     where: str = Field(min_length=1)
     kind: Literal["measurement", "statement", "paper"]
-    read_from: Literal["table", "figure", "text"] = "table"
+    read_from: Literal["table", "figure", "text", "trace"] = "table"
     notes: str = ""
 
 
@@ -160,7 +164,47 @@ class TrainingCase(SpecModel):
         return self
 
 
-Case = Annotated[CollectiveCase | TrainingCase, Field(discriminator="kind")]
+#: the kernel classes a layer case compares (netsim.traces.kernel_classes), and ``compute``: their sum
+LayerClass = Literal["gemm", "attention", "fp8_cast", "norm", "other", "compute"]
+LAYER_CLASSES: tuple[str, ...] = get_args(LayerClass)
+
+
+class LayerCase(SpecModel):
+    """A measured transformer layer: the GPU time of one layer's forward and backward by kernel class.
+
+    ``measured_ms`` holds per-layer milliseconds (forward + backward, recomputation included) of
+    any of :data:`LAYER_CLASSES`, read from a profiled training step
+    (``netsim import kineto TRACE --classes FILE --per LAYERS``: the busy time of each class);
+    netsim predicts each from the compute model of ``system.topology`` for one micro-batch of the
+    workload through one ``layer_kind`` layer, experts at balanced routing
+    (:mod:`netsim.validation.layer`).  Only the ``asserted`` classes are held to the tolerance (default
+    ``compute``, the GPU's busy time); the others are reported.
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    kind: Literal["layer"]
+    workload: str | dict[str, Any]
+    workload_set: dict[str, Any] = Field(default_factory=dict)
+    layer_kind: Literal["dense", "moe"]
+    measured_ms: dict[LayerClass, float] = Field(min_length=1)
+    asserted: list[LayerClass] = Field(default_factory=lambda: list[LayerClass](["compute"]))
+    where: str = ""
+    tolerance: Tolerance | None = None
+    exclude: bool = False
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _positive_and_measured(self) -> LayerCase:
+        for k, v in self.measured_ms.items():
+            if not v > 0:
+                raise ValueError(f"measured_ms.{k} must be > 0 (got {v})")
+        missing = [a for a in self.asserted if a not in self.measured_ms]
+        if missing:
+            raise ValueError(f"asserted classes without a measurement: {', '.join(missing)}")
+        return self
+
+
+Case = Annotated[CollectiveCase | TrainingCase | LayerCase, Field(discriminator="kind")]
 
 
 class Source(SpecModel):

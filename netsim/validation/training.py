@@ -150,6 +150,11 @@ def _override(key: str, value: Any) -> str:
     return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
 
 
+def workload_overrides(workload_set: dict[str, Any]) -> list[str]:
+    """A case's ``workload_set`` as ``--set``-style ``key=value`` overrides."""
+    return [_override(k, v) for k, v in workload_set.items()]
+
+
 def scenario_of(src: Source, case: TrainingCase, cost_model: str | None = None) -> Any:
     """The :class:`~netsim.config.scenario.ScenarioSpec` of a training case."""
     from netsim.config.scenario import load_scenario
@@ -160,7 +165,7 @@ def scenario_of(src: Source, case: TrainingCase, cost_model: str | None = None) 
         "nodes": case.nodes or src.system.nodes,
         "topology_overrides": src.system.overrides(),
         "workload": case.workload,
-        "workload_overrides": [_override(k, v) for k, v in case.workload_set.items()],
+        "workload_overrides": workload_overrides(case.workload_set),
         "seed": case.seed,
         "steps": 1,
         "options": dict(case.options),

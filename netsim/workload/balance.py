@@ -44,13 +44,13 @@ from netsim.workload.plan import split_layers
 from netsim.workload.recompute import RecomputeMode
 from netsim.workload.schedules import Schedule
 
-__all__ = ["balance_stages", "balanced_layers", "layer_costs_s", "min_max_split", "stage_blocks"]
+__all__ = ["balance_stages", "balanced_layers", "layer_calls", "layer_costs_s", "min_max_split", "stage_blocks"]
 
 #: relative slack when comparing float block costs with the optimum
 _TOL = 1e-9
 
 
-def _layer_calls(spec: WorkloadSpec, costs: ModelCosts, layer: int, mode: RecomputeMode, etp: int) -> list[KernelCall]:
+def layer_calls(spec: WorkloadSpec, costs: ModelCosts, layer: int, mode: RecomputeMode, etp: int) -> list[KernelCall]:
     """The kernel calls of one micro-batch through ``layer``: forward, backward, recomputation."""
     model = spec.model
 
@@ -98,9 +98,9 @@ def layer_costs_s(
     def seconds(calls: Sequence[KernelCall]) -> float:
         return kernels_time_s(calls, compute, dtype, cache)
 
-    per_layer = [seconds(_layer_calls(spec, costs, x, mode, etp)) for x in range(spec.model.layers)]
+    per_layer = [seconds(layer_calls(spec, costs, x, mode, etp)) for x in range(spec.model.layers)]
     tail = seconds([*costs.head("F"), *costs.head("BW")])
-    tail += sum(seconds(_layer_calls(spec, costs, x, mode, etp)) for x in spec.model.mtp_layers())
+    tail += sum(seconds(layer_calls(spec, costs, x, mode, etp)) for x in spec.model.mtp_layers())
     return per_layer, tail
 
 

@@ -64,6 +64,7 @@ EXTERNAL = [
     (r"\$VIDUR", "needs a checkout of Vidur's profiling data"),
     (r"^netsim profile --device cuda", "needs a CUDA device"),
     (r"~/models/|qwen\.parquet", "needs a downloaded Hugging Face model checkpoint"),
+    (r"^netsim import kineto train\.json", "needs deepseek-ai/profile-data's train.json (not shipped: no licence)"),
 ]
 
 #: commands that need an optional extra: (pattern, module)

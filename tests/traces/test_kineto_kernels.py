@@ -179,4 +179,4 @@ def test_cli_kernel_table_feeds_a_run(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_cli_needs_an_output(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["import", "kineto", str(TRACE)], capsys)
-    assert code == 2 and "give --out (per-op summary) and/or --kernel-table" in err and err.count("\n") == 1
+    assert code == 2 and "give --out (per-op summary), --kernel-table and/or --classes" in err and err.count("\n") == 1

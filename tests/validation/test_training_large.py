@@ -3,7 +3,7 @@
 ``netsim validate --kind training`` without ``--quick`` runs them; this test runs the ones that
 have been run to the end (reports/validation/, with the CPU time each took on one core of the
 2-core development machine) and asserts each within its tolerance (10%).  The cases not listed
-have not been run to the end yet, or are outside their tolerance: DeepSeek-V3, +23.4%, 3 min of
+have not been run to the end yet, or are outside their tolerance: DeepSeek-V3, +19.2%, 2.5 min of
 CPU; Llama 3 405B, +21.4% on 8,192 GPUs and +10.6% on 16,384, 3-4 min each, +26.0% at 131K
 context, 9 min; MegaScale's Megatron-LM baseline of GPT-3 175B, Table 2: +11.8% to +25.2% on 256
 to 12,288 GPUs, 1-4 min each; Megatron-Bridge's DGX-H100 rows: Qwen3-30B-A3B +78.8% (its 25.11

@@ -2,7 +2,7 @@
 
 ::
 
-    netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training] [--out runs/validate]
+    netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training|layer] [--out runs/validate]
         [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
 
     netsim validate-deepep [--ep 8 --ep 64 ...]
@@ -25,6 +25,7 @@ from pathlib import Path
 import typer
 
 from netsim.cli.common import check_out_dir, cost_option, err_console, force_option
+from netsim.errors import SpecError
 
 
 def register(app: typer.Typer) -> None:
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
             "out-of-place columns, training cases marked quick (~1 min on 2 cores).",
         ),
         only: str | None = typer.Option(None, "--only", help="Glob over SOURCE/CASE ids, e.g. 'xxrjun-*/all-gather'."),
-        kind: list[str] = typer.Option([], "--kind", help="collective or training (repeatable; default: both)."),
+        kind: list[str] = typer.Option([], "--kind", help="collective, training or layer (repeatable; default: all)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the run directory (report, parity plot)."),
         collective_cost: str | None = cost_option(),
         source: list[Path] = typer.Option([], "--source", help="Validation file(s) instead of the shipped ones."),
@@ -46,11 +47,15 @@ def register(app: typer.Typer) -> None:
         ),
         force: bool = force_option(),
     ) -> None:
-        """Predict published measurements (nccl-tests, training runs) and compare."""
+        """Predict published measurements (nccl-tests, training runs, profiled layers) and compare."""
         if out is not None:
             check_out_dir(out, force)
         from netsim.validation.report import format_summary, summarize, write_validation
-        from netsim.validation.runner import run_validation
+        from netsim.validation.runner import CASE_KINDS, run_validation
+
+        for k in kind:
+            if k not in CASE_KINDS:
+                raise SpecError(f"unknown case kind {k!r}; allowed: {', '.join(CASE_KINDS)}", field="--kind")
         from netsim.validation.sources import load_sources
 
         srcs = load_sources([str(p) for p in source] or None)

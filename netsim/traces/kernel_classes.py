@@ -111,7 +111,9 @@ def class_breakdown(trace: KinetoTrace, *, per: float = 1.0, streams: Iterable[s
 
     Returns one row per class with kernels (columns ``class``, ``kernels``, ``sum_s``,
     ``busy_s``), then a ``compute`` row (every class but communication) and a ``all`` row.
-    ``streams``: only kernels on these streams (the trace's ``tid`` of a kernel).
+    ``streams``: only kernels on these streams (the trace's ``tid`` of a kernel).  Busy time is
+    per device (a kernel's ``pid``) and summed over the devices of the trace: with several, pass
+    ``per`` = devices x layers for one device's per-layer numbers.
     """
     if not per > 0:
         raise TraceError(f"must be > 0 (got {per})", field="--per")
@@ -128,15 +130,17 @@ def class_breakdown(trace: KinetoTrace, *, per: float = 1.0, streams: Iterable[s
     cls = k["name"].map(kernel_class).to_numpy()
     start = k["ts_us"].to_numpy(dtype=float)
     end = start + k["dur_us"].to_numpy(dtype=float)
+    device = k["pid"].astype(str).to_numpy()
     rows: list[dict[str, object]] = []
 
     def add(label: str, mask: np.ndarray) -> None:
+        busy = sum(_busy_us(start[mask & (device == d)], end[mask & (device == d)]) for d in np.unique(device[mask]))
         rows.append(
             {
                 "class": label,
                 "kernels": int(mask.sum()),
                 "sum_s": float((end[mask] - start[mask]).sum()) * 1e-6 / per,
-                "busy_s": _busy_us(start[mask], end[mask]) * 1e-6 / per,
+                "busy_s": busy * 1e-6 / per,
             }
         )
 

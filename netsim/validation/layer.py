@@ -50,7 +50,7 @@ def layer_class_times_s(src: Source, case: LayerCase) -> dict[str, float]:
     from netsim.run import load_scenario_workload, workload_compute_model
     from netsim.topology import load_topology
     from netsim.workload.balance import layer_calls
-    from netsim.workload.costs import ModelCosts
+    from netsim.workload.graph import model_costs
     from netsim.workload.layout import build_layout
     from netsim.workload.recompute import get_recompute
 
@@ -64,17 +64,7 @@ def layer_class_times_s(src: Source, case: LayerCase) -> dict[str, float]:
     layer = _layer_of_kind(case, spec)
     layout = build_layout(spec, graph)
     slots = (model.moe.experts + spec.placement.redundant_experts) // layout.ep if model.moe is not None else 0
-    costs = ModelCosts(
-        model,
-        spec.micro_batch_size,
-        layout.tp,
-        sequence_parallel=spec.parallelism.sequence_parallel,
-        expert_slots_per_rank=slots,
-        expert_tp=layout.etp,
-        flash_attention=spec.training.flash_attention,
-        dropout=spec.training.dropout,
-        cp=layout.cp,
-    )
+    costs = model_costs(spec, layout, slots)
     mode = get_recompute(
         spec.training.recompute, spec.training.recompute_modules, mla=model.mla is not None, source=spec.source
     )

@@ -37,6 +37,7 @@ from netsim.validation.sources import DATA_DIR, CollectiveCase, LayerCase, Sourc
 from netsim.validation.training import predict_training  # noqa: F401  (registers the training predictor)
 
 __all__ = [
+    "CASE_KINDS",
     "COLUMNS",
     "KnownGap",
     "ValidationResult",
@@ -132,6 +133,8 @@ def _gap_of(gaps: Sequence[KnownGap], source: str, case: str, size: int | None) 
 
 
 AnyCase = CollectiveCase | TrainingCase | LayerCase
+#: the case kinds (``--kind``)
+CASE_KINDS = ("collective", "training", "layer")
 
 
 def tolerance_for(case: AnyCase, size_bytes: int | None, layer_class: str | None = None) -> float | None:

@@ -80,6 +80,7 @@ __all__ = [
     "StepPlan",
     "build_plan",
     "effective_microbatches",
+    "model_costs",
     "split_layers",
     "workload_schedule",
 ]
@@ -234,6 +235,22 @@ def build_plan(
     )
 
 
+def model_costs(spec: WorkloadSpec, layout: ParallelLayout, expert_slots_per_rank: int) -> ModelCosts:
+    """The kernel calls and parameters of one rank of ``layout`` (:class:`ModelCosts`), holding
+    ``expert_slots_per_rank`` physical expert slots."""
+    return ModelCosts(
+        spec.model,
+        spec.micro_batch_size,
+        layout.tp,
+        sequence_parallel=spec.parallelism.sequence_parallel,
+        expert_slots_per_rank=expert_slots_per_rank,
+        expert_tp=layout.etp,
+        flash_attention=spec.training.flash_attention,
+        dropout=spec.training.dropout,
+        cp=layout.cp,
+    )
+
+
 def _context(
     spec: WorkloadSpec,
     graph: nx.DiGraph,
@@ -243,17 +260,7 @@ def _context(
     compute: TimeModel,
     mode: RecomputeMode,
 ) -> BuildContext:
-    costs = ModelCosts(
-        spec.model,
-        spec.micro_batch_size,
-        layout.tp,
-        sequence_parallel=spec.parallelism.sequence_parallel,
-        expert_slots_per_rank=routing.slots_per_rank if routing is not None else 0,
-        expert_tp=layout.etp,
-        flash_attention=spec.training.flash_attention,
-        dropout=spec.training.dropout,
-        cp=layout.cp,
-    )
+    costs = model_costs(spec, layout, routing.slots_per_rank if routing is not None else 0)
     sizes = spec.parallelism.pipeline_layers
     if sizes == "balanced":
         sizes = balanced_layers(spec, costs, compute, mode, sched, layout.etp)

@@ -89,6 +89,15 @@ def test_busy_time_is_the_union_and_per_divides(tmp_path: Path) -> None:
     assert list(df.index) == [c for c in CLASSES if c in df.index] + ["compute", "all"]
 
 
+def test_busy_time_is_per_device(tmp_path: Path) -> None:
+    """Two GPUs running the same kernel at the same time are busy twice, not once."""
+    ev = [_kernel("sm90_xmma_gemm_bf16", 0, 100, 7), {**_kernel("sm90_xmma_gemm_bf16", 0, 100, 7), "pid": 1}]
+    p = tmp_path / "two.json"
+    p.write_text(json.dumps({"traceEvents": ev}))
+    df = class_breakdown(load_kineto(p), per=2).set_index("class")
+    assert df.loc["gemm", "busy_s"] == pytest.approx(100e-6) == df.loc["gemm", "sum_s"]
+
+
 def test_streams_select_kernels(tmp_path: Path) -> None:
     df = class_breakdown(load_kineto(_trace(tmp_path)), streams=["23"]).set_index("class")
     assert list(df.index) == ["gemm", "compute", "all"]

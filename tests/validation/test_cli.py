@@ -47,3 +47,12 @@ def test_bad_validation_file_is_exit_2_one_line(tmp_path: Path, capsys: pytest.C
 def test_a_selection_that_matches_nothing_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["validate", "--only", "no-such-source/*"], capsys)
     assert code == 2 and "no validation case matches --only 'no-such-source/*'" in err
+
+
+def test_an_unknown_kind_is_exit_2_naming_the_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    from netsim.validation.cases import PREDICTORS
+    from netsim.validation.runner import CASE_KINDS
+
+    assert sorted(CASE_KINDS) == sorted(PREDICTORS.names())  # every registered kind is selectable
+    code, _, err = run(["validate", "--kind", "layers"], capsys)
+    assert code == 2 and "unknown case kind 'layers'; allowed: collective, training, layer" in err

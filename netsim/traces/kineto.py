@@ -20,7 +20,8 @@ python_function      ``python``      Python frames (with_stack=True)
 anything else        ``other``
 ===================  ==============  =====================================================
 
-:func:`load_kineto` parses and validates a trace into an event table (``ts_us``/``dur_us``
+:func:`load_kineto` parses and validates a trace (plain JSON or gzip-compressed, as
+``tensorboard_trace_handler(..., use_gzip=True)`` writes it) into an event table (``ts_us``/``dur_us``
 relative to the first event, ``self_us``: the duration minus that of the events nested
 directly inside it on the same thread).  :func:`select_events` restricts it to kinds, a time
 window, and/or the inside of ``record_function`` ranges of a given name (CPU events by time on
@@ -35,8 +36,10 @@ file and the event.
 from __future__ import annotations
 
 import fnmatch
+import gzip
 import json
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,15 +99,20 @@ def _num(v: Any, src: str, where: str) -> float:
 
 
 def read_json(path: str | Path) -> Any:
-    """Load a JSON file; TraceError naming the file (missing, empty, invalid or truncated)."""
+    """Load a JSON file, gzip-compressed or not (PyTorch's ``tensorboard_trace_handler(...,
+    use_gzip=True)`` writes ``.pt.trace.json.gz``); TraceError naming the file (missing, empty,
+    invalid, truncated, a corrupt archive) and LimitError past :data:`MAX_TRACE_BYTES`
+    uncompressed."""
     src = str(path)
     p = Path(path)
     if not p.is_file():
         raise TraceError("trace file not found", source=src)
     check_file_size(p, MAX_TRACE_BYTES, "a JSON trace")
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with p.open("rb") as fh:
+            gz = fh.read(2) == _GZIP_MAGIC
+        text = _read_gzip(p, src) if gz else p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:
         raise TraceError(f"cannot read trace: {exc}", source=src) from None
     if not text.strip():
         raise TraceError("trace file is empty", source=src)
@@ -116,6 +124,21 @@ def read_json(path: str | Path) -> Any:
         if not isinstance(exc, json.JSONDecodeError):
             raise TraceError(f"not valid JSON: {exc}", source=src) from None
         raise json_error(exc, text, src) from None
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _read_gzip(p: Path, src: str) -> str:
+    """The text of a gzip file, refused past :data:`MAX_TRACE_BYTES` once decompressed."""
+    with gzip.open(p, "rb") as fh:
+        data = fh.read(MAX_TRACE_BYTES + 1)
+    if len(data) > MAX_TRACE_BYTES:
+        raise LimitError(
+            f"a JSON trace decompresses to more than {MAX_TRACE_BYTES / 2**30:.0f} GiB; netsim reads at most that",
+            source=src,
+        )
+    return data.decode("utf-8")
 
 
 def json_error(exc: json.JSONDecodeError, text: str, src: str) -> TraceError:

@@ -144,9 +144,14 @@ def quant_bytes(recipe: str, overrides: Mapping[str, float | None] | None = None
 def recipe_note(recipe: str, overrides: Mapping[str, float | None] | None = None) -> str:
     """One line for the run's compute notes: what the quantisation kernels of ``recipe`` cost."""
     q = quant_bytes(recipe, overrides)
+    slow = (
+        f" (the bytes counted x{BLOCKWISE_QUANT_SLOWDOWN:g}: blockwise quantisers run slower)"
+        if recipe == "blockwise"
+        else ""
+    )
     return (
         f"float8 quantisation ({recipe} scaling): around every FP8 GEMM, memory-bound casts of "
         f"{q.after_norm:g} B per activation element after a norm, {q.other:g} B per other input "
         f"element, {q.grad:g} B per output-gradient element, {q.weight:g} B per weight element "
-        "once per step; timed as the residual kernel scaled to those bytes (netsim.workload.fp8)"
+        f"once per step{slow}; timed as the residual kernel scaled to those bytes (netsim.workload.fp8)"
     )

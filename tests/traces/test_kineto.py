@@ -219,3 +219,25 @@ def test_cli_import_kineto_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureF
     )
     assert code == 2 and "no record_function range named 'zzz'" in err and "(ranges: " in err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_gzip_trace_loads_like_the_plain_one(tmp_path: Path) -> None:
+    import gzip
+
+    gz = tmp_path / "trace.pt.trace.json.gz"
+    gz.write_bytes(gzip.compress(TRACE.read_bytes()))
+    a, b = load_kineto(TRACE), load_kineto(gz)
+    pd.testing.assert_frame_equal(a.events, b.events)
+    assert a.shapes.keys() == b.shapes.keys()
+
+
+def test_corrupt_gzip_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(gzip.compress(TRACE.read_bytes())[:500])
+    with pytest.raises(TraceError, match="cannot read trace"):
+        load_kineto(cut)
+    code, _, err = run_cli(["import", "kineto", str(cut), "--out", str(tmp_path / "o.csv")], capsys)
+    assert code == 2 and str(cut) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.csv").exists()

@@ -24,6 +24,12 @@ def _deepseek() -> tuple[object, LayerCase]:
     return src, case
 
 
+def test_layer_classes_are_the_trace_classes() -> None:
+    from netsim.traces.kernel_classes import COMPUTE_CLASSES
+
+    assert (*COMPUTE_CLASSES, "compute") == LAYER_CLASSES
+
+
 def test_deepseek_layer_by_class() -> None:
     """netsim's H800 compute model against DeepSeek's profile (deepseek-ai/profile-data at 4496024):
     the FP8 casts within 10% (the blockwise quantisers' measured speed, netsim.workload.fp8); the

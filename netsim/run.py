@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 
 from netsim.auto import Choice, choose_model, choose_plan_options
+from netsim.calibration.class_scale import with_class_scale
 from netsim.calibration.estimate import ComputeModel
 from netsim.calibration.kernels import KernelTable
 from netsim.calibration.shared_sms import with_comm_sms
@@ -129,11 +130,13 @@ def workload_compute_model(
     graph: nx.DiGraph, scenario: ScenarioSpec, workload: WorkloadSpec, table: KernelTable | None = None
 ) -> TimeModel:
     """The compute model a replay of ``workload`` uses: the accelerator's
-    (:func:`build_compute_model`), with the SMs ``overlap.comm_sms`` holds for communication."""
+    (:func:`build_compute_model`), with the SMs ``overlap.comm_sms`` holds for communication and
+    the scenario's per-class calibration (``options.compute_class_scale``)."""
     compute = build_compute_model(graph, scenario, workload.model.dtype, table)
     acc = dict(graph.graph.get("accelerator") or {})
     with _blame_scenario(scenario, "workload"):
-        return with_comm_sms(compute, workload.overlap.comm_sms, acc.get("sms"), str(acc.get("name", "")))
+        compute = with_comm_sms(compute, workload.overlap.comm_sms, acc.get("sms"), str(acc.get("name", "")))
+    return with_class_scale(compute, scenario.options.compute_class_scale)
 
 
 def _collectives(scenario: ScenarioSpec, graph: nx.DiGraph) -> tuple[dict[str, Any], dict[str, Any], Any]:

@@ -22,6 +22,9 @@ A scenario is the unit ``netsim run`` executes::
       calibration: null                 # CAL.yaml: link efficiencies, collective step latency
       flops_efficiency: 0.8             # roofline: achieved fraction of peak FLOP/s
       memory_efficiency: 0.8            # roofline: achieved fraction of HBM bandwidth
+      compute_class_scale: null         # {gemm: 1.28, attention: 0.83, ...}: multiply the kernel
+                                        # times of a class (gemm, attention, fp8_cast, norm, other):
+                                        # the compute model calibrated to a measured profile
       algorithms: {all_to_allv: direct} # collective algorithm per op
       step_latency: null                # per-step software latency ("2us"); the ideal cost model only
       collective_cost: null             # nccl (NCCL's algorithms, protocols, latencies; links at the
@@ -82,6 +85,7 @@ class ScenarioOptions(SpecModel):
     calibration: str | None = None
     flops_efficiency: float = Field(default=0.8, gt=0, le=1)
     memory_efficiency: float = Field(default=0.8, gt=0, le=1)
+    compute_class_scale: dict[Literal["gemm", "attention", "fp8_cast", "norm", "other"], float] | None = None
     algorithms: dict[str, str] = Field(default_factory=dict)
     step_latency: Duration | None = None
     collective_cost: str | None = None
@@ -106,6 +110,14 @@ class ScenarioOptions(SpecModel):
                 data = {k: v for k, v in data.items() if k != new}
                 data = {(new if k == old else k): v for k, v in data.items()}
         return data
+
+    @field_validator("compute_class_scale")
+    @classmethod
+    def _positive_scales(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for k, v in (value or {}).items():
+            if not (v > 0 and v < float("inf")):
+                raise ValueError(f"the factor of {k} must be finite and > 0 (got {v})")
+        return value
 
     @field_validator("routing_samples", mode="before")
     @classmethod

@@ -42,6 +42,7 @@ import pandas as pd
 
 from netsim.errors import TraceError
 from netsim.traces.kineto import KinetoTrace
+from netsim.workload.costs import KERNEL_CLASS
 
 __all__ = ["CLASSES", "COMPUTE_CLASSES", "class_breakdown", "kernel_class", "netsim_kernel_class"]
 
@@ -63,15 +64,6 @@ CLASSES: Final = ("gemm", "attention", "fp8_cast", "norm", "other", "communicati
 #: the classes that are computation
 COMPUTE_CLASSES: Final = tuple(c for c in CLASSES if c != "communication")
 
-_NETSIM_CLASS: Final = {
-    "gemm": "gemm",
-    "grouped_gemm": "gemm",
-    "router_linear": "gemm",
-    "attention": "attention",
-    "layernorm": "norm",
-    "rmsnorm": "norm",
-}
-
 
 def kernel_class(name: str) -> str:
     """The class of a GPU kernel of a trace, from its name (module doc)."""
@@ -84,8 +76,9 @@ def kernel_class(name: str) -> str:
 
 
 def netsim_kernel_class(kernel: str, *, quant: bool = False) -> str:
-    """The class of a netsim catalogue kernel call (``quant``: an FP8 quantisation cast)."""
-    return "fp8_cast" if quant else _NETSIM_CLASS.get(kernel, "other")
+    """The class of a netsim catalogue kernel call (``quant``: an FP8 quantisation cast;
+    :attr:`netsim.workload.costs.KernelCall.kernel_class` for a call)."""
+    return "fp8_cast" if quant else KERNEL_CLASS.get(kernel, "other")
 
 
 def _busy_us(starts: np.ndarray, ends: np.ndarray) -> float:

@@ -8,7 +8,7 @@ workload's recompute mode repeats (:func:`netsim.workload.balance.layer_calls`: 
 step's plan is built from), experts at the ``tokens x top_k`` rows a rank receives under
 balanced routing, each call timed by the topology's compute model with the SMs the workload's
 communication holds (:func:`netsim.run.workload_compute_model`), and summed per class
-(:func:`netsim.traces.kernel_classes.netsim_kernel_class`).  ``compute`` is the sum of every
+(:attr:`netsim.workload.costs.KernelCall.kernel_class`).  ``compute`` is the sum of every
 class: netsim runs one rank's kernels one after another, so its busy time is their sum.
 
 This compares the compute model alone, in the conditions of a real training step (the clocks,
@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from netsim.traces.kernel_classes import netsim_kernel_class
 from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.sources import LAYER_CLASSES, LayerCase, Source
 
@@ -71,7 +70,7 @@ def layer_class_times_s(src: Source, case: LayerCase) -> dict[str, float]:
     out = dict.fromkeys(LAYER_CLASSES, 0.0)
     for call in layer_calls(spec, costs, layer, mode, layout.etp):
         t = call.time_s(compute, model.dtype)
-        out[netsim_kernel_class(call.kernel, quant=call.quant)] += t
+        out[call.kernel_class] += t
         out["compute"] += t
     return out
 

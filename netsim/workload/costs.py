@@ -42,7 +42,7 @@ every GEMM backward (``scale=0.5``) and the ``W`` op the other half.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -50,12 +50,25 @@ from netsim.calibration.catalogue import canonical_dtype
 from netsim.config.workload import ModelSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 
-__all__ = ["KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]
+__all__ = ["KERNEL_CLASS", "KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]
 
 Pass = Literal["fwd", "bwd", "step"]
 Part = Literal["F", "B", "W", "BW"]
 
 _WEIGHT_KERNELS = frozenset({"gemm", "grouped_gemm"})
+
+#: the class of a catalogue kernel (netsim.traces.kernel_classes puts a trace's kernels in the
+#: same classes); every other kernel is ``other``, the optimizer step ``optimizer``, an FP8 cast
+#: ``fp8_cast``
+KERNEL_CLASS: dict[str, str] = {
+    "gemm": "gemm",
+    "grouped_gemm": "gemm",
+    "router_linear": "gemm",
+    "attention": "attention",
+    "layernorm": "norm",
+    "rmsnorm": "norm",
+    "adamw": "optimizer",
+}
 
 
 class TimeModel(Protocol):
@@ -79,11 +92,20 @@ class KernelCall:
     no_fp8: bool = False
     quant: bool = False
 
+    @property
+    def kernel_class(self) -> str:
+        """The call's class (:data:`KERNEL_CLASS`; an FP8 quantisation cast is ``fp8_cast``)."""
+        return "fp8_cast" if self.quant else KERNEL_CLASS.get(self.kernel, "other")
+
     def time_s(self, model: TimeModel, dtype: str | None) -> float:
+        """Seconds of the call on ``model``, times the model's ``class_scale`` of its class if
+        it has one (:mod:`netsim.calibration.class_scale`)."""
         dt = None if self.kernel == "adamw" else dtype
         if self.no_fp8 and dt is not None and canonical_dtype(dt) == "float8":
             dt = "bf16"
-        return self.scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
+        t = self.scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
+        class_scale: Mapping[str, float] | None = getattr(model, "class_scale", None)
+        return t * class_scale.get(self.kernel_class, 1.0) if class_scale else t
 
 
 def kernels_time_s(

@@ -115,3 +115,17 @@ def test_a_dense_layer_of_a_moe_model_is_an_error_when_it_has_none(tmp_path: Pat
     src = load_source(p)
     with pytest.raises(SpecError, match="no dense layer"):
         layer_class_times_s(src, src.cases[0])  # type: ignore[arg-type]
+
+
+def test_the_profiled_deepseek_case_uses_the_layer_cases_ratios() -> None:
+    """deepseek-v3/pretrain-2048-gpus-profiled-compute calibrates netsim's compute per class to
+    DeepSeek's profile: its factors must be the layer case's measured / predicted (to 0.5%), so
+    a change of the compute model that moves them fails here until the case is updated."""
+    src, case = _deepseek()
+    times = layer_class_times_s(src, case)  # type: ignore[arg-type]
+    training = load_source(DATA_DIR / "training" / "deepseek-v3.yaml")
+    profiled = next(c for c in training.cases if c.id == "pretrain-2048-gpus-profiled-compute")
+    factors = profiled.options["compute_class_scale"]  # type: ignore[union-attr]
+    assert set(factors) == set(LAYER_CLASSES[:-1])
+    for cls, f in factors.items():
+        assert f == pytest.approx(case.measured_ms[cls] / (times[cls] * 1e3), rel=0.005), cls

@@ -57,9 +57,17 @@ def _stats(t: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _table(res: ValidationResult) -> pd.DataFrame:
+    """A copy of the result table with ``known_gap`` as text (a table read back from CSV has NaN
+    where no gap was named, and NaN is truthy)."""
+    t = res.table.copy()
+    t["known_gap"] = t["known_gap"].fillna("").astype(str)
+    return t
+
+
 def summarize(res: ValidationResult) -> dict[str, Any]:
     """Counts and error statistics, overall and per size band (``summary.json``)."""
-    t = res.table.copy()
+    t = _table(res)
     t["band"] = [band_of(k, s) for k, s in zip(t["kind"], t["size_bytes"], strict=True)]
     return {
         "sources": res.sources,
@@ -322,7 +330,7 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
     """The report as a :class:`netsim.report.render.Document`."""
     from netsim.report.render import Document, Figure, Paragraph, Section
 
-    t = res.table.copy()
+    t = _table(res)
     t["band"] = [band_of(k, s) for k, s in zip(t["kind"], t["size_bytes"], strict=True)]
     sections = [
         Section(

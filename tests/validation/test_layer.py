@@ -129,3 +129,15 @@ def test_the_profiled_deepseek_case_uses_the_layer_cases_ratios() -> None:
     assert set(factors) == set(LAYER_CLASSES[:-1])
     for cls, f in factors.items():
         assert f == pytest.approx(case.measured_ms[cls] / (times[cls] * 1e3), rel=0.005), cls
+
+
+def test_a_table_read_back_from_csv_has_no_phantom_gaps(tmp_path: Path) -> None:
+    """results.csv stores 'no gap' as an empty cell, read back as NaN: still no gap."""
+    import pandas as pd
+
+    from netsim.validation.runner import ValidationResult
+
+    res = run_validation([load_source(DEEPSEEK)], known_gaps=False)
+    res.table.to_csv(tmp_path / "r.csv", index=False)
+    back = ValidationResult(pd.read_csv(tmp_path / "r.csv"), res.sources, res.cases, res.cost_model)
+    assert summarize(back)["overall"]["known_gaps"] == 0

@@ -23,7 +23,7 @@ import pandas as pd
 
 from netsim.validation.runner import KiB, MiB, ValidationResult
 
-__all__ = ["band_of", "format_summary", "summarize", "validation_document", "write_validation"]
+__all__ = ["band_of", "format_summary", "layer_class_scales", "summarize", "validation_document", "write_validation"]
 
 BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training", "layer")
 
@@ -164,6 +164,8 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
             f"{r['predicted_ms']:.3g} ms ({100 * r['rel_error']:+.1f}%)"
             f"{'' if r['asserted'] else ' (known gap)' if r['known_gap'] else ' (reported)'}"
         )
+    for case, scale in layer_class_scales(summary.get("layers", [])).items():
+        lines.append(f"layer {case}: options.compute_class_scale to run with these kernels: {_flow(scale)}")
     for f in summary["failures"]:
         lines.append(
             f"FAIL {f['source']}/{f['case']} {_size(f['size_bytes'])}: measured {f['measured']:.4g}, "
@@ -171,6 +173,23 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
             f"{100 * f['tolerance']:.0f}%)"
         )
     return lines
+
+
+def layer_class_scales(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per layer case (``source/case``), measured / predicted of each kernel class it measures:
+    the ``options.compute_class_scale`` that calibrates netsim's compute model to that profile
+    (:mod:`netsim.calibration.class_scale`)."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["class"] != "compute" and r["predicted_ms"] > 0:
+            out.setdefault(f"{r['source']}/{r['case']}", {})[r["class"]] = round(
+                r["measured_ms"] / r["predicted_ms"], 3
+            )
+    return out
+
+
+def _flow(scale: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in scale.items()) + "}"
 
 
 def _pct(x: float | None) -> str:
@@ -445,6 +464,10 @@ def _layer_section(rows: list[dict[str, Any]]) -> Any:
                 "kernels are faster); compute is the GPU's busy time."
             ),
             Table(["source", "case", "class", "measured ms", "predicted ms", "error", "tolerance"], body, "lllrrrr"),
+            *(
+                Paragraph(f"{case}: options.compute_class_scale to run with these kernels: {_flow(scale)}")
+                for case, scale in layer_class_scales(rows).items()
+            ),
         ],
     )
 

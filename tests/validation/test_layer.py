@@ -59,6 +59,15 @@ def test_only_the_asserted_classes_are_held_to_the_tolerance() -> None:
 
     md = render_markdown(validation_document(res, summary))
     assert "Kernel time per layer" in md and "fp8_cast" in md
+    # the calibration a user can paste: measured / predicted per class, the compute row left out
+    from netsim.validation.report import format_summary, layer_class_scales
+
+    scale = layer_class_scales(summary["layers"])["deepseek-profile-data/dsv3-moe-layer-ep64"]
+    assert set(scale) == set(LAYER_CLASSES[:-1]) and scale["gemm"] == pytest.approx(17.451 / 13.65, rel=0.01)
+    assert any(
+        "options.compute_class_scale to run with these kernels: {gemm: 1.2" in x for x in format_summary(summary)
+    )
+    assert "options.compute_class_scale to run with these kernels" in md
 
 
 def test_recompute_adds_its_forward_work(tmp_path: Path) -> None:

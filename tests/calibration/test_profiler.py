@@ -11,18 +11,11 @@ import pytest
 
 from netsim.calibration.kernels import KERNELS, KernelTable
 from netsim.calibration.profiler import ProfileOptions, _Timer, default_grid, measure, require_torch
-from netsim.cli import main
 from netsim.errors import NetsimError
+from tests.cli_run import run_cli
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="needs the torch extra")
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(args)
-    out = capsys.readouterr()
-    return int(ei.value.code or 0), out.out, out.err
 
 
 def test_measure_batches_short_calls_and_respects_repeat_bounds() -> None:

@@ -11,9 +11,9 @@ import pytest
 from netsim.calibration.compute import ComputeEstimate
 from netsim.calibration.kernels import KernelTable
 from netsim.calibration.validate import holdout_errors, load_published, published_errors, summarize_errors
-from netsim.cli import main
 from netsim.errors import SpecError, TraceError
 from netsim.traces.vidur import read_vidur
+from tests.cli_run import run_cli
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "vidur" / "h100"
 KERNELS = Path(__file__).resolve().parent.parent.parent / "netsim" / "data" / "kernels"
@@ -118,13 +118,6 @@ def test_published_file_errors(tmp_path: Path) -> None:
     bad.write_text("source,gpu,dtype,kind,groups,m,n,k,tflops\nx,h100,bf16,gemm,1,0,1,1,1\n")
     with pytest.raises(TraceError, match="m: row 1: must be a number > 0"):
         load_published(bad)
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(args)
-    out = capsys.readouterr()
-    return int(ei.value.code or 0), out.out, out.err
 
 
 def test_cli_holdout_and_published(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,19 +9,12 @@ import pandas as pd
 import pytest
 
 from netsim.calibration.kernels import KernelTable
-from netsim.cli import main
 from netsim.errors import TraceError
 from netsim.traces.vidur import Z90, find_profiles, read_vidur, thin_tokens
+from tests.cli_run import run_cli
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "vidur" / "h100"
 LLAMA = FIXTURE / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv"
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(args)
-    out = capsys.readouterr()
-    return int(ei.value.code or 0), out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ import pytest
 
 from netsim.calibration.fit import load_calibration
 from netsim.calibration.nccl import parse_nccl_runs
-from netsim.cli import main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+from tests.cli_run import run_cli as run
 
 
 def rows(out: str) -> list[list[str]]:

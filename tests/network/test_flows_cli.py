@@ -7,14 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from netsim.cli import main
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
+from tests.cli_run import run_cli
 
 
 def write(tmp_path: Path, text: str, name: str = "flows.csv") -> Path:

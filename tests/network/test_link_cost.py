@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from netsim.cli import main
 from netsim.errors import RoutingError
 from netsim.network import Network
 from netsim.topology import load_topology
+from tests.cli_run import run_cli
 
 # A box of four hosts with a 400G switch inside and 100G uplinks to a leaf shared with the rest of
 # the cluster; the leaf is listed first, so it comes first in device order.
@@ -34,13 +34,6 @@ links:
   - {a: h2, b: leaf, bandwidth: 100Gbps{cost}}
   - {a: h3, b: leaf, bandwidth: 100Gbps{cost}}
 """
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exc.value.code or 0), out, err
 
 
 def box(tmp_path: Path, uplink_cost: float | None = None) -> Path:

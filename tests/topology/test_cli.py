@@ -8,14 +8,7 @@ from pathlib import Path
 import networkx as nx
 import pytest
 
-from netsim.cli import main
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
+from tests.cli_run import run_cli as run
 
 
 def test_show_prints_tables(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,22 +11,15 @@ import networkx as nx
 import pandas as pd
 import pytest
 
-from netsim.cli import main
 from netsim.collectives.setup import collective_setup
 from netsim.errors import NetsimError, TraceError
 from netsim.report import write_report
 from netsim.run import RunOutcome
 from netsim.traces.chakra import load_chakra, load_chakra_rank
 from netsim.traces.chakra_plan import default_devices, replay_chakra
+from tests.cli_run import run_cli
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "traces" / "chakra4"
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(args)
-    out = capsys.readouterr()
-    return int(ei.value.code or 0), out.out, out.err
 
 
 def star(n: int, bw_Bps: float = 1e9) -> nx.DiGraph:

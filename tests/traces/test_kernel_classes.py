@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from netsim.cli import main
 from netsim.errors import TraceError
 from netsim.traces.kernel_classes import CLASSES, class_breakdown, kernel_class, netsim_kernel_class
 from netsim.traces.kineto import load_kineto
+from tests.cli_run import run_cli
 
 # (kernel name as a profiler records it, class); names from public traces and libraries
 NAMES = [
@@ -104,13 +104,6 @@ def test_streams_select_kernels(tmp_path: Path) -> None:
     assert df.loc["gemm", "busy_s"] == pytest.approx(100e-6)
     with pytest.raises(TraceError, match="no GPU kernels"):
         class_breakdown(load_kineto(_trace(tmp_path)), streams=["99"])
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(args)
-    out = capsys.readouterr()
-    return int(ei.value.code or 0), out.out, out.err
 
 
 def test_cli_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,19 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from netsim.cli import main
 from netsim.errors import SpecError, TraceError
 from netsim.traces.kineto import EVENT_COLUMNS, SUMMARY_COLUMNS, load_kineto, select_events, summarize_ops
+from tests.cli_run import run_cli
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
 TRACE = FIX / "moe_layer_cpu.json"
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ei:
-        main(args)
-    out = capsys.readouterr()
-    return int(ei.value.code or 0), out.out, out.err
 
 
 def test_fixture_is_small_and_real() -> None:

@@ -7,16 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from netsim.cli import main
+from tests.cli_run import run_cli as run
 
 from .test_sources import write
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def test_writes_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

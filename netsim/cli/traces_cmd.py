@@ -108,7 +108,9 @@ def _register_import(imp: typer.Typer) -> None:
             kinds,
             events_out,
             top,
-            (classes, per, stream_list),
+            classes=classes,
+            per=per,
+            streams=stream_list,
         )
 
     @imp.command("vidur")
@@ -182,13 +184,15 @@ def _import_kineto(
     kinds: str,
     events_out: Path | None,
     top: int,
-    by_class: tuple[Path | None, float, list[str] | None] = (None, 1.0, None),
+    *,
+    classes: Path | None = None,
+    per: float = 1.0,
+    streams: list[str] | None = None,
 ) -> None:
     """Load the trace; write the kernel table, the per-op summary (and the selected events) and/or
     the kernel time by class."""
     from netsim.traces.kineto import load_kineto, select_events, summarize_ops, write_table_file
 
-    classes, per, streams = by_class
     if out is None and kernel_table is None and classes is None:
         raise SpecError("give --out (per-op summary), --kernel-table and/or --classes", field="--out")
     kind_list = None if kinds.strip() == "all" else tuple(k.strip() for k in kinds.split(",") if k.strip())

@@ -28,32 +28,18 @@ from netsim.validation.sources import LAYER_CLASSES, LayerCase, Source
 __all__ = ["layer_class_times_s", "predict_layer"]
 
 
-def _scenario(src: Source, case: LayerCase) -> Any:
-    from netsim.config.scenario import load_scenario
-    from netsim.validation.training import workload_overrides
-
-    data: dict[str, Any] = {
-        "name": f"{src.source.id}-{case.id}",
-        "topology": src.system.topology,
-        "nodes": src.system.nodes,
-        "topology_overrides": src.system.overrides(),
-        "workload": case.workload,
-        "workload_overrides": workload_overrides(case.workload_set),
-    }
-    return load_scenario(data, source=f"validation {src.source.id}/{case.id}")
-
-
 def layer_class_times_s(src: Source, case: LayerCase) -> dict[str, float]:
     """Seconds of one micro-batch through one ``case.layer_kind`` layer, per kernel class and
     ``compute`` (their sum)."""
     from netsim.run import load_scenario_workload, workload_compute_model
     from netsim.topology import load_topology
+    from netsim.validation.training import scenario_of
     from netsim.workload.balance import layer_calls
     from netsim.workload.graph import model_costs
-    from netsim.workload.layout import build_layout
-    from netsim.workload.recompute import get_recompute
+    from netsim.workload.layout import build_layout, expert_slots
+    from netsim.workload.recompute import workload_recompute
 
-    scenario = _scenario(src, case)
+    scenario = scenario_of(src, case)
     graph = load_topology(
         scenario.resolve_path(scenario.topology), nodes=scenario.nodes, overrides=tuple(scenario.topology_overrides)
     )
@@ -62,11 +48,8 @@ def layer_class_times_s(src: Source, case: LayerCase) -> dict[str, float]:
     model = spec.model
     layer = _layer_of_kind(case, spec)
     layout = build_layout(spec, graph)
-    slots = (model.moe.experts + spec.placement.redundant_experts) // layout.ep if model.moe is not None else 0
-    costs = model_costs(spec, layout, slots)
-    mode = get_recompute(
-        spec.training.recompute, spec.training.recompute_modules, mla=model.mla is not None, source=spec.source
-    )
+    costs = model_costs(spec, layout, expert_slots(spec) // layout.ep)
+    mode = workload_recompute(spec)
     out = dict.fromkeys(LAYER_CLASSES, 0.0)
     for call in layer_calls(spec, costs, layer, mode, layout.etp):
         t = call.time_s(compute, model.dtype)

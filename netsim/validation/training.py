@@ -50,7 +50,7 @@ from netsim.config.workload import WorkloadSpec
 from netsim.errors import SpecError
 from netsim.registry import Registry
 from netsim.validation.cases import PREDICTORS, Prediction
-from netsim.validation.sources import Source, TrainingCase
+from netsim.validation.sources import LayerCase, Source, TrainingCase
 
 __all__ = ["FLOP_CONVENTIONS", "StepResult", "predict_training", "scenario_of", "step_flops"]
 
@@ -155,20 +155,24 @@ def workload_overrides(workload_set: dict[str, Any]) -> list[str]:
     return [_override(k, v) for k, v in workload_set.items()]
 
 
-def scenario_of(src: Source, case: TrainingCase, cost_model: str | None = None) -> Any:
-    """The :class:`~netsim.config.scenario.ScenarioSpec` of a training case."""
+def scenario_of(src: Source, case: TrainingCase | LayerCase, cost_model: str | None = None) -> Any:
+    """The :class:`~netsim.config.scenario.ScenarioSpec` of a training case (one step), or of a
+    layer case (the source's system, the case's workload, default options)."""
     from netsim.config.scenario import load_scenario
 
+    nodes, seed, options = (
+        (case.nodes, case.seed, dict(case.options)) if isinstance(case, TrainingCase) else (None, 0, {})
+    )
     data: dict[str, Any] = {
         "name": f"{src.source.id}-{case.id}",
         "topology": src.system.topology,
-        "nodes": case.nodes or src.system.nodes,
+        "nodes": nodes or src.system.nodes,
         "topology_overrides": src.system.overrides(),
         "workload": case.workload,
         "workload_overrides": workload_overrides(case.workload_set),
-        "seed": case.seed,
+        "seed": seed,
         "steps": 1,
-        "options": dict(case.options),
+        "options": options,
     }
     if cost_model is not None:
         data["options"]["collective_cost"] = cost_model

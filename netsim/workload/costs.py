@@ -321,17 +321,23 @@ class ModelCosts:
             post = [_call("gemm", "fwd", m=T, n=h, k=heads * d)]
         return pre, post + self._close()
 
+    @property
+    def _norm_fed(self) -> int:
+        """GEMMs of the attention block whose input a norm writes (MLA: all four projections, fed
+        by the block's norm or by the q and kv latents' norms; else the fused QKV)."""
+        return 4 if self.m.mla is not None else 1
+
     @_memo
     def attention(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
         pre, post = self._attention_fwd()
         calls = [*pre, *self.attention_core("F"), *post]
-        return self._finish(calls, part, norm_fed=4 if self.m.mla is not None else 1)
+        return self._finish(calls, part, norm_fed=self._norm_fed)
 
     @_memo
     def attention_pre(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
         """The attention block up to the core (norm, Q/K/V projections): with context parallelism
         the ring exchange of K and V starts when they exist."""
-        return self._finish(self._attention_fwd()[0], part, norm_fed=4 if self.m.mla is not None else 1)
+        return self._finish(self._attention_fwd()[0], part, norm_fed=self._norm_fed)
 
     @_memo
     def attention_post(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:

@@ -69,7 +69,7 @@ from netsim.workload.memory import check_memory, memory_report
 from netsim.workload.moe_traffic import EPRouting
 from netsim.workload.pipeline import PipelineStep
 from netsim.workload.plan import TRAFFIC_CLASSES, Collective, Deps, Op, StepPlan, split_layers
-from netsim.workload.recompute import RecomputeMode, get_recompute
+from netsim.workload.recompute import RecomputeMode, workload_recompute
 from netsim.workload.schedules import Schedule, get_schedule
 from netsim.workload.storage import StorageTraffic
 
@@ -194,9 +194,7 @@ def build_plan(
         SpecError: an unknown recompute mode.
     """
     n_steps = steps if steps is not None else spec.steps
-    mode = get_recompute(
-        spec.training.recompute, spec.training.recompute_modules, mla=spec.model.mla is not None, source=spec.source
-    )
+    mode = workload_recompute(spec)
     if spec.training.recompute_num_layers is not None and not mode.whole_layer:
         raise WorkloadError(
             f"needs training.recompute full (got {spec.training.recompute})",

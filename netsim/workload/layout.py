@@ -40,7 +40,7 @@ from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
 from netsim.workload.expert_layout import ExpertLayout, MegatronLayout, make_expert_layout
 
-__all__ = ["ParallelLayout", "build_layout", "list_accelerators", "place_ranks"]
+__all__ = ["ParallelLayout", "build_layout", "expert_slots", "list_accelerators", "place_ranks"]
 
 
 @dataclass(frozen=True)
@@ -318,6 +318,14 @@ def _check_pipeline_layers(spec: WorkloadSpec, chunks: int) -> None:
         raise WorkloadError(problem, source=spec.source, field="parallelism.pipeline_layers")
 
 
+def expert_slots(spec: WorkloadSpec) -> int:
+    """Physical expert slots of an MoE layer: the routed experts and their extra replicas
+    (``placement.redundant_experts``); 0 for a dense model.  ``build_layout`` checks that the EP
+    size divides them."""
+    moe = spec.model.moe
+    return moe.experts + spec.placement.redundant_experts if moe is not None else 0
+
+
 def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     """Check the parallel sizes against the topology and build the layout.
 
@@ -374,7 +382,7 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     if par.ep > 1 and moe is None:
         raise WorkloadError("ep > 1 needs model.moe", source=src, field="parallelism.ep")
     if moe is not None:
-        slots = moe.experts + spec.placement.redundant_experts
+        slots = expert_slots(spec)
         if slots % par.ep:
             raise WorkloadError(
                 f"experts + placement.redundant_experts = {slots} must be a multiple of ep = {par.ep}; "

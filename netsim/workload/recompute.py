@@ -53,11 +53,15 @@ NVIDIA/Megatron-LM d98e8a64dd; default ``[core_attn]``), any of:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from netsim.errors import SpecError
 from netsim.registry import Registry
 
-__all__ = ["MODULES", "RECOMPUTE", "RecomputeMode", "full_layers", "get_recompute"]
+if TYPE_CHECKING:
+    from netsim.config.workload import WorkloadSpec
+
+__all__ = ["MODULES", "RECOMPUTE", "RecomputeMode", "full_layers", "get_recompute", "workload_recompute"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,12 @@ for _mode in (
 
 #: Megatron-Core's recompute modules netsim models (``training.recompute_modules``)
 MODULES = ("core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp", "moe", "shared_experts")
+
+
+def workload_recompute(spec: WorkloadSpec) -> RecomputeMode:
+    """The recompute mode of a workload (``training.recompute`` with its ``recompute_modules``)."""
+    t = spec.training
+    return get_recompute(t.recompute, t.recompute_modules, mla=spec.model.mla is not None, source=spec.source)
 
 
 def get_recompute(

@@ -185,9 +185,9 @@ class _Executor:
             ev = env.event()
             ev.succeed()
         elif coll.instances:
-            ev = self._launch_instances(coll)
+            ev = self._after(coll.latency_s, lambda: self._launch_instances(coll))
         else:
-            ev = self._start(coll)
+            ev = self._after(coll.latency_s, lambda: self._start(coll))
         ev.callbacks.append(lambda _ev, key=coll.key, members=members: self._finish_coll(key, members))
 
     def _start(self, coll: Collective) -> Any:

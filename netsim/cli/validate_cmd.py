@@ -5,8 +5,8 @@
     netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training|layer] [--out runs/validate]
         [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
 
-    netsim validate-deepep [--ep 8 --ep 64 ...]
-    netsim validate-hybridep [--ep 16 --ep 64 ...]
+    netsim validate-deepep [--ep 8 --ep 64 ...] [--latency-us US] [--fit]
+    netsim validate-hybridep [--ep 16 --ep 64 ...] [--latency-us US] [--fit]
 
 Every case of every source in ``netsim/validation/data`` (or the ``--source`` files) is
 simulated as measured; stdout gets the error per size band and every point outside its
@@ -15,7 +15,9 @@ tolerance; ``--out`` gets the run directory (results, summary, parity plot, repo
 ``validate-deepep`` prints DeepEP's published dispatch/combine bandwidths on H800 against
 netsim's ``deepep`` dispatcher on the ``h800`` preset (:mod:`netsim.validation.deepep`);
 ``validate-hybridep`` HybridEP's published bandwidths on H100 against the ``hybridep`` dispatcher
-on ``dgx-h100`` (:mod:`netsim.validation.hybridep`).
+on ``dgx-h100`` (:mod:`netsim.validation.hybridep`).  Both add the dispatcher kernel's fixed time
+per call (``--latency-us`` to try another); ``--fit`` also prints the least-squares fit of that
+time to the published timings (:mod:`netsim.validation.ep_latency`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,10 @@ def register(app: typer.Typer) -> None:
     def validate_deepep_cmd(
         ep: list[int] = typer.Option([], "--ep", help="DeepEP's EP sizes to run: 8, 16, 32, 64 (default: all)."),
         seed: int = typer.Option(0, "--seed", help="Seed of DeepEP's test routing (random scores)."),
+        latency_us: float | None = typer.Option(
+            None, "--latency-us", min=0.0, help="The kernel's fixed time per call, us (default: the dispatcher's)."
+        ),
+        fit: bool = typer.Option(False, "--fit", help="Also fit that time to the published timings and print it."),
     ) -> None:
         """DeepEP's published all-to-all bandwidths on H800 against netsim's deepep dispatcher."""
         from netsim.errors import SpecError
@@ -93,12 +99,22 @@ def register(app: typer.Typer) -> None:
         if bad:
             allowed = ", ".join(str(e) for e in PUBLISHED)
             raise SpecError(f"DeepEP publishes EP {allowed} only (got {bad[0]})", field="--ep")
-        typer.echo(table(compare(tuple(ep) or tuple(PUBLISHED), seed)))
+        lat = None if latency_us is None else latency_us * 1e-6
+        typer.echo(table(compare(tuple(ep) or tuple(PUBLISHED), seed, lat)))
+        if fit:
+            from netsim.validation.ep_latency import deepep_points
+            from netsim.validation.ep_latency import fit as fit_latency
+
+            typer.echo(fit_latency("DeepEP", deepep_points(seed)).summary())
 
     @app.command("validate-hybridep")
     def validate_hybridep_cmd(
         ep: list[int] = typer.Option([], "--ep", help="HybridEP's rank counts to run: 16, 32, 64 (default: all)."),
         seed: int = typer.Option(0, "--seed", help="Seed of the test's uniform routing."),
+        latency_us: float | None = typer.Option(
+            None, "--latency-us", min=0.0, help="The kernel's fixed time per call, us (default: the dispatcher's)."
+        ),
+        fit: bool = typer.Option(False, "--fit", help="Also fit that time to the published timings and print it."),
     ) -> None:
         """HybridEP's published all-to-all bandwidths on H100 against netsim's hybridep dispatcher."""
         from netsim.errors import SpecError
@@ -108,4 +124,10 @@ def register(app: typer.Typer) -> None:
         if bad:
             allowed = ", ".join(str(e) for e in PUBLISHED)
             raise SpecError(f"HybridEP publishes {allowed} ranks on H100 only (got {bad[0]})", field="--ep")
-        typer.echo(table(compare(tuple(ep) or tuple(PUBLISHED), seed)))
+        lat = None if latency_us is None else latency_us * 1e-6
+        typer.echo(table(compare(tuple(ep) or tuple(PUBLISHED), seed, lat)))
+        if fit:
+            from netsim.validation.ep_latency import fit as fit_latency
+            from netsim.validation.ep_latency import hybridep_points
+
+            typer.echo(fit_latency("HybridEP", hybridep_points(seed)).summary())

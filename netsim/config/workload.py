@@ -31,6 +31,8 @@ Field meanings (the units are in the names where they are not counts):
 * ``model.moe.dispatcher`` / ``model.moe.padding``: how the all-to-all sends tokens (a copy per
   expert, per destination rank or per destination node; :mod:`netsim.moe.traffic`) and whether
   its buffers are capacity-sized (fixed-shape frameworks) or as routed (dropless).
+  ``model.moe.dispatch_latency_us``: the dispatcher kernel's fixed time per call (default: the
+  dispatcher's, :mod:`netsim.moe.dispatchers`, "Time per call").
 * ``global_batch_size`` / ``batch_scaling`` / ``batch_reference_devices``: a global batch fixed
   whatever the cluster, or one that grows with it (tokens per device fixed;
   :mod:`netsim.workload.batch`).
@@ -132,6 +134,14 @@ class MoESpec(SpecModel):
         description="token dispatcher: alltoall (a copy per token and expert), dedup-rank (a copy per token "
         "and destination rank), deepep (a copy per token and destination node, fanned out over NVLink), hybridep "
         "(deepep's paths after an all-gather of the routing maps before each forward dispatch)",
+    )
+    dispatch_latency_us: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e6,
+        description="the dispatcher kernel's fixed time per dispatch or combine call, microseconds, on top of "
+        "moving its bytes; default: the dispatcher's own (deepep 250, hybridep 320, fitted to their published "
+        "benchmarks; alltoall and dedup-rank 0: NCCL's latencies are in the collective cost model)",
     )
     padding: Literal["dropless", "capacity"] = Field(
         default="dropless",

@@ -29,6 +29,28 @@ the workload's ``model.moe.dispatcher``):
     deep_ep/hybrid_ep_buffer.py of deepseek-ai/DeepEP at 017a520224), for the metadata kernel that
     plans the transfers.  The backward's dispatch (the combine's gradient) reuses the handle.
 
+Time per call
+    The DeepEP and HybridEP kernels take longer than their bytes need at the links' achieved
+    rates, by an amount that hardly depends on the bytes: launching, the ranks' handshake before
+    the copies (DeepEP's ``notify_dispatch``; HybridEP's metadata preprocessing and flag updates),
+    filling and draining the kernel's chunked RDMA-to-NVLink pipeline, and the slowest rank's
+    start.  netsim charges it as a fixed latency per dispatch or combine call
+    (:attr:`Dispatcher.call_latency_s`, overridable with ``model.moe.dispatch_latency_us``),
+    before the transfers, on the all-to-all's stream.  It is the least-squares fit of
+    ``published time = netsim's transfer time + latency`` over each library's published
+    benchmark table, every row of which has 4,096 tokens of hidden 7,168 per rank (so the bytes
+    vary through the ranks, the data type and the phase): DeepEP's normal kernels on H800 at
+    EP 8, 16, 32 and 64, dispatch and combine (8 timings; ``docs/legacy.md`` of
+    deepseek-ai/DeepEP), 0.25 ms, which takes the rms error of those timings from 15% to 7%;
+    HybridEP's kernel-only timings on H100 at 16 SMs, EP 16, 32 and 64, FP8 and BF16 dispatch
+    and combine (9 timings; ``docs/README_Hybrid-EP.md``), 0.32 ms, rms 18% to 7%.  The
+    largest misses left are both libraries' 2-server (EP 16) combines, 15-16% slower than
+    predicted, a cost of the 2-server case that a per-call constant does not model.  An
+    independent check: Megatron-Bridge's Nsight profile of Qwen3-30B-A3B training on 16 H100s
+    with HybridEP measures 0.655 ms per dispatch or combine kernel, against netsim's 0.37 ms
+    transfer plus 0.32 ms (``validation/data/training/megatron-bridge-h100-ep-overlap.yaml``).
+    ``netsim validate-deepep`` and ``validate-hybridep`` print the rows and the fit.
+
 The ``copies [ep, ep]`` matrix a dispatcher gives is in the rank space of the all-to-all:
 ``copies[i][j]`` token copies rank ``i`` sends rank ``j`` (for ``deepep`` the forwarding legs are
 entries of the forwarding GPU's row), so any all-to-all algorithm can replay it and the
@@ -56,6 +78,12 @@ from netsim.moe.placement import Placement
 from netsim.registry import Registry
 
 IntArray = NDArray[np.int64]
+
+#: DeepEP's and HybridEP's fixed time per dispatch or combine call (module docstring, "Time per
+#: call"): least-squares fits of ``published time = netsim transfer time + latency`` over each
+#: library's published benchmark table; :func:`netsim.validation.ep_latency.fit` re-derives them
+DEEPEP_CALL_LATENCY_S = 0.25e-3
+HYBRIDEP_CALL_LATENCY_S = 0.32e-3
 
 __all__ = [
     "DISPATCHERS",
@@ -170,6 +198,10 @@ class Dispatcher(ABC):
     name: ClassVar[str]
     #: needs the token-to-rank / token-to-node sets (beyond the per (source, rank) counts)
     dedups: ClassVar[bool] = True
+    #: the dispatch or combine kernel's fixed time per call, seconds, on top of moving its bytes
+    #: (module docstring, "Time per call"); 0 where the all-to-all is NCCL's, whose latencies
+    #: the collective cost model has
+    call_latency_s: ClassVar[float] = 0.0
 
     def metadata_bytes(self, tokens: int, experts: int) -> float:
         """Bytes one rank contributes to the metadata all-gather over the EP group before a
@@ -213,6 +245,8 @@ class DeepEPDispatcher(Dispatcher):
     NVLink once per (token, rank); once per rank inside the source's node."""
 
     name = "deepep"
+    #: fitted to DeepEP's 8 published normal-kernel timings on H800 (module docstring)
+    call_latency_s = DEEPEP_CALL_LATENCY_S
 
     def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
         ep = tokens.shape[0]
@@ -240,6 +274,8 @@ class HybridEPDispatcher(DeepEPDispatcher):
     """DeepEP's paths, after an NCCL all-gather of the routing maps (module docstring)."""
 
     name = "hybridep"
+    #: fitted to HybridEP's 9 published kernel-only timings on H100 at 16 SMs (module docstring)
+    call_latency_s = HYBRIDEP_CALL_LATENCY_S
 
     def metadata_bytes(self, tokens: int, experts: int) -> float:
         return float(tokens * experts)  # the [tokens, experts] torch.bool routing map

@@ -28,7 +28,10 @@ netsim replays the same routing through :class:`~netsim.moe.dispatchers.DeepEPDi
 (one InfiniBand copy per destination node to the same-index GPU, NVLink fan-out there), times the
 all-to-all(v) on the ``h800`` preset (``coflow`` model, the topology's NCCL cost model and link
 efficiencies, PXN routing: what the training replay uses) and divides the same bytes by that
-time.  :func:`compare` gives the rows; ``netsim validate-deepep`` prints them.
+time, plus the ``deepep`` kernel's fixed time per call
+(:attr:`~netsim.moe.dispatchers.Dispatcher.call_latency_s`, fitted to these rows:
+:mod:`netsim.validation.ep_latency`).  :func:`compare` gives the rows; ``netsim validate-deepep``
+prints them.
 """
 
 from __future__ import annotations
@@ -168,8 +171,13 @@ def busiest_sends(wire: NDArray[np.float64], rank_node: NDArray[np.int64]) -> tu
     return float(np.where(same, wire, 0.0).sum(axis=1).max()), float(np.where(same, 0.0, wire).sum(axis=1).max())
 
 
-def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
-    """Route, dispatch with ``deepep`` and time one row of :data:`PUBLISHED` on ``h800``."""
+def simulate_row(ep: int, seed: int = 0, latency_s: float | None = None) -> DeepEPRow:
+    """Route, dispatch with ``deepep`` and time one row of :data:`PUBLISHED` on ``h800``: the
+    transfers plus ``latency_s`` per call (``None``: the dispatcher's,
+    :attr:`~netsim.moe.dispatchers.Dispatcher.call_latency_s`)."""
+    from netsim.moe.dispatchers import DeepEPDispatcher
+
+    lat = DeepEPDispatcher.call_latency_s if latency_s is None else latency_s
     nodes = ep // GPUS_PER_NODE
     dest = route(np.random.default_rng(seed), nodes)
     graph, devices, rank_node, copies = dispatch_on("h800", dest, "deepep")
@@ -177,7 +185,7 @@ def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
         logical = distinct_per_group(dest, 1).sum(axis=0).astype(np.float64)
     else:  # (token, node) rows a rank sends, its own node included
         logical = distinct_per_group(dest, GPUS_PER_NODE).sum(axis=1).astype(np.float64)
-    times = [time_copies(graph, devices, copies, HIDDEN * bpe, transpose=t) for bpe, t in _PHASES]
+    times = [lat + time_copies(graph, devices, copies, HIDDEN * bpe, transpose=t) for bpe, t in _PHASES]
     nvl, ib = busiest_sends(copies * HIDDEN * DISPATCH_BPE, rank_node)
     pub = PUBLISHED[ep]
     mean = float(logical.mean())
@@ -195,9 +203,9 @@ def simulate_row(ep: int, seed: int = 0) -> DeepEPRow:
     )
 
 
-def compare(eps: tuple[int, ...] = tuple(PUBLISHED), seed: int = 0) -> list[DeepEPRow]:
+def compare(eps: tuple[int, ...] = tuple(PUBLISHED), seed: int = 0, latency_s: float | None = None) -> list[DeepEPRow]:
     """Every row of :data:`PUBLISHED` (or those of ``eps``)."""
-    return [simulate_row(ep, seed) for ep in eps]
+    return [simulate_row(ep, seed, latency_s) for ep in eps]
 
 
 def table(rows: list[DeepEPRow]) -> str:

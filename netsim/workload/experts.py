@@ -73,11 +73,16 @@ class ExpertTraffic:
         #: token rows (token, expert) and token copies of the dispatch all-to-alls, all steps
         self.dispatch_rows = {"pairs": 0.0, "copies": 0.0}
         self.inexact = False
+        dispatcher = DISPATCHERS.get(moe.dispatcher if moe is not None else "alltoall")
         #: bytes one rank adds to the dispatcher's metadata all-gather before a forward dispatch
         self.meta_bytes = (
-            DISPATCHERS.get(moe.dispatcher)().metadata_bytes(ctx.costs.route_tokens, moe.experts)
-            if moe is not None and L.ep > 1
-            else 0.0
+            dispatcher().metadata_bytes(ctx.costs.route_tokens, moe.experts) if moe is not None and L.ep > 1 else 0.0
+        )
+        #: the dispatcher kernel's fixed time per all-to-all call (netsim.moe.dispatchers)
+        self.call_latency_s = (
+            dispatcher.call_latency_s
+            if moe is None or moe.dispatch_latency_us is None
+            else moe.dispatch_latency_us * 1e-6
         )
 
     # ------------------------------------------------------------------ tokens
@@ -188,6 +193,7 @@ class ExpertTraffic:
                     slice=k,
                     local_bytes=local,
                     algo=algo,
+                    latency_s=self.call_latency_s,
                 )
 
             return key, make

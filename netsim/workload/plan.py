@@ -54,6 +54,9 @@ class Collective:
             (``ranks`` are then the members, ``nbytes`` and ``local_bytes`` the instances' sums).
         algo: the collective algorithm the workload asks for (e.g. ``groupwise``), overriding
             the scenario's per-op choice; ``None``: the scenario's.
+        latency_s: software time between the last member's arrival and the first byte (an EP
+            dispatch kernel's fixed cost per call, :attr:`netsim.moe.dispatchers.Dispatcher.
+            call_latency_s`), on top of what the collective cost model adds.
         comm: a ``transfer`` that is a library send/recv: the devices of its communicator (a
             pipeline's stages), whose size and servers set NCCL's channels and latencies for it
             (:func:`netsim.collectives.transfer_costs.p2p_transfer`); empty: a plain flow.
@@ -79,6 +82,7 @@ class Collective:
     duration_s: float = 0.0
     algo: str | None = None
     comm: tuple[str, ...] = ()
+    latency_s: float = 0.0
 
 
 @dataclass(eq=False, slots=True)

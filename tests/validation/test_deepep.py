@@ -1,12 +1,12 @@
 """netsim's ``deepep`` dispatcher against DeepEP's published normal-kernel bandwidths on H800
 (``netsim.validation.deepep``; DeepEP docs/legacy.md at dd758caf45).
 
-Where InfiniBand bounds the all-to-all (EP 32 and 64, DeepSeek-V3's own EP 64 over 8 nodes)
-netsim predicts DeepEP's bandwidth within 5-11%.  Where NVLink bounds it (intranode EP 8, and
-EP 16, whose NVLink fan-out carries ~6x its InfiniBand bytes) netsim is 17-31% fast: it runs
-NVLink at the NCCL efficiency of the h800 preset (0.824 x 200 GB/s = 165 GB/s per direction)
-while DeepEP's SM-driven copies reach ~125-135 GB/s.  A known gap, asserted as such: a change of
-either the dispatcher or the NVLink model moves these numbers and fails here."""
+The transfers alone: where InfiniBand bounds the all-to-all (EP 32 and 64, DeepSeek-V3's own EP
+64 over 8 nodes) netsim is 5-11% fast; where NVLink bounds it (intranode EP 8, and EP 16, whose
+NVLink fan-out carries ~6x its InfiniBand bytes) 17-31% fast.  With the kernel's fixed time per
+call (0.25 ms, fitted to these 8 timings: ``netsim.validation.ep_latency``) every row is within
+7% but the 2-server combine (17% fast), the recorded gap.  Asserted as such: a change of the
+dispatcher, the network model or the latency moves these numbers and fails here."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ def rows() -> dict[int, DeepEPRow]:
     return {r.ep: r for r in compare()}
 
 
+@pytest.fixture(scope="module")
+def transfers() -> dict[int, DeepEPRow]:
+    return {r.ep: r for r in compare(latency_s=0.0)}
+
+
 def test_routing_is_deepeps_node_limited_top8() -> None:
     dest = route(np.random.default_rng(0), 8)
     assert dest.shape == (64, 4096, 8)
@@ -29,24 +34,31 @@ def test_routing_is_deepeps_node_limited_top8() -> None:
     assert (dest >= 0).all() and (dest < 64).all()
 
 
-def test_ib_bound_rows_within_11_percent(rows: dict[int, DeepEPRow]) -> None:
+def test_rows_within_7_percent_but_the_two_server_combine(rows: dict[int, DeepEPRow]) -> None:
+    for ep, r in rows.items():
+        d, c = r.errors
+        assert abs(d) < 0.07, (ep, r.errors)
+        if ep == 16:  # the recorded gap: the combine across 2 servers
+            assert 0.12 < c < 0.22, r.errors
+        else:
+            assert abs(c) < 0.07, (ep, r.errors)
+
+
+def test_ib_bound_transfers_within_11_percent(transfers: dict[int, DeepEPRow]) -> None:
     for ep in (32, 64):
-        r = rows[ep]
+        r = transfers[ep]
         assert r.ib_send_GBps == pytest.approx(48.0, rel=0.03)  # the busiest NIC at its achieved rate
         for err in r.errors:
             assert 0.0 < err < 0.115, (ep, r.errors)
 
 
-def test_nvlink_bound_rows_are_the_recorded_gap(rows: dict[int, DeepEPRow]) -> None:
+def test_nvlink_bound_transfers(transfers: dict[int, DeepEPRow]) -> None:
     for ep in (8, 16):
-        r = rows[ep]
+        r = transfers[ep]
         assert r.nvlink_send_GBps == pytest.approx(0.824 * 200, rel=0.03)  # NVLink saturated
         for err in r.errors:
             assert 0.15 < err < 0.35, (ep, r.errors)
-        # DeepEP's NVLink rate implied by its published number: 125-135 GB/s
-        implied = r.nvlink_send_GBps * r.published_dispatch_GBps / r.dispatch_GBps
-        assert 120 < implied < 140
-    assert rows[8].ib_send_GBps == 0.0
+    assert transfers[8].ib_send_GBps == 0.0
 
 
 def test_every_published_row_is_compared(rows: dict[int, DeepEPRow]) -> None:

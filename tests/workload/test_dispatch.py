@@ -127,3 +127,43 @@ def test_hybridep_gathers_again_when_full_recomputation_repeats_the_forward() ->
     plan = _plan("model.moe.dispatcher=hybridep", "training.recompute=full")
     phases = {c.phase for c in plan.collectives.values() if c.phase.endswith("-meta")}
     assert phases == {"fwd-dispatch-meta", "rcp-fwd-dispatch-meta"}
+
+
+def test_dispatch_kernels_charge_their_fixed_time_per_call() -> None:
+    # DeepEP's and HybridEP's fitted time per call (netsim.moe.dispatchers, "Time per call"); the
+    # NCCL all-to-all's latencies are the cost model's; the routing-map all-gather is NCCL's too
+    from netsim.moe.dispatchers import DEEPEP_CALL_LATENCY_S, HYBRIDEP_CALL_LATENCY_S
+
+    want = {"alltoall": 0.0, "dedup-rank": 0.0, "deepep": DEEPEP_CALL_LATENCY_S, "hybridep": HYBRIDEP_CALL_LATENCY_S}
+    for name, latency in want.items():
+        plan = _plan(f"model.moe.dispatcher={name}")
+        ep = [c for c in plan.collectives.values() if c.op == "all_to_allv"]
+        assert len({c.phase for c in ep}) == 4 and {c.latency_s for c in ep} == {latency}, name
+        assert all(c.latency_s == 0.0 for c in plan.collectives.values() if c.op != "all_to_allv")
+    plan = _plan("model.moe.dispatcher=hybridep", "model.moe.dispatch_latency_us=40")
+    assert [c.latency_s for c in plan.collectives.values() if c.op == "all_to_allv"] == pytest.approx([40e-6] * 4)
+
+
+def test_the_time_per_call_lengthens_each_exposed_all_to_all() -> None:
+    from netsim.network.engine import Network
+    from netsim.replay import replay
+
+    graph = load_topology("dgx-h100", nodes=2)
+    res = {}
+    for us in (0, 500):
+        plan = _plan("model.moe.dispatcher=deepep", f"model.moe.dispatch_latency_us={us}")
+        res[us] = (plan, replay(plan, Network(graph)))
+    # every all-to-all (4 phases, one micro-batch, one layer: all on the critical path) now lasts
+    # 0.5 ms more from its last member's arrival, and the step with them
+    (plan, r0), (_, r1) = res[0], res[500]
+    keys = [k for k, c in plan.collectives.items() if c.op == "all_to_allv"]
+    assert len(keys) == 4
+    for k in keys:
+        d0, d1 = r0.coll_end[k] - r0.coll_start[k], r1.coll_end[k] - r1.coll_start[k]
+        assert d1 - d0 == pytest.approx(500e-6, rel=1e-6)
+    assert r1.end_s - r0.end_s == pytest.approx(4 * 500e-6, rel=1e-3)
+
+
+def test_negative_dispatch_latency_names_the_field() -> None:
+    with pytest.raises(SpecError, match=r"model\.moe\.dispatch_latency_us"):
+        _plan("model.moe.dispatch_latency_us=-1")

@@ -10,7 +10,8 @@ the workload's ``model.moe.dispatcher``):
     there twice (and the combine sends both outputs back).
 ``dedup-rank``
     One copy per (token, destination rank): the destination expands it to its local experts
-    (DeepEP's intranode kernels, or any dispatcher that permutes by rank).
+    (any dispatcher that permutes by rank; DeepEP's intranode kernels send the same copies, and
+    ``deepep`` inside one server is these paths with DeepEP's time per call).
 ``deepep``
     DeepEP's internode kernels (github.com/deepseek-ai/DeepEP, DeepSeek-V3 report, arXiv
     2412.19437, section 3.2.2): a token crosses the network *once per destination node*, by RDMA

@@ -169,6 +169,11 @@ def _traffic_rows(s: Mapping[str, Any], has_moe: bool) -> list[list[str]]:
             ("drop_rate", "token drop rate", fmt_pct),
         ):
             rows.append([label, f(summary_number(s, key))])
+        md = s.get("moe_dispatch")
+        if isinstance(md, Mapping) and md.get("dispatcher"):
+            lat = summary_number(md, "call_latency_us")
+            fixed = f", {fmt_time(lat * 1e-6)} fixed per call" if lat else ""
+            rows.append(["token dispatcher", f"{md['dispatcher']}{fixed}"])
     return rows
 
 

@@ -310,6 +310,8 @@ def _moe_dispatch(
         "expert_tp": layout.etp,
         "expert_alltoall": spec.parallelism.expert_alltoall if experts.replicated else None,
         "dispatcher": routing.dispatcher,
+        #: the dispatcher kernel's fixed time per all-to-all call (netsim.moe.dispatchers)
+        "call_latency_us": experts.call_latency_s * 1e6,
         "dedup": dedup,
         "padding": moe.padding,
         "capacity_tokens": routing.capacity_rows,

@@ -106,6 +106,21 @@ def test_missing_optional_tables_are_omitted_with_a_note(make_run: RunFactory) -
     assert external_references(parse_html((run / "report.html").read_text())) == []
 
 
+@pytest.mark.parametrize(
+    ("dispatcher", "latency_us", "row"),
+    [("deepep", 250.0, "deepep, 250 us fixed per call"), ("alltoall", 0.0, "alltoall")],
+)
+def test_summary_names_the_dispatcher_and_its_time_per_call(
+    make_run: RunFactory, dispatcher: str, latency_us: float, row: str
+) -> None:
+    run = make_run(f"moe-{dispatcher}", layers=1, microbatches=1)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["moe_dispatch"] = {"dispatcher": dispatcher, "call_latency_us": latency_us}
+    (run / "summary.json").write_text(json.dumps(summary))
+    md = render_markdown(build_report(load_run(run))[0])
+    assert f"| token dispatcher | {row} |" in md
+
+
 def test_non_moe_run_has_no_moe_sections(make_run: RunFactory) -> None:
     run = make_run("dense", moe=False, layers=1, microbatches=1)
     doc, figs = build_report(load_run(run))

@@ -39,7 +39,18 @@ def test_run_reports_the_batch_and_the_dispatch(tmp_path: Path) -> None:
     assert summary["batch"]["scaling"] == "per-device" and summary["batch"]["global_batch_size"] == 16
     md = summary["moe_dispatch"]
     assert md["dispatcher"] == "deepep" and md["dedup"].startswith("exact") and md["expert_layout"] == "megatron"
+    assert md["call_latency_us"] == pytest.approx(250.0)  # DeepEP's fixed time per call
     assert summary["bytes_by_class"]["dp"] > 0
+
+
+def test_run_prints_the_dispatch_kernels_time_per_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scen = tmp_path / "tiny.yaml"
+    scen.write_text(yaml.safe_dump(tiny_scenario()))
+    argv = ["run", str(scen), "--out", str(tmp_path / "run"), "--no-report"]
+    sets = ["workload.model.moe.dispatcher=hybridep", "workload.model.moe.dispatch_latency_us=40"]
+    assert _main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(dispatcher hybridep, 40 us fixed per call)" in out
 
 
 def test_an_unused_placement_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from netsim.calibration.catalogue import canonical_dtype
-from netsim.config.workload import ModelSpec
+from netsim.config.model import ModelSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 
 __all__ = ["KERNEL_CLASS", "KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]

@@ -83,7 +83,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final, get_args
 
-from netsim.config.workload import Fp8Recipe
+from netsim.config.model import Fp8Recipe
 
 __all__ = [
     "BLOCKWISE_QUANT_SLOWDOWN",

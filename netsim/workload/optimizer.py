@@ -48,7 +48,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from netsim.config.workload import DTYPE_BYTES, WorkloadSpec
+from netsim.config.model import DTYPE_BYTES
+from netsim.config.workload import WorkloadSpec
 from netsim.workload.costs import KernelCall
 
 __all__ = ["ADAMW_KERNEL_BYTES_PER_PARAM", "OptimizerPrecision", "optimizer_precision"]

@@ -2,7 +2,7 @@
 
 ::
 
-    netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training|layer] [--out runs/validate]
+    netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training|layer|ep-kernel] [--out runs/validate]
         [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
 
     netsim validate-deepep [--ep 8 --ep 64 ...] [--latency-us US] [--fit]
@@ -40,7 +40,9 @@ def register(app: typer.Typer) -> None:
             "out-of-place columns, training cases marked quick (~1 min on 2 cores).",
         ),
         only: str | None = typer.Option(None, "--only", help="Glob over SOURCE/CASE ids, e.g. 'xxrjun-*/all-gather'."),
-        kind: list[str] = typer.Option([], "--kind", help="collective, training or layer (repeatable; default: all)."),
+        kind: list[str] = typer.Option(
+            [], "--kind", help="collective, training, layer or ep-kernel (repeatable; default: all)."
+        ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the run directory (report, parity plot)."),
         collective_cost: str | None = cost_option(),
         source: list[Path] = typer.Option([], "--source", help="Validation file(s) instead of the shipped ones."),

@@ -54,8 +54,22 @@ __all__ = [
     "time_copies",
 ]
 
+
+def _published() -> dict[int, tuple[float, float]]:
+    """EP -> (dispatch, combine) GB/s from the validation source ``deepep-normal-h800`` (the one
+    copy of DeepEP's table: ``netsim validate --kind ep-kernel`` reads it too)."""
+    from netsim.validation.sources import DATA_DIR, load_source
+
+    src = load_source(DATA_DIR / "ep_kernels" / "deepep-normal-h800.yaml")
+    got: dict[int, dict[str, float]] = {}
+    for c in src.cases:
+        if c.kind == "ep-kernel":
+            got.setdefault(c.ranks, {})[c.phase] = c.measured_GBps
+    return {ep: (v["dispatch"], v["combine"]) for ep, v in sorted(got.items())}
+
+
 #: DeepEP docs/legacy.md, "Normal kernels with NVLink and RDMA forwarding": EP -> (dispatch, combine) GB/s
-PUBLISHED: dict[int, tuple[float, float]] = {8: (153.0, 158.0), 16: (43.0, 43.0), 32: (58.0, 57.0), 64: (51.0, 50.0)}
+PUBLISHED: dict[int, tuple[float, float]] = _published()
 TOKENS = 4096
 HIDDEN = 7168
 EXPERTS = 256
@@ -91,21 +105,30 @@ class DeepEPRow:
         )
 
 
-def route(rng: np.random.Generator, nodes: int) -> NDArray[np.int64]:
-    """``[ep, TOKENS, TOP_K]`` destination ranks, DeepEP's test routing (module doc)."""
-    ep = nodes * GPUS_PER_NODE
-    out = np.empty((ep, TOKENS, TOP_K), dtype=np.int64)
+def route(
+    rng: np.random.Generator,
+    nodes: int,
+    *,
+    tokens: int = TOKENS,
+    experts: int = EXPERTS,
+    top_k: int = TOP_K,
+    per_node: int = GPUS_PER_NODE,
+) -> NDArray[np.int64]:
+    """``[ep, tokens, top_k]`` destination ranks, DeepEP's test routing (module doc): the experts
+    of the ``min(nodes, 4)`` nodes with the highest maximum score, then the top ``top_k``."""
+    ep = nodes * per_node
+    out = np.empty((ep, tokens, top_k), dtype=np.int64)
     for r in range(ep):
-        scores = np.abs(rng.standard_normal((TOKENS, EXPERTS))) + 1.0
+        scores = np.abs(rng.standard_normal((tokens, experts))) + 1.0
         if nodes > 1:
             groups = min(nodes, 4)
-            best = scores.reshape(TOKENS, nodes, -1).max(axis=-1)
+            best = scores.reshape(tokens, nodes, -1).max(axis=-1)
             keep = np.argsort(-best, axis=1, kind="stable")[:, :groups]
-            mask = np.zeros((TOKENS, nodes), dtype=bool)
+            mask = np.zeros((tokens, nodes), dtype=bool)
             np.put_along_axis(mask, keep, True, axis=1)
-            scores = np.where(np.repeat(mask, EXPERTS // nodes, axis=1), scores, -np.inf)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :TOP_K]
-        out[r] = top // (EXPERTS // ep)
+            scores = np.where(np.repeat(mask, experts // nodes, axis=1), scores, -np.inf)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+        out[r] = top // (experts // ep)
     return out
 
 
@@ -122,18 +145,18 @@ def distinct_per_group(dest: NDArray[np.int64], per: int) -> NDArray[np.int64]:
 
 
 def dispatch_on(
-    preset: str, dest: NDArray[np.int64], dispatcher: str
+    preset: str, dest: NDArray[np.int64], dispatcher: str, *, per_node: int = GPUS_PER_NODE
 ) -> tuple[Any, list[str], NDArray[np.int64], NDArray[np.float64]]:
-    """The ``preset`` cluster for ``dest``'s ranks and what ``dispatcher`` sends for them:
-    (graph, devices, rank -> node, ``[ep, ep]`` token copies)."""
+    """The ``preset`` cluster for ``dest``'s ranks (``per_node`` GPUs per server) and what
+    ``dispatcher`` sends for them: (graph, devices, rank -> node, ``[ep, ep]`` token copies)."""
     from netsim.collectives.executor import accelerators
     from netsim.moe.dispatchers import dispatcher_copies
     from netsim.topology import load_topology
 
     ep = dest.shape[0]
-    graph = load_topology(preset, nodes=max(1, ep // GPUS_PER_NODE))
+    graph = load_topology(preset, nodes=max(1, -(-ep // per_node)))
     devices = accelerators(graph)[:ep]
-    rank_node = np.arange(ep, dtype=np.int64) // GPUS_PER_NODE
+    rank_node = np.arange(ep, dtype=np.int64) // per_node
     tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
     copies = dispatcher_copies(dispatcher, tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
     return graph, devices, rank_node, copies

@@ -48,14 +48,30 @@ from netsim.validation.deepep import busiest_sends, dispatch_on, distinct_per_gr
 
 __all__ = ["PUBLISHED", "PUBLISHED_FP8_KERNEL", "HybridEPRow", "compare", "route", "simulate_row", "table"]
 
+
+def _published() -> dict[tuple[int, str, str, str], float]:
+    """(ranks, phase, dtype, timing) -> GB/s from the validation source ``hybridep-h100`` (the one
+    copy of HybridEP's table: ``netsim validate --kind ep-kernel`` reads it too)."""
+    from netsim.validation.sources import DATA_DIR, load_source
+
+    src = load_source(DATA_DIR / "ep_kernels" / "hybridep-h100.yaml")
+    return {(c.ranks, c.phase, c.dtype, c.timing): c.measured_GBps for c in src.cases if c.kind == "ep-kernel"}
+
+
+_TABLE = _published()
+_RANKS = sorted({k[0] for k in _TABLE})
 #: ranks -> (dispatch Torch API, combine Torch API, dispatch kernel, combine kernel) GB/s, 16 SMs, BF16
 PUBLISHED: dict[int, tuple[float, float, float, float]] = {
-    16: (54.47, 53.35, 71.71, 62.95),
-    32: (47.36, 52.53, 57.69, 57.46),
-    64: (41.24, 46.57, 49.97, 49.77),
+    r: (
+        _TABLE[(r, "dispatch", "bf16", "torch-api")],
+        _TABLE[(r, "combine", "bf16", "torch-api")],
+        _TABLE[(r, "dispatch", "bf16", "kernel")],
+        _TABLE[(r, "combine", "bf16", "kernel")],
+    )
+    for r in _RANKS
 }
 #: ranks -> FP8 dispatch, kernel only, GB/s, 16 SMs
-PUBLISHED_FP8_KERNEL: dict[int, float] = {16: 68.48, 32: 55.35, 64: 46.52}
+PUBLISHED_FP8_KERNEL: dict[int, float] = {r: _TABLE[(r, "dispatch", "fp8", "kernel")] for r in _RANKS}
 TOKENS = 4096
 HIDDEN = 7168
 TOP_K = 8
@@ -95,13 +111,16 @@ class HybridEPRow:
         return self.dispatch_GBps / self.published[2] - 1.0, self.combine_GBps / self.published[3] - 1.0
 
 
-def route(rng: np.random.Generator, ep: int) -> NDArray[np.int64]:
-    """``[ep, TOKENS, TOP_K]`` destination ranks: every token's 8 distinct experts uniformly at
-    random among ``LOCAL_EXPERTS x ep`` (the test's ``torch.randperm``), experts contiguous."""
-    experts = LOCAL_EXPERTS * ep
-    out = np.empty((ep, TOKENS, TOP_K), dtype=np.int64)
+def route(
+    rng: np.random.Generator, ep: int, *, tokens: int = TOKENS, top_k: int = TOP_K, local_experts: int = LOCAL_EXPERTS
+) -> NDArray[np.int64]:
+    """``[ep, tokens, top_k]`` destination ranks: every token's ``top_k`` distinct experts
+    uniformly at random among ``local_experts x ep`` (the test's ``torch.randperm``), experts
+    contiguous."""
+    experts = local_experts * ep
+    out = np.empty((ep, tokens, top_k), dtype=np.int64)
     for r in range(ep):
-        out[r] = np.argsort(rng.random((TOKENS, experts)), axis=1)[:, :TOP_K] // LOCAL_EXPERTS
+        out[r] = np.argsort(rng.random((tokens, experts)), axis=1)[:, :top_k] // local_experts
     return out
 
 

@@ -25,12 +25,12 @@ from netsim.validation.runner import KiB, MiB, ValidationResult
 
 __all__ = ["band_of", "format_summary", "layer_class_scales", "summarize", "validation_document", "write_validation"]
 
-BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training", "layer")
+BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training", "layer", "ep-kernel")
 
 
 def band_of(kind: str, size_bytes: float | None) -> str:
-    if kind == "layer":
-        return "layer"
+    if kind in ("layer", "ep-kernel"):
+        return kind
     if kind != "collective" or size_bytes is None or not np.isfinite(size_bytes):
         return "training"
     if size_bytes >= MiB:
@@ -81,7 +81,28 @@ def summarize(res: ValidationResult) -> dict[str, Any]:
         ].to_dict("records"),
         "training": _training_rows(t),
         "layers": _layer_rows(t),
+        "ep_kernels": _ep_kernel_rows(t),
     }
+
+
+def _ep_kernel_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
+    """The ep-kernel cases' rows (summary.json ``ep_kernels``): published and predicted GB/s."""
+    rows = t[t["kind"] == "ep-kernel"].sort_values(["source", "case"], kind="mergesort")
+    return [
+        {
+            "source": r["source"],
+            "case": r["case"],
+            "nodes": int(r["nodes"]),
+            "what": str(r["metric"]).removeprefix("ep_GBps."),
+            "measured_GBps": r["measured"],
+            "predicted_GBps": r["predicted"],
+            "rel_error": r["rel_error"],
+            "asserted": bool(r["asserted"]),
+            "tolerance": None if r["tolerance"] is None or not np.isfinite(r["tolerance"]) else r["tolerance"],
+            "known_gap": bool(r["known_gap"]),
+        }
+        for r in rows.to_dict("records")
+    ]
 
 
 def _layer_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
@@ -166,6 +187,11 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
         )
     for case, scale in layer_class_scales(summary.get("layers", [])).items():
         lines.append(f"layer {case}: options.compute_class_scale to run with these kernels: {_flow(scale)}")
+    for r in summary.get("ep_kernels", []):
+        lines.append(
+            f"ep-kernel {r['source']}/{r['case']}: measured {r['measured_GBps']:.4g} GB/s, predicted "
+            f"{r['predicted_GBps']:.4g} GB/s ({100 * r['rel_error']:+.1f}%){' (known gap)' if r['known_gap'] else ''}"
+        )
     for f in summary["failures"]:
         lines.append(
             f"FAIL {f['source']}/{f['case']} {_size(f['size_bytes'])}: measured {f['measured']:.4g}, "
@@ -367,6 +393,8 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
         Section("Parity", [Figure("parity", "Predicted against measured, log-log; dashed: +-10%.")]),
         Section("Per case", [_cases_table(t)]),
     ]
+    if summary.get("ep_kernels"):
+        sections.insert(2, _ep_kernel_section(summary["ep_kernels"]))
     if summary.get("layers"):
         sections.insert(2, _layer_section(summary["layers"]))
     if summary.get("training"):
@@ -467,6 +495,37 @@ def _layer_section(rows: list[dict[str, Any]]) -> Any:
             *(
                 Paragraph(f"{case}: options.compute_class_scale to run with these kernels: {_flow(scale)}")
                 for case, scale in layer_class_scales(rows).items()
+            ),
+        ],
+    )
+
+
+def _ep_kernel_section(rows: list[dict[str, Any]]) -> Any:
+    from netsim.report.render import Paragraph, Section, Table
+
+    body = [
+        [
+            r["source"],
+            r["case"],
+            str(r["nodes"]),
+            f"{r['measured_GBps']:.4g}",
+            f"{r['predicted_GBps']:.4g}",
+            _pct(r["rel_error"]),
+            _pct(r["tolerance"]) if r["asserted"] else "known gap",
+        ]
+        for r in rows
+    ]
+    return Section(
+        "Expert-parallel dispatch and combine kernels",
+        [
+            Paragraph(
+                "Published bandwidths of DeepEP's and HybridEP's dispatch and combine kernels (GB/s as each "
+                "benchmark counts them) against netsim's dispatcher on the same cluster: the same routing, the "
+                "all-to-all(v) as a training step times it plus the kernel's fixed time per call "
+                "(netsim.validation.ep_kernels). Error = predicted / measured - 1 (positive: netsim is faster)."
+            ),
+            Table(
+                ["source", "case", "servers", "measured GB/s", "predicted GB/s", "error", "tolerance"], body, "llrrrrr"
             ),
         ],
     )

@@ -10,7 +10,8 @@ tolerance:
   the software stack more than on anything a cluster designer chooses);
 * training cases: their ``tolerance`` (default 10%);
 * layer cases: their ``tolerance`` (default 10%) on the classes they assert (default the GPU's
-  busy time, ``compute``); the other classes are reported only.
+  busy time, ``compute``); the other classes are reported only;
+* ep-kernel cases: their ``tolerance`` (default 10%) on the bandwidth.
 
 The result is a flat table (one row per point, :data:`COLUMNS`) that
 :mod:`netsim.validation.report` turns into an error table and a parity plot.  ``quick`` keeps
@@ -32,8 +33,17 @@ from pydantic import Field
 from netsim.config.common import SpecModel, load_mapping, validate_model
 from netsim.errors import SpecError
 from netsim.validation.cases import PREDICTORS, Prediction
+from netsim.validation.ep_kernels import predict_ep_kernel  # noqa: F401  (registers the ep-kernel predictor)
 from netsim.validation.layer import predict_layer  # noqa: F401  (registers the layer predictor)
-from netsim.validation.sources import DATA_DIR, CollectiveCase, LayerCase, Source, TrainingCase, load_sources
+from netsim.validation.sources import (
+    DATA_DIR,
+    CollectiveCase,
+    EPKernelCase,
+    LayerCase,
+    Source,
+    TrainingCase,
+    load_sources,
+)
 from netsim.validation.training import predict_training  # noqa: F401  (registers the training predictor)
 
 __all__ = [
@@ -132,9 +142,9 @@ def _gap_of(gaps: Sequence[KnownGap], source: str, case: str, size: int | None) 
     return ""
 
 
-AnyCase = CollectiveCase | TrainingCase | LayerCase
+AnyCase = CollectiveCase | TrainingCase | LayerCase | EPKernelCase
 #: the case kinds (``--kind``)
-CASE_KINDS = ("collective", "training", "layer")
+CASE_KINDS = ("collective", "training", "layer", "ep-kernel")
 
 
 def tolerance_for(case: AnyCase, size_bytes: int | None, layer_class: str | None = None) -> float | None:
@@ -143,7 +153,7 @@ def tolerance_for(case: AnyCase, size_bytes: int | None, layer_class: str | None
         return None
     if case.tolerance is not None:
         return float(case.tolerance)
-    if isinstance(case, TrainingCase | LayerCase):
+    if isinstance(case, TrainingCase | LayerCase | EPKernelCase):
         return 0.10
     if size_bytes is None:
         return None
@@ -228,7 +238,7 @@ def _row(src: Source, case: AnyCase, p: Prediction, gaps: Sequence[KnownGap]) ->
         "kind": case.kind,
         "source_kind": src.source.kind,
         "topology": src.system.topology,
-        "nodes": getattr(case, "nodes", None) or src.system.nodes,
+        "nodes": _nodes(src, case),
         "gpus_per_node": src.system.gpus_per_node,
         "op": op,
         "forced": forced,
@@ -247,6 +257,13 @@ def _row(src: Source, case: AnyCase, p: Prediction, gaps: Sequence[KnownGap]) ->
         "predicted_busbw_GBps": d.get("predicted_busbw_GBps"),
         **{k: d.get(k) for k in TRAINING_DETAIL},
     }
+
+
+def _nodes(src: Source, case: AnyCase) -> int:
+    """The servers a case ran on."""
+    if isinstance(case, EPKernelCase):
+        return max(1, -(-case.ranks // src.system.gpus_per_node))
+    return getattr(case, "nodes", None) or src.system.nodes
 
 
 def run_validation(

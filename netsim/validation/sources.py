@@ -14,7 +14,9 @@ Case kinds (a :class:`~netsim.registry.Registry`, one predictor each in
   ``points`` of (bytes, time in us, busbw as printed);
 * ``training``: a published training run's throughput (:mod:`netsim.validation.training`);
 * ``layer``: one transformer layer's GPU time by kernel class, from a published profile of a
-  training step (:mod:`netsim.validation.layer`).
+  training step (:mod:`netsim.validation.layer`);
+* ``ep-kernel``: one published bandwidth of an expert-parallel dispatch or combine kernel (DeepEP,
+  HybridEP; :mod:`netsim.validation.ep_kernels`).
 
 Every file is validated once, here: an unknown field, a negative time, a size of 0, a point
 whose busbw disagrees with its time by more than the printed rounding, a preset netsim does not
@@ -37,6 +39,7 @@ __all__ = [
     "DATA_DIR",
     "LAYER_CLASSES",
     "CollectiveCase",
+    "EPKernelCase",
     "LayerCase",
     "Point",
     "Source",
@@ -204,7 +207,51 @@ class LayerCase(SpecModel):
         return self
 
 
-Case = Annotated[CollectiveCase | TrainingCase | LayerCase, Field(discriminator="kind")]
+class EPKernelCase(SpecModel):
+    """One published bandwidth of an expert-parallel dispatch or combine kernel (DeepEP, HybridEP).
+
+    The library's benchmark: ``tokens`` per rank of ``hidden`` elements, each to ``top_k`` of
+    ``experts`` experts (contiguous over the ``ranks``) chosen as its test chooses them
+    (``routing``: DeepEP's node-limited random scores, or HybridEP's uniform ``randperm``), moved
+    in ``dtype`` (FP8 rows carry an fp32 scale per 128 elements) and timed as ``timing`` says
+    (``kernel``: the kernel alone; ``torch-api``: the library's Python call, which adds a copy out
+    of its buffer and a synchronisation netsim does not model).  ``measured_GBps`` divides what
+    the benchmark counts (``counted``: ``received`` rows, one per (token, rank) a rank receives,
+    its own included; ``node-rows``: one per (token, node) a rank sends, its own node included)
+    by the time.  netsim replays the routing through the ``library`` dispatcher on the source's
+    topology, times the all-to-all(v) with the dispatcher kernel's fixed time per call, and divides
+    the same bytes (:mod:`netsim.validation.ep_kernels`).
+    """
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    kind: Literal["ep-kernel"]
+    library: Literal["deepep", "hybridep"]
+    routing: Literal["node-limited", "uniform"]
+    ranks: int = Field(ge=2)
+    tokens: int = Field(ge=1, le=1 << 20)
+    hidden: int = Field(ge=1, le=1 << 16)
+    experts: int = Field(ge=1, le=1 << 16)
+    top_k: int = Field(ge=1, le=64)
+    phase: Literal["dispatch", "combine"]
+    dtype: Literal["fp8", "bf16"]
+    timing: Literal["kernel", "torch-api"] = "kernel"
+    counted: Literal["received", "node-rows"]
+    measured_GBps: float = Field(gt=0)
+    where: str = ""
+    tolerance: Tolerance | None = None
+    exclude: bool = False
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _shape(self) -> EPKernelCase:
+        if self.experts % self.ranks:
+            raise ValueError(f"experts ({self.experts}) must be a multiple of ranks ({self.ranks})")
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k ({self.top_k}) must be <= experts ({self.experts})")
+        return self
+
+
+Case = Annotated[CollectiveCase | TrainingCase | LayerCase | EPKernelCase, Field(discriminator="kind")]
 
 
 class Source(SpecModel):

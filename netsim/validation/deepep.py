@@ -37,22 +37,13 @@ prints them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = [
-    "PUBLISHED",
-    "DeepEPRow",
-    "busiest_sends",
-    "compare",
-    "dispatch_on",
-    "distinct_per_group",
-    "route",
-    "simulate_row",
-    "time_copies",
-]
+from netsim.validation.ep_kernels import busiest_sends, replay, route_node_limited, row_bytes
+
+__all__ = ["PUBLISHED", "DeepEPRow", "compare", "route", "simulate_row", "table"]
 
 
 def _published() -> dict[int, tuple[float, float]]:
@@ -75,9 +66,6 @@ HIDDEN = 7168
 EXPERTS = 256
 TOP_K = 8
 GPUS_PER_NODE = 8
-#: bytes per element: FP8 with one fp32 scale per 128 elements (DeepEP's ``fp8_factor`` x 2), BF16
-DISPATCH_BPE = 1.0 + 4.0 / 128.0
-COMBINE_BPE = 2.0
 
 
 @dataclass(frozen=True)
@@ -105,124 +93,40 @@ class DeepEPRow:
         )
 
 
-def route(
-    rng: np.random.Generator,
-    nodes: int,
-    *,
-    tokens: int = TOKENS,
-    experts: int = EXPERTS,
-    top_k: int = TOP_K,
-    per_node: int = GPUS_PER_NODE,
-) -> NDArray[np.int64]:
-    """``[ep, tokens, top_k]`` destination ranks, DeepEP's test routing (module doc): the experts
-    of the ``min(nodes, 4)`` nodes with the highest maximum score, then the top ``top_k``."""
-    ep = nodes * per_node
-    out = np.empty((ep, tokens, top_k), dtype=np.int64)
-    for r in range(ep):
-        scores = np.abs(rng.standard_normal((tokens, experts))) + 1.0
-        if nodes > 1:
-            groups = min(nodes, 4)
-            best = scores.reshape(tokens, nodes, -1).max(axis=-1)
-            keep = np.argsort(-best, axis=1, kind="stable")[:, :groups]
-            mask = np.zeros((tokens, nodes), dtype=bool)
-            np.put_along_axis(mask, keep, True, axis=1)
-            scores = np.where(np.repeat(mask, experts // nodes, axis=1), scores, -np.inf)
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-        out[r] = top // (experts // ep)
-    return out
-
-
-def distinct_per_group(dest: NDArray[np.int64], per: int) -> NDArray[np.int64]:
-    """``[ep, ep // per]`` distinct tokens of each source per destination group of ``per`` ranks
-    (``dest``: ``[ep, tokens, top_k]`` destination ranks)."""
-    ep, tokens = dest.shape[0], dest.shape[1]
-    groups = ep // per
-    hit = np.zeros((ep, tokens, groups), dtype=bool)
-    rows = np.arange(tokens)[:, None]
-    for i in range(ep):
-        hit[i, rows, dest[i] // per] = True
-    return hit.sum(axis=1).astype(np.int64)
-
-
-def dispatch_on(
-    preset: str, dest: NDArray[np.int64], dispatcher: str, *, per_node: int = GPUS_PER_NODE
-) -> tuple[Any, list[str], NDArray[np.int64], NDArray[np.float64]]:
-    """The ``preset`` cluster for ``dest``'s ranks (``per_node`` GPUs per server) and what
-    ``dispatcher`` sends for them: (graph, devices, rank -> node, ``[ep, ep]`` token copies)."""
-    from netsim.collectives.executor import accelerators
-    from netsim.moe.dispatchers import dispatcher_copies
-    from netsim.topology import load_topology
-
-    ep = dest.shape[0]
-    graph = load_topology(preset, nodes=max(1, -(-ep // per_node)))
-    devices = accelerators(graph)[:ep]
-    rank_node = np.arange(ep, dtype=np.int64) // per_node
-    tokens = np.stack([np.bincount(dest[i].ravel(), minlength=ep) for i in range(ep)]).astype(np.int64)
-    copies = dispatcher_copies(dispatcher, tokens, rank_node, dest_rank=dest).copies.astype(np.float64)
-    return graph, devices, rank_node, copies
-
-
-#: (bytes per element, transposed) of the dispatch and the combine
-_PHASES = ((DISPATCH_BPE, False), (COMBINE_BPE, True))
-
-
-def time_copies(
-    graph: Any, devices: list[str], copies: NDArray[np.float64], row_bytes: float, *, transpose: bool
-) -> float:
-    """Seconds the all-to-all(v) of ``copies`` token rows of ``row_bytes`` each takes on
-    ``graph`` (the combine sends the dispatch's matrix back: ``transpose``): the ``coflow``
-    model with the topology's NCCL cost model, link efficiencies and routing, as in training."""
-    from netsim.collectives.executor import simulate_collective
-    from netsim.collectives.setup import collective_setup, default_routing
-
-    setup = collective_setup(graph)
-    engine: dict[str, Any] = {"efficiency": dict(setup.efficiency), "routing": default_routing(graph)}
-    mat = (copies.T if transpose else copies) * row_bytes
-    np.fill_diagonal(mat, 0.0)
-    return float(
-        simulate_collective(
-            graph, "all_to_allv", devices, float(mat.sum()), matrix=mat, model="coflow", cost=setup.cost, **engine
-        )
-    )
-
-
-def busiest_sends(wire: NDArray[np.float64], rank_node: NDArray[np.int64]) -> tuple[float, float]:
-    """The most bytes one rank sends over NVLink (inside its node) and over the network."""
-    wire = wire.copy()
-    np.fill_diagonal(wire, 0.0)
-    same = rank_node[:, None] == rank_node[None, :]
-    return float(np.where(same, wire, 0.0).sum(axis=1).max()), float(np.where(same, 0.0, wire).sum(axis=1).max())
+def route(rng: np.random.Generator, nodes: int) -> NDArray[np.int64]:
+    """``[ep, TOKENS, TOP_K]`` destination ranks, DeepEP's test routing (module doc;
+    :func:`~netsim.validation.ep_kernels.route_node_limited`)."""
+    return route_node_limited(rng, nodes, tokens=TOKENS, experts=EXPERTS, top_k=TOP_K, per_node=GPUS_PER_NODE)
 
 
 def simulate_row(ep: int, seed: int = 0, latency_s: float | None = None) -> DeepEPRow:
-    """Route, dispatch with ``deepep`` and time one row of :data:`PUBLISHED` on ``h800``: the
-    transfers plus ``latency_s`` per call (``None``: the dispatcher's,
-    :attr:`~netsim.moe.dispatchers.Dispatcher.call_latency_s`)."""
+    """Replay one row of :data:`PUBLISHED` with ``deepep`` on ``h800``
+    (:func:`~netsim.validation.ep_kernels.replay`): the transfers plus ``latency_s`` per call
+    (``None``: the dispatcher's, :attr:`~netsim.moe.dispatchers.Dispatcher.call_latency_s`)."""
     from netsim.moe.dispatchers import DeepEPDispatcher
 
     lat = DeepEPDispatcher.call_latency_s if latency_s is None else latency_s
-    nodes = ep // GPUS_PER_NODE
-    dest = route(np.random.default_rng(seed), nodes)
-    graph, devices, rank_node, copies = dispatch_on("h800", dest, "deepep")
-    if nodes == 1:  # bytes a rank receives, its own tokens included
-        logical = distinct_per_group(dest, 1).sum(axis=0).astype(np.float64)
-    else:  # (token, node) rows a rank sends, its own node included
-        logical = distinct_per_group(dest, GPUS_PER_NODE).sum(axis=1).astype(np.float64)
-    times = [lat + time_copies(graph, devices, copies, HIDDEN * bpe, transpose=t) for bpe, t in _PHASES]
-    nvl, ib = busiest_sends(copies * HIDDEN * DISPATCH_BPE, rank_node)
+    per_node = min(ep, GPUS_PER_NODE)
+    rep = replay("h800", "deepep", "node-limited", ep, per_node, TOKENS, EXPERTS, TOP_K, seed)
+    intranode = ep <= GPUS_PER_NODE
+    # intranode: rows a rank receives, its own included; internode: (token, node) rows it sends
+    rows = rep.received if intranode else rep.node_rows
+    dispatch_b, combine_b = row_bytes(HIDDEN, "fp8"), row_bytes(HIDDEN, "bf16")
+    t_dispatch = lat + rep.transfer_s(dispatch_b, combine=False)
+    t_combine = lat + rep.transfer_s(combine_b, combine=True)
+    nvl, ib = busiest_sends(rep.copies * dispatch_b, rep.rank_node)
     pub = PUBLISHED[ep]
-    mean = float(logical.mean())
     return DeepEPRow(
         ep=ep,
-        kind="intranode" if nodes == 1 else "internode",
+        kind="intranode" if intranode else "internode",
         published_dispatch_GBps=pub[0],
         published_combine_GBps=pub[1],
-        dispatch_GBps=mean * HIDDEN * DISPATCH_BPE / times[0] / 1e9,
-        combine_GBps=mean * HIDDEN * COMBINE_BPE / times[1] / 1e9,
-        dispatch_s=times[0],
-        combine_s=times[1],
-        nvlink_send_GBps=nvl / times[0] / 1e9,
-        ib_send_GBps=ib / times[0] / 1e9,
+        dispatch_GBps=rows * dispatch_b / t_dispatch / 1e9,
+        combine_GBps=rows * combine_b / t_combine / 1e9,
+        dispatch_s=t_dispatch,
+        combine_s=t_combine,
+        nvlink_send_GBps=nvl / t_dispatch / 1e9,
+        ib_send_GBps=ib / t_dispatch / 1e9,
     )
 
 

@@ -32,8 +32,8 @@ nodes nearly every token reaches both, so the wire carries about half the counte
 
 netsim replays the same routing through :class:`~netsim.moe.dispatchers.HybridEPDispatcher` (one
 InfiniBand copy per destination node to the same-index GPU, NVLink fan-out there), times the
-all-to-all(v) on the ``dgx-h100`` preset as :mod:`netsim.validation.deepep` does on ``h800``,
-and divides the same bytes by that time.  :func:`compare` gives the rows; ``netsim
+all-to-all(v) on the ``dgx-h100`` preset (:func:`netsim.validation.ep_kernels.replay`, as for
+DeepEP on ``h800``) and divides the same bytes by that time.  :func:`compare` gives the rows; ``netsim
 validate-hybridep`` prints them.
 """
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from netsim.validation.deepep import busiest_sends, dispatch_on, distinct_per_group, time_copies
+from netsim.validation.ep_kernels import busiest_sends, replay, route_uniform, row_bytes
 
 __all__ = ["PUBLISHED", "PUBLISHED_FP8_KERNEL", "HybridEPRow", "compare", "route", "simulate_row", "table"]
 
@@ -77,8 +77,8 @@ HIDDEN = 7168
 TOP_K = 8
 LOCAL_EXPERTS = 8
 GPUS_PER_NODE = 8
-ROW_BYTES = 2.0 * HIDDEN  # BF16
-FP8_ROW_BYTES = HIDDEN * (1.0 + 4.0 / 128.0)  # FP8 with one fp32 scale per 128 elements
+ROW_BYTES = row_bytes(HIDDEN, "bf16")
+FP8_ROW_BYTES = row_bytes(HIDDEN, "fp8")  # one fp32 scale per 128 elements
 
 
 @dataclass(frozen=True)
@@ -111,34 +111,25 @@ class HybridEPRow:
         return self.dispatch_GBps / self.published[2] - 1.0, self.combine_GBps / self.published[3] - 1.0
 
 
-def route(
-    rng: np.random.Generator, ep: int, *, tokens: int = TOKENS, top_k: int = TOP_K, local_experts: int = LOCAL_EXPERTS
-) -> NDArray[np.int64]:
-    """``[ep, tokens, top_k]`` destination ranks: every token's ``top_k`` distinct experts
-    uniformly at random among ``local_experts x ep`` (the test's ``torch.randperm``), experts
-    contiguous."""
-    experts = local_experts * ep
-    out = np.empty((ep, tokens, top_k), dtype=np.int64)
-    for r in range(ep):
-        out[r] = np.argsort(rng.random((tokens, experts)), axis=1)[:, :top_k] // local_experts
-    return out
+def route(rng: np.random.Generator, ep: int) -> NDArray[np.int64]:
+    """``[ep, TOKENS, TOP_K]`` destination ranks: every token's 8 distinct experts uniformly at
+    random among ``LOCAL_EXPERTS x ep`` (:func:`~netsim.validation.ep_kernels.route_uniform`)."""
+    return route_uniform(rng, ep, tokens=TOKENS, top_k=TOP_K, local_experts=LOCAL_EXPERTS)
 
 
 def simulate_row(ep: int, seed: int = 0, latency_s: float | None = None) -> HybridEPRow:
-    """Route, dispatch with ``hybridep`` and time one row of :data:`PUBLISHED` on ``dgx-h100``:
-    the transfers plus ``latency_s`` per call (``None``: the dispatcher's,
-    :attr:`~netsim.moe.dispatchers.Dispatcher.call_latency_s`)."""
+    """Replay one row of :data:`PUBLISHED` with ``hybridep`` on ``dgx-h100``
+    (:func:`~netsim.validation.ep_kernels.replay`): the transfers plus ``latency_s`` per call
+    (``None``: the dispatcher's, :attr:`~netsim.moe.dispatchers.Dispatcher.call_latency_s`)."""
     from netsim.moe.dispatchers import HybridEPDispatcher
 
     lat = HybridEPDispatcher.call_latency_s if latency_s is None else latency_s
-    dest = route(np.random.default_rng(seed), ep)
-    graph, devices, rank_node, copies = dispatch_on("dgx-h100", dest, "hybridep")
-    # (token, node) rows per rank, its own node included
-    logical = float(distinct_per_group(dest, GPUS_PER_NODE).sum(axis=1).mean())
-    t_dispatch = lat + time_copies(graph, devices, copies, ROW_BYTES, transpose=False)
-    t_combine = lat + time_copies(graph, devices, copies, ROW_BYTES, transpose=True)
-    t_fp8 = lat + time_copies(graph, devices, copies, FP8_ROW_BYTES, transpose=False)
-    nvl, ib = busiest_sends(copies * ROW_BYTES, rank_node)
+    rep = replay("dgx-h100", "hybridep", "uniform", ep, GPUS_PER_NODE, TOKENS, LOCAL_EXPERTS * ep, TOP_K, seed)
+    logical = rep.node_rows  # (token, node) rows per rank, its own node included
+    t_dispatch = lat + rep.transfer_s(ROW_BYTES, combine=False)
+    t_combine = lat + rep.transfer_s(ROW_BYTES, combine=True)
+    t_fp8 = lat + rep.transfer_s(FP8_ROW_BYTES, combine=False)
+    nvl, ib = busiest_sends(rep.copies * ROW_BYTES, rep.rank_node)
     return HybridEPRow(
         ep=ep,
         published=PUBLISHED[ep],

@@ -85,6 +85,17 @@ def summarize(res: ValidationResult) -> dict[str, Any]:
     }
 
 
+def _verdict(r: dict[str, Any]) -> dict[str, Any]:
+    """A point's error, whether it is asserted (at what tolerance) and whether it is a known gap."""
+    tol = r["tolerance"]
+    return {
+        "rel_error": r["rel_error"],
+        "asserted": bool(r["asserted"]),
+        "tolerance": None if tol is None or not np.isfinite(tol) else tol,
+        "known_gap": bool(r["known_gap"]),
+    }
+
+
 def _ep_kernel_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
     """The ep-kernel cases' rows (summary.json ``ep_kernels``): published and predicted GB/s."""
     rows = t[t["kind"] == "ep-kernel"].sort_values(["source", "case"], kind="mergesort")
@@ -96,10 +107,7 @@ def _ep_kernel_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
             "what": str(r["metric"]).removeprefix("ep_GBps."),
             "measured_GBps": r["measured"],
             "predicted_GBps": r["predicted"],
-            "rel_error": r["rel_error"],
-            "asserted": bool(r["asserted"]),
-            "tolerance": None if r["tolerance"] is None or not np.isfinite(r["tolerance"]) else r["tolerance"],
-            "known_gap": bool(r["known_gap"]),
+            **_verdict(r),
         }
         for r in rows.to_dict("records")
     ]
@@ -115,10 +123,7 @@ def _layer_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
             "class": str(r["metric"]).removeprefix("layer_ms."),
             "measured_ms": r["measured"],
             "predicted_ms": r["predicted"],
-            "rel_error": r["rel_error"],
-            "asserted": bool(r["asserted"]),
-            "tolerance": None if r["tolerance"] is None or not np.isfinite(r["tolerance"]) else r["tolerance"],
-            "known_gap": bool(r["known_gap"]),
+            **_verdict(r),
         }
         for r in rows.to_dict("records")
     ]

@@ -120,7 +120,18 @@ class CollectiveCase(SpecModel):
         return "all_to_all" if self.op == "alltoall" else self.op
 
 
-class TrainingCase(SpecModel):
+class _Case(SpecModel):
+    """What every published-run case has: an id, where its number is, a tolerance, and whether
+    it is left out."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    where: str = ""
+    tolerance: Tolerance | None = None
+    exclude: bool = False
+    notes: str = ""
+
+
+class TrainingCase(_Case):
     """A published training run (the scenario to simulate and the measured throughput).
 
     ``workload`` is a workload preset name or an inline workload mapping (the run's model,
@@ -131,7 +142,6 @@ class TrainingCase(SpecModel):
     ``tflops_per_gpu`` and ``mfu`` metrics.  ``where`` says where the number is (table, row).
     """
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     kind: Literal["training"]
     workload: str | dict[str, Any]
     workload_set: dict[str, Any] = Field(default_factory=dict)
@@ -145,12 +155,8 @@ class TrainingCase(SpecModel):
     nodes: int | None = Field(default=None, ge=1)
     """Servers of this run, when the source's runs differ in size (default: ``system.nodes``)."""
     seed: int = Field(default=0, ge=0)
-    where: str = ""
-    tolerance: Tolerance | None = None
     quick: bool = False
     """Cheap enough for ``netsim validate --quick`` (and CI)."""
-    exclude: bool = False
-    notes: str = ""
     peak_memory_gib: float | None = Field(default=None, gt=0)
     """The run's measured peak allocated memory per GPU (GiB, ``torch.cuda.max_memory_allocated``:
     no allocator cache, no CUDA context), when the source gives it: a second row compares the
@@ -172,7 +178,7 @@ LayerClass = Literal["gemm", "attention", "fp8_cast", "norm", "other", "compute"
 LAYER_CLASSES: tuple[str, ...] = get_args(LayerClass)
 
 
-class LayerCase(SpecModel):
+class LayerCase(_Case):
     """A measured transformer layer: the GPU time of one layer's forward and backward by kernel class.
 
     ``measured_ms`` holds per-layer milliseconds (forward + backward, recomputation included) of
@@ -184,17 +190,12 @@ class LayerCase(SpecModel):
     ``compute``, the GPU's busy time); the others are reported.
     """
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     kind: Literal["layer"]
     workload: str | dict[str, Any]
     workload_set: dict[str, Any] = Field(default_factory=dict)
     layer_kind: Literal["dense", "moe"]
     measured_ms: dict[LayerClass, float] = Field(min_length=1)
     asserted: list[LayerClass] = Field(default_factory=lambda: list[LayerClass](["compute"]))
-    where: str = ""
-    tolerance: Tolerance | None = None
-    exclude: bool = False
-    notes: str = ""
 
     @model_validator(mode="after")
     def _positive_and_measured(self) -> LayerCase:
@@ -207,7 +208,7 @@ class LayerCase(SpecModel):
         return self
 
 
-class EPKernelCase(SpecModel):
+class EPKernelCase(_Case):
     """One published bandwidth of an expert-parallel dispatch or combine kernel (DeepEP, HybridEP).
 
     The library's benchmark: ``tokens`` per rank of ``hidden`` elements, each to ``top_k`` of
@@ -223,7 +224,6 @@ class EPKernelCase(SpecModel):
     the same bytes (:mod:`netsim.validation.ep_kernels`).
     """
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     kind: Literal["ep-kernel"]
     library: Literal["deepep", "hybridep"]
     routing: Literal["node-limited", "uniform"]
@@ -237,10 +237,6 @@ class EPKernelCase(SpecModel):
     timing: Literal["kernel", "torch-api"] = "kernel"
     counted: Literal["received", "node-rows"]
     measured_GBps: float = Field(gt=0)
-    where: str = ""
-    tolerance: Tolerance | None = None
-    exclude: bool = False
-    notes: str = ""
 
     @model_validator(mode="after")
     def _shape(self) -> EPKernelCase:

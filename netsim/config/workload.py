@@ -183,6 +183,13 @@ class OverlapSpec(SpecModel):
     """Communication / computation overlap."""
 
     dp_overlap_backward: bool = True
+    zero3_prefetch: bool = Field(
+        default=True,
+        description="ZeRO 3 / FSDP: a layer's parameter all-gather is issued when the layer before it (in "
+        "program order) starts computing, so it flies under that layer's compute (PyTorch FSDP's backward "
+        "prefetch and CPU-ahead forward gathers, Megatron-FSDP's overlap_param_gather); false: each gather "
+        "starts when the layer before it has finished",
+    )
     ep_overlap_slices: int = Field(default=1, ge=1, description="LocMoE-style a2a/expert slicing")
     ep_a2a_overlap: bool = Field(
         default=False,

@@ -92,6 +92,9 @@ class GradientReducer:
         self.last_grad: Deps = []
         #: replica all-reduces waiting for the end of the step (no overlap): (chunk, layer)
         self.replica_pending: list[tuple[int, int]] = []
+        #: ZeRO 3 prefetch: what the rank's last gathered layer waited for (its gather's successor
+        #: is issued then)
+        self.gather_ahead: dict[int, Deps] = {}
 
     # ------------------------------------------------------------------ groups
 
@@ -268,9 +271,20 @@ class GradientReducer:
 
     def zero3_gather(self, rank: int, step: int, layer: int, mb: int, pass_: str, deps: Deps, chunk: int) -> Deps:
         """ZeRO 3: all-gather ``layer``'s (dense) parameters of this rank's TP shard before its
-        ``pass_`` (fwd / bwd); nothing below ZeRO 3."""
+        ``pass_`` (fwd / bwd); nothing below ZeRO 3.  With ``overlap.zero3_prefetch`` the gather is
+        issued when the previously gathered layer could start computing (one layer of lookahead,
+        the gathers in program order on their stream), and the layer waits for its inputs and its
+        gather; without it the gather waits for ``deps``."""
         if self.ctx.zero != 3:
             return deps
+        issue = deps
+        if self.ctx.spec.overlap.zero3_prefetch:
+            issue = self.gather_ahead.get(rank, deps)
+            self.gather_ahead[rank] = deps
+        gathered = self._zero3_collective(rank, step, layer, mb, pass_, issue, chunk)
+        return deps if gathered is issue else list(dict.fromkeys([*deps, *gathered]))
+
+    def _zero3_collective(self, rank: int, step: int, layer: int, mb: int, pass_: str, deps: Deps, chunk: int) -> Deps:
         nbytes = self.ctx.costs.layer_params(layer).dense * self.precision.param
 
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:

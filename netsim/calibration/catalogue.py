@@ -25,14 +25,35 @@ residual        tokens, hidden                     fwd, bwd   bias + residual ad
 softmax         tokens, hidden                     fwd, bwd   scale-mask-softmax over ``tokens`` rows of
                                                               ``hidden`` (unfused attention scores)
 dropout         tokens, hidden                     fwd, bwd   dropout with a one-byte keep mask
+cross_entropy   tokens, vocab                      fwd, bwd   Megatron's unfused vocab-parallel cross-
+                                                              entropy loss over ``[tokens, vocab]`` logits
+                                                              (and ``cross_entropy_fused``,
+                                                              ``cross_entropy_online``: see below)
 adamw           params                             step       ``torch.optim.AdamW.step`` on fp32 params
 ==============  =================================  =========  ==========================================
 
 Each kernel has a *sweep* parameter (the one a grid varies: m, tokens, seq, params) and
 *secondary* parameters (all the others).  Its *cost axis* is FLOPs for compute-bound kernels
 and bytes for memory-bound ones (permute, unpermute, norms, swiglu, gelu, residual, softmax, dropout,
-adamw,
-GrAP router).
+the cross-entropy losses, adamw, GrAP router).
+
+The three cross-entropy kernels are one loss in three implementations (Megatron-Core's
+``cross_entropy_loss_fusion`` / ``cross_entropy_fusion_impl``; the workload picks one with
+``training.cross_entropy``): ``cross_entropy`` (unfused), ``cross_entropy_fused`` (TorchScript
+fusion, ``native``) and ``cross_entropy_online`` (one-pass kernels that write the gradient in
+the forward: Transformer Engine's ``te`` implementation, Liger-Kernel's).  ``vocab`` is the
+vocabulary columns one rank holds (``V / tp``).  Their byte counts follow each implementation's
+passes over the logits, with the fp32 tensors at 4 bytes whatever the logits' dtype (``extra``
+bytes): *unfused*
+(``megatron/core/tensor_parallel/cross_entropy.py``): the forward reads the 16-bit logits, writes
+them as fp32, then max, subtract, exp, sum and the softmax division (36 fp32 bytes per logit),
+the backward scales the saved softmax in place and casts it back (12 fp32 bytes, one 16-bit
+write); *fused* (``megatron/core/fusions/fused_cross_entropy.py``): two reads of the 16-bit
+logits (max; subtract and exp), the fp32 exp written, then read and rewritten as the softmax
+(12 fp32 bytes), the backward as the unfused one; *online*: two reads of the logits and one
+16-bit write of their gradient in the forward, one read and one write (the scaling by the
+loss gradient) in the backward.  Measured times replace these counts where a table has them
+(``netsim import liger``).
 """
 
 from __future__ import annotations
@@ -98,6 +119,7 @@ SHAPE_COLUMNS: Final = (
     "head_dim",
     "hidden",
     "params",
+    "vocab",
 )
 PASSES: Final = ("fwd", "bwd", "step")
 Shape = Mapping[str, float]
@@ -328,6 +350,31 @@ def _gelu_elems(s: Shape, p: str) -> float:
     return _fb(p, 2.0, 3.0) * s["tokens"] * s["hidden"]
 
 
+def _xent_flops(s: Shape, p: str) -> float:
+    # max, subtract, exp, sum, divide (forward); subtract the one-hot and scale (backward)
+    return _fb(p, 5.0, 2.0) * s["tokens"] * s["vocab"]
+
+
+def _xent_elems_unfused(s: Shape, p: str) -> float:
+    return _fb(p, 1.0, 1.0) * s["tokens"] * s["vocab"]  # the 16-bit logits read / gradient written
+
+
+def _xent_fp32_unfused(s: Shape, p: str) -> float:
+    return _fb(p, 36.0, 12.0) * s["tokens"] * s["vocab"]
+
+
+def _xent_elems_fused(s: Shape, p: str) -> float:
+    return _fb(p, 2.0, 1.0) * s["tokens"] * s["vocab"]
+
+
+def _xent_fp32_fused(s: Shape, p: str) -> float:
+    return _fb(p, 12.0, 12.0) * s["tokens"] * s["vocab"]
+
+
+def _xent_elems_online(s: Shape, p: str) -> float:
+    return _fb(p, 3.0, 2.0) * s["tokens"] * s["vocab"]
+
+
 def _adamw_flops(s: Shape, p: str) -> float:
     return 16.0 * s["params"]
 
@@ -473,6 +520,38 @@ KERNELS: Final[dict[str, KernelSpec]] = {
             _dropout_flops,
             _dropout_elems,
             _mask_bytes,
+        ),
+        KernelSpec(
+            "cross_entropy",
+            ("tokens", "vocab"),
+            "vocab",
+            _FB,
+            "bytes",
+            "Megatron's unfused vocab-parallel cross-entropy over [tokens, vocab] logits (fp32 math)",
+            _xent_flops,
+            _xent_elems_unfused,
+            _xent_fp32_unfused,
+        ),
+        KernelSpec(
+            "cross_entropy_fused",
+            ("tokens", "vocab"),
+            "vocab",
+            _FB,
+            "bytes",
+            "Megatron's TorchScript-fused vocab-parallel cross-entropy (cross_entropy_loss_fusion)",
+            _xent_flops,
+            _xent_elems_fused,
+            _xent_fp32_fused,
+        ),
+        KernelSpec(
+            "cross_entropy_online",
+            ("tokens", "vocab"),
+            "vocab",
+            _FB,
+            "bytes",
+            "one-pass cross-entropy kernels that write the logits' gradient in the forward (TE, Liger)",
+            _xent_flops,
+            _xent_elems_online,
         ),
         KernelSpec(
             "adamw",

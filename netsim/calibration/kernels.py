@@ -204,6 +204,21 @@ class KernelTable:
                 raise TraceError(f"malformed CSV: {' '.join(str(exc).split())}", source=src) from None
         return cls(df, meta, source=src)
 
+    def overlay(self, other: KernelTable) -> KernelTable:
+        """This table with ``other``'s kernels in place of its own: every row of a kernel that
+        ``other`` measures is dropped here (all dtypes and passes, so one implementation answers
+        each kernel) and ``other``'s rows are added.  The metadata is this table's (its GEMM
+        surfaces included) with ``overlays`` listing what was laid over it: ``other``'s source,
+        kernels and metadata."""
+        kernels = other.kernels()
+        df = pd.concat([self.df[~self.df["kernel"].isin(kernels)], other.df], ignore_index=True)
+        meta = dict(self.meta)
+        meta["overlays"] = [
+            *meta.get("overlays", []),
+            {"source": Path(other.source).name, "kernels": kernels, "meta": dict(other.meta)},
+        ]
+        return KernelTable(df, meta, source=self.source)
+
     def save(self, path: str | Path) -> None:
         """Write the table atomically as CSV (metadata in comment lines) or Parquet."""
         p = Path(path)

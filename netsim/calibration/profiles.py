@@ -44,6 +44,7 @@ halved operand bytes instead (the surface's memory term).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class ComputeProfile:
         attention: ``{"fwd": ((seq, FLOP/s), ...), "bwd": ...}`` or None.
         attention_label: short source label (``FA3``) for the model's name.
         fp8_gemm_speedup: FP8 / BF16 GEMM compute-term speed-up, or None (no FP8 support).
+        overlays: shipped tables laid over ``kernels`` (:meth:`KernelTable.overlay`): measured
+            training kernels that replace the table's own of the same name (not applied to a
+            table the scenario or the accelerator names instead).
     """
 
     name: str
@@ -86,6 +90,7 @@ class ComputeProfile:
     attention: Mapping[str, tuple[tuple[float, float], ...]] | None = None
     attention_label: str = ""
     fp8_gemm_speedup: float | None = None
+    overlays: tuple[str, ...] = ()
 
 
 COMPUTE_PROFILES: Registry[ComputeProfile] = Registry("compute profile", field="accelerator.compute.profile")
@@ -110,9 +115,10 @@ for _p in (
     ComputeProfile("roofline", "datasheet roofline with the scenario's flops/memory efficiencies"),
     ComputeProfile(
         "h100-sxm",
-        "H100/H800 SXM5: Vidur-measured GEMMs (fitted surface), norms, SwiGLU; FlashAttention-3 attention; "
-        "FP8 GEMMs 1.75x BF16",
+        "H100/H800 SXM5: Vidur-measured GEMMs (fitted surface) and norms; Megatron's SwiGLU and cross-entropy "
+        "measured by Liger-Kernel; FlashAttention-3 attention; FP8 GEMMs 1.75x BF16",
         kernels="vidur-h100.csv",
+        overlays=("liger-megatron-h100.csv",),
         attention={"fwd": _curve(_FA3_FWD_CAUSAL), "bwd": _curve(_FA3_BWD_FULL, _causal_ratio)},
         attention_label="FlashAttention-3",
         fp8_gemm_speedup=1.75,
@@ -129,6 +135,12 @@ for _p in (
     ),
 ):
     COMPUTE_PROFILES.add(_p.name, _p)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_shipped(name: str) -> KernelTable:
+    """A shipped kernel table, read once per process (tables are not mutated)."""
+    return KernelTable.load(resolve_table_path(name))
 
 
 def resolve_table_path(ref: str | Path, *, field: str = "accelerator.compute.kernels") -> Path:
@@ -177,6 +189,10 @@ def profile_compute_model(
         attention = FlashAttentionModel(prof.attention, mem, name=f"flash-attention:{prof.attention_label}")
     loaded = ref if isinstance(ref, KernelTable) else KernelTable.load(resolve_table_path(ref))
     label = Path(loaded.source).stem
+    if table is None and compute.get("kernels") is None:
+        for name in prof.overlays:
+            loaded = loaded.overlay(_load_shipped(name))
+            label += f"+{Path(name).stem}"
     parts = [f"kernel-table:{label}", f"profile {prof.name}"]
     if attention is not None:
         parts.append(f"attention {prof.attention_label}")

@@ -168,6 +168,38 @@ def _elementwise(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, 
     return z.with_bwd(lambda: F.dropout(x, p=0.1, training=True), (x,)), None
 
 
+def _cross_entropy(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    """The loss over ``[tokens, vocab]`` logits in the model's dtype, per token (as Megatron
+    returns it).  ``cross_entropy``: Megatron's unfused sequence (fp32 copy, max, subtract, exp,
+    sum, softmax kept for the backward); ``cross_entropy_fused``: PyTorch's fused log-softmax and
+    NLL on the fp32 copy, standing in for Megatron's TorchScript fusion; ``cross_entropy_online``:
+    PyTorch's kernel on the 16-bit logits (no fp32 copy), the nearest torch has to a one-pass
+    kernel."""
+    torch = z.torch
+    F = torch.nn.functional
+    t, v = s["tokens"], s["vocab"]
+    logits = z.rand(t, v)
+    target = torch.randint(0, v, (t,), generator=z.gen).to(z.dev)
+    if kernel == "cross_entropy":
+
+        def unfused() -> Any:
+            x = logits.float()
+            x = x - x.max(dim=-1, keepdim=True).values
+            predicted = x.gather(1, target.unsqueeze(1)).squeeze(1)
+            exp = x.exp()
+            total = exp.sum(dim=-1)
+            return total.log() - predicted
+
+        return z.with_bwd(unfused, (logits,)), "unfused (Megatron's op sequence)"
+    if kernel == "cross_entropy_fused":
+        return z.with_bwd(lambda: F.cross_entropy(logits.float(), target, reduction="none"), (logits,)), (
+            "torch.nn.functional.cross_entropy on an fp32 copy"
+        )
+    return z.with_bwd(lambda: F.cross_entropy(logits, target, reduction="none"), (logits,)), (
+        "torch.nn.functional.cross_entropy on the 16-bit logits"
+    )
+
+
 def _adamw(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
     torch, dev = z.torch, z.dev
     p = torch.nn.Parameter(torch.zeros(s["params"], device=dev, dtype=torch.float32))
@@ -191,6 +223,9 @@ _FAMILIES: dict[str, Callable[[_Inputs, str, dict[str, int]], tuple[Closures, st
     "residual": _elementwise,
     "softmax": _elementwise,
     "dropout": _elementwise,
+    "cross_entropy": _cross_entropy,
+    "cross_entropy_fused": _cross_entropy,
+    "cross_entropy_online": _cross_entropy,
     "adamw": _adamw,
 }
 

@@ -127,6 +127,20 @@ def _register_import(imp: typer.Typer) -> None:
         check_out_files(force, out=out)
         _import_vidur(directory, out, tokens_per_octave, no_surface)
 
+    @imp.command("liger")
+    def import_liger(
+        csv: Path = typer.Argument(..., metavar="CSV", help="Liger-Kernel's benchmark/data/all_benchmark_data.csv."),
+        gpu: str = typer.Option(
+            "NVIDIA H100 80GB HBM3", "--gpu", help="The gpu_name whose measurements to import (exactly as in the CSV)."
+        ),
+        out: Path = typer.Option(..., "--out", "-o", help="Kernel table to write (.csv or .parquet)."),
+        force: bool = force_option(),
+    ) -> None:
+        """Import Liger-Kernel's benchmarks of Megatron's SwiGLU and cross-entropy kernels (forward and
+        backward) as a kernel table."""
+        check_out_files(force, out=out)
+        _import_liger(csv, gpu, out)
+
 
 def _register_replay(app: typer.Typer) -> None:
     """``netsim replay-chakra``."""
@@ -289,6 +303,32 @@ def _import_vidur(directory: Path, out: Path, tokens_per_octave: int | None, no_
             f"{int(st['points'])} points: median {st['median_abs_pct']:.1f}%, 90th percentile "
             f"{st['p90_abs_pct']:.1f}%"
         )
+    typer.echo(f"wrote {out} ({len(table)} rows)")
+
+
+def _import_liger(csv: Path, gpu: str, out: Path) -> None:
+    """Read Liger-Kernel's benchmark CSV into a kernel table, write it and print what it holds."""
+    import shlex
+
+    from netsim.cli import invoked_args
+    from netsim.traces.liger import read_liger
+
+    table = read_liger(csv, gpu, command="netsim " + " ".join(shlex.quote(a) for a in invoked_args))
+    table.save(out)
+    rt = Table(title=f"{gpu}: Liger-Kernel's measurements of Megatron's kernels", title_justify="left")
+    for col in ("kernel", "pass", "rows", "min time", "max time", "best B/s"):
+        rt.add_column(col, justify="left" if col in ("kernel", "pass") else "right")
+    df = table.df
+    for (kernel, pass_), g in df.groupby(["kernel", "pass"], sort=True):
+        rt.add_row(
+            str(kernel),
+            str(pass_),
+            str(len(g)),
+            format_duration(float(g["time_s"].min())),
+            format_duration(float(g["time_s"].max())),
+            f"{float((g['bytes'] / g['time_s']).max()) / 1e12:.2f} TB/s",
+        )
+    console.print(rt)
     typer.echo(f"wrote {out} ({len(table)} rows)")
 
 

@@ -285,6 +285,12 @@ class TrainingSpec(SpecModel):
         default=True, description="fused (flash) attention: the seq x seq scores are never stored"
     )
     dropout: bool = Field(default=False, description="dropout in the model: its masks are stored for the backward")
+    cross_entropy: Literal["unfused", "fused", "te"] = Field(
+        default="fused",
+        description="the loss's implementation (Megatron-Core cross_entropy_loss_fusion / cross_entropy_fusion_impl): "
+        "unfused (Megatron-LM's default, the only one before 2024), fused (TorchScript, the 'native' fusion: NeMo's "
+        "and Megatron-Bridge's default) or te (Transformer Engine's one-pass kernel: Megatron-Bridge's perf recipes)",
+    )
 
 
 class OptimizerSpec(SpecModel):

@@ -27,16 +27,19 @@ experts            grouped_gemm(R, E_local, (2) f_e, h); swiglu(R, f_e); grouped
                    E_local, h, f_e)  (R = tokens the rank's experts received; f_e the
                    expert FFN / expert_tp)
 MoE post           unpermute(Ts, h, k); shared experts as GEMMs on Ts tokens
-LM head            norm(Ts); GEMM [T, V/t, h]  (last pipeline block; 16-bit under FP8)
+LM head            norm(Ts); GEMM [T, V/t, h]  (last pipeline block; 16-bit under FP8); the loss
+                   over the ``[T, V/t]`` logits (``training.cross_entropy``: the catalogue's
+                   ``cross_entropy``, ``cross_entropy_fused`` or ``cross_entropy_online``)
 MTP input          (``model.mtp_depth``) norm(Ts) x 2; GEMM [T, h, 2h]; then the MTP block (a
                    layer) and the LM head again (last pipeline block)
 optimizer          adamw(params held by the rank, / dp with ZeRO >= 1)
 =================  ==========================================================================
 
-The embedding lookup and the loss are not timed (no catalogue kernel; both are small next to
-the GEMMs).  A backward GEMM computes the input gradient and the weight gradient, equal FLOPs;
-when a schedule defers the weight gradient (zero bubble, DualPipe) the ``B`` op takes half of
-every GEMM backward (``scale=0.5``) and the ``W`` op the other half.
+The embedding lookup is not timed (no catalogue kernel; a gather of ``T`` rows).  The loss is:
+with a 128k-152k vocabulary its passes over the logits take 2-4% of a Hopper step.  A backward
+GEMM computes the input gradient and the weight gradient, equal FLOPs; when a schedule defers
+the weight gradient (zero bubble, DualPipe) the ``B`` op takes half of every GEMM backward
+(``scale=0.5``) and the ``W`` op the other half.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from netsim.calibration.catalogue import canonical_dtype
 from netsim.config.model import ModelSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 
-__all__ = ["KERNEL_CLASS", "KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]
+__all__ = ["KERNEL_CLASS", "LOSS_KERNELS", "KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]
 
 Pass = Literal["fwd", "bwd", "step"]
 Part = Literal["F", "B", "W", "BW"]
@@ -68,6 +71,14 @@ KERNEL_CLASS: dict[str, str] = {
     "layernorm": "norm",
     "rmsnorm": "norm",
     "adamw": "optimizer",
+}
+
+
+#: ``training.cross_entropy`` -> the catalogue kernel of the loss
+LOSS_KERNELS: dict[str, str] = {
+    "unfused": "cross_entropy",
+    "fused": "cross_entropy_fused",
+    "te": "cross_entropy_online",
 }
 
 
@@ -206,8 +217,11 @@ class ModelCosts:
         flash_attention: bool = True,
         dropout: bool = False,
         cp: int = 1,
+        cross_entropy: str = "fused",
     ) -> None:
         self.m = model
+        #: the catalogue kernel of the loss (``training.cross_entropy``)
+        self.loss_kernel = LOSS_KERNELS[cross_entropy]
         self.flash = flash_attention
         self.dropout = dropout
         self.mbs = micro_batch_size
@@ -465,11 +479,14 @@ class ModelCosts:
 
     @_memo
     def head(self, part: Part) -> list[KernelCall]:
-        """The final norm and the output projection (kept in 16 bits under FP8: ``no_fp8``)."""
+        """The final norm, the output projection (kept in 16 bits under FP8: ``no_fp8``) and the
+        loss over the rank's vocabulary columns of the logits."""
         m = self.m
+        vocab = max(1, m.vocab // self.tp)
         calls = [
             _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
-            _call("gemm", "fwd", m=self.tokens, n=max(1, m.vocab // self.tp), k=m.hidden, no_fp8=True),
+            _call("gemm", "fwd", m=self.tokens, n=vocab, k=m.hidden, no_fp8=True),
+            _call(self.loss_kernel, "fwd", tokens=self.tokens, vocab=vocab, no_fp8=True),
         ]
         return calls if part == "F" else _split(calls, part)
 

@@ -246,6 +246,7 @@ def model_costs(spec: WorkloadSpec, layout: ParallelLayout, expert_slots_per_ran
         flash_attention=spec.training.flash_attention,
         dropout=spec.training.dropout,
         cp=layout.cp,
+        cross_entropy=spec.training.cross_entropy,
     )
 
 

@@ -219,3 +219,16 @@ def test_table_lookup_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_overlay_replaces_whole_kernels_and_keeps_the_base_surfaces() -> None:
+    base = KernelTable.load(DATA / "vidur-h100.csv")
+    top = KernelTable.load(DATA / "liger-megatron-h100.csv")
+    both = base.overlay(top)
+    # every swiglu row is the overlay's (the base's float16 rows are gone), the GEMMs the base's
+    assert set(both.df[both.df.kernel == "swiglu"]["label"]) == set(top.df[top.df.kernel == "swiglu"]["label"])
+    assert both.dtypes("swiglu") == ["bfloat16"]
+    assert len(both.df[both.df.kernel == "gemm"]) == len(base.df[base.df.kernel == "gemm"])
+    assert both.gemm_surface("float16") is not None
+    assert both.meta["overlays"][0]["kernels"] == top.kernels() and both.source == base.source
+    assert len(both) == len(base) - int((base.df.kernel == "swiglu").sum()) + len(top)

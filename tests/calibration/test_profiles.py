@@ -143,10 +143,12 @@ def test_run_summary_names_the_compute_model_and_its_notes(tmp_path: Path) -> No
     from tests.replay.conftest import tiny_scenario
 
     prep = prepare(load_scenario(tiny_scenario()))
-    assert prep.compute.name.startswith("kernel-table:vidur-h100 | profile h100-sxm")  # type: ignore[attr-defined]
+    name = prep.compute.name  # type: ignore[attr-defined]
+    assert name.startswith("kernel-table:vidur-h100+liger-megatron-h100 | profile h100-sxm")
     assert any("float16" in n for n in prep.compute.notes)  # type: ignore[attr-defined]
     cpu = prepare(load_scenario(tiny_scenario(options={"kernels": str(KERNELS / "cpu-amd-epyc-1thread.csv")})))
-    assert cpu.compute.name.startswith("kernel-table:cpu-amd-epyc-1thread")  # type: ignore[attr-defined]
+    # a table the scenario names replaces the profile's, and nothing is laid over it
+    assert cpu.compute.name.startswith("kernel-table:cpu-amd-epyc-1thread | ")  # type: ignore[attr-defined]
     # the CPU table has no bf16: the H100 datasheet roofline (which knows bf16) answers, and says so
     assert "the kernel table has no bfloat16 rows: bfloat16 kernels timed by roofline:H100-SXM5-80GB" in (
         cpu.compute.notes  # type: ignore[attr-defined]
@@ -157,6 +159,7 @@ def test_profiles_are_registered_with_sources() -> None:
     assert COMPUTE_PROFILES.names() == ["roofline", "h100-sxm", "a100-sxm"]
     h100 = COMPUTE_PROFILES.get("h100-sxm")
     assert h100.kernels == "vidur-h100.csv" and h100.fp8_gemm_speedup == 1.75
+    assert h100.overlays == ("liger-megatron-h100.csv",)
     assert COMPUTE_PROFILES.get("a100-sxm").fp8_gemm_speedup is None
 
 

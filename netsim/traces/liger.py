@@ -47,6 +47,7 @@ import pandas as pd
 
 from netsim.calibration.kernels import TABLE_COLUMNS, KernelTable, get_kernel
 from netsim.errors import TraceError
+from netsim.traces.csv_input import read_measurements
 
 __all__ = ["LIGER_BENCHMARKS", "read_liger"]
 
@@ -87,12 +88,7 @@ ONLINE_NOTE: Final = (
 
 def _read(path: Path) -> pd.DataFrame:
     src = str(path)
-    try:
-        df = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(f"cannot read: {exc}", source=src) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise TraceError(f"malformed CSV: {' '.join(str(exc).split())}", source=src) from None
+    df = read_measurements(path)
     for col in REQUIRED:
         if col not in df.columns:
             raise TraceError(

@@ -50,6 +50,7 @@ import pandas as pd
 
 from netsim.calibration.kernels import TABLE_COLUMNS, KernelTable
 from netsim.errors import TraceError
+from netsim.traces.csv_input import read_measurements
 
 __all__ = ["GEMM_OPS", "find_profiles", "fit_surfaces", "read_vidur", "thin_tokens"]
 
@@ -113,14 +114,7 @@ def find_profiles(directory: str | Path) -> tuple[str, list[tuple[str, Path]]]:
 def _read_csv(path: Path) -> pd.DataFrame:
     """One Vidur CSV, checked: columns present, numbers finite, times > 0, one model."""
     src = str(path)
-    try:
-        df = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(f"cannot read: {exc}", source=src) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise TraceError(f"malformed CSV: {' '.join(str(exc).split())}", source=src) from None
-    if df.empty:
-        raise TraceError("no rows", source=src)
+    df = read_measurements(path)
     for col in SHAPE_FIELDS + tuple(f"time_stats.{op}.{s}" for op in GEMM_OPS for s in STATS):
         if col not in df.columns:
             raise TraceError(

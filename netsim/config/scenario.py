@@ -166,9 +166,10 @@ class ScenarioSpec(SpecModel):
         return self._base_dir if self._base_dir is not None else Path.cwd()
 
     def resolve_path(self, ref: str) -> str:
-        """``ref`` relative to :attr:`base_dir` if it names an existing file there, else as is."""
+        """``ref`` relative to :attr:`base_dir` if it names a file there, else as is (a folder of
+        the same name, e.g. an earlier run directory named after a preset, leaves the preset)."""
         p = Path(ref)
-        if not p.is_absolute() and (self.base_dir / p).exists():
+        if not p.is_absolute() and (self.base_dir / p).is_file():
             return str(self.base_dir / p)
         return ref
 

@@ -62,6 +62,7 @@ SLOW = [
 #: commands that need something outside the repository: (pattern, reason)
 EXTERNAL = [
     (r"\$VIDUR", "needs a checkout of Vidur's profiling data"),
+    (r"\$LIGER", "needs a checkout of Liger-Kernel's benchmark data"),
     (r"^netsim profile --device cuda", "needs a CUDA device"),
     (r"~/models/|qwen\.parquet", "needs a downloaded Hugging Face model checkpoint"),
     (r"^netsim import kineto train\.json", "needs deepseek-ai/profile-data's train.json (not shipped: no licence)"),

@@ -329,6 +329,8 @@ def _import_liger(csv: Path, gpu: str, out: Path) -> None:
             f"{float((g['bytes'] / g['time_s']).max()) / 1e12:.2f} TB/s",
         )
     console.print(rt)
+    for cell in table.meta.get("skipped", []):
+        typer.echo(f"skipped (no backward without both): {cell}")
     typer.echo(f"wrote {out} ({len(table)} rows)")
 
 

@@ -32,7 +32,8 @@ scripts' ``backward`` mode re-runs the forward inside its timed loop, so ``full`
 ``backward`` time the same work; ``full`` is used).  Both include what the benchmark adds around
 the kernel: the ``.sum()`` of the output and its backward (one read of the output; for the
 cross-entropy a per-token loss, negligible).  Where a cell was measured more than once the most
-recent measurement is kept.  ``time_p10_s`` / ``time_p90_s`` hold Liger's 20th / 80th
+recent measurement is kept; a cell without both a forward and a full measurement is skipped and
+listed in the table's ``skipped`` metadata.  ``time_p10_s`` / ``time_p90_s`` hold Liger's 20th / 80th
 percentiles (the backward's: the full pass's percentiles less the forward's median).
 """
 
@@ -160,13 +161,19 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
         i = int(wanted.index[np.flatnonzero(bad_unit.to_numpy())[0]])
         raise TraceError(f"row {i + 2}: speed must be in ms (got {df.loc[i, 'metric_unit']!r})", source=src)
     t = _times(wanted, src)
+    for i, raw in t["extra_benchmark_config_str"].items():  # every row's config, before cells are formed
+        _config(raw, src, int(i) + 2)
     rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for (name, provider, cfg_raw, x), cell in t.groupby(
         ["kernel_name", "kernel_provider", "extra_benchmark_config_str", "x_value"], sort=True
     ):
         by_mode = {str(m): r for m, r in cell.set_index("kernel_operation_mode").iterrows()}
         line = int(cell.index[0]) + 2
         if "forward" not in by_mode or "full" not in by_mode:
+            skipped.append(
+                f"{name}/{provider} x={x:g} {cfg_raw}: no {'forward' if 'forward' not in by_mode else 'full'}"
+            )
             continue  # a cell without both passes cannot give the backward
         kernel, swept = LIGER_BENCHMARKS[(str(name), str(provider))]
         cfg = _config(cfg_raw, src, line)
@@ -231,6 +238,7 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
         "dtype_note": DTYPE_NOTE,
         "online_note": ONLINE_NOTE,
         "percentiles": "time_p10_s / time_p90_s hold Liger's 20th / 80th percentiles",
+        "skipped": skipped,
         "command": command,
     }
     return KernelTable.from_frame(out.loc[:, list(TABLE_COLUMNS)], meta)

@@ -4,10 +4,10 @@ Readers and the command that exercises each (in-process, in a scratch folder):
 topology YAML (``topology show``), ``--set`` values, workload YAML (``sweep --dry-run``),
 scenario YAML (``run``), flows CSV (``flows``), nccl-tests logs (``calibrate nccl``), Kineto
 JSON (``import kineto``), Chakra JSON (``replay-chakra``), routing traces
-(``run --routing-trace``), calibration YAML (``collective --calibration``) and kernel tables
-(``run --kernels``).  Every generated input is malformed by construction (a value no
-field accepts, a broken line, a missing key), so the contract of
-:func:`tests.fuzz.harness.assert_rejected` applies to all of them.
+(``run --routing-trace``), calibration YAML (``collective --calibration``), kernel tables
+(``run --kernels``) and Liger-Kernel's benchmark CSV (``import liger``).  Every generated
+input is malformed by construction (a value no field accepts, a broken line, a missing key), so
+the contract of :func:`tests.fuzz.harness.assert_rejected` applies to all of them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from netsim.traces.liger import LIGER_BENCHMARKS
 from tests.fuzz.harness import BAD_NUMBERS, FUZZ, assert_rejected, bad_number, bad_token
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -441,3 +442,30 @@ def test_kernel_table_with_a_bad_cell(row: int, column: str, token: str) -> None
     with scratch() as d:
         (d / "k.csv").write_text("\n".join(lines) + "\n")
         assert_rejected(["run", "-q", "--no-report", "--kernels", "k.csv", "--out", "o"], d, ("k.csv",))
+
+
+# --------------------------------------------------------------------------- Liger-Kernel benchmarks
+
+_LIGER = pd.read_csv(FIX / "liger" / "all_benchmark_data.csv", dtype=str, keep_default_na=False)
+#: the rows `netsim import liger` reads (the H100 speed rows of the benchmarks it maps)
+_LIGER_ROWS = [
+    i
+    for i, r in _LIGER.iterrows()
+    if r.gpu_name == "NVIDIA H100 80GB HBM3"
+    and r.metric_name == "speed"
+    and (r.kernel_name, r.kernel_provider) in LIGER_BENCHMARKS
+]
+
+
+@FUZZ
+@given(
+    row=st.sampled_from(_LIGER_ROWS),
+    column=st.sampled_from(["x_value", "y_value_50", "y_value_20", "y_value_80", "extra_benchmark_config_str"]),
+    token=bad_token,
+)
+def test_liger_benchmarks_with_a_bad_cell(row: int, column: str, token: str) -> None:
+    df = _LIGER.copy()
+    df.loc[row, column] = token
+    with scratch() as d:
+        df.to_csv(d / "bench.csv", index=False)
+        assert_rejected(["import", "liger", "bench.csv", "--out", "t.csv"], d, ("bench.csv",))

@@ -166,3 +166,13 @@ def test_cli_import_writes_a_table_and_bad_input_exits_2(tmp_path: Path, capsys:
     bad = tmp_path / "none.csv"
     code, _, err = run_cli(["import", "liger", str(FIXTURE), "--gpu", "NVIDIA B200", "--out", str(bad)], capsys)
     assert code == 2 and "NVIDIA B200" in err and len(err.strip().splitlines()) == 1 and not bad.exists()
+
+
+def test_a_cell_without_both_passes_is_skipped_and_listed(tmp_path: Path) -> None:
+    d = pd.read_csv(FIXTURE)
+    gone = (d.kernel_name == "megatron_swiglu") & (d.kernel_operation_mode == "full") & (d.x_value == 4096)
+    path = tmp_path / "partial.csv"
+    d[~gone].to_csv(path, index=False)
+    t = read_liger(path, H100)
+    assert len(t.df[t.df.kernel == "swiglu"]) == 2  # only the x = 8192 cell, forward and backward
+    assert t.meta["skipped"] == ['megatron_swiglu/megatron x=4096 {"S": 2048, "B": 4}: no full']

@@ -350,29 +350,18 @@ def _gelu_elems(s: Shape, p: str) -> float:
     return _fb(p, 2.0, 3.0) * s["tokens"] * s["hidden"]
 
 
-def _xent_flops(s: Shape, p: str) -> float:
-    # max, subtract, exp, sum, divide (forward); subtract the one-hot and scale (backward)
-    return _fb(p, 5.0, 2.0) * s["tokens"] * s["vocab"]
+def _per_logit(fwd: float, bwd: float) -> _CountFn:
+    """A count of ``fwd`` / ``bwd`` per logit of a ``[tokens, vocab]`` loss (the losses' FLOPs,
+    16-bit elements and fp32 bytes: the module docstring gives each implementation's passes)."""
+
+    def count(s: Shape, p: str) -> float:
+        return _fb(p, fwd, bwd) * s["tokens"] * s["vocab"]
+
+    return count
 
 
-def _xent_elems_unfused(s: Shape, p: str) -> float:
-    return _fb(p, 1.0, 1.0) * s["tokens"] * s["vocab"]  # the 16-bit logits read / gradient written
-
-
-def _xent_fp32_unfused(s: Shape, p: str) -> float:
-    return _fb(p, 36.0, 12.0) * s["tokens"] * s["vocab"]
-
-
-def _xent_elems_fused(s: Shape, p: str) -> float:
-    return _fb(p, 2.0, 1.0) * s["tokens"] * s["vocab"]
-
-
-def _xent_fp32_fused(s: Shape, p: str) -> float:
-    return _fb(p, 12.0, 12.0) * s["tokens"] * s["vocab"]
-
-
-def _xent_elems_online(s: Shape, p: str) -> float:
-    return _fb(p, 3.0, 2.0) * s["tokens"] * s["vocab"]
+#: max, subtract, exp, sum, divide (forward); subtract the one-hot and scale (backward)
+_xent_flops = _per_logit(5.0, 2.0)
 
 
 def _adamw_flops(s: Shape, p: str) -> float:
@@ -529,8 +518,8 @@ KERNELS: Final[dict[str, KernelSpec]] = {
             "bytes",
             "Megatron's unfused vocab-parallel cross-entropy over [tokens, vocab] logits (fp32 math)",
             _xent_flops,
-            _xent_elems_unfused,
-            _xent_fp32_unfused,
+            _per_logit(1.0, 1.0),  # the 16-bit logits read, their gradient written
+            _per_logit(36.0, 12.0),
         ),
         KernelSpec(
             "cross_entropy_fused",
@@ -540,8 +529,8 @@ KERNELS: Final[dict[str, KernelSpec]] = {
             "bytes",
             "Megatron's TorchScript-fused vocab-parallel cross-entropy (cross_entropy_loss_fusion)",
             _xent_flops,
-            _xent_elems_fused,
-            _xent_fp32_fused,
+            _per_logit(2.0, 1.0),
+            _per_logit(12.0, 12.0),
         ),
         KernelSpec(
             "cross_entropy_online",
@@ -551,7 +540,7 @@ KERNELS: Final[dict[str, KernelSpec]] = {
             "bytes",
             "one-pass cross-entropy kernels that write the logits' gradient in the forward (TE, Liger)",
             _xent_flops,
-            _xent_elems_online,
+            _per_logit(3.0, 2.0),
         ),
         KernelSpec(
             "adamw",
@@ -566,6 +555,10 @@ KERNELS: Final[dict[str, KernelSpec]] = {
         ),
     )
 }
+
+
+#: the loss in its three implementations (module docstring)
+CROSS_ENTROPY_KERNELS: Final = ("cross_entropy", "cross_entropy_fused", "cross_entropy_online")
 
 
 def get_kernel(name: str) -> KernelSpec:

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from netsim import __version__
+from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS
 from netsim.calibration.kernels import KERNELS, SHAPE_COLUMNS, KernelTable, canonical_dtype, get_kernel
 from netsim.calibration.soak import gpu_state, nvidia_smi_query, soak
 from netsim.calibration.torch_kernels import kernel_closures
@@ -177,10 +178,6 @@ def _pairs(names: tuple[str, str], pairs: Sequence[tuple[int, int]], sweep: str,
     return [{names[0]: a, names[1]: b, sweep: int(v)} for a, b in pairs for v in values]
 
 
-#: the cross-entropy kernels (one loss, three implementations: netsim.calibration.catalogue)
-_CROSS_ENTROPY = ("cross_entropy", "cross_entropy_fused", "cross_entropy_online")
-
-
 def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
     """The shapes ``netsim profile`` measures.
 
@@ -198,7 +195,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
         g["permute"] = g["unpermute"] = _grid({"hidden": [256], "topk": [2]}, "tokens", [128, 512])
         for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "softmax", "dropout"):
             g[k] = _grid({"hidden": [256]}, "tokens", [128, 512])
-        for k in _CROSS_ENTROPY:
+        for k in CROSS_ENTROPY_KERNELS:
             g[k] = _grid({"tokens": [128]}, "vocab", [512, 2048])
         g["adamw"] = _grid({}, "params", [10_000, 100_000])
     elif device == "cuda":
@@ -222,7 +219,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
             g[k] = _grid({"hidden": [4096, 14336]}, "tokens", [1024, 8192, 65536])
         # unfused attention scores: rows of one sequence length (tokens = batch x heads x seq)
         g["softmax"] = _grid({"hidden": [2048, 4096]}, "tokens", [16384, 131072, 1048576])
-        for k in _CROSS_ENTROPY:  # vocabulary columns per rank: 32k-152k vocabularies at TP 1 to 8
+        for k in CROSS_ENTROPY_KERNELS:  # vocabulary columns per rank: 32k-152k vocabularies at TP 1 to 8
             g[k] = _grid({"tokens": [4096, 8192]}, "vocab", [4096, 16384, 65536, 131072])
         g["adamw"] = _grid({}, "params", [1_000_000, 10_000_000, 100_000_000, 1_000_000_000])
     else:
@@ -241,7 +238,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
         g["permute"] = g["unpermute"] = _grid({"hidden": [1024, 4096], "topk": [1, 2]}, "tokens", [256, 1024, 4096])
         for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "softmax", "dropout"):
             g[k] = _grid({"hidden": [1024, 4096]}, "tokens", [256, 1024, 4096, 16384])
-        for k in _CROSS_ENTROPY:
+        for k in CROSS_ENTROPY_KERNELS:
             g[k] = _grid({"tokens": [512, 2048]}, "vocab", [1024, 4096, 16384])
         g["adamw"] = _grid({}, "params", [100_000, 1_000_000, 10_000_000, 50_000_000])
     return [GridPoint(k, shape) for k in KERNELS for shape in g.get(k, [])]

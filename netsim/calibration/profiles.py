@@ -138,9 +138,13 @@ for _p in (
 
 
 @functools.lru_cache(maxsize=8)
-def _load_shipped(name: str) -> KernelTable:
-    """A shipped kernel table, read once per process (tables are not mutated)."""
-    return KernelTable.load(resolve_table_path(name))
+def _profile_table(kernels: str, overlays: tuple[str, ...]) -> KernelTable:
+    """A profile's shipped table with its overlays laid on, read and merged once per process
+    (every run of a preset asks for it; tables are not mutated)."""
+    table = KernelTable.load(resolve_table_path(kernels))
+    for name in overlays:
+        table = table.overlay(KernelTable.load(resolve_table_path(name)))
+    return table
 
 
 def resolve_table_path(ref: str | Path, *, field: str = "accelerator.compute.kernels") -> Path:
@@ -187,12 +191,13 @@ def profile_compute_model(
     if prof.attention is not None:
         mem = parse_bandwidth(accelerator.get("memory_Bps", 0), "accelerator.memory_bandwidth")
         attention = FlashAttentionModel(prof.attention, mem, name=f"flash-attention:{prof.attention_label}")
-    loaded = ref if isinstance(ref, KernelTable) else KernelTable.load(resolve_table_path(ref))
-    label = Path(loaded.source).stem
-    if table is None and compute.get("kernels") is None:
-        for name in prof.overlays:
-            loaded = loaded.overlay(_load_shipped(name))
-            label += f"+{Path(name).stem}"
+    if table is None and compute.get("kernels") is None:  # the profile's own: shipped, overlays laid on
+        assert prof.kernels is not None
+        loaded = _profile_table(prof.kernels, prof.overlays)
+        label = "+".join(Path(n).stem for n in (prof.kernels, *prof.overlays))
+    else:
+        loaded = ref if isinstance(ref, KernelTable) else KernelTable.load(resolve_table_path(ref))
+        label = Path(loaded.source).stem
     parts = [f"kernel-table:{label}", f"profile {prof.name}"]
     if attention is not None:
         parts.append(f"attention {prof.attention_label}")

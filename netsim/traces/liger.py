@@ -143,11 +143,9 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
     p = Path(path)
     src = str(path)
     df = _read(p)
-    wanted = df[
-        (df["gpu_name"].astype(str) == gpu)
-        & (df["metric_name"].astype(str) == "speed")
-        & df[["kernel_name", "kernel_provider"]].astype(str).apply(tuple, axis=1).isin(list(LIGER_BENCHMARKS))
-    ]
+    pair = df["kernel_name"].astype(str) + "/" + df["kernel_provider"].astype(str)
+    mapped = pair.isin([f"{k}/{p}" for k, p in LIGER_BENCHMARKS])
+    wanted = df[(df["gpu_name"].astype(str) == gpu) & (df["metric_name"].astype(str) == "speed") & mapped]
     if wanted.empty:
         have = sorted(set(df.loc[df["kernel_name"].astype(str).str.startswith("megatron_"), "gpu_name"].astype(str)))
         raise TraceError(
@@ -176,6 +174,7 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
             )
             continue  # a cell without both passes cannot give the backward
         kernel, swept = LIGER_BENCHMARKS[(str(name), str(provider))]
+        spec = get_kernel(kernel)
         cfg = _config(cfg_raw, src, line)
         tokens = _positive(cfg, "S", None, src, line) * _positive(cfg, "B", None, src, line)
         tp = _positive(cfg, "TP", 1, src, line) if swept == "vocab" else 1
@@ -200,7 +199,6 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
             ),
         ):
             lo, hi = min(max(lo, 1e-6 * med), med), max(hi, med)
-            spec = get_kernel(kernel)
             rows.append(
                 {
                     "kernel": kernel,

@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from netsim.calibration.catalogue import canonical_dtype
+from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS, canonical_dtype
 from netsim.config.model import ModelSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 
@@ -75,11 +75,7 @@ KERNEL_CLASS: dict[str, str] = {
 
 
 #: ``training.cross_entropy`` -> the catalogue kernel of the loss
-LOSS_KERNELS: dict[str, str] = {
-    "unfused": "cross_entropy",
-    "fused": "cross_entropy_fused",
-    "te": "cross_entropy_online",
-}
+LOSS_KERNELS: dict[str, str] = dict(zip(("unfused", "fused", "te"), CROSS_ENTROPY_KERNELS, strict=True))
 
 
 class TimeModel(Protocol):

@@ -92,9 +92,9 @@ class GradientReducer:
         self.last_grad: Deps = []
         #: replica all-reduces waiting for the end of the step (no overlap): (chunk, layer)
         self.replica_pending: list[tuple[int, int]] = []
-        #: ZeRO 3 prefetch: what the rank's last gathered layer waited for (its gather's successor
-        #: is issued then)
-        self.gather_ahead: dict[int, Deps] = {}
+        #: ZeRO 3 prefetch: what the rank's last gathered layer waited for (the next gather is
+        #: issued then); None before the step's first gather
+        self.gather_ahead: Deps | None = None
 
     # ------------------------------------------------------------------ groups
 
@@ -279,8 +279,8 @@ class GradientReducer:
             return deps
         issue = deps
         if self.ctx.spec.overlap.zero3_prefetch:
-            issue = self.gather_ahead.get(rank, deps)
-            self.gather_ahead[rank] = deps
+            issue = deps if self.gather_ahead is None else self.gather_ahead
+            self.gather_ahead = deps
         gathered = self._zero3_collective(rank, step, layer, mb, pass_, issue, chunk)
         return deps if gathered is issue else list(dict.fromkeys([*deps, *gathered]))
 

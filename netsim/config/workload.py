@@ -42,7 +42,9 @@ Field meanings (the units are in the names where they are not counts):
 * ``overlap``: DP gradient reduction overlapped with backward; LocMoE-style slicing of the
   expert all-to-all so that slice *i*'s expert compute hides slice *i+1*'s communication;
   Megatron-Core's combined 1F1B (``ep_a2a_overlap``) and shared-expert overlap
-  (``shared_expert_overlap``); SMs held by communication (``comm_sms``).
+  (``shared_expert_overlap``); Transformer Engine's userbuffers overlap of the TP collectives
+  (``tp_comm_overlap``) and the SMs each overlap takes from its GEMM (``tp_comm_sms``); SMs held
+  by communication for the whole step (``comm_sms``).
 * ``device_placement``: rank -> device (topology-aware default, or an explicit list).
 * ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
   written every K steps.
@@ -59,7 +61,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PrivateAttr, field_validator, model_validator
 
 from netsim.config.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.config.model import DTYPE_BYTES, ModelSpec
@@ -77,6 +79,7 @@ __all__ = [
     "RouterSpec",
     "ScheduleSpec",
     "StorageSpec",
+    "TpOverlapGemm",
     "TrainingSpec",
     "WorkloadSpec",
     "list_workload_presets",
@@ -179,6 +182,23 @@ class PlacementSpec(SpecModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+#: Transformer Engine's names of the GEMMs its userbuffers overlap with TP communication
+#: (transformer_engine/pytorch/module/base.py, initialize_ub; Megatron-Bridge's
+#: TransformerLayerTPOverlapCfg)
+TpOverlapGemm = Literal[
+    "qkv_fprop",
+    "qkv_dgrad",
+    "qkv_wgrad",
+    "proj_fprop",
+    "proj_dgrad",
+    "fc1_fprop",
+    "fc1_dgrad",
+    "fc1_wgrad",
+    "fc2_fprop",
+    "fc2_dgrad",
+]
+
+
 class OverlapSpec(SpecModel):
     """Communication / computation overlap."""
 
@@ -218,6 +238,14 @@ class OverlapSpec(SpecModel):
         "and reduce-scatter run beside the block's GEMMs instead of between them (the all-gather streamed "
         "into the first GEMM, the reduce-scatter out of the last); needs sequence parallelism; "
         "netsim.workload.layers",
+    )
+    tp_comm_sms: dict[TpOverlapGemm, NonNegativeInt] | None = Field(
+        default=None,
+        description="with tp_comm_overlap: the SMs each of Transformer Engine's userbuffers overlaps takes away "
+        "from its GEMM (TE's num_sm where set_sm_margin is true, else 0), by TE's GEMM name: qkv_fprop, "
+        "qkv_dgrad, qkv_wgrad, proj_fprop, proj_dgrad, fc1_fprop, fc1_dgrad, fc1_wgrad, fc2_fprop, fc2_dgrad; "
+        "a name not given keeps Transformer Engine's default (16 for the pipelined and bulk overlaps, 0 for "
+        "the ring exchanges); netsim.workload.tp_overlap",
     )
     comm_sms: int = Field(
         default=0,

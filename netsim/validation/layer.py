@@ -48,7 +48,7 @@ def layer_class_times_s(src: Source, case: LayerCase) -> dict[str, float]:
     model = spec.model
     layer = _layer_of_kind(case, spec)
     layout = build_layout(spec, graph)
-    costs = model_costs(spec, layout, expert_slots(spec) // layout.ep)
+    costs = model_costs(spec, layout, expert_slots(spec) // layout.ep, graph.graph.get("accelerator"))
     mode = workload_recompute(spec)
     out = dict.fromkeys(LAYER_CLASSES, 0.0)
     for call in layer_calls(spec, costs, layer, mode, layout.etp):

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS, canonical_dtype
@@ -90,7 +90,10 @@ class KernelCall:
     ``no_fp8``: the call stays in 16 bits when the model trains in FP8 (DeepSeek-V3, arXiv
     2412.19437, section 3.3.1: the embedding, the output head, the MoE gating, the norms and the
     attention operators keep their BF16/FP32 precision; only the linear layers' GEMMs run in FP8);
-    ``quant``: an FP8 quantisation cast (:mod:`netsim.workload.fp8`), not repeated in the backward."""
+    ``quant``: an FP8 quantisation cast (:mod:`netsim.workload.fp8`), not repeated in the backward;
+    ``slow``: the time multipliers of a GEMM's forward, input-gradient and weight-gradient halves
+    when a TP overlap takes SMs from them (:mod:`netsim.workload.tp_overlap`); a forward call
+    applies the first, :func:`_split` folds the others into the backward calls' ``scale``."""
 
     kernel: str
     pass_: Pass
@@ -98,6 +101,7 @@ class KernelCall:
     scale: float = 1.0
     no_fp8: bool = False
     quant: bool = False
+    slow: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @property
     def kernel_class(self) -> str:
@@ -110,7 +114,8 @@ class KernelCall:
         dt = None if self.kernel == "adamw" else dtype
         if self.no_fp8 and dt is not None and canonical_dtype(dt) == "float8":
             dt = "bf16"
-        t = self.scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
+        scale = self.scale * self.slow[0] if self.pass_ == "fwd" else self.scale
+        t = scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
         class_scale: Mapping[str, float] | None = getattr(model, "class_scale", None)
         return t * class_scale.get(self.kernel_class, 1.0) if class_scale else t
 
@@ -168,12 +173,14 @@ def _split(calls: list[KernelCall], part: Part) -> list[KernelCall]:
         if c.quant:
             continue
         weighted = c.kernel in _WEIGHT_KERNELS
+        _, dgrad, wgrad = c.slow
         if part == "BW":
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale, c.no_fp8))
+            scale = c.scale * (0.5 * (dgrad + wgrad) if weighted else 1.0)
+            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8))
         elif part == "B":
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * (0.5 if weighted else 1.0), c.no_fp8))
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * (0.5 * dgrad if weighted else 1.0), c.no_fp8))
         elif part == "W" and weighted:
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5, c.no_fp8))
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8))
     return out
 
 
@@ -199,6 +206,9 @@ class ModelCosts:
         flash_attention: the attention core as one fused kernel (else Megatron's unfused core).
         dropout: the model's dropout: on the attention probabilities (unfused core only; the
             fused kernel applies it in its tiles) and before every residual add.
+        tp_slowdown: time multipliers of the attention's and dense MLP's GEMMs by Transformer
+            Engine name (``qkv_fprop``, ``proj_dgrad``, ``fc1_wgrad``, ...: the SMs a userbuffers
+            TP overlap takes from them, :func:`netsim.workload.tp_overlap.tp_gemm_slowdowns`).
     """
 
     def __init__(
@@ -214,8 +224,12 @@ class ModelCosts:
         dropout: bool = False,
         cp: int = 1,
         cross_entropy: str = "fused",
+        tp_slowdown: Mapping[str, float] | None = None,
     ) -> None:
         self.m = model
+        #: time multiplier per Transformer Engine GEMM name (qkv_fprop, fc2_dgrad, ...) under the
+        #: userbuffers TP overlap (netsim.workload.tp_overlap; empty: none)
+        self.tp_slowdown: Mapping[str, float] = dict(tp_slowdown or {})
         #: the catalogue kernel of the loss (``training.cross_entropy``)
         self.loss_kernel = LOSS_KERNELS[cross_entropy]
         self.flash = flash_attention
@@ -307,6 +321,16 @@ class ModelCosts:
 
     # ------------------------------------------------------------------ kernels
 
+    def _tp_gemm(self, te_name: str, *, m: float, n: float, k: float) -> KernelCall:
+        """A forward GEMM that Transformer Engine names ``te_name`` (``qkv``, ``proj``, ``fc1``,
+        ``fc2``), slowed in each pass by the SMs its TP overlaps take (``tp_slowdown``)."""
+        call = _call("gemm", "fwd", m=m, n=n, k=k)
+        s = self.tp_slowdown
+        if not s:
+            return call
+        slow = (s.get(f"{te_name}_fprop", 1.0), s.get(f"{te_name}_dgrad", 1.0), s.get(f"{te_name}_wgrad", 1.0))
+        return call if slow == (1.0, 1.0, 1.0) else replace(call, slow=slow)
+
     def _attention_fwd(self) -> tuple[list[KernelCall], list[KernelCall]]:
         """The attention block's forward kernels before the core (norm, projections to Q, K, V)
         and after it (output projection, closing)."""
@@ -317,18 +341,19 @@ class ModelCosts:
         if m.mla is not None:
             a = m.mla
             qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+            # the down-projections read the block's (all-gathered) input: TE's qkv overlaps
             pre += [
-                _call("gemm", "fwd", m=T, n=a.q_lora_rank, k=h),
+                self._tp_gemm("qkv", m=T, n=a.q_lora_rank, k=h),
                 _call("gemm", "fwd", m=T, n=heads * qk, k=a.q_lora_rank),
-                _call("gemm", "fwd", m=T, n=a.kv_lora_rank + a.qk_rope_head_dim, k=h),
+                self._tp_gemm("qkv", m=T, n=a.kv_lora_rank + a.qk_rope_head_dim, k=h),
                 _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
             ]
-            post = [_call("gemm", "fwd", m=T, n=h, k=heads * a.v_head_dim)]
+            post = [self._tp_gemm("proj", m=T, n=h, k=heads * a.v_head_dim)]
         else:
             d = m.dim_per_head
             kv = max(1, m.num_kv_heads // t)
-            pre.append(_call("gemm", "fwd", m=T, n=(heads + 2 * kv) * d, k=h))
-            post = [_call("gemm", "fwd", m=T, n=h, k=heads * d)]
+            pre.append(self._tp_gemm("qkv", m=T, n=(heads + 2 * kv) * d, k=h))
+            post = [self._tp_gemm("proj", m=T, n=h, k=heads * d)]
         return pre, post + self._close()
 
     @property
@@ -405,10 +430,10 @@ class ModelCosts:
         f = max(1, m.ffn_hidden // self.tp)
         calls = [
             _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
-            _call("gemm", "fwd", m=T, n=(2 if self.gated else 1) * f, k=m.hidden),
+            self._tp_gemm("fc1", m=T, n=(2 if self.gated else 1) * f, k=m.hidden),
         ]
         calls.append(_call("swiglu" if self.gated else "gelu", "fwd", tokens=T, hidden=f))
-        calls.append(_call("gemm", "fwd", m=T, n=m.hidden, k=f))
+        calls.append(self._tp_gemm("fc2", m=T, n=m.hidden, k=f))
         calls += self._close()
         return self._finish(calls, part, norm_fed=1)
 

@@ -48,6 +48,7 @@ the next step's batch; checkpoint writes every K steps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import networkx as nx
@@ -72,6 +73,7 @@ from netsim.workload.plan import TRAFFIC_CLASSES, Collective, Deps, Op, StepPlan
 from netsim.workload.recompute import RecomputeMode, workload_recompute
 from netsim.workload.schedules import Schedule, get_schedule
 from netsim.workload.storage import StorageTraffic
+from netsim.workload.tp_overlap import tp_gemm_slowdowns
 
 __all__ = [
     "TRAFFIC_CLASSES",
@@ -233,9 +235,16 @@ def build_plan(
     )
 
 
-def model_costs(spec: WorkloadSpec, layout: ParallelLayout, expert_slots_per_rank: int) -> ModelCosts:
+def model_costs(
+    spec: WorkloadSpec, layout: ParallelLayout, expert_slots_per_rank: int, accelerator: Mapping[str, Any] | None = None
+) -> ModelCosts:
     """The kernel calls and parameters of one rank of ``layout`` (:class:`ModelCosts`), holding
-    ``expert_slots_per_rank`` physical expert slots."""
+    ``expert_slots_per_rank`` physical expert slots, on ``accelerator`` (the topology's: its SM
+    count prices the SMs Transformer Engine's TP overlaps take from the GEMMs)."""
+    slowdown: dict[str, float] = {}
+    if spec.overlap.tp_comm_overlap and spec.parallelism.sequence_parallel and layout.tp > 1:
+        acc = accelerator or {}
+        slowdown = tp_gemm_slowdowns(spec.overlap, acc.get("sms"), str(acc.get("name", "")))
     return ModelCosts(
         spec.model,
         spec.micro_batch_size,
@@ -247,6 +256,7 @@ def model_costs(spec: WorkloadSpec, layout: ParallelLayout, expert_slots_per_ran
         dropout=spec.training.dropout,
         cp=layout.cp,
         cross_entropy=spec.training.cross_entropy,
+        tp_slowdown=slowdown,
     )
 
 
@@ -259,7 +269,8 @@ def _context(
     compute: TimeModel,
     mode: RecomputeMode,
 ) -> BuildContext:
-    costs = model_costs(spec, layout, routing.slots_per_rank if routing is not None else 0)
+    slots = routing.slots_per_rank if routing is not None else 0
+    costs = model_costs(spec, layout, slots, graph.graph.get("accelerator"))
     sizes = spec.parallelism.pipeline_layers
     if sizes == "balanced":
         sizes = balanced_layers(spec, costs, compute, mode, sched, layout.etp)

@@ -114,9 +114,9 @@ class LayerEmitter:
         and what follows waits for the compute and the reduce-scatter.  That is exact when the
         block's GEMMs outlast its communication (the ring-exchange all-gather feeds the first
         GEMM chunk by chunk as they arrive; the pipelined reduce-scatter drains the last GEMM's
-        output split by split); it leaves out the last split's reduce-scatter after the GEMM and
-        the SMs the pipelined reduce-scatter kernels take (8-24 of 132 in NVIDIA's H100 recipes,
-        Megatron-Bridge's training/comm_overlap.py at 067f987df0)."""
+        output split by split); it leaves out the last split's reduce-scatter after the GEMM.
+        The SMs the overlaps' kernels take from the GEMMs (8-24 of 132 in NVIDIA's H100 BF16
+        recipes) are in the GEMMs' times (:mod:`netsim.workload.tp_overlap`)."""
         ag, rs = phases
         if not self.ub:
             deps = self.tp(rank, step, deps, ag, layer, mb, "all_gather")

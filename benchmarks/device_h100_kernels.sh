@@ -8,7 +8,10 @@
 # benchmark does, then after a sustained load (`netsim profile --soak-s`), and records the
 # clocks, power and throttle reasons; back on the development machine compare the two tables with
 # each other and with vidur-h100.csv (`netsim validate-kernels TABLE --published`, and the
-# training cases with `accelerator.compute.kernels` pointing at the soaked table).
+# training cases with `accelerator.compute.kernels` pointing at the soaked table).  The ratio of
+# the SM-bound kernels' sustained to boost times, and the SM clock nvidia-smi reports under the
+# soak, replace the assumed training clock of the h100-sxm profile (`accelerator.compute.clock_mhz`,
+# 1830 MHz against the tables' 1980, *approx.*: netsim/calibration/profiles.py, "SM clock").
 #
 # One call on a lent GPU (about 6-8 minutes of device time; the device tool's `run`):
 #   command: bash benchmarks/device_h100_kernels.sh

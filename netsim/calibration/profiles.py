@@ -40,6 +40,33 @@ in most other cases).  Cross-check: the Maximum Achievable Matmul FLOPS of an H1
 Bekman's "Machine Learning Engineering" (compute/accelerator/README.md) are 1402.6 TFLOP/s FP8
 and 794.5 TFLOP/s BF16, ratio 1.77.  Small GEMMs, which are limited by memory, gain from the
 halved operand bytes instead (the surface's memory term).
+
+SM clock (``measured_clock_mhz``, ``rated_clock_mhz``; :class:`~netsim.calibration.shared_sms.SMClock`):
+the shipped tables and attention curves are short, isolated benchmarks, which run a cool GPU at
+its maximum boost clock; a training step holds the tensor cores near the power limit, where the
+SM clock falls.  The profile's SM-bound kernels (GEMMs, the attention core) are priced at
+``accelerator.compute.clock_mhz`` (default: the rated clock) instead of the measured one.
+
+* H100 SXM5 (H800 the same die and power): measured at 1,980 MHz, its maximum boost clock (the
+  maximum SM clock nvidia-smi reports).  NVIDIA rates its dense BF16 peak at 1,830 MHz: 132 SMs
+  x 4 tensor cores x 1,024 FLOP per clock x 1,830 MHz = 989.4 TFLOP/s (Bekman, "Machine Learning
+  Engineering", compute/accelerator/README.md: 1,830 MHz is NVIDIA's official figure).  The
+  measured tables ran above it: Vidur's largest H100 GEMMs reach 894 TFLOP/s, 90% of the rated
+  peak and more than the 794.5 TFLOP/s Maximum Achievable Matmul FLOPS measured on an H100
+  SXM after 50 warm-up iterations (same source), while its A100 GEMMs reach no more than the A100's
+  (272 at most, against 271.2 TFLOP/s).  Under sustained load the clock goes lower still: 700 W
+  Hopper parts do not hold 1,830 MHz under full load (tile-ai/TileOPs pull request #1588, H200
+  runners), GEMMs overlapped with communication ran at 1,575 MHz (deepseek-ai/DeepGEMM issue
+  #120), back-to-back kernels on a B200 lost 15% of their throughput as its clock fell from
+  1,965 to ~1,580 MHz (flashinfer-ai/flashinfer pull request #2899), and Llama 3 saw its
+  16k-H100 throughput move 1-2% with the time of day through dynamic voltage and frequency
+  scaling (arXiv 2407.21783, section 3.3.4).  So the training clock defaults to the rated
+  1,830 MHz (*approx.*: the least the evidence allows; kernels 8.2% longer than measured).
+* A100 SXM4: rated at its maximum boost clock, 1,410 MHz (108 x 4 x 512 x 1,410 MHz = 312
+  TFLOP/s): measured and training clock the same, no scaling.
+
+A table given in place of the profile's (``accelerator.compute.kernels``, ``options.kernels``)
+is taken as measured at the training clock: no scaling.
 """
 
 from __future__ import annotations
@@ -55,6 +82,7 @@ from netsim.calibration.attention import FlashAttentionModel
 from netsim.calibration.compute import TableComputeModel
 from netsim.calibration.kernels import KernelTable
 from netsim.calibration.roofline import RooflineComputeModel
+from netsim.calibration.shared_sms import SMClock
 from netsim.errors import SpecError
 from netsim.registry import Registry
 from netsim.units import parse_bandwidth
@@ -82,6 +110,10 @@ class ComputeProfile:
         overlays: shipped tables laid over ``kernels`` (:meth:`KernelTable.overlay`): measured
             training kernels that replace the table's own of the same name (not applied to a
             table the scenario or the accelerator names instead).
+        measured_clock_mhz: the SM clock the table's and the attention curves' SM-bound kernels
+            ran at (None: unknown, no clock scaling).
+        rated_clock_mhz: the clock of the vendor's rated dense peak: the default SM clock of a
+            training step (``accelerator.compute.clock_mhz`` overrides it).
     """
 
     name: str
@@ -91,6 +123,8 @@ class ComputeProfile:
     attention_label: str = ""
     fp8_gemm_speedup: float | None = None
     overlays: tuple[str, ...] = ()
+    measured_clock_mhz: float | None = None
+    rated_clock_mhz: float | None = None
 
 
 COMPUTE_PROFILES: Registry[ComputeProfile] = Registry("compute profile", field="accelerator.compute.profile")
@@ -122,6 +156,8 @@ for _p in (
         attention={"fwd": _curve(_FA3_FWD_CAUSAL), "bwd": _curve(_FA3_BWD_FULL, _causal_ratio)},
         attention_label="FlashAttention-3",
         fp8_gemm_speedup=1.75,
+        measured_clock_mhz=1980.0,
+        rated_clock_mhz=1830.0,
     ),
     ComputeProfile(
         "a100-sxm",
@@ -132,6 +168,8 @@ for _p in (
             "bwd": _curve(tuple(0.63 * _A100_PEAK_T for _ in _SEQ), _fa2_shape),
         },
         attention_label="FlashAttention-2",
+        measured_clock_mhz=1410.0,
+        rated_clock_mhz=1410.0,
     ),
 ):
     COMPUTE_PROFILES.add(_p.name, _p)
@@ -191,7 +229,8 @@ def profile_compute_model(
     if prof.attention is not None:
         mem = parse_bandwidth(accelerator.get("memory_Bps", 0), "accelerator.memory_bandwidth")
         attention = FlashAttentionModel(prof.attention, mem, name=f"flash-attention:{prof.attention_label}")
-    if table is None and compute.get("kernels") is None:  # the profile's own: shipped, overlays laid on
+    own = table is None and compute.get("kernels") is None
+    if own:  # the profile's own: shipped, overlays laid on
         assert prof.kernels is not None
         loaded = _profile_table(prof.kernels, prof.overlays)
         label = "+".join(Path(n).stem for n in (prof.kernels, *prof.overlays))
@@ -208,7 +247,7 @@ def profile_compute_model(
     fallback = RooflineComputeModel.from_accelerator(
         accelerator, efficiency, memory_efficiency, default_dtype=default_dtype
     )
-    return TableComputeModel(
+    model = TableComputeModel(
         loaded,
         fallback,
         default_dtype=default_dtype,
@@ -216,3 +255,19 @@ def profile_compute_model(
         attention=attention,
         fp8_gemm_speedup=speedup,
     )
+    clock = _training_clock_mhz(prof, compute)
+    if not own or prof.measured_clock_mhz is None or clock is None or clock == prof.measured_clock_mhz:
+        return model
+    return SMClock(model, prof.measured_clock_mhz, clock)
+
+
+def _training_clock_mhz(prof: ComputeProfile, compute: Mapping[str, Any]) -> float | None:
+    """The SM clock of a training step: ``accelerator.compute.clock_mhz``, else the profile's
+    rated clock (None: neither known)."""
+    given = compute.get("clock_mhz")
+    if given is None:
+        return prof.rated_clock_mhz
+    clock = float(given)
+    if not (math.isfinite(clock) and clock > 0):
+        raise SpecError(f"must be finite and > 0 (got {given!r})", field="accelerator.compute.clock_mhz")
+    return clock

@@ -1,4 +1,4 @@
-"""Compute beside persistent communication kernels: the SMs the communication holds.
+"""The SM throughput compute kernels get: SMs held by communication, and the SM clock.
 
 GPU communication kernels run on the same streaming multiprocessors (SMs) as the compute.  Where
 a training system keeps its communication kernels resident for the whole step, overlapped with
@@ -17,6 +17,13 @@ proportional to the SMs it runs on (true for GEMMs of many output tiles, the tra
 the communication SMs are held for the whole step (DualPipe overlaps all-to-alls with compute in
 its steady state, which is most of a long step; the warm-up and drain phases are charged the
 same).  Set by the workload's ``overlap.comm_sms`` and the accelerator's ``sms``.
+
+:class:`SMClock` does the same for the SM clock: a kernel table measured at one clock (short
+isolated benchmarks run a cool GPU at its maximum boost clock) used for a step whose SMs run at
+another (a training step holds the tensor cores near the power limit).  The SM-bound kernels take
+``measured / clock`` of their time; the HBM-bound ones keep theirs (a power cap lowers the SM
+clock, not the memory clock).  :mod:`netsim.calibration.profiles` sets it from the profile's
+clocks (``accelerator.compute.clock_mhz``).
 """
 
 from __future__ import annotations
@@ -27,15 +34,41 @@ from netsim.calibration.compute import GEMM_KERNELS
 from netsim.calibration.estimate import ComputeEstimate, ComputeModel
 from netsim.errors import SpecError
 
-__all__ = ["SM_BOUND_KERNELS", "SharedSMs", "with_comm_sms"]
+__all__ = ["SM_BOUND_KERNELS", "SMBoundScaled", "SMClock", "SharedSMs", "with_comm_sms"]
 
 #: kernels whose time scales with the SMs they run on (tensor-core bound at training shapes)
 SM_BOUND_KERNELS = GEMM_KERNELS | {"attention"}
 
 
-class SharedSMs:
+class SMBoundScaled:
+    """``inner``'s kernel times with the SM-bound kernels' (:data:`SM_BOUND_KERNELS`) times
+    ``slowdown`` (a :class:`~netsim.calibration.estimate.ComputeModel`); ``label`` says why."""
+
+    def __init__(self, inner: ComputeModel, slowdown: float, label: str, why: str) -> None:
+        self.inner = inner
+        self.slowdown = slowdown
+        self._label = label
+        self.name = f"{getattr(inner, 'name', type(inner).__name__)} | {why}"
+
+    @property
+    def notes(self) -> list[str]:
+        return list(getattr(self.inner, "notes", []))
+
+    def estimate(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> ComputeEstimate:
+        """The inner model's estimate, its time scaled for an SM-bound kernel."""
+        est = self.inner.estimate(kernel, pass_, dtype=dtype, **shape)
+        if kernel not in SM_BOUND_KERNELS:
+            return est
+        return replace(est, time_s=est.time_s * self.slowdown, source=f"{est.source} {self._label}")
+
+    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
+        t = self.inner.time(kernel, pass_, dtype=dtype, **shape)
+        return t * self.slowdown if kernel in SM_BOUND_KERNELS else t
+
+
+class SharedSMs(SMBoundScaled):
     """``inner``'s kernel times with ``comm_sms`` of the accelerator's ``sms`` held by
-    communication kernels (a :class:`~netsim.calibration.estimate.ComputeModel`)."""
+    communication kernels."""
 
     def __init__(self, inner: ComputeModel, sms: int, comm_sms: int) -> None:
         if not 0 < comm_sms < sms:
@@ -43,24 +76,28 @@ class SharedSMs:
                 f"must be between 1 and the accelerator's SMs - 1 = {sms - 1} (got {comm_sms})",
                 field="overlap.comm_sms",
             )
-        self.inner = inner
         self.sms = sms
         self.comm_sms = comm_sms
-        self.slowdown = sms / (sms - comm_sms)
-        self.name = f"{getattr(inner, 'name', type(inner).__name__)} | {comm_sms} of {sms} SMs held by communication"
-
-    def estimate(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> ComputeEstimate:
-        """The inner model's estimate, its time scaled for an SM-bound kernel."""
-        est = self.inner.estimate(kernel, pass_, dtype=dtype, **shape)
-        if kernel not in SM_BOUND_KERNELS:
-            return est
-        return replace(
-            est, time_s=est.time_s * self.slowdown, source=f"{est.source} x{self.sms}/{self.sms - self.comm_sms} SMs"
+        super().__init__(
+            inner,
+            sms / (sms - comm_sms),
+            f"x{sms}/{sms - comm_sms} SMs",
+            f"{comm_sms} of {sms} SMs held by communication",
         )
 
-    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
-        t = self.inner.time(kernel, pass_, dtype=dtype, **shape)
-        return t * self.slowdown if kernel in SM_BOUND_KERNELS else t
+
+class SMClock(SMBoundScaled):
+    """``inner``'s kernel times, measured with the SMs at ``measured_mhz``, for SMs at ``clock_mhz``."""
+
+    def __init__(self, inner: ComputeModel, measured_mhz: float, clock_mhz: float) -> None:
+        self.measured_mhz = measured_mhz
+        self.clock_mhz = clock_mhz
+        super().__init__(
+            inner,
+            measured_mhz / clock_mhz,
+            f"x{measured_mhz:g}/{clock_mhz:g} MHz",
+            f"SM clock {clock_mhz:g} MHz (tables measured at {measured_mhz:g})",
+        )
 
 
 def with_comm_sms(inner: ComputeModel, comm_sms: int, sms: int | None, accelerator: str = "") -> ComputeModel:

@@ -14,6 +14,7 @@ from netsim.calibration.kernels import KernelTable
 from netsim.calibration.models import make_compute_model
 from netsim.calibration.profiles import COMPUTE_PROFILES, profile_compute_model
 from netsim.calibration.roofline import RooflineComputeModel
+from netsim.calibration.shared_sms import SMClock
 from netsim.config.scenario import load_scenario
 from netsim.errors import SpecError
 from netsim.topology import load_topology
@@ -22,8 +23,15 @@ KERNELS = Path(__file__).resolve().parent.parent.parent / "netsim" / "data" / "k
 ATT = {"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128}
 
 
-def _model(preset: str, **kw: Any) -> Any:
-    return make_compute_model(load_topology(preset, nodes=1).graph["accelerator"], default_dtype="bf16", **kw)
+def _model(preset: str, *, measured_clock: bool = True, **kw: Any) -> Any:
+    """The preset's compute model; ``measured_clock``: at the clock its profile's kernels were
+    measured at (the tables as measured, no SM-clock scaling)."""
+    acc = dict(load_topology(preset, nodes=1).graph["accelerator"])
+    compute = acc.get("compute")
+    if measured_clock and isinstance(compute, dict):
+        prof = COMPUTE_PROFILES.get(str(compute["profile"]))
+        acc["compute"] = {**compute, "clock_mhz": prof.measured_clock_mhz}
+    return make_compute_model(acc, default_dtype="bf16", **kw)
 
 
 @pytest.mark.parametrize(
@@ -180,3 +188,29 @@ def test_compute_section_overrides_reach_the_model() -> None:
     assert isinstance(make_compute_model(g.graph["accelerator"]), RooflineComputeModel)
     g = load_topology("dgx-a100", nodes=1, overrides=["accelerator.compute.kernels=vidur-h100.csv"])
     assert make_compute_model(g.graph["accelerator"]).name.startswith("kernel-table:vidur-h100 | profile a100-sxm")
+
+
+def test_training_runs_the_sms_at_the_rated_clock() -> None:
+    """The H100 tables ran at the 1,980 MHz boost clock; a training step's SM-bound kernels run at
+    the rated 1,830 MHz (the preset's ``clock_mhz``), its HBM-bound ones at the measured speed; the
+    A100 is rated at its boost clock: no scaling."""
+    measured, training = _model("dgx-h100"), _model("dgx-h100", measured_clock=False)
+    assert isinstance(training, SMClock) and training.slowdown == pytest.approx(1980 / 1830)
+    assert "SM clock 1830 MHz (tables measured at 1980)" in training.name
+    for kernel, shape in (("gemm", {"m": 8192, "n": 4096, "k": 4096}), ("attention", ATT)):
+        for p in ("fwd", "bwd"):
+            assert training.time(kernel, p, **shape) == pytest.approx(1980 / 1830 * measured.time(kernel, p, **shape))
+    e = training.estimate("grouped_gemm", "fwd", tokens=4096, experts=8, n=4096, k=7168)
+    assert e.source.endswith("x1980/1830 MHz")
+    norm = {"tokens": 4096, "hidden": 8192}
+    assert training.time("rmsnorm", "fwd", **norm) == measured.time("rmsnorm", "fwd", **norm)
+    assert isinstance(_model("dgx-a100", measured_clock=False), TableComputeModel)
+    # overridable; a table given instead of the profile's is taken as measured at the training clock
+    acc = dict(load_topology("dgx-h100", nodes=1).graph["accelerator"])
+    hot = profile_compute_model(acc, {"profile": "h100-sxm", "clock_mhz": 1575})
+    assert hot.time("gemm", "fwd", m=4096, n=4096, k=4096) == pytest.approx(
+        1980 / 1575 * measured.time("gemm", "fwd", m=4096, n=4096, k=4096)
+    )
+    assert isinstance(profile_compute_model(acc, {"profile": "h100-sxm"}, table="vidur-h100.csv"), TableComputeModel)
+    with pytest.raises(SpecError, match=r"accelerator\.compute\.clock_mhz"):
+        load_topology("dgx-h100", nodes=1, overrides=["accelerator.compute.clock_mhz=-5"])

@@ -7,6 +7,12 @@ streams.  :func:`replay` runs it as a dataflow inside the network's simpy enviro
   op issued before it on the same (rank, stream) has finished (CUDA-stream semantics);
 * a ready compute op (or host op: CPU-side work a trace recorded) runs for its duration; ops of
   one stream never overlap (one compute stream per rank in workload plans);
+* SMs held in flight: a collective with an ``sm_share`` (the expert all-to-all kernels' SMs,
+  ``overlap.ep_comm_sms``) holds that share of each member's SMs from the member's arrival until
+  it completes, and a compute op with an SM-bound share (``Op.sm_share``: its GEMMs and
+  attention) runs that part at ``1 / (1 - held)`` of its speed while it does; the op is re-timed
+  whenever the held share of its rank changes (the HBM-bound rest keeps its speed: a fraction of
+  the SMs saturates HBM);
 * a ready comm op *arrives* at its collective; when every member has arrived the collective
   starts (``run_collective`` for group collectives, one flow for point-to-point transfers --
   after NCCL's latency and capped at its channels' rate where the transfer names its
@@ -135,6 +141,11 @@ class _Executor:
         self.coll_end: dict[tuple[Any, ...], float] = {}
         self.done = 0
         self._next_report = max(1, n // 100)
+        #: SMs held in flight: the share of a rank's SMs its in-flight collectives hold, and the
+        #: compute ops with an SM-bound share running on it: oid -> [work left (s at all SMs),
+        #: since (s), slowdown, version]
+        self.held: dict[int, float] = {}
+        self.running: dict[int, dict[int, list[float]]] = {}
 
     def run(self) -> None:
         self.net.reserve_flows(self._expected_flows())
@@ -164,10 +175,15 @@ class _Executor:
         env = self.env
         if op.coll is None:  # compute or host op
             self.start[oid] = env.now
+            if op.sm_share > 0.0:
+                self._run_shared(op)
+                return
             ev = env.timeout(op.duration_s)
             ev.callbacks.append(lambda _ev, oid=oid: self._finish(oid))
             return
         coll = op.coll
+        if coll.sm_share > 0.0:
+            self._hold(op.rank, coll.sm_share)
         members = self.arrived.setdefault(coll.key, [])
         members.append(oid)
         if len(members) == len(coll.ranks):
@@ -357,8 +373,50 @@ class _Executor:
 
     def _finish_coll(self, key: tuple[Any, ...], members: list[int]) -> None:
         self.coll_end[key] = float(self.env.now)
+        coll = self.ops[members[0]].coll
+        if coll is not None and coll.sm_share > 0.0:
+            for oid in members:
+                self._hold(self.ops[oid].rank, -coll.sm_share)
         for oid in members:
             self._finish(oid)
+
+    # ------------------------------------------------------------------ SMs held in flight
+
+    def _run_shared(self, op: Op) -> None:
+        """Run a compute op whose SM-bound share slows while collectives on its rank hold SMs."""
+        state = [op.duration_s, float(self.env.now), _slowdown(op.sm_share, self.held.get(op.rank, 0.0)), 0.0]
+        self.running.setdefault(op.rank, {})[op.id] = state
+        self._schedule(op.id, state)
+
+    def _schedule(self, oid: int, state: list[float]) -> None:
+        ev = self.env.timeout(state[0] * state[2])
+        version = state[3]
+        ev.callbacks.append(lambda _ev, oid=oid, version=version: self._shared_done(oid, version))
+
+    def _shared_done(self, oid: int, version: float) -> None:
+        run = self.running[self.ops[oid].rank]
+        state = run.get(oid)
+        if state is None or state[3] != version:  # re-timed since: a later event finishes it
+            return
+        del run[oid]
+        self._finish(oid)
+
+    def _hold(self, rank: int, delta: float) -> None:
+        """``delta`` more (or, negative, less) of ``rank``'s SMs held: the compute ops running on
+        it progress at the old rate until now and at the new one from now on."""
+        held = self.held.get(rank, 0.0) + delta
+        held = 0.0 if held < 1e-12 else held
+        self.held[rank] = held
+        run = self.running.get(rank)
+        if not run:
+            return
+        now = float(self.env.now)
+        for oid, state in run.items():
+            state[0] = max(0.0, state[0] - (now - state[1]) / state[2])
+            state[1] = now
+            state[2] = _slowdown(self.ops[oid].sm_share, held)
+            state[3] += 1.0
+            self._schedule(oid, state)
 
     def _finish(self, oid: int) -> None:
         self.end[oid] = self.env.now
@@ -370,6 +428,17 @@ class _Executor:
             pend[d] -= 1
             if pend[d] == 0:
                 self._ready(d)
+
+
+#: the most of a rank's SMs in-flight collectives are taken to hold: several all-to-alls in flight
+#: at once (a dispatch and a combine of two micro-batches) cannot take every SM from the compute
+MAX_HELD_SM_SHARE = 0.9
+
+
+def _slowdown(sm_share: float, held: float) -> float:
+    """Time multiplier of a compute op whose SM-bound kernels take ``sm_share`` of its time while
+    ``held`` of the SMs are taken: those kernels run on the rest, the others (HBM-bound) as fast."""
+    return (1.0 - sm_share) + sm_share / (1.0 - min(held, MAX_HELD_SM_SHARE))
 
 
 def replay(

@@ -43,8 +43,9 @@ Field meanings (the units are in the names where they are not counts):
   expert all-to-all so that slice *i*'s expert compute hides slice *i+1*'s communication;
   Megatron-Core's combined 1F1B (``ep_a2a_overlap``) and shared-expert overlap
   (``shared_expert_overlap``); Transformer Engine's userbuffers overlap of the TP collectives
-  (``tp_comm_overlap``) and the SMs each overlap takes from its GEMM (``tp_comm_sms``); SMs held
-  by communication for the whole step (``comm_sms``).
+  (``tp_comm_overlap``) and the SMs each overlap takes from its GEMM (``tp_comm_sms``); SMs the
+  expert all-to-all kernels hold while in flight (``ep_comm_sms``) or communication holds for the
+  whole step (``comm_sms``).
 * ``device_placement``: rank -> device (topology-aware default, or an explicit list).
 * ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
   written every K steps.
@@ -246,6 +247,14 @@ class OverlapSpec(SpecModel):
         "qkv_dgrad, qkv_wgrad, proj_fprop, proj_dgrad, fc1_fprop, fc1_dgrad, fc1_wgrad, fc2_fprop, fc2_dgrad; "
         "a name not given keeps Transformer Engine's default (16 for the pipelined and bulk overlaps, 0 for "
         "the ring exchanges); netsim.workload.tp_overlap",
+    )
+    ep_comm_sms: int = Field(
+        default=0,
+        ge=0,
+        description="SMs the expert all-to-all kernels hold on each rank while they are in flight (HybridEP's "
+        "moe_hybridep_num_sms, DeepEP's num_sms): the GEMMs and attention that run beside them get the rest, "
+        "at sms / (sms - ep_comm_sms) of their time for as long as they overlap (netsim.replay, 'SMs held "
+        "in flight'); 0: the all-to-alls take no SMs from the compute",
     )
     comm_sms: int = Field(
         default=0,

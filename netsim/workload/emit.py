@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from netsim.calibration.shared_sms import SM_BOUND_KERNELS
 from netsim.workload.costs import KernelCall, TimeModel, kernels_time_s
 from netsim.workload.lanes import Lanes
 from netsim.workload.plan import COMPUTE, Collective, Deps, Instance, Make, Op
@@ -46,8 +47,12 @@ class OpEmitter:
         lanes: the lane policy (every rank, or lockstep).
     """
 
-    def __init__(self, compute: TimeModel, dtype: str, world: int, lanes: Lanes) -> None:
+    def __init__(self, compute: TimeModel, dtype: str, world: int, lanes: Lanes, *, track_sm: bool = False) -> None:
         self.compute_model = compute
+        #: give every compute op its SM-bound share (``Op.sm_share``): the plan has collectives
+        #: that hold SMs while in flight (``overlap.ep_comm_sms``)
+        self.track_sm = track_sm
+        self.sm_cache: dict[int, tuple[list[KernelCall], float]] = {}
         self.dtype = dtype
         self.lanes = lanes
         self.ops: list[Op] = []
@@ -82,6 +87,23 @@ class OpEmitter:
         self.dur_cache[id(calls)] = (calls, dur)
         return dur
 
+    def sm_duration(self, calls: list[KernelCall]) -> float:
+        """Seconds of the SM-bound calls (GEMMs, attention: ``SM_BOUND_KERNELS``) of ``calls``,
+        cached by identity as :meth:`duration`."""
+        hit = self.sm_cache.get(id(calls))
+        if hit is not None and hit[0] is calls:
+            return hit[1]
+        bound = [c for c in calls if c.kernel in SM_BOUND_KERNELS]
+        dur = kernels_time_s(bound, self.compute_model, self.dtype, self.time_cache) if bound else 0.0
+        self.sm_cache[id(calls)] = (calls, dur)
+        return dur
+
+    def _sm_share(self, parts: tuple[list[KernelCall], ...], total_s: float) -> float:
+        """The SM-bound share of an op running ``parts`` for ``total_s`` (0 when not tracked)."""
+        if not self.track_sm or total_s <= 0:
+            return 0.0
+        return min(1.0, sum(self.sm_duration(p) for p in parts) / total_s)
+
     def compute(
         self,
         rank: int,
@@ -97,7 +119,10 @@ class OpEmitter:
         if not any(parts):
             return deps
         dur = sum(self.duration(p) for p in parts)
-        return [self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb).id]
+        share = self._sm_share(parts, dur)
+        op = self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb)
+        op.sm_share = share
+        return [op.id]
 
     def expert_compute(
         self,
@@ -134,6 +159,7 @@ class OpEmitter:
             microbatch=mb,
             lane_durations_s=lane if lane.min() < lane.max() else None,
         )
+        op.sm_share = self._sm_share((*fixed, experts(slowest)), by_tokens[slowest])
         return [op.id]
 
     def comm(

@@ -33,20 +33,43 @@ The expert layout (:mod:`netsim.workload.expert_layout`) shapes the collectives:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
+from netsim.config.workload import WorkloadSpec
+from netsim.errors import SpecError
 from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.context import BuildContext
 from netsim.workload.emit import OpEmitter
 from netsim.workload.moe_traffic import EPRouting, GroupDispatch
 from netsim.workload.plan import Collective, Deps
 
-__all__ = ["ExpertTraffic"]
+__all__ = ["ExpertTraffic", "ep_sm_share"]
 
 GROUPWISE = "groupwise"
+
+
+def ep_sm_share(spec: WorkloadSpec, accelerator: Mapping[str, Any]) -> float:
+    """``overlap.ep_comm_sms`` as a share of the accelerator's SMs (0 when not set).
+
+    Raises: SpecError naming ``accelerator.sms`` when the topology does not give the count, or
+    ``overlap.ep_comm_sms`` when it leaves the compute no SM."""
+    n = spec.overlap.ep_comm_sms
+    if n == 0:
+        return 0.0
+    sms = accelerator.get("sms")
+    if sms is None:
+        raise SpecError(
+            f"overlap.ep_comm_sms = {n} needs the accelerator's SM count, which the topology's accelerator "
+            f"{accelerator.get('name') or '(unnamed)'} does not give: set accelerator.sms (an integer >= 2; "
+            "--set topology.accelerator.sms=N)",
+            field="accelerator.sms",
+        )
+    if n >= int(sms):
+        raise SpecError(f"must be below the accelerator's {sms} SMs (got {n})", field="overlap.ep_comm_sms")
+    return n / int(sms)
 
 
 class ExpertTraffic:
@@ -84,6 +107,8 @@ class ExpertTraffic:
             if moe is None or moe.dispatch_latency_us is None
             else moe.dispatch_latency_us * 1e-6
         )
+        #: the share of the SMs the all-to-all kernels hold while in flight (``overlap.ep_comm_sms``)
+        self.sm_share = ep_sm_share(spec, dict(ctx.graph.graph.get("accelerator") or {}))
 
     # ------------------------------------------------------------------ tokens
 
@@ -194,6 +219,7 @@ class ExpertTraffic:
                     local_bytes=local,
                     algo=algo,
                     latency_s=self.call_latency_s,
+                    sm_share=self.sm_share,
                 )
 
             return key, make

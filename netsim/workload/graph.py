@@ -288,7 +288,7 @@ def _parts(
     # all-to-alls and TP collectives, or the whole stage of a dense model
     unit = _lockstep_unit(layout) if routing is not None else layout.stage_size
     lanes = make_lanes(lockstep, layout.world, unit, layout.group_index)
-    emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes)
+    emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes, track_sm=spec.overlap.ep_comm_sms > 0)
     experts = ExpertTraffic(ctx, emit, routing)
     grads = GradientReducer(ctx, emit, routing)
     io = StorageTraffic(ctx, emit, grads)

@@ -60,6 +60,9 @@ class Collective:
         comm: a ``transfer`` that is a library send/recv: the devices of its communicator (a
             pipeline's stages), whose size and servers set NCCL's channels and latencies for it
             (:func:`netsim.collectives.transfer_costs.p2p_transfer`); empty: a plain flow.
+        sm_share: the share of the accelerator's SMs its kernels hold on each member from the
+            member's arrival until it completes (``overlap.ep_comm_sms / sms`` for the expert
+            all-to-alls): the SM-bound compute running beside it on that rank slows (netsim.replay).
     """
 
     key: tuple[Any, ...]
@@ -83,6 +86,7 @@ class Collective:
     algo: str | None = None
     comm: tuple[str, ...] = ()
     latency_s: float = 0.0
+    sm_share: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -110,6 +114,9 @@ class Op:
     coll: Collective | None = None
     issue: int = 0
     background: bool = False  # asynchronous checkpoint write: not part of its step's barrier
+    #: the share of ``duration_s`` its SM-bound kernels (GEMMs, attention) take: what the SMs an
+    #: in-flight collective holds on the rank (``Collective.sm_share``) slow (netsim.replay)
+    sm_share: float = 0.0
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""SMs held in flight (netsim.replay): a collective with an ``sm_share`` slows the SM-bound part of
+the compute running beside it on the same rank, for exactly as long as it is in flight; the
+expert all-to-alls take ``overlap.ep_comm_sms`` of the accelerator's SMs."""
+
+from __future__ import annotations
+
+import pytest
+
+from netsim.errors import SpecError
+from netsim.network.engine import Network
+from netsim.replay import replay
+from netsim.topology import load_topology
+from netsim.workload.plan import Collective, Op, StepPlan
+
+from .conftest import replay as replay_scenario
+from .conftest import tiny_scenario
+
+
+def _plan(compute_s: float, sm_share: float, held: float, hold_s: float, *, other_rank: bool = False) -> StepPlan:
+    """Rank 0 computes for ``compute_s`` (``sm_share`` of it SM-bound) while a barrier of ranks 0
+    and 1 holding ``held`` of their SMs lasts ``hold_s`` (the compute on rank 2, outside the
+    barrier, when ``other_rank``)."""
+    coll = Collective(("b",), "barrier", (0, 1), 0.0, "", "b", duration_s=hold_s, sm_share=held)
+    ops = [
+        Op(0, 0, 0, "comm", "c", "b0", coll=coll, ordered=False),
+        Op(1, 1, 0, "comm", "c", "b1", coll=coll, ordered=False),
+        Op(2, 2 if other_rank else 0, 0, "compute", "compute", "x", duration_s=compute_s, sm_share=sm_share),
+    ]
+    done = Collective(("end",), "barrier", (0, 1, 2), 0.0, "", "end")
+    ops += [Op(3 + r, r, 0, "barrier", "sync", f"e{r}", deps=[0, 1, 2], coll=done, ordered=False) for r in range(3)]
+    return StepPlan(steps=1, ops=ops, collectives={("b",): coll, ("end",): done}, devices=("n0.g0", "n0.g1", "n0.g2"))
+
+
+def _end(plan: StepPlan) -> float:
+    net = Network(load_topology("dgx-h100", nodes=1), routing="shortest")
+    return float(replay(plan, net).op_end[2])
+
+
+def test_compute_slows_while_the_collective_holds_sms() -> None:
+    # half the SMs held for 0.5 s: the SM-bound op does 0.25 s of its work meanwhile, the rest after
+    assert _end(_plan(1.0, 1.0, 0.5, 0.5)) == pytest.approx(1.25)
+    # only 40% of it SM-bound: (0.6 + 0.4 / 0.5) per second of work while held
+    assert _end(_plan(1.0, 0.4, 0.5, 0.5)) == pytest.approx(0.5 + (1.0 - 0.5 / 1.4))
+    # the collective outlasts the op: the whole op runs slow
+    assert _end(_plan(1.0, 1.0, 0.25, 5.0)) == pytest.approx(1.0 / 0.75)
+    # nothing held, an op with no SM-bound kernels, or the SMs held on another rank: as planned
+    assert _end(_plan(1.0, 1.0, 0.0, 0.5)) == pytest.approx(1.0)
+    assert _end(_plan(1.0, 0.0, 0.5, 0.5)) == pytest.approx(1.0)
+    assert _end(_plan(1.0, 1.0, 0.5, 0.5, other_rank=True)) == pytest.approx(1.0)
+
+
+def test_expert_all_to_alls_hold_the_sms_they_are_given() -> None:
+    prep0, _, s0 = replay_scenario(tiny_scenario())
+    sc = tiny_scenario()
+    sc["workload"] = {**sc["workload"], "overlap": {**sc["workload"].get("overlap", {}), "ep_comm_sms": 32}}
+    prep1, _, s1 = replay_scenario(sc)
+    ep = [c for c in prep1.plan.collectives.values() if c.traffic_class == "ep"]
+    assert ep and all(c.sm_share == pytest.approx(32 / 132) for c in ep)
+    assert all(c.sm_share == 0.0 for c in prep1.plan.collectives.values() if c.traffic_class != "ep")
+    comp = [o for o in prep1.plan.ops if o.kind == "compute"]
+    assert all(0.0 <= o.sm_share <= 1.0 for o in comp) and max(o.sm_share for o in comp) > 0.5
+    assert all(o.sm_share == 0.0 for o in prep0.plan.ops)  # not tracked when nothing holds SMs
+    # the same plan otherwise; the step can only grow
+    assert [o.duration_s for o in prep0.plan.ops] == [o.duration_s for o in prep1.plan.ops]
+    assert s1["step_time_s"] >= s0["step_time_s"]
+
+
+def test_errors_name_the_field() -> None:
+    sc = tiny_scenario()
+    sc["workload"] = {**sc["workload"], "overlap": {"ep_comm_sms": 132}}
+    with pytest.raises(SpecError, match=r"overlap\.ep_comm_sms") as info:
+        replay_scenario(sc)
+    assert "132" in str(info.value) and "\n" not in str(info.value)

@@ -166,6 +166,15 @@ class ScheduleSpec(SpecModel):
 
     name: str = "1f1b"
     virtual_chunks: int = Field(default=1, ge=1, description="model chunks per stage (interleaved-1f1b)")
+    p2p: Literal["async", "blocking"] = Field(
+        default="async",
+        description="how the pipeline's sends and receives run: async (Megatron-Core: a send does not hold "
+        "the sender) or blocking (Megatron-LM before Megatron-Core, megatron/p2p_communication.py _communicate at "
+        "de7dc40f88 and 285068c8: every exchange is batch_isend_irecv, req.wait() and torch.cuda.synchronize(), "
+        "after each action, or after each forward + backward pair in the interleaved schedule's steady state, "
+        "whose forward output is sent only then; the next compute waits for every send and receive of the "
+        "exchange); netsim.workload.pipeline",
+    )
 
 
 class RouterSpec(SpecModel):

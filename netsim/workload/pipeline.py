@@ -25,6 +25,17 @@ at NVIDIA/Megatron-LM de7dc40f88) sends ``1 / tp`` of it from each TP rank
 (``split_tensor_into_1d_equal_chunks``) and the receiver all-gathers the pieces over its TP
 group (``gather_split_1d_tensor``) before the block's first layer, for the forward activations
 and the backward gradients alike (``parallelism.pipeline_scatter_gather``).
+
+Blocking exchanges (``schedule.p2p: blocking``): Megatron-LM before Megatron-Core
+(megatron/p2p_communication.py ``_communicate`` at de7dc40f88, 2e90a342f5 and 285068c8) runs
+every exchange as ``batch_isend_irecv``, ``req.wait()`` and ``torch.cuda.synchronize()``: after
+each action the rank posts its send and the receive the next action needs and waits for both
+(``send_forward_recv_backward``, ``send_backward_recv_forward``); in the interleaved schedule's
+steady state the exchange follows a forward and the backward after it
+(``send_forward_backward_recv_forward_backward``), so the forward's activations leave only after
+that backward.  Here the receives of a group of actions are posted when the previous group's last
+compute ends, its sends when its own last compute ends, and the group's computes wait for the
+previous exchange's sends and their own receives (:meth:`PipelineStep._build_blocking`).
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from netsim.errors import WorkloadError
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import Part
 from netsim.workload.emit import OpEmitter
@@ -72,6 +84,9 @@ class PipelineStep:
         p, _, _ = self.ctx.layout.coords(rank)
         self.fwd_end, self.bwd_end = {}, {}
         first = len(self.emit.ops)
+        if self.ctx.spec.schedule.p2p == "blocking":
+            self._build_blocking(rank, step, p)
+            return self.grads.finish(rank, step, [self.emit.last_compute(rank, first)])
         for unit in self.work[p]:
             if len(unit.actions) == 2:
                 f, b = unit.actions
@@ -89,6 +104,67 @@ class PipelineStep:
             else:
                 self.weight(rank, step, a, unit.final[0])
         return self.grads.finish(rank, step, [self.emit.last_compute(rank, first)])
+
+    # ------------------------------------------------------------------ blocking exchanges
+
+    def _groups(self, stage: int) -> list[list[Action]]:
+        """The stage's actions between two blocking exchanges: one action each, or in the
+        interleaved schedule's steady state a forward and the backward after it (Megatron-LM's
+        ``send_forward_backward_recv_forward_backward`` at 285068c8 follows the pair)."""
+        groups: list[list[Action]] = []
+        paired = self.ctx.schedule.v > 1
+        for unit in self.work[stage]:
+            if len(unit.actions) != 1:
+                raise WorkloadError(
+                    "schedule.p2p blocking (Megatron-LM before Megatron-Core) cannot run overlapped forward and "
+                    "backward pairs (DualPipe, the combined 1F1B); use schedule.p2p async",
+                    field="schedule.p2p",
+                )
+            a = unit.actions[0]
+            prev = groups[-1] if groups else None
+            if paired and a.kind == "B" and prev is not None and len(prev) == 1 and prev[0].kind == "F":
+                prev.append(a)
+            else:
+                groups.append([a])
+        return groups
+
+    def _build_blocking(self, rank: int, step: int, stage: int) -> None:
+        """The step of ``rank`` with Megatron-LM's blocking exchanges (``schedule.p2p: blocking``):
+        after each group of actions (:meth:`_groups`) the rank posts the group's sends and the
+        next group's receives together and waits for all of them before computing again
+        (``batch_isend_irecv``, ``req.wait()``, ``torch.cuda.synchronize()``)."""
+        finals = {id(a): f for unit in self.work[stage] for a, f in zip(unit.actions, unit.final, strict=True)}
+        posted: Deps = []  # where the last exchange was posted: the previous group's last compute
+        sent: Deps = []  # the sends of the last exchange
+        for group in self._groups(stage):
+            recvs = [self._recv(rank, step, a, posted) for a in group]
+            gate = sorted({*sent, *(d for r in recvs if r is not None for d in r)})
+            sends: list[Callable[[Deps], Deps]] = []
+            first = len(self.emit.ops)
+            for a in group:
+                if a.kind == "F":
+                    self.forward(rank, step, a, gate=gate, sends=sends)
+                elif a.kind == "B":
+                    self.backward(rank, step, a, finals[id(a)], gate=gate, sends=sends)
+                else:
+                    self.weight(rank, step, a, finals[id(a)])
+            last = self.emit.last_compute(rank, first)
+            posted = [last] if last >= 0 else posted
+            sent = [d for send in sends for d in send(posted)]
+
+    def _recv(self, rank: int, step: int, a: Action, posted: Deps) -> Deps | None:
+        """The receive (and scatter/gather all-gather) action ``a`` needs, posted at ``posted``;
+        None when it receives nothing (the first block's forward, the last block's backward, W)."""
+        ctx = self.ctx
+        vs = ctx.block(rank, a.chunk)
+        mb = a.microbatch
+        if a.kind == "F" and vs > 0:
+            deps = self._p2p(rank, step, "F", mb, vs - 1, self._peer(rank, mb, vs - 1), rank, list(posted))
+            return self._gather(rank, step, "F", mb, vs, deps)
+        if a.kind == "B" and vs < ctx.num_blocks - 1:
+            deps = self._p2p(rank, step, "B", mb, vs + 1, self._peer(rank, mb, vs + 1), rank, list(posted))
+            return self._gather(rank, step, "B", mb, vs, deps)
+        return None
 
     def _interleave(self, lo: int, mid: int) -> None:
         """Re-issue the ops of an F&B pair (ops ``lo..mid-1`` the F, ``mid..`` the B)
@@ -163,11 +239,25 @@ class PipelineStep:
 
     # ------------------------------------------------------------------ actions
 
-    def forward(self, rank: int, step: int, a: Action) -> None:
+    def forward(
+        self,
+        rank: int,
+        step: int,
+        a: Action,
+        *,
+        gate: Deps | None = None,
+        sends: list[Callable[[Deps], Deps]] | None = None,
+    ) -> None:
+        """Forward ``a``: its receive (or the batch read), its layers (and the head on the last
+        block), its send.  With blocking exchanges (:meth:`_build_blocking`) ``gate`` is what
+        the compute waits for (the exchange, receive included) and the send is left in
+        ``sends`` for the next exchange."""
         ctx = self.ctx
         vs = ctx.block(rank, a.chunk)
         mb = a.microbatch
-        if vs > 0:
+        if gate is not None:
+            deps = list(gate) + (list(self.data_ready.get((step, rank), [])) if vs == 0 else [])
+        elif vs > 0:
             deps = self._p2p(rank, step, "F", mb, vs - 1, self._peer(rank, mb, vs - 1), rank, [])
             deps = self._gather(rank, step, "F", mb, vs, deps)
         else:
@@ -178,19 +268,37 @@ class PipelineStep:
             deps = self.emit.compute(rank, step, "F.head", ctx.costs.head("F"), deps, -1, mb)
         self.fwd_end[(mb, vs)] = deps
         if vs < ctx.num_blocks - 1:
-            self._p2p(rank, step, "F", mb, vs, rank, self._peer(rank, mb, vs + 1), deps)
+            dst = self._peer(rank, mb, vs + 1)
+            if sends is not None:
+                sends.append(lambda d: self._p2p(rank, step, "F", mb, vs, rank, dst, d))
+            else:
+                self._p2p(rank, step, "F", mb, vs, rank, dst, deps)
 
-    def backward(self, rank: int, step: int, a: Action, final: bool) -> None:
+    def backward(
+        self,
+        rank: int,
+        step: int,
+        a: Action,
+        final: bool,
+        *,
+        gate: Deps | None = None,
+        sends: list[Callable[[Deps], Deps]] | None = None,
+    ) -> None:
+        """Backward ``a`` (``gate``, ``sends``: as :meth:`forward`)."""
         ctx, c = self.ctx, self.ctx.costs
         vs = ctx.block(rank, a.chunk)
         mb = a.microbatch
         part: Part = "B" if a.split_w else "BW"
         grads = final and part == "BW"
         if vs < ctx.num_blocks - 1:
-            deps = self._p2p(rank, step, "B", mb, vs + 1, self._peer(rank, mb, vs + 1), rank, [])
-            deps = self._gather(rank, step, "B", mb, vs, deps)
+            if gate is not None:
+                deps = list(gate)
+            else:
+                deps = self._p2p(rank, step, "B", mb, vs + 1, self._peer(rank, mb, vs + 1), rank, [])
+                deps = self._gather(rank, step, "B", mb, vs, deps)
         else:
-            deps = self.emit.compute(rank, step, f"{part}.head", c.head(part), self.fwd_end[(mb, vs)], -1, mb)
+            head_deps = self.fwd_end[(mb, vs)] + (list(gate) if gate is not None else [])
+            deps = self.emit.compute(rank, step, f"{part}.head", c.head(part), head_deps, -1, mb)
             if grads:
                 self.grads.ready(rank, step, a.chunk, c.head_params(), 0.0, deps)
         self.bwd_end[(mb, -1)] = deps
@@ -202,7 +310,11 @@ class PipelineStep:
         if vs == 0 and grads:
             self.grads.ready(rank, step, a.chunk, c.embedding_params(), 0.0, deps)
         if vs > 0:
-            self._p2p(rank, step, "B", mb, vs, rank, self._peer(rank, mb, vs - 1), deps)
+            dst = self._peer(rank, mb, vs - 1)
+            if sends is not None:
+                sends.append(lambda d: self._p2p(rank, step, "B", mb, vs, rank, dst, d))
+            else:
+                self._p2p(rank, step, "B", mb, vs, rank, dst, deps)
 
     def weight(self, rank: int, step: int, a: Action, final: bool) -> None:
         ctx, c = self.ctx, self.ctx.costs

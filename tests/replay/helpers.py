@@ -80,7 +80,7 @@ def dense_pipeline(
     microbatches: int,
     *,
     layers: int | None = None,
-    schedule: str = "1f1b",
+    schedule: str | dict[str, Any] = "1f1b",
     act_bytes: float = 1e6,
     **extra: Any,
 ) -> WorkloadSpec:
@@ -101,7 +101,7 @@ def dense_pipeline(
         "parallelism": {"pp": pp, "tp": 1, "dp": 1, "ep": 1, "zero_stage": 0},
         "micro_batch_size": 1,
         "num_microbatches": microbatches,
-        "schedule": {"name": schedule},
+        "schedule": schedule if isinstance(schedule, dict) else {"name": schedule},
         "storage": {"enabled": False},
         **extra,
     }

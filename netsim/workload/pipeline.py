@@ -255,13 +255,8 @@ class PipelineStep:
         ctx = self.ctx
         vs = ctx.block(rank, a.chunk)
         mb = a.microbatch
-        if gate is not None:
-            deps = list(gate) + (list(self.data_ready.get((step, rank), [])) if vs == 0 else [])
-        elif vs > 0:
-            deps = self._p2p(rank, step, "F", mb, vs - 1, self._peer(rank, mb, vs - 1), rank, [])
-            deps = self._gather(rank, step, "F", mb, vs, deps)
-        else:
-            deps = list(self.data_ready.get((step, rank), []))
+        recv = list(gate) if gate is not None else self._recv(rank, step, a, [])
+        deps = (recv or []) + (list(self.data_ready.get((step, rank), [])) if vs == 0 else [])
         for layer in ctx.blocks[vs]:
             deps = self.layers.forward(rank, step, mb, layer, deps, a.chunk)
         if vs == ctx.num_blocks - 1:
@@ -291,11 +286,7 @@ class PipelineStep:
         part: Part = "B" if a.split_w else "BW"
         grads = final and part == "BW"
         if vs < ctx.num_blocks - 1:
-            if gate is not None:
-                deps = list(gate)
-            else:
-                deps = self._p2p(rank, step, "B", mb, vs + 1, self._peer(rank, mb, vs + 1), rank, [])
-                deps = self._gather(rank, step, "B", mb, vs, deps)
+            deps = list(gate) if gate is not None else (self._recv(rank, step, a, []) or [])
         else:
             head_deps = self.fwd_end[(mb, vs)] + (list(gate) if gate is not None else [])
             deps = self.emit.compute(rank, step, f"{part}.head", c.head(part), head_deps, -1, mb)

@@ -34,10 +34,31 @@ from netsim.calibration.compute import GEMM_KERNELS
 from netsim.calibration.estimate import ComputeEstimate, ComputeModel
 from netsim.errors import SpecError
 
-__all__ = ["SM_BOUND_KERNELS", "SMBoundScaled", "SMClock", "SharedSMs", "with_comm_sms"]
+__all__ = ["SM_BOUND_KERNELS", "SMBoundScaled", "SMClock", "SharedSMs", "held_share", "with_comm_sms"]
 
 #: kernels whose time scales with the SMs they run on (tensor-core bound at training shapes)
 SM_BOUND_KERNELS = GEMM_KERNELS | {"attention"}
+
+
+def held_share(n: int, sms: int | None, field: str, accelerator: str = "", hint: str = "") -> float:
+    """``n`` SMs taken by communication kernels (``field``) as a share of the accelerator's
+    ``sms``; 0 when ``n`` is 0.  The one check of every such setting (``overlap.comm_sms``,
+    ``overlap.ep_comm_sms``, ``overlap.tp_comm_sms``).
+
+    Raises: SpecError naming ``accelerator.sms`` when the topology does not give the count
+    (``hint``: another way out), or ``field`` when ``n`` leaves the compute no SM."""
+    if n == 0:
+        return 0.0
+    if sms is None:
+        raise SpecError(
+            f"{field} = {n} needs the accelerator's SM count, which the topology's accelerator "
+            f"{accelerator or '(unnamed)'} does not give: set accelerator.sms (an integer >= 2; "
+            f"--set topology.accelerator.sms=N){hint}",
+            field="accelerator.sms",
+        )
+    if not 0 < n < sms:
+        raise SpecError(f"must be between 1 and the accelerator's SMs - 1 = {sms - 1} (got {n})", field=field)
+    return n / sms
 
 
 class SMBoundScaled:
@@ -71,11 +92,7 @@ class SharedSMs(SMBoundScaled):
     communication kernels."""
 
     def __init__(self, inner: ComputeModel, sms: int, comm_sms: int) -> None:
-        if not 0 < comm_sms < sms:
-            raise SpecError(
-                f"must be between 1 and the accelerator's SMs - 1 = {sms - 1} (got {comm_sms})",
-                field="overlap.comm_sms",
-            )
+        held_share(comm_sms, sms, "overlap.comm_sms")  # checks it leaves the compute an SM
         self.sms = sms
         self.comm_sms = comm_sms
         super().__init__(
@@ -104,13 +121,7 @@ def with_comm_sms(inner: ComputeModel, comm_sms: int, sms: int | None, accelerat
     """``inner`` unchanged when no SMs are held (``comm_sms == 0``), else :class:`SharedSMs`.
 
     Raises: SpecError naming ``accelerator.sms`` when the topology does not give the count."""
-    if comm_sms == 0:
+    if held_share(comm_sms, sms, "overlap.comm_sms", accelerator) == 0:
         return inner
-    if sms is None:
-        raise SpecError(
-            f"overlap.comm_sms = {comm_sms} needs the accelerator's SM count, which the topology's "
-            f"accelerator {accelerator or '(unnamed)'} does not give: set accelerator.sms (an integer >= 2; "
-            "--set topology.accelerator.sms=N)",
-            field="accelerator.sms",
-        )
+    assert sms is not None
     return SharedSMs(inner, sms, comm_sms)

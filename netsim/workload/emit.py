@@ -99,8 +99,8 @@ class OpEmitter:
         return dur
 
     def _sm_share(self, parts: tuple[list[KernelCall], ...], total_s: float) -> float:
-        """The SM-bound share of an op running ``parts`` for ``total_s`` (0 when not tracked)."""
-        if not self.track_sm or total_s <= 0:
+        """The SM-bound share of an op running ``parts`` for ``total_s``."""
+        if total_s <= 0:
             return 0.0
         return min(1.0, sum(self.sm_duration(p) for p in parts) / total_s)
 
@@ -119,9 +119,9 @@ class OpEmitter:
         if not any(parts):
             return deps
         dur = sum(self.duration(p) for p in parts)
-        share = self._sm_share(parts, dur)
         op = self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb)
-        op.sm_share = share
+        if self.track_sm:
+            op.sm_share = self._sm_share(parts, dur)
         return [op.id]
 
     def expert_compute(
@@ -159,7 +159,8 @@ class OpEmitter:
             microbatch=mb,
             lane_durations_s=lane if lane.min() < lane.max() else None,
         )
-        op.sm_share = self._sm_share((*fixed, experts(slowest)), by_tokens[slowest])
+        if self.track_sm:
+            op.sm_share = self._sm_share((*fixed, experts(slowest)), by_tokens[slowest])
         return [op.id]
 
     def comm(

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from netsim.calibration.shared_sms import held_share
 from netsim.config.workload import WorkloadSpec
-from netsim.errors import SpecError
 from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.context import BuildContext
 from netsim.workload.emit import OpEmitter
@@ -52,24 +52,11 @@ GROUPWISE = "groupwise"
 
 
 def ep_sm_share(spec: WorkloadSpec, accelerator: Mapping[str, Any]) -> float:
-    """``overlap.ep_comm_sms`` as a share of the accelerator's SMs (0 when not set).
-
-    Raises: SpecError naming ``accelerator.sms`` when the topology does not give the count, or
-    ``overlap.ep_comm_sms`` when it leaves the compute no SM."""
-    n = spec.overlap.ep_comm_sms
-    if n == 0:
-        return 0.0
+    """``overlap.ep_comm_sms`` as a share of the accelerator's SMs (0 when not set; the checks:
+    :func:`netsim.calibration.shared_sms.held_share`)."""
     sms = accelerator.get("sms")
-    if sms is None:
-        raise SpecError(
-            f"overlap.ep_comm_sms = {n} needs the accelerator's SM count, which the topology's accelerator "
-            f"{accelerator.get('name') or '(unnamed)'} does not give: set accelerator.sms (an integer >= 2; "
-            "--set topology.accelerator.sms=N)",
-            field="accelerator.sms",
-        )
-    if n >= int(sms):
-        raise SpecError(f"must be below the accelerator's {sms} SMs (got {n})", field="overlap.ep_comm_sms")
-    return n / int(sms)
+    name = str(accelerator.get("name") or "")
+    return held_share(spec.overlap.ep_comm_sms, None if sms is None else int(sms), "overlap.ep_comm_sms", name)
 
 
 class ExpertTraffic:

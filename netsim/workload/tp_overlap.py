@@ -35,8 +35,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import get_args
 
+from netsim.calibration.shared_sms import held_share
 from netsim.config.workload import OverlapSpec, TpOverlapGemm
-from netsim.errors import SpecError
 
 __all__ = ["TE_DEFAULT_MARGIN_SMS", "TP_OVERLAP_GEMMS", "tp_gemm_slowdowns"]
 
@@ -68,21 +68,10 @@ def tp_gemm_slowdowns(overlap: OverlapSpec, sms: int | None, accelerator: str = 
     give the SM count, or ``overlap.tp_comm_sms`` when a margin leaves no SM for the GEMM."""
     margins = dict(TE_DEFAULT_MARGIN_SMS)
     margins.update((str(k), v) for k, v in (overlap.tp_comm_sms or {}).items())
-    held = {name: n for name, n in margins.items() if n > 0}
-    if not held:
-        return {}
-    if sms is None:
-        raise SpecError(
-            f"overlap.tp_comm_overlap takes SMs from the GEMMs (overlap.tp_comm_sms: {held}), which needs the "
-            f"accelerator's SM count; the topology's accelerator {accelerator or '(unnamed)'} does not give it: set "
-            "accelerator.sms (an integer >= 2; --set topology.accelerator.sms=N) or overlap.tp_comm_sms to 0 "
-            "for every GEMM",
-            field="accelerator.sms",
-        )
-    for name, n in held.items():
-        if n >= sms:
-            raise SpecError(
-                f"{name} = {n} leaves the GEMM no SM: must be below the accelerator's {sms} SMs",
-                field=f"overlap.tp_comm_sms.{name}",
-            )
-    return {name: sms / (sms - n) for name, n in held.items()}
+    out: dict[str, float] = {}
+    for name, n in margins.items():
+        hint = " or overlap.tp_comm_sms to 0 for every GEMM"
+        if held_share(n, sms, f"overlap.tp_comm_sms.{name}", accelerator, hint) > 0:
+            assert sms is not None
+            out[name] = sms / (sms - n)
+    return out

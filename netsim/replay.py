@@ -8,11 +8,11 @@ streams.  :func:`replay` runs it as a dataflow inside the network's simpy enviro
 * a ready compute op (or host op: CPU-side work a trace recorded) runs for its duration; ops of
   one stream never overlap (one compute stream per rank in workload plans);
 * SMs held in flight: a collective with an ``sm_share`` (the expert all-to-all kernels' SMs,
-  ``overlap.ep_comm_sms``) holds that share of each member's SMs from the member's arrival until
-  it completes, and a compute op with an SM-bound share (``Op.sm_share``: its GEMMs and
-  attention) runs that part at ``1 / (1 - held)`` of its speed while it does; the op is re-timed
-  whenever the held share of its rank changes (the HBM-bound rest keeps its speed: a fraction of
-  the SMs saturates HBM);
+  ``overlap.ep_comm_sms``, or unset the thread blocks of NCCL's all-to-all kernel) holds that
+  share of each member's SMs from the member's arrival until it completes, and a compute op
+  with an SM-bound share (``Op.sm_share``: its GEMMs and attention) runs that part at
+  ``1 / (1 - held)`` of its speed while it does; the op is re-timed whenever the held share of
+  its rank changes (the HBM-bound rest keeps its speed: a fraction of the SMs saturates HBM);
 * a ready comm op *arrives* at its collective; when every member has arrived the collective
   starts (``run_collective`` for group collectives, one flow for point-to-point transfers --
   after NCCL's latency and capped at its channels' rate where the transfer names its

@@ -409,6 +409,11 @@ class NcclCost(CostModel):
             p2p=rule,
         )
 
+    def p2p_rule(self, devices: Sequence[str]) -> P2pChannels:
+        """NCCL's p2p channel rule for the communicator ``devices`` (its send/recv and
+        all-to-all channels, and the thread blocks a grouped call's kernel runs on)."""
+        return self._p2p_rule(devices, self.table(devices).system)
+
     def _p2p_rule(self, devices: Sequence[str], sys: NcclSystem) -> P2pChannels:
         """NCCL's p2p channel rule for the communicator ``devices`` (the links as NCCL sees them:
         the preset's efficiencies; a channel's rate is a thread block's, not a link's)."""

@@ -22,10 +22,10 @@ from typing import Any
 
 import networkx as nx
 
-from netsim.collectives.cost import COST_MODELS, CostModel, make_cost_model
+from netsim.collectives.cost import COST_MODELS, CostModel, NcclCost, make_cost_model
 from netsim.errors import SpecError
 
-__all__ = ["CollectiveSetup", "collective_setup", "cost_summary_line", "default_routing"]
+__all__ = ["CollectiveSetup", "collective_setup", "cost_summary_line", "default_routing", "nccl_cost"]
 
 
 def default_routing(graph: nx.DiGraph) -> str:
@@ -118,3 +118,12 @@ def collective_setup(
         source=source,
     )
     return CollectiveSetup(cost=cost, efficiency=eff)
+
+
+def nccl_cost(graph: nx.DiGraph) -> NcclCost:
+    """NCCL's cost model of ``graph`` (the topology's ``collectives`` settings and link
+    efficiencies), whatever cost model times the run: for what NCCL's own rules decide, such as
+    the thread blocks its kernels run on (:meth:`NcclCost.p2p_rule`)."""
+    cost = collective_setup(graph, cost_model="nccl").cost
+    assert isinstance(cost, NcclCost)
+    return cost

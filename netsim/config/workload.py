@@ -257,13 +257,17 @@ class OverlapSpec(SpecModel):
         "a name not given keeps Transformer Engine's default (16 for the pipelined and bulk overlaps, 0 for "
         "the ring exchanges); netsim.workload.tp_overlap",
     )
-    ep_comm_sms: int = Field(
-        default=0,
+    ep_comm_sms: int | None = Field(
+        default=None,
         ge=0,
         description="SMs the expert all-to-all kernels hold on each rank while they are in flight (HybridEP's "
         "moe_hybridep_num_sms, DeepEP's num_sms): the GEMMs and attention that run beside them get the rest, "
         "at sms / (sms - ep_comm_sms) of their time for as long as they overlap (netsim.replay, 'SMs held "
-        "in flight'); 0: the all-to-alls take no SMs from the compute",
+        "in flight'); 0: the all-to-alls take no SMs from the compute; unset: NCCL's all-to-all (the "
+        "alltoall and dedup-rank dispatchers) holds one SM per thread block of its kernel, as NCCL's channel "
+        "rule gives it for the EP group and the call's size (netsim.collectives.nccl.p2p), on an "
+        "accelerator whose SM count the topology gives; the deepep and hybridep kernels hold none unless "
+        "given",
     )
     comm_sms: int = Field(
         default=0,

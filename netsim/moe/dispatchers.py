@@ -203,6 +203,10 @@ class Dispatcher(ABC):
     #: (module docstring, "Time per call"); 0 where the all-to-all is NCCL's, whose latencies
     #: the collective cost model has
     call_latency_s: ClassVar[float] = 0.0
+    #: the dispatch and combine are NCCL all-to-all(v)s (their kernels' thread blocks, one SM
+    #: each, come from NCCL's channel rule: ``overlap.ep_comm_sms`` unset); False: the library's
+    #: own kernels, whose SMs the workload gives (``overlap.ep_comm_sms``)
+    nccl: ClassVar[bool] = True
 
     def metadata_bytes(self, tokens: int, experts: int) -> float:
         """Bytes one rank contributes to the metadata all-gather over the EP group before a
@@ -246,6 +250,7 @@ class DeepEPDispatcher(Dispatcher):
     NVLink once per (token, rank); once per rank inside the source's node."""
 
     name = "deepep"
+    nccl = False
     #: fitted to DeepEP's 8 published normal-kernel timings on H800 (module docstring)
     call_latency_s = DEEPEP_CALL_LATENCY_S
 

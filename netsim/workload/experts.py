@@ -39,6 +39,9 @@ from typing import Any
 import numpy as np
 
 from netsim.calibration.shared_sms import held_share
+from netsim.collectives.cost import NcclCost
+from netsim.collectives.nccl.p2p import P2pChannels
+from netsim.collectives.setup import nccl_cost
 from netsim.config.workload import WorkloadSpec
 from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.context import BuildContext
@@ -46,17 +49,37 @@ from netsim.workload.emit import OpEmitter
 from netsim.workload.moe_traffic import EPRouting, GroupDispatch
 from netsim.workload.plan import Collective, Deps
 
-__all__ = ["ExpertTraffic", "ep_sm_share"]
+__all__ = ["ExpertTraffic", "ep_sm_share", "holds_sms"]
 
 GROUPWISE = "groupwise"
 
 
 def ep_sm_share(spec: WorkloadSpec, accelerator: Mapping[str, Any]) -> float:
-    """``overlap.ep_comm_sms`` as a share of the accelerator's SMs (0 when not set; the checks:
-    :func:`netsim.calibration.shared_sms.held_share`)."""
+    """``overlap.ep_comm_sms`` as a share of the accelerator's SMs (0 when 0 or unset; the
+    checks: :func:`netsim.calibration.shared_sms.held_share`)."""
     sms = accelerator.get("sms")
     name = str(accelerator.get("name") or "")
-    return held_share(spec.overlap.ep_comm_sms, None if sms is None else int(sms), "overlap.ep_comm_sms", name)
+    n = spec.overlap.ep_comm_sms or 0
+    return held_share(n, None if sms is None else int(sms), "overlap.ep_comm_sms", name)
+
+
+def holds_nccl_sms(spec: WorkloadSpec, accelerator: Mapping[str, Any], ep: int) -> bool:
+    """Whether the expert all-to-alls hold the SMs of NCCL's kernel (``overlap.ep_comm_sms``
+    unset, an NCCL dispatcher, EP > 1 and an accelerator whose SM count the topology gives)."""
+    moe = spec.model.moe
+    return (
+        spec.overlap.ep_comm_sms is None
+        and moe is not None
+        and ep > 1
+        and DISPATCHERS.get(moe.dispatcher).nccl
+        and accelerator.get("sms") is not None
+    )
+
+
+def holds_sms(spec: WorkloadSpec, accelerator: Mapping[str, Any], ep: int) -> bool:
+    """Whether any expert all-to-all holds SMs while in flight (the emitter then gives every
+    compute op its SM-bound share)."""
+    return ep_sm_share(spec, accelerator) > 0 or holds_nccl_sms(spec, accelerator, ep)
 
 
 class ExpertTraffic:
@@ -95,7 +118,13 @@ class ExpertTraffic:
             else moe.dispatch_latency_us * 1e-6
         )
         #: the share of the SMs the all-to-all kernels hold while in flight (``overlap.ep_comm_sms``)
-        self.sm_share = ep_sm_share(spec, dict(ctx.graph.graph.get("accelerator") or {}))
+        acc = dict(ctx.graph.graph.get("accelerator") or {})
+        self.sm_share = ep_sm_share(spec, acc)
+        #: unset for an NCCL dispatcher: NCCL's kernel holds one SM per thread block
+        #: (:meth:`nccl_sm_share`), from its channel rule per EP group
+        self.nccl_sms: int | None = int(acc["sms"]) if holds_nccl_sms(spec, acc, L.ep) else None
+        self._nccl: NcclCost | None = None
+        self._p2p_rules: dict[tuple[int, ...], P2pChannels] = {}
 
     # ------------------------------------------------------------------ tokens
 
@@ -159,6 +188,25 @@ class ExpertTraffic:
         mat = copies.astype(np.float64) * float(self.ctx.hidden * bpe)
         return np.asarray(np.kron(mat, np.eye(L.tp)), dtype=np.float64) if self.replicated else mat
 
+    def nccl_sm_share(self, group: tuple[int, ...], mat: np.ndarray) -> float:
+        """The share of a member's SMs NCCL's all-to-all(v) kernel holds over ``group`` with the
+        off-diagonal bytes ``mat``: one SM per thread block, the blocks NCCL's channel rule gives
+        the EP communicator at the call's mean bytes per peer
+        (:meth:`~netsim.collectives.nccl.p2p.P2pChannels.kernel_ctas`)."""
+        assert self.nccl_sms is not None
+        n = len(group)
+        if n < 2:
+            return 0.0
+        rule = self._p2p_rules.get(group)
+        if rule is None:
+            if self._nccl is None:
+                self._nccl = nccl_cost(self.ctx.graph)
+            devices = self.ctx.layout.devices
+            rule = self._nccl.p2p_rule([devices[r] for r in group])
+            self._p2p_rules[group] = rule
+        ctas = rule.kernel_ctas(float(mat.sum()) / (n * (n - 1)), n - 1)
+        return min(ctas, self.nccl_sms - 1) / self.nccl_sms
+
     def _algo(self, phase: str) -> tuple[str | None, float]:
         """The collective algorithm of ``phase`` (None: the scenario's) and the share of the
         matrix each rank sends directly (DeepSpeed's group-wise dispatch: its 1/tp)."""
@@ -206,7 +254,7 @@ class ExpertTraffic:
                     local_bytes=local,
                     algo=algo,
                     latency_s=self.call_latency_s,
-                    sm_share=self.sm_share,
+                    sm_share=self.sm_share if self.nccl_sms is None else self.nccl_sm_share(group, mat),
                 )
 
             return key, make

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from netsim.collectives.nccl.p2p import P2pChannels
+from netsim.collectives.setup import nccl_cost
 from netsim.errors import SpecError
 from netsim.network.engine import Network
 from netsim.replay import replay
@@ -49,11 +51,15 @@ def test_compute_slows_while_the_collective_holds_sms() -> None:
     assert _end(_plan(1.0, 1.0, 0.5, 0.5, other_rank=True)) == pytest.approx(1.0)
 
 
-def test_expert_all_to_alls_hold_the_sms_they_are_given() -> None:
-    prep0, _, s0 = replay_scenario(tiny_scenario())
+def _with_overlap(**overlap: object) -> dict[str, object]:
     sc = tiny_scenario()
-    sc["workload"] = {**sc["workload"], "overlap": {**sc["workload"].get("overlap", {}), "ep_comm_sms": 32}}
-    prep1, _, s1 = replay_scenario(sc)
+    sc["workload"] = {**sc["workload"], "overlap": {**sc["workload"].get("overlap", {}), **overlap}}
+    return sc
+
+
+def test_expert_all_to_alls_hold_the_sms_they_are_given() -> None:
+    prep0, _, s0 = replay_scenario(_with_overlap(ep_comm_sms=0))
+    prep1, _, s1 = replay_scenario(_with_overlap(ep_comm_sms=32))
     ep = [c for c in prep1.plan.collectives.values() if c.traffic_class == "ep"]
     assert ep and all(c.sm_share == pytest.approx(32 / 132) for c in ep)
     assert all(c.sm_share == 0.0 for c in prep1.plan.collectives.values() if c.traffic_class != "ep")
@@ -63,6 +69,35 @@ def test_expert_all_to_alls_hold_the_sms_they_are_given() -> None:
     # the same plan otherwise; the step can only grow
     assert [o.duration_s for o in prep0.plan.ops] == [o.duration_s for o in prep1.plan.ops]
     assert s1["step_time_s"] >= s0["step_time_s"]
+
+
+def test_nccl_all_to_alls_hold_the_thread_blocks_of_their_kernel() -> None:
+    """Unset, an NCCL dispatcher's all-to-alls hold one SM per thread block NCCL's channel rule
+    gives the EP communicator at the call's size; DeepEP's kernels hold none unless given."""
+    prep, _, s = replay_scenario(tiny_scenario())
+    _, _, s0 = replay_scenario(_with_overlap(ep_comm_sms=0))
+    ep = [c for c in prep.plan.collectives.values() if c.traffic_class == "ep"]
+    cost = nccl_cost(prep.graph)
+    for c in ep:
+        n = len(c.ranks)
+        rule = cost.p2p_rule([prep.plan.layout.devices[r] for r in c.ranks])
+        ctas = rule.kernel_ctas(c.nbytes / (n * (n - 1)), n - 1)
+        assert 0 < ctas <= rule.pool_channels and c.sm_share == pytest.approx(ctas / 132)
+    assert any(o.sm_share > 0 for o in prep.plan.ops if o.kind == "compute")
+    assert s["step_time_s"] >= s0["step_time_s"]
+    sc = tiny_scenario()
+    moe = {**sc["workload"]["model"]["moe"], "dispatcher": "deepep"}
+    sc["workload"] = {**sc["workload"], "model": {**sc["workload"]["model"], "moe": moe}}
+    prep_d, _, _ = replay_scenario(sc)
+    assert all(c.sm_share == 0.0 for c in prep_d.plan.collectives.values())
+
+
+def test_an_all_to_all_kernel_runs_on_the_communicators_p2p_channels() -> None:
+    """NCCL's grid for a grouped call: one block per channel with a part, at most the pool."""
+    rule = P2pChannels(1, 4, 65536, 131072, 20.2e9, 16384.0, pool_channels=16)
+    assert rule.kernel_ctas(16e6 / 32, 31) == 16  # 4 channels per peer, 31 peers: the whole pool
+    assert rule.kernel_ctas(1e3, 3) == 3  # one part per peer
+    assert rule.kernel_ctas(1e6, 0) == 0
 
 
 def test_errors_name_the_field() -> None:

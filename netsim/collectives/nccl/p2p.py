@@ -21,6 +21,16 @@ channels a transfer gets is decided per communicator and per message (NCCL 2.30.
   chunk x 32 inside a server, chunk / 2 and chunk across servers;
 * **protocol**: LL when the message is at most ``channels x P2P_LL_THRESHOLD`` bytes.
 
+* **the kernel's thread blocks** (``ncclLaunchKernel``'s grid is the plan's channel count,
+  ``countOneBits(plan->channelMask)``, ``src/enqueue.cc``): a round of an all-to-all (one send
+  peer, one receive peer) puts its parts on channels ``(base + part) mod p2pnChannels``
+  (``ncclP2pChannelForPart``, ``src/include/device.h``) from a bit-reversed base per round
+  (``ncclP2pChannelBaseForRound``, ``src/include/channel.h``), so the rounds spread over the
+  communicator's p2p channels: the kernel runs on ``min(p2p channels, peers x channels of one
+  transfer)`` blocks, each resident on one SM for as long as the all-to-all is in flight
+  (:meth:`P2pChannels.kernel_ctas`; what compute beside it loses: ``netsim.replay``, "SMs held in
+  flight").
+
 A channel is one thread block, and one thread block copies at a bounded rate: the transfer's
 flow is capped at ``channels x p2p_channel_bw_GBps[arch]``.  That per-channel rate is not in
 NCCL's source (its tuner does not model send/recv); it is *measured*: nccl-tests
@@ -63,6 +73,8 @@ class P2pChannels:
         min_part_bytes, max_part_bytes: the bounds of a channel's part of a transfer.
         channel_bw_Bps: what one channel (thread block) moves per second.
         ll_threshold_bytes: LL up to this many bytes per channel.
+        pool_channels: the communicator's p2p channels (``p2pnChannels``), which the transfers
+            of a grouped call share.
     """
 
     min_channels: int
@@ -71,6 +83,7 @@ class P2pChannels:
     max_part_bytes: int
     channel_bw_Bps: float
     ll_threshold_bytes: float
+    pool_channels: int
 
     def channels(self, nbytes: float) -> int:
         """The channels NCCL splits a transfer of ``nbytes`` over (``addP2pToPlan``)."""
@@ -101,6 +114,14 @@ class P2pChannels:
                 return n * self.channel_bw_Bps
             n = np.where(grow, n * 2.0, n)
             part = np.where(grow, np.ceil(b / n), part)
+
+    def kernel_ctas(self, per_peer_bytes: float, peers: int) -> int:
+        """Thread blocks of the kernel of a grouped call (an all-to-all) with ``peers`` peers of
+        ``per_peer_bytes`` each: one per channel that carries a part, at most the communicator's
+        p2p channels (module doc); 0 without peers."""
+        if peers <= 0:
+            return 0
+        return min(self.pool_channels, peers * self.channels(per_peer_bytes))
 
     def protocol(self, nbytes: float) -> str:
         """``LL`` for a transfer of at most ``channels x P2P_LL_THRESHOLD`` bytes, else ``Simple``."""
@@ -142,4 +163,5 @@ def p2p_channels(c: NcclConstants, sys: NcclSystem, shape: GroupShape) -> P2pCha
         max_part_bytes=max(hi, 1),
         channel_bw_Bps=float(c.get("p2p_channel_bw_GBps", sys.arch)) * 1e9,
         ll_threshold_bytes=float(c.get("p2p_ll_threshold_bytes")),
+        pool_channels=p2p_total,
     )

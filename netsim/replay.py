@@ -9,7 +9,9 @@ streams.  :func:`replay` runs it as a dataflow inside the network's simpy enviro
   one stream never overlap (one compute stream per rank in workload plans);
 * SMs held in flight: a collective with an ``sm_share`` (the expert all-to-all kernels' SMs,
   ``overlap.ep_comm_sms``, or unset the thread blocks of NCCL's all-to-all kernel) holds that
-  share of each member's SMs from the member's arrival until it completes, and a compute op
+  share of each member's SMs from the member's arrival until it completes (the collectives of one
+  traffic class share one communicator stream, whose kernels run one at a time: a rank holds
+  the largest share in flight of each class, summed over the classes), and a compute op
   with an SM-bound share (``Op.sm_share``: its GEMMs and attention) runs that part at
   ``1 / (1 - held)`` of its speed while it does; the op is re-timed whenever the held share of
   its rank changes (the HBM-bound rest keeps its speed: a fraction of the SMs saturates HBM);
@@ -145,6 +147,10 @@ class _Executor:
         #: compute ops with an SM-bound share running on it: oid -> [work left (s at all SMs),
         #: since (s), slowdown, version]
         self.held: dict[int, float] = {}
+        #: the shares in flight per rank and traffic class: one class's collectives share one NCCL
+        #: communicator stream (or one library's comm stream), whose kernels run one at a time,
+        #: so a class holds the largest of its shares in flight, not their sum
+        self.in_flight: dict[int, dict[str, list[float]]] = {}
         self.running: dict[int, dict[int, list[float]]] = {}
 
     def run(self) -> None:
@@ -183,7 +189,7 @@ class _Executor:
             return
         coll = op.coll
         if coll.sm_share > 0.0:
-            self._hold(op.rank, coll.sm_share)
+            self._hold(op.rank, coll.traffic_class, coll.sm_share)
         members = self.arrived.setdefault(coll.key, [])
         members.append(oid)
         if len(members) == len(coll.ranks):
@@ -376,7 +382,7 @@ class _Executor:
         coll = self.ops[members[0]].coll
         if coll is not None and coll.sm_share > 0.0:
             for oid in members:
-                self._hold(self.ops[oid].rank, -coll.sm_share)
+                self._hold(self.ops[oid].rank, coll.traffic_class, -coll.sm_share)
         for oid in members:
             self._finish(oid)
 
@@ -401,12 +407,23 @@ class _Executor:
         del run[oid]
         self._finish(oid)
 
-    def _hold(self, rank: int, delta: float) -> None:
-        """``delta`` more (or, negative, less) of ``rank``'s SMs held: the compute ops running on
-        it progress at the old rate until now and at the new one from now on."""
-        held = self.held.get(rank, 0.0) + delta
+    def _hold(self, rank: int, cls: str, share: float) -> None:
+        """A collective of traffic class ``cls`` holding ``share`` of ``rank``'s SMs starts (or,
+        negative, ends): the rank holds the largest share in flight of each class, summed over
+        the classes; the compute ops running on it progress at the old rate until now and at the
+        new one from now on."""
+        by_class = self.in_flight.setdefault(rank, {})
+        shares = by_class.setdefault(cls, [])
+        if share > 0.0:
+            shares.append(share)
+        else:
+            shares.remove(-share)
+        old = self.held.get(rank, 0.0)
+        held = sum(max(v) for v in by_class.values() if v)
         held = 0.0 if held < 1e-12 else held
         self.held[rank] = held
+        if held == old:
+            return
         run = self.running.get(rank)
         if not run:
             return
@@ -430,10 +447,9 @@ class _Executor:
                 self._ready(d)
 
 
-#: the most of a rank's SMs in-flight collectives are taken to hold: several all-to-alls in flight
-#: at once (a dispatch and a combine of two micro-batches) cannot take every SM from the compute.
-#: A guard, not a measurement (*approx.*): no validation case comes near it (HybridEP's 32 of 132
-#: SMs twice over is 0.48)
+#: the most of a rank's SMs in-flight collectives are taken to hold: collectives of several
+#: classes in flight at once cannot take every SM from the compute.  A guard, not a measurement
+#: (*approx.*): no validation case comes near it (HybridEP's 32 of 132 SMs is 0.24)
 MAX_HELD_SM_SHARE = 0.9
 
 

@@ -57,6 +57,29 @@ def _with_overlap(**overlap: object) -> dict[str, object]:
     return sc
 
 
+def _two_holds(classes: tuple[str, str], held: float) -> float:
+    """Rank 0 computes 1 s (all SM-bound) while two collectives of ``classes`` hold ``held`` each
+    for the first 0.5 s; when rank 0's compute ends."""
+    colls = [
+        Collective((c, i), "barrier", (0, 1), 0.0, c, c, duration_s=0.5, sm_share=held) for i, c in enumerate(classes)
+    ]
+    ops = [
+        Op(2 * i + r, r, 0, "comm", f"c{i}", f"b{i}{r}", coll=c, ordered=False)
+        for i, c in enumerate(colls)
+        for r in (0, 1)
+    ]
+    ops.append(Op(4, 0, 0, "compute", "compute", "x", duration_s=1.0, sm_share=1.0))
+    plan = StepPlan(steps=1, ops=ops, collectives={c.key: c for c in colls}, devices=("n0.g0", "n0.g1"))
+    net = Network(load_topology("dgx-h100", nodes=1), routing="shortest")
+    return float(replay(plan, net).op_end[4])
+
+
+def test_one_class_holds_its_largest_share_classes_add_up() -> None:
+    """Collectives of one class share a communicator stream whose kernels run one at a time."""
+    assert _two_holds(("ep", "ep"), 0.25) == pytest.approx(0.5 + (1.0 - 0.5 * 0.75))
+    assert _two_holds(("ep", "dp"), 0.25) == pytest.approx(1.25)
+
+
 def test_expert_all_to_alls_hold_the_sms_they_are_given() -> None:
     prep0, _, s0 = replay_scenario(_with_overlap(ep_comm_sms=0))
     prep1, _, s1 = replay_scenario(_with_overlap(ep_comm_sms=32))

@@ -47,11 +47,11 @@ class OpEmitter:
         lanes: the lane policy (every rank, or lockstep).
     """
 
-    def __init__(self, compute: TimeModel, dtype: str, world: int, lanes: Lanes, *, track_sm: bool = False) -> None:
+    def __init__(self, compute: TimeModel, dtype: str, world: int, lanes: Lanes) -> None:
         self.compute_model = compute
         #: give every compute op its SM-bound share (``Op.sm_share``): the plan has collectives
-        #: that hold SMs while in flight (``overlap.ep_comm_sms``)
-        self.track_sm = track_sm
+        #: that hold SMs while in flight (set by the builder from ``ExpertTraffic.holds_sms``)
+        self.track_sm = False
         self.sm_cache: dict[int, tuple[list[KernelCall], float]] = {}
         self.dtype = dtype
         self.lanes = lanes

@@ -49,7 +49,7 @@ from netsim.workload.emit import OpEmitter
 from netsim.workload.moe_traffic import EPRouting, GroupDispatch
 from netsim.workload.plan import Collective, Deps
 
-__all__ = ["ExpertTraffic", "ep_sm_share", "holds_sms"]
+__all__ = ["ExpertTraffic", "ep_sm_share"]
 
 GROUPWISE = "groupwise"
 
@@ -61,25 +61,6 @@ def ep_sm_share(spec: WorkloadSpec, accelerator: Mapping[str, Any]) -> float:
     name = str(accelerator.get("name") or "")
     n = spec.overlap.ep_comm_sms or 0
     return held_share(n, None if sms is None else int(sms), "overlap.ep_comm_sms", name)
-
-
-def holds_nccl_sms(spec: WorkloadSpec, accelerator: Mapping[str, Any], ep: int) -> bool:
-    """Whether the expert all-to-alls hold the SMs of NCCL's kernel (``overlap.ep_comm_sms``
-    unset, an NCCL dispatcher, EP > 1 and an accelerator whose SM count the topology gives)."""
-    moe = spec.model.moe
-    return (
-        spec.overlap.ep_comm_sms is None
-        and moe is not None
-        and ep > 1
-        and DISPATCHERS.get(moe.dispatcher).nccl
-        and accelerator.get("sms") is not None
-    )
-
-
-def holds_sms(spec: WorkloadSpec, accelerator: Mapping[str, Any], ep: int) -> bool:
-    """Whether any expert all-to-all holds SMs while in flight (the emitter then gives every
-    compute op its SM-bound share)."""
-    return ep_sm_share(spec, accelerator) > 0 or holds_nccl_sms(spec, accelerator, ep)
 
 
 class ExpertTraffic:
@@ -120,11 +101,19 @@ class ExpertTraffic:
         #: the share of the SMs the all-to-all kernels hold while in flight (``overlap.ep_comm_sms``)
         acc = dict(ctx.graph.graph.get("accelerator") or {})
         self.sm_share = ep_sm_share(spec, acc)
-        #: unset for an NCCL dispatcher: NCCL's kernel holds one SM per thread block
-        #: (:meth:`nccl_sm_share`), from its channel rule per EP group
-        self.nccl_sms: int | None = int(acc["sms"]) if holds_nccl_sms(spec, acc, L.ep) else None
+        #: unset for an NCCL dispatcher on an accelerator whose SM count the topology gives:
+        #: NCCL's kernel holds one SM per thread block (:meth:`nccl_sm_share`), from its channel
+        #: rule per EP group
+        nccl = spec.overlap.ep_comm_sms is None and moe is not None and L.ep > 1 and dispatcher.nccl
+        self.nccl_sms: int | None = int(acc["sms"]) if nccl and acc.get("sms") is not None else None
         self._nccl: NcclCost | None = None
         self._p2p_rules: dict[tuple[int, ...], P2pChannels] = {}
+
+    @property
+    def holds_sms(self) -> bool:
+        """Whether the all-to-alls hold SMs while in flight (the emitter then gives every compute
+        op its SM-bound share)."""
+        return self.sm_share > 0 or self.nccl_sms is not None
 
     # ------------------------------------------------------------------ tokens
 

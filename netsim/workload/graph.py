@@ -61,7 +61,7 @@ from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import ModelCosts, TimeModel
 from netsim.workload.emit import OpEmitter
-from netsim.workload.experts import ExpertTraffic, holds_sms
+from netsim.workload.experts import ExpertTraffic
 from netsim.workload.gradients import GradientReducer
 from netsim.workload.lanes import make_lanes
 from netsim.workload.layers import LayerEmitter
@@ -288,9 +288,9 @@ def _parts(
     # all-to-alls and TP collectives, or the whole stage of a dense model
     unit = _lockstep_unit(layout) if routing is not None else layout.stage_size
     lanes = make_lanes(lockstep, layout.world, unit, layout.group_index)
-    acc = dict(ctx.graph.graph.get("accelerator") or {})
-    emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes, track_sm=holds_sms(spec, acc, layout.ep))
+    emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes)
     experts = ExpertTraffic(ctx, emit, routing)
+    emit.track_sm = experts.holds_sms  # before any op is emitted
     grads = GradientReducer(ctx, emit, routing)
     io = StorageTraffic(ctx, emit, grads)
     router_name = routing.router_name if routing is not None else spec.router.name

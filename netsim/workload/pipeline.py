@@ -263,11 +263,7 @@ class PipelineStep:
             deps = self.emit.compute(rank, step, "F.head", ctx.costs.head("F"), deps, -1, mb)
         self.fwd_end[(mb, vs)] = deps
         if vs < ctx.num_blocks - 1:
-            dst = self._peer(rank, mb, vs + 1)
-            if sends is not None:
-                sends.append(lambda d: self._p2p(rank, step, "F", mb, vs, rank, dst, d))
-            else:
-                self._p2p(rank, step, "F", mb, vs, rank, dst, deps)
+            self._send(rank, step, "F", mb, vs, self._peer(rank, mb, vs + 1), deps, sends)
 
     def backward(
         self,
@@ -301,11 +297,25 @@ class PipelineStep:
         if vs == 0 and grads:
             self.grads.ready(rank, step, a.chunk, c.embedding_params(), 0.0, deps)
         if vs > 0:
-            dst = self._peer(rank, mb, vs - 1)
-            if sends is not None:
-                sends.append(lambda d: self._p2p(rank, step, "B", mb, vs, rank, dst, d))
-            else:
-                self._p2p(rank, step, "B", mb, vs, rank, dst, deps)
+            self._send(rank, step, "B", mb, vs, self._peer(rank, mb, vs - 1), deps, sends)
+
+    def _send(
+        self,
+        rank: int,
+        step: int,
+        direction: str,
+        mb: int,
+        vs: int,
+        dst: int,
+        deps: Deps,
+        sends: list[Callable[[Deps], Deps]] | None,
+    ) -> None:
+        """Block ``vs``'s send of ``direction`` to ``dst`` after ``deps``; with blocking
+        exchanges left in ``sends`` for the next exchange to post."""
+        if sends is not None:
+            sends.append(lambda d: self._p2p(rank, step, direction, mb, vs, rank, dst, d))
+        else:
+            self._p2p(rank, step, direction, mb, vs, rank, dst, deps)
 
     def weight(self, rank: int, step: int, a: Action, final: bool) -> None:
         ctx, c = self.ctx, self.ctx.costs

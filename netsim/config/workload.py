@@ -43,9 +43,10 @@ Field meanings (the units are in the names where they are not counts):
   expert all-to-all so that slice *i*'s expert compute hides slice *i+1*'s communication;
   Megatron-Core's combined 1F1B (``ep_a2a_overlap``) and shared-expert overlap
   (``shared_expert_overlap``); Transformer Engine's userbuffers overlap of the TP collectives
-  (``tp_comm_overlap``) and the SMs each overlap takes from its GEMM (``tp_comm_sms``); SMs the
-  expert all-to-all kernels hold while in flight (``ep_comm_sms``) or communication holds for the
-  whole step (``comm_sms``).
+  (``tp_comm_overlap``) and the SMs each overlap takes from its GEMM for the whole GEMM
+  (``tp_comm_sms``) or holds while its communication is in flight (``tp_comm_held_sms``); SMs the
+  expert all-to-all kernels hold while in flight (``ep_comm_sms``), NCCL's TP collectives
+  (``tp_nccl_sms``), or communication holds for the whole step (``comm_sms``).
 * ``device_placement``: rank -> device (topology-aware default, or an explicit list).
 * ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
   written every K steps.
@@ -244,10 +245,18 @@ class OverlapSpec(SpecModel):
     tp_comm_overlap: bool = Field(
         default=False,
         description="Transformer Engine's userbuffers overlap of the tensor-parallel communication "
-        "(Megatron-Core / NeMo tp_comm_overlap, ub_tp_comm_overlap): each block's sequence-parallel all-gather "
-        "and reduce-scatter run beside the block's GEMMs instead of between them (the all-gather streamed "
-        "into the first GEMM, the reduce-scatter out of the last); needs sequence parallelism; "
-        "netsim.workload.layers",
+        "(Megatron-Core / NeMo tp_comm_overlap, ub_tp_comm_overlap): each sequence-parallel all-gather and "
+        "reduce-scatter runs beside the GEMM it feeds or drains instead of before or after the block; needs "
+        "sequence parallelism; netsim.workload.tp_blocks",
+    )
+    tp_nccl_sms: int | None = Field(
+        default=None,
+        ge=0,
+        description="without tp_comm_overlap: SMs NCCL's TP collectives hold on each member while in flight "
+        "(the GEMMs beside them, such as a sequence-parallel backward's input-gradient GEMM beside the input's "
+        "all-gather, get the rest; netsim.replay, 'SMs held in flight'); unset: one SM per channel of the "
+        "call, as NCCL's tuner gives them (netsim.collectives.nccl.tuner.choose: 24 at TP 8 on DGX A100 "
+        "and DGX H100), on an accelerator whose SM count the topology gives; 0: none",
     )
     tp_comm_sms: dict[TpOverlapGemm, NonNegativeInt] | None = Field(
         default=None,
@@ -256,6 +265,15 @@ class OverlapSpec(SpecModel):
         "qkv_dgrad, qkv_wgrad, proj_fprop, proj_dgrad, fc1_fprop, fc1_dgrad, fc1_wgrad, fc2_fprop, fc2_dgrad; "
         "a name not given keeps Transformer Engine's default (16 for the pipelined and bulk overlaps, 0 for "
         "the ring exchanges); netsim.workload.tp_overlap",
+    )
+    tp_comm_held_sms: dict[TpOverlapGemm, NonNegativeInt] | None = Field(
+        default=None,
+        description="with tp_comm_overlap: the SMs each of Transformer Engine's userbuffers overlaps holds while "
+        "its communication is in flight when it sets no margin (TE's num_sm where set_sm_margin is false, for "
+        "the bulk and pipeline methods, whose communication is a kernel; the ring exchanges copy with the copy "
+        "engines): the GEMM beside it runs on the other SMs for as long as they overlap (netsim.replay, 'SMs "
+        "held in flight'); a name given here has no margin; names not given hold none; "
+        "netsim.workload.tp_overlap",
     )
     ep_comm_sms: int | None = Field(
         default=None,

@@ -47,13 +47,25 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS, canonical_dtype
 from netsim.config.model import ModelSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 
-__all__ = ["KERNEL_CLASS", "LOSS_KERNELS", "KernelCall", "LayerParams", "ModelCosts", "TimeModel", "kernels_time_s"]
+__all__ = [
+    "KERNEL_CLASS",
+    "LOSS_KERNELS",
+    "KernelCall",
+    "LayerParams",
+    "ModelCosts",
+    "TimeModel",
+    "TpBackward",
+    "TpForward",
+    "kernels_time_s",
+]
+
+_T = TypeVar("_T")
 
 Pass = Literal["fwd", "bwd", "step"]
 Part = Literal["F", "B", "W", "BW"]
@@ -141,13 +153,13 @@ def kernels_time_s(
     return total
 
 
-def _memo(method: Callable[..., list[KernelCall]]) -> Callable[..., list[KernelCall]]:
+def _memo(method: Callable[..., _T]) -> Callable[..., _T]:
     """Memoise a :class:`ModelCosts` kernel-list method per arguments (the lists are shared:
     callers must not mutate them).  A training step asks for the same layer's kernels millions
     of times at scale; the same list object also lets the op builder cache its duration."""
 
     @functools.wraps(method)
-    def wrapper(self: ModelCosts, *args: Any, **kwargs: Any) -> list[KernelCall]:
+    def wrapper(self: ModelCosts, *args: Any, **kwargs: Any) -> _T:
         key = (method.__name__, *args, *sorted(kwargs.items()))
         hit = self._memo.get(key)
         if hit is None:
@@ -182,6 +194,35 @@ def _split(calls: list[KernelCall], part: Part) -> list[KernelCall]:
         elif part == "W" and weighted:
             out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8))
     return out
+
+
+class TpForward(NamedTuple):
+    """A TP block's forward kernels cut where its TP communication meets them (the all-gather
+    feeds ``gemm_in``, the reduce-scatter takes ``gemm_out``'s output)."""
+
+    norm: list[KernelCall]
+    #: the column-parallel GEMMs (QKV or MLA's projections before the core; fc1), FP8 casts first
+    gemm_in: list[KernelCall]
+    #: the attention core, or the MLP's activation
+    mid: list[KernelCall]
+    #: the row-parallel GEMM (the attention's output projection; fc2), its FP8 cast first
+    gemm_out: list[KernelCall]
+    #: dropout and the residual add
+    close: list[KernelCall]
+
+
+class TpBackward(NamedTuple):
+    """A TP block's backward kernels in the order they run, cut the same way: the input-gradient
+    (``dgrad``) and weight-gradient (``wgrad``) halves of each GEMM apart (no ``wgrad`` in a
+    ``B`` part: the schedule defers it)."""
+
+    close: list[KernelCall]
+    out_dgrad: list[KernelCall]
+    out_wgrad: list[KernelCall]
+    mid: list[KernelCall]
+    in_dgrad: list[KernelCall]
+    in_wgrad: list[KernelCall]
+    norm: list[KernelCall]
 
 
 @dataclass(frozen=True)
@@ -248,7 +289,7 @@ class ModelCosts:
         self.expert_ffn = (moe.expert_ffn_hidden or model.ffn_hidden) if moe is not None else 0
         #: the routed experts' FFN width one rank holds
         self.expert_shard_ffn = max(1, self.expert_ffn // expert_tp) if moe is not None else 0
-        self._memo: dict[tuple[Any, ...], list[KernelCall]] = {}
+        self._memo: dict[tuple[Any, ...], Any] = {}
         #: bytes the FP8 quantisation casts move per element (None: the model is not FP8)
         self.fp8: QuantBytes | None = quant_bytes(model.fp8_recipe, _overrides(model)) if model.dtype == "fp8" else None
 
@@ -426,16 +467,48 @@ class ModelCosts:
 
     @_memo
     def mlp(self, part: Part) -> list[KernelCall]:
+        pieces, fed = self._block_fwd("mlp")
+        return self._finish([c for piece in pieces for c in piece], part, norm_fed=fed)
+
+    def _block_fwd(self, block: Literal["attn", "mlp"]) -> tuple[TpForward, int]:
+        """The forward of a TP block (the attention or the dense MLP) as :class:`TpForward`
+        pieces without the FP8 casts, and how many of its GEMMs a norm feeds (:meth:`_finish`)."""
+        if block == "attn":
+            pre, post = self._attention_fwd()
+            return TpForward(pre[:1], pre[1:], self.attention_core("F"), post[:1], post[1:]), self._norm_fed
         m, T = self.m, self.tokens
         f = max(1, m.ffn_hidden // self.tp)
-        calls = [
-            _call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden),
-            self._tp_gemm("fc1", m=T, n=(2 if self.gated else 1) * f, k=m.hidden),
-        ]
-        calls.append(_call("swiglu" if self.gated else "gelu", "fwd", tokens=T, hidden=f))
-        calls.append(self._tp_gemm("fc2", m=T, n=m.hidden, k=f))
-        calls += self._close()
-        return self._finish(calls, part, norm_fed=1)
+        pieces = TpForward(
+            [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden)],
+            [self._tp_gemm("fc1", m=T, n=(2 if self.gated else 1) * f, k=m.hidden)],
+            [_call("swiglu" if self.gated else "gelu", "fwd", tokens=T, hidden=f)],
+            [self._tp_gemm("fc2", m=T, n=m.hidden, k=f)],
+            self._close(),
+        )
+        return pieces, 1
+
+    @_memo
+    def tp_forward(self, block: Literal["attn", "mlp"]) -> TpForward:
+        """:meth:`attention` or :meth:`mlp` forward cut where the block's TP communication meets
+        its GEMMs (:class:`TpForward`; the same calls)."""
+        (norm, gemm_in, mid, gemm_out, close), fed = self._block_fwd(block)
+        return TpForward(norm, self._finish(gemm_in, "F", norm_fed=fed), mid, self._finish(gemm_out, "F"), close)
+
+    @_memo
+    def tp_backward(self, block: Literal["attn", "mlp"], part: Literal["B", "BW"]) -> TpBackward:
+        """The backward ``part`` of :meth:`attention` or :meth:`mlp` cut the same way, in the order
+        it runs (:class:`TpBackward`; the same calls as the block's ``part``)."""
+        (norm, gemm_in, mid, gemm_out, close), _ = self._block_fwd(block)
+        wgrad = part == "BW"
+        return TpBackward(
+            _split(close, part),
+            self._finish(gemm_out, "B"),
+            _split(gemm_out, "W") if wgrad else [],
+            _split(mid, part),
+            self._finish(gemm_in, "B"),
+            _split(gemm_in, "W") if wgrad else [],
+            _split(norm, part),
+        )
 
     @_memo
     def moe_pre(self, part: Part, router_kernel: str = "router_linear") -> list[KernelCall]:

@@ -216,11 +216,13 @@ class OpEmitter:
         layer: int = -1,
         mb: int = -1,
         phase: str = "",
+        sm_share: float = 0.0,
     ) -> Deps:
         """A collective of ``op`` over the group of kind ``kind`` of ``rank`` (nothing for a
         group of one or no bytes; per-lane kinds of a lockstep plan ask every lane).  ``nbytes``
         is a size, or ``nbytes(r)`` the size of the collective as rank ``r`` sees it (groups
-        whose sizes differ, merged under lockstep)."""
+        whose sizes differ, merged under lockstep); ``sm_share``: of the SMs its kernels hold
+        on each member while in flight (``Collective.sm_share``)."""
         size = nbytes if callable(nbytes) else (lambda _r: float(nbytes))
         group, key = group_key(rank)
         per_lane = self.lanes.per_lane(kind)
@@ -230,7 +232,9 @@ class OpEmitter:
 
         def instance(r: int) -> tuple[tuple[Any, ...], Collective]:
             g, k = group_key(r)
-            return k, Collective(k, op, g, size(r), cls, label, phase=phase, layer=layer, microbatch=mb, step=step)
+            return k, Collective(
+                k, op, g, size(r), cls, label, phase=phase, layer=layer, microbatch=mb, step=step, sm_share=sm_share
+            )
 
         if per_lane:
             return self.lanes.lane_collectives(self, rank, step, stream, deps, instance)

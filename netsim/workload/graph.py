@@ -290,12 +290,12 @@ def _parts(
     lanes = make_lanes(lockstep, layout.world, unit, layout.group_index)
     emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes)
     experts = ExpertTraffic(ctx, emit, routing)
-    emit.track_sm = experts.holds_sms  # before any op is emitted
     grads = GradientReducer(ctx, emit, routing)
     io = StorageTraffic(ctx, emit, grads)
     router_name = routing.router_name if routing is not None else spec.router.name
     router_kernel = "router_grap" if router_name == "locmoe" else "router_linear"
     layers = LayerEmitter(ctx, emit, experts, grads, router_kernel, mode)
+    emit.track_sm = experts.holds_sms or layers.blocks.holds_sms  # before any op is emitted
     return emit, experts, grads, io, PipelineStep(ctx, emit, layers, grads, io.data_ready)
 
 

@@ -23,9 +23,8 @@ index from ``model.layers`` on, in the last pipeline block) runs its input proje
 (``mtp-in``) before and the shared output head (``mtp-head``) after its transformer block, and
 their backward around the block's.
 
-TP communication (Megatron, Shoeybi et al. 2019 / Korthikanti et al. 2022): with sequence
-parallelism an all-gather before and a reduce-scatter after attention and the dense MLP, of
-``micro_batch_size * seq_len * hidden`` elements (``/ cp``); without it one all-reduce after each.
+TP communication (Megatron, Shoeybi et al. 2019 / Korthikanti et al. 2022) around and beside
+the attention and dense MLP blocks: :mod:`netsim.workload.tp_blocks`.
 
 Context parallelism (:mod:`netsim.workload.context_parallel`): the attention op is cut into the
 part before the core (``attn-pre``), the core (``attn-core``) with its K/V exchanges (phases
@@ -33,9 +32,6 @@ part before the core (``attn-pre``), the core (``attn-core``) with its K/V excha
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
 
 from netsim.workload.context import BuildContext
 from netsim.workload.context_parallel import ContextParallelRing
@@ -45,6 +41,7 @@ from netsim.workload.experts import ExpertTraffic
 from netsim.workload.gradients import GradientReducer
 from netsim.workload.plan import Deps
 from netsim.workload.recompute import RecomputeMode, full_layers
+from netsim.workload.tp_blocks import Core, TpBlocks
 
 __all__ = ["LayerEmitter"]
 
@@ -77,77 +74,17 @@ class LayerEmitter:
         self.core_fwd = ctx.costs.attention_core("F")
         #: context parallelism: the attention's K/V ring (None without it)
         self.ring = ContextParallelRing(ctx, emit) if ctx.layout.cp > 1 else None
-        #: Transformer Engine's userbuffers: TP collectives beside the blocks' GEMMs
-        self.ub = ctx.spec.overlap.tp_comm_overlap and ctx.sequence_parallel
+        #: the attention and dense MLP blocks with their TP communication
+        self.blocks = TpBlocks(ctx, emit)
         #: Megatron-Core's delay_wgrad_compute: experts' weight gradients after the backward dispatch
         self.delay_wgrad = ctx.spec.overlap.delay_wgrad_compute
-
-    def tp(self, rank: int, step: int, deps: Deps, phase: str, layer: int, mb: int, op: str) -> Deps:
-        """Megatron TP communication around a block: sequence-parallel all-gather before and
-        reduce-scatter after; without sequence parallelism one all-reduce after."""
-        L = self.ctx.layout
-        if L.tp == 1:
-            return deps
-        if not self.ctx.sequence_parallel:
-            if op == "all_gather":
-                return deps
-            op = "all_reduce"
-            phase = phase.replace("-rs", "-ar")
-        m = self.ctx.spec.model
-        nbytes = float(self.ctx.costs.tokens * self.ctx.hidden * (m.gemm_input_bpe if op == "all_gather" else m.bpe))
-        return self.tp_collective(rank, step, deps, op, nbytes, phase, layer, mb)
-
-    def tp_block(
-        self,
-        rank: int,
-        step: int,
-        deps: Deps,
-        phases: tuple[str, str],
-        layer: int,
-        mb: int,
-        body: Callable[[Deps], Deps],
-    ) -> Deps:
-        """A block's compute (``body``: given its start, returns its end) between its TP
-        collectives (``phases``: the all-gather's and the reduce-scatter's).  Megatron runs the
-        all-gather before and the reduce-scatter after; with Transformer Engine's userbuffers
-        (``overlap.tp_comm_overlap``) both run beside the block, in that order on the TP stream,
-        and what follows waits for the compute and the reduce-scatter.  That is exact when the
-        block's GEMMs outlast its communication (the ring-exchange all-gather feeds the first
-        GEMM chunk by chunk as they arrive; the pipelined reduce-scatter drains the last GEMM's
-        output split by split); it leaves out the last split's reduce-scatter after the GEMM.
-        The SMs the overlaps' kernels take from the GEMMs (8-24 of 132 in NVIDIA's H100 BF16
-        recipes) are in the GEMMs' times (:mod:`netsim.workload.tp_overlap`)."""
-        ag, rs = phases
-        if not self.ub:
-            deps = self.tp(rank, step, deps, ag, layer, mb, "all_gather")
-            deps = body(deps)
-            return self.tp(rank, step, deps, rs, layer, mb, "reduce_scatter")
-        comm = self.tp(rank, step, deps, ag, layer, mb, "all_gather")
-        comm = self.tp(rank, step, comm, rs, layer, mb, "reduce_scatter")
-        return [*body(deps), *comm]
-
-    def tp_compute(
-        self, rank: int, step: int, deps: Deps, phases: tuple[str, str], layer: int, mb: int, name: str, calls: Calls
-    ) -> Deps:
-        """One compute op ``name`` (``calls``) as a block between its TP collectives (:meth:`tp_block`)."""
-        emit = self.emit
-        return self.tp_block(
-            rank, step, deps, phases, layer, mb, lambda d: emit.compute(rank, step, name, calls, d, layer, mb)
-        )
 
     def tp_collective(
         self, rank: int, step: int, deps: Deps, op: str, nbytes: float, phase: str, layer: int, mb: int
     ) -> Deps:
-        """One ``op`` of ``nbytes`` over ``rank``'s TP group, keyed by (step, phase, micro-batch,
-        layer): the layers' TP communication and the pipeline's scatter/gather all-gathers."""
-        L = self.ctx.layout
-
-        def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-            return L.tp_group(r), ("tp", step, phase, mb, layer, L.group_index("tp", r))
-
-        return self.emit.group_collective(
-            rank, step, "tp", "tp", op, nbytes, deps, "tp", group_key, layer=layer, mb=mb, phase=phase
-        )
+        """One ``op`` of ``nbytes`` over ``rank``'s TP group (:meth:`TpBlocks.collective`): the
+        pipeline's scatter/gather all-gathers."""
+        return self.blocks.collective(rank, step, deps, op, nbytes, phase, layer, mb)
 
     def forward(
         self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *, recompute: bool = False
@@ -168,25 +105,24 @@ class LayerEmitter:
 
     def _forward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, recompute: bool) -> Deps:
         """The transformer block of :meth:`forward`."""
-        c, emit = self.ctx.costs, self.emit
+        emit = self.emit
         tag, pfx = ("R", "rcp-") if recompute else ("F", "")
         moe = self.ctx.spec.model.is_moe_layer(layer)
         if not moe:
             emit.new_segment()
 
-        def attention(d: Deps) -> Deps:
-            if self.ring is None:
-                return emit.compute(rank, step, f"{tag}.attn", c.attention("F"), d, layer, mb)
-            d = emit.compute(rank, step, f"{tag}.attn-pre", c.attention_pre("F"), d, layer, mb)
-            d = self.ring.core(rank, step, mb, layer, d, pfx + "fwd-cp", f"{tag}.attn-core", self.core_fwd)
-            return emit.compute(rank, step, f"{tag}.attn-post", c.attention_post("F"), d, layer, mb)
+        core: Core | None = None
+        if self.ring is not None:
+            ring = self.ring
 
-        deps = self.tp_block(rank, step, deps, (pfx + "fwd-attn-ag", pfx + "fwd-attn-rs"), layer, mb, attention)
+            def core(d: Deps) -> Deps:
+                return ring.core(rank, step, mb, layer, d, pfx + "fwd-cp", f"{tag}.attn-core", self.core_fwd)
+
+        deps = self.blocks.forward(rank, step, deps, "attn", tag, pfx, layer, mb, core)
         if moe:
             return self.moe(rank, step, mb, layer, deps, "F", recompute=recompute)
         emit.new_segment()
-        phases = (pfx + "fwd-mlp-ag", pfx + "fwd-mlp-rs")
-        return self.tp_compute(rank, step, deps, phases, layer, mb, f"{tag}.mlp", c.mlp("F"))
+        return self.blocks.forward(rank, step, deps, "mlp", tag, pfx, layer, mb)
 
     def backward(self, rank: int, step: int, mb: int, layer: int, deps: Deps, part: Part, chunk: int) -> Deps:
         """The backward pass (``part`` B or BW) of ``layer`` for micro-batch ``mb``, after the
@@ -210,26 +146,24 @@ class LayerEmitter:
             if self.recompute.mlp:
                 # Megatron's ``mlp`` recompute module: the MLP block's forward again, its TP
                 # collectives included (the checkpointed function is the whole block)
-                phases = ("rcp-fwd-mlp-ag", "rcp-fwd-mlp-rs")
-                deps = self.tp_compute(rank, step, deps, phases, layer, mb, "R.mlp", c.mlp("F"))
-            mlp = (*self._renorm(True), c.mlp(part))
-            deps = self.tp_compute(rank, step, deps, ("bwd-mlp-ag", "bwd-mlp-rs"), layer, mb, f"{part}.mlp", mlp)
+                deps = self.blocks.forward(rank, step, deps, "mlp", "R", "rcp-", layer, mb)
+            deps = self.blocks.backward(rank, step, deps, "mlp", part, layer, mb, self._renorm(True))
             emit.new_segment()
 
-        def attention(d: Deps) -> Deps:
-            if self.ring is None:
-                if self.recompute.attention_core:
-                    d = emit.compute(rank, step, "R.attn-core", self.core_fwd, d, layer, mb)
-                return emit.compute(rank, step, f"{part}.attn", (*self._renorm(False), c.attention(part)), d, layer, mb)
+        core: Core | None = None
+        if self.ring is None:
             if self.recompute.attention_core:
-                d = self.ring.core(rank, step, mb, layer, d, "rcp-fwd-cp", "R.attn-core", self.core_fwd)
-            d = emit.compute(rank, step, f"{part}.attn-post", c.attention_post(part), d, layer, mb)
-            core = c.attention_core(part)
-            d = self.ring.core(rank, step, mb, layer, d, "bwd-cp", f"{part}.attn-core", core, backward=True)
-            pre = (*self._renorm(False), c.attention_pre(part))
-            return emit.compute(rank, step, f"{part}.attn-pre", pre, d, layer, mb)
+                deps = emit.compute(rank, step, "R.attn-core", self.core_fwd, deps, layer, mb)
+        else:
+            ring = self.ring
+            if self.recompute.attention_core:
+                deps = ring.core(rank, step, mb, layer, deps, "rcp-fwd-cp", "R.attn-core", self.core_fwd)
+            core_bwd = c.attention_core(part)
 
-        deps = self.tp_block(rank, step, deps, ("bwd-attn-ag", "bwd-attn-rs"), layer, mb, attention)
+            def core(d: Deps) -> Deps:
+                return ring.core(rank, step, mb, layer, d, "bwd-cp", f"{part}.attn-core", core_bwd, backward=True)
+
+        deps = self.blocks.backward(rank, step, deps, "attn", part, layer, mb, self._renorm(False), core)
         if mtp:
             deps = emit.compute(rank, step, f"{part}.mtp-in", c.mtp_in(part), deps, layer, mb)
         return deps

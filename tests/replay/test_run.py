@@ -212,7 +212,12 @@ def test_lockstep_plans_one_rank_per_stage_and_keeps_every_byte_and_flow(tiny_ru
     for op in exact_prep.plan.ops:
         if op.kind == "compute":
             own[op.rank] += op.duration_s
-    np.testing.assert_allclose(ranks["compute_s"] + ranks["overlap_s"], own, rtol=1e-9)
+    # a rank computes for its ops' durations, longer while collectives hold SMs (NCCL's TP
+    # collectives here): at most 1 / (1 - the largest share held) longer
+    busy = (ranks["compute_s"] + ranks["overlap_s"]).to_numpy()
+    held = max((c.sm_share for c in exact_prep.plan.collectives.values()), default=0.0)
+    assert held > 0
+    assert (busy >= own * (1 - 1e-9)).all() and (busy <= own / (1 - held) * (1 + 1e-9)).all()
     assert ranks.loc[L.stage_size :, "compute_s"].nunique() > 1
     assert lock["step_time_s"] == pytest.approx(exact["step_time_s"], rel=0.05)
 

@@ -52,8 +52,11 @@ def test_compute_slows_while_the_collective_holds_sms() -> None:
 
 
 def _with_overlap(**overlap: object) -> dict[str, object]:
+    """The tiny scenario with ``overlap`` settings; its NCCL TP collectives hold no SMs, so that
+    only the expert all-to-alls do (their own test: tests/replay/test_tp_blocks.py)."""
     sc = tiny_scenario()
-    sc["workload"] = {**sc["workload"], "overlap": {**sc["workload"].get("overlap", {}), **overlap}}
+    ov = {**sc["workload"].get("overlap", {}), "tp_nccl_sms": 0, **overlap}
+    sc["workload"] = {**sc["workload"], "overlap": ov}
     return sc
 
 
@@ -97,7 +100,7 @@ def test_expert_all_to_alls_hold_the_sms_they_are_given() -> None:
 def test_nccl_all_to_alls_hold_the_thread_blocks_of_their_kernel() -> None:
     """Unset, an NCCL dispatcher's all-to-alls hold one SM per thread block NCCL's channel rule
     gives the EP communicator at the call's size; DeepEP's kernels hold none unless given."""
-    prep, _, s = replay_scenario(tiny_scenario())
+    prep, _, s = replay_scenario(_with_overlap())
     _, _, s0 = replay_scenario(_with_overlap(ep_comm_sms=0))
     ep = [c for c in prep.plan.collectives.values() if c.traffic_class == "ep"]
     cost = nccl_cost(prep.graph)
@@ -108,7 +111,7 @@ def test_nccl_all_to_alls_hold_the_thread_blocks_of_their_kernel() -> None:
         assert 0 < ctas <= rule.pool_channels and c.sm_share == pytest.approx(ctas / 132)
     assert any(o.sm_share > 0 for o in prep.plan.ops if o.kind == "compute")
     assert s["step_time_s"] >= s0["step_time_s"]
-    sc = tiny_scenario()
+    sc = _with_overlap()
     moe = {**sc["workload"]["model"]["moe"], "dispatcher": "deepep"}
     sc["workload"] = {**sc["workload"], "model": {**sc["workload"]["model"], "moe": moe}}
     prep_d, _, _ = replay_scenario(sc)

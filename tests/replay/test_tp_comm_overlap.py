@@ -1,7 +1,7 @@
 """Transformer Engine's userbuffers overlap of the TP communication (``overlap.tp_comm_overlap``):
-the same collectives, bytes and kernels, but each block's sequence-parallel all-gather and
-reduce-scatter run beside the block's compute instead of before and after it, so a step whose
-GEMMs outlast its TP traffic loses (almost) all of its exposed TP time; the GEMMs an overlap
+the same collectives, bytes and kernels, but each sequence-parallel collective runs beside the
+GEMM it feeds or drains (netsim.workload.tp_blocks), so a step whose GEMMs outlast their TP
+traffic loses (almost) all of its exposed TP time, and a collective longer than its GEMM shows; the GEMMs an overlap
 takes SMs from (``overlap.tp_comm_sms``, Transformer Engine's defaults otherwise) run longer by
 ``sms / (sms - margin)``; without sequence parallelism it is a one-line error."""
 
@@ -36,11 +36,22 @@ def _run(overlap: bool, sms: dict[str, int] | None = None, **parallelism: Any) -
     return replay(tiny_scenario(workload=wl))
 
 
-def _compute_s(prep: Any, name: str | None = None) -> float:
-    return sum(o.duration_s for o in prep.plan.ops if o.rank == 0 and o.kind == "compute" and name in (None, o.name))
+def _compute_s(prep: Any, block: str | None = None) -> float:
+    """Seconds of rank 0's compute ops (of a block: names starting ``block``, e.g. ``F.mlp``)."""
+    ops = (o for o in prep.plan.ops if o.rank == 0 and o.kind == "compute")
+    return sum(o.duration_s for o in ops if block is None or o.name.startswith(block))
 
 
-def test_tp_collectives_run_beside_the_blocks() -> None:
+def _times(prep: Any, res: Any, layer: int = 1) -> dict[str, tuple[float, float]]:
+    """(start, end) of rank 0's ops of ``layer`` and micro-batch 0 by name (collectives by phase)."""
+    out = {}
+    for o in prep.plan.ops:
+        if o.rank == 0 and o.layer == layer and o.microbatch == 0:
+            out[o.name if o.coll is None else o.coll.phase] = (res.op_start[o.id], res.op_end[o.id])
+    return out
+
+
+def test_tp_collectives_run_beside_the_gemms_they_feed_or_drain() -> None:
     p0, _, s0 = _run(False)
     p1, r1, s1 = _run(True, NO_MARGIN)
     # the same collectives and kernels
@@ -48,27 +59,43 @@ def test_tp_collectives_run_beside_the_blocks() -> None:
     c1 = sorted((c.phase, c.nbytes, c.ranks) for c in p1.plan.collectives.values())
     assert c0 == c1
     assert _compute_s(p1) == pytest.approx(_compute_s(p0), rel=1e-12)
-    # a forward MLP block starts before its all-gather ends; the next block waits for its
-    # reduce-scatter
-    ops = [o for o in p1.plan.ops if o.rank == 0 and o.layer == 1 and o.microbatch == 0]
-    ag = next(o for o in ops if o.coll is not None and o.coll.phase == "fwd-mlp-ag")
-    rs = next(o for o in ops if o.coll is not None and o.coll.phase == "fwd-mlp-rs")
-    mlp = next(o for o in ops if o.name == "F.mlp")
-    assert r1.op_start[mlp.id] < r1.op_end[ag.id]
-    nxt = next(o for o in p1.plan.ops if o.rank == 0 and o.layer == 2 and o.microbatch == 0 and o.kind == "compute")
-    by_id = {o.id: o for o in p1.plan.ops}
-    seen, todo = set(), list(nxt.deps)
-    while todo:  # nxt's ancestors on rank 0 back to layer 1
-        d = by_id[todo.pop()]
-        if d.id in seen or d.rank != 0 or (d.layer is not None and d.layer < 1):
-            continue
-        seen.add(d.id)
-        todo += d.deps
-    assert rs.id in seen
-    # the step loses its exposed TP time
+    t = _times(p1, r1)
+    for blk in ("attn", "mlp"):
+        # forward: the all-gather beside the norm and the column-parallel GEMM; what follows
+        # waits for both; the reduce-scatter beside the row-parallel GEMM, not the core before it
+        assert t[f"fwd-{blk}-ag"][0] == t[f"F.{blk}-pre"][0]
+        assert t[f"F.{blk}-mid"][0] == pytest.approx(max(t[f"fwd-{blk}-ag"][1], t[f"F.{blk}-pre"][1]))
+        assert t[f"fwd-{blk}-rs"][0] == t[f"F.{blk}-post"][0] >= t[f"F.{blk}-mid"][1]
+        assert t[f"F.{blk}-close"][0] == pytest.approx(max(t[f"fwd-{blk}-rs"][1], t[f"F.{blk}-post"][1]))
+        # backward: the output gradient's all-gather beside the row-parallel GEMM's input
+        # gradient, the input's all-gather beside the column-parallel one's, the input
+        # gradient's reduce-scatter beside its weight gradient; the norm waits for it
+        assert t[f"bwd-{blk}-ag"][0] == t[f"BW.{blk}-post"][0]
+        assert t[f"bwd-{blk}-ag-in"][0] == t[f"BW.{blk}-dgrad"][0]
+        assert t[f"bwd-{blk}-rs"][0] == t[f"BW.{blk}-wgrad"][0] >= t[f"BW.{blk}-dgrad"][1]
+        assert t[f"BW.{blk}-norm"][0] == pytest.approx(max(t[f"bwd-{blk}-rs"][1], t[f"BW.{blk}-wgrad"][1]))
+    # the step loses its exposed TP time (every collective here is shorter than its GEMM)
     assert s1["step_time_s"] < s0["step_time_s"]
     tp0, tp1 = s0["exposed_comm_s_by_class"]["tp"], s1["exposed_comm_s_by_class"]["tp"]
     assert tp0 > 0 and tp1 < 0.25 * tp0
+
+
+def test_a_reduce_scatter_longer_than_its_gemm_is_exposed() -> None:
+    """The reduce-scatter of the attention's output starts with the output projection, after
+    the attention core: with a long sequence and few heads per rank the core is long and the
+    projection short, and the part of the reduce-scatter beyond the projection shows."""
+    wl = {
+        **DENSE,
+        "model": {**DENSE["model"], "hidden": 2048, "heads": 16, "ffn_hidden": 4096, "seq_len": 16384},
+        "parallelism": {**DENSE["parallelism"], "tp": 8},
+        "overlap": {"tp_comm_overlap": True, "tp_comm_sms": NO_MARGIN},
+    }
+    prep, res, summary = replay(tiny_scenario(workload=wl))
+    t = _times(prep, res)
+    core, proj, rs = t["F.attn-mid"], t["F.attn-post"], t["fwd-attn-rs"]
+    assert core[1] - core[0] > rs[1] - rs[0] > proj[1] - proj[0]
+    assert t["F.attn-close"][0] == pytest.approx(rs[1])
+    assert summary["exposed_comm_s_by_class"]["tp"] > 0
 
 
 def test_it_needs_sequence_parallelism() -> None:
@@ -107,3 +134,39 @@ def test_margin_errors_name_the_field() -> None:
     with pytest.raises(SpecError) as info:
         _run(True, {"fc2_fprop": -1})
     assert "tp_comm_sms" in str(info.value)
+
+
+def test_a_bulk_overlap_without_a_margin_holds_its_sms_while_in_flight() -> None:
+    """NVIDIA's recipes run the QKV weight gradient's reduce-scatter on 24 SMs without the
+    margin: the GEMM is launched on every SM and loses those 24 only while the kernel runs."""
+    held = {"qkv_wgrad": 24, "fc1_dgrad": 2}
+    p0, r0, _ = _run(True, NO_MARGIN)
+    wl = {**DENSE, "overlap": {"tp_comm_overlap": True, "tp_comm_sms": NO_MARGIN, "tp_comm_held_sms": held}}
+    p1, r1, _ = replay(tiny_scenario(workload=wl))
+    shares = {o.coll.phase: o.coll.sm_share for o in p1.plan.ops if o.coll is not None and o.coll.traffic_class == "tp"}
+    assert shares["bwd-attn-rs"] == pytest.approx(24 / 132) and shares["bwd-mlp-ag-in"] == pytest.approx(2 / 132)
+    assert shares["fwd-attn-ag"] == shares["bwd-mlp-rs"] == 0.0
+    # the same ops and durations; the weight gradient beside the held SMs takes longer
+    assert _compute_s(p1) == pytest.approx(_compute_s(p0), rel=1e-12)
+    t0, t1 = _times(p0, r0), _times(p1, r1)
+    span = {k: (v[1] - v[0]) for k, v in t1.items()}
+    assert span["BW.attn-wgrad"] > (t0["BW.attn-wgrad"][1] - t0["BW.attn-wgrad"][0]) * (1 + 1e-9)
+    # a name with held SMs loses TE's default margin (16 for the bulk overlaps)
+    p2, _, _ = replay(tiny_scenario(workload={**DENSE, "overlap": {"tp_comm_overlap": True, "tp_comm_held_sms": held}}))
+    p3, _, _ = _run(True)
+    assert _compute_s(p2, "BW.attn-wgrad") < _compute_s(p3, "BW.attn-wgrad")
+
+
+def test_held_sms_errors_name_the_field() -> None:
+    both = {"tp_comm_overlap": True, "tp_comm_sms": {"qkv_wgrad": 8}, "tp_comm_held_sms": {"qkv_wgrad": 24}}
+    with pytest.raises(SpecError) as info:
+        replay(tiny_scenario(workload={**DENSE, "overlap": both}))
+    msg = str(info.value)
+    assert "overlap.tp_comm_held_sms.qkv_wgrad" in msg and "tp_comm_sms" in msg and "\n" not in msg
+    with pytest.raises(SpecError) as info:
+        replay(
+            tiny_scenario(
+                workload={**DENSE, "overlap": {"tp_comm_overlap": True, "tp_comm_held_sms": {"fc1_wgrad": 132}}}
+            )
+        )
+    assert "overlap.tp_comm_held_sms.fc1_wgrad" in str(info.value) and "131" in str(info.value)

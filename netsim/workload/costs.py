@@ -1,4 +1,5 @@
-"""Model costs: the kernels a layer runs, their shapes, and the parameters a rank holds.
+"""Model costs: the kernels a layer runs, their shapes, and the parameters a rank holds (counted by
+:mod:`netsim.workload.params`).
 
 Every compute op of the step is a list of :class:`KernelCall` (a kernel of the catalogue
 :data:`netsim.calibration.kernels.KERNELS` with its shape and pass); the compute model
@@ -52,6 +53,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS, canonical_dtype
 from netsim.config.model import ModelSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
+from netsim.workload.params import LayerParams, ParamCounts
 
 __all__ = [
     "KERNEL_CLASS",
@@ -225,15 +227,7 @@ class TpBackward(NamedTuple):
     norm: list[KernelCall]
 
 
-@dataclass(frozen=True)
-class LayerParams:
-    """Parameters (elements) one rank holds for one layer: dense (DP-reduced) and expert."""
-
-    dense: float
-    expert: float
-
-
-class ModelCosts:
+class ModelCosts(ParamCounts):
     """Kernel calls and parameter counts of ``model`` for one rank.
 
     Args:
@@ -636,42 +630,3 @@ class ModelCosts:
     @staticmethod
     def optimizer(params: float) -> list[KernelCall]:
         return [_call("adamw", "step", params=params)] if params > 0 else []
-
-    # ------------------------------------------------------------------ parameters
-
-    def layer_params(self, layer: int) -> LayerParams:
-        """Parameters of ``layer`` held by one rank (elements)."""
-        m, t = self.m, self.tp
-        h = m.hidden
-        if m.mla is not None:
-            a = m.mla
-            qk = a.qk_nope_head_dim + a.qk_rope_head_dim
-            attn = (
-                h * a.q_lora_rank
-                + a.q_lora_rank * m.heads * qk / t
-                + h * (a.kv_lora_rank + a.qk_rope_head_dim)
-                + a.kv_lora_rank * m.heads * (a.qk_nope_head_dim + a.v_head_dim) / t
-                + m.heads * a.v_head_dim * h / t
-            )
-        else:
-            d = m.dim_per_head
-            attn = h * (m.heads + 2 * m.num_kv_heads) * d / t + m.heads * d * h / t
-        mats = 3 if self.gated else 2
-        dense = attn + 2 * h  # two norms
-        expert = 0.0
-        if m.is_moe_layer(layer):
-            moe = m.moe
-            assert moe is not None
-            dense += h * moe.experts + moe.shared_experts * mats * h * self.expert_ffn
-            expert = self.slots * mats * h * self.expert_shard_ffn
-        else:
-            dense += mats * h * m.ffn_hidden / t
-        if m.is_mtp_layer(layer):  # a multi-token-prediction block: its input norms, projection M, head norm
-            dense += 3 * h + 2 * h * h
-        return LayerParams(dense=dense, expert=expert)
-
-    def embedding_params(self) -> float:
-        return self.m.vocab * self.m.hidden / self.tp
-
-    def head_params(self) -> float:
-        return self.m.vocab * self.m.hidden / self.tp + self.m.hidden

@@ -107,3 +107,18 @@ def test_a_tp_sm_count_the_accelerator_cannot_give_is_a_one_line_error() -> None
 
 def _run_overlap(overlap: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     return replay(tiny_scenario(workload={**DENSE, "overlap": overlap}))
+
+
+def test_without_the_accelerators_sm_count_nothing_is_held_unless_asked() -> None:
+    """Ascend presets give no SM count: NCCL-style holding is off by default, and asking for it
+    is a one-line error naming ``accelerator.sms``."""
+    from netsim.errors import SpecError
+
+    fp16 = {**DENSE, "model": {**DENSE["model"], "dtype": "fp16"}}  # the 910A has no bf16 peak
+    sc = {**tiny_scenario(workload=fp16), "topology": "ascend-910a", "nodes": 2}
+    prep, _, _ = replay(sc)
+    assert all(c.sm_share == 0.0 for c in prep.plan.collectives.values())
+    with pytest.raises(SpecError) as info:
+        replay({**sc, "workload": {**fp16, "overlap": {"tp_nccl_sms": 16}}})
+    msg = str(info.value)
+    assert "accelerator.sms" in msg and "overlap.tp_nccl_sms" in msg and "\n" not in msg

@@ -34,10 +34,24 @@ from netsim.calibration.compute import GEMM_KERNELS
 from netsim.calibration.estimate import ComputeEstimate, ComputeModel
 from netsim.errors import SpecError
 
-__all__ = ["SM_BOUND_KERNELS", "SMBoundScaled", "SMClock", "SharedSMs", "held_share", "with_comm_sms"]
+__all__ = [
+    "SM_BOUND_KERNELS",
+    "SMBoundScaled",
+    "SMClock",
+    "SharedSMs",
+    "held_share",
+    "kernel_sm_share",
+    "with_comm_sms",
+]
 
 #: kernels whose time scales with the SMs they run on (tensor-core bound at training shapes)
 SM_BOUND_KERNELS = GEMM_KERNELS | {"attention"}
+
+
+def kernel_sm_share(blocks: int, sms: int) -> float:
+    """The share of ``sms`` SMs a communication kernel of ``blocks`` thread blocks holds: one SM
+    per block (an NCCL channel's block fills its SM), leaving the compute at least one."""
+    return min(blocks, sms - 1) / sms
 
 
 def held_share(n: int, sms: int | None, field: str, accelerator: str = "", hint: str = "") -> float:

@@ -3,10 +3,13 @@ on the cluster, the pipeline schedule, the model's kernel costs and the blocks o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import networkx as nx
 
+from netsim.collectives.cost import NcclCost
+from netsim.collectives.setup import nccl_cost
 from netsim.config.workload import WorkloadSpec
 from netsim.workload.costs import ModelCosts
 from netsim.workload.layout import ParallelLayout
@@ -34,6 +37,12 @@ class BuildContext:
     schedule: Schedule
     costs: ModelCosts
     blocks: list[list[int]]
+
+    @functools.cached_property
+    def nccl(self) -> NcclCost:
+        """NCCL's cost model of the topology, whatever model times the run: for what NCCL's own
+        rules decide, such as the thread blocks its kernels run on (built once per plan)."""
+        return nccl_cost(self.graph)
 
     @property
     def bpe(self) -> int:

@@ -38,10 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from netsim.calibration.shared_sms import held_share
-from netsim.collectives.cost import NcclCost
+from netsim.calibration.shared_sms import held_share, kernel_sm_share
 from netsim.collectives.nccl.p2p import P2pChannels
-from netsim.collectives.setup import nccl_cost
 from netsim.config.workload import WorkloadSpec
 from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.context import BuildContext
@@ -106,7 +104,6 @@ class ExpertTraffic:
         #: rule per EP group
         nccl = spec.overlap.ep_comm_sms is None and moe is not None and L.ep > 1 and dispatcher.nccl
         self.nccl_sms: int | None = int(acc["sms"]) if nccl and acc.get("sms") is not None else None
-        self._nccl: NcclCost | None = None
         self._p2p_rules: dict[tuple[int, ...], P2pChannels] = {}
 
     @property
@@ -188,13 +185,9 @@ class ExpertTraffic:
             return 0.0
         rule = self._p2p_rules.get(group)
         if rule is None:
-            if self._nccl is None:
-                self._nccl = nccl_cost(self.ctx.graph)
             devices = self.ctx.layout.devices
-            rule = self._nccl.p2p_rule([devices[r] for r in group])
-            self._p2p_rules[group] = rule
-        ctas = rule.kernel_ctas(float(mat.sum()) / (n * (n - 1)), n - 1)
-        return min(ctas, self.nccl_sms - 1) / self.nccl_sms
+            rule = self._p2p_rules[group] = self.ctx.nccl.p2p_rule([devices[r] for r in group])
+        return kernel_sm_share(rule.kernel_ctas(float(mat.sum()) / (n * (n - 1)), n - 1), self.nccl_sms)
 
     def _algo(self, phase: str) -> tuple[str | None, float]:
         """The collective algorithm of ``phase`` (None: the scenario's) and the share of the

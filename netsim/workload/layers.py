@@ -79,13 +79,6 @@ class LayerEmitter:
         #: Megatron-Core's delay_wgrad_compute: experts' weight gradients after the backward dispatch
         self.delay_wgrad = ctx.spec.overlap.delay_wgrad_compute
 
-    def tp_collective(
-        self, rank: int, step: int, deps: Deps, op: str, nbytes: float, phase: str, layer: int, mb: int
-    ) -> Deps:
-        """One ``op`` of ``nbytes`` over ``rank``'s TP group (:meth:`TpBlocks.collective`): the
-        pipeline's scatter/gather all-gathers."""
-        return self.blocks.collective(rank, step, deps, op, nbytes, phase, layer, mb)
-
     def forward(
         self, rank: int, step: int, mb: int, layer: int, deps: Deps, chunk: int, *, recompute: bool = False
     ) -> Deps:

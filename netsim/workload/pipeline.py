@@ -228,7 +228,7 @@ class PipelineStep:
             return deps
         phase = "pp-gather-act" if direction == "F" else "pp-gather-grad"
         layer = ctx.blocks[vs][0] if direction == "F" else ctx.blocks[vs][-1]
-        return self.layers.tp_collective(rank, step, deps, "all_gather", ctx.act_bytes, phase, layer, mb)
+        return self.layers.blocks.collective(rank, step, deps, "all_gather", ctx.act_bytes, phase, layer, mb)
 
     def _peer(self, rank: int, mb: int, vs: int) -> int:
         """The rank (same DP and TP position as ``rank``) running block ``vs`` of ``mb``."""

@@ -53,9 +53,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from netsim.calibration.shared_sms import held_share
-from netsim.collectives.cost import NcclCost
-from netsim.collectives.setup import nccl_cost
+from netsim.calibration.shared_sms import held_share, kernel_sm_share
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import KernelCall, Part
 from netsim.workload.emit import OpEmitter
@@ -92,7 +90,6 @@ class TpBlocks:
             self.given_share = held_share(
                 given, None if sms is None else int(sms), "overlap.tp_nccl_sms", str(acc.get("name") or "")
             )
-        self._nccl: NcclCost | None = None
         self._shares: dict[tuple[str, float, tuple[int, ...]], float] = {}
         #: userbuffers: the SMs each overlap without a margin holds, by GEMM name
         self.ub_held: dict[str, float] = {}
@@ -124,11 +121,9 @@ class TpBlocks:
         key = (op, nbytes, group)
         hit = self._shares.get(key)
         if hit is None:
-            if self._nccl is None:
-                self._nccl = nccl_cost(self.ctx.graph)
             devices = self.ctx.layout.devices
-            ch = self._nccl.choice(op, [devices[r] for r in group], nbytes)
-            hit = self._shares[key] = 0.0 if ch is None else min(ch.n_channels, self.nccl_sms - 1) / self.nccl_sms
+            ch = self.ctx.nccl.choice(op, [devices[r] for r in group], nbytes)
+            hit = self._shares[key] = 0.0 if ch is None else kernel_sm_share(ch.n_channels, self.nccl_sms)
         return hit
 
     # ------------------------------------------------------------------ collectives
@@ -227,10 +222,10 @@ class TpBlocks:
         def op(suffix: str, calls: tuple[list[KernelCall], ...], d: Deps) -> Deps:
             return emit.compute(rank, step, name + suffix, calls, d, layer, mb)
 
-        whole = c.attention(part) if block == "attn" else c.mlp(part)
         if not self.sp:
             deps = self.comm(rank, step, deps, ag, layer, mb, "all_gather")
             if core is None:
+                whole = c.attention(part) if block == "attn" else c.mlp(part)
                 deps = op("", (*first, whole), deps)
             else:
                 s = c.tp_backward(block, back)

@@ -45,8 +45,8 @@ Field meanings (the units are in the names where they are not counts):
   (``shared_expert_overlap``); Transformer Engine's userbuffers overlap of the TP collectives
   (``tp_comm_overlap``) and the SMs each overlap takes from its GEMM for the whole GEMM
   (``tp_comm_sms``) or holds while its communication is in flight (``tp_comm_held_sms``); SMs the
-  expert all-to-all kernels hold while in flight (``ep_comm_sms``), NCCL's TP collectives
-  (``tp_nccl_sms``), or communication holds for the whole step (``comm_sms``).
+  expert all-to-all kernels hold while in flight (``ep_comm_sms``), NCCL's kernels of the
+  TP, DP, PP and CP calls (``nccl_sms``), or communication holds for the whole step (``comm_sms``).
 * ``device_placement``: rank -> device (topology-aware default, or an explicit list).
 * ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
   written every K steps.
@@ -74,6 +74,7 @@ __all__ = [
     "WORKLOAD_PRESET_DIR",
     "CheckpointSpec",
     "DevicePlacementSpec",
+    "NcclSmClass",
     "OptimizerSpec",
     "OverlapSpec",
     "ParallelSpec",
@@ -193,6 +194,9 @@ class PlacementSpec(SpecModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+#: the traffic classes whose NCCL kernels ``OverlapSpec.nccl_sms`` sets (netsim.workload.nccl_sms)
+NcclSmClass = Literal["tp", "dp", "pp", "cp"]
+
 #: Transformer Engine's names of the GEMMs its userbuffers overlap with TP communication
 #: (transformer_engine/pytorch/module/base.py, initialize_ub; Megatron-Bridge's
 #: TransformerLayerTPOverlapCfg)
@@ -249,14 +253,15 @@ class OverlapSpec(SpecModel):
         "reduce-scatter runs beside the GEMM it feeds or drains instead of before or after the block; needs "
         "sequence parallelism; netsim.workload.tp_blocks",
     )
-    tp_nccl_sms: int | None = Field(
+    nccl_sms: dict[NcclSmClass, NonNegativeInt] | None = Field(
         default=None,
-        ge=0,
-        description="without tp_comm_overlap: SMs NCCL's TP collectives hold on each member while in flight "
-        "(the GEMMs beside them, such as a sequence-parallel backward's input-gradient GEMM beside the input's "
-        "all-gather, get the rest; netsim.replay, 'SMs held in flight'); unset: one SM per channel of the "
-        "call, as NCCL's tuner gives them (netsim.collectives.nccl.tuner.choose: 24 at TP 8 on DGX A100 "
-        "and DGX H100), on an accelerator whose SM count the topology gives; 0: none",
+        description="SMs NCCL's kernels hold on each member while a call of a traffic class is in flight, by "
+        "class: tp (without tp_comm_overlap), dp (gradient reduction, parameter gathers), pp (pipeline "
+        "sends and receives), cp (context-parallel exchanges); the GEMMs and attention beside them run on "
+        "the other SMs (netsim.replay, 'SMs held in flight'; NCCL_MAX_CTAS caps them in a real run); a "
+        "class not given: one SM per channel of each call as NCCL's tuner or p2p channel rule gives it "
+        "(24 for an all-reduce at TP 8 in a DGX A100 or DGX H100), on an accelerator whose SM count the "
+        "topology gives; 0: that class holds none; netsim.workload.nccl_sms",
     )
     tp_comm_sms: dict[TpOverlapGemm, NonNegativeInt] | None = Field(
         default=None,

@@ -13,6 +13,7 @@ from netsim.collectives.setup import nccl_cost
 from netsim.config.workload import WorkloadSpec
 from netsim.workload.costs import ModelCosts
 from netsim.workload.layout import ParallelLayout
+from netsim.workload.nccl_sms import NcclSms
 from netsim.workload.schedules import Schedule
 
 __all__ = ["BuildContext"]
@@ -43,6 +44,12 @@ class BuildContext:
         """NCCL's cost model of the topology, whatever model times the run: for what NCCL's own
         rules decide, such as the thread blocks its kernels run on (built once per plan)."""
         return nccl_cost(self.graph)
+
+    @functools.cached_property
+    def nccl_sms(self) -> NcclSms:
+        """The SMs NCCL's kernels hold while in flight, per traffic class (``overlap.nccl_sms``)."""
+        acc = dict(self.graph.graph.get("accelerator") or {})
+        return NcclSms(self.nccl, self.layout.devices, acc, self.spec.overlap.nccl_sms)
 
     @property
     def bpe(self) -> int:

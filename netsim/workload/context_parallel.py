@@ -38,7 +38,8 @@ context_parallel.py at d0067d0da6).  What netsim models of it:
 
 What is not modelled: the per-step softmax corrections (elementwise, small next to the core),
 the extra buffers of the ring (two K/V sizes, transient), the other ``cp_comm_type`` variants
-(``a2a``, ``a2a+p2p``), and compute slowed by the exchanges' SMs.  The fork and
+(``a2a``, ``a2a+p2p``).  The exchanges' NCCL kernels hold SMs while in flight, so the core
+beside them runs on the others (:mod:`netsim.workload.nccl_sms`, ``overlap.nccl_sms.cp``).  The fork and
 join of compute and exchanges is exact when the exchanges are the faster (grouped-query
 attention: K/V are ``2 * kv_heads / heads`` of the activations); when they are slower the step
 waits for them at the join rather than step by step, which hides up to one step's compute more
@@ -47,11 +48,14 @@ than the real ring does.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import KernelCall
 from netsim.workload.emit import OpEmitter
+from netsim.workload.nccl_sms import NcclSms
 from netsim.workload.plan import Deps
 
 __all__ = ["ContextParallelRing"]
@@ -110,6 +114,17 @@ class ContextParallelRing:
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
             return L.cp_group(r), ("cp", step, phase, mb, layer, k, L.group_index("cp", r))
 
+        sms = self.ctx.nccl_sms
+        held: Callable[[float, tuple[int, ...]], float]
+        if op == "sendrecv":  # a ring step: one send to the next rank, one receive from the last
+            held = functools.partial(_ring_share, sms)
+        else:
+            held = functools.partial(sms.collective_share, "cp", op)
         return self.emit.group_collective(
-            rank, step, "cp", "cp", op, nbytes, deps, "cp", group_key, layer=layer, mb=mb, phase=phase
+            rank, step, "cp", "cp", op, nbytes, deps, "cp", group_key, layer=layer, mb=mb, phase=phase, sm_share=held
         )
+
+
+def _ring_share(sms: NcclSms, nbytes: float, group: tuple[int, ...]) -> float:
+    """The share of a member's SMs NCCL's kernel of one ring step holds (one peer each way)."""
+    return sms.p2p_share("cp", group, nbytes, 1)

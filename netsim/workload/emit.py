@@ -216,13 +216,14 @@ class OpEmitter:
         layer: int = -1,
         mb: int = -1,
         phase: str = "",
-        sm_share: float = 0.0,
+        sm_share: float | Callable[[float, tuple[int, ...]], float] = 0.0,
     ) -> Deps:
         """A collective of ``op`` over the group of kind ``kind`` of ``rank`` (nothing for a
         group of one or no bytes; per-lane kinds of a lockstep plan ask every lane).  ``nbytes``
         is a size, or ``nbytes(r)`` the size of the collective as rank ``r`` sees it (groups
         whose sizes differ, merged under lockstep); ``sm_share``: of the SMs its kernels hold
-        on each member while in flight (``Collective.sm_share``)."""
+        on each member while in flight (``Collective.sm_share``), or ``sm_share(nbytes, group)``
+        that share for an instance's size and group (:mod:`netsim.workload.nccl_sms`)."""
         size = nbytes if callable(nbytes) else (lambda _r: float(nbytes))
         group, key = group_key(rank)
         per_lane = self.lanes.per_lane(kind)
@@ -232,8 +233,10 @@ class OpEmitter:
 
         def instance(r: int) -> tuple[tuple[Any, ...], Collective]:
             g, k = group_key(r)
+            n = size(r)
+            held = sm_share(n, g) if callable(sm_share) else sm_share
             return k, Collective(
-                k, op, g, size(r), cls, label, phase=phase, layer=layer, microbatch=mb, step=step, sm_share=sm_share
+                k, op, g, n, cls, label, phase=phase, layer=layer, microbatch=mb, step=step, sm_share=held
             )
 
         if per_lane:

@@ -33,6 +33,8 @@ expert sums them locally first.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from netsim.workload.context import BuildContext
@@ -204,9 +206,15 @@ class GradientReducer:
                 group_key,
                 layer=layer,
                 phase="replica-grad-all-reduce",
+                sm_share=self._sms("all_reduce"),
             )
             if out is not deps:
                 self.dp_ops += out
+
+    def _sms(self, op: str) -> Callable[[float, tuple[int, ...]], float]:
+        """The share of a member's SMs NCCL's kernel of a DP ``op`` holds, by size and group
+        (:mod:`netsim.workload.nccl_sms`)."""
+        return functools.partial(self.ctx.nccl_sms.collective_share, "dp", op)
 
     def _close_bucket(self, rank: int, step: int, chunk: int, kind: str, elems: float, deps: Deps) -> None:
         idx = sum(1 for b in self.rank_buckets if b[0] == chunk and b[1] == kind)
@@ -227,6 +235,7 @@ class GradientReducer:
             "edp" if kind == "expert" else "dp",
             self._key("dp", step, chunk, kind, idx),
             phase=f"grad-{op.replace('_', '-')}",
+            sm_share=self._sms(op),
         )
         if out is not deps:
             self.dp_ops += out
@@ -265,6 +274,7 @@ class GradientReducer:
                     "edp" if kind == "expert" else "dp",
                     self._key("zero-gather", step, chunk, kind, idx),
                     phase="param-all-gather",
+                    sm_share=self._sms("all_gather"),
                 )
         self._start_rank()
         return out
@@ -304,4 +314,5 @@ class GradientReducer:
             layer=layer,
             mb=mb,
             phase=f"{pass_}-param-gather",
+            sm_share=self._sms("all_gather"),
         )

@@ -295,7 +295,8 @@ def _parts(
     router_name = routing.router_name if routing is not None else spec.router.name
     router_kernel = "router_grap" if router_name == "locmoe" else "router_linear"
     layers = LayerEmitter(ctx, emit, experts, grads, router_kernel, mode)
-    emit.track_sm = experts.holds_sms or layers.blocks.holds_sms  # before any op is emitted
+    # before any op is emitted: whether any collective may hold SMs while in flight
+    emit.track_sm = experts.holds_sms or layers.blocks.holds_sms or ctx.nccl_sms.any
     return emit, experts, grads, io, PipelineStep(ctx, emit, layers, grads, io.data_ready)
 
 

@@ -17,7 +17,8 @@ A rank walks its stage's units of work (:meth:`~netsim.workload.schedules.Schedu
   each all-to-all under the other micro-batch's compute.
 
 Pipeline messages are point-to-point transfers of ``micro_batch_size * seq_len * hidden``
-elements (``/ tp`` with sequence parallelism), asynchronous (no stream order).  Without sequence
+elements (``/ tp`` with sequence parallelism), asynchronous (no stream order); NCCL's send and
+receive kernels hold SMs on both ends while in flight (:mod:`netsim.workload.nccl_sms`).  Without sequence
 parallelism every TP rank of a stage holds the whole message; Megatron-LM's scatter/gather
 (Narayanan et al. SC'21 section 4.1; ``scatter_gather_tensors_in_pipeline``, on unless
 ``--no-scatter-gather-tensors-in-pipeline``, in megatron/p2p_communication.py ``_communicate``
@@ -72,7 +73,8 @@ class PipelineStep:
         self.grads = grads
         self.data_ready = data_ready
         self.work = [ctx.schedule.work(p) for p in range(ctx.layout.pp)]
-        self._comms: dict[tuple[int, int], tuple[str, ...]] = {}  # (dp, tp) -> the pipeline's devices
+        #: (dp, tp) -> the pipeline's devices and ranks (its communicator)
+        self._comms: dict[tuple[int, int], tuple[tuple[str, ...], tuple[int, ...]]] = {}
         # per (rank, step): the ends of every micro-batch's forward per block, and of its
         # backward per layer (-1: the head)
         self.fwd_end: dict[tuple[int, int], Deps] = {}
@@ -196,9 +198,11 @@ class PipelineStep:
             key = ("pp", step, direction, mb, src_vs, s_, d_)
 
             def make() -> Collective:
-                comm = self._comms.get((d, t))
-                if comm is None:
-                    comm = self._comms[d, t] = tuple(L.devices[L.rank_of(p, d, t)] for p in range(L.pp))
+                hit = self._comms.get((d, t))
+                if hit is None:
+                    ranks = tuple(L.rank_of(p, d, t) for p in range(L.pp))
+                    hit = self._comms[d, t] = (tuple(L.devices[q] for q in ranks), ranks)
+                comm, ranks = hit
                 return Collective(
                     key,
                     "transfer",
@@ -212,6 +216,7 @@ class PipelineStep:
                     microbatch=mb,
                     step=step,
                     comm=comm,
+                    sm_share=self.ctx.nccl_sms.p2p_share("pp", ranks, nbytes, 1),
                 )
 
             return key, make

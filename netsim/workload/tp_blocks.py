@@ -37,7 +37,8 @@ as long as the collective is in flight, so the GEMMs beside a TP collective (the
 input- and weight-gradient GEMMs beside the input's all-gather and the reduce-scatter) run on
 the other SMs (:mod:`netsim.replay`, "SMs held in flight").  The channels are those NCCL's tuner
 gives the call (:func:`netsim.collectives.nccl.tuner.choose`: 24 at TP 8 in a DGX A100 or DGX
-H100, of 108 and 132 SMs); ``overlap.tp_nccl_sms`` overrides them (0: none).  Userbuffers' SMs
+H100, of 108 and 132 SMs; :mod:`netsim.workload.nccl_sms`); ``overlap.nccl_sms.tp`` overrides
+them (0: none).  Userbuffers' SMs
 are the GEMMs' margins, or what an overlap without one holds while its kernel runs
 (``overlap.tp_comm_held_sms``, :mod:`netsim.workload.tp_overlap`).
 
@@ -53,7 +54,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from netsim.calibration.shared_sms import held_share, kernel_sm_share
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import KernelCall, Part
 from netsim.workload.emit import OpEmitter
@@ -80,17 +80,9 @@ class TpBlocks:
         #: Transformer Engine's userbuffers: the TP collectives beside the blocks' GEMMs
         self.ub = ctx.spec.overlap.tp_comm_overlap and ctx.sequence_parallel
         acc = dict(ctx.graph.graph.get("accelerator") or {})
-        sms, given = acc.get("sms"), ctx.spec.overlap.tp_nccl_sms
-        nccl = not self.ub and ctx.layout.tp > 1 and given != 0
-        #: the accelerator's SMs when NCCL's TP collectives hold theirs while in flight (None: not)
-        self.nccl_sms: int | None = int(sms) if nccl and sms is not None else None
-        #: ``overlap.tp_nccl_sms`` as a share of them (None: NCCL's channels per call)
-        self.given_share: float | None = None
-        if nccl and given is not None:
-            self.given_share = held_share(
-                given, None if sms is None else int(sms), "overlap.tp_nccl_sms", str(acc.get("name") or "")
-            )
-        self._shares: dict[tuple[str, float, tuple[int, ...]], float] = {}
+        sms = acc.get("sms")
+        #: NCCL's TP collectives hold SMs while in flight (:mod:`netsim.workload.nccl_sms`)
+        self.nccl = not self.ub and ctx.layout.tp > 1 and ctx.nccl_sms.holds("tp")
         #: userbuffers: the SMs each overlap without a margin holds, by GEMM name
         self.ub_held: dict[str, float] = {}
         if self.ub and ctx.layout.tp > 1:
@@ -100,7 +92,7 @@ class TpBlocks:
     @property
     def holds_sms(self) -> bool:
         """Whether the TP collectives hold SMs while in flight."""
-        return self.nccl_sms is not None or bool(self.ub_held)
+        return self.nccl or bool(self.ub_held)
 
     def phase_share(self, phase: str, op: str, nbytes: float, group: tuple[int, ...]) -> float:
         """The share of a member's SMs the TP collective of ``phase`` holds while in flight:
@@ -114,17 +106,7 @@ class TpBlocks:
         """The share of a member's SMs NCCL's kernel for ``op`` of ``nbytes`` over ``group``
         holds: one SM per channel, the channels NCCL's tuner gives the call
         (:meth:`~netsim.collectives.cost.NcclCost.choice`)."""
-        if self.nccl_sms is None or len(group) < 2:
-            return 0.0
-        if self.given_share is not None:
-            return self.given_share
-        key = (op, nbytes, group)
-        hit = self._shares.get(key)
-        if hit is None:
-            devices = self.ctx.layout.devices
-            ch = self.ctx.nccl.choice(op, [devices[r] for r in group], nbytes)
-            hit = self._shares[key] = 0.0 if ch is None else kernel_sm_share(ch.n_channels, self.nccl_sms)
-        return hit
+        return self.ctx.nccl_sms.collective_share("tp", op, nbytes, group) if self.nccl else 0.0
 
     # ------------------------------------------------------------------ collectives
 

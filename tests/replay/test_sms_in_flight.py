@@ -55,7 +55,7 @@ def _with_overlap(**overlap: object) -> dict[str, object]:
     """The tiny scenario with ``overlap`` settings; its NCCL TP collectives hold no SMs, so that
     only the expert all-to-alls do (their own test: tests/replay/test_tp_blocks.py)."""
     sc = tiny_scenario()
-    ov = {**sc["workload"].get("overlap", {}), "tp_nccl_sms": 0, **overlap}
+    ov = {**sc["workload"].get("overlap", {}), "nccl_sms": {"tp": 0, "dp": 0, "pp": 0, "cp": 0}, **overlap}
     sc["workload"] = {**sc["workload"], "overlap": ov}
     return sc
 

@@ -3,7 +3,7 @@ layer all-gathers the block's input again beside the column-parallel GEMM's inpu
 reduce-scatters that gradient beside its weight gradient; the norm's backward waits for it.
 The cut moves no kernel: the block's ops add up to its unsplit backward.  Without sequence
 parallelism the block stays one op and an all-reduce after it.  NCCL's TP collectives hold one
-SM per channel while in flight (``overlap.tp_nccl_sms`` overrides; 0: none)."""
+SM per channel while in flight (``overlap.nccl_sms.tp`` overrides; 0: none)."""
 
 from __future__ import annotations
 
@@ -86,9 +86,9 @@ def test_nccl_tp_collectives_hold_their_channels_sms() -> None:
     dgrad = ops["BW.mlp-dgrad"]
     assert res.op_end[dgrad.id] - res.op_start[dgrad.id] > dgrad.duration_s * (1 + 1e-9)
     # overridden, and switched off
-    p16, _, _ = _run_overlap({"tp_nccl_sms": 16})
+    p16, _, _ = _run_overlap({"nccl_sms": {"tp": 16}})
     assert _ops(p16)["bwd-mlp-ag-in"].coll.sm_share == pytest.approx(16 / sms)
-    p0, r0, s_free = _run_overlap({"tp_nccl_sms": 0})
+    p0, r0, s_free = _run_overlap({"nccl_sms": {"tp": 0}})
     free = _ops(p0)
     assert all(o.coll.sm_share == 0.0 for o in free.values() if o.coll is not None)
     d0 = free["BW.mlp-dgrad"]
@@ -100,25 +100,10 @@ def test_a_tp_sm_count_the_accelerator_cannot_give_is_a_one_line_error() -> None
     from netsim.errors import SpecError
 
     with pytest.raises(SpecError) as info:
-        _run_overlap({"tp_nccl_sms": 132})
+        _run_overlap({"nccl_sms": {"tp": 132}})
     msg = str(info.value)
-    assert "overlap.tp_nccl_sms" in msg and "131" in msg and "\n" not in msg
+    assert "overlap.nccl_sms.tp" in msg and "131" in msg and "\n" not in msg
 
 
 def _run_overlap(overlap: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     return replay(tiny_scenario(workload={**DENSE, "overlap": overlap}))
-
-
-def test_without_the_accelerators_sm_count_nothing_is_held_unless_asked() -> None:
-    """Ascend presets give no SM count: NCCL-style holding is off by default, and asking for it
-    is a one-line error naming ``accelerator.sms``."""
-    from netsim.errors import SpecError
-
-    fp16 = {**DENSE, "model": {**DENSE["model"], "dtype": "fp16"}}  # the 910A has no bf16 peak
-    sc = {**tiny_scenario(workload=fp16), "topology": "ascend-910a", "nodes": 2}
-    prep, _, _ = replay(sc)
-    assert all(c.sm_share == 0.0 for c in prep.plan.collectives.values())
-    with pytest.raises(SpecError) as info:
-        replay({**sc, "workload": {**fp16, "overlap": {"tp_nccl_sms": 16}}})
-    msg = str(info.value)
-    assert "accelerator.sms" in msg and "overlap.tp_nccl_sms" in msg and "\n" not in msg

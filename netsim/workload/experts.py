@@ -38,8 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from netsim.calibration.shared_sms import held_share, kernel_sm_share
-from netsim.collectives.nccl.p2p import P2pChannels
+from netsim.calibration.shared_sms import held_share
 from netsim.config.workload import WorkloadSpec
 from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.context import BuildContext
@@ -103,14 +102,13 @@ class ExpertTraffic:
         #: NCCL's kernel holds one SM per thread block (:meth:`nccl_sm_share`), from its channel
         #: rule per EP group
         nccl = spec.overlap.ep_comm_sms is None and moe is not None and L.ep > 1 and dispatcher.nccl
-        self.nccl_sms: int | None = int(acc["sms"]) if nccl and acc.get("sms") is not None else None
-        self._p2p_rules: dict[tuple[int, ...], P2pChannels] = {}
+        self.nccl = nccl and ctx.nccl_sms.sms is not None
 
     @property
     def holds_sms(self) -> bool:
         """Whether the all-to-alls hold SMs while in flight (the emitter then gives every compute
         op its SM-bound share)."""
-        return self.sm_share > 0 or self.nccl_sms is not None
+        return self.sm_share > 0 or self.nccl
 
     # ------------------------------------------------------------------ tokens
 
@@ -178,16 +176,11 @@ class ExpertTraffic:
         """The share of a member's SMs NCCL's all-to-all(v) kernel holds over ``group`` with the
         off-diagonal bytes ``mat``: one SM per thread block, the blocks NCCL's channel rule gives
         the EP communicator at the call's mean bytes per peer
-        (:meth:`~netsim.collectives.nccl.p2p.P2pChannels.kernel_ctas`)."""
-        assert self.nccl_sms is not None
+        (:meth:`netsim.workload.nccl_sms.NcclSms.p2p_share`, class ``ep``)."""
         n = len(group)
         if n < 2:
             return 0.0
-        rule = self._p2p_rules.get(group)
-        if rule is None:
-            devices = self.ctx.layout.devices
-            rule = self._p2p_rules[group] = self.ctx.nccl.p2p_rule([devices[r] for r in group])
-        return kernel_sm_share(rule.kernel_ctas(float(mat.sum()) / (n * (n - 1)), n - 1), self.nccl_sms)
+        return self.ctx.nccl_sms.p2p_share("ep", group, float(mat.sum()) / (n * (n - 1)), n - 1)
 
     def _algo(self, phase: str) -> tuple[str | None, float]:
         """The collective algorithm of ``phase`` (None: the scenario's) and the share of the
@@ -236,7 +229,7 @@ class ExpertTraffic:
                     local_bytes=local,
                     algo=algo,
                     latency_s=self.call_latency_s,
-                    sm_share=self.sm_share if self.nccl_sms is None else self.nccl_sm_share(group, mat),
+                    sm_share=self.nccl_sm_share(group, mat) if self.nccl else self.sm_share,
                 )
 
             return key, make

@@ -225,6 +225,15 @@ class OverlapSpec(SpecModel):
         "prefetch and CPU-ahead forward gathers, Megatron-FSDP's overlap_param_gather); false: each gather "
         "starts when the layer before it has finished",
     )
+    param_gather_overlap: bool = Field(
+        default=False,
+        description="ZeRO 1/2 (Megatron's distributed optimizer): Megatron's overlap_param_gather (NeMo's "
+        "overlap_param_sync): the updated parameters are all-gathered bucket by bucket during the next "
+        "step's forward, each layer's first forward waiting for its bucket, instead of after the "
+        "optimizer; with virtual pipeline chunks every chunk's gathers are issued together "
+        "(align_param_gather), else each bucket when the one before it has been waited for; "
+        "netsim.workload.gradients",
+    )
     ep_overlap_slices: int = Field(default=1, ge=1, description="LocMoE-style a2a/expert slicing")
     ep_a2a_overlap: bool = Field(
         default=False,

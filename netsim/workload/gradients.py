@@ -14,8 +14,23 @@ reduced over its data-parallel group:
   step's last compute op;
 * then the optimizer step on the compute stream (the rank's parameters, or its ``1/dp`` shard
   with ZeRO >= 1), timed by the bytes Adam moves (:mod:`netsim.workload.optimizer`);
-* ZeRO 1/2: the updated parameters all-gathered, bucket by bucket, in ``optimizer.param_dtype``;
+* ZeRO 1/2: the updated parameters all-gathered, bucket by bucket, in ``optimizer.param_dtype``,
+  after the optimizer; or, with ``overlap.param_gather_overlap`` (Megatron's
+  ``overlap_param_gather``), during the next step's forward (below);
   ZeRO 3: each layer's parameters all-gathered before its forward and its backward.
+
+The gathers beside the forward (Megatron-Core at d98e8a64dd: ``_make_forward_pre_hook`` and
+``finish_param_sync`` in megatron/core/distributed/, ``forward_step_helper_preprocess`` in
+pipeline_parallel/schedules.py): a bucket holds the parameters the backward put in it (the
+buckets are the gradient buckets, :meth:`GradientReducer.gather_buckets`), and the first forward
+of the step of each layer waits for the gather of its bucket.  With virtual pipeline chunks
+(``align_param_gather``, which Megatron-Bridge sets with PP > 1 and virtual chunks) every bucket
+of the first two chunks is issued at the step's start and every bucket of chunk ``k`` when the
+first forward of chunk ``k - 1`` starts; without, a chunk's first bucket (in forward order) is
+issued by its first forward and each next bucket when the one before it has been gathered.  A
+simulated step stands for a steady-state one: its start gathers what the previous step's
+optimizer updated.  The embedding counts with the first layer of its block, the output head
+with the last (*approx.*: Megatron waits per module).
 
 The group that reduces a rank's gradients holds every rank with the same parameters: the DP (or
 expert-DP, :mod:`netsim.workload.expert_layout`) group, joined by the ranks of the other stages
@@ -97,6 +112,11 @@ class GradientReducer:
         #: ZeRO 3 prefetch: what the rank's last gathered layer waited for (the next gather is
         #: issued then); None before the step's first gather
         self.gather_ahead: Deps | None = None
+        #: ZeRO 1/2 gathers beside the forward: the gather ops each layer's first forward waits
+        #: for, and the chunks whose gathers are issued / whose first forward has started
+        self.layer_gathers: dict[int, Deps] = {}
+        self.gathers_issued: set[int] = set()
+        self.forward_started: set[int] = set()
 
     # ------------------------------------------------------------------ groups
 
@@ -261,23 +281,102 @@ class GradientReducer:
         calls = self.precision.step_calls(shard) + self.ctx.costs.weight_quant(self.fp8_weights)
         tail = self.emit.compute(rank, step, "optimizer", calls, last_compute + self.dp_ops, -1, -1)
         out = list(tail)
-        if self.ctx.zero in (1, 2):
+        if self.ctx.zero in (1, 2) and not self.ctx.spec.overlap.param_gather_overlap:
             for chunk, kind, elems, idx in self.rank_buckets:
-                out += self.emit.group_collective(
-                    rank,
-                    step,
-                    f"dp.{chunk}",
-                    "dp",
-                    "all_gather",
-                    elems * self.precision.param,
-                    tail,
-                    "edp" if kind == "expert" else "dp",
-                    self._key("zero-gather", step, chunk, kind, idx),
-                    phase="param-all-gather",
-                    sm_share=self._sms("all_gather"),
-                )
+                out += self._param_gather(rank, step, chunk, kind, elems, idx, tail)
         self._start_rank()
         return out
+
+    def _param_gather(self, rank: int, step: int, chunk: int, kind: str, elems: float, idx: int, deps: Deps) -> Deps:
+        """The ZeRO 1/2 all-gather of parameter bucket ``idx`` of ``chunk`` (``kind``) after ``deps``."""
+        return self.emit.group_collective(
+            rank,
+            step,
+            f"dp.{chunk}",
+            "dp",
+            "all_gather",
+            elems * self.precision.param,
+            deps,
+            "edp" if kind == "expert" else "dp",
+            self._key("zero-gather", step, chunk, kind, idx),
+            phase="param-all-gather",
+            sm_share=self._sms("all_gather"),
+        )
+
+    # ------------------------------------------------------------------ ZeRO 1/2 gathers beside the forward
+
+    @property
+    def _aligned(self) -> bool:
+        """Megatron's align_param_gather: every chunk's gathers issued together (virtual chunks, PP > 1)."""
+        return self.ctx.schedule.chunks_per_stage > 1 and self.ctx.layout.pp > 1
+
+    @functools.cache  # noqa: B019 - one reducer per plan, a few blocks
+    def gather_buckets(self, block: int) -> tuple[tuple[str, float, int, frozenset[int]], ...]:
+        """The parameter buckets of ``block`` as the backward fills them (:meth:`ready`, then
+        :meth:`finish` closing what is left): ``(kind, elements, index, layers)``, the output head
+        counted with the block's last layer and the embedding with its first."""
+        c, layers = self.ctx.costs, self.ctx.blocks[block]
+        last, first = (layers[-1], layers[0]) if layers else (-1, -1)
+        order: list[tuple[int, float, float]] = []
+        if block == self.ctx.num_blocks - 1:
+            order.append((last, c.head_params(), 0.0))
+        for layer in reversed(layers):
+            lp = c.layer_params(layer)
+            order.append((layer, lp.dense, lp.expert))
+        if block == 0:
+            order.append((first, c.embedding_params(), 0.0))
+        fill: dict[str, float] = {}
+        members: dict[str, set[int]] = {}
+        count: dict[str, int] = {}
+        out: list[tuple[str, float, int, frozenset[int]]] = []
+
+        def close(kind: str) -> None:
+            out.append((kind, fill[kind], count.get(kind, 0), frozenset(members[kind])))
+            count[kind] = count.get(kind, 0) + 1
+            fill[kind], members[kind] = 0.0, set()
+
+        for layer, dense, expert in order:
+            for kind, elems in (("dense", dense), ("expert", expert)):
+                if elems <= 0:
+                    continue
+                fill[kind] = fill.get(kind, 0.0) + elems
+                members.setdefault(kind, set()).add(layer)
+                if fill[kind] >= self.bucket_elems:
+                    close(kind)
+        for kind in sorted(fill):
+            if fill[kind] > 0:
+                close(kind)
+        return tuple(out)
+
+    def _issue_gathers(self, rank: int, step: int, chunk: int, deps: Deps) -> None:
+        """Issue ``chunk``'s parameter gathers, its first bucket (in forward order) after ``deps``
+        and, aligned, every other one too; unaligned each next one after the one before it."""
+        if chunk >= self.ctx.schedule.chunks_per_stage or chunk in self.gathers_issued:
+            return
+        self.gathers_issued.add(chunk)
+        after = deps
+        for kind, elems, idx, layers in reversed(self.gather_buckets(self.ctx.block(rank, chunk))):
+            done = self._param_gather(rank, step, chunk, kind, elems, idx, after)
+            for layer in layers:
+                self.layer_gathers[layer] = self.layer_gathers.get(layer, []) + done
+            after = deps if self._aligned else done
+
+    def forward_gathers(self, rank: int, step: int, chunk: int, deps: Deps) -> dict[int, Deps] | None:
+        """With ``overlap.param_gather_overlap``: at the first forward of ``chunk`` in the step
+        (``deps``: what it waits for), issue the gathers due then and return what each of its
+        layers waits for; else None."""
+        if self.ctx.zero not in (1, 2) or not self.ctx.spec.overlap.param_gather_overlap:
+            return None
+        if chunk in self.forward_started:
+            return None
+        if not self.forward_started and self._aligned:
+            self._issue_gathers(rank, step, 0, [])
+            self._issue_gathers(rank, step, 1, [])
+        self.forward_started.add(chunk)
+        self._issue_gathers(rank, step, chunk, deps)
+        if self._aligned:
+            self._issue_gathers(rank, step, chunk + 1, deps)
+        return {layer: self.layer_gathers.pop(layer, []) for layer in self.ctx.blocks[self.ctx.block(rank, chunk)]}
 
     def zero3_gather(self, rank: int, step: int, layer: int, mb: int, pass_: str, deps: Deps, chunk: int) -> Deps:
         """ZeRO 3: all-gather ``layer``'s (dense) parameters of this rank's TP shard before its

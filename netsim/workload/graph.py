@@ -208,6 +208,13 @@ def build_plan(
     m = batch.microbatches
     sched = workload_schedule(spec, layout.pp, m)
     _check_a2a_overlap(spec, layout, mode)
+    if spec.overlap.param_gather_overlap and spec.parallelism.zero_stage not in (1, 2):
+        raise WorkloadError(
+            f"overlaps ZeRO 1/2's parameter all-gathers with the next forward: needs parallelism.zero_stage 1 or 2 "
+            f"(got {spec.parallelism.zero_stage})",
+            source=spec.source,
+            field="overlap.param_gather_overlap",
+        )
     routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
     ctx = _context(spec, graph, layout, sched, routing, compute, mode)
     memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))

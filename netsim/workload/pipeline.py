@@ -262,7 +262,10 @@ class PipelineStep:
         mb = a.microbatch
         recv = list(gate) if gate is not None else self._recv(rank, step, a, [])
         deps = (recv or []) + (list(self.data_ready.get((step, rank), [])) if vs == 0 else [])
+        gathers = self.grads.forward_gathers(rank, step, a.chunk, deps)
         for layer in ctx.blocks[vs]:
+            if gathers and gathers.get(layer):
+                deps = list(dict.fromkeys([*deps, *gathers[layer]]))
             deps = self.layers.forward(rank, step, mb, layer, deps, a.chunk)
         if vs == ctx.num_blocks - 1:
             deps = self.emit.compute(rank, step, "F.head", ctx.costs.head("F"), deps, -1, mb)

@@ -148,7 +148,7 @@ class TrainingCase(_Case):
     options: dict[str, Any] = Field(default_factory=dict)
     metric: Literal["step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu"]
     measured: float = Field(gt=0)
-    flops: Literal["megatron-2021", "megatron", "palm"] | None = None
+    flops: Literal["megatron-2021", "megatron", "megatron-bridge", "palm"] | None = None
     """The source's FLOP convention (``tflops_per_gpu``, ``mfu``)."""
     peak_flops_per_gpu: float | None = Field(default=None, gt=0)
     """For ``mfu``: the peak the source divides by (FLOP/s), if not the preset's dense peak."""
@@ -166,7 +166,8 @@ class TrainingCase(_Case):
     def _flops_for_flop_metrics(self) -> TrainingCase:
         if self.metric in ("tflops_per_gpu", "mfu") and self.flops is None:
             raise ValueError(
-                f"metric {self.metric} needs flops (the source's FLOP convention): megatron-2021, megatron or palm"
+                f"metric {self.metric} needs flops (the source's FLOP convention): "
+                "megatron-2021, megatron, megatron-bridge or palm"
             )
         if self.metric == "mfu" and self.measured >= 1:
             raise ValueError(f"mfu is a fraction of peak (0..1), got {self.measured}")

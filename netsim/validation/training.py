@@ -28,6 +28,12 @@ enter the metric, only its step time:
   s/h) q/h + k f/h x 1.5 (SwiGLU) + V/(2 L h)]`` -- GQA (``g`` KV heads of ``a``), routed
   experts (``k`` = top-k, ``f`` the expert FFN) and shared experts added per layer; no
   recomputation;
+* ``megatron-bridge``: Megatron-Bridge's ``num_floating_point_operations``
+  (src/megatron/bridge/training/utils/flop_utils.py ``transformer_flops``, NVIDIA-NeMo/Megatron-Bridge
+  at dc7018784b, 2026-04-01: the TFLOP/s its training loop logs): ``megatron`` with the attention core
+  counted for the causal mask (``6 q s`` per token and layer, half of ``megatron``'s ``12 q s``) and
+  the logits over the vocabulary padded to a multiple of ``128 x TP`` (``make_vocab_size_divisible_by``);
+  its sequence is the model's (``seq_length``), whatever the batch's packing;
 * ``palm``: Chowdhery et al. 2022 (PaLM, arXiv 2204.02311) appendix B, the convention of "MFU":
   ``6 N + 12 L H Q T`` per token, ``N`` the parameters a token's matmuls touch (transformer
   layers with its routed experts only, and the LM head; the embedding lookup is no matmul),
@@ -95,6 +101,26 @@ def megatron_flops(spec: WorkloadSpec, sequences: float) -> float:
         total += attn + mlp
     total += m.vocab / (2.0 * h)
     return 12.0 * sequences * s * h * h * total
+
+
+@FLOP_CONVENTIONS.register("megatron-bridge")
+def megatron_bridge_flops(spec: WorkloadSpec, sequences: float) -> float:
+    """Megatron-Bridge's ``num_floating_point_operations`` for GQA/MHA models (module doc): Megatron's
+    count with the attention core halved for the causal mask and the logits over the padded vocabulary."""
+    m = spec.model
+    if m.mla is not None:
+        raise SpecError(
+            "the megatron-bridge FLOP formula is implemented for GQA/MHA attention (not MLA)", field="cases.flops"
+        )
+    tokens = sequences * m.seq_len
+    causal_half = 6.0 * m.heads * m.dim_per_head * m.seq_len * m.layers * tokens
+    multiple = _BRIDGE_VOCAB_MULTIPLE * spec.parallelism.tp
+    padded = -(-m.vocab // multiple) * multiple
+    return megatron_flops(spec, sequences) - causal_half + 6.0 * m.hidden * (padded - m.vocab) * tokens
+
+
+#: Megatron-Bridge pads the vocabulary to a multiple of this times TP (``make_vocab_size_divisible_by``)
+_BRIDGE_VOCAB_MULTIPLE = 128
 
 
 def _matmul_params_per_token(spec: WorkloadSpec) -> float:

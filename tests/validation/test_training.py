@@ -87,6 +87,30 @@ def test_flop_conventions_by_hand() -> None:
     assert FLOP_CONVENTIONS.get("palm")(spec, B) == pytest.approx(B * s * (6 * n + 12 * L * h * s))
 
 
+def test_megatron_bridge_flops_by_hand() -> None:
+    """Megatron-Bridge's transformer_flops (flop_utils.py at dc7018784b), written out for a GQA
+    SwiGLU model: 6 x (attention projections + q s causal core + 3 h f MLP) per layer and token, plus
+    6 h V_padded for the logits, the vocabulary padded to a multiple of 128 x TP."""
+    L, h, f, s, V, heads, kv, tp = 4, 1024, 2816, 512, 8000, 16, 4, 2
+    spec = load_workload(
+        {
+            **GPT,
+            "model": {**GPT["model"], "activation": "swiglu", "kv_heads": kv, "ffn_hidden": f, "vocab": V},
+            "parallelism": {"tp": tp},
+        }
+    )
+    q, kvp = h, h // heads * kv
+    per_layer = h * (q + 2 * kvp) + q * h + q * s + 3 * h * f
+    padded = 8192  # 8000 up to a multiple of 128 x 2 = 256
+    B = 3.0
+    want = 6 * B * s * (L * per_layer + h * padded)
+    assert FLOP_CONVENTIONS.get("megatron-bridge")(spec, B) == pytest.approx(want, rel=1e-12)
+    # the same model by Megatron-LM's count: twice the attention core, the unpadded vocabulary
+    assert FLOP_CONVENTIONS.get("megatron")(spec, B) == pytest.approx(
+        want + 6 * B * s * (L * q * s - h * (padded - V)), rel=1e-12
+    )
+
+
 def test_megatron_and_palm_count_the_same_matmuls() -> None:
     """Both conventions count every weight GEMM three times and the full s x s attention: equal on a
     GQA SwiGLU model, and on an MoE model (top-k experts per token)."""

@@ -69,6 +69,7 @@ from netsim.calibration.catalogue import (
 from netsim.calibration.surface import GemmSurface
 from netsim.errors import SpecError, TraceError
 from netsim.io import atomic_file
+from netsim.limits import QUANTITY_MAX
 
 __all__ = [
     "DTYPE_BYTES",
@@ -392,15 +393,24 @@ def _numeric_columns(df: pd.DataFrame, src: str) -> pd.DataFrame:
 
 
 def _check_values(out: pd.DataFrame, src: str) -> None:
-    """Every kernel's shape parameters > 0, times finite, > 0 and ordered p10 <= time <= p90,
-    repeats and inner integers >= 1 (the first bad row is the error)."""
-    for kernel, g in out.groupby("kernel", sort=False):
-        for p in KERNELS[str(kernel)].params:
+    """Every kernel's shape parameters > 0 and its operands within :data:`netsim.limits.QUANTITY_MAX`
+    bytes, times finite, > 0, at most its duration and ordered p10 <= time <= p90, repeats and
+    inner integers >= 1 (the first bad row is the error)."""
+    for (kernel, pass_, dtype), g in out.groupby(["kernel", "pass", "dtype"], sort=False):
+        spec = KERNELS[str(kernel)]
+        for p in spec.params:
             v = g[p].to_numpy(dtype=float)
             _first_bad(~(np.isfinite(v) & (v > 0)), g.index, src, p, f"kernel {kernel} needs {p} > 0", g[p])
+        _, nbytes = spec.counts({p: g[p].to_numpy(dtype=float) for p in spec.params}, str(pass_), str(dtype))
+        big = QUANTITY_MAX["bytes"]
+        widest = max(spec.params, key=lambda p: float(g[p].max())) if spec.params else "time_s"
+        what = f"kernel {kernel}'s shape moves more than {big:.3g} bytes (no accelerator holds that)"
+        _first_bad(~(nbytes <= big), g.index, src, widest, what, g[widest] if spec.params else None)
     t, lo, hi = (out[c].to_numpy(dtype=float) for c in ("time_s", "time_p10_s", "time_p90_s"))
+    longest = QUANTITY_MAX["duration"]
     for col, v in (("time_s", t), ("time_p10_s", lo), ("time_p90_s", hi)):
-        _first_bad(~(np.isfinite(v) & (v > 0)), out.index, src, col, "must be finite and > 0", out[col])
+        ok = np.isfinite(v) & (v > 0) & (v <= longest)
+        _first_bad(~ok, out.index, src, col, f"must be finite, > 0 and at most {longest:.0e} s", out[col])
     order = (lo <= t * (1 + 1e-6)) & (t <= hi * (1 + 1e-6))
     _first_bad(~order, out.index, src, "time_s", "needs time_p10_s <= time_s <= time_p90_s", None)
     for col in ("repeats", "inner"):

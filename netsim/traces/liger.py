@@ -48,6 +48,7 @@ import pandas as pd
 
 from netsim.calibration.kernels import TABLE_COLUMNS, KernelTable, get_kernel
 from netsim.errors import TraceError
+from netsim.limits import MAX_WIDTH, QUANTITY_MAX
 from netsim.traces.csv_input import read_measurements
 
 __all__ = ["LIGER_BENCHMARKS", "read_liger"]
@@ -128,12 +129,22 @@ def _times(g: pd.DataFrame, src: str) -> pd.DataFrame:
     out = g.copy()
     for col in ("x_value", "y_value_50", "y_value_20", "y_value_80"):
         vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(vals) | (vals <= 0)
+        if col == "x_value":  # a model dimension: a whole number within the widths a model may have
+            what = f"a whole number in 1..{_MAX_X}"
+            bad = ~np.isfinite(vals) | (vals < 1) | (vals > _MAX_X) | (np.mod(np.nan_to_num(vals), 1.0) != 0)
+        else:  # milliseconds
+            longest_ms = QUANTITY_MAX["duration"] * 1e3
+            what = f"a finite number of ms > 0 and at most {longest_ms:.0e}"
+            bad = ~np.isfinite(vals) | (vals <= 0) | (vals > longest_ms)
         if bad.any():
             i = int(out.index[np.flatnonzero(bad)[0]])
-            raise TraceError(f"row {i + 2}: must be a finite number > 0 (got {g.loc[i, col]!r})", source=src, field=col)
+            raise TraceError(f"row {i + 2}: must be {what} (got {g.loc[i, col]!r})", source=src, field=col)
         out[col] = vals
     return out
+
+
+#: the largest ``x_value`` (a vocabulary, hidden or FFN width): the widest dimension a model may have
+_MAX_X = 16 * MAX_WIDTH
 
 
 def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:

@@ -154,7 +154,9 @@ BAD_TABLES = [
     ("kernel,dtype,pass,m,n,k,time_s\nconv,fp32,fwd,1,1,1,1e-3\n", "kernel: row 1: unknown kernel 'conv'"),
     ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,step,1,1,1,1e-3\n", "pass: row 1: kernel gemm has no pass 'step'"),
     ("kernel,dtype,pass,m,n,time_s\ngemm,fp32,fwd,1,1,1e-3\n", "k: row 1: kernel gemm needs k > 0"),
-    ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,fwd,1,1,1,-1\n", "time_s: row 1: must be finite and > 0"),
+    ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,fwd,1,1,1,-1\n", "time_s: row 1: must be finite, > 0 and at most"),
+    ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,fwd,1,1,1,1e12\n", "row 1: must be finite, > 0 and at most 1e+09"),
+    ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,fwd,1e12,8,1e9,1e-3\n", "m: row 1: kernel gemm's shape moves more"),
     ("kernel,dtype,pass,m,n,k,time_s\ngemm,fp32,fwd,1,1,1,fast\n", "time_s: row 1: not a number ('fast')"),
     ("kernel,dtype,pass,m,n,k,time_s\ngemm,int4,fwd,1,1,1,1e-3\n", "dtype: row 1: unknown dtype 'int4'"),
     (

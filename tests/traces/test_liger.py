@@ -114,6 +114,7 @@ def _mutated(tmp_path: Path, **changes: object) -> Path:
     d = pd.read_csv(FIXTURE)
     mask = (d.gpu_name == H100) & (d.kernel_name == "megatron_swiglu")
     for col, val in changes.items():
+        d[col] = d[col].astype(object)
         d.loc[mask, col] = val
     path = tmp_path / "bad.csv"
     d.to_csv(path, index=False)
@@ -123,7 +124,10 @@ def _mutated(tmp_path: Path, **changes: object) -> Path:
 @pytest.mark.parametrize(
     ("edit", "field", "message"),
     [
-        ({"y_value_50": -1.0}, "y_value_50", "must be a finite number > 0"),
+        ({"y_value_50": -1.0}, "y_value_50", "must be a finite number of ms > 0"),
+        ({"y_value_80": 1e20}, "y_value_80", "at most 1e\\+12"),
+        ({"x_value": "99999999999999999999999"}, "x_value", "must be a whole number in 1..16777216"),
+        ({"x_value": 4096.5}, "x_value", "must be a whole number"),
         ({"extra_benchmark_config_str": "not json"}, "extra_benchmark_config_str", "not a JSON object"),
         ({"extra_benchmark_config_str": json.dumps({"S": 0, "B": 4})}, "extra_benchmark_config_str", "S must be"),
         ({"metric_unit": "s"}, None, "speed must be in ms"),

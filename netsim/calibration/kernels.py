@@ -363,7 +363,7 @@ def _validate(df: pd.DataFrame, src: str) -> pd.DataFrame:
     _check_names(out, src)
     out["dtype"] = _canonical_dtypes(out["dtype"], src)
     _check_values(out, src)
-    _fill_counts(out)
+    _fill_counts(out, src)
     out["repeats"] = out["repeats"].astype(int)
     out["inner"] = out["inner"].astype(int)
     return out.loc[:, list(TABLE_COLUMNS)]
@@ -393,19 +393,13 @@ def _numeric_columns(df: pd.DataFrame, src: str) -> pd.DataFrame:
 
 
 def _check_values(out: pd.DataFrame, src: str) -> None:
-    """Every kernel's shape parameters > 0 and its operands within :data:`netsim.limits.QUANTITY_MAX`
-    bytes, times finite, > 0, at most its duration and ordered p10 <= time <= p90, repeats and
-    inner integers >= 1 (the first bad row is the error)."""
-    for (kernel, pass_, dtype), g in out.groupby(["kernel", "pass", "dtype"], sort=False):
-        spec = KERNELS[str(kernel)]
-        for p in spec.params:
+    """Every kernel's shape parameters > 0, times finite, > 0, at most
+    :data:`netsim.limits.QUANTITY_MAX`'s duration and ordered p10 <= time <= p90, repeats and inner
+    integers >= 1 (the first bad row is the error; a shape's size is checked by :func:`_fill_counts`)."""
+    for kernel, g in out.groupby("kernel", sort=False):
+        for p in KERNELS[str(kernel)].params:
             v = g[p].to_numpy(dtype=float)
             _first_bad(~(np.isfinite(v) & (v > 0)), g.index, src, p, f"kernel {kernel} needs {p} > 0", g[p])
-        _, nbytes = spec.counts({p: g[p].to_numpy(dtype=float) for p in spec.params}, str(pass_), str(dtype))
-        big = QUANTITY_MAX["bytes"]
-        widest = max(spec.params, key=lambda p: float(g[p].max())) if spec.params else "time_s"
-        what = f"kernel {kernel}'s shape moves more than {big:.3g} bytes (no accelerator holds that)"
-        _first_bad(~(nbytes <= big), g.index, src, widest, what, g[widest] if spec.params else None)
     t, lo, hi = (out[c].to_numpy(dtype=float) for c in ("time_s", "time_p10_s", "time_p90_s"))
     longest = QUANTITY_MAX["duration"]
     for col, v in (("time_s", t), ("time_p10_s", lo), ("time_p90_s", hi)):
@@ -419,13 +413,20 @@ def _check_values(out: pd.DataFrame, src: str) -> None:
         _first_bad(bad, out.index, src, col, "must be an integer >= 1", out[col])
 
 
-def _fill_counts(out: pd.DataFrame) -> None:
-    """flops / bytes: recomputed from the catalogue where missing, measured-file values kept otherwise."""
+def _fill_counts(out: pd.DataFrame, src: str) -> None:
+    """flops / bytes: recomputed from the catalogue where missing, measured-file values kept
+    otherwise; a shape whose operands exceed :data:`netsim.limits.QUANTITY_MAX` bytes (no
+    accelerator holds that) is an error naming its largest parameter."""
     for col in ("flops", "bytes"):
         out[col] = pd.to_numeric(out[col], errors="coerce") if col in out.columns else np.nan
+    big = QUANTITY_MAX["bytes"]
     for (kernel, pass_, dtype), g in out.groupby(["kernel", "pass", "dtype"], sort=False):
         spec = KERNELS[str(kernel)]
         flops, nbytes = spec.counts({p: g[p].to_numpy(dtype=float) for p in spec.params}, str(pass_), str(dtype))
+        if spec.params:
+            widest = max(spec.params, key=lambda p: float(g[p].max()))
+            what = f"kernel {kernel}'s shape moves more than {big:.3g} bytes (no accelerator holds that)"
+            _first_bad(~(nbytes <= big), g.index, src, widest, what, g[widest])
         out.loc[g.index, "flops"] = np.where(np.isfinite(g["flops"]), g["flops"], flops)
         out.loc[g.index, "bytes"] = np.where(np.isfinite(g["bytes"]), g["bytes"], nbytes)
 

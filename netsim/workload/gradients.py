@@ -80,6 +80,16 @@ def reduction_group(layout: ParallelLayout, schedule: Schedule, rank: int, exper
     return tuple(sorted(members))
 
 
+def _fill(fills: dict[Any, float], key: Any, elems: float, limit: float) -> float | None:
+    """Add ``elems`` (> 0) to bucket ``key`` of ``fills``; return its elements when that fills it
+    (``>= limit``: the bucket closes and ``key`` starts empty), else None."""
+    if elems <= 0:
+        return None
+    fill = fills.get(key, 0.0) + elems
+    fills[key] = 0.0 if fill >= limit else fill
+    return fill if fill >= limit else None
+
+
 class GradientReducer:
     """Gradient buckets and the data-parallel side of every rank's step."""
 
@@ -153,13 +163,9 @@ class GradientReducer:
         self.rank_params[1] += expert
         self.last_grad = deps
         for kind, elems in (("dense", dense), ("expert", expert)):
-            if elems <= 0:
-                continue
-            fill = self.buckets.setdefault((chunk, kind), 0.0) + elems
-            self.buckets[(chunk, kind)] = fill
-            if fill >= self.bucket_elems:
-                self._close_bucket(rank, step, chunk, kind, fill, deps)
-                self.buckets[(chunk, kind)] = 0.0
+            full = _fill(self.buckets, (chunk, kind), elems, self.bucket_elems)
+            if full is not None:
+                self._close_bucket(rank, step, chunk, kind, full, deps)
 
     def layer_ready(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
         """``layer``'s weight gradients are final once ``deps`` ran: into the buckets, and the
@@ -325,27 +331,24 @@ class GradientReducer:
             order.append((layer, lp.dense, lp.expert))
         if block == 0:
             order.append((first, c.embedding_params(), 0.0))
-        fill: dict[str, float] = {}
+        fills: dict[str, float] = {}
         members: dict[str, set[int]] = {}
-        count: dict[str, int] = {}
         out: list[tuple[str, float, int, frozenset[int]]] = []
 
-        def close(kind: str) -> None:
-            out.append((kind, fill[kind], count.get(kind, 0), frozenset(members[kind])))
-            count[kind] = count.get(kind, 0) + 1
-            fill[kind], members[kind] = 0.0, set()
+        def close(kind: str, elems: float) -> None:
+            idx = sum(1 for b in out if b[0] == kind)
+            out.append((kind, elems, idx, frozenset(members.pop(kind))))
 
         for layer, dense, expert in order:
             for kind, elems in (("dense", dense), ("expert", expert)):
-                if elems <= 0:
-                    continue
-                fill[kind] = fill.get(kind, 0.0) + elems
-                members.setdefault(kind, set()).add(layer)
-                if fill[kind] >= self.bucket_elems:
-                    close(kind)
-        for kind in sorted(fill):
-            if fill[kind] > 0:
-                close(kind)
+                if elems > 0:
+                    members.setdefault(kind, set()).add(layer)
+                full = _fill(fills, kind, elems, self.bucket_elems)
+                if full is not None:
+                    close(kind, full)
+        for kind in sorted(fills):  # finish() closes what is left, in the same order
+            if fills[kind] > 0:
+                close(kind, fills[kind])
         return tuple(out)
 
     def _issue_gathers(self, rank: int, step: int, chunk: int, deps: Deps) -> None:

@@ -149,8 +149,9 @@ class _Executor:
         self.held: dict[int, float] = {}
         #: the shares in flight per rank and traffic class: one class's collectives share one NCCL
         #: communicator stream (or one library's comm stream), whose kernels run one at a time,
-        #: so a class holds the largest of its shares in flight, not their sum
-        self.in_flight: dict[int, dict[str, list[float]]] = {}
+        #: so a class holds the largest of its shares in flight, not their sum.  Kept as share ->
+        #: how many in flight: a rank can have thousands of transfers in flight, few distinct shares
+        self.in_flight: dict[int, dict[str, dict[float, int]]] = {}
         self.running: dict[int, dict[int, list[float]]] = {}
 
     def run(self) -> None:
@@ -413,11 +414,15 @@ class _Executor:
         the classes; the compute ops running on it progress at the old rate until now and at the
         new one from now on."""
         by_class = self.in_flight.setdefault(rank, {})
-        shares = by_class.setdefault(cls, [])
+        shares = by_class.setdefault(cls, {})
         if share > 0.0:
-            shares.append(share)
+            shares[share] = shares.get(share, 0) + 1
         else:
-            shares.remove(-share)
+            left = shares[-share] - 1
+            if left:
+                shares[-share] = left
+            else:
+                del shares[-share]
         old = self.held.get(rank, 0.0)
         held = sum(max(v) for v in by_class.values() if v)
         held = 0.0 if held < 1e-12 else held

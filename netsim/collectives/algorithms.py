@@ -162,6 +162,60 @@ def _ring_stream(
     return ids, exit_
 
 
+def _ring_stream_piped(
+    b: PlanBuilder, rings: np.ndarray, nsteps: int, block_bytes: float, chunks: int, step0: int, entry: Frontier | None
+) -> Frontier:
+    """Stream form of a ring phase chunk-pipelined with ring phases before and after it
+    (hierarchical all-reduce), where the exact plan has a transfer per step, chunk and link.
+
+    In the exact plan chunk ``j`` of the phase enters a node when chunk ``j`` of the previous
+    phase has arrived there, and a link sends its chunks in order.  Here each ring link carries
+    transfers that each stand for a chain of the exact plan's (``rounds``):
+
+    * the *head* (chunk 0, a chain of ``nsteps``) and the *body* (chunks ``1 .. k-2``, a chain of
+      ``nsteps + k - 2`` from the head's start) start when the previous phase's head has reached
+      the sending node: the pipeline fills, then the bodies of all phases run side by side,
+      sharing links as the exact plan's chunks do in the steady state;
+    * the *tail* (chunk ``k - 1``, one round) follows the body on its link: a bandwidth-bound
+      phase ends a chunk after its body;
+    * a *drain* marker (no bytes, a chain of ``nsteps``) follows the previous phase's tail into
+      the sending node: the last chunk still has to go round the ring after the phase before
+      has delivered it.
+
+    So the phase ends no earlier than its own chunks allow nor than the last chunk's chain
+    through the phases before it, and a latency-bound run of phases costs the exact chain,
+    ``sum(nsteps) + k - 1`` rounds.  Returns the exit frontier: per node, the heads into it
+    (chunk 0) and the tails and drain markers (chunk 1).
+    """
+    rings = np.asarray(rings, dtype=np.int64)
+    r_count, length = rings.shape
+    if nsteps <= 0 or length < 2 or r_count == 0:
+        return entry or {}
+    m = r_count * length
+    src, dst = rings.ravel(), np.roll(rings, -1, axis=1).ravel()
+    k = int(chunks)
+    chunk = nsteps * block_bytes / k
+    ent = _frontier_array(entry, len(b.names), 2)
+
+    def entered(j: int) -> np.ndarray | None:  # the previous phase's chunk j into each sender
+        return None if ent is None else ent[rings][:, :, j, :].reshape(m, -1)
+
+    # four steps: the executor releases a stream phase once all its chained transfers have
+    # drained, grouping them by step, and the tail waits for the body
+    head = b.add_batch(src, dst, chunk, step0, entered(0), rounds=nsteps)
+    last = b.add_batch(src, dst, chunk * (k - 2), step0 + 1, entered(0), rounds=nsteps + k - 2) if k > 2 else head
+    ends = [b.add_batch(src, dst, chunk, step0 + 2, last[:, None], rounds=1)]
+    if ent is not None:
+        ends.append(b.add_batch(src, dst, 0.0, step0 + 3, entered(1), rounds=nsteps))
+    exit_: Frontier = {}
+    for j, group in enumerate(([head], ends)):
+        for ids in group:
+            into = np.roll(ids.reshape(r_count, length), 1, axis=1)
+            for (r, p), node in np.ndenumerate(rings):
+                exit_.setdefault((int(node), j), []).append(int(into[r, p]))
+    return exit_
+
+
 def _tree_shape(parent: list[int]) -> tuple[list[list[int]], int, list[int], list[int]]:
     """Children of every tree position, the root, every position's depth and the BFS order."""
     n = len(parent)
@@ -501,6 +555,11 @@ def _hier_all_reduce(req: PlanRequest, b: PlanBuilder, inter: str) -> dict[str, 
     # the phases pipeline chunk by chunk (as NCCL's loop over slices of the buffer does)
     k = req.chunks(s / per, pipelined=True)
     one = k == 1  # phases that are not chunk-pipelined with each other may be collapsed
+    if b.stream and not one and inter == "ring":  # three pipelined ring phases: their stream form
+        piped = _ring_stream_piped(b, grid, per - 1, s / per, k, 0, None)
+        piped = _ring_stream_piped(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, piped)
+        _ring_stream_piped(b, grid, per - 1, s / per, k, b.next_step, piped)
+        return {"servers": nodes, "per_server": per, "chunks": k}
     _, fr = _ring_phase(b, grid, per - 1, s / per, k, 0, collapse=one)
     if inter == "ring":
         _, fr = _ring_phase(b, grid.T, 2 * (nodes - 1), s / (per * nodes), k, b.next_step, fr, collapse=one)

@@ -7,7 +7,15 @@ the workload's ``model.moe.dispatcher``):
 ``alltoall`` (default)
     One copy per (token, expert): Megatron-Core's ``MoEAlltoAllTokenDispatcher`` permutes the
     tokens by expert before ``all_to_all_single``, so a token for two experts on one rank goes
-    there twice (and the combine sends both outputs back).
+    there twice (and the combine sends both outputs back).  ``all_to_all_single`` takes its
+    split sizes as host lists, so before every forward dispatch the EP group first all-gathers
+    every rank's token count per expert, one ``int64`` per expert, with NCCL
+    (``MoEAlltoAllTokenDispatcher.preprocess``: ``gather_from_sequence_parallel_region`` of
+    ``num_local_tokens_per_expert`` over ``tp_ep_group``, megatron/core/transformer/moe/
+    token_dispatcher.py at NVIDIA/Megatron-LM d98e8a64dd); the backward reuses the splits.  Not
+    with ``padding: capacity`` (Megatron's drop-and-pad path knows every split from the capacity).
+    The host then waits for the counts (the dispatcher's device-to-host copy and
+    ``cuda_sync_point``): not modelled, netsim has no host timeline.
 ``dedup-rank``
     One copy per (token, destination rank): the destination expands it to its local experts
     (any dispatcher that permutes by rank; DeepEP's intranode kernels send the same copies, and
@@ -229,6 +237,9 @@ class AllToAllDispatcher(Dispatcher):
 
     name = "alltoall"
     dedups = False
+
+    def metadata_bytes(self, tokens: int, experts: int) -> float:
+        return 8.0 * experts  # num_local_tokens_per_expert: one int64 per expert
 
     def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
         return tokens.copy()

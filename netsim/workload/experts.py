@@ -87,7 +87,9 @@ class ExpertTraffic:
         dispatcher = DISPATCHERS.get(moe.dispatcher if moe is not None else "alltoall")
         #: bytes one rank adds to the dispatcher's metadata all-gather before a forward dispatch
         self.meta_bytes = (
-            dispatcher().metadata_bytes(ctx.costs.route_tokens, moe.experts) if moe is not None and L.ep > 1 else 0.0
+            dispatcher().metadata_bytes(ctx.costs.route_tokens, moe.experts)
+            if moe is not None and L.ep > 1 and moe.padding != "capacity"
+            else 0.0
         )
         #: the dispatcher kernel's fixed time per all-to-all call (netsim.moe.dispatchers)
         self.call_latency_s = (
@@ -244,8 +246,9 @@ class ExpertTraffic:
     def metadata(self, rank: int, step: int, mb: int, layer: int, phase: str, deps: Deps) -> Deps:
         """The dispatcher's metadata all-gather over the all-to-all group before a forward
         dispatch (``phase``: ``fwd-dispatch`` or its recomputation): HybridEP's routing maps, one
-        byte per (token, expert) from every rank (:meth:`netsim.moe.dispatchers.Dispatcher.
-        metadata_bytes`); nothing for the other dispatchers or without expert parallelism."""
+        byte per (token, expert) from every rank; Megatron's ``alltoall`` token counts, one int64
+        per expert (:meth:`netsim.moe.dispatchers.Dispatcher.metadata_bytes`); nothing for the
+        other dispatchers, with capacity padding or without expert parallelism."""
         L = self.ctx.layout
         if L.ep <= 1 or self.meta_bytes <= 0:
             return deps

@@ -70,8 +70,16 @@ def test_ep_alltoall_bytes_equal_the_dispatch_matrices(tiny_run: Any) -> None:
     summary, tables, (prep, _, net) = tiny_run
     plan: StepPlan = prep.plan
     flows = net.flow_records()
-    flow_ep = float(flows.loc[flows["traffic_class"] == "ep", "bytes"].sum())
-    colls = [c for c in plan.collectives.values() if c.traffic_class == "ep"]
+    # the all-to-alls; Megatron's alltoall dispatcher also all-gathers the token counts before
+    # each forward dispatch (phase fwd-dispatch-meta, class ep: one int64 per expert and rank)
+    a2a = (flows["traffic_class"] == "ep") & ~flows["label"].str.endswith("-meta")
+    flow_ep = float(flows.loc[a2a, "bytes"].sum())
+    ep = [c for c in plan.collectives.values() if c.traffic_class == "ep"]
+    colls = [c for c in ep if not c.phase.endswith("-meta")]
+    meta = [c for c in ep if c.phase.endswith("-meta")]
+    assert {(c.op, c.phase) for c in meta} == {("all_gather", "fwd-dispatch-meta")}
+    assert {c.nbytes for c in meta} == {plan.spec.model.moe.experts * 8 * plan.layout.ep}
+    assert len(meta) == plan.schedule.m * (plan.layout.stage_size // plan.layout.ep) * plan.layout.pp
     matrices = [c.matrix for c in colls if c.matrix is not None]
     assert len(matrices) == len(colls)
     matrix_total = sum(float(m.sum()) for m in matrices)
@@ -87,8 +95,9 @@ def test_ep_alltoall_bytes_equal_the_dispatch_matrices(tiny_run: Any) -> None:
     assert one.matrix is not None
     assert float(one.matrix.sum()) + one.local_bytes == pytest.approx(expect)
     layers = tables["alltoall_layers"]
-    assert set(layers["phase"]) == {"fwd-dispatch", "fwd-combine", "bwd-dispatch", "bwd-combine"}
-    assert float(layers["bytes"].sum()) == pytest.approx(matrix_total)
+    phases = {"fwd-dispatch", "fwd-combine", "bwd-dispatch", "bwd-combine"}
+    assert set(layers["phase"]) == phases | {"fwd-dispatch-meta"}
+    assert float(layers.loc[layers["phase"].isin(phases), "bytes"].sum()) == pytest.approx(matrix_total)
 
 
 @pytest.mark.parametrize(("cost", "tol"), [("ideal", 1e-9), ("nccl", 1e-6)])

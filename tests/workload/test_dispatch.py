@@ -123,6 +123,25 @@ def test_hybridep_gathers_the_routing_maps_before_each_forward_dispatch() -> Non
             assert any(by_id[d].coll is not None and by_id[d].coll.phase == "fwd-dispatch-meta" for d in o.deps)
 
 
+def test_alltoall_gathers_the_token_counts_before_each_forward_dispatch() -> None:
+    # Megatron's MoEAlltoAllTokenDispatcher.preprocess: an all-gather over the EP group of every
+    # rank's int64 token count per expert (32 experts x 8 bytes x 16 ranks), before the forward
+    # dispatch only (the backward reuses the splits); none for a capacity-padded buffer
+    plan = _plan("model.moe.dispatcher=alltoall")
+    meta = [c for c in plan.collectives.values() if c.phase.endswith("-meta")]
+    assert {(c.phase, c.op, c.nbytes, len(c.ranks), c.traffic_class) for c in meta} == {
+        ("fwd-dispatch-meta", "all_gather", 32 * 8 * 16, 16, "ep")
+    }
+    by_id = {o.id: o for o in plan.ops}
+    dispatches = [o for o in plan.ops if o.coll is not None and o.coll.phase == "fwd-dispatch"]
+    assert dispatches
+    for o in dispatches:
+        assert any(by_id[d].coll is not None and by_id[d].coll.phase == "fwd-dispatch-meta" for d in o.deps)
+    padded = _plan("model.moe.dispatcher=alltoall", "model.moe.capacity_factor=1.0", "model.moe.padding=capacity")
+    assert not [c for c in padded.collectives.values() if c.phase.endswith("-meta")]
+    assert not [c for c in _plan("model.moe.dispatcher=dedup-rank").collectives.values() if c.phase.endswith("-meta")]
+
+
 def test_hybridep_gathers_again_when_full_recomputation_repeats_the_forward() -> None:
     plan = _plan("model.moe.dispatcher=hybridep", "training.recompute=full")
     phases = {c.phase for c in plan.collectives.values() if c.phase.endswith("-meta")}

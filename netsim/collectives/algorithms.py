@@ -155,11 +155,17 @@ def _ring_stream(
     b.add_batch(
         rings.ravel(), np.roll(rings, -1, axis=1).ravel(), nsteps * block_bytes, step0, deps, rounds=nsteps + chunks - 1
     )
-    into = np.roll(ids[0, :, :, 0], 1, axis=1)
     exit_: Frontier = {}
-    for (r, p), node in np.ndenumerate(rings):
-        exit_.setdefault((int(node), 0), []).append(int(into[r, p]))
+    _add_exits(exit_, rings, ids[0, :, :, 0], 0)
     return ids, exit_
+
+
+def _add_exits(exit_: Frontier, rings: np.ndarray, ids: np.ndarray, j: int) -> None:
+    """Add to ``exit_`` as chunk ``j`` the transfers ``ids`` (one per ring link, ``rings``' shape)
+    into each node: the link from the node before it on its ring."""
+    into = np.roll(ids.reshape(rings.shape), 1, axis=1)
+    for (r, p), node in np.ndenumerate(rings):
+        exit_.setdefault((int(node), j), []).append(int(into[r, p]))
 
 
 def _ring_stream_piped(
@@ -210,9 +216,7 @@ def _ring_stream_piped(
     exit_: Frontier = {}
     for j, group in enumerate(([head], ends)):
         for ids in group:
-            into = np.roll(ids.reshape(r_count, length), 1, axis=1)
-            for (r, p), node in np.ndenumerate(rings):
-                exit_.setdefault((int(node), j), []).append(int(into[r, p]))
+            _add_exits(exit_, rings, ids, j)
     return exit_
 
 

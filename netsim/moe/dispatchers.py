@@ -216,9 +216,10 @@ class Dispatcher(ABC):
     #: own kernels, whose SMs the workload gives (``overlap.ep_comm_sms``)
     nccl: ClassVar[bool] = True
 
-    def metadata_bytes(self, tokens: int, experts: int) -> float:
+    def metadata_bytes(self, tokens: int, experts: int, *, padded: bool = False) -> float:
         """Bytes one rank contributes to the metadata all-gather over the EP group before a
-        forward dispatch of ``tokens`` tokens (0: the dispatcher exchanges none with NCCL)."""
+        forward dispatch of ``tokens`` tokens (0: the dispatcher exchanges none with NCCL);
+        ``padded``: capacity-padded buffers (``model.moe.padding: capacity``)."""
         return 0.0
 
     @abstractmethod
@@ -238,8 +239,9 @@ class AllToAllDispatcher(Dispatcher):
     name = "alltoall"
     dedups = False
 
-    def metadata_bytes(self, tokens: int, experts: int) -> float:
-        return 8.0 * experts  # num_local_tokens_per_expert: one int64 per expert
+    def metadata_bytes(self, tokens: int, experts: int, *, padded: bool = False) -> float:
+        # num_local_tokens_per_expert, one int64 per expert; drop-and-pad knows every split
+        return 0.0 if padded else 8.0 * experts
 
     def copies(self, tokens: IntArray, rank_tokens: IntArray, node_tokens: IntArray, rank_node: IntArray) -> IntArray:
         return tokens.copy()
@@ -294,7 +296,7 @@ class HybridEPDispatcher(DeepEPDispatcher):
     #: fitted to HybridEP's 9 published kernel-only timings on H100 at 16 SMs (module docstring)
     call_latency_s = HYBRIDEP_CALL_LATENCY_S
 
-    def metadata_bytes(self, tokens: int, experts: int) -> float:
+    def metadata_bytes(self, tokens: int, experts: int, *, padded: bool = False) -> float:
         return float(tokens * experts)  # the [tokens, experts] torch.bool routing map
 
 

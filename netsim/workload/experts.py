@@ -87,8 +87,8 @@ class ExpertTraffic:
         dispatcher = DISPATCHERS.get(moe.dispatcher if moe is not None else "alltoall")
         #: bytes one rank adds to the dispatcher's metadata all-gather before a forward dispatch
         self.meta_bytes = (
-            dispatcher().metadata_bytes(ctx.costs.route_tokens, moe.experts)
-            if moe is not None and L.ep > 1 and moe.padding != "capacity"
+            dispatcher().metadata_bytes(ctx.costs.route_tokens, moe.experts, padded=moe.padding == "capacity")
+            if moe is not None and L.ep > 1
             else 0.0
         )
         #: the dispatcher kernel's fixed time per all-to-all call (netsim.moe.dispatchers)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from netsim.collectives.algorithms import _grid
+from netsim.collectives.phases import grid_of
 from netsim.collectives.plan import CollectiveError, PlanBuilder
 from netsim.collectives.registry import PlanRequest, register_algorithm
 
@@ -62,7 +62,7 @@ def pairwise_all_to_all(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
 
 
 def _a2a_grid(req: PlanRequest, algo: str) -> tuple[np.ndarray, np.ndarray]:
-    grid = _grid(req, algo)
+    grid = grid_of(req, algo)
     nodes, per = grid.shape
     m = _a2a_matrix(req)
     flat = grid.ravel()

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from netsim.collectives.algorithms import _grid, _nvswitch, double_binary_trees
+from netsim.collectives.phases import double_binary_trees, grid_of, nvswitch_of
 from netsim.collectives.plan import CollectiveError, PlanBuilder
 from netsim.collectives.registry import PlanRequest, register_algorithm
 
@@ -116,13 +116,13 @@ def _nvls_traffic(op: str, s: float, n: int) -> tuple[float, float]:
     description="NVLink SHARP in one server: reduction and multicast in the NVSwitch (fluid)",
 )
 def nvls_fluid(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
-    grid = _grid(req, "nvls")
+    grid = grid_of(req, "nvls")
     nodes, per = grid.shape
     if nodes > 1:
         if req.op != "all_reduce":
             raise CollectiveError("nvls all-gather / reduce-scatter run inside one server", field="algo")
         return nvls_tree_all_reduce(req, b) or {}
-    sw = b.node(_nvswitch(req.view, req.view.node_of[req.devices[int(grid[0, 0])]]))
+    sw = b.node(nvswitch_of(req.view, req.view.node_of[req.devices[int(grid[0, 0])]]))
     up, down = _nvls_traffic(req.op, req.nbytes, per)
     _nvls_ports(b, grid[0].tolist(), sw, up, down)
     return {"fluid": True}
@@ -132,12 +132,12 @@ def nvls_fluid(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
     "all_reduce", "nvls_tree", description="NVLS inside servers, double binary tree between same-index GPUs (fluid)"
 )
 def nvls_tree_all_reduce(req: PlanRequest, b: PlanBuilder) -> dict[str, Any]:
-    grid = _grid(req, "nvls_tree")
+    grid = grid_of(req, "nvls_tree")
     nodes, per = grid.shape
     s = req.nbytes
     up, down = _nvls_traffic("all_reduce", s, per)
     for k in range(nodes):
-        sw = b.node(_nvswitch(req.view, req.view.node_of[req.devices[int(grid[k, 0])]]))
+        sw = b.node(nvswitch_of(req.view, req.view.node_of[req.devices[int(grid[k, 0])]]))
         _nvls_ports(b, grid[k].tolist(), sw, up, down)
     if nodes > 1:
         piece = s / per / 2  # each GPU's slice, half on each tree

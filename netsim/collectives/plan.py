@@ -28,7 +28,7 @@ stands for a dependency chain of ``rounds`` transfers and pays ``rounds`` step l
 chunk-pipelined with each other (the hierarchical all-reduce's three) become a head, a body
 and a tail per ring link (the first chunk, the middle ones, the last), which keep the pipeline's
 fill, its steady state with the phases sharing links, and its drain
-(``algorithms._ring_stream_piped``; within 2% of the exact plan on a two-tier fabric, up to
+(``phases.ring_stream_piped``; within 2% of the exact plan on a two-tier fabric, up to
 13% shorter on dgx-h100's, whose exact plans re-hash every chunk's flows onto the spines).
 Trees, chains and in-network reductions are already one transfer per edge and chunk, and stay
 exact (as do ring phases chunk-pipelined with them).  Exact plans have ``rounds = 1``.

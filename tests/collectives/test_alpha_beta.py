@@ -13,7 +13,7 @@ import networkx as nx
 import pytest
 
 from netsim.collectives import accelerators, simulate_collective
-from netsim.collectives.algorithms import double_binary_trees
+from netsim.collectives.phases import double_binary_trees
 from netsim.collectives.reference import full_mesh_topology, star_topology, two_tier_topology
 
 B = 100e9

@@ -59,7 +59,7 @@ def test_stream_ring_matches_exact_on_a_uniform_ring(nbytes: int, latency: float
 def test_stream_hierarchical_stays_close_to_exact(nbytes: int, intra_nic_GBps: tuple[int, int]) -> None:
     # unchunked (small) sizes: the phases collapse exactly; chunk-pipelined ones (256 MiB and
     # up: 4 MiB chunks) run as heads, bodies, tails and drain markers per ring link
-    # (_ring_stream_piped): measured -3.1..+1.7% from the exact plan here, whichever link is the
+    # (phases.ring_stream_piped): measured -3.1..+1.7% from the exact plan here, whichever link is the
     # bottleneck
     intra, nic = intra_nic_GBps
     g = two_tier_topology(

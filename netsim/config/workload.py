@@ -50,8 +50,9 @@ Field meanings (the units are in the names where they are not counts):
 * ``device_placement``: rank -> device (topology-aware default, or an explicit list).
 * ``storage`` / ``checkpoint``: the batch read from storage every step and the checkpoint
   written every K steps.
-* ``training``: activation recomputation (``none``, ``selective``, ``full``) and what the
-  activation memory depends on (fused attention, dropout).
+* ``training``: activation recomputation (``none``, ``selective``, ``full``), what the
+  activation memory depends on (fused attention, dropout), LoRA fine-tuning (``lora``: frozen
+  base weights, trained low-rank adapters) and packed documents (``document_tokens``).
 * ``optimizer``: the dtypes of the reduced gradients and of the weights (Adam with fp32 master
   weights and moments; ``grad_bytes_per_element`` is the deprecated spelling of
   ``optimizer.grad_dtype``).
@@ -61,7 +62,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, NonNegativeInt, PrivateAttr, field_validator, model_validator
 
@@ -74,6 +75,7 @@ __all__ = [
     "WORKLOAD_PRESET_DIR",
     "CheckpointSpec",
     "DevicePlacementSpec",
+    "LoraSpec",
     "NcclSmClass",
     "OptimizerSpec",
     "OverlapSpec",
@@ -339,6 +341,26 @@ class CheckpointSpec(SpecModel):
     asynchronous: bool = Field(default=True, description="written in the background during the next step")
 
 
+#: the linear layers a LoRA adapter can be attached to (Megatron-Bridge's ``LoRA.target_modules``)
+LoraTarget = Literal["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
+
+
+class LoraSpec(SpecModel):
+    """Low-rank adaptation (Hu et al. 2021, arXiv 2106.09685): the base model's weights are frozen
+    and a rank-``rank`` adapter (``x A B``: ``A`` hidden -> rank, ``B`` rank -> out) is trained
+    beside each ``targets`` linear layer (:mod:`netsim.workload.lora`).  The defaults are
+    Megatron-Bridge's ``LoRA`` (peft/lora.py: ``dim`` 32, every linear layer of attention and the
+    dense MLP)."""
+
+    rank: int = Field(default=32, ge=1, le=65536, description="the adapters' rank (Megatron-Bridge's LoRA dim)")
+    targets: list[LoraTarget] = Field(
+        default_factory=lambda: list(get_args(LoraTarget)),
+        min_length=1,
+        description="the linear layers that get an adapter (Megatron-Bridge's target_modules): linear_qkv, "
+        "linear_proj (attention), linear_fc1, linear_fc2 (the dense MLP; routed experts keep no adapter)",
+    )
+
+
 class TrainingSpec(SpecModel):
     """What the training framework does besides the model's math (memory and recomputation).
 
@@ -372,6 +394,19 @@ class TrainingSpec(SpecModel):
         description="the loss's implementation (Megatron-Core cross_entropy_loss_fusion / cross_entropy_fusion_impl): "
         "unfused (Megatron-LM's default, the only one before 2024), fused (TorchScript, the 'native' fusion: NeMo's "
         "and Megatron-Bridge's default) or te (Transformer Engine's one-pass kernel: Megatron-Bridge's perf recipes)",
+    )
+    lora: LoraSpec | None = Field(
+        default=None,
+        description="parameter-efficient fine-tuning: the base weights frozen (no weight gradients, no optimizer "
+        "state), rank-r adapters trained beside the target linear layers (netsim.workload.lora); null: every "
+        "weight is trained",
+    )
+    document_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="packed sequences: the mean length of the documents packed into each sequence, each attending "
+        "only to itself (Megatron's THD format with cu_seqlens, packed fine-tuning data); null: one document per "
+        "sequence (the attention core over the whole causal sequence)",
     )
 
 
@@ -466,6 +501,20 @@ class WorkloadSpec(SpecModel):
             raise ValueError(
                 "batch_scaling per-device with global_batch_size needs batch_reference_devices "
                 "(the devices global_batch_size holds for); or give num_microbatches per replica"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_training(self) -> WorkloadSpec:
+        t = self.training
+        if t.lora is not None and self.model.mla is not None:
+            raise ValueError(
+                "training.lora: LoRA on MLA attention (model.mla) is not modelled; allowed: GQA/MHA models"
+            )
+        if t.document_tokens is not None and self.parallelism.cp > 1:
+            raise ValueError(
+                "training.document_tokens: packed documents with context parallelism (parallelism.cp > 1) are not "
+                "modelled; allowed: cp 1, or document_tokens null"
             )
         return self
 

@@ -52,7 +52,9 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 
 from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS, canonical_dtype
 from netsim.config.model import ModelSpec
+from netsim.config.workload import LoraSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
+from netsim.workload.lora import TE_NAMES, adapter_gemms, adapter_params
 from netsim.workload.params import LayerParams, ParamCounts
 
 __all__ = [
@@ -107,7 +109,8 @@ class KernelCall:
     ``quant``: an FP8 quantisation cast (:mod:`netsim.workload.fp8`), not repeated in the backward;
     ``slow``: the time multipliers of a GEMM's forward, input-gradient and weight-gradient halves
     when a TP overlap takes SMs from them (:mod:`netsim.workload.tp_overlap`); a forward call
-    applies the first, :func:`_split` folds the others into the backward calls' ``scale``."""
+    applies the first, :func:`_split` folds the others into the backward calls' ``scale``;
+    ``adapter``: a LoRA adapter's GEMM (:mod:`netsim.workload.lora`)."""
 
     kernel: str
     pass_: Pass
@@ -116,6 +119,8 @@ class KernelCall:
     no_fp8: bool = False
     quant: bool = False
     slow: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: a LoRA adapter's GEMM: trained (its weight gradient computed) when the base is frozen
+    adapter: bool = False
 
     @property
     def kernel_class(self) -> str:
@@ -180,21 +185,28 @@ def _call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False,
     return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
 
 
-def _split(calls: list[KernelCall], part: Part) -> list[KernelCall]:
-    """Forward calls -> the calls of a backward part (``B``, ``W`` or both ``BW``)."""
+def _split(calls: list[KernelCall], part: Part, frozen: bool = False) -> list[KernelCall]:
+    """Forward calls -> the calls of a backward part (``B``, ``W`` or both ``BW``); ``frozen``:
+    the weights are not trained (LoRA, :mod:`netsim.workload.lora`): a GEMM's backward is its
+    input-gradient half, except an adapter's."""
     out: list[KernelCall] = []
     for c in calls:
         if c.quant:
             continue
         weighted = c.kernel in _WEIGHT_KERNELS
         _, dgrad, wgrad = c.slow
+        if frozen and weighted and not c.adapter:
+            wgrad = 0.0
+            if part == "W":
+                continue
         if part == "BW":
             scale = c.scale * (0.5 * (dgrad + wgrad) if weighted else 1.0)
-            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8))
+            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
         elif part == "B":
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * (0.5 * dgrad if weighted else 1.0), c.no_fp8))
+            scale = c.scale * (0.5 * dgrad if weighted else 1.0)
+            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
         elif part == "W" and weighted:
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8))
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8, adapter=c.adapter))
     return out
 
 
@@ -244,6 +256,9 @@ class ModelCosts(ParamCounts):
         tp_slowdown: time multipliers of the attention's and dense MLP's GEMMs by Transformer
             Engine name (``qkv_fprop``, ``proj_dgrad``, ``fc1_wgrad``, ...: the SMs a userbuffers
             TP overlap takes from them, :func:`netsim.workload.tp_overlap.tp_gemm_slowdowns`).
+        lora: ``training.lora``: frozen base weights, trained adapters (:mod:`netsim.workload.lora`).
+        document_tokens: ``training.document_tokens``: packed documents of this mean length, each
+            attending only to itself (the attention core's shape, :meth:`attention_core`).
     """
 
     def __init__(
@@ -260,8 +275,17 @@ class ModelCosts(ParamCounts):
         cp: int = 1,
         cross_entropy: str = "fused",
         tp_slowdown: Mapping[str, float] | None = None,
+        lora: LoraSpec | None = None,
+        document_tokens: int | None = None,
     ) -> None:
         self.m = model
+        #: packed sequences (``training.document_tokens``): the mean document length the attention
+        #: core is causal over (None: the whole sequence)
+        self.document_tokens = document_tokens
+        #: LoRA (``training.lora``): the base weights frozen, adapters beside these TE GEMM names
+        self.lora = lora
+        self.frozen = lora is not None
+        self.lora_targets = frozenset(TE_NAMES[t] for t in lora.targets) if lora is not None else frozenset()
         #: time multiplier per Transformer Engine GEMM name (qkv_fprop, fc2_dgrad, ...) under the
         #: userbuffers TP overlap (netsim.workload.tp_overlap; empty: none)
         self.tp_slowdown: Mapping[str, float] = dict(tp_slowdown or {})
@@ -310,7 +334,7 @@ class ModelCosts(ParamCounts):
         fed by a norm), its output gradient in the backward's ``B`` part."""
         q = self.fp8
         if q is None:
-            return calls if part == "F" else _split(calls, part)
+            return calls if part == "F" else self._back(calls, part)
         out: list[KernelCall] = []
         seen = 0
         for c in calls:
@@ -323,7 +347,7 @@ class ModelCosts(ParamCounts):
                 seen += 1
             if part == "F":
                 out.append(c)
-        return out if part == "F" else [*out, *_split(calls, part)]
+        return out if part == "F" else [*out, *self._back(calls, part)]
 
     @staticmethod
     def _gemm_dims(c: KernelCall) -> tuple[float, float, float]:
@@ -366,6 +390,39 @@ class ModelCosts(ParamCounts):
         slow = (s.get(f"{te_name}_fprop", 1.0), s.get(f"{te_name}_dgrad", 1.0), s.get(f"{te_name}_wgrad", 1.0))
         return call if slow == (1.0, 1.0, 1.0) else replace(call, slow=slow)
 
+    def _back(self, calls: list[KernelCall], part: Part) -> list[KernelCall]:
+        """:func:`_split` with the model's frozen weights (LoRA)."""
+        return _split(calls, part, self.frozen)
+
+    def _adapted(self, te_name: str, call: KernelCall) -> list[KernelCall]:
+        """The base GEMM ``call`` (Transformer Engine's ``te_name``) and, when LoRA targets it, its
+        adapter's two GEMMs after it, in 16 bits (:mod:`netsim.workload.lora`)."""
+        if te_name not in self.lora_targets or self.lora is None:
+            return [call]
+        rows, n, k = self._gemm_dims(call)
+        return [
+            call,
+            *(
+                replace(_call("gemm", "fwd", m=rows, n=an, k=ak, no_fp8=True), adapter=True)
+                for an, ak in adapter_gemms(te_name, self.lora.rank, self.tp, n=n, k=k)
+            ),
+        ]
+
+    def trainable_params(self, layer: int) -> LayerParams:
+        """Parameters of ``layer`` one rank trains: :meth:`layer_params`, or with LoRA only its
+        adapters'."""
+        if self.lora is None:
+            return self.layer_params(layer)
+        return LayerParams(dense=adapter_params(self.m, self.lora, self.tp, self.m.is_moe_layer(layer)), expert=0.0)
+
+    def trainable_head_params(self) -> float:
+        """The output head's trained parameters (none under LoRA)."""
+        return 0.0 if self.lora is not None else self.head_params()
+
+    def trainable_embedding_params(self) -> float:
+        """The embedding's trained parameters (none under LoRA)."""
+        return 0.0 if self.lora is not None else self.embedding_params()
+
     def _attention_fwd(self) -> tuple[list[KernelCall], list[KernelCall]]:
         """The attention block's forward kernels before the core (norm, projections to Q, K, V)
         and after it (output projection, closing)."""
@@ -387,8 +444,8 @@ class ModelCosts(ParamCounts):
         else:
             d = m.dim_per_head
             kv = max(1, m.num_kv_heads // t)
-            pre.append(self._tp_gemm("qkv", m=T, n=(heads + 2 * kv) * d, k=h))
-            post = [self._tp_gemm("proj", m=T, n=h, k=heads * d)]
+            pre += self._adapted("qkv", self._tp_gemm("qkv", m=T, n=(heads + 2 * kv) * d, k=h))
+            post = self._adapted("proj", self._tp_gemm("proj", m=T, n=h, k=heads * d))
         return pre, post + self._close()
 
     @property
@@ -442,13 +499,19 @@ class ModelCosts(ParamCounts):
         heads = max(1, m.heads // self.tp)
         d = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla is not None else m.dim_per_head
         s = m.seq_len
+        docs = 1.0  # causal calls per sequence
+        if self.document_tokens is not None and self.document_tokens < s:
+            # packed documents (cp = 1): s / L causal calls of L tokens, the FLOPs of each document
+            # attending to itself; the efficiency of an L-token call (the curve at L)
+            docs, s = s / self.document_tokens, self.document_tokens
         if self.flash:
             # under context parallelism (netsim.workload.context_parallel) cp blocks of s/cp queries
             # against s/cp keys, each with the FLOPs of a causal call of that length (1/cp of the
             # sequence's); cp = 1 is the whole sequence
-            calls = [_call("attention", "fwd", batch=self.mbs * self.cp, heads=heads, seq=s // self.cp, head_dim=d)]
+            batch = self.mbs * self.cp * docs
+            calls = [_call("attention", "fwd", batch=batch, heads=heads, seq=s // self.cp, head_dim=d)]
         else:
-            groups = self.mbs * heads
+            groups = self.mbs * heads * docs
             rows = groups * s
             calls = [
                 _call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=s, k=d),
@@ -457,7 +520,7 @@ class ModelCosts(ParamCounts):
             if self.dropout:
                 calls.append(_call("dropout", "fwd", tokens=rows, hidden=s))
             calls.append(_call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=d, k=s))
-        return calls if part == "F" else _split(calls, part)
+        return calls if part == "F" else self._back(calls, part)
 
     @_memo
     def mlp(self, part: Part) -> list[KernelCall]:
@@ -469,14 +532,15 @@ class ModelCosts(ParamCounts):
         pieces without the FP8 casts, and how many of its GEMMs a norm feeds (:meth:`_finish`)."""
         if block == "attn":
             pre, post = self._attention_fwd()
-            return TpForward(pre[:1], pre[1:], self.attention_core("F"), post[:1], post[1:]), self._norm_fed
+            cut = len(post) - len(self._close())  # the output projection (and its adapter)
+            return TpForward(pre[:1], pre[1:], self.attention_core("F"), post[:cut], post[cut:]), self._norm_fed
         m, T = self.m, self.tokens
         f = max(1, m.ffn_hidden // self.tp)
         pieces = TpForward(
             [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden)],
-            [self._tp_gemm("fc1", m=T, n=(2 if self.gated else 1) * f, k=m.hidden)],
+            self._adapted("fc1", self._tp_gemm("fc1", m=T, n=(2 if self.gated else 1) * f, k=m.hidden)),
             [_call("swiglu" if self.gated else "gelu", "fwd", tokens=T, hidden=f)],
-            [self._tp_gemm("fc2", m=T, n=m.hidden, k=f)],
+            self._adapted("fc2", self._tp_gemm("fc2", m=T, n=m.hidden, k=f)),
             self._close(),
         )
         return pieces, 1
@@ -495,13 +559,13 @@ class ModelCosts(ParamCounts):
         (norm, gemm_in, mid, gemm_out, close), _ = self._block_fwd(block)
         wgrad = part == "BW"
         return TpBackward(
-            _split(close, part),
+            self._back(close, part),
             self._finish(gemm_out, "B"),
-            _split(gemm_out, "W") if wgrad else [],
-            _split(mid, part),
+            self._back(gemm_out, "W") if wgrad else [],
+            self._back(mid, part),
             self._finish(gemm_in, "B"),
-            _split(gemm_in, "W") if wgrad else [],
-            _split(norm, part),
+            self._back(gemm_in, "W") if wgrad else [],
+            self._back(norm, part),
         )
 
     @_memo
@@ -514,7 +578,7 @@ class ModelCosts(ParamCounts):
             _call(router_kernel, "fwd", tokens=ts, hidden=m.hidden, experts=m.moe.experts, topk=m.moe.top_k),
             _call("permute", "fwd", tokens=ts, hidden=m.hidden, topk=m.moe.top_k),
         ]
-        return calls if part == "F" else _split(calls, part)
+        return calls if part == "F" else self._back(calls, part)
 
     @_memo
     def experts(self, part: Part, received_tokens: int) -> list[KernelCall]:
@@ -576,7 +640,7 @@ class ModelCosts(ParamCounts):
             _call("gemm", "fwd", m=self.tokens, n=vocab, k=m.hidden, no_fp8=True),
             _call(self.loss_kernel, "fwd", tokens=self.tokens, vocab=vocab, no_fp8=True),
         ]
-        return calls if part == "F" else _split(calls, part)
+        return calls if part == "F" else self._back(calls, part)
 
     @_memo
     def mtp_in(self, part: Part) -> list[KernelCall]:

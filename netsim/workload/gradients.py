@@ -170,10 +170,10 @@ class GradientReducer:
     def layer_ready(self, rank: int, step: int, chunk: int, layer: int, deps: Deps) -> None:
         """``layer``'s weight gradients are final once ``deps`` ran: into the buckets, and the
         replicated experts' all-reduces across their copies (module docstring)."""
-        lp = self.ctx.costs.layer_params(layer)
+        lp = self.ctx.costs.trainable_params(layer)
         self.fp8_weights += self.ctx.costs.fp8_weight_elems(layer)
         self.ready(rank, step, chunk, lp.dense, lp.expert, deps)
-        if not self.replicated_experts(rank, layer):
+        if self.ctx.costs.frozen or not self.replicated_experts(rank, layer):  # LoRA: the experts are frozen
             return
         if self.overlap:
             self._replica_sync(rank, step, chunk, layer, deps)
@@ -325,12 +325,12 @@ class GradientReducer:
         last, first = (layers[-1], layers[0]) if layers else (-1, -1)
         order: list[tuple[int, float, float]] = []
         if block == self.ctx.num_blocks - 1:
-            order.append((last, c.head_params(), 0.0))
+            order.append((last, c.trainable_head_params(), 0.0))
         for layer in reversed(layers):
-            lp = c.layer_params(layer)
+            lp = c.trainable_params(layer)
             order.append((layer, lp.dense, lp.expert))
         if block == 0:
-            order.append((first, c.embedding_params(), 0.0))
+            order.append((first, c.trainable_embedding_params(), 0.0))
         fills: dict[str, float] = {}
         members: dict[str, set[int]] = {}
         out: list[tuple[str, float, int, frozenset[int]]] = []

@@ -264,6 +264,8 @@ def model_costs(
         cp=layout.cp,
         cross_entropy=spec.training.cross_entropy,
         tp_slowdown=slowdown,
+        lora=spec.training.lora,
+        document_tokens=spec.training.document_tokens,
     )
 
 

@@ -362,39 +362,61 @@ class MemoryReport:
         }
 
 
-def _stage_params(
-    costs: ModelCosts, schedule: Schedule, blocks: list[list[int]], stage: int
-) -> tuple[float, float, float, list[int]]:
-    """(dense, expert, largest layer's dense) parameters a rank of ``stage`` holds, and its layers."""
-    dense = expert = biggest = 0.0
+@dataclass(frozen=True)
+class _StageParams:
+    """The parameters (elements) a rank of one pipeline stage holds and trains."""
+
+    dense: float
+    expert: float
+    #: the largest layer's dense parameters (ZeRO 3 gathers one layer at a time)
+    biggest: float
+    layers: list[int]
+    #: the trained ones (all of them, or LoRA's adapters: netsim.workload.lora)
+    trained_dense: float
+    trained_expert: float
+
+
+def _stage_params(costs: ModelCosts, schedule: Schedule, blocks: list[list[int]], stage: int) -> _StageParams:
+    """The parameters a rank of ``stage`` holds and trains, and its layers."""
+    dense = expert = biggest = t_dense = t_expert = 0.0
     layers: list[int] = []
     last = len(blocks) - 1
     held = [schedule.virtual_stage(stage, c) for c in sorted({a.chunk for a in schedule.order(stage)})]
     for vs in held:
         for layer in blocks[vs]:
-            lp = costs.layer_params(layer)
+            lp, tp = costs.layer_params(layer), costs.trainable_params(layer)
             dense += lp.dense
             expert += lp.expert
+            t_dense += tp.dense
+            t_expert += tp.expert
             biggest = max(biggest, lp.dense)
             layers.append(layer)
         dense += (costs.head_params() if vs == last else 0.0) + (costs.embedding_params() if vs == 0 else 0.0)
+        t_dense += (costs.trainable_head_params() if vs == last else 0.0) + (
+            costs.trainable_embedding_params() if vs == 0 else 0.0
+        )
     if costs.m.mtp_depth and last in held and 0 not in held:
         dense += costs.embedding_params()  # the MTP modules' embedding: a copy away from block 0
-    return dense, expert, biggest, layers
+        t_dense += costs.trainable_embedding_params()
+    return _StageParams(dense, expert, biggest, layers, t_dense, t_expert)
 
 
 def _static(
-    prec: OptimizerPrecision, zero: int, dense: float, expert: float, biggest: float, dp: int, edp: int
+    prec: OptimizerPrecision, zero: int, sp: _StageParams, dp: int, edp: int
 ) -> tuple[float, float, float, float]:
     """(weights, gradients, optimizer state, fp32 main gradients) bytes of a rank under ZeRO stage
-    ``zero``; the main gradients exist only during the optimizer step (module docstring)."""
+    ``zero``; the main gradients exist only during the optimizer step (module docstring).  The
+    weights count every parameter held, the rest only the trained ones (LoRA: the adapters)."""
 
-    def held(per_param: float, sharded: bool) -> float:
+    def held(per_param: float, sharded: bool, dense: float, expert: float) -> float:
         return per_param * (dense / dp + expert / edp if sharded else dense + expert)
 
-    params = held(prec.param, zero >= 3) + (prec.param * biggest if zero >= 3 else 0.0)
+    def trained(per_param: float, sharded: bool) -> float:
+        return held(per_param, sharded, sp.trained_dense, sp.trained_expert)
+
+    params = held(prec.param, zero >= 3, sp.dense, sp.expert) + (prec.param * sp.biggest if zero >= 3 else 0.0)
     sharded = zero >= 1
-    return params, held(prec.grad, zero >= 2), held(prec.held_state, sharded), held(prec.main_grad, sharded)
+    return params, trained(prec.grad, zero >= 2), trained(prec.held_state, sharded), trained(prec.main_grad, sharded)
 
 
 def memory_report(
@@ -414,7 +436,7 @@ def memory_report(
     last = len(blocks) - 1
     per_stage: list[tuple[float, float, float, float, float, int]] = []
     for p in range(layout.pp):
-        dense, expert, biggest, layers = _stage_params(costs, schedule, blocks, p)
+        sp = _stage_params(costs, schedule, blocks, p)
         chunks = {a.chunk for a in schedule.order(p)}
         by_chunk, by_layer = {}, {}
         for c in chunks:
@@ -426,8 +448,8 @@ def memory_report(
         rank = layout.rank_of(p, 0, 0)
         dp = len(reduction_group(layout, schedule, rank, False))
         edp = len(reduction_group(layout, schedule, rank, True))
-        static = _static(prec, spec.parallelism.zero_stage, dense, expert, biggest, dp, edp)
-        per_stage.append((*static, peak + act.working_set(layers), live))
+        static = _static(prec, spec.parallelism.zero_stage, sp, dp, edp)
+        per_stage.append((*static, peak + act.working_set(sp.layers), live))
     ranks = []
     for r in range(layout.world):
         p = layout.coords(r)[0]

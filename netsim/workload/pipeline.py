@@ -295,7 +295,7 @@ class PipelineStep:
             head_deps = self.fwd_end[(mb, vs)] + (list(gate) if gate is not None else [])
             deps = self.emit.compute(rank, step, f"{part}.head", c.head(part), head_deps, -1, mb)
             if grads:
-                self.grads.ready(rank, step, a.chunk, c.head_params(), 0.0, deps)
+                self.grads.ready(rank, step, a.chunk, c.trainable_head_params(), 0.0, deps)
         self.bwd_end[(mb, -1)] = deps
         for layer in reversed(ctx.blocks[vs]):
             deps = self.layers.backward(rank, step, mb, layer, deps, part, a.chunk)
@@ -303,7 +303,7 @@ class PipelineStep:
             if grads:
                 self.grads.layer_ready(rank, step, a.chunk, layer, deps)
         if vs == 0 and grads:
-            self.grads.ready(rank, step, a.chunk, c.embedding_params(), 0.0, deps)
+            self.grads.ready(rank, step, a.chunk, c.trainable_embedding_params(), 0.0, deps)
         if vs > 0:
             self._send(rank, step, "B", mb, vs, self._peer(rank, mb, vs - 1), deps, sends)
 
@@ -333,10 +333,10 @@ class PipelineStep:
         if vs == ctx.num_blocks - 1:
             deps = self.emit.compute(rank, step, "W.head", c.head("W"), self.bwd_end[(mb, -1)], -1, mb)
             if final:
-                self.grads.ready(rank, step, a.chunk, c.head_params(), 0.0, deps)
+                self.grads.ready(rank, step, a.chunk, c.trainable_head_params(), 0.0, deps)
         for layer in reversed(ctx.blocks[vs]):
             deps = self.layers.weight(rank, step, mb, layer, deps + self.bwd_end[(mb, layer)])
             if final:
                 self.grads.layer_ready(rank, step, a.chunk, layer, deps)
         if vs == 0 and final:
-            self.grads.ready(rank, step, a.chunk, c.embedding_params(), 0.0, deps)
+            self.grads.ready(rank, step, a.chunk, c.trainable_embedding_params(), 0.0, deps)

@@ -138,7 +138,9 @@ class StepPlan:
     expert_load: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     ep_bytes: dict[str, float] = field(default_factory=dict)  # local_rank / intra_node / inter_node, all steps
     checkpoint_steps: list[int] = field(default_factory=list)
-    params_per_rank: list[float] = field(default_factory=list)  # parameters (elements) each rank holds
+    #: parameters (elements) each rank trains: reduces over data parallelism and steps (all it
+    #: holds, or LoRA's adapters, netsim.workload.lora)
+    params_per_rank: list[float] = field(default_factory=list)
     expert_params_per_rank: list[float] = field(default_factory=list)  # of which expert parameters
     compute_cache_size: int = 0
     #: lockstep plans: the rank whose ops stand for each rank (``None``: every rank has its ops)

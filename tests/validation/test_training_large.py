@@ -52,6 +52,7 @@ LARGE = {
     "megatron-bridge-h100-sft/llama3-70b-sft-recompute-mlp": 11,
     "megatron-bridge-h100-sft/llama3-70b-sft-recompute-mlp-core-attn": 10,
     "megatron-bridge-h100-sft/llama3-70b-sft-recompute-core-attn-layernorm": 10,
+    "megatron-bridge-h100-lora/llama3-70b-lora-8gpus": 32,
 }
 
 

@@ -11,7 +11,7 @@ from netsim.calibration.kernels import KERNELS
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError, WorkloadError
 from netsim.workload.graph import build_plan
-from netsim.workload.memory import ActivationModel, _static, inflight
+from netsim.workload.memory import ActivationModel, _StageParams, _static, inflight
 from netsim.workload.optimizer import ADAMW_KERNEL_BYTES_PER_PARAM, optimizer_precision
 from netsim.workload.recompute import get_recompute
 from netsim.workload.schedules import get_schedule
@@ -135,8 +135,9 @@ def test_megatron_bytes_per_parameter_table() -> None:
         spec = load_workload({**base, "optimizer": {"param_dtype": param, "grad_dtype": grad}}, source="t")
         prec = optimizer_precision(spec)
         assert prec.param + prec.grad + prec.state == replicated
-        assert sum(_static(prec, 0, 1.0, 0.0, 0.0, d, d)) == replicated
-        assert sum(_static(prec, 1, 1.0, 0.0, 0.0, d, d)) == pytest.approx(fixed + sharded / d)
+        one = _StageParams(dense=1.0, expert=0.0, biggest=0.0, layers=[], trained_dense=1.0, trained_expert=0.0)
+        assert sum(_static(prec, 0, one, d, d)) == replicated
+        assert sum(_static(prec, 1, one, d, d)) == pytest.approx(fixed + sharded / d)
 
 
 def test_adam_step_bytes_follow_the_precision_and_the_catalogue() -> None:

@@ -1,0 +1,79 @@
+"""LoRA fine-tuning: frozen base weights and trained low-rank adapters (``training.lora``).
+
+Low-rank adaptation (Hu et al. 2021, arXiv 2106.09685) freezes every weight of the model and
+trains, beside each target linear layer ``y = x W``, an adapter ``y += (x A) B`` of rank ``r``
+(``A``: in -> r, ``B``: r -> out).  What that changes in a training step, as netsim models it:
+
+* **No weight gradients of the base model.**  The backward of a frozen linear layer computes the
+  input gradient only; Transformer Engine's ``Linear`` skips its weight-gradient GEMM when the
+  weight does not require a gradient, and so do the expert GEMMs and the output head.  Every
+  GEMM backward of the base model is half of a trained one's (the input-gradient half, module
+  doc of :mod:`netsim.workload.costs`); the attention core, the norms, the activations and the
+  loss keep their backward.
+* **The adapters' GEMMs.**  Two per target and micro-batch in the forward (``x A``, then ``(x
+  A) B``), with their input and weight gradients in the backward, in 16 bits (Megatron-Bridge's
+  ``ParallelLinearAdapter`` is built from Megatron-Core's own ``ColumnParallelLinear`` /
+  ``RowParallelLinear``, outside Transformer Engine's FP8 autocast).  Per rank, for a
+  column-parallel base (``linear_qkv``, ``linear_fc1``: ``k`` -> ``n/tp``): ``A`` is ``k -> r/tp``
+  and ``B`` ``r -> n/tp``; for a row-parallel base (``linear_proj``, ``linear_fc2``: ``k/tp -> n``):
+  ``A`` is ``k/tp -> r`` and ``B`` ``r -> n/tp`` (Megatron-Bridge peft/utils.py,
+  ``ParallelLinearAdapter`` at 067f987df0).
+* **Only the adapters are trained**: the data-parallel gradient reduction, the distributed
+  optimizer's parameter all-gather, the optimizer step and the memory for gradients, fp32 main
+  weights and Adam's moments count the adapters' ``(k + n) r / tp`` parameters per target, not
+  the base model's (which stay held in their training dtype).
+
+Not modelled (*approx.*): the adapters' own tensor-parallel collectives (an all-gather or a
+reduction of ``tokens x r`` elements per target, a few hundred KiB at ``r`` = 32); the FP8
+casts of a frozen layer's backward keep the column-wise copy a weight gradient would read; the
+activation memory is a trained model's (Transformer Engine stores a frozen ``Linear``'s input
+only when its weight needs a gradient, so the tally is an upper bound); LoRA on MLA attention
+and on routed experts (Megatron-Bridge can adapt expert GEMMs; netsim's experts stay frozen
+without adapters).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from netsim.config.model import ModelSpec
+from netsim.config.workload import LoraSpec
+
+__all__ = ["COLUMN_PARALLEL", "TE_NAMES", "adapter_gemms", "adapter_params"]
+
+#: the LoRA target (Megatron module name) -> Transformer Engine's GEMM name in netsim's costs
+TE_NAMES: Final[dict[str, str]] = {"linear_qkv": "qkv", "linear_proj": "proj", "linear_fc1": "fc1", "linear_fc2": "fc2"}
+
+#: the targets whose base layer splits its output columns over the TP ranks (the others split
+#: their input rows)
+COLUMN_PARALLEL: Final[frozenset[str]] = frozenset({"qkv", "fc1"})
+
+
+def adapter_gemms(te_name: str, rank: int, tp: int, *, n: float, k: float) -> list[tuple[float, float]]:
+    """``(n, k)`` of the adapter's two forward GEMMs on one rank (``x A``, then ``(x A) B``) beside
+    the base GEMM ``te_name`` whose per-rank shape is ``[rows, n, k]`` (module doc)."""
+    if te_name in COLUMN_PARALLEL:
+        return [(max(1.0, rank / tp), k), (n, float(rank))]
+    return [(float(rank), k), (max(1.0, n / tp), float(rank))]
+
+
+def adapter_params(model: ModelSpec, lora: LoraSpec, tp: int, layer_is_moe: bool) -> float:
+    """Trained parameters (elements) of one layer's adapters on one rank: ``(k + n) r / tp`` per
+    target (the MLP targets only on a layer with a dense MLP)."""
+    h = model.hidden
+    if model.mla is not None:
+        raise ValueError("LoRA on MLA attention is not modelled")
+    d = model.dim_per_head
+    full = {
+        "linear_qkv": (h, (model.heads + 2 * model.num_kv_heads) * d),
+        "linear_proj": (model.heads * d, h),
+        "linear_fc1": (h, (2 if model.activation == "swiglu" else 1) * model.ffn_hidden),
+        "linear_fc2": (model.ffn_hidden, h),
+    }
+    total = 0.0
+    for target in lora.targets:
+        if layer_is_moe and target in ("linear_fc1", "linear_fc2"):
+            continue
+        k, n = full[target]
+        total += (k + n) * lora.rank / tp
+    return total

@@ -39,7 +39,7 @@ from typing import Final
 from netsim.config.model import ModelSpec
 from netsim.config.workload import LoraSpec
 
-__all__ = ["COLUMN_PARALLEL", "TE_NAMES", "adapter_gemms", "adapter_params"]
+__all__ = ["COLUMN_PARALLEL", "TE_NAMES", "adapter_gemms", "adapter_params", "lora_note"]
 
 #: the LoRA target (Megatron module name) -> Transformer Engine's GEMM name in netsim's costs
 TE_NAMES: Final[dict[str, str]] = {"linear_qkv": "qkv", "linear_proj": "proj", "linear_fc1": "fc1", "linear_fc2": "fc2"}
@@ -77,3 +77,12 @@ def adapter_params(model: ModelSpec, lora: LoraSpec, tp: int, layer_is_moe: bool
         k, n = full[target]
         total += (k + n) * lora.rank / tp
     return total
+
+
+def lora_note(lora: LoraSpec, document_tokens: int | None) -> str:
+    """One line for the run's compute notes: what the LoRA fine-tuning changes (module doc)."""
+    docs = f"; packed documents of {document_tokens} tokens, each attending to itself" if document_tokens else ""
+    return (
+        f"LoRA rank {lora.rank} on {', '.join(lora.targets)}: base weights frozen (a GEMM's backward is its "
+        f"input gradient), only the adapters reduced, stepped and given optimizer state{docs} (netsim.workload.lora)"
+    )

@@ -150,3 +150,14 @@ def test_bad_lora_and_packing_input_is_one_line(data: dict[str, Any], field: str
         load_workload({"model": MODEL, **data}, source="bad.yaml")
     line = str(err.value)
     assert "\n" not in line and line.startswith("bad.yaml") and field in line
+
+
+def test_a_run_says_it_is_lora_and_packed() -> None:
+    from netsim.run import _training_notes
+
+    assert _training_notes(_spec()) == []
+    (note,) = _training_notes(_spec(lora={"rank": 8, "targets": ["linear_qkv"]}, document_tokens=300))
+    assert note.startswith("LoRA rank 8 on linear_qkv: base weights frozen") and "documents of 300 tokens" in note
+    assert _training_notes(_spec(document_tokens=300)) == [
+        "packed documents of 300 tokens, each attending only to itself"
+    ]

@@ -34,8 +34,15 @@ REPLAYS = [
     ("built-in default (Mixtral-style, 2 x dgx-h100)", []),
     ("mixtral-8x7b, 4 x dgx-h100", ["topology=dgx-h100", "nodes=4", "workload=mixtral-8x7b"]),
     (
-        "locmoe-pangu, 2 x ascend-910a, global batch 8",
-        ["topology=ascend-910a", "nodes=2", "workload=locmoe-pangu", "workload.global_batch_size=8"],
+        "locmoe-pangu, 2 x ascend-910a, 4 sequences per replica",
+        [
+            "topology=ascend-910a",
+            "nodes=2",
+            "workload=locmoe-pangu",
+            "workload.micro_batch_size=4",
+            "workload.global_batch_size=8",
+            "options.allow_oom=true",  # the preset's model state needs 8 servers' optimizer sharding
+        ],
     ),
     ("gpt-dense, 2 x dgx-h100", ["topology=dgx-h100", "nodes=2", "workload=gpt-dense"]),
 ]

@@ -54,9 +54,9 @@ from netsim.io import atomic_dir, check_output_dir, write_json, write_table
 from netsim.limits import SizeEstimate, check_fits, estimate_run, size_check_enabled
 from netsim.replay import ReplayResult, replay
 from netsim.run_accounting import account_replay, checkpoint_times, moe_results
-from netsim.workload.costs import TimeModel
 from netsim.workload.fp8 import recipe_note
 from netsim.workload.graph import StepPlan, build_plan
+from netsim.workload.kernel_calls import TimeModel
 from netsim.workload.lora import lora_note
 
 __all__ = [

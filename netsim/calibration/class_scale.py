@@ -6,7 +6,7 @@ case of ``netsim validate`` puts netsim's compute model next to it (:mod:`netsim
 Their ratio, measured / predicted per class, is a calibration of the compute model to that
 system and software: ``options.compute_class_scale`` (``{gemm: 1.28, attention: 0.83, ...}``)
 multiplies the time of every kernel call of a class by its factor.  The classes are those of
-:data:`netsim.workload.costs.KERNEL_CLASS`: ``gemm`` (dense, grouped and router GEMMs),
+:data:`netsim.workload.kernel_calls.KERNEL_CLASS`: ``gemm`` (dense, grouped and router GEMMs),
 ``attention``, ``fp8_cast`` (the FP8 quantisation casts), ``norm``, ``other`` (element-wise
 kernels, permutations); the optimizer step is not scaled (no layer profile measures it).
 
@@ -16,7 +16,7 @@ calibration, not a model of why the kernels differ: use it to ask what the rest 
 simulation (network, schedule, overlap) predicts once the kernels are as measured.
 
 :class:`ClassScaled` wraps a compute model and exposes ``class_scale``, which
-:meth:`netsim.workload.costs.KernelCall.time_s` applies (a kernel's class depends on the call,
+:meth:`netsim.workload.kernel_calls.KernelCall.time_s` applies (a kernel's class depends on the call,
 an FP8 cast being a ``residual`` kernel call marked as a cast, so the call applies it, not the
 model's ``time``).
 """

@@ -42,7 +42,7 @@ import pandas as pd
 
 from netsim.errors import TraceError
 from netsim.traces.kineto import KinetoTrace
-from netsim.workload.costs import KERNEL_CLASS
+from netsim.workload.kernel_calls import KERNEL_CLASS
 
 __all__ = ["CLASSES", "COMPUTE_CLASSES", "class_breakdown", "kernel_class", "netsim_kernel_class"]
 
@@ -77,7 +77,7 @@ def kernel_class(name: str) -> str:
 
 def netsim_kernel_class(kernel: str, *, quant: bool = False) -> str:
     """The class of a netsim catalogue kernel call (``quant``: an FP8 quantisation cast;
-    :attr:`netsim.workload.costs.KernelCall.kernel_class` for a call)."""
+    :attr:`netsim.workload.kernel_calls.KernelCall.kernel_class` for a call)."""
     return "fp8_cast" if quant else KERNEL_CLASS.get(kernel, "other")
 
 

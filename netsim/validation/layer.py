@@ -8,7 +8,7 @@ workload's recompute mode repeats (:func:`netsim.workload.balance.layer_calls`: 
 step's plan is built from), experts at the ``tokens x top_k`` rows a rank receives under
 balanced routing, each call timed by the topology's compute model with the SMs the workload's
 communication holds (:func:`netsim.run.workload_compute_model`), and summed per class
-(:attr:`netsim.workload.costs.KernelCall.kernel_class`).  ``compute`` is the sum of every
+(:attr:`netsim.workload.kernel_calls.KernelCall.kernel_class`).  ``compute`` is the sum of every
 class: netsim runs one rank's kernels one after another, so its busy time is their sum.
 
 This compares the compute model alone, in the conditions of a real training step (the clocks,

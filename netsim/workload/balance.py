@@ -39,7 +39,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from netsim.config.workload import WorkloadSpec
-from netsim.workload.costs import KernelCall, ModelCosts, Part, TimeModel, kernels_time_s
+from netsim.workload.costs import ModelCosts
+from netsim.workload.kernel_calls import KernelCall, Part, TimeModel, kernels_time_s
 from netsim.workload.plan import split_layers
 from netsim.workload.recompute import RecomputeMode
 from netsim.workload.schedules import Schedule

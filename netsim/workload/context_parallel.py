@@ -53,8 +53,8 @@ from collections.abc import Callable
 from typing import Any
 
 from netsim.workload.context import BuildContext
-from netsim.workload.costs import KernelCall
 from netsim.workload.emit import OpEmitter
+from netsim.workload.kernel_calls import KernelCall
 from netsim.workload.nccl_sms import NcclSms
 from netsim.workload.plan import Deps
 

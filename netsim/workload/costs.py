@@ -1,7 +1,7 @@
 """Model costs: the kernels a layer runs, their shapes, and the parameters a rank holds (counted by
 :mod:`netsim.workload.params`).
 
-Every compute op of the step is a list of :class:`KernelCall` (a kernel of the catalogue
+Every compute op of the step is a list of :class:`~netsim.workload.kernel_calls.KernelCall` (a kernel of the catalogue
 :data:`netsim.calibration.kernels.KERNELS` with its shape and pass); the compute model
 (:mod:`netsim.calibration.compute`, a measured table or the roofline) turns each call into
 seconds.  Shapes are per rank (``tp`` splits heads and FFN columns; with sequence parallelism
@@ -46,118 +46,26 @@ the weight gradient (zero bubble, DualPipe) the ``B`` op takes half of every GEM
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any, Literal, NamedTuple, TypeVar
 
-from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS, canonical_dtype
+from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS
 from netsim.config.model import ModelSpec
 from netsim.config.workload import LoraSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
-from netsim.workload.lora import TE_NAMES, adapter_gemms, adapter_params
+from netsim.workload.kernel_calls import KernelCall, Part
+from netsim.workload.kernel_calls import call as _call
+from netsim.workload.kernel_calls import split as _split
+from netsim.workload.lora import TE_NAMES, adapter_gemms
 from netsim.workload.params import LayerParams, ParamCounts
 
-__all__ = [
-    "KERNEL_CLASS",
-    "LOSS_KERNELS",
-    "KernelCall",
-    "LayerParams",
-    "ModelCosts",
-    "TimeModel",
-    "TpBackward",
-    "TpForward",
-    "kernels_time_s",
-]
+__all__ = ["LOSS_KERNELS", "LayerParams", "ModelCosts", "TpBackward", "TpForward"]
 
 _T = TypeVar("_T")
 
-Pass = Literal["fwd", "bwd", "step"]
-Part = Literal["F", "B", "W", "BW"]
-
-_WEIGHT_KERNELS = frozenset({"gemm", "grouped_gemm"})
-
-#: the class of a catalogue kernel (netsim.traces.kernel_classes puts a trace's kernels in the
-#: same classes); every other kernel is ``other``, the optimizer step ``optimizer``, an FP8 cast
-#: ``fp8_cast``
-KERNEL_CLASS: dict[str, str] = {
-    "gemm": "gemm",
-    "grouped_gemm": "gemm",
-    "router_linear": "gemm",
-    "attention": "attention",
-    "layernorm": "norm",
-    "rmsnorm": "norm",
-    "adamw": "optimizer",
-}
-
-
 #: ``training.cross_entropy`` -> the catalogue kernel of the loss
 LOSS_KERNELS: dict[str, str] = dict(zip(("unfused", "fused", "te"), CROSS_ENTROPY_KERNELS, strict=True))
-
-
-class TimeModel(Protocol):
-    """What the op graph needs from a compute model (netsim.calibration.compute.ComputeModel)."""
-
-    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class KernelCall:
-    """One kernel call: ``scale`` multiplies its time (0.5 = one half of a GEMM backward);
-    ``no_fp8``: the call stays in 16 bits when the model trains in FP8 (DeepSeek-V3, arXiv
-    2412.19437, section 3.3.1: the embedding, the output head, the MoE gating, the norms and the
-    attention operators keep their BF16/FP32 precision; only the linear layers' GEMMs run in FP8);
-    ``quant``: an FP8 quantisation cast (:mod:`netsim.workload.fp8`), not repeated in the backward;
-    ``slow``: the time multipliers of a GEMM's forward, input-gradient and weight-gradient halves
-    when a TP overlap takes SMs from them (:mod:`netsim.workload.tp_overlap`); a forward call
-    applies the first, :func:`_split` folds the others into the backward calls' ``scale``;
-    ``adapter``: a LoRA adapter's GEMM (:mod:`netsim.workload.lora`)."""
-
-    kernel: str
-    pass_: Pass
-    shape: tuple[tuple[str, float], ...]
-    scale: float = 1.0
-    no_fp8: bool = False
-    quant: bool = False
-    slow: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    #: a LoRA adapter's GEMM: trained (its weight gradient computed) when the base is frozen
-    adapter: bool = False
-
-    @property
-    def kernel_class(self) -> str:
-        """The call's class (:data:`KERNEL_CLASS`; an FP8 quantisation cast is ``fp8_cast``)."""
-        return "fp8_cast" if self.quant else KERNEL_CLASS.get(self.kernel, "other")
-
-    def time_s(self, model: TimeModel, dtype: str | None) -> float:
-        """Seconds of the call on ``model``, times the model's ``class_scale`` of its class if
-        it has one (:mod:`netsim.calibration.class_scale`)."""
-        dt = None if self.kernel == "adamw" else dtype
-        if self.no_fp8 and dt is not None and canonical_dtype(dt) == "float8":
-            dt = "bf16"
-        scale = self.scale * self.slow[0] if self.pass_ == "fwd" else self.scale
-        t = scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
-        class_scale: Mapping[str, float] | None = getattr(model, "class_scale", None)
-        return t * class_scale.get(self.kernel_class, 1.0) if class_scale else t
-
-
-def kernels_time_s(
-    calls: Sequence[KernelCall],
-    model: TimeModel,
-    dtype: str | None,
-    cache: dict[tuple[KernelCall, str | None], float] | None = None,
-) -> float:
-    """Sum of the times of ``calls`` (seconds); ``cache`` memoises per call."""
-    total = 0.0
-    for c in calls:
-        if cache is not None:
-            key = (c, dtype)
-            t = cache.get(key)
-            if t is None:
-                t = c.time_s(model, dtype)
-                cache[key] = t
-        else:
-            t = c.time_s(model, dtype)
-        total += t
-    return total
 
 
 def _memo(method: Callable[..., _T]) -> Callable[..., _T]:
@@ -179,35 +87,6 @@ def _memo(method: Callable[..., _T]) -> Callable[..., _T]:
 def _overrides(model: ModelSpec) -> dict[str, float | None] | None:
     """``model.fp8_quant_bytes`` as a mapping (None when not given)."""
     return model.fp8_quant_bytes.model_dump() if model.fp8_quant_bytes is not None else None
-
-
-def _call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False, **shape: float) -> KernelCall:
-    return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
-
-
-def _split(calls: list[KernelCall], part: Part, frozen: bool = False) -> list[KernelCall]:
-    """Forward calls -> the calls of a backward part (``B``, ``W`` or both ``BW``); ``frozen``:
-    the weights are not trained (LoRA, :mod:`netsim.workload.lora`): a GEMM's backward is its
-    input-gradient half, except an adapter's."""
-    out: list[KernelCall] = []
-    for c in calls:
-        if c.quant:
-            continue
-        weighted = c.kernel in _WEIGHT_KERNELS
-        _, dgrad, wgrad = c.slow
-        if frozen and weighted and not c.adapter:
-            wgrad = 0.0
-            if part == "W":
-                continue
-        if part == "BW":
-            scale = c.scale * (0.5 * (dgrad + wgrad) if weighted else 1.0)
-            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
-        elif part == "B":
-            scale = c.scale * (0.5 * dgrad if weighted else 1.0)
-            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
-        elif part == "W" and weighted:
-            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8, adapter=c.adapter))
-    return out
 
 
 class TpForward(NamedTuple):
@@ -283,7 +162,7 @@ class ModelCosts(ParamCounts):
         #: core is causal over (None: the whole sequence)
         self.document_tokens = document_tokens
         #: LoRA (``training.lora``): the base weights frozen, adapters beside these TE GEMM names
-        self.lora = lora
+        self.lora: LoraSpec | None = lora
         self.frozen = lora is not None
         self.lora_targets = frozenset(TE_NAMES[t] for t in lora.targets) if lora is not None else frozenset()
         #: time multiplier per Transformer Engine GEMM name (qkv_fprop, fc2_dgrad, ...) under the
@@ -391,7 +270,7 @@ class ModelCosts(ParamCounts):
         return call if slow == (1.0, 1.0, 1.0) else replace(call, slow=slow)
 
     def _back(self, calls: list[KernelCall], part: Part) -> list[KernelCall]:
-        """:func:`_split` with the model's frozen weights (LoRA)."""
+        """:func:`netsim.workload.kernel_calls.split` with the model's frozen weights (LoRA)."""
         return _split(calls, part, self.frozen)
 
     def _adapted(self, te_name: str, call: KernelCall) -> list[KernelCall]:
@@ -407,21 +286,6 @@ class ModelCosts(ParamCounts):
                 for an, ak in adapter_gemms(te_name, self.lora.rank, self.tp, n=n, k=k)
             ),
         ]
-
-    def trainable_params(self, layer: int) -> LayerParams:
-        """Parameters of ``layer`` one rank trains: :meth:`layer_params`, or with LoRA only its
-        adapters'."""
-        if self.lora is None:
-            return self.layer_params(layer)
-        return LayerParams(dense=adapter_params(self.m, self.lora, self.tp, self.m.is_moe_layer(layer)), expert=0.0)
-
-    def trainable_head_params(self) -> float:
-        """The output head's trained parameters (none under LoRA)."""
-        return 0.0 if self.lora is not None else self.head_params()
-
-    def trainable_embedding_params(self) -> float:
-        """The embedding's trained parameters (none under LoRA)."""
-        return 0.0 if self.lora is not None else self.embedding_params()
 
     def _attention_fwd(self) -> tuple[list[KernelCall], list[KernelCall]]:
         """The attention block's forward kernels before the core (norm, projections to Q, K, V)

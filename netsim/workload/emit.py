@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from netsim.calibration.shared_sms import SM_BOUND_KERNELS
-from netsim.workload.costs import KernelCall, TimeModel, kernels_time_s
+from netsim.workload.kernel_calls import KernelCall, TimeModel, kernels_time_s
 from netsim.workload.lanes import Lanes
 from netsim.workload.plan import COMPUTE, Collective, Deps, Instance, Make, Op
 

@@ -59,10 +59,11 @@ from netsim.moe.dispatchers import DISPATCHERS
 from netsim.workload.balance import balanced_layers
 from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
-from netsim.workload.costs import ModelCosts, TimeModel
+from netsim.workload.costs import ModelCosts
 from netsim.workload.emit import OpEmitter
 from netsim.workload.experts import ExpertTraffic
 from netsim.workload.gradients import GradientReducer
+from netsim.workload.kernel_calls import TimeModel
 from netsim.workload.lanes import make_lanes
 from netsim.workload.layers import LayerEmitter
 from netsim.workload.layout import ParallelLayout, build_layout

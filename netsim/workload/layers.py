@@ -35,10 +35,10 @@ from __future__ import annotations
 
 from netsim.workload.context import BuildContext
 from netsim.workload.context_parallel import ContextParallelRing
-from netsim.workload.costs import KernelCall, Part
 from netsim.workload.emit import OpEmitter
 from netsim.workload.experts import ExpertTraffic
 from netsim.workload.gradients import GradientReducer
+from netsim.workload.kernel_calls import KernelCall, Part
 from netsim.workload.plan import Deps
 from netsim.workload.recompute import RecomputeMode, full_layers
 from netsim.workload.tp_blocks import Core, TpBlocks

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 from netsim.config.model import DTYPE_BYTES
 from netsim.config.workload import WorkloadSpec
-from netsim.workload.costs import KernelCall
+from netsim.workload.kernel_calls import KernelCall
 
 __all__ = ["ADAMW_KERNEL_BYTES_PER_PARAM", "OptimizerPrecision", "optimizer_precision"]
 

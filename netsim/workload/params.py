@@ -1,9 +1,10 @@
 """The parameters one rank holds: per layer (dense, reduced over data parallelism, and expert),
-the embedding and the output head, under tensor parallelism and the rank's expert slots.
+the embedding and the output head, under tensor parallelism and the rank's expert slots; and the
+ones it trains (all of them, or with LoRA only the adapters, :mod:`netsim.workload.lora`).
 
 :class:`ParamCounts` is the counting half of :class:`netsim.workload.costs.ModelCosts` (which
 derives from it and sets the attributes it reads: the model ``m``, ``tp``, the expert ``slots``,
-``gated``, ``expert_ffn`` and ``expert_shard_ffn``); the memory tally, the gradient reduction and
+``gated``, ``expert_ffn``, ``expert_shard_ffn`` and ``lora``); the memory tally, the gradient reduction and
 the optimizer step count with it.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from netsim.config.model import ModelSpec
+from netsim.config.workload import LoraSpec
+from netsim.workload.lora import adapter_params
 
 __all__ = ["LayerParams", "ParamCounts"]
 
@@ -33,6 +36,7 @@ class ParamCounts:
     gated: bool
     expert_ffn: int
     expert_shard_ffn: int
+    lora: LoraSpec | None
 
     def layer_params(self, layer: int) -> LayerParams:
         """Parameters of ``layer`` held by one rank (elements)."""
@@ -70,3 +74,18 @@ class ParamCounts:
 
     def head_params(self) -> float:
         return self.m.vocab * self.m.hidden / self.tp + self.m.hidden
+
+    def trainable_params(self, layer: int) -> LayerParams:
+        """Parameters of ``layer`` one rank trains: :meth:`layer_params`, or with LoRA only its
+        adapters'."""
+        if self.lora is None:
+            return self.layer_params(layer)
+        return LayerParams(dense=adapter_params(self.m, self.lora, self.tp, self.m.is_moe_layer(layer)), expert=0.0)
+
+    def trainable_head_params(self) -> float:
+        """The output head's trained parameters (none under LoRA)."""
+        return 0.0 if self.lora is not None else self.head_params()
+
+    def trainable_embedding_params(self) -> float:
+        """The embedding's trained parameters (none under LoRA)."""
+        return 0.0 if self.lora is not None else self.embedding_params()

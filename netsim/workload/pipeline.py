@@ -46,9 +46,9 @@ from typing import Any
 
 from netsim.errors import WorkloadError
 from netsim.workload.context import BuildContext
-from netsim.workload.costs import Part
 from netsim.workload.emit import OpEmitter
 from netsim.workload.gradients import GradientReducer
+from netsim.workload.kernel_calls import Part
 from netsim.workload.layers import LayerEmitter
 from netsim.workload.plan import Collective, Deps
 from netsim.workload.schedules import Action

@@ -55,8 +55,8 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from netsim.workload.context import BuildContext
-from netsim.workload.costs import KernelCall, Part
 from netsim.workload.emit import OpEmitter
+from netsim.workload.kernel_calls import KernelCall, Part
 from netsim.workload.plan import Deps
 from netsim.workload.tp_overlap import PHASE_GEMM, tp_held_shares
 

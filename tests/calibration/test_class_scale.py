@@ -9,7 +9,7 @@ import pytest
 from netsim.calibration.class_scale import ClassScaled, with_class_scale
 from netsim.config.scenario import load_scenario
 from netsim.errors import SpecError
-from netsim.workload.costs import KernelCall
+from netsim.workload.kernel_calls import KernelCall
 
 
 class Unit:

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from netsim.workload.costs import ModelCosts, kernels_time_s
+from netsim.workload.costs import ModelCosts
+from netsim.workload.kernel_calls import kernels_time_s
 
 from .conftest import replay, tiny_scenario
 from .test_tp_comm_overlap import DENSE as UB_DENSE

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from netsim.config.workload import load_workload
-from netsim.workload.costs import KernelCall, ModelCosts
+from netsim.workload.costs import ModelCosts
 from netsim.workload.graph import StepPlan
+from netsim.workload.kernel_calls import KernelCall
 from netsim.workload.recompute import RECOMPUTE
 
 from .plans import MLA_MOE, ShapeCompute, plan_digest, small_plan

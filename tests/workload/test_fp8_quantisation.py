@@ -9,9 +9,10 @@ import pytest
 
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError
-from netsim.workload.costs import KernelCall, ModelCosts
+from netsim.workload.costs import ModelCosts
 from netsim.workload.fp8 import BLOCKWISE_QUANT_SLOWDOWN, FP8_RECIPES, quant_bytes, recipe_note
 from netsim.workload.graph import StepPlan
+from netsim.workload.kernel_calls import KernelCall
 
 from .plans import MLA_MOE, plan_digest, small_plan
 

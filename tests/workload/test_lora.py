@@ -10,8 +10,9 @@ import pytest
 
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError
-from netsim.workload.costs import ModelCosts, _split
+from netsim.workload.costs import ModelCosts
 from netsim.workload.graph import build_plan
+from netsim.workload.kernel_calls import split
 
 from ..replay.helpers import FixedCompute, chain_topology
 
@@ -66,7 +67,7 @@ def test_frozen_gemms_keep_only_their_input_gradient() -> None:
     assert _gemms(lora.mlp("W")) == [] and _gemms(lora.mlp("B")) == [(0.5, False), (0.5, False)]
     assert _gemms(lora.head("BW")) == [(0.5, False)]  # the output head is frozen too
     # the same rule as a plain function: frozen, not an adapter -> no weight gradient
-    assert _split(full.attention("F"), "W", frozen=True) == []
+    assert split(full.attention("F"), "W", frozen=True) == []
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4])

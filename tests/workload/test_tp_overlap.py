@@ -10,7 +10,8 @@ import pytest
 
 from netsim.config.workload import OverlapSpec, load_workload
 from netsim.errors import SpecError
-from netsim.workload.costs import KernelCall, ModelCosts
+from netsim.workload.costs import ModelCosts
+from netsim.workload.kernel_calls import KernelCall
 from netsim.workload.tp_overlap import TE_DEFAULT_MARGIN_SMS, TP_OVERLAP_GEMMS, tp_gemm_slowdowns
 
 DENSE: dict[str, Any] = {"layers": 2, "hidden": 256, "ffn_hidden": 512, "heads": 4, "kv_heads": 2, "vocab": 1000}

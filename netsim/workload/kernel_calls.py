@@ -1,0 +1,134 @@
+"""A kernel call: one kernel of the catalogue with its shape, pass and time multipliers, and how
+a forward call becomes the calls of a backward part.
+
+Every compute op of a training step is a list of :class:`KernelCall`
+(:mod:`netsim.workload.costs` builds them per layer); a compute model that satisfies
+:class:`TimeModel` (:mod:`netsim.calibration.compute`: a measured table or the roofline) turns
+each into seconds.  A backward GEMM computes the input gradient and the weight gradient, equal
+FLOPs: :func:`split` turns a forward call into its ``B`` (input-gradient) half, ``W``
+(weight-gradient) half or both (``BW``), each half scaled by the SMs a TP overlap takes from it,
+and with frozen weights (LoRA, :mod:`netsim.workload.lora`) into its input-gradient half only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from netsim.calibration.catalogue import canonical_dtype
+
+__all__ = ["KERNEL_CLASS", "KernelCall", "Part", "Pass", "TimeModel", "call", "kernels_time_s", "split"]
+
+Pass = Literal["fwd", "bwd", "step"]
+Part = Literal["F", "B", "W", "BW"]
+
+_WEIGHT_KERNELS = frozenset({"gemm", "grouped_gemm"})
+
+#: the class of a catalogue kernel (netsim.traces.kernel_classes puts a trace's kernels in the
+#: same classes); every other kernel is ``other``, the optimizer step ``optimizer``, an FP8 cast
+#: ``fp8_cast``
+KERNEL_CLASS: dict[str, str] = {
+    "gemm": "gemm",
+    "grouped_gemm": "gemm",
+    "router_linear": "gemm",
+    "attention": "attention",
+    "layernorm": "norm",
+    "rmsnorm": "norm",
+    "adamw": "optimizer",
+}
+
+
+class TimeModel(Protocol):
+    """What the op graph needs from a compute model (netsim.calibration.compute.ComputeModel)."""
+
+    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """One kernel call: ``scale`` multiplies its time (0.5 = one half of a GEMM backward);
+    ``no_fp8``: the call stays in 16 bits when the model trains in FP8 (DeepSeek-V3, arXiv
+    2412.19437, section 3.3.1: the embedding, the output head, the MoE gating, the norms and the
+    attention operators keep their BF16/FP32 precision; only the linear layers' GEMMs run in FP8);
+    ``quant``: an FP8 quantisation cast (:mod:`netsim.workload.fp8`), not repeated in the backward;
+    ``slow``: the time multipliers of a GEMM's forward, input-gradient and weight-gradient halves
+    when a TP overlap takes SMs from them (:mod:`netsim.workload.tp_overlap`); a forward call
+    applies the first, :func:`split` folds the others into the backward calls' ``scale``;
+    ``adapter``: a LoRA adapter's GEMM (:mod:`netsim.workload.lora`)."""
+
+    kernel: str
+    pass_: Pass
+    shape: tuple[tuple[str, float], ...]
+    scale: float = 1.0
+    no_fp8: bool = False
+    quant: bool = False
+    slow: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: a LoRA adapter's GEMM: trained (its weight gradient computed) when the base is frozen
+    adapter: bool = False
+
+    @property
+    def kernel_class(self) -> str:
+        """The call's class (:data:`KERNEL_CLASS`; an FP8 quantisation cast is ``fp8_cast``)."""
+        return "fp8_cast" if self.quant else KERNEL_CLASS.get(self.kernel, "other")
+
+    def time_s(self, model: TimeModel, dtype: str | None) -> float:
+        """Seconds of the call on ``model``, times the model's ``class_scale`` of its class if
+        it has one (:mod:`netsim.calibration.class_scale`)."""
+        dt = None if self.kernel == "adamw" else dtype
+        if self.no_fp8 and dt is not None and canonical_dtype(dt) == "float8":
+            dt = "bf16"
+        scale = self.scale * self.slow[0] if self.pass_ == "fwd" else self.scale
+        t = scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
+        class_scale: Mapping[str, float] | None = getattr(model, "class_scale", None)
+        return t * class_scale.get(self.kernel_class, 1.0) if class_scale else t
+
+
+def kernels_time_s(
+    calls: Sequence[KernelCall],
+    model: TimeModel,
+    dtype: str | None,
+    cache: dict[tuple[KernelCall, str | None], float] | None = None,
+) -> float:
+    """Sum of the times of ``calls`` (seconds); ``cache`` memoises per call."""
+    total = 0.0
+    for c in calls:
+        if cache is not None:
+            key = (c, dtype)
+            t = cache.get(key)
+            if t is None:
+                t = c.time_s(model, dtype)
+                cache[key] = t
+        else:
+            t = c.time_s(model, dtype)
+        total += t
+    return total
+
+
+def call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False, **shape: float) -> KernelCall:
+    return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
+
+
+def split(calls: list[KernelCall], part: Part, frozen: bool = False) -> list[KernelCall]:
+    """Forward calls -> the calls of a backward part (``B``, ``W`` or both ``BW``); ``frozen``:
+    the weights are not trained (LoRA, :mod:`netsim.workload.lora`): a GEMM's backward is its
+    input-gradient half, except an adapter's."""
+    out: list[KernelCall] = []
+    for c in calls:
+        if c.quant:
+            continue
+        weighted = c.kernel in _WEIGHT_KERNELS
+        _, dgrad, wgrad = c.slow
+        if frozen and weighted and not c.adapter:
+            wgrad = 0.0
+            if part == "W":
+                continue
+        if part == "BW":
+            scale = c.scale * (0.5 * (dgrad + wgrad) if weighted else 1.0)
+            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
+        elif part == "B":
+            scale = c.scale * (0.5 * dgrad if weighted else 1.0)
+            out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
+        elif part == "W" and weighted:
+            out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8, adapter=c.adapter))
+    return out

@@ -97,6 +97,12 @@ BYTES_PER_FLOW = 1_500
 over 256 -> 512 ranks, 65k -> 262k flows, grows RSS by 290 MB, 1.48 kB a flow)."""
 BYTES_PER_OP = 1_000
 """One planned op of a training step and its result row (approx.)."""
+BYTES_PER_COMPACT_TRANSFER = 200
+"""One transfer of a stream or coflow collective in a training run (approx.): held in the plan's
+arrays, not as an engine flow with its route.  Measured peaks on the 256-server DeepSeek-V3
+benchmark (docs "Performance"): 60.3M transfers and 3.3M ops in 3.99 GiB (every rank simulated,
+``alltoall`` dispatcher), about 15 B per transfer after 1 kB per op; 13.9M transfers and 83k
+ops in 2.26 GiB (lockstep, ``deepep`` with its per-node de-duplication), about 170 B."""
 
 
 def check_file_size(path: str | os.PathLike[str], limit: int, what: str = "file") -> None:
@@ -176,13 +182,16 @@ class SizeEstimate:
     links: int = 0
     flows: int = 0
     ops: int = 0
+    #: memory of one flow: an engine flow with its route (exact), or a compact transfer of a
+    #: stream or coflow collective
+    bytes_per_flow: int = BYTES_PER_FLOW
 
     @property
     def memory_bytes(self) -> int:
         return (
             self.devices * BYTES_PER_DEVICE
             + self.links * BYTES_PER_LINK
-            + self.flows * BYTES_PER_FLOW
+            + self.flows * self.bytes_per_flow
             + self.ops * BYTES_PER_OP
         )
 
@@ -226,16 +235,19 @@ def estimate_run(
     ep: int,
     moe: bool,
     built_ranks: int | None = None,
+    exact: bool = True,
 ) -> SizeEstimate:
     """Ops and flows of a training run (forward and backward of every layer and micro-batch):
     ``layers`` a rank holds (its pipeline stage's), ``microbatches`` per data-parallel replica,
     ``built_ranks`` the ranks whose ops are built (a lockstep plan builds one rank per lockstep
-    unit and merges the unit's all-to-alls; default: every rank)."""
+    unit and merges the unit's all-to-alls; default: every rank); ``exact``: every transfer an
+    engine flow (the exact collective model), else compact (:data:`BYTES_PER_COMPACT_TRANSFER`)."""
     per_rank_step = layers * microbatches * 6  # compute fwd/bwd and communication per layer (approx.)
     built = ranks if built_ranks is None else built_ranks
     ops = built * steps * per_rank_step
     a2a = built * max(ep - 1, 0) * layers * microbatches * steps * 4 if moe else 0  # dispatch + combine, fwd + bwd
-    return SizeEstimate("this run", devices=topo.devices, links=topo.links, flows=a2a + ops, ops=ops)
+    per_flow = BYTES_PER_FLOW if exact else BYTES_PER_COMPACT_TRANSFER
+    return SizeEstimate("this run", topo.devices, topo.links, flows=a2a + ops, ops=ops, bytes_per_flow=per_flow)
 
 
 def available_memory_bytes() -> int:

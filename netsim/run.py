@@ -199,6 +199,8 @@ def run_estimate(graph: nx.DiGraph, workload: WorkloadSpec, scenario: ScenarioSp
         ep=par.ep,
         moe=moe,
         built_ranks=built,
+        # `auto` simulates every flow only up to auto.EXACT_FLOW_LIMIT flows, then streams or coflows
+        exact=scenario.options.collective_model == "exact",
     )
 
 

@@ -418,3 +418,22 @@ def test_running_out_of_memory_is_one_line(monkeypatch: pytest.MonkeyPatch, caps
 )
 def test_numeric_options_are_checked_and_named(argv: list[str], start: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert _one_error(argv, capsys).startswith(start)
+
+
+def test_the_size_estimate_prices_compact_transfers_below_engine_flows() -> None:
+    # the 256-server DeepSeek-V3 benchmark simulated every rank in 3.99 GiB (coflow collectives);
+    # priced as engine flows it was refused at ~96 GiB on a 22 GiB machine
+    from netsim.config.scenario import load_scenario
+    from netsim.run import load_scenario_workload, run_estimate
+    from netsim.topology import load_topology
+
+    lim = netsim.limits
+    ests = {}
+    for model in ("exact", "coflow", "auto"):
+        sc = load_scenario(None, ["topology=dgx-h100", "nodes=4", f"options.collective_model={model}"])
+        graph = load_topology(sc.resolve_path(sc.topology), nodes=4)
+        ests[model] = run_estimate(graph, load_scenario_workload(sc), sc)
+    assert ests["exact"].flows == ests["coflow"].flows == ests["auto"].flows > 0
+    assert ests["exact"].bytes_per_flow == lim.BYTES_PER_FLOW
+    assert ests["coflow"].bytes_per_flow == ests["auto"].bytes_per_flow == lim.BYTES_PER_COMPACT_TRANSFER
+    assert ests["coflow"].memory_bytes < ests["exact"].memory_bytes

@@ -22,13 +22,14 @@ trains, beside each target linear layer ``y = x W``, an adapter ``y += (x A) B``
   optimizer's parameter all-gather, the optimizer step and the memory for gradients, fp32 main
   weights and Adam's moments count the adapters' ``(k + n) r / tp`` parameters per target, not
   the base model's (which stay held in their training dtype).
+* **Fewer stored activations**: a frozen GEMM keeps no input for a weight gradient (Transformer
+  Engine stores a ``Linear``'s input only when its weight needs a gradient), an adapted one its
+  adapter's 16-bit input (:class:`netsim.workload.memory.ActivationModel`).
 
 Not modelled (*approx.*): the adapters' own tensor-parallel collectives (an all-gather or a
 reduction of ``tokens x r`` elements per target, a few hundred KiB at ``r`` = 32); the FP8
-casts of a frozen layer's backward keep the column-wise copy a weight gradient would read; the
-activation memory is a trained model's (Transformer Engine stores a frozen ``Linear``'s input
-only when its weight needs a gradient, so the tally is an upper bound); LoRA on MLA attention
-and on routed experts (Megatron-Bridge can adapt expert GEMMs; netsim's experts stay frozen
+casts of a frozen layer's backward keep the column-wise copy a weight gradient would read; LoRA
+on MLA attention and on routed experts (Megatron-Bridge can adapt expert GEMMs; netsim's experts stay frozen
 without adapters).
 """
 

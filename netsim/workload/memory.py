@@ -46,6 +46,12 @@ Q, K, V, the activation function's input and an expert's output (kept for the co
 weighting: TE's ``moe_unpermute`` saves it with the merging probabilities) stay BF16.  The
 output head (not FP8) and a fully recomputed layer's input are BF16 too.
 
+**LoRA** (``training.lora``): a frozen GEMM keeps no input for a weight gradient (Transformer
+Engine's ``backward_needs_input``, ``linear.py`` at d0067d0da6), so the norms' outputs, the
+second linears' and the experts' inputs, the output projection's FP8 copy and the output head's
+input are not stored, except where a LoRA target's adapter keeps its input (16-bit: Megatron-Core's
+own linear layers); the norm inputs, Q, K, V, the activation functions' inputs and the logits stay.
+
 **In flight**: a stage holds the activations of every micro-batch whose forward has run and
 whose backward has not (its weight-gradient pass, where the schedule defers it), read off the
 schedule's own action order: 1F1B peaks at ``p`` micro-batches on stage 0, GPipe at ``m``,
@@ -124,18 +130,33 @@ class ActivationModel:
         self.route = float(route_tokens)
         self.gated = 3.0 if m.activation == "swiglu" else 2.0
         self.mask = 1.0 if self.tr.dropout else 0.0
+        lora = self.tr.lora
+        #: LoRA: a frozen GEMM keeps no input for a weight gradient (Transformer Engine's
+        #: ``backward_needs_input = is_grad_enabled and weight.requires_grad``, linear.py at
+        #: d0067d0da6); a target's adapter keeps that input in 16 bits (netsim.workload.lora)
+        self.frozen = lora is not None
+        self.targets = frozenset(lora.targets) if lora is not None else frozenset()
+        if self.frozen:
+            self.proj_copy = 0.0  # the attention output the core keeps is the adapter's input
 
-    def _replicated(self) -> float:
-        """Norm input, first-linear input (the norm's output, as its GEMM saves it: not stored
-        when the norms are recomputed) and dropout mask of one block (bytes)."""
-        ln_out = 0.0 if self.mode.norms else self.Bq
+    def _saved_input(self, target: str | None) -> float:
+        """Bytes per element a GEMM keeps of its input for the weight gradient: its saved copy,
+        or under LoRA the adapter's 16-bit input when ``target`` is adapted, else none."""
+        if not self.frozen:
+            return self.Bq
+        return self.B if target in self.targets else 0.0
+
+    def _replicated(self, target: str | None = None) -> float:
+        """Norm input, first-linear input (the norm's output, as its GEMM ``target`` saves it: not
+        stored when the norms are recomputed) and dropout mask of one block (bytes)."""
+        ln_out = 0.0 if self.mode.norms else self._saved_input(target)
         return (self.B + ln_out + self.mask) * self.sb * self.m.hidden / self.r
 
-    def _ffn(self, f: float) -> float:
+    def _ffn(self, f: float, target: str | None = "linear_fc2") -> float:
         """Bytes per token of an MLP interior ``f`` wide: the first linear's output, which the
         activation function keeps (``2f`` gated, ``f`` GeLU), and the second linear's input
-        (``f``, as its GEMM saves it)."""
-        return (self.B * (self.gated - 1.0) + self.Bq) * f
+        (``f``, as its GEMM ``target`` saves it)."""
+        return (self.B * (self.gated - 1.0) + self._saved_input(target)) * f
 
     def attention(self) -> float:
         """The attention block (norm, QKV, core, output projection)."""
@@ -150,7 +171,7 @@ class ActivationModel:
         else:
             d, kv = m.dim_per_head, m.num_kv_heads
             proj = (B * (2 * a * d + 2 * kv * d) + self.proj_copy * a * d) * sb / t
-        return self._replicated() + proj + self.core()
+        return self._replicated("linear_qkv") + proj + self.core()
 
     def core(self) -> float:
         """The attention core's stored scores (none when recomputed)."""
@@ -171,7 +192,7 @@ class ActivationModel:
 
     def mlp_stored(self) -> float:
         """A dense MLP block with nothing recomputed."""
-        return self._replicated() + self.sb * self._ffn(self.m.ffn_hidden) / self.t
+        return self._replicated("linear_fc1") + self.sb * self._ffn(self.m.ffn_hidden) / self.t
 
     def moe(self) -> float:
         """An MoE block: routed experts at balanced load, shared experts (under Megatron's ``moe``
@@ -188,10 +209,11 @@ class ActivationModel:
         slots = moe.top_k * self.route
         # per token-slot: the expert's input as its GEMM saves it, its output (for the combine's
         # weighting), the interior (less the second GEMM's input under the ``moe_act`` module)
-        interior = self._ffn(f) - (self.Bq * f if self.mode.moe_act else 0.0)
-        routed = slots * ((self.Bq + self.B) * self.m.hidden + interior)
-        shared = 0.0 if self.mode.shared_experts else self.route * self._ffn(f) * moe.shared_experts
-        return self._replicated() + routed + shared
+        expert_in = self._saved_input(None)  # routed experts carry no adapter
+        interior = self._ffn(f, None) - (expert_in * f if self.mode.moe_act else 0.0)
+        routed = slots * ((expert_in + self.B) * self.m.hidden + interior)
+        shared = 0.0 if self.mode.shared_experts else self.route * self._ffn(f, None) * moe.shared_experts
+        return self._replicated(None) + routed + shared
 
     def layer_stored(self, layer: int) -> float:
         """Bytes ``layer`` keeps for its backward under no recomputation (or selective)."""
@@ -212,8 +234,10 @@ class ActivationModel:
         return 8.0 * self.sb + self.mask * self.sb * self.m.hidden / self.r
 
     def head(self) -> float:
-        """The last block: final norm and output-projection inputs, fp32 logits."""
-        return 2 * self.B * self.sb * self.m.hidden / self.r + 4.0 * self.sb * self.m.vocab / self.t
+        """The last block: final norm and output-projection inputs (a frozen head keeps none),
+        fp32 logits."""
+        inputs = 1.0 if self.frozen else 2.0
+        return inputs * self.B * self.sb * self.m.hidden / self.r + 4.0 * self.sb * self.m.vocab / self.t
 
     def mtp(self) -> float:
         """A multi-token-prediction module's own inputs: its two norms' inputs (and, unless the

@@ -162,3 +162,22 @@ def test_a_run_says_it_is_lora_and_packed() -> None:
     assert _training_notes(_spec(document_tokens=300)) == [
         "packed documents of 300 tokens, each attending only to itself"
     ]
+
+
+def test_frozen_gemms_store_no_inputs_for_weight_gradients() -> None:
+    # bf16, TP 1: a GEMM saves its input at 2 bytes; per micro-batch of S tokens
+    from netsim.workload.memory import ActivationModel
+    from netsim.workload.recompute import get_recompute
+
+    def act(**training: Any) -> ActivationModel:
+        return ActivationModel(_spec(**training), 1, S, get_recompute("none"))
+
+    full, qkv, none = act(), act(lora={"targets": ["linear_qkv"]}), act(lora={"targets": ["linear_proj"]})
+    # the attention block: its QKV input (the norm's output) stays only while QKV is adapted
+    assert full.attention() == qkv.attention() == none.attention() + 2 * S * H
+    # the MLP: fc1's input (S x H) and fc2's input (S x FFN) go with the frozen weights
+    assert full.mlp() - qkv.mlp() == pytest.approx(2 * S * (H + FFN))
+    # adapting fc2 keeps its input (16 bits, as the adapter's own linear layer saves it)
+    assert act(lora={"targets": ["linear_fc2"]}).mlp() == pytest.approx(qkv.mlp() + 2 * S * FFN)
+    # the output head keeps its norm's input and the logits, not the projection's input
+    assert full.head() - qkv.head() == pytest.approx(2 * S * H)

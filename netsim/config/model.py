@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from netsim.config.common import SpecModel
 from netsim.limits import MAX_EXPERTS, MAX_LAYERS, MAX_WIDTH
 
-__all__ = ["DTYPE_BYTES", "Fp8QuantBytesSpec", "Fp8Recipe", "MLASpec", "MoESpec", "ModelSpec"]
+__all__ = ["DTYPE_BYTES", "Fp8QuantBytesSpec", "Fp8Recipe", "MLASpec", "MoESpec", "ModelSpec", "SlidingWindowSpec"]
 
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
 
@@ -100,6 +100,19 @@ class MoESpec(SpecModel):
         return self
 
 
+class SlidingWindowSpec(SpecModel):
+    """Sliding-window (local) attention: each query attends to itself and the ``tokens - 1``
+    tokens before it (Mistral 7B, arXiv 2310.06825; Gemma 2 and 3; GPT-OSS), in every layer or in
+    all but the global ones (``global_every``: every n-th layer from ``global_first`` attends to
+    the whole sequence; Gemma 2 and GPT-OSS alternate, Gemma 3 has one global layer in six)."""
+
+    tokens: int = Field(ge=1, description="the window: keys each query attends to, itself included")
+    global_every: int | None = Field(
+        default=None, ge=1, description="every n-th layer attends to the whole sequence; null: every layer windowed"
+    )
+    global_first: int = Field(default=0, ge=0, description="the first global layer (with global_every)")
+
+
 class ModelSpec(SpecModel):
     """Transformer dimensions."""
 
@@ -132,6 +145,11 @@ class ModelSpec(SpecModel):
     tie_embeddings: bool = False
     mla: MLASpec | None = None
     moe: MoESpec | None = None
+    sliding_window: SlidingWindowSpec | None = Field(
+        default=None,
+        description="sliding-window attention in some or all layers (netsim.workload.costs, attention core); "
+        "null: every layer attends to the whole causal sequence",
+    )
     mtp_depth: int = Field(
         default=0,
         ge=0,
@@ -181,6 +199,16 @@ class ModelSpec(SpecModel):
     @property
     def dim_per_head(self) -> int:
         return self.head_dim if self.head_dim is not None else self.hidden // self.heads
+
+    def attention_window(self, layer: int) -> int | None:
+        """The sliding window of ``layer``'s attention in tokens (None: the whole sequence; a
+        multi-token-prediction block attends like a global layer)."""
+        w = self.sliding_window
+        if w is None or layer >= self.layers or w.tokens >= self.seq_len:
+            return None
+        if w.global_every is not None and layer >= w.global_first and (layer - w.global_first) % w.global_every == 0:
+            return None
+        return w.tokens
 
     def is_mtp_layer(self, layer: int) -> bool:
         """Whether ``layer`` is a multi-token-prediction block (an index from ``layers`` on)."""

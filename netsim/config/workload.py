@@ -511,6 +511,11 @@ class WorkloadSpec(SpecModel):
             raise ValueError(
                 "training.lora: LoRA on MLA attention (model.mla) is not modelled; allowed: GQA/MHA models"
             )
+        if self.model.sliding_window is not None and self.parallelism.cp > 1:
+            raise ValueError(
+                "model.sliding_window: sliding-window attention with context parallelism (parallelism.cp > 1) is "
+                "not modelled; allowed: cp 1, or sliding_window null"
+            )
         if t.document_tokens is not None and self.parallelism.cp > 1:
             raise ValueError(
                 "training.document_tokens: packed documents with context parallelism (parallelism.cp > 1) are not "

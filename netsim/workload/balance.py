@@ -54,9 +54,10 @@ _TOL = 1e-9
 def layer_calls(spec: WorkloadSpec, costs: ModelCosts, layer: int, mode: RecomputeMode, etp: int) -> list[KernelCall]:
     """The kernel calls of one micro-batch through ``layer``: forward, backward, recomputation."""
     model = spec.model
+    window = model.attention_window(layer)
 
     def block(part: Part) -> list[KernelCall]:
-        calls = list(costs.attention(part))
+        calls = list(costs.attention(part, window))
         if not model.is_moe_layer(layer):
             return calls + costs.mlp(part)
         assert model.moe is not None
@@ -67,7 +68,7 @@ def layer_calls(spec: WorkloadSpec, costs: ModelCosts, layer: int, mode: Recompu
     if mode.whole_layer:
         calls += block("F")
     if mode.attention_core:
-        calls += costs.attention_core("F")
+        calls += costs.attention_core("F", window)
     if mode.norms or mode.mla_up:
         calls += costs.recompute_norms_mla(True, mode.norms, mode.mla_up)
         calls += costs.recompute_norms_mla(False, mode.norms, mode.mla_up)

@@ -319,9 +319,10 @@ class ModelCosts(ParamCounts):
         return 4 if self.m.mla is not None else 1
 
     @_memo
-    def attention(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+    def attention(self, part: Literal["F", "B", "W", "BW"], window: int | None = None) -> list[KernelCall]:
+        """The attention block; ``window``: the layer's sliding window (:meth:`attention_core`)."""
         pre, post = self._attention_fwd()
-        calls = [*pre, *self.attention_core("F"), *post]
+        calls = [*pre, *self.attention_core("F", window), *post]
         return self._finish(calls, part, norm_fed=self._norm_fed)
 
     @_memo
@@ -356,9 +357,10 @@ class ModelCosts(ParamCounts):
         return [*calls, _call("residual", "fwd", tokens=ts, hidden=h)]
 
     @_memo
-    def attention_core(self, part: Literal["F", "B", "W", "BW"]) -> list[KernelCall]:
+    def attention_core(self, part: Literal["F", "B", "W", "BW"], window: int | None = None) -> list[KernelCall]:
         """The attention core (what selective recomputation re-runs): the fused kernel, or
-        Megatron's unfused core (module doc) when ``flash_attention`` is off."""
+        Megatron's unfused core (module doc) when ``flash_attention`` is off.  ``window``: a
+        sliding window of that many tokens (``model.sliding_window``; cp = 1)."""
         m = self.m
         heads = max(1, m.heads // self.tp)
         d = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla is not None else m.dim_per_head
@@ -368,6 +370,11 @@ class ModelCosts(ParamCounts):
             # packed documents (cp = 1): s / L causal calls of L tokens, the FLOPs of each document
             # attending to itself; the efficiency of an L-token call (the curve at L)
             docs, s = s / self.document_tokens, self.document_tokens
+        if window is not None and 2 * window < s:
+            # a query attends to at most `window` keys: s * window - window^2 / 2 score entries,
+            # about those of s / (2 window) causal calls of 2 window tokens (s * window), at the
+            # efficiency of a 2-window call (each query tile meets the tiles of its window)
+            docs, s = docs * s / (2 * window), 2 * window
         if self.flash:
             # under context parallelism (netsim.workload.context_parallel) cp blocks of s/cp queries
             # against s/cp keys, each with the FLOPs of a causal call of that length (1/cp of the
@@ -391,13 +398,14 @@ class ModelCosts(ParamCounts):
         pieces, fed = self._block_fwd("mlp")
         return self._finish([c for piece in pieces for c in piece], part, norm_fed=fed)
 
-    def _block_fwd(self, block: Literal["attn", "mlp"]) -> tuple[TpForward, int]:
+    def _block_fwd(self, block: Literal["attn", "mlp"], window: int | None = None) -> tuple[TpForward, int]:
         """The forward of a TP block (the attention or the dense MLP) as :class:`TpForward`
         pieces without the FP8 casts, and how many of its GEMMs a norm feeds (:meth:`_finish`)."""
         if block == "attn":
             pre, post = self._attention_fwd()
             cut = len(post) - len(self._close())  # the output projection (and its adapter)
-            return TpForward(pre[:1], pre[1:], self.attention_core("F"), post[:cut], post[cut:]), self._norm_fed
+            core = self.attention_core("F", window)
+            return TpForward(pre[:1], pre[1:], core, post[:cut], post[cut:]), self._norm_fed
         m, T = self.m, self.tokens
         f = max(1, m.ffn_hidden // self.tp)
         pieces = TpForward(
@@ -410,17 +418,19 @@ class ModelCosts(ParamCounts):
         return pieces, 1
 
     @_memo
-    def tp_forward(self, block: Literal["attn", "mlp"]) -> TpForward:
+    def tp_forward(self, block: Literal["attn", "mlp"], window: int | None = None) -> TpForward:
         """:meth:`attention` or :meth:`mlp` forward cut where the block's TP communication meets
-        its GEMMs (:class:`TpForward`; the same calls)."""
-        (norm, gemm_in, mid, gemm_out, close), fed = self._block_fwd(block)
+        its GEMMs (:class:`TpForward`; the same calls); ``window``: the attention's sliding window."""
+        (norm, gemm_in, mid, gemm_out, close), fed = self._block_fwd(block, window)
         return TpForward(norm, self._finish(gemm_in, "F", norm_fed=fed), mid, self._finish(gemm_out, "F"), close)
 
     @_memo
-    def tp_backward(self, block: Literal["attn", "mlp"], part: Literal["B", "BW"]) -> TpBackward:
+    def tp_backward(
+        self, block: Literal["attn", "mlp"], part: Literal["B", "BW"], window: int | None = None
+    ) -> TpBackward:
         """The backward ``part`` of :meth:`attention` or :meth:`mlp` cut the same way, in the order
         it runs (:class:`TpBackward`; the same calls as the block's ``part``)."""
-        (norm, gemm_in, mid, gemm_out, close), _ = self._block_fwd(block)
+        (norm, gemm_in, mid, gemm_out, close), _ = self._block_fwd(block, window)
         wgrad = part == "BW"
         return TpBackward(
             self._back(close, part),

@@ -69,9 +69,9 @@ class LayerEmitter:
         self.recompute = recompute
         #: layers whose whole forward the backward re-runs (None: every layer; empty: none)
         self.full_layers = full_layers(recompute, ctx.blocks, ctx.spec.training.recompute_num_layers)
-        #: selective recomputation: the attention core's forward kernel (one list object, so its
-        #: duration is computed once)
-        self.core_fwd = ctx.costs.attention_core("F")
+        #: selective recomputation: the attention core's forward kernels per sliding window (one
+        #: list object each, so its duration is computed once)
+        self.core_fwd: dict[int | None, list[KernelCall]] = {}
         #: context parallelism: the attention's K/V ring (None without it)
         self.ring = ContextParallelRing(ctx, emit) if ctx.layout.cp > 1 else None
         #: the attention and dense MLP blocks with their TP communication
@@ -109,7 +109,7 @@ class LayerEmitter:
             ring = self.ring
 
             def core(d: Deps) -> Deps:
-                return ring.core(rank, step, mb, layer, d, pfx + "fwd-cp", f"{tag}.attn-core", self.core_fwd)
+                return ring.core(rank, step, mb, layer, d, pfx + "fwd-cp", f"{tag}.attn-core", self._core_fwd(layer))
 
         deps = self.blocks.forward(rank, step, deps, "attn", tag, pfx, layer, mb, core)
         if moe:
@@ -146,12 +146,12 @@ class LayerEmitter:
         core: Core | None = None
         if self.ring is None:
             if self.recompute.attention_core:
-                deps = emit.compute(rank, step, "R.attn-core", self.core_fwd, deps, layer, mb)
+                deps = emit.compute(rank, step, "R.attn-core", self._core_fwd(layer), deps, layer, mb)
         else:
             ring = self.ring
             if self.recompute.attention_core:
-                deps = ring.core(rank, step, mb, layer, deps, "rcp-fwd-cp", "R.attn-core", self.core_fwd)
-            core_bwd = c.attention_core(part)
+                deps = ring.core(rank, step, mb, layer, deps, "rcp-fwd-cp", "R.attn-core", self._core_fwd(layer))
+            core_bwd = c.attention_core(part, self.ctx.spec.model.attention_window(layer))
 
             def core(d: Deps) -> Deps:
                 return ring.core(rank, step, mb, layer, d, "bwd-cp", f"{part}.attn-core", core_bwd, backward=True)
@@ -160,6 +160,13 @@ class LayerEmitter:
         if mtp:
             deps = emit.compute(rank, step, f"{part}.mtp-in", c.mtp_in(part), deps, layer, mb)
         return deps
+
+    def _core_fwd(self, layer: int) -> list[KernelCall]:
+        """The attention core's forward kernels of ``layer`` (its sliding window's)."""
+        w = self.ctx.spec.model.attention_window(layer)
+        if w not in self.core_fwd:
+            self.core_fwd[w] = self.ctx.costs.attention_core("F", w)
+        return self.core_fwd[w]
 
     def _renorm(self, ffn: bool) -> tuple[list[KernelCall], ...]:
         """Under ``norms-mla-up`` recomputation (or Megatron's ``layernorm`` / ``mla_up_proj``

@@ -158,7 +158,8 @@ class TpBlocks:
         """The forward of ``block`` (ops ``{tag}.{block}``; ``tag`` F, or R for a recomputation
         whose phases start with ``pfx``) with its TP collectives; ``core``: the attention core
         as its own ops (context parallelism), else the pieces' ``mid`` calls."""
-        emit, s = self.emit, self.ctx.costs.tp_forward(block)
+        window = self.ctx.spec.model.attention_window(layer) if block == "attn" else None
+        emit, s = self.emit, self.ctx.costs.tp_forward(block, window)
         ag, rs = f"{pfx}fwd-{block}-ag", f"{pfx}fwd-{block}-rs"
         name = f"{tag}.{block}"
 
@@ -204,17 +205,18 @@ class TpBlocks:
         def op(suffix: str, calls: tuple[list[KernelCall], ...], d: Deps) -> Deps:
             return emit.compute(rank, step, name + suffix, calls, d, layer, mb)
 
+        window = self.ctx.spec.model.attention_window(layer) if block == "attn" else None
         if not self.sp:
             deps = self.comm(rank, step, deps, ag, layer, mb, "all_gather")
             if core is None:
-                whole = c.attention(part) if block == "attn" else c.mlp(part)
+                whole = c.attention(part, window) if block == "attn" else c.mlp(part)
                 deps = op("", (*first, whole), deps)
             else:
-                s = c.tp_backward(block, back)
+                s = c.tp_backward(block, back, window)
                 deps = op("-post", (*first, s.close, s.out_dgrad, s.out_wgrad), deps)
                 deps = op("-pre", (s.in_dgrad, s.in_wgrad, s.norm), core(deps))
             return self.comm(rank, step, deps, rs, layer, mb, "reduce_scatter")
-        s = c.tp_backward(block, back)
+        s = c.tp_backward(block, back, window)
         mid: tuple[list[KernelCall], ...] = (s.mid,) if core is None else ()
         if self.ub:
             gathered = self.comm(rank, step, deps, ag, layer, mb, "all_gather")

@@ -144,6 +144,8 @@ def test_packed_documents_attend_within_themselves() -> None:
         ({"training": {"lora": {"targets": ["linear_router"]}}}, "training.lora.targets"),
         ({"training": {"lora": {"rank": 0}}}, "training.lora.rank"),
         ({"training": {"document_tokens": 0}}, "training.document_tokens"),
+        ({"model": {**MODEL, "sliding_window": {"tokens": 128}}, "parallelism": {"cp": 2}}, "model.sliding_window"),
+        ({"model": {**MODEL, "sliding_window": {"tokens": 0}}}, "model.sliding_window.tokens"),
     ],
 )
 def test_bad_lora_and_packing_input_is_one_line(data: dict[str, Any], field: str) -> None:

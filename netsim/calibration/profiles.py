@@ -26,7 +26,10 @@ flash-attention benchmarks and the catalogue do: causal = half of ``4 b h s^2 d`
   sequence 512, 1k, 2k, 4k, 8k, 16k.  Backward: Fig. 6, head dim 128, FlashAttention-3 bars
   316, 424, 501, 542, 559, 561 (measured without the causal mask); scaled here by the
   forward's causal / non-causal ratio at each length (Fig. 5 non-causal head dim 128: 497, 565,
-  625, 638, 646, 648), *approx.*
+  625, 638, 646, 648), *approx.*  The same figures' head-dim-64 panels: forward causal 197, 265,
+  371, 420, 460, 473, non-causal 333, 392, 460, 476, 496, 497; backward 272, 363, 422, 453, 472,
+  474 (scaled the same way).  A call's head dimension picks its curves, interpolated in
+  ``log(head_dim)`` between 64 and 128 (head dim 96: about the geometric mean), 128's above.
 * A100 SXM4 80GB: FlashAttention-2 (Dao 2023, arXiv:2307.08691) reaches up to 73 % of the
   312 TFLOP/s peak in the forward pass and up to 63 % in the backward pass on A100 (Sec. 4.1).
   Those maxima times the sequence-length and causal shape of the same FlashAttention-2 kernel
@@ -105,6 +108,8 @@ class ComputeProfile:
         description: one line for ``--help`` and docs.
         kernels: file name of the shipped kernel table (None: datasheet roofline).
         attention: ``{"fwd": ((seq, FLOP/s), ...), "bwd": ...}`` or None.
+        attention_by_head_dim: the same curves measured at several head dimensions (a call's head
+            dimension picks between them), or None (``attention`` for every head dimension).
         attention_label: short source label (``FA3``) for the model's name.
         fp8_gemm_speedup: FP8 / BF16 GEMM compute-term speed-up, or None (no FP8 support).
         overlays: shipped tables laid over ``kernels`` (:meth:`KernelTable.overlay`): measured
@@ -120,6 +125,7 @@ class ComputeProfile:
     description: str
     kernels: str | None = None
     attention: Mapping[str, tuple[tuple[float, float], ...]] | None = None
+    attention_by_head_dim: Mapping[int, Mapping[str, tuple[tuple[float, float], ...]]] | None = None
     attention_label: str = ""
     fp8_gemm_speedup: float | None = None
     overlays: tuple[str, ...] = ()
@@ -138,11 +144,17 @@ def _curve(tflops: tuple[float, ...], scale: tuple[float, ...] | None = None) ->
 _FA3_FWD_CAUSAL = (292, 423, 521, 579, 602, 616)
 _FA3_FWD_FULL = (497, 565, 625, 638, 646, 648)
 _FA3_BWD_FULL = (316, 424, 501, 542, 559, 561)
+_FA3_FWD_CAUSAL_HD64 = (197, 265, 371, 420, 460, 473)
+_FA3_FWD_FULL_HD64 = (333, 392, 460, 476, 496, 497)
+_FA3_BWD_FULL_HD64 = (272, 363, 422, 453, 472, 474)
 _FA2_H100_FWD_CAUSAL = (191, 260, 298, 319, 333, 335)
 _FA2_H100_FWD_FULL_16K = 370.0
 _A100_PEAK_T = 312.0
 
 _causal_ratio = tuple(c / f for c, f in zip(_FA3_FWD_CAUSAL, _FA3_FWD_FULL, strict=True))
+_causal_ratio_hd64 = tuple(c / f for c, f in zip(_FA3_FWD_CAUSAL_HD64, _FA3_FWD_FULL_HD64, strict=True))
+_FA3_H100 = {"fwd": _curve(_FA3_FWD_CAUSAL), "bwd": _curve(_FA3_BWD_FULL, _causal_ratio)}
+_FA3_H100_HD64 = {"fwd": _curve(_FA3_FWD_CAUSAL_HD64), "bwd": _curve(_FA3_BWD_FULL_HD64, _causal_ratio_hd64)}
 _fa2_shape = tuple(v / _FA2_H100_FWD_FULL_16K for v in _FA2_H100_FWD_CAUSAL)
 
 for _p in (
@@ -153,7 +165,8 @@ for _p in (
         "measured by Liger-Kernel; FlashAttention-3 attention; FP8 GEMMs 1.75x BF16",
         kernels="vidur-h100.csv",
         overlays=("liger-megatron-h100.csv",),
-        attention={"fwd": _curve(_FA3_FWD_CAUSAL), "bwd": _curve(_FA3_BWD_FULL, _causal_ratio)},
+        attention=_FA3_H100,
+        attention_by_head_dim={64: _FA3_H100_HD64, 128: _FA3_H100},
         attention_label="FlashAttention-3",
         fp8_gemm_speedup=1.75,
         measured_clock_mhz=1980.0,
@@ -228,7 +241,9 @@ def profile_compute_model(
     attention = None
     if prof.attention is not None:
         mem = parse_bandwidth(accelerator.get("memory_Bps", 0), "accelerator.memory_bandwidth")
-        attention = FlashAttentionModel(prof.attention, mem, name=f"flash-attention:{prof.attention_label}")
+        attention = FlashAttentionModel(
+            prof.attention, mem, name=f"flash-attention:{prof.attention_label}", by_head_dim=prof.attention_by_head_dim
+        )
     own = table is None and compute.get("kernels") is None
     if own:  # the profile's own: shipped, overlays laid on
         assert prof.kernels is not None

@@ -115,6 +115,26 @@ def test_attention_from_the_cited_flash_attention_throughput() -> None:
     assert fa.rate("bwd", 64) == pytest.approx(1e12)
 
 
+def test_attention_rate_follows_the_head_dimension() -> None:
+    # FA3 Fig. 5 at 4k, causal forward: head dim 64 420, head dim 128 579 TFLOP/s; between them
+    # interpolated in log(head_dim), above 128 the 128 curve (no larger panel is used)
+    h100 = _model("dgx-h100")
+
+    def rate(d: int) -> float:
+        e = h100.estimate("attention", "fwd", **{**ATT, "head_dim": d})
+        return float(e.flops / e.time_s)
+
+    assert rate(64) == pytest.approx(420e12) and rate(128) == pytest.approx(579e12)
+    assert rate(256) == pytest.approx(579e12) and rate(32) == pytest.approx(420e12)
+    assert rate(91) == pytest.approx((420e12 * 579e12) ** 0.5, rel=0.01)  # 91 ~ sqrt(64 * 128)
+    b = h100.estimate("attention", "bwd", **{**ATT, "head_dim": 64})  # Fig. 6 x causal/non-causal
+    assert b.time_s == pytest.approx(b.flops / (453e12 * 420 / 476))
+    a100 = _model("dgx-a100")  # one FA2 curve for every head dimension
+    assert a100.time("attention", "fwd", **{**ATT, "head_dim": 64}) == pytest.approx(
+        a100.time("attention", "fwd", **ATT) / 2
+    )
+
+
 def test_grouped_gemm_is_one_kernel_over_the_experts() -> None:
     m = _model("dgx-h100")
     g = m.estimate("grouped_gemm", "fwd", tokens=4096, experts=8, n=4096, k=7168)

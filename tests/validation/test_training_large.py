@@ -13,7 +13,7 @@ rows: Qwen3-30B-A3B +34.2% (its 25.11 row a known gap), Qwen3-235B-A22B +14.9%, 
 overlap, +30.4%, 43 s; DGX Cloud Benchmarking's Llama 3.1 70B FP8 row, +16.1%, 54 s; the same
 vendor's Llama 3 70B SFT at TP 8, +27.6%, 15 s (its TP 4 rows are within 2%); NeMo 24.07's Llama 2
 13B SFT, -14.8%, and 70B LoRA, -10.5%, 11 s (2026-12-06: settings the table leaves out);
-Megatron-Bridge's GPT-OSS 120B, +55.0%, 73 s.  Listed:
+Megatron-Bridge's GPT-OSS 120B, +53.0%, 73 s.  Listed:
 the rest (docs: "Training-step replay", "Validation: published training runs", which says why
 and what they cost).
 """

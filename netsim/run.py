@@ -57,7 +57,7 @@ from netsim.run_accounting import account_replay, checkpoint_times, moe_results
 from netsim.workload.fp8 import recipe_note
 from netsim.workload.graph import StepPlan, build_plan
 from netsim.workload.kernel_calls import TimeModel
-from netsim.workload.lora import lora_note
+from netsim.workload.lora import training_note
 
 __all__ = [
     "RunOutcome",
@@ -355,7 +355,7 @@ def summarize_replay(
         "compute_model": str(getattr(prep.compute, "name", type(prep.compute).__name__)),
         "compute_notes": list(getattr(prep.compute, "notes", []))
         + ([_fp8_note(prep.workload)] if prep.workload.model.dtype == "fp8" else [])
-        + _training_notes(prep.workload),
+        + [n for n in [training_note(prep.workload.training.lora, prep.workload.training.document_tokens)] if n],
         "collective_model": choice.collective_model,
         "collective_cost": (
             prep.collectives.describe() if prep.collectives is not None else {"collective_cost": "ideal"}
@@ -387,16 +387,6 @@ def _fp8_note(workload: WorkloadSpec) -> str:
     """The compute note on the FP8 quantisation casts of ``workload`` (an fp8 model)."""
     m = workload.model
     return recipe_note(m.fp8_recipe, m.fp8_quant_bytes.model_dump() if m.fp8_quant_bytes is not None else None)
-
-
-def _training_notes(workload: WorkloadSpec) -> list[str]:
-    """The compute notes on LoRA and packed documents (none for a plain training run)."""
-    t = workload.training
-    if t.lora is not None:
-        return [lora_note(t.lora, t.document_tokens)]
-    if t.document_tokens is not None:
-        return [f"packed documents of {t.document_tokens} tokens, each attending only to itself"]
-    return []
 
 
 def resolved_spec(prep: Prepared) -> dict[str, Any]:

@@ -37,10 +37,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from netsim.config.model import ModelSpec
 from netsim.config.workload import LoraSpec
 
-__all__ = ["COLUMN_PARALLEL", "TE_NAMES", "adapter_gemms", "adapter_params", "lora_note"]
+__all__ = ["COLUMN_PARALLEL", "TE_NAMES", "adapter_gemms", "training_note"]
 
 #: the LoRA target (Megatron module name) -> Transformer Engine's GEMM name in netsim's costs
 TE_NAMES: Final[dict[str, str]] = {"linear_qkv": "qkv", "linear_proj": "proj", "linear_fc1": "fc1", "linear_fc2": "fc2"}
@@ -58,32 +57,14 @@ def adapter_gemms(te_name: str, rank: int, tp: int, *, n: float, k: float) -> li
     return [(float(rank), k), (max(1.0, n / tp), float(rank))]
 
 
-def adapter_params(model: ModelSpec, lora: LoraSpec, tp: int, layer_is_moe: bool) -> float:
-    """Trained parameters (elements) of one layer's adapters on one rank: ``(k + n) r / tp`` per
-    target (the MLP targets only on a layer with a dense MLP)."""
-    h = model.hidden
-    if model.mla is not None:
-        raise ValueError("LoRA on MLA attention is not modelled")
-    d = model.dim_per_head
-    full = {
-        "linear_qkv": (h, (model.heads + 2 * model.num_kv_heads) * d),
-        "linear_proj": (model.heads * d, h),
-        "linear_fc1": (h, (2 if model.activation == "swiglu" else 1) * model.ffn_hidden),
-        "linear_fc2": (model.ffn_hidden, h),
-    }
-    total = 0.0
-    for target in lora.targets:
-        if layer_is_moe and target in ("linear_fc1", "linear_fc2"):
-            continue
-        k, n = full[target]
-        total += (k + n) * lora.rank / tp
-    return total
-
-
-def lora_note(lora: LoraSpec, document_tokens: int | None) -> str:
-    """One line for the run's compute notes: what the LoRA fine-tuning changes (module doc)."""
-    docs = f"; packed documents of {document_tokens} tokens, each attending to itself" if document_tokens else ""
+def training_note(lora: LoraSpec | None, document_tokens: int | None) -> str | None:
+    """One line for the run's compute notes on LoRA and packed documents (None: neither)."""
+    docs = f"packed documents of {document_tokens} tokens, each attending only to itself" if document_tokens else ""
+    if lora is None:
+        return docs or None
     return (
         f"LoRA rank {lora.rank} on {', '.join(lora.targets)}: base weights frozen (a GEMM's backward is its "
-        f"input gradient), only the adapters reduced, stepped and given optimizer state{docs} (netsim.workload.lora)"
+        f"input gradient), only the adapters reduced, stepped and given optimizer state"
+        + (f"; {docs}" if docs else "")
+        + " (netsim.workload.lora)"
     )

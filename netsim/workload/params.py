@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 from netsim.config.model import ModelSpec
 from netsim.config.workload import LoraSpec
-from netsim.workload.lora import adapter_params
 
-__all__ = ["LayerParams", "ParamCounts"]
+__all__ = ["LayerParams", "ParamCounts", "linear_dims"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +24,18 @@ class LayerParams:
 
     dense: float
     expert: float
+
+
+def linear_dims(model: ModelSpec) -> dict[str, tuple[int, int]]:
+    """``(in, out)`` of the attention's and the dense MLP's linear layers before tensor parallelism,
+    by Megatron's module name (GQA/MHA attention; the LoRA targets, :mod:`netsim.workload.lora`)."""
+    h, f, d = model.hidden, model.ffn_hidden, model.dim_per_head
+    return {
+        "linear_qkv": (h, (model.heads + 2 * model.num_kv_heads) * d),
+        "linear_proj": (model.heads * d, h),
+        "linear_fc1": (h, (2 if model.activation == "swiglu" else 1) * f),
+        "linear_fc2": (f, h),
+    }
 
 
 class ParamCounts:
@@ -42,6 +53,7 @@ class ParamCounts:
         """Parameters of ``layer`` held by one rank (elements)."""
         m, t = self.m, self.tp
         h = m.hidden
+        dims = linear_dims(m)
         if m.mla is not None:
             a = m.mla
             qk = a.qk_nope_head_dim + a.qk_rope_head_dim
@@ -53,8 +65,7 @@ class ParamCounts:
                 + m.heads * a.v_head_dim * h / t
             )
         else:
-            d = m.dim_per_head
-            attn = h * (m.heads + 2 * m.num_kv_heads) * d / t + m.heads * d * h / t
+            attn = sum(k * n for name, (k, n) in dims.items() if name in ("linear_qkv", "linear_proj")) / t
         mats = 3 if self.gated else 2
         dense = attn + 2 * h  # two norms
         expert = 0.0
@@ -64,7 +75,7 @@ class ParamCounts:
             dense += h * moe.experts + moe.shared_experts * mats * h * self.expert_ffn
             expert = self.slots * mats * h * self.expert_shard_ffn
         else:
-            dense += mats * h * m.ffn_hidden / t
+            dense += sum(k * n for name, (k, n) in dims.items() if name in ("linear_fc1", "linear_fc2")) / t
         if m.is_mtp_layer(layer):  # a multi-token-prediction block: its input norms, projection M, head norm
             dense += 3 * h + 2 * h * h
         return LayerParams(dense=dense, expert=expert)
@@ -80,7 +91,11 @@ class ParamCounts:
         adapters'."""
         if self.lora is None:
             return self.layer_params(layer)
-        return LayerParams(dense=adapter_params(self.m, self.lora, self.tp, self.m.is_moe_layer(layer)), expert=0.0)
+        # (in + out) r / tp per target: the adapter's A (in -> r) and B (r -> out), each split
+        # over TP (netsim.workload.lora); the MLP targets only where the layer has a dense MLP
+        dims, moe = linear_dims(self.m), self.m.is_moe_layer(layer)
+        adapters = [dims[t] for t in self.lora.targets if not (moe and t in ("linear_fc1", "linear_fc2"))]
+        return LayerParams(dense=sum(k + n for k, n in adapters) * self.lora.rank / self.tp, expert=0.0)
 
     def trainable_head_params(self) -> float:
         """The output head's trained parameters (none under LoRA)."""

@@ -156,14 +156,13 @@ def test_bad_lora_and_packing_input_is_one_line(data: dict[str, Any], field: str
 
 
 def test_a_run_says_it_is_lora_and_packed() -> None:
-    from netsim.run import _training_notes
+    from netsim.workload.lora import training_note
 
-    assert _training_notes(_spec()) == []
-    (note,) = _training_notes(_spec(lora={"rank": 8, "targets": ["linear_qkv"]}, document_tokens=300))
-    assert note.startswith("LoRA rank 8 on linear_qkv: base weights frozen") and "documents of 300 tokens" in note
-    assert _training_notes(_spec(document_tokens=300)) == [
-        "packed documents of 300 tokens, each attending only to itself"
-    ]
+    assert training_note(None, None) is None
+    note = training_note(_spec(lora={"rank": 8, "targets": ["linear_qkv"]}).training.lora, 300)
+    assert note is not None and note.startswith("LoRA rank 8 on linear_qkv: base weights frozen")
+    assert "documents of 300 tokens" in note
+    assert training_note(None, 300) == "packed documents of 300 tokens, each attending only to itself"
 
 
 def test_frozen_gemms_store_no_inputs_for_weight_gradients() -> None:

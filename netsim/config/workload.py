@@ -53,7 +53,7 @@ Field meanings (the units are in the names where they are not counts):
 * ``training``: activation recomputation (``none``, ``selective``, ``full``), what the
   activation memory depends on (fused attention, dropout), LoRA fine-tuning (``lora``: frozen
   base weights, trained low-rank adapters) and packed documents (``document_tokens``).
-* ``optimizer``: the dtypes of the reduced gradients and of the weights (Adam with fp32 master
+* ``optimizer``: the dtypes of the reduced gradients, of the weights and of Adam's state (master
   weights and moments; ``grad_bytes_per_element`` is the deprecated spelling of
   ``optimizer.grad_dtype``).
 """
@@ -413,10 +413,10 @@ class TrainingSpec(SpecModel):
 class OptimizerSpec(SpecModel):
     """Adam with mixed precision: the dtypes of the weights and of the reduced gradients.
 
-    The optimizer keeps fp32 master weights (when ``param_dtype`` is 16-bit) and fp32 Adam
-    moments; Megatron-LM's distributed optimizer (ZeRO stage 1) shards them over the DP group,
-    reduce-scatters the gradients in ``grad_dtype`` and all-gathers the updated weights in
-    ``param_dtype``.
+    The optimizer keeps master weights in ``master_dtype`` (when ``param_dtype`` is 16-bit or
+    FP8) and Adam moments in ``moment_dtype``; Megatron-LM's distributed optimizer (ZeRO stage 1)
+    shards them over the DP group, reduce-scatters the gradients in ``grad_dtype`` and
+    all-gathers the updated weights in ``param_dtype``.
     """
 
     grad_dtype: Literal["fp32", "bf16", "fp16"] = Field(
@@ -428,6 +428,12 @@ class OptimizerSpec(SpecModel):
     )
     moment_dtype: Literal["fp32", "bf16"] = Field(
         default="fp32", description="dtype of Adam's first and second moments (DeepSeek-V3 keeps them in bf16)"
+    )
+    master_dtype: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="dtype of the optimizer's copy of 16-bit or FP8 weights: fp32 (Megatron-LM's distributed "
+        "optimizer), bf16 (Apex DistributedFusedAdam with dtype bf16, NeMo 1's fine-tuning configs; the step "
+        "then reads the 16-bit gradients, no fp32 main-gradient copy)",
     )
     precision_aware: bool = Field(
         default=False,

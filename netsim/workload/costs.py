@@ -214,15 +214,21 @@ class ModelCosts(ParamCounts):
         q = self.fp8
         if q is None:
             return calls if part == "F" else self._back(calls, part)
+        if self.frozen:
+            q = q.frozen()  # no weight gradient reads a column-wise copy (netsim.workload.fp8)
         out: list[KernelCall] = []
         seen = 0
         for c in calls:
             if c.kernel == kernel and not c.no_fp8:
                 rows, n, k = self._gemm_dims(c)
                 if part == "F":
-                    out.append(self._cast(rows, k, q.after_norm if seen < norm_fed else q.other))
+                    cast = (k, q.after_norm if seen < norm_fed else q.other)
                 elif part in ("B", "BW"):
-                    out.append(self._cast(rows, n, q.grad))
+                    cast = (n, q.grad)
+                else:
+                    cast = (0.0, 0.0)
+                if cast[1] > 0:  # a frozen GEMM's norm-fed input under delayed scaling: nothing
+                    out.append(self._cast(rows, *cast))
                 seen += 1
             if part == "F":
                 out.append(c)

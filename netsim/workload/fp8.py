@@ -50,6 +50,16 @@ blockwise  (4 + 2 x 4/128) x 2      (4 + 2 x 4/128) x 2  (4 + 2 x 4/128^2)  fp32
                                                          x 2
 =========  ======================  ===================  ================  ==================
 
+A GEMM whose weight is frozen (LoRA's base weights, :mod:`netsim.workload.lora`) makes only
+the row-wise copies: nothing computes its weight gradient, so nothing reads the column-wise
+input or output gradient.  Transformer Engine casts the input row-wise only when the weight does
+not require a gradient (TE 1.8 transformer_engine/pytorch/module/linear.py: the fused
+cast-transpose only under ``weight.requires_grad``, else ``cast_to_fp8``; TE at d0067d0da6:
+``columnwise=backward_needs_input``) and, in TE 2.x, the output gradient too (the
+``grad_output_quantizer`` drops its column-wise usage when ``requires_wgrad`` is false, same
+file).  The column-wise copy is 1 byte per element of the cast (delayed scaling's norm-fed input:
+its whole 2-byte transpose; blockwise: 1 byte and its scales, times the slowdown).
+
 The blockwise entries count the bytes twice (``BLOCKWISE_QUANT_SLOWDOWN = 2``, approx.): a
 blockwise quantiser finds an amax per 128-element tile along rows for one copy and along
 columns for the other (a transpose through shared memory), and the published measurements of
@@ -112,12 +122,26 @@ BLOCKWISE_QUANT_SLOWDOWN: Final = 2.0
 @dataclass(frozen=True)
 class QuantBytes:
     """Bytes per element of the BF16 tensor one recipe moves to quantise it (module table):
-    a GEMM input produced by a norm, any other GEMM input, an output gradient, a weight."""
+    a GEMM input produced by a norm, any other GEMM input, an output gradient, a weight; and
+    what the column-wise copy alone costs of them (``column``; ``column_after_norm`` for a
+    norm-fed input), which a frozen GEMM does not make (module docstring)."""
 
     after_norm: float
     other: float
     grad: float
     weight: float
+    column: float = 1.0
+    column_after_norm: float = 1.0
+
+    def frozen(self) -> QuantBytes:
+        """The casts of a GEMM whose weight is not trained: row-wise copies only (no weight
+        gradient reads the column-wise input or output gradient); never below zero."""
+        return replace(
+            self,
+            after_norm=max(0.0, self.after_norm - self.column_after_norm),
+            other=max(0.0, self.other - self.column),
+            grad=max(0.0, self.grad - self.column),
+        )
 
 
 def _recipe_bytes(recipe: str) -> QuantBytes:
@@ -125,11 +149,13 @@ def _recipe_bytes(recipe: str) -> QuantBytes:
     if recipe == "current":
         return QuantBytes(after_norm=cast, other=_READ + cast, grad=_READ + cast, weight=_READ + cast)
     if recipe == "delayed":
-        return QuantBytes(after_norm=2.0, other=cast, grad=cast, weight=cast)
+        # a norm-fed input's whole cost is the column-wise transpose (read 1, write 1)
+        return QuantBytes(after_norm=2.0, other=cast, grad=cast, weight=cast, column_after_norm=2.0)
     if recipe == "blockwise":
         tiles = (cast + _COPIES * _FP32_SCALE / _TILE) * BLOCKWISE_QUANT_SLOWDOWN
         weight = (cast + _COPIES * _FP32_SCALE / _TILE**2) * BLOCKWISE_QUANT_SLOWDOWN
-        return QuantBytes(after_norm=tiles, other=tiles, grad=tiles, weight=weight)
+        column = (1.0 + _FP32_SCALE / _TILE) * BLOCKWISE_QUANT_SLOWDOWN
+        return QuantBytes(tiles, tiles, tiles, weight, column=column, column_after_norm=column)
     raise ValueError(f"unknown FP8 recipe {recipe!r}; allowed: {', '.join(FP8_RECIPES)}")
 
 

@@ -33,6 +33,15 @@ Transformer Engine's FusedAdam holds the master weights and reads the 16-bit gra
 through ``decoupled_grad``, same file) there are no main gradients at all and the step reads the
 16-bit gradients directly.
 
+``optimizer.master_dtype: bf16`` is Apex's ``DistributedFusedAdam`` with ``dtype: bf16``, the
+optimizer NeMo 1's fine-tuning configs use (``optim: {name: distributed_fused_adam, dtype: bf16,
+grad_sync_dtype: bf16}``, NeMo-Framework-Launcher launcher_scripts/conf/peft/llama/sft.yaml at
+tag 24.07): the optimizer's state (``store_params``' copy of the weights and both moments, with
+``moment_dtype: bf16``) is kept in the optimizer's dtype, the step reads the bf16 gradient shard
+directly (no fp32 main gradients), and FP8 weights (``fp8_params``) are gathered as FP8
+(``param_sync_dtype=torch.uint8`` for Float8Tensor parameters, NeMo's
+nemo/core/optim/distributed_adam.py): 1 + 2 + 6 / d bytes per parameter.
+
 The optimizer step is memory bound: an Adam update does about 16 FLOPs per parameter
 (the kernel catalogue's count) on about 30 bytes, an arithmetic intensity near 0.5 FLOP/byte,
 two orders of magnitude below the ridge point of any training accelerator (H100 SXM: 989
@@ -66,9 +75,10 @@ class OptimizerPrecision:
     Attributes:
         param: the weights the model computes with.
         grad: the accumulated, reduced gradients.
-        master: fp32 master weights (0 when the weights are fp32 themselves).
+        master: master weights (``master_dtype``; 0 when the weights are fp32 themselves).
         moments: Adam's two moments.
-        main_grad: fp32 main gradients the optimizer steps on (16-bit gradients only).
+        main_grad: fp32 main gradients the optimizer steps on (16-bit gradients under an fp32
+            master only).
     """
 
     param: float
@@ -92,8 +102,8 @@ class OptimizerPrecision:
     def step_bytes(self) -> float:
         """HBM bytes one Adam step reads and writes per parameter of its shard."""
         grad_in = self.grad + 2 * self.main_grad if self.main_grad else self.grad
-        weights = 2 * (self.master or self.param)  # read + write the fp32 weights
-        copy_out = self.param if self.master else 0.0  # write the updated 16-bit weights
+        weights = 2 * (self.master or self.param)  # read + write the master (or fp32) weights
+        copy_out = self.param if self.master else 0.0  # write the updated 16-bit / FP8 weights
         return grad_in + weights + 2 * self.moments + copy_out
 
     def step_calls(self, params: float) -> list[KernelCall]:
@@ -109,7 +119,9 @@ def optimizer_precision(spec: WorkloadSpec) -> OptimizerPrecision:
     """The :class:`OptimizerPrecision` of ``spec.optimizer`` (and the model's dtype)."""
     param = float(spec.param_bytes_per_element)
     grad = float(spec.grad_bytes_per_element)
-    master = 4.0 if param < 4 else 0.0
+    master = float(DTYPE_BYTES[spec.optimizer.master_dtype]) if param < 4 else 0.0
     moments = 2.0 * DTYPE_BYTES[spec.optimizer.moment_dtype]
-    main_grad = 4.0 if grad < 4 and master and not spec.optimizer.precision_aware else 0.0
+    # an fp32 master steps on an fp32 copy of 16-bit gradients; a bf16 one reads them directly
+    fp32_master = master == 4.0
+    main_grad = 4.0 if grad < 4 and fp32_master and not spec.optimizer.precision_aware else 0.0
     return OptimizerPrecision(param, grad, master, moments, main_grad)

@@ -12,8 +12,7 @@ rows: Qwen3-30B-A3B +34.2% (its 25.11 row a known gap), Qwen3-235B-A22B +14.9%, 
 3.1 405B +12.1%, 14 min; the same vendor's BF16 A/B of Qwen3-30B-A3B with the expert-parallel
 overlap, +30.4%, 43 s; DGX Cloud Benchmarking's Llama 3.1 70B FP8 row, +16.1%, 54 s; the same
 vendor's Llama 3 70B SFT at TP 8, +27.6%, 15 s (its TP 4 rows are within 2%); NeMo 24.07's Llama 2
-13B SFT, -14.8%, and 70B LoRA, -10.5%, 11 s (2026-12-06: settings the table leaves out);
-Megatron-Bridge's GPT-OSS 120B, +53.0%, 73 s.  Listed:
+7B SFT, +12.7%, 1.4 s; Megatron-Bridge's GPT-OSS 120B, +53.0%, 73 s.  Listed:
 the rest (docs: "Training-step replay", "Validation: published training runs", which says why
 and what they cost).
 """
@@ -56,6 +55,8 @@ LARGE = {
     "megatron-bridge-h100-sft/llama3-70b-sft-recompute-core-attn-layernorm": 10,
     "megatron-bridge-h100-lora/llama3-70b-lora-8gpus": 32,
     "nemo-2407-finetune-h100/llama2-13b-lora-8gpus": 1,
+    "nemo-2407-finetune-h100/llama2-70b-lora-8gpus": 16,
+    "nemo-2407-finetune-h100/llama2-70b-sft-16gpus": 44,
 }
 
 

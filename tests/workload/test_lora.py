@@ -11,6 +11,7 @@ import pytest
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError
 from netsim.workload.costs import ModelCosts
+from netsim.workload.fp8 import FP8_RECIPES, quant_bytes
 from netsim.workload.graph import build_plan
 from netsim.workload.kernel_calls import split
 
@@ -46,6 +47,16 @@ def _costs(tp: int = 1, **training: Any) -> ModelCosts:
     return ModelCosts(
         spec.model, 1, tp, flash_attention=t.flash_attention, lora=t.lora, document_tokens=t.document_tokens
     )
+
+
+class _Bytes:
+    """A kernel's time = the bytes it moves (the residual kernel: 6 per element in BF16)."""
+
+    name = "bytes"
+
+    def time(self, kernel: str, pass_: str = "fwd", *, dtype: str | None = None, **shape: float) -> float:
+        assert kernel == "residual"
+        return 6.0 * shape["tokens"] * shape["hidden"]
 
 
 def _gemms(calls: list[Any]) -> list[tuple[float, bool]]:
@@ -182,3 +193,26 @@ def test_frozen_gemms_store_no_inputs_for_weight_gradients() -> None:
     assert act(lora={"targets": ["linear_fc2"]}).mlp() == pytest.approx(qkv.mlp() + 2 * S * FFN)
     # the output head keeps its norm's input and the logits, not the projection's input
     assert full.head() - qkv.head() == pytest.approx(2 * S * H)
+
+
+@pytest.mark.parametrize("recipe", FP8_RECIPES)
+def test_frozen_gemms_make_only_row_wise_fp8_copies(recipe: str) -> None:
+    # no weight gradient reads a frozen GEMM's column-wise input or output gradient: Transformer
+    # Engine casts them row-wise only (netsim.workload.fp8); an MLP of [T, H] -> [T, 2F] -> [T, H]
+    def quant(lora: dict[str, Any] | None, part: str) -> float:
+        training = {"lora": lora} if lora else {}
+        spec = load_workload(
+            {"model": {**MODEL, "dtype": "fp8", "fp8_recipe": recipe}, "training": training}, [], source="t"
+        )
+        costs = ModelCosts(spec.model, 1, 1, lora=spec.training.lora)
+        return sum(c.time_s(_Bytes(), "fp8") for c in costs.mlp(part) if c.quant)
+
+    q = quant_bytes(recipe)
+    f = q.frozen()
+    assert quant(None, "F") == pytest.approx(q.after_norm * S * H + q.other * S * FFN)
+    assert quant(None, "B") == pytest.approx(q.grad * S * (2 * FFN + H))
+    assert quant({"targets": ["linear_qkv"]}, "F") == pytest.approx(f.after_norm * S * H + f.other * S * FFN)
+    assert quant({"targets": ["linear_qkv"]}, "B") == pytest.approx(f.grad * S * (2 * FFN + H))
+    # one byte per element fewer (delayed scaling: a norm-fed input needs no cast at all)
+    assert q.other - f.other == pytest.approx(1.0 if recipe != "blockwise" else f.column)
+    assert (f.after_norm == 0.0) == (recipe == "delayed")

@@ -152,6 +152,22 @@ def test_adam_step_bytes_follow_the_precision_and_the_catalogue() -> None:
     assert call.scale == pytest.approx(30 / 28) and dict(call.shape) == {"params": 1e6}
 
 
+def test_apex_bf16_optimizer_state_with_fp8_weights() -> None:
+    # NeMo 1's fine-tuning optimizer (Apex DistributedFusedAdam, dtype bf16, grad_sync_dtype bf16)
+    # on FP8 weights (fp8_params): weights 1, gradients 2, state bf16 master 2 + moments 4, no fp32
+    # main gradients: 1 + 2 + 6 / d bytes a parameter under the distributed optimizer
+    opt = {"param_dtype": "fp8", "grad_dtype": "bf16", "master_dtype": "bf16", "moment_dtype": "bf16"}
+    prec = optimizer_precision(load_workload({"model": GPT3["model"], "optimizer": opt}, source="t"))
+    assert (prec.param, prec.grad, prec.master, prec.moments, prec.main_grad) == (1, 2, 2, 4, 0)
+    one = _StageParams(dense=1.0, expert=0.0, biggest=0.0, layers=[], trained_dense=1.0, trained_expert=0.0)
+    assert sum(_static(prec, 1, one, 8, 8)) == pytest.approx(1 + 2 + 6 / 8)
+    # the step reads the bf16 gradient 2, reads + writes the bf16 master 4 and moments 8, writes FP8 1
+    assert prec.step_bytes == 15
+    # fp32 weights are their own master whatever master_dtype says
+    fp32 = {**opt, "param_dtype": "fp32", "grad_dtype": "fp32"}
+    assert optimizer_precision(load_workload({"model": GPT3["model"], "optimizer": fp32}, source="t")).master == 0
+
+
 @pytest.mark.parametrize(
     ("name", "pp", "m", "v", "peak"),
     [

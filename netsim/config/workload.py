@@ -335,8 +335,9 @@ class CheckpointSpec(SpecModel):
     include_optimizer: bool = True
     optimizer_bytes_per_param: Bytes | None = Field(
         default=None,
-        description="optimizer state written per parameter; default from the optimizer: fp32 master weights "
-        "(16-bit weights) + Adam m and v = 12 bytes, 8 for fp32 weights",
+        description="optimizer state written per parameter; default from the optimizer: master weights "
+        "(optimizer.master_dtype, none for fp32 weights) + Adam m and v (optimizer.moment_dtype): 12 bytes "
+        "for fp32 state over 16-bit weights, 8 for fp32 weights",
     )
     asynchronous: bool = Field(default=True, description="written in the background during the next step")
 

@@ -141,7 +141,12 @@ class ModelSpec(SpecModel):
         "dtype (fp8: 2, FP8 GEMMs with BF16 tensors between them; the FP8 GEMM inputs Transformer Engine "
         "saves or all-gathers: 1)",
     )
-    activation: Literal["swiglu", "gelu"] = "swiglu"
+    activation: Literal["swiglu", "gelu", "squared_relu"] = Field(
+        default="swiglu",
+        description="the MLP's activation: swiglu (gated, fc1 2 x ffn_hidden wide), gelu or squared_relu "
+        "(Nemotron's relu(x)^2; both not gated, timed as the catalogue's gelu kernel: one elementwise pass "
+        "each way, approx. for squared_relu)",
+    )
     tie_embeddings: bool = False
     mla: MLASpec | None = None
     moe: MoESpec | None = None

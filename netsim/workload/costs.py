@@ -181,6 +181,9 @@ class ModelCosts(ParamCounts):
         self.sp_tokens = self.tokens // tp if sequence_parallel and tp > 1 else self.tokens
         self.slots = expert_slots_per_rank
         self.gated = model.activation == "swiglu"
+        #: the activation's catalogue kernel; squared ReLU (Megatron's jit-fused ``relu(x) ** 2``,
+        #: not gated) is timed as the GELU kernel, one elementwise pass each way (approx.)
+        self.act_kernel = "swiglu" if self.gated else "gelu"
         self.norm = "rmsnorm" if self.gated else "layernorm"
         moe = model.moe
         self.expert_ffn = (moe.expert_ffn_hidden or model.ffn_hidden) if moe is not None else 0
@@ -417,7 +420,7 @@ class ModelCosts(ParamCounts):
         pieces = TpForward(
             [_call(self.norm, "fwd", tokens=self.sp_tokens, hidden=m.hidden)],
             self._adapted("fc1", self._tp_gemm("fc1", m=T, n=(2 if self.gated else 1) * f, k=m.hidden)),
-            [_call("swiglu" if self.gated else "gelu", "fwd", tokens=T, hidden=f)],
+            [_call(self.act_kernel, "fwd", tokens=T, hidden=f)],
             self._adapted("fc2", self._tp_gemm("fc2", m=T, n=m.hidden, k=f)),
             self._close(),
         )
@@ -469,7 +472,7 @@ class ModelCosts(ParamCounts):
         f = self.expert_shard_ffn
         calls = [
             _call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden),
-            _call("swiglu" if self.gated else "gelu", "fwd", tokens=R, hidden=f),
+            _call(self.act_kernel, "fwd", tokens=R, hidden=f),
         ]
         calls.append(_call("grouped_gemm", "fwd", tokens=R, experts=e, n=m.hidden, k=f))
         return self._finish(calls, part, "grouped_gemm")
@@ -498,7 +501,7 @@ class ModelCosts(ParamCounts):
         if half == "fc1":
             return [
                 _call("gemm", "fwd", m=ts, n=(2 if self.gated else 1) * f, k=m.hidden),
-                _call("swiglu" if self.gated else "gelu", "fwd", tokens=ts, hidden=f),
+                _call(self.act_kernel, "fwd", tokens=ts, hidden=f),
             ]
         return [_call("gemm", "fwd", m=ts, n=m.hidden, k=f)]
 
@@ -564,7 +567,7 @@ class ModelCosts(ParamCounts):
         if received_tokens <= 0 or self.slots <= 0:
             return []
         f = self.expert_shard_ffn
-        return [_call("swiglu" if self.gated else "gelu", "fwd", tokens=received_tokens, hidden=f)]
+        return [_call(self.act_kernel, "fwd", tokens=received_tokens, hidden=f)]
 
     @_memo
     def experts_after_act(self, part: Part, received_tokens: int) -> list[KernelCall]:

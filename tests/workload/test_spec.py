@@ -126,3 +126,16 @@ def test_scenario_paths_are_relative_to_the_scenario_file(tmp_path: Path) -> Non
     work = load_scenario_workload(spec)
     assert work.name == "mine" and work.steps == 2
     assert work.source == str(tmp_path / "sub" / "w.yaml")
+
+
+def test_squared_relu_is_a_non_gated_mlp_timed_as_the_gelu_kernel() -> None:
+    from netsim.workload.costs import ModelCosts
+
+    model = {"layers": 2, "hidden": 256, "ffn_hidden": 1024, "heads": 4, "vocab": 1000, "seq_len": 128}
+    relu2 = load_workload({"model": {**model, "activation": "squared_relu"}}, source="t")
+    gelu = load_workload({"model": {**model, "activation": "gelu"}}, source="t")
+    a, b = ModelCosts(relu2.model, 1, 1), ModelCosts(gelu.model, 1, 1)
+    assert [(c.kernel, c.shape) for c in a.mlp("F")] == [(c.kernel, c.shape) for c in b.mlp("F")]
+    assert "gelu" in {c.kernel for c in a.mlp("F")} and a.layer_params(0) == b.layer_params(0)
+    with pytest.raises(SpecError, match=r"model\.activation"):
+        load_workload({"model": {**model, "activation": "relu"}}, source="t")

@@ -191,7 +191,9 @@ class ModelCosts(ParamCounts):
         self.expert_shard_ffn = max(1, self.expert_ffn // expert_tp) if moe is not None else 0
         self._memo: dict[tuple[Any, ...], Any] = {}
         #: bytes the FP8 quantisation casts move per element (None: the model is not FP8)
-        self.fp8: QuantBytes | None = quant_bytes(model.fp8_recipe, _overrides(model)) if model.dtype == "fp8" else None
+        fp8 = quant_bytes(model.fp8_recipe, _overrides(model)) if model.dtype == "fp8" else None
+        # frozen weights (LoRA): no weight gradient reads a column-wise copy (netsim.workload.fp8)
+        self.fp8: QuantBytes | None = fp8.frozen() if fp8 is not None and self.frozen else fp8
 
     # ------------------------------------------------------------------ tokens
 
@@ -217,21 +219,14 @@ class ModelCosts(ParamCounts):
         q = self.fp8
         if q is None:
             return calls if part == "F" else self._back(calls, part)
-        if self.frozen:
-            q = q.frozen()  # no weight gradient reads a column-wise copy (netsim.workload.fp8)
         out: list[KernelCall] = []
         seen = 0
         for c in calls:
-            if c.kernel == kernel and not c.no_fp8:
+            if c.kernel == kernel and not c.no_fp8 and part != "W":
                 rows, n, k = self._gemm_dims(c)
-                if part == "F":
-                    cast = (k, q.after_norm if seen < norm_fed else q.other)
-                elif part in ("B", "BW"):
-                    cast = (n, q.grad)
-                else:
-                    cast = (0.0, 0.0)
-                if cast[1] > 0:  # a frozen GEMM's norm-fed input under delayed scaling: nothing
-                    out.append(self._cast(rows, *cast))
+                width, nbytes = (k, q.after_norm if seen < norm_fed else q.other) if part == "F" else (n, q.grad)
+                if nbytes > 0:  # a frozen GEMM's norm-fed input under delayed scaling: no cast
+                    out.append(self._cast(rows, width, nbytes))
                 seen += 1
             if part == "F":
                 out.append(c)

@@ -25,11 +25,12 @@ trains, beside each target linear layer ``y = x W``, an adapter ``y += (x A) B``
 * **Fewer stored activations**: a frozen GEMM keeps no input for a weight gradient (Transformer
   Engine stores a ``Linear``'s input only when its weight needs a gradient), an adapted one its
   adapter's 16-bit input (:class:`netsim.workload.memory.ActivationModel`).
+* **Half the FP8 copies**: a frozen GEMM's input and output gradient are cast row-wise only
+  (:meth:`netsim.workload.fp8.QuantBytes.frozen`).
 
 Not modelled (*approx.*): the adapters' own tensor-parallel collectives (an all-gather or a
-reduction of ``tokens x r`` elements per target, a few hundred KiB at ``r`` = 32); the FP8
-casts of a frozen layer's backward keep the column-wise copy a weight gradient would read; LoRA
-on MLA attention and on routed experts (Megatron-Bridge can adapt expert GEMMs; netsim's experts stay frozen
+reduction of ``tokens x r`` elements per target, a few hundred KiB at ``r`` = 32); LoRA on MLA
+attention and on routed experts (Megatron-Bridge can adapt expert GEMMs; netsim's experts stay frozen
 without adapters).
 """
 

@@ -15,7 +15,8 @@ vendor's Llama 3 70B SFT at TP 8, +27.6%, 15 s (its TP 4 rows are within 2%); Ne
 7B SFT, +12.7%, 1.4 s, and its pre-training of GPT-3 5B, +22.5%, 2 s, GPT-3 20B, +15.3%, 25 s,
 Nemotron 8B, +24.5%, 9 s, Nemotron 22B, +11.0%, 13 s, and Llama 3 8B, +11.4%, 7 s;
 Megatron-Bridge's GPT-OSS 120B, +53.0%, 73 s; Megatron-Core r0.8.0's BF16 GPT 1.7B, +25.6%, 2 s,
-and 7.1B, +19.0%, 5 s (the Megatron-LM README's H100 weak scaling).  Listed:
+and 7.1B, +19.0%, 5 s, and its 177B on 96 GPUs, +21.1%, 14 min (the Megatron-LM README's H100
+weak and strong scaling).  Listed:
 the rest (docs: "Training-step replay", "Validation: published training runs", which says why
 and what they cost).
 """

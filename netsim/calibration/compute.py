@@ -79,7 +79,11 @@ class TableComputeModel:
        (Megatron's sequential expert loop; small per-expert GEMMs are less efficient);
     5. ``attention`` the table lacks from ``attention`` (a
        :class:`~netsim.calibration.attention.FlashAttentionModel`) when given;
-    6. the fallback model (default: the table's empirical roofline), in the dtype the table
+    6. a kernel the table lacks that ``analogs`` maps to one it has: the analog's time at equal
+       bytes (same tokens, its width scaled so that its catalogue bytes match; the kernels are
+       the same kind of memory-bound elementwise pass, e.g. Megatron's jit-fused bias-GELU timed
+       as its measured jit-fused SwiGLU), ``source="table:analog"``;
+    7. the fallback model (default: the table's empirical roofline), in the dtype the table
        answers in when the fallback has no peak for the requested one.
 
     Args:
@@ -92,6 +96,8 @@ class TableComputeModel:
         attention: model for attention when the table has none.
         fp8_gemm_speedup: FP8 GEMM compute-term speed-up over the table's 16-bit GEMMs (None:
             FP8 is answered like any missing dtype).
+        analogs: ``{kernel: analog}``: a ``(tokens, hidden)`` kernel the table lacks timed as
+            ``analog`` at equal bytes (step 6).
     """
 
     def __init__(
@@ -104,8 +110,17 @@ class TableComputeModel:
         name: str | None = None,
         attention: ComputeModel | None = None,
         fp8_gemm_speedup: float | None = None,
+        analogs: Mapping[str, str] | None = None,
     ) -> None:
         self.table = table if isinstance(table, KernelTable) else KernelTable.load(table)
+        self.analogs: dict[str, str] = dict(analogs or {})
+        for kernel, analog in self.analogs.items():
+            for k in (kernel, analog):
+                if tuple(get_kernel(k).params) != ("tokens", "hidden"):
+                    raise SpecError(
+                        f"an analog pair must be (tokens, hidden) kernels (got {kernel!r} -> {analog!r})",
+                        field="analogs",
+                    )
         self.fallback: ComputeModel | None = (
             None if strict else (fallback if fallback is not None else RooflineComputeModel.from_table(self.table))
         )
@@ -133,6 +148,8 @@ class TableComputeModel:
         raw = dtype if dtype is not None else self.default_dtype
         want = spec.fixed_dtype or (canonical_dtype(raw) if raw is not None else None)
         est = self._from_table(spec, pass_, want, q)
+        if est is None and kernel in self.analogs:
+            est = self._from_analog(spec, pass_, want, q)
         if est is None and kernel == "attention" and self.attention is not None:
             est = self.attention.estimate(kernel, pass_, dtype=want, **q)
         if est is None:
@@ -215,6 +232,33 @@ class TableComputeModel:
             )
         return ComputeEstimate(
             spec.name, pass_, shown, seconds, spec.flops(q, pass_), spec.nbytes(q, pass_, shown), source
+        )
+
+    def _from_analog(
+        self, spec: KernelSpec, pass_: str, want: str | None, q: dict[str, float]
+    ) -> ComputeEstimate | None:
+        """``spec`` timed as its analog kernel moving the same bytes (step 6), or None."""
+        analog = get_kernel(self.analogs[spec.name])
+        if pass_ not in analog.passes:
+            return None
+        d = want or self.default_dtype or "bfloat16"
+        per_width = analog.nbytes(q, pass_, d) / q["hidden"]
+        width = spec.nbytes(q, pass_, d) / per_width
+        base = self._from_table(analog, pass_, want, {"tokens": q["tokens"], "hidden": width})
+        if base is None:
+            return None
+        self._note(
+            f"{spec.name} timed as the table's {analog.name} moving the same bytes (an analog the profile "
+            "declares: the same kind of memory-bound elementwise kernel)"
+        )
+        return ComputeEstimate(
+            spec.name,
+            pass_,
+            base.dtype,
+            base.time_s,
+            spec.flops(q, pass_),
+            spec.nbytes(q, pass_, base.dtype),
+            f"{base.source}:analog",
         )
 
     def _time_in(

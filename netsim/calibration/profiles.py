@@ -44,6 +44,16 @@ Bekman's "Machine Learning Engineering" (compute/accelerator/README.md) are 1402
 and 794.5 TFLOP/s BF16, ratio 1.77.  Small GEMMs, which are limited by memory, gain from the
 halved operand bytes instead (the surface's memory term).
 
+Megatron's bias-GELU (``analogs``): the shipped tables do not time it (Vidur skipped its GELU, and
+Liger-Kernel's benchmarks have Megatron's SwiGLU but not its GELU).  Both are Megatron-Core
+elementwise functions compiled by the same ``jit_fuser`` (megatron/core/fusions/fused_bias_gelu.py
+and fused_bias_swiglu.py: ``bias_gelu`` / ``bias_gelu_back`` and ``swiglu`` / ``swiglu_back``,
+``torch.compile`` on PyTorch 2.2+), and Liger measured the SwiGLU pair on H100 at about 1.8 TB/s
+forward and 0.6 TB/s backward per catalogue byte, far below the 3.35 TB/s a roofline assumes.
+So ``gelu`` (which also times Nemotron's jit-fused squared ReLU) is timed as the measured
+``swiglu`` moving the same bytes: *approx.*, an analogy between kernels of one compiler, not a
+measurement of the GELU pair; a table with ``gelu`` rows replaces it.
+
 SM clock (``measured_clock_mhz``, ``rated_clock_mhz``; :class:`~netsim.calibration.shared_sms.SMClock`):
 the shipped tables and attention curves are short, isolated benchmarks, which run a cool GPU at
 its maximum boost clock; a training step holds the tensor cores near the power limit, where the
@@ -119,6 +129,8 @@ class ComputeProfile:
             ran at (None: unknown, no clock scaling).
         rated_clock_mhz: the clock of the vendor's rated dense peak: the default SM clock of a
             training step (``accelerator.compute.clock_mhz`` overrides it).
+        analogs: ``(kernel, analog)`` pairs: a kernel the profile's own table lacks timed as its
+            analog at equal bytes (:class:`~netsim.calibration.compute.TableComputeModel`).
     """
 
     name: str
@@ -131,6 +143,7 @@ class ComputeProfile:
     overlays: tuple[str, ...] = ()
     measured_clock_mhz: float | None = None
     rated_clock_mhz: float | None = None
+    analogs: tuple[tuple[str, str], ...] = ()
 
 
 COMPUTE_PROFILES: Registry[ComputeProfile] = Registry("compute profile", field="accelerator.compute.profile")
@@ -162,7 +175,8 @@ for _p in (
     ComputeProfile(
         "h100-sxm",
         "H100/H800 SXM5: Vidur-measured GEMMs (fitted surface) and norms; Megatron's SwiGLU and cross-entropy "
-        "measured by Liger-Kernel; FlashAttention-3 attention; FP8 GEMMs 1.75x BF16",
+        "measured by Liger-Kernel, its bias-GELU timed as that SwiGLU at equal bytes; FlashAttention-3 "
+        "attention; FP8 GEMMs 1.75x BF16",
         kernels="vidur-h100.csv",
         overlays=("liger-megatron-h100.csv",),
         attention=_FA3_H100,
@@ -171,6 +185,7 @@ for _p in (
         fp8_gemm_speedup=1.75,
         measured_clock_mhz=1980.0,
         rated_clock_mhz=1830.0,
+        analogs=(("gelu", "swiglu"),),
     ),
     ComputeProfile(
         "a100-sxm",
@@ -269,6 +284,7 @@ def profile_compute_model(
         name=" | ".join(parts),
         attention=attention,
         fp8_gemm_speedup=speedup,
+        analogs=dict(prof.analogs) if own else None,
     )
     clock = _training_clock_mhz(prof, compute)
     if not own or prof.measured_clock_mhz is None or clock is None or clock == prof.measured_clock_mhz:

@@ -234,3 +234,32 @@ def test_training_runs_the_sms_at_the_rated_clock() -> None:
     assert isinstance(profile_compute_model(acc, {"profile": "h100-sxm"}, table="vidur-h100.csv"), TableComputeModel)
     with pytest.raises(SpecError, match=r"accelerator\.compute\.clock_mhz"):
         load_topology("dgx-h100", nodes=1, overrides=["accelerator.compute.clock_mhz=-5"])
+
+
+def test_megatron_bias_gelu_is_timed_as_its_measured_swiglu_at_equal_bytes() -> None:
+    """h100-sxm times ``gelu`` (absent from its tables) as the Liger-measured Megatron SwiGLU moving
+    the same bytes; a table given in the profile's place, or the A100 profile, does not."""
+    m = _model("dgx-h100")
+    for pass_ in ("fwd", "bwd"):
+        gelu = m.estimate("gelu", pass_, tokens=4096, hidden=8192)
+        assert gelu.source == "table:analog"
+        # swiglu's catalogue bytes are 3/2 (fwd) and 5/3 (bwd) of gelu's per (tokens x width)
+        width = 8192 * (2 / 3 if pass_ == "fwd" else 3 / 5)
+        swiglu = m.estimate("swiglu", pass_, tokens=4096, hidden=width)
+        assert gelu.time_s == pytest.approx(swiglu.time_s, rel=1e-9)
+        assert gelu.bytes == pytest.approx(swiglu.bytes, rel=1e-9)
+    bwd = m.estimate("gelu", "bwd", tokens=4096, hidden=8192)
+    assert bwd.bytes / bwd.time_s < 1e12  # well below the 3.35 TB/s roofline
+    assert any("gelu timed as the table's swiglu" in n for n in m.notes)
+    # not for another table, nor for the A100 profile (no measured Megatron SwiGLU there)
+    acc = dict(load_topology("dgx-h100", nodes=1).graph["accelerator"])
+    other = make_compute_model(acc, table=KERNELS / "vidur-h100.csv", default_dtype="bf16")
+    assert other.estimate("gelu", "bwd", tokens=4096, hidden=8192).source != "table:analog"
+    assert _model("dgx-a100").estimate("gelu", "bwd", tokens=4096, hidden=8192).source != "table:analog"
+
+
+def test_an_analog_pair_must_be_token_by_width_kernels() -> None:
+    table = KernelTable.load(KERNELS / "vidur-h100.csv")
+    with pytest.raises(SpecError, match="analog pair must be") as ei:
+        TableComputeModel(table, analogs={"gelu": "gemm"})
+    assert ei.value.field == "analogs"

@@ -90,7 +90,7 @@ class TableComputeModel:
         table: a :class:`KernelTable` or a path to one.
         fallback: the model for what the table cannot answer; default: the table's empirical
             roofline (:meth:`RooflineComputeModel.from_table`).
-        strict: raise SpecError instead of using the fallback (steps 1-5 still apply).
+        strict: raise SpecError instead of using the fallback (steps 1-6 still apply).
         default_dtype: dtype used when a call gives none.
         name: label for reports.
         attention: model for attention when the table has none.

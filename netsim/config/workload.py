@@ -409,6 +409,14 @@ class TrainingSpec(SpecModel):
         "only to itself (Megatron's THD format with cu_seqlens, packed fine-tuning data); null: one document per "
         "sequence (the attention core over the whole causal sequence)",
     )
+    gradient_accumulation_fusion: bool = Field(
+        default=True,
+        description="Megatron's gradient accumulation fusion (--gradient-accumulation-fusion, on by default since "
+        "2022; NeMo's and Megatron-Bridge's default): each weight-gradient GEMM accumulates into the main gradient "
+        "in its epilogue; false (--no-gradient-accumulation-fusion, or Megatron-LM before 2022): every micro-batch's "
+        "weight gradients are written in 16 bits and then added into the main gradient (optimizer.grad_dtype) by a "
+        "separate elementwise kernel, 2 + 2 x grad bytes per parameter (netsim.workload.costs)",
+    )
 
 
 class OptimizerSpec(SpecModel):

@@ -138,6 +138,10 @@ class ModelCosts(ParamCounts):
         lora: ``training.lora``: frozen base weights, trained adapters (:mod:`netsim.workload.lora`).
         document_tokens: ``training.document_tokens``: packed documents of this mean length, each
             attending only to itself (the attention core's shape, :meth:`attention_core`).
+        grad_accumulation_bytes: without gradient accumulation fusion
+            (``training.gradient_accumulation_fusion: false``), the bytes per trained weight of the
+            kernel that adds each micro-batch's weight gradient into the main gradient: read the
+            16-bit gradient, read and write the main gradient (2 + 2 x 4 = 10 in fp32); 0: fused.
     """
 
     def __init__(
@@ -156,8 +160,13 @@ class ModelCosts(ParamCounts):
         tp_slowdown: Mapping[str, float] | None = None,
         lora: LoraSpec | None = None,
         document_tokens: int | None = None,
+        grad_accumulation_bytes: float = 0.0,
     ) -> None:
         self.m = model
+        #: bytes per trained weight that a separate kernel moves in each micro-batch's backward to
+        #: add the weight gradient into the main gradient (0: Megatron's gradient accumulation
+        #: fusion, the weight-gradient GEMM accumulates in its epilogue)
+        self.grad_accumulation_bytes = grad_accumulation_bytes
         #: packed sequences (``training.document_tokens``): the mean document length the attention
         #: core is causal over (None: the whole sequence)
         self.document_tokens = document_tokens
@@ -273,9 +282,31 @@ class ModelCosts(ParamCounts):
         slow = (s.get(f"{te_name}_fprop", 1.0), s.get(f"{te_name}_dgrad", 1.0), s.get(f"{te_name}_wgrad", 1.0))
         return call if slow == (1.0, 1.0, 1.0) else replace(call, slow=slow)
 
-    def _back(self, calls: list[KernelCall], part: Part) -> list[KernelCall]:
-        """:func:`netsim.workload.kernel_calls.split` with the model's frozen weights (LoRA)."""
-        return _split(calls, part, self.frozen)
+    def _back(self, calls: list[KernelCall], part: Part, weights: bool = True) -> list[KernelCall]:
+        """:func:`netsim.workload.kernel_calls.split` with the model's frozen weights (LoRA); in a
+        part that computes weight gradients, without gradient accumulation fusion, the add of
+        each trained GEMM weight's gradient into its main gradient after the part's kernels
+        (``weights``: the GEMM calls carry weights; not the unfused attention core's batched
+        products)."""
+        out = _split(calls, part, self.frozen)
+        if not weights or self.grad_accumulation_bytes <= 0 or part not in ("W", "BW"):
+            return out
+        return out + [self._grad_add(c) for c in calls if self._trained_weight(c)]
+
+    def _trained_weight(self, c: KernelCall) -> bool:
+        """Whether ``c`` is a GEMM with a weight this rank trains (not a frozen LoRA base)."""
+        return c.kernel in ("gemm", "grouped_gemm") and not c.quant and (c.adapter or not self.frozen)
+
+    def _grad_add(self, c: KernelCall) -> KernelCall:
+        """The unfused gradient accumulation of GEMM ``c``'s weight (``[n, k]``, per expert for a
+        grouped GEMM): Megatron's ``param.main_grad.add_(param.grad)`` (the DDP's gradient hook
+        without gradient accumulation fusion), timed as the ``residual`` kernel on the weight's
+        shape scaled to its bytes, as the FP8 casts are (netsim.workload.fp8)."""
+        s = dict(c.shape)
+        rows = s["n"] * (s["experts"] if c.kernel == "grouped_gemm" else 1.0)
+        shape = (("hidden", s["k"]), ("tokens", rows))
+        scale = self.grad_accumulation_bytes / KERNEL_BYTES_PER_ELEMENT
+        return KernelCall("residual", "fwd", shape, scale, no_fp8=True)
 
     def _adapted(self, te_name: str, call: KernelCall) -> list[KernelCall]:
         """The base GEMM ``call`` (Transformer Engine's ``te_name``) and, when LoRA targets it, its
@@ -395,7 +426,7 @@ class ModelCosts(ParamCounts):
             if self.dropout:
                 calls.append(_call("dropout", "fwd", tokens=rows, hidden=s))
             calls.append(_call("grouped_gemm", "fwd", tokens=rows, experts=groups, n=d, k=s))
-        return calls if part == "F" else self._back(calls, part)
+        return calls if part == "F" else self._back(calls, part, weights=False)
 
     @_memo
     def mlp(self, part: Part) -> list[KernelCall]:

@@ -53,6 +53,7 @@ from typing import Any
 
 import networkx as nx
 
+from netsim.config.model import DTYPE_BYTES
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
 from netsim.moe.dispatchers import DISPATCHERS
@@ -267,7 +268,17 @@ def model_costs(
         tp_slowdown=slowdown,
         lora=spec.training.lora,
         document_tokens=spec.training.document_tokens,
+        grad_accumulation_bytes=grad_accumulation_bytes(spec),
     )
+
+
+def grad_accumulation_bytes(spec: WorkloadSpec) -> float:
+    """Bytes per trained weight of the unfused gradient accumulation in each micro-batch's backward
+    (``training.gradient_accumulation_fusion: false``): read the 16-bit weight gradient the GEMM
+    wrote, read and write the main gradient in ``optimizer.grad_dtype``; 0 when fused."""
+    if spec.training.gradient_accumulation_fusion:
+        return 0.0
+    return 2.0 + 2.0 * DTYPE_BYTES[spec.optimizer.grad_dtype]
 
 
 def _context(

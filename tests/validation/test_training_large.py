@@ -16,7 +16,7 @@ vendor's Llama 3 70B SFT at TP 8, +27.6%, 15 s (its TP 4 rows are within 2%); Ne
 and Llama 3 8B, +11.4%, 7 s; Megatron-Bridge's GPT-OSS 120B, +53.0%, 73 s; Megatron-Core
 r0.8.0's BF16 GPT 1.7B, +17.1%, 1 s, and 7.1B, +13.6%, 3 s, and its 177B on 96 GPUs, +18.8%, 16 min
 (the Megatron-LM README's H100 weak and strong scaling); Megatron-LM's CI 7B, -15.4% and -20.1%
-in step time, 1 s and 3 s.  Listed:
+in step time (-12.7% and -19.0% with the unfused gradient accumulation, 2026-12-06, night), 1 s and 3 s.  Listed:
 the rest (docs: "Training-step replay", "Validation: published training runs", which says why
 and what they cost).
 """

@@ -369,6 +369,11 @@ class CollectivesSpec(SpecModel):
     routing: Literal["shortest", "ecmp", "ecmp-pair", "spray", "pxn", "dmodk", "dmodk-pxn"] = "ecmp"
     """The network path policy the library's traffic takes by default (NCCL on NVSwitch servers
     with rail NICs: ``pxn``, cross-rail traffic first crosses NVLink to the destination's rail)."""
+    qps_per_connection: int = Field(default=1, ge=1, le=128)
+    """Queue pairs per connection between two devices (NCCL's ``NCCL_IB_QPS_PER_CONNECTION``,
+    default 1; Meta's NCCLX for Llama 3: 16, balanced by Enhanced-ECMP): under a hashing path
+    policy (``ecmp``, ``ecmp-pair``, ``pxn``) each queue pair is hashed onto its own path with an
+    equal share of the bytes (netsim.network.path_policy)."""
     net_latency_us: float = Field(default=0.0, ge=0)
     """Extra network latency NCCL adds per inter-node step (``graph->latencyInter``), us."""
     constants: dict[str, Any] = Field(default_factory=dict)

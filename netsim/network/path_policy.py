@@ -38,6 +38,17 @@ Journal of Simulation 13(1), 2019).
               rails first crosses the intra-node fabric to the GPU whose NIC is on the
               destination's rail, so it never crosses rails in the fabric.
 ``dmodk-pxn`` ``dmodk`` plus PXN.
+
+**Queue pairs per connection.**  Under the hashing choices (``ecmp``, ``ecmp-pair``, ``pxn``) a
+connection of the collective library may be several flows to the switches: NCCL's
+``NCCL_IB_QPS_PER_CONNECTION`` queue pairs (RoCE: one UDP source port, so one ECMP hash, each),
+which Meta's collective library sets to 16 and balances with its Enhanced-ECMP (Llama 3 paper,
+arXiv 2407.21783, section 3.3.1: "our collective library creates 16 network flows between two
+GPUs, instead of just one").  The router hashes each of the connection's
+``collectives.qps_per_connection`` queue pairs on its own path, each carrying an equal share of
+the bytes (:class:`netsim.network.routing.Router`); :attr:`PathChoice.hashed` says which
+choices that applies to (spraying already splits; static routing sends every queue pair to one
+destination down one path).
 """
 
 from __future__ import annotations
@@ -89,6 +100,8 @@ class PathChoice:
     """
 
     name: ClassVar[str] = ""
+    #: the choice hashes flows onto paths, so each of a connection's queue pairs takes its own
+    hashed: ClassVar[bool] = True
     splits: ClassVar[bool] = False
     seeded: ClassVar[bool] = True
     by_destination: ClassVar[bool] = False
@@ -118,6 +131,7 @@ class Shortest(PathChoice):
     """Always the first least-cost candidate (by device id): deterministic, no hashing."""
 
     name = "shortest"
+    hashed = False
 
     def pick(self, h: np.ndarray, n: np.ndarray | int) -> np.ndarray:
         return np.zeros(h.size, dtype=np.int64)
@@ -145,6 +159,7 @@ class Spray(PathChoice):
     """Packet spraying / adaptive routing: bytes split over every equal-cost next hop."""
 
     name = "spray"
+    hashed = False
     splits = True
 
 
@@ -155,6 +170,7 @@ class DModK(PathChoice):
     (inside a server, among a server's gateways) the key is a seed-free hash of the endpoints."""
 
     name = "dmodk"
+    hashed = False
     seeded = False
     by_destination = True
 
@@ -182,6 +198,10 @@ class PathPolicy:
     @property
     def splits(self) -> bool:
         return self.choice.splits
+
+    @property
+    def hashed(self) -> bool:
+        return self.choice.hashed
 
     @property
     def seeded(self) -> bool:

@@ -26,8 +26,13 @@ Which of several equal-cost candidates a flow takes is its *path policy*
 the ``pxn`` forms), an object the router asks and never compares by name.  ``dmodk`` picks by the
 destination's index (:func:`netsim.network.fabric.destination_index`) instead of a hash.
 
+A connection of several queue pairs (the topology's ``collectives.qps_per_connection``, NCCL's
+``NCCL_IB_QPS_PER_CONNECTION``) is, under a hashing policy, that many sub-flows through the
+fabric, each with its own hash and an equal share of the bytes: the flow's weight on a link is the
+share of its queue pairs that cross it.
+
 The output is a sparse flow x link incidence with weights (1 on a single path, fractions for
-spraying) and the path latency of each flow.
+spraying or several queue pairs) and the path latency of each flow.
 """
 
 from __future__ import annotations
@@ -100,15 +105,33 @@ class _IntraCache:
     paths: dict[tuple[int, int, bool], np.ndarray] = field(default_factory=dict)  # [npaths, maxlen], -1 pad
 
 
+def topology_queue_pairs(graph: nx.DiGraph) -> int:
+    """The topology's ``collectives.qps_per_connection`` (1 when it does not say)."""
+    spec = graph.graph.get("spec") or {}
+    return int((spec.get("collectives") or {}).get("qps_per_connection") or 1)
+
+
 class Router:
     """Routes batches of flows on one topology with one path policy and seed.
 
     ``policy``: a :class:`PathPolicy` or the name it is registered under in :data:`PATH_POLICIES`.
+    ``queue_pairs``: sub-flows per flow through the fabric under a hashing policy (module doc);
+    ``None``: the topology's ``collectives.qps_per_connection`` (1 when it does not say).
     """
 
-    def __init__(self, graph: nx.DiGraph, links: LinkTable, policy: str | PathPolicy = "ecmp", seed: int = 0) -> None:
+    def __init__(
+        self,
+        graph: nx.DiGraph,
+        links: LinkTable,
+        policy: str | PathPolicy = "ecmp",
+        seed: int = 0,
+        queue_pairs: int | None = None,
+    ) -> None:
         self.policy = PATH_POLICIES.get(policy) if isinstance(policy, str) else policy
         self.seed = int(seed)
+        qps = queue_pairs if queue_pairs is not None else topology_queue_pairs(graph)
+        #: sub-flows each flow is hashed as in the fabric (1: one path per flow)
+        self.queue_pairs = int(qps) if self.policy.hashed else 1
         self.links = links
         n = links.num_devices
         names = links.names
@@ -452,21 +475,28 @@ class Router:
         if fidx.size == 0:
             return
         ut, tinv, tsw, tcost = self._targets(target)
-        # rows: one per (flow, current node) with a weight (ECMP: one row per flow)
-        r_flow: np.ndarray = np.arange(fidx.size)
-        r_node: np.ndarray = start.copy()
-        r_w: np.ndarray = np.ones(fidx.size)
+        base = len(out)
+        # rows: one per (flow, current node) with a weight (ECMP: one row per flow; with queue
+        # pairs one per pair, each with its own hash)
+        q = self.queue_pairs
+        r_flow: np.ndarray = np.repeat(np.arange(fidx.size), q)
+        r_node: np.ndarray = np.repeat(start, q)
+        r_w: np.ndarray = np.full(r_flow.size, 1.0 / q)
+        r_h: np.ndarray = h[r_flow]
+        if q > 1:
+            with np.errstate(over="ignore"):
+                r_h = mix64(r_h + np.tile(np.arange(q, dtype=np.uint64), fidx.size) * np.uint64(0xA24BAED4963EE407))
         # destination routing: each flow's destination index and the product of the candidate
         # counts of its choices so far (the divisor of the next d-mod-k choice)
         dest = None if self.dest_index is None else self.dest_index[target]
-        r_stride = np.ones(fidx.size, dtype=np.int64)
+        r_stride = np.ones(r_flow.size, dtype=np.int64)
         hop = 0
         names = self.links.names
         while r_flow.size:
             done = r_node == target[r_flow]
             if done.any():
                 keep = ~done
-                r_flow, r_node, r_w, r_stride = r_flow[keep], r_node[keep], r_w[keep], r_stride[keep]
+                r_flow, r_node, r_w, r_stride, r_h = r_flow[keep], r_node[keep], r_w[keep], r_stride[keep], r_h[keep]
                 if not r_flow.size:
                     break
             hop += 1
@@ -476,6 +506,7 @@ class Router:
             nxt_node: list[np.ndarray] = []
             nxt_w: list[np.ndarray] = []
             nxt_stride: list[np.ndarray] = []
+            nxt_h: list[np.ndarray] = []
             for c, rows in _groups(r_node):
                 fl = r_flow[rows]
                 u, inv = _distinct(tinv[fl], ut.size)
@@ -499,9 +530,10 @@ class Router:
                     nxt_node.append(self._adj_nbr[adj[ii]])
                     nxt_w.append(w)
                     nxt_stride.append(r_stride[rows][jj])
+                    nxt_h.append(r_h[rows][jj])
                 else:
                     stride = r_stride[rows]
-                    hk = self.policy.hop_key(h[fl], hop, None if dest is None else dest[fl], stride)
+                    hk = self.policy.hop_key(r_h[rows], hop, None if dest is None else dest[fl], stride)
                     k = self.policy.pick(hk, cnt)
                     pick = adj[table[inv, k]]
                     out.append((fidx[fl], self._adj_link[pick], r_w[rows]))
@@ -509,17 +541,37 @@ class Router:
                     nxt_node.append(self._adj_nbr[pick])
                     nxt_w.append(r_w[rows])
                     nxt_stride.append(stride * cnt if dest is not None else stride)
+                    nxt_h.append(r_h[rows])
             r_flow = np.concatenate(nxt_flow)
             r_node = np.concatenate(nxt_node)
             r_w = np.concatenate(nxt_w)
             r_stride = np.concatenate(nxt_stride)
+            r_h = np.concatenate(nxt_h)
             if self.policy.splits and r_flow.size:
                 key = r_flow.astype(np.int64) * (self.links.num_devices + 1) + r_node
                 uk, kinv = np.unique(key, return_inverse=True)
                 r_w = np.bincount(kinv, weights=r_w)
                 r_stride = np.ones(uk.size, dtype=np.int64)
+                r_h = np.zeros(uk.size, dtype=np.uint64)  # spraying hashes nothing
                 r_flow = (uk // (self.links.num_devices + 1)).astype(np.int64)
                 r_node = (uk % (self.links.num_devices + 1)).astype(np.int64)
+
+        if self.queue_pairs > 1:
+            self._merge_queue_pairs(out, base)
+
+    @staticmethod
+    def _merge_queue_pairs(out: list[tuple[np.ndarray, np.ndarray, np.ndarray]], base: int) -> None:
+        """Sum the entries a walk of queue pairs appended to ``out`` from ``base`` on into one
+        weight per (flow, link)."""
+        if len(out) <= base:
+            return
+        fl = np.concatenate([o[0] for o in out[base:]]).astype(np.int64)
+        lk = np.concatenate([o[1] for o in out[base:]]).astype(np.int64)
+        w = np.concatenate([o[2] for o in out[base:]])
+        key = np.stack([fl, lk], axis=1)
+        uniq, inv = np.unique(key, axis=0, return_inverse=True)
+        del out[base:]
+        out.append((uniq[:, 0], uniq[:, 1], np.bincount(inv.ravel(), weights=w)))
 
     # ------------------------------------------------------------------ public
     def route(self, src: np.ndarray, dst: np.ndarray, flow_ids: np.ndarray) -> Routes:

@@ -568,10 +568,10 @@ class Router:
         fl = np.concatenate([o[0] for o in out[base:]]).astype(np.int64)
         lk = np.concatenate([o[1] for o in out[base:]]).astype(np.int64)
         w = np.concatenate([o[2] for o in out[base:]])
-        key = np.stack([fl, lk], axis=1)
-        uniq, inv = np.unique(key, axis=0, return_inverse=True)
+        span = int(lk.max()) + 1
+        uniq, inv = np.unique(fl * span + lk, return_inverse=True)
         del out[base:]
-        out.append((uniq[:, 0], uniq[:, 1], np.bincount(inv.ravel(), weights=w)))
+        out.append((uniq // span, uniq % span, np.bincount(inv, weights=w)))
 
     # ------------------------------------------------------------------ public
     def route(self, src: np.ndarray, dst: np.ndarray, flow_ids: np.ndarray) -> Routes:

@@ -54,7 +54,7 @@ from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS
 from netsim.config.model import ModelSpec
 from netsim.config.workload import LoraSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
-from netsim.workload.kernel_calls import KernelCall, Part
+from netsim.workload.kernel_calls import KernelCall, Part, trains_weight
 from netsim.workload.kernel_calls import call as _call
 from netsim.workload.kernel_calls import split as _split
 from netsim.workload.lora import TE_NAMES, adapter_gemms
@@ -291,11 +291,7 @@ class ModelCosts(ParamCounts):
         out = _split(calls, part, self.frozen)
         if not weights or self.grad_accumulation_bytes <= 0 or part not in ("W", "BW"):
             return out
-        return out + [self._grad_add(c) for c in calls if self._trained_weight(c)]
-
-    def _trained_weight(self, c: KernelCall) -> bool:
-        """Whether ``c`` is a GEMM with a weight this rank trains (not a frozen LoRA base)."""
-        return c.kernel in ("gemm", "grouped_gemm") and not c.quant and (c.adapter or not self.frozen)
+        return out + [self._grad_add(c) for c in calls if trains_weight(c, self.frozen)]
 
     def _grad_add(self, c: KernelCall) -> KernelCall:
         """The unfused gradient accumulation of GEMM ``c``'s weight (``[n, k]``, per expert for a

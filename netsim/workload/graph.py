@@ -53,7 +53,6 @@ from typing import Any
 
 import networkx as nx
 
-from netsim.config.model import DTYPE_BYTES
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
 from netsim.moe.dispatchers import DISPATCHERS
@@ -70,6 +69,7 @@ from netsim.workload.layers import LayerEmitter
 from netsim.workload.layout import ParallelLayout, build_layout
 from netsim.workload.memory import check_memory, memory_report
 from netsim.workload.moe_traffic import EPRouting
+from netsim.workload.optimizer import grad_accumulation_bytes
 from netsim.workload.pipeline import PipelineStep
 from netsim.workload.plan import TRAFFIC_CLASSES, Collective, Deps, Op, StepPlan, split_layers
 from netsim.workload.recompute import RecomputeMode, workload_recompute
@@ -270,15 +270,6 @@ def model_costs(
         document_tokens=spec.training.document_tokens,
         grad_accumulation_bytes=grad_accumulation_bytes(spec),
     )
-
-
-def grad_accumulation_bytes(spec: WorkloadSpec) -> float:
-    """Bytes per trained weight of the unfused gradient accumulation in each micro-batch's backward
-    (``training.gradient_accumulation_fusion: false``): read the 16-bit weight gradient the GEMM
-    wrote, read and write the main gradient in ``optimizer.grad_dtype``; 0 when fused."""
-    if spec.training.gradient_accumulation_fusion:
-        return 0.0
-    return 2.0 + 2.0 * DTYPE_BYTES[spec.optimizer.grad_dtype]
 
 
 def _context(

@@ -18,7 +18,17 @@ from typing import Literal, Protocol
 
 from netsim.calibration.catalogue import canonical_dtype
 
-__all__ = ["KERNEL_CLASS", "KernelCall", "Part", "Pass", "TimeModel", "call", "kernels_time_s", "split"]
+__all__ = [
+    "KERNEL_CLASS",
+    "KernelCall",
+    "Part",
+    "Pass",
+    "TimeModel",
+    "call",
+    "kernels_time_s",
+    "split",
+    "trains_weight",
+]
 
 Pass = Literal["fwd", "bwd", "step"]
 Part = Literal["F", "B", "W", "BW"]
@@ -109,6 +119,12 @@ def call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False, 
     return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
 
 
+def trains_weight(c: KernelCall, frozen: bool = False) -> bool:
+    """Whether ``c`` is a GEMM whose weight gets a gradient: not an FP8 cast, and with ``frozen``
+    base weights (LoRA) only a LoRA adapter's."""
+    return c.kernel in _WEIGHT_KERNELS and not c.quant and (c.adapter or not frozen)
+
+
 def split(calls: list[KernelCall], part: Part, frozen: bool = False) -> list[KernelCall]:
     """Forward calls -> the calls of a backward part (``B``, ``W`` or both ``BW``); ``frozen``:
     the weights are not trained (LoRA, :mod:`netsim.workload.lora`): a GEMM's backward is its
@@ -119,7 +135,7 @@ def split(calls: list[KernelCall], part: Part, frozen: bool = False) -> list[Ker
             continue
         weighted = c.kernel in _WEIGHT_KERNELS
         _, dgrad, wgrad = c.slow
-        if frozen and weighted and not c.adapter:
+        if weighted and not trains_weight(c, frozen):
             wgrad = 0.0
             if part == "W":
                 continue

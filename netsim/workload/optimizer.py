@@ -61,7 +61,7 @@ from netsim.config.model import DTYPE_BYTES
 from netsim.config.workload import WorkloadSpec
 from netsim.workload.kernel_calls import KernelCall
 
-__all__ = ["ADAMW_KERNEL_BYTES_PER_PARAM", "OptimizerPrecision", "optimizer_precision"]
+__all__ = ["ADAMW_KERNEL_BYTES_PER_PARAM", "OptimizerPrecision", "grad_accumulation_bytes", "optimizer_precision"]
 
 #: Bytes per parameter the catalogue's ``adamw`` kernel moves (netsim.calibration.kernels:
 #: read param, grad, m, v and write param, m, v in fp32 = 7 x 4); a test keeps them in step.
@@ -125,3 +125,12 @@ def optimizer_precision(spec: WorkloadSpec) -> OptimizerPrecision:
     fp32_master = master == 4.0
     main_grad = 4.0 if grad < 4 and fp32_master and not spec.optimizer.precision_aware else 0.0
     return OptimizerPrecision(param, grad, master, moments, main_grad)
+
+
+def grad_accumulation_bytes(spec: WorkloadSpec) -> float:
+    """Bytes per trained weight of the unfused gradient accumulation in each micro-batch's backward
+    (``training.gradient_accumulation_fusion: false``): read the 16-bit weight gradient the GEMM
+    wrote, read and write the main gradient (``optimizer.grad_dtype``); 0 when fused."""
+    if spec.training.gradient_accumulation_fusion:
+        return 0.0
+    return 2.0 + 2.0 * spec.grad_bytes_per_element

@@ -14,8 +14,9 @@ from netsim.errors import SpecError
 from netsim.topology import load_topology
 from netsim.workload.costs import ModelCosts
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT
-from netsim.workload.graph import build_plan, grad_accumulation_bytes
+from netsim.workload.graph import build_plan
 from netsim.workload.kernel_calls import KernelCall
+from netsim.workload.optimizer import grad_accumulation_bytes
 
 LLAMA: dict[str, Any] = {
     "layers": 2,

@@ -99,7 +99,7 @@ def _transfer_costs(net: Network, plan: Plan, call: CollectiveCall) -> TransferC
         for mask in (inter, ~inter):
             if mask.any():
                 k = int(np.flatnonzero(mask)[0])
-                path = float(net.routes_of(plan.nodes[int(plan.src[k])], plan.nodes[int(plan.dst[k])]).latency_s[0])
+                path = net.path_latency_s(plan.nodes[int(plan.src[k])], plan.nodes[int(plan.dst[k])])
                 lat[mask] = np.maximum(lat[mask] - path, 0.0)
     caps = None
     if call.alg_bw_Bps is not None and plan.nbytes > 0 and n:
@@ -164,5 +164,5 @@ def pair_hop_latency_s(net: Network, call: CollectiveCall, src: str, dst: str) -
     inter = bool(server[0] != server[1] or server[0] < 0)
     lat = float(call.hop_latency_s.get("inter" if inter else "intra", 0.0))
     if call.subtract_path_latency and lat > 0:
-        lat = max(lat - float(net.routes_of(src, dst).latency_s[0]), 0.0)
+        lat = max(lat - net.path_latency_s(src, dst), 0.0)
     return lat

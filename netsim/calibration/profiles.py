@@ -30,6 +30,13 @@ flash-attention benchmarks and the catalogue do: causal = half of ``4 b h s^2 d`
   371, 420, 460, 473, non-causal 333, 392, 460, 476, 496, 497; backward 272, 363, 422, 453, 472,
   474 (scaled the same way).  A call's head dimension picks its curves, interpolated in
   ``log(head_dim)`` between 64 and 128 (head dim 96: about the geometric mean), 128's above.
+* H100 SXM5, FlashAttention-2 (``accelerator.compute.attention: flash-attention-2``: the kernel
+  PyTorch's ``scaled_dot_product_attention`` and xFormers ran on Hopper before FlashAttention-3,
+  July 2024): the FlashAttention-2 bars of the same figures, head dim 128: forward causal 191,
+  260, 298, 319, 333, 335, non-causal 309, 350, 362, 368, 370, 370; backward (non-causal) 214,
+  260, 291, 310, 318, 322, scaled by FlashAttention-2's own causal / non-causal forward ratio,
+  *approx.*  One set of curves for every head dimension (the head-dim-64 panels' FlashAttention-2
+  bars are not used).
 * A100 SXM4 80GB: FlashAttention-2 (Dao 2023, arXiv:2307.08691) reaches up to 73 % of the
   312 TFLOP/s peak in the forward pass and up to 63 % in the backward pass on A100 (Sec. 4.1).
   Those maxima times the sequence-length and causal shape of the same FlashAttention-2 kernel
@@ -87,7 +94,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +107,40 @@ from netsim.errors import SpecError
 from netsim.registry import Registry
 from netsim.units import parse_bandwidth
 
-__all__ = ["COMPUTE_PROFILES", "KERNEL_DATA_DIR", "ComputeProfile", "profile_compute_model", "resolve_table_path"]
+__all__ = [
+    "COMPUTE_PROFILES",
+    "KERNEL_DATA_DIR",
+    "AttentionKernel",
+    "ComputeProfile",
+    "profile_compute_model",
+    "resolve_table_path",
+]
 
 #: Where shipped kernel tables live.
 KERNEL_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "kernels"
 
 _SEQ = (512, 1024, 2048, 4096, 8192, 16384)
 _T = 1e12
+
+
+Curves = Mapping[str, tuple[tuple[float, float], ...]]
+
+
+@dataclass(frozen=True)
+class AttentionKernel:
+    """One attention implementation's measured throughput on one GPU model.
+
+    Attributes:
+        label: the implementation's name in reports (``FlashAttention-3``).
+        curves: ``{"fwd": ((seq, FLOP/s), ...), "bwd": ...}``, for every head dimension without
+            its own curves.
+        by_head_dim: the same curves measured at several head dimensions (a call's head dimension
+            picks between them), or None (``curves`` for every head dimension).
+    """
+
+    label: str
+    curves: Curves
+    by_head_dim: Mapping[int, Curves] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,10 +151,8 @@ class ComputeProfile:
         name: the name used in ``accelerator.compute.profile``.
         description: one line for ``--help`` and docs.
         kernels: file name of the shipped kernel table (None: datasheet roofline).
-        attention: ``{"fwd": ((seq, FLOP/s), ...), "bwd": ...}`` or None.
-        attention_by_head_dim: the same curves measured at several head dimensions (a call's head
-            dimension picks between them), or None (``attention`` for every head dimension).
-        attention_label: short source label (``FA3``) for the model's name.
+        attention_kernels: the attention implementations measured on this GPU, by the name
+            ``accelerator.compute.attention`` gives them; the first is the default.
         fp8_gemm_speedup: FP8 / BF16 GEMM compute-term speed-up, or None (no FP8 support).
         overlays: shipped tables laid over ``kernels`` (:meth:`KernelTable.overlay`): measured
             training kernels that replace the table's own of the same name (not applied to a
@@ -136,14 +168,25 @@ class ComputeProfile:
     name: str
     description: str
     kernels: str | None = None
-    attention: Mapping[str, tuple[tuple[float, float], ...]] | None = None
-    attention_by_head_dim: Mapping[int, Mapping[str, tuple[tuple[float, float], ...]]] | None = None
-    attention_label: str = ""
+    attention_kernels: Mapping[str, AttentionKernel] = field(default_factory=dict)
     fp8_gemm_speedup: float | None = None
     overlays: tuple[str, ...] = ()
     measured_clock_mhz: float | None = None
     rated_clock_mhz: float | None = None
     analogs: tuple[tuple[str, str], ...] = ()
+
+    def attention_kernel(self, name: str | None) -> AttentionKernel | None:
+        """The attention implementation ``name`` (None: the profile's default; None when the
+        profile measures none)."""
+        if name is None:
+            return next(iter(self.attention_kernels.values()), None)
+        if name not in self.attention_kernels:
+            allowed = ", ".join(self.attention_kernels) or "none (this profile times attention by the roofline)"
+            raise SpecError(
+                f"unknown attention kernel {name!r} for compute profile {self.name!r}; allowed: {allowed}",
+                field="accelerator.compute.attention",
+            )
+        return self.attention_kernels[name]
 
 
 COMPUTE_PROFILES: Registry[ComputeProfile] = Registry("compute profile", field="accelerator.compute.profile")
@@ -161,7 +204,9 @@ _FA3_FWD_CAUSAL_HD64 = (197, 265, 371, 420, 460, 473)
 _FA3_FWD_FULL_HD64 = (333, 392, 460, 476, 496, 497)
 _FA3_BWD_FULL_HD64 = (272, 363, 422, 453, 472, 474)
 _FA2_H100_FWD_CAUSAL = (191, 260, 298, 319, 333, 335)
-_FA2_H100_FWD_FULL_16K = 370.0
+_FA2_H100_FWD_FULL = (309, 350, 362, 368, 370, 370)
+_FA2_H100_FWD_FULL_16K = _FA2_H100_FWD_FULL[-1]
+_FA2_H100_BWD_FULL = (214, 260, 291, 310, 318, 322)
 _A100_PEAK_T = 312.0
 
 _causal_ratio = tuple(c / f for c, f in zip(_FA3_FWD_CAUSAL, _FA3_FWD_FULL, strict=True))
@@ -169,6 +214,8 @@ _causal_ratio_hd64 = tuple(c / f for c, f in zip(_FA3_FWD_CAUSAL_HD64, _FA3_FWD_
 _FA3_H100 = {"fwd": _curve(_FA3_FWD_CAUSAL), "bwd": _curve(_FA3_BWD_FULL, _causal_ratio)}
 _FA3_H100_HD64 = {"fwd": _curve(_FA3_FWD_CAUSAL_HD64), "bwd": _curve(_FA3_BWD_FULL_HD64, _causal_ratio_hd64)}
 _fa2_shape = tuple(v / _FA2_H100_FWD_FULL_16K for v in _FA2_H100_FWD_CAUSAL)
+_fa2_causal_ratio = tuple(c / f for c, f in zip(_FA2_H100_FWD_CAUSAL, _FA2_H100_FWD_FULL, strict=True))
+_FA2_H100 = {"fwd": _curve(_FA2_H100_FWD_CAUSAL), "bwd": _curve(_FA2_H100_BWD_FULL, _fa2_causal_ratio)}
 
 for _p in (
     ComputeProfile("roofline", "datasheet roofline with the scenario's flops/memory efficiencies"),
@@ -176,12 +223,13 @@ for _p in (
         "h100-sxm",
         "H100/H800 SXM5: Vidur-measured GEMMs (fitted surface) and norms; Megatron's SwiGLU and cross-entropy "
         "measured by Liger-Kernel, its bias-GELU timed as that SwiGLU at equal bytes; FlashAttention-3 "
-        "attention; FP8 GEMMs 1.75x BF16",
+        "attention (or FlashAttention-2); FP8 GEMMs 1.75x BF16",
         kernels="vidur-h100.csv",
         overlays=("liger-megatron-h100.csv",),
-        attention=_FA3_H100,
-        attention_by_head_dim={64: _FA3_H100_HD64, 128: _FA3_H100},
-        attention_label="FlashAttention-3",
+        attention_kernels={
+            "flash-attention-3": AttentionKernel("FlashAttention-3", _FA3_H100, {64: _FA3_H100_HD64, 128: _FA3_H100}),
+            "flash-attention-2": AttentionKernel("FlashAttention-2", _FA2_H100),
+        },
         fp8_gemm_speedup=1.75,
         measured_clock_mhz=1980.0,
         rated_clock_mhz=1830.0,
@@ -191,11 +239,15 @@ for _p in (
         "a100-sxm",
         "A100 SXM4 80GB: Vidur-measured GEMMs (fitted surface), norms, SwiGLU; FlashAttention-2 attention",
         kernels="vidur-a100.csv",
-        attention={
-            "fwd": _curve(tuple(0.73 * _A100_PEAK_T for _ in _SEQ), _fa2_shape),
-            "bwd": _curve(tuple(0.63 * _A100_PEAK_T for _ in _SEQ), _fa2_shape),
+        attention_kernels={
+            "flash-attention-2": AttentionKernel(
+                "FlashAttention-2",
+                {
+                    "fwd": _curve(tuple(0.73 * _A100_PEAK_T for _ in _SEQ), _fa2_shape),
+                    "bwd": _curve(tuple(0.63 * _A100_PEAK_T for _ in _SEQ), _fa2_shape),
+                },
+            )
         },
-        attention_label="FlashAttention-2",
         measured_clock_mhz=1410.0,
         rated_clock_mhz=1410.0,
     ),
@@ -254,10 +306,11 @@ def profile_compute_model(
     if speedup is not None and not (math.isfinite(speedup) and speedup > 0):
         raise SpecError(f"must be finite and > 0 (got {speedup!r})", field="accelerator.compute.fp8_gemm_speedup")
     attention = None
-    if prof.attention is not None:
+    kernel = prof.attention_kernel(compute.get("attention"))
+    if kernel is not None:
         mem = parse_bandwidth(accelerator.get("memory_Bps", 0), "accelerator.memory_bandwidth")
         attention = FlashAttentionModel(
-            prof.attention, mem, name=f"flash-attention:{prof.attention_label}", by_head_dim=prof.attention_by_head_dim
+            kernel.curves, mem, name=f"flash-attention:{kernel.label}", by_head_dim=kernel.by_head_dim
         )
     own = table is None and compute.get("kernels") is None
     if own:  # the profile's own: shipped, overlays laid on
@@ -268,8 +321,8 @@ def profile_compute_model(
         loaded = ref if isinstance(ref, KernelTable) else KernelTable.load(resolve_table_path(ref))
         label = Path(loaded.source).stem
     parts = [f"kernel-table:{label}", f"profile {prof.name}"]
-    if attention is not None:
-        parts.append(f"attention {prof.attention_label}")
+    if kernel is not None:
+        parts.append(f"attention {kernel.label}")
     if speedup is not None:
         parts.append(f"fp8 GEMM x{speedup:g}")
     # what no table measures (routers, token permutation, AdamW, dtypes like fp32): the datasheet

@@ -135,6 +135,49 @@ def test_attention_rate_follows_the_head_dimension() -> None:
     )
 
 
+def test_attention_kernel_is_a_choice_of_the_accelerator() -> None:
+    # accelerator.compute.attention: FlashAttention-2 on H100 (the FA3 paper's FA2 bars, causal
+    # head dim 128 at 4k: forward 319; backward 310 non-causal x FA2's causal/non-causal 319/368)
+    h100 = _model("dgx-h100")
+    acc = dict(load_topology("dgx-h100", nodes=1).graph["accelerator"])
+    fa2 = make_compute_model(
+        {**acc, "compute": {**acc["compute"], "attention": "flash-attention-2", "clock_mhz": 1980}}
+    )
+    e = fa2.estimate("attention", "fwd", **ATT)
+    assert e.source == "flash-attention:FlashAttention-2" and "attention FlashAttention-2" in fa2.name
+    assert e.time_s == pytest.approx(e.flops / 319e12)
+    b = fa2.estimate("attention", "bwd", **ATT)
+    assert b.time_s == pytest.approx(b.flops / (310e12 * 319 / 368))
+    # FA2 has one curve for every head dimension; the GEMMs are the profile's either way
+    assert fa2.time("attention", "fwd", **{**ATT, "head_dim": 64}) == pytest.approx(e.time_s / 2)
+    assert fa2.time("gemm", "fwd", m=4096, n=4096, k=4096) == h100.time("gemm", "fwd", m=4096, n=4096, k=4096)
+    named = make_compute_model(
+        {**acc, "compute": {**acc["compute"], "attention": "flash-attention-3", "clock_mhz": 1980}}
+    )
+    assert named.time("attention", "bwd", **ATT) == h100.time("attention", "bwd", **ATT)
+    a100 = dict(load_topology("dgx-a100", nodes=1).graph["accelerator"])
+    with pytest.raises(
+        SpecError,
+        match="unknown attention kernel 'flash-attention-3' for compute profile 'a100-sxm'; allowed: flash-attention-2",
+    ) as ei:
+        make_compute_model({**a100, "compute": {**a100["compute"], "attention": "flash-attention-3"}})
+    assert ei.value.field == "accelerator.compute.attention"
+
+
+def test_attention_kernel_reaches_a_run_through_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from netsim.cli import main
+
+    g = load_topology("dgx-h100", nodes=1, overrides=["accelerator.compute.attention=flash-attention-2"])
+    assert "attention FlashAttention-2" in make_compute_model(g.graph["accelerator"]).name
+    out = tmp_path / "run"
+    argv = ["run", "--topology", "dgx-a100", "--nodes", "1", "--workload", "gpt-dense", "-o", str(out)]
+    with pytest.raises(SystemExit) as ei:
+        main([*argv, "--set", "topology.accelerator.compute.attention=flash-attention-3"])
+    assert ei.value.code == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "accelerator.compute.attention" in err and "allowed: flash-attention-2" in err
+
+
 def test_grouped_gemm_is_one_kernel_over_the_experts() -> None:
     m = _model("dgx-h100")
     g = m.estimate("grouped_gemm", "fwd", tokens=4096, experts=8, n=4096, k=7168)

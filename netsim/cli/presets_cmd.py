@@ -1,4 +1,5 @@
-"""`netsim presets`: list the built-in topology and workload presets with their descriptions."""
+"""`netsim presets`: list the built-in topology and workload presets and the compute profiles
+(with the attention kernels each knows), with their descriptions."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _first_comment_or_description(path: object) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("presets")
     def presets_cmd() -> None:
-        """List the built-in topology presets, workload presets and scenarios."""
+        """List the built-in topology presets, workload presets and compute profiles."""
         from netsim.config.workload import list_workload_presets, workload_preset_path
         from netsim.topology import list_presets, preset_path
 
@@ -42,3 +43,16 @@ def register(app: typer.Typer) -> None:
         for name in list_workload_presets():
             w.add_row(name, _first_comment_or_description(workload_preset_path(name)))
         console.print(w)
+        from netsim.calibration.profiles import COMPUTE_PROFILES
+
+        c = Table(
+            title="Compute profiles (topology.accelerator.compute.profile; .attention picks the kernel)",
+            title_justify="left",
+        )
+        c.add_column("name")
+        c.add_column("attention kernels (default first)")
+        c.add_column("description")
+        for name in COMPUTE_PROFILES.names():
+            prof = COMPUTE_PROFILES.get(name)
+            c.add_row(name, ", ".join(prof.attention_kernels) or "roofline", prof.description)
+        console.print(c)

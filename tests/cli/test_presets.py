@@ -1,0 +1,25 @@
+"""`netsim presets`: the topology and workload presets and the compute profiles a user can name."""
+
+from __future__ import annotations
+
+import pytest
+
+from netsim.calibration.profiles import COMPUTE_PROFILES
+from netsim.cli import main
+
+
+def test_presets_list_the_compute_profiles_and_their_attention_kernels(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    try:
+        main(["presets"])
+    except SystemExit as e:  # typer exits 0 after a command
+        assert e.code in (0, None)
+    out = capsys.readouterr().out
+    assert "dgx-h100" in out and "mixtral-8x7b" in out
+    for name in COMPUTE_PROFILES.names():
+        assert name in out
+    # every attention kernel a profile knows is listed, its default first
+    assert "flash-attention-3, flash-attention-2" in out
+    assert COMPUTE_PROFILES.get("h100-sxm").attention_kernel(None).label == "FlashAttention-3"

@@ -11,7 +11,9 @@ from netsim.cli import main
 def test_presets_list_the_compute_profiles_and_their_attention_kernels(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
+    from netsim.cli import common
+
+    monkeypatch.setattr(common.console, "width", 200)  # the table unwrapped, whatever the terminal
     try:
         main(["presets"])
     except SystemExit as e:  # typer exits 0 after a command

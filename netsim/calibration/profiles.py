@@ -37,6 +37,16 @@ flash-attention benchmarks and the catalogue do: causal = half of ``4 b h s^2 d`
   260, 291, 310, 318, 322, scaled by FlashAttention-2's own causal / non-causal forward ratio,
   *approx.*  One set of curves for every head dimension (the head-dim-64 panels' FlashAttention-2
   bars are not used).
+* H100 SXM5, cuDNN fused attention (``accelerator.compute.attention: cudnn``: what Transformer
+  Engine's ``FusedAttention`` runs on Hopper, hence NeMo, Megatron-Core and Megatron-Bridge): the
+  cuDNN bars of the same figures, head dim 128, forward non-causal 497, 574, 617, 609, 600, 595,
+  backward (non-causal) 305, 408, 465, 499, 518, 516, both scaled by FlashAttention-3's causal /
+  non-causal forward ratio (the figures' causal panels are not used), *approx.*; one set of
+  curves for every head dimension.  Checks: at sequence 8,192, causal, head dim 128 these give
+  559 TFLOP/s forward and 483 backward, against cuDNN's 565.7 and 469.8 on H100 in
+  Dao-AILab/flash-attention pull request #1893 (-1.2%, +2.8%), and 502 TFLOP/s forward and
+  backward together, against the 514 that Transformer Engine's attention benchmark
+  (docs/examples/attention/attention.ipynb at d0067d0da6) measures for cuDNN there (-2.2%).
 * A100 SXM4 80GB: FlashAttention-2 (Dao 2023, arXiv:2307.08691) reaches up to 73 % of the
   312 TFLOP/s peak in the forward pass and up to 63 % in the backward pass on A100 (Sec. 4.1).
   Those maxima times the sequence-length and causal shape of the same FlashAttention-2 kernel
@@ -216,6 +226,9 @@ _FA3_H100_HD64 = {"fwd": _curve(_FA3_FWD_CAUSAL_HD64), "bwd": _curve(_FA3_BWD_FU
 _fa2_shape = tuple(v / _FA2_H100_FWD_FULL_16K for v in _FA2_H100_FWD_CAUSAL)
 _fa2_causal_ratio = tuple(c / f for c, f in zip(_FA2_H100_FWD_CAUSAL, _FA2_H100_FWD_FULL, strict=True))
 _FA2_H100 = {"fwd": _curve(_FA2_H100_FWD_CAUSAL), "bwd": _curve(_FA2_H100_BWD_FULL, _fa2_causal_ratio)}
+_CUDNN_FWD_FULL = (497, 574, 617, 609, 600, 595)
+_CUDNN_BWD_FULL = (305, 408, 465, 499, 518, 516)
+_CUDNN_H100 = {"fwd": _curve(_CUDNN_FWD_FULL, _causal_ratio), "bwd": _curve(_CUDNN_BWD_FULL, _causal_ratio)}
 
 for _p in (
     ComputeProfile("roofline", "datasheet roofline with the scenario's flops/memory efficiencies"),
@@ -223,12 +236,13 @@ for _p in (
         "h100-sxm",
         "H100/H800 SXM5: Vidur-measured GEMMs (fitted surface) and norms; Megatron's SwiGLU and cross-entropy "
         "measured by Liger-Kernel, its bias-GELU timed as that SwiGLU at equal bytes; FlashAttention-3 "
-        "attention (or FlashAttention-2); FP8 GEMMs 1.75x BF16",
+        "attention (or cuDNN, FlashAttention-2); FP8 GEMMs 1.75x BF16",
         kernels="vidur-h100.csv",
         overlays=("liger-megatron-h100.csv",),
         attention_kernels={
             "flash-attention-3": AttentionKernel("FlashAttention-3", _FA3_H100, {64: _FA3_H100_HD64, 128: _FA3_H100}),
             "flash-attention-2": AttentionKernel("FlashAttention-2", _FA2_H100),
+            "cudnn": AttentionKernel("cuDNN", _CUDNN_H100),
         },
         fp8_gemm_speedup=1.75,
         measured_clock_mhz=1980.0,

@@ -107,7 +107,7 @@ class ComputeSpec(SpecModel):
     """FP8 GEMM compute-term speed-up over BF16 (default: the profile's)."""
     attention: str | None = Field(default=None, min_length=1)
     """The attention implementation whose measured throughput times the attention core (default:
-    the profile's first; ``h100-sxm``: ``flash-attention-3`` or ``flash-attention-2``;
+    the profile's first; ``h100-sxm``: ``flash-attention-3``, ``cudnn`` or ``flash-attention-2``;
     ``a100-sxm``: ``flash-attention-2``): netsim.calibration.profiles, "Attention curves"."""
     clock_mhz: float | None = Field(default=None, gt=0)
     """The SM clock of a training step's kernels (default: the profile's rated clock, 1,830 MHz on

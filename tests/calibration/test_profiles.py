@@ -164,6 +164,23 @@ def test_attention_kernel_is_a_choice_of_the_accelerator() -> None:
     assert ei.value.field == "accelerator.compute.attention"
 
 
+def test_cudnn_attention_matches_the_published_cudnn_measurements() -> None:
+    # the FA3 paper's cuDNN bars x FA3's causal/non-causal ratio, checked against two independent
+    # measurements of cuDNN on H100 at seq 8,192, causal, head dim 128 (profiles module doc)
+    acc = dict(load_topology("dgx-h100", nodes=1).graph["accelerator"])
+    cudnn = make_compute_model({**acc, "compute": {**acc["compute"], "attention": "cudnn", "clock_mhz": 1980}})
+    shape = {"batch": 2, "heads": 32, "seq": 8192, "head_dim": 128}
+    f, b = cudnn.estimate("attention", "fwd", **shape), cudnn.estimate("attention", "bwd", **shape)
+    assert f.source == "flash-attention:cuDNN"
+    assert f.flops / f.time_s == pytest.approx(565.7e12, rel=0.03)  # flash-attention PR #1893
+    assert b.flops / b.time_s == pytest.approx(469.8e12, rel=0.03)
+    both = (f.flops + b.flops) / (f.time_s + b.time_s)
+    assert both == pytest.approx(514e12, rel=0.03)  # Transformer Engine's attention benchmark
+    fa3 = _model("dgx-h100")  # FlashAttention-3, the default: ~5% faster than cuDNN at 8K
+    f3, b3 = fa3.estimate("attention", "fwd", **shape), fa3.estimate("attention", "bwd", **shape)
+    assert (f3.flops + b3.flops) / (f3.time_s + b3.time_s) / both == pytest.approx(1.08, abs=0.03)
+
+
 def test_attention_kernel_reaches_a_run_through_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from netsim.cli import main
 

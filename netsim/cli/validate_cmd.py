@@ -4,6 +4,7 @@
 
     netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training|layer|ep-kernel] [--out runs/validate]
         [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
+        [--set topology.K=V | workload.K=V | options.K=V ...]
 
     netsim validate-deepep [--ep 8 --ep 64 ...] [--latency-us US] [--fit]
     netsim validate-hybridep [--ep 16 --ep 64 ...] [--latency-us US] [--fit]
@@ -11,7 +12,10 @@
 Every case of every source in ``netsim/validation/data`` (or the ``--source`` files) is
 simulated as measured; stdout gets the error per size band and every point outside its
 tolerance; ``--out`` gets the run directory (results, summary, parity plot, report).  Exit code
-0 when every asserted point is within its tolerance, 1 otherwise (2 for bad input).
+0 when every asserted point is within its tolerance, 1 otherwise (2 for bad input).  ``--set``
+asks what-if questions of the published runs: the same cases with an override on every one
+(:func:`netsim.validation.sources.with_overrides`), e.g. ``--set
+topology.accelerator.compute.attention=flash-attention-3 --only 'llama3-405b/*'``.
 ``validate-deepep`` prints DeepEP's published dispatch/combine bandwidths on H800 against
 netsim's ``deepep`` dispatcher on the ``h800`` preset (:mod:`netsim.validation.deepep`);
 ``validate-hybridep`` HybridEP's published bandwidths on H100 against the ``hybridep`` dispatcher
@@ -28,6 +32,12 @@ import typer
 
 from netsim.cli.common import check_out_dir, cost_option, err_console, force_option
 from netsim.errors import SpecError
+
+
+def _check_kinds(kinds: list[str], allowed: tuple[str, ...]) -> None:
+    for k in kinds:
+        if k not in allowed:
+            raise SpecError(f"unknown case kind {k!r}; allowed: {', '.join(allowed)}", field="--kind")
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +60,11 @@ def register(app: typer.Typer) -> None:
             False, "--no-known-gaps", help="Assert the known gaps too (see known_gaps.yaml)."
         ),
         force: bool = force_option(),
+        set_: list[str] = typer.Option(
+            [],
+            "--set",
+            help="What-if override on every selected case: topology.K=V, workload.K=V or options.K=V (repeatable).",
+        ),
     ) -> None:
         """Predict published measurements (nccl-tests, training runs, profiled layers) and compare."""
         if out is not None:
@@ -57,12 +72,12 @@ def register(app: typer.Typer) -> None:
         from netsim.validation.report import format_summary, summarize, write_validation
         from netsim.validation.runner import CASE_KINDS, run_validation
 
-        for k in kind:
-            if k not in CASE_KINDS:
-                raise SpecError(f"unknown case kind {k!r}; allowed: {', '.join(CASE_KINDS)}", field="--kind")
-        from netsim.validation.sources import load_sources
+        _check_kinds(kind, CASE_KINDS)
+        from netsim.validation.sources import load_sources, with_overrides
 
-        srcs = load_sources([str(p) for p in source] or None)
+        srcs = with_overrides(load_sources([str(p) for p in source] or None), set_)
+        if set_:
+            err_console.print(f"what-if: {', '.join(set_)} on every case", highlight=False)
 
         def progress(label: str, done: int, total: int) -> None:
             err_console.print(f"[{done}/{total}] {label}", highlight=False)

@@ -323,3 +323,54 @@ def load_sources(paths: Sequence[str | Path] | None = None) -> list[Source]:
     if not files:
         raise SpecError("no validation files", source=str(DATA_DIR))
     return sorted((load_source(f) for f in files), key=lambda s: s.source.id)
+
+
+#: the prefixes ``netsim validate --set`` takes (:func:`with_overrides`)
+OVERRIDE_PREFIXES = ("topology.", "workload.", "options.")
+
+
+def with_overrides(sources: Sequence[Source], items: Sequence[str]) -> list[Source]:
+    """The sources with ``KEY=VALUE`` what-if overrides applied to every case (``netsim validate
+    --set``): ``topology.K`` joins each source's ``system.set`` (as a topology ``--set``),
+    ``workload.K`` each training and layer case's ``workload_set`` and ``options.K`` each training
+    case's ``options`` (values read as YAML: ``16``, ``true``, ``[a, b]``).  The published numbers
+    stay: the report then says what the published runs would have measured under the change, by
+    netsim's model."""
+    import yaml
+
+    topo: dict[str, Any] = {}
+    work: dict[str, Any] = {}
+    opts: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        prefix = next((p for p in OVERRIDE_PREFIXES if key.startswith(p) and len(key) > len(p)), None)
+        if not sep or prefix is None:
+            raise SpecError(
+                f"expected KEY=VALUE with KEY starting with topology., workload. or options. (got {item!r})",
+                field="--set",
+            )
+        name = key[len(prefix) :]
+        if prefix == "topology.":
+            topo[name] = raw.strip()
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError as e:
+            raise SpecError(f"value of {key} is not YAML: {str(e).splitlines()[0]}", field="--set") from None
+        (work if prefix == "workload." else opts)[name] = value
+    if not (topo or work or opts):
+        return list(sources)
+    out = []
+    for src in sources:
+        cases = []
+        for c in src.cases:
+            update: dict[str, Any] = {}
+            if work and isinstance(c, TrainingCase | LayerCase):
+                update["workload_set"] = {**c.workload_set, **work}
+            if opts and isinstance(c, TrainingCase):
+                update["options"] = {**c.options, **opts}
+            cases.append(c.model_copy(update=update) if update else c)
+        system = src.system.model_copy(update={"set": {**src.system.set, **topo}}) if topo else src.system
+        out.append(src.model_copy(update={"system": system, "cases": cases}))
+    return out

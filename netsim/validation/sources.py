@@ -371,6 +371,8 @@ def with_overrides(sources: Sequence[Source], items: Sequence[str]) -> list[Sour
             if opts and isinstance(c, TrainingCase):
                 update["options"] = {**c.options, **opts}
             cases.append(c.model_copy(update=update) if update else c)
-        system = src.system.model_copy(update={"set": {**src.system.set, **topo}}) if topo else src.system
+        # the source's own keys as the override's (without ``topology.``), so the override wins
+        own = {k.removeprefix("topology."): v for k, v in src.system.set.items()}
+        system = src.system.model_copy(update={"set": {**own, **topo}}) if topo else src.system
         out.append(src.model_copy(update={"system": system, "cases": cases}))
     return out

@@ -27,13 +27,23 @@ def test_overrides_reach_every_case_and_leave_the_sources_alone() -> None:
     )
     assert with_overrides(srcs, []) == srcs
     for old, src in zip(srcs, new, strict=True):
-        assert src.system.set == {**old.system.set, "accelerator.compute.attention": "flash-attention-2"}
+        own = {k.removeprefix("topology."): v for k, v in old.system.set.items()}
+        assert src.system.set == {**own, "accelerator.compute.attention": "flash-attention-2"}
         assert "accelerator.compute.attention=flash-attention-2" in src.system.overrides()
         for c_old, c in zip(old.cases, src.cases, strict=True):
             if isinstance(c, TrainingCase):
                 assert c.workload_set == {**c_old.workload_set, "micro_batch_size": 2}
                 assert c.options == {**c_old.options, "lockstep": True}  # values read as YAML
     assert [dict(s.system.set) for s in srcs] == before  # the loaded sources are untouched
+
+
+def test_an_override_wins_over_the_source_s_own_key_with_or_without_its_prefix() -> None:
+    (src,) = [s for s in load_sources() if s.source.id == "llama3-405b"]
+    prefixed = src.model_copy(
+        update={"system": src.system.model_copy(update={"set": {"topology.collectives.qps_per_connection": 16}})}
+    )
+    (new,) = with_overrides([prefixed], ["topology.collectives.qps_per_connection=1"])
+    assert new.system.overrides() == ["collectives.qps_per_connection=1"]
 
 
 @pytest.mark.parametrize("item", ["micro_batch_size=2", "workload.micro_batch_size", "topology.=1", "options.x=[1"])

@@ -325,40 +325,27 @@ def load_sources(paths: Sequence[str | Path] | None = None) -> list[Source]:
     return sorted((load_source(f) for f in files), key=lambda s: s.source.id)
 
 
-#: the prefixes ``netsim validate --set`` takes (:func:`with_overrides`)
-OVERRIDE_PREFIXES = ("topology.", "workload.", "options.")
-
-
 def with_overrides(sources: Sequence[Source], items: Sequence[str]) -> list[Source]:
     """The sources with ``KEY=VALUE`` what-if overrides applied to every case (``netsim validate
-    --set``): ``topology.K`` joins each source's ``system.set`` (as a topology ``--set``),
-    ``workload.K`` each training and layer case's ``workload_set`` and ``options.K`` each training
-    case's ``options`` (values read as YAML: ``16``, ``true``, ``[a, b]``).  The published numbers
-    stay: the report then says what the published runs would have measured under the change, by
-    netsim's model."""
-    import yaml
+    --set``), split as a scenario's ``--set`` is (:func:`netsim.config.scenario.split_overrides`):
+    ``topology.K`` joins each source's ``system.set`` (as a topology ``--set``), ``workload.K``
+    each training and layer case's ``workload_set`` and ``options.K`` each training case's
+    ``options`` (values read as YAML, :func:`netsim.config.common.parse_override`).  The published
+    numbers stay: the report then says what the published runs would have measured under the
+    change, by netsim's model."""
+    from netsim.config.common import parse_override
+    from netsim.config.scenario import split_overrides
 
-    topo: dict[str, Any] = {}
-    work: dict[str, Any] = {}
-    opts: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        prefix = next((p for p in OVERRIDE_PREFIXES if key.startswith(p) and len(key) > len(p)), None)
-        if not sep or prefix is None:
+    for item in items:  # a malformed item is an error naming it whole, before the split
+        parts, _ = parse_override(item)
+        if parts[0] not in ("topology", "workload", "options") or len(parts) < 2:
             raise SpecError(
-                f"expected KEY=VALUE with KEY starting with topology., workload. or options. (got {item!r})",
-                field="--set",
+                "expected KEY=VALUE with KEY starting with topology., workload. or options.", source=f"--set {item}"
             )
-        name = key[len(prefix) :]
-        if prefix == "topology.":
-            topo[name] = raw.strip()
-            continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError as e:
-            raise SpecError(f"value of {key} is not YAML: {str(e).splitlines()[0]}", field="--set") from None
-        (work if prefix == "workload." else opts)[name] = value
+    scen, topo_items, work_items = split_overrides(items)
+    topo = {k.strip(): v for k, _, v in (t.partition("=") for t in topo_items)}  # as topology --set items
+    work = {".".join(k): v for k, v in map(parse_override, work_items)}
+    opts = {".".join(k[1:]): v for k, v in map(parse_override, scen)}
     if not (topo or work or opts):
         return list(sources)
     out = []

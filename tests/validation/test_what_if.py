@@ -46,11 +46,13 @@ def test_an_override_wins_over_the_source_s_own_key_with_or_without_its_prefix()
     assert new.system.overrides() == ["collectives.qps_per_connection=1"]
 
 
-@pytest.mark.parametrize("item", ["micro_batch_size=2", "workload.micro_batch_size", "topology.=1", "options.x=[1"])
+@pytest.mark.parametrize(
+    "item", ["micro_batch_size=2", "workload.micro_batch_size", "topology.=1", "options.x=[1", "options=1"]
+)
 def test_bad_overrides_name_the_option(item: str) -> None:
     with pytest.raises(SpecError) as ei:
         with_overrides(load_sources(), [item])
-    assert ei.value.field == "--set"
+    assert ei.value.source == f"--set {item}"  # the one-line error names the whole item
 
 
 def test_a_what_if_changes_the_prediction_not_the_measurement() -> None:

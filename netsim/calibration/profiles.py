@@ -41,8 +41,12 @@ flash-attention benchmarks and the catalogue do: causal = half of ``4 b h s^2 d`
   Engine's ``FusedAttention`` runs on Hopper, hence NeMo, Megatron-Core and Megatron-Bridge): the
   cuDNN bars of the same figures, head dim 128, forward non-causal 497, 574, 617, 609, 600, 595,
   backward (non-causal) 305, 408, 465, 499, 518, 516, both scaled by FlashAttention-3's causal /
-  non-causal forward ratio (the figures' causal panels are not used), *approx.*; one set of
-  curves for every head dimension.  Checks: at sequence 8,192, causal, head dim 128 these give
+  non-causal forward ratio (the figures' causal panels are not used), *approx.*; at head dim
+  64 those curves times FlashAttention-3's own head-dim-64 / head-dim-128 ratio at each length
+  and pass (the figures' cuDNN bars at head dim 64 are not used), *approx.*, interpolated as
+  FlashAttention-3's are (until 2026-12-07 the head-dim-128 curves served every head dimension,
+  which timed GPT-OSS's head dim 64 about 25% faster than FlashAttention-3's).  Checks: at
+  sequence 8,192, causal, head dim 128 these give
   559 TFLOP/s forward and 483 backward, against cuDNN's 565.7 and 469.8 on H100 in
   Dao-AILab/flash-attention pull request #1893 (-1.2%, +2.8%), and 502 TFLOP/s forward and
   backward together, against the 514 that Transformer Engine's attention benchmark
@@ -229,6 +233,16 @@ _FA2_H100 = {"fwd": _curve(_FA2_H100_FWD_CAUSAL), "bwd": _curve(_FA2_H100_BWD_FU
 _CUDNN_FWD_FULL = (497, 574, 617, 609, 600, 595)
 _CUDNN_BWD_FULL = (305, 408, 465, 499, 518, 516)
 _CUDNN_H100 = {"fwd": _curve(_CUDNN_FWD_FULL, _causal_ratio), "bwd": _curve(_CUDNN_BWD_FULL, _causal_ratio)}
+#: head dim 64: cuDNN's head-dim-128 curves x FlashAttention-3's own head-dim-64 / 128 ratio
+_hd64_fwd = tuple(a / b for a, b in zip(_FA3_FWD_CAUSAL_HD64, _FA3_FWD_CAUSAL, strict=True))
+_hd64_bwd = tuple(
+    (a * ra) / (b * rb)
+    for a, b, ra, rb in zip(_FA3_BWD_FULL_HD64, _FA3_BWD_FULL, _causal_ratio_hd64, _causal_ratio, strict=True)
+)
+_CUDNN_H100_HD64 = {
+    "fwd": _curve(_CUDNN_FWD_FULL, tuple(c * s for c, s in zip(_causal_ratio, _hd64_fwd, strict=True))),
+    "bwd": _curve(_CUDNN_BWD_FULL, tuple(c * s for c, s in zip(_causal_ratio, _hd64_bwd, strict=True))),
+}
 
 for _p in (
     ComputeProfile("roofline", "datasheet roofline with the scenario's flops/memory efficiencies"),
@@ -242,7 +256,7 @@ for _p in (
         attention_kernels={
             "flash-attention-3": AttentionKernel("FlashAttention-3", _FA3_H100, {64: _FA3_H100_HD64, 128: _FA3_H100}),
             "flash-attention-2": AttentionKernel("FlashAttention-2", _FA2_H100),
-            "cudnn": AttentionKernel("cuDNN", _CUDNN_H100),
+            "cudnn": AttentionKernel("cuDNN", _CUDNN_H100, {64: _CUDNN_H100_HD64, 128: _CUDNN_H100}),
         },
         fp8_gemm_speedup=1.75,
         measured_clock_mhz=1980.0,

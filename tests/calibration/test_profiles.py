@@ -181,6 +181,25 @@ def test_cudnn_attention_matches_the_published_cudnn_measurements() -> None:
     assert (f3.flops + b3.flops) / (f3.time_s + b3.time_s) / both == pytest.approx(1.08, abs=0.03)
 
 
+def test_cudnn_attention_at_head_dim_64_follows_flash_attention_3_s_head_dim_ratio() -> None:
+    # no cuDNN bars at head dim 64 are transcribed: cuDNN's head-dim-128 curves times FA3's own
+    # 64/128 ratio (before 2026-12-07 the 128 curves served head dim 64, ~25% too fast there)
+    acc = dict(load_topology("dgx-h100", nodes=1).graph["accelerator"])
+    cudnn = make_compute_model({**acc, "compute": {**acc["compute"], "attention": "cudnn"}})
+    fa3 = _model("dgx-h100")
+    for p in ("fwd", "bwd"):
+        t = {
+            (name, hd): m.estimate("attention", p, batch=1, heads=64, seq=4096, head_dim=hd)
+            for name, m in (("cudnn", cudnn), ("fa3", fa3))
+            for hd in (64, 128)
+        }
+        rate = {k: e.flops / e.time_s for k, e in t.items()}
+        assert rate[("cudnn", 64)] < rate[("cudnn", 128)]
+        assert rate[("cudnn", 64)] / rate[("cudnn", 128)] == pytest.approx(
+            rate[("fa3", 64)] / rate[("fa3", 128)], rel=1e-6
+        )
+
+
 def test_attention_kernel_reaches_a_run_through_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from netsim.cli import main
 

@@ -2,24 +2,9 @@
 
 ``netsim validate --kind training`` without ``--quick`` runs them; this test runs the ones that
 have been run to the end (reports/validation/, with the CPU time each took on one core of the
-2-core development machine) and asserts each within its tolerance (10%).  The cases not listed
-have not been run to the end yet, or are outside their tolerance (2026-12-05, night, after the
-SM clock of a training step and the SMs the TP and EP overlaps take): Llama 3 405B at 8K
-context, +18.0% on 8,192 GPUs, +14.0% on 16,384 (with Meta's 16 flows per GPU pair and
-FlashAttention-2, 2026-12-06, late night), 11-14 min each; MegaScale's Megatron-LM baseline of GPT-3
-175B, Table 2: +10.4% to +19.9% on 256 to 12,288 GPUs (with Megatron-LM's blocking pipeline
-exchanges), 1-4 min each; Megatron-Bridge's DGX-H100
-rows: Qwen3-30B-A3B +34.2% (its 25.11 row a known gap), Qwen3-235B-A22B +14.9%, 14 min, Llama
-3.1 405B +12.1%, 14 min; the same vendor's BF16 A/B of Qwen3-30B-A3B with the expert-parallel
-overlap, +30.4%, 43 s; DGX Cloud Benchmarking's Llama 3.1 70B FP8 row, +16.1%, 54 s; the same
-vendor's Llama 3 70B SFT at TP 8, +27.6%, 15 s (its TP 4 rows are within 2%); NeMo 24.07's Llama 2
-7B SFT, +12.7%, 1.4 s, and its pre-training of GPT-3 5B, +12.8%, 2 s, Nemotron 8B, +16.7%, 9 s,
-and Llama 3 8B, +11.4%, 7 s; Megatron-Bridge's GPT-OSS 120B, +53.0%, 73 s; Megatron-Core
-r0.8.0's BF16 GPT 1.7B, +17.1%, 1 s, and 7.1B, +13.6%, 3 s, and its 177B on 96 GPUs, +18.8%, 16 min
-(the Megatron-LM README's H100 weak and strong scaling); Megatron-LM's CI 7B, -15.4% and -20.1%
-in step time (-12.7% and -19.0% with the unfused gradient accumulation, 2026-12-06, night), 1 s and 3 s.  Listed:
-the rest (docs: "Training-step replay", "Validation: published training runs", which says why
-and what they cost).
+2-core development machine) and were within their tolerance (10%) when last run.  The cases not
+listed are outside it; docs/sections/run.md ("Validation: published training runs") lists them
+with their errors and says why, and what each case costs to run.
 """
 
 from __future__ import annotations
@@ -69,6 +54,8 @@ LARGE = {
     "nemo-2407-pretrain-h100/llama3-70b-64gpus": 98,
     "nemo-2407-pretrain-h100/gpt3-20b-64gpus": 18,
     "nemo-2407-pretrain-h100/nemotron-22b-64gpus": 9,
+    "nemo-2407-pretrain-h100/llama3-8b-8gpus": 7,
+    "megatron-bridge-h100/llama31-405b-1024gpus": 1904,
     "llama3-405b/pretrain-131k-context": 1435,
 }
 

@@ -234,14 +234,11 @@ _CUDNN_FWD_FULL = (497, 574, 617, 609, 600, 595)
 _CUDNN_BWD_FULL = (305, 408, 465, 499, 518, 516)
 _CUDNN_H100 = {"fwd": _curve(_CUDNN_FWD_FULL, _causal_ratio), "bwd": _curve(_CUDNN_BWD_FULL, _causal_ratio)}
 #: head dim 64: cuDNN's head-dim-128 curves x FlashAttention-3's own head-dim-64 / 128 ratio
-_hd64_fwd = tuple(a / b for a, b in zip(_FA3_FWD_CAUSAL_HD64, _FA3_FWD_CAUSAL, strict=True))
-_hd64_bwd = tuple(
-    (a * ra) / (b * rb)
-    for a, b, ra, rb in zip(_FA3_BWD_FULL_HD64, _FA3_BWD_FULL, _causal_ratio_hd64, _causal_ratio, strict=True)
-)
 _CUDNN_H100_HD64 = {
-    "fwd": _curve(_CUDNN_FWD_FULL, tuple(c * s for c, s in zip(_causal_ratio, _hd64_fwd, strict=True))),
-    "bwd": _curve(_CUDNN_BWD_FULL, tuple(c * s for c, s in zip(_causal_ratio, _hd64_bwd, strict=True))),
+    p: tuple(
+        (s, v * a / b) for (s, v), (_, a), (_, b) in zip(_CUDNN_H100[p], _FA3_H100_HD64[p], _FA3_H100[p], strict=True)
+    )
+    for p in ("fwd", "bwd")
 }
 
 for _p in (

@@ -57,6 +57,7 @@ from netsim.run_accounting import account_replay, checkpoint_times, moe_results
 from netsim.workload.fp8 import recipe_note
 from netsim.workload.graph import StepPlan, build_plan
 from netsim.workload.kernel_calls import TimeModel
+from netsim.workload.kernel_tally import KERNEL_ROW_COLUMNS, kernel_summary
 from netsim.workload.lora import training_note
 
 __all__ = [
@@ -369,6 +370,9 @@ def summarize_replay(
     }
     if plan.memory is not None:
         summary["memory"] = plan.memory.summary()
+    if plan.kernel_rows:
+        tables["kernels"] = pd.DataFrame(plan.kernel_rows, columns=list(KERNEL_ROW_COLUMNS))
+        summary["compute_kernels"] = kernel_summary(plan.kernel_rows)
     if prep.kernel_meta.get("measured_step_s") is not None:  # a table imported from a profiled step
         km = prep.kernel_meta
         summary["measured_step_time_s"] = float(km["measured_step_s"])

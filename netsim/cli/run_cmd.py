@@ -108,6 +108,7 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
     for k, v in summary["breakdown_s"].items():
         t.add_row(k, format_duration(v), f"{100 * v / st:.1f}%" if st > 0 else "-")
     console.print(t)
+    _print_kernels(summary.get("compute_kernels"))
     b = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
     b.add_column("traffic class")
     b.add_column("bytes / step", justify="right")
@@ -154,6 +155,24 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
             "each stands for its group's ranks)"
         )
     console.print(f"run directory: {path}" + (f"\nreport: {report}" if report is not None else ""))
+
+
+def _print_kernels(kern: dict[str, Any] | None) -> None:
+    """Where the busiest rank's kernel time goes, by class and by where the times came from
+    (the run directory's ``kernels`` table has every kernel)."""
+    if not kern or kern["kernel_time_s"] <= 0:
+        return
+    total = kern["kernel_time_s"]
+
+    def shares(d: dict[str, float]) -> str:
+        return ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in d.items())
+
+    console.print(
+        f"compute kernels of rank {kern['rank']} (stage {kern['stage']}, {format_duration(total)} per step): "
+        f"{shares(kern['by_class_s'])}",
+        markup=False,
+    )
+    console.print(f"  timed from: {shares(kern['by_source_s'])}", markup=False)
 
 
 def _print_memory(mem: dict[str, Any] | None) -> None:

@@ -1,6 +1,6 @@
 """The sections of a run report, each built from the run directory's tables and summary.
 
-One function per section - summary, per-rank time breakdown, step timeline, all-to-all per
+One function per section - summary, per-rank time breakdown, compute by kernel, step timeline, all-to-all per
 layer, traffic matrix, link utilisation by tier and over time, bytes by class, expert load and
 locality (MoE runs), the most congested links, the files - adds its paragraphs, tables and
 figures (matplotlib figures, not yet rendered) to a :class:`Builder`.  A section whose table is
@@ -11,7 +11,7 @@ absent returns ``None`` and leaves a note saying so.  :class:`ReportOptions` hol
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -224,6 +224,62 @@ def _breakdown_section(b: Builder) -> Section | None:
             ["component", "mean", "min", "max", "rank at max"], rows, align="lrrrr", caption=f"Over {len(ranks)} ranks"
         )
     )
+    return sec
+
+
+def _kernels_section(b: Builder, top: int = 15) -> Section | None:
+    """Where the busiest rank's compute time goes: by kernel class, by where each time came from
+    (measured table, fitted surface, derived, published curves, roofline), and its longest kernels."""
+    title = "Compute by kernel"
+    kernels = b.table(title, "kernels")
+    if kernels is None:
+        return None
+    totals = kernels.groupby("rank")["time_s"].sum()
+    rank = int(min(totals.index, key=lambda r: (-float(totals[r]), int(r))))
+    mine = kernels[kernels["rank"] == rank]
+    total = float(totals[rank])
+    sec = Section(title, anchor="kernels")
+    sec.add(
+        Paragraph(
+            f"Rank {rank} (pipeline stage {int(mine['stage'].iloc[0])}) computes the longest: "
+            f"{fmt_time(total)} of kernel time per step, as planned (the replay stretches its ops while "
+            "collectives in flight hold SMs). The `kernels` table has every stage's busiest rank."
+        )
+    )
+    for col, name in (("kernel_class", "class"), ("source", "timed from")):
+        if col not in mine:
+            continue
+        key = mine[col].fillna("unknown").astype(str)
+        if col == "source":
+            key = key.str.split(" x", n=1).str[0]
+        by = mine.groupby(key)["time_s"].sum().sort_values(ascending=False)
+        rows = [[str(k), fmt_time(v), fmt_pct(v / total if total > 0 else 0.0)] for k, v in by.items()]
+        sec.add(Table([name, "time per step", "share"], rows, align="lrr"))
+    head = mine.sort_values("time_s", ascending=False).head(top)
+    formats: dict[str, object] = {
+        "op": str,
+        "kernel": str,
+        "pass": str,
+        "shape": str,
+        "calls": fmt_num,
+        "time_s": fmt_time,
+        "share": fmt_pct,
+        "tflops": fmt_num,
+        "source": str,
+    }
+    headers = {
+        "op": "op",
+        "kernel": "kernel",
+        "pass": "pass",
+        "shape": "shape",
+        "calls": "calls",
+        "time_s": "time per step",
+        "share": "share",
+        "tflops": "TFLOP/s per call",
+        "source": "timed from",
+    }
+    table = _rows_to_table(head, formats, {k: v for k, v in headers.items() if k in head})
+    sec.add(replace(table, caption=f"The {len(head)} longest of rank {rank}'s {len(mine)} kernel rows"))
     return sec
 
 
@@ -535,6 +591,7 @@ def files_section(b: Builder, trace_note: str) -> Section:
 #: The body sections in report order, after the summary and notes and before the files.
 BODY_SECTIONS: tuple[Callable[[Builder], Section | None], ...] = (
     _breakdown_section,
+    _kernels_section,
     _timeline_section,
     _alltoall_section,
     _traffic_section,

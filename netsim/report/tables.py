@@ -148,6 +148,36 @@ TABLES: dict[str, TableSpec] = {
             },
         ),
         TableSpec(
+            "kernels",
+            "one row per (op, kernel, pass, shape) of the busiest rank of each pipeline stage: where its "
+            "compute time goes",
+            {
+                "stage": "pipeline stage (int)",
+                "rank": "the stage's rank with the most kernel time (int)",
+                "op": "the compute op that runs the kernel (str, e.g. `F.attn`, `BW.mlp`, `F.head`, `optimizer`)",
+                "kernel": "catalogue kernel (str, e.g. `gemm`, `attention`, `cross_entropy`; `(fp8 cast)` for an FP8 "
+                "quantisation cast)",
+                "kernel_class": "its class (str: gemm, attention, norm, fp8_cast, optimizer, other)",
+                "pass": "fwd, bwd or step (str)",
+                "shape": "the kernel's shape parameters (str, e.g. `k=4096 m=8192 n=14336`)",
+                "calls": "calls per step as the plan issues them (int; a backward GEMM split into its input- and "
+                "weight-gradient halves counts once per half)",
+                "time_s": "kernel seconds per step of those calls, as planned (s)",
+                "share": "of the rank's kernel seconds (fraction, 0..1)",
+            },
+            optional="workload runs only",
+            text=("op", "kernel", "kernel_class", "pass", "shape", "dtype", "source"),
+            extra={
+                "dtype": "the dtype the kernel ran in (str)",
+                "source": "where its time came from (str: `table` a measured row, `table:surface` the fitted GEMM "
+                "surface, `table:fwd-scaled` a backward from the measured forward, `table:analog` a measured kernel "
+                "of the same kind at equal bytes, `flash-attention:...` an attention kernel's published curves, "
+                "`roofline:...` peak rates; a clock note when scaled to the SM clock)",
+                "tflops": "one call's rate at that shape, catalogue FLOPs over its seconds (TFLOP/s)",
+                "gbps": "one call's rate at that shape, catalogue bytes over its seconds (GB/s)",
+            },
+        ),
+        TableSpec(
             "expert_load",
             "one row per (router step, MoE layer, expert)",
             {
@@ -198,6 +228,9 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "compute_model": "where compute times come from (kernel table or roofline)",
     "compute_notes": "list: assumptions the compute model leaned on (dtype answered from another, backward "
     "from forward, ...)",
+    "compute_kernels": "{rank, stage, kernel_time_s, by_class_s, by_source_s}: the busiest rank's kernel time per "
+    "step and its split by kernel class and by where the times came from (the `kernels` table's `source` "
+    "without its clock note) (s)",
     "collective_model": "exact, stream or coflow (how collectives were turned into flows; `auto` picks one)",
     "model_choice": "one line: the collective model, lockstep and routing samples the run used, and why "
     "(`auto: coflow (more than 20,000 flows exact)`, or `set by the user`)",

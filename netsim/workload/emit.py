@@ -28,6 +28,7 @@ import numpy as np
 
 from netsim.calibration.shared_sms import SM_BOUND_KERNELS
 from netsim.workload.kernel_calls import KernelCall, TimeModel, kernels_time_s
+from netsim.workload.kernel_tally import KernelTally
 from netsim.workload.lanes import Lanes
 from netsim.workload.plan import COMPUTE, Collective, Deps, Instance, Make, Op
 
@@ -62,6 +63,8 @@ class OpEmitter:
         self.seg_of: dict[int, int] = {}
         self.time_cache: dict[Any, float] = {}
         self.dur_cache: dict[int, tuple[list[KernelCall], float]] = {}
+        #: the kernel calls of every compute op, per rank (netsim.workload.kernel_tally)
+        self.tally = KernelTally()
 
     def new_segment(self) -> None:
         """Start a new layer segment (the unit DualPipe interleaves by)."""
@@ -120,6 +123,7 @@ class OpEmitter:
             return deps
         dur = sum(self.duration(p) for p in parts)
         op = self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb)
+        self.tally.add(rank, name, parts)
         if self.track_sm:
             op.sm_share = self._sm_share(parts, dur)
         return [op.id]
@@ -159,6 +163,7 @@ class OpEmitter:
             microbatch=mb,
             lane_durations_s=lane if lane.min() < lane.max() else None,
         )
+        self.tally.add(rank, name, (*fixed, experts(slowest)))
         if self.track_sm:
             op.sm_share = self._sm_share((*fixed, experts(slowest)), by_tokens[slowest])
         return [op.id]

@@ -241,6 +241,9 @@ def build_plan(
         memory=memory,
         batch=batch,
         moe_dispatch=_moe_dispatch(spec, layout, routing, experts, n_steps),
+        kernel_rows=emit.tally.rows(
+            emit.tally.busiest(lambda r: layout.coords(r)[0], emit.duration), compute, spec.model.dtype
+        ),
     )
 
 

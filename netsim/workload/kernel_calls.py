@@ -82,16 +82,26 @@ class KernelCall:
         """The call's class (:data:`KERNEL_CLASS`; an FP8 quantisation cast is ``fp8_cast``)."""
         return "fp8_cast" if self.quant else KERNEL_CLASS.get(self.kernel, "other")
 
-    def time_s(self, model: TimeModel, dtype: str | None) -> float:
-        """Seconds of the call on ``model``, times the model's ``class_scale`` of its class if
-        it has one (:mod:`netsim.calibration.class_scale`)."""
+    def run_dtype(self, dtype: str | None) -> str | None:
+        """The dtype the call asks the compute model for in a model of ``dtype``: the
+        optimizer's own, 16 bits for an FP8 model's ``no_fp8`` calls, else ``dtype``."""
         dt = None if self.kernel == "adamw" else dtype
         if self.no_fp8 and dt is not None and canonical_dtype(dt) == "float8":
             dt = "bf16"
-        scale = self.scale * self.slow[0] if self.pass_ == "fwd" else self.scale
-        t = scale * model.time(self.kernel, self.pass_, dtype=dt, **dict(self.shape))
+        return dt
+
+    def class_factor(self, model: TimeModel) -> float:
+        """The model's ``class_scale`` of the call's class (1 without one,
+        :mod:`netsim.calibration.class_scale`)."""
         class_scale: Mapping[str, float] | None = getattr(model, "class_scale", None)
-        return t * class_scale.get(self.kernel_class, 1.0) if class_scale else t
+        return class_scale.get(self.kernel_class, 1.0) if class_scale else 1.0
+
+    def time_s(self, model: TimeModel, dtype: str | None) -> float:
+        """Seconds of the call on ``model``, times the model's ``class_scale`` of its class if
+        it has one (:mod:`netsim.calibration.class_scale`)."""
+        scale = self.scale * self.slow[0] if self.pass_ == "fwd" else self.scale
+        t = scale * model.time(self.kernel, self.pass_, dtype=self.run_dtype(dtype), **dict(self.shape))
+        return t * self.class_factor(model)
 
 
 def kernels_time_s(

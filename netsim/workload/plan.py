@@ -152,6 +152,9 @@ class StepPlan:
     #: MoE workloads: the expert layout and how the all-to-alls send tokens (summary field
     #: ``moe_dispatch``, netsim.workload.graph)
     moe_dispatch: dict[str, Any] | None = None
+    #: where the compute time goes: the busiest rank of each pipeline stage, one row per (op,
+    #: kernel, pass, shape) (netsim.workload.kernel_tally; the ``kernels`` table of a run)
+    kernel_rows: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def layers_per_block(self) -> list[int]:

@@ -164,6 +164,36 @@ def build_ranks(ops: pd.DataFrame, step: float, shape: _Shape) -> pd.DataFrame:
     )
 
 
+def build_kernels(ops: pd.DataFrame) -> pd.DataFrame:
+    """The ``kernels`` table: the busiest rank's compute ops (one stage), one GEMM row per op name."""
+    comp = ops[ops["kind"] == "compute"].assign(dur=lambda d: d["end_s"] - d["start_s"])
+    per_rank = comp.groupby("rank")["dur"].sum()
+    rank = int(per_rank.idxmax())
+    mine = comp[comp["rank"] == rank].groupby("name")["dur"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+    total = float(mine["sum"].sum())
+    return pd.DataFrame(
+        [
+            {
+                "stage": 0,
+                "rank": rank,
+                "op": name,
+                "kernel": "gemm",
+                "kernel_class": "gemm",
+                "pass": "bwd" if str(name).startswith("B") else "fwd",
+                "shape": "k=4096 m=4096 n=4096",
+                "dtype": "bfloat16",
+                "source": "table:surface",
+                "calls": int(row["count"]),
+                "time_s": float(row["sum"]),
+                "share": float(row["sum"]) / total,
+                "tflops": 600.0,
+                "gbps": 300.0,
+            }
+            for name, row in mine.iterrows()
+        ]
+    )
+
+
 def build_alltoall(ops: pd.DataFrame, shape: _Shape) -> pd.DataFrame:
     """The ``alltoall_layers`` table: per layer and microbatch, the span of each EP phase over all ranks."""
     ep_bytes = 4.0e6 * shape.byte_scale
@@ -348,6 +378,7 @@ def build_tables(shape: _Shape, overlapping: bool, seed: int) -> tuple[float, di
         "ops": ops,
         "tier_timeseries": build_tier_timeseries(links, step),
         "traffic_matrix": build_traffic_matrix(shape),
+        "kernels": build_kernels(ops),
     }
     if shape.moe:
         tables["alltoall_layers"] = build_alltoall(ops, shape)

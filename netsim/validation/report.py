@@ -148,6 +148,7 @@ def _training_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
         "overlap_share",
         "idle_share",
         "exposed_by_class",
+        "kernel_classes",
         "known_gap",
     ]
     rows = t[t["kind"] == "training"].sort_values(["source", "case"], kind="mergesort")

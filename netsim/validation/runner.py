@@ -90,6 +90,7 @@ COLUMNS = (
     "overlap_share",
     "idle_share",
     "exposed_by_class",
+    "kernel_classes",
     "wall_s",
 )
 #: the training columns (from the prediction's detail; empty for collectives)
@@ -101,6 +102,7 @@ TRAINING_DETAIL = (
     "overlap_share",
     "idle_share",
     "exposed_by_class",
+    "kernel_classes",
     "wall_s",
 )
 #: measured points netsim does not model yet (reported, not asserted); see the file

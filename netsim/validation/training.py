@@ -58,7 +58,7 @@ from netsim.registry import Registry
 from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.sources import LayerCase, Source, TrainingCase
 
-__all__ = ["FLOP_CONVENTIONS", "StepResult", "predict_training", "scenario_of", "step_flops"]
+__all__ = ["FLOP_CONVENTIONS", "StepResult", "predict_training", "scenario_of", "shares_text", "step_flops"]
 
 FlopConvention = Callable[[WorkloadSpec, float], float]
 #: FLOPs of one step (``(workload, sequences per step) -> FLOPs``) by a source's convention
@@ -220,6 +220,13 @@ class StepResult:
     wall_s: float
     #: the memory tally's worst rank (bytes; None: no report)
     peak_memory_bytes: float | None = None
+    #: the busiest rank's kernel time by kernel class, as shares (netsim.workload.kernel_tally)
+    kernel_shares: dict[str, float] | None = None
+
+
+def shares_text(shares: dict[str, float]) -> str:
+    """``{gemm: 0.591, other: 0.248}`` -> ``'gemm 59.1%, other 24.8%'`` (largest first)."""
+    return ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None) -> StepResult:
@@ -249,6 +256,12 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
     shares = {k: float(v) / step for k, v in summary["breakdown_s"].items()} if step > 0 else {}
     exposed = {k: float(v) / step for k, v in summary["exposed_comm_s_by_class"].items() if v > 0} if step > 0 else {}
     memory = prep.plan.memory.peak.total if prep.plan.memory is not None else None
+    kern = summary.get("compute_kernels")
+    kernel_shares = (
+        {k: float(v) / kern["kernel_time_s"] for k, v in kern["by_class_s"].items()}
+        if kern and kern["kernel_time_s"] > 0
+        else None
+    )
     return StepResult(
         step,
         gpus,
@@ -260,6 +273,7 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
         exposed,
         time.perf_counter() - t0,
         memory,
+        kernel_shares,
     )
 
 
@@ -303,6 +317,7 @@ def predict_training(src: Source, case: TrainingCase, cost_model: str | None = N
             "idle_share": r.shares.get("idle", 0.0),
             "wall_s": r.wall_s,
             "exposed_by_class": ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(r.exposed.items())),
+            "kernel_classes": shares_text(r.kernel_shares) if r.kernel_shares else "",
         },
     )
     if case.peak_memory_gib is not None and r.peak_memory_bytes is not None:

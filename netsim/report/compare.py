@@ -2,11 +2,12 @@
 
 :func:`compare_runs` turns the ``summary.json`` of each run into one row of a flat table: step
 time, the mean time breakdown, bytes per traffic class, east-west / north-south bytes, exposed
-communication per class and, for MoE runs, all-to-all share, expert-parallel byte locality,
-expert load CV and drop rate.  Every metric ``m`` gets a column ``m_ratio`` = value / baseline
-value (NaN where the baseline is zero or missing), the baseline being the first run unless
-another is named.  :func:`write_compare` writes that table (``compare.csv`` and
-``compare.parquet``), grouped-bar figures and ``report.html`` / ``report.md`` into a directory.
+communication per class, the busiest rank's kernel time by kernel class and, for MoE runs,
+all-to-all share, expert-parallel byte locality, expert load CV and drop rate. Every metric
+``m`` gets a column ``m_ratio`` = value / baseline value (NaN where the baseline is zero or
+missing), the baseline being the first run unless another is named. :func:`write_compare` writes
+that table (``compare.csv`` and ``compare.parquet``), grouped-bar figures and ``report.html`` /
+``report.md`` into a directory.
 
 Runs are labelled by their directory name; when two directories share a name, by their
 summary's topology/workload/router, and if that still collides, with a ``#n`` suffix.
@@ -14,8 +15,9 @@ summary's topology/workload/router, and if that still collides, with a ``#n`` su
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -53,7 +55,16 @@ def run_labels(runs: Sequence[RunData]) -> list[str]:
     return out
 
 
-def _metrics(run: RunData, classes: Sequence[str], exposed: Sequence[str], moe: bool) -> dict[str, float]:
+def _kernel_classes(summary: Mapping[str, Any]) -> dict[str, float]:
+    """``compute_kernels.by_class_s`` of a run's summary (empty when absent: an older run or a
+    replayed trace)."""
+    kern = summary.get("compute_kernels")
+    return summary_mapping(kern, "by_class_s") if isinstance(kern, Mapping) else {}
+
+
+def _metrics(
+    run: RunData, classes: Sequence[str], exposed: Sequence[str], kernels: Sequence[str], moe: bool
+) -> dict[str, float]:
     s = run.summary
     nan = float("nan")
 
@@ -75,6 +86,11 @@ def _metrics(run: RunData, classes: Sequence[str], exposed: Sequence[str], moe: 
     for c in exposed:
         out[f"exposed_comm_s_{c}"] = ex.get(c, 0.0 if ex else nan)
     out["checkpoint_time_s"] = num("checkpoint_time_s")
+    if kernels:
+        kc = _kernel_classes(s)
+        out["kernel_time_s"] = sum(kc.values()) if kc else nan
+        for c in kernels:
+            out[f"kernel_s_{c}"] = kc.get(c, 0.0 if kc else nan)
     if moe:
         for key in MOE_SUMMARY_FIELDS:
             out[key] = num(key)
@@ -112,9 +128,10 @@ def _compare_table(runs: Sequence[RunData], base_index: int) -> pd.DataFrame:
         exposed_names += list(summary_mapping(r.summary, "exposed_comm_s_by_class"))
     classes = F.ordered_classes(list(dict.fromkeys(class_names)))
     exposed = F.ordered_classes(list(dict.fromkeys(exposed_names)))
+    kernels = sorted({c for r in runs for c in _kernel_classes(r.summary)})
     moe = any(r.has_moe for r in runs)
     records = []
-    metrics_list = [_metrics(r, classes, exposed, moe) for r in runs]
+    metrics_list = [_metrics(r, classes, exposed, kernels, moe) for r in runs]
     base = metrics_list[base_index]
     for i, (r, label, m) in enumerate(zip(runs, labels, metrics_list, strict=True)):
         rec: dict[str, object] = {

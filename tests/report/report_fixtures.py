@@ -361,6 +361,15 @@ def build_summary(
         "num_ranks": shape.n_ranks,
         **scenario,
     }
+    kern = tables["kernels"]
+    total = float(kern["time_s"].sum())
+    summary["compute_kernels"] = {
+        "rank": int(kern["rank"].iloc[0]),
+        "stage": 0,
+        "kernel_time_s": total,
+        "by_class_s": {"gemm": total},
+        "by_source_s": {"table:surface": total},
+    }
     if shape.moe:
         summary.update(_moe_summary(tm, tables["expert_load"], tables["alltoall_layers"], step))
     return summary

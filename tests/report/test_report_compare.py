@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,24 @@ def test_ratios_against_first_run(pair: tuple[Path, Path]) -> None:
     assert df.loc[0, "step_time_s_ratio"] == 1.0
     assert np.isnan(df.loc[0, "bytes_tp_ratio"]) and np.isnan(df.loc[1, "bytes_tp_ratio"])
     assert np.isnan(df.loc[1, "checkpoint_time_s_ratio"])
+    # the busiest rank's kernel time by class (summary compute_kernels)
+    assert df.loc[0, "kernel_s_gemm"] == pytest.approx(sa["compute_kernels"]["by_class_s"]["gemm"])
+    assert df.loc[1, "kernel_time_s_ratio"] == pytest.approx(2.0)
+    assert df.loc[1, "kernel_s_gemm_ratio"] == pytest.approx(2.0)
+
+
+def test_runs_without_kernel_times(tmp_path: Path) -> None:
+    """A run directory from before `compute_kernels` (or a replayed trace) compares without
+    kernel columns, or with NaN beside a run that has them."""
+    a = make_run_dir(tmp_path / "old", layers=1, microbatches=1)
+    b = make_run_dir(tmp_path / "new", layers=1, microbatches=1)
+    s = json.loads((a / "summary.json").read_text())
+    del s["compute_kernels"]
+    (a / "summary.json").write_text(json.dumps(s))
+    assert not any(c.startswith("kernel") for c in compare_runs([a]).columns)
+    df = compare_runs([a, b])
+    assert np.isnan(df.loc[0, "kernel_time_s"]) and df.loc[1, "kernel_time_s"] > 0
+    assert np.isnan(df.loc[1, "kernel_s_gemm_ratio"])
 
 
 def test_explicit_baseline(pair: tuple[Path, Path], tmp_path: Path) -> None:

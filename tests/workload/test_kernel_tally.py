@@ -3,10 +3,13 @@ rank of each pipeline stage, and carry where each time came from and a rate with
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from netsim.calibration.models import make_compute_model
@@ -14,6 +17,7 @@ from netsim.config.workload import load_workload
 from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan
 from netsim.workload.kernel_tally import KERNEL_ROW_COLUMNS, kernel_summary
+from tests.cli_run import run_cli
 from tests.workload.plans import MLA_MOE, ShapeCompute, small_plan
 
 DENSE: dict[str, Any] = {"layers": 4, "hidden": 256, "ffn_hidden": 1024, "heads": 4, "vocab": 1000, "seq_len": 128}
@@ -123,3 +127,18 @@ def test_rates_sources_and_summary_on_the_h100_profile() -> None:
 
 def test_no_rows_no_summary() -> None:
     assert kernel_summary([]) is None
+
+
+def test_netsim_run_prints_and_writes_the_kernels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command line: two console lines, the `kernels` table, `compute_kernels` in the summary."""
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(["run", "-o", str(out_dir), "--no-report", "-q"], capsys)
+    assert code == 0, err
+    assert "compute kernels of rank " in out and "timed from: " in out
+    table = pd.read_parquet(out_dir / "kernels.parquet")
+    assert list(table.columns) == list(KERNEL_ROW_COLUMNS)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    kern = summary["compute_kernels"]
+    mine = table[table["rank"] == kern["rank"]]
+    assert mine["time_s"].sum() == pytest.approx(kern["kernel_time_s"])
+    assert sum(kern["by_class_s"].values()) == pytest.approx(kern["kernel_time_s"])

@@ -27,6 +27,7 @@ from netsim.cli.common import console, cost_option, err_console, force_option, r
 from netsim.cli.progress import PhaseProgress
 from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration
+from netsim.workload.kernel_tally import shares_text
 
 _STAGES = {
     "plan": "building and planning",
@@ -163,16 +164,12 @@ def _print_kernels(kern: dict[str, Any] | None) -> None:
     if not kern or kern["kernel_time_s"] <= 0:
         return
     total = kern["kernel_time_s"]
-
-    def shares(d: dict[str, float]) -> str:
-        return ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in d.items())
-
     console.print(
         f"compute kernels of rank {kern['rank']} (stage {kern['stage']}, {format_duration(total)} per step): "
-        f"{shares(kern['by_class_s'])}",
+        f"{shares_text(kern['by_class_s'], total)}",
         markup=False,
     )
-    console.print(f"  timed from: {shares(kern['by_source_s'])}", markup=False)
+    console.print(f"  timed from: {shares_text(kern['by_source_s'], total)}", markup=False)
 
 
 def _print_memory(mem: dict[str, Any] | None) -> None:

@@ -1,10 +1,10 @@
 """The sections of a run report, each built from the run directory's tables and summary.
 
-One function per section - summary, per-rank time breakdown, compute by kernel, step timeline, all-to-all per
-layer, traffic matrix, link utilisation by tier and over time, bytes by class, expert load and
-locality (MoE runs), the most congested links, the files - adds its paragraphs, tables and
-figures (matplotlib figures, not yet rendered) to a :class:`Builder`.  A section whose table is
-absent returns ``None`` and leaves a note saying so.  :class:`ReportOptions` holds the knobs;
+One function per section - summary, per-rank time breakdown, compute by kernel, step timeline,
+all-to-all per layer, traffic matrix, link utilisation by tier and over time, bytes by class,
+expert load and locality (MoE runs), the most congested links, the files - adds its paragraphs,
+tables and figures (matplotlib figures, not yet rendered) to a :class:`Builder`.  A section whose
+table is absent returns ``None`` and leaves a note saying so.  :class:`ReportOptions` holds the knobs;
 :mod:`netsim.report.run_report` assembles the document and writes the files.
 """
 
@@ -22,6 +22,7 @@ from netsim.report.fmt import DASH, fmt_bytes, fmt_num, fmt_pct, fmt_runs, fmt_t
 from netsim.report.render import Figure, Note, Paragraph, Section, Table
 from netsim.report.tables import BREAKDOWN, TABLES, RunData, summary_mapping, summary_number
 from netsim.report.utilisation import tier_table
+from netsim.workload.kernel_tally import kernel_summary
 
 
 @dataclass(frozen=True)
@@ -234,26 +235,20 @@ def _kernels_section(b: Builder, top: int = 15) -> Section | None:
     kernels = b.table(title, "kernels")
     if kernels is None:
         return None
-    totals = kernels.groupby("rank")["time_s"].sum()
-    rank = int(min(totals.index, key=lambda r: (-float(totals[r]), int(r))))
+    busiest = kernel_summary(kernels.to_dict("records"))
+    assert busiest is not None  # b.table returns no empty table
+    rank, total = int(busiest["rank"]), float(busiest["kernel_time_s"])
     mine = kernels[kernels["rank"] == rank]
-    total = float(totals[rank])
     sec = Section(title, anchor="kernels")
     sec.add(
         Paragraph(
-            f"Rank {rank} (pipeline stage {int(mine['stage'].iloc[0])}) computes the longest: "
+            f"Rank {rank} (pipeline stage {int(busiest['stage'])}) computes the longest: "
             f"{fmt_time(total)} of kernel time per step, as planned (the replay stretches its ops while "
             "collectives in flight hold SMs). The `kernels` table has every stage's busiest rank."
         )
     )
-    for col, name in (("kernel_class", "class"), ("source", "timed from")):
-        if col not in mine:
-            continue
-        key = mine[col].fillna("unknown").astype(str)
-        if col == "source":
-            key = key.str.split(" x", n=1).str[0]
-        by = mine.groupby(key)["time_s"].sum().sort_values(ascending=False)
-        rows = [[str(k), fmt_time(v), fmt_pct(v / total if total > 0 else 0.0)] for k, v in by.items()]
+    for name, split in (("class", busiest["by_class_s"]), ("timed from", busiest["by_source_s"])):
+        rows = [[str(k), fmt_time(v), fmt_pct(v / total if total > 0 else 0.0)] for k, v in split.items()]
         sec.add(Table([name, "time per step", "share"], rows, align="lrr"))
     head = mine.sort_values("time_s", ascending=False).head(top)
     formats: dict[str, object] = {

@@ -57,8 +57,9 @@ from netsim.errors import SpecError
 from netsim.registry import Registry
 from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.sources import LayerCase, Source, TrainingCase
+from netsim.workload.kernel_tally import shares_text
 
-__all__ = ["FLOP_CONVENTIONS", "StepResult", "predict_training", "scenario_of", "shares_text", "step_flops"]
+__all__ = ["FLOP_CONVENTIONS", "StepResult", "predict_training", "scenario_of", "step_flops"]
 
 FlopConvention = Callable[[WorkloadSpec, float], float]
 #: FLOPs of one step (``(workload, sequences per step) -> FLOPs``) by a source's convention
@@ -222,11 +223,6 @@ class StepResult:
     peak_memory_bytes: float | None = None
     #: the busiest rank's kernel time by kernel class, as shares (netsim.workload.kernel_tally)
     kernel_shares: dict[str, float] | None = None
-
-
-def shares_text(shares: dict[str, float]) -> str:
-    """``{gemm: 0.591, other: 0.248}`` -> ``'gemm 59.1%, other 24.8%'`` (largest first)."""
-    return ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(shares.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None) -> StepResult:

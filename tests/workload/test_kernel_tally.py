@@ -16,7 +16,7 @@ from netsim.calibration.models import make_compute_model
 from netsim.config.workload import load_workload
 from netsim.topology import load_topology
 from netsim.workload.graph import StepPlan, build_plan
-from netsim.workload.kernel_tally import KERNEL_ROW_COLUMNS, kernel_summary
+from netsim.workload.kernel_tally import KERNEL_ROW_COLUMNS, kernel_summary, shares_text
 from tests.cli_run import run_cli
 from tests.workload.plans import MLA_MOE, ShapeCompute, small_plan
 
@@ -142,3 +142,11 @@ def test_netsim_run_prints_and_writes_the_kernels(tmp_path: Path, capsys: pytest
     mine = table[table["rank"] == kern["rank"]]
     assert mine["time_s"].sum() == pytest.approx(kern["kernel_time_s"])
     assert sum(kern["by_class_s"].values()) == pytest.approx(kern["kernel_time_s"])
+
+
+def test_shares_text_and_gaps_in_a_read_back_table() -> None:
+    assert shares_text({"other": 0.25, "gemm": 0.5, "norm": 0.25}) == "gemm 50.0%, norm 25.0%, other 25.0%"
+    assert shares_text({"gemm": 3.0, "attention": 1.0}, total=4.0) == "gemm 75.0%, attention 25.0%"
+    row = {"stage": 0, "rank": 0, "kernel_class": "gemm", "time_s": 1.0}
+    s = kernel_summary([{**row, "source": float("nan")}, {**row, "source": "table:surface x1980/1830 MHz"}])
+    assert s is not None and s["by_source_s"] == {"table:surface": 1.0, "unknown": 1.0}

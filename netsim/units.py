@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from netsim.errors import UnitError
 
@@ -147,3 +148,10 @@ def format_duration(seconds: float) -> str:
         if s >= scale:
             return f"{seconds / scale:.4g} {unit}"
     return f"{seconds / 1e-12:.4g} ps"
+
+
+def format_shares(parts: Mapping[str, float], total: float = 1.0) -> str:
+    """Parts of a whole, largest first: ``{gemm: 0.591, other: 0.248}`` -> ``'gemm 59.1%, other
+    24.8%'`` (each part over ``total``)."""
+    ordered = sorted(parts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in ordered)

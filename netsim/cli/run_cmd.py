@@ -26,8 +26,7 @@ from rich.table import Table
 from netsim.cli.common import console, cost_option, err_console, force_option, report_writer
 from netsim.cli.progress import PhaseProgress
 from netsim.errors import NetsimError
-from netsim.units import format_bytes, format_duration
-from netsim.workload.kernel_tally import shares_text
+from netsim.units import format_bytes, format_duration, format_shares
 
 _STAGES = {
     "plan": "building and planning",
@@ -166,10 +165,10 @@ def _print_kernels(kern: dict[str, Any] | None) -> None:
     total = kern["kernel_time_s"]
     console.print(
         f"compute kernels of rank {kern['rank']} (stage {kern['stage']}, {format_duration(total)} per step): "
-        f"{shares_text(kern['by_class_s'], total)}",
+        f"{format_shares(kern['by_class_s'], total)}",
         markup=False,
     )
-    console.print(f"  timed from: {shares_text(kern['by_source_s'], total)}", markup=False)
+    console.print(f"  timed from: {format_shares(kern['by_source_s'], total)}", markup=False)
 
 
 def _print_memory(mem: dict[str, Any] | None) -> None:

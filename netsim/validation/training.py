@@ -55,9 +55,9 @@ from typing import Any
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import SpecError
 from netsim.registry import Registry
+from netsim.units import format_shares
 from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.sources import LayerCase, Source, TrainingCase
-from netsim.workload.kernel_tally import shares_text
 
 __all__ = ["FLOP_CONVENTIONS", "StepResult", "predict_training", "scenario_of", "step_flops"]
 
@@ -313,7 +313,7 @@ def predict_training(src: Source, case: TrainingCase, cost_model: str | None = N
             "idle_share": r.shares.get("idle", 0.0),
             "wall_s": r.wall_s,
             "exposed_by_class": ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(r.exposed.items())),
-            "kernel_classes": shares_text(r.kernel_shares) if r.kernel_shares else "",
+            "kernel_classes": format_shares(r.kernel_shares) if r.kernel_shares else "",
         },
     )
     if case.peak_memory_gib is not None and r.peak_memory_bytes is not None:

@@ -26,12 +26,12 @@ lane it lasts for (its slowest).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from netsim.workload.kernel_calls import KernelCall, TimeModel
 
-__all__ = ["KERNEL_ROW_COLUMNS", "KernelTally", "kernel_summary", "shares_text"]
+__all__ = ["KERNEL_ROW_COLUMNS", "KernelTally", "kernel_summary"]
 
 #: the columns of :meth:`KernelTally.rows`, in order
 KERNEL_ROW_COLUMNS: tuple[str, ...] = (
@@ -142,13 +142,6 @@ def _source_kind(source: object) -> str:
     """A row's ``source`` without its clock note (``table:surface x1980/1830 MHz`` ->
     ``table:surface``; ``unknown`` when the model gave none, or a read-back table has a gap)."""
     return source.split(" x", 1)[0] if isinstance(source, str) and source else "unknown"
-
-
-def shares_text(parts: Mapping[str, float], total: float = 1.0) -> str:
-    """``{gemm: 0.591, other: 0.248}`` -> ``'gemm 59.1%, other 24.8%'``: each part over
-    ``total``, largest first."""
-    ordered = sorted(parts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in ordered)
 
 
 def kernel_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

@@ -15,8 +15,9 @@ import pytest
 from netsim.calibration.models import make_compute_model
 from netsim.config.workload import load_workload
 from netsim.topology import load_topology
+from netsim.units import format_shares
 from netsim.workload.graph import StepPlan, build_plan
-from netsim.workload.kernel_tally import KERNEL_ROW_COLUMNS, kernel_summary, shares_text
+from netsim.workload.kernel_tally import KERNEL_ROW_COLUMNS, kernel_summary
 from tests.cli_run import run_cli
 from tests.workload.plans import MLA_MOE, ShapeCompute, small_plan
 
@@ -144,9 +145,9 @@ def test_netsim_run_prints_and_writes_the_kernels(tmp_path: Path, capsys: pytest
     assert sum(kern["by_class_s"].values()) == pytest.approx(kern["kernel_time_s"])
 
 
-def test_shares_text_and_gaps_in_a_read_back_table() -> None:
-    assert shares_text({"other": 0.25, "gemm": 0.5, "norm": 0.25}) == "gemm 50.0%, norm 25.0%, other 25.0%"
-    assert shares_text({"gemm": 3.0, "attention": 1.0}, total=4.0) == "gemm 75.0%, attention 25.0%"
+def test_format_shares_and_gaps_in_a_read_back_table() -> None:
+    assert format_shares({"other": 0.25, "gemm": 0.5, "norm": 0.25}) == "gemm 50.0%, norm 25.0%, other 25.0%"
+    assert format_shares({"gemm": 3.0, "attention": 1.0}, total=4.0) == "gemm 75.0%, attention 25.0%"
     row = {"stage": 0, "rank": 0, "kernel_class": "gemm", "time_s": 1.0}
     s = kernel_summary([{**row, "source": float("nan")}, {**row, "source": "table:surface x1980/1830 MHz"}])
     assert s is not None and s["by_source_s"] == {"table:surface": 1.0, "unknown": 1.0}

@@ -75,6 +75,15 @@ class MoESpec(SpecModel):
         "moving its bytes; default: the dispatcher's own (deepep 250, hybridep 320, fitted to their published "
         "benchmarks; alltoall and dedup-rank 0: NCCL's latencies are in the collective cost model)",
     )
+    host_sync_us: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e6,
+        description="the host's time per forward dispatch from its synchronisation (the host waits for the "
+        "received token counts) to the GPU's next work, microseconds; the GPU idles for it; default: the "
+        "dispatcher's own (hybridep 616, from Megatron-Bridge's profile of a training step; alltoall, deepep and "
+        "dedup-rank 0: not modelled, no published time); netsim.moe.dispatchers, 'Host synchronisation'",
+    )
     padding: Literal["dropless", "capacity"] = Field(
         default="dropless",
         description="dropless: all-to-all buffers as routed; capacity: capacity-sized buffers per (rank, expert), "

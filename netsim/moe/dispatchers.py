@@ -15,7 +15,7 @@ the workload's ``model.moe.dispatcher``):
     token_dispatcher.py at NVIDIA/Megatron-LM d98e8a64dd); the backward reuses the splits.  Not
     with ``padding: capacity`` (Megatron's drop-and-pad path knows every split from the capacity).
     The host then waits for the counts (the dispatcher's device-to-host copy and
-    ``cuda_sync_point``): not modelled, netsim has no host timeline.
+    ``cuda_sync_point``): see "Host synchronisation" (no published time, not modelled).
 ``dedup-rank``
     One copy per (token, destination rank): the destination expands it to its local experts
     (any dispatcher that permutes by rank; DeepEP's intranode kernels send the same copies, and
@@ -60,6 +60,25 @@ Time per call
     transfer plus 0.32 ms (``validation/data/training/megatron-bridge-h100-ep-overlap.yaml``).
     ``netsim validate-deepep`` and ``validate-hybridep`` print the rows and the fit.
 
+Host synchronisation
+    A dropless dispatcher needs the received token counts on the host before it can size its
+    buffers, so once per forward dispatch the host blocks until the GPU has produced them
+    (Megatron-Core at NVIDIA/Megatron-LM d98e8a64dd, megatron/core/transformer/moe/
+    token_dispatcher.py: ``alltoall``'s ``d2h_event.synchronize()``, HybridEP's "CPU sync" when
+    dropless without ``moe_expert_rank_capacity_factor``, DeepEP's wait for the received counts;
+    the backward reuses them).  The GPU then has nothing queued past that point until the host
+    has run the dispatcher's Python and launched its next kernels: the GPU idles for that host
+    time.  netsim emits it as a host op after the dispatch's metadata all-gather (or the router),
+    and everything the rank issues after it waits for it (:meth:`netsim.workload.emit.OpEmitter.
+    host_wait`), so under an overlapped schedule the other micro-batch's work issued after the
+    wait waits too, as it does behind a blocked host.  The host time per call
+    (:attr:`Dispatcher.host_sync_s`, overridable with ``model.moe.host_sync_us``) is known for
+    one library from one measurement, *approx.*: HybridEP 0.62 ms, the GPU idle time of
+    Megatron-Bridge's matched Nsight profile of Qwen3-30B-A3B training on 16 H100s (1.893 s of a
+    24.714 s step) over its 3,072 forward dispatches per step, all of it charged to the waits.
+    No source gives it for Megatron's ``alltoall`` or DeepEP: 0 there (not modelled) until one
+    does; ``model.moe.host_sync_us`` sets it for a run.
+
 The ``copies [ep, ep]`` matrix a dispatcher gives is in the rank space of the all-to-all:
 ``copies[i][j]`` token copies rank ``i`` sends rank ``j`` (for ``deepep`` the forwarding legs are
 entries of the forwarding GPU's row), so any all-to-all algorithm can replay it and the
@@ -93,6 +112,11 @@ IntArray = NDArray[np.int64]
 #: library's published benchmark table; :func:`netsim.validation.ep_latency.fit` re-derives them
 DEEPEP_CALL_LATENCY_S = 0.25e-3
 HYBRIDEP_CALL_LATENCY_S = 0.32e-3
+#: HybridEP's host time per forward dispatch (module docstring, "Host synchronisation"; *approx.*):
+#: the GPU idle time of Megatron-Bridge's matched Nsight profile of Qwen3-30B-A3B on 16 H100s
+#: (24.714 s step, 22.821 s GPU-active: 1.893 s idle) over its 3,072 forward dispatches per step
+#: (64 micro-batches x 48 MoE layers; validation/data/training/megatron-bridge-h100-ep-overlap.yaml)
+HYBRIDEP_HOST_SYNC_S = 1.893 / 3072
 
 __all__ = [
     "DISPATCHERS",
@@ -211,6 +235,9 @@ class Dispatcher(ABC):
     #: (module docstring, "Time per call"); 0 where the all-to-all is NCCL's, whose latencies
     #: the collective cost model has
     call_latency_s: ClassVar[float] = 0.0
+    #: the host's time from the forward dispatch's synchronisation to the GPU's next work,
+    #: seconds (module docstring, "Host synchronisation"); 0: not modelled for this dispatcher
+    host_sync_s: ClassVar[float] = 0.0
     #: the dispatch and combine are NCCL all-to-all(v)s (their kernels' thread blocks, one SM
     #: each, come from NCCL's channel rule: ``overlap.ep_comm_sms`` unset); False: the library's
     #: own kernels, whose SMs the workload gives (``overlap.ep_comm_sms``)
@@ -295,6 +322,8 @@ class HybridEPDispatcher(DeepEPDispatcher):
     name = "hybridep"
     #: fitted to HybridEP's 9 published kernel-only timings on H100 at 16 SMs (module docstring)
     call_latency_s = HYBRIDEP_CALL_LATENCY_S
+    #: from Megatron-Bridge's profile of a HybridEP training step (module docstring; approx.)
+    host_sync_s = HYBRIDEP_HOST_SYNC_S
 
     def metadata_bytes(self, tokens: int, experts: int, *, padded: bool = False) -> float:
         return float(tokens * experts)  # the [tokens, experts] torch.bool routing map

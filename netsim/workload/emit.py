@@ -65,6 +65,8 @@ class OpEmitter:
         self.dur_cache: dict[int, tuple[list[KernelCall], float]] = {}
         #: the kernel calls of every compute op, per rank (netsim.workload.kernel_tally)
         self.tally = KernelTally()
+        #: host waits (:meth:`host_wait`): ids of the host ops that gate what their rank issues next
+        self.host_gates: list[int] = []
 
     def new_segment(self) -> None:
         """Start a new layer segment (the unit DualPipe interleaves by)."""
@@ -247,6 +249,45 @@ class OpEmitter:
         if per_lane:
             return self.lanes.lane_collectives(self, rank, step, stream, deps, instance)
         return self.comm(rank, step, stream, deps, key, lambda: instance(rank)[1], lanes=(kind, instance))
+
+    def host_wait(self, rank: int, step: int, name: str, duration_s: float, deps: Deps, layer: int, mb: int) -> Deps:
+        """A host synchronisation of ``rank``: its host blocks until ``deps`` have finished on the
+        GPU, then takes ``duration_s`` before the GPU has its next work.  Emitted as a host op
+        (neither compute nor communication: the GPU idles unless earlier work is queued);
+        :meth:`gate_host_waits` makes everything the rank issues after it wait for it."""
+        if duration_s <= 0:
+            return deps
+        op = self.op(rank, step, "host", "host", name, deps, duration_s=duration_s, layer=layer, microbatch=mb)
+        op.ordered = False
+        self.host_gates.append(op.id)
+        return [op.id]
+
+    def gate_host_waits(self) -> None:
+        """After the plan is complete (its final issue order: DualPipe's and the combined 1F1B's
+        F&B pairs are re-issued after emission), make the first op of every ordered stream that
+        a rank issues after one of its host waits depend on it (the streams keep the rest in
+        order), and every host wait on the rank's previous one (one host thread issues them)."""
+        if not self.host_gates:
+            return
+        gates = set(self.host_gates)
+        gated_ranks = {self.ops[g].rank for g in gates}
+        by_rank: dict[int, list[Op]] = {}
+        for op in self.ops:
+            if op.rank in gated_ranks:
+                by_rank.setdefault(op.rank, []).append(op)
+        for ops in by_rank.values():
+            ops.sort(key=lambda o: o.issue)
+            gate: Op | None = None
+            streams: set[str] = set()
+            for op in ops:
+                if op.id in gates:
+                    if gate is not None and gate.id not in op.deps:
+                        op.deps.append(gate.id)
+                    gate, streams = op, set()
+                elif gate is not None and op.ordered and op.stream not in streams:
+                    streams.add(op.stream)
+                    if gate.id not in op.deps:
+                        op.deps.append(gate.id)
 
     # ------------------------------------------------------------------ queries
 

@@ -97,6 +97,15 @@ class ExpertTraffic:
             if moe is None or moe.dispatch_latency_us is None
             else moe.dispatch_latency_us * 1e-6
         )
+        #: the host's time per forward dispatch after its synchronisation (netsim.moe.dispatchers,
+        #: "Host synchronisation"); 0 with capacity padding (the splits are known) or without EP
+        self.host_sync_s = (
+            0.0
+            if moe is None or L.ep <= 1 or moe.padding == "capacity"
+            else dispatcher.host_sync_s
+            if moe.host_sync_us is None
+            else moe.host_sync_us * 1e-6
+        )
         #: the share of the SMs the all-to-all kernels hold while in flight (``overlap.ep_comm_sms``)
         acc = dict(ctx.graph.graph.get("accelerator") or {})
         self.sm_share = ep_sm_share(spec, acc)
@@ -263,6 +272,12 @@ class ExpertTraffic:
         return self.emit.group_collective(
             rank, step, "ep.dispatch", "ep", "all_gather", nbytes, deps, "a2a", group_key, layer=layer, mb=mb, phase=ph
         )
+
+    def host_sync(self, rank: int, step: int, mb: int, layer: int, phase: str, deps: Deps) -> Deps:
+        """The host's wait for the received token counts before a forward dispatch (``phase``:
+        ``fwd-dispatch`` or its recomputation), after ``deps`` (the metadata all-gather or the
+        router): a host op of :attr:`host_sync_s` that gates what the rank issues next."""
+        return self.emit.host_wait(rank, step, f"host.{phase}-sync", self.host_sync_s, deps, layer, mb)
 
     def before_combine(self, rank: int, step: int, mb: int, layer: int, k: int, phase: str, deps: Deps) -> Deps:
         """The expert-TP reduction of the experts' partial outputs before the combine of

@@ -223,6 +223,7 @@ def build_plan(
     check_memory(memory, spec, allow_oom)
     emit, experts, grads, io, walk = _parts(ctx, compute, routing, lockstep, mode)
     ckpt_steps = _steps(spec, n_steps, walk, emit, io)
+    emit.gate_host_waits()
     return StepPlan(
         spec=spec,
         layout=layout,

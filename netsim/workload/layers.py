@@ -205,6 +205,7 @@ class LayerEmitter:
             deps = emit.compute(rank, step, f"{tag}.router", c.moe_pre("F", self.router_kernel), deps, layer, mb)
             first, second = pfx + "fwd-dispatch", pfx + "fwd-combine"
             deps = ep.metadata(rank, step, mb, layer, first, deps)
+            deps = ep.host_sync(rank, step, mb, layer, first, deps)
         else:
             if self.recompute.shared_experts and shared_experts:
                 # Megatron's ``shared_experts`` recompute module: their forward before their backward

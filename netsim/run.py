@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from netsim.accuracy import REGIME_FIELDS, accuracy_for, accuracy_line, model_kind
 from netsim.auto import Choice, choose_model, choose_plan_options
 from netsim.calibration.class_scale import with_class_scale
 from netsim.calibration.estimate import ComputeModel
@@ -373,6 +374,7 @@ def summarize_replay(
     if plan.kernel_rows:
         tables["kernels"] = pd.DataFrame(plan.kernel_rows, columns=list(KERNEL_ROW_COLUMNS))
         summary["compute_kernels"] = kernel_summary(plan.kernel_rows)
+    summary["validation_accuracy"] = validation_accuracy(graph, prep.workload)
     if prep.kernel_meta.get("measured_step_s") is not None:  # a table imported from a profiled step
         km = prep.kernel_meta
         summary["measured_step_time_s"] = float(km["measured_step_s"])
@@ -385,6 +387,21 @@ def summarize_replay(
 
 
 # ---------------------------------------------------------------------- run
+
+
+def validation_accuracy(graph: nx.DiGraph, workload: WorkloadSpec) -> dict[str, Any]:
+    """The run's regime and netsim's record on published runs of it (:mod:`netsim.accuracy`):
+    ``runs`` 0 and no statistics where none has been predicted."""
+    regime = (
+        str((graph.graph.get("accelerator") or {}).get("name", "")),
+        workload.model.dtype,
+        model_kind(workload.model.moe is not None),
+    )
+    acc = accuracy_for(*regime)
+    out: dict[str, Any] = dict(zip(REGIME_FIELDS, regime, strict=True))
+    out.update(acc.as_dict() if acc is not None else {"runs": 0})
+    out["line"] = accuracy_line(*regime, acc)
+    return out
 
 
 def _fp8_note(workload: WorkloadSpec) -> str:

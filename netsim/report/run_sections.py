@@ -184,6 +184,10 @@ def summary_section(b: Builder) -> Section:
     step = summary_number(s, "step_time_s")
     rows = _setup_rows(s) + _time_rows(s, step) + _traffic_rows(s, b.run.has_moe)
     sec.add(Table(["metric", "value"], rows, align="lr"))
+    acc = s.get("validation_accuracy")
+    if isinstance(acc, Mapping) and acc.get("line"):
+        # netsim.accuracy: the regime's record on published runs, not a correction of this step
+        sec.add(Paragraph(f"{acc['line']}; the runs and their errors: `netsim validate --kind training`."))
     exposed = summary_mapping(s, "exposed_comm_s_by_class")
     if exposed:
         names = F.ordered_classes(list(exposed))

@@ -231,6 +231,10 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "compute_kernels": "{rank, stage, kernel_time_s, by_class_s, by_source_s}: the busiest rank's kernel time per "
     "step and its split by kernel class and by where the times came from (the `kernels` table's `source` "
     "without its clock note) (s)",
+    "validation_accuracy": "{accelerator, dtype, model_kind, runs, mean_step_error, rms_step_error, "
+    "min_step_error, max_step_error, within_10pct, cases, line}: the run's regime and netsim's record on the "
+    "published runs of it (`netsim.accuracy`; step-time errors, negative: netsim's step was shorter; `runs` 0 "
+    "and no statistics where none has been predicted)",
     "collective_model": "exact, stream or coflow (how collectives were turned into flows; `auto` picks one)",
     "model_choice": "one line: the collective model, lockstep and routing samples the run used, and why "
     "(`auto: coflow (more than 20,000 flows exact)`, or `set by the user`)",

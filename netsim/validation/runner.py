@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import Field
 
+from netsim.accuracy import REGIME_FIELDS
 from netsim.config.common import SpecModel, load_mapping, validate_model
 from netsim.errors import SpecError
 from netsim.validation.cases import PREDICTORS, Prediction
@@ -91,6 +92,7 @@ COLUMNS = (
     "idle_share",
     "exposed_by_class",
     "kernel_classes",
+    *REGIME_FIELDS,
     "wall_s",
 )
 #: the training columns (from the prediction's detail; empty for collectives)
@@ -103,6 +105,7 @@ TRAINING_DETAIL = (
     "idle_share",
     "exposed_by_class",
     "kernel_classes",
+    *REGIME_FIELDS,
     "wall_s",
 )
 #: measured points netsim does not model yet (reported, not asserted); see the file

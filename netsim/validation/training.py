@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from netsim.accuracy import REGIME_FIELDS, model_kind
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import SpecError
 from netsim.registry import Registry
@@ -223,6 +224,8 @@ class StepResult:
     peak_memory_bytes: float | None = None
     #: the busiest rank's kernel time by kernel class, as shares (netsim.workload.kernel_tally)
     kernel_shares: dict[str, float] | None = None
+    #: the run's regime (netsim.accuracy): accelerator name, compute dtype, ``dense`` or ``moe``
+    regime: tuple[str, str, str] = ("", "", "")
 
 
 def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None) -> StepResult:
@@ -270,6 +273,7 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
         time.perf_counter() - t0,
         memory,
         kernel_shares,
+        (str(acc.get("name", "")), spec.model.dtype, model_kind(spec.model.moe is not None)),
     )
 
 
@@ -314,6 +318,7 @@ def predict_training(src: Source, case: TrainingCase, cost_model: str | None = N
             "wall_s": r.wall_s,
             "exposed_by_class": ", ".join(f"{k} {100 * v:.1f}%" for k, v in sorted(r.exposed.items())),
             "kernel_classes": format_shares(r.kernel_shares) if r.kernel_shares else "",
+            **dict(zip(REGIME_FIELDS, r.regime, strict=True)),
         },
     )
     if case.peak_memory_gib is not None and r.peak_memory_bytes is not None:

@@ -266,7 +266,11 @@ class OpEmitter:
         """After the plan is complete (its final issue order: DualPipe's and the combined 1F1B's
         F&B pairs are re-issued after emission), make the first op of every ordered stream that
         a rank issues after one of its host waits depend on it (the streams keep the rest in
-        order), and every host wait on the rank's previous one (one host thread issues them)."""
+        order), every host wait on the rank's previous one (one host thread issues them), and
+        every host wait on the last compute op the rank issued before it: the host waits on the
+        compute stream (HybridEP's ``current_stream().synchronize()``, Megatron's event recorded
+        on it), so whatever was queued there before, another micro-batch's work included, has
+        to finish first."""
         if not self.host_gates:
             return
         gates = set(self.host_gates)
@@ -279,12 +283,17 @@ class OpEmitter:
             ops.sort(key=lambda o: o.issue)
             gate: Op | None = None
             streams: set[str] = set()
+            last_compute: Op | None = None
             for op in ops:
                 if op.id in gates:
-                    if gate is not None and gate.id not in op.deps:
-                        op.deps.append(gate.id)
+                    for before in (gate, last_compute):
+                        if before is not None and before.id not in op.deps:
+                            op.deps.append(before.id)
                     gate, streams = op, set()
-                elif gate is not None and op.ordered and op.stream not in streams:
+                    continue
+                if op.stream == COMPUTE:
+                    last_compute = op
+                if gate is not None and op.ordered and op.stream not in streams:
                     streams.add(op.stream)
                     if gate.id not in op.deps:
                         op.deps.append(gate.id)

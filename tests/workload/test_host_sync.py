@@ -43,7 +43,12 @@ def test_hybridep_waits_once_per_forward_dispatch_and_the_others_do_not() -> Non
     by_id = {o.id: o for o in plan.ops}
     for h in hosts:
         assert h.duration_s == pytest.approx(HYBRIDEP_HOST_SYNC_S) and h.name == "host.fwd-dispatch-sync"
-        assert [by_id[d].coll.phase for d in h.deps] == ["fwd-dispatch-meta"]
+        # it waits for the routing maps and for everything queued on the compute stream before
+        # it (HybridEP's current_stream().synchronize()): here the router, the last compute op
+        assert [by_id[d].coll.phase for d in h.deps if by_id[d].coll is not None] == ["fwd-dispatch-meta"]
+        before = [o for o in plan.ops if o.rank == h.rank and o.kind == "compute" and o.issue < h.issue]
+        last = max(before, key=lambda o: o.issue)
+        assert last.name == "F.router" and last.id in h.deps
     for o in plan.ops:
         if o.coll is not None and o.coll.phase == "fwd-dispatch":
             assert any(by_id[d].kind == "host" for d in o.deps)

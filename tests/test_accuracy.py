@@ -23,6 +23,7 @@ from netsim.accuracy import (
 from netsim.config.workload import load_workload
 from netsim.run import validation_accuracy
 from netsim.topology import load_topology
+from netsim.validation.report import format_summary
 from tests.cli_run import run_cli
 
 RESULTS = Path(__file__).resolve().parent.parent / "reports" / "validation" / "results.csv"
@@ -101,11 +102,15 @@ def test_the_shipped_record_is_the_one_the_committed_validation_results_give() -
         assert (s.mean_step_error, s.rms_step_error, s.min_step_error, s.max_step_error) == pytest.approx(
             (d.mean_step_error, d.rms_step_error, d.min_step_error, d.max_step_error), abs=1e-6
         )
-    # the validation report's summary carries the same record
+    # the validation report's summary carries the same record, and netsim validate prints it
     summary = json.loads((RESULTS.parent / "summary.json").read_text())
     assert [(r["accelerator"], r["dtype"], r["model_kind"], r["runs"]) for r in summary["accuracy_by_regime"]] == [
         (a.accelerator, a.dtype, a.model_kind, a.runs) for a in derived
     ]
+    printed = [line for line in format_summary(summary) if line.startswith("regime ")]
+    assert len(printed) == len(derived)
+    a = derived[0]
+    assert printed[0].startswith(f"regime {a.accelerator} {a.dtype} {a.model_kind}: {a.runs} runs, step error mean ")
 
 
 def test_the_line_says_how_far_and_which_way_or_that_nothing_validates_it() -> None:

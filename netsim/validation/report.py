@@ -187,6 +187,12 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
             f"{t['predicted']:.4g} ({100 * t['rel_error']:+.1f}%); {step}"
             f"{' (known gap)' if t['known_gap'] else ''}"
         )
+    for a in summary.get("accuracy_by_regime", []):
+        lines.append(
+            f"regime {a['accelerator']} {a['dtype']} {a['model_kind']}: {a['runs']} runs, step error mean "
+            f"{100 * a['mean_step_error']:+.1f}%, rms {100 * a['rms_step_error']:.1f}%, "
+            f"{a['within_10pct']} within 10%"
+        )
     for r in summary.get("layers", []):
         lines.append(
             f"layer {r['source']}/{r['case']} {r['class']}: measured {r['measured_ms']:.3g} ms, predicted "

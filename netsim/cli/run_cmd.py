@@ -120,11 +120,12 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
     if summary.get("alltoall_share") is not None:
         ep = [format_bytes(summary[f"ep_bytes_{k}"]) for k in ("local_rank", "intra_node", "inter_node")]
         md = summary.get("moe_dispatch") or {}
-        kernel = (
-            f" (dispatcher {md['dispatcher']}, {format_duration(md['call_latency_us'] * 1e-6)} fixed per call)"
-            if md.get("call_latency_us")
-            else ""
-        )
+        costs = [
+            f"{format_duration(md[k] * 1e-6)} {what}"
+            for k, what in (("call_latency_us", "fixed per call"), ("host_sync_us", "host wait per forward dispatch"))
+            if md.get(k)
+        ]
+        kernel = f" (dispatcher {md['dispatcher']}, {', '.join(costs)})" if costs else ""
         console.print(
             f"expert all-to-all: {100 * summary['alltoall_share']:.1f}% of the step{kernel}; EP bytes per step "
             f"on-rank / intra-node / inter-node: {' / '.join(ep)}; expert load CV "

@@ -172,9 +172,10 @@ def _traffic_rows(s: Mapping[str, Any], has_moe: bool) -> list[list[str]]:
             rows.append([label, f(summary_number(s, key))])
         md = s.get("moe_dispatch")
         if isinstance(md, Mapping) and md.get("dispatcher"):
-            lat = summary_number(md, "call_latency_us")
+            lat, host = summary_number(md, "call_latency_us"), summary_number(md, "host_sync_us")
             fixed = f", {fmt_time(lat * 1e-6)} fixed per call" if lat else ""
-            rows.append(["token dispatcher", f"{md['dispatcher']}{fixed}"])
+            wait = f", {fmt_time(host * 1e-6)} host wait per forward dispatch" if host else ""
+            rows.append(["token dispatcher", f"{md['dispatcher']}{fixed}{wait}"])
     return rows
 
 

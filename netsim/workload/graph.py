@@ -342,6 +342,8 @@ def _moe_dispatch(
         "dispatcher": routing.dispatcher,
         #: the dispatcher kernel's fixed time per all-to-all call (netsim.moe.dispatchers)
         "call_latency_us": experts.call_latency_s * 1e6,
+        #: the host's time per forward dispatch after its wait for the token counts (GPU idle)
+        "host_sync_us": experts.host_sync_s * 1e6,
         "dedup": dedup,
         "padding": moe.padding,
         "capacity_tokens": routing.capacity_rows,

@@ -107,15 +107,19 @@ def test_missing_optional_tables_are_omitted_with_a_note(make_run: RunFactory) -
 
 
 @pytest.mark.parametrize(
-    ("dispatcher", "latency_us", "row"),
-    [("deepep", 250.0, "deepep, 250 us fixed per call"), ("alltoall", 0.0, "alltoall")],
+    ("dispatcher", "latency_us", "host_us", "row"),
+    [
+        ("deepep", 250.0, 0.0, "deepep, 250 us fixed per call"),
+        ("hybridep", 320.0, 616.0, "hybridep, 320 us fixed per call, 616 us host wait per forward dispatch"),
+        ("alltoall", 0.0, 0.0, "alltoall"),
+    ],
 )
 def test_summary_names_the_dispatcher_and_its_time_per_call(
-    make_run: RunFactory, dispatcher: str, latency_us: float, row: str
+    make_run: RunFactory, dispatcher: str, latency_us: float, host_us: float, row: str
 ) -> None:
     run = make_run(f"moe-{dispatcher}", layers=1, microbatches=1)
     summary = json.loads((run / "summary.json").read_text())
-    summary["moe_dispatch"] = {"dispatcher": dispatcher, "call_latency_us": latency_us}
+    summary["moe_dispatch"] = {"dispatcher": dispatcher, "call_latency_us": latency_us, "host_sync_us": host_us}
     (run / "summary.json").write_text(json.dumps(summary))
     md = render_markdown(build_report(load_run(run))[0])
     assert f"| token dispatcher | {row} |" in md

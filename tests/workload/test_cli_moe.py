@@ -47,10 +47,16 @@ def test_run_prints_the_dispatch_kernels_time_per_call(tmp_path: Path, capsys: p
     scen = tmp_path / "tiny.yaml"
     scen.write_text(yaml.safe_dump(tiny_scenario()))
     argv = ["run", str(scen), "--out", str(tmp_path / "run"), "--no-report"]
-    sets = ["workload.model.moe.dispatcher=hybridep", "workload.model.moe.dispatch_latency_us=40"]
+    sets = [
+        "workload.model.moe.dispatcher=hybridep",
+        "workload.model.moe.dispatch_latency_us=40",
+        "workload.model.moe.host_sync_us=100",
+    ]
     assert _main(argv + [a for s in sets for a in ("--set", s)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "(dispatcher hybridep, 40 us fixed per call)" in out
+    assert "(dispatcher hybridep, 40 us fixed per call, 100 us host wait per forward dispatch)" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["moe_dispatch"]["host_sync_us"] == pytest.approx(100.0)
 
 
 def test_an_unused_placement_option_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

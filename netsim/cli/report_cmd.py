@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         """Compare runs side by side with ratios to a baseline; write report and compare.csv to --out."""
         from netsim.io import atomic_dir
         from netsim.report import write_compare
+        from netsim.report.compare import regime_note
         from netsim.report.fmt import fmt_ratio, fmt_time
 
         check_out_dir(out, force)
@@ -93,6 +94,9 @@ def register(app: typer.Typer) -> None:
         for rec in df.to_dict("records"):
             mark = " (baseline)" if rec["baseline"] else f" {fmt_ratio(rec['step_time_s_ratio'])}"
             console.print(f"{rec['label']}: step {fmt_time(rec['step_time_s'])}{mark}")
+        note = regime_note(df)
+        if note:
+            console.print(note, markup=False)
         console.print(f"wrote {html}, {out / 'report.md'} and {out / 'compare.csv'}")
 
     @app.command("gallery")

@@ -9,6 +9,11 @@ missing), the baseline being the first run unless another is named. :func:`write
 that table (``compare.csv`` and ``compare.parquet``), grouped-bar figures and ``report.html`` /
 ``report.md`` into a directory.
 
+Each row also carries the run's regime and netsim's mean step-time error on published runs of
+it (``regime``, ``validated_runs``, ``validated_step_error``: the run's ``validation_accuracy``,
+:mod:`netsim.accuracy`); when the runs' regimes have different errors, the report says how much
+a step-time ratio between them can be off for that reason alone.
+
 Runs are labelled by their directory name; when two directories share a name, by their
 summary's topology/workload/router, and if that still collides, with a ``#n`` suffix.
 """
@@ -33,7 +38,19 @@ from netsim.report.render import Document, Figure, Note, Paragraph, Section, Tab
 from netsim.report.tables import BREAKDOWN, MOE_SUMMARY_FIELDS, RunData, load_run, summary_mapping, summary_number
 
 #: Identity columns of the compare table (before the metrics).
-ID_COLUMNS = ("label", "run_dir", "baseline", "topology", "workload", "router", "seed", "num_ranks")
+ID_COLUMNS = (
+    "label",
+    "run_dir",
+    "baseline",
+    "topology",
+    "workload",
+    "router",
+    "seed",
+    "num_ranks",
+    "regime",
+    "validated_runs",
+    "validated_step_error",
+)
 
 
 def run_labels(runs: Sequence[RunData]) -> list[str]:
@@ -143,6 +160,7 @@ def _compare_table(runs: Sequence[RunData], base_index: int) -> pd.DataFrame:
             "router": str(r.summary.get("router", "") or ""),
             "seed": summary_number(r.summary, "seed"),
             "num_ranks": summary_number(r.summary, "num_ranks"),
+            **_validated(r.summary),
         }
         rec.update(m)
         rec.update({f"{k}_ratio": ratio(v, base[k]) for k, v in m.items()})
@@ -150,9 +168,57 @@ def _compare_table(runs: Sequence[RunData], base_index: int) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def _validated(summary: Mapping[str, Any]) -> dict[str, object]:
+    """The run's regime and netsim's mean step-time error on published runs of it
+    (``validation_accuracy``, :mod:`netsim.accuracy`; empty and NaN for a run without one)."""
+    acc = summary.get("validation_accuracy")
+    if not isinstance(acc, Mapping):
+        return {"regime": "", "validated_runs": 0, "validated_step_error": float("nan")}
+    regime = " ".join(str(acc.get(k, "")) for k in ("accelerator", "dtype", "model_kind")).strip()
+    runs = int(acc.get("runs") or 0)
+    err = acc.get("mean_step_error")
+    return {
+        "regime": regime,
+        "validated_runs": runs,
+        "validated_step_error": float(err) if runs and isinstance(err, int | float) else float("nan"),
+    }
+
+
+def regime_note(df: pd.DataFrame) -> str | None:
+    """A warning when the runs sit in regimes whose validated step errors differ: a step-time
+    ratio across them carries the difference as bias."""
+    errs = {
+        str(r["regime"]): float(r["validated_step_error"])
+        for r in df.to_dict("records")
+        if r["regime"] and np.isfinite(r["validated_step_error"])
+    }
+    unvalidated = sorted({str(r["regime"]) for r in df.to_dict("records") if r["regime"]} - set(errs))
+    parts = []
+    if len(errs) > 1 and max(errs.values()) - min(errs.values()) > 0:
+        spread = 100 * (max(errs.values()) - min(errs.values()))
+        listed = ", ".join(f"{k} {100 * v:+.1f}%" for k, v in sorted(errs.items()))
+        parts.append(
+            f"These runs sit in regimes where netsim's step has missed published runs by different amounts "
+            f"on average ({listed}): a step-time ratio between them can be off by about {spread:.0f} points "
+            "for that reason alone (`netsim validate --kind training`)."
+        )
+    if unvalidated:
+        parts.append(f"No published run validates {', '.join(unvalidated)}: those steps are the model's alone.")
+    return " ".join(parts) or None
+
+
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """The metric columns of a compare table (neither identity nor ratio columns)."""
     return [c for c in df.columns if c not in ID_COLUMNS and not c.endswith("_ratio")]
+
+
+def _fmt_validated(r: Mapping[str, Any]) -> str:
+    """A run's regime record in the Runs table: mean step-time error over its published runs."""
+    if not r.get("regime"):
+        return DASH
+    if not int(r.get("validated_runs") or 0):
+        return f"none ({r['regime']})"
+    return f"{100 * float(r['validated_step_error']):+.1f}% ({r['validated_runs']} {r['regime']} runs)"
 
 
 def _fmt_metric(col: str, value: object) -> str:
@@ -265,7 +331,17 @@ def build_compare(df: pd.DataFrame) -> tuple[Document, dict[str, MplFigure]]:
     runs = Section("Runs", anchor="runs")
     runs.add(
         Table(
-            ["label", "run directory", "topology", "workload", "router", "ranks", "seed", "baseline"],
+            [
+                "label",
+                "run directory",
+                "topology",
+                "workload",
+                "router",
+                "ranks",
+                "seed",
+                "baseline",
+                "validated step error",
+            ],
             [
                 [
                     str(r["label"]),
@@ -276,12 +352,16 @@ def build_compare(df: pd.DataFrame) -> tuple[Document, dict[str, MplFigure]]:
                     fmt_num(r["num_ranks"]),
                     fmt_num(r["seed"]),
                     "yes" if r["baseline"] else "",
+                    _fmt_validated(r),
                 ]
                 for r in df.to_dict("records")
             ],
-            align="llllllrl",
+            align="llllllrll",
         )
     )
+    note = regime_note(df)
+    if note:
+        runs.add(Paragraph(note))
     side = Section("Side by side", anchor="side-by-side")
     side.add(Paragraph(f"Each cell: the run's value and, in brackets, its ratio to the baseline `{base_label}`."))
     rows = []

@@ -61,6 +61,43 @@ def test_runs_without_kernel_times(tmp_path: Path) -> None:
     assert np.isnan(df.loc[1, "kernel_s_gemm_ratio"])
 
 
+def _set_accuracy(run: Path, accelerator: str, runs: int, mean: float | None) -> None:
+    s = json.loads((run / "summary.json").read_text())
+    s["validation_accuracy"] = {"accelerator": accelerator, "dtype": "bf16", "model_kind": "dense", "runs": runs}
+    if mean is not None:
+        s["validation_accuracy"]["mean_step_error"] = mean
+    (run / "summary.json").write_text(json.dumps(s))
+
+
+def test_runs_in_regimes_with_different_validated_errors(tmp_path: Path) -> None:
+    """Each run's regime record is an identity column (no ratio); the report warns how much a
+    step-time ratio across regimes with different errors can be off, and names an unvalidated one."""
+    a = make_run_dir(tmp_path / "a100", layers=1, microbatches=1)
+    b = make_run_dir(tmp_path / "h100", layers=1, microbatches=1)
+    c = make_run_dir(tmp_path / "npu", layers=1, microbatches=1)
+    _set_accuracy(a, "A100", 12, -0.033)
+    _set_accuracy(b, "H100", 12, -0.100)
+    _set_accuracy(c, "NPU", 0, None)
+    df = compare_runs([a, b, c])
+    assert list(df["regime"]) == ["A100 bf16 dense", "H100 bf16 dense", "NPU bf16 dense"]
+    assert list(df["validated_runs"]) == [12, 12, 0]
+    assert df["validated_step_error"].iloc[:2].tolist() == pytest.approx([-0.033, -0.100])
+    assert np.isnan(df.loc[2, "validated_step_error"])
+    assert "validated_step_error_ratio" not in df.columns
+    out = tmp_path / "cmp"
+    write_compare([a, b, c], out)
+    md = (out / "report.md").read_text()
+    assert "| -3.3% (12 A100 bf16 dense runs) |" in md and "| none (NPU bf16 dense) |" in md
+    assert "can be off by about 7 points for that reason alone" in md
+    assert "No published run validates NPU bf16 dense" in md
+    # one regime (or runs without the record): no warning
+    out2 = tmp_path / "cmp2"
+    a2 = make_run_dir(tmp_path / "a100b", layers=1, microbatches=1)
+    _set_accuracy(a2, "A100", 12, -0.033)
+    write_compare([a, a2], out2)
+    assert "for that reason alone" not in (out2 / "report.md").read_text()
+
+
 def test_explicit_baseline(pair: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = pair
     df = compare_runs([a, b], baseline=b)

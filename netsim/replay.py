@@ -593,7 +593,9 @@ def rank_breakdown(
     compute_s = float(seg[busy_c & ~busy_m].sum())
     comm_s = float(seg[~busy_c & busy_m].sum())
     overlap_s = float(seg[busy_c & busy_m].sum())
-    idle_s = float(t1 - t0) - compute_s - comm_s - overlap_s
+    # the window less the rest (so the four add up to it); exactly 0 where no instant is idle,
+    # rather than the rounding residue of the subtraction
+    idle_s = float(t1 - t0) - compute_s - comm_s - overlap_s if (~busy_c & ~busy_m).any() else 0.0
     exposed = ~busy_c & busy_m
     share = np.where(exposed, seg / np.maximum(n_active, 1), 0.0)
     return Breakdown(

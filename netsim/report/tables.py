@@ -93,7 +93,8 @@ TABLES: dict[str, TableSpec] = {
                 "node": "node index (int)",
                 "stream": "stream the op ran on (str, e.g. compute, comm, comm-ep)",
                 "name": "op name (str, e.g. attn-fwd, ep-dispatch, dp-allreduce)",
-                "kind": "`compute`, `host` (CPU-side op of a replayed trace) or `comm`",
+                "kind": "`compute`, `host` (CPU-side time: an op of a replayed trace, or the host's wait "
+                "before a forward dispatch) or `comm`",
                 "traffic_class": "traffic class of a comm op (dp, pp, ep, tp, storage, checkpoint); empty for compute",
                 "layer": "model layer index (int; -1 or empty when the op belongs to no layer)",
                 "microbatch": "micro-batch index (int; -1 or empty when not applicable)",

@@ -104,7 +104,7 @@ LAYERS = [
     {"cli"},
     {"studies", "sweep"},
     {"report"},
-    {"run", "run_accounting", "traces"},
+    {"run", "run_accounting", "accuracy", "traces"},
     {"replay"},
     {"workload", "moe", "collectives"},
     {"network"},

@@ -417,6 +417,14 @@ class TrainingSpec(SpecModel):
         "weight gradients are written in 16 bits and then added into the main gradient (optimizer.grad_dtype) by a "
         "separate elementwise kernel, 2 + 2 x grad bytes per parameter (netsim.workload.costs)",
     )
+    deterministic: bool = Field(
+        default=False,
+        description="Megatron's --deterministic-mode (NVTE_ALLOW_NONDETERMINISTIC_ALGO=0): the fused attention "
+        "kernel's backward without atomic accumulation of the query gradient, at "
+        "netsim.workload.costs.DETERMINISTIC_ATTENTION_BWD (1.213x, approx.: FlashAttention-3's deterministic "
+        "backward on H100 against its default one); the rest of the mode (NCCL_ALGO=Ring, deterministic PyTorch "
+        "ops) is not timed",
+    )
 
 
 class OptimizerSpec(SpecModel):

@@ -273,6 +273,7 @@ def model_costs(
         lora=spec.training.lora,
         document_tokens=spec.training.document_tokens,
         grad_accumulation_bytes=grad_accumulation_bytes(spec),
+        deterministic=spec.training.deterministic,
     )
 
 

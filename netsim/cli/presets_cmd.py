@@ -1,5 +1,6 @@
 """`netsim presets`: list the built-in topology and workload presets and the compute profiles
-(with the attention kernels each knows), with their descriptions."""
+(with the attention kernels each knows), with their descriptions, and the regimes netsim's
+validation covers (netsim.accuracy: how far its step has been from published runs of each)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,52 @@ def _first_comment_or_description(path: object) -> str:
     if isinstance(data, dict) and data.get("description"):
         return " ".join(str(data["description"]).split())
     return ""
+
+
+def _accelerator_name(path: object) -> str:
+    """The ``accelerator.name`` a topology preset file declares ('' if none)."""
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(str(path)).read_text())
+    except (OSError, yaml.YAMLError):
+        return ""
+    acc = data.get("accelerator") if isinstance(data, dict) else None
+    return str(acc.get("name", "")) if isinstance(acc, dict) else ""
+
+
+def _regimes_table() -> Table:
+    """netsim's record on published runs per regime (netsim.accuracy), with the topology presets
+    whose accelerator each is."""
+    from netsim.accuracy import load_accuracy
+    from netsim.topology import list_presets, preset_path
+
+    presets: dict[str, list[str]] = {}
+    for name in list_presets():
+        presets.setdefault(_accelerator_name(preset_path(name)), []).append(name)
+    r = Table(
+        title="Validated regimes (published training runs netsim validate predicts; step-time error, "
+        "negative: netsim's step shorter)",
+        title_justify="left",
+    )
+    for col in ("accelerator (presets)", "dtype", "model"):
+        r.add_column(col)
+    for col in ("runs", "mean", "rms", "within 10%"):
+        r.add_column(col, justify="right")
+    for a in load_accuracy():
+        names = ", ".join(presets.get(a.accelerator, [])) or "-"
+        r.add_row(
+            f"{a.accelerator} ({names})",
+            a.dtype,
+            a.model_kind,
+            str(a.runs),
+            f"{100 * a.mean_step_error:+.1f}%",
+            f"{100 * a.rms_step_error:.1f}%",
+            str(a.within_10pct),
+        )
+    return r
 
 
 def register(app: typer.Typer) -> None:
@@ -56,3 +103,4 @@ def register(app: typer.Typer) -> None:
             prof = COMPUTE_PROFILES.get(name)
             c.add_row(name, ", ".join(prof.attention_kernels) or "roofline", prof.description)
         console.print(c)
+        console.print(_regimes_table())

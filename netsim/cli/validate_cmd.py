@@ -27,17 +27,68 @@ time to the published timings (:mod:`netsim.validation.ep_latency`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from netsim.cli.common import check_out_dir, cost_option, err_console, force_option
-from netsim.errors import SpecError
+from netsim.errors import NetsimError, SpecError
+
+if TYPE_CHECKING:
+    from netsim.validation.runner import ValidationResult
 
 
 def _check_kinds(kinds: list[str], allowed: tuple[str, ...]) -> None:
     for k in kinds:
         if k not in allowed:
             raise SpecError(f"unknown case kind {k!r}; allowed: {', '.join(allowed)}", field="--kind")
+
+
+def _check_outputs(merge: Path | None, out: Path | None, sets: list[str], force: bool) -> None:
+    """``--out DIR`` free (or ``--force``); ``--merge DIR`` a validation run directory, and neither
+    ``--out`` nor a what-if beside it."""
+    if out is not None and merge is None:
+        check_out_dir(out, force)
+    if merge is None:
+        return
+    if out is not None or sets:
+        raise NetsimError(
+            "--merge updates a validation run directory with the shipped model's predictions: give it "
+            "without --out and without --set",
+            field="--merge",
+        )
+    if not (merge / "results.csv").is_file():
+        raise NetsimError(f"{merge}: not a validation run directory (no results.csv)", field="--merge")
+
+
+def _write(res: ValidationResult, out: Path | None, force: bool) -> None:
+    """Print the summary (and write the run directory ``out``); exit 1 when an asserted point fails."""
+    from netsim.validation.report import format_summary, summarize, write_validation
+
+    summary = write_validation(res, out, force=force) if out is not None else summarize(res)
+    for line in format_summary(summary):
+        typer.echo(line)
+    if out is not None:
+        typer.echo(f"run directory: {out} (report.html, report.md, results.csv, figures/parity.png)")
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+def _merge(res: ValidationResult, merge: Path) -> None:
+    """Print what this invocation ran, merge it into ``merge`` and print the merged totals (exit
+    1 when an asserted point of the merged directory fails)."""
+    from netsim.validation.report import format_summary, merge_validation, summarize
+
+    for line in format_summary(summarize(res)):
+        typer.echo(line)
+    merged = merge_validation(res, merge)
+    o = merged["overall"]
+    typer.echo(
+        f"merged into {merge}: {merged['sources']} sources, {merged['cases']} cases, {o['points']} points, "
+        f"{o['within_10pct']} within 10%, {o['within_25pct']} within 25%"
+    )
+    if not merged["ok"]:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +105,12 @@ def register(app: typer.Typer) -> None:
             [], "--kind", help="collective, training, layer or ep-kernel (repeatable; default: all)."
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the run directory (report, parity plot)."),
+        merge: Path | None = typer.Option(
+            None,
+            "--merge",
+            help="Update this validation run directory in place: the selected cases' rows replaced, the "
+            "others kept, report and summary rewritten (e.g. --only 'SOURCE/*' --merge reports/validation).",
+        ),
         collective_cost: str | None = cost_option(),
         source: list[Path] = typer.Option([], "--source", help="Validation file(s) instead of the shipped ones."),
         no_known_gaps: bool = typer.Option(
@@ -67,9 +124,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Predict published measurements (nccl-tests, training runs, profiled layers) and compare."""
-        if out is not None:
-            check_out_dir(out, force)
-        from netsim.validation.report import format_summary, summarize, write_validation
+        _check_outputs(merge, out, set_, force)
         from netsim.validation.runner import CASE_KINDS, run_validation
 
         _check_kinds(kind, CASE_KINDS)
@@ -91,13 +146,10 @@ def register(app: typer.Typer) -> None:
             known_gaps=not no_known_gaps,
             progress=progress,
         )
-        summary = write_validation(res, out, force=force) if out is not None else summarize(res)
-        for line in format_summary(summary):
-            typer.echo(line)
-        if out is not None:
-            typer.echo(f"run directory: {out} (report.html, report.md, results.csv, figures/parity.png)")
-        if not summary["ok"]:
-            raise typer.Exit(1)
+        if merge is not None:
+            _merge(res, merge)
+        else:
+            _write(res, out, force)
 
     @app.command("validate-deepep")
     def validate_deepep_cmd(

@@ -24,7 +24,15 @@ import pandas as pd
 from netsim.accuracy import regime_accuracy
 from netsim.validation.runner import KiB, MiB, ValidationResult
 
-__all__ = ["band_of", "format_summary", "layer_class_scales", "summarize", "validation_document", "write_validation"]
+__all__ = [
+    "band_of",
+    "format_summary",
+    "layer_class_scales",
+    "merge_validation",
+    "summarize",
+    "validation_document",
+    "write_validation",
+]
 
 BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training", "layer", "ep-kernel")
 
@@ -597,3 +605,57 @@ def write_validation(res: ValidationResult, out: str | Path, *, force: bool = Fa
         (tmp / "report.md").write_text(render_markdown(doc))
         (tmp / "report.html").write_text(render_html(doc, figures))
     return summary
+
+
+#: what identifies a row of the result table: a case's metric at a size
+ROW_KEY = ("source", "case", "metric", "size_bytes")
+
+
+def merge_validation(res: ValidationResult, into: str | Path) -> dict[str, Any]:
+    """Update the validation run directory ``into`` with ``res``: its rows of the cases ``res``
+    ran are replaced (matched by source, case, metric and size), new ones appended, the others
+    kept; the summary, report and parity plot are rewritten from the merged table (atomically,
+    like every run).  Returns the merged summary.
+
+    Raises:
+        SpecError: ``into`` has no readable ``results.csv`` of a validation run.
+    """
+    from netsim.errors import SpecError
+    from netsim.validation.runner import COLUMNS
+
+    path = Path(into) / "results.csv"
+    try:
+        old = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read {path} ({exc})", field="--merge") from None
+    missing = [c for c in ROW_KEY if c not in old.columns]
+    if missing:
+        raise SpecError(f"{path} is not a validation results table (no {', '.join(missing)})", field="--merge")
+    new = res.table.reindex(columns=list(COLUMNS))
+    old = old.reindex(columns=list(COLUMNS))
+
+    def keys(t: pd.DataFrame) -> list[tuple[Any, ...]]:
+        sizes = [None if pd.isna(v) else int(v) for v in t["size_bytes"]]
+        return [(s, c, m, z) for s, c, m, z in zip(t["source"], t["case"], t["metric"], sizes, strict=True)]
+
+    ran = {(s, c) for s, c in zip(new["source"], new["case"], strict=True)}
+    new_rows = new.to_dict("records")
+    by_key = dict(zip(keys(new), range(len(new_rows)), strict=True))
+    # the re-run cases' rows where the old table had them, then any new ones
+    rows: list[dict[str, Any]] = []
+    placed: set[int] = set()
+    for k, row in zip(keys(old), old.to_dict("records"), strict=True):
+        if (k[0], k[1]) not in ran:
+            rows.append(row)
+        elif (j := by_key.get(k)) is not None and j not in placed:
+            rows.append(new_rows[j])
+            placed.add(j)
+    rows += [r for j, r in enumerate(new_rows) if j not in placed]
+    table = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
+    merged_res = ValidationResult(
+        table=table,
+        sources=int(table["source"].nunique()),
+        cases=len(table.drop_duplicates(["source", "case"])),
+        cost_model=res.cost_model,
+    )
+    return write_validation(merged_res, into, force=True)

@@ -296,15 +296,12 @@ class ModelCosts(ParamCounts):
         return call if slow == (1.0, 1.0, 1.0) else replace(call, slow=slow)
 
     def _back(self, calls: list[KernelCall], part: Part, weights: bool = True) -> list[KernelCall]:
-        """:func:`netsim.workload.kernel_calls.split` with the model's frozen weights (LoRA) and the
-        fused attention's deterministic backward (``training.deterministic``); in a
+        """:func:`netsim.workload.kernel_calls.split` with the model's frozen weights (LoRA); in a
         part that computes weight gradients, without gradient accumulation fusion, the add of
         each trained GEMM weight's gradient into its main gradient after the part's kernels
         (``weights``: the GEMM calls carry weights; not the unfused attention core's batched
         products)."""
         out = _split(calls, part, self.frozen)
-        if self.attention_bwd_scale != 1.0:  # training.deterministic
-            out = [replace(c, scale=c.scale * self.attention_bwd_scale) if c.kernel == "attention" else c for c in out]
         if not weights or self.grad_accumulation_bytes <= 0 or part not in ("W", "BW"):
             return out
         return out + [self._grad_add(c) for c in calls if trains_weight(c, self.frozen)]
@@ -427,7 +424,9 @@ class ModelCosts(ParamCounts):
             # against s/cp keys, each with the FLOPs of a causal call of that length (1/cp of the
             # sequence's); cp = 1 is the whole sequence
             batch = self.mbs * self.cp * docs
-            calls = [_call("attention", "fwd", batch=batch, heads=heads, seq=s // self.cp, head_dim=d)]
+            core = _call("attention", "fwd", batch=batch, heads=heads, seq=s // self.cp, head_dim=d)
+            # training.deterministic: its backward's multiplier, folded in by split
+            calls = [replace(core, slow=(1.0, self.attention_bwd_scale, 1.0))]
         else:
             groups = self.mbs * heads * docs
             rows = groups * s

@@ -63,8 +63,10 @@ class KernelCall:
     attention operators keep their BF16/FP32 precision; only the linear layers' GEMMs run in FP8);
     ``quant``: an FP8 quantisation cast (:mod:`netsim.workload.fp8`), not repeated in the backward;
     ``slow``: the time multipliers of a GEMM's forward, input-gradient and weight-gradient halves
-    when a TP overlap takes SMs from them (:mod:`netsim.workload.tp_overlap`); a forward call
-    applies the first, :func:`split` folds the others into the backward calls' ``scale``;
+    when a TP overlap takes SMs from them (:mod:`netsim.workload.tp_overlap`), or of another
+    kernel's forward and whole backward (the fused attention's deterministic backward,
+    ``training.deterministic``); a forward call applies the first, :func:`split` folds the
+    others into the backward calls' ``scale``;
     ``adapter``: a LoRA adapter's GEMM (:mod:`netsim.workload.lora`)."""
 
     kernel: str
@@ -150,10 +152,10 @@ def split(calls: list[KernelCall], part: Part, frozen: bool = False) -> list[Ker
             if part == "W":
                 continue
         if part == "BW":
-            scale = c.scale * (0.5 * (dgrad + wgrad) if weighted else 1.0)
+            scale = c.scale * (0.5 * (dgrad + wgrad) if weighted else dgrad)
             out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
         elif part == "B":
-            scale = c.scale * (0.5 * dgrad if weighted else 1.0)
+            scale = c.scale * (0.5 * dgrad if weighted else dgrad)
             out.append(KernelCall(c.kernel, "bwd", c.shape, scale, c.no_fp8, adapter=c.adapter))
         elif part == "W" and weighted:
             out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8, adapter=c.adapter))

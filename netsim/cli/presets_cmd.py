@@ -10,23 +10,8 @@ from rich.table import Table
 from netsim.cli.common import console
 
 
-def _first_comment_or_description(path: object) -> str:
-    from pathlib import Path
-
-    import yaml
-
-    p = Path(str(path))
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, yaml.YAMLError):
-        return ""
-    if isinstance(data, dict) and data.get("description"):
-        return " ".join(str(data["description"]).split())
-    return ""
-
-
-def _accelerator_name(path: object) -> str:
-    """The ``accelerator.name`` a topology preset file declares ('' if none)."""
+def _preset_data(path: object) -> dict[str, object]:
+    """A preset file's YAML mapping (empty if unreadable)."""
     from pathlib import Path
 
     import yaml
@@ -34,40 +19,42 @@ def _accelerator_name(path: object) -> str:
     try:
         data = yaml.safe_load(Path(str(path)).read_text())
     except (OSError, yaml.YAMLError):
-        return ""
-    acc = data.get("accelerator") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _first_comment_or_description(path: object) -> str:
+    desc = _preset_data(path).get("description")
+    return " ".join(str(desc).split()) if desc else ""
+
+
+def _accelerator_name(path: object) -> str:
+    """The ``accelerator.name`` a topology preset file declares ('' if none)."""
+    acc = _preset_data(path).get("accelerator")
     return str(acc.get("name", "")) if isinstance(acc, dict) else ""
 
 
 def _regimes_table() -> Table:
-    """netsim's record on published runs per regime (netsim.accuracy), with the topology presets
-    whose accelerator each is."""
+    """netsim's record on published runs per regime (netsim.accuracy), as the validation report
+    tables it, with the topology presets whose accelerator each is."""
     from netsim.accuracy import load_accuracy
     from netsim.topology import list_presets, preset_path
+    from netsim.validation.report import regime_table
 
     presets: dict[str, list[str]] = {}
     for name in list_presets():
         presets.setdefault(_accelerator_name(preset_path(name)), []).append(name)
+    records = load_accuracy()
+    head, body = regime_table([a.as_dict() for a in records])
     r = Table(
         title="Validated regimes (published training runs netsim validate predicts; step-time error, "
         "negative: netsim's step shorter)",
         title_justify="left",
     )
-    for col in ("accelerator (presets)", "dtype", "model"):
-        r.add_column(col)
-    for col in ("runs", "mean", "rms", "within 10%"):
-        r.add_column(col, justify="right")
-    for a in load_accuracy():
-        names = ", ".join(presets.get(a.accelerator, [])) or "-"
-        r.add_row(
-            f"{a.accelerator} ({names})",
-            a.dtype,
-            a.model_kind,
-            str(a.runs),
-            f"{100 * a.mean_step_error:+.1f}%",
-            f"{100 * a.rms_step_error:.1f}%",
-            str(a.within_10pct),
-        )
+    for i, col in enumerate(head):
+        r.add_column(col, justify="right" if i >= 3 else "left")
+    for a, row in zip(records, body, strict=True):
+        r.add_row(f"{row[0]} ({', '.join(presets.get(a.accelerator, [])) or '-'})", *row[1:])
     return r
 
 

@@ -73,7 +73,7 @@ Host synchronisation
     host_wait`), so under an overlapped schedule the other micro-batch's work issued after the
     wait waits too, as it does behind a blocked host.  The host time per call
     (:attr:`Dispatcher.host_sync_s`, overridable with ``model.moe.host_sync_us``) is known for
-    one library from one measurement, *approx.*: HybridEP 0.62 ms, the GPU idle time of
+    one library from one measurement, *approx.*: HybridEP 0.616 ms, the GPU idle time of
     Megatron-Bridge's matched Nsight profile of Qwen3-30B-A3B training on 16 H100s (1.893 s of a
     24.714 s step) over its 3,072 forward dispatches per step, all of it charged to the waits.
     No source gives it for Megatron's ``alltoall`` or DeepEP: 0 there (not modelled) until one

@@ -109,12 +109,21 @@ class ParallelSpec(SpecModel):
         "p2p): each of cp ranks holds 1/cp of every sequence (2 * cp load-balanced chunks) and exchanges K and V "
         "with its ring neighbours while the attention runs; gradients are reduced over dp * cp ranks",
     )
-    cp_comm_type: Literal["p2p", "all_gather"] = Field(
+    cp_comm_type: Literal["p2p", "all_gather", "a2a", "a2a+p2p"] = Field(
         default="p2p",
         description="how context parallelism exchanges keys and values: p2p (Transformer Engine's ring beside the "
-        "attention, Megatron's default) or all_gather (K and V all-gathered over the CP group before the attention "
+        "attention, Megatron's default), all_gather (K and V all-gathered over the CP group before the attention "
         "and their gradients reduce-scattered after its backward: Transformer Engine's all_gather type, the method "
-        "of the Llama 3 paper)",
+        "of the Llama 3 paper), a2a (Ulysses: Q, K, V all-to-all from sequence to head split before the "
+        "attention, its output back after; needs heads and KV heads per TP rank divisible by cp) or a2a+p2p "
+        "(hierarchical_cp: a2a inside groups of the first size, the p2p ring across the second); "
+        "netsim.workload.context_parallel",
+    )
+    hierarchical_cp: list[int] | None = Field(
+        default=None,
+        description="with cp_comm_type a2a+p2p: [a2a size, p2p size], their product cp (Megatron-Core's "
+        "--hierarchical-context-parallel-sizes: the a2a groups are consecutive CP ranks, the p2p rings stride "
+        "across them)",
     )
     ep: int = Field(default=1, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 1
@@ -149,6 +158,17 @@ class ParallelSpec(SpecModel):
         "group)",
     )
 
+    @property
+    def cp_a2a(self) -> int:
+        """CP ranks an all-to-all of Q, K, V spans (``a2a``: all ``cp``; ``a2a+p2p``: the first
+        ``hierarchical_cp`` size; else 1): each then computes the attention of ``1 / cp_a2a`` of
+        its heads on ``cp_a2a`` times its tokens (netsim.workload.context_parallel)."""
+        if self.cp_comm_type == "a2a":
+            return self.cp
+        if self.cp_comm_type == "a2a+p2p" and self.hierarchical_cp:
+            return self.hierarchical_cp[0]
+        return 1
+
     @field_validator("pipeline_layers", mode="before")
     @classmethod
     def _layers_or_balanced(cls, v: Any) -> Any:
@@ -162,6 +182,17 @@ class ParallelSpec(SpecModel):
             raise ValueError(f"dp must be >= 1 or 'auto', got {self.dp}")
         if isinstance(self.pipeline_layers, list) and any(n < 0 for n in self.pipeline_layers):
             raise ValueError(f"pipeline_layers must be counts >= 0, got {self.pipeline_layers}")
+        if self.cp_comm_type == "a2a+p2p":
+            h = self.hierarchical_cp
+            if h is None or len(h) != 2 or any(n < 1 for n in h) or h[0] * h[1] != self.cp:
+                raise ValueError(
+                    f"cp_comm_type a2a+p2p needs hierarchical_cp: [a2a size, p2p size], two sizes >= 1 whose "
+                    f"product is cp = {self.cp} (got {h})"
+                )
+        elif self.hierarchical_cp is not None:
+            raise ValueError(
+                f"hierarchical_cp is for cp_comm_type a2a+p2p (got cp_comm_type {self.cp_comm_type!r}); remove it"
+            )
         return self
 
 

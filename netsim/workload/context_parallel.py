@@ -1,4 +1,4 @@
-"""Context parallelism: a sequence split over ``cp`` ranks, attention as a ring of K/V exchanges.
+"""Context parallelism: a sequence split over ``cp`` ranks; attention by a K/V ring, an all-gather or all-to-alls.
 
 Megatron-Core trains long sequences with Transformer Engine's context parallelism
 (``--context-parallel-size``, ``cp_comm_type`` ``p2p``, the default; TE's
@@ -36,9 +36,26 @@ context_parallel.py at d0067d0da6).  What netsim models of it:
   (Megatron's data-parallel group with context parallelism; :meth:`~netsim.workload.layout.
   ParallelLayout.dp_group`), and the distributed optimizer shards over them.
 
+* **All-to-all** (``cp_comm_type: a2a``, Ulysses: TE's ``AttnFuncWithCPAndQKVOA2A``): Q, K and
+  V go from the sequence split to a head split, one ``all_to_all`` each over the CP group
+  (``flash_attn_a2a_communicate``, phase ``fwd-cp-a2a``); the core then runs ``1 / cp`` of the TP
+  rank's heads over the whole sequence (:attr:`~netsim.workload.costs.ModelCosts.cp_a2a`), and its
+  output goes back in one more (``fwd-cp-a2a-out``).  The backward mirrors it: the output's
+  gradient before the core (``bwd-cp-a2a``), the gradients of Q, K and V after it
+  (``bwd-cp-a2a-out``).  Each call carries the rank's share of one tensor
+  (:attr:`~netsim.workload.costs.ModelCosts.cp_a2a_bytes`).  TE asserts that the CP size divides
+  the query and the key/value heads of a TP rank; so does :func:`netsim.workload.layout.build_layout`.
+* **Hierarchical** (``a2a+p2p``, ``parallelism.hierarchical_cp: [a, p]``, Megatron-Core's
+  ``--hierarchical-context-parallel-sizes``; TE's ``AttnFuncWithCPAndKVP2P`` with an a2a group):
+  the all-to-alls over the ``a`` consecutive CP ranks of a group
+  (:meth:`~netsim.workload.layout.ParallelLayout.cp_subgroup`), then the K/V ring over the ``p``
+  ranks at the same position of every group: ``p`` blocks of ``seq_len / p`` queries on ``1 / a``
+  of the heads.  A rank then holds ``a`` times its tokens of ``1 / a`` of the heads, so each
+  ring step passes the same K/V bytes as the plain ring's.
+
 What is not modelled: the per-step softmax corrections (elementwise, small next to the core),
-the extra buffers of the ring (two K/V sizes, transient), the other ``cp_comm_type`` variants
-(``a2a``, ``a2a+p2p``).  The exchanges' NCCL kernels hold SMs while in flight, so the core
+the extra buffers of the ring (two K/V sizes, transient) and the a2a types' reordering copies
+of the sequence chunks (elementwise).  The exchanges' NCCL kernels hold SMs while in flight, so the core
 beside them runs on the others (:mod:`netsim.workload.nccl_sms`, ``overlap.nccl_sms.cp``).  The fork and
 join of compute and exchanges is exact when the exchanges are the faster (grouped-query
 attention: K/V are ``2 * kv_heads / heads`` of the activations); when they are slower the step
@@ -69,13 +86,20 @@ class ContextParallelRing:
         self.emit = emit
         self.cp = ctx.layout.cp
         self.all_gather = ctx.spec.parallelism.cp_comm_type == "all_gather"
+        #: ranks of the Q/K/V all-to-all (the a2a types; 1: none) and of the K/V ring after it
+        self.a2a = ctx.costs.cp_a2a
+        self.ring = self.cp // self.a2a
+        #: bytes of each all-to-all: the rank's Q, K, V and O (their gradients alike)
+        self.a2a_bytes = ctx.costs.cp_a2a_bytes
         kv = ctx.costs.cp_kv_bytes
-        #: the rank's K/V bytes (what one ring step sends; cp x this is the all-gather's output)
+        #: the rank's K/V bytes (what one ring step sends; cp x this is the all-gather's output; after
+        #: the a2a of a2a+p2p a rank holds a2a x the tokens of 1/a2a of the heads: the same bytes)
         self.kv_bytes = kv
-        #: bytes each ring step sends: forward ``cp - 1`` x K/V; backward K/V, (K/V + dK/dV) x
-        #: (cp - 2), dK/dV
-        self.forward_steps: tuple[float, ...] = (kv,) * (self.cp - 1)
-        self.backward_steps: tuple[float, ...] = (kv, *((2 * kv,) * (self.cp - 2)), kv) if self.cp > 1 else ()
+        #: bytes each ring step sends: forward ``ring - 1`` x K/V; backward K/V, (K/V + dK/dV) x
+        #: (ring - 2), dK/dV
+        r = self.ring
+        self.forward_steps: tuple[float, ...] = (kv,) * (r - 1)
+        self.backward_steps: tuple[float, ...] = (kv, *((2 * kv,) * (r - 2)), kv) if r > 1 else ()
 
     def core(
         self,
@@ -99,25 +123,41 @@ class ContextParallelRing:
             if backward:
                 deps = self._collective(rank, step, deps, "reduce_scatter", total, phase + "-rs", layer, mb, 0)
             return deps
+        if self.a2a > 1:  # Q, K, V (the output's gradient) from sequence to head split
+            for k, t in enumerate(("o",) if backward else ("q", "k", "v")):
+                deps = self._collective(rank, step, deps, "all_to_all", self.a2a_bytes[t], phase + "-a2a", layer, mb, k)
         ring = deps
         for k, nbytes in enumerate(self.backward_steps if backward else self.forward_steps):
             ring = self._collective(rank, step, ring, "sendrecv", nbytes, phase, layer, mb, k)
-        done = self.emit.compute(rank, step, name, calls, deps, layer, mb)
-        return [*done, *ring]
+        done = [*self.emit.compute(rank, step, name, calls, deps, layer, mb), *ring]
+        if self.a2a > 1:  # the output (the gradients of Q, K, V) back to the sequence split
+            out = phase + "-a2a-out"
+            for k, t in enumerate(("q", "k", "v") if backward else ("o",)):
+                done = self._collective(rank, step, done, "all_to_all", self.a2a_bytes[t], out, layer, mb, k)
+        return done
 
     def _collective(
         self, rank: int, step: int, deps: Deps, op: str, nbytes: float, phase: str, layer: int, mb: int, k: int
     ) -> Deps:
-        """One ``op`` over ``rank``'s CP group, keyed by (step, phase, micro-batch, layer, ring step)."""
-        L = self.ctx.layout
+        """One ``op`` over ``rank``'s CP group (the all-to-alls of an a2a type over its a2a group, the
+        ring steps over its ring), keyed by (step, phase, micro-batch, layer, step of the phase)."""
+        L, a2a = self.ctx.layout, self.a2a
+
+        group_of: Callable[[int], tuple[int, ...]] = L.cp_group
+        if a2a > 1 and op in ("all_to_all", "sendrecv"):
+            level = "a2a" if op == "all_to_all" else "p2p"
+            group_of = functools.partial(L.cp_subgroup, a2a=a2a, level=level)
 
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-            return L.cp_group(r), ("cp", step, phase, mb, layer, k, L.group_index("cp", r))
+            g = group_of(r)
+            return g, ("cp", step, phase, mb, layer, k, g[0])
 
         sms = self.ctx.nccl_sms
         held: Callable[[float, tuple[int, ...]], float]
         if op == "sendrecv":  # a ring step: one send to the next rank, one receive from the last
             held = functools.partial(_ring_share, sms)
+        elif op == "all_to_all":  # grouped send/recv: every other member a peer
+            held = functools.partial(_a2a_share, sms)
         else:
             held = functools.partial(sms.collective_share, "cp", op)
         return self.emit.group_collective(
@@ -128,3 +168,8 @@ class ContextParallelRing:
 def _ring_share(sms: NcclSms, nbytes: float, group: tuple[int, ...]) -> float:
     """The share of a member's SMs NCCL's kernel of one ring step holds (one peer each way)."""
     return sms.p2p_share("cp", group, nbytes, 1)
+
+
+def _a2a_share(sms: NcclSms, nbytes: float, group: tuple[int, ...]) -> float:
+    """The share of a member's SMs NCCL's all-to-all kernel holds (``nbytes`` split over the group)."""
+    return sms.p2p_share("cp", group, nbytes / len(group), len(group) - 1)

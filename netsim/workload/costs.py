@@ -166,6 +166,7 @@ class ModelCosts(ParamCounts):
         flash_attention: bool = True,
         dropout: bool = False,
         cp: int = 1,
+        cp_a2a: int = 1,
         cross_entropy: str = "fused",
         tp_slowdown: Mapping[str, float] | None = None,
         lora: LoraSpec | None = None,
@@ -198,6 +199,9 @@ class ModelCosts(ParamCounts):
         self.tp = tp
         #: context-parallel ranks a sequence is split over (netsim.workload.context_parallel)
         self.cp = cp
+        #: CP ranks the Q/K/V all-to-all spans (``a2a``: cp; ``a2a+p2p``: its first level; else 1):
+        #: the core runs 1 / cp_a2a of the TP rank's heads on cp_a2a times the rank's tokens
+        self.cp_a2a = cp_a2a
         #: tokens of a micro-batch one rank holds (its 1/cp share of every sequence)
         self.tokens = micro_batch_size * model.seq_len // cp
         self.sp_tokens = self.tokens // tp if sequence_parallel and tp > 1 else self.tokens
@@ -393,6 +397,23 @@ class ModelCosts(ParamCounts):
             per_token = 2 * max(1, m.num_kv_heads // self.tp) * m.dim_per_head
         return float(self.tokens * per_token * m.bpe)
 
+    @property
+    def cp_a2a_bytes(self) -> dict[str, float]:
+        """Bytes of the rank's share of Q, K, V and the core's output O for a micro-batch (its
+        tokens, its TP rank's heads): what each all-to-all of the ``a2a`` context-parallel types
+        carries, one call per tensor, in ``(dq, dk, dv, do)`` the same sizes (Transformer Engine's
+        ``flash_attn_a2a_communicate``; MLA: every head's key and value at their head dims)."""
+        m = self.m
+        heads = max(1, m.heads // self.tp)
+        if m.mla is not None:
+            a = m.mla
+            qk, v, kv_heads = a.qk_nope_head_dim + a.qk_rope_head_dim, a.v_head_dim, heads
+        else:
+            qk = v = m.dim_per_head
+            kv_heads = max(1, m.num_kv_heads // self.tp)
+        per = self.tokens * m.bpe
+        return {"q": per * heads * qk, "k": per * kv_heads * qk, "v": per * kv_heads * v, "o": per * heads * v}
+
     def _close(self) -> list[KernelCall]:
         """What closes a sub-block (attention, MLP, MoE) on the rank's tokens (its sequence-
         parallel share): the bias + residual add, after dropout when the model has it."""
@@ -406,7 +427,9 @@ class ModelCosts(ParamCounts):
         Megatron's unfused core (module doc) when ``flash_attention`` is off.  ``window``: a
         sliding window of that many tokens (``model.sliding_window``; cp = 1)."""
         m = self.m
-        heads = max(1, m.heads // self.tp)
+        # the a2a context-parallel types: 1 / cp_a2a of the heads over cp_a2a times the tokens
+        heads = max(1, m.heads // (self.tp * self.cp_a2a))
+        ring = self.cp // self.cp_a2a  # ranks of the K/V ring (cp for p2p, 1 for a2a)
         d = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim if m.mla is not None else m.dim_per_head
         s = m.seq_len
         docs = 1.0  # causal calls per sequence
@@ -420,11 +443,11 @@ class ModelCosts(ParamCounts):
             # efficiency of a 2-window call (each query tile meets the tiles of its window)
             docs, s = docs * s / (2 * window), 2 * window
         if self.flash:
-            # under context parallelism (netsim.workload.context_parallel) cp blocks of s/cp queries
-            # against s/cp keys, each with the FLOPs of a causal call of that length (1/cp of the
-            # sequence's); cp = 1 is the whole sequence
-            batch = self.mbs * self.cp * docs
-            core = _call("attention", "fwd", batch=batch, heads=heads, seq=s // self.cp, head_dim=d)
+            # under context parallelism (netsim.workload.context_parallel) a ring of r ranks runs r
+            # blocks of s/r queries against s/r keys, each with the FLOPs of a causal call of that
+            # length (1/r of the sequence's, on 1/cp_a2a of the heads); no ring is the whole sequence
+            batch = self.mbs * ring * docs
+            core = _call("attention", "fwd", batch=batch, heads=heads, seq=s // ring, head_dim=d)
             # training.deterministic: its backward's multiplier, folded in by split
             calls = [replace(core, slow=(1.0, self.attention_bwd_scale, 1.0))]
         else:

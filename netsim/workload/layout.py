@@ -32,6 +32,7 @@ Rank -> device placement (:func:`place_ranks`):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -152,6 +153,17 @@ class ParallelLayout:
             for r in got:
                 self._cp_groups[r] = got
         return got
+
+    def cp_subgroup(self, rank: int, a2a: int, level: str) -> tuple[int, ...]:
+        """``rank``'s group of one level of hierarchical context parallelism whose first level has
+        ``a2a`` ranks (Megatron-Core's ``create_hierarchical_groups``): ``a2a``, the ``a2a``
+        consecutive ranks of the CP group that hold ``rank`` (its all-to-all); ``p2p``, the CP
+        ranks at ``rank``'s position in the other ``a2a`` groups (its ring), in ring order."""
+        group = self.cp_group(rank)
+        c = group.index(rank)
+        if level == "a2a":
+            return group[c - c % a2a : c - c % a2a + a2a]
+        return group[c % a2a :: a2a]
 
     def ep_group(self, rank: int) -> tuple[int, ...]:
         """The ranks that exchange tokens with ``rank`` and hold the other experts, in EP-position
@@ -440,3 +452,18 @@ def _check_context_parallel(spec: WorkloadSpec) -> None:
             source=src,
             field="parallelism.cp",
         )
+    a2a, tp, m = spec.parallelism.cp_a2a, spec.parallelism.tp, spec.model
+    if a2a > 1:
+        # Transformer Engine's a2a types split the heads of every TP rank over the a2a group
+        # (AttnFuncWithCPAndQKVOA2A asserts num_heads % cp_size == 0 for Q and for K, V)
+        heads = {"heads": m.heads // tp, "kv_heads": (m.heads if m.mla is not None else m.num_kv_heads) // tp}
+        bad = {k: v for k, v in heads.items() if v % a2a}
+        if bad:
+            what = ", ".join(f"{k} / tp = {v}" for k, v in heads.items())
+            allowed = _divisors(math.gcd(*heads.values()))
+            raise WorkloadError(
+                f"cp_comm_type {spec.parallelism.cp_comm_type} splits each TP rank's attention heads over "
+                f"{a2a} ranks, which must divide them ({what}); allowed a2a sizes: {allowed}",
+                source=src,
+                field="parallelism.cp_comm_type",
+            )

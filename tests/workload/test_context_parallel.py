@@ -10,7 +10,7 @@ import pytest
 
 from netsim.calibration.catalogue import get_kernel
 from netsim.config.workload import load_workload
-from netsim.errors import WorkloadError
+from netsim.errors import SpecError, WorkloadError
 from netsim.topology import load_topology
 from netsim.workload.costs import ModelCosts
 from netsim.workload.graph import StepPlan, build_plan
@@ -166,3 +166,91 @@ def test_all_gather_type_gathers_before_the_core_and_scatters_after_its_backward
     by_id = {o.id: o for o in plan.ops}
     core = next(o for o in plan.ops if o.name == "F.attn-core")
     assert any(by_id[d].coll is not None and by_id[d].coll.traffic_class == "cp" for d in core.deps)
+
+
+A2A_MODEL: dict[str, Any] = {**MODEL, "kv_heads": 8}
+
+
+@pytest.mark.parametrize(
+    ("extra", "a2a", "ring"),
+    [
+        ({"cp_comm_type": "a2a"}, 4, 1),
+        ({"cp_comm_type": "a2a+p2p", "hierarchical_cp": [2, 2]}, 2, 2),
+        ({"cp_comm_type": "a2a+p2p", "hierarchical_cp": [4, 1]}, 4, 1),
+    ],
+)
+def test_a2a_types_move_qkv_by_heads_and_ring_the_rest(extra: dict[str, Any], a2a: int, ring: int) -> None:
+    """Transformer Engine's a2a types (AttnFuncWithCPAndQKVOA2A; a2a+p2p: AttnFuncWithCPAndKVP2P
+    with an a2a group first): Q, K, V all-to-all over the a2a group before the core, O after; in
+    the backward dO before, dQ, dK, dV after; a2a+p2p rings K/V over the groups' positions."""
+    cp = 4
+    plan = _plan(cp, "training.recompute=selective", model=A2A_MODEL, dp=1, **extra)
+    L = plan.layout
+    # hand-counted: 128 / 4 = 32 tokens, TP 2 -> 4 query and 4 KV heads of 32, 2 bytes
+    tensor = 32 * 4 * 32 * 2
+    kv = 2 * tensor  # K and V, what a ring step passes
+    cp_colls = [c for c in plan.collectives.values() if c.traffic_class == "cp"]
+    a2as = [c for c in cp_colls if c.op == "all_to_all"]
+    assert a2as and all(c.nbytes == tensor for c in a2as)
+    # the a2a groups are a2a consecutive CP ranks (Megatron's first hierarchical level)
+    cp0 = L.cp_group(0)
+    assert {c.ranks for c in a2as if 0 in c.ranks} == {cp0[:a2a]}
+    cores = 4 * 2 * (L.world // a2a)  # micro-batches x layers of a stage x a2a groups
+    per = {"fwd-cp-a2a": 3, "fwd-cp-a2a-out": 1, "rcp-fwd-cp-a2a": 3, "rcp-fwd-cp-a2a-out": 1}
+    per |= {"bwd-cp-a2a": 1, "bwd-cp-a2a-out": 3}
+    got: dict[str, int] = {}
+    for c in a2as:
+        got[c.phase] = got.get(c.phase, 0) + 1
+    assert got == {k: v * cores for k, v in per.items()}
+    ring_colls = [c for c in cp_colls if c.op == "sendrecv"]
+    if ring == 1:
+        assert not ring_colls
+    else:
+        assert {c.ranks for c in ring_colls if 0 in c.ranks} == {cp0[::a2a]}
+        assert all(c.nbytes in (kv, 2 * kv) for c in ring_colls)
+        fwd = [c for c in ring_colls if c.phase == "fwd-cp"]
+        assert len(fwd) == (ring - 1) * 4 * 2 * (L.world // ring)
+    # the core: 1 / a2a of the TP rank's heads, ring blocks of seq / ring queries
+    core = next(o for o in plan.ops if o.name == "F.attn-core" and o.rank == 0)
+    costs = ModelCosts(load_workload({"model": A2A_MODEL}, source="t").model, 1, 2, cp=cp, cp_a2a=a2a)
+    shape = dict(costs.attention_core("F")[0].shape)
+    assert (shape["heads"], shape["seq"], shape["batch"]) == (4 // a2a, 128 // ring, ring)
+    # the same FLOPs as the ring's: 1 / cp of the sequence's causal attention
+    att = get_kernel("attention")
+    flops = att.flops(att.check_shape(shape), "fwd")
+    model = load_workload({"model": A2A_MODEL}, source="t").model
+    p2p = dict(ModelCosts(model, 1, 2, cp=cp).attention_core("F")[0].shape)
+    assert flops == pytest.approx(att.flops(att.check_shape(p2p), "fwd"))
+    # the core waits for the V all-to-all, the output projection for the O all-to-all
+    by_id = {o.id: o for o in plan.ops}
+    assert [by_id[d].coll.phase for d in core.deps if by_id[d].coll is not None] == ["fwd-cp-a2a"]
+    post = next(o for o in plan.ops if o.name == "F.attn-post" and o.rank == 0)
+    assert [by_id[d].coll.phase for d in post.deps if by_id[d].coll is not None] == ["fwd-cp-a2a-out"]
+
+
+def test_cp_subgroups_follow_megatrons_hierarchical_groups() -> None:
+    # create_hierarchical_groups with sizes [2, 4] over 8 ranks: [g0, g1], ... and [g0, g2, g4, g6]
+    plan = _plan(8, model=A2A_MODEL, dp=1, pp=1, cp_comm_type="a2a+p2p", hierarchical_cp=[2, 4])
+    L = plan.layout
+    g = L.cp_group(0)
+    assert len(g) == 8
+    assert L.cp_subgroup(g[3], 2, "a2a") == g[2:4]
+    assert L.cp_subgroup(g[3], 2, "p2p") == (g[1], g[3], g[5], g[7])
+
+
+@pytest.mark.parametrize(
+    ("par", "words", "field"),
+    [
+        ({"cp_comm_type": "a2a"}, "allowed a2a sizes: 1", "parallelism.cp_comm_type"),
+        ({"cp_comm_type": "a2a+p2p", "hierarchical_cp": [4, 1]}, "allowed a2a sizes: 1", "parallelism.cp_comm_type"),
+        ({"cp_comm_type": "a2a+p2p"}, "needs hierarchical_cp", "parallelism"),
+        ({"cp_comm_type": "a2a+p2p", "hierarchical_cp": [2, 3]}, "product is cp = 4", "parallelism"),
+        ({"hierarchical_cp": [2, 2]}, "hierarchical_cp is for cp_comm_type a2a+p2p", "parallelism"),
+    ],
+)
+def test_bad_a2a_cp_is_a_one_line_error(par: dict[str, Any], words: str, field: str) -> None:
+    # MODEL: 8 heads, 2 KV heads: 4 and 1 per TP rank, so no a2a group of 4
+    with pytest.raises((SpecError, WorkloadError)) as info:
+        _plan(4, dp=1, **par)
+    msg = str(info.value)
+    assert words in msg and field in msg and "\n" not in msg

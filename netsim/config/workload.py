@@ -127,6 +127,15 @@ class ParallelSpec(SpecModel):
     )
     ep: int = Field(default=1, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 1
+    dp_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="with zero_stage >= 1: the data-parallel group split into this many groups of consecutive "
+        "ranks, each sharding the model state on its own (Megatron-Core's num_distributed_optimizer_instances, "
+        "PyTorch's hybrid sharding (HSDP) replicate degree): gradients reduce-scattered inside a group, then "
+        "their shards all-reduced across the groups; parameters gathered inside a group; "
+        "netsim.workload.gradients",
+    )
     sequence_parallel: bool = Field(default=True, description="TP with sequence parallelism (Megatron)")
     pipeline_scatter_gather: Literal["auto", True, False] = Field(
         default="auto",
@@ -182,6 +191,11 @@ class ParallelSpec(SpecModel):
             raise ValueError(f"dp must be >= 1 or 'auto', got {self.dp}")
         if isinstance(self.pipeline_layers, list) and any(n < 0 for n in self.pipeline_layers):
             raise ValueError(f"pipeline_layers must be counts >= 0, got {self.pipeline_layers}")
+        if self.dp_replicas > 1 and self.zero_stage == 0:
+            raise ValueError(
+                f"dp_replicas = {self.dp_replicas} splits the sharded model state into groups: it needs zero_stage "
+                ">= 1 (with zero_stage 0 nothing is sharded; use dp_replicas: 1)"
+            )
         if self.cp_comm_type == "a2a+p2p":
             h = self.hierarchical_cp
             if h is None or len(h) != 2 or any(n < 1 for n in h) or h[0] * h[1] != self.cp:

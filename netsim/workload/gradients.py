@@ -14,6 +14,11 @@ reduced over its data-parallel group:
   step's last compute op;
 * then the optimizer step on the compute stream (the rank's parameters, or its ``1/dp`` shard
   with ZeRO >= 1), timed by the bytes Adam moves (:mod:`netsim.workload.optimizer`);
+* with ``parallelism.dp_replicas`` (Megatron-Core's partial distributed optimizer,
+  ``num_distributed_optimizer_instances``; PyTorch's hybrid sharding) the group is split into
+  slices of consecutive ranks (:func:`split_group`): the reduce-scatter runs inside the rank's
+  slice and the shard it leaves is then all-reduced with the ranks at the same place in the
+  other slices; the gathers below run inside the slice, and the optimizer steps its shard of it;
 * ZeRO 1/2: the updated parameters all-gathered, bucket by bucket, in ``optimizer.param_dtype``,
   after the optimizer; or, with ``overlap.param_gather_overlap`` (Megatron's
   ``overlap_param_gather``), during the next step's forward (below);
@@ -80,6 +85,26 @@ def reduction_group(layout: ParallelLayout, schedule: Schedule, rank: int, exper
     return tuple(sorted(members))
 
 
+def split_group(group: tuple[int, ...], rank: int, replicas: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``rank``'s shard group and replica group when its reduction ``group`` is split into
+    ``replicas`` groups of consecutive members (Megatron-Core's intra- and inter-instance groups of
+    the partial distributed optimizer, ``initialize_model_parallel`` at d98e8a64dd; PyTorch's
+    hybrid sharding): the members of its slice, and the members at its position in every slice."""
+    size = len(group) // replicas
+    i = group.index(rank)
+    lo = i - i % size
+    return group[lo : lo + size], group[i % size :: size]
+
+
+def sharding_group(
+    layout: ParallelLayout, schedule: Schedule, rank: int, expert: bool, replicas: int
+) -> tuple[int, ...]:
+    """The ranks that shard the (dense or expert) model state ``rank`` holds: its reduction group
+    (:func:`reduction_group`), or its slice of it with ``parallelism.dp_replicas`` > 1."""
+    group = reduction_group(layout, schedule, rank, expert)
+    return group if replicas == 1 else split_group(group, rank, replicas)[0]
+
+
 def _fill(fills: dict[Any, float], key: Any, elems: float, limit: float) -> float | None:
     """Add ``elems`` (> 0) to bucket ``key`` of ``fills``; return its elements when that fills it
     (``>= limit``: the bucket closes and ``key`` starts empty), else None."""
@@ -104,6 +129,9 @@ class GradientReducer:
         self.grad_bpe = spec.grad_bytes_per_element
         self.bucket_elems = spec.grad_bucket_bytes / spec.grad_bytes_per_element
         self.groups: dict[tuple[int, bool], tuple[int, ...]] = {}
+        #: groups the sharded state is split into (parallelism.dp_replicas; 1: the whole group)
+        self.replicas = spec.parallelism.dp_replicas if ctx.zero >= 1 else 1
+        self.split: dict[tuple[int, bool], tuple[tuple[int, ...], tuple[int, ...]]] = {}
         #: (dense, expert) parameters (elements) every rank holds, known once its step is built
         self.param_split: list[tuple[float, float]] = [(0.0, 0.0)] * ctx.layout.world
         self._start_rank()
@@ -140,17 +168,37 @@ class GradientReducer:
     def _make_group(self, rank: int, expert: bool) -> tuple[int, ...]:
         return reduction_group(self.ctx.layout, self.ctx.schedule, rank, expert)
 
-    def shard(self, rank: int) -> float:
-        """Parameters (elements) of ``rank``'s ``1/dp`` share (dense over the DP group, expert
-        over the expert-DP group)."""
-        dense, expert = self.param_split[rank]
-        return dense / len(self.dp_group(rank, False)) + expert / len(self.dp_group(rank, True))
+    def shard_group(self, rank: int, expert: bool) -> tuple[int, ...]:
+        """Ranks that shard ``rank``'s (dense or expert) model state: its reduction group, or its
+        slice of it with ``parallelism.dp_replicas`` > 1 (:func:`split_group`)."""
+        return self._split(rank, expert)[0]
 
-    def _key(self, what: str, step: int, chunk: int, kind: str, idx: int) -> GroupKey:
-        """``r -> (group, key)`` of gradient bucket ``idx`` of ``chunk`` (``kind`` dense/expert)."""
+    def shard_peers(self, rank: int, expert: bool) -> tuple[int, ...]:
+        """Ranks holding the same shard as ``rank`` in the other slices (``rank`` alone without
+        ``parallelism.dp_replicas``): they all-reduce it after the reduce-scatter."""
+        return self._split(rank, expert)[1]
+
+    def _split(self, rank: int, expert: bool) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        hit = self.split.get((rank, expert))
+        if hit is None:
+            group = self.dp_group(rank, expert)
+            hit = (group, (rank,)) if self.replicas == 1 else split_group(group, rank, self.replicas)
+            self.split[(rank, expert)] = hit
+        return hit
+
+    def shard(self, rank: int) -> float:
+        """Parameters (elements) of ``rank``'s share (dense over its shard of the DP group, expert
+        over its shard of the expert-DP group)."""
+        dense, expert = self.param_split[rank]
+        return dense / len(self.shard_group(rank, False)) + expert / len(self.shard_group(rank, True))
+
+    def _key(self, what: str, step: int, chunk: int, kind: str, idx: int, level: str = "dp") -> GroupKey:
+        """``r -> (group, key)`` of gradient bucket ``idx`` of ``chunk`` (``kind`` dense/expert)
+        over the whole reduction group (``level`` dp), the shard group or the shard's peers."""
+        of = {"dp": self.dp_group, "shard": self.shard_group, "peers": self.shard_peers}[level]
 
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-            group = self.dp_group(r, kind == "expert")
+            group = of(r, kind == "expert")
             return group, (what, step, self.ctx.block(r, chunk), kind, idx, group)
 
         return group_key
@@ -204,7 +252,7 @@ class GradientReducer:
         a lockstep plan, each expert of any rank of the unit: the lanes holding it join)."""
         per_slot = self.ctx.costs.layer_params(layer).expert / self.ctx.costs.slots
         if self.ctx.zero >= 1:  # the bucket reduce-scatter left each rank its shard
-            per_slot /= len(self.dp_group(rank, True))
+            per_slot /= len(self.shard_group(rank, True))
         held: dict[int, set[int]] = {}
 
         def holds(r: int) -> set[int]:
@@ -220,20 +268,10 @@ class GradientReducer:
                 group = self.replica_group(r, layer, e)
                 return group, ("dp-replica", step, layer, e, group)
 
-            out = self.emit.group_collective(
-                rank,
-                step,
-                f"dp.{chunk}",
-                "dp",
-                "all_reduce",
-                per_slot * self.grad_bpe,
-                deps,
-                "edp",
-                group_key,
-                layer=layer,
-                phase="replica-grad-all-reduce",
-                sm_share=self._sms("all_reduce"),
-            )
+            out = self._collective(
+                rank, step, chunk, "all_reduce", per_slot * self.grad_bpe, deps, "edp", group_key,
+                "replica-grad-all-reduce", layer,
+            )  # fmt: skip
             if out is not deps:
                 self.dp_ops += out
 
@@ -242,6 +280,25 @@ class GradientReducer:
         (:mod:`netsim.workload.nccl_sms`)."""
         return functools.partial(self.ctx.nccl_sms.collective_share, "dp", op)
 
+    def _collective(
+        self,
+        rank: int,
+        step: int,
+        chunk: int,
+        op: str,
+        nbytes: float,
+        deps: Deps,
+        group: str,
+        key: GroupKey,
+        phase: str,
+        layer: int = -1,
+    ) -> Deps:
+        """One DP-class ``op`` of chunk ``chunk`` on the DP stream (``group``: dp or edp)."""
+        return self.emit.group_collective(
+            rank, step, f"dp.{chunk}", "dp", op, nbytes, deps, group, key,
+            layer=layer, phase=phase, sm_share=self._sms(op),
+        )  # fmt: skip
+
     def _close_bucket(self, rank: int, step: int, chunk: int, kind: str, elems: float, deps: Deps) -> None:
         idx = sum(1 for b in self.rank_buckets if b[0] == chunk and b[1] == kind)
         self.rank_buckets.append((chunk, kind, elems, idx))
@@ -249,20 +306,21 @@ class GradientReducer:
             self._reduce(rank, step, chunk, kind, elems, idx, deps)
 
     def _reduce(self, rank: int, step: int, chunk: int, kind: str, elems: float, idx: int, deps: Deps) -> None:
+        """Reduce gradient bucket ``idx``: all-reduced (ZeRO 0) or reduce-scattered over the shard
+        group, and with ``dp_replicas`` the shard then all-reduced over the replica group (both on
+        the same stream, as Megatron-Core's ``start_grad_sync`` issues them)."""
         op = "all_reduce" if self.ctx.zero == 0 else "reduce_scatter"
-        out = self.emit.group_collective(
-            rank,
-            step,
-            f"dp.{chunk}",
-            "dp",
-            op,
-            elems * self.grad_bpe,
-            deps,
-            "edp" if kind == "expert" else "dp",
-            self._key("dp", step, chunk, kind, idx),
-            phase=f"grad-{op.replace('_', '-')}",
-            sm_share=self._sms(op),
+        group = "edp" if kind == "expert" else "dp"
+        key = self._key("dp", step, chunk, kind, idx, "shard")
+        out = self._collective(
+            rank, step, chunk, op, elems * self.grad_bpe, deps, group, key, f"grad-{op.replace('_', '-')}"
         )
+        if self.replicas > 1 and out is not deps:
+            shard = elems / len(self.shard_group(rank, kind == "expert"))
+            key = self._key("dp-replicas", step, chunk, kind, idx, "peers")
+            out = self._collective(
+                rank, step, chunk, "all_reduce", shard * self.grad_bpe, out, group, key, "grad-replica-all-reduce"
+            )
         if out is not deps:
             self.dp_ops += out
 
@@ -295,18 +353,10 @@ class GradientReducer:
 
     def _param_gather(self, rank: int, step: int, chunk: int, kind: str, elems: float, idx: int, deps: Deps) -> Deps:
         """The ZeRO 1/2 all-gather of parameter bucket ``idx`` of ``chunk`` (``kind``) after ``deps``."""
-        return self.emit.group_collective(
-            rank,
-            step,
-            f"dp.{chunk}",
-            "dp",
-            "all_gather",
-            elems * self.precision.param,
-            deps,
-            "edp" if kind == "expert" else "dp",
-            self._key("zero-gather", step, chunk, kind, idx),
-            phase="param-all-gather",
-            sm_share=self._sms("all_gather"),
+        key = self._key("zero-gather", step, chunk, kind, idx, "shard")
+        group = "edp" if kind == "expert" else "dp"
+        return self._collective(
+            rank, step, chunk, "all_gather", elems * self.precision.param, deps, group, key, "param-all-gather"
         )
 
     # ------------------------------------------------------------------ ZeRO 1/2 gathers beside the forward
@@ -400,7 +450,7 @@ class GradientReducer:
         nbytes = self.ctx.costs.layer_params(layer).dense * self.precision.param
 
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
-            group = self.dp_group(r, False)
+            group = self.shard_group(r, False)
             return group, ("zero3", step, pass_, mb, layer, group)
 
         return self.emit.group_collective(

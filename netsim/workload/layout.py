@@ -390,6 +390,7 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
         )
     experts = make_expert_layout(par.expert_layout, dp * par.cp, par.tp, par.ep, par.expert_tp, source=src)
     _check_expert_layout(spec, experts)
+    _check_dp_replicas(spec, dp, experts)
     moe = spec.model.moe
     if par.ep > 1 and moe is None:
         raise WorkloadError("ep > 1 needs model.moe", source=src, field="parallelism.ep")
@@ -423,6 +424,25 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     return ParallelLayout(
         dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes, experts=experts, cp=par.cp
     )
+
+
+def _check_dp_replicas(spec: WorkloadSpec, dp: int, experts: ExpertLayout) -> None:
+    """``parallelism.dp_replicas`` must divide the DP group and the expert-DP group (each is cut
+    into that many slices that shard the model state, netsim.workload.gradients)."""
+    par = spec.parallelism
+    if par.dp_replicas == 1:
+        return
+    groups = {"dp * cp" if par.cp > 1 else "dp": dp * par.cp}
+    if spec.model.moe is not None:
+        groups["the expert data-parallel group"] = len(experts.edp_members(0))
+    if any(n % par.dp_replicas for n in groups.values()):
+        sizes = ", ".join(f"{k} = {n}" for k, n in groups.items())
+        raise WorkloadError(
+            f"dp_replicas = {par.dp_replicas} must divide every group that shards the model state ({sizes}); "
+            f"allowed dp_replicas: {_divisors(math.gcd(*groups.values()))}",
+            source=spec.source,
+            field="parallelism.dp_replicas",
+        )
 
 
 def _check_context_parallel(spec: WorkloadSpec) -> None:

@@ -83,7 +83,7 @@ from typing import Any
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
 from netsim.workload.costs import ModelCosts
-from netsim.workload.gradients import reduction_group
+from netsim.workload.gradients import sharding_group
 from netsim.workload.layout import ParallelLayout
 from netsim.workload.optimizer import OptimizerPrecision, optimizer_precision
 from netsim.workload.recompute import RecomputeMode, full_layers
@@ -470,8 +470,9 @@ def memory_report(
         # Megatron-Core's combined 1F1B: the paired forward fills while the backward frees
         peak, live = inflight(schedule, p, by_chunk, by_layer if schedule.a2a_overlap else None)
         rank = layout.rank_of(p, 0, 0)
-        dp = len(reduction_group(layout, schedule, rank, False))
-        edp = len(reduction_group(layout, schedule, rank, True))
+        replicas = spec.parallelism.dp_replicas
+        dp = len(sharding_group(layout, schedule, rank, False, replicas))
+        edp = len(sharding_group(layout, schedule, rank, True, replicas))
         static = _static(prec, spec.parallelism.zero_stage, sp, dp, edp)
         per_stage.append((*static, peak + act.working_set(sp.layers), live))
     ranks = []

@@ -138,6 +138,8 @@ def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> 
             + (f", slows the step by {format_duration(slow)}" if slow is not None else "")
         )
     _print_memory(summary.get("memory"))
+    if summary.get("faults"):
+        console.print(summary["faults"]["line"], markup=False)
     if summary.get("validation_accuracy"):
         console.print(summary["validation_accuracy"]["line"], markup=False)
     if summary.get("model_choice"):

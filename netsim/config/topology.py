@@ -387,7 +387,35 @@ class CollectivesSpec(SpecModel):
 LinkClassName = Literal["nvlink", "hccs", "pcie", "ib", "roce", "ethernet", "generic"]
 
 
-class TemplatedTopologySpec(SpecModel):
+class DegradedLinkSpec(SpecModel):
+    """Links running below their rate: every link between a device matching ``a`` and one
+    matching ``b`` (shell-style patterns over device names, e.g. ``n1.nic3`` and ``leaf*``; both
+    directions) carries ``bandwidth`` times its achieved rate (a port that trained down to a lower
+    speed, a flapping cable, a congested uplink).  NCCL's tuner still sees the nominal links."""
+
+    a: str = Field(min_length=1)
+    b: str = "*"
+    bandwidth: float = Field(gt=0, le=1)
+    """Fraction of the link's achieved rate that is left."""
+
+
+class SlowDeviceSpec(SpecModel):
+    """Accelerators computing below their speed (a straggler: throttled clocks, a degraded HBM
+    stack): every accelerator matching ``device`` (a shell-style pattern, e.g. ``n2.g5``) runs
+    its kernels at ``speed`` times the rate the compute model gives."""
+
+    device: str = Field(min_length=1)
+    speed: float = Field(gt=0, le=1)
+
+
+class _Faults(SpecModel):
+    """What runs below its nominal rate (netsim.topology.faults)."""
+
+    degraded_links: list[DegradedLinkSpec] = Field(default_factory=list)
+    slow_devices: list[SlowDeviceSpec] = Field(default_factory=list)
+
+
+class TemplatedTopologySpec(_Faults):
     """A cluster of ``num_nodes`` identical servers with a back-end and a front-end fabric."""
 
     name: str = Field(min_length=1)
@@ -447,7 +475,7 @@ class ExplicitLinkSpec(SpecModel):
     directed: bool = False
 
 
-class ExplicitTopologySpec(SpecModel):
+class ExplicitTopologySpec(_Faults):
     """A topology given as a list of devices and links."""
 
     name: str = Field(min_length=1)

@@ -91,6 +91,7 @@ class LinkTable:
         src = np.empty(m, dtype=np.int64)
         dst = np.empty(m, dtype=np.int64)
         cap = np.empty(m, dtype=np.float64)
+        degrade = np.empty(m, dtype=np.float64)
         lat = np.empty(m, dtype=np.float64)
         cost = np.empty(m, dtype=np.float64)
         classes: dict[str, int] = {}
@@ -109,6 +110,9 @@ class LinkTable:
                     f"link {u}->{v} has capacity_Bps={c!r}; it must be a finite number > 0", field="capacity_Bps"
                 )
             cap[k] = float(c)
+            # a degraded link (netsim.topology.faults) keeps that fraction of its rate; its nominal
+            # rate (routing, records) stays, as a routing table's would
+            degrade[k] = float(data.get("degrade", 1.0))
             lt = float(data.get("latency_s", 0.0) or 0.0)
             if lt < 0 or not np.isfinite(lt):
                 raise TopologyError(f"link {u}->{v} has latency_s={lt!r}; it must be >= 0", field="latency_s")
@@ -124,7 +128,7 @@ class LinkTable:
             edge_id[(iu, iv)] = k
         class_names = tuple(classes)
         scale = np.array([float(eff.get(c, 1.0)) for c in class_names] or [1.0])
-        capacity = cap * scale[cls_code] if m else cap
+        capacity = cap * scale[cls_code] * degrade if m else cap
         # A device that forwards (switch, NIC in the middle of a path) adds its latency when
         # entered; the destination of a flow is an endpoint, whose latency_s is 0 by contract.
         latency = lat + node_latency[dst] if m else lat

@@ -185,6 +185,9 @@ def summary_section(b: Builder) -> Section:
     step = summary_number(s, "step_time_s")
     rows = _setup_rows(s) + _time_rows(s, step) + _traffic_rows(s, b.run.has_moe)
     sec.add(Table(["metric", "value"], rows, align="lr"))
+    faults = s.get("faults")
+    if isinstance(faults, Mapping) and faults.get("line"):  # netsim.topology.faults
+        sec.add(Paragraph(f"{faults['line']}: the step is that of the cluster with them."))
     acc = s.get("validation_accuracy")
     if isinstance(acc, Mapping) and acc.get("line"):
         # netsim.accuracy: the regime's record on published runs, not a correction of this step

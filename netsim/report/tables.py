@@ -232,6 +232,8 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "compute_kernels": "{rank, stage, kernel_time_s, by_class_s, by_source_s}: the busiest rank's kernel time per "
     "step and its split by kernel class and by where the times came from (the `kernels` table's `source` "
     "without its clock note) (s)",
+    "faults": "{degraded_links: [{a, b, bandwidth}], slow_devices: {device: speed}, line}: what ran below its "
+    "rate (topology `degraded_links`, `slow_devices`; absent when nothing did)",
     "validation_accuracy": "{accelerator, dtype, model_kind, runs, mean_step_error, rms_step_error, "
     "min_step_error, max_step_error, within_10pct, cases, line}: the run's regime and netsim's record on the "
     "published runs of it (`netsim.accuracy`; step-time errors, negative: netsim's step was shorter; `runs` 0 "

@@ -16,6 +16,7 @@ from netsim.config.topology import ExplicitTopologySpec, MultiPlaneFabricSpec, T
 from netsim.topology.builder import GraphBuilder
 from netsim.topology.explicit import build_explicit
 from netsim.topology.fabrics import add_backend, add_frontend
+from netsim.topology.faults import apply_faults
 from netsim.topology.nodes import add_servers
 from netsim.topology.validate import check_connected
 
@@ -57,5 +58,6 @@ def build_topology(spec: TopologySpec, *, source: str | None = None) -> nx.DiGra
         },
         spec=spec.model_dump(mode="json", by_alias=True),
     )
+    apply_faults(g, spec, source=source)
     check_connected(g, source=source)
     return g

@@ -46,10 +46,15 @@ class OpEmitter:
         dtype: the model's compute dtype (passed to the compute model).
         world: number of ranks.
         lanes: the lane policy (every rank, or lockstep).
+        slowdown: per rank, what its compute ops take over the compute model's time (1 / the speed
+            of a slow accelerator, :mod:`netsim.topology.faults`; None: every rank at speed).
     """
 
-    def __init__(self, compute: TimeModel, dtype: str, world: int, lanes: Lanes) -> None:
+    def __init__(
+        self, compute: TimeModel, dtype: str, world: int, lanes: Lanes, slowdown: list[float] | None = None
+    ) -> None:
         self.compute_model = compute
+        self.slowdown = slowdown
         #: give every compute op its SM-bound share (``Op.sm_share``): the plan has collectives
         #: that hold SMs while in flight (set by the builder from ``ExpertTraffic.holds_sms``)
         self.track_sm = False
@@ -124,6 +129,8 @@ class OpEmitter:
         if not any(parts):
             return deps
         dur = sum(self.duration(p) for p in parts)
+        if self.slowdown is not None:
+            dur *= self.slowdown[rank]
         op = self.op(rank, step, "compute", COMPUTE, name, deps, duration_s=dur, layer=layer, microbatch=mb)
         self.tally.add(rank, name, parts)
         if self.track_sm:

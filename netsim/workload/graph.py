@@ -56,6 +56,7 @@ import networkx as nx
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import WorkloadError
 from netsim.moe.dispatchers import DISPATCHERS
+from netsim.topology.faults import device_speeds
 from netsim.workload.balance import balanced_layers
 from netsim.workload.batch import batch_plan
 from netsim.workload.context import BuildContext
@@ -297,6 +298,22 @@ def _context(
     return BuildContext(spec, graph, layout, sched, costs, blocks)
 
 
+def _slowdown(ctx: BuildContext, lockstep: bool) -> list[float] | None:
+    """Per rank, what its compute takes over the compute model's time: ``1 / speed`` of a slow
+    accelerator (:mod:`netsim.topology.faults`); None when every accelerator runs at speed."""
+    speeds = device_speeds(ctx.graph)
+    if not speeds:
+        return None
+    if lockstep:
+        raise WorkloadError(
+            "slow_devices make one rank unlike the others of its lockstep unit: simulate every rank "
+            "(drop --lockstep / options.lockstep)",
+            source=ctx.spec.source,
+            field="options.lockstep",
+        )
+    return [1.0 / speeds.get(d, 1.0) for d in ctx.layout.devices]
+
+
 def _parts(
     ctx: BuildContext, compute: TimeModel, routing: EPRouting | None, lockstep: bool, mode: RecomputeMode
 ) -> tuple[OpEmitter, ExpertTraffic, GradientReducer, StorageTraffic, PipelineStep]:
@@ -306,7 +323,7 @@ def _parts(
     # all-to-alls and TP collectives, or the whole stage of a dense model
     unit = _lockstep_unit(layout) if routing is not None else layout.stage_size
     lanes = make_lanes(lockstep, layout.world, unit, layout.group_index)
-    emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes)
+    emit = OpEmitter(compute, spec.model.dtype, layout.world, lanes, _slowdown(ctx, lockstep))
     experts = ExpertTraffic(ctx, emit, routing)
     grads = GradientReducer(ctx, emit, routing)
     io = StorageTraffic(ctx, emit, grads)

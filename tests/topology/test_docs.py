@@ -9,7 +9,8 @@ import yaml
 
 from netsim.cli import main
 from netsim.config.topology import parse_topology_spec
-from netsim.topology import build_topology
+from netsim.topology import build_topology, load_topology
+from netsim.topology.faults import degraded_links, device_speeds
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sections" / "topology.md"
 
@@ -34,10 +35,19 @@ def _blocks(lang: str) -> list[str]:
 
 def test_yaml_examples_build() -> None:
     blocks = _blocks("yaml")
-    assert len(blocks) == 3
-    for text in blocks:
+    whole = [b for b in blocks if "degraded_links" not in b]
+    assert len(whole) == 3
+    for text in whole:
         g = build_topology(parse_topology_spec(yaml.safe_load(text), source="doc"), source="doc")
         assert g.number_of_nodes() > 0
+
+
+def test_faults_example_applies_to_a_preset() -> None:
+    (text,) = [b for b in _blocks("yaml") if "degraded_links" in b]
+    data = yaml.safe_load(text)
+    sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in data.items()]
+    g = load_topology("dgx-h100", nodes=2, overrides=sets)
+    assert degraded_links(g) and device_speeds(g) == {"n1.g5": 0.8}
 
 
 def test_shown_output_is_the_real_output(capsys: pytest.CaptureFixture[str]) -> None:

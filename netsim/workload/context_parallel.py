@@ -141,12 +141,11 @@ class ContextParallelRing:
     ) -> Deps:
         """One ``op`` over ``rank``'s CP group (the all-to-alls of an a2a type over its a2a group, the
         ring steps over its ring), keyed by (step, phase, micro-batch, layer, step of the phase)."""
-        L, a2a = self.ctx.layout, self.a2a
-
-        group_of: Callable[[int], tuple[int, ...]] = L.cp_group
-        if a2a > 1 and op in ("all_to_all", "sendrecv"):
+        L = self.ctx.layout
+        kind, group_of = "cp", L.cp_group
+        if self.a2a > 1 and op in ("all_to_all", "sendrecv"):  # a level of the a2a types
             level = "a2a" if op == "all_to_all" else "p2p"
-            group_of = functools.partial(L.cp_subgroup, a2a=a2a, level=level)
+            kind, group_of = f"cp-{level}", functools.partial(L.cp_subgroup, level=level)
 
         def group_key(r: int) -> tuple[tuple[int, ...], tuple[Any, ...]]:
             g = group_of(r)
@@ -161,7 +160,7 @@ class ContextParallelRing:
         else:
             held = functools.partial(sms.collective_share, "cp", op)
         return self.emit.group_collective(
-            rank, step, "cp", "cp", op, nbytes, deps, "cp", group_key, layer=layer, mb=mb, phase=phase, sm_share=held
+            rank, step, "cp", "cp", op, nbytes, deps, kind, group_key, layer=layer, mb=mb, phase=phase, sm_share=held
         )
 
 

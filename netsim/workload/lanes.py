@@ -104,7 +104,7 @@ class Lockstep(Lanes):
     #: group kinds whose collectives stay per rank (an op and a stream per rank of the unit)
     PER_LANE = frozenset({"dp", "edp"})
     #: group kinds a unit holds whole groups of (one lane per distinct group)
-    GROUPED = frozenset({"ep", "a2a", "tp", "cp", "etp"})
+    GROUPED = frozenset({"ep", "a2a", "tp", "cp", "cp-a2a", "cp-p2p", "etp"})
 
     def __init__(self, world: int, unit: int, group_of: Callable[[str, int], int]) -> None:
         super().__init__(world, unit)
@@ -116,7 +116,8 @@ class Lockstep(Lanes):
 
     def lanes(self, rank: int, kind: str) -> list[int]:
         """Ranks of ``rank``'s unit, one per distinct group of ``kind`` (``ep``, ``a2a``, ``tp``,
-        ``cp``, ``etp``: the unit holds whole groups of these); any other kind: every rank of the unit."""
+        ``cp`` and its levels ``cp-a2a``, ``cp-p2p``, ``etp``: the unit holds whole groups of
+        these); any other kind: every rank of the unit."""
         base = self.rep_of(rank)
         got = self._lanes.get((base, kind))
         if got is None:

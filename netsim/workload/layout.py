@@ -64,6 +64,8 @@ class ParallelLayout:
     nodes: tuple[int, ...]
     experts: ExpertLayout = field(default=None, compare=False)  # type: ignore[assignment]
     cp: int = 1
+    #: CP ranks of the Q/K/V all-to-all of the a2a context-parallel types (1: none)
+    cp_a2a: int = 1
     _ep_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_per_stage: int = field(default=0, init=False, repr=False, compare=False)
@@ -154,12 +156,12 @@ class ParallelLayout:
                 self._cp_groups[r] = got
         return got
 
-    def cp_subgroup(self, rank: int, a2a: int, level: str) -> tuple[int, ...]:
-        """``rank``'s group of one level of hierarchical context parallelism whose first level has
-        ``a2a`` ranks (Megatron-Core's ``create_hierarchical_groups``): ``a2a``, the ``a2a``
-        consecutive ranks of the CP group that hold ``rank`` (its all-to-all); ``p2p``, the CP
-        ranks at ``rank``'s position in the other ``a2a`` groups (its ring), in ring order."""
-        group = self.cp_group(rank)
+    def cp_subgroup(self, rank: int, level: str) -> tuple[int, ...]:
+        """``rank``'s group of one level of hierarchical context parallelism, whose first level
+        has :attr:`cp_a2a` ranks (Megatron-Core's ``create_hierarchical_groups``): ``a2a``, the
+        ``cp_a2a`` consecutive ranks of the CP group that hold ``rank`` (its all-to-all); ``p2p``,
+        the CP ranks at ``rank``'s position in the other ``a2a`` groups (its ring), in ring order."""
+        group, a2a = self.cp_group(rank), self.cp_a2a
         c = group.index(rank)
         if level == "a2a":
             return group[c - c % a2a : c - c % a2a + a2a]
@@ -200,12 +202,15 @@ class ParallelLayout:
         return list(range(base, base + self.stage_size))
 
     def group_index(self, kind: str, rank: int) -> int:
-        """A stable index of ``rank``'s group of ``kind`` (``tp``, ``cp``, ``dp``, ``ep``, ``edp``,
-        ``etp``, ``a2a``, ``pp``): the group's first rank (groups of a kind are disjoint)."""
+        """A stable index of ``rank``'s group of ``kind`` (``tp``, ``cp``, ``cp-a2a``, ``cp-p2p``,
+        ``dp``, ``ep``, ``edp``, ``etp``, ``a2a``, ``pp``): the group's first rank (groups of a kind
+        are disjoint)."""
         if kind == "tp":
             return rank - rank % self.tp
         if kind == "cp":
             return self.cp_group(rank)[0]
+        if kind in ("cp-a2a", "cp-p2p"):
+            return self.cp_subgroup(rank, kind[3:])[0]
         if kind == "dp":
             return self.dp_group(rank)[0]
         if kind == "ep":
@@ -422,7 +427,15 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     if par.expert_alltoall == "groupwise":
         _check_groupwise(spec, experts, nodes)
     return ParallelLayout(
-        dp=dp, pp=par.pp, tp=par.tp, ep=par.ep, devices=tuple(devices), nodes=nodes, experts=experts, cp=par.cp
+        dp=dp,
+        pp=par.pp,
+        tp=par.tp,
+        ep=par.ep,
+        devices=tuple(devices),
+        nodes=nodes,
+        experts=experts,
+        cp=par.cp,
+        cp_a2a=par.cp_a2a if par.cp > 1 else 1,
     )
 
 

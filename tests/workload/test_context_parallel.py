@@ -234,8 +234,9 @@ def test_cp_subgroups_follow_megatrons_hierarchical_groups() -> None:
     L = plan.layout
     g = L.cp_group(0)
     assert len(g) == 8
-    assert L.cp_subgroup(g[3], 2, "a2a") == g[2:4]
-    assert L.cp_subgroup(g[3], 2, "p2p") == (g[1], g[3], g[5], g[7])
+    assert L.cp_a2a == 2
+    assert L.cp_subgroup(g[3], "a2a") == g[2:4]
+    assert L.cp_subgroup(g[3], "p2p") == (g[1], g[3], g[5], g[7])
 
 
 @pytest.mark.parametrize(
@@ -254,3 +255,25 @@ def test_bad_a2a_cp_is_a_one_line_error(par: dict[str, Any], words: str, field: 
         _plan(4, dp=1, **par)
     msg = str(info.value)
     assert words in msg and field in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("extra", [{"cp_comm_type": "a2a"}, {"cp_comm_type": "a2a+p2p", "hierarchical_cp": [2, 2]}])
+def test_lockstep_keeps_every_a2a_byte(extra: dict[str, Any]) -> None:
+    # a lockstep unit holds whole CP groups, and so whole groups of either level
+    moe = {**A2A_MODEL, "moe": MLA_MOE["moe"]}
+    spec = load_workload(
+        {
+            "model": moe,
+            "parallelism": {"pp": 1, "tp": 2, "cp": 4, "ep": 4, "zero_stage": 1, **extra},
+            "num_microbatches": 2,
+        },
+        source="t",
+    )
+    graph = load_topology("dgx-h100", nodes=2)
+    exact = build_plan(spec, graph, ShapeCompute())
+    lock = build_plan(spec, graph, ShapeCompute(), lockstep=True)
+    for op in ("all_to_all", "sendrecv"):
+        a = sum(c.nbytes for c in exact.collectives.values() if c.traffic_class == "cp" and c.op == op)
+        b = sum(c.nbytes for c in lock.collectives.values() if c.traffic_class == "cp" and c.op == op)
+        assert b == pytest.approx(a)
+    assert any(c.op == "all_to_all" for c in lock.collectives.values() if c.traffic_class == "cp")

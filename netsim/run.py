@@ -346,6 +346,7 @@ def summarize_replay(
             "cp": L.cp,
             "ep": L.ep,
             "zero_stage": prep.workload.parallelism.zero_stage,
+            **_layout_modes(prep.workload, L.cp),
         },
         "schedule": sched.name,
         "num_microbatches": sched.m,
@@ -391,6 +392,36 @@ def summarize_replay(
 
 
 # ---------------------------------------------------------------------- run
+
+
+def _layout_modes(workload: WorkloadSpec, cp: int) -> dict[str, Any]:
+    """The layout choices beyond the sizes, where they are not the default: how context
+    parallelism exchanges (``cp_comm_type``, ``hierarchical_cp``) and in how many slices the model
+    state is sharded (``dp_replicas``)."""
+    par = workload.parallelism
+    out: dict[str, Any] = {}
+    if cp > 1:
+        out["cp_comm_type"] = par.cp_comm_type
+        if par.hierarchical_cp:
+            out["hierarchical_cp"] = list(par.hierarchical_cp)
+    if par.dp_replicas > 1:
+        out["dp_replicas"] = par.dp_replicas
+    return out
+
+
+def layout_line(par: dict[str, Any]) -> str:
+    """``par`` (a summary's ``parallelism``) as one line: ``DP2 PP1 TP8 CP4 (a2a+p2p 2x2) EP16,
+    ZeRO-1 in 4 slices``; CP, ZeRO and the slices only where they are set."""
+    sizes = f"DP{par['dp']} PP{par['pp']} TP{par['tp']}"
+    if par.get("cp", 1) > 1:
+        mode = str(par.get("cp_comm_type", "p2p"))
+        if par.get("hierarchical_cp"):
+            mode += " " + "x".join(str(n) for n in par["hierarchical_cp"])
+        sizes += f" CP{par['cp']} ({mode})"
+    sizes += f" EP{par['ep']}"
+    if par.get("dp_replicas", 1) > 1:
+        sizes += f", ZeRO-{par.get('zero_stage')} in {par['dp_replicas']} slices"
+    return sizes
 
 
 def fault_summary(graph: nx.DiGraph) -> dict[str, Any]:

@@ -77,12 +77,14 @@ def _scenario(
 
 
 def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> None:
+    from netsim.run import layout_line
+
     st = summary["step_time_s"]
     par = summary["parallelism"]
     console.print(
         f"[bold]{summary['name']}[/bold]: {summary['workload']} on {summary['topology']} "
-        f"({summary['num_nodes']} nodes, {summary['num_ranks']} ranks: DP{par['dp']} PP{par['pp']} "
-        f"TP{par['tp']} EP{par['ep']}, {summary['schedule']}, {summary['num_microbatches']} micro-batches)"
+        f"({summary['num_nodes']} nodes, {summary['num_ranks']} ranks: {layout_line(par)}, "
+        f"{summary['schedule']}, {summary['num_microbatches']} micro-batches)"
     )
     console.print(f"step time: [bold]{format_duration(st)}[/bold] (mean of {summary['steps']} step(s))")
     if summary.get("measured_step_time_s"):

@@ -114,8 +114,11 @@ def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 "parallelism",
-                ", ".join(f"{k.upper()} {v}" for k, v in par.items() if k != "zero_stage" and (k, v) != ("cp", 1))
-                + (f", ZeRO-{par['zero_stage']}" if par.get("zero_stage") else ""),
+                ", ".join(f"{k.upper()} {v}" for k, v in par.items() if k in SIZES and (k, v) != ("cp", 1))
+                + (f", ZeRO-{par['zero_stage']}" if par.get("zero_stage") else "")
+                + (f" in {par['dp_replicas']} slices" if par.get("dp_replicas") else "")
+                + (f", CP by {par['cp_comm_type']}" if par.get("cp_comm_type") else "")
+                + (f" {'x'.join(str(n) for n in par['hierarchical_cp'])}" if par.get("hierarchical_cp") else ""),
             ]
         )
     for key, label in (
@@ -177,6 +180,10 @@ def _traffic_rows(s: Mapping[str, Any], has_moe: bool) -> list[list[str]]:
             wait = f", {fmt_time(host * 1e-6)} host wait per forward dispatch" if host else ""
             rows.append(["token dispatcher", f"{md['dispatcher']}{fixed}{wait}"])
     return rows
+
+
+#: the parallel sizes of a summary's ``parallelism`` (the other keys are modes: netsim.run)
+SIZES = ("dp", "pp", "tp", "cp", "ep")
 
 
 def summary_section(b: Builder) -> Section:

@@ -220,7 +220,8 @@ SUMMARY_EXTRA_FIELDS: dict[str, str] = {
     "name": "scenario name",
     "steps": "number of simulated training steps (the summary's times and bytes are per step)",
     "num_nodes": "number of nodes (servers)",
-    "parallelism": "{dp, pp, tp, ep, zero_stage}: the parallel layout",
+    "parallelism": "{dp, pp, tp, cp, ep, zero_stage} and, where set, cp_comm_type, hierarchical_cp, dp_replicas: "
+    "the parallel layout",
     "schedule": "pipeline schedule name",
     "num_microbatches": "micro-batches per step",
     "layers_per_block": "list: transformer layers in each pipeline block (virtual stage), in model order",

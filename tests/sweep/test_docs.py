@@ -34,7 +34,7 @@ def test_examples_load_with_the_documented_points() -> None:
         assert sweep.name == path.stem and sweep.description
         counts[path.stem] = (len(sweep.points), sweep.excluded)
         assert f"examples/sweeps/{path.name}" in DOC.read_text(), path.name
-    assert counts == {"fabrics": (8, 0), "oversubscription": (6, 0), "routers": (5, 1)}
+    assert counts == {"fabrics": (8, 0), "faults": (4, 0), "oversubscription": (6, 0), "routers": (5, 1)}
 
 
 def test_documented_point_ids_have_the_real_slugs() -> None:

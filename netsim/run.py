@@ -55,7 +55,7 @@ from netsim.io import atomic_dir, check_output_dir, write_json, write_table
 from netsim.limits import SizeEstimate, check_fits, estimate_run, size_check_enabled
 from netsim.replay import ReplayResult, replay
 from netsim.run_accounting import account_replay, checkpoint_times, moe_results
-from netsim.topology.faults import degraded_links, device_speeds
+from netsim.topology.faults import fault_summary
 from netsim.workload.fp8 import recipe_note
 from netsim.workload.graph import StepPlan, build_plan
 from netsim.workload.kernel_calls import TimeModel
@@ -422,30 +422,6 @@ def layout_line(par: dict[str, Any]) -> str:
     if par.get("dp_replicas", 1) > 1:
         sizes += f", ZeRO-{par.get('zero_stage')} in {par['dp_replicas']} slices"
     return sizes
-
-
-def fault_summary(graph: nx.DiGraph) -> dict[str, Any]:
-    """The topology's degraded links and slow accelerators (:mod:`netsim.topology.faults`), with
-    a line for the console and the report; empty when everything runs at its rate."""
-    links = degraded_links(graph)
-    speeds = device_speeds(graph)
-    if not links and not speeds:
-        return {}
-    pairs = sorted({(min(u, v), max(u, v), f) for u, v, f in links})
-    parts = [f"{len(pairs)} link(s) degraded ({', '.join(f'{u}-{v} x{f:g}' for u, v, f in pairs[:4])}"]
-    parts[0] += ", ...)" if len(pairs) > 4 else ")"
-    if speeds:
-        parts.append(
-            f"{len(speeds)} slow accelerator(s) ({', '.join(f'{d} x{v:g}' for d, v in sorted(speeds.items())[:4])}"
-        )
-        parts[-1] += ", ...)" if len(speeds) > 4 else ")"
-    if not pairs:
-        parts.pop(0)
-    return {
-        "degraded_links": [{"a": u, "b": v, "bandwidth": f} for u, v, f in pairs],
-        "slow_devices": dict(sorted(speeds.items())),
-        "line": "faults: " + "; ".join(parts),
-    }
 
 
 def validation_accuracy(graph: nx.DiGraph, workload: WorkloadSpec) -> dict[str, Any]:

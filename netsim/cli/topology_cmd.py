@@ -136,6 +136,7 @@ def register(app: typer.Typer) -> None:
         """Build a topology and print its devices, links, tiers and bisection bandwidth."""
         from netsim.topology import load_topology, summarize
         from netsim.topology.export import check_graphml_path, check_plot_path, plot_topology, write_graphml
+        from netsim.topology.faults import fault_summary
 
         check_out_files(force, graphml=graphml, plot=plot)
         if plot is not None:
@@ -152,5 +153,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(summary.to_dict(), indent=2, sort_keys=True))
         else:
             render_summary(summary, console)
+            faults = fault_summary(g)
+            if faults:  # netsim.topology.faults: what runs below its rate
+                console.print(faults["line"], markup=False)
 
     app.add_typer(topo, name="topology")

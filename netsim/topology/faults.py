@@ -24,12 +24,13 @@ healthy.  Several entries on one link or device multiply.
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from typing import Any
 
 import networkx as nx
 
 from netsim.errors import TopologyError
 
-__all__ = ["apply_faults", "degraded_links", "device_speeds"]
+__all__ = ["apply_faults", "degraded_links", "device_speeds", "fault_summary"]
 
 
 def apply_faults(graph: nx.DiGraph, spec: object, *, source: str | None = None) -> None:
@@ -74,6 +75,30 @@ def degraded_links(graph: nx.DiGraph) -> list[tuple[str, str, float]]:
 def device_speeds(graph: nx.DiGraph) -> dict[str, float]:
     """The speed of every slow accelerator (the others run at 1)."""
     return {str(n): float(d["speed"]) for n, d in graph.nodes(data=True) if "speed" in d}
+
+
+def fault_summary(graph: nx.DiGraph) -> dict[str, Any]:
+    """The topology's degraded links and slow accelerators, with a line for the console and the
+    report (``netsim run``, ``netsim topology show``); empty when everything runs at its rate."""
+    links = degraded_links(graph)
+    speeds = device_speeds(graph)
+    if not links and not speeds:
+        return {}
+    pairs = sorted({(min(u, v), max(u, v), f) for u, v, f in links})
+    parts = [f"{len(pairs)} link(s) degraded ({', '.join(f'{u}-{v} x{f:g}' for u, v, f in pairs[:4])}"]
+    parts[0] += ", ...)" if len(pairs) > 4 else ")"
+    if speeds:
+        parts.append(
+            f"{len(speeds)} slow accelerator(s) ({', '.join(f'{d} x{v:g}' for d, v in sorted(speeds.items())[:4])}"
+        )
+        parts[-1] += ", ...)" if len(speeds) > 4 else ")"
+    if not pairs:
+        parts.pop(0)
+    return {
+        "degraded_links": [{"a": u, "b": v, "bandwidth": f} for u, v, f in pairs],
+        "slow_devices": dict(sorted(speeds.items())),
+        "line": "faults: " + "; ".join(parts),
+    }
 
 
 def _examples(graph: nx.DiGraph, kind: str | None = None) -> str:

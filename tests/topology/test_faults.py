@@ -12,9 +12,8 @@ from netsim.collectives.setup import collective_setup, default_routing
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError, TopologyError, WorkloadError
 from netsim.network.links import LinkTable
-from netsim.run import fault_summary
 from netsim.topology import load_topology
-from netsim.topology.faults import degraded_links, device_speeds
+from netsim.topology.faults import degraded_links, device_speeds, fault_summary
 from netsim.workload.graph import build_plan
 
 from ..workload.plans import ShapeCompute

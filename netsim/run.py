@@ -409,19 +409,25 @@ def _layout_modes(workload: WorkloadSpec, cp: int) -> dict[str, Any]:
     return out
 
 
-def layout_line(par: dict[str, Any]) -> str:
-    """``par`` (a summary's ``parallelism``) as one line: ``DP2 PP1 TP8 CP4 (a2a+p2p 2x2) EP16,
-    ZeRO-1 in 4 slices``; CP, ZeRO and the slices only where they are set."""
-    sizes = f"DP{par['dp']} PP{par['pp']} TP{par['tp']}"
-    if par.get("cp", 1) > 1:
-        mode = str(par.get("cp_comm_type", "p2p"))
-        if par.get("hierarchical_cp"):
-            mode += " " + "x".join(str(n) for n in par["hierarchical_cp"])
-        sizes += f" CP{par['cp']} ({mode})"
-    sizes += f" EP{par['ep']}"
-    if par.get("dp_replicas", 1) > 1:
-        sizes += f", ZeRO-{par.get('zero_stage')} in {par['dp_replicas']} slices"
-    return sizes
+def layout_modes(par: Mapping[str, Any]) -> list[str]:
+    """The modes of ``par`` (a summary's ``parallelism``) beyond its sizes, in words, where they
+    are set: how context parallelism exchanges, and in how many slices the model state is sharded
+    (the console line and the report's parallelism row)."""
+    out = []
+    if par.get("cp_comm_type"):
+        hier = par.get("hierarchical_cp")
+        out.append(f"CP by {par['cp_comm_type']}" + (f" {'x'.join(str(n) for n in hier)}" if hier else ""))
+    if par.get("dp_replicas"):
+        out.append(f"model state in {par['dp_replicas']} slices")
+    return out
+
+
+def layout_line(par: Mapping[str, Any]) -> str:
+    """``par`` (a summary's ``parallelism``) as the console's ``DP2 PP1 TP8 CP4 EP16, CP by
+    a2a+p2p 2x2``: CP only where it is > 1, then :func:`layout_modes`."""
+    cp = f" CP{par['cp']}" if par.get("cp", 1) > 1 else ""
+    sizes = f"DP{par['dp']} PP{par['pp']} TP{par['tp']}{cp} EP{par['ep']}"
+    return ", ".join([sizes, *layout_modes(par)])
 
 
 def validation_accuracy(graph: nx.DiGraph, workload: WorkloadSpec) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from netsim.report.fmt import DASH, fmt_bytes, fmt_num, fmt_pct, fmt_runs, fmt_t
 from netsim.report.render import Figure, Note, Paragraph, Section, Table
 from netsim.report.tables import BREAKDOWN, TABLES, RunData, summary_mapping, summary_number
 from netsim.report.utilisation import tier_table
+from netsim.run import layout_modes
 from netsim.workload.kernel_tally import kernel_summary
 
 
@@ -116,9 +117,7 @@ def _setup_rows(s: Mapping[str, Any]) -> list[list[str]]:
                 "parallelism",
                 ", ".join(f"{k.upper()} {v}" for k, v in par.items() if k in SIZES and (k, v) != ("cp", 1))
                 + (f", ZeRO-{par['zero_stage']}" if par.get("zero_stage") else "")
-                + (f" in {par['dp_replicas']} slices" if par.get("dp_replicas") else "")
-                + (f", CP by {par['cp_comm_type']}" if par.get("cp_comm_type") else "")
-                + (f" {'x'.join(str(n) for n in par['hierarchical_cp'])}" if par.get("hierarchical_cp") else ""),
+                + "".join(f", {m}" for m in layout_modes(par)),
             ]
         )
     for key, label in (

@@ -23,6 +23,7 @@ healthy.  Several entries on one link or device multiply.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -85,15 +86,11 @@ def fault_summary(graph: nx.DiGraph) -> dict[str, Any]:
     if not links and not speeds:
         return {}
     pairs = sorted({(min(u, v), max(u, v), f) for u, v, f in links})
-    parts = [f"{len(pairs)} link(s) degraded ({', '.join(f'{u}-{v} x{f:g}' for u, v, f in pairs[:4])}"]
-    parts[0] += ", ...)" if len(pairs) > 4 else ")"
+    parts = []
+    if pairs:
+        parts.append(f"{len(pairs)} link(s) degraded ({_listed(f'{u}-{v} x{f:g}' for u, v, f in pairs)})")
     if speeds:
-        parts.append(
-            f"{len(speeds)} slow accelerator(s) ({', '.join(f'{d} x{v:g}' for d, v in sorted(speeds.items())[:4])}"
-        )
-        parts[-1] += ", ...)" if len(speeds) > 4 else ")"
-    if not pairs:
-        parts.pop(0)
+        parts.append(f"{len(speeds)} slow accelerator(s) ({_listed(f'{d} x{v:g}' for d, v in sorted(speeds.items()))})")
     return {
         "degraded_links": [{"a": u, "b": v, "bandwidth": f} for u, v, f in pairs],
         "slow_devices": dict(sorted(speeds.items())),
@@ -101,6 +98,11 @@ def fault_summary(graph: nx.DiGraph) -> dict[str, Any]:
     }
 
 
+def _listed(items: Iterable[str], most: int = 4) -> str:
+    """The first ``most`` of ``items``, with ``...`` for the rest."""
+    items = list(items)
+    return ", ".join(items[:most]) + (", ..." if len(items) > most else "")
+
+
 def _examples(graph: nx.DiGraph, kind: str | None = None) -> str:
-    names = [str(n) for n, d in graph.nodes(data=True) if kind is None or d.get("kind") == kind]
-    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return _listed((str(n) for n, d in graph.nodes(data=True) if kind is None or d.get("kind") == kind), 3)

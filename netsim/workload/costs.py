@@ -389,13 +389,8 @@ class ModelCosts(ParamCounts):
         """Bytes of the keys and values one rank holds for a micro-batch: what each step of the
         context-parallel ring passes to the next rank (per TP rank: its heads; MLA: every head's
         key and value, which the up-projections expand)."""
-        m = self.m
-        if m.mla is not None:
-            a = m.mla
-            per_token = max(1, m.heads // self.tp) * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim)
-        else:
-            per_token = 2 * max(1, m.num_kv_heads // self.tp) * m.dim_per_head
-        return float(self.tokens * per_token * m.bpe)
+        a2a = self.cp_a2a_bytes
+        return float(a2a["k"] + a2a["v"])
 
     @property
     def cp_a2a_bytes(self) -> dict[str, float]:

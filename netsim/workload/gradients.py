@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from netsim.workload.context import BuildContext
 from netsim.workload.emit import GroupKey, OpEmitter
-from netsim.workload.layout import ParallelLayout
+from netsim.workload.layout import ParallelLayout, hierarchical_groups
 from netsim.workload.optimizer import optimizer_precision
 from netsim.workload.plan import Deps
 from netsim.workload.schedules import Schedule
@@ -86,14 +86,10 @@ def reduction_group(layout: ParallelLayout, schedule: Schedule, rank: int, exper
 
 
 def split_group(group: tuple[int, ...], rank: int, replicas: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """``rank``'s shard group and replica group when its reduction ``group`` is split into
-    ``replicas`` groups of consecutive members (Megatron-Core's intra- and inter-instance groups of
-    the partial distributed optimizer, ``initialize_model_parallel`` at d98e8a64dd; PyTorch's
-    hybrid sharding): the members of its slice, and the members at its position in every slice."""
-    size = len(group) // replicas
-    i = group.index(rank)
-    lo = i - i % size
-    return group[lo : lo + size], group[i % size :: size]
+    """``rank``'s shard group and the shard's peers when its reduction ``group`` is split into
+    ``replicas`` slices of consecutive members (Megatron-Core's intra- and inter-instance groups of
+    the partial distributed optimizer; PyTorch's hybrid sharding): :func:`hierarchical_groups`."""
+    return hierarchical_groups(group, rank, len(group) // replicas)
 
 
 def sharding_group(

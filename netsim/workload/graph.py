@@ -269,7 +269,7 @@ def model_costs(
         flash_attention=spec.training.flash_attention,
         dropout=spec.training.dropout,
         cp=layout.cp,
-        cp_a2a=spec.parallelism.cp_a2a if layout.cp > 1 else 1,
+        cp_a2a=layout.cp_a2a,
         cross_entropy=spec.training.cross_entropy,
         tp_slowdown=slowdown,
         lora=spec.training.lora,

@@ -161,11 +161,8 @@ class ParallelLayout:
         has :attr:`cp_a2a` ranks (Megatron-Core's ``create_hierarchical_groups``): ``a2a``, the
         ``cp_a2a`` consecutive ranks of the CP group that hold ``rank`` (its all-to-all); ``p2p``,
         the CP ranks at ``rank``'s position in the other ``a2a`` groups (its ring), in ring order."""
-        group, a2a = self.cp_group(rank), self.cp_a2a
-        c = group.index(rank)
-        if level == "a2a":
-            return group[c - c % a2a : c - c % a2a + a2a]
-        return group[c % a2a :: a2a]
+        inner, outer = hierarchical_groups(self.cp_group(rank), rank, self.cp_a2a)
+        return inner if level == "a2a" else outer
 
     def ep_group(self, rank: int) -> tuple[int, ...]:
         """The ranks that exchange tokens with ``rank`` and hold the other experts, in EP-position
@@ -235,6 +232,16 @@ def list_accelerators(graph: nx.DiGraph) -> list[str]:
     ]
     accs.sort()
     return [n for _, _, n in accs]
+
+
+def hierarchical_groups(group: tuple[int, ...], rank: int, size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``rank``'s two groups when ``group`` is cut into slices of ``size`` consecutive members
+    (Megatron-Core's ``create_hierarchical_groups`` at d98e8a64dd, which also lays out the partial
+    distributed optimizer's intra- and inter-instance groups): its slice, and the members at its
+    position in every slice."""
+    i = group.index(rank)
+    lo = i - i % size
+    return group[lo : lo + size], group[i % size :: size]
 
 
 def _divisors(n: int) -> str:

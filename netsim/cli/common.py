@@ -135,3 +135,26 @@ def network_setup(
             raise NetsimError(f"must be in 0..2**63-1 (got {seed})", field="--seed")
         kw["seed"] = seed
     return kw, setup
+
+
+def scenario_ref(
+    scenario: Path | None, topology: str | None, nodes: int | None, workload: str | None
+) -> tuple[Any, list[str]]:
+    """What a command's scenario options name, as ``load_scenario`` takes it: a scenario file,
+    None (the built-in scenario) or a mapping from ``--topology``/``--workload``; and the
+    ``nodes=N`` item to add after the command's own ``--set`` items (empty for a mapping, which
+    holds the nodes itself)."""
+    nodes_item = [f"nodes={nodes}"] if nodes is not None else []
+    if scenario is not None:
+        if topology or workload:
+            raise NetsimError("give either a scenario file or --topology/--workload, not both", field="SCENARIO")
+        return scenario, nodes_item
+    if topology is None and workload is None:
+        return None, nodes_item
+    if topology is None or workload is None:
+        raise NetsimError("--topology and --workload go together (or give a scenario file)", field="--topology")
+    name = f"{Path(workload).stem}-{Path(topology).stem}" + (f"-{nodes}n" if nodes else "")
+    data: dict[str, Any] = {"name": name, "topology": topology, "workload": workload}
+    if nodes is not None:
+        data["nodes"] = nodes
+    return data, []

@@ -23,7 +23,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from netsim.cli.common import console, cost_option, err_console, force_option, report_writer
+from netsim.cli.common import console, cost_option, err_console, force_option, report_writer, scenario_ref
 from netsim.cli.progress import PhaseProgress
 from netsim.errors import NetsimError
 from netsim.units import format_bytes, format_duration, format_shares
@@ -57,23 +57,10 @@ def _scenario(
     for key, value in options.items():
         if value is not None:
             extra.append(f"options.{key}={value}")
-    if scenario is not None:
-        if topology or workload:
-            raise NetsimError("give either a scenario file or --topology/--workload, not both", field="SCENARIO")
-        if nodes is not None:
-            extra.append(f"nodes={nodes}")
-        return load_scenario(scenario, extra)
-    if topology is None and workload is None:
-        if nodes is not None:
-            extra.append(f"nodes={nodes}")
-        return load_scenario(None, extra)
-    if topology is None or workload is None:
-        raise NetsimError("--topology and --workload go together (or give a scenario file)", field="--topology")
-    name = f"{Path(workload).stem}-{Path(topology).stem}" + (f"-{nodes}n" if nodes else "")
-    data: dict[str, Any] = {"name": name, "topology": topology, "workload": workload}
-    if nodes is not None:
-        data["nodes"] = nodes
-    return load_scenario(data, extra, source="command line")
+    ref, nodes_item = scenario_ref(scenario, topology, nodes, workload)
+    if isinstance(ref, dict):
+        return load_scenario(ref, extra, source="command line")
+    return load_scenario(ref, [*extra, *nodes_item])
 
 
 def _print_summary(summary: dict[str, Any], path: Path, report: Path | None) -> None:

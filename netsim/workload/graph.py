@@ -49,6 +49,7 @@ the next step's batch; checkpoint writes every K steps.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
@@ -58,7 +59,7 @@ from netsim.errors import WorkloadError
 from netsim.moe.dispatchers import DISPATCHERS
 from netsim.topology.faults import device_speeds
 from netsim.workload.balance import balanced_layers
-from netsim.workload.batch import batch_plan
+from netsim.workload.batch import BatchPlan, batch_plan
 from netsim.workload.context import BuildContext
 from netsim.workload.costs import ModelCosts
 from netsim.workload.emit import OpEmitter
@@ -68,7 +69,7 @@ from netsim.workload.kernel_calls import TimeModel
 from netsim.workload.lanes import make_lanes
 from netsim.workload.layers import LayerEmitter
 from netsim.workload.layout import ParallelLayout, build_layout
-from netsim.workload.memory import check_memory, memory_report
+from netsim.workload.memory import MemoryReport, check_memory, memory_report
 from netsim.workload.moe_traffic import EPRouting
 from netsim.workload.optimizer import grad_accumulation_bytes
 from netsim.workload.pipeline import PipelineStep
@@ -86,6 +87,7 @@ __all__ = [
     "build_plan",
     "effective_microbatches",
     "model_costs",
+    "plan_memory",
     "split_layers",
     "workload_schedule",
 ]
@@ -163,6 +165,71 @@ def _routing(
     )
 
 
+@dataclass(frozen=True)
+class _Prelude:
+    """What :func:`build_plan` settles before it emits an op (:func:`_prelude`)."""
+
+    mode: RecomputeMode
+    layout: ParallelLayout
+    batch: BatchPlan
+    schedule: Schedule
+    routing: EPRouting | None
+    ctx: BuildContext
+    memory: MemoryReport
+
+
+def _prelude(
+    spec: WorkloadSpec,
+    graph: nx.DiGraph,
+    compute: TimeModel,
+    seed: int,
+    router: str | None,
+    routing_trace: str | None,
+    routing_samples: int | None,
+) -> _Prelude:
+    """The checks and choices before any op: recompute mode, rank layout, batch, schedule, the
+    overlap modes' prerequisites, routing, layer split and the memory tally (not yet held
+    against the accelerator)."""
+    mode = workload_recompute(spec)
+    if spec.training.recompute_num_layers is not None and not mode.whole_layer:
+        raise WorkloadError(
+            f"needs training.recompute full (got {spec.training.recompute})",
+            source=spec.source,
+            field="training.recompute_num_layers",
+        )
+    layout = build_layout(spec, graph)
+    batch = batch_plan(spec, layout.dp)
+    sched = workload_schedule(spec, layout.pp, batch.microbatches)
+    _check_a2a_overlap(spec, layout, mode)
+    if spec.overlap.param_gather_overlap and spec.parallelism.zero_stage not in (1, 2):
+        raise WorkloadError(
+            f"overlaps ZeRO 1/2's parameter all-gathers with the next forward: needs parallelism.zero_stage 1 or 2 "
+            f"(got {spec.parallelism.zero_stage})",
+            source=spec.source,
+            field="overlap.param_gather_overlap",
+        )
+    routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
+    ctx = _context(spec, graph, layout, sched, routing, compute, mode)
+    memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))
+    return _Prelude(mode, layout, batch, sched, routing, ctx, memory)
+
+
+def plan_memory(
+    spec: WorkloadSpec,
+    graph: nx.DiGraph,
+    compute: TimeModel,
+    *,
+    seed: int = 0,
+    router: str | None = None,
+    routing_trace: str | None = None,
+    routing_samples: int | None = 1,
+) -> MemoryReport:
+    """The memory tally of ``spec`` on ``graph`` after every check :func:`build_plan` makes
+    before it emits an op (layout, batch, schedule, modes), without emitting any: a cheap test
+    of whether a layout is valid (raises as build_plan would) and fits (``.fits``, not raised)."""
+    return _prelude(spec, graph, compute, seed, router, routing_trace, routing_samples).memory
+
+
 def build_plan(
     spec: WorkloadSpec,
     graph: nx.DiGraph,
@@ -199,28 +266,16 @@ def build_plan(
         SpecError: an unknown recompute mode.
     """
     n_steps = steps if steps is not None else spec.steps
-    mode = workload_recompute(spec)
-    if spec.training.recompute_num_layers is not None and not mode.whole_layer:
-        raise WorkloadError(
-            f"needs training.recompute full (got {spec.training.recompute})",
-            source=spec.source,
-            field="training.recompute_num_layers",
-        )
-    layout = build_layout(spec, graph)
-    batch = batch_plan(spec, layout.dp)
-    m = batch.microbatches
-    sched = workload_schedule(spec, layout.pp, m)
-    _check_a2a_overlap(spec, layout, mode)
-    if spec.overlap.param_gather_overlap and spec.parallelism.zero_stage not in (1, 2):
-        raise WorkloadError(
-            f"overlaps ZeRO 1/2's parameter all-gathers with the next forward: needs parallelism.zero_stage 1 or 2 "
-            f"(got {spec.parallelism.zero_stage})",
-            source=spec.source,
-            field="overlap.param_gather_overlap",
-        )
-    routing = _routing(spec, layout, seed, router, routing_trace, routing_samples)
-    ctx = _context(spec, graph, layout, sched, routing, compute, mode)
-    memory = memory_report(spec, layout, sched, ctx.costs, ctx.blocks, mode, dict(graph.graph.get("accelerator") or {}))
+    pre = _prelude(spec, graph, compute, seed, router, routing_trace, routing_samples)
+    mode, layout, batch, sched, routing, ctx, memory = (
+        pre.mode,
+        pre.layout,
+        pre.batch,
+        pre.schedule,
+        pre.routing,
+        pre.ctx,
+        pre.memory,
+    )
     check_memory(memory, spec, allow_oom)
     emit, experts, grads, io, walk = _parts(ctx, compute, routing, lockstep, mode)
     ckpt_steps = _steps(spec, n_steps, walk, emit, io)

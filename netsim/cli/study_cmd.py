@@ -51,6 +51,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(study, name="study")
     _register_locmoe(study)
     _register_lab_sweeps(study)
+    from netsim.cli import study_layouts_cmd
+
+    study_layouts_cmd.register(study)
 
 
 def _register_locmoe(study: typer.Typer) -> None:

@@ -49,6 +49,7 @@ SLOW = [
     r"^python benchmarks/",
     r"^mypy\b|&& mypy\b",
     r"^netsim study (locmoe|lab-)",
+    r"^netsim study layouts examples/",
     r"^netsim validate( |$)",
     r"^netsim profile\b",
     r"^netsim gallery\b",

@@ -104,7 +104,7 @@ def register(study: typer.Typer) -> None:
 
 
 def _print(result: Any, top: int) -> None:
-    from netsim.studies.layouts import own_layout_line
+    from netsim.studies.layouts_report import own_layout_line
 
     counts = ", ".join(f"{n} {s}" for s, n in result.counts().items())
     console.print(

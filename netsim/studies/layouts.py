@@ -29,12 +29,13 @@ Besides the step, each ranked layout gets two throughput figures:
 The output folder holds:
 - ``layouts.csv``: every candidate with its sizes, status, reason, memory, step, throughput and
   rank;
-- ``report.md``: the ranking, what was screened out and why, and the scenario's own layout
-  against the best;
+- ``report.md`` and ``report.html`` (:mod:`netsim.studies.layouts_report`), with
+  ``figures/ranking.png``: the ranking, what was screened out and why, and the scenario's own
+  layout against the best;
 - ``sweep/``: the sweep of the layouts that ran (``points/<id>/`` run directories,
   ``results.csv``).
 
-The same scenario and space give byte-identical ``layouts.csv`` and ``report.md``: nothing in
+The same scenario and space give byte-identical ``layouts.csv`` and reports: nothing in
 them depends on wall-clock time or on the order in which the workers finish.
 """
 
@@ -135,15 +136,14 @@ class LayoutSpace:
             raise NetsimError("a mode is listed twice", field="--recompute")
 
     def layouts(self) -> list[Layout]:
-        """Every combination, in a fixed order (virtual chunks only with a pipeline)."""
-        out = []
+        """Every combination, in a fixed order; without a pipeline there are no virtual chunks
+        (a PP1 layout is tried once, with VP1, whatever the VP list holds)."""
+        out: dict[Layout, None] = {}
         for tp, pp, cp, ep, vp, mbs, rc in itertools.product(
             self.tp, self.pp, self.cp, self.ep, self.vp, self.mbs, self.recompute
         ):
-            if vp > 1 and pp == 1:
-                continue
-            out.append(Layout(tp, pp, cp, ep, vp, mbs, rc))
-        return out
+            out[Layout(tp, pp, cp, ep, vp if pp > 1 else 1, mbs, rc)] = None
+        return list(out)
 
 
 def _powers_of_two(limit: int) -> tuple[int, ...]:
@@ -205,6 +205,8 @@ class Candidate:
     step_time_s: float | None = None
     tokens_per_s_per_gpu: float | None = None
     mfu: float | None = None
+    compute_share: float | None = None
+    overlap_share: float | None = None
     exposed_comm_share: float | None = None
     idle_share: float | None = None
     rank: int | None = None
@@ -230,6 +232,8 @@ class Candidate:
             "step_time_s": self.step_time_s,
             "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu,
             "mfu": self.mfu,
+            "compute_share": self.compute_share,
+            "overlap_share": self.overlap_share,
             "exposed_comm_share": self.exposed_comm_share,
             "idle_share": self.idle_share,
             "point_id": self.point_id,
@@ -444,6 +448,8 @@ def _fill_results(base: _Base, runs: Sequence[Candidate], outcome: Any, points_d
         if peak > 0:
             cand.mfu = palm_flops(spec, tokens / spec.model.seq_len) / step / gpus / peak
         parts = summary.get("breakdown_s") or {}
+        cand.compute_share = float(parts.get("compute", 0.0)) / step
+        cand.overlap_share = float(parts.get("overlap", 0.0)) / step
         cand.exposed_comm_share = float(parts.get("communication", 0.0)) / step
         cand.idle_share = float(parts.get("idle", 0.0)) / step
     ok = sorted((c for c in runs if c.step_time_s is not None), key=lambda c: (c.step_time_s, c.index))
@@ -545,130 +551,18 @@ def search_table(result: LayoutSearch) -> pd.DataFrame:
     return table
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def report_lines(result: LayoutSearch, base: _Base | None = None, top: int | None = None) -> list[str]:
-    """``report.md`` (module doc)."""
-    sp = result.space
-    lines = ["# Layout search", ""]
-    if base is not None:
-        scen = base.scenario
-        lines += [
-            f"- **scenario:** {scen.name} (topology {scen.topology}, workload {base.workload.name}, {result.gpus} GPUs)"
-        ]
-    lines += [
-        f"- **global batch:** {result.global_batch_size} sequences, the same for every layout",
-        f"- **space:** TP {_list(sp.tp)}; PP {_list(sp.pp)}; CP {_list(sp.cp)}; EP {_list(sp.ep)}; "
-        f"VP {_list(sp.vp)}; micro-batch {_list(sp.mbs)}; recompute {_list(sp.recompute)}",
-        "- **candidates:** "
-        + ", ".join(f"{n} {s}" for s, n in result.counts().items())
-        + f" (of {len(result.candidates)})",
-        "",
-    ]
-    ranked = result.ranked
-    if ranked:
-        best = ranked[0]
-        lines += ["## Best layout", "", _best_line(best), ""]
-        lines += [own_layout_line(result), ""]
-        shown = ranked if top is None else ranked[:top]
-        lines += [
-            "## Ranking",
-            "",
-            "| rank | layout | DP | step s | tokens/s/GPU | MFU | exposed comm | idle | peak GiB |",
-            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for c in shown:
-            lines.append(
-                f"| {c.rank} | {c.layout.label} | {c.dp} | {_fmt(c.step_time_s, '.4g')} | "
-                f"{_fmt(c.tokens_per_s_per_gpu, ',.0f')} | {_pct(c.mfu)} | {_pct(c.exposed_comm_share)} | "
-                f"{_pct(c.idle_share)} | {_fmt(_gib(c.peak_memory_bytes), '.1f')} |"
-            )
-        lines.append("")
-    lines += _screened_lines(result)
-    lines += [
-        "## Method",
-        "",
-        "Each layout is screened before it is simulated: the workload builder's checks (invalid), "
-        "netsim's memory tally of the worst rank against the accelerator (oom), and the dominance "
-        "rule (a layout that already fits with less recomputation). The rest are simulated, one step "
-        "each, with the scenario's options, and ranked by step time. MFU counts PaLM's 6 N + 12 L H Q T "
-        "FLOPs per token over the accelerator's dense peak in the model's dtype. Run directories: "
-        "`sweep/points/<id>`.",
-        "",
-    ]
-    return lines
-
-
-def _list(values: Sequence[Any]) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _gib(value: float | None) -> float | None:
-    return None if value is None else value / 2**30
-
-
-def _best_line(best: Candidate) -> str:
-    return (
-        f"{best.layout.label} (DP {best.dp}): step {best.step_time_s:.4g} s, "
-        f"{best.tokens_per_s_per_gpu:,.0f} tokens/s per GPU, MFU {_pct(best.mfu)}, exposed communication "
-        f"{_pct(best.exposed_comm_share)} and idle {_pct(best.idle_share)} of the step, "
-        f"peak memory {_fmt(_gib(best.peak_memory_bytes), '.1f')} GiB."
-    )
-
-
-def own_layout_line(result: LayoutSearch) -> str:
-    """Where the scenario's own layout stands against the best one."""
-    label = result.base_layout.label
-    own = result.base()
-    ranked = result.ranked
-    if own is None:
-        return f"The scenario's own layout ({label}) is outside the search space."
-    if own.rank is None or own.step_time_s is None or not ranked or ranked[0].step_time_s is None:
-        return f"The scenario's own layout ({label}) was not simulated: {own.status}, {own.reason}"
-    if own.rank == 1:
-        return f"The scenario's own layout ({label}) is the best of the {len(ranked)} simulated."
-    slower = own.step_time_s / ranked[0].step_time_s - 1.0
-    return (
-        f"The scenario's own layout ({label}) ranks {own.rank} of {len(ranked)}: its step is "
-        f"{100 * slower:.1f}% longer than the best."
-    )
-
-
-def _screened_lines(result: LayoutSearch) -> list[str]:
-    out = [c for c in result.candidates if c.status in ("failed", "oom", "invalid")]
-    if not out:
-        return []
-    lines = ["## Screened out", "", "| status | reason | layouts | e.g. |", "| --- | --- | ---: | --- |"]
-    groups: dict[tuple[str, str], list[Candidate]] = {}
-    for c in out:
-        groups.setdefault((c.status, c.reason if c.status != "oom" else ""), []).append(c)
-    for (status, reason), cs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        text = _oom_reason(cs) if status == "oom" else reason.replace("|", "/")
-        lines.append(f"| {status} | {text} | {len(cs)} | {cs[0].layout.label} |")
-    lines += ["", f"Dominated (fit with less recomputation): {result.counts().get('dominated', 0)}.", ""]
-    return lines
-
-
-def _oom_reason(cands: Sequence[Candidate]) -> str:
-    """``does not fit: the worst rank needs 3.2-3.6 GiB, HBM 2.8 GiB``."""
-    need = sorted(c.peak_memory_bytes or 0.0 for c in cands)
-    cap = cands[0].capacity_bytes
-    span = f"{need[0] / 2**30:.1f}" if need[0] == need[-1] else f"{need[0] / 2**30:.1f}-{need[-1] / 2**30:.1f}"
-    return f"does not fit: the worst rank needs {span} GiB" + (f", HBM {cap / 2**30:.1f} GiB" if cap else "")
-
-
 def write_search(result: LayoutSearch, base: _Base | None = None) -> None:
-    """``layouts.csv`` and ``report.md`` into the output folder (each written atomically)."""
+    """``layouts.csv``, ``report.md``, ``report.html`` and ``figures/`` into the output folder."""
     from netsim.io import atomic_file
+    from netsim.studies.layouts_report import write_report
 
     table = search_table(result)
     with atomic_file(result.out / "layouts.csv") as f:
         table.to_csv(f, index=False, lineterminator="\n")
-    with atomic_file(result.out / "report.md") as f:
-        f.write("\n".join(report_lines(result, base)).rstrip() + "\n")
+    scenario = None
+    if base is not None:
+        scenario = (
+            f"{base.scenario.name} (topology {base.scenario.topology}, workload {base.workload.name}, "
+            f"{result.gpus} GPUs)"
+        )
+    write_report(result, scenario)

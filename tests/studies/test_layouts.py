@@ -34,6 +34,8 @@ def test_space_refuses_bad_lists(kw: dict, field: str) -> None:
 def test_space_pairs_virtual_chunks_only_with_a_pipeline() -> None:
     layouts = _space(pp=(1, 4), vp=(1, 2)).layouts()
     assert [(x.pp, x.vp) for x in layouts] == [(1, 1), (4, 1), (4, 2)]
+    # a workload's VP8 still lets the search try PP1 (with VP1)
+    assert [(x.pp, x.vp) for x in _space(pp=(1, 4), vp=(8,)).layouts()] == [(1, 1), (4, 8)]
 
 
 def test_layout_sets_the_interleaved_schedule_for_virtual_chunks() -> None:
@@ -94,8 +96,8 @@ def test_files_and_cli_are_byte_identical(search, tmp_path: Path, capsys: pytest
     assert code == 0, err
     assert "8 layouts on 16 GPUs at a global batch of 16 sequences: 3 ran, 2 oom, 3 dominated" in stdout
     assert "The scenario's own layout (TP2 PP2 CP1 EP8 VP1 MBS1 none) ranks" in stdout
-    for name in ("layouts.csv", "report.md"):
-        assert (out / name).read_bytes() == (search.out / name).read_bytes()
+    for name in ("layouts.csv", "report.md", "report.html", "figures/ranking.png"):
+        assert (out / name).read_bytes() == (search.out / name).read_bytes(), name
     report = (out / "report.md").read_text()
     assert "## Ranking" in report
     # the two out-of-memory layouts in one row, with what they need against the 3 GB (2.8 GiB)

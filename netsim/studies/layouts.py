@@ -65,6 +65,8 @@ DEFAULT_MAX_PP = 16
 DEFAULT_MAX_RUNS = 64
 
 _STATUSES = ("ran", "failed", "oom", "dominated", "invalid")
+#: the dimensions of a search space (:class:`LayoutSpace`), in its order
+_DIMENSIONS = ("tp", "pp", "cp", "ep", "vp", "mbs", "recompute")
 
 
 @dataclass(frozen=True)
@@ -495,12 +497,15 @@ def search_layouts(
         raise NetsimError(f"must be >= 1 (got {max_runs})", field="--max-runs")
     base = _load_base(ref, sets, source)
     lists = dict(space or {})
+    unknown = sorted(set(lists) - set(_DIMENSIONS))
+    if unknown:
+        raise NetsimError(f"unknown layout dimension {unknown[0]!r}; allowed: {', '.join(_DIMENSIONS)}", field="space")
     sp = default_space(base.workload, base.gpus_per_node, base.gpus, **lists)
     note = progress or (lambda _p, _d, _t: None)
     cands = screen_layouts(base, sp, lambda d, t: note("screen", d, t))
     runs = [c for c in cands if c.status == "ran"]
     if not runs:
-        raise NetsimError(_none_fit(cands), field="--out")
+        raise NetsimError(_none_fit(cands))
     if len(runs) > max_runs:
         raise NetsimError(
             f"{len(runs)} layouts pass the screening, more than --max-runs {max_runs}; narrow the lists "

@@ -31,6 +31,12 @@ def test_space_refuses_bad_lists(kw: dict, field: str) -> None:
     assert exc.value.field == field
 
 
+def test_unknown_dimension_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NetsimError, match="unknown layout dimension 'dp'; allowed: tp, pp, cp, ep, vp, mbs"):
+        search_layouts(None, [], tmp_path / "x", space={"dp": (1,)})
+    assert not (tmp_path / "x").exists()
+
+
 def test_space_pairs_virtual_chunks_only_with_a_pipeline() -> None:
     layouts = _space(pp=(1, 4), vp=(1, 2)).layouts()
     assert [(x.pp, x.vp) for x in layouts] == [(1, 1), (4, 1), (4, 2)]

@@ -26,6 +26,8 @@ LARGE = {
     "korthikanti-2022/gpt-175b": 24,
     "korthikanti-2022/gpt-530b": 136,
     "korthikanti-2022/gpt-1t": 330,
+    "korthikanti-2022-abstract/gpt-530b-2240-gpus": 495,
+    "korthikanti-2022-abstract/gpt-530b-2240-gpus-full-recompute": 323,
     "megatron-core-mixtral-8x7b/mcore-v0-8-64gpus": 3,
     "megatron-bridge-h100-cards/deepseek-v3-1024gpus": 540,
     "deepseek-v3/pretrain-2048-gpus-profiled-compute": 149,

@@ -69,6 +69,9 @@ def register(study: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", help="Simulation processes (default: the CPUs)."),
         top: int = typer.Option(10, "--top", min=1, help="Layouts shown in the console table."),
         reports: bool = typer.Option(False, "--reports", help="Write each run's HTML report and figures too."),
+        allow_oom: bool = typer.Option(
+            False, "--allow-oom", help="Simulate layouts that do not fit in memory too (marked *)."
+        ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Study folder (resumable; default runs/layouts)."),
         force: bool = force_option(),
     ) -> None:
@@ -95,6 +98,7 @@ def register(study: typer.Typer) -> None:
                 max_runs=max_runs,
                 workers=workers,
                 reports=reports,
+                allow_oom=allow_oom,
                 force=force,
                 progress=lambda phase, done, total: bar(
                     phase, done / max(total, 1), f"{done}/{total}" if phase == "simulate" else ""
@@ -124,9 +128,11 @@ def _print(result: Any, top: int) -> None:
         console.print(
             f"{c.rank:>4}  {c.layout.label:<{width}}  {c.dp:>4}  {1e3 * c.step_time_s:>9.2f}  "
             f"{c.tokens_per_s_per_gpu:>10,.0f}  {mfu:>6}  {100 * (c.exposed_comm_share or 0.0):>5.1f}%  "
-            f"{(c.peak_memory_bytes or 0.0) / 2**30:>5.1f}",
+            f"{(c.peak_memory_bytes or 0.0) / 2**30:>5.1f}{'*' if c.fits is False else ''}",
             soft_wrap=True,
             markup=False,
         )
+    if any(c.fits is False for c in result.ranked[:top]):
+        console.print("* does not fit in the accelerator's memory by netsim's tally", soft_wrap=True)
     console.print(own_layout_line(result), soft_wrap=True)
     console.print(f"layouts: {result.out}/layouts.csv, report: {result.out}/report.md", soft_wrap=True, markup=False)

@@ -203,6 +203,7 @@ class Candidate:
     dp: int | None = None
     peak_memory_bytes: float | None = None
     capacity_bytes: float | None = None
+    fits: bool | None = None
     point_id: str = ""
     step_time_s: float | None = None
     tokens_per_s_per_gpu: float | None = None
@@ -231,6 +232,7 @@ class Candidate:
             "status": self.status,
             "reason": self.reason,
             "peak_memory_gib": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
+            "fits": self.fits,
             "step_time_s": self.step_time_s,
             "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu,
             "mfu": self.mfu,
@@ -327,7 +329,7 @@ def _set_items(values: Mapping[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()]
 
 
-def _screen_one(base: _Base, cand: Candidate) -> None:
+def _screen_one(base: _Base, cand: Candidate, allow_oom: bool) -> None:
     """Validate one candidate and tally its memory (module doc, steps 1 and 2)."""
     from netsim.run import load_scenario_workload
     from netsim.workload.graph import plan_memory
@@ -354,10 +356,11 @@ def _screen_one(base: _Base, cand: Candidate) -> None:
     cand.dp = base.gpus // (lay.tp * lay.pp * lay.cp)
     cand.peak_memory_bytes = memory.peak.total
     cand.capacity_bytes = memory.capacity
+    cand.fits = memory.fits
     if memory.fits:
         cand.status, cand.reason = "ran", ""
-    elif spec.options.allow_oom:  # the user asked to simulate what does not fit
-        cand.status, cand.reason = "ran", f"does not fit (options.allow_oom): {memory.shortfall()}"
+    elif allow_oom:  # the user asked to simulate what does not fit (the scenario's allow_oom is not enough)
+        cand.status, cand.reason = "ran", f"does not fit (--allow-oom): {memory.shortfall()}"
     else:
         cand.status, cand.reason = "oom", f"does not fit: {memory.shortfall()}"
 
@@ -368,12 +371,14 @@ def _reason(exc: NetsimError) -> str:
 
 
 def screen_layouts(
-    base: _Base, space: LayoutSpace, progress: Callable[[int, int], None] | None = None
+    base: _Base, space: LayoutSpace, progress: Callable[[int, int], None] | None = None, allow_oom: bool = False
 ) -> list[Candidate]:
-    """Steps 1-3 of the module doc for every layout of ``space``; the ``ran`` ones are to simulate."""
+    """Steps 1-3 of the module doc for every layout of ``space``; the ``ran`` ones are to simulate.
+    With ``allow_oom`` a layout that does not fit is simulated too (the least recomputation of
+    its shape that fits, or if none fits, the least recomputation)."""
     cands = [Candidate(i, lay) for i, lay in enumerate(space.layouts())]
     for c in cands:
-        _screen_one(base, c)
+        _screen_one(base, c, allow_oom)
         if progress is not None:
             progress(c.index + 1, len(cands))
     order = {rc: i for i, rc in enumerate(space.recompute)}
@@ -382,12 +387,15 @@ def screen_layouts(
         if c.status != "ran":
             continue
         best = least.get(c.layout.shape)
-        if best is None or order[c.layout.recompute] < order[best.layout.recompute]:
+        if best is None or (not c.fits, order[c.layout.recompute]) < (not best.fits, order[best.layout.recompute]):
             least[c.layout.shape] = c
     for c in cands:
-        if c.status == "ran" and least[c.layout.shape] is not c:
-            keep = least[c.layout.shape].layout.recompute
-            c.status, c.reason = "dominated", f"fits with recompute {keep}, which recomputes less"
+        keep = least.get(c.layout.shape)
+        if c.status == "ran" and keep is not c and keep is not None:
+            if keep.fits:
+                c.status, c.reason = "dominated", f"fits with recompute {keep.layout.recompute}, which recomputes less"
+            else:
+                c.status, c.reason = "dominated", f"recompute {keep.layout.recompute} is run instead (recomputes less)"
     return cands
 
 
@@ -468,6 +476,7 @@ def search_layouts(
     max_runs: int = DEFAULT_MAX_RUNS,
     workers: int | None = None,
     reports: bool = False,
+    allow_oom: bool = False,
     force: bool = False,
     source: str = "command line",
     progress: Callable[[str, int, int], None] | None = None,
@@ -483,6 +492,8 @@ def search_layouts(
         max_runs: refuse to simulate more layouts than this (the screening says how many).
         workers: processes for the simulations (default: the CPU count).
         reports: write each run's report (figures, HTML) besides its tables.
+        allow_oom: simulate layouts that do not fit in the accelerator's memory too (marked as
+            such); without it they are screened out whatever the scenario's ``allow_oom``.
         force: replace an existing netsim folder of another kind at ``out``.
         progress: ``fn(phase, done, total)`` with phase ``screen`` or ``simulate``.
 
@@ -502,7 +513,7 @@ def search_layouts(
         raise NetsimError(f"unknown layout dimension {unknown[0]!r}; allowed: {', '.join(_DIMENSIONS)}", field="space")
     sp = default_space(base.workload, base.gpus_per_node, base.gpus, **lists)
     note = progress or (lambda _p, _d, _t: None)
-    cands = screen_layouts(base, sp, lambda d, t: note("screen", d, t))
+    cands = screen_layouts(base, sp, lambda d, t: note("screen", d, t), allow_oom)
     runs = [c for c in cands if c.status == "ran"]
     if not runs:
         raise NetsimError(_none_fit(cands))
@@ -513,7 +524,9 @@ def search_layouts(
             field="--max-runs",
         )
     out_path = claim_dir(out, kind="study", force=force)
-    sweep = load_sweep(_sweep_mapping(base, runs, "layouts"), source=f"{source} (layout search)")
+    mapping = _sweep_mapping(base, runs, "layouts")
+    mapping["set"].append(f"options.allow_oom={'true' if allow_oom else 'false'}")
+    sweep = load_sweep(mapping, source=f"{source} (layout search)")
     outcome = run_sweep(
         sweep,
         out_path / "sweep",
@@ -535,7 +548,7 @@ def _none_fit(cands: Sequence[Candidate]) -> str:
     text = f"no layout of the {len(cands)} fits ({n['invalid']} invalid, {n['oom']} out of memory)"
     if oom:
         best = min(oom, key=lambda c: c.peak_memory_bytes or 0.0)
-        text += f"; the closest, {best.layout.label}: {best.reason}"
+        text += f"; the closest, {best.layout.label}: {best.reason} (--allow-oom simulates them anyway)"
     else:
         first = next((c for c in cands if c.status == "invalid"), None)
         if first is not None:

@@ -79,20 +79,29 @@ def _oom_reason(cands: Sequence[Candidate]) -> str:
     return f"does not fit: the worst rank needs {span} GiB" + (f", HBM {cap / GiB:.1f} GiB" if cap else "")
 
 
+def _field(reason: str) -> str:
+    """The field a one-line reason names (``global_batch_size: ...`` -> ``global_batch_size``), or
+    the whole reason when it names none."""
+    head, sep, _rest = reason.partition(": ")
+    return head if sep and " " not in head else reason
+
+
 def _screened(result: LayoutSearch) -> Section | None:
     out = [c for c in result.candidates if c.status in ("failed", "oom", "invalid")]
     dominated = result.counts().get("dominated", 0)
     if not out and not dominated:
         return None
     section = Section("Screened out")
+    # one row per status and field the reason names (the same check, other numbers)
     groups: dict[tuple[str, str], list[Candidate]] = {}
     for c in out:
-        groups.setdefault((c.status, c.reason if c.status != "oom" else ""), []).append(c)
+        groups.setdefault((c.status, _field(c.reason) if c.status != "oom" else ""), []).append(c)
     rows = []
-    for (status, reason), cs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-        rows.append([status, _oom_reason(cs) if status == "oom" else reason, str(len(cs)), cs[0].layout.label])
+    for (status, _key), cs in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        reason = _oom_reason(cs) if status == "oom" else cs[0].reason
+        rows.append([status, reason, str(len(cs)), cs[0].layout.label])
     if rows:
-        section.add(Table(["status", "reason", "layouts", "e.g."], rows, "llrl"))
+        section.add(Table(["status", "reason (of the example)", "layouts", "e.g."], rows, "llrl"))
     section.add(Paragraph(f"Dominated (fit with less recomputation, not simulated): {dominated}."))
     return section
 
@@ -163,12 +172,20 @@ def report_document(result: LayoutSearch, scenario: str | None, figures: Sequenc
                 _pct(c.mfu),
                 _pct(c.exposed_comm_share),
                 _pct(c.idle_share),
-                _num(_gib(c.peak_memory_bytes), ".1f"),
+                _num(_gib(c.peak_memory_bytes), ".1f") + ("" if c.fits is not False else " (does not fit)"),
             ]
             for c in ranked
         ]
         headers = ["rank", "layout", "DP", "step s", "tokens/s/GPU", "MFU", "exposed comm", "idle", "peak GiB"]
         table.add(Table(headers, rows, "rlrrrrrrr"))
+        over = sum(1 for c in ranked if c.fits is False)
+        if over:
+            table.add(
+                Note(
+                    f"{over} of these layouts do not fit in the accelerator's memory by netsim's tally "
+                    "(simulated with --allow-oom)"
+                )
+            )
         for name in figures:
             shown = min(len(ranked), FIGURE_LAYOUTS)
             table.add(

@@ -110,6 +110,23 @@ def test_files_and_cli_are_byte_identical(search, tmp_path: Path, capsys: pytest
     assert "| oom | does not fit: the worst rank needs 3.2-3.6 GiB, HBM 2.8 GiB | 2 |" in report
 
 
+def test_allow_oom_simulates_what_does_not_fit_and_marks_it(tmp_path: Path) -> None:
+    result = search_layouts(None, SMALL_HBM, tmp_path / "oom", space=SPACE, workers=1, allow_oom=True)
+    by = {c.layout.label: c for c in result.candidates}
+    over = by["TP1 PP1 CP1 EP8 VP1 MBS1 none"]
+    assert over.status == "ran" and over.fits is False and over.rank is not None
+    assert by["TP1 PP1 CP1 EP8 VP1 MBS1 full"].status == "dominated"  # none is run instead: it recomputes less
+    assert result.counts() == {"ran": 4, "dominated": 4}
+    report = (tmp_path / "oom" / "report.md").read_text()
+    assert "3.6 (does not fit)" in report and "1 of these layouts do not fit" in report
+
+
+def test_the_scenarios_allow_oom_does_not_skip_the_memory_screen(tmp_path: Path) -> None:
+    """A scenario that allows itself to overflow HBM is still screened: only --allow-oom runs those."""
+    with pytest.raises(NetsimError, match="3 layouts pass the screening, more than --max-runs 1"):
+        search_layouts(None, [*SMALL_HBM, "options.allow_oom=true"], tmp_path / "s", space=SPACE, max_runs=1)
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "x"
     cases = [

@@ -233,6 +233,11 @@ class Candidate:
             "reason": self.reason,
             "peak_memory_gib": None if self.peak_memory_bytes is None else self.peak_memory_bytes / 2**30,
             "fits": self.fits,
+            "hbm_share": (
+                self.peak_memory_bytes / self.capacity_bytes
+                if self.peak_memory_bytes is not None and self.capacity_bytes
+                else None
+            ),
             "step_time_s": self.step_time_s,
             "tokens_per_s_per_gpu": self.tokens_per_s_per_gpu,
             "mfu": self.mfu,

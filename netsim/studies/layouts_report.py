@@ -173,11 +173,13 @@ def report_document(result: LayoutSearch, scenario: str | None, figures: Sequenc
                 _pct(c.exposed_comm_share),
                 _pct(c.idle_share),
                 _num(_gib(c.peak_memory_bytes), ".1f") + ("" if c.fits is not False else " (does not fit)"),
+                _pct(c.peak_memory_bytes / c.capacity_bytes if c.peak_memory_bytes and c.capacity_bytes else None),
             ]
             for c in ranked
         ]
         headers = ["rank", "layout", "DP", "step s", "tokens/s/GPU", "MFU", "exposed comm", "idle", "peak GiB"]
-        table.add(Table(headers, rows, "rlrrrrrrr"))
+        headers.append("of HBM")
+        table.add(Table(headers, rows, "rlrrrrrrrr"))
         over = sum(1 for c in ranked if c.fits is False)
         if over:
             table.add(

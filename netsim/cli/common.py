@@ -158,3 +158,13 @@ def scenario_ref(
     if nodes is not None:
         data["nodes"] = nodes
     return data, []
+
+
+def csv_list(value: str, cast: type = str, field: str | None = None) -> tuple[Any, ...]:
+    """``"1, 2,4"`` -> ``(1, 2, 4)`` with ``cast`` (empty items dropped); a value ``cast``
+    cannot read is a one-line error naming ``field``."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return tuple(cast(v) for v in items)
+    except ValueError:
+        raise NetsimError(f"cannot read {value!r} as a comma-separated list of {cast.__name__}", field=field) from None

@@ -7,21 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from netsim.cli.common import check_out_dir, console, err_console, force_option
+from netsim.cli.common import check_out_dir, console, csv_list, err_console, force_option
 from netsim.cli.progress import PhaseProgress
 
 if TYPE_CHECKING:
     from netsim.studies.locmoe import StudyConfig
-
-
-def _csv(value: str, cast: type = str) -> tuple:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    try:
-        return tuple(cast(v) for v in items)
-    except ValueError:
-        from netsim.errors import NetsimError
-
-        raise NetsimError(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from None
 
 
 def _pairs(items: list[str], option: str) -> dict[str, str]:
@@ -210,18 +200,18 @@ def _locmoe_config(
         cfg = StudyConfig.quick()
     else:
         cfg = StudyConfig(
-            topologies=_csv(topologies),
-            nodes=_csv(nodes, int),
-            routers=_csv(routers),
-            placements=_csv(placements),
-            locality=_csv(locality, float),
+            topologies=csv_list(topologies),
+            nodes=csv_list(nodes, int),
+            routers=csv_list(routers),
+            placements=csv_list(placements),
+            locality=csv_list(locality, float),
             lab_steps=lab_steps,
             seed=seed,
         )
     if workload_set:
         cfg = StudyConfig(**{**cfg.__dict__, "workload_overrides": (*cfg.workload_overrides, *workload_set)})
     if exact_check is not None:
-        cfg = StudyConfig(**{**cfg.__dict__, "exact_check": _csv(exact_check, int)})
+        cfg = StudyConfig(**{**cfg.__dict__, "exact_check": csv_list(exact_check, int)})
     cfg = StudyConfig(
         **{
             **cfg.__dict__,
@@ -254,13 +244,13 @@ def _lab_locality(out: Path, routers: str, sorts: str, lab: list[str], force: bo
     """Run the router lab along the domain-sorting knob into ``out`` and print the results table."""
     from netsim.studies.lab_sweep import locality_sweep
 
-    base = _lab_base(lab, router=_csv(routers)[0] if _csv(routers) else None)
+    base = _lab_base(lab, router=csv_list(routers)[0] if csv_list(routers) else None)
     check_out_dir(out, force, resume="study")
     with PhaseProgress(err_console, "netsim study lab-locality") as progress:
         res = locality_sweep(
             base,
-            _csv(routers),
-            _csv(sorts, float),
+            csv_list(routers),
+            csv_list(sorts, float),
             out,
             progress=lambda what, f: progress("study", f, what),
             force=force,
@@ -282,7 +272,7 @@ def _lab_scaling(out: Path, hidden: str, windows: int, lab: list[str], force: bo
     with PhaseProgress(err_console, "netsim study lab-scaling") as progress:
         res = scaling_sweep(
             base,
-            _csv(hidden, int),
+            csv_list(hidden, int),
             out,
             windows=windows,
             progress=lambda what, f: progress("study", f, what),

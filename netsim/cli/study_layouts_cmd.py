@@ -10,6 +10,7 @@ import typer
 from netsim.cli.common import (
     check_out_dir,
     console,
+    csv_list,
     err_console,
     force_option,
     nodes_option,
@@ -18,23 +19,7 @@ from netsim.cli.common import (
 )
 from netsim.cli.progress import PhaseProgress
 
-_LISTS = ("tp", "pp", "cp", "ep", "vp", "mbs")
-
-
-def _ints(value: str | None, option: str) -> tuple[int, ...] | None:
-    """``1,2,4`` -> (1, 2, 4); None stays None (the default list)."""
-    from netsim.errors import NetsimError
-
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    try:
-        out = tuple(int(v) for v in items)
-    except ValueError:
-        raise NetsimError(f"expected comma-separated whole numbers (got {value!r})", field=option) from None
-    if not out:
-        raise NetsimError("needs at least one value", field=option)
-    return out
+_LISTS = ("tp", "pp", "cp", "ep", "vp", "mbs", "recompute")
 
 
 def register(study: typer.Typer) -> None:
@@ -76,18 +61,13 @@ def register(study: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """The parallel layouts of a workload on a cluster: screened, simulated and ranked by step time."""
-        from netsim.errors import NetsimError
         from netsim.studies.layouts import search_layouts
 
         out_dir = out or Path("runs/layouts")
         check_out_dir(out_dir, force, resume="study")
         ref, extra = scenario_ref(scenario, topology, nodes, workload)
-        lists: dict[str, Any] = {k: _ints(v, f"--{k}") for k, v in zip(_LISTS, (tp, pp, cp, ep, vp, mbs), strict=True)}
-        if recompute is not None:
-            modes = tuple(m.strip() for m in recompute.split(",") if m.strip())
-            if not modes:
-                raise NetsimError("needs at least one recomputation mode", field="--recompute")
-            lists["recompute"] = modes
+        given = dict(zip(_LISTS, (tp, pp, cp, ep, vp, mbs, recompute), strict=True))
+        lists = {k: csv_list(v, str if k == "recompute" else int, f"--{k}") for k, v in given.items() if v is not None}
         labels = {"screen": "screening layouts", "simulate": "simulating layouts"}
         with PhaseProgress(err_console, "netsim study layouts", labels) as bar:
             result = search_layouts(

@@ -86,12 +86,10 @@ def _header(field: str, fields: Sequence[str]) -> str:
 
 
 def _inline(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    import yaml
+    """A swept value as the table shows it (text as it is, anything else as YAML flow)."""
+    from netsim.config.common import flow_value
 
-    text = yaml.safe_dump(value, default_flow_style=True, width=2**31 - 1, sort_keys=False)
-    return text.strip().removesuffix("\n...")
+    return value if isinstance(value, str) else flow_value(value)
 
 
 def register(app: typer.Typer) -> None:

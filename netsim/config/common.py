@@ -281,6 +281,24 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     return parts, value
 
 
+def flow_value(value: Any) -> str:
+    """``value`` as one line of YAML (flow style), the way a ``--set`` item carries it: the
+    inverse of :func:`parse_override`'s value (``[1, 2]``, ``false``, ``'a: b'``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31 - 1, allow_unicode=True, sort_keys=False)
+    text = text.strip()
+    if text.endswith("\n..."):
+        text = text[: -len("\n...")].rstrip()
+    elif text == "...":
+        text = ""
+    return text
+
+
+def override_items(values: Mapping[str, Any]) -> list[str]:
+    """``{"a.b": 2, "c": "x"}`` -> ``["a.b=2", "c=x"]``: ``--set`` items that
+    :func:`apply_overrides` reads back as the same values."""
+    return [f"{key}={flow_value(value)}" for key, value in values.items()]
+
+
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Return a deep copy of ``data`` with each ``key=value`` override applied in order.
 

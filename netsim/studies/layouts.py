@@ -51,9 +51,10 @@ from typing import Any
 
 import pandas as pd
 
+from netsim.config.common import override_items
 from netsim.errors import NetsimError, SpecError
 
-__all__ = ["Candidate", "Layout", "LayoutSearch", "LayoutSpace", "default_space", "screen_layouts", "search_layouts"]
+__all__ = ["Candidate", "Layout", "LayoutSearch", "LayoutSpace", "default_space", "search_layouts"]
 
 #: the recomputation modes tried by default, least recomputation first
 DEFAULT_RECOMPUTE = ("none", "selective", "full")
@@ -267,11 +268,9 @@ class _Base:
 
 
 def _gpus(graph: Any) -> tuple[int, int]:
-    """(accelerators, accelerators of the first server)."""
-    accs = [d for _, d in graph.nodes(data=True) if d.get("kind") == "accelerator"]
-    servers = Counter(d.get("node") for d in accs)
-    per_node = max(servers.values()) if servers else 1
-    return len(accs), per_node
+    """(accelerators, the most any server has: the topology's ``accelerators_per_node``)."""
+    count = sum(1 for _, d in graph.nodes(data=True) if d.get("kind") == "accelerator")
+    return count, int(graph.graph.get("accelerators_per_node") or 1)
 
 
 def _scenario(ref: Any, items: Sequence[str], source: str) -> Any:
@@ -317,21 +316,21 @@ def _load_base(ref: Any, sets: Sequence[str], source: str) -> _Base:
     gbs = batch_plan(workload, gpus // cells).global_batch_size
     fixed = [
         *sets,
-        "workload.parallelism.dp=auto",
-        f"workload.global_batch_size={int(gbs)}",
-        "workload.batch_scaling=fixed",
-        "workload.batch_reference_devices=null",
+        *override_items(
+            {
+                "workload.parallelism.dp": "auto",
+                "workload.global_batch_size": int(gbs),
+                "workload.batch_scaling": "fixed",
+                "workload.batch_reference_devices": None,
+            }
+        ),
     ]
-    scenario = _scenario(ref, fixed, source)
-    workload = load_scenario_workload(scenario)
+    # every candidate loads the scenario with ``fixed`` and its own sizes; the compute model
+    # depends on neither (the accelerator, the model's dtype, the scenario's options)
     kernels = scenario.options.kernels
     table = KernelTable.load(scenario.resolve_path(kernels)) if kernels else None
     compute = workload_compute_model(graph, scenario, workload, table)
     return _Base(ref, fixed, source, scenario, workload, graph, compute, gpus, per_node, int(gbs), base_layout)
-
-
-def _set_items(values: Mapping[str, Any]) -> list[str]:
-    return [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()]
 
 
 def _screen_one(base: _Base, cand: Candidate, allow_oom: bool) -> None:
@@ -340,7 +339,7 @@ def _screen_one(base: _Base, cand: Candidate, allow_oom: bool) -> None:
     from netsim.workload.graph import plan_memory
 
     lay = cand.layout
-    items = [*base.sets, *_set_items(lay.values(base.workload.schedule.name))]
+    items = [*base.sets, *override_items(lay.values(base.workload.schedule.name))]
     try:
         spec = _scenario(base.ref, items, base.source)
         workload = load_scenario_workload(spec)
@@ -375,7 +374,7 @@ def _reason(exc: NetsimError) -> str:
     return f"{exc.field}: {exc.message}" if exc.field else exc.message
 
 
-def screen_layouts(
+def _screen_layouts(
     base: _Base, space: LayoutSpace, progress: Callable[[int, int], None] | None = None, allow_oom: bool = False
 ) -> list[Candidate]:
     """Steps 1-3 of the module doc for every layout of ``space``; the ``ran`` ones are to simulate.
@@ -431,11 +430,13 @@ class LayoutSearch:
         return next((c for c in self.candidates if c.layout == self.base_layout), None)
 
 
-def _sweep_mapping(base: _Base, runs: Sequence[Candidate], name: str) -> dict[str, Any]:
-    schedule = base.workload.schedule.name
-    fields = list(runs[0].layout.values(schedule))
-    zipped = {f: [c.layout.values(schedule)[f] for c in runs] for f in fields}
-    data: dict[str, Any] = {"name": name, "set": list(base.sets), "zip": [zipped]}
+def _sweep_mapping(base: _Base, runs: Sequence[Candidate], allow_oom: bool) -> dict[str, Any]:
+    """The sweep of ``runs``: the base scenario with the search's fixed items, one zip group of
+    every layout's fields (one sweep point per layout)."""
+    rows = [c.layout.values(base.workload.schedule.name) for c in runs]
+    zipped = {f: [row[f] for row in rows] for f in rows[0]}
+    sets = [*base.sets, *override_items({"options.allow_oom": allow_oom})]
+    data: dict[str, Any] = {"name": "layouts", "set": sets, "zip": [zipped]}
     if isinstance(base.ref, Mapping):
         data["scenario"] = dict(base.ref)
     elif base.ref is not None:
@@ -518,7 +519,7 @@ def search_layouts(
         raise NetsimError(f"unknown layout dimension {unknown[0]!r}; allowed: {', '.join(_DIMENSIONS)}", field="space")
     sp = default_space(base.workload, base.gpus_per_node, base.gpus, **lists)
     note = progress or (lambda _p, _d, _t: None)
-    cands = screen_layouts(base, sp, lambda d, t: note("screen", d, t), allow_oom)
+    cands = _screen_layouts(base, sp, lambda d, t: note("screen", d, t), allow_oom)
     runs = [c for c in cands if c.status == "ran"]
     if not runs:
         raise NetsimError(_none_fit(cands))
@@ -529,9 +530,7 @@ def search_layouts(
             field="--max-runs",
         )
     out_path = claim_dir(out, kind="study", force=force)
-    mapping = _sweep_mapping(base, runs, "layouts")
-    mapping["set"].append(f"options.allow_oom={'true' if allow_oom else 'false'}")
-    sweep = load_sweep(mapping, source=f"{source} (layout search)")
+    sweep = load_sweep(_sweep_mapping(base, runs, allow_oom), source=f"{source} (layout search)")
     outcome = run_sweep(
         sweep,
         out_path / "sweep",

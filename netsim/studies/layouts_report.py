@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from netsim.report.figure_kit import BREAKDOWN_COLORS
+from netsim.report.fmt import DASH, fmt_pct
 from netsim.report.render import Document, Figure, Note, Paragraph, Section, Table
 
 if TYPE_CHECKING:
@@ -28,12 +29,8 @@ FIGURE_LAYOUTS = 24
 GiB = 2**30
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
 def _num(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return DASH if value is None else format(value, spec)
 
 
 def own_layout_line(result: LayoutSearch) -> str:
@@ -57,8 +54,8 @@ def own_layout_line(result: LayoutSearch) -> str:
 def _best_line(best: Candidate) -> str:
     return (
         f"{best.layout.label} (DP {best.dp}): step {best.step_time_s:.4g} s, "
-        f"{best.tokens_per_s_per_gpu:,.0f} tokens/s per GPU, MFU {_pct(best.mfu)}, exposed communication "
-        f"{_pct(best.exposed_comm_share)} and idle {_pct(best.idle_share)} of the step, "
+        f"{best.tokens_per_s_per_gpu:,.0f} tokens/s per GPU, MFU {fmt_pct(best.mfu)}, exposed communication "
+        f"{fmt_pct(best.exposed_comm_share)} and idle {fmt_pct(best.idle_share)} of the step, "
         f"peak memory {_num(_gib(best.peak_memory_bytes), '.1f')} GiB."
     )
 
@@ -169,11 +166,11 @@ def report_document(result: LayoutSearch, scenario: str | None, figures: Sequenc
                 str(c.dp),
                 _num(c.step_time_s, ".4g"),
                 _num(c.tokens_per_s_per_gpu, ",.0f"),
-                _pct(c.mfu),
-                _pct(c.exposed_comm_share),
-                _pct(c.idle_share),
+                fmt_pct(c.mfu),
+                fmt_pct(c.exposed_comm_share),
+                fmt_pct(c.idle_share),
                 _num(_gib(c.peak_memory_bytes), ".1f") + ("" if c.fits is not False else " (does not fit)"),
-                _pct(c.peak_memory_bytes / c.capacity_bytes if c.peak_memory_bytes and c.capacity_bytes else None),
+                fmt_pct(c.peak_memory_bytes / c.capacity_bytes if c.peak_memory_bytes and c.capacity_bytes else None),
             ]
             for c in ranked
         ]

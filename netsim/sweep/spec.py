@@ -55,10 +55,9 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-import yaml
 from pydantic import Field
 
-from netsim.config.common import SpecModel, load_mapping, parse_override, validate_model
+from netsim.config.common import SpecModel, flow_value, load_mapping, parse_override, validate_model
 from netsim.config.scenario import DEFAULT_SCENARIO_PATH, ScenarioOptions, ScenarioSpec, load_scenario
 from netsim.config.topology import TopologySpec
 from netsim.config.workload import WorkloadSpec, load_workload
@@ -162,17 +161,6 @@ class Sweep:
 # --------------------------------------------------------------------------- helpers
 
 
-def _inline(value: Any) -> str:
-    """``value`` as one line of YAML (flow style), the way a ``--set`` item carries it."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=2**31 - 1, allow_unicode=True, sort_keys=False)
-    text = text.strip()
-    if text.endswith("\n..."):
-        text = text[: -len("\n...")].rstrip()
-    elif text == "...":
-        text = ""
-    return text
-
-
 def _short_name(path: str) -> str:
     """The last component of a dotted path, or the one before a generic ``name``/``kind``."""
     parts = path.split(".")
@@ -185,7 +173,7 @@ def _describe(values: Mapping[str, Any]) -> str:
     """``fabric=leaf-spine, oversubscription=2:1`` (short names, values as written)."""
     if not values:
         return "base"
-    return ", ".join(f"{_short_name(k)}={v if isinstance(v, str) else _inline(v)}" for k, v in values.items())
+    return ", ".join(f"{_short_name(k)}={v if isinstance(v, str) else flow_value(v)}" for k, v in values.items())
 
 
 def _slug_value(value: Any) -> str:
@@ -193,7 +181,7 @@ def _slug_value(value: Any) -> str:
         return "-".join(_slug_value(v) for v in value.values() if not isinstance(v, Mapping | list))
     if isinstance(value, list):
         return "-".join(_slug_value(v) for v in value)
-    return _inline(value)
+    return flow_value(value)
 
 
 def _sanitize(text: str) -> str:
@@ -273,9 +261,9 @@ def _check_values(values: Sequence[Any], at: str, source: str) -> None:
         for j in range(i):
             if values[j] == v and type(values[j]) is type(v):
                 raise SpecError(
-                    f"the value {_inline(v)!s} is listed twice (positions {j} and {i})", source=source, field=at
+                    f"the value {flow_value(v)!s} is listed twice (positions {j} and {i})", source=source, field=at
                 )
-        text = _inline(v)
+        text = flow_value(v)
         try:
             _, back = parse_override(f"x={text}")
         except SpecError:
@@ -352,8 +340,10 @@ def _exclude_rules(sweep: _SweepFile, axes: Sequence[_Axis], source: str) -> lis
             accepted = list(value) if isinstance(value, list) and not any_list else [value]
             for v in accepted:
                 if not any(v == o for o in options):
-                    allowed = ", ".join(_inline(o) for o in options)
-                    raise SpecError(f"{_inline(v)} is not one of the swept values ({allowed})", source=source, field=at)
+                    allowed = ", ".join(flow_value(o) for o in options)
+                    raise SpecError(
+                        f"{flow_value(v)} is not one of the swept values ({allowed})", source=source, field=at
+                    )
             out[key] = accepted
         rules.append(out)
     return rules
@@ -518,7 +508,7 @@ def _resolve_point(
     """Validate one point; return its scenario and digest, or raise a SpecError for the sweep."""
     from netsim.topology import load_topology_spec_ref
 
-    items = {f: f"{f}={_inline(v)}" for f, v in values.items()}
+    items = {f: f"{f}={flow_value(v)}" for f, v in values.items()}
     scen_items = {it: f for f, it in items.items() if not f.startswith(("topology.", "workload."))}
     topo_items = {it[len("topology.") :]: f for f, it in items.items() if f.startswith("topology.")}
     work_items = {it[len("workload.") :]: f for f, it in items.items() if f.startswith("workload.")}

@@ -46,13 +46,13 @@ yields a second row, metric ``peak_memory_gib``: the memory tally's worst rank
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from netsim.accuracy import REGIME_FIELDS, model_kind
+from netsim.config.common import override_items
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import SpecError
 from netsim.registry import Registry
@@ -173,14 +173,9 @@ def step_flops(case: TrainingCase, spec: WorkloadSpec, sequences: float) -> floa
     return FLOP_CONVENTIONS.get(case.flops)(spec, sequences)
 
 
-def _override(key: str, value: Any) -> str:
-    """A ``workload_set`` entry as a ``key=value`` override (values as YAML flow, i.e. JSON)."""
-    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-
-
 def workload_overrides(workload_set: dict[str, Any]) -> list[str]:
     """A case's ``workload_set`` as ``--set``-style ``key=value`` overrides."""
-    return [_override(k, v) for k, v in workload_set.items()]
+    return override_items(workload_set)
 
 
 def scenario_of(src: Source, case: TrainingCase | LayerCase, cost_model: str | None = None) -> Any:

@@ -49,8 +49,7 @@ the next step's batch; checkpoint writes every K steps.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
@@ -165,8 +164,7 @@ def _routing(
     )
 
 
-@dataclass(frozen=True)
-class _Prelude:
+class _Prelude(NamedTuple):
     """What :func:`build_plan` settles before it emits an op (:func:`_prelude`)."""
 
     mode: RecomputeMode
@@ -266,15 +264,8 @@ def build_plan(
         SpecError: an unknown recompute mode.
     """
     n_steps = steps if steps is not None else spec.steps
-    pre = _prelude(spec, graph, compute, seed, router, routing_trace, routing_samples)
-    mode, layout, batch, sched, routing, ctx, memory = (
-        pre.mode,
-        pre.layout,
-        pre.batch,
-        pre.schedule,
-        pre.routing,
-        pre.ctx,
-        pre.memory,
+    mode, layout, batch, sched, routing, ctx, memory = _prelude(
+        spec, graph, compute, seed, router, routing_trace, routing_samples
     )
     check_memory(memory, spec, allow_oom)
     emit, experts, grads, io, walk = _parts(ctx, compute, routing, lockstep, mode)

@@ -171,3 +171,30 @@ def test_documented_search_is_what_netsim_prints(tmp_path: Path, capsys: pytest.
     assert code == 0, err
     printed = [line for line in stdout.splitlines() if not line.startswith("layouts: ")]
     assert printed == shown.rstrip("\n").splitlines()
+
+
+def test_trust_table_is_the_committed_validation() -> None:
+    """docs/sections/layouts.md "How far to trust a ranking" shows the committed validation's errors."""
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[2]
+    doc = (root / "docs" / "sections" / "layouts.md").read_text()
+    table = doc.split("### How far to trust a ranking", 1)[1].split("What these rows show", 1)[0]
+    shown = [line.rsplit("|", 2)[1].strip() for line in table.splitlines() if line.startswith("|") and "%" in line]
+    results = pd.read_csv(root / "reports" / "validation" / "results.csv")
+    cases = [
+        ("megatron-bridge-h100-sft", "llama3-70b-sft-tp4-pp4"),
+        ("megatron-bridge-h100-sft", "llama3-70b-sft-recompute-core-attn-layernorm"),
+        ("megatron-bridge-h100-sft", "llama3-70b-sft-tp4-pp8"),
+        ("megatron-bridge-h100-sft", "llama3-70b-sft-recompute-mlp"),
+        ("megatron-bridge-h100-sft", "llama3-70b-sft-recompute-mlp-core-attn"),
+        ("megatron-bridge-h100-sft", "llama3-70b-sft-tp8-pp4"),
+        ("korthikanti-2022-abstract", "gpt-530b-2240-gpus"),
+        ("korthikanti-2022-abstract", "gpt-530b-2240-gpus-full-recompute"),
+    ]
+    errors = []
+    for source, case in cases:
+        row = results[(results["source"] == source) & (results["case"] == case) & (results["kind"] == "training")]
+        row = row[row["metric"] != "peak_memory_gib"]
+        errors.append(f"{100 * float(row['rel_error'].iloc[0]):+.1f}%")
+    assert shown == errors

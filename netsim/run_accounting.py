@@ -282,6 +282,7 @@ def _with_memory(ranks: pd.DataFrame, plan: StepPlan) -> pd.DataFrame:
         optimizer_bytes=[m.optimizer for m in mem],
         activations_bytes=[m.activations for m in mem],
         main_grads_bytes=[m.main_grads for m in mem],
+        weight_copies_bytes=[m.weight_copies for m in mem],
     )
 
 

@@ -171,6 +171,8 @@ def _print_memory(mem: dict[str, Any] | None) -> None:
         return
     gib = float(2**30)
     parts = ", ".join(f"{k} {mem[f'{k}_bytes'] / gib:.1f}" for k in ("params", "grads", "optimizer", "activations"))
+    if mem.get("weight_copies_bytes", 0.0):
+        parts += f", fp8 weight copies {mem['weight_copies_bytes'] / gib:.1f}"
     if mem.get("main_grads_bytes", 0.0) > mem["activations_bytes"]:
         parts += f", main grads at the optimizer step {mem['main_grads_bytes'] / gib:.1f}"
     cap = mem.get("capacity_bytes")

@@ -62,6 +62,22 @@ forward's activations fill while the backward's drain: the pair adds one layer o
 whatever the forward's chunk holds beyond the backward's), not a whole micro-batch
 (:func:`inflight`).
 
+**FP8 copies of the weights** (``optimizer.param_dtype: fp8``, Megatron's ``fp8_param_gather``).
+An FP8 GEMM on Hopper takes its weight row-wise in the forward and column-wise (transposed) for
+the input gradient (:mod:`netsim.workload.fp8`).  FP8 weights are their own row-wise copy; after
+each parameter all-gather Megatron-Core makes the column-wise one (``post_all_gather_processing``,
+megatron/core/fp8_utils.py at 3758b54b2b: "tensorwise: may need to create a transposed view to
+match backend GEMM. blockwise: create column-wise storage"), which Transformer Engine keeps on
+the weight (``update_usage(columnwise_usage=True)``, module/base.py ``quantize_weight`` at
+d0067d0da6): 1 byte a weight of the transformer layers, whose GEMMs run in FP8.  The embedding
+and the output head are 16-bit modules and keep 16-bit weights.  Not counted: the FP8 workspace
+Transformer Engine caches for a 16-bit weight under FP8 training (row-wise and column-wise, 2
+bytes a weight, ``_fp8_workspaces`` when Megatron passes ``is_first_microbatch``): with it, NeMo
+24.07's GPT-3 20B FP8 run (64 H100s, TP 2) would need 75.8 GiB of its 74.5, and it ran
+(``tests/validation/test_training_memory.py``), so something else in that tally is too big or the
+cache is not held there; not resolved.  Under ZeRO 3 a rank keeps the copies of the one layer it
+has gathered, as it keeps that layer's weights.
+
 **Weights, gradients, optimizer state**: bytes per parameter from
 :mod:`netsim.workload.optimizer`, sharded by the ZeRO stage over the (expert-)DP group that
 reduces them (ZeRO 3 adds one layer's gathered weights).  The multi-token-prediction modules share
@@ -89,7 +105,15 @@ from netsim.workload.optimizer import OptimizerPrecision, optimizer_precision
 from netsim.workload.recompute import RecomputeMode, full_layers
 from netsim.workload.schedules import Schedule
 
-__all__ = ["ActivationModel", "MemoryReport", "RankMemory", "check_memory", "inflight", "memory_report"]
+__all__ = [
+    "ActivationModel",
+    "MemoryReport",
+    "RankMemory",
+    "check_memory",
+    "fp8_weight_copy_bytes",
+    "inflight",
+    "memory_report",
+]
 
 GiB = float(2**30)
 
@@ -162,15 +186,20 @@ class ActivationModel:
         """The attention block (norm, QKV, core, output projection)."""
         m, B, sb, t = self.m, self.B, self.sb, self.t
         a = m.heads
+        # the core's 16-bit output: kept by the core for its backward, or by the output projection
+        # as its input; under FP8 with the core recomputed, neither (the projection keeps its FP8
+        # copy, the checkpoint only the core's inputs Q, K, V)
+        out = 0.0 if (self.mode.attention_core and self.proj_copy) else B
         if m.mla is not None:
             qk = m.mla.qk_nope_head_dim + m.mla.qk_rope_head_dim
+            v = m.mla.v_head_dim
             # Q, K, V (the up-projections' outputs: recomputed under norms-mla-up) and the output
-            per_head = m.mla.v_head_dim if self.mode.mla_up else 2 * qk + 2 * m.mla.v_head_dim
-            proj = (B * per_head + self.proj_copy * m.mla.v_head_dim) * sb * a / t
+            qkv = 0.0 if self.mode.mla_up else B * (2 * qk + v)
+            proj = (qkv + (out + self.proj_copy) * v) * sb * a / t
             proj += B * sb * (m.mla.q_lora_rank + m.mla.kv_lora_rank + m.mla.qk_rope_head_dim)
         else:
             d, kv = m.dim_per_head, m.num_kv_heads
-            proj = (B * (2 * a * d + 2 * kv * d) + self.proj_copy * a * d) * sb / t
+            proj = (B * (a * d + 2 * kv * d) + (out + self.proj_copy) * a * d) * sb / t
         return self._replicated("linear_qkv") + proj + self.core()
 
     def core(self) -> float:
@@ -322,16 +351,21 @@ class RankMemory:
     inflight_chunks: int
     #: fp32 main gradients, alive only during the optimizer step (after the activations are freed)
     main_grads: float = 0.0
+    #: the FP8 copies of the weights Transformer Engine keeps (module docstring)
+    weight_copies: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.params + self.grads + self.optimizer + max(self.activations, self.main_grads)
+        held = self.params + self.weight_copies + self.grads + self.optimizer
+        return held + max(self.activations, self.main_grads)
 
     def describe(self) -> str:
-        """``params 12.1, grads 24.2, optimizer 3.0, activations 51.9 GiB`` (with ``main grads
-        at the step 6.0`` when they are what peaks)."""
+        """``params 12.1, grads 24.2, optimizer 3.0, activations 51.9 GiB`` (with ``fp8 weight
+        copies 4.0`` under FP8, ``main grads at the step 6.0`` when they are what peaks)."""
         parts = ("params", "grads", "optimizer", "activations")
         text = ", ".join(f"{p} {getattr(self, p) / GiB:.1f}" for p in parts)
+        if self.weight_copies:
+            text += f", fp8 weight copies {self.weight_copies / GiB:.1f}"
         if self.main_grads > self.activations:
             text += f", main grads at the optimizer step {self.main_grads / GiB:.1f}"
         return text + " GiB"
@@ -382,6 +416,7 @@ class MemoryReport:
             "optimizer_bytes": p.optimizer,
             "activations_bytes": p.activations,
             "main_grads_bytes": p.main_grads,
+            "weight_copies_bytes": p.weight_copies,
             "per_stage_bytes": [stages[s].total for s in sorted(stages)],
         }
 
@@ -398,11 +433,13 @@ class _StageParams:
     #: the trained ones (all of them, or LoRA's adapters: netsim.workload.lora)
     trained_dense: float
     trained_expert: float
+    #: the embedding's and the output head's share of ``dense`` (16-bit modules under FP8)
+    edges: float = 0.0
 
 
 def _stage_params(costs: ModelCosts, schedule: Schedule, blocks: list[list[int]], stage: int) -> _StageParams:
     """The parameters a rank of ``stage`` holds and trains, and its layers."""
-    dense = expert = biggest = t_dense = t_expert = 0.0
+    dense = expert = biggest = t_dense = t_expert = edges = 0.0
     layers: list[int] = []
     last = len(blocks) - 1
     held = [schedule.virtual_stage(stage, c) for c in sorted({a.chunk for a in schedule.order(stage)})]
@@ -415,22 +452,33 @@ def _stage_params(costs: ModelCosts, schedule: Schedule, blocks: list[list[int]]
             t_expert += tp.expert
             biggest = max(biggest, lp.dense)
             layers.append(layer)
-        dense += (costs.head_params() if vs == last else 0.0) + (costs.embedding_params() if vs == 0 else 0.0)
+        edge = (costs.head_params() if vs == last else 0.0) + (costs.embedding_params() if vs == 0 else 0.0)
+        dense += edge
+        edges += edge
         t_dense += (costs.trainable_head_params() if vs == last else 0.0) + (
             costs.trainable_embedding_params() if vs == 0 else 0.0
         )
     if costs.m.mtp_depth and last in held and 0 not in held:
         dense += costs.embedding_params()  # the MTP modules' embedding: a copy away from block 0
+        edges += costs.embedding_params()
         t_dense += costs.trainable_embedding_params()
-    return _StageParams(dense, expert, biggest, layers, t_dense, t_expert)
+    return _StageParams(dense, expert, biggest, layers, t_dense, t_expert, edges)
+
+
+def fp8_weight_copy_bytes(spec: WorkloadSpec) -> float:
+    """Bytes a transformer layer's weight costs in FP8 copies beside the weight itself (module
+    docstring): 1 for an FP8 weight (its column-wise copy), else 0."""
+    return 1.0 if spec.param_dtype == "fp8" else 0.0
 
 
 def _static(
-    prec: OptimizerPrecision, zero: int, sp: _StageParams, dp: int, edp: int
-) -> tuple[float, float, float, float]:
-    """(weights, gradients, optimizer state, fp32 main gradients) bytes of a rank under ZeRO stage
-    ``zero``; the main gradients exist only during the optimizer step (module docstring).  The
-    weights count every parameter held, the rest only the trained ones (LoRA: the adapters)."""
+    prec: OptimizerPrecision, zero: int, sp: _StageParams, dp: int, edp: int, copy_bytes: float = 0.0
+) -> tuple[float, float, float, float, float]:
+    """(weights, gradients, optimizer state, fp32 main gradients, FP8 weight copies) bytes of a
+    rank under ZeRO stage ``zero``; the main gradients exist only during the optimizer step
+    (module docstring).  The weights count every parameter held (the embedding's and the output
+    head's in 16 bits at least), the rest only the trained ones (LoRA: the adapters);
+    ``copy_bytes`` per layer weight (:func:`fp8_weight_copy_bytes`)."""
 
     def held(per_param: float, sharded: bool, dense: float, expert: float) -> float:
         return per_param * (dense / dp + expert / edp if sharded else dense + expert)
@@ -438,9 +486,14 @@ def _static(
     def trained(per_param: float, sharded: bool) -> float:
         return held(per_param, sharded, sp.trained_dense, sp.trained_expert)
 
-    params = held(prec.param, zero >= 3, sp.dense, sp.expert) + (prec.param * sp.biggest if zero >= 3 else 0.0)
+    layers = sp.dense - sp.edges
+    params = held(prec.param, zero >= 3, layers, sp.expert) + held(max(prec.param, 2.0), zero >= 3, sp.edges, 0.0)
+    copies = copy_bytes * (sp.biggest if zero >= 3 else layers + sp.expert)
+    if zero >= 3:
+        params += prec.param * sp.biggest
     sharded = zero >= 1
-    return params, trained(prec.grad, zero >= 2), trained(prec.held_state, sharded), trained(prec.main_grad, sharded)
+    grads = trained(prec.grad, zero >= 2)
+    return params, grads, trained(prec.held_state, sharded), trained(prec.main_grad, sharded), copies
 
 
 def memory_report(
@@ -457,8 +510,9 @@ def memory_report(
         spec, layout.tp, costs.route_tokens, mode, full_layers(mode, blocks, spec.training.recompute_num_layers)
     )
     prec = optimizer_precision(spec)
+    copy_bytes = fp8_weight_copy_bytes(spec)
     last = len(blocks) - 1
-    per_stage: list[tuple[float, float, float, float, float, int]] = []
+    per_stage: list[tuple[float, float, float, float, float, float, int]] = []
     for p in range(layout.pp):
         sp = _stage_params(costs, schedule, blocks, p)
         chunks = {a.chunk for a in schedule.order(p)}
@@ -473,13 +527,13 @@ def memory_report(
         replicas = spec.parallelism.dp_replicas
         dp = len(sharding_group(layout, schedule, rank, False, replicas))
         edp = len(sharding_group(layout, schedule, rank, True, replicas))
-        static = _static(prec, spec.parallelism.zero_stage, sp, dp, edp)
+        static = _static(prec, spec.parallelism.zero_stage, sp, dp, edp, copy_bytes)
         per_stage.append((*static, peak + act.working_set(sp.layers), live))
     ranks = []
     for r in range(layout.world):
         p = layout.coords(r)[0]
-        params, grads, state, main_grads, acts, live = per_stage[p]
-        ranks.append(RankMemory(r, p, params, grads, state, acts, live, main_grads))
+        params, grads, state, main_grads, copies, acts, live = per_stage[p]
+        ranks.append(RankMemory(r, p, params, grads, state, acts, live, main_grads, copies))
     cap = accelerator.get("memory_bytes")
     return MemoryReport(ranks, float(cap) if cap else None, str(accelerator.get("name", "")), mode.name)
 

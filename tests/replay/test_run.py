@@ -44,9 +44,8 @@ def test_breakdown_parts_add_up_to_the_step_time_for_every_rank(tiny_run: Any) -
 def test_memory_per_rank_is_in_the_summary_and_the_ranks_table(tiny_run: Any) -> None:
     summary, tables, (prep, _, _) = tiny_run
     mem, ranks = summary["memory"], tables["ranks"]
-    parts = ranks[["params_bytes", "grads_bytes", "optimizer_bytes"]].sum(axis=1) + ranks[
-        ["activations_bytes", "main_grads_bytes"]
-    ].max(axis=1)
+    held = ["params_bytes", "weight_copies_bytes", "grads_bytes", "optimizer_bytes"]
+    parts = ranks[held].sum(axis=1) + ranks[["activations_bytes", "main_grads_bytes"]].max(axis=1)
     np.testing.assert_allclose(parts.to_numpy(), ranks["memory_bytes"].to_numpy(), rtol=1e-12)
     assert mem["peak_bytes"] == pytest.approx(float(ranks["memory_bytes"].max()))
     assert mem["fits"] is True and mem["capacity_bytes"] == prep.graph.graph["accelerator"]["memory_bytes"]

@@ -40,10 +40,10 @@ LARGE = {
     "megatron-bridge-h100/llama3-70b-64gpus": 71,
     "megatron-bridge-h100-cards/qwen3-8b-16gpus": 2,
     "megatron-bridge-h100-ep-overlap/qwen3-30b-a3b-bf16": 46,
+    "megatron-bridge-h100-sft/llama3-70b-sft-tp4-pp4": 11,
     "megatron-bridge-h100-sft/llama3-70b-sft-tp4-pp8": 17,
     "megatron-bridge-h100-sft/llama3-70b-sft-recompute-mlp": 11,
     "megatron-bridge-h100-sft/llama3-70b-sft-recompute-mlp-core-attn": 10,
-    "megatron-bridge-h100-sft/llama3-70b-sft-recompute-core-attn-layernorm": 10,
     "megatron-bridge-h100-lora/llama3-70b-lora-8gpus": 32,
     "nemo-2407-finetune-h100/llama2-13b-lora-8gpus": 1,
     "nemo-2407-finetune-h100/llama2-70b-lora-8gpus": 16,
@@ -71,6 +71,7 @@ def test_the_large_cases_are_not_quick() -> None:
 @pytest.mark.parametrize("case", sorted(LARGE))
 def test_large_training_case_within_tolerance(case: str) -> None:
     t = run_validation(only=case, kinds=["training"]).table
+    t = t[t["metric"] != "peak_memory_gib"]  # a case's peak memory: tests/validation/test_training_memory.py
     assert len(t) == 1
     row = t.iloc[0]
     assert bool(row["asserted"]) and bool(row["passed"]), (

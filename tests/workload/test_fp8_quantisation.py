@@ -101,11 +101,13 @@ def _digest(plan: StepPlan) -> str:
 #: summary gained main_grads_bytes; the ops' digests did not move; the ops re-pinned on 2026-12-05
 #: when the head gained the loss kernel: with it taken out of the head, the plans gave the old
 #: digests; the dense ones re-pinned on 2026-12-06, when a sequence-parallel block's backward
-#: gained the all-gather of its input and was cut at its GEMMs, netsim.workload.tp_blocks)
+#: gained the all-gather of its input and was cut at its GEMMs, netsim.workload.tp_blocks; the memory
+#: part re-pinned on 2026-12-07, when the summary gained weight_copies_bytes: without that key the
+#: plans gave the old digests)
 BEFORE = {
-    ("dense", ""): "99fef8a068552a2872966155a53b15871e9f4d5fa5f7e3055d20e46f2169e7e2",
-    ("dense", "training.recompute=selective"): "e02101396808ae37b1194cee2c3c3550de09e777da9710b94c85dc63fa133655",
-    ("moe", "training.recompute=norms-mla-up"): "3201c5edfc0f1dd2388b67bd0c9d3a248fbb7cbb723c74237f36859b0ea41335",
+    ("dense", ""): "134d183688cfc75460dcbe33d9ec91146d5287d914d69e7e7412eded17eb4a8c",
+    ("dense", "training.recompute=selective"): "144012abe50f1137a6b3af91c2432fcc5ef853368c056899c4899ceb5bdd4618",
+    ("moe", "training.recompute=norms-mla-up"): "55f3fffa9c832b454b6d3508b26c88267be399306ff366a340656ae43900ac0d",
 }
 
 

@@ -11,7 +11,7 @@ from netsim.calibration.kernels import KERNELS
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError, WorkloadError
 from netsim.workload.graph import build_plan
-from netsim.workload.memory import ActivationModel, _StageParams, _static, inflight
+from netsim.workload.memory import ActivationModel, _StageParams, _static, fp8_weight_copy_bytes, inflight
 from netsim.workload.optimizer import ADAMW_KERNEL_BYTES_PER_PARAM, optimizer_precision
 from netsim.workload.recompute import get_recompute
 from netsim.workload.schedules import get_schedule
@@ -109,6 +109,48 @@ def test_fp8_keeps_bf16_between_operators_and_fp8_copies_of_the_gemm_inputs(t: i
     # full recomputation keeps the layer's input, in BF16
     spec = load_workload(dict(GPT3, model={**GPT3["model"], "dtype": "fp8"}), source="t")
     assert ActivationModel(spec, 1, S, get_recompute("full")).layer(0) == 2 * sbh
+
+
+@pytest.mark.parametrize("t", [1, 4])
+def test_fp8_with_the_core_recomputed_keeps_no_bf16_attention_output(t: int) -> None:
+    """Under FP8 the output projection keeps its own FP8 copy of the attention output and the
+    core's checkpoint only Q, K and V: with the core recomputed the BF16 output is kept by
+    nobody.  In BF16 the projection keeps the output itself, recomputed core or not."""
+    sbh = S * H
+    data = dict(
+        GPT3,
+        model={**GPT3["model"], "dtype": "fp8"},
+        parallelism={"tp": t, "sequence_parallel": t > 1},
+        training={"flash_attention": True, "dropout": False},
+    )
+    spec = load_workload(data, source="t")
+    none = ActivationModel(spec, t, S // t, get_recompute("none")).attention()
+    selective = ActivationModel(spec, t, S // t, get_recompute("selective")).attention()
+    fa = 4 * A * S / t  # the fp32 softmax statistics the recomputed core does not keep either
+    assert none - selective == pytest.approx(2 * sbh / t + fa, rel=1e-12)
+    bf16_none = _act(t, t > 1, "none", flash_attention=True, dropout=False).attention()
+    bf16_selective = _act(t, t > 1, "selective", flash_attention=True, dropout=False).attention()
+    assert bf16_none - bf16_selective == pytest.approx(fa, rel=1e-12)
+
+
+def test_fp8_weights_keep_a_column_wise_copy_and_16_bit_edges() -> None:
+    """FP8 weights (``optimizer.param_dtype: fp8``): 1 byte a layer weight, and 1 more for the
+    column-wise copy Megatron-Core makes after each all-gather; the embedding and the output head
+    stay 16-bit modules.  16-bit weights carry no copy in the tally."""
+    layers, edges = 10.0, 3.0
+    sp = _StageParams(layers + edges, 0.0, 1.0, [], trained_dense=13.0, trained_expert=0.0, edges=edges)
+    opt = {"param_dtype": "fp8", "grad_dtype": "bf16"}
+    spec = load_workload({"model": {**GPT3["model"], "dtype": "fp8"}, "optimizer": opt}, source="t")
+    assert fp8_weight_copy_bytes(spec) == 1.0
+    params, grads, _, _, copies = _static(optimizer_precision(spec), 1, sp, 4, 4, fp8_weight_copy_bytes(spec))
+    assert params == 1 * layers + 2 * edges and copies == 1 * layers and grads == 2 * 13
+    bf16 = load_workload({"model": {**GPT3["model"], "dtype": "fp8"}}, source="t")
+    assert fp8_weight_copy_bytes(bf16) == 0.0
+    params, _, _, _, copies = _static(optimizer_precision(bf16), 1, sp, 4, 4, fp8_weight_copy_bytes(bf16))
+    assert params == 2 * (layers + edges) and copies == 0.0
+    # ZeRO 3: the copies of the one layer gathered, as its weights
+    *_, copies = _static(optimizer_precision(spec), 3, sp, 4, 4, 1.0)
+    assert copies == 1.0
 
 
 def test_fp8_moe_token_slots_keep_the_expert_input_in_fp8_and_its_output_in_bf16() -> None:

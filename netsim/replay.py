@@ -43,6 +43,7 @@ import simpy
 
 from netsim.collectives.plan_execution import device_ids
 from netsim.collectives.transfer_costs import P2pTransfer, p2p_transfer
+from netsim.errors import WorkloadError
 from netsim.workload.graph import Collective, Op, StepPlan
 
 __all__ = ["BREAKDOWN_CLASSES", "Breakdown", "ReplayDeadlock", "ReplayResult", "rank_breakdown", "replay"]
@@ -97,6 +98,26 @@ class ReplayDeadlock(RuntimeError):
         self.op_ids = op_ids
 
 
+#: the longest compute op the replay accepts (s): one day.  No kernel of a training step comes
+#: near it; a compute model that gives one is out of range (an efficiency of 1e-12, say), and at
+#: such times the float clock can no longer tell a network's microsecond events apart
+MAX_OP_S = 86_400.0
+
+
+def _check_durations(ops: Sequence[Op]) -> None:
+    """A one-line WorkloadError for the first compute op (or timed barrier) whose duration is
+    not finite or longer than :data:`MAX_OP_S`."""
+    for op in ops:
+        dur = op.duration_s if op.coll is None else (op.coll.duration_s if op.coll.op == "barrier" else 0.0)
+        if np.isfinite(dur) and dur <= MAX_OP_S:
+            continue
+        raise WorkloadError(
+            f"op {op.name} of rank {op.rank} would take {dur:.3g} s, more than a day (at most "
+            f"{MAX_OP_S:.0f} s): the compute model is out of range (check options.flops_efficiency, "
+            "topology.accelerator.compute and the kernel table)"
+        )
+
+
 class _Executor:
     def __init__(
         self,
@@ -118,6 +139,7 @@ class _Executor:
         self.coll_kwargs = dict(collective_kwargs)
         self.progress = progress
         ops = plan.ops
+        _check_durations(ops)
         n = len(ops)
         self.ops = ops
         self.start = np.full(n, np.nan)

@@ -219,6 +219,18 @@ def _blame_scenario(scenario: ScenarioSpec, field: str) -> Iterator[None]:
         raise
 
 
+def _check_algorithms(algorithms: Mapping[str, str]) -> None:
+    """Every ``options.algorithms`` entry names a collective and one of its algorithms (before
+    any work: an unknown one would otherwise pass unnoticed when no collective of the op runs)."""
+    from netsim.collectives.registry import get_algorithm
+
+    for op, algo in algorithms.items():
+        try:
+            get_algorithm(op, algo)
+        except NetsimError as exc:
+            raise SpecError(exc.message, field=f"options.algorithms.{op}") from None
+
+
 def prepare(scenario: ScenarioSpec) -> Prepared:
     """Build everything a replay needs (no simulation yet)."""
     from netsim.topology import load_topology
@@ -231,6 +243,8 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
         workload = load_scenario_workload(scenario)
     check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
     opts = scenario.options
+    with _blame_scenario(scenario, "options"):
+        _check_algorithms(opts.algorithms)
     table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
     compute = workload_compute_model(graph, scenario, workload, table)
     lockstep, samples, reasons = choose_plan_options(opts, graph, workload)

@@ -99,6 +99,31 @@ def test_absurd_values_are_one_line(argv: list[str], words: list[str], capsys: p
     _one_error(argv, capsys, *words)
 
 
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (  # an efficiency so low that a step outlasts the float clock's microsecond resolution
+            ["run", "-q", "--set", "options.flops_efficiency=1e-300"],
+            ["would take", "more than a day", "options.flops_efficiency"],
+        ),
+        (["run", "-q", "--set", "options.algorithms.all_to_all=bogus"], ["--set options.algorithms.all_to_all: "]),
+        (["run", "-q", "--set", "options.algorithms.nonsense=ring"], ["--set options.algorithms.nonsense: unknown"]),
+        (["run", "-q", "--set", "name=../../escape"], ["--set name: must be one folder name"]),
+        (["run", "-q", "--set", "name=/tmp/abs"], ["--set name: must be one folder name"]),
+    ],
+)
+def test_out_of_range_runs_are_one_line_and_write_nothing(
+    argv: list[str], words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _one_error(argv, capsys, *words)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_name_is_one_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "s.yaml").write_text("name: ../../escape\ngrid: {seed: [0, 1]}\n")
+    _one_error(["sweep", "s.yaml", "--dry-run"], capsys, "s.yaml", "name", "must be one folder name")
+
+
 # --------------------------------------------------------------------------- errors blame the user's input
 
 

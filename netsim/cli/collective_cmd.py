@@ -235,25 +235,29 @@ def _collective(
     kw, setup = network_setup(graph, o.calibration, o.routing, o.seed, cost_model=o.collective_cost, step_latency_s=lat)
     devices = _devices(graph, o)
     comments, library = _comments(graph, o, devices, setup, kw["routing"])
+    sweep = iter(
+        iter_sweep(
+            graph,
+            o.op,
+            devices,
+            sizes,
+            algo=o.algo,
+            chunk_bytes=chunk,
+            channels=o.channels,
+            model=o.model,
+            cost=setup.cost,
+            proto=o.proto,
+            **kw,
+        )
+    )
+    rows = [_first_row(sweep)]  # a protocol or algorithm the request cannot run fails before any output
     for c in comments:
         typer.echo(f"# {c}")
     typer.echo("#")
     for h in HEADER_LINES:
         typer.echo(h)
-    rows = []
-    for row in iter_sweep(
-        graph,
-        o.op,
-        devices,
-        sizes,
-        algo=o.algo,
-        chunk_bytes=chunk,
-        channels=o.channels,
-        model=o.model,
-        cost=setup.cost,
-        proto=o.proto,
-        **kw,
-    ):
+    typer.echo(format_row(rows[0]))
+    for row in sweep:
         rows.append(row)
         typer.echo(format_row(row))
     for t in format_trailer(rows):
@@ -261,6 +265,23 @@ def _collective(
     if setup.name == "nccl":
         typer.echo(f"# {library}'s choice: " + "; ".join(format_choices(rows)))
     _write_files(o, graph, devices, rows, comments, sizes, step_factor)
+
+
+#: the option behind a field a collective's check names
+_OPTION_OF = {"proto": "--proto", "algo": "--algo", "op": "OP", "collective_cost": "--collective-cost"}
+
+
+def _first_row(sweep: Any) -> Any:
+    """The sweep's first row, an error naming the option (``--proto``) rather than its field."""
+    from netsim.errors import NetsimError
+
+    try:
+        return next(sweep)
+    except NetsimError as exc:
+        if exc.field in _OPTION_OF:
+            exc.field = _OPTION_OF[exc.field]
+            exc.args = (exc.one_line(),)
+        raise
 
 
 def _write_files(

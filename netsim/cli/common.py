@@ -161,9 +161,13 @@ def scenario_ref(
 
 
 def csv_list(value: str, cast: type = str, field: str | None = None) -> tuple[Any, ...]:
-    """``"1, 2,4"`` -> ``(1, 2, 4)`` with ``cast`` (empty items dropped); a value ``cast``
-    cannot read is a one-line error naming ``field``."""
-    items = [v.strip() for v in value.split(",") if v.strip()]
+    """``"1, 2,4"`` -> ``(1, 2, 4)`` with ``cast`` (``""``: no items); an empty item (``"1,,2"``,
+    a trailing comma) or a value ``cast`` cannot read is a one-line error naming ``field``."""
+    if not value.strip():
+        return ()
+    items = [v.strip() for v in value.split(",")]
+    if not all(items):
+        raise NetsimError(f"{value!r} has an empty item; give a comma-separated list like 1,2,4", field=field)
     try:
         return tuple(cast(v) for v in items)
     except ValueError:

@@ -244,6 +244,8 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
             hit = override_for(field, [stripped]) or override_for(field.removeprefix("options."), [stripped])
             if hit is not None:
                 exc.source = f"--set {key}"
+                if field in (key, key.removeprefix(prefix)):  # the item names the field already
+                    exc.field = None
                 exc.args = (exc.one_line(),)
                 return exc
     flag = _FIELD_FLAGS.get(field)

@@ -242,12 +242,12 @@ class NcclCost(CostModel):
         table = self.table(devices)
         ch = choose(table, op, nbytes, algos=algos, protos=protos)
         if ch is None:
-            wanted = f"algorithm {algo!r}" if algo else "any algorithm"
+            wanted = f"no algorithm {algo!r}" if algo else "no algorithm"
             why = _why_unavailable(algos[0] if algos else "", table.system)
             raise CollectiveError(
-                f"NCCL has no {wanted}{' with protocol ' + proto if proto else ''} for {op} on "
+                f"NCCL has {wanted}{' with protocol ' + proto if proto else ''} for {op} on "
                 f"this group ({len(devices)} ranks){': ' + why if why else ''}",
-                field="algo",
+                field="algo" if algo or proto is None else "proto",
             )
         return ch
 

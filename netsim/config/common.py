@@ -80,6 +80,24 @@ class SpecModel(BaseModel):
         return data
 
 
+def folder_name(value: str) -> str:
+    """``value`` as the name of one folder (a run's or a sweep's default output ``runs/<name>``):
+    no path separator, not ``.`` or ``..``, no leading dot, no control character (a ValueError
+    otherwise, which validation turns into a one-line error naming the field)."""
+    bad = (
+        not value
+        or value in (".", "..")
+        or value.startswith(".")
+        or any(c in value for c in "/\\")
+        or any(ord(c) < 32 for c in value)
+    )
+    if bad:
+        raise ValueError(
+            f"must be one folder name (letters, digits, '-', '_', '.'; no '/', no leading '.'), got {value!r}"
+        )
+    return value
+
+
 def _numeric_only(tp: Any) -> bool:
     """Whether annotation ``tp`` takes numbers and no booleans (int, float, int | None, ...)."""
     union = get_origin(tp) in (Union, types.UnionType)

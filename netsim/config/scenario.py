@@ -65,7 +65,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from netsim.config.common import Duration, SpecModel, apply_overrides, load_mapping, validate_model
+from netsim.config.common import Duration, SpecModel, apply_overrides, folder_name, load_mapping, validate_model
 from netsim.errors import SpecError
 from netsim.limits import MAX_STEPS
 
@@ -155,6 +155,11 @@ class ScenarioSpec(SpecModel):
 
     _source: str | None = PrivateAttr(default=None)
     _base_dir: Path | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, value: str) -> str:
+        return folder_name(value)  # the default run directory is runs/<name>
 
     @property
     def source(self) -> str | None:

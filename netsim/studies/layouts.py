@@ -53,6 +53,7 @@ import pandas as pd
 
 from netsim.config.common import override_items
 from netsim.errors import NetsimError, SpecError
+from netsim.workload.recompute import RECOMPUTE
 
 __all__ = ["Candidate", "Layout", "LayoutSearch", "LayoutSpace", "default_space", "search_layouts"]
 
@@ -182,6 +183,10 @@ def default_space(
     moe = model.moe is not None and bool(model.moe_layers())
     if ep is not None and not moe and tuple(ep) != (1,):
         raise NetsimError("the workload has no experts: expert parallelism can only be 1", field="--ep")
+    for name in recompute or ():
+        if name not in RECOMPUTE:
+            allowed = ", ".join(RECOMPUTE.names())
+            raise NetsimError(f"unknown recompute mode {name!r}; allowed: {allowed}", field="--recompute")
     return LayoutSpace(
         tp=tuple(tp) if tp is not None else _powers_of_two(gpus_per_node),
         pp=tuple(pp) if pp is not None else _powers_of_two(min(DEFAULT_MAX_PP, model.layers, gpus)),
@@ -512,6 +517,8 @@ def search_layouts(
     check_output_dir(out, force=force, resume="study")
     if max_runs < 1:
         raise NetsimError(f"must be >= 1 (got {max_runs})", field="--max-runs")
+    if workers is not None and workers < 1:
+        raise NetsimError(f"must be >= 1 (got {workers})", field="--workers")
     base = _load_base(ref, sets, source)
     lists = dict(space or {})
     unknown = sorted(set(lists) - set(_DIMENSIONS))

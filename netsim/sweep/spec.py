@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any
 
 import networkx as nx
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from netsim.config.common import SpecModel, flow_value, load_mapping, parse_override, validate_model
+from netsim.config.common import SpecModel, flow_value, folder_name, load_mapping, parse_override, validate_model
 from netsim.config.scenario import DEFAULT_SCENARIO_PATH, ScenarioOptions, ScenarioSpec, load_scenario
 from netsim.config.topology import TopologySpec
 from netsim.config.workload import WorkloadSpec, load_workload
@@ -87,6 +87,11 @@ class _SweepFile(SpecModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     zip_: list[dict[str, list[Any]]] = Field(default_factory=list, alias="zip")
     exclude: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, value: str | None) -> str | None:
+        return None if value is None else folder_name(value)  # the default output is sweeps/<name>
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest
         ([*SPACE_ARGS, "--max-runs", "2"], "4 layouts pass the screening, more than --max-runs 2"),
         (["--set", "topology.accelerator.memory=0.5GB", *SPACE_ARGS], "no layout of the 8 fits"),
         (["--tp", "3", "--pp", "1", "--ep", "8", "--mbs", "1", "--recompute", "none"], "no layout of the 1 fits"),
+        ([*SPACE_ARGS, "--workers", "0"], "--workers: must be >= 1 (got 0)"),
+        (["--recompute", "none,bogus"], "--recompute: unknown recompute mode 'bogus'; allowed: none, selective"),
+        (["--tp", "1,,2"], "--tp: '1,,2' has an empty item"),
     ]
     for args, text in cases:
         code, _stdout, err = run_cli(["study", "layouts", *args, "-o", str(out)], capsys)

@@ -257,6 +257,24 @@ def test_flows_file_limits(tmp_path: Path, capsys: pytest.CaptureFixture[str], m
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("src,dst,bytes,start_s\nn0.g0,n0.g1,4MB,0,extra\n", ["row 2: 5 fields where the header has 4"]),
+        ("src,dst,bytes,start_s,bogus\nn0.g0,n0.g1,4MB,0,1\n", ["unknown column 'bogus'; allowed: src, dst"]),
+        ("src,dst,bytes,start_s\nn0.g0,n0.g0,4MB,0\n", ["row 2.dst: a flow from 'n0.g0' to itself"]),
+        ("src,dst,bytes,start_s\nn0.g0,n0.g1,2.5,0\n", ["row 2.bytes: bytes must be a whole number"]),
+        ("src,dst,bytes,start_s\nn0.g0,n9.g1,1MB,0\n", ["row 2.dst: unknown device 'n9.g1'", "include "]),
+    ],
+)
+def test_flows_rows_and_columns_are_checked(
+    text: str, words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f.csv").write_text(text)
+    _one_error(["flows", "f.csv", "-t", "dgx-h100", "-n", "1", "--out", "o"], capsys, "f.csv", *words)
+    assert not (tmp_path / "o").exists()
+
+
 def test_flows_plain_number_is_bytes(tmp_path: Path) -> None:
     from netsim.network.flowfile import read_flows
 
@@ -336,6 +354,29 @@ def test_kineto_problems_are_one_line(
     (tmp_path / "t.json").write_text(doc)
     _one_error(["import", "kineto", "t.json", "--out", "ops.csv"], capsys, "t.json", *words)
     assert not (tmp_path / "ops.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--out", "ops.txt"], ["--out: write a .csv or .parquet file"]),
+        (["--out", "ops.csv", "--start-us", "nan"], ["--start-us: must be a finite number"]),
+        (["--out", "ops.csv", "--start-us", "100", "--end-us", "5"], ["--end-us: must be after --start-us 100"]),
+        (["--out", "ops.csv", "--step-range", "Step#*"], ["--step-range: ", "give --kernel-table"]),
+    ],
+)
+def test_kineto_options_are_checked_before_the_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], words: list[str]
+) -> None:
+    (tmp_path / "t.json").write_text('[{"ph": "X", "name": "a", "ts": 1, "dur": 2, "cat": "cpu_op"}]')
+    _one_error(["import", "kineto", "t.json", *options], capsys, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
+
+
+def test_validate_names_an_empty_only_and_a_bad_what_if_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    _one_error(["validate", "--only", "", "--out", "v"], capsys, "--only: no validation case matches --only ''")
+    argv = ["validate", "--only", "nccl-tests-issue-212/*", "--set", "topology.node.nvlink_bandwidth=-1", "--out", "v"]
+    _one_error(argv, capsys, "nvlink_bandwidth")
 
 
 def test_kineto_json_array_format_is_a_trace(tmp_path: Path) -> None:

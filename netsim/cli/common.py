@@ -127,6 +127,13 @@ def network_setup(
     setup = collective_setup(graph, source="--collective-cost" if cost_model else None, **cal_kw)
     if setup.efficiency:
         kw["efficiency"] = dict(setup.efficiency)
+    if routing is not None:
+        from netsim.network.path_policy import PATH_POLICIES
+
+        if routing not in PATH_POLICIES:
+            raise NetsimError(
+                f"unknown routing policy {routing!r}; allowed: {', '.join(PATH_POLICIES.names())}", field="--routing"
+            )
     kw["routing"] = routing if routing is not None else default_routing(graph)
     if seed is not None:
         from netsim.limits import INT64_MAX

@@ -223,7 +223,10 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
     if exc.source and exc.source.startswith("--set "):  # name the item as typed (with its topology./workload.)
         typed = next((s for s in sets for p in ("topology.", "workload.") if s == p + exc.source[6:]), None)
         if typed is not None:
-            exc.source = f"--set {typed.partition('=')[0]}"
+            key = typed.partition("=")[0]
+            exc.source = f"--set {key}"
+            if exc.field and key.endswith(exc.field):  # the item names the field already
+                exc.field = None
             exc.args = (exc.one_line(),)
             return exc
         flag = _FIELD_FLAGS.get(exc.source[6:].partition("=")[0].strip())

@@ -96,6 +96,7 @@ def _register_import(imp: typer.Typer) -> None:
         """Aggregate a PyTorch profiler (Kineto) trace into per-op durations, a kernel table and/or
         the GPU time by kernel class."""
         check_out_files(force, out=out, events=events_out, classes=classes)
+        _check_kineto_options(out, kernel_table, events_out, classes, step_range, start_us, end_us)
         stream_list = [x.strip() for x in streams.split(",") if x.strip()] if streams else None
         _import_kineto(
             trace,
@@ -185,6 +186,35 @@ def _register_replay(app: typer.Typer) -> None:
             no_report,
             force,
         )
+
+
+def _check_kineto_options(
+    out: Path | None,
+    kernel_table: Path | None,
+    events_out: Path | None,
+    classes: Path | None,
+    step_range: str | None,
+    start_us: float | None,
+    end_us: float | None,
+) -> None:
+    """The options of ``import kineto`` that the trace does not decide, checked before it is read."""
+    import math
+
+    for flag, path in (
+        ("--out", out),
+        ("--kernel-table", kernel_table),
+        ("--events", events_out),
+        ("--classes", classes),
+    ):
+        if path is not None and path.suffix.lower() not in (".csv", ".parquet", ".pq"):
+            raise SpecError(f"write a .csv or .parquet file (got {path.name!r})", field=flag)
+    for flag, value in (("--start-us", start_us), ("--end-us", end_us)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise SpecError(f"must be a finite number of us >= 0 (got {value})", field=flag)
+    if start_us is not None and end_us is not None and end_us <= start_us:
+        raise SpecError(f"must be after --start-us {start_us:g} (got {end_us:g})", field="--end-us")
+    if step_range is not None and kernel_table is None:
+        raise SpecError("sets the step of --kernel-table; give --kernel-table with it", field="--step-range")
 
 
 def _import_kineto(

@@ -131,10 +131,11 @@ def register(app: typer.Typer) -> None:
         from netsim.validation.sources import load_sources, with_overrides
 
         srcs = with_overrides(load_sources([str(p) for p in source] or None), set_)
-        if set_:
-            err_console.print(f"what-if: {', '.join(set_)} on every case", highlight=False)
+        banner = [f"what-if: {', '.join(set_)} on every case"] if set_ else []
 
         def progress(label: str, done: int, total: int) -> None:
+            while banner:  # once a case has taken the overrides (a bad one fails before: one line)
+                err_console.print(banner.pop(), highlight=False)
             err_console.print(f"[{done}/{total}] {label}", highlight=False)
 
         res = run_validation(

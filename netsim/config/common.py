@@ -64,7 +64,7 @@ class SpecModel(BaseModel):
     """Base of every spec model: unknown keys are errors, objects are immutable, and a
     ``true``/``false`` is not a number (pydantic would read it as 1/0)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

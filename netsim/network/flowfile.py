@@ -24,6 +24,25 @@ from netsim.network.engine import Network
 from netsim.units import parse_bytes, parse_duration
 
 REQUIRED = ("src", "dst", "bytes", "start_s")
+OPTIONAL = ("path", "traffic_class", "label")
+
+
+def _check_row_lengths(p: Path, src: str) -> None:
+    """Every row has as many fields as the header (pandas would shift a longer row's columns)."""
+    import csv
+
+    with p.open(newline="", encoding="utf-8", errors="replace") as fh:
+        rows = (r for r in csv.reader(fh, skipinitialspace=True) if r and not r[0].lstrip().startswith("#"))
+        header = next(rows, None)
+        if header is None:
+            return
+        for i, row in enumerate(rows):
+            if len(row) > len(header):
+                raise TraceError(
+                    f"{len(row)} fields where the header has {len(header)} ({', '.join(h.strip() for h in header)})",
+                    source=src,
+                    field=f"row {i + 2}",
+                )
 
 
 def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -33,6 +52,7 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not p.is_file():
         raise TraceError("file not found", source=src)
     check_file_size(p, MAX_TEXT_BYTES, "a flows file")
+    _check_row_lengths(p, src)
     try:
         df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#")
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
@@ -42,9 +62,12 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
     if missing:
         raise TraceError(
             f"missing column(s) {', '.join(missing)}; required: {', '.join(REQUIRED)} "
-            "(optional: path, traffic_class, label)",
+            f"(optional: {', '.join(OPTIONAL)})",
             source=src,
         )
+    unknown = [c for c in df.columns if c not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise TraceError(f"unknown column {unknown[0]!r}; allowed: {', '.join(REQUIRED + OPTIONAL)}", source=src)
     if df.empty:
         raise TraceError("no flows in file", source=src)
     if len(df) > MAX_FLOW_ROWS and size_check_enabled():
@@ -61,8 +84,8 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
             st = parse_duration(t.strip(), field=f"{row}.start_s")
         except NetsimError as exc:
             raise exc.with_source(src) from None
-        if nb < 0:
-            raise TraceError(f"bytes must be >= 0, got {b!r}", source=src, field=f"{row}.bytes")
+        if nb < 0 or nb != int(nb):
+            raise TraceError(f"bytes must be a whole number >= 0, got {b!r}", source=src, field=f"{row}.bytes")
         if st < 0:
             raise TraceError(f"start_s must be >= 0, got {t!r}", source=src, field=f"{row}.start_s")
         check_quantity(nb, "bytes", f"{row}.bytes", src)
@@ -70,6 +93,10 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
         nbytes.append(nb)
         start.append(st)
     out = pd.DataFrame({"src": df["src"].str.strip(), "dst": df["dst"].str.strip(), "bytes": nbytes, "start_s": start})
+    same = (out["src"] == out["dst"]).to_numpy().nonzero()[0]
+    if same.size:
+        i = int(same[0])
+        raise TraceError(f"a flow from {out['src'][i]!r} to itself", source=src, field=f"row {i + 2}.dst")
     for col in ("path", "traffic_class", "label"):
         if col in df.columns:
             out[col] = df[col].str.strip()
@@ -106,8 +133,9 @@ def run_flows(
         bad = [(i, d) for i, d in enumerate(table[col]) if d not in known]
         if bad:
             i, d = bad[0]
+            examples = ", ".join(sorted(str(k) for k in known)[:3])
             raise TraceError(
-                f"unknown device {d!r} (devices look like n0.g0, n0.nic0, leaf0)",
+                f"unknown device {d!r} (this topology's devices include {examples}; `netsim topology show` lists them)",
                 source=src,
                 field=f"row {i + 2}.{col}",
             )

@@ -340,6 +340,11 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
         raise NetsimError(f"cannot read summary: {exc}", source=str(path)) from exc
     if not isinstance(data, dict):
         raise NetsimError("summary must be a JSON object", source=str(path))
+    step = data.get("step_time_s")
+    if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step) or step < 0:
+        raise NetsimError(
+            f"step_time_s must be a number of seconds >= 0 (got {step!r}): not a summary netsim wrote", source=str(path)
+        )
     return data
 
 

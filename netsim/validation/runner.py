@@ -294,9 +294,9 @@ def run_validation(
     todo = select_cases(srcs, quick=quick, only=only, kinds=kinds)
     if not todo:
         raise SpecError(
-            f"no validation case matches{' --only ' + repr(only) if only else ''}"
+            f"no validation case matches{' --only ' + repr(only) if only is not None else ''}"
             f"{' --kind ' + ','.join(kinds) if kinds else ''}{' (quick)' if quick else ''}",
-            field="--only" if only else None,
+            field="--only" if only is not None else None,
         )
     gaps = load_known_gaps() if known_gaps else []
     rows: list[dict[str, object]] = []

@@ -176,6 +176,11 @@ def test_bad_summary_and_bad_table(tmp_path: Path) -> None:
     (run / "summary.json").write_text("[1, 2]")
     with pytest.raises(NetsimError, match="JSON object"):
         write_report(run)
+    for text in ("{}", '{"step_time_s": "fast"}', '{"step_time_s": NaN}'):
+        (run / "summary.json").write_text(text)
+        with pytest.raises(NetsimError, match=r"summary\.json: step_time_s must be a number of seconds"):
+            write_report(run)
+    assert not (run / "report.html").exists()
     run2 = make_run_dir(tmp_path / "bad2", layers=1, microbatches=1)
     links = pd.read_parquet(run2 / "links.parquet").drop(columns=["peak_utilization"])
     links.to_parquet(run2 / "links.parquet")

@@ -66,6 +66,7 @@ __all__ = [
     "RunOutcome",
     "account_replay",
     "build_compute_model",
+    "check_algorithms",
     "prepare",
     "run_plan",
     "run_scenario",
@@ -219,7 +220,7 @@ def _blame_scenario(scenario: ScenarioSpec, field: str) -> Iterator[None]:
         raise
 
 
-def _check_algorithms(algorithms: Mapping[str, str]) -> None:
+def check_algorithms(algorithms: Mapping[str, str]) -> None:
     """Every ``options.algorithms`` entry names a collective and one of its algorithms (before
     any work: an unknown one would otherwise pass unnoticed when no collective of the op runs)."""
     from netsim.collectives.registry import get_algorithm
@@ -244,7 +245,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
     opts = scenario.options
     with _blame_scenario(scenario, "options"):
-        _check_algorithms(opts.algorithms)
+        check_algorithms(opts.algorithms)
     table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
     compute = workload_compute_model(graph, scenario, workload, table)
     lockstep, samples, reasons = choose_plan_options(opts, graph, workload)

@@ -450,9 +450,9 @@ def _attribute(
 
 def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) -> None:
     """Registry names and the rank layout (raise errors whose field is a scenario path)."""
-    from netsim.collectives.registry import get_algorithm
     from netsim.moe import placement_names, router_names, stat_model_names
     from netsim.network.routing import ROUTING_POLICIES
+    from netsim.run import check_algorithms
     from netsim.workload.graph import effective_microbatches, workload_schedule
     from netsim.workload.layout import build_layout
 
@@ -466,11 +466,7 @@ def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) 
         from netsim.collectives.cost import COST_MODELS
 
         COST_MODELS.get(opts.collective_cost)
-    for op, algo in opts.algorithms.items():
-        try:
-            get_algorithm(op, algo)
-        except SpecError as exc:
-            raise SpecError(exc.message, field=f"options.algorithms.{op}") from None
+    check_algorithms(opts.algorithms)
     try:
         layout = build_layout(workload, graph)
         m = effective_microbatches(workload, layout.dp)

@@ -210,13 +210,19 @@ def run_estimate(graph: nx.DiGraph, workload: WorkloadSpec, scenario: ScenarioSp
 
 @contextlib.contextmanager
 def _blame_scenario(scenario: ScenarioSpec, field: str) -> Iterator[None]:
-    """An error with no file of its own (an unknown preset name) names the scenario's ``field``."""
+    """An error with no file of its own (an unknown preset name) names the scenario's ``field``;
+    one in an override item the scenario file gives names the file and the item."""
     try:
         yield
     except NetsimError as exc:
         if exc.source is None:
             exc.field = exc.field or field
             raise exc.with_source(scenario.source or "<scenario>") from None
+        item = exc.source[len("--set ") :] if exc.source.startswith("--set ") else None
+        if item is not None and item in scenario.own_overrides:
+            exc.source = scenario.source or "<scenario>"
+            exc.field = f"{field}_overrides {item!r}"
+            exc.args = (exc.one_line(),)
         raise
 
 

@@ -119,6 +119,20 @@ def test_out_of_range_runs_are_one_line_and_write_nothing(
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ('topology_overrides: ["backend.oversubscription=-3"]', ["topology_overrides 'backend.oversubscription=-3'"]),
+        ('workload_overrides: ["model.layers=-2"]', ["workload_overrides 'model.layers=-2': must be >= 1"]),
+    ],
+)
+def test_a_scenario_files_own_override_names_the_file(
+    line: str, words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "s.yaml").write_text(f"name: s\ntopology: dgx-h100\nnodes: 1\nworkload: gpt-dense\n{line}\n")
+    _one_error(["run", "s.yaml", "-q"], capsys, "error: s.yaml: ", *words)
+
+
 def test_a_sweep_name_is_one_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "s.yaml").write_text("name: ../../escape\ngrid: {seed: [0, 1]}\n")
     _one_error(["sweep", "s.yaml", "--dry-run"], capsys, "s.yaml", "name", "must be one folder name")

@@ -155,6 +155,9 @@ class ScenarioSpec(SpecModel):
 
     _source: str | None = PrivateAttr(default=None)
     _base_dir: Path | None = PrivateAttr(default=None)
+    #: the ``topology_overrides`` / ``workload_overrides`` items the scenario itself gives (not a
+    #: ``--set``), so that an error in one names the scenario file
+    _own_overrides: frozenset[str] = PrivateAttr(default=frozenset())
 
     @field_validator("name")
     @classmethod
@@ -182,6 +185,11 @@ class ScenarioSpec(SpecModel):
         self._source = source
         self._base_dir = base_dir
         return self
+
+    @property
+    def own_overrides(self) -> frozenset[str]:
+        """The override items the scenario file itself gives (``--set`` items excluded)."""
+        return self._own_overrides
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -224,11 +232,14 @@ def load_scenario(
         base = path.resolve().parent
     scen, topo, work = split_overrides(overrides)
     data = apply_overrides(data, scen)
+    own: set[str] = set()
     for key, extra in (("topology_overrides", topo), ("workload_overrides", work)):
+        current = data.get(key) or []
+        if not isinstance(current, list):
+            raise SpecError("must be a list of key=value strings", source=where, field=key)
+        own.update(str(item) for item in current if item not in extra)
         if extra:
-            current = data.get(key) or []
-            if not isinstance(current, list):
-                raise SpecError("must be a list of key=value strings", source=where, field=key)
             data[key] = [*current, *extra]
     spec = validate_model(ScenarioSpec, data, source=where, overrides=scen)
+    spec._own_overrides = frozenset(own)
     return spec.with_origin(where, base)

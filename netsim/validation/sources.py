@@ -25,6 +25,7 @@ ship: a one-line error naming the file and the field.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,7 +109,11 @@ class CollectiveCase(SpecModel):
     ]
     algo: Literal["ring", "tree", "nvls", "nvls_tree", "collnet_direct", "collnet_chain", "pat"] | None = None
     proto: Literal["LL", "LL128", "Simple"] | None = None
-    dtype: str = "float"
+    #: nccl-tests' ``-d`` type names (test_typenames in its src/common.cu; char and int before NCCL 2)
+    dtype: Literal[
+        "int8", "uint8", "int32", "uint32", "int64", "uint64", "half", "float", "double", "bfloat16",
+        "f8e4m3", "f8e5m2", "char", "int",
+    ] = "float"  # fmt: skip
     column: Literal["out-of-place", "in-place"] = "out-of-place"
     points: list[Point] = Field(min_length=1)
     tolerance: Tolerance | None = None
@@ -313,8 +318,33 @@ def load_source(path: str | Path) -> Source:
             source=str(p),
             field="system.topology",
         )
+    _check_system_set(src, str(p))
     _check_points(src, str(p))
     return src
+
+
+def _check_system_set(src: Source, path: str) -> None:
+    """The file's ``system.set`` items applied to its topology (the spec only, no graph): an error
+    names the file and the item rather than a ``--set`` nobody typed."""
+    problem = _system_problem(src.system.topology, src.system.nodes, tuple(src.system.overrides()))
+    if problem is not None:
+        field, message = problem
+        raise SpecError(message, source=path, field=field)
+
+
+@functools.lru_cache(maxsize=256)
+def _system_problem(topology: str, nodes: int | None, items: tuple[str, ...]) -> tuple[str, str] | None:
+    """(field, message) of what is wrong with ``items`` on ``topology``, or None (many files
+    share a system: checked once)."""
+    from netsim.errors import NetsimError
+    from netsim.topology import load_topology_spec_ref
+
+    try:
+        load_topology_spec_ref(topology, nodes, items)
+    except NetsimError as exc:
+        item = exc.source[len("--set ") :] if exc.source and exc.source.startswith("--set ") else None
+        return (f"system.set {item!r}" if item is not None else "system.set"), exc.message
+    return None
 
 
 def load_sources(paths: Sequence[str | Path] | None = None) -> list[Source]:

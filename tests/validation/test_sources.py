@@ -74,6 +74,12 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
         ({"op: all_reduce": "op: all_reduce\n    colour: blue"}, "cases.0.colour", "unknown key"),
         ({"topology: dgx-h100": "topology: tpu-v9"}, "system.topology", "unknown topology preset"),
         ({"busbw_GBps: 469.76": "busbw_GBps: 300"}, "cases.ar.points[0]", "disagrees with bytes/time"),
+        ({"op: all_reduce": "op: all_reduce\n    dtype: quad"}, "cases.0.dtype", "(got 'quad')"),
+        (
+            {"gpus_per_node: 8": "gpus_per_node: 8\n  set: {topology.node.nvlink_bandwidth: -200GB/s}"},
+            "system.set 'node.nvlink_bandwidth=-200GB/s'",
+            "must be a bandwidth > 0",
+        ),
     ],
 )
 def test_malformed_files_are_one_line_errors(tmp_path: Path, repl: dict[str, str], field: str, words: str) -> None:

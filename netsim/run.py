@@ -48,7 +48,7 @@ from netsim.calibration.class_scale import with_class_scale
 from netsim.calibration.estimate import ComputeModel
 from netsim.calibration.kernels import KernelTable
 from netsim.calibration.shared_sms import with_comm_sms
-from netsim.config.scenario import ScenarioSpec
+from netsim.config.scenario import ScenarioOptions, ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
 from netsim.io import atomic_dir, check_output_dir, write_json, write_table
@@ -66,7 +66,7 @@ __all__ = [
     "RunOutcome",
     "account_replay",
     "build_compute_model",
-    "check_algorithms",
+    "check_options",
     "prepare",
     "run_plan",
     "run_scenario",
@@ -226,12 +226,25 @@ def _blame_scenario(scenario: ScenarioSpec, field: str) -> Iterator[None]:
         raise
 
 
-def check_algorithms(algorithms: Mapping[str, str]) -> None:
-    """Every ``options.algorithms`` entry names a collective and one of its algorithms (before
-    any work: an unknown one would otherwise pass unnoticed when no collective of the op runs)."""
+def check_options(opts: ScenarioOptions) -> None:
+    """The registry names among a scenario's options, before any work (an unknown algorithm
+    would otherwise pass unnoticed when no collective of its op runs): ``path_policy``,
+    ``collective_cost`` and every ``algorithms`` entry; a one-line SpecError naming the field."""
+    from netsim.collectives.cost import COST_MODELS
     from netsim.collectives.registry import get_algorithm
+    from netsim.network.path_policy import ROUTING_POLICIES
 
-    for op, algo in algorithms.items():
+    if opts.path_policy is not None and opts.path_policy not in ROUTING_POLICIES:
+        raise SpecError(
+            f"unknown path policy {opts.path_policy!r}; allowed: {', '.join(ROUTING_POLICIES)}",
+            field="options.path_policy",
+        )
+    if opts.collective_cost is not None and opts.collective_cost not in COST_MODELS:
+        raise SpecError(
+            f"unknown collective cost model {opts.collective_cost!r}; allowed: {', '.join(COST_MODELS.names())}",
+            field="options.collective_cost",
+        )
+    for op, algo in opts.algorithms.items():
         try:
             get_algorithm(op, algo)
         except NetsimError as exc:
@@ -251,7 +264,7 @@ def prepare(scenario: ScenarioSpec) -> Prepared:
     check_fits(run_estimate(graph, workload, scenario), enabled=size_check_enabled())
     opts = scenario.options
     with _blame_scenario(scenario, "options"):
-        check_algorithms(opts.algorithms)
+        check_options(opts)
     table = KernelTable.load(scenario.resolve_path(opts.kernels)) if opts.kernels else None
     compute = workload_compute_model(graph, scenario, workload, table)
     lockstep, samples, reasons = choose_plan_options(opts, graph, workload)

@@ -109,6 +109,8 @@ def test_absurd_values_are_one_line(argv: list[str], words: list[str], capsys: p
         (["run", "-q", "--set", "options.algorithms.all_to_all=bogus"], ["--set options.algorithms.all_to_all: "]),
         (["run", "-q", "--set", "options.algorithms.nonsense=ring"], ["--set options.algorithms.nonsense: unknown"]),
         (["run", "-q", "--set", "name=../../escape"], ["--set name: must be one folder name"]),
+        (["run", "-q", "--set", "options.path_policy=foo"], ["--set options.path_policy: unknown path policy 'foo'"]),
+        (["validate", "--collective-cost", "bogus", "--out", "v"], ["--collective-cost: unknown collective cost"]),
         (["run", "-q", "--set", "name=/tmp/abs"], ["--set name: must be one folder name"]),
     ],
 )

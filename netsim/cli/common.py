@@ -84,6 +84,17 @@ def routing_option() -> Any:
     return typer.Option(None, "--routing", help=ROUTING_HELP)
 
 
+def _known_cost_model(value: str | None) -> str | None:
+    """``--collective-cost`` names a registered cost model (checked before the command's work)."""
+    if value is not None:
+        from netsim.collectives.cost import COST_MODELS
+
+        if value not in COST_MODELS:
+            allowed = ", ".join(COST_MODELS.names())
+            raise NetsimError(f"unknown collective cost model {value!r}; allowed: {allowed}", field="--collective-cost")
+    return value
+
+
 def cost_option() -> Any:
     return typer.Option(
         None,
@@ -91,6 +102,7 @@ def cost_option() -> Any:
         help="Collective cost model: nccl (NCCL's algorithms, protocols "
         "and latencies; links at the preset's achieved efficiency) or ideal (the wire bound). "
         "Default: the topology's (nccl for every preset).",
+        callback=_known_cost_model,
     )
 
 

@@ -451,22 +451,12 @@ def _attribute(
 def _check_names(spec: ScenarioSpec, workload: WorkloadSpec, graph: nx.DiGraph) -> None:
     """Registry names and the rank layout (raise errors whose field is a scenario path)."""
     from netsim.moe import placement_names, router_names, stat_model_names
-    from netsim.network.routing import ROUTING_POLICIES
-    from netsim.run import check_algorithms
+    from netsim.run import check_options
     from netsim.workload.graph import effective_microbatches, workload_schedule
     from netsim.workload.layout import build_layout
 
     opts = spec.options
-    if opts.path_policy is not None and opts.path_policy not in ROUTING_POLICIES:
-        raise SpecError(
-            f"unknown path policy {opts.path_policy!r}; allowed: {', '.join(ROUTING_POLICIES)}",
-            field="options.path_policy",
-        )
-    if opts.collective_cost is not None:
-        from netsim.collectives.cost import COST_MODELS
-
-        COST_MODELS.get(opts.collective_cost)
-    check_algorithms(opts.algorithms)
+    check_options(opts)
     try:
         layout = build_layout(workload, graph)
         m = effective_microbatches(workload, layout.dp)

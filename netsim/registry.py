@@ -66,14 +66,18 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} alias {alias!r} is registered twice")
             self._aliases[alias] = name
 
-    def canonical(self, name: str, *, source: str | None = None) -> str:
-        """The registered name ``name`` stands for (itself, or the entry an alias points to)."""
+    def canonical(self, name: str, *, source: str | None = None, field: str | None = None) -> str:
+        """The registered name ``name`` stands for (itself, or the entry an alias points to); an
+        unknown one is a SpecError naming ``field`` (default: the registry's, e.g. a command-line
+        option instead of the spec field)."""
         if name in self._entries:
             return name
         if name in self._aliases:
             return self._aliases[name]
         raise SpecError(
-            f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}", source=source, field=self.field
+            f"unknown {self.kind} {name!r}; allowed: {', '.join(self.names())}",
+            source=source,
+            field=field or self.field,
         )
 
     def get(self, name: str, *, source: str | None = None) -> T:

@@ -104,13 +104,11 @@ class ReplayDeadlock(RuntimeError):
 MAX_OP_S = 86_400.0
 
 
-def _check_durations(ops: Sequence[Op]) -> None:
-    """A one-line WorkloadError for the first compute op (or timed barrier) whose duration is
-    not finite or longer than :data:`MAX_OP_S`."""
-    for op in ops:
-        dur = op.duration_s if op.coll is None else (op.coll.duration_s if op.coll.op == "barrier" else 0.0)
-        if np.isfinite(dur) and dur <= MAX_OP_S:
-            continue
+def _check_duration(op: Op) -> None:
+    """A one-line WorkloadError when a compute op (or timed barrier) lasts longer than
+    :data:`MAX_OP_S` or not a finite time."""
+    dur = op.duration_s if op.coll is None else (op.coll.duration_s if op.coll.op == "barrier" else 0.0)
+    if not dur <= MAX_OP_S:  # NaN too
         raise WorkloadError(
             f"op {op.name} of rank {op.rank} would take {dur:.3g} s, more than a day (at most "
             f"{MAX_OP_S:.0f} s): the compute model is out of range (check options.flops_efficiency, "
@@ -139,7 +137,6 @@ class _Executor:
         self.coll_kwargs = dict(collective_kwargs)
         self.progress = progress
         ops = plan.ops
-        _check_durations(ops)
         n = len(ops)
         self.ops = ops
         self.start = np.full(n, np.nan)
@@ -147,6 +144,7 @@ class _Executor:
         self.pending = np.zeros(n, dtype=np.int64)
         self.dependents: list[list[int]] = [[] for _ in range(n)]
         for op in ops:
+            _check_duration(op)
             for d in op.deps:
                 self.dependents[d].append(op.id)
             self.pending[op.id] = len(op.deps)

@@ -48,6 +48,7 @@ from netsim.calibration.class_scale import with_class_scale
 from netsim.calibration.estimate import ComputeModel
 from netsim.calibration.kernels import KernelTable
 from netsim.calibration.shared_sms import with_comm_sms
+from netsim.config.common import set_item
 from netsim.config.scenario import ScenarioOptions, ScenarioSpec
 from netsim.config.workload import WorkloadSpec, load_workload
 from netsim.errors import NetsimError, SpecError
@@ -218,7 +219,7 @@ def _blame_scenario(scenario: ScenarioSpec, field: str) -> Iterator[None]:
         if exc.source is None:
             exc.field = exc.field or field
             raise exc.with_source(scenario.source or "<scenario>") from None
-        item = exc.source[len("--set ") :] if exc.source.startswith("--set ") else None
+        item = set_item(exc.source)
         if item is not None and item in scenario.own_overrides:
             exc.source = scenario.source or "<scenario>"
             exc.field = f"{field}_overrides {item!r}"
@@ -232,18 +233,12 @@ def check_options(opts: ScenarioOptions) -> None:
     ``collective_cost`` and every ``algorithms`` entry; a one-line SpecError naming the field."""
     from netsim.collectives.cost import COST_MODELS
     from netsim.collectives.registry import get_algorithm
-    from netsim.network.path_policy import ROUTING_POLICIES
+    from netsim.network.path_policy import PATH_POLICIES
 
-    if opts.path_policy is not None and opts.path_policy not in ROUTING_POLICIES:
-        raise SpecError(
-            f"unknown path policy {opts.path_policy!r}; allowed: {', '.join(ROUTING_POLICIES)}",
-            field="options.path_policy",
-        )
-    if opts.collective_cost is not None and opts.collective_cost not in COST_MODELS:
-        raise SpecError(
-            f"unknown collective cost model {opts.collective_cost!r}; allowed: {', '.join(COST_MODELS.names())}",
-            field="options.collective_cost",
-        )
+    if opts.path_policy is not None:
+        PATH_POLICIES.canonical(opts.path_policy, field="options.path_policy")
+    if opts.collective_cost is not None:
+        COST_MODELS.canonical(opts.collective_cost, field="options.collective_cost")
     for op, algo in opts.algorithms.items():
         try:
             get_algorithm(op, algo)

@@ -109,7 +109,10 @@ def test_absurd_values_are_one_line(argv: list[str], words: list[str], capsys: p
         (["run", "-q", "--set", "options.algorithms.all_to_all=bogus"], ["--set options.algorithms.all_to_all: "]),
         (["run", "-q", "--set", "options.algorithms.nonsense=ring"], ["--set options.algorithms.nonsense: unknown"]),
         (["run", "-q", "--set", "name=../../escape"], ["--set name: must be one folder name"]),
-        (["run", "-q", "--set", "options.path_policy=foo"], ["--set options.path_policy: unknown path policy 'foo'"]),
+        (
+            ["run", "-q", "--set", "options.path_policy=foo"],
+            ["--set options.path_policy: unknown routing policy 'foo'"],
+        ),
         (["validate", "--collective-cost", "bogus", "--out", "v"], ["--collective-cost: unknown collective cost"]),
         (["run", "-q", "--set", "name=/tmp/abs"], ["--set name: must be one folder name"]),
     ],
@@ -276,7 +279,7 @@ def test_flows_file_limits(tmp_path: Path, capsys: pytest.CaptureFixture[str], m
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("src,dst,bytes,start_s\nn0.g0,n0.g1,4MB,0,extra\n", ["row 2: 5 fields where the header has 4"]),
+        ("src,dst,bytes,start_s\nn0.g0,n0.g1,4MB,0,extra\n", ["row 2: more fields than the header"]),
         ("src,dst,bytes,start_s,bogus\nn0.g0,n0.g1,4MB,0,1\n", ["unknown column 'bogus'; allowed: src, dst"]),
         ("src,dst,bytes,start_s\nn0.g0,n0.g0,4MB,0\n", ["row 2.dst: a flow from 'n0.g0' to itself"]),
         ("src,dst,bytes,start_s\nn0.g0,n0.g1,2.5,0\n", ["row 2.bytes: bytes must be a whole number"]),

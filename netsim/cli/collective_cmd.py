@@ -268,7 +268,7 @@ def _collective(
 
 
 #: the option behind a field a collective's check names
-_OPTION_OF = {"proto": "--proto", "algo": "--algo", "op": "OP", "collective_cost": "--collective-cost"}
+_OPTION_OF = {"proto": "--proto", "algo": "--algo"}
 
 
 def _first_row(sweep: Any) -> Any:

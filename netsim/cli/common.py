@@ -89,9 +89,7 @@ def _known_cost_model(value: str | None) -> str | None:
     if value is not None:
         from netsim.collectives.cost import COST_MODELS
 
-        if value not in COST_MODELS:
-            allowed = ", ".join(COST_MODELS.names())
-            raise NetsimError(f"unknown collective cost model {value!r}; allowed: {allowed}", field="--collective-cost")
+        COST_MODELS.canonical(value, field="--collective-cost")
     return value
 
 
@@ -142,10 +140,7 @@ def network_setup(
     if routing is not None:
         from netsim.network.path_policy import PATH_POLICIES
 
-        if routing not in PATH_POLICIES:
-            raise NetsimError(
-                f"unknown routing policy {routing!r}; allowed: {', '.join(PATH_POLICIES.names())}", field="--routing"
-            )
+        PATH_POLICIES.canonical(routing, field="--routing")
     kw["routing"] = routing if routing is not None else default_routing(graph)
     if seed is not None:
         from netsim.limits import INT64_MAX

@@ -211,6 +211,17 @@ _FIELD_FLAGS = {
 }
 
 
+def _blamed(exc: NetsimError, source: str, keep_field: bool = True) -> NetsimError:
+    """``exc`` attributed to ``source`` (a ``--set KEY`` item or an option), without its field
+    when ``keep_field`` is off or the ``--set`` key already names it (no ``KEY: KEY:``)."""
+    exc.source = source
+    key = source.removeprefix("--set ") if source.startswith("--set ") else None
+    if not keep_field or (exc.field and key is not None and (key == exc.field or key.endswith("." + exc.field))):
+        exc.field = None
+    exc.args = (exc.one_line(),)
+    return exc
+
+
 def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -> NetsimError:
     """Attribute ``exc`` to the ``--set`` item or option the user gave for its field, if any.
 
@@ -223,17 +234,10 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
     if exc.source and exc.source.startswith("--set "):  # name the item as typed (with its topology./workload.)
         typed = next((s for s in sets for p in ("topology.", "workload.") if s == p + exc.source[6:]), None)
         if typed is not None:
-            key = typed.partition("=")[0]
-            exc.source = f"--set {key}"
-            if exc.field and key.endswith(exc.field):  # the item names the field already
-                exc.field = None
-            exc.args = (exc.one_line(),)
-            return exc
+            return _blamed(exc, f"--set {typed.partition('=')[0]}")
         flag = _FIELD_FLAGS.get(exc.source[6:].partition("=")[0].strip())
         if flag is not None and flags.get(flag) is not None and not any(s == exc.source[6:] for s in sets):
-            exc.source = flag  # an option this command turned into a --set item (--seed, --routing-samples)
-            exc.args = (exc.one_line(),)
-            return exc
+            return _blamed(exc, flag)  # an option this command turned into a --set item (--seed, --routing-samples)
     field = exc.field or ""
     if not field:
         return exc
@@ -246,21 +250,14 @@ def blame_user_input(exc: NetsimError, sets: list[str], flags: dict[str, Any]) -
             stripped = item[len(prefix) :]
             hit = override_for(field, [stripped]) or override_for(field.removeprefix("options."), [stripped])
             if hit is not None:
-                exc.source = f"--set {key}"
-                if field in (key, key.removeprefix(prefix)):  # the item names the field already
-                    exc.field = None
-                exc.args = (exc.one_line(),)
-                return exc
+                return _blamed(exc, f"--set {key}")
     flag = _FIELD_FLAGS.get(field)
     for item in reversed(sets):  # e.g. --set options.router=x for a check that names "routing"
         key = item.partition("=")[0].strip()
         if flag is not None and _FIELD_FLAGS.get(key) == flag:
-            exc.source, exc.field = f"--set {key}", None
-            exc.args = (exc.one_line(),)
-            return exc
+            return _blamed(exc, f"--set {key}", keep_field=False)
     if flag is not None and flags.get(flag) is not None:
-        exc.source, exc.field = flag, None
-        exc.args = (exc.one_line(),)
+        return _blamed(exc, flag, keep_field=False)
     return exc
 
 

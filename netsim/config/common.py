@@ -299,6 +299,12 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     return parts, value
 
 
+def set_item(source: str | None) -> str | None:
+    """The ``KEY=VALUE`` item an error's source ``--set KEY=VALUE`` names (what
+    :func:`apply_overrides` blames), or None for any other source."""
+    return source[len("--set ") :] if source and source.startswith("--set ") else None
+
+
 def flow_value(value: Any) -> str:
     """``value`` as one line of YAML (flow style), the way a ``--set`` item carries it: the
     inverse of :func:`parse_override`'s value (``[1, 2]``, ``false``, ``'a: b'``)."""

@@ -10,6 +10,7 @@ and ``label`` columns are carried into the results.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,24 +28,6 @@ REQUIRED = ("src", "dst", "bytes", "start_s")
 OPTIONAL = ("path", "traffic_class", "label")
 
 
-def _check_row_lengths(p: Path, src: str) -> None:
-    """Every row has as many fields as the header (pandas would shift a longer row's columns)."""
-    import csv
-
-    with p.open(newline="", encoding="utf-8", errors="replace") as fh:
-        rows = (r for r in csv.reader(fh, skipinitialspace=True) if r and not r[0].lstrip().startswith("#"))
-        header = next(rows, None)
-        if header is None:
-            return
-        for i, row in enumerate(rows):
-            if len(row) > len(header):
-                raise TraceError(
-                    f"{len(row)} fields where the header has {len(header)} ({', '.join(h.strip() for h in header)})",
-                    source=src,
-                    field=f"row {i + 2}",
-                )
-
-
 def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read and validate a flows CSV; every problem is a one-line TraceError naming the row."""
     p = Path(path)
@@ -52,9 +35,14 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not p.is_file():
         raise TraceError("file not found", source=src)
     check_file_size(p, MAX_TEXT_BYTES, "a flows file")
-    _check_row_lengths(p, src)
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#")
+        with warnings.catch_warnings():
+            # without an index column pandas refuses a longer row, but only warns of a longer
+            # first row (it would otherwise shift that file's columns under an implicit index)
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True, comment="#", index_col=False)
+    except pd.errors.ParserWarning:
+        raise TraceError("more fields than the header", source=src, field="row 2") from None
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise TraceError(f"not a readable CSV file ({' '.join(str(exc).split())})", source=src) from None
     df.columns = [c.strip() for c in df.columns]
@@ -97,7 +85,7 @@ def read_flows(path: str | os.PathLike[str]) -> pd.DataFrame:
     if same.size:
         i = int(same[0])
         raise TraceError(f"a flow from {out['src'][i]!r} to itself", source=src, field=f"row {i + 2}.dst")
-    for col in ("path", "traffic_class", "label"):
+    for col in OPTIONAL:
         if col in df.columns:
             out[col] = df[col].str.strip()
     out.attrs["source"] = src

@@ -336,13 +336,14 @@ def _check_system_set(src: Source, path: str) -> None:
 def _system_problem(topology: str, nodes: int | None, items: tuple[str, ...]) -> tuple[str, str] | None:
     """(field, message) of what is wrong with ``items`` on ``topology``, or None (many files
     share a system: checked once)."""
+    from netsim.config.common import set_item
     from netsim.errors import NetsimError
     from netsim.topology import load_topology_spec_ref
 
     try:
         load_topology_spec_ref(topology, nodes, items)
     except NetsimError as exc:
-        item = exc.source[len("--set ") :] if exc.source and exc.source.startswith("--set ") else None
+        item = set_item(exc.source)
         return (f"system.set {item!r}" if item is not None else "system.set"), exc.message
     return None
 

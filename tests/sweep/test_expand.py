@@ -145,7 +145,7 @@ def _error(tmp_path: Path, **keys: Any) -> str:
         (
             {"grid": {"options.routing": ["ecmp", "sprey"]}},
             [
-                "grid.options.routing: options.path_policy: unknown path policy 'sprey'; allowed: shortest, ecmp, "
+                "grid.options.routing: options.path_policy: unknown routing policy 'sprey'; allowed: shortest, ecmp, "
                 "ecmp-pair, spray, pxn, dmodk, dmodk-pxn"
             ],
         ),

@@ -244,7 +244,7 @@ def _row(src: Source, case: AnyCase, p: Prediction, gaps: Sequence[KnownGap]) ->
         "source_kind": src.source.kind,
         "topology": src.system.topology,
         "nodes": _nodes(src, case),
-        "gpus_per_node": src.system.gpus_per_node,
+        "gpus_per_node": getattr(case, "gpus_per_node", None) or src.system.gpus_per_node,
         "op": op,
         "forced": forced,
         "metric": p.metric,

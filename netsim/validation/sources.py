@@ -159,6 +159,9 @@ class TrainingCase(_Case):
     """For ``mfu``: the peak the source divides by (FLOP/s), if not the preset's dense peak."""
     nodes: int | None = Field(default=None, ge=1)
     """Servers of this run, when the source's runs differ in size (default: ``system.nodes``)."""
+    gpus_per_node: int | None = Field(default=None, ge=1)
+    """GPUs of each server this run used, when fewer than the source's (a run on part of one
+    server; default: ``system.gpus_per_node``).  The workload's layout must name its ``dp``."""
     seed: int = Field(default=0, ge=0)
     quick: bool = False
     """Cheap enough for ``netsim validate --quick`` (and CI)."""
@@ -271,6 +274,11 @@ class Source(SpecModel):
             if c.id in seen:
                 raise ValueError(f"case id {c.id!r} appears twice")
             seen.add(c.id)
+            gpn = getattr(c, "gpus_per_node", None)
+            if gpn is not None and gpn > self.system.gpus_per_node:
+                raise ValueError(
+                    f"case {c.id}: gpus_per_node {gpn} is more than the system's {self.system.gpus_per_node}"
+                )
         return self
 
 

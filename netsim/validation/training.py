@@ -232,7 +232,7 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
     prep = prepare(scenario_of(src, case, cost_model))
     layout, schedule = prep.plan.layout, prep.plan.schedule
     assert layout is not None and schedule is not None, "a workload plan always has a layout and a schedule"
-    gpus = (case.nodes or src.system.nodes) * src.system.gpus_per_node
+    gpus = (case.nodes or src.system.nodes) * (case.gpus_per_node or src.system.gpus_per_node)
     if layout.world != gpus:
         raise SpecError(
             f"the workload's layout has {layout.world} ranks (DP{layout.dp} PP{layout.pp} TP{layout.tp}) "

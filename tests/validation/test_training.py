@@ -11,7 +11,7 @@ from netsim.cli import main
 from netsim.config.workload import load_workload
 from netsim.errors import SpecError
 from netsim.run import prepare, simulate
-from netsim.validation.runner import select_cases
+from netsim.validation.runner import run_validation, select_cases
 from netsim.validation.sources import TrainingCase, load_source, load_sources
 from netsim.validation.training import FLOP_CONVENTIONS, metric_value, predict_training, scenario_of, simulate_case
 
@@ -210,6 +210,38 @@ def test_a_layout_that_does_not_match_the_gpus_is_a_one_line_error(
     err = capsys.readouterr().err
     assert info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "4 ranks" in err and "8 GPUs" in err and "cases.tiny.workload" in err
+
+
+def test_a_run_on_part_of_a_server_names_its_gpus_per_node(tmp_path: Path) -> None:
+    """A case on 4 of a DGX's 8 GPUs (NeMo's 4K long-sequence row): its layout names dp, the
+    case its gpus_per_node, and the per-GPU metric and the result row count 4 GPUs."""
+    p = write_source(
+        tmp_path,
+        **{
+            "zero_stage: 1}": "zero_stage: 1, dp: 1}",
+            "  - id: tiny\n    kind: training\n": "  - id: tiny\n    kind: training\n    gpus_per_node: 4\n",
+        },
+    )
+    src = load_source(p)
+    case = src.cases[0]
+    assert isinstance(case, TrainingCase) and case.gpus_per_node == 4
+    r = simulate_case(src, case)
+    assert r.gpus == 4
+    assert metric_value(case.model_copy(update={"metric": "tokens_per_s_per_gpu"}), r) == pytest.approx(
+        r.tokens / r.step_time_s / 4
+    )
+    (row,) = run_validation([src]).table.to_dict("records")
+    assert row["nodes"] * row["gpus_per_node"] == 4
+
+
+def test_a_case_cannot_use_more_gpus_per_node_than_its_servers_have(tmp_path: Path) -> None:
+    p = write_source(
+        tmp_path, **{"  - id: tiny\n    kind: training\n": "  - id: tiny\n    kind: training\n    gpus_per_node: 16\n"}
+    )
+    with pytest.raises(SpecError) as info:
+        load_source(p)
+    msg = str(info.value)
+    assert str(p) in msg and "gpus_per_node 16" in msg and "system's 8" in msg and "\n" not in msg
 
 
 def test_cli_prints_the_training_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,6 +57,7 @@ LARGE = {
     "nemo-2407-pretrain-h100/gpt3-20b-64gpus": 18,
     "nemo-2407-pretrain-h100/nemotron-22b-64gpus": 9,
     "nemo-2407-pretrain-h100/llama3-8b-8gpus": 7,
+    "nemo-2403-long-sequence-h100/llama2-7b-8k-8gpus": 2,
     "megatron-bridge-h100/llama31-405b-1024gpus": 1904,
     "llama3-405b/pretrain-131k-context": 1435,
 }

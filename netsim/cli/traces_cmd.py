@@ -96,8 +96,8 @@ def _register_import(imp: typer.Typer) -> None:
         """Aggregate a PyTorch profiler (Kineto) trace into per-op durations, a kernel table and/or
         the GPU time by kernel class."""
         check_out_files(force, out=out, events=events_out, classes=classes)
-        _check_kineto_options(out, kernel_table, events_out, classes, step_range, start_us, end_us)
-        stream_list = [x.strip() for x in streams.split(",") if x.strip()] if streams else None
+        _check_kineto_options(out, kernel_table, events_out, classes, step_range, start_us, end_us, streams)
+        stream_list = [x.strip() for x in streams.split(",") if x.strip()] if streams is not None else None
         _import_kineto(
             trace,
             out,
@@ -196,6 +196,7 @@ def _check_kineto_options(
     step_range: str | None,
     start_us: float | None,
     end_us: float | None,
+    streams: str | None = None,
 ) -> None:
     """The options of ``import kineto`` that the trace does not decide, checked before it is read."""
     import math
@@ -215,6 +216,11 @@ def _check_kineto_options(
         raise SpecError(f"must be after --start-us {start_us:g} (got {end_us:g})", field="--end-us")
     if step_range is not None and kernel_table is None:
         raise SpecError("sets the step of --kernel-table; give --kernel-table with it", field="--step-range")
+    if streams is not None:
+        if classes is None:
+            raise SpecError("selects the kernels of --classes; give --classes with it", field="--streams")
+        if not any(x.strip() for x in streams.split(",")):
+            raise SpecError("name at least one stream (a kernel's trace tid, comma-separated)", field="--streams")
 
 
 def _import_kineto(

@@ -114,6 +114,15 @@ def class_breakdown(trace: KinetoTrace, *, per: float = 1.0, streams: Iterable[s
     k = ev[ev["kind"] == "kernel"]
     if streams is not None:
         keep = {str(s) for s in streams}
+        known = set(k["tid"].astype(str))
+        missing = sorted(keep - known)
+        if missing:
+            raise TraceError(
+                f"no GPU kernels on stream(s) {', '.join(missing)}; the trace's kernel streams: "
+                f"{', '.join(sorted(known)) or 'none'}",
+                source=trace.source,
+                field="--streams",
+            )
         k = k[k["tid"].astype(str).isin(keep)]
     if k.empty:
         raise TraceError(

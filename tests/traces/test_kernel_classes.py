@@ -102,8 +102,10 @@ def test_streams_select_kernels(tmp_path: Path) -> None:
     df = class_breakdown(load_kineto(_trace(tmp_path)), streams=["23"]).set_index("class")
     assert list(df.index) == ["gemm", "compute", "all"]
     assert df.loc["gemm", "busy_s"] == pytest.approx(100e-6)
-    with pytest.raises(TraceError, match="no GPU kernels"):
-        class_breakdown(load_kineto(_trace(tmp_path)), streams=["99"])
+    # a stream the trace's kernels are not on is named, with the streams they are on
+    with pytest.raises(TraceError, match=r"stream\(s\) 99; the trace's kernel streams: ") as info:
+        class_breakdown(load_kineto(_trace(tmp_path)), streams=["23", "99"])
+    assert "--streams" in str(info.value) and str(info.value).endswith("streams: 23, 27, 7")
 
 
 def test_cli_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,3 +123,17 @@ def test_cli_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     )
     assert code == 2 and "--per" in err
     assert not (tmp_path / "c.csv").exists() and not (tmp_path / "d.csv").exists()
+
+
+def test_cli_streams_needs_classes_and_a_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = str(_trace(tmp_path))
+    out = tmp_path / "ops.csv"
+    code, _, err = run_cli(["import", "kineto", trace, "--out", str(out), "--streams", "23"], capsys)
+    assert code == 2 and "--streams" in err and "--classes" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(
+        ["import", "kineto", trace, "--classes", str(tmp_path / "c.csv"), "--streams", " , "], capsys
+    )
+    assert code == 2 and "--streams" in err and "at least one stream" in err
+    code, _, err = run_cli(["import", "kineto", trace, "--classes", str(tmp_path / "d.csv"), "--streams", "99"], capsys)
+    assert code == 2 and "stream(s) 99" in err
+    assert not out.exists() and not (tmp_path / "c.csv").exists() and not (tmp_path / "d.csv").exists()

@@ -8,7 +8,9 @@ still; the A100 rows sit within a few percent).  A user pricing a cluster they d
 that evidence beside the number, so every ``netsim run`` of a workload reports the regime's
 record (``summary.json`` ``validation_accuracy``, the console, the report): how many published
 runs of the same accelerator, precision and model kind netsim has predicted, and by how much
-its step time missed them.
+its step time missed them.  A step whose busiest rank spends more kernel time in the attention
+core than in any other kernel class (long sequences) is its own regime, ``dense attention-bound``
+or ``moe attention-bound`` (:func:`model_kind`).
 
 The error of a run is its *step-time error*: netsim's step over the measured step, minus one
 (negative: netsim's step is shorter, i.e. netsim is optimistic).  A source that publishes a
@@ -35,6 +37,7 @@ from typing import Any
 __all__ = [
     "ACCURACY_COLUMNS",
     "ACCURACY_PATH",
+    "ATTENTION_BOUND",
     "REGIME_FIELDS",
     "RegimeAccuracy",
     "accuracy_for",
@@ -69,9 +72,23 @@ ACCURACY_COLUMNS: tuple[str, ...] = (
 )
 
 
-def model_kind(has_moe: bool) -> str:
-    """The model-kind part of a regime: ``moe`` (routed experts) or ``dense``."""
-    return "moe" if has_moe else "dense"
+#: the suffix of a model kind whose step the attention core dominates (:func:`model_kind`)
+ATTENTION_BOUND = "attention-bound"
+
+
+def model_kind(has_moe: bool, kernel_time_by_class: Mapping[str, float] | None = None) -> str:
+    """The model-kind part of a regime: ``moe`` (routed experts) or ``dense``, followed by
+    ``attention-bound`` where the attention core is the largest kernel class of the busiest rank
+    (``kernel_time_by_class``: seconds by class, :func:`netsim.workload.kernel_tally.kernel_summary`'s
+    ``by_class_s``).  Such a step (long sequences) turns on the attention kernel's speed, which
+    moves most between software releases: the nine rows of NeMo 24.03.01's long-sequence table fit
+    one attention rate at two thirds of netsim's cuDNN curves (docs: "Training-step replay", "NeMo
+    24.03's long sequences"), so their errors are their own regime and not the dense rows'."""
+    kind = "moe" if has_moe else "dense"
+    classes = {k: v for k, v in (kernel_time_by_class or {}).items() if v > 0}
+    if classes.get("attention", 0.0) > 0 and classes["attention"] >= max(classes.values()):
+        kind = f"{kind} {ATTENTION_BOUND}"
+    return kind
 
 
 def step_error(metric: str, rel_error: float) -> float | None:

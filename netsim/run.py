@@ -405,7 +405,7 @@ def summarize_replay(
     if plan.kernel_rows:
         tables["kernels"] = pd.DataFrame(plan.kernel_rows, columns=list(KERNEL_ROW_COLUMNS))
         summary["compute_kernels"] = kernel_summary(plan.kernel_rows)
-    summary["validation_accuracy"] = validation_accuracy(graph, prep.workload)
+    summary["validation_accuracy"] = validation_accuracy(graph, prep.workload, summary.get("compute_kernels"))
     faults = fault_summary(graph)
     if faults:
         summary["faults"] = faults
@@ -459,13 +459,16 @@ def layout_line(par: Mapping[str, Any]) -> str:
     return ", ".join([sizes, *layout_modes(par)])
 
 
-def validation_accuracy(graph: nx.DiGraph, workload: WorkloadSpec) -> dict[str, Any]:
+def validation_accuracy(
+    graph: nx.DiGraph, workload: WorkloadSpec, kernels: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The run's regime and netsim's record on published runs of it (:mod:`netsim.accuracy`):
-    ``runs`` 0 and no statistics where none has been predicted."""
+    ``runs`` 0 and no statistics where none has been predicted.  ``kernels``: the summary's
+    ``compute_kernels`` (an attention-bound step is its own regime)."""
     regime = (
         str((graph.graph.get("accelerator") or {}).get("name", "")),
         workload.model.dtype,
-        model_kind(workload.model.moe is not None),
+        model_kind(workload.model.moe is not None, kernels["by_class_s"] if kernels else None),
     )
     acc = accuracy_for(*regime)
     out: dict[str, Any] = dict(zip(REGIME_FIELDS, regime, strict=True))

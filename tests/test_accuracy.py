@@ -12,10 +12,12 @@ import pytest
 
 from netsim.accuracy import (
     ACCURACY_COLUMNS,
+    ATTENTION_BOUND,
     accuracy_for,
     accuracy_line,
     load_accuracy,
     main,
+    model_kind,
     regime_accuracy,
     step_error,
     write_accuracy,
@@ -131,6 +133,40 @@ def test_a_run_reports_its_regime() -> None:
     ascend = validation_accuracy(load_topology("ascend-910a", nodes=1), load_workload("locmoe-pangu"))
     assert ascend["runs"] == 0 and "mean_step_error" not in ascend
     assert ascend["line"].startswith("validated: no published Ascend-910A")
+
+
+def test_a_step_the_attention_core_dominates_is_its_own_regime() -> None:
+    """Attention the busiest rank's largest kernel class: ``dense attention-bound``; a tie counts,
+    GEMMs ahead do not, and no kernel tally leaves the plain kind."""
+    assert model_kind(False, {"attention": 0.41, "gemm": 0.40, "other": 0.11}) == f"dense {ATTENTION_BOUND}"
+    assert model_kind(True, {"attention": 2.0, "gemm": 2.0}) == f"moe {ATTENTION_BOUND}"
+    assert model_kind(False, {"attention": 0.25, "gemm": 0.52}) == "dense"
+    assert model_kind(False, {"gemm": 1.0}) == model_kind(False, None) == model_kind(False, {}) == "dense"
+    # a long-context run of the shipped record: NeMo 24.03's Llama 2 7B at 128K tokens
+    spec = load_workload(
+        {
+            "name": "llama2-7b-128k",
+            "model": {
+                "layers": 4,
+                "hidden": 4096,
+                "ffn_hidden": 11008,
+                "heads": 32,
+                "vocab": 32000,
+                "seq_len": 131072,
+                "dtype": "fp8",
+                "activation": "swiglu",
+            },
+            "parallelism": {"tp": 8, "cp": 1, "sequence_parallel": True},
+            "storage": {"enabled": False},
+        }
+    )
+    graph = load_topology("dgx-h100", nodes=1)
+    kern = {"by_class_s": {"attention": 3.0, "gemm": 1.0}}
+    acc = validation_accuracy(graph, spec, kern)
+    assert acc["model_kind"] == f"dense {ATTENTION_BOUND}" and acc["runs"] >= 7
+    assert acc["line"].startswith(f"validated: {acc['runs']} published H100-SXM5-80GB fp8 dense attention-bound runs")
+    assert "nemo-2403-long-sequence-h100/llama2-7b-128k-128gpus-cp4" in acc["cases"]
+    assert validation_accuracy(graph, spec, {"by_class_s": {"attention": 1.0, "gemm": 3.0}})["model_kind"] == "dense"
 
 
 def test_netsim_run_prints_and_records_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -268,7 +268,11 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
         time.perf_counter() - t0,
         memory,
         kernel_shares,
-        (str(acc.get("name", "")), spec.model.dtype, model_kind(spec.model.moe is not None)),
+        (
+            str(acc.get("name", "")),
+            spec.model.dtype,
+            model_kind(spec.model.moe is not None, kern["by_class_s"] if kern else None),
+        ),
     )
 
 

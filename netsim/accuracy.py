@@ -233,14 +233,22 @@ def accuracy_line(accelerator: str, dtype: str, kind: str, acc: RegimeAccuracy |
         return (
             f"validated: no published {what} run in netsim's validation yet; this step is the model's "
             "alone (netsim validate --kind training lists the regimes that are)"
-        )
+        ) + (_ATTENTION_HINT if kind.endswith(ATTENTION_BOUND) else "")
     side = "shorter" if acc.mean_step_error < 0 else "longer"
     return (
         f"validated: {acc.runs} published {what} run{'s' if acc.runs != 1 else ''}; netsim's step was "
         f"{100 * abs(acc.mean_step_error):.1f}% {side} than measured on average (rms "
         f"{100 * acc.rms_step_error:.1f}%, from {100 * acc.min_step_error:+.1f}% to "
         f"{100 * acc.max_step_error:+.1f}%; {acc.within_10pct} of {acc.runs} within 10%)"
-    )
+    ) + (_ATTENTION_HINT if kind.endswith(ATTENTION_BOUND) else "")
+
+
+#: appended to an attention-bound regime's line: what sets such a step, and how to ask netsim
+#: about the kernel a user's software release runs
+_ATTENTION_HINT = (
+    "; the attention kernel's speed sets this step: time it as your stack's with --set "
+    "topology.accelerator.compute.attention=NAME (netsim presets lists them)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

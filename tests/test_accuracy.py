@@ -166,6 +166,8 @@ def test_a_step_the_attention_core_dominates_is_its_own_regime() -> None:
     assert acc["model_kind"] == f"dense {ATTENTION_BOUND}" and acc["runs"] >= 7
     assert acc["line"].startswith(f"validated: {acc['runs']} published H100-SXM5-80GB fp8 dense attention-bound runs")
     assert "nemo-2403-long-sequence-h100/llama2-7b-128k-128gpus-cp4" in acc["cases"]
+    assert acc["line"].endswith("--set topology.accelerator.compute.attention=NAME (netsim presets lists them)")
+    assert "attention kernel" not in validation_accuracy(graph, spec)["line"]
     assert validation_accuracy(graph, spec, {"by_class_s": {"attention": 1.0, "gemm": 3.0}})["model_kind"] == "dense"
 
 

@@ -2,7 +2,8 @@
 
 ::
 
-    netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training|layer|ep-kernel] [--out runs/validate]
+    netsim validate [--quick] [--only 'xxrjun-*'] [--kind collective|training|layer|ep-kernel|moe-layer]
+        [--out runs/validate]
         [--collective-cost nccl|ideal] [--source FILE.yaml ...] [--no-known-gaps]
         [--set topology.K=V | workload.K=V | options.K=V ...]
 
@@ -102,7 +103,7 @@ def register(app: typer.Typer) -> None:
         ),
         only: str | None = typer.Option(None, "--only", help="Glob over SOURCE/CASE ids, e.g. 'xxrjun-*/all-gather'."),
         kind: list[str] = typer.Option(
-            [], "--kind", help="collective, training, layer or ep-kernel (repeatable; default: all)."
+            [], "--kind", help="collective, training, layer, ep-kernel or moe-layer (repeatable; default: all)."
         ),
         out: Path | None = typer.Option(None, "--out", "-o", help="Write the run directory (report, parity plot)."),
         merge: Path | None = typer.Option(

@@ -15,6 +15,7 @@ netsim predicts a faster (shorter) time than measured.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,11 @@ __all__ = [
     "write_validation",
 ]
 
-BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training", "layer", "ep-kernel")
+BANDS = (">= 1 MiB", "64 KiB - 1 MiB", "< 64 KiB", "training", "layer", "ep-kernel", "moe-layer")
 
 
 def band_of(kind: str, size_bytes: float | None) -> str:
-    if kind in ("layer", "ep-kernel"):
+    if kind in ("layer", "ep-kernel", "moe-layer"):
         return kind
     if kind != "collective" or size_bytes is None or not np.isfinite(size_bytes):
         return "training"
@@ -92,6 +93,7 @@ def summarize(res: ValidationResult) -> dict[str, Any]:
         "accuracy_by_regime": [a.as_dict() for a in regime_accuracy(t.to_dict("records"))],
         "layers": _layer_rows(t),
         "ep_kernels": _ep_kernel_rows(t),
+        "moe_layers": _moe_layer_rows(t),
     }
 
 
@@ -123,20 +125,29 @@ def _ep_kernel_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _layer_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
-    """The layer cases' rows (summary.json ``layers``): per kernel class, ms per layer."""
-    rows = t[t["kind"] == "layer"]
+def _ms_rows(t: pd.DataFrame, kind: str, label: str, name: Callable[[str], str]) -> list[dict[str, Any]]:
+    """The rows of a case kind whose points are milliseconds: ``label`` is ``name(metric)``."""
     return [
         {
             "source": r["source"],
             "case": r["case"],
-            "class": str(r["metric"]).removeprefix("layer_ms."),
+            label: name(str(r["metric"])),
             "measured_ms": r["measured"],
             "predicted_ms": r["predicted"],
             **_verdict(r),
         }
-        for r in rows.to_dict("records")
+        for r in t[t["kind"] == kind].to_dict("records")
     ]
+
+
+def _moe_layer_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
+    """The moe-layer cases' rows (summary.json ``moe_layers``): forward or backward, ms."""
+    return _ms_rows(t, "moe-layer", "pass", lambda m: m.removesuffix("_ms"))
+
+
+def _layer_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
+    """The layer cases' rows (summary.json ``layers``): per kernel class, ms per layer."""
+    return _ms_rows(t, "layer", "class", lambda m: m.removeprefix("layer_ms."))
 
 
 def _training_rows(t: pd.DataFrame) -> list[dict[str, Any]]:
@@ -213,6 +224,11 @@ def format_summary(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"ep-kernel {r['source']}/{r['case']}: measured {r['measured_GBps']:.4g} GB/s, predicted "
             f"{r['predicted_GBps']:.4g} GB/s ({100 * r['rel_error']:+.1f}%){' (known gap)' if r['known_gap'] else ''}"
+        )
+    for r in summary.get("moe_layers", []):
+        lines.append(
+            f"moe-layer {r['source']}/{r['case']} {r['pass']}: measured {r['measured_ms']:.3g} ms, predicted "
+            f"{r['predicted_ms']:.3g} ms ({100 * r['rel_error']:+.1f}%){' (known gap)' if r['known_gap'] else ''}"
         )
     for f in summary["failures"]:
         lines.append(
@@ -415,6 +431,8 @@ def validation_document(res: ValidationResult, summary: dict[str, Any]) -> Any:
         Section("Parity", [Figure("parity", "Predicted against measured, log-log; dashed: +-10%.")]),
         Section("Per case", [_cases_table(t)]),
     ]
+    if summary.get("moe_layers"):
+        sections.insert(2, _moe_layer_section(summary["moe_layers"]))
     if summary.get("ep_kernels"):
         sections.insert(2, _ep_kernel_section(summary["ep_kernels"]))
     if summary.get("layers"):
@@ -527,18 +545,7 @@ def _training_section(rows: list[dict[str, Any]]) -> Any:
 def _layer_section(rows: list[dict[str, Any]]) -> Any:
     from netsim.report.render import Paragraph, Section, Table
 
-    body = [
-        [
-            r["source"],
-            r["case"],
-            r["class"],
-            f"{r['measured_ms']:.3f}",
-            f"{r['predicted_ms']:.3f}",
-            _pct(r["rel_error"]),
-            _pct(r["tolerance"]) if r["asserted"] else ("known gap" if r["known_gap"] else "reported"),
-        ]
-        for r in rows
-    ]
+    body = _ms_body(rows, "class")
     return Section(
         "Kernel time per layer",
         [
@@ -553,6 +560,41 @@ def _layer_section(rows: list[dict[str, Any]]) -> Any:
                 Paragraph(f"{case}: options.compute_class_scale to run with these kernels: {_flow(scale)}")
                 for case, scale in layer_class_scales(rows).items()
             ),
+        ],
+    )
+
+
+def _ms_body(rows: list[dict[str, Any]], label: str) -> list[list[str]]:
+    """Table rows of :func:`_ms_rows`: source, case, ``label``, measured and predicted ms, error,
+    tolerance (or why it is not asserted)."""
+    return [
+        [
+            r["source"],
+            r["case"],
+            r[label],
+            f"{r['measured_ms']:.3f}",
+            f"{r['predicted_ms']:.3f}",
+            _pct(r["rel_error"]),
+            _pct(r["tolerance"]) if r["asserted"] else ("known gap" if r["known_gap"] else "reported"),
+        ]
+        for r in rows
+    ]
+
+
+def _moe_layer_section(rows: list[dict[str, Any]]) -> Any:
+    from netsim.report.render import Paragraph, Section, Table
+
+    body = _ms_body(rows, "pass")
+    return Section(
+        "MoE layers",
+        [
+            Paragraph(
+                "The published wall time of one MoE layer's forward and of its backward (router, dispatch, experts, "
+                "combine; ms on one rank of the expert-parallel group) against the span of the same layer's MoE ops in "
+                "a simulated step (netsim.validation.moe_layer). Error = predicted / measured - 1 (positive: netsim "
+                "is slower)."
+            ),
+            Table(["source", "case", "pass", "measured ms", "predicted ms", "error", "tolerance"], body, "lllrrrr"),
         ],
     )
 

@@ -11,13 +11,14 @@ tolerance:
 * training cases: their ``tolerance`` (default 10%);
 * layer cases: their ``tolerance`` (default 10%) on the classes they assert (default the GPU's
   busy time, ``compute``); the other classes are reported only;
-* ep-kernel cases: their ``tolerance`` (default 10%) on the bandwidth.
+* ep-kernel cases: their ``tolerance`` (default 10%) on the bandwidth;
+* moe-layer cases: their ``tolerance`` (default 10%) on the forward and the backward time.
 
 The result is a flat table (one row per point, :data:`COLUMNS`) that
 :mod:`netsim.validation.report` turns into an error table and a parity plot.  ``quick`` keeps
 what CI can afford on two cores: collective cases of sources on at most two nodes (out-of-place
-columns; in-place repeats them), every size; training cases marked ``quick``; every layer case
-(a few hundred kernel lookups).
+columns; in-place repeats them), every size; training and moe-layer cases marked ``quick``;
+every layer case (a few hundred kernel lookups).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ from netsim.errors import SpecError
 from netsim.validation.cases import PREDICTORS, Prediction
 from netsim.validation.ep_kernels import predict_ep_kernel  # noqa: F401  (registers the ep-kernel predictor)
 from netsim.validation.layer import predict_layer  # noqa: F401  (registers the layer predictor)
+from netsim.validation.moe_layer import predict_moe_layer  # noqa: F401  (registers the moe-layer predictor)
 from netsim.validation.sources import (
     DATA_DIR,
     CollectiveCase,
     EPKernelCase,
     LayerCase,
+    MoELayerCase,
     Source,
     TrainingCase,
     load_sources,
@@ -147,9 +150,9 @@ def _gap_of(gaps: Sequence[KnownGap], source: str, case: str, size: int | None) 
     return ""
 
 
-AnyCase = CollectiveCase | TrainingCase | LayerCase | EPKernelCase
+AnyCase = CollectiveCase | TrainingCase | LayerCase | EPKernelCase | MoELayerCase
 #: the case kinds (``--kind``)
-CASE_KINDS = ("collective", "training", "layer", "ep-kernel")
+CASE_KINDS = ("collective", "training", "layer", "ep-kernel", "moe-layer")
 
 
 def tolerance_for(case: AnyCase, size_bytes: int | None, layer_class: str | None = None) -> float | None:
@@ -158,7 +161,7 @@ def tolerance_for(case: AnyCase, size_bytes: int | None, layer_class: str | None
         return None
     if case.tolerance is not None:
         return float(case.tolerance)
-    if isinstance(case, TrainingCase | LayerCase | EPKernelCase):
+    if isinstance(case, TrainingCase | LayerCase | EPKernelCase | MoELayerCase):
         return 0.10
     if size_bytes is None:
         return None
@@ -184,7 +187,7 @@ def select_cases(
             if only is not None and not fnmatch.fnmatch(f"{src.source.id}/{case.id}", only):
                 continue
             if quick:
-                if isinstance(case, TrainingCase) and not case.quick:
+                if isinstance(case, TrainingCase | MoELayerCase) and not case.quick:
                     continue
                 if isinstance(case, CollectiveCase) and (src.system.nodes > 2 or _repeats(src, case)):
                     continue

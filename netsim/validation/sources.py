@@ -42,6 +42,7 @@ __all__ = [
     "CollectiveCase",
     "EPKernelCase",
     "LayerCase",
+    "MoELayerCase",
     "Point",
     "Source",
     "SourceInfo",
@@ -217,6 +218,28 @@ class LayerCase(_Case):
         return self
 
 
+class MoELayerCase(_Case):
+    """A measured MoE layer: the wall time of one MoE layer's forward and of its backward.
+
+    The benchmark times the layer alone (router, token dispatch, experts, combine; no attention)
+    with CUDA events on one rank of an expert-parallel group (Megatron-LM's
+    ``tests/functional_tests/test_cases/common/moe_perf``).  netsim simulates one step of the
+    case's ``workload`` (one layer, its MLP the MoE layer) on the source's ``system`` and reads,
+    from the op records of rank 0, the span from the first to the last MoE op of the layer's
+    forward and of its backward (:mod:`netsim.validation.moe_layer`): the same computation,
+    communication and host waits, in the order the step runs them.
+    """
+
+    kind: Literal["moe-layer"]
+    workload: str | dict[str, Any]
+    workload_set: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+    measured_forward_ms: float = Field(gt=0)
+    measured_backward_ms: float = Field(gt=0)
+    quick: bool = False
+    """Cheap enough for ``netsim validate --quick`` (and CI)."""
+
+
 class EPKernelCase(_Case):
     """One published bandwidth of an expert-parallel dispatch or combine kernel (DeepEP, HybridEP).
 
@@ -256,7 +279,7 @@ class EPKernelCase(_Case):
         return self
 
 
-Case = Annotated[CollectiveCase | TrainingCase | LayerCase | EPKernelCase, Field(discriminator="kind")]
+Case = Annotated[CollectiveCase | TrainingCase | LayerCase | EPKernelCase | MoELayerCase, Field(discriminator="kind")]
 
 
 class Source(SpecModel):
@@ -392,9 +415,9 @@ def with_overrides(sources: Sequence[Source], items: Sequence[str]) -> list[Sour
         cases = []
         for c in src.cases:
             update: dict[str, Any] = {}
-            if work and isinstance(c, TrainingCase | LayerCase):
+            if work and isinstance(c, TrainingCase | LayerCase | MoELayerCase):
                 update["workload_set"] = {**c.workload_set, **work}
-            if opts and isinstance(c, TrainingCase):
+            if opts and isinstance(c, TrainingCase | MoELayerCase):
                 update["options"] = {**c.options, **opts}
             cases.append(c.model_copy(update=update) if update else c)
         # the source's own keys as the override's (without ``topology.``), so the override wins

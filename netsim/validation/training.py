@@ -58,7 +58,7 @@ from netsim.errors import SpecError
 from netsim.registry import Registry
 from netsim.units import format_shares
 from netsim.validation.cases import PREDICTORS, Prediction
-from netsim.validation.sources import LayerCase, Source, TrainingCase
+from netsim.validation.sources import LayerCase, MoELayerCase, Source, TrainingCase
 
 __all__ = ["FLOP_CONVENTIONS", "StepResult", "predict_training", "scenario_of", "step_flops"]
 
@@ -178,13 +178,16 @@ def workload_overrides(workload_set: dict[str, Any]) -> list[str]:
     return override_items(workload_set)
 
 
-def scenario_of(src: Source, case: TrainingCase | LayerCase, cost_model: str | None = None) -> Any:
-    """The :class:`~netsim.config.scenario.ScenarioSpec` of a training case (one step), or of a
-    layer case (the source's system, the case's workload, default options)."""
+def scenario_of(src: Source, case: TrainingCase | LayerCase | MoELayerCase, cost_model: str | None = None) -> Any:
+    """The :class:`~netsim.config.scenario.ScenarioSpec` of a training case (one step), of a
+    moe-layer case (one step, its options) or of a layer case (the source's system, the case's
+    workload, default options)."""
     from netsim.config.scenario import load_scenario
 
     nodes, seed, options = (
-        (case.nodes, case.seed, dict(case.options)) if isinstance(case, TrainingCase) else (None, 0, {})
+        (case.nodes, case.seed, dict(case.options))
+        if isinstance(case, TrainingCase)
+        else (None, 0, dict(case.options) if isinstance(case, MoELayerCase) else {})
     )
     data: dict[str, Any] = {
         "name": f"{src.source.id}-{case.id}",

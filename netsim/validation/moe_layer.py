@@ -1,0 +1,72 @@
+"""Predicting a measured MoE layer: the wall time of its forward and of its backward.
+
+Megatron-LM times one ``MoELayer`` (router, token dispatch, experts, combine, no attention) on
+the ranks of an expert-parallel group with CUDA events around its forward and its backward
+(``tests/functional_tests/test_cases/common/moe_perf``): what a dispatcher, a precision or an
+expert layout costs, communication and host waits included, without the rest of a model around
+it.  netsim answers with the simulator itself: one step of the case's workload (one layer whose
+MLP is the MoE layer) on the source's system, through :func:`netsim.run.prepare` and
+:func:`netsim.run.simulate` as ``netsim run`` does it, and from the op records of rank 0 (the
+rank the benchmark prints) the span from the start of the layer's first MoE op to the end of its
+last, in the forward and in the backward.  The MoE ops are the router, experts, shared-expert and
+unpermute kernels (names ``F.``/``BW.``/``B.``/``W.``/``R.`` + ``router``, ``experts``,
+``shared``, ``unpermute``), the expert-parallel all-to-alls (``ep.fwd-*``, ``ep.bwd-*``) and the
+host's waits for the dispatch (``host.fwd-*``); the attention before them in the forward and after
+them in the backward is not part of the span.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pandas as pd
+
+from netsim.errors import SpecError
+from netsim.validation.cases import PREDICTORS, Prediction
+from netsim.validation.sources import MoELayerCase, Source
+
+__all__ = ["moe_layer_spans_ms", "predict_moe_layer"]
+
+#: an op of the MoE layer (module doc), and which pass it belongs to
+_MOE_OP = re.compile(r"^(?:(F|BW|B|W|R)\.(?:router|experts|shared|unpermute)|(?:ep|host)\.(fwd|bwd)-)")
+
+
+def moe_layer_spans_ms(ops: pd.DataFrame, rank: int = 0, layer: int = 0) -> tuple[float, float]:
+    """Milliseconds from the first to the last MoE op of ``layer`` on ``rank``, in the forward and
+    in the backward (the ``ops`` table of a replay: ``rank``, ``name``, ``layer``, ``start_s``,
+    ``end_s``)."""
+    mine = ops[(ops["rank"] == rank) & (ops["layer"] == layer)]
+    spans: dict[str, list[tuple[float, float]]] = {"fwd": [], "bwd": []}
+    for name, start, end in zip(mine["name"], mine["start_s"], mine["end_s"], strict=True):
+        m = _MOE_OP.match(str(name))
+        if m is None:
+            continue
+        part = m.group(2) or ("fwd" if m.group(1) == "F" else "bwd")  # R.: recomputed before the backward
+        spans[part].append((float(start), float(end)))
+    if not spans["fwd"] or not spans["bwd"]:
+        raise SpecError(
+            f"layer {layer} of rank {rank} ran no MoE op in its {'forward' if not spans['fwd'] else 'backward'}: "
+            "a moe-layer case needs a workload whose layer is an MoE layer",
+            field="cases.workload",
+        )
+    fwd, bwd = ((max(e for _, e in spans[p]) - min(s for s, _ in spans[p])) * 1e3 for p in ("fwd", "bwd"))
+    return fwd, bwd
+
+
+@PREDICTORS.register("moe-layer")
+def predict_moe_layer(src: Source, case: MoELayerCase, cost_model: str | None = None) -> Iterator[Prediction]:
+    """Two predictions: the layer's forward and backward wall time (ms) on rank 0."""
+    from netsim.run import prepare, simulate, summarize_replay
+    from netsim.validation.training import scenario_of
+
+    prep = prepare(scenario_of(src, case, cost_model))
+    moe_layers = prep.workload.model.moe_layers()
+    if not moe_layers:
+        raise SpecError("a moe-layer case needs a workload with an MoE layer", field=f"cases.{case.id}.workload")
+    res, net = simulate(prep)
+    summary, tables = summarize_replay(prep, res, net)
+    fwd, bwd = moe_layer_spans_ms(tables["ops"], layer=moe_layers[0])
+    detail = {"step_time_s": float(summary["step_time_s"])}
+    yield Prediction("forward_ms", None, case.measured_forward_ms, fwd, detail=detail)
+    yield Prediction("backward_ms", None, case.measured_backward_ms, bwd, detail=detail)

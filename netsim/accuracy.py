@@ -229,18 +229,19 @@ def accuracy_for(
 def accuracy_line(accelerator: str, dtype: str, kind: str, acc: RegimeAccuracy | None) -> str:
     """One line for the console and the report: the regime's record, or that there is none."""
     what = f"{accelerator} {dtype} {kind}"
+    hint = _ATTENTION_HINT if kind.endswith(ATTENTION_BOUND) else ""
     if acc is None:
         return (
             f"validated: no published {what} run in netsim's validation yet; this step is the model's "
-            "alone (netsim validate --kind training lists the regimes that are)"
-        ) + (_ATTENTION_HINT if kind.endswith(ATTENTION_BOUND) else "")
+            f"alone (netsim validate --kind training lists the regimes that are){hint}"
+        )
     side = "shorter" if acc.mean_step_error < 0 else "longer"
     return (
         f"validated: {acc.runs} published {what} run{'s' if acc.runs != 1 else ''}; netsim's step was "
         f"{100 * abs(acc.mean_step_error):.1f}% {side} than measured on average (rms "
         f"{100 * acc.rms_step_error:.1f}%, from {100 * acc.min_step_error:+.1f}% to "
-        f"{100 * acc.max_step_error:+.1f}%; {acc.within_10pct} of {acc.runs} within 10%)"
-    ) + (_ATTENTION_HINT if kind.endswith(ATTENTION_BOUND) else "")
+        f"{100 * acc.max_step_error:+.1f}%; {acc.within_10pct} of {acc.runs} within 10%){hint}"
+    )
 
 
 #: appended to an attention-bound regime's line: what sets such a step, and how to ask netsim

@@ -10,9 +10,10 @@ MLP is the MoE layer) on the source's system, through :func:`netsim.run.prepare`
 rank the benchmark prints) the span from the start of the layer's first MoE op to the end of its
 last, in the forward and in the backward.  The MoE ops are the router, experts, shared-expert and
 unpermute kernels (names ``F.``/``BW.``/``B.``/``W.``/``R.`` + ``router``, ``experts``,
-``shared``, ``unpermute``), the expert-parallel all-to-alls (``ep.fwd-*``, ``ep.bwd-*``) and the
-host's waits for the dispatch (``host.fwd-*``); the attention before them in the forward and after
-them in the backward is not part of the span.
+``shared``, ``unpermute``), the expert-parallel all-to-alls (``ep.fwd-*``, ``ep.bwd-*``; under recomputation
+``ep.rcp-fwd-*``, counted in the backward with the ``R.`` kernels) and the host's waits for the
+dispatch (``host.fwd-*``); the attention before them in the forward and after them in the
+backward is not part of the span.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from netsim.validation.sources import MoELayerCase, Source
 __all__ = ["moe_layer_spans_ms", "predict_moe_layer"]
 
 #: an op of the MoE layer (module doc), and which pass it belongs to
-_MOE_OP = re.compile(r"^(?:(F|BW|B|W|R)\.(?:router|experts|shared|unpermute)|(?:ep|host)\.(fwd|bwd)-)")
+_MOE_OP = re.compile(r"^(?:(F|BW|B|W|R)\.(?:router|experts|shared|unpermute)|(?:ep|host)\.(rcp-)?(fwd|bwd)-)")
 
 
 def moe_layer_spans_ms(ops: pd.DataFrame, rank: int = 0, layer: int = 0) -> tuple[float, float]:
@@ -42,7 +43,9 @@ def moe_layer_spans_ms(ops: pd.DataFrame, rank: int = 0, layer: int = 0) -> tupl
         m = _MOE_OP.match(str(name))
         if m is None:
             continue
-        part = m.group(2) or ("fwd" if m.group(1) == "F" else "bwd")  # R.: recomputed before the backward
+        kernel, recomputed, phase = m.groups()
+        # a recomputed forward (R. kernels, rcp-fwd all-to-alls) runs before, and counts in, the backward
+        part = "bwd" if recomputed or kernel in ("BW", "B", "W", "R") else (phase or "fwd")
         spans[part].append((float(start), float(end)))
     if not spans["fwd"] or not spans["bwd"]:
         raise SpecError(

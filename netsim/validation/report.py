@@ -15,7 +15,7 @@ netsim predicts a faster (shorter) time than measured.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -509,19 +509,22 @@ def regime_table(records: list[dict[str, Any]]) -> tuple[list[str], list[list[st
     return head, body
 
 
-def _text_and_table(title: str, text: str, table: tuple[list[str], list[list[str]]], align: str) -> Any:
-    """A report section of one paragraph and one table."""
+def _text_and_table(
+    title: str, text: str, table: tuple[list[str], list[list[str]]], align: str, after: Sequence[Any] = ()
+) -> Any:
+    """A report section of one paragraph and one table (then ``after``)."""
     from netsim.report.render import Paragraph, Section, Table
 
-    return Section(title, [Paragraph(text), Table(*table, align=align)])
+    return Section(title, [Paragraph(text), Table(*table, align=align), *after])
 
 
 def _regime_section(records: list[dict[str, Any]]) -> Any:
     return _text_and_table(
         "Step-time error by regime",
-        "The training rows grouped by accelerator, the dtype the model computes in and whether it has "
-        "routed experts; error = simulated step / measured step - 1 (negative: netsim's step is "
-        "shorter), so a throughput row's error e reads 1 / (1 + e) - 1 here; known gaps left out. "
+        "The training rows grouped by accelerator, the dtype the model computes in, whether it has "
+        "routed experts and whether its attention core is its largest kernel class (attention-bound); "
+        "error = simulated step / measured step - 1 (negative: netsim's step is shorter), so a "
+        "throughput row's error e reads 1 / (1 + e) - 1 here; known gaps left out. "
         "netsim run reports its regime's row beside every step it predicts (netsim.accuracy; the "
         "shipped record, netsim/data/accuracy/training.csv, is derived from this run's results).",
         regime_table(records),
@@ -543,31 +546,39 @@ def _training_section(rows: list[dict[str, Any]]) -> Any:
 
 
 def _layer_section(rows: list[dict[str, Any]]) -> Any:
-    from netsim.report.render import Paragraph, Section, Table
+    from netsim.report.render import Paragraph
 
-    body = _ms_body(rows, "class")
-    return Section(
+    return _ms_section(
         "Kernel time per layer",
+        "One transformer layer's GPU time (forward + backward, ms) by kernel class, read from a published "
+        "profile of a training step (netsim import kineto --classes), against netsim's compute model for "
+        "the same layer (netsim.validation.layer). Error = predicted / measured - 1 (negative: netsim's "
+        "kernels are faster); compute is the GPU's busy time.",
+        rows,
+        "class",
         [
-            Paragraph(
-                "One transformer layer's GPU time (forward + backward, ms) by kernel class, read from a published "
-                "profile of a training step (netsim import kineto --classes), against netsim's compute model for "
-                "the same layer (netsim.validation.layer). Error = predicted / measured - 1 (negative: netsim's "
-                "kernels are faster); compute is the GPU's busy time."
-            ),
-            Table(["source", "case", "class", "measured ms", "predicted ms", "error", "tolerance"], body, "lllrrrr"),
-            *(
-                Paragraph(f"{case}: options.compute_class_scale to run with these kernels: {_flow(scale)}")
-                for case, scale in layer_class_scales(rows).items()
-            ),
+            Paragraph(f"{case}: options.compute_class_scale to run with these kernels: {_flow(scale)}")
+            for case, scale in layer_class_scales(rows).items()
         ],
     )
 
 
-def _ms_body(rows: list[dict[str, Any]], label: str) -> list[list[str]]:
-    """Table rows of :func:`_ms_rows`: source, case, ``label``, measured and predicted ms, error,
-    tolerance (or why it is not asserted)."""
-    return [
+def _moe_layer_section(rows: list[dict[str, Any]]) -> Any:
+    return _ms_section(
+        "MoE layers",
+        "The published wall time of one MoE layer's forward and of its backward (router, dispatch, experts, "
+        "combine; ms on one rank of the expert-parallel group) against the span of the same layer's MoE ops in "
+        "a simulated step (netsim.validation.moe_layer). Error = predicted / measured - 1 (positive: netsim "
+        "is slower).",
+        rows,
+        "pass",
+    )
+
+
+def _ms_section(title: str, text: str, rows: list[dict[str, Any]], label: str, after: Sequence[Any] = ()) -> Any:
+    """A report section of :func:`_ms_rows`: ``text``, then one table row per point (source, case,
+    ``label``, measured and predicted ms, error, tolerance or why it is not asserted), then ``after``."""
+    body = [
         [
             r["source"],
             r["case"],
@@ -579,24 +590,8 @@ def _ms_body(rows: list[dict[str, Any]], label: str) -> list[list[str]]:
         ]
         for r in rows
     ]
-
-
-def _moe_layer_section(rows: list[dict[str, Any]]) -> Any:
-    from netsim.report.render import Paragraph, Section, Table
-
-    body = _ms_body(rows, "pass")
-    return Section(
-        "MoE layers",
-        [
-            Paragraph(
-                "The published wall time of one MoE layer's forward and of its backward (router, dispatch, experts, "
-                "combine; ms on one rank of the expert-parallel group) against the span of the same layer's MoE ops in "
-                "a simulated step (netsim.validation.moe_layer). Error = predicted / measured - 1 (positive: netsim "
-                "is slower)."
-            ),
-            Table(["source", "case", "pass", "measured ms", "predicted ms", "error", "tolerance"], body, "lllrrrr"),
-        ],
-    )
+    header = ["source", "case", label, "measured ms", "predicted ms", "error", "tolerance"]
+    return _text_and_table(title, text, (header, body), "lllrrrr", after)
 
 
 def _ep_kernel_section(rows: list[dict[str, Any]]) -> Any:

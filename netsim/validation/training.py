@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from netsim.accuracy import REGIME_FIELDS, model_kind
+from netsim.accuracy import REGIME_FIELDS
 from netsim.config.common import override_items
 from netsim.config.workload import WorkloadSpec
 from netsim.errors import SpecError
@@ -184,19 +184,15 @@ def scenario_of(src: Source, case: TrainingCase | LayerCase | MoELayerCase, cost
     workload, default options)."""
     from netsim.config.scenario import load_scenario
 
-    nodes, seed, options = (
-        (case.nodes, case.seed, dict(case.options))
-        if isinstance(case, TrainingCase)
-        else (None, 0, dict(case.options) if isinstance(case, MoELayerCase) else {})
-    )
+    options = dict(getattr(case, "options", {}))  # a layer case has none (nor nodes, nor a seed)
     data: dict[str, Any] = {
         "name": f"{src.source.id}-{case.id}",
         "topology": src.system.topology,
-        "nodes": nodes or src.system.nodes,
+        "nodes": getattr(case, "nodes", None) or src.system.nodes,
         "topology_overrides": src.system.overrides(),
         "workload": case.workload,
         "workload_overrides": workload_overrides(case.workload_set),
-        "seed": seed,
+        "seed": getattr(case, "seed", 0),
         "steps": 1,
         "options": options,
     }
@@ -222,7 +218,7 @@ class StepResult:
     peak_memory_bytes: float | None = None
     #: the busiest rank's kernel time by kernel class, as shares (netsim.workload.kernel_tally)
     kernel_shares: dict[str, float] | None = None
-    #: the run's regime (netsim.accuracy): accelerator name, compute dtype, ``dense`` or ``moe``
+    #: the run's regime (netsim.accuracy): accelerator name, compute dtype, model kind
     regime: tuple[str, str, str] = ("", "", "")
 
 
@@ -271,12 +267,14 @@ def simulate_case(src: Source, case: TrainingCase, cost_model: str | None = None
         time.perf_counter() - t0,
         memory,
         kernel_shares,
-        (
-            str(acc.get("name", "")),
-            spec.model.dtype,
-            model_kind(spec.model.moe is not None, kern["by_class_s"] if kern else None),
-        ),
+        _regime(summary["validation_accuracy"]),
     )
+
+
+def _regime(accuracy: dict[str, Any]) -> tuple[str, str, str]:
+    """A run's regime as its summary's ``validation_accuracy`` names it (netsim run's own line)."""
+    acc, dtype, kind = (str(accuracy[k]) for k in REGIME_FIELDS)
+    return acc, dtype, kind
 
 
 def metric_value(case: TrainingCase, r: StepResult) -> float:

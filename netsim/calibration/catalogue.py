@@ -20,6 +20,14 @@ layernorm       tokens, hidden                     fwd, bwd   ``layer_norm`` wit
 rmsnorm         tokens, hidden                     fwd, bwd   ``rms_norm`` with weight
 swiglu          tokens, hidden                     fwd, bwd   ``silu(a) * b`` on a ``[tokens, 2*hidden]``
                                                               input
+swiglu_eager    tokens, hidden                     fwd, bwd   the same unfused: ``torch.chunk``, ``silu``,
+                                                              the product (Megatron without
+                                                              ``bias_activation_fusion``)
+gelu_eager      tokens, hidden                     fwd, bwd   PyTorch's own GELU kernel (no bias; Megatron
+                                                              without ``bias_activation_fusion``)
+prob_weight     tokens, hidden                     fwd, bwd   ``(act * probs).to(act.dtype)``: the experts'
+                                                              activation times fp32 router
+                                                              probabilities, unfused (Megatron-Core)
 gelu            tokens, hidden                     fwd, bwd   bias + GELU on ``[tokens, hidden]``
 residual        tokens, hidden                     fwd, bwd   bias + residual add after a sub-block
 softmax         tokens, hidden                     fwd, bwd   scale-mask-softmax over ``tokens`` rows of
@@ -34,8 +42,8 @@ adamw           params                             step       ``torch.optim.Adam
 
 Each kernel has a *sweep* parameter (the one a grid varies: m, tokens, seq, params) and
 *secondary* parameters (all the others).  Its *cost axis* is FLOPs for compute-bound kernels
-and bytes for memory-bound ones (permute, unpermute, norms, swiglu, gelu, residual, softmax, dropout,
-the cross-entropy losses, adamw, GrAP router).
+and bytes for memory-bound ones (permute, unpermute, norms, the activations, prob_weight, residual,
+softmax, dropout, the cross-entropy losses, adamw, GrAP router).
 
 The three cross-entropy kernels are one loss in three implementations (Megatron-Core's
 ``cross_entropy_loss_fusion`` / ``cross_entropy_fusion_impl``; the workload picks one with
@@ -309,6 +317,31 @@ def _swiglu_elems(s: Shape, p: str) -> float:
     return _fb(p, 3.0, 5.0) * s["tokens"] * s["hidden"]
 
 
+def _per_element(fwd: float, bwd: float) -> _CountFn:
+    """A count of ``fwd`` / ``bwd`` per element of a ``[tokens, hidden]`` tensor."""
+
+    def count(s: Shape, p: str) -> float:
+        return _fb(p, fwd, bwd) * s["tokens"] * s["hidden"]
+
+    return count
+
+
+# Megatron's unfused GLU (``silu(a) * b`` on the two halves of ``torch.chunk``): fwd silu reads a
+# and writes it, the product reads two and writes one (5); bwd the product's two gradients (read
+# two, write one each), silu's (read two, write one), then the halves' gradients concatenated
+# back into one tensor (read two, write two): 13
+_swiglu_eager_elems = _per_element(5.0, 13.0)
+_prob_weight_flops = _per_element(1.0, 3.0)
+# the experts' activation times fp32 router probabilities, cast back: the 16-bit tensors (fwd
+# reads the activation and writes the weighted one after the cast; bwd reads the gradient and the
+# activation, writes the activation's gradient after its cast) ...
+_prob_weight_elems = _per_element(2.0, 3.0)
+# ... and the fp32 product: fwd writes it and the cast reads it (8); bwd the gradient cast to fp32
+# (write 4), times the probabilities (read 4, write 4, read 4 by the cast back), times the
+# activation for the probabilities' gradient (read 4, write 4) and its sum over the row (read 4)
+_prob_weight_fp32_bytes = _per_element(8.0, 28.0)
+
+
 def _softmax_flops(s: Shape, p: str) -> float:
     return _fb(p, 5.0, 4.0) * s["tokens"] * s["hidden"]
 
@@ -470,12 +503,43 @@ KERNELS: Final[dict[str, KernelSpec]] = {
             _swiglu_elems,
         ),
         KernelSpec(
+            "swiglu_eager",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "SwiGLU in eager PyTorch (chunk, silu(a) * b: two kernels), output [tokens, hidden]",
+            _swiglu_flops,
+            _swiglu_eager_elems,
+        ),
+        KernelSpec(
+            "prob_weight",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "router probabilities times the experts' activation, in fp32, cast back (Megatron-Core unfused)",
+            _prob_weight_flops,
+            _prob_weight_elems,
+            _prob_weight_fp32_bytes,
+        ),
+        KernelSpec(
             "gelu",
             ("tokens", "hidden"),
             "tokens",
             _FB,
             "bytes",
             "bias + GELU activation on [tokens, hidden] (GPT MLP)",
+            _gelu_flops,
+            _gelu_elems,
+        ),
+        KernelSpec(
+            "gelu_eager",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "GELU in eager PyTorch (torch.nn.functional.gelu, no bias) on [tokens, hidden]",
             _gelu_flops,
             _gelu_elems,
         ),

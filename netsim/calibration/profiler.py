@@ -178,6 +178,10 @@ def _pairs(names: tuple[str, str], pairs: Sequence[tuple[int, int]], sweep: str,
     return [{names[0]: a, names[1]: b, sweep: int(v)} for a, b in pairs for v in values]
 
 
+#: the memory-bound kernels of one ``[tokens, hidden]`` tensor every grid sweeps alike
+_ELEMENTWISE = ("layernorm", "rmsnorm", "swiglu", "swiglu_eager", "prob_weight", "gelu", "gelu_eager", "residual")
+
+
 def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
     """The shapes ``netsim profile`` measures.
 
@@ -193,7 +197,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
         g["router_linear"] = router
         g["router_grap"] = router
         g["permute"] = g["unpermute"] = _grid({"hidden": [256], "topk": [2]}, "tokens", [128, 512])
-        for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "softmax", "dropout"):
+        for k in (*_ELEMENTWISE, "softmax", "dropout"):
             g[k] = _grid({"hidden": [256]}, "tokens", [128, 512])
         for k in CROSS_ENTROPY_KERNELS:
             g[k] = _grid({"tokens": [128]}, "vocab", [512, 2048])
@@ -215,7 +219,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
             {"hidden": [4096, 7168], "experts": [16, 256], "topk": [1]}, "tokens", [1024, 8192, 65536]
         )
         g["permute"] = g["unpermute"] = _grid({"hidden": [4096, 7168], "topk": [1, 8]}, "tokens", [1024, 8192, 65536])
-        for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "dropout"):
+        for k in (*_ELEMENTWISE, "dropout"):
             g[k] = _grid({"hidden": [4096, 14336]}, "tokens", [1024, 8192, 65536])
         # unfused attention scores: rows of one sequence length (tokens = batch x heads x seq)
         g["softmax"] = _grid({"hidden": [2048, 4096]}, "tokens", [16384, 131072, 1048576])
@@ -236,7 +240,7 @@ def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:
         )
         g["router_grap"] = _grid({"hidden": [1024, 4096], "experts": [16], "topk": [1]}, "tokens", [256, 1024, 4096])
         g["permute"] = g["unpermute"] = _grid({"hidden": [1024, 4096], "topk": [1, 2]}, "tokens", [256, 1024, 4096])
-        for k in ("layernorm", "rmsnorm", "swiglu", "gelu", "residual", "softmax", "dropout"):
+        for k in (*_ELEMENTWISE, "softmax", "dropout"):
             g[k] = _grid({"hidden": [1024, 4096]}, "tokens", [256, 1024, 4096, 16384])
         for k in CROSS_ENTROPY_KERNELS:
             g[k] = _grid({"tokens": [512, 2048]}, "vocab", [1024, 4096, 16384])

@@ -151,6 +151,16 @@ def _swiglu(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str |
     return z.with_bwd(swiglu, (x,)), None
 
 
+def _prob_weight(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    """Megatron-Core's unfused weighting in the grouped experts: the activation times the fp32
+    router probabilities of its rows, cast back to the activation's dtype."""
+    torch = z.torch
+    t, hid = s["tokens"], s["hidden"]
+    x = z.rand(t, hid)
+    probs = torch.rand(t, 1, generator=z.gen).to(device=z.dev, dtype=torch.float32).requires_grad_(True)
+    return z.with_bwd(lambda: (x * probs).to(x.dtype), (x, probs)), None
+
+
 def _elementwise(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
     torch = z.torch
     F = torch.nn.functional
@@ -162,6 +172,8 @@ def _elementwise(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, 
     if kernel == "gelu":  # Megatron's fused bias + GELU (tanh approximation)
         bias = z.rand(hid)
         return z.with_bwd(lambda: F.gelu(x + bias, approximate="tanh"), (x, bias)), None
+    if kernel == "gelu_eager":  # PyTorch's GELU, no bias (Megatron without bias_activation_fusion)
+        return z.with_bwd(lambda: F.gelu(x), (x,)), None
     if kernel == "softmax":  # scaled softmax over each row (the attention scores)
         scale = hid**-0.5
         return z.with_bwd(lambda: torch.softmax(x * scale, dim=-1), (x,)), None
@@ -219,7 +231,10 @@ _FAMILIES: dict[str, Callable[[_Inputs, str, dict[str, int]], tuple[Closures, st
     "layernorm": _norm,
     "rmsnorm": _norm,
     "swiglu": _swiglu,
+    "swiglu_eager": _swiglu,
+    "prob_weight": _prob_weight,
     "gelu": _elementwise,
+    "gelu_eager": _elementwise,
     "residual": _elementwise,
     "softmax": _elementwise,
     "dropout": _elementwise,

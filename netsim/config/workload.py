@@ -454,6 +454,14 @@ class TrainingSpec(SpecModel):
         "only to itself (Megatron's THD format with cu_seqlens, packed fine-tuning data); null: one document per "
         "sequence (the attention core over the whole causal sequence)",
     )
+    activation_fusion: bool = Field(
+        default=True,
+        description="Megatron's bias_activation_fusion (--bias-swiglu-fusion / --bias-gelu-fusion: on in Megatron-LM's "
+        "arguments and in NeMo's and Megatron-Bridge's recipes, off in a bare TransformerConfig): false runs the "
+        "activation as eager PyTorch (swiglu_eager: chunk, silu, product; gelu_eager: PyTorch's GELU) and makes "
+        "Megatron-Core's grouped experts weight their activation by the fp32 router probabilities in a separate "
+        "multiply and cast back (prob_weight), which its fused SwiGLU does inside (netsim.workload.costs)",
+    )
     gradient_accumulation_fusion: bool = Field(
         default=True,
         description="Megatron's gradient accumulation fusion (--gradient-accumulation-fusion, on by default since "

@@ -79,6 +79,19 @@ Host synchronisation
     No source gives it for Megatron's ``alltoall`` or DeepEP: 0 there (not modelled) until one
     does; ``model.moe.host_sync_us`` sets it for a run.
 
+Local permutations
+    Around the all-to-alls each rank reorders tokens in its own memory, as Megatron-Core does
+    (megatron/core/transformer/moe/token_dispatcher.py at NVIDIA/Megatron-LM cf39a4ddcf):
+    ``alltoall`` permutes its tokens into (token, expert) rows before the dispatch, sorts the
+    received rows by local expert when it holds several (``sort_chunks_by_idxs``), sorts them
+    back before the combine and unpermutes after it (:attr:`Dispatcher.sorts_by_local_expert`);
+    DeepEP's kernels send the tokens unpermuted and the receiver permutes them into expert rows
+    and back (netsim times these as the sender's permute and unpermute, which move about the
+    same bytes); HybridEP's kernels permute as they dispatch and combine ("in single step",
+    ``_HybridEPManager``), so no permutation kernel runs (:attr:`Dispatcher.permutes`; its
+    fitted time per call, "Time per call", covers them).  The kernels are timed in
+    :meth:`netsim.workload.costs.ModelCosts.moe_pre`, ``experts`` and ``moe_post``.
+
 The ``copies [ep, ep]`` matrix a dispatcher gives is in the rank space of the all-to-all:
 ``copies[i][j]`` token copies rank ``i`` sends rank ``j`` (for ``deepep`` the forwarding legs are
 entries of the forwarding GPU's row), so any all-to-all algorithm can replay it and the
@@ -242,6 +255,13 @@ class Dispatcher(ABC):
     #: each, come from NCCL's channel rule: ``overlap.ep_comm_sms`` unset); False: the library's
     #: own kernels, whose SMs the workload gives (``overlap.ep_comm_sms``)
     nccl: ClassVar[bool] = True
+    #: the dispatch and combine kernels permute the tokens into and out of expert order as they
+    #: move them: no permute / unpermute kernels run around them (module docstring, "Local
+    #: permutations")
+    permutes: ClassVar[bool] = False
+    #: the received rows arrive in source-rank order and are sorted by local expert after the
+    #: dispatch, and back before the combine, when a rank holds several experts
+    sorts_by_local_expert: ClassVar[bool] = False
 
     def metadata_bytes(self, tokens: int, experts: int, *, padded: bool = False) -> float:
         """Bytes one rank contributes to the metadata all-gather over the EP group before a
@@ -265,6 +285,7 @@ class AllToAllDispatcher(Dispatcher):
 
     name = "alltoall"
     dedups = False
+    sorts_by_local_expert = True
 
     def metadata_bytes(self, tokens: int, experts: int, *, padded: bool = False) -> float:
         # num_local_tokens_per_expert, one int64 per expert; drop-and-pad knows every split
@@ -320,6 +341,7 @@ class HybridEPDispatcher(DeepEPDispatcher):
     """DeepEP's paths, after an NCCL all-gather of the routing maps (module docstring)."""
 
     name = "hybridep"
+    permutes = True
     #: fitted to HybridEP's 9 published kernel-only timings on H100 at 16 SMs (module docstring)
     call_latency_s = HYBRIDEP_CALL_LATENCY_S
     #: from Megatron-Bridge's profile of a HybridEP training step (module docstring; approx.)

@@ -23,11 +23,16 @@ attention core     fused (flash) attention(batch, heads/t, seq, head_dim); or, w
                    (``training.dropout``) dropout on them
 dense MLP          norm(Ts); GEMM up [T, (2 if SwiGLU) f/t, h]; swiglu(T, f/t) or (GELU)
                    bias + gelu(T, f/t); GEMM down [T, h, f/t]
-MoE pre            norm(Ts); router_linear(Ts, h, E, k); permute(Ts, h, k)
-experts            grouped_gemm(R, E_local, (2) f_e, h); swiglu(R, f_e); grouped_gemm(R,
-                   E_local, h, f_e)  (R = tokens the rank's experts received; f_e the
-                   expert FFN / expert_tp)
-MoE post           unpermute(Ts, h, k); shared experts as GEMMs on Ts tokens
+MoE pre            norm(Ts); router_linear(Ts, h, E, k); permute(Ts, h, k) (not with HybridEP,
+                   whose kernels permute as they move the tokens)
+experts            grouped_gemm(R, E_local, (2) f_e, h); swiglu(R, f_e) (or gelu;
+                   ``training.activation_fusion: false``: swiglu_eager or gelu_eager, then
+                   prob_weight(R, f_e), the router probabilities applied); grouped_gemm(R,
+                   E_local, h, f_e)
+                   (R = tokens the rank's experts received; f_e the expert FFN / expert_tp);
+                   under Megatron's ``alltoall`` with several local experts, a sort of the R rows
+                   by expert before and after (permute(R, h, 1))
+MoE post           unpermute(Ts, h, k) (not with HybridEP); shared experts as GEMMs on Ts tokens
 LM head            norm(Ts); GEMM [T, V/t, h]  (last pipeline block; 16-bit under FP8); the loss
                    over the ``[T, V/t]`` logits (``training.cross_entropy``: the catalogue's
                    ``cross_entropy``, ``cross_entropy_fused`` or ``cross_entropy_online``)
@@ -35,6 +40,9 @@ MTP input          (``model.mtp_depth``) norm(Ts) x 2; GEMM [T, h, 2h]; then the
                    layer) and the LM head again (last pipeline block)
 optimizer          adamw(params held by the rank, / dp with ZeRO >= 1)
 =================  ==========================================================================
+
+The MoE block's lists (MoE pre, experts, MoE post, the shared experts) are
+:class:`netsim.workload.moe_costs.MoEKernels`, which :class:`ModelCosts` mixes in.
 
 The embedding lookup is not timed (no catalogue kernel; a gather of ``T`` rows).  The loss is:
 with a 128k-152k vocabulary its passes over the logits take 2-4% of a Hopper step.  A backward
@@ -45,8 +53,7 @@ the weight gradient (zero bubble, DualPipe) the ``B`` op takes half of every GEM
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -56,8 +63,10 @@ from netsim.config.workload import LoraSpec
 from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
 from netsim.workload.kernel_calls import KernelCall, Part, trains_weight
 from netsim.workload.kernel_calls import call as _call
+from netsim.workload.kernel_calls import memo_kernels as _memo
 from netsim.workload.kernel_calls import split as _split
 from netsim.workload.lora import TE_NAMES, adapter_gemms
+from netsim.workload.moe_costs import MoEKernels
 from netsim.workload.params import LayerParams, ParamCounts
 
 __all__ = ["DETERMINISTIC_ATTENTION_BWD", "LOSS_KERNELS", "LayerParams", "ModelCosts", "TpBackward", "TpForward"]
@@ -74,22 +83,6 @@ _T = TypeVar("_T")
 
 #: ``training.cross_entropy`` -> the catalogue kernel of the loss
 LOSS_KERNELS: dict[str, str] = dict(zip(("unfused", "fused", "te"), CROSS_ENTROPY_KERNELS, strict=True))
-
-
-def _memo(method: Callable[..., _T]) -> Callable[..., _T]:
-    """Memoise a :class:`ModelCosts` kernel-list method per arguments (the lists are shared:
-    callers must not mutate them).  A training step asks for the same layer's kernels millions
-    of times at scale; the same list object also lets the op builder cache its duration."""
-
-    @functools.wraps(method)
-    def wrapper(self: ModelCosts, *args: Any, **kwargs: Any) -> _T:
-        key = (method.__name__, *args, *sorted(kwargs.items()))
-        hit = self._memo.get(key)
-        if hit is None:
-            hit = self._memo[key] = method(self, *args, **kwargs)
-        return hit
-
-    return wrapper
 
 
 def _overrides(model: ModelSpec) -> dict[str, float | None] | None:
@@ -126,7 +119,7 @@ class TpBackward(NamedTuple):
     norm: list[KernelCall]
 
 
-class ModelCosts(ParamCounts):
+class ModelCosts(MoEKernels, ParamCounts):
     """Kernel calls and parameter counts of ``model`` for one rank.
 
     Args:
@@ -148,6 +141,10 @@ class ModelCosts(ParamCounts):
             attending only to itself (the attention core's shape, :meth:`attention_core`).
         deterministic: ``training.deterministic`` (Megatron's ``--deterministic-mode``): the fused
             attention's backward takes :data:`DETERMINISTIC_ATTENTION_BWD` of its time.
+        activation_fusion: ``training.activation_fusion`` (Megatron's ``bias_activation_fusion``);
+            false: the activation runs in eager PyTorch (the catalogue's ``swiglu_eager``,
+            ``gelu_eager``) and the routed experts weight it by the router probabilities in
+            ``prob_weight`` after it.
         grad_accumulation_bytes: without gradient accumulation fusion
             (``training.gradient_accumulation_fusion: false``), the bytes per trained weight of the
             kernel that adds each micro-batch's weight gradient into the main gradient: read the
@@ -173,6 +170,7 @@ class ModelCosts(ParamCounts):
         document_tokens: int | None = None,
         grad_accumulation_bytes: float = 0.0,
         deterministic: bool = False,
+        activation_fusion: bool = True,
     ) -> None:
         self.m = model
         #: bytes per trained weight that a separate kernel moves in each micro-batch's backward to
@@ -205,16 +203,12 @@ class ModelCosts(ParamCounts):
         #: tokens of a micro-batch one rank holds (its 1/cp share of every sequence)
         self.tokens = micro_batch_size * model.seq_len // cp
         self.sp_tokens = self.tokens // tp if sequence_parallel and tp > 1 else self.tokens
-        self.slots = expert_slots_per_rank
         self.gated = model.activation == "swiglu"
         #: the activation's catalogue kernel; squared ReLU (Megatron's jit-fused ``relu(x) ** 2``,
         #: not gated) is timed as the GELU kernel, one elementwise pass each way (approx.)
-        self.act_kernel = "swiglu" if self.gated else "gelu"
+        self.act_kernel = ("swiglu" if self.gated else "gelu") + ("" if activation_fusion else "_eager")
         self.norm = "rmsnorm" if self.gated else "layernorm"
-        moe = model.moe
-        self.expert_ffn = (moe.expert_ffn_hidden or model.ffn_hidden) if moe is not None else 0
-        #: the routed experts' FFN width one rank holds
-        self.expert_shard_ffn = max(1, self.expert_ffn // expert_tp) if moe is not None else 0
+        self._init_moe(model, expert_slots_per_rank, expert_tp, activation_fusion)
         self._memo: dict[tuple[Any, ...], Any] = {}
         #: bytes the FP8 quantisation casts move per element (None: the model is not FP8)
         fp8 = quant_bytes(model.fp8_recipe, _overrides(model)) if model.dtype == "fp8" else None
@@ -222,11 +216,6 @@ class ModelCosts(ParamCounts):
         self.fp8: QuantBytes | None = fp8.frozen() if fp8 is not None and self.frozen else fp8
 
     # ------------------------------------------------------------------ tokens
-
-    @property
-    def route_tokens(self) -> int:
-        """Tokens one rank routes per micro-batch (its sequence-parallel share)."""
-        return self.sp_tokens
 
     # ------------------------------------------------------------------ FP8 quantisation
 
@@ -507,67 +496,6 @@ class ModelCosts(ParamCounts):
         )
 
     @_memo
-    def moe_pre(self, part: Part, router_kernel: str = "router_linear") -> list[KernelCall]:
-        m = self.m
-        assert m.moe is not None
-        ts = self.sp_tokens
-        calls = [
-            _call(self.norm, "fwd", tokens=ts, hidden=m.hidden),
-            _call(router_kernel, "fwd", tokens=ts, hidden=m.hidden, experts=m.moe.experts, topk=m.moe.top_k),
-            _call("permute", "fwd", tokens=ts, hidden=m.hidden, topk=m.moe.top_k),
-        ]
-        return calls if part == "F" else self._back(calls, part)
-
-    @_memo
-    def experts(self, part: Part, received_tokens: int) -> list[KernelCall]:
-        """The rank's expert FFNs on ``received_tokens`` (token, slot) rows; [] if none."""
-        if received_tokens <= 0 or self.slots <= 0:
-            return []
-        m, R, e = self.m, received_tokens, self.slots
-        f = self.expert_shard_ffn
-        calls = [
-            _call("grouped_gemm", "fwd", tokens=R, experts=e, n=(2 if self.gated else 1) * f, k=m.hidden),
-            _call(self.act_kernel, "fwd", tokens=R, hidden=f),
-        ]
-        calls.append(_call("grouped_gemm", "fwd", tokens=R, experts=e, n=m.hidden, k=f))
-        return self._finish(calls, part, "grouped_gemm")
-
-    @_memo
-    def moe_post(self, part: Part, shared: bool = True) -> list[KernelCall]:
-        """The unpermute, the shared experts (``shared``: in this op; False when they run
-        overlapped with the all-to-alls, :meth:`shared_experts`) and the residual add."""
-        m = self.m
-        assert m.moe is not None
-        ts = self.sp_tokens
-        calls = [_call("unpermute", "fwd", tokens=ts, hidden=m.hidden, topk=m.moe.top_k)]
-        if shared:
-            calls += self._shared_calls("fc1") + self._shared_calls("fc2")
-        calls += self._close()
-        return self._finish(calls, part)
-
-    def _shared_calls(self, half: Literal["fc1", "fc2"]) -> list[KernelCall]:
-        """The shared experts' forward: the first GEMM and the activation (``fc1``) or the second
-        GEMM (``fc2``); [] without shared experts."""
-        m = self.m
-        assert m.moe is not None
-        if not m.moe.shared_experts:
-            return []
-        ts, f = self.sp_tokens, self.expert_ffn * m.moe.shared_experts
-        if half == "fc1":
-            return [
-                _call("gemm", "fwd", m=ts, n=(2 if self.gated else 1) * f, k=m.hidden),
-                _call(self.act_kernel, "fwd", tokens=ts, hidden=f),
-            ]
-        return [_call("gemm", "fwd", m=ts, n=m.hidden, k=f)]
-
-    @_memo
-    def shared_experts(self, part: Part, half: Literal["fc1", "fc2"]) -> list[KernelCall]:
-        """Half of the shared experts as ``part``, for Megatron-Core's
-        ``moe_shared_expert_overlap`` (``overlap.shared_expert_overlap``): ``fc1`` runs while
-        the dispatch all-to-all flies, ``fc2`` while the combine does."""
-        return self._finish(self._shared_calls(half), part)
-
-    @_memo
     def head(self, part: Part) -> list[KernelCall]:
         """The final norm, the output projection (kept in 16 bits under FP8: ``no_fp8``) and the
         loss over the rank's vocabulary columns of the logits."""
@@ -614,20 +542,6 @@ class ModelCosts(ParamCounts):
                 _call("gemm", "fwd", m=T, n=heads * (a.qk_nope_head_dim + a.v_head_dim), k=a.kv_lora_rank),
             ]
         return self._finish(calls, "F", norm_fed=2)
-
-    @_memo
-    def expert_act(self, received_tokens: int) -> list[KernelCall]:
-        """The routed experts' activation forward on ``received_tokens`` rows: what the
-        ``moe_act`` recomputation re-runs before their backward; [] if none."""
-        if received_tokens <= 0 or self.slots <= 0:
-            return []
-        f = self.expert_shard_ffn
-        return [_call(self.act_kernel, "fwd", tokens=received_tokens, hidden=f)]
-
-    @_memo
-    def experts_after_act(self, part: Part, received_tokens: int) -> list[KernelCall]:
-        """:meth:`expert_act` then the experts' ``part`` (``moe_act`` recomputation)."""
-        return [*self.expert_act(received_tokens), *self.experts(part, received_tokens)]
 
     @staticmethod
     def optimizer(params: float) -> list[KernelCall]:

@@ -322,6 +322,7 @@ def model_costs(
         document_tokens=spec.training.document_tokens,
         grad_accumulation_bytes=grad_accumulation_bytes(spec),
         deterministic=spec.training.deterministic,
+        activation_fusion=spec.training.activation_fusion,
     )
 
 

@@ -12,9 +12,10 @@ and with frozen weights (LoRA, :mod:`netsim.workload.lora`) into its input-gradi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from netsim.calibration.catalogue import canonical_dtype
 
@@ -26,9 +27,12 @@ __all__ = [
     "TimeModel",
     "call",
     "kernels_time_s",
+    "memo_kernels",
     "split",
     "trains_weight",
 ]
+
+_T = TypeVar("_T")
 
 Pass = Literal["fwd", "bwd", "step"]
 Part = Literal["F", "B", "W", "BW"]
@@ -160,3 +164,20 @@ def split(calls: list[KernelCall], part: Part, frozen: bool = False) -> list[Ker
         elif part == "W" and weighted:
             out.append(KernelCall(c.kernel, "bwd", c.shape, c.scale * 0.5 * wgrad, c.no_fp8, adapter=c.adapter))
     return out
+
+
+def memo_kernels(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Memoise a kernel-list method per arguments in the instance's ``_memo`` dict (the lists
+    are shared: callers must not mutate them).  A training step asks for the same layer's
+    kernels millions of times at scale; the same list object also lets the op builder cache its
+    duration."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> _T:
+        key = (method.__name__, *args, *sorted(kwargs.items()))
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = method(self, *args, **kwargs)
+        return hit
+
+    return wrapper

@@ -9,7 +9,7 @@ import pytest
 
 from netsim.cli import main
 from netsim.errors import SpecError
-from netsim.validation.moe_layer import moe_layer_spans_ms, predict_moe_layer
+from netsim.validation.moe_layer import layer_extras_ms, moe_layer_spans_ms, predict_moe_layer
 from netsim.validation.runner import CASE_KINDS, run_validation, select_cases
 from netsim.validation.sources import MoELayerCase, load_source, load_sources
 
@@ -69,6 +69,24 @@ def test_the_span_runs_from_the_first_to_the_last_moe_op_of_each_pass() -> None:
     assert fwd == pytest.approx(2250.0) and bwd == pytest.approx(3300.0)
 
 
+def test_the_transformer_layers_norm_and_residual_add_are_not_part_of_the_moe_layer() -> None:
+    cols = ["op", "kernel", "pass", "time_s"]
+    kernels = pd.DataFrame(
+        [
+            ("F.router", "rmsnorm", "fwd", 1e-3),  # the pre-MLP norm: the transformer layer's
+            ("F.router", "router_linear", "fwd", 5e-3),
+            ("F.unpermute", "residual", "fwd", 2e-3),  # the residual add closing the block
+            ("F.unpermute", "residual (fp8 cast)", "fwd", 7e-3),  # an FP8 cast is the layer's own
+            ("BW.router", "rmsnorm", "bwd", 3e-3),
+            ("BW.unpermute", "residual", "bwd", 4e-3),
+            ("F.attn", "rmsnorm", "fwd", 9e-3),  # not an MoE op
+        ],
+        columns=cols,
+    )
+    fwd, bwd = layer_extras_ms(kernels)
+    assert fwd == pytest.approx(3.0) and bwd == pytest.approx(7.0)
+
+
 def test_a_layer_without_moe_ops_is_a_one_line_error() -> None:
     with pytest.raises(SpecError, match="no MoE op in its forward"):
         moe_layer_spans_ms(_ops([(0, "F.attn", 0, 0.0, 1.0), (0, "BW.experts", 0, 2.0, 3.0)]))
@@ -119,4 +137,17 @@ def test_the_shipped_moe_perf_source_names_every_case_of_the_test() -> None:
         for t in ("bf16", "fp8")
     }
     assert src.system.set["accelerator.compute.clock_mhz"] == 1980
-    assert not select_cases([src], quick=True)  # none within 10% in both passes yet: none runs in CI's --quick
+    # what the test builds: a bare TransformerConfig's GELU MLP experts (not gated, unfused), no shared expert
+    for c in src.cases:
+        assert isinstance(c, MoELayerCase) and isinstance(c.workload, dict)
+        model, training = c.workload["model"], c.workload["training"]
+        assert model["activation"] == "gelu" and training["activation_fusion"] is False
+        assert not model["moe"].get("shared_experts")
+    quick = {c.id for _, c in select_cases([src], quick=True)}
+    # the cases within 10% in both passes run in CI's --quick (and assert it)
+    assert quick == {
+        "mixtral-deepep-tp1ep8-bf16",
+        "deepseek-a2a-tp1ep8-bf16",
+        "deepseek-deepep-tp1ep8-bf16",
+        "deepseek-hybridep-tp1ep8-bf16",
+    }

@@ -148,7 +148,9 @@ def _swiglu(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str |
         a, b = x.chunk(2, dim=-1)
         return F.silu(a) * b
 
-    return z.with_bwd(swiglu, (x,)), None
+    # PyTorch has no fused SwiGLU: both kernels time the eager sequence (Megatron's jit-fused one
+    # is Liger-Kernel's measurement in liger-megatron-h100.csv)
+    return z.with_bwd(swiglu, (x,)), ("eager (chunk, silu, product)" if kernel == "swiglu" else None)
 
 
 def _prob_weight(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:

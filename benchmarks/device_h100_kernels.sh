@@ -13,7 +13,7 @@
 # soak, replace the assumed training clock of the h100-sxm profile (`accelerator.compute.clock_mhz`,
 # 1830 MHz against the tables' 1980, *approx.*: netsim/calibration/profiles.py, "SM clock").
 #
-# One call on a lent GPU (about 6-8 minutes of device time; the device tool's `run`):
+# One call on a lent GPU (about 7-9 minutes of device time; the device tool's `run`):
 #   command: bash benchmarks/device_h100_kernels.sh
 #   carry:   [".whl"]            (the wheels below; torch, numpy, pandas, ... are on the machine)
 #   timeout_s: 600
@@ -57,5 +57,12 @@ $PY -m netsim profile --device "$DEVICE" "${grid[@]}" --kernels "$kernels" --dty
 # 2. after a sustained load, at the clocks a training step runs at
 $PY -m netsim profile --device "$DEVICE" "${grid[@]}" --kernels "$kernels" --dtype "$dtypes" \
   --soak-s "$SOAK_S" --out "$OUT/kernels-sustained.csv" --force
+# 3. the memory-bound kernels around the GEMMs, in BF16, once (bandwidth, not the SM clock, sets
+#    them): the activations fused as the profiler can and eager as a bare TransformerConfig runs
+#    them, the experts' probability weighting (training.activation_fusion: false; no table has
+#    them on H100 yet), the norms and the residual add
+$PY -m netsim profile --device "$DEVICE" "${grid[@]}" --dtype bfloat16 \
+  --kernels swiglu,swiglu_eager,gelu,gelu_eager,prob_weight,rmsnorm,layernorm,residual \
+  --out "$OUT/elementwise-boost.csv" --force
 nvidia-smi -q -d CLOCK,POWER,PERFORMANCE > "$OUT/nvidia-smi.txt" 2>&1 || true
-echo "wrote $OUT: environment.txt kernels-boost.csv kernels-sustained.csv nvidia-smi.txt"
+echo "wrote $OUT: environment.txt kernels-boost.csv kernels-sustained.csv elementwise-boost.csv nvidia-smi.txt"

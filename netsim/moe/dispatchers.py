@@ -90,7 +90,7 @@ Local permutations
     same bytes); HybridEP's kernels permute as they dispatch and combine ("in single step",
     ``_HybridEPManager``), so no permutation kernel runs (:attr:`Dispatcher.permutes`; its
     fitted time per call, "Time per call", covers them).  The kernels are timed in
-    :meth:`netsim.workload.costs.ModelCosts.moe_pre`, ``experts`` and ``moe_post``.
+    :class:`netsim.workload.moe_costs.MoEKernels` (``moe_pre``, ``experts``, ``moe_post``).
 
 The ``copies [ep, ep]`` matrix a dispatcher gives is in the rank space of the all-to-all:
 ``copies[i][j]`` token copies rank ``i`` sends rank ``j`` (for ``deepep`` the forwarding legs are

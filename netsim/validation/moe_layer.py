@@ -67,8 +67,8 @@ def layer_extras_ms(kernels: pd.DataFrame) -> tuple[float, float]:
     """Milliseconds per step of the transformer layer's norm and residual kernels inside the MoE
     ops, in the forward and in the backward (the ``kernels`` table of a replay: ``op``, ``kernel``,
     ``pass``, ``time_s``, for one rank)."""
-    ops = kernels["op"].astype(str)
-    mine = kernels[ops.map(lambda o: _MOE_OP.match(o) is not None) & kernels["kernel"].isin(_LAYER_KERNELS)]
+    moe_op = kernels["op"].astype(str).str.match(_MOE_OP.pattern)
+    mine = kernels[moe_op & kernels["kernel"].isin(_LAYER_KERNELS)]
     fwd = float(mine.loc[mine["pass"] == "fwd", "time_s"].sum()) * 1e3
     bwd = float(mine.loc[mine["pass"] == "bwd", "time_s"].sum()) * 1e3
     return fwd, bwd

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple
 
 from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS
 from netsim.config.model import ModelSpec
@@ -78,8 +78,6 @@ __all__ = ["DETERMINISTIC_ATTENTION_BWD", "LOSS_KERNELS", "LayerParams", "ModelC
 #: schedule) against 2.391 ms; the same bench has cuDNN's default backward at 2.925 ms.  Used for
 #: cuDNN's deterministic algorithm too, which publishes no timing.
 DETERMINISTIC_ATTENTION_BWD = 2.900 / 2.391
-
-_T = TypeVar("_T")
 
 #: ``training.cross_entropy`` -> the catalogue kernel of the loss
 LOSS_KERNELS: dict[str, str] = dict(zip(("unfused", "fused", "te"), CROSS_ENTROPY_KERNELS, strict=True))
@@ -214,8 +212,6 @@ class ModelCosts(MoEKernels, ParamCounts):
         fp8 = quant_bytes(model.fp8_recipe, _overrides(model)) if model.dtype == "fp8" else None
         # frozen weights (LoRA): no weight gradient reads a column-wise copy (netsim.workload.fp8)
         self.fp8: QuantBytes | None = fp8.frozen() if fp8 is not None and self.frozen else fp8
-
-    # ------------------------------------------------------------------ tokens
 
     # ------------------------------------------------------------------ FP8 quantisation
 

@@ -84,6 +84,13 @@ class MoESpec(SpecModel):
         "dispatcher's own (hybridep 616, from Megatron-Bridge's profile of a training step; alltoall, deepep and "
         "dedup-rank 0: not modelled, no published time); netsim.moe.dispatchers, 'Host synchronisation'",
     )
+    router_dtype: Literal["fp32"] | None = Field(
+        default=None,
+        description="the gating linear's output and gradient precision, Megatron-Core's moe_router_dtype: null = "
+        "the activations' 16-bit dtype (Megatron's default); fp32: logits in fp32 and a backward in fp32 "
+        "(the input and the weight cast to fp32, the input gradient cast back: 16 more bytes per element of "
+        "the router's [tokens, hidden] input and 6 per weight element, netsim.workload.moe_costs)",
+    )
     padding: Literal["dropless", "capacity"] = Field(
         default="dropless",
         description="dropless: all-to-all buffers as routed; capacity: capacity-sized buffers per (rank, expert), "

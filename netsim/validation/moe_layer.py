@@ -66,12 +66,17 @@ def moe_layer_spans_ms(ops: pd.DataFrame, rank: int = 0, layer: int = 0) -> tupl
 def layer_extras_ms(kernels: pd.DataFrame) -> tuple[float, float]:
     """Milliseconds per step of the transformer layer's norm and residual kernels inside the MoE
     ops, in the forward and in the backward (the ``kernels`` table of a replay: ``op``, ``kernel``,
-    ``pass``, ``time_s``, for one rank)."""
-    moe_op = kernels["op"].astype(str).str.match(_MOE_OP.pattern)
-    mine = kernels[moe_op & kernels["kernel"].isin(_LAYER_KERNELS)]
-    fwd = float(mine.loc[mine["pass"] == "fwd", "time_s"].sum()) * 1e3
-    bwd = float(mine.loc[mine["pass"] == "bwd", "time_s"].sum()) * 1e3
-    return fwd, bwd
+    ``pass``, ``time_s``, for one rank).  A norm or residual kernel counts in the pass of its op
+    and only as that pass's kernel (a forward op's ``fwd`` call, a backward op's ``bwd`` call):
+    the ``residual`` calls that time a cast or a gradient add in a backward op are not the
+    layer's."""
+    op = kernels["op"].astype(str)
+    moe_op = op.str.match(_MOE_OP.pattern)
+    forward_op = op.str.startswith("F.")
+    mine = moe_op & kernels["kernel"].isin(_LAYER_KERNELS)
+    fwd_rows = kernels[mine & forward_op & (kernels["pass"] == "fwd")]
+    bwd_rows = kernels[mine & ~forward_op & (kernels["pass"] == "bwd")]
+    return float(fwd_rows["time_s"].sum()) * 1e3, float(bwd_rows["time_s"].sum()) * 1e3
 
 
 @PREDICTORS.register("moe-layer")

@@ -71,7 +71,8 @@ class KernelCall:
     kernel's forward and whole backward (the fused attention's deterministic backward,
     ``training.deterministic``); a forward call applies the first, :func:`split` folds the
     others into the backward calls' ``scale``;
-    ``adapter``: a LoRA adapter's GEMM (:mod:`netsim.workload.lora`)."""
+    ``adapter``: a LoRA adapter's GEMM (:mod:`netsim.workload.lora`);
+    ``label``: what a call that times another kernel's bytes stands for."""
 
     kernel: str
     pass_: Pass
@@ -82,6 +83,9 @@ class KernelCall:
     slow: tuple[float, float, float] = (1.0, 1.0, 1.0)
     #: a LoRA adapter's GEMM: trained (its weight gradient computed) when the base is frozen
     adapter: bool = False
+    #: what the call stands for when it times another kernel's bytes (the kernel tally prints it
+    #: after the kernel's name), e.g. ``fp32 router cast``: the ``residual`` kernel scaled to a cast
+    label: str = ""
 
     @property
     def kernel_class(self) -> str:

@@ -101,7 +101,9 @@ class KernelTally:
             secs_of: dict[tuple[str, KernelCall], float] = {}
             for (name, i), n in self.counts.get(rank, {}).items():
                 for c in self.lists[i]:
-                    kc = KernelCall(c.kernel, c.pass_, c.shape, no_fp8=c.no_fp8, quant=c.quant, adapter=c.adapter)
+                    kc = KernelCall(
+                        c.kernel, c.pass_, c.shape, no_fp8=c.no_fp8, quant=c.quant, adapter=c.adapter, label=c.label
+                    )
                     key = (name, kc)
                     calls_of[key] = calls_of.get(key, 0) + n
                     secs_of[key] = secs_of.get(key, 0.0) + n * c.time_s(model, dtype)
@@ -113,7 +115,10 @@ class KernelTally:
                     "stage": stage,
                     "rank": rank,
                     "op": name,
-                    "kernel": c.kernel + (" (fp8 cast)" if c.quant else "") + (" (LoRA)" if c.adapter else ""),
+                    "kernel": c.kernel
+                    + (" (fp8 cast)" if c.quant else "")
+                    + (" (LoRA)" if c.adapter else "")
+                    + (f" ({c.label})" if c.label else ""),
                     "kernel_class": c.kernel_class,
                     "pass": c.pass_,
                     "shape": _shape_text(c),

@@ -16,6 +16,21 @@ shape, so the choices live here with their sources.
   ``alltoall`` with several experts per rank, the received rows sorted by local expert and back.
 * The shared experts, in the block or split around the all-to-alls
   (``overlap.shared_expert_overlap``).
+* The router's precision (``model.moe.router_dtype``).  Megatron-Core's gating linear
+  (``RouterGatingLinearFunction`` in ``megatron/core/transformer/moe/moe_utils.py``, at
+  cf39a4ddcf and d98e8a64dd) runs through Transformer Engine's ``general_gemm``.  With
+  ``moe_router_dtype: fp32`` the forward GEMM reads the 16-bit input and weight and writes fp32
+  logits (no cast, and t x E logits are few).  The backward is where fp32 costs: the input
+  gradient GEMM writes an fp32 ``[t, h]`` tensor that is cast back to 16 bits
+  (``.to(input_dtype)``), and the weight gradient GEMM reads the saved input cast to fp32
+  (``inp.to(router_dtype)``); the weight is cast to fp32 too.  Against a 16-bit router that is
+  2 + 6 bytes per ``[t, h]`` element for the input gradient (the wider write, the cast),
+  6 + 2 for the weight gradient (the cast, the wider read), and 6 per weight element: timed as
+  the ``residual`` kernel scaled to those bytes, as the FP8 casts are (:mod:`netsim.workload.fp8`).
+  Both GEMMs run in TF32 (TE's ``cublaslt_gemm.cu`` uses ``CUBLAS_COMPUTE_32F_FAST_TF32`` for pure
+  fp32 GEMMs) and are timed at ``router_linear``'s 16-bit rate, *approx.*: at 4,096 tokens,
+  hidden 7,168 and 256 experts their 30 GFLOP at TF32's half rate (H100 datasheet: 494 against
+  989 TFLOP/s dense) would add about 40 us to the 140 us the casts take on the H100 model.
 
 The lists are memoised per arguments (:func:`netsim.workload.kernel_calls.memo_kernels`) and
 shared: callers must not mutate them.
@@ -27,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from netsim.config.model import ModelSpec
 from netsim.moe.dispatchers import DISPATCHERS
+from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT
 from netsim.workload.kernel_calls import KernelCall, Part, memo_kernels
 from netsim.workload.kernel_calls import call as _call
 
@@ -70,6 +86,8 @@ class MoEKernels:
         #: the received rows are sorted by local expert after the dispatch and back before the
         #: combine when a rank holds more than one expert slot (Megatron's ``alltoall``)
         self.sort_by_local_expert = disp is not None and disp.sorts_by_local_expert
+        #: the gating linear's backward in fp32 (``model.moe.router_dtype``): its casts, module doc
+        self.router_fp32 = moe is not None and moe.router_dtype == "fp32"
         self.expert_ffn = (moe.expert_ffn_hidden or model.ffn_hidden) if moe is not None else 0
         #: the routed experts' FFN width one rank holds
         self.expert_shard_ffn = max(1, self.expert_ffn // expert_tp) if moe is not None else 0
@@ -90,7 +108,29 @@ class MoEKernels:
         ]
         if not self.permute_in_dispatch:
             calls.append(_call("permute", "fwd", tokens=ts, hidden=m.hidden, topk=m.moe.top_k))
-        return calls if part == "F" else self._back(calls, part)
+        if part == "F":
+            return calls
+        back = self._back(calls, part)
+        if self.router_fp32 and router_kernel == "router_linear" and part in ("B", "BW"):
+            back = [*back, *self.router_fp32_casts()]
+        return back
+
+    def router_fp32_casts(self) -> list[KernelCall]:
+        """What an fp32 router adds to its backward (module doc, "The router's precision"): 16
+        bytes per element of the ``[tokens, hidden]`` input (the input gradient written in fp32
+        and cast back, the input cast to fp32 and read for the weight gradient) and 6 per
+        element of the ``[experts, hidden]`` weight (its cast), each as the ``residual`` kernel
+        on that shape scaled to the bytes; the router's whole backward is in the ``B`` part, as
+        ``router_linear``'s is."""
+        m = self.m
+        assert m.moe is not None
+        per_element = KERNEL_BYTES_PER_ELEMENT
+
+        def cast(rows: float, nbytes: float) -> KernelCall:
+            shape = (("hidden", float(m.hidden)), ("tokens", float(rows)))
+            return KernelCall("residual", "fwd", shape, nbytes / per_element, no_fp8=True, label="fp32 router cast")
+
+        return [cast(self.sp_tokens, 16.0), cast(m.moe.experts, 6.0)]
 
     @memo_kernels
     def experts(self, part: Part, received_tokens: int) -> list[KernelCall]:

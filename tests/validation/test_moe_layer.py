@@ -78,6 +78,8 @@ def test_the_transformer_layers_norm_and_residual_add_are_not_part_of_the_moe_la
             ("F.unpermute", "residual", "fwd", 2e-3),  # the residual add closing the block
             ("F.unpermute", "residual (fp8 cast)", "fwd", 7e-3),  # an FP8 cast is the layer's own
             ("BW.router", "rmsnorm", "bwd", 3e-3),
+            ("BW.router", "residual (fp32 router cast)", "fwd", 8e-3),  # the router's own backward casts
+            ("BW.experts", "residual", "fwd", 6e-3),  # a gradient add timed as a residual: not the layer's
             ("BW.unpermute", "residual", "bwd", 4e-3),
             ("F.attn", "rmsnorm", "fwd", 9e-3),  # not an MoE op
         ],
@@ -143,11 +145,13 @@ def test_the_shipped_moe_perf_source_names_every_case_of_the_test() -> None:
         model, training = c.workload["model"], c.workload["training"]
         assert model["activation"] == "gelu" and training["activation_fusion"] is False
         assert not model["moe"].get("shared_experts")
+        assert model["moe"]["router_dtype"] == "fp32"  # the test's moe_router_dtype
     quick = {c.id for _, c in select_cases([src], quick=True)}
     # the cases within 10% in both passes run in CI's --quick (and assert it)
     assert quick == {
         "mixtral-deepep-tp1ep8-bf16",
         "deepseek-a2a-tp1ep8-bf16",
         "deepseek-deepep-tp1ep8-bf16",
+        "deepseek-deepep-tp1ep8-fp8",
         "deepseek-hybridep-tp1ep8-bf16",
     }

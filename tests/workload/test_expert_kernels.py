@@ -97,3 +97,32 @@ def test_hybridep_runs_no_permutation_kernel_around_its_all_to_alls() -> None:
         assert "permute" not in _kernels(hybrid.moe_pre(part))
         assert "unpermute" not in _kernels(hybrid.moe_post(part))
         assert "router_linear" in _kernels(hybrid.moe_pre(part))  # the rest stays
+
+
+def _residual_bytes(calls: list[KernelCall]) -> float:
+    """Bytes the ``residual`` calls among ``calls`` move (each scaled to its bytes)."""
+    res = KERNELS["residual"]
+    return sum(c.scale * res.nbytes(dict(c.shape), "fwd", "bf16") for c in calls if c.kernel == "residual")
+
+
+def test_an_fp32_router_adds_its_backward_casts_and_nothing_to_its_forward() -> None:
+    bf16, fp32 = _costs(), _costs("model.moe.router_dtype=fp32")
+    assert fp32.moe_pre("F") == bf16.moe_pre("F")
+    assert fp32.moe_pre("W") == bf16.moe_pre("W")  # the router's backward is all in B
+    tokens, hidden, experts = 1024, 1024, 8
+    extra = 16.0 * tokens * hidden + 6.0 * experts * hidden  # RouterGatingLinearFunction.backward in fp32
+    for part in ("B", "BW"):
+        added = _residual_bytes(fp32.moe_pre(part)) - _residual_bytes(bf16.moe_pre(part))
+        assert added == pytest.approx(extra)
+        assert _kernels(fp32.moe_pre(part))[: len(bf16.moe_pre(part))] == _kernels(bf16.moe_pre(part))
+    casts = fp32.moe_pre("BW")[len(bf16.moe_pre("BW")) :]
+    assert {c.label for c in casts} == {"fp32 router cast"}  # the kernel tally names them so
+    # a GrAP router (LocMoE) has no gating linear to run in fp32
+    assert fp32.moe_pre("BW", "router_grap") == bf16.moe_pre("BW", "router_grap")
+
+
+def test_an_unknown_router_dtype_names_the_field_and_the_allowed_values() -> None:
+    from netsim.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"router_dtype.*fp32"):
+        load_workload({"model": MOE}, ["model.moe.router_dtype=fp64"], source="t")

@@ -345,8 +345,10 @@ class OverlapSpec(SpecModel):
         "in flight'); 0: the all-to-alls take no SMs from the compute; unset: NCCL's all-to-all (the "
         "alltoall and dedup-rank dispatchers) holds one SM per thread block of its kernel, as NCCL's channel "
         "rule gives it for the EP group and the call's size (netsim.collectives.nccl.p2p), on an "
-        "accelerator whose SM count the topology gives; the deepep and hybridep kernels hold none unless "
-        "given",
+        "accelerator whose SM count the topology gives; deepep's kernels hold DeepEP's default 20 (its "
+        "Buffer.num_sms, which Megatron-Core keeps) unless comm_sms already reserves the communication SMs for "
+        "the whole step; hybridep's hold none unless given (Megatron-Core's moe_hybridep_num_sms was 16 "
+        "from 2025-11 to 2026-04, then the library's own)",
     )
     comm_sms: int = Field(
         default=0,

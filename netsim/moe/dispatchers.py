@@ -255,6 +255,9 @@ class Dispatcher(ABC):
     #: each, come from NCCL's channel rule: ``overlap.ep_comm_sms`` unset); False: the library's
     #: own kernels, whose SMs the workload gives (``overlap.ep_comm_sms``)
     nccl: ClassVar[bool] = True
+    #: the SMs the library's dispatch and combine kernels take when the workload gives none
+    #: (``overlap.ep_comm_sms`` unset and no whole-step ``overlap.comm_sms``); None: no default
+    default_sms: ClassVar[int | None] = None
     #: the dispatch and combine kernels permute the tokens into and out of expert order as they
     #: move them: no permute / unpermute kernels run around them (module docstring, "Local
     #: permutations")
@@ -312,6 +315,10 @@ class DeepEPDispatcher(Dispatcher):
 
     name = "deepep"
     nccl = False
+    #: DeepEP's own default, ``Buffer.num_sms = 20`` (deepseek-ai/DeepEP ``deep_ep/buffer.py``),
+    #: which Megatron-Core keeps unless ``moe_deepep_num_sms`` / ``moe_flex_dispatcher_num_sms``
+    #: says otherwise ("historical default 20", ``transformer_config.py`` at d98e8a64dd)
+    default_sms = 20
     #: fitted to DeepEP's 8 published normal-kernel timings on H800 (module docstring)
     call_latency_s = DEEPEP_CALL_LATENCY_S
 

@@ -154,7 +154,7 @@ class TrainingCase(_Case):
     options: dict[str, Any] = Field(default_factory=dict)
     metric: Literal["step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu"]
     measured: float = Field(gt=0)
-    flops: Literal["megatron-2021", "megatron", "megatron-bridge", "palm"] | None = None
+    flops: Literal["megatron-2021", "megatron", "megatron-2025", "megatron-bridge", "palm"] | None = None
     """The source's FLOP convention (``tflops_per_gpu``, ``mfu``)."""
     peak_flops_per_gpu: float | None = Field(default=None, gt=0)
     """For ``mfu``: the peak the source divides by (FLOP/s), if not the preset's dense peak."""
@@ -176,7 +176,7 @@ class TrainingCase(_Case):
         if self.metric in ("tflops_per_gpu", "mfu") and self.flops is None:
             raise ValueError(
                 f"metric {self.metric} needs flops (the source's FLOP convention): "
-                "megatron-2021, megatron, megatron-bridge or palm"
+                "megatron-2021, megatron, megatron-2025, megatron-bridge or palm"
             )
         if self.metric == "mfu" and self.measured >= 1:
             raise ValueError(f"mfu is a fraction of peak (0..1), got {self.measured}")

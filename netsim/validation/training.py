@@ -27,7 +27,12 @@ enter the metric, only its step time:
   the TFLOP/s Megatron logs; Korthikanti et al. 2022's model FLOPs): ``12 B s L h^2 [(1 + g/a +
   s/h) q/h + k f/h x 1.5 (SwiGLU) + V/(2 L h)]`` -- GQA (``g`` KV heads of ``a``), routed
   experts (``k`` = top-k, ``f`` the expert FFN) and shared experts added per layer; no
-  recomputation;
+  recomputation; the attention core without the causal mask, as Megatron-LM counted it until
+  March 2025;
+* ``megatron-2025``: the same function since Megatron-LM commit 8873b55d6a (2025-03-06, "Fixes in
+  number of floating-point operation estimates for MoE and attention layer"): the attention core
+  counted for the causal mask (``s / 2h`` for ``s / h``); the logits over the vocabulary as the
+  case gives it (Megatron pads it to ``make_vocab_size_divisible_by x TP``: give the padded size);
 * ``megatron-bridge``: Megatron-Bridge's ``num_floating_point_operations``
   (src/megatron/bridge/training/utils/flop_utils.py ``transformer_flops``, NVIDIA-NeMo/Megatron-Bridge
   at dc7018784b, 2026-04-01: the TFLOP/s its training loop logs): ``megatron`` with the attention core
@@ -105,20 +110,31 @@ def megatron_flops(spec: WorkloadSpec, sequences: float) -> float:
     return 12.0 * sequences * s * h * h * total
 
 
+def _causal_megatron_flops(spec: WorkloadSpec, sequences: float, what: str) -> float:
+    """Megatron's count with the attention core halved for the causal mask (GQA/MHA only)."""
+    m = spec.model
+    if m.mla is not None:
+        raise SpecError(f"the {what} FLOP formula is implemented for GQA/MHA attention (not MLA)", field="cases.flops")
+    causal_half = 6.0 * m.heads * m.dim_per_head * m.seq_len * m.layers * sequences * m.seq_len
+    return megatron_flops(spec, sequences) - causal_half
+
+
+@FLOP_CONVENTIONS.register("megatron-2025")
+def megatron_2025_flops(spec: WorkloadSpec, sequences: float) -> float:
+    """Megatron-LM's ``num_floating_point_operations`` since March 2025 (module doc): ``megatron``
+    with the attention core counted for the causal mask."""
+    return _causal_megatron_flops(spec, sequences, "megatron-2025")
+
+
 @FLOP_CONVENTIONS.register("megatron-bridge")
 def megatron_bridge_flops(spec: WorkloadSpec, sequences: float) -> float:
     """Megatron-Bridge's ``num_floating_point_operations`` for GQA/MHA models (module doc): Megatron's
     count with the attention core halved for the causal mask and the logits over the padded vocabulary."""
     m = spec.model
-    if m.mla is not None:
-        raise SpecError(
-            "the megatron-bridge FLOP formula is implemented for GQA/MHA attention (not MLA)", field="cases.flops"
-        )
     tokens = sequences * m.seq_len
-    causal_half = 6.0 * m.heads * m.dim_per_head * m.seq_len * m.layers * tokens
     multiple = _BRIDGE_VOCAB_MULTIPLE * spec.parallelism.tp
     padded = -(-m.vocab // multiple) * multiple
-    return megatron_flops(spec, sequences) - causal_half + 6.0 * m.hidden * (padded - m.vocab) * tokens
+    return _causal_megatron_flops(spec, sequences, "megatron-bridge") + 6.0 * m.hidden * (padded - m.vocab) * tokens
 
 
 #: Megatron-Bridge pads the vocabulary to a multiple of this times TP (``make_vocab_size_divisible_by``)

@@ -51,12 +51,16 @@ __all__ = ["ExpertTraffic", "ep_sm_share"]
 GROUPWISE = "groupwise"
 
 
-def ep_sm_share(spec: WorkloadSpec, accelerator: Mapping[str, Any]) -> float:
-    """``overlap.ep_comm_sms`` as a share of the accelerator's SMs (0 when 0 or unset; the
-    checks: :func:`netsim.calibration.shared_sms.held_share`)."""
+def ep_sm_share(spec: WorkloadSpec, accelerator: Mapping[str, Any], default_sms: int | None = None) -> float:
+    """``overlap.ep_comm_sms`` as a share of the accelerator's SMs (0 when 0; unset: the
+    dispatcher library's ``default_sms`` unless the whole-step ``overlap.comm_sms`` already
+    accounts for the communication kernels, else 0; the checks:
+    :func:`netsim.calibration.shared_sms.held_share`)."""
     sms = accelerator.get("sms")
     name = str(accelerator.get("name") or "")
-    n = spec.overlap.ep_comm_sms or 0
+    n = spec.overlap.ep_comm_sms
+    if n is None:
+        n = default_sms if default_sms and not spec.overlap.comm_sms and sms is not None else 0
     return held_share(n, None if sms is None else int(sms), "overlap.ep_comm_sms", name)
 
 
@@ -108,7 +112,8 @@ class ExpertTraffic:
         )
         #: the share of the SMs the all-to-all kernels hold while in flight (``overlap.ep_comm_sms``)
         acc = dict(ctx.graph.graph.get("accelerator") or {})
-        self.sm_share = ep_sm_share(spec, acc)
+        #: (unset: the dispatcher library's default SMs, e.g. DeepEP's 20)
+        self.sm_share = ep_sm_share(spec, acc, dispatcher.default_sms if moe is not None and L.ep > 1 else None)
         #: unset for an NCCL dispatcher on an accelerator whose SM count the topology gives:
         #: NCCL's kernel holds one SM per thread block (:meth:`nccl_sm_share`), from its channel
         #: rule per EP group

@@ -100,7 +100,8 @@ def test_expert_all_to_alls_hold_the_sms_they_are_given() -> None:
 
 def test_nccl_all_to_alls_hold_the_thread_blocks_of_their_kernel() -> None:
     """Unset, an NCCL dispatcher's all-to-alls hold one SM per thread block NCCL's channel rule
-    gives the EP communicator at the call's size; DeepEP's kernels hold none unless given."""
+    gives the EP communicator at the call's size; DeepEP's kernels hold DeepEP's default 20 SMs
+    unless given, or none when the whole-step ``comm_sms`` already reserves them."""
     prep, _, s = replay_scenario(_with_overlap())
     _, _, s0 = replay_scenario(_with_overlap(ep_comm_sms=0))
     ep = [c for c in prep.plan.collectives.values() if c.traffic_class == "ep" and not c.phase.endswith("-meta")]
@@ -112,11 +113,19 @@ def test_nccl_all_to_alls_hold_the_thread_blocks_of_their_kernel() -> None:
         assert 0 < ctas <= rule.pool_channels and c.sm_share == pytest.approx(ctas / 132)
     assert any(o.sm_share > 0 for o in prep.plan.ops if o.kind == "compute")
     assert s["step_time_s"] >= s0["step_time_s"]
-    sc = _with_overlap()
-    moe = {**sc["workload"]["model"]["moe"], "dispatcher": "deepep"}
-    sc["workload"] = {**sc["workload"], "model": {**sc["workload"]["model"], "moe": moe}}
-    prep_d, _, _ = replay_scenario(sc)
-    assert all(c.sm_share == 0.0 for c in prep_d.plan.collectives.values())
+
+    def deepep(**overlap: object) -> list[Collective]:
+        sc = _with_overlap(**overlap)
+        moe = {**sc["workload"]["model"]["moe"], "dispatcher": "deepep"}
+        sc["workload"] = {**sc["workload"], "model": {**sc["workload"]["model"], "moe": moe}}
+        prep_d, _, _ = replay_scenario(sc)
+        return list(prep_d.plan.collectives.values())
+
+    held = [c.sm_share for c in deepep() if c.traffic_class == "ep"]
+    assert held and held == pytest.approx([20 / 132] * len(held))  # deep_ep Buffer.num_sms
+    assert all(c.sm_share == 0.0 for c in deepep() if c.traffic_class != "ep")
+    assert all(c.sm_share == 0.0 for c in deepep(ep_comm_sms=0))
+    assert all(c.sm_share == 0.0 for c in deepep(comm_sms=20))  # reserved for the whole step instead
 
 
 def test_an_all_to_all_kernel_runs_on_the_communicators_p2p_channels() -> None:

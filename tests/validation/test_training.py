@@ -109,6 +109,9 @@ def test_megatron_bridge_flops_by_hand() -> None:
     assert FLOP_CONVENTIONS.get("megatron")(spec, B) == pytest.approx(
         want + 6 * B * s * (L * q * s - h * (padded - V)), rel=1e-12
     )
+    # and by its count since March 2025 (8873b55d6a): the causal core, the vocabulary as given
+    causal = FLOP_CONVENTIONS.get("megatron-2025")(spec, B)
+    assert causal == pytest.approx(want - 6 * B * s * h * (padded - V), rel=1e-12)
 
 
 def test_megatron_and_palm_count_the_same_matmuls() -> None:

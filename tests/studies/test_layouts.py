@@ -194,6 +194,11 @@ def test_trust_table_is_the_committed_validation() -> None:
         ("megatron-bridge-h100-sft", "llama3-70b-sft-tp8-pp4"),
         ("korthikanti-2022-abstract", "gpt-530b-2240-gpus"),
         ("korthikanti-2022-abstract", "gpt-530b-2240-gpus-full-recompute"),
+        ("megatron-moe-modelzoo-h100", "ep32-pp8-deepep"),
+        ("megatron-moe-modelzoo-h100", "ep32-pp8-deepep-1f1b-overlap"),
+        ("megatron-moe-modelzoo-h100", "ep8-fsdp-deepep"),
+        ("megatron-moe-modelzoo-h100", "ep8-pp32-alltoall"),
+        ("megatron-moe-modelzoo-h100", "tp4-ep8-pp8-deepep"),
     ]
     errors = []
     for source, case in cases:

@@ -14,7 +14,11 @@ A rank walks its stage's units of work (:meth:`~netsim.workload.schedules.Schedu
   segment, the backward's first (:mod:`netsim.workload.emit`), so that the compute stream runs
   MLP(B), MLP(F), ATTN(B), ATTN(F) while the expert traffic runs DISPATCH(F), DISPATCH(B),
   COMBINE(F), COMBINE(B): DeepSeek-V3's arrangement (arXiv 2412.19437, section 3.2.1, Figure 4),
-  each all-to-all under the other micro-batch's compute.
+  each all-to-all under the other micro-batch's compute.  Megatron-Core's combined 1F1B pairs
+  them the same way (``TransformerLayerSchedulePlan.run`` in
+  ``megatron/core/models/common/model_chunk_schedule_plan.py`` at d98e8a64dd: communication
+  combine(B), dispatch(F), dispatch(B), combine(F) beside compute attention(F), MLP(B), MLP(F),
+  attention(B)); the segments here start the cycle at the previous layer's attention(B).
 
 Pipeline messages are point-to-point transfers of ``micro_batch_size * seq_len * hidden``
 elements (``/ tp`` with sequence parallelism), asynchronous (no stream order); NCCL's send and

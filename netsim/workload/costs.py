@@ -60,8 +60,8 @@ from typing import Any, Literal, NamedTuple
 from netsim.calibration.catalogue import CROSS_ENTROPY_KERNELS
 from netsim.config.model import ModelSpec
 from netsim.config.workload import LoraSpec
-from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT, QuantBytes, quant_bytes
-from netsim.workload.kernel_calls import KernelCall, Part, trains_weight
+from netsim.workload.fp8 import QuantBytes, quant_bytes
+from netsim.workload.kernel_calls import KernelCall, Part, byte_call, trains_weight
 from netsim.workload.kernel_calls import call as _call
 from netsim.workload.kernel_calls import memo_kernels as _memo
 from netsim.workload.kernel_calls import split as _split
@@ -217,11 +217,9 @@ class ModelCosts(MoEKernels, ParamCounts):
 
     @staticmethod
     def _cast(tokens: float, width: float, bytes_per_element: float) -> KernelCall:
-        """A quantisation cast of a ``[tokens, width]`` BF16 tensor moving ``bytes_per_element``:
-        the ``residual`` kernel on that shape scaled to those bytes (netsim.workload.fp8)."""
-        scale = bytes_per_element / KERNEL_BYTES_PER_ELEMENT
-        shape = (("hidden", float(width)), ("tokens", float(tokens)))
-        return KernelCall("residual", "fwd", shape, scale, no_fp8=True, quant=True)
+        """A quantisation cast of a ``[tokens, width]`` BF16 tensor moving ``bytes_per_element``
+        (netsim.workload.fp8), timed by :func:`~netsim.workload.kernel_calls.byte_call`."""
+        return byte_call(tokens, width, bytes_per_element, quant=True)
 
     def _finish(self, calls: list[KernelCall], part: Part, kernel: str = "gemm", norm_fed: int = 0) -> list[KernelCall]:
         """``calls`` (a forward) as ``part``; in an FP8 model, with the quantisation of every FP8
@@ -302,9 +300,7 @@ class ModelCosts(MoEKernels, ParamCounts):
         shape scaled to its bytes, as the FP8 casts are (netsim.workload.fp8)."""
         s = dict(c.shape)
         rows = s["n"] * (s["experts"] if c.kernel == "grouped_gemm" else 1.0)
-        shape = (("hidden", s["k"]), ("tokens", rows))
-        scale = self.grad_accumulation_bytes / KERNEL_BYTES_PER_ELEMENT
-        return KernelCall("residual", "fwd", shape, scale, no_fp8=True)
+        return byte_call(rows, s["k"], self.grad_accumulation_bytes)
 
     def _adapted(self, te_name: str, call: KernelCall) -> list[KernelCall]:
         """The base GEMM ``call`` (Transformer Engine's ``te_name``) and, when LoRA targets it, its

@@ -95,20 +95,10 @@ from typing import Final, get_args
 
 from netsim.config.model import Fp8Recipe
 
-__all__ = [
-    "BLOCKWISE_QUANT_SLOWDOWN",
-    "FP8_RECIPES",
-    "KERNEL_BYTES_PER_ELEMENT",
-    "QuantBytes",
-    "quant_bytes",
-    "recipe_note",
-]
+__all__ = ["BLOCKWISE_QUANT_SLOWDOWN", "FP8_RECIPES", "QuantBytes", "quant_bytes", "recipe_note"]
 
 #: the recipes ``model.fp8_recipe`` accepts (the config's type is the one list)
 FP8_RECIPES: Final[tuple[str, ...]] = get_args(Fp8Recipe)
-
-#: the BF16 bytes the ``residual`` catalogue kernel moves per element (read two, write one)
-KERNEL_BYTES_PER_ELEMENT: Final = 6.0
 
 _READ = 2.0  # one pass over the BF16 tensor
 _COPIES = 2.0  # row-wise and column-wise FP8 copies (Hopper FP8 GEMMs take TN layouts only)

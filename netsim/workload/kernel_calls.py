@@ -21,10 +21,12 @@ from netsim.calibration.catalogue import canonical_dtype
 
 __all__ = [
     "KERNEL_CLASS",
+    "RESIDUAL_BYTES_PER_ELEMENT",
     "KernelCall",
     "Part",
     "Pass",
     "TimeModel",
+    "byte_call",
     "call",
     "kernels_time_s",
     "memo_kernels",
@@ -137,6 +139,21 @@ def kernels_time_s(
 
 def call(kernel: str, pass_: Pass, scale: float = 1.0, *, no_fp8: bool = False, **shape: float) -> KernelCall:
     return KernelCall(kernel, pass_, tuple(sorted((k, float(v)) for k, v in shape.items())), scale, no_fp8)
+
+
+#: the 16-bit bytes the ``residual`` catalogue kernel moves per element (read two, write one)
+RESIDUAL_BYTES_PER_ELEMENT = 6.0
+
+
+def byte_call(
+    rows: float, width: float, bytes_per_element: float, *, quant: bool = False, label: str = ""
+) -> KernelCall:
+    """A memory-bound pass over a ``[rows, width]`` tensor moving ``bytes_per_element``, timed as
+    the ``residual`` kernel on that shape scaled to those bytes (an FP8 quantisation cast with
+    ``quant``, an fp32 router cast, a gradient add: ``label`` says which to the kernel tally)."""
+    shape = (("hidden", float(width)), ("tokens", float(rows)))
+    scale = bytes_per_element / RESIDUAL_BYTES_PER_ELEMENT
+    return KernelCall("residual", "fwd", shape, scale, no_fp8=True, quant=quant, label=label)
 
 
 def trains_weight(c: KernelCall, frozen: bool = False) -> bool:

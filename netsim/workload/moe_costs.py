@@ -42,8 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from netsim.config.model import ModelSpec
 from netsim.moe.dispatchers import DISPATCHERS
-from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT
-from netsim.workload.kernel_calls import KernelCall, Part, memo_kernels
+from netsim.workload.kernel_calls import KernelCall, Part, byte_call, memo_kernels
 from netsim.workload.kernel_calls import call as _call
 
 __all__ = ["MoEKernels"]
@@ -124,13 +123,11 @@ class MoEKernels:
         ``router_linear``'s is."""
         m = self.m
         assert m.moe is not None
-        per_element = KERNEL_BYTES_PER_ELEMENT
-
-        def cast(rows: float, nbytes: float) -> KernelCall:
-            shape = (("hidden", float(m.hidden)), ("tokens", float(rows)))
-            return KernelCall("residual", "fwd", shape, nbytes / per_element, no_fp8=True, label="fp32 router cast")
-
-        return [cast(self.sp_tokens, 16.0), cast(m.moe.experts, 6.0)]
+        label = "fp32 router cast"
+        return [
+            byte_call(self.sp_tokens, m.hidden, 16.0, label=label),
+            byte_call(m.moe.experts, m.hidden, 6.0, label=label),
+        ]
 
     @memo_kernels
     def experts(self, part: Part, received_tokens: int) -> list[KernelCall]:

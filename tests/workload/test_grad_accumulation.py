@@ -13,9 +13,8 @@ from netsim.config.workload import load_workload
 from netsim.errors import SpecError
 from netsim.topology import load_topology
 from netsim.workload.costs import ModelCosts
-from netsim.workload.fp8 import KERNEL_BYTES_PER_ELEMENT
 from netsim.workload.graph import build_plan
-from netsim.workload.kernel_calls import KernelCall
+from netsim.workload.kernel_calls import RESIDUAL_BYTES_PER_ELEMENT, KernelCall
 from netsim.workload.optimizer import grad_accumulation_bytes
 
 LLAMA: dict[str, Any] = {
@@ -32,7 +31,8 @@ LLAMA: dict[str, Any] = {
 
 def _adds(calls: list[KernelCall], nbytes: float) -> list[KernelCall]:
     """The gradient-accumulation calls of ``calls``: the residual kernel at ``nbytes`` per element."""
-    return [c for c in calls if c.kernel == "residual" and c.scale == pytest.approx(nbytes / KERNEL_BYTES_PER_ELEMENT)]
+    scale = nbytes / RESIDUAL_BYTES_PER_ELEMENT
+    return [c for c in calls if c.kernel == "residual" and c.scale == pytest.approx(scale)]
 
 
 def _elems(calls: list[KernelCall]) -> float:

@@ -51,6 +51,9 @@ flash-attention benchmarks and the catalogue do: causal = half of ``4 b h s^2 d`
   Dao-AILab/flash-attention pull request #1893 (-1.2%, +2.8%), and 502 TFLOP/s forward and
   backward together, against the 514 that Transformer Engine's attention benchmark
   (docs/examples/attention/attention.ipynb at d0067d0da6) measures for cuDNN there (-2.2%).
+  Both, and NVIDIA's cudnn-frontend benchmark of cuDNN 9.1 from 4K to 64K tokens (May 2024: within
+  4%, flat above 16K as the curves are extrapolated), are rows of ``published-attention.csv``,
+  which ``netsim validate-kernels TABLE --published`` predicts (:mod:`netsim.calibration.published`).
 * A100 SXM4 80GB: FlashAttention-2 (Dao 2023, arXiv:2307.08691) reaches up to 73 % of the
   312 TFLOP/s peak in the forward pass and up to 63 % in the backward pass on A100 (Sec. 4.1).
   Those maxima times the sequence-length and causal shape of the same FlashAttention-2 kernel
@@ -155,6 +158,13 @@ class AttentionKernel:
     label: str
     curves: Curves
     by_head_dim: Mapping[int, Curves] | None = None
+
+    def model(self, memory_Bps: float) -> FlashAttentionModel:
+        """The attention model of these curves (at the clock they were measured at), with
+        ``memory_Bps`` for its memory-bound floor."""
+        return FlashAttentionModel(
+            self.curves, memory_Bps, name=f"flash-attention:{self.label}", by_head_dim=self.by_head_dim
+        )
 
 
 @dataclass(frozen=True)
@@ -333,10 +343,7 @@ def profile_compute_model(
     attention = None
     kernel = prof.attention_kernel(compute.get("attention"))
     if kernel is not None:
-        mem = parse_bandwidth(accelerator.get("memory_Bps", 0), "accelerator.memory_bandwidth")
-        attention = FlashAttentionModel(
-            kernel.curves, mem, name=f"flash-attention:{kernel.label}", by_head_dim=kernel.by_head_dim
-        )
+        attention = kernel.model(parse_bandwidth(accelerator.get("memory_Bps", 0), "accelerator.memory_bandwidth"))
     own = table is None and compute.get("kernels") is None
     if own:  # the profile's own: shipped, overlays laid on
         assert prof.kernels is not None

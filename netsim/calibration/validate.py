@@ -17,9 +17,8 @@ Without a device (no torch):
 * :func:`holdout_errors` refits a table's GEMM surface without one model's points (or without
   every other token count) and predicts the points it left out: how well the surface serves
   shapes it never saw;
-* :func:`published_errors` predicts published GEMM measurements (``published-gemm.csv``:
-  maximum-achievable matmul FLOPS, cuBLAS with random inputs, DeepGEMM's FP8 GEMMs and
-  grouped GEMMs on H800) with a compute model built on the table.
+* published measurements (GEMMs and the attention core) are predicted by
+  :mod:`netsim.calibration.published`.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +34,7 @@ import pandas as pd
 
 from netsim.calibration.kernels import KERNELS, SHAPE_COLUMNS, KernelTable, canonical_dtype, get_kernel
 from netsim.calibration.profiler import GridPoint, ProfileOptions, Progress, measure_points
-from netsim.calibration.profiles import KERNEL_DATA_DIR
-from netsim.errors import SpecError, TraceError
+from netsim.errors import SpecError
 
 POINT_KINDS = ("grid", "mid", "both")
 #: ``--quick``: at most this many grid and this many mid shapes per kernel ...
@@ -179,11 +176,6 @@ def overall_median_abs_pct(results: pd.DataFrame) -> float:
 # ---------------------------------------------------------------------- without a device
 
 HOLDOUT_KINDS = ("model", "alternate")
-#: Shipped published GEMM measurements (see the file's header and docs/sections/kernels.md).
-PUBLISHED_GEMM_PATH = KERNEL_DATA_DIR / "published-gemm.csv"
-PUBLISHED_COLUMNS = ("source", "gpu", "dtype", "kind", "groups", "m", "n", "k", "tflops", "note")
-#: A published measurement on ``gpu`` is predicted with the table of this device (H800 = H100 compute).
-SAME_COMPUTE = {"h800": "h100"}
 
 
 def holdout_errors(table: KernelTable, by: str, *, dtype: str | None = None, pass_: str = "fwd") -> pd.DataFrame:
@@ -264,68 +256,3 @@ def summarize_errors(results: pd.DataFrame, by: str) -> pd.DataFrame:
         )
         .reset_index()
     )
-
-
-def load_published(path: str | Path | None = None) -> pd.DataFrame:
-    """Published GEMM measurements (``published-gemm.csv`` format); TraceError naming the field."""
-    p = Path(path) if path is not None else PUBLISHED_GEMM_PATH
-    src = str(p)
-    try:
-        df = pd.read_csv(p, comment="#")
-    except FileNotFoundError:
-        raise TraceError("published measurements file not found", source=src) from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        raise TraceError(f"cannot read: {' '.join(str(exc).split())}", source=src) from None
-    for col in PUBLISHED_COLUMNS[:-1]:
-        if col not in df.columns:
-            raise TraceError(f"missing column (needs {', '.join(PUBLISHED_COLUMNS[:-1])})", source=src, field=col)
-    for col in ("groups", "m", "n", "k", "tflops"):
-        v = pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float)
-        bad = ~(np.isfinite(v) & (v > 0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise TraceError(f"row {i + 1}: must be a number > 0 (got {df[col].iloc[i]!r})", source=src, field=col)
-        df[col] = v
-    bad_kind = ~df["kind"].isin(("gemm", "grouped"))
-    if bad_kind.any():
-        i = int(np.flatnonzero(bad_kind.to_numpy())[0])
-        raise TraceError(
-            f"row {i + 1}: kind must be gemm or grouped (got {df['kind'].iloc[i]!r})", source=src, field="kind"
-        )
-    df["dtype"] = [canonical_dtype(d, field="dtype") for d in df["dtype"].astype(str)]
-    df["gpu"] = df["gpu"].astype(str).str.lower()
-    return df
-
-
-def published_errors(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
-    """Predict each published GEMM with ``model`` (a ComputeModel); error in % of the measured time.
-
-    ``gemm`` rows are one ``m x n x k`` GEMM; ``grouped`` rows are ``groups`` experts of ``m``
-    rows each (``grouped_gemm`` with ``tokens = groups * m``).
-    """
-    recs = []
-    for r in rows.to_dict("records"):
-        groups, m, n, k = (float(r[c]) for c in ("groups", "m", "n", "k"))
-        flops = 2.0 * groups * m * n * k
-        if r["kind"] == "gemm":
-            est = model.estimate("gemm", "fwd", dtype=r["dtype"], m=m, n=n, k=k)
-        else:
-            est = model.estimate("grouped_gemm", "fwd", dtype=r["dtype"], tokens=groups * m, experts=groups, n=n, k=k)
-        measured = flops / (float(r["tflops"]) * 1e12)
-        recs.append(
-            {
-                "source": r["source"].split(" (")[0],
-                "gpu": r["gpu"],
-                "dtype": r["dtype"],
-                "kind": r["kind"],
-                "groups": int(groups),
-                "m": int(m),
-                "n": int(n),
-                "k": int(k),
-                "published_tflops": float(r["tflops"]),
-                "predicted_tflops": flops / est.time_s / 1e12,
-                "error_pct": 100.0 * (est.time_s - measured) / measured,
-                "model_source": est.source,
-            }
-        )
-    return pd.DataFrame.from_records(recs)

@@ -26,6 +26,7 @@ from netsim.errors import SpecError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from netsim.calibration.kernels import KernelTable
     from netsim.calibration.profiler import ProfileOptions
 
 
@@ -143,9 +144,14 @@ def _register_validate(app: typer.Typer) -> None:
             "other token count ('alternate') and predict the held-out points.",
         ),
         published: bool = typer.Option(
-            False, "--published", help="No device: predict published GEMM measurements (published-gemm.csv)."
+            False,
+            "--published",
+            help="No device: predict published GEMM and attention measurements (published-gemm.csv, "
+            "published-attention.csv).",
         ),
-        published_file: Path | None = typer.Option(None, "--published-file", help="Other published measurements."),
+        published_file: Path | None = typer.Option(
+            None, "--published-file", help="Other published measurements (either file's format)."
+        ),
         topology: str | None = typer.Option(
             None,
             "--topology",
@@ -157,7 +163,7 @@ def _register_validate(app: typer.Typer) -> None:
         force: bool = force_option(),
     ) -> None:
         """Check a kernel table: re-measure it on this device, or (no device) hold points out of the
-        GEMM surface fit, or predict published GEMM measurements."""
+        GEMM surface fit, or predict published GEMM and attention measurements."""
         check_out_files(force, out=out)
         if holdout is not None or published:
             _offline_reports(table_path, holdout, published, published_file, topology, dtype, out)
@@ -266,7 +272,7 @@ def _offline_reports(
     dtype: str | None,
     out: Path | None,
 ) -> None:
-    """The checks that need no device: held-out surface points and/or published GEMMs."""
+    """The checks that need no device: held-out surface points and/or published measurements."""
     from netsim.calibration.kernels import KernelTable
 
     table = KernelTable.load(table_path)
@@ -421,10 +427,13 @@ _DEFAULT_TOPOLOGY = {"h100": "dgx-h100", "a100": "dgx-a100"}
 
 
 def _published_report(table: object, name: str, path: Path | None, topology: str | None, out: Path | None) -> None:
-    """Published GEMM measurements on this table's GPU against the compute model built on it."""
+    """Published measurements on this table's GPU against netsim: GEMMs with the compute model
+    built on the table, the attention core with its compute profile's curves (a ``path`` of
+    either format replaces that format's shipped file and skips the other)."""
+    import pandas as pd
+
     from netsim.calibration.kernels import KernelTable
-    from netsim.calibration.models import make_compute_model
-    from netsim.calibration.validate import SAME_COMPUTE, load_published, published_errors
+    from netsim.calibration.published import SAME_COMPUTE, load_published, load_published_attention
     from netsim.topology import load_topology
 
     assert isinstance(table, KernelTable)
@@ -432,13 +441,46 @@ def _published_report(table: object, name: str, path: Path | None, topology: str
     preset = topology or _DEFAULT_TOPOLOGY.get(gpu)
     if preset is None:
         raise SpecError(f"cannot tell which GPU {name} measured; give --topology PRESET", field="--topology")
-    rows = load_published(path)
-    rows = rows[rows["gpu"].map(lambda g: SAME_COMPUTE.get(g, g)) == gpu]
-    if rows.empty:
+    attention_file = path is not None and "impl" in _csv_columns(path)
+    gemm_rows = None if attention_file else load_published(path)
+    attn_rows = load_published_attention(path if attention_file else None) if attention_file or path is None else None
+
+    def ours(rows: pd.DataFrame | None) -> pd.DataFrame | None:
+        return None if rows is None else rows[rows["gpu"].map(lambda g: SAME_COMPUTE.get(g, g)) == gpu]
+
+    gemm_rows, attn_rows = ours(gemm_rows), ours(attn_rows)
+    if (gemm_rows is None or gemm_rows.empty) and (attn_rows is None or attn_rows.empty):
         raise SpecError(
             f"no published measurements for {gpu or 'this GPU'} in {path or 'published-gemm.csv'}", field="--published"
         )
     acc = load_topology(preset, nodes=1).graph["accelerator"]
+    parts = []
+    if gemm_rows is not None and not gemm_rows.empty:
+        parts.append(_published_gemm_table(acc, table, name, gemm_rows))
+    if attn_rows is not None and not attn_rows.empty:
+        parts.append(_published_attention_table(acc, attn_rows, str(path or "published-attention.csv")))
+    if out is not None:
+        _write_csv(pd.concat(parts, ignore_index=True), out)
+
+
+def _csv_columns(path: Path) -> list[str]:
+    """The header of a published-measurements CSV (``#`` lines skipped); [] when unreadable
+    (the loader then names the problem)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip() and not line.startswith("#"):
+                    return [c.strip() for c in line.split(",")]
+    except (OSError, UnicodeDecodeError):
+        return []
+    return []
+
+
+def _published_gemm_table(acc: dict, table: KernelTable, name: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Print published GEMMs against the compute model built on ``table``; the results frame."""
+    from netsim.calibration.models import make_compute_model
+    from netsim.calibration.published import published_errors
+
     model = make_compute_model(acc, table, default_dtype="bfloat16")
     res = published_errors(model, rows)
     rt = Table(title=f"published GEMMs vs {getattr(model, 'name', name)}")
@@ -457,11 +499,45 @@ def _published_report(table: object, name: str, path: Path | None, topology: str
         )
     Console(width=130).print(rt)
     typer.echo(
-        f"{len(res)} published measurements: median |error| {res['error_pct'].abs().median():.1f}% "
+        f"{len(res)} published GEMM measurements: median |error| {res['error_pct'].abs().median():.1f}% "
         "(error in time: + = netsim slower than published)"
     )
-    if out is not None:
-        _write_csv(res, out)
+    return res
+
+
+def _published_attention_table(acc: dict, rows: pd.DataFrame, src: str) -> pd.DataFrame:
+    """Print published attention measurements against the accelerator's compute profile's
+    curves; the results frame (``kind`` = attention)."""
+    from netsim.calibration.profiles import COMPUTE_PROFILES
+    from netsim.calibration.published import published_attention_errors
+    from netsim.units import parse_bandwidth
+
+    compute = acc.get("compute") or {}
+    profile = COMPUTE_PROFILES.get(str(compute.get("profile") or "roofline"))
+    if not profile.attention_kernels:
+        raise SpecError(f"compute profile {profile.name!r} has no attention curves to check", field="--topology")
+    mem = parse_bandwidth(acc.get("memory_Bps", 0), "accelerator.memory_bandwidth")
+    res = published_attention_errors(profile, rows, mem, field=f"{src}: impl")
+    rt = Table(title=f"published attention (causal) vs the {profile.name} profile's curves")
+    for col in ("source", "gpu", "kernel", "b x h x s x d", "pass", "published", "netsim", "err %"):
+        rt.add_column(col, justify="right" if col in ("published", "netsim", "err %") else "left")
+    for r in res.to_dict("records"):
+        rt.add_row(
+            str(r["source"])[:28],
+            r["gpu"],
+            r["impl"],
+            f"{r['batch']}x{r['heads']}x{r['seq']}x{r['head_dim']}",
+            r["pass"],
+            f"{r['published_tflops']:.0f} TF",
+            f"{r['predicted_tflops']:.0f} TF",
+            f"{r['error_pct']:+.1f}",
+        )
+    Console(width=130).print(rt)
+    typer.echo(
+        f"{len(res)} published attention measurements: median |error| {res['error_pct'].abs().median():.1f}% "
+        "(error in time: + = netsim slower than published)"
+    )
+    return res.assign(kind="attention")
 
 
 def _print_profile_summary(table: object) -> None:

@@ -10,7 +10,8 @@ import pytest
 
 from netsim.calibration.compute import ComputeEstimate
 from netsim.calibration.kernels import KernelTable
-from netsim.calibration.validate import holdout_errors, load_published, published_errors, summarize_errors
+from netsim.calibration.published import load_published, published_errors
+from netsim.calibration.validate import holdout_errors, summarize_errors
 from netsim.errors import SpecError, TraceError
 from netsim.traces.vidur import read_vidur
 from tests.cli_run import run_cli
@@ -130,7 +131,8 @@ def test_cli_holdout_and_published(tmp_path: Path, capsys: pytest.CaptureFixture
     code, stdout, _ = run_cli(["validate-kernels", str(t), "--holdout", "alternate", "--out", str(out)], capsys)
     assert code == 0 and "held-out points: median |error|" in stdout and pd.read_csv(out)["group"].eq("alternate").all()
     code, stdout, _ = run_cli(["validate-kernels", str(t), "--published"], capsys)
-    assert code == 0 and "DeepGEMM" in stdout and "published measurements: median |error|" in stdout
+    assert code == 0 and "DeepGEMM" in stdout and "published GEMM measurements: median |error|" in stdout
+    assert "cudnn-frontend" in stdout and "25 published attention measurements: median |error|" in stdout
     code, _, err = run_cli(["validate-kernels", str(KERNELS / "cpu-amd-epyc-1thread.csv"), "--published"], capsys)
     assert code == 2 and "give --topology PRESET" in err
     code, _, err = run_cli(["validate-kernels", str(t), "--holdout", "x"], capsys)

@@ -441,9 +441,14 @@ def _published_report(table: object, name: str, path: Path | None, topology: str
     preset = topology or _DEFAULT_TOPOLOGY.get(gpu)
     if preset is None:
         raise SpecError(f"cannot tell which GPU {name} measured; give --topology PRESET", field="--topology")
-    attention_file = path is not None and "impl" in _csv_columns(path)
-    gemm_rows = None if attention_file else load_published(path)
-    attn_rows = load_published_attention(path if attention_file else None) if attention_file or path is None else None
+    gemm_rows: pd.DataFrame | None
+    attn_rows: pd.DataFrame | None
+    if path is None:  # both shipped files
+        gemm_rows, attn_rows = load_published(), load_published_attention()
+    elif "impl" in _csv_columns(path):  # the user's attention measurements
+        gemm_rows, attn_rows = None, load_published_attention(path)
+    else:  # the user's GEMM measurements
+        gemm_rows, attn_rows = load_published(path), None
 
     def ours(rows: pd.DataFrame | None) -> pd.DataFrame | None:
         return None if rows is None else rows[rows["gpu"].map(lambda g: SAME_COMPUTE.get(g, g)) == gpu]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from netsim.calibration.kernels import canonical_dtype, get_kernel
+from netsim.calibration.kernels import canonical_dtype
 from netsim.calibration.profiles import KERNEL_DATA_DIR, ComputeProfile
 from netsim.errors import SpecError, TraceError
 
@@ -133,6 +133,17 @@ def _source_name(source: str) -> str:
     return source.split(" (")[0]
 
 
+def _compared(flops: float, predicted_s: float, tflops: float) -> dict[str, float]:
+    """A published rate ``tflops`` for work of ``flops`` against netsim's ``predicted_s``: both
+    rates and the error in time (module doc)."""
+    measured_s = flops / (tflops * 1e12)
+    return {
+        "published_tflops": tflops,
+        "predicted_tflops": flops / predicted_s / 1e12,
+        "error_pct": 100.0 * (predicted_s - measured_s) / measured_s,
+    }
+
+
 def published_errors(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
     """Predict each published GEMM with ``model`` (a ComputeModel); error in % of the measured time.
 
@@ -147,7 +158,6 @@ def published_errors(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
             est = model.estimate("gemm", "fwd", dtype=r["dtype"], m=m, n=n, k=k)
         else:
             est = model.estimate("grouped_gemm", "fwd", dtype=r["dtype"], tokens=groups * m, experts=groups, n=n, k=k)
-        measured = flops / (float(r["tflops"]) * 1e12)
         recs.append(
             {
                 "source": _source_name(r["source"]),
@@ -158,9 +168,7 @@ def published_errors(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
                 "m": int(m),
                 "n": int(n),
                 "k": int(k),
-                "published_tflops": float(r["tflops"]),
-                "predicted_tflops": flops / est.time_s / 1e12,
-                "error_pct": 100.0 * (est.time_s - measured) / measured,
+                **_compared(flops, est.time_s, float(r["tflops"])),
                 "model_source": est.source,
             }
         )
@@ -173,26 +181,21 @@ def published_attention_errors(
     """Predict each published attention measurement with ``profile``'s curves for its ``impl``
     (at the clock the curves were measured at); error in % of the measured time.  An ``impl``
     the profile does not have is a SpecError naming ``field`` and the profile's kernels."""
-    spec = get_kernel("attention")
     models: dict[str, Callable[..., Any]] = {}
     recs = []
     for i, r in enumerate(rows.to_dict("records")):
         impl = str(r["impl"])
         if impl not in models:
-            kernel = profile.attention_kernel(impl) if impl in profile.attention_kernels else None
-            if kernel is None:
+            if impl not in profile.attention_kernels:
                 allowed = ", ".join(profile.attention_kernels) or "none"
                 raise SpecError(
                     f"row {i + 1}: unknown attention kernel {impl!r} for compute profile {profile.name!r}; "
                     f"allowed: {allowed}",
                     field=field,
                 )
-            models[impl] = kernel.model(memory_Bps).estimate
-        shape = {"batch": float(r["batch"]), "heads": float(r["heads"]), "seq": float(r["seq"])}
-        shape["head_dim"] = float(r["head_dim"])
+            models[impl] = profile.attention_kernels[impl].model(memory_Bps).estimate
+        shape = {k: float(r[k]) for k in ("batch", "heads", "seq", "head_dim")}
         est = models[impl]("attention", str(r["pass"]), dtype=r["dtype"], **shape)
-        flops = spec.flops(spec.check_shape(shape), str(r["pass"]))
-        measured = flops / (float(r["tflops"]) * 1e12)
         recs.append(
             {
                 "source": _source_name(str(r["source"])),
@@ -204,9 +207,7 @@ def published_attention_errors(
                 "seq": int(r["seq"]),
                 "head_dim": int(r["head_dim"]),
                 "pass": r["pass"],
-                "published_tflops": float(r["tflops"]),
-                "predicted_tflops": flops / est.time_s / 1e12,
-                "error_pct": 100.0 * (est.time_s - measured) / measured,
+                **_compared(est.flops, est.time_s, float(r["tflops"])),
                 "model_source": est.source,
             }
         )

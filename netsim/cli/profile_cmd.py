@@ -481,6 +481,14 @@ def _csv_columns(path: Path) -> list[str]:
     return []
 
 
+def _published_summary(res: pd.DataFrame, what: str) -> None:
+    """The one-line summary under a published-measurements table."""
+    typer.echo(
+        f"{len(res)} published {what} measurements: median |error| {res['error_pct'].abs().median():.1f}% "
+        "(error in time: + = netsim slower than published)"
+    )
+
+
 def _published_gemm_table(acc: dict, table: KernelTable, name: str, rows: pd.DataFrame) -> pd.DataFrame:
     """Print published GEMMs against the compute model built on ``table``; the results frame."""
     from netsim.calibration.models import make_compute_model
@@ -503,10 +511,7 @@ def _published_gemm_table(acc: dict, table: KernelTable, name: str, rows: pd.Dat
             f"{r['error_pct']:+.1f}",
         )
     Console(width=130).print(rt)
-    typer.echo(
-        f"{len(res)} published GEMM measurements: median |error| {res['error_pct'].abs().median():.1f}% "
-        "(error in time: + = netsim slower than published)"
-    )
+    _published_summary(res, "GEMM")
     return res
 
 
@@ -538,10 +543,7 @@ def _published_attention_table(acc: dict, rows: pd.DataFrame, src: str) -> pd.Da
             f"{r['error_pct']:+.1f}",
         )
     Console(width=130).print(rt)
-    typer.echo(
-        f"{len(res)} published attention measurements: median |error| {res['error_pct'].abs().median():.1f}% "
-        "(error in time: + = netsim slower than published)"
-    )
+    _published_summary(res, "attention")
     return res.assign(kind="attention")
 
 

@@ -2,9 +2,10 @@
 
 ``netsim validate`` predicts published training runs (``netsim/validation/data/training/``) and
 writes each run's error (``reports/validation/results.csv``).  Those errors are not spread evenly:
-they cluster by *regime*, the accelerator, the precision the model computes in and whether it
-has routed experts (on H100 in BF16 the dense rows run fast on average, the MoE rows faster
-still; the A100 rows sit within a few percent).  A user pricing a cluster they do not own needs
+they cluster by *regime*, the accelerator, the precision the model computes in, whether it
+has routed experts and the kind of training software (on H100 in BF16 the dense rows run fast on
+average, the MoE rows faster still, the eager-PyTorch FSDP rows fastest; the A100 rows sit within
+a few percent).  A user pricing a cluster they do not own needs
 that evidence beside the number, so every ``netsim run`` of a workload reports the regime's
 record (``summary.json`` ``validation_accuracy``, the console, the report): how many published
 runs of the same accelerator, precision and model kind netsim has predicted, and by how much
@@ -76,8 +77,13 @@ ACCURACY_COLUMNS: tuple[str, ...] = (
 ATTENTION_BOUND = "attention-bound"
 
 
-def model_kind(has_moe: bool, kernel_time_by_class: Mapping[str, float] | None = None) -> str:
-    """The model-kind part of a regime: ``moe`` (routed experts) or ``dense``, followed by
+def model_kind(
+    has_moe: bool, kernel_time_by_class: Mapping[str, float] | None = None, framework: str = "megatron"
+) -> str:
+    """The model-kind part of a regime: ``moe`` (routed experts) or ``dense``; then the training
+    software where it is not Megatron-Core's kind (``training.framework``: ``dense pytorch`` for
+    eager PyTorch under FSDP, whose published H100 runs measured steps about a quarter longer than
+    netsim's: docs "Training-step replay", "PyTorch FSDP: llm-foundry's MPT benchmarks"); then
     ``attention-bound`` where the attention core is the largest kernel class of the busiest rank
     (``kernel_time_by_class``: seconds by class, :func:`netsim.workload.kernel_tally.kernel_summary`'s
     ``by_class_s``).  Such a step (long sequences) turns on the attention kernel's speed, which
@@ -85,6 +91,8 @@ def model_kind(has_moe: bool, kernel_time_by_class: Mapping[str, float] | None =
     one attention rate at two thirds of netsim's cuDNN curves (docs: "Training-step replay", "NeMo
     24.03's long sequences"), so their errors are their own regime and not the dense rows'."""
     kind = "moe" if has_moe else "dense"
+    if framework != "megatron":
+        kind = f"{kind} {framework}"
     classes = {k: v for k, v in (kernel_time_by_class or {}).items() if v > 0}
     if classes.get("attention", 0.0) > 0 and classes["attention"] >= max(classes.values()):
         kind = f"{kind} {ATTENTION_BOUND}"

@@ -468,7 +468,9 @@ def validation_accuracy(
     regime = (
         str((graph.graph.get("accelerator") or {}).get("name", "")),
         workload.model.dtype,
-        model_kind(workload.model.moe is not None, kernels["by_class_s"] if kernels else None),
+        model_kind(
+            workload.model.moe is not None, kernels["by_class_s"] if kernels else None, workload.training.framework
+        ),
     )
     acc = accuracy_for(*regime)
     out: dict[str, Any] = dict(zip(REGIME_FIELDS, regime, strict=True))

@@ -23,6 +23,7 @@ from netsim.accuracy import (
     write_accuracy,
 )
 from netsim.config.workload import load_workload
+from netsim.errors import SpecError
 from netsim.run import validation_accuracy
 from netsim.topology import load_topology
 from netsim.validation.report import format_summary
@@ -169,6 +170,25 @@ def test_a_step_the_attention_core_dominates_is_its_own_regime() -> None:
     assert acc["line"].endswith("--set topology.accelerator.compute.attention=NAME (netsim presets lists them)")
     assert "attention kernel" not in validation_accuracy(graph, spec)["line"]
     assert validation_accuracy(graph, spec, {"by_class_s": {"attention": 1.0, "gemm": 3.0}})["model_kind"] == "dense"
+
+
+def test_eager_pytorch_training_is_its_own_regime() -> None:
+    """``training.framework: pytorch`` (FSDP with eager modules) reports llm-foundry's published runs,
+    not Megatron's; the step itself is timed the same."""
+    assert model_kind(False, None, "pytorch") == "dense pytorch"
+    assert model_kind(False, {"attention": 2.0, "gemm": 1.0}, "pytorch") == f"dense pytorch {ATTENTION_BOUND}"
+    assert model_kind(True, None, "megatron") == "moe"
+    graph = load_topology("dgx-h100", nodes=1)
+    megatron = load_workload("gpt-dense")
+    pytorch = megatron.model_copy(update={"training": megatron.training.model_copy(update={"framework": "pytorch"})})
+    acc = validation_accuracy(graph, pytorch)
+    assert acc["model_kind"] == "dense pytorch" and acc["runs"] >= 12
+    assert all(c.startswith("llm-foundry-mpt-h100/") for c in acc["cases"])
+    assert acc["line"].startswith(f"validated: {acc['runs']} published H100-SXM5-80GB bf16 dense pytorch runs")
+    assert acc["mean_step_error"] < -0.15  # netsim's step is much shorter than these stacks measured
+    assert validation_accuracy(graph, megatron)["cases"] != acc["cases"]
+    with pytest.raises(SpecError, match=r"training\.framework: must be one of 'megatron' or 'pytorch'"):
+        load_workload({**megatron.to_dict(), "training": {"framework": "jax"}})
 
 
 def test_netsim_run_prints_and_records_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

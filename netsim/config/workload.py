@@ -472,6 +472,15 @@ class TrainingSpec(SpecModel):
         "weight gradients are written in 16 bits and then added into the main gradient (optimizer.grad_dtype) by a "
         "separate elementwise kernel, 2 + 2 x grad bytes per parameter (netsim.workload.costs)",
     )
+    framework: Literal["megatron", "pytorch"] = Field(
+        default="megatron",
+        description="the training software the run stands for: megatron (Megatron-Core, NeMo, Megatron-Bridge "
+        "with Transformer Engine layers: what netsim's kernel model follows and most published runs in "
+        "netsim validate are) or pytorch (eager PyTorch modules under FSDP, e.g. MosaicML Composer and "
+        "llm-foundry).  It does not change how the step is timed (the kernels the workload names are); it picks "
+        "the published runs netsim reports its record on beside the step (netsim.accuracy: regime "
+        "'dense pytorch'), because on H100 netsim's step is about a quarter shorter than such stacks measured",
+    )
     deterministic: bool = Field(
         default=False,
         description="Megatron's --deterministic-mode (NVTE_ALLOW_NONDETERMINISTIC_ALGO=0): the fused attention "

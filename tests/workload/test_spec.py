@@ -29,6 +29,23 @@ def test_every_preset_validates_and_cites_its_sources(name: str) -> None:
     assert "Source" in text and "arXiv" in text
 
 
+def test_the_fsdp_preset_is_the_validated_llm_foundry_run() -> None:
+    """mpt-7b-fsdp is llm-foundry's 7B configuration that netsim validate predicts, field for field
+    (all but the data-parallel size, which the cluster sets, and the global batch, which it implies)."""
+    from netsim.validation.sources import load_sources
+
+    src = next(s for s in load_sources() if s.source.id == "llm-foundry-mpt-h100")
+    case = next(c for c in src.cases if c.id == "mpt-7b-128gpus")
+    published = load_workload(case.workload)
+    preset = load_workload("mpt-7b-fsdp")
+    assert preset.training.framework == "pytorch"
+    for part in ("model", "training", "optimizer", "overlap"):
+        assert getattr(preset, part) == getattr(published, part), part
+    assert preset.micro_batch_size == published.micro_batch_size == 6
+    assert preset.parallelism.zero_stage == published.parallelism.zero_stage == 3
+    assert "5e85bd62d" in (WORKLOAD_PRESET_DIR / "mpt-7b-fsdp.yaml").read_text()
+
+
 def test_preset_facts() -> None:
     mix = load_workload("mixtral-8x7b").model
     assert (mix.layers, mix.hidden, mix.ffn_hidden, mix.heads, mix.num_kv_heads, mix.vocab) == (

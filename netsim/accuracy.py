@@ -5,8 +5,8 @@ writes each run's error (``reports/validation/results.csv``).  Those errors are 
 they cluster by *regime*, the accelerator, the precision the model computes in, whether it
 has routed experts and the kind of training software (on H100 in BF16 the dense rows run fast on
 average, the MoE rows faster still, the eager-PyTorch FSDP rows fastest; the A100 rows sit within
-a few percent).  A user pricing a cluster they do not own needs
-that evidence beside the number, so every ``netsim run`` of a workload reports the regime's
+a few percent).  A user pricing a cluster they do not own needs that evidence beside the
+number, so every ``netsim run`` of a workload reports the regime's
 record (``summary.json`` ``validation_accuracy``, the console, the report): how many published
 runs of the same accelerator, precision and model kind netsim has predicted, and by how much
 its step time missed them.  A step whose busiest rank spends more kernel time in the attention

@@ -101,7 +101,11 @@ def register(app: typer.Typer) -> None:
             help="The cases CI runs: up to two nodes, "
             "out-of-place columns, training cases marked quick (~1 min on 2 cores).",
         ),
-        only: str | None = typer.Option(None, "--only", help="Glob over SOURCE/CASE ids, e.g. 'xxrjun-*/all-gather'."),
+        only: list[str] = typer.Option(
+            [],
+            "--only",
+            help="Glob over SOURCE/CASE ids, e.g. 'xxrjun-*/all-gather' (repeatable: the cases any of them matches).",
+        ),
         kind: list[str] = typer.Option(
             [], "--kind", help="collective, training, layer, ep-kernel or moe-layer (repeatable; default: all)."
         ),
@@ -142,7 +146,7 @@ def register(app: typer.Typer) -> None:
         res = run_validation(
             srcs,
             quick=quick,
-            only=only,
+            only=only or None,
             kinds=kind or None,
             cost_model=collective_cost,
             known_gaps=not no_known_gaps,

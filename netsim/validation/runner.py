@@ -172,11 +172,24 @@ def tolerance_for(case: AnyCase, size_bytes: int | None, layer_class: str | None
     return None
 
 
+def _globs(only: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``only`` as a tuple of globs (empty: every case)."""
+    if only is None:
+        return ()
+    return (only,) if isinstance(only, str) else tuple(only)
+
+
 def select_cases(
-    sources: Sequence[Source], *, quick: bool = False, only: str | None = None, kinds: Sequence[str] | None = None
+    sources: Sequence[Source],
+    *,
+    quick: bool = False,
+    only: str | Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
 ) -> list[tuple[Source, AnyCase]]:
     """The (source, case) pairs to run: not excluded, matching ``only`` (a glob on
-    ``source/case``), of the given kinds, and cheap ones when ``quick`` (module doc)."""
+    ``source/case``, or several: any of them), of the given kinds, and cheap ones when ``quick``
+    (module doc)."""
+    globs = _globs(only)
     out: list[tuple[Source, AnyCase]] = []
     for src in sources:
         if src.exclude:
@@ -184,7 +197,7 @@ def select_cases(
         for case in src.cases:
             if case.exclude or (kinds is not None and case.kind not in kinds):
                 continue
-            if only is not None and not fnmatch.fnmatch(f"{src.source.id}/{case.id}", only):
+            if globs and not any(fnmatch.fnmatch(f"{src.source.id}/{case.id}", g) for g in globs):
                 continue
             if quick:
                 if isinstance(case, TrainingCase | MoELayerCase) and not case.quick:
@@ -278,7 +291,7 @@ def run_validation(
     sources: Sequence[Source] | None = None,
     *,
     quick: bool = False,
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
     kinds: Sequence[str] | None = None,
     cost_model: str | None = None,
     known_gaps: bool = True,
@@ -296,10 +309,11 @@ def run_validation(
     srcs = list(sources) if sources is not None else load_sources()
     todo = select_cases(srcs, quick=quick, only=only, kinds=kinds)
     if not todo:
+        globs = _globs(only)
         raise SpecError(
-            f"no validation case matches{' --only ' + repr(only) if only is not None else ''}"
+            f"no validation case matches{''.join(f' --only {g!r}' for g in globs)}"
             f"{' --kind ' + ','.join(kinds) if kinds else ''}{' (quick)' if quick else ''}",
-            field="--only" if only is not None else None,
+            field="--only" if globs else None,
         )
     gaps = load_known_gaps() if known_gaps else []
     rows: list[dict[str, object]] = []

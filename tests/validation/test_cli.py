@@ -42,6 +42,25 @@ def test_a_selection_that_matches_nothing_is_exit_2(capsys: pytest.CaptureFixtur
     assert code == 2 and "no validation case matches --only 'no-such-source/*'" in err
 
 
+def test_only_is_repeatable_and_selects_what_any_glob_matches() -> None:
+    """``--only A --only B`` runs the cases of both (it used to keep only the last)."""
+    from netsim.validation.runner import select_cases
+    from netsim.validation.sources import load_sources
+
+    srcs = load_sources()
+    a = select_cases(srcs, only="llm-foundry-mpt-h100/mpt-7b-*")
+    b = select_cases(srcs, only="nccl-tests-issue-212/*")
+    both = select_cases(srcs, only=["llm-foundry-mpt-h100/mpt-7b-*", "nccl-tests-issue-212/*"])
+    assert len(a) == 3 and len(b) > 0
+    assert {(s.source.id, c.id) for s, c in both} == {(s.source.id, c.id) for s, c in a + b}
+    assert select_cases(srcs, only=["no-such/*", "nccl-tests-issue-212/*"]) == b
+
+
+def test_a_repeated_only_that_matches_nothing_names_every_glob(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["validate", "--only", "no-such/*", "--only", "nor-this/*"], capsys)
+    assert code == 2 and "no validation case matches --only 'no-such/*' --only 'nor-this/*'" in err
+
+
 def test_an_unknown_kind_is_exit_2_naming_the_kinds(capsys: pytest.CaptureFixture[str]) -> None:
     from netsim.validation.cases import PREDICTORS
     from netsim.validation.runner import CASE_KINDS

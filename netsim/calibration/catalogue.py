@@ -18,6 +18,10 @@ permute         tokens, hidden, topk               fwd, bwd   gather tokens into
 unpermute       tokens, hidden, topk               fwd, bwd   weighted scatter-add back to token order
 layernorm       tokens, hidden                     fwd, bwd   ``layer_norm`` with weight and bias
 rmsnorm         tokens, hidden                     fwd, bwd   ``rms_norm`` with weight
+rmsnorm_eager   tokens, hidden                     fwd, bwd   the same as eager PyTorch ops in fp32 (IBM
+                                                              fms's / Hugging Face's Llama RMSNorm)
+rope_eager      tokens, hidden                     fwd, bwd   rotary embedding of Q and K as eager fp32
+                                                              ops (IBM fms); ``hidden``: rotated width
 swiglu          tokens, hidden                     fwd, bwd   ``silu(a) * b`` on a ``[tokens, 2*hidden]``
                                                               input
 swiglu_eager    tokens, hidden                     fwd, bwd   the same unfused: ``torch.chunk``, ``silu``,
@@ -73,6 +77,7 @@ from typing import Any, Final, cast
 
 import numpy as np
 
+from netsim.calibration.eager_counts import RMSNORM_EAGER, ROPE_EAGER
 from netsim.errors import SpecError
 
 # --------------------------------------------------------------------------- dtypes
@@ -331,6 +336,11 @@ def _per_element(fwd: float, bwd: float) -> _CountFn:
 # two, write one each), silu's (read two, write one), then the halves' gradients concatenated
 # back into one tensor (read two, write two): 13
 _swiglu_eager_elems = _per_element(5.0, 13.0)
+# eager PyTorch op sequences (netsim.calibration.eager_counts)
+_EAGER: dict[str, tuple[_CountFn, _CountFn, _CountFn]] = {
+    name: (_per_element(*c.flops), _per_element(*c.elems), _per_element(*c.fp32_bytes))
+    for name, c in (("rmsnorm_eager", RMSNORM_EAGER), ("rope_eager", ROPE_EAGER))
+}
 _prob_weight_flops = _per_element(1.0, 3.0)
 # the experts' activation times fp32 router probabilities, cast back: the 16-bit tensors (fwd
 # reads the activation and writes the weighted one after the cast; bwd reads the gradient and the
@@ -491,6 +501,24 @@ KERNELS: Final[dict[str, KernelSpec]] = {
         ),
         KernelSpec(
             "rmsnorm", ("tokens", "hidden"), "tokens", _FB, "bytes", "RMSNorm with weight", _rms_flops, _norm_elems
+        ),
+        KernelSpec(
+            "rmsnorm_eager",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "RMSNorm with weight as eager PyTorch ops with an fp32 upcast (about 8 kernels forward, 13 backward)",
+            *_EAGER["rmsnorm_eager"],
+        ),
+        KernelSpec(
+            "rope_eager",
+            ("tokens", "hidden"),
+            "tokens",
+            _FB,
+            "bytes",
+            "rotary embedding of queries and keys as eager fp32 PyTorch ops; hidden: the rotated width",
+            *_EAGER["rope_eager"],
         ),
         KernelSpec(
             "swiglu",

@@ -179,7 +179,18 @@ def _pairs(names: tuple[str, str], pairs: Sequence[tuple[int, int]], sweep: str,
 
 
 #: the memory-bound kernels of one ``[tokens, hidden]`` tensor every grid sweeps alike
-_ELEMENTWISE = ("layernorm", "rmsnorm", "swiglu", "swiglu_eager", "prob_weight", "gelu", "gelu_eager", "residual")
+_ELEMENTWISE = (
+    "layernorm",
+    "rmsnorm",
+    "rmsnorm_eager",
+    "rope_eager",
+    "swiglu",
+    "swiglu_eager",
+    "prob_weight",
+    "gelu",
+    "gelu_eager",
+    "residual",
+)
 
 
 def default_grid(device: str = "cpu", quick: bool = False) -> list[GridPoint]:

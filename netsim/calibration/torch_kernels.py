@@ -139,6 +139,33 @@ def _norm(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | N
     return z.with_bwd(lambda: F.rms_norm(x, (hid,), wn), (x, wn)), None
 
 
+def _eager(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
+    """The eager fp32 op sequences of IBM fms's Llama (netsim.calibration.eager_counts)."""
+    torch = z.torch
+    t, hid = s["tokens"], s["hidden"]
+    x = z.rand(t, hid)
+    if kernel == "rmsnorm_eager":
+        wn = z.rand(hid)
+
+        def rmsnorm() -> Any:
+            xf = x.float()
+            return wn * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-6)).type_as(x)
+
+        return z.with_bwd(rmsnorm, (x, wn)), None
+    if hid % 2:
+        raise SpecError(f"rope_eager needs an even hidden (got {hid})")
+    # the rotation table per position: [t, hid/2, 2, 2] of cos/sin (fp32, no gradient)
+    angle = torch.rand(t, hid // 2, generator=z.gen).to(z.dev)
+    cos, sin = angle.cos(), angle.sin()
+    table = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+
+    def rope() -> Any:
+        pairs = x.float().view(t, hid // 2, 1, 2)
+        return table.mul(pairs).sum(-1).flatten(1).type_as(x)
+
+    return z.with_bwd(rope, (x,)), None
+
+
 def _swiglu(z: _Inputs, kernel: str, s: dict[str, int]) -> tuple[Closures, str | None]:
     F = z.torch.nn.functional
     t, hid = s["tokens"], s["hidden"]
@@ -232,6 +259,8 @@ _FAMILIES: dict[str, Callable[[_Inputs, str, dict[str, int]], tuple[Closures, st
     "unpermute": _permutation,
     "layernorm": _norm,
     "rmsnorm": _norm,
+    "rmsnorm_eager": _eager,
+    "rope_eager": _eager,
     "swiglu": _swiglu,
     "swiglu_eager": _swiglu,
     "prob_weight": _prob_weight,

@@ -472,14 +472,24 @@ class TrainingSpec(SpecModel):
         "weight gradients are written in 16 bits and then added into the main gradient (optimizer.grad_dtype) by a "
         "separate elementwise kernel, 2 + 2 x grad bytes per parameter (netsim.workload.costs)",
     )
+    eager_modules: list[Literal["norm", "rope"]] = Field(
+        default_factory=list,
+        description="model pieces the model code runs as eager PyTorch ops, one kernel per op with fp32 upcasts, "
+        "instead of one fused kernel (Transformer Engine's, or torch.compile's): norm (the RMSNorm of IBM fms's and "
+        "Hugging Face's Llama: catalogue kernel rmsnorm_eager), rope (fms's rotary embedding of the queries and "
+        "keys: rope_eager; a fused rotary embedding is not timed).  With activation_fusion: false this is a Llama "
+        "block in plain PyTorch without torch.compile (netsim.calibration.eager_counts)",
+    )
     framework: Literal["megatron", "pytorch"] = Field(
         default="megatron",
         description="the training software the run stands for: megatron (Megatron-Core, NeMo, Megatron-Bridge "
         "with Transformer Engine layers: what netsim's kernel model follows and most published runs in "
-        "netsim validate are) or pytorch (eager PyTorch modules under FSDP, e.g. MosaicML Composer and "
-        "llm-foundry).  It does not change how the step is timed (the kernels the workload names are); it picks "
+        "netsim validate are) or pytorch (PyTorch modules under PyTorch FSDP, eager or compiled: MosaicML "
+        "Composer and llm-foundry, IBM's fms-fsdp; eager_modules says what runs unfused).  It does not change "
+        "how the step is timed (the kernels the workload names are); it picks "
         "the published runs netsim reports its record on beside the step (netsim.accuracy: regime "
-        "'dense pytorch'), because on H100 netsim's step is about a quarter shorter than such stacks measured",
+        "'dense pytorch'), because on H100 netsim's step is 8-33% shorter than such stacks measured (on A100 "
+        "within 12%)",
     )
     deterministic: bool = Field(
         default=False,
@@ -515,6 +525,13 @@ class OptimizerSpec(SpecModel):
         description="dtype of the optimizer's copy of 16-bit or FP8 weights: fp32 (Megatron-LM's distributed "
         "optimizer), bf16 (Apex DistributedFusedAdam with dtype bf16, NeMo 1's fine-tuning configs; the step "
         "then reads the 16-bit gradients, no fp32 main-gradient copy)",
+    )
+    implementation: Literal["fused", "foreach"] = Field(
+        default="fused",
+        description="how the Adam step runs: fused (one pass over weights, gradients and moments: Apex's and "
+        "Transformer Engine's FusedAdam, torch.optim.AdamW(fused=True)) or foreach (torch.optim.AdamW's default "
+        "multi-tensor ops, nine passes: netsim.calibration.eager_counts.FOREACH_ADAMW_EXTRA_BYTES more bytes per "
+        "parameter)",
     )
     precision_aware: bool = Field(
         default=False,
@@ -607,6 +624,16 @@ class WorkloadSpec(SpecModel):
             raise ValueError(
                 "training.document_tokens: packed documents with context parallelism (parallelism.cp > 1) are not "
                 "modelled; allowed: cp 1, or document_tokens null"
+            )
+        if "norm" in t.eager_modules and self.model.activation != "swiglu":
+            raise ValueError(
+                "training.eager_modules: an eager norm is modelled for the RMSNorm of Llama-style (SwiGLU) models; "
+                f"this model's norm is a LayerNorm (model.activation {self.model.activation}); allowed: rope, or []"
+            )
+        if "rope" in t.eager_modules and self.model.mla is not None:
+            raise ValueError(
+                "training.eager_modules: an eager rotary embedding is modelled for GQA/MHA attention, not MLA "
+                "(model.mla); allowed: norm, or []"
             )
         return self
 

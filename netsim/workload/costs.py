@@ -13,7 +13,8 @@ Per micro-batch of ``T = micro_batch_size * seq_len`` tokens, ``t = tp``, ``Ts =
 part               kernels (forward; backward uses the same shapes with pass ``bwd``)
 =================  ==========================================================================
 attention          norm(Ts); GEMM QKV [T, (q+2kv)/t, h] (MLA: q/kv down and up projections);
-                   the attention core; GEMM out [T, h, q/t]
+                   (``training.eager_modules: [rope]``) rope_eager(T, (q+kv)/t); the
+                   attention core; GEMM out [T, h, q/t]
 closing            (``training.dropout``) dropout(Ts, h); bias + residual add residual(Ts, h) after
                    attention, the dense MLP and the MoE block
 attention core     fused (flash) attention(batch, heads/t, seq, head_dim); or, with
@@ -53,7 +54,7 @@ the weight gradient (zero bubble, DualPipe) the ``B`` op takes half of every GEM
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal, NamedTuple
 
@@ -143,6 +144,8 @@ class ModelCosts(MoEKernels, ParamCounts):
             false: the activation runs in eager PyTorch (the catalogue's ``swiglu_eager``,
             ``gelu_eager``) and the routed experts weight it by the router probabilities in
             ``prob_weight`` after it.
+        eager_modules: ``training.eager_modules``: ``norm`` times the RMSNorms as the catalogue's
+            ``rmsnorm_eager``, ``rope`` adds ``rope_eager`` on the queries and keys.
         grad_accumulation_bytes: without gradient accumulation fusion
             (``training.gradient_accumulation_fusion: false``), the bytes per trained weight of the
             kernel that adds each micro-batch's weight gradient into the main gradient: read the
@@ -169,6 +172,7 @@ class ModelCosts(MoEKernels, ParamCounts):
         grad_accumulation_bytes: float = 0.0,
         deterministic: bool = False,
         activation_fusion: bool = True,
+        eager_modules: Sequence[str] = (),
     ) -> None:
         self.m = model
         #: bytes per trained weight that a separate kernel moves in each micro-batch's backward to
@@ -205,7 +209,10 @@ class ModelCosts(MoEKernels, ParamCounts):
         #: the activation's catalogue kernel; squared ReLU (Megatron's jit-fused ``relu(x) ** 2``,
         #: not gated) is timed as the GELU kernel, one elementwise pass each way (approx.)
         self.act_kernel = ("swiglu" if self.gated else "gelu") + ("" if activation_fusion else "_eager")
-        self.norm = "rmsnorm" if self.gated else "layernorm"
+        #: ``training.eager_modules``: the RMSNorm and the rotary embedding as eager fp32 PyTorch ops
+        #: (netsim.calibration.eager_counts); else one fused norm and an untimed rotary embedding
+        self.norm = ("rmsnorm_eager" if "norm" in eager_modules else "rmsnorm") if self.gated else "layernorm"
+        self.eager_rope = "rope" in eager_modules
         self._init_moe(model, expert_slots_per_rank, expert_tp, activation_fusion)
         self._memo: dict[tuple[Any, ...], Any] = {}
         #: bytes the FP8 quantisation casts move per element (None: the model is not FP8)
@@ -338,8 +345,18 @@ class ModelCosts(MoEKernels, ParamCounts):
             d = m.dim_per_head
             kv = max(1, m.num_kv_heads // t)
             pre += self._adapted("qkv", self._tp_gemm("qkv", m=T, n=(heads + 2 * kv) * d, k=h))
+            pre += self._rope()
             post = self._adapted("proj", self._tp_gemm("proj", m=T, n=h, k=heads * d))
         return pre, post + self._close()
+
+    def _rope(self) -> list[KernelCall]:
+        """The rotary embedding of the rank's queries and keys when it is timed (eager:
+        ``training.eager_modules``), between the QKV projection and the core; else []."""
+        m = self.m
+        if not self.eager_rope or m.mla is not None:
+            return []
+        width = (max(1, m.heads // self.tp) + max(1, m.num_kv_heads // self.tp)) * m.dim_per_head
+        return [_call("rope_eager", "fwd", tokens=self.tokens, hidden=width)]
 
     @property
     def _norm_fed(self) -> int:
@@ -449,8 +466,9 @@ class ModelCosts(MoEKernels, ParamCounts):
         if block == "attn":
             pre, post = self._attention_fwd()
             cut = len(post) - len(self._close())  # the output projection (and its adapter)
-            core = self.attention_core("F", window)
-            return TpForward(pre[:1], pre[1:], core, post[:cut], post[cut:]), self._norm_fed
+            rope = len(self._rope())  # the rotary embedding runs before the core, after the GEMMs
+            core = [*pre[len(pre) - rope :], *self.attention_core("F", window)]
+            return TpForward(pre[:1], pre[1 : len(pre) - rope], core, post[:cut], post[cut:]), self._norm_fed
         m, T = self.m, self.tokens
         f = max(1, m.ffn_hidden // self.tp)
         pieces = TpForward(

@@ -323,6 +323,7 @@ def model_costs(
         grad_accumulation_bytes=grad_accumulation_bytes(spec),
         deterministic=spec.training.deterministic,
         activation_fusion=spec.training.activation_fusion,
+        eager_modules=spec.training.eager_modules,
     )
 
 

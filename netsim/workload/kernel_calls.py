@@ -51,6 +51,7 @@ KERNEL_CLASS: dict[str, str] = {
     "attention": "attention",
     "layernorm": "norm",
     "rmsnorm": "norm",
+    "rmsnorm_eager": "norm",
     "adamw": "optimizer",
 }
 

@@ -154,6 +154,10 @@ class ActivationModel:
         self.route = float(route_tokens)
         self.gated = 3.0 if m.activation == "swiglu" else 2.0
         self.mask = 1.0 if self.tr.dropout else 0.0
+        #: an eager fp32 RMSNorm (``training.eager_modules``) keeps its fp32 upcast for the
+        #: backward and its 16-bit normalised tensor for the weight's gradient, not its input:
+        #: 4 bytes per element more than a fused norm (netsim.calibration.eager_counts)
+        self.eager_norm = 4.0 if "norm" in self.tr.eager_modules else 0.0
         lora = self.tr.lora
         #: LoRA: a frozen GEMM keeps no input for a weight gradient (Transformer Engine's
         #: ``backward_needs_input = is_grad_enabled and weight.requires_grad``, linear.py at
@@ -174,7 +178,8 @@ class ActivationModel:
         """Norm input, first-linear input (the norm's output, as its GEMM ``target`` saves it: not
         stored when the norms are recomputed) and dropout mask of one block (bytes)."""
         ln_out = 0.0 if self.mode.norms else self._saved_input(target)
-        return (self.B + ln_out + self.mask) * self.sb * self.m.hidden / self.r
+        eager = 0.0 if self.mode.norms else self.eager_norm
+        return (self.B + ln_out + self.mask + eager) * self.sb * self.m.hidden / self.r
 
     def _ffn(self, f: float, target: str | None = "linear_fc2") -> float:
         """Bytes per token of an MLP interior ``f`` wide: the first linear's output, which the

@@ -50,13 +50,16 @@ time is the bytes it reads and writes over the HBM bandwidth: per parameter of t
 shard it reads the gradient (16-bit gradients: copied to fp32 main gradients first, read back),
 reads and writes the fp32 master weights and both moments, and writes the 16-bit weights.
 The compute model's ``adamw`` kernel times the fp32 case (7 fp32 elements = 28 bytes per
-parameter); the step's calls scale it by this precision's bytes.
+parameter); the step's calls scale it by this precision's bytes.  That is one fused pass (Apex's
+and Transformer Engine's FusedAdam); ``optimizer.implementation: foreach`` (PyTorch's default
+AdamW, nine multi-tensor passes) adds the bytes of its intermediate passes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netsim.calibration.eager_counts import FOREACH_ADAMW_EXTRA_BYTES
 from netsim.config.model import DTYPE_BYTES
 from netsim.config.workload import WorkloadSpec
 from netsim.workload.kernel_calls import KernelCall
@@ -79,6 +82,9 @@ class OptimizerPrecision:
         moments: Adam's two moments.
         main_grad: fp32 main gradients the optimizer steps on (16-bit gradients under an fp32
             master only).
+        pass_extra: bytes per parameter the step moves beyond one fused pass
+            (``optimizer.implementation: foreach``:
+            :data:`~netsim.calibration.eager_counts.FOREACH_ADAMW_EXTRA_BYTES`; fused: 0).
     """
 
     param: float
@@ -86,6 +92,7 @@ class OptimizerPrecision:
     master: float
     moments: float
     main_grad: float
+    pass_extra: float = 0.0
 
     @property
     def state(self) -> float:
@@ -104,7 +111,7 @@ class OptimizerPrecision:
         grad_in = self.grad + 2 * self.main_grad if self.main_grad else self.grad
         weights = 2 * (self.master or self.param)  # read + write the master (or fp32) weights
         copy_out = self.param if self.master else 0.0  # write the updated 16-bit / FP8 weights
-        return grad_in + weights + 2 * self.moments + copy_out
+        return grad_in + weights + 2 * self.moments + copy_out + self.pass_extra
 
     def step_calls(self, params: float) -> list[KernelCall]:
         """The optimizer step over ``params`` parameters as catalogue kernel calls (the fp32
@@ -124,7 +131,8 @@ def optimizer_precision(spec: WorkloadSpec) -> OptimizerPrecision:
     # an fp32 master steps on an fp32 copy of 16-bit gradients; a bf16 one reads them directly
     fp32_master = master == 4.0
     main_grad = 4.0 if grad < 4 and fp32_master and not spec.optimizer.precision_aware else 0.0
-    return OptimizerPrecision(param, grad, master, moments, main_grad)
+    extra = FOREACH_ADAMW_EXTRA_BYTES if spec.optimizer.implementation == "foreach" else 0.0
+    return OptimizerPrecision(param, grad, master, moments, main_grad, extra)
 
 
 def grad_accumulation_bytes(spec: WorkloadSpec) -> float:

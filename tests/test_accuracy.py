@@ -183,9 +183,13 @@ def test_eager_pytorch_training_is_its_own_regime() -> None:
     pytorch = megatron.model_copy(update={"training": megatron.training.model_copy(update={"framework": "pytorch"})})
     acc = validation_accuracy(graph, pytorch)
     assert acc["model_kind"] == "dense pytorch" and acc["runs"] >= 12
-    assert all(c.startswith("llm-foundry-mpt-h100/") for c in acc["cases"])
+    assert all(c.startswith(("llm-foundry-mpt-h100/", "ibm-fms-fsdp-h100/")) for c in acc["cases"])
     assert acc["line"].startswith(f"validated: {acc['runs']} published H100-SXM5-80GB bf16 dense pytorch runs")
     assert acc["mean_step_error"] < -0.15  # netsim's step is much shorter than these stacks measured
+    # on A100 the same kind of stack (IBM's fms-fsdp, the same scripts as its H100 rows) is close
+    a100 = validation_accuracy(load_topology("dgx-a100", nodes=1), pytorch)
+    assert a100["runs"] >= 7 and all(c.startswith("ibm-fms-fsdp-a100/") for c in a100["cases"])
+    assert abs(a100["mean_step_error"]) < 0.06
     assert validation_accuracy(graph, megatron)["cases"] != acc["cases"]
     with pytest.raises(SpecError, match=r"training\.framework: must be one of 'megatron' or 'pytorch'"):
         load_workload({**megatron.to_dict(), "training": {"framework": "jax"}})

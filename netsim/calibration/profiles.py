@@ -272,8 +272,10 @@ for _p in (
     ),
     ComputeProfile(
         "a100-sxm",
-        "A100 SXM4 80GB: Vidur-measured GEMMs (fitted surface), norms, SwiGLU; FlashAttention-2 attention",
+        "A100 SXM4 80GB: Vidur-measured GEMMs (fitted surface), norms, SwiGLU; Liger-measured eager RMSNorm; "
+        "FlashAttention-2 attention",
         kernels="vidur-a100.csv",
+        overlays=("liger-eager-a100.csv",),
         attention_kernels={
             "flash-attention-2": AttentionKernel(
                 "FlashAttention-2",

@@ -1,4 +1,4 @@
-"""Import Liger-Kernel's published kernel benchmarks of Megatron's own kernels as a kernel table.
+"""Import Liger-Kernel's published kernel benchmarks of training kernels as a kernel table.
 
 Liger-Kernel (linkedin/Liger-Kernel, BSD-2-Clause) benchmarks its Triton kernels against the
 implementations they replace and publishes every measurement in one CSV,
@@ -8,7 +8,9 @@ percentiles (``y_value_50``, ``y_value_20``, ``y_value_80``, milliseconds for ``
 benchmark's fixed shape (``extra_benchmark_config_str``, JSON) and the GPU (``gpu_name``).  Its
 ``megatron_*`` benchmarks time the kernels Megatron-Core itself runs in training, in BF16
 (``benchmark/scripts/benchmark_megatron_{swiglu,cross_entropy}.py``), which is what netsim's
-training step needs and what inference profiles (Vidur) lack: the backward passes.
+training step needs and what inference profiles (Vidur) lack: the backward passes.  Its
+``rms_norm`` benchmark times, as the ``huggingface`` provider, Hugging Face's ``LlamaRMSNorm``:
+the eager fp32 op sequence of ``rmsnorm_eager`` (``benchmark/scripts/benchmark_rms_norm.py``).
 
 :func:`read_liger` maps them onto the kernel catalogue (``S``, ``B``, ``TP`` from the
 benchmark's config; ``x`` its swept value):
@@ -25,7 +27,16 @@ Liger benchmark, provider                         netsim kernel
                                                   Engine's (``cross_entropy_fusion_impl: te``),
                                                   which computes the gradient in the forward
                                                   the same way; *approx.*
+``rms_norm``, ``huggingface`` (``LlamaRMSNorm``)  ``rmsnorm_eager`` tokens = M, hidden = x, times
+                                                  scaled by :data:`BYTE_SCALE` (below)
 ================================================  ===========================================
+
+The ``rms_norm`` benchmark's module keeps its weight in fp32 (``nn.Parameter(torch.ones(H))``), so
+its output and the gradients it back-propagates are fp32: 38 bytes per element forward and 114
+backward by the op count of :mod:`netsim.calibration.eager_counts`, where a norm with a BF16
+weight (what FSDP's BF16 mixed precision computes with) moves 36 and 92.  Its times are scaled by
+those ratios (the same achieved bandwidth over fewer bytes, *approx.*); the table's metadata
+says so (``scaled``).
 
 Passes: ``forward`` rows are the forward; the backward is ``full`` minus ``forward`` (the
 scripts' ``backward`` mode re-runs the forward inside its timed loop, so ``full`` and
@@ -51,7 +62,7 @@ from netsim.errors import TraceError
 from netsim.limits import MAX_WIDTH, QUANTITY_MAX
 from netsim.traces.csv_input import read_measurements
 
-__all__ = ["LIGER_BENCHMARKS", "read_liger"]
+__all__ = ["BYTE_SCALE", "LIGER_BENCHMARKS", "read_liger"]
 
 #: (Liger benchmark, provider) -> (netsim kernel, the shape parameter ``x_value`` sets)
 LIGER_BENCHMARKS: Final[dict[tuple[str, str], tuple[str, str]]] = {
@@ -59,6 +70,13 @@ LIGER_BENCHMARKS: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("megatron_cross_entropy", "megatron-unfused"): ("cross_entropy", "vocab"),
     ("megatron_cross_entropy", "megatron-fused"): ("cross_entropy_fused", "vocab"),
     ("megatron_cross_entropy", "liger"): ("cross_entropy_online", "vocab"),
+    ("rms_norm", "huggingface"): ("rmsnorm_eager", "hidden"),
+}
+#: (Liger benchmark, provider) -> (forward, backward) factor from the benchmark's bytes to the
+#: kernel's (module docstring): LlamaRMSNorm with an fp32 weight, 38 and 114 bytes per element,
+#: against a BF16-weight norm's 36 and 92
+BYTE_SCALE: Final[dict[tuple[str, str], tuple[float, float]]] = {
+    ("rms_norm", "huggingface"): (36.0 / 38.0, 92.0 / 114.0)
 }
 REQUIRED: Final = (
     "kernel_name",
@@ -86,6 +104,10 @@ ONLINE_NOTE: Final = (
     "cross_entropy_online: Liger's one-pass cross-entropy (LigerMegatronCrossEntropy) stands in for Transformer "
     "Engine's (cross_entropy_fusion_impl: te), which also writes the logits' gradient in the forward; approx."
 )
+
+
+def _names() -> set[str]:
+    return {f"{k}/{p}" for k, p in LIGER_BENCHMARKS}
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -148,9 +170,9 @@ _MAX_X = 16 * MAX_WIDTH
 
 
 def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
-    """The ``megatron_*`` speed measurements of ``gpu`` (its ``gpu_name``, exactly) in the Liger
-    CSV at ``path`` as a kernel table (module docstring).  TraceError for an unreadable or
-    malformed file, or one without measurements of that GPU."""
+    """The speed measurements of the mapped benchmarks (:data:`LIGER_BENCHMARKS`) of ``gpu`` (its
+    ``gpu_name``, exactly) in the Liger CSV at ``path`` as a kernel table (module docstring).
+    TraceError for an unreadable or malformed file, or one without measurements of that GPU."""
     p = Path(path)
     src = str(path)
     df = _read(p)
@@ -158,9 +180,9 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
     mapped = pair.isin([f"{k}/{p}" for k, p in LIGER_BENCHMARKS])
     wanted = df[(df["gpu_name"].astype(str) == gpu) & (df["metric_name"].astype(str) == "speed") & mapped]
     if wanted.empty:
-        have = sorted(set(df.loc[df["kernel_name"].astype(str).str.startswith("megatron_"), "gpu_name"].astype(str)))
+        have = sorted(set(df.loc[mapped, "gpu_name"].astype(str)))
         raise TraceError(
-            f"no megatron_* speed measurements of GPU {gpu!r}"
+            f"no speed measurements of GPU {gpu!r} for the mapped benchmarks ({', '.join(sorted(_names()))})"
             + (f" (the file has them for: {', '.join(have)})" if have else " (the file has none for any GPU)"),
             source=src,
             field="gpu_name",
@@ -187,7 +209,11 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
         kernel, swept = LIGER_BENCHMARKS[(str(name), str(provider))]
         spec = get_kernel(kernel)
         cfg = _config(cfg_raw, src, line)
-        tokens = _positive(cfg, "S", None, src, line) * _positive(cfg, "B", None, src, line)
+        if "M" in cfg:  # rms_norm: M rows of H
+            tokens = _positive(cfg, "M", None, src, line)
+        else:
+            tokens = _positive(cfg, "S", None, src, line) * _positive(cfg, "B", None, src, line)
+        f_scale, b_scale = BYTE_SCALE.get((str(name), str(provider)), (1.0, 1.0))
         tp = _positive(cfg, "TP", 1, src, line) if swept == "vocab" else 1
         shape = {"tokens": float(tokens), swept: float(x) / tp}
         fwd, full = by_mode["forward"], by_mode["full"]
@@ -200,15 +226,17 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
                 field="y_value_50",
             )
         label = f"liger:{name}:{provider}"
-        for pass_, med, lo, hi in (
-            ("fwd", float(fwd["y_value_50"]), float(fwd["y_value_20"]), float(fwd["y_value_80"])),
+        for pass_, k, med, lo, hi in (
+            ("fwd", f_scale, float(fwd["y_value_50"]), float(fwd["y_value_20"]), float(fwd["y_value_80"])),
             (
                 "bwd",
+                b_scale,
                 bwd_ms,
                 float(full["y_value_20"]) - float(fwd["y_value_50"]),
                 float(full["y_value_80"]) - float(fwd["y_value_50"]),
             ),
         ):
+            med, lo, hi = k * med, k * lo, k * hi
             lo, hi = min(max(lo, 1e-6 * med), med), max(hi, med)
             rows.append(
                 {
@@ -246,6 +274,11 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
         "backward": BACKWARD_RULE,
         "dtype_note": DTYPE_NOTE,
         "online_note": ONLINE_NOTE,
+        "scaled": {
+            f"{k}/{prov}": f"fwd x {f:.4f}, bwd x {b:.4f}"
+            for (k, prov), (f, b) in BYTE_SCALE.items()
+            if f"{k}/{prov}" in set(pair[wanted.index])
+        },
         "percentiles": "time_p10_s / time_p90_s hold Liger's 20th / 80th percentiles",
         "skipped": skipped,
         "command": command,

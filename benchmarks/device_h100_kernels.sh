@@ -60,9 +60,10 @@ $PY -m netsim profile --device "$DEVICE" "${grid[@]}" --kernels "$kernels" --dty
 # 3. the memory-bound kernels around the GEMMs, in BF16, once (bandwidth, not the SM clock, sets
 #    them): the activations fused as the profiler can and eager as a bare TransformerConfig runs
 #    them, the experts' probability weighting (training.activation_fusion: false; no table has
-#    them on H100 yet), the norms and the residual add
+#    them on H100 yet), the norms (fused, and eager in fp32 as IBM fms's and Hugging Face's Llama
+#    run them: training.eager_modules), the eager rotary embedding and the residual add
 $PY -m netsim profile --device "$DEVICE" "${grid[@]}" --dtype bfloat16 \
-  --kernels swiglu,swiglu_eager,gelu,gelu_eager,prob_weight,rmsnorm,layernorm,residual \
+  --kernels swiglu,swiglu_eager,gelu,gelu_eager,prob_weight,rmsnorm,rmsnorm_eager,rope_eager,layernorm,residual \
   --out "$OUT/elementwise-boost.csv" --force
 nvidia-smi -q -d CLOCK,POWER,PERFORMANCE > "$OUT/nvidia-smi.txt" 2>&1 || true
 echo "wrote $OUT: environment.txt kernels-boost.csv kernels-sustained.csv elementwise-boost.csv nvidia-smi.txt"

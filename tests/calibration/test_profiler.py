@@ -248,5 +248,5 @@ def test_the_device_check_script_runs_its_steps_on_a_cpu(tmp_path: Path) -> None
     assert set(boost.kernels()) == set(sustained.kernels()) == {"gemm", "grouped_gemm", "attention"}
     assert "soak" not in boost.meta and sustained.meta["soak"]["seconds"] >= 0.2
     elementwise = KernelTable.load(tmp_path / "elementwise-boost.csv")
-    assert {"swiglu_eager", "gelu_eager", "prob_weight"} <= set(elementwise.kernels())
+    assert {"swiglu_eager", "gelu_eager", "prob_weight", "rmsnorm_eager", "rope_eager"} <= set(elementwise.kernels())
     assert (tmp_path / "environment.txt").read_text().strip()

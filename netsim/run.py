@@ -375,7 +375,7 @@ def summarize_replay(
             "cp": L.cp,
             "ep": L.ep,
             "zero_stage": prep.workload.parallelism.zero_stage,
-            **_layout_modes(prep.workload, L.cp),
+            **_layout_modes(prep.workload, L.cp, L.dp_replicas),
         },
         "schedule": sched.name,
         "num_microbatches": sched.m,
@@ -423,7 +423,7 @@ def summarize_replay(
 # ---------------------------------------------------------------------- run
 
 
-def _layout_modes(workload: WorkloadSpec, cp: int) -> dict[str, Any]:
+def _layout_modes(workload: WorkloadSpec, cp: int, dp_replicas: int) -> dict[str, Any]:
     """The layout choices beyond the sizes, where they are not the default: how context
     parallelism exchanges (``cp_comm_type``, ``hierarchical_cp``) and in how many slices the model
     state is sharded (``dp_replicas``)."""
@@ -433,8 +433,8 @@ def _layout_modes(workload: WorkloadSpec, cp: int) -> dict[str, Any]:
         out["cp_comm_type"] = par.cp_comm_type
         if par.hierarchical_cp:
             out["hierarchical_cp"] = list(par.hierarchical_cp)
-    if par.dp_replicas > 1:
-        out["dp_replicas"] = par.dp_replicas
+    if dp_replicas > 1:
+        out["dp_replicas"] = dp_replicas
     return out
 
 

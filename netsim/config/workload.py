@@ -127,14 +127,14 @@ class ParallelSpec(SpecModel):
     )
     ep: int = Field(default=1, ge=1)
     zero_stage: Literal[0, 1, 2, 3] = 1
-    dp_replicas: int = Field(
+    dp_replicas: int | Literal["per-node"] = Field(
         default=1,
-        ge=1,
         description="with zero_stage >= 1: the data-parallel group split into this many groups of consecutive "
         "ranks, each sharding the model state on its own (Megatron-Core's num_distributed_optimizer_instances, "
         "PyTorch's hybrid sharding (HSDP) replicate degree): gradients reduce-scattered inside a group, then "
-        "their shards all-reduced across the groups; parameters gathered inside a group; "
-        "netsim.workload.gradients",
+        "their shards all-reduced across the groups; parameters gathered inside a group; per-node: one group "
+        "per server (HSDP's usual layout: the state sharded over a server's GPUs, replicated across servers), "
+        "as many as the servers the data-parallel group spans; netsim.workload.gradients",
     )
     sequence_parallel: bool = Field(default=True, description="TP with sequence parallelism (Megatron)")
     pipeline_scatter_gather: Literal["auto", True, False] = Field(
@@ -178,6 +178,13 @@ class ParallelSpec(SpecModel):
             return self.hierarchical_cp[0]
         return 1
 
+    @field_validator("dp_replicas", mode="before")
+    @classmethod
+    def _replicas_or_per_node(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "per-node":
+            raise ValueError(f"must be a number of groups or 'per-node' (got {v!r})")
+        return v
+
     @field_validator("pipeline_layers", mode="before")
     @classmethod
     def _layers_or_balanced(cls, v: Any) -> Any:
@@ -191,7 +198,9 @@ class ParallelSpec(SpecModel):
             raise ValueError(f"dp must be >= 1 or 'auto', got {self.dp}")
         if isinstance(self.pipeline_layers, list) and any(n < 0 for n in self.pipeline_layers):
             raise ValueError(f"pipeline_layers must be counts >= 0, got {self.pipeline_layers}")
-        if self.dp_replicas > 1 and self.zero_stage == 0:
+        if isinstance(self.dp_replicas, int) and self.dp_replicas < 1:
+            raise ValueError(f"dp_replicas must be >= 1 or 'per-node', got {self.dp_replicas}")
+        if self.dp_replicas != 1 and self.zero_stage == 0:
             raise ValueError(
                 f"dp_replicas = {self.dp_replicas} splits the sharded model state into groups: it needs zero_stage "
                 ">= 1 (with zero_stage 0 nothing is sharded; use dp_replicas: 1)"

@@ -126,7 +126,7 @@ class GradientReducer:
         self.bucket_elems = spec.grad_bucket_bytes / spec.grad_bytes_per_element
         self.groups: dict[tuple[int, bool], tuple[int, ...]] = {}
         #: groups the sharded state is split into (parallelism.dp_replicas; 1: the whole group)
-        self.replicas = spec.parallelism.dp_replicas if ctx.zero >= 1 else 1
+        self.replicas = ctx.layout.dp_replicas if ctx.zero >= 1 else 1
         self.split: dict[tuple[int, bool], tuple[tuple[int, ...], tuple[int, ...]]] = {}
         #: (dense, expert) parameters (elements) every rank holds, known once its step is built
         self.param_split: list[tuple[float, float]] = [(0.0, 0.0)] * ctx.layout.world

@@ -33,7 +33,7 @@ Rank -> device placement (:func:`place_ranks`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
@@ -66,6 +66,9 @@ class ParallelLayout:
     cp: int = 1
     #: CP ranks of the Q/K/V all-to-all of the a2a context-parallel types (1: none)
     cp_a2a: int = 1
+    #: groups the DP group is split into, each sharding the model state (``parallelism.dp_replicas``,
+    #: ``per-node`` resolved to the servers the group spans; 1: the whole group)
+    dp_replicas: int = 1
     _ep_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_ordinal: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
     _a2a_per_stage: int = field(default=0, init=False, repr=False, compare=False)
@@ -402,7 +405,6 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
         )
     experts = make_expert_layout(par.expert_layout, dp * par.cp, par.tp, par.ep, par.expert_tp, source=src)
     _check_expert_layout(spec, experts)
-    _check_dp_replicas(spec, dp, experts)
     moe = spec.model.moe
     if par.ep > 1 and moe is None:
         raise WorkloadError("ep > 1 needs model.moe", source=src, field="parallelism.ep")
@@ -433,7 +435,7 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
     nodes = tuple(int(graph.nodes[d].get("node", -1)) for d in devices)
     if par.expert_alltoall == "groupwise":
         _check_groupwise(spec, experts, nodes)
-    return ParallelLayout(
+    layout = ParallelLayout(
         dp=dp,
         pp=par.pp,
         tp=par.tp,
@@ -444,21 +446,47 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
         cp=par.cp,
         cp_a2a=par.cp_a2a if par.cp > 1 else 1,
     )
+    replicas = _dp_replicas(spec, layout)
+    _check_dp_replicas(spec, dp, experts, replicas)
+    return replace(layout, dp_replicas=replicas) if replicas != 1 else layout
 
 
-def _check_dp_replicas(spec: WorkloadSpec, dp: int, experts: ExpertLayout) -> None:
+def _dp_replicas(spec: WorkloadSpec, layout: ParallelLayout) -> int:
+    """``parallelism.dp_replicas`` as a number: ``per-node`` is the servers rank 0's DP group spans,
+    each of which must hold one slice of consecutive members (HSDP's groups); WorkloadError if the
+    placement puts a slice across servers."""
+    n = spec.parallelism.dp_replicas
+    if n != "per-node":
+        return int(n)
+    group = layout.dp_group(0)
+    servers = len({layout.nodes[r] for r in group})
+    size = len(group) // servers if len(group) % servers == 0 else 0
+    slices = [group[i : i + size] for i in range(0, len(group), size)] if size else []
+    if not slices or any(len({layout.nodes[r] for r in s}) != 1 for s in slices):
+        raise WorkloadError(
+            f"per-node needs every server to hold an equal run of consecutive data-parallel ranks; the group of "
+            f"rank 0 ({len(group)} ranks) spans {servers} servers unevenly; allowed: a number that divides "
+            f"{len(group)}",
+            source=spec.source,
+            field="parallelism.dp_replicas",
+        )
+    return servers
+
+
+def _check_dp_replicas(spec: WorkloadSpec, dp: int, experts: ExpertLayout, replicas: int) -> None:
     """``parallelism.dp_replicas`` must divide the DP group and the expert-DP group (each is cut
     into that many slices that shard the model state, netsim.workload.gradients)."""
     par = spec.parallelism
-    if par.dp_replicas == 1:
+    if replicas == 1:
         return
     groups = {"dp * cp" if par.cp > 1 else "dp": dp * par.cp}
     if spec.model.moe is not None:
         groups["the expert data-parallel group"] = len(experts.edp_members(0))
-    if any(n % par.dp_replicas for n in groups.values()):
+    if any(n % replicas for n in groups.values()):
         sizes = ", ".join(f"{k} = {n}" for k, n in groups.items())
+        what = f"dp_replicas = {replicas}" + (" (per-node)" if par.dp_replicas == "per-node" else "")
         raise WorkloadError(
-            f"dp_replicas = {par.dp_replicas} must divide every group that shards the model state ({sizes}); "
+            f"{what} must divide every group that shards the model state ({sizes}); "
             f"allowed dp_replicas: {_divisors(math.gcd(*groups.values()))}",
             source=spec.source,
             field="parallelism.dp_replicas",

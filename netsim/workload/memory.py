@@ -529,7 +529,7 @@ def memory_report(
         # Megatron-Core's combined 1F1B: the paired forward fills while the backward frees
         peak, live = inflight(schedule, p, by_chunk, by_layer if schedule.a2a_overlap else None)
         rank = layout.rank_of(p, 0, 0)
-        replicas = spec.parallelism.dp_replicas
+        replicas = layout.dp_replicas
         dp = len(sharding_group(layout, schedule, rank, False, replicas))
         edp = len(sharding_group(layout, schedule, rank, True, replicas))
         static = _static(prec, spec.parallelism.zero_stage, sp, dp, edp, copy_bytes)

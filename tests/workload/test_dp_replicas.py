@@ -13,7 +13,7 @@ from netsim.errors import SpecError, WorkloadError
 from netsim.workload.gradients import split_group
 from netsim.workload.graph import StepPlan
 
-from .plans import MLA_MOE, small_plan
+from .plans import MLA_MOE, plan_digest, small_plan
 
 MODEL: dict[str, Any] = {
     "layers": 4,
@@ -27,7 +27,7 @@ MODEL: dict[str, Any] = {
 }
 
 
-def _plan(zero: int, replicas: int, model: dict[str, Any] | None = None, **par: Any) -> StepPlan:
+def _plan(zero: int, replicas: int | str, model: dict[str, Any] | None = None, **par: Any) -> StepPlan:
     base = {"pp": 1, "tp": 1, "ep": 1, "zero_stage": zero, "sequence_parallel": False, "dp_replicas": replicas}
     return small_plan(model or MODEL, {**base, **par}, "1f1b")  # 2 DGX H100s: DP 16
 
@@ -73,6 +73,18 @@ def test_gradients_reduce_scatter_inside_and_all_reduce_across(zero: int, replic
     assert split.memory.ranks[0].optimizer == pytest.approx(replicas * one.memory.ranks[0].optimizer)
 
 
+def test_per_node_is_one_slice_per_server() -> None:
+    """HSDP's usual layout: the state sharded over a server's GPUs, replicated across servers (2
+    DGX H100s: DP 16 in 2 slices; with TP 2, DP 8 in 2 slices of 4), the same plan as the number."""
+    for zero in (1, 3):
+        per_node = _plan(zero, "per-node")
+        assert plan_digest(per_node, memory=True) == plan_digest(_plan(zero, 2), memory=True)
+    tp2 = _plan(3, "per-node", tp=2)
+    assert plan_digest(tp2) == plan_digest(_plan(3, 2, tp=2))
+    rs = {c.ranks for c in tp2.collectives.values() if c.phase == "grad-reduce-scatter" and 0 in c.ranks}
+    assert rs == {(0, 2, 4, 6)}  # rank 0's slice: the DP ranks of its server
+
+
 def test_one_replica_is_the_whole_group() -> None:
     plan = _plan(1, 1)
     assert not any(c.phase == "grad-replica-all-reduce" for c in plan.collectives.values())
@@ -96,10 +108,14 @@ def test_expert_state_splits_its_own_group() -> None:
     [
         (1, 3, {}, "allowed dp_replicas: 1, 2, 4, 8, 16", "parallelism.dp_replicas"),
         (0, 2, {}, "needs zero_stage >= 1", "parallelism"),
+        (0, "per-node", {}, "needs zero_stage >= 1", "parallelism"),
+        (1, 0, {}, "must be >= 1 or 'per-node'", "parallelism"),
+        (1, "per-rack", {}, "per-node", "parallelism.dp_replicas"),
+        (1, "per-node", {"dp": 12}, "per-node needs every server to hold an equal run", "parallelism.dp_replicas"),
     ],
 )
 def test_bad_dp_replicas_is_a_one_line_error(
-    zero: int, replicas: int, par: dict[str, Any], words: str, field: str
+    zero: int, replicas: int | str, par: dict[str, Any], words: str, field: str
 ) -> None:
     with pytest.raises((SpecError, WorkloadError)) as info:
         _plan(zero, replicas, **par)

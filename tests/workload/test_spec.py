@@ -46,19 +46,24 @@ def test_the_fsdp_preset_is_the_validated_llm_foundry_run() -> None:
     assert "5e85bd62d" in (WORKLOAD_PRESET_DIR / "mpt-7b-fsdp.yaml").read_text()
 
 
-def test_the_llama_fsdp_preset_is_ibms_validated_eager_70b() -> None:
-    """llama2-70b-fsdp is fms-fsdp's eager 70B row that netsim validate predicts, field for field."""
+@pytest.mark.parametrize(
+    ("preset_name", "case_id"), [("llama2-70b-fsdp", "llama70b-eager"), ("llama2-7b-hsdp", "llama7b-eager")]
+)
+def test_the_llama_fsdp_presets_are_ibms_validated_eager_rows(preset_name: str, case_id: str) -> None:
+    """llama2-70b-fsdp and llama2-7b-hsdp are fms-fsdp's eager rows that netsim validate predicts,
+    field for field (all but the data-parallel size, which the cluster sets)."""
     from netsim.validation.sources import load_sources
 
     src = next(s for s in load_sources() if s.source.id == "ibm-fms-fsdp-a100")
-    published = load_workload(next(c for c in src.cases if c.id == "llama70b-eager").workload)
-    preset = load_workload("llama2-70b-fsdp")
+    published = load_workload(next(c for c in src.cases if c.id == case_id).workload)
+    preset = load_workload(preset_name)
     assert preset.training.eager_modules == ["norm", "rope"] and preset.optimizer.implementation == "foreach"
     for part in ("model", "training", "optimizer", "overlap"):
         assert getattr(preset, part) == getattr(published, part), part
     assert preset.micro_batch_size == published.micro_batch_size == 2
     assert preset.parallelism.zero_stage == published.parallelism.zero_stage == 3
-    assert "5e522b4" in (WORKLOAD_PRESET_DIR / "llama2-70b-fsdp.yaml").read_text()
+    assert preset.parallelism.dp_replicas == published.parallelism.dp_replicas
+    assert "5e522b4" in (WORKLOAD_PRESET_DIR / f"{preset_name}.yaml").read_text()
 
 
 def test_preset_facts() -> None:

@@ -62,9 +62,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
-from pydantic import Field, NonNegativeInt, PrivateAttr, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from netsim.config.common import Bytes, SpecModel, apply_overrides, load_mapping, validate_model
 from netsim.config.model import DTYPE_BYTES, ModelSpec
@@ -178,18 +178,18 @@ class ParallelSpec(SpecModel):
             return self.hierarchical_cp[0]
         return 1
 
-    @field_validator("dp_replicas", mode="before")
-    @classmethod
-    def _replicas_or_per_node(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "per-node":
-            raise ValueError(f"must be a number of groups or 'per-node' (got {v!r})")
-        return v
+    #: the one word each of these fields takes besides its value, and what the value is
+    _WORDS: ClassVar[dict[str, tuple[str, str]]] = {
+        "dp_replicas": ("per-node", "a number of groups"),
+        "pipeline_layers": ("balanced", "a list of layer counts, one per pipeline block"),
+    }
 
-    @field_validator("pipeline_layers", mode="before")
+    @field_validator("dp_replicas", "pipeline_layers", mode="before")
     @classmethod
-    def _layers_or_balanced(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "balanced":
-            raise ValueError(f"must be a list of layer counts, one per pipeline block, or 'balanced' (got {v!r})")
+    def _value_or_word(cls, v: Any, info: ValidationInfo) -> Any:
+        word, what = cls._WORDS[str(info.field_name)]
+        if isinstance(v, str) and v != word:
+            raise ValueError(f"must be {what} or {word!r} (got {v!r})")
         return v
 
     @model_validator(mode="after")

@@ -4,7 +4,7 @@
 writes each run's error (``reports/validation/results.csv``).  Those errors are not spread evenly:
 they cluster by *regime*, the accelerator, the precision the model computes in, whether it
 has routed experts and the kind of training software (on H100 in BF16 the dense rows run fast on
-average, the MoE rows faster still, the eager-PyTorch FSDP rows fastest; the A100 rows sit within
+average, the MoE rows faster still, the PyTorch FSDP rows fastest; the A100 rows sit within
 a few percent).  A user pricing a cluster they do not own needs that evidence beside the
 number, so every ``netsim run`` of a workload reports the regime's
 record (``summary.json`` ``validation_accuracy``, the console, the report): how many published
@@ -82,8 +82,9 @@ def model_kind(
 ) -> str:
     """The model-kind part of a regime: ``moe`` (routed experts) or ``dense``; then the training
     software where it is not Megatron-Core's kind (``training.framework``: ``dense pytorch`` for
-    eager PyTorch under FSDP, whose published H100 runs measured steps about a quarter longer than
-    netsim's: docs "Training-step replay", "PyTorch FSDP: llm-foundry's MPT benchmarks"); then
+    PyTorch modules under FSDP, whose published H100 runs measured steps 8-33% longer than
+    netsim's while the same scripts on A100 are within 12%: docs "Training-step replay", "PyTorch
+    FSDP on A100 and H100"); then
     ``attention-bound`` where the attention core is the largest kernel class of the busiest rank
     (``kernel_time_by_class``: seconds by class, :func:`netsim.workload.kernel_tally.kernel_summary`'s
     ``by_class_s``).  Such a step (long sequences) turns on the attention kernel's speed, which

@@ -260,6 +260,7 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
     for col in TABLE_COLUMNS:
         if col not in out.columns:
             out[col] = np.nan
+    imported = set(pair[wanted.index])
     stamps = sorted(set(t["timestamp"].astype(str)))
     versions = sorted(set(t["liger_version"].astype(str))) if "liger_version" in t.columns else []
     meta = {
@@ -277,7 +278,7 @@ def read_liger(path: str | Path, gpu: str, *, command: str = "") -> KernelTable:
         "scaled": {
             f"{k}/{prov}": f"fwd x {f:.4f}, bwd x {b:.4f}"
             for (k, prov), (f, b) in BYTE_SCALE.items()
-            if f"{k}/{prov}" in set(pair[wanted.index])
+            if f"{k}/{prov}" in imported
         },
         "percentiles": "time_p10_s / time_p90_s hold Liger's 20th / 80th percentiles",
         "skipped": skipped,

@@ -445,19 +445,18 @@ def build_layout(spec: WorkloadSpec, graph: nx.DiGraph) -> ParallelLayout:
         experts=experts,
         cp=par.cp,
         cp_a2a=par.cp_a2a if par.cp > 1 else 1,
+        dp_replicas=par.dp_replicas if isinstance(par.dp_replicas, int) else 1,
     )
-    replicas = _dp_replicas(spec, layout)
-    _check_dp_replicas(spec, dp, experts, replicas)
-    return replace(layout, dp_replicas=replicas) if replicas != 1 else layout
+    if par.dp_replicas == "per-node":  # the servers the placed DP group spans
+        layout = replace(layout, dp_replicas=_per_node_replicas(spec, layout))
+    _check_dp_replicas(spec, dp, experts, layout.dp_replicas)
+    return layout
 
 
-def _dp_replicas(spec: WorkloadSpec, layout: ParallelLayout) -> int:
-    """``parallelism.dp_replicas`` as a number: ``per-node`` is the servers rank 0's DP group spans,
-    each of which must hold one slice of consecutive members (HSDP's groups); WorkloadError if the
+def _per_node_replicas(spec: WorkloadSpec, layout: ParallelLayout) -> int:
+    """``parallelism.dp_replicas: per-node`` as a number: the servers rank 0's DP group spans, each
+    of which must hold one slice of consecutive members (HSDP's groups); WorkloadError if the
     placement puts a slice across servers."""
-    n = spec.parallelism.dp_replicas
-    if n != "per-node":
-        return int(n)
     group = layout.dp_group(0)
     servers = len({layout.nodes[r] for r in group})
     size = len(group) // servers if len(group) % servers == 0 else 0

@@ -66,6 +66,13 @@ class FabricPaths:
         self.adj_ptr, self.adj_nbr, self.adj_link = adj_ptr, adj_nbr, adj_link
         # next hops computed so far, per node: (targets ascending, counts, table, least costs)
         self._hops: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        # the same per (node, target) pair met so far (pair_hops): the row of each pair (key
+        # node * devices + target) in append-only arrays of counts, next hops as adjacency
+        # positions (-1 pad) and least costs, grown by doubling
+        self._pair_row: dict[int, int] = {}
+        self._pair_cnt = np.zeros(0, dtype=np.int64)
+        self._pair_tab = np.zeros((0, 0), dtype=np.int64)
+        self._pair_best = np.zeros(0)
         self.ids = np.flatnonzero(is_fabric)
         self.pos = np.full(links.num_devices, -1, dtype=np.int64)
         self.pos[self.ids] = np.arange(self.ids.size)
@@ -123,6 +130,57 @@ class FabricPaths:
         kt, kcnt, ktab, kbest = known
         pos = np.searchsorted(kt, tgt)
         return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
+
+    def pair_hops(
+        self, nodes: np.ndarray, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`next_hops` for one (node, target) pair per row, in one vectorised lookup: per
+        row the number of least-cost next hops, a table of them as adjacency positions (-1 pad)
+        and the least cost.  ``tpos`` / ``tcost``: each row's target's entry nodes and last-hop
+        costs, as for :meth:`next_hops`.  A walk's rows sit at many switches at once; looking
+        them up together replaces a small lookup per switch (the same tables, so the same
+        picks)."""
+        key = (nodes.astype(np.int64) * self.links.num_devices + tgt).tolist()
+        get = self._pair_row.get
+        pos = np.fromiter((get(k, -1) for k in key), dtype=np.int64, count=len(key))
+        miss = np.flatnonzero(pos < 0)
+        if miss.size:
+            self._add_pairs(np.asarray(key, dtype=np.int64)[miss], tpos[miss], tcost[miss])
+            pos[miss] = [self._pair_row[key[i]] for i in miss.tolist()]
+        return self._pair_cnt[pos], self._pair_tab[pos], self._pair_best[pos]
+
+    def _add_pairs(self, key: np.ndarray, tpos: np.ndarray, tcost: np.ndarray) -> None:
+        """Tabulate the (node, target) pairs ``key`` (node * devices + target) into the arrays
+        of :meth:`pair_hops`."""
+        uk, first = np.unique(key, return_index=True)
+        n = self.links.num_devices
+        nodes, tgts = uk // n, uk % n
+        cut = np.flatnonzero(nodes[1:] != nodes[:-1]) + 1
+        parts = []
+        for a, b in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [uk.size])).tolist(), strict=True):
+            rows = first[a:b]
+            adj, cnt, table, best = self._next_hops(int(nodes[a]), tgts[a:b], tpos[rows], tcost[rows])
+            parts.append((cnt, np.where(table >= 0, table + (int(adj[0]) if adj.size else 0), -1), best))
+        used = len(self._pair_row)
+        need = used + uk.size
+        width = max([self._pair_tab.shape[1], *(t.shape[1] for _, t, _ in parts)])
+        if need > self._pair_cnt.size or width > self._pair_tab.shape[1]:
+            cap = max(need, 2 * self._pair_cnt.size, 64)
+            cnt_a = np.zeros(cap, dtype=np.int64)
+            tab_a = np.full((cap, width), -1, dtype=np.int64)
+            best_a = np.zeros(cap)
+            cnt_a[:used] = self._pair_cnt[:used]
+            tab_a[:used, : self._pair_tab.shape[1]] = self._pair_tab[:used]
+            best_a[:used] = self._pair_best[:used]
+            self._pair_cnt, self._pair_tab, self._pair_best = cnt_a, tab_a, best_a
+        row = used
+        for cnt, tab, best in parts:
+            k = cnt.size
+            self._pair_cnt[row : row + k] = cnt
+            self._pair_tab[row : row + k, : tab.shape[1]] = tab
+            self._pair_best[row : row + k] = best
+            row += k
+        self._pair_row.update(zip(uk.tolist(), range(used, need), strict=True))
 
     def _next_hops(
         self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray

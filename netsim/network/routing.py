@@ -18,8 +18,10 @@ server (storage targets, the devices of an explicit graph) are fabric nodes and 
 the fabric directly.
 
 Everything is vectorised over flows: servers with identical internal wiring share one cache
-of intra-server paths, and the fabric walk groups flows by the switch they are at, so
-routing a million flows costs a few numpy passes per hop rather than a million graph searches.
+of intra-server paths (:mod:`netsim.network.server_paths`), and each hop of the fabric walk
+looks up the next hops of all its flows at once, from a table of the (switch, target) pairs met
+so far (:meth:`netsim.network.fabric.FabricPaths.pair_hops`), so routing a million flows costs
+a few numpy passes per hop rather than a million graph searches.
 
 Which of several equal-cost candidates a flow takes is its *path policy*
 (:mod:`netsim.network.path_policy`: ``shortest``, ``ecmp``, ``ecmp-pair``, ``spray``, ``dmodk``, and
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
@@ -48,23 +50,11 @@ from netsim.errors import RoutingError
 from netsim.network.fabric import FORWARDING_KINDS, FabricPaths, destination_index
 from netsim.network.links import LinkTable
 from netsim.network.path_policy import PATH_POLICIES, ROUTING_POLICIES, PathPolicy, mix64
+from netsim.network.server_paths import ServerPaths, key_groups
 
 __all__ = ["PATH_POLICIES", "ROUTING_POLICIES", "PathPolicy", "Router", "Routes", "mix64"]
 
-_MAX_INTRA_PATHS = 64
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _groups(keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Positions of each distinct key, in key order: one sort instead of a scan per key."""
-    if keys.size == 0:
-        return []
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    cut = np.flatnonzero(sk[1:] != sk[:-1]) + 1
-    starts = np.concatenate(([0], cut))
-    ends = np.concatenate((cut, [sk.size]))
-    return [(int(sk[a]), order[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
 def _distinct(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,17 +82,6 @@ class Routes:
     weight: np.ndarray
     latency_s: np.ndarray
     hops: np.ndarray
-
-
-@dataclass
-class _IntraCache:
-    """Paths inside servers of one wiring signature, shared by all servers with that wiring."""
-
-    members: list[str]  # local device suffixes, in local order
-    edges: list[tuple[int, int]]  # local edges (u, v)
-    links: np.ndarray  # [servers_in_group, n_local_edges] global link ids
-    graph: nx.DiGraph  # local graph over local indices
-    paths: dict[tuple[int, int, bool], np.ndarray] = field(default_factory=dict)  # [npaths, maxlen], -1 pad
 
 
 def topology_queue_pairs(graph: nx.DiGraph) -> int:
@@ -197,7 +176,7 @@ class Router:
         for i in np.flatnonzero(self.is_gateway & (self.rail >= 0)).tolist():
             self._rail_nic.setdefault((int(self.server[i]), int(self.rail[i])), i)
 
-        self._build_intra(graph)
+        self.inside = ServerPaths(links, self.server, self.kind, self.policy)
         self.dest_index = (
             destination_index(links, fabric, forwards, self.device_network) if self.policy.by_destination else None
         )
@@ -238,154 +217,6 @@ class Router:
                 d[m] = self.fab_dist[va[m], vb[m]]
                 ok |= np.isfinite(d)
         return ok
-
-    # ------------------------------------------------------------------ intra-server paths
-    def _build_intra(self, graph: nx.DiGraph) -> None:
-        """Group servers by wiring signature and number their devices and edges locally.
-
-        Servers whose devices have the same name suffixes (``g3``, ``nic3``, ``nvsw``...) and
-        the same internal links share one cache of paths; ``_intra[g].links[row]`` maps a local
-        edge number to the global link id of server ``row`` of group ``g``.
-        """
-        names = self.links.names
-        n = self.links.num_devices
-        self.local_idx = np.full(n, -1, dtype=np.int64)
-        top = int(self.server.max()) + 1 if n and self.server.max() >= 0 else 0
-        self._sig_arr = np.full(top, -1, dtype=np.int64)
-        self._row_arr = np.full(top, -1, dtype=np.int64)
-        servers: dict[int, list[int]] = {}
-        for i in np.flatnonzero(~self.is_fabric).tolist():
-            servers.setdefault(int(self.server[i]), []).append(i)
-        src, dst = self.links.src, self.links.dst
-        intra = (~self.is_fabric[src]) & (~self.is_fabric[dst]) & (self.server[src] == self.server[dst])
-        by_server: dict[int, list[int]] = {}
-        for k in np.flatnonzero(intra).tolist():
-            by_server.setdefault(int(self.server[src[k]]), []).append(k)
-        cap_max = float(self.links.nominal_Bps.max()) if self.links.num_links else 1.0
-        sig_index: dict[tuple[object, ...], int] = {}
-        self._intra: list[_IntraCache] = []
-        rows: list[list[np.ndarray]] = []
-        for s in sorted(servers):
-            devs = servers[s]
-            sfx = [names[i].split(".", 1)[1] if "." in names[i] else "" for i in devs]
-            if len(set(sfx)) != len(sfx):  # arbitrary naming: no sharing between servers
-                sfx = [names[i] for i in devs]
-            order = sorted(range(len(devs)), key=lambda j: sfx[j])
-            local = {devs[j]: r for r, j in enumerate(order)}
-            members = [sfx[j] for j in order]
-            for d, r in local.items():
-                self.local_idx[d] = r
-            ekeys = sorted((local[int(src[k])], local[int(dst[k])], k) for k in by_server.get(s, []))
-            sig = (
-                tuple(members),
-                tuple((u, v, int(self.links.link_class[k]), float(self.links.nominal_Bps[k])) for u, v, k in ekeys),
-            )
-            gid = sig_index.get(sig)
-            if gid is None:
-                gid = len(self._intra)
-                sig_index[sig] = gid
-                g = nx.DiGraph()
-                for r, j in enumerate(order):
-                    g.add_node(r, relay=self.kind[devs[j]] != "accelerator")
-                for u, v, k in ekeys:
-                    # hop count first; among equal hop counts the path with less serialisation
-                    # time (1/capacity summed) wins, e.g. NVLink over a PCIe detour via the host
-                    g.add_edge(u, v, w=1_000_000 + round(1000 * cap_max / float(self.links.nominal_Bps[k])))
-                self._intra.append(
-                    _IntraCache(
-                        members=members,
-                        edges=[(u, v) for u, v, _ in ekeys],
-                        links=np.empty((0, 0), dtype=np.int64),
-                        graph=g,
-                    )
-                )
-                rows.append([])
-            self._sig_arr[s] = gid
-            self._row_arr[s] = len(rows[gid])
-            rows[gid].append(np.array([k for _, _, k in ekeys], dtype=np.int64))
-        for gid, group_rows in enumerate(rows):
-            self._intra[gid].links = (
-                np.vstack(group_rows)
-                if group_rows and group_rows[0].size
-                else np.zeros((len(group_rows), 0), dtype=np.int64)
-            )
-        self._edge_local = [{e: j for j, e in enumerate(c.edges)} for c in self._intra]
-
-    def _intra_paths(self, gid: int, a: int, b: int, relay: bool) -> np.ndarray:
-        """Equal-cost local paths a -> b in wiring group ``gid`` as [npaths, maxlen] local edge ids.
-
-        Only switches, NICs and hosts forward inside a server; with ``relay`` an accelerator may
-        forward too (PXN / DeepEP: NVLink to the GPU next to the NIC, which sends from there).
-        """
-        cache = self._intra[gid]
-        key = (a, b, relay)
-        hit = cache.paths.get(key)
-        if hit is not None:
-            return hit
-        g = cache.graph
-        if not relay:
-            g = nx.subgraph_view(g, filter_node=lambda v: v in (a, b) or cache.graph.nodes[v]["relay"])
-        paths: list[list[int]] = []
-        try:
-            for p in nx.all_shortest_paths(g, a, b, weight="w"):
-                paths.append([self._edge_local[gid][(p[i], p[i + 1])] for i in range(len(p) - 1)])
-                if len(paths) >= _MAX_INTRA_PATHS:
-                    break
-        except nx.NetworkXNoPath:
-            paths = []
-        if not paths:
-            arr = np.zeros((0, 0), dtype=np.int64)
-        else:
-            width = max(len(p) for p in paths)
-            arr = np.full((len(paths), width), -1, dtype=np.int64)
-            for i, p in enumerate(sorted(paths)):
-                arr[i, : len(p)] = p
-        cache.paths[key] = arr
-        return arr
-
-    def _intra_leg(
-        self,
-        fidx: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-        h: np.ndarray,
-        out: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-        relay: bool = False,
-    ) -> np.ndarray:
-        """Route intra-server legs a -> b (same server); returns a mask of legs with no path."""
-        failed = np.zeros(a.size, dtype=bool)
-        need = a != b
-        if not need.any():
-            return failed
-        idx = np.flatnonzero(need)
-        srv = self.server[a[idx]]
-        gid = self._sig_arr[srv]
-        la, lb = self.local_idx[a[idx]], self.local_idx[b[idx]]
-        m = max(len(c.members) for c in self._intra) + 1
-        key = (gid * m + la) * m + lb
-        for k, pos in _groups(key):
-            sel = idx[pos]
-            g, rest = divmod(k, m * m)
-            la_k, lb_k = divmod(rest, m)
-            paths = self._intra_paths(g, la_k, lb_k, relay)
-            if paths.shape[0] == 0:
-                failed[sel] = True
-                continue
-            choice = self.policy.pick(h[sel], paths.shape[0])
-            rows = self._row_arr[self.server[a[sel]]]
-            if self.policy.splits and paths.shape[0] > 1:
-                w = 1.0 / paths.shape[0]
-                for p in range(paths.shape[0]):
-                    loc = paths[p][paths[p] >= 0]
-                    gl = self._intra[g].links[rows][:, loc]
-                    out.append((np.repeat(fidx[sel], loc.size), gl.ravel(), np.full(gl.size, w)))
-                continue
-            loc = paths[choice]  # [k, width] with -1 pad
-            valid = loc >= 0
-            gl = self._intra[g].links[rows[:, None], np.where(valid, loc, 0)]
-            rr = np.broadcast_to(fidx[sel][:, None], loc.shape)
-            out.append((rr[valid], gl[valid], np.ones(int(valid.sum()))))
-        return failed
 
     # ------------------------------------------------------------------ gateways
     def _target_network(self, dst: np.ndarray) -> np.ndarray:
@@ -502,12 +333,38 @@ class Router:
             hop += 1
             if hop > 64:
                 raise RoutingError("routing loop: a path exceeded 64 fabric hops")
+            if not self.policy.splits:
+                # one pick per row, all rows at once, in the order of a walk by switch (rows
+                # sorted by node, stably), so the links come out in the same order
+                order = np.argsort(r_node, kind="stable")
+                r_flow, r_node, r_w, r_stride, r_h = (
+                    r_flow[order],
+                    r_node[order],
+                    r_w[order],
+                    r_stride[order],
+                    r_h[order],
+                )
+                t = tinv[r_flow]
+                cnt, table, best = self.fabric.pair_hops(r_node, ut[t], tsw[t], tcost[t])
+                if not np.isfinite(best).all():
+                    bad = int(r_flow[np.flatnonzero(~np.isfinite(best))[0]])
+                    a, z = names[start[bad]], names[target[bad]]
+                    raise RoutingError(
+                        f"no route from {a} to {z} through the fabric" + self.fabric.relay_hint(self._graph, a, z)
+                    )
+                hk = self.policy.hop_key(r_h, hop, None if dest is None else dest[r_flow], r_stride)
+                pick = table[np.arange(r_flow.size), self.policy.pick(hk, cnt)]
+                out.append((fidx[r_flow], self._adj_link[pick], r_w))
+                r_node = self._adj_nbr[pick]
+                if dest is not None:
+                    r_stride = r_stride * cnt
+                continue
             nxt_flow: list[np.ndarray] = []
             nxt_node: list[np.ndarray] = []
             nxt_w: list[np.ndarray] = []
             nxt_stride: list[np.ndarray] = []
             nxt_h: list[np.ndarray] = []
-            for c, rows in _groups(r_node):
+            for c, rows in key_groups(r_node):
                 fl = r_flow[rows]
                 u, inv = _distinct(tinv[fl], ut.size)
                 adj, cnt_u, table, best = self.fabric.next_hops(c, ut[u], tsw[u], tcost[u])
@@ -517,37 +374,26 @@ class Router:
                     raise RoutingError(
                         f"no route from {a} to {z} through the fabric" + self.fabric.relay_hint(self._graph, a, z)
                     )
+                # spraying: every least-cost next hop, each with an equal share of the row's bytes
                 cnt = cnt_u[inv]
-                if self.policy.splits:
-                    jj = np.repeat(np.arange(rows.size), cnt)
-                    pos = np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-                    ii = table[inv[jj], pos]
-                    o = np.lexsort((jj, ii))  # neighbour-major, as the weights are summed below
-                    ii, jj = ii[o], jj[o]
-                    w = r_w[rows][jj] / cnt[jj]
-                    out.append((fidx[fl[jj]], self._adj_link[adj[ii]], w))
-                    nxt_flow.append(fl[jj])
-                    nxt_node.append(self._adj_nbr[adj[ii]])
-                    nxt_w.append(w)
-                    nxt_stride.append(r_stride[rows][jj])
-                    nxt_h.append(r_h[rows][jj])
-                else:
-                    stride = r_stride[rows]
-                    hk = self.policy.hop_key(r_h[rows], hop, None if dest is None else dest[fl], stride)
-                    k = self.policy.pick(hk, cnt)
-                    pick = adj[table[inv, k]]
-                    out.append((fidx[fl], self._adj_link[pick], r_w[rows]))
-                    nxt_flow.append(fl)
-                    nxt_node.append(self._adj_nbr[pick])
-                    nxt_w.append(r_w[rows])
-                    nxt_stride.append(stride * cnt if dest is not None else stride)
-                    nxt_h.append(r_h[rows])
+                jj = np.repeat(np.arange(rows.size), cnt)
+                pos = np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+                ii = table[inv[jj], pos]
+                o = np.lexsort((jj, ii))  # neighbour-major, as the weights are summed below
+                ii, jj = ii[o], jj[o]
+                w = r_w[rows][jj] / cnt[jj]
+                out.append((fidx[fl[jj]], self._adj_link[adj[ii]], w))
+                nxt_flow.append(fl[jj])
+                nxt_node.append(self._adj_nbr[adj[ii]])
+                nxt_w.append(w)
+                nxt_stride.append(r_stride[rows][jj])
+                nxt_h.append(r_h[rows][jj])
             r_flow = np.concatenate(nxt_flow)
             r_node = np.concatenate(nxt_node)
             r_w = np.concatenate(nxt_w)
             r_stride = np.concatenate(nxt_stride)
             r_h = np.concatenate(nxt_h)
-            if self.policy.splits and r_flow.size:
+            if r_flow.size:
                 key = r_flow.astype(np.int64) * (self.links.num_devices + 1) + r_node
                 uk, kinv = np.unique(key, return_inverse=True)
                 r_w = np.bincount(kinv, weights=r_w)
@@ -593,7 +439,7 @@ class Router:
         inter = (src != dst) & ~same_server
         if same_server.any():
             idx = np.flatnonzero(same_server)
-            failed = self._intra_leg(allf[idx], src[idx], dst[idx], h[idx], out)
+            failed = self.inside.legs(allf[idx], src[idx], dst[idx], h[idx], out)
             inter[idx[failed]] = True  # no path inside the server: leave through the fabric
         if inter.any():
             idx = np.flatnonzero(inter)
@@ -619,7 +465,7 @@ class Router:
                 g_s[i] = self._reachable_gateway(int(s[i]), int(g_d[i]), int(net[i]))
             leg = s_srv & (s != g_s)
             if leg.any():
-                f = self._intra_leg(idx[leg], s[leg], g_s[leg], hh[leg], out, relay=True)
+                f = self.inside.legs(idx[leg], s[leg], g_s[leg], hh[leg], out, relay=True)
                 if f.any():
                     i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
                     raise RoutingError(
@@ -630,7 +476,7 @@ class Router:
             if leg.any():
                 with np.errstate(over="ignore"):
                     h_in = mix64(hh[leg] + np.uint64(7))
-                f = self._intra_leg(idx[leg], g_d[leg], d[leg], h_in, out, relay=True)
+                f = self.inside.legs(idx[leg], g_d[leg], d[leg], h_in, out, relay=True)
                 if f.any():
                     i = int(np.flatnonzero(leg)[np.flatnonzero(f)[0]])
                     raise RoutingError(

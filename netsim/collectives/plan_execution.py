@@ -16,6 +16,7 @@ lockstep instances of disjoint groups, the direct all-to-all coflow) is in
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -76,7 +77,7 @@ class _Execution:
         self.env: simpy.Environment = net.env
         self.plan = plan
         self.call = call
-        node_ids = device_ids(net, plan.nodes)
+        node_ids = plan_node_ids(net, plan.nodes)
         self.src = node_ids[plan.src]
         self.dst = node_ids[plan.dst]
         costs = transfer_costs(net, plan, call, self.src, self.dst)
@@ -169,20 +170,38 @@ class _Execution:
         if not self.stream:
             self._arrive_many(ts)
             return
-        rounds = self.rounds
-        for t, fid in zip(ts, fids, strict=True):
-            if rounds[t] > 1:
-                self._hold(t, fid)
-            else:
-                self._arrive(t)
-
-    def _hold(self, t: int, fid: int) -> None:
-        """A stream transfer standing for a chain arrived: its phase is released once all arrived."""
-        step = int(self.plan.step[t])
-        held = self.held.setdefault(step, [])
-        held.append((t, fid, float(self.env.now)))
-        if len(held) == self.phase_size[step]:
+        t_arr = np.asarray(ts, dtype=np.int64)
+        chained = self.rounds[t_arr] > 1
+        singles = t_arr[~chained].tolist()
+        if not chained.any():
+            self._arrive_many(singles)
+            return
+        # the transfers standing for chains join their phases; a phase whose last transfer
+        # arrived is released, in the order of those last arrivals, and the plain transfers
+        # arrive before the first release that comes after one of them (the order one pass
+        # over the arrivals, transfer by transfer, would give)
+        pos = np.flatnonzero(chained)
+        first_single = int(np.flatnonzero(~chained)[0]) if singles else len(ts)
+        now = float(self.env.now)
+        tc, fc = t_arr[pos], np.asarray(fids, dtype=np.int64)[pos]
+        steps = self.plan.step[tc]
+        order = np.argsort(steps, kind="stable")
+        cut = np.flatnonzero(steps[order][1:] != steps[order][:-1]) + 1
+        done: list[tuple[int, int]] = []  # (position of the phase's last arrival, step)
+        for a, b in zip(np.concatenate(([0], cut)).tolist(), np.concatenate((cut, [order.size])).tolist(), strict=True):
+            rows = order[a:b]
+            step = int(steps[rows[0]])
+            held = self.held.setdefault(step, [])
+            held.extend(zip(tc[rows].tolist(), fc[rows].tolist(), [now] * rows.size, strict=True))
+            if len(held) == self.phase_size[step]:
+                done.append((int(pos[rows[-1]]), step))
+        for at, step in sorted(done):
+            if singles and first_single < at:
+                self._arrive_many(singles)
+                singles = []
             self._release_phase(self.held.pop(step))
+        if singles:
+            self._arrive_many(singles)
 
     def _release_phase(self, held: list[tuple[int, int, float]]) -> None:
         """A stream phase has fully drained: each transfer arrives when both its own bytes are
@@ -278,6 +297,26 @@ def device_ids(net: Network, names: Sequence[str]) -> np.ndarray:
         raise CollectiveError(
             f"unknown device {exc.args[0]!r} (not in the network's topology)", field="devices"
         ) from None
+
+
+#: per network, the device ids of each plan name table asked about (by the table's identity,
+#: the table held so that its id stays its own): plans are memoised, so most executions of a
+#: step ask about a few hundred tables, tens of thousands of times
+_NODE_IDS: weakref.WeakKeyDictionary[Network, dict[int, tuple[tuple[str, ...], np.ndarray]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def plan_node_ids(net: Network, nodes: tuple[str, ...]) -> np.ndarray:
+    """:func:`device_ids` of a plan's name table ``nodes``, remembered per table and network."""
+    known = _NODE_IDS.setdefault(net, {})
+    hit = known.get(id(nodes))
+    if hit is not None and hit[0] is nodes:
+        return hit[1]
+    ids = device_ids(net, nodes)
+    ids.flags.writeable = False
+    known[id(nodes)] = (nodes, ids)
+    return ids
 
 
 def _check_latency(step_latency_s: float | None) -> float:

@@ -235,3 +235,18 @@ def test_union_of_groups_that_share_a_device_or_run_exact_is_refused() -> None:
     assert run_disjoint_collectives(net, "all_reduce", [devs[:4], devs[4:]], MiB, model="exact", cost=cost) is None
     assert run_disjoint_collectives(net, "all_reduce", [devs[:4], devs[4:6]], MiB, model="stream", cost=cost) is None
     assert run_disjoint_collectives(net, "all_reduce", [devs[:4], devs[4:]], MiB, model="stream", cost=cost) is not None
+
+
+def test_a_plans_device_ids_are_remembered_per_name_table_and_network() -> None:
+    from netsim.collectives.plan_execution import device_ids, plan_node_ids
+
+    g = star_topology(8, 100e9, 0.5e-6)
+    net, other = Network(g), Network(g)
+    names = tuple(accelerators(g))
+    ids = plan_node_ids(net, names)
+    assert ids.tolist() == device_ids(net, names).tolist()
+    assert plan_node_ids(net, names) is ids  # the same table again: remembered
+    assert not ids.flags.writeable
+    reordered = tuple(reversed(names))  # another table: its own ids
+    assert plan_node_ids(net, reordered).tolist() == ids.tolist()[::-1]
+    assert plan_node_ids(other, names) is not ids

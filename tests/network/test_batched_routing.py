@@ -64,7 +64,7 @@ def test_the_pair_table_holds_the_per_switch_next_hops() -> None:
     switches = np.flatnonzero(router.is_fabric & np.array([k == "switch" for k in router.kind]))
     nodes = np.repeat(switches, targets.size)
     tgt = np.tile(targets, switches.size)
-    ut, tinv, tsw, tcost = router._targets(tgt)
+    _, tinv, tsw, tcost = router._targets(tgt)
     order = np.random.default_rng(0).permutation(nodes.size)  # any order, repeated lookups
     for rows in (order[: nodes.size // 2], order, order[::-1]):
         cnt, table, best = fabric.pair_hops(nodes[rows], tgt[rows], tsw[tinv[rows]], tcost[tinv[rows]])

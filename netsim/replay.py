@@ -363,6 +363,9 @@ class _Executor:
         size = np.empty(len(parts))
         caps = np.full(len(parts), np.inf)
         lat = 0.0
+        if cost is not None and len(parts) > 1:
+            new = [c for c in parts if c.comm and (c.comm, c.src, c.dst, c.nbytes) not in self._p2p_cache]
+            self.net.prefetch_path_latency([(str(c.src), str(c.dst)) for c in new])
         for i, c in enumerate(parts):
             if not c.comm:
                 size[i] = c.nbytes

@@ -469,6 +469,18 @@ class Network:
             lat = self._pair_latency[key] = float(self.routes_of(src, dst).latency_s[0])
         return lat
 
+    def prefetch_path_latency(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Route the device pairs among ``pairs`` whose :meth:`path_latency_s` is not known yet,
+        all in one batch, each with the next flow id as :meth:`path_latency_s` would route it
+        alone now (a flow's route depends only on its endpoints, its id and the seed), so the
+        latencies are the same; a pipeline's transfers ask about hundreds of new pairs at once."""
+        todo = list(dict.fromkeys(p for p in pairs if p not in self._pair_latency))
+        if not todo:
+            return
+        ids = self.flows.device_ids([d for p in todo for d in p], "device")
+        routes = self.router.route(ids[0::2], ids[1::2], np.full(len(todo), self.flows.size))
+        self._pair_latency.update(zip(todo, routes.latency_s.tolist(), strict=True))
+
     def routes_of(self, src: str, dst: str) -> Routes:
         """The route a flow ``src -> dst`` with the next flow id would get (for inspection)."""
         ids = self.flows.device_ids([src, dst], "device")

@@ -75,3 +75,19 @@ def test_the_pair_table_holds_the_per_switch_next_hops() -> None:
             assert table[i, : cnt[i]].tolist() == adj[ktab[0, : kcnt[0]]].tolist()
             assert (table[i, cnt[i] :] == -1).all()
     assert (cnt >= 1).all() and (cnt > 1).any()  # every switch reaches every NIC, some by several paths
+
+
+def test_prefetched_path_latencies_are_those_asked_one_by_one() -> None:
+    from netsim.network.engine import Network
+    from netsim.topology import load_topology
+
+    g = load_topology("dgx-h100", nodes=40)  # two scalable units of 32 servers: leaves and spines
+    gpus = sorted(n for n in g if g.nodes[n].get("kind") == "accelerator")
+    rng = np.random.default_rng(11)
+    pairs = [(gpus[i], gpus[j]) for i, j in rng.integers(0, len(gpus), (80, 2)) if i != j]
+    one_by_one = Network(g, routing="pxn", seed=2)
+    batched = Network(g, routing="pxn", seed=2)
+    batched.prefetch_path_latency(pairs + pairs[:5])  # repeats and known pairs are routed once
+    for a, b in pairs:
+        assert batched.path_latency_s(a, b) == one_by_one.path_latency_s(a, b)
+    assert len({one_by_one.path_latency_s(a, b) for a, b in pairs}) > 1  # servers and fabric differ

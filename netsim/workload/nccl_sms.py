@@ -74,6 +74,9 @@ class NcclSms:
         }
         self._coll: dict[tuple[str, float, tuple[int, ...]], float] = {}
         self._p2p: dict[tuple[int, ...], P2pChannels] = {}
+        #: p2p_share per (class, communicator, bytes per peer, peers): every pipeline transfer
+        #: of a step asks, millions of times on a large lockstep plan, about a few shapes
+        self._p2p_share: dict[tuple[str, tuple[int, ...], float, int], float] = {}
 
     def holds(self, cls: str) -> bool:
         """Whether ``cls``'s calls may hold SMs (its share set above 0, or NCCL's rule where the
@@ -107,12 +110,19 @@ class NcclSms:
         """The share of a member's SMs NCCL's send/recv kernel holds on the communicator of the
         ranks ``comm``, sending ``per_peer_bytes`` to each of ``peers`` peers: the kernel's blocks
         by NCCL's p2p channel rule (0 for no peer)."""
+        key = (cls, comm, per_peer_bytes, peers)
+        hit = self._p2p_share.get(key)
+        if hit is not None:
+            return hit
         if peers < 1 or len(comm) < 2 or not self.holds(cls):
-            return 0.0
-        if cls in self.given:
-            return self.given[cls]
-        assert self.sms is not None
-        rule = self._p2p.get(comm)
-        if rule is None:
-            rule = self._p2p[comm] = self.nccl.p2p_rule([self.devices[r] for r in comm])
-        return kernel_sm_share(rule.kernel_ctas(per_peer_bytes, peers), self.sms)
+            share = 0.0
+        elif cls in self.given:
+            share = self.given[cls]
+        else:
+            assert self.sms is not None
+            rule = self._p2p.get(comm)
+            if rule is None:
+                rule = self._p2p[comm] = self.nccl.p2p_rule([self.devices[r] for r in comm])
+            share = kernel_sm_share(rule.kernel_ctas(per_peer_bytes, peers), self.sms)
+        self._p2p_share[key] = share
+        return share

@@ -197,7 +197,9 @@ def check_output_file(path: str | os.PathLike[str], *, force: bool = False, fiel
 
 
 def _make_parents(directory: Path) -> list[Path]:
-    """Create ``directory`` and its missing parents; return those created (outermost first)."""
+    """Create ``directory`` and its missing parents; return those created (outermost first).  A
+    folder another process creates meanwhile (a study's workers writing side by side into one
+    parent) is used as it is, not counted as created."""
     missing: list[Path] = []
     d = directory
     while not d.exists() and d != d.parent:
@@ -207,7 +209,12 @@ def _make_parents(directory: Path) -> list[Path]:
     created: list[Path] = []
     try:
         for m in missing:
-            m.mkdir()
+            try:
+                m.mkdir()
+            except FileExistsError:
+                if m.is_dir():
+                    continue
+                raise
             created.append(m)
     except BaseException:
         _remove_empty(created)

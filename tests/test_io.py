@@ -296,3 +296,24 @@ def test_missing_parent_folders_are_created_by_every_kind_of_output(
         assert code == 0, err
     assert marker_kind(tmp_path / "a" / "b" / "run") == "flows"
     assert (tmp_path / "c" / "d" / "ops.csv").is_file() and (tmp_path / "e" / "f" / "x.csv").is_file()
+
+
+def test_a_parent_folder_made_meanwhile_by_another_writer_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes writing side by side into one new parent (a study's lab workers): the one
+    that loses the race to create the parent finds it made and writes into it."""
+    real_mkdir = Path.mkdir
+    parent = tmp_path / "par" / "lab"
+
+    def racing_mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self == parent and not self.exists():
+            real_mkdir(self)  # the other process got there first
+            raise FileExistsError(errno.EEXIST, "File exists", str(self))
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    with atomic_dir(parent / "locmoe", kind="lab") as tmp:
+        (tmp / "lab.json").write_text("{}")
+    assert (parent / "locmoe" / "lab.json").read_text() == "{}"
+    assert marker_kind(parent / "locmoe") == "lab"

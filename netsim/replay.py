@@ -363,14 +363,15 @@ class _Executor:
         size = np.empty(len(parts))
         caps = np.full(len(parts), np.inf)
         lat = 0.0
-        if cost is not None and len(parts) > 1:
-            new = [c for c in parts if c.comm and (c.comm, c.src, c.dst, c.nbytes) not in self._p2p_cache]
-            self.net.prefetch_path_latency([(str(c.src), str(c.dst)) for c in new])
-        for i, c in enumerate(parts):
-            if not c.comm:
+        keys = [(c.comm, c.src, c.dst, c.nbytes) if c.comm else None for c in parts]
+        if cost is not None and len(parts) > 1:  # the new device pairs' path latencies, at once
+            self.net.prefetch_path_latency(
+                [(str(k[1]), str(k[2])) for k in keys if k is not None and k not in self._p2p_cache]
+            )
+        for i, (c, key) in enumerate(zip(parts, keys, strict=True)):
+            if key is None:
                 size[i] = c.nbytes
                 continue
-            key = (c.comm, c.src, c.dst, c.nbytes)
             t = self._p2p_cache.get(key)
             if t is None:
                 t = self._p2p_cache[key] = p2p_transfer(self.net, cost, c.comm, str(c.src), str(c.dst), c.nbytes)

@@ -464,15 +464,14 @@ class Network:
         paths of a preset's fabric share one latency (one per link tier); a fabric whose parallel
         links differ in latency gets the first route's."""
         key = (src, dst)
-        lat = self._pair_latency.get(key)
-        if lat is None:
-            lat = self._pair_latency[key] = float(self.routes_of(src, dst).latency_s[0])
-        return lat
+        if key not in self._pair_latency:
+            self.prefetch_path_latency([key])
+        return self._pair_latency[key]
 
     def prefetch_path_latency(self, pairs: Sequence[tuple[str, str]]) -> None:
-        """Route the device pairs among ``pairs`` whose :meth:`path_latency_s` is not known yet,
-        all in one batch, each with the next flow id as :meth:`path_latency_s` would route it
-        alone now (a flow's route depends only on its endpoints, its id and the seed), so the
+        """Learn the :meth:`path_latency_s` of the device pairs among ``pairs`` not known yet, all
+        in one batch, each routed with the next flow id as :meth:`routes_of` would route it alone
+        now (a flow's route depends only on its endpoints, its id and the seed), so the
         latencies are the same; a pipeline's transfers ask about hundreds of new pairs at once."""
         todo = list(dict.fromkeys(p for p in pairs if p not in self._pair_latency))
         if not todo:

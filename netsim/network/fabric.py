@@ -17,8 +17,9 @@ When a destination is reachable only through an endpoint, :meth:`FabricPaths.rel
 it for the error message.
 
 **Next hops.**  At fabric node ``c`` towards target ``t`` the candidates are the neighbours
-``n`` with ``cost(c, n) + dist(n, t)`` least; :meth:`FabricPaths.next_hops` tabulates them per
-distinct target, so a flow picks its next hop in O(1) whatever the switch's degree.
+``n`` with ``cost(c, n) + dist(n, t)`` least; :meth:`FabricPaths.pair_hops` tabulates them per
+(node, target) pair the first time a walk meets it, so a flow picks its next hop in O(1)
+whatever the switch's degree.
 
 **Destination index.**  Static InfiniBand routing (``dmodk``) picks by the destination's index
 as OpenSM's fat-tree engine numbers end ports (:func:`destination_index`): leaf by leaf, port by
@@ -64,9 +65,7 @@ class FabricPaths:
     ) -> None:
         self.links = links
         self.adj_ptr, self.adj_nbr, self.adj_link = adj_ptr, adj_nbr, adj_link
-        # next hops computed so far, per node: (targets ascending, counts, table, least costs)
-        self._hops: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-        # the same per (node, target) pair met so far (pair_hops): the row of each pair (key
+        # the next hops of every (node, target) pair met so far (pair_hops): the row of each pair (key
         # node * devices + target) in append-only arrays of counts, next hops as adjacency
         # positions (-1 pad) and least costs, grown by doubling
         self._pair_row: dict[int, int] = {}
@@ -99,47 +98,14 @@ class FabricPaths:
                 start[self.pos[v]] = row
         self.start_dist = start
 
-    def next_hops(
-        self, c: int, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_next_hops`, remembered per node and target (``tgt`` ascending): routing in
-        chunks meets the same switches and targets again in every chunk."""
-        known = self._hops.get(c)
-        if known is not None:
-            kt, kcnt, ktab, kbest = known
-            pos = np.minimum(np.searchsorted(kt, tgt), kt.size - 1)
-            hit = kt[pos] == tgt
-            if hit.all():
-                return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
-            miss = ~hit
-            _, cnt, tab, best = self._next_hops(c, tgt[miss], tpos[miss], tcost[miss])
-            width = max(ktab.shape[1], tab.shape[1])
-            kt = np.concatenate([kt, tgt[miss]])
-            order = np.argsort(kt, kind="stable")
-            pad = [np.pad(t, ((0, 0), (0, width - t.shape[1])), constant_values=-1) for t in (ktab, tab)]
-            known = (
-                kt[order],
-                np.concatenate([kcnt, cnt])[order],
-                np.concatenate(pad)[order],
-                np.concatenate([kbest, best])[order],
-            )
-        else:
-            _, cnt, tab, best = self._next_hops(c, tgt, tpos, tcost)
-            known = (tgt.copy(), cnt, tab, best)
-        self._hops[c] = known
-        kt, kcnt, ktab, kbest = known
-        pos = np.searchsorted(kt, tgt)
-        return np.arange(self.adj_ptr[c], self.adj_ptr[c + 1]), kcnt[pos], ktab[pos], kbest[pos]
-
     def pair_hops(
         self, nodes: np.ndarray, tgt: np.ndarray, tpos: np.ndarray, tcost: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`next_hops` for one (node, target) pair per row, in one vectorised lookup: per
-        row the number of least-cost next hops, a table of them as adjacency positions (-1 pad)
-        and the least cost.  ``tpos`` / ``tcost``: each row's target's entry nodes and last-hop
-        costs, as for :meth:`next_hops`.  A walk's rows sit at many switches at once; looking
-        them up together replaces a small lookup per switch (the same tables, so the same
-        picks)."""
+        """The next hops of one (node, target) pair per row, in one vectorised lookup: per row
+        the number of least-cost next hops, a table of them as adjacency positions (-1 pad, in
+        neighbour order) and the least cost.  ``tpos`` / ``tcost``: each row's target's entry
+        nodes and last-hop costs, as for :meth:`_next_hops`.  A walk's rows sit at many switches
+        at once; each pair is tabulated the first time it is met and looked up after."""
         key = (nodes.astype(np.int64) * self.links.num_devices + tgt).tolist()
         get = self._pair_row.get
         pos = np.fromiter((get(k, -1) for k in key), dtype=np.int64, count=len(key))

@@ -50,22 +50,11 @@ from netsim.errors import RoutingError
 from netsim.network.fabric import FORWARDING_KINDS, FabricPaths, destination_index
 from netsim.network.links import LinkTable
 from netsim.network.path_policy import PATH_POLICIES, ROUTING_POLICIES, PathPolicy, mix64
-from netsim.network.server_paths import ServerPaths, key_groups
+from netsim.network.server_paths import ServerPaths
 
 __all__ = ["PATH_POLICIES", "ROUTING_POLICIES", "PathPolicy", "Router", "Routes", "mix64"]
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _distinct(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(values, return_inverse=True)`` for small non-negative ints (< ``bound``),
-    in O(len + bound) without a sort."""
-    present = np.zeros(bound, dtype=bool)
-    present[values] = True
-    u = np.flatnonzero(present)
-    remap = np.empty(bound, dtype=np.int64)
-    remap[u] = np.arange(u.size)
-    return u, remap[values]
 
 
 @dataclass
@@ -333,25 +322,19 @@ class Router:
             hop += 1
             if hop > 64:
                 raise RoutingError("routing loop: a path exceeded 64 fabric hops")
-            if not self.policy.splits:
-                # one pick per row, all rows at once, in the order of a walk by switch (rows
-                # sorted by node, stably), so the links come out in the same order
-                order = np.argsort(r_node, kind="stable")
-                r_flow, r_node, r_w, r_stride, r_h = (
-                    r_flow[order],
-                    r_node[order],
-                    r_w[order],
-                    r_stride[order],
-                    r_h[order],
+            # every row's next hops at once, in the order of a walk by switch (rows sorted by
+            # node, stably), so the links come out switch by switch
+            order = np.argsort(r_node, kind="stable")
+            r_flow, r_node, r_w, r_stride, r_h = r_flow[order], r_node[order], r_w[order], r_stride[order], r_h[order]
+            t = tinv[r_flow]
+            cnt, table, best = self.fabric.pair_hops(r_node, ut[t], tsw[t], tcost[t])
+            if not np.isfinite(best).all():
+                bad = int(r_flow[np.flatnonzero(~np.isfinite(best))[0]])
+                a, z = names[start[bad]], names[target[bad]]
+                raise RoutingError(
+                    f"no route from {a} to {z} through the fabric" + self.fabric.relay_hint(self._graph, a, z)
                 )
-                t = tinv[r_flow]
-                cnt, table, best = self.fabric.pair_hops(r_node, ut[t], tsw[t], tcost[t])
-                if not np.isfinite(best).all():
-                    bad = int(r_flow[np.flatnonzero(~np.isfinite(best))[0]])
-                    a, z = names[start[bad]], names[target[bad]]
-                    raise RoutingError(
-                        f"no route from {a} to {z} through the fabric" + self.fabric.relay_hint(self._graph, a, z)
-                    )
+            if not self.policy.splits:  # one pick per row
                 hk = self.policy.hop_key(r_h, hop, None if dest is None else dest[r_flow], r_stride)
                 pick = table[np.arange(r_flow.size), self.policy.pick(hk, cnt)]
                 out.append((fidx[r_flow], self._adj_link[pick], r_w))
@@ -359,40 +342,16 @@ class Router:
                 if dest is not None:
                     r_stride = r_stride * cnt
                 continue
-            nxt_flow: list[np.ndarray] = []
-            nxt_node: list[np.ndarray] = []
-            nxt_w: list[np.ndarray] = []
-            nxt_stride: list[np.ndarray] = []
-            nxt_h: list[np.ndarray] = []
-            for c, rows in key_groups(r_node):
-                fl = r_flow[rows]
-                u, inv = _distinct(tinv[fl], ut.size)
-                adj, cnt_u, table, best = self.fabric.next_hops(c, ut[u], tsw[u], tcost[u])
-                if not np.isfinite(best).all():
-                    bad = int(fl[~np.isfinite(best[inv])][0])
-                    a, z = names[start[bad]], names[target[bad]]
-                    raise RoutingError(
-                        f"no route from {a} to {z} through the fabric" + self.fabric.relay_hint(self._graph, a, z)
-                    )
-                # spraying: every least-cost next hop, each with an equal share of the row's bytes
-                cnt = cnt_u[inv]
-                jj = np.repeat(np.arange(rows.size), cnt)
-                pos = np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-                ii = table[inv[jj], pos]
-                o = np.lexsort((jj, ii))  # neighbour-major, as the weights are summed below
-                ii, jj = ii[o], jj[o]
-                w = r_w[rows][jj] / cnt[jj]
-                out.append((fidx[fl[jj]], self._adj_link[adj[ii]], w))
-                nxt_flow.append(fl[jj])
-                nxt_node.append(self._adj_nbr[adj[ii]])
-                nxt_w.append(w)
-                nxt_stride.append(r_stride[rows][jj])
-                nxt_h.append(r_h[rows][jj])
-            r_flow = np.concatenate(nxt_flow)
-            r_node = np.concatenate(nxt_node)
-            r_w = np.concatenate(nxt_w)
-            r_stride = np.concatenate(nxt_stride)
-            r_h = np.concatenate(nxt_h)
+            # spraying: every least-cost next hop, each with an equal share of the row's bytes,
+            # neighbour-major within a switch (adjacency positions ascend with the switch), as
+            # the weights are summed below
+            jj = np.repeat(np.arange(r_flow.size), cnt)
+            ii = table[jj, np.arange(jj.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)]
+            o = np.lexsort((jj, ii))
+            ii, jj = ii[o], jj[o]
+            w = r_w[jj] / cnt[jj]
+            out.append((fidx[r_flow[jj]], self._adj_link[ii], w))
+            r_flow, r_node, r_w, r_stride, r_h = r_flow[jj], self._adj_nbr[ii], w, r_stride[jj], r_h[jj]
             if r_flow.size:
                 key = r_flow.astype(np.int64) * (self.links.num_devices + 1) + r_node
                 uk, kinv = np.unique(key, return_inverse=True)

@@ -136,6 +136,8 @@ class ServerPaths:
                 else np.zeros((len(group_rows), 0), dtype=np.int64)
             )
         self._edge_local = [{e: j for j, e in enumerate(c.edges)} for c in self._intra]
+        #: the radix of a leg's key (wiring * m + local source) * m + local destination
+        self._m = max((len(c.members) for c in self._intra), default=0) + 1
 
     def paths(self, gid: int, a: int, b: int, relay: bool) -> np.ndarray:
         """Equal-cost local paths a -> b in wiring group ``gid`` as [npaths, maxlen] local edge ids.
@@ -187,7 +189,7 @@ class ServerPaths:
         srv = self.server[a[idx]]
         gid = self._sig_arr[srv]
         la, lb = self.local_idx[a[idx]], self.local_idx[b[idx]]
-        m = max(len(c.members) for c in self._intra) + 1
+        m = self._m
         key = (gid * m + la) * m + lb
         if not self.policy.splits:
             self._pick(fidx, a, idx, key, m, h, out, relay, failed)

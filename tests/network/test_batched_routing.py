@@ -5,8 +5,8 @@ The router looks up the next hops of all the flows of a fabric hop together
 met so far) and picks the intra-server paths of all legs of a server wiring together
 (:meth:`~netsim.network.server_paths.ServerPaths.legs`).  A flow's path depends only on its
 endpoints, its id (the hash) and the seed, so routing it in any batch, in any order, must give
-the same links, weights and latency; and the flat pair table must hold what the per-switch
-tables (:meth:`~netsim.network.fabric.FabricPaths.next_hops`) give.
+the same links, weights and latency; and the pair table must hold what the next hops computed
+for each switch directly give.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_a_flow_routes_the_same_alone_and_in_any_batch(policy: str, queue_pairs:
     assert crossed > 200  # most flows cross the fabric, so the walk is exercised
 
 
-def test_the_pair_table_holds_the_per_switch_next_hops() -> None:
+def test_the_pair_table_holds_each_switchs_next_hops() -> None:
     g = _fat_tree()
     links = LinkTable.from_graph(g)
     router = Router(g, links, "ecmp", seed=0)
@@ -70,7 +70,7 @@ def test_the_pair_table_holds_the_per_switch_next_hops() -> None:
         cnt, table, best = fabric.pair_hops(nodes[rows], tgt[rows], tsw[tinv[rows]], tcost[tinv[rows]])
         for i, r in enumerate(rows.tolist()):
             c, t = int(nodes[r]), int(tgt[r])
-            adj, kcnt, ktab, kbest = fabric.next_hops(c, np.array([t]), tsw[tinv[r : r + 1]], tcost[tinv[r : r + 1]])
+            adj, kcnt, ktab, kbest = fabric._next_hops(c, np.array([t]), tsw[tinv[r : r + 1]], tcost[tinv[r : r + 1]])
             assert cnt[i] == kcnt[0] and best[i] == kbest[0]
             assert table[i, : cnt[i]].tolist() == adj[ktab[0, : kcnt[0]]].tolist()
             assert (table[i, cnt[i] :] == -1).all()
